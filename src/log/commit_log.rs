@@ -1,0 +1,619 @@
+//! The log: segments in base-offset order, the last one active.
+//!
+//! One writer at a time (the `writer` mutex) assigns dense offsets, encodes
+//! frames into one buffer and writes it with one call; any number of readers
+//! find their segment under a short read lock and then read without locks.
+//! Readers see offsets below `visible`, which is raised only after a record
+//! is fully written (and, with `Durability::Always`, synced). The data
+//! directory holds the segment files and a `LOCK` file held by the process
+//! that has the log open.
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::watch;
+
+use super::config::{Durability, LogConfig};
+use super::error::{LogError, Result};
+use super::group_commit::GroupCommit;
+use super::record::{FLAG_BATCH_CONTINUES, Payload, Record, decode_frame, encode_frame, frame_len};
+use super::segment::{Chunk, STORE_SUFFIX, Segment, parse_segment_name, segment_path};
+use super::snapshot::SnapshotReader;
+
+/// A handle on an open log; clones share it.
+#[derive(Clone, Debug)]
+pub struct Log {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    dir: PathBuf,
+    config: LogConfig,
+    _lock: File,
+    writer: Mutex<Writer>,
+    segments: RwLock<Vec<Arc<Segment>>>,
+    visible: AtomicU64,
+    lowest: AtomicU64,
+    group: GroupCommit,
+    appended: watch::Sender<u64>,
+    dirty: AtomicBool,
+    closed: AtomicBool,
+}
+
+#[derive(Debug)]
+struct Writer {
+    /// The offset the next record gets.
+    next: u64,
+    /// Timestamps never go backwards, even if the clock does.
+    last_timestamp: u64,
+    buf: Vec<u8>,
+}
+
+/// Sizes for `/status` and metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogStats {
+    pub lowest_offset: u64,
+    pub next_offset: u64,
+    pub segments: usize,
+    pub size_bytes: u64,
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Log {
+    /// Opens the log in `dir` (created if missing), recovering the active
+    /// segment's tail. Fails at once if another process has it open.
+    pub fn open(dir: impl AsRef<Path>, config: LogConfig) -> Result<Log> {
+        config.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        fs::create_dir_all(&dir)?;
+        let lock_file = lock_directory(&dir)?;
+        let segments = open_segments(&dir, &config)?;
+        let lowest = segments.first().map(|s| s.base()).unwrap_or(0);
+        let next = segments.last().map(|s| s.next_offset()).unwrap_or(0);
+        let durability = config.durability;
+        let shared = Arc::new(Shared {
+            dir,
+            config,
+            _lock: lock_file,
+            writer: Mutex::new(Writer {
+                next,
+                last_timestamp: 0,
+                buf: Vec::new(),
+            }),
+            segments: RwLock::new(segments),
+            visible: AtomicU64::new(next),
+            lowest: AtomicU64::new(lowest),
+            group: GroupCommit::new(next),
+            appended: watch::Sender::new(next),
+            dirty: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+        });
+        if let Durability::Interval(every) = durability {
+            spawn_interval_sync(Arc::downgrade(&shared), every)?;
+        }
+        Ok(Log { shared })
+    }
+
+    pub fn config(&self) -> &LogConfig {
+        &self.shared.config
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// The oldest offset still held.
+    pub fn lowest_offset(&self) -> u64 {
+        self.shared.lowest.load(Ordering::Acquire)
+    }
+
+    /// The offset the next record will get; readers see everything below it.
+    pub fn next_offset(&self) -> u64 {
+        self.shared.visible.load(Ordering::Acquire)
+    }
+
+    /// A receiver told the new `next_offset` whenever records become visible.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.shared.appended.subscribe()
+    }
+
+    pub fn stats(&self) -> LogStats {
+        let segments = self.read_segments();
+        LogStats {
+            lowest_offset: self.lowest_offset(),
+            next_offset: self.next_offset(),
+            segments: segments.len(),
+            size_bytes: segments.iter().map(|s| s.size_bytes()).sum(),
+        }
+    }
+
+    // ----- appends -------------------------------------------------------
+
+    pub fn append(&self, value: &[u8]) -> Result<u64> {
+        self.append_batch(&[Payload::new(value)])
+    }
+
+    /// Appends all records or none, returning the first one's offset. The
+    /// batch lands in one segment, and recovery cuts a batch that did not
+    /// reach the disk whole.
+    pub fn append_batch(&self, payloads: &[Payload]) -> Result<u64> {
+        let config = &self.shared.config;
+        if payloads.is_empty() {
+            return Err(LogError::EmptyBatch);
+        }
+        let mut bytes = 0u64;
+        for p in payloads {
+            if p.value.len() as u64 > config.max_record_bytes {
+                return Err(LogError::TooLarge {
+                    what: "record",
+                    size: p.value.len() as u64,
+                    max: config.max_record_bytes,
+                });
+            }
+            bytes += frame_len(p.value.len()) as u64;
+        }
+        let count = u32::try_from(payloads.len()).unwrap_or(u32::MAX);
+        if count > config.index_capacity() || bytes > config.max_store_bytes {
+            return Err(LogError::TooLarge {
+                what: "batch",
+                size: bytes,
+                max: config.max_store_bytes,
+            });
+        }
+
+        let mut w = self.lock_writer()?;
+        let first = w.next;
+        let timestamp = now_ms().max(w.last_timestamp);
+        w.last_timestamp = timestamp;
+        let mut buf = std::mem::take(&mut w.buf);
+        buf.clear();
+        for (i, payload) in payloads.iter().enumerate() {
+            let flags = if i + 1 < payloads.len() { FLAG_BATCH_CONTINUES } else { 0 };
+            encode_frame(&mut buf, first + i as u64, timestamp, flags, *payload);
+        }
+        let written = self.write_frames(&mut w, &buf, count);
+        w.buf = buf;
+        written?;
+        self.finish_append(w, count, bytes)?;
+        Ok(first)
+    }
+
+    /// Appends frames made by another log (replication), keeping their
+    /// offsets and timestamps. Every frame is checked, and the first must
+    /// carry `next_offset`. Returns how many records were appended.
+    pub fn append_frames(&self, frames: &[u8]) -> Result<u32> {
+        let max_frame_len = self.shared.config.max_frame_len();
+        let mut w = self.lock_writer()?;
+        let mut expected = w.next;
+        let mut spans = Vec::new();
+        let mut at = 0;
+        while at < frames.len() {
+            let view = decode_frame(&frames[at..], max_frame_len).map_err(|e| LogError::Corrupt {
+                file: PathBuf::from("<replicated frames>"),
+                position: at as u64,
+                offset: Some(expected),
+                reason: e.to_string(),
+            })?;
+            if view.offset != expected {
+                return Err(LogError::OffsetMismatch {
+                    expected,
+                    found: view.offset,
+                });
+            }
+            w.last_timestamp = w.last_timestamp.max(view.timestamp_ms);
+            spans.push((at, view.frame_len));
+            at += view.frame_len;
+            expected += 1;
+        }
+        // Write in pieces that fit the active segment, rolling between them.
+        let mut piece_start = 0;
+        let mut piece_count = 0u32;
+        for (i, &(start, len)) in spans.iter().enumerate() {
+            let piece_bytes = (start + len - piece_start) as u64;
+            let active = self.active()?;
+            if piece_count > 0 && !active.has_room(piece_bytes, piece_count + 1, self.shared.config.max_store_bytes) {
+                self.write_frames(&mut w, &frames[piece_start..start], piece_count)?;
+                piece_start = start;
+                piece_count = 0;
+            }
+            piece_count += 1;
+            if i + 1 == spans.len() {
+                self.write_frames(&mut w, &frames[piece_start..start + len], piece_count)?;
+            }
+        }
+        let count = spans.len() as u32;
+        if count > 0 {
+            self.finish_append(w, count, frames.len() as u64)?;
+        }
+        Ok(count)
+    }
+
+    fn lock_writer(&self) -> Result<MutexGuard<'_, Writer>> {
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Err(LogError::Closed);
+        }
+        Ok(lock(&self.shared.writer))
+    }
+
+    /// Writes `count` frames into the active segment, rolling first if they
+    /// do not fit.
+    fn write_frames(&self, w: &mut Writer, frames: &[u8], count: u32) -> Result<()> {
+        let mut active = self.active()?;
+        if !active.has_room(frames.len() as u64, count, self.shared.config.max_store_bytes) {
+            active = self.roll(w)?;
+        }
+        active.append(frames, count)?;
+        w.next += u64::from(count);
+        debug_assert_eq!(w.next, active.next_offset(), "the writer and the active segment agree");
+        Ok(())
+    }
+
+    fn roll(&self, w: &Writer) -> Result<Arc<Segment>> {
+        let old = self.active()?;
+        if self.shared.config.durability != Durability::Never {
+            old.sync()?;
+        }
+        let new = Arc::new(Segment::create(&self.shared.dir, w.next, &self.shared.config)?);
+        self.write_segments().push(new.clone());
+        tracing::debug!(base = w.next, "rolled to a new segment");
+        Ok(new)
+    }
+
+    /// Makes the written records visible as the durability policy allows.
+    fn finish_append(&self, w: MutexGuard<'_, Writer>, count: u32, bytes: u64) -> Result<()> {
+        let next = w.next;
+        match self.shared.config.durability {
+            Durability::Always => {
+                drop(w);
+                self.shared
+                    .group
+                    .wait_durable(next, || self.sync_written(), |upto| self.publish(upto))?;
+            }
+            Durability::Interval(_) => {
+                self.shared.dirty.store(true, Ordering::Release);
+                self.publish(next);
+            }
+            Durability::Never => self.publish(next),
+        }
+        metrics::counter!("distlog_records_appended_total").increment(u64::from(count));
+        metrics::counter!("distlog_bytes_appended_total").increment(bytes);
+        Ok(())
+    }
+
+    fn publish(&self, next: u64) {
+        let previous = self.shared.visible.fetch_max(next, Ordering::AcqRel);
+        if next > previous {
+            self.shared.appended.send_replace(next);
+        }
+    }
+
+    /// Syncs the active segment and says which offsets that covers (older
+    /// segments were synced when they were sealed).
+    fn sync_written(&self) -> Result<u64> {
+        let (upto, active) = {
+            let w = lock(&self.shared.writer);
+            (w.next, self.active()?)
+        };
+        let started = Instant::now();
+        active.store().sync()?;
+        metrics::histogram!("distlog_fsync_duration_seconds").record(started.elapsed().as_secs_f64());
+        Ok(upto)
+    }
+
+    /// Forces everything appended so far to disk.
+    pub fn sync(&self) -> Result<()> {
+        self.sync_written()?;
+        self.active()?.index().flush()?;
+        Ok(())
+    }
+
+    // ----- reads ---------------------------------------------------------
+
+    fn out_of_range(&self, offset: u64) -> LogError {
+        LogError::OutOfRange {
+            offset,
+            lowest: self.lowest_offset(),
+            next: self.next_offset(),
+        }
+    }
+
+    pub fn read(&self, offset: u64) -> Result<Record> {
+        if offset < self.lowest_offset() || offset >= self.next_offset() {
+            return Err(self.out_of_range(offset));
+        }
+        let segment = self.segment_for(offset).ok_or_else(|| self.out_of_range(offset))?;
+        segment.read(offset)
+    }
+
+    /// Records from `from` on, oldest first, at most `max_records` and about
+    /// `max_bytes` of frames (the first record comes whatever its size).
+    /// `from == next_offset` gives nothing; outside [lowest, next] is an error.
+    pub fn read_range(&self, from: u64, max_records: u32, max_bytes: u64) -> Result<Vec<Record>> {
+        let mut records = Vec::new();
+        self.read_chunks(from, max_records, max_bytes, |chunk| records.extend(chunk.records))?;
+        Ok(records)
+    }
+
+    /// Like `read_range`, but the checked frames themselves, for replication.
+    /// Returns the frames and how many records they hold.
+    pub fn read_frames(&self, from: u64, max_records: u32, max_bytes: u64) -> Result<(Bytes, u32)> {
+        let mut frames = BytesMut::new();
+        let mut count = 0;
+        self.read_chunks(from, max_records, max_bytes, |chunk| {
+            count += chunk.records.len() as u32;
+            if frames.is_empty() {
+                frames = BytesMut::from(chunk.frames);
+            } else {
+                frames.extend_from_slice(&chunk.frames);
+            }
+        })?;
+        Ok((frames.freeze(), count))
+    }
+
+    fn read_chunks(&self, from: u64, max_records: u32, max_bytes: u64, mut take: impl FnMut(Chunk)) -> Result<()> {
+        let next = self.next_offset();
+        if from < self.lowest_offset() || from > next {
+            return Err(self.out_of_range(from));
+        }
+        let (mut cursor, mut records_left, mut bytes_left) = (from, max_records, max_bytes);
+        while cursor < next && records_left > 0 {
+            let Some(segment) = self.segment_for(cursor) else {
+                return Err(self.out_of_range(cursor));
+            };
+            let first_chunk = cursor == from;
+            let chunk = segment.read_chunk(cursor, next, records_left, bytes_left, first_chunk)?;
+            let n = chunk.records.len() as u32;
+            if n == 0 {
+                break;
+            }
+            cursor += u64::from(n);
+            records_left -= n;
+            bytes_left = bytes_left.saturating_sub(chunk.frames.len() as u64);
+            take(chunk);
+        }
+        Ok(())
+    }
+
+    fn read_segments(&self) -> RwLockReadGuard<'_, Vec<Arc<Segment>>> {
+        self.shared.segments.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write_segments(&self) -> RwLockWriteGuard<'_, Vec<Arc<Segment>>> {
+        self.shared.segments.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn segment_for(&self, offset: u64) -> Option<Arc<Segment>> {
+        let segments = self.read_segments();
+        let i = segments.partition_point(|s| s.base() <= offset);
+        i.checked_sub(1).map(|i| segments[i].clone())
+    }
+
+    fn active(&self) -> Result<Arc<Segment>> {
+        self.read_segments().last().cloned().ok_or(LogError::Closed)
+    }
+
+    /// Streams every store's bytes, oldest first, up to the records visible now.
+    pub fn snapshot_reader(&self) -> Result<SnapshotReader> {
+        let _w = self.lock_writer()?;
+        let next = self.next_offset();
+        let segments = self.read_segments().clone();
+        let parts = segments
+            .into_iter()
+            .map(|segment| {
+                let end = if next < segment.next_offset() {
+                    segment.index().position((next - segment.base()) as u32).unwrap_or(0)
+                } else {
+                    segment.size_bytes()
+                };
+                (segment, end)
+            })
+            .collect();
+        Ok(SnapshotReader::new(parts))
+    }
+
+    // ----- cutting -------------------------------------------------------
+
+    /// Deletes whole sealed segments whose records are all below `lowest`.
+    /// Returns how many segments went.
+    pub fn truncate(&self, lowest: u64) -> Result<usize> {
+        let _w = self.lock_writer()?;
+        let doomed = {
+            let segments = self.read_segments();
+            segments[..segments.len() - 1].iter().take_while(|s| s.next_offset() <= lowest).count()
+        };
+        self.drop_oldest(doomed)?;
+        Ok(doomed)
+    }
+
+    /// Applies retention: deletes the oldest sealed segments while the log is
+    /// over `retention_bytes`, or while their newest record is older than
+    /// `retention_ms` before `now_ms`. The active segment always stays.
+    pub fn enforce_retention(&self, now_ms: u64) -> Result<usize> {
+        let config = &self.shared.config;
+        if config.retention_bytes.is_none() && config.retention_ms.is_none() {
+            return Ok(0);
+        }
+        let _w = self.lock_writer()?;
+        let segments = self.read_segments().clone();
+        let mut total: u64 = segments.iter().map(|s| s.size_bytes()).sum();
+        let mut doomed = 0;
+        for segment in &segments[..segments.len() - 1] {
+            let over_size = config.retention_bytes.is_some_and(|max| total > max);
+            let too_old = match config.retention_ms {
+                Some(ms) => segment.read(segment.next_offset() - 1)?.timestamp_ms < now_ms.saturating_sub(ms),
+                None => false,
+            };
+            if !(over_size || too_old) {
+                break;
+            }
+            total -= segment.size_bytes();
+            doomed += 1;
+        }
+        drop(segments);
+        self.drop_oldest(doomed)?;
+        Ok(doomed)
+    }
+
+    fn drop_oldest(&self, count: usize) -> Result<()> {
+        if count == 0 {
+            return Ok(());
+        }
+        let doomed: Vec<_> = {
+            let mut segments = self.write_segments();
+            let doomed = segments.drain(..count).collect();
+            self.shared.lowest.store(segments[0].base(), Ordering::Release);
+            doomed
+        };
+        for segment in doomed {
+            tracing::info!(base = segment.base(), next = segment.next_offset(), "deleting segment");
+            segment.remove_files()?;
+        }
+        Ok(())
+    }
+
+    /// Cuts the tail so that `offset` is the last record kept. Everything
+    /// after it is gone for readers at once and from disk before this returns.
+    pub fn truncate_after(&self, offset: u64) -> Result<()> {
+        let keep = offset.saturating_add(1);
+        let mut w = self.lock_writer()?;
+        if keep >= w.next {
+            return Ok(());
+        }
+        if keep < self.lowest_offset() {
+            return Err(self.out_of_range(offset));
+        }
+        self.shared.group.reset(keep, || {
+            self.shared.visible.store(keep, Ordering::Release);
+        });
+        {
+            let mut segments = self.write_segments();
+            while segments.len() > 1 && segments.last().is_some_and(|s| s.base() >= keep) {
+                if let Some(segment) = segments.pop() {
+                    segment.remove_files()?;
+                }
+            }
+            let last = segments.last().ok_or(LogError::Closed)?;
+            last.truncate_before(keep)?;
+        }
+        File::open(&self.shared.dir)?.sync_all()?;
+        w.next = keep;
+        self.shared.appended.send_replace(keep);
+        Ok(())
+    }
+
+    /// Deletes every record and starts again, empty, at `base`: for a replica
+    /// that must restart from its leader's lowest offset or resync from zero.
+    pub fn reset(&self, base: u64) -> Result<()> {
+        let mut w = self.lock_writer()?;
+        let mut segments = self.write_segments();
+        for segment in segments.drain(..) {
+            segment.remove_files()?;
+        }
+        segments.push(Arc::new(Segment::create(&self.shared.dir, base, &self.shared.config)?));
+        self.shared.lowest.store(base, Ordering::Release);
+        self.shared.group.reset(base, || {
+            self.shared.visible.store(base, Ordering::Release);
+        });
+        w.next = base;
+        self.shared.appended.send_replace(base);
+        Ok(())
+    }
+
+    /// Syncs and closes: the index files are cut back to their entries once
+    /// the last reader lets go. Every later call fails with `Closed`.
+    pub fn close(&self) -> Result<()> {
+        let synced = self.sync();
+        let _w = lock(&self.shared.writer);
+        self.shared.closed.store(true, Ordering::Release);
+        self.write_segments().clear();
+        synced
+    }
+}
+
+fn lock_directory(dir: &Path) -> Result<File> {
+    let file = File::options().create(true).truncate(false).write(true).open(dir.join("LOCK"))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(fs::TryLockError::WouldBlock) => Err(LogError::Locked(dir.to_path_buf())),
+        Err(fs::TryLockError::Error(e)) => Err(e.into()),
+    }
+}
+
+/// Opens the segments found in `dir`: sealed ones are trusted but for their
+/// last entry, the last one is recovered. An empty directory gets segment 0.
+fn open_segments(dir: &Path, config: &LogConfig) -> Result<Vec<Arc<Segment>>> {
+    let mut bases = Vec::new();
+    let mut index_only = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        let Some((base, suffix)) = name.to_str().and_then(parse_segment_name) else {
+            continue;
+        };
+        if suffix == STORE_SUFFIX {
+            bases.push(base);
+        } else {
+            index_only.push(base);
+        }
+    }
+    bases.sort_unstable();
+    bases.dedup();
+    for base in index_only.into_iter().filter(|b| bases.binary_search(b).is_err()) {
+        let path = segment_path(dir, base, super::segment::INDEX_SUFFIX);
+        tracing::warn!(path = %path.display(), "removing an index whose store is missing");
+        fs::remove_file(path)?;
+    }
+    if bases.is_empty() {
+        return Ok(vec![Arc::new(Segment::create(dir, 0, config)?)]);
+    }
+    let mut segments = Vec::with_capacity(bases.len());
+    for pair in bases.windows(2) {
+        segments.push(Arc::new(Segment::open_sealed(dir, pair[0], pair[1] - pair[0], config)?));
+    }
+    let last = bases[bases.len() - 1];
+    let (active, report) = Segment::open_active(dir, last, config)?;
+    if report.truncated_bytes > 0 || report.dropped_entries > 0 || report.rebuilt_index {
+        tracing::warn!(
+            segment = last,
+            records = report.records,
+            truncated_bytes = report.truncated_bytes,
+            dropped_index_entries = report.dropped_entries,
+            rebuilt_index = report.rebuilt_index,
+            reason = report.reason.as_deref().unwrap_or("-"),
+            "recovered the log's tail after an unclean stop"
+        );
+    }
+    segments.push(Arc::new(active));
+    Ok(segments)
+}
+
+fn spawn_interval_sync(shared: Weak<Shared>, every: Duration) -> Result<()> {
+    std::thread::Builder::new().name("distlog-sync".into()).spawn(move || {
+        loop {
+            std::thread::sleep(every);
+            let Some(shared) = shared.upgrade() else { return };
+            if shared.closed.load(Ordering::Acquire) {
+                return;
+            }
+            if shared.dirty.swap(false, Ordering::AcqRel) {
+                let log = Log { shared };
+                if let Err(e) = log.sync() {
+                    tracing::error!(error = %e, "background sync failed");
+                    log.shared.dirty.store(true, Ordering::Release);
+                }
+            }
+        }
+    })?;
+    Ok(())
+}

@@ -1,0 +1,128 @@
+//! Log configuration, validated once at open.
+
+use std::time::Duration;
+
+use super::error::{LogError, Result};
+use super::index::ENTRY_BYTES;
+use super::record::FRAME_HEADER;
+
+pub const MIB: u64 = 1024 * 1024;
+
+/// When appended records are forced to disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// An append returns once its record is on disk (fdatasync); concurrent
+    /// appends share one sync (group commit).
+    Always,
+    /// A background sync at most every this often.
+    Interval(Duration),
+    /// The page cache decides. A killed process loses nothing; a power cut may.
+    Never,
+}
+
+#[derive(Clone, Debug)]
+pub struct LogConfig {
+    /// A segment's store file rolls once it reaches this size.
+    pub max_store_bytes: u64,
+    /// A segment's index file is mapped at this size; full means roll.
+    pub max_index_bytes: u64,
+    /// The largest value one record may carry.
+    pub max_record_bytes: u64,
+    /// Delete the oldest sealed segments while the log is larger than this.
+    pub retention_bytes: Option<u64>,
+    /// Delete sealed segments whose newest record is older than this.
+    pub retention_ms: Option<u64>,
+    pub durability: Durability,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            max_store_bytes: 256 * MIB,
+            max_index_bytes: 12 * MIB,
+            max_record_bytes: MIB,
+            retention_bytes: None,
+            retention_ms: None,
+            durability: Durability::Always,
+        }
+    }
+}
+
+impl LogConfig {
+    /// Checks every value against its allowed range, naming the key at fault.
+    pub fn validate(&self) -> Result<()> {
+        check_range("max_store_bytes", self.max_store_bytes, 64, 1 << 40)?;
+        check_range(
+            "max_index_bytes",
+            self.max_index_bytes,
+            2 * ENTRY_BYTES,
+            ENTRY_BYTES * u64::from(u32::MAX),
+        )?;
+        let record_ceiling = (self.max_store_bytes - FRAME_HEADER as u64).min(u32::MAX as u64 / 2);
+        check_range("max_record_bytes", self.max_record_bytes, 1, record_ceiling)?;
+        if let Some(bytes) = self.retention_bytes {
+            check_range("retention_bytes", bytes, 1, u64::MAX)?;
+        }
+        if let Some(ms) = self.retention_ms {
+            check_range("retention_ms", ms, 1, u64::MAX)?;
+        }
+        if let Durability::Interval(every) = self.durability {
+            let ms = every.as_millis() as u64;
+            check_range("fsync_interval_ms", ms, 1, 60_000)?;
+        }
+        Ok(())
+    }
+
+    /// Index entries a segment holds at most.
+    pub fn index_capacity(&self) -> u32 {
+        (self.max_index_bytes / ENTRY_BYTES) as u32
+    }
+
+    /// The longest frame this log can hold; anything longer read from disk is corrupt.
+    pub fn max_frame_len(&self) -> usize {
+        FRAME_HEADER + self.max_record_bytes as usize
+    }
+}
+
+fn check_range(key: &'static str, value: u64, min: u64, max: u64) -> Result<()> {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(LogError::Config {
+            key,
+            allowed: format!("between {min} and {max}"),
+            value: value.to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        LogConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn errors_name_the_key_and_value() {
+        let config = LogConfig {
+            max_record_bytes: 0,
+            ..LogConfig::default()
+        };
+        let message = config.validate().unwrap_err().to_string();
+        assert!(message.contains("max_record_bytes"), "{message}");
+        assert!(message.contains("= 0"), "{message}");
+    }
+
+    #[test]
+    fn a_record_must_fit_a_segment() {
+        let config = LogConfig {
+            max_store_bytes: 1000,
+            max_record_bytes: 1000,
+            ..LogConfig::default()
+        };
+        assert!(matches!(config.validate(), Err(LogError::Config { key: "max_record_bytes", .. })));
+    }
+}

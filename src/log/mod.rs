@@ -1,0 +1,27 @@
+//! The storage engine: an append-only log of records split into segments.
+//!
+//! Layering, bottom up: `record` (frame format) -> `store` (frames in a file)
+//! and `index` (mmap'd offset -> position) -> `segment` (one of each, named
+//! by base offset) -> `commit_log` (the segments in order, one writer, many
+//! readers, durability, retention, recovery on open).
+
+mod commit_log;
+mod config;
+mod error;
+mod group_commit;
+mod index;
+mod record;
+mod recovery;
+mod segment;
+mod snapshot;
+mod store;
+
+pub use commit_log::{Log, LogStats, now_ms};
+pub use config::{Durability, LogConfig, MIB};
+pub use error::{LogError, Result};
+pub use record::{
+    FLAG_BATCH_CONTINUES, FRAME_HEADER, FrameError, FrameView, Payload, Record, decode_frame, encode_frame, frame_len,
+    split_frames,
+};
+pub use recovery::Recovered;
+pub use snapshot::SnapshotReader;

@@ -1,0 +1,257 @@
+//! A segment: one store file and one index file named by the segment's base
+//! offset, `<base>.store` and `<base>.index` (the base zero-padded to 20
+//! digits so that names sort like numbers). Entry `i` of the index is the
+//! record at offset `base + i`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+
+use super::config::LogConfig;
+use super::error::{LogError, Result};
+use super::index::Index;
+use super::record::{FRAME_PREFIX, Record, split_frames};
+use super::recovery::{self, Recovered};
+use super::store::Store;
+
+pub const STORE_SUFFIX: &str = "store";
+pub const INDEX_SUFFIX: &str = "index";
+
+#[derive(Debug)]
+pub struct Segment {
+    base: u64,
+    store: Store,
+    index: Index,
+    max_frame_len: usize,
+}
+
+/// Whole frames read in one go, checked, with the records they hold.
+#[derive(Debug, Default)]
+pub struct Chunk {
+    pub frames: Bytes,
+    pub records: Vec<Record>,
+}
+
+pub fn segment_path(dir: &Path, base: u64, suffix: &str) -> PathBuf {
+    dir.join(format!("{base:020}.{suffix}"))
+}
+
+/// The base offset a segment file's name gives, if it is a segment file.
+pub fn parse_segment_name(name: &str) -> Option<(u64, &str)> {
+    let (stem, suffix) = name.split_once('.')?;
+    if suffix != STORE_SUFFIX && suffix != INDEX_SUFFIX {
+        return None;
+    }
+    if stem.is_empty() || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((stem.parse().ok()?, suffix))
+}
+
+impl Segment {
+    fn open_files(dir: &Path, base: u64, config: &LogConfig) -> Result<(Store, Index, bool)> {
+        let store = Store::open(&segment_path(dir, base, STORE_SUFFIX))?;
+        let (index, index_existed) = Index::open(&segment_path(dir, base, INDEX_SUFFIX), config.index_capacity())?;
+        Ok((store, index, index_existed))
+    }
+
+    /// A new, empty segment whose files and directory entry are on disk.
+    pub fn create(dir: &Path, base: u64, config: &LogConfig) -> Result<Segment> {
+        let (store, index, _) = Self::open_files(dir, base, config)?;
+        let segment = Segment {
+            base,
+            store,
+            index,
+            max_frame_len: config.max_frame_len(),
+        };
+        segment.store.sync()?;
+        segment.index.sync_file()?;
+        fs::File::open(dir)?.sync_all()?;
+        Ok(segment)
+    }
+
+    /// A sealed segment holding exactly `count` records (its successor's base
+    /// tells). Its index is trusted if its last entry checks out; otherwise it
+    /// is rebuilt from the store, and a store that does not hold exactly
+    /// `count` sound records is reported as corrupt.
+    pub fn open_sealed(dir: &Path, base: u64, count: u64, config: &LogConfig) -> Result<Segment> {
+        let (store, index, index_existed) = Self::open_files(dir, base, config)?;
+        let segment = Segment {
+            base,
+            store,
+            index,
+            max_frame_len: config.max_frame_len(),
+        };
+        let count = u32::try_from(count)
+            .ok()
+            .filter(|c| *c <= segment.index.capacity())
+            .ok_or_else(|| segment.corrupt(0, None, format!("a sealed segment cannot hold {count} records")))?;
+        if !(index_existed && recovery::sealed_index_checks_out(&segment.store, &segment.index, base, count, segment.max_frame_len)) {
+            recovery::rebuild_sealed(&segment.store, &segment.index, base, count, segment.max_frame_len)?;
+        }
+        segment.index.set_len(count);
+        Ok(segment)
+    }
+
+    /// The last segment: its tail is checked and anything torn is cut.
+    pub fn open_active(dir: &Path, base: u64, config: &LogConfig) -> Result<(Segment, Recovered)> {
+        let (store, index, index_existed) = Self::open_files(dir, base, config)?;
+        let segment = Segment {
+            base,
+            store,
+            index,
+            max_frame_len: config.max_frame_len(),
+        };
+        let report = recovery::recover_tail(&segment.store, &segment.index, base, segment.max_frame_len, index_existed)?;
+        Ok((segment, report))
+    }
+
+    pub fn base(&self) -> u64 {
+        self.base
+    }
+
+    /// One past the last record this segment holds.
+    pub fn next_offset(&self) -> u64 {
+        self.base + u64::from(self.index.len())
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        self.store.size()
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+
+    /// Whether `bytes` more in `records` records fit. An empty segment takes
+    /// anything its index can count, so that no batch is refused for size alone.
+    pub fn has_room(&self, bytes: u64, records: u32, max_store_bytes: u64) -> bool {
+        let entries_fit = u64::from(self.index.len()) + u64::from(records) <= u64::from(self.index.capacity());
+        let bytes_fit = self.store.size() + bytes <= max_store_bytes || self.index.is_empty();
+        entries_fit && bytes_fit
+    }
+
+    /// Appends `count` encoded frames held back to back in `frames`.
+    /// Only the log's writer calls this.
+    pub fn append(&self, frames: &[u8], count: u32) -> Result<()> {
+        debug_assert!(u64::from(self.index.len()) + u64::from(count) <= u64::from(self.index.capacity()));
+        let start = self.store.append(frames)?;
+        let mut at = 0usize;
+        for _ in 0..count {
+            self.index.push(start + at as u64)?;
+            let len = u32::from_le_bytes([frames[at], frames[at + 1], frames[at + 2], frames[at + 3]]);
+            at += FRAME_PREFIX + len as usize;
+        }
+        debug_assert_eq!(at, frames.len(), "frames and count must agree");
+        Ok(())
+    }
+
+    /// Reads the record at `offset`, which must be below `next_offset`.
+    pub fn read(&self, offset: u64) -> Result<Record> {
+        let chunk = self.read_chunk(offset, offset + 1, 1, 0, true)?;
+        chunk.records.into_iter().next().ok_or_else(|| self.corrupt(0, Some(offset), "record missing".into()))
+    }
+
+    /// Reads records from `from`, stopping before `upto`, after `max_records`,
+    /// or once `max_bytes` of frames are gathered. With `take_one`, the first
+    /// record comes whatever its size, so that a reader makes progress.
+    pub fn read_chunk(&self, from: u64, upto: u64, max_records: u32, max_bytes: u64, take_one: bool) -> Result<Chunk> {
+        let published = self.index.len();
+        let first = u32::try_from(from - self.base).unwrap_or(u32::MAX);
+        let last_excl = upto.saturating_sub(self.base).min(u64::from(published)) as u32;
+        if first >= last_excl || max_records == 0 {
+            return Ok(Chunk::default());
+        }
+        let wanted = (last_excl - first).min(max_records);
+        let start = self.slot_position(first)?;
+        // The largest count whose frames stay within the budget: positions grow with offsets.
+        let (mut lo, mut hi) = (u32::from(take_one), wanted);
+        while lo < hi {
+            let mid = lo + (hi - lo).div_ceil(2);
+            if self.end_of(first + mid - 1, published)? - start <= max_bytes {
+                lo = mid;
+            } else {
+                hi = mid - 1;
+            }
+        }
+        let count = lo;
+        if count == 0 {
+            return Ok(Chunk::default());
+        }
+        let end = self.end_of(first + count - 1, published)?;
+        let buf = self.store.read_at(start, (end - start) as usize)?;
+        let frames = Bytes::from(buf);
+        let records = split_frames(frames.clone(), from, self.max_frame_len)
+            .map_err(|(at, offset, err)| self.corrupt(start + at as u64, Some(offset), err.to_string()))?;
+        debug_assert_eq!(records.len(), count as usize);
+        Ok(Chunk { frames, records })
+    }
+
+    fn slot_position(&self, i: u32) -> Result<u64> {
+        let (_, pos) = self.index.slot(i);
+        if pos >= self.store.size() {
+            return Err(self.corrupt(pos, Some(self.base + u64::from(i)), "index points past the store".into()));
+        }
+        Ok(pos)
+    }
+
+    /// Where the frame of entry `i` ends: the next entry's position, or for the
+    /// newest entry its own length field, bounded before it is trusted.
+    fn end_of(&self, i: u32, published: u32) -> Result<u64> {
+        let pos = self.slot_position(i)?;
+        let offset = Some(self.base + u64::from(i));
+        let end = if i + 1 < published {
+            self.index.slot(i + 1).1
+        } else {
+            let prefix = self.store.read_at(pos, FRAME_PREFIX)?;
+            let len = u32::from_le_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]);
+            pos + FRAME_PREFIX as u64 + u64::from(len)
+        };
+        if end <= pos || end - pos > self.max_frame_len as u64 || end > self.store.size() {
+            return Err(self.corrupt(pos, offset, format!("impossible frame end {end}")));
+        }
+        Ok(end)
+    }
+
+    pub fn corrupt(&self, position: u64, offset: Option<u64>, reason: String) -> LogError {
+        LogError::Corrupt {
+            file: self.store.path().to_path_buf(),
+            position,
+            offset,
+            reason,
+        }
+    }
+
+    /// Cuts the segment so that it ends before `offset`. Only the writer calls this.
+    pub fn truncate_before(&self, offset: u64) -> Result<()> {
+        let keep = (offset - self.base) as u32;
+        let written = self.index.len();
+        debug_assert!(keep <= written);
+        let cut = if keep < written { self.index.slot(keep).1 } else { self.store.size() };
+        self.index.truncate(keep, written);
+        self.store.truncate(cut)?;
+        self.store.sync()?;
+        self.index.flush()?;
+        Ok(())
+    }
+
+    /// Makes everything written so far durable.
+    pub fn sync(&self) -> Result<()> {
+        self.store.sync()?;
+        self.index.flush()?;
+        Ok(())
+    }
+
+    /// Deletes both files. Readers holding this segment keep reading the
+    /// unlinked files until they let go.
+    pub fn remove_files(&self) -> Result<()> {
+        fs::remove_file(self.store.path())?;
+        fs::remove_file(self.index.path())?;
+        Ok(())
+    }
+}

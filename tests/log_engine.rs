@@ -1,0 +1,291 @@
+//! The storage engine through its public API: appends, reads, rolls,
+//! reopen, cutting, retention, snapshots, and readers racing a writer.
+
+use std::io::Read;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use distlog::log::{Durability, Log, LogConfig, LogError, Payload};
+
+fn small_config() -> LogConfig {
+    LogConfig {
+        max_store_bytes: 1024,
+        max_index_bytes: 12 * 16,
+        max_record_bytes: 512,
+        durability: Durability::Never,
+        ..LogConfig::default()
+    }
+}
+
+fn value(i: u64) -> Vec<u8> {
+    format!("{{\"n\":{i},\"pad\":\"{}\"}}", "x".repeat((i % 40) as usize)).into_bytes()
+}
+
+#[test]
+fn appends_get_dense_offsets_and_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    for i in 0..100 {
+        assert_eq!(log.append(&value(i)).unwrap(), i);
+    }
+    for i in 0..100 {
+        let record = log.read(i).unwrap();
+        assert_eq!((record.offset, &record.value[..]), (i, &value(i)[..]));
+    }
+    assert!(log.stats().segments > 1, "small segments must roll");
+    match log.read(100) {
+        Err(LogError::OutOfRange { offset: 100, lowest: 0, next: 100 }) => {}
+        other => panic!("expected out of range, got {other:?}"),
+    }
+}
+
+#[test]
+fn batches_are_contiguous_and_validated_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    log.append(b"first").unwrap();
+    let values: Vec<Vec<u8>> = (0..5).map(value).collect();
+    let payloads: Vec<Payload> = values.iter().map(|v| Payload::new(v)).collect();
+    assert_eq!(log.append_batch(&payloads).unwrap(), 1);
+    let too_big = vec![0u8; 513];
+    let bad = [Payload::new(b"ok"), Payload::new(&too_big)];
+    assert!(matches!(log.append_batch(&bad), Err(LogError::TooLarge { .. })));
+    assert!(matches!(log.append_batch(&[]), Err(LogError::EmptyBatch)));
+    assert_eq!(log.next_offset(), 6, "a refused batch appends nothing");
+}
+
+#[test]
+fn range_reads_respect_count_and_byte_budget_across_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    for i in 0..60 {
+        log.append(&value(i)).unwrap();
+    }
+    let all = log.read_range(0, 1000, u64::MAX).unwrap();
+    assert_eq!(all.len(), 60);
+    assert!(all.iter().enumerate().all(|(i, r)| r.offset == i as u64 && r.value[..] == value(i as u64)[..]));
+    assert_eq!(log.read_range(10, 7, u64::MAX).unwrap().len(), 7);
+    let budgeted = log.read_range(0, 1000, 200).unwrap();
+    assert!(!budgeted.is_empty() && budgeted.len() < 10, "{} records for 200 bytes", budgeted.len());
+    assert_eq!(log.read_range(0, 10, 1).unwrap().len(), 1, "the first record always comes");
+    assert!(log.read_range(60, 10, 1000).unwrap().is_empty());
+    assert!(matches!(log.read_range(61, 10, 1000), Err(LogError::OutOfRange { .. })));
+    let (frames, count) = log.read_frames(5, 20, u64::MAX).unwrap();
+    assert_eq!(count, 20);
+    let parsed = distlog::log::split_frames(frames, 5, 1 << 20).unwrap();
+    assert_eq!(parsed.len(), 20);
+}
+
+#[test]
+fn reopen_keeps_everything_and_continues() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = Log::open(dir.path(), small_config()).unwrap();
+        for i in 0..50 {
+            log.append(&value(i)).unwrap();
+        }
+        log.close().unwrap();
+    }
+    let index_sizes: Vec<u64> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "index"))
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .collect();
+    assert!(index_sizes.iter().all(|s| s % 12 == 0 && *s <= 12 * 16), "{index_sizes:?}");
+    assert!(index_sizes.iter().any(|s| *s < 12 * 15), "the active index is cut to its entries: {index_sizes:?}");
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    assert_eq!(log.next_offset(), 50);
+    assert_eq!(log.append(b"more").unwrap(), 50);
+    for i in 0..50 {
+        assert_eq!(log.read(i).unwrap().value[..], value(i)[..]);
+    }
+}
+
+#[test]
+fn a_second_opener_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let _log = Log::open(dir.path(), small_config()).unwrap();
+    assert!(matches!(Log::open(dir.path(), small_config()), Err(LogError::Locked(_))));
+}
+
+#[test]
+fn bad_config_names_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        max_index_bytes: 1,
+        ..LogConfig::default()
+    };
+    let err = Log::open(dir.path(), config).unwrap_err().to_string();
+    assert!(err.contains("max_index_bytes") && err.contains("= 1"), "{err}");
+}
+
+#[test]
+fn truncate_drops_whole_segments_below() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    for i in 0..80 {
+        log.append(&value(i)).unwrap();
+    }
+    let before = log.stats().segments;
+    let dropped = log.truncate(40).unwrap();
+    assert!(dropped > 0);
+    assert_eq!(log.stats().segments, before - dropped);
+    let lowest = log.lowest_offset();
+    assert!(lowest > 0 && lowest <= 40, "lowest {lowest}");
+    assert!(matches!(log.read(lowest - 1), Err(LogError::OutOfRange { .. })));
+    assert_eq!(log.read(40).unwrap().value[..], value(40)[..]);
+    drop(log);
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    assert_eq!(log.lowest_offset(), lowest);
+}
+
+#[test]
+fn truncate_after_cuts_the_tail_and_offsets_continue_from_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    for i in 0..80 {
+        log.append(&value(i)).unwrap();
+    }
+    log.truncate_after(24).unwrap();
+    assert_eq!(log.next_offset(), 25);
+    assert!(log.read(25).is_err());
+    assert_eq!(log.append(b"replacement").unwrap(), 25);
+    drop(log);
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    assert_eq!(log.next_offset(), 26);
+    assert_eq!(&log.read(25).unwrap().value[..], b"replacement");
+    assert_eq!(log.read(24).unwrap().value[..], value(24)[..]);
+}
+
+#[test]
+fn retention_by_bytes_and_age_keeps_the_active_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        retention_bytes: Some(2048),
+        ..small_config()
+    };
+    let log = Log::open(dir.path(), config).unwrap();
+    for i in 0..200 {
+        log.append(&value(i)).unwrap();
+    }
+    log.enforce_retention(distlog::log::now_ms()).unwrap();
+    let stats = log.stats();
+    assert!(stats.size_bytes <= 2048 + 1024, "size {} after retention", stats.size_bytes);
+    assert_eq!(stats.next_offset, 200);
+    drop(log);
+
+    let config = LogConfig {
+        retention_ms: Some(60_000),
+        ..small_config()
+    };
+    let log = Log::open(dir.path(), config).unwrap();
+    assert_eq!(log.enforce_retention(distlog::log::now_ms()).unwrap(), 0, "nothing is a minute old");
+    log.enforce_retention(distlog::log::now_ms() + 3_600_000).unwrap();
+    assert_eq!(log.stats().segments, 1, "an hour later only the active segment stays");
+    assert_eq!(log.read(199).unwrap().value[..], value(199)[..]);
+}
+
+#[test]
+fn reset_restarts_empty_at_a_base() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    for i in 0..30 {
+        log.append(&value(i)).unwrap();
+    }
+    log.reset(1000).unwrap();
+    assert_eq!((log.lowest_offset(), log.next_offset()), (1000, 1000));
+    assert_eq!(log.append(b"x").unwrap(), 1000);
+    drop(log);
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    assert_eq!((log.lowest_offset(), log.next_offset()), (1000, 1001));
+}
+
+#[test]
+fn snapshot_streams_every_store_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    for i in 0..70 {
+        log.append(&value(i)).unwrap();
+    }
+    let mut snapshot = Vec::new();
+    log.snapshot_reader().unwrap().read_to_end(&mut snapshot).unwrap();
+    let records = distlog::log::split_frames(snapshot.into(), 0, 1 << 20).unwrap();
+    assert_eq!(records.len(), 70);
+    assert_eq!(records[69].value[..], value(69)[..]);
+}
+
+#[test]
+fn corruption_in_a_sealed_segment_is_reported_with_file_and_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    for i in 0..60 {
+        log.append(&value(i)).unwrap();
+    }
+    log.close().unwrap();
+    drop(log);
+    let first_store = dir.path().join(format!("{:020}.store", 0));
+    let mut bytes = std::fs::read(&first_store).unwrap();
+    bytes[60] ^= 0xff; // inside record 1: record 0 takes bytes 0..43
+    std::fs::write(&first_store, &bytes).unwrap();
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    match log.read(1) {
+        Err(LogError::Corrupt { file, offset: Some(1), .. }) => assert_eq!(file, first_store),
+        other => panic!("expected corruption, got {other:?}"),
+    }
+    assert!(log.read(0).is_ok(), "neighbours stay readable");
+}
+
+#[test]
+fn durable_appends_from_many_threads_get_distinct_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        durability: Durability::Always,
+        ..small_config()
+    };
+    let log = Log::open(dir.path(), config).unwrap();
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let log = log.clone();
+            std::thread::spawn(move || (0..50).map(|i| log.append(&value(t * 1000 + i)).unwrap()).collect::<Vec<_>>())
+        })
+        .collect();
+    let mut offsets: Vec<u64> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    offsets.sort_unstable();
+    assert_eq!(offsets, (0..400).collect::<Vec<_>>());
+}
+
+#[test]
+fn readers_never_see_a_partial_record_while_the_writer_rolls() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..3)
+        .map(|_| {
+            let (log, done) = (log.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut reads = 0u64;
+                while !done.load(Ordering::Acquire) {
+                    let next = log.next_offset();
+                    if next == 0 {
+                        continue;
+                    }
+                    let offset = reads % next;
+                    let record = log.read(offset).unwrap();
+                    assert_eq!(record.value[..], value(offset)[..]);
+                    let range = log.read_range(offset, 50, 4096).unwrap();
+                    assert!(range.iter().all(|r| r.value[..] == value(r.offset)[..]));
+                    reads += 1;
+                }
+                reads
+            })
+        })
+        .collect();
+    for i in 0..3000 {
+        log.append(&value(i)).unwrap();
+    }
+    done.store(true, Ordering::Release);
+    for reader in readers {
+        assert!(reader.join().unwrap() > 0);
+    }
+}
