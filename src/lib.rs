@@ -1,1 +1,8 @@
+//! distlog: an append-only, totally ordered log of records served as JSON
+//! over HTTP. `log` is the storage engine, `api` the HTTP layer,
+//! `replication` the read replicas, `server` ties them into a node.
+
+pub mod api;
 pub mod log;
+pub mod replication;
+pub mod server;

@@ -1,1 +1,200 @@
-fn main(){}
+//! The `distlog` binary: parses the command line and starts things.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use distlog::api::Limits;
+use distlog::log::{Durability, LogConfig, LogError, MIB};
+use distlog::replication::FollowConfig;
+use distlog::server::{Server, ServerConfig};
+
+#[derive(Parser)]
+#[command(name = "distlog", version, about = "An append-only, totally ordered log of records served as JSON over HTTP")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the log service (every flag can also be set as DISTLOG_<FLAG>).
+    Serve(ServeArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Fsync {
+    /// Answer an append only once it is on disk (concurrent appends share a sync).
+    Always,
+    /// Sync in the background every --fsync-interval-ms.
+    Interval,
+    /// Leave syncing to the OS: survives a crashed process, not a power cut.
+    Never,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Directory of the log's segment files; created if missing, locked while serving.
+    #[arg(long, env = "DISTLOG_DATA_DIR", value_name = "PATH", default_value = "./distlog-data")]
+    data_dir: PathBuf,
+
+    /// Address and port to listen on.
+    #[arg(long, env = "DISTLOG_LISTEN", value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+
+    /// Size in bytes at which a segment's store file rolls over to a new segment.
+    #[arg(long, env = "DISTLOG_MAX_SEGMENT_BYTES", value_name = "BYTES", default_value_t = 256 * MIB)]
+    max_segment_bytes: u64,
+
+    /// Size in bytes of a segment's memory-mapped index (12 bytes a record); full means roll.
+    #[arg(long, env = "DISTLOG_MAX_INDEX_BYTES", value_name = "BYTES", default_value_t = 12 * MIB)]
+    max_index_bytes: u64,
+
+    /// Largest record value in bytes.
+    #[arg(long, env = "DISTLOG_MAX_RECORD_BYTES", value_name = "BYTES", default_value_t = MIB)]
+    max_record_bytes: u64,
+
+    /// Delete the oldest segments while the log is larger than this many bytes [default: keep all].
+    #[arg(long, env = "DISTLOG_RETENTION_BYTES", value_name = "BYTES")]
+    retention_bytes: Option<u64>,
+
+    /// Delete segments whose newest record is older than this many milliseconds [default: keep all].
+    #[arg(long, env = "DISTLOG_RETENTION_MS", value_name = "MS")]
+    retention_ms: Option<u64>,
+
+    /// When appends reach the disk.
+    #[arg(long, env = "DISTLOG_FSYNC", value_enum, default_value = "always")]
+    fsync: Fsync,
+
+    /// Milliseconds between background syncs with --fsync interval.
+    #[arg(long, env = "DISTLOG_FSYNC_INTERVAL_MS", value_name = "MS", default_value_t = 100)]
+    fsync_interval_ms: u64,
+
+    /// Format of the log lines written to stdout (level set by RUST_LOG, default info).
+    #[arg(long, env = "DISTLOG_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+
+    /// Run as a read-only replica of the leader at this URL (e.g. http://leader:8080).
+    #[arg(long, env = "DISTLOG_FOLLOW", value_name = "URL")]
+    follow: Option<String>,
+
+    /// With --follow: discard the local log at start and copy the leader's anew.
+    #[arg(long, env = "DISTLOG_FOLLOW_RESET", requires = "follow")]
+    follow_reset: bool,
+
+    /// Largest request body in bytes (an NDJSON batch).
+    #[arg(long, env = "DISTLOG_MAX_REQUEST_BYTES", value_name = "BYTES", default_value_t = 16 * MIB)]
+    max_request_bytes: u64,
+
+    /// Milliseconds in-flight requests get to finish on SIGINT/SIGTERM.
+    #[arg(long, env = "DISTLOG_SHUTDOWN_GRACE_MS", value_name = "MS", default_value_t = 10_000)]
+    shutdown_grace_ms: u64,
+}
+
+impl ServeArgs {
+    fn server_config(&self) -> anyhow::Result<ServerConfig> {
+        let durability = match self.fsync {
+            Fsync::Always => Durability::Always,
+            Fsync::Interval => Durability::Interval(Duration::from_millis(self.fsync_interval_ms)),
+            Fsync::Never => Durability::Never,
+        };
+        let log = LogConfig {
+            max_segment_bytes: self.max_segment_bytes,
+            max_index_bytes: self.max_index_bytes,
+            max_record_bytes: self.max_record_bytes,
+            retention_bytes: self.retention_bytes,
+            retention_ms: self.retention_ms,
+            durability,
+        };
+        log.validate().map_err(name_the_flag)?;
+        if let Some(url) = &self.follow
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            anyhow::bail!("invalid --follow {url:?}: must be an http:// or https:// URL");
+        }
+        let limits = Limits {
+            max_request_bytes: self.max_request_bytes.max(1),
+            ..Limits::default()
+        };
+        Ok(ServerConfig {
+            listen: self.listen,
+            log,
+            limits,
+            follow: self.follow.as_ref().map(|leader| FollowConfig {
+                reset: self.follow_reset,
+                ..FollowConfig::new(leader)
+            }),
+            shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
+            ..ServerConfig::new(&self.data_dir)
+        })
+    }
+}
+
+/// Config errors name keys; on the command line they are flags.
+fn name_the_flag(error: LogError) -> anyhow::Error {
+    match error {
+        LogError::Config { key, allowed, value } => {
+            anyhow::anyhow!("invalid --{} {value}: must be {allowed}", key.replace('_', "-"))
+        }
+        other => other.into(),
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGTERM; only SIGINT stops the server");
+            let _ = ctrl_c.await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("SIGINT: shutting down"),
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = args.server_config()?;
+    let server = Server::start(config)
+        .await
+        .with_context(|| format!("cannot start distlog on {}", args.listen))?;
+    shutdown_signal().await;
+    server.shutdown().await?;
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => {
+            init_tracing(args.log_format);
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?
+                .block_on(serve(args))
+        }
+    }
+}

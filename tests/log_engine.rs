@@ -9,7 +9,7 @@ use distlog::log::{Durability, Log, LogConfig, LogError, Payload};
 
 fn small_config() -> LogConfig {
     LogConfig {
-        max_store_bytes: 1024,
+        max_segment_bytes: 1024,
         max_index_bytes: 12 * 16,
         max_record_bytes: 512,
         durability: Durability::Never,
@@ -34,7 +34,11 @@ fn appends_get_dense_offsets_and_read_back() {
     }
     assert!(log.stats().segments > 1, "small segments must roll");
     match log.read(100) {
-        Err(LogError::OutOfRange { offset: 100, lowest: 0, next: 100 }) => {}
+        Err(LogError::OutOfRange {
+            offset: 100,
+            lowest: 0,
+            next: 100,
+        }) => {}
         other => panic!("expected out of range, got {other:?}"),
     }
 }
@@ -63,11 +67,23 @@ fn range_reads_respect_count_and_byte_budget_across_segments() {
     }
     let all = log.read_range(0, 1000, u64::MAX).unwrap();
     assert_eq!(all.len(), 60);
-    assert!(all.iter().enumerate().all(|(i, r)| r.offset == i as u64 && r.value[..] == value(i as u64)[..]));
+    assert!(
+        all.iter()
+            .enumerate()
+            .all(|(i, r)| r.offset == i as u64 && r.value[..] == value(i as u64)[..])
+    );
     assert_eq!(log.read_range(10, 7, u64::MAX).unwrap().len(), 7);
     let budgeted = log.read_range(0, 1000, 200).unwrap();
-    assert!(!budgeted.is_empty() && budgeted.len() < 10, "{} records for 200 bytes", budgeted.len());
-    assert_eq!(log.read_range(0, 10, 1).unwrap().len(), 1, "the first record always comes");
+    assert!(
+        !budgeted.is_empty() && budgeted.len() < 10,
+        "{} records for 200 bytes",
+        budgeted.len()
+    );
+    assert_eq!(
+        log.read_range(0, 10, 1).unwrap().len(),
+        1,
+        "the first record always comes"
+    );
     assert!(log.read_range(60, 10, 1000).unwrap().is_empty());
     assert!(matches!(log.read_range(61, 10, 1000), Err(LogError::OutOfRange { .. })));
     let (frames, count) = log.read_frames(5, 20, u64::MAX).unwrap();
@@ -92,8 +108,14 @@ fn reopen_keeps_everything_and_continues() {
         .filter(|p| p.extension().is_some_and(|e| e == "index"))
         .map(|p| std::fs::metadata(p).unwrap().len())
         .collect();
-    assert!(index_sizes.iter().all(|s| s % 12 == 0 && *s <= 12 * 16), "{index_sizes:?}");
-    assert!(index_sizes.iter().any(|s| *s < 12 * 15), "the active index is cut to its entries: {index_sizes:?}");
+    assert!(
+        index_sizes.iter().all(|s| s % 12 == 0 && *s <= 12 * 16),
+        "{index_sizes:?}"
+    );
+    assert!(
+        index_sizes.iter().any(|s| *s < 12 * 15),
+        "the active index is cut to its entries: {index_sizes:?}"
+    );
     let log = Log::open(dir.path(), small_config()).unwrap();
     assert_eq!(log.next_offset(), 50);
     assert_eq!(log.append(b"more").unwrap(), 50);
@@ -106,7 +128,10 @@ fn reopen_keeps_everything_and_continues() {
 fn a_second_opener_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let _log = Log::open(dir.path(), small_config()).unwrap();
-    assert!(matches!(Log::open(dir.path(), small_config()), Err(LogError::Locked(_))));
+    assert!(matches!(
+        Log::open(dir.path(), small_config()),
+        Err(LogError::Locked(_))
+    ));
 }
 
 #[test]
@@ -171,7 +196,11 @@ fn retention_by_bytes_and_age_keeps_the_active_segment() {
     }
     log.enforce_retention(distlog::log::now_ms()).unwrap();
     let stats = log.stats();
-    assert!(stats.size_bytes <= 2048 + 1024, "size {} after retention", stats.size_bytes);
+    assert!(
+        stats.size_bytes <= 2048 + 1024,
+        "size {} after retention",
+        stats.size_bytes
+    );
     assert_eq!(stats.next_offset, 200);
     drop(log);
 
@@ -180,7 +209,11 @@ fn retention_by_bytes_and_age_keeps_the_active_segment() {
         ..small_config()
     };
     let log = Log::open(dir.path(), config).unwrap();
-    assert_eq!(log.enforce_retention(distlog::log::now_ms()).unwrap(), 0, "nothing is a minute old");
+    assert_eq!(
+        log.enforce_retention(distlog::log::now_ms()).unwrap(),
+        0,
+        "nothing is a minute old"
+    );
     log.enforce_retention(distlog::log::now_ms() + 3_600_000).unwrap();
     assert_eq!(log.stats().segments, 1, "an hour later only the active segment stays");
     assert_eq!(log.read(199).unwrap().value[..], value(199)[..]);
@@ -230,7 +263,9 @@ fn corruption_in_a_sealed_segment_is_reported_with_file_and_offset() {
     std::fs::write(&first_store, &bytes).unwrap();
     let log = Log::open(dir.path(), small_config()).unwrap();
     match log.read(1) {
-        Err(LogError::Corrupt { file, offset: Some(1), .. }) => assert_eq!(file, first_store),
+        Err(LogError::Corrupt {
+            file, offset: Some(1), ..
+        }) => assert_eq!(file, first_store),
         other => panic!("expected corruption, got {other:?}"),
     }
     assert!(log.read(0).is_ok(), "neighbours stay readable");
@@ -247,7 +282,11 @@ fn durable_appends_from_many_threads_get_distinct_offsets() {
     let threads: Vec<_> = (0..8)
         .map(|t| {
             let log = log.clone();
-            std::thread::spawn(move || (0..50).map(|i| log.append(&value(t * 1000 + i)).unwrap()).collect::<Vec<_>>())
+            std::thread::spawn(move || {
+                (0..50)
+                    .map(|i| log.append(&value(t * 1000 + i)).unwrap())
+                    .collect::<Vec<_>>()
+            })
         })
         .collect();
     let mut offsets: Vec<u64> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();

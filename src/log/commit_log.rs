@@ -64,7 +64,10 @@ pub struct LogStats {
 }
 
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -165,11 +168,11 @@ impl Log {
             bytes += frame_len(p.value.len()) as u64;
         }
         let count = u32::try_from(payloads.len()).unwrap_or(u32::MAX);
-        if count > config.index_capacity() || bytes > config.max_store_bytes {
+        if count > config.index_capacity() || bytes > config.max_segment_bytes {
             return Err(LogError::TooLarge {
                 what: "batch",
                 size: bytes,
-                max: config.max_store_bytes,
+                max: config.max_segment_bytes,
             });
         }
 
@@ -180,7 +183,11 @@ impl Log {
         let mut buf = std::mem::take(&mut w.buf);
         buf.clear();
         for (i, payload) in payloads.iter().enumerate() {
-            let flags = if i + 1 < payloads.len() { FLAG_BATCH_CONTINUES } else { 0 };
+            let flags = if i + 1 < payloads.len() {
+                FLAG_BATCH_CONTINUES
+            } else {
+                0
+            };
             encode_frame(&mut buf, first + i as u64, timestamp, flags, *payload);
         }
         let written = self.write_frames(&mut w, &buf, count);
@@ -223,7 +230,7 @@ impl Log {
         for (i, &(start, len)) in spans.iter().enumerate() {
             let piece_bytes = (start + len - piece_start) as u64;
             let active = self.active()?;
-            if piece_count > 0 && !active.has_room(piece_bytes, piece_count + 1, self.shared.config.max_store_bytes) {
+            if piece_count > 0 && !active.has_room(piece_bytes, piece_count + 1, self.shared.config.max_segment_bytes) {
                 self.write_frames(&mut w, &frames[piece_start..start], piece_count)?;
                 piece_start = start;
                 piece_count = 0;
@@ -251,7 +258,7 @@ impl Log {
     /// do not fit.
     fn write_frames(&self, w: &mut Writer, frames: &[u8], count: u32) -> Result<()> {
         let mut active = self.active()?;
-        if !active.has_room(frames.len() as u64, count, self.shared.config.max_store_bytes) {
+        if !active.has_room(frames.len() as u64, count, self.shared.config.max_segment_bytes) {
             active = self.roll(w)?;
         }
         active.append(frames, count)?;
@@ -431,7 +438,10 @@ impl Log {
         let _w = self.lock_writer()?;
         let doomed = {
             let segments = self.read_segments();
-            segments[..segments.len() - 1].iter().take_while(|s| s.next_offset() <= lowest).count()
+            segments[..segments.len() - 1]
+                .iter()
+                .take_while(|s| s.next_offset() <= lowest)
+                .count()
         };
         self.drop_oldest(doomed)?;
         Ok(doomed)
@@ -543,7 +553,11 @@ impl Log {
 }
 
 fn lock_directory(dir: &Path) -> Result<File> {
-    let file = File::options().create(true).truncate(false).write(true).open(dir.join("LOCK"))?;
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("LOCK"))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(fs::TryLockError::WouldBlock) => Err(LogError::Locked(dir.to_path_buf())),

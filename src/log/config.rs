@@ -23,7 +23,7 @@ pub enum Durability {
 #[derive(Clone, Debug)]
 pub struct LogConfig {
     /// A segment's store file rolls once it reaches this size.
-    pub max_store_bytes: u64,
+    pub max_segment_bytes: u64,
     /// A segment's index file is mapped at this size; full means roll.
     pub max_index_bytes: u64,
     /// The largest value one record may carry.
@@ -38,7 +38,7 @@ pub struct LogConfig {
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
-            max_store_bytes: 256 * MIB,
+            max_segment_bytes: 256 * MIB,
             max_index_bytes: 12 * MIB,
             max_record_bytes: MIB,
             retention_bytes: None,
@@ -51,14 +51,14 @@ impl Default for LogConfig {
 impl LogConfig {
     /// Checks every value against its allowed range, naming the key at fault.
     pub fn validate(&self) -> Result<()> {
-        check_range("max_store_bytes", self.max_store_bytes, 64, 1 << 40)?;
+        check_range("max_segment_bytes", self.max_segment_bytes, 64, 1 << 40)?;
         check_range(
             "max_index_bytes",
             self.max_index_bytes,
             2 * ENTRY_BYTES,
             ENTRY_BYTES * u64::from(u32::MAX),
         )?;
-        let record_ceiling = (self.max_store_bytes - FRAME_HEADER as u64).min(u32::MAX as u64 / 2);
+        let record_ceiling = (self.max_segment_bytes - FRAME_HEADER as u64).min(u32::MAX as u64 / 2);
         check_range("max_record_bytes", self.max_record_bytes, 1, record_ceiling)?;
         if let Some(bytes) = self.retention_bytes {
             check_range("retention_bytes", bytes, 1, u64::MAX)?;
@@ -119,10 +119,16 @@ mod tests {
     #[test]
     fn a_record_must_fit_a_segment() {
         let config = LogConfig {
-            max_store_bytes: 1000,
+            max_segment_bytes: 1000,
             max_record_bytes: 1000,
             ..LogConfig::default()
         };
-        assert!(matches!(config.validate(), Err(LogError::Config { key: "max_record_bytes", .. })));
+        assert!(matches!(
+            config.validate(),
+            Err(LogError::Config {
+                key: "max_record_bytes",
+                ..
+            })
+        ));
     }
 }

@@ -9,11 +9,7 @@ pub enum LogError {
     OutOfRange { offset: u64, lowest: u64, next: u64 },
 
     #[error("{what} of {size} bytes exceeds the limit of {max} bytes")]
-    TooLarge {
-        what: &'static str,
-        size: u64,
-        max: u64,
-    },
+    TooLarge { what: &'static str, size: u64, max: u64 },
 
     #[error("a batch needs at least one record")]
     EmptyBatch,

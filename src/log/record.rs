@@ -44,10 +44,7 @@ pub struct Payload<'a> {
 
 impl<'a> Payload<'a> {
     pub fn new(value: &'a [u8]) -> Self {
-        Payload {
-            attributes: 0,
-            value,
-        }
+        Payload { attributes: 0, value }
     }
 }
 
@@ -67,13 +64,22 @@ pub struct FrameView<'a> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FrameError {
     /// The buffer ends before the frame does: a torn write, or a read too short.
-    Short { needed: usize },
+    Short {
+        needed: usize,
+    },
     /// The length field cannot describe a frame of this log.
-    BadLength { len: u64 },
+    BadLength {
+        len: u64,
+    },
     BadChecksum,
-    BadVersion { version: u8 },
+    BadVersion {
+        version: u8,
+    },
     /// A sound frame, but not the record expected at this place.
-    WrongOffset { expected: u64, found: u64 },
+    WrongOffset {
+        expected: u64,
+        found: u64,
+    },
 }
 
 impl std::fmt::Display for FrameError {
@@ -163,11 +169,7 @@ pub type SplitError = (usize, u64, FrameError);
 
 /// Splits a buffer of whole frames into records without copying values.
 /// `first_offset` is what the first frame must carry; offsets must be dense.
-pub fn split_frames(
-    buf: Bytes,
-    first_offset: u64,
-    max_frame_len: usize,
-) -> Result<Vec<Record>, SplitError> {
+pub fn split_frames(buf: Bytes, first_offset: u64, max_frame_len: usize) -> Result<Vec<Record>, SplitError> {
     let mut records = Vec::new();
     let mut at = 0;
     let mut expected = first_offset;

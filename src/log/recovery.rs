@@ -78,7 +78,9 @@ fn sound_entry_end(store: &Store, index: &Index, base: u64, i: u32, max_frame_le
     if rel != i || pos >= size {
         return None;
     }
-    let buf = store.read_at(pos, (size - pos).min(max_frame_len as u64) as usize).ok()?;
+    let buf = store
+        .read_at(pos, (size - pos).min(max_frame_len as u64) as usize)
+        .ok()?;
     let view = decode_frame(&buf, max_frame_len).ok()?;
     (view.offset == base + u64::from(i)).then_some(pos + view.frame_len as u64)
 }
@@ -143,13 +145,23 @@ pub fn rebuild_sealed(store: &Store, index: &Index, base: u64, count: u32, max_f
 }
 
 /// Checks and repairs the active segment's tail (see the module doc).
-pub fn recover_tail(store: &Store, index: &Index, base: u64, max_frame_len: usize, index_existed: bool) -> Result<Recovered> {
+pub fn recover_tail(
+    store: &Store,
+    index: &Index,
+    base: u64,
+    max_frame_len: usize,
+    index_existed: bool,
+) -> Result<Recovered> {
     let store_len = store.size();
     let mut report = Recovered {
         rebuilt_index: !index_existed && store_len > 0,
         ..Recovered::default()
     };
-    let guess = if index_existed && store_len > 0 { first_unwritten_slot(index) } else { 0 };
+    let guess = if index_existed && store_len > 0 {
+        first_unwritten_slot(index)
+    } else {
+        0
+    };
 
     let mut good = guess;
     let mut resume = None;
@@ -164,7 +176,9 @@ pub fn recover_tail(store: &Store, index: &Index, base: u64, max_frame_len: usiz
     index.set_len(good);
 
     let start = resume.unwrap_or(0);
-    let (end, stopped) = scan_frames(store, start, base + u64::from(good), max_frame_len, |pos, _| Ok(index.push(pos)?))?;
+    let (end, stopped) = scan_frames(store, start, base + u64::from(good), max_frame_len, |pos, _| {
+        Ok(index.push(pos)?)
+    })?;
     report.reason = stopped.map(|e| e.to_string());
 
     let mut end = end;
@@ -175,7 +189,10 @@ pub fn recover_tail(store: &Store, index: &Index, base: u64, max_frame_len: usiz
             first -= 1;
         }
         end = index.slot(first).1;
-        report.reason = Some(format!("batch starting at offset {} never finished", base + u64::from(first)));
+        report.reason = Some(format!(
+            "batch starting at offset {} never finished",
+            base + u64::from(first)
+        ));
         records = first;
     }
 
@@ -185,7 +202,9 @@ pub fn recover_tail(store: &Store, index: &Index, base: u64, max_frame_len: usiz
         store.truncate(end)?;
         store.sync()?;
     }
-    debug_assert!(records == 0 || sound_entry_end(store, index, base, records - 1, max_frame_len) == Some(store.size()));
+    debug_assert!(
+        records == 0 || sound_entry_end(store, index, base, records - 1, max_frame_len) == Some(store.size())
+    );
     report.truncated_bytes = store_len - end;
     report.records = records;
     Ok(report)

@@ -87,7 +87,9 @@ impl Segment {
             .ok()
             .filter(|c| *c <= segment.index.capacity())
             .ok_or_else(|| segment.corrupt(0, None, format!("a sealed segment cannot hold {count} records")))?;
-        if !(index_existed && recovery::sealed_index_checks_out(&segment.store, &segment.index, base, count, segment.max_frame_len)) {
+        if !(index_existed
+            && recovery::sealed_index_checks_out(&segment.store, &segment.index, base, count, segment.max_frame_len))
+        {
             recovery::rebuild_sealed(&segment.store, &segment.index, base, count, segment.max_frame_len)?;
         }
         segment.index.set_len(count);
@@ -103,7 +105,13 @@ impl Segment {
             index,
             max_frame_len: config.max_frame_len(),
         };
-        let report = recovery::recover_tail(&segment.store, &segment.index, base, segment.max_frame_len, index_existed)?;
+        let report = recovery::recover_tail(
+            &segment.store,
+            &segment.index,
+            base,
+            segment.max_frame_len,
+            index_existed,
+        )?;
         Ok((segment, report))
     }
 
@@ -130,9 +138,9 @@ impl Segment {
 
     /// Whether `bytes` more in `records` records fit. An empty segment takes
     /// anything its index can count, so that no batch is refused for size alone.
-    pub fn has_room(&self, bytes: u64, records: u32, max_store_bytes: u64) -> bool {
+    pub fn has_room(&self, bytes: u64, records: u32, max_segment_bytes: u64) -> bool {
         let entries_fit = u64::from(self.index.len()) + u64::from(records) <= u64::from(self.index.capacity());
-        let bytes_fit = self.store.size() + bytes <= max_store_bytes || self.index.is_empty();
+        let bytes_fit = self.store.size() + bytes <= max_segment_bytes || self.index.is_empty();
         entries_fit && bytes_fit
     }
 
@@ -154,7 +162,11 @@ impl Segment {
     /// Reads the record at `offset`, which must be below `next_offset`.
     pub fn read(&self, offset: u64) -> Result<Record> {
         let chunk = self.read_chunk(offset, offset + 1, 1, 0, true)?;
-        chunk.records.into_iter().next().ok_or_else(|| self.corrupt(0, Some(offset), "record missing".into()))
+        chunk
+            .records
+            .into_iter()
+            .next()
+            .ok_or_else(|| self.corrupt(0, Some(offset), "record missing".into()))
     }
 
     /// Reads records from `from`, stopping before `upto`, after `max_records`,
@@ -195,7 +207,11 @@ impl Segment {
     fn slot_position(&self, i: u32) -> Result<u64> {
         let (_, pos) = self.index.slot(i);
         if pos >= self.store.size() {
-            return Err(self.corrupt(pos, Some(self.base + u64::from(i)), "index points past the store".into()));
+            return Err(self.corrupt(
+                pos,
+                Some(self.base + u64::from(i)),
+                "index points past the store".into(),
+            ));
         }
         Ok(pos)
     }
@@ -232,7 +248,11 @@ impl Segment {
         let keep = (offset - self.base) as u32;
         let written = self.index.len();
         debug_assert!(keep <= written);
-        let cut = if keep < written { self.index.slot(keep).1 } else { self.store.size() };
+        let cut = if keep < written {
+            self.index.slot(keep).1
+        } else {
+            self.store.size()
+        };
         self.index.truncate(keep, written);
         self.store.truncate(cut)?;
         self.store.sync()?;

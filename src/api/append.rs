@@ -1,0 +1,215 @@
+//! `POST /`: append one JSON document, an NDJSON batch, or raw bytes.
+//!
+//! The body's media type picks the format: none, `application/json`, any
+//! `+json` type and `application/x-www-form-urlencoded` (what `curl -d`
+//! sends) are one JSON document; `application/x-ndjson` is one record per
+//! non-empty line, appended as one batch; `application/octet-stream` is one
+//! binary record. JSON is validated and then stored byte for byte.
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::{OriginalUri, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::de::IgnoredAny;
+use serde_json::json;
+
+use super::error::{ApiError, ApiResult};
+use super::media::{BodyFormat, body_format};
+use super::state::{AppState, Role};
+use crate::log::{Log, Payload};
+
+/// Attribute bit marking a record whose value is not JSON.
+pub const ATTR_BINARY: u8 = 0b0000_0001;
+
+pub async fn append(
+    State(state): State<AppState>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    if let Role::Follower(status) = &state.role {
+        let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        return Err(ApiError::ReadOnlyFollower {
+            leader: status.leader.clone(),
+            location: format!("{}{}", status.leader.trim_end_matches('/'), path),
+        });
+    }
+    if state.shutting_down() {
+        return Err(ApiError::ShuttingDown);
+    }
+    let format = body_format(&headers)?;
+    let max_record = state.log.config().max_record_bytes;
+    let limit = match format {
+        BodyFormat::Ndjson => state.limits.max_request_bytes,
+        BodyFormat::Json | BodyFormat::Binary => max_record,
+    };
+    let body = read_body(&headers, body, limit, format).await?;
+    match format {
+        BodyFormat::Json => {
+            check_json(&body, None)?;
+            let offset = append_blocking(&state.log, vec![(0, body)]).await?;
+            Ok(created_one(offset))
+        }
+        BodyFormat::Binary => {
+            if body.is_empty() {
+                return Err(ApiError::EmptyBody);
+            }
+            let offset = append_blocking(&state.log, vec![(ATTR_BINARY, body)]).await?;
+            Ok(created_one(offset))
+        }
+        BodyFormat::Ndjson => {
+            let lines = split_ndjson(&body, max_record, state.limits.max_batch_records)?;
+            let count = lines.len() as u64;
+            let first = append_blocking(&state.log, lines).await?;
+            let last = first + count - 1;
+            let mut response = (
+                StatusCode::CREATED,
+                Json(json!({ "first_offset": first, "last_offset": last })),
+            )
+                .into_response();
+            set_location(&mut response, first);
+            Ok(response)
+        }
+    }
+}
+
+/// Reads the body up to `limit` bytes; a larger one is refused as 413, from
+/// its Content-Length when it has one, before reading it.
+async fn read_body(headers: &HeaderMap, body: Body, limit: u64, format: BodyFormat) -> ApiResult<Bytes> {
+    let what = match format {
+        BodyFormat::Ndjson => "request body",
+        _ => "record",
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(size) = declared.filter(|size| *size > limit) {
+        return Err(ApiError::TooLarge { what, size, max: limit });
+    }
+    let bytes = axum::body::to_bytes(body, limit as usize).await.map_err(|e| {
+        if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>()) {
+            ApiError::TooLarge {
+                what,
+                size: limit + 1,
+                max: limit,
+            }
+        } else {
+            ApiError::BadQuery {
+                param: "body",
+                detail: format!("could not read the request body: {e}"),
+            }
+        }
+    })?;
+    Ok(bytes)
+}
+
+fn check_json(bytes: &[u8], line: Option<usize>) -> ApiResult<()> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::EmptyBody);
+    }
+    serde_json::from_slice::<IgnoredAny>(bytes)
+        .map(|_| ())
+        .map_err(|e| ApiError::InvalidJson {
+            line,
+            detail: e.to_string(),
+        })
+}
+
+/// Splits an NDJSON body into checked records, naming the first bad line.
+fn split_ndjson(body: &Bytes, max_record: u64, max_records: usize) -> ApiResult<Vec<(u8, Bytes)>> {
+    let mut records = Vec::new();
+    let mut start = 0;
+    for (i, line) in body.split(|b| *b == b'\n').enumerate() {
+        let end = start + line.len();
+        let trimmed = line.strip_suffix(b"\r").unwrap_or(line);
+        if !trimmed.iter().all(u8::is_ascii_whitespace) {
+            if trimmed.len() as u64 > max_record {
+                return Err(ApiError::TooLarge {
+                    what: "record",
+                    size: trimmed.len() as u64,
+                    max: max_record,
+                });
+            }
+            check_json(trimmed, Some(i + 1))?;
+            records.push((0, body.slice(start..start + trimmed.len())));
+            if records.len() > max_records {
+                return Err(ApiError::TooLarge {
+                    what: "batch",
+                    size: records.len() as u64,
+                    max: max_records as u64,
+                });
+            }
+        }
+        start = end + 1;
+    }
+    if records.is_empty() {
+        return Err(ApiError::EmptyBody);
+    }
+    Ok(records)
+}
+
+/// Appends on a blocking thread: with `--fsync always` the call waits for
+/// the disk.
+async fn append_blocking(log: &Log, records: Vec<(u8, Bytes)>) -> ApiResult<u64> {
+    let log = log.clone();
+    let appended = tokio::task::spawn_blocking(move || {
+        let payloads: Vec<Payload> = records
+            .iter()
+            .map(|(attributes, value)| Payload {
+                attributes: *attributes,
+                value,
+            })
+            .collect();
+        log.append_batch(&payloads)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("append task failed: {e}")))?;
+    Ok(appended?)
+}
+
+fn created_one(offset: u64) -> Response {
+    let mut response = (StatusCode::CREATED, Json(json!({ "offset": offset }))).into_response();
+    set_location(&mut response, offset);
+    response
+}
+
+fn set_location(response: &mut Response, offset: u64) {
+    if let Ok(value) = HeaderValue::from_str(&format!("/{offset}")) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ndjson_names_the_bad_line_and_skips_blank_ones() {
+        let body = Bytes::from_static(b"{\"a\":1}\n\n{\"b\":2}\r\n{oops}\n");
+        match split_ndjson(&body, 1000, 100) {
+            Err(ApiError::InvalidJson { line: Some(4), .. }) => {}
+            other => panic!("expected line 4 to be named, got {other:?}"),
+        }
+        let body = Bytes::from_static(b"{\"a\":1}\n\n{\"b\":2}\r\n");
+        let records = split_ndjson(&body, 1000, 100).unwrap();
+        assert_eq!(records.len(), 2);
+        assert_eq!(&records[1].1[..], b"{\"b\":2}");
+    }
+
+    #[test]
+    fn ndjson_batches_are_capped() {
+        let body = Bytes::from_static(b"1\n2\n3\n");
+        assert!(matches!(split_ndjson(&body, 1000, 2), Err(ApiError::TooLarge { what: "batch", .. })));
+        assert!(matches!(split_ndjson(&Bytes::from_static(b"\n \n"), 1000, 2), Err(ApiError::EmptyBody)));
+    }
+
+    #[test]
+    fn json_must_be_one_whole_document() {
+        assert!(check_json(b"{\"event\":\"signup\"}", None).is_ok());
+        assert!(matches!(check_json(b"{\"a\":", None), Err(ApiError::InvalidJson { .. })));
+        assert!(matches!(check_json(b"{} {}", None), Err(ApiError::InvalidJson { .. })));
+        assert!(matches!(check_json(b"  ", None), Err(ApiError::EmptyBody)));
+    }
+}

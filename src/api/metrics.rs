@@ -1,0 +1,49 @@
+//! `GET /metrics`: Prometheus text format. The recorder is process-wide;
+//! gauges describing the log are refreshed at each scrape.
+
+use std::sync::OnceLock;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use super::state::AppState;
+
+const DURATION_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// The process-wide Prometheus recorder, installed on first use.
+pub fn recorder() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let builder = PrometheusBuilder::new();
+        let builder = match builder.set_buckets_for_metric(Matcher::Suffix("duration_seconds".into()), DURATION_BUCKETS)
+        {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(error = %e, "histogram buckets refused; durations become summaries");
+                PrometheusBuilder::new()
+            }
+        };
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        if metrics::set_global_recorder(recorder).is_err() {
+            tracing::warn!("a metrics recorder was already installed; /metrics shows only what this one sees");
+        }
+        handle
+    })
+}
+
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let stats = state.log.stats();
+    metrics::gauge!("distlog_log_next_offset").set(stats.next_offset as f64);
+    metrics::gauge!("distlog_log_lowest_offset").set(stats.lowest_offset as f64);
+    metrics::gauge!("distlog_log_segments").set(stats.segments as f64);
+    metrics::gauge!("distlog_log_size_bytes").set(stats.size_bytes as f64);
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        recorder().render(),
+    )
+}

@@ -1,0 +1,113 @@
+//! Reads: `GET /{offset}` for one record, `GET /?from=N&limit=M&wait_ms=T`
+//! for a range (a long poll when `wait_ms` is given and nothing is there
+//! yet), and the same route with `Accept: text/event-stream` for a live
+//! Server-Sent Events tail (see `sse`).
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::error::{ApiError, ApiResult};
+use super::media::accepts;
+use super::query::Query;
+use super::render::{range_json, record_json};
+use super::sse;
+use super::state::AppState;
+use crate::log::Log;
+
+const DEFAULT_LIMIT: u64 = 100;
+
+pub async fn read_one(
+    State(state): State<AppState>,
+    Path(offset): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let offset: u64 = offset.parse().map_err(|_| ApiError::BadOffset(offset))?;
+    let record = state.log.read(offset)?;
+    if accepts(&headers, "application/octet-stream") {
+        return Ok(([(header::CONTENT_TYPE, "application/octet-stream")], record.value).into_response());
+    }
+    Ok(json_response(record_json(&record)))
+}
+
+pub async fn read_range(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let query = Query::parse(raw.as_deref())?;
+    if accepts(&headers, "text/event-stream") {
+        return sse::tail(state, &query, &headers);
+    }
+    let from = query.number("from")?.unwrap_or_else(|| state.log.lowest_offset());
+    let limit = match query.number("limit")?.unwrap_or(DEFAULT_LIMIT) {
+        0 => {
+            return Err(ApiError::BadQuery {
+                param: "limit",
+                detail: "must be at least 1".into(),
+            });
+        }
+        n => n.min(u64::from(state.limits.max_range_records)) as u32,
+    };
+    let wait = query
+        .number("wait_ms")?
+        .map(|ms| Duration::from_millis(ms).min(state.limits.max_wait));
+
+    check_from(&state.log, from)?;
+    if let Some(wait) = wait {
+        wait_for_records(&state, from, wait).await;
+    }
+    let log = state.log.clone();
+    let max_bytes = state.limits.max_range_bytes;
+    let records = tokio::task::spawn_blocking(move || log.read_range(from, limit, max_bytes))
+        .await
+        .map_err(|e| ApiError::Internal(format!("read task failed: {e}")))??;
+    let next = records.last().map(|r| r.offset + 1).unwrap_or(from);
+    Ok(json_response(range_json(&records, next)))
+}
+
+/// Waits until a record at or after `from` exists, `wait` passes, or the
+/// server starts shutting down, whichever comes first.
+pub async fn wait_for_records(state: &AppState, from: u64, wait: Duration) {
+    let mut appended = state.log.subscribe();
+    let mut shutdown = state.shutdown.clone();
+    let arrived = async {
+        loop {
+            if *appended.borrow_and_update() > from {
+                return;
+            }
+            if appended.changed().await.is_err() {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        _ = arrived => {}
+        _ = tokio::time::sleep(wait) => {}
+        _ = shutdown.wait_for(|stop| *stop) => {}
+    }
+}
+
+pub fn json_response(body: Vec<u8>) -> Response {
+    let mut response = (StatusCode::OK, Body::from(body)).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// Whether `from` is a valid place to read or wait at.
+pub fn check_from(log: &Log, from: u64) -> ApiResult<()> {
+    let (lowest, next) = (log.lowest_offset(), log.next_offset());
+    if from < lowest || from > next {
+        return Err(ApiError::OffsetNotFound {
+            offset: from,
+            lowest,
+            next,
+        });
+    }
+    Ok(())
+}

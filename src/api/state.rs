@@ -1,0 +1,60 @@
+//! What every handler shares: the log, the limits, the node's role and the
+//! shutdown signal.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::log::Log;
+use crate::replication::FollowerStatus;
+
+/// Caps on everything a client controls.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// The largest request body (an NDJSON batch).
+    pub max_request_bytes: u64,
+    /// Records in one NDJSON batch.
+    pub max_batch_records: usize,
+    /// Records one range read may ask for; `limit` above is capped to it.
+    pub max_range_records: u32,
+    /// Frame bytes one range answer gathers at most (one record always comes).
+    pub max_range_bytes: u64,
+    /// The longest a long poll may wait; `wait_ms` above is capped to it.
+    pub max_wait: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_request_bytes: 16 * 1024 * 1024,
+            max_batch_records: 10_000,
+            max_range_records: 10_000,
+            max_range_bytes: 4 * 1024 * 1024,
+            max_wait: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Whether this node takes writes or copies another node's log.
+#[derive(Clone, Debug)]
+pub enum Role {
+    Leader,
+    Follower(Arc<FollowerStatus>),
+}
+
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub log: Log,
+    pub limits: Limits,
+    pub role: Role,
+    /// Turns true when the server starts shutting down: long polls and
+    /// event streams end, `/readyz` says no.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl AppState {
+    pub fn shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+}

@@ -1,0 +1,187 @@
+//! Starting and stopping a whole node: open the log, bind, serve the API,
+//! run retention and (on a follower) replication in the background, and on
+//! shutdown stop accepting, let in-flight requests finish within a grace
+//! period, then sync and close the log.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::api::{self, AppState, Limits, Role};
+use crate::log::{Log, LogConfig, LogError, now_ms};
+use crate::replication::{FollowConfig, FollowerStatus, spawn_follower};
+
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub log: LogConfig,
+    pub limits: Limits,
+    pub follow: Option<FollowConfig>,
+    /// How long in-flight requests may take to finish once shutdown starts.
+    pub shutdown_grace: Duration,
+    /// How often retention runs.
+    pub retention_check: Duration,
+}
+
+impl ServerConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        ServerConfig {
+            data_dir: data_dir.into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            log: LogConfig::default(),
+            limits: Limits::default(),
+            follow: None,
+            shutdown_grace: Duration::from_secs(10),
+            retention_check: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("server failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A running node.
+pub struct Server {
+    local_addr: SocketAddr,
+    log: Log,
+    role: Role,
+    stop: watch::Sender<bool>,
+    serving: JoinHandle<std::io::Result<()>>,
+    background: Vec<JoinHandle<()>>,
+    grace: Duration,
+}
+
+impl Server {
+    pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
+        let log = open_log(&config).await?;
+        let listener = TcpListener::bind(config.listen).await.map_err(|source| ServerError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let local_addr = listener.local_addr()?;
+        let (stop, stopping) = watch::channel(false);
+
+        let mut background = vec![spawn_retention(log.clone(), config.retention_check, stopping.clone())];
+        let role = match &config.follow {
+            None => Role::Leader,
+            Some(follow) => {
+                let status = Arc::new(FollowerStatus::new(follow.leader.clone()));
+                background.push(spawn_follower(log.clone(), follow.clone(), status.clone(), stopping.clone()));
+                Role::Follower(status)
+            }
+        };
+        let state = AppState {
+            log: log.clone(),
+            limits: config.limits.clone(),
+            role: role.clone(),
+            shutdown: stopping.clone(),
+        };
+        let app = api::router(state);
+        let mut stopped = stopping.clone();
+        let serving = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.wait_for(|stop| *stop).await;
+                })
+                .await
+        });
+        tracing::info!(addr = %local_addr, data_dir = %config.data_dir.display(),
+            next_offset = log.next_offset(), role = if config.follow.is_some() { "follower" } else { "leader" },
+            "distlog is serving");
+        Ok(Server {
+            local_addr,
+            log,
+            role,
+            stop,
+            serving,
+            background,
+            grace: config.shutdown_grace,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn log(&self) -> &Log {
+        &self.log
+    }
+
+    pub fn role(&self) -> &Role {
+        &self.role
+    }
+
+    /// Graceful stop: no new connections, in-flight requests get the grace
+    /// period, long polls and event streams end, then the log is synced and
+    /// closed.
+    pub async fn shutdown(self) -> Result<(), ServerError> {
+        let _ = self.stop.send(true);
+        let mut serving = self.serving;
+        match tokio::time::timeout(self.grace, &mut serving).await {
+            Ok(Ok(served)) => served?,
+            Ok(Err(join)) => tracing::error!(error = %join, "the server task failed"),
+            Err(_) => {
+                tracing::warn!(grace = ?self.grace, "requests still running after the grace period; closing anyway");
+                serving.abort();
+            }
+        }
+        for task in self.background {
+            task.abort();
+            let _ = task.await;
+        }
+        let log = self.log;
+        tokio::task::spawn_blocking(move || log.close())
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))??;
+        tracing::info!("log synced and closed");
+        Ok(())
+    }
+}
+
+async fn open_log(config: &ServerConfig) -> Result<Log, ServerError> {
+    let (dir, log_config) = (config.data_dir.clone(), config.log.clone());
+    let reset = config.follow.as_ref().is_some_and(|f| f.reset);
+    let log = tokio::task::spawn_blocking(move || -> Result<Log, LogError> {
+        let log = Log::open(&dir, log_config)?;
+        if reset {
+            tracing::warn!(dir = %dir.display(), "--follow-reset: discarding the local log to copy the leader's anew");
+            log.reset(0)?;
+        }
+        Ok(log)
+    })
+    .await
+    .map_err(|e| std::io::Error::other(e.to_string()))??;
+    Ok(log)
+}
+
+fn spawn_retention(log: Log, every: Duration, mut stopping: watch::Receiver<bool>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {}
+                _ = stopping.wait_for(|stop| *stop) => return,
+            }
+            let log = log.clone();
+            match tokio::task::spawn_blocking(move || log.enforce_retention(now_ms())).await {
+                Ok(Ok(0)) => {}
+                Ok(Ok(n)) => tracing::info!(segments = n, "retention deleted old segments"),
+                Ok(Err(e)) => tracing::error!(error = %e, "retention failed"),
+                Err(e) => tracing::error!(error = %e, "retention task failed"),
+            }
+        }
+    })
+}
