@@ -12,7 +12,11 @@ use distlog::replication::FollowConfig;
 use distlog::server::{Server, ServerConfig};
 
 #[derive(Parser)]
-#[command(name = "distlog", version, about = "An append-only, totally ordered log of records served as JSON over HTTP")]
+#[command(
+    name = "distlog",
+    version,
+    about = "An append-only, totally ordered log of records served as JSON over HTTP"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -43,7 +47,12 @@ enum LogFormat {
 #[derive(Args)]
 struct ServeArgs {
     /// Directory of the log's segment files; created if missing, locked while serving.
-    #[arg(long, env = "DISTLOG_DATA_DIR", value_name = "PATH", default_value = "./distlog-data")]
+    #[arg(
+        long,
+        env = "DISTLOG_DATA_DIR",
+        value_name = "PATH",
+        default_value = "./distlog-data"
+    )]
     data_dir: PathBuf,
 
     /// Address and port to listen on.

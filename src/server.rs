@@ -67,10 +67,12 @@ pub struct Server {
 impl Server {
     pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
         let log = open_log(&config).await?;
-        let listener = TcpListener::bind(config.listen).await.map_err(|source| ServerError::Bind {
-            addr: config.listen,
-            source,
-        })?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| ServerError::Bind {
+                addr: config.listen,
+                source,
+            })?;
         let local_addr = listener.local_addr()?;
         let (stop, stopping) = watch::channel(false);
 
@@ -79,7 +81,12 @@ impl Server {
             None => Role::Leader,
             Some(follow) => {
                 let status = Arc::new(FollowerStatus::new(follow.leader.clone()));
-                background.push(spawn_follower(log.clone(), follow.clone(), status.clone(), stopping.clone()));
+                background.push(spawn_follower(
+                    log.clone(),
+                    follow.clone(),
+                    status.clone(),
+                    stopping.clone(),
+                ));
                 Role::Follower(status)
             }
         };

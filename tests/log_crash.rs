@@ -97,7 +97,11 @@ impl Source {
 
     fn image(&self) -> Image {
         let image = Image::capture(&self.log);
-        assert!(image.bases().len() >= 3, "the log must have sealed segments: {:?}", image.bases());
+        assert!(
+            image.bases().len() >= 3,
+            "the log must have sealed segments: {:?}",
+            image.bases()
+        );
         image
     }
 }
@@ -133,7 +137,11 @@ impl Image {
         let image = Image { files };
         for base in image.bases() {
             let index = &image.files[&index_name(base)];
-            assert_eq!(index.len(), ENTRY * INDEX_SLOTS, "an open log's index is at its mapped size");
+            assert_eq!(
+                index.len(),
+                ENTRY * INDEX_SLOTS,
+                "an open log's index is at its mapped size"
+            );
         }
         image
     }
@@ -256,7 +264,11 @@ fn assert_recovers(image: &Image, values: &[Vec<u8>], next: u64, what: &str) {
     assert_holds(&log, &expected, &format!("{what}, after recovery"));
 
     let fresh = format!("after the crash at {next}").into_bytes();
-    assert_eq!(log.append(&fresh).unwrap(), next, "{what}: the next append gets the first damaged offset");
+    assert_eq!(
+        log.append(&fresh).unwrap(),
+        next,
+        "{what}: the next append gets the first damaged offset"
+    );
     expected.push(fresh);
     assert_holds(&log, &expected, &format!("{what}, after an append"));
 
@@ -284,7 +296,11 @@ fn frame_at(frames: &[Frame], at: usize, next: u64) -> u64 {
 fn cut_everywhere_in_the_last(source: &Source, records: usize) {
     let image = source.image();
     let frames = image.active_frames();
-    assert!(frames.len() > records, "the active segment holds {} records", frames.len());
+    assert!(
+        frames.len() > records,
+        "the active segment holds {} records",
+        frames.len()
+    );
     let from = frames[frames.len() - records].start;
     let store_len = image.files[&store_name(image.active_base())].len();
     for cut in from..=store_len {
@@ -315,7 +331,10 @@ fn a_store_cut_with_a_full_active_index_loses_only_the_cut_records() {
         }
     }
     let image = source.image();
-    assert_eq!(Image::written_entries(&image.files[&index_name(image.active_base())]), INDEX_SLOTS);
+    assert_eq!(
+        Image::written_entries(&image.files[&index_name(image.active_base())]),
+        INDEX_SLOTS
+    );
     cut_everywhere_in_the_last(&source, 2);
 }
 
@@ -390,15 +409,39 @@ fn a_garbled_byte_anywhere_in_the_last_records_ends_the_log_before_it() {
             assert_recovers(&damaged, &source.values, last.offset, &what);
         }
     }
-    // Every byte of the two records before it: everything from the garbled
-    // record on is gone, even though later frames are sound.
+    // Every byte of the two records before it. With the index intact, open
+    // checks the active segment from its last sound entry on, so the log
+    // keeps its length and the damage shows when the record is read; with the
+    // index lost, the scan from the store stops at the garbled record.
     for frame in &frames[frames.len() - 3..frames.len() - 1] {
         for at in frame.start..frame.end {
             let mut damaged = image.clone();
             damaged.active_store()[at] ^= 0x5a;
             let what = format!("byte {at} of offset {} ^ 0x5a", frame.offset);
+            assert_read_reports_corruption(&damaged, &source.values, frame.offset, &what);
+
+            damaged.files.remove(&index_name(damaged.active_base()));
+            let what = format!("{what}, index missing");
             assert_recovers(&damaged, &source.values, frame.offset, &what);
         }
+    }
+}
+
+/// Opens `image`, whose record `bad` is garbled but indexed: everything is
+/// kept, `bad` reads as corrupt and its neighbours read back.
+fn assert_read_reports_corruption(image: &Image, values: &[Vec<u8>], bad: u64, what: &str) {
+    let dir = image.write();
+    let log = Log::open(dir.path(), config()).unwrap_or_else(|e| panic!("{what}: open failed: {e}"));
+    assert_eq!(log.next_offset(), values.len() as u64, "{what}");
+    match log.read(bad) {
+        Err(LogError::Corrupt { offset: Some(o), .. }) if o == bad => {}
+        other => panic!("{what}: reading {bad} must report corruption, got {other:?}"),
+    }
+    for offset in (bad - 2..values.len() as u64).filter(|&o| o != bad) {
+        let record = log
+            .read(offset)
+            .unwrap_or_else(|e| panic!("{what}: read {offset}: {e}"));
+        assert_eq!(&record.value[..], &values[offset as usize][..], "{what}");
     }
 }
 
@@ -422,7 +465,12 @@ fn a_zeroed_index_tail_is_rebuilt_from_the_store() {
         let mut damaged = image.clone();
         let len = damaged.active_index().len();
         damaged.active_index()[(frames.len() - k) * ENTRY..len].fill(0);
-        assert_recovers(&damaged, &source.values, source.next(), &format!("last {k} index entries zeroed"));
+        assert_recovers(
+            &damaged,
+            &source.values,
+            source.next(),
+            &format!("last {k} index entries zeroed"),
+        );
     }
 
     // A zeroed index tail and a torn last record.
@@ -457,8 +505,13 @@ fn wild_index_entries_past_the_real_ones_are_dropped() {
     // their record: the right slot number with a position past the store,
     // with the position of an older record, or with garbage.
     for (name, entry) in [
-        ("past the store", &(|i: usize| (i as u32, 1u64 << 20)) as &dyn Fn(usize) -> (u32, u64)),
-        ("at an older record", &|i: usize| (i as u32, frames[i % count].start as u64)),
+        (
+            "past the store",
+            &(|i: usize| (i as u32, 1u64 << 20)) as &dyn Fn(usize) -> (u32, u64),
+        ),
+        ("at an older record", &|i: usize| {
+            (i as u32, frames[i % count].start as u64)
+        }),
         ("garbage", &|i: usize| (0xdead_beef ^ i as u32, 0x0123_4567_89ab_cdef)),
     ] {
         let mut damaged = image.clone();
@@ -492,14 +545,24 @@ fn a_missing_index_is_rebuilt_from_the_store() {
         damaged.files.remove(&index_name(base));
         damaged.active_store().truncate(cut);
         let next = frame_at(&frames, cut, source.next());
-        assert_recovers(&damaged, &source.values, next, &format!("active index missing, store cut at {cut}"));
+        assert_recovers(
+            &damaged,
+            &source.values,
+            next,
+            &format!("active index missing, store cut at {cut}"),
+        );
     }
 
     // A sealed segment's index is missing.
     for sealed in [image.bases()[0], image.bases()[1]] {
         let mut damaged = image.clone();
         damaged.files.remove(&index_name(sealed));
-        assert_recovers(&damaged, &source.values, source.next(), &format!("index of sealed {sealed} missing"));
+        assert_recovers(
+            &damaged,
+            &source.values,
+            source.next(),
+            &format!("index of sealed {sealed} missing"),
+        );
     }
 }
 
@@ -516,7 +579,11 @@ fn a_torn_batch_is_cut_whole_and_the_records_before_it_stay() {
     let in_batch = |f: &&Frame, first: u64, n: u64| f.offset >= first && f.offset < first + n;
     let last: Vec<Frame> = frames.iter().filter(|f| in_batch(f, last_batch, 5)).copied().collect();
     let earlier: Vec<Frame> = frames.iter().filter(|f| in_batch(f, first_batch, 4)).copied().collect();
-    assert_eq!((last.len(), earlier.len()), (5, 4), "both batches are in the active segment");
+    assert_eq!(
+        (last.len(), earlier.len()),
+        (5, 4),
+        "both batches are in the active segment"
+    );
     for (i, frame) in last.iter().enumerate() {
         let continues = frame.flags & FLAG_BATCH_CONTINUES != 0;
         assert_eq!(continues, i + 1 < last.len(), "batch flag on {}", frame.offset);
@@ -528,7 +595,12 @@ fn a_torn_batch_is_cut_whole_and_the_records_before_it_stay() {
     for cut in batch_start..batch_end {
         let mut damaged = image.clone();
         damaged.active_store().truncate(cut);
-        assert_recovers(&damaged, &source.values, last_batch, &format!("last batch cut at {cut}"));
+        assert_recovers(
+            &damaged,
+            &source.values,
+            last_batch,
+            &format!("last batch cut at {cut}"),
+        );
     }
     // The same with the index entries of the batch lost.
     for cut in [batch_start + 1, last[3].end, last[4].start + 1, batch_end - 1] {
@@ -552,11 +624,21 @@ fn a_torn_batch_is_cut_whole_and_the_records_before_it_stay() {
     for cut in earlier[0].start..earlier[3].end {
         let mut damaged = image.clone();
         damaged.active_store().truncate(cut);
-        assert_recovers(&damaged, &source.values, first_batch, &format!("earlier batch cut at {cut}"));
+        assert_recovers(
+            &damaged,
+            &source.values,
+            first_batch,
+            &format!("earlier batch cut at {cut}"),
+        );
     }
     let mut damaged = image.clone();
     damaged.active_store().truncate(earlier[3].end);
-    assert_recovers(&damaged, &source.values, first_batch + 4, "cut right after the earlier batch");
+    assert_recovers(
+        &damaged,
+        &source.values,
+        first_batch + 4,
+        "cut right after the earlier batch",
+    );
 }
 
 #[test]
@@ -579,12 +661,22 @@ fn a_torn_batch_that_opened_a_segment_leaves_it_empty() {
     for cut in 0..frames[4].end {
         let mut damaged = image.clone();
         damaged.active_store().truncate(cut);
-        assert_recovers(&damaged, &source.values, batch, &format!("batch alone in its segment, cut at {cut}"));
+        assert_recovers(
+            &damaged,
+            &source.values,
+            batch,
+            &format!("batch alone in its segment, cut at {cut}"),
+        );
     }
     let mut damaged = image.clone();
     damaged.files.remove(&index_name(batch));
     damaged.active_store().truncate(frames[4].end - 1);
-    assert_recovers(&damaged, &source.values, batch, "batch alone in its segment, index missing");
+    assert_recovers(
+        &damaged,
+        &source.values,
+        batch,
+        "batch alone in its segment, index missing",
+    );
 }
 
 // ----- damage that recovery must not paper over ----------------------------------------------
@@ -595,7 +687,11 @@ fn a_cut_sealed_segment_is_reported_not_silently_shortened() {
     let image = source.image();
     let sealed = image.bases()[1];
     let frames = image.frames(sealed);
-    for cut in [frames[frames.len() - 1].end - 1, frames[frames.len() - 1].start, frames[10].start + 3] {
+    for cut in [
+        frames[frames.len() - 1].end - 1,
+        frames[frames.len() - 1].start,
+        frames[10].start + 3,
+    ] {
         let mut damaged = image.clone();
         damaged.store(sealed).truncate(cut);
         let dir = damaged.write();

@@ -201,14 +201,23 @@ mod tests {
     #[test]
     fn ndjson_batches_are_capped() {
         let body = Bytes::from_static(b"1\n2\n3\n");
-        assert!(matches!(split_ndjson(&body, 1000, 2), Err(ApiError::TooLarge { what: "batch", .. })));
-        assert!(matches!(split_ndjson(&Bytes::from_static(b"\n \n"), 1000, 2), Err(ApiError::EmptyBody)));
+        assert!(matches!(
+            split_ndjson(&body, 1000, 2),
+            Err(ApiError::TooLarge { what: "batch", .. })
+        ));
+        assert!(matches!(
+            split_ndjson(&Bytes::from_static(b"\n \n"), 1000, 2),
+            Err(ApiError::EmptyBody)
+        ));
     }
 
     #[test]
     fn json_must_be_one_whole_document() {
         assert!(check_json(b"{\"event\":\"signup\"}", None).is_ok());
-        assert!(matches!(check_json(b"{\"a\":", None), Err(ApiError::InvalidJson { .. })));
+        assert!(matches!(
+            check_json(b"{\"a\":", None),
+            Err(ApiError::InvalidJson { .. })
+        ));
         assert!(matches!(check_json(b"{} {}", None), Err(ApiError::InvalidJson { .. })));
         assert!(matches!(check_json(b"  ", None), Err(ApiError::EmptyBody)));
     }

@@ -114,7 +114,12 @@ impl From<LogError> for ApiError {
             LogError::OutOfRange { offset, lowest, next } => ApiError::OffsetNotFound { offset, lowest, next },
             LogError::TooLarge { what, size, max } => ApiError::TooLarge { what, size, max },
             LogError::EmptyBatch => ApiError::EmptyBody,
-            LogError::Corrupt { offset, ref file, position, ref reason } => {
+            LogError::Corrupt {
+                offset,
+                ref file,
+                position,
+                ref reason,
+            } => {
                 tracing::error!(file = %file.display(), position, ?offset, reason, "corrupt record");
                 ApiError::CorruptRecord { offset }
             }

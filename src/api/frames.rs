@@ -34,7 +34,10 @@ pub async fn frames(State(state): State<AppState>, RawQuery(raw): RawQuery) -> A
         param: "from",
         detail: "is required".into(),
     })?;
-    let max_bytes = query.number("max_bytes")?.unwrap_or(MAX_PULL_BYTES).clamp(1, MAX_PULL_BYTES);
+    let max_bytes = query
+        .number("max_bytes")?
+        .unwrap_or(MAX_PULL_BYTES)
+        .clamp(1, MAX_PULL_BYTES);
     let max_records = query
         .number("max_records")?
         .unwrap_or(u64::from(u32::MAX))
@@ -48,10 +51,19 @@ pub async fn frames(State(state): State<AppState>, RawQuery(raw): RawQuery) -> A
         .await
         .map_err(|e| ApiError::Internal(format!("read task failed: {e}")))??;
     let headers = [
-        (header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream")),
+        (
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        ),
         (HeaderName::from_static(NEXT_OFFSET), number(from + u64::from(count))),
-        (HeaderName::from_static(LOWEST_OFFSET), number(state.log.lowest_offset())),
-        (HeaderName::from_static(LOG_NEXT_OFFSET), number(state.log.next_offset())),
+        (
+            HeaderName::from_static(LOWEST_OFFSET),
+            number(state.log.lowest_offset()),
+        ),
+        (
+            HeaderName::from_static(LOG_NEXT_OFFSET),
+            number(state.log.next_offset()),
+        ),
     ];
     Ok((headers, frames).into_response())
 }

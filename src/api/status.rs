@@ -39,7 +39,8 @@ pub async fn healthz() -> Json<Value> {
 
 pub async fn readyz(State(state): State<AppState>) -> Response {
     if state.shutting_down() {
-        let body = json!({ "status": "shutting_down", "error": "the server is shutting down", "code": "shutting_down" });
+        let body =
+            json!({ "status": "shutting_down", "error": "the server is shutting down", "code": "shutting_down" });
         return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
     }
     Json(json!({ "status": "ready" })).into_response()

@@ -70,7 +70,10 @@ pub fn spawn_follower(
 }
 
 async fn follow(log: Log, config: FollowConfig, status: Arc<FollowerStatus>, mut shutdown: watch::Receiver<bool>) {
-    let client = match reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).build() {
+    let client = match reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .build()
+    {
         Ok(client) => client,
         Err(e) => {
             tracing::error!(error = %e, "cannot build the replication HTTP client");
@@ -97,10 +100,15 @@ async fn follow(log: Log, config: FollowConfig, status: Arc<FollowerStatus>, mut
             tracing::error!(leader = %follower.config.leader, reason = %why,
                 "replication stopped: this follower's log is not a prefix of the leader's; restart with --follow-reset to discard it and copy the leader's");
             metrics::gauge!("distlog_replication_diverged").set(1.0);
-            follower.status.set_state(ReplicationState::Diverged, Some(error.to_string()));
+            follower
+                .status
+                .set_state(ReplicationState::Diverged, Some(error.to_string()));
             return;
         }
-        if follower.status.set_state(ReplicationState::Retrying, Some(error.to_string())) {
+        if follower
+            .status
+            .set_state(ReplicationState::Retrying, Some(error.to_string()))
+        {
             tracing::warn!(leader = %follower.config.leader, error = %error, "replication interrupted; retrying with backoff");
         }
         // Progress since the last failure means a new outage: start the backoff over.

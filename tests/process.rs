@@ -1,0 +1,207 @@
+//! The real `distlog` binary: flags, the directory lock, SIGTERM, kill -9.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use serde_json::Value;
+
+struct Process {
+    child: Child,
+    url: String,
+}
+
+/// Starts `distlog serve` on an ephemeral port and waits for its
+/// "serving" log line to learn the address.
+fn spawn(dir: &Path, extra: &[&str]) -> Process {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_distlog"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--data-dir"])
+        .arg(dir)
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let url = loop {
+        let line = lines.next().expect("the server prints a serving line").unwrap();
+        let event: Value = serde_json::from_str(&line).unwrap_or_default();
+        if event["message"] == "distlog is serving" {
+            break format!("http://{}", event["addr"].as_str().unwrap());
+        }
+    };
+    // Keep draining stdout so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Process { child, url }
+}
+
+fn post(url: &str, body: &str) -> u64 {
+    let response = reqwest::blocking_post(url, body);
+    response["offset"].as_u64().unwrap()
+}
+
+mod reqwest {
+    //! A tiny blocking helper on top of the async client.
+    use serde_json::Value;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    pub fn blocking_post(url: &str, body: &str) -> Value {
+        let body = body.to_string();
+        runtime().block_on(async {
+            let response = ::reqwest::Client::new()
+                .post(format!("{url}/"))
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 201);
+            response.json().await.unwrap()
+        })
+    }
+
+    pub fn blocking_get(url: &str) -> (u16, Value) {
+        runtime().block_on(async {
+            let response = ::reqwest::get(url).await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.json().await.unwrap_or_default())
+        })
+    }
+}
+
+#[test]
+fn kill_9_loses_no_acknowledged_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = spawn(
+        dir.path(),
+        &[
+            "--fsync",
+            "always",
+            "--max-segment-bytes",
+            "4096",
+            "--max-record-bytes",
+            "1024",
+        ],
+    );
+    for i in 0..200 {
+        assert_eq!(post(&server.url, &format!("{{\"i\":{i}}}")), i);
+    }
+    server.child.kill().unwrap(); // SIGKILL
+    server.child.wait().unwrap();
+
+    let mut server = spawn(dir.path(), &[]);
+    let (_, page) = reqwest::blocking_get(&format!("{}/?from=0&limit=1000", server.url));
+    let records = page["records"].as_array().unwrap();
+    assert_eq!(records.len(), 200);
+    assert!(records.iter().enumerate().all(|(i, r)| r["value"]["i"] == i));
+    assert_eq!(post(&server.url, "{}"), 200);
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+}
+
+#[test]
+fn sigterm_shuts_down_gracefully_and_a_restart_serves_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = spawn(dir.path(), &["--fsync", "never"]);
+    for i in 0..50 {
+        post(&server.url, &format!("{{\"i\":{i}}}"));
+    }
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let status = server.child.wait().unwrap();
+    assert!(status.success(), "a graceful stop exits 0, got {status}");
+    let index_sizes: Vec<u64> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "index"))
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .collect();
+    assert_eq!(
+        index_sizes,
+        vec![50 * 12],
+        "a clean close cuts the index to its entries"
+    );
+
+    let mut server = spawn(dir.path(), &[]);
+    assert_eq!(reqwest::blocking_get(&format!("{}/49", server.url)).1["value"]["i"], 49);
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+}
+
+#[test]
+fn a_second_process_on_the_same_directory_fails_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = spawn(dir.path(), &[]);
+    let second = Command::new(env!("CARGO_BIN_EXE_distlog"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    let message = String::from_utf8_lossy(&second.stderr);
+    assert!(message.contains("locked by another process"), "{message}");
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+}
+
+#[test]
+fn bad_flag_values_exit_non_zero_naming_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    for (args, flag) in [
+        (vec!["--max-record-bytes", "0"], "--max-record-bytes"),
+        (vec!["--max-segment-bytes", "lots"], "--max-segment-bytes"),
+        (vec!["--fsync", "sometimes"], "--fsync"),
+        (vec!["--listen", "nowhere"], "--listen"),
+        (vec!["--follow", "leader:8080"], "--follow"),
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_distlog"))
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{args:?} must fail");
+        let message = String::from_utf8_lossy(&output.stderr);
+        assert!(message.contains(flag), "{args:?}: {message}");
+    }
+    let env = Command::new(env!("CARGO_BIN_EXE_distlog"))
+        .args(["serve", "--data-dir"])
+        .arg(dir.path())
+        .env("DISTLOG_MAX_RECORD_BYTES", "0")
+        .output()
+        .unwrap();
+    assert!(!env.status.success(), "flags are read from DISTLOG_* too");
+}
+
+#[test]
+fn help_explains_every_flag() {
+    let output = Command::new(env!("CARGO_BIN_EXE_distlog"))
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&output.stdout);
+    for flag in [
+        "--data-dir",
+        "--listen",
+        "--max-segment-bytes",
+        "--max-index-bytes",
+        "--max-record-bytes",
+        "--retention-bytes",
+        "--retention-ms",
+        "--fsync",
+        "--fsync-interval-ms",
+        "--log-format",
+        "--follow",
+    ] {
+        assert!(help.contains(flag), "{flag} missing from help");
+    }
+    assert!(help.contains("DISTLOG_DATA_DIR") && help.contains("./distlog-data"));
+}
