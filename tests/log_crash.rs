@@ -711,3 +711,37 @@ fn a_cut_sealed_segment_is_reported_not_silently_shortened() {
         }
     }
 }
+
+// ----- a batch cut on purpose -------------------------------------------------------------------
+
+#[test]
+fn a_batch_cut_by_truncate_after_is_not_taken_for_a_torn_one() {
+    let mut source = Source::with_records(130);
+    let batch = source.append_batch(5);
+    // Keep the first three records of the batch: the new last one carried the
+    // batch flag, which must not make a reopen drop what truncate_after kept.
+    source.log.truncate_after(batch + 2).unwrap();
+    source.values.truncate((batch + 3) as usize);
+    let image = source.image();
+    let last = *image.active_frames().last().unwrap();
+    assert_eq!(last.offset, batch + 2);
+    assert_eq!(
+        last.flags & FLAG_BATCH_CONTINUES,
+        0,
+        "the cut batch ends at the last record kept"
+    );
+    assert_recovers(&image, &source.values, batch + 3, "batch cut by truncate_after");
+
+    // A new batch torn after it goes alone: the cut batch before it stays.
+    let torn = source.append_batch(4);
+    assert_eq!(torn, batch + 3);
+    let image = source.image();
+    let frames = image.active_frames();
+    let new_batch: Vec<Frame> = frames.iter().filter(|f| f.offset >= torn).copied().collect();
+    for cut in new_batch[0].start + 1..new_batch[3].end {
+        let mut damaged = image.clone();
+        damaged.active_store().truncate(cut);
+        let what = format!("batch after a cut batch, torn at {cut}");
+        assert_recovers(&damaged, &source.values, torn, &what);
+    }
+}

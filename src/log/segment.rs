@@ -11,7 +11,7 @@ use bytes::Bytes;
 use super::config::LogConfig;
 use super::error::{LogError, Result};
 use super::index::Index;
-use super::record::{FRAME_PREFIX, Record, split_frames};
+use super::record::{FLAG_BATCH_CONTINUES, FRAME_PREFIX, Payload, Record, decode_frame, encode_frame, split_frames};
 use super::recovery::{self, Recovered};
 use super::store::Store;
 
@@ -255,8 +255,44 @@ impl Segment {
         };
         self.index.truncate(keep, written);
         self.store.truncate(cut)?;
+        self.end_batch_at_tail()?;
         self.store.sync()?;
         self.index.flush()?;
+        Ok(())
+    }
+
+    /// After a cut inside a batch the last record kept still says that the
+    /// batch goes on, and recovery would take what is left of it for a torn
+    /// write and drop it on the next open. Rewrites that frame (flags and
+    /// checksum, in place) as the end of its batch.
+    fn end_batch_at_tail(&self) -> Result<()> {
+        let Some(last) = self.index.len().checked_sub(1) else {
+            return Ok(());
+        };
+        let pos = self.index.slot(last).1;
+        let buf = self.store.read_at(pos, (self.store.size() - pos) as usize)?;
+        // A frame that does not decode is left for recovery and readers to report.
+        let Ok(view) = decode_frame(&buf, self.max_frame_len) else {
+            return Ok(());
+        };
+        if view.flags & FLAG_BATCH_CONTINUES == 0 {
+            return Ok(());
+        }
+        let mut frame = Vec::with_capacity(view.frame_len);
+        let payload = Payload {
+            attributes: view.attributes,
+            value: view.value,
+        };
+        encode_frame(
+            &mut frame,
+            view.offset,
+            view.timestamp_ms,
+            view.flags & !FLAG_BATCH_CONTINUES,
+            payload,
+        );
+        debug_assert_eq!(frame.len(), view.frame_len);
+        // Only the checksum, version and flags differ: bytes 4..10.
+        self.store.write_at(pos + 4, &frame[4..10])?;
         Ok(())
     }
 

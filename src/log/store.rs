@@ -57,6 +57,15 @@ impl Store {
         Ok(pos)
     }
 
+    /// Overwrites bytes already written, in place. Only the writer calls this.
+    pub fn write_at(&self, pos: u64, bytes: &[u8]) -> io::Result<()> {
+        debug_assert!(
+            pos + bytes.len() as u64 <= self.size(),
+            "write_at only rewrites written bytes"
+        );
+        self.file.write_all_at(bytes, pos)
+    }
+
     /// Reads exactly `len` bytes at `pos`; asking past `size` is an error.
     pub fn read_at(&self, pos: u64, len: usize) -> io::Result<Vec<u8>> {
         let end = pos.checked_add(len as u64);

@@ -1,0 +1,142 @@
+//! `openapi.yaml` against the running server: every documented path
+//! exists, every answer's status is documented for its operation, and JSON
+//! bodies carry what their schema requires.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::{client, post_json, start_in};
+use serde_json::Value;
+
+fn spec() -> Value {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.yaml")).unwrap();
+    serde_norway::from_str(&text).unwrap()
+}
+
+fn resolve<'a>(spec: &'a Value, node: &'a Value) -> &'a Value {
+    match node.get("$ref").and_then(Value::as_str) {
+        Some(reference) => {
+            let pointer = reference.trim_start_matches('#');
+            resolve(spec, spec.pointer(pointer).unwrap_or_else(|| panic!("dangling {reference}")))
+        }
+        None => node,
+    }
+}
+
+/// Checks `value` against the parts of JSON Schema the spec uses.
+fn conforms(spec: &Value, schema: &Value, value: &Value) -> Result<(), String> {
+    let schema = resolve(spec, schema);
+    if let Some(all) = schema.get("allOf").and_then(Value::as_array) {
+        for part in all {
+            conforms(spec, part, value)?;
+        }
+    }
+    if let Some(any) = schema.get("oneOf").and_then(Value::as_array)
+        && !any.iter().any(|part| conforms(spec, part, value).is_ok())
+    {
+        return Err(format!("{value} matches none of oneOf"));
+    }
+    let nullable = schema.get("nullable") == Some(&Value::Bool(true));
+    match schema.get("type").and_then(Value::as_str) {
+        Some(_) if nullable && value.is_null() => return Ok(()),
+        Some("object") if !value.is_object() => return Err(format!("{value} is not an object")),
+        Some("array") if !value.is_array() => return Err(format!("{value} is not an array")),
+        Some("integer") if !value.is_u64() => return Err(format!("{value} is not an integer")),
+        Some("string") if !value.is_string() => return Err(format!("{value} is not a string")),
+        _ => {}
+    }
+    if let Some(allowed) = schema.get("enum").and_then(Value::as_array)
+        && !allowed.contains(value)
+    {
+        return Err(format!("{value} is not one of {allowed:?}"));
+    }
+    for key in schema.get("required").and_then(Value::as_array).into_iter().flatten() {
+        let key = key.as_str().unwrap();
+        if value.get(key).is_none() {
+            return Err(format!("{value} lacks required {key}"));
+        }
+    }
+    if let (Some(properties), Some(object)) = (schema.get("properties").and_then(Value::as_object), value.as_object()) {
+        for (key, property) in properties {
+            if let Some(field) = object.get(key) {
+                conforms(spec, property, field).map_err(|e| format!("{key}: {e}"))?;
+            }
+        }
+    }
+    if let (Some(items), Some(array)) = (schema.get("items"), value.as_array()) {
+        for item in array {
+            conforms(spec, items, item)?;
+        }
+    }
+    Ok(())
+}
+
+/// Checks one live answer against the operation `method path` of the spec.
+async fn check(spec: &Value, path: &str, method: &str, response: reqwest::Response) {
+    let status = response.status().as_u16().to_string();
+    let operation = &spec["paths"][path][method];
+    assert!(operation.is_object(), "{method} {path} is not documented");
+    let documented = operation["responses"]
+        .get(&status)
+        .unwrap_or_else(|| panic!("{method} {path} answered {status}, which the spec does not list"));
+    let documented = resolve(spec, documented);
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_string())
+        .unwrap_or_default();
+    let content = &documented["content"];
+    assert!(
+        content.get(&content_type).is_some(),
+        "{method} {path} {status} answered {content_type}, documented {content}"
+    );
+    if content_type == "application/json" {
+        let body: Value = response.json().await.unwrap();
+        conforms(spec, &content[&content_type]["schema"], &body)
+            .unwrap_or_else(|e| panic!("{method} {path} {status}: {e}"));
+    }
+}
+
+#[tokio::test]
+async fn the_spec_describes_the_running_server() {
+    let spec = spec();
+    let documented: BTreeSet<&str> = spec["paths"].as_object().unwrap().keys().map(String::as_str).collect();
+    let served = BTreeSet::from(["/", "/{offset}", "/status", "/healthz", "/readyz", "/metrics", "/replication/frames"]);
+    assert_eq!(documented, served, "paths in openapi.yaml and the router differ");
+
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_in(dir.path()).await;
+    let url = node.url.as_str();
+    let c = client();
+    check(&spec, "/", "post", post_json(url, r#"{"event":"signup"}"#).await).await;
+    let ndjson = c
+        .post(format!("{url}/"))
+        .header("content-type", "application/x-ndjson")
+        .body("1\n2\n");
+    check(&spec, "/", "post", ndjson.send().await.unwrap()).await;
+    let binary = c
+        .post(format!("{url}/"))
+        .header("content-type", "application/octet-stream")
+        .body(vec![1u8, 2, 3]);
+    check(&spec, "/", "post", binary.send().await.unwrap()).await;
+    for (content_type, body) in [("application/json", "{"), ("text/plain", "x"), ("application/json", "")] {
+        let bad = c.post(format!("{url}/")).header("content-type", content_type).body(body);
+        check(&spec, "/", "post", bad.send().await.unwrap()).await;
+    }
+    for query in ["", "?from=0&limit=2", "?from=99", "?limit=x", "?from=4&wait_ms=10"] {
+        check(&spec, "/", "get", c.get(format!("{url}/{query}")).send().await.unwrap()).await;
+    }
+    for offset in ["0", "3", "99", "x"] {
+        check(&spec, "/{offset}", "get", c.get(format!("{url}/{offset}")).send().await.unwrap()).await;
+    }
+    let raw = c.get(format!("{url}/3")).header("accept", "application/octet-stream");
+    check(&spec, "/{offset}", "get", raw.send().await.unwrap()).await;
+    for path in ["/status", "/healthz", "/readyz", "/metrics"] {
+        check(&spec, path, "get", c.get(format!("{url}{path}")).send().await.unwrap()).await;
+    }
+    for query in ["?from=0", "?from=99", "", "?from=0&max_bytes=10&wait_ms=5"] {
+        let response = c.get(format!("{url}/replication/frames{query}")).send().await.unwrap();
+        check(&spec, "/replication/frames", "get", response).await;
+    }
+}
