@@ -3,6 +3,7 @@
 //! `replication` the read replicas, `server` ties them into a node.
 
 pub mod api;
+pub mod auth;
 pub mod log;
 pub mod replication;
 pub mod server;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use distlog::api::Limits;
+use distlog::auth::{SecurityConfig, TlsFiles};
 use distlog::log::{Durability, LogConfig, LogError, MIB};
 use distlog::replication::FollowConfig;
 use distlog::server::{Server, ServerConfig};
@@ -103,6 +104,46 @@ struct ServeArgs {
     #[arg(long, env = "DISTLOG_MAX_REQUEST_BYTES", value_name = "BYTES", default_value_t = 16 * MIB)]
     max_request_bytes: u64,
 
+    /// Serve HTTPS only, with this PEM certificate chain (reloaded on SIGHUP).
+    #[arg(long, env = "DISTLOG_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+
+    /// The PEM private key (RSA, ECDSA or Ed25519) of --tls-cert.
+    #[arg(long, env = "DISTLOG_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+
+    /// Require client certificates signed by this PEM CA (mutual TLS); the principal is the subject CN.
+    #[arg(long, env = "DISTLOG_TLS_CLIENT_CA", value_name = "FILE", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
+
+    /// Accept `Authorization: Bearer` tokens from this file of `<principal> <token>` lines (tokens of 32+ characters).
+    #[arg(long, env = "DISTLOG_TOKEN_FILE", value_name = "FILE")]
+    token_file: Option<PathBuf>,
+
+    /// Authorize with this policy of `<principal> <action>` lines (actions produce, consume, admin; `*` = anyone).
+    #[arg(long, env = "DISTLOG_ACL", value_name = "FILE")]
+    acl: Option<PathBuf>,
+
+    /// Require the admin action for /metrics, /healthz and /readyz too.
+    #[arg(long, env = "DISTLOG_PROTECT_METRICS")]
+    protect_metrics: bool,
+
+    /// With an https:// --follow URL: PEM CA certificates that sign the leader's certificate.
+    #[arg(long, env = "DISTLOG_FOLLOW_CA", value_name = "FILE", requires = "follow")]
+    follow_ca: Option<PathBuf>,
+
+    /// Client certificate (PEM) this follower shows a leader that requires mutual TLS.
+    #[arg(long, env = "DISTLOG_FOLLOW_CERT", value_name = "FILE", requires_all = ["follow", "follow_key"])]
+    follow_cert: Option<PathBuf>,
+
+    /// The PEM key of --follow-cert.
+    #[arg(long, env = "DISTLOG_FOLLOW_KEY", value_name = "FILE", requires = "follow_cert")]
+    follow_key: Option<PathBuf>,
+
+    /// File holding the bearer token this follower sends its leader (or set DISTLOG_FOLLOW_TOKEN).
+    #[arg(long, env = "DISTLOG_FOLLOW_TOKEN_FILE", value_name = "FILE", requires = "follow")]
+    follow_token_file: Option<PathBuf>,
+
     /// Milliseconds in-flight requests get to finish on SIGINT/SIGTERM.
     #[arg(long, env = "DISTLOG_SHUTDOWN_GRACE_MS", value_name = "MS", default_value_t = 10_000)]
     shutdown_grace_ms: u64,
@@ -134,16 +175,51 @@ impl ServeArgs {
             ..Limits::default()
         };
         Ok(ServerConfig {
+            security: self.security(),
             listen: self.listen,
             log,
             limits,
-            follow: self.follow.as_ref().map(|leader| FollowConfig {
-                reset: self.follow_reset,
-                ..FollowConfig::new(leader)
-            }),
+            follow: match &self.follow {
+                Some(leader) => Some(FollowConfig {
+                    reset: self.follow_reset,
+                    ca: self.follow_ca.clone(),
+                    identity: self.follow_cert.clone().zip(self.follow_key.clone()),
+                    token: self.follow_token()?,
+                    ..FollowConfig::new(leader)
+                }),
+                None => None,
+            },
             shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
             ..ServerConfig::new(&self.data_dir)
         })
+    }
+}
+
+impl ServeArgs {
+    fn security(&self) -> SecurityConfig {
+        SecurityConfig {
+            tls: self
+                .tls_cert
+                .clone()
+                .zip(self.tls_key.clone())
+                .map(|(cert, key)| TlsFiles {
+                    cert,
+                    key,
+                    client_ca: self.tls_client_ca.clone(),
+                }),
+            token_file: self.token_file.clone(),
+            acl_file: self.acl.clone(),
+            protect_metrics: self.protect_metrics,
+        }
+    }
+
+    fn follow_token(&self) -> anyhow::Result<Option<String>> {
+        if let Some(file) = &self.follow_token_file {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("invalid --follow-token-file: cannot read {}", file.display()))?;
+            return Ok(Some(text.trim().to_string()));
+        }
+        Ok(std::env::var("DISTLOG_FOLLOW_TOKEN").ok().filter(|t| !t.is_empty()))
     }
 }
 
@@ -189,7 +265,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let server = Server::start(config)
         .await
         .with_context(|| format!("cannot start distlog on {}", args.listen))?;
-    shutdown_signal().await;
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let stop = shutdown_signal();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = hangups.recv() => {
+                tracing::info!("SIGHUP: reloading TLS certificates");
+                if let Err(e) = server.reload_tls() {
+                    tracing::error!(error = %e, "reload failed; the previous certificate stays in use");
+                }
+            }
+        }
+    }
     server.shutdown().await?;
     Ok(())
 }

@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::api::{self, AppState, Limits, Role};
+use crate::auth::{AuthConfigError, PeerInfo, ReloadableTls, Security, SecurityConfig, TlsListener};
 use crate::log::{Log, LogConfig, LogError, now_ms};
 use crate::replication::{FollowConfig, FollowerStatus, spawn_follower};
 
@@ -23,6 +24,7 @@ pub struct ServerConfig {
     pub log: LogConfig,
     pub limits: Limits,
     pub follow: Option<FollowConfig>,
+    pub security: SecurityConfig,
     /// How long in-flight requests may take to finish once shutdown starts.
     pub shutdown_grace: Duration,
     /// How often retention runs.
@@ -37,6 +39,7 @@ impl ServerConfig {
             log: LogConfig::default(),
             limits: Limits::default(),
             follow: None,
+            security: SecurityConfig::default(),
             shutdown_grace: Duration::from_secs(10),
             retention_check: Duration::from_secs(10),
         }
@@ -49,6 +52,10 @@ pub enum ServerError {
     Log(#[from] LogError),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Security(#[from] AuthConfigError),
+    #[error("cannot follow the leader: {0}")]
+    Follow(String),
     #[error("server failed: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -58,6 +65,7 @@ pub struct Server {
     local_addr: SocketAddr,
     log: Log,
     role: Role,
+    tls: Option<Arc<ReloadableTls>>,
     stop: watch::Sender<bool>,
     serving: JoinHandle<std::io::Result<()>>,
     background: Vec<JoinHandle<()>>,
@@ -66,6 +74,11 @@ pub struct Server {
 
 impl Server {
     pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
+        let security = Security::load(&config.security)?;
+        let follow_client = match &config.follow {
+            Some(follow) => Some(follow.client().map_err(ServerError::Follow)?),
+            None => None,
+        };
         let log = open_log(&config).await?;
         let listener = TcpListener::bind(config.listen)
             .await
@@ -81,12 +94,9 @@ impl Server {
             None => Role::Leader,
             Some(follow) => {
                 let status = Arc::new(FollowerStatus::new(follow.leader.clone()));
-                background.push(spawn_follower(
-                    log.clone(),
-                    follow.clone(),
-                    status.clone(),
-                    stopping.clone(),
-                ));
+                let client = follow_client.clone().unwrap_or_default();
+                let task = spawn_follower(log.clone(), client, follow.clone(), status.clone(), stopping.clone());
+                background.push(task);
                 Role::Follower(status)
             }
         };
@@ -96,15 +106,26 @@ impl Server {
             role: role.clone(),
             shutdown: stopping.clone(),
         };
-        let app = api::router(state);
+        let app = api::router(state, security.guard.clone()).into_make_service_with_connect_info::<PeerInfo>();
         let mut stopped = stopping.clone();
-        let serving = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stopped.wait_for(|stop| *stop).await;
-                })
-                .await
-        });
+        let stop_signal = async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        };
+        let serving = match &security.tls {
+            Some(tls) => {
+                let listener = TlsListener::new(listener, tls.clone(), stopping.clone())?;
+                tokio::spawn(
+                    axum::serve(listener, app)
+                        .with_graceful_shutdown(stop_signal)
+                        .into_future(),
+                )
+            }
+            None => tokio::spawn(
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stop_signal)
+                    .into_future(),
+            ),
+        };
         tracing::info!(addr = %local_addr, data_dir = %config.data_dir.display(),
             next_offset = log.next_offset(), role = if config.follow.is_some() { "follower" } else { "leader" },
             "distlog is serving");
@@ -112,6 +133,7 @@ impl Server {
             local_addr,
             log,
             role,
+            tls: security.tls,
             stop,
             serving,
             background,
@@ -129,6 +151,16 @@ impl Server {
 
     pub fn role(&self) -> &Role {
         &self.role
+    }
+
+    /// Re-reads the TLS certificate, key and client CA (on SIGHUP). Open
+    /// connections keep going; new ones get the new certificate. On error
+    /// the old configuration stays.
+    pub fn reload_tls(&self) -> Result<(), AuthConfigError> {
+        match &self.tls {
+            Some(tls) => tls.reload(),
+            None => Ok(()),
+        }
     }
 
     /// Graceful stop: no new connections, in-flight requests get the grace

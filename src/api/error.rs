@@ -6,6 +6,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use crate::auth::AuthFailure;
 use crate::log::LogError;
 
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +38,15 @@ pub enum ApiError {
     #[error("method {method} is not allowed on {path}")]
     MethodNotAllowed { method: String, path: String },
 
+    #[error("{}", match reason {
+        AuthFailure::NoCredentials => "authentication required: send Authorization: Bearer <token> or a client certificate",
+        AuthFailure::BadToken => "the bearer token is not valid",
+    })]
+    Unauthorized { reason: AuthFailure },
+
+    #[error("{principal} may not {action}")]
+    Forbidden { principal: String, action: &'static str },
+
     #[error("this node is a read-only follower; write to the leader at {leader}")]
     ReadOnlyFollower { leader: String, location: String },
 
@@ -66,6 +76,8 @@ impl ApiError {
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::OffsetNotFound { .. } | ApiError::RouteNotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ApiError::ReadOnlyFollower { .. } => StatusCode::TEMPORARY_REDIRECT,
             ApiError::CorruptRecord { .. } | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::DiskFull => StatusCode::INSUFFICIENT_STORAGE,
@@ -84,6 +96,8 @@ impl ApiError {
             ApiError::OffsetNotFound { .. } => "offset_not_found",
             ApiError::RouteNotFound { .. } => "not_found",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
+            ApiError::Unauthorized { reason } => reason.reason(),
+            ApiError::Forbidden { .. } => "forbidden",
             ApiError::ReadOnlyFollower { .. } => "read_only_follower",
             ApiError::CorruptRecord { .. } => "corrupt_record",
             ApiError::DiskFull => "disk_full",
@@ -102,6 +116,7 @@ impl ApiError {
                 json!({ "offset": offset, "lowest_offset": lowest, "next_offset": next })
             }
             ApiError::ReadOnlyFollower { leader, .. } => json!({ "leader": leader }),
+            ApiError::Forbidden { principal, action } => json!({ "principal": principal, "action": action }),
             ApiError::CorruptRecord { offset } => json!({ "offset": offset }),
             _ => json!({}),
         }
@@ -139,6 +154,15 @@ impl IntoResponse for ApiError {
         body["error"] = Value::String(self.to_string());
         body["code"] = Value::String(self.code().to_string());
         let mut response = (self.status(), axum::Json(body)).into_response();
+        if let ApiError::Unauthorized { reason } = &self {
+            let challenge = match reason {
+                AuthFailure::NoCredentials => r#"Bearer realm="distlog""#,
+                AuthFailure::BadToken => r#"Bearer realm="distlog", error="invalid_token""#,
+            };
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+        }
         if let ApiError::ReadOnlyFollower { location, .. } = &self
             && let Ok(value) = HeaderValue::from_str(location)
         {

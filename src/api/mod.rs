@@ -14,9 +14,13 @@ mod sse;
 mod state;
 mod status;
 
+use std::sync::Arc;
+
 use axum::Router;
 use axum::extract::Request;
 use axum::routing::get;
+
+use crate::auth::{Guard, authorize};
 
 pub use append::ATTR_BINARY;
 pub use error::{ApiError, ApiResult};
@@ -24,16 +28,23 @@ pub use frames::{LOG_NEXT_OFFSET, LOWEST_OFFSET, NEXT_OFFSET};
 pub use metrics::recorder;
 pub use state::{AppState, Limits, Role};
 
-pub fn router(state: AppState) -> Router {
+/// The API's routes. With a guard, every route is authenticated and
+/// authorized first (see `auth::guard`).
+pub fn router(state: AppState, guard: Option<Arc<Guard>>) -> Router {
     recorder();
-    Router::new()
+    let routes = Router::new()
         .route("/", get(read::read_range).post(append::append))
         .route("/{offset}", get(read::read_one))
         .route("/status", get(status::status))
         .route("/healthz", get(status::healthz))
         .route("/readyz", get(status::readyz))
         .route("/metrics", get(metrics::metrics))
-        .route("/replication/frames", get(frames::frames))
+        .route("/replication/frames", get(frames::frames));
+    let routes = match guard {
+        Some(guard) => routes.route_layer(axum::middleware::from_fn_with_state(guard, authorize)),
+        None => routes,
+    };
+    routes
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(observe::observe))

@@ -1,5 +1,6 @@
 //! The follower's background task (see the module doc of `replication`).
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +25,12 @@ pub struct FollowConfig {
     pub poll_wait: Duration,
     /// Retry delays grow from the first to the second.
     pub backoff: (Duration, Duration),
+    /// CA certificates (PEM) that sign an `https://` leader's certificate.
+    pub ca: Option<PathBuf>,
+    /// A client certificate and key (PEM) for a leader that requires mutual TLS.
+    pub identity: Option<(PathBuf, PathBuf)>,
+    /// A bearer token for a leader that requires one.
+    pub token: Option<String>,
 }
 
 impl FollowConfig {
@@ -34,7 +41,47 @@ impl FollowConfig {
             pull_bytes: 8 * 1024 * 1024,
             poll_wait: Duration::from_secs(10),
             backoff: (Duration::from_millis(100), Duration::from_secs(5)),
+            ca: None,
+            identity: None,
+            token: None,
         }
+    }
+
+    /// The HTTP client the follower pulls with, carrying its identity.
+    pub fn client(&self) -> Result<reqwest::Client, String> {
+        let read = |path: &PathBuf| std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()));
+        let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(5));
+        if let Some(ca) = &self.ca {
+            let certs = reqwest::Certificate::from_pem_bundle(&read(ca)?)
+                .map_err(|e| format!("{}: not a PEM certificate bundle: {e}", ca.display()))?;
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        if let Some((cert, key)) = &self.identity {
+            let mut pem = read(cert)?;
+            pem.push(b'\n');
+            pem.extend(read(key)?);
+            let identity = reqwest::Identity::from_pem(&pem).map_err(|e| {
+                format!(
+                    "{} and {}: not a usable certificate and key: {e}",
+                    cert.display(),
+                    key.display()
+                )
+            })?;
+            builder = builder.identity(identity);
+        }
+        if let Some(token) = &self.token {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| "the follow token holds characters a header cannot carry".to_string())?;
+            value.set_sensitive(true);
+            let mut headers = reqwest::header::HeaderMap::new();
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+            builder = builder.default_headers(headers);
+        }
+        builder
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))
     }
 }
 
@@ -62,24 +109,21 @@ struct Pulled {
 
 pub fn spawn_follower(
     log: Log,
+    client: reqwest::Client,
     config: FollowConfig,
     status: Arc<FollowerStatus>,
     shutdown: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
-    tokio::spawn(follow(log, config, status, shutdown))
+    tokio::spawn(follow(log, client, config, status, shutdown))
 }
 
-async fn follow(log: Log, config: FollowConfig, status: Arc<FollowerStatus>, mut shutdown: watch::Receiver<bool>) {
-    let client = match reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .build()
-    {
-        Ok(client) => client,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot build the replication HTTP client");
-            return;
-        }
-    };
+async fn follow(
+    log: Log,
+    client: reqwest::Client,
+    config: FollowConfig,
+    status: Arc<FollowerStatus>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let follower = Follower {
         client,
         log,

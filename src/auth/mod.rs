@@ -1,0 +1,103 @@
+//! Security: who a caller is and what they may do.
+//!
+//! - Transport (`tls`): HTTPS with rustls from PEM files, optionally
+//!   requiring client certificates (mutual TLS); a client certificate's
+//!   subject common name is its principal. Reloaded on demand (SIGHUP).
+//! - Tokens (`tokens`): `Authorization: Bearer <token>` maps to a principal.
+//! - Policy (`acl`): which principal may `produce`, `consume` or `admin`.
+//! - `guard`: the HTTP middleware that applies all of the above per route.
+//!
+//! With none of the flags given, everything is open (and the server says so
+//! once at startup).
+
+mod acl;
+mod guard;
+mod tls;
+mod tokens;
+pub mod x509;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use acl::{Acl, Action};
+pub use guard::{AuthFailure, Guard, Principal, authorize};
+pub use tls::{PeerInfo, ReloadableTls, TlsFiles, TlsListener};
+pub use tokens::{MIN_TOKEN_LEN, Tokens};
+
+/// The security flags, as given.
+#[derive(Clone, Debug, Default)]
+pub struct SecurityConfig {
+    pub tls: Option<TlsFiles>,
+    pub token_file: Option<PathBuf>,
+    pub acl_file: Option<PathBuf>,
+    /// Require `admin` for `/metrics`, `/healthz` and `/readyz`.
+    pub protect_metrics: bool,
+}
+
+impl SecurityConfig {
+    pub fn is_open(&self) -> bool {
+        self.tls.is_none() && self.token_file.is_none() && self.acl_file.is_none()
+    }
+}
+
+/// Why the security configuration cannot be used; startup stops with it.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthConfigError {
+    #[error("cannot read {}: {source}", file.display())]
+    Read { file: PathBuf, source: std::io::Error },
+    #[error("{}, line {line}: {why}", file.display())]
+    Invalid { file: PathBuf, line: usize, why: String },
+    #[error("{}: {why}", file.display())]
+    Pem { file: PathBuf, why: String },
+    #[error("the certificate in {} expired {expired_days} days ago", file.display())]
+    Expired { file: PathBuf, expired_days: i64 },
+    #[error("TLS setup failed: {0}")]
+    Tls(String),
+    #[error("--acl needs a way to identify callers: give --token-file or --tls-client-ca")]
+    AclWithoutIdentity,
+}
+
+impl AuthConfigError {
+    fn read(file: &Path, source: std::io::Error) -> Self {
+        AuthConfigError::Read {
+            file: file.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// The loaded security setup of a server.
+pub struct Security {
+    pub tls: Option<Arc<ReloadableTls>>,
+    pub guard: Option<Arc<Guard>>,
+}
+
+impl Security {
+    pub fn load(config: &SecurityConfig) -> Result<Security, AuthConfigError> {
+        let tls = config.tls.as_ref().map(ReloadableTls::load).transpose()?.map(Arc::new);
+        let tokens = config.token_file.as_deref().map(Tokens::load).transpose()?;
+        let acl = config.acl_file.as_deref().map(Acl::load).transpose()?;
+        let mtls = config.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+        if acl.is_some() && tokens.is_none() && !mtls {
+            return Err(AuthConfigError::AclWithoutIdentity);
+        }
+        let identifies = tokens.is_some() || mtls;
+        let guard =
+            (identifies || acl.is_some()).then(|| Arc::new(Guard::new(tokens, acl, mtls, config.protect_metrics)));
+        if config.is_open() {
+            tracing::warn!(
+                "security is off: plain HTTP, no authentication, no ACL; anyone who reaches the port may read and write"
+            );
+        } else {
+            tracing::info!(
+                tls = tls.is_some(),
+                mutual_tls = mtls,
+                tokens = config.token_file.is_some(),
+                acl = config.acl_file.is_some(),
+                protect_metrics = config.protect_metrics,
+                "security is on"
+            );
+        }
+        Ok(Security { tls, guard })
+    }
+}

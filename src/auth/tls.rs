@@ -1,0 +1,233 @@
+//! HTTPS: rustls configured from PEM files (TLS 1.2 and 1.3, ring crypto),
+//! optionally requiring client certificates signed by `--tls-client-ca`.
+//! Handshakes run in their own tasks so that a slow client never holds up
+//! others; the configuration can be reloaded while connections stay open.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::connect_info::Connected;
+use axum::serve::IncomingStream;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+
+use super::AuthConfigError;
+use super::x509;
+
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: Option<PathBuf>,
+}
+
+/// Who is on the other end of a connection.
+#[derive(Clone, Debug)]
+pub struct PeerInfo {
+    pub remote: SocketAddr,
+    /// The verified client certificate's subject common name (mutual TLS).
+    pub client_cn: Option<String>,
+}
+
+impl Connected<IncomingStream<'_, TcpListener>> for PeerInfo {
+    fn connect_info(stream: IncomingStream<'_, TcpListener>) -> Self {
+        PeerInfo {
+            remote: *stream.remote_addr(),
+            client_cn: None,
+        }
+    }
+}
+
+impl Connected<IncomingStream<'_, TlsListener>> for PeerInfo {
+    fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Self {
+        stream.remote_addr().clone()
+    }
+}
+
+fn pem_error(file: &Path, why: impl std::fmt::Display) -> AuthConfigError {
+    AuthConfigError::Pem {
+        file: file.to_path_buf(),
+        why: why.to_string(),
+    }
+}
+
+fn read_certs(file: &Path) -> Result<Vec<CertificateDer<'static>>, AuthConfigError> {
+    let certs = CertificateDer::pem_file_iter(file)
+        .map_err(|e| pem_error(file, e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| pem_error(file, e))?;
+    if certs.is_empty() {
+        return Err(pem_error(file, "no certificate in this file"));
+    }
+    Ok(certs)
+}
+
+fn check_not_expired(file: &Path, cert: &CertificateDer) -> Result<(), AuthConfigError> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    match x509::not_after(cert) {
+        Some(end) if end < now => Err(AuthConfigError::Expired {
+            file: file.to_path_buf(),
+            expired_days: (now - end) / 86_400,
+        }),
+        Some(_) => Ok(()),
+        None => Err(pem_error(file, "the certificate's validity cannot be read")),
+    }
+}
+
+/// Builds the rustls server configuration, checking that the certificate
+/// has not expired and that the key matches it.
+pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, AuthConfigError> {
+    let certs = read_certs(&files.cert)?;
+    check_not_expired(&files.cert, &certs[0])?;
+    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| pem_error(&files.key, e))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| AuthConfigError::Tls(e.to_string()))?;
+    let builder = match &files.client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca_file) => {
+            let mut roots = RootCertStore::empty();
+            for ca in read_certs(ca_file)? {
+                roots.add(ca).map_err(|e| pem_error(ca_file, e))?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| pem_error(ca_file, e))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_single_cert(certs, key).map_err(|e| match e {
+        rustls::Error::InconsistentKeys(_) => pem_error(
+            &files.key,
+            format!("this key does not match the certificate in {}", files.cert.display()),
+        ),
+        other => AuthConfigError::Tls(other.to_string()),
+    })?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The current TLS configuration, swapped whole on reload. Connections keep
+/// the configuration they were accepted with.
+pub struct ReloadableTls {
+    files: TlsFiles,
+    current: RwLock<Arc<ServerConfig>>,
+}
+
+impl ReloadableTls {
+    pub fn load(files: &TlsFiles) -> Result<ReloadableTls, AuthConfigError> {
+        Ok(ReloadableTls {
+            current: RwLock::new(server_config(files)?),
+            files: files.clone(),
+        })
+    }
+
+    /// Re-reads the certificate, key and client CA. On error the old
+    /// configuration stays in force.
+    pub fn reload(&self) -> Result<(), AuthConfigError> {
+        let fresh = server_config(&self.files)?;
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = fresh;
+        tracing::info!(cert = %self.files.cert.display(), "TLS certificate reloaded");
+        Ok(())
+    }
+
+    fn acceptor(&self) -> TlsAcceptor {
+        TlsAcceptor::from(self.current.read().unwrap_or_else(PoisonError::into_inner).clone())
+    }
+}
+
+/// Accepts TCP connections and hands over those whose TLS handshake succeeded.
+pub struct TlsListener {
+    ready: mpsc::Receiver<(TlsStream<TcpStream>, PeerInfo)>,
+    local: SocketAddr,
+}
+
+impl TlsListener {
+    pub fn new(
+        tcp: TcpListener,
+        tls: Arc<ReloadableTls>,
+        mut stopping: watch::Receiver<bool>,
+    ) -> std::io::Result<Self> {
+        let local = tcp.local_addr()?;
+        let (tx, ready) = mpsc::channel(64);
+        tokio::spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    accepted = tcp.accept() => accepted,
+                    _ = stopping.wait_for(|stop| *stop) => return,
+                };
+                let (stream, remote) = match accepted {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let (acceptor, tx) = (tls.acceptor(), tx.clone());
+                tokio::spawn(async move {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            let client_cn = stream
+                                .get_ref()
+                                .1
+                                .peer_certificates()
+                                .and_then(|certs| certs.first())
+                                .and_then(|cert| x509::subject_common_name(cert));
+                            let _ = tx.send((stream, PeerInfo { remote, client_cn })).await;
+                        }
+                        Ok(Err(e)) => record_handshake_failure(remote, &e),
+                        Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
+                    }
+                });
+            }
+        });
+        Ok(TlsListener { ready, local })
+    }
+}
+
+fn record_handshake_failure(remote: SocketAddr, error: &std::io::Error) {
+    let reason = match error.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
+        Some(rustls::Error::NoCertificatesPresented) => Some("no_credentials"),
+        Some(rustls::Error::InvalidCertificate(_)) => Some("bad_certificate"),
+        _ => None,
+    };
+    if let Some(reason) = reason {
+        metrics::counter!("distlog_auth_failures_total", "reason" => reason).increment(1);
+    }
+    tracing::debug!(%remote, error = %error, "TLS handshake failed");
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = PeerInfo;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.ready.recv().await {
+            Some(pair) => pair,
+            // The accept loop ended (shutdown): never hand out another connection.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(PeerInfo {
+            remote: self.local,
+            client_cn: None,
+        })
+    }
+}
