@@ -18,7 +18,10 @@ fn resolve<'a>(spec: &'a Value, node: &'a Value) -> &'a Value {
     match node.get("$ref").and_then(Value::as_str) {
         Some(reference) => {
             let pointer = reference.trim_start_matches('#');
-            resolve(spec, spec.pointer(pointer).unwrap_or_else(|| panic!("dangling {reference}")))
+            resolve(
+                spec,
+                spec.pointer(pointer).unwrap_or_else(|| panic!("dangling {reference}")),
+            )
         }
         None => node,
     }
@@ -102,7 +105,15 @@ async fn check(spec: &Value, path: &str, method: &str, response: reqwest::Respon
 async fn the_spec_describes_the_running_server() {
     let spec = spec();
     let documented: BTreeSet<&str> = spec["paths"].as_object().unwrap().keys().map(String::as_str).collect();
-    let served = BTreeSet::from(["/", "/{offset}", "/status", "/healthz", "/readyz", "/metrics", "/replication/frames"]);
+    let served = BTreeSet::from([
+        "/",
+        "/{offset}",
+        "/status",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/replication/frames",
+    ]);
     assert_eq!(documented, served, "paths in openapi.yaml and the router differ");
 
     let dir = tempfile::tempdir().unwrap();
@@ -121,14 +132,23 @@ async fn the_spec_describes_the_running_server() {
         .body(vec![1u8, 2, 3]);
     check(&spec, "/", "post", binary.send().await.unwrap()).await;
     for (content_type, body) in [("application/json", "{"), ("text/plain", "x"), ("application/json", "")] {
-        let bad = c.post(format!("{url}/")).header("content-type", content_type).body(body);
+        let bad = c
+            .post(format!("{url}/"))
+            .header("content-type", content_type)
+            .body(body);
         check(&spec, "/", "post", bad.send().await.unwrap()).await;
     }
     for query in ["", "?from=0&limit=2", "?from=99", "?limit=x", "?from=4&wait_ms=10"] {
         check(&spec, "/", "get", c.get(format!("{url}/{query}")).send().await.unwrap()).await;
     }
     for offset in ["0", "3", "99", "x"] {
-        check(&spec, "/{offset}", "get", c.get(format!("{url}/{offset}")).send().await.unwrap()).await;
+        check(
+            &spec,
+            "/{offset}",
+            "get",
+            c.get(format!("{url}/{offset}")).send().await.unwrap(),
+        )
+        .await;
     }
     let raw = c.get(format!("{url}/3")).header("accept", "application/octet-stream");
     check(&spec, "/{offset}", "get", raw.send().await.unwrap()).await;

@@ -205,3 +205,48 @@ fn help_explains_every_flag() {
     }
     assert!(help.contains("DISTLOG_DATA_DIR") && help.contains("./distlog-data"));
 }
+
+#[test]
+fn sighup_reloads_the_tls_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = tempfile::tempdir().unwrap();
+    let issue = |cn: &str| {
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        (cert.pem(), key.serialize_pem())
+    };
+    let (cert, key) = issue("first");
+    let (cert_path, key_path) = (pki.path().join("cert.pem"), pki.path().join("key.pem"));
+    std::fs::write(&cert_path, &cert).unwrap();
+    std::fs::write(&key_path, &key).unwrap();
+    let args = ["--tls-cert", cert_path.to_str().unwrap(), "--tls-key", key_path.to_str().unwrap()];
+    let mut server = spawn(dir.path(), &args);
+    let port = server.url.rsplit(':').next().unwrap().to_string();
+    let url = format!("https://localhost:{port}/healthz");
+    let trusting = |pem: &str| {
+        ::reqwest::Client::builder()
+            .add_root_certificate(::reqwest::Certificate::from_pem(pem.as_bytes()).unwrap())
+            .build()
+            .unwrap()
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let ok = |client: ::reqwest::Client| runtime.block_on(async { client.get(&url).send().await.is_ok() });
+    assert!(ok(trusting(&cert)));
+
+    let (new_cert, new_key) = issue("second");
+    std::fs::write(&cert_path, &new_cert).unwrap();
+    std::fs::write(&key_path, &new_key).unwrap();
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !ok(trusting(&new_cert)) {
+        assert!(std::time::Instant::now() < deadline, "the new certificate is never served");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(!ok(trusting(&cert)), "the old certificate is gone for new connections");
+    assert!(server.child.try_wait().unwrap().is_none(), "SIGHUP does not stop the server");
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+}
