@@ -441,3 +441,44 @@ async fn a_graceful_restart_serves_every_acknowledged_record() {
         100
     );
 }
+
+#[tokio::test]
+async fn a_corrupt_record_is_a_500_naming_the_offset_and_neighbours_still_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = common::config(dir.path());
+    config.log.max_segment_bytes = 1024;
+    config.log.max_record_bytes = 512;
+    let node = start(config).await;
+    for i in 0..40 {
+        post_json(&node.url, &format!("{{\"i\":{i}}}")).await;
+    }
+    let first_store = dir.path().join(format!("{:020}.store", 0));
+    let mut bytes = std::fs::read(&first_store).unwrap();
+    let garbled = bytes.len() / 2;
+    bytes[garbled] ^= 0x55;
+    std::fs::write(&first_store, &bytes).unwrap();
+
+    let mut corrupt = None;
+    for offset in 0..40 {
+        let (status, body) = get_json(&format!("{}/{offset}", node.url)).await;
+        if status == 500 {
+            assert_eq!(body["code"], "corrupt_record");
+            assert_eq!(body["offset"], offset);
+            assert!(
+                !body.to_string().contains("\\u"),
+                "no garbled bytes in the answer: {body}"
+            );
+            corrupt = Some(offset);
+        } else {
+            assert_eq!((status, &body["value"]["i"]), (200, &json!(offset)));
+        }
+    }
+    assert!(corrupt.is_some(), "the garbled record is reported");
+    let (status, _) = get_json(&format!("{}/?from=0&limit=100", node.url)).await;
+    assert_eq!(status, 500, "a range over it fails rather than serving it");
+    assert_eq!(
+        post_json(&node.url, "{}").await.status(),
+        201,
+        "the server stays up and writable"
+    );
+}

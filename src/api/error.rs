@@ -173,3 +173,30 @@ impl IntoResponse for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storage_errors_map_to_503_and_507() {
+        let full = ApiError::from(LogError::Io(std::io::Error::from(std::io::ErrorKind::StorageFull)));
+        assert_eq!(
+            (full.status(), full.code()),
+            (StatusCode::INSUFFICIENT_STORAGE, "disk_full")
+        );
+        let broken = ApiError::from(LogError::Io(std::io::Error::other("EIO")));
+        assert_eq!(
+            (broken.status(), broken.code()),
+            (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable")
+        );
+        let corrupt = ApiError::from(LogError::Corrupt {
+            file: "0.store".into(),
+            position: 7,
+            offset: Some(3),
+            reason: "checksum mismatch".into(),
+        });
+        assert_eq!(corrupt.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(corrupt.extra_fields()["offset"], 3);
+    }
+}
