@@ -328,3 +328,34 @@ fn readers_never_see_a_partial_record_while_the_writer_rolls() {
         assert!(reader.join().unwrap() > 0);
     }
 }
+
+#[test]
+fn replicated_frames_fill_segments_to_their_limit_not_beyond() {
+    let (source_dir, copy_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let big = LogConfig {
+        max_segment_bytes: 1 << 20,
+        ..small_config()
+    };
+    let source = Log::open(source_dir.path(), big).unwrap();
+    for i in 0..200 {
+        source.append(&value(i)).unwrap();
+    }
+    let (frames, count) = source.read_frames(0, 1000, u64::MAX).unwrap();
+    assert_eq!(count, 200);
+    let copy = Log::open(copy_dir.path(), small_config()).unwrap();
+    assert_eq!(copy.append_frames(&frames).unwrap(), 200);
+    let sizes: Vec<u64> = std::fs::read_dir(copy_dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "store"))
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .collect();
+    assert!(
+        sizes.len() > 5 && sizes.iter().all(|s| *s <= 1024),
+        "segments: {sizes:?}"
+    );
+    assert_eq!(
+        copy.read_range(0, 1000, u64::MAX).unwrap(),
+        source.read_range(0, 1000, u64::MAX).unwrap()
+    );
+}

@@ -221,7 +221,12 @@ fn sighup_reloads_the_tls_certificate() {
     let (cert_path, key_path) = (pki.path().join("cert.pem"), pki.path().join("key.pem"));
     std::fs::write(&cert_path, &cert).unwrap();
     std::fs::write(&key_path, &key).unwrap();
-    let args = ["--tls-cert", cert_path.to_str().unwrap(), "--tls-key", key_path.to_str().unwrap()];
+    let args = [
+        "--tls-cert",
+        cert_path.to_str().unwrap(),
+        "--tls-key",
+        key_path.to_str().unwrap(),
+    ];
     let mut server = spawn(dir.path(), &args);
     let port = server.url.rsplit(':').next().unwrap().to_string();
     let url = format!("https://localhost:{port}/healthz");
@@ -231,7 +236,10 @@ fn sighup_reloads_the_tls_certificate() {
             .build()
             .unwrap()
     };
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let ok = |client: ::reqwest::Client| runtime.block_on(async { client.get(&url).send().await.is_ok() });
     assert!(ok(trusting(&cert)));
 
@@ -242,11 +250,17 @@ fn sighup_reloads_the_tls_certificate() {
     assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while !ok(trusting(&new_cert)) {
-        assert!(std::time::Instant::now() < deadline, "the new certificate is never served");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new certificate is never served"
+        );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     assert!(!ok(trusting(&cert)), "the old certificate is gone for new connections");
-    assert!(server.child.try_wait().unwrap().is_none(), "SIGHUP does not stop the server");
+    assert!(
+        server.child.try_wait().unwrap().is_none(),
+        "SIGHUP does not stop the server"
+    );
     server.child.kill().unwrap();
     server.child.wait().unwrap();
 }

@@ -255,10 +255,11 @@ impl Log {
     }
 
     /// Writes `count` frames into the active segment, rolling first if they
-    /// do not fit.
+    /// do not fit. An empty segment takes them whatever their size, so that a
+    /// batch (checked against the limits before) is never split.
     fn write_frames(&self, w: &mut Writer, frames: &[u8], count: u32) -> Result<()> {
         let mut active = self.active()?;
-        if !active.has_room(frames.len() as u64, count, self.shared.config.max_segment_bytes) {
+        if !active.is_empty() && !active.has_room(frames.len() as u64, count, self.shared.config.max_segment_bytes) {
             active = self.roll(w)?;
         }
         active.append(frames, count)?;

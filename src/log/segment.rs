@@ -136,12 +136,14 @@ impl Segment {
         &self.index
     }
 
-    /// Whether `bytes` more in `records` records fit. An empty segment takes
-    /// anything its index can count, so that no batch is refused for size alone.
+    /// Whether `bytes` more in `records` records stay within the limits.
     pub fn has_room(&self, bytes: u64, records: u32, max_segment_bytes: u64) -> bool {
         let entries_fit = u64::from(self.index.len()) + u64::from(records) <= u64::from(self.index.capacity());
-        let bytes_fit = self.store.size() + bytes <= max_segment_bytes || self.index.is_empty();
-        entries_fit && bytes_fit
+        entries_fit && self.store.size() + bytes <= max_segment_bytes
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
     }
 
     /// Appends `count` encoded frames held back to back in `frames`.
