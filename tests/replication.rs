@@ -261,3 +261,37 @@ async fn followers_can_follow_followers() {
     wait_for_next(&last.url, 300).await;
     assert_eq!(all_records(&last.url, 0).await, all_records(&leader.url, 0).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_publishes_whole_batches_even_when_pulls_split_them() {
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let leader = start_in(dirs[0].path()).await;
+    let mut config = follower_config(dirs[1].path(), &leader.url);
+    if let Some(follow) = config.follow.as_mut() {
+        follow.pull_bytes = 700; // far smaller than one batch of 50 records
+    }
+    let follower = start(config).await;
+    let mut published = follower.server.log().subscribe();
+    let watcher = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        while published.changed().await.is_ok() {
+            let next = *published.borrow_and_update();
+            seen.push(next);
+            if next >= 1000 {
+                break;
+            }
+        }
+        seen
+    });
+    for batch in 0..20 {
+        post_batch(&leader.url, batch * 50, 50).await;
+    }
+    wait_for_next(&follower.url, 1000).await;
+    let seen = tokio::time::timeout(CATCH_UP, watcher).await.unwrap().unwrap();
+    assert!(!seen.is_empty());
+    assert!(
+        seen.iter().all(|next| next % 50 == 0),
+        "half a batch was published: {seen:?}"
+    );
+    assert_eq!(all_records(&follower.url, 0).await, all_records(&leader.url, 0).await);
+}

@@ -109,6 +109,12 @@ fn check_json(bytes: &[u8], line: Option<usize>) -> ApiResult<()> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::EmptyBody);
     }
+    // The JSON reader skips over strings without checking them, and stored
+    // values are copied verbatim into answers that must stay valid UTF-8.
+    std::str::from_utf8(bytes).map_err(|e| ApiError::InvalidJson {
+        line,
+        detail: format!("not UTF-8: {e}"),
+    })?;
     serde_json::from_slice::<IgnoredAny>(bytes)
         .map(|_| ())
         .map_err(|e| ApiError::InvalidJson {
@@ -220,5 +226,9 @@ mod tests {
         ));
         assert!(matches!(check_json(b"{} {}", None), Err(ApiError::InvalidJson { .. })));
         assert!(matches!(check_json(b"  ", None), Err(ApiError::EmptyBody)));
+        assert!(matches!(
+            check_json(b"{\"a\":\"\xff\xfe\"}", None),
+            Err(ApiError::InvalidJson { .. })
+        ));
     }
 }

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{MatchedPath, Request};
-use axum::http::HeaderValue;
+use axum::http::{HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::Response;
 
@@ -14,7 +14,14 @@ const REQUEST_ID: &str = "x-request-id";
 
 pub async fn observe(request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = request.method().clone();
+    // Only standard methods become label values: a client must not be able
+    // to mint new metric series.
+    let method = match *request.method() {
+        Method::GET | Method::POST | Method::PUT | Method::DELETE | Method::HEAD | Method::OPTIONS | Method::PATCH => {
+            request.method().as_str().to_owned()
+        }
+        _ => "other".to_owned(),
+    };
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -33,7 +40,7 @@ pub async fn observe(request: Request, next: Next) -> Response {
     let elapsed = started.elapsed();
     response.headers_mut().insert(REQUEST_ID, request_id.clone());
     let labels = [
-        ("method", method.to_string()),
+        ("method", method.clone()),
         ("route", route.clone()),
         ("status", status.to_string()),
     ];

@@ -35,7 +35,10 @@ pub fn tail(state: AppState, query: &Query, headers: &HeaderMap) -> ApiResult<Re
         })
         .transpose()?;
     let from = match resume {
-        Some(last_seen) => last_seen + 1,
+        Some(last_seen) => last_seen.checked_add(1).ok_or(ApiError::BadQuery {
+            param: "Last-Event-ID",
+            detail: "is past the largest offset".into(),
+        })?,
         None => query.number("from")?.unwrap_or_else(|| state.log.next_offset()),
     };
     if resume.is_none() {

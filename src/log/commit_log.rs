@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use super::config::{Durability, LogConfig};
 use super::error::{LogError, Result};
 use super::group_commit::GroupCommit;
-use super::record::{FLAG_BATCH_CONTINUES, Payload, Record, decode_frame, encode_frame, frame_len};
+use super::record::{FLAG_BATCH_CONTINUES, MAX_STORED_FRAME, Payload, Record, decode_frame, encode_frame, frame_len};
 use super::segment::{Chunk, STORE_SUFFIX, Segment, parse_segment_name, segment_path};
 use super::snapshot::SnapshotReader;
 
@@ -43,6 +43,9 @@ struct Shared {
     appended: watch::Sender<u64>,
     dirty: AtomicBool,
     closed: AtomicBool,
+    /// Set when a sync fails: what was written may not be on disk, and
+    /// Linux may not report the loss twice, so no later append is trusted.
+    failed: std::sync::OnceLock<String>,
 }
 
 #[derive(Debug)]
@@ -85,6 +88,10 @@ impl Log {
         let segments = open_segments(&dir, &config)?;
         let lowest = segments.first().map(|s| s.base()).unwrap_or(0);
         let next = segments.last().map(|s| s.next_offset()).unwrap_or(0);
+        let last_timestamp = match segments.last() {
+            Some(last) if next > last.base() => last.read(next - 1)?.timestamp_ms,
+            _ => 0,
+        };
         let durability = config.durability;
         let shared = Arc::new(Shared {
             dir,
@@ -92,7 +99,7 @@ impl Log {
             _lock: lock_file,
             writer: Mutex::new(Writer {
                 next,
-                last_timestamp: 0,
+                last_timestamp,
                 buf: Vec::new(),
             }),
             segments: RwLock::new(segments),
@@ -102,6 +109,7 @@ impl Log {
             appended: watch::Sender::new(next),
             dirty: AtomicBool::new(false),
             closed: AtomicBool::new(false),
+            failed: std::sync::OnceLock::new(),
         });
         if let Durability::Interval(every) = durability {
             spawn_interval_sync(Arc::downgrade(&shared), every)?;
@@ -201,7 +209,7 @@ impl Log {
     /// offsets and timestamps. Every frame is checked, and the first must
     /// carry `next_offset`. Returns how many records were appended.
     pub fn append_frames(&self, frames: &[u8]) -> Result<u32> {
-        let max_frame_len = self.shared.config.max_frame_len();
+        let max_frame_len = MAX_STORED_FRAME;
         let mut w = self.lock_writer()?;
         let mut expected = w.next;
         let mut spans = Vec::new();
@@ -251,6 +259,9 @@ impl Log {
         if self.shared.closed.load(Ordering::Acquire) {
             return Err(LogError::Closed);
         }
+        if let Some(why) = self.shared.failed.get() {
+            return Err(LogError::WriterFailed(why.clone()));
+        }
         Ok(lock(&self.shared.writer))
     }
 
@@ -285,9 +296,14 @@ impl Log {
         match self.shared.config.durability {
             Durability::Always => {
                 drop(w);
-                self.shared
+                let durable = self
+                    .shared
                     .group
-                    .wait_durable(next, || self.sync_written(), |upto| self.publish(upto))?;
+                    .wait_durable(next, || self.sync_written(), |upto| self.publish(upto));
+                if let Err(e) = durable {
+                    self.fail_writer(&e);
+                    return Err(e);
+                }
             }
             Durability::Interval(_) => {
                 self.shared.dirty.store(true, Ordering::Release);
@@ -298,6 +314,13 @@ impl Log {
         metrics::counter!("distlog_records_appended_total").increment(u64::from(count));
         metrics::counter!("distlog_bytes_appended_total").increment(bytes);
         Ok(())
+    }
+
+    fn fail_writer(&self, error: &LogError) {
+        let why = format!("a sync failed: {error}");
+        if self.shared.failed.set(why).is_ok() {
+            tracing::error!(error = %error, "sync failed; refusing appends until restart (reads go on)");
+        }
     }
 
     fn publish(&self, next: u64) {
@@ -420,7 +443,9 @@ impl Log {
         let parts = segments
             .into_iter()
             .map(|segment| {
-                let end = if next < segment.next_offset() {
+                let end = if next <= segment.base() {
+                    0
+                } else if next < segment.next_offset() {
                     segment.index().position((next - segment.base()) as u32).unwrap_or(0)
                 } else {
                     segment.size_bytes()
@@ -624,8 +649,7 @@ fn spawn_interval_sync(shared: Weak<Shared>, every: Duration) -> Result<()> {
             if shared.dirty.swap(false, Ordering::AcqRel) {
                 let log = Log { shared };
                 if let Err(e) = log.sync() {
-                    tracing::error!(error = %e, "background sync failed");
-                    log.shared.dirty.store(true, Ordering::Release);
+                    log.fail_writer(&e);
                 }
             }
         }

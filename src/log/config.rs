@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use super::error::{LogError, Result};
 use super::index::ENTRY_BYTES;
-use super::record::FRAME_HEADER;
+use super::record::{FRAME_HEADER, MAX_RECORD_CEILING};
 
 pub const MIB: u64 = 1024 * 1024;
 
@@ -58,7 +58,7 @@ impl LogConfig {
             2 * ENTRY_BYTES,
             ENTRY_BYTES * u64::from(u32::MAX),
         )?;
-        let record_ceiling = (self.max_segment_bytes - FRAME_HEADER as u64).min(u32::MAX as u64 / 2);
+        let record_ceiling = (self.max_segment_bytes - FRAME_HEADER as u64).min(MAX_RECORD_CEILING);
         check_range("max_record_bytes", self.max_record_bytes, 1, record_ceiling)?;
         if let Some(bytes) = self.retention_bytes {
             check_range("retention_bytes", bytes, 1, u64::MAX)?;
@@ -76,11 +76,6 @@ impl LogConfig {
     /// Index entries a segment holds at most.
     pub fn index_capacity(&self) -> u32 {
         (self.max_index_bytes / ENTRY_BYTES) as u32
-    }
-
-    /// The longest frame this log can hold; anything longer read from disk is corrupt.
-    pub fn max_frame_len(&self) -> usize {
-        FRAME_HEADER + self.max_record_bytes as usize
     }
 }
 

@@ -38,6 +38,9 @@ pub enum LogError {
     #[error("the log is closed")]
     Closed,
 
+    #[error("appends are refused until a restart: {0}")]
+    WriterFailed(String),
+
     #[error("I/O error: {0}")]
     Io(#[from] io::Error),
 }
@@ -45,7 +48,7 @@ pub enum LogError {
 impl LogError {
     /// True for errors that mean the disk, not the caller, is at fault.
     pub fn is_storage_failure(&self) -> bool {
-        matches!(self, LogError::Io(_) | LogError::Closed)
+        matches!(self, LogError::Io(_) | LogError::Closed | LogError::WriterFailed(_))
     }
 
     /// True when the disk has no room left (ENOSPC or a quota).

@@ -60,6 +60,7 @@ impl Index {
         if size != on_disk {
             file.set_len(size)?;
         }
+        reserve(&file, size)?;
         let capacity = (size / ENTRY_BYTES).min(u64::from(u32::MAX)) as u32;
         // SAFETY: the file is ours (the data directory is locked) and never
         // shrinks while this map exists.
@@ -170,6 +171,25 @@ impl Index {
             Some(map) => map.flush(),
             None => Ok(()),
         }
+    }
+}
+
+/// Allocates the file's blocks now. A sparse mapped file would fault
+/// (SIGBUS, killing the process) on the first write to a page the disk has
+/// no room for; allocating up front turns a full disk into an error here.
+fn reserve(file: &File, size: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let len = libc::off_t::try_from(size).map_err(|_| io::Error::other("index size too large"))?;
+    // SAFETY: a plain syscall on a descriptor this function borrows.
+    let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        // Filesystems without fallocate keep the sparse file.
+        Some(libc::EOPNOTSUPP) => Ok(()),
+        _ => Err(err),
     }
 }
 

@@ -20,8 +20,8 @@ pub use commit_log::{Log, LogStats, now_ms};
 pub use config::{Durability, LogConfig, MIB};
 pub use error::{LogError, Result};
 pub use record::{
-    FLAG_BATCH_CONTINUES, FRAME_HEADER, FrameError, FrameView, Payload, Record, decode_frame, encode_frame, frame_len,
-    split_frames,
+    FLAG_BATCH_CONTINUES, FRAME_HEADER, FrameError, FrameView, Payload, Record, decode_frame, encode_frame,
+    finished_batches_len, frame_len, split_frames,
 };
 pub use recovery::Recovered;
 pub use snapshot::SnapshotReader;

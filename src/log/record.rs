@@ -22,6 +22,13 @@ pub const FRAME_HEADER: usize = FRAME_PREFIX + 1 + 1 + 1 + 8 + 8;
 /// The only layout written today.
 pub const FRAME_VERSION: u8 = 1;
 
+/// The largest value any log accepts (`max_record_bytes` is capped to it).
+pub const MAX_RECORD_CEILING: u64 = u32::MAX as u64 / 2;
+/// The longest frame trusted when reading what is already stored or
+/// replicated. It does not follow `max_record_bytes`, which only limits new
+/// appends: lowering that setting must not make stored records unreadable.
+pub const MAX_STORED_FRAME: usize = FRAME_HEADER + MAX_RECORD_CEILING as usize;
+
 /// Set on every record of a batch but its last: recovery cuts a batch whose
 /// last record never reached the disk, so a batch is all or nothing.
 pub const FLAG_BATCH_CONTINUES: u8 = 0b0000_0001;
@@ -94,6 +101,25 @@ impl std::fmt::Display for FrameError {
             }
         }
     }
+}
+
+/// Length of the leading run of `frames` that ends with a finished batch
+/// (a frame without `FLAG_BATCH_CONTINUES`). Reads only length and flag
+/// fields; a frame that runs past the buffer ends the run.
+pub fn finished_batches_len(frames: &[u8]) -> usize {
+    let (mut at, mut finished) = (0usize, 0usize);
+    while frames.len() - at >= FRAME_HEADER {
+        let len = FRAME_PREFIX + u32::from_le_bytes(le4(&frames[at..at + 4])) as usize;
+        if len < FRAME_HEADER || frames.len() - at < len {
+            break;
+        }
+        let flags = frames[at + 9];
+        at += len;
+        if flags & FLAG_BATCH_CONTINUES == 0 {
+            finished = at;
+        }
+    }
+    finished
 }
 
 /// Bytes a frame of a value of `value_len` bytes takes on disk.
@@ -239,6 +265,21 @@ mod tests {
         assert!(matches!(decode_frame(&buf, 50), Err(FrameError::BadLength { .. })));
         buf[0..4].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(matches!(decode_frame(&buf, 1 << 20), Err(FrameError::BadLength { .. })));
+    }
+
+    #[test]
+    fn finished_batches_stop_before_an_open_batch() {
+        let mut buf = frame(0, b"alone");
+        let done = buf.len();
+        encode_frame(&mut buf, 1, 0, FLAG_BATCH_CONTINUES, Payload::new(b"first of two"));
+        assert_eq!(finished_batches_len(&buf), done);
+        encode_frame(&mut buf, 2, 0, 0, Payload::new(b"second of two"));
+        assert_eq!(finished_batches_len(&buf), buf.len());
+        assert_eq!(
+            finished_batches_len(&buf[..buf.len() - 1]),
+            done,
+            "a cut frame is not finished"
+        );
     }
 
     #[test]

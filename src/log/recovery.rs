@@ -10,7 +10,7 @@
 
 use super::error::{LogError, Result};
 use super::index::Index;
-use super::record::{FLAG_BATCH_CONTINUES, FrameError, FrameView, decode_frame};
+use super::record::{FLAG_BATCH_CONTINUES, FRAME_PREFIX, FrameError, FrameView, decode_frame};
 use super::store::Store;
 
 /// What recovery found and changed in the active segment.
@@ -40,12 +40,13 @@ fn scan_frames(
 ) -> Result<(u64, Option<FrameError>)> {
     const BLOCK: u64 = 1 << 20;
     let size = store.size();
-    let block = BLOCK.max(max_frame_len as u64);
     let (mut pos, mut expected) = (start, first_offset);
+    let mut want = BLOCK;
     while pos < size {
-        let buf = store.read_at(pos, (size - pos).min(block) as usize)?;
+        let buf = store.read_at(pos, (size - pos).min(want) as usize)?;
         let at_end = pos + buf.len() as u64 == size;
         let mut at = 0usize;
+        want = BLOCK;
         while at < buf.len() {
             match decode_frame(&buf[at..], max_frame_len) {
                 Ok(view) if view.offset == expected => {
@@ -60,8 +61,11 @@ fn scan_frames(
                     };
                     return Ok((pos + at as u64, Some(wrong)));
                 }
-                // The frame runs past this block: read on from its start.
-                Err(FrameError::Short { .. }) if !at_end && at > 0 => break,
+                // The frame runs past this block: read again from its start, all of it.
+                Err(FrameError::Short { needed }) if !at_end => {
+                    want = BLOCK.max(needed as u64);
+                    break;
+                }
                 Err(e) => return Ok((pos + at as u64, Some(e))),
             }
         }
@@ -70,32 +74,62 @@ fn scan_frames(
     Ok((pos, None))
 }
 
+/// The frame stored at `pos`: its length field is read first and bounded
+/// by the store's size before the rest is read.
+fn frame_at(store: &Store, pos: u64) -> Option<Vec<u8>> {
+    let size = store.size();
+    if pos.checked_add(FRAME_PREFIX as u64)? > size {
+        return None;
+    }
+    let prefix = store.read_at(pos, FRAME_PREFIX).ok()?;
+    let len = FRAME_PREFIX as u64 + u64::from(u32::from_le_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]));
+    if pos + len > size {
+        return None;
+    }
+    store.read_at(pos, len as usize).ok()
+}
+
 /// Where entry `i`'s frame ends, if the entry points at a sound frame
 /// holding offset `base + i`.
 fn sound_entry_end(store: &Store, index: &Index, base: u64, i: u32, max_frame_len: usize) -> Option<u64> {
     let (rel, pos) = index.slot(i);
-    let size = store.size();
-    if rel != i || pos >= size {
+    if rel != i || pos >= store.size() {
         return None;
     }
-    let buf = store
-        .read_at(pos, (size - pos).min(max_frame_len as u64) as usize)
-        .ok()?;
+    let buf = frame_at(store, pos)?;
     let view = decode_frame(&buf, max_frame_len).ok()?;
     (view.offset == base + u64::from(i)).then_some(pos + view.frame_len as u64)
 }
 
 fn entry_flags(store: &Store, index: &Index, i: u32, max_frame_len: usize) -> Result<u8> {
     let (_, pos) = index.slot(i);
-    let buf = store.read_at(pos, (store.size() - pos).min(max_frame_len as u64) as usize)?;
+    let corrupt = |reason: String| LogError::Corrupt {
+        file: store.path().to_path_buf(),
+        position: pos,
+        offset: None,
+        reason,
+    };
+    let buf = frame_at(store, pos).ok_or_else(|| corrupt("frame runs past the store".into()))?;
     decode_frame(&buf, max_frame_len)
         .map(|view| view.flags)
-        .map_err(|e| LogError::Corrupt {
-            file: store.path().to_path_buf(),
-            position: pos,
-            offset: None,
-            reason: e.to_string(),
-        })
+        .map_err(|e| corrupt(e.to_string()))
+}
+
+/// How many leading entries of the first `upto` are consistent: each holds
+/// its own relative offset and a position past the previous one and inside
+/// the store. After a power cut the index's pages may reach the disk out of
+/// order, leaving zeroed entries before written ones.
+fn consistent_prefix(index: &Index, upto: u32, store_len: u64) -> u32 {
+    let mut previous = None;
+    for i in 0..upto {
+        let (rel, pos) = index.slot(i);
+        let ordered = previous.is_none_or(|prev| pos > prev);
+        if rel != i || !ordered || pos >= store_len {
+            return i;
+        }
+        previous = Some(pos);
+    }
+    upto
 }
 
 /// The first slot that was never written, assuming slots are written in
@@ -163,7 +197,7 @@ pub fn recover_tail(
         0
     };
 
-    let mut good = guess;
+    let mut good = consistent_prefix(index, guess, store_len);
     let mut resume = None;
     while good > 0 {
         if let Some(end) = sound_entry_end(store, index, base, good - 1, max_frame_len) {

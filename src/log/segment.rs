@@ -11,7 +11,9 @@ use bytes::Bytes;
 use super::config::LogConfig;
 use super::error::{LogError, Result};
 use super::index::Index;
-use super::record::{FLAG_BATCH_CONTINUES, FRAME_PREFIX, Payload, Record, decode_frame, encode_frame, split_frames};
+use super::record::{
+    FLAG_BATCH_CONTINUES, FRAME_PREFIX, MAX_STORED_FRAME, Payload, Record, decode_frame, encode_frame, split_frames,
+};
 use super::recovery::{self, Recovered};
 use super::store::Store;
 
@@ -63,7 +65,7 @@ impl Segment {
             base,
             store,
             index,
-            max_frame_len: config.max_frame_len(),
+            max_frame_len: MAX_STORED_FRAME,
         };
         segment.store.sync()?;
         segment.index.sync_file()?;
@@ -81,7 +83,7 @@ impl Segment {
             base,
             store,
             index,
-            max_frame_len: config.max_frame_len(),
+            max_frame_len: MAX_STORED_FRAME,
         };
         let count = u32::try_from(count)
             .ok()
@@ -103,7 +105,7 @@ impl Segment {
             base,
             store,
             index,
-            max_frame_len: config.max_frame_len(),
+            max_frame_len: MAX_STORED_FRAME,
         };
         let report = recovery::recover_tail(
             &segment.store,

@@ -4,14 +4,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use reqwest::StatusCode;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::status::{FollowerStatus, ReplicationState};
 use crate::api::{LOG_NEXT_OFFSET, LOWEST_OFFSET, NEXT_OFFSET};
-use crate::log::{Log, LogError};
+use crate::log::{Log, LogError, finished_batches_len};
 
 #[derive(Clone, Debug)]
 pub struct FollowConfig {
@@ -340,11 +340,27 @@ impl Follower {
         Ok(())
     }
 
+    /// Appends pulled frames in whole batches only: a pull may end inside a
+    /// batch, and the unfinished tail waits for the next pull, so that this
+    /// log (and any follower of it) never publishes half a batch that its
+    /// recovery would later cut.
     async fn append_loop(&self, mut rx: mpsc::Receiver<Pulled>) -> Result<(), ReplicationError> {
+        let mut unfinished = BytesMut::new();
         while let Some(pulled) = rx.recv().await {
+            let frames = if unfinished.is_empty() {
+                pulled.frames
+            } else {
+                unfinished.extend_from_slice(&pulled.frames);
+                unfinished.split().freeze()
+            };
+            let finished = finished_batches_len(&frames);
+            unfinished.extend_from_slice(&frames[finished..]);
+            if finished == 0 {
+                continue;
+            }
             let log = self.log.clone();
-            let frames = pulled.frames;
-            let appended = tokio::task::spawn_blocking(move || log.append_frames(&frames))
+            let whole = frames.slice(..finished);
+            let appended = tokio::task::spawn_blocking(move || log.append_frames(&whole))
                 .await
                 .map_err(|e| ReplicationError::Protocol(e.to_string()))??;
             metrics::counter!("distlog_replication_records_total").increment(u64::from(appended));

@@ -1,0 +1,249 @@
+#!/usr/bin/env bash
+# HTTP load test: distlog against a do-nothing axum server, under the same wrk load.
+#
+#   scripts/load.sh            # baseline, distlog --fsync never, distlog --fsync always
+#   scripts/load.sh --disk     # the same, then raw disk numbers from fio (scripts/disk.sh)
+#
+# For every server, on 127.0.0.1 only, with a fresh data directory each time:
+#   GET  /{offset}  random offsets that exist (the log is pre-filled first)
+#   POST /          ~1 KiB JSON records, Content-Type: application/json
+# distlog runs with RUST_LOG=warn; one extra GET run with the default (info)
+# per-request logging (to a file) shows what logging costs.
+#
+# Knobs (environment): DURATION (10s), CONNECTIONS (64), THREADS (2),
+# PREFILL records (100000), BASE_PORT (18080), LOAD_DIR (data dirs; default a
+# temporary directory under $TMPDIR or /tmp), CARGO_TARGET_DIR.
+# Installs wrk (and curl) with apt-get if missing; kills what it started on exit.
+set -euo pipefail
+
+DURATION="${DURATION:-10s}"
+CONNECTIONS="${CONNECTIONS:-64}"
+THREADS="${THREADS:-2}"
+PREFILL="${PREFILL:-100000}"
+BASE_PORT="${BASE_PORT:-18080}"
+RUN_DISK=0
+for arg in "$@"; do
+  case "$arg" in
+    --disk) RUN_DISK=1 ;;
+    -h | --help)
+      sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
+      exit 0
+      ;;
+    *)
+      echo "unknown argument: $arg (try --help)" >&2
+      exit 2
+      ;;
+  esac
+done
+
+cd "$(dirname "$0")/.."
+log() { printf '[load %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+# ----- tools -------------------------------------------------------------
+need=()
+command -v wrk >/dev/null || need+=(wrk)
+command -v curl >/dev/null || need+=(curl)
+if [ "${#need[@]}" -gt 0 ]; then
+  log "installing ${need[*]}"
+  if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+log "building: cargo build --release --bin distlog --example baseline_server"
+cargo build --release --bin distlog --example baseline_server
+target="${CARGO_TARGET_DIR:-target}"
+DISTLOG="$target/release/distlog"
+BASELINE="$target/release/examples/baseline_server"
+
+# ----- scratch space and cleanup ----------------------------------------
+parent="${LOAD_DIR:-${TMPDIR:-/tmp}}"
+mkdir -p "$parent"
+work="$(mktemp -d "$parent/distlog-load.XXXXXX")"
+SERVER_PID=""
+stop_server() {
+  [ -n "$SERVER_PID" ] || return 0
+  if kill -0 "$SERVER_PID" 2>/dev/null; then
+    kill -TERM "$SERVER_PID" 2>/dev/null || true
+    for _ in $(seq 100); do
+      kill -0 "$SERVER_PID" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -KILL "$SERVER_PID" 2>/dev/null || true
+  fi
+  wait "$SERVER_PID" 2>/dev/null || true
+  SERVER_PID=""
+}
+cleanup() {
+  stop_server
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ----- wrk scripts -------------------------------------------------------
+# ~1 KiB JSON value, the same shape the storage benchmark writes.
+pad="$(head -c 1000 /dev/zero | tr '\0' 'x')"
+body="{\"event\":\"load\",\"pad\":\"$pad\"}"
+report='
+done = function(summary, latency, requests)
+  local errors = summary.errors.connect + summary.errors.read + summary.errors.write
+    + summary.errors.status + summary.errors.timeout
+  io.write(string.format("RESULT rps=%.1f p50_us=%d p99_us=%d requests=%d errors=%d\n",
+    summary.requests / (summary.duration / 1e6), latency:percentile(50), latency:percentile(99),
+    summary.requests, errors))
+end
+'
+cat >"$work/post.lua" <<EOF
+wrk.method = "POST"
+wrk.body = '$body'
+wrk.headers["Content-Type"] = "application/json"
+$report
+EOF
+get_script() { # $1: offsets in [0, $1) exist
+  cat >"$work/get.lua" <<EOF
+local n = $1
+local counter = 0
+setup = function(thread)
+  counter = counter + 1
+  thread:set("seed", counter)
+end
+init = function(args)
+  math.randomseed(seed * 7919 + os.time())
+end
+request = function()
+  return wrk.format("GET", "/" .. math.random(0, n - 1))
+end
+$report
+EOF
+}
+
+# ----- servers -----------------------------------------------------------
+PORT="$BASE_PORT"
+wait_ready() { # until the server answers anything, at most 30 s
+  for _ in $(seq 300); do
+    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+      log "server exited early; its output:"
+      cat "$work/server.out" >&2 || true
+      exit 1
+    fi
+    if curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$PORT/0"; then return 0; fi
+    sleep 0.1
+  done
+  log "server did not answer within 30 s"
+  exit 1
+}
+start_baseline() {
+  PORT=$((PORT + 1))
+  "$BASELINE" "127.0.0.1:$PORT" >"$work/server.out" 2>&1 &
+  SERVER_PID=$!
+  wait_ready
+}
+start_distlog() { # $1: fsync mode, $2: RUST_LOG
+  PORT=$((PORT + 1))
+  local data="$work/data-$PORT"
+  RUST_LOG="$2" "$DISTLOG" serve --listen "127.0.0.1:$PORT" --data-dir "$data" --fsync "$1" \
+    >"$work/server.out" 2>&1 &
+  SERVER_PID=$!
+  wait_ready
+}
+
+# Appends $PREFILL ~1 KiB records as NDJSON batches of 1000.
+prefill() {
+  local batch="$work/batch.ndjson"
+  : >"$batch"
+  for _ in $(seq 1000); do printf '%s\n' "$body" >>"$batch"; done
+  local filled=0
+  while [ "$filled" -lt "$PREFILL" ]; do
+    curl -sf --max-time 60 -H 'Content-Type: application/x-ndjson' --data-binary "@$batch" \
+      "http://127.0.0.1:$PORT/" >/dev/null
+    filled=$((filled + 1000))
+  done
+  log "pre-filled $filled records"
+}
+
+# wrk's duration ("10s", "2m", "1h", "30") in seconds.
+seconds() {
+  local n="${1//[^0-9]/}"
+  case "$1" in
+    *m) echo $((n * 60)) ;;
+    *h) echo $((n * 3600)) ;;
+    *) echo "$n" ;;
+  esac
+}
+
+declare -A RPS P99 P50 ERR
+# run NAME LUA: one wrk run against the current server.
+run() {
+  local name="$1" script="$2" out="$work/wrk-$1.out"
+  log "wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency ($name)"
+  timeout "$(($(seconds "$DURATION") + 60))" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --timeout 10s --latency \
+    -s "$script" "http://127.0.0.1:$PORT" >"$out" 2>&1 || {
+    log "wrk failed for $name:"
+    cat "$out" >&2
+    exit 1
+  }
+  local result
+  result="$(grep '^RESULT' "$out")"
+  RPS[$name]="$(sed -E 's/.*rps=([0-9.]+).*/\1/' <<<"$result")"
+  P50[$name]="$(sed -E 's/.*p50_us=([0-9]+).*/\1/' <<<"$result")"
+  P99[$name]="$(sed -E 's/.*p99_us=([0-9]+).*/\1/' <<<"$result")"
+  ERR[$name]="$(sed -E 's/.*errors=([0-9]+).*/\1/' <<<"$result")"
+  log "  $name: ${RPS[$name]} req/s, p50 ${P50[$name]} us, p99 ${P99[$name]} us, errors ${ERR[$name]}"
+}
+
+get_script "$PREFILL"
+
+log "== baseline_server"
+start_baseline
+run baseline_get "$work/get.lua"
+run baseline_post "$work/post.lua"
+stop_server
+
+log "== distlog --fsync never (RUST_LOG=warn)"
+start_distlog never warn
+prefill
+run never_get "$work/get.lua"
+run never_post "$work/post.lua"
+stop_server
+
+log "== distlog --fsync always (RUST_LOG=warn)"
+start_distlog always warn
+prefill
+run always_get "$work/get.lua"
+run always_post "$work/post.lua"
+stop_server
+
+log "== distlog --fsync never, default logging (RUST_LOG unset: info, one line a request, to a file)"
+PORT=$((PORT + 1))
+env -u RUST_LOG "$DISTLOG" serve --listen "127.0.0.1:$PORT" --data-dir "$work/data-$PORT" --fsync never \
+  >"$work/server.out" 2>&1 &
+SERVER_PID=$!
+wait_ready
+prefill
+run info_get "$work/get.lua"
+stop_server
+
+# ----- report ------------------------------------------------------------
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
+ms() { awk -v us="$1" 'BEGIN { printf "%.2f", us / 1000 }'; }
+row() { # name label baseline target
+  printf '%-34s %12s %9s %9s %8s %7s %s\n' "$2" "${RPS[$1]}" "$(ms "${P50[$1]}")" "$(ms "${P99[$1]}")" \
+    "${ERR[$1]}" "$(ratio "${RPS[$1]}" "${RPS[$3]}")" "$4"
+}
+echo
+echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION, ~1 KiB JSON, 127.0.0.1, $(nproc) cores; GET over $PREFILL records"
+printf '%-34s %12s %9s %9s %8s %7s %s\n' "run" "req/s" "p50 ms" "p99 ms" "errors" "ratio" "(vs baseline; target)"
+row baseline_get "GET  baseline" baseline_get ""
+row never_get "GET  distlog never (warn)" baseline_get ">= 0.80"
+row always_get "GET  distlog always (warn)" baseline_get ">= 0.80"
+row info_get "GET  distlog never (info log)" baseline_get "(logging cost)"
+row baseline_post "POST baseline" baseline_post ""
+row never_post "POST distlog never (warn)" baseline_post ">= 0.80"
+row always_post "POST distlog always (warn)" baseline_post ">= 0.50"
+
+if [ "$RUN_DISK" -eq 1 ]; then
+  echo
+  log "== raw disk (fio)"
+  DISK_DIR="$parent" bash scripts/disk.sh
+fi
