@@ -65,24 +65,52 @@ fn fill(log: &Log, value: &[u8], count: u64) {
     }
 }
 
+/// A log in its own temporary directory, made on first use so that a
+/// benchmark filtered out on the command line costs nothing.
+struct Scratch {
+    log: Log,
+    _dir: TempDir,
+}
+
+impl Scratch {
+    fn new(config: LogConfig) -> Scratch {
+        let dir = temp_dir();
+        let log = Log::open(dir.path(), config).expect("open");
+        Scratch { log, _dir: dir }
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = self.log.close();
+    }
+}
+
 fn append_never(c: &mut Criterion) {
-    let dir = temp_dir();
-    let log = Log::open(dir.path(), config(Durability::Never)).expect("open");
     let value = record();
+    let batch: Vec<Payload> = (0..BATCH).map(|_| Payload::new(&value)).collect();
+    let mut scratch = None;
     let mut group = c.benchmark_group("append_never");
-    group.throughput(Throughput::Bytes(RECORD_BYTES as u64));
     group.warm_up_time(Duration::from_secs(1));
     group.measurement_time(Duration::from_secs(3));
-    group.bench_function("1KiB", |b| b.iter(|| log.append(black_box(&value)).expect("append")));
+    group.throughput(Throughput::Bytes(RECORD_BYTES as u64));
+    group.bench_function("1KiB", |b| {
+        let log = &scratch
+            .get_or_insert_with(|| Scratch::new(config(Durability::Never)))
+            .log;
+        b.iter(|| log.append(black_box(&value)).expect("append"))
+    });
+    drop(scratch.take());
     // The same bytes in batches of 64: one write call per 64 records, the most
     // that coalescing appends (group commit) could give.
-    let batch: Vec<Payload> = (0..BATCH).map(|_| Payload::new(&value)).collect();
     group.throughput(Throughput::Bytes((BATCH * RECORD_BYTES) as u64));
     group.bench_function("1KiB_batch64", |b| {
+        let log = &scratch
+            .get_or_insert_with(|| Scratch::new(config(Durability::Never)))
+            .log;
         b.iter(|| log.append_batch(black_box(&batch)).expect("append"))
     });
     group.finish();
-    log.close().expect("close");
 }
 
 /// `iters` appends shared by `writers` threads against one log; the clock runs
@@ -118,12 +146,13 @@ fn append_always(c: &mut Criterion) {
     group.warm_up_time(Duration::from_secs(1));
     group.measurement_time(Duration::from_secs(4));
     for writers in [1u64, 8, 64] {
-        let dir = temp_dir();
-        let log = Log::open(dir.path(), config(Durability::Always)).expect("open");
+        let mut scratch = None;
         group.bench_with_input(BenchmarkId::new("writers", writers), &writers, |b, &writers| {
-            b.iter_custom(|iters| concurrent_appends(&log, &value, writers, iters))
+            let log = &scratch
+                .get_or_insert_with(|| Scratch::new(config(Durability::Always)))
+                .log;
+            b.iter_custom(|iters| concurrent_appends(log, &value, writers, iters))
         });
-        log.close().expect("close");
     }
     group.finish();
 }
@@ -143,22 +172,26 @@ impl XorShift {
 }
 
 fn read_random(c: &mut Criterion) {
-    let dir = temp_dir();
-    let log = Log::open(dir.path(), config(Durability::Never)).expect("open");
-    fill(&log, &record(), READ_RECORDS);
+    let mut scratch = None;
     let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
     let mut group = c.benchmark_group("read_random");
     group.throughput(Throughput::Elements(1));
     group.warm_up_time(Duration::from_secs(1));
     group.measurement_time(Duration::from_secs(3));
     group.bench_function(BenchmarkId::new("1KiB", READ_RECORDS), |b| {
+        let log = &scratch
+            .get_or_insert_with(|| {
+                let scratch = Scratch::new(config(Durability::Never));
+                fill(&scratch.log, &record(), READ_RECORDS);
+                scratch
+            })
+            .log;
         b.iter(|| {
             let offset = rng.next() % READ_RECORDS;
             log.read(black_box(offset)).expect("read")
         })
     });
     group.finish();
-    log.close().expect("close");
 }
 
 fn open(c: &mut Criterion) {
@@ -166,21 +199,23 @@ fn open(c: &mut Criterion) {
         max_segment_bytes: OPEN_SEGMENT_BYTES,
         ..config(Durability::Never)
     };
-    let dir = temp_dir();
-    {
-        let log = Log::open(dir.path(), config.clone()).expect("open");
-        let frame_bytes = RECORD_BYTES as u64 + distlog::log::FRAME_HEADER as u64;
-        fill(&log, &record(), OPEN_LOG_BYTES / frame_bytes);
-        let segments = log.stats().segments;
-        log.close().expect("close");
-        eprintln!("open: {segments} segments of {} MiB", OPEN_SEGMENT_BYTES / MIB);
-    }
+    let mut filled: Option<TempDir> = None;
     let mut group = c.benchmark_group("open");
     group.sampling_mode(SamplingMode::Flat);
     group.sample_size(10);
     group.warm_up_time(Duration::from_secs(1));
     group.measurement_time(Duration::from_secs(4));
     group.bench_function("1GiB_4MiB_segments", |b| {
+        let dir = filled.get_or_insert_with(|| {
+            let dir = temp_dir();
+            let log = Log::open(dir.path(), config.clone()).expect("open");
+            let frame_bytes = RECORD_BYTES as u64 + distlog::log::FRAME_HEADER as u64;
+            fill(&log, &record(), OPEN_LOG_BYTES / frame_bytes);
+            let segments = log.stats().segments;
+            log.close().expect("close");
+            eprintln!("open: {segments} segments of {} MiB", OPEN_SEGMENT_BYTES / MIB);
+            dir
+        });
         b.iter(|| {
             let log = Log::open(dir.path(), config.clone()).expect("open");
             log.close().expect("close");

@@ -193,6 +193,8 @@ run() {
 }
 
 get_script "$PREFILL"
+# Anything else busy on the machine skews every number below.
+log "load average before the runs: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 log "== baseline_server"
 start_baseline
