@@ -39,7 +39,7 @@ struct Shared {
     segments: RwLock<Vec<Arc<Segment>>>,
     visible: AtomicU64,
     lowest: AtomicU64,
-    group: GroupCommit,
+    group: Arc<GroupCommit>,
     appended: watch::Sender<u64>,
     dirty: AtomicBool,
     closed: AtomicBool,
@@ -105,14 +105,16 @@ impl Log {
             segments: RwLock::new(segments),
             visible: AtomicU64::new(next),
             lowest: AtomicU64::new(lowest),
-            group: GroupCommit::new(next),
+            group: Arc::new(GroupCommit::new(next)),
             appended: watch::Sender::new(next),
             dirty: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             failed: std::sync::OnceLock::new(),
         });
-        if let Durability::Interval(every) = durability {
-            spawn_interval_sync(Arc::downgrade(&shared), every)?;
+        match durability {
+            Durability::Interval(every) => spawn_interval_sync(Arc::downgrade(&shared), every)?,
+            Durability::Always => spawn_committer(Arc::downgrade(&shared), shared.group.clone())?,
+            Durability::Never => {}
         }
         Ok(Log { shared })
     }
@@ -137,7 +139,15 @@ impl Log {
 
     /// A receiver told the new `next_offset` whenever records become visible.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.shared.appended.subscribe()
+        let receiver = self.shared.appended.subscribe();
+        // Appends skip the notification while nobody listens: catch up now.
+        self.shared.appended.send_if_modified(|seen| {
+            let now = self.shared.visible.load(Ordering::Acquire);
+            let stale = *seen != now;
+            *seen = now;
+            stale
+        });
+        receiver
     }
 
     pub fn stats(&self) -> LogStats {
@@ -160,6 +170,34 @@ impl Log {
     /// batch lands in one segment, and recovery cuts a batch that did not
     /// reach the disk whole.
     pub fn append_batch(&self, payloads: &[Payload]) -> Result<u64> {
+        let (first, next) = self.write_batch(payloads)?;
+        self.wait_durable(next)?;
+        Ok(first)
+    }
+
+    /// `append_batch` for async callers: the write happens at once, and the
+    /// wait for the disk (with `Durability::Always`) yields instead of
+    /// blocking a thread.
+    pub async fn append_batch_async(&self, payloads: &[Payload<'_>]) -> Result<u64> {
+        let (first, next) = self.write_batch(payloads)?;
+        if self.shared.config.durability == Durability::Always {
+            let mut published = self.subscribe();
+            while self.next_offset() < next {
+                if let Some(why) = self.shared.failed.get() {
+                    return Err(LogError::WriterFailed(why.clone()));
+                }
+                if published.changed().await.is_err() {
+                    return Err(LogError::Closed);
+                }
+            }
+        }
+        Ok(first)
+    }
+
+    /// Writes a batch and makes it visible as the durability policy allows
+    /// without waiting for a sync. Returns its first offset and the offset
+    /// after it.
+    fn write_batch(&self, payloads: &[Payload]) -> Result<(u64, u64)> {
         let config = &self.shared.config;
         if payloads.is_empty() {
             return Err(LogError::EmptyBatch);
@@ -201,8 +239,20 @@ impl Log {
         let written = self.write_frames(&mut w, &buf, count);
         w.buf = buf;
         written?;
-        self.finish_append(w, count, bytes)?;
-        Ok(first)
+        let next = w.next;
+        self.finish_write(w, count, bytes);
+        Ok((first, next))
+    }
+
+    /// With `Durability::Always`, blocks until records below `next` are on disk.
+    fn wait_durable(&self, next: u64) -> Result<()> {
+        if self.shared.config.durability != Durability::Always || self.shared.group.wait_durable(next) {
+            return Ok(());
+        }
+        match self.shared.failed.get() {
+            Some(why) => Err(LogError::WriterFailed(why.clone())),
+            None => Err(LogError::Closed),
+        }
     }
 
     /// Appends frames made by another log (replication), keeping their
@@ -250,7 +300,9 @@ impl Log {
         }
         let count = spans.len() as u32;
         if count > 0 {
-            self.finish_append(w, count, frames.len() as u64)?;
+            let next = w.next;
+            self.finish_write(w, count, frames.len() as u64);
+            self.wait_durable(next)?;
         }
         Ok(count)
     }
@@ -290,30 +342,21 @@ impl Log {
         Ok(new)
     }
 
-    /// Makes the written records visible as the durability policy allows.
-    fn finish_append(&self, w: MutexGuard<'_, Writer>, count: u32, bytes: u64) -> Result<()> {
+    /// Makes written records visible as the durability policy allows: at
+    /// once, or (`Always`) once the committer has synced them.
+    fn finish_write(&self, w: MutexGuard<'_, Writer>, count: u32, bytes: u64) {
         let next = w.next;
         match self.shared.config.durability {
-            Durability::Always => {
-                drop(w);
-                let durable = self
-                    .shared
-                    .group
-                    .wait_durable(next, || self.sync_written(), |upto| self.publish(upto));
-                if let Err(e) = durable {
-                    self.fail_writer(&e);
-                    return Err(e);
-                }
-            }
+            Durability::Always => self.shared.group.note_written(next),
             Durability::Interval(_) => {
                 self.shared.dirty.store(true, Ordering::Release);
                 self.publish(next);
             }
             Durability::Never => self.publish(next),
         }
+        drop(w);
         metrics::counter!("distlog_records_appended_total").increment(u64::from(count));
         metrics::counter!("distlog_bytes_appended_total").increment(bytes);
-        Ok(())
     }
 
     fn fail_writer(&self, error: &LogError) {
@@ -321,11 +364,13 @@ impl Log {
         if self.shared.failed.set(why).is_ok() {
             tracing::error!(error = %error, "sync failed; refusing appends until restart (reads go on)");
         }
+        // Wake async appenders waiting for a sync that will not come.
+        self.shared.appended.send_modify(|_| {});
     }
 
     fn publish(&self, next: u64) {
         let previous = self.shared.visible.fetch_max(next, Ordering::AcqRel);
-        if next > previous {
+        if next > previous && self.shared.appended.receiver_count() > 0 {
             self.shared.appended.send_replace(next);
         }
     }
@@ -573,6 +618,7 @@ impl Log {
         let synced = self.sync();
         let _w = lock(&self.shared.writer);
         self.shared.closed.store(true, Ordering::Release);
+        self.shared.group.stop();
         self.write_segments().clear();
         synced
     }
@@ -636,6 +682,31 @@ fn open_segments(dir: &Path, config: &LogConfig) -> Result<Vec<Arc<Segment>>> {
     }
     segments.push(Arc::new(active));
     Ok(segments)
+}
+
+/// The `Durability::Always` committer: syncs whatever was written since its
+/// last sync, then publishes it (see `group_commit`).
+fn spawn_committer(shared: Weak<Shared>, group: Arc<GroupCommit>) -> Result<()> {
+    std::thread::Builder::new()
+        .name("distlog-commit".into())
+        .spawn(move || {
+            while let Some(job) = group.next_job() {
+                let Some(shared) = shared.upgrade() else { return };
+                let log = Log { shared };
+                let outcome = log.sync_written();
+                if let Err(e) = &outcome {
+                    log.fail_writer(e);
+                }
+                group.finish_job(job, &outcome, |upto| log.publish(upto));
+            }
+        })?;
+    Ok(())
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.group.stop();
+    }
 }
 
 fn spawn_interval_sync(shared: Weak<Shared>, every: Duration) -> Result<()> {
