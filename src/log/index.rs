@@ -45,7 +45,9 @@ impl Index {
     /// Opens (or creates) the index, grows it to `capacity` entries and maps
     /// it. `len` starts at zero: the caller decides how many entries are good.
     /// Returns whether the file already existed.
-    pub fn open(path: &Path, capacity: u32) -> io::Result<(Index, bool)> {
+    /// With `reserve`, the file's blocks are allocated at once (see
+    /// `reserve`): for indexes that will be written to.
+    pub fn open(path: &Path, capacity: u32, reserve: bool) -> io::Result<(Index, bool)> {
         let existed = path.exists();
         let file = OpenOptions::new()
             .read(true)
@@ -60,11 +62,16 @@ impl Index {
         if size != on_disk {
             file.set_len(size)?;
         }
-        reserve(&file, size)?;
+        if reserve {
+            reserve_blocks(&file, size)?;
+        }
         let capacity = (size / ENTRY_BYTES).min(u64::from(u32::MAX)) as u32;
         // SAFETY: the file is ours (the data directory is locked) and never
         // shrinks while this map exists.
         let mut map = unsafe { MmapMut::map_mut(&file)? };
+        // Entries are touched one page at a time; readahead around each
+        // fault would only fill the page cache with zeros.
+        map.advise(memmap2::Advice::Random)?;
         let base_ptr = map.as_mut_ptr();
         let index = Index {
             file,
@@ -160,6 +167,11 @@ impl Index {
         }
     }
 
+    /// Allocates the whole file (an index that becomes writable again).
+    pub fn reserve(&self) -> io::Result<()> {
+        reserve_blocks(&self.file, u64::from(self.capacity) * ENTRY_BYTES)
+    }
+
     /// Makes the file's existence and size durable (a new segment's index).
     pub fn sync_file(&self) -> io::Result<()> {
         self.file.sync_all()
@@ -177,7 +189,7 @@ impl Index {
 /// Allocates the file's blocks now. A sparse mapped file would fault
 /// (SIGBUS, killing the process) on the first write to a page the disk has
 /// no room for; allocating up front turns a full disk into an error here.
-fn reserve(file: &File, size: u64) -> io::Result<()> {
+fn reserve_blocks(file: &File, size: u64) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     let len = libc::off_t::try_from(size).map_err(|_| io::Error::other("index size too large"))?;
     // SAFETY: a plain syscall on a descriptor this function borrows.
@@ -212,7 +224,7 @@ mod tests {
     fn grows_on_open_and_trims_on_drop() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("0.index");
-        let (index, existed) = Index::open(&path, 100).unwrap();
+        let (index, existed) = Index::open(&path, 100, true).unwrap();
         assert!(!existed);
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 1200);
         index.push(0).unwrap();
@@ -222,7 +234,7 @@ mod tests {
         drop(index);
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 24);
 
-        let (index, existed) = Index::open(&path, 100).unwrap();
+        let (index, existed) = Index::open(&path, 100, true).unwrap();
         assert!(existed);
         assert_eq!(index.slot(1), (1, 40));
         assert_eq!(index.slot(2), (0, 0));
@@ -231,7 +243,7 @@ mod tests {
     #[test]
     fn refuses_to_push_past_capacity() {
         let dir = tempfile::tempdir().unwrap();
-        let (index, _) = Index::open(&dir.path().join("0.index"), 2).unwrap();
+        let (index, _) = Index::open(&dir.path().join("0.index"), 2, true).unwrap();
         index.push(0).unwrap();
         index.push(10).unwrap();
         assert_eq!(index.len(), index.capacity());
@@ -241,7 +253,7 @@ mod tests {
     #[test]
     fn truncate_zeroes_dropped_slots() {
         let dir = tempfile::tempdir().unwrap();
-        let (index, _) = Index::open(&dir.path().join("0.index"), 10).unwrap();
+        let (index, _) = Index::open(&dir.path().join("0.index"), 10, false).unwrap();
         for pos in [0, 10, 20, 30] {
             index.push(pos).unwrap();
         }

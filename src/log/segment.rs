@@ -52,15 +52,19 @@ pub fn parse_segment_name(name: &str) -> Option<(u64, &str)> {
 }
 
 impl Segment {
-    fn open_files(dir: &Path, base: u64, config: &LogConfig) -> Result<(Store, Index, bool)> {
+    fn open_files(dir: &Path, base: u64, config: &LogConfig, writable: bool) -> Result<(Store, Index, bool)> {
         let store = Store::open(&segment_path(dir, base, STORE_SUFFIX))?;
-        let (index, index_existed) = Index::open(&segment_path(dir, base, INDEX_SUFFIX), config.index_capacity())?;
+        let (index, index_existed) = Index::open(
+            &segment_path(dir, base, INDEX_SUFFIX),
+            config.index_capacity(),
+            writable,
+        )?;
         Ok((store, index, index_existed))
     }
 
     /// A new, empty segment whose files and directory entry are on disk.
     pub fn create(dir: &Path, base: u64, config: &LogConfig) -> Result<Segment> {
-        let (store, index, _) = Self::open_files(dir, base, config)?;
+        let (store, index, _) = Self::open_files(dir, base, config, true)?;
         let segment = Segment {
             base,
             store,
@@ -78,7 +82,7 @@ impl Segment {
     /// is rebuilt from the store, and a store that does not hold exactly
     /// `count` sound records is reported as corrupt.
     pub fn open_sealed(dir: &Path, base: u64, count: u64, config: &LogConfig) -> Result<Segment> {
-        let (store, index, index_existed) = Self::open_files(dir, base, config)?;
+        let (store, index, index_existed) = Self::open_files(dir, base, config, false)?;
         let segment = Segment {
             base,
             store,
@@ -92,6 +96,7 @@ impl Segment {
         if !(index_existed
             && recovery::sealed_index_checks_out(&segment.store, &segment.index, base, count, segment.max_frame_len))
         {
+            segment.index.reserve()?;
             recovery::rebuild_sealed(&segment.store, &segment.index, base, count, segment.max_frame_len)?;
         }
         segment.index.set_len(count);
@@ -100,7 +105,7 @@ impl Segment {
 
     /// The last segment: its tail is checked and anything torn is cut.
     pub fn open_active(dir: &Path, base: u64, config: &LogConfig) -> Result<(Segment, Recovered)> {
-        let (store, index, index_existed) = Self::open_files(dir, base, config)?;
+        let (store, index, index_existed) = Self::open_files(dir, base, config, true)?;
         let segment = Segment {
             base,
             store,
@@ -252,6 +257,8 @@ impl Segment {
         let keep = (offset - self.base) as u32;
         let written = self.index.len();
         debug_assert!(keep <= written);
+        // A sealed segment's index was not reserved; this one takes appends again.
+        self.index.reserve()?;
         let cut = if keep < written {
             self.index.slot(keep).1
         } else {
