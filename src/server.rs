@@ -89,7 +89,10 @@ impl Server {
         let local_addr = listener.local_addr()?;
         let (stop, stopping) = watch::channel(false);
 
-        let mut background = vec![spawn_retention(log.clone(), config.retention_check, stopping.clone())];
+        let mut background = vec![
+            spawn_retention(log.clone(), config.retention_check, stopping.clone()),
+            spawn_metrics_upkeep(stopping.clone()),
+        ];
         let role = match &config.follow {
             None => Role::Leader,
             Some(follow) => {
@@ -204,6 +207,20 @@ async fn open_log(config: &ServerConfig) -> Result<Log, ServerError> {
     .await
     .map_err(|e| std::io::Error::other(e.to_string()))??;
     Ok(log)
+}
+
+/// Histogram samples pile up in the recorder until upkeep folds them into
+/// buckets; without scrapes that would grow without bound.
+fn spawn_metrics_upkeep(mut stopping: watch::Receiver<bool>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => api::recorder().run_upkeep(),
+                _ = stopping.wait_for(|stop| *stop) => return,
+            }
+        }
+    })
 }
 
 fn spawn_retention(log: Log, every: Duration, mut stopping: watch::Receiver<bool>) -> JoinHandle<()> {

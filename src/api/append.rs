@@ -8,7 +8,7 @@
 
 use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::extract::{OriginalUri, State};
+use axum::extract::{OriginalUri, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::de::IgnoredAny;
@@ -22,13 +22,15 @@ use crate::log::{Log, Payload};
 /// Attribute bit marking a record whose value is not JSON.
 pub const ATTR_BINARY: u8 = 0b0000_0001;
 
-pub async fn append(
-    State(state): State<AppState>,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
-    body: Body,
-) -> ApiResult<Response> {
+pub async fn append(State(state): State<AppState>, request: Request) -> ApiResult<Response> {
+    let (parts, body) = request.into_parts();
+    let headers = &parts.headers;
     if let Role::Follower(status) = &state.role {
+        let uri = parts
+            .extensions
+            .get::<OriginalUri>()
+            .map(|u| &u.0)
+            .unwrap_or(&parts.uri);
         let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
         return Err(ApiError::ReadOnlyFollower {
             leader: status.leader.clone(),
@@ -38,13 +40,13 @@ pub async fn append(
     if state.shutting_down() {
         return Err(ApiError::ShuttingDown);
     }
-    let format = body_format(&headers)?;
+    let format = body_format(headers)?;
     let max_record = state.log.config().max_record_bytes;
     let limit = match format {
         BodyFormat::Ndjson => state.limits.max_request_bytes,
         BodyFormat::Json | BodyFormat::Binary => max_record,
     };
-    let body = read_body(&headers, body, limit, format).await?;
+    let body = read_body(headers, body, limit, format).await?;
     match format {
         BodyFormat::Json => {
             check_json(&body, None)?;
@@ -171,13 +173,14 @@ async fn append_records(log: &Log, records: Vec<(u8, Bytes)>) -> ApiResult<u64> 
 }
 
 fn created_one(offset: u64) -> Response {
-    let mut response = (StatusCode::CREATED, Json(json!({ "offset": offset }))).into_response();
+    let body = format!("{{\"offset\":{offset}}}");
+    let mut response = (StatusCode::CREATED, [(header::CONTENT_TYPE, "application/json")], body).into_response();
     set_location(&mut response, offset);
     response
 }
 
 fn set_location(response: &mut Response, offset: u64) {
-    if let Ok(value) = HeaderValue::from_str(&format!("/{offset}")) {
+    if let Ok(value) = HeaderValue::try_from(format!("/{offset}")) {
         response.headers_mut().insert(header::LOCATION, value);
     }
 }

@@ -6,8 +6,9 @@
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{FromRequestParts, Path, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::error::{ApiError, ApiResult};
@@ -20,27 +21,35 @@ use crate::log::Log;
 
 const DEFAULT_LIMIT: u64 = 100;
 
+/// Whether the client asked for raw bytes (read without copying the headers).
+pub struct WantsRaw(bool);
+
+impl<S: Send + Sync> FromRequestParts<S> for WantsRaw {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(WantsRaw(accepts(&parts.headers, "application/octet-stream")))
+    }
+}
+
 pub async fn read_one(
     State(state): State<AppState>,
     Path(offset): Path<String>,
-    headers: HeaderMap,
+    WantsRaw(raw): WantsRaw,
 ) -> ApiResult<Response> {
     let offset: u64 = offset.parse().map_err(|_| ApiError::BadOffset(offset))?;
     let record = state.log.read(offset)?;
-    if accepts(&headers, "application/octet-stream") {
+    if raw {
         return Ok(([(header::CONTENT_TYPE, "application/octet-stream")], record.value).into_response());
     }
     Ok(json_response(record_json(&record)))
 }
 
-pub async fn read_range(
-    State(state): State<AppState>,
-    RawQuery(raw): RawQuery,
-    headers: HeaderMap,
-) -> ApiResult<Response> {
-    let query = Query::parse(raw.as_deref())?;
-    if accepts(&headers, "text/event-stream") {
-        return sse::tail(state, &query, &headers);
+pub async fn read_range(State(state): State<AppState>, request: Request) -> ApiResult<Response> {
+    let headers = request.headers();
+    let query = Query::parse(request.uri().query())?;
+    if accepts(headers, "text/event-stream") {
+        return sse::tail(state, &query, headers);
     }
     let from = query.number("from")?.unwrap_or_else(|| state.log.lowest_offset());
     let limit = match query.number("limit")?.unwrap_or(DEFAULT_LIMIT) {

@@ -8,6 +8,7 @@
 //! directory holds the segment files and a `LOCK` file held by the process
 //! that has the log open.
 
+use std::collections::VecDeque;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -15,7 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, Rw
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 use super::config::{Durability, LogConfig};
 use super::error::{LogError, Result};
@@ -46,6 +47,8 @@ struct Shared {
     /// Set when a sync fails: what was written may not be on disk, and
     /// Linux may not report the loss twice, so no later append is trusted.
     failed: std::sync::OnceLock<String>,
+    /// Async appenders waiting for the committer, oldest (lowest target) first.
+    durable_waiters: Mutex<VecDeque<(u64, oneshot::Sender<bool>)>>,
 }
 
 #[derive(Debug)]
@@ -110,6 +113,7 @@ impl Log {
             dirty: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             failed: std::sync::OnceLock::new(),
+            durable_waiters: Mutex::new(VecDeque::new()),
         });
         match durability {
             Durability::Interval(every) => spawn_interval_sync(Arc::downgrade(&shared), every)?,
@@ -170,7 +174,7 @@ impl Log {
     /// batch lands in one segment, and recovery cuts a batch that did not
     /// reach the disk whole.
     pub fn append_batch(&self, payloads: &[Payload]) -> Result<u64> {
-        let (first, next) = self.write_batch(payloads)?;
+        let (first, next) = self.write_batch(payloads, None)?;
         self.wait_durable(next)?;
         Ok(first)
     }
@@ -179,25 +183,24 @@ impl Log {
     /// wait for the disk (with `Durability::Always`) yields instead of
     /// blocking a thread.
     pub async fn append_batch_async(&self, payloads: &[Payload<'_>]) -> Result<u64> {
-        let (first, next) = self.write_batch(payloads)?;
-        if self.shared.config.durability == Durability::Always {
-            let mut published = self.subscribe();
-            while self.next_offset() < next {
-                if let Some(why) = self.shared.failed.get() {
-                    return Err(LogError::WriterFailed(why.clone()));
-                }
-                if published.changed().await.is_err() {
-                    return Err(LogError::Closed);
-                }
-            }
+        if self.shared.config.durability != Durability::Always {
+            return Ok(self.write_batch(payloads, None)?.0);
         }
-        Ok(first)
+        let (synced, durable) = oneshot::channel();
+        let (first, _) = self.write_batch(payloads, Some(synced))?;
+        match durable.await {
+            Ok(true) => Ok(first),
+            _ => Err(match self.shared.failed.get() {
+                Some(why) => LogError::WriterFailed(why.clone()),
+                None => LogError::Closed,
+            }),
+        }
     }
 
     /// Writes a batch and makes it visible as the durability policy allows
     /// without waiting for a sync. Returns its first offset and the offset
     /// after it.
-    fn write_batch(&self, payloads: &[Payload]) -> Result<(u64, u64)> {
+    fn write_batch(&self, payloads: &[Payload], waiter: Option<oneshot::Sender<bool>>) -> Result<(u64, u64)> {
         let config = &self.shared.config;
         if payloads.is_empty() {
             return Err(LogError::EmptyBatch);
@@ -240,7 +243,7 @@ impl Log {
         w.buf = buf;
         written?;
         let next = w.next;
-        self.finish_write(w, count, bytes);
+        self.finish_write(w, count, bytes, waiter);
         Ok((first, next))
     }
 
@@ -301,7 +304,7 @@ impl Log {
         let count = spans.len() as u32;
         if count > 0 {
             let next = w.next;
-            self.finish_write(w, count, frames.len() as u64);
+            self.finish_write(w, count, frames.len() as u64, None);
             self.wait_durable(next)?;
         }
         Ok(count)
@@ -344,10 +347,17 @@ impl Log {
 
     /// Makes written records visible as the durability policy allows: at
     /// once, or (`Always`) once the committer has synced them.
-    fn finish_write(&self, w: MutexGuard<'_, Writer>, count: u32, bytes: u64) {
+    /// An async appender's `waiter` is told once the sync covers its records;
+    /// it is queued under the writer lock, so the queue is in offset order.
+    fn finish_write(&self, w: MutexGuard<'_, Writer>, count: u32, bytes: u64, waiter: Option<oneshot::Sender<bool>>) {
         let next = w.next;
         match self.shared.config.durability {
-            Durability::Always => self.shared.group.note_written(next),
+            Durability::Always => {
+                if let Some(waiter) = waiter {
+                    lock(&self.shared.durable_waiters).push_back((next, waiter));
+                }
+                self.shared.group.note_written(next);
+            }
             Durability::Interval(_) => {
                 self.shared.dirty.store(true, Ordering::Release);
                 self.publish(next);
@@ -364,8 +374,18 @@ impl Log {
         if self.shared.failed.set(why).is_ok() {
             tracing::error!(error = %error, "sync failed; refusing appends until restart (reads go on)");
         }
-        // Wake async appenders waiting for a sync that will not come.
-        self.shared.appended.send_modify(|_| {});
+        self.release_waiters(u64::MAX, false);
+    }
+
+    /// Tells async appenders whose records are below `upto` how it went
+    /// (`false`: a sync failed or the log stopped; `upto` is then all).
+    fn release_waiters(&self, upto: u64, durable: bool) {
+        let mut waiters = lock(&self.shared.durable_waiters);
+        while waiters.front().is_some_and(|(target, _)| *target <= upto) {
+            if let Some((_, waiter)) = waiters.pop_front() {
+                let _ = waiter.send(durable);
+            }
+        }
     }
 
     fn publish(&self, next: u64) {
@@ -575,6 +595,7 @@ impl Log {
         if keep < self.lowest_offset() {
             return Err(self.out_of_range(offset));
         }
+        self.release_waiters(u64::MAX, false);
         self.shared.group.reset(keep, || {
             self.shared.visible.store(keep, Ordering::Release);
         });
@@ -604,6 +625,7 @@ impl Log {
         }
         segments.push(Arc::new(Segment::create(&self.shared.dir, base, &self.shared.config)?));
         self.shared.lowest.store(base, Ordering::Release);
+        self.release_waiters(u64::MAX, false);
         self.shared.group.reset(base, || {
             self.shared.visible.store(base, Ordering::Release);
         });
@@ -619,6 +641,7 @@ impl Log {
         let _w = lock(&self.shared.writer);
         self.shared.closed.store(true, Ordering::Release);
         self.shared.group.stop();
+        self.release_waiters(u64::MAX, false);
         self.write_segments().clear();
         synced
     }
@@ -697,7 +720,10 @@ fn spawn_committer(shared: Weak<Shared>, group: Arc<GroupCommit>) -> Result<()> 
                 if let Err(e) = &outcome {
                     log.fail_writer(e);
                 }
-                group.finish_job(job, &outcome, |upto| log.publish(upto));
+                group.finish_job(job, &outcome, |upto| {
+                    log.publish(upto);
+                    log.release_waiters(upto, true);
+                });
             }
         })?;
     Ok(())
