@@ -103,12 +103,7 @@ impl Server {
                 Role::Follower(status)
             }
         };
-        let state = AppState {
-            log: log.clone(),
-            limits: config.limits.clone(),
-            role: role.clone(),
-            shutdown: stopping.clone(),
-        };
+        let state = AppState::new(log.clone(), config.limits.clone(), role.clone(), stopping.clone());
         let app = api::router(state, security.guard.clone()).into_make_service_with_connect_info::<PeerInfo>();
         let mut stopped = stopping.clone();
         let stop_signal = async move {

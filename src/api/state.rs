@@ -43,8 +43,12 @@ pub enum Role {
     Follower(Arc<FollowerStatus>),
 }
 
+/// Cloned for every request, so one pointer.
 #[derive(Clone, Debug)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+#[derive(Debug)]
+pub struct Shared {
     pub log: Log,
     pub limits: Limits,
     pub role: Role,
@@ -53,7 +57,24 @@ pub struct AppState {
     pub shutdown: watch::Receiver<bool>,
 }
 
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
 impl AppState {
+    pub fn new(log: Log, limits: Limits, role: Role, shutdown: watch::Receiver<bool>) -> Self {
+        AppState(Arc::new(Shared {
+            log,
+            limits,
+            role,
+            shutdown,
+        }))
+    }
+
     pub fn shutting_down(&self) -> bool {
         *self.shutdown.borrow()
     }

@@ -12,7 +12,8 @@ use super::config::LogConfig;
 use super::error::{LogError, Result};
 use super::index::Index;
 use super::record::{
-    FLAG_BATCH_CONTINUES, FRAME_PREFIX, MAX_STORED_FRAME, Payload, Record, decode_frame, encode_frame, split_frames,
+    FLAG_BATCH_CONTINUES, FRAME_HEADER, FRAME_PREFIX, MAX_STORED_FRAME, Payload, Record, decode_frame, encode_frame,
+    split_frames,
 };
 use super::recovery::{self, Recovered};
 use super::store::Store;
@@ -168,14 +169,33 @@ impl Segment {
         Ok(())
     }
 
-    /// Reads the record at `offset`, which must be below `next_offset`.
+    /// Reads the record at `offset`, which must be below `next_offset`:
+    /// one positioned read of exactly its frame, checked.
     pub fn read(&self, offset: u64) -> Result<Record> {
-        let chunk = self.read_chunk(offset, offset + 1, 1, 0, true)?;
-        chunk
-            .records
-            .into_iter()
-            .next()
-            .ok_or_else(|| self.corrupt(0, Some(offset), "record missing".into()))
+        let published = self.index.len();
+        let i = u32::try_from(offset - self.base).unwrap_or(u32::MAX);
+        if i >= published {
+            return Err(self.corrupt(0, Some(offset), "record missing from the index".into()));
+        }
+        let pos = self.slot_position(i)?;
+        let end = self.end_of(i, published)?;
+        let frame = Bytes::from(self.store.read_at(pos, (end - pos) as usize)?);
+        let view =
+            decode_frame(&frame, self.max_frame_len).map_err(|e| self.corrupt(pos, Some(offset), e.to_string()))?;
+        if view.offset != offset || view.frame_len != frame.len() {
+            let reason = format!(
+                "frame at this position holds offset {} in {} bytes",
+                view.offset, view.frame_len
+            );
+            return Err(self.corrupt(pos, Some(offset), reason));
+        }
+        let (timestamp_ms, attributes, frame_len) = (view.timestamp_ms, view.attributes, view.frame_len);
+        Ok(Record {
+            offset,
+            timestamp_ms,
+            attributes,
+            value: frame.slice(FRAME_HEADER..frame_len),
+        })
     }
 
     /// Reads records from `from`, stopping before `upto`, after `max_records`,
