@@ -4,6 +4,7 @@
 #   scripts/load.sh            # baseline, distlog --fsync never, distlog --fsync always
 #   scripts/load.sh --disk     # the same, then raw disk numbers from fio (scripts/disk.sh)
 #
+# Then distlog --fsync never over HTTPS (self-signed, keep-alive) against the plain run.
 # For every server, on 127.0.0.1 only, with a fresh data directory each time:
 #   GET  /{offset}  random offsets that exist (the log is pre-filled first)
 #   POST /          ~1 KiB JSON records, Content-Type: application/json
@@ -42,6 +43,7 @@ log() { printf '[load %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 # ----- tools -------------------------------------------------------------
 need=()
 command -v wrk >/dev/null || need+=(wrk)
+command -v openssl >/dev/null || need+=(openssl)
 command -v curl >/dev/null || need+=(curl)
 if [ "${#need[@]}" -gt 0 ]; then
   log "installing ${need[*]}"
@@ -120,6 +122,7 @@ EOF
 
 # ----- servers -----------------------------------------------------------
 PORT="$BASE_PORT"
+SCHEME=http # https for the TLS runs (curl -k: the certificate is self-signed)
 wait_ready() { # until the server answers anything, at most 30 s
   for _ in $(seq 300); do
     if ! kill -0 "$SERVER_PID" 2>/dev/null; then
@@ -127,7 +130,7 @@ wait_ready() { # until the server answers anything, at most 30 s
       cat "$work/server.out" >&2 || true
       exit 1
     fi
-    if curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$PORT/0"; then return 0; fi
+    if curl -sk -o /dev/null --max-time 1 "$SCHEME://127.0.0.1:$PORT/0"; then return 0; fi
     sleep 0.1
   done
   log "server did not answer within 30 s"
@@ -155,8 +158,8 @@ prefill() {
   for _ in $(seq 1000); do printf '%s\n' "$body" >>"$batch"; done
   local filled=0
   while [ "$filled" -lt "$PREFILL" ]; do
-    curl -sf --max-time 60 -H 'Content-Type: application/x-ndjson' --data-binary "@$batch" \
-      "http://127.0.0.1:$PORT/" >/dev/null
+    curl -skf --max-time 60 -H 'Content-Type: application/x-ndjson' --data-binary "@$batch" \
+      "$SCHEME://127.0.0.1:$PORT/" >/dev/null
     filled=$((filled + 1000))
   done
   log "pre-filled $filled records"
@@ -178,7 +181,7 @@ run() {
   local name="$1" script="$2" out="$work/wrk-$1.out"
   log "wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency ($name)"
   timeout "$(($(seconds "$DURATION") + 60))" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --timeout 10s --latency \
-    -s "$script" "http://127.0.0.1:$PORT" >"$out" 2>&1 || {
+    -s "$script" "$SCHEME://127.0.0.1:$PORT" >"$out" 2>&1 || {
     log "wrk failed for $name:"
     cat "$out" >&2
     exit 1
@@ -226,6 +229,21 @@ prefill
 run info_get "$work/get.lua"
 stop_server
 
+log "== distlog --fsync never over HTTPS (keep-alive, self-signed P-256 certificate, RUST_LOG=warn)"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=localhost \
+  -addext subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout "$work/tls.key" -out "$work/tls.pem" 2>/dev/null
+PORT=$((PORT + 1))
+SCHEME=https
+RUST_LOG=warn "$DISTLOG" serve --listen "127.0.0.1:$PORT" --data-dir "$work/data-$PORT" --fsync never \
+  --tls-cert "$work/tls.pem" --tls-key "$work/tls.key" >"$work/server.out" 2>&1 &
+SERVER_PID=$!
+wait_ready
+prefill
+run tls_get "$work/get.lua"
+run tls_post "$work/post.lua"
+stop_server
+SCHEME=http
+
 # ----- report ------------------------------------------------------------
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
 ms() { awk -v us="$1" 'BEGIN { printf "%.2f", us / 1000 }'; }
@@ -243,6 +261,10 @@ row info_get "GET  distlog never (info log)" baseline_get "(logging cost)"
 row baseline_post "POST baseline" baseline_post ""
 row never_post "POST distlog never (warn)" baseline_post ">= 0.80"
 row always_post "POST distlog always (warn)" baseline_post ">= 0.50"
+echo
+echo "HTTPS against plain HTTP, both distlog --fsync never (target >= 0.70):"
+row tls_get "GET  distlog never over HTTPS" never_get ">= 0.70 of plain GET"
+row tls_post "POST distlog never over HTTPS" never_post ">= 0.70 of plain POST"
 
 if [ "$RUN_DISK" -eq 1 ]; then
   echo

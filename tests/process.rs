@@ -264,3 +264,43 @@ fn sighup_reloads_the_tls_certificate() {
     server.child.kill().unwrap();
     server.child.wait().unwrap();
 }
+
+#[test]
+fn a_follower_killed_with_sigkill_resumes_without_gaps_or_repeats() {
+    let (leader_dir, follower_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut leader = spawn(leader_dir.path(), &["--fsync", "never"]);
+    let follow = ["--follow", leader.url.as_str(), "--fsync", "always"];
+    let mut follower = spawn(follower_dir.path(), &follow);
+    for i in 0..300 {
+        post(&leader.url, &format!("{{\"i\":{i}}}"));
+    }
+    let caught_up = |url: &str, next: u64| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while reqwest::blocking_get(&format!("{url}/status")).1["next_offset"] != next {
+            assert!(std::time::Instant::now() < deadline, "{url} never reached {next}");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    caught_up(&follower.url, 300);
+    follower.child.kill().unwrap(); // SIGKILL
+    follower.child.wait().unwrap();
+
+    for i in 300..500 {
+        post(&leader.url, &format!("{{\"i\":{i}}}"));
+    }
+    let mut follower = spawn(follower_dir.path(), &follow);
+    caught_up(&follower.url, 500);
+    let (_, page) = reqwest::blocking_get(&format!("{}/?from=0&limit=1000", follower.url));
+    let records = page["records"].as_array().unwrap();
+    assert_eq!(records.len(), 500);
+    assert!(
+        records
+            .iter()
+            .enumerate()
+            .all(|(i, r)| r["offset"] == i && r["value"]["i"] == i)
+    );
+    for child in [&mut follower.child, &mut leader.child] {
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}
