@@ -174,8 +174,12 @@ impl Log {
     /// batch lands in one segment, and recovery cuts a batch that did not
     /// reach the disk whole.
     pub fn append_batch(&self, payloads: &[Payload]) -> Result<u64> {
-        let (first, next) = self.write_batch(payloads, None)?;
-        self.wait_durable(next)?;
+        if self.shared.config.durability != Durability::Always {
+            return Ok(self.write_batch(payloads, None)?.0);
+        }
+        let (synced, durable) = oneshot::channel();
+        let (first, _) = self.write_batch(payloads, Some(synced))?;
+        self.durable_outcome(durable.blocking_recv().ok())?;
         Ok(first)
     }
 
@@ -188,12 +192,16 @@ impl Log {
         }
         let (synced, durable) = oneshot::channel();
         let (first, _) = self.write_batch(payloads, Some(synced))?;
-        match durable.await {
-            Ok(true) => Ok(first),
-            _ => Err(match self.shared.failed.get() {
-                Some(why) => LogError::WriterFailed(why.clone()),
-                None => LogError::Closed,
-            }),
+        self.durable_outcome(durable.await.ok())?;
+        Ok(first)
+    }
+
+    /// What the committer said of a waiter's records (`None`: it went away).
+    fn durable_outcome(&self, told: Option<bool>) -> Result<()> {
+        match (told, self.shared.failed.get()) {
+            (Some(true), _) => Ok(()),
+            (_, Some(why)) => Err(LogError::WriterFailed(why.clone())),
+            (_, None) => Err(LogError::Closed),
         }
     }
 
@@ -247,17 +255,6 @@ impl Log {
         Ok((first, next))
     }
 
-    /// With `Durability::Always`, blocks until records below `next` are on disk.
-    fn wait_durable(&self, next: u64) -> Result<()> {
-        if self.shared.config.durability != Durability::Always || self.shared.group.wait_durable(next) {
-            return Ok(());
-        }
-        match self.shared.failed.get() {
-            Some(why) => Err(LogError::WriterFailed(why.clone())),
-            None => Err(LogError::Closed),
-        }
-    }
-
     /// Appends frames made by another log (replication), keeping their
     /// offsets and timestamps. Every frame is checked, and the first must
     /// carry `next_offset`. Returns how many records were appended.
@@ -303,9 +300,13 @@ impl Log {
         }
         let count = spans.len() as u32;
         if count > 0 {
-            let next = w.next;
-            self.finish_write(w, count, frames.len() as u64, None);
-            self.wait_durable(next)?;
+            if self.shared.config.durability == Durability::Always {
+                let (synced, durable) = oneshot::channel();
+                self.finish_write(w, count, frames.len() as u64, Some(synced));
+                self.durable_outcome(durable.blocking_recv().ok())?;
+            } else {
+                self.finish_write(w, count, frames.len() as u64, None);
+            }
         }
         Ok(count)
     }
@@ -347,7 +348,7 @@ impl Log {
 
     /// Makes written records visible as the durability policy allows: at
     /// once, or (`Always`) once the committer has synced them.
-    /// An async appender's `waiter` is told once the sync covers its records;
+    /// A `waiter` is told once the sync covers its records;
     /// it is queued under the writer lock, so the queue is in offset order.
     fn finish_write(&self, w: MutexGuard<'_, Writer>, count: u32, bytes: u64, waiter: Option<oneshot::Sender<bool>>) {
         let next = w.next;

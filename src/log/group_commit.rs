@@ -1,9 +1,9 @@
 //! Group commit for `Durability::Always`. Appenders write their frames and
 //! say so (`note_written`); one committer thread syncs everything written
-//! since its last sync with one fdatasync and publishes it; appenders wait
-//! (blocking, or asynchronously on the log's watch channel) until the
-//! published offset covers their records. Under load each sync therefore
-//! acknowledges every record that arrived while the previous one ran.
+//! since its last sync with one fdatasync and publishes it, and the log then
+//! tells exactly the appenders it covers (each waits on its own oneshot, so
+//! a sync wakes no one else). Under load each sync therefore acknowledges
+//! every record that arrived while the previous one ran.
 
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 
@@ -14,8 +14,6 @@ pub struct GroupCommit {
     state: Mutex<State>,
     /// The committer waits here for written records.
     work: Condvar,
-    /// Blocking appenders wait here for their sync.
-    done: Condvar,
 }
 
 #[derive(Debug)]
@@ -48,7 +46,6 @@ impl GroupCommit {
                 stopped: false,
             }),
             work: Condvar::new(),
-            done: Condvar::new(),
         }
     }
 
@@ -61,16 +58,6 @@ impl GroupCommit {
         let mut state = self.lock();
         state.written = state.written.max(next);
         self.work.notify_one();
-    }
-
-    /// Blocks until records below `target` are durable. Fails (returns
-    /// false) if a sync failed or the log stopped first.
-    pub fn wait_durable(&self, target: u64) -> bool {
-        let mut state = self.lock();
-        while state.synced < target && !state.failed && !state.stopped {
-            state = self.done.wait(state).unwrap_or_else(PoisonError::into_inner);
-        }
-        state.synced >= target
     }
 
     /// The committer's wait for work; `None` once stopped or failed.
@@ -96,7 +83,6 @@ impl GroupCommit {
             Ok(_) => {}
             Err(_) => state.failed = true,
         }
-        self.done.notify_all();
     }
 
     /// The tail was cut (or the log restarted) at `next`: nothing at or past
@@ -109,74 +95,43 @@ impl GroupCommit {
         publish();
     }
 
-    /// Ends the committer and releases every waiter.
+    /// Ends the committer.
     pub fn stop(&self) {
         let mut state = self.lock();
         state.stopped = true;
         self.work.notify_all();
-        self.done.notify_all();
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
 
-    /// A committer over a fake disk whose syncs take a while.
-    fn committer(
-        group: Arc<GroupCommit>,
-        written: Arc<AtomicU64>,
-        syncs: Arc<AtomicU64>,
-    ) -> std::thread::JoinHandle<()> {
-        std::thread::spawn(move || {
-            while let Some(job) = group.next_job() {
-                syncs.fetch_add(1, Ordering::SeqCst);
-                std::thread::sleep(std::time::Duration::from_micros(300));
-                group.finish_job(job, &Ok(written.load(Ordering::SeqCst)), |_| {});
-            }
-        })
-    }
-
     #[test]
-    fn concurrent_writers_share_syncs() {
-        let group = Arc::new(GroupCommit::new(0));
-        let (written, syncs) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-        let thread = committer(group.clone(), written.clone(), syncs.clone());
-        let writers: Vec<_> = (0..8)
-            .map(|_| {
-                let (group, written) = (group.clone(), written.clone());
-                std::thread::spawn(move || {
-                    for _ in 0..100 {
-                        let target = written.fetch_add(1, Ordering::SeqCst) + 1;
-                        group.note_written(target);
-                        assert!(group.wait_durable(target));
-                    }
-                })
-            })
-            .collect();
-        for writer in writers {
-            writer.join().unwrap();
+    fn one_sync_covers_everything_written_before_it() {
+        let group = GroupCommit::new(0);
+        for next in 1..=100 {
+            group.note_written(next);
         }
+        let job = group.next_job().unwrap();
+        let published = AtomicU64::new(0);
+        group.finish_job(job, &Ok(100), |upto| published.store(upto, Ordering::SeqCst));
+        assert_eq!(published.load(Ordering::SeqCst), 100);
         group.stop();
-        thread.join().unwrap();
-        let syncs = syncs.load(Ordering::SeqCst);
-        assert!(syncs < 400, "800 appends should share syncs, ran {syncs}");
+        assert!(group.next_job().is_none(), "nothing left to sync, and stopped");
     }
 
     #[test]
-    fn a_failed_sync_releases_waiters_and_publishes_nothing() {
+    fn a_failed_sync_publishes_nothing_and_stops_the_committer() {
         let group = GroupCommit::new(0);
         group.note_written(1);
         let job = group.next_job().unwrap();
-        let published = AtomicU64::new(0);
-        group.finish_job(job, &Err(std::io::Error::other("disk gone").into()), |upto| {
-            published.store(upto, Ordering::SeqCst)
+        group.finish_job(job, &Err(std::io::Error::other("disk gone").into()), |_| {
+            panic!("a failed sync must not publish")
         });
-        assert!(!group.wait_durable(1));
+        group.note_written(2);
         assert!(group.next_job().is_none(), "the committer stops after a failure");
-        assert_eq!(published.load(Ordering::SeqCst), 0);
     }
 
     #[test]
