@@ -7,7 +7,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
-use super::AuthConfigError;
+use super::{AuthConfigError, LineError, load_file, word_pairs};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Action {
@@ -42,28 +42,15 @@ pub struct Acl {
 
 impl Acl {
     pub fn load(path: &Path) -> Result<Acl, AuthConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| AuthConfigError::read(path, e))?;
-        Acl::parse(&text).map_err(|(line, why)| AuthConfigError::Invalid {
-            file: path.to_path_buf(),
-            line,
-            why,
-        })
+        load_file(path, Acl::parse)
     }
 
-    pub fn parse(text: &str) -> Result<Acl, (usize, String)> {
+    pub fn parse(text: &str) -> Result<Acl, LineError> {
         let mut acl = Acl::default();
-        for (i, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let mut words = line.split_whitespace();
-            let (Some(principal), Some(action), None) = (words.next(), words.next(), words.next()) else {
-                return Err((i + 1, "expected `<principal> <action>`".into()));
-            };
+        for (line, principal, action) in word_pairs(text, "<principal> <action>")? {
             let action = Action::parse(action).ok_or_else(|| {
                 (
-                    i + 1,
+                    line,
                     format!("unknown action {action:?}: use produce, consume or admin"),
                 )
             })?;

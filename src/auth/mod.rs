@@ -66,6 +66,41 @@ impl AuthConfigError {
     }
 }
 
+/// A line-oriented policy file: `<a> <b>` pairs, blank lines and `#`
+/// comments ignored. Errors carry the 1-based line number.
+pub(crate) type LineError = (usize, String);
+
+/// The `<a> <b>` pairs of `text`, each with its line number; `shape` names
+/// the two words in the error for a malformed line.
+pub(crate) fn word_pairs<'a>(text: &'a str, shape: &str) -> Result<Vec<(usize, &'a str, &'a str)>, LineError> {
+    let mut pairs = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut words = line.split_whitespace();
+        let (Some(first), Some(second), None) = (words.next(), words.next(), words.next()) else {
+            return Err((i + 1, format!("expected `{shape}`")));
+        };
+        pairs.push((i + 1, first, second));
+    }
+    Ok(pairs)
+}
+
+/// Reads and parses a policy file, naming the file and line of an error.
+pub(crate) fn load_file<T>(
+    path: &Path,
+    parse: impl FnOnce(&str) -> Result<T, LineError>,
+) -> Result<T, AuthConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| AuthConfigError::read(path, e))?;
+    parse(&text).map_err(|(line, why)| AuthConfigError::Invalid {
+        file: path.to_path_buf(),
+        line,
+        why,
+    })
+}
+
 /// The loaded security setup of a server.
 pub struct Security {
     pub tls: Option<Arc<ReloadableTls>>,

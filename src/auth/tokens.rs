@@ -8,7 +8,7 @@ use std::path::Path;
 use ring::digest::{SHA256, digest};
 use subtle::ConstantTimeEq;
 
-use super::AuthConfigError;
+use super::{AuthConfigError, LineError, load_file, word_pairs};
 
 pub const MIN_TOKEN_LEN: usize = 32;
 
@@ -31,34 +31,21 @@ fn hash(token: &str) -> [u8; 32] {
 
 impl Tokens {
     pub fn load(path: &Path) -> Result<Tokens, AuthConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| AuthConfigError::read(path, e))?;
-        Tokens::parse(&text).map_err(|(line, why)| AuthConfigError::Invalid {
-            file: path.to_path_buf(),
-            line,
-            why,
-        })
+        load_file(path, Tokens::parse)
     }
 
-    pub fn parse(text: &str) -> Result<Tokens, (usize, String)> {
+    pub fn parse(text: &str) -> Result<Tokens, LineError> {
         let mut entries = Vec::new();
-        for (i, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let mut words = line.split_whitespace();
-            let (Some(principal), Some(token), None) = (words.next(), words.next(), words.next()) else {
-                return Err((i + 1, "expected `<principal> <token>`".into()));
-            };
+        for (line, principal, token) in word_pairs(text, "<principal> <token>")? {
             if token.len() < MIN_TOKEN_LEN {
                 return Err((
-                    i + 1,
+                    line,
                     format!("the token of {principal} is shorter than {MIN_TOKEN_LEN} characters"),
                 ));
             }
             let digest = hash(token);
             if entries.iter().any(|(known, _)| *known == digest) {
-                return Err((i + 1, "this token is already given to a principal".into()));
+                return Err((line, "this token is already given to a principal".into()));
             }
             entries.push((digest, principal.to_string()));
         }
