@@ -74,6 +74,8 @@ pub struct Server {
 
 impl Server {
     pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
+        // Before the log opens: it takes its metric handles from the recorder.
+        api::recorder();
         let security = Security::load(&config.security)?;
         let follow_client = match &config.follow {
             Some(follow) => Some(follow.client().map_err(ServerError::Follow)?),
