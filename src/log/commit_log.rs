@@ -347,6 +347,7 @@ impl Log {
         if self.shared.config.durability != Durability::Never {
             old.sync()?;
         }
+        old.seal()?;
         let new = Arc::new(Segment::create(&self.shared.dir, w.next, &self.shared.config)?);
         self.write_segments().push(new.clone());
         tracing::debug!(base = w.next, "rolled to a new segment");

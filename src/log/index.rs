@@ -189,20 +189,9 @@ impl Index {
 /// Allocates the file's blocks now. A sparse mapped file would fault
 /// (SIGBUS, killing the process) on the first write to a page the disk has
 /// no room for; allocating up front turns a full disk into an error here.
+/// Filesystems that cannot allocate ahead keep the sparse file.
 fn reserve_blocks(file: &File, size: u64) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let len = libc::off_t::try_from(size).map_err(|_| io::Error::other("index size too large"))?;
-    // SAFETY: a plain syscall on a descriptor this function borrows.
-    let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) };
-    if rc == 0 {
-        return Ok(());
-    }
-    let err = io::Error::last_os_error();
-    match err.raw_os_error() {
-        // Filesystems without fallocate keep the sparse file.
-        Some(libc::EOPNOTSUPP) => Ok(()),
-        _ => Err(err),
-    }
+    super::store::allocate(file, size).map(|_| ())
 }
 
 impl Drop for Index {

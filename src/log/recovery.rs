@@ -148,12 +148,38 @@ fn first_unwritten_slot(index: &Index) -> u32 {
 }
 
 /// A sealed segment's index is trusted when its last entry points at the
-/// last frame and that frame ends the store.
-pub fn sealed_index_checks_out(store: &Store, index: &Index, base: u64, count: u32, max_frame_len: usize) -> bool {
-    if count == 0 {
-        return store.size() == 0;
+/// last frame and that frame ends the store's data. A store cut short of
+/// its allocated length by an unclean stop while it was being sealed ends
+/// in zeros; those are cut here.
+pub fn sealed_index_checks_out(
+    store: &Store,
+    index: &Index,
+    base: u64,
+    count: u32,
+    max_frame_len: usize,
+) -> Result<bool> {
+    let end = match count {
+        0 => Some(0),
+        _ => sound_entry_end(store, index, base, count - 1, max_frame_len),
+    };
+    match end {
+        Some(end) if end == store.size() => Ok(true),
+        Some(end) if zeros_follow(store, end) => {
+            store.truncate(end)?;
+            Ok(true)
+        }
+        _ => Ok(false),
     }
-    sound_entry_end(store, index, base, count - 1, max_frame_len) == Some(store.size())
+}
+
+/// Whether the store holds nothing but zeros from `end` on (checked on the
+/// first frame prefix: a zero length is no frame).
+fn zeros_follow(store: &Store, end: u64) -> bool {
+    let probe = (store.size() - end).min(FRAME_PREFIX as u64 * 64) as usize;
+    probe > 0
+        && store
+            .read_at(end, probe)
+            .is_ok_and(|bytes| bytes.iter().all(|b| *b == 0))
 }
 
 /// Rebuilds a sealed segment's index from its store, which must hold exactly
@@ -163,6 +189,10 @@ pub fn rebuild_sealed(store: &Store, index: &Index, base: u64, count: u32, max_f
     index.set_len(0);
     let (end, stopped) = scan_frames(store, 0, base, max_frame_len, |pos, _| Ok(index.push(pos)?))?;
     let found = index.len();
+    if found == count && end < store.size() && zeros_follow(store, end) {
+        store.truncate(end)?;
+        return Ok(());
+    }
     if stopped.is_some() || found != count || end != store.size() {
         let reason = match stopped {
             Some(e) => e.to_string(),
@@ -232,6 +262,12 @@ pub fn recover_tail(
 
     let written = guess.max(index.len());
     index.truncate(records, written);
+    // Zeros after the data are the store's allocated room, not a torn write.
+    report.truncated_bytes = if end < store_len && zeros_follow(store, end) {
+        0
+    } else {
+        store_len - end
+    };
     if end < store_len {
         store.truncate(end)?;
         store.sync()?;
@@ -239,7 +275,6 @@ pub fn recover_tail(
     debug_assert!(
         records == 0 || sound_entry_end(store, index, base, records - 1, max_frame_len) == Some(store.size())
     );
-    report.truncated_bytes = store_len - end;
     report.records = records;
     Ok(report)
 }

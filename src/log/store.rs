@@ -1,21 +1,49 @@
 //! A segment's store file: frames back to back, nothing else (see `record`).
 //!
-//! The single writer appends whole buffers at the end with positioned writes;
-//! readers use positioned reads (`pread`), so a read never waits for an append.
-//! `size` is published after the bytes are written, and readers never ask for
-//! bytes past it.
+//! While its segment is active the file is allocated up to the segment's
+//! maximum size and mapped, and the single writer appends by copying into
+//! the map (no system call per record; a killed process loses nothing, the
+//! pages are the page cache's). Sealing unmaps it and cuts the file back to
+//! its data; so does a clean close. Appends that do not fit the map (an
+//! oversized batch) and stores on filesystems that cannot allocate ahead use
+//! positioned writes instead. Readers always use positioned reads (`pread`),
+//! so a read never waits for an append. `size` is published after the bytes
+//! are written, and readers never ask for bytes past it; after an unclean
+//! stop the file may run on past its data with zeros, which recovery cuts.
 
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use memmap2::MmapMut;
 
 #[derive(Debug)]
 pub struct Store {
     file: File,
     path: PathBuf,
     size: AtomicU64,
+    /// The writable map of an active store; only the writer locks it.
+    mapped: Mutex<Option<MmapMut>>,
+}
+
+/// Allocates `size` bytes of `file` now (extending it). Returns false where
+/// the filesystem cannot, so that callers fall back to sparse files.
+pub fn allocate(file: &File, size: u64) -> io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    let len = libc::off_t::try_from(size).map_err(|_| io::Error::other("file size too large"))?;
+    // SAFETY: a plain syscall on a descriptor this function borrows.
+    let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) };
+    if rc == 0 {
+        return Ok(true);
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::EOPNOTSUPP) => Ok(false),
+        _ => Err(err),
+    }
 }
 
 impl Store {
@@ -31,7 +59,37 @@ impl Store {
             file,
             path: path.to_path_buf(),
             size: AtomicU64::new(size),
+            mapped: Mutex::new(None),
         })
+    }
+
+    fn map(&self) -> MutexGuard<'_, Option<MmapMut>> {
+        self.mapped.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Makes this store take appends through a map of `capacity` bytes,
+    /// allocated now so that a full disk is an error here rather than a
+    /// fault later. Only the writer calls this.
+    pub fn map_for_appends(&self, capacity: u64) -> io::Result<()> {
+        let mut mapped = self.map();
+        if mapped.is_some() || capacity <= self.size() || !allocate(&self.file, capacity)? {
+            return Ok(());
+        }
+        // SAFETY: the file is ours (the data directory is locked); it is only
+        // shortened after this map is dropped (`seal`, `Drop`).
+        let map = unsafe { MmapMut::map_mut(&self.file)? };
+        *mapped = Some(map);
+        Ok(())
+    }
+
+    /// Stops mapped appends and cuts the file back to its data.
+    pub fn seal(&self) -> io::Result<()> {
+        let mut mapped = self.map();
+        if let Some(map) = mapped.take() {
+            drop(map);
+            self.file.set_len(self.size())?;
+        }
+        Ok(())
     }
 
     pub fn path(&self) -> &Path {
@@ -48,22 +106,35 @@ impl Store {
     /// frame stays behind.
     pub fn append(&self, bytes: &[u8]) -> io::Result<u64> {
         let pos = self.size();
-        if let Err(e) = self.file.write_all_at(bytes, pos) {
-            // Best effort: if even this fails, recovery cuts the torn tail on open.
-            let _ = self.file.set_len(pos);
-            return Err(e);
+        let end = pos + bytes.len() as u64;
+        let mut mapped = self.map();
+        match mapped.as_mut() {
+            Some(map) if end <= map.len() as u64 => map[pos as usize..end as usize].copy_from_slice(bytes),
+            _ => {
+                if let Err(e) = self.file.write_all_at(bytes, pos) {
+                    // Best effort: if even this fails, recovery cuts the torn tail on open.
+                    if mapped.is_none() {
+                        let _ = self.file.set_len(pos);
+                    }
+                    return Err(e);
+                }
+            }
         }
-        self.size.store(pos + bytes.len() as u64, Ordering::Release);
+        self.size.store(end, Ordering::Release);
         Ok(pos)
     }
 
     /// Overwrites bytes already written, in place. Only the writer calls this.
     pub fn write_at(&self, pos: u64, bytes: &[u8]) -> io::Result<()> {
-        debug_assert!(
-            pos + bytes.len() as u64 <= self.size(),
-            "write_at only rewrites written bytes"
-        );
-        self.file.write_all_at(bytes, pos)
+        let end = pos + bytes.len() as u64;
+        debug_assert!(end <= self.size(), "write_at only rewrites written bytes");
+        match self.map().as_mut() {
+            Some(map) if end <= map.len() as u64 => {
+                map[pos as usize..end as usize].copy_from_slice(bytes);
+                Ok(())
+            }
+            _ => self.file.write_all_at(bytes, pos),
+        }
     }
 
     /// Reads exactly `len` bytes at `pos`; asking past `size` is an error.
@@ -82,15 +153,38 @@ impl Store {
 
     /// Cuts the file to `size` bytes. Only the writer calls this.
     pub fn truncate(&self, size: u64) -> io::Result<()> {
-        debug_assert!(size <= self.size(), "truncate only shortens a store");
-        self.file.set_len(size)?;
+        let old = self.size();
+        debug_assert!(size <= old, "truncate only shortens a store");
+        let mut mapped = self.map();
         self.size.store(size, Ordering::Release);
+        match mapped.as_mut() {
+            // The file stays allocated: zero what was cut, so that no old
+            // frame can be mistaken for data after a crash.
+            Some(map) => {
+                let end = (old as usize).min(map.len());
+                if (size as usize) < end {
+                    map[size as usize..end].fill(0);
+                }
+                if old > map.len() as u64 {
+                    self.file.set_len(size.max(map.len() as u64))?;
+                }
+            }
+            None => self.file.set_len(size)?,
+        }
         Ok(())
     }
 
-    /// Forces written bytes to disk (fdatasync).
+    /// Forces written bytes to disk: fdatasync also writes back pages
+    /// dirtied through the map.
     pub fn sync(&self) -> io::Result<()> {
         self.file.sync_data()
+    }
+}
+
+impl Drop for Store {
+    /// A clean close: unmap, then cut the file back to its data.
+    fn drop(&mut self) {
+        let _ = self.seal();
     }
 }
 
@@ -107,6 +201,25 @@ mod tests {
         assert_eq!(store.size(), 11);
         assert_eq!(store.read_at(5, 6).unwrap(), b"world!");
         assert!(store.read_at(8, 4).is_err(), "reads past the end must fail");
+    }
+
+    #[test]
+    fn mapped_appends_read_back_and_the_file_is_cut_when_sealed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0.store");
+        let store = Store::open(&path).unwrap();
+        store.map_for_appends(4096).unwrap();
+        store.append(b"hello").unwrap();
+        assert_eq!(
+            store.append(&[7u8; 5000]).unwrap(),
+            5,
+            "past the map: a positioned write"
+        );
+        assert_eq!(store.read_at(0, 5).unwrap(), b"hello");
+        store.truncate(3).unwrap();
+        assert_eq!(store.append(b"p!").unwrap(), 3);
+        store.seal().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"help!");
     }
 
     #[test]
