@@ -12,8 +12,8 @@ use std::collections::VecDeque;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::{oneshot, watch};
@@ -22,8 +22,15 @@ use super::config::{Durability, LogConfig};
 use super::error::{LogError, Result};
 use super::group_commit::GroupCommit;
 use super::record::{FLAG_BATCH_CONTINUES, MAX_STORED_FRAME, Payload, Record, decode_frame, encode_frame, frame_len};
-use super::segment::{Chunk, STORE_SUFFIX, Segment, parse_segment_name, segment_path};
+use super::segment::{Chunk, Segment};
 use super::snapshot::SnapshotReader;
+
+mod background;
+mod cutting;
+mod opening;
+
+use background::{spawn_committer, spawn_interval_sync};
+use opening::{lock_directory, open_segments};
 
 /// A handle on an open log; clones share it.
 #[derive(Clone, Debug)]
@@ -530,119 +537,6 @@ impl Log {
         Ok(SnapshotReader::new(parts))
     }
 
-    // ----- cutting -------------------------------------------------------
-
-    /// Deletes whole sealed segments whose records are all below `lowest`.
-    /// Returns how many segments went.
-    pub fn truncate(&self, lowest: u64) -> Result<usize> {
-        let _w = self.lock_writer()?;
-        let doomed = {
-            let segments = self.read_segments();
-            segments[..segments.len() - 1]
-                .iter()
-                .take_while(|s| s.next_offset() <= lowest)
-                .count()
-        };
-        self.drop_oldest(doomed)?;
-        Ok(doomed)
-    }
-
-    /// Applies retention: deletes the oldest sealed segments while the log is
-    /// over `retention_bytes`, or while their newest record is older than
-    /// `retention_ms` before `now_ms`. The active segment always stays.
-    pub fn enforce_retention(&self, now_ms: u64) -> Result<usize> {
-        let config = &self.shared.config;
-        if config.retention_bytes.is_none() && config.retention_ms.is_none() {
-            return Ok(0);
-        }
-        let _w = self.lock_writer()?;
-        let segments = self.read_segments().clone();
-        let mut total: u64 = segments.iter().map(|s| s.size_bytes()).sum();
-        let mut doomed = 0;
-        for segment in &segments[..segments.len() - 1] {
-            let over_size = config.retention_bytes.is_some_and(|max| total > max);
-            let too_old = match config.retention_ms {
-                Some(ms) => segment.read(segment.next_offset() - 1)?.timestamp_ms < now_ms.saturating_sub(ms),
-                None => false,
-            };
-            if !(over_size || too_old) {
-                break;
-            }
-            total -= segment.size_bytes();
-            doomed += 1;
-        }
-        drop(segments);
-        self.drop_oldest(doomed)?;
-        Ok(doomed)
-    }
-
-    fn drop_oldest(&self, count: usize) -> Result<()> {
-        if count == 0 {
-            return Ok(());
-        }
-        let doomed: Vec<_> = {
-            let mut segments = self.write_segments();
-            let doomed = segments.drain(..count).collect();
-            self.shared.lowest.store(segments[0].base(), Ordering::Release);
-            doomed
-        };
-        for segment in doomed {
-            tracing::info!(base = segment.base(), next = segment.next_offset(), "deleting segment");
-            segment.remove_files()?;
-        }
-        Ok(())
-    }
-
-    /// Cuts the tail so that `offset` is the last record kept. Everything
-    /// after it is gone for readers at once and from disk before this returns.
-    pub fn truncate_after(&self, offset: u64) -> Result<()> {
-        let keep = offset.saturating_add(1);
-        let mut w = self.lock_writer()?;
-        if keep >= w.next {
-            return Ok(());
-        }
-        if keep < self.lowest_offset() {
-            return Err(self.out_of_range(offset));
-        }
-        self.release_waiters(u64::MAX, false);
-        self.shared.group.reset(keep, || {
-            self.shared.visible.store(keep, Ordering::Release);
-        });
-        {
-            let mut segments = self.write_segments();
-            while segments.len() > 1 && segments.last().is_some_and(|s| s.base() >= keep) {
-                if let Some(segment) = segments.pop() {
-                    segment.remove_files()?;
-                }
-            }
-            let last = segments.last().ok_or(LogError::Closed)?;
-            last.truncate_before(keep)?;
-        }
-        File::open(&self.shared.dir)?.sync_all()?;
-        w.next = keep;
-        self.shared.appended.send_replace(keep);
-        Ok(())
-    }
-
-    /// Deletes every record and starts again, empty, at `base`: for a replica
-    /// that must restart from its leader's lowest offset or resync from zero.
-    pub fn reset(&self, base: u64) -> Result<()> {
-        let mut w = self.lock_writer()?;
-        let mut segments = self.write_segments();
-        for segment in segments.drain(..) {
-            segment.remove_files()?;
-        }
-        segments.push(Arc::new(Segment::create(&self.shared.dir, base, &self.shared.config)?));
-        self.shared.lowest.store(base, Ordering::Release);
-        self.release_waiters(u64::MAX, false);
-        self.shared.group.reset(base, || {
-            self.shared.visible.store(base, Ordering::Release);
-        });
-        w.next = base;
-        self.shared.appended.send_replace(base);
-        Ok(())
-    }
-
     /// Syncs and closes: the index files are cut back to their entries once
     /// the last reader lets go. Every later call fails with `Closed`.
     pub fn close(&self) -> Result<()> {
@@ -654,111 +548,4 @@ impl Log {
         self.write_segments().clear();
         synced
     }
-}
-
-fn lock_directory(dir: &Path) -> Result<File> {
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(dir.join("LOCK"))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(fs::TryLockError::WouldBlock) => Err(LogError::Locked(dir.to_path_buf())),
-        Err(fs::TryLockError::Error(e)) => Err(e.into()),
-    }
-}
-
-/// Opens the segments found in `dir`: sealed ones are trusted but for their
-/// last entry, the last one is recovered. An empty directory gets segment 0.
-fn open_segments(dir: &Path, config: &LogConfig) -> Result<Vec<Arc<Segment>>> {
-    let mut bases = Vec::new();
-    let mut index_only = Vec::new();
-    for entry in fs::read_dir(dir)? {
-        let name = entry?.file_name();
-        let Some((base, suffix)) = name.to_str().and_then(parse_segment_name) else {
-            continue;
-        };
-        if suffix == STORE_SUFFIX {
-            bases.push(base);
-        } else {
-            index_only.push(base);
-        }
-    }
-    bases.sort_unstable();
-    bases.dedup();
-    for base in index_only.into_iter().filter(|b| bases.binary_search(b).is_err()) {
-        let path = segment_path(dir, base, super::segment::INDEX_SUFFIX);
-        tracing::warn!(path = %path.display(), "removing an index whose store is missing");
-        fs::remove_file(path)?;
-    }
-    if bases.is_empty() {
-        return Ok(vec![Arc::new(Segment::create(dir, 0, config)?)]);
-    }
-    let mut segments = Vec::with_capacity(bases.len());
-    for pair in bases.windows(2) {
-        segments.push(Arc::new(Segment::open_sealed(dir, pair[0], pair[1] - pair[0], config)?));
-    }
-    let last = bases[bases.len() - 1];
-    let (active, report) = Segment::open_active(dir, last, config)?;
-    if report.truncated_bytes > 0 || report.dropped_entries > 0 || report.rebuilt_index {
-        tracing::warn!(
-            segment = last,
-            records = report.records,
-            truncated_bytes = report.truncated_bytes,
-            dropped_index_entries = report.dropped_entries,
-            rebuilt_index = report.rebuilt_index,
-            reason = report.reason.as_deref().unwrap_or("-"),
-            "recovered the log's tail after an unclean stop"
-        );
-    }
-    segments.push(Arc::new(active));
-    Ok(segments)
-}
-
-/// The `Durability::Always` committer: syncs whatever was written since its
-/// last sync, then publishes it (see `group_commit`).
-fn spawn_committer(shared: Weak<Shared>, group: Arc<GroupCommit>) -> Result<()> {
-    std::thread::Builder::new()
-        .name("distlog-commit".into())
-        .spawn(move || {
-            while let Some(job) = group.next_job() {
-                let Some(shared) = shared.upgrade() else { return };
-                let log = Log { shared };
-                let outcome = log.sync_written();
-                if let Err(e) = &outcome {
-                    log.fail_writer(e);
-                }
-                group.finish_job(job, &outcome, |upto| {
-                    log.publish(upto);
-                    log.release_waiters(upto, true);
-                });
-            }
-        })?;
-    Ok(())
-}
-
-impl Drop for Shared {
-    fn drop(&mut self) {
-        self.group.stop();
-    }
-}
-
-fn spawn_interval_sync(shared: Weak<Shared>, every: Duration) -> Result<()> {
-    std::thread::Builder::new().name("distlog-sync".into()).spawn(move || {
-        loop {
-            std::thread::sleep(every);
-            let Some(shared) = shared.upgrade() else { return };
-            if shared.closed.load(Ordering::Acquire) {
-                return;
-            }
-            if shared.dirty.swap(false, Ordering::AcqRel) {
-                let log = Log { shared };
-                if let Err(e) = log.sync() {
-                    log.fail_writer(&e);
-                }
-            }
-        }
-    })?;
-    Ok(())
 }
