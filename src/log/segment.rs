@@ -33,6 +33,8 @@ pub struct Segment {
     /// allocated-ahead blocks measured several times slower per fdatasync
     /// than syncing positioned writes.
     mapped_appends: Option<u64>,
+    /// How much of the active store readers see through a map.
+    read_map_bytes: u64,
 }
 
 /// Whole frames read in one go, checked, with the records they hold.
@@ -66,6 +68,7 @@ impl Segment {
             index,
             max_frame_len: MAX_STORED_FRAME,
             mapped_appends: (config.durability != Durability::Always).then_some(config.max_segment_bytes),
+            read_map_bytes: config.max_segment_bytes,
         }
     }
 
@@ -83,7 +86,7 @@ impl Segment {
     pub fn create(dir: &Path, base: u64, config: &LogConfig) -> Result<Segment> {
         let (store, index, _) = Self::open_files(dir, base, config, true)?;
         let segment = Segment::assemble(base, store, index, config);
-        segment.map_for_appends()?;
+        segment.map_while_active()?;
         segment.store.sync()?;
         segment.index.sync_file()?;
         fs::File::open(dir)?.sync_all()?;
@@ -122,11 +125,14 @@ impl Segment {
             segment.max_frame_len,
             index_existed,
         )?;
-        segment.map_for_appends()?;
+        segment.map_while_active()?;
         Ok((segment, report))
     }
 
-    fn map_for_appends(&self) -> Result<()> {
+    /// The active segment's store is read through a map, and written
+    /// through one unless every append is synced (see `store`).
+    fn map_while_active(&self) -> Result<()> {
+        self.store.map_for_reads(self.read_map_bytes)?;
         if let Some(capacity) = self.mapped_appends {
             self.store.map_for_appends(capacity)?;
         }
@@ -304,7 +310,7 @@ impl Segment {
         self.end_batch_at_tail()?;
         self.store.sync()?;
         self.index.flush()?;
-        self.map_for_appends()?;
+        self.map_while_active()?;
         Ok(())
     }
 

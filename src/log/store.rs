@@ -6,19 +6,29 @@
 //! pages are the page cache's). Sealing unmaps it and cuts the file back to
 //! its data; so does a clean close. Appends that do not fit the map (an
 //! oversized batch) and stores on filesystems that cannot allocate ahead use
-//! positioned writes instead. Readers always use positioned reads (`pread`),
-//! so a read never waits for an append. `size` is published after the bytes
-//! are written, and readers never ask for bytes past it; after an unclean
-//! stop the file may run on past its data with zeros, which recovery cuts.
+//! positioned writes instead. `size` is published after the bytes are
+//! written, and readers never ask for bytes past it; after an unclean stop
+//! the file may run on past its data with zeros, which recovery cuts.
+//!
+//! Readers of the active store (the hot one, whatever the durability) copy
+//! from a second, read-only map of it instead of calling `pread`: no system
+//! call per read. Reading a map past the end of its file faults (SIGBUS), so
+//! the file is only ever shortened under that map's write lock, and readers
+//! check `size` under its read lock. Sealed stores are read with `pread`: a
+//! map per segment would count against the process's map limit.
 
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError, RwLock};
 
-use memmap2::MmapMut;
+use memmap2::{Advice, Mmap, MmapMut, MmapOptions};
+
+/// Pages of the append map are faulted in this much at a time, ahead of the
+/// writer: one `madvise` instead of a page fault every few records.
+const POPULATE_CHUNK: usize = 1 << 20;
 
 #[derive(Debug)]
 pub struct Store {
@@ -27,6 +37,10 @@ pub struct Store {
     size: AtomicU64,
     /// The writable map of an active store; only the writer locks it.
     mapped: Mutex<Option<MmapMut>>,
+    /// How far the append map is faulted in (changed under `mapped`'s lock).
+    populated_to: AtomicUsize,
+    /// The read-only map readers copy from while the store is active.
+    view: RwLock<Option<Mmap>>,
 }
 
 /// Allocates `size` bytes of `file` now (extending it). Returns false where
@@ -60,6 +74,8 @@ impl Store {
             path: path.to_path_buf(),
             size: AtomicU64::new(size),
             mapped: Mutex::new(None),
+            populated_to: AtomicUsize::new(0),
+            view: RwLock::new(None),
         })
     }
 
@@ -78,12 +94,33 @@ impl Store {
         // SAFETY: the file is ours (the data directory is locked); it is only
         // shortened after this map is dropped (`seal`, `Drop`).
         let map = unsafe { MmapMut::map_mut(&self.file)? };
+        let written = usize::try_from(self.size()).unwrap_or(usize::MAX);
+        self.populated_to
+            .store(written - written % POPULATE_CHUNK, Ordering::Relaxed);
         *mapped = Some(map);
         Ok(())
     }
 
-    /// Stops mapped appends and cuts the file back to its data.
+    /// Lets readers copy from a map of the first `capacity` bytes. The map
+    /// may run past the end of the file: readers stay below `size`.
+    pub fn map_for_reads(&self, capacity: u64) -> io::Result<()> {
+        let mut view = self.view.write().unwrap_or_else(PoisonError::into_inner);
+        if view.is_some() || capacity == 0 {
+            return Ok(());
+        }
+        let len = usize::try_from(capacity).map_err(|_| io::Error::other("store too large to map"))?;
+        // SAFETY: the file is ours (the data directory is locked), nothing
+        // writes through this map, and the file is only shortened under the
+        // write lock of `view`, with `size` lowered first (`truncate`, `seal`).
+        let map = unsafe { MmapOptions::new().len(len).map(&self.file)? };
+        *view = Some(map);
+        Ok(())
+    }
+
+    /// Stops mapped appends and reads and cuts the file back to its data.
     pub fn seal(&self) -> io::Result<()> {
+        let mut view = self.view.write().unwrap_or_else(PoisonError::into_inner);
+        view.take();
         let mut mapped = self.map();
         if let Some(map) = mapped.take() {
             drop(map);
@@ -109,7 +146,10 @@ impl Store {
         let end = pos + bytes.len() as u64;
         let mut mapped = self.map();
         match mapped.as_mut() {
-            Some(map) if end <= map.len() as u64 => map[pos as usize..end as usize].copy_from_slice(bytes),
+            Some(map) if end <= map.len() as u64 => {
+                self.populate_up_to(map, end as usize);
+                map[pos as usize..end as usize].copy_from_slice(bytes);
+            }
             _ => {
                 if let Err(e) = self.file.write_all_at(bytes, pos) {
                     // Best effort: if even this fails, recovery cuts the torn tail on open.
@@ -122,6 +162,22 @@ impl Store {
         }
         self.size.store(end, Ordering::Release);
         Ok(pos)
+    }
+
+    /// Faults in the append map's pages up to `end` a chunk at a time. A
+    /// failure (an old kernel without MADV_POPULATE_WRITE) only means that the
+    /// copy itself faults the pages in, as it would anyway.
+    fn populate_up_to(&self, map: &MmapMut, end: usize) {
+        let from = self.populated_to.load(Ordering::Relaxed);
+        if end <= from {
+            return;
+        }
+        let to = end
+            .div_ceil(POPULATE_CHUNK)
+            .saturating_mul(POPULATE_CHUNK)
+            .min(map.len());
+        let _ = map.advise_range(Advice::PopulateWrite, from, to - from);
+        self.populated_to.store(to, Ordering::Relaxed);
     }
 
     /// Overwrites bytes already written, in place. Only the writer calls this.
@@ -146,6 +202,16 @@ impl Store {
                 format!("read of {len} bytes at {pos} passes the end of {}", self.path.display()),
             ));
         }
+        let view = self.view.read().unwrap_or_else(PoisonError::into_inner);
+        let (start, end) = (pos as usize, pos as usize + len);
+        // Checked again under the lock: a cut that shrank the file lowered `size` first.
+        if let Some(map) = view.as_ref()
+            && end <= map.len()
+            && end as u64 <= self.size()
+        {
+            return Ok(map[start..end].to_vec());
+        }
+        drop(view);
         let mut buf = vec![0; len];
         self.file.read_exact_at(&mut buf, pos)?;
         Ok(buf)
@@ -155,6 +221,8 @@ impl Store {
     pub fn truncate(&self, size: u64) -> io::Result<()> {
         let old = self.size();
         debug_assert!(size <= old, "truncate only shortens a store");
+        // No reader may be inside the read map while the file shrinks.
+        let _view = self.view.write().unwrap_or_else(PoisonError::into_inner);
         let mut mapped = self.map();
         self.size.store(size, Ordering::Release);
         match mapped.as_mut() {
@@ -220,6 +288,25 @@ mod tests {
         assert_eq!(store.append(b"p!").unwrap(), 3);
         store.seal().unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"help!");
+    }
+
+    #[test]
+    fn reads_through_the_read_map_stop_at_the_size_and_survive_cuts_and_sealing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("0.store")).unwrap();
+        // Positioned writes (as with `--fsync always`) seen through a map that
+        // runs past the end of the file.
+        store.map_for_reads(1 << 20).unwrap();
+        store.append(b"0123456789").unwrap();
+        assert_eq!(store.read_at(2, 5).unwrap(), b"23456");
+        assert!(store.read_at(8, 3).is_err(), "never past the size");
+        store.truncate(4).unwrap();
+        assert!(store.read_at(2, 5).is_err(), "a cut lowers what readers see");
+        store.append(b"xy").unwrap();
+        assert_eq!(store.read_at(0, 6).unwrap(), b"0123xy");
+        store.seal().unwrap();
+        assert_eq!(store.read_at(0, 6).unwrap(), b"0123xy", "sealed: positioned reads");
+        assert_eq!(std::fs::metadata(dir.path().join("0.store")).unwrap().len(), 6);
     }
 
     #[test]
