@@ -8,6 +8,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Router;
+use axum::extract::connect_info::Connected;
+use axum::serve::{IncomingStream, Listener};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -60,6 +63,27 @@ pub enum ServerError {
     Io(#[from] std::io::Error),
 }
 
+/// Serves `router` on `listener` until `stop` completes, with each
+/// request's `PeerInfo` attached when `with_peer`.
+fn spawn_serving<L>(
+    listener: L,
+    router: Router,
+    with_peer: bool,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> JoinHandle<std::io::Result<()>>
+where
+    L: Listener,
+    L::Addr: std::fmt::Debug,
+    PeerInfo: for<'a> Connected<IncomingStream<'a, L>>,
+{
+    if with_peer {
+        let app = router.into_make_service_with_connect_info::<PeerInfo>();
+        tokio::spawn(axum::serve(listener, app).with_graceful_shutdown(stop).into_future())
+    } else {
+        tokio::spawn(axum::serve(listener, router).with_graceful_shutdown(stop).into_future())
+    }
+}
+
 /// A running node.
 pub struct Server {
     local_addr: SocketAddr,
@@ -106,7 +130,10 @@ impl Server {
             }
         };
         let state = AppState::new(log.clone(), config.limits.clone(), role.clone(), stopping.clone());
-        let app = api::router(state, security.guard.clone()).into_make_service_with_connect_info::<PeerInfo>();
+        let router = api::router(state, security.guard.clone());
+        // Only the guard reads the peer (its client certificate); attaching
+        // it to every request costs when nothing reads it.
+        let with_peer = security.guard.is_some();
         let mut stopped = stopping.clone();
         let stop_signal = async move {
             let _ = stopped.wait_for(|stop| *stop).await;
@@ -114,17 +141,9 @@ impl Server {
         let serving = match &security.tls {
             Some(tls) => {
                 let listener = TlsListener::new(listener, tls.clone(), stopping.clone())?;
-                tokio::spawn(
-                    axum::serve(listener, app)
-                        .with_graceful_shutdown(stop_signal)
-                        .into_future(),
-                )
+                spawn_serving(listener, router, with_peer, stop_signal)
             }
-            None => tokio::spawn(
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(stop_signal)
-                    .into_future(),
-            ),
+            None => spawn_serving(listener, router, with_peer, stop_signal),
         };
         tracing::info!(addr = %local_addr, data_dir = %config.data_dir.display(),
             next_offset = log.next_offset(), role = if config.follow.is_some() { "follower" } else { "leader" },

@@ -1,5 +1,6 @@
 //! `GET /metrics`: Prometheus text format. The recorder is process-wide;
-//! gauges describing the log are refreshed at each scrape.
+//! gauges describing the log are refreshed at each scrape. The HTTP request
+//! series come from `request_metrics`.
 
 use std::sync::OnceLock;
 
@@ -8,11 +9,8 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+use super::request_metrics::{self, DURATION_BUCKETS};
 use super::state::AppState;
-
-const DURATION_BUCKETS: &[f64] = &[
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-];
 
 /// The process-wide Prometheus recorder, installed on first use.
 pub fn recorder() -> &'static PrometheusHandle {
@@ -42,8 +40,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     metrics::gauge!("distlog_log_lowest_offset").set(stats.lowest_offset as f64);
     metrics::gauge!("distlog_log_segments").set(stats.segments as f64);
     metrics::gauge!("distlog_log_size_bytes").set(stats.size_bytes as f64);
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        recorder().render(),
-    )
+    let mut text = recorder().render();
+    request_metrics::render(&mut text);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }

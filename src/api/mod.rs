@@ -10,6 +10,7 @@ mod observe;
 mod query;
 mod read;
 mod render;
+mod request_metrics;
 mod sse;
 mod state;
 mod status;
@@ -47,7 +48,7 @@ pub fn router(state: AppState, guard: Option<Arc<Guard>>) -> Router {
     routes
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn(observe::observe))
+        .layer(observe::ObserveLayer)
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
         .with_state(state)
 }
