@@ -133,8 +133,9 @@ impl Segment {
     /// through one unless every append is synced (see `store`).
     fn map_while_active(&self) -> Result<()> {
         self.store.map_for_reads(self.read_map_bytes)?;
-        if let Some(capacity) = self.mapped_appends {
-            self.store.map_for_appends(capacity)?;
+        match self.mapped_appends {
+            Some(capacity) => self.store.map_for_appends(capacity)?,
+            None => self.store.zero_ahead_up_to(self.read_map_bytes),
         }
         Ok(())
     }

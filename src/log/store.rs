@@ -6,7 +6,11 @@
 //! pages are the page cache's). Sealing unmaps it and cuts the file back to
 //! its data; so does a clean close. Appends that do not fit the map (an
 //! oversized batch) and stores on filesystems that cannot allocate ahead use
-//! positioned writes instead. `size` is published after the bytes are
+//! positioned writes instead. With `--fsync always` appends stay positioned
+//! writes (an fdatasync of map-written pages measured several times slower),
+//! and the writer writes zeros a chunk ahead of the data, so that each
+//! group-commit fdatasync overwrites blocks that already exist instead of
+//! growing the file and committing metadata. `size` is published after the bytes are
 //! written, and readers never ask for bytes past it; after an unclean stop
 //! the file may run on past its data with zeros, which recovery cuts.
 //!
@@ -29,6 +33,9 @@ use memmap2::{Advice, Mmap, MmapMut, MmapOptions};
 /// Pages of the append map are faulted in this much at a time, ahead of the
 /// writer: one `madvise` instead of a page fault every few records.
 const POPULATE_CHUNK: usize = 1 << 20;
+/// Positioned appends write zeros this far ahead (see `zero_ahead`).
+const ZERO_CHUNK: u64 = 1 << 20;
+static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
 
 #[derive(Debug)]
 pub struct Store {
@@ -39,6 +46,10 @@ pub struct Store {
     mapped: Mutex<Option<MmapMut>>,
     /// How far the append map is faulted in (changed under `mapped`'s lock).
     populated_to: AtomicUsize,
+    /// Positioned appends zero the file ahead of them up to this size (0: off).
+    zero_limit: AtomicU64,
+    /// The file holds written zeros (or data) up to here.
+    zeroed_to: AtomicU64,
     /// The read-only map readers copy from while the store is active.
     view: RwLock<Option<Mmap>>,
 }
@@ -75,6 +86,8 @@ impl Store {
             size: AtomicU64::new(size),
             mapped: Mutex::new(None),
             populated_to: AtomicUsize::new(0),
+            zero_limit: AtomicU64::new(0),
+            zeroed_to: AtomicU64::new(size),
             view: RwLock::new(None),
         })
     }
@@ -101,6 +114,37 @@ impl Store {
         Ok(())
     }
 
+    /// Makes positioned appends write zeros ahead of themselves, up to
+    /// `capacity` bytes: an fdatasync after overwriting blocks that already
+    /// hold data flushes only the data, while one after extending the file
+    /// (or filling allocated-but-unwritten blocks) also commits metadata to
+    /// the journal, measured at about twice the latency. Only the writer
+    /// calls this.
+    pub fn zero_ahead_up_to(&self, capacity: u64) {
+        self.zero_limit.store(capacity, Ordering::Relaxed);
+    }
+
+    /// Writes zeros past `end` a chunk at a time. Best effort: if it fails
+    /// (a full disk), appends go on without it.
+    fn zero_ahead(&self, end: u64) {
+        let limit = self.zero_limit.load(Ordering::Relaxed);
+        let zeroed = self.zeroed_to.load(Ordering::Relaxed);
+        if limit == 0 || end <= zeroed {
+            return;
+        }
+        let mut at = zeroed.max(self.size());
+        let to = (end.div_ceil(ZERO_CHUNK) * ZERO_CHUNK + ZERO_CHUNK).min(limit);
+        while at < to {
+            let n = (to - at).min(ZEROS.len() as u64) as usize;
+            if self.file.write_all_at(&ZEROS[..n], at).is_err() {
+                self.zero_limit.store(0, Ordering::Relaxed);
+                break;
+            }
+            at += n as u64;
+        }
+        self.zeroed_to.store(at, Ordering::Relaxed);
+    }
+
     /// Lets readers copy from a map of the first `capacity` bytes. The map
     /// may run past the end of the file: readers stay below `size`.
     pub fn map_for_reads(&self, capacity: u64) -> io::Result<()> {
@@ -122,10 +166,15 @@ impl Store {
         let mut view = self.view.write().unwrap_or_else(PoisonError::into_inner);
         view.take();
         let mut mapped = self.map();
+        self.zero_limit.store(0, Ordering::Relaxed);
+        let zeroed_past_data = self.zeroed_to.load(Ordering::Relaxed) > self.size();
         if let Some(map) = mapped.take() {
             drop(map);
             self.file.set_len(self.size())?;
+        } else if zeroed_past_data {
+            self.file.set_len(self.size())?;
         }
+        self.zeroed_to.store(self.size(), Ordering::Relaxed);
         Ok(())
     }
 
@@ -151,10 +200,12 @@ impl Store {
                 map[pos as usize..end as usize].copy_from_slice(bytes);
             }
             _ => {
+                self.zero_ahead(end);
                 if let Err(e) = self.file.write_all_at(bytes, pos) {
                     // Best effort: if even this fails, recovery cuts the torn tail on open.
                     if mapped.is_none() {
                         let _ = self.file.set_len(pos);
+                        self.zeroed_to.store(pos, Ordering::Relaxed);
                     }
                     return Err(e);
                 }
@@ -237,7 +288,10 @@ impl Store {
                     self.file.set_len(size.max(map.len() as u64))?;
                 }
             }
-            None => self.file.set_len(size)?,
+            None => {
+                self.file.set_len(size)?;
+                self.zeroed_to.store(size, Ordering::Relaxed);
+            }
         }
         Ok(())
     }
@@ -307,6 +361,26 @@ mod tests {
         store.seal().unwrap();
         assert_eq!(store.read_at(0, 6).unwrap(), b"0123xy", "sealed: positioned reads");
         assert_eq!(std::fs::metadata(dir.path().join("0.store")).unwrap().len(), 6);
+    }
+
+    #[test]
+    fn positioned_appends_zero_ahead_and_sealing_cuts_the_zeros() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0.store");
+        let store = Store::open(&path).unwrap();
+        store.zero_ahead_up_to(3 * ZERO_CHUNK);
+        store.append(b"hello").unwrap();
+        let len = || std::fs::metadata(&path).unwrap().len();
+        assert_eq!(len(), 2 * ZERO_CHUNK, "zeros one chunk past the data");
+        assert_eq!(store.read_at(0, 5).unwrap(), b"hello");
+        store.truncate(2).unwrap();
+        assert_eq!(len(), 2, "a cut drops the zeros too");
+        store.append(b"y!").unwrap();
+        assert_eq!(len(), 2 * ZERO_CHUNK);
+        store.seal().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"hey!");
+        store.append(b"?").unwrap();
+        assert_eq!(len(), 5, "a sealed store zeroes nothing ahead");
     }
 
     #[test]
