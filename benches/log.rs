@@ -137,6 +137,35 @@ fn concurrent_appends(log: &Log, value: &Arc<Vec<u8>>, writers: u64, iters: u64)
     began.elapsed()
 }
 
+/// Like `concurrent_appends`, with the writers as tasks on a two-thread
+/// tokio runtime using `append_batch_async`: how the HTTP server appends.
+fn concurrent_async_appends(
+    runtime: &tokio::runtime::Runtime,
+    log: &Log,
+    value: &Arc<Vec<u8>>,
+    writers: u64,
+    iters: u64,
+) -> Duration {
+    runtime.block_on(async {
+        let began = Instant::now();
+        let tasks: Vec<_> = (0..writers)
+            .map(|i| {
+                let (log, value) = (log.clone(), value.clone());
+                let share = iters / writers + u64::from(i < iters % writers);
+                tokio::spawn(async move {
+                    for _ in 0..share {
+                        log.append_batch_async(&[Payload::new(&value)]).await.expect("append");
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.expect("writer task");
+        }
+        began.elapsed()
+    })
+}
+
 fn append_always(c: &mut Criterion) {
     let value = Arc::new(record());
     let mut group = c.benchmark_group("append_always");
@@ -152,6 +181,19 @@ fn append_always(c: &mut Criterion) {
                 .get_or_insert_with(|| Scratch::new(config(Durability::Always)))
                 .log;
             b.iter_custom(|iters| concurrent_appends(log, &value, writers, iters))
+        });
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .expect("tokio runtime");
+    for writers in [8u64, 64] {
+        let mut scratch = None;
+        group.bench_with_input(BenchmarkId::new("tasks", writers), &writers, |b, &writers| {
+            let log = &scratch
+                .get_or_insert_with(|| Scratch::new(config(Durability::Always)))
+                .log;
+            b.iter_custom(|iters| concurrent_async_appends(&runtime, log, &value, writers, iters))
         });
     }
     group.finish();

@@ -278,20 +278,39 @@ fn durable_appends_from_many_threads_get_distinct_offsets() {
         durability: Durability::Always,
         ..small_config()
     };
-    let log = Log::open(dir.path(), config).unwrap();
+    let log = Log::open(dir.path(), config.clone()).unwrap();
+    // Single records and batches of three from 8 threads: the committer
+    // combines them into shared writes, across segment rolls.
     let threads: Vec<_> = (0..8)
         .map(|t| {
             let log = log.clone();
             std::thread::spawn(move || {
-                (0..50)
-                    .map(|i| log.append(&value(t * 1000 + i)).unwrap())
-                    .collect::<Vec<_>>()
+                let mut written = Vec::new();
+                for i in 0..50 {
+                    let key = t * 1000 + i * 10;
+                    if i % 5 == 0 {
+                        let values = [value(key), value(key + 1), value(key + 2)];
+                        let payloads: Vec<Payload> = values.iter().map(|v| Payload::new(v)).collect();
+                        let first = log.append_batch(&payloads).unwrap();
+                        written.extend((0..3).map(|j| (first + j, key + j)));
+                    } else {
+                        written.push((log.append(&value(key)).unwrap(), key));
+                    }
+                }
+                written
             })
         })
         .collect();
-    let mut offsets: Vec<u64> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    let written: Vec<(u64, u64)> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    let mut offsets: Vec<u64> = written.iter().map(|(offset, _)| *offset).collect();
     offsets.sort_unstable();
-    assert_eq!(offsets, (0..400).collect::<Vec<_>>());
+    assert_eq!(offsets, (0..560).collect::<Vec<_>>());
+    assert!(log.stats().segments > 1, "the writes rolled segments");
+    drop(log);
+    let log = Log::open(dir.path(), config).unwrap();
+    for (offset, key) in written {
+        assert_eq!(log.read(offset).unwrap().value[..], value(key)[..], "offset {offset}");
+    }
 }
 
 #[test]

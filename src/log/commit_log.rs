@@ -1,7 +1,10 @@
 //! The log: segments in base-offset order, the last one active.
 //!
 //! One writer at a time (the `writer` mutex) assigns dense offsets, encodes
-//! frames into one buffer and writes it with one call; any number of readers
+//! frames into one buffer and writes it with one call. With
+//! `Durability::Always` appenders do not write themselves: they encode their
+//! batch and submit it, and the committer writes every submitted batch at
+//! once and syncs (`group_commit`, `combining`). Any number of readers
 //! find their segment under a short read lock and then read without locks.
 //! Readers see offsets below `visible`, which is raised only after a record
 //! is fully written (and, with `Durability::Always`, synced). The data
@@ -20,12 +23,15 @@ use tokio::sync::{oneshot, watch};
 
 use super::config::{Durability, LogConfig};
 use super::error::{LogError, Result};
-use super::group_commit::GroupCommit;
-use super::record::{FLAG_BATCH_CONTINUES, MAX_STORED_FRAME, Payload, Record, decode_frame, encode_frame, frame_len};
+use super::group_commit::{Ack, GroupCommit, Submitted};
+use super::record::{
+    FLAG_BATCH_CONTINUES, MAX_STORED_FRAME, Payload, Record, decode_frame, encode_frame, encode_unstamped, frame_len,
+};
 use super::segment::{Chunk, Segment};
 use super::snapshot::SnapshotReader;
 
 mod background;
+mod combining;
 mod cutting;
 mod opening;
 
@@ -58,8 +64,21 @@ struct Shared {
     records_appended: metrics::Counter,
     bytes_appended: metrics::Counter,
     fsync_seconds: metrics::Histogram,
-    /// Async appenders waiting for the committer, oldest (lowest target) first.
-    durable_waiters: Mutex<VecDeque<(u64, oneshot::Sender<bool>)>>,
+    /// Appenders whose records are written and wait for a sync, oldest first.
+    durable_waiters: Mutex<VecDeque<Waiter>>,
+}
+
+/// Records `[first, next)` are written; `ack` hears once they are durable.
+#[derive(Debug)]
+struct Waiter {
+    next: u64,
+    first: u64,
+    ack: oneshot::Sender<Ack>,
+}
+
+/// Every record of a batch but the last says that the batch goes on.
+fn batch_flags(i: usize, len: usize) -> u8 {
+    if i + 1 < len { FLAG_BATCH_CONTINUES } else { 0 }
 }
 
 #[derive(Debug)]
@@ -189,40 +208,48 @@ impl Log {
     /// reach the disk whole.
     pub fn append_batch(&self, payloads: &[Payload]) -> Result<u64> {
         if self.shared.config.durability != Durability::Always {
-            return Ok(self.write_batch(payloads, None)?.0);
+            return Ok(self.write_batch(payloads)?.0);
         }
-        let (synced, durable) = oneshot::channel();
-        let (first, _) = self.write_batch(payloads, Some(synced))?;
-        self.durable_outcome(durable.blocking_recv().ok())?;
-        Ok(first)
+        let acked = self.submit(payloads)?;
+        self.acked(acked.blocking_recv().ok())
     }
 
-    /// `append_batch` for async callers: the write happens at once, and the
-    /// wait for the disk (with `Durability::Always`) yields instead of
-    /// blocking a thread.
+    /// `append_batch` for async callers: with `Durability::Always` the wait
+    /// for the committer yields instead of blocking a thread.
     pub async fn append_batch_async(&self, payloads: &[Payload<'_>]) -> Result<u64> {
         if self.shared.config.durability != Durability::Always {
-            return Ok(self.write_batch(payloads, None)?.0);
+            return Ok(self.write_batch(payloads)?.0);
         }
-        let (synced, durable) = oneshot::channel();
-        let (first, _) = self.write_batch(payloads, Some(synced))?;
-        self.durable_outcome(durable.await.ok())?;
-        Ok(first)
+        let acked = self.submit(payloads)?;
+        self.acked(acked.await.ok())
     }
 
-    /// What the committer said of a waiter's records (`None`: it went away).
-    fn durable_outcome(&self, told: Option<bool>) -> Result<()> {
+    /// Checks and encodes a batch and hands it to the committer, which
+    /// writes, syncs and then acknowledges it (see `group_commit`).
+    fn submit(&self, payloads: &[Payload]) -> Result<oneshot::Receiver<Ack>> {
+        let (count, bytes) = self.check_batch(payloads)?;
+        self.check_writable()?;
+        let mut frames = Vec::with_capacity(bytes as usize);
+        for (i, payload) in payloads.iter().enumerate() {
+            encode_unstamped(&mut frames, batch_flags(i, payloads.len()), *payload);
+        }
+        let (ack, acked) = oneshot::channel();
+        self.shared.group.submit(Submitted { frames, count, ack });
+        Ok(acked)
+    }
+
+    /// What the committer said of a batch (`None`: it went away).
+    fn acked(&self, told: Option<Ack>) -> Result<u64> {
         match (told, self.shared.failed.get()) {
-            (Some(true), _) => Ok(()),
+            (Some(Ok(first)), _) => Ok(first),
+            (Some(Err(Some(error))), _) => Err(error),
             (_, Some(why)) => Err(LogError::WriterFailed(why.clone())),
             (_, None) => Err(LogError::Closed),
         }
     }
 
-    /// Writes a batch and makes it visible as the durability policy allows
-    /// without waiting for a sync. Returns its first offset and the offset
-    /// after it.
-    fn write_batch(&self, payloads: &[Payload], waiter: Option<oneshot::Sender<bool>>) -> Result<(u64, u64)> {
+    /// A batch's record count and frame bytes, if the limits allow it.
+    fn check_batch(&self, payloads: &[Payload]) -> Result<(u32, u64)> {
         let config = &self.shared.config;
         if payloads.is_empty() {
             return Err(LogError::EmptyBatch);
@@ -246,7 +273,14 @@ impl Log {
                 max: config.max_segment_bytes,
             });
         }
+        Ok((count, bytes))
+    }
 
+    /// Writes a batch and makes it visible as the durability policy allows
+    /// without waiting for a sync. Returns its first offset and the offset
+    /// after it.
+    fn write_batch(&self, payloads: &[Payload]) -> Result<(u64, u64)> {
+        let (count, bytes) = self.check_batch(payloads)?;
         let mut w = self.lock_writer()?;
         let first = w.next;
         let timestamp = now_ms().max(w.last_timestamp);
@@ -254,18 +288,19 @@ impl Log {
         let mut buf = std::mem::take(&mut w.buf);
         buf.clear();
         for (i, payload) in payloads.iter().enumerate() {
-            let flags = if i + 1 < payloads.len() {
-                FLAG_BATCH_CONTINUES
-            } else {
-                0
-            };
-            encode_frame(&mut buf, first + i as u64, timestamp, flags, *payload);
+            encode_frame(
+                &mut buf,
+                first + i as u64,
+                timestamp,
+                batch_flags(i, payloads.len()),
+                *payload,
+            );
         }
         let written = self.write_frames(&mut w, &buf, count);
         w.buf = buf;
         written?;
         let next = w.next;
-        self.finish_write(w, count, bytes, waiter);
+        self.finish_write(w, count, bytes, None);
         Ok((first, next))
     }
 
@@ -315,9 +350,10 @@ impl Log {
         let count = spans.len() as u32;
         if count > 0 {
             if self.shared.config.durability == Durability::Always {
-                let (synced, durable) = oneshot::channel();
-                self.finish_write(w, count, frames.len() as u64, Some(synced));
-                self.durable_outcome(durable.blocking_recv().ok())?;
+                let (ack, acked) = oneshot::channel();
+                let first = w.next - u64::from(count);
+                self.finish_write(w, count, frames.len() as u64, Some((first, ack)));
+                self.acked(acked.blocking_recv().ok())?;
             } else {
                 self.finish_write(w, count, frames.len() as u64, None);
             }
@@ -326,13 +362,18 @@ impl Log {
     }
 
     fn lock_writer(&self) -> Result<MutexGuard<'_, Writer>> {
+        self.check_writable()?;
+        Ok(lock(&self.shared.writer))
+    }
+
+    fn check_writable(&self) -> Result<()> {
         if self.shared.closed.load(Ordering::Acquire) {
             return Err(LogError::Closed);
         }
         if let Some(why) = self.shared.failed.get() {
             return Err(LogError::WriterFailed(why.clone()));
         }
-        Ok(lock(&self.shared.writer))
+        Ok(())
     }
 
     /// Writes `count` frames into the active segment, rolling first if they
@@ -363,14 +404,21 @@ impl Log {
 
     /// Makes written records visible as the durability policy allows: at
     /// once, or (`Always`) once the committer has synced them.
-    /// A `waiter` is told once the sync covers its records;
-    /// it is queued under the writer lock, so the queue is in offset order.
-    fn finish_write(&self, w: MutexGuard<'_, Writer>, count: u32, bytes: u64, waiter: Option<oneshot::Sender<bool>>) {
+    /// A `waiter` (the records' first offset and whom to tell) is told once
+    /// the sync covers its records; it is queued under the writer lock, so
+    /// the queue is in offset order.
+    fn finish_write(
+        &self,
+        w: MutexGuard<'_, Writer>,
+        count: u32,
+        bytes: u64,
+        waiter: Option<(u64, oneshot::Sender<Ack>)>,
+    ) {
         let next = w.next;
         match self.shared.config.durability {
             Durability::Always => {
-                if let Some(waiter) = waiter {
-                    lock(&self.shared.durable_waiters).push_back((next, waiter));
+                if let Some((first, ack)) = waiter {
+                    lock(&self.shared.durable_waiters).push_back(Waiter { next, first, ack });
                 }
                 self.shared.group.note_written(next);
             }
@@ -397,9 +445,9 @@ impl Log {
     /// (`false`: a sync failed or the log stopped; `upto` is then all).
     fn release_waiters(&self, upto: u64, durable: bool) {
         let mut waiters = lock(&self.shared.durable_waiters);
-        while waiters.front().is_some_and(|(target, _)| *target <= upto) {
-            if let Some((_, waiter)) = waiters.pop_front() {
-                let _ = waiter.send(durable);
+        while waiters.front().is_some_and(|waiter| waiter.next <= upto) {
+            if let Some(waiter) = waiters.pop_front() {
+                let _ = waiter.ack.send(if durable { Ok(waiter.first) } else { Err(None) });
             }
         }
     }

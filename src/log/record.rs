@@ -130,6 +130,14 @@ pub fn frame_len(value_len: usize) -> usize {
 /// Appends one encoded frame to `out`.
 pub fn encode_frame(out: &mut Vec<u8>, offset: u64, timestamp_ms: u64, flags: u8, payload: Payload) {
     let start = out.len();
+    encode_unstamped(out, flags, payload);
+    stamp_frame(&mut out[start..], offset, timestamp_ms);
+}
+
+/// Appends a frame whose offset, timestamp and checksum are still zero:
+/// an appender encodes its batch before it knows where it goes, and the
+/// group-commit writer `stamp_frames` it.
+pub fn encode_unstamped(out: &mut Vec<u8>, flags: u8, payload: Payload) {
     let body_len = frame_len(payload.value.len()) - FRAME_PREFIX;
     debug_assert!(body_len <= u32::MAX as usize, "frame length must fit its u32 field");
     out.reserve(FRAME_HEADER + payload.value.len());
@@ -138,11 +146,32 @@ pub fn encode_frame(out: &mut Vec<u8>, offset: u64, timestamp_ms: u64, flags: u8
     out.push(FRAME_VERSION);
     out.push(flags);
     out.push(payload.attributes);
-    out.extend_from_slice(&offset.to_le_bytes());
-    out.extend_from_slice(&timestamp_ms.to_le_bytes());
+    out.extend_from_slice(&[0; 16]);
     out.extend_from_slice(payload.value);
-    let crc = crc32fast::hash(&out[start + FRAME_PREFIX..]);
-    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Sets the offset and timestamp of the one frame `frame` holds, and its checksum.
+fn stamp_frame(frame: &mut [u8], offset: u64, timestamp_ms: u64) {
+    debug_assert!(frame.len() >= FRAME_HEADER);
+    frame[11..19].copy_from_slice(&offset.to_le_bytes());
+    frame[19..27].copy_from_slice(&timestamp_ms.to_le_bytes());
+    let crc = crc32fast::hash(&frame[FRAME_PREFIX..]);
+    frame[4..8].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Stamps consecutive frames made by `encode_unstamped` with offsets from
+/// `first` on and `timestamp_ms`. Returns how many frames there were.
+pub fn stamp_frames(frames: &mut [u8], first: u64, timestamp_ms: u64) -> u32 {
+    let (mut at, mut count) = (0, 0u32);
+    while at + FRAME_PREFIX <= frames.len() {
+        let body_len = u32::from_le_bytes(le4(&frames[at..at + 4])) as usize;
+        let end = (at + FRAME_PREFIX + body_len).min(frames.len());
+        stamp_frame(&mut frames[at..end], first + u64::from(count), timestamp_ms);
+        at = end;
+        count += 1;
+    }
+    debug_assert_eq!(at, frames.len(), "only whole frames are stamped");
+    count
 }
 
 /// Decodes the frame at the start of `buf`, refusing frames longer than
@@ -238,6 +267,20 @@ mod tests {
         let view = decode_frame(&buf, 1 << 20).unwrap();
         assert_eq!((view.offset, view.timestamp_ms, view.value), (7, 1234, &b"hello"[..]));
         assert_eq!(view.frame_len, buf.len());
+    }
+
+    #[test]
+    fn stamped_frames_equal_frames_encoded_in_place() {
+        let mut unstamped = Vec::new();
+        let values: [&[u8]; 3] = [b"a", b"", b"third value"];
+        let mut expected = Vec::new();
+        for (i, value) in values.iter().enumerate() {
+            encode_unstamped(&mut unstamped, i as u8, Payload::new(value));
+            encode_frame(&mut expected, 40 + i as u64, 99, i as u8, Payload::new(value));
+        }
+        assert!(decode_frame(&unstamped, 1 << 20).is_err(), "not valid before stamping");
+        assert_eq!(stamp_frames(&mut unstamped, 40, 99), 3);
+        assert_eq!(unstamped, expected);
     }
 
     #[test]

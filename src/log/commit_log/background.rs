@@ -10,15 +10,23 @@ use super::super::error::Result;
 use super::super::group_commit::GroupCommit;
 use super::{Log, Shared};
 
-/// The `Durability::Always` committer: syncs whatever was written since its
-/// last sync, then publishes it (see `group_commit`).
+/// The `Durability::Always` committer: writes the batches submitted since
+/// its last round, syncs whatever was written, then publishes it (see
+/// `group_commit`).
 pub(super) fn spawn_committer(shared: Weak<Shared>, group: Arc<GroupCommit>) -> Result<()> {
     std::thread::Builder::new()
         .name("distlog-commit".into())
         .spawn(move || {
-            while let Some(job) = group.next_job() {
+            while let Some(submitted) = group.next_work() {
                 let Some(shared) = shared.upgrade() else { return };
                 let log = Log { shared };
+                if !submitted.is_empty() {
+                    log.write_submitted(submitted);
+                }
+                if !group.unsynced() {
+                    continue;
+                }
+                let job = group.job();
                 let outcome = log.sync_written();
                 if let Err(e) = &outcome {
                     log.fail_writer(e);

@@ -1,0 +1,116 @@
+//! Writer combining for `Durability::Always`: the committer writes every
+//! batch submitted since its last round with as few writes as the active
+//! segment allows, before it syncs them all at once.
+
+use std::io;
+
+use super::super::error::LogError;
+use super::super::group_commit::{Ack, Submitted};
+use super::super::record::stamp_frames;
+use super::{Log, Waiter, Writer, lock, now_ms};
+
+/// Batches stamped and copied into one buffer, not yet written.
+struct Combined {
+    frames: Vec<u8>,
+    count: u32,
+    /// Each batch's first offset and whom to tell.
+    batches: Vec<(u64, u32, tokio::sync::oneshot::Sender<Ack>)>,
+}
+
+impl Log {
+    /// Writes `submitted` in order under one writer lock, stamping offsets
+    /// and one timestamp, and queues each batch's appender for the coming
+    /// sync. A batch that cannot be written is refused to its appender
+    /// alone (its error); the batches after it still get their turn.
+    pub(super) fn write_submitted(&self, submitted: Vec<Submitted>) {
+        let mut w = match self.lock_writer() {
+            Ok(w) => w,
+            Err(e) => {
+                for batch in submitted {
+                    let _ = batch.ack.send(Err(Some(duplicate(&e))));
+                }
+                return;
+            }
+        };
+        let timestamp = now_ms().max(w.last_timestamp);
+        w.last_timestamp = timestamp;
+        let mut combined = Combined {
+            frames: std::mem::take(&mut w.buf),
+            count: 0,
+            batches: Vec::with_capacity(submitted.len()),
+        };
+        combined.frames.clear();
+        for mut batch in submitted {
+            if combined.count > 0 && !self.fits_with(&combined, &batch) {
+                self.write_combined(&mut w, &mut combined);
+            }
+            let first = w.next + u64::from(combined.count);
+            let stamped = stamp_frames(&mut batch.frames, first, timestamp);
+            debug_assert_eq!(stamped, batch.count, "a submitted batch holds whole frames");
+            combined.frames.extend_from_slice(&batch.frames);
+            combined.count += batch.count;
+            combined.batches.push((first, batch.count, batch.ack));
+        }
+        self.write_combined(&mut w, &mut combined);
+        w.buf = combined.frames;
+        let next = w.next;
+        drop(w);
+        self.shared.group.note_written(next);
+    }
+
+    /// Whether `batch` joins the combined write without overfilling the
+    /// active segment (a batch alone always gets a segment: see `write_frames`).
+    fn fits_with(&self, combined: &Combined, batch: &Submitted) -> bool {
+        let bytes = (combined.frames.len() + batch.frames.len()) as u64;
+        self.active().is_ok_and(|active| {
+            active.has_room(
+                bytes,
+                combined.count + batch.count,
+                self.shared.config.max_segment_bytes,
+            )
+        })
+    }
+
+    /// Writes what is combined and queues its appenders for the sync, or
+    /// tells them why it could not be written. Leaves `combined` empty.
+    fn write_combined(&self, w: &mut Writer, combined: &mut Combined) {
+        if combined.count == 0 {
+            return;
+        }
+        match self.write_frames(w, &combined.frames, combined.count) {
+            Ok(()) => {
+                let mut waiters = lock(&self.shared.durable_waiters);
+                for (first, count, ack) in combined.batches.drain(..) {
+                    let next = first + u64::from(count);
+                    waiters.push_back(Waiter { next, first, ack });
+                }
+                drop(waiters);
+                self.shared.records_appended.increment(u64::from(combined.count));
+                self.shared.bytes_appended.increment(combined.frames.len() as u64);
+            }
+            Err(e) => {
+                for (_, _, ack) in combined.batches.drain(..) {
+                    let _ = ack.send(Err(Some(duplicate(&e))));
+                }
+            }
+        }
+        combined.frames.clear();
+        combined.count = 0;
+    }
+}
+
+/// The same error for another appender: I/O errors keep their kind (a full
+/// disk stays a full disk), the rest their message.
+fn duplicate(error: &LogError) -> LogError {
+    match error {
+        LogError::Io(e) => LogError::Io(io::Error::new(e.kind(), e.to_string())),
+        LogError::TooLarge { what, size, max } => LogError::TooLarge {
+            what,
+            size: *size,
+            max: *max,
+        },
+        LogError::Closed => LogError::Closed,
+        LogError::WriterFailed(why) => LogError::WriterFailed(why.clone()),
+        other => LogError::Io(io::Error::other(other.to_string())),
+    }
+}
