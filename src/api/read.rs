@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{FromRequestParts, Path, Request, State};
+use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -32,12 +32,28 @@ impl<S: Send + Sync> FromRequestParts<S> for WantsRaw {
     }
 }
 
+/// The `{offset}` of `/{offset}`, parsed from the path as it came: the
+/// router's own parameters would cost a string per request. Anything but
+/// plain digits (percent-encoded ones included) is a bad offset.
+pub struct OffsetInPath(u64);
+
+impl<S: Send + Sync> FromRequestParts<S> for OffsetInPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let segment = parts.uri.path().trim_start_matches('/');
+        match segment.parse::<u64>() {
+            Ok(offset) if segment.bytes().all(|b| b.is_ascii_digit()) => Ok(OffsetInPath(offset)),
+            _ => Err(ApiError::BadOffset(segment.to_string())),
+        }
+    }
+}
+
 pub async fn read_one(
     State(state): State<AppState>,
-    Path(offset): Path<String>,
+    OffsetInPath(offset): OffsetInPath,
     WantsRaw(raw): WantsRaw,
 ) -> ApiResult<Response> {
-    let offset: u64 = offset.parse().map_err(|_| ApiError::BadOffset(offset))?;
     let record = state.log.read(offset)?;
     if raw {
         return Ok(([(header::CONTENT_TYPE, "application/octet-stream")], record.value).into_response());

@@ -6,6 +6,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use bytes::Buf;
 use bytes::Bytes;
 
 use super::config::{Durability, LogConfig};
@@ -211,12 +212,15 @@ impl Segment {
             );
             return Err(self.corrupt(pos, Some(offset), reason));
         }
-        let (timestamp_ms, attributes, frame_len) = (view.timestamp_ms, view.attributes, view.frame_len);
+        let (timestamp_ms, attributes) = (view.timestamp_ms, view.attributes);
+        // `advance` keeps the buffer as it is; `slice` would allocate a shared header.
+        let mut value = frame;
+        value.advance(FRAME_HEADER);
         Ok(Record {
             offset,
             timestamp_ms,
             attributes,
-            value: frame.slice(FRAME_HEADER..frame_len),
+            value,
         })
     }
 
