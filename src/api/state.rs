@@ -75,7 +75,10 @@ impl AppState {
         }))
     }
 
+    /// Only a version number is read: `borrow` would take the channel's
+    /// lock on every append. The signal starts false and only ever turns
+    /// true (see `Server`), so any change means shutting down.
     pub fn shutting_down(&self) -> bool {
-        *self.shutdown.borrow()
+        self.shutdown.has_changed().unwrap_or(true)
     }
 }
