@@ -392,8 +392,13 @@ impl Log {
 
     fn roll(&self, w: &Writer) -> Result<Arc<Segment>> {
         let old = self.active()?;
-        if self.shared.config.durability != Durability::Never {
-            old.sync()?;
+        if self.shared.config.durability != Durability::Never
+            && let Err(e) = old.sync()
+        {
+            // As with the committer's own syncs: Linux may not report the
+            // loss again, so records written before the roll are not trusted.
+            self.fail_writer(&e);
+            return Err(e);
         }
         old.seal()?;
         let new = Arc::new(Segment::create(&self.shared.dir, w.next, &self.shared.config)?);
@@ -462,6 +467,11 @@ impl Log {
     /// Syncs the active segment and says which offsets that covers (older
     /// segments were synced when they were sealed).
     fn sync_written(&self) -> Result<u64> {
+        // A sync that fails once may succeed the next time without the data
+        // being on disk: after a failure nothing more is vouched for.
+        if let Some(why) = self.shared.failed.get() {
+            return Err(LogError::WriterFailed(why.clone()));
+        }
         let (upto, active) = {
             let w = lock(&self.shared.writer);
             (w.next, self.active()?)

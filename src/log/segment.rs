@@ -133,7 +133,10 @@ impl Segment {
     /// The active segment's store is read through a map, and written
     /// through one unless every append is synced (see `store`).
     fn map_while_active(&self) -> Result<()> {
-        self.store.map_for_reads(self.read_map_bytes)?;
+        // Best effort: without the map readers use positioned reads.
+        if let Err(e) = self.store.map_for_reads(self.read_map_bytes) {
+            tracing::warn!(error = %e, base = self.base, "cannot map the active store for reads");
+        }
         match self.mapped_appends {
             Some(capacity) => self.store.map_for_appends(capacity)?,
             None => self.store.zero_ahead_up_to(self.read_map_bytes),

@@ -289,8 +289,8 @@ impl Store {
                 }
             }
             None => {
-                self.file.set_len(size)?;
                 self.zeroed_to.store(size, Ordering::Relaxed);
+                self.file.set_len(size)?;
             }
         }
         Ok(())

@@ -53,9 +53,10 @@ impl Log {
         }
         self.write_combined(&mut w, &mut combined);
         w.buf = combined.frames;
-        let next = w.next;
+        // Under the writer lock: a cut between unlocking and this would see
+        // its reset undone by a stale `next`.
+        self.shared.group.note_written(w.next);
         drop(w);
-        self.shared.group.note_written(next);
     }
 
     /// Whether `batch` joins the combined write without overfilling the
@@ -77,7 +78,12 @@ impl Log {
         if combined.count == 0 {
             return;
         }
-        match self.write_frames(w, &combined.frames, combined.count) {
+        // A failed sync (during a roll) refuses what comes after it in this round too.
+        let written = match self.check_writable() {
+            Ok(()) => self.write_frames(w, &combined.frames, combined.count),
+            Err(e) => Err(e),
+        };
+        match written {
             Ok(()) => {
                 let mut waiters = lock(&self.shared.durable_waiters);
                 for (first, count, ack) in combined.batches.drain(..) {
