@@ -8,7 +8,7 @@
 
 use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::extract::{OriginalUri, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::de::IgnoredAny;
@@ -26,11 +26,8 @@ pub async fn append(State(state): State<AppState>, request: Request) -> ApiResul
     let (parts, body) = request.into_parts();
     let headers = &parts.headers;
     if let Role::Follower(status) = &state.role {
-        let uri = parts
-            .extensions
-            .get::<OriginalUri>()
-            .map(|u| &u.0)
-            .unwrap_or(&parts.uri);
+        // The router is not nested, so the URI it saw is the client's.
+        let uri = &parts.uri;
         let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
         return Err(ApiError::ReadOnlyFollower {
             leader: status.leader.clone(),
@@ -174,7 +171,8 @@ async fn append_records(log: &Log, records: Vec<(u8, Bytes)>) -> ApiResult<u64> 
 
 fn created_one(offset: u64) -> Response {
     let body = format!("{{\"offset\":{offset}}}");
-    let mut response = (StatusCode::CREATED, [(header::CONTENT_TYPE, "application/json")], body).into_response();
+    let json = HeaderValue::from_static("application/json");
+    let mut response = (StatusCode::CREATED, [(header::CONTENT_TYPE, json)], body).into_response();
     set_location(&mut response, offset);
     response
 }

@@ -2,17 +2,16 @@
 //! one made here) echoed on the answer, one structured log line, and the
 //! `distlog_http_*` metrics labelled by route template, never raw path.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
-use std::io::Write;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::task::{Context, Poll, ready};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{MatchedPath, Request};
-use axum::http::{HeaderValue, Method};
+use axum::http::{HeaderName, HeaderValue, Method};
 use axum::response::Response;
 
 use pin_project_lite::pin_project;
@@ -21,7 +20,8 @@ use tower_service::Service;
 
 use super::request_metrics;
 
-const REQUEST_ID: &str = "x-request-id";
+/// A constant name: a `&str` would be parsed on every lookup and insert.
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Wraps every route (see `api::router`).
 #[derive(Clone, Copy, Debug, Default)]
@@ -164,21 +164,84 @@ fn intern_globally(template: &str) -> &'static str {
     }
 }
 
-/// `<process start in hex>-<counter>`: unique within and across restarts.
+/// `<process start in hex>-<thread>-<counter>`: unique within and across
+/// restarts. Each thread counts on its own, so making one touches no
+/// shared cache line.
 fn new_request_id() -> HeaderValue {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    static BOOT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    thread_local! {
+        static PREFIX: Box<[u8]> = request_id_prefix();
+        static COUNTER: Cell<u64> = const { Cell::new(0) };
+    }
+    let n = COUNTER.with(|c| {
+        let n = c.get();
+        c.set(n + 1);
+        n
+    });
+    PREFIX.with(|prefix| {
+        let mut id = [0u8; 64];
+        let start = prefix.len().min(id.len() - 20);
+        id[..start].copy_from_slice(&prefix[..start]);
+        let len = start + write_decimal(&mut id[start..], n);
+        HeaderValue::from_bytes(&id[..len]).unwrap_or_else(|_| HeaderValue::from_static("-"))
+    })
+}
+
+fn request_id_prefix() -> Box<[u8]> {
+    static BOOT: OnceLock<u64> = OnceLock::new();
+    static THREADS: AtomicU64 = AtomicU64::new(0);
     let boot = BOOT.get_or_init(|| {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_micros() as u64)
             .unwrap_or(0)
     });
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let mut id = [0u8; 48];
-    let mut cursor = std::io::Cursor::new(&mut id[..]);
-    // Two u64s in hex and decimal fit 48 bytes.
-    let _ = write!(cursor, "{boot:x}-{n}");
-    let len = cursor.position() as usize;
-    HeaderValue::from_bytes(&id[..len]).unwrap_or_else(|_| HeaderValue::from_static("-"))
+    let thread = THREADS.fetch_add(1, Ordering::Relaxed);
+    format!("{boot:x}-{thread}-").into_bytes().into_boxed_slice()
+}
+
+/// Writes `n` in decimal at the start of `out` (20 bytes suffice) and
+/// returns how many bytes that took.
+fn write_decimal(out: &mut [u8], mut n: u64) -> usize {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let len = digits.len() - i;
+    out[..len].copy_from_slice(&digits[i..]);
+    len
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_differ_across_threads_and_calls() {
+        let mut ids: Vec<String> = (0..3)
+            .map(|_| std::thread::spawn(|| [new_request_id(), new_request_id()]))
+            .flat_map(|t| t.join().unwrap())
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect();
+        ids.push(new_request_id().to_str().unwrap().to_string());
+        let count = ids.len();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), count, "{ids:?}");
+        assert!(ids.iter().all(|id| id.split('-').count() == 3));
+    }
+
+    #[test]
+    fn decimals_are_written_in_full() {
+        let mut out = [0u8; 20];
+        for n in [0, 7, 10, 1234567890, u64::MAX] {
+            let len = write_decimal(&mut out, n);
+            assert_eq!(&out[..len], n.to_string().as_bytes());
+        }
+    }
 }

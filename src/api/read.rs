@@ -56,7 +56,8 @@ pub async fn read_one(
 ) -> ApiResult<Response> {
     let record = state.log.read(offset)?;
     if raw {
-        return Ok(([(header::CONTENT_TYPE, "application/octet-stream")], record.value).into_response());
+        let binary = HeaderValue::from_static("application/octet-stream");
+        return Ok(([(header::CONTENT_TYPE, binary)], record.value).into_response());
     }
     Ok(json_response(record_json(&record)))
 }
