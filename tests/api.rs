@@ -371,6 +371,12 @@ async fn status_health_readiness_and_metrics() {
         metrics.contains(r#"route="/{offset}""#),
         "routes are labelled by template"
     );
+    let appended: f64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("distlog_records_appended_total "))
+        .and_then(|value| value.trim().parse().ok())
+        .expect("distlog_records_appended_total has a value");
+    assert!(appended >= 1.0, "the append shows in the counter ({appended})");
     assert!(!metrics.contains(r#"route="/0""#), "never by raw path");
 }
 

@@ -40,6 +40,11 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     metrics::gauge!("distlog_log_lowest_offset").set(stats.lowest_offset as f64);
     metrics::gauge!("distlog_log_segments").set(stats.segments as f64);
     metrics::gauge!("distlog_log_size_bytes").set(stats.size_bytes as f64);
+    // Counted by the log under its writer lock (cheaper than a shared
+    // counter per append) and handed over here.
+    let appended = state.log.appended();
+    metrics::counter!("distlog_records_appended_total").absolute(appended.records);
+    metrics::counter!("distlog_bytes_appended_total").absolute(appended.bytes);
     let mut text = recorder().render();
     request_metrics::render(&mut text);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)

@@ -60,9 +60,7 @@ struct Shared {
     /// Set when a sync fails: what was written may not be on disk, and
     /// Linux may not report the loss twice, so no later append is trusted.
     failed: std::sync::OnceLock<String>,
-    /// Metric handles, looked up once: a registry lookup per append shows in profiles.
-    records_appended: metrics::Counter,
-    bytes_appended: metrics::Counter,
+    /// Metric handle, looked up once: a registry lookup per sync shows in profiles.
     fsync_seconds: metrics::Histogram,
     /// Appenders whose records are written and wait for a sync, oldest first.
     durable_waiters: Mutex<VecDeque<Waiter>>,
@@ -87,7 +85,24 @@ struct Writer {
     next: u64,
     /// Timestamps never go backwards, even if the clock does.
     last_timestamp: u64,
+    /// Totals since open, for metrics: counted under this lock rather than
+    /// in shared atomics that every append would pull across cores.
+    appended: Appended,
     buf: Vec<u8>,
+}
+
+/// Records and frame bytes appended since the log was opened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Appended {
+    pub records: u64,
+    pub bytes: u64,
+}
+
+impl Appended {
+    fn add(&mut self, records: u32, bytes: u64) {
+        self.records += u64::from(records);
+        self.bytes += bytes;
+    }
 }
 
 /// Sizes for `/status` and metrics.
@@ -133,6 +148,7 @@ impl Log {
             writer: Mutex::new(Writer {
                 next,
                 last_timestamp,
+                appended: Appended::default(),
                 buf: Vec::new(),
             }),
             segments: RwLock::new(segments),
@@ -143,8 +159,6 @@ impl Log {
             dirty: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             failed: std::sync::OnceLock::new(),
-            records_appended: metrics::counter!("distlog_records_appended_total"),
-            bytes_appended: metrics::counter!("distlog_bytes_appended_total"),
             fsync_seconds: metrics::histogram!("distlog_fsync_duration_seconds"),
             durable_waiters: Mutex::new(VecDeque::new()),
         });
@@ -414,11 +428,12 @@ impl Log {
     /// the queue is in offset order.
     fn finish_write(
         &self,
-        w: MutexGuard<'_, Writer>,
+        mut w: MutexGuard<'_, Writer>,
         count: u32,
         bytes: u64,
         waiter: Option<(u64, oneshot::Sender<Ack>)>,
     ) {
+        w.appended.add(count, bytes);
         let next = w.next;
         match self.shared.config.durability {
             Durability::Always => {
@@ -434,8 +449,11 @@ impl Log {
             Durability::Never => self.publish(next),
         }
         drop(w);
-        self.shared.records_appended.increment(u64::from(count));
-        self.shared.bytes_appended.increment(bytes);
+    }
+
+    /// Records and bytes appended since open.
+    pub fn appended(&self) -> Appended {
+        lock(&self.shared.writer).appended
     }
 
     fn fail_writer(&self, error: &LogError) {

@@ -16,7 +16,7 @@ mod segment;
 mod snapshot;
 mod store;
 
-pub use commit_log::{Log, LogStats, now_ms};
+pub use commit_log::{Appended, Log, LogStats, now_ms};
 pub use config::{Durability, LogConfig, MIB};
 pub use error::{LogError, Result};
 pub use record::{

@@ -91,8 +91,7 @@ impl Log {
                     waiters.push_back(Waiter { next, first, ack });
                 }
                 drop(waiters);
-                self.shared.records_appended.increment(u64::from(combined.count));
-                self.shared.bytes_appended.increment(combined.frames.len() as u64);
+                w.appended.add(combined.count, combined.frames.len() as u64);
             }
             Err(e) => {
                 for (_, _, ack) in combined.batches.drain(..) {
