@@ -438,3 +438,34 @@ fn a_gap_of_zeroed_index_entries_is_rebuilt_from_the_store() {
         assert_eq!(log.read(i).unwrap().value[..], value(i)[..], "offset {i}");
     }
 }
+
+#[test]
+fn borrowed_reads_match_owned_reads_in_sealed_and_active_segments() {
+    for durability in [Durability::Never, Durability::Always] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            durability,
+            ..small_config()
+        };
+        let log = Log::open(dir.path(), config).unwrap();
+        for i in 0..60 {
+            log.append(&value(i)).unwrap();
+        }
+        assert!(log.stats().segments > 2, "sealed segments and an active one");
+        for offset in 0..60 {
+            let owned = log.read(offset).unwrap();
+            let borrowed = log
+                .read_with(offset, |r| (r.offset, r.timestamp_ms, r.attributes, r.value.to_vec()))
+                .unwrap();
+            assert_eq!(
+                borrowed,
+                (owned.offset, owned.timestamp_ms, owned.attributes, owned.value.to_vec())
+            );
+            assert_eq!(borrowed.3, value(offset));
+        }
+        assert!(matches!(
+            log.read_with(60, |_| ()),
+            Err(LogError::OutOfRange { next: 60, .. })
+        ));
+    }
+}

@@ -54,12 +54,12 @@ pub async fn read_one(
     OffsetInPath(offset): OffsetInPath,
     WantsRaw(raw): WantsRaw,
 ) -> ApiResult<Response> {
-    let record = state.log.read(offset)?;
     if raw {
+        let record = state.log.read(offset)?;
         let binary = HeaderValue::from_static("application/octet-stream");
         return Ok(([(header::CONTENT_TYPE, binary)], record.value).into_response());
     }
-    Ok(json_response(record_json(&record)))
+    Ok(json_response(state.log.read_with(offset, record_json)?))
 }
 
 pub async fn read_range(State(state): State<AppState>, request: Request) -> ApiResult<Response> {

@@ -10,9 +10,9 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
 use super::append::ATTR_BINARY;
-use crate::log::Record;
+use crate::log::{Record, RecordRef};
 
-pub fn write_record(out: &mut Vec<u8>, record: &Record) {
+pub fn write_record(out: &mut Vec<u8>, record: RecordRef<'_>) {
     // Written straight into `out`: `to_string` would cost two allocations a record.
     let _ = write!(
         out,
@@ -21,16 +21,16 @@ pub fn write_record(out: &mut Vec<u8>, record: &Record) {
     );
     if record.attributes & ATTR_BINARY != 0 {
         out.extend_from_slice(b",\"value_base64\":\"");
-        out.extend_from_slice(STANDARD.encode(&record.value).as_bytes());
+        out.extend_from_slice(STANDARD.encode(record.value).as_bytes());
         out.push(b'"');
     } else {
         out.extend_from_slice(b",\"value\":");
-        out.extend_from_slice(&record.value);
+        out.extend_from_slice(record.value);
     }
     out.push(b'}');
 }
 
-pub fn record_json(record: &Record) -> Vec<u8> {
+pub fn record_json(record: RecordRef<'_>) -> Vec<u8> {
     let mut out = Vec::with_capacity(record.value.len() + 64);
     write_record(&mut out, record);
     out
@@ -45,7 +45,7 @@ pub fn range_json(records: &[Record], next_offset: u64) -> Vec<u8> {
         if i > 0 {
             out.push(b',');
         }
-        write_record(&mut out, record);
+        write_record(&mut out, record.borrowed());
     }
     let _ = write!(out, "],\"next_offset\":{next_offset}}}");
     out

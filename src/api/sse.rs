@@ -70,7 +70,7 @@ fn events(state: AppState, from: u64) -> impl Stream<Item = Result<Event, Infall
             if let Some(record) = tail.pending.next() {
                 let event = Event::default()
                     .id(record.offset.to_string())
-                    .data(String::from_utf8_lossy(&record_json(&record)));
+                    .data(String::from_utf8_lossy(&record_json(record.borrowed())));
                 return Some((Ok(event), tail));
             }
             if tail.done || tail.state.shutting_down() {

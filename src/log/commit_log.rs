@@ -25,7 +25,8 @@ use super::config::{Durability, LogConfig};
 use super::error::{LogError, Result};
 use super::group_commit::{Ack, GroupCommit, Submitted};
 use super::record::{
-    FLAG_BATCH_CONTINUES, MAX_STORED_FRAME, Payload, Record, decode_frame, encode_frame, encode_unstamped, frame_len,
+    FLAG_BATCH_CONTINUES, MAX_STORED_FRAME, Payload, Record, RecordRef, decode_frame, encode_frame, encode_unstamped,
+    frame_len,
 };
 use super::segment::{Chunk, Segment};
 use super::snapshot::SnapshotReader;
@@ -523,6 +524,17 @@ impl Log {
         }
         let segment = self.segment_for(offset).ok_or_else(|| self.out_of_range(offset))?;
         segment.read(offset)
+    }
+
+    /// Like `read`, but hands `f` the record where it lies when it can
+    /// (see `Segment::read_with`): one copy fewer for a reader that
+    /// only renders it.
+    pub fn read_with<R>(&self, offset: u64, f: impl FnOnce(RecordRef<'_>) -> R) -> Result<R> {
+        if offset < self.lowest_offset() || offset >= self.next_offset() {
+            return Err(self.out_of_range(offset));
+        }
+        let segment = self.segment_for(offset).ok_or_else(|| self.out_of_range(offset))?;
+        segment.read_with(offset, f)
     }
 
     /// Records from `from` on, oldest first, at most `max_records` and about

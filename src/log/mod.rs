@@ -20,7 +20,7 @@ pub use commit_log::{Appended, Log, LogStats, now_ms};
 pub use config::{Durability, LogConfig, MIB};
 pub use error::{LogError, Result};
 pub use record::{
-    FLAG_BATCH_CONTINUES, FRAME_HEADER, FrameError, FrameView, Payload, Record, decode_frame, encode_frame,
+    FLAG_BATCH_CONTINUES, FRAME_HEADER, FrameError, FrameView, Payload, Record, RecordRef, decode_frame, encode_frame,
     finished_batches_len, frame_len, split_frames,
 };
 pub use recovery::Recovered;

@@ -42,6 +42,26 @@ pub struct Record {
     pub value: Bytes,
 }
 
+/// A record borrowed from where it is stored (see `Log::read_with`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordRef<'a> {
+    pub offset: u64,
+    pub timestamp_ms: u64,
+    pub attributes: u8,
+    pub value: &'a [u8],
+}
+
+impl Record {
+    pub fn borrowed(&self) -> RecordRef<'_> {
+        RecordRef {
+            offset: self.offset,
+            timestamp_ms: self.timestamp_ms,
+            attributes: self.attributes,
+            value: &self.value,
+        }
+    }
+}
+
 /// What a caller appends: a value and the caller's attribute bits.
 #[derive(Clone, Copy, Debug)]
 pub struct Payload<'a> {

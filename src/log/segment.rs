@@ -13,8 +13,8 @@ use super::config::{Durability, LogConfig};
 use super::error::{LogError, Result};
 use super::index::Index;
 use super::record::{
-    FLAG_BATCH_CONTINUES, FRAME_HEADER, FRAME_PREFIX, MAX_STORED_FRAME, Payload, Record, decode_frame, encode_frame,
-    split_frames,
+    FLAG_BATCH_CONTINUES, FRAME_HEADER, FRAME_PREFIX, FrameView, MAX_STORED_FRAME, Payload, Record, RecordRef,
+    decode_frame, encode_frame, split_frames,
 };
 use super::recovery::{self, Recovered};
 use super::store::Store;
@@ -198,23 +198,9 @@ impl Segment {
     /// Reads the record at `offset`, which must be below `next_offset`:
     /// one positioned read of exactly its frame, checked.
     pub fn read(&self, offset: u64) -> Result<Record> {
-        let published = self.index.len();
-        let i = u32::try_from(offset - self.base).unwrap_or(u32::MAX);
-        if i >= published {
-            return Err(self.corrupt(0, Some(offset), "record missing from the index".into()));
-        }
-        let pos = self.slot_position(i)?;
-        let end = self.end_of(i, published)?;
+        let (pos, end) = self.frame_span(offset)?;
         let frame = Bytes::from(self.store.read_at(pos, (end - pos) as usize)?);
-        let view =
-            decode_frame(&frame, self.max_frame_len).map_err(|e| self.corrupt(pos, Some(offset), e.to_string()))?;
-        if view.offset != offset || view.frame_len != frame.len() {
-            let reason = format!(
-                "frame at this position holds offset {} in {} bytes",
-                view.offset, view.frame_len
-            );
-            return Err(self.corrupt(pos, Some(offset), reason));
-        }
+        let view = self.check_frame(&frame, pos, offset)?;
         let (timestamp_ms, attributes) = (view.timestamp_ms, view.attributes);
         // `advance` keeps the buffer as it is; `slice` would allocate a shared header.
         let mut value = frame;
@@ -225,6 +211,45 @@ impl Segment {
             attributes,
             value,
         })
+    }
+
+    /// Like `read`, but hands `f` the record where it lies (in the active
+    /// segment's read map) instead of copying it out first.
+    pub fn read_with<R>(&self, offset: u64, f: impl FnOnce(RecordRef<'_>) -> R) -> Result<R> {
+        let (pos, end) = self.frame_span(offset)?;
+        self.store.with_bytes(pos, (end - pos) as usize, |frame| {
+            let view = self.check_frame(frame, pos, offset)?;
+            Ok(f(RecordRef {
+                offset,
+                timestamp_ms: view.timestamp_ms,
+                attributes: view.attributes,
+                value: view.value,
+            }))
+        })?
+    }
+
+    /// Where the frame of `offset`, which must be below `next_offset`, lies.
+    fn frame_span(&self, offset: u64) -> Result<(u64, u64)> {
+        let published = self.index.len();
+        let i = u32::try_from(offset - self.base).unwrap_or(u32::MAX);
+        if i >= published {
+            return Err(self.corrupt(0, Some(offset), "record missing from the index".into()));
+        }
+        Ok((self.slot_position(i)?, self.end_of(i, published)?))
+    }
+
+    /// Decodes the one frame `frame` must be: checksummed, and holding `offset`.
+    fn check_frame<'a>(&self, frame: &'a [u8], pos: u64, offset: u64) -> Result<FrameView<'a>> {
+        let view =
+            decode_frame(frame, self.max_frame_len).map_err(|e| self.corrupt(pos, Some(offset), e.to_string()))?;
+        if view.offset != offset || view.frame_len != frame.len() {
+            let reason = format!(
+                "frame at this position holds offset {} in {} bytes",
+                view.offset, view.frame_len
+            );
+            return Err(self.corrupt(pos, Some(offset), reason));
+        }
+        Ok(view)
     }
 
     /// Reads records from `from`, stopping before `upto`, after `max_records`,

@@ -244,6 +244,22 @@ impl Store {
         }
     }
 
+    /// Hands `f` exactly `len` bytes at `pos`: borrowed from the read map
+    /// (under its lock) when there is one, else read into a buffer first.
+    /// Asking past `size` is an error.
+    pub fn with_bytes<R>(&self, pos: u64, len: usize, f: impl FnOnce(&[u8]) -> R) -> io::Result<R> {
+        {
+            let view = self.view.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(map) = view.as_ref() {
+                let end = pos.checked_add(len as u64).filter(|end| *end <= self.size());
+                if let Some(end) = end.filter(|end| *end <= map.len() as u64) {
+                    return Ok(f(&map[pos as usize..end as usize]));
+                }
+            }
+        }
+        Ok(f(&self.read_at(pos, len)?))
+    }
+
     /// Reads exactly `len` bytes at `pos`; asking past `size` is an error.
     pub fn read_at(&self, pos: u64, len: usize) -> io::Result<Vec<u8>> {
         let end = pos.checked_add(len as u64);
