@@ -16,6 +16,7 @@ use serde_json::json;
 
 use super::error::{ApiError, ApiResult};
 use super::media::{BodyFormat, body_format};
+use super::render::push_decimal;
 use super::state::{AppState, Role};
 use crate::log::{Log, Payload};
 
@@ -175,7 +176,10 @@ async fn append_records(log: &Log, records: Vec<(u8, Bytes)>) -> ApiResult<u64> 
 }
 
 fn created_one(offset: u64) -> Response {
-    let body = format!("{{\"offset\":{offset}}}");
+    let mut body = Vec::with_capacity(32);
+    body.extend_from_slice(b"{\"offset\":");
+    push_decimal(&mut body, offset);
+    body.push(b'}');
     let json = HeaderValue::from_static("application/json");
     let mut response = (StatusCode::CREATED, [(header::CONTENT_TYPE, json)], body).into_response();
     set_location(&mut response, offset);
@@ -183,7 +187,10 @@ fn created_one(offset: u64) -> Response {
 }
 
 fn set_location(response: &mut Response, offset: u64) {
-    if let Ok(value) = HeaderValue::try_from(format!("/{offset}")) {
+    let mut location = Vec::with_capacity(24);
+    location.push(b'/');
+    push_decimal(&mut location, offset);
+    if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(location)) {
         response.headers_mut().insert(header::LOCATION, value);
     }
 }

@@ -18,6 +18,7 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use super::render::write_decimal;
 use super::request_metrics;
 
 /// A constant name: a `&str` would be parsed on every lookup and insert.
@@ -199,24 +200,6 @@ fn request_id_prefix() -> Box<[u8]> {
     format!("{boot:x}-{thread}-").into_bytes().into_boxed_slice()
 }
 
-/// Writes `n` in decimal at the start of `out` (20 bytes suffice) and
-/// returns how many bytes that took.
-fn write_decimal(out: &mut [u8], mut n: u64) -> usize {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    let len = digits.len() - i;
-    out[..len].copy_from_slice(&digits[i..]);
-    len
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,14 +217,5 @@ mod tests {
         ids.dedup();
         assert_eq!(ids.len(), count, "{ids:?}");
         assert!(ids.iter().all(|id| id.split('-').count() == 3));
-    }
-
-    #[test]
-    fn decimals_are_written_in_full() {
-        let mut out = [0u8; 20];
-        for n in [0, 7, 10, 1234567890, u64::MAX] {
-            let len = write_decimal(&mut out, n);
-            assert_eq!(&out[..len], n.to_string().as_bytes());
-        }
     }
 }

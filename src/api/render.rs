@@ -4,8 +4,6 @@
 //! they were appended and are checksummed on disk, so they are copied into
 //! the answer as they are, not parsed again.
 
-use std::io::Write;
-
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
@@ -13,12 +11,10 @@ use super::append::ATTR_BINARY;
 use crate::log::{Record, RecordRef};
 
 pub fn write_record(out: &mut Vec<u8>, record: RecordRef<'_>) {
-    // Written straight into `out`: `to_string` would cost two allocations a record.
-    let _ = write!(
-        out,
-        "{{\"offset\":{},\"timestamp\":{}",
-        record.offset, record.timestamp_ms
-    );
+    out.extend_from_slice(b"{\"offset\":");
+    push_decimal(out, record.offset);
+    out.extend_from_slice(b",\"timestamp\":");
+    push_decimal(out, record.timestamp_ms);
     if record.attributes & ATTR_BINARY != 0 {
         out.extend_from_slice(b",\"value_base64\":\"");
         out.extend_from_slice(STANDARD.encode(record.value).as_bytes());
@@ -28,6 +24,32 @@ pub fn write_record(out: &mut Vec<u8>, record: RecordRef<'_>) {
         out.extend_from_slice(record.value);
     }
     out.push(b'}');
+}
+
+/// Appends `n` in decimal: answers write several numbers each, and the
+/// formatting machinery costs more than the digits.
+pub fn push_decimal(out: &mut Vec<u8>, n: u64) {
+    let mut digits = [0u8; 20];
+    let len = write_decimal(&mut digits, n);
+    out.extend_from_slice(&digits[..len]);
+}
+
+/// Writes `n` in decimal at the start of `out` (20 bytes suffice) and
+/// returns how many bytes that took.
+pub fn write_decimal(out: &mut [u8], mut n: u64) -> usize {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let len = digits.len() - i;
+    out[..len].copy_from_slice(&digits[i..]);
+    len
 }
 
 pub fn record_json(record: RecordRef<'_>) -> Vec<u8> {
@@ -47,7 +69,9 @@ pub fn range_json(records: &[Record], next_offset: u64) -> Vec<u8> {
         }
         write_record(&mut out, record.borrowed());
     }
-    let _ = write!(out, "],\"next_offset\":{next_offset}}}");
+    out.extend_from_slice(b"],\"next_offset\":");
+    push_decimal(&mut out, next_offset);
+    out.push(b'}');
     out
 }
 
@@ -55,6 +79,15 @@ pub fn range_json(records: &[Record], next_offset: u64) -> Vec<u8> {
 mod tests {
     use super::*;
     use bytes::Bytes;
+
+    #[test]
+    fn decimals_are_written_in_full() {
+        for n in [0, 7, 10, 1234567890, u64::MAX] {
+            let mut out = b"x".to_vec();
+            push_decimal(&mut out, n);
+            assert_eq!(out, format!("x{n}").into_bytes());
+        }
+    }
 
     #[test]
     fn json_and_binary_records_render_as_valid_json() {
