@@ -8,14 +8,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
+use axum::ServiceExt;
 use axum::extract::connect_info::Connected;
 use axum::serve::{IncomingStream, Listener};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::api::{self, AppState, Limits, Role};
+use crate::api::{self, App, AppState, Limits, Role};
 use crate::auth::{AuthConfigError, PeerInfo, ReloadableTls, Security, SecurityConfig, TlsListener};
 use crate::log::{Log, LogConfig, LogError, now_ms};
 use crate::replication::{FollowConfig, FollowerStatus, spawn_follower};
@@ -63,11 +63,11 @@ pub enum ServerError {
     Io(#[from] std::io::Error),
 }
 
-/// Serves `router` on `listener` until `stop` completes, with each
+/// Serves `app` on `listener` until `stop` completes, with each
 /// request's `PeerInfo` attached when `with_peer`.
 fn spawn_serving<L>(
     listener: L,
-    router: Router,
+    app: App,
     with_peer: bool,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> JoinHandle<std::io::Result<()>>
@@ -77,10 +77,11 @@ where
     PeerInfo: for<'a> Connected<IncomingStream<'a, L>>,
 {
     if with_peer {
-        let app = router.into_make_service_with_connect_info::<PeerInfo>();
+        let app = app.into_make_service_with_connect_info::<PeerInfo>();
         tokio::spawn(axum::serve(listener, app).with_graceful_shutdown(stop).into_future())
     } else {
-        tokio::spawn(axum::serve(listener, router).with_graceful_shutdown(stop).into_future())
+        let app = app.into_make_service();
+        tokio::spawn(axum::serve(listener, app).with_graceful_shutdown(stop).into_future())
     }
 }
 
@@ -130,7 +131,7 @@ impl Server {
             }
         };
         let state = AppState::new(log.clone(), config.limits.clone(), role.clone(), stopping.clone());
-        let router = api::router(state, security.guard.clone());
+        let app = api::app(state, security.guard.clone());
         // Only the guard reads the peer (its client certificate); attaching
         // it to every request costs when nothing reads it.
         let with_peer = security.guard.is_some();
@@ -141,9 +142,9 @@ impl Server {
         let serving = match &security.tls {
             Some(tls) => {
                 let listener = TlsListener::new(listener, tls.clone(), stopping.clone())?;
-                spawn_serving(listener, router, with_peer, stop_signal)
+                spawn_serving(listener, app, with_peer, stop_signal)
             }
-            None => spawn_serving(listener, router, with_peer, stop_signal),
+            None => spawn_serving(listener, app, with_peer, stop_signal),
         };
         tracing::info!(addr = %local_addr, data_dir = %config.data_dir.display(),
             next_offset = log.next_offset(), role = if config.follow.is_some() { "follower" } else { "leader" },

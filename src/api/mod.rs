@@ -20,6 +20,9 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::Request;
 use axum::routing::get;
+use tower_layer::Layer;
+
+use observe::{Observe, ObserveLayer};
 
 use crate::auth::{Guard, authorize};
 
@@ -29,28 +32,64 @@ pub use frames::{LOG_NEXT_OFFSET, LOWEST_OFFSET, NEXT_OFFSET};
 pub use metrics::recorder;
 pub use state::{AppState, Limits, Role};
 
-/// The API's routes. With a guard, every route is authenticated and
-/// authorized first (see `auth::guard`).
-pub fn router(state: AppState, guard: Option<Arc<Guard>>) -> Router {
+/// Route templates: the router is built from them, and metrics and logs
+/// label requests with them (see `route_template`).
+mod routes {
+    pub const ROOT: &str = "/";
+    pub const RECORD: &str = "/{offset}";
+    pub const STATUS: &str = "/status";
+    pub const HEALTHZ: &str = "/healthz";
+    pub const READYZ: &str = "/readyz";
+    pub const METRICS: &str = "/metrics";
+    pub const FRAMES: &str = "/replication/frames";
+    /// No route has this path (a JSON 404).
+    pub const UNMATCHED: &str = "unmatched";
+}
+
+/// The whole HTTP service: the routes inside request observation (which
+/// also turns a panicking handler into a 500). It wraps the router once
+/// rather than every route (`Router::layer`), which would box and clone
+/// each per request.
+pub type App = Observe<Router>;
+
+/// The API. With a guard, every route is authenticated and authorized
+/// first (see `auth::guard`).
+pub fn app(state: AppState, guard: Option<Arc<Guard>>) -> App {
     recorder();
     let routes = Router::new()
-        .route("/", get(read::read_range).post(append::append))
-        .route("/{offset}", get(read::read_one))
-        .route("/status", get(status::status))
-        .route("/healthz", get(status::healthz))
-        .route("/readyz", get(status::readyz))
-        .route("/metrics", get(metrics::metrics))
-        .route("/replication/frames", get(frames::frames));
+        .route(routes::ROOT, get(read::read_range).post(append::append))
+        .route(routes::RECORD, get(read::read_one))
+        .route(routes::STATUS, get(status::status))
+        .route(routes::HEALTHZ, get(status::healthz))
+        .route(routes::READYZ, get(status::readyz))
+        .route(routes::METRICS, get(metrics::metrics))
+        .route(routes::FRAMES, get(frames::frames));
     let routes = match guard {
         Some(guard) => routes.route_layer(axum::middleware::from_fn_with_state(guard, authorize)),
         None => routes,
     };
-    routes
+    let router = routes
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(observe::ObserveLayer)
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
-        .with_state(state)
+        .with_state(state);
+    ObserveLayer.layer(router)
+}
+
+/// The template of the route that serves `path`, as the router matches it:
+/// the named paths, any other single non-empty segment is a record.
+pub fn route_template(path: &str) -> &'static str {
+    match path {
+        routes::ROOT => routes::ROOT,
+        routes::STATUS => routes::STATUS,
+        routes::HEALTHZ => routes::HEALTHZ,
+        routes::READYZ => routes::READYZ,
+        routes::METRICS => routes::METRICS,
+        routes::FRAMES => routes::FRAMES,
+        _ => match path.strip_prefix('/') {
+            Some(segment) if !segment.is_empty() && !segment.contains('/') => routes::RECORD,
+            _ => routes::UNMATCHED,
+        },
+    }
 }
 
 async fn route_not_found(request: Request) -> ApiError {
@@ -67,8 +106,25 @@ async fn method_not_allowed(request: Request) -> ApiError {
     }
 }
 
-fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    tracing::error!("a request handler panicked");
-    ApiError::Internal("the request failed unexpectedly".into()).into_response()
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_get_the_template_of_the_route_that_serves_them() {
+        for (path, template) in [
+            ("/", "/"),
+            ("/status", "/status"),
+            ("/metrics", "/metrics"),
+            ("/replication/frames", "/replication/frames"),
+            ("/42", "/{offset}"),
+            ("/not-a-number", "/{offset}"),
+            ("/status/", "unmatched"),
+            ("/replication", "/{offset}"),
+            ("/a/b", "unmatched"),
+            ("//", "unmatched"),
+        ] {
+            assert_eq!(route_template(path), template, "{path}");
+        }
+    }
 }

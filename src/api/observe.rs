@@ -1,30 +1,34 @@
 //! Per-request observation: a request id (the client's `x-request-id`, or
 //! one made here) echoed on the answer, one structured log line, and the
 //! `distlog_http_*` metrics labelled by route template, never raw path.
+//! It also turns a panicking handler into a JSON 500.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::future::Future;
+use std::panic::{self, AssertUnwindSafe};
 use std::pin::Pin;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock, PoisonError};
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use axum::extract::{MatchedPath, Request};
+use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue, Method};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use super::error::ApiError;
 use super::render::write_decimal;
 use super::request_metrics;
+use super::route_template;
 
 /// A constant name: a `&str` would be parsed on every lookup and insert.
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Wraps every route (see `api::router`).
+/// Wraps the router (see `api::app`).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ObserveLayer;
 
@@ -38,7 +42,9 @@ impl<S> Layer<S> for ObserveLayer {
 
 /// A hand-written service rather than `middleware::from_fn`, which boxes
 /// and clones the inner service on every request: that showed up as a
-/// twentieth of a small request's CPU time.
+/// twentieth of a small request's CPU time. Routes are labelled by
+/// template from the path (`route_template`), so the router need not
+/// attach its matched path to every request.
 #[derive(Clone, Debug)]
 pub struct Observe<S> {
     inner: S,
@@ -59,10 +65,7 @@ where
     fn call(&mut self, request: Request) -> Self::Future {
         let started = Instant::now();
         let method = method_label(request.method());
-        let route = request
-            .extensions()
-            .get::<MatchedPath>()
-            .map_or("unmatched", |path| interned(path.as_str()));
+        let route = route_template(request.uri().path());
         let request_id = request
             .headers()
             .get(REQUEST_ID)
@@ -99,8 +102,15 @@ where
     type Output = Result<Response, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let mut response = ready!(this.inner.poll(cx))?;
+        let mut this = self.project();
+        // A panicking handler answers 500 and the connection goes on; the
+        // inner future is not polled again after its panic.
+        let polled = panic::catch_unwind(AssertUnwindSafe(|| this.inner.as_mut().poll(cx)));
+        let mut response = match polled {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready(result)) => result?,
+            Err(_) => panicked(),
+        };
         let status = response.status().as_u16();
         let elapsed = this.started.elapsed();
         request_metrics::record(this.method, this.route, status, elapsed.as_nanos() as u64);
@@ -119,6 +129,11 @@ where
     }
 }
 
+fn panicked() -> Response {
+    tracing::error!("a request handler panicked");
+    ApiError::Internal("the request failed unexpectedly".into()).into_response()
+}
+
 /// Only standard methods become label values: a client must not be able to
 /// mint new metric series.
 fn method_label(method: &Method) -> &'static str {
@@ -131,37 +146,6 @@ fn method_label(method: &Method) -> &'static str {
         Method::OPTIONS => "OPTIONS",
         Method::PATCH => "PATCH",
         _ => "other",
-    }
-}
-
-/// The route template as a `&'static str`: holding the router's shared
-/// `Arc<str>` across the request would make every worker thread bump the
-/// same reference count. Templates are few and fixed, so each is leaked
-/// once.
-fn interned(template: &str) -> &'static str {
-    thread_local! {
-        static SEEN: RefCell<Vec<&'static str>> = const { RefCell::new(Vec::new()) };
-    }
-    SEEN.with_borrow_mut(|seen| match seen.iter().find(|t| **t == template) {
-        Some(known) => *known,
-        None => {
-            let leaked: &'static str = intern_globally(template);
-            seen.push(leaked);
-            leaked
-        }
-    })
-}
-
-fn intern_globally(template: &str) -> &'static str {
-    static ALL: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
-    let mut all = ALL.lock().unwrap_or_else(PoisonError::into_inner);
-    match all.iter().find(|t| **t == template) {
-        Some(known) => known,
-        None => {
-            let leaked: &'static str = Box::leak(template.into());
-            all.push(leaked);
-            leaked
-        }
     }
 }
 
@@ -203,6 +187,37 @@ fn request_id_prefix() -> Box<[u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::convert::Infallible;
+
+    /// A route whose handler panics while it runs.
+    struct Panicking;
+
+    impl Service<Request> for Panicking {
+        type Response = Response;
+        type Error = Infallible;
+        type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: Request) -> Self::Future {
+            Box::pin(std::future::poll_fn(|_| panic!("handler bug")))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_500_with_a_request_id() {
+        let mut service = ObserveLayer.layer(Panicking);
+        let request = Request::builder()
+            .uri("/7")
+            .header("x-request-id", "abc")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let response = service.call(request).await.unwrap();
+        assert_eq!(response.status(), 500);
+        assert_eq!(response.headers()["x-request-id"], "abc");
+    }
 
     #[test]
     fn request_ids_differ_across_threads_and_calls() {

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use axum::extract::connect_info::ConnectInfo;
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use super::acl::{Acl, Action};
 use super::tls::PeerInfo;
 use super::tokens::Tokens;
-use crate::api::ApiError;
+use crate::api::{ApiError, route_template};
 
 /// Why a caller is not identified.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,11 +89,7 @@ impl Guard {
     }
 
     fn check(&self, request: &Request) -> Result<Option<String>, ApiError> {
-        let route = request
-            .extensions()
-            .get::<MatchedPath>()
-            .map(|p| p.as_str())
-            .unwrap_or("");
+        let route = route_template(request.uri().path());
         let Some(action) = self.required_action(request.method(), route) else {
             return Ok(None);
         };
