@@ -469,3 +469,40 @@ fn borrowed_reads_match_owned_reads_in_sealed_and_active_segments() {
         ));
     }
 }
+
+#[test]
+fn every_append_acknowledged_before_close_is_there_after_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        durability: Durability::Always,
+        ..small_config()
+    };
+    let log = Log::open(dir.path(), config.clone()).unwrap();
+    let writers: Vec<_> = (0..4u64)
+        .map(|t| {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let mut acknowledged = Vec::new();
+                for i in 0.. {
+                    let key = t * 100_000 + i;
+                    match log.append(&value(key)) {
+                        Ok(offset) => acknowledged.push((offset, key)),
+                        Err(_) => break,
+                    }
+                }
+                acknowledged
+            })
+        })
+        .collect();
+    while log.next_offset() < 200 {
+        std::thread::yield_now();
+    }
+    log.close().unwrap();
+    let acknowledged: Vec<(u64, u64)> = writers.into_iter().flat_map(|w| w.join().unwrap()).collect();
+    assert!(acknowledged.len() >= 200);
+    drop(log);
+    let log = Log::open(dir.path(), config).unwrap();
+    for (offset, key) in acknowledged {
+        assert_eq!(log.read(offset).unwrap().value[..], value(key)[..], "offset {offset}");
+    }
+}

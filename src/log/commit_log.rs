@@ -16,6 +16,7 @@ use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::thread::JoinHandle;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
@@ -65,6 +66,9 @@ struct Shared {
     fsync_seconds: metrics::Histogram,
     /// Appenders whose records are written and wait for a sync, oldest first.
     durable_waiters: Mutex<VecDeque<Waiter>>,
+    /// The committer thread, joined by `close`: it holds the log while it
+    /// works a round, and a reopen must not find the directory still locked.
+    committer: Mutex<Option<JoinHandle<()>>>,
 }
 
 /// Records `[first, next)` are written; `ack` hears once they are durable.
@@ -162,10 +166,14 @@ impl Log {
             failed: std::sync::OnceLock::new(),
             fsync_seconds: metrics::histogram!("distlog_fsync_duration_seconds"),
             durable_waiters: Mutex::new(VecDeque::new()),
+            committer: Mutex::new(None),
         });
         match durability {
             Durability::Interval(every) => spawn_interval_sync(Arc::downgrade(&shared), every)?,
-            Durability::Always => spawn_committer(Arc::downgrade(&shared), shared.group.clone())?,
+            Durability::Always => {
+                let committer = spawn_committer(Arc::downgrade(&shared), shared.group.clone())?;
+                *lock(&shared.committer) = Some(committer);
+            }
             Durability::Never => {}
         }
         Ok(Log { shared })
@@ -628,12 +636,26 @@ impl Log {
     /// Syncs and closes: the index files are cut back to their entries once
     /// the last reader lets go. Every later call fails with `Closed`.
     pub fn close(&self) -> Result<()> {
-        let synced = self.sync();
-        let _w = lock(&self.shared.writer);
-        self.shared.closed.store(true, Ordering::Release);
-        self.shared.group.stop();
-        self.release_waiters(u64::MAX, false);
-        self.write_segments().clear();
-        synced
+        let synced = self.sync_written().and_then(|upto| {
+            self.active()?.index().flush()?;
+            Ok(upto)
+        });
+        {
+            let _w = lock(&self.shared.writer);
+            self.shared.closed.store(true, Ordering::Release);
+            self.shared.group.stop();
+            // Appenders whose records that sync covered succeeded; the rest did not.
+            if let Ok(upto) = synced {
+                self.release_waiters(upto, true);
+            }
+            self.release_waiters(u64::MAX, false);
+            self.write_segments().clear();
+        }
+        // Outside the writer lock: the committer may be waiting for it.
+        let committer = lock(&self.shared.committer).take();
+        if let Some(committer) = committer.filter(|c| c.thread().id() != std::thread::current().id()) {
+            let _ = committer.join();
+        }
+        synced.map(|_| ())
     }
 }

@@ -4,6 +4,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use super::super::error::Result;
@@ -13,8 +14,8 @@ use super::{Log, Shared};
 /// The `Durability::Always` committer: writes the batches submitted since
 /// its last round, syncs whatever was written, then publishes it (see
 /// `group_commit`).
-pub(super) fn spawn_committer(shared: Weak<Shared>, group: Arc<GroupCommit>) -> Result<()> {
-    std::thread::Builder::new()
+pub(super) fn spawn_committer(shared: Weak<Shared>, group: Arc<GroupCommit>) -> Result<JoinHandle<()>> {
+    let handle = std::thread::Builder::new()
         .name("distlog-commit".into())
         .spawn(move || {
             while let Some(submitted) = group.next_work() {
@@ -37,7 +38,7 @@ pub(super) fn spawn_committer(shared: Weak<Shared>, group: Arc<GroupCommit>) -> 
                 });
             }
         })?;
-    Ok(())
+    Ok(handle)
 }
 
 impl Drop for Shared {

@@ -82,10 +82,28 @@ impl Log {
         if keep < self.lowest_offset() {
             return Err(self.out_of_range(offset));
         }
-        self.release_waiters(u64::MAX, false);
+        // Readers stop at the cut first (never past what was visible: in
+        // `Always` mode records below `keep` may not be synced yet), and a
+        // sync already under way can no longer publish past it.
         self.shared.group.reset(keep, || {
-            self.shared.visible.store(keep, Ordering::Release);
+            self.shared.visible.fetch_min(keep, Ordering::AcqRel);
         });
+        let cut = self.cut_tail(keep);
+        if cut.is_ok() {
+            // The cut synced what it kept: its waiting appenders succeeded.
+            self.publish(keep);
+            self.release_waiters(keep, true);
+        }
+        self.release_waiters(u64::MAX, false);
+        cut?;
+        w.next = keep;
+        self.shared.appended.send_replace(keep);
+        Ok(())
+    }
+
+    /// Drops the segments at or after `keep` and cuts the last one kept so
+    /// that it ends before `keep`, synced.
+    fn cut_tail(&self, keep: u64) -> Result<()> {
         {
             let mut segments = self.write_segments();
             while segments.len() > 1 && segments.last().is_some_and(|s| s.base() >= keep) {
@@ -97,8 +115,6 @@ impl Log {
             last.truncate_before(keep)?;
         }
         File::open(&self.shared.dir)?.sync_all()?;
-        w.next = keep;
-        self.shared.appended.send_replace(keep);
         Ok(())
     }
 
