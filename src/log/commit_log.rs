@@ -66,9 +66,10 @@ struct Shared {
     fsync_seconds: metrics::Histogram,
     /// Appenders whose records are written and wait for a sync, oldest first.
     durable_waiters: Mutex<VecDeque<Waiter>>,
-    /// The committer thread, joined by `close`: it holds the log while it
-    /// works a round, and a reopen must not find the directory still locked.
-    committer: Mutex<Option<JoinHandle<()>>>,
+    /// The committer or interval-sync thread, joined by `close`: it holds
+    /// the log while it works, and a reopen must not find the directory
+    /// still locked.
+    background: Mutex<Option<JoinHandle<()>>>,
 }
 
 /// Records `[first, next)` are written; `ack` hears once they are durable.
@@ -166,13 +167,14 @@ impl Log {
             failed: std::sync::OnceLock::new(),
             fsync_seconds: metrics::histogram!("distlog_fsync_duration_seconds"),
             durable_waiters: Mutex::new(VecDeque::new()),
-            committer: Mutex::new(None),
+            background: Mutex::new(None),
         });
         match durability {
-            Durability::Interval(every) => spawn_interval_sync(Arc::downgrade(&shared), every)?,
+            Durability::Interval(every) => {
+                *lock(&shared.background) = Some(spawn_interval_sync(Arc::downgrade(&shared), every)?);
+            }
             Durability::Always => {
-                let committer = spawn_committer(Arc::downgrade(&shared), shared.group.clone())?;
-                *lock(&shared.committer) = Some(committer);
+                *lock(&shared.background) = Some(spawn_committer(Arc::downgrade(&shared), shared.group.clone())?);
             }
             Durability::Never => {}
         }
@@ -652,9 +654,10 @@ impl Log {
             self.write_segments().clear();
         }
         // Outside the writer lock: the committer may be waiting for it.
-        let committer = lock(&self.shared.committer).take();
-        if let Some(committer) = committer.filter(|c| c.thread().id() != std::thread::current().id()) {
-            let _ = committer.join();
+        let background = lock(&self.shared.background).take();
+        if let Some(thread) = background.filter(|t| t.thread().id() != std::thread::current().id()) {
+            thread.thread().unpark();
+            let _ = thread.join();
         }
         synced.map(|_| ())
     }

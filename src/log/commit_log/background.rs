@@ -47,10 +47,12 @@ impl Drop for Shared {
     }
 }
 
-pub(super) fn spawn_interval_sync(shared: Weak<Shared>, every: Duration) -> Result<()> {
-    std::thread::Builder::new().name("distlog-sync".into()).spawn(move || {
+/// The `Durability::Interval` syncer. It sleeps by parking, so that `close`
+/// can wake it (`unpark`) and join it at once.
+pub(super) fn spawn_interval_sync(shared: Weak<Shared>, every: Duration) -> Result<JoinHandle<()>> {
+    let handle = std::thread::Builder::new().name("distlog-sync".into()).spawn(move || {
         loop {
-            std::thread::sleep(every);
+            std::thread::park_timeout(every);
             let Some(shared) = shared.upgrade() else { return };
             if shared.closed.load(Ordering::Acquire) {
                 return;
@@ -63,5 +65,5 @@ pub(super) fn spawn_interval_sync(shared: Weak<Shared>, every: Duration) -> Resu
             }
         }
     })?;
-    Ok(())
+    Ok(handle)
 }
