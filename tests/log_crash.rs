@@ -728,7 +728,7 @@ fn a_batch_cut_by_truncate_after_is_not_taken_for_a_torn_one() {
     let batch = source.append_batch(5);
     // Keep the first three records of the batch: the new last one carried the
     // batch flag, which must not make a reopen drop what truncate_after kept.
-    source.log.truncate_after(batch + 2).unwrap();
+    source.log.cut_after(batch + 2).unwrap();
     source.values.truncate((batch + 3) as usize);
     let image = source.image();
     let last = *image.active_frames().last().unwrap();

@@ -153,7 +153,7 @@ fn truncate_drops_whole_segments_below() {
         log.append(&value(i)).unwrap();
     }
     let before = log.stats().segments;
-    let dropped = log.truncate(40).unwrap();
+    let dropped = log.purge_before(40).unwrap();
     assert!(dropped > 0);
     assert_eq!(log.stats().segments, before - dropped);
     let lowest = log.lowest_offset();
@@ -172,7 +172,7 @@ fn truncate_after_cuts_the_tail_and_offsets_continue_from_there() {
     for i in 0..80 {
         log.append(&value(i)).unwrap();
     }
-    log.truncate_after(24).unwrap();
+    log.cut_after(24).unwrap();
     assert_eq!(log.next_offset(), 25);
     assert!(log.read(25).is_err());
     assert_eq!(log.append(b"replacement").unwrap(), 25);

@@ -31,11 +31,11 @@ enum Op {
     Reopen,
     /// Copy the files of the open log elsewhere (an unclean stop) and open the copy.
     Crash,
-    /// `truncate` at an offset picked from around the log's range by the selector.
-    Truncate(u16),
-    /// `truncate_after` at an offset near the end (mostly) or picked from
+    /// `purge_before` at an offset picked from around the log's range by the selector.
+    Purge(u16),
+    /// `cut_after` at an offset near the end (mostly) or picked from
     /// around the log's range.
-    TruncateAfter(u16),
+    CutAfter(u16),
     Read(u16),
     ReadRange(u16, u32, u64),
     /// `reset` a little past the next offset.
@@ -55,8 +55,8 @@ fn op() -> impl Strategy<Value = Op> {
         6 => prop::collection::vec(value(), 1..6).prop_map(Op::AppendBatch),
         2 => Just(Op::Reopen),
         2 => Just(Op::Crash),
-        3 => any::<u16>().prop_map(Op::Truncate),
-        3 => any::<u16>().prop_map(Op::TruncateAfter),
+        3 => any::<u16>().prop_map(Op::Purge),
+        3 => any::<u16>().prop_map(Op::CutAfter),
         6 => any::<u16>().prop_map(Op::Read),
         5 => (any::<u16>(), 0u32..20, prop_oneof![0u64..400, 0u64..4000, Just(u64::MAX)])
             .prop_map(|(from, n, bytes)| Op::ReadRange(from, n, bytes)),
@@ -200,21 +200,21 @@ impl Harness {
             }
             Op::Reopen => self.reopen(),
             Op::Crash => self.crash(),
-            Op::Truncate(sel) => {
+            Op::Purge(sel) => {
                 let lowest = self.model.pick(*sel);
                 let before = self.model.lowest;
-                let dropped = self.log().truncate(lowest).unwrap();
+                let dropped = self.log().purge_before(lowest).unwrap();
                 let now = self.log().lowest_offset();
                 prop_assert!(
                     now >= before,
-                    "truncate({}) moved lowest back from {} to {}",
+                    "purge_before({}) moved lowest back from {} to {}",
                     lowest,
                     before,
                     now
                 );
                 prop_assert!(
                     now <= lowest.max(before),
-                    "truncate({}) dropped records at or above it: lowest {} -> {}",
+                    "purge_before({}) dropped records at or above it: lowest {} -> {}",
                     lowest,
                     before,
                     now
@@ -229,20 +229,20 @@ impl Harness {
                 self.model.values.drain(..(now - before) as usize);
                 self.model.lowest = now;
             }
-            Op::TruncateAfter(sel) => {
+            Op::CutAfter(sel) => {
                 let offset = if sel % 4 == 0 {
                     self.model.pick(sel / 4)
                 } else {
                     self.model.next().saturating_sub(1 + u64::from(sel / 4 % 8))
                 };
                 let keep = offset + 1;
-                let result = self.log().truncate_after(offset);
+                let result = self.log().cut_after(offset);
                 if keep >= self.model.next() {
-                    prop_assert!(result.is_ok(), "truncate_after({}) past the end: {:?}", offset, result);
+                    prop_assert!(result.is_ok(), "cut_after({}) past the end: {:?}", offset, result);
                 } else if keep < self.model.lowest {
                     out_of_range(result, offset, &self.model)?;
                 } else {
-                    prop_assert!(result.is_ok(), "truncate_after({}): {:?}", offset, result);
+                    prop_assert!(result.is_ok(), "cut_after({}): {:?}", offset, result);
                     self.model.values.truncate((keep - self.model.lowest) as usize);
                 }
             }

@@ -224,7 +224,7 @@ async fn a_retention_gap_restarts_the_follower_at_the_leaders_lowest_offset() {
     for batch in 0..100 {
         post_batch(&leader.url, batch * 10, 10).await;
     }
-    let dropped = leader.server.log().truncate(500).unwrap();
+    let dropped = leader.server.log().purge_before(500).unwrap();
     assert!(dropped > 0);
     let lowest = leader.server.log().lowest_offset();
     assert!(lowest > 0);

@@ -59,9 +59,13 @@ struct Shared {
     appended: watch::Sender<u64>,
     dirty: AtomicBool,
     closed: AtomicBool,
-    /// Set when a sync fails: what was written may not be on disk, and
-    /// Linux may not report the loss twice, so no later append is trusted.
+    /// Set when a sync fails (what was written may not be on disk, and
+    /// Linux may not report the loss twice, so no later append is trusted),
+    /// when a cut or a reset fails half-way, or when the committer dies.
     failed: std::sync::OnceLock<String>,
+    /// Bumped before every cut or reset changes anything: a reader whose
+    /// read failed while it moved knows to look again.
+    cuts: AtomicU64,
     /// Metric handle, looked up once: a registry lookup per sync shows in profiles.
     fsync_seconds: metrics::Histogram,
     /// Appenders whose records are written and wait for a sync, oldest first.
@@ -78,6 +82,22 @@ struct Waiter {
     next: u64,
     first: u64,
     ack: oneshot::Sender<Ack>,
+}
+
+/// Whether a write may start a new segment (see `append_batch_async`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Roll {
+    Allow,
+    Refuse,
+}
+
+/// Runs `f`, which blocks, telling a multi-threaded tokio runtime first so
+/// that it moves the worker's other tasks elsewhere.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
 }
 
 /// Every record of a batch but the last says that the batch goes on.
@@ -165,6 +185,7 @@ impl Log {
             dirty: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             failed: std::sync::OnceLock::new(),
+            cuts: AtomicU64::new(0),
             fsync_seconds: metrics::histogram!("distlog_fsync_duration_seconds"),
             durable_waiters: Mutex::new(VecDeque::new()),
             background: Mutex::new(None),
@@ -233,7 +254,10 @@ impl Log {
     /// reach the disk whole.
     pub fn append_batch(&self, payloads: &[Payload]) -> Result<u64> {
         if self.shared.config.durability != Durability::Always {
-            return Ok(self.write_batch(payloads)?.0);
+            return self
+                .write_batch(payloads, Roll::Allow)?
+                .map(|(first, _)| first)
+                .ok_or(LogError::Closed);
         }
         let acked = self.submit(payloads)?;
         self.acked(acked.blocking_recv().ok())
@@ -241,9 +265,24 @@ impl Log {
 
     /// `append_batch` for async callers: with `Durability::Always` the wait
     /// for the committer yields instead of blocking a thread.
+    /// Without `Always`, a batch that needs a new segment is written with
+    /// the runtime told that this thread blocks (the roll allocates, maps
+    /// and syncs), so that the worker's other tasks move elsewhere.
     pub async fn append_batch_async(&self, payloads: &[Payload<'_>]) -> Result<u64> {
         if self.shared.config.durability != Durability::Always {
-            return Ok(self.write_batch(payloads)?.0);
+            return match self.write_batch(payloads, Roll::Refuse)? {
+                Some((first, _)) => Ok(first),
+                None => blocking(|| {
+                    // Outside the writer lock: the roll's own sync then has
+                    // little left to write while appenders wait for it.
+                    if let Ok(full) = self.active() {
+                        let _ = full.store().sync();
+                    }
+                    self.write_batch(payloads, Roll::Allow)
+                })?
+                .map(|(first, _)| first)
+                .ok_or(LogError::Closed),
+            };
         }
         let acked = self.submit(payloads)?;
         self.acked(acked.await.ok())
@@ -303,10 +342,13 @@ impl Log {
 
     /// Writes a batch and makes it visible as the durability policy allows
     /// without waiting for a sync. Returns its first offset and the offset
-    /// after it.
-    fn write_batch(&self, payloads: &[Payload]) -> Result<(u64, u64)> {
+    /// after it, or `None` if it needs a new segment and `roll` refuses one.
+    fn write_batch(&self, payloads: &[Payload], roll: Roll) -> Result<Option<(u64, u64)>> {
         let (count, bytes) = self.check_batch(payloads)?;
         let mut w = self.lock_writer()?;
+        if roll == Roll::Refuse && self.needs_roll(bytes, count)? {
+            return Ok(None);
+        }
         let first = w.next;
         let timestamp = now_ms().max(w.last_timestamp);
         w.last_timestamp = timestamp;
@@ -326,7 +368,13 @@ impl Log {
         written?;
         let next = w.next;
         self.finish_write(w, count, bytes, None);
-        Ok((first, next))
+        Ok(Some((first, next)))
+    }
+
+    /// Whether `bytes` in `count` frames would make the writer roll first.
+    fn needs_roll(&self, bytes: u64, count: u32) -> Result<bool> {
+        let active = self.active()?;
+        Ok(!active.is_empty() && !active.has_room(bytes, count, self.shared.config.max_segment_bytes))
     }
 
     /// Appends frames made by another log (replication), keeping their
@@ -386,9 +434,25 @@ impl Log {
         Ok(count)
     }
 
+    /// The writer, for a change. A writer that panicked while it held the
+    /// lock may have left `next` and the segments apart: that is fatal for
+    /// writes, as a failed sync is.
     fn lock_writer(&self) -> Result<MutexGuard<'_, Writer>> {
         self.check_writable()?;
-        Ok(lock(&self.shared.writer))
+        match self.shared.writer.lock() {
+            Ok(w) => Ok(w),
+            Err(_) => {
+                self.fail_writer("a writer panicked while it held the writer lock");
+                Err(self.writer_failed())
+            }
+        }
+    }
+
+    fn writer_failed(&self) -> LogError {
+        match self.shared.failed.get() {
+            Some(why) => LogError::WriterFailed(why.clone()),
+            None => LogError::Closed,
+        }
     }
 
     fn check_writable(&self) -> Result<()> {
@@ -415,14 +479,16 @@ impl Log {
         Ok(())
     }
 
+    /// Seals the active segment and starts the next. The sealed segment is
+    /// synced first, whatever the durability: once the new segment's name
+    /// is on disk, a sealed segment that lost its tail to a power cut would
+    /// leave a gap that no open could get past.
     fn roll(&self, w: &Writer) -> Result<Arc<Segment>> {
         let old = self.active()?;
-        if self.shared.config.durability != Durability::Never
-            && let Err(e) = old.sync()
-        {
+        if let Err(e) = old.sync() {
             // As with the committer's own syncs: Linux may not report the
             // loss again, so records written before the roll are not trusted.
-            self.fail_writer(&e);
+            self.fail_writer(&format!("a sync failed: {e}"));
             return Err(e);
         }
         old.seal()?;
@@ -467,12 +533,19 @@ impl Log {
         lock(&self.shared.writer).appended
     }
 
-    fn fail_writer(&self, error: &LogError) {
-        let why = format!("a sync failed: {error}");
-        if self.shared.failed.set(why).is_ok() {
-            tracing::error!(error = %error, "sync failed; refusing appends until restart (reads go on)");
+    /// Refuses every later append, and every appender still waiting, until
+    /// a restart; reads go on. `why` is what appenders and `/readyz` are told.
+    fn fail_writer(&self, why: &str) {
+        if self.shared.failed.set(why.to_string()).is_ok() {
+            tracing::error!(reason = why, "refusing appends until restart (reads go on)");
         }
+        self.shared.group.fail();
         self.release_waiters(u64::MAX, false);
+    }
+
+    /// Why appends are refused until a restart, if they are.
+    pub fn failure(&self) -> Option<String> {
+        self.shared.failed.get().cloned()
     }
 
     /// Tells async appenders whose records are below `upto` how it went
@@ -529,47 +602,74 @@ impl Log {
     }
 
     pub fn read(&self, offset: u64) -> Result<Record> {
-        if offset < self.lowest_offset() || offset >= self.next_offset() {
-            return Err(self.out_of_range(offset));
-        }
-        let segment = self.segment_for(offset).ok_or_else(|| self.out_of_range(offset))?;
-        segment.read(offset)
+        self.across_cuts(|| {
+            if offset < self.lowest_offset() || offset >= self.next_offset() {
+                return Err(self.out_of_range(offset));
+            }
+            let segment = self.segment_for(offset).ok_or_else(|| self.out_of_range(offset))?;
+            segment.read(offset)
+        })
     }
 
     /// Like `read`, but hands `f` the record where it lies when it can
     /// (see `Segment::read_with`): one copy fewer for a reader that
     /// only renders it.
     pub fn read_with<R>(&self, offset: u64, f: impl FnOnce(RecordRef<'_>) -> R) -> Result<R> {
-        if offset < self.lowest_offset() || offset >= self.next_offset() {
-            return Err(self.out_of_range(offset));
+        let mut f = Some(f);
+        self.across_cuts(|| {
+            if offset < self.lowest_offset() || offset >= self.next_offset() {
+                return Err(self.out_of_range(offset));
+            }
+            let segment = self.segment_for(offset).ok_or_else(|| self.out_of_range(offset))?;
+            // `f` runs at most once: a read that got as far as calling it succeeded.
+            let f = f.take().ok_or(LogError::Closed)?;
+            segment.read_with(offset, f)
+        })
+    }
+
+    /// Runs a read again when it failed while a cut or a reset moved the
+    /// records under it: a record cut away after the reader's range check
+    /// is out of range, not corrupt, and one rewritten since reads anew.
+    fn across_cuts<T>(&self, mut read: impl FnMut() -> Result<T>) -> Result<T> {
+        const TRIES: usize = 8;
+        let mut outcome = Err(LogError::Closed);
+        for _ in 0..TRIES {
+            let cuts = self.shared.cuts.load(Ordering::Acquire);
+            outcome = read();
+            if outcome.is_ok() || self.shared.cuts.load(Ordering::Acquire) == cuts {
+                return outcome;
+            }
         }
-        let segment = self.segment_for(offset).ok_or_else(|| self.out_of_range(offset))?;
-        segment.read_with(offset, f)
+        outcome
     }
 
     /// Records from `from` on, oldest first, at most `max_records` and about
     /// `max_bytes` of frames (the first record comes whatever its size).
     /// `from == next_offset` gives nothing; outside [lowest, next] is an error.
     pub fn read_range(&self, from: u64, max_records: u32, max_bytes: u64) -> Result<Vec<Record>> {
-        let mut records = Vec::new();
-        self.read_chunks(from, max_records, max_bytes, |chunk| records.extend(chunk.records))?;
-        Ok(records)
+        self.across_cuts(|| {
+            let mut records = Vec::new();
+            self.read_chunks(from, max_records, max_bytes, |chunk| records.extend(chunk.records))?;
+            Ok(records)
+        })
     }
 
     /// Like `read_range`, but the checked frames themselves, for replication.
     /// Returns the frames and how many records they hold.
     pub fn read_frames(&self, from: u64, max_records: u32, max_bytes: u64) -> Result<(Bytes, u32)> {
-        let mut frames = BytesMut::new();
-        let mut count = 0;
-        self.read_chunks(from, max_records, max_bytes, |chunk| {
-            count += chunk.records.len() as u32;
-            if frames.is_empty() {
-                frames = BytesMut::from(chunk.frames);
-            } else {
-                frames.extend_from_slice(&chunk.frames);
-            }
-        })?;
-        Ok((frames.freeze(), count))
+        self.across_cuts(|| {
+            let mut frames = BytesMut::new();
+            let mut count = 0;
+            self.read_chunks(from, max_records, max_bytes, |chunk| {
+                count += chunk.records.len() as u32;
+                if frames.is_empty() {
+                    frames = BytesMut::from(chunk.frames);
+                } else {
+                    frames.extend_from_slice(&chunk.frames);
+                }
+            })?;
+            Ok((frames.freeze(), count))
+        })
     }
 
     fn read_chunks(&self, from: u64, max_records: u32, max_bytes: u64, mut take: impl FnMut(Chunk)) -> Result<()> {
@@ -607,11 +707,12 @@ impl Log {
     fn segment_for(&self, offset: u64) -> Option<Arc<Segment>> {
         let segments = self.read_segments();
         let i = segments.partition_point(|s| s.base() <= offset);
-        i.checked_sub(1).map(|i| segments[i].clone())
+        i.checked_sub(1).and_then(|i| segments.get(i)).cloned()
     }
 
     fn active(&self) -> Result<Arc<Segment>> {
-        self.read_segments().last().cloned().ok_or(LogError::Closed)
+        let active = self.read_segments().last().cloned();
+        active.ok_or_else(|| self.writer_failed())
     }
 
     /// Streams every store's bytes, oldest first, up to the records visible now.
@@ -625,7 +726,8 @@ impl Log {
                 let end = if next <= segment.base() {
                     0
                 } else if next < segment.next_offset() {
-                    segment.index().position((next - segment.base()) as u32).unwrap_or(0)
+                    let i = u32::try_from(next - segment.base()).unwrap_or(u32::MAX);
+                    segment.index().position(i).unwrap_or(0)
                 } else {
                     segment.size_bytes()
                 };

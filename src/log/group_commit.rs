@@ -197,6 +197,16 @@ impl GroupCommit {
         publish();
     }
 
+    /// The log refuses appends from now on: batches not yet written are
+    /// dropped (their appenders hear it), later ones refused, and the
+    /// committer ends.
+    pub fn fail(&self) {
+        let mut state = self.lock();
+        state.failed = true;
+        state.submitted.clear();
+        self.work.notify_all();
+    }
+
     /// Ends the committer; batches not yet written are dropped (their
     /// appenders hear that the log closed).
     pub fn stop(&self) {

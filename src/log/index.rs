@@ -11,15 +11,24 @@
 //! unclean stop the zero tail is found and dropped by recovery.
 //!
 //! One writer pushes entries past `len`; readers read entries below `len`,
-//! which is published with release ordering after the entry is written, so
-//! the two never touch the same bytes.
+//! which is published with release ordering after the entry is written.
+//! Every slot is read and written as three 32-bit atomic words (an entry is
+//! 4-byte aligned in the page-aligned map), so a reader that loaded `len`
+//! before a cut lowered it can still read the slots it saw without a data
+//! race. A cut only lowers `len`: it never zeroes a slot a reader may still
+//! read. The slots it leaves behind are harmless: the next push at the cut
+//! rewrites slot `len` with the position it already held (the store is cut
+//! exactly there), and recovery trusts an entry only once the frame it
+//! points at checks out. (`tests/loom_log_protocol.rs` models this.)
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use memmap2::MmapMut;
+
+use super::fsops;
 
 pub const ENTRY_BYTES: u64 = 12;
 
@@ -31,15 +40,17 @@ pub struct Index {
     base_ptr: *mut u8,
     capacity: u32,
     len: AtomicU32,
+    /// The file was removed: dropping the index only closes it.
+    removed: AtomicBool,
 }
 
-// SAFETY: the mapping is owned by `map` and lives as long as the Index. The
-// only writer writes slots at or past `len` and publishes them with a release
-// store; readers only read slots below an acquired `len`. `truncate` is the
-// writer's, and readers racing with it see a stale slot, which the frame's
-// own offset and checksum then reject.
+// SAFETY: the mapping is owned by `map` and lives as long as the Index; its
+// bytes are only ever accessed through atomic words (`word`).
 unsafe impl Send for Index {}
 unsafe impl Sync for Index {}
+
+/// 32-bit words per entry.
+const ENTRY_WORDS: usize = (ENTRY_BYTES / 4) as usize;
 
 impl Index {
     /// Opens (or creates) the index, grows it to `capacity` entries and maps
@@ -49,29 +60,25 @@ impl Index {
     /// `reserve`): for indexes that will be written to.
     pub fn open(path: &Path, capacity: u32, reserve: bool) -> io::Result<(Index, bool)> {
         let existed = path.exists();
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)?;
-        let on_disk = file.metadata()?.len();
+        let file = fsops::open(path)?;
+        let on_disk = file.metadata().map_err(|e| fsops::naming(path, e))?.len();
         let wanted = u64::from(capacity) * ENTRY_BYTES;
         // Never shrink here: a file longer than the configured size keeps its entries.
         let size = on_disk.max(wanted);
         if size != on_disk {
-            file.set_len(size)?;
+            fsops::set_len(&file, path, size)?;
         }
         if reserve {
-            reserve_blocks(&file, size)?;
+            fsops::allocate(&file, path, size)?;
         }
         let capacity = (size / ENTRY_BYTES).min(u64::from(u32::MAX)) as u32;
         // SAFETY: the file is ours (the data directory is locked) and never
         // shrinks while this map exists.
-        let mut map = unsafe { MmapMut::map_mut(&file)? };
+        let mut map = unsafe { MmapMut::map_mut(&file) }.map_err(|e| fsops::naming(path, e))?;
         // Entries are touched one page at a time; readahead around each
         // fault would only fill the page cache with zeros.
-        map.advise(memmap2::Advice::Random)?;
+        map.advise(memmap2::Advice::Random)
+            .map_err(|e| fsops::naming(path, e))?;
         let base_ptr = map.as_mut_ptr();
         let index = Index {
             file,
@@ -80,6 +87,7 @@ impl Index {
             base_ptr,
             capacity,
             len: AtomicU32::new(0),
+            removed: AtomicBool::new(false),
         };
         Ok((index, existed && on_disk > 0))
     }
@@ -101,22 +109,29 @@ impl Index {
         self.len() == 0
     }
 
-    /// The raw slot `i` (any slot below capacity), written or not.
+    /// Word `w` of the map, which must lie inside it.
+    fn word(&self, w: usize) -> &AtomicU32 {
+        assert!(
+            w < self.capacity as usize * ENTRY_WORDS,
+            "index word {w} is past the map"
+        );
+        // SAFETY: inside the map (checked above), which lives as long as
+        // `self`; the map is page-aligned, so every word is 4-byte aligned;
+        // all accesses to the map's bytes go through such atomic words.
+        unsafe { &*self.base_ptr.add(w * 4).cast::<AtomicU32>() }
+    }
+
+    /// The raw slot `i` (any slot below capacity), written or not. Relaxed
+    /// loads: `len`'s acquire orders them after the writes they read.
     pub fn slot(&self, i: u32) -> (u32, u64) {
-        assert!(i < self.capacity, "index slot {i} is past the map");
-        let mut raw = [0u8; ENTRY_BYTES as usize];
-        // SAFETY: slot `i` lies inside the map (checked above).
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                self.base_ptr.add(i as usize * ENTRY_BYTES as usize),
-                raw.as_mut_ptr(),
-                raw.len(),
-            );
-        }
-        let rel = u32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]);
-        let mut pos = [0u8; 8];
-        pos.copy_from_slice(&raw[4..12]);
-        (rel, u64::from_le_bytes(pos))
+        let w = i as usize * ENTRY_WORDS;
+        let rel = self.word(w).load(Ordering::Relaxed);
+        let low = self.word(w + 1).load(Ordering::Relaxed);
+        let high = self.word(w + 2).load(Ordering::Relaxed);
+        // Stored little-endian on disk, whatever the machine.
+        let rel = u32::from_le(rel);
+        let pos = u64::from(u32::from_le(low)) | (u64::from(u32::from_le(high)) << 32);
+        (rel, pos)
     }
 
     /// Store position of entry `i`, if it is published.
@@ -136,12 +151,18 @@ impl Index {
         Ok(())
     }
 
-    /// Keeps the first `len` entries and zeroes the rest of what was written
-    /// past them, so that a later recovery cannot mistake them for entries.
-    pub fn truncate(&self, len: u32, written_up_to: u32) {
-        debug_assert!(len <= self.capacity);
+    /// Keeps the first `len` entries. The slots past them keep what they
+    /// held (see the module doc): a reader may still be reading them.
+    pub fn cut_to(&self, len: u32) {
+        debug_assert!(len <= self.len(), "a cut only drops entries");
         self.len.store(len, Ordering::Release);
-        for i in len..written_up_to.min(self.capacity) {
+    }
+
+    /// Zeroes slots `[from, to)`, so that a later recovery finds the zero
+    /// tail where the entries end. Only for recovery, before any reader.
+    pub fn clear_slots(&self, from: u32, to: u32) {
+        debug_assert!(from >= self.len(), "only slots past the entries are cleared");
+        for i in from..to.min(self.capacity) {
             self.write_slot(i, 0, 0);
         }
     }
@@ -153,51 +174,48 @@ impl Index {
     }
 
     fn write_slot(&self, i: u32, rel: u32, pos: u64) {
-        let mut raw = [0u8; ENTRY_BYTES as usize];
-        raw[0..4].copy_from_slice(&rel.to_le_bytes());
-        raw[4..12].copy_from_slice(&pos.to_le_bytes());
-        assert!(i < self.capacity, "index slot {i} is past the map");
-        // SAFETY: inside the map; readers never read slots at or past `len`.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                raw.as_ptr(),
-                self.base_ptr.add(i as usize * ENTRY_BYTES as usize),
-                raw.len(),
-            );
-        }
+        let w = i as usize * ENTRY_WORDS;
+        self.word(w).store(rel.to_le(), Ordering::Relaxed);
+        self.word(w + 1).store((pos as u32).to_le(), Ordering::Relaxed);
+        self.word(w + 2).store(((pos >> 32) as u32).to_le(), Ordering::Relaxed);
     }
 
-    /// Allocates the whole file (an index that becomes writable again).
+    /// Allocates the whole file (an index that becomes writable again). A
+    /// sparse mapped file would fault (SIGBUS, killing the process) on the
+    /// first write to a page the disk has no room for; allocating up front
+    /// turns a full disk into an error here. Filesystems that cannot
+    /// allocate ahead keep the sparse file.
     pub fn reserve(&self) -> io::Result<()> {
-        reserve_blocks(&self.file, u64::from(self.capacity) * ENTRY_BYTES)
+        fsops::allocate(&self.file, &self.path, u64::from(self.capacity) * ENTRY_BYTES).map(|_| ())
     }
 
     /// Makes the file's existence and size durable (a new segment's index).
     pub fn sync_file(&self) -> io::Result<()> {
-        self.file.sync_all()
+        fsops::sync_all(&self.file, &self.path)
     }
 
     /// Writes the mapped pages back to the file (msync).
     pub fn flush(&self) -> io::Result<()> {
         match &self.map {
-            Some(map) => map.flush(),
+            Some(map) => fsops::flush_map(map, &self.path),
             None => Ok(()),
         }
     }
-}
 
-/// Allocates the file's blocks now. A sparse mapped file would fault
-/// (SIGBUS, killing the process) on the first write to a page the disk has
-/// no room for; allocating up front turns a full disk into an error here.
-/// Filesystems that cannot allocate ahead keep the sparse file.
-fn reserve_blocks(file: &File, size: u64) -> io::Result<()> {
-    super::store::allocate(file, size).map(|_| ())
+    /// The file was removed: dropping the index only closes it.
+    pub fn mark_removed(&self) {
+        self.removed.store(true, Ordering::Release);
+    }
 }
 
 impl Drop for Index {
-    /// A clean close: unmap, then cut the file back to its entries.
+    /// A clean close: unmap, then cut the file back to its entries (a
+    /// removed file is only unmapped and closed).
     fn drop(&mut self) {
         if let Some(map) = self.map.take() {
+            if self.removed.load(Ordering::Acquire) {
+                return;
+            }
             let _ = map.flush();
             drop(map);
             let _ = self.file.set_len(u64::from(self.len()) * ENTRY_BYTES);
@@ -240,16 +258,18 @@ mod tests {
     }
 
     #[test]
-    fn truncate_zeroes_dropped_slots() {
+    fn a_cut_keeps_the_slots_a_reader_may_still_read() {
         let dir = tempfile::tempdir().unwrap();
         let (index, _) = Index::open(&dir.path().join("0.index"), 10, false).unwrap();
         for pos in [0, 10, 20, 30] {
             index.push(pos).unwrap();
         }
-        index.truncate(2, 4);
+        index.cut_to(2);
         assert_eq!(index.len(), 2);
-        assert_eq!(index.slot(2), (0, 0));
-        index.push(25).unwrap();
-        assert_eq!(index.slot(2), (2, 25));
+        assert_eq!(index.slot(2), (2, 20), "a reader of entry 1's end still finds it");
+        index.push(20).unwrap();
+        assert_eq!(index.slot(2), (2, 20));
+        index.clear_slots(3, 4);
+        assert_eq!(index.slot(3), (0, 0));
     }
 }

@@ -8,6 +8,7 @@
 mod commit_log;
 mod config;
 mod error;
+pub mod fsops;
 mod group_commit;
 mod index;
 mod record;
@@ -20,8 +21,8 @@ pub use commit_log::{Appended, Log, LogStats, now_ms};
 pub use config::{Durability, LogConfig, MIB};
 pub use error::{LogError, Result};
 pub use record::{
-    FLAG_BATCH_CONTINUES, FRAME_HEADER, FrameError, FrameView, Payload, Record, RecordRef, decode_frame, encode_frame,
-    finished_batches_len, frame_len, split_frames,
+    FLAG_BATCH_CONTINUES, FRAME_HEADER, FrameError, FrameView, Frames, MAX_STORED_FRAME, Payload, Record, RecordRef,
+    decode_frame, encode_frame, finished_batches_len, frame_len, split_frames,
 };
 pub use recovery::Recovered;
 pub use snapshot::SnapshotReader;

@@ -123,23 +123,82 @@ impl std::fmt::Display for FrameError {
     }
 }
 
-/// Length of the leading run of `frames` that ends with a finished batch
-/// (a frame without `FLAG_BATCH_CONTINUES`). Reads only length and flag
-/// fields; a frame that runs past the buffer ends the run.
+/// Length of the leading run of checked frames in `frames` that ends with
+/// a finished batch (a frame without `FLAG_BATCH_CONTINUES`). A frame that
+/// runs past the buffer or does not check out ends the run.
 pub fn finished_batches_len(frames: &[u8]) -> usize {
-    let (mut at, mut finished) = (0usize, 0usize);
-    while frames.len() - at >= FRAME_HEADER {
-        let len = FRAME_PREFIX + u32::from_le_bytes(le4(&frames[at..at + 4])) as usize;
-        if len < FRAME_HEADER || frames.len() - at < len {
-            break;
-        }
-        let flags = frames[at + 9];
-        at += len;
-        if flags & FLAG_BATCH_CONTINUES == 0 {
-            finished = at;
+    Frames::new(frames, None, MAX_STORED_FRAME)
+        .map_while(Result::ok)
+        .filter(|(_, view)| view.flags & FLAG_BATCH_CONTINUES == 0)
+        .last()
+        .map_or(0, |(at, view)| at + view.frame_len)
+}
+
+/// The checked frames of a buffer of frames back to back, each with its
+/// position: the one walk over frames that recovery, batch scanning and
+/// replication share. With an expected first offset, offsets must also be
+/// dense from it. The first frame that does not check out ends the walk
+/// with its position and why.
+#[derive(Clone, Debug)]
+pub struct Frames<'a> {
+    buf: &'a [u8],
+    at: usize,
+    expected: Option<u64>,
+    max_frame_len: usize,
+    done: bool,
+}
+
+impl<'a> Frames<'a> {
+    pub fn new(buf: &'a [u8], first_offset: Option<u64>, max_frame_len: usize) -> Self {
+        Frames {
+            buf,
+            at: 0,
+            expected: first_offset,
+            max_frame_len,
+            done: false,
         }
     }
-    finished
+
+    /// Where the frames checked so far end.
+    pub fn position(&self) -> usize {
+        self.at
+    }
+}
+
+impl<'a> Iterator for Frames<'a> {
+    type Item = Result<(usize, FrameView<'a>), (usize, FrameError)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done || self.at >= self.buf.len() {
+            return None;
+        }
+        let at = self.at;
+        let rest = self.buf.get(at..).unwrap_or_default();
+        let checked = decode_frame(rest, self.max_frame_len).and_then(|view| match self.expected {
+            Some(expected) if view.offset != expected => Err(FrameError::WrongOffset {
+                expected,
+                found: view.offset,
+            }),
+            _ => Ok(view),
+        });
+        match checked {
+            Ok(view) => {
+                self.at += view.frame_len;
+                self.expected = self.expected.map(|e| e + 1);
+                Some(Ok((at, view)))
+            }
+            Err(e) => {
+                self.done = true;
+                Some(Err((at, e)))
+            }
+        }
+    }
+}
+
+/// The body length a frame's length field declares (0 when `prefix` is
+/// shorter than the field). Not checked: callers bound it.
+pub fn frame_body_len(prefix: &[u8]) -> u32 {
+    prefix.first_chunk::<4>().map_or(0, |b| u32::from_le_bytes(*b))
 }
 
 /// Bytes a frame of a value of `value_len` bytes takes on disk.
@@ -173,10 +232,19 @@ pub fn encode_unstamped(out: &mut Vec<u8>, flags: u8, payload: Payload) {
 /// Sets the offset and timestamp of the one frame `frame` holds, and its checksum.
 fn stamp_frame(frame: &mut [u8], offset: u64, timestamp_ms: u64) {
     debug_assert!(frame.len() >= FRAME_HEADER);
-    frame[11..19].copy_from_slice(&offset.to_le_bytes());
-    frame[19..27].copy_from_slice(&timestamp_ms.to_le_bytes());
-    let crc = crc32fast::hash(&frame[FRAME_PREFIX..]);
-    frame[4..8].copy_from_slice(&crc.to_le_bytes());
+    let Some((prefix, body)) = frame.split_at_mut_checked(FRAME_PREFIX) else {
+        return;
+    };
+    if let Some((stamped, _)) = body.split_at_mut_checked(FRAME_HEADER - FRAME_PREFIX) {
+        let [_, _, _, stamps @ ..] = stamped else { return };
+        let (offset_bytes, timestamp_bytes) = stamps.split_at_mut(8);
+        offset_bytes.copy_from_slice(&offset.to_le_bytes());
+        timestamp_bytes.copy_from_slice(&timestamp_ms.to_le_bytes());
+    }
+    let crc = crc32fast::hash(body);
+    if let Some((_, crc_bytes)) = prefix.split_first_chunk_mut::<4>() {
+        crc_bytes.copy_from_slice(&crc.to_le_bytes());
+    }
 }
 
 /// Stamps consecutive frames made by `encode_unstamped` with offsets from
@@ -184,9 +252,11 @@ fn stamp_frame(frame: &mut [u8], offset: u64, timestamp_ms: u64) {
 pub fn stamp_frames(frames: &mut [u8], first: u64, timestamp_ms: u64) -> u32 {
     let (mut at, mut count) = (0, 0u32);
     while at + FRAME_PREFIX <= frames.len() {
-        let body_len = u32::from_le_bytes(le4(&frames[at..at + 4])) as usize;
+        let body_len = frame_body_len(frames.get(at..).unwrap_or_default()) as usize;
         let end = (at + FRAME_PREFIX + body_len).min(frames.len());
-        stamp_frame(&mut frames[at..end], first + u64::from(count), timestamp_ms);
+        if let Some(frame) = frames.get_mut(at..end) {
+            stamp_frame(frame, first + u64::from(count), timestamp_ms);
+        }
         at = end;
         count += 1;
     }
@@ -197,45 +267,44 @@ pub fn stamp_frames(frames: &mut [u8], first: u64, timestamp_ms: u64) -> u32 {
 /// Decodes the frame at the start of `buf`, refusing frames longer than
 /// `max_frame_len` before reading them, and checking the checksum.
 pub fn decode_frame(buf: &[u8], max_frame_len: usize) -> Result<FrameView<'_>, FrameError> {
-    if buf.len() < FRAME_PREFIX {
+    let Some((len, rest)) = buf.split_first_chunk::<4>() else {
         return Err(FrameError::Short { needed: FRAME_PREFIX });
-    }
-    let body_len = u32::from_le_bytes(le4(&buf[0..4])) as usize;
+    };
+    let body_len = u32::from_le_bytes(*len) as usize;
     let frame_len = FRAME_PREFIX + body_len;
     if frame_len < FRAME_HEADER || frame_len > max_frame_len {
         return Err(FrameError::BadLength { len: body_len as u64 });
     }
-    if buf.len() < frame_len {
+    let Some((crc, body)) = rest.split_first_chunk::<4>() else {
         return Err(FrameError::Short { needed: frame_len });
-    }
-    let stored_crc = u32::from_le_bytes(le4(&buf[4..8]));
-    if crc32fast::hash(&buf[FRAME_PREFIX..frame_len]) != stored_crc {
+    };
+    let Some(body) = body.get(..body_len) else {
+        return Err(FrameError::Short { needed: frame_len });
+    };
+    if crc32fast::hash(body) != u32::from_le_bytes(*crc) {
         return Err(FrameError::BadChecksum);
     }
-    let version = buf[8];
-    if version != FRAME_VERSION {
-        return Err(FrameError::BadVersion { version });
+    // `body_len` is at least the fixed header's rest (checked above).
+    let Some(([version, flags, attributes], rest)) = body.split_first_chunk::<3>() else {
+        return Err(FrameError::BadLength { len: body_len as u64 });
+    };
+    if *version != FRAME_VERSION {
+        return Err(FrameError::BadVersion { version: *version });
     }
+    let Some((offset, rest)) = rest.split_first_chunk::<8>() else {
+        return Err(FrameError::BadLength { len: body_len as u64 });
+    };
+    let Some((timestamp_ms, value)) = rest.split_first_chunk::<8>() else {
+        return Err(FrameError::BadLength { len: body_len as u64 });
+    };
     Ok(FrameView {
-        flags: buf[9],
-        attributes: buf[10],
-        offset: u64::from_le_bytes(le8(&buf[11..19])),
-        timestamp_ms: u64::from_le_bytes(le8(&buf[19..27])),
-        value: &buf[FRAME_HEADER..frame_len],
+        flags: *flags,
+        attributes: *attributes,
+        offset: u64::from_le_bytes(*offset),
+        timestamp_ms: u64::from_le_bytes(*timestamp_ms),
+        value,
         frame_len,
     })
-}
-
-fn le4(b: &[u8]) -> [u8; 4] {
-    let mut a = [0; 4];
-    a.copy_from_slice(b);
-    a
-}
-
-fn le8(b: &[u8]) -> [u8; 8] {
-    let mut a = [0; 8];
-    a.copy_from_slice(b);
-    a
 }
 
 /// Where a buffer of frames went wrong: byte position in the buffer, the offset
@@ -246,26 +315,15 @@ pub type SplitError = (usize, u64, FrameError);
 /// `first_offset` is what the first frame must carry; offsets must be dense.
 pub fn split_frames(buf: Bytes, first_offset: u64, max_frame_len: usize) -> Result<Vec<Record>, SplitError> {
     let mut records = Vec::new();
-    let mut at = 0;
-    let mut expected = first_offset;
-    while at < buf.len() {
-        let view = decode_frame(&buf[at..], max_frame_len).map_err(|e| (at, expected, e))?;
-        if view.offset != expected {
-            let wrong = FrameError::WrongOffset {
-                expected,
-                found: view.offset,
-            };
-            return Err((at, expected, wrong));
-        }
-        let value_start = at + FRAME_HEADER;
+    for frame in Frames::new(&buf, Some(first_offset), max_frame_len) {
+        let expected = first_offset + records.len() as u64;
+        let (at, view) = frame.map_err(|(at, e)| (at, expected, e))?;
         records.push(Record {
             offset: view.offset,
             timestamp_ms: view.timestamp_ms,
             attributes: view.attributes,
-            value: buf.slice(value_start..at + view.frame_len),
+            value: buf.slice(at + FRAME_HEADER..at + view.frame_len),
         });
-        at += view.frame_len;
-        expected += 1;
     }
     Ok(records)
 }
@@ -343,6 +401,9 @@ mod tests {
             done,
             "a cut frame is not finished"
         );
+        let mut garbled = buf.clone();
+        garbled[done + 12] ^= 1;
+        assert_eq!(finished_batches_len(&garbled), done, "nor is a garbled one");
     }
 
     #[test]

@@ -10,7 +10,7 @@
 
 use super::error::{LogError, Result};
 use super::index::Index;
-use super::record::{FLAG_BATCH_CONTINUES, FRAME_PREFIX, FrameError, FrameView, decode_frame};
+use super::record::{FLAG_BATCH_CONTINUES, FRAME_PREFIX, FrameError, FrameView, Frames, decode_frame, frame_body_len};
 use super::store::Store;
 
 /// What recovery found and changed in the active segment.
@@ -45,31 +45,20 @@ fn scan_frames(
     while pos < size {
         let buf = store.read_at(pos, (size - pos).min(want) as usize)?;
         let at_end = pos + buf.len() as u64 == size;
-        let mut at = 0usize;
+        let mut frames = Frames::new(&buf, Some(expected), max_frame_len);
         want = BLOCK;
-        while at < buf.len() {
-            match decode_frame(&buf[at..], max_frame_len) {
-                Ok(view) if view.offset == expected => {
+        for frame in frames.by_ref() {
+            match frame {
+                Ok((at, view)) => {
                     on_frame(pos + at as u64, &view)?;
-                    at += view.frame_len;
                     expected += 1;
                 }
-                Ok(view) => {
-                    let wrong = FrameError::WrongOffset {
-                        expected,
-                        found: view.offset,
-                    };
-                    return Ok((pos + at as u64, Some(wrong)));
-                }
                 // The frame runs past this block: read again from its start, all of it.
-                Err(FrameError::Short { needed }) if !at_end => {
-                    want = BLOCK.max(needed as u64);
-                    break;
-                }
-                Err(e) => return Ok((pos + at as u64, Some(e))),
+                Err((_, FrameError::Short { needed })) if !at_end => want = BLOCK.max(needed as u64),
+                Err((at, e)) => return Ok((pos + at as u64, Some(e))),
             }
         }
-        pos += at as u64;
+        pos += frames.position() as u64;
     }
     Ok((pos, None))
 }
@@ -82,7 +71,7 @@ fn frame_at(store: &Store, pos: u64) -> Option<Vec<u8>> {
         return None;
     }
     let prefix = store.read_at(pos, FRAME_PREFIX).ok()?;
-    let len = FRAME_PREFIX as u64 + u64::from(u32::from_le_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]));
+    let len = FRAME_PREFIX as u64 + u64::from(frame_body_len(&prefix));
     if pos + len > size {
         return None;
     }
@@ -165,7 +154,7 @@ pub fn sealed_index_checks_out(
     match end {
         Some(end) if end == store.size() => Ok(true),
         Some(end) if zeros_follow(store, end) => {
-            store.truncate(end)?;
+            store.cut_to(end)?;
             Ok(true)
         }
         _ => Ok(false),
@@ -190,7 +179,7 @@ pub fn rebuild_sealed(store: &Store, index: &Index, base: u64, count: u32, max_f
     let (end, stopped) = scan_frames(store, 0, base, max_frame_len, |pos, _| Ok(index.push(pos)?))?;
     let found = index.len();
     if found == count && end < store.size() && zeros_follow(store, end) {
-        store.truncate(end)?;
+        store.cut_to(end)?;
         return Ok(());
     }
     if stopped.is_some() || found != count || end != store.size() {
@@ -261,7 +250,8 @@ pub fn recover_tail(
     }
 
     let written = guess.max(index.len());
-    index.truncate(records, written);
+    index.cut_to(records);
+    index.clear_slots(records, written);
     // Zeros after the data are the store's allocated room, not a torn write.
     report.truncated_bytes = if end < store_len && zeros_follow(store, end) {
         0
@@ -269,7 +259,7 @@ pub fn recover_tail(
         store_len - end
     };
     if end < store_len {
-        store.truncate(end)?;
+        store.cut_to(end)?;
         store.sync()?;
     }
     debug_assert!(

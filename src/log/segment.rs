@@ -3,7 +3,6 @@
 //! digits so that names sort like numbers). Entry `i` of the index is the
 //! record at offset `base + i`.
 
-use std::fs;
 use std::path::{Path, PathBuf};
 
 use bytes::Buf;
@@ -11,15 +10,18 @@ use bytes::Bytes;
 
 use super::config::{Durability, LogConfig};
 use super::error::{LogError, Result};
+use super::fsops;
 use super::index::Index;
 use super::record::{
     FLAG_BATCH_CONTINUES, FRAME_HEADER, FRAME_PREFIX, FrameView, MAX_STORED_FRAME, Payload, Record, RecordRef,
-    decode_frame, encode_frame, split_frames,
+    decode_frame, encode_frame, frame_body_len, split_frames,
 };
 use super::recovery::{self, Recovered};
 use super::store::Store;
 
 pub const STORE_SUFFIX: &str = "store";
+/// The bytes of a frame's header that `end_batch_at_tail` rewrites: crc, version, flags.
+const HEADER_REWRITTEN: std::ops::Range<usize> = 4..10;
 pub const INDEX_SUFFIX: &str = "index";
 
 #[derive(Debug)]
@@ -90,7 +92,7 @@ impl Segment {
         segment.map_while_active()?;
         segment.store.sync()?;
         segment.index.sync_file()?;
-        fs::File::open(dir)?.sync_all()?;
+        fsops::sync_dir(dir)?;
         Ok(segment)
     }
 
@@ -188,7 +190,7 @@ impl Segment {
         let mut at = 0usize;
         for _ in 0..count {
             self.index.push(start + at as u64)?;
-            let len = u32::from_le_bytes([frames[at], frames[at + 1], frames[at + 2], frames[at + 3]]);
+            let len = frames.get(at..).map(frame_body_len).unwrap_or(0);
             at += FRAME_PREFIX + len as usize;
         }
         debug_assert_eq!(at, frames.len(), "frames and count must agree");
@@ -198,8 +200,8 @@ impl Segment {
     /// Reads the record at `offset`, which must be below `next_offset`:
     /// one positioned read of exactly its frame, checked.
     pub fn read(&self, offset: u64) -> Result<Record> {
-        let (pos, end) = self.frame_span(offset)?;
-        let frame = Bytes::from(self.store.read_at(pos, (end - pos) as usize)?);
+        let (pos, len) = self.frame_span(offset)?;
+        let frame = Bytes::from(self.store.read_at(pos, len)?);
         let view = self.check_frame(&frame, pos, offset)?;
         let (timestamp_ms, attributes) = (view.timestamp_ms, view.attributes);
         // `advance` keeps the buffer as it is; `slice` would allocate a shared header.
@@ -216,8 +218,8 @@ impl Segment {
     /// Like `read`, but hands `f` the record where it lies (in the active
     /// segment's read map) instead of copying it out first.
     pub fn read_with<R>(&self, offset: u64, f: impl FnOnce(RecordRef<'_>) -> R) -> Result<R> {
-        let (pos, end) = self.frame_span(offset)?;
-        self.store.with_bytes(pos, (end - pos) as usize, |frame| {
+        let (pos, len) = self.frame_span(offset)?;
+        self.store.with_bytes(pos, len, |frame| {
             let view = self.check_frame(frame, pos, offset)?;
             Ok(f(RecordRef {
                 offset,
@@ -228,14 +230,19 @@ impl Segment {
         })?
     }
 
-    /// Where the frame of `offset`, which must be below `next_offset`, lies.
-    fn frame_span(&self, offset: u64) -> Result<(u64, u64)> {
+    /// Where the frame of `offset`, which must be below `next_offset`, lies
+    /// and how long it is.
+    fn frame_span(&self, offset: u64) -> Result<(u64, usize)> {
         let published = self.index.len();
-        let i = u32::try_from(offset - self.base).unwrap_or(u32::MAX);
-        if i >= published {
-            return Err(self.corrupt(0, Some(offset), "record missing from the index".into()));
-        }
-        Ok((self.slot_position(i)?, self.end_of(i, published)?))
+        let i = offset
+            .checked_sub(self.base)
+            .and_then(|i| u32::try_from(i).ok())
+            .filter(|i| *i < published)
+            .ok_or_else(|| self.corrupt(0, Some(offset), "record missing from the index".into()))?;
+        let pos = self.slot_position(i)?;
+        let end = self.end_of(i, published)?;
+        // `end_of` checked that the frame ends after it starts and is not too long.
+        Ok((pos, (end - pos) as usize))
     }
 
     /// Decodes the one frame `frame` must be: checksummed, and holding `offset`.
@@ -257,7 +264,7 @@ impl Segment {
     /// record comes whatever its size, so that a reader makes progress.
     pub fn read_chunk(&self, from: u64, upto: u64, max_records: u32, max_bytes: u64, take_one: bool) -> Result<Chunk> {
         let published = self.index.len();
-        let first = u32::try_from(from - self.base).unwrap_or(u32::MAX);
+        let first = u32::try_from(from.saturating_sub(self.base)).unwrap_or(u32::MAX);
         let last_excl = upto.saturating_sub(self.base).min(u64::from(published)) as u32;
         if first >= last_excl || max_records == 0 {
             return Ok(Chunk::default());
@@ -268,7 +275,7 @@ impl Segment {
         let (mut lo, mut hi) = (u32::from(take_one), wanted);
         while lo < hi {
             let mid = lo + (hi - lo).div_ceil(2);
-            if self.end_of(first + mid - 1, published)? - start <= max_bytes {
+            if self.span_from(start, first + mid - 1, published)? <= max_bytes {
                 lo = mid;
             } else {
                 hi = mid - 1;
@@ -278,13 +285,26 @@ impl Segment {
         if count == 0 {
             return Ok(Chunk::default());
         }
-        let end = self.end_of(first + count - 1, published)?;
-        let buf = self.store.read_at(start, (end - start) as usize)?;
+        let len = self.span_from(start, first + count - 1, published)?;
+        let buf = self.store.read_at(start, len as usize)?;
         let frames = Bytes::from(buf);
         let records = split_frames(frames.clone(), from, self.max_frame_len)
             .map_err(|(at, offset, err)| self.corrupt(start + at as u64, Some(offset), err.to_string()))?;
         debug_assert_eq!(records.len(), count as usize);
         Ok(Chunk { frames, records })
+    }
+
+    /// Bytes from `start` to the end of entry `i`'s frame, checked: an index
+    /// whose positions do not grow is corrupt, not a reason to underflow.
+    fn span_from(&self, start: u64, i: u32, published: u32) -> Result<u64> {
+        let end = self.end_of(i, published)?;
+        end.checked_sub(start).ok_or_else(|| {
+            self.corrupt(
+                start,
+                Some(self.base + u64::from(i)),
+                format!("index positions go backwards (frame ends at {end})"),
+            )
+        })
     }
 
     fn slot_position(&self, i: u32) -> Result<u64> {
@@ -308,8 +328,8 @@ impl Segment {
             self.index.slot(i + 1).1
         } else {
             let prefix = self.store.read_at(pos, FRAME_PREFIX)?;
-            let len = u32::from_le_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]);
-            pos + FRAME_PREFIX as u64 + u64::from(len)
+            pos.saturating_add(FRAME_PREFIX as u64)
+                .saturating_add(u64::from(frame_body_len(&prefix)))
         };
         if end <= pos || end - pos > self.max_frame_len as u64 || end > self.store.size() {
             return Err(self.corrupt(pos, offset, format!("impossible frame end {end}")));
@@ -326,37 +346,53 @@ impl Segment {
         }
     }
 
-    /// Cuts the segment so that it ends before `offset`. Only the writer calls this.
-    pub fn truncate_before(&self, offset: u64) -> Result<()> {
-        let keep = (offset - self.base) as u32;
+    /// Makes a segment that may be sealed ready to take appends again (a cut
+    /// is about to make it the last one): the fallible allocation comes
+    /// before any change, so a full disk leaves the log as it was.
+    pub fn prepare_for_appends(&self) -> Result<()> {
+        Ok(self.index.reserve()?)
+    }
+
+    /// Cuts the segment so that it ends before `offset`, synced, and makes
+    /// it the active one. Only the writer calls this, after
+    /// `prepare_for_appends`. Readers of kept records are never shown a
+    /// changing byte: the store is cut and the last frame rewritten while
+    /// they are excluded (see `store`), and index slots are not zeroed.
+    pub fn cut_from(&self, offset: u64) -> Result<()> {
         let written = self.index.len();
-        debug_assert!(keep <= written);
-        // A sealed segment's files were not reserved; this one takes appends again.
-        self.index.reserve()?;
+        let keep = offset
+            .checked_sub(self.base)
+            .and_then(|keep| u32::try_from(keep).ok())
+            .filter(|keep| *keep <= written)
+            .ok_or_else(|| self.corrupt(0, Some(offset), format!("a cut at {offset} is outside the segment")))?;
         let cut = if keep < written {
             self.index.slot(keep).1
         } else {
             self.store.size()
         };
-        self.index.truncate(keep, written);
-        self.store.truncate(cut)?;
+        self.index.cut_to(keep);
+        self.store.cut_to(cut)?;
         self.end_batch_at_tail()?;
         self.store.sync()?;
         self.index.flush()?;
-        self.map_while_active()?;
+        // Best effort: without the maps appends and reads use positioned I/O.
+        if let Err(e) = self.map_while_active() {
+            tracing::warn!(error = %e, base = self.base, "cannot map the cut segment for appends");
+        }
         Ok(())
     }
 
     /// After a cut inside a batch the last record kept still says that the
     /// batch goes on, and recovery would take what is left of it for a torn
     /// write and drop it on the next open. Rewrites that frame (flags and
-    /// checksum, in place) as the end of its batch.
+    /// checksum, in place, with readers excluded) as the end of its batch.
     fn end_batch_at_tail(&self) -> Result<()> {
         let Some(last) = self.index.len().checked_sub(1) else {
             return Ok(());
         };
         let pos = self.index.slot(last).1;
-        let buf = self.store.read_at(pos, (self.store.size() - pos) as usize)?;
+        let len = self.store.size().saturating_sub(pos) as usize;
+        let buf = self.store.read_at(pos, len)?;
         // A frame that does not decode is left for recovery and readers to report.
         let Ok(view) = decode_frame(&buf, self.max_frame_len) else {
             return Ok(());
@@ -377,8 +413,9 @@ impl Segment {
             payload,
         );
         debug_assert_eq!(frame.len(), view.frame_len);
-        // Only the checksum, version and flags differ: bytes 4..10.
-        self.store.write_at(pos + 4, &frame[4..10])?;
+        // Only the checksum, version and flags differ.
+        let changed = frame.get(HEADER_REWRITTEN).unwrap_or_default();
+        self.store.rewrite_at(pos + HEADER_REWRITTEN.start as u64, changed)?;
         Ok(())
     }
 
@@ -389,11 +426,15 @@ impl Segment {
         Ok(())
     }
 
-    /// Deletes both files. Readers holding this segment keep reading the
-    /// unlinked files until they let go.
+    /// Deletes both files, the index first: a crash in between leaves a
+    /// store without its index, which opens (the index is rebuilt), never
+    /// the reverse. Readers holding this segment keep reading the unlinked
+    /// files until they let go. The caller syncs the directory.
     pub fn remove_files(&self) -> Result<()> {
-        fs::remove_file(self.store.path())?;
-        fs::remove_file(self.index.path())?;
+        self.index.mark_removed();
+        fsops::remove(self.index.path())?;
+        self.store.mark_removed();
+        fsops::remove(self.store.path())?;
         Ok(())
     }
 }

@@ -21,14 +21,16 @@
 //! check `size` under its read lock. Sealed stores are read with `pread`: a
 //! map per segment would count against the process's map limit.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use memmap2::{Advice, Mmap, MmapMut, MmapOptions};
+
+use super::fsops;
 
 /// Pages of the append map are faulted in this much at a time, ahead of the
 /// writer: one `madvise` instead of a page fault every few records.
@@ -50,36 +52,20 @@ pub struct Store {
     zero_limit: AtomicU64,
     /// The file holds written zeros (or data) up to here.
     zeroed_to: AtomicU64,
-    /// The read-only map readers copy from while the store is active.
+    /// The read-only map readers copy from while the store is active. Its
+    /// lock is also what keeps readers and in-place changes apart: readers
+    /// hold it shared while they copy bytes (from the map or with pread), and
+    /// a cut or a rewrite of written bytes holds it exclusively.
     view: RwLock<Option<Mmap>>,
-}
-
-/// Allocates `size` bytes of `file` now (extending it). Returns false where
-/// the filesystem cannot, so that callers fall back to sparse files.
-pub fn allocate(file: &File, size: u64) -> io::Result<bool> {
-    use std::os::fd::AsRawFd;
-    let len = libc::off_t::try_from(size).map_err(|_| io::Error::other("file size too large"))?;
-    // SAFETY: a plain syscall on a descriptor this function borrows.
-    let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) };
-    if rc == 0 {
-        return Ok(true);
-    }
-    let err = io::Error::last_os_error();
-    match err.raw_os_error() {
-        Some(libc::EOPNOTSUPP) => Ok(false),
-        _ => Err(err),
-    }
+    /// The file was removed (purged or cut away): dropping the store only
+    /// closes it, with no sealing work for a file nobody will open again.
+    removed: AtomicBool,
 }
 
 impl Store {
     pub fn open(path: &Path) -> io::Result<Store> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)?;
-        let size = file.metadata()?.len();
+        let file = fsops::open(path)?;
+        let size = file.metadata().map_err(|e| fsops::naming(path, e))?.len();
         Ok(Store {
             file,
             path: path.to_path_buf(),
@@ -89,6 +75,7 @@ impl Store {
             zero_limit: AtomicU64::new(0),
             zeroed_to: AtomicU64::new(size),
             view: RwLock::new(None),
+            removed: AtomicBool::new(false),
         })
     }
 
@@ -96,17 +83,26 @@ impl Store {
         self.mapped.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn view_for_readers(&self) -> RwLockReadGuard<'_, Option<Mmap>> {
+        self.view.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Excludes every reader of this store's bytes.
+    fn view_exclusive(&self) -> RwLockWriteGuard<'_, Option<Mmap>> {
+        self.view.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Makes this store take appends through a map of `capacity` bytes,
     /// allocated now so that a full disk is an error here rather than a
     /// fault later. Only the writer calls this.
     pub fn map_for_appends(&self, capacity: u64) -> io::Result<()> {
         let mut mapped = self.map();
-        if mapped.is_some() || capacity <= self.size() || !allocate(&self.file, capacity)? {
+        if mapped.is_some() || capacity <= self.size() || !fsops::allocate(&self.file, &self.path, capacity)? {
             return Ok(());
         }
         // SAFETY: the file is ours (the data directory is locked); it is only
         // shortened after this map is dropped (`seal`, `Drop`).
-        let map = unsafe { MmapMut::map_mut(&self.file)? };
+        let map = unsafe { MmapMut::map_mut(&self.file) }.map_err(|e| fsops::naming(&self.path, e))?;
         let written = usize::try_from(self.size()).unwrap_or(usize::MAX);
         self.populated_to
             .store(written - written % POPULATE_CHUNK, Ordering::Relaxed);
@@ -148,31 +144,28 @@ impl Store {
     /// Lets readers copy from a map of the first `capacity` bytes. The map
     /// may run past the end of the file: readers stay below `size`.
     pub fn map_for_reads(&self, capacity: u64) -> io::Result<()> {
-        let mut view = self.view.write().unwrap_or_else(PoisonError::into_inner);
+        let mut view = self.view_exclusive();
         if view.is_some() || capacity == 0 {
             return Ok(());
         }
         let len = usize::try_from(capacity).map_err(|_| io::Error::other("store too large to map"))?;
         // SAFETY: the file is ours (the data directory is locked), nothing
         // writes through this map, and the file is only shortened under the
-        // write lock of `view`, with `size` lowered first (`truncate`, `seal`).
-        let map = unsafe { MmapOptions::new().len(len).map(&self.file)? };
+        // write lock of `view`, with `size` lowered first (`cut_to`, `seal`).
+        let map = unsafe { MmapOptions::new().len(len).map(&self.file) }.map_err(|e| fsops::naming(&self.path, e))?;
         *view = Some(map);
         Ok(())
     }
 
     /// Stops mapped appends and reads and cuts the file back to its data.
     pub fn seal(&self) -> io::Result<()> {
-        let mut view = self.view.write().unwrap_or_else(PoisonError::into_inner);
+        let mut view = self.view_exclusive();
         view.take();
         let mut mapped = self.map();
         self.zero_limit.store(0, Ordering::Relaxed);
         let zeroed_past_data = self.zeroed_to.load(Ordering::Relaxed) > self.size();
-        if let Some(map) = mapped.take() {
-            drop(map);
-            self.file.set_len(self.size())?;
-        } else if zeroed_past_data {
-            self.file.set_len(self.size())?;
+        if mapped.take().is_some() || zeroed_past_data {
+            fsops::set_len(&self.file, &self.path, self.size())?;
         }
         self.zeroed_to.store(self.size(), Ordering::Relaxed);
         Ok(())
@@ -207,7 +200,7 @@ impl Store {
                         let _ = self.file.set_len(pos);
                         self.zeroed_to.store(pos, Ordering::Relaxed);
                     }
-                    return Err(e);
+                    return Err(fsops::naming(&self.path, e));
                 }
             }
         }
@@ -231,16 +224,25 @@ impl Store {
         self.populated_to.store(to, Ordering::Relaxed);
     }
 
-    /// Overwrites bytes already written, in place. Only the writer calls this.
-    pub fn write_at(&self, pos: u64, bytes: &[u8]) -> io::Result<()> {
-        let end = pos + bytes.len() as u64;
-        debug_assert!(end <= self.size(), "write_at only rewrites written bytes");
-        match self.map().as_mut() {
-            Some(map) if end <= map.len() as u64 => {
-                map[pos as usize..end as usize].copy_from_slice(bytes);
+    /// Overwrites bytes already written, in place, while no reader copies
+    /// any. Only the writer calls this.
+    pub fn rewrite_at(&self, pos: u64, bytes: &[u8]) -> io::Result<()> {
+        let end = pos.saturating_add(bytes.len() as u64);
+        if end > self.size() {
+            return Err(io::Error::other(format!(
+                "rewrite of {} bytes at {pos} passes the end of {}",
+                bytes.len(),
+                self.path.display()
+            )));
+        }
+        let _readers_excluded = self.view_exclusive();
+        let mut mapped = self.map();
+        match mapped.as_mut().and_then(|map| map.get_mut(pos as usize..end as usize)) {
+            Some(target) => {
+                target.copy_from_slice(bytes);
                 Ok(())
             }
-            _ => self.file.write_all_at(bytes, pos),
+            None => fsops::rewrite(&self.file, &self.path, pos, bytes),
         }
     }
 
@@ -249,12 +251,14 @@ impl Store {
     /// Asking past `size` is an error.
     pub fn with_bytes<R>(&self, pos: u64, len: usize, f: impl FnOnce(&[u8]) -> R) -> io::Result<R> {
         {
-            let view = self.view.read().unwrap_or_else(PoisonError::into_inner);
-            if let Some(map) = view.as_ref() {
-                let end = pos.checked_add(len as u64).filter(|end| *end <= self.size());
-                if let Some(end) = end.filter(|end| *end <= map.len() as u64) {
-                    return Ok(f(&map[pos as usize..end as usize]));
-                }
+            let view = self.view_for_readers();
+            let end = pos.checked_add(len as u64).filter(|end| *end <= self.size());
+            let mapped = view
+                .as_ref()
+                .zip(end)
+                .and_then(|(map, end)| map.get(pos as usize..end as usize));
+            if let Some(bytes) = mapped {
+                return Ok(f(bytes));
             }
         }
         Ok(f(&self.read_at(pos, len)?))
@@ -269,44 +273,54 @@ impl Store {
                 format!("read of {len} bytes at {pos} passes the end of {}", self.path.display()),
             ));
         }
-        let view = self.view.read().unwrap_or_else(PoisonError::into_inner);
-        let (start, end) = (pos as usize, pos as usize + len);
-        // Checked again under the lock: a cut that shrank the file lowered `size` first.
-        if let Some(map) = view.as_ref()
-            && end <= map.len()
-            && end as u64 <= self.size()
-        {
-            return Ok(map[start..end].to_vec());
+        // Held through the pread too: a cut or a rewrite waits until this
+        // copy is whole, so that it never mixes bytes from before and after.
+        let view = self.view_for_readers();
+        // Checked again under the lock: a cut lowers `size` before it changes bytes.
+        let end = pos.checked_add(len as u64).filter(|end| *end <= self.size());
+        let mapped = view
+            .as_ref()
+            .zip(end)
+            .and_then(|(map, end)| map.get(pos as usize..end as usize));
+        if let Some(bytes) = mapped {
+            return Ok(bytes.to_vec());
         }
-        drop(view);
+        if end.is_none() {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("read of {len} bytes at {pos} passes the end of {}", self.path.display()),
+            ));
+        }
         let mut buf = vec![0; len];
-        self.file.read_exact_at(&mut buf, pos)?;
+        self.file
+            .read_exact_at(&mut buf, pos)
+            .map_err(|e| fsops::naming(&self.path, e))?;
         Ok(buf)
     }
 
-    /// Cuts the file to `size` bytes. Only the writer calls this.
-    pub fn truncate(&self, size: u64) -> io::Result<()> {
+    /// Cuts the store's data to its first `size` bytes. Only the writer calls this.
+    pub fn cut_to(&self, size: u64) -> io::Result<()> {
         let old = self.size();
-        debug_assert!(size <= old, "truncate only shortens a store");
-        // No reader may be inside the read map while the file shrinks.
-        let _view = self.view.write().unwrap_or_else(PoisonError::into_inner);
+        debug_assert!(size <= old, "a cut only shortens a store");
+        // No reader may be copying bytes while the file shrinks.
+        let _view = self.view_exclusive();
         let mut mapped = self.map();
         self.size.store(size, Ordering::Release);
         match mapped.as_mut() {
             // The file stays allocated: zero what was cut, so that no old
             // frame can be mistaken for data after a crash.
             Some(map) => {
-                let end = (old as usize).min(map.len());
-                if (size as usize) < end {
-                    map[size as usize..end].fill(0);
+                let mapped_end = (old as usize).min(map.len());
+                if let Some(cut) = map.get_mut(size as usize..mapped_end) {
+                    cut.fill(0);
                 }
                 if old > map.len() as u64 {
-                    self.file.set_len(size.max(map.len() as u64))?;
+                    fsops::set_len(&self.file, &self.path, size.max(map.len() as u64))?;
                 }
             }
             None => {
                 self.zeroed_to.store(size, Ordering::Relaxed);
-                self.file.set_len(size)?;
+                fsops::set_len(&self.file, &self.path, size)?;
             }
         }
         Ok(())
@@ -315,14 +329,22 @@ impl Store {
     /// Forces written bytes to disk: fdatasync also writes back pages
     /// dirtied through the map.
     pub fn sync(&self) -> io::Result<()> {
-        self.file.sync_data()
+        fsops::sync_data(&self.file, &self.path)
+    }
+
+    /// The file was removed: dropping the store only closes it.
+    pub fn mark_removed(&self) {
+        self.removed.store(true, Ordering::Release);
     }
 }
 
 impl Drop for Store {
-    /// A clean close: unmap, then cut the file back to its data.
+    /// A clean close: unmap, then cut the file back to its data (a removed
+    /// file is only closed).
     fn drop(&mut self) {
-        let _ = self.seal();
+        if !self.removed.load(Ordering::Acquire) {
+            let _ = self.seal();
+        }
     }
 }
 
@@ -354,7 +376,7 @@ mod tests {
             "past the map: a positioned write"
         );
         assert_eq!(store.read_at(0, 5).unwrap(), b"hello");
-        store.truncate(3).unwrap();
+        store.cut_to(3).unwrap();
         assert_eq!(store.append(b"p!").unwrap(), 3);
         store.seal().unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"help!");
@@ -370,7 +392,7 @@ mod tests {
         store.append(b"0123456789").unwrap();
         assert_eq!(store.read_at(2, 5).unwrap(), b"23456");
         assert!(store.read_at(8, 3).is_err(), "never past the size");
-        store.truncate(4).unwrap();
+        store.cut_to(4).unwrap();
         assert!(store.read_at(2, 5).is_err(), "a cut lowers what readers see");
         store.append(b"xy").unwrap();
         assert_eq!(store.read_at(0, 6).unwrap(), b"0123xy");
@@ -389,7 +411,7 @@ mod tests {
         let len = || std::fs::metadata(&path).unwrap().len();
         assert_eq!(len(), 2 * ZERO_CHUNK, "zeros one chunk past the data");
         assert_eq!(store.read_at(0, 5).unwrap(), b"hello");
-        store.truncate(2).unwrap();
+        store.cut_to(2).unwrap();
         assert_eq!(len(), 2, "a cut drops the zeros too");
         store.append(b"y!").unwrap();
         assert_eq!(len(), 2 * ZERO_CHUNK);
@@ -405,7 +427,7 @@ mod tests {
         let path = dir.path().join("0.store");
         let store = Store::open(&path).unwrap();
         store.append(b"0123456789").unwrap();
-        store.truncate(4).unwrap();
+        store.cut_to(4).unwrap();
         drop(store);
         let store = Store::open(&path).unwrap();
         assert_eq!(store.size(), 4);

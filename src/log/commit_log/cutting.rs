@@ -1,28 +1,51 @@
-//! Cutting the log: whole segments from the front (`truncate`, retention),
-//! the tail after an offset (`truncate_after`), or everything (`reset`).
+//! Cutting the log: whole segments from the front (`purge_before`,
+//! retention), the tail after an offset (`cut_after`), or everything
+//! (`reset`).
+//!
+//! Each is a sequence of steps that a crash or an error can interrupt, so
+//! each is ordered for the state left in between to open as a valid log:
+//! - Segment files go one segment at a time, the index before the store (a
+//!   store without its index opens; the index is rebuilt), and the directory
+//!   is synced after each segment, so that no later removal reaches the disk
+//!   before an earlier one and leaves a hole.
+//! - A purge removes the oldest first: what is left is a suffix of the log.
+//! - A cut and a reset remove the newest first: what is left is a prefix.
+//!   A cut makes those removals durable before it shortens the kept segment,
+//!   so a power cut never brings a removed segment back behind a shortened
+//!   one.
+//! - A reset removes every segment before it creates the new one (whose
+//!   base may be the name of an old one). A crash in between leaves a prefix
+//!   of the old log, or an empty directory, which opens as an empty log at
+//!   offset 0; a replica then finds out again that it must reset.
+//!
+//! An error after the first change fails the writer (`fail_writer`: appends
+//! refused until a restart, reads go on, `/readyz` not ready), and the
+//! in-memory segment list still matches the files: a segment leaves it only
+//! once its files are gone.
 
-use std::fs::File;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use super::super::error::{LogError, Result};
+use super::super::error::Result;
+use super::super::fsops;
 use super::super::segment::Segment;
-use super::Log;
+use super::{Log, Writer};
 
 impl Log {
     /// Deletes whole sealed segments whose records are all below `lowest`.
     /// Returns how many segments went.
-    pub fn truncate(&self, lowest: u64) -> Result<usize> {
+    pub fn purge_before(&self, lowest: u64) -> Result<usize> {
         let _w = self.lock_writer()?;
         let doomed = {
             let segments = self.read_segments();
-            segments[..segments.len() - 1]
+            let sealed = segments.len().saturating_sub(1);
+            segments
                 .iter()
+                .take(sealed)
                 .take_while(|s| s.next_offset() <= lowest)
                 .count()
         };
-        self.drop_oldest(doomed)?;
-        Ok(doomed)
+        self.purge_oldest(doomed)
     }
 
     /// Applies retention: deletes the oldest sealed segments while the log is
@@ -37,43 +60,61 @@ impl Log {
         let segments = self.read_segments().clone();
         let mut total: u64 = segments.iter().map(|s| s.size_bytes()).sum();
         let mut doomed = 0;
-        for segment in &segments[..segments.len() - 1] {
+        for segment in segments.iter().take(segments.len().saturating_sub(1)) {
             let over_size = config.retention_bytes.is_some_and(|max| total > max);
-            let too_old = match config.retention_ms {
-                Some(ms) => segment.read(segment.next_offset() - 1)?.timestamp_ms < now_ms.saturating_sub(ms),
-                None => false,
+            let too_old = match (config.retention_ms, segment.next_offset().checked_sub(1)) {
+                (Some(ms), Some(newest)) => segment.read(newest)?.timestamp_ms < now_ms.saturating_sub(ms),
+                _ => false,
             };
             if !(over_size || too_old) {
                 break;
             }
-            total -= segment.size_bytes();
+            total = total.saturating_sub(segment.size_bytes());
             doomed += 1;
         }
         drop(segments);
-        self.drop_oldest(doomed)?;
-        Ok(doomed)
+        self.purge_oldest(doomed)
     }
 
-    fn drop_oldest(&self, count: usize) -> Result<()> {
-        if count == 0 {
-            return Ok(());
+    /// Removes up to `count` of the oldest segments, never the active one.
+    fn purge_oldest(&self, count: usize) -> Result<usize> {
+        let mut purged = 0;
+        while purged < count {
+            let oldest = {
+                let segments = self.read_segments();
+                match segments.first() {
+                    Some(oldest) if segments.len() > 1 => oldest.clone(),
+                    _ => break,
+                }
+            };
+            tracing::info!(base = oldest.base(), next = oldest.next_offset(), "deleting segment");
+            self.remove_segment_files(&oldest)?;
+            {
+                let mut segments = self.write_segments();
+                segments.remove(0);
+                let lowest = segments.first().map_or(oldest.next_offset(), |s| s.base());
+                self.shared.lowest.store(lowest, Ordering::Release);
+            }
+            purged += 1;
         }
-        let doomed: Vec<_> = {
-            let mut segments = self.write_segments();
-            let doomed = segments.drain(..count).collect();
-            self.shared.lowest.store(segments[0].base(), Ordering::Release);
-            doomed
-        };
-        for segment in doomed {
-            tracing::info!(base = segment.base(), next = segment.next_offset(), "deleting segment");
-            segment.remove_files()?;
+        Ok(purged)
+    }
+
+    /// Removes a segment's files and makes that durable. A failure fails the
+    /// writer: the directory may no longer match what the log holds.
+    fn remove_segment_files(&self, segment: &Segment) -> Result<()> {
+        let removed = segment
+            .remove_files()
+            .and_then(|()| Ok(fsops::sync_dir(&self.shared.dir)?));
+        if let Err(e) = &removed {
+            self.fail_writer(&format!("removing segment {} failed: {e}", segment.base()));
         }
-        Ok(())
+        removed
     }
 
     /// Cuts the tail so that `offset` is the last record kept. Everything
     /// after it is gone for readers at once and from disk before this returns.
-    pub fn truncate_after(&self, offset: u64) -> Result<()> {
+    pub fn cut_after(&self, offset: u64) -> Result<()> {
         let keep = offset.saturating_add(1);
         let mut w = self.lock_writer()?;
         if keep >= w.next {
@@ -82,6 +123,10 @@ impl Log {
         if keep < self.lowest_offset() {
             return Err(self.out_of_range(offset));
         }
+        // The one fallible step that changes nothing comes first, so that a
+        // full disk leaves the log as it was.
+        self.segment_kept_by_cut(keep)?.prepare_for_appends()?;
+        self.shared.cuts.fetch_add(1, Ordering::AcqRel);
         // Readers stop at the cut first (never past what was visible: in
         // `Always` mode records below `keep` may not be synced yet), and a
         // sync already under way can no longer publish past it.
@@ -89,51 +134,99 @@ impl Log {
             self.shared.visible.fetch_min(keep, Ordering::AcqRel);
         });
         let cut = self.cut_tail(keep);
-        if cut.is_ok() {
-            // The cut synced what it kept: its waiting appenders succeeded.
-            self.publish(keep);
-            self.release_waiters(keep, true);
+        self.writer_follows_segments(&mut w, keep);
+        match &cut {
+            Ok(()) => {
+                debug_assert_eq!(w.next, keep, "the cut log ends at the cut");
+                // The cut synced what it kept: its waiting appenders succeeded.
+                self.publish(keep);
+                self.release_waiters(keep, true);
+            }
+            Err(e) => self.fail_writer(&format!("a cut after offset {offset} failed half-way: {e}")),
         }
         self.release_waiters(u64::MAX, false);
-        cut?;
-        w.next = keep;
-        self.shared.appended.send_replace(keep);
-        Ok(())
+        self.shared.appended.send_replace(self.next_offset());
+        cut
     }
 
-    /// Drops the segments at or after `keep` and cuts the last one kept so
-    /// that it ends before `keep`, synced.
+    /// The segment that ends the log after a cut that keeps records below
+    /// `keep`: the last one starting below it, or the first.
+    fn segment_kept_by_cut(&self, keep: u64) -> Result<Arc<Segment>> {
+        let segments = self.read_segments();
+        segments
+            .iter()
+            .rev()
+            .find(|s| s.base() < keep)
+            .or(segments.first())
+            .cloned()
+            .ok_or_else(|| self.writer_failed())
+    }
+
+    /// Drops the segments at or after `keep`, newest first, then cuts the
+    /// last one kept so that it ends before `keep`, synced.
     fn cut_tail(&self, keep: u64) -> Result<()> {
-        {
-            let mut segments = self.write_segments();
-            while segments.len() > 1 && segments.last().is_some_and(|s| s.base() >= keep) {
-                if let Some(segment) = segments.pop() {
-                    segment.remove_files()?;
+        loop {
+            let newest = {
+                let segments = self.read_segments();
+                match segments.split_last() {
+                    Some((newest, older)) if !older.is_empty() && newest.base() >= keep => newest.clone(),
+                    _ => break,
                 }
-            }
-            let last = segments.last().ok_or(LogError::Closed)?;
-            last.truncate_before(keep)?;
+            };
+            self.remove_segment_files(&newest)?;
+            self.write_segments().pop();
         }
-        File::open(&self.shared.dir)?.sync_all()?;
-        Ok(())
+        // The removals are durable (see `remove_segment_files`) before the
+        // kept segment is shortened.
+        self.active()?.cut_from(keep)
     }
 
     /// Deletes every record and starts again, empty, at `base`: for a replica
     /// that must restart from its leader's lowest offset or resync from zero.
     pub fn reset(&self, base: u64) -> Result<()> {
         let mut w = self.lock_writer()?;
-        let mut segments = self.write_segments();
-        for segment in segments.drain(..) {
-            segment.remove_files()?;
-        }
-        segments.push(Arc::new(Segment::create(&self.shared.dir, base, &self.shared.config)?));
-        self.shared.lowest.store(base, Ordering::Release);
-        self.release_waiters(u64::MAX, false);
-        self.shared.group.reset(base, || {
-            self.shared.visible.store(base, Ordering::Release);
+        self.shared.cuts.fetch_add(1, Ordering::AcqRel);
+        // Readers see nothing while the segments go.
+        let lowest = self.lowest_offset();
+        self.shared.group.reset(lowest, || {
+            self.shared.visible.store(lowest, Ordering::Release);
         });
-        w.next = base;
-        self.shared.appended.send_replace(base);
+        self.release_waiters(u64::MAX, false);
+        let reset = self.replace_segments(base);
+        self.writer_follows_segments(&mut w, base);
+        if let Err(e) = &reset {
+            self.fail_writer(&format!("a reset to offset {base} failed half-way: {e}"));
+        }
+        let (lowest, next) = {
+            let segments = self.read_segments();
+            let lowest = segments.first().map_or(base, |s| s.base());
+            (lowest, segments.last().map_or(base, |s| s.next_offset()))
+        };
+        debug_assert!(reset.is_err() || (lowest, next) == (base, base));
+        self.shared.lowest.store(lowest, Ordering::Release);
+        self.shared.group.reset(next, || {
+            self.shared.visible.store(next, Ordering::Release);
+        });
+        self.shared.appended.send_replace(next);
+        reset
+    }
+
+    /// Removes every segment, newest first, then creates an empty one at `base`.
+    fn replace_segments(&self, base: u64) -> Result<()> {
+        loop {
+            let newest = self.read_segments().last().cloned();
+            let Some(newest) = newest else { break };
+            self.remove_segment_files(&newest)?;
+            self.write_segments().pop();
+        }
+        let fresh = Segment::create(&self.shared.dir, base, &self.shared.config)?;
+        self.write_segments().push(Arc::new(fresh));
         Ok(())
+    }
+
+    /// Sets the writer's next offset from the segments, whatever a cut or a
+    /// reset left of them (`empty` when none is left).
+    fn writer_follows_segments(&self, w: &mut Writer, empty: u64) {
+        w.next = self.read_segments().last().map_or(empty, |s| s.next_offset());
     }
 }

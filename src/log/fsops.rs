@@ -1,0 +1,226 @@
+//! Every change the engine makes to the data directory outside the append
+//! hot path goes through here: creating, sizing, syncing, rewriting and
+//! removing segment files, and syncing the directory. The crash-safety
+//! order of a cut, a purge, a reset or a roll lives in the callers; this
+//! module only names each step (`Step`), so that tests can watch every step
+//! of those changes (to rebuild what a power cut could leave on disk) or
+//! fail any one of them (to check what an error leaves behind), and adds
+//! the file's path to every error it returns.
+//!
+//! Watching costs one relaxed atomic load per step while nobody watches.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use memmap2::MmapMut;
+
+/// One change to the data directory, told to watchers before it is made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step<'a> {
+    /// A segment file is opened, and created if it is missing.
+    Open(&'a Path),
+    Remove(&'a Path),
+    SetLen(&'a Path, u64),
+    /// Blocks are allocated up to this size (fallocate), growing the file.
+    Allocate(&'a Path, u64),
+    /// fdatasync: the file's data and size are durable once it returns.
+    SyncData(&'a Path),
+    /// fsync: as `SyncData`, and the rest of the file's metadata.
+    SyncAll(&'a Path),
+    /// msync of a mapped file: its mapped pages are durable once it returns.
+    FlushMap(&'a Path),
+    /// The directory's entries (creations, removals) are durable once it returns.
+    SyncDir(&'a Path),
+    /// Bytes already written are overwritten in place (at this position).
+    Rewrite(&'a Path, u64),
+}
+
+impl Step<'_> {
+    pub fn path(&self) -> &Path {
+        match self {
+            Step::Open(p)
+            | Step::Remove(p)
+            | Step::SetLen(p, _)
+            | Step::Allocate(p, _)
+            | Step::SyncData(p)
+            | Step::SyncAll(p)
+            | Step::FlushMap(p)
+            | Step::SyncDir(p)
+            | Step::Rewrite(p, _) => p,
+        }
+    }
+}
+
+/// Called before each step under the watched directory; an error fails
+/// the step (it is not made) with that error.
+pub type Observer = Arc<dyn Fn(&Step<'_>) -> io::Result<()> + Send + Sync>;
+
+struct Watcher {
+    id: u64,
+    dir: PathBuf,
+    observer: Observer,
+}
+
+static WATCHERS: Mutex<Vec<Watcher>> = Mutex::new(Vec::new());
+static WATCHING: AtomicUsize = AtomicUsize::new(0);
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
+/// Watching a directory until dropped.
+#[must_use = "the watch ends when this is dropped"]
+pub struct Watch {
+    id: u64,
+}
+
+/// Calls `observer` before every step on a path under `dir` (for tests:
+/// several logs in other directories may run in the same process).
+pub fn watch(dir: &Path, observer: Observer) -> Watch {
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    let mut watchers = WATCHERS.lock().unwrap_or_else(PoisonError::into_inner);
+    watchers.push(Watcher {
+        id,
+        dir: dir.to_path_buf(),
+        observer,
+    });
+    WATCHING.store(watchers.len(), Ordering::Release);
+    Watch { id }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let mut watchers = WATCHERS.lock().unwrap_or_else(PoisonError::into_inner);
+        watchers.retain(|w| w.id != self.id);
+        WATCHING.store(watchers.len(), Ordering::Release);
+    }
+}
+
+fn before(step: Step<'_>) -> io::Result<()> {
+    if WATCHING.load(Ordering::Acquire) == 0 {
+        return Ok(());
+    }
+    let observers: Vec<Observer> = {
+        let watchers = WATCHERS.lock().unwrap_or_else(PoisonError::into_inner);
+        watchers
+            .iter()
+            .filter(|w| step.path().starts_with(&w.dir))
+            .map(|w| w.observer.clone())
+            .collect()
+    };
+    // Outside the registry's lock: an observer may read the directory or
+    // take as long as it likes.
+    observers.iter().try_for_each(|observer| observer(&step))
+}
+
+/// The error with the path it concerns, keeping its kind (a full disk stays
+/// a full disk).
+pub fn naming(path: &Path, error: io::Error) -> io::Error {
+    io::Error::new(error.kind(), format!("{}: {error}", path.display()))
+}
+
+fn step<T>(step: Step<'_>, op: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
+    before(step).and_then(|()| op()).map_err(|e| naming(step.path(), e))
+}
+
+/// Opens a segment file for reading and writing, creating it if missing.
+pub fn open(path: &Path) -> io::Result<File> {
+    step(Step::Open(path), || {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+    })
+}
+
+pub fn remove(path: &Path) -> io::Result<()> {
+    step(Step::Remove(path), || fs::remove_file(path))
+}
+
+pub fn set_len(file: &File, path: &Path, len: u64) -> io::Result<()> {
+    step(Step::SetLen(path, len), || file.set_len(len))
+}
+
+pub fn sync_data(file: &File, path: &Path) -> io::Result<()> {
+    step(Step::SyncData(path), || file.sync_data())
+}
+
+pub fn sync_all(file: &File, path: &Path) -> io::Result<()> {
+    step(Step::SyncAll(path), || file.sync_all())
+}
+
+pub fn flush_map(map: &MmapMut, path: &Path) -> io::Result<()> {
+    step(Step::FlushMap(path), || map.flush())
+}
+
+/// Makes the directory's entries durable: files created, renamed or removed in it.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    step(Step::SyncDir(dir), || File::open(dir)?.sync_all())
+}
+
+pub fn rewrite(file: &File, path: &Path, pos: u64, bytes: &[u8]) -> io::Result<()> {
+    step(Step::Rewrite(path, pos), || file.write_all_at(bytes, pos))
+}
+
+/// Allocates `size` bytes of `file` now (extending it). Returns false where
+/// the filesystem cannot, so that callers fall back to sparse files.
+pub fn allocate(file: &File, path: &Path, size: u64) -> io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    step(Step::Allocate(path, size), || {
+        let len = libc::off_t::try_from(size).map_err(|_| io::Error::other("file size too large"))?;
+        // SAFETY: a plain syscall on a descriptor this function borrows.
+        let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) };
+        if rc == 0 {
+            return Ok(true);
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EOPNOTSUPP) => Ok(false),
+            _ => Err(err),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watchers_see_steps_under_their_directory_and_can_fail_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let other = tempfile::tempdir().expect("tempdir");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let seen_by_watcher = seen.clone();
+        let watch = watch(
+            dir.path(),
+            Arc::new(move |step| {
+                seen_by_watcher.lock().expect("lock").push(format!("{step:?}"));
+                match step {
+                    Step::Remove(_) => Err(io::Error::other("injected")),
+                    _ => Ok(()),
+                }
+            }),
+        );
+        let path = dir.path().join("a");
+        let file = open(&path).expect("open");
+        sync_all(&file, &path).expect("sync");
+        let error = remove(&path).expect_err("the watcher fails removals");
+        assert!(error.to_string().contains("injected"), "{error}");
+        assert!(
+            error.to_string().contains(&path.display().to_string()),
+            "names the file: {error}"
+        );
+        assert!(path.exists(), "a failed step is not made");
+        open(&other.path().join("b")).expect("open elsewhere");
+        assert_eq!(
+            seen.lock().expect("lock").len(),
+            3,
+            "only steps under the watched directory"
+        );
+        drop(watch);
+        remove(&path).expect("no watcher, no failure");
+    }
+}
