@@ -1,5 +1,5 @@
 //! `/status`, `/healthz` (the process answers) and `/readyz` (the log is
-//! open and the server is not shutting down).
+//! open, takes appends, and the server is not shutting down).
 
 use axum::Json;
 use axum::extract::State;
@@ -17,8 +17,13 @@ pub async fn status(State(state): State<AppState>) -> Json<Value> {
         "segments": stats.segments,
         "size_bytes": stats.size_bytes,
         "role": "leader",
+        "writable": true,
         "leader": null,
     });
+    if let Some(why) = state.log.failure() {
+        body["writable"] = json!(false);
+        body["storage_error"] = json!(why);
+    }
     if let Role::Follower(follower) = &state.role {
         let seen = follower.snapshot(stats.next_offset);
         body["role"] = json!("follower");
@@ -41,6 +46,10 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     if state.shutting_down() {
         let body =
             json!({ "status": "shutting_down", "error": "the server is shutting down", "code": "shutting_down" });
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    }
+    if let Some(why) = state.log.failure() {
+        let body = json!({ "status": "storage_failed", "error": why, "code": "storage_unavailable" });
         return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
     }
     Json(json!({ "status": "ready" })).into_response()

@@ -492,7 +492,17 @@ impl Log {
             return Err(e);
         }
         old.seal()?;
-        let new = Arc::new(Segment::create(&self.shared.dir, w.next, &self.shared.config)?);
+        let new = match Segment::create(&self.shared.dir, w.next, &self.shared.config) {
+            Ok(new) => Arc::new(new),
+            Err(e) => {
+                // A new segment's file left behind would end the log at its
+                // base on the next open, behind records appended meanwhile.
+                if matches!(e, LogError::PartlyCreated { .. }) {
+                    self.fail_writer(&e.to_string());
+                }
+                return Err(e);
+            }
+        };
         self.write_segments().push(new.clone());
         tracing::debug!(base = w.next, "rolled to a new segment");
         Ok(new)

@@ -35,6 +35,13 @@ pub enum LogError {
     #[error("record carries offset {found}, but the log expects {expected} next")]
     OffsetMismatch { expected: u64, found: u64 },
 
+    #[error("creating segment {base} failed ({error}), and removing what was created failed too: {left}")]
+    PartlyCreated {
+        base: u64,
+        error: Box<LogError>,
+        left: String,
+    },
+
     #[error("the log is closed")]
     Closed,
 
@@ -48,12 +55,19 @@ pub enum LogError {
 impl LogError {
     /// True for errors that mean the disk, not the caller, is at fault.
     pub fn is_storage_failure(&self) -> bool {
-        matches!(self, LogError::Io(_) | LogError::Closed | LogError::WriterFailed(_))
+        matches!(
+            self,
+            LogError::Io(_) | LogError::Closed | LogError::WriterFailed(_) | LogError::PartlyCreated { .. }
+        )
     }
 
     /// True when the disk has no room left (ENOSPC or a quota).
     pub fn is_disk_full(&self) -> bool {
-        matches!(self, LogError::Io(e) if matches!(e.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded))
+        match self {
+            LogError::Io(e) => matches!(e.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded),
+            LogError::PartlyCreated { error, .. } => error.is_disk_full(),
+            _ => false,
+        }
     }
 }
 

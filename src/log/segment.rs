@@ -86,7 +86,29 @@ impl Segment {
     }
 
     /// A new, empty segment whose files and directory entry are on disk.
+    /// If that fails half-way, what it created is removed again: an empty
+    /// segment file left behind would end the log at its base on the next
+    /// open. Fails with `PartlyCreated` if even that removal fails.
     pub fn create(dir: &Path, base: u64, config: &LogConfig) -> Result<Segment> {
+        Self::create_files(dir, base, config).or_else(|error| {
+            let removed = [STORE_SUFFIX, INDEX_SUFFIX]
+                .iter()
+                .map(|suffix| segment_path(dir, base, suffix))
+                .filter(|path| path.exists())
+                .try_for_each(|path| fsops::remove(&path))
+                .and_then(|()| fsops::sync_dir(dir));
+            match removed {
+                Ok(()) => Err(error),
+                Err(left) => Err(LogError::PartlyCreated {
+                    base,
+                    error: Box::new(error),
+                    left: left.to_string(),
+                }),
+            }
+        })
+    }
+
+    fn create_files(dir: &Path, base: u64, config: &LogConfig) -> Result<Segment> {
         let (store, index, _) = Self::open_files(dir, base, config, true)?;
         let segment = Segment::assemble(base, store, index, config);
         segment.map_while_active()?;

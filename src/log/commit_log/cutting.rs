@@ -165,20 +165,27 @@ impl Log {
     /// Drops the segments at or after `keep`, newest first, then cuts the
     /// last one kept so that it ends before `keep`, synced.
     fn cut_tail(&self, keep: u64) -> Result<()> {
+        self.remove_newest(|s| s.base() >= keep, Some(1))?;
+        // The removals are durable (see `remove_segment_files`) before the
+        // kept segment is shortened.
+        self.active()?.cut_from(keep)
+    }
+
+    /// Removes segments from the newest back while `doomed` says so, leaving
+    /// at least `spare` of them.
+    fn remove_newest(&self, doomed: impl Fn(&Segment) -> bool, spare: Option<usize>) -> Result<()> {
         loop {
             let newest = {
                 let segments = self.read_segments();
-                match segments.split_last() {
-                    Some((newest, older)) if !older.is_empty() && newest.base() >= keep => newest.clone(),
-                    _ => break,
+                let spared = spare.is_some_and(|n| segments.len() <= n);
+                match segments.last() {
+                    Some(newest) if !spared && doomed(newest) => newest.clone(),
+                    _ => return Ok(()),
                 }
             };
             self.remove_segment_files(&newest)?;
             self.write_segments().pop();
         }
-        // The removals are durable (see `remove_segment_files`) before the
-        // kept segment is shortened.
-        self.active()?.cut_from(keep)
     }
 
     /// Deletes every record and starts again, empty, at `base`: for a replica
@@ -211,16 +218,35 @@ impl Log {
         reset
     }
 
-    /// Removes every segment, newest first, then creates an empty one at `base`.
+    /// Leaves one empty segment at `base`, never none (see the module doc).
     fn replace_segments(&self, base: u64) -> Result<()> {
-        loop {
-            let newest = self.read_segments().last().cloned();
-            let Some(newest) = newest else { break };
-            self.remove_segment_files(&newest)?;
-            self.write_segments().pop();
+        let named = self.read_segments().iter().any(|s| s.base() == base);
+        if named {
+            self.reset_onto_existing(base)
+        } else {
+            self.reset_onto_new(base)
         }
-        let fresh = Segment::create(&self.shared.dir, base, &self.shared.config)?;
-        self.write_segments().push(Arc::new(fresh));
+    }
+
+    /// `base` names no segment: the new one is created first, then the old
+    /// ones go, newest first. A crash in between leaves an empty segment
+    /// that does not continue the log, which the next open drops.
+    fn reset_onto_new(&self, base: u64) -> Result<()> {
+        let fresh = Arc::new(Segment::create(&self.shared.dir, base, &self.shared.config)?);
+        self.remove_newest(|_| true, None)?;
+        self.write_segments().push(fresh);
+        Ok(())
+    }
+
+    /// `base` names a segment: the ones after it go newest first, it is cut
+    /// to nothing, then the ones before it go oldest first.
+    fn reset_onto_existing(&self, base: u64) -> Result<()> {
+        self.remove_newest(|s| s.base() > base, Some(1))?;
+        let kept = self.active()?;
+        debug_assert_eq!(kept.base(), base);
+        kept.prepare_for_appends()?;
+        kept.cut_from(base)?;
+        self.purge_oldest(usize::MAX)?;
         Ok(())
     }
 

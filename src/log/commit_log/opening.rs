@@ -1,11 +1,14 @@
 //! Opening a data directory: its lock, and its segments in base order.
 
 use std::fs::{self, File};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
 use super::super::config::LogConfig;
 use super::super::error::{LogError, Result};
+use super::super::fsops;
+use super::super::record::{FRAME_PREFIX, frame_body_len};
 use super::super::segment::{INDEX_SUFFIX, STORE_SUFFIX, Segment, parse_segment_name, segment_path};
 
 pub(super) fn lock_directory(dir: &Path) -> Result<File> {
@@ -23,11 +26,43 @@ pub(super) fn lock_directory(dir: &Path) -> Result<File> {
 
 /// Opens the segments found in `dir`: sealed ones are trusted but for their
 /// last entry, the last one is recovered. An empty directory gets segment 0.
+///
+/// Segments must follow each other without a gap or an overlap: each sealed
+/// one holds exactly the offsets up to the next one's base. Two states that
+/// break this lose nothing when repaired, and are: an empty segment that is
+/// not the last (a reset or a roll interrupted before it removed the old
+/// segments or wrote anything), and an empty last segment whose base the one
+/// before does not reach (likewise). Their files are removed. Any other gap
+/// or overlap is an error naming both files.
 pub(super) fn open_segments(dir: &Path, config: &LogConfig) -> Result<Vec<Arc<Segment>>> {
+    let mut bases = segment_bases(dir)?;
+    for base in bases.clone().iter().rev().skip(1) {
+        if store_is_empty(dir, *base)? {
+            drop_empty_segment(dir, *base, "an empty segment before others")?;
+            bases.retain(|b| b != base);
+        }
+    }
+    loop {
+        let Some((&last, sealed)) = bases.split_last() else {
+            return Ok(vec![Arc::new(Segment::create(dir, 0, config)?)]);
+        };
+        match open_in_order(dir, sealed, last, config) {
+            Err(LogError::Corrupt { .. }) if !sealed.is_empty() && store_is_empty(dir, last)? => {
+                drop_empty_segment(dir, last, "an empty last segment that does not continue the log")?;
+                bases.pop();
+            }
+            opened => return opened,
+        }
+    }
+}
+
+/// The bases of the segments in `dir`, in order; an index whose store is
+/// missing is removed (a removal interrupted between its two files).
+fn segment_bases(dir: &Path) -> Result<Vec<u64>> {
     let mut bases = Vec::new();
     let mut index_only = Vec::new();
-    for entry in fs::read_dir(dir)? {
-        let name = entry?.file_name();
+    for entry in fs::read_dir(dir).map_err(|e| fsops::naming(dir, e))? {
+        let name = entry.map_err(|e| fsops::naming(dir, e))?.file_name();
         let Some((base, suffix)) = name.to_str().and_then(parse_segment_name) else {
             continue;
         };
@@ -42,16 +77,45 @@ pub(super) fn open_segments(dir: &Path, config: &LogConfig) -> Result<Vec<Arc<Se
     for base in index_only.into_iter().filter(|b| bases.binary_search(b).is_err()) {
         let path = segment_path(dir, base, INDEX_SUFFIX);
         tracing::warn!(path = %path.display(), "removing an index whose store is missing");
-        fs::remove_file(path)?;
+        fsops::remove(&path)?;
     }
-    if bases.is_empty() {
-        return Ok(vec![Arc::new(Segment::create(dir, 0, config)?)]);
+    Ok(bases)
+}
+
+/// Whether the store of segment `base` holds no frame at all: shorter than
+/// a frame's length field, or a zero length field (allocated, never written).
+fn store_is_empty(dir: &Path, base: u64) -> Result<bool> {
+    let path = segment_path(dir, base, STORE_SUFFIX);
+    let file = File::open(&path).map_err(|e| fsops::naming(&path, e))?;
+    let mut prefix = [0u8; FRAME_PREFIX];
+    match file.read_exact_at(&mut prefix, 0) {
+        Ok(()) => Ok(frame_body_len(&prefix) == 0),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(true),
+        Err(e) => Err(fsops::naming(&path, e).into()),
     }
-    let mut segments = Vec::with_capacity(bases.len());
-    for pair in bases.windows(2) {
-        segments.push(Arc::new(Segment::open_sealed(dir, pair[0], pair[1] - pair[0], config)?));
+}
+
+fn drop_empty_segment(dir: &Path, base: u64, why: &str) -> Result<()> {
+    tracing::warn!(segment = base, reason = why, "removing a segment that holds no record");
+    for suffix in [INDEX_SUFFIX, STORE_SUFFIX] {
+        let path = segment_path(dir, base, suffix);
+        if path.exists() {
+            fsops::remove(&path)?;
+        }
     }
-    let last = bases[bases.len() - 1];
+    Ok(fsops::sync_dir(dir)?)
+}
+
+/// Opens `sealed` segments, each holding the offsets up to the next base,
+/// then recovers the `last` one.
+fn open_in_order(dir: &Path, sealed: &[u64], last: u64, config: &LogConfig) -> Result<Vec<Arc<Segment>>> {
+    let mut segments = Vec::with_capacity(sealed.len() + 1);
+    for (i, &base) in sealed.iter().enumerate() {
+        let next = sealed.get(i + 1).copied().unwrap_or(last);
+        let count = next.checked_sub(base).unwrap_or_default();
+        let opened = Segment::open_sealed(dir, base, count, config).map_err(|e| disagreeing(e, dir, base, next))?;
+        segments.push(Arc::new(opened));
+    }
     let (active, report) = Segment::open_active(dir, last, config)?;
     if report.truncated_bytes > 0 || report.dropped_entries > 0 || report.rebuilt_index {
         tracing::warn!(
@@ -66,4 +130,26 @@ pub(super) fn open_segments(dir: &Path, config: &LogConfig) -> Result<Vec<Arc<Se
     }
     segments.push(Arc::new(active));
     Ok(segments)
+}
+
+/// A sealed segment that does not hold exactly the offsets up to the next
+/// one's base: the error names both files.
+fn disagreeing(error: LogError, dir: &Path, base: u64, next: u64) -> LogError {
+    match error {
+        LogError::Corrupt {
+            file,
+            position,
+            offset,
+            reason,
+        } => LogError::Corrupt {
+            file,
+            position,
+            offset,
+            reason: format!(
+                "{reason}; it must hold offsets [{base}, {next}) because {} starts at {next} (a gap or an overlap between segments)",
+                segment_path(dir, next, STORE_SUFFIX).display()
+            ),
+        },
+        other => other,
+    }
 }
