@@ -90,7 +90,7 @@ impl Segment {
     /// segment file left behind would end the log at its base on the next
     /// open. Fails with `PartlyCreated` if even that removal fails.
     pub fn create(dir: &Path, base: u64, config: &LogConfig) -> Result<Segment> {
-        Self::create_files(dir, base, config).or_else(|error| {
+        Self::create_files(dir, base, config).map_err(|error| {
             let removed = [STORE_SUFFIX, INDEX_SUFFIX]
                 .iter()
                 .map(|suffix| segment_path(dir, base, suffix))
@@ -98,12 +98,12 @@ impl Segment {
                 .try_for_each(|path| fsops::remove(&path))
                 .and_then(|()| fsops::sync_dir(dir));
             match removed {
-                Ok(()) => Err(error),
-                Err(left) => Err(LogError::PartlyCreated {
+                Ok(()) => error,
+                Err(left) => LogError::PartlyCreated {
                     base,
                     error: Box::new(error),
                     left: left.to_string(),
-                }),
+                },
             }
         })
     }

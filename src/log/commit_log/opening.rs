@@ -112,7 +112,7 @@ fn open_in_order(dir: &Path, sealed: &[u64], last: u64, config: &LogConfig) -> R
     let mut segments = Vec::with_capacity(sealed.len() + 1);
     for (i, &base) in sealed.iter().enumerate() {
         let next = sealed.get(i + 1).copied().unwrap_or(last);
-        let count = next.checked_sub(base).unwrap_or_default();
+        let count = next.saturating_sub(base);
         let opened = Segment::open_sealed(dir, base, count, config).map_err(|e| disagreeing(e, dir, base, next))?;
         segments.push(Arc::new(opened));
     }
