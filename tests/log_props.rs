@@ -2,7 +2,11 @@
 //! checked against an in-memory model of the log.
 
 use std::fs;
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
+use distlog::log::fsops::{self, Step};
 use distlog::log::{Durability, Log, LogConfig, LogError, Payload, split_frames};
 use proptest::prelude::*;
 use proptest::test_runner::Config as ProptestConfig;
@@ -40,6 +44,9 @@ enum Op {
     ReadRange(u16, u32, u64),
     /// `reset` a little past the next offset.
     Reset(u8),
+    /// A change (append, batch, purge, cut or reset) whose n-th
+    /// file-system step fails with an injected I/O error.
+    Faulty(u8, Box<Op>),
 }
 
 fn value() -> impl Strategy<Value = Vec<u8>> {
@@ -60,6 +67,18 @@ fn op() -> impl Strategy<Value = Op> {
         6 => any::<u16>().prop_map(Op::Read),
         5 => (any::<u16>(), 0u32..20, prop_oneof![0u64..400, 0u64..4000, Just(u64::MAX)])
             .prop_map(|(from, n, bytes)| Op::ReadRange(from, n, bytes)),
+        1 => any::<u8>().prop_map(|d| Op::Reset(d % 4)),
+        4 => (0u8..14, change()).prop_map(|(nth, op)| Op::Faulty(nth, Box::new(op))),
+    ]
+}
+
+/// The operations that change the log, with the same weights as in `op`.
+fn change() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => prop::collection::vec(value(), 1..6).prop_map(Op::AppendBatch),
+        4 => value().prop_map(Op::Append),
+        3 => any::<u16>().prop_map(Op::Purge),
+        3 => any::<u16>().prop_map(Op::CutAfter),
         1 => any::<u8>().prop_map(|d| Op::Reset(d % 4)),
     ]
 }
@@ -284,8 +303,113 @@ impl Harness {
                     values: Vec::new(),
                 };
             }
+            Op::Faulty(nth, change) => self.apply_with_fault(usize::from(*nth), change)?,
         }
         self.check_bounds()
+    }
+
+    /// Runs `change` with its `nth` file-system step failed, restarts the
+    /// log if that failed it, and checks what is left against what the
+    /// change may and may not have done; the model then follows the log.
+    fn apply_with_fault(&mut self, nth: usize, change: &Op) -> Result<(), TestCaseError> {
+        let seen = AtomicUsize::new(0);
+        let watch = fsops::watch(
+            self.dir.path(),
+            Arc::new(move |step: &Step<'_>| {
+                if seen.fetch_add(1, Ordering::SeqCst) == nth {
+                    return Err(io::Error::other(format!("injected failure of {step:?}")));
+                }
+                Ok(())
+            }),
+        );
+        let log = self.log().clone();
+        let (lowest, next) = (self.model.lowest, self.model.next());
+        let mut appended: Vec<Vec<u8>> = Vec::new();
+        // What the change leaves in place whatever happens: [low, high).
+        let (outcome, protected) = match change {
+            Op::Append(v) => {
+                appended.push(v.clone());
+                (log.append(v).map(drop), (lowest, next))
+            }
+            Op::AppendBatch(vs) => {
+                appended.clone_from(vs);
+                let payloads: Vec<Payload> = vs.iter().map(|v| Payload::new(v)).collect();
+                (log.append_batch(&payloads).map(drop), (lowest, next))
+            }
+            Op::Purge(sel) => {
+                let upto = self.model.pick(*sel);
+                (log.purge_before(upto).map(drop), (upto.max(lowest).min(next), next))
+            }
+            Op::CutAfter(sel) => {
+                let keep = (self.model.pick(*sel) + 1).max(lowest);
+                (log.cut_after(keep - 1).map(drop), (lowest, keep.min(next)))
+            }
+            Op::Reset(d) => (log.reset(next + u64::from(*d)).map(drop), (next, next)),
+            _ => unreachable!("only changes are made faulty"),
+        };
+        drop(log);
+        drop(watch);
+        if self.log().failure().is_some() {
+            prop_assert!(outcome.is_err(), "the log failed, yet the change succeeded");
+            self.reopen();
+        }
+        let log = self.log();
+        let (now_lowest, now_next) = (log.lowest_offset(), log.next_offset());
+        if let Op::Reset(d) = change {
+            // A reset leaves the new empty log, or (failed) part of the old one.
+            let base = next + u64::from(*d);
+            prop_assert!(
+                (now_lowest, now_next) == (base, base) || (now_lowest >= lowest && now_next <= next),
+                "{:?} with step {} failed ({:?}) left [{}, {})",
+                change,
+                nth,
+                outcome,
+                now_lowest,
+                now_next
+            );
+        } else {
+            prop_assert!(
+                now_lowest <= protected.0 && now_next >= protected.1,
+                "{:?} with step {} failed ({:?}) left [{}, {}), which loses part of [{}, {})",
+                change,
+                nth,
+                outcome,
+                now_lowest,
+                now_next,
+                protected.0,
+                protected.1
+            );
+        }
+        if outcome.is_ok() && !appended.is_empty() {
+            prop_assert_eq!(now_next, next + appended.len() as u64, "an acknowledged append is gone");
+        }
+        if !appended.is_empty() {
+            prop_assert!(
+                now_next == next || now_next == next + appended.len() as u64,
+                "a batch landed in part: [{}, {}) after next {}",
+                now_lowest,
+                now_next,
+                next
+            );
+        }
+        let mut values = Vec::new();
+        for offset in now_lowest..now_next {
+            let record = log
+                .read(offset)
+                .map_err(|e| TestCaseError::fail(format!("after {change:?}, step {nth} failed: read {offset}: {e}")))?;
+            let expected = match (self.model.get(offset), offset.checked_sub(next)) {
+                (Some(v), _) => v,
+                (None, Some(i)) => &appended[usize::try_from(i).unwrap()][..],
+                (None, None) => return Err(TestCaseError::fail(format!("offset {offset} was never appended"))),
+            };
+            prop_assert_eq!(&record.value[..], expected, "value at {} after {:?}", offset, change);
+            values.push(record.value.to_vec());
+        }
+        self.model = Model {
+            lowest: now_lowest,
+            values,
+        };
+        Ok(())
     }
 
     fn check_bounds(&self) -> Result<(), TestCaseError> {

@@ -26,8 +26,8 @@ use super::config::{Durability, LogConfig};
 use super::error::{LogError, Result};
 use super::group_commit::{Ack, GroupCommit, Submitted};
 use super::record::{
-    FLAG_BATCH_CONTINUES, MAX_STORED_FRAME, Payload, Record, RecordRef, decode_frame, encode_frame, encode_unstamped,
-    frame_len,
+    FLAG_BATCH_CONTINUES, FrameError, Frames, MAX_STORED_FRAME, Payload, Record, RecordRef, encode_frame,
+    encode_unstamped, frame_len,
 };
 use super::segment::{Chunk, Segment};
 use super::snapshot::SnapshotReader;
@@ -82,6 +82,34 @@ struct Waiter {
     next: u64,
     first: u64,
     ack: oneshot::Sender<Ack>,
+}
+
+/// Where one replicated frame lies in its buffer.
+struct Span {
+    start: usize,
+    end: usize,
+    timestamp_ms: u64,
+}
+
+/// Checks every replicated frame (checksum, and dense offsets from
+/// `expected`) and says where each lies.
+fn replicated_spans(frames: &[u8], expected: u64) -> Result<Vec<Span>> {
+    Frames::new(frames, Some(expected), MAX_STORED_FRAME)
+        .map(|frame| match frame {
+            Ok((at, view)) => Ok(Span {
+                start: at,
+                end: at + view.frame_len,
+                timestamp_ms: view.timestamp_ms,
+            }),
+            Err((_, FrameError::WrongOffset { expected, found })) => Err(LogError::OffsetMismatch { expected, found }),
+            Err((at, e)) => Err(LogError::Corrupt {
+                file: PathBuf::from("<replicated frames>"),
+                position: at as u64,
+                offset: None,
+                reason: e.to_string(),
+            }),
+        })
+        .collect()
 }
 
 /// Whether a write may start a new segment (see `append_batch_async`).
@@ -381,43 +409,30 @@ impl Log {
     /// offsets and timestamps. Every frame is checked, and the first must
     /// carry `next_offset`. Returns how many records were appended.
     pub fn append_frames(&self, frames: &[u8]) -> Result<u32> {
-        let max_frame_len = MAX_STORED_FRAME;
         let mut w = self.lock_writer()?;
-        let mut expected = w.next;
-        let mut spans = Vec::new();
-        let mut at = 0;
-        while at < frames.len() {
-            let view = decode_frame(&frames[at..], max_frame_len).map_err(|e| LogError::Corrupt {
-                file: PathBuf::from("<replicated frames>"),
-                position: at as u64,
-                offset: Some(expected),
-                reason: e.to_string(),
-            })?;
-            if view.offset != expected {
-                return Err(LogError::OffsetMismatch {
-                    expected,
-                    found: view.offset,
-                });
-            }
-            w.last_timestamp = w.last_timestamp.max(view.timestamp_ms);
-            spans.push((at, view.frame_len));
-            at += view.frame_len;
-            expected += 1;
+        let spans = replicated_spans(frames, w.next)?;
+        if let Some(newest) = spans.iter().map(|span| span.timestamp_ms).max() {
+            w.last_timestamp = w.last_timestamp.max(newest);
         }
         // Write in pieces that fit the active segment, rolling between them.
+        let piece = |from: usize, to: usize| {
+            frames
+                .get(from..to)
+                .ok_or_else(|| LogError::Io(std::io::Error::other("a frame span outside its buffer")))
+        };
         let mut piece_start = 0;
         let mut piece_count = 0u32;
-        for (i, &(start, len)) in spans.iter().enumerate() {
-            let piece_bytes = (start + len - piece_start) as u64;
+        for (i, span) in spans.iter().enumerate() {
+            let piece_bytes = (span.end - piece_start) as u64;
             let active = self.active()?;
             if piece_count > 0 && !active.has_room(piece_bytes, piece_count + 1, self.shared.config.max_segment_bytes) {
-                self.write_frames(&mut w, &frames[piece_start..start], piece_count)?;
-                piece_start = start;
+                self.write_frames(&mut w, piece(piece_start, span.start)?, piece_count)?;
+                piece_start = span.start;
                 piece_count = 0;
             }
             piece_count += 1;
             if i + 1 == spans.len() {
-                self.write_frames(&mut w, &frames[piece_start..start + len], piece_count)?;
+                self.write_frames(&mut w, piece(piece_start, span.end)?, piece_count)?;
             }
         }
         let count = spans.len() as u32;

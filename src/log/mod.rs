@@ -4,6 +4,11 @@
 //! and `index` (mmap'd offset -> position) -> `segment` (one of each, named
 //! by base offset) -> `commit_log` (the segments in order, one writer, many
 //! readers, durability, retention, recovery on open).
+//!
+//! Nothing here may panic on what the disk or a caller hands it: the lints
+//! below refuse `unwrap`, `expect` and unchecked indexing outside tests.
+
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod commit_log;
 mod config;

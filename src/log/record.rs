@@ -210,7 +210,9 @@ pub fn frame_len(value_len: usize) -> usize {
 pub fn encode_frame(out: &mut Vec<u8>, offset: u64, timestamp_ms: u64, flags: u8, payload: Payload) {
     let start = out.len();
     encode_unstamped(out, flags, payload);
-    stamp_frame(&mut out[start..], offset, timestamp_ms);
+    if let Some(frame) = out.get_mut(start..) {
+        stamp_frame(frame, offset, timestamp_ms);
+    }
 }
 
 /// Appends a frame whose offset, timestamp and checksum are still zero:

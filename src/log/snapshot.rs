@@ -42,7 +42,8 @@ impl Read for SnapshotReader {
             }
             let n = (buf.len() as u64).min(end - self.position) as usize;
             let bytes = segment.store().read_at(self.position, n)?;
-            buf[..n].copy_from_slice(&bytes);
+            let Some(into) = buf.get_mut(..n) else { return Ok(0) };
+            into.copy_from_slice(&bytes);
             self.position += n as u64;
             return Ok(n);
         }

@@ -132,7 +132,8 @@ impl Store {
         let to = (end.div_ceil(ZERO_CHUNK) * ZERO_CHUNK + ZERO_CHUNK).min(limit);
         while at < to {
             let n = (to - at).min(ZEROS.len() as u64) as usize;
-            if self.file.write_all_at(&ZEROS[..n], at).is_err() {
+            let zeros = ZEROS.get(..n).unwrap_or_default();
+            if self.file.write_all_at(zeros, at).is_err() {
                 self.zero_limit.store(0, Ordering::Relaxed);
                 break;
             }
@@ -190,7 +191,9 @@ impl Store {
         match mapped.as_mut() {
             Some(map) if end <= map.len() as u64 => {
                 self.populate_up_to(map, end as usize);
-                map[pos as usize..end as usize].copy_from_slice(bytes);
+                if let Some(target) = map.get_mut(pos as usize..end as usize) {
+                    target.copy_from_slice(bytes);
+                }
             }
             _ => {
                 self.zero_ahead(end);
