@@ -20,7 +20,7 @@ use super::recovery::{self, Recovered};
 use super::store::Store;
 
 pub const STORE_SUFFIX: &str = "store";
-/// The bytes of a frame's header that `end_batch_at_tail` rewrites: crc, version, flags.
+/// The bytes of a frame's header that `end_batch_at` rewrites: crc, version, flags.
 const HEADER_REWRITTEN: std::ops::Range<usize> = 4..10;
 pub const INDEX_SUFFIX: &str = "index";
 
@@ -392,9 +392,14 @@ impl Segment {
         } else {
             self.store.size()
         };
+        // The record that will end the log is made the end of its batch
+        // first, durably: shortened first, a crash would leave a batch with
+        // no end, which recovery drops whole, kept records and all.
+        if let Some(last_kept) = keep.checked_sub(1) {
+            self.end_batch_at(last_kept, cut)?;
+        }
         self.index.cut_to(keep);
         self.store.cut_to(cut)?;
-        self.end_batch_at_tail()?;
         self.store.sync()?;
         self.index.flush()?;
         // Best effort: without the maps appends and reads use positioned I/O.
@@ -404,16 +409,14 @@ impl Segment {
         Ok(())
     }
 
-    /// After a cut inside a batch the last record kept still says that the
-    /// batch goes on, and recovery would take what is left of it for a torn
-    /// write and drop it on the next open. Rewrites that frame (flags and
-    /// checksum, in place, with readers excluded) as the end of its batch.
-    fn end_batch_at_tail(&self) -> Result<()> {
-        let Some(last) = self.index.len().checked_sub(1) else {
-            return Ok(());
-        };
-        let pos = self.index.slot(last).1;
-        let len = self.store.size().saturating_sub(pos) as usize;
+    /// After a cut inside a batch the last record kept would still say that
+    /// the batch goes on, and recovery would take what is left of it for a
+    /// torn write and drop it on the next open. Rewrites entry `i`'s frame,
+    /// which ends at `end`, (flags and checksum, in place, with readers
+    /// excluded) as the end of its batch, and syncs it.
+    fn end_batch_at(&self, i: u32, end: u64) -> Result<()> {
+        let pos = self.index.slot(i).1;
+        let len = end.saturating_sub(pos) as usize;
         let buf = self.store.read_at(pos, len)?;
         // A frame that does not decode is left for recovery and readers to report.
         let Ok(view) = decode_frame(&buf, self.max_frame_len) else {
@@ -438,7 +441,7 @@ impl Segment {
         // Only the checksum, version and flags differ.
         let changed = frame.get(HEADER_REWRITTEN).unwrap_or_default();
         self.store.rewrite_at(pos + HEADER_REWRITTEN.start as u64, changed)?;
-        Ok(())
+        Ok(self.store.sync()?)
     }
 
     /// Makes everything written so far durable.

@@ -7,7 +7,7 @@ use std::io;
 use super::super::error::LogError;
 use super::super::group_commit::{Ack, Submitted};
 use super::super::record::stamp_frames;
-use super::{Log, Waiter, Writer, lock, now_ms};
+use super::{Log, Writer, now_ms};
 
 /// Batches stamped and copied into one buffer, not yet written.
 struct Combined {
@@ -55,7 +55,7 @@ impl Log {
         w.buf = combined.frames;
         // Under the writer lock: a cut between unlocking and this would see
         // its reset undone by a stale `next`.
-        self.shared.group.note_written(w.next);
+        self.shared.committer.note_written(w.next);
         drop(w);
     }
 
@@ -85,12 +85,11 @@ impl Log {
         };
         match written {
             Ok(()) => {
-                let mut waiters = lock(&self.shared.durable_waiters);
                 for (first, count, ack) in combined.batches.drain(..) {
-                    let next = first + u64::from(count);
-                    waiters.push_back(Waiter { next, first, ack });
+                    self.shared
+                        .committer
+                        .wait_for_sync(first, first + u64::from(count), ack);
                 }
-                drop(waiters);
                 w.appended.add(combined.count, combined.frames.len() as u64);
             }
             Err(e) => {

@@ -24,7 +24,6 @@
 //! once its files are gone.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use super::super::error::Result;
 use super::super::fsops;
@@ -93,7 +92,7 @@ impl Log {
                 let mut segments = self.write_segments();
                 segments.remove(0);
                 let lowest = segments.first().map_or(oldest.next_offset(), |s| s.base());
-                self.shared.lowest.store(lowest, Ordering::Release);
+                self.shared.bounds.set_lowest(lowest);
             }
             purged += 1;
         }
@@ -126,13 +125,11 @@ impl Log {
         // The one fallible step that changes nothing comes first, so that a
         // full disk leaves the log as it was.
         self.segment_kept_by_cut(keep)?.prepare_for_appends()?;
-        self.shared.cuts.fetch_add(1, Ordering::AcqRel);
+        self.shared.bounds.begin_cut();
         // Readers stop at the cut first (never past what was visible: in
         // `Always` mode records below `keep` may not be synced yet), and a
         // sync already under way can no longer publish past it.
-        self.shared.group.reset(keep, || {
-            self.shared.visible.fetch_min(keep, Ordering::AcqRel);
-        });
+        self.shared.committer.reset(keep, || self.shared.bounds.lower_to(keep));
         let cut = self.cut_tail(keep);
         self.writer_follows_segments(&mut w, keep);
         match &cut {
@@ -140,12 +137,12 @@ impl Log {
                 debug_assert_eq!(w.next, keep, "the cut log ends at the cut");
                 // The cut synced what it kept: its waiting appenders succeeded.
                 self.publish(keep);
-                self.release_waiters(keep, true);
+                self.shared.committer.release(keep, true);
             }
             Err(e) => self.fail_writer(&format!("a cut after offset {offset} failed half-way: {e}")),
         }
-        self.release_waiters(u64::MAX, false);
-        self.shared.appended.send_replace(self.next_offset());
+        self.shared.committer.release(u64::MAX, false);
+        self.shared.bounds.announce();
         cut
     }
 
@@ -192,13 +189,13 @@ impl Log {
     /// that must restart from its leader's lowest offset or resync from zero.
     pub fn reset(&self, base: u64) -> Result<()> {
         let mut w = self.lock_writer()?;
-        self.shared.cuts.fetch_add(1, Ordering::AcqRel);
+        self.shared.bounds.begin_cut();
         // Readers see nothing while the segments go.
         let lowest = self.lowest_offset();
-        self.shared.group.reset(lowest, || {
-            self.shared.visible.store(lowest, Ordering::Release);
-        });
-        self.release_waiters(u64::MAX, false);
+        self.shared
+            .committer
+            .reset(lowest, || self.shared.bounds.set(lowest, lowest));
+        self.shared.committer.release(u64::MAX, false);
         let reset = self.replace_segments(base);
         self.writer_follows_segments(&mut w, base);
         if let Err(e) = &reset {
@@ -210,11 +207,10 @@ impl Log {
             (lowest, segments.last().map_or(base, |s| s.next_offset()))
         };
         debug_assert!(reset.is_err() || (lowest, next) == (base, base));
-        self.shared.lowest.store(lowest, Ordering::Release);
-        self.shared.group.reset(next, || {
-            self.shared.visible.store(next, Ordering::Release);
-        });
-        self.shared.appended.send_replace(next);
+        self.shared
+            .committer
+            .reset(next, || self.shared.bounds.set(lowest, next));
+        self.shared.bounds.announce();
         reset
     }
 

@@ -1,0 +1,322 @@
+//! Appends: checked, encoded and written by the one writer (or handed to
+//! the committer with `Durability::Always`), rolling to a new segment when
+//! the active one is full, then made visible as the durability allows.
+
+use std::path::PathBuf;
+use std::sync::{Arc, MutexGuard};
+
+use tokio::sync::oneshot;
+
+use super::super::config::Durability;
+use super::super::error::{LogError, Result};
+use super::super::group_commit::{Ack, Submitted};
+use super::super::record::{
+    FLAG_BATCH_CONTINUES, FrameError, Frames, MAX_STORED_FRAME, Payload, encode_frame, encode_unstamped, frame_len,
+};
+use super::super::segment::Segment;
+use super::{Appended, Log, Writer, lock, now_ms};
+
+/// Where one replicated frame lies in its buffer.
+struct Span {
+    start: usize,
+    end: usize,
+    timestamp_ms: u64,
+}
+
+/// Checks every replicated frame (checksum, and dense offsets from
+/// `expected`) and says where each lies.
+fn replicated_spans(frames: &[u8], expected: u64) -> Result<Vec<Span>> {
+    Frames::new(frames, Some(expected), MAX_STORED_FRAME)
+        .map(|frame| match frame {
+            Ok((at, view)) => Ok(Span {
+                start: at,
+                end: at + view.frame_len,
+                timestamp_ms: view.timestamp_ms,
+            }),
+            Err((_, FrameError::WrongOffset { expected, found })) => Err(LogError::OffsetMismatch { expected, found }),
+            Err((at, e)) => Err(LogError::Corrupt {
+                file: PathBuf::from("<replicated frames>"),
+                position: at as u64,
+                offset: None,
+                reason: e.to_string(),
+            }),
+        })
+        .collect()
+}
+
+/// Whether a write may start a new segment (see `append_batch_async`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Roll {
+    Allow,
+    Refuse,
+}
+
+/// Runs `f`, which blocks, telling a multi-threaded tokio runtime first so
+/// that it moves the worker's other tasks elsewhere.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
+/// Every record of a batch but the last says that the batch goes on.
+fn batch_flags(i: usize, len: usize) -> u8 {
+    if i + 1 < len { FLAG_BATCH_CONTINUES } else { 0 }
+}
+
+impl Log {
+    pub fn append(&self, value: &[u8]) -> Result<u64> {
+        self.append_batch(&[Payload::new(value)])
+    }
+
+    /// Appends all records or none, returning the first one's offset. The
+    /// batch lands in one segment, and recovery cuts a batch that did not
+    /// reach the disk whole.
+    pub fn append_batch(&self, payloads: &[Payload]) -> Result<u64> {
+        if self.shared.config.durability != Durability::Always {
+            return self
+                .write_batch(payloads, Roll::Allow)?
+                .map(|(first, _)| first)
+                .ok_or(LogError::Closed);
+        }
+        let acked = self.submit(payloads)?;
+        self.acked(acked.blocking_recv().ok())
+    }
+
+    /// `append_batch` for async callers: with `Durability::Always` the wait
+    /// for the committer yields instead of blocking a thread.
+    /// Without `Always`, a batch that needs a new segment is written with
+    /// the runtime told that this thread blocks (the roll allocates, maps
+    /// and syncs), so that the worker's other tasks move elsewhere.
+    pub async fn append_batch_async(&self, payloads: &[Payload<'_>]) -> Result<u64> {
+        if self.shared.config.durability != Durability::Always {
+            return match self.write_batch(payloads, Roll::Refuse)? {
+                Some((first, _)) => Ok(first),
+                None => blocking(|| {
+                    // Outside the writer lock: the roll's own sync then has
+                    // little left to write while appenders wait for it.
+                    if let Ok(full) = self.active() {
+                        let _ = full.store().sync();
+                    }
+                    self.write_batch(payloads, Roll::Allow)
+                })?
+                .map(|(first, _)| first)
+                .ok_or(LogError::Closed),
+            };
+        }
+        let acked = self.submit(payloads)?;
+        self.acked(acked.await.ok())
+    }
+
+    /// Checks and encodes a batch and hands it to the committer, which
+    /// writes, syncs and then acknowledges it (see `group_commit`).
+    fn submit(&self, payloads: &[Payload]) -> Result<oneshot::Receiver<Ack>> {
+        let (count, bytes) = self.check_batch(payloads)?;
+        self.check_writable()?;
+        let mut frames = Vec::with_capacity(bytes as usize);
+        for (i, payload) in payloads.iter().enumerate() {
+            encode_unstamped(&mut frames, batch_flags(i, payloads.len()), *payload);
+        }
+        let (ack, acked) = oneshot::channel();
+        self.shared.committer.submit(Submitted { frames, count, ack });
+        Ok(acked)
+    }
+
+    /// What the committer said of a batch (`None`: it went away).
+    pub(super) fn acked(&self, told: Option<Ack>) -> Result<u64> {
+        match (told, self.shared.failed.get()) {
+            (Some(Ok(first)), _) => Ok(first),
+            (Some(Err(Some(error))), _) => Err(error),
+            (_, Some(why)) => Err(LogError::WriterFailed(why.clone())),
+            (_, None) => Err(LogError::Closed),
+        }
+    }
+
+    /// A batch's record count and frame bytes, if the limits allow it.
+    fn check_batch(&self, payloads: &[Payload]) -> Result<(u32, u64)> {
+        let config = &self.shared.config;
+        if payloads.is_empty() {
+            return Err(LogError::EmptyBatch);
+        }
+        let mut bytes = 0u64;
+        for p in payloads {
+            if p.value.len() as u64 > config.max_record_bytes {
+                return Err(LogError::TooLarge {
+                    what: "record",
+                    size: p.value.len() as u64,
+                    max: config.max_record_bytes,
+                });
+            }
+            bytes += frame_len(p.value.len()) as u64;
+        }
+        let count = u32::try_from(payloads.len()).unwrap_or(u32::MAX);
+        if count > config.index_capacity() || bytes > config.max_segment_bytes {
+            return Err(LogError::TooLarge {
+                what: "batch",
+                size: bytes,
+                max: config.max_segment_bytes,
+            });
+        }
+        Ok((count, bytes))
+    }
+
+    /// Writes a batch and makes it visible as the durability policy allows
+    /// without waiting for a sync. Returns its first offset and the offset
+    /// after it, or `None` if it needs a new segment and `roll` refuses one.
+    fn write_batch(&self, payloads: &[Payload], roll: Roll) -> Result<Option<(u64, u64)>> {
+        let (count, bytes) = self.check_batch(payloads)?;
+        let mut w = self.lock_writer()?;
+        if roll == Roll::Refuse && self.needs_roll(bytes, count)? {
+            return Ok(None);
+        }
+        let first = w.next;
+        let timestamp = now_ms().max(w.last_timestamp);
+        w.last_timestamp = timestamp;
+        let mut buf = std::mem::take(&mut w.buf);
+        buf.clear();
+        for (i, payload) in payloads.iter().enumerate() {
+            encode_frame(
+                &mut buf,
+                first + i as u64,
+                timestamp,
+                batch_flags(i, payloads.len()),
+                *payload,
+            );
+        }
+        let written = self.write_frames(&mut w, &buf, count);
+        w.buf = buf;
+        written?;
+        let next = w.next;
+        self.finish_write(w, count, bytes, None);
+        Ok(Some((first, next)))
+    }
+
+    /// Whether `bytes` in `count` frames would make the writer roll first.
+    fn needs_roll(&self, bytes: u64, count: u32) -> Result<bool> {
+        let active = self.active()?;
+        Ok(!active.is_empty() && !active.has_room(bytes, count, self.shared.config.max_segment_bytes))
+    }
+
+    /// Appends frames made by another log (replication), keeping their
+    /// offsets and timestamps. Every frame is checked, and the first must
+    /// carry `next_offset`. Returns how many records were appended.
+    pub fn append_frames(&self, frames: &[u8]) -> Result<u32> {
+        let mut w = self.lock_writer()?;
+        let spans = replicated_spans(frames, w.next)?;
+        if let Some(newest) = spans.iter().map(|span| span.timestamp_ms).max() {
+            w.last_timestamp = w.last_timestamp.max(newest);
+        }
+        // Write in pieces that fit the active segment, rolling between them.
+        let piece = |from: usize, to: usize| {
+            frames
+                .get(from..to)
+                .ok_or_else(|| LogError::Io(std::io::Error::other("a frame span outside its buffer")))
+        };
+        let mut piece_start = 0;
+        let mut piece_count = 0u32;
+        for (i, span) in spans.iter().enumerate() {
+            let piece_bytes = (span.end - piece_start) as u64;
+            let active = self.active()?;
+            if piece_count > 0 && !active.has_room(piece_bytes, piece_count + 1, self.shared.config.max_segment_bytes) {
+                self.write_frames(&mut w, piece(piece_start, span.start)?, piece_count)?;
+                piece_start = span.start;
+                piece_count = 0;
+            }
+            piece_count += 1;
+            if i + 1 == spans.len() {
+                self.write_frames(&mut w, piece(piece_start, span.end)?, piece_count)?;
+            }
+        }
+        let count = spans.len() as u32;
+        if count > 0 {
+            if self.shared.config.durability == Durability::Always {
+                let (ack, acked) = oneshot::channel();
+                let first = w.next - u64::from(count);
+                self.finish_write(w, count, frames.len() as u64, Some((first, ack)));
+                self.acked(acked.blocking_recv().ok())?;
+            } else {
+                self.finish_write(w, count, frames.len() as u64, None);
+            }
+        }
+        Ok(count)
+    }
+
+    /// Writes `count` frames into the active segment, rolling first if they
+    /// do not fit. An empty segment takes them whatever their size, so that a
+    /// batch (checked against the limits before) is never split.
+    pub(super) fn write_frames(&self, w: &mut Writer, frames: &[u8], count: u32) -> Result<()> {
+        let mut active = self.active()?;
+        if !active.is_empty() && !active.has_room(frames.len() as u64, count, self.shared.config.max_segment_bytes) {
+            active = self.roll(w)?;
+        }
+        active.append(frames, count)?;
+        w.next += u64::from(count);
+        debug_assert_eq!(w.next, active.next_offset(), "the writer and the active segment agree");
+        Ok(())
+    }
+
+    /// Seals the active segment and starts the next. The sealed segment is
+    /// synced first, whatever the durability: once the new segment's name
+    /// is on disk, a sealed segment that lost its tail to a power cut would
+    /// leave a gap that no open could get past.
+    pub(super) fn roll(&self, w: &Writer) -> Result<Arc<Segment>> {
+        let old = self.active()?;
+        if let Err(e) = old.sync() {
+            // As with the committer's own syncs: Linux may not report the
+            // loss again, so records written before the roll are not trusted.
+            self.fail_writer(&format!("a sync failed: {e}"));
+            return Err(e);
+        }
+        old.seal()?;
+        let new = match Segment::create(&self.shared.dir, w.next, &self.shared.config) {
+            Ok(new) => Arc::new(new),
+            Err(e) => {
+                // A new segment's file left behind would end the log at its
+                // base on the next open, behind records appended meanwhile.
+                if matches!(e, LogError::PartlyCreated { .. }) {
+                    self.fail_writer(&e.to_string());
+                }
+                return Err(e);
+            }
+        };
+        self.write_segments().push(new.clone());
+        tracing::debug!(base = w.next, "rolled to a new segment");
+        Ok(new)
+    }
+
+    /// Makes written records visible as the durability policy allows: at
+    /// once, or (`Always`) once the committer has synced them.
+    /// A `waiter` (the records' first offset and whom to tell) is told once
+    /// the sync covers its records; it is queued under the writer lock, so
+    /// the queue is in offset order.
+    pub(super) fn finish_write(
+        &self,
+        mut w: MutexGuard<'_, Writer>,
+        count: u32,
+        bytes: u64,
+        waiter: Option<(u64, oneshot::Sender<Ack>)>,
+    ) {
+        w.appended.add(count, bytes);
+        let next = w.next;
+        match self.shared.config.durability {
+            Durability::Always => {
+                if let Some((first, ack)) = waiter {
+                    self.shared.committer.wait_for_sync(first, next, ack);
+                }
+                self.shared.committer.note_written(next);
+            }
+            Durability::Interval(_) => {
+                self.shared.dirty.store(true, std::sync::atomic::Ordering::Release);
+                self.publish(next);
+            }
+            Durability::Never => self.publish(next),
+        }
+        drop(w);
+    }
+
+    /// Records and bytes appended since open.
+    pub fn appended(&self) -> Appended {
+        lock(&self.shared.writer).appended
+    }
+}

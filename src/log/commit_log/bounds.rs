@@ -1,0 +1,102 @@
+//! What readers may see of the log: offsets in `[lowest, visible)`, the
+//! watch that tells waiting readers (long polls, SSE, replication) when
+//! `visible` grows, and the count of cuts that readers check to tell a
+//! record cut under them from a corrupt one.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::watch;
+
+use super::super::error::{LogError, Result};
+
+#[derive(Debug)]
+pub(super) struct Bounds {
+    lowest: AtomicU64,
+    /// Readers see offsets below this; raised only once records are written
+    /// (and, with `Durability::Always`, synced).
+    visible: AtomicU64,
+    appended: watch::Sender<u64>,
+    /// Bumped before every cut or reset changes anything.
+    cuts: AtomicU64,
+}
+
+impl Bounds {
+    pub(super) fn new(lowest: u64, next: u64) -> Self {
+        Bounds {
+            lowest: AtomicU64::new(lowest),
+            visible: AtomicU64::new(next),
+            appended: watch::Sender::new(next),
+            cuts: AtomicU64::new(0),
+        }
+    }
+
+    pub(super) fn lowest(&self) -> u64 {
+        self.lowest.load(Ordering::Acquire)
+    }
+
+    pub(super) fn next(&self) -> u64 {
+        self.visible.load(Ordering::Acquire)
+    }
+
+    pub(super) fn set_lowest(&self, lowest: u64) {
+        self.lowest.store(lowest, Ordering::Release);
+    }
+
+    /// Records below `next` are readable. Never lowers what readers see.
+    pub(super) fn publish(&self, next: u64) {
+        let previous = self.visible.fetch_max(next, Ordering::AcqRel);
+        if next > previous && self.appended.receiver_count() > 0 {
+            self.appended.send_replace(next);
+        }
+    }
+
+    /// Readers stop before `keep` (a cut), never seeing more than before.
+    pub(super) fn lower_to(&self, keep: u64) {
+        self.visible.fetch_min(keep, Ordering::AcqRel);
+    }
+
+    /// Readers see exactly `[lowest, next)` (a reset).
+    pub(super) fn set(&self, lowest: u64, next: u64) {
+        self.set_lowest(lowest);
+        self.visible.store(next, Ordering::Release);
+    }
+
+    /// Tells waiting readers where the log ends now, even if it shrank.
+    pub(super) fn announce(&self) {
+        self.appended.send_replace(self.next());
+    }
+
+    /// A receiver told the new `next` whenever records become visible.
+    pub(super) fn subscribe(&self) -> watch::Receiver<u64> {
+        let receiver = self.appended.subscribe();
+        // Appends skip the notification while nobody listens: catch up now.
+        self.appended.send_if_modified(|seen| {
+            let now = self.next();
+            let stale = *seen != now;
+            *seen = now;
+            stale
+        });
+        receiver
+    }
+
+    /// A cut or a reset is about to move records.
+    pub(super) fn begin_cut(&self) {
+        self.cuts.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Runs a read again when it failed while a cut or a reset moved the
+    /// records under it: a record cut away after the reader's range check
+    /// is out of range, not corrupt, and one rewritten since reads anew.
+    pub(super) fn across_cuts<T>(&self, mut read: impl FnMut() -> Result<T>) -> Result<T> {
+        const TRIES: usize = 8;
+        let mut outcome = Err(LogError::Closed);
+        for _ in 0..TRIES {
+            let cuts = self.cuts.load(Ordering::Acquire);
+            outcome = read();
+            if outcome.is_ok() || self.cuts.load(Ordering::Acquire) == cuts {
+                return outcome;
+            }
+        }
+        outcome
+    }
+}

@@ -1,0 +1,130 @@
+//! Reads: a record, a range, or the raw frames (replication), only of
+//! offsets readers may see (`bounds`), looking again when a cut moved the
+//! records under them; and a snapshot stream of every store.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+
+use super::super::error::{LogError, Result};
+use super::super::record::{Record, RecordRef};
+use super::super::segment::{Chunk, Segment};
+use super::super::snapshot::SnapshotReader;
+use super::Log;
+
+impl Log {
+    pub(super) fn out_of_range(&self, offset: u64) -> LogError {
+        LogError::OutOfRange {
+            offset,
+            lowest: self.lowest_offset(),
+            next: self.next_offset(),
+        }
+    }
+
+    pub fn read(&self, offset: u64) -> Result<Record> {
+        self.shared.bounds.across_cuts(|| {
+            if offset < self.lowest_offset() || offset >= self.next_offset() {
+                return Err(self.out_of_range(offset));
+            }
+            let segment = self.segment_for(offset).ok_or_else(|| self.out_of_range(offset))?;
+            segment.read(offset)
+        })
+    }
+
+    /// Like `read`, but hands `f` the record where it lies when it can
+    /// (see `Segment::read_with`): one copy fewer for a reader that
+    /// only renders it.
+    pub fn read_with<R>(&self, offset: u64, f: impl FnOnce(RecordRef<'_>) -> R) -> Result<R> {
+        let mut f = Some(f);
+        self.shared.bounds.across_cuts(|| {
+            if offset < self.lowest_offset() || offset >= self.next_offset() {
+                return Err(self.out_of_range(offset));
+            }
+            let segment = self.segment_for(offset).ok_or_else(|| self.out_of_range(offset))?;
+            // `f` runs at most once: a read that got as far as calling it succeeded.
+            let f = f.take().ok_or(LogError::Closed)?;
+            segment.read_with(offset, f)
+        })
+    }
+
+    /// Records from `from` on, oldest first, at most `max_records` and about
+    /// `max_bytes` of frames (the first record comes whatever its size).
+    /// `from == next_offset` gives nothing; outside [lowest, next] is an error.
+    pub fn read_range(&self, from: u64, max_records: u32, max_bytes: u64) -> Result<Vec<Record>> {
+        self.shared.bounds.across_cuts(|| {
+            let mut records = Vec::new();
+            self.read_chunks(from, max_records, max_bytes, |chunk| records.extend(chunk.records))?;
+            Ok(records)
+        })
+    }
+
+    /// Like `read_range`, but the checked frames themselves, for replication.
+    /// Returns the frames and how many records they hold.
+    pub fn read_frames(&self, from: u64, max_records: u32, max_bytes: u64) -> Result<(Bytes, u32)> {
+        self.shared.bounds.across_cuts(|| {
+            let mut frames = BytesMut::new();
+            let mut count = 0;
+            self.read_chunks(from, max_records, max_bytes, |chunk| {
+                count += chunk.records.len() as u32;
+                if frames.is_empty() {
+                    frames = BytesMut::from(chunk.frames);
+                } else {
+                    frames.extend_from_slice(&chunk.frames);
+                }
+            })?;
+            Ok((frames.freeze(), count))
+        })
+    }
+
+    fn read_chunks(&self, from: u64, max_records: u32, max_bytes: u64, mut take: impl FnMut(Chunk)) -> Result<()> {
+        let next = self.next_offset();
+        if from < self.lowest_offset() || from > next {
+            return Err(self.out_of_range(from));
+        }
+        let (mut cursor, mut records_left, mut bytes_left) = (from, max_records, max_bytes);
+        while cursor < next && records_left > 0 {
+            let Some(segment) = self.segment_for(cursor) else {
+                return Err(self.out_of_range(cursor));
+            };
+            let first_chunk = cursor == from;
+            let chunk = segment.read_chunk(cursor, next, records_left, bytes_left, first_chunk)?;
+            let n = chunk.records.len() as u32;
+            if n == 0 {
+                break;
+            }
+            cursor += u64::from(n);
+            records_left -= n;
+            bytes_left = bytes_left.saturating_sub(chunk.frames.len() as u64);
+            take(chunk);
+        }
+        Ok(())
+    }
+
+    pub(super) fn segment_for(&self, offset: u64) -> Option<Arc<Segment>> {
+        let segments = self.read_segments();
+        let i = segments.partition_point(|s| s.base() <= offset);
+        i.checked_sub(1).and_then(|i| segments.get(i)).cloned()
+    }
+
+    /// Streams every store's bytes, oldest first, up to the records visible now.
+    pub fn snapshot_reader(&self) -> Result<SnapshotReader> {
+        let _w = self.lock_writer()?;
+        let next = self.next_offset();
+        let segments = self.read_segments().clone();
+        let parts = segments
+            .into_iter()
+            .map(|segment| {
+                let end = if next <= segment.base() {
+                    0
+                } else if next < segment.next_offset() {
+                    let i = u32::try_from(next - segment.base()).unwrap_or(u32::MAX);
+                    segment.index().position(i).unwrap_or(0)
+                } else {
+                    segment.size_bytes()
+                };
+                (segment, end)
+            })
+            .collect();
+        Ok(SnapshotReader::new(parts))
+    }
+}
