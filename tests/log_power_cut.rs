@@ -17,6 +17,12 @@
 //! `Durability::Always` for appends that roll (with the other modes only a
 //! `kill -9` must keep every append, and a power cut a valid prefix). Once
 //! the change returns, every image must show its whole effect.
+//!
+//! Segment files here are smaller than a page, so that taking a file's
+//! unsynced writes whole or not at all is what a page cache can lose.
+//! Three tests are ignored: they fail on a known engine bug (see
+//! `a_cut_inside_a_batch_of_the_active_segment_...`); run them with
+//! `--ignored`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs;
@@ -135,10 +141,19 @@ impl Expect {
         let killed_holds = every.holds.clone();
         Expect { every, killed_holds }
     }
+
+    /// For files read between `before` and `after` while another thread
+    /// appends (a periodic sync's crash point): they hold at least what was
+    /// acknowledged before, and at most what was submitted after.
+    fn spanning(before: Expect, after: &Expect) -> Expect {
+        let mut spanning = before;
+        let next = &mut spanning.every.next;
+        *next = *next.start()..=*after.every.next.end();
+        spanning
+    }
 }
 
-/// Evaluated at each crash point, before the files are read: what has been
-/// acknowledged by then is on disk in what is read after.
+/// Evaluated at each crash point before and after the files are read.
 type Expectation = Box<dyn Fn() -> Expect + Send>;
 
 // ----- the disk model -----------------------------------------------------------
@@ -491,8 +506,9 @@ struct Harness {
 impl Harness {
     /// A crash point: just before `step`, or after the change returned.
     fn crash_here(&mut self, at: &str) {
-        let expect = (self.expectation)();
+        let before = (self.expectation)();
         self.model.refresh();
+        let expect = Expect::spanning(before, &(self.expectation)());
         self.model.complete(std::thread::current().id());
         self.check_images(at, &expect);
     }
