@@ -10,8 +10,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::status::{FollowerStatus, ReplicationState};
-use crate::api::{LOG_NEXT_OFFSET, LOWEST_OFFSET, NEXT_OFFSET};
 use crate::log::{Log, LogError, finished_batches_len};
+use crate::wire::{FramesRequest, LOG_NEXT_OFFSET, LOWEST_OFFSET, NEXT_OFFSET, bounds_field};
 
 #[derive(Clone, Debug)]
 pub struct FollowConfig {
@@ -197,17 +197,13 @@ impl Follower {
     }
 
     fn frames_url(&self, from: u64, max_records: Option<u32>, wait: Option<Duration>) -> String {
-        let mut url = format!(
-            "{}/replication/frames?from={from}&max_bytes={}",
-            self.config.leader, self.config.pull_bytes
-        );
-        if let Some(n) = max_records {
-            url.push_str(&format!("&max_records={n}"));
-        }
-        if let Some(wait) = wait {
-            url.push_str(&format!("&wait_ms={}", wait.as_millis()));
-        }
-        url
+        let request = FramesRequest {
+            from,
+            max_bytes: self.config.pull_bytes,
+            max_records,
+            wait,
+        };
+        format!("{}{}", self.config.leader, request.path_and_query())
     }
 
     /// One pull. `Ok(Err(bounds))` is the leader saying `from` is outside
@@ -229,7 +225,10 @@ impl Follower {
         if status == StatusCode::NOT_FOUND {
             let body = response.bytes().await?;
             let bounds: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-            return match (bounds["lowest_offset"].as_u64(), bounds["next_offset"].as_u64()) {
+            return match (
+                bounds[bounds_field::LOWEST_OFFSET].as_u64(),
+                bounds[bounds_field::NEXT_OFFSET].as_u64(),
+            ) {
                 (Some(lowest), Some(next)) => {
                     self.status.saw_leader_next(next);
                     Ok(Err((lowest, next)))

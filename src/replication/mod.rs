@@ -1,5 +1,5 @@
 //! Read replicas: a follower pulls its leader's frames over HTTP
-//! (`GET /replication/frames`, see `api::frames`) from its own
+//! (`GET /replication/frames`, see `crate::wire`) from its own
 //! `next_offset`, checks each frame's checksum and appends it with the
 //! leader's offset and timestamp. Fetching and appending are pipelined.
 //!
