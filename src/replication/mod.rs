@@ -11,6 +11,7 @@
 //! so loudly and restarts its own log, empty, at the leader's lowest offset:
 //! its segments then begin there, with no marker record in between.
 
+mod answer;
 mod follower;
 mod status;
 
