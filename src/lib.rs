@@ -1,9 +1,11 @@
 //! distlog: an append-only, totally ordered log of records served as JSON
 //! over HTTP. `log` is the storage engine, `api` the HTTP layer,
-//! `replication` the read replicas, `server` ties them into a node.
+//! `replication` the read replicas, `server` ties them into a node. `wire`
+//! is the replication wire format that `api` serves and `replication` pulls.
 
 pub mod api;
 pub mod auth;
 pub mod log;
 pub mod replication;
 pub mod server;
+pub mod wire;

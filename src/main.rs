@@ -182,6 +182,11 @@ impl ServeArgs {
             follow: match &self.follow {
                 Some(leader) => Some(FollowConfig {
                     reset: self.follow_reset,
+                    // The leader most likely runs with its followers' limits:
+                    // its batches fit in what this node would accept.
+                    max_unfinished_batch_bytes: FollowConfig::new(leader)
+                        .max_unfinished_batch_bytes
+                        .max(self.max_request_bytes.saturating_mul(2)),
                     ca: self.follow_ca.clone(),
                     identity: self.follow_cert.clone().zip(self.follow_key.clone()),
                     token: self.follow_token()?,

@@ -131,10 +131,10 @@ impl Server {
             }
         };
         let state = AppState::new(log.clone(), config.limits.clone(), role.clone(), stopping.clone());
-        let app = api::app(state, security.guard.clone());
+        let app = api::app(state, security.policy.clone());
         // Only the guard reads the peer (its client certificate); attaching
         // it to every request costs when nothing reads it.
-        let with_peer = security.guard.is_some();
+        let with_peer = security.policy.is_some();
         let mut stopped = stopping.clone();
         let stop_signal = async move {
             let _ = stopped.wait_for(|stop| *stop).await;

@@ -2,9 +2,15 @@
 
 mod common;
 
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use axum::extract::Query;
 use common::{client, eventually, follower_config, get_json, post_json, start, start_in};
+use distlog::log::{FLAG_BATCH_CONTINUES, Payload, encode_frame};
+use distlog::wire;
 use serde_json::Value;
 
 const CATCH_UP: Duration = Duration::from_secs(30);
@@ -294,4 +300,197 @@ async fn a_follower_publishes_whole_batches_even_when_pulls_split_them() {
         "half a batch was published: {seen:?}"
     );
     assert_eq!(all_records(&follower.url, 0).await, all_records(&leader.url, 0).await);
+}
+
+/// The records a fake leader holds: offset `i` has value `{"i":i}`.
+fn history_frames(from: u64, count: u64, flags: u8) -> Vec<u8> {
+    let mut frames = Vec::new();
+    for offset in from..from + count {
+        let value = format!("{{\"i\":{offset}}}");
+        encode_frame(
+            &mut frames,
+            offset,
+            1_000 + offset,
+            flags,
+            Payload::new(value.as_bytes()),
+        );
+    }
+    frames
+}
+
+/// What a fake leader answers to one pull.
+struct Answer {
+    status: u16,
+    headers: Vec<(&'static str, String)>,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    /// A 200 of `frames`, with bounds headers as given.
+    fn frames(frames: Vec<u8>, next: u64, lowest: u64, log_next: u64) -> Answer {
+        Answer {
+            status: 200,
+            headers: vec![
+                (wire::NEXT_OFFSET, next.to_string()),
+                (wire::LOWEST_OFFSET, lowest.to_string()),
+                (wire::LOG_NEXT_OFFSET, log_next.to_string()),
+            ],
+            body: frames,
+        }
+    }
+
+    /// The 404 a leader answers when `from` is outside its log.
+    fn outside(lowest: u64, next: u64) -> Answer {
+        let body = serde_json::json!({
+            "error": "offset is not in the log",
+            "code": "offset_not_found",
+            "lowest_offset": lowest,
+            "next_offset": next,
+        });
+        Answer {
+            status: 404,
+            headers: vec![("content-type", "application/json".into())],
+            body: body.to_string().into_bytes(),
+        }
+    }
+}
+
+/// A leader on a real socket whose `GET /replication/frames` answers what
+/// `answer(from, max_bytes)` says. Returns its URL and a count of pulls.
+async fn fake_leader<F>(answer: F) -> (String, Arc<AtomicU64>)
+where
+    F: Fn(u64, u64) -> Answer + Clone + Send + Sync + 'static,
+{
+    let pulls = Arc::new(AtomicU64::new(0));
+    let counted = pulls.clone();
+    let handler = move |Query(query): Query<HashMap<String, String>>| {
+        let (answer, pulls) = (answer.clone(), counted.clone());
+        async move {
+            pulls.fetch_add(1, Ordering::Relaxed);
+            let number = |name: &str| query.get(name).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            let Answer { status, headers, body } = answer(number("from"), number("max_bytes"));
+            let mut response = axum::http::Response::builder().status(status);
+            for (name, value) in headers {
+                response = response.header(name, value);
+            }
+            response.body(axum::body::Body::from(body)).unwrap()
+        }
+    };
+    let router = axum::Router::new().route(wire::FRAMES_PATH, axum::routing::get(handler));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    (url, pulls)
+}
+
+/// Waits until the follower at `url` reports a replication error
+/// containing `words`, then returns its status.
+async fn wait_for_error(url: &str, words: &str) -> Value {
+    let mut last = Value::Null;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tokio::time::Instant::now() < deadline {
+        last = common::status(url).await;
+        let error = last["replication_error"].as_str().unwrap_or_default();
+        if last["replication_state"] == "retrying" && error.contains(words) {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the follower never reported an error containing {words:?}; last status: {last}");
+}
+
+/// The follower's records are the fake history's first ones, in order.
+async fn assert_prefix_of_history(url: &str) {
+    let status = common::status(url).await;
+    let (lowest, next) = (status["lowest_offset"].as_u64(), status["next_offset"].as_u64());
+    assert_eq!(lowest, Some(0), "the follower's log still starts at 0: {status}");
+    let records = all_records(url, 0).await;
+    assert_eq!(Some(records.len() as u64), next, "{status}");
+    for (i, record) in records.iter().enumerate() {
+        assert_eq!(record["offset"], i as u64);
+        assert_eq!(record["value"]["i"], i as u64, "record {i} is the history's");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_next_offset_header_that_disagrees_with_the_frames_is_refused() {
+    // Ten records, but the header claims five more than the body holds.
+    let (leader, _) = fake_leader(|from, _| match from {
+        0..10 => Answer::frames(history_frames(from, 10 - from, 0), 15, 0, 10),
+        _ => Answer::outside(0, 10),
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let follower = start(follower_config(dir.path(), &leader)).await;
+    let status = wait_for_error(&follower.url, wire::NEXT_OFFSET).await;
+    assert_ne!(status["replication_state"], "diverged");
+    assert_prefix_of_history(&follower.url).await;
+    assert_eq!(
+        next_offset(&follower.url).await,
+        0,
+        "nothing from the lying answer is appended"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_claiming_u64_max_offsets_gets_a_protocol_error_not_a_panic() {
+    let (leader, _) =
+        fake_leader(|from, _| Answer::frames(history_frames(from, 1, 0), from + 1, u64::MAX, u64::MAX)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let follower = start(follower_config(dir.path(), &leader)).await;
+    let status = wait_for_error(&follower.url, "offset").await;
+    assert_eq!(
+        status["leader_next_offset"],
+        Value::Null,
+        "the absurd offset is not shown as the leader's"
+    );
+    assert_prefix_of_history(&follower.url).await;
+    assert_eq!(next_offset(&follower.url).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_claiming_an_absurd_lowest_offset_does_not_reset_the_follower() {
+    let absurd = u64::MAX - 1;
+    let (leader, _) = fake_leader(move |_, _| Answer::outside(absurd, absurd)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let follower = start(follower_config(dir.path(), &leader)).await;
+    wait_for_error(&follower.url, "offset").await;
+    assert_prefix_of_history(&follower.url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_unfinished_batch_restarts_the_pull_instead_of_growing() {
+    // Every frame says the batch goes on; the batch never ends.
+    let (leader, pulls) = fake_leader(|from, max_bytes| {
+        let count = (max_bytes / 40).max(1);
+        let frames = history_frames(from, count, FLAG_BATCH_CONTINUES);
+        Answer::frames(frames, from + count, 0, 1 << 40)
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = follower_config(dir.path(), &leader);
+    if let Some(follow) = config.follow.as_mut() {
+        follow.pull_bytes = 1_000;
+        follow.max_unfinished_batch_bytes = 4_000;
+    }
+    let follower = start(config).await;
+    wait_for_error(&follower.url, "batch").await;
+    assert_prefix_of_history(&follower.url).await;
+    assert_eq!(next_offset(&follower.url).await, 0, "half a batch is never appended");
+    let before = pulls.load(Ordering::Relaxed);
+    eventually(CATCH_UP, "the follower to pull again", || {
+        let pulls = pulls.clone();
+        async move { pulls.load(Ordering::Relaxed) > before }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retention_gap_the_leader_cannot_back_up_does_not_reset_the_follower() {
+    // Claims to hold [1000, 2000) but serves none of it.
+    let (leader, _) = fake_leader(|_, _| Answer::outside(1000, 2000)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let follower = start(follower_config(dir.path(), &leader)).await;
+    wait_for_error(&follower.url, "gap").await;
+    assert_prefix_of_history(&follower.url).await;
 }

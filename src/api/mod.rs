@@ -4,6 +4,7 @@
 mod append;
 mod error;
 mod frames;
+mod guard;
 mod media;
 mod metrics;
 mod observe;
@@ -24,11 +25,11 @@ use tower_layer::Layer;
 
 use observe::{Observe, ObserveLayer};
 
-use crate::auth::{Guard, authorize};
+use crate::auth::Policy;
+use guard::authorize;
 
 pub use append::ATTR_BINARY;
 pub use error::{ApiError, ApiResult};
-pub use frames::{LOG_NEXT_OFFSET, LOWEST_OFFSET, NEXT_OFFSET};
 pub use metrics::recorder;
 pub use state::{AppState, Limits, Role};
 
@@ -41,7 +42,7 @@ mod routes {
     pub const HEALTHZ: &str = "/healthz";
     pub const READYZ: &str = "/readyz";
     pub const METRICS: &str = "/metrics";
-    pub const FRAMES: &str = "/replication/frames";
+    pub const FRAMES: &str = crate::wire::FRAMES_PATH;
     /// No route has this path (a JSON 404).
     pub const UNMATCHED: &str = "unmatched";
 }
@@ -52,9 +53,9 @@ mod routes {
 /// each per request.
 pub type App = Observe<Router>;
 
-/// The API. With a guard, every route is authenticated and authorized
-/// first (see `auth::guard`).
-pub fn app(state: AppState, guard: Option<Arc<Guard>>) -> App {
+/// The API. With a policy, every route is authenticated and authorized
+/// first (see `guard`).
+pub fn app(state: AppState, policy: Option<Arc<Policy>>) -> App {
     recorder();
     let routes = Router::new()
         .route(routes::ROOT, get(read::read_range).post(append::append))
@@ -64,8 +65,8 @@ pub fn app(state: AppState, guard: Option<Arc<Guard>>) -> App {
         .route(routes::READYZ, get(status::readyz))
         .route(routes::METRICS, get(metrics::metrics))
         .route(routes::FRAMES, get(frames::frames));
-    let routes = match guard {
-        Some(guard) => routes.route_layer(axum::middleware::from_fn_with_state(guard, authorize)),
+    let routes = match policy {
+        Some(policy) => routes.route_layer(axum::middleware::from_fn_with_state(policy, authorize)),
         None => routes,
     };
     let router = routes

@@ -5,13 +5,14 @@
 //!   subject common name is its principal. Reloaded on demand (SIGHUP).
 //! - Tokens (`tokens`): `Authorization: Bearer <token>` maps to a principal.
 //! - Policy (`acl`): which principal may `produce`, `consume` or `admin`.
-//! - `guard`: the HTTP middleware that applies all of the above per route.
+//! - `policy`: given what a caller presented, who they are and whether
+//!   they may act. The HTTP guard that applies it per route is `api::guard`.
 //!
 //! With none of the flags given, everything is open (and the server says so
 //! once at startup).
 
 mod acl;
-mod guard;
+mod policy;
 mod tls;
 mod tokens;
 pub mod x509;
@@ -20,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use acl::{Acl, Action};
-pub use guard::{AuthFailure, Guard, Principal, authorize};
+pub use policy::{AuthFailure, Policy, Principal};
 pub use tls::{PeerInfo, ReloadableTls, TlsFiles, TlsListener};
 pub use tokens::{MIN_TOKEN_LEN, Tokens};
 
@@ -104,7 +105,7 @@ pub(crate) fn load_file<T>(
 /// The loaded security setup of a server.
 pub struct Security {
     pub tls: Option<Arc<ReloadableTls>>,
-    pub guard: Option<Arc<Guard>>,
+    pub policy: Option<Arc<Policy>>,
 }
 
 impl Security {
@@ -117,8 +118,8 @@ impl Security {
             return Err(AuthConfigError::AclWithoutIdentity);
         }
         let identifies = tokens.is_some() || mtls;
-        let guard =
-            (identifies || acl.is_some()).then(|| Arc::new(Guard::new(tokens, acl, mtls, config.protect_metrics)));
+        let policy =
+            (identifies || acl.is_some()).then(|| Arc::new(Policy::new(tokens, acl, mtls, config.protect_metrics)));
         if config.is_open() {
             tracing::warn!(
                 "security is off: plain HTTP, no authentication, no ACL; anyone who reaches the port may read and write"
@@ -133,6 +134,6 @@ impl Security {
                 "security is on"
             );
         }
-        Ok(Security { tls, guard })
+        Ok(Security { tls, policy })
     }
 }

@@ -9,9 +9,12 @@ use reqwest::StatusCode;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use super::answer::{Bounds, FramesHeaders, ProtocolError, Pulled, check_frames};
 use super::status::{FollowerStatus, ReplicationState};
-use crate::api::{LOG_NEXT_OFFSET, LOWEST_OFFSET, NEXT_OFFSET};
 use crate::log::{Log, LogError, finished_batches_len};
+use crate::wire::FramesRequest;
+
+const PULL_BYTES: u64 = 8 * 1024 * 1024;
 
 #[derive(Clone, Debug)]
 pub struct FollowConfig {
@@ -21,6 +24,12 @@ pub struct FollowConfig {
     pub reset: bool,
     /// Bytes of frames asked for per pull.
     pub pull_bytes: u64,
+    /// The most bytes of one unfinished batch (frames waiting for the
+    /// batch's last one) held across pulls; past it the follower gives up
+    /// on the pull and starts it over. It must exceed the leader's largest
+    /// batch: its `--max-request-bytes` plus 27 bytes a record. Default:
+    /// four pulls (32 MiB), twice a default leader's largest batch.
+    pub max_unfinished_batch_bytes: u64,
     /// How long one pull waits on the leader for new records.
     pub poll_wait: Duration,
     /// Retry delays grow from the first to the second.
@@ -38,7 +47,8 @@ impl FollowConfig {
         FollowConfig {
             leader: leader.into().trim_end_matches('/').to_string(),
             reset: false,
-            pull_bytes: 8 * 1024 * 1024,
+            pull_bytes: PULL_BYTES,
+            max_unfinished_batch_bytes: 4 * PULL_BYTES,
             poll_wait: Duration::from_secs(10),
             backoff: (Duration::from_millis(100), Duration::from_secs(5)),
             ca: None,
@@ -95,16 +105,22 @@ enum ReplicationError {
     Diverged(String),
     #[error("the local log failed: {0}")]
     Log(#[from] LogError),
-    #[error("unexpected answer from the leader: {0}")]
-    Protocol(String),
+    #[error("unusable answer from the leader: {0}")]
+    Protocol(#[from] ProtocolError),
     #[error("the leader deleted records [{from}, {lowest}) before they were copied")]
     RetentionGap { from: u64, lowest: u64 },
+    #[error(
+        "the leader reports a retention gap up to {lowest} but does not serve offset {lowest} ({why}); the local log is kept"
+    )]
+    UnconfirmedGap { lowest: u64, why: String },
+    #[error("an unfinished batch from offset {from} grew past {cap} bytes without its last record; pulling it again")]
+    UnfinishedBatchTooLong { from: u64, cap: u64 },
+    #[error("a background task failed: {0}")]
+    Task(String),
 }
 
-/// A pull's frames and where the next pull starts.
-struct Pulled {
-    frames: Bytes,
-    leader_next: u64,
+fn task_failed(error: tokio::task::JoinError) -> ReplicationError {
+    ReplicationError::Task(error.to_string())
 }
 
 pub fn spawn_follower(
@@ -197,27 +213,23 @@ impl Follower {
     }
 
     fn frames_url(&self, from: u64, max_records: Option<u32>, wait: Option<Duration>) -> String {
-        let mut url = format!(
-            "{}/replication/frames?from={from}&max_bytes={}",
-            self.config.leader, self.config.pull_bytes
-        );
-        if let Some(n) = max_records {
-            url.push_str(&format!("&max_records={n}"));
-        }
-        if let Some(wait) = wait {
-            url.push_str(&format!("&wait_ms={}", wait.as_millis()));
-        }
-        url
+        let request = FramesRequest {
+            from,
+            max_bytes: self.config.pull_bytes,
+            max_records,
+            wait,
+        };
+        format!("{}{}", self.config.leader, request.path_and_query())
     }
 
-    /// One pull. `Ok(Err(bounds))` is the leader saying `from` is outside
-    /// its log, with its (lowest, next).
+    /// One pull of frames from `from` on, checked (see `answer`).
+    /// `Ok(Err(bounds))` is the leader saying `from` is outside its log.
     async fn pull(
         &self,
         from: u64,
         max_records: Option<u32>,
         wait: Option<Duration>,
-    ) -> Result<Result<Pulled, (u64, u64)>, ReplicationError> {
+    ) -> Result<Result<Pulled, Bounds>, ReplicationError> {
         let timeout = wait.unwrap_or_default() + Duration::from_secs(30);
         let response = self
             .client
@@ -228,13 +240,13 @@ impl Follower {
         let status = response.status();
         if status == StatusCode::NOT_FOUND {
             let body = response.bytes().await?;
-            let bounds: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-            return match (bounds["lowest_offset"].as_u64(), bounds["next_offset"].as_u64()) {
-                (Some(lowest), Some(next)) => {
-                    self.status.saw_leader_next(next);
-                    Ok(Err((lowest, next)))
+            return match Bounds::from_body(&body) {
+                Some(bounds) => {
+                    let bounds = bounds?.check_excludes(from)?;
+                    self.status.saw_leader_next(bounds.next);
+                    Ok(Err(bounds))
                 }
-                _ => Err(ReplicationError::Leader {
+                None => Err(ReplicationError::Leader {
                     status,
                     body: String::from_utf8_lossy(&body).into_owned(),
                 }),
@@ -244,23 +256,10 @@ impl Follower {
             let body = response.text().await.unwrap_or_default();
             return Err(ReplicationError::Leader { status, body });
         }
-        let header = |name: &str| {
-            response
-                .headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok())
-                .ok_or_else(|| ReplicationError::Protocol(format!("missing header {name}")))
-        };
-        let next = header(NEXT_OFFSET)?;
-        let log_next = header(LOG_NEXT_OFFSET)?;
-        let _lowest = header(LOWEST_OFFSET)?;
-        self.status.saw_leader_next(log_next);
+        let headers = FramesHeaders::read(response.headers())?;
+        self.status.saw_leader_next(headers.log_next);
         let frames = response.bytes().await?;
-        Ok(Ok(Pulled {
-            frames,
-            leader_next: next,
-        }))
+        Ok(Ok(check_frames(frames, from, headers)?))
     }
 
     /// Our newest record must be the leader's record at that offset.
@@ -271,25 +270,29 @@ impl Follower {
         }
         let last = next - 1;
         match self.pull(last, Some(1), None).await? {
+            Ok(pulled) if pulled.next == last => Err(ReplicationError::Diverged(format!(
+                "the leader's log ends at {last}, this follower's at {next}"
+            ))),
             Ok(pulled) => {
                 let log = self.log.clone();
                 let (ours, _) = tokio::task::spawn_blocking(move || log.read_frames(last, 1, 0))
                     .await
-                    .map_err(|e| ReplicationError::Protocol(e.to_string()))??;
-                if ours != pulled.frames {
+                    .map_err(task_failed)??;
+                if !pulled.frames.starts_with(&ours) {
                     return Err(ReplicationError::Diverged(format!(
                         "record {last} differs from the leader's record {last}"
                     )));
                 }
                 Ok(())
             }
-            Err((_, leader_next)) if leader_next <= last => Err(ReplicationError::Diverged(format!(
-                "the leader holds records up to {leader_next} only, this follower up to {next}"
+            Err(bounds) if bounds.next <= last => Err(ReplicationError::Diverged(format!(
+                "the leader's log ends at {}, this follower's at {next}",
+                bounds.next
             ))),
-            Err((lowest, _)) => {
+            Err(bounds) => {
                 tracing::warn!(
                     offset = last,
-                    leader_lowest = lowest,
+                    leader_lowest = bounds.lowest,
                     "the leader no longer holds our newest record; cannot compare histories"
                 );
                 Ok(())
@@ -297,26 +300,29 @@ impl Follower {
         }
     }
 
+    /// Pulls from our next offset on, advancing by the checked frames of
+    /// each answer, and hands them to `append_loop`.
     async fn fetch_loop(&self, tx: mpsc::Sender<Pulled>) -> Result<(), ReplicationError> {
         let mut from = self.log.next_offset();
         loop {
             match self.pull(from, None, Some(self.config.poll_wait)).await? {
                 Ok(pulled) => {
-                    if pulled.leader_next < from {
-                        return Err(ReplicationError::Protocol("the leader went backwards".into()));
-                    }
-                    let advanced = pulled.leader_next;
+                    let advanced = pulled.next;
                     if advanced > from && tx.send(pulled).await.is_err() {
                         return Ok(());
                     }
                     from = advanced;
                 }
-                Err((lowest, _)) if from < lowest => {
-                    return Err(ReplicationError::RetentionGap { from, lowest });
+                Err(bounds) if from < bounds.lowest => {
+                    return Err(ReplicationError::RetentionGap {
+                        from,
+                        lowest: bounds.lowest,
+                    });
                 }
-                Err((_, next)) => {
+                Err(bounds) => {
                     return Err(ReplicationError::Diverged(format!(
-                        "the leader's log ends at {next}, before this follower's next offset {from}"
+                        "the leader's log ends at {}, before this follower's next offset {from}",
+                        bounds.next
                     )));
                 }
             }
@@ -324,8 +330,20 @@ impl Follower {
     }
 
     /// The leader deleted records we never copied: restart our log, empty,
-    /// at the leader's lowest offset, and say so loudly.
+    /// at the leader's lowest offset, and say so loudly. Discarding the
+    /// local log is not undone, so the leader must first show that it
+    /// really serves from `lowest`.
     async fn restart_at(&self, from: u64, lowest: u64) -> Result<(), ReplicationError> {
+        let why = match self.pull(lowest, Some(1), None).await {
+            Ok(Ok(pulled)) if pulled.next > lowest => None,
+            Ok(Ok(_)) => Some("no record there".to_string()),
+            Ok(Err(bounds)) => Some(format!("now its bounds are [{}, {})", bounds.lowest, bounds.next)),
+            Err(ReplicationError::Protocol(e)) => Some(e.to_string()),
+            Err(other) => return Err(other),
+        };
+        if let Some(why) = why {
+            return Err(ReplicationError::UnconfirmedGap { lowest, why });
+        }
         tracing::error!(
             missing_from = from,
             missing_to = lowest,
@@ -336,15 +354,18 @@ impl Follower {
         let log = self.log.clone();
         tokio::task::spawn_blocking(move || log.reset(lowest))
             .await
-            .map_err(|e| ReplicationError::Protocol(e.to_string()))??;
+            .map_err(task_failed)??;
         Ok(())
     }
 
     /// Appends pulled frames in whole batches only: a pull may end inside a
     /// batch, and the unfinished tail waits for the next pull, so that this
     /// log (and any follower of it) never publishes half a batch that its
-    /// recovery would later cut.
+    /// recovery would later cut. The tail is capped
+    /// (`max_unfinished_batch_bytes`): a batch that never ends is the
+    /// leader's fault, and the pull starts over rather than hold it all.
     async fn append_loop(&self, mut rx: mpsc::Receiver<Pulled>) -> Result<(), ReplicationError> {
+        let cap = self.config.max_unfinished_batch_bytes;
         let mut unfinished = BytesMut::new();
         while let Some(pulled) = rx.recv().await {
             let frames = if unfinished.is_empty() {
@@ -355,19 +376,26 @@ impl Follower {
             };
             let finished = finished_batches_len(&frames);
             unfinished.extend_from_slice(&frames[finished..]);
-            if finished == 0 {
-                continue;
+            if finished > 0 {
+                self.append_whole_batches(frames.slice(..finished)).await?;
             }
-            let log = self.log.clone();
-            let whole = frames.slice(..finished);
-            let appended = tokio::task::spawn_blocking(move || log.append_frames(&whole))
-                .await
-                .map_err(|e| ReplicationError::Protocol(e.to_string()))??;
-            metrics::counter!("distlog_replication_records_total").increment(u64::from(appended));
-            if let Some(leader_next) = self.status.leader_next() {
-                let lag = leader_next.saturating_sub(self.log.next_offset());
-                metrics::gauge!("distlog_replication_lag_records").set(lag as f64);
+            if unfinished.len() as u64 > cap {
+                let from = self.log.next_offset();
+                return Err(ReplicationError::UnfinishedBatchTooLong { from, cap });
             }
+        }
+        Ok(())
+    }
+
+    async fn append_whole_batches(&self, frames: Bytes) -> Result<(), ReplicationError> {
+        let log = self.log.clone();
+        let appended = tokio::task::spawn_blocking(move || log.append_frames(&frames))
+            .await
+            .map_err(task_failed)??;
+        metrics::counter!("distlog_replication_records_total").increment(u64::from(appended));
+        if let Some(leader_next) = self.status.leader_next() {
+            let lag = leader_next.saturating_sub(self.log.next_offset());
+            metrics::gauge!("distlog_replication_lag_records").set(lag as f64);
         }
         Ok(())
     }

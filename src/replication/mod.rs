@@ -1,5 +1,5 @@
 //! Read replicas: a follower pulls its leader's frames over HTTP
-//! (`GET /replication/frames`, see `api::frames`) from its own
+//! (`GET /replication/frames`, see `crate::wire`) from its own
 //! `next_offset`, checks each frame's checksum and appends it with the
 //! leader's offset and timestamp. Fetching and appending are pipelined.
 //!
@@ -11,6 +11,7 @@
 //! so loudly and restarts its own log, empty, at the leader's lowest offset:
 //! its segments then begin there, with no marker record in between.
 
+mod answer;
 mod follower;
 mod status;
 

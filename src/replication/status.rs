@@ -49,8 +49,11 @@ impl FollowerStatus {
         }
     }
 
+    /// `next` is bounded by the caller (`wire::MAX_OFFSET`); saturating
+    /// keeps a caller that forgot from panicking here.
     pub fn saw_leader_next(&self, next: u64) {
-        self.leader_next_plus_one.store(next + 1, Ordering::Release);
+        self.leader_next_plus_one
+            .store(next.saturating_add(1), Ordering::Release);
     }
 
     pub fn leader_next(&self) -> Option<u64> {

@@ -1,0 +1,82 @@
+//! The HTTP guard: works out the action a route needs, reads the caller's
+//! credentials from the request (`Authorization: Bearer <token>`, else the
+//! client certificate of the TLS connection) and asks `auth::Policy`.
+//!
+//! Routes and actions: `POST /` needs `produce`; reads, tailing, `/status`
+//! and `/replication/frames` need `consume`; `/metrics`, `/healthz` and
+//! `/readyz` are open unless `--protect-metrics`, then they need `admin`.
+//! A refused caller gets the JSON error of `ApiError::Unauthorized` (401,
+//! with `WWW-Authenticate: Bearer`) or `ApiError::Forbidden` (403).
+
+use std::sync::Arc;
+
+use axum::extract::connect_info::ConnectInfo;
+use axum::extract::{Request, State};
+use axum::http::{Method, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::error::ApiError;
+use super::{route_template, routes};
+use crate::auth::{Action, PeerInfo, Policy, Principal};
+
+fn required_action(policy: &Policy, method: &Method, route: &str) -> Option<Action> {
+    match (method, route) {
+        (&Method::POST, routes::ROOT) => Some(Action::Produce),
+        (_, routes::METRICS | routes::HEALTHZ | routes::READYZ) => policy.protects_metrics().then_some(Action::Admin),
+        _ => Some(Action::Consume),
+    }
+}
+
+fn bearer_token(request: &Request) -> Option<&str> {
+    request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+}
+
+fn client_common_name(request: &Request) -> Option<&str> {
+    request
+        .extensions()
+        .get::<ConnectInfo<PeerInfo>>()
+        .and_then(|info| info.0.client_cn.as_deref())
+}
+
+fn check(policy: &Policy, request: &Request) -> Result<Option<String>, ApiError> {
+    let route = route_template(request.uri().path());
+    let Some(action) = required_action(policy, request.method(), route) else {
+        return Ok(None);
+    };
+    let principal = policy
+        .identify(bearer_token(request), client_common_name(request))
+        .map_err(|reason| ApiError::Unauthorized { reason })?;
+    if let Some(who) = &principal
+        && !policy.allows(who, action)
+    {
+        return Err(ApiError::Forbidden {
+            principal: who.clone(),
+            action: action.as_str(),
+        });
+    }
+    Ok(principal)
+}
+
+pub async fn authorize(State(policy): State<Arc<Policy>>, mut request: Request, next: Next) -> Response {
+    match check(&policy, &request) {
+        Ok(principal) => {
+            if let Some(principal) = principal {
+                request.extensions_mut().insert(Principal(principal));
+            }
+            next.run(request).await
+        }
+        Err(error) => {
+            let reason = match &error {
+                ApiError::Unauthorized { reason } => reason.reason(),
+                _ => "forbidden",
+            };
+            metrics::counter!("distlog_auth_failures_total", "reason" => reason).increment(1);
+            error.into_response()
+        }
+    }
+}
