@@ -506,3 +506,42 @@ fn every_append_acknowledged_before_close_is_there_after_reopen() {
         assert_eq!(log.read(offset).unwrap().value[..], value(key)[..], "offset {offset}");
     }
 }
+
+#[test]
+fn dropping_the_last_handle_unlocks_the_directory_at_once() {
+    // The committer and the interval syncer hold the log while they work a
+    // round; dropping the last handle must still free the directory before
+    // it returns, or a restart in the same process finds it locked.
+    for durability in [
+        Durability::Always,
+        Durability::Interval(std::time::Duration::from_millis(1)),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        for round in 0..30u64 {
+            let log = Log::open(dir.path(), small_config_with(durability)).unwrap();
+            let writers: Vec<_> = (0..4)
+                .map(|_| {
+                    let log = log.clone();
+                    std::thread::spawn(move || {
+                        for _ in 0..5 {
+                            log.append(b"while the committer works").unwrap();
+                        }
+                    })
+                })
+                .collect();
+            for writer in writers {
+                writer.join().unwrap();
+            }
+            drop(log);
+            let reopened = Log::open(dir.path(), small_config_with(durability));
+            assert!(reopened.is_ok(), "{durability:?}, round {round}: {:?}", reopened.err());
+        }
+    }
+}
+
+fn small_config_with(durability: Durability) -> LogConfig {
+    LogConfig {
+        durability,
+        ..small_config()
+    }
+}

@@ -122,7 +122,7 @@ fn write_and_cut(race: &Race, deadline: Instant) -> u64 {
         race.floor.store(first, Ordering::Release);
         race.boundary.store(boundary, Ordering::Release);
         wait_for_readers_on(race, boundary);
-        race.log.truncate_after(boundary).expect("cut");
+        race.log.cut_after(boundary).expect("cut");
         cuts += 1;
     }
     race.stop.store(true, Ordering::Release);

@@ -15,7 +15,7 @@
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -40,10 +40,39 @@ use bounds::Bounds;
 use committer::{Committer, spawn_committer};
 use opening::{lock_directory, open_segments};
 
-/// A handle on an open log; clones share it.
-#[derive(Clone, Debug)]
+/// A handle on an open log; clones share it. When the last handle goes,
+/// the background thread is stopped and joined, so that the log (and the
+/// directory's lock) is gone by the time the drop returns: the thread
+/// holds the log while it works a round, and a reopen straight after the
+/// drop must not find the directory locked.
+#[derive(Debug)]
 pub struct Log {
     shared: Arc<Shared>,
+    /// False for the background threads' own short-lived handles, which
+    /// must neither keep the log open nor close it.
+    counted: bool,
+}
+
+impl Clone for Log {
+    fn clone(&self) -> Log {
+        if self.counted {
+            self.shared.handles.fetch_add(1, Ordering::Relaxed);
+        }
+        Log {
+            shared: self.shared.clone(),
+            counted: self.counted,
+        }
+    }
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        if self.counted && self.shared.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.shared.closed.store(true, Ordering::Release);
+            self.shared.committer.stop();
+            self.join_background();
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -62,10 +91,11 @@ struct Shared {
     /// Linux may not report the loss twice, so no later append is trusted),
     /// when a cut or a reset fails half-way, or when the committer dies.
     failed: OnceLock<String>,
-    /// The committer or interval-sync thread, joined by `close`: it holds
-    /// the log while it works, and a reopen must not find the directory
-    /// still locked.
+    /// The committer or interval-sync thread, joined by `close` and by the
+    /// last handle's drop.
     background: Mutex<Option<JoinHandle<()>>>,
+    /// Handles given out (`Log`s that are `counted`).
+    handles: AtomicUsize,
 }
 
 #[derive(Debug)]
@@ -153,6 +183,7 @@ impl Log {
             closed: AtomicBool::new(false),
             failed: OnceLock::new(),
             background: Mutex::new(None),
+            handles: AtomicUsize::new(1),
         });
         let background = match durability {
             Durability::Interval(every) => Some(spawn_interval_sync(Arc::downgrade(&shared), every)?),
@@ -160,7 +191,21 @@ impl Log {
             Durability::Never => None,
         };
         *lock(&shared.background) = background;
-        Ok(Log { shared })
+        Ok(Log { shared, counted: true })
+    }
+
+    /// A background thread's handle on the log it serves (see `Log`).
+    fn uncounted(shared: Arc<Shared>) -> Log {
+        Log { shared, counted: false }
+    }
+
+    /// Wakes and joins the background thread, unless called from it.
+    fn join_background(&self) {
+        let background = lock(&self.shared.background).take();
+        if let Some(thread) = background.filter(|t| t.thread().id() != std::thread::current().id()) {
+            thread.thread().unpark();
+            let _ = thread.join();
+        }
     }
 
     pub fn config(&self) -> &LogConfig {
@@ -300,11 +345,7 @@ impl Log {
             self.write_segments().clear();
         }
         // Outside the writer lock: the committer may be waiting for it.
-        let background = lock(&self.shared.background).take();
-        if let Some(thread) = background.filter(|t| t.thread().id() != std::thread::current().id()) {
-            thread.thread().unpark();
-            let _ = thread.join();
-        }
+        self.join_background();
         synced.map(|_| ())
     }
 }

@@ -20,7 +20,7 @@ pub(super) fn spawn_interval_sync(shared: Weak<Shared>, every: Duration) -> Resu
                 return;
             }
             if shared.dirty.swap(false, Ordering::AcqRel) {
-                let log = Log { shared };
+                let log = Log::uncounted(shared);
                 if let Err(e) = log.sync() {
                     log.fail_writer(&format!("a sync failed: {e}"));
                 }

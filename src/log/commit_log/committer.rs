@@ -109,7 +109,7 @@ pub(super) fn spawn_committer(shared: Weak<Shared>, committer: Arc<Committer>) -
             if let Err(panic) = worked {
                 let why = panic_message(panic.as_ref());
                 match shared.upgrade() {
-                    Some(shared) => Log { shared }.fail_writer(&format!("the group-commit thread died: {why}")),
+                    Some(shared) => Log::uncounted(shared).fail_writer(&format!("the group-commit thread died: {why}")),
                     None => committer.fail(),
                 }
             }
@@ -121,7 +121,7 @@ pub(super) fn spawn_committer(shared: Weak<Shared>, committer: Arc<Committer>) -
 fn commit_rounds(shared: &Weak<Shared>, committer: &Committer) {
     while let Some(submitted) = committer.group.next_work() {
         let Some(shared) = shared.upgrade() else { return };
-        let log = Log { shared };
+        let log = Log::uncounted(shared);
         if !submitted.is_empty() {
             log.write_submitted(submitted);
         }

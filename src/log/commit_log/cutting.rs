@@ -13,10 +13,15 @@
 //!   A cut makes those removals durable before it shortens the kept segment,
 //!   so a power cut never brings a removed segment back behind a shortened
 //!   one.
-//! - A reset removes every segment before it creates the new one (whose
-//!   base may be the name of an old one). A crash in between leaves a prefix
-//!   of the old log, or an empty directory, which opens as an empty log at
-//!   offset 0; a replica then finds out again that it must reset.
+//! - A reset never leaves the segment list empty. To a new base it creates
+//!   the new segment first, then removes the old ones newest first; a crash
+//!   in between leaves a prefix of the old log next to an empty segment that
+//!   does not continue it, which the next open drops (`opening`). To the
+//!   base of an old segment it removes the later ones newest first, cuts
+//!   that one to nothing, then removes the earlier ones oldest first; a
+//!   crash leaves a prefix, or a suffix ending at the base. Either way the
+//!   log opens as a contiguous part of the old one or as the new empty one,
+//!   and a replica finds out again that it must reset.
 //!
 //! An error after the first change fails the writer (`fail_writer`: appends
 //! refused until a restart, reads go on, `/readyz` not ready), and the
