@@ -337,3 +337,50 @@ fn batches_fail_whole_when_the_committer_dies() {
         assert!(matches!(outcome, Err(LogError::WriterFailed(_))), "{outcome:?}");
     }
 }
+
+#[test]
+fn an_async_append_that_rolls_leaves_the_runtime_worker_free() {
+    // One worker. The roll's first allocation waits until a task spawned
+    // after the roll began has run: it can only run if the roll does not
+    // hold the worker (`block_in_place` hands the worker's tasks on).
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let log = log_with(dir.path(), Durability::Never, 0);
+    let (rolling_tx, rolling_rx) = tokio::sync::oneshot::channel::<()>();
+    let (freed_tx, freed_rx) = mpsc::channel::<()>();
+    let rolling_tx = std::sync::Mutex::new(Some(rolling_tx));
+    let freed_rx = std::sync::Mutex::new(freed_rx);
+    let stuck = Arc::new(AtomicBool::new(false));
+    let stuck_seen = stuck.clone();
+    let _watch = fsops::watch(
+        dir.path(),
+        Arc::new(move |step: &Step<'_>| {
+            let first_roll = matches!(step, Step::Allocate(..)) && rolling_tx.lock().unwrap().is_some();
+            if first_roll {
+                if let Some(tx) = rolling_tx.lock().unwrap().take() {
+                    let _ = tx.send(());
+                }
+                let freed = freed_rx.lock().unwrap().recv_timeout(Duration::from_secs(5));
+                stuck_seen.store(freed.is_err(), Ordering::SeqCst);
+            }
+            Ok(())
+        }),
+    );
+    runtime.block_on(async move {
+        let appender = tokio::spawn(async move {
+            for offset in 0..40u64 {
+                let v = value(offset);
+                log.append_batch_async(&[Payload::new(&v)]).await.unwrap();
+            }
+        });
+        rolling_rx.await.unwrap();
+        let other_request = tokio::spawn(async move { freed_tx.send(()).unwrap() });
+        other_request.await.unwrap();
+        appender.await.unwrap();
+    });
+    assert!(!stuck.load(Ordering::SeqCst), "the roll held the only worker");
+}

@@ -123,6 +123,8 @@ impl std::fmt::Display for FrameError {
     }
 }
 
+impl std::error::Error for FrameError {}
+
 /// Length of the leading run of checked frames in `frames` that ends with
 /// a finished batch (a frame without `FLAG_BATCH_CONTINUES`). A frame that
 /// runs past the buffer or does not check out ends the run.

@@ -20,6 +20,13 @@
 //! the file is only ever shortened under that map's write lock, and readers
 //! check `size` under its read lock. Sealed stores are read with `pread`: a
 //! map per segment would count against the process's map limit.
+//!
+//! That lock (`view`) is also what keeps readers away from bytes that
+//! change under them: every reader holds it shared while it copies bytes,
+//! from the map or with `pread`, and the writer holds it exclusively to
+//! shorten the store (`cut_to`, `seal`) or to rewrite a written frame's
+//! header in place (`rewrite_at`, when a cut ends a batch early). Appends
+//! write past `size` and need no lock: no reader reads there.
 
 use std::fs::File;
 use std::io;
@@ -38,6 +45,9 @@ const POPULATE_CHUNK: usize = 1 << 20;
 /// Positioned appends write zeros this far ahead (see `zero_ahead`).
 const ZERO_CHUNK: u64 = 1 << 20;
 static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+/// Writeback of appended data is started once this much built up (see
+/// `start_writeback`).
+const WRITEBACK_CHUNK: u64 = 8 << 20;
 
 #[derive(Debug)]
 pub struct Store {
@@ -60,6 +70,8 @@ pub struct Store {
     /// The file was removed (purged or cut away): dropping the store only
     /// closes it, with no sealing work for a file nobody will open again.
     removed: AtomicBool,
+    /// Writeback was started for the data below this.
+    writeback_from: AtomicU64,
 }
 
 impl Store {
@@ -76,6 +88,7 @@ impl Store {
             zeroed_to: AtomicU64::new(size),
             view: RwLock::new(None),
             removed: AtomicBool::new(false),
+            writeback_from: AtomicU64::new(size),
         })
     }
 
@@ -309,6 +322,7 @@ impl Store {
         let _view = self.view_exclusive();
         let mut mapped = self.map();
         self.size.store(size, Ordering::Release);
+        self.writeback_from.fetch_min(size, Ordering::Relaxed);
         match mapped.as_mut() {
             // The file stays allocated: zero what was cut, so that no old
             // frame can be mistaken for data after a crash.
@@ -327,6 +341,33 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// Starts writing back the data appended since the last call, without
+    /// waiting for it, once a chunk has built up. With `--fsync never` the
+    /// kernel would otherwise keep a whole segment dirty until the sync
+    /// that seals it, and every appender would wait for that one long
+    /// flush; this way that sync finds little left to write. Best effort,
+    /// and it promises nothing about durability.
+    pub fn start_writeback(&self) {
+        use std::os::fd::AsRawFd;
+        let size = self.size();
+        let from = self.writeback_from.load(Ordering::Relaxed);
+        if size < from.saturating_add(WRITEBACK_CHUNK)
+            || self
+                .writeback_from
+                .compare_exchange(from, size, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        let (Ok(offset), Ok(len)) = (libc::off64_t::try_from(from), libc::off64_t::try_from(size - from)) else {
+            return;
+        };
+        // SAFETY: a plain syscall on a descriptor this store owns.
+        unsafe {
+            libc::sync_file_range(self.file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE);
+        }
     }
 
     /// Forces written bytes to disk: fdatasync also writes back pages

@@ -9,7 +9,7 @@
 use bytes::Bytes;
 use reqwest::header::HeaderMap;
 
-use crate::log::{FrameError, decode_frame};
+use crate::log::{FrameError, Frames, MAX_STORED_FRAME};
 use crate::wire::{LOG_NEXT_OFFSET, LOWEST_OFFSET, MAX_OFFSET, NEXT_OFFSET, bounds_field};
 
 /// Why an answer from the leader cannot be used. Each is the leader's
@@ -127,26 +127,14 @@ pub fn check_frames(frames: Bytes, from: u64, headers: FramesHeaders) -> Result<
 
 /// The offset after the last of `frames`, which must start at `from`.
 fn frames_end(frames: &[u8], from: u64) -> Result<u64, ProtocolError> {
-    let (mut at, mut expected) = (0, from);
-    while at < frames.len() {
-        let bad = |reason| ProtocolError::BadFrame {
-            offset: expected,
-            reason,
-        };
-        // No ceiling below the length field's own: what the log accepts is
-        // for `Log::append_frames` to say, and the length is checked against
-        // the bytes actually received.
-        let frame = decode_frame(&frames[at..], usize::MAX).map_err(bad)?;
-        if frame.offset != expected {
-            return Err(bad(FrameError::WrongOffset {
-                expected,
-                found: frame.offset,
-            }));
+    let mut next = from;
+    for frame in Frames::new(frames, Some(from), MAX_STORED_FRAME) {
+        match frame {
+            Ok(_) => next = bounded(NEXT_OFFSET, next.saturating_add(1))?,
+            Err((_, reason)) => return Err(ProtocolError::BadFrame { offset: next, reason }),
         }
-        at += frame.frame_len;
-        expected = bounded(NEXT_OFFSET, expected.saturating_add(1))?;
     }
-    Ok(expected)
+    Ok(next)
 }
 
 #[cfg(test)]

@@ -186,9 +186,11 @@ impl Log {
         }
         let written = self.write_frames(&mut w, &buf, count);
         w.buf = buf;
-        written?;
+        let segment = written?;
         let next = w.next;
         self.finish_write(w, count, bytes, None);
+        // Outside the writer lock (see `Store::start_writeback`).
+        segment.store().start_writeback();
         Ok(Some((first, next)))
     }
 
@@ -245,7 +247,8 @@ impl Log {
     /// Writes `count` frames into the active segment, rolling first if they
     /// do not fit. An empty segment takes them whatever their size, so that a
     /// batch (checked against the limits before) is never split.
-    pub(super) fn write_frames(&self, w: &mut Writer, frames: &[u8], count: u32) -> Result<()> {
+    /// Returns the segment written to.
+    pub(super) fn write_frames(&self, w: &mut Writer, frames: &[u8], count: u32) -> Result<Arc<Segment>> {
         let mut active = self.active()?;
         if !active.is_empty() && !active.has_room(frames.len() as u64, count, self.shared.config.max_segment_bytes) {
             active = self.roll(w)?;
@@ -253,7 +256,7 @@ impl Log {
         active.append(frames, count)?;
         w.next += u64::from(count);
         debug_assert_eq!(w.next, active.next_offset(), "the writer and the active segment agree");
-        Ok(())
+        Ok(active)
     }
 
     /// Seals the active segment and starts the next. The sealed segment is
@@ -302,7 +305,7 @@ impl Log {
         match self.shared.config.durability {
             Durability::Always => {
                 if let Some((first, ack)) = waiter {
-                    self.shared.committer.wait_for_sync(first, next, ack);
+                    self.shared.committer.wait_for_sync([(first, next, ack)]);
                 }
                 self.shared.committer.note_written(next);
             }

@@ -80,16 +80,14 @@ impl Log {
         }
         // A failed sync (during a roll) refuses what comes after it in this round too.
         let written = match self.check_writable() {
-            Ok(()) => self.write_frames(w, &combined.frames, combined.count),
+            Ok(()) => self.write_frames(w, &combined.frames, combined.count).map(drop),
             Err(e) => Err(e),
         };
         match written {
             Ok(()) => {
-                for (first, count, ack) in combined.batches.drain(..) {
-                    self.shared
-                        .committer
-                        .wait_for_sync(first, first + u64::from(count), ack);
-                }
+                let batches = combined.batches.drain(..);
+                let waiting = batches.map(|(first, count, ack)| (first, first + u64::from(count), ack));
+                self.shared.committer.wait_for_sync(waiting);
                 w.appended.add(combined.count, combined.frames.len() as u64);
             }
             Err(e) => {

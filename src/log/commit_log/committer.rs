@@ -57,9 +57,15 @@ impl Committer {
         self.group.note_written(next);
     }
 
-    /// `ack` hears once records `[first, next)` are durable.
-    pub(super) fn wait_for_sync(&self, first: u64, next: u64, ack: oneshot::Sender<Ack>) {
-        lock(&self.waiters).push_back(Waiter { next, first, ack });
+    /// Each `ack` hears once its records `[first, next)` are durable; one
+    /// lock for a whole round's batches.
+    pub(super) fn wait_for_sync(&self, batches: impl IntoIterator<Item = (u64, u64, oneshot::Sender<Ack>)>) {
+        let mut waiters = lock(&self.waiters);
+        waiters.extend(
+            batches
+                .into_iter()
+                .map(|(first, next, ack)| Waiter { next, first, ack }),
+        );
     }
 
     /// Tells appenders whose records are below `upto` how it went
