@@ -268,16 +268,19 @@ impl Store {
     pub fn with_bytes<R>(&self, pos: u64, len: usize, f: impl FnOnce(&[u8]) -> R) -> io::Result<R> {
         {
             let view = self.view_for_readers();
-            let end = pos.checked_add(len as u64).filter(|end| *end <= self.size());
-            let mapped = view
-                .as_ref()
-                .zip(end)
-                .and_then(|(map, end)| map.get(pos as usize..end as usize));
-            if let Some(bytes) = mapped {
+            if let Some(bytes) = self.mapped_bytes(&view, pos, len) {
                 return Ok(f(bytes));
             }
         }
         Ok(f(&self.read_at(pos, len)?))
+    }
+
+    /// `len` bytes at `pos` in the read map, if it has them and they are
+    /// below `size` (checked under the lock: a cut lowers `size` before it
+    /// changes bytes).
+    fn mapped_bytes<'a>(&self, view: &'a Option<Mmap>, pos: u64, len: usize) -> Option<&'a [u8]> {
+        let end = pos.checked_add(len as u64).filter(|end| *end <= self.size())?;
+        view.as_ref()?.get(pos as usize..end as usize)
     }
 
     /// Reads exactly `len` bytes at `pos`; asking past `size` is an error.
@@ -292,16 +295,11 @@ impl Store {
         // Held through the pread too: a cut or a rewrite waits until this
         // copy is whole, so that it never mixes bytes from before and after.
         let view = self.view_for_readers();
-        // Checked again under the lock: a cut lowers `size` before it changes bytes.
-        let end = pos.checked_add(len as u64).filter(|end| *end <= self.size());
-        let mapped = view
-            .as_ref()
-            .zip(end)
-            .and_then(|(map, end)| map.get(pos as usize..end as usize));
-        if let Some(bytes) = mapped {
+        if let Some(bytes) = self.mapped_bytes(&view, pos, len) {
             return Ok(bytes.to_vec());
         }
-        if end.is_none() {
+        // Checked again under the lock, for the pread.
+        if pos.checked_add(len as u64).is_none_or(|end| end > self.size()) {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 format!("read of {len} bytes at {pos} passes the end of {}", self.path.display()),
