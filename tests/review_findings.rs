@@ -120,13 +120,22 @@ fn records_appended_after_a_cut_read_back_after_a_power_cut() {
     // A power cut now: the store is as synced; the index pages dirtied
     // since its last flush may not have reached the disk.
     let image = tempfile::tempdir().unwrap();
-    fs::write(image.path().join("00000000000000000000.store"), fs::read(&store).unwrap()).unwrap();
+    fs::write(
+        image.path().join("00000000000000000000.store"),
+        fs::read(&store).unwrap(),
+    )
+    .unwrap();
     fs::write(image.path().join("00000000000000000000.index"), &index_as_flushed).unwrap();
     drop(log);
 
     let reopened = Log::open(image.path(), config).unwrap();
     assert_eq!(reopened.next_offset(), 4);
-    let expected = [v(10, b'a'), appended[0].clone(), appended[1].clone(), appended[2].clone()];
+    let expected = [
+        v(10, b'a'),
+        appended[0].clone(),
+        appended[1].clone(),
+        appended[2].clone(),
+    ];
     let wrong: Vec<String> = (0u64..4)
         .filter_map(|offset| match reopened.read(offset) {
             Ok(record) if record.value[..] == expected[offset as usize][..] => None,
@@ -233,9 +242,9 @@ fn a_failed_sync_before_an_async_roll_fails_the_writer() {
         fsops::watch(
             dir.path(),
             Arc::new(move |step: &Step<'_>| match step {
-                Step::SyncData(_) if !failed_once.swap(true, Ordering::SeqCst) => {
-                    Err(io::Error::other("injected: write-back of the full segment failed (EIO)"))
-                }
+                Step::SyncData(_) if !failed_once.swap(true, Ordering::SeqCst) => Err(io::Error::other(
+                    "injected: write-back of the full segment failed (EIO)",
+                )),
                 _ => Ok(()),
             }),
         )

@@ -293,6 +293,11 @@ impl Log {
     /// Syncs the active segment and says which offsets that covers (older
     /// segments were synced when they were sealed).
     fn sync_written(&self) -> Result<u64> {
+        self.sync_active().map(|(upto, _)| upto)
+    }
+
+    /// `sync_written`, and the segment it synced.
+    fn sync_active(&self) -> Result<(u64, Arc<Segment>)> {
         // A sync that fails once may succeed the next time without the data
         // being on disk: after a failure nothing more is vouched for.
         if let Some(why) = self.shared.failed.get() {
@@ -303,14 +308,13 @@ impl Log {
             (w.next, self.active()?)
         };
         self.shared.committer.timed_sync(|| Ok(active.store().sync()?))?;
-        Ok(upto)
+        Ok((upto, active))
     }
 
     /// Forces everything appended so far to disk.
     pub fn sync(&self) -> Result<()> {
-        self.sync_written()?;
-        self.active()?.index().flush()?;
-        Ok(())
+        let (_, active) = self.sync_active()?;
+        Ok(active.index().flush()?)
     }
 
     fn read_segments(&self) -> RwLockReadGuard<'_, Vec<Arc<Segment>>> {

@@ -15,11 +15,14 @@
 //! Every slot is read and written as three 32-bit atomic words (an entry is
 //! 4-byte aligned in the page-aligned map), so a reader that loaded `len`
 //! before a cut lowered it can still read the slots it saw without a data
-//! race. A cut only lowers `len`: it never zeroes a slot a reader may still
-//! read. The slots it leaves behind are harmless: the next push at the cut
-//! rewrites slot `len` with the position it already held (the store is cut
-//! exactly there), and recovery trusts an entry only once the frame it
-//! points at checks out. (`tests/loom_log_protocol.rs` models this.)
+//! race. A cut lowers `len` first and never zeroes a slot that a reader of
+//! a kept record may still read: slot `len` (where the last kept record's
+//! frame ends) keeps its value, and the next push at the cut writes the same
+//! position into it (the store is cut exactly there). The slots past it are
+//! zeroed before the index is flushed, so that no stale run of them can be
+//! taken for entries after a power cut; only readers of cut records read
+//! them, and those look again (`Bounds::across_cuts`). Recovery zeroes
+//! what it drops the same way. (`tests/loom_log_protocol.rs` models this.)
 
 use std::fs::File;
 use std::io;
@@ -152,14 +155,15 @@ impl Index {
     }
 
     /// Keeps the first `len` entries. The slots past them keep what they
-    /// held (see the module doc): a reader may still be reading them.
+    /// held until cleared (see the module doc).
     pub fn cut_to(&self, len: u32) {
         debug_assert!(len <= self.len(), "a cut only drops entries");
         self.len.store(len, Ordering::Release);
     }
 
     /// Zeroes slots `[from, to)`, so that a later recovery finds the zero
-    /// tail where the entries end. Only for recovery, before any reader.
+    /// tail where the entries end. Only slots past the entries (and past
+    /// the one that ends the last entry's frame, while readers may look).
     pub fn clear_slots(&self, from: u32, to: u32) {
         debug_assert!(from >= self.len(), "only slots past the entries are cleared");
         for i in from..to.min(self.capacity) {

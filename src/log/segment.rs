@@ -60,7 +60,10 @@ pub fn parse_segment_name(name: &str) -> Option<(u64, &str)> {
     if stem.is_empty() || !stem.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    Some((stem.parse().ok()?, suffix))
+    // Offsets stay below 2^63 (the API's bound), so that a base plus a
+    // segment's records never overflows: a larger name is not ours.
+    let base: u64 = stem.parse().ok()?;
+    (base <= i64::MAX as u64).then_some((base, suffix))
 }
 
 impl Segment {
@@ -399,6 +402,12 @@ impl Segment {
             self.end_batch_at(last_kept, cut)?;
         }
         self.index.cut_to(keep);
+        // Slots past the cut point's own go back to zero before the index is
+        // flushed: left stale on disk, recovery after a power cut could take
+        // a run of them for entries of the records appended after the cut.
+        // Slot `keep` stays: a reader of the last kept record reads its end
+        // there, and the next append writes the same position into it.
+        self.index.clear_slots(keep.saturating_add(1), written);
         self.store.cut_to(cut)?;
         self.store.sync()?;
         self.index.flush()?;

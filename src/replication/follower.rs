@@ -117,6 +117,24 @@ enum ReplicationError {
     UnfinishedBatchTooLong { from: u64, cap: u64 },
     #[error("a background task failed: {0}")]
     Task(String),
+    #[error("the leader's answer runs past {cap} bytes; pulling again")]
+    AnswerTooLarge { cap: u64 },
+}
+
+/// Error bodies are read up to this much: they are a few hundred bytes.
+const ERROR_BODY_CAP: u64 = 64 * 1024;
+
+/// The body of `response`, refused once it runs past `cap` bytes: a leader
+/// (or whatever answers in its place) decides how much it sends.
+async fn body_capped(mut response: reqwest::Response, cap: u64) -> Result<Bytes, ReplicationError> {
+    let mut body = BytesMut::new();
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() as u64 + chunk.len() as u64 > cap {
+            return Err(ReplicationError::AnswerTooLarge { cap });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
 }
 
 fn task_failed(error: tokio::task::JoinError) -> ReplicationError {
@@ -239,7 +257,7 @@ impl Follower {
             .await?;
         let status = response.status();
         if status == StatusCode::NOT_FOUND {
-            let body = response.bytes().await?;
+            let body = body_capped(response, ERROR_BODY_CAP).await?;
             return match Bounds::from_body(&body) {
                 Some(bounds) => {
                     let bounds = bounds?.check_excludes(from)?;
@@ -253,12 +271,15 @@ impl Follower {
             };
         }
         if !status.is_success() {
-            let body = response.text().await.unwrap_or_default();
+            let body = body_capped(response, ERROR_BODY_CAP).await.unwrap_or_default();
+            let body = String::from_utf8_lossy(&body).into_owned();
             return Err(ReplicationError::Leader { status, body });
         }
         let headers = FramesHeaders::read(response.headers())?;
         self.status.saw_leader_next(headers.log_next);
-        let frames = response.bytes().await?;
+        // A pull answers about `pull_bytes`, or one record more than that;
+        // an unfinished batch may not grow past the same cap either.
+        let frames = body_capped(response, self.config.max_unfinished_batch_bytes).await?;
         Ok(Ok(check_frames(frames, from, headers)?))
     }
 

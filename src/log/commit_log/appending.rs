@@ -96,8 +96,13 @@ impl Log {
                 None => blocking(|| {
                     // Outside the writer lock: the roll's own sync then has
                     // little left to write while appenders wait for it.
-                    if let Ok(full) = self.active() {
-                        let _ = full.store().sync();
+                    // A failed sync fails the writer, as the roll's own would:
+                    // Linux may not report the lost pages a second time.
+                    if let Ok(full) = self.active()
+                        && let Err(e) = full.store().sync()
+                    {
+                        self.fail_writer(&format!("a sync failed: {e}"));
+                        return Err(e.into());
                     }
                     self.write_batch(payloads, Roll::Allow)
                 })?
@@ -209,7 +214,29 @@ impl Log {
         if let Some(newest) = spans.iter().map(|span| span.timestamp_ms).max() {
             w.last_timestamp = w.last_timestamp.max(newest);
         }
-        // Write in pieces that fit the active segment, rolling between them.
+        let first = w.next;
+        // A piece that cannot be written (a roll that fails) ends the call
+        // with its error, but the pieces before it are written: they are
+        // finished as a whole append would be, so that `next_offset` is where
+        // the replica's next pull starts.
+        let written = self.write_replicated(&mut w, frames, &spans);
+        let count = u32::try_from(w.next - first).unwrap_or(u32::MAX);
+        if count > 0 {
+            let bytes = spans.get(count as usize - 1).map_or(frames.len(), |span| span.end) as u64;
+            if self.shared.config.durability == Durability::Always {
+                let (ack, acked) = oneshot::channel();
+                self.finish_write(w, count, bytes, Some((first, ack)));
+                self.acked(acked.blocking_recv().ok())?;
+            } else {
+                self.finish_write(w, count, bytes, None);
+            }
+        }
+        written.map(|()| count)
+    }
+
+    /// Writes replicated frames in pieces that fit the active segment,
+    /// rolling between them.
+    fn write_replicated(&self, w: &mut Writer, frames: &[u8], spans: &[Span]) -> Result<()> {
         let piece = |from: usize, to: usize| {
             frames
                 .get(from..to)
@@ -221,27 +248,16 @@ impl Log {
             let piece_bytes = (span.end - piece_start) as u64;
             let active = self.active()?;
             if piece_count > 0 && !active.has_room(piece_bytes, piece_count + 1, self.shared.config.max_segment_bytes) {
-                self.write_frames(&mut w, piece(piece_start, span.start)?, piece_count)?;
+                self.write_frames(w, piece(piece_start, span.start)?, piece_count)?;
                 piece_start = span.start;
                 piece_count = 0;
             }
             piece_count += 1;
             if i + 1 == spans.len() {
-                self.write_frames(&mut w, piece(piece_start, span.end)?, piece_count)?;
+                self.write_frames(w, piece(piece_start, span.end)?, piece_count)?;
             }
         }
-        let count = spans.len() as u32;
-        if count > 0 {
-            if self.shared.config.durability == Durability::Always {
-                let (ack, acked) = oneshot::channel();
-                let first = w.next - u64::from(count);
-                self.finish_write(w, count, frames.len() as u64, Some((first, ack)));
-                self.acked(acked.blocking_recv().ok())?;
-            } else {
-                self.finish_write(w, count, frames.len() as u64, None);
-            }
-        }
-        Ok(count)
+        Ok(())
     }
 
     /// Writes `count` frames into the active segment, rolling first if they

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use super::super::error::Result;
+use super::super::error::{LogError, Result};
 use super::{Log, Shared};
 
 pub(super) fn spawn_interval_sync(shared: Weak<Shared>, every: Duration) -> Result<JoinHandle<()>> {
@@ -21,8 +21,10 @@ pub(super) fn spawn_interval_sync(shared: Weak<Shared>, every: Duration) -> Resu
             }
             if shared.dirty.swap(false, Ordering::AcqRel) {
                 let log = Log::uncounted(shared);
-                if let Err(e) = log.sync() {
-                    log.fail_writer(&format!("a sync failed: {e}"));
+                match log.sync() {
+                    // Closed meanwhile: nothing failed.
+                    Ok(()) | Err(LogError::Closed) => {}
+                    Err(e) => log.fail_writer(&format!("a sync failed: {e}")),
                 }
             }
         }

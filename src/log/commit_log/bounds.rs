@@ -87,13 +87,28 @@ impl Bounds {
     /// Runs a read again when it failed while a cut or a reset moved the
     /// records under it: a record cut away after the reader's range check
     /// is out of range, not corrupt, and one rewritten since reads anew.
-    pub(super) fn across_cuts<T>(&self, mut read: impl FnMut() -> Result<T>) -> Result<T> {
+    pub(super) fn across_cuts<T>(&self, read: impl FnMut() -> Result<T>) -> Result<T> {
+        self.retry_across_cuts(read, |outcome| outcome.is_ok())
+    }
+
+    /// As `across_cuts`, for reads of several records (ranges): one that
+    /// succeeded while a cut moved records may hold records from before
+    /// and after it, so it is read again too.
+    pub(super) fn consistent_across_cuts<T>(&self, read: impl FnMut() -> Result<T>) -> Result<T> {
+        self.retry_across_cuts(read, |_| false)
+    }
+
+    fn retry_across_cuts<T>(
+        &self,
+        mut read: impl FnMut() -> Result<T>,
+        good: impl Fn(&Result<T>) -> bool,
+    ) -> Result<T> {
         const TRIES: usize = 8;
         let mut outcome = Err(LogError::Closed);
         for _ in 0..TRIES {
             let cuts = self.cuts.load(Ordering::Acquire);
             outcome = read();
-            if outcome.is_ok() || self.cuts.load(Ordering::Acquire) == cuts {
+            if good(&outcome) || self.cuts.load(Ordering::Acquire) == cuts {
                 return outcome;
             }
         }

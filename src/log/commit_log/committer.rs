@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use tokio::sync::oneshot;
 
-use super::super::error::Result;
+use super::super::error::{LogError, Result};
 use super::super::group_commit::{Ack, GroupCommit, Submitted};
 use super::{Log, Shared, lock};
 
@@ -28,12 +28,19 @@ struct Waiter {
     ack: oneshot::Sender<Ack>,
 }
 
+/// Appenders whose records are written and wait for a sync, oldest first
+/// (queued under the writer lock, so in offset order).
+#[derive(Debug, Default)]
+struct Waiters {
+    queue: VecDeque<Waiter>,
+    /// Set once the log failed: nothing queued later would ever be told.
+    refusing: bool,
+}
+
 #[derive(Debug)]
 pub(super) struct Committer {
     group: GroupCommit,
-    /// Appenders whose records are written and wait for a sync, oldest
-    /// first (queued under the writer lock, so in offset order).
-    waiters: Mutex<VecDeque<Waiter>>,
+    waiters: Mutex<Waiters>,
     /// Metric handle, looked up once: a registry lookup per sync shows in profiles.
     fsync_seconds: metrics::Histogram,
 }
@@ -42,7 +49,7 @@ impl Committer {
     pub(super) fn new(next: u64) -> Self {
         Committer {
             group: GroupCommit::new(next),
-            waiters: Mutex::new(VecDeque::new()),
+            waiters: Mutex::new(Waiters::default()),
             fsync_seconds: metrics::histogram!("distlog_fsync_duration_seconds"),
         }
     }
@@ -61,19 +68,24 @@ impl Committer {
     /// lock for a whole round's batches.
     pub(super) fn wait_for_sync(&self, batches: impl IntoIterator<Item = (u64, u64, oneshot::Sender<Ack>)>) {
         let mut waiters = lock(&self.waiters);
-        waiters.extend(
-            batches
-                .into_iter()
-                .map(|(first, next, ack)| Waiter { next, first, ack }),
-        );
+        let batches = batches
+            .into_iter()
+            .map(|(first, next, ack)| Waiter { next, first, ack });
+        if waiters.refusing {
+            // Written after the log failed (a writer that got past its check
+            // before): told at once rather than never.
+            batches.for_each(|waiter| drop(waiter.ack.send(Err(None))));
+        } else {
+            waiters.queue.extend(batches);
+        }
     }
 
     /// Tells appenders whose records are below `upto` how it went
     /// (`false`: a sync failed or the log stopped; `upto` is then all).
     pub(super) fn release(&self, upto: u64, durable: bool) {
         let mut waiters = lock(&self.waiters);
-        while waiters.front().is_some_and(|waiter| waiter.next <= upto) {
-            if let Some(waiter) = waiters.pop_front() {
+        while waiters.queue.front().is_some_and(|waiter| waiter.next <= upto) {
+            if let Some(waiter) = waiters.queue.pop_front() {
                 let _ = waiter.ack.send(if durable { Ok(waiter.first) } else { Err(None) });
             }
         }
@@ -88,6 +100,7 @@ impl Committer {
     /// No append is taken or acknowledged any more; everyone waiting hears it.
     pub(super) fn fail(&self) {
         self.group.fail();
+        lock(&self.waiters).refusing = true;
         self.release(u64::MAX, false);
     }
 
@@ -136,8 +149,11 @@ fn commit_rounds(shared: &Weak<Shared>, committer: &Committer) {
         }
         let job = committer.group.job();
         let outcome = log.sync_written();
-        if let Err(e) = &outcome {
-            log.fail_writer(&format!("a sync failed: {e}"));
+        match &outcome {
+            // Closed meanwhile: nothing failed.
+            Err(LogError::Closed) => return,
+            Err(e) => log.fail_writer(&format!("a sync failed: {e}")),
+            Ok(_) => {}
         }
         committer.group.finish_job(job, &outcome, |upto| {
             log.publish(upto);

@@ -194,6 +194,14 @@ impl Log {
     /// that must restart from its leader's lowest offset or resync from zero.
     pub fn reset(&self, base: u64) -> Result<()> {
         let mut w = self.lock_writer()?;
+        // A new base's segment is created before anything changes: if that
+        // fails, the log is as it was.
+        let named = self.read_segments().iter().any(|s| s.base() == base);
+        let fresh = match named {
+            true => None,
+            false => Some(Arc::new(Segment::create(&self.shared.dir, base, &self.shared.config)?)),
+        };
+        let visible_before = self.next_offset();
         self.shared.bounds.begin_cut();
         // Readers see nothing while the segments go.
         let lowest = self.lowest_offset();
@@ -201,17 +209,25 @@ impl Log {
             .committer
             .reset(lowest, || self.shared.bounds.set(lowest, lowest));
         self.shared.committer.release(u64::MAX, false);
-        let reset = self.replace_segments(base);
+        let reset = match fresh {
+            Some(fresh) => self.reset_onto_new(fresh),
+            None => self.reset_onto_existing(base),
+        };
         self.writer_follows_segments(&mut w, base);
         if let Err(e) = &reset {
             self.fail_writer(&format!("a reset to offset {base} failed half-way: {e}"));
         }
-        let (lowest, next) = {
+        let (lowest, mut next) = {
             let segments = self.read_segments();
             let lowest = segments.first().map_or(base, |s| s.base());
             (lowest, segments.last().map_or(base, |s| s.next_offset()))
         };
         debug_assert!(reset.is_err() || (lowest, next) == (base, base));
+        if reset.is_err() {
+            // What is left of the old log, but never a record readers could
+            // not see before (written, not yet synced).
+            next = next.min(visible_before).max(lowest);
+        }
         self.shared
             .committer
             .reset(next, || self.shared.bounds.set(lowest, next));
@@ -219,23 +235,18 @@ impl Log {
         reset
     }
 
-    /// Leaves one empty segment at `base`, never none (see the module doc).
-    fn replace_segments(&self, base: u64) -> Result<()> {
-        let named = self.read_segments().iter().any(|s| s.base() == base);
-        if named {
-            self.reset_onto_existing(base)
-        } else {
-            self.reset_onto_new(base)
+    /// `fresh` (a new segment at a base no segment has) takes the old
+    /// segments' place: they go newest first. A crash in between leaves an
+    /// empty segment that does not continue the log, which the next open
+    /// drops. The list is never empty: `fresh` goes in before the last old
+    /// segment leaves.
+    fn reset_onto_new(&self, fresh: Arc<Segment>) -> Result<()> {
+        self.remove_newest(|_| true, Some(1))?;
+        let last_old = self.read_segments().last().cloned();
+        if let Some(last_old) = last_old {
+            self.remove_segment_files(&last_old)?;
         }
-    }
-
-    /// `base` names no segment: the new one is created first, then the old
-    /// ones go, newest first. A crash in between leaves an empty segment
-    /// that does not continue the log, which the next open drops.
-    fn reset_onto_new(&self, base: u64) -> Result<()> {
-        let fresh = Arc::new(Segment::create(&self.shared.dir, base, &self.shared.config)?);
-        self.remove_newest(|_| true, None)?;
-        self.write_segments().push(fresh);
+        *self.write_segments() = vec![fresh];
         Ok(())
     }
 

@@ -41,9 +41,10 @@ impl Log {
                 return Err(self.out_of_range(offset));
             }
             let segment = self.segment_for(offset).ok_or_else(|| self.out_of_range(offset))?;
-            // `f` runs at most once: a read that got as far as calling it succeeded.
-            let f = f.take().ok_or(LogError::Closed)?;
-            segment.read_with(offset, f)
+            // `f` is taken only once the record checked out: a read that got
+            // that far succeeded, and one that failed before may run again.
+            let rendered = segment.read_with(offset, |record| f.take().map(|f| f(record)))?;
+            rendered.ok_or(LogError::Closed)
         })
     }
 
@@ -51,7 +52,7 @@ impl Log {
     /// `max_bytes` of frames (the first record comes whatever its size).
     /// `from == next_offset` gives nothing; outside [lowest, next] is an error.
     pub fn read_range(&self, from: u64, max_records: u32, max_bytes: u64) -> Result<Vec<Record>> {
-        self.shared.bounds.across_cuts(|| {
+        self.shared.bounds.consistent_across_cuts(|| {
             let mut records = Vec::new();
             self.read_chunks(from, max_records, max_bytes, |chunk| records.extend(chunk.records))?;
             Ok(records)
@@ -61,7 +62,7 @@ impl Log {
     /// Like `read_range`, but the checked frames themselves, for replication.
     /// Returns the frames and how many records they hold.
     pub fn read_frames(&self, from: u64, max_records: u32, max_bytes: u64) -> Result<(Bytes, u32)> {
-        self.shared.bounds.across_cuts(|| {
+        self.shared.bounds.consistent_across_cuts(|| {
             let mut frames = BytesMut::new();
             let mut count = 0;
             self.read_chunks(from, max_records, max_bytes, |chunk| {
@@ -108,7 +109,8 @@ impl Log {
 
     /// Streams every store's bytes, oldest first, up to the records visible now.
     pub fn snapshot_reader(&self) -> Result<SnapshotReader> {
-        let _w = self.lock_writer()?;
+        // The writer lock (not `lock_writer`): a failed writer still serves reads.
+        let _w = super::lock(&self.shared.writer);
         let next = self.next_offset();
         let segments = self.read_segments().clone();
         let parts = segments
