@@ -124,13 +124,15 @@ impl Index {
         unsafe { &*self.base_ptr.add(w * 4).cast::<AtomicU32>() }
     }
 
-    /// The raw slot `i` (any slot below capacity), written or not. Relaxed
-    /// loads: `len`'s acquire orders them after the writes they read.
+    /// The raw slot `i` (any slot below capacity), written or not. Acquire
+    /// loads, paired with the release stores of `write_slot`: a reader that
+    /// sees a slot a cut zeroed also sees that cut counted (`Bounds`), so it
+    /// knows to read again rather than report corruption. (Free on x86.)
     pub fn slot(&self, i: u32) -> (u32, u64) {
         let w = i as usize * ENTRY_WORDS;
-        let rel = self.word(w).load(Ordering::Relaxed);
-        let low = self.word(w + 1).load(Ordering::Relaxed);
-        let high = self.word(w + 2).load(Ordering::Relaxed);
+        let rel = self.word(w).load(Ordering::Acquire);
+        let low = self.word(w + 1).load(Ordering::Acquire);
+        let high = self.word(w + 2).load(Ordering::Acquire);
         // Stored little-endian on disk, whatever the machine.
         let rel = u32::from_le(rel);
         let pos = u64::from(u32::from_le(low)) | (u64::from(u32::from_le(high)) << 32);
@@ -179,9 +181,9 @@ impl Index {
 
     fn write_slot(&self, i: u32, rel: u32, pos: u64) {
         let w = i as usize * ENTRY_WORDS;
-        self.word(w).store(rel.to_le(), Ordering::Relaxed);
-        self.word(w + 1).store((pos as u32).to_le(), Ordering::Relaxed);
-        self.word(w + 2).store(((pos >> 32) as u32).to_le(), Ordering::Relaxed);
+        self.word(w).store(rel.to_le(), Ordering::Release);
+        self.word(w + 1).store((pos as u32).to_le(), Ordering::Release);
+        self.word(w + 2).store(((pos >> 32) as u32).to_le(), Ordering::Release);
     }
 
     /// Allocates the whole file (an index that becomes writable again). A

@@ -16,7 +16,8 @@ pub(super) struct Bounds {
     /// (and, with `Durability::Always`, synced).
     visible: AtomicU64,
     appended: watch::Sender<u64>,
-    /// Bumped before every cut or reset changes anything.
+    /// Odd while a cut or a reset is under way (bumped before it changes
+    /// anything and after it is done), as a seqlock's sequence.
     cuts: AtomicU64,
 }
 
@@ -79,39 +80,62 @@ impl Bounds {
         receiver
     }
 
-    /// A cut or a reset is about to move records.
-    pub(super) fn begin_cut(&self) {
+    /// A cut or a reset is about to move records; they are done when the
+    /// returned guard goes, whatever happened meanwhile.
+    pub(super) fn begin_cut(&self) -> CutUnderWay<'_> {
         self.cuts.fetch_add(1, Ordering::AcqRel);
+        CutUnderWay { bounds: self }
     }
 
     /// Runs a read again when it failed while a cut or a reset moved the
     /// records under it: a record cut away after the reader's range check
     /// is out of range, not corrupt, and one rewritten since reads anew.
-    pub(super) fn across_cuts<T>(&self, read: impl FnMut() -> Result<T>) -> Result<T> {
-        self.retry_across_cuts(read, |outcome| outcome.is_ok())
+    /// `wait_for_cut` returns once no cut is under way (and makes what it
+    /// did visible to this thread: the writer lock).
+    pub(super) fn across_cuts<T>(&self, read: impl FnMut() -> Result<T>, wait_for_cut: impl Fn()) -> Result<T> {
+        self.retry_across_cuts(read, |outcome| outcome.is_ok(), wait_for_cut)
     }
 
     /// As `across_cuts`, for reads of several records (ranges): one that
     /// succeeded while a cut moved records may hold records from before
     /// and after it, so it is read again too.
-    pub(super) fn consistent_across_cuts<T>(&self, read: impl FnMut() -> Result<T>) -> Result<T> {
-        self.retry_across_cuts(read, |_| false)
+    pub(super) fn consistent_across_cuts<T>(
+        &self,
+        read: impl FnMut() -> Result<T>,
+        wait_for_cut: impl Fn(),
+    ) -> Result<T> {
+        self.retry_across_cuts(read, |_| false, wait_for_cut)
     }
 
     fn retry_across_cuts<T>(
         &self,
         mut read: impl FnMut() -> Result<T>,
         good: impl Fn(&Result<T>) -> bool,
+        wait_for_cut: impl Fn(),
     ) -> Result<T> {
         const TRIES: usize = 8;
         let mut outcome = Err(LogError::Closed);
         for _ in 0..TRIES {
-            let cuts = self.cuts.load(Ordering::Acquire);
+            let before = self.cuts.load(Ordering::Acquire);
             outcome = read();
-            if good(&outcome) || self.cuts.load(Ordering::Acquire) == cuts {
+            let untouched = before.is_multiple_of(2) && self.cuts.load(Ordering::Acquire) == before;
+            if good(&outcome) || untouched {
                 return outcome;
             }
+            wait_for_cut();
         }
         outcome
+    }
+}
+
+/// A cut or a reset under way (see `Bounds::begin_cut`).
+#[must_use = "the cut is over when this is dropped"]
+pub(super) struct CutUnderWay<'a> {
+    bounds: &'a Bounds,
+}
+
+impl Drop for CutUnderWay<'_> {
+    fn drop(&mut self) {
+        self.bounds.cuts.fetch_add(1, Ordering::AcqRel);
     }
 }

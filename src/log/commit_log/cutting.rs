@@ -130,7 +130,7 @@ impl Log {
         // The one fallible step that changes nothing comes first, so that a
         // full disk leaves the log as it was.
         self.segment_kept_by_cut(keep)?.prepare_for_appends()?;
-        self.shared.bounds.begin_cut();
+        let _cut = self.shared.bounds.begin_cut();
         // Readers stop at the cut first (never past what was visible: in
         // `Always` mode records below `keep` may not be synced yet), and a
         // sync already under way can no longer publish past it.
@@ -202,7 +202,7 @@ impl Log {
             false => Some(Arc::new(Segment::create(&self.shared.dir, base, &self.shared.config)?)),
         };
         let visible_before = self.next_offset();
-        self.shared.bounds.begin_cut();
+        let _cut = self.shared.bounds.begin_cut();
         // Readers see nothing while the segments go.
         let lowest = self.lowest_offset();
         self.shared

@@ -22,13 +22,16 @@ impl Log {
     }
 
     pub fn read(&self, offset: u64) -> Result<Record> {
-        self.shared.bounds.across_cuts(|| {
-            if offset < self.lowest_offset() || offset >= self.next_offset() {
-                return Err(self.out_of_range(offset));
-            }
-            let segment = self.segment_for(offset).ok_or_else(|| self.out_of_range(offset))?;
-            segment.read(offset)
-        })
+        self.shared.bounds.across_cuts(
+            || {
+                if offset < self.lowest_offset() || offset >= self.next_offset() {
+                    return Err(self.out_of_range(offset));
+                }
+                let segment = self.segment_for(offset).ok_or_else(|| self.out_of_range(offset))?;
+                segment.read(offset)
+            },
+            || self.wait_for_cut(),
+        )
     }
 
     /// Like `read`, but hands `f` the record where it lies when it can
@@ -36,45 +39,54 @@ impl Log {
     /// only renders it.
     pub fn read_with<R>(&self, offset: u64, f: impl FnOnce(RecordRef<'_>) -> R) -> Result<R> {
         let mut f = Some(f);
-        self.shared.bounds.across_cuts(|| {
-            if offset < self.lowest_offset() || offset >= self.next_offset() {
-                return Err(self.out_of_range(offset));
-            }
-            let segment = self.segment_for(offset).ok_or_else(|| self.out_of_range(offset))?;
-            // `f` is taken only once the record checked out: a read that got
-            // that far succeeded, and one that failed before may run again.
-            let rendered = segment.read_with(offset, |record| f.take().map(|f| f(record)))?;
-            rendered.ok_or(LogError::Closed)
-        })
+        self.shared.bounds.across_cuts(
+            || {
+                if offset < self.lowest_offset() || offset >= self.next_offset() {
+                    return Err(self.out_of_range(offset));
+                }
+                let segment = self.segment_for(offset).ok_or_else(|| self.out_of_range(offset))?;
+                // `f` is taken only once the record checked out: a read that got
+                // that far succeeded, and one that failed before may run again.
+                let rendered = segment.read_with(offset, |record| f.take().map(|f| f(record)))?;
+                rendered.ok_or(LogError::Closed)
+            },
+            || self.wait_for_cut(),
+        )
     }
 
     /// Records from `from` on, oldest first, at most `max_records` and about
     /// `max_bytes` of frames (the first record comes whatever its size).
     /// `from == next_offset` gives nothing; outside [lowest, next] is an error.
     pub fn read_range(&self, from: u64, max_records: u32, max_bytes: u64) -> Result<Vec<Record>> {
-        self.shared.bounds.consistent_across_cuts(|| {
-            let mut records = Vec::new();
-            self.read_chunks(from, max_records, max_bytes, |chunk| records.extend(chunk.records))?;
-            Ok(records)
-        })
+        self.shared.bounds.consistent_across_cuts(
+            || {
+                let mut records = Vec::new();
+                self.read_chunks(from, max_records, max_bytes, |chunk| records.extend(chunk.records))?;
+                Ok(records)
+            },
+            || self.wait_for_cut(),
+        )
     }
 
     /// Like `read_range`, but the checked frames themselves, for replication.
     /// Returns the frames and how many records they hold.
     pub fn read_frames(&self, from: u64, max_records: u32, max_bytes: u64) -> Result<(Bytes, u32)> {
-        self.shared.bounds.consistent_across_cuts(|| {
-            let mut frames = BytesMut::new();
-            let mut count = 0;
-            self.read_chunks(from, max_records, max_bytes, |chunk| {
-                count += chunk.records.len() as u32;
-                if frames.is_empty() {
-                    frames = BytesMut::from(chunk.frames);
-                } else {
-                    frames.extend_from_slice(&chunk.frames);
-                }
-            })?;
-            Ok((frames.freeze(), count))
-        })
+        self.shared.bounds.consistent_across_cuts(
+            || {
+                let mut frames = BytesMut::new();
+                let mut count = 0;
+                self.read_chunks(from, max_records, max_bytes, |chunk| {
+                    count += chunk.records.len() as u32;
+                    if frames.is_empty() {
+                        frames = BytesMut::from(chunk.frames);
+                    } else {
+                        frames.extend_from_slice(&chunk.frames);
+                    }
+                })?;
+                Ok((frames.freeze(), count))
+            },
+            || self.wait_for_cut(),
+        )
     }
 
     fn read_chunks(&self, from: u64, max_records: u32, max_bytes: u64, mut take: impl FnMut(Chunk)) -> Result<()> {
@@ -108,6 +120,12 @@ impl Log {
     }
 
     /// Streams every store's bytes, oldest first, up to the records visible now.
+    /// Returns once no cut or reset is under way: they hold the writer lock
+    /// from start to end, and taking it makes what they did visible here.
+    fn wait_for_cut(&self) {
+        drop(super::lock(&self.shared.writer));
+    }
+
     pub fn snapshot_reader(&self) -> Result<SnapshotReader> {
         // The writer lock (not `lock_writer`): a failed writer still serves reads.
         let _w = super::lock(&self.shared.writer);
