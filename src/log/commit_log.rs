@@ -140,6 +140,15 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Runs `f`, which blocks, telling a multi-threaded tokio runtime first so
+/// that it moves the worker's other tasks elsewhere.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }

@@ -14,7 +14,7 @@ use super::super::record::{
     FLAG_BATCH_CONTINUES, FrameError, Frames, MAX_STORED_FRAME, Payload, encode_frame, encode_unstamped, frame_len,
 };
 use super::super::segment::Segment;
-use super::{Appended, Log, Writer, lock, now_ms};
+use super::{Appended, Log, Writer, blocking, lock, now_ms};
 
 /// Where one replicated frame lies in its buffer.
 struct Span {
@@ -49,15 +49,6 @@ fn replicated_spans(frames: &[u8], expected: u64) -> Result<Vec<Span>> {
 enum Roll {
     Allow,
     Refuse,
-}
-
-/// Runs `f`, which blocks, telling a multi-threaded tokio runtime first so
-/// that it moves the worker's other tasks elsewhere.
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
-        _ => f(),
-    }
 }
 
 /// Every record of a batch but the last says that the batch goes on.
@@ -211,9 +202,6 @@ impl Log {
     pub fn append_frames(&self, frames: &[u8]) -> Result<u32> {
         let mut w = self.lock_writer()?;
         let spans = replicated_spans(frames, w.next)?;
-        if let Some(newest) = spans.iter().map(|span| span.timestamp_ms).max() {
-            w.last_timestamp = w.last_timestamp.max(newest);
-        }
         let first = w.next;
         // A piece that cannot be written (a roll that fails) ends the call
         // with its error, but the pieces before it are written: they are
@@ -221,6 +209,10 @@ impl Log {
         // the replica's next pull starts.
         let written = self.write_replicated(&mut w, frames, &spans);
         let count = u32::try_from(w.next - first).unwrap_or(u32::MAX);
+        let stored = spans.get(..count as usize).unwrap_or_default();
+        if let Some(newest) = stored.iter().map(|span| span.timestamp_ms).max() {
+            w.last_timestamp = w.last_timestamp.max(newest);
+        }
         if count > 0 {
             let bytes = spans.get(count as usize - 1).map_or(frames.len(), |span| span.end) as u64;
             if self.shared.config.durability == Durability::Always {

@@ -118,6 +118,8 @@ impl Bounds {
         for _ in 0..TRIES {
             let before = self.cuts.load(Ordering::Acquire);
             outcome = read();
+            // What the read loaded comes before the second look at the count.
+            std::sync::atomic::fence(Ordering::Acquire);
             let untouched = before.is_multiple_of(2) && self.cuts.load(Ordering::Acquire) == before;
             if good(&outcome) || untouched {
                 return outcome;

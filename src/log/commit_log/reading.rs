@@ -122,8 +122,10 @@ impl Log {
     /// Streams every store's bytes, oldest first, up to the records visible now.
     /// Returns once no cut or reset is under way: they hold the writer lock
     /// from start to end, and taking it makes what they did visible here.
+    /// A cut syncs while it holds that lock: an async reader (GET) tells
+    /// the runtime it blocks.
     fn wait_for_cut(&self) {
-        drop(super::lock(&self.shared.writer));
+        super::blocking(|| drop(super::lock(&self.shared.writer)));
     }
 
     pub fn snapshot_reader(&self) -> Result<SnapshotReader> {
