@@ -12,7 +12,7 @@ use distlog::log::{
     Durability, FRAME_HEADER, LogConfig, LogError, MAX_RECORD_CEILING, MIB, default_max_record_bytes, record_ceiling,
 };
 use distlog::replication::FollowConfig;
-use distlog::server::{Server, ServerConfig};
+use distlog::server::{Server, ServerConfig, ServerError};
 
 #[derive(Parser)]
 #[command(
@@ -62,11 +62,16 @@ struct ServeArgs {
     #[arg(long, env = "DISTLOG_LISTEN", value_name = "ADDR", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
 
-    /// Size in bytes at which a segment's store file rolls over to a new segment.
+    /// Size in bytes at which a segment's store file rolls over to a new segment. The store is
+    /// allocated a few MiB at a time as it fills, but a segment and its index at full size must fit
+    /// in the free space of the data directory's filesystem at startup (counting what the newest
+    /// segment already holds), or startup is refused.
     #[arg(long, env = "DISTLOG_MAX_SEGMENT_BYTES", value_name = "BYTES", default_value_t = 256 * MIB)]
     max_segment_bytes: u64,
 
-    /// Size in bytes of a segment's memory-mapped index (12 bytes a record); full means roll.
+    /// Largest size in bytes of a segment's memory-mapped index (12 bytes a record); full means roll.
+    /// An index is only as large as its segment can need (one entry per 27 bytes of segment), and a
+    /// sealed one is cut to its entries.
     #[arg(long, env = "DISTLOG_MAX_INDEX_BYTES", value_name = "BYTES", default_value_t = 12 * MIB)]
     max_index_bytes: u64,
 
@@ -301,9 +306,13 @@ async fn shutdown_signal() {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.server_config()?;
-    let server = Server::start(config)
-        .await
-        .with_context(|| format!("cannot start distlog on {}", args.listen))?;
+    let server = match Server::start(config).await {
+        Ok(server) => server,
+        // A setting the data directory cannot take (a segment larger than
+        // the free space) is a flag to change.
+        Err(ServerError::Log(error @ LogError::Config { .. })) => return Err(name_the_flag(error)),
+        Err(error) => return Err(error).with_context(|| format!("cannot start distlog on {}", args.listen)),
+    };
     let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let stop = shutdown_signal();
     tokio::pin!(stop);

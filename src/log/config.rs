@@ -77,9 +77,18 @@ impl LogConfig {
         Ok(())
     }
 
-    /// Index entries a segment holds at most.
+    /// Index entries a new segment has room for: as many records as its
+    /// store can hold (each frame is at least a `FRAME_HEADER`), but no
+    /// more than `max_index_bytes` allows.
     pub fn index_capacity(&self) -> u32 {
-        (self.max_index_bytes / ENTRY_BYTES) as u32
+        let most_records = self.max_segment_bytes / FRAME_HEADER as u64;
+        let allowed = self.max_index_bytes / ENTRY_BYTES;
+        most_records.min(allowed).clamp(1, u64::from(u32::MAX)) as u32
+    }
+
+    /// Size of a new segment's index file.
+    pub fn index_file_bytes(&self) -> u64 {
+        u64::from(self.index_capacity()) * ENTRY_BYTES
     }
 }
 
