@@ -239,3 +239,51 @@ fn a_segment_larger_than_the_free_space_is_refused_and_leaves_nothing_behind() {
     }
     assert!(!dir.exists(), "a refused open creates nothing");
 }
+
+/// An open that fails half-way (here: no room for the new log's index)
+/// removes the directory it created, its lock file and its first segment,
+/// and the error names the file; on a directory holding a log it removes
+/// nothing.
+#[test]
+fn a_failed_open_removes_what_it_created_and_nothing_else() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("data");
+    let full = Arc::new(AtomicBool::new(true));
+    let index = dir.join("00000000000000000000.index");
+    let watch = disk_full_for(parent.path(), &index, full.clone());
+    let error = Log::open(&dir, never(2 * MIB)).expect_err("no room for the index");
+    assert!(error.is_disk_full(), "{error}");
+    assert!(
+        error.to_string().contains(&index.display().to_string()),
+        "names the file: {error}"
+    );
+    assert!(
+        !dir.exists(),
+        "the failed open left {:?}",
+        std::fs::read_dir(&dir).map(|d| d.count())
+    );
+
+    full.store(false, Ordering::SeqCst);
+    let log = Log::open(&dir, never(2 * MIB)).unwrap();
+    log.append(b"kept").unwrap();
+    drop(log);
+    let names = || {
+        let mut names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        names
+    };
+    let before = names();
+    // The sealed-or-active index of the existing log cannot be reserved.
+    full.store(true, Ordering::SeqCst);
+    assert!(Log::open(&dir, never(2 * MIB)).is_err());
+    assert_eq!(names(), before, "nothing an earlier run wrote is removed");
+    full.store(false, Ordering::SeqCst);
+    drop(watch);
+    assert_eq!(
+        Log::open(&dir, never(2 * MIB)).unwrap().read(0).unwrap().value,
+        &b"kept"[..]
+    );
+}
