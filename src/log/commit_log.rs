@@ -13,7 +13,7 @@
 //! directory holds the segment files and a `LOCK` file held by the process
 //! that has the log open.
 
-use std::fs::{self, File};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -24,6 +24,7 @@ use tokio::sync::watch;
 
 use super::config::{Durability, LogConfig};
 use super::error::{LogError, Result};
+use super::fsops;
 use super::segment::Segment;
 
 mod appending;
@@ -38,7 +39,7 @@ mod reading;
 use background::spawn_interval_sync;
 use bounds::Bounds;
 use committer::{Committer, spawn_committer};
-use opening::{lock_directory, open_segments};
+use opening::{Created, check_room, lock_directory, open_segments};
 
 /// A handle on an open log; clones share it. When the last handle goes,
 /// the background thread is stopped and joined, so that the log (and the
@@ -162,11 +163,27 @@ impl Drop for Shared {
 impl Log {
     /// Opens the log in `dir` (created if missing), recovering the active
     /// segment's tail. Fails at once if another process has it open.
+    /// A segment larger than the free space allows is refused
+    /// (`check_room`). A failed open removes what it created (the directory,
+    /// its lock file, a new log's first segment), never what was there.
     pub fn open(dir: impl AsRef<Path>, config: LogConfig) -> Result<Log> {
         config.validate()?;
         let dir = dir.as_ref().to_path_buf();
-        fs::create_dir_all(&dir)?;
+        let mut created = Created::before_creating(&dir);
+        let opened = Self::open_created(dir.clone(), config, &mut created);
+        match opened {
+            Err(LogError::Locked(_)) => {}
+            Err(_) => created.remove(&dir),
+            Ok(_) => {}
+        }
+        opened
+    }
+
+    fn open_created(dir: PathBuf, config: LogConfig, created: &mut Created) -> Result<Log> {
+        fsops::create_dir_all(&dir)?;
         let lock_file = lock_directory(&dir)?;
+        created.locked(&dir)?;
+        check_room(&dir, &config)?;
         let segments = open_segments(&dir, &config)?;
         let lowest = segments.first().map(|s| s.base()).unwrap_or(0);
         let next = segments.last().map(|s| s.next_offset()).unwrap_or(0);

@@ -78,13 +78,12 @@ impl Segment {
         }
     }
 
-    fn open_files(dir: &Path, base: u64, config: &LogConfig, writable: bool) -> Result<(Store, Index, bool)> {
+    /// The active segment's files: the index at the capacity a new segment
+    /// gets (or longer, if the file already is).
+    fn open_files(dir: &Path, base: u64, config: &LogConfig) -> Result<(Store, Index, bool)> {
         let store = Store::open(&segment_path(dir, base, STORE_SUFFIX))?;
-        let (index, index_existed) = Index::open(
-            &segment_path(dir, base, INDEX_SUFFIX),
-            config.index_capacity(),
-            writable,
-        )?;
+        let (index, index_existed) =
+            Index::open(&segment_path(dir, base, INDEX_SUFFIX), config.index_capacity(), true)?;
         Ok((store, index, index_existed))
     }
 
@@ -112,7 +111,7 @@ impl Segment {
     }
 
     fn create_files(dir: &Path, base: u64, config: &LogConfig) -> Result<Segment> {
-        let (store, index, _) = Self::open_files(dir, base, config, true)?;
+        let (store, index, _) = Self::open_files(dir, base, config)?;
         let segment = Segment::assemble(base, store, index, config);
         segment.map_while_active()?;
         segment.store.sync()?;
@@ -126,12 +125,23 @@ impl Segment {
     /// is rebuilt from the store, and a store that does not hold exactly
     /// `count` sound records is reported as corrupt.
     pub fn open_sealed(dir: &Path, base: u64, count: u64, config: &LogConfig) -> Result<Segment> {
-        let (store, index, index_existed) = Self::open_files(dir, base, config, false)?;
-        let segment = Segment::assemble(base, store, index, config);
+        let store = Store::open(&segment_path(dir, base, STORE_SUFFIX))?;
+        // Every frame takes at least a header: a count the store cannot
+        // hold is refused before an index is sized for it.
         let count = u32::try_from(count)
             .ok()
-            .filter(|c| *c <= segment.index.capacity())
-            .ok_or_else(|| segment.corrupt(0, None, format!("a sealed segment cannot hold {count} records")))?;
+            .filter(|c| u64::from(*c).saturating_mul(FRAME_HEADER as u64) <= store.size())
+            .ok_or_else(|| {
+                let reason = format!("a sealed segment of {} bytes cannot hold {count} records", store.size());
+                LogError::Corrupt {
+                    file: store.path().to_path_buf(),
+                    position: 0,
+                    offset: None,
+                    reason,
+                }
+            })?;
+        let (index, index_existed) = Index::open_sealed(&segment_path(dir, base, INDEX_SUFFIX), count)?;
+        let segment = Segment::assemble(base, store, index, config);
         if !(index_existed
             && recovery::sealed_index_checks_out(&segment.store, &segment.index, base, count, segment.max_frame_len)?)
         {
@@ -139,12 +149,14 @@ impl Segment {
             recovery::rebuild_sealed(&segment.store, &segment.index, base, count, segment.max_frame_len)?;
         }
         segment.index.set_len(count);
+        // An index an older version left at full size takes no more room than its entries.
+        segment.trim_index();
         Ok(segment)
     }
 
     /// The last segment: its tail is checked and anything torn is cut.
     pub fn open_active(dir: &Path, base: u64, config: &LogConfig) -> Result<(Segment, Recovered)> {
-        let (store, index, index_existed) = Self::open_files(dir, base, config, true)?;
+        let (store, index, index_existed) = Self::open_files(dir, base, config)?;
         let segment = Segment::assemble(base, store, index, config);
         let report = recovery::recover_tail(
             &segment.store,
@@ -174,6 +186,15 @@ impl Segment {
     /// The segment stops taking appends: its store is cut back to its data.
     pub fn seal(&self) -> Result<()> {
         Ok(self.store.seal()?)
+    }
+
+    /// Cuts a sealed segment's index file to its entries, once no append can
+    /// reach it (its successor is in the log). Best effort: a longer index
+    /// still opens, and a clean close cuts it too.
+    pub fn trim_index(&self) {
+        if let Err(e) = self.index.trim() {
+            tracing::warn!(error = %e, base = self.base, "cannot cut a sealed index to its entries");
+        }
     }
 
     pub fn base(&self) -> u64 {

@@ -1,8 +1,10 @@
-//! Opening a data directory: its lock, and its segments in base order.
+//! Opening a data directory: its lock, a check that a segment fits in the
+//! free space, and its segments in base order. An open that fails removes
+//! what it created (`Created`), and never anything that was there before.
 
 use std::fs::{self, File};
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::super::config::LogConfig;
@@ -11,17 +13,126 @@ use super::super::fsops;
 use super::super::record::{FRAME_PREFIX, frame_body_len};
 use super::super::segment::{INDEX_SUFFIX, STORE_SUFFIX, Segment, parse_segment_name, segment_path};
 
+const LOCK_FILE: &str = "LOCK";
+
 pub(super) fn lock_directory(dir: &Path) -> Result<File> {
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(dir.join("LOCK"))?;
+    let path = dir.join(LOCK_FILE);
+    let file = fsops::open_lock_file(&path)?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(fs::TryLockError::WouldBlock) => Err(LogError::Locked(dir.to_path_buf())),
-        Err(fs::TryLockError::Error(e)) => Err(e.into()),
+        Err(fs::TryLockError::Error(e)) => Err(fsops::naming(&path, e).into()),
     }
+}
+
+/// What an open is about to create, so that a failed one can remove it:
+/// the data directory and its missing parents, the lock file, and the
+/// first segment of a directory that held none.
+pub(super) struct Created {
+    /// Directories that did not exist, the data directory first.
+    dirs: Vec<PathBuf>,
+    lock_file: Option<PathBuf>,
+    /// Set once the directory is locked, if it held no segment then: every
+    /// segment file found after a failure is this open's.
+    fresh_log: bool,
+}
+
+impl Created {
+    /// Notes which of `dir` and its parents are missing, before the open
+    /// creates them.
+    pub(super) fn before_creating(dir: &Path) -> Created {
+        let dirs = dir
+            .ancestors()
+            .take_while(|d| !d.as_os_str().is_empty() && !d.exists())
+            .map(Path::to_path_buf)
+            .collect();
+        let lock_file = dir.join(LOCK_FILE);
+        Created {
+            dirs,
+            lock_file: (!lock_file.exists()).then_some(lock_file),
+            fresh_log: false,
+        }
+    }
+
+    /// Notes, once the directory is locked, whether it holds a log.
+    pub(super) fn locked(&mut self, dir: &Path) -> Result<()> {
+        self.fresh_log = segment_names(dir)?.is_empty();
+        Ok(())
+    }
+
+    /// Removes what the failed open created, newest first. Best effort: the
+    /// open's own error is what the caller reports. Called after the lock is
+    /// let go, and never when the directory was locked by another process
+    /// (what is there may be that process's).
+    pub(super) fn remove(self, dir: &Path) {
+        if self.fresh_log {
+            for name in segment_names(dir).unwrap_or_default() {
+                let _ = fsops::remove(&dir.join(name));
+            }
+        }
+        if let Some(lock_file) = &self.lock_file {
+            let _ = fsops::remove(lock_file);
+        }
+        // `remove_dir` only removes empty directories: anything else put
+        // there meanwhile stays.
+        for created in &self.dirs {
+            let _ = fsops::remove_dir(created);
+        }
+        let _ = fsops::sync_dir(self.dirs.last().and_then(|d| d.parent()).unwrap_or(dir));
+    }
+}
+
+/// The segment files (stores and indexes) in `dir`.
+fn segment_names(dir: &Path) -> Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in fs::read_dir(dir).map_err(|e| fsops::naming(dir, e))? {
+        let name = entry.map_err(|e| fsops::naming(dir, e))?.file_name();
+        if let Some(name) = name.to_str().filter(|n| parse_segment_name(n).is_some()) {
+            names.push(name.to_string());
+        }
+    }
+    Ok(names)
+}
+
+/// Refuses a segment size the disk cannot hold: the active segment's store
+/// at `max_segment_bytes` and its index at full size must fit in the free
+/// space of the directory's filesystem, counting what the newest segment
+/// already holds (it is the one that grows). Files are allocated as they
+/// fill, so this is what keeps a huge setting from failing only once the
+/// disk is full.
+pub(super) fn check_room(dir: &Path, config: &LogConfig) -> Result<()> {
+    let index_bytes = config.index_file_bytes();
+    let needed = config.max_segment_bytes.saturating_add(index_bytes);
+    let held = newest_segment_bytes(dir)?;
+    let room = fsops::free_space(dir)?.saturating_add(held);
+    if needed <= room {
+        return Ok(());
+    }
+    Err(LogError::Config {
+        key: "max_segment_bytes",
+        allowed: format!(
+            "at most {} (a segment and its {index_bytes}-byte index must fit in the {room} bytes free on {})",
+            room.saturating_sub(index_bytes),
+            dir.display()
+        ),
+        value: config.max_segment_bytes.to_string(),
+    })
+}
+
+/// Disk space the newest segment's files hold.
+fn newest_segment_bytes(dir: &Path) -> Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let Some(newest) = segment_bases(dir, false)?.pop() else {
+        return Ok(0);
+    };
+    let mut held = 0u64;
+    for suffix in [STORE_SUFFIX, INDEX_SUFFIX] {
+        let path = segment_path(dir, newest, suffix);
+        if let Ok(meta) = fs::metadata(&path) {
+            held = held.saturating_add(meta.blocks().saturating_mul(512));
+        }
+    }
+    Ok(held)
 }
 
 /// Opens the segments found in `dir`: sealed ones are trusted but for their
@@ -35,7 +146,7 @@ pub(super) fn lock_directory(dir: &Path) -> Result<File> {
 /// before does not reach (likewise). Their files are removed. Any other gap
 /// or overlap is an error naming both files.
 pub(super) fn open_segments(dir: &Path, config: &LogConfig) -> Result<Vec<Arc<Segment>>> {
-    let mut bases = segment_bases(dir)?;
+    let mut bases = segment_bases(dir, true)?;
     for base in bases.clone().iter().rev().skip(1) {
         if store_is_empty(dir, *base)? {
             drop_empty_segment(dir, *base, "an empty segment before others")?;
@@ -56,9 +167,10 @@ pub(super) fn open_segments(dir: &Path, config: &LogConfig) -> Result<Vec<Arc<Se
     }
 }
 
-/// The bases of the segments in `dir`, in order; an index whose store is
-/// missing is removed (a removal interrupted between its two files).
-fn segment_bases(dir: &Path) -> Result<Vec<u64>> {
+/// The bases of the segments in `dir`, in order; with `tidy`, an index
+/// whose store is missing is removed (a removal interrupted between its
+/// two files).
+fn segment_bases(dir: &Path, tidy: bool) -> Result<Vec<u64>> {
     let mut bases = Vec::new();
     let mut index_only = Vec::new();
     for entry in fs::read_dir(dir).map_err(|e| fsops::naming(dir, e))? {
@@ -74,7 +186,10 @@ fn segment_bases(dir: &Path) -> Result<Vec<u64>> {
     }
     bases.sort_unstable();
     bases.dedup();
-    for base in index_only.into_iter().filter(|b| bases.binary_search(b).is_err()) {
+    for base in index_only
+        .into_iter()
+        .filter(|b| tidy && bases.binary_search(b).is_err())
+    {
         let path = segment_path(dir, base, INDEX_SUFFIX);
         tracing::warn!(path = %path.display(), "removing an index whose store is missing");
         fsops::remove(&path)?;
