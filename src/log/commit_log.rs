@@ -37,6 +37,7 @@ mod reading;
 
 use background::spawn_interval_sync;
 use bounds::Bounds;
+pub(crate) use committer::describe_metrics;
 use committer::{Committer, spawn_committer};
 use opening::{lock_directory, open_segments};
 
