@@ -44,9 +44,9 @@ pub fn describe_metrics() {
     describe_gauge!(metric::LAG, "Records this follower is behind the leader, as last seen.");
 }
 
-/// The failure series exist from the start, at 0, so that alerts and
+/// The failure and progress series exist from the start, at 0, so that alerts and
 /// rates on them work before the first failure.
-fn export_failure_metrics_at_zero() {
+fn export_series_at_zero() {
     metrics::counter!(metric::ERRORS).increment(0);
     metrics::counter!(metric::GAPS).increment(0);
     metrics::counter!(metric::RECORDS).increment(0);
@@ -185,7 +185,7 @@ pub fn spawn_follower(
     status: Arc<FollowerStatus>,
     shutdown: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
-    export_failure_metrics_at_zero();
+    export_series_at_zero();
     tokio::spawn(follow(log, client, config, status, shutdown))
 }
 
