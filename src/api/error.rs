@@ -2,6 +2,8 @@
 //! status code and a JSON body: `{"error": "<for a person>", "code": "<for
 //! a program>", ...useful fields}`.
 
+use std::fmt;
+
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
@@ -21,10 +23,10 @@ pub enum ApiError {
     BadQuery { param: &'static str, detail: String },
 
     #[error("bad offset {0:?}: an offset is a whole number from 0")]
-    BadOffset(String),
+    BadOffset(Echo),
 
     #[error("unsupported content type {0:?}: send application/json, application/x-ndjson or application/octet-stream")]
-    UnsupportedMediaType(String),
+    UnsupportedMediaType(Echo),
 
     #[error("{what} is too large: {size} exceeds the limit of {max}")]
     TooLarge { what: &'static str, size: u64, max: u64 },
@@ -33,10 +35,10 @@ pub enum ApiError {
     OffsetNotFound { offset: u64, lowest: u64, next: u64 },
 
     #[error("no route for {method} {path}")]
-    RouteNotFound { method: String, path: String },
+    RouteNotFound { method: Echo, path: Echo },
 
     #[error("method {method} is not allowed on {path}")]
-    MethodNotAllowed { method: String, path: String },
+    MethodNotAllowed { method: Echo, path: Echo },
 
     #[error("{}", match reason {
         AuthFailure::NoCredentials => "authentication required: send Authorization: Bearer <token> or a client certificate",
@@ -64,6 +66,40 @@ pub enum ApiError {
 
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// Client input quoted back in an error (a path, a method, a header or
+/// query value), cut to `Echo::MAX_BYTES` on a character boundary with an
+/// ellipsis: a 20 KB path must not come back whole, in the answer or in
+/// the logs that print it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Echo(String);
+
+impl Echo {
+    pub const MAX_BYTES: usize = 256;
+
+    pub fn of(input: &str) -> Echo {
+        if input.len() <= Self::MAX_BYTES {
+            return Echo(input.to_string());
+        }
+        let mut end = Self::MAX_BYTES;
+        while !input.is_char_boundary(end) {
+            end -= 1;
+        }
+        Echo(format!("{}…", &input[..end]))
+    }
+}
+
+impl fmt::Display for Echo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Debug for Echo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
 }
 
 impl ApiError {
@@ -198,5 +234,17 @@ mod tests {
         });
         assert_eq!(corrupt.status(), StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(corrupt.extra_fields()["offset"], 3);
+    }
+
+    #[test]
+    fn echoes_are_cut_on_a_char_boundary_with_an_ellipsis() {
+        assert_eq!(Echo::of("/short").to_string(), "/short");
+        let exact = "x".repeat(Echo::MAX_BYTES);
+        assert_eq!(Echo::of(&exact).to_string(), exact);
+        // 'é' is two bytes: the 256th byte is inside the 128th one.
+        let cut = Echo::of(&format!("a{}", "é".repeat(200))).to_string();
+        assert_eq!(cut, format!("a{}…", "é".repeat(127)));
+        assert!(cut.len() <= Echo::MAX_BYTES + '…'.len_utf8());
+        assert_eq!(format!("{:?}", Echo::of("a\"b")), r#""a\"b""#);
     }
 }

@@ -2,7 +2,7 @@
 
 use axum::http::{HeaderMap, header};
 
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, Echo};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BodyFormat {
@@ -26,7 +26,7 @@ pub fn body_format(headers: &HeaderMap) -> ApiResult<BodyFormat> {
         "application/x-ndjson" | "application/ndjson" | "application/jsonl" => Ok(BodyFormat::Ndjson),
         "application/octet-stream" => Ok(BodyFormat::Binary),
         other if other.ends_with("+json") => Ok(BodyFormat::Json),
-        _ => Err(ApiError::UnsupportedMediaType(raw.to_string())),
+        _ => Err(ApiError::UnsupportedMediaType(Echo::of(raw))),
     }
 }
 

@@ -29,6 +29,7 @@ use crate::auth::Policy;
 use guard::authorize;
 
 pub use append::ATTR_BINARY;
+use error::Echo;
 pub use error::{ApiError, ApiResult};
 pub use metrics::recorder;
 pub use state::{AppState, Limits, Role};
@@ -95,15 +96,15 @@ pub fn route_template(path: &str) -> &'static str {
 
 async fn route_not_found(request: Request) -> ApiError {
     ApiError::RouteNotFound {
-        method: request.method().to_string(),
-        path: request.uri().path().to_string(),
+        method: Echo::of(request.method().as_str()),
+        path: Echo::of(request.uri().path()),
     }
 }
 
 async fn method_not_allowed(request: Request) -> ApiError {
     ApiError::MethodNotAllowed {
-        method: request.method().to_string(),
-        path: request.uri().path().to_string(),
+        method: Echo::of(request.method().as_str()),
+        path: Echo::of(request.uri().path()),
     }
 }
 

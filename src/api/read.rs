@@ -11,7 +11,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, Echo};
 use super::media::accepts;
 use super::query::Query;
 use super::render::{range_json, record_json};
@@ -44,7 +44,7 @@ impl<S: Send + Sync> FromRequestParts<S> for OffsetInPath {
         let segment = parts.uri.path().trim_start_matches('/');
         match segment.parse::<u64>() {
             Ok(offset) if segment.bytes().all(|b| b.is_ascii_digit()) => Ok(OffsetInPath(offset)),
-            _ => Err(ApiError::BadOffset(segment.to_string())),
+            _ => Err(ApiError::BadOffset(Echo::of(segment))),
         }
     }
 }
@@ -68,7 +68,7 @@ pub async fn read_range(State(state): State<AppState>, request: Request) -> ApiR
     if accepts(headers, "text/event-stream") {
         return sse::tail(state, &query, headers);
     }
-    let from = query.number("from")?.unwrap_or_else(|| state.log.lowest_offset());
+    let from = query.offset("from")?.unwrap_or_else(|| state.log.lowest_offset());
     let limit = match query.number("limit")?.unwrap_or(DEFAULT_LIMIT) {
         0 => {
             return Err(ApiError::BadQuery {

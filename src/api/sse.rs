@@ -13,7 +13,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, Stream};
 
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, Echo};
 use super::query::Query;
 use super::read::check_from;
 use super::render::record_json;
@@ -30,7 +30,7 @@ pub fn tail(state: AppState, query: &Query, headers: &HeaderMap) -> ApiResult<Re
         .map(|v| {
             v.trim().parse::<u64>().map_err(|_| ApiError::BadQuery {
                 param: "Last-Event-ID",
-                detail: format!("{v:?} is not an offset"),
+                detail: format!("{:?} is not an offset", Echo::of(v)),
             })
         })
         .transpose()?;
@@ -39,7 +39,7 @@ pub fn tail(state: AppState, query: &Query, headers: &HeaderMap) -> ApiResult<Re
             param: "Last-Event-ID",
             detail: "is past the largest offset".into(),
         })?,
-        None => query.number("from")?.unwrap_or_else(|| state.log.next_offset()),
+        None => query.offset("from")?.unwrap_or_else(|| state.log.next_offset()),
     };
     if resume.is_none() {
         check_from(&state.log, from)?;

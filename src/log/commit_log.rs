@@ -38,6 +38,7 @@ mod reading;
 
 use background::spawn_interval_sync;
 use bounds::Bounds;
+pub(crate) use committer::describe_metrics;
 use committer::{Committer, spawn_committer};
 use opening::{Created, check_room, lock_directory, open_segments};
 

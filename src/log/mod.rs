@@ -22,6 +22,7 @@ mod segment;
 mod snapshot;
 mod store;
 
+pub(crate) use commit_log::describe_metrics;
 pub use commit_log::{Appended, Log, LogStats, now_ms};
 pub use config::{Durability, LogConfig, MIB, default_max_record_bytes, record_ceiling};
 pub use error::{LogError, Result};
