@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use distlog::api::Limits;
+use distlog::api::{AllowedOrigins, Limits};
 use distlog::auth::{SecurityConfig, TlsFiles};
 use distlog::log::{Durability, LogConfig, LogError, MIB};
 use distlog::replication::FollowConfig;
@@ -144,6 +144,10 @@ struct ServeArgs {
     #[arg(long, env = "DISTLOG_FOLLOW_TOKEN_FILE", value_name = "FILE", requires = "follow")]
     follow_token_file: Option<PathBuf>,
 
+    /// A web origin (scheme://host[:port]) whose pages may write and read answers (CORS); repeat for more [default: none].
+    #[arg(long, env = "DISTLOG_CORS_ORIGIN", value_name = "ORIGIN", value_delimiter = ',')]
+    cors_origin: Vec<String>,
+
     /// Milliseconds in-flight requests get to finish on SIGINT/SIGTERM.
     #[arg(long, env = "DISTLOG_SHUTDOWN_GRACE_MS", value_name = "MS", default_value_t = 10_000)]
     shutdown_grace_ms: u64,
@@ -174,6 +178,8 @@ impl ServeArgs {
             max_request_bytes: self.max_request_bytes.max(1),
             ..Limits::default()
         };
+        let cors_origins =
+            AllowedOrigins::parse(&self.cors_origin).map_err(|e| anyhow::anyhow!("invalid --cors-origin {:?}: {}", e.origin, e.reason))?;
         Ok(ServerConfig {
             security: self.security(),
             listen: self.listen,
@@ -195,6 +201,7 @@ impl ServeArgs {
                 None => None,
             },
             shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
+            cors_origins,
             ..ServerConfig::new(&self.data_dir)
         })
     }

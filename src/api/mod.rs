@@ -2,6 +2,7 @@
 //! `openapi.yaml` at the top of the repository documents the contract.
 
 mod append;
+mod cors;
 mod error;
 mod frames;
 mod guard;
@@ -29,6 +30,7 @@ use crate::auth::Policy;
 use guard::authorize;
 
 pub use append::ATTR_BINARY;
+pub use cors::{AllowedOrigins, InvalidOrigin};
 pub use error::{ApiError, ApiResult};
 pub use metrics::recorder;
 pub use state::{AppState, Limits, Role};
@@ -55,7 +57,7 @@ pub type App = Observe<Router>;
 
 /// The API. With a policy, every route is authenticated and authorized
 /// first (see `guard`).
-pub fn app(state: AppState, policy: Option<Arc<Policy>>) -> App {
+pub fn app(state: AppState, policy: Option<Arc<Policy>>, _origins: AllowedOrigins) -> App {
     recorder();
     let routes = Router::new()
         .route(routes::ROOT, get(read::read_range).post(append::append))
