@@ -100,7 +100,7 @@ struct ServeArgs {
     #[arg(long, env = "DISTLOG_FOLLOW_RESET", requires = "follow")]
     follow_reset: bool,
 
-    /// Largest request body in bytes (an NDJSON batch).
+    /// Largest request body in bytes (any body: an NDJSON batch, a JSON document, raw bytes).
     #[arg(long, env = "DISTLOG_MAX_REQUEST_BYTES", value_name = "BYTES", default_value_t = 16 * MIB)]
     max_request_bytes: u64,
 
@@ -174,12 +174,15 @@ impl ServeArgs {
         {
             anyhow::bail!("invalid --follow {url:?}: must be an http:// or https:// URL");
         }
+        if self.max_request_bytes == 0 {
+            anyhow::bail!("invalid --max-request-bytes 0: must be at least 1 (it caps every request body)");
+        }
         let limits = Limits {
-            max_request_bytes: self.max_request_bytes.max(1),
+            max_request_bytes: self.max_request_bytes,
             ..Limits::default()
         };
-        let cors_origins =
-            AllowedOrigins::parse(&self.cors_origin).map_err(|e| anyhow::anyhow!("invalid --cors-origin {:?}: {}", e.origin, e.reason))?;
+        let cors_origins = AllowedOrigins::parse(&self.cors_origin)
+            .map_err(|e| anyhow::anyhow!("invalid --cors-origin {:?}: {}", e.origin, e.reason))?;
         Ok(ServerConfig {
             security: self.security(),
             listen: self.listen,
