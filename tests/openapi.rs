@@ -158,10 +158,16 @@ async fn the_spec_describes_the_running_server() {
     for path in ["/status", "/healthz", "/readyz", "/metrics"] {
         check(&spec, path, "get", c.get(format!("{url}{path}")).send().await.unwrap()).await;
     }
-    let cross_origin = c.post(format!("{url}/")).header("origin", "https://elsewhere.example").body("{}");
+    let cross_origin = c
+        .post(format!("{url}/"))
+        .header("origin", "https://elsewhere.example")
+        .body("{}");
     check(&spec, "/", "post", cross_origin.send().await.unwrap()).await;
     for path in ["/", "/{offset}"] {
-        let options = c.request(reqwest::Method::OPTIONS, format!("{url}{}", path.replace("{offset}", "3")));
+        let options = c.request(
+            reqwest::Method::OPTIONS,
+            format!("{url}{}", path.replace("{offset}", "3")),
+        );
         check(&spec, path, "options", options.send().await.unwrap()).await;
         let preflight = c
             .request(reqwest::Method::OPTIONS, format!("{url}/"))
