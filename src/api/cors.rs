@@ -176,8 +176,8 @@ fn screen(allowed: &AllowedOrigins, request: &Request) -> Screened {
     if reads {
         return Screened::Pass(cors);
     }
-    let route = route_template(request.uri().path());
     if method == Method::OPTIONS {
+        let route = route_template(request.uri().path());
         let preflight = origin.is_some() && headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
         return match (preflight, &cors.origin) {
             (true, Some(allowed)) => Screened::Answer(preflight_answer(route, allowed)),
@@ -187,7 +187,11 @@ fn screen(allowed: &AllowedOrigins, request: &Request) -> Screened {
             (false, _) => Screened::Answer(options_answer(route, &cors)),
         };
     }
-    if origin.is_some() && cors.origin.is_none() || origin.is_none() && sent_by_another_site(headers) {
+    let refused = match origin {
+        Some(_) => cors.origin.is_none(),
+        None => sent_by_another_site(headers),
+    };
+    if refused {
         return Screened::Answer(refuse(origin, &cors));
     }
     Screened::Pass(cors)
