@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use distlog::api::Limits;
+use distlog::api::{AllowedOrigins, Limits};
 use distlog::auth::{SecurityConfig, TlsFiles};
 use distlog::log::{
     Durability, FRAME_HEADER, LogConfig, LogError, MAX_RECORD_CEILING, MIB, default_max_record_bytes, record_ceiling,
@@ -108,7 +108,7 @@ struct ServeArgs {
     #[arg(long, env = "DISTLOG_FOLLOW_RESET", requires = "follow")]
     follow_reset: bool,
 
-    /// Largest request body in bytes (an NDJSON batch).
+    /// Largest request body in bytes (any body: an NDJSON batch, a JSON document, raw bytes).
     #[arg(long, env = "DISTLOG_MAX_REQUEST_BYTES", value_name = "BYTES", default_value_t = 16 * MIB)]
     max_request_bytes: u64,
 
@@ -152,6 +152,10 @@ struct ServeArgs {
     #[arg(long, env = "DISTLOG_FOLLOW_TOKEN_FILE", value_name = "FILE", requires = "follow")]
     follow_token_file: Option<PathBuf>,
 
+    /// A web origin (scheme://host[:port]) whose pages may write and read answers (CORS); repeat for more [default: none].
+    #[arg(long, env = "DISTLOG_CORS_ORIGIN", value_name = "ORIGIN", value_delimiter = ',')]
+    cors_origin: Vec<String>,
+
     /// Milliseconds in-flight requests get to finish on SIGINT/SIGTERM.
     #[arg(long, env = "DISTLOG_SHUTDOWN_GRACE_MS", value_name = "MS", default_value_t = 10_000)]
     shutdown_grace_ms: u64,
@@ -178,10 +182,15 @@ impl ServeArgs {
         {
             anyhow::bail!("invalid --follow {url:?}: must be an http:// or https:// URL");
         }
+        if self.max_request_bytes == 0 {
+            anyhow::bail!("invalid --max-request-bytes 0: must be at least 1 (it caps every request body)");
+        }
         let limits = Limits {
-            max_request_bytes: self.max_request_bytes.max(1),
+            max_request_bytes: self.max_request_bytes,
             ..Limits::default()
         };
+        let cors_origins = AllowedOrigins::parse(&self.cors_origin)
+            .map_err(|e| anyhow::anyhow!("invalid --cors-origin {:?}: {}", e.origin, e.reason))?;
         Ok(ServerConfig {
             security: self.security(),
             listen: self.listen,
@@ -203,6 +212,7 @@ impl ServeArgs {
                 None => None,
             },
             shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
+            cors_origins,
             ..ServerConfig::new(&self.data_dir)
         })
     }

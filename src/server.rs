@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::api::{self, App, AppState, Limits, Role};
+use crate::api::{self, AllowedOrigins, App, AppState, Limits, Role};
 use crate::auth::{AuthConfigError, PeerInfo, ReloadableTls, Security, SecurityConfig, TlsListener};
 use crate::log::{Log, LogConfig, LogError, now_ms};
 use crate::replication::{FollowConfig, FollowerStatus, spawn_follower};
@@ -28,6 +28,8 @@ pub struct ServerConfig {
     pub limits: Limits,
     pub follow: Option<FollowConfig>,
     pub security: SecurityConfig,
+    /// Web origins that may write and read answers from a browser (`--cors-origin`).
+    pub cors_origins: AllowedOrigins,
     /// How long in-flight requests may take to finish once shutdown starts.
     pub shutdown_grace: Duration,
     /// How often retention runs.
@@ -43,6 +45,7 @@ impl ServerConfig {
             limits: Limits::default(),
             follow: None,
             security: SecurityConfig::default(),
+            cors_origins: AllowedOrigins::default(),
             shutdown_grace: Duration::from_secs(10),
             retention_check: Duration::from_secs(10),
         }
@@ -131,7 +134,7 @@ impl Server {
             }
         };
         let state = AppState::new(log.clone(), config.limits.clone(), role.clone(), stopping.clone());
-        let app = api::app(state, security.policy.clone());
+        let app = api::app(state, security.policy.clone(), config.cors_origins.clone());
         // Only the guard reads the peer (its client certificate); attaching
         // it to every request costs when nothing reads it.
         let with_peer = security.policy.is_some();

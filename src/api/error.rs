@@ -28,8 +28,30 @@ pub enum ApiError {
     #[error("unsupported content type {0:?}: send application/json, application/x-ndjson or application/octet-stream")]
     UnsupportedMediaType(Echo),
 
-    #[error("{what} is too large: {size} exceeds the limit of {max}")]
-    TooLarge { what: &'static str, size: u64, max: u64 },
+    /// `size` is unknown when a body without a Content-Length outgrows the
+    /// limit: it is not read further.
+    #[error("{what} is too large: {}", match size {
+        Some(size) => format!("{size} exceeds the limit of {max}"),
+        None => format!("more than the limit of {max} bytes"),
+    })]
+    TooLarge {
+        what: &'static str,
+        size: Option<u64>,
+        max: u64,
+    },
+
+    /// The client stopped sending (closed, or the connection failed) before
+    /// the body its headers announced was complete.
+    #[error("the request body ended before it was complete: {0}")]
+    IncompleteBody(String),
+
+    /// A browser request from another origin that would change state; see
+    /// `cors`. Without an origin, the browser said so in `Sec-Fetch-Site`.
+    #[error("{}", match origin {
+        Some(origin) => format!("cross-origin write refused: origin {origin:?} is not allowed (see --cors-origin)"),
+        None => "cross-site write refused: the browser marked it Sec-Fetch-Site: cross-site or same-site".to_string(),
+    })]
+    CrossOrigin { origin: Option<String> },
 
     #[error("offset {offset} is not in the log (lowest {lowest}, next {next})")]
     OffsetNotFound { offset: u64, lowest: u64, next: u64 },
@@ -105,15 +127,17 @@ impl fmt::Debug for Echo {
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::InvalidJson { .. } | ApiError::EmptyBody | ApiError::BadQuery { .. } | ApiError::BadOffset(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            ApiError::InvalidJson { .. }
+            | ApiError::EmptyBody
+            | ApiError::BadQuery { .. }
+            | ApiError::BadOffset(_)
+            | ApiError::IncompleteBody(_) => StatusCode::BAD_REQUEST,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::OffsetNotFound { .. } | ApiError::RouteNotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            ApiError::Forbidden { .. } | ApiError::CrossOrigin { .. } => StatusCode::FORBIDDEN,
             ApiError::ReadOnlyFollower { .. } => StatusCode::TEMPORARY_REDIRECT,
             ApiError::CorruptRecord { .. } | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::DiskFull => StatusCode::INSUFFICIENT_STORAGE,
@@ -129,6 +153,8 @@ impl ApiError {
             ApiError::BadOffset(_) => "bad_offset",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::TooLarge { .. } => "too_large",
+            ApiError::IncompleteBody(_) => "incomplete_body",
+            ApiError::CrossOrigin { .. } => "cross_origin",
             ApiError::OffsetNotFound { .. } => "offset_not_found",
             ApiError::RouteNotFound { .. } => "not_found",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
@@ -147,7 +173,11 @@ impl ApiError {
         match self {
             ApiError::InvalidJson { line: Some(line), .. } => json!({ "line": line }),
             ApiError::BadQuery { param, .. } => json!({ "param": param }),
-            ApiError::TooLarge { size, max, .. } => json!({ "size": size, "max": max }),
+            ApiError::TooLarge {
+                size: Some(size), max, ..
+            } => json!({ "size": size, "max": max }),
+            ApiError::TooLarge { size: None, max, .. } => json!({ "max": max }),
+            ApiError::CrossOrigin { origin: Some(origin) } => json!({ "origin": origin }),
             ApiError::OffsetNotFound { offset, lowest, next } => {
                 json!({ "offset": offset, "lowest_offset": lowest, "next_offset": next })
             }
@@ -163,7 +193,11 @@ impl From<LogError> for ApiError {
     fn from(err: LogError) -> Self {
         match err {
             LogError::OutOfRange { offset, lowest, next } => ApiError::OffsetNotFound { offset, lowest, next },
-            LogError::TooLarge { what, size, max } => ApiError::TooLarge { what, size, max },
+            LogError::TooLarge { what, size, max } => ApiError::TooLarge {
+                what,
+                size: Some(size),
+                max,
+            },
             LogError::EmptyBatch => ApiError::EmptyBody,
             LogError::Corrupt {
                 offset,

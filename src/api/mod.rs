@@ -2,9 +2,11 @@
 //! `openapi.yaml` at the top of the repository documents the contract.
 
 mod append;
+mod cors;
 mod error;
 mod frames;
 mod guard;
+mod json_limits;
 mod media;
 mod metrics;
 mod observe;
@@ -23,6 +25,7 @@ use axum::extract::Request;
 use axum::routing::get;
 use tower_layer::Layer;
 
+use cors::{CrossOrigin, CrossOriginLayer};
 use observe::{Observe, ObserveLayer};
 
 use crate::auth::Policy;
@@ -30,6 +33,7 @@ use guard::authorize;
 
 pub use append::ATTR_BINARY;
 use error::Echo;
+pub use cors::{AllowedOrigins, InvalidOrigin};
 pub use error::{ApiError, ApiResult};
 pub use metrics::recorder;
 pub use state::{AppState, Limits, Role};
@@ -48,15 +52,16 @@ mod routes {
     pub const UNMATCHED: &str = "unmatched";
 }
 
-/// The whole HTTP service: the routes inside request observation (which
-/// also turns a panicking handler into a 500). It wraps the router once
-/// rather than every route (`Router::layer`), which would box and clone
-/// each per request.
-pub type App = Observe<Router>;
+/// The whole HTTP service: the routes behind the browser rules (`cors`,
+/// before the auth guard: preflights carry no credentials) inside request
+/// observation (which also turns a panicking handler into a 500). They
+/// wrap the router once rather than every route (`Router::layer`), which
+/// would box and clone each per request.
+pub type App = Observe<CrossOrigin<Router>>;
 
 /// The API. With a policy, every route is authenticated and authorized
-/// first (see `guard`).
-pub fn app(state: AppState, policy: Option<Arc<Policy>>) -> App {
+/// first (see `guard`); `origins` may write from a browser (see `cors`).
+pub fn app(state: AppState, policy: Option<Arc<Policy>>, origins: AllowedOrigins) -> App {
     recorder();
     let routes = Router::new()
         .route(routes::ROOT, get(read::read_range).post(append::append))
@@ -74,7 +79,7 @@ pub fn app(state: AppState, policy: Option<Arc<Policy>>) -> App {
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state);
-    ObserveLayer.layer(router)
+    ObserveLayer.layer(CrossOriginLayer(origins).layer(router))
 }
 
 /// The template of the route that serves `path`, as the router matches it:

@@ -12,7 +12,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::error::{ApiError, ApiResult, Echo};
-use super::media::accepts;
+use super::media::prefers;
 use super::query::Query;
 use super::render::{range_json, record_json};
 use super::sse;
@@ -21,14 +21,14 @@ use crate::log::Log;
 
 const DEFAULT_LIMIT: u64 = 100;
 
-/// Whether the client asked for raw bytes (read without copying the headers).
+/// Whether the client prefers raw bytes to JSON (read without copying the headers).
 pub struct WantsRaw(bool);
 
 impl<S: Send + Sync> FromRequestParts<S> for WantsRaw {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(WantsRaw(accepts(&parts.headers, "application/octet-stream")))
+        Ok(WantsRaw(prefers(&parts.headers, "application/octet-stream")))
     }
 }
 
@@ -65,7 +65,7 @@ pub async fn read_one(
 pub async fn read_range(State(state): State<AppState>, request: Request) -> ApiResult<Response> {
     let headers = request.headers();
     let query = Query::parse(request.uri().query())?;
-    if accepts(headers, "text/event-stream") {
+    if prefers(headers, "text/event-stream") {
         return sse::tail(state, &query, headers);
     }
     let from = query.offset("from")?.unwrap_or_else(|| state.log.lowest_offset());

@@ -3,7 +3,9 @@
 //! ones as they are appended, until the client goes or the server stops. A
 //! client that reconnects with `Last-Event-ID: K` resumes at `K + 1`. If
 //! retention deletes records the stream has not reached, it sends an event
-//! `gap` with `{"from": .., "to": ..}` and goes on from the lowest offset.
+//! `gap` with `{"from": .., "to": ..}` and goes on from the lowest offset;
+//! so does a stream asked to start (`from`) below the lowest offset, which
+//! an `EventSource` would otherwise get as a 404 it never retries.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -41,7 +43,8 @@ pub fn tail(state: AppState, query: &Query, headers: &HeaderMap) -> ApiResult<Re
         })?,
         None => query.offset("from")?.unwrap_or_else(|| state.log.next_offset()),
     };
-    if resume.is_none() {
+    // Below the lowest offset, the stream begins with a gap (see `events`).
+    if resume.is_none() && from > state.log.next_offset() {
         check_from(&state.log, from)?;
     }
     let stream = events(state, from);
