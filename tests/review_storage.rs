@@ -1,0 +1,151 @@
+//! Review of the `storage` merge (issue 10, points 1, 2 and 9): tests that
+//! show bugs found in review. Each fails on main at the merge (cb24eb6).
+
+use std::io;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use distlog::log::fsops::{self, Step};
+use distlog::log::{Durability, Log, LogConfig, LogError, Payload};
+
+fn small(durability: Durability) -> LogConfig {
+    LogConfig {
+        max_segment_bytes: 4096,
+        max_record_bytes: 1024,
+        durability,
+        ..LogConfig::default()
+    }
+}
+
+/// A failed open lets go of the lock before it removes what it created
+/// (`Created::remove` runs after `open_created` dropped the lock file).
+/// Another open that takes the lock in between (a second process started
+/// at the same moment, a supervisor's restart with corrected flags) then
+/// has its lock file unlinked under it, and a third open takes a fresh
+/// lock file: two writers on one data directory.
+#[test]
+fn a_failed_open_never_unlinks_a_lock_file_another_open_holds() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("data");
+    let lock = dir.join("LOCK");
+    let other: Arc<Mutex<Option<Log>>> = Arc::new(Mutex::new(None));
+    let once = Arc::new(AtomicBool::new(false));
+    let _watch = {
+        let (dir, lock, other, once) = (dir.clone(), lock.clone(), other.clone(), once.clone());
+        fsops::watch(
+            parent.path(),
+            Arc::new(move |step: &Step<'_>| {
+                // The failed open is about to unlink the lock file; it no
+                // longer holds the lock, so another open gets in first.
+                if *step == Step::Remove(&lock) && !once.swap(true, Ordering::SeqCst) {
+                    let log = Log::open(&dir, small(Durability::Never)).expect("the lock is free");
+                    log.append(b"written by the open that holds the lock").unwrap();
+                    *other.lock().unwrap() = Some(log);
+                }
+                Ok(())
+            }),
+        )
+    };
+    // Refused by the free-space check, after it took the lock.
+    let huge = LogConfig {
+        max_segment_bytes: 1 << 40,
+        ..LogConfig::default()
+    };
+    assert!(matches!(Log::open(&dir, huge), Err(LogError::Config { .. })));
+    assert!(other.lock().unwrap().is_some(), "the second open got in");
+    assert!(
+        lock.exists(),
+        "the lock file held by the open log was unlinked by the failed open"
+    );
+    match Log::open(&dir, small(Durability::Never)) {
+        Err(LogError::Locked(_)) => {}
+        Ok(_) => panic!("a third open locked the directory while another open log holds it"),
+        Err(e) => panic!("unexpected: {e}"),
+    }
+}
+
+/// Same window, worse outcome: the failed open found no segment when it
+/// locked (`fresh_log`), so after letting go of the lock it removes every
+/// segment file it finds, including the ones an open that got in meanwhile
+/// wrote. Here the failed open's own first segment could not be removed
+/// by `Segment::create` (one failed sync, then one failed removal), which
+/// gives the hook a step to run in; in production the window is the same
+/// few system calls, without a hook.
+#[test]
+fn a_failed_open_never_removes_segments_another_open_wrote_after_it_let_go() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("data");
+    let store = dir.join("00000000000000000000.store");
+    let index = dir.join("00000000000000000000.index");
+    let syncs_failed = Arc::new(AtomicBool::new(false));
+    let removals_failed = Arc::new(AtomicBool::new(false));
+    let other_opened = Arc::new(AtomicBool::new(false));
+    let _watch = {
+        let (dir, store, index) = (dir.clone(), store.clone(), index.clone());
+        let (syncs_failed, removals_failed, other_opened) =
+            (syncs_failed.clone(), removals_failed.clone(), other_opened.clone());
+        fsops::watch(
+            parent.path(),
+            Arc::new(move |step: &Step<'_>| match step {
+                Step::SyncDir(_) if !syncs_failed.swap(true, Ordering::SeqCst) => Err(io::Error::other("injected")),
+                Step::Remove(p) if (*p == store || *p == index) && !removals_failed.swap(true, Ordering::SeqCst) => {
+                    Err(io::Error::other("injected"))
+                }
+                // The failed open, lock let go, removes "its" segment files:
+                // another open got in first and wrote a record.
+                Step::Remove(p) if (*p == store || *p == index) && !other_opened.swap(true, Ordering::SeqCst) => {
+                    let log = Log::open(&dir, small(Durability::Never)).expect("the lock is free");
+                    log.append(b"precious").unwrap();
+                    log.close().unwrap();
+                    Ok(())
+                }
+                _ => Ok(()),
+            }),
+        )
+    };
+    assert!(Log::open(&dir, small(Durability::Never)).is_err());
+    assert!(other_opened.load(Ordering::SeqCst), "the other open got in");
+    let log = Log::open(&dir, small(Durability::Never)).unwrap();
+    assert_eq!(
+        log.next_offset(),
+        1,
+        "a record another open wrote and closed cleanly was removed by the failed open"
+    );
+}
+
+/// A sealed segment opened at startup gets an index of exactly its
+/// records (`Index::open_sealed`). A reset onto its base (`--follow-reset`
+/// does `reset(0)`) or a cut that keeps none of its records makes it the
+/// active, empty segment with that small capacity. An empty segment takes
+/// any batch the limits allow (`write_frames`, checked against
+/// `LogConfig::index_capacity`), so the store takes the batch's frames and
+/// then the index runs out: the append fails half-written, the store holds
+/// frames no offset was given for, and the writer's `next` and the
+/// segment's disagree.
+#[test]
+fn a_reactivated_sealed_segment_takes_a_batch_the_limits_allow() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = small(Durability::Never);
+    let log = Log::open(dir.path(), config.clone()).unwrap();
+    // 1000-byte records: three per 4 KiB segment.
+    for _ in 0..7 {
+        log.append(&[b'v'; 1000]).unwrap();
+    }
+    assert!(log.stats().segments >= 3);
+    drop(log);
+    let log = Log::open(dir.path(), config.clone()).unwrap();
+    log.reset(0).unwrap();
+    assert_eq!((log.lowest_offset(), log.next_offset()), (0, 0));
+    // Ten records of 10 bytes: 370 bytes and 10 entries, well within a
+    // 4 KiB segment's 151 entries.
+    let values: Vec<Vec<u8>> = (0..10).map(|i| format!("record {i:02}").into_bytes()).collect();
+    let batch: Vec<Payload> = values.iter().map(|v| Payload::new(v)).collect();
+    let first = log.append_batch(&batch);
+    assert!(first.is_ok(), "a batch the limits allow was refused: {first:?}");
+    assert_eq!(log.next_offset(), 10);
+    drop(log);
+    let log = Log::open(dir.path(), config).unwrap();
+    assert_eq!(log.next_offset(), 10);
+    assert_eq!(log.read(9).unwrap().value, &values[9][..]);
+}
