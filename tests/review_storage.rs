@@ -149,3 +149,35 @@ fn a_reactivated_sealed_segment_takes_a_batch_the_limits_allow() {
     assert_eq!(log.next_offset(), 10);
     assert_eq!(log.read(9).unwrap().value, &values[9][..]);
 }
+
+/// The index is a function of the store: a store whose index is missing
+/// opens, its index rebuilt (the cut and purge orders rely on it: "a store
+/// without its index opens"). The active index is now sized from
+/// `--max-segment-bytes` alone, so a store written with a larger segment
+/// size than the one it is reopened with holds more records than the
+/// rebuilt index has room for, and the open fails ("index ... is full")
+/// instead of sizing the index to what recovery finds. Before the merge the
+/// index was sized from `--max-index-bytes` (a million entries by default)
+/// and this opened.
+#[test]
+fn an_active_store_without_its_index_reopens_with_a_smaller_segment_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let large = LogConfig {
+        max_segment_bytes: 1 << 20,
+        max_record_bytes: 1024,
+        durability: Durability::Never,
+        ..LogConfig::default()
+    };
+    let log = Log::open(dir.path(), large).unwrap();
+    for i in 0..1000u32 {
+        log.append(&i.to_le_bytes()).unwrap();
+    }
+    assert_eq!(log.stats().segments, 1);
+    drop(log);
+    std::fs::remove_file(dir.path().join("00000000000000000000.index")).unwrap();
+    // 4 KiB segments: 151 index entries, the store holds 1000 records.
+    let log = Log::open(dir.path(), small(Durability::Never)).expect("a store without its index opens");
+    assert_eq!(log.next_offset(), 1000);
+    assert_eq!(log.read(999).unwrap().value, &999u32.to_le_bytes()[..]);
+    assert_eq!(log.append(b"next").unwrap(), 1000, "and rolls");
+}
