@@ -2,7 +2,6 @@
 //! show bugs found in review. Each fails on main at the merge (cb24eb6).
 
 use std::io;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -18,31 +17,51 @@ fn small(durability: Durability) -> LogConfig {
     }
 }
 
-/// A failed open lets go of the lock before it removes what it created
-/// (`Created::remove` runs after `open_created` dropped the lock file).
-/// Another open that takes the lock in between (a second process started
-/// at the same moment, a supervisor's restart with corrected flags) then
-/// has its lock file unlinked under it, and a third open takes a fresh
-/// lock file: two writers on one data directory.
+/// The outcome of an open tried from inside a failed open's removal step.
+#[derive(Debug, PartialEq)]
+enum Meanwhile {
+    NotTried,
+    /// The failed open still held the lock: nothing it removes can be
+    /// another open's.
+    Locked,
+    GotIn,
+}
+
+/// A failed open that let go of the lock before it removed what it created
+/// (as the merge did) lets another open take the lock in between (a second
+/// process started at the same moment, a supervisor's restart with
+/// corrected flags); that open then has its lock file unlinked under it,
+/// and a third open takes a fresh lock file: two writers on one data
+/// directory. Whatever the failed open removes, no other open holds the
+/// lock then, and after it one open at a time holds the directory.
 #[test]
 fn a_failed_open_never_unlinks_a_lock_file_another_open_holds() {
     let parent = tempfile::tempdir().unwrap();
     let dir = parent.path().join("data");
     let lock = dir.join("LOCK");
     let other: Arc<Mutex<Option<Log>>> = Arc::new(Mutex::new(None));
-    let once = Arc::new(AtomicBool::new(false));
+    let meanwhile = Arc::new(Mutex::new(Meanwhile::NotTried));
     let _watch = {
-        let (dir, lock, other, once) = (dir.clone(), lock.clone(), other.clone(), once.clone());
+        let (dir, lock, other, meanwhile) = (dir.clone(), lock.clone(), other.clone(), meanwhile.clone());
         fsops::watch(
             parent.path(),
             Arc::new(move |step: &Step<'_>| {
-                // The failed open is about to unlink the lock file; it no
-                // longer holds the lock, so another open gets in first.
-                if *step == Step::Remove(&lock) && !once.swap(true, Ordering::SeqCst) {
-                    let log = Log::open(&dir, small(Durability::Never)).expect("the lock is free");
-                    log.append(b"written by the open that holds the lock").unwrap();
-                    *other.lock().unwrap() = Some(log);
+                // The failed open is about to unlink the lock file: another
+                // open tries to get in first.
+                if *step != Step::Remove(&lock) || *meanwhile.lock().unwrap() != Meanwhile::NotTried {
+                    return Ok(());
                 }
+                // Not under `meanwhile`'s lock: this open's own steps come here too.
+                let tried = match Log::open(&dir, small(Durability::Never)) {
+                    Ok(log) => {
+                        log.append(b"written by the open that holds the lock").unwrap();
+                        *other.lock().unwrap() = Some(log);
+                        Meanwhile::GotIn
+                    }
+                    Err(LogError::Locked(_)) => Meanwhile::Locked,
+                    Err(e) => panic!("unexpected: {e}"),
+                };
+                *meanwhile.lock().unwrap() = tried;
                 Ok(())
             }),
         )
@@ -53,7 +72,12 @@ fn a_failed_open_never_unlinks_a_lock_file_another_open_holds() {
         ..LogConfig::default()
     };
     assert!(matches!(Log::open(&dir, huge), Err(LogError::Config { .. })));
-    assert!(other.lock().unwrap().is_some(), "the second open got in");
+    match &*meanwhile.lock().unwrap() {
+        Meanwhile::NotTried => panic!("the failed open did not remove the lock file it created"),
+        // Not in the window: it opens now, and must hold the directory alone.
+        Meanwhile::Locked => *other.lock().unwrap() = Some(Log::open(&dir, small(Durability::Never)).unwrap()),
+        Meanwhile::GotIn => {}
+    }
     assert!(
         lock.exists(),
         "the lock file held by the open log was unlinked by the failed open"
@@ -65,10 +89,10 @@ fn a_failed_open_never_unlinks_a_lock_file_another_open_holds() {
     }
 }
 
-/// Same window, worse outcome: the failed open found no segment when it
-/// locked (`fresh_log`), so after letting go of the lock it removes every
-/// segment file it finds, including the ones an open that got in meanwhile
-/// wrote. Here the failed open's own first segment could not be removed
+/// Same window, worse outcome: a failed open that found no segment when it
+/// locked (`fresh_log`) removes every segment file it finds; had it let go
+/// of the lock first (as the merge did), those included the ones an open
+/// that got in meanwhile wrote. Here the failed open's own first segment could not be removed
 /// by `Segment::create` (one failed sync, then one failed removal), which
 /// gives the hook a step to run in; in production the window is the same
 /// few system calls, without a hook.
@@ -81,10 +105,15 @@ fn a_failed_open_never_removes_segments_another_open_wrote_after_it_let_go() {
     let syncs_failed = Arc::new(AtomicBool::new(false));
     let removals_failed = Arc::new(AtomicBool::new(false));
     let other_opened = Arc::new(AtomicBool::new(false));
+    let meanwhile = Arc::new(Mutex::new(Meanwhile::NotTried));
     let _watch = {
         let (dir, store, index) = (dir.clone(), store.clone(), index.clone());
-        let (syncs_failed, removals_failed, other_opened) =
-            (syncs_failed.clone(), removals_failed.clone(), other_opened.clone());
+        let (syncs_failed, removals_failed, other_opened, meanwhile) = (
+            syncs_failed.clone(),
+            removals_failed.clone(),
+            other_opened.clone(),
+            meanwhile.clone(),
+        );
         fsops::watch(
             parent.path(),
             Arc::new(move |step: &Step<'_>| match step {
@@ -92,12 +121,18 @@ fn a_failed_open_never_removes_segments_another_open_wrote_after_it_let_go() {
                 Step::Remove(p) if (*p == store || *p == index) && !removals_failed.swap(true, Ordering::SeqCst) => {
                     Err(io::Error::other("injected"))
                 }
-                // The failed open, lock let go, removes "its" segment files:
-                // another open got in first and wrote a record.
+                // The failed open removes "its" segment files: another open
+                // tries to get in first and write a record.
                 Step::Remove(p) if (*p == store || *p == index) && !other_opened.swap(true, Ordering::SeqCst) => {
-                    let log = Log::open(&dir, small(Durability::Never)).expect("the lock is free");
-                    log.append(b"precious").unwrap();
-                    log.close().unwrap();
+                    *meanwhile.lock().unwrap() = match Log::open(&dir, small(Durability::Never)) {
+                        Ok(log) => {
+                            log.append(b"precious").unwrap();
+                            log.close().unwrap();
+                            Meanwhile::GotIn
+                        }
+                        Err(LogError::Locked(_)) => Meanwhile::Locked,
+                        Err(e) => panic!("unexpected: {e}"),
+                    };
                     Ok(())
                 }
                 _ => Ok(()),
@@ -105,13 +140,18 @@ fn a_failed_open_never_removes_segments_another_open_wrote_after_it_let_go() {
         )
     };
     assert!(Log::open(&dir, small(Durability::Never)).is_err());
-    assert!(other_opened.load(Ordering::SeqCst), "the other open got in");
+    let meanwhile = std::mem::replace(&mut *meanwhile.lock().unwrap(), Meanwhile::NotTried);
     let log = Log::open(&dir, small(Durability::Never)).unwrap();
-    assert_eq!(
-        log.next_offset(),
-        1,
-        "a record another open wrote and closed cleanly was removed by the failed open"
-    );
+    match meanwhile {
+        Meanwhile::NotTried => panic!("the failed open removed no segment file"),
+        Meanwhile::GotIn => assert_eq!(
+            log.next_offset(),
+            1,
+            "a record another open wrote and closed cleanly was removed by the failed open"
+        ),
+        // Still locked while it removed: what it removed was its own.
+        Meanwhile::Locked => assert_eq!(log.next_offset(), 0),
+    }
 }
 
 /// A sealed segment opened at startup gets an index of exactly its
