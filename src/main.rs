@@ -63,9 +63,11 @@ struct ServeArgs {
     listen: SocketAddr,
 
     /// Size in bytes at which a segment's store file rolls over to a new segment. The store is
-    /// allocated a few MiB at a time as it fills, but a segment and its index at full size must fit
-    /// in the free space of the data directory's filesystem at startup (counting what the newest
-    /// segment already holds), or startup is refused.
+    /// allocated a few MiB at a time as it fills. At startup a new log's first segment and its
+    /// index at full size must fit in the free space of the data directory's filesystem, and for a
+    /// directory that already holds a log in the filesystem's size, or startup is refused; an
+    /// existing log on a disk too full for the newest segment to reach this size starts with a
+    /// warning.
     #[arg(long, env = "DISTLOG_MAX_SEGMENT_BYTES", value_name = "BYTES", default_value_t = 256 * MIB)]
     max_segment_bytes: u64,
 

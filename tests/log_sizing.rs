@@ -287,3 +287,33 @@ fn a_failed_open_removes_what_it_created_and_nothing_else() {
         &b"kept"[..]
     );
 }
+
+/// A log already on the disk is opened with a segment size the free space
+/// cannot hold (a disk filling up, or a larger `--max-segment-bytes`), as
+/// long as the filesystem could: refusing it would stop reads and the
+/// retention that frees space. Needs a filesystem with more than a segment's
+/// worth of used space, so that such a size exists.
+#[test]
+fn an_existing_log_opens_with_a_segment_larger_than_the_free_space_but_not_the_filesystem() {
+    let dir = tempfile::tempdir().unwrap();
+    let space = fsops::space(dir.path()).unwrap();
+    // Half-way between the free space and the filesystem's size, index included.
+    let size = (space.available + (space.total - space.available) / 2).min(1 << 40);
+    let between = never(size);
+    let needed = size + between.index_file_bytes();
+    assert!(
+        needed > space.available + 8 * MIB && needed < space.total,
+        "this filesystem ({space:?}) has no segment size between its free space and its size"
+    );
+    let refused = Log::open(dir.path(), between.clone());
+    assert!(
+        matches!(refused, Err(LogError::Config { .. })),
+        "a new log is refused: {refused:?}"
+    );
+    let log = Log::open(dir.path(), never(2 * MIB)).unwrap();
+    log.append(b"kept").unwrap();
+    drop(log);
+    let log = Log::open(dir.path(), between).expect("an existing log opens on a filling disk");
+    assert_eq!(log.read(0).unwrap().value, &b"kept"[..]);
+    assert_eq!(log.append(b"more").unwrap(), 1);
+}

@@ -40,7 +40,7 @@ use background::spawn_interval_sync;
 use bounds::Bounds;
 pub(crate) use committer::describe_metrics;
 use committer::{Committer, spawn_committer};
-use opening::{Created, check_room, lock_directory, open_segments};
+use opening::{CreatedDirs, check_room, lock_directory, open_segments};
 
 /// A handle on an open log; clones share it. When the last handle goes,
 /// the background thread is stopped and joined, so that the log (and the
@@ -164,27 +164,42 @@ impl Drop for Shared {
 impl Log {
     /// Opens the log in `dir` (created if missing), recovering the active
     /// segment's tail. Fails at once if another process has it open.
-    /// A segment larger than the free space allows is refused
-    /// (`check_room`). A failed open removes what it created (the directory,
-    /// its lock file, a new log's first segment), never what was there.
+    /// A segment size the disk cannot hold is refused (`check_room`). A
+    /// failed open removes what it created (the directory, its lock file, a
+    /// new log's first segment), never what was there or what another open
+    /// wrote (see `opening`).
     pub fn open(dir: impl AsRef<Path>, config: LogConfig) -> Result<Log> {
         config.validate()?;
         let dir = dir.as_ref().to_path_buf();
-        let mut created = Created::before_creating(&dir);
-        let opened = Self::open_created(dir.clone(), config, &mut created);
+        let created = CreatedDirs::before_creating(&dir);
+        let opened = Self::open_created(dir.clone(), config);
         match opened {
-            Err(LogError::Locked(_)) => {}
+            // Another open holds the directory: nothing here is ours to remove.
+            Err(LogError::Locked(_)) | Ok(_) => {}
             Err(_) => created.remove(&dir),
-            Ok(_) => {}
         }
         opened
     }
 
-    fn open_created(dir: PathBuf, config: LogConfig, created: &mut Created) -> Result<Log> {
+    fn open_created(dir: PathBuf, config: LogConfig) -> Result<Log> {
         fsops::create_dir_all(&dir)?;
-        let lock_file = lock_directory(&dir)?;
-        created.locked(&dir)?;
-        check_room(&dir, &config)?;
+        let lock = lock_directory(&dir)?;
+        // The log keeps a duplicate of the locked descriptor (a lock belongs
+        // to the open file, so it is held while either is open), and this
+        // one stays until what a failure created is removed.
+        let opened = lock
+            .file
+            .try_clone()
+            .map_err(|e| LogError::from(fsops::naming(&dir.join("LOCK"), e)))
+            .and_then(|held| Self::open_locked(dir.clone(), config, held, !lock.fresh_log));
+        if opened.is_err() {
+            lock.remove_created(&dir);
+        }
+        opened
+    }
+
+    fn open_locked(dir: PathBuf, config: LogConfig, lock_file: File, existing_log: bool) -> Result<Log> {
+        check_room(&dir, &config, existing_log)?;
         let segments = open_segments(&dir, &config)?;
         let lowest = segments.first().map(|s| s.base()).unwrap_or(0);
         let next = segments.last().map(|s| s.next_offset()).unwrap_or(0);

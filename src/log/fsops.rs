@@ -154,16 +154,43 @@ pub fn remove_dir(dir: &Path) -> io::Result<()> {
 }
 
 /// Opens (creating it if missing) the file whose lock marks a data
-/// directory as in use.
-pub fn open_lock_file(path: &Path) -> io::Result<File> {
+/// directory as in use. Returns whether this call created it.
+pub fn open_lock_file(path: &Path) -> io::Result<(File, bool)> {
     step(Step::Open(path), || {
-        OpenOptions::new().create(true).truncate(false).write(true).open(path)
+        match OpenOptions::new().create_new(true).write(true).open(path) {
+            Ok(file) => Ok((file, true)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                OpenOptions::new().write(true).open(path).map(|file| (file, false))
+            }
+            Err(e) => Err(e),
+        }
     })
 }
 
-/// Bytes an unprivileged writer may still allocate on the filesystem
-/// holding `path` (statvfs: available blocks times the fragment size).
-pub fn free_space(path: &Path) -> io::Result<u64> {
+/// Whether `path` still names `file` (same device and inode): a lock taken
+/// on a file that was unlinked or replaced meanwhile locks nothing anyone
+/// else will find.
+pub fn still_names(path: &Path, file: &File) -> io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let held = file.metadata().map_err(|e| naming(path, e))?;
+    match fs::metadata(path) {
+        Ok(named) => Ok(named.dev() == held.dev() && named.ino() == held.ino()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(naming(path, e)),
+    }
+}
+
+/// Space on the filesystem holding a path (statvfs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Space {
+    /// Bytes an unprivileged writer may still allocate: available blocks
+    /// times the fragment size.
+    pub available: u64,
+    /// The filesystem's size.
+    pub total: u64,
+}
+
+pub fn space(path: &Path) -> io::Result<Space> {
     use std::os::unix::ffi::OsStrExt;
     let name = std::ffi::CString::new(path.as_os_str().as_bytes())
         .map_err(|_| naming(path, io::Error::other("path holds a NUL byte")))?;
@@ -175,7 +202,10 @@ pub fn free_space(path: &Path) -> io::Result<u64> {
     }
     // SAFETY: statvfs returned 0, so it filled the buffer.
     let stats = unsafe { stats.assume_init() };
-    Ok(stats.f_bavail.saturating_mul(stats.f_frsize))
+    Ok(Space {
+        available: stats.f_bavail.saturating_mul(stats.f_frsize),
+        total: stats.f_blocks.saturating_mul(stats.f_frsize),
+    })
 }
 
 pub fn set_len(file: &File, path: &Path, len: u64) -> io::Result<()> {
@@ -268,5 +298,23 @@ mod tests {
         );
         drop(watch);
         remove(&path).expect("no watcher, no failure");
+    }
+
+    #[test]
+    fn a_lock_file_unlinked_or_replaced_is_no_longer_named_by_its_path() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("LOCK");
+        let (first, created) = open_lock_file(&path).expect("open");
+        assert!(created);
+        assert!(still_names(&path, &first).expect("stat"));
+        let (again, created) = open_lock_file(&path).expect("open");
+        assert!(!created, "an existing lock file is opened, not created");
+        assert!(still_names(&path, &again).expect("stat"));
+        remove(&path).expect("remove");
+        assert!(!still_names(&path, &first).expect("stat"), "unlinked");
+        let (replacement, created) = open_lock_file(&path).expect("open");
+        assert!(created);
+        assert!(!still_names(&path, &first).expect("stat"), "replaced");
+        assert!(still_names(&path, &replacement).expect("stat"));
     }
 }

@@ -11,7 +11,9 @@
 //! is sealed (`trim`: the map stays, and nothing reads or writes past the
 //! entries until `reserve` regrows the file) and when the index is
 //! dropped. A sealed index is opened at exactly its entries, whatever
-//! length an older version left it at. Unwritten slots are zero; after an
+//! length an older version left it at, but mapped at the capacity an
+//! active segment gets: a cut or a reset may make it active again, and
+//! readers keep reading through the map, so it cannot be remapped then. Unwritten slots are zero; after an
 //! unclean stop the zero tail is found and dropped by recovery.
 //!
 //! One writer pushes entries past `len`; readers read entries below `len`,
@@ -43,8 +45,10 @@ pub const ENTRY_BYTES: u64 = 12;
 enum Sizing {
     /// At least the capacity asked for; a longer file keeps its entries.
     AtLeast,
-    /// Exactly the capacity asked for (a sealed index of known length).
-    Exactly,
+    /// Exactly this many entries (a sealed index of known length), mapped
+    /// at the capacity asked for: a cut or a reset may make the segment
+    /// active again, and the map cannot grow under readers.
+    Exactly(u32),
 }
 
 #[derive(Debug)]
@@ -77,11 +81,15 @@ impl Index {
         Self::open_sized(path, capacity, reserve, Sizing::AtLeast)
     }
 
-    /// Opens a sealed segment's index of exactly `count` entries: a longer
-    /// file (written by older versions at full size) is mapped only that
-    /// far, a shorter one is grown (sparse) to it.
-    pub fn open_sealed(path: &Path, count: u32) -> io::Result<(Index, bool)> {
-        Self::open_sized(path, count.max(1), false, Sizing::Exactly)
+    /// Opens a sealed segment's index of exactly `count` entries, mapped
+    /// for at least `capacity` (what the segment takes should it become
+    /// active again; the file grows to it only then, see `reserve`). A
+    /// shorter file is grown (sparse) to `count` entries; the entries of a
+    /// longer one (written by older versions at full size) past `count`
+    /// are never read, and `trim` cuts them.
+    pub fn open_sealed(path: &Path, count: u32, capacity: u32) -> io::Result<(Index, bool)> {
+        let count = count.max(1);
+        Self::open_sized(path, capacity.max(count), false, Sizing::Exactly(count))
     }
 
     fn open_sized(path: &Path, capacity: u32, reserve: bool, sizing: Sizing) -> io::Result<(Index, bool)> {
@@ -89,24 +97,26 @@ impl Index {
         let file = fsops::open(path)?;
         let on_disk = file.metadata().map_err(|e| fsops::naming(path, e))?.len();
         let wanted = u64::from(capacity) * ENTRY_BYTES;
-        let size = match sizing {
+        let (file_size, map_size) = match sizing {
             // Never shrink here: a file longer than the configured size keeps its entries.
-            Sizing::AtLeast => on_disk.max(wanted),
-            Sizing::Exactly => wanted,
+            Sizing::AtLeast => (on_disk.max(wanted), on_disk.max(wanted)),
+            Sizing::Exactly(count) => (u64::from(count) * ENTRY_BYTES, wanted),
         };
-        if on_disk < size {
-            fsops::set_len(&file, path, size)?;
+        debug_assert!(file_size <= map_size);
+        if on_disk < file_size {
+            fsops::set_len(&file, path, file_size)?;
         }
         if reserve {
-            fsops::allocate(&file, path, 0, size)?;
+            fsops::allocate(&file, path, 0, file_size)?;
         }
-        let capacity = (size / ENTRY_BYTES).min(u64::from(u32::MAX)) as u32;
+        let capacity = (map_size / ENTRY_BYTES).min(u64::from(u32::MAX)) as u32;
         let len = usize::try_from(u64::from(capacity) * ENTRY_BYTES)
             .map_err(|_| fsops::naming(path, io::Error::other("index too large to map")))?;
         // SAFETY: the file is ours (the data directory is locked) and holds
         // every entry below `len` as long as this map exists: it is only cut
         // to the entries (`trim`, `Drop`), and regrown before more are
-        // written (`reserve`).
+        // written (`reserve`). A sealed index's map may reach past the end
+        // of its file; nothing touches those slots until `reserve`.
         let mut map = unsafe { MmapOptions::new().len(len).map_mut(&file) }.map_err(|e| fsops::naming(path, e))?;
         // Entries are touched one page at a time; readahead around each
         // fault would only fill the page cache with zeros.
@@ -222,7 +232,17 @@ impl Index {
     /// turns a full disk into an error here. Filesystems that cannot
     /// allocate ahead keep the sparse file.
     pub fn reserve(&self) -> io::Result<()> {
-        fsops::allocate(&self.file, &self.path, 0, u64::from(self.capacity) * ENTRY_BYTES).map(|_| ())
+        let size = u64::from(self.capacity) * ENTRY_BYTES;
+        if fsops::allocate(&self.file, &self.path, 0, size)? {
+            return Ok(());
+        }
+        // No allocation ahead here: the file must still reach the map's end
+        // (a trimmed or sealed index is shorter), or a push past it faults.
+        let on_disk = self.file.metadata().map_err(|e| fsops::naming(&self.path, e))?.len();
+        if on_disk < size {
+            fsops::set_len(&self.file, &self.path, size)?;
+        }
+        Ok(())
     }
 
     /// Cuts the file to its entries: for a sealed index, which takes no
@@ -320,10 +340,26 @@ mod tests {
             .unwrap()
             .set_len(12_000)
             .unwrap();
-        let (index, existed) = Index::open_sealed(&path, 4).unwrap();
+        let (index, existed) = Index::open_sealed(&path, 4, 4).unwrap();
         assert!(existed);
         assert_eq!(index.capacity(), 4, "mapped at exactly its entries");
         assert_eq!(index.slot(3), (3, 30));
+        drop(index);
+
+        // Mapped for what it may take once active again; the file grows to
+        // that only when it does.
+        let (index, _) = Index::open_sealed(&path, 4, 1000).unwrap();
+        assert_eq!(index.capacity(), 1000);
+        index.set_len(4);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            48,
+            "a sealed index is not grown"
+        );
+        index.reserve().unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 12_000);
+        index.push(40).unwrap();
+        assert_eq!(index.position(4), Some(40));
     }
 
     #[test]

@@ -40,6 +40,10 @@ pub struct Segment {
     read_map_bytes: u64,
 }
 
+/// A recovered active segment, or the error recovery stopped at and the
+/// segment it stopped in (see `Segment::open_active`).
+type Recovering = std::result::Result<(Segment, Recovered), (LogError, Segment)>;
+
 /// Whole frames read in one go, checked, with the records they hold.
 #[derive(Debug, Default)]
 pub struct Chunk {
@@ -78,12 +82,11 @@ impl Segment {
         }
     }
 
-    /// The active segment's files: the index at the capacity a new segment
-    /// gets (or longer, if the file already is).
-    fn open_files(dir: &Path, base: u64, config: &LogConfig) -> Result<(Store, Index, bool)> {
+    /// The active segment's files: the index at `capacity` entries (or
+    /// longer, if the file already is).
+    fn open_files(dir: &Path, base: u64, capacity: u32) -> Result<(Store, Index, bool)> {
         let store = Store::open(&segment_path(dir, base, STORE_SUFFIX))?;
-        let (index, index_existed) =
-            Index::open(&segment_path(dir, base, INDEX_SUFFIX), config.index_capacity(), true)?;
+        let (index, index_existed) = Index::open(&segment_path(dir, base, INDEX_SUFFIX), capacity, true)?;
         Ok((store, index, index_existed))
     }
 
@@ -111,7 +114,7 @@ impl Segment {
     }
 
     fn create_files(dir: &Path, base: u64, config: &LogConfig) -> Result<Segment> {
-        let (store, index, _) = Self::open_files(dir, base, config)?;
+        let (store, index, _) = Self::open_files(dir, base, config.index_capacity())?;
         let segment = Segment::assemble(base, store, index, config);
         segment.map_while_active()?;
         segment.store.sync()?;
@@ -140,7 +143,8 @@ impl Segment {
                     reason,
                 }
             })?;
-        let (index, index_existed) = Index::open_sealed(&segment_path(dir, base, INDEX_SUFFIX), count)?;
+        let (index, index_existed) =
+            Index::open_sealed(&segment_path(dir, base, INDEX_SUFFIX), count, config.index_capacity())?;
         let segment = Segment::assemble(base, store, index, config);
         if !(index_existed
             && recovery::sealed_index_checks_out(&segment.store, &segment.index, base, count, segment.max_frame_len)?)
@@ -155,18 +159,54 @@ impl Segment {
     }
 
     /// The last segment: its tail is checked and anything torn is cut.
+    ///
+    /// Its index gets the capacity a new segment gets, or more if the file
+    /// is longer. A store written with a larger segment size may hold more
+    /// records than that, which recovery finds only as it indexes them (the
+    /// index may be missing or short): if it runs out of room, the index is
+    /// closed (its entries flushed and kept) and reopened as large as the
+    /// store could need, one entry per smallest frame. Not at once: that
+    /// allocates far more than a store of real records takes.
     pub fn open_active(dir: &Path, base: u64, config: &LogConfig) -> Result<(Segment, Recovered)> {
-        let (store, index, index_existed) = Self::open_files(dir, base, config)?;
+        let first = Self::recover_active(dir, base, config, config.index_capacity())?;
+        let segment = match first {
+            Ok(recovered) => recovered,
+            Err((error, segment)) => {
+                let most_records = segment.store.size() / FRAME_HEADER as u64;
+                let capacity = u32::try_from(most_records).unwrap_or(u32::MAX);
+                if segment.index.len() < segment.index.capacity() || capacity <= segment.index.capacity() {
+                    return Err(error);
+                }
+                tracing::warn!(
+                    segment = base,
+                    capacity,
+                    "the active store holds more records than its index has room for; resizing the index"
+                );
+                drop(segment);
+                Self::recover_active(dir, base, config, capacity)?.map_err(|(error, _)| error)?
+            }
+        };
+        segment.0.map_while_active()?;
+        Ok(segment)
+    }
+
+    /// Opens the active segment with an index of `capacity` entries and
+    /// recovers its tail. A failed recovery hands the segment back with its
+    /// error, for `open_active` to look at.
+    fn recover_active(dir: &Path, base: u64, config: &LogConfig, capacity: u32) -> Result<Recovering> {
+        let (store, index, index_existed) = Self::open_files(dir, base, capacity)?;
         let segment = Segment::assemble(base, store, index, config);
-        let report = recovery::recover_tail(
+        let recovered = recovery::recover_tail(
             &segment.store,
             &segment.index,
             base,
             segment.max_frame_len,
             index_existed,
-        )?;
-        segment.map_while_active()?;
-        Ok((segment, report))
+        );
+        Ok(match recovered {
+            Ok(report) => Ok((segment, report)),
+            Err(error) => Err((error, segment)),
+        })
     }
 
     /// The active segment's store is read through a map, and written
@@ -231,7 +271,17 @@ impl Segment {
     /// Appends `count` encoded frames held back to back in `frames`.
     /// Only the log's writer calls this.
     pub fn append(&self, frames: &[u8], count: u32) -> Result<()> {
-        debug_assert!(u64::from(self.index.len()) + u64::from(count) <= u64::from(self.index.capacity()));
+        // Checked before a byte is written: a batch the index could not
+        // take whole would leave frames in the store that no offset was
+        // given for.
+        if u64::from(self.index.len()) + u64::from(count) > u64::from(self.index.capacity()) {
+            let full = format!(
+                "index {} has room for {} more entries, not {count}",
+                self.index.path().display(),
+                self.index.capacity() - self.index.len()
+            );
+            return Err(LogError::Io(std::io::Error::other(full)));
+        }
         let start = self.store.append(frames)?;
         let mut at = 0usize;
         for _ in 0..count {

@@ -4,8 +4,10 @@
 //! size, and the single writer appends by copying into the map (no system
 //! call per record; a killed process loses nothing, the pages are the page
 //! cache's). The map is only address space: the file is allocated (and
-//! extended) a chunk at a time, `ALLOCATE_AHEAD` past the data, and the
-//! writer never copies past what is allocated, because a store into a
+//! extended) a chunk at a time: an append that passes what is allocated
+//! allocates up to the end of the `ALLOCATE_AHEAD` chunk after the one it
+//! ends in, so the file is allocated 0 to 8 MiB past the data (4 to 8 MiB
+//! right after an allocation, less as appends fill it). The writer never copies past what is allocated, because a store into a
 //! mapped page past the end of the file, or into a hole the disk has no
 //! room for, is SIGBUS. So a full disk is an ENOSPC from the allocation,
 //! returned to that appender before it wrote anything, and a huge segment
@@ -48,8 +50,10 @@ use super::fsops;
 /// Pages of the append map are faulted in this much at a time, ahead of the
 /// writer: one `madvise` instead of a page fault every few records.
 const POPULATE_CHUNK: usize = 1 << 20;
-/// Mapped appends allocate the file this much at a time, up to between one
-/// and two of these past the data: one `fallocate` every few MiB.
+/// Mapped appends allocate the file this much at a time: an allocation
+/// reaches one to two of these past the append that made it, and appends
+/// then fill that, so 0 to 8 MiB are allocated past the data. One
+/// `fallocate` every few MiB.
 const ALLOCATE_AHEAD: u64 = 4 << 20;
 /// Positioned appends write zeros this far ahead (see `zero_ahead`).
 const ZERO_CHUNK: u64 = 1 << 20;
