@@ -15,6 +15,7 @@ use serde::de::IgnoredAny;
 use serde_json::json;
 
 use super::error::{ApiError, ApiResult};
+use super::json_check;
 use super::media::{BodyFormat, body_format};
 use super::render::push_decimal;
 use super::state::{AppState, Role};
@@ -109,25 +110,39 @@ fn check_json(bytes: &[u8], line: Option<usize>) -> ApiResult<()> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::EmptyBody);
     }
-    // The JSON reader skips over strings without checking them, and stored
-    // values are copied verbatim into answers that must stay valid UTF-8.
-    std::str::from_utf8(bytes).map_err(|e| ApiError::InvalidJson {
-        line,
-        detail: format!("not UTF-8: {e}"),
-    })?;
-    serde_json::from_slice::<IgnoredAny>(bytes)
-        .map(|_| ())
-        .map_err(|e| ApiError::InvalidJson {
-            line,
-            detail: e.to_string(),
-        })
+    if json_check::is_json(bytes) {
+        debug_assert!(
+            std::str::from_utf8(bytes).is_ok() && serde_json::from_slice::<IgnoredAny>(bytes).is_ok(),
+            "json_check accepted what serde_json refuses"
+        );
+        return Ok(());
+    }
+    Err(why_not_json(bytes, line))
+}
+
+/// Why `bytes` are not JSON, in serde_json's words (`json_check` only says
+/// whether). Stored values are copied verbatim into answers that must stay
+/// valid UTF-8, hence the first check.
+#[cold]
+fn why_not_json(bytes: &[u8], line: Option<usize>) -> ApiError {
+    let detail = match std::str::from_utf8(bytes) {
+        Err(e) => format!("not UTF-8: {e}"),
+        Ok(_) => match serde_json::from_slice::<IgnoredAny>(bytes) {
+            Err(e) => e.to_string(),
+            Ok(_) => {
+                debug_assert!(false, "json_check refused what serde_json accepts");
+                "not JSON".to_string()
+            }
+        },
+    };
+    ApiError::InvalidJson { line, detail }
 }
 
 /// Splits an NDJSON body into checked records, naming the first bad line.
 fn split_ndjson(body: &Bytes, max_record: u64, max_records: usize) -> ApiResult<Vec<(u8, Bytes)>> {
     let mut records = Vec::new();
     let mut start = 0;
-    for (i, line) in body.split(|b| *b == b'\n').enumerate() {
+    for (i, line) in ndjson_lines(body).enumerate() {
         let end = start + line.len();
         let trimmed = line.strip_suffix(b"\r").unwrap_or(line);
         if !trimmed.iter().all(u8::is_ascii_whitespace) {
@@ -154,6 +169,23 @@ fn split_ndjson(body: &Bytes, max_record: u64, max_records: usize) -> ApiResult<
         return Err(ApiError::EmptyBody);
     }
     Ok(records)
+}
+
+/// The body's lines without their `\n`, as `body.split(|b| *b == b'\n')`
+/// would give them (an empty last one after a final newline), found with
+/// `memchr` rather than byte by byte.
+fn ndjson_lines(body: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = Some(body);
+    std::iter::from_fn(move || {
+        let all = rest?;
+        match memchr::memchr(b'\n', all) {
+            Some(at) => {
+                rest = all.get(at + 1..);
+                all.get(..at)
+            }
+            None => rest.take(),
+        }
+    })
 }
 
 /// Appends on the calling task: the write itself is short, and with
@@ -210,6 +242,15 @@ mod tests {
         let records = split_ndjson(&body, 1000, 100).unwrap();
         assert_eq!(records.len(), 2);
         assert_eq!(&records[1].1[..], b"{\"b\":2}");
+    }
+
+    #[test]
+    fn ndjson_lines_are_split_as_slice_split_splits_them() {
+        let bodies: [&[u8]; 7] = [b"", b"\n", b"a", b"a\n", b"a\nb", b"\n\na\r\n\nbc\n", b"x\n\n"];
+        for body in bodies {
+            let expected: Vec<&[u8]> = body.split(|b| *b == b'\n').collect();
+            assert_eq!(ndjson_lines(body).collect::<Vec<_>>(), expected, "{body:?}");
+        }
     }
 
     #[test]

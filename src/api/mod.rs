@@ -5,6 +5,7 @@ mod append;
 mod error;
 mod frames;
 mod guard;
+mod json_check;
 mod media;
 mod metrics;
 mod observe;
