@@ -30,6 +30,7 @@
 
 use std::fs::File;
 use std::io;
+use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -72,6 +73,17 @@ pub struct Store {
     removed: AtomicBool,
     /// Writeback was started for the data below this.
     writeback_from: AtomicU64,
+}
+
+/// Where `zero_ahead` writes zeros after an append that ends at `end`:
+/// past what is zeroed, up to a chunk beyond `end`, within `limit`. Never
+/// under the append itself: zeros there would only be copied into the page
+/// cache to be overwritten at once (twice the copying for an append that
+/// passes the zeros, as a large batch does), and would not spare its sync
+/// the metadata commit, which the append's growing of the file costs anyway.
+fn zeros_ahead_of(end: u64, zeroed: u64, limit: u64) -> Range<u64> {
+    let to = (end.div_ceil(ZERO_CHUNK) * ZERO_CHUNK + ZERO_CHUNK).min(limit);
+    zeroed.max(end)..to
 }
 
 impl Store {
@@ -141,8 +153,7 @@ impl Store {
         if limit == 0 || end <= zeroed {
             return;
         }
-        let mut at = zeroed.max(self.size());
-        let to = (end.div_ceil(ZERO_CHUNK) * ZERO_CHUNK + ZERO_CHUNK).min(limit);
+        let Range { start: mut at, end: to } = zeros_ahead_of(end, zeroed, limit);
         while at < to {
             let n = (to - at).min(ZEROS.len() as u64) as usize;
             let zeros = ZEROS.get(..n).unwrap_or_default();
@@ -209,7 +220,6 @@ impl Store {
                 }
             }
             _ => {
-                self.zero_ahead(end);
                 if let Err(e) = self.file.write_all_at(bytes, pos) {
                     // Best effort: if even this fails, recovery cuts the torn tail on open.
                     if mapped.is_none() {
@@ -218,6 +228,7 @@ impl Store {
                     }
                     return Err(fsops::naming(&self.path, e));
                 }
+                self.zero_ahead(end);
             }
         }
         self.size.store(end, Ordering::Release);
@@ -461,6 +472,21 @@ mod tests {
         assert_eq!(std::fs::read(&path).unwrap(), b"hey!");
         store.append(b"?").unwrap();
         assert_eq!(len(), 5, "a sealed store zeroes nothing ahead");
+    }
+
+    #[test]
+    fn zeros_go_ahead_of_the_data_never_under_it() {
+        // An append of [ZERO_CHUNK * 3 / 2, end) that passes the zeros.
+        let end = 4 * ZERO_CHUNK + 10;
+        // Zeros under it would be copied into the page cache only
+        // to be overwritten by the data at once: twice the copying for
+        // appends that pass what is zeroed, as large batches do.
+        let zeros = zeros_ahead_of(end, 2 * ZERO_CHUNK, 100 * ZERO_CHUNK);
+        assert_eq!(zeros, end..6 * ZERO_CHUNK);
+        assert_eq!(zeros_ahead_of(5, 0, 100 * ZERO_CHUNK), 5..2 * ZERO_CHUNK);
+        assert!(zeros_ahead_of(5, 0, 3).is_empty(), "never past the limit");
+        let within = zeros_ahead_of(5, 2 * ZERO_CHUNK, 100 * ZERO_CHUNK);
+        assert!(within.is_empty(), "nothing to do while the append stays within the zeros");
     }
 
     #[test]
