@@ -8,9 +8,9 @@
 //! oversized batch) and stores on filesystems that cannot allocate ahead use
 //! positioned writes instead. With `--fsync always` appends stay positioned
 //! writes (an fdatasync of map-written pages measured several times slower),
-//! and the writer writes zeros a chunk ahead of the data, so that each
-//! group-commit fdatasync overwrites blocks that already exist instead of
-//! growing the file and committing metadata. `size` is published after the bytes are
+//! and the writer writes zeros a chunk ahead of the data while syncs are
+//! small, so that each group-commit fdatasync overwrites blocks that already
+//! exist instead of growing the file and committing metadata. `size` is published after the bytes are
 //! written, and readers never ask for bytes past it; after an unclean stop
 //! the file may run on past its data with zeros, which recovery cuts.
 //!
@@ -46,6 +46,9 @@ const POPULATE_CHUNK: usize = 1 << 20;
 /// Positioned appends write zeros this far ahead (see `zero_ahead`).
 const ZERO_CHUNK: u64 = 1 << 20;
 static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+/// Positioned appends stop zeroing ahead while this much waits for the
+/// next sync (see `zero_ahead`).
+const ZERO_UNTIL_UNSYNCED: u64 = 128 << 10;
 /// Writeback of appended data is started once this much built up (see
 /// `start_writeback`).
 const WRITEBACK_CHUNK: u64 = 8 << 20;
@@ -73,6 +76,8 @@ pub struct Store {
     removed: AtomicBool,
     /// Writeback was started for the data below this.
     writeback_from: AtomicU64,
+    /// The data below this was synced (a hint for `zero_ahead`).
+    synced_to: AtomicU64,
 }
 
 /// Where `zero_ahead` writes zeros after an append that ends at `end`:
@@ -101,6 +106,7 @@ impl Store {
             view: RwLock::new(None),
             removed: AtomicBool::new(false),
             writeback_from: AtomicU64::new(size),
+            synced_to: AtomicU64::new(size),
         })
     }
 
@@ -147,10 +153,17 @@ impl Store {
 
     /// Writes zeros past `end` a chunk at a time. Best effort: if it fails
     /// (a full disk), appends go on without it.
+    ///
+    /// Not while `ZERO_UNTIL_UNSYNCED` bytes or more wait for the next sync:
+    /// zeros ahead reach the disk with one sync and again, as data, with a
+    /// later one, which doubles what a stream of appends writes; that pays
+    /// when each sync writes little (the metadata commit it spares costs
+    /// about one more disk write), not when a sync writes that much anyway.
     fn zero_ahead(&self, end: u64) {
         let limit = self.zero_limit.load(Ordering::Relaxed);
         let zeroed = self.zeroed_to.load(Ordering::Relaxed);
-        if limit == 0 || end <= zeroed {
+        let unsynced = end.saturating_sub(self.synced_to.load(Ordering::Relaxed));
+        if limit == 0 || end <= zeroed || unsynced >= ZERO_UNTIL_UNSYNCED {
             return;
         }
         let Range { start: mut at, end: to } = zeros_ahead_of(end, zeroed, limit);
@@ -382,7 +395,10 @@ impl Store {
     /// Forces written bytes to disk: fdatasync also writes back pages
     /// dirtied through the map.
     pub fn sync(&self) -> io::Result<()> {
-        fsops::sync_data(&self.file, &self.path)
+        let size = self.size();
+        fsops::sync_data(&self.file, &self.path)?;
+        self.synced_to.store(size, Ordering::Relaxed);
+        Ok(())
     }
 
     /// The file was removed: dropping the store only closes it.
@@ -472,6 +488,27 @@ mod tests {
         assert_eq!(std::fs::read(&path).unwrap(), b"hey!");
         store.append(b"?").unwrap();
         assert_eq!(len(), 5, "a sealed store zeroes nothing ahead");
+    }
+
+    #[test]
+    fn zeros_go_ahead_only_while_little_waits_for_a_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0.store");
+        let store = Store::open(&path).unwrap();
+        store.zero_ahead_up_to(100 * ZERO_CHUNK);
+        let len = || std::fs::metadata(&path).unwrap().len();
+        store.append(b"small").unwrap();
+        assert_eq!(len(), 2 * ZERO_CHUNK, "a small append: zeros a chunk ahead");
+        // The next sync writes megabytes anyway: zeros would be written to
+        // the disk now and again with data later, for a metadata commit
+        // that costs less than they do.
+        let big = vec![7u8; 3 * ZERO_CHUNK as usize];
+        store.append(&big).unwrap();
+        assert_eq!(len(), 3 * ZERO_CHUNK + 5, "no zeros while a large round waits for its sync");
+        store.sync().unwrap();
+        store.append(b"small").unwrap();
+        assert_eq!(len(), 5 * ZERO_CHUNK, "after the sync, small appends zero ahead again");
+        assert_eq!(store.read_at(3 * ZERO_CHUNK + 5, 5).unwrap(), b"small");
     }
 
     #[test]
