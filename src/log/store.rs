@@ -78,6 +78,8 @@ pub struct Store {
     writeback_from: AtomicU64,
     /// The data below this was synced (a hint for `zero_ahead`).
     synced_to: AtomicU64,
+    /// How much the last sync had to write (a hint for `zero_ahead`).
+    last_sync_bytes: AtomicU64,
 }
 
 /// Where `zero_ahead` writes zeros after an append that ends at `end`:
@@ -107,6 +109,7 @@ impl Store {
             removed: AtomicBool::new(false),
             writeback_from: AtomicU64::new(size),
             synced_to: AtomicU64::new(size),
+            last_sync_bytes: AtomicU64::new(0),
         })
     }
 
@@ -154,16 +157,19 @@ impl Store {
     /// Writes zeros past `end` a chunk at a time. Best effort: if it fails
     /// (a full disk), appends go on without it.
     ///
-    /// Not while `ZERO_UNTIL_UNSYNCED` bytes or more wait for the next sync:
-    /// zeros ahead reach the disk with one sync and again, as data, with a
-    /// later one, which doubles what a stream of appends writes; that pays
-    /// when each sync writes little (the metadata commit it spares costs
-    /// about one more disk write), not when a sync writes that much anyway.
+    /// Not while syncs write `ZERO_UNTIL_UNSYNCED` bytes or more (the
+    /// coming one, or the last one: under a steady load the next is much
+    /// like it): zeros ahead reach the disk with one sync and again, as
+    /// data, with a later one, which doubles what a stream of appends
+    /// writes. That pays when each sync writes little (the metadata commit
+    /// it spares costs about one more disk write), not when syncs write
+    /// that much anyway.
     fn zero_ahead(&self, end: u64) {
         let limit = self.zero_limit.load(Ordering::Relaxed);
         let zeroed = self.zeroed_to.load(Ordering::Relaxed);
         let unsynced = end.saturating_sub(self.synced_to.load(Ordering::Relaxed));
-        if limit == 0 || end <= zeroed || unsynced >= ZERO_UNTIL_UNSYNCED {
+        let large_syncs = unsynced.max(self.last_sync_bytes.load(Ordering::Relaxed)) >= ZERO_UNTIL_UNSYNCED;
+        if limit == 0 || end <= zeroed || large_syncs {
             return;
         }
         let Range { start: mut at, end: to } = zeros_ahead_of(end, zeroed, limit);
@@ -397,7 +403,9 @@ impl Store {
     pub fn sync(&self) -> io::Result<()> {
         let size = self.size();
         fsops::sync_data(&self.file, &self.path)?;
-        self.synced_to.store(size, Ordering::Relaxed);
+        let before = self.synced_to.swap(size, Ordering::Relaxed);
+        self.last_sync_bytes
+            .store(size.saturating_sub(before), Ordering::Relaxed);
         Ok(())
     }
 
@@ -507,8 +515,11 @@ mod tests {
         assert_eq!(len(), 3 * ZERO_CHUNK + 5, "no zeros while a large round waits for its sync");
         store.sync().unwrap();
         store.append(b"small").unwrap();
-        assert_eq!(len(), 5 * ZERO_CHUNK, "after the sync, small appends zero ahead again");
-        assert_eq!(store.read_at(3 * ZERO_CHUNK + 5, 5).unwrap(), b"small");
+        assert_eq!(len(), 3 * ZERO_CHUNK + 10, "nor while the last sync was as large");
+        store.sync().unwrap();
+        store.append(b"small").unwrap();
+        assert_eq!(len(), 5 * ZERO_CHUNK, "after a small sync, small appends zero ahead again");
+        assert_eq!(store.read_at(3 * ZERO_CHUNK + 10, 5).unwrap(), b"small");
     }
 
     #[test]
