@@ -197,9 +197,9 @@ if [ "$MODE" = tail ]; then
     start_baseline
     run "r$round baseline" "$work/post.lua"
     stop_server
-    for version in "${VERSIONS[@]}"; do
-      for fsync in never interval always; do
-        for logs in $(log_variants); do
+    for fsync in never interval always; do
+      for logs in $(log_variants); do
+        for version in "${VERSIONS[@]}"; do
           log "== round $round: $version distlog --fsync $fsync (log: $logs)"
           start_distlog "$version" "$fsync" "$logs"
           run "r$round $version $fsync log=$logs" "$work/post.lua"
@@ -215,6 +215,27 @@ if [ "$MODE" = tail ]; then
     printf '%-36s %10s %7s %7s %7s %8s %8s %6s\n' "$n" "${RPS[$n]}" "$(ms "${P50[$n]}")" "$(ms "${P90[$n]}")" \
       "$(ms "${P99[$n]}")" "$(ms "${P999[$n]}")" "$(ms "${MAX[$n]}")" "${ERR[$n]}"
   done
+  if [ "$ROUNDS" -gt 1 ]; then
+    echo
+    echo "median over $ROUNDS rounds (each column on its own)"
+    for n in "${ROWS[@]}"; do
+      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "${n#r* }" "${RPS[$n]}" "${P50[$n]}" "${P90[$n]}" "${P99[$n]}" \
+        "${P999[$n]}" "${MAX[$n]}"
+    done | awk -F'\t' '
+      { if (!($1 in seen)) { seen[$1] = 1; order[++k] = $1 }
+        c = ++count[$1]; for (i = 2; i <= 7; i++) v[$1, i, c] = $i }
+      function median(name, col,   n, i, j, t, a) {
+        n = count[name]; for (i = 1; i <= n; i++) a[i] = v[name, col, i] + 0
+        for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
+        return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+      }
+      END {
+        printf "%-36s %10s %7s %7s %7s %8s %8s\n", "run", "req/s", "p50", "p90", "p99", "p99.9", "max"
+        for (o = 1; o <= k; o++) { m = order[o]
+          printf "%-36s %10.0f %7.2f %7.2f %7.2f %8.2f %8.2f\n", m, median(m, 2), median(m, 3) / 1000,
+            median(m, 4) / 1000, median(m, 5) / 1000, median(m, 6) / 1000, median(m, 7) / 1000 }
+      }'
+  fi
   exit 0
 fi
 

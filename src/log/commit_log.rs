@@ -35,7 +35,7 @@ mod cutting;
 mod opening;
 mod reading;
 
-use background::spawn_interval_sync;
+use background::spawn_background;
 use bounds::Bounds;
 use committer::{Committer, spawn_committer};
 use opening::{lock_directory, open_segments};
@@ -91,8 +91,8 @@ struct Shared {
     /// Linux may not report the loss twice, so no later append is trusted),
     /// when a cut or a reset fails half-way, or when the committer dies.
     failed: OnceLock<String>,
-    /// The committer or interval-sync thread, joined by `close` and by the
-    /// last handle's drop.
+    /// The committer or the background thread (`background`), joined by
+    /// `close` and by the last handle's drop.
     background: Mutex<Option<JoinHandle<()>>>,
     /// Handles given out (`Log`s that are `counted`).
     handles: AtomicUsize,
@@ -195,9 +195,9 @@ impl Log {
             handles: AtomicUsize::new(1),
         });
         let background = match durability {
-            Durability::Interval(every) => Some(spawn_interval_sync(Arc::downgrade(&shared), every)?),
+            Durability::Interval(every) => Some(spawn_background(Arc::downgrade(&shared), Some(every))?),
             Durability::Always => Some(spawn_committer(Arc::downgrade(&shared), shared.committer.clone())?),
-            Durability::Never => None,
+            Durability::Never => Some(spawn_background(Arc::downgrade(&shared), None)?),
         };
         *lock(&shared.background) = background;
         Ok(Log { shared, counted: true })

@@ -33,16 +33,21 @@ use std::io;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use memmap2::{Advice, Mmap, MmapMut, MmapOptions};
 
 use super::fsops;
 
-/// Pages of the append map are faulted in this much at a time, ahead of the
-/// writer: one `madvise` instead of a page fault every few records.
-const POPULATE_CHUNK: usize = 1 << 20;
+/// The pages of an active store are faulted in this far ahead of its
+/// writer, by the log's background thread (see `prefault_ahead`)...
+const PREFAULT_AHEAD: u64 = 4 << 20;
+/// ...which is asked to once the writer has used up this much of it, and
+/// faults in this much at a time (while it holds readers' lock shared).
+const PREFAULT_CHUNK: u64 = 1 << 20;
+/// Pages: writeback is started only for whole ones (see `start_writeback`).
+const PAGE: u64 = 4096;
 /// Positioned appends write zeros this far ahead (see `zero_ahead`).
 const ZERO_CHUNK: u64 = 1 << 20;
 static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
@@ -60,8 +65,8 @@ pub struct Store {
     size: AtomicU64,
     /// The writable map of an active store; only the writer locks it.
     mapped: Mutex<Option<MmapMut>>,
-    /// How far the append map is faulted in (changed under `mapped`'s lock).
-    populated_to: AtomicUsize,
+    /// How far the store is faulted in ahead of the writer.
+    prefaulted_to: AtomicU64,
     /// Positioned appends zero the file ahead of them up to this size (0: off).
     zero_limit: AtomicU64,
     /// The file holds written zeros (or data) up to here.
@@ -102,7 +107,7 @@ impl Store {
             path: path.to_path_buf(),
             size: AtomicU64::new(size),
             mapped: Mutex::new(None),
-            populated_to: AtomicUsize::new(0),
+            prefaulted_to: AtomicU64::new(0),
             zero_limit: AtomicU64::new(0),
             zeroed_to: AtomicU64::new(size),
             view: RwLock::new(None),
@@ -137,9 +142,11 @@ impl Store {
         // SAFETY: the file is ours (the data directory is locked); it is only
         // shortened after this map is dropped (`seal`, `Drop`).
         let map = unsafe { MmapMut::map_mut(&self.file) }.map_err(|e| fsops::naming(&self.path, e))?;
-        let written = usize::try_from(self.size()).unwrap_or(usize::MAX);
-        self.populated_to
-            .store(written - written % POPULATE_CHUNK, Ordering::Relaxed);
+        // A write fault on a page not yet in the page cache otherwise reads
+        // around it, up to the device's read-ahead (8 MiB here), all under
+        // the writer lock; pages are faulted in ahead off that path instead
+        // (`prefault_ahead`). Best effort.
+        let _ = map.advise(Advice::Random);
         *mapped = Some(map);
         Ok(())
     }
@@ -233,7 +240,6 @@ impl Store {
         let mut mapped = self.map();
         match mapped.as_mut() {
             Some(map) if end <= map.len() as u64 => {
-                self.populate_up_to(map, end as usize);
                 if let Some(target) = map.get_mut(pos as usize..end as usize) {
                     target.copy_from_slice(bytes);
                 }
@@ -254,20 +260,48 @@ impl Store {
         Ok(pos)
     }
 
-    /// Faults in the append map's pages up to `end` a chunk at a time. A
-    /// failure (an old kernel without MADV_POPULATE_WRITE) only means that the
-    /// copy itself faults the pages in, as it would anyway.
-    fn populate_up_to(&self, map: &MmapMut, end: usize) {
-        let from = self.populated_to.load(Ordering::Relaxed);
-        if end <= from {
-            return;
+    /// Whether the log's background thread has work here: pages to fault
+    /// in ahead of the writer, or writeback to start (`work_ahead`).
+    pub fn wants_work_ahead(&self) -> bool {
+        let size = self.size();
+        let prefaulted = self.prefaulted_to.load(Ordering::Relaxed);
+        size + PREFAULT_AHEAD >= prefaulted + PREFAULT_CHUNK
+            || size >= self.writeback_from.load(Ordering::Relaxed).saturating_add(WRITEBACK_CHUNK)
+    }
+
+    /// What an active store needs done off its writer's path, by the log's
+    /// background thread: the pages ahead of the writer faulted in, and
+    /// writeback started for what is written.
+    pub fn work_ahead(&self) {
+        self.prefault_ahead();
+        self.start_writeback();
+    }
+
+    /// Faults in the pages up to `PREFAULT_AHEAD` past the data, through the
+    /// read map: the page cache then holds them (allocated and zeroed), and
+    /// the writer's copy into its own map takes only a minor fault a page.
+    /// Done on the writer's path, under the writer lock, this held every
+    /// appender up for a millisecond a MiB, and for tens of milliseconds
+    /// whenever the CPU was taken from it meanwhile. Best effort: where the
+    /// map runs past the file, or the kernel has no MADV_POPULATE_READ, the
+    /// copy faults pages in itself.
+    fn prefault_ahead(&self) {
+        let target = self.size() + PREFAULT_AHEAD;
+        loop {
+            let from = self.prefaulted_to.load(Ordering::Relaxed).max(self.size());
+            if from >= target {
+                return;
+            }
+            // A chunk at a time: a cut or a seal waits for this lock.
+            let len = (target - from).min(PREFAULT_CHUNK);
+            if let Some(map) = self.view_for_readers().as_ref() {
+                let mapped = (map.len() as u64).saturating_sub(from).min(len);
+                if mapped > 0 {
+                    let _ = map.advise_range(Advice::PopulateRead, from as usize, mapped as usize);
+                }
+            }
+            self.prefaulted_to.store(from + len, Ordering::Relaxed);
         }
-        let to = end
-            .div_ceil(POPULATE_CHUNK)
-            .saturating_mul(POPULATE_CHUNK)
-            .min(map.len());
-        let _ = map.advise_range(Advice::PopulateWrite, from, to - from);
-        self.populated_to.store(to, Ordering::Relaxed);
     }
 
     /// Overwrites bytes already written, in place, while no reader copies
@@ -372,14 +406,15 @@ impl Store {
     }
 
     /// Starts writing back the data appended since the last call, without
-    /// waiting for it, once a chunk has built up. With `--fsync never` the
+    /// waiting for it, once a chunk has built up (whole pages only: a page
+    /// the writer is still filling would be write-protected under it). With `--fsync never` the
     /// kernel would otherwise keep a whole segment dirty until the sync
     /// that seals it, and every appender would wait for that one long
     /// flush; this way that sync finds little left to write. Best effort,
     /// and it promises nothing about durability.
-    pub fn start_writeback(&self) {
+    fn start_writeback(&self) {
         use std::os::fd::AsRawFd;
-        let size = self.size();
+        let size = self.size() / PAGE * PAGE;
         let from = self.writeback_from.load(Ordering::Relaxed);
         if size < from.saturating_add(WRITEBACK_CHUNK)
             || self
@@ -535,6 +570,47 @@ mod tests {
         assert!(zeros_ahead_of(5, 0, 3).is_empty(), "never past the limit");
         let within = zeros_ahead_of(5, 2 * ZERO_CHUNK, 100 * ZERO_CHUNK);
         assert!(within.is_empty(), "nothing to do while the append stays within the zeros");
+    }
+
+    /// How many of the first `len` bytes' pages of `path` are in the page cache.
+    fn resident_pages(path: &Path, len: usize) -> usize {
+        let file = File::open(path).unwrap();
+        let map = unsafe { MmapOptions::new().len(len).map(&file) }.unwrap();
+        let page = 4096;
+        let mut resident = vec![0u8; len.div_ceil(page)];
+        let rc = unsafe { libc::mincore(map.as_ptr() as *mut libc::c_void, len, resident.as_mut_ptr()) };
+        assert_eq!(rc, 0, "mincore: {}", io::Error::last_os_error());
+        resident.iter().filter(|r| **r & 1 != 0).count()
+    }
+
+    #[test]
+    fn mapped_appends_leave_faulting_in_ahead_to_the_background() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0.store");
+        let store = Store::open(&path).unwrap();
+        let capacity = 16 << 20;
+        store.map_for_appends(capacity).unwrap();
+        store.map_for_reads(capacity).unwrap();
+        store.append(&[1u8; 1000]).unwrap();
+        // Faulting in a chunk ahead on the writer's path holds every other
+        // appender up for as long (milliseconds when the machine is busy).
+        assert!(
+            resident_pages(&path, capacity as usize) <= 1,
+            "an append faults in only what it writes, not {} pages",
+            resident_pages(&path, capacity as usize)
+        );
+        assert!(store.wants_work_ahead());
+        store.work_ahead();
+        assert!(
+            resident_pages(&path, capacity as usize) as u64 >= PREFAULT_AHEAD / PAGE,
+            "the background faults in ahead of the data"
+        );
+        assert!(!store.wants_work_ahead(), "until the writer uses some of it up");
+        store.append(&vec![2u8; PREFAULT_CHUNK as usize]).unwrap();
+        assert!(store.wants_work_ahead());
+        store.work_ahead();
+        assert!(resident_pages(&path, capacity as usize) as u64 >= (PREFAULT_AHEAD + PREFAULT_CHUNK) / PAGE);
+        assert_eq!(store.read_at(0, 1000).unwrap(), vec![1u8; 1000], "the data is untouched");
     }
 
     #[test]

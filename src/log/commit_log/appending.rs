@@ -185,8 +185,10 @@ impl Log {
         let segment = written?;
         let next = w.next;
         self.finish_write(w, count, bytes, None);
-        // Outside the writer lock (see `Store::start_writeback`).
-        segment.store().start_writeback();
+        // Outside the writer lock (see `Store::work_ahead`).
+        if segment.store().wants_work_ahead() {
+            self.nudge_background();
+        }
         Ok(Some((first, next)))
     }
 
