@@ -56,7 +56,8 @@ impl Log {
     /// Wakes the background thread: the active store wants work done
     /// ahead of its writer. Not under the writer lock.
     pub(super) fn nudge_background(&self) {
-        if let Some(thread) = lock(&self.shared.background).as_ref() {
+        // The committer, if it is among them, does not park: no harm done.
+        for thread in lock(&self.shared.background).iter() {
             thread.thread().unpark();
         }
     }

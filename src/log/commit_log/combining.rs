@@ -1,12 +1,14 @@
-//! Writer combining for `Durability::Always`: the committer writes every
-//! batch submitted since its last round with as few writes as the active
-//! segment allows, before it syncs them all at once. Small batches are
+//! Writer combining: the committer writes every batch submitted since its
+//! last round with as few writes as the active segment allows, before (with
+//! `Durability::Always`) it syncs them all at once; otherwise each batch is
+//! made readable and acknowledged as soon as it is written. Small batches are
 //! copied into one buffer and written with one call; a batch of
 //! `WRITE_ALONE` bytes or more is written from its own buffer, since
 //! copying it would cost more than the system call it saves.
 
 use std::io;
 
+use super::super::config::Durability;
 use super::super::error::LogError;
 use super::super::group_commit::{Ack, Submitted};
 use super::super::record::stamp_frames;
@@ -66,10 +68,16 @@ impl Log {
         }
         self.write_combined(&mut w, &mut combined);
         w.buf = combined.frames;
-        // Under the writer lock: a cut between unlocking and this would see
-        // its reset undone by a stale `next`.
-        self.shared.committer.note_written(w.next);
+        if self.shared.config.durability == Durability::Always {
+            // Under the writer lock: a cut between unlocking and this would
+            // see its reset undone by a stale `next`.
+            self.shared.committer.note_written(w.next);
+        }
         drop(w);
+        // Outside the writer lock (see `Store::work_ahead`).
+        if self.active().is_ok_and(|active| active.store().wants_work_ahead()) {
+            self.nudge_background();
+        }
     }
 
     /// Whether `batch` joins the combined write without overfilling the
@@ -114,11 +122,19 @@ impl Log {
         };
         match written {
             Ok(()) => {
-                let waiting = batches
-                    .into_iter()
-                    .map(|(first, count, ack)| (first, first + u64::from(count), ack));
-                self.shared.committer.wait_for_sync(waiting);
                 w.appended.add(count, frames.len() as u64);
+                if self.shared.config.durability == Durability::Always {
+                    let waiting = batches
+                        .into_iter()
+                        .map(|(first, count, ack)| (first, first + u64::from(count), ack));
+                    self.shared.committer.wait_for_sync(waiting);
+                } else {
+                    // Readable before anyone hears that it is written.
+                    self.publish_unsynced(w.next);
+                    for (first, _, ack) in batches {
+                        let _ = ack.send(Ok(first));
+                    }
+                }
             }
             Err(e) => {
                 for (_, _, ack) in batches {
