@@ -421,7 +421,10 @@ mod tests {
         for case in cases {
             assert_agrees(case);
         }
-        assert!(is_json(b"{\"event\":\"signup\"}"), "the checks above must accept something");
+        assert!(
+            is_json(b"{\"event\":\"signup\"}"),
+            "the checks above must accept something"
+        );
     }
 
     #[test]
@@ -458,10 +461,47 @@ mod tests {
     /// Tokens that JSON is made of, and some that it is not.
     fn token() -> impl Strategy<Value = Vec<u8>> {
         let fixed: Vec<&'static [u8]> = vec![
-            b"{", b"}", b"[", b"]", b",", b":", b"\"", b"\\", b" ", b"\n", b"\t", b"\r", b"\x0c", b"null", b"true",
-            b"false", b"nul", b"-", b"0", b"7", b"12", b".", b"e", b"E", b"+", b"\"k\"", b"\"\\u00ff\"", b"\\u",
-            b"\\n", b"\\q", b"ab", b"\x01", b"\x1f", b"\x7f", b"\xc3\xa9", b"\xe2\x82\xac", b"\xf0\x9f\x98\x80",
-            b"\xc3", b"\xed\xa0\x80", b"\xff", b"0123456789abcdef",
+            b"{",
+            b"}",
+            b"[",
+            b"]",
+            b",",
+            b":",
+            b"\"",
+            b"\\",
+            b" ",
+            b"\n",
+            b"\t",
+            b"\r",
+            b"\x0c",
+            b"null",
+            b"true",
+            b"false",
+            b"nul",
+            b"-",
+            b"0",
+            b"7",
+            b"12",
+            b".",
+            b"e",
+            b"E",
+            b"+",
+            b"\"k\"",
+            b"\"\\u00ff\"",
+            b"\\u",
+            b"\\n",
+            b"\\q",
+            b"ab",
+            b"\x01",
+            b"\x1f",
+            b"\x7f",
+            b"\xc3\xa9",
+            b"\xe2\x82\xac",
+            b"\xf0\x9f\x98\x80",
+            b"\xc3",
+            b"\xed\xa0\x80",
+            b"\xff",
+            b"0123456789abcdef",
         ];
         prop_oneof![
             4 => proptest::sample::select(fixed).prop_map(<[u8]>::to_vec),

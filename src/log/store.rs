@@ -266,7 +266,11 @@ impl Store {
         let size = self.size();
         let prefaulted = self.prefaulted_to.load(Ordering::Relaxed);
         size + PREFAULT_AHEAD >= prefaulted + PREFAULT_CHUNK
-            || size >= self.writeback_from.load(Ordering::Relaxed).saturating_add(WRITEBACK_CHUNK)
+            || size
+                >= self
+                    .writeback_from
+                    .load(Ordering::Relaxed)
+                    .saturating_add(WRITEBACK_CHUNK)
     }
 
     /// What an active store needs done off its writer's path, by the log's
@@ -547,13 +551,21 @@ mod tests {
         // that costs less than they do.
         let big = vec![7u8; 3 * ZERO_CHUNK as usize];
         store.append(&big).unwrap();
-        assert_eq!(len(), 3 * ZERO_CHUNK + 5, "no zeros while a large round waits for its sync");
+        assert_eq!(
+            len(),
+            3 * ZERO_CHUNK + 5,
+            "no zeros while a large round waits for its sync"
+        );
         store.sync().unwrap();
         store.append(b"small").unwrap();
         assert_eq!(len(), 3 * ZERO_CHUNK + 10, "nor while the last sync was as large");
         store.sync().unwrap();
         store.append(b"small").unwrap();
-        assert_eq!(len(), 5 * ZERO_CHUNK, "after a small sync, small appends zero ahead again");
+        assert_eq!(
+            len(),
+            5 * ZERO_CHUNK,
+            "after a small sync, small appends zero ahead again"
+        );
         assert_eq!(store.read_at(3 * ZERO_CHUNK + 10, 5).unwrap(), b"small");
     }
 
@@ -569,7 +581,10 @@ mod tests {
         assert_eq!(zeros_ahead_of(5, 0, 100 * ZERO_CHUNK), 5..2 * ZERO_CHUNK);
         assert!(zeros_ahead_of(5, 0, 3).is_empty(), "never past the limit");
         let within = zeros_ahead_of(5, 2 * ZERO_CHUNK, 100 * ZERO_CHUNK);
-        assert!(within.is_empty(), "nothing to do while the append stays within the zeros");
+        assert!(
+            within.is_empty(),
+            "nothing to do while the append stays within the zeros"
+        );
     }
 
     /// How many of the first `len` bytes' pages of `path` are in the page cache.
@@ -610,7 +625,11 @@ mod tests {
         assert!(store.wants_work_ahead());
         store.work_ahead();
         assert!(resident_pages(&path, capacity as usize) as u64 >= (PREFAULT_AHEAD + PREFAULT_CHUNK) / PAGE);
-        assert_eq!(store.read_at(0, 1000).unwrap(), vec![1u8; 1000], "the data is untouched");
+        assert_eq!(
+            store.read_at(0, 1000).unwrap(),
+            vec![1u8; 1000],
+            "the data is untouched"
+        );
     }
 
     #[test]

@@ -338,7 +338,10 @@ mod tests {
                 })
             };
             held_rx.recv().unwrap();
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .unwrap();
             let (appended, ticked_while_held) = runtime.block_on(async {
                 let ticker = tokio::spawn({
                     let released = released.clone();
@@ -352,7 +355,10 @@ mod tests {
             });
             holder.join().unwrap();
             assert_eq!(appended.unwrap(), 0);
-            assert!(ticked_while_held, "{durability:?}: the runtime stalled behind the writer lock");
+            assert!(
+                ticked_while_held,
+                "{durability:?}: the runtime stalled behind the writer lock"
+            );
             assert_eq!(log.read(0).unwrap().value, &b"{}"[..], "acknowledged means readable");
         }
     }

@@ -19,7 +19,11 @@ use super::{Log, Shared, lock};
 
 /// Starts the thread; `interval` is how often it syncs (never if `None`).
 pub(super) fn spawn_background(shared: Weak<Shared>, interval: Option<Duration>) -> Result<JoinHandle<()>> {
-    let name = if interval.is_some() { "distlog-sync" } else { "distlog-ahead" };
+    let name = if interval.is_some() {
+        "distlog-sync"
+    } else {
+        "distlog-ahead"
+    };
     let handle = std::thread::Builder::new().name(name.into()).spawn(move || {
         let mut next_sync = interval.map(|every| Instant::now() + every);
         loop {
