@@ -8,9 +8,9 @@
 //! oversized batch) and stores on filesystems that cannot allocate ahead use
 //! positioned writes instead. With `--fsync always` appends stay positioned
 //! writes (an fdatasync of map-written pages measured several times slower),
-//! and the writer writes zeros a chunk ahead of the data while syncs are
-//! small, so that each group-commit fdatasync overwrites blocks that already
-//! exist instead of growing the file and committing metadata. `size` is published after the bytes are
+//! and the writer writes zeros a chunk ahead of the data, so that each
+//! group-commit fdatasync overwrites blocks that already exist instead of
+//! growing the file and committing metadata. `size` is published after the bytes are
 //! written, and readers never ask for bytes past it; after an unclean stop
 //! the file may run on past its data with zeros, which recovery cuts.
 //!
@@ -51,9 +51,6 @@ const PAGE: u64 = 4096;
 /// Positioned appends write zeros this far ahead (see `zero_ahead`).
 const ZERO_CHUNK: u64 = 1 << 20;
 static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
-/// Positioned appends stop zeroing ahead while this much waits for the
-/// next sync (see `zero_ahead`).
-const ZERO_UNTIL_UNSYNCED: u64 = 128 << 10;
 /// Writeback of appended data is started once this much built up (see
 /// `start_writeback`).
 const WRITEBACK_CHUNK: u64 = 8 << 20;
@@ -81,10 +78,6 @@ pub struct Store {
     removed: AtomicBool,
     /// Writeback was started for the data below this.
     writeback_from: AtomicU64,
-    /// The data below this was synced (a hint for `zero_ahead`).
-    synced_to: AtomicU64,
-    /// How much the last sync had to write (a hint for `zero_ahead`).
-    last_sync_bytes: AtomicU64,
 }
 
 /// Where `zero_ahead` writes zeros after an append that ends at `end`:
@@ -113,8 +106,6 @@ impl Store {
             view: RwLock::new(None),
             removed: AtomicBool::new(false),
             writeback_from: AtomicU64::new(size),
-            synced_to: AtomicU64::new(size),
-            last_sync_bytes: AtomicU64::new(0),
         })
     }
 
@@ -164,19 +155,10 @@ impl Store {
     /// Writes zeros past `end` a chunk at a time. Best effort: if it fails
     /// (a full disk), appends go on without it.
     ///
-    /// Not while syncs write `ZERO_UNTIL_UNSYNCED` bytes or more (the
-    /// coming one, or the last one: under a steady load the next is much
-    /// like it): zeros ahead reach the disk with one sync and again, as
-    /// data, with a later one, which doubles what a stream of appends
-    /// writes. That pays when each sync writes little (the metadata commit
-    /// it spares costs about one more disk write), not when syncs write
-    /// that much anyway.
     fn zero_ahead(&self, end: u64) {
         let limit = self.zero_limit.load(Ordering::Relaxed);
         let zeroed = self.zeroed_to.load(Ordering::Relaxed);
-        let unsynced = end.saturating_sub(self.synced_to.load(Ordering::Relaxed));
-        let large_syncs = unsynced.max(self.last_sync_bytes.load(Ordering::Relaxed)) >= ZERO_UNTIL_UNSYNCED;
-        if limit == 0 || end <= zeroed || large_syncs {
+        if limit == 0 || end <= zeroed {
             return;
         }
         let Range { start: mut at, end: to } = zeros_ahead_of(end, zeroed, limit);
@@ -440,12 +422,7 @@ impl Store {
     /// Forces written bytes to disk: fdatasync also writes back pages
     /// dirtied through the map.
     pub fn sync(&self) -> io::Result<()> {
-        let size = self.size();
-        fsops::sync_data(&self.file, &self.path)?;
-        let before = self.synced_to.swap(size, Ordering::Relaxed);
-        self.last_sync_bytes
-            .store(size.saturating_sub(before), Ordering::Relaxed);
-        Ok(())
+        fsops::sync_data(&self.file, &self.path)
     }
 
     /// The file was removed: dropping the store only closes it.
@@ -535,38 +512,6 @@ mod tests {
         assert_eq!(std::fs::read(&path).unwrap(), b"hey!");
         store.append(b"?").unwrap();
         assert_eq!(len(), 5, "a sealed store zeroes nothing ahead");
-    }
-
-    #[test]
-    fn zeros_go_ahead_only_while_little_waits_for_a_sync() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("0.store");
-        let store = Store::open(&path).unwrap();
-        store.zero_ahead_up_to(100 * ZERO_CHUNK);
-        let len = || std::fs::metadata(&path).unwrap().len();
-        store.append(b"small").unwrap();
-        assert_eq!(len(), 2 * ZERO_CHUNK, "a small append: zeros a chunk ahead");
-        // The next sync writes megabytes anyway: zeros would be written to
-        // the disk now and again with data later, for a metadata commit
-        // that costs less than they do.
-        let big = vec![7u8; 3 * ZERO_CHUNK as usize];
-        store.append(&big).unwrap();
-        assert_eq!(
-            len(),
-            3 * ZERO_CHUNK + 5,
-            "no zeros while a large round waits for its sync"
-        );
-        store.sync().unwrap();
-        store.append(b"small").unwrap();
-        assert_eq!(len(), 3 * ZERO_CHUNK + 10, "nor while the last sync was as large");
-        store.sync().unwrap();
-        store.append(b"small").unwrap();
-        assert_eq!(
-            len(),
-            5 * ZERO_CHUNK,
-            "after a small sync, small appends zero ahead again"
-        );
-        assert_eq!(store.read_at(3 * ZERO_CHUNK + 10, 5).unwrap(), b"small");
     }
 
     #[test]
