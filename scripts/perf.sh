@@ -68,6 +68,11 @@ if [ -n "${BASE:-}" ]; then
   BIN[base]="$BASE"
   VERSIONS=(base head)
 fi
+# The order of base and head flips every round: whatever the run before
+# leaves behind (dirty pages, a disk cache to drain) falls on both alike.
+versions_in_round() { # versions_in_round ROUND
+  if [ $(($1 % 2)) -eq 0 ] && [ "${#VERSIONS[@]}" -eq 2 ]; then echo "${VERSIONS[1]} ${VERSIONS[0]}"; else echo "${VERSIONS[@]}"; fi
+}
 
 parent="${LOAD_DIR:-${TMPDIR:-/tmp}}"
 mkdir -p "$parent"
@@ -199,7 +204,7 @@ if [ "$MODE" = tail ]; then
     stop_server
     for fsync in never interval always; do
       for logs in $(log_variants); do
-        for version in "${VERSIONS[@]}"; do
+        for version in $(versions_in_round "$round"); do
           log "== round $round: $version distlog --fsync $fsync (log: $logs)"
           start_distlog "$version" "$fsync" "$logs"
           run "r$round $version $fsync log=$logs" "$work/post.lua"
@@ -262,7 +267,7 @@ if [ "$MODE" = batch ]; then
   for round in $(seq "$ROUNDS"); do
     log "== round $round: fio sequential write"
     fio_seq "r$round fio before"
-    for version in "${VERSIONS[@]}"; do
+    for version in $(versions_in_round "$round"); do
       for logs in $(log_variants); do
         log "== round $round: $version distlog --fsync always, NDJSON batches of $BATCH (log: $logs)"
         start_distlog "$version" always "$logs"
