@@ -8,8 +8,11 @@
 //! with lone surrogates to each parser (some refuse them, some substitute,
 //! some pass them on), so they are refused rather than stored.
 //!
-//! Every record of every append passes here, so each check is a pass that
-//! vectorizes or jumps between backslashes: serde_json skips over the
+//! Appends check records with `json_check`, one pass that enforces these
+//! same rules and is proptested to accept exactly what `check_document`
+//! accepts; this module is that reference, and says why a refused record
+//! is refused. Each check here is still a pass that vectorizes or jumps
+//! between backslashes: serde_json skips over the
 //! document (as `IgnoredAny`, which checks syntax but neither depth nor
 //! surrogates), brackets are counted and only when there are more than
 //! `MAX_DEPTH` is their nesting measured, and only `\u` escapes that start

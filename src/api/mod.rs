@@ -6,6 +6,7 @@ mod cors;
 mod error;
 mod frames;
 mod guard;
+mod json_check;
 mod json_limits;
 mod media;
 mod metrics;
@@ -32,8 +33,8 @@ use crate::auth::Policy;
 use guard::authorize;
 
 pub use append::ATTR_BINARY;
-use error::Echo;
 pub use cors::{AllowedOrigins, InvalidOrigin};
+use error::Echo;
 pub use error::{ApiError, ApiResult};
 pub use metrics::recorder;
 pub use state::{AppState, Limits, Role};

@@ -2,9 +2,10 @@
 //!
 //! One writer at a time (the `writer` mutex) assigns dense offsets, encodes
 //! frames into one buffer and writes it with one call (`appending`). With
-//! `Durability::Always` appenders do not write themselves: they encode their
-//! batch and submit it, and the committer (`committer`) writes every
-//! submitted batch at once (`combining`) and syncs. Any number of readers
+//! `Durability::Always`, and for async appenders whatever the durability,
+//! appenders do not write themselves: they encode their batch and submit
+//! it, and the committer (`committer`) writes every submitted batch at once
+//! (`combining`) and, with `Always`, syncs. Any number of readers
 //! (`reading`) find their segment under a short read lock and then read
 //! without locks; they see `bounds`, raised only after a record is fully
 //! written (and, with `Durability::Always`, synced). Cuts, purges and
@@ -36,7 +37,7 @@ mod cutting;
 mod opening;
 mod reading;
 
-use background::spawn_interval_sync;
+use background::spawn_background;
 use bounds::Bounds;
 pub(crate) use committer::describe_metrics;
 use committer::{Committer, spawn_committer};
@@ -93,9 +94,9 @@ struct Shared {
     /// Linux may not report the loss twice, so no later append is trusted),
     /// when a cut or a reset fails half-way, or when the committer dies.
     failed: OnceLock<String>,
-    /// The committer or interval-sync thread, joined by `close` and by the
-    /// last handle's drop.
-    background: Mutex<Option<JoinHandle<()>>>,
+    /// The committer and (without `Durability::Always`) the background
+    /// thread (`background`), joined by `close` and by the last handle's drop.
+    background: Mutex<Vec<JoinHandle<()>>>,
     /// Handles given out (`Log`s that are `counted`).
     handles: AtomicUsize,
 }
@@ -224,15 +225,17 @@ impl Log {
             dirty: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             failed: OnceLock::new(),
-            background: Mutex::new(None),
+            background: Mutex::new(Vec::new()),
             handles: AtomicUsize::new(1),
         });
+        let committer = spawn_committer(Arc::downgrade(&shared), shared.committer.clone())?;
+        lock(&shared.background).push(committer);
         let background = match durability {
-            Durability::Interval(every) => Some(spawn_interval_sync(Arc::downgrade(&shared), every)?),
-            Durability::Always => Some(spawn_committer(Arc::downgrade(&shared), shared.committer.clone())?),
-            Durability::Never => None,
+            Durability::Interval(every) => Some(spawn_background(Arc::downgrade(&shared), Some(every))?),
+            Durability::Never => Some(spawn_background(Arc::downgrade(&shared), None)?),
+            Durability::Always => None,
         };
-        *lock(&shared.background) = background;
+        lock(&shared.background).extend(background);
         Ok(Log { shared, counted: true })
     }
 
@@ -241,12 +244,14 @@ impl Log {
         Log { shared, counted: false }
     }
 
-    /// Wakes and joins the background thread, unless called from it.
+    /// Wakes and joins the background threads, unless called from one.
     fn join_background(&self) {
-        let background = lock(&self.shared.background).take();
-        if let Some(thread) = background.filter(|t| t.thread().id() != std::thread::current().id()) {
-            thread.thread().unpark();
-            let _ = thread.join();
+        let background = std::mem::take(&mut *lock(&self.shared.background));
+        for thread in background {
+            if thread.thread().id() != std::thread::current().id() {
+                thread.thread().unpark();
+                let _ = thread.join();
+            }
         }
     }
 

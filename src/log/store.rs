@@ -7,20 +7,27 @@
 //! extended) a chunk at a time: an append that passes what is allocated
 //! allocates up to the end of the `ALLOCATE_AHEAD` chunk after the one it
 //! ends in, so the file is allocated 0 to 8 MiB past the data (4 to 8 MiB
-//! right after an allocation, less as appends fill it). The writer never copies past what is allocated, because a store into a
-//! mapped page past the end of the file, or into a hole the disk has no
-//! room for, is SIGBUS. So a full disk is an ENOSPC from the allocation,
-//! returned to that appender before it wrote anything, and a huge segment
-//! size takes a few MiB of disk, not the whole segment. Sealing unmaps the
-//! store and cuts the file back to its data; so does a clean close. Appends that do not fit the map (an
-//! oversized batch) and stores on filesystems that cannot allocate ahead use
-//! positioned writes instead. With `--fsync always` appends stay positioned
-//! writes (an fdatasync of map-written pages measured several times slower),
-//! and the writer writes zeros a chunk ahead of the data, so that each
-//! group-commit fdatasync overwrites blocks that already exist instead of
-//! growing the file and committing metadata. `size` is published after the bytes are
-//! written, and readers never ask for bytes past it; after an unclean stop
-//! the file may run on past its data with zeros, which recovery cuts.
+//! right after an allocation, less as appends fill it). The log's
+//! background thread (`work_ahead`) usually allocates that chunk before the
+//! writer needs it, faults the pages in up to 4 MiB ahead of the data
+//! (never past what is allocated), and starts writeback, so that appenders
+//! do none of it; but the writer checks and allocates for itself whenever
+//! the background has not got far enough. The writer never copies past
+//! what is allocated, because a store into a mapped page past the end of
+//! the file, or into a hole the disk has no room for, is SIGBUS. So a full
+//! disk is an ENOSPC from the writer's allocation, returned to that
+//! appender before it wrote anything, and a huge segment size takes a few
+//! MiB of disk, not the whole segment. Sealing unmaps the store and cuts
+//! the file back to its data; so does a clean close. Appends that do not
+//! fit the map (an oversized batch) and stores on filesystems that cannot
+//! allocate ahead use positioned writes instead. With `--fsync always`
+//! appends stay positioned writes (an fdatasync of map-written pages
+//! measured several times slower), and the writer writes zeros a chunk
+//! ahead of the data, so that each group-commit fdatasync overwrites blocks
+//! that already exist instead of growing the file and committing metadata.
+//! `size` is published after the bytes are written, and readers never ask
+//! for bytes past it; after an unclean stop the file may run on past its
+//! data with zeros, which recovery cuts.
 //!
 //! Readers of the active store (the hot one, whatever the durability) copy
 //! from a second, read-only map of it instead of calling `pread`: no system
@@ -38,23 +45,30 @@
 
 use std::fs::File;
 use std::io;
+use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use memmap2::{Advice, Mmap, MmapMut, MmapOptions};
 
 use super::fsops;
 
-/// Pages of the append map are faulted in this much at a time, ahead of the
-/// writer: one `madvise` instead of a page fault every few records.
-const POPULATE_CHUNK: usize = 1 << 20;
 /// Mapped appends allocate the file this much at a time: an allocation
 /// reaches one to two of these past the append that made it, and appends
 /// then fill that, so 0 to 8 MiB are allocated past the data. One
-/// `fallocate` every few MiB.
+/// `fallocate` every few MiB, usually by the background thread
+/// (`allocate_for_the_writer`), else by the writer itself.
 const ALLOCATE_AHEAD: u64 = 4 << 20;
+/// The pages of an active store are faulted in this far ahead of its
+/// writer, by the log's background thread (see `prefault_ahead`)...
+const PREFAULT_AHEAD: u64 = 4 << 20;
+/// ...which is asked to once the writer has used up this much of it, and
+/// faults in this much at a time (while it holds readers' lock shared).
+const PREFAULT_CHUNK: u64 = 1 << 20;
+/// Pages: writeback is started only for whole ones (see `start_writeback`).
+const PAGE: u64 = 4096;
 /// Positioned appends write zeros this far ahead (see `zero_ahead`).
 const ZERO_CHUNK: u64 = 1 << 20;
 static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
@@ -69,11 +83,12 @@ pub struct Store {
     size: AtomicU64,
     /// The writable map of an active store; only the writer locks it.
     mapped: Mutex<Option<MmapMut>>,
-    /// How far the append map is faulted in (changed under `mapped`'s lock).
-    populated_to: AtomicUsize,
     /// While there is an append map: the file is allocated up to here, and
-    /// the map is never written past it (changed under `mapped`'s lock).
+    /// the map is never written past it (changed under `mapped`'s lock; 0
+    /// whenever there is no append map).
     allocated_to: AtomicU64,
+    /// How far the store is faulted in ahead of the writer.
+    prefaulted_to: AtomicU64,
     /// Positioned appends zero the file ahead of them up to this size (0: off).
     zero_limit: AtomicU64,
     /// The file holds written zeros (or data) up to here.
@@ -90,6 +105,17 @@ pub struct Store {
     writeback_from: AtomicU64,
 }
 
+/// Where `zero_ahead` writes zeros after an append that ends at `end`:
+/// past what is zeroed, up to a chunk beyond `end`, within `limit`. Never
+/// under the append itself: zeros there would only be copied into the page
+/// cache to be overwritten at once (twice the copying for an append that
+/// passes the zeros, as a large batch does), and would not spare its sync
+/// the metadata commit, which the append's growing of the file costs anyway.
+fn zeros_ahead_of(end: u64, zeroed: u64, limit: u64) -> Range<u64> {
+    let to = (end.div_ceil(ZERO_CHUNK) * ZERO_CHUNK + ZERO_CHUNK).min(limit);
+    zeroed.max(end)..to
+}
+
 impl Store {
     pub fn open(path: &Path) -> io::Result<Store> {
         let file = fsops::open(path)?;
@@ -99,8 +125,8 @@ impl Store {
             path: path.to_path_buf(),
             size: AtomicU64::new(size),
             mapped: Mutex::new(None),
-            populated_to: AtomicUsize::new(0),
             allocated_to: AtomicU64::new(0),
+            prefaulted_to: AtomicU64::new(0),
             zero_limit: AtomicU64::new(0),
             zeroed_to: AtomicU64::new(size),
             view: RwLock::new(None),
@@ -143,34 +169,70 @@ impl Store {
         // `Drop`, or below it by `cut_to`, which keeps it allocated).
         let map =
             unsafe { MmapOptions::new().len(len).map_mut(&self.file) }.map_err(|e| fsops::naming(&self.path, e))?;
-        let written = usize::try_from(self.size()).unwrap_or(usize::MAX);
-        self.populated_to
-            .store(written - written % POPULATE_CHUNK, Ordering::Relaxed);
-        self.allocated_to.store(allocated, Ordering::Relaxed);
+        // A write fault on a page not yet in the page cache otherwise reads
+        // around it, up to the device's read-ahead (8 MiB here), all under
+        // the writer lock; pages are faulted in ahead off that path instead
+        // (`prefault_ahead`). Best effort.
+        let _ = map.advise(Advice::Random);
+        self.allocated_to.store(allocated, Ordering::Release);
         *mapped = Some(map);
         Ok(())
     }
 
-    /// Allocates the file ahead of a mapped append that would end at `end`.
-    /// Returns false (and drops the map: appends go on as positioned writes)
-    /// where the filesystem stopped allocating ahead.
+    /// Allocates the file ahead of a mapped append that would end at `end`,
+    /// unless the background thread already has (`allocate_for_the_writer`):
+    /// the writer never depends on it. Returns false (and drops the map:
+    /// appends go on as positioned writes) where the filesystem stopped
+    /// allocating ahead.
     fn allocate_ahead(&self, mapped: &mut Option<MmapMut>, end: u64) -> io::Result<bool> {
-        let allocated = self.allocated_to.load(Ordering::Relaxed);
         let Some(map) = mapped.as_ref() else {
             return Ok(false);
         };
-        if end <= allocated {
+        if end <= self.allocated_to.load(Ordering::Relaxed) {
             return Ok(true);
         }
         let to = allocation_for(end, map.len() as u64);
         debug_assert!(to >= end, "appends that pass the map are positioned writes");
+        self.allocate_to(mapped, to)
+    }
+
+    /// Extends the allocation of a mapped store to `to` (a no-op below what
+    /// is allocated). Called under `mapped`'s lock with a map; see
+    /// `allocate_ahead` for the answer.
+    fn allocate_to(&self, mapped: &mut Option<MmapMut>, to: u64) -> io::Result<bool> {
+        let allocated = self.allocated_to.load(Ordering::Relaxed);
+        if to <= allocated {
+            return Ok(true);
+        }
         if fsops::allocate(&self.file, &self.path, allocated, to)? {
-            self.allocated_to.store(to, Ordering::Relaxed);
+            // Released after the file reaches `to`: `prefault_ahead` trusts it.
+            self.allocated_to.store(to, Ordering::Release);
             return Ok(true);
         }
         *mapped = None;
-        self.allocated_to.store(0, Ordering::Relaxed);
+        self.allocated_to.store(0, Ordering::Release);
         Ok(false)
+    }
+
+    /// Allocates the next chunk before the writer needs it, once the data
+    /// is within `PREFAULT_AHEAD` of the allocated end, so that the pages
+    /// faulted in ahead (`prefault_ahead`) are allocated ones and the writer
+    /// seldom calls `fallocate` itself. It never waits for the writer (it
+    /// tries the lock), and a failure is left for the writer to meet and
+    /// report, naming the file, to its appender: a full disk is ENOSPC
+    /// there. It stays within 8 MiB of the data, as the writer would.
+    fn allocate_for_the_writer(&self) {
+        let Ok(mut mapped) = self.mapped.try_lock() else {
+            return;
+        };
+        let Some(capacity) = mapped.as_ref().map(|map| map.len() as u64) else {
+            return;
+        };
+        let size = self.size();
+        if size.saturating_add(PREFAULT_AHEAD) <= self.allocated_to.load(Ordering::Relaxed) {
+            return;
+        }
+        let _ = self.allocate_to(&mut mapped, allocation_for(size, capacity));
     }
 
     /// Makes positioned appends write zeros ahead of themselves, up to
@@ -185,14 +247,14 @@ impl Store {
 
     /// Writes zeros past `end` a chunk at a time. Best effort: if it fails
     /// (a full disk), appends go on without it.
+    ///
     fn zero_ahead(&self, end: u64) {
         let limit = self.zero_limit.load(Ordering::Relaxed);
         let zeroed = self.zeroed_to.load(Ordering::Relaxed);
         if limit == 0 || end <= zeroed {
             return;
         }
-        let mut at = zeroed.max(self.size());
-        let to = (end.div_ceil(ZERO_CHUNK) * ZERO_CHUNK + ZERO_CHUNK).min(limit);
+        let Range { start: mut at, end: to } = zeros_ahead_of(end, zeroed, limit);
         while at < to {
             let n = (to - at).min(ZEROS.len() as u64) as usize;
             let zeros = ZEROS.get(..n).unwrap_or_default();
@@ -228,7 +290,8 @@ impl Store {
         let mut mapped = self.map();
         self.zero_limit.store(0, Ordering::Relaxed);
         let zeroed_past_data = self.zeroed_to.load(Ordering::Relaxed) > self.size();
-        self.allocated_to.store(0, Ordering::Relaxed);
+        // Under both locks, before the file is cut: see `prefault_ahead`.
+        self.allocated_to.store(0, Ordering::Release);
         if mapped.take().is_some() || zeroed_past_data {
             fsops::set_len(&self.file, &self.path, self.size())?;
         }
@@ -258,13 +321,11 @@ impl Store {
         let copy_into_map = fits_the_map && self.allocate_ahead(&mut mapped, end)?;
         match mapped.as_mut() {
             Some(map) if copy_into_map => {
-                self.populate_up_to(map, end as usize);
                 if let Some(target) = map.get_mut(pos as usize..end as usize) {
                     target.copy_from_slice(bytes);
                 }
             }
             _ => {
-                self.zero_ahead(end);
                 if let Err(e) = self.file.write_all_at(bytes, pos) {
                     // Best effort: if even this fails, recovery cuts the torn tail on open.
                     if mapped.is_none() {
@@ -273,30 +334,72 @@ impl Store {
                     }
                     return Err(fsops::naming(&self.path, e));
                 }
+                self.zero_ahead(end);
             }
         }
         self.size.store(end, Ordering::Release);
         Ok(pos)
     }
 
-    /// Faults in the append map's pages up to `end` a chunk at a time. A
-    /// failure (an old kernel without MADV_POPULATE_WRITE) only means that the
-    /// copy itself faults the pages in, as it would anyway.
-    fn populate_up_to(&self, map: &MmapMut, end: usize) {
-        let from = self.populated_to.load(Ordering::Relaxed);
-        if end <= from {
-            return;
+    /// Whether the log's background thread has work here: pages to fault
+    /// in ahead of the writer, or writeback to start (`work_ahead`).
+    pub fn wants_work_ahead(&self) -> bool {
+        let size = self.size();
+        let prefaulted = self.prefaulted_to.load(Ordering::Relaxed);
+        // Only an append map is faulted in (and allocated) ahead.
+        let mapped = self.allocated_to.load(Ordering::Relaxed) > 0;
+        mapped && size + PREFAULT_AHEAD >= prefaulted + PREFAULT_CHUNK
+            || size
+                >= self
+                    .writeback_from
+                    .load(Ordering::Relaxed)
+                    .saturating_add(WRITEBACK_CHUNK)
+    }
+
+    /// What an active store needs done off its writer's path, by the log's
+    /// background thread: the pages ahead of the writer faulted in, and
+    /// writeback started for what is written.
+    pub fn work_ahead(&self) {
+        self.allocate_for_the_writer();
+        self.prefault_ahead();
+        self.start_writeback();
+    }
+
+    /// Faults in the pages up to `PREFAULT_AHEAD` past the data, through the
+    /// read map: the page cache then holds them (allocated and zeroed), and
+    /// the writer's copy into its own map takes only a minor fault a page.
+    /// Done on the writer's path, under the writer lock, this held every
+    /// appender up for a millisecond a MiB, and for tens of milliseconds
+    /// whenever the CPU was taken from it meanwhile. Best effort: where the
+    /// map runs past the file, or the kernel has no MADV_POPULATE_READ, the
+    /// copy faults pages in itself.
+    fn prefault_ahead(&self) {
+        let target = self.size() + PREFAULT_AHEAD;
+        loop {
+            let from = self.prefaulted_to.load(Ordering::Relaxed).max(self.size());
+            if from >= target {
+                return;
+            }
+            // A chunk at a time: a cut or a seal waits for this lock.
+            let view = self.view_for_readers();
+            // Read under the lock, which every shortening of the file holds:
+            // the file reaches this much. Never past it: a page past the end
+            // of the file, or in a hole the disk has no room for, is SIGBUS
+            // (which the populating madvise turns into EFAULT).
+            let allocated = self.allocated_to.load(Ordering::Acquire);
+            let to = target.min(from + PREFAULT_CHUNK).min(allocated);
+            if to <= from {
+                return;
+            }
+            if let Some(map) = view.as_ref() {
+                let mapped = (map.len() as u64).min(to).saturating_sub(from);
+                if mapped > 0 {
+                    let _ = map.advise_range(Advice::PopulateRead, from as usize, mapped as usize);
+                }
+            }
+            drop(view);
+            self.prefaulted_to.store(to, Ordering::Relaxed);
         }
-        // Never past the allocated end: populating a page past the file's
-        // end would fail, and would be wasted on one the disk has no room for.
-        let allocated = usize::try_from(self.allocated_to.load(Ordering::Relaxed)).unwrap_or(usize::MAX);
-        let to = end
-            .div_ceil(POPULATE_CHUNK)
-            .saturating_mul(POPULATE_CHUNK)
-            .min(map.len())
-            .min(allocated.max(end));
-        let _ = map.advise_range(Advice::PopulateWrite, from, to - from);
-        self.populated_to.store(to, Ordering::Relaxed);
     }
 
     /// Overwrites bytes already written, in place, while no reader copies
@@ -404,14 +507,15 @@ impl Store {
     }
 
     /// Starts writing back the data appended since the last call, without
-    /// waiting for it, once a chunk has built up. With `--fsync never` the
+    /// waiting for it, once a chunk has built up (whole pages only: a page
+    /// the writer is still filling would be write-protected under it). With `--fsync never` the
     /// kernel would otherwise keep a whole segment dirty until the sync
     /// that seals it, and every appender would wait for that one long
     /// flush; this way that sync finds little left to write. Best effort,
     /// and it promises nothing about durability.
-    pub fn start_writeback(&self) {
+    fn start_writeback(&self) {
         use std::os::fd::AsRawFd;
-        let size = self.size();
+        let size = self.size() / PAGE * PAGE;
         let from = self.writeback_from.load(Ordering::Relaxed);
         if size < from.saturating_add(WRITEBACK_CHUNK)
             || self
@@ -551,6 +655,105 @@ mod tests {
         assert_eq!(std::fs::read(&path).unwrap(), b"hey!");
         store.append(b"?").unwrap();
         assert_eq!(len(), 5, "a sealed store zeroes nothing ahead");
+    }
+
+    #[test]
+    fn zeros_go_ahead_of_the_data_never_under_it() {
+        // An append of [ZERO_CHUNK * 3 / 2, end) that passes the zeros.
+        let end = 4 * ZERO_CHUNK + 10;
+        // Zeros under it would be copied into the page cache only
+        // to be overwritten by the data at once: twice the copying for
+        // appends that pass what is zeroed, as large batches do.
+        let zeros = zeros_ahead_of(end, 2 * ZERO_CHUNK, 100 * ZERO_CHUNK);
+        assert_eq!(zeros, end..6 * ZERO_CHUNK);
+        assert_eq!(zeros_ahead_of(5, 0, 100 * ZERO_CHUNK), 5..2 * ZERO_CHUNK);
+        assert!(zeros_ahead_of(5, 0, 3).is_empty(), "never past the limit");
+        let within = zeros_ahead_of(5, 2 * ZERO_CHUNK, 100 * ZERO_CHUNK);
+        assert!(
+            within.is_empty(),
+            "nothing to do while the append stays within the zeros"
+        );
+    }
+
+    /// How many of the first `len` bytes' pages of `path` are in the page cache.
+    fn resident_pages(path: &Path, len: usize) -> usize {
+        let file = File::open(path).unwrap();
+        let map = unsafe { MmapOptions::new().len(len).map(&file) }.unwrap();
+        let page = 4096;
+        let mut resident = vec![0u8; len.div_ceil(page)];
+        let rc = unsafe { libc::mincore(map.as_ptr() as *mut libc::c_void, len, resident.as_mut_ptr()) };
+        assert_eq!(rc, 0, "mincore: {}", io::Error::last_os_error());
+        resident.iter().filter(|r| **r & 1 != 0).count()
+    }
+
+    #[test]
+    fn mapped_appends_leave_faulting_in_ahead_to_the_background() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0.store");
+        let store = Store::open(&path).unwrap();
+        let capacity = 16 << 20;
+        store.map_for_appends(capacity).unwrap();
+        store.map_for_reads(capacity).unwrap();
+        store.append(&[1u8; 1000]).unwrap();
+        // Faulting in a chunk ahead on the writer's path holds every other
+        // appender up for as long (milliseconds when the machine is busy).
+        assert!(
+            resident_pages(&path, capacity as usize) <= 1,
+            "an append faults in only what it writes, not {} pages",
+            resident_pages(&path, capacity as usize)
+        );
+        assert!(store.wants_work_ahead());
+        store.work_ahead();
+        assert!(
+            resident_pages(&path, capacity as usize) as u64 >= PREFAULT_AHEAD / PAGE,
+            "the background faults in ahead of the data"
+        );
+        assert!(!store.wants_work_ahead(), "until the writer uses some of it up");
+        store.append(&vec![2u8; PREFAULT_CHUNK as usize]).unwrap();
+        assert!(store.wants_work_ahead());
+        store.work_ahead();
+        assert!(resident_pages(&path, capacity as usize) as u64 >= (PREFAULT_AHEAD + PREFAULT_CHUNK) / PAGE);
+        assert_eq!(
+            store.read_at(0, 1000).unwrap(),
+            vec![1u8; 1000],
+            "the data is untouched"
+        );
+    }
+
+    #[test]
+    fn pages_are_faulted_in_ahead_only_where_the_file_is_allocated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0.store");
+        let store = Store::open(&path).unwrap();
+        let capacity = 64 << 20;
+        store.map_for_appends(capacity).unwrap();
+        store.map_for_reads(capacity).unwrap();
+        let len = || std::fs::metadata(&path).unwrap().len();
+        store.append(&vec![1u8; 3 << 20]).unwrap();
+        assert_eq!(len(), ALLOCATE_AHEAD, "the first chunk holds the data");
+        let resident_past =
+            |at: u64| resident_pages(&path, capacity as usize) as u64 - resident_pages(&path, at as usize) as u64;
+        {
+            // The writer is busy: the background does not wait to allocate...
+            let _writing = store.map();
+            store.work_ahead();
+        }
+        assert_eq!(len(), ALLOCATE_AHEAD);
+        // ...and faults in nothing past the end of what is allocated.
+        assert_eq!(
+            resident_past(ALLOCATE_AHEAD),
+            0,
+            "pages past the allocated end faulted in"
+        );
+        assert!(resident_pages(&path, ALLOCATE_AHEAD as usize) as u64 >= ALLOCATE_AHEAD / PAGE - 1);
+        store.work_ahead();
+        assert_eq!(len(), 2 * ALLOCATE_AHEAD, "the background allocates the next chunk");
+        assert!(resident_past(ALLOCATE_AHEAD) >= ((3 << 20) + PREFAULT_AHEAD - ALLOCATE_AHEAD) / PAGE);
+        assert_eq!(resident_past(2 * ALLOCATE_AHEAD), 0);
+        // The writer does not depend on it: far past it, it allocates itself.
+        store.append(&vec![2u8; 10 << 20]).unwrap();
+        assert_eq!(len(), allocation_for((13 << 20) as u64, capacity));
+        assert_eq!(store.read_at((13 << 20) - 1, 1).unwrap(), vec![2u8]);
     }
 
     #[test]

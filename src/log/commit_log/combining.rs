@@ -1,13 +1,21 @@
-//! Writer combining for `Durability::Always`: the committer writes every
-//! batch submitted since its last round with as few writes as the active
-//! segment allows, before it syncs them all at once.
+//! Writer combining: the committer writes every batch submitted since its
+//! last round with as few writes as the active segment allows, before (with
+//! `Durability::Always`) it syncs them all at once; otherwise each batch is
+//! made readable and acknowledged as soon as it is written. Small batches are
+//! copied into one buffer and written with one call; a batch of
+//! `WRITE_ALONE` bytes or more is written from its own buffer, since
+//! copying it would cost more than the system call it saves.
 
 use std::io;
 
+use super::super::config::Durability;
 use super::super::error::LogError;
 use super::super::group_commit::{Ack, Submitted};
 use super::super::record::stamp_frames;
 use super::{Log, Writer, now_ms};
+
+/// Batches at least this large are written by themselves, not copied.
+const WRITE_ALONE: usize = 32 << 10;
 
 /// Batches stamped and copied into one buffer, not yet written.
 struct Combined {
@@ -41,22 +49,35 @@ impl Log {
         };
         combined.frames.clear();
         for mut batch in submitted {
-            if combined.count > 0 && !self.fits_with(&combined, &batch) {
+            let alone = batch.frames.len() >= WRITE_ALONE;
+            if combined.count > 0 && (alone || !self.fits_with(&combined, &batch)) {
                 self.write_combined(&mut w, &mut combined);
             }
             let first = w.next + u64::from(combined.count);
             let stamped = stamp_frames(&mut batch.frames, first, timestamp);
             debug_assert_eq!(stamped, batch.count, "a submitted batch holds whole frames");
+            if alone {
+                debug_assert_eq!(combined.count, 0, "what came before is written first");
+                let acks = [(first, batch.count, batch.ack)];
+                self.write_batches(&mut w, &batch.frames, batch.count, acks);
+                continue;
+            }
             combined.frames.extend_from_slice(&batch.frames);
             combined.count += batch.count;
             combined.batches.push((first, batch.count, batch.ack));
         }
         self.write_combined(&mut w, &mut combined);
         w.buf = combined.frames;
-        // Under the writer lock: a cut between unlocking and this would see
-        // its reset undone by a stale `next`.
-        self.shared.committer.note_written(w.next);
+        if self.shared.config.durability == Durability::Always {
+            // Under the writer lock: a cut between unlocking and this would
+            // see its reset undone by a stale `next`.
+            self.shared.committer.note_written(w.next);
+        }
         drop(w);
+        // Outside the writer lock (see `Store::work_ahead`).
+        if self.active().is_ok_and(|active| active.store().wants_work_ahead()) {
+            self.nudge_background();
+        }
     }
 
     /// Whether `batch` joins the combined write without overfilling the
@@ -78,26 +99,49 @@ impl Log {
         if combined.count == 0 {
             return;
         }
+        let batches = combined.batches.drain(..);
+        self.write_batches(w, &combined.frames, combined.count, batches);
+        combined.frames.clear();
+        combined.count = 0;
+    }
+
+    /// Writes `count` stamped frames of whole batches and queues the
+    /// batches' appenders for the sync, or tells them why they could not be
+    /// written.
+    fn write_batches(
+        &self,
+        w: &mut Writer,
+        frames: &[u8],
+        count: u32,
+        batches: impl IntoIterator<Item = (u64, u32, tokio::sync::oneshot::Sender<Ack>)>,
+    ) {
         // A failed sync (during a roll) refuses what comes after it in this round too.
         let written = match self.check_writable() {
-            Ok(()) => self.write_frames(w, &combined.frames, combined.count).map(drop),
+            Ok(()) => self.write_frames(w, frames, count).map(drop),
             Err(e) => Err(e),
         };
         match written {
             Ok(()) => {
-                let batches = combined.batches.drain(..);
-                let waiting = batches.map(|(first, count, ack)| (first, first + u64::from(count), ack));
-                self.shared.committer.wait_for_sync(waiting);
-                w.appended.add(combined.count, combined.frames.len() as u64);
+                w.appended.add(count, frames.len() as u64);
+                if self.shared.config.durability == Durability::Always {
+                    let waiting = batches
+                        .into_iter()
+                        .map(|(first, count, ack)| (first, first + u64::from(count), ack));
+                    self.shared.committer.wait_for_sync(waiting);
+                } else {
+                    // Readable before anyone hears that it is written.
+                    self.publish_unsynced(w.next);
+                    for (first, _, ack) in batches {
+                        let _ = ack.send(Ok(first));
+                    }
+                }
             }
             Err(e) => {
-                for (_, _, ack) in combined.batches.drain(..) {
+                for (_, _, ack) in batches {
                     let _ = ack.send(Err(Some(duplicate(&e))));
                 }
             }
         }
-        combined.frames.clear();
-        combined.count = 0;
     }
 }
 

@@ -1,7 +1,10 @@
-//! The `Durability::Always` committer: owns group commit (`group_commit`),
-//! the queue of appenders whose records are written and wait for a sync,
-//! and the thread that writes submitted batches (`combining`), syncs them
-//! and acknowledges them. The thread holds the log weakly, so dropping the
+//! The committer: owns group commit (`group_commit`), the queue of
+//! appenders whose records are written and wait for a sync, and the thread
+//! that writes submitted batches (`combining`), syncs them and acknowledges
+//! them. Every log has one: with `Durability::Always` every append goes
+//! through it; otherwise async appends do (acknowledged once written, never
+//! waiting for the writer lock on a runtime's thread), while blocking ones
+//! write for themselves. The thread holds the log weakly, so dropping the
 //! last handle ends it; `close` joins it.
 //!
 //! If the thread dies (a panic), every waiting and later durable append
