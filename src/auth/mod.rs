@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 pub use acl::{Acl, Action};
 pub use policy::{AuthFailure, Policy, Principal};
-pub use tls::{PeerInfo, ReloadableTls, TlsFiles, TlsListener};
+pub use tls::{PeerInfo, ReloadableTls, TlsFiles};
 pub use tokens::{MIN_TOKEN_LEN, Tokens};
 
 /// The security flags, as given.
