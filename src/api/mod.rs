@@ -31,6 +31,7 @@ use guard::authorize;
 pub use append::ATTR_BINARY;
 pub use error::{ApiError, ApiResult};
 pub use metrics::recorder;
+pub use observe::ACCESS_LOG;
 pub use state::{AppState, Limits, Role};
 
 /// Route templates: the router is built from them, and metrics and logs
