@@ -6,8 +6,8 @@
 //! The HTTP connection layer is ours rather than `axum::serve`, which has
 //! no timeouts and no connection cap: `accept` (the accept loop, the cap,
 //! accept errors), `connection` (one connection under hyper), `clock` (its
-//! header and idle timeouts), `bodies` (the body timeout, answers in
-//! flight), `conn_io` (JSON for protocol errors hyper answers itself),
+//! header, idle and body timeouts), `bodies` (request bodies that report
+//! waiting, answers in flight), `conn_io` (JSON for protocol errors hyper answers itself),
 //! `fd_limit` (the open-files limit).
 
 mod accept;
@@ -162,8 +162,8 @@ impl Server {
                 timeouts: clock::Timeouts {
                     header: config.http.header_timeout,
                     idle: config.http.idle_timeout,
+                    body: config.http.body_timeout,
                 },
-                body_timeout: config.http.body_timeout,
                 with_peer,
             }),
             max_connections: max_connections(config.http.max_connections),

@@ -144,11 +144,40 @@ async fn a_body_that_stalls_is_answered_408_and_closed() {
         )
         .await
         .unwrap();
+    let started = Instant::now();
     let answer = read_answer(&mut stalled).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "408 only after {:?}",
+        started.elapsed()
+    );
     assert_eq!(answer.status, 408, "{}", answer.head);
     assert_eq!(answer.body["code"], "body_timeout", "{}", answer.body);
     assert!(closed_within(&mut stalled, Duration::from_secs(2)).await.is_some());
     assert_eq!(node.server.log().next_offset(), 0);
+}
+
+#[tokio::test]
+async fn a_slow_body_that_keeps_moving_is_not_cut_by_the_body_timeout() {
+    let (node, _dir) = node(5_000, 60_000, 300, 100).await;
+    let mut slow = connect(&node).await;
+    let body = format!("{{\"pad\":\"{}\"}}", "x".repeat(10));
+    slow.write_all(
+        format!(
+            "POST / HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    // 20 bytes, one every 100 ms: two seconds in all, never quiet for 300 ms.
+    for byte in body.as_bytes() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        slow.write_all(&[*byte]).await.unwrap();
+    }
+    let answer = read_answer(&mut slow).await;
+    assert_eq!(answer.status, 201, "{}: {}", answer.head, answer.body);
 }
 
 #[tokio::test]

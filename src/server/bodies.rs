@@ -1,23 +1,21 @@
 //! The bodies around each request and answer on a connection:
 //!
-//! - `TimedBody`, a request body that fails once no byte came for the body
-//!   timeout (the time between two reads, as nginx's `client_body_timeout`,
-//!   so a large body on a slow but moving link is not cut). Its timer is
-//!   made only when the body is not already there, which a small POST
-//!   never needs.
+//! - `TimedBody`, a request body that tells the connection's clock when it
+//!   waits for bytes, and fails once the clock says it waited longer than
+//!   the body timeout (the clock's one timer per connection enforces it, so
+//!   a request body costs no timer of its own);
 //! - `TrackedBody`, an answer's body that holds the request's `InFlight`
 //!   until it is done, so that a long poll or an event stream keeps its
 //!   connection out of the idle timeout.
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
 use bytes::Bytes;
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
-use tokio::time::{Instant, Sleep};
 
 use super::clock::{ConnClock, InFlight};
 
@@ -30,9 +28,6 @@ pub(super) struct TimedBody {
     inner: Incoming,
     timeout: Duration,
     clock: Arc<ConnClock>,
-    sleep: Option<Pin<Box<Sleep>>>,
-    /// Bytes came since the timer was last armed.
-    moved: bool,
     failed: bool,
 }
 
@@ -42,8 +37,6 @@ impl TimedBody {
             inner,
             timeout,
             clock,
-            sleep: None,
-            moved: false,
             failed: false,
         }
     }
@@ -59,18 +52,16 @@ impl HttpBody for TimedBody {
             return Poll::Ready(None);
         }
         if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
-            this.moved = true;
+            this.clock.body_moved();
             return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
         }
-        let timeout = this.timeout;
-        let sleep = this.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
-        if std::mem::take(&mut this.moved) {
-            sleep.as_mut().reset(Instant::now() + timeout);
+        // The connection task polls the connection again, and so this body,
+        // once it marked the body expired.
+        if this.clock.body_waiting() && this.clock.take_body_expiry() {
+            this.failed = true;
+            return Poll::Ready(Some(Err(Box::new(BodyTimedOut(this.timeout)))));
         }
-        ready!(sleep.as_mut().poll(cx));
-        this.failed = true;
-        this.clock.body_timed_out();
-        Poll::Ready(Some(Err(Box::new(BodyTimedOut(timeout)))))
+        Poll::Pending
     }
 
     fn is_end_stream(&self) -> bool {
@@ -79,6 +70,12 @@ impl HttpBody for TimedBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+impl Drop for TimedBody {
+    fn drop(&mut self) {
+        self.clock.body_moved();
     }
 }
 

@@ -7,20 +7,24 @@
 //!   (from accept for the first request: a new connection that sends
 //!   nothing is closed after the header timeout);
 //! - busy: a request reached the service and its answer's body is not done
-//!   (a long poll, an event stream): no connection timeout applies. A
-//!   stalled request body is the body timeout's business (`bodies`).
+//!   (a long poll, an event stream): no connection timeout applies, but
+//!   while the handler waits for request body bytes that do not come, the
+//!   body timeout runs from when it started waiting (the time between two
+//!   reads, as nginx's `client_body_timeout`, so a large body on a slow but
+//!   moving link is not cut). When it expires the body fails (`bodies`)
+//!   and the answer becomes a 408.
 //!
 //! The IO, the service and the bodies report here; the connection task
-//! looks only when its timer fires, so a request costs a few relaxed atomic
-//! operations and two clock reads, and the timer is re-armed at most once
-//! per timeout period.
+//! looks only when its one timer fires, so a request costs a few relaxed
+//! atomic operations and two or three clock reads, no timer of its own,
+//! and the timer is re-armed at most once per timeout period.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// No byte of a next request seen.
-const NO_HEAD: u64 = u64::MAX;
+/// No byte of a next request seen; no request body waited for.
+const NEVER: u64 = u64::MAX;
 
 #[derive(Debug)]
 pub(super) struct ConnClock {
@@ -30,9 +34,14 @@ pub(super) struct ConnClock {
     /// Milliseconds after `born` when the connection last went idle.
     idle_since: AtomicU64,
     /// Milliseconds after `born` when the first byte of the next request
-    /// came, or `NO_HEAD`.
+    /// came, or `NEVER`.
     head_since: AtomicU64,
-    /// A request body stalled past the body timeout (its answer becomes a 408).
+    /// Milliseconds after `born` since when a request body is waited for
+    /// and no byte came, or `NEVER`.
+    body_waiting_since: AtomicU64,
+    /// The body timeout expired: the waiting body fails at its next poll.
+    body_expired: AtomicBool,
+    /// A request body failed for the body timeout (its answer becomes a 408).
     body_timed_out: AtomicBool,
 }
 
@@ -45,12 +54,15 @@ pub(super) enum Check {
     IdleExpired,
     /// Close the connection: a request head took too long.
     HeadExpired,
+    /// Fail the request body that waited too long (then look again).
+    BodyExpired,
 }
 
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Timeouts {
     pub header: Duration,
     pub idle: Duration,
+    pub body: Duration,
 }
 
 impl ConnClock {
@@ -61,6 +73,8 @@ impl ConnClock {
             idle_since: AtomicU64::new(0),
             // A new connection owes us its first request head at once.
             head_since: AtomicU64::new(0),
+            body_waiting_since: AtomicU64::new(NEVER),
+            body_expired: AtomicBool::new(false),
             body_timed_out: AtomicBool::new(false),
         })
     }
@@ -71,7 +85,7 @@ impl ConnClock {
 
     /// The IO read some bytes.
     pub fn bytes_arrived(&self) {
-        if self.busy.load(Ordering::Relaxed) == 0 && self.head_since.load(Ordering::Relaxed) == NO_HEAD {
+        if self.busy.load(Ordering::Relaxed) == 0 && self.head_since.load(Ordering::Relaxed) == NEVER {
             self.head_since.store(self.millis(Instant::now()), Ordering::Relaxed);
         }
     }
@@ -79,7 +93,7 @@ impl ConnClock {
     /// A request reached the service; the guard marks its answer done when dropped.
     pub fn request_started(self: &Arc<Self>) -> InFlight {
         self.busy.fetch_add(1, Ordering::Relaxed);
-        self.head_since.store(NO_HEAD, Ordering::Relaxed);
+        self.head_since.store(NEVER, Ordering::Relaxed);
         InFlight(self.clone())
     }
 
@@ -87,8 +101,37 @@ impl ConnClock {
         self.busy.load(Ordering::Relaxed) > 0
     }
 
-    pub fn body_timed_out(&self) {
+    /// The request body has no byte ready: the body timeout runs, unless
+    /// it already does. Whether it expired.
+    pub fn body_waiting(&self) -> bool {
+        if self.body_waiting_since.load(Ordering::Relaxed) == NEVER {
+            self.body_waiting_since
+                .store(self.millis(Instant::now()), Ordering::Relaxed);
+        }
+        self.body_expired.load(Ordering::Relaxed)
+    }
+
+    /// Request body bytes came, or the body is done or dropped.
+    pub fn body_moved(&self) {
+        if self.body_waiting_since.load(Ordering::Relaxed) != NEVER {
+            self.body_waiting_since.store(NEVER, Ordering::Relaxed);
+        }
+    }
+
+    /// The body timeout expired (the connection task saw it).
+    pub fn expire_body(&self) {
+        self.body_expired.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the waiting body should fail now; once it has, its answer
+    /// becomes a 408.
+    pub fn take_body_expiry(&self) -> bool {
+        if !self.body_expired.swap(false, Ordering::Relaxed) {
+            return false;
+        }
+        self.body_waiting_since.store(NEVER, Ordering::Relaxed);
         self.body_timed_out.store(true, Ordering::Relaxed);
+        true
     }
 
     /// Whether a request body timed out since the last call.
@@ -98,10 +141,22 @@ impl ConnClock {
 
     pub fn check(&self, timeouts: Timeouts, now: Instant) -> Check {
         if self.is_busy() {
-            return Check::At(now + timeouts.header.min(timeouts.idle));
+            // A body may start waiting; the connection task looks at least
+            // once per body timeout anyway.
+            let again = now + timeouts.body;
+            let waiting_since = self.body_waiting_since.load(Ordering::Relaxed);
+            if waiting_since == NEVER || self.body_expired.load(Ordering::Relaxed) {
+                return Check::At(again);
+            }
+            let deadline = self.born + Duration::from_millis(waiting_since) + timeouts.body;
+            return if now >= deadline {
+                Check::BodyExpired
+            } else {
+                Check::At(deadline.min(again))
+            };
         }
         let head_since = self.head_since.load(Ordering::Relaxed);
-        let (since, limit, expired) = if head_since != NO_HEAD {
+        let (since, limit, expired) = if head_since != NEVER {
             (head_since, timeouts.header, Check::HeadExpired)
         } else {
             (
@@ -126,7 +181,7 @@ impl Drop for InFlight {
         // Idle from now; a next request's bytes already read ahead (pipelining)
         // then get the idle timeout rather than the header timeout.
         clock.idle_since.store(clock.millis(Instant::now()), Ordering::Relaxed);
-        clock.head_since.store(NO_HEAD, Ordering::Relaxed);
+        clock.head_since.store(NEVER, Ordering::Relaxed);
         clock.busy.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -138,6 +193,7 @@ mod tests {
     const T: Timeouts = Timeouts {
         header: Duration::from_secs(10),
         idle: Duration::from_secs(60),
+        body: Duration::from_secs(30),
     };
 
     #[test]
@@ -184,5 +240,30 @@ mod tests {
         };
         assert!(deadline >= clock.born + T.idle);
         assert!(!clock.is_busy());
+    }
+
+    #[test]
+    fn a_body_waited_for_too_long_expires_once_and_bytes_restart_its_timeout() {
+        let clock = ConnClock::new();
+        let _request = clock.request_started();
+        assert!(!clock.body_waiting());
+        let Check::At(deadline) = clock.check(T, clock.born) else {
+            panic!("just started waiting")
+        };
+        assert!(deadline <= Instant::now() + T.body);
+        clock.body_moved();
+        assert!(
+            matches!(clock.check(T, deadline), Check::At(_)),
+            "bytes came: no expiry"
+        );
+        clock.body_waiting();
+        let late = Instant::now() + T.body;
+        assert_eq!(clock.check(T, late), Check::BodyExpired);
+        clock.expire_body();
+        assert!(clock.body_waiting(), "the body learns it expired");
+        assert!(clock.take_body_expiry());
+        assert!(!clock.take_body_expiry(), "only once");
+        assert!(clock.take_body_timed_out());
+        assert!(matches!(clock.check(T, late), Check::At(_)));
     }
 }

@@ -35,7 +35,6 @@ use crate::auth::PeerInfo;
 pub(super) struct ConnSettings {
     pub app: App,
     pub timeouts: Timeouts,
-    pub body_timeout: Duration,
     /// Attach `PeerInfo` to every request (only the auth guard reads it).
     pub with_peer: bool,
 }
@@ -51,12 +50,15 @@ where
         app: settings.app.clone(),
         peer: settings.with_peer.then_some(peer),
         clock: clock.clone(),
-        body_timeout: settings.body_timeout,
+        body_timeout: settings.timeouts.body,
     };
     let io = TokioIo::new(ConnIo::new(io, clock.clone()));
     let mut conn = http1::Builder::new().serve_connection(io, service);
     let timeouts = settings.timeouts;
-    let timer = tokio::time::sleep_until(Instant::now() + timeouts.header.min(timeouts.idle));
+    // The timer fires at least once per body timeout, so that a body that
+    // starts waiting is noticed within it; the clock says when else to look.
+    let at_the_latest = |now: Instant| now + timeouts.body;
+    let timer = tokio::time::sleep_until(at_the_latest(Instant::now()).min(Instant::now() + timeouts.header));
     tokio::pin!(timer);
     let stop = stopping.wait_for(|stop| *stop);
     tokio::pin!(stop);
@@ -66,10 +68,15 @@ where
             biased;
             ended = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => break ended,
             _ = &mut timer => match clock.check(timeouts, Instant::now().into_std()) {
-                Check::At(next) => timer.as_mut().reset(next.into()),
+                Check::At(next) => timer.as_mut().reset(Instant::from_std(next).min(at_the_latest(Instant::now()))),
                 // Dropping the connection closes it: there is nothing in flight.
                 Check::IdleExpired => return tracing::debug!(%remote, "idle connection closed"),
                 Check::HeadExpired => return tracing::debug!(%remote, "request head timed out; connection closed"),
+                Check::BodyExpired => {
+                    tracing::debug!(%remote, "request body stalled; answering 408");
+                    clock.expire_body();
+                    timer.as_mut().reset(at_the_latest(Instant::now()));
+                }
             },
             _ = &mut stop, if !stopping_seen => {
                 stopping_seen = true;
