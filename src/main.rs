@@ -6,11 +6,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use distlog::api::Limits;
+use distlog::api::{AllowedOrigins, Limits};
 use distlog::auth::{SecurityConfig, TlsFiles};
-use distlog::log::{Durability, LogConfig, LogError, MIB};
+use distlog::log::{
+    Durability, FRAME_HEADER, LogConfig, LogError, MAX_RECORD_CEILING, MIB, default_max_record_bytes, record_ceiling,
+};
 use distlog::replication::FollowConfig;
-use distlog::server::{HttpConfig, Server, ServerConfig};
+use distlog::server::{HttpConfig, Server, ServerConfig, ServerError};
 
 #[derive(Parser)]
 #[command(
@@ -60,17 +62,25 @@ struct ServeArgs {
     #[arg(long, env = "DISTLOG_LISTEN", value_name = "ADDR", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
 
-    /// Size in bytes at which a segment's store file rolls over to a new segment.
+    /// Size in bytes at which a segment's store file rolls over to a new segment. The store is
+    /// allocated a few MiB at a time as it fills. At startup a new log's first segment and its
+    /// index at full size must fit in the free space of the data directory's filesystem, and for a
+    /// directory that already holds a log in the filesystem's size, or startup is refused; an
+    /// existing log on a disk too full for the newest segment to reach this size starts with a
+    /// warning.
     #[arg(long, env = "DISTLOG_MAX_SEGMENT_BYTES", value_name = "BYTES", default_value_t = 256 * MIB)]
     max_segment_bytes: u64,
 
-    /// Size in bytes of a segment's memory-mapped index (12 bytes a record); full means roll.
+    /// Largest size in bytes of a segment's memory-mapped index (12 bytes a record); full means roll.
+    /// An index is only as large as its segment can need (one entry per 27 bytes of segment), and a
+    /// sealed one is cut to its entries.
     #[arg(long, env = "DISTLOG_MAX_INDEX_BYTES", value_name = "BYTES", default_value_t = 12 * MIB)]
     max_index_bytes: u64,
 
-    /// Largest record value in bytes.
-    #[arg(long, env = "DISTLOG_MAX_RECORD_BYTES", value_name = "BYTES", default_value_t = MIB)]
-    max_record_bytes: u64,
+    /// Largest record value in bytes [default: the largest a segment holds, --max-segment-bytes
+    /// less a 27-byte frame header, but at most 1048576]. Must not be more than that.
+    #[arg(long, env = "DISTLOG_MAX_RECORD_BYTES", value_name = "BYTES")]
+    max_record_bytes: Option<u64>,
 
     /// Delete the oldest segments while the log is larger than this many bytes [default: keep all].
     #[arg(long, env = "DISTLOG_RETENTION_BYTES", value_name = "BYTES")]
@@ -104,7 +114,7 @@ struct ServeArgs {
     #[arg(long, env = "DISTLOG_FOLLOW_RESET", requires = "follow")]
     follow_reset: bool,
 
-    /// Largest request body in bytes (an NDJSON batch).
+    /// Largest request body in bytes (any body: an NDJSON batch, a JSON document, raw bytes).
     #[arg(long, env = "DISTLOG_MAX_REQUEST_BYTES", value_name = "BYTES", default_value_t = 16 * MIB)]
     max_request_bytes: u64,
 
@@ -148,6 +158,10 @@ struct ServeArgs {
     #[arg(long, env = "DISTLOG_FOLLOW_TOKEN_FILE", value_name = "FILE", requires = "follow")]
     follow_token_file: Option<PathBuf>,
 
+    /// A web origin (scheme://host[:port]) whose pages may write and read answers (CORS); repeat for more [default: none].
+    #[arg(long, env = "DISTLOG_CORS_ORIGIN", value_name = "ORIGIN", value_delimiter = ',')]
+    cors_origin: Vec<String>,
+
     /// Milliseconds in-flight requests get to finish on SIGINT/SIGTERM.
     #[arg(long, env = "DISTLOG_SHUTDOWN_GRACE_MS", value_name = "MS", default_value_t = 10_000)]
     shutdown_grace_ms: u64,
@@ -184,21 +198,26 @@ impl ServeArgs {
         let log = LogConfig {
             max_segment_bytes: self.max_segment_bytes,
             max_index_bytes: self.max_index_bytes,
-            max_record_bytes: self.max_record_bytes,
+            max_record_bytes: self.max_record_bytes(),
             retention_bytes: self.retention_bytes,
             retention_ms: self.retention_ms,
             durability,
         };
-        log.validate().map_err(name_the_flag)?;
+        log.validate().map_err(|e| self.flag_error(e))?;
         if let Some(url) = &self.follow
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
             anyhow::bail!("invalid --follow {url:?}: must be an http:// or https:// URL");
         }
+        if self.max_request_bytes == 0 {
+            anyhow::bail!("invalid --max-request-bytes 0: must be at least 1 (it caps every request body)");
+        }
         let limits = Limits {
-            max_request_bytes: self.max_request_bytes.max(1),
+            max_request_bytes: self.max_request_bytes,
             ..Limits::default()
         };
+        let cors_origins = AllowedOrigins::parse(&self.cors_origin)
+            .map_err(|e| anyhow::anyhow!("invalid --cors-origin {:?}: {}", e.origin, e.reason))?;
         Ok(ServerConfig {
             security: self.security(),
             listen: self.listen,
@@ -226,12 +245,44 @@ impl ServeArgs {
                 body_timeout: Duration::from_millis(self.body_timeout_ms),
                 max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
             },
+            cors_origins,
             ..ServerConfig::new(&self.data_dir)
         })
     }
 }
 
 impl ServeArgs {
+    /// `--max-record-bytes`, or what `--max-segment-bytes` holds when it is
+    /// not given.
+    fn max_record_bytes(&self) -> u64 {
+        self.max_record_bytes
+            .unwrap_or_else(|| default_max_record_bytes(self.max_segment_bytes))
+    }
+
+    /// A config error in flag names. A given `--max-record-bytes` that does
+    /// not fit a segment names both flags: either may be the one to change.
+    fn flag_error(&self, error: LogError) -> anyhow::Error {
+        let segment = self.max_segment_bytes;
+        match (&error, self.max_record_bytes) {
+            (
+                LogError::Config {
+                    key: "max_record_bytes",
+                    ..
+                },
+                Some(record),
+            ) if record > record_ceiling(segment) && record_ceiling(segment) < MAX_RECORD_CEILING => {
+                anyhow::anyhow!(
+                    "invalid --max-record-bytes {record} with --max-segment-bytes {segment}: a record and its \
+                     {FRAME_HEADER}-byte frame header must fit in one segment, so --max-record-bytes may be at \
+                     most {} (or --max-segment-bytes must be at least {})",
+                    record_ceiling(segment),
+                    record.saturating_add(FRAME_HEADER as u64)
+                )
+            }
+            _ => name_the_flag(error),
+        }
+    }
+
     fn security(&self) -> SecurityConfig {
         SecurityConfig {
             tls: self
@@ -320,9 +371,13 @@ async fn shutdown_signal() {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.server_config()?;
-    let server = Server::start(config)
-        .await
-        .with_context(|| format!("cannot start distlog on {}", args.listen))?;
+    let server = match Server::start(config).await {
+        Ok(server) => server,
+        // A setting the data directory cannot take (a segment larger than
+        // the free space) is a flag to change.
+        Err(ServerError::Log(error @ LogError::Config { .. })) => return Err(name_the_flag(error)),
+        Err(error) => return Err(error).with_context(|| format!("cannot start distlog on {}", args.listen)),
+    };
     let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let stop = shutdown_signal();
     tokio::pin!(stop);

@@ -29,7 +29,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::api::{self, AppState, Limits, Role};
+use crate::api::{self, AllowedOrigins, AppState, Limits, Role};
 use crate::auth::{AuthConfigError, ReloadableTls, Security, SecurityConfig};
 use crate::log::{Log, LogConfig, LogError, now_ms};
 use crate::replication::{FollowConfig, FollowerStatus, spawn_follower};
@@ -42,6 +42,8 @@ pub struct ServerConfig {
     pub limits: Limits,
     pub follow: Option<FollowConfig>,
     pub security: SecurityConfig,
+    /// Web origins that may write and read answers from a browser (`--cors-origin`).
+    pub cors_origins: AllowedOrigins,
     /// How long in-flight requests may take to finish once shutdown starts.
     pub shutdown_grace: Duration,
     /// How often retention runs.
@@ -83,6 +85,7 @@ impl ServerConfig {
             limits: Limits::default(),
             follow: None,
             security: SecurityConfig::default(),
+            cors_origins: AllowedOrigins::default(),
             shutdown_grace: Duration::from_secs(10),
             retention_check: Duration::from_secs(10),
             http: HttpConfig::default(),
@@ -150,7 +153,7 @@ impl Server {
             }
         };
         let state = AppState::new(log.clone(), config.limits.clone(), role.clone(), stopping.clone());
-        let app = api::app(state, security.policy.clone());
+        let app = api::app(state, security.policy.clone(), config.cors_origins.clone());
         // Only the guard reads the peer (its client certificate); attaching
         // it to every request costs when nothing reads it.
         let with_peer = security.policy.is_some();

@@ -483,3 +483,117 @@ async fn a_corrupt_record_is_a_500_naming_the_offset_and_neighbours_still_serve(
         "the server stays up and writable"
     );
 }
+
+#[tokio::test]
+async fn numbers_beyond_u64_are_capped_where_large_values_are_and_offsets_say_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_in(dir.path()).await;
+    for i in 0..3 {
+        post_json(&node.url, &format!("{{\"i\":{i}}}")).await;
+    }
+    let huge = "99999999999999999999";
+    let (status, page) = get_json(&format!("{}/?from=0&limit={huge}&wait_ms={huge}", node.url)).await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["next_offset"], 3, "{page}");
+    let frames = client()
+        .get(format!(
+            "{}/replication/frames?from=0&max_bytes={huge}&max_records={huge}&wait_ms={huge}",
+            node.url
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(frames.status(), 200);
+    assert_eq!(frames.headers()["x-distlog-next-offset"], "3");
+
+    for path in [format!("/?from={huge}"), format!("/replication/frames?from={huge}")] {
+        let (status, error) = get_json(&format!("{}{path}", node.url)).await;
+        assert_eq!((status, error["code"].as_str()), (400, Some("bad_query")), "{path}");
+        assert_eq!(error["param"], "from", "{path}");
+        let message = error["error"].as_str().unwrap();
+        assert!(
+            message.contains("18446744073709551615"),
+            "names the largest offset: {message}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn echoed_client_input_is_cut_to_a_bounded_length() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_in(dir.path()).await;
+    let url = &node.url;
+    let long = "é".repeat(10_000); // 20 KB, two bytes a char: a cut must respect them
+    let long_method = reqwest::Method::from_bytes("M".repeat(2_000).as_bytes()).unwrap();
+    let cases = [
+        client().get(format!("{url}/a/{long}")).send().await.unwrap(),
+        client().get(format!("{url}/{long}")).send().await.unwrap(),
+        client().get(format!("{url}/?limit={long}")).send().await.unwrap(),
+        client()
+            .request(long_method, format!("{url}/status"))
+            .send()
+            .await
+            .unwrap(),
+        client()
+            .post(format!("{url}/"))
+            .header("content-type", format!("text/{}", "x".repeat(20_000)))
+            .body("1")
+            .send()
+            .await
+            .unwrap(),
+        client()
+            .get(format!("{url}/"))
+            .header("accept", "text/event-stream")
+            .header("last-event-id", "9".repeat(20_000))
+            .send()
+            .await
+            .unwrap(),
+    ];
+    for response in cases {
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap();
+        let message = body["error"].as_str().unwrap();
+        assert!((400..500).contains(&status), "{status} {message}");
+        assert!(
+            message.len() < 1_000 && message.contains('…'),
+            "{status}: echoed input is cut ({} bytes): {}",
+            message.len(),
+            &message[..message.len().min(300)]
+        );
+    }
+}
+
+#[tokio::test]
+async fn replication_frames_cap_byte_budgets_and_refuse_zero_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_in(dir.path()).await;
+    for i in 0..3 {
+        post_json(&node.url, &format!("{{\"i\":{i}}}")).await;
+    }
+    let pull = |query: &'static str| {
+        let url = format!("{}/replication/frames?from=0&{query}", node.url);
+        async move { client().get(url).send().await.unwrap() }
+    };
+    let none = pull("max_records=0").await;
+    assert_eq!(
+        none.status(),
+        400,
+        "honoured, it would answer no frames, which reads as caught up"
+    );
+    let error: Value = none.json().await.unwrap();
+    assert_eq!(
+        (error["code"].as_str(), error["param"].as_str()),
+        (Some("bad_query"), Some("max_records"))
+    );
+    // The byte budget is soft (one frame always comes): 0 asks for one frame.
+    let one = pull("max_bytes=0").await;
+    assert_eq!(
+        (one.status().as_u16(), &one.headers()["x-distlog-next-offset"]),
+        (200, &"1".parse().unwrap())
+    );
+    let all = pull("max_bytes=1073741824").await;
+    assert_eq!(
+        (all.status().as_u16(), &all.headers()["x-distlog-next-offset"]),
+        (200, &"3".parse().unwrap())
+    );
+}

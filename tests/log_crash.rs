@@ -1,8 +1,9 @@
 //! Crash recovery through the public API.
 //!
 //! A "crash image" is a copy of the segment files of a log that is still open
-//! (after `sync`), so the index files in it are at their full mapped size with
-//! a zero tail, exactly what `kill -9` leaves behind. Each test damages such an
+//! (after `sync`), so the active index in it is at its full mapped size with
+//! a zero tail (sealed ones are cut to their entries), exactly what `kill -9`
+//! leaves behind. Each test damages such an
 //! image the way a torn write, a lost page or a garbled sector would, reopens
 //! it, and checks that the log keeps every record before the damage, ends at
 //! the first damaged offset, takes new appends there, and still agrees after
@@ -135,13 +136,21 @@ impl Image {
             }
         }
         let image = Image { files };
-        for base in image.bases() {
-            let index = &image.files[&index_name(base)];
-            assert_eq!(
-                index.len(),
-                ENTRY * INDEX_SLOTS,
-                "an open log's index is at its mapped size"
-            );
+        let bases = image.bases();
+        for (i, base) in bases.iter().enumerate() {
+            let index = &image.files[&index_name(*base)];
+            match bases.get(i + 1) {
+                Some(next) => assert_eq!(
+                    index.len(),
+                    ENTRY * (next - base) as usize,
+                    "a sealed index is cut to its entries"
+                ),
+                None => assert_eq!(
+                    index.len(),
+                    ENTRY * INDEX_SLOTS,
+                    "an open log's active index is at its mapped size"
+                ),
+            }
         }
         image
     }

@@ -357,6 +357,124 @@ fn a_follower_killed_with_sigkill_resumes_without_gaps_or_repeats() {
     }
 }
 
+/// Runs `distlog serve` with `args` on `dir` and says how it ended: its exit
+/// status and stderr if it exited, or `None` if it started serving (it is
+/// killed then).
+fn run_until_exit_or_serving(dir: &Path, args: &[&str]) -> Option<(std::process::ExitStatus, String)> {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_distlog"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--data-dir"])
+        .arg(dir)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let serving = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .any(|line| line.contains("distlog is serving"));
+    if serving {
+        child.kill().unwrap();
+        child.wait().unwrap();
+        return None;
+    }
+    let output = child.wait_with_output().unwrap();
+    Some((output.status, String::from_utf8_lossy(&output.stderr).into_owned()))
+}
+
+#[test]
+fn a_segment_larger_than_the_free_space_is_refused_naming_the_flag_and_nothing_is_left_behind() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("data");
+    // `always` first: were the check missing, `never` would allocate the
+    // whole segment and fill the disk.
+    for fsync in ["always", "never"] {
+        let args = ["--fsync", fsync, "--max-segment-bytes", "1099511627776"];
+        let (status, message) = run_until_exit_or_serving(&dir, &args)
+            .unwrap_or_else(|| panic!("--fsync {fsync}: a 1 TiB segment must be refused, not served"));
+        assert!(!status.success());
+        assert!(
+            message.contains("--max-segment-bytes") && message.contains("free"),
+            "{message}"
+        );
+        assert!(
+            !dir.exists(),
+            "--fsync {fsync}: a refused start leaves no data directory"
+        );
+    }
+    // A directory holding a log keeps it.
+    let mut server = spawn(&dir, &[]);
+    post(&server.url, "{\"kept\":true}");
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let before: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    let refused = run_until_exit_or_serving(&dir, &["--max-segment-bytes", "1099511627776"]);
+    assert!(refused.is_some_and(|(status, _)| !status.success()));
+    let mut after: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    let mut before = before;
+    before.sort();
+    after.sort();
+    assert_eq!(before, after, "a refused start removes nothing a previous run wrote");
+    let mut server = spawn(&dir, &[]);
+    assert_eq!(
+        reqwest::blocking_get(&format!("{}/0", server.url)).1["value"]["kept"],
+        true
+    );
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+}
+
+#[test]
+fn a_small_segment_alone_defaults_the_record_limit_to_what_it_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = spawn(dir.path(), &["--max-segment-bytes", "4096"]);
+    // A frame is the value plus a 27-byte header: 4069 bytes of value fill a segment.
+    let record = |len: usize| format!("{{\"p\":\"{}\"}}", "x".repeat(len - 8));
+    assert_eq!(record(4069).len(), 4069);
+    assert_eq!(post(&server.url, &record(4069)), 0);
+    let status = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            ::reqwest::Client::new()
+                .post(format!("{}/", server.url))
+                .body(record(4070))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        });
+    assert_eq!(status, 413, "one byte more is too large");
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+}
+
+#[test]
+fn a_record_limit_the_segment_cannot_hold_names_both_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_distlog"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .args(["--max-segment-bytes", "4096", "--max-record-bytes", "8192"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let message = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        message.contains("--max-record-bytes 8192") && message.contains("--max-segment-bytes 4096"),
+        "{message}"
+    );
+    assert!(message.contains("4069"), "says the largest that fits: {message}");
+}
+
 /// Starts the child with RLIMIT_NOFILE set to `soft`/`hard` (lowering is
 /// allowed without privileges).
 fn with_open_files_limit(soft: u64, hard: u64) -> impl FnOnce(&mut Command) {

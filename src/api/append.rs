@@ -4,17 +4,19 @@
 //! `+json` type and `application/x-www-form-urlencoded` (what `curl -d`
 //! sends) are one JSON document; `application/x-ndjson` is one record per
 //! non-empty line, appended as one batch; `application/octet-stream` is one
-//! binary record. JSON is validated and then stored byte for byte.
+//! binary record. JSON is validated (see `json_limits`) and then stored
+//! byte for byte. Every body is limited by `--max-request-bytes`, and one
+//! record's body by `--max-record-bytes` too.
 
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::de::IgnoredAny;
 use serde_json::json;
 
 use super::error::{ApiError, ApiResult};
+use super::json_limits;
 use super::media::{BodyFormat, body_format};
 use super::render::push_decimal;
 use super::state::{AppState, Role};
@@ -40,11 +42,8 @@ pub async fn append(State(state): State<AppState>, request: Request) -> ApiResul
     }
     let format = body_format(headers)?;
     let max_record = state.log.config().max_record_bytes;
-    let limit = match format {
-        BodyFormat::Ndjson => state.limits.max_request_bytes,
-        BodyFormat::Json | BodyFormat::Binary => max_record,
-    };
-    let body = read_body(headers, body, limit, format).await?;
+    let limit = body_limit(format, max_record, state.limits.max_request_bytes);
+    let body = read_body(headers, body, limit).await?;
     match format {
         BodyFormat::Json => {
             check_json(&body, None)?;
@@ -74,34 +73,56 @@ pub async fn append(State(state): State<AppState>, request: Request) -> ApiResul
     }
 }
 
-/// Reads the body up to `limit` bytes; a larger one is refused as 413, from
-/// its Content-Length when it has one, before reading it.
-async fn read_body(headers: &HeaderMap, body: Body, limit: u64, format: BodyFormat) -> ApiResult<Bytes> {
-    let what = match format {
-        BodyFormat::Ndjson => "request body",
-        _ => "record",
+/// The most a body may hold, and what that limit is called in errors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct BodyLimit {
+    bytes: u64,
+    what: &'static str,
+}
+
+/// `--max-request-bytes` caps every body; one record's body is also capped
+/// by `--max-record-bytes`, and the error names whichever is smaller.
+fn body_limit(format: BodyFormat, max_record: u64, max_request: u64) -> BodyLimit {
+    let request = BodyLimit {
+        bytes: max_request,
+        what: "request body",
     };
+    match format {
+        BodyFormat::Json | BodyFormat::Binary if max_record < max_request => BodyLimit {
+            bytes: max_record,
+            what: "record",
+        },
+        _ => request,
+    }
+}
+
+/// Reads the body up to `limit` bytes; a larger one is refused as 413, from
+/// its Content-Length when it has one, before reading it. Without one, the
+/// body is read only up to the limit, so its real size is not known.
+async fn read_body(headers: &HeaderMap, body: Body, limit: BodyLimit) -> ApiResult<Bytes> {
+    let BodyLimit { bytes: max, what } = limit;
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if let Some(size) = declared.filter(|size| *size > limit) {
-        return Err(ApiError::TooLarge { what, size, max: limit });
+    if let Some(size) = declared.filter(|size| *size > max) {
+        return Err(ApiError::TooLarge {
+            what,
+            size: Some(size),
+            max,
+        });
     }
-    let bytes = axum::body::to_bytes(body, limit as usize).await.map_err(|e| {
-        if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>()) {
-            ApiError::TooLarge {
-                what,
-                size: limit + 1,
-                max: limit,
+    let bytes = axum::body::to_bytes(body, usize::try_from(max).unwrap_or(usize::MAX))
+        .await
+        .map_err(|e| {
+            if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>()) {
+                ApiError::TooLarge { what, size: None, max }
+            } else {
+                // Not the client's query: the connection ended or failed
+                // before the body it announced was all there.
+                ApiError::IncompleteBody(e.to_string())
             }
-        } else {
-            ApiError::BadQuery {
-                param: "body",
-                detail: format!("could not read the request body: {e}"),
-            }
-        }
-    })?;
+        })?;
     Ok(bytes)
 }
 
@@ -109,18 +130,12 @@ fn check_json(bytes: &[u8], line: Option<usize>) -> ApiResult<()> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::EmptyBody);
     }
-    // The JSON reader skips over strings without checking them, and stored
-    // values are copied verbatim into answers that must stay valid UTF-8.
-    std::str::from_utf8(bytes).map_err(|e| ApiError::InvalidJson {
+    // Stored values are copied verbatim into answers, which must stay valid
+    // UTF-8 and parseable by readers with default limits (see `json_limits`).
+    json_limits::check_document(bytes).map_err(|e| ApiError::InvalidJson {
         line,
-        detail: format!("not UTF-8: {e}"),
-    })?;
-    serde_json::from_slice::<IgnoredAny>(bytes)
-        .map(|_| ())
-        .map_err(|e| ApiError::InvalidJson {
-            line,
-            detail: e.to_string(),
-        })
+        detail: e.to_string(),
+    })
 }
 
 /// Splits an NDJSON body into checked records, naming the first bad line.
@@ -134,7 +149,7 @@ fn split_ndjson(body: &Bytes, max_record: u64, max_records: usize) -> ApiResult<
             if trimmed.len() as u64 > max_record {
                 return Err(ApiError::TooLarge {
                     what: "record",
-                    size: trimmed.len() as u64,
+                    size: Some(trimmed.len() as u64),
                     max: max_record,
                 });
             }
@@ -143,7 +158,7 @@ fn split_ndjson(body: &Bytes, max_record: u64, max_records: usize) -> ApiResult<
             if records.len() > max_records {
                 return Err(ApiError::TooLarge {
                     what: "batch",
-                    size: records.len() as u64,
+                    size: Some(records.len() as u64),
                     max: max_records as u64,
                 });
             }
@@ -223,6 +238,20 @@ mod tests {
             split_ndjson(&Bytes::from_static(b"\n \n"), 1000, 2),
             Err(ApiError::EmptyBody)
         ));
+    }
+
+    #[test]
+    fn every_body_is_capped_by_the_request_limit_and_a_record_by_the_smaller() {
+        let limit = |format, record, request| {
+            let BodyLimit { bytes, what } = body_limit(format, record, request);
+            (bytes, what)
+        };
+        assert_eq!(limit(BodyFormat::Json, 1000, 100), (100, "request body"));
+        assert_eq!(limit(BodyFormat::Binary, 1000, 100), (100, "request body"));
+        assert_eq!(limit(BodyFormat::Json, 100, 1000), (100, "record"));
+        assert_eq!(limit(BodyFormat::Binary, 100, 100), (100, "request body"));
+        assert_eq!(limit(BodyFormat::Ndjson, 100, 1000), (1000, "request body"));
+        assert_eq!(limit(BodyFormat::Ndjson, 1000, 100), (100, "request body"));
     }
 
     #[test]

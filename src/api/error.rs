@@ -2,6 +2,8 @@
 //! status code and a JSON body: `{"error": "<for a person>", "code": "<for
 //! a program>", ...useful fields}`.
 
+use std::fmt;
+
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
@@ -21,22 +23,44 @@ pub enum ApiError {
     BadQuery { param: &'static str, detail: String },
 
     #[error("bad offset {0:?}: an offset is a whole number from 0")]
-    BadOffset(String),
+    BadOffset(Echo),
 
     #[error("unsupported content type {0:?}: send application/json, application/x-ndjson or application/octet-stream")]
-    UnsupportedMediaType(String),
+    UnsupportedMediaType(Echo),
 
-    #[error("{what} is too large: {size} exceeds the limit of {max}")]
-    TooLarge { what: &'static str, size: u64, max: u64 },
+    /// `size` is unknown when a body without a Content-Length outgrows the
+    /// limit: it is not read further.
+    #[error("{what} is too large: {}", match size {
+        Some(size) => format!("{size} exceeds the limit of {max}"),
+        None => format!("more than the limit of {max} bytes"),
+    })]
+    TooLarge {
+        what: &'static str,
+        size: Option<u64>,
+        max: u64,
+    },
+
+    /// The client stopped sending (closed, or the connection failed) before
+    /// the body its headers announced was complete.
+    #[error("the request body ended before it was complete: {0}")]
+    IncompleteBody(String),
+
+    /// A browser request from another origin that would change state; see
+    /// `cors`. Without an origin, the browser said so in `Sec-Fetch-Site`.
+    #[error("{}", match origin {
+        Some(origin) => format!("cross-origin write refused: origin {origin:?} is not allowed (see --cors-origin)"),
+        None => "cross-site write refused: the browser marked it Sec-Fetch-Site: cross-site or same-site".to_string(),
+    })]
+    CrossOrigin { origin: Option<String> },
 
     #[error("offset {offset} is not in the log (lowest {lowest}, next {next})")]
     OffsetNotFound { offset: u64, lowest: u64, next: u64 },
 
     #[error("no route for {method} {path}")]
-    RouteNotFound { method: String, path: String },
+    RouteNotFound { method: Echo, path: Echo },
 
     #[error("method {method} is not allowed on {path}")]
-    MethodNotAllowed { method: String, path: String },
+    MethodNotAllowed { method: Echo, path: Echo },
 
     #[error("{}", match reason {
         AuthFailure::NoCredentials => "authentication required: send Authorization: Bearer <token> or a client certificate",
@@ -81,6 +105,40 @@ pub enum ApiError {
     TooManyConnections { max: usize },
 }
 
+/// Client input quoted back in an error (a path, a method, a header or
+/// query value), cut to `Echo::MAX_BYTES` on a character boundary with an
+/// ellipsis: a 20 KB path must not come back whole, in the answer or in
+/// the logs that print it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Echo(String);
+
+impl Echo {
+    pub const MAX_BYTES: usize = 256;
+
+    pub fn of(input: &str) -> Echo {
+        if input.len() <= Self::MAX_BYTES {
+            return Echo(input.to_string());
+        }
+        let mut end = Self::MAX_BYTES;
+        while !input.is_char_boundary(end) {
+            end -= 1;
+        }
+        Echo(format!("{}…", &input[..end]))
+    }
+}
+
+impl fmt::Display for Echo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Debug for Echo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
@@ -88,6 +146,7 @@ impl ApiError {
             | ApiError::EmptyBody
             | ApiError::BadQuery { .. }
             | ApiError::BadOffset(_)
+            | ApiError::IncompleteBody(_)
             | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ApiError::UriTooLong => StatusCode::URI_TOO_LONG,
@@ -98,7 +157,7 @@ impl ApiError {
             ApiError::OffsetNotFound { .. } | ApiError::RouteNotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            ApiError::Forbidden { .. } | ApiError::CrossOrigin { .. } => StatusCode::FORBIDDEN,
             ApiError::ReadOnlyFollower { .. } => StatusCode::TEMPORARY_REDIRECT,
             ApiError::CorruptRecord { .. } | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::DiskFull => StatusCode::INSUFFICIENT_STORAGE,
@@ -114,6 +173,8 @@ impl ApiError {
             ApiError::BadOffset(_) => "bad_offset",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::TooLarge { .. } => "too_large",
+            ApiError::IncompleteBody(_) => "incomplete_body",
+            ApiError::CrossOrigin { .. } => "cross_origin",
             ApiError::OffsetNotFound { .. } => "offset_not_found",
             ApiError::RouteNotFound { .. } => "not_found",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
@@ -137,7 +198,11 @@ impl ApiError {
         match self {
             ApiError::InvalidJson { line: Some(line), .. } => json!({ "line": line }),
             ApiError::BadQuery { param, .. } => json!({ "param": param }),
-            ApiError::TooLarge { size, max, .. } => json!({ "size": size, "max": max }),
+            ApiError::TooLarge {
+                size: Some(size), max, ..
+            } => json!({ "size": size, "max": max }),
+            ApiError::TooLarge { size: None, max, .. } => json!({ "max": max }),
+            ApiError::CrossOrigin { origin: Some(origin) } => json!({ "origin": origin }),
             ApiError::OffsetNotFound { offset, lowest, next } => {
                 json!({ "offset": offset, "lowest_offset": lowest, "next_offset": next })
             }
@@ -154,7 +219,11 @@ impl From<LogError> for ApiError {
     fn from(err: LogError) -> Self {
         match err {
             LogError::OutOfRange { offset, lowest, next } => ApiError::OffsetNotFound { offset, lowest, next },
-            LogError::TooLarge { what, size, max } => ApiError::TooLarge { what, size, max },
+            LogError::TooLarge { what, size, max } => ApiError::TooLarge {
+                what,
+                size: Some(size),
+                max,
+            },
             LogError::EmptyBatch => ApiError::EmptyBody,
             LogError::Corrupt {
                 offset,
@@ -246,5 +315,17 @@ mod tests {
         });
         assert_eq!(corrupt.status(), StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(corrupt.extra_fields()["offset"], 3);
+    }
+
+    #[test]
+    fn echoes_are_cut_on_a_char_boundary_with_an_ellipsis() {
+        assert_eq!(Echo::of("/short").to_string(), "/short");
+        let exact = "x".repeat(Echo::MAX_BYTES);
+        assert_eq!(Echo::of(&exact).to_string(), exact);
+        // 'é' is two bytes: the 256th byte is inside the 128th one.
+        let cut = Echo::of(&format!("a{}", "é".repeat(200))).to_string();
+        assert_eq!(cut, format!("a{}…", "é".repeat(127)));
+        assert!(cut.len() <= Echo::MAX_BYTES + '…'.len_utf8());
+        assert_eq!(format!("{:?}", Echo::of("a\"b")), r#""a\"b""#);
     }
 }

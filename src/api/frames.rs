@@ -15,23 +15,34 @@ use super::read::{check_from, wait_for_records};
 use super::state::AppState;
 use crate::wire::{LOG_NEXT_OFFSET, LOWEST_OFFSET, NEXT_OFFSET, param};
 
-/// The most a follower may ask for in one pull.
+/// The most a follower may ask for in one pull; larger `max_bytes` are
+/// capped to it, like every other budget a client names.
 const MAX_PULL_BYTES: u64 = 16 * 1024 * 1024;
 
 pub async fn frames(State(state): State<AppState>, RawQuery(raw): RawQuery) -> ApiResult<Response> {
     let query = Query::parse(raw.as_deref())?;
-    let from = query.number(param::FROM)?.ok_or(ApiError::BadQuery {
+    let from = query.offset(param::FROM)?.ok_or(ApiError::BadQuery {
         param: param::FROM,
         detail: "is required".into(),
     })?;
+    // The byte budget is soft (one frame always comes), so 0 is a fair
+    // way to ask for exactly one frame.
     let max_bytes = query
         .number(param::MAX_BYTES)?
         .unwrap_or(MAX_PULL_BYTES)
         .clamp(1, MAX_PULL_BYTES);
-    let max_records = query
-        .number(param::MAX_RECORDS)?
-        .unwrap_or(u64::from(u32::MAX))
-        .clamp(1, u64::from(u32::MAX)) as u32;
+    // Zero records would answer an empty body, which a follower reads as
+    // "caught up": refused rather than honoured or silently raised.
+    let max_records = match query.number(param::MAX_RECORDS)? {
+        Some(0) => {
+            return Err(ApiError::BadQuery {
+                param: param::MAX_RECORDS,
+                detail: "must be at least 1".into(),
+            });
+        }
+        Some(n) => n.min(u64::from(u32::MAX)) as u32,
+        None => u32::MAX,
+    };
     check_from(&state.log, from)?;
     if let Some(ms) = query.number(param::WAIT_MS)? {
         wait_for_records(&state, from, Duration::from_millis(ms).min(state.limits.max_wait)).await;

@@ -75,7 +75,7 @@ pub async fn authorize(State(policy): State<Arc<Policy>>, mut request: Request, 
                 ApiError::Unauthorized { reason } => reason.reason(),
                 _ => "forbidden",
             };
-            metrics::counter!("distlog_auth_failures_total", "reason" => reason).increment(1);
+            metrics::counter!(crate::auth::AUTH_FAILURES, "reason" => reason).increment(1);
             error.into_response()
         }
     }

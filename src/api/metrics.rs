@@ -1,6 +1,8 @@
 //! `GET /metrics`: Prometheus text format. The recorder is process-wide;
 //! gauges describing the log are refreshed at each scrape. The HTTP request
-//! series come from `request_metrics`.
+//! series come from `request_metrics`. Every family carries `# HELP` text
+//! (`promtool check metrics` insists): each module describes the metrics it
+//! records, all of them when the recorder is installed.
 
 use std::sync::OnceLock;
 
@@ -30,21 +32,54 @@ pub fn recorder() -> &'static PrometheusHandle {
         if metrics::set_global_recorder(recorder).is_err() {
             tracing::warn!("a metrics recorder was already installed; /metrics shows only what this one sees");
         }
+        describe_metrics();
+        crate::log::describe_metrics();
+        crate::replication::describe_metrics();
+        crate::auth::describe_metrics();
         handle
     })
 }
 
+const NEXT_OFFSET: &str = "distlog_log_next_offset";
+const LOWEST_OFFSET: &str = "distlog_log_lowest_offset";
+const SEGMENTS: &str = "distlog_log_segments";
+const SIZE_BYTES: &str = "distlog_log_size_bytes";
+const RECORDS_APPENDED: &str = "distlog_records_appended_total";
+const BYTES_APPENDED: &str = "distlog_bytes_appended_total";
+
+/// HELP text for the log's series this page refreshes.
+fn describe_metrics() {
+    use metrics::{Unit, describe_counter, describe_gauge};
+    describe_gauge!(NEXT_OFFSET, "The offset the next appended record will get.");
+    describe_gauge!(
+        LOWEST_OFFSET,
+        "The oldest offset still in the log (retention deletes below it)."
+    );
+    describe_gauge!(SEGMENTS, "Segment files the log holds.");
+    describe_gauge!(
+        SIZE_BYTES,
+        Unit::Bytes,
+        "Bytes of record frames in the log's segment stores (indexes not counted)."
+    );
+    describe_counter!(RECORDS_APPENDED, "Records appended since the log was opened.");
+    describe_counter!(
+        BYTES_APPENDED,
+        Unit::Bytes,
+        "Bytes of record frames (header and value) appended since the log was opened."
+    );
+}
+
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let stats = state.log.stats();
-    metrics::gauge!("distlog_log_next_offset").set(stats.next_offset as f64);
-    metrics::gauge!("distlog_log_lowest_offset").set(stats.lowest_offset as f64);
-    metrics::gauge!("distlog_log_segments").set(stats.segments as f64);
-    metrics::gauge!("distlog_log_size_bytes").set(stats.size_bytes as f64);
+    metrics::gauge!(NEXT_OFFSET).set(stats.next_offset as f64);
+    metrics::gauge!(LOWEST_OFFSET).set(stats.lowest_offset as f64);
+    metrics::gauge!(SEGMENTS).set(stats.segments as f64);
+    metrics::gauge!(SIZE_BYTES).set(stats.size_bytes as f64);
     // Counted by the log under its writer lock (cheaper than a shared
     // counter per append) and handed over here.
     let appended = state.log.appended();
-    metrics::counter!("distlog_records_appended_total").absolute(appended.records);
-    metrics::counter!("distlog_bytes_appended_total").absolute(appended.bytes);
+    metrics::counter!(RECORDS_APPENDED).absolute(appended.records);
+    metrics::counter!(BYTES_APPENDED).absolute(appended.bytes);
     let mut text = recorder().render();
     request_metrics::render(&mut text);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)

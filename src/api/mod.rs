@@ -2,9 +2,11 @@
 //! `openapi.yaml` at the top of the repository documents the contract.
 
 mod append;
+mod cors;
 mod error;
 mod frames;
 mod guard;
+mod json_limits;
 mod media;
 mod metrics;
 mod observe;
@@ -23,12 +25,15 @@ use axum::extract::Request;
 use axum::routing::get;
 use tower_layer::Layer;
 
+use cors::{CrossOrigin, CrossOriginLayer};
 use observe::{Observe, ObserveLayer};
 
 use crate::auth::Policy;
 use guard::authorize;
 
 pub use append::ATTR_BINARY;
+pub use cors::{AllowedOrigins, InvalidOrigin};
+use error::Echo;
 pub use error::{ApiError, ApiResult};
 pub use metrics::recorder;
 pub use observe::ACCESS_LOG;
@@ -48,15 +53,16 @@ mod routes {
     pub const UNMATCHED: &str = "unmatched";
 }
 
-/// The whole HTTP service: the routes inside request observation (which
-/// also turns a panicking handler into a 500). It wraps the router once
-/// rather than every route (`Router::layer`), which would box and clone
-/// each per request.
-pub type App = Observe<Router>;
+/// The whole HTTP service: the routes behind the browser rules (`cors`,
+/// before the auth guard: preflights carry no credentials) inside request
+/// observation (which also turns a panicking handler into a 500). They
+/// wrap the router once rather than every route (`Router::layer`), which
+/// would box and clone each per request.
+pub type App = Observe<CrossOrigin<Router>>;
 
 /// The API. With a policy, every route is authenticated and authorized
-/// first (see `guard`).
-pub fn app(state: AppState, policy: Option<Arc<Policy>>) -> App {
+/// first (see `guard`); `origins` may write from a browser (see `cors`).
+pub fn app(state: AppState, policy: Option<Arc<Policy>>, origins: AllowedOrigins) -> App {
     recorder();
     let routes = Router::new()
         .route(routes::ROOT, get(read::read_range).post(append::append))
@@ -74,7 +80,7 @@ pub fn app(state: AppState, policy: Option<Arc<Policy>>) -> App {
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state);
-    ObserveLayer.layer(router)
+    ObserveLayer.layer(CrossOriginLayer(origins).layer(router))
 }
 
 /// The template of the route that serves `path`, as the router matches it:
@@ -96,15 +102,15 @@ pub fn route_template(path: &str) -> &'static str {
 
 async fn route_not_found(request: Request) -> ApiError {
     ApiError::RouteNotFound {
-        method: request.method().to_string(),
-        path: request.uri().path().to_string(),
+        method: Echo::of(request.method().as_str()),
+        path: Echo::of(request.uri().path()),
     }
 }
 
 async fn method_not_allowed(request: Request) -> ApiError {
     ApiError::MethodNotAllowed {
-        method: request.method().to_string(),
-        path: request.uri().path().to_string(),
+        method: Echo::of(request.method().as_str()),
+        path: Echo::of(request.uri().path()),
     }
 }
 

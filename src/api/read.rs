@@ -11,8 +11,8 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::error::{ApiError, ApiResult};
-use super::media::accepts;
+use super::error::{ApiError, ApiResult, Echo};
+use super::media::prefers;
 use super::query::Query;
 use super::render::{range_json, record_json};
 use super::sse;
@@ -21,14 +21,14 @@ use crate::log::Log;
 
 const DEFAULT_LIMIT: u64 = 100;
 
-/// Whether the client asked for raw bytes (read without copying the headers).
+/// Whether the client prefers raw bytes to JSON (read without copying the headers).
 pub struct WantsRaw(bool);
 
 impl<S: Send + Sync> FromRequestParts<S> for WantsRaw {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(WantsRaw(accepts(&parts.headers, "application/octet-stream")))
+        Ok(WantsRaw(prefers(&parts.headers, "application/octet-stream")))
     }
 }
 
@@ -44,7 +44,7 @@ impl<S: Send + Sync> FromRequestParts<S> for OffsetInPath {
         let segment = parts.uri.path().trim_start_matches('/');
         match segment.parse::<u64>() {
             Ok(offset) if segment.bytes().all(|b| b.is_ascii_digit()) => Ok(OffsetInPath(offset)),
-            _ => Err(ApiError::BadOffset(segment.to_string())),
+            _ => Err(ApiError::BadOffset(Echo::of(segment))),
         }
     }
 }
@@ -65,10 +65,10 @@ pub async fn read_one(
 pub async fn read_range(State(state): State<AppState>, request: Request) -> ApiResult<Response> {
     let headers = request.headers();
     let query = Query::parse(request.uri().query())?;
-    if accepts(headers, "text/event-stream") {
+    if prefers(headers, "text/event-stream") {
         return sse::tail(state, &query, headers);
     }
-    let from = query.number("from")?.unwrap_or_else(|| state.log.lowest_offset());
+    let from = query.offset("from")?.unwrap_or_else(|| state.log.lowest_offset());
     let limit = match query.number("limit")?.unwrap_or(DEFAULT_LIMIT) {
         0 => {
             return Err(ApiError::BadQuery {

@@ -3,7 +3,9 @@
 //! ones as they are appended, until the client goes or the server stops. A
 //! client that reconnects with `Last-Event-ID: K` resumes at `K + 1`. If
 //! retention deletes records the stream has not reached, it sends an event
-//! `gap` with `{"from": .., "to": ..}` and goes on from the lowest offset.
+//! `gap` with `{"from": .., "to": ..}` and goes on from the lowest offset;
+//! so does a stream asked to start (`from`) below the lowest offset, which
+//! an `EventSource` would otherwise get as a 404 it never retries.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -13,7 +15,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, Stream};
 
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, Echo};
 use super::query::Query;
 use super::read::check_from;
 use super::render::record_json;
@@ -30,7 +32,7 @@ pub fn tail(state: AppState, query: &Query, headers: &HeaderMap) -> ApiResult<Re
         .map(|v| {
             v.trim().parse::<u64>().map_err(|_| ApiError::BadQuery {
                 param: "Last-Event-ID",
-                detail: format!("{v:?} is not an offset"),
+                detail: format!("{:?} is not an offset", Echo::of(v)),
             })
         })
         .transpose()?;
@@ -39,9 +41,10 @@ pub fn tail(state: AppState, query: &Query, headers: &HeaderMap) -> ApiResult<Re
             param: "Last-Event-ID",
             detail: "is past the largest offset".into(),
         })?,
-        None => query.number("from")?.unwrap_or_else(|| state.log.next_offset()),
+        None => query.offset("from")?.unwrap_or_else(|| state.log.next_offset()),
     };
-    if resume.is_none() {
+    // Below the lowest offset, the stream begins with a gap (see `events`).
+    if resume.is_none() && from > state.log.next_offset() {
         check_from(&state.log, from)?;
     }
     let stream = events(state, from);

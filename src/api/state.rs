@@ -12,7 +12,7 @@ use crate::replication::FollowerStatus;
 /// Caps on everything a client controls.
 #[derive(Clone, Debug)]
 pub struct Limits {
-    /// The largest request body (an NDJSON batch).
+    /// The largest request body of any kind (at least 1).
     pub max_request_bytes: u64,
     /// Records in one NDJSON batch.
     pub max_batch_records: usize,

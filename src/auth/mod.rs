@@ -21,6 +21,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use acl::{Acl, Action};
+
+/// Failed authentications and authorizations, labelled by `reason`.
+pub(crate) const AUTH_FAILURES: &str = "distlog_auth_failures_total";
+
+/// HELP text for the metric this module's callers record.
+pub(crate) fn describe_metrics() {
+    metrics::describe_counter!(
+        AUTH_FAILURES,
+        "Requests and TLS handshakes refused for authentication or authorization, by reason."
+    );
+}
 pub use policy::{AuthFailure, Policy, Principal};
 pub use tls::{PeerInfo, ReloadableTls, TlsFiles};
 pub use tokens::{MIN_TOKEN_LEN, Tokens};

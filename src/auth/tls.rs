@@ -170,7 +170,7 @@ fn record_handshake_failure(remote: SocketAddr, error: &std::io::Error) {
         _ => None,
     };
     if let Some(reason) = reason {
-        metrics::counter!("distlog_auth_failures_total", "reason" => reason).increment(1);
+        metrics::counter!(super::AUTH_FAILURES, "reason" => reason).increment(1);
     }
     tracing::debug!(%remote, error = %error, "TLS handshake failed");
 }

@@ -13,7 +13,7 @@
 //! directory holds the segment files and a `LOCK` file held by the process
 //! that has the log open.
 
-use std::fs::{self, File};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -24,6 +24,7 @@ use tokio::sync::watch;
 
 use super::config::{Durability, LogConfig};
 use super::error::{LogError, Result};
+use super::fsops;
 use super::segment::Segment;
 
 mod appending;
@@ -37,8 +38,9 @@ mod reading;
 
 use background::spawn_interval_sync;
 use bounds::Bounds;
+pub(crate) use committer::describe_metrics;
 use committer::{Committer, spawn_committer};
-use opening::{lock_directory, open_segments};
+use opening::{CreatedDirs, check_room, lock_directory, open_segments};
 
 /// A handle on an open log; clones share it. When the last handle goes,
 /// the background thread is stopped and joined, so that the log (and the
@@ -162,11 +164,42 @@ impl Drop for Shared {
 impl Log {
     /// Opens the log in `dir` (created if missing), recovering the active
     /// segment's tail. Fails at once if another process has it open.
+    /// A segment size the disk cannot hold is refused (`check_room`). A
+    /// failed open removes what it created (the directory, its lock file, a
+    /// new log's first segment), never what was there or what another open
+    /// wrote (see `opening`).
     pub fn open(dir: impl AsRef<Path>, config: LogConfig) -> Result<Log> {
         config.validate()?;
         let dir = dir.as_ref().to_path_buf();
-        fs::create_dir_all(&dir)?;
-        let lock_file = lock_directory(&dir)?;
+        let created = CreatedDirs::before_creating(&dir);
+        let opened = Self::open_created(dir.clone(), config);
+        match opened {
+            // Another open holds the directory: nothing here is ours to remove.
+            Err(LogError::Locked(_)) | Ok(_) => {}
+            Err(_) => created.remove(&dir),
+        }
+        opened
+    }
+
+    fn open_created(dir: PathBuf, config: LogConfig) -> Result<Log> {
+        fsops::create_dir_all(&dir)?;
+        let lock = lock_directory(&dir)?;
+        // The log keeps a duplicate of the locked descriptor (a lock belongs
+        // to the open file, so it is held while either is open), and this
+        // one stays until what a failure created is removed.
+        let opened = lock
+            .file
+            .try_clone()
+            .map_err(|e| LogError::from(fsops::naming(&dir.join("LOCK"), e)))
+            .and_then(|held| Self::open_locked(dir.clone(), config, held, !lock.fresh_log));
+        if opened.is_err() {
+            lock.remove_created(&dir);
+        }
+        opened
+    }
+
+    fn open_locked(dir: PathBuf, config: LogConfig, lock_file: File, existing_log: bool) -> Result<Log> {
+        check_room(&dir, &config, existing_log)?;
         let segments = open_segments(&dir, &config)?;
         let lowest = segments.first().map(|s| s.base()).unwrap_or(0);
         let next = segments.last().map(|s| s.next_offset()).unwrap_or(0);

@@ -58,8 +58,12 @@ impl LogConfig {
             2 * ENTRY_BYTES,
             ENTRY_BYTES * u64::from(u32::MAX),
         )?;
-        let record_ceiling = (self.max_segment_bytes - FRAME_HEADER as u64).min(MAX_RECORD_CEILING);
-        check_range("max_record_bytes", self.max_record_bytes, 1, record_ceiling)?;
+        check_range(
+            "max_record_bytes",
+            self.max_record_bytes,
+            1,
+            record_ceiling(self.max_segment_bytes),
+        )?;
         if let Some(bytes) = self.retention_bytes {
             check_range("retention_bytes", bytes, 1, u64::MAX)?;
         }
@@ -73,10 +77,33 @@ impl LogConfig {
         Ok(())
     }
 
-    /// Index entries a segment holds at most.
+    /// Index entries a new segment has room for: as many records as its
+    /// store can hold (each frame is at least a `FRAME_HEADER`), but no
+    /// more than `max_index_bytes` allows.
     pub fn index_capacity(&self) -> u32 {
-        (self.max_index_bytes / ENTRY_BYTES) as u32
+        let most_records = self.max_segment_bytes / FRAME_HEADER as u64;
+        let allowed = self.max_index_bytes / ENTRY_BYTES;
+        most_records.min(allowed).clamp(1, u64::from(u32::MAX)) as u32
     }
+
+    /// Size of a new segment's index file.
+    pub fn index_file_bytes(&self) -> u64 {
+        u64::from(self.index_capacity()) * ENTRY_BYTES
+    }
+}
+
+/// The largest record value a segment of `max_segment_bytes` holds: its
+/// frame (the value and a `FRAME_HEADER`) must fit in one segment.
+pub fn record_ceiling(max_segment_bytes: u64) -> u64 {
+    max_segment_bytes
+        .saturating_sub(FRAME_HEADER as u64)
+        .min(MAX_RECORD_CEILING)
+}
+
+/// `max_record_bytes` when none is asked for: the largest record a segment
+/// holds, but no more than 1 MiB.
+pub fn default_max_record_bytes(max_segment_bytes: u64) -> u64 {
+    record_ceiling(max_segment_bytes).min(MIB)
 }
 
 fn check_range(key: &'static str, value: u64, min: u64, max: u64) -> Result<()> {
@@ -109,6 +136,13 @@ mod tests {
         let message = config.validate().unwrap_err().to_string();
         assert!(message.contains("max_record_bytes"), "{message}");
         assert!(message.contains("= 0"), "{message}");
+    }
+
+    #[test]
+    fn the_default_record_limit_is_what_a_segment_holds_up_to_a_mib() {
+        assert_eq!(default_max_record_bytes(4096), 4096 - FRAME_HEADER as u64);
+        assert_eq!(default_max_record_bytes(256 * MIB), MIB);
+        assert_eq!(default_max_record_bytes(MIB + FRAME_HEADER as u64), MIB);
     }
 
     #[test]

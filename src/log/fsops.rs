@@ -21,8 +21,10 @@ use memmap2::MmapMut;
 /// One change to the data directory, told to watchers before it is made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Step<'a> {
-    /// A segment file is opened, and created if it is missing.
+    /// A segment file (or the lock file) is opened, and created if it is missing.
     Open(&'a Path),
+    /// The data directory is created, with any missing parent.
+    CreateDir(&'a Path),
     Remove(&'a Path),
     SetLen(&'a Path, u64),
     /// Blocks are allocated up to this size (fallocate), growing the file.
@@ -43,6 +45,7 @@ impl Step<'_> {
     pub fn path(&self) -> &Path {
         match self {
             Step::Open(p)
+            | Step::CreateDir(p)
             | Step::Remove(p)
             | Step::SetLen(p, _)
             | Step::Allocate(p, _)
@@ -140,6 +143,71 @@ pub fn remove(path: &Path) -> io::Result<()> {
     step(Step::Remove(path), || fs::remove_file(path))
 }
 
+/// Creates the data directory and any missing parent.
+pub fn create_dir_all(dir: &Path) -> io::Result<()> {
+    step(Step::CreateDir(dir), || fs::create_dir_all(dir))
+}
+
+/// Removes an empty directory (one a failed open created).
+pub fn remove_dir(dir: &Path) -> io::Result<()> {
+    step(Step::Remove(dir), || fs::remove_dir(dir))
+}
+
+/// Opens (creating it if missing) the file whose lock marks a data
+/// directory as in use. Returns whether this call created it.
+pub fn open_lock_file(path: &Path) -> io::Result<(File, bool)> {
+    step(Step::Open(path), || {
+        match OpenOptions::new().create_new(true).write(true).open(path) {
+            Ok(file) => Ok((file, true)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                OpenOptions::new().write(true).open(path).map(|file| (file, false))
+            }
+            Err(e) => Err(e),
+        }
+    })
+}
+
+/// Whether `path` still names `file` (same device and inode): a lock taken
+/// on a file that was unlinked or replaced meanwhile locks nothing anyone
+/// else will find.
+pub fn still_names(path: &Path, file: &File) -> io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let held = file.metadata().map_err(|e| naming(path, e))?;
+    match fs::metadata(path) {
+        Ok(named) => Ok(named.dev() == held.dev() && named.ino() == held.ino()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(naming(path, e)),
+    }
+}
+
+/// Space on the filesystem holding a path (statvfs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Space {
+    /// Bytes an unprivileged writer may still allocate: available blocks
+    /// times the fragment size.
+    pub available: u64,
+    /// The filesystem's size.
+    pub total: u64,
+}
+
+pub fn space(path: &Path) -> io::Result<Space> {
+    use std::os::unix::ffi::OsStrExt;
+    let name = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| naming(path, io::Error::other("path holds a NUL byte")))?;
+    let mut stats = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: a NUL-terminated path and a buffer statvfs fills on success.
+    let rc = unsafe { libc::statvfs(name.as_ptr(), stats.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(naming(path, io::Error::last_os_error()));
+    }
+    // SAFETY: statvfs returned 0, so it filled the buffer.
+    let stats = unsafe { stats.assume_init() };
+    Ok(Space {
+        available: stats.f_bavail.saturating_mul(stats.f_frsize),
+        total: stats.f_blocks.saturating_mul(stats.f_frsize),
+    })
+}
+
 pub fn set_len(file: &File, path: &Path, len: u64) -> io::Result<()> {
     step(Step::SetLen(path, len), || file.set_len(len))
 }
@@ -165,14 +233,22 @@ pub fn rewrite(file: &File, path: &Path, pos: u64, bytes: &[u8]) -> io::Result<(
     step(Step::Rewrite(path, pos), || file.write_all_at(bytes, pos))
 }
 
-/// Allocates `size` bytes of `file` now (extending it). Returns false where
-/// the filesystem cannot, so that callers fall back to sparse files.
-pub fn allocate(file: &File, path: &Path, size: u64) -> io::Result<bool> {
+/// Allocates the bytes of `file` from `from` up to `to` now, growing the
+/// file to `to` if it is shorter (the step is told as `Allocate(path, to)`).
+/// Returns false where the filesystem cannot, so that callers fall back to
+/// sparse files.
+pub fn allocate(file: &File, path: &Path, from: u64, to: u64) -> io::Result<bool> {
     use std::os::fd::AsRawFd;
-    step(Step::Allocate(path, size), || {
-        let len = libc::off_t::try_from(size).map_err(|_| io::Error::other("file size too large"))?;
+    debug_assert!(from <= to, "an allocation runs forwards");
+    step(Step::Allocate(path, to), || {
+        let too_large = || io::Error::other("file size too large");
+        let offset = libc::off_t::try_from(from).map_err(|_| too_large())?;
+        let len = libc::off_t::try_from(to.saturating_sub(from)).map_err(|_| too_large())?;
+        if len == 0 {
+            return Ok(true);
+        }
         // SAFETY: a plain syscall on a descriptor this function borrows.
-        let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) };
+        let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, offset, len) };
         if rc == 0 {
             return Ok(true);
         }
@@ -222,5 +298,23 @@ mod tests {
         );
         drop(watch);
         remove(&path).expect("no watcher, no failure");
+    }
+
+    #[test]
+    fn a_lock_file_unlinked_or_replaced_is_no_longer_named_by_its_path() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("LOCK");
+        let (first, created) = open_lock_file(&path).expect("open");
+        assert!(created);
+        assert!(still_names(&path, &first).expect("stat"));
+        let (again, created) = open_lock_file(&path).expect("open");
+        assert!(!created, "an existing lock file is opened, not created");
+        assert!(still_names(&path, &again).expect("stat"));
+        remove(&path).expect("remove");
+        assert!(!still_names(&path, &first).expect("stat"), "unlinked");
+        let (replacement, created) = open_lock_file(&path).expect("open");
+        assert!(created);
+        assert!(!still_names(&path, &first).expect("stat"), "replaced");
+        assert!(still_names(&path, &replacement).expect("stat"));
     }
 }

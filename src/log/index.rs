@@ -5,9 +5,15 @@
 //! | relative offset u32 LE | position in the store u64 LE |
 //! ```
 //!
-//! The file is grown to its maximum size and mapped when the segment opens,
-//! and cut back to its entries when the index is dropped (after the map is
-//! gone, so a mapped file never shrinks). Unwritten slots are zero; after an
+//! The file is grown to its capacity and mapped when the segment opens
+//! (the segment sizes it: as many entries as its store can hold, see
+//! `LogConfig::index_capacity`), cut back to its entries when the segment
+//! is sealed (`trim`: the map stays, and nothing reads or writes past the
+//! entries until `reserve` regrows the file) and when the index is
+//! dropped. A sealed index is opened at exactly its entries, whatever
+//! length an older version left it at, but mapped at the capacity an
+//! active segment gets: a cut or a reset may make it active again, and
+//! readers keep reading through the map, so it cannot be remapped then. Unwritten slots are zero; after an
 //! unclean stop the zero tail is found and dropped by recovery.
 //!
 //! One writer pushes entries past `len`; readers read entries below `len`,
@@ -29,11 +35,21 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
-use memmap2::MmapMut;
+use memmap2::{MmapMut, MmapOptions};
 
 use super::fsops;
 
 pub const ENTRY_BYTES: u64 = 12;
+
+/// How `open` sizes the file.
+enum Sizing {
+    /// At least the capacity asked for; a longer file keeps its entries.
+    AtLeast,
+    /// Exactly this many entries (a sealed index of known length), mapped
+    /// at the capacity asked for: a cut or a reset may make the segment
+    /// active again, and the map cannot grow under readers.
+    Exactly(u32),
+}
 
 #[derive(Debug)]
 pub struct Index {
@@ -62,22 +78,46 @@ impl Index {
     /// With `reserve`, the file's blocks are allocated at once (see
     /// `reserve`): for indexes that will be written to.
     pub fn open(path: &Path, capacity: u32, reserve: bool) -> io::Result<(Index, bool)> {
+        Self::open_sized(path, capacity, reserve, Sizing::AtLeast)
+    }
+
+    /// Opens a sealed segment's index of exactly `count` entries, mapped
+    /// for at least `capacity` (what the segment takes should it become
+    /// active again; the file grows to it only then, see `reserve`). A
+    /// shorter file is grown (sparse) to `count` entries; the entries of a
+    /// longer one (written by older versions at full size) past `count`
+    /// are never read, and `trim` cuts them.
+    pub fn open_sealed(path: &Path, count: u32, capacity: u32) -> io::Result<(Index, bool)> {
+        let count = count.max(1);
+        Self::open_sized(path, capacity.max(count), false, Sizing::Exactly(count))
+    }
+
+    fn open_sized(path: &Path, capacity: u32, reserve: bool, sizing: Sizing) -> io::Result<(Index, bool)> {
         let existed = path.exists();
         let file = fsops::open(path)?;
         let on_disk = file.metadata().map_err(|e| fsops::naming(path, e))?.len();
         let wanted = u64::from(capacity) * ENTRY_BYTES;
-        // Never shrink here: a file longer than the configured size keeps its entries.
-        let size = on_disk.max(wanted);
-        if size != on_disk {
-            fsops::set_len(&file, path, size)?;
+        let (file_size, map_size) = match sizing {
+            // Never shrink here: a file longer than the configured size keeps its entries.
+            Sizing::AtLeast => (on_disk.max(wanted), on_disk.max(wanted)),
+            Sizing::Exactly(count) => (u64::from(count) * ENTRY_BYTES, wanted),
+        };
+        debug_assert!(file_size <= map_size);
+        if on_disk < file_size {
+            fsops::set_len(&file, path, file_size)?;
         }
         if reserve {
-            fsops::allocate(&file, path, size)?;
+            fsops::allocate(&file, path, 0, file_size)?;
         }
-        let capacity = (size / ENTRY_BYTES).min(u64::from(u32::MAX)) as u32;
-        // SAFETY: the file is ours (the data directory is locked) and never
-        // shrinks while this map exists.
-        let mut map = unsafe { MmapMut::map_mut(&file) }.map_err(|e| fsops::naming(path, e))?;
+        let capacity = (map_size / ENTRY_BYTES).min(u64::from(u32::MAX)) as u32;
+        let len = usize::try_from(u64::from(capacity) * ENTRY_BYTES)
+            .map_err(|_| fsops::naming(path, io::Error::other("index too large to map")))?;
+        // SAFETY: the file is ours (the data directory is locked) and holds
+        // every entry below `len` as long as this map exists: it is only cut
+        // to the entries (`trim`, `Drop`), and regrown before more are
+        // written (`reserve`). A sealed index's map may reach past the end
+        // of its file; nothing touches those slots until `reserve`.
+        let mut map = unsafe { MmapOptions::new().len(len).map_mut(&file) }.map_err(|e| fsops::naming(path, e))?;
         // Entries are touched one page at a time; readahead around each
         // fault would only fill the page cache with zeros.
         map.advise(memmap2::Advice::Random)
@@ -192,7 +232,31 @@ impl Index {
     /// turns a full disk into an error here. Filesystems that cannot
     /// allocate ahead keep the sparse file.
     pub fn reserve(&self) -> io::Result<()> {
-        fsops::allocate(&self.file, &self.path, u64::from(self.capacity) * ENTRY_BYTES).map(|_| ())
+        let size = u64::from(self.capacity) * ENTRY_BYTES;
+        if fsops::allocate(&self.file, &self.path, 0, size)? {
+            return Ok(());
+        }
+        // No allocation ahead here: the file must still reach the map's end
+        // (a trimmed or sealed index is shorter), or a push past it faults.
+        let on_disk = self.file.metadata().map_err(|e| fsops::naming(&self.path, e))?.len();
+        if on_disk < size {
+            fsops::set_len(&self.file, &self.path, size)?;
+        }
+        Ok(())
+    }
+
+    /// Cuts the file to its entries: for a sealed index, which takes no
+    /// more. The map stays (readers read entries below `len`, all still in
+    /// the file); `reserve` grows the file again before an entry is written
+    /// past them. Each state in between opens: the entries were flushed
+    /// before, and what is cut is unwritten slots.
+    pub fn trim(&self) -> io::Result<()> {
+        let entries = u64::from(self.len()) * ENTRY_BYTES;
+        let on_disk = self.file.metadata().map_err(|e| fsops::naming(&self.path, e))?.len();
+        if on_disk > entries {
+            fsops::set_len(&self.file, &self.path, entries)?;
+        }
+        Ok(())
     }
 
     /// Makes the file's existence and size durable (a new segment's index).
@@ -251,6 +315,51 @@ mod tests {
         assert!(existed);
         assert_eq!(index.slot(1), (1, 40));
         assert_eq!(index.slot(2), (0, 0));
+    }
+
+    #[test]
+    fn a_sealed_index_is_cut_to_its_entries_and_grows_again_before_more() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0.index");
+        let (index, _) = Index::open(&path, 1000, true).unwrap();
+        for pos in [0, 10, 20] {
+            index.push(pos).unwrap();
+        }
+        index.trim().unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 36);
+        assert_eq!(index.position(2), Some(20), "entries read on through the map");
+        index.reserve().unwrap();
+        index.push(30).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 12_000);
+        drop(index);
+
+        // As an older version left it: full size, zeros past the entries.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(12_000)
+            .unwrap();
+        let (index, existed) = Index::open_sealed(&path, 4, 4).unwrap();
+        assert!(existed);
+        assert_eq!(index.capacity(), 4, "mapped at exactly its entries");
+        assert_eq!(index.slot(3), (3, 30));
+        drop(index);
+
+        // Mapped for what it may take once active again; the file grows to
+        // that only when it does.
+        let (index, _) = Index::open_sealed(&path, 4, 1000).unwrap();
+        assert_eq!(index.capacity(), 1000);
+        index.set_len(4);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            48,
+            "a sealed index is not grown"
+        );
+        index.reserve().unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 12_000);
+        index.push(40).unwrap();
+        assert_eq!(index.position(4), Some(40));
     }
 
     #[test]

@@ -22,12 +22,13 @@ mod segment;
 mod snapshot;
 mod store;
 
+pub(crate) use commit_log::describe_metrics;
 pub use commit_log::{Appended, Log, LogStats, now_ms};
-pub use config::{Durability, LogConfig, MIB};
+pub use config::{Durability, LogConfig, MIB, default_max_record_bytes, record_ceiling};
 pub use error::{LogError, Result};
 pub use record::{
-    FLAG_BATCH_CONTINUES, FRAME_HEADER, FrameError, FrameView, Frames, MAX_STORED_FRAME, Payload, Record, RecordRef,
-    decode_frame, encode_frame, finished_batches_len, frame_len, split_frames,
+    FLAG_BATCH_CONTINUES, FRAME_HEADER, FrameError, FrameView, Frames, MAX_RECORD_CEILING, MAX_STORED_FRAME, Payload,
+    Record, RecordRef, decode_frame, encode_frame, finished_batches_len, frame_len, split_frames,
 };
 pub use recovery::Recovered;
 pub use snapshot::SnapshotReader;

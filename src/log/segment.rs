@@ -40,6 +40,10 @@ pub struct Segment {
     read_map_bytes: u64,
 }
 
+/// A recovered active segment, or the error recovery stopped at and the
+/// segment it stopped in (see `Segment::open_active`).
+type Recovering = std::result::Result<(Segment, Recovered), (LogError, Segment)>;
+
 /// Whole frames read in one go, checked, with the records they hold.
 #[derive(Debug, Default)]
 pub struct Chunk {
@@ -78,13 +82,11 @@ impl Segment {
         }
     }
 
-    fn open_files(dir: &Path, base: u64, config: &LogConfig, writable: bool) -> Result<(Store, Index, bool)> {
+    /// The active segment's files: the index at `capacity` entries (or
+    /// longer, if the file already is).
+    fn open_files(dir: &Path, base: u64, capacity: u32) -> Result<(Store, Index, bool)> {
         let store = Store::open(&segment_path(dir, base, STORE_SUFFIX))?;
-        let (index, index_existed) = Index::open(
-            &segment_path(dir, base, INDEX_SUFFIX),
-            config.index_capacity(),
-            writable,
-        )?;
+        let (index, index_existed) = Index::open(&segment_path(dir, base, INDEX_SUFFIX), capacity, true)?;
         Ok((store, index, index_existed))
     }
 
@@ -112,7 +114,7 @@ impl Segment {
     }
 
     fn create_files(dir: &Path, base: u64, config: &LogConfig) -> Result<Segment> {
-        let (store, index, _) = Self::open_files(dir, base, config, true)?;
+        let (store, index, _) = Self::open_files(dir, base, config.index_capacity())?;
         let segment = Segment::assemble(base, store, index, config);
         segment.map_while_active()?;
         segment.store.sync()?;
@@ -126,12 +128,24 @@ impl Segment {
     /// is rebuilt from the store, and a store that does not hold exactly
     /// `count` sound records is reported as corrupt.
     pub fn open_sealed(dir: &Path, base: u64, count: u64, config: &LogConfig) -> Result<Segment> {
-        let (store, index, index_existed) = Self::open_files(dir, base, config, false)?;
-        let segment = Segment::assemble(base, store, index, config);
+        let store = Store::open(&segment_path(dir, base, STORE_SUFFIX))?;
+        // Every frame takes at least a header: a count the store cannot
+        // hold is refused before an index is sized for it.
         let count = u32::try_from(count)
             .ok()
-            .filter(|c| *c <= segment.index.capacity())
-            .ok_or_else(|| segment.corrupt(0, None, format!("a sealed segment cannot hold {count} records")))?;
+            .filter(|c| u64::from(*c).saturating_mul(FRAME_HEADER as u64) <= store.size())
+            .ok_or_else(|| {
+                let reason = format!("a sealed segment of {} bytes cannot hold {count} records", store.size());
+                LogError::Corrupt {
+                    file: store.path().to_path_buf(),
+                    position: 0,
+                    offset: None,
+                    reason,
+                }
+            })?;
+        let (index, index_existed) =
+            Index::open_sealed(&segment_path(dir, base, INDEX_SUFFIX), count, config.index_capacity())?;
+        let segment = Segment::assemble(base, store, index, config);
         if !(index_existed
             && recovery::sealed_index_checks_out(&segment.store, &segment.index, base, count, segment.max_frame_len)?)
         {
@@ -139,22 +153,60 @@ impl Segment {
             recovery::rebuild_sealed(&segment.store, &segment.index, base, count, segment.max_frame_len)?;
         }
         segment.index.set_len(count);
+        // An index an older version left at full size takes no more room than its entries.
+        segment.trim_index();
         Ok(segment)
     }
 
     /// The last segment: its tail is checked and anything torn is cut.
+    ///
+    /// Its index gets the capacity a new segment gets, or more if the file
+    /// is longer. A store written with a larger segment size may hold more
+    /// records than that, which recovery finds only as it indexes them (the
+    /// index may be missing or short): if it runs out of room, the index is
+    /// closed (its entries flushed and kept) and reopened as large as the
+    /// store could need, one entry per smallest frame. Not at once: that
+    /// allocates far more than a store of real records takes.
     pub fn open_active(dir: &Path, base: u64, config: &LogConfig) -> Result<(Segment, Recovered)> {
-        let (store, index, index_existed) = Self::open_files(dir, base, config, true)?;
+        let first = Self::recover_active(dir, base, config, config.index_capacity())?;
+        let segment = match first {
+            Ok(recovered) => recovered,
+            Err((error, segment)) => {
+                let most_records = segment.store.size() / FRAME_HEADER as u64;
+                let capacity = u32::try_from(most_records).unwrap_or(u32::MAX);
+                if segment.index.len() < segment.index.capacity() || capacity <= segment.index.capacity() {
+                    return Err(error);
+                }
+                tracing::warn!(
+                    segment = base,
+                    capacity,
+                    "the active store holds more records than its index has room for; resizing the index"
+                );
+                drop(segment);
+                Self::recover_active(dir, base, config, capacity)?.map_err(|(error, _)| error)?
+            }
+        };
+        segment.0.map_while_active()?;
+        Ok(segment)
+    }
+
+    /// Opens the active segment with an index of `capacity` entries and
+    /// recovers its tail. A failed recovery hands the segment back with its
+    /// error, for `open_active` to look at.
+    fn recover_active(dir: &Path, base: u64, config: &LogConfig, capacity: u32) -> Result<Recovering> {
+        let (store, index, index_existed) = Self::open_files(dir, base, capacity)?;
         let segment = Segment::assemble(base, store, index, config);
-        let report = recovery::recover_tail(
+        let recovered = recovery::recover_tail(
             &segment.store,
             &segment.index,
             base,
             segment.max_frame_len,
             index_existed,
-        )?;
-        segment.map_while_active()?;
-        Ok((segment, report))
+        );
+        Ok(match recovered {
+            Ok(report) => Ok((segment, report)),
+            Err(error) => Err((error, segment)),
+        })
     }
 
     /// The active segment's store is read through a map, and written
@@ -174,6 +226,15 @@ impl Segment {
     /// The segment stops taking appends: its store is cut back to its data.
     pub fn seal(&self) -> Result<()> {
         Ok(self.store.seal()?)
+    }
+
+    /// Cuts a sealed segment's index file to its entries, once no append can
+    /// reach it (its successor is in the log). Best effort: a longer index
+    /// still opens, and a clean close cuts it too.
+    pub fn trim_index(&self) {
+        if let Err(e) = self.index.trim() {
+            tracing::warn!(error = %e, base = self.base, "cannot cut a sealed index to its entries");
+        }
     }
 
     pub fn base(&self) -> u64 {
@@ -210,7 +271,17 @@ impl Segment {
     /// Appends `count` encoded frames held back to back in `frames`.
     /// Only the log's writer calls this.
     pub fn append(&self, frames: &[u8], count: u32) -> Result<()> {
-        debug_assert!(u64::from(self.index.len()) + u64::from(count) <= u64::from(self.index.capacity()));
+        // Checked before a byte is written: a batch the index could not
+        // take whole would leave frames in the store that no offset was
+        // given for.
+        if u64::from(self.index.len()) + u64::from(count) > u64::from(self.index.capacity()) {
+            let full = format!(
+                "index {} has room for {} more entries, not {count}",
+                self.index.path().display(),
+                self.index.capacity() - self.index.len()
+            );
+            return Err(LogError::Io(std::io::Error::other(full)));
+        }
         let start = self.store.append(frames)?;
         let mut at = 0usize;
         for _ in 0..count {

@@ -1,10 +1,18 @@
 //! A segment's store file: frames back to back, nothing else (see `record`).
 //!
-//! While its segment is active the file is allocated up to the segment's
-//! maximum size and mapped, and the single writer appends by copying into
-//! the map (no system call per record; a killed process loses nothing, the
-//! pages are the page cache's). Sealing unmaps it and cuts the file back to
-//! its data; so does a clean close. Appends that do not fit the map (an
+//! While its segment is active the file is mapped at the segment's maximum
+//! size, and the single writer appends by copying into the map (no system
+//! call per record; a killed process loses nothing, the pages are the page
+//! cache's). The map is only address space: the file is allocated (and
+//! extended) a chunk at a time: an append that passes what is allocated
+//! allocates up to the end of the `ALLOCATE_AHEAD` chunk after the one it
+//! ends in, so the file is allocated 0 to 8 MiB past the data (4 to 8 MiB
+//! right after an allocation, less as appends fill it). The writer never copies past what is allocated, because a store into a
+//! mapped page past the end of the file, or into a hole the disk has no
+//! room for, is SIGBUS. So a full disk is an ENOSPC from the allocation,
+//! returned to that appender before it wrote anything, and a huge segment
+//! size takes a few MiB of disk, not the whole segment. Sealing unmaps the
+//! store and cuts the file back to its data; so does a clean close. Appends that do not fit the map (an
 //! oversized batch) and stores on filesystems that cannot allocate ahead use
 //! positioned writes instead. With `--fsync always` appends stay positioned
 //! writes (an fdatasync of map-written pages measured several times slower),
@@ -42,6 +50,11 @@ use super::fsops;
 /// Pages of the append map are faulted in this much at a time, ahead of the
 /// writer: one `madvise` instead of a page fault every few records.
 const POPULATE_CHUNK: usize = 1 << 20;
+/// Mapped appends allocate the file this much at a time: an allocation
+/// reaches one to two of these past the append that made it, and appends
+/// then fill that, so 0 to 8 MiB are allocated past the data. One
+/// `fallocate` every few MiB.
+const ALLOCATE_AHEAD: u64 = 4 << 20;
 /// Positioned appends write zeros this far ahead (see `zero_ahead`).
 const ZERO_CHUNK: u64 = 1 << 20;
 static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
@@ -58,6 +71,9 @@ pub struct Store {
     mapped: Mutex<Option<MmapMut>>,
     /// How far the append map is faulted in (changed under `mapped`'s lock).
     populated_to: AtomicUsize,
+    /// While there is an append map: the file is allocated up to here, and
+    /// the map is never written past it (changed under `mapped`'s lock).
+    allocated_to: AtomicU64,
     /// Positioned appends zero the file ahead of them up to this size (0: off).
     zero_limit: AtomicU64,
     /// The file holds written zeros (or data) up to here.
@@ -84,6 +100,7 @@ impl Store {
             size: AtomicU64::new(size),
             mapped: Mutex::new(None),
             populated_to: AtomicUsize::new(0),
+            allocated_to: AtomicU64::new(0),
             zero_limit: AtomicU64::new(0),
             zeroed_to: AtomicU64::new(size),
             view: RwLock::new(None),
@@ -105,22 +122,55 @@ impl Store {
         self.view.write().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Makes this store take appends through a map of `capacity` bytes,
-    /// allocated now so that a full disk is an error here rather than a
-    /// fault later. Only the writer calls this.
+    /// Makes this store take appends through a map of `capacity` bytes, the
+    /// first chunk of it allocated now: a full disk is an error here rather
+    /// than a fault later. Only the writer calls this.
     pub fn map_for_appends(&self, capacity: u64) -> io::Result<()> {
         let mut mapped = self.map();
-        if mapped.is_some() || capacity <= self.size() || !fsops::allocate(&self.file, &self.path, capacity)? {
+        if mapped.is_some() || capacity <= self.size() {
             return Ok(());
         }
-        // SAFETY: the file is ours (the data directory is locked); it is only
-        // shortened after this map is dropped (`seal`, `Drop`).
-        let map = unsafe { MmapMut::map_mut(&self.file) }.map_err(|e| fsops::naming(&self.path, e))?;
+        let len = usize::try_from(capacity)
+            .map_err(|_| fsops::naming(&self.path, io::Error::other("store too large to map")))?;
+        let allocated = allocation_for(self.size(), capacity);
+        // From 0: a file left longer by an unclean stop may hold holes.
+        if !fsops::allocate(&self.file, &self.path, 0, allocated)? {
+            return Ok(());
+        }
+        // SAFETY: the file is ours (the data directory is locked); the map
+        // is written only below `allocated_to`, which the file always
+        // reaches (it is only shortened after this map is dropped: `seal`,
+        // `Drop`, or below it by `cut_to`, which keeps it allocated).
+        let map =
+            unsafe { MmapOptions::new().len(len).map_mut(&self.file) }.map_err(|e| fsops::naming(&self.path, e))?;
         let written = usize::try_from(self.size()).unwrap_or(usize::MAX);
         self.populated_to
             .store(written - written % POPULATE_CHUNK, Ordering::Relaxed);
+        self.allocated_to.store(allocated, Ordering::Relaxed);
         *mapped = Some(map);
         Ok(())
+    }
+
+    /// Allocates the file ahead of a mapped append that would end at `end`.
+    /// Returns false (and drops the map: appends go on as positioned writes)
+    /// where the filesystem stopped allocating ahead.
+    fn allocate_ahead(&self, mapped: &mut Option<MmapMut>, end: u64) -> io::Result<bool> {
+        let allocated = self.allocated_to.load(Ordering::Relaxed);
+        let Some(map) = mapped.as_ref() else {
+            return Ok(false);
+        };
+        if end <= allocated {
+            return Ok(true);
+        }
+        let to = allocation_for(end, map.len() as u64);
+        debug_assert!(to >= end, "appends that pass the map are positioned writes");
+        if fsops::allocate(&self.file, &self.path, allocated, to)? {
+            self.allocated_to.store(to, Ordering::Relaxed);
+            return Ok(true);
+        }
+        *mapped = None;
+        self.allocated_to.store(0, Ordering::Relaxed);
+        Ok(false)
     }
 
     /// Makes positioned appends write zeros ahead of themselves, up to
@@ -178,6 +228,7 @@ impl Store {
         let mut mapped = self.map();
         self.zero_limit.store(0, Ordering::Relaxed);
         let zeroed_past_data = self.zeroed_to.load(Ordering::Relaxed) > self.size();
+        self.allocated_to.store(0, Ordering::Relaxed);
         if mapped.take().is_some() || zeroed_past_data {
             fsops::set_len(&self.file, &self.path, self.size())?;
         }
@@ -201,8 +252,12 @@ impl Store {
         let pos = self.size();
         let end = pos + bytes.len() as u64;
         let mut mapped = self.map();
+        let fits_the_map = mapped.as_ref().is_some_and(|map| end <= map.len() as u64);
+        // The allocation comes before any byte is written: if the disk is
+        // full, this append fails and the store is as it was.
+        let copy_into_map = fits_the_map && self.allocate_ahead(&mut mapped, end)?;
         match mapped.as_mut() {
-            Some(map) if end <= map.len() as u64 => {
+            Some(map) if copy_into_map => {
                 self.populate_up_to(map, end as usize);
                 if let Some(target) = map.get_mut(pos as usize..end as usize) {
                     target.copy_from_slice(bytes);
@@ -232,10 +287,14 @@ impl Store {
         if end <= from {
             return;
         }
+        // Never past the allocated end: populating a page past the file's
+        // end would fail, and would be wasted on one the disk has no room for.
+        let allocated = usize::try_from(self.allocated_to.load(Ordering::Relaxed)).unwrap_or(usize::MAX);
         let to = end
             .div_ceil(POPULATE_CHUNK)
             .saturating_mul(POPULATE_CHUNK)
-            .min(map.len());
+            .min(map.len())
+            .min(allocated.max(end));
         let _ = map.advise_range(Advice::PopulateWrite, from, to - from);
         self.populated_to.store(to, Ordering::Relaxed);
     }
@@ -329,8 +388,11 @@ impl Store {
                 if let Some(cut) = map.get_mut(size as usize..mapped_end) {
                     cut.fill(0);
                 }
-                if old > map.len() as u64 {
-                    fsops::set_len(&self.file, &self.path, size.max(map.len() as u64))?;
+                // Positioned writes past the map: cut them, keeping the
+                // allocated part the map may still be written through.
+                let allocated = self.allocated_to.load(Ordering::Relaxed);
+                if old > allocated {
+                    fsops::set_len(&self.file, &self.path, size.max(allocated))?;
                 }
             }
             None => {
@@ -380,6 +442,15 @@ impl Store {
     }
 }
 
+/// How far to allocate a mapped store for data ending at `end`: a chunk
+/// past the chunk `end` falls in, but never past the map.
+fn allocation_for(end: u64, capacity: u64) -> u64 {
+    end.div_ceil(ALLOCATE_AHEAD)
+        .saturating_add(1)
+        .saturating_mul(ALLOCATE_AHEAD)
+        .min(capacity)
+}
+
 impl Drop for Store {
     /// A clean close: unmap, then cut the file back to its data (a removed
     /// file is only closed).
@@ -422,6 +493,25 @@ mod tests {
         assert_eq!(store.append(b"p!").unwrap(), 3);
         store.seal().unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"help!");
+    }
+
+    #[test]
+    fn a_mapped_store_is_allocated_a_chunk_at_a_time_within_its_map() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0.store");
+        let store = Store::open(&path).unwrap();
+        let capacity = 2 * ALLOCATE_AHEAD + 100;
+        store.map_for_appends(capacity).unwrap();
+        let len = || std::fs::metadata(&path).unwrap().len();
+        assert_eq!(len(), ALLOCATE_AHEAD, "one chunk ahead of nothing");
+        let chunk = vec![1u8; ALLOCATE_AHEAD as usize];
+        store.append(&chunk).unwrap();
+        assert_eq!(len(), ALLOCATE_AHEAD, "filled exactly: no allocation yet");
+        store.append(b"x").unwrap();
+        assert_eq!(len(), capacity, "past it: a chunk ahead, but never past the map");
+        assert_eq!(store.read_at(ALLOCATE_AHEAD, 1).unwrap(), b"x");
+        store.seal().unwrap();
+        assert_eq!(len(), ALLOCATE_AHEAD + 1);
     }
 
     #[test]

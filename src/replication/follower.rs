@@ -16,6 +16,43 @@ use crate::wire::FramesRequest;
 
 const PULL_BYTES: u64 = 8 * 1024 * 1024;
 
+/// The follower's metrics.
+mod metric {
+    pub const ERRORS: &str = "distlog_replication_errors_total";
+    pub const GAPS: &str = "distlog_replication_gaps_total";
+    pub const DIVERGED: &str = "distlog_replication_diverged";
+    pub const RECORDS: &str = "distlog_replication_records_total";
+    pub const LAG: &str = "distlog_replication_lag_records";
+}
+
+/// HELP text for the follower's metrics.
+pub fn describe_metrics() {
+    use metrics::{describe_counter, describe_gauge};
+    describe_counter!(
+        metric::ERRORS,
+        "Replication attempts that failed (each is retried with backoff, except divergence)."
+    );
+    describe_counter!(
+        metric::GAPS,
+        "Times the leader had deleted records this follower never copied, and the local log restarted at the leader's lowest offset."
+    );
+    describe_gauge!(
+        metric::DIVERGED,
+        "1 once this follower's log is found not to be a prefix of the leader's (replication stops until --follow-reset), else 0."
+    );
+    describe_counter!(metric::RECORDS, "Records copied from the leader.");
+    describe_gauge!(metric::LAG, "Records this follower is behind the leader, as last seen.");
+}
+
+/// The failure and progress series exist from the start, at 0, so that alerts and
+/// rates on them work before the first failure.
+fn export_series_at_zero() {
+    metrics::counter!(metric::ERRORS).increment(0);
+    metrics::counter!(metric::GAPS).increment(0);
+    metrics::counter!(metric::RECORDS).increment(0);
+    metrics::gauge!(metric::DIVERGED).increment(0.0);
+}
+
 #[derive(Clone, Debug)]
 pub struct FollowConfig {
     /// The leader's base URL, e.g. `http://leader:8080`.
@@ -148,6 +185,7 @@ pub fn spawn_follower(
     status: Arc<FollowerStatus>,
     shutdown: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
+    export_series_at_zero();
     tokio::spawn(follow(log, client, config, status, shutdown))
 }
 
@@ -173,11 +211,11 @@ async fn follow(
             _ = shutdown.wait_for(|stop| *stop) => return,
         };
         let Err(error) = outcome else { return };
-        metrics::counter!("distlog_replication_errors_total").increment(1);
+        metrics::counter!(metric::ERRORS).increment(1);
         if let ReplicationError::Diverged(why) = &error {
             tracing::error!(leader = %follower.config.leader, reason = %why,
                 "replication stopped: this follower's log is not a prefix of the leader's; restart with --follow-reset to discard it and copy the leader's");
-            metrics::gauge!("distlog_replication_diverged").set(1.0);
+            metrics::gauge!(metric::DIVERGED).set(1.0);
             follower
                 .status
                 .set_state(ReplicationState::Diverged, Some(error.to_string()));
@@ -371,7 +409,7 @@ impl Follower {
             "GAP: the leader deleted records [{from}, {lowest}) by retention before this follower copied them; \
              restarting the local log empty at offset {lowest}"
         );
-        metrics::counter!("distlog_replication_gaps_total").increment(1);
+        metrics::counter!(metric::GAPS).increment(1);
         let log = self.log.clone();
         tokio::task::spawn_blocking(move || log.reset(lowest))
             .await
@@ -413,10 +451,10 @@ impl Follower {
         let appended = tokio::task::spawn_blocking(move || log.append_frames(&frames))
             .await
             .map_err(task_failed)??;
-        metrics::counter!("distlog_replication_records_total").increment(u64::from(appended));
+        metrics::counter!(metric::RECORDS).increment(u64::from(appended));
         if let Some(leader_next) = self.status.leader_next() {
             let lag = leader_next.saturating_sub(self.log.next_offset());
-            metrics::gauge!("distlog_replication_lag_records").set(lag as f64);
+            metrics::gauge!(metric::LAG).set(lag as f64);
         }
         Ok(())
     }

@@ -15,5 +15,5 @@ mod answer;
 mod follower;
 mod status;
 
-pub use follower::{FollowConfig, spawn_follower};
+pub use follower::{FollowConfig, describe_metrics, spawn_follower};
 pub use status::{FollowerStatus, ReplicationState, StatusSnapshot};

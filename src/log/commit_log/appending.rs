@@ -292,6 +292,9 @@ impl Log {
             }
         };
         self.write_segments().push(new.clone());
+        // Only now: while `old` was still the active segment, a failed
+        // create would have left it taking appends into its index.
+        old.trim_index();
         tracing::debug!(base = w.next, "rolled to a new segment");
         Ok(new)
     }

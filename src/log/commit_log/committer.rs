@@ -37,6 +37,18 @@ struct Waiters {
     refusing: bool,
 }
 
+/// The metric of sync durations.
+const FSYNC_SECONDS: &str = "distlog_fsync_duration_seconds";
+
+/// HELP text for the metric this module records.
+pub(crate) fn describe_metrics() {
+    metrics::describe_histogram!(
+        FSYNC_SECONDS,
+        metrics::Unit::Seconds,
+        "Time one fsync of the log's files took (one sync covers every append committed with it)."
+    );
+}
+
 #[derive(Debug)]
 pub(super) struct Committer {
     group: GroupCommit,
@@ -50,7 +62,7 @@ impl Committer {
         Committer {
             group: GroupCommit::new(next),
             waiters: Mutex::new(Waiters::default()),
-            fsync_seconds: metrics::histogram!("distlog_fsync_duration_seconds"),
+            fsync_seconds: metrics::histogram!(FSYNC_SECONDS),
         }
     }
 
