@@ -272,7 +272,8 @@ async fn answer_to(node: &common::Node, request: &[u8]) -> Answer {
 async fn requests_hyper_cannot_parse_are_answered_with_json_errors() {
     let (node, _dir) = node(10_000, 60_000, 30_000, 100).await;
     let huge_header = format!("GET / HTTP/1.1\r\nhost: test\r\nx-big: {}\r\n\r\n", "a".repeat(500_000));
-    let cases: [(&str, &[u8], u16, &str); 4] = [
+    let long_uri = format!("GET /{} HTTP/1.1\r\nhost: test\r\n\r\n", "a".repeat(70_000));
+    let cases: [(&str, &[u8], u16, &str); 5] = [
         ("HTTP/0.9", b"GET /\r\n\r\n", 400, "bad_request"),
         ("garbage", b"\x00\x01\x02 not http at all\r\n\r\n", 400, "bad_request"),
         (
@@ -282,6 +283,7 @@ async fn requests_hyper_cannot_parse_are_answered_with_json_errors() {
             "bad_request",
         ),
         ("a huge header", huge_header.as_bytes(), 431, "headers_too_large"),
+        ("a 70 KB URI", long_uri.as_bytes(), 414, "uri_too_long"),
     ];
     for (what, request, status, code) in cases {
         let answer = answer_to(&node, request).await;
