@@ -32,10 +32,11 @@ use crate::auth::Policy;
 use guard::authorize;
 
 pub use append::ATTR_BINARY;
-use error::Echo;
 pub use cors::{AllowedOrigins, InvalidOrigin};
+use error::Echo;
 pub use error::{ApiError, ApiResult};
 pub use metrics::recorder;
+pub use observe::ACCESS_LOG;
 pub use state::{AppState, Limits, Role};
 
 /// Route templates: the router is built from them, and metrics and logs
