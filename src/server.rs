@@ -2,21 +2,35 @@
 //! run retention and (on a follower) replication in the background, and on
 //! shutdown stop accepting, let in-flight requests finish within a grace
 //! period, then sync and close the log.
+//!
+//! The HTTP connection layer is ours rather than `axum::serve`, which has
+//! no timeouts and no connection cap: `accept` (the accept loop, the cap,
+//! accept errors), `connection` (one connection under hyper), `clock` (its
+//! header, idle and body timeouts), `bodies` (request bodies that report
+//! waiting, answers in flight), `conn_io` (JSON for protocol errors hyper answers itself),
+//! `fd_limit` (the open-files limit).
+
+mod accept;
+mod bodies;
+mod clock;
+mod conn_io;
+mod connection;
+mod fd_limit;
+
+pub use bodies::BodyTimedOut;
+pub use fd_limit::{OpenFilesLimit, raise_open_files_limit};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::ServiceExt;
-use axum::extract::connect_info::Connected;
-use axum::serve::{IncomingStream, Listener};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::api::{self, AllowedOrigins, App, AppState, Limits, Role};
-use crate::auth::{AuthConfigError, PeerInfo, ReloadableTls, Security, SecurityConfig, TlsListener};
+use crate::api::{self, AllowedOrigins, AppState, Limits, Role};
+use crate::auth::{AuthConfigError, ReloadableTls, Security, SecurityConfig};
 use crate::log::{Log, LogConfig, LogError, now_ms};
 use crate::replication::{FollowConfig, FollowerStatus, spawn_follower};
 
@@ -34,6 +48,32 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// How often retention runs.
     pub retention_check: Duration,
+    pub http: HttpConfig,
+}
+
+/// Limits on HTTP connections.
+#[derive(Clone, Debug)]
+pub struct HttpConfig {
+    /// A request head (and a TLS handshake) must arrive within this, from its first byte.
+    pub header_timeout: Duration,
+    /// A keep-alive connection with no request in flight is closed after this.
+    pub idle_timeout: Duration,
+    /// A request body that sends nothing for this long is answered 408 and its connection closed.
+    pub body_timeout: Duration,
+    /// Connections served at once; more are answered 503. Lowered at start
+    /// to what the open-files limit allows.
+    pub max_connections: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            body_timeout: Duration::from_secs(30),
+            max_connections: 10_000,
+        }
+    }
 }
 
 impl ServerConfig {
@@ -48,6 +88,7 @@ impl ServerConfig {
             cors_origins: AllowedOrigins::default(),
             shutdown_grace: Duration::from_secs(10),
             retention_check: Duration::from_secs(10),
+            http: HttpConfig::default(),
         }
     }
 }
@@ -64,28 +105,6 @@ pub enum ServerError {
     Follow(String),
     #[error("server failed: {0}")]
     Io(#[from] std::io::Error),
-}
-
-/// Serves `app` on `listener` until `stop` completes, with each
-/// request's `PeerInfo` attached when `with_peer`.
-fn spawn_serving<L>(
-    listener: L,
-    app: App,
-    with_peer: bool,
-    stop: impl Future<Output = ()> + Send + 'static,
-) -> JoinHandle<std::io::Result<()>>
-where
-    L: Listener,
-    L::Addr: std::fmt::Debug,
-    PeerInfo: for<'a> Connected<IncomingStream<'a, L>>,
-{
-    if with_peer {
-        let app = app.into_make_service_with_connect_info::<PeerInfo>();
-        tokio::spawn(axum::serve(listener, app).with_graceful_shutdown(stop).into_future())
-    } else {
-        let app = app.into_make_service();
-        tokio::spawn(axum::serve(listener, app).with_graceful_shutdown(stop).into_future())
-    }
 }
 
 /// A running node.
@@ -138,17 +157,22 @@ impl Server {
         // Only the guard reads the peer (its client certificate); attaching
         // it to every request costs when nothing reads it.
         let with_peer = security.policy.is_some();
-        let mut stopped = stopping.clone();
-        let stop_signal = async move {
-            let _ = stopped.wait_for(|stop| *stop).await;
+        let acceptor = accept::Acceptor {
+            listener,
+            tls: security.tls.clone(),
+            settings: Arc::new(connection::ConnSettings {
+                app,
+                timeouts: clock::Timeouts {
+                    header: config.http.header_timeout,
+                    idle: config.http.idle_timeout,
+                    body: config.http.body_timeout,
+                },
+                with_peer,
+            }),
+            max_connections: max_connections(config.http.max_connections),
+            stopping: stopping.clone(),
         };
-        let serving = match &security.tls {
-            Some(tls) => {
-                let listener = TlsListener::new(listener, tls.clone(), stopping.clone())?;
-                spawn_serving(listener, app, with_peer, stop_signal)
-            }
-            None => spawn_serving(listener, app, with_peer, stop_signal),
-        };
+        let serving = tokio::spawn(acceptor.run());
         tracing::info!(addr = %local_addr, data_dir = %config.data_dir.display(),
             next_offset = log.next_offset(), role = if config.follow.is_some() { "follower" } else { "leader" },
             "distlog is serving");
@@ -210,6 +234,32 @@ impl Server {
             .map_err(|e| std::io::Error::other(e.to_string()))??;
         tracing::info!("log synced and closed");
         Ok(())
+    }
+}
+
+/// `wanted`, or fewer if the open-files limit (raised to its hard limit
+/// here) would run out first.
+fn max_connections(wanted: usize) -> usize {
+    match raise_open_files_limit() {
+        Ok(limit) => {
+            if limit.now > limit.before {
+                tracing::info!(from = limit.before, to = limit.now, "raised the open-files limit");
+            }
+            let allowed = limit.connections_allowed(accept::MAX_REFUSING);
+            if wanted > allowed {
+                tracing::warn!(
+                    max_connections = wanted,
+                    open_files_limit = limit.now,
+                    using = allowed,
+                    "--max-connections is more than the open-files limit allows; using fewer"
+                );
+            }
+            wanted.min(allowed).max(1)
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot read or raise the open-files limit");
+            wanted.max(1)
+        }
     }
 }
 

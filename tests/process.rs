@@ -9,20 +9,28 @@ use serde_json::Value;
 struct Process {
     child: Child,
     url: String,
+    /// The lines it prints after the serving line, until it exits.
+    lines: std::sync::mpsc::Receiver<String>,
 }
 
 /// Starts `distlog serve` on an ephemeral port and waits for its
 /// "serving" log line to learn the address.
 fn spawn(dir: &Path, extra: &[&str]) -> Process {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_distlog"))
+    spawn_with(dir, extra, |_| {})
+}
+
+/// `spawn`, with the command adjusted by `configure` first.
+fn spawn_with(dir: &Path, extra: &[&str], configure: impl FnOnce(&mut Command)) -> Process {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_distlog"));
+    command
         .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--data-dir"])
         .arg(dir)
         .args(extra)
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
+        .stderr(Stdio::inherit());
+    configure(&mut command);
+    let mut child = command.spawn().unwrap();
     let stdout = child.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
     let url = loop {
@@ -33,8 +41,25 @@ fn spawn(dir: &Path, extra: &[&str]) -> Process {
         }
     };
     // Keep draining stdout so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    Process { child, url }
+    let (sender, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            let _ = sender.send(line);
+        }
+    });
+    Process {
+        child,
+        url,
+        lines: received,
+    }
+}
+
+/// A test that fails must not leave its server running.
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 fn post(url: &str, body: &str) -> u64 {
@@ -64,6 +89,23 @@ mod reqwest {
                 .unwrap();
             assert_eq!(response.status(), 201);
             response.json().await.unwrap()
+        })
+    }
+
+    /// The status (None when the connection failed) and JSON body, within 2 s.
+    pub fn blocking_get_status(url: &str) -> (Option<u16>, Value) {
+        runtime().block_on(async {
+            let client = ::reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(2))
+                .build()
+                .unwrap();
+            match client.get(url).send().await {
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    (Some(status), response.json().await.unwrap_or_default())
+                }
+                Err(_) => (None, Value::Null),
+            }
         })
     }
 
@@ -431,4 +473,109 @@ fn a_record_limit_the_segment_cannot_hold_names_both_flags() {
         "{message}"
     );
     assert!(message.contains("4069"), "says the largest that fits: {message}");
+}
+
+/// Starts the child with RLIMIT_NOFILE set to `soft`/`hard` (lowering is
+/// allowed without privileges).
+fn with_open_files_limit(soft: u64, hard: u64) -> impl FnOnce(&mut Command) {
+    move |command| {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: only setrlimit, async-signal-safe, runs between fork and exec.
+        unsafe {
+            command.pre_exec(move || {
+                let limit = libc::rlimit {
+                    rlim_cur: soft,
+                    rlim_max: hard,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+}
+
+fn hard_open_files_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) }, 0);
+    limit.rlim_max
+}
+
+/// The soft and hard "Max open files" of a running process.
+fn open_files_limit_of(pid: u32) -> (u64, u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap();
+    let numbers: Vec<u64> = line.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+    (numbers[0], numbers[1])
+}
+
+#[test]
+fn the_soft_open_files_limit_is_raised_to_the_hard_limit() {
+    let hard = hard_open_files_limit();
+    let soft = (hard / 2).min(1024);
+    assert!(soft < hard, "the hard limit {hard} leaves nothing to raise");
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = spawn_with(dir.path(), &[], with_open_files_limit(soft, hard));
+    assert_eq!(
+        open_files_limit_of(server.child.id()),
+        (hard, hard),
+        "started with soft {soft}"
+    );
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+}
+
+#[test]
+fn three_hundred_silent_sockets_under_256_descriptors_do_not_lock_clients_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = spawn_with(
+        dir.path(),
+        &["--header-timeout-ms", "500"],
+        with_open_files_limit(256, 256),
+    );
+    let addr = server.url.trim_start_matches("http://").to_string();
+    let silent: Vec<std::net::TcpStream> = (0..300).map(|_| std::net::TcpStream::connect(&addr).unwrap()).collect();
+    let started = std::time::Instant::now();
+    let served = loop {
+        let (status, body) = reqwest::blocking_get_status(&format!("{}/status", server.url));
+        if status == Some(200) {
+            break body;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "no client served 10 s after 300 silent sockets (last: {status:?})"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(served["role"], "leader");
+    drop(silent);
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+}
+
+#[test]
+fn the_access_log_is_off_by_default_and_on_with_access_log() {
+    for (flags, logged) in [(&[][..], false), (&["--access-log"][..], true)] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut server = spawn_with(dir.path(), flags, |command| {
+            command.env_remove("RUST_LOG");
+        });
+        post(&server.url, "{}");
+        let pid = server.child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        assert!(server.child.wait().unwrap().success());
+        // Written by a background thread: all of it is out once stdout closed.
+        let lines: Vec<String> = server.lines.iter().collect();
+        let access: Vec<&String> = lines.iter().filter(|l| l.contains("\"message\":\"request\"")).collect();
+        assert_eq!(access.len(), usize::from(logged), "flags {flags:?}: {lines:#?}");
+        assert!(
+            access.iter().all(|l| l.contains("\"target\":\"distlog::access\"")),
+            "{access:?}"
+        );
+        assert!(lines.iter().any(|l| l.contains("log synced and closed")), "{lines:#?}");
+    }
 }

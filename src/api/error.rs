@@ -88,6 +88,21 @@ pub enum ApiError {
 
     #[error("internal error: {0}")]
     Internal(String),
+
+    #[error("the request is not valid HTTP/1.1: {0}")]
+    BadRequest(String),
+
+    #[error("the request's header section is too large")]
+    HeadersTooLarge,
+
+    #[error("the request URI is too long")]
+    UriTooLong,
+
+    #[error("the request body stalled: no bytes came for {after_ms} ms")]
+    BodyTimeout { after_ms: u64 },
+
+    #[error("the server has {max} open connections, its limit; retry shortly")]
+    TooManyConnections { max: usize },
 }
 
 /// Client input quoted back in an error (a path, a method, a header or
@@ -131,7 +146,12 @@ impl ApiError {
             | ApiError::EmptyBody
             | ApiError::BadQuery { .. }
             | ApiError::BadOffset(_)
-            | ApiError::IncompleteBody(_) => StatusCode::BAD_REQUEST,
+            | ApiError::IncompleteBody(_)
+            | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ApiError::UriTooLong => StatusCode::URI_TOO_LONG,
+            ApiError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            ApiError::TooManyConnections { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::OffsetNotFound { .. } | ApiError::RouteNotFound { .. } => StatusCode::NOT_FOUND,
@@ -166,6 +186,11 @@ impl ApiError {
             ApiError::Storage(_) => "storage_unavailable",
             ApiError::ShuttingDown => "shutting_down",
             ApiError::Internal(_) => "internal",
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::HeadersTooLarge => "headers_too_large",
+            ApiError::UriTooLong => "uri_too_long",
+            ApiError::BodyTimeout { .. } => "body_timeout",
+            ApiError::TooManyConnections { .. } => "too_many_connections",
         }
     }
 
@@ -184,6 +209,7 @@ impl ApiError {
             ApiError::ReadOnlyFollower { leader, .. } => json!({ "leader": leader }),
             ApiError::Forbidden { principal, action } => json!({ "principal": principal, "action": action }),
             ApiError::CorruptRecord { offset } => json!({ "offset": offset }),
+            ApiError::TooManyConnections { max } => json!({ "max": max }),
             _ => json!({}),
         }
     }
@@ -218,12 +244,33 @@ impl From<LogError> for ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+impl ApiError {
+    /// The JSON body of the answer.
+    pub fn body(&self) -> Value {
         let mut body = self.extra_fields();
         body["error"] = Value::String(self.to_string());
         body["code"] = Value::String(self.code().to_string());
-        let mut response = (self.status(), axum::Json(body)).into_response();
+        body
+    }
+
+    /// Seconds a client should wait before it tries again, for errors
+    /// that pass.
+    pub fn retry_after_secs(&self) -> Option<u32> {
+        match self {
+            ApiError::TooManyConnections { .. } => Some(1),
+            _ => None,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status(), axum::Json(self.body())).into_response();
+        if let Some(secs) = self.retry_after_secs() {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         if let ApiError::Unauthorized { reason } = &self {
             let challenge = match reason {
                 AuthFailure::NoCredentials => r#"Bearer realm="distlog""#,

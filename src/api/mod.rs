@@ -37,6 +37,7 @@ pub use cors::{AllowedOrigins, InvalidOrigin};
 use error::Echo;
 pub use error::{ApiError, ApiResult};
 pub use metrics::recorder;
+pub use observe::ACCESS_LOG;
 pub use state::{AppState, Limits, Role};
 
 /// Route templates: the router is built from them, and metrics and logs

@@ -1,5 +1,6 @@
 //! Per-request observation: a request id (the client's `x-request-id`, or
-//! one made here) echoed on the answer, one structured log line, and the
+//! one made here) echoed on the answer, one structured log line at info on
+//! the target `ACCESS_LOG` (off unless asked for, see the binary), and the
 //! `distlog_http_*` metrics labelled by route template, never raw path.
 //! It also turns a panicking handler into a JSON 500.
 
@@ -24,6 +25,9 @@ use super::error::ApiError;
 use super::render::write_decimal;
 use super::request_metrics;
 use super::route_template;
+
+/// The tracing target of the one line per request (the access log).
+pub const ACCESS_LOG: &str = "distlog::access";
 
 /// A constant name: a `&str` would be parsed on every lookup and insert.
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -116,7 +120,7 @@ where
         request_metrics::record(this.method, this.route, status, elapsed.as_nanos() as u64);
         let request_id = this.request_id.take().unwrap_or_else(new_request_id);
         tracing::info!(
-            target: "distlog::http",
+            target: ACCESS_LOG,
             method = *this.method,
             route = *this.route,
             status,

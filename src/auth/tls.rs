@@ -1,28 +1,24 @@
 //! HTTPS: rustls configured from PEM files (TLS 1.2 and 1.3, ring crypto),
 //! optionally requiring client certificates signed by `--tls-client-ca`.
-//! Handshakes run in their own tasks so that a slow client never holds up
-//! others; the configuration can be reloaded while connections stay open.
+//! Handshakes run in each connection's own task (`server`), so that a slow
+//! client never holds up others; the configuration can be reloaded while
+//! connections stay open.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::extract::connect_info::Connected;
-use axum::serve::IncomingStream;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
 use super::AuthConfigError;
 use super::x509;
-
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Debug)]
 pub struct TlsFiles {
@@ -37,21 +33,6 @@ pub struct PeerInfo {
     pub remote: SocketAddr,
     /// The verified client certificate's subject common name (mutual TLS).
     pub client_cn: Option<String>,
-}
-
-impl Connected<IncomingStream<'_, TcpListener>> for PeerInfo {
-    fn connect_info(stream: IncomingStream<'_, TcpListener>) -> Self {
-        PeerInfo {
-            remote: *stream.remote_addr(),
-            client_cn: None,
-        }
-    }
-}
-
-impl Connected<IncomingStream<'_, TlsListener>> for PeerInfo {
-    fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Self {
-        stream.remote_addr().clone()
-    }
 }
 
 fn pem_error(file: &Path, why: impl std::fmt::Display) -> AuthConfigError {
@@ -150,53 +131,35 @@ impl ReloadableTls {
     }
 }
 
-/// Accepts TCP connections and hands over those whose TLS handshake succeeded.
-pub struct TlsListener {
-    ready: mpsc::Receiver<(TlsStream<TcpStream>, PeerInfo)>,
-    local: SocketAddr,
-}
-
-impl TlsListener {
-    pub fn new(
-        tcp: TcpListener,
-        tls: Arc<ReloadableTls>,
-        mut stopping: watch::Receiver<bool>,
-    ) -> std::io::Result<Self> {
-        let local = tcp.local_addr()?;
-        let (tx, ready) = mpsc::channel(64);
-        tokio::spawn(async move {
-            loop {
-                let accepted = tokio::select! {
-                    accepted = tcp.accept() => accepted,
-                    _ = stopping.wait_for(|stop| *stop) => return,
-                };
-                let (stream, remote) = match accepted {
-                    Ok(pair) => pair,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let (acceptor, tx) = (tls.acceptor(), tx.clone());
-                tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(stream)) => {
-                            let client_cn = stream
-                                .get_ref()
-                                .1
-                                .peer_certificates()
-                                .and_then(|certs| certs.first())
-                                .and_then(|cert| x509::subject_common_name(cert));
-                            let _ = tx.send((stream, PeerInfo { remote, client_cn })).await;
-                        }
-                        Ok(Err(e)) => record_handshake_failure(remote, &e),
-                        Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
-                    }
-                });
+impl ReloadableTls {
+    /// The TLS handshake on an accepted connection, with the configuration
+    /// current now, within `timeout`. Failures are counted and logged (at
+    /// debug: clients can make as many as they like).
+    pub async fn handshake(
+        &self,
+        tcp: TcpStream,
+        remote: SocketAddr,
+        timeout: Duration,
+    ) -> Option<(TlsStream<TcpStream>, PeerInfo)> {
+        match tokio::time::timeout(timeout, self.acceptor().accept(tcp)).await {
+            Ok(Ok(stream)) => {
+                let client_cn = stream
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|certs| certs.first())
+                    .and_then(|cert| x509::subject_common_name(cert));
+                Some((stream, PeerInfo { remote, client_cn }))
             }
-        });
-        Ok(TlsListener { ready, local })
+            Ok(Err(e)) => {
+                record_handshake_failure(remote, &e);
+                None
+            }
+            Err(_) => {
+                tracing::debug!(%remote, "TLS handshake timed out");
+                None
+            }
+        }
     }
 }
 
@@ -210,24 +173,4 @@ fn record_handshake_failure(remote: SocketAddr, error: &std::io::Error) {
         metrics::counter!(super::AUTH_FAILURES, "reason" => reason).increment(1);
     }
     tracing::debug!(%remote, error = %error, "TLS handshake failed");
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = PeerInfo;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.ready.recv().await {
-            Some(pair) => pair,
-            // The accept loop ended (shutdown): never hand out another connection.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(PeerInfo {
-            remote: self.local,
-            client_cn: None,
-        })
-    }
 }

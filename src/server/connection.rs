@@ -1,0 +1,159 @@
+//! Serving one accepted connection: HTTP/1.1 (keep-alive, pipelining) with
+//! hyper, under the header, idle and body timeouts (see `clock`, `bodies`),
+//! with the caller's `PeerInfo` on each request when the auth guard needs
+//! it, protocol errors answered as JSON (see `conn_io`), and a graceful end
+//! when the server stops: the request in flight finishes, then the
+//! connection closes.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{HeaderValue, Request, Response, header};
+use axum::response::IntoResponse;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use pin_project_lite::pin_project;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tower_service::Service;
+
+use super::bodies::{TimedBody, TrackedBody};
+use super::clock::{Check, ConnClock, InFlight, Timeouts};
+use super::conn_io::{ConnIo, protocol_error};
+use crate::api::{ApiError, App};
+use crate::auth::PeerInfo;
+
+/// What every connection of a server shares.
+pub(super) struct ConnSettings {
+    pub app: App,
+    pub timeouts: Timeouts,
+    /// Attach `PeerInfo` to every request (only the auth guard reads it).
+    pub with_peer: bool,
+}
+
+/// Serves `io` until the client or a timeout closes it, or the server stops.
+pub(super) async fn serve<I>(io: I, peer: PeerInfo, settings: Arc<ConnSettings>, mut stopping: watch::Receiver<bool>)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let clock = ConnClock::new();
+    let remote = peer.remote;
+    let service = ConnService {
+        app: settings.app.clone(),
+        peer: settings.with_peer.then_some(peer),
+        clock: clock.clone(),
+        body_timeout: settings.timeouts.body,
+    };
+    let io = TokioIo::new(ConnIo::new(io, clock.clone()));
+    let mut conn = http1::Builder::new().serve_connection(io, service);
+    let timeouts = settings.timeouts;
+    // The timer fires at least once per body timeout, so that a body that
+    // starts waiting is noticed within it; the clock says when else to look.
+    let at_the_latest = |now: Instant| now + timeouts.body;
+    let timer = tokio::time::sleep_until(at_the_latest(Instant::now()).min(Instant::now() + timeouts.header));
+    tokio::pin!(timer);
+    let stop = stopping.wait_for(|stop| *stop);
+    tokio::pin!(stop);
+    let mut stopping_seen = false;
+    let ended = loop {
+        tokio::select! {
+            biased;
+            ended = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => break ended,
+            _ = &mut timer => match clock.check(timeouts, Instant::now().into_std()) {
+                Check::At(next) => timer.as_mut().reset(Instant::from_std(next).min(at_the_latest(Instant::now()))),
+                // Dropping the connection closes it: there is nothing in flight.
+                Check::IdleExpired => return tracing::debug!(%remote, "idle connection closed"),
+                Check::HeadExpired => return tracing::debug!(%remote, "request head timed out; connection closed"),
+                Check::BodyExpired => {
+                    tracing::debug!(%remote, "request body stalled; answering 408");
+                    clock.expire_body();
+                    timer.as_mut().reset(at_the_latest(Instant::now()));
+                }
+            },
+            _ = &mut stop, if !stopping_seen => {
+                stopping_seen = true;
+                Pin::new(&mut conn).graceful_shutdown();
+            }
+        }
+    };
+    let io = conn.into_parts().io.into_inner();
+    let answer = ended.err().and_then(|e| protocol_error(&e, io.held_status()));
+    io.finish(answer).await;
+}
+
+/// The API as hyper calls it on one connection.
+struct ConnService {
+    app: App,
+    peer: Option<PeerInfo>,
+    clock: Arc<ConnClock>,
+    body_timeout: Duration,
+}
+
+impl hyper::service::Service<Request<Incoming>> for ConnService {
+    type Response = Response<TrackedBody>;
+    type Error = Infallible;
+    type Future = Answer<<App as Service<Request<Body>>>::Future>;
+
+    fn call(&self, request: Request<Incoming>) -> Self::Future {
+        let in_flight = self.clock.request_started();
+        let clock = self.clock.clone();
+        let body_timeout = self.body_timeout;
+        let mut request = request.map(|body| Body::new(TimedBody::new(body, body_timeout, clock)));
+        if let Some(peer) = &self.peer {
+            request.extensions_mut().insert(ConnectInfo(peer.clone()));
+        }
+        // The router is always ready (axum documents `poll_ready` as a no-op),
+        // as axum's own server also assumes.
+        let mut app = self.app.clone();
+        Answer {
+            inner: app.call(request),
+            in_flight: Some(in_flight),
+            clock: self.clock.clone(),
+            body_timeout,
+        }
+    }
+}
+
+pin_project! {
+    /// The API's answer, its body tracked; a 408 in its place if the
+    /// request body stalled.
+    struct Answer<F> {
+        #[pin]
+        inner: F,
+        in_flight: Option<InFlight>,
+        clock: Arc<ConnClock>,
+        body_timeout: Duration,
+    }
+}
+
+impl<F> Future for Answer<F>
+where
+    F: Future<Output = Result<Response<Body>, Infallible>>,
+{
+    type Output = Result<Response<TrackedBody>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let Ok(mut response) = std::task::ready!(this.inner.poll(cx));
+        if this.clock.take_body_timed_out() {
+            response = ApiError::BodyTimeout {
+                after_ms: this.body_timeout.as_millis() as u64,
+            }
+            .into_response();
+            // The rest of the body is still on the wire.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        let in_flight = this.in_flight.take().unwrap_or_else(|| this.clock.request_started());
+        Poll::Ready(Ok(response.map(|body| TrackedBody::new(body, in_flight))))
+    }
+}

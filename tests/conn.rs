@@ -1,0 +1,335 @@
+//! HTTP connections against real slow and malformed clients on raw sockets:
+//! header, idle and body timeouts, the connection cap, and JSON answers to
+//! requests hyper cannot parse.
+
+mod common;
+
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, timeout};
+
+use distlog::server::ServerConfig;
+
+/// Short timeouts for a test server: header, idle, body (ms), connection cap.
+fn http_limits(config: &mut ServerConfig, header: u64, idle: u64, body: u64, max_connections: usize) {
+    config.http.header_timeout = Duration::from_millis(header);
+    config.http.idle_timeout = Duration::from_millis(idle);
+    config.http.body_timeout = Duration::from_millis(body);
+    config.http.max_connections = max_connections;
+}
+
+async fn node(header: u64, idle: u64, body: u64, max_connections: usize) -> (common::Node, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = common::config(dir.path());
+    http_limits(&mut config, header, idle, body, max_connections);
+    (common::start(config).await, dir)
+}
+
+async fn connect(node: &common::Node) -> TcpStream {
+    TcpStream::connect(node.server.local_addr()).await.unwrap()
+}
+
+/// Waits until the server closes `stream` (EOF or reset), reading and
+/// dropping what it sends; the time it took, or None if it stayed open
+/// for `within`.
+async fn closed_within(stream: &mut TcpStream, within: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    let mut sink = [0u8; 1024];
+    timeout(within, async {
+        loop {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .ok()
+    .map(|()| started.elapsed())
+}
+
+struct Answer {
+    status: u16,
+    head: String,
+    body: Value,
+}
+
+/// Reads one HTTP/1.1 answer with a Content-Length body.
+async fn read_answer(stream: &mut TcpStream) -> Answer {
+    let mut bytes = Vec::new();
+    let mut byte = [0u8; 1];
+    while !bytes.ends_with(b"\r\n\r\n") {
+        let n = timeout(Duration::from_secs(10), stream.read(&mut byte))
+            .await
+            .expect("an answer within 10 s")
+            .unwrap();
+        assert_eq!(
+            n,
+            1,
+            "connection closed before a whole answer head: {:?}",
+            String::from_utf8_lossy(&bytes)
+        );
+        bytes.push(byte[0]);
+    }
+    let head = String::from_utf8(bytes).unwrap().to_ascii_lowercase();
+    let status = head[9..12].parse().unwrap();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or(0);
+    let mut body = vec![0u8; length];
+    timeout(Duration::from_secs(10), stream.read_exact(&mut body))
+        .await
+        .expect("a body within 10 s")
+        .unwrap();
+    let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    Answer { status, head, body }
+}
+
+async fn get_status(stream: &mut TcpStream) -> Answer {
+    stream
+        .write_all(b"GET /status HTTP/1.1\r\nhost: test\r\n\r\n")
+        .await
+        .unwrap();
+    read_answer(stream).await
+}
+
+#[tokio::test]
+async fn a_client_that_sends_nothing_is_closed_after_the_header_timeout() {
+    let (node, _dir) = node(300, 60_000, 30_000, 100).await;
+    let mut silent = connect(&node).await;
+    let took = closed_within(&mut silent, Duration::from_secs(5)).await;
+    let took = took.expect("a silent client must be closed after the 300 ms header timeout");
+    assert!(took >= Duration::from_millis(250), "closed too early: {took:?}");
+}
+
+#[tokio::test]
+async fn a_client_that_trickles_its_head_is_closed_after_the_header_timeout() {
+    let (node, _dir) = node(500, 60_000, 30_000, 100).await;
+    let mut slow = connect(&node).await;
+    slow.write_all(b"GET /status HTTP/1.1\r\nx-slow: ").await.unwrap();
+    let started = Instant::now();
+    // One byte every 100 ms: never quiet for the whole timeout.
+    let closed = loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if slow.write_all(b"a").await.is_err() {
+            break true;
+        }
+        let mut probe = [0u8; 1];
+        if let Ok(Ok(0) | Err(_)) = timeout(Duration::from_millis(1), slow.read(&mut probe)).await {
+            break true;
+        }
+        if started.elapsed() > Duration::from_secs(5) {
+            break false;
+        }
+    };
+    assert!(
+        closed,
+        "a head trickled for 5 s was not cut by the 500 ms header timeout"
+    );
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn a_body_that_stalls_is_answered_408_and_closed() {
+    let (node, _dir) = node(5_000, 60_000, 300, 100).await;
+    let mut stalled = connect(&node).await;
+    stalled
+        .write_all(
+            b"POST / HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"a\":",
+        )
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let answer = read_answer(&mut stalled).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "408 only after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(answer.status, 408, "{}", answer.head);
+    assert_eq!(answer.body["code"], "body_timeout", "{}", answer.body);
+    assert!(closed_within(&mut stalled, Duration::from_secs(2)).await.is_some());
+    assert_eq!(node.server.log().next_offset(), 0);
+}
+
+#[tokio::test]
+async fn a_slow_body_that_keeps_moving_is_not_cut_by_the_body_timeout() {
+    let (node, _dir) = node(5_000, 60_000, 300, 100).await;
+    let mut slow = connect(&node).await;
+    let body = format!("{{\"pad\":\"{}\"}}", "x".repeat(10));
+    slow.write_all(
+        format!(
+            "POST / HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    // 20 bytes, one every 100 ms: two seconds in all, never quiet for 300 ms.
+    for byte in body.as_bytes() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        slow.write_all(&[*byte]).await.unwrap();
+    }
+    let answer = read_answer(&mut slow).await;
+    assert_eq!(answer.status, 201, "{}: {}", answer.head, answer.body);
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout_not_the_header_timeout() {
+    let (node, _dir) = node(200, 1_000, 30_000, 100).await;
+    let mut client = connect(&node).await;
+    assert_eq!(get_status(&mut client).await.status, 200);
+    // Idle for longer than the header timeout: still served.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(get_status(&mut client).await.status, 200);
+    let took = closed_within(&mut client, Duration::from_secs(5)).await;
+    let took = took.expect("an idle keep-alive connection must be closed after the 1 s idle timeout");
+    assert!(
+        took >= Duration::from_millis(900),
+        "closed before the idle timeout: {took:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_long_poll_and_an_event_stream_outlast_the_idle_timeout() {
+    let (node, _dir) = node(200, 200, 30_000, 100).await;
+    let mut poll = connect(&node).await;
+    poll.write_all(b"GET /?from=0&wait_ms=800 HTTP/1.1\r\nhost: test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut events = connect(&node).await;
+    events
+        .write_all(b"GET /?from=0 HTTP/1.1\r\nhost: test\r\naccept: text/event-stream\r\n\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let answer = read_answer(&mut poll).await;
+    assert_eq!(answer.status, 200, "{}", answer.head);
+    assert!(
+        started.elapsed() >= Duration::from_millis(700),
+        "{:?}",
+        started.elapsed()
+    );
+    common::post_json(&node.url, r#"{"late":true}"#).await;
+    let mut seen = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let arrived = timeout(Duration::from_secs(5), async {
+        while !String::from_utf8_lossy(&seen).contains("late") {
+            let n = events.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "the event stream was closed: {}", String::from_utf8_lossy(&seen));
+            seen.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await;
+    assert!(
+        arrived.is_ok(),
+        "no event after the idle timeout: {}",
+        String::from_utf8_lossy(&seen)
+    );
+}
+
+#[tokio::test]
+async fn beyond_max_connections_a_client_gets_503_json_and_is_served_once_others_close() {
+    let (node, _dir) = node(10_000, 60_000, 30_000, 3).await;
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        let mut client = connect(&node).await;
+        assert_eq!(get_status(&mut client).await.status, 200);
+        open.push(client);
+    }
+    let mut extra = connect(&node).await;
+    let refused = get_status(&mut extra).await;
+    assert_eq!(refused.status, 503, "{}", refused.head);
+    assert_eq!(refused.body["code"], "too_many_connections", "{}", refused.body);
+    assert!(refused.head.contains("\r\nretry-after: "), "{}", refused.head);
+    drop(open.pop());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut next = connect(&node).await;
+        let answer = get_status(&mut next).await;
+        if answer.status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still refused 5 s after a connection closed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Sends `request` raw and reads the one answer.
+async fn answer_to(node: &common::Node, request: &[u8]) -> Answer {
+    let mut client = connect(node).await;
+    client.write_all(request).await.unwrap();
+    read_answer(&mut client).await
+}
+
+#[tokio::test]
+async fn requests_hyper_cannot_parse_are_answered_with_json_errors() {
+    let (node, _dir) = node(10_000, 60_000, 30_000, 100).await;
+    let huge_header = format!("GET / HTTP/1.1\r\nhost: test\r\nx-big: {}\r\n\r\n", "a".repeat(500_000));
+    let long_uri = format!("GET /{} HTTP/1.1\r\nhost: test\r\n\r\n", "a".repeat(70_000));
+    let cases: [(&str, &[u8], u16, &str); 5] = [
+        ("HTTP/0.9", b"GET /\r\n\r\n", 400, "bad_request"),
+        ("garbage", b"\x00\x01\x02 not http at all\r\n\r\n", 400, "bad_request"),
+        (
+            "conflicting Content-Lengths",
+            b"POST / HTTP/1.1\r\nhost: test\r\ncontent-length: 3\r\ncontent-length: 4\r\n\r\nabcd",
+            400,
+            "bad_request",
+        ),
+        ("a huge header", huge_header.as_bytes(), 431, "headers_too_large"),
+        ("a 70 KB URI", long_uri.as_bytes(), 414, "uri_too_long"),
+    ];
+    for (what, request, status, code) in cases {
+        let answer = answer_to(&node, request).await;
+        assert_eq!(answer.status, status, "{what}: {}", answer.head);
+        assert!(
+            answer.head.contains("content-type: application/json"),
+            "{what}: {}",
+            answer.head
+        );
+        assert_eq!(answer.body["code"], code, "{what}: {}", answer.body);
+        assert!(answer.body["error"].as_str().is_some_and(|e| !e.is_empty()), "{what}");
+    }
+    assert_eq!(node.server.log().next_offset(), 0);
+}
+
+#[tokio::test]
+async fn garbage_after_a_good_request_gets_the_answer_then_a_json_error() {
+    let (node, _dir) = node(10_000, 60_000, 30_000, 100).await;
+    let mut client = connect(&node).await;
+    client
+        .write_all(b"GET /status HTTP/1.1\r\nhost: test\r\n\r\nGARBAGE\r\n\r\n")
+        .await
+        .unwrap();
+    let first = read_answer(&mut client).await;
+    assert_eq!(first.status, 200, "{}", first.head);
+    assert_eq!(first.body["role"], "leader");
+    let second = read_answer(&mut client).await;
+    assert_eq!(second.status, 400, "{}", second.head);
+    assert_eq!(second.body["code"], "bad_request", "{}", second.body);
+}
+
+#[tokio::test]
+async fn pipelined_requests_on_one_connection_are_answered_in_order() {
+    let (node, _dir) = node(10_000, 60_000, 30_000, 100).await;
+    let mut client = connect(&node).await;
+    let mut batch = Vec::new();
+    for i in 0..5 {
+        batch.extend_from_slice(
+            format!("POST / HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\ncontent-length: 7\r\n\r\n{{\"i\":{i}}}")
+                .as_bytes(),
+        );
+    }
+    client.write_all(&batch).await.unwrap();
+    for i in 0..5 {
+        let answer = read_answer(&mut client).await;
+        assert_eq!(answer.status, 201, "{}", answer.head);
+        assert_eq!(answer.body["offset"], i);
+    }
+}
