@@ -179,3 +179,50 @@ async fn garbage_after_an_http_1_0_keep_alive_request_gets_a_json_error() {
     assert!(second.contains(" 400 "), "{second}");
     assert!(second.contains("content-type: application/json"), "{second}");
 }
+
+/// Same root cause as the header case: with an idle timeout shorter than
+/// the header timeout, the first look after an answer is at the header
+/// timeout, so the idle timeout is enforced late.
+#[tokio::test]
+async fn an_idle_timeout_shorter_than_the_header_timeout_is_kept() {
+    let (node, _dir) = node(5_000, 300, 5_000).await;
+    let mut client = TcpStream::connect(node.server.local_addr()).await.unwrap();
+    client
+        .write_all(b"GET /status HTTP/1.1\r\nhost: test\r\n\r\n")
+        .await
+        .unwrap();
+    let head = read_head(&mut client).await;
+    let mut body = vec![0u8; content_length(&head)];
+    client.read_exact(&mut body).await.unwrap();
+    let took = closed_within(&mut client, Duration::from_secs(10)).await.expect("never closed");
+    assert!(
+        took < Duration::from_millis(1_500),
+        "an idle connection was closed after {took:?}, not the 300 ms idle timeout"
+    );
+}
+
+/// A request whose body is still arriving when shutdown starts finishes
+/// (graceful), and shutdown then returns promptly.
+#[tokio::test]
+async fn shutdown_lets_an_upload_in_flight_finish() {
+    let (node, _dir) = node(10_000, 60_000, 30_000).await;
+    let mut client = TcpStream::connect(node.server.local_addr()).await.unwrap();
+    client
+        .write_all(b"POST / HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\ncontent-length: 7\r\n\r\n{\"a\":")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let common::Node { server, .. } = node;
+    let started = Instant::now();
+    let stopping = tokio::spawn(server.shutdown());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    client.write_all(b"1}").await.unwrap();
+    let head = read_head(&mut client).await;
+    assert!(head.starts_with("http/1.1 201"), "{head}");
+    timeout(Duration::from_secs(3), stopping)
+        .await
+        .expect("shutdown returns once the request is done")
+        .unwrap()
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
