@@ -226,3 +226,42 @@ async fn shutdown_lets_an_upload_in_flight_finish() {
         .unwrap();
     assert!(started.elapsed() < Duration::from_secs(3));
 }
+
+/// Checks that pass: smuggling angles and Expect: 100-continue.
+#[tokio::test]
+async fn te_and_cl_together_closes_after_answering_and_expect_continue_works() {
+    let (node, _dir) = node(10_000, 60_000, 30_000).await;
+    let mut client = TcpStream::connect(node.server.local_addr()).await.unwrap();
+    client
+        .write_all(b"POST / HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\ncontent-length: 4\r\ntransfer-encoding: chunked\r\n\r\n7\r\n{\"a\":1}\r\n0\r\n\r\n")
+        .await
+        .unwrap();
+    // hyper takes the chunked body and closes after answering (RFC 9112 6.3).
+    let head = read_head(&mut client).await;
+    assert!(head.starts_with("http/1.1 201"), "{head}");
+    assert!(head.contains("connection: close"), "{head}");
+    assert_eq!(node.server.log().next_offset(), 1);
+
+    let mut client = TcpStream::connect(node.server.local_addr()).await.unwrap();
+    client
+        .write_all(b"POST / HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\ncontent-length: 7\r\nexpect: 100-continue\r\n\r\n")
+        .await
+        .unwrap();
+    let head = read_head(&mut client).await;
+    assert!(head.starts_with("http/1.1 100"), "{head}");
+    client.write_all(b"{\"a\":1}").await.unwrap();
+    let head = read_head(&mut client).await;
+    assert!(head.starts_with("http/1.1 201"), "{head}");
+
+    // Connection: close, then a smuggled second request: never served.
+    let mut client = TcpStream::connect(node.server.local_addr()).await.unwrap();
+    client
+        .write_all(b"POST / HTTP/1.1\r\nhost: t\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: 7\r\n\r\n{\"b\":2}POST / HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\ncontent-length: 7\r\n\r\n{\"c\":3}")
+        .await
+        .unwrap();
+    let head = read_head(&mut client).await;
+    assert!(head.starts_with("http/1.1 201"), "{head}");
+    let mut rest = Vec::new();
+    let _ = timeout(Duration::from_secs(3), client.read_to_end(&mut rest)).await;
+    assert_eq!(node.server.log().next_offset(), 3, "{:?}", String::from_utf8_lossy(&rest));
+}
