@@ -265,3 +265,33 @@ async fn te_and_cl_together_closes_after_answering_and_expect_continue_works() {
     let _ = timeout(Duration::from_secs(3), client.read_to_end(&mut rest)).await;
     assert_eq!(node.server.log().next_offset(), 3, "{:?}", String::from_utf8_lossy(&rest));
 }
+
+/// `poll_write_vectored` with bytes held: it releases them and then writes
+/// the new buffers without looking at them, so hyper's bare 400 that
+/// follows a held (record) write goes out as is: an empty 400, not JSON.
+#[tokio::test]
+async fn garbage_after_a_record_that_looks_like_hypers_error_gets_a_json_error() {
+    let (node, _dir) = node(10_000, 60_000, 30_000).await;
+    let record: &[u8] = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n";
+    let response = common::client()
+        .post(format!("{}/", node.url))
+        .header("content-type", "application/octet-stream")
+        .body(record.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let mut client = TcpStream::connect(node.server.local_addr()).await.unwrap();
+    client
+        .write_all(b"GET /0 HTTP/1.1\r\nhost: test\r\naccept: application/octet-stream\r\n\r\nGARBAGE\r\n\r\n")
+        .await
+        .unwrap();
+    let head = read_head(&mut client).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    let mut body = vec![0u8; content_length(&head)];
+    client.read_exact(&mut body).await.unwrap();
+    assert_eq!(body, record);
+    let second = read_head(&mut client).await;
+    assert!(second.starts_with("http/1.1 400"), "{second}");
+    assert!(second.contains("content-type: application/json"), "{second}");
+}
