@@ -27,7 +27,12 @@ async fn read_head(stream: &mut TcpStream) -> String {
             .await
             .expect("a head within 10 s")
             .unwrap();
-        assert_eq!(n, 1, "closed before a whole head: {:?}", String::from_utf8_lossy(&bytes));
+        assert_eq!(
+            n,
+            1,
+            "closed before a whole head: {:?}",
+            String::from_utf8_lossy(&bytes)
+        );
         bytes.push(byte[0]);
     }
     String::from_utf8(bytes).unwrap().to_ascii_lowercase()
@@ -194,7 +199,9 @@ async fn an_idle_timeout_shorter_than_the_header_timeout_is_kept() {
     let head = read_head(&mut client).await;
     let mut body = vec![0u8; content_length(&head)];
     client.read_exact(&mut body).await.unwrap();
-    let took = closed_within(&mut client, Duration::from_secs(10)).await.expect("never closed");
+    let took = closed_within(&mut client, Duration::from_secs(10))
+        .await
+        .expect("never closed");
     assert!(
         took < Duration::from_millis(1_500),
         "an idle connection was closed after {took:?}, not the 300 ms idle timeout"
@@ -208,7 +215,9 @@ async fn shutdown_lets_an_upload_in_flight_finish() {
     let (node, _dir) = node(10_000, 60_000, 30_000).await;
     let mut client = TcpStream::connect(node.server.local_addr()).await.unwrap();
     client
-        .write_all(b"POST / HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\ncontent-length: 7\r\n\r\n{\"a\":")
+        .write_all(
+            b"POST / HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\ncontent-length: 7\r\n\r\n{\"a\":",
+        )
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -263,7 +272,12 @@ async fn te_and_cl_together_closes_after_answering_and_expect_continue_works() {
     assert!(head.starts_with("http/1.1 201"), "{head}");
     let mut rest = Vec::new();
     let _ = timeout(Duration::from_secs(3), client.read_to_end(&mut rest)).await;
-    assert_eq!(node.server.log().next_offset(), 3, "{:?}", String::from_utf8_lossy(&rest));
+    assert_eq!(
+        node.server.log().next_offset(),
+        3,
+        "{:?}",
+        String::from_utf8_lossy(&rest)
+    );
 }
 
 /// `poll_write_vectored` with bytes held: it releases them and then writes
