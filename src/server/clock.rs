@@ -1,27 +1,43 @@
 //! Where one HTTP/1.1 connection is in its life, for its timeouts:
 //!
-//! - idle: no request in flight and no byte of the next one seen; the
-//!   idle timeout runs from the moment the last answer ended;
+//! - idle: no answer under way and no byte of the next request seen; the
+//!   idle timeout runs from the moment the last answer was flushed;
 //! - reading a head: bytes came on an idle connection, the request has not
 //!   reached the service yet; the header timeout runs from the first byte
 //!   (from accept for the first request: a new connection that sends
 //!   nothing is closed after the header timeout);
-//! - busy: a request reached the service and its answer's body is not done
-//!   (a long poll, an event stream): no connection timeout applies, but
+//! - busy: a request reached the service and its answer is not yet all
+//!   written to the socket (a long poll, an event stream, or a large answer
+//!   a slow client is still reading): no connection timeout applies, but
 //!   while the handler waits for request body bytes that do not come, the
 //!   body timeout runs from when it started waiting (the time between two
 //!   reads, as nginx's `client_body_timeout`, so a large body on a slow but
 //!   moving link is not cut). When it expires the body fails (`bodies`)
 //!   and the answer becomes a 408.
 //!
-//! The IO, the service and the bodies report here; the connection task
-//! looks only when its one timer fires, so a request costs a few relaxed
-//! atomic operations and two or three clock reads, no timer of its own,
-//! and the timer is re-armed at most once per timeout period.
+//! The busy/flush rule: hyper drops an answer's body (our `InFlight`) as
+//! soon as it has *queued* the last chunk, which for a range answer can be
+//! MiBs still waiting for the client to read them. So an answer counts as
+//! under way from `request_started` until the IO sees hyper flush with no
+//! request in flight (`flushed`: hyper flushes the socket only once its
+//! write buffer is empty); only then does the connection go idle. Bytes
+//! that arrive meanwhile are read-ahead of a pipelined request, not the
+//! start of a slow head.
+//!
+//! Re-arming: the connection task has one timer and looks at this clock
+//! when it fires, and also when the clock reports a change that moves a
+//! deadline earlier: the answer was flushed (idle timeout from now), or
+//! the first byte of a next head came (header timeout from now). Those
+//! wake the task through an `AtomicWaker` (at most two wakes per request),
+//! so a request costs a few relaxed atomic operations and two or three
+//! clock reads, no timer of its own.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+
+use futures_util::task::AtomicWaker;
 
 /// No byte of a next request seen; no request body waited for.
 const NEVER: u64 = u64::MAX;
@@ -29,8 +45,11 @@ const NEVER: u64 = u64::MAX;
 #[derive(Debug)]
 pub(super) struct ConnClock {
     born: Instant,
-    /// Requests handed to the service whose answer is not done.
+    /// Requests handed to the service whose answer's body is not done.
     busy: AtomicU32,
+    /// A request reached the service and its answer is not all flushed to
+    /// the socket yet (see the busy/flush rule above).
+    answer_unflushed: AtomicBool,
     /// Milliseconds after `born` when the connection last went idle.
     idle_since: AtomicU64,
     /// Milliseconds after `born` when the first byte of the next request
@@ -43,6 +62,10 @@ pub(super) struct ConnClock {
     body_expired: AtomicBool,
     /// A request body failed for the body timeout (its answer becomes a 408).
     body_timed_out: AtomicBool,
+    /// A deadline moved earlier since the connection task last looked.
+    changed: AtomicBool,
+    /// The connection task, to wake on a change.
+    task: AtomicWaker,
 }
 
 /// What the connection task should do when its timer fires.
@@ -70,12 +93,15 @@ impl ConnClock {
         Arc::new(ConnClock {
             born: Instant::now(),
             busy: AtomicU32::new(0),
+            answer_unflushed: AtomicBool::new(false),
             idle_since: AtomicU64::new(0),
             // A new connection owes us its first request head at once.
             head_since: AtomicU64::new(0),
             body_waiting_since: AtomicU64::new(NEVER),
             body_expired: AtomicBool::new(false),
             body_timed_out: AtomicBool::new(false),
+            changed: AtomicBool::new(false),
+            task: AtomicWaker::new(),
         })
     }
 
@@ -85,20 +111,56 @@ impl ConnClock {
 
     /// The IO read some bytes.
     pub fn bytes_arrived(&self) {
-        if self.busy.load(Ordering::Relaxed) == 0 && self.head_since.load(Ordering::Relaxed) == NEVER {
+        if !self.is_busy() && self.head_since.load(Ordering::Relaxed) == NEVER {
             self.head_since.store(self.millis(Instant::now()), Ordering::Relaxed);
+            // The header timeout may end before the timer fires.
+            self.changed();
         }
     }
 
-    /// A request reached the service; the guard marks its answer done when dropped.
+    /// A request reached the service; the guard marks its answer's body
+    /// done when dropped.
     pub fn request_started(self: &Arc<Self>) -> InFlight {
         self.busy.fetch_add(1, Ordering::Relaxed);
+        self.answer_unflushed.store(true, Ordering::Relaxed);
         self.head_since.store(NEVER, Ordering::Relaxed);
+        self.body_expired.store(false, Ordering::Relaxed);
         InFlight(self.clone())
     }
 
+    /// hyper flushed the socket, which it does only with its write buffer
+    /// empty: with no request in flight, the last answer is all written and
+    /// the connection goes idle now.
+    pub fn flushed(&self) {
+        if self.answer_unflushed.load(Ordering::Relaxed) && self.busy.load(Ordering::Relaxed) == 0 {
+            self.answer_unflushed.store(false, Ordering::Relaxed);
+            self.idle_since.store(self.millis(Instant::now()), Ordering::Relaxed);
+            self.head_since.store(NEVER, Ordering::Relaxed);
+            // The idle timeout may end before the timer fires.
+            self.changed();
+        }
+    }
+
+    /// Whether an answer of ours is under way: its body not done, or its
+    /// bytes not all written.
     pub fn is_busy(&self) -> bool {
-        self.busy.load(Ordering::Relaxed) > 0
+        self.busy.load(Ordering::Relaxed) > 0 || self.answer_unflushed.load(Ordering::Relaxed)
+    }
+
+    fn changed(&self) {
+        self.changed.store(true, Ordering::Relaxed);
+        self.task.wake();
+    }
+
+    /// Ready when a deadline moved earlier since the last call: the
+    /// connection task should `check` again and re-arm its timer.
+    pub fn poll_changed(&self, cx: &mut Context<'_>) -> Poll<()> {
+        self.task.register(cx.waker());
+        if self.changed.swap(false, Ordering::Relaxed) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
     }
 
     /// The request body has no byte ready: the body timeout runs, unless
@@ -115,6 +177,10 @@ impl ConnClock {
     pub fn body_moved(&self) {
         if self.body_waiting_since.load(Ordering::Relaxed) != NEVER {
             self.body_waiting_since.store(NEVER, Ordering::Relaxed);
+        }
+        // Bytes came after all: an expiry not yet taken no longer holds.
+        if self.body_expired.load(Ordering::Relaxed) {
+            self.body_expired.store(false, Ordering::Relaxed);
         }
     }
 
@@ -177,12 +243,11 @@ pub(super) struct InFlight(Arc<ConnClock>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        let clock = &self.0;
-        // Idle from now; a next request's bytes already read ahead (pipelining)
-        // then get the idle timeout rather than the header timeout.
-        clock.idle_since.store(clock.millis(Instant::now()), Ordering::Relaxed);
-        clock.head_since.store(NEVER, Ordering::Relaxed);
-        clock.busy.fetch_sub(1, Ordering::Relaxed);
+        // The answer's bytes may still be queued in hyper: the connection
+        // goes idle only once they are flushed (`flushed`), and a next
+        // request's bytes already read ahead (pipelining) then get the idle
+        // timeout rather than the header timeout.
+        self.0.busy.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -207,6 +272,7 @@ mod tests {
     fn an_idle_connection_expires_after_the_idle_timeout() {
         let clock = ConnClock::new();
         drop(clock.request_started());
+        clock.flushed();
         let Check::At(deadline) = clock.check(T, clock.born) else {
             panic!("just went idle")
         };
@@ -218,6 +284,7 @@ mod tests {
     fn a_started_head_expires_after_the_header_timeout() {
         let clock = ConnClock::new();
         drop(clock.request_started());
+        clock.flushed();
         clock.bytes_arrived();
         let Check::At(deadline) = clock.check(T, clock.born) else {
             panic!("not expired yet")
@@ -235,11 +302,60 @@ mod tests {
         assert!(matches!(clock.check(T, much_later), Check::At(_)));
         clock.bytes_arrived(); // body bytes: not a new head
         drop(request);
+        clock.flushed();
         let Check::At(deadline) = clock.check(T, clock.born) else {
             panic!("just went idle")
         };
         assert!(deadline >= clock.born + T.idle);
         assert!(!clock.is_busy());
+    }
+
+    #[test]
+    fn an_answer_not_yet_flushed_keeps_the_connection_busy() {
+        let clock = ConnClock::new();
+        drop(clock.request_started());
+        // hyper dropped the body, its bytes are still queued.
+        let much_later = clock.born + T.idle * 10;
+        assert!(clock.is_busy());
+        assert!(matches!(clock.check(T, much_later), Check::At(_)));
+        clock.bytes_arrived(); // read-ahead during the flush: not a head
+        assert_eq!(clock.head_since.load(Ordering::Relaxed), NEVER);
+        clock.flushed();
+        assert!(!clock.is_busy());
+        let Check::At(deadline) = clock.check(T, clock.born) else {
+            panic!("just went idle")
+        };
+        assert!(deadline >= clock.born + T.idle);
+    }
+
+    #[test]
+    fn going_idle_and_starting_a_head_are_reported_once_each() {
+        let clock = ConnClock::new();
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        assert_eq!(clock.poll_changed(&mut cx), Poll::Pending);
+        let request = clock.request_started();
+        drop(request);
+        assert_eq!(clock.poll_changed(&mut cx), Poll::Pending, "bytes still queued");
+        clock.flushed();
+        clock.flushed(); // hyper flushes on every turn
+        assert_eq!(clock.poll_changed(&mut cx), Poll::Ready(()));
+        assert_eq!(clock.poll_changed(&mut cx), Poll::Pending);
+        clock.bytes_arrived();
+        clock.bytes_arrived();
+        assert_eq!(clock.poll_changed(&mut cx), Poll::Ready(()));
+        assert_eq!(clock.poll_changed(&mut cx), Poll::Pending);
+    }
+
+    #[test]
+    fn bytes_after_an_expiry_not_yet_taken_cancel_it() {
+        let clock = ConnClock::new();
+        let _request = clock.request_started();
+        clock.body_waiting();
+        clock.expire_body();
+        clock.body_moved();
+        assert!(!clock.body_waiting(), "bytes came: the body goes on");
+        assert!(!clock.take_body_expiry());
     }
 
     #[test]

@@ -1,21 +1,25 @@
 //! The byte stream under hyper on one connection, and the answers written
 //! on it outside hyper.
 //!
-//! Reads tell the connection's clock that a request head began. Writes are
+//! Reads tell the connection's clock that a request head began; flushes,
+//! that hyper wrote all it had (the clock's busy/flush rule). Writes are
 //! watched for hyper's own answer to a request it cannot parse (an HTTP/0.9
 //! request line, garbage, conflicting `Content-Length`s, a header section
-//! or URI too large): hyper writes `HTTP/1.1 400|414|431 ...` with
-//! `content-length: 0` itself and gives no hook to change it. Our API
-//! promises JSON for every error, so:
+//! or URI too large): hyper writes `HTTP/1.x 400|414|431 ...` with
+//! `content-length: 0` itself, in the request's version, and gives no hook
+//! to change it. Our API promises JSON for every error, so:
 //!
-//! 1. when no answer of ours is in flight and a write ends with exactly
-//!    such a bare answer, that answer is held back (reported written);
+//! 1. when no answer of ours is under way (the clock is not busy: every
+//!    answer started was flushed whole, so nothing written now can be part
+//!    of one, e.g. a raw record that looks like such an answer) and a write
+//!    ends with exactly such a bare answer, that answer is held back
+//!    (reported written);
 //! 2. if the connection then ends with a parse error (`hyper::Error::
 //!    is_parse`), the held bytes are dropped and the JSON error is written
 //!    instead (`finish`);
-//! 3. otherwise the held bytes were ours after all (only a raw record can
-//!    look like that) and go out before anything else on the next read,
-//!    write or at the end, so nothing is lost or reordered.
+//! 3. otherwise they go out before anything else on the next read, write
+//!    or at the end, so nothing is lost or reordered; a write after them is
+//!    watched as any other.
 //!
 //! hyper writes that answer only between messages (its writer idle) and
 //! then closes, so it is always the end of the last write; the check runs
@@ -86,8 +90,9 @@ impl<I: AsyncRead + AsyncWrite + Unpin> ConnIo<I> {
     /// place of hyper's bare one if it held one back, or releases what it
     /// held, then shuts the stream down.
     pub async fn finish(mut self, answer: Option<ApiError>) {
+        let version = self.held_version();
         let replaced = match (self.held.take(), answer) {
-            (Some(_bare), Some(answer)) => Some(raw_answer(&answer)),
+            (Some(_bare), Some(answer)) => Some(raw_answer_in(&answer, version)),
             (held, _) => held,
         };
         let _ = tokio::time::timeout(LINGER, async {
@@ -121,10 +126,16 @@ pub(super) async fn write_and_linger<I: AsyncRead + AsyncWrite + Unpin>(io: &mut
 /// A whole HTTP/1.1 answer carrying `error` as JSON, for connections we
 /// answer outside hyper; it closes the connection.
 pub(super) fn raw_answer(error: &ApiError) -> Vec<u8> {
+    raw_answer_in(error, HTTP_1_1)
+}
+
+/// `raw_answer` in `version` (`HTTP/1.0 ` or `HTTP/1.1 `): an HTTP/1.0
+/// client may not read a 1.1 answer.
+fn raw_answer_in(error: &ApiError, version: &str) -> Vec<u8> {
     let status = error.status();
     let body = error.body().to_string();
     let mut out = format!(
-        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
+        "{version}{} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
         status.as_u16(),
         status.canonical_reason().unwrap_or(""),
         body.len()
@@ -150,25 +161,39 @@ pub(super) fn protocol_error(error: &hyper::Error, held_status: Option<u16>) -> 
     })
 }
 
+const HTTP_1_1: &str = "HTTP/1.1 ";
+const HTTP_1_0: &str = "HTTP/1.0 ";
+
 impl<I> ConnIo<I> {
     /// The status of the held bare answer, if any.
     pub fn held_status(&self) -> Option<u16> {
         let held = self.held.as_deref()?;
         std::str::from_utf8(held.get(9..12)?).ok()?.parse().ok()
     }
+
+    /// The HTTP version hyper answered in (that of the request).
+    fn held_version(&self) -> &'static str {
+        match &self.held {
+            Some(held) if held.starts_with(HTTP_1_0.as_bytes()) => HTTP_1_0,
+            _ => HTTP_1_1,
+        }
+    }
 }
 
 /// Where `buf` ends with an answer of the shape hyper writes on its own for
-/// a request it cannot parse: `HTTP/1.1 400|414|431 <reason>`, then only
-/// `connection: close`, `content-length: 0` and `date` headers, no body.
+/// a request it cannot parse: `HTTP/1.1 400|414|431 <reason>` (or
+/// `HTTP/1.0`), then only `connection: close`, `content-length: 0` and
+/// `date` headers, no body.
 fn bare_error_answer_at(buf: &[u8]) -> Option<usize> {
     // Such an answer is short; only its tail matters.
     let tail_start = buf.len().saturating_sub(256);
     let tail = &buf[tail_start..];
-    let at = tail.windows(9).rposition(|w| w == b"HTTP/1.1 ")?;
+    let at = tail
+        .windows(9)
+        .rposition(|w| w == HTTP_1_1.as_bytes() || w == HTTP_1_0.as_bytes())?;
     let answer = std::str::from_utf8(&tail[at..]).ok()?;
     let mut lines = answer.strip_suffix("\r\n\r\n")?.split("\r\n");
-    let status = lines.next()?.strip_prefix("HTTP/1.1 ")?;
+    let status = lines.next()?.get(HTTP_1_1.len()..)?;
     if !["400 ", "414 ", "431 "].iter().any(|code| status.starts_with(code)) {
         return None;
     }
@@ -223,13 +248,13 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ConnIo<I> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
+        if this.held.is_some() {
+            ready!(this.poll_release(cx))?;
+        }
         let Some(last) = bufs.iter().rposition(|b| !b.is_empty()) else {
             return Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
         };
-        if this.held.is_some() || this.bare_error_answer_at(&bufs[last]).is_none() {
-            if this.held.is_some() {
-                ready!(this.poll_release(cx))?;
-            }
+        if this.bare_error_answer_at(&bufs[last]).is_none() {
             return Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
         }
         match bufs[..last].iter().position(|b| !b.is_empty()) {
@@ -245,6 +270,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ConnIo<I> {
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         ready!(Pin::new(&mut self.inner).poll_flush(cx))?;
+        self.clock.flushed();
         if self.held.is_some() {
             // If the connection goes on, hyper must come back to us so
             // that the held bytes go out.
@@ -273,6 +299,8 @@ mod tests {
         let ours = after_ours.len();
         after_ours.extend_from_slice(BARE);
         assert_eq!(bare_error_answer_at(&after_ours), Some(ours));
+        let http_1_0 = b"HTTP/1.0 400 Bad Request\r\ncontent-length: 0\r\n\r\n";
+        assert_eq!(bare_error_answer_at(http_1_0), Some(0));
         let too_large = b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\n\r\n";
         assert_eq!(bare_error_answer_at(too_large), Some(0));
     }
@@ -287,6 +315,27 @@ mod tests {
         ] {
             assert_eq!(bare_error_answer_at(ours), None, "{}", String::from_utf8_lossy(ours));
         }
+    }
+
+    #[tokio::test]
+    async fn a_vectored_write_after_held_bytes_is_watched_too() {
+        let (ours, mut client) = tokio::io::duplex(4096);
+        let mut io = ConnIo::new(ours, ConnClock::new());
+        io.write_all(BARE).await.unwrap();
+        assert!(io.held.is_some(), "held while nothing of ours is under way");
+        let written = io.write_vectored(&[io::IoSlice::new(BARE)]).await.unwrap();
+        assert_eq!(written, BARE.len());
+        assert_eq!(io.held.as_deref(), Some(BARE), "the second one is held in turn");
+        drop(io);
+        let mut out = Vec::new();
+        client.read_to_end(&mut out).await.unwrap();
+        assert_eq!(out, BARE, "the first went out once");
+    }
+
+    #[test]
+    fn a_raw_answer_to_an_http_1_0_client_is_http_1_0() {
+        let raw = raw_answer_in(&ApiError::HeadersTooLarge, HTTP_1_0);
+        assert!(raw.starts_with(b"HTTP/1.0 431 "), "{}", String::from_utf8_lossy(&raw));
     }
 
     #[test]

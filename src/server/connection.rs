@@ -67,20 +67,27 @@ where
         tokio::select! {
             biased;
             ended = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => break ended,
-            _ = &mut timer => match clock.check(timeouts, Instant::now().into_std()) {
-                Check::At(next) => timer.as_mut().reset(Instant::from_std(next).min(at_the_latest(Instant::now()))),
-                // Dropping the connection closes it: there is nothing in flight.
-                Check::IdleExpired => return tracing::debug!(%remote, "idle connection closed"),
-                Check::HeadExpired => return tracing::debug!(%remote, "request head timed out; connection closed"),
-                Check::BodyExpired => {
-                    tracing::debug!(%remote, "request body stalled; answering 408");
-                    clock.expire_body();
-                    timer.as_mut().reset(at_the_latest(Instant::now()));
-                }
-            },
+            _ = &mut timer => {}
+            // The answer was flushed or a head began: a deadline moved
+            // earlier than the timer may be set for.
+            _ = std::future::poll_fn(|cx| clock.poll_changed(cx)) => {}
             _ = &mut stop, if !stopping_seen => {
                 stopping_seen = true;
                 Pin::new(&mut conn).graceful_shutdown();
+                continue;
+            }
+        }
+        match clock.check(timeouts, Instant::now().into_std()) {
+            Check::At(next) => timer
+                .as_mut()
+                .reset(Instant::from_std(next).min(at_the_latest(Instant::now()))),
+            // Dropping the connection closes it: there is nothing in flight.
+            Check::IdleExpired => return tracing::debug!(%remote, "idle connection closed"),
+            Check::HeadExpired => return tracing::debug!(%remote, "request head timed out; connection closed"),
+            Check::BodyExpired => {
+                tracing::debug!(%remote, "request body stalled; answering 408");
+                clock.expire_body();
+                timer.as_mut().reset(at_the_latest(Instant::now()));
             }
         }
     };
