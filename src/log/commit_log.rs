@@ -294,7 +294,12 @@ impl Log {
     fn lock_writer(&self) -> Result<MutexGuard<'_, Writer>> {
         self.check_writable()?;
         match self.shared.writer.lock() {
-            Ok(w) => Ok(w),
+            Ok(w) => {
+                // `close` may have run while this waited: it syncs only what
+                // was written before it took the lock.
+                self.check_writable()?;
+                Ok(w)
+            }
             Err(_) => {
                 self.fail_writer("a writer panicked while it held the writer lock");
                 Err(self.writer_failed())
@@ -380,14 +385,20 @@ impl Log {
     /// Syncs and closes: the index files are cut back to their entries once
     /// the last reader lets go. Every later call fails with `Closed`.
     pub fn close(&self) -> Result<()> {
+        {
+            // First no more writes (the committer's included: `lock_writer`
+            // looks again once it has the lock), so that the sync below
+            // covers everything an appender was told is written.
+            let _w = lock(&self.shared.writer);
+            self.shared.closed.store(true, Ordering::Release);
+            self.shared.committer.stop();
+        }
         let synced = self.sync_written().and_then(|upto| {
             self.active()?.index().flush()?;
             Ok(upto)
         });
         {
             let _w = lock(&self.shared.writer);
-            self.shared.closed.store(true, Ordering::Release);
-            self.shared.committer.stop();
             // Appenders whose records that sync covered succeeded; the rest did not.
             if let Ok(upto) = synced {
                 self.shared.committer.release(upto, true);
