@@ -707,3 +707,113 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod review_exhaustive {
+    use super::super::json_limits;
+    use super::is_json;
+
+    fn check(doc: &[u8]) {
+        assert_eq!(
+            is_json(doc),
+            json_limits::check_document(doc).is_ok(),
+            "divergence on {:?}",
+            doc
+        );
+    }
+
+    /// Every document of up to 4 bytes over an alphabet of JSON's pieces.
+    #[test]
+    #[ignore = "review: long-running exhaustive differential check"]
+    fn review_exhaustive_short_documents() {
+        let alphabet: &[u8] = b"{}[],:\"\\ \n\r\t\x0c01-+.eEnultrfasb/\x01\x7f\xc3\xa9\xff\xed\xa0d8";
+        let n = alphabet.len();
+        let mut doc = Vec::new();
+        for len in 0..=5u32 {
+            for mut i in 0..n.pow(len) {
+                doc.clear();
+                for _ in 0..len {
+                    doc.push(alphabet[i % n]);
+                    i /= n;
+                }
+                check(&doc);
+            }
+        }
+    }
+
+    /// Random token soups, longer than the proptests try, with a cheap RNG.
+    #[test]
+    #[ignore = "review: long-running random differential check"]
+    fn review_random_token_soup() {
+        let tokens: &[&[u8]] = &[
+            b"{",
+            b"}",
+            b"[",
+            b"]",
+            b",",
+            b":",
+            b"\"",
+            b"\\",
+            b" ",
+            b"\n",
+            b"\r",
+            b"\t",
+            b"\x0c",
+            b"null",
+            b"true",
+            b"false",
+            b"-",
+            b"0",
+            b"1",
+            b"9",
+            b".",
+            b"e",
+            b"E",
+            b"+",
+            b"\"k\"",
+            b"\\u",
+            b"\\ud800",
+            b"\\udc00",
+            b"\\uDBFF",
+            b"\\uDFFF",
+            b"\\u00",
+            b"\\n",
+            b"\\/",
+            b"\\\"",
+            b"\\\\",
+            b"\xc3\xa9",
+            b"\xc3",
+            b"\xe0\xa0\x80",
+            b"\xe0\x80",
+            b"\xed\x9f\xbf",
+            b"\xed\xa0\x80",
+            b"\xf0\x90\x80\x80",
+            b"\xf4\x90\x80\x80",
+            b"\xf4\x8f\xbf\xbf",
+            b"\x80",
+            b"\x00",
+            b"\x1f",
+            b"\x7f",
+            b"abcdefghijklmnop",
+            b"abcdefg",
+            b"x",
+            b"\"abcdefghijklmnopqrstuvwxyz0123\"",
+        ];
+        let mut state = 0x9E3779B97F4A7C15u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut doc = Vec::new();
+        for _ in 0..30_000_000 {
+            doc.clear();
+            let len = next() % 40;
+            for _ in 0..len {
+                doc.extend_from_slice(tokens[(next() % tokens.len() as u64) as usize]);
+            }
+            check(&doc);
+        }
+    }
+}
