@@ -182,6 +182,11 @@ struct ServeArgs {
         value_parser = clap::value_parser!(u64).range(1..))]
     body_timeout_ms: u64,
 
+    /// Milliseconds an answer's bytes may wait with the client reading none of them before its connection is closed.
+    #[arg(long, env = "DISTLOG_SEND_TIMEOUT_MS", value_name = "MS", default_value_t = 30_000,
+        value_parser = clap::value_parser!(u64).range(1..))]
+    send_timeout_ms: u64,
+
     /// Connections served at once; more are answered 503 (lowered to what the open-files limit allows).
     #[arg(long, env = "DISTLOG_MAX_CONNECTIONS", value_name = "N", default_value_t = 10_000,
         value_parser = clap::value_parser!(u64).range(1..))]
@@ -243,6 +248,7 @@ impl ServeArgs {
                 header_timeout: Duration::from_millis(self.header_timeout_ms),
                 idle_timeout: Duration::from_millis(self.idle_timeout_ms),
                 body_timeout: Duration::from_millis(self.body_timeout_ms),
+                send_timeout: Duration::from_millis(self.send_timeout_ms),
                 max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
             },
             cors_origins,

@@ -16,6 +16,7 @@ mod clock;
 mod conn_io;
 mod connection;
 mod fd_limit;
+mod send_queue;
 
 pub use bodies::BodyTimedOut;
 pub use fd_limit::{OpenFilesLimit, raise_open_files_limit};
@@ -60,6 +61,9 @@ pub struct HttpConfig {
     pub idle_timeout: Duration,
     /// A request body that sends nothing for this long is answered 408 and its connection closed.
     pub body_timeout: Duration,
+    /// An answer whose queued bytes the socket accepts none of for this long
+    /// (the client does not read) has its connection closed.
+    pub send_timeout: Duration,
     /// Connections served at once; more are answered 503. Lowered at start
     /// to what the open-files limit allows.
     pub max_connections: usize,
@@ -71,6 +75,7 @@ impl Default for HttpConfig {
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             body_timeout: Duration::from_secs(30),
+            send_timeout: Duration::from_secs(30),
             max_connections: 10_000,
         }
     }
@@ -166,6 +171,7 @@ impl Server {
                     header: config.http.header_timeout,
                     idle: config.http.idle_timeout,
                     body: config.http.body_timeout,
+                    send: config.http.send_timeout,
                 },
                 with_peer,
             }),

@@ -1,6 +1,6 @@
 //! HTTP connections against real slow and malformed clients on raw sockets:
-//! header, idle and body timeouts, the connection cap, and JSON answers to
-//! requests hyper cannot parse.
+//! header, idle, body and send timeouts, the connection cap, and JSON
+//! answers to requests hyper cannot parse.
 
 mod common;
 
@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::{Instant, timeout};
 
 use distlog::server::ServerConfig;
@@ -332,4 +332,166 @@ async fn pipelined_requests_on_one_connection_are_answered_in_order() {
         assert_eq!(answer.status, 201, "{}", answer.head);
         assert_eq!(answer.body["offset"], i);
     }
+}
+
+/// A server with long header, idle and body timeouts, `send_ms` as its send
+/// timeout, and `records` records of about 900 KB each (five make a range
+/// answer of the 4 MiB cap).
+async fn node_with_send_timeout(
+    send_ms: u64,
+    max_connections: usize,
+    records: usize,
+) -> (common::Node, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = common::config(dir.path());
+    http_limits(&mut config, 10_000, 60_000, 30_000, max_connections);
+    config.http.send_timeout = Duration::from_millis(send_ms);
+    let node = common::start(config).await;
+    let record = format!("{{\"s\":\"{}\"}}", "a".repeat(900_000));
+    for _ in 0..records {
+        node.server.log().append(record.as_bytes()).unwrap();
+    }
+    (node, dir)
+}
+
+/// Connects with a receive buffer of `recv_buffer` bytes (which also turns
+/// off the kernel's growing of it), so that a client that does not read
+/// stops the server's writes soon.
+async fn connect_with_recv_buffer(node: &common::Node, recv_buffer: u32) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(recv_buffer).unwrap();
+    socket.connect(node.server.local_addr()).await.unwrap()
+}
+
+/// Asks for the whole log as one range answer and reads its head; the
+/// answer's body length.
+async fn request_large_range(client: &mut TcpStream) -> usize {
+    client
+        .write_all(b"GET /?from=0&limit=100 HTTP/1.1\r\nhost: test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = timeout(Duration::from_secs(10), client.read(&mut byte))
+            .await
+            .expect("an answer head within 10 s")
+            .unwrap();
+        assert_eq!(n, 1, "closed before a whole head");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    head.lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .map(|v| v.trim().parse().unwrap())
+        .expect("a content-length")
+}
+
+#[tokio::test]
+async fn a_client_that_never_reads_its_answer_is_closed_after_the_send_timeout() {
+    // One connection at most: the one that never reads holds it until the
+    // send timeout frees it.
+    let (node, _dir) = node_with_send_timeout(300, 1, 5).await;
+    let mut stalled = connect_with_recv_buffer(&node, 4096).await;
+    let length = request_large_range(&mut stalled).await;
+    assert!(length > 3_000_000, "a range answer of several MiB: {length}");
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(5);
+    loop {
+        let mut next = connect(&node).await;
+        if get_status(&mut next).await.status == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the connection of a client that does not read its answer still held 5 s after a 300 ms send timeout"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "freed before the send timeout: {:?}",
+        started.elapsed()
+    );
+    let mut body = Vec::new();
+    let _ = timeout(Duration::from_secs(10), stalled.read_to_end(&mut body)).await;
+    assert!(
+        body.len() < length,
+        "closed, so not all of the answer came: {} of {length} bytes",
+        body.len()
+    );
+}
+
+#[tokio::test]
+async fn a_slow_reader_that_keeps_reading_gets_the_whole_answer() {
+    let (node, _dir) = node_with_send_timeout(300, 100, 5).await;
+    let mut slow = connect_with_recv_buffer(&node, 4096).await;
+    let length = request_large_range(&mut slow).await;
+    assert!(length > 3_000_000, "{length}");
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut read = 0;
+    let started = Instant::now();
+    while read < length {
+        // 64 KiB every 100 ms: the server's writes wait on the client most
+        // of the time, and the kernel's send buffer (MiBs on loopback) can
+        // hold them back longer than the send timeout while it drains.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let want = chunk.len().min(length - read);
+        let got = timeout(Duration::from_secs(5), slow.read_exact(&mut chunk[..want]))
+            .await
+            .expect("the rest within 5 s");
+        assert!(
+            got.is_ok(),
+            "cut after {read} of {length} bytes ({:?} in): {got:?}",
+            started.elapsed()
+        );
+        read += want;
+    }
+    assert!(
+        started.elapsed() > Duration::from_millis(900),
+        "the reader was slower than the send timeout overall"
+    );
+}
+
+#[tokio::test]
+async fn an_event_stream_with_nothing_new_outlasts_the_send_timeout() {
+    let (node, _dir) = node_with_send_timeout(200, 100, 0).await;
+    let mut events = connect(&node).await;
+    events
+        .write_all(b"GET /?from=0 HTTP/1.1\r\nhost: test\r\naccept: text/event-stream\r\n\r\n")
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let quiet = timeout(Duration::from_millis(1_000), async {
+        loop {
+            let n = events.read(&mut chunk).await.unwrap_or(0);
+            if n == 0 {
+                return;
+            }
+            seen.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await;
+    assert!(
+        quiet.is_err(),
+        "the event stream was closed within 1 s (send timeout 200 ms): {}",
+        String::from_utf8_lossy(&seen)
+    );
+    assert!(String::from_utf8_lossy(&seen).starts_with("HTTP/1.1 200"));
+    node.server.log().append(br#"{"late":true}"#).unwrap();
+    let arrived = timeout(Duration::from_secs(5), async {
+        while !String::from_utf8_lossy(&seen).contains("late") {
+            let n = events.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "the event stream was closed: {}", String::from_utf8_lossy(&seen));
+            seen.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await;
+    assert!(
+        arrived.is_ok(),
+        "no event after the send timeout: {}",
+        String::from_utf8_lossy(&seen)
+    );
 }

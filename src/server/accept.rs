@@ -26,6 +26,7 @@ use tokio::time::Instant;
 
 use super::conn_io::{raw_answer, write_and_linger};
 use super::connection::{self, ConnSettings};
+use super::send_queue::SendQueue;
 use crate::api::ApiError;
 use crate::auth::{PeerInfo, ReloadableTls};
 
@@ -96,18 +97,19 @@ async fn serve(
     settings: Arc<ConnSettings>,
     stopping: watch::Receiver<bool>,
 ) {
+    let send_queue = SendQueue::of(&tcp);
     match tls {
         None => {
             let peer = PeerInfo {
                 remote,
                 client_cn: None,
             };
-            connection::serve(tcp, peer, settings, stopping).await
+            connection::serve(tcp, send_queue, peer, settings, stopping).await
         }
         Some(tls) => {
             // A slow handshake is a slow request head.
             if let Some((stream, peer)) = tls.handshake(tcp, remote, settings.timeouts.header).await {
-                connection::serve(stream, peer, settings, stopping).await
+                connection::serve(stream, send_queue, peer, settings, stopping).await
             }
         }
     }

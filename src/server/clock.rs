@@ -24,11 +24,24 @@
 //! that arrive meanwhile are read-ahead of a pipelined request, not the
 //! start of a slow head.
 //!
+//! In every state, the send timeout: bytes of ours are queued and the
+//! socket has accepted none of them for that long (the client reads
+//! nothing: a slow-read slowloris holding a large answer). Then nothing can
+//! be answered, and the connection is closed. It runs from the first write
+//! the socket refused (`write_blocked`) and stops at any byte it accepts
+//! (`write_progressed`), or at the client reading from the kernel's send
+//! buffer while our writes wait on it (`send_queue`, looked at by the
+//! connection task), so a slow reader that keeps reading is never cut;
+//! a connection with nothing queued (an event stream or a long poll with
+//! no new record) is not stalled.
+//!
 //! Re-arming: the connection task has one timer and looks at this clock
 //! when it fires, and also when the clock reports a change that moves a
-//! deadline earlier: the answer was flushed (idle timeout from now), or
-//! the first byte of a next head came (header timeout from now). Those
-//! wake the task through an `AtomicWaker` (at most two wakes per request),
+//! deadline earlier: the answer was flushed (idle timeout from now), the
+//! first byte of a next head came (header timeout from now), or a write
+//! was refused after progress (send timeout from now). Those wake the task
+//! through an `AtomicWaker` (two per request, plus one per time the
+//! client's window fills),
 //! so a request costs a few relaxed atomic operations and two or three
 //! clock reads, no timer of its own.
 
@@ -58,6 +71,9 @@ pub(super) struct ConnClock {
     /// Milliseconds after `born` since when a request body is waited for
     /// and no byte came, or `NEVER`.
     body_waiting_since: AtomicU64,
+    /// Milliseconds after `born` since when the socket has refused our
+    /// bytes and accepted none, or `NEVER`.
+    write_blocked_since: AtomicU64,
     /// The body timeout expired: the waiting body fails at its next poll.
     body_expired: AtomicBool,
     /// A request body failed for the body timeout (its answer becomes a 408).
@@ -79,6 +95,8 @@ pub(super) enum Check {
     HeadExpired,
     /// Fail the request body that waited too long (then look again).
     BodyExpired,
+    /// Close the connection: the client read none of our bytes too long.
+    SendExpired,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -86,6 +104,7 @@ pub(super) struct Timeouts {
     pub header: Duration,
     pub idle: Duration,
     pub body: Duration,
+    pub send: Duration,
 }
 
 impl ConnClock {
@@ -98,6 +117,7 @@ impl ConnClock {
             // A new connection owes us its first request head at once.
             head_since: AtomicU64::new(0),
             body_waiting_since: AtomicU64::new(NEVER),
+            write_blocked_since: AtomicU64::new(NEVER),
             body_expired: AtomicBool::new(false),
             body_timed_out: AtomicBool::new(false),
             changed: AtomicBool::new(false),
@@ -115,6 +135,40 @@ impl ConnClock {
             self.head_since.store(self.millis(Instant::now()), Ordering::Relaxed);
             // The header timeout may end before the timer fires.
             self.changed();
+        }
+    }
+
+    /// The socket accepted none of the bytes we wrote: the send timeout
+    /// runs, unless it already does.
+    pub fn write_blocked(&self) {
+        if self.write_blocked_since.load(Ordering::Relaxed) == NEVER {
+            self.write_blocked_since
+                .store(self.millis(Instant::now()), Ordering::Relaxed);
+            // The send timeout may end before the timer fires.
+            self.changed();
+        }
+    }
+
+    /// The socket accepted some of our bytes.
+    pub fn write_progressed(&self) {
+        if self.write_blocked_since.load(Ordering::Relaxed) != NEVER {
+            self.write_blocked_since.store(NEVER, Ordering::Relaxed);
+        }
+    }
+
+    /// Since when (milliseconds after `born`) the socket has accepted none
+    /// of our bytes, if it refuses them.
+    pub fn write_blocked_since(&self) -> Option<u64> {
+        let since = self.write_blocked_since.load(Ordering::Relaxed);
+        (since != NEVER).then_some(since)
+    }
+
+    /// The client was seen reading although our writes still wait (the
+    /// kernel's send buffer drains): the send timeout starts again now.
+    pub fn restart_send_timeout(&self) {
+        if self.write_blocked_since.load(Ordering::Relaxed) != NEVER {
+            self.write_blocked_since
+                .store(self.millis(Instant::now()), Ordering::Relaxed);
         }
     }
 
@@ -206,6 +260,22 @@ impl ConnClock {
     }
 
     pub fn check(&self, timeouts: Timeouts, now: Instant) -> Check {
+        let blocked_since = self.write_blocked_since.load(Ordering::Relaxed);
+        if blocked_since == NEVER {
+            return self.check_requests(timeouts, now);
+        }
+        let send_deadline = self.born + Duration::from_millis(blocked_since) + timeouts.send;
+        if now >= send_deadline {
+            return Check::SendExpired;
+        }
+        match self.check_requests(timeouts, now) {
+            Check::At(next) => Check::At(next.min(send_deadline)),
+            expired => expired,
+        }
+    }
+
+    /// `check` for the header, idle and body timeouts.
+    fn check_requests(&self, timeouts: Timeouts, now: Instant) -> Check {
         if self.is_busy() {
             // A body may start waiting; the connection task looks at least
             // once per body timeout anyway.
@@ -259,6 +329,7 @@ mod tests {
         header: Duration::from_secs(10),
         idle: Duration::from_secs(60),
         body: Duration::from_secs(30),
+        send: Duration::from_secs(30),
     };
 
     #[test]
@@ -381,5 +452,37 @@ mod tests {
         assert!(!clock.take_body_expiry(), "only once");
         assert!(clock.take_body_timed_out());
         assert!(matches!(clock.check(T, late), Check::At(_)));
+    }
+
+    #[test]
+    fn a_write_refused_for_the_send_timeout_expires_and_progress_restarts_it() {
+        let clock = ConnClock::new();
+        let _request = clock.request_started();
+        let much_later = clock.born + T.idle * 10;
+        assert!(matches!(clock.check(T, much_later), Check::At(_)), "nothing queued");
+        clock.write_blocked();
+        let Check::At(deadline) = clock.check(T, clock.born) else {
+            panic!("just blocked")
+        };
+        assert!(deadline <= Instant::now() + T.send);
+        clock.write_blocked(); // still blocked: the timeout runs on
+        assert_eq!(clock.check(T, deadline), Check::SendExpired);
+        clock.write_progressed();
+        assert!(matches!(clock.check(T, deadline), Check::At(_)), "the client read");
+    }
+
+    #[test]
+    fn only_the_start_of_a_stall_is_reported() {
+        let clock = ConnClock::new();
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let _request = clock.request_started();
+        assert_eq!(clock.poll_changed(&mut cx), Poll::Pending);
+        clock.write_blocked();
+        clock.write_blocked();
+        assert_eq!(clock.poll_changed(&mut cx), Poll::Ready(()));
+        assert_eq!(clock.poll_changed(&mut cx), Poll::Pending);
+        clock.write_progressed();
+        assert_eq!(clock.poll_changed(&mut cx), Poll::Pending, "a later deadline");
     }
 }

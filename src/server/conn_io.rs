@@ -2,7 +2,8 @@
 //! on it outside hyper.
 //!
 //! Reads tell the connection's clock that a request head began; flushes,
-//! that hyper wrote all it had (the clock's busy/flush rule). Writes are
+//! that hyper wrote all it had (the clock's busy/flush rule); writes, whether
+//! the socket accepted bytes or refused them (the send timeout). Writes are
 //! watched for hyper's own answer to a request it cannot parse (an HTTP/0.9
 //! request line, garbage, conflicting `Content-Length`s, a header section
 //! or URI too large): hyper writes `HTTP/1.x 400|414|431 ...` with
@@ -68,7 +69,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> ConnIo<I> {
                 self.held = None;
                 break;
             }
-            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, held))?;
+            let n = ready!(watch_write(&self.clock, Pin::new(&mut self.inner).poll_write(cx, held)))?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
@@ -210,6 +211,17 @@ fn bare_error_answer_at(buf: &[u8]) -> Option<usize> {
     zero_length.then_some(tail_start + at)
 }
 
+/// Tells the clock whether a write of bytes was accepted or refused by the
+/// socket (for the send timeout); passes the result on.
+fn watch_write(clock: &ConnClock, written: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+    match &written {
+        Poll::Pending => clock.write_blocked(),
+        Poll::Ready(Ok(n)) if *n > 0 => clock.write_progressed(),
+        Poll::Ready(_) => {}
+    }
+    written
+}
+
 impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for ConnIo<I> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
@@ -237,8 +249,8 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ConnIo<I> {
                 Poll::Ready(Ok(buf.len()))
             }
             // Ours first; hyper comes back with the rest.
-            Some(at) => Pin::new(&mut this.inner).poll_write(cx, &buf[..at]),
-            None => Pin::new(&mut this.inner).poll_write(cx, buf),
+            Some(at) => watch_write(&this.clock, Pin::new(&mut this.inner).poll_write(cx, &buf[..at])),
+            None => watch_write(&this.clock, Pin::new(&mut this.inner).poll_write(cx, buf)),
         }
     }
 
@@ -255,11 +267,14 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ConnIo<I> {
             return Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
         };
         if this.bare_error_answer_at(&bufs[last]).is_none() {
-            return Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+            return watch_write(&this.clock, Pin::new(&mut this.inner).poll_write_vectored(cx, bufs));
         }
         match bufs[..last].iter().position(|b| !b.is_empty()) {
             // Ours first; hyper comes back with the rest.
-            Some(_) => Pin::new(&mut this.inner).poll_write_vectored(cx, &bufs[..last]),
+            Some(_) => watch_write(
+                &this.clock,
+                Pin::new(&mut this.inner).poll_write_vectored(cx, &bufs[..last]),
+            ),
             None => Pin::new(this).poll_write(cx, &bufs[last]),
         }
     }
@@ -269,7 +284,13 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ConnIo<I> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        ready!(Pin::new(&mut self.inner).poll_flush(cx))?;
+        // Under TLS the last bytes of an answer may wait in the TLS stream
+        // for the socket: a flush that cannot finish is a refused write too.
+        if Pin::new(&mut self.inner).poll_flush(cx)?.is_pending() {
+            self.clock.write_blocked();
+            return Poll::Pending;
+        }
+        self.clock.write_progressed();
         self.clock.flushed();
         if self.held.is_some() {
             // If the connection goes on, hyper must come back to us so

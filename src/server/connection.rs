@@ -1,5 +1,5 @@
 //! Serving one accepted connection: HTTP/1.1 (keep-alive, pipelining) with
-//! hyper, under the header, idle and body timeouts (see `clock`, `bodies`),
+//! hyper, under the header, idle, body and send timeouts (see `clock`, `bodies`),
 //! with the caller's `PeerInfo` on each request when the auth guard needs
 //! it, protocol errors answered as JSON (see `conn_io`), and a graceful end
 //! when the server stops: the request in flight finishes, then the
@@ -28,6 +28,7 @@ use tower_service::Service;
 use super::bodies::{TimedBody, TrackedBody};
 use super::clock::{Check, ConnClock, InFlight, Timeouts};
 use super::conn_io::{ConnIo, protocol_error};
+use super::send_queue::SendQueue;
 use crate::api::{ApiError, App};
 use crate::auth::PeerInfo;
 
@@ -40,8 +41,15 @@ pub(super) struct ConnSettings {
 }
 
 /// Serves `io` until the client or a timeout closes it, or the server stops.
-pub(super) async fn serve<I>(io: I, peer: PeerInfo, settings: Arc<ConnSettings>, mut stopping: watch::Receiver<bool>)
-where
+///
+/// `send_queue` is the socket under `io` (for the send timeout).
+pub(super) async fn serve<I>(
+    io: I,
+    send_queue: SendQueue,
+    peer: PeerInfo,
+    settings: Arc<ConnSettings>,
+    mut stopping: watch::Receiver<bool>,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let clock = ConnClock::new();
@@ -63,19 +71,28 @@ where
     let stop = stopping.wait_for(|stop| *stop);
     tokio::pin!(stop);
     let mut stopping_seen = false;
+    // When the current write stall began and what the socket held then.
+    let mut stall: Option<(u64, u64)> = None;
     let ended = loop {
         tokio::select! {
             biased;
             ended = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => break ended,
             _ = &mut timer => {}
-            // The answer was flushed or a head began: a deadline moved
-            // earlier than the timer may be set for.
+            // The answer was flushed, a head began or a write was refused:
+            // a deadline moved earlier than the timer may be set for.
             _ = std::future::poll_fn(|cx| clock.poll_changed(cx)) => {}
             _ = &mut stop, if !stopping_seen => {
                 stopping_seen = true;
                 Pin::new(&mut conn).graceful_shutdown();
                 continue;
             }
+        }
+        // A stall wakes this task as it begins: what the socket holds then
+        // is the mark the client must read below to count as reading.
+        if let Some(since) = clock.write_blocked_since()
+            && stall.is_none_or(|(seen, _)| seen != since)
+        {
+            stall = send_queue.unacknowledged().map(|queued| (since, queued));
         }
         match clock.check(timeouts, Instant::now().into_std()) {
             Check::At(next) => timer
@@ -84,6 +101,16 @@ where
             // Dropping the connection closes it: there is nothing in flight.
             Check::IdleExpired => return tracing::debug!(%remote, "idle connection closed"),
             Check::HeadExpired => return tracing::debug!(%remote, "request head timed out; connection closed"),
+            // The client reads nothing: no answer can reach it.
+            Check::SendExpired => match (stall, send_queue.unacknowledged()) {
+                (Some((_, before)), Some(queued)) if queued < before => {
+                    // The kernel's buffer drains: the client reads. Look
+                    // again at once, from a new mark.
+                    clock.restart_send_timeout();
+                    timer.as_mut().reset(Instant::now());
+                }
+                _ => return tracing::debug!(%remote, "client read nothing for the send timeout; connection closed"),
+            },
             Check::BodyExpired => {
                 tracing::debug!(%remote, "request body stalled; answering 408");
                 clock.expire_body();
