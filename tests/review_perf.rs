@@ -87,7 +87,7 @@ fn race(durability: Durability, close: bool) {
                     i += 1;
                     // The value depends on the offset: unknown before the
                     // append, so check the batch shape only and values later.
-                    let n = if (i + t) % 5 == 0 { 1 } else { 4 };
+                    let n = if (i + t).is_multiple_of(5) { 1 } else { 4 };
                     let vals: Vec<Vec<u8>> = (0..n).map(|k| value(i * 31 + k + t)).collect();
                     let payloads: Vec<Payload> = vals.iter().map(|v| Payload::new(v)).collect();
                     if let Ok(first) = log.append_batch_async(&payloads).await {
