@@ -1,4 +1,4 @@
-//! Starting and stopping a whole node: open the log, bind, serve the API,
+//! Starting and stopping a whole node: bind, open the log, serve the API,
 //! run retention and (on a follower) replication in the background, and on
 //! shutdown stop accepting, let in-flight requests finish within a grace
 //! period, then sync and close the log.
@@ -133,13 +133,16 @@ impl Server {
             Some(follow) => Some(follow.client().map_err(ServerError::Follow)?),
             None => None,
         };
-        let log = open_log(&config).await?;
+        // Bind before the log opens: a start that cannot listen then leaves
+        // no new data directory behind (clients that connect meanwhile wait
+        // in the backlog until the log is open).
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| ServerError::Bind {
                 addr: config.listen,
                 source,
             })?;
+        let log = open_log(&config).await?;
         let local_addr = listener.local_addr()?;
         let (stop, stopping) = watch::channel(false);
 

@@ -579,3 +579,24 @@ fn the_access_log_is_off_by_default_and_on_with_access_log() {
         assert!(lines.iter().any(|l| l.contains("log synced and closed")), "{lines:#?}");
     }
 }
+
+#[test]
+fn a_start_that_cannot_bind_leaves_no_data_directory_behind() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("data");
+    let output = Command::new(env!("CARGO_BIN_EXE_distlog"))
+        .args(["serve", "--log-format", "json", "--listen", &addr, "--data-dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "the port is taken: the start must fail");
+    let message = String::from_utf8_lossy(&output.stderr);
+    assert!(message.contains(&addr), "the error names the address: {message}");
+    assert!(
+        !dir.exists(),
+        "a start that failed to bind left {:?}",
+        std::fs::read_dir(&dir).map(|d| d.map(|e| e.unwrap().file_name()).collect::<Vec<_>>())
+    );
+}
