@@ -384,3 +384,39 @@ fn an_async_append_that_rolls_leaves_the_runtime_worker_free() {
     });
     assert!(!stuck.load(Ordering::SeqCst), "the roll held the only worker");
 }
+
+#[test]
+fn an_append_whose_round_the_committer_died_in_is_told_the_writer_failed_not_closed() {
+    for run in 0..20 {
+        let dir = tempfile::tempdir().unwrap();
+        let log = log_with(dir.path(), Durability::Never, 0);
+        // Every async append is written by the committer; the first roll it
+        // makes (a segment holds about three of these records) kills it.
+        let _watch = fsops::watch(
+            dir.path(),
+            Arc::new(|step: &Step<'_>| {
+                let on_committer = std::thread::current().name() == Some("distlog-commit");
+                if on_committer && matches!(step, Step::Open(_)) {
+                    panic!("injected: the committer dies while it rolls");
+                }
+                Ok(())
+            }),
+        );
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let value = "y".repeat(250);
+        let outcome = within(Duration::from_secs(10), move || {
+            runtime.block_on(async move {
+                for _ in 0..10 {
+                    if let Err(e) = log.append_batch_async(&[Payload::new(value.as_bytes())]).await {
+                        return Err(e);
+                    }
+                }
+                Ok(())
+            })
+        });
+        assert!(
+            matches!(outcome, Err(LogError::WriterFailed(_))),
+            "run {run}: the append in the round the committer died in: {outcome:?}"
+        );
+    }
+}

@@ -3,6 +3,7 @@
 //! the active one is full, then made visible as the durability allows.
 
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, MutexGuard};
 
 use tokio::sync::oneshot;
@@ -96,6 +97,11 @@ impl Log {
             (Some(Ok(first)), _) => Ok(first),
             (Some(Err(Some(error))), _) => Err(error),
             (_, Some(why)) => Err(LogError::WriterFailed(why.clone())),
+            // Nobody answered although the log is open: the committer died
+            // with this batch in hand, and fails the writer just after.
+            (None, None) if !self.shared.closed.load(Ordering::Acquire) => Err(LogError::WriterFailed(
+                "the group-commit thread stopped without answering".to_string(),
+            )),
             (_, None) => Err(LogError::Closed),
         }
     }
