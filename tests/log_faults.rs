@@ -407,9 +407,7 @@ fn an_append_whose_round_the_committer_died_in_is_told_the_writer_failed_not_clo
         let outcome = within(Duration::from_secs(10), move || {
             runtime.block_on(async move {
                 for _ in 0..10 {
-                    if let Err(e) = log.append_batch_async(&[Payload::new(value.as_bytes())]).await {
-                        return Err(e);
-                    }
+                    log.append_batch_async(&[Payload::new(value.as_bytes())]).await?;
                 }
                 Ok(())
             })
