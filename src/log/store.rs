@@ -532,6 +532,37 @@ impl Store {
         unsafe {
             libc::sync_file_range(self.file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE);
         }
+        // What came before this chunk is done with: its page-table entries
+        // go now, a chunk at a time, not all at once when the seal unmaps
+        // the maps under the writer lock (some 25 ms for a full 256 MiB
+        // segment, every appender waiting: the p99.9 of `--fsync never`).
+        self.zap_below(from);
+    }
+
+    /// Drops both maps' page-table entries below `end` (whole pages the
+    /// writer is done with). Their data stays in the page cache (a shared
+    /// map hands its dirty bits to its pages); a reader or the writer that
+    /// touches them again only takes a minor fault.
+    fn zap_below(&self, end: u64) {
+        use memmap2::UncheckedAdvice;
+        let below = |len: usize| (end.min(len as u64) / PAGE * PAGE) as usize;
+        {
+            let view = self.view_for_readers();
+            if let Some(map) = view.as_ref()
+                && below(map.len()) > 0
+            {
+                // SAFETY: a shared map of a file: MADV_DONTNEED drops only
+                // the mapping of its pages, never their contents.
+                let _ = unsafe { map.unchecked_advise_range(UncheckedAdvice::DontNeed, 0, below(map.len())) };
+            }
+        }
+        let mapped = self.map();
+        if let Some(map) = mapped.as_ref()
+            && below(map.len()) > 0
+        {
+            // SAFETY: as above.
+            let _ = unsafe { map.unchecked_advise_range(UncheckedAdvice::DontNeed, 0, below(map.len())) };
+        }
     }
 
     /// Forces written bytes to disk: fdatasync also writes back pages
