@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::raw_http::{closed_within, content_length, read_head};
+
 use std::time::Duration;
 
 use serde_json::Value;
@@ -32,25 +34,6 @@ async fn connect(node: &common::Node) -> TcpStream {
     TcpStream::connect(node.server.local_addr()).await.unwrap()
 }
 
-/// Waits until the server closes `stream` (EOF or reset), reading and
-/// dropping what it sends; the time it took, or None if it stayed open
-/// for `within`.
-async fn closed_within(stream: &mut TcpStream, within: Duration) -> Option<Duration> {
-    let started = Instant::now();
-    let mut sink = [0u8; 1024];
-    timeout(within, async {
-        loop {
-            match stream.read(&mut sink).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    })
-    .await
-    .ok()
-    .map(|()| started.elapsed())
-}
-
 struct Answer {
     status: u16,
     head: String,
@@ -59,28 +42,9 @@ struct Answer {
 
 /// Reads one HTTP/1.1 answer with a Content-Length body.
 async fn read_answer(stream: &mut TcpStream) -> Answer {
-    let mut bytes = Vec::new();
-    let mut byte = [0u8; 1];
-    while !bytes.ends_with(b"\r\n\r\n") {
-        let n = timeout(Duration::from_secs(10), stream.read(&mut byte))
-            .await
-            .expect("an answer within 10 s")
-            .unwrap();
-        assert_eq!(
-            n,
-            1,
-            "connection closed before a whole answer head: {:?}",
-            String::from_utf8_lossy(&bytes)
-        );
-        bytes.push(byte[0]);
-    }
-    let head = String::from_utf8(bytes).unwrap().to_ascii_lowercase();
+    let head = read_head(stream).await;
     let status = head[9..12].parse().unwrap();
-    let length: usize = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length: "))
-        .map(|v| v.trim().parse().unwrap())
-        .unwrap_or(0);
+    let length = content_length(&head);
     let mut body = vec![0u8; length];
     timeout(Duration::from_secs(10), stream.read_exact(&mut body))
         .await

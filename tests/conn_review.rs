@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::raw_http::{closed_within, content_length, read_head};
+
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -16,49 +18,6 @@ async fn node(header: u64, idle: u64, body: u64) -> (common::Node, tempfile::Tem
     config.http.idle_timeout = Duration::from_millis(idle);
     config.http.body_timeout = Duration::from_millis(body);
     (common::start(config).await, dir)
-}
-
-/// Reads one answer head (up to the empty line) byte by byte.
-async fn read_head(stream: &mut TcpStream) -> String {
-    let mut bytes = Vec::new();
-    let mut byte = [0u8; 1];
-    while !bytes.ends_with(b"\r\n\r\n") {
-        let n = timeout(Duration::from_secs(10), stream.read(&mut byte))
-            .await
-            .expect("a head within 10 s")
-            .unwrap();
-        assert_eq!(
-            n,
-            1,
-            "closed before a whole head: {:?}",
-            String::from_utf8_lossy(&bytes)
-        );
-        bytes.push(byte[0]);
-    }
-    String::from_utf8(bytes).unwrap().to_ascii_lowercase()
-}
-
-fn content_length(head: &str) -> usize {
-    head.lines()
-        .find_map(|l| l.strip_prefix("content-length: "))
-        .map(|v| v.trim().parse().unwrap())
-        .unwrap_or(0)
-}
-
-async fn closed_within(stream: &mut TcpStream, within: Duration) -> Option<Duration> {
-    let started = Instant::now();
-    let mut sink = [0u8; 1024];
-    timeout(within, async {
-        loop {
-            match stream.read(&mut sink).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    })
-    .await
-    .ok()
-    .map(|()| started.elapsed())
 }
 
 /// The idle clock starts when the answer's body is *handed to hyper*

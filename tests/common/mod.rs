@@ -1,6 +1,8 @@
 //! Shared helpers for integration tests: real servers on ephemeral ports.
 #![allow(dead_code)]
 
+pub mod raw_http;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
