@@ -75,6 +75,8 @@ static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
 /// Writeback of appended data is started once this much built up (see
 /// `start_writeback`).
 const WRITEBACK_CHUNK: u64 = 8 << 20;
+/// The most of the append map `zap_below` drops under the writer's map lock.
+const ZAP_PIECE: u64 = 1 << 20;
 
 #[derive(Debug)]
 pub struct Store {
@@ -103,6 +105,9 @@ pub struct Store {
     removed: AtomicBool,
     /// Writeback was started for the data below this.
     writeback_from: AtomicU64,
+    /// The append map's page-table entries below this were dropped (see
+    /// `zap_below`; only the background thread changes it).
+    zapped_to: AtomicU64,
 }
 
 /// Where `zero_ahead` writes zeros after an append that ends at `end`:
@@ -132,6 +137,7 @@ impl Store {
             view: RwLock::new(None),
             removed: AtomicBool::new(false),
             writeback_from: AtomicU64::new(size),
+            zapped_to: AtomicU64::new(0),
         })
     }
 
@@ -556,13 +562,23 @@ impl Store {
                 let _ = unsafe { map.unchecked_advise_range(UncheckedAdvice::DontNeed, 0, below(map.len())) };
             }
         }
-        let mapped = self.map();
-        if let Some(map) = mapped.as_ref()
-            && below(map.len()) > 0
-        {
+        // The append map is the writer's: drop it a piece at a time, from
+        // where the last call stopped, so that no append waits for more
+        // than one piece (a whole chunk held the lock for ~0.25 ms).
+        let mut at = self.zapped_to.load(Ordering::Relaxed).min(end) / PAGE * PAGE;
+        loop {
+            let mapped = self.map();
+            let Some(map) = mapped.as_ref() else { return };
+            let stop = below(map.len());
+            if at >= stop as u64 {
+                break;
+            }
+            let piece = (stop as u64 - at).min(ZAP_PIECE) as usize;
             // SAFETY: as above.
-            let _ = unsafe { map.unchecked_advise_range(UncheckedAdvice::DontNeed, 0, below(map.len())) };
+            let _ = unsafe { map.unchecked_advise_range(UncheckedAdvice::DontNeed, at as usize, piece) };
+            at += piece as u64;
         }
+        self.zapped_to.store(at, Ordering::Relaxed);
     }
 
     /// Forces written bytes to disk: fdatasync also writes back pages
