@@ -2,9 +2,11 @@
 //! over HTTP. `log` is the storage engine, `api` the HTTP layer,
 //! `replication` the read replicas, `server` ties them into a node. `wire`
 //! is the replication wire format that `api` serves and `replication` pulls.
+//! `cluster` makes nodes a Raft cluster whose log is the Raft log.
 
 pub mod api;
 pub mod auth;
+pub mod cluster;
 pub mod log;
 pub mod replication;
 pub mod server;

@@ -12,7 +12,7 @@ use distlog::log::{
     Durability, FRAME_HEADER, LogConfig, LogError, MAX_RECORD_CEILING, MIB, default_max_record_bytes, record_ceiling,
 };
 use distlog::replication::FollowConfig;
-use distlog::server::{HttpConfig, Server, ServerConfig, ServerError};
+use distlog::server::{ClusterSettings, HttpConfig, Server, ServerConfig, ServerError};
 
 #[derive(Parser)]
 #[command(
@@ -187,6 +187,58 @@ struct ServeArgs {
         value_parser = clap::value_parser!(u64).range(1..))]
     send_timeout_ms: u64,
 
+    /// Run as a Raft cluster node with these seeds: every node's advertise URL, the same list on every
+    /// node (comma-separated). The lowest seed forms the cluster once every seed answers; a node
+    /// outside it joins through any seed. Without it the node is standalone.
+    #[arg(
+        long,
+        env = "DISTLOG_PEERS",
+        value_name = "URL,...",
+        value_delimiter = ',',
+        conflicts_with = "follow"
+    )]
+    peers: Vec<String>,
+
+    /// The URL peers and clients reach this node at [default: http(s)://<--listen address>].
+    #[arg(long, env = "DISTLOG_ADVERTISE_URL", value_name = "URL")]
+    advertise_url: Option<String>,
+
+    /// Milliseconds between a cluster leader's heartbeats to its followers.
+    #[arg(long, env = "DISTLOG_HEARTBEAT_MS", value_name = "MS", default_value_t = 100,
+        value_parser = clap::value_parser!(u64).range(1..))]
+    heartbeat_ms: u64,
+
+    /// Least milliseconds a cluster follower waits without hearing from a leader before it calls an
+    /// election (each wait is drawn between this and --election-timeout-max-ms).
+    #[arg(long, env = "DISTLOG_ELECTION_TIMEOUT_MIN_MS", value_name = "MS", default_value_t = 500,
+        value_parser = clap::value_parser!(u64).range(1..))]
+    election_timeout_min_ms: u64,
+
+    /// Most milliseconds a cluster follower waits before it calls an election.
+    #[arg(long, env = "DISTLOG_ELECTION_TIMEOUT_MAX_MS", value_name = "MS", default_value_t = 1000,
+        value_parser = clap::value_parser!(u64).range(1..))]
+    election_timeout_max_ms: u64,
+
+    /// PEM CA certificates that sign https:// peers' certificates.
+    #[arg(long, env = "DISTLOG_PEER_CA", value_name = "FILE")]
+    peer_ca: Option<PathBuf>,
+
+    /// Client certificate (PEM) this node shows peers that require mutual TLS.
+    #[arg(long, env = "DISTLOG_PEER_CERT", value_name = "FILE", requires = "peer_key")]
+    peer_cert: Option<PathBuf>,
+
+    /// The PEM key of --peer-cert.
+    #[arg(long, env = "DISTLOG_PEER_KEY", value_name = "FILE", requires = "peer_cert")]
+    peer_key: Option<PathBuf>,
+
+    /// File holding the bearer token this node sends its peers (or set DISTLOG_PEER_TOKEN).
+    #[arg(long, env = "DISTLOG_PEER_TOKEN_FILE", value_name = "FILE")]
+    peer_token_file: Option<PathBuf>,
+
+    /// Testing: reach the peer advertised as FROM at TO instead (FROM=TO; repeatable).
+    #[arg(long, value_name = "FROM=TO", hide = true)]
+    peer_route: Vec<String>,
+
     /// Connections served at once; more are answered 503 (lowered to what the open-files limit allows).
     #[arg(long, env = "DISTLOG_MAX_CONNECTIONS", value_name = "N", default_value_t = 10_000,
         value_parser = clap::value_parser!(u64).range(1..))]
@@ -252,8 +304,89 @@ impl ServeArgs {
                 max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
             },
             cors_origins,
+            cluster: self.cluster()?,
             ..ServerConfig::new(&self.data_dir)
         })
+    }
+
+    fn cluster(&self) -> anyhow::Result<Option<ClusterSettings>> {
+        if self.peers.is_empty() {
+            return Ok(None);
+        }
+        let url = |flag: &str, url: &str| -> anyhow::Result<String> {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                anyhow::bail!("invalid {flag} {url:?}: must be an http:// or https:// URL");
+            }
+            Ok(url.trim_end_matches('/').to_string())
+        };
+        let peers = self
+            .peers
+            .iter()
+            .filter(|p| !p.trim().is_empty())
+            .map(|p| url("--peers", p.trim()))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let advertise_url = self
+            .advertise_url
+            .as_deref()
+            .map(|u| url("--advertise-url", u))
+            .transpose()?;
+        if advertise_url.is_none() && self.listen.ip().is_unspecified() {
+            anyhow::bail!(
+                "--peers with --listen {} needs --advertise-url: peers cannot reach an unspecified address",
+                self.listen
+            );
+        }
+        if self.election_timeout_min_ms >= self.election_timeout_max_ms {
+            anyhow::bail!(
+                "invalid --election-timeout-min-ms {}: must be less than --election-timeout-max-ms {}",
+                self.election_timeout_min_ms,
+                self.election_timeout_max_ms
+            );
+        }
+        if self.heartbeat_ms >= self.election_timeout_min_ms {
+            anyhow::bail!(
+                "invalid --heartbeat-ms {}: must be less than --election-timeout-min-ms {}",
+                self.heartbeat_ms,
+                self.election_timeout_min_ms
+            );
+        }
+        if self.retention_bytes.is_some() || self.retention_ms.is_some() {
+            anyhow::bail!(
+                "--retention-bytes and --retention-ms are not supported with --peers yet: a cluster's retention must go through Raft"
+            );
+        }
+        let mut routes = std::collections::HashMap::new();
+        for route in &self.peer_route {
+            let (from, to) = route
+                .split_once('=')
+                .ok_or_else(|| anyhow::anyhow!("invalid --peer-route {route:?}: expected FROM=TO"))?;
+            routes.insert(url("--peer-route", from)?, url("--peer-route", to)?);
+        }
+        let token = match &self.peer_token_file {
+            Some(file) => Some(
+                std::fs::read_to_string(file)
+                    .with_context(|| format!("invalid --peer-token-file: cannot read {}", file.display()))?
+                    .trim()
+                    .to_string(),
+            ),
+            None => std::env::var("DISTLOG_PEER_TOKEN").ok().filter(|t| !t.is_empty()),
+        };
+        Ok(Some(ClusterSettings {
+            peers,
+            advertise_url,
+            routes,
+            heartbeat: Duration::from_millis(self.heartbeat_ms),
+            election_timeout: (
+                Duration::from_millis(self.election_timeout_min_ms),
+                Duration::from_millis(self.election_timeout_max_ms),
+            ),
+            peer_client: FollowConfig {
+                ca: self.peer_ca.clone(),
+                identity: self.peer_cert.clone().zip(self.peer_key.clone()),
+                token,
+                ..FollowConfig::new("")
+            },
+        }))
     }
 }
 

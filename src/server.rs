@@ -32,6 +32,7 @@ use tokio::task::JoinHandle;
 
 use crate::api::{self, AllowedOrigins, AppState, Limits, Role};
 use crate::auth::{AuthConfigError, ReloadableTls, Security, SecurityConfig};
+use crate::cluster::{Cluster, ClusterConfig, StartError};
 use crate::log::{Log, LogConfig, LogError, now_ms};
 use crate::replication::{FollowConfig, FollowerStatus, spawn_follower};
 
@@ -50,6 +51,22 @@ pub struct ServerConfig {
     /// How often retention runs.
     pub retention_check: Duration,
     pub http: HttpConfig,
+    /// Set to run as a Raft cluster node (`--peers`).
+    pub cluster: Option<ClusterSettings>,
+}
+
+/// How this node joins a cluster (see `cluster`).
+#[derive(Clone, Debug)]
+pub struct ClusterSettings {
+    pub peers: Vec<String>,
+    /// How peers and clients reach this node [default: http(s)://<listen address>].
+    pub advertise_url: Option<String>,
+    /// `advertised URL -> URL to connect to` (`--peer-route`, for tests).
+    pub routes: std::collections::HashMap<String, String>,
+    pub heartbeat: Duration,
+    pub election_timeout: (Duration, Duration),
+    /// The peer client's TLS roots, identity and token, as a follower's.
+    pub peer_client: FollowConfig,
 }
 
 /// Limits on HTTP connections.
@@ -94,6 +111,7 @@ impl ServerConfig {
             shutdown_grace: Duration::from_secs(10),
             retention_check: Duration::from_secs(10),
             http: HttpConfig::default(),
+            cluster: None,
         }
     }
 }
@@ -110,6 +128,10 @@ pub enum ServerError {
     Follow(String),
     #[error("server failed: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Cluster(#[from] StartError),
+    #[error("cannot reach peers: {0}")]
+    PeerClient(String),
 }
 
 /// A running node.
@@ -117,6 +139,7 @@ pub struct Server {
     local_addr: SocketAddr,
     log: Log,
     role: Role,
+    cluster: Option<Cluster>,
     tls: Option<Arc<ReloadableTls>>,
     stop: watch::Sender<bool>,
     serving: JoinHandle<std::io::Result<()>>,
@@ -142,14 +165,23 @@ impl Server {
                 addr: config.listen,
                 source,
             })?;
-        let log = open_log(&config).await?;
         let local_addr = listener.local_addr()?;
+        let log = open_log(&config).await?;
         let (stop, stopping) = watch::channel(false);
 
-        let mut background = vec![
-            spawn_retention(log.clone(), config.retention_check, stopping.clone()),
-            spawn_metrics_upkeep(stopping.clone()),
-        ];
+        let mut background = vec![spawn_metrics_upkeep(stopping.clone())];
+        let cluster = match &config.cluster {
+            Some(settings) => {
+                let scheme = if security.tls.is_some() { "https" } else { "http" };
+                Some(start_cluster(&log, &config.data_dir, settings, format!("{scheme}://{local_addr}")).await?)
+            }
+            // Retention in a cluster must go through Raft (snapshot, then
+            // purge); deleting segments behind its back would break it.
+            None => {
+                background.push(spawn_retention(log.clone(), config.retention_check, stopping.clone()));
+                None
+            }
+        };
         let role = match &config.follow {
             None => Role::Leader,
             Some(follow) => {
@@ -160,7 +192,10 @@ impl Server {
                 Role::Follower(status)
             }
         };
-        let state = AppState::new(log.clone(), config.limits.clone(), role.clone(), stopping.clone());
+        let state = match &cluster {
+            Some(cluster) => AppState::clustered(log.clone(), config.limits.clone(), cluster.clone(), stopping.clone()),
+            None => AppState::new(log.clone(), config.limits.clone(), role.clone(), stopping.clone()),
+        };
         let app = api::app(state, security.policy.clone(), config.cors_origins.clone());
         // Only the guard reads the peer (its client certificate); attaching
         // it to every request costs when nothing reads it.
@@ -183,12 +218,14 @@ impl Server {
         };
         let serving = tokio::spawn(acceptor.run());
         tracing::info!(addr = %local_addr, data_dir = %config.data_dir.display(),
-            next_offset = log.next_offset(), role = if config.follow.is_some() { "follower" } else { "leader" },
+            next_offset = log.next_offset(),
+            role = if config.follow.is_some() { "follower" } else if config.cluster.is_some() { "cluster" } else { "leader" },
             "distlog is serving");
         Ok(Server {
             local_addr,
             log,
             role,
+            cluster,
             tls: security.tls,
             stop,
             serving,
@@ -207,6 +244,10 @@ impl Server {
 
     pub fn role(&self) -> &Role {
         &self.role
+    }
+
+    pub fn cluster(&self) -> Option<&Cluster> {
+        self.cluster.as_ref()
     }
 
     /// Re-reads the TLS certificate, key and client CA (on SIGHUP). Open
@@ -237,6 +278,9 @@ impl Server {
             task.abort();
             let _ = task.await;
         }
+        if let Some(cluster) = &self.cluster {
+            cluster.shutdown().await;
+        }
         let log = self.log;
         tokio::task::spawn_blocking(move || log.close())
             .await
@@ -244,6 +288,25 @@ impl Server {
         tracing::info!("log synced and closed");
         Ok(())
     }
+}
+
+async fn start_cluster(
+    log: &Log,
+    data_dir: &std::path::Path,
+    settings: &ClusterSettings,
+    default_url: String,
+) -> Result<Cluster, ServerError> {
+    let client = settings.peer_client.client().map_err(ServerError::PeerClient)?;
+    let advertise_url = settings.advertise_url.clone().unwrap_or(default_url);
+    let config = ClusterConfig {
+        peers: settings.peers.clone(),
+        advertise_url,
+        routes: settings.routes.clone(),
+        heartbeat: settings.heartbeat,
+        election_timeout: settings.election_timeout,
+        client,
+    };
+    Ok(Cluster::start(log.clone(), data_dir, config).await?)
 }
 
 /// `wanted`, or fewer if the open-files limit (raised to its hard limit

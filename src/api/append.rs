@@ -16,13 +16,16 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use super::error::cluster_error;
 use super::error::{ApiError, ApiResult};
 use super::json_check;
 use super::json_limits;
 use super::media::{BodyFormat, body_format};
 use super::render::push_decimal;
 use super::state::{AppState, Role};
-use crate::log::{Log, Payload};
+use crate::cluster::{Cluster, ClusterError, UserRecord};
+use crate::log::{Payload, now_ms};
+use crate::wire::attributes::BATCH_OPEN;
 
 /// Attribute bit marking a record whose value is not JSON.
 pub const ATTR_BINARY: u8 = 0b0000_0001;
@@ -42,6 +45,12 @@ pub async fn append(State(state): State<AppState>, request: Request) -> ApiResul
     if state.shutting_down() {
         return Err(ApiError::ShuttingDown);
     }
+    let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let sink = Sink { state: &state, path };
+    if let Some(cluster) = &state.cluster {
+        // Refused before the body is read: the client is sent on at once.
+        sink.check_leader(cluster)?;
+    }
     let format = body_format(headers)?;
     let max_record = state.log.config().max_record_bytes;
     let limit = body_limit(format, max_record, state.limits.max_request_bytes);
@@ -49,20 +58,20 @@ pub async fn append(State(state): State<AppState>, request: Request) -> ApiResul
     match format {
         BodyFormat::Json => {
             check_json(&body, None)?;
-            let offset = append_one(&state.log, 0, &body).await?;
+            let offset = sink.append_one(0, body).await?;
             Ok(created_one(offset))
         }
         BodyFormat::Binary => {
             if body.is_empty() {
                 return Err(ApiError::EmptyBody);
             }
-            let offset = append_one(&state.log, ATTR_BINARY, &body).await?;
+            let offset = sink.append_one(ATTR_BINARY, body).await?;
             Ok(created_one(offset))
         }
         BodyFormat::Ndjson => {
             let lines = split_ndjson(&body, max_record, state.limits.max_batch_records)?;
             let count = lines.len() as u64;
-            let first = append_records(&state.log, lines).await?;
+            let first = sink.append_records(lines).await?;
             let last = first + count - 1;
             let mut response = (
                 StatusCode::CREATED,
@@ -208,23 +217,66 @@ fn ndjson_lines(body: &[u8]) -> impl Iterator<Item = &[u8]> {
     })
 }
 
-/// Appends on the calling task: the write itself is short, and with
-/// `--fsync always` the wait for the committer's sync yields rather than
-/// holding a thread. One record needs no vector.
-async fn append_one(log: &Log, attributes: u8, value: &[u8]) -> ApiResult<u64> {
-    Ok(log.append_batch_async(&[Payload { attributes, value }]).await?)
+/// Where appends go: the local log, or a cluster's leader through Raft.
+struct Sink<'a> {
+    state: &'a AppState,
+    /// The request's path and query, for a redirect to the leader.
+    path: &'a str,
 }
 
-/// An NDJSON batch, as `append_one`.
-async fn append_records(log: &Log, records: Vec<(u8, Bytes)>) -> ApiResult<u64> {
-    let payloads: Vec<Payload> = records
-        .iter()
-        .map(|(attributes, value)| Payload {
-            attributes: *attributes,
-            value,
-        })
-        .collect();
-    Ok(log.append_batch_async(&payloads).await?)
+impl Sink<'_> {
+    /// A cluster follower sends writers to the leader; without a leader,
+    /// 503 and a retry.
+    fn check_leader(&self, cluster: &Cluster) -> ApiResult<()> {
+        match cluster.leader() {
+            Some((id, _)) if id == cluster.id() => Ok(()),
+            Some((_, url)) => Err(cluster_error(ClusterError::NotLeader { leader_url: url }, self.path)),
+            None => Err(ApiError::NoLeader),
+        }
+    }
+
+    /// Appends on the calling task: the write itself is short, and with
+    /// `--fsync always` the wait for the committer's sync yields rather
+    /// than holding a thread. One record needs no vector.
+    async fn append_one(&self, attributes: u8, value: Bytes) -> ApiResult<u64> {
+        if self.state.cluster.is_some() {
+            return self.append_records(vec![(attributes, value)]).await;
+        }
+        Ok(self
+            .state
+            .log
+            .append_batch_async(&[Payload {
+                attributes,
+                value: &value,
+            }])
+            .await?)
+    }
+
+    /// An NDJSON batch, as `append_one`.
+    async fn append_records(&self, records: Vec<(u8, Bytes)>) -> ApiResult<u64> {
+        if let Some(cluster) = &self.state.cluster {
+            let timestamp_ms = now_ms();
+            let last = records.len().saturating_sub(1);
+            let records = records
+                .into_iter()
+                .enumerate()
+                .map(|(i, (attributes, value))| UserRecord {
+                    attributes: if i < last { attributes | BATCH_OPEN } else { attributes },
+                    timestamp_ms,
+                    value,
+                })
+                .collect();
+            return cluster.write(records).await.map_err(|e| cluster_error(e, self.path));
+        }
+        let payloads: Vec<Payload> = records
+            .iter()
+            .map(|(attributes, value)| Payload {
+                attributes: *attributes,
+                value,
+            })
+            .collect();
+        Ok(self.state.log.append_batch_async(&payloads).await?)
+    }
 }
 
 fn created_one(offset: u64) -> Response {

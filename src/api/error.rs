@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use crate::auth::AuthFailure;
+use crate::cluster::ClusterError;
 use crate::log::LogError;
 
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +104,38 @@ pub enum ApiError {
 
     #[error("the server has {max} open connections, its limit; retry shortly")]
     TooManyConnections { max: usize },
+
+    #[error("this node is not the cluster's leader; write to the leader at {leader}")]
+    NotLeader { leader: String, location: String },
+
+    #[error("no leader is known: an election is under way or a majority is unreachable; retry shortly")]
+    NoLeader,
+
+    #[error("the write's outcome is unknown (the leader changed or stopped); it may or may not be in the log: {0}")]
+    OutcomeUnknown(String),
+
+    #[error(
+        "offset {offset} holds no record (a cluster's control entry or an aborted batch); the next one is at {next}"
+    )]
+    NoRecordAtOffset { offset: u64, next: u64 },
+
+    #[error("this node is not part of a cluster (start it with --peers)")]
+    NotCluster,
+
+    #[error("no cluster member has id {0}")]
+    NoSuchMember(u64),
+
+    #[error("{0}")]
+    BadClusterRequest(String),
+
+    #[error("{0}")]
+    WrongNode(String),
+
+    #[error("the Raft core stopped; this node must be restarted: {0}")]
+    RaftStopped(String),
+
+    #[error("timed out: {0}")]
+    ClusterTimeout(String),
 }
 
 /// Client input quoted back in an error (a path, a method, a header or
@@ -162,6 +195,16 @@ impl ApiError {
             ApiError::CorruptRecord { .. } | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::DiskFull => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::Storage(_) | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::NotLeader { .. } => StatusCode::TEMPORARY_REDIRECT,
+            ApiError::NoLeader | ApiError::OutcomeUnknown(_) | ApiError::RaftStopped(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ApiError::NoRecordAtOffset { .. } | ApiError::NotCluster | ApiError::NoSuchMember(_) => {
+                StatusCode::NOT_FOUND
+            }
+            ApiError::BadClusterRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::WrongNode(_) => StatusCode::CONFLICT,
+            ApiError::ClusterTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
         }
     }
 
@@ -191,6 +234,16 @@ impl ApiError {
             ApiError::UriTooLong => "uri_too_long",
             ApiError::BodyTimeout { .. } => "body_timeout",
             ApiError::TooManyConnections { .. } => "too_many_connections",
+            ApiError::NotLeader { .. } => "not_leader",
+            ApiError::NoLeader => "no_leader",
+            ApiError::OutcomeUnknown(_) => "outcome_unknown",
+            ApiError::NoRecordAtOffset { .. } => "no_record_at_offset",
+            ApiError::NotCluster => "not_a_cluster",
+            ApiError::NoSuchMember(_) => "no_such_member",
+            ApiError::BadClusterRequest(_) => "bad_request",
+            ApiError::WrongNode(_) => "wrong_node",
+            ApiError::RaftStopped(_) => "raft_stopped",
+            ApiError::ClusterTimeout(_) => "timeout",
         }
     }
 
@@ -210,6 +263,9 @@ impl ApiError {
             ApiError::Forbidden { principal, action } => json!({ "principal": principal, "action": action }),
             ApiError::CorruptRecord { offset } => json!({ "offset": offset }),
             ApiError::TooManyConnections { max } => json!({ "max": max }),
+            ApiError::NotLeader { leader, .. } => json!({ "leader": leader }),
+            ApiError::NoRecordAtOffset { offset, next } => json!({ "offset": offset, "next_offset": next }),
+            ApiError::NoSuchMember(id) => json!({ "id": id }),
             _ => json!({}),
         }
     }
@@ -257,7 +313,7 @@ impl ApiError {
     /// that pass.
     pub fn retry_after_secs(&self) -> Option<u32> {
         match self {
-            ApiError::TooManyConnections { .. } => Some(1),
+            ApiError::TooManyConnections { .. } | ApiError::NoLeader | ApiError::OutcomeUnknown(_) => Some(1),
             _ => None,
         }
     }
@@ -280,7 +336,7 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
         }
-        if let ApiError::ReadOnlyFollower { location, .. } = &self
+        if let ApiError::ReadOnlyFollower { location, .. } | ApiError::NotLeader { location, .. } = &self
             && let Ok(value) = HeaderValue::from_str(location)
         {
             response.headers_mut().insert(header::LOCATION, value);
@@ -290,6 +346,26 @@ impl IntoResponse for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// A cluster operation's error as the answer to a request for `path`
+/// (and query): a follower redirects to the same path on the leader.
+pub fn cluster_error(err: ClusterError, path: &str) -> ApiError {
+    match err {
+        ClusterError::NotLeader {
+            leader_url: Some(leader),
+        } => ApiError::NotLeader {
+            location: format!("{}{}", leader.trim_end_matches('/'), path),
+            leader,
+        },
+        ClusterError::NotLeader { leader_url: None } | ClusterError::NoLeader => ApiError::NoLeader,
+        ClusterError::OutcomeUnknown(why) => ApiError::OutcomeUnknown(why),
+        ClusterError::NoSuchMember(id) => ApiError::NoSuchMember(id),
+        ClusterError::BadRequest(why) | ClusterError::BadRpc(why) => ApiError::BadClusterRequest(why),
+        e @ ClusterError::WrongNode { .. } => ApiError::WrongNode(e.to_string()),
+        ClusterError::Stopped(why) => ApiError::RaftStopped(why),
+        ClusterError::Timeout(why) => ApiError::ClusterTimeout(why),
+    }
+}
 
 #[cfg(test)]
 mod tests {

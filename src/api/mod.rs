@@ -2,6 +2,7 @@
 //! `openapi.yaml` at the top of the repository documents the contract.
 
 mod append;
+mod cluster;
 mod cors;
 mod error;
 mod frames;
@@ -23,7 +24,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::Request;
-use axum::routing::get;
+use axum::routing::{delete, get, post};
 use tower_layer::Layer;
 
 use cors::{CrossOrigin, CrossOriginLayer};
@@ -50,6 +51,14 @@ mod routes {
     pub const READYZ: &str = "/readyz";
     pub const METRICS: &str = "/metrics";
     pub const FRAMES: &str = crate::wire::FRAMES_PATH;
+    pub const CLUSTER: &str = "/cluster";
+    pub const CLUSTER_JOIN: &str = "/cluster/join";
+    pub const CLUSTER_MEMBER: &str = "/cluster/members/{id}";
+    pub const CLUSTER_LEADER: &str = "/cluster/leader";
+    pub const RAFT_APPEND: &str = crate::cluster::APPEND_PATH;
+    pub const RAFT_VOTE: &str = crate::cluster::VOTE_PATH;
+    pub const RAFT_SNAPSHOT: &str = crate::cluster::SNAPSHOT_PATH;
+    pub const RAFT_TRANSFER: &str = crate::cluster::TRANSFER_PATH;
     /// No route has this path (a JSON 404).
     pub const UNMATCHED: &str = "unmatched";
 }
@@ -72,7 +81,15 @@ pub fn app(state: AppState, policy: Option<Arc<Policy>>, origins: AllowedOrigins
         .route(routes::HEALTHZ, get(status::healthz))
         .route(routes::READYZ, get(status::readyz))
         .route(routes::METRICS, get(metrics::metrics))
-        .route(routes::FRAMES, get(frames::frames));
+        .route(routes::FRAMES, get(frames::frames))
+        .route(routes::CLUSTER, get(cluster::status))
+        .route(routes::CLUSTER_JOIN, post(cluster::join))
+        .route(routes::CLUSTER_MEMBER, delete(cluster::remove_member))
+        .route(routes::CLUSTER_LEADER, post(cluster::transfer_leader))
+        .route(routes::RAFT_APPEND, post(cluster::raft_append))
+        .route(routes::RAFT_VOTE, post(cluster::raft_vote))
+        .route(routes::RAFT_SNAPSHOT, post(cluster::raft_snapshot))
+        .route(routes::RAFT_TRANSFER, post(cluster::raft_transfer));
     let routes = match policy {
         Some(policy) => routes.route_layer(axum::middleware::from_fn_with_state(policy, authorize)),
         None => routes,
@@ -94,6 +111,16 @@ pub fn route_template(path: &str) -> &'static str {
         routes::READYZ => routes::READYZ,
         routes::METRICS => routes::METRICS,
         routes::FRAMES => routes::FRAMES,
+        routes::CLUSTER => routes::CLUSTER,
+        routes::CLUSTER_JOIN => routes::CLUSTER_JOIN,
+        routes::CLUSTER_LEADER => routes::CLUSTER_LEADER,
+        routes::RAFT_APPEND => routes::RAFT_APPEND,
+        routes::RAFT_VOTE => routes::RAFT_VOTE,
+        routes::RAFT_SNAPSHOT => routes::RAFT_SNAPSHOT,
+        routes::RAFT_TRANSFER => routes::RAFT_TRANSFER,
+        p if p.starts_with("/cluster/members/") && !p["/cluster/members/".len()..].contains('/') => {
+            routes::CLUSTER_MEMBER
+        }
         _ => match path.strip_prefix('/') {
             Some(segment) if !segment.is_empty() && !segment.contains('/') => routes::RECORD,
             _ => routes::UNMATCHED,

@@ -56,10 +56,47 @@ pub async fn read_one(
 ) -> ApiResult<Response> {
     if raw {
         let record = state.log.read(offset)?;
+        if state.hidden(offset, record.attributes) {
+            return Err(no_record_at(&state, offset).await);
+        }
         let binary = HeaderValue::from_static("application/octet-stream");
         return Ok(([(header::CONTENT_TYPE, binary)], record.value).into_response());
     }
-    Ok(json_response(state.log.read_with(offset, record_json)?))
+    let shown = state.log.read_with(offset, |r| {
+        (!state.hidden(r.offset, r.attributes)).then(|| record_json(r))
+    })?;
+    match shown {
+        Some(body) => Ok(json_response(body)),
+        None => Err(no_record_at(&state, offset).await),
+    }
+}
+
+/// The answer for an offset that holds no record for readers (a cluster's
+/// control entry or an aborted batch): 404, with the next offset that
+/// holds one (or where the log ends for now).
+async fn no_record_at(state: &AppState, offset: u64) -> ApiError {
+    const PAGE: u32 = 1000;
+    let mut cursor = offset + 1;
+    // Skipped offsets come a few at a time (one per election or aborted
+    // batch), so a few pages find the next record; past them, say where
+    // the search stopped, which is still a valid place to read from.
+    for _ in 0..16 {
+        let log = state.log.clone();
+        let from = cursor;
+        let read = tokio::task::spawn_blocking(move || log.read_range(from, PAGE, 1 << 20)).await;
+        let Ok(Ok(records)) = read else { break };
+        if let Some(record) = records.iter().find(|r| !state.hidden(r.offset, r.attributes)) {
+            return ApiError::NoRecordAtOffset {
+                offset,
+                next: record.offset,
+            };
+        }
+        match records.last() {
+            Some(last) => cursor = last.offset + 1,
+            None => break,
+        }
+    }
+    ApiError::NoRecordAtOffset { offset, next: cursor }
 }
 
 pub async fn read_range(State(state): State<AppState>, request: Request) -> ApiResult<Response> {
@@ -88,10 +125,11 @@ pub async fn read_range(State(state): State<AppState>, request: Request) -> ApiR
     }
     let log = state.log.clone();
     let max_bytes = state.limits.max_range_bytes;
-    let records = tokio::task::spawn_blocking(move || log.read_range(from, limit, max_bytes))
+    let mut records = tokio::task::spawn_blocking(move || log.read_range(from, limit, max_bytes))
         .await
         .map_err(|e| ApiError::Internal(format!("read task failed: {e}")))??;
     let next = records.last().map(|r| r.offset + 1).unwrap_or(from);
+    records.retain(|r| !state.hidden(r.offset, r.attributes));
     Ok(json_response(range_json(&records, next)))
 }
 

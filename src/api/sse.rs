@@ -86,8 +86,9 @@ fn events(state: AppState, from: u64) -> impl Stream<Item = Result<Event, Infall
                 Ok(Ok(records)) if records.is_empty() => {
                     super::read::wait_for_records(&tail.state, cursor, Duration::from_secs(60)).await;
                 }
-                Ok(Ok(records)) => {
+                Ok(Ok(mut records)) => {
                     tail.cursor = records.last().map(|r| r.offset + 1).unwrap_or(cursor);
+                    records.retain(|r| !tail.state.hidden(r.offset, r.attributes));
                     tail.pending = records.into_iter();
                 }
                 Ok(Err(LogError::OutOfRange { lowest, .. })) if cursor < lowest => {

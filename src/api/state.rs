@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::cluster::Cluster;
 use crate::log::Log;
 use crate::replication::FollowerStatus;
+use crate::wire::attributes::CONTROL;
 
 /// Caps on everything a client controls.
 #[derive(Clone, Debug)]
@@ -52,6 +54,9 @@ pub struct Shared {
     pub log: Log,
     pub limits: Limits,
     pub role: Role,
+    /// Set on a cluster node: writes go through Raft, and readers skip
+    /// control records and aborted batches.
+    pub cluster: Option<Cluster>,
     /// Turns true when the server starts shutting down: long polls and
     /// event streams end, `/readyz` says no.
     pub shutdown: watch::Receiver<bool>,
@@ -71,8 +76,27 @@ impl AppState {
             log,
             limits,
             role,
+            cluster: None,
             shutdown,
         }))
+    }
+
+    /// The state of a cluster node.
+    pub fn clustered(log: Log, limits: Limits, cluster: Cluster, shutdown: watch::Receiver<bool>) -> Self {
+        AppState(Arc::new(Shared {
+            log,
+            limits,
+            role: Role::Leader,
+            cluster: Some(cluster),
+            shutdown,
+        }))
+    }
+
+    /// Whether readers skip the record at `offset` with `attributes`: a
+    /// cluster's control entry (on a cluster member or a replica of one) or
+    /// a record of an aborted batch.
+    pub fn hidden(&self, offset: u64, attributes: u8) -> bool {
+        attributes & CONTROL != 0 || self.cluster.as_ref().is_some_and(|c| c.aborted(offset))
     }
 
     /// Only a version number is read: `borrow` would take the channel's

@@ -273,6 +273,20 @@ impl Log {
         self.shared.bounds.next()
     }
 
+    /// Where written records end, past any visibility cap: a cluster node's
+    /// own Raft log reader reads up to here (see `read_frames_written`).
+    pub fn written_offset(&self) -> u64 {
+        self.shared.bounds.written()
+    }
+
+    /// From now on readers see no offset at or past `cap` (`u64::MAX`: no
+    /// cap). A cluster node writes Raft entries before a majority has them
+    /// and raises the cap as they commit, so that readers only ever see
+    /// committed records.
+    pub fn set_visible_cap(&self, cap: u64) {
+        self.shared.bounds.set_cap(cap);
+    }
+
     /// A receiver told the new `next_offset` whenever records become visible.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.shared.bounds.subscribe()

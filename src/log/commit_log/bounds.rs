@@ -1,4 +1,4 @@
-//! What readers may see of the log: offsets in `[lowest, visible)`, the
+//! What readers may see of the log: offsets in `[lowest, min(visible, cap))`, the
 //! watch that tells waiting readers (long polls, SSE, replication) when
 //! `visible` grows, and the count of cuts that readers check to tell a
 //! record cut under them from a corrupt one.
@@ -15,6 +15,10 @@ pub(super) struct Bounds {
     /// Readers see offsets below this; raised only once records are written
     /// (and, with `Durability::Always`, synced).
     visible: AtomicU64,
+    /// Readers see nothing at or past this either: a cluster node writes
+    /// entries before they are committed and raises the cap as they
+    /// commit. `u64::MAX` (no cap) on a standalone log.
+    cap: AtomicU64,
     appended: watch::Sender<u64>,
     /// Odd while a cut or a reset is under way (bumped before it changes
     /// anything and after it is done), as a seqlock's sequence.
@@ -26,6 +30,7 @@ impl Bounds {
         Bounds {
             lowest: AtomicU64::new(lowest),
             visible: AtomicU64::new(next),
+            cap: AtomicU64::new(u64::MAX),
             appended: watch::Sender::new(next),
             cuts: AtomicU64::new(0),
         }
@@ -36,7 +41,25 @@ impl Bounds {
     }
 
     pub(super) fn next(&self) -> u64 {
+        self.visible
+            .load(Ordering::Acquire)
+            .min(self.cap.load(Ordering::Acquire))
+    }
+
+    /// Where the written (and, with `Durability::Always`, synced) records
+    /// end, whatever the cap.
+    pub(super) fn written(&self) -> u64 {
         self.visible.load(Ordering::Acquire)
+    }
+
+    /// Readers see nothing at or past `cap` from now on, and waiting readers
+    /// hear where the log ends for them now.
+    pub(super) fn set_cap(&self, cap: u64) {
+        let before = self.next();
+        self.cap.store(cap, Ordering::Release);
+        if self.next() != before {
+            self.announce();
+        }
     }
 
     pub(super) fn set_lowest(&self, lowest: u64) {
@@ -46,8 +69,9 @@ impl Bounds {
     /// Records below `next` are readable. Never lowers what readers see.
     pub(super) fn publish(&self, next: u64) {
         let previous = self.visible.fetch_max(next, Ordering::AcqRel);
-        if next > previous && self.appended.receiver_count() > 0 {
-            self.appended.send_replace(next);
+        let capped = next.min(self.cap.load(Ordering::Acquire));
+        if capped > previous && self.appended.receiver_count() > 0 {
+            self.appended.send_replace(capped);
         }
     }
 

@@ -201,7 +201,7 @@ impl Log {
             true => None,
             false => Some(Arc::new(Segment::create(&self.shared.dir, base, &self.shared.config)?)),
         };
-        let visible_before = self.next_offset();
+        let visible_before = self.written_offset();
         let _cut = self.shared.bounds.begin_cut();
         // Readers see nothing while the segments go.
         let lowest = self.lowest_offset();

@@ -61,7 +61,10 @@ impl Log {
         self.shared.bounds.consistent_across_cuts(
             || {
                 let mut records = Vec::new();
-                self.read_chunks(from, max_records, max_bytes, |chunk| records.extend(chunk.records))?;
+                let next = self.next_offset();
+                self.read_chunks(from, next, max_records, max_bytes, |chunk| {
+                    records.extend(chunk.records)
+                })?;
                 Ok(records)
             },
             || self.wait_for_cut(),
@@ -71,11 +74,22 @@ impl Log {
     /// Like `read_range`, but the checked frames themselves, for replication.
     /// Returns the frames and how many records they hold.
     pub fn read_frames(&self, from: u64, max_records: u32, max_bytes: u64) -> Result<(Bytes, u32)> {
+        self.frames_below(|| self.next_offset(), from, max_records, max_bytes)
+    }
+
+    /// Like `read_frames`, past the visibility cap up to where written
+    /// records end: a cluster node's Raft log reader, which must see
+    /// entries before they commit.
+    pub fn read_frames_written(&self, from: u64, max_records: u32, max_bytes: u64) -> Result<(Bytes, u32)> {
+        self.frames_below(|| self.written_offset(), from, max_records, max_bytes)
+    }
+
+    fn frames_below(&self, end: impl Fn() -> u64, from: u64, max_records: u32, max_bytes: u64) -> Result<(Bytes, u32)> {
         self.shared.bounds.consistent_across_cuts(
             || {
                 let mut frames = BytesMut::new();
                 let mut count = 0;
-                self.read_chunks(from, max_records, max_bytes, |chunk| {
+                self.read_chunks(from, end(), max_records, max_bytes, |chunk| {
                     count += chunk.records.len() as u32;
                     if frames.is_empty() {
                         frames = BytesMut::from(chunk.frames);
@@ -89,10 +103,20 @@ impl Log {
         )
     }
 
-    fn read_chunks(&self, from: u64, max_records: u32, max_bytes: u64, mut take: impl FnMut(Chunk)) -> Result<()> {
-        let next = self.next_offset();
+    fn read_chunks(
+        &self,
+        from: u64,
+        next: u64,
+        max_records: u32,
+        max_bytes: u64,
+        mut take: impl FnMut(Chunk),
+    ) -> Result<()> {
         if from < self.lowest_offset() || from > next {
-            return Err(self.out_of_range(from));
+            return Err(LogError::OutOfRange {
+                offset: from,
+                lowest: self.lowest_offset(),
+                next,
+            });
         }
         let (mut cursor, mut records_left, mut bytes_left) = (from, max_records, max_bytes);
         while cursor < next && records_left > 0 {

@@ -1,0 +1,117 @@
+//! The cluster's HTTP face: `GET /cluster`, `POST /cluster/join`,
+//! `DELETE /cluster/members/{id}`, `POST /cluster/leader`, and the peer
+//! RPCs under `/raft/` (formats in `cluster::network`). On a node without
+//! `--peers` they answer 404 `not_a_cluster`.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use super::error::{ApiError, ApiResult, cluster_error};
+use super::state::AppState;
+use crate::cluster::{Cluster, JoinRequest, SnapshotBody, TARGET_HEADER};
+
+fn cluster_of(state: &AppState) -> ApiResult<&Cluster> {
+    state.cluster.as_ref().ok_or(ApiError::NotCluster)
+}
+
+/// A small JSON body (cluster requests are a few hundred bytes; a snapshot
+/// is tables, still small), refused with a JSON error when it is not.
+fn parse<T: DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
+    serde_json::from_slice(body).map_err(|e| ApiError::BadClusterRequest(format!("bad JSON body: {e}")))
+}
+
+pub async fn status(State(state): State<AppState>) -> ApiResult<Response> {
+    Ok(Json(cluster_of(&state)?.status()).into_response())
+}
+
+pub async fn join(State(state): State<AppState>, body: Bytes) -> ApiResult<Response> {
+    let cluster = cluster_of(&state)?;
+    let request: JoinRequest = parse(&body)?;
+    cluster
+        .join(request)
+        .await
+        .map_err(|e| cluster_error(e, "/cluster/join"))?;
+    Ok(Json(cluster.status()).into_response())
+}
+
+pub async fn remove_member(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+    let cluster = cluster_of(&state)?;
+    let id: u64 = id
+        .parse()
+        .map_err(|_| ApiError::BadClusterRequest(format!("bad member id {id:?}")))?;
+    cluster
+        .remove(id)
+        .await
+        .map_err(|e| cluster_error(e, &format!("/cluster/members/{id}")))?;
+    Ok(Json(cluster.status()).into_response())
+}
+
+#[derive(Deserialize)]
+struct LeaderRequest {
+    id: u64,
+}
+
+pub async fn transfer_leader(State(state): State<AppState>, body: Bytes) -> ApiResult<Response> {
+    let cluster = cluster_of(&state)?;
+    let request: LeaderRequest = parse(&body)?;
+    cluster
+        .transfer_leadership(request.id)
+        .await
+        .map_err(|e| cluster_error(e, "/cluster/leader"))?;
+    Ok(Json(cluster.status()).into_response())
+}
+
+fn checked_target<'a>(state: &'a AppState, headers: &HeaderMap) -> ApiResult<&'a Cluster> {
+    let cluster = cluster_of(state)?;
+    let target = headers.get(TARGET_HEADER).and_then(|v| v.to_str().ok());
+    cluster.check_target(target).map_err(|e| cluster_error(e, ""))?;
+    Ok(cluster)
+}
+
+fn rpc_answer<T: serde::Serialize>(answer: T) -> Response {
+    (StatusCode::OK, Json(answer)).into_response()
+}
+
+pub async fn raft_append(State(state): State<AppState>, request: Request) -> ApiResult<Response> {
+    let (parts, body) = request.into_parts();
+    let cluster = checked_target(&state, &parts.headers)?;
+    let limit = usize::try_from(state.limits.max_request_bytes).unwrap_or(usize::MAX);
+    let body = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|e| ApiError::BadClusterRequest(format!("append-entries body: {e}")))?;
+    let answer = cluster.handle_append(body).await.map_err(|e| cluster_error(e, ""))?;
+    Ok(rpc_answer(answer))
+}
+
+pub async fn raft_vote(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
+    let cluster = checked_target(&state, &headers)?;
+    let answer = cluster
+        .handle_vote(parse(&body)?)
+        .await
+        .map_err(|e| cluster_error(e, ""))?;
+    Ok(rpc_answer(answer))
+}
+
+pub async fn raft_snapshot(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
+    let cluster = checked_target(&state, &headers)?;
+    let snapshot: SnapshotBody = parse(&body)?;
+    let answer = cluster
+        .handle_snapshot(snapshot)
+        .await
+        .map_err(|e| cluster_error(e, ""))?;
+    Ok(rpc_answer(answer))
+}
+
+pub async fn raft_transfer(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
+    let cluster = checked_target(&state, &headers)?;
+    let answer = cluster
+        .handle_transfer(parse(&body)?)
+        .await
+        .map_err(|e| cluster_error(e, ""))?;
+    Ok(rpc_answer(answer))
+}

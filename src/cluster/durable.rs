@@ -1,0 +1,111 @@
+//! The small files beside the log that Raft needs to survive a crash: the
+//! vote, the committed id, the purged id, the term runs, the state
+//! machine's tables, the node id. Each is one JSON document preceded by its
+//! CRC32 on a line of its own:
+//!
+//! ```text
+//! crc32:<8 hex digits>\n<JSON>
+//! ```
+//!
+//! written to `<name>.tmp`, synced, renamed over `<name>`, and the directory
+//! synced: a crash leaves the old document or the new, never a mix, and a
+//! disk that garbles one is caught by the checksum.
+
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// The largest document read back: these files hold ids and small tables.
+const MAX_DOCUMENT: u64 = 64 * 1024 * 1024;
+
+fn corrupt(path: &Path, why: impl std::fmt::Display) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, format!("{}: {why}", path.display()))
+}
+
+/// A directory of small durable documents.
+#[derive(Clone, Debug)]
+pub struct Durable {
+    dir: PathBuf,
+}
+
+impl Durable {
+    pub fn open(dir: PathBuf) -> io::Result<Durable> {
+        fs::create_dir_all(&dir).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
+        Ok(Durable { dir })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Replaces `name` with `value`, durably (see the module doc). With
+    /// `sync` false the rename is not waited for: a crash may keep the old
+    /// document, which callers of this mode accept.
+    pub fn write<T: Serialize>(&self, name: &str, value: &T, sync: bool) -> io::Result<()> {
+        let json = serde_json::to_vec(value).map_err(io::Error::other)?;
+        let path = self.dir.join(name);
+        let tmp = self.dir.join(format!("{name}.tmp"));
+        let mut file =
+            fs::File::create(&tmp).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", tmp.display())))?;
+        write!(file, "crc32:{:08x}\n", crc32fast::hash(&json))?;
+        file.write_all(&json)?;
+        file.sync_data()?;
+        fs::rename(&tmp, &path)?;
+        if sync {
+            fs::File::open(&self.dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+
+    /// The document `name`, or `None` if there is none.
+    pub fn read<T: DeserializeOwned>(&self, name: &str) -> io::Result<Option<T>> {
+        let path = self.dir.join(name);
+        let bytes = match fs::metadata(&path) {
+            Ok(meta) if meta.len() > MAX_DOCUMENT => return Err(corrupt(&path, format!("{} bytes", meta.len()))),
+            Ok(_) => fs::read(&path)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
+        };
+        let (head, json) = match bytes.iter().position(|b| *b == b'\n') {
+            Some(nl) => bytes.split_at(nl),
+            None => return Err(corrupt(&path, "no checksum line")),
+        };
+        let json = json.get(1..).unwrap_or_default();
+        let want = std::str::from_utf8(head)
+            .ok()
+            .and_then(|h| h.strip_prefix("crc32:"))
+            .and_then(|h| u32::from_str_radix(h, 16).ok())
+            .ok_or_else(|| corrupt(&path, "bad checksum line"))?;
+        if crc32fast::hash(json) != want {
+            return Err(corrupt(&path, "checksum mismatch"));
+        }
+        serde_json::from_slice(json).map(Some).map_err(|e| corrupt(&path, e))
+    }
+
+    pub fn exists(&self, name: &str) -> bool {
+        self.dir.join(name).exists()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_document_reads_back_and_a_garbled_one_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = Durable::open(dir.path().join("raft")).expect("open");
+        assert_eq!(d.read::<u64>("x").expect("read"), None);
+        d.write("x", &42u64, true).expect("write");
+        assert_eq!(d.read::<u64>("x").expect("read"), Some(42));
+        let path = d.dir().join("x");
+        let mut bytes = fs::read(&path).expect("read");
+        let last = bytes.len() - 1;
+        bytes[last] = b'3';
+        fs::write(&path, bytes).expect("write");
+        assert!(d.read::<u64>("x").is_err());
+    }
+}

@@ -1,0 +1,32 @@
+//! What cluster operations can fail with; `api::error` maps each to one
+//! HTTP status.
+
+use super::types::NodeId;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// This node is not the leader; the leader's URL if it is known.
+    #[error("this node is not the leader")]
+    NotLeader { leader_url: Option<String> },
+    /// No leader is known (an election is under way, or no quorum).
+    #[error("no leader is known: an election is under way or a majority is unreachable")]
+    NoLeader,
+    /// The write may or may not commit: the leader changed or stopped
+    /// after the entry was proposed. Retrying may write it twice.
+    #[error("the outcome of the write is unknown: {0}")]
+    OutcomeUnknown(String),
+    #[error("no member has id {0}")]
+    NoSuchMember(NodeId),
+    #[error("{0}")]
+    BadRequest(String),
+    /// A peer RPC meant for another node (a wiped node back under a new id).
+    #[error("this is node {ours}, not node {asked}")]
+    WrongNode { ours: NodeId, asked: String },
+    #[error("bad Raft request: {0}")]
+    BadRpc(String),
+    /// The Raft core stopped (a storage failure); the node must restart.
+    #[error("the Raft core stopped: {0}")]
+    Stopped(String),
+    #[error("timed out: {0}")]
+    Timeout(String),
+}

@@ -1,0 +1,164 @@
+//! Forming and growing the cluster from the seed list (`--peers`), the
+//! same on every node: when every seed answers that it is uninitialized,
+//! the seed with the lowest URL initializes the cluster with all seeds as
+//! voters; a node outside the membership (new, or wiped and back under a
+//! new id) joins through any seed that belongs to a cluster
+//! (`POST /cluster/join`): it is added as a learner and promoted to voter
+//! once caught up, and a stale member with the same URL is removed.
+//! Restarted members skip all this: their log holds the membership.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::node::Cluster;
+use super::status::ClusterStatus;
+use super::types::{Member, NodeId};
+
+/// `POST /cluster/join`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JoinRequest {
+    pub url: String,
+    /// The joining node's id; looked up at `url` when missing.
+    #[serde(default)]
+    pub id: Option<NodeId>,
+}
+
+const RETRY: Duration = Duration::from_millis(300);
+
+/// Runs until this node belongs to the cluster.
+pub async fn form(cluster: Cluster) {
+    let mut logged = false;
+    loop {
+        if cluster.is_member() {
+            return;
+        }
+        match formation_step(&cluster).await {
+            Ok(true) => {}
+            Ok(false) => {}
+            Err(why) if !logged => {
+                tracing::info!(%why, "waiting to form or join the cluster");
+                logged = true;
+            }
+            Err(why) => tracing::debug!(%why, "waiting to form or join the cluster"),
+        }
+        tokio::time::sleep(RETRY).await;
+    }
+}
+
+impl Cluster {
+    /// Whether the current membership names this node.
+    pub fn is_member(&self) -> bool {
+        self.members().contains_key(&self.id())
+    }
+
+    /// GET `url`/cluster, through the routes.
+    pub async fn peer_status(&self, url: &str) -> Result<ClusterStatus, String> {
+        let target = format!("{}/cluster", self.inner_routes().resolve(url));
+        let response = self
+            .inner
+            .config
+            .client
+            .get(&target)
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .map_err(|e| format!("{url}: {e}"))?;
+        if !response.status().is_success() {
+            return Err(format!("{url}: answered {}", response.status()));
+        }
+        response.json().await.map_err(|e| format!("{url}: {e}"))
+    }
+
+    fn inner_routes(&self) -> super::network::Routes {
+        super::network::Routes::new(self.inner.config.routes.clone())
+    }
+}
+
+/// One look at the seeds. Ok(true) when something was done.
+async fn formation_step(cluster: &Cluster) -> Result<bool, String> {
+    let seeds = &cluster.inner.config.peers;
+    let mut statuses = Vec::new();
+    let mut unanswered = Vec::new();
+    for seed in seeds {
+        if seed.trim_end_matches('/') == cluster.url() {
+            statuses.push(cluster.status());
+            continue;
+        }
+        match cluster.peer_status(seed).await {
+            Ok(status) => statuses.push(status),
+            Err(e) => unanswered.push(e),
+        }
+    }
+    if let Some(formed) = statuses.iter().find(|s| s.initialized && s.node_id != cluster.id()) {
+        join_through(cluster, &formed.url).await?;
+        // The leader has us; the membership reaches this node with its log.
+        let _ = cluster
+            .raft()
+            .wait(Some(Duration::from_secs(10)))
+            .metrics(
+                |m| m.membership_config.get_node(&cluster.id()).is_some(),
+                "the membership arrives",
+            )
+            .await;
+        return Ok(true);
+    }
+    if !unanswered.is_empty() {
+        return Err(format!("seeds not answering: {}", unanswered.join("; ")));
+    }
+    let lowest = seeds.iter().map(|s| s.trim_end_matches('/')).min();
+    if lowest != Some(cluster.url()) {
+        return Ok(false);
+    }
+    let members: BTreeMap<NodeId, Member> = statuses
+        .iter()
+        .map(|s| (s.node_id, Member { url: s.url.clone() }))
+        .collect();
+    tracing::info!(?members, "every seed is uninitialized: initializing the cluster");
+    match cluster.raft().initialize(members).await {
+        Ok(()) => Ok(true),
+        Err(e) => Err(format!("initialize: {e}")),
+    }
+}
+
+/// Asks `via` (and the leader it points to) to add this node.
+async fn join_through(cluster: &Cluster, via: &str) -> Result<(), String> {
+    let mut target = via.trim_end_matches('/').to_string();
+    let request = JoinRequest {
+        url: cluster.url().to_string(),
+        id: Some(cluster.id()),
+    };
+    for _ in 0..4 {
+        let url = format!("{}/cluster/join", cluster.inner_routes().resolve(&target));
+        let response = cluster
+            .inner
+            .config
+            .client
+            .post(&url)
+            .json(&request)
+            // Joining waits for this node to catch up as a learner.
+            .timeout(Duration::from_secs(600))
+            .send()
+            .await
+            .map_err(|e| format!("join via {target}: {e}"))?;
+        if response.status().is_redirection() {
+            let location = response
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|l| l.to_str().ok())
+                .and_then(|l| l.strip_suffix("/cluster/join"))
+                .map(str::to_string);
+            target = location.ok_or_else(|| format!("join via {target}: a redirect without a leader"))?;
+            continue;
+        }
+        if !response.status().is_success() {
+            let status = response.status();
+            let body = response.text().await.unwrap_or_default();
+            return Err(format!("join via {target}: {status}: {body}"));
+        }
+        tracing::info!(via = %target, "joined the cluster");
+        return Ok(());
+    }
+    Err(format!("join via {via}: too many redirects"))
+}

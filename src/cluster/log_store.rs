@@ -1,0 +1,371 @@
+//! Our segmented log as openraft's log storage: entry `i` is the frame at
+//! offset `i` (see `codec`), its term in the term file (`terms`), and the
+//! vote, the committed id and the purged id in small durable documents
+//! (`durable`) in `<data dir>/raft/`.
+//!
+//! Contract with openraft (see `docs/openraft-0.10-notes.md`):
+//! - `append` returns once the entries are written and, with
+//!   `--fsync always`, synced; only then is `io_completed` called, so
+//!   completions arrive in order and never run ahead of the disk. An error
+//!   stops the Raft core for good, so only real disk failures are reported.
+//! - Readers of the Raft log read up to the written end
+//!   (`Log::read_frames_written`); HTTP readers see only what the state
+//!   machine made visible (`Log::set_visible_cap`).
+//! - The committed id is stored as `min(committed, last entry)`, behind the
+//!   core's back (at most every `COMMITTED_EVERY`), and only ever lags.
+//! - A purge records the purged id durably before it deletes segments, so
+//!   a crash in between reopens with entries hidden below `purged + 1`.
+
+use std::fmt::Debug;
+use std::io;
+use std::ops::{Bound, RangeBounds};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
+use openraft::{OptionalSend, RaftLogReader};
+use tokio::sync::watch;
+
+use super::codec::{decode_entries, encode_entries};
+use super::durable::Durable;
+use super::terms::Terms;
+use super::types::{Entry, LogId, TypeConfig, Vote, log_id, term_of};
+use crate::log::{Log, LogError};
+
+const VOTE: &str = "vote";
+const COMMITTED: &str = "committed";
+const PURGED: &str = "purged";
+const TERMS: &str = "terms";
+
+/// How often the committed id is written behind the core.
+const COMMITTED_EVERY: Duration = Duration::from_millis(100);
+
+/// Frame bytes one append-entries request carries at most (one entry
+/// always goes, however large: an empty answer would stall replication).
+pub const APPEND_BUDGET_BYTES: u64 = 4 * 1024 * 1024;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn io_error(e: LogError) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+/// Runs blocking log work off the runtime's threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> io::Result<T> + Send + 'static) -> io::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| io::Error::other(format!("log task failed: {e}")))?
+}
+
+#[derive(Debug)]
+struct Shared {
+    log: Log,
+    durable: Durable,
+    terms: Mutex<Terms>,
+    vote: Mutex<Option<Vote>>,
+    purged: Mutex<Option<LogId>>,
+    committed: watch::Sender<Option<LogId>>,
+}
+
+/// The log storage and, cloned, its readers.
+#[derive(Clone, Debug)]
+pub struct LogStore {
+    shared: Arc<Shared>,
+}
+
+impl LogStore {
+    /// Opens the Raft side of `log` from the documents in `durable`, and
+    /// starts writing the committed id behind.
+    pub fn open(log: Log, durable: Durable) -> io::Result<LogStore> {
+        let terms = match durable.read::<Terms>(TERMS)? {
+            Some(t) => Terms::from_runs(t.runs().to_vec()).map_err(io::Error::other)?,
+            None => Terms::default(),
+        };
+        let vote = durable.read::<Vote>(VOTE)?;
+        let purged = durable.read::<Option<LogId>>(PURGED)?.flatten();
+        let committed = durable.read::<Option<LogId>>(COMMITTED)?.flatten();
+        let store = LogStore {
+            shared: Arc::new(Shared {
+                log,
+                durable,
+                terms: Mutex::new(terms),
+                vote: Mutex::new(vote),
+                purged: Mutex::new(purged),
+                committed: watch::Sender::new(None),
+            }),
+        };
+        let committed = committed.and_then(|c| store.cap_to_log(c));
+        store.shared.committed.send_replace(committed);
+        store.write_committed_behind();
+        Ok(store)
+    }
+
+    pub fn log(&self) -> &Log {
+        &self.shared.log
+    }
+
+    pub fn terms(&self) -> Terms {
+        lock(&self.shared.terms).clone()
+    }
+
+    pub fn durable(&self) -> &Durable {
+        &self.shared.durable
+    }
+
+    /// The first index the Raft log holds (entries below are purged).
+    pub fn first_index(&self) -> u64 {
+        let purged = lock(&self.shared.purged).map_or(0, |p| p.index + 1);
+        self.shared.log.lowest_offset().max(purged)
+    }
+
+    /// Where the written entries end.
+    pub fn next_index(&self) -> u64 {
+        self.shared.log.written_offset()
+    }
+
+    /// The id of the entry at `index`, if the log holds it.
+    pub fn id_at(&self, index: u64) -> Option<LogId> {
+        if index < self.first_index() || index >= self.next_index() {
+            return None;
+        }
+        self.terms().term_at(index).map(|term| log_id(term, index))
+    }
+
+    /// Whether the log holds exactly the entry `id`.
+    pub fn holds(&self, id: &LogId) -> bool {
+        self.id_at(id.index).is_some_and(|ours| ours == *id)
+    }
+
+    /// The last entry the log holds, if any.
+    pub fn last_id(&self) -> Option<LogId> {
+        self.next_index().checked_sub(1).and_then(|i| self.id_at(i))
+    }
+
+    /// The committed id as persisted: never past the last entry held.
+    pub fn committed(&self) -> Option<LogId> {
+        *self.shared.committed.borrow()
+    }
+
+    /// `id`, or the last entry held if `id` is past it.
+    fn cap_to_log(&self, id: LogId) -> Option<LogId> {
+        match self.last_id() {
+            Some(last) if last.index < id.index => Some(last),
+            Some(_) => Some(id),
+            None => None,
+        }
+    }
+
+    /// A task that writes the committed id whenever it changed, at most
+    /// every `COMMITTED_EVERY`; it ends when the store goes.
+    fn write_committed_behind(&self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let mut changes = self.shared.committed.subscribe();
+        let durable = self.shared.durable.clone();
+        runtime.spawn(async move {
+            while changes.changed().await.is_ok() {
+                let committed = *changes.borrow_and_update();
+                let durable = durable.clone();
+                let written = blocking(move || durable.write(COMMITTED, &committed, false)).await;
+                if let Err(e) = written {
+                    tracing::warn!(error = %e, "could not record the committed index");
+                }
+                tokio::time::sleep(COMMITTED_EVERY).await;
+            }
+        });
+    }
+
+    /// Notes the terms of entries about to be written, durably first.
+    fn note_terms(&self, entries: &[Entry]) -> io::Result<()> {
+        let Some(first) = entries.first() else {
+            return Ok(());
+        };
+        let mut terms = lock(&self.shared.terms);
+        let mut changed = terms.forget_from(first.log_id.index);
+        for e in entries {
+            changed |= terms.note(term_of(&e.log_id), e.log_id.index);
+        }
+        if changed {
+            self.shared.durable.write(TERMS, &*terms, true)?;
+        }
+        Ok(())
+    }
+
+    /// Writes dense entries from index `first` at the log's end (terms first).
+    fn write_entries(&self, first: u64, entries: &[Entry]) -> io::Result<()> {
+        self.note_terms(entries)?;
+        let mut frames = Vec::with_capacity(entries.len() * 128);
+        encode_entries(&mut frames, entries);
+        let log = &self.shared.log;
+        let next = log.written_offset();
+        if first != next {
+            // Only an empty log starts anywhere (a new store, or one reset
+            // past a snapshot): openraft truncates before it overwrites, so
+            // a gap or an overlap is a bug.
+            if next != log.lowest_offset() {
+                return Err(io::Error::other(format!(
+                    "entries from index {first} do not follow the log's end at {next}"
+                )));
+            }
+            log.reset(first).map_err(io_error)?;
+        }
+        log.append_frames(&frames).map(|_| ()).map_err(io_error)
+    }
+
+    /// Reads entries `[start, end)` that the log holds, at most about
+    /// `max_bytes` of frames (one entry always).
+    async fn read_entries(&self, start: u64, end: u64, max_bytes: u64) -> io::Result<Vec<Entry>> {
+        let start = start.max(self.first_index());
+        let end = end.min(self.next_index());
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        let count = u32::try_from(end - start).unwrap_or(u32::MAX);
+        let log = self.shared.log.clone();
+        let (frames, _) = blocking(move || log.read_frames_written(start, count, max_bytes).map_err(io_error)).await?;
+        decode_entries(frames, start, &self.terms()).map_err(io::Error::other)
+    }
+}
+
+fn range_of(range: &impl RangeBounds<u64>) -> (u64, u64) {
+    let start = match range.start_bound() {
+        Bound::Included(s) => *s,
+        Bound::Excluded(s) => s.saturating_add(1),
+        Bound::Unbounded => 0,
+    };
+    let end = match range.end_bound() {
+        Bound::Included(e) => e.saturating_add(1),
+        Bound::Excluded(e) => *e,
+        Bound::Unbounded => u64::MAX,
+    };
+    (start, end)
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, io::Error> {
+        let (start, end) = range_of(&range);
+        self.read_entries(start, end, u64::MAX).await
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
+        Ok(*lock(&self.shared.vote))
+    }
+
+    async fn limited_get_log_entries(&mut self, start: u64, end: u64) -> Result<Vec<Entry>, io::Error> {
+        self.read_entries(start, end, APPEND_BUDGET_BYTES).await
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
+        let purged = *lock(&self.shared.purged);
+        let last = self.last_id().or(purged);
+        Ok(LogState {
+            last_purged_log_id: purged,
+            last_log_id: last,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
+        let durable = self.shared.durable.clone();
+        let to_write = *vote;
+        blocking(move || durable.write(VOTE, &to_write, true)).await?;
+        *lock(&self.shared.vote) = Some(*vote);
+        Ok(())
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
+        let committed = committed.and_then(|c| self.cap_to_log(c));
+        self.shared.committed.send_if_modified(|c| {
+            let changed = *c != committed && committed > *c;
+            if changed {
+                *c = committed;
+            }
+            changed
+        });
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
+        Ok(self.committed())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let Some(first) = entries.first().map(|e| e.log_id.index) else {
+            callback.io_completed(Ok(()));
+            return Ok(());
+        };
+        debug_assert!(
+            entries.windows(2).all(|w| w[0].log_id.index + 1 == w[1].log_id.index),
+            "entries are dense"
+        );
+        let store = self.clone();
+        blocking(move || store.write_entries(first, &entries)).await?;
+        callback.io_completed(Ok(()));
+        Ok(())
+    }
+
+    async fn truncate_after(&mut self, last: Option<LogId>) -> Result<(), io::Error> {
+        let keep = last.map_or(0, |l| l.index + 1);
+        let log = self.shared.log.clone();
+        blocking(move || {
+            if keep >= log.written_offset() {
+                return Ok(());
+            }
+            tracing::info!(keep, end = log.written_offset(), "truncating uncommitted Raft entries");
+            if keep > log.lowest_offset() {
+                log.cut_after(keep - 1).map_err(io_error)
+            } else {
+                log.reset(keep).map_err(io_error)
+            }
+        })
+        .await?;
+        let store = self.clone();
+        blocking(move || {
+            let mut terms = lock(&store.shared.terms);
+            if terms.forget_from(keep) {
+                store.shared.durable.write(TERMS, &*terms, true)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn purge(&mut self, id: LogId) -> Result<(), io::Error> {
+        let store = self.clone();
+        blocking(move || {
+            store.shared.durable.write(PURGED, &Some(id), true)?;
+            *lock(&store.shared.purged) = Some(id);
+            let log = &store.shared.log;
+            let lowest = id.index + 1;
+            if lowest >= log.written_offset() {
+                // Nothing is left to keep: the log starts again after the
+                // purged entry (a follower past a snapshot, or all purged).
+                if log.written_offset() != lowest || log.lowest_offset() != lowest {
+                    log.reset(lowest).map_err(io_error)?;
+                }
+            } else {
+                log.purge_before(lowest).map_err(io_error)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+}

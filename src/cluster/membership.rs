@@ -1,0 +1,145 @@
+//! Membership changes the HTTP layer asks for: join (learner first, voter
+//! once caught up, replacing a stale member at the same URL), removal, and
+//! handing leadership to another node. All run on the leader; elsewhere
+//! they answer `NotLeader` with where the leader is.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use openraft::ChangeMembers;
+use openraft::errors::{ClientWriteError, RaftError};
+
+use super::error::ClusterError;
+use super::formation::JoinRequest;
+use super::node::Cluster;
+use super::types::{Member, NodeId, TypeConfig};
+
+impl Cluster {
+    fn must_lead(&self) -> Result<(), ClusterError> {
+        match self.leader() {
+            Some((leader, _)) if leader == self.id() => Ok(()),
+            Some((_, url)) => Err(ClusterError::NotLeader { leader_url: url }),
+            None => Err(ClusterError::NoLeader),
+        }
+    }
+
+    fn change_error(&self, e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> ClusterError {
+        match e {
+            RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => match f.leader_node {
+                Some(node) => ClusterError::NotLeader {
+                    leader_url: Some(node.url),
+                },
+                None => ClusterError::NoLeader,
+            },
+            RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => ClusterError::BadRequest(e.to_string()),
+            RaftError::APIError(e) => ClusterError::OutcomeUnknown(e.to_string()),
+            RaftError::Fatal(f) => ClusterError::Stopped(f.to_string()),
+        }
+    }
+
+    /// Adds the node at `request.url` as a learner, waits for it to catch
+    /// up, then makes it a voter in place of any member at the same URL.
+    pub async fn join(&self, request: JoinRequest) -> Result<(), ClusterError> {
+        self.must_lead()?;
+        let url = request.url.trim_end_matches('/').to_string();
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(ClusterError::BadRequest(format!("not an http(s) URL: {url}")));
+        }
+        let id = match request.id {
+            Some(id) => id,
+            None => {
+                self.peer_status(&url)
+                    .await
+                    .map_err(|e| ClusterError::BadRequest(format!("cannot ask {url} for its id: {e}")))?
+                    .node_id
+            }
+        };
+        let members = self.members();
+        if members.get(&id).is_some_and(|(_, voter)| *voter) {
+            return Ok(());
+        }
+        tracing::info!(node_id = id, %url, "adding a learner");
+        self.raft()
+            .add_learner(id, Member { url: url.clone() }, true)
+            .await
+            .map_err(|e| self.change_error(e))?;
+        let stale: BTreeSet<NodeId> = members
+            .iter()
+            .filter(|(other, (member, _))| **other != id && member.url == url)
+            .map(|(other, _)| *other)
+            .collect();
+        let mut voters: BTreeSet<NodeId> = members
+            .iter()
+            .filter(|(_, (_, voter))| *voter)
+            .map(|(id, _)| *id)
+            .filter(|v| !stale.contains(v))
+            .collect();
+        voters.insert(id);
+        if !stale.is_empty() {
+            tracing::warn!(?stale, new = id, %url, "replacing members at the same URL (a wiped node back under a new id)");
+        }
+        tracing::info!(node_id = id, ?voters, "promoting the learner to voter");
+        self.raft()
+            .change_membership(ChangeMembers::ReplaceAllVoters(voters), false)
+            .await
+            .map_err(|e| self.change_error(e))?;
+        Ok(())
+    }
+
+    /// Removes member `id` (voter or learner) from the cluster.
+    pub async fn remove(&self, id: NodeId) -> Result<(), ClusterError> {
+        self.must_lead()?;
+        let members = self.members();
+        let Some((_, voter)) = members.get(&id) else {
+            return Err(ClusterError::NoSuchMember(id));
+        };
+        if *voter {
+            let voters: BTreeSet<NodeId> = members
+                .iter()
+                .filter(|(other, (_, voter))| *voter && **other != id)
+                .map(|(id, _)| *id)
+                .collect();
+            if voters.is_empty() {
+                return Err(ClusterError::BadRequest("cannot remove the last voter".into()));
+            }
+            self.raft()
+                .change_membership(ChangeMembers::ReplaceAllVoters(voters), false)
+                .await
+                .map_err(|e| self.change_error(e))?;
+        }
+        let nodes: BTreeSet<NodeId> = [id].into();
+        if self.members().contains_key(&id) {
+            self.raft()
+                .change_membership(ChangeMembers::RemoveNodes(nodes), false)
+                .await
+                .map_err(|e| self.change_error(e))?;
+        }
+        Ok(())
+    }
+
+    /// Hands leadership to voter `id` and waits until it leads.
+    pub async fn transfer_leadership(&self, id: NodeId) -> Result<(), ClusterError> {
+        self.must_lead()?;
+        let members: BTreeMap<NodeId, (Member, bool)> = self.members();
+        match members.get(&id) {
+            Some((_, true)) => {}
+            Some((_, false)) => return Err(ClusterError::BadRequest(format!("node {id} is a learner, not a voter"))),
+            None => return Err(ClusterError::NoSuchMember(id)),
+        }
+        if id == self.id() {
+            return Ok(());
+        }
+        self.raft()
+            .trigger()
+            .transfer_leader(id)
+            .await
+            .map_err(|e| ClusterError::Stopped(e.to_string()))?;
+        let deadline = self.election_timeout() * 10;
+        let waited = self
+            .raft()
+            .wait(Some(deadline.max(Duration::from_secs(3))))
+            .metrics(|m| m.current_leader == Some(id), "the new leader takes over")
+            .await;
+        waited.map(|_| ()).map_err(|e| ClusterError::Timeout(e.to_string()))
+    }
+}

@@ -1,0 +1,42 @@
+//! The Raft cluster (openraft): quorum writes, elections, membership.
+//!
+//! One log, not two: the segmented log (`crate::log`) *is* the Raft log.
+//! Entry `i` is the record at offset `i`; Raft's own entries (a leader's
+//! blank entry, membership changes) are control records that readers skip,
+//! so offsets in a cluster increase but may skip values. What is ours:
+//! - `types`: the Raft type configuration;
+//! - `codec`: entries as frames, and the append-entries wire body;
+//! - `terms`: each entry's term, beside the log (a leader-epoch file);
+//! - `durable`: the small checksummed files Raft keeps (vote, committed...);
+//! - `log_store`: openraft's log storage over our log;
+//! - `state_machine`: applying = making visible; batches whole or never;
+//! - `network`: peer RPCs over HTTP (served by `api::raft`);
+//! - `node`, `formation`, `membership`, `status`: running a node, forming
+//!   and growing the cluster from the seed list, `GET /cluster`.
+//!
+//! Design and traps: `../shared/design/cluster.md`, `docs/openraft-0.10-notes.md`.
+
+mod codec;
+mod durable;
+mod error;
+mod formation;
+mod log_store;
+mod membership;
+mod network;
+mod node;
+mod rpc;
+mod state_machine;
+mod status;
+mod terms;
+mod types;
+
+pub use codec::decode_append;
+pub use durable::Durable;
+pub use error::ClusterError;
+pub use formation::JoinRequest;
+pub use log_store::LogStore;
+pub use network::{APPEND_PATH, SNAPSHOT_PATH, SnapshotBody, TARGET_HEADER, TRANSFER_PATH, VOTE_PATH};
+pub use node::{Cluster, ClusterConfig, RaftNode, StartError};
+pub use state_machine::{StateMachine, Tables};
+pub use status::{ClusterStatus, MemberStatus};
+pub use types::{Member, NodeId, TypeConfig, UserRecord};

@@ -1,0 +1,208 @@
+//! The Raft transport, client side: one `Peer` per target node, speaking
+//! HTTP to its `/raft/*` routes (served by `api::raft`).
+//!
+//! - `POST /raft/append`: the body of `codec::encode_append`, answered with
+//!   an `AppendEntriesResponse` in JSON;
+//! - `POST /raft/vote`, `/raft/snapshot`, `/raft/transfer-leader`: JSON both
+//!   ways (a snapshot is metadata and small tables, see `state_machine`).
+//!
+//! Every request names its target node in `x-distlog-raft-target`: a node
+//! that is not that one (a wiped node back under a new id at the same URL)
+//! answers 409, which the sender takes as unreachable.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+
+use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::{RPCOption, RaftNetworkFactory, v2::RaftNetworkV2};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest, TransferLeaderResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::codec::encode_append;
+use super::state_machine::Tables;
+use super::types::{Member, NodeId, SnapshotMeta, TypeConfig, Vote};
+
+/// Header naming the node a Raft request is meant for.
+pub const TARGET_HEADER: &str = "x-distlog-raft-target";
+
+pub const APPEND_PATH: &str = "/raft/append";
+pub const VOTE_PATH: &str = "/raft/vote";
+pub const SNAPSHOT_PATH: &str = "/raft/snapshot";
+pub const TRANSFER_PATH: &str = "/raft/transfer-leader";
+
+/// The body of `POST /raft/snapshot`.
+#[derive(Serialize, Deserialize)]
+pub struct SnapshotBody {
+    pub vote: Vote,
+    pub meta: SnapshotMeta,
+    pub tables: Tables,
+}
+
+/// Where peers are reached: their advertised URLs, unless a route says
+/// otherwise (`--peer-route`, used by the fault tests' proxies).
+#[derive(Clone, Debug, Default)]
+pub struct Routes(Arc<HashMap<String, String>>);
+
+impl Routes {
+    pub fn new(routes: HashMap<String, String>) -> Routes {
+        Routes(Arc::new(routes))
+    }
+
+    pub fn resolve(&self, url: &str) -> String {
+        let url = url.trim_end_matches('/');
+        self.0.get(url).cloned().unwrap_or_else(|| url.to_string())
+    }
+}
+
+/// Makes a `Peer` for each target openraft replicates to.
+#[derive(Clone, Debug)]
+pub struct Network {
+    pub client: reqwest::Client,
+    pub routes: Routes,
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = Peer;
+
+    async fn new_client(&mut self, target: NodeId, node: &Member) -> Peer {
+        Peer {
+            client: self.client.clone(),
+            base: self.routes.resolve(&node.url),
+            target,
+        }
+    }
+}
+
+/// One target node.
+pub struct Peer {
+    client: reqwest::Client,
+    base: String,
+    target: NodeId,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum PeerError {
+    #[error("{0}")]
+    Transport(#[from] reqwest::Error),
+    #[error("{url} answered {status}: {body}")]
+    Refused {
+        url: String,
+        status: reqwest::StatusCode,
+        body: String,
+    },
+}
+
+impl PeerError {
+    /// Connection refused, a wrong node at the URL, or a node that says it
+    /// cannot serve: back off. Anything else (a dropped connection, a
+    /// timeout): retry.
+    fn rpc(self) -> RPCError<TypeConfig> {
+        match &self {
+            PeerError::Transport(e) if e.is_connect() => RPCError::Unreachable(Unreachable::new(&self)),
+            PeerError::Transport(_) => RPCError::Network(NetworkError::new(&self)),
+            PeerError::Refused { .. } => RPCError::Unreachable(Unreachable::new(&self)),
+        }
+    }
+
+    fn streaming(self) -> StreamingError<TypeConfig> {
+        match self.rpc() {
+            RPCError::Unreachable(u) => StreamingError::Unreachable(u),
+            RPCError::Network(n) => StreamingError::Network(n),
+            other => StreamingError::Network(NetworkError::new(&other)),
+        }
+    }
+}
+
+impl Peer {
+    async fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: reqwest::Body,
+        content_type: &'static str,
+        option: &RPCOption,
+    ) -> Result<T, PeerError> {
+        let url = format!("{}{path}", self.base);
+        let response = self
+            .client
+            .post(&url)
+            .header(TARGET_HEADER, self.target.to_string())
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .timeout(option.soft_ttl())
+            .body(body)
+            .send()
+            .await?;
+        let status = response.status();
+        if !status.is_success() {
+            let body = response.text().await.unwrap_or_default();
+            let body: String = body.chars().take(300).collect();
+            return Err(PeerError::Refused { url, status, body });
+        }
+        Ok(response.json::<T>().await?)
+    }
+
+    async fn post_json<Q: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        request: &Q,
+        option: &RPCOption,
+    ) -> Result<T, PeerError> {
+        let body = serde_json::to_vec(request).unwrap_or_default();
+        self.post(path, body.into(), "application/json", option).await
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for Peer {
+    type SnapshotData = Tables;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let body = encode_append(&rpc);
+        self.post(APPEND_PATH, body.into(), "application/octet-stream", &option)
+            .await
+            .map_err(PeerError::rpc)
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.post_json(VOTE_PATH, &rpc, &option).await.map_err(PeerError::rpc)
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: openraft::type_config::alias::SnapshotOf<TypeConfig, Tables>,
+        cancel: impl Future<Output = ReplicationClosed> + openraft::OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let body = SnapshotBody {
+            vote,
+            meta: snapshot.meta,
+            tables: snapshot.snapshot,
+        };
+        tokio::select! {
+            closed = cancel => Err(StreamingError::Closed(closed)),
+            answer = self.post_json(SNAPSHOT_PATH, &body, &option) => answer.map_err(PeerError::streaming),
+        }
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.post_json(TRANSFER_PATH, &req, &option)
+            .await
+            .map_err(PeerError::rpc)
+    }
+}

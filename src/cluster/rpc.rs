@@ -1,0 +1,67 @@
+//! The Raft transport, server side: what a node does with a peer's
+//! request (the HTTP routes are in `api::raft`). Each request names its
+//! target node; a node that is not it refuses (see `network`).
+
+use bytes::Bytes;
+use openraft::raft::{
+    AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse,
+};
+use openraft::storage::Snapshot;
+
+use super::codec::decode_append;
+use super::error::ClusterError;
+use super::network::SnapshotBody;
+use super::node::Cluster;
+use super::types::TypeConfig;
+
+impl Cluster {
+    /// Refuses a request meant for another node.
+    pub fn check_target(&self, target: Option<&str>) -> Result<(), ClusterError> {
+        match target {
+            Some(t) if t.parse::<u64>().ok() == Some(self.id()) => Ok(()),
+            other => Err(ClusterError::WrongNode {
+                ours: self.id(),
+                asked: other.unwrap_or("(none)").to_string(),
+            }),
+        }
+    }
+
+    pub async fn handle_append(&self, body: Bytes) -> Result<AppendEntriesResponse<TypeConfig>, ClusterError> {
+        let request = decode_append(body).map_err(|e| ClusterError::BadRpc(e.to_string()))?;
+        self.raft()
+            .append_entries(request)
+            .await
+            .map_err(|e| ClusterError::Stopped(e.to_string()))
+    }
+
+    pub async fn handle_vote(
+        &self,
+        request: VoteRequest<TypeConfig>,
+    ) -> Result<VoteResponse<TypeConfig>, ClusterError> {
+        self.raft()
+            .vote(request)
+            .await
+            .map_err(|e| ClusterError::Stopped(e.to_string()))
+    }
+
+    pub async fn handle_snapshot(&self, body: SnapshotBody) -> Result<SnapshotResponse<TypeConfig>, ClusterError> {
+        let snapshot = Snapshot {
+            meta: body.meta,
+            snapshot: body.tables,
+        };
+        self.raft()
+            .install_full_snapshot(body.vote, snapshot)
+            .await
+            .map_err(|e| ClusterError::Stopped(e.to_string()))
+    }
+
+    pub async fn handle_transfer(
+        &self,
+        request: TransferLeaderRequest<TypeConfig>,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, ClusterError> {
+        self.raft()
+            .handle_transfer_leader(request)
+            .await
+            .map_err(|e| ClusterError::Stopped(e.to_string()))
+    }
+}

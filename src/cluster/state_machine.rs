@@ -1,0 +1,394 @@
+//! The state machine is the log itself: applying an entry only makes it
+//! visible to readers (`Log::set_visible_cap`), answers the client waiting
+//! for it with its offset, and keeps two small tables:
+//!
+//! - the membership, as openraft needs it;
+//! - batches: every record of a batch but its last carries
+//!   `wire::attributes::BATCH_OPEN`. A batch is shown only once its last
+//!   record is applied. A batch still open when a control entry follows (a
+//!   new leader's blank entry, written before anything else of its term)
+//!   can never finish: its offsets are *aborted*, hidden from every reader
+//!   on every node, forever. This is a function of the log alone, so every
+//!   node that applies the same entries hides the same offsets.
+//!
+//! A snapshot is these tables (`Tables`), not the records: a node that
+//! installs one whose last entry its log lacks starts its log over after
+//! it, loudly (see `install_snapshot`). The tables are written to
+//! `<data dir>/raft/state` whenever an abort or a membership change is
+//! applied (before readers can see past it) and otherwise at most every
+//! `TABLES_EVERY`: entries applied since are applied again after a restart.
+
+use std::io;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine, Snapshot};
+
+use openraft::{EntryPayload, OptionalSend};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use super::durable::Durable;
+use super::log_store::LogStore;
+use super::types::{LogId, SnapshotMeta, StoredMembership, TypeConfig};
+use crate::wire::attributes::{BATCH_OPEN, CONTROL};
+
+const STATE: &str = "state";
+const SNAPSHOT: &str = "snapshot";
+const TABLES_EVERY: Duration = Duration::from_millis(200);
+
+/// What the state machine knows beyond the log; also a snapshot's data.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tables {
+    pub applied: Option<LogId>,
+    pub membership: StoredMembership,
+    /// The first offset of a batch whose last record is not applied yet.
+    pub open_batch_from: Option<u64>,
+    /// Aborted offsets as `[from, to)` ranges, ascending.
+    pub aborted: Vec<(u64, u64)>,
+}
+
+impl Tables {
+    /// Readers see offsets below this.
+    pub fn visible_end(&self) -> u64 {
+        self.open_batch_from
+            .unwrap_or_else(|| self.applied.map_or(0, |a| a.index + 1))
+    }
+
+    /// Whether `offset` belongs to an aborted batch.
+    pub fn aborted(&self, offset: u64) -> bool {
+        let i = self.aborted.partition_point(|(from, _)| *from <= offset);
+        i.checked_sub(1)
+            .and_then(|i| self.aborted.get(i))
+            .is_some_and(|(_, to)| offset < *to)
+    }
+
+    /// Applies one entry; returns whether the tables must be written now
+    /// (an abort or a membership change, which readers and a restart must
+    /// not miss).
+    fn apply(
+        &mut self,
+        id: LogId,
+        attributes: u8,
+        payload: &EntryPayload<super::types::UserRecord, u64, super::types::Member>,
+    ) -> bool {
+        debug_assert!(
+            self.applied.is_none_or(|a| a.index < id.index),
+            "entries apply in order"
+        );
+        let mut urgent = false;
+        match payload {
+            EntryPayload::Normal(_) if attributes & BATCH_OPEN != 0 => {
+                self.open_batch_from.get_or_insert(id.index);
+            }
+            EntryPayload::Normal(_) => self.open_batch_from = None,
+            EntryPayload::Blank | EntryPayload::Membership(_) => {
+                if let Some(from) = self.open_batch_from.take() {
+                    tracing::warn!(from, to = id.index, "a batch cut short by a leader change is aborted");
+                    self.aborted.push((from, id.index));
+                    urgent = true;
+                }
+                if let EntryPayload::Membership(m) = payload {
+                    self.membership = StoredMembership::new(Some(id), m.clone());
+                    urgent = true;
+                }
+            }
+        }
+        self.applied = Some(id);
+        urgent
+    }
+}
+
+/// A snapshot as stored: its metadata and tables.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta,
+    tables: Tables,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[derive(Debug)]
+struct Shared {
+    store: LogStore,
+    durable: Durable,
+    tables: RwLock<Tables>,
+    snapshot: Mutex<Option<StoredSnapshot>>,
+    /// Bumped whenever the tables change, for the writer behind.
+    changed: watch::Sender<u64>,
+}
+
+/// The state machine; clones share it, and `Visibility` reads it.
+#[derive(Clone, Debug)]
+pub struct StateMachine {
+    shared: Arc<Shared>,
+}
+
+/// What HTTP readers ask of the state machine.
+#[derive(Clone, Debug)]
+pub struct Visibility {
+    shared: Arc<Shared>,
+}
+
+impl Visibility {
+    /// Whether `offset` is hidden from readers (an aborted batch's record).
+    pub fn aborted(&self, offset: u64) -> bool {
+        self.shared
+            .tables
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .aborted(offset)
+    }
+}
+
+impl StateMachine {
+    /// Opens the tables and makes visible what they say was applied.
+    pub fn open(store: LogStore, durable: Durable) -> io::Result<StateMachine> {
+        let tables = durable.read::<Tables>(STATE)?.unwrap_or_default();
+        let snapshot = durable.read::<StoredSnapshot>(SNAPSHOT)?;
+        let sm = StateMachine {
+            shared: Arc::new(Shared {
+                store,
+                durable,
+                tables: RwLock::new(tables),
+                snapshot: Mutex::new(snapshot),
+                changed: watch::Sender::new(0),
+            }),
+        };
+        sm.publish();
+        sm.write_tables_behind();
+        Ok(sm)
+    }
+
+    pub fn visibility(&self) -> Visibility {
+        Visibility {
+            shared: self.shared.clone(),
+        }
+    }
+
+    pub fn tables(&self) -> Tables {
+        self.shared
+            .tables
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Readers see what is applied (whole batches only) and written.
+    fn publish(&self) {
+        let end = self
+            .shared
+            .tables
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .visible_end();
+        let log = self.shared.store.log();
+        log.set_visible_cap(end.min(log.written_offset()));
+    }
+
+    fn write_tables(&self) -> io::Result<()> {
+        let tables = self.tables();
+        self.shared.durable.write(STATE, &tables, true)
+    }
+
+    fn write_tables_behind(&self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let mut changes = self.shared.changed.subscribe();
+        let sm = Arc::downgrade(&self.shared);
+        runtime.spawn(async move {
+            while changes.changed().await.is_ok() {
+                changes.borrow_and_update();
+                let Some(shared) = sm.upgrade() else { return };
+                let sm = StateMachine { shared };
+                let written = tokio::task::spawn_blocking(move || sm.write_tables()).await;
+                if let Ok(Err(e)) | Err(e) = written.map_err(io::Error::other) {
+                    tracing::warn!(error = %e, "could not record the state machine's tables");
+                }
+                tokio::time::sleep(TABLES_EVERY).await;
+            }
+        });
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotData = Tables;
+    type SnapshotBuilder = StateMachine;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        let t = self.tables();
+        Ok((t.applied, t.membership))
+    }
+
+    async fn apply<S>(&mut self, mut entries: S) -> Result<(), io::Error>
+    where
+        S: futures_util::Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
+    {
+        let mut answers = Vec::new();
+        let mut urgent = false;
+        while let Some(item) = entries.next().await {
+            let (entry, responder) = item?;
+            let attributes = match &entry.payload {
+                EntryPayload::Normal(r) => r.attributes & !CONTROL,
+                _ => CONTROL,
+            };
+            let index = entry.log_id.index;
+            urgent |= self
+                .shared
+                .tables
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .apply(entry.log_id, attributes, &entry.payload);
+            if let Some(responder) = responder {
+                answers.push((responder, index));
+            }
+        }
+        if urgent {
+            // Readers must not see past an abort before every restart knows it.
+            let sm = self.clone();
+            tokio::task::spawn_blocking(move || sm.write_tables())
+                .await
+                .map_err(io::Error::other)??;
+        } else {
+            self.shared.changed.send_modify(|n| *n += 1);
+        }
+        self.publish();
+        for (responder, index) in answers {
+            responder.send(index);
+        }
+        Ok(())
+    }
+
+    async fn try_create_snapshot_builder(&mut self, _force: bool) -> Option<Self::SnapshotBuilder> {
+        Some(self.clone())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, tables: Tables) -> Result<(), io::Error> {
+        let store = self.shared.store.clone();
+        // Only a log that lacks the snapshot's last entry starts over: this
+        // also runs at every startup (openraft restores the stored snapshot).
+        if let Some(last) = meta.last_log_id.filter(|last| !store.holds(last)) {
+            let last = last.index;
+            tracing::warn!(
+                snapshot_last = last,
+                log_from = store.first_index(),
+                log_to = store.next_index(),
+                "installing a snapshot this log does not reach: the log starts over after it, records before are not kept here"
+            );
+            let log = store.log().clone();
+            tokio::task::spawn_blocking(move || log.reset(last + 1))
+                .await
+                .map_err(io::Error::other)?
+                .map_err(|e| io::Error::other(e.to_string()))?;
+        }
+        let mut installed = tables;
+        installed.applied = meta.last_log_id;
+        installed.membership = meta.last_membership.clone();
+        *self.shared.tables.write().unwrap_or_else(PoisonError::into_inner) = installed.clone();
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            tables: installed,
+        };
+        let sm = self.clone();
+        tokio::task::spawn_blocking(move || {
+            sm.shared.durable.write(SNAPSHOT, &stored, true)?;
+            *lock(&sm.shared.snapshot) = Some(stored);
+            sm.write_tables()
+        })
+        .await
+        .map_err(io::Error::other)??;
+        self.publish();
+        Ok(())
+    }
+
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<openraft::type_config::alias::SnapshotOf<TypeConfig, Tables>>, io::Error> {
+        Ok(lock(&self.shared.snapshot).clone().map(|s| Snapshot {
+            meta: s.meta,
+            snapshot: s.tables,
+        }))
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    type SnapshotData = Tables;
+
+    async fn build_snapshot(
+        &mut self,
+    ) -> Result<openraft::type_config::alias::SnapshotOf<TypeConfig, Tables>, io::Error> {
+        let tables = self.tables();
+        let meta = SnapshotMeta {
+            last_log_id: tables.applied,
+            last_membership: tables.membership.clone(),
+        };
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            tables: tables.clone(),
+        };
+        let sm = self.clone();
+        let to_store = stored.clone();
+        tokio::task::spawn_blocking(move || sm.shared.durable.write(SNAPSHOT, &to_store, true))
+            .await
+            .map_err(io::Error::other)??;
+        *lock(&self.shared.snapshot) = Some(stored);
+        Ok(Snapshot { meta, snapshot: tables })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::types::{UserRecord, log_id};
+
+    fn record(open: bool) -> EntryPayload<UserRecord, u64, super::super::types::Member> {
+        EntryPayload::Normal(UserRecord {
+            attributes: if open { BATCH_OPEN } else { 0 },
+            timestamp_ms: 1,
+            value: bytes::Bytes::from_static(b"1"),
+        })
+    }
+
+    fn apply(t: &mut Tables, index: u64, payload: EntryPayload<UserRecord, u64, super::super::types::Member>) -> bool {
+        let attributes = match &payload {
+            EntryPayload::Normal(r) => r.attributes,
+            _ => CONTROL,
+        };
+        t.apply(log_id(1, index), attributes, &payload)
+    }
+
+    #[test]
+    fn a_batch_is_visible_only_once_its_last_record_is_applied() {
+        let mut t = Tables::default();
+        assert!(!apply(&mut t, 0, record(false)));
+        assert_eq!(t.visible_end(), 1);
+        apply(&mut t, 1, record(true));
+        apply(&mut t, 2, record(true));
+        assert_eq!(t.visible_end(), 1, "an open batch is not shown");
+        apply(&mut t, 3, record(false));
+        assert_eq!(t.visible_end(), 4);
+        assert!(!t.aborted(1) && !t.aborted(3));
+    }
+
+    #[test]
+    fn a_batch_that_a_leader_change_interrupts_is_aborted_for_good() {
+        let mut t = Tables::default();
+        apply(&mut t, 0, record(false));
+        apply(&mut t, 1, record(true));
+        apply(&mut t, 2, record(true));
+        assert!(apply(&mut t, 3, EntryPayload::Blank), "an abort is written at once");
+        assert_eq!(t.visible_end(), 4);
+        assert_eq!(t.aborted, vec![(1, 3)]);
+        assert!(!t.aborted(0) && t.aborted(1) && t.aborted(2) && !t.aborted(3));
+        apply(&mut t, 4, record(false));
+        assert!(!t.aborted(4));
+    }
+}

@@ -1,0 +1,103 @@
+//! The cluster as one node sees it: `GET /cluster`, and what formation
+//! asks of the seeds.
+
+use openraft::Instant;
+use openraft::async_runtime::WatchReceiver;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::node::Cluster;
+use super::types::NodeId;
+
+/// One member in `GET /cluster`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MemberStatus {
+    pub id: NodeId,
+    pub url: String,
+    pub voter: bool,
+    /// The last offset the leader knows the member holds (leader only;
+    /// this node's own last offset for itself).
+    pub match_offset: Option<u64>,
+    /// Whether the leader heard from it within an election timeout
+    /// (leader only; `null` elsewhere).
+    pub reachable: Option<bool>,
+}
+
+/// `GET /cluster`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ClusterStatus {
+    pub node_id: NodeId,
+    pub url: String,
+    /// Whether this node belongs to a formed cluster (has a membership).
+    pub initialized: bool,
+    pub term: u64,
+    pub leader_id: Option<NodeId>,
+    pub leader_url: Option<String>,
+    /// The last committed offset this node knows of.
+    pub commit_offset: Option<u64>,
+    pub members: Vec<MemberStatus>,
+}
+
+impl Cluster {
+    pub fn status(&self) -> ClusterStatus {
+        let metrics = self.inner.raft.metrics().borrow_watched().clone();
+        let is_leader = metrics.current_leader == Some(self.inner.id);
+        let recent = self.inner.config.election_timeout.1 * 2;
+        let members = self
+            .members()
+            .into_iter()
+            .map(|(id, (member, voter))| {
+                let match_offset = if id == self.inner.id {
+                    metrics.last_log_index
+                } else {
+                    metrics
+                        .replication
+                        .as_ref()
+                        .and_then(|r| r.get(&id).cloned().flatten())
+                        .map(|l| l.index)
+                };
+                let reachable = match (&metrics.heartbeat, id == self.inner.id) {
+                    (_, true) => Some(true),
+                    (Some(beats), false) if is_leader => Some(
+                        beats
+                            .get(&id)
+                            .cloned()
+                            .flatten()
+                            .is_some_and(|at| at.into_inner().elapsed() < recent),
+                    ),
+                    _ => None,
+                };
+                MemberStatus {
+                    id,
+                    url: member.url,
+                    voter,
+                    match_offset,
+                    reachable,
+                }
+            })
+            .collect::<Vec<_>>();
+        ClusterStatus {
+            node_id: self.inner.id,
+            url: self.inner.url.clone(),
+            initialized: !members.is_empty(),
+            term: metrics.current_term,
+            leader_id: metrics.current_leader,
+            leader_url: metrics.current_leader.and_then(|id| self.member_url(id)),
+            commit_offset: metrics.local_committed.map(|c| c.index),
+            members,
+        }
+    }
+
+    /// Whether this node knows a leader and serves committed reads: `/readyz`.
+    pub fn ready(&self) -> bool {
+        let metrics = self.inner.raft.metrics();
+        let metrics = metrics.borrow_watched();
+        metrics.running_state.is_ok() && metrics.current_leader.is_some() && metrics.last_applied.is_some()
+    }
+
+    /// How long peers wait for one another at most.
+    pub fn election_timeout(&self) -> Duration {
+        self.inner.config.election_timeout.1
+    }
+}

@@ -1,0 +1,67 @@
+//! The Raft type configuration: what an entry carries, what a node is,
+//! and the leader-id mode (one leader per term, so that a log id is
+//! `(term, index)` and the term file can rebuild it; see `terms`).
+
+use std::fmt;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// A user record as the leader stamped it. The leader sets the timestamp
+/// once, so every node writes byte-identical frames.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRecord {
+    /// The API's attribute bits, plus `wire::ATTR_BATCH_OPEN` on every
+    /// record of a batch but its last.
+    pub attributes: u8,
+    pub timestamp_ms: u64,
+    pub value: Bytes,
+}
+
+impl fmt::Display for UserRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "record of {} bytes", self.value.len())
+    }
+}
+
+/// A member as the membership stores it: where peers and clients reach it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Member {
+    pub url: String,
+}
+
+impl fmt::Display for Member {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.url)
+    }
+}
+
+pub type NodeId = u64;
+
+openraft::declare_raft_types!(
+    /// distlog's Raft types.
+    pub TypeConfig:
+        D = UserRecord,
+        R = u64,
+        NodeId = NodeId,
+        Node = Member,
+        Term = u64,
+        LeaderId = openraft::impls::leader_id_std::LeaderId<u64, u64>,
+);
+
+pub type LogId = openraft::type_config::alias::LogIdOf<TypeConfig>;
+pub type Vote = openraft::type_config::alias::VoteOf<TypeConfig>;
+pub type Entry = openraft::type_config::alias::EntryOf<TypeConfig>;
+pub type Membership = openraft::Membership<NodeId, Member>;
+pub type StoredMembership = openraft::type_config::alias::StoredMembershipOf<TypeConfig>;
+pub type SnapshotMeta = openraft::type_config::alias::SnapshotMetaOf<TypeConfig>;
+
+/// The log id of an entry of `term` at `index`.
+pub fn log_id(term: u64, index: u64) -> LogId {
+    LogId::new(openraft::vote::leader_id_std::CommittedLeaderId::new(term), index)
+}
+
+/// The term of a log id.
+pub fn term_of(id: &LogId) -> u64 {
+    id.committed_leader_id().term
+}
