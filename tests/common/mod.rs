@@ -1,7 +1,12 @@
 //! Shared helpers for integration tests: real servers on ephemeral ports.
 #![allow(dead_code)]
 
+pub mod checker;
+pub mod cluster;
+pub mod fault_proxy;
 pub mod raw_http;
+pub mod rt;
+pub mod writer;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

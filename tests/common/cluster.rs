@@ -1,0 +1,575 @@
+//! `TestCluster`: N real `distlog serve` processes in cluster mode, with a
+//! fault-injecting proxy on every directed link between them.
+//!
+//! Node `i` advertises `http://127.0.0.1:PORT_i` (ports picked up front, so
+//! a restarted node comes back on the same URL) and reaches node `j` only
+//! through `proxy(i -> j)`, by `--peer-route URL_j=PROXY_URL`. Tests and
+//! the load generator talk to the nodes directly. Each node logs to
+//! `node<i>.log` in the cluster's temporary directory; when a test panics,
+//! dropping the cluster prints the tail of every node's log. Dropping it
+//! always SIGKILLs every node.
+#![allow(dead_code)]
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::checker;
+use super::fault_proxy::{FaultProxy, Mode};
+use super::rt::{self, XorShift};
+use super::writer::History;
+
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    pub nodes: usize,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    pub heartbeat_ms: u64,
+    /// More flags for every node (e.g. `--fsync never`).
+    pub extra_args: Vec<String>,
+    /// `RUST_LOG` of every node.
+    pub rust_log: String,
+    /// How long a node may take to answer HTTP after it is spawned.
+    pub ready_timeout: Duration,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> ClusterConfig {
+        ClusterConfig {
+            nodes: 3,
+            election_timeout_min_ms: 300,
+            election_timeout_max_ms: 600,
+            heartbeat_ms: 75,
+            extra_args: Vec::new(),
+            rust_log: "info".into(),
+            ready_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+/// A node's `GET /cluster`, parsed leniently (ids are kept as JSON, since
+/// their type is the cluster's business); `raw` is the whole answer.
+#[derive(Clone, Debug)]
+pub struct ClusterStatus {
+    pub node_id: Value,
+    pub url: String,
+    pub term: u64,
+    pub leader_id: Option<Value>,
+    pub leader_url: Option<String>,
+    pub commit_offset: Option<u64>,
+    pub members: Vec<Member>,
+    pub raw: Value,
+}
+
+#[derive(Clone, Debug)]
+pub struct Member {
+    pub id: Value,
+    pub url: String,
+    pub voter: bool,
+    pub match_offset: Option<u64>,
+    pub reachable: bool,
+}
+
+impl ClusterStatus {
+    pub fn parse(raw: Value) -> Result<ClusterStatus, String> {
+        let text = |v: &Value| v.as_str().map(str::to_string);
+        let present = |v: &Value| (!v.is_null()).then(|| v.clone());
+        let members = raw["members"]
+            .as_array()
+            .ok_or_else(|| format!("no members array in {raw}"))?
+            .iter()
+            .map(|m| Member {
+                id: m["id"].clone(),
+                url: text(&m["url"]).unwrap_or_default(),
+                voter: m["voter"].as_bool().unwrap_or(false),
+                match_offset: m["match_offset"].as_u64(),
+                reachable: m["reachable"].as_bool().unwrap_or(false),
+            })
+            .collect();
+        Ok(ClusterStatus {
+            node_id: raw["node_id"].clone(),
+            url: text(&raw["url"]).ok_or_else(|| format!("no url in {raw}"))?,
+            term: raw["term"].as_u64().ok_or_else(|| format!("no term in {raw}"))?,
+            leader_id: present(&raw["leader_id"]),
+            leader_url: text(&raw["leader_url"]),
+            commit_offset: raw["commit_offset"].as_u64(),
+            members,
+            raw,
+        })
+    }
+}
+
+struct Node {
+    port: u16,
+    url: String,
+    /// The current data directory (a new one after each wipe).
+    data_dir: PathBuf,
+    log_path: PathBuf,
+    child: Option<Child>,
+    stopped: bool,
+    /// Incremented on every (re)start; marks the log file.
+    generation: u32,
+    wipes: u32,
+}
+
+pub struct TestCluster {
+    config: ClusterConfig,
+    seed: u64,
+    rng: XorShift,
+    /// Deleted on drop, unless the test panicked.
+    root: Option<tempfile::TempDir>,
+    root_path: PathBuf,
+    nodes: Vec<Node>,
+    /// `links[from][to]`: the proxy `from` uses to reach `to` (None when equal).
+    links: Vec<Vec<Option<FaultProxy>>>,
+    partitioned: Vec<bool>,
+}
+
+impl TestCluster {
+    /// Starts `config.nodes` nodes in a random (seeded) order and waits
+    /// until each answers HTTP (not for a leader: see `wait_for_leader`).
+    pub async fn start(config: ClusterConfig) -> TestCluster {
+        let seed = rt::test_seed("distlog test cluster");
+        let mut rng = XorShift::new(seed);
+        let root = tempfile::tempdir().expect("a temporary directory for the cluster");
+        let ports = free_ports(config.nodes);
+        let nodes: Vec<Node> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, port)| Node {
+                port: *port,
+                url: format!("http://127.0.0.1:{port}"),
+                data_dir: root.path().join(format!("node{i}-data")),
+                log_path: root.path().join(format!("node{i}.log")),
+                child: None,
+                stopped: false,
+                generation: 0,
+                wipes: 0,
+            })
+            .collect();
+        let links = (0..config.nodes)
+            .map(|from| {
+                (0..config.nodes)
+                    .map(|to| {
+                        (from != to).then(|| {
+                            let target = SocketAddr::from(([127, 0, 0, 1], ports[to]));
+                            FaultProxy::start(target).expect("a link proxy starts")
+                        })
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut order: Vec<usize> = (0..config.nodes).collect();
+        rng.shuffle(&mut order);
+        let mut cluster = TestCluster {
+            partitioned: vec![false; config.nodes],
+            config,
+            seed,
+            rng,
+            root_path: root.path().to_path_buf(),
+            root: Some(root),
+            nodes,
+            links,
+        };
+        for (i, node) in cluster.nodes.iter().enumerate() {
+            eprintln!("cluster node {i}: {} (log {})", node.url, node.log_path.display());
+        }
+        eprintln!("cluster start order: {order:?}");
+        for &i in &order {
+            cluster.spawn(i);
+        }
+        for &i in &order {
+            cluster.wait_ready(i).await;
+        }
+        cluster
+    }
+
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// The cluster's seeded randomness, for tests' own choices.
+    pub fn rng(&mut self) -> &mut XorShift {
+        &mut self.rng
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn url(&self, i: usize) -> String {
+        self.nodes[i].url.clone()
+    }
+
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.url.clone()).collect()
+    }
+
+    /// Running, not stopped nodes.
+    pub fn live(&self) -> Vec<usize> {
+        (0..self.len())
+            .filter(|&i| self.nodes[i].child.is_some() && !self.nodes[i].stopped)
+            .collect()
+    }
+
+    pub fn live_urls(&self) -> Vec<String> {
+        self.live().into_iter().map(|i| self.url(i)).collect()
+    }
+
+    /// Live nodes that are not partitioned: those expected to agree.
+    pub fn reachable(&self) -> Vec<usize> {
+        self.live().into_iter().filter(|&i| !self.partitioned[i]).collect()
+    }
+
+    /// The node whose advertised URL is `url`.
+    pub fn index_of(&self, url: &str) -> Option<usize> {
+        let url = url.trim_end_matches('/');
+        self.nodes.iter().position(|n| n.url == url)
+    }
+
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.nodes[i].child.as_ref().map(Child::id)
+    }
+
+    pub fn data_dir(&self, i: usize) -> &Path {
+        &self.nodes[i].data_dir
+    }
+
+    pub fn log_path(&self, i: usize) -> &Path {
+        &self.nodes[i].log_path
+    }
+
+    /// The proxy `from` uses to reach `to`.
+    pub fn link(&self, from: usize, to: usize) -> &FaultProxy {
+        self.links[from][to].as_ref().expect("no link from a node to itself")
+    }
+
+    pub fn set_link(&self, from: usize, to: usize, mode: Mode) {
+        self.link(from, to).set_mode(mode);
+    }
+
+    /// Every link to and from node `i` in `mode` (`Drop` or `Sever` to
+    /// partition it, `Stall` to delay it).
+    pub fn partition(&mut self, i: usize, mode: Mode) {
+        for j in 0..self.len() {
+            if j != i {
+                self.set_link(i, j, mode);
+                self.set_link(j, i, mode);
+            }
+        }
+        self.partitioned[i] = mode != Mode::Pass;
+        eprintln!("cluster: node {i} partitioned ({mode:?})");
+    }
+
+    /// Every link back to `Pass`.
+    pub fn heal(&mut self) {
+        for row in &self.links {
+            for proxy in row.iter().flatten() {
+                proxy.set_mode(Mode::Pass);
+            }
+        }
+        self.partitioned.fill(false);
+        eprintln!("cluster: healed");
+    }
+
+    /// SIGKILL, and reap.
+    pub fn kill(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        if let Some(mut child) = node.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+            eprintln!("cluster: node {i} killed");
+        }
+        node.stopped = false;
+    }
+
+    /// SIGSTOP: the process freezes, its sockets stay open.
+    pub fn stop(&mut self, i: usize) {
+        self.signal(i, libc::SIGSTOP);
+        self.nodes[i].stopped = true;
+        eprintln!("cluster: node {i} stopped");
+    }
+
+    /// SIGCONT after `stop`.
+    pub fn cont(&mut self, i: usize) {
+        self.signal(i, libc::SIGCONT);
+        self.nodes[i].stopped = false;
+        eprintln!("cluster: node {i} continued");
+    }
+
+    fn signal(&self, i: usize, signal: libc::c_int) {
+        let pid = self.pid(i).unwrap_or_else(|| panic!("node {i} is not running"));
+        let pid = libc::pid_t::try_from(pid).expect("a pid fits pid_t");
+        // SAFETY: kill(2) on our own child's pid; it has not been reaped, so
+        // the pid cannot have been reused.
+        let result = unsafe { libc::kill(pid, signal) };
+        assert_eq!(
+            result,
+            0,
+            "signal {signal} to node {i}: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+
+    /// Kills node `i` if it runs, then starts it again on the same data
+    /// directory and URL, and waits until it answers HTTP.
+    pub async fn restart(&mut self, i: usize) {
+        self.kill(i);
+        self.spawn(i);
+        self.wait_ready(i).await;
+    }
+
+    /// Kills node `i` and starts it on a new, empty data directory, same URL.
+    pub async fn wipe_and_restart(&mut self, i: usize) {
+        self.kill(i);
+        let node = &mut self.nodes[i];
+        node.wipes += 1;
+        let _ = std::fs::remove_dir_all(&node.data_dir);
+        node.data_dir = self.root_path.join(format!("node{i}-data-wipe{}", node.wipes));
+        eprintln!("cluster: node {i} wiped");
+        self.spawn(i);
+        self.wait_ready(i).await;
+    }
+
+    fn spawn(&mut self, i: usize) {
+        assert!(self.nodes[i].child.is_none(), "node {i} is already running");
+        let peers = self.urls().join(",");
+        let routes: Vec<String> = (0..self.len())
+            .filter(|&j| j != i)
+            .map(|j| format!("{}={}", self.nodes[j].url, self.link(i, j).url()))
+            .collect();
+        let config = &self.config;
+        let node = &mut self.nodes[i];
+        node.generation += 1;
+        let mut log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log_path)
+            .expect("a node log file");
+        let _ = writeln!(
+            log,
+            "==== harness: node {i} start #{} on {} ====",
+            node.generation,
+            node.data_dir.display()
+        );
+        let mut command = Command::new(env!("CARGO_BIN_EXE_distlog"));
+        command
+            .arg("serve")
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", node.port))
+            .arg("--data-dir")
+            .arg(&node.data_dir)
+            .arg("--peers")
+            .arg(&peers)
+            .arg("--advertise-url")
+            .arg(&node.url)
+            .arg("--election-timeout-min-ms")
+            .arg(config.election_timeout_min_ms.to_string())
+            .arg("--election-timeout-max-ms")
+            .arg(config.election_timeout_max_ms.to_string())
+            .arg("--heartbeat-ms")
+            .arg(config.heartbeat_ms.to_string());
+        for route in &routes {
+            command.arg("--peer-route").arg(route);
+        }
+        command
+            .args(&config.extra_args)
+            .env("RUST_LOG", &config.rust_log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone().expect("a node log file handle")))
+            .stderr(Stdio::from(log));
+        let child = command.spawn().expect("distlog starts");
+        node.child = Some(child);
+        node.stopped = false;
+    }
+
+    /// Waits until node `i` answers `GET /cluster` (with any status).
+    async fn wait_ready(&mut self, i: usize) {
+        let url = self.url(i);
+        let deadline = Instant::now() + self.config.ready_timeout;
+        loop {
+            if let Some(child) = self.nodes[i].child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                self.nodes[i].child = None;
+                panic!(
+                    "node {i} ({url}) exited while starting: {status}\n{}",
+                    self.log_tail(i, 40)
+                );
+            }
+            let probe = url.clone();
+            let answered = rt::on_harness(async move {
+                rt::http()
+                    .get(format!("{probe}/cluster"))
+                    .timeout(Duration::from_millis(500))
+                    .send()
+                    .await
+                    .is_ok()
+            })
+            .await;
+            if answered {
+                return;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "node {i} ({url}) did not answer HTTP within {:?}\n{}",
+                    self.config.ready_timeout,
+                    self.log_tail(i, 40)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Node `i`'s `GET /cluster`.
+    pub async fn cluster_status(&self, i: usize) -> Result<ClusterStatus, String> {
+        fetch_status(self.url(i)).await
+    }
+
+    /// The node all reachable nodes (live, not partitioned) agree leads,
+    /// asking each once; None without agreement.
+    pub async fn leader(&self) -> Option<usize> {
+        self.agreed_leader().await.ok()
+    }
+
+    /// Polls until all reachable nodes agree on a leader that says it
+    /// leads; panics with what each node last said after `timeout`.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let why = match self.agreed_leader().await {
+                Ok(leader) => return leader,
+                Err(why) => why,
+            };
+            if Instant::now() >= deadline {
+                panic!("no agreed leader within {timeout:?}: {why}");
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    async fn agreed_leader(&self) -> Result<usize, String> {
+        let reachable = self.reachable();
+        if reachable.is_empty() {
+            return Err("no reachable node".into());
+        }
+        let mut statuses = Vec::new();
+        for &i in &reachable {
+            match self.cluster_status(i).await {
+                Ok(status) => statuses.push((i, status)),
+                Err(error) => return Err(format!("node {i}: {error}")),
+            }
+        }
+        let said = || {
+            statuses
+                .iter()
+                .map(|(i, s)| format!("node {i} (term {}) says {:?}", s.term, s.leader_url))
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        let Some(leader_url) = statuses[0].1.leader_url.clone() else {
+            return Err(said());
+        };
+        if statuses
+            .iter()
+            .any(|(_, s)| s.leader_url.as_deref() != Some(leader_url.as_str()))
+        {
+            return Err(said());
+        }
+        let Some(leader) = self.index_of(&leader_url) else {
+            return Err(format!("the leader URL {leader_url} is no node's; {}", said()));
+        };
+        // The leader itself must be among them and claim it.
+        if !statuses.iter().any(|(i, _)| *i == leader) {
+            return Err(format!(
+                "node {leader} is named leader but is not reachable; {}",
+                said()
+            ));
+        }
+        Ok(leader)
+    }
+
+    /// Waits (up to `timeout`) for the reachable nodes to converge, then
+    /// checks `history` against them (see `checker::check_cluster`).
+    pub async fn check(&self, history: &History, timeout: Duration) -> Vec<String> {
+        let urls: Vec<String> = self.reachable().into_iter().map(|i| self.url(i)).collect();
+        checker::check_cluster(&urls, history, timeout).await
+    }
+
+    /// The last `lines` lines of node `i`'s log file.
+    pub fn log_tail(&self, i: usize, lines: usize) -> String {
+        let path = &self.nodes[i].log_path;
+        let text = std::fs::read(path).map(|b| String::from_utf8_lossy(&b).into_owned());
+        match text {
+            Ok(text) => {
+                let all: Vec<&str> = text.lines().collect();
+                let tail = &all[all.len().saturating_sub(lines)..];
+                format!(
+                    "---- node {i} log ({}), last {} lines:\n{}",
+                    path.display(),
+                    tail.len(),
+                    tail.join("\n")
+                )
+            }
+            Err(error) => format!("---- node {i} log ({}): {error}", path.display()),
+        }
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(mut child) = node.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        if std::thread::panicking() {
+            eprintln!("cluster seed was {} (DISTLOG_TEST_SEED={})", self.seed, self.seed);
+            for i in 0..self.nodes.len() {
+                eprintln!("{}", self.log_tail(i, 30));
+            }
+            // Keep the logs and data for a look after the run.
+            if let Some(root) = self.root.take() {
+                eprintln!("cluster files kept in {}", root.keep().display());
+            }
+        }
+    }
+}
+
+async fn fetch_status(url: String) -> Result<ClusterStatus, String> {
+    rt::on_harness(async move {
+        let response = rt::http()
+            .get(format!("{url}/cluster"))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .map_err(|e| format!("{url}/cluster: {e}"))?;
+        let status = response.status().as_u16();
+        let body: Value = response
+            .json()
+            .await
+            .map_err(|e| format!("{url}/cluster: {status}, not JSON: {e}"))?;
+        if status != 200 {
+            return Err(format!("{url}/cluster: {status} {body}"));
+        }
+        ClusterStatus::parse(body)
+    })
+    .await
+}
+
+/// `n` distinct free ports: bound together (so they differ), then released.
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("a free port"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("a bound address").port())
+        .collect()
+}

@@ -1,0 +1,321 @@
+//! A concurrent load generator that records a history for the checker.
+//!
+//! Each of K writer tasks posts distinct JSON records `{"w":task,"n":seq}`
+//! to the node it believes leads, follows `307`s by hand, and on anything
+//! but a definite answer moves on with a NEW value (`seq` never repeats),
+//! so a value that shows up twice in a log is a duplicate the cluster made.
+//! Every attempt is recorded with its outcome and its real-time interval.
+//! Everything runs on the harness runtime.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::sync::watch;
+
+use super::rt;
+
+/// What came of one attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// 201 with this offset: the record is committed there.
+    Ack(u64),
+    /// A definite refusal (4xx other than a redirect): never appended.
+    Failed(u16),
+    /// Timeout, dropped connection, 5xx, or too many redirects: it may or
+    /// may not be in the log (at most once).
+    Unknown(String),
+}
+
+/// One record's attempt: posted once (plus the redirects it was sent along).
+#[derive(Clone, Debug)]
+pub struct Attempt {
+    pub writer: u64,
+    pub seq: u64,
+    /// The exact body posted.
+    pub body: String,
+    /// The node it was first sent to, and the one that answered last.
+    pub first_node: String,
+    pub last_node: String,
+    /// Before the first byte was sent / when the final answer (or failure) came.
+    pub sent: Instant,
+    pub done: Instant,
+    pub outcome: Outcome,
+}
+
+impl Attempt {
+    /// The value as JSON (what a read returns as `"value"`).
+    pub fn value(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or(Value::Null)
+    }
+
+    pub fn acked_offset(&self) -> Option<u64> {
+        match self.outcome {
+            Outcome::Ack(offset) => Some(offset),
+            _ => None,
+        }
+    }
+}
+
+/// The body a writer posts: distinct per (writer, seq).
+pub fn record_body(writer: u64, seq: u64) -> String {
+    format!("{{\"w\":{writer},\"n\":{seq}}}")
+}
+
+/// (writer, seq) of a value this generator wrote, None for anything else.
+pub fn value_key(value: &Value) -> Option<(u64, u64)> {
+    let object = value.as_object()?;
+    if object.len() != 2 {
+        return None;
+    }
+    Some((object.get("w")?.as_u64()?, object.get("n")?.as_u64()?))
+}
+
+/// Every attempt of a run, in no particular order.
+#[derive(Clone, Debug, Default)]
+pub struct History {
+    pub attempts: Vec<Attempt>,
+}
+
+impl History {
+    pub fn acked(&self) -> impl Iterator<Item = &Attempt> {
+        self.attempts.iter().filter(|a| matches!(a.outcome, Outcome::Ack(_)))
+    }
+
+    pub fn count(&self) -> (usize, usize, usize) {
+        let mut counts = (0, 0, 0);
+        for attempt in &self.attempts {
+            match attempt.outcome {
+                Outcome::Ack(_) => counts.0 += 1,
+                Outcome::Failed(_) => counts.1 += 1,
+                Outcome::Unknown(_) => counts.2 += 1,
+            }
+        }
+        counts
+    }
+
+    /// "N attempts: A acked, F failed, U unknown".
+    pub fn summary(&self) -> String {
+        let (acked, failed, unknown) = self.count();
+        format!(
+            "{} attempts: {acked} acked, {failed} failed, {unknown} unknown",
+            self.attempts.len()
+        )
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct LoadConfig {
+    /// Concurrent writer tasks.
+    pub writers: u64,
+    /// Per-request timeout: past it the outcome is Unknown.
+    pub request_timeout: Duration,
+    /// Pause after an Unknown or Failed outcome before the next attempt.
+    pub retry_pause: Duration,
+    /// Redirects followed within one attempt before giving up (Unknown).
+    pub max_redirects: u32,
+    /// Stop each writer after this many attempts (None: until stopped).
+    pub attempts_per_writer: Option<u64>,
+}
+
+impl Default for LoadConfig {
+    fn default() -> LoadConfig {
+        LoadConfig {
+            writers: 4,
+            request_timeout: Duration::from_secs(3),
+            retry_pause: Duration::from_millis(20),
+            max_redirects: 4,
+            attempts_per_writer: None,
+        }
+    }
+}
+
+/// A running load; `stop` (or the attempt limit) ends it.
+pub struct Load {
+    stop: watch::Sender<bool>,
+    writers: Vec<tokio::task::JoinHandle<Vec<Attempt>>>,
+    acked: Arc<AtomicU64>,
+}
+
+impl Load {
+    /// Starts `config.writers` writers against `urls` (any node; they find
+    /// the leader by redirects). Each starts at a different node.
+    pub fn start(urls: Vec<String>, config: LoadConfig) -> Load {
+        assert!(!urls.is_empty(), "a load needs at least one node");
+        let (stop, stopped) = watch::channel(false);
+        let acked = Arc::new(AtomicU64::new(0));
+        let urls = Arc::new(urls);
+        let writers = (0..config.writers)
+            .map(|writer| {
+                let task = Writer {
+                    id: writer,
+                    urls: urls.clone(),
+                    target: (writer as usize) % urls.len(),
+                    config: config.clone(),
+                    acked: acked.clone(),
+                };
+                rt::runtime().spawn(task.run(stopped.clone()))
+            })
+            .collect();
+        Load { stop, writers, acked }
+    }
+
+    /// Acknowledged writes so far (to wait for progress without sleeping).
+    pub fn acked(&self) -> u64 {
+        self.acked.load(Ordering::Relaxed)
+    }
+
+    /// Waits until at least `n` more writes are acknowledged than now, or
+    /// `timeout` passes; whether they were.
+    pub async fn wait_for_more_acks(&self, n: u64, timeout: Duration) -> bool {
+        let target = self.acked() + n;
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.acked() >= target {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.acked() >= target
+    }
+
+    /// Signals every writer to stop after its attempt in flight (which ends
+    /// within the request timeout) and returns the whole history.
+    pub async fn stop(self) -> History {
+        self.stop.send_replace(true);
+        let mut history = History::default();
+        for writer in self.writers {
+            match writer.await {
+                Ok(attempts) => history.attempts.extend(attempts),
+                Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+                Err(error) => panic!("a writer task was cancelled: {error}"),
+            }
+        }
+        history
+    }
+}
+
+struct Writer {
+    id: u64,
+    urls: Arc<Vec<String>>,
+    /// Index into `urls` of the node it believes leads.
+    target: usize,
+    config: LoadConfig,
+    acked: Arc<AtomicU64>,
+}
+
+impl Writer {
+    async fn run(mut self, stop: watch::Receiver<bool>) -> Vec<Attempt> {
+        let mut attempts = Vec::new();
+        let mut seq = 0;
+        while !*stop.borrow() && self.config.attempts_per_writer.is_none_or(|max| seq < max) {
+            let attempt = self.attempt(seq).await;
+            seq += 1;
+            match attempt.outcome {
+                Outcome::Ack(_) => {
+                    self.acked.fetch_add(1, Ordering::Relaxed);
+                }
+                Outcome::Failed(_) | Outcome::Unknown(_) => {
+                    // Someone else may lead now: try the next node.
+                    self.target = (self.target + 1) % self.urls.len();
+                    tokio::time::sleep(self.config.retry_pause).await;
+                }
+            }
+            attempts.push(attempt);
+        }
+        attempts
+    }
+
+    async fn attempt(&mut self, seq: u64) -> Attempt {
+        let body = record_body(self.id, seq);
+        let first_node = self.urls[self.target].clone();
+        let mut node = first_node.clone();
+        let sent = Instant::now();
+        let mut redirects = 0;
+        let outcome = loop {
+            match post_once(&node, &body, self.config.request_timeout).await {
+                Answer::Created(offset) => break Outcome::Ack(offset),
+                Answer::Redirect(location) if redirects < self.config.max_redirects => {
+                    redirects += 1;
+                    node = base_url(&location);
+                }
+                Answer::Redirect(location) => {
+                    break Outcome::Unknown(format!("too many redirects, last to {location}"));
+                }
+                Answer::Definite(status) => break Outcome::Failed(status),
+                Answer::Unsure(why) => break Outcome::Unknown(why),
+            }
+        };
+        if let Some(i) = self.urls.iter().position(|u| same_node(u, &node)) {
+            // Redirected to a node we know: remember it as the leader.
+            if matches!(outcome, Outcome::Ack(_)) || redirects > 0 {
+                self.target = i;
+            }
+        }
+        Attempt {
+            writer: self.id,
+            seq,
+            body,
+            first_node,
+            last_node: node,
+            sent,
+            done: Instant::now(),
+            outcome,
+        }
+    }
+}
+
+enum Answer {
+    Created(u64),
+    Redirect(String),
+    Definite(u16),
+    Unsure(String),
+}
+
+async fn post_once(node: &str, body: &str, timeout: Duration) -> Answer {
+    let request = rt::http()
+        .post(format!("{node}/"))
+        .header("content-type", "application/json")
+        .timeout(timeout)
+        .body(body.to_string())
+        .send();
+    let response = match request.await {
+        Ok(response) => response,
+        Err(error) => return Answer::Unsure(format!("{node}: {error}")),
+    };
+    let status = response.status().as_u16();
+    match status {
+        201 => match response.json::<Value>().await {
+            Ok(answer) => match answer["offset"].as_u64() {
+                Some(offset) => Answer::Created(offset),
+                None => Answer::Unsure(format!("{node}: 201 without an offset: {answer}")),
+            },
+            // The commit happened; only its offset got lost on the way.
+            Err(error) => Answer::Unsure(format!("{node}: 201 with an unreadable body: {error}")),
+        },
+        301 | 302 | 303 | 307 | 308 => match response.headers().get("location").and_then(|l| l.to_str().ok()) {
+            Some(location) => Answer::Redirect(location.to_string()),
+            None => Answer::Unsure(format!("{node}: {status} without a Location")),
+        },
+        400..=499 => Answer::Definite(status),
+        _ => {
+            let text = response.text().await.unwrap_or_default();
+            Answer::Unsure(format!("{node}: {status} {text}"))
+        }
+    }
+}
+
+/// `http://host:port` of a URL (a Location names the path too).
+pub fn base_url(url: &str) -> String {
+    let scheme_end = url.find("://").map(|i| i + 3).unwrap_or(0);
+    match url[scheme_end..].find('/') {
+        Some(slash) => url[..scheme_end + slash].to_string(),
+        None => url.to_string(),
+    }
+}
+
+fn same_node(a: &str, b: &str) -> bool {
+    base_url(a).trim_end_matches('/') == base_url(b).trim_end_matches('/')
+}
