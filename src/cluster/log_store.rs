@@ -11,8 +11,10 @@
 //! - Readers of the Raft log read up to the written end
 //!   (`Log::read_frames_written`); HTTP readers see only what the state
 //!   machine made visible (`Log::set_visible_cap`).
-//! - The committed id is stored as `min(committed, last entry)`, behind the
-//!   core's back (at most every `COMMITTED_EVERY`), and only ever lags.
+//! - The committed id is stored as `min(committed, last entry)` before
+//!   each apply, without a sync: a restarted process (kill -9 included)
+//!   re-applies up to it at once, so its readers never see less than
+//!   before; after a power cut it may lag, and the leader brings it back.
 //! - A purge records the purged id durably before it deletes segments, so
 //!   a crash in between reopens with entries hidden below `purged + 1`.
 
@@ -20,11 +22,9 @@ use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
 
 use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader};
-use tokio::sync::watch;
 
 use super::codec::{decode_entries, encode_entries};
 use super::durable::Durable;
@@ -36,9 +36,6 @@ const VOTE: &str = "vote";
 const COMMITTED: &str = "committed";
 const PURGED: &str = "purged";
 const TERMS: &str = "terms";
-
-/// How often the committed id is written behind the core.
-const COMMITTED_EVERY: Duration = Duration::from_millis(100);
 
 /// Frame bytes one append-entries request carries at most (one entry
 /// always goes, however large: an empty answer would stall replication).
@@ -66,7 +63,7 @@ struct Shared {
     terms: Mutex<Terms>,
     vote: Mutex<Option<Vote>>,
     purged: Mutex<Option<LogId>>,
-    committed: watch::Sender<Option<LogId>>,
+    committed: Mutex<Option<LogId>>,
 }
 
 /// The log storage and, cloned, its readers.
@@ -93,12 +90,11 @@ impl LogStore {
                 terms: Mutex::new(terms),
                 vote: Mutex::new(vote),
                 purged: Mutex::new(purged),
-                committed: watch::Sender::new(None),
+                committed: Mutex::new(None),
             }),
         };
         let committed = committed.and_then(|c| store.cap_to_log(c));
-        store.shared.committed.send_replace(committed);
-        store.write_committed_behind();
+        *lock(&store.shared.committed) = committed;
         Ok(store)
     }
 
@@ -145,7 +141,7 @@ impl LogStore {
 
     /// The committed id as persisted: never past the last entry held.
     pub fn committed(&self) -> Option<LogId> {
-        *self.shared.committed.borrow()
+        *lock(&self.shared.committed)
     }
 
     /// `id`, or the last entry held if `id` is past it.
@@ -155,27 +151,6 @@ impl LogStore {
             Some(_) => Some(id),
             None => None,
         }
-    }
-
-    /// A task that writes the committed id whenever it changed, at most
-    /// every `COMMITTED_EVERY`; it ends when the store goes.
-    fn write_committed_behind(&self) {
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let mut changes = self.shared.committed.subscribe();
-        let durable = self.shared.durable.clone();
-        runtime.spawn(async move {
-            while changes.changed().await.is_ok() {
-                let committed = *changes.borrow_and_update();
-                let durable = durable.clone();
-                let written = blocking(move || durable.write(COMMITTED, &committed, false)).await;
-                if let Err(e) = written {
-                    tracing::warn!(error = %e, "could not record the committed index");
-                }
-                tokio::time::sleep(COMMITTED_EVERY).await;
-            }
-        });
     }
 
     /// Notes the terms of entries about to be written, durably first.
@@ -288,13 +263,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
         let committed = committed.and_then(|c| self.cap_to_log(c));
-        self.shared.committed.send_if_modified(|c| {
-            let changed = *c != committed && committed > *c;
-            if changed {
-                *c = committed;
-            }
-            changed
-        });
+        if committed <= self.committed() {
+            return Ok(());
+        }
+        // Small, and not synced: a write and a rename.
+        self.shared.durable.write(COMMITTED, &committed, false)?;
+        *lock(&self.shared.committed) = committed;
         Ok(())
     }
 
