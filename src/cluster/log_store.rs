@@ -36,6 +36,7 @@ const VOTE: &str = "vote";
 const COMMITTED: &str = "committed";
 const PURGED: &str = "purged";
 const TERMS: &str = "terms";
+const FLUSHED: &str = "flushed";
 
 /// Frame bytes one append-entries request carries at most (one entry
 /// always goes, however large: an empty answer would stall replication).
@@ -64,6 +65,9 @@ struct Shared {
     vote: Mutex<Option<Vote>>,
     purged: Mutex<Option<LogId>>,
     committed: Mutex<Option<LogId>>,
+    /// The last entry made durable, as recorded after each append (see
+    /// `repair`).
+    flushed: Mutex<Option<LogId>>,
 }
 
 /// The log storage and, cloned, its readers.
@@ -83,6 +87,7 @@ impl LogStore {
         let vote = durable.read::<Vote>(VOTE)?;
         let purged = durable.read::<Option<LogId>>(PURGED)?.flatten();
         let committed = durable.read::<Option<LogId>>(COMMITTED)?.flatten();
+        let flushed = durable.read::<Option<LogId>>(FLUSHED)?.flatten();
         let store = LogStore {
             shared: Arc::new(Shared {
                 log,
@@ -90,11 +95,10 @@ impl LogStore {
                 terms: Mutex::new(terms),
                 vote: Mutex::new(vote),
                 purged: Mutex::new(purged),
-                committed: Mutex::new(None),
+                committed: Mutex::new(committed),
+                flushed: Mutex::new(flushed),
             }),
         };
-        let committed = committed.and_then(|c| store.cap_to_log(c));
-        *lock(&store.shared.committed) = committed;
         Ok(store)
     }
 
@@ -144,6 +148,25 @@ impl LogStore {
         *lock(&self.shared.committed)
     }
 
+    /// The last entry this node recorded as durable.
+    pub fn flushed(&self) -> Option<LogId> {
+        *lock(&self.shared.flushed)
+    }
+
+    /// After a storage fault: the marks say no more than the log holds.
+    pub fn forget_marks_past_log(&self) -> io::Result<()> {
+        let last = self.last_id().or(*lock(&self.shared.purged));
+        for (name, mark) in [(COMMITTED, &self.shared.committed), (FLUSHED, &self.shared.flushed)] {
+            let mut mark = lock(mark);
+            let sound = mark.is_none_or(|m| m.index < self.first_index() || self.holds(&m));
+            if !sound {
+                *mark = last;
+                self.shared.durable.write(name, &*mark, true)?;
+            }
+        }
+        Ok(())
+    }
+
     /// `id`, or the last entry held if `id` is past it.
     fn cap_to_log(&self, id: LogId) -> Option<LogId> {
         match self.last_id() {
@@ -187,7 +210,12 @@ impl LogStore {
             }
             log.reset(first).map_err(io_error)?;
         }
-        log.append_frames(&frames).map(|_| ()).map_err(io_error)
+        log.append_frames(&frames).map(|_| ()).map_err(io_error)?;
+        // What this node may now acknowledge; unsynced, see `repair`.
+        let last = entries.last().map(|e| e.log_id);
+        self.shared.durable.write(FLUSHED, &last, false)?;
+        *lock(&self.shared.flushed) = last;
+        Ok(())
     }
 
     /// Reads entries `[start, end)` that the log holds, at most about
@@ -316,6 +344,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let mut terms = lock(&store.shared.terms);
             if terms.forget_from(keep) {
                 store.shared.durable.write(TERMS, &*terms, true)?;
+            }
+            drop(terms);
+            // Raft may take back entries this node acknowledged but nobody
+            // committed: they are no longer what it holds (see `repair`).
+            let mut flushed = lock(&store.shared.flushed);
+            if flushed.is_some_and(|f| f.index >= keep) {
+                *flushed = store.last_id();
+                store.shared.durable.write(FLUSHED, &*flushed, false)?;
             }
             Ok(())
         })
