@@ -26,6 +26,7 @@ mod metrics;
 mod network;
 mod node;
 mod repair;
+pub mod retention;
 mod rpc;
 mod state_machine;
 mod status;

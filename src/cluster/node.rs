@@ -196,6 +196,10 @@ impl Cluster {
         &self.inner.raft
     }
 
+    pub fn store(&self) -> &LogStore {
+        &self.inner.store
+    }
+
     /// Whether `offset` is hidden from readers (see `state_machine`).
     pub fn aborted(&self, offset: u64) -> bool {
         self.inner.visibility.aborted(offset)
