@@ -59,7 +59,7 @@ impl Durable {
         let tmp = self.dir.join(format!("{name}.tmp"));
         let mut file =
             fs::File::create(&tmp).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", tmp.display())))?;
-        write!(file, "crc32:{:08x}\n", crc32fast::hash(&json))?;
+        writeln!(file, "crc32:{:08x}", crc32fast::hash(&json))?;
         file.write_all(&json)?;
         if sync {
             file.sync_data()?;
