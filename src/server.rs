@@ -271,6 +271,11 @@ impl Server {
     /// period, long polls and event streams end, then the log is synced and
     /// closed.
     pub async fn shutdown(self) -> Result<(), ServerError> {
+        if let Some(cluster) = &self.cluster {
+            // Before anything stops: the next leader takes over at once,
+            // within the grace period's first part.
+            cluster.step_down((self.grace / 3).max(Duration::from_millis(500))).await;
+        }
         let _ = self.stop.send(true);
         let mut serving = self.serving;
         match tokio::time::timeout(self.grace, &mut serving).await {

@@ -2,8 +2,8 @@
 //! `*` as principal means everyone authenticated and the actions are
 //! `produce` (append), `consume` (read, tail, status, replicate), `cluster`
 //! (a cluster's peer RPCs under `/raft/` and membership changes under
-//! `/cluster/`: what peers need) and `admin` (everything, including
-//! protected metrics and health). Blank lines and `#`
+//! `/cluster/`, and `consume`: what peers need) and `admin` (everything,
+//! including protected metrics and health). Blank lines and `#`
 //! comments are ignored. A plain table: the policy model is this small.
 
 use std::collections::{HashMap, HashSet};
@@ -27,6 +27,13 @@ impl Action {
             Action::Cluster => "cluster",
             Action::Admin => "admin",
         }
+    }
+
+    /// Whether a grant of `self` also grants `other`: `admin` grants
+    /// everything, and `cluster` grants `consume` (a peer holds the whole
+    /// log anyway, and forming a cluster reads `GET /cluster`).
+    fn includes(self, other: Action) -> bool {
+        matches!((self, other), (Action::Admin, _) | (Action::Cluster, Action::Consume))
     }
 
     fn parse(word: &str) -> Option<Action> {
@@ -56,7 +63,7 @@ impl Acl {
             let action = Action::parse(action).ok_or_else(|| {
                 (
                     line,
-                    format!("unknown action {action:?}: use produce, consume or admin"),
+                    format!("unknown action {action:?}: use produce, consume, cluster or admin"),
                 )
             })?;
             acl.grants.entry(principal.to_string()).or_default().insert(action);
@@ -68,7 +75,7 @@ impl Acl {
         [principal, "*"].iter().any(|who| {
             self.grants
                 .get(*who)
-                .is_some_and(|actions| actions.contains(&action) || actions.contains(&Action::Admin))
+                .is_some_and(|actions| actions.contains(&action) || actions.iter().any(|a| a.includes(action)))
         })
     }
 }
@@ -92,6 +99,15 @@ mod tests {
         assert!(acl.allows("root", Action::Produce) && acl.allows("root", Action::Admin));
         assert!(acl.allows("root", Action::Cluster), "admin grants cluster");
         assert!(!acl.allows("alice", Action::Cluster));
+    }
+
+    #[test]
+    fn cluster_is_what_peers_need_and_nothing_more() {
+        let acl = Acl::parse("peer cluster\n").unwrap();
+        assert!(acl.allows("peer", Action::Cluster));
+        assert!(acl.allows("peer", Action::Consume), "peers read GET /cluster and replicate");
+        assert!(!acl.allows("peer", Action::Produce));
+        assert!(!acl.allows("peer", Action::Admin));
     }
 
     #[test]

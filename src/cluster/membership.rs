@@ -117,6 +117,29 @@ impl Cluster {
         Ok(())
     }
 
+    /// On the way down: a leader hands leadership to its most caught-up
+    /// voter first, so that the others need not wait an election timeout.
+    /// Gives up quietly after `within`.
+    pub async fn step_down(&self, within: Duration) {
+        if self.leader().is_none_or(|(leader, _)| leader != self.id()) {
+            return;
+        }
+        let status = self.status();
+        let best = status
+            .members
+            .iter()
+            .filter(|m| m.voter && m.id != self.id() && m.reachable == Some(true))
+            .max_by_key(|m| m.match_offset)
+            .map(|m| m.id);
+        let Some(next) = best else { return };
+        tracing::info!(to = next, "shutting down: handing leadership over");
+        match tokio::time::timeout(within, self.transfer_leadership(next)).await {
+            Ok(Ok(())) => tracing::info!(to = next, "leadership handed over"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not hand leadership over"),
+            Err(_) => tracing::warn!(?within, "leadership handover timed out"),
+        }
+    }
+
     /// Hands leadership to voter `id` and waits until it leads.
     pub async fn transfer_leadership(&self, id: NodeId) -> Result<(), ClusterError> {
         self.must_lead()?;
