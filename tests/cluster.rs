@@ -802,25 +802,42 @@ async fn ndjson_batches_are_visible_whole_or_not_at_all_across_a_leader_kill() {
 
 // ==== known limitation: the persisted commit index is written behind ====
 
-/// KNOWN LIMITATION (expected to fail now): a restarted node reloads a
-/// commit index that is written behind, so until it hears from the leader
-/// it shows a shorter visible log than it showed before the kill: the
-/// monitor sees its visible end go back.
+/// KNOWN LIMITATION (fails now): a restarted node reloads a commit index
+/// (and applied state) written behind, so until it hears from the leader it
+/// shows a shorter visible log than it showed before the kill. The node is
+/// restarted partitioned, so the window lasts; its visible end is read
+/// right before the kill and right after the restart (the monitor, a
+/// sampler, can miss the window).
 #[tokio::test]
 #[ignore = "known limitation: the persisted commit index is written behind, a restarted node briefly shows a shorter visible log"]
 async fn a_restarted_node_never_shows_a_shorter_visible_log() {
     let (mut cluster, leader) = start("restart visible end").await;
     let monitor = VisibleMonitor::start(cluster.urls(), Duration::from_millis(20));
     let load = Load::start(cluster.urls(), load_config());
+    let mut shrunk = Vec::new();
     for round in 0..3 {
         assert_progress(&load, 100, &format!("round {round}")).await;
         let follower = (leader + 1 + round % 2) % cluster.len();
+        // Restarted where it cannot hear from the leader, it shows what its
+        // own files say is committed.
+        let before = checker::read_visible(&cluster.url(follower)).await.map(|l| l.end());
+        cluster.kill(follower);
+        cluster.partition(follower, Mode::Drop);
         cluster.restart(follower).await;
+        let after = checker::read_visible(&cluster.url(follower)).await.map(|l| l.end());
+        eprintln!("restart visible end: node {follower} showed end {before:?} before the kill, {after:?} after");
+        if let (Ok(before), Ok(after)) = (before, after) {
+            shrunk.extend((after < before).then(|| format!("node {follower}: visible end {before} before the kill, {after} after the restart")));
+        }
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        cluster.heal();
         cluster.wait_for_leader(LEADER_TIMEOUT).await;
     }
     assert_progress(&load, 50, "at the end").await;
     let history = load.stop().await;
     check_and_report(&cluster, "restart visible end", &history).await;
+    eprintln!("restart visible end: the monitor made {} complete reads", monitor.complete_reads());
+    checker::assert_clean("restart visible end", &shrunk);
     assert_monitor_clean("restart visible end monitor", monitor.stop().await, false);
 }
 
@@ -840,9 +857,27 @@ async fn transfer_leadership(cluster: &TestCluster, leader: usize, to: usize) ->
     )
     .await
     {
+        Ok(r) if r.status == 200 => "200".to_string(),
         Ok(r) => format!("{} {}", r.status, r.body),
         Err(e) => e,
     }
+}
+
+/// What every node says (`/cluster`), its log tail, and where the files
+/// are kept: the evidence for a schedule that failed without panicking.
+async fn failure_evidence(cluster: &mut TestCluster) -> String {
+    let mut out = Vec::new();
+    for i in 0..cluster.len() {
+        match cluster.cluster_status(i).await {
+            Ok(s) => out.push(format!("node {i} /cluster: {}", s.raw)),
+            Err(e) => out.push(format!("node {i} /cluster: {e}")),
+        }
+    }
+    for i in 0..cluster.len() {
+        out.push(cluster.log_tail(i, 25));
+    }
+    out.push(format!("cluster files kept in {}", cluster.keep_files().display()));
+    out.join("\n  ")
 }
 
 /// One seeded schedule; Err with the problems when its check fails.
@@ -904,13 +939,18 @@ async fn run_schedule(n: usize) -> Result<String, String> {
         while cluster.leader().await.is_none() {
             if Instant::now() > deadline {
                 let _ = load.stop().await;
-                return Err(format!("seed {seed}: no leader after {done:?}"));
+                let evidence = failure_evidence(&mut cluster).await;
+                return Err(format!("seed {seed}: no leader after {done:?}\n  {evidence}"));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         if !load.wait_for_more_acks(20, PROGRESS_TIMEOUT).await {
-            let _ = load.stop().await;
-            return Err(format!("seed {seed}: no progress after {done:?}"));
+            let evidence = failure_evidence(&mut cluster).await;
+            let history = load.stop().await;
+            return Err(format!(
+                "seed {seed}: no progress after {done:?} ({})\n  {evidence}",
+                history.summary()
+            ));
         }
     }
     let history = load.stop().await;
@@ -924,9 +964,7 @@ async fn run_schedule(n: usize) -> Result<String, String> {
     } else {
         let mut shown: Vec<String> = problems.into_iter().take(20).collect();
         shown.insert(0, summary);
-        for i in 0..cluster.len() {
-            shown.push(cluster.log_tail(i, 15));
-        }
+        shown.push(failure_evidence(&mut cluster).await);
         Err(shown.join("\n  "))
     }
 }
@@ -1065,9 +1103,12 @@ async fn a_follower_that_lost_acknowledged_records_on_disk_does_not_lose_them_fo
     let zeroed = zero_tail(cluster.data_dir(faulty), from);
     assert!(zeroed.contains(&last_acked));
 
+    // The only node holding every acknowledged record goes down before
+    // the faulty one comes back: the two left are the faulty follower and
+    // the one that missed the records.
+    cluster.kill(leader);
     cluster.heal();
     cluster.restart(faulty).await;
-    cluster.kill(leader);
     // Whatever the two left decide within a few seconds...
     tokio::time::sleep(Duration::from_secs(4)).await;
     for i in [faulty, behind] {
@@ -1081,3 +1122,4 @@ async fn a_follower_that_lost_acknowledged_records_on_disk_does_not_lose_them_fo
     cluster.wait_for_leader(LEADER_TIMEOUT).await;
     check_and_report(&cluster, "storage fault", &history).await;
 }
+

@@ -545,6 +545,15 @@ impl TestCluster {
         checker::check_cluster(&urls, history, timeout).await
     }
 
+    /// Keeps the cluster's logs and data after it is dropped (as a panic
+    /// does), for a look at a failure that is reported without panicking.
+    pub fn keep_files(&mut self) -> PathBuf {
+        if let Some(root) = self.root.take() {
+            let _ = root.keep();
+        }
+        self.root_path.clone()
+    }
+
     /// The last `lines` lines of node `i`'s log file.
     pub fn log_tail(&self, i: usize, lines: usize) -> String {
         let path = &self.nodes[i].log_path;
