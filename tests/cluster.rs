@@ -787,6 +787,15 @@ async fn ndjson_batches_are_visible_whole_or_not_at_all_across_a_leader_kill() {
         history.summary(),
         reads.len()
     );
+    let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+    for b in &batches {
+        if let Outcome::Unknown(why) = &b.outcome {
+            // Without the node's address: "connection refused", "503", ...
+            let why = why.split_once(": ").map_or(why.as_str(), |(_, rest)| rest);
+            *reasons.entry(why.chars().take(60).collect()).or_default() += 1;
+        }
+    }
+    eprintln!("batches: unknown outcomes by reason: {reasons:#?}");
     let mut problems: Vec<String> = batches.iter().filter_map(|b| b.answer_problem.clone()).collect();
     for log in &reads {
         problems.extend(partial_batches(log, &sizes));
