@@ -134,7 +134,7 @@ struct ServeArgs {
     #[arg(long, env = "DISTLOG_TOKEN_FILE", value_name = "FILE")]
     token_file: Option<PathBuf>,
 
-    /// Authorize with this policy of `<principal> <action>` lines (actions produce, consume, admin; `*` = anyone).
+    /// Authorize with this policy of `<principal> <action>` lines (actions produce, consume, cluster, admin; `*` = anyone).
     #[arg(long, env = "DISTLOG_ACL", value_name = "FILE")]
     acl: Option<PathBuf>,
 
@@ -348,11 +348,6 @@ impl ServeArgs {
                 "invalid --heartbeat-ms {}: must be less than --election-timeout-min-ms {}",
                 self.heartbeat_ms,
                 self.election_timeout_min_ms
-            );
-        }
-        if self.retention_bytes.is_some() || self.retention_ms.is_some() {
-            anyhow::bail!(
-                "--retention-bytes and --retention-ms are not supported with --peers yet: a cluster's retention must go through Raft"
             );
         }
         let mut routes = std::collections::HashMap::new();

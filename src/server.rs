@@ -173,7 +173,14 @@ impl Server {
         let cluster = match &config.cluster {
             Some(settings) => {
                 let scheme = if security.tls.is_some() { "https" } else { "http" };
-                Some(start_cluster(&log, &config.data_dir, settings, format!("{scheme}://{local_addr}")).await?)
+                let cluster =
+                    start_cluster(&log, &config.data_dir, settings, format!("{scheme}://{local_addr}")).await?;
+                background.push(tokio::spawn(crate::cluster::retention::run(
+                    cluster.clone(),
+                    config.retention_check,
+                    stopping.clone(),
+                )));
+                Some(cluster)
             }
             // Retention in a cluster must go through Raft (snapshot, then
             // purge); deleting segments behind its back would break it.

@@ -5,6 +5,9 @@
 //! Routes and actions: `POST /` needs `produce`; reads, tailing, `/status`
 //! and `/replication/frames` need `consume`; `/metrics`, `/healthz` and
 //! `/readyz` are open unless `--protect-metrics`, then they need `admin`.
+//! A cluster's peer RPCs (`/raft/*`) and membership changes (`POST` and
+//! `DELETE` under `/cluster/`) need `cluster`; `GET /cluster` needs
+//! `consume`.
 //! A refused caller gets the JSON error of `ApiError::Unauthorized` (401,
 //! with `WWW-Authenticate: Bearer`) or `ApiError::Forbidden` (403).
 
@@ -23,6 +26,10 @@ use crate::auth::{Action, PeerInfo, Policy, Principal};
 fn required_action(policy: &Policy, method: &Method, route: &str) -> Option<Action> {
     match (method, route) {
         (&Method::POST, routes::ROOT) => Some(Action::Produce),
+        (_, routes::RAFT_APPEND | routes::RAFT_VOTE | routes::RAFT_SNAPSHOT | routes::RAFT_TRANSFER)
+        | (&Method::POST | &Method::DELETE, routes::CLUSTER_JOIN | routes::CLUSTER_LEADER | routes::CLUSTER_MEMBER) => {
+            Some(Action::Cluster)
+        }
         (_, routes::METRICS | routes::HEALTHZ | routes::READYZ) => policy.protects_metrics().then_some(Action::Admin),
         _ => Some(Action::Consume),
     }

@@ -36,6 +36,7 @@ pub fn recorder() -> &'static PrometheusHandle {
         crate::log::describe_metrics();
         crate::replication::describe_metrics();
         crate::auth::describe_metrics();
+        crate::cluster::describe_metrics();
         handle
     })
 }

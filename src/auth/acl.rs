@@ -1,7 +1,9 @@
 //! The access policy from `--acl`: lines of `<principal> <action>`, where
 //! `*` as principal means everyone authenticated and the actions are
-//! `produce` (append), `consume` (read, tail, status, replicate) and `admin`
-//! (everything, including protected metrics and health). Blank lines and `#`
+//! `produce` (append), `consume` (read, tail, status, replicate), `cluster`
+//! (a cluster's peer RPCs under `/raft/` and membership changes under
+//! `/cluster/`: what peers need) and `admin` (everything, including
+//! protected metrics and health). Blank lines and `#`
 //! comments are ignored. A plain table: the policy model is this small.
 
 use std::collections::{HashMap, HashSet};
@@ -13,6 +15,7 @@ use super::{AuthConfigError, LineError, load_file, word_pairs};
 pub enum Action {
     Produce,
     Consume,
+    Cluster,
     Admin,
 }
 
@@ -21,6 +24,7 @@ impl Action {
         match self {
             Action::Produce => "produce",
             Action::Consume => "consume",
+            Action::Cluster => "cluster",
             Action::Admin => "admin",
         }
     }
@@ -29,6 +33,7 @@ impl Action {
         match word {
             "produce" => Some(Action::Produce),
             "consume" => Some(Action::Consume),
+            "cluster" => Some(Action::Cluster),
             "admin" => Some(Action::Admin),
             _ => None,
         }
@@ -85,6 +90,8 @@ mod tests {
         assert!(!acl.allows("carol", Action::Produce));
         assert!(acl.allows("carol", Action::Consume));
         assert!(acl.allows("root", Action::Produce) && acl.allows("root", Action::Admin));
+        assert!(acl.allows("root", Action::Cluster), "admin grants cluster");
+        assert!(!acl.allows("alice", Action::Cluster));
     }
 
     #[test]

@@ -14,6 +14,7 @@
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -29,12 +30,18 @@ fn corrupt(path: &Path, why: impl std::fmt::Display) -> io::Error {
 #[derive(Clone, Debug)]
 pub struct Durable {
     dir: PathBuf,
+    /// One write at a time: two writers of one document would share its
+    /// temporary file, and the second rename would find it gone.
+    writing: Arc<Mutex<()>>,
 }
 
 impl Durable {
     pub fn open(dir: PathBuf) -> io::Result<Durable> {
         fs::create_dir_all(&dir).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
-        Ok(Durable { dir })
+        Ok(Durable {
+            dir,
+            writing: Arc::new(Mutex::new(())),
+        })
     }
 
     pub fn dir(&self) -> &Path {
@@ -42,17 +49,21 @@ impl Durable {
     }
 
     /// Replaces `name` with `value`, durably (see the module doc). With
-    /// `sync` false the rename is not waited for: a crash may keep the old
-    /// document, which callers of this mode accept.
+    /// `sync` false nothing is synced: the new document survives the
+    /// process (a crash, `kill -9`) through the page cache, but a power cut
+    /// may keep the old one, which callers of this mode accept.
     pub fn write<T: Serialize>(&self, name: &str, value: &T, sync: bool) -> io::Result<()> {
         let json = serde_json::to_vec(value).map_err(io::Error::other)?;
+        let _one_at_a_time = self.writing.lock().unwrap_or_else(PoisonError::into_inner);
         let path = self.dir.join(name);
         let tmp = self.dir.join(format!("{name}.tmp"));
         let mut file =
             fs::File::create(&tmp).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", tmp.display())))?;
-        write!(file, "crc32:{:08x}\n", crc32fast::hash(&json))?;
+        writeln!(file, "crc32:{:08x}", crc32fast::hash(&json))?;
         file.write_all(&json)?;
-        file.sync_data()?;
+        if sync {
+            file.sync_data()?;
+        }
         fs::rename(&tmp, &path)?;
         if sync {
             fs::File::open(&self.dir)?.sync_all()?;

@@ -11,8 +11,10 @@
 //! - Readers of the Raft log read up to the written end
 //!   (`Log::read_frames_written`); HTTP readers see only what the state
 //!   machine made visible (`Log::set_visible_cap`).
-//! - The committed id is stored as `min(committed, last entry)`, behind the
-//!   core's back (at most every `COMMITTED_EVERY`), and only ever lags.
+//! - The committed id is stored as `min(committed, last entry)` before
+//!   each apply, without a sync: a restarted process (kill -9 included)
+//!   re-applies up to it at once, so its readers never see less than
+//!   before; after a power cut it may lag, and the leader brings it back.
 //! - A purge records the purged id durably before it deletes segments, so
 //!   a crash in between reopens with entries hidden below `purged + 1`.
 
@@ -20,11 +22,9 @@ use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
 
 use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader};
-use tokio::sync::watch;
 
 use super::codec::{decode_entries, encode_entries};
 use super::durable::Durable;
@@ -36,9 +36,7 @@ const VOTE: &str = "vote";
 const COMMITTED: &str = "committed";
 const PURGED: &str = "purged";
 const TERMS: &str = "terms";
-
-/// How often the committed id is written behind the core.
-const COMMITTED_EVERY: Duration = Duration::from_millis(100);
+const FLUSHED: &str = "flushed";
 
 /// Frame bytes one append-entries request carries at most (one entry
 /// always goes, however large: an empty answer would stall replication).
@@ -66,7 +64,10 @@ struct Shared {
     terms: Mutex<Terms>,
     vote: Mutex<Option<Vote>>,
     purged: Mutex<Option<LogId>>,
-    committed: watch::Sender<Option<LogId>>,
+    committed: Mutex<Option<LogId>>,
+    /// The last entry made durable, as recorded after each append (see
+    /// `repair`).
+    flushed: Mutex<Option<LogId>>,
 }
 
 /// The log storage and, cloned, its readers.
@@ -86,6 +87,7 @@ impl LogStore {
         let vote = durable.read::<Vote>(VOTE)?;
         let purged = durable.read::<Option<LogId>>(PURGED)?.flatten();
         let committed = durable.read::<Option<LogId>>(COMMITTED)?.flatten();
+        let flushed = durable.read::<Option<LogId>>(FLUSHED)?.flatten();
         let store = LogStore {
             shared: Arc::new(Shared {
                 log,
@@ -93,12 +95,10 @@ impl LogStore {
                 terms: Mutex::new(terms),
                 vote: Mutex::new(vote),
                 purged: Mutex::new(purged),
-                committed: watch::Sender::new(None),
+                committed: Mutex::new(committed),
+                flushed: Mutex::new(flushed),
             }),
         };
-        let committed = committed.and_then(|c| store.cap_to_log(c));
-        store.shared.committed.send_replace(committed);
-        store.write_committed_behind();
         Ok(store)
     }
 
@@ -145,7 +145,26 @@ impl LogStore {
 
     /// The committed id as persisted: never past the last entry held.
     pub fn committed(&self) -> Option<LogId> {
-        *self.shared.committed.borrow()
+        *lock(&self.shared.committed)
+    }
+
+    /// The last entry this node recorded as durable.
+    pub fn flushed(&self) -> Option<LogId> {
+        *lock(&self.shared.flushed)
+    }
+
+    /// After a storage fault: the marks say no more than the log holds.
+    pub fn forget_marks_past_log(&self) -> io::Result<()> {
+        let last = self.last_id().or(*lock(&self.shared.purged));
+        for (name, mark) in [(COMMITTED, &self.shared.committed), (FLUSHED, &self.shared.flushed)] {
+            let mut mark = lock(mark);
+            let sound = mark.is_none_or(|m| m.index < self.first_index() || self.holds(&m));
+            if !sound {
+                *mark = last;
+                self.shared.durable.write(name, &*mark, true)?;
+            }
+        }
+        Ok(())
     }
 
     /// `id`, or the last entry held if `id` is past it.
@@ -155,27 +174,6 @@ impl LogStore {
             Some(_) => Some(id),
             None => None,
         }
-    }
-
-    /// A task that writes the committed id whenever it changed, at most
-    /// every `COMMITTED_EVERY`; it ends when the store goes.
-    fn write_committed_behind(&self) {
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let mut changes = self.shared.committed.subscribe();
-        let durable = self.shared.durable.clone();
-        runtime.spawn(async move {
-            while changes.changed().await.is_ok() {
-                let committed = *changes.borrow_and_update();
-                let durable = durable.clone();
-                let written = blocking(move || durable.write(COMMITTED, &committed, false)).await;
-                if let Err(e) = written {
-                    tracing::warn!(error = %e, "could not record the committed index");
-                }
-                tokio::time::sleep(COMMITTED_EVERY).await;
-            }
-        });
     }
 
     /// Notes the terms of entries about to be written, durably first.
@@ -212,7 +210,12 @@ impl LogStore {
             }
             log.reset(first).map_err(io_error)?;
         }
-        log.append_frames(&frames).map(|_| ()).map_err(io_error)
+        log.append_frames(&frames).map(|_| ()).map_err(io_error)?;
+        // What this node may now acknowledge; unsynced, see `repair`.
+        let last = entries.last().map(|e| e.log_id);
+        self.shared.durable.write(FLUSHED, &last, false)?;
+        *lock(&self.shared.flushed) = last;
+        Ok(())
     }
 
     /// Reads entries `[start, end)` that the log holds, at most about
@@ -288,13 +291,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
         let committed = committed.and_then(|c| self.cap_to_log(c));
-        self.shared.committed.send_if_modified(|c| {
-            let changed = *c != committed && committed > *c;
-            if changed {
-                *c = committed;
-            }
-            changed
-        });
+        if committed <= self.committed() {
+            return Ok(());
+        }
+        // Small, and not synced: a write and a rename.
+        self.shared.durable.write(COMMITTED, &committed, false)?;
+        *lock(&self.shared.committed) = committed;
         Ok(())
     }
 
@@ -342,6 +344,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let mut terms = lock(&store.shared.terms);
             if terms.forget_from(keep) {
                 store.shared.durable.write(TERMS, &*terms, true)?;
+            }
+            drop(terms);
+            // Raft may take back entries this node acknowledged but nobody
+            // committed: they are no longer what it holds (see `repair`).
+            let mut flushed = lock(&store.shared.flushed);
+            if flushed.is_some_and(|f| f.index >= keep) {
+                *flushed = store.last_id();
+                store.shared.durable.write(FLUSHED, &*flushed, false)?;
             }
             Ok(())
         })

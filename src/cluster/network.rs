@@ -165,9 +165,13 @@ impl RaftNetworkV2<TypeConfig> for Peer {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
         let body = encode_append(&rpc);
-        self.post(APPEND_PATH, body.into(), "application/octet-stream", &option)
+        let started = std::time::Instant::now();
+        let answer = self
+            .post(APPEND_PATH, body.into(), "application/octet-stream", &option)
             .await
-            .map_err(PeerError::rpc)
+            .map_err(PeerError::rpc);
+        metrics::histogram!(super::metrics::APPEND_DURATION).record(started.elapsed().as_secs_f64());
+        answer
     }
 
     async fn vote(

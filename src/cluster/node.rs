@@ -19,6 +19,7 @@ use super::durable::Durable;
 use super::error::ClusterError;
 use super::log_store::LogStore;
 use super::network::{Network, Routes};
+use super::repair;
 use super::state_machine::{StateMachine, Visibility};
 use super::types::{Member, NodeId, TypeConfig, UserRecord};
 use crate::log::Log;
@@ -123,17 +124,42 @@ impl Cluster {
             return Err(StartError::StandaloneLog(data_dir.display().to_string()));
         }
         let durable = Durable::open(raft_dir)?;
-        let id = match durable.read::<NodeId>(NODE_ID)? {
-            Some(id) => id,
-            None => {
+        let store = LogStore::open(log, durable.clone())?;
+        let checked = store.clone();
+        let fault = tokio::task::spawn_blocking(move || repair::check(&checked))
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))??;
+        let id = match (durable.read::<NodeId>(NODE_ID)?, &fault) {
+            (Some(id), None) => id,
+            (old, fault) => {
                 let id = new_node_id()?;
+                if let Some(fault) = fault {
+                    tracing::error!(
+                        old_node_id = ?old,
+                        new_node_id = id,
+                        %fault,
+                        "STORAGE FAULT: this node's log lost records it had made durable; it will not vote or lead on it. \
+                         Keeping the sound prefix and joining again under a new id, to catch up from the other members"
+                    );
+                    let repaired = store.clone();
+                    let fault = fault.clone();
+                    tokio::task::spawn_blocking(move || repair::keep_sound_prefix(&repaired, &fault))
+                        .await
+                        .map_err(|e| StartError::Raft(e.to_string()))??;
+                } else {
+                    tracing::info!(node_id = id, "new data directory: generated a node id");
+                }
                 durable.write(NODE_ID, &id, true)?;
-                tracing::info!(node_id = id, "new data directory: generated a node id");
                 id
             }
         };
-        let store = LogStore::open(log, durable.clone())?;
         let sm = StateMachine::open(store.clone(), durable)?;
+        if fault.is_some() {
+            let sm = sm.clone();
+            tokio::task::spawn_blocking(move || sm.forget_applied_past_log())
+                .await
+                .map_err(|e| StartError::Raft(e.to_string()))??;
+        }
         let visibility = sm.visibility();
         let network = Network {
             client: config.client.clone(),
@@ -154,6 +180,7 @@ impl Cluster {
         };
         tracing::info!(node_id = id, url = %cluster.inner.url, peers = ?cluster.inner.config.peers, "cluster node started");
         tokio::spawn(super::formation::form(cluster.clone()));
+        tokio::spawn(super::metrics::publish(cluster.clone()));
         Ok(cluster)
     }
 
@@ -167,6 +194,10 @@ impl Cluster {
 
     pub fn raft(&self) -> &RaftNode {
         &self.inner.raft
+    }
+
+    pub fn store(&self) -> &LogStore {
+        &self.inner.store
     }
 
     /// Whether `offset` is hidden from readers (see `state_machine`).

@@ -100,6 +100,28 @@ impl Tables {
     }
 }
 
+/// Where the batch that the entry at `index` belongs to starts, if that
+/// entry leaves it open.
+fn open_batch_from(store: &LogStore, index: u64) -> io::Result<Option<u64>> {
+    let open_at = |i: u64| -> io::Result<bool> {
+        let (frames, _) = store
+            .log()
+            .read_frames_written(i, 1, 0)
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        let records = crate::log::split_frames(frames, i, crate::log::MAX_STORED_FRAME)
+            .map_err(|(_, _, e)| io::Error::other(e.to_string()))?;
+        Ok(records.first().is_some_and(|r| r.attributes & BATCH_OPEN != 0))
+    };
+    if !open_at(index)? {
+        return Ok(None);
+    }
+    let mut from = index;
+    while from > store.first_index() && open_at(from - 1)? {
+        from -= 1;
+    }
+    Ok(Some(from))
+}
+
 /// A snapshot as stored: its metadata and tables.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct StoredSnapshot {
@@ -161,6 +183,35 @@ impl StateMachine {
         sm.publish();
         sm.write_tables_behind();
         Ok(sm)
+    }
+
+    /// After a storage fault: the log no longer holds what the tables say
+    /// was applied, so applying starts again from where it ends. Batch
+    /// tracking restarts there too: an open batch is found by walking back
+    /// over its records.
+    pub fn forget_applied_past_log(&self) -> io::Result<()> {
+        let store = &self.shared.store;
+        let mut tables = self.shared.tables.write().unwrap_or_else(PoisonError::into_inner);
+        let Some(applied) = tables.applied else {
+            return Ok(());
+        };
+        if applied.index < store.first_index() || store.holds(&applied) {
+            return Ok(());
+        }
+        let last = store.last_id();
+        tracing::warn!(?applied, now = ?last, "the log lost applied entries: applying again from its end");
+        tables.applied = last;
+        tables.open_batch_from = match last {
+            Some(last) => open_batch_from(store, last.index)?,
+            None => None,
+        };
+        tables
+            .aborted
+            .retain(|(from, _)| last.is_some_and(|l| *from <= l.index));
+        drop(tables);
+        self.write_tables()?;
+        self.publish();
+        Ok(())
     }
 
     pub fn visibility(&self) -> Visibility {

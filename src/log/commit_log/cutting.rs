@@ -56,11 +56,37 @@ impl Log {
     /// over `retention_bytes`, or while their newest record is older than
     /// `retention_ms` before `now_ms`. The active segment always stays.
     pub fn enforce_retention(&self, now_ms: u64) -> Result<usize> {
-        let config = &self.shared.config;
-        if config.retention_bytes.is_none() && config.retention_ms.is_none() {
+        if !self.has_retention() {
             return Ok(0);
         }
         let _w = self.lock_writer()?;
+        let doomed = self.retention_doomed(now_ms)?;
+        self.purge_oldest(doomed)
+    }
+
+    /// Where retention would have the log start now (the first offset of
+    /// the oldest segment it keeps), deleting nothing; `None` when it would
+    /// delete nothing. A cluster purges through Raft up to there.
+    pub fn retention_point(&self, now_ms: u64) -> Result<Option<u64>> {
+        if !self.has_retention() {
+            return Ok(None);
+        }
+        let doomed = self.retention_doomed(now_ms)?;
+        let segments = self.read_segments();
+        Ok(doomed
+            .checked_sub(1)
+            .and_then(|last| segments.get(last))
+            .map(|s| s.next_offset()))
+    }
+
+    fn has_retention(&self) -> bool {
+        let config = &self.shared.config;
+        config.retention_bytes.is_some() || config.retention_ms.is_some()
+    }
+
+    /// How many of the oldest sealed segments retention dooms now.
+    fn retention_doomed(&self, now_ms: u64) -> Result<usize> {
+        let config = &self.shared.config;
         let segments = self.read_segments().clone();
         let mut total: u64 = segments.iter().map(|s| s.size_bytes()).sum();
         let mut doomed = 0;
@@ -76,8 +102,7 @@ impl Log {
             total = total.saturating_sub(segment.size_bytes());
             doomed += 1;
         }
-        drop(segments);
-        self.purge_oldest(doomed)
+        Ok(doomed)
     }
 
     /// Removes up to `count` of the oldest segments, never the active one.

@@ -1,0 +1,85 @@
+//! The cluster's Prometheus series, refreshed from openraft's metrics
+//! whenever they change (and the append-entries latency, timed by the
+//! sender in `network`).
+
+use std::collections::BTreeMap;
+
+use openraft::async_runtime::WatchReceiver;
+
+use super::node::Cluster;
+
+pub const TERM: &str = "distlog_raft_term";
+pub const IS_LEADER: &str = "distlog_raft_is_leader";
+pub const LEADER_CHANGES: &str = "distlog_raft_leader_changes_total";
+pub const COMMIT_OFFSET: &str = "distlog_raft_commit_offset";
+pub const PEER_MATCH: &str = "distlog_raft_peer_match_offset";
+pub const PEER_LAG: &str = "distlog_raft_peer_lag_records";
+pub const APPEND_DURATION: &str = "distlog_raft_append_entries_duration_seconds";
+
+pub fn describe_metrics() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!(TERM, "This node's current Raft term.");
+    describe_gauge!(IS_LEADER, "1 while this node is the cluster's leader, else 0.");
+    describe_counter!(
+        LEADER_CHANGES,
+        "Times the leader this node knows of changed (to another node or to none)."
+    );
+    describe_gauge!(COMMIT_OFFSET, "The last committed offset this node knows of.");
+    describe_gauge!(
+        PEER_MATCH,
+        "On the leader: the last offset each peer is known to hold (label peer: its node id)."
+    );
+    describe_gauge!(
+        PEER_LAG,
+        "On the leader: records each peer is behind the leader's log (label peer: its node id)."
+    );
+    describe_histogram!(
+        APPEND_DURATION,
+        Unit::Seconds,
+        "Append-entries requests to peers, from sending to the answer (heartbeats included)."
+    );
+}
+
+/// Refreshes the series whenever openraft's metrics change; ends with the node.
+pub async fn publish(cluster: Cluster) {
+    let mut watch = cluster.raft().metrics();
+    let mut last_leader = None;
+    let mut peers_shown: BTreeMap<u64, ()> = BTreeMap::new();
+    metrics::counter!(LEADER_CHANGES).increment(0);
+    loop {
+        let m = watch.borrow_watched().clone();
+        metrics::gauge!(TERM).set(m.current_term as f64);
+        let leading = m.current_leader == Some(cluster.id());
+        metrics::gauge!(IS_LEADER).set(if leading { 1.0 } else { 0.0 });
+        if m.current_leader != last_leader {
+            if last_leader.is_some() || m.current_leader.is_none() {
+                metrics::counter!(LEADER_CHANGES).increment(1);
+            }
+            last_leader = m.current_leader;
+        }
+        if let Some(c) = m.local_committed {
+            metrics::gauge!(COMMIT_OFFSET).set(c.index as f64);
+        }
+        let last = m.last_log_index.unwrap_or(0);
+        if let Some(replication) = m.replication.as_ref().filter(|_| leading) {
+            for (peer, matched) in replication {
+                let label = peer.to_string();
+                let matched = matched.map(|l| l.index);
+                metrics::gauge!(PEER_MATCH, "peer" => label.clone()).set(matched.map_or(-1.0, |i| i as f64));
+                let lag = last.saturating_sub(matched.unwrap_or(0));
+                metrics::gauge!(PEER_LAG, "peer" => label).set(lag as f64);
+                peers_shown.insert(*peer, ());
+            }
+        } else {
+            // Not leading: the per-peer view is the leader's to give.
+            for peer in std::mem::take(&mut peers_shown).into_keys() {
+                let label = peer.to_string();
+                metrics::gauge!(PEER_MATCH, "peer" => label.clone()).set(-1.0);
+                metrics::gauge!(PEER_LAG, "peer" => label).set(0.0);
+            }
+        }
+        if watch.changed().await.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! Storage faults on one node must not lose acknowledged records.
+//!
+//! Raft assumes a node never forgets what it acknowledged; disks do (a
+//! zeroed or truncated tail, a flipped bit in a sealed segment). Before
+//! openraft starts, a cluster node checks its log against what it had
+//! recorded:
+//! - `flushed`: the last entry it made durable (written after every append,
+//!   so it is what the node may have acknowledged to a leader);
+//! - `committed`: the last entry it knew committed;
+//! - every frame's checksum (the engine checks only the last record of a
+//!   sealed segment on open, the rest when read).
+//!
+//! A log that ends below either mark, or holds a bad frame, is *faulty*:
+//! its node may have voted for, or counted towards, records it no longer
+//! has. Such a node is repaired the way "Protocol-Aware Recovery for
+//! Consensus-Based Storage" (FAST '18) asks, by never voting or leading on
+//! the faulty log: it keeps the sound prefix (cut before a bad frame),
+//! takes a **new node id**, and joins again as a learner (`formation`),
+//! catching up from the others; once caught up it becomes a voter in its
+//! old id's place (`membership::join` replaces the member at its URL). Its
+//! old id stays a silent voter until then, so a cluster that lost a
+//! majority of sound copies waits rather than electing a leader without
+//! the records.
+//!
+//! Limit: `flushed` and `committed` are written without a sync (a sync per
+//! append would double the fsyncs): they survive a process crash, not a
+//! power cut, which may leave them a little behind the log.
+
+use std::io;
+
+use super::log_store::LogStore;
+use super::types::LogId;
+use crate::log::LogError;
+
+/// How a log fell short of what its node had recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// The log ends before an entry the node had made durable.
+    Short {
+        mark: &'static str,
+        recorded: LogId,
+        log_end: u64,
+    },
+    /// The log holds that entry with another term (overwritten on disk).
+    Changed { mark: &'static str, recorded: LogId },
+    /// A frame fails its checksum.
+    Corrupt { offset: u64, reason: String },
+}
+
+impl std::fmt::Display for Fault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Fault::Short {
+                mark,
+                recorded,
+                log_end,
+            } => write!(
+                f,
+                "the log ends at index {log_end}, below the {mark} entry {recorded} this node had recorded"
+            ),
+            Fault::Changed { mark, recorded } => {
+                write!(f, "the {mark} entry {recorded} is no longer in the log as it was")
+            }
+            Fault::Corrupt { offset, reason } => write!(f, "the frame at offset {offset} is corrupt: {reason}"),
+        }
+    }
+}
+
+/// Frame bytes read at a time by the checksum scan.
+const SCAN_BYTES: u64 = 8 << 20;
+
+/// Checks the log against the node's marks and every frame's checksum.
+pub fn check(store: &LogStore) -> io::Result<Option<Fault>> {
+    if let Some(fault) = scan_checksums(store)? {
+        return Ok(Some(fault));
+    }
+    for (mark, recorded) in [("flushed", store.flushed()), ("committed", store.committed())] {
+        let Some(recorded) = recorded else { continue };
+        if recorded.index < store.first_index() {
+            continue;
+        }
+        if recorded.index >= store.next_index() {
+            return Ok(Some(Fault::Short {
+                mark,
+                recorded,
+                log_end: store.next_index(),
+            }));
+        }
+        if !store.holds(&recorded) {
+            return Ok(Some(Fault::Changed { mark, recorded }));
+        }
+    }
+    Ok(None)
+}
+
+fn scan_checksums(store: &LogStore) -> io::Result<Option<Fault>> {
+    let log = store.log();
+    let (mut cursor, end) = (store.first_index(), store.next_index());
+    let started = std::time::Instant::now();
+    while cursor < end {
+        let count = u32::try_from(end - cursor).unwrap_or(u32::MAX);
+        match log.read_frames_written(cursor, count, SCAN_BYTES) {
+            Ok((_, 0)) => break,
+            Ok((_, n)) => cursor += u64::from(n),
+            Err(LogError::Corrupt { offset, reason, .. }) => {
+                return Ok(Some(Fault::Corrupt {
+                    offset: offset.unwrap_or(cursor),
+                    reason,
+                }));
+            }
+            Err(e) => return Err(io::Error::other(e.to_string())),
+        }
+    }
+    if started.elapsed().as_secs() >= 1 {
+        tracing::info!(entries = end - store.first_index(), took = ?started.elapsed(), "checked every frame of the log");
+    }
+    Ok(None)
+}
+
+/// Keeps the sound prefix of a faulty log: cut before a corrupt frame.
+pub fn keep_sound_prefix(store: &LogStore, fault: &Fault) -> io::Result<()> {
+    if let Fault::Corrupt { offset, .. } = fault {
+        let log = store.log();
+        let cut = if *offset > log.lowest_offset() {
+            log.cut_after(offset - 1)
+        } else {
+            log.reset(*offset)
+        };
+        cut.map_err(|e| io::Error::other(e.to_string()))?;
+    }
+    store.forget_marks_past_log()
+}
