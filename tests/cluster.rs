@@ -7,8 +7,8 @@
 //!
 //! Run: `cargo test --test cluster -- --test-threads=1` (the machine has
 //! two cores; parallel clusters starve one another's elections). The long
-//! schedule runner and the tests of known limitations are `#[ignore]`d
-//! (see each one's comment); `-- --ignored` runs them.
+//! schedule runner is `#[ignore]`d; `-- --ignored` runs it
+//! (`DISTLOG_SCHEDULES=N`, default 20).
 
 mod common;
 
@@ -811,14 +811,14 @@ async fn ndjson_batches_are_visible_whole_or_not_at_all_across_a_leader_kill() {
 
 // ==== known limitation: the persisted commit index is written behind ====
 
-/// KNOWN LIMITATION (fails now): a restarted node reloads a commit index
-/// (and applied state) written behind, so until it hears from the leader it
-/// shows a shorter visible log than it showed before the kill. The node is
+/// Was a known limitation (failed on 57158af, passes since f246984): a
+/// restarted node reloaded a commit index (and applied state) written
+/// behind, so until it heard from the leader it showed a shorter visible
+/// log than it showed before the kill. The node is
 /// restarted partitioned, so the window lasts; its visible end is read
 /// right before the kill and right after the restart (the monitor, a
 /// sampler, can miss the window).
 #[tokio::test]
-#[ignore = "known limitation: the persisted commit index is written behind, a restarted node briefly shows a shorter visible log"]
 async fn a_restarted_node_never_shows_a_shorter_visible_log() {
     let (mut cluster, leader) = start("restart visible end").await;
     let monitor = VisibleMonitor::start(cluster.urls(), Duration::from_millis(20));
@@ -1063,13 +1063,13 @@ fn zero_tail(dir: &std::path::Path, from: u64) -> Vec<u64> {
     zeroed.iter().map(|f| f.0).collect()
 }
 
-/// KNOWN LIMITATION (expected to fail now): storage-fault repair is not
-/// implemented. A follower whose disk lost acknowledged records comes back
-/// with a shorter log and may still vote (and lead): with the leader dead
-/// and the third node behind, the two elect a leader whose log lacks
-/// records the cluster acknowledged, which overwrite them everywhere.
+/// Was a known limitation (failed on 57158af, passes since f246984, the
+/// storage-fault repair): a follower whose disk lost acknowledged records
+/// came back with a shorter log and still voted and led: with the leader
+/// dead and the third node behind, the two elected it, its blank entry
+/// took the lost records' offsets, and the old leader truncated them on
+/// its return ("truncating uncommitted Raft entries keep=29 end=32").
 #[tokio::test]
-#[ignore = "known limitation: storage-fault repair is not implemented; a node that lost acknowledged records still votes"]
 async fn a_follower_that_lost_acknowledged_records_on_disk_does_not_lose_them_for_the_cluster() {
     let (mut cluster, leader) = start("storage fault").await;
     let behind = (leader + 1 + cluster.rng().index(2)) % cluster.len();
