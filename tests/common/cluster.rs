@@ -128,6 +128,9 @@ pub struct TestCluster {
     /// `links[from][to]`: the proxy `from` uses to reach `to` (None when equal).
     links: Vec<Vec<Option<FaultProxy>>>,
     partitioned: Vec<bool>,
+    /// The `--peers` seed list: the first `config.nodes` nodes' URLs, the
+    /// same for every node (nodes added later join through a seed).
+    seeds: Vec<String>,
 }
 
 impl TestCluster {
@@ -166,7 +169,9 @@ impl TestCluster {
             .collect();
         let mut order: Vec<usize> = (0..config.nodes).collect();
         rng.shuffle(&mut order);
+        let seeds = nodes.iter().map(|n| n.url.clone()).collect();
         let mut cluster = TestCluster {
+            seeds,
             partitioned: vec![false; config.nodes],
             config,
             seed,
@@ -336,9 +341,48 @@ impl TestCluster {
         self.wait_ready(i).await;
     }
 
+    /// Starts one more node (not a seed: `--peers` is the seed list, its
+    /// own URL only in `--advertise-url`), with proxies on its links to and
+    /// from every node, and waits until it answers HTTP. It joins through a
+    /// seed on its own. Nodes already running reach it directly (they have
+    /// no route for it) until they are restarted. Returns its index.
+    pub async fn add_node(&mut self) -> usize {
+        let i = self.nodes.len();
+        let port = free_ports(1)[0];
+        let node = Node {
+            port,
+            url: format!("http://127.0.0.1:{port}"),
+            data_dir: self.root_path.join(format!("node{i}-data")),
+            log_path: self.root_path.join(format!("node{i}.log")),
+            child: None,
+            stopped: false,
+            generation: 0,
+            wipes: 0,
+        };
+        eprintln!("cluster node {i} (added): {} (log {})", node.url, node.log_path.display());
+        self.nodes.push(node);
+        let new_target = SocketAddr::from(([127, 0, 0, 1], port));
+        for row in &mut self.links {
+            row.push(Some(FaultProxy::start(new_target).expect("a link proxy starts")));
+        }
+        let row = (0..=i)
+            .map(|to| {
+                (to != i).then(|| {
+                    let target = SocketAddr::from(([127, 0, 0, 1], self.nodes[to].port));
+                    FaultProxy::start(target).expect("a link proxy starts")
+                })
+            })
+            .collect();
+        self.links.push(row);
+        self.partitioned.push(false);
+        self.spawn(i);
+        self.wait_ready(i).await;
+        i
+    }
+
     fn spawn(&mut self, i: usize) {
         assert!(self.nodes[i].child.is_none(), "node {i} is already running");
-        let peers = self.urls().join(",");
+        let peers = self.seeds.join(",");
         let routes: Vec<String> = (0..self.len())
             .filter(|&j| j != i)
             .map(|j| format!("{}={}", self.nodes[j].url, self.link(i, j).url()))
@@ -499,6 +543,15 @@ impl TestCluster {
     pub async fn check(&self, history: &History, timeout: Duration) -> Vec<String> {
         let urls: Vec<String> = self.reachable().into_iter().map(|i| self.url(i)).collect();
         checker::check_cluster(&urls, history, timeout).await
+    }
+
+    /// Keeps the cluster's logs and data after it is dropped (as a panic
+    /// does), for a look at a failure that is reported without panicking.
+    pub fn keep_files(&mut self) -> PathBuf {
+        if let Some(root) = self.root.take() {
+            let _ = root.keep();
+        }
+        self.root_path.clone()
     }
 
     /// The last `lines` lines of node `i`'s log file.

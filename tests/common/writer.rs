@@ -181,6 +181,25 @@ impl Load {
         self.acked() >= target
     }
 
+    /// Waits for every writer to reach its attempt limit
+    /// (`attempts_per_writer`; without one this never returns) and returns
+    /// the whole history.
+    pub async fn stop_when_done(self) -> History {
+        assert!(
+            self.writers.is_empty() || !self.stop.is_closed(),
+            "the writers are gone"
+        );
+        let mut history = History::default();
+        for writer in self.writers {
+            match writer.await {
+                Ok(attempts) => history.attempts.extend(attempts),
+                Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+                Err(error) => panic!("a writer task was cancelled: {error}"),
+            }
+        }
+        history
+    }
+
     /// Signals every writer to stop after its attempt in flight (which ends
     /// within the request timeout) and returns the whole history.
     pub async fn stop(self) -> History {
