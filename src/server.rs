@@ -274,7 +274,9 @@ impl Server {
         if let Some(cluster) = &self.cluster {
             // Before anything stops: the next leader takes over at once,
             // within the grace period's first part.
-            cluster.step_down((self.grace / 3).max(Duration::from_millis(500))).await;
+            cluster
+                .step_down((self.grace / 3).max(Duration::from_millis(500)))
+                .await;
         }
         let _ = self.stop.send(true);
         let mut serving = self.serving;

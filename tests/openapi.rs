@@ -5,6 +5,7 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use common::{client, post_json, start_in};
 use serde_json::Value;
@@ -116,6 +117,10 @@ async fn the_spec_describes_the_running_server() {
         "/readyz",
         "/metrics",
         "/replication/frames",
+        "/cluster",
+        "/cluster/join",
+        "/cluster/members/{id}",
+        "/cluster/leader",
     ]);
     assert_eq!(documented, served, "paths in openapi.yaml and the router differ");
 
@@ -194,4 +199,90 @@ async fn the_spec_describes_the_running_server() {
         let response = c.get(format!("{url}/replication/frames{query}")).send().await.unwrap();
         check(&spec, "/replication/frames", "get", response).await;
     }
+    // A standalone node has no cluster: 404 not_a_cluster.
+    check(
+        &spec,
+        "/cluster",
+        "get",
+        c.get(format!("{url}/cluster")).send().await.unwrap(),
+    )
+    .await;
+    let join = c.post(format!("{url}/cluster/join")).body(r#"{"url":"http://x"}"#);
+    check(&spec, "/cluster/join", "post", join.send().await.unwrap()).await;
+}
+
+/// A one-node cluster (`--peers` naming only itself) answers as documented:
+/// the cluster routes, skipped offsets, the cluster's status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_spec_describes_a_cluster_node() {
+    let spec = spec();
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::cluster::free_ports(1)[0];
+    let url = format!("http://127.0.0.1:{port}");
+    let mut config = common::config(dir.path());
+    config.listen = format!("127.0.0.1:{port}").parse().unwrap();
+    config.cluster = Some(distlog::server::ClusterSettings {
+        peers: vec![url.clone()],
+        advertise_url: None,
+        routes: Default::default(),
+        heartbeat: Duration::from_millis(50),
+        election_timeout: (Duration::from_millis(150), Duration::from_millis(300)),
+        peer_client: distlog::replication::FollowConfig::new(""),
+    });
+    let _node = common::start(config).await;
+    let c = client();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let view: Value = loop {
+        let view: Value = c
+            .get(format!("{url}/cluster"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if view["leader_id"].is_u64() && c.get(format!("{url}/readyz")).send().await.unwrap().status() == 200 {
+            break view;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a one-node cluster elects itself: {view}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let id = view["node_id"].as_u64().unwrap();
+    check(
+        &spec,
+        "/cluster",
+        "get",
+        c.get(format!("{url}/cluster")).send().await.unwrap(),
+    )
+    .await;
+    check(&spec, "/", "post", post_json(&url, r#"{"event":"clustered"}"#).await).await;
+    // Offset 0 is the membership entry the cluster was formed with.
+    let control = c.get(format!("{url}/0")).send().await.unwrap();
+    assert_eq!(control.status(), 404);
+    check(
+        &spec,
+        "/{offset}",
+        "get",
+        c.get(format!("{url}/0")).send().await.unwrap(),
+    )
+    .await;
+    check(&spec, "/", "get", c.get(format!("{url}/?from=0")).send().await.unwrap()).await;
+    for path in ["/status", "/readyz", "/metrics"] {
+        check(&spec, path, "get", c.get(format!("{url}{path}")).send().await.unwrap()).await;
+    }
+    let to_self = c
+        .post(format!("{url}/cluster/leader"))
+        .body(format!(r#"{{"id":{id}}}"#));
+    check(&spec, "/cluster/leader", "post", to_self.send().await.unwrap()).await;
+    let to_nobody = c.post(format!("{url}/cluster/leader")).body(r#"{"id":1}"#);
+    check(&spec, "/cluster/leader", "post", to_nobody.send().await.unwrap()).await;
+    let remove = c.delete(format!("{url}/cluster/members/1"));
+    check(&spec, "/cluster/members/{id}", "delete", remove.send().await.unwrap()).await;
+    let bad = c.delete(format!("{url}/cluster/members/x"));
+    check(&spec, "/cluster/members/{id}", "delete", bad.send().await.unwrap()).await;
+    let bad_join = c.post(format!("{url}/cluster/join")).body(r#"{"url":"ftp://x"}"#);
+    check(&spec, "/cluster/join", "post", bad_join.send().await.unwrap()).await;
 }

@@ -105,7 +105,10 @@ mod tests {
     fn cluster_is_what_peers_need_and_nothing_more() {
         let acl = Acl::parse("peer cluster\n").unwrap();
         assert!(acl.allows("peer", Action::Cluster));
-        assert!(acl.allows("peer", Action::Consume), "peers read GET /cluster and replicate");
+        assert!(
+            acl.allows("peer", Action::Consume),
+            "peers read GET /cluster and replicate"
+        );
         assert!(!acl.allows("peer", Action::Produce));
         assert!(!acl.allows("peer", Action::Admin));
     }

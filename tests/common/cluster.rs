@@ -359,7 +359,11 @@ impl TestCluster {
             generation: 0,
             wipes: 0,
         };
-        eprintln!("cluster node {i} (added): {} (log {})", node.url, node.log_path.display());
+        eprintln!(
+            "cluster node {i} (added): {} (log {})",
+            node.url,
+            node.log_path.display()
+        );
         self.nodes.push(node);
         let new_target = SocketAddr::from(([127, 0, 0, 1], port));
         for row in &mut self.links {
