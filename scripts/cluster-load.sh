@@ -36,7 +36,7 @@ for arg in "$@"; do
     distlog | batch | etcd | nats | failover | catchup) PARTS+=("$arg") ;;
     all) PARTS+=(distlog batch etcd nats failover catchup) ;;
     -h | --help)
-      sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'
+      sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     *)
