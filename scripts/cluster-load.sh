@@ -1,0 +1,588 @@
+#!/usr/bin/env bash
+# Cluster load test (issue 11): a three-node distlog Raft cluster on loopback against a
+# standalone node, against etcd and NATS JetStream (three nodes each, Debian's packages),
+# then failover and catch-up times. Every ratio is measured in the same run.
+#
+#   scripts/cluster-load.sh [PART...]     PART: distlog batch etcd nats failover catchup all
+#                                         (default: all)
+#   distlog   POST / of ~1 KiB JSON (wrk, CONNECTIONS connections) to a standalone node,
+#             then to the leader of a 3-node cluster; both --fsync always (the default)
+#   batch     the same with NDJSON batches of BATCH records a request
+#   etcd      3 etcd-server 3.4 nodes: PUT of 1 KiB values through the v3 JSON gateway
+#             (POST /v3/kv/put, base64; wrk + lua) to the leader; etcd fsyncs before it acks
+#   nats      3 nats-server 2.9 nodes, an R3 file-storage stream; nats-py (venv under
+#             target/tools): "sync" = CONNECTIONS tasks each publish-and-wait-for-ack,
+#             "async" = publish_async with at most NATS_ASYNC_PENDING acks pending.
+#             2.9 acks from memory (no sync_interval): not the same durability
+#   failover  KILLS times: kill -9 the leader, time until a POST is acknowledged (201) through
+#             the new leader (curl -L against the survivors every 10 ms); restart, repeat
+#   catchup   fill the cluster with CATCHUP_BYTES of ~1 KiB records, then start a 4th node
+#             (it joins as a learner) and time until the leader sees it hold every record;
+#             then GET of the last record on the new node checks it
+#
+# Knobs (environment): DURATION (10s), CONNECTIONS (64), THREADS (wrk threads, 2), BATCH
+# (100), NATS_ASYNC_PENDING (CONNECTIONS), KILLS (20), CATCHUP_BYTES (1073741824),
+# BASE_PORT (21080), LOAD_DIR (data dirs; default a temporary directory under $TMPDIR or
+# /tmp, never /dev/shm), DISTLOG (binary; default built here with cargo), CARGO_TARGET_DIR.
+# Installs wrk, curl, jq, etcd-server, etcd-client, nats-server, python3-venv with apt-get
+# if missing (and nats-py from PyPI into target/tools/venv); kills what it started on exit.
+# distlog runs in its default configuration (RUST_LOG unset; default heartbeat and election
+# timeouts). CPU of every server process is read from /proc during each load run.
+set -euo pipefail
+
+PARTS=()
+for arg in "$@"; do
+  case "$arg" in
+    distlog | batch | etcd | nats | failover | catchup) PARTS+=("$arg") ;;
+    all) PARTS+=(distlog batch etcd nats failover catchup) ;;
+    -h | --help)
+      sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'
+      exit 0
+      ;;
+    *)
+      echo "unknown part: $arg (try --help)" >&2
+      exit 2
+      ;;
+  esac
+done
+[ "${#PARTS[@]}" -gt 0 ] || PARTS=(distlog batch etcd nats failover catchup)
+want() { [[ " ${PARTS[*]} " == *" $1 "* ]]; }
+
+DURATION="${DURATION:-10s}"
+CONNECTIONS="${CONNECTIONS:-64}"
+THREADS="${THREADS:-2}"
+BATCH="${BATCH:-100}"
+NATS_ASYNC_PENDING="${NATS_ASYNC_PENDING:-$CONNECTIONS}"
+KILLS="${KILLS:-20}"
+CATCHUP_BYTES="${CATCHUP_BYTES:-1073741824}"
+BASE_PORT="${BASE_PORT:-21080}"
+
+cd "$(dirname "$0")/.."
+log() { printf '[cluster-load %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+# ----- tools -------------------------------------------------------------
+need=()
+command -v curl >/dev/null || need+=(curl)
+command -v jq >/dev/null || need+=(jq)
+if want distlog || want batch || want etcd; then command -v wrk >/dev/null || need+=(wrk); fi
+if want etcd; then
+  command -v etcd >/dev/null || need+=(etcd-server)
+  command -v etcdctl >/dev/null || need+=(etcd-client)
+fi
+if want nats; then
+  command -v nats-server >/dev/null || need+=(nats-server)
+  /usr/bin/python3 -c 'import ensurepip' 2>/dev/null || need+=(python3-venv)
+fi
+if [ "${#need[@]}" -gt 0 ]; then
+  log "installing ${need[*]}"
+  if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+target="${CARGO_TARGET_DIR:-target}"
+if want nats; then
+  VENV="$target/tools/venv"
+  if ! "$VENV/bin/python" -c 'import nats' 2>/dev/null; then
+    log "installing nats-py into $VENV"
+    mkdir -p "$target/tools"
+    /usr/bin/python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q nats-py
+  fi
+fi
+if [ -z "${DISTLOG:-}" ]; then
+  log "building: cargo build --release --bin distlog"
+  cargo build --release --bin distlog
+  DISTLOG="$target/release/distlog"
+fi
+
+# ----- scratch space and cleanup ----------------------------------------
+parent="${LOAD_DIR:-${TMPDIR:-/tmp}}"
+case "$parent" in /dev/shm*)
+  echo "LOAD_DIR under /dev/shm fills RAM; use a directory on disk" >&2
+  exit 2
+  ;;
+esac
+mkdir -p "$parent"
+work="$(mktemp -d "$parent/distlog-cluster-load.XXXXXX")"
+declare -A PIDS # name -> pid of every server this script started
+stop_one() {    # stop_one NAME [SIGNAL]: TERM (or SIGNAL), then KILL after 10 s
+  local name="$1" sig="${2:-TERM}" pid="${PIDS[$1]:-}"
+  [ -n "$pid" ] || return 0
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -"$sig" "$pid" 2>/dev/null || true
+    for _ in $(seq 100); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  wait "$pid" 2>/dev/null || true
+  unset "PIDS[$name]"
+}
+stop_all() {
+  local name
+  for name in "${!PIDS[@]}"; do stop_one "$name"; done
+}
+cleanup() {
+  stop_all
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+seconds() { # wrk's duration ("10s", "2m", "30") in seconds
+  local n="${1//[^0-9]/}"
+  case "$1" in
+    *m) echo $((n * 60)) ;;
+    *h) echo $((n * 3600)) ;;
+    *) echo "$n" ;;
+  esac
+}
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+
+# ----- bodies and wrk scripts -------------------------------------------
+# ~1 KiB JSON, the same record scripts/load.sh and scripts/perf.sh post.
+line='{"event":"load","pad":"'"$(head -c 1000 /dev/zero | tr '\0' 'x')"'"}'
+RECORD_BYTES=$((${#line} + 1))
+report='
+done = function(summary, latency, requests)
+  local errors = summary.errors.connect + summary.errors.read + summary.errors.write
+    + summary.errors.status + summary.errors.timeout
+  io.write(string.format("RESULT rps=%.1f p50_us=%d p99_us=%d requests=%d errors=%d\n",
+    summary.requests / (summary.duration / 1e6), latency:percentile(50), latency:percentile(99),
+    summary.requests, errors))
+end
+'
+cat >"$work/post.lua" <<EOF
+wrk.method = "POST"
+wrk.body = '$line'
+wrk.headers["Content-Type"] = "application/json"
+$report
+EOF
+cat >"$work/batch.lua" <<EOF
+wrk.method = "POST"
+wrk.body = string.rep('$line' .. "\n", $BATCH)
+wrk.headers["Content-Type"] = "application/x-ndjson"
+$report
+EOF
+# etcd: one key, a 1 KiB value (1024 x "x"), both base64 as the v3 JSON gateway wants.
+etcd_key="$(printf 'bench-key' | base64 -w0)"
+etcd_value="$(head -c 1024 /dev/zero | tr '\0' 'x' | base64 -w0)"
+cat >"$work/etcd.lua" <<EOF
+wrk.method = "POST"
+wrk.path = "/v3/kv/put"
+wrk.body = '{"key":"$etcd_key","value":"$etcd_value"}'
+wrk.headers["Content-Type"] = "application/json"
+$report
+EOF
+
+# ----- results -------------------------------------------------------------
+declare -A VAL UNIT NOTE CMD CPU
+ROWS=()
+HAVE_CPU=0
+result() { # result NAME VALUE UNIT NOTE COMMAND
+  VAL[$1]="$2"
+  UNIT[$1]="$3"
+  NOTE[$1]="$4"
+  CMD[$1]="$5"
+  ROWS+=("$1")
+}
+
+# CPU seconds (user + system, all threads) of a pid so far, and the machine's busy/iowait ticks.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+machine_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $6, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat; }
+# cpu_during NAME OUT PID... -- COMMAND...: runs COMMAND (its output to the file OUT), then sets
+# CPU[NAME] to each named server's CPU% (100% = one core) over the run, and the machine's busy and iowait.
+cpu_during() {
+  local name="$1" outfile="$2" hz
+  shift 2
+  hz="$(getconf CLK_TCK)"
+  local names=()
+  while [ "$1" != "--" ]; do
+    names+=("$1")
+    shift
+  done
+  shift
+  declare -A before
+  local n
+  for n in "${names[@]}"; do before[$n]="$(cpu_ticks "${PIDS[$n]}")"; done
+  local m0 t0 rc=0
+  m0="$(machine_ticks)"
+  t0="$(now_ms)"
+  "$@" >"$outfile" 2>&1 || rc=$?
+  local t1 m1 out=""
+  t1="$(now_ms)"
+  m1="$(machine_ticks)"
+  for n in "${names[@]}"; do
+    out+="$(awk -v a="${before[$n]}" -v b="$(cpu_ticks "${PIDS[$n]}")" -v hz="$hz" -v ms="$((t1 - t0))" -v n="$n" \
+      'BEGIN { printf "%s %.0f%% ", n, (b - a) / hz * 100000 / ms }')"
+  done
+  out+="$(awk -v a="$m0" -v b="$m1" 'BEGIN { split(a, x, " "); split(b, y, " "); t = y[3] - x[3]
+    if (t > 0) printf "| machine busy %.0f%% iowait %.0f%% (of %d cores)", (y[1] - x[1]) * 100 / t, (y[2] - x[2]) * 100 / t, '"$(nproc)"' }')"
+  CPU[$name]="$out"
+  HAVE_CPU=1
+  log "  cpu: $out"
+  return "$rc"
+}
+
+# wrk_run NAME URL LUA PER_REQUEST UNIT NOTE SERVER_NAMES...: one wrk run; VAL is req/s x PER_REQUEST.
+wrk_run() {
+  local name="$1" url="$2" lua="$3" per="$4" unit="$5" note="$6" out="$work/wrk-$1.out"
+  shift 6
+  local cmd=(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --timeout 10s --latency -s "$lua" "$url")
+  log "${cmd[*]}  ($name)"
+  cpu_during "$name" "$out" "$@" -- timeout "$(($(seconds "$DURATION") + 60))" "${cmd[@]}" || {
+    log "wrk failed for $name:"
+    cat "$out" >&2
+    exit 1
+  }
+  local r rps p50 p99 err
+  r="$(grep '^RESULT' "$out")"
+  rps="$(sed -E 's/.*rps=([0-9.]+).*/\1/' <<<"$r")"
+  p50="$(sed -E 's/.*p50_us=([0-9]+).*/\1/' <<<"$r")"
+  p99="$(sed -E 's/.*p99_us=([0-9]+).*/\1/' <<<"$r")"
+  err="$(sed -E 's/.*errors=([0-9]+).*/\1/' <<<"$r")"
+  local val
+  val="$(awk -v r="$rps" -v p="$per" 'BEGIN { printf "%.0f", r * p }')"
+  result "$name" "$val" "$unit" "$(awk -v a="$p50" -v b="$p99" -v e="$err" -v n="$note" \
+    'BEGIN { printf "p50 %.1f ms, p99 %.1f ms, errors %d%s", a / 1000, b / 1000, e, (n == "" ? "" : "; " n) }')" \
+    "${cmd[*]//$work/\$work}"
+  log "  $name: $val $unit (${NOTE[$name]})"
+  if [ "$err" -gt 0 ]; then
+    log "  $name: $err errors; wrk said:"
+    sed -n '1,20p' "$out" >&2
+  fi
+}
+
+# ----- distlog -----------------------------------------------------------
+PORT="$BASE_PORT"
+next_port() { PORT=$((PORT + 1)); }
+# start_distlog NAME PORT [FLAG...]: data in $work/NAME, output in $work/NAME.out.
+start_distlog() {
+  local name="$1" port="$2"
+  shift 2
+  env -u RUST_LOG "$DISTLOG" serve --listen "127.0.0.1:$port" --data-dir "$work/$name" "$@" \
+    >>"$work/$name.out" 2>&1 &
+  PIDS[$name]=$!
+}
+wait_http() { # wait_http NAME URL [SECONDS]: until URL answers 2xx
+  local name="$1" url="$2" secs="${3:-60}"
+  for _ in $(seq $((secs * 10))); do
+    if ! kill -0 "${PIDS[$name]}" 2>/dev/null; then
+      log "$name exited early; its output:"
+      tail -20 "$work/$name.out" >&2 || true
+      exit 1
+    fi
+    if curl -sf -o /dev/null --max-time 1 "$url"; then return 0; fi
+    sleep 0.1
+  done
+  log "$name: $url did not answer within $secs s"
+  tail -20 "$work/$name.out" >&2 || true
+  exit 1
+}
+start_standalone() { # sets SOLO_URL
+  next_port
+  start_distlog solo "$PORT"
+  SOLO_URL="http://127.0.0.1:$PORT"
+  wait_http solo "$SOLO_URL/healthz"
+}
+CLUSTER_PORTS=()
+PEERS=""
+start_cluster() { # start_cluster TAG: nodes TAG1..TAG3, leader in LEADER_URL
+  local tag="$1" i
+  CLUSTER_PORTS=()
+  for i in 1 2 3; do
+    next_port
+    CLUSTER_PORTS+=("$PORT")
+  done
+  PEERS="$(printf 'http://127.0.0.1:%s,' "${CLUSTER_PORTS[@]}")"
+  PEERS="${PEERS%,}"
+  for i in 1 2 3; do start_distlog "$tag$i" "${CLUSTER_PORTS[$((i - 1))]}" --peers "$PEERS"; done
+  for i in 1 2 3; do wait_http "$tag$i" "http://127.0.0.1:${CLUSTER_PORTS[$((i - 1))]}/readyz" 60; done
+  wait_leader "$tag"
+}
+# wait_leader TAG [EXCEPT_PORT]: a leader every live node agrees on, in LEADER_URL and LEADER_NAME.
+wait_leader() {
+  local tag="$1" except="${2:-}" i url leaders
+  for _ in $(seq 300); do
+    leaders=""
+    for i in 1 2 3; do
+      [ "${CLUSTER_PORTS[$((i - 1))]}" != "$except" ] || continue
+      url="$(curl -sf --max-time 1 "http://127.0.0.1:${CLUSTER_PORTS[$((i - 1))]}/cluster" | jq -r '.leader_url // empty' 2>/dev/null || true)"
+      leaders+="${url:-none} "
+    done
+    url="${leaders%% *}"
+    if [ "$url" != none ] && [ -z "$(tr ' ' '\n' <<<"$leaders" | grep -v -x -e "$url" -e '')" ]; then
+      LEADER_URL="$url"
+      for i in 1 2 3; do
+        [ "http://127.0.0.1:${CLUSTER_PORTS[$((i - 1))]}" != "$url" ] || LEADER_NAME="$tag$i"
+      done
+      return 0
+    fi
+    sleep 0.1
+  done
+  log "no leader that every node agrees on within 30 s: $leaders"
+  exit 1
+}
+stop_cluster() { # stop_cluster TAG
+  local i
+  for i in 1 2 3 4; do stop_one "$1$i"; done
+}
+
+log "load average before the runs: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) cores; data under $work ($(df --output=source,fstype "$work" | tail -1 | tr -s ' '))"
+
+if want distlog || want batch; then
+  for part in distlog batch; do
+    want "$part" || continue
+    if [ "$part" = distlog ]; then lua="$work/post.lua" per=1 unit="records/s" what="POST / ~1 KiB JSON"; else
+      lua="$work/batch.lua" per="$BATCH" unit="records/s" what="NDJSON batches of $BATCH"
+    fi
+    log "== $part: standalone distlog --fsync always, $what"
+    start_standalone
+    wrk_run "$part standalone" "$SOLO_URL" "$lua" "$per" "$unit" "" solo
+    stop_one solo
+    rm -rf "$work/solo"
+    log "== $part: 3-node distlog cluster --fsync always, $what, to the leader"
+    start_cluster "c$part"
+    log "  leader $LEADER_URL ($LEADER_NAME)"
+    wrk_run "$part cluster" "$LEADER_URL" "$lua" "$per" "$unit" "leader $LEADER_NAME" "c${part}1" "c${part}2" "c${part}3"
+    curl -sf "$LEADER_URL/cluster" | jq -c '[.members[] | {id, voter, match_offset}]' >&2 || true
+    stop_cluster "c$part"
+    rm -rf "$work/c$part"[123]
+  done
+fi
+
+# ----- etcd ----------------------------------------------------------------
+if want etcd; then
+  log "== etcd $(etcd --version | awk '/etcd Version/ { print $3 }'): 3 nodes, PUT 1 KiB values via POST /v3/kv/put"
+  cports=() pports=() initial=""
+  for i in 1 2 3; do
+    next_port
+    cports+=("$PORT")
+    next_port
+    pports+=("$PORT")
+    initial+="e$i=http://127.0.0.1:$PORT,"
+  done
+  initial="${initial%,}"
+  for i in 1 2 3; do
+    c="${cports[$((i - 1))]}" p="${pports[$((i - 1))]}"
+    etcd --name "e$i" --data-dir "$work/etcd$i" \
+      --listen-client-urls "http://127.0.0.1:$c" --advertise-client-urls "http://127.0.0.1:$c" \
+      --listen-peer-urls "http://127.0.0.1:$p" --initial-advertise-peer-urls "http://127.0.0.1:$p" \
+      --initial-cluster "$initial" --initial-cluster-token distlog-bench --initial-cluster-state new \
+      --logger zap --log-outputs stderr --log-level warn >"$work/etcd$i.out" 2>&1 &
+    PIDS[etcd$i]=$!
+  done
+  endpoints="$(printf 'http://127.0.0.1:%s,' "${cports[@]}")"
+  endpoints="${endpoints%,}"
+  for _ in $(seq 300); do
+    if etcdctl --endpoints "$endpoints" endpoint health >/dev/null 2>&1; then break; fi
+    sleep 0.1
+  done
+  etcd_leader="$(etcdctl --endpoints "$endpoints" endpoint status -w json |
+    jq -r '.[] | select(.Status.leader == .Status.header.member_id) | .Endpoint' | head -1)"
+  [ -n "$etcd_leader" ] || {
+    log "etcd has no leader; its output:"
+    tail -5 "$work"/etcd*.out >&2
+    exit 1
+  }
+  for i in 1 2 3; do [ "$etcd_leader" != "http://127.0.0.1:${cports[$((i - 1))]}" ] || etcd_leader_name="etcd$i"; done
+  log "  leader $etcd_leader ($etcd_leader_name)"
+  # One put through the gateway first: it must answer 200 with a header.
+  curl -sf -H 'Content-Type: application/json' -d "{\"key\":\"$etcd_key\",\"value\":\"$etcd_value\"}" \
+    "$etcd_leader/v3/kv/put" | jq -e .header.revision >/dev/null
+  wrk_run "etcd put" "$etcd_leader" "$work/etcd.lua" 1 "puts/s" "leader $etcd_leader_name; v3 JSON gateway" etcd1 etcd2 etcd3
+  for i in 1 2 3; do stop_one "etcd$i"; done
+  rm -rf "$work"/etcd?
+fi
+
+# ----- NATS JetStream --------------------------------------------------------
+if want nats; then
+  log "== $(nats-server --version): 3 nodes, R3 file-storage stream, nats-py publishers"
+  cports=() rports=() routes=""
+  for i in 1 2 3; do
+    next_port
+    cports+=("$PORT")
+    next_port
+    rports+=("$PORT")
+    routes+="nats-route://127.0.0.1:$PORT,"
+  done
+  routes="${routes%,}"
+  for i in 1 2 3; do
+    cat >"$work/nats$i.conf" <<EOF
+server_name: n$i
+listen: 127.0.0.1:${cports[$((i - 1))]}
+jetstream { store_dir: "$work/nats$i" }
+cluster {
+  name: bench
+  listen: 127.0.0.1:${rports[$((i - 1))]}
+  routes: [${routes}]
+}
+EOF
+    nats-server -c "$work/nats$i.conf" >"$work/nats$i.out" 2>&1 &
+    PIDS[nats$i]=$!
+  done
+  urls="$(printf 'nats://127.0.0.1:%s,' "${cports[@]}")"
+  urls="${urls%,}"
+  nats_leader="$(timeout 120 "$VENV/bin/python" scripts/lib/nats_bench.py setup "$urls")"
+  for i in 1 2 3; do [ "$nats_leader" != "nats://127.0.0.1:${cports[$((i - 1))]}" ] || nats_leader_name="nats$i"; done
+  log "  stream BENCH (R3, file) leader $nats_leader ($nats_leader_name); publishing to it"
+  secs="$(seconds "$DURATION")"
+  for mode in sync async; do
+    if [ "$mode" = sync ]; then inflight="$CONNECTIONS"; else inflight="$NATS_ASYNC_PENDING"; fi
+    cmd=("$VENV/bin/python" scripts/lib/nats_bench.py "$mode" "$nats_leader" "$secs" "$inflight" 1024)
+    log "${cmd[*]}"
+    cpu_during "nats $mode" "$work/nats-$mode.out" nats1 nats2 nats3 -- timeout $((secs + 60)) "${cmd[@]}" || {
+      log "nats $mode failed:"
+      cat "$work/nats-$mode.out" >&2
+      exit 1
+    }
+    r="$(grep '^RESULT' "$work/nats-$mode.out")"
+    rate="$(sed -E 's/.*rate=([0-9.]+).*/\1/' <<<"$r")"
+    result "nats $mode" "$(printf '%.0f' "$rate")" "acks/s" \
+      "$inflight in flight, errors $(sed -E 's/.*errors=([0-9]+).*/\1/' <<<"$r"), client cpu $(sed -E 's/.*client_cpu_s=([0-9.]+).*/\1/' <<<"$r") s; ACKED FROM MEMORY (2.9: no fsync before ack)" \
+      "${cmd[*]}"
+    log "  nats $mode: $rate acks/s ($r)"
+  done
+  for i in 1 2 3; do stop_one "nats$i"; done
+  rm -rf "$work"/nats?
+fi
+
+# ----- failover --------------------------------------------------------------
+if want failover; then
+  log "== failover: $KILLS x kill -9 of the leader of a 3-node cluster (default timeouts), time to a 201 via the new leader"
+  start_cluster f
+  printf '%s' "$line" >"$work/one.json"
+  TIMES=()
+  for k in $(seq "$KILLS"); do
+    wait_leader f
+    victim="$LEADER_NAME" vport="${LEADER_URL##*:}"
+    t0="$(now_ms)"
+    kill -KILL "${PIDS[$victim]}"
+    { wait "${PIDS[$victim]}"; } 2>/dev/null || true # at once, or bash reports the kill
+    unset "PIDS[$victim]"
+    ok=""
+    for attempt in $(seq 3000); do
+      for p in "${CLUSTER_PORTS[@]}"; do
+        [ "$p" != "$vport" ] || continue
+        code="$(curl -s -L --max-time 1 -o /dev/null -w '%{http_code}' -H 'Content-Type: application/json' \
+          --data-binary "@$work/one.json" "http://127.0.0.1:$p/" || true)"
+        if [ "$code" = 201 ]; then
+          ok=1
+          break 2
+        fi
+      done
+      sleep 0.01
+      [ $(($(now_ms) - t0)) -lt 30000 ] || break
+    done
+    t1="$(now_ms)"
+    if [ -z "$ok" ]; then
+      log "  kill $k: no write acknowledged within 30 s"
+      TIMES+=(30000)
+    else
+      TIMES+=($((t1 - t0)))
+      log "  kill $k: $victim killed, first 201 after $((t1 - t0)) ms"
+    fi
+    # Bring the victim back on its data and wait until the leader hears from all three.
+    start_distlog "$victim" "$vport" --peers "$PEERS"
+    wait_http "$victim" "http://127.0.0.1:$vport/readyz" 60
+    for _ in $(seq 300); do
+      wait_leader f
+      if [ "$(curl -sf --max-time 1 "$LEADER_URL/cluster" | jq '[.members[] | select(.reachable == true)] | length')" = 3 ]; then break; fi
+      sleep 0.1
+    done
+  done
+  stop_cluster f
+  sorted="$(printf '%s\n' "${TIMES[@]}" | sort -n)"
+  pct() { awk -v p="$1" '{ a[NR] = $1 } END { i = int((p * NR + 99) / 100); if (i < 1) i = 1; print a[i] }' <<<"$sorted"; }
+  fo_cmd="KILLS=$KILLS scripts/cluster-load.sh failover"
+  result "failover p50" "$(pct 50)" "ms" "over $KILLS kills (nearest rank); all: $(tr '\n' ' ' <<<"$sorted")" "$fo_cmd"
+  result "failover p99" "$(pct 99)" "ms" "target < 2000 ms" "$fo_cmd"
+fi
+
+# ----- catch-up --------------------------------------------------------------
+if want catchup; then
+  records=$(((CATCHUP_BYTES + RECORD_BYTES - 1) / RECORD_BYTES))
+  log "== catch-up: $records records (~$((CATCHUP_BYTES / 1048576)) MiB), then a 4th node joins"
+  start_cluster u
+  for _ in $(seq 1000); do printf '%s\n' "$line"; done >"$work/fill.ndjson"
+  filled=0 t0="$(now_ms)" shown="$t0"
+  while [ "$filled" -lt "$records" ]; do
+    n=$((records - filled < 1000 ? records - filled : 1000))
+    if [ "$n" -lt 1000 ]; then head -n "$n" "$work/fill.ndjson" >"$work/fill-tail.ndjson"; f="$work/fill-tail.ndjson"; else f="$work/fill.ndjson"; fi
+    last_record="$(curl -sf --max-time 120 -H 'Content-Type: application/x-ndjson' --data-binary "@$f" "$LEADER_URL/" | jq -r .last_offset)"
+    filled=$((filled + n))
+    if [ $(($(now_ms) - shown)) -ge 5000 ] || [ "$filled" -ge "$records" ]; then
+      shown="$(now_ms)"
+      log "  filled $filled/$records records, $(awk -v n="$filled" -v ms="$((shown - t0))" 'BEGIN { printf "%.0f records/s", n * 1000 / ms }')"
+    fi
+  done
+  fill_ms=$(($(now_ms) - t0))
+  last="$(curl -sf "$LEADER_URL/cluster" | jq -r .commit_offset)"
+  log "  leader commit offset $last"
+  next_port
+  new_url="http://127.0.0.1:$PORT"
+  t0="$(now_ms)"
+  start_distlog u4 "$PORT" --peers "$PEERS"
+  shown="$t0" caught=""
+  while [ $(($(now_ms) - t0)) -lt 3600000 ]; do
+    kill -0 "${PIDS[u4]}" 2>/dev/null || {
+      log "the new node exited; its output:"
+      tail -20 "$work/u4.out" >&2
+      exit 1
+    }
+    m="$(curl -sf --max-time 2 "$LEADER_URL/cluster" | jq -r --arg u "$new_url" '.members[] | select(.url == $u) | "\(.match_offset // -1) \(.voter)"' 2>/dev/null || true)"
+    mo="${m%% *}"
+    if [ -n "$mo" ] && [ "$mo" != -1 ] && [ "$mo" -ge "$last" ]; then
+      caught="$(now_ms)"
+      break
+    fi
+    if [ $(($(now_ms) - shown)) -ge 2000 ]; then
+      shown="$(now_ms)"
+      log "  new node at offset ${mo:-none} of $last ($(awk -v n="${mo:-0}" -v ms="$((shown - t0))" 'BEGIN { if (n < 0) n = 0; printf "%.0f records/s", n * 1000 / ms }'))${m:+, voter ${m##* }}"
+    fi
+    sleep 0.2
+  done
+  [ -n "$caught" ] || {
+    log "the new node did not catch up within an hour"
+    exit 1
+  }
+  ms=$((caught - t0))
+  rate="$(awk -v n="$records" -v ms="$ms" 'BEGIN { printf "%.0f", n * 1000 / ms }')"
+  mibs="$(awk -v n="$records" -v b="$RECORD_BYTES" -v ms="$ms" 'BEGIN { printf "%.1f", n * b / 1048576 * 1000 / ms }')"
+  log "  caught up: $records records in $ms ms: $rate records/s, $mibs MiB/s of records"
+  # The new node must serve the last record itself (followers serve committed reads).
+  got="$(curl -s -o /dev/null -w '%{http_code}' "$new_url/$last_record")"
+  log "  GET $new_url/$last_record (the last record filled) on the new node: $got; its data directory: $(du -sh "$work/u4" | cut -f1), the leader's: $(du -sh "$work/$LEADER_NAME" | cut -f1)"
+  result "catch-up" "$rate" "records/s" "$records records of $RECORD_BYTES B ($(awk -v n="$records" -v b="$RECORD_BYTES" 'BEGIN { printf "%.0f", n * b / 1048576 }') MiB) in $ms ms from node start = $mibs MiB/s; fill ran at $(awk -v n="$records" -v ms="$fill_ms" 'BEGIN { printf "%.0f", n * 1000 / ms }') records/s (curl, batches of 1000)" \
+    "CATCHUP_BYTES=$CATCHUP_BYTES scripts/cluster-load.sh catchup"
+  stop_cluster u
+fi
+
+# ----- report ------------------------------------------------------------
+ratio() { # ratio A B: VAL[A] / VAL[B], or - when either did not run
+  if [ -n "${VAL[$1]:-}" ] && [ -n "${VAL[$2]:-}" ]; then
+    awk -v a="${VAL[$1]}" -v b="${VAL[$2]}" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "-" }'
+  else echo "-"; fi
+}
+echo
+echo "cluster-load: $(nproc) cores, loopback, data under $parent ($(df --output=source,fstype "$work" | tail -1 | tr -s ' ')), load average at the end $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION; distlog --fsync always (the default), default timeouts; RECORD ~1 KiB JSON ($RECORD_BYTES B a line)"
+printf '%-20s %12s %-10s %s\n' run value unit notes
+for n in "${ROWS[@]}"; do printf '%-20s %12s %-10s %s\n' "$n" "${VAL[$n]}" "${UNIT[$n]}" "${NOTE[$n]}"; done
+echo
+echo "ratios (same run):"
+printf '  %-48s %8s  %s\n' "cluster POST / standalone POST" "$(ratio 'distlog cluster' 'distlog standalone')" "target >= 0.35x"
+printf '  %-48s %8s  %s\n' "cluster batch / standalone batch (records/s)" "$(ratio 'batch cluster' 'batch standalone')" "target >= 0.5x"
+printf '  %-48s %8s  %s\n' "cluster POST / etcd put" "$(ratio 'distlog cluster' 'etcd put')" "target >= 3x (equal durability)"
+printf '  %-48s %8s  %s\n' "cluster POST / NATS R3 sync publish" "$(ratio 'distlog cluster' 'nats sync')" "target >= 1.5x (NATS acks from memory)"
+printf '  %-48s %8s  %s\n' "cluster POST / NATS R3 async publish" "$(ratio 'distlog cluster' 'nats async')" "target >= 1.5x (NATS acks from memory)"
+printf '  %-48s %8s  %s\n' "cluster batch records/s / NATS R3 async" "$(ratio 'batch cluster' 'nats async')" "(for reference)"
+if [ "$HAVE_CPU" = 1 ]; then
+  echo
+  echo "CPU during each load run (from /proc; 100% = one core):"
+  for n in "${ROWS[@]}"; do [ -z "${CPU[$n]:-}" ] || printf '  %-20s %s\n' "$n" "${CPU[$n]}"; done
+fi
+echo
+echo "commands (\$work = the run's data directory; the lua scripts are written by this script):"
+for n in "${ROWS[@]}"; do printf '  %-20s %s\n' "$n" "${CMD[$n]}"; done
