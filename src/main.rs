@@ -208,14 +208,16 @@ struct ServeArgs {
         value_parser = clap::value_parser!(u64).range(1..))]
     heartbeat_ms: u64,
 
-    /// Least milliseconds a cluster follower waits without hearing from a leader before it calls an
-    /// election (each wait is drawn between this and --election-timeout-max-ms).
-    #[arg(long, env = "DISTLOG_ELECTION_TIMEOUT_MIN_MS", value_name = "MS", default_value_t = 500,
+    /// A cluster follower that hears no leader calls an election once the leader's lease
+    /// (--election-timeout-max-ms) and then a random wait between this and the max have passed, so
+    /// a dead leader is replaced after max + [min, max] ms.
+    #[arg(long, env = "DISTLOG_ELECTION_TIMEOUT_MIN_MS", value_name = "MS", default_value_t = 300,
         value_parser = clap::value_parser!(u64).range(1..))]
     election_timeout_min_ms: u64,
 
-    /// Most milliseconds a cluster follower waits before it calls an election.
-    #[arg(long, env = "DISTLOG_ELECTION_TIMEOUT_MAX_MS", value_name = "MS", default_value_t = 1000,
+    /// Most milliseconds of the random wait before an election, and the length of a leader's lease
+    /// (no follower votes for another node until it has heard no leader for this long).
+    #[arg(long, env = "DISTLOG_ELECTION_TIMEOUT_MAX_MS", value_name = "MS", default_value_t = 600,
         value_parser = clap::value_parser!(u64).range(1..))]
     election_timeout_max_ms: u64,
 

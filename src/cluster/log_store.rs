@@ -28,15 +28,16 @@ use openraft::{OptionalSend, RaftLogReader};
 
 use super::codec::{decode_entries, encode_entries};
 use super::durable::Durable;
+use super::marks::MarkFile;
 use super::terms::Terms;
 use super::types::{Entry, LogId, TypeConfig, Vote, log_id, term_of};
 use crate::log::{Log, LogError};
 
 const VOTE: &str = "vote";
-const COMMITTED: &str = "committed";
+const COMMITTED: &str = "committed.mark";
 const PURGED: &str = "purged";
 const TERMS: &str = "terms";
-const FLUSHED: &str = "flushed";
+const FLUSHED: &str = "flushed.mark";
 
 /// Frame bytes one append-entries request carries at most (one entry
 /// always goes, however large: an empty answer would stall replication).
@@ -57,6 +58,32 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> io::Result<T> + Send + 
         .map_err(|e| io::Error::other(format!("log task failed: {e}")))?
 }
 
+/// A mark's file and its value.
+#[derive(Debug)]
+struct Mark {
+    file: MarkFile,
+    value: Option<LogId>,
+}
+
+impl Mark {
+    fn open(durable: &Durable, name: &str) -> io::Result<Mark> {
+        let (file, value) = MarkFile::open(&durable.dir().join(name))?;
+        Ok(Mark { file, value })
+    }
+
+    fn set(&mut self, value: Option<LogId>) -> io::Result<()> {
+        self.file.write(value)?;
+        self.value = value;
+        Ok(())
+    }
+
+    fn set_synced(&mut self, value: Option<LogId>) -> io::Result<()> {
+        self.file.write_synced(value)?;
+        self.value = value;
+        Ok(())
+    }
+}
+
 #[derive(Debug)]
 struct Shared {
     log: Log,
@@ -64,10 +91,10 @@ struct Shared {
     terms: Mutex<Terms>,
     vote: Mutex<Option<Vote>>,
     purged: Mutex<Option<LogId>>,
-    committed: Mutex<Option<LogId>>,
+    committed: Mutex<Mark>,
     /// The last entry made durable, as recorded after each append (see
     /// `repair`).
-    flushed: Mutex<Option<LogId>>,
+    flushed: Mutex<Mark>,
 }
 
 /// The log storage and, cloned, its readers.
@@ -86,8 +113,8 @@ impl LogStore {
         };
         let vote = durable.read::<Vote>(VOTE)?;
         let purged = durable.read::<Option<LogId>>(PURGED)?.flatten();
-        let committed = durable.read::<Option<LogId>>(COMMITTED)?.flatten();
-        let flushed = durable.read::<Option<LogId>>(FLUSHED)?.flatten();
+        let committed = Mark::open(&durable, COMMITTED)?;
+        let flushed = Mark::open(&durable, FLUSHED)?;
         let store = LogStore {
             shared: Arc::new(Shared {
                 log,
@@ -145,23 +172,22 @@ impl LogStore {
 
     /// The committed id as persisted: never past the last entry held.
     pub fn committed(&self) -> Option<LogId> {
-        *lock(&self.shared.committed)
+        lock(&self.shared.committed).value
     }
 
     /// The last entry this node recorded as durable.
     pub fn flushed(&self) -> Option<LogId> {
-        *lock(&self.shared.flushed)
+        lock(&self.shared.flushed).value
     }
 
     /// After a storage fault: the marks say no more than the log holds.
     pub fn forget_marks_past_log(&self) -> io::Result<()> {
         let last = self.last_id().or(*lock(&self.shared.purged));
-        for (name, mark) in [(COMMITTED, &self.shared.committed), (FLUSHED, &self.shared.flushed)] {
+        for mark in [&self.shared.committed, &self.shared.flushed] {
             let mut mark = lock(mark);
-            let sound = mark.is_none_or(|m| m.index < self.first_index() || self.holds(&m));
+            let sound = mark.value.is_none_or(|m| m.index < self.first_index() || self.holds(&m));
             if !sound {
-                *mark = last;
-                self.shared.durable.write(name, &*mark, true)?;
+                mark.set_synced(last)?;
             }
         }
         Ok(())
@@ -212,10 +238,7 @@ impl LogStore {
         }
         log.append_frames(&frames).map(|_| ()).map_err(io_error)?;
         // What this node may now acknowledge; unsynced, see `repair`.
-        let last = entries.last().map(|e| e.log_id);
-        self.shared.durable.write(FLUSHED, &last, false)?;
-        *lock(&self.shared.flushed) = last;
-        Ok(())
+        lock(&self.shared.flushed).set(entries.last().map(|e| e.log_id))
     }
 
     /// Reads entries `[start, end)` that the log holds, at most about
@@ -294,10 +317,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         if committed <= self.committed() {
             return Ok(());
         }
-        // Small, and not synced: a write and a rename.
-        self.shared.durable.write(COMMITTED, &committed, false)?;
-        *lock(&self.shared.committed) = committed;
-        Ok(())
+        // One small write in place, not synced (see `marks`).
+        lock(&self.shared.committed).set(committed)
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
@@ -349,9 +370,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             // Raft may take back entries this node acknowledged but nobody
             // committed: they are no longer what it holds (see `repair`).
             let mut flushed = lock(&store.shared.flushed);
-            if flushed.is_some_and(|f| f.index >= keep) {
-                *flushed = store.last_id();
-                store.shared.durable.write(FLUSHED, &*flushed, false)?;
+            if flushed.value.is_some_and(|f| f.index >= keep) {
+                flushed.set(store.last_id())?;
             }
             Ok(())
         })

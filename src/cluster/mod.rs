@@ -21,6 +21,7 @@ mod durable;
 mod error;
 mod formation;
 mod log_store;
+mod marks;
 mod membership;
 mod metrics;
 mod network;
