@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 
 use super::error::{ApiError, ApiResult, cluster_error};
 use super::state::AppState;
-use crate::cluster::{Cluster, JoinRequest, SnapshotBody, TARGET_HEADER};
+use crate::cluster::{APPEND_BUDGET_BYTES, Cluster, JoinRequest, SnapshotBody, TARGET_HEADER};
 
 fn cluster_of(state: &AppState) -> ApiResult<&Cluster> {
     state.cluster.as_ref().ok_or(ApiError::NotCluster)
@@ -80,7 +80,11 @@ fn rpc_answer<T: serde::Serialize>(answer: T) -> Response {
 pub async fn raft_append(State(state): State<AppState>, request: Request) -> ApiResult<Response> {
     let (parts, body) = request.into_parts();
     let cluster = checked_target(&state, &parts.headers)?;
-    let limit = usize::try_from(state.limits.max_request_bytes).unwrap_or(usize::MAX);
+    // A leader sends at most its byte budget, or one entry past it: the
+    // limit follows the log's record limit, not --max-request-bytes, which
+    // is for clients (so members must share --max-record-bytes).
+    let most = APPEND_BUDGET_BYTES + 2 * state.log.config().max_record_bytes + (1 << 20);
+    let limit = usize::try_from(most.max(state.limits.max_request_bytes)).unwrap_or(usize::MAX);
     let body = axum::body::to_bytes(body, limit)
         .await
         .map_err(|e| ApiError::BadClusterRequest(format!("append-entries body: {e}")))?;

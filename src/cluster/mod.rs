@@ -38,7 +38,7 @@ pub use codec::decode_append;
 pub use durable::Durable;
 pub use error::ClusterError;
 pub use formation::JoinRequest;
-pub use log_store::LogStore;
+pub use log_store::{APPEND_BUDGET_BYTES, LogStore};
 pub use metrics::describe_metrics;
 pub use network::{APPEND_PATH, SNAPSHOT_PATH, SnapshotBody, TARGET_HEADER, TRANSFER_PATH, VOTE_PATH};
 pub use node::{Cluster, ClusterConfig, RaftNode, StartError};

@@ -22,7 +22,10 @@ use super::network::{Network, Routes};
 use super::repair;
 use super::state_machine::{StateMachine, Visibility};
 use super::types::{Member, NodeId, TypeConfig, UserRecord};
-use crate::log::Log;
+use bytes::Bytes;
+
+use crate::log::{Log, MAX_STORED_FRAME, Payload, encode_frame, split_frames};
+use crate::wire::attributes::CONTROL;
 
 pub type RaftNode = Raft<TypeConfig, StateMachine>;
 
@@ -203,6 +206,37 @@ impl Cluster {
     /// Whether `offset` is hidden from readers (see `state_machine`).
     pub fn aborted(&self, offset: u64) -> bool {
         self.inner.visibility.aborted(offset)
+    }
+
+    /// Frames `[from, from + count)` as `--follow` replicas get them: the
+    /// records of aborted batches carry the control attribute, so that a
+    /// replica, which has no state machine, hides them as every member
+    /// does. Other frames go as they are stored.
+    pub fn frames_for_replicas(&self, frames: Bytes, from: u64, count: u32) -> Result<Bytes, String> {
+        if count == 0 || !self.inner.visibility.any_aborted(from, from + u64::from(count)) {
+            return Ok(frames);
+        }
+        let records = split_frames(frames, from, MAX_STORED_FRAME)
+            .map_err(|(at, offset, e)| format!("frame at byte {at} (offset {offset}): {e}"))?;
+        let mut out = Vec::new();
+        for r in records {
+            let attributes = match self.aborted(r.offset) {
+                true => r.attributes | CONTROL,
+                false => r.attributes,
+            };
+            // Cluster frames carry no log flags (see `codec`).
+            encode_frame(
+                &mut out,
+                r.offset,
+                r.timestamp_ms,
+                0,
+                Payload {
+                    attributes,
+                    value: &r.value,
+                },
+            );
+        }
+        Ok(Bytes::from(out))
     }
 
     /// The URL of member `id` in the current membership.

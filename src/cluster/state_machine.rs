@@ -156,6 +156,17 @@ pub struct Visibility {
 }
 
 impl Visibility {
+    /// Whether any offset in `[from, to)` belongs to an aborted batch.
+    pub fn any_aborted(&self, from: u64, to: u64) -> bool {
+        self.shared
+            .tables
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .aborted
+            .iter()
+            .any(|(a, b)| *a < to && *b > from)
+    }
+
     /// Whether `offset` is hidden from readers (an aborted batch's record).
     pub fn aborted(&self, offset: u64) -> bool {
         self.shared
