@@ -600,3 +600,19 @@ fn a_start_that_cannot_bind_leaves_no_data_directory_behind() {
         std::fs::read_dir(&dir).map(|d| d.map(|e| e.unwrap().file_name()).collect::<Vec<_>>())
     );
 }
+
+#[test]
+fn a_standalone_data_directory_refuses_peers_saying_why() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let node = spawn(dir.path(), &[]);
+        post(&node.url, r#"{"standalone":true}"#);
+    }
+    let (status, stderr) = run_until_exit_or_serving(dir.path(), &["--peers", "http://127.0.0.1:9"])
+        .expect("a standalone log with --peers is refused before serving");
+    assert!(!status.success());
+    assert!(
+        stderr.contains("standalone log") && stderr.contains("--peers"),
+        "the error says why: {stderr}"
+    );
+}

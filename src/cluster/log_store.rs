@@ -185,7 +185,9 @@ impl LogStore {
         let last = self.last_id().or(*lock(&self.shared.purged));
         for mark in [&self.shared.committed, &self.shared.flushed] {
             let mut mark = lock(mark);
-            let sound = mark.value.is_none_or(|m| m.index < self.first_index() || self.holds(&m));
+            let sound = mark
+                .value
+                .is_none_or(|m| m.index < self.first_index() || self.holds(&m));
             if !sound {
                 mark.set_synced(last)?;
             }

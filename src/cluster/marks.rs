@@ -37,7 +37,11 @@ fn encode(seq: u64, mark: Option<LogId>) -> [u8; SLOT] {
 
 /// `(seq, mark)` of a slot whose checksum holds.
 fn decode(slot: &[u8]) -> Option<(u64, Option<LogId>)> {
-    let word = |at: usize| slot.get(at..at + 8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes);
+    let word = |at: usize| {
+        slot.get(at..at + 8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
+    };
     let crc = slot
         .get(CHECKED..SLOT)
         .and_then(|b| b.try_into().ok())

@@ -1,0 +1,91 @@
+//! A `--follow` read replica of a cluster member copies committed records
+//! only, and hides the cluster's control records as the members do.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::cluster::{ClusterConfig, TestCluster, free_ports};
+use common::rt;
+use serde_json::Value;
+
+async fn range(url: &str) -> Option<Value> {
+    let answer = rt::http().get(format!("{url}/?from=0&limit=1000")).send().await.ok()?;
+    answer.status().is_success().then_some(())?;
+    answer.json().await.ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follow_replica_of_a_member_copies_committed_records_and_hides_control_records() {
+    let cluster = TestCluster::start(ClusterConfig::default()).await;
+    let leader = cluster.wait_for_leader(Duration::from_secs(20)).await;
+    let leader_url = cluster.url(leader);
+    for n in 0..20 {
+        let answer = rt::http()
+            .post(format!("{leader_url}/"))
+            .body(format!(r#"{{"n":{n}}}"#))
+            .send()
+            .await
+            .expect("a write");
+        assert_eq!(answer.status(), 201);
+    }
+    let batch = rt::http()
+        .post(format!("{leader_url}/"))
+        .header("content-type", "application/x-ndjson")
+        .body("{\"b\":1}\n{\"b\":2}\n")
+        .send()
+        .await
+        .expect("a batch");
+    assert_eq!(batch.status(), 201);
+
+    // The replica follows a member that is not the leader.
+    let member = cluster.url((leader + 1) % cluster.len());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_ports(1)[0];
+    let replica_url = format!("http://127.0.0.1:{port}");
+    let mut replica = Command::new(env!("CARGO_BIN_EXE_distlog"))
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--follow",
+            &member,
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("a replica starts");
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (theirs, ours) = loop {
+        let theirs = range(&member).await;
+        let ours = range(&replica_url).await;
+        if theirs.is_some() && theirs == ours {
+            break (theirs, ours);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the replica copies the member: {theirs:?} vs {ours:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let records = ours.as_ref().and_then(|v| v["records"].as_array()).expect("records");
+    assert_eq!(
+        records.len(),
+        22,
+        "20 records and a batch of 2, no control records: {theirs:?}"
+    );
+    let zero = rt::http()
+        .get(format!("{replica_url}/0"))
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(zero.status(), 404, "offset 0 is the cluster's membership entry");
+    let body: Value = zero.json().await.expect("json");
+    assert_eq!(body["code"], "no_record_at_offset");
+    let _ = replica.kill();
+    let _ = replica.wait();
+}
