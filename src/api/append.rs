@@ -260,10 +260,9 @@ impl Sink<'_> {
             let records = records
                 .into_iter()
                 .enumerate()
-                .map(|(i, (attributes, value))| UserRecord {
-                    attributes: if i < last { attributes | BATCH_OPEN } else { attributes },
-                    timestamp_ms,
-                    value,
+                .map(|(i, (attributes, value))| {
+                    let attributes = if i < last { attributes | BATCH_OPEN } else { attributes };
+                    UserRecord::new(attributes, timestamp_ms, value)
                 })
                 .collect();
             return cluster.write(records).await.map_err(|e| cluster_error(e, self.path));

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use super::terms::Terms;
 use super::types::{Entry, LogId, Membership, UserRecord, Vote, log_id, term_of};
-use crate::log::{MAX_STORED_FRAME, Payload, encode_frame, split_frames};
+use crate::log::{FRAME_HEADER, MAX_STORED_FRAME, Payload, encode_frame, split_frames};
 use crate::wire::attributes::CONTROL;
 
 /// What a control entry's value says: `{"raft":"blank"}` or
@@ -61,11 +61,15 @@ pub enum CodecError {
     Body(String),
 }
 
-/// Encodes entries as frames, appended to `out`.
+/// Encodes entries as frames, appended to `out`. A record that carries its
+/// frame (for this index) is copied as it is.
 pub fn encode_entries<'a>(out: &mut Vec<u8>, entries: impl IntoIterator<Item = &'a Entry>) {
     for entry in entries {
         let index = entry.log_id.index;
         match &entry.payload {
+            EntryPayload::Normal(UserRecord { frame: Some(frame), .. }) if frame_offset(frame) == Some(index) => {
+                out.extend_from_slice(frame)
+            }
             EntryPayload::Normal(record) => encode_frame(
                 out,
                 index,
@@ -104,14 +108,27 @@ fn encode_control(out: &mut Vec<u8>, index: u64, control: &Control) {
     );
 }
 
+/// The offset a frame carries (after `len`, `crc`, `version`, `flags`,
+/// `attributes`).
+fn frame_offset(frame: &[u8]) -> Option<u64> {
+    frame
+        .get(11..19)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_le_bytes)
+}
+
 /// Decodes frames (dense offsets from `first`) into entries, taking each
-/// entry's term from `terms`.
+/// entry's term from `terms`. Each record keeps its frame (a slice of
+/// `frames`, checked here).
 pub fn decode_entries(frames: Bytes, first: u64, terms: &Terms) -> Result<Vec<Entry>, CodecError> {
-    let records = split_frames(frames, first, MAX_STORED_FRAME)
+    let records = split_frames(frames.clone(), first, MAX_STORED_FRAME)
         .map_err(|(at, offset, e)| CodecError::Frames(format!("frame at byte {at} (offset {offset}): {e}")))?;
+    let mut at = 0;
     records
         .into_iter()
         .map(|r| {
+            let frame = frames.slice(at..at + FRAME_HEADER + r.value.len());
+            at += frame.len();
             let term = terms.term_at(r.offset).ok_or(CodecError::NoTerm(r.offset))?;
             let payload = if r.attributes & CONTROL != 0 {
                 let bad = |reason: String| CodecError::Control {
@@ -135,6 +152,7 @@ pub fn decode_entries(frames: Bytes, first: u64, terms: &Terms) -> Result<Vec<En
                     attributes: r.attributes,
                     timestamp_ms: r.timestamp_ms,
                     value: r.value,
+                    frame: Some(frame),
                 })
             };
             Ok(Entry {
@@ -240,11 +258,7 @@ mod tests {
             },
             Entry {
                 log_id: log_id(2, 2),
-                payload: EntryPayload::Normal(UserRecord {
-                    attributes: 1,
-                    timestamp_ms: 1234,
-                    value: Bytes::from_static(b"{\"a\":1}"),
-                }),
+                payload: EntryPayload::Normal(UserRecord::new(1, 1234, Bytes::from_static(b"{\"a\":1}"))),
             },
         ]
     }
@@ -260,6 +274,19 @@ mod tests {
         }
         let decoded = decode_entries(Bytes::from(frames), 0, &terms).expect("decodes");
         assert_eq!(decoded, entries);
+    }
+
+    #[test]
+    fn a_record_that_carries_its_frame_encodes_to_the_same_bytes() {
+        let entries = entries();
+        let mut fresh = Vec::new();
+        encode_entries(&mut fresh, &entries);
+        let terms = Terms::from_runs(vec![(1, 0), (2, 1)]).expect("runs");
+        let decoded = decode_entries(Bytes::from(fresh.clone()), 0, &terms).expect("decodes");
+        assert!(matches!(&decoded[2].payload, EntryPayload::Normal(r) if r.frame.is_some()));
+        let mut copied = Vec::new();
+        encode_entries(&mut copied, &decoded);
+        assert_eq!(copied, fresh);
     }
 
     #[test]

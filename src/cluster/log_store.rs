@@ -24,11 +24,13 @@ use std::ops::{Bound, RangeBounds};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
+use bytes::Bytes;
 use openraft::{OptionalSend, RaftLogReader};
 
 use super::codec::{decode_entries, encode_entries};
 use super::durable::Durable;
 use super::marks::MarkFile;
+use super::recent::Recent;
 use super::terms::Terms;
 use super::types::{Entry, LogId, TypeConfig, Vote, log_id, term_of};
 use crate::log::{Log, LogError};
@@ -95,6 +97,8 @@ struct Shared {
     /// The last entry made durable, as recorded after each append (see
     /// `repair`).
     flushed: Mutex<Mark>,
+    /// The newest entries, as appended (see `recent`).
+    recent: Mutex<Recent>,
 }
 
 /// The log storage and, cloned, its readers.
@@ -124,6 +128,7 @@ impl LogStore {
                 purged: Mutex::new(purged),
                 committed: Mutex::new(committed),
                 flushed: Mutex::new(flushed),
+                recent: Mutex::new(Recent::default()),
             }),
         };
         Ok(store)
@@ -180,6 +185,12 @@ impl LogStore {
         lock(&self.shared.flushed).value
     }
 
+    /// The log was reset under the store (a snapshot installed): forget
+    /// the cached entries.
+    pub fn forget_recent(&self) {
+        lock(&self.shared.recent).clear();
+    }
+
     /// After a storage fault: the marks say no more than the log holds.
     pub fn forget_marks_past_log(&self) -> io::Result<()> {
         let last = self.last_id().or(*lock(&self.shared.purged));
@@ -221,10 +232,12 @@ impl LogStore {
     }
 
     /// Writes dense entries from index `first` at the log's end (terms first).
-    fn write_entries(&self, first: u64, entries: &[Entry]) -> io::Result<()> {
-        self.note_terms(entries)?;
+    fn write_entries(&self, first: u64, mut entries: Vec<Entry>) -> io::Result<()> {
+        self.note_terms(&entries)?;
         let mut frames = Vec::with_capacity(entries.len() * 128);
-        encode_entries(&mut frames, entries);
+        encode_entries(&mut frames, &entries);
+        let frames = Bytes::from(frames);
+        attach_frames(&mut entries, &frames);
         let log = &self.shared.log;
         let next = log.written_offset();
         if first != next {
@@ -237,8 +250,10 @@ impl LogStore {
                 )));
             }
             log.reset(first).map_err(io_error)?;
+            lock(&self.shared.recent).clear();
         }
         log.append_frames(&frames).map(|_| ()).map_err(io_error)?;
+        lock(&self.shared.recent).push(&entries);
         // What this node may now acknowledge; unsynced, see `repair`.
         lock(&self.shared.flushed).set(entries.last().map(|e| e.log_id))
     }
@@ -251,11 +266,38 @@ impl LogStore {
         if start >= end {
             return Ok(Vec::new());
         }
+        if let Some(hit) = lock(&self.shared.recent).get(start, end, max_bytes) {
+            return Ok(hit);
+        }
         let count = u32::try_from(end - start).unwrap_or(u32::MAX);
         let log = self.shared.log.clone();
         let (frames, _) = blocking(move || log.read_frames_written(start, count, max_bytes).map_err(io_error)).await?;
         decode_entries(frames, start, &self.terms()).map_err(io::Error::other)
     }
+}
+
+/// Gives each user record the slice of `frames` that is its frame.
+fn attach_frames(entries: &mut [Entry], frames: &Bytes) {
+    let mut at = 0;
+    for entry in entries {
+        let len = crate::log::frame_len(match &entry.payload {
+            openraft::EntryPayload::Normal(r) => r.value.len(),
+            _ => {
+                // Control frames are small JSON; their length is in the frame.
+                let len = frames
+                    .get(at..at + 4)
+                    .and_then(|b| b.try_into().ok())
+                    .map_or(0, |b: [u8; 4]| u32::from_le_bytes(b) as usize);
+                at += 8 + len;
+                continue;
+            }
+        });
+        if let openraft::EntryPayload::Normal(r) = &mut entry.payload {
+            r.frame = Some(frames.slice(at..at + len));
+        }
+        at += len;
+    }
+    debug_assert_eq!(at, frames.len(), "the frames are the entries'");
 }
 
 fn range_of(range: &impl RangeBounds<u64>) -> (u64, u64) {
@@ -342,7 +384,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             "entries are dense"
         );
         let store = self.clone();
-        blocking(move || store.write_entries(first, &entries)).await?;
+        blocking(move || store.write_entries(first, entries)).await?;
         callback.io_completed(Ok(()));
         Ok(())
     }
@@ -350,11 +392,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn truncate_after(&mut self, last: Option<LogId>) -> Result<(), io::Error> {
         let keep = last.map_or(0, |l| l.index + 1);
         let log = self.shared.log.clone();
+        let store_for_cut = self.clone();
         blocking(move || {
             if keep >= log.written_offset() {
                 return Ok(());
             }
             tracing::info!(keep, end = log.written_offset(), "truncating uncommitted Raft entries");
+            lock(&store_for_cut.shared.recent).truncate_from(keep);
             if keep > log.lowest_offset() {
                 log.cut_after(keep - 1).map_err(io_error)
             } else {
@@ -393,8 +437,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 if log.written_offset() != lowest || log.lowest_offset() != lowest {
                     log.reset(lowest).map_err(io_error)?;
                 }
+                lock(&store.shared.recent).clear();
             } else {
                 log.purge_before(lowest).map_err(io_error)?;
+                lock(&store.shared.recent).forget_below(lowest);
             }
             Ok(())
         })

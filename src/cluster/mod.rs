@@ -26,6 +26,7 @@ mod membership;
 mod metrics;
 mod network;
 mod node;
+mod recent;
 mod repair;
 pub mod retention;
 mod rpc;

@@ -350,6 +350,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 .await
                 .map_err(io::Error::other)?
                 .map_err(|e| io::Error::other(e.to_string()))?;
+            store.forget_recent();
         }
         let mut installed = tables;
         installed.applied = meta.last_log_id;
@@ -412,11 +413,11 @@ mod tests {
     use crate::cluster::types::{UserRecord, log_id};
 
     fn record(open: bool) -> EntryPayload<UserRecord, u64, super::super::types::Member> {
-        EntryPayload::Normal(UserRecord {
-            attributes: if open { BATCH_OPEN } else { 0 },
-            timestamp_ms: 1,
-            value: bytes::Bytes::from_static(b"1"),
-        })
+        EntryPayload::Normal(UserRecord::new(
+            if open { BATCH_OPEN } else { 0 },
+            1,
+            bytes::Bytes::from_static(b"1"),
+        ))
     }
 
     fn apply(t: &mut Tables, index: u64, payload: EntryPayload<UserRecord, u64, super::super::types::Member>) -> bool {

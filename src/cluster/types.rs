@@ -9,14 +9,40 @@ use serde::{Deserialize, Serialize};
 
 /// A user record as the leader stamped it. The leader sets the timestamp
 /// once, so every node writes byte-identical frames.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct UserRecord {
     /// The API's attribute bits, plus `wire::ATTR_BATCH_OPEN` on every
     /// record of a batch but its last.
     pub attributes: u8,
     pub timestamp_ms: u64,
     pub value: Bytes,
+    /// The record's checked frame, once it has one (read from the log or a
+    /// peer, or encoded for the log): encoding it again is a copy, not a
+    /// new checksum (see `codec::encode_entries`). Never on the wire as
+    /// such.
+    #[serde(skip)]
+    pub frame: Option<Bytes>,
 }
+
+impl UserRecord {
+    pub fn new(attributes: u8, timestamp_ms: u64, value: Bytes) -> UserRecord {
+        UserRecord {
+            attributes,
+            timestamp_ms,
+            value,
+            frame: None,
+        }
+    }
+}
+
+/// Records are equal by content; a cached frame is only a copy of it.
+impl PartialEq for UserRecord {
+    fn eq(&self, other: &Self) -> bool {
+        (self.attributes, self.timestamp_ms, &self.value) == (other.attributes, other.timestamp_ms, &other.value)
+    }
+}
+
+impl Eq for UserRecord {}
 
 impl fmt::Display for UserRecord {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
