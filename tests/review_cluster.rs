@@ -1,0 +1,250 @@
+//! Review of the Raft cluster mode (findings of a hostile review): each
+//! test states a crash or a misuse that leaves a node in a state the
+//! design says must not happen. They use the public store API (the
+//! segmented log as openraft's log store and state machine) and
+//! `openraft::storage::StorageHelper`, which is what `Raft::new` runs at
+//! startup.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+use std::time::Duration;
+
+use distlog::cluster::{Cluster, ClusterConfig, Durable, LogStore, Member, StateMachine, TypeConfig};
+use distlog::log::{Log, LogConfig};
+use distlog::server::{Server, ServerConfig};
+use openraft::EntryPayload;
+use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine, StorageHelper};
+
+type Entry = openraft::type_config::alias::EntryOf<TypeConfig>;
+type LogId = openraft::type_config::alias::LogIdOf<TypeConfig>;
+
+fn id(term: u64, index: u64) -> LogId {
+    LogId::new(openraft::vote::leader_id_std::CommittedLeaderId::new(term), index)
+}
+
+fn blank(term: u64, index: u64) -> Entry {
+    Entry {
+        log_id: id(term, index),
+        payload: EntryPayload::Blank,
+    }
+}
+
+fn membership(term: u64, index: u64) -> Entry {
+    let nodes: BTreeMap<u64, Member> = [(1, Member { url: "http://127.0.0.1:9".into() })].into();
+    let voters: BTreeSet<u64> = [1].into();
+    Entry {
+        log_id: id(term, index),
+        payload: EntryPayload::Membership(openraft::Membership::new(vec![voters], nodes).expect("membership")),
+    }
+}
+
+fn log_config() -> LogConfig {
+    LogConfig {
+        max_segment_bytes: 1 << 20,
+        max_record_bytes: 64 * 1024,
+        ..LogConfig::default()
+    }
+}
+
+fn open(dir: &Path) -> (LogStore, StateMachine) {
+    let log = Log::open(dir, log_config()).expect("log opens");
+    let durable = Durable::open(dir.join("raft")).expect("raft dir");
+    let store = LogStore::open(log, durable.clone()).expect("store opens");
+    let sm = StateMachine::open(store.clone(), durable).expect("state machine opens");
+    (store, sm)
+}
+
+/// What kill -9 leaves: nothing more is written (the page cache keeps
+/// what was).
+fn crash(store: LogStore, sm: StateMachine) {
+    store.log().close().expect("close");
+    drop(sm);
+    drop(store);
+}
+
+/// `StateMachine::install_snapshot` resets the log to start after the
+/// snapshot *before* it records the snapshot and the tables. A process
+/// that dies in between (kill -9, or a failed write of the snapshot
+/// document) comes back with an empty log past the snapshot, the old
+/// tables (applied behind) and the committed mark (ahead of applied, as it
+/// is after every apply batch until the tables are written behind):
+/// openraft's startup re-applies `(applied, committed]` from a log that no
+/// longer holds it and fails, at every restart. `repair::check` does not
+/// notice (both marks are below the reset log's first index).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review_a_crash_inside_install_snapshot_leaves_a_node_that_cannot_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut store, mut sm) = open(dir.path());
+    // A follower's log: 0..10 in term 1; entry 4 is a membership change,
+    // so applying it writes the tables at once (applied = 4).
+    let entries: Vec<Entry> = (0..10)
+        .map(|i| if i == 4 { membership(1, i) } else { blank(1, i) })
+        .collect();
+    store.blocking_append(entries.clone()).await.expect("append");
+    let applied = entries[..5].iter().cloned().map(|e| Ok::<_, std::io::Error>((e, None)));
+    sm.apply(futures_util::stream::iter(applied)).await.expect("apply");
+    // openraft saves committed = 8 right before it applies 5..=8; the
+    // tables are written behind (200 ms), the committed mark at once.
+    store.save_committed(Some(id(1, 8))).await.expect("save committed");
+    // The leader (which purged up to 20) sends snapshot 20: the first
+    // step of `install_snapshot` is `log.reset(21)`; the process dies
+    // before the snapshot and the tables are written.
+    store.log().reset(21).expect("reset");
+    crash(store, sm);
+
+    let (mut store, mut sm) = open(dir.path());
+    let state = StorageHelper::new(&mut store, &mut sm)
+        .with_id(1)
+        .get_initial_state()
+        .await;
+    assert!(
+        state.is_ok(),
+        "a node that died inside install_snapshot cannot start again: {}",
+        state.err().map(|e| e.to_string()).unwrap_or_default()
+    );
+}
+
+/// Repair of a faulty log (`Cluster::start`): `keep_sound_prefix` cuts the
+/// log and lowers the flushed and committed marks to what it holds
+/// (synced), and only then is the new node id written. A process that dies
+/// in between (kill -9; or `durable.write(NODE_ID)` failing, e.g. on the
+/// full disk that often comes with a storage fault) restarts with marks
+/// that no longer show the fault and the old node id: it votes and counts
+/// towards commits under the id whose acknowledged entries it lost, which
+/// is what the repair exists to prevent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review_a_repair_interrupted_before_the_new_id_is_written_comes_back_under_the_old_id() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    const OLD_ID: u64 = 7;
+    {
+        let (mut store, sm) = open(dir.path());
+        Durable::open(dir.path().join("raft"))
+            .expect("raft dir")
+            .write("node-id", &OLD_ID, true)
+            .expect("node id");
+        // Acknowledged to a leader: flushed = (1, 9).
+        store
+            .blocking_append((0..10).map(|i| blank(1, i)))
+            .await
+            .expect("append");
+        assert_eq!(store.flushed(), Some(id(1, 9)));
+        // The disk loses the tail: entries 5..=9 are gone.
+        store.log().cut_after(4).expect("cut");
+        // `repair::keep_sound_prefix` for `Fault::Short` ... then the
+        // process dies before `durable.write(NODE_ID, new id)`.
+        store.forget_marks_past_log().expect("forget marks");
+        crash(store, sm);
+    }
+    let log = Log::open(dir.path(), log_config()).expect("log opens");
+    let config = ClusterConfig {
+        // Nobody answers: formation waits; nothing else is written.
+        peers: vec!["http://127.0.0.1:9".into()],
+        advertise_url: "http://127.0.0.1:8".into(),
+        routes: HashMap::new(),
+        heartbeat: Duration::from_millis(100),
+        election_timeout: (Duration::from_millis(300), Duration::from_millis(600)),
+        client: reqwest::Client::new(),
+    };
+    let cluster = Cluster::start(log.clone(), dir.path(), config).await.expect("starts");
+    let id_now = cluster.id();
+    cluster.shutdown().await;
+    assert_ne!(
+        id_now, OLD_ID,
+        "the node lost entries 5..=9 it had acknowledged as node {OLD_ID}, and is back as node {OLD_ID}"
+    );
+}
+
+/// A cluster member's data directory opened without `--peers` (a missing
+/// DISTLOG_PEERS on a restart) serves as a standalone leader: records it
+/// takes land after the Raft entries with no term run of their own, so on
+/// the next start with `--peers` they read as entries of the last term
+/// (`Terms::term_at`), with the same log ids as the entries the real
+/// leader wrote at those offsets. openraft skips entries whose ids match,
+/// so the node keeps different records at committed offsets for good.
+/// The reverse direction is refused (`StartError::StandaloneLog`); this
+/// one is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review_a_cluster_data_dir_is_refused_without_peers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let (mut store, sm) = open(dir.path());
+        store
+            .blocking_append((0..3).map(|i| blank(1, i)))
+            .await
+            .expect("append");
+        crash(store, sm);
+    }
+    let config = ServerConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        log: log_config(),
+        ..ServerConfig::new(dir.path())
+    };
+    if let Ok(server) = Server::start(config).await {
+        // What it would take: a POST now lands at offset 3 ...
+        let _ = server.shutdown().await;
+        let path = dir.path().to_path_buf();
+        let offset = tokio::task::spawn_blocking(move || {
+            let log = Log::open(&path, log_config()).expect("log opens");
+            let offset = log
+                .append_batch(&[distlog::log::Payload {
+                    attributes: 0,
+                    value: b"{\"standalone\":true}",
+                }])
+                .expect("append");
+            log.close().expect("close");
+            offset
+        })
+        .await
+        .expect("standalone append");
+        // ... and the Raft log now claims it as entry (term 1, index 3).
+        let (store, sm) = open(dir.path());
+        let claimed = store.last_id();
+        crash(store, sm);
+        panic!(
+            "a cluster data directory served standalone; the standalone record at offset {offset} reads back as Raft entry {claimed:?}"
+        );
+    }
+}
+
+/// `LogStore::truncate_after` cuts the log first and lowers the flushed
+/// mark in a second step. A process that dies in between (kill -9 while a
+/// new leader takes back uncommitted entries) comes back with a flushed
+/// mark past its log: `repair::check` calls that a storage fault, and a
+/// healthy node gives up its id and rejoins as a learner, leaving its old
+/// id a silent voter (a 3-node cluster with one other node down stalls
+/// until the catch-up ends).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review_a_crash_inside_truncate_after_is_not_a_storage_fault() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    const OLD_ID: u64 = 7;
+    {
+        let (mut store, sm) = open(dir.path());
+        Durable::open(dir.path().join("raft"))
+            .expect("raft dir")
+            .write("node-id", &OLD_ID, true)
+            .expect("node id");
+        store
+            .blocking_append((0..10).map(|i| blank(1, i)))
+            .await
+            .expect("append");
+        // truncate_after(Some((1, 4))): its first step, then the process dies.
+        store.log().cut_after(4).expect("cut");
+        crash(store, sm);
+    }
+    let log = Log::open(dir.path(), log_config()).expect("log opens");
+    let config = ClusterConfig {
+        peers: vec!["http://127.0.0.1:9".into()],
+        advertise_url: "http://127.0.0.1:8".into(),
+        routes: HashMap::new(),
+        heartbeat: Duration::from_millis(100),
+        election_timeout: (Duration::from_millis(300), Duration::from_millis(600)),
+        client: reqwest::Client::new(),
+    };
+    let cluster = Cluster::start(log.clone(), dir.path(), config).await.expect("starts");
+    let id_now = cluster.id();
+    cluster.shutdown().await;
+    assert_eq!(
+        id_now, OLD_ID,
+        "entries Raft truncated on purpose were taken for lost ones: a healthy node gave up its id"
+    );
+}
