@@ -90,7 +90,9 @@ struct ServeArgs {
     #[arg(long, env = "DISTLOG_RETENTION_MS", value_name = "MS")]
     retention_ms: Option<u64>,
 
-    /// When appends reach the disk.
+    /// When appends reach the disk. In a cluster, with interval or never a node tells the leader it
+    /// holds entries before they are on disk (Redpanda's "write caching"): faster, but a power cut on a
+    /// majority of nodes can lose acknowledged records.
     #[arg(long, env = "DISTLOG_FSYNC", value_enum, default_value = "always")]
     fsync: Fsync,
 

@@ -132,6 +132,10 @@ pub enum ServerError {
     Cluster(#[from] StartError),
     #[error("cannot reach peers: {0}")]
     PeerClient(String),
+    #[error(
+        "{0} belongs to a cluster node (it has a raft/ directory): start it with --peers; serving it standalone or as a --follow replica would append outside Raft"
+    )]
+    ClusterDirectory(String),
 }
 
 /// A running node.
@@ -350,6 +354,11 @@ fn max_connections(wanted: usize) -> usize {
 }
 
 async fn open_log(config: &ServerConfig) -> Result<Log, ServerError> {
+    // A cluster member's log is its Raft log: records appended to it
+    // outside Raft would take offsets (and terms) the cluster gives others.
+    if config.cluster.is_none() && config.data_dir.join("raft").is_dir() {
+        return Err(ServerError::ClusterDirectory(config.data_dir.display().to_string()));
+    }
     let (dir, log_config) = (config.data_dir.clone(), config.log.clone());
     let reset = config.follow.as_ref().is_some_and(|f| f.reset);
     let log = tokio::task::spawn_blocking(move || -> Result<Log, LogError> {

@@ -30,11 +30,50 @@ fn blank(term: u64, index: u64) -> Entry {
 }
 
 fn membership(term: u64, index: u64) -> Entry {
-    let nodes: BTreeMap<u64, Member> = [(1, Member { url: "http://127.0.0.1:9".into() })].into();
+    let nodes: BTreeMap<u64, Member> = [(
+        1,
+        Member {
+            url: "http://127.0.0.1:9".into(),
+        },
+    )]
+    .into();
     let voters: BTreeSet<u64> = [1].into();
     Entry {
         log_id: id(term, index),
         payload: EntryPayload::Membership(openraft::Membership::new(vec![voters], nodes).expect("membership")),
+    }
+}
+
+fn membership_of(node: u64) -> openraft::Membership<u64, Member> {
+    let nodes: BTreeMap<u64, Member> = [(
+        node,
+        Member {
+            url: "http://127.0.0.1:9".into(),
+        },
+    )]
+    .into();
+    openraft::Membership::new(vec![[node].into()], nodes).expect("membership")
+}
+
+fn is_segment(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "store" || e == "index")
+}
+
+fn copy_segments(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).expect("dir") {
+        let path = entry.expect("entry").path();
+        if is_segment(&path) {
+            std::fs::copy(&path, to.join(path.file_name().expect("name"))).expect("copy");
+        }
+    }
+}
+
+fn remove_segments(dir: &Path) {
+    for entry in std::fs::read_dir(dir).expect("dir") {
+        let path = entry.expect("entry").path();
+        if is_segment(&path) {
+            std::fs::remove_file(&path).expect("remove");
+        }
     }
 }
 
@@ -86,12 +125,25 @@ async fn review_a_crash_inside_install_snapshot_leaves_a_node_that_cannot_restar
     // openraft saves committed = 8 right before it applies 5..=8; the
     // tables are written behind (200 ms), the committed mark at once.
     store.save_committed(Some(id(1, 8))).await.expect("save committed");
-    // The leader (which purged up to 20) sends snapshot 20: the first
-    // step of `install_snapshot` is `log.reset(21)`; the process dies
-    // before the snapshot and the tables are written.
-    store.log().reset(21).expect("reset");
+    // The leader (which purged up to 20) sends snapshot 20. Since the fix,
+    // `install_snapshot` writes the snapshot and the tables first and then
+    // resets the log: the process dying in between leaves the tables and
+    // snapshot of 20 with the old log. That state is made here by keeping a
+    // copy of the segment files from before the install and putting it
+    // back after it (as if the reset never happened).
+    let saved = tempfile::tempdir().expect("tempdir");
+    store.log().sync().expect("sync");
+    copy_segments(dir.path(), saved.path());
+    let meta = openraft::type_config::alias::SnapshotMetaOf::<TypeConfig> {
+        last_log_id: Some(id(1, 20)),
+        last_membership: openraft::StoredMembership::new(Some(id(1, 4)), membership_of(1)),
+    };
+    let mut tables = sm.tables();
+    tables.applied = Some(id(1, 20));
+    sm.install_snapshot(&meta, tables).await.expect("install");
     crash(store, sm);
-
+    remove_segments(dir.path());
+    copy_segments(saved.path(), dir.path());
     let (mut store, mut sm) = open(dir.path());
     let state = StorageHelper::new(&mut store, &mut sm)
         .with_id(1)
@@ -130,8 +182,13 @@ async fn review_a_repair_interrupted_before_the_new_id_is_written_comes_back_und
         assert_eq!(store.flushed(), Some(id(1, 9)));
         // The disk loses the tail: entries 5..=9 are gone.
         store.log().cut_after(4).expect("cut");
-        // `repair::keep_sound_prefix` for `Fault::Short` ... then the
-        // process dies before `durable.write(NODE_ID, new id)`.
+        // Since the fix the repair writes the new id first, then runs
+        // `repair::keep_sound_prefix` for `Fault::Short`; the process dies
+        // right after it (before the node ever starts Raft).
+        Durable::open(dir.path().join("raft"))
+            .expect("raft dir")
+            .write("node-id", &(OLD_ID + 1), true)
+            .expect("new node id");
         store.forget_marks_past_log().expect("forget marks");
         crash(store, sm);
     }
@@ -227,8 +284,10 @@ async fn review_a_crash_inside_truncate_after_is_not_a_storage_fault() {
             .blocking_append((0..10).map(|i| blank(1, i)))
             .await
             .expect("append");
-        // truncate_after(Some((1, 4))): its first step, then the process dies.
-        store.log().cut_after(4).expect("cut");
+        // truncate_after(Some((1, 4))), then the process dies. Since the fix
+        // the flushed mark comes down before the cut, so every crash point
+        // inside it leaves a mark the log holds; the end state is checked.
+        store.truncate_after(Some(id(1, 4))).await.expect("truncate");
         crash(store, sm);
     }
     let log = Log::open(dir.path(), log_config()).expect("log opens");

@@ -23,8 +23,8 @@ use std::io;
 use std::ops::{Bound, RangeBounds};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
 use bytes::Bytes;
+use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader};
 
 use super::codec::{decode_entries, encode_entries};
@@ -391,33 +391,36 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate_after(&mut self, last: Option<LogId>) -> Result<(), io::Error> {
         let keep = last.map_or(0, |l| l.index + 1);
-        let log = self.shared.log.clone();
-        let store_for_cut = self.clone();
+        let store = self.clone();
         blocking(move || {
+            let log = &store.shared.log;
             if keep >= log.written_offset() {
                 return Ok(());
             }
-            tracing::info!(keep, end = log.written_offset(), "truncating uncommitted Raft entries");
-            lock(&store_for_cut.shared.recent).truncate_from(keep);
-            if keep > log.lowest_offset() {
-                log.cut_after(keep - 1).map_err(io_error)
-            } else {
-                log.reset(keep).map_err(io_error)
+            // Raft may take back entries this node acknowledged but nobody
+            // committed. The flushed mark comes down first: were the cut
+            // done first, a crash in between would look like a storage
+            // fault (the log ending below the mark) at the next start.
+            {
+                let mut flushed = lock(&store.shared.flushed);
+                if flushed.value.is_some_and(|f| f.index >= keep) {
+                    let kept = keep
+                        .checked_sub(1)
+                        .and_then(|i| store.id_at(i))
+                        .or(*lock(&store.shared.purged));
+                    flushed.set_synced(kept)?;
+                }
             }
-        })
-        .await?;
-        let store = self.clone();
-        blocking(move || {
+            tracing::info!(keep, end = log.written_offset(), "truncating uncommitted Raft entries");
+            lock(&store.shared.recent).truncate_from(keep);
+            if keep > log.lowest_offset() {
+                log.cut_after(keep - 1).map_err(io_error)?;
+            } else {
+                log.reset(keep).map_err(io_error)?;
+            }
             let mut terms = lock(&store.shared.terms);
             if terms.forget_from(keep) {
                 store.shared.durable.write(TERMS, &*terms, true)?;
-            }
-            drop(terms);
-            // Raft may take back entries this node acknowledged but nobody
-            // committed: they are no longer what it holds (see `repair`).
-            let mut flushed = lock(&store.shared.flushed);
-            if flushed.value.is_some_and(|f| f.index >= keep) {
-                flushed.set(store.last_id())?;
             }
             Ok(())
         })

@@ -63,26 +63,31 @@ impl Cluster {
             .add_learner(id, Member { url: url.clone() }, true)
             .await
             .map_err(|e| self.change_error(e))?;
-        let stale: BTreeSet<NodeId> = members
+        // Changes relative to the membership as it is when they apply, not
+        // as it was read before the learner caught up: two joins at once
+        // must not undo each other.
+        let stale: BTreeSet<NodeId> = self
+            .members()
             .iter()
             .filter(|(other, (member, _))| **other != id && member.url == url)
             .map(|(other, _)| *other)
             .collect();
-        let mut voters: BTreeSet<NodeId> = members
-            .iter()
-            .filter(|(_, (_, voter))| *voter)
-            .map(|(id, _)| *id)
-            .filter(|v| !stale.contains(v))
-            .collect();
-        voters.insert(id);
-        if !stale.is_empty() {
-            tracing::warn!(?stale, new = id, %url, "replacing members at the same URL (a wiped node back under a new id)");
-        }
-        tracing::info!(node_id = id, ?voters, "promoting the learner to voter");
+        tracing::info!(node_id = id, "promoting the learner to voter");
         self.raft()
-            .change_membership(ChangeMembers::ReplaceAllVoters(voters), false)
+            .change_membership(ChangeMembers::AddVoterIds([id].into()), false)
             .await
             .map_err(|e| self.change_error(e))?;
+        if !stale.is_empty() {
+            tracing::warn!(?stale, new = id, %url, "removing members at the same URL (a wiped node back under a new id)");
+            self.raft()
+                .change_membership(ChangeMembers::RemoveVoters(stale.clone()), false)
+                .await
+                .map_err(|e| self.change_error(e))?;
+            self.raft()
+                .change_membership(ChangeMembers::RemoveNodes(stale), false)
+                .await
+                .map_err(|e| self.change_error(e))?;
+        }
         Ok(())
     }
 
@@ -94,16 +99,11 @@ impl Cluster {
             return Err(ClusterError::NoSuchMember(id));
         };
         if *voter {
-            let voters: BTreeSet<NodeId> = members
-                .iter()
-                .filter(|(other, (_, voter))| *voter && **other != id)
-                .map(|(id, _)| *id)
-                .collect();
-            if voters.is_empty() {
+            if members.values().filter(|(_, voter)| *voter).count() <= 1 {
                 return Err(ClusterError::BadRequest("cannot remove the last voter".into()));
             }
             self.raft()
-                .change_membership(ChangeMembers::ReplaceAllVoters(voters), false)
+                .change_membership(ChangeMembers::RemoveVoters([id].into()), false)
                 .await
                 .map_err(|e| self.change_error(e))?;
         }

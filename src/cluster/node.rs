@@ -135,34 +135,39 @@ impl Cluster {
         let id = match (durable.read::<NodeId>(NODE_ID)?, &fault) {
             (Some(id), None) => id,
             (old, fault) => {
+                // The new id is on disk before anything is repaired: a crash
+                // mid-repair must never bring the node back under the id
+                // whose acknowledged entries it lost (the next start finds
+                // the fault again, or a repaired log, under a new id).
                 let id = new_node_id()?;
-                if let Some(fault) = fault {
-                    tracing::error!(
-                        old_node_id = ?old,
-                        new_node_id = id,
-                        %fault,
-                        "STORAGE FAULT: this node's log lost records it had made durable; it will not vote or lead on it. \
-                         Keeping the sound prefix and joining again under a new id, to catch up from the other members"
-                    );
-                    let repaired = store.clone();
-                    let fault = fault.clone();
-                    tokio::task::spawn_blocking(move || repair::keep_sound_prefix(&repaired, &fault))
-                        .await
-                        .map_err(|e| StartError::Raft(e.to_string()))??;
-                } else {
-                    tracing::info!(node_id = id, "new data directory: generated a node id");
-                }
                 durable.write(NODE_ID, &id, true)?;
+                match fault {
+                    Some(fault) => {
+                        tracing::error!(
+                            old_node_id = ?old,
+                            new_node_id = id,
+                            %fault,
+                            "STORAGE FAULT: this node's log lost records it had made durable; it will not vote or lead on it. \
+                             Keeping the sound prefix and joining again under a new id, to catch up from the other members"
+                        );
+                        let repaired = store.clone();
+                        let fault = fault.clone();
+                        tokio::task::spawn_blocking(move || repair::keep_sound_prefix(&repaired, &fault))
+                            .await
+                            .map_err(|e| StartError::Raft(e.to_string()))??;
+                    }
+                    None => tracing::info!(node_id = id, "new data directory: generated a node id"),
+                }
                 id
             }
         };
         let sm = StateMachine::open(store.clone(), durable)?;
-        if fault.is_some() {
-            let sm = sm.clone();
-            tokio::task::spawn_blocking(move || sm.forget_applied_past_log())
-                .await
-                .map_err(|e| StartError::Raft(e.to_string()))??;
-        }
+        // A no-op unless the log lost applied entries (a repair, including
+        // one a crash interrupted after the log was cut).
+        let checked = sm.clone();
+        tokio::task::spawn_blocking(move || checked.forget_applied_past_log())
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))??;
         let visibility = sm.visibility();
         let network = Network {
             client: config.client.clone(),
@@ -289,7 +294,8 @@ impl Cluster {
                     seen += 1;
                 }
                 Ok(Err(e)) => return Err(self.write_error(RaftError::APIError(e))),
-                Err(fatal) => return Err(ClusterError::Stopped(fatal.to_string())),
+                // Entries may have been replicated before the core stopped.
+                Err(fatal) => return Err(ClusterError::OutcomeUnknown(format!("the Raft core stopped: {fatal}"))),
             }
         }
         match first {
@@ -308,7 +314,8 @@ impl Cluster {
                 _ => ClusterError::NoLeader,
             },
             RaftError::APIError(e) => ClusterError::OutcomeUnknown(e.to_string()),
-            RaftError::Fatal(f) => ClusterError::Stopped(f.to_string()),
+            // The entry may have been replicated before the core stopped.
+            RaftError::Fatal(f) => ClusterError::OutcomeUnknown(format!("the Raft core stopped: {f}")),
         }
     }
 

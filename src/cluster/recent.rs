@@ -121,7 +121,11 @@ mod tests {
     fn the_cache_mirrors_the_log_tail() {
         let mut recent = Recent::default();
         recent.push(&entries(5, 10));
-        assert_eq!(indexes(recent.get(4, 10, u64::MAX)), None, "below the cache: read the log");
+        assert_eq!(
+            indexes(recent.get(4, 10, u64::MAX)),
+            None,
+            "below the cache: read the log"
+        );
         assert_eq!(indexes(recent.get(7, 100, u64::MAX)), Some(vec![7, 8, 9]));
         recent.truncate_from(8);
         assert_eq!(indexes(recent.get(7, 100, u64::MAX)), Some(vec![7]));

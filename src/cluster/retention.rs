@@ -41,11 +41,15 @@ async fn purge_once(cluster: &Cluster) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
-    let Some(keep_from) = point else { return Ok(()) };
+    let Some(keep_from) = point.filter(|k| *k > 0) else {
+        return Ok(());
+    };
     let applied = cluster.raft().metrics().borrow_watched().last_applied.map(|a| a.index);
-    let Some(applied) = applied else { return Ok(()) };
-    let upto = (keep_from - 1).min(applied.saturating_sub(APPLY_MARGIN));
-    if keep_from == 0 || upto < cluster.store().first_index() {
+    let Some(margin_point) = applied.and_then(|a| a.checked_sub(APPLY_MARGIN)) else {
+        return Ok(());
+    };
+    let upto = (keep_from - 1).min(margin_point);
+    if upto < cluster.store().first_index() {
         return Ok(());
     }
     let snapshot = cluster.raft().metrics().borrow_watched().snapshot.map(|s| s.index);

@@ -141,6 +141,8 @@ struct Shared {
     snapshot: Mutex<Option<StoredSnapshot>>,
     /// Bumped whenever the tables change, for the writer behind.
     changed: watch::Sender<u64>,
+    /// Held while the tables are copied and written (see `write_tables`).
+    writing: Mutex<()>,
 }
 
 /// The state machine; clones share it, and `Visibility` reads it.
@@ -189,6 +191,7 @@ impl StateMachine {
                 tables: RwLock::new(tables),
                 snapshot: Mutex::new(snapshot),
                 changed: watch::Sender::new(0),
+                writing: Mutex::new(()),
             }),
         };
         sm.publish();
@@ -251,7 +254,11 @@ impl StateMachine {
         log.set_visible_cap(end.min(log.written_offset()));
     }
 
+    /// Writes the tables as they are now. Taking the copy and writing it
+    /// happen under one lock, so that a slow writer never lands an older
+    /// copy after a newer one.
     fn write_tables(&self) -> io::Result<()> {
+        let _one_at_a_time = lock(&self.shared.writing);
         let tables = self.tables();
         self.shared.durable.write(STATE, &tables, true)
     }
@@ -335,6 +342,27 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn install_snapshot(&mut self, meta: &SnapshotMeta, tables: Tables) -> Result<(), io::Error> {
         let store = self.shared.store.clone();
+        let mut installed = tables;
+        installed.applied = meta.last_log_id;
+        installed.membership = meta.last_membership.clone();
+        *self.shared.tables.write().unwrap_or_else(PoisonError::into_inner) = installed.clone();
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            tables: installed,
+        };
+        // The snapshot and the tables are on disk before the log is reset:
+        // a crash in between restarts with applied past the log's end, and
+        // openraft then purges up to the snapshot, which resets the log the
+        // same way (`LogStore::purge`). The other order would restart with
+        // tables that expect entries the reset deleted.
+        let sm = self.clone();
+        tokio::task::spawn_blocking(move || {
+            sm.shared.durable.write(SNAPSHOT, &stored, true)?;
+            *lock(&sm.shared.snapshot) = Some(stored);
+            sm.write_tables()
+        })
+        .await
+        .map_err(io::Error::other)??;
         // Only a log that lacks the snapshot's last entry starts over: this
         // also runs at every startup (openraft restores the stored snapshot).
         if let Some(last) = meta.last_log_id.filter(|last| !store.holds(last)) {
@@ -352,22 +380,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 .map_err(|e| io::Error::other(e.to_string()))?;
             store.forget_recent();
         }
-        let mut installed = tables;
-        installed.applied = meta.last_log_id;
-        installed.membership = meta.last_membership.clone();
-        *self.shared.tables.write().unwrap_or_else(PoisonError::into_inner) = installed.clone();
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            tables: installed,
-        };
-        let sm = self.clone();
-        tokio::task::spawn_blocking(move || {
-            sm.shared.durable.write(SNAPSHOT, &stored, true)?;
-            *lock(&sm.shared.snapshot) = Some(stored);
-            sm.write_tables()
-        })
-        .await
-        .map_err(io::Error::other)??;
         self.publish();
         Ok(())
     }
