@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# `promtool check metrics` against the /metrics of a real leader and a real
-# follower after some traffic (appends, reads, a few errors, replication).
+# `promtool check metrics` against the /metrics of a real leader, a real
+# follower and a one-node cluster after some traffic (appends, reads, a few
+# errors, replication, Raft).
 # Fails on any problem promtool reports (missing HELP, bad names, ...).
 #
 #   scripts/promtool.sh                        # builds the debug binary first
@@ -54,12 +55,22 @@ curl -fsS -o /dev/null -H 'Content-Type: application/octet-stream' --data-binary
 curl -fsS -o /dev/null "$leader/?from=0&limit=5"
 curl -sS -o /dev/null "$leader/999"
 curl -sS -o /dev/null "$leader/no/such/route"
+port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+cluster="http://127.0.0.1:$port"
+"$bin" serve --listen "127.0.0.1:$port" --log-format json --data-dir "$work/cluster" --peers "$cluster" \
+  >"$work/cluster.log" 2>&1 &
+started_pids+=("$!")
+ready() { curl -fsS -o /dev/null "$1/readyz" 2>/dev/null; }
+wait_for "the one-node cluster to elect itself" 30 ready "$cluster"
+for i in $(seq 1 5); do
+  curl -fsS -o /dev/null -d "{\"i\":$i}" "$cluster/"
+done
 caught_up() { curl -fsS "$1/status" | grep -q '"next_offset":24[,}]'; }
 wait_for "the follower to catch up" 30 caught_up "$follower"
 curl -fsS -o /dev/null "$follower/0"
 
 failed=0
-for node in leader follower; do
+for node in leader follower cluster; do
   url="${!node}"
   curl -fsS "$url/metrics" >"$work/$node.metrics"
   if "$promtool" check metrics <"$work/$node.metrics" >"$work/$node.check" 2>&1; then
