@@ -3,6 +3,7 @@
 //! `replication` the read replicas, `server` ties them into a node. `wire`
 //! is the replication wire format that `api` serves and `replication` pulls.
 //! `cluster` makes nodes a Raft cluster whose log is the Raft log.
+//! `telemetry` exports traces (OpenTelemetry) when asked to.
 
 pub mod api;
 pub mod auth;
@@ -10,4 +11,5 @@ pub mod cluster;
 pub mod log;
 pub mod replication;
 pub mod server;
+pub mod telemetry;
 pub mod wire;

@@ -243,6 +243,10 @@ struct ServeArgs {
     #[arg(long, value_name = "FROM=TO", hide = true)]
     peer_route: Vec<String>,
 
+    /// Export traces over OTLP/HTTP to the collector at this base URL (spans go to URL/v1/traces) [default: off].
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL")]
+    otlp_endpoint: Option<String>,
+
     /// Connections served at once; more are answered 503 (lowered to what the open-files limit allows).
     #[arg(long, env = "DISTLOG_MAX_CONNECTIONS", value_name = "N", default_value_t = 10_000,
         value_parser = clap::value_parser!(u64).range(1..))]
@@ -466,7 +470,14 @@ fn name_the_flag(error: LogError) -> anyhow::Error {
 /// (`distlog::access`) only with `--access-log`; at a line per request it
 /// cost a tenth to a quarter of the throughput even written in the
 /// background.
-fn init_tracing(format: LogFormat, access_log: bool) -> tracing_appender::non_blocking::WorkerGuard {
+/// With `--otlp-endpoint`, spans are exported too (see `distlog::telemetry`).
+fn init_tracing(
+    format: LogFormat,
+    access_log: bool,
+    telemetry: Option<&distlog::telemetry::Telemetry>,
+) -> tracing_appender::non_blocking::WorkerGuard {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let access = if access_log { "info" } else { "off" };
     let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("info,{}={access}", distlog::api::ACCESS_LOG)));
@@ -485,8 +496,13 @@ fn init_tracing(format: LogFormat, access_log: bool) -> tracing_appender::non_bl
         .with_ansi(ansi)
         .with_writer(writer);
     match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.finish().with(telemetry.map(|t| t.layer())).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .finish()
+            .with(telemetry.map(|t| t.layer()))
+            .init(),
     }
     guard
 }
@@ -538,7 +554,9 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => {
-            let _flush_logs_on_exit = init_tracing(args.log_format, args.access_log);
+            let instance = args.advertise_url.clone().unwrap_or_else(|| args.listen.to_string());
+            let telemetry = distlog::telemetry::Telemetry::start(args.otlp_endpoint.as_deref(), &instance)?;
+            let _flush_logs_on_exit = init_tracing(args.log_format, args.access_log, telemetry.as_ref());
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()

@@ -179,6 +179,7 @@ impl Server {
                 let scheme = if security.tls.is_some() { "https" } else { "http" };
                 let cluster =
                     start_cluster(&log, &config.data_dir, settings, format!("{scheme}://{local_addr}")).await?;
+                crate::telemetry::set_node_id(cluster.id());
                 background.push(tokio::spawn(crate::cluster::retention::run(
                     cluster.clone(),
                     config.retention_check,

@@ -25,6 +25,7 @@ use super::render::push_decimal;
 use super::state::{AppState, Role};
 use crate::cluster::{Cluster, ClusterError, UserRecord};
 use crate::log::{Payload, now_ms};
+use crate::telemetry;
 use crate::wire::attributes::BATCH_OPEN;
 
 /// Attribute bit marking a record whose value is not JSON.
@@ -242,14 +243,12 @@ impl Sink<'_> {
         if self.state.cluster.is_some() {
             return self.append_records(vec![(attributes, value)]).await;
         }
-        Ok(self
-            .state
-            .log
-            .append_batch_async(&[Payload {
-                attributes,
-                value: &value,
-            }])
-            .await?)
+        let payload = [Payload {
+            attributes,
+            value: &value,
+        }];
+        let append = self.state.log.append_batch_async(&payload);
+        Ok(telemetry::in_span(append_span(1), append).await?)
     }
 
     /// An NDJSON batch, as `append_one`.
@@ -274,8 +273,14 @@ impl Sink<'_> {
                 value,
             })
             .collect();
-        Ok(self.state.log.append_batch_async(&payloads).await?)
+        let append = self.state.log.append_batch_async(&payloads);
+        Ok(telemetry::in_span(append_span(payloads.len()), append).await?)
     }
+}
+
+/// The wait for group commit (the disabled span when traces are off).
+fn append_span(records: usize) -> tracing::Span {
+    telemetry::span(|| tracing::info_span!("append", records))
 }
 
 fn created_one(offset: u64) -> Response {

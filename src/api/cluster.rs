@@ -1,7 +1,8 @@
 //! The cluster's HTTP face: `GET /cluster`, `POST /cluster/join`,
 //! `DELETE /cluster/members/{id}`, `POST /cluster/leader`, and the peer
 //! RPCs under `/raft/` (formats in `cluster::network`). On a node without
-//! `--peers` they answer 404 `not_a_cluster`.
+//! `--peers` they answer 404 `not_a_cluster`. With traces on, handling a
+//! peer RPC is a span under the request's.
 
 use axum::Json;
 use axum::body::Bytes;
@@ -14,6 +15,7 @@ use serde::de::DeserializeOwned;
 use super::error::{ApiError, ApiResult, cluster_error};
 use super::state::AppState;
 use crate::cluster::{APPEND_BUDGET_BYTES, Cluster, JoinRequest, SnapshotBody, TARGET_HEADER};
+use crate::telemetry;
 
 fn cluster_of(state: &AppState) -> ApiResult<&Cluster> {
     state.cluster.as_ref().ok_or(ApiError::NotCluster)
@@ -73,6 +75,12 @@ fn checked_target<'a>(state: &'a AppState, headers: &HeaderMap) -> ApiResult<&'a
     Ok(cluster)
 }
 
+/// The span of handling a peer's RPC, under the request's server span
+/// (which continues the sender's `traceparent`, see `api::observe`).
+fn handler_span(name: &'static str) -> tracing::Span {
+    telemetry::span(|| tracing::info_span!("raft.handle", otel.name = name))
+}
+
 fn rpc_answer<T: serde::Serialize>(answer: T) -> Response {
     (StatusCode::OK, Json(answer)).into_response()
 }
@@ -88,14 +96,15 @@ pub async fn raft_append(State(state): State<AppState>, request: Request) -> Api
     let body = axum::body::to_bytes(body, limit)
         .await
         .map_err(|e| ApiError::BadClusterRequest(format!("append-entries body: {e}")))?;
-    let answer = cluster.handle_append(body).await.map_err(|e| cluster_error(e, ""))?;
+    let answer = telemetry::in_span(handler_span("raft.append_entries"), cluster.handle_append(body))
+        .await
+        .map_err(|e| cluster_error(e, ""))?;
     Ok(rpc_answer(answer))
 }
 
 pub async fn raft_vote(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
     let cluster = checked_target(&state, &headers)?;
-    let answer = cluster
-        .handle_vote(parse(&body)?)
+    let answer = telemetry::in_span(handler_span("raft.vote"), cluster.handle_vote(parse(&body)?))
         .await
         .map_err(|e| cluster_error(e, ""))?;
     Ok(rpc_answer(answer))
@@ -104,8 +113,7 @@ pub async fn raft_vote(State(state): State<AppState>, headers: HeaderMap, body: 
 pub async fn raft_snapshot(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
     let cluster = checked_target(&state, &headers)?;
     let snapshot: SnapshotBody = parse(&body)?;
-    let answer = cluster
-        .handle_snapshot(snapshot)
+    let answer = telemetry::in_span(handler_span("raft.install_snapshot"), cluster.handle_snapshot(snapshot))
         .await
         .map_err(|e| cluster_error(e, ""))?;
     Ok(rpc_answer(answer))
@@ -113,9 +121,11 @@ pub async fn raft_snapshot(State(state): State<AppState>, headers: HeaderMap, bo
 
 pub async fn raft_transfer(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
     let cluster = checked_target(&state, &headers)?;
-    let answer = cluster
-        .handle_transfer(parse(&body)?)
-        .await
-        .map_err(|e| cluster_error(e, ""))?;
+    let answer = telemetry::in_span(
+        handler_span("raft.transfer_leader"),
+        cluster.handle_transfer(parse(&body)?),
+    )
+    .await
+    .map_err(|e| cluster_error(e, ""))?;
     Ok(rpc_answer(answer))
 }

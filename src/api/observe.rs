@@ -2,7 +2,9 @@
 //! one made here) echoed on the answer, one structured log line at info on
 //! the target `ACCESS_LOG` (off unless asked for, see the binary), and the
 //! `distlog_http_*` metrics labelled by route template, never raw path.
-//! It also turns a panicking handler into a JSON 500.
+//! It also turns a panicking handler into a JSON 500. With traces on, the
+//! request gets a server span (see `telemetry::http_span`), entered while
+//! the handler runs.
 
 use std::cell::Cell;
 use std::future::Future;
@@ -76,8 +78,10 @@ where
             .filter(|v| v.len() <= 128 && v.to_str().is_ok_and(|s| !s.is_empty()))
             .cloned()
             .unwrap_or_else(new_request_id);
+        let span = crate::telemetry::http_span(method, route, request.headers());
         Observed {
             inner: self.inner.call(request),
+            span,
             started,
             method,
             route,
@@ -92,6 +96,8 @@ pin_project! {
     pub struct Observed<F> {
         #[pin]
         inner: F,
+        // The disabled span unless traces are on.
+        span: tracing::Span,
         started: Instant,
         method: &'static str,
         route: &'static str,
@@ -109,13 +115,19 @@ where
         let mut this = self.project();
         // A panicking handler answers 500 and the connection goes on; the
         // inner future is not polled again after its panic.
-        let polled = panic::catch_unwind(AssertUnwindSafe(|| this.inner.as_mut().poll(cx)));
+        let polled = if this.span.is_none() {
+            panic::catch_unwind(AssertUnwindSafe(|| this.inner.as_mut().poll(cx)))
+        } else {
+            let _entered = this.span.enter();
+            panic::catch_unwind(AssertUnwindSafe(|| this.inner.as_mut().poll(cx)))
+        };
         let mut response = match polled {
             Ok(Poll::Pending) => return Poll::Pending,
             Ok(Poll::Ready(result)) => result?,
             Err(_) => panicked(),
         };
         let status = response.status().as_u16();
+        crate::telemetry::record_status(this.span, status);
         let elapsed = this.started.elapsed();
         request_metrics::record(this.method, this.route, status, elapsed.as_nanos() as u64);
         let request_id = this.request_id.take().unwrap_or_else(new_request_id);

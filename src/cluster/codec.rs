@@ -153,6 +153,7 @@ pub fn decode_entries(frames: Bytes, first: u64, terms: &Terms) -> Result<Vec<En
                     timestamp_ms: r.timestamp_ms,
                     value: r.value,
                     frame: Some(frame),
+                    trace: None,
                 })
             };
             Ok(Entry {

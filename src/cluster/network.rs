@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 
+use openraft::EntryPayload;
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, v2::RaftNetworkV2};
 use openraft::raft::{
@@ -22,10 +23,12 @@ use openraft::raft::{
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use tracing::Span;
 
 use super::codec::encode_append;
 use super::state_machine::Tables;
 use super::types::{Member, NodeId, SnapshotMeta, TypeConfig, Vote};
+use crate::telemetry;
 
 /// Header naming the node a Raft request is meant for.
 pub const TARGET_HEADER: &str = "x-distlog-raft-target";
@@ -119,23 +122,31 @@ impl PeerError {
 }
 
 impl Peer {
+    /// With traces on, `span` is the RPC's client span: the request runs in
+    /// it and carries its `traceparent`.
     async fn post<T: DeserializeOwned>(
         &self,
         path: &str,
         body: reqwest::Body,
         content_type: &'static str,
         option: &RPCOption,
+        span: Span,
     ) -> Result<T, PeerError> {
         let url = format!("{}{path}", self.base);
-        let response = self
+        let request = self
             .client
             .post(&url)
             .header(TARGET_HEADER, self.target.to_string())
             .header(reqwest::header::CONTENT_TYPE, content_type)
             .timeout(option.soft_ttl())
-            .body(body)
-            .send()
-            .await?;
+            .body(body);
+        let request = telemetry::propagate(request, &span);
+        let response = telemetry::in_span(span.clone(), request.send()).await;
+        if let Err(e) = &response {
+            telemetry::record_error(&span, e);
+        }
+        let response = response?;
+        telemetry::record_status(&span, response.status().as_u16());
         let status = response.status();
         if !status.is_success() {
             let body = response.text().await.unwrap_or_default();
@@ -147,12 +158,30 @@ impl Peer {
 
     async fn post_json<Q: Serialize, T: DeserializeOwned>(
         &self,
-        path: &str,
+        path: &'static str,
         request: &Q,
         option: &RPCOption,
     ) -> Result<T, PeerError> {
         let body = serde_json::to_vec(request).unwrap_or_default();
-        self.post(path, body.into(), "application/json", option).await
+        let span = self.rpc_span(path);
+        self.post(path, body.into(), "application/json", option, span).await
+    }
+
+    /// The client span of an RPC to this peer (the disabled span when
+    /// traces are off).
+    fn rpc_span(&self, path: &'static str) -> Span {
+        telemetry::span(|| {
+            tracing::info_span!(
+                "raft.rpc",
+                otel.name = path,
+                otel.kind = "client",
+                raft.target = self.target,
+                raft.entries = tracing::field::Empty,
+                http.response.status_code = tracing::field::Empty,
+                otel.status_code = tracing::field::Empty,
+                error.message = tracing::field::Empty,
+            )
+        })
     }
 }
 
@@ -165,9 +194,26 @@ impl RaftNetworkV2<TypeConfig> for Peer {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
         let body = encode_append(&rpc);
+        // Heartbeats (no entries) are not traced; entries continue the
+        // trace of the write that made them (see `telemetry`).
+        let span = match rpc.entries.is_empty() {
+            true => Span::none(),
+            false => {
+                let span = self.rpc_span(APPEND_PATH);
+                span.record("raft.entries", rpc.entries.len());
+                telemetry::continue_entries(
+                    &span,
+                    rpc.entries.iter().filter_map(|e| match &e.payload {
+                        EntryPayload::Normal(record) => record.trace.as_ref(),
+                        _ => None,
+                    }),
+                );
+                span
+            }
+        };
         let started = std::time::Instant::now();
         let answer = self
-            .post(APPEND_PATH, body.into(), "application/octet-stream", &option)
+            .post(APPEND_PATH, body.into(), "application/octet-stream", &option, span)
             .await
             .map_err(PeerError::rpc);
         metrics::histogram!(super::metrics::APPEND_DURATION).record(started.elapsed().as_secs_f64());

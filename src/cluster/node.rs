@@ -25,6 +25,7 @@ use super::types::{Member, NodeId, TypeConfig, UserRecord};
 use bytes::Bytes;
 
 use crate::log::{Log, MAX_STORED_FRAME, Payload, encode_frame, split_frames};
+use crate::telemetry::{self, EntryTrace};
 use crate::wire::attributes::CONTROL;
 
 pub type RaftNode = Raft<TypeConfig, StateMachine>;
@@ -260,12 +261,25 @@ impl Cluster {
     /// Appends records as one batch; returns the first one's offset once
     /// all are committed and visible. A batch of more than one record is
     /// shown whole or never (see `state_machine`).
-    pub async fn write(&self, records: Vec<UserRecord>) -> Result<u64, ClusterError> {
+    /// With traces on, the wait is the span `raft.commit`, and the first
+    /// record carries it to the append-entries that replicate it.
+    pub async fn write(&self, mut records: Vec<UserRecord>) -> Result<u64, ClusterError> {
         match self.leader() {
             Some((leader, _)) if leader == self.inner.id => {}
             Some((_, url)) => return Err(ClusterError::NotLeader { leader_url: url }),
             None => return Err(ClusterError::NoLeader),
         }
+        if telemetry::enabled() {
+            let span = tracing::info_span!("raft.commit", records = records.len());
+            if let Some(first) = records.first_mut() {
+                first.trace = EntryTrace::of(&span);
+            }
+            return telemetry::in_span(span, self.commit(records)).await;
+        }
+        self.commit(records).await
+    }
+
+    async fn commit(&self, records: Vec<UserRecord>) -> Result<u64, ClusterError> {
         if records.len() == 1 {
             let record = records.into_iter().next().ok_or(ClusterError::NoLeader)?;
             return match self.inner.raft.client_write(record).await {

@@ -22,6 +22,10 @@ pub struct UserRecord {
     /// such.
     #[serde(skip)]
     pub frame: Option<Bytes>,
+    /// The span of the write that made this entry, while traces are on
+    /// (see `telemetry`): in memory only, for the leader's append-entries.
+    #[serde(skip)]
+    pub trace: Option<crate::telemetry::EntryTrace>,
 }
 
 impl UserRecord {
@@ -31,6 +35,7 @@ impl UserRecord {
             timestamp_ms,
             value,
             frame: None,
+            trace: None,
         }
     }
 }

@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 use super::answer::{Bounds, FramesHeaders, ProtocolError, Pulled, check_frames};
 use super::status::{FollowerStatus, ReplicationState};
 use crate::log::{Log, LogError, finished_batches_len};
+use crate::telemetry;
 use crate::wire::FramesRequest;
 
 const PULL_BYTES: u64 = 8 * 1024 * 1024;
@@ -287,12 +288,27 @@ impl Follower {
         wait: Option<Duration>,
     ) -> Result<Result<Pulled, Bounds>, ReplicationError> {
         let timeout = wait.unwrap_or_default() + Duration::from_secs(30);
-        let response = self
+        let span = telemetry::span(|| {
+            tracing::info_span!(
+                "replication.pull",
+                otel.kind = "client",
+                from,
+                http.response.status_code = tracing::field::Empty,
+                otel.status_code = tracing::field::Empty,
+                error.message = tracing::field::Empty,
+            )
+        });
+        let request = self
             .client
             .get(self.frames_url(from, max_records, wait))
-            .timeout(timeout)
-            .send()
-            .await?;
+            .timeout(timeout);
+        let request = telemetry::propagate(request, &span);
+        let response = telemetry::in_span(span.clone(), request.send()).await;
+        if let Err(e) = &response {
+            telemetry::record_error(&span, e);
+        }
+        let response = response?;
+        telemetry::record_status(&span, response.status().as_u16());
         let status = response.status();
         if status == StatusCode::NOT_FOUND {
             let body = body_capped(response, ERROR_BODY_CAP).await?;
