@@ -108,8 +108,11 @@ impl Telemetry {
         Ok(Some(Telemetry { provider }))
     }
 
-    /// The `tracing` layer that turns spans into OpenTelemetry spans.
-    pub fn layer<S>(&self) -> tracing_opentelemetry::OpenTelemetryLayer<S, opentelemetry_sdk::trace::Tracer>
+    /// The `tracing` layer that turns spans into OpenTelemetry spans. It
+    /// sees what the log filter lets through (the binary's subscriber
+    /// cannot take per-layer filters): our spans, and openraft's few at
+    /// info (membership changes, snapshots).
+    pub fn layer<S>(&self) -> impl tracing_subscriber::Layer<S> + use<S>
     where
         S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
     {
