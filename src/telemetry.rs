@@ -323,3 +323,81 @@ pub fn record_error(span: &Span, error: &dyn std::fmt::Display) {
     span.record("otel.status_code", "error");
     span.record("error.message", tracing::field::display(error));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry::trace::TraceId;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+    const PARENT: &str = "00f067aa0ba902b7";
+
+    fn trace_id(span: &Span) -> TraceId {
+        span.context().span().span_context().trace_id()
+    }
+
+    /// A subscriber with the OpenTelemetry layer (no exporter) for `f`.
+    fn traced<T>(f: impl FnOnce() -> T) -> T {
+        let provider = SdkTracerProvider::builder().build();
+        let subscriber =
+            tracing_subscriber::registry().with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        tracing::subscriber::with_default(subscriber, f)
+    }
+
+    #[test]
+    fn an_incoming_traceparent_is_continued_and_sent_on() {
+        traced(|| {
+            let span = tracing::info_span!("request");
+            let mut headers = axum::http::HeaderMap::new();
+            headers.insert(TRACEPARENT, format!("00-{TRACE}-{PARENT}-01").parse().unwrap());
+            assert!(continue_from(&span, &headers));
+            assert_eq!(trace_id(&span), TraceId::from_hex(TRACE).unwrap());
+
+            let request = propagate(reqwest::Client::new().get("http://peer/"), &span)
+                .build()
+                .unwrap();
+            let sent = request.headers()[TRACEPARENT].to_str().unwrap().to_string();
+            assert!(sent.starts_with(&format!("00-{TRACE}-")), "{sent}");
+            assert!(
+                !sent.contains(PARENT),
+                "the span's own id goes out, not its parent's: {sent}"
+            );
+        });
+    }
+
+    #[test]
+    fn no_or_a_bad_traceparent_starts_no_trace_of_its_own() {
+        traced(|| {
+            let span = tracing::info_span!("request");
+            assert!(!continue_from(&span, &axum::http::HeaderMap::new()));
+            let mut headers = axum::http::HeaderMap::new();
+            headers.insert(TRACEPARENT, "00-zz-yy-01".parse().unwrap());
+            assert!(!continue_from(&span, &headers));
+        });
+    }
+
+    #[test]
+    fn an_append_continues_the_first_traced_entry_of_its_batch() {
+        traced(|| {
+            let write = tracing::info_span!("raft.commit");
+            let other = tracing::info_span!("raft.commit");
+            let traces = [EntryTrace::of(&write).unwrap(), EntryTrace::of(&other).unwrap()];
+            let send = tracing::info_span!("raft.rpc");
+            continue_entries(&send, traces.iter());
+            assert_eq!(trace_id(&send), trace_id(&write));
+            assert_ne!(trace_id(&send), trace_id(&other));
+        });
+    }
+
+    #[test]
+    fn off_means_disabled_spans_and_untouched_requests() {
+        assert!(!enabled());
+        assert!(span(|| unreachable!()).is_none());
+        let request = propagate(reqwest::Client::new().get("http://peer/"), &Span::none())
+            .build()
+            .unwrap();
+        assert!(request.headers().is_empty());
+        assert!(http_span("POST", "/", &axum::http::HeaderMap::new()).is_none());
+    }
+}
