@@ -39,6 +39,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
+use futures_util::future::Either;
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::{SpanContext, TraceContextExt, TracerProvider as _};
 use opentelemetry::{Context, KeyValue};
@@ -217,13 +218,14 @@ pub fn continue_entries<'a>(span: &Span, mut traces: impl Iterator<Item = &'a En
     }
 }
 
-/// Runs `future` inside `span` (entered at every poll) if the span is on.
-pub async fn in_span<F: Future>(span: Span, future: F) -> F::Output {
+/// `future` inside `span` (entered at every poll) if the span is on; else
+/// `future` itself, wrapped in nothing but an enum.
+pub fn in_span<F: Future>(span: Span, future: F) -> Either<F, tracing::instrument::Instrumented<F>> {
     use tracing::Instrument;
     if span.is_none() {
-        future.await
+        Either::Left(future)
     } else {
-        future.instrument(span).await
+        Either::Right(future.instrument(span))
     }
 }
 
