@@ -188,7 +188,6 @@ impl Cluster {
     /// Waits until every node in `nodes` answers /cluster naming the same leader, one of them.
     async fn wait_for_leader_among(&self, nodes: &[usize], timeout: Duration) -> usize {
         let deadline = Instant::now() + timeout;
-        let mut last = String::new();
         loop {
             let mut leaders = Vec::new();
             for &i in nodes {
@@ -206,9 +205,8 @@ impl Cluster {
             {
                 return leader;
             }
-            last = format!("{leaders:?}");
             if Instant::now() > deadline {
-                panic!("{}: no agreed leader among {nodes:?} within {timeout:?}: {last}", self.test);
+                panic!("{}: no agreed leader among {nodes:?} within {timeout:?}: {leaders:?}", self.test);
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
