@@ -552,7 +552,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 /// `distlog healthcheck`: GET /readyz; 200 is healthy, anything else (or no answer) is not.
 fn healthcheck(args: HealthcheckArgs) -> std::process::ExitCode {
     let base = args.url.unwrap_or_else(|| {
-        let listen = std::env::var("DISTLOG_LISTEN").ok().and_then(|l| l.parse::<SocketAddr>().ok());
+        let listen = std::env::var("DISTLOG_LISTEN")
+            .ok()
+            .and_then(|l| l.parse::<SocketAddr>().ok());
         let mut addr = listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
         if addr.ip().is_unspecified() {
             addr.set_ip(match addr {

@@ -191,12 +191,14 @@ impl Cluster {
         loop {
             let mut leaders = Vec::new();
             for &i in nodes {
-                leaders.push(get_json(format!("{}/cluster", self.url(i))).await.and_then(|(status, body)| {
-                    match body["leader_url"].as_str() {
-                        Some(leader) if status == 200 => Ok(leader.to_string()),
-                        _ => Err(format!("{status} {body}")),
-                    }
-                }));
+                leaders.push(
+                    get_json(format!("{}/cluster", self.url(i)))
+                        .await
+                        .and_then(|(status, body)| match body["leader_url"].as_str() {
+                            Some(leader) if status == 200 => Ok(leader.to_string()),
+                            _ => Err(format!("{status} {body}")),
+                        }),
+                );
             }
             if let Ok(first) = &leaders[0]
                 && leaders.iter().all(|l| l.as_ref() == Ok(first))
@@ -206,7 +208,10 @@ impl Cluster {
                 return leader;
             }
             if Instant::now() > deadline {
-                panic!("{}: no agreed leader among {nodes:?} within {timeout:?}: {leaders:?}", self.test);
+                panic!(
+                    "{}: no agreed leader among {nodes:?} within {timeout:?}: {leaders:?}",
+                    self.test
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -225,7 +230,10 @@ impl Cluster {
                 return;
             }
             if Instant::now() > deadline {
-                panic!("{}: {} not ready within {timeout:?}: {answer:?}", self.test, SERVICES[i]);
+                panic!(
+                    "{}: {} not ready within {timeout:?}: {answer:?}",
+                    self.test, SERVICES[i]
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -330,15 +338,24 @@ async fn the_image_runs_as_non_root_with_labels_a_volume_and_a_healthcheck() {
         serde_json::json!(["CMD", "/usr/local/bin/distlog", "healthcheck"])
     );
     assert_eq!(config["Entrypoint"], serde_json::json!(["/usr/local/bin/distlog"]));
-    let env: Vec<&str> = config["Env"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    let env: Vec<&str> = config["Env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
     for wanted in ["DISTLOG_LISTEN=0.0.0.0:8080", "DISTLOG_DATA_DIR=/data"] {
         assert!(env.contains(&wanted), "{env:?}");
     }
-    assert!(config["Labels"]["org.opencontainers.image.title"] == "distlog", "{config}");
-    let size: u64 = String::from_utf8_lossy(&run("docker", &["image", "inspect", "-f", "{{.Size}}", &image()], &[], true).stdout)
-        .trim()
-        .parse()
-        .unwrap();
+    assert!(
+        config["Labels"]["org.opencontainers.image.title"] == "distlog",
+        "{config}"
+    );
+    let size: u64 =
+        String::from_utf8_lossy(&run("docker", &["image", "inspect", "-f", "{{.Size}}", &image()], &[], true).stdout)
+            .trim()
+            .parse()
+            .unwrap();
     eprintln!("image {} is {size} bytes", image());
     assert!(size < 100_000_000, "the image is {size} bytes, not under 100 MB");
 }
@@ -387,7 +404,12 @@ async fn three_containers_form_a_cluster_and_every_node_writes_and_reads() {
     for i in 0..3 {
         let container = cluster.container(i);
         loop {
-            let state = run("docker", &["inspect", "-f", "{{.State.Health.Status}}", &container], &[], true);
+            let state = run(
+                "docker",
+                &["inspect", "-f", "{{.State.Health.Status}}", &container],
+                &[],
+                true,
+            );
             let state = String::from_utf8_lossy(&state.stdout).trim().to_string();
             if state == "healthy" {
                 break;
@@ -447,7 +469,10 @@ async fn a_node_cut_off_by_network_disconnect_catches_up_with_identical_records(
         &[],
         true,
     );
-    eprintln!("network disconnect: {} reconnected; the majority's log ends at {committed}", SERVICES[cut]);
+    eprintln!(
+        "network disconnect: {} reconnected; the majority's log ends at {committed}",
+        SERVICES[cut]
+    );
     cluster.wait_ready(cut, Duration::from_secs(30)).await;
     cluster.check("network disconnect", &history).await;
 }
