@@ -39,8 +39,8 @@ LABEL org.opencontainers.image.title="distlog" \
       org.opencontainers.image.base.name="debian:bookworm-slim"
 # A fixed uid/gid, so that volumes and bind mounts can be prepared for it; /data is its own
 # before it becomes a volume, so a new named volume starts out owned by it.
-RUN groupadd --system --gid 10001 distlog \
-    && useradd --system --uid 10001 --gid distlog --home-dir /data --no-create-home --shell /usr/sbin/nologin distlog \
+RUN groupadd --gid 10001 distlog \
+    && useradd --uid 10001 --gid distlog --home-dir /data --no-create-home --shell /usr/sbin/nologin distlog \
     && mkdir /data && chown distlog:distlog /data
 COPY --from=build /distlog /usr/local/bin/distlog
 # Listen on every interface in the container; keep the log in the volume. The grace period for
