@@ -28,7 +28,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the log service (every flag can also be set as DISTLOG_<FLAG>).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Exit 0 if the node answers 200 on /readyz (ready: serving, and in a cluster a leader is
     /// known), else 1 saying why on stderr. For container health checks: needs no shell or curl.
     Healthcheck(HealthcheckArgs),
@@ -601,7 +601,7 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
                 .enable_all()
                 .build()
                 .context("cannot start the async runtime")?
-                .block_on(serve(args))?;
+                .block_on(serve(*args))?;
             Ok(std::process::ExitCode::SUCCESS)
         }
     }

@@ -370,15 +370,15 @@ async fn three_containers_form_a_cluster_and_every_node_writes_and_reads() {
     // A write through every node: the leader answers 201, a follower 307 to the leader's
     // advertised URL, which the writer follows.
     let mut written = BTreeMap::new();
-    for i in 0..3 {
-        let body = format!(r#"{{"through":"{}"}}"#, SERVICES[i]);
+    for (i, service) in SERVICES.iter().enumerate() {
+        let body = format!(r#"{{"through":"{}"}}"#, service);
         let mut url = cluster.url(i);
         let offset = loop {
             let (status, location, answer) = post(url.clone(), body.clone()).await.unwrap();
             match (status, location) {
                 (201, _) => break answer["offset"].as_u64().unwrap(),
                 (307, Some(location)) => url = common::writer::base_url(&location),
-                other => panic!("a write through {}: {other:?} {answer}", SERVICES[i]),
+                other => panic!("a write through {}: {other:?} {answer}", service),
             }
         };
         written.insert(offset, serde_json::from_str::<Value>(&body).unwrap());
@@ -401,7 +401,7 @@ async fn three_containers_form_a_cluster_and_every_node_writes_and_reads() {
     }
     // The image's HEALTHCHECK (`distlog healthcheck`) says healthy.
     let deadline = Instant::now() + Duration::from_secs(40);
-    for i in 0..3 {
+    for (i, service) in SERVICES.iter().enumerate() {
         let container = cluster.container(i);
         loop {
             let state = run(
@@ -414,7 +414,7 @@ async fn three_containers_form_a_cluster_and_every_node_writes_and_reads() {
             if state == "healthy" {
                 break;
             }
-            assert!(Instant::now() < deadline, "{} is {state}", SERVICES[i]);
+            assert!(Instant::now() < deadline, "{} is {state}", service);
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
@@ -484,24 +484,24 @@ async fn a_rolling_compose_restart_under_load_loses_nothing_and_refuses_writes_n
     let load = Load::start(cluster.urls(), load_config());
     assert_progress(&load, 50, "before the restarts").await;
     let started = Instant::now();
-    for i in 0..3 {
+    for (i, service) in SERVICES.iter().enumerate() {
         let leader = cluster.wait_for_leader(LEADER_TIMEOUT).await;
         let began = Instant::now();
-        cluster.compose(&["restart", SERVICES[i]], true);
+        cluster.compose(&["restart", service], true);
         let took = began.elapsed();
         eprintln!(
             "rolling restart: {} restarted in {took:?} ({})",
-            SERVICES[i],
+            service,
             if i == leader { "it led" } else { "a follower" }
         );
         // A graceful stop: SIGTERM ended it before the engine's SIGKILL.
         assert!(
             took < DOCKER_STOP_TIMEOUT,
             "restarting {} took {took:?}: SIGTERM did not stop it within docker's {DOCKER_STOP_TIMEOUT:?}",
-            SERVICES[i]
+            service
         );
         cluster.wait_ready(i, Duration::from_secs(30)).await;
-        assert_progress(&load, 50, &format!("after restarting {}", SERVICES[i])).await;
+        assert_progress(&load, 50, &format!("after restarting {}", service)).await;
     }
     let ended = Instant::now();
     let history = load.stop().await;
