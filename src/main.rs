@@ -28,7 +28,22 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the log service (every flag can also be set as DISTLOG_<FLAG>).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
+    /// Exit 0 if the node answers 200 on /readyz (ready: serving, and in a cluster a leader is
+    /// known), else 1 saying why on stderr. For container health checks: needs no shell or curl.
+    Healthcheck(HealthcheckArgs),
+}
+
+#[derive(Args)]
+struct HealthcheckArgs {
+    /// The node's base URL (http only) [default: http://<DISTLOG_LISTEN>, with 0.0.0.0 or [::] as
+    /// the loopback address, else http://127.0.0.1:8080].
+    #[arg(long, env = "DISTLOG_HEALTHCHECK_URL", value_name = "URL")]
+    url: Option<String>,
+
+    /// Milliseconds to wait for the answer.
+    #[arg(long, value_name = "MS", default_value_t = 2_000)]
+    timeout_ms: u64,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -550,9 +565,52 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn main() -> anyhow::Result<()> {
+/// `distlog healthcheck`: GET /readyz; 200 is healthy, anything else (or no answer) is not.
+fn healthcheck(args: HealthcheckArgs) -> std::process::ExitCode {
+    let base = args.url.unwrap_or_else(|| {
+        let listen = std::env::var("DISTLOG_LISTEN")
+            .ok()
+            .and_then(|l| l.parse::<SocketAddr>().ok());
+        let mut addr = listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+        if addr.ip().is_unspecified() {
+            addr.set_ip(match addr {
+                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        format!("http://{addr}")
+    });
+    let url = format!("{}/readyz", base.trim_end_matches('/').trim_end_matches("/readyz"));
+    let timeout = Duration::from_millis(args.timeout_ms);
+    let check = async {
+        let client = reqwest::Client::builder().timeout(timeout).build()?;
+        let response = client.get(&url).send().await?;
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        anyhow::Ok((status, body))
+    };
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| runtime.block_on(check));
+    match result {
+        Ok((status, _)) if status == reqwest::StatusCode::OK => std::process::ExitCode::SUCCESS,
+        Ok((status, body)) => {
+            eprintln!("distlog healthcheck: {url} answered {status}: {}", body.trim());
+            std::process::ExitCode::FAILURE
+        }
+        Err(error) => {
+            eprintln!("distlog healthcheck: {url}: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn main() -> anyhow::Result<std::process::ExitCode> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Healthcheck(args) => Ok(healthcheck(args)),
         Command::Serve(args) => {
             let instance = args.advertise_url.clone().unwrap_or_else(|| args.listen.to_string());
             let telemetry = distlog::telemetry::Telemetry::start(args.otlp_endpoint.as_deref(), &instance)?;
@@ -561,7 +619,8 @@ fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .build()
                 .context("cannot start the async runtime")?
-                .block_on(serve(args))
+                .block_on(serve(*args))?;
+            Ok(std::process::ExitCode::SUCCESS)
         }
     }
 }

@@ -616,3 +616,42 @@ fn a_standalone_data_directory_refuses_peers_saying_why() {
         "the error says why: {stderr}"
     );
 }
+
+/// `distlog healthcheck` (the container image's HEALTHCHECK): 0 when /readyz answers 200, 1 with
+/// the reason on stderr when nothing answers; DISTLOG_LISTEN's wildcard address means loopback.
+#[test]
+fn healthcheck_exits_0_against_a_ready_node_and_1_against_a_closed_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = spawn(dir.path(), &[]);
+    let healthcheck = |args: &[&str], listen: Option<&str>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_distlog"));
+        command
+            .arg("healthcheck")
+            .args(args)
+            .env_remove("DISTLOG_HEALTHCHECK_URL");
+        match listen {
+            Some(listen) => command.env("DISTLOG_LISTEN", listen),
+            None => command.env_remove("DISTLOG_LISTEN"),
+        };
+        command.output().unwrap()
+    };
+    let ok = healthcheck(&["--url", &server.url], None);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let port = server.url.rsplit(':').next().unwrap();
+    let from_env = healthcheck(&[], Some(&format!("0.0.0.0:{port}")));
+    assert!(
+        from_env.status.success(),
+        "{}",
+        String::from_utf8_lossy(&from_env.stderr)
+    );
+
+    // A port nothing listens on (bound, then released).
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let failed = healthcheck(&["--url", &format!("http://{closed}"), "--timeout-ms", "1000"], None);
+    assert_eq!(failed.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(stderr.contains("/readyz"), "says what it tried: {stderr}");
+}

@@ -213,10 +213,16 @@ const EXPOSED_HEADERS: &str = "location, x-request-id, www-authenticate, x-distl
 const PREFLIGHT_VARY: &str = "origin, access-control-request-method, access-control-request-headers";
 
 fn methods(route: &str) -> HeaderValue {
-    HeaderValue::from_static(if route == routes::ROOT {
-        "GET, HEAD, POST, OPTIONS"
-    } else {
-        "GET, HEAD, OPTIONS"
+    HeaderValue::from_static(match route {
+        routes::ROOT => "GET, HEAD, POST, OPTIONS",
+        routes::CLUSTER_JOIN
+        | routes::CLUSTER_LEADER
+        | routes::RAFT_APPEND
+        | routes::RAFT_VOTE
+        | routes::RAFT_SNAPSHOT
+        | routes::RAFT_TRANSFER => "POST, OPTIONS",
+        routes::CLUSTER_MEMBER => "DELETE, OPTIONS",
+        _ => "GET, HEAD, OPTIONS",
     })
 }
 
@@ -304,6 +310,17 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn allow_lists_exactly_the_methods_each_route_serves() {
+        assert_eq!(methods(routes::ROOT), "GET, HEAD, POST, OPTIONS");
+        assert_eq!(methods(routes::RECORD), "GET, HEAD, OPTIONS");
+        assert_eq!(methods(routes::CLUSTER), "GET, HEAD, OPTIONS");
+        assert_eq!(methods(routes::CLUSTER_JOIN), "POST, OPTIONS");
+        assert_eq!(methods(routes::CLUSTER_LEADER), "POST, OPTIONS");
+        assert_eq!(methods(routes::CLUSTER_MEMBER), "DELETE, OPTIONS");
+        assert_eq!(methods(routes::RAFT_APPEND), "POST, OPTIONS");
+    }
 
     #[test]
     fn origins_are_scheme_host_and_port_only() {

@@ -52,13 +52,24 @@ pub fn block_on<F: Future>(future: F) -> F::Output {
 pub fn http() -> &'static reqwest::Client {
     static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
     CLIENT.get_or_init(|| {
-        reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(1))
-            .timeout(Duration::from_secs(5))
-            .build()
-            .expect("the harness HTTP client builds")
+            .timeout(Duration::from_secs(5));
+        for (host, addr) in HOSTS.get().into_iter().flatten() {
+            builder = builder.resolve(host, *addr);
+        }
+        builder.build().expect("the harness HTTP client builds")
     })
+}
+
+static HOSTS: OnceLock<Vec<(String, std::net::SocketAddr)>> = OnceLock::new();
+
+/// Host names the harness client resolves to fixed addresses (the port of a URL still wins), e.g.
+/// container service names published on the host's loopback. Call it before the first `http()`
+/// (later calls change nothing); false if already set.
+pub fn resolve_hosts(hosts: Vec<(String, std::net::SocketAddr)>) -> bool {
+    HOSTS.set(hosts).is_ok()
 }
 
 /// xorshift64*: small, seedable, good enough to pick orders and victims.

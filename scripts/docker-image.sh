@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Builds the distlog image without a registry: the base image from scripts/docker-base.sh, the
+# binary from the host's `cargo build --release` (same Debian bookworm glibc as the image), handed
+# to the Dockerfile's build stage through a build context that holds only the stripped binary.
+#   scripts/docker-image.sh [TAG]          (default distlog:latest)
+# With a registry, plain `docker build -t distlog .` builds the binary in rust:1-slim-bookworm.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TAG=${1:-distlog:latest}
+
+scripts/docker-base.sh
+cargo build --release --bin distlog
+target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+
+context=$(mktemp -d "${TMPDIR:-/tmp}/distlog-image.XXXXXX")
+trap 'rm -rf "$context"' EXIT
+if command -v strip >/dev/null; then
+  strip -o "$context/distlog" "$target_dir/release/distlog"
+else
+  cp "$target_dir/release/distlog" "$context/distlog"
+fi
+
+revision=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
+# DOCKER_BUILDKIT=0: the classic builder, which works without the buildx plugin (BuildKit works
+# too where buildx is installed).
+docker buildx version >/dev/null 2>&1 || export DOCKER_BUILDKIT=0
+docker build -f Dockerfile -t "$TAG" \
+  --build-arg BUILD_IMAGE=debian:bookworm-slim --build-arg PREBUILT=distlog \
+  --build-arg VERSION="$version" --build-arg REVISION="$revision" \
+  "$context"
+echo "docker-image: $TAG is $(docker image inspect -f '{{.Size}}' "$TAG") bytes"

@@ -1,0 +1,515 @@
+//! The container image and `deploy/compose.yaml`'s three-node cluster under Docker: every node
+//! serves, `docker kill` of the leader, a real partition (`docker network disconnect`) and a
+//! rolling `compose restart`, each under the load generator (`common::writer`) and checked by the
+//! checker (`common::checker`).
+//!
+//! Every test is `#[ignore]`d: they need a Docker engine and the image. `scripts/container-test.sh`
+//! builds the image and runs them (`cargo test --test containers -- --ignored --test-threads=1`).
+//! Settings: DISTLOG_IMAGE (default distlog:latest), DISTLOG_COMPOSE (the compose command, default
+//! `docker compose` if it works, else `docker-compose`).
+//!
+//! Each test runs its own compose project (a unique name, free ports) and takes it down with its
+//! volumes at the end, failed or not. The nodes advertise `http://nodeN:PORT` and are published on
+//! 127.0.0.1 at the same PORT; the harness client resolves `nodeN` to 127.0.0.1, so the 307s the
+//! nodes answer lead the writers to the leader as they would lead a container.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::checker;
+use common::rt;
+use common::writer::{History, Load, LoadConfig, Outcome};
+use serde_json::Value;
+
+const SERVICES: [&str; 3] = ["node1", "node2", "node3"];
+const LEADER_TIMEOUT: Duration = Duration::from_secs(60);
+const PROGRESS_TIMEOUT: Duration = Duration::from_secs(30);
+const CHECK_TIMEOUT: Duration = Duration::from_secs(60);
+/// Election timeouts are the defaults (300-600 ms): a follower that hears no leader waits out the
+/// 600 ms lease and at most 600 ms more, so an election takes at most 1.2 s.
+const ELECTION: Duration = Duration::from_millis(1200);
+/// What a busy two-core machine (and Docker's proxies) may add to a write's way.
+const SLACK: Duration = Duration::from_millis(800);
+/// `docker stop`'s default: past it the engine sends SIGKILL.
+const DOCKER_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn load_config() -> LoadConfig {
+    LoadConfig {
+        writers: 4,
+        request_timeout: Duration::from_millis(1500),
+        ..LoadConfig::default()
+    }
+}
+
+/// The compose command: DISTLOG_COMPOSE, else the plugin if it answers, else docker-compose.
+fn compose_command() -> Vec<String> {
+    if let Ok(command) = std::env::var("DISTLOG_COMPOSE")
+        && !command.trim().is_empty()
+    {
+        return command.split_whitespace().map(String::from).collect();
+    }
+    let plugin = Command::new("docker").args(["compose", "version"]).output();
+    if plugin.is_ok_and(|o| o.status.success()) {
+        vec!["docker".into(), "compose".into()]
+    } else {
+        vec!["docker-compose".into()]
+    }
+}
+
+fn image() -> String {
+    std::env::var("DISTLOG_IMAGE").unwrap_or_else(|_| "distlog:latest".into())
+}
+
+/// Free ports on 127.0.0.1 (bound and released; compose publishes them a moment later).
+fn free_ports() -> [u16; 3] {
+    let listeners: Vec<std::net::TcpListener> = (0..3)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("a free port"))
+        .collect();
+    let ports: Vec<u16> = listeners.iter().map(|l| l.local_addr().unwrap().port()).collect();
+    [ports[0], ports[1], ports[2]]
+}
+
+fn output_text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// Runs a command; panics with its output unless it succeeds (`must`).
+fn run(program: &str, args: &[&str], env: &[(String, String)], must: bool) -> Output {
+    let output = Command::new(program)
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    if must && !output.status.success() {
+        panic!("{program} {} failed: {}", args.join(" "), output_text(&output));
+    }
+    output
+}
+
+/// One compose project of `deploy/compose.yaml`: up on creation, down (with its volumes) on drop.
+struct Cluster {
+    command: Vec<String>,
+    project: String,
+    file: PathBuf,
+    env: Vec<(String, String)>,
+    ports: [u16; 3],
+    test: String,
+}
+
+impl Cluster {
+    async fn up(test: &str) -> Cluster {
+        eprintln!("==== {test}");
+        static RUN: AtomicU64 = AtomicU64::new(0);
+        // Service names resolve to the host's loopback, where compose publishes them.
+        rt::resolve_hosts(
+            SERVICES
+                .iter()
+                .map(|s| (s.to_string(), "127.0.0.1:0".parse().unwrap()))
+                .collect(),
+        );
+        let ports = free_ports();
+        let project = format!(
+            "distlogct{}x{}x{}",
+            std::process::id(),
+            RUN.fetch_add(1, Ordering::Relaxed),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos()
+                % 100_000
+        );
+        let mut env = vec![("DISTLOG_IMAGE".to_string(), image())];
+        for (i, port) in ports.iter().enumerate() {
+            env.push((format!("DISTLOG_NODE{}_PORT", i + 1), port.to_string()));
+        }
+        let cluster = Cluster {
+            command: compose_command(),
+            project,
+            file: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/compose.yaml"),
+            env,
+            ports,
+            test: test.to_string(),
+        };
+        let started = Instant::now();
+        cluster.compose(&["up", "-d"], true);
+        let leader = cluster.wait_for_leader(LEADER_TIMEOUT).await;
+        eprintln!(
+            "{test}: project {} up on ports {:?}, {leader} leads after {:?}",
+            cluster.project,
+            cluster.ports,
+            started.elapsed()
+        );
+        cluster
+    }
+
+    fn compose(&self, args: &[&str], must: bool) -> Output {
+        let file = self.file.to_str().unwrap();
+        let mut all = self.command[1..].iter().map(String::as_str).collect::<Vec<_>>();
+        all.extend(["-p", self.project.as_str(), "-f", file]);
+        all.extend(args);
+        run(&self.command[0], &all, &self.env, must)
+    }
+
+    /// The URL a node advertises (and the harness reaches through its published port).
+    fn url(&self, i: usize) -> String {
+        format!("http://{}:{}", SERVICES[i], self.ports[i])
+    }
+
+    fn urls(&self) -> Vec<String> {
+        (0..3).map(|i| self.url(i)).collect()
+    }
+
+    fn index_of(&self, url: &str) -> Option<usize> {
+        let url = url.trim_end_matches('/');
+        (0..3).find(|&i| self.url(i) == url)
+    }
+
+    fn container(&self, i: usize) -> String {
+        let output = self.compose(&["ps", "-q", SERVICES[i]], true);
+        let id = String::from_utf8_lossy(&output.stdout).trim().to_string();
+        assert!(!id.is_empty(), "no container for {}", SERVICES[i]);
+        id
+    }
+
+    /// The compose project's network (compose names it `<project>_default`).
+    fn network(&self) -> String {
+        format!("{}_default", self.project)
+    }
+
+    /// Waits until every node in `nodes` answers /cluster naming the same leader, one of them.
+    async fn wait_for_leader_among(&self, nodes: &[usize], timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut leaders = Vec::new();
+            for &i in nodes {
+                leaders.push(
+                    get_json(format!("{}/cluster", self.url(i)))
+                        .await
+                        .and_then(|(status, body)| match body["leader_url"].as_str() {
+                            Some(leader) if status == 200 => Ok(leader.to_string()),
+                            _ => Err(format!("{status} {body}")),
+                        }),
+                );
+            }
+            if let Ok(first) = &leaders[0]
+                && leaders.iter().all(|l| l.as_ref() == Ok(first))
+                && let Some(leader) = self.index_of(first)
+                && nodes.contains(&leader)
+            {
+                return leader;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "{}: no agreed leader among {nodes:?} within {timeout:?}: {leaders:?}",
+                    self.test
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn wait_for_leader(&self, timeout: Duration) -> usize {
+        self.wait_for_leader_among(&[0, 1, 2], timeout).await
+    }
+
+    /// Waits until `/readyz` answers 200 on node `i`.
+    async fn wait_ready(&self, i: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let answer = get_json(format!("{}/readyz", self.url(i))).await;
+            if matches!(answer, Ok((200, _))) {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "{}: {} not ready within {timeout:?}: {answer:?}",
+                    self.test, SERVICES[i]
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn check(&self, what: &str, history: &History) {
+        eprintln!("{what}: {}", history.summary());
+        let problems = checker::check_cluster(&self.urls(), history, CHECK_TIMEOUT).await;
+        checker::assert_clean(what, &problems);
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let logs = self.compose(&["logs", "--no-color", "--tail", "40"], false);
+            eprintln!("{}: the nodes' last log lines:\n{}", self.test, output_text(&logs));
+        }
+        let down = self.compose(&["down", "-v", "--timeout", "1"], false);
+        if !down.status.success() {
+            eprintln!("{}: compose down failed: {}", self.test, output_text(&down));
+        }
+    }
+}
+
+/// GET on the harness client: the status and the JSON body.
+async fn get_json(url: String) -> Result<(u16, Value), String> {
+    rt::on_harness(async move {
+        let response = rt::http()
+            .get(&url)
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .map_err(|e| format!("{url}: {e}"))?;
+        let status = response.status().as_u16();
+        let body = response.json::<Value>().await.unwrap_or_default();
+        Ok((status, body))
+    })
+    .await
+}
+
+/// POST a JSON record to `url`; the status, the Location and the body.
+async fn post(url: String, body: String) -> Result<(u16, Option<String>, Value), String> {
+    rt::on_harness(async move {
+        let response = rt::http()
+            .post(format!("{url}/"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| format!("{url}: {e}"))?;
+        let status = response.status().as_u16();
+        let location = response
+            .headers()
+            .get("location")
+            .and_then(|l| l.to_str().ok())
+            .map(String::from);
+        Ok((status, location, response.json::<Value>().await.unwrap_or_default()))
+    })
+    .await
+}
+
+async fn assert_progress(load: &Load, n: u64, what: &str) {
+    assert!(
+        load.wait_for_more_acks(n, PROGRESS_TIMEOUT).await,
+        "{what}: fewer than {n} more writes acknowledged within {PROGRESS_TIMEOUT:?} (acked so far {})",
+        load.acked()
+    );
+}
+
+/// The longest time between two acknowledgements (or from `from` to the first, or from the last
+/// to `to`) within [from, to].
+fn longest_ack_gap(history: &History, from: Instant, to: Instant) -> Duration {
+    let mut times: Vec<Instant> = history
+        .attempts
+        .iter()
+        .filter(|a| matches!(a.outcome, Outcome::Ack(_)))
+        .map(|a| a.done)
+        .filter(|t| *t >= from && *t <= to)
+        .collect();
+    times.sort();
+    let mut previous = from;
+    let mut longest = Duration::ZERO;
+    for t in times.into_iter().chain([to]) {
+        longest = longest.max(t.duration_since(previous));
+        previous = t;
+    }
+    longest
+}
+
+#[tokio::test]
+#[ignore = "needs Docker and the image: scripts/container-test.sh"]
+async fn the_image_runs_as_non_root_with_labels_a_volume_and_a_healthcheck() {
+    let inspect = run("docker", &["image", "inspect", &image()], &[], true);
+    let config: Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    let config = &config[0]["Config"];
+    assert_eq!(config["User"], "distlog:distlog");
+    assert!(config["Volumes"].get("/data").is_some(), "{config}");
+    assert!(config["ExposedPorts"].get("8080/tcp").is_some(), "{config}");
+    assert_eq!(
+        config["Healthcheck"]["Test"],
+        serde_json::json!(["CMD", "/usr/local/bin/distlog", "healthcheck"])
+    );
+    assert_eq!(config["Entrypoint"], serde_json::json!(["/usr/local/bin/distlog"]));
+    let env: Vec<&str> = config["Env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for wanted in ["DISTLOG_LISTEN=0.0.0.0:8080", "DISTLOG_DATA_DIR=/data"] {
+        assert!(env.contains(&wanted), "{env:?}");
+    }
+    assert!(
+        config["Labels"]["org.opencontainers.image.title"] == "distlog",
+        "{config}"
+    );
+    let size: u64 =
+        String::from_utf8_lossy(&run("docker", &["image", "inspect", "-f", "{{.Size}}", &image()], &[], true).stdout)
+            .trim()
+            .parse()
+            .unwrap();
+    eprintln!("image {} is {size} bytes", image());
+    assert!(size < 100_000_000, "the image is {size} bytes, not under 100 MB");
+}
+
+#[tokio::test]
+#[ignore = "needs Docker and the image: scripts/container-test.sh"]
+async fn three_containers_form_a_cluster_and_every_node_writes_and_reads() {
+    let cluster = Cluster::up("compose cluster").await;
+    for i in 0..3 {
+        cluster.wait_ready(i, Duration::from_secs(30)).await;
+    }
+    // A write through every node: the leader answers 201, a follower 307 to the leader's
+    // advertised URL, which the writer follows.
+    let mut written = BTreeMap::new();
+    for (i, service) in SERVICES.iter().enumerate() {
+        let body = format!(r#"{{"through":"{}"}}"#, service);
+        let mut url = cluster.url(i);
+        let offset = loop {
+            let (status, location, answer) = post(url.clone(), body.clone()).await.unwrap();
+            match (status, location) {
+                (201, _) => break answer["offset"].as_u64().unwrap(),
+                (307, Some(location)) => url = common::writer::base_url(&location),
+                other => panic!("a write through {}: {other:?} {answer}", service),
+            }
+        };
+        written.insert(offset, serde_json::from_str::<Value>(&body).unwrap());
+    }
+    // Every record reads the same on every node.
+    let (converged, logs) = checker::wait_converged(&cluster.urls(), CHECK_TIMEOUT).await;
+    assert!(converged, "{logs:?}");
+    for log in logs {
+        let log = log.unwrap();
+        for (offset, value) in &written {
+            assert_eq!(log.records.get(offset), Some(value), "{} at {offset}", log.url);
+        }
+    }
+    for i in 0..3 {
+        for (offset, value) in &written {
+            let (status, record) = get_json(format!("{}/{offset}", cluster.url(i))).await.unwrap();
+            assert_eq!(status, 200, "{record}");
+            assert_eq!(&record["value"], value);
+        }
+    }
+    // The image's HEALTHCHECK (`distlog healthcheck`) says healthy.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    for (i, service) in SERVICES.iter().enumerate() {
+        let container = cluster.container(i);
+        loop {
+            let state = run(
+                "docker",
+                &["inspect", "-f", "{{.State.Health.Status}}", &container],
+                &[],
+                true,
+            );
+            let state = String::from_utf8_lossy(&state.stdout).trim().to_string();
+            if state == "healthy" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{} is {state}", service);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs Docker and the image: scripts/container-test.sh"]
+async fn docker_kill_of_the_leader_under_load_loses_no_acknowledged_record() {
+    let cluster = Cluster::up("docker kill").await;
+    let load = Load::start(cluster.urls(), load_config());
+    assert_progress(&load, 50, "before the kill").await;
+    let leader = cluster.wait_for_leader(LEADER_TIMEOUT).await;
+    let killed_at = Instant::now();
+    run("docker", &["kill", &cluster.container(leader)], &[], true);
+    eprintln!("docker kill: killed the leader {}", SERVICES[leader]);
+    let others: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    let new_leader = cluster.wait_for_leader_among(&others, LEADER_TIMEOUT).await;
+    assert_progress(&load, 50, "after the kill").await;
+    eprintln!(
+        "docker kill: {} leads; 50 more writes acknowledged {:?} after the kill",
+        SERVICES[new_leader],
+        killed_at.elapsed()
+    );
+    // The killed node comes back from its volume and catches up.
+    cluster.compose(&["start", SERVICES[leader]], true);
+    cluster.wait_ready(leader, Duration::from_secs(30)).await;
+    assert_progress(&load, 50, "after the restart").await;
+    let history = load.stop().await;
+    cluster.check("docker kill", &history).await;
+}
+
+#[tokio::test]
+#[ignore = "needs Docker and the image: scripts/container-test.sh"]
+async fn a_node_cut_off_by_network_disconnect_catches_up_with_identical_records() {
+    let cluster = Cluster::up("network disconnect").await;
+    let leader = cluster.wait_for_leader(LEADER_TIMEOUT).await;
+    let cut = (leader + 1) % 3;
+    let majority: Vec<usize> = (0..3).filter(|&i| i != cut).collect();
+    let container = cluster.container(cut);
+    let network = cluster.network();
+    run("docker", &["network", "disconnect", &network, &container], &[], true);
+    eprintln!("network disconnect: {} is cut off", SERVICES[cut]);
+    // Writes go on through the majority.
+    let load = Load::start(majority.iter().map(|&i| cluster.url(i)).collect(), load_config());
+    assert_progress(&load, 200, "on the majority").await;
+    let history = load.stop().await;
+    let committed = checker::read_visible(&cluster.url(leader)).await.unwrap().end();
+    // Back on the network under its service name, it catches up.
+    run(
+        "docker",
+        &["network", "connect", "--alias", SERVICES[cut], &network, &container],
+        &[],
+        true,
+    );
+    eprintln!(
+        "network disconnect: {} reconnected; the majority's log ends at {committed}",
+        SERVICES[cut]
+    );
+    cluster.wait_ready(cut, Duration::from_secs(30)).await;
+    cluster.check("network disconnect", &history).await;
+}
+
+#[tokio::test]
+#[ignore = "needs Docker and the image: scripts/container-test.sh"]
+async fn a_rolling_compose_restart_under_load_loses_nothing_and_refuses_writes_no_longer_than_an_election() {
+    let cluster = Cluster::up("rolling restart").await;
+    let load = Load::start(cluster.urls(), load_config());
+    assert_progress(&load, 50, "before the restarts").await;
+    let started = Instant::now();
+    for (i, service) in SERVICES.iter().enumerate() {
+        let leader = cluster.wait_for_leader(LEADER_TIMEOUT).await;
+        let began = Instant::now();
+        cluster.compose(&["restart", service], true);
+        let took = began.elapsed();
+        eprintln!(
+            "rolling restart: {} restarted in {took:?} ({})",
+            service,
+            if i == leader { "it led" } else { "a follower" }
+        );
+        // A graceful stop: SIGTERM ended it before the engine's SIGKILL.
+        assert!(
+            took < DOCKER_STOP_TIMEOUT,
+            "restarting {} took {took:?}: SIGTERM did not stop it within docker's {DOCKER_STOP_TIMEOUT:?}",
+            service
+        );
+        cluster.wait_ready(i, Duration::from_secs(30)).await;
+        assert_progress(&load, 50, &format!("after restarting {}", service)).await;
+    }
+    let ended = Instant::now();
+    let history = load.stop().await;
+    let gap = longest_ack_gap(&history, started, ended);
+    eprintln!("rolling restart: the longest time without an acknowledged write was {gap:?}");
+    cluster.check("rolling restart", &history).await;
+    assert!(
+        gap <= ELECTION + SLACK,
+        "writes stopped for {gap:?}, longer than an election ({ELECTION:?}, plus {SLACK:?} of slack)"
+    );
+}
