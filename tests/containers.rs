@@ -513,3 +513,55 @@ async fn a_rolling_compose_restart_under_load_loses_nothing_and_refuses_writes_n
         "writes stopped for {gap:?}, longer than an election ({ELECTION:?}, plus {SLACK:?} of slack)"
     );
 }
+
+/// The README's single-node lines: `docker run -d -p ...:8080 -v VOLUME:/data IMAGE`, a write, a
+/// read, and `docker stop`, which ends in a clean exit (status 0) well inside Docker's 10 s.
+#[tokio::test]
+#[ignore = "needs Docker and the image: scripts/container-test.sh"]
+async fn the_readme_docker_run_serves_and_docker_stop_ends_it_cleanly() {
+    let port = free_ports()[0];
+    let name = format!("distlog-readme-{}-{port}", std::process::id());
+    let volume = format!("{name}-data");
+    struct Gone(String, String);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            let _ = run("docker", &["rm", "-f", &self.0], &[], false);
+            let _ = run("docker", &["volume", "rm", "-f", &self.1], &[], false);
+        }
+    }
+    let _gone = Gone(name.clone(), volume.clone());
+    let published = format!("127.0.0.1:{port}:8080");
+    let mount = format!("{volume}:/data");
+    run(
+        "docker",
+        &["run", "-d", "--name", &name, "-p", &published, "-v", &mount, &image()],
+        &[],
+        true,
+    );
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok((200, _)) = get_json(format!("{url}/readyz")).await {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the container never got ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, _, body) = post(url.clone(), r#"{"event":"signup"}"#.into())
+        .await
+        .expect("a write");
+    assert_eq!(status, 201, "{body}");
+    let offset = body["offset"].as_u64().expect("an offset");
+    let (status, record) = get_json(format!("{url}/{offset}")).await.expect("a read");
+    assert_eq!((status, &record["value"]["event"]), (200, &Value::from("signup")));
+    let stopping = Instant::now();
+    run("docker", &["stop", &name], &[], true);
+    let took = stopping.elapsed();
+    let code = run("docker", &["inspect", "-f", "{{.State.ExitCode}}", &name], &[], true);
+    assert_eq!(
+        String::from_utf8_lossy(&code.stdout).trim(),
+        "0",
+        "a clean exit, not a SIGKILL"
+    );
+    assert!(took < DOCKER_STOP_TIMEOUT, "docker stop took {took:?}");
+}
