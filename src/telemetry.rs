@@ -307,6 +307,18 @@ pub fn http_span(method: &'static str, route: &'static str, headers: &axum::http
 }
 
 /// Records the answer's status on a request's span.
+/// Sends `request` to a peer inside `span`: the `traceparent` goes along,
+/// and the span records the answer's status or the error.
+pub async fn send_traced(request: reqwest::RequestBuilder, span: &Span) -> reqwest::Result<reqwest::Response> {
+    let request = propagate(request, span);
+    let response = in_span(span.clone(), request.send()).await;
+    match &response {
+        Ok(answer) => record_status(span, answer.status().as_u16()),
+        Err(e) => record_error(span, e),
+    }
+    response
+}
+
 pub fn record_status(span: &Span, status: u16) {
     if span.is_none() {
         return;

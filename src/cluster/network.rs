@@ -140,13 +140,7 @@ impl Peer {
             .header(reqwest::header::CONTENT_TYPE, content_type)
             .timeout(option.soft_ttl())
             .body(body);
-        let request = telemetry::propagate(request, &span);
-        let response = telemetry::in_span(span.clone(), request.send()).await;
-        if let Err(e) = &response {
-            telemetry::record_error(&span, e);
-        }
-        let response = response?;
-        telemetry::record_status(&span, response.status().as_u16());
+        let response = telemetry::send_traced(request, &span).await?;
         let status = response.status();
         if !status.is_success() {
             let body = response.text().await.unwrap_or_default();

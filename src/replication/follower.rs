@@ -302,13 +302,7 @@ impl Follower {
             .client
             .get(self.frames_url(from, max_records, wait))
             .timeout(timeout);
-        let request = telemetry::propagate(request, &span);
-        let response = telemetry::in_span(span.clone(), request.send()).await;
-        if let Err(e) = &response {
-            telemetry::record_error(&span, e);
-        }
-        let response = response?;
-        telemetry::record_status(&span, response.status().as_u16());
+        let response = telemetry::send_traced(request, &span).await?;
         let status = response.status();
         if status == StatusCode::NOT_FOUND {
             let body = body_capped(response, ERROR_BODY_CAP).await?;
