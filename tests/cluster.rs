@@ -517,8 +517,7 @@ async fn a_wiped_node_rejoins_under_a_new_id_with_identical_records() {
     let load = Load::start(cluster.urls(), load_config());
     assert_progress(&load, 100, "before the wipe").await;
 
-    cluster.wipe_and_restart(victim).await;
-    monitor.node_wiped(&cluster.url(victim));
+    cluster.wipe_and_restart(victim, |url| monitor.node_wiped(url)).await;
     let new_id = cluster
         .cluster_status(victim)
         .await

@@ -330,8 +330,13 @@ impl TestCluster {
     }
 
     /// Kills node `i` and starts it on a new, empty data directory, same URL.
-    pub async fn wipe_and_restart(&mut self, i: usize) {
+    /// `on_wiped` runs with the node's URL after the old process is dead and
+    /// before the new one starts: whoever watches the node (a
+    /// `VisibleMonitor`) must hear of the wipe before it can read the new,
+    /// empty node, or it sees the log go back to nothing.
+    pub async fn wipe_and_restart(&mut self, i: usize, on_wiped: impl FnOnce(&str)) {
         self.kill(i);
+        on_wiped(&self.nodes[i].url);
         let node = &mut self.nodes[i];
         node.wipes += 1;
         let _ = std::fs::remove_dir_all(&node.data_dir);
