@@ -625,13 +625,32 @@ async fn fetch_status(url: String) -> Result<ClusterStatus, String> {
     .await
 }
 
-/// `n` distinct free ports: bound together (so they differ), then released.
+/// `n` ports for processes that bind them later (a node's `--listen`).
+///
+/// They come from below the kernel's ephemeral range (32768-60999 on
+/// Linux), never from it: a port the kernel handed out for `bind(0)` and
+/// that was closed again could be given to the next `bind(0)` (a fault
+/// proxy, another test's client) before the node binds it, and the node
+/// then fails with "Address already in use" (seen with eleven clusters
+/// starting at once). Ports below the range are only ever taken by
+/// whoever names them: this counter, which never hands one out twice in
+/// a process, starting at an offset from the process id so that two test
+/// processes at once are unlikely to meet; each is checked free first.
 pub fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<std::net::TcpListener> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("a free port"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().expect("a bound address").port())
-        .collect()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 10_000;
+    const LAST: u32 = 32_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = FIRST + (std::process::id() % 64) * 300;
+    let mut ports = Vec::with_capacity(n);
+    while ports.len() < n {
+        let step = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = FIRST + (start - FIRST + step) % (LAST - FIRST);
+        let port = u16::try_from(port).expect("below 32000");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            ports.push(port);
+        }
+        assert!(step < 4 * (LAST - FIRST), "no free port below the ephemeral range");
+    }
+    ports
 }

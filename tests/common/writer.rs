@@ -118,6 +118,10 @@ pub struct LoadConfig {
     pub max_redirects: u32,
     /// Stop each writer after this many attempts (None: until stopped).
     pub attempts_per_writer: Option<u64>,
+    /// The first writer's id (writers are `first_writer..first_writer +
+    /// writers`): two loads on one cluster need ids of their own, or the
+    /// checker takes their equal records for duplicates.
+    pub first_writer: u64,
 }
 
 impl Default for LoadConfig {
@@ -128,6 +132,7 @@ impl Default for LoadConfig {
             retry_pause: Duration::from_millis(20),
             max_redirects: 4,
             attempts_per_writer: None,
+            first_writer: 0,
         }
     }
 }
@@ -147,7 +152,7 @@ impl Load {
         let (stop, stopped) = watch::channel(false);
         let acked = Arc::new(AtomicU64::new(0));
         let urls = Arc::new(urls);
-        let writers = (0..config.writers)
+        let writers = (config.first_writer..config.first_writer + config.writers)
             .map(|writer| {
                 let task = Writer {
                     id: writer,
