@@ -12,16 +12,20 @@
 use std::time::{Duration, Instant};
 
 use distlog::log::Durability;
+use distlog::mode::ModeConfig;
+use distlog::node::{Node, NodeConfig};
 use distlog::replication::FollowConfig;
-use distlog::server::{Server, ServerConfig};
 
 const RECORD: usize = 1024;
 
-fn config(dir: &std::path::Path) -> ServerConfig {
-    let mut config = ServerConfig::new(dir);
-    config.listen = "127.0.0.1:0".parse().expect("address");
+fn config(dir: &std::path::Path) -> NodeConfig {
+    let mut config = NodeConfig::new(dir);
     config.log.durability = Durability::Never;
     config
+}
+
+async fn ephemeral() -> tokio::net::TcpListener {
+    tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind")
 }
 
 fn record(i: u64) -> Vec<u8> {
@@ -47,7 +51,9 @@ async fn main() {
     let records = megabytes * 1024 * 1024 / RECORD as u64;
     let leader_dir = tempfile::tempdir().expect("temp dir");
     let follower_dir = tempfile::tempdir().expect("temp dir");
-    let leader = Server::start(config(leader_dir.path())).await.expect("leader starts");
+    let leader = Node::start(config(leader_dir.path()), ephemeral().await)
+        .await
+        .expect("leader starts");
     let leader_url = format!("http://{}", leader.local_addr());
 
     println!(
@@ -93,9 +99,11 @@ async fn main() {
 
     println!("starting a follower {written} records behind...");
     let mut follower_config = config(follower_dir.path());
-    follower_config.follow = Some(FollowConfig::new(&leader_url));
+    follower_config.mode = ModeConfig::Replica(FollowConfig::new(&leader_url));
     let started = Instant::now();
-    let follower = Server::start(follower_config).await.expect("follower starts");
+    let follower = Node::start(follower_config, ephemeral().await)
+        .await
+        .expect("follower starts");
     let mut appended = follower.log().subscribe();
     let mut last_report = Instant::now();
     while *appended.borrow_and_update() < written {

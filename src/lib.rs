@@ -7,9 +7,12 @@
 
 pub mod api;
 pub mod auth;
+pub mod cli;
 pub mod cluster;
+pub mod http;
 pub mod log;
+pub mod mode;
+pub mod node;
 pub mod replication;
-pub mod server;
 pub mod telemetry;
 pub mod wire;

@@ -13,10 +13,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::{Instant, timeout};
 
-use distlog::server::ServerConfig;
+use distlog::node::NodeConfig;
 
 /// Short timeouts for a test server: header, idle, body (ms), connection cap.
-fn http_limits(config: &mut ServerConfig, header: u64, idle: u64, body: u64, max_connections: usize) {
+fn http_limits(config: &mut NodeConfig, header: u64, idle: u64, body: u64, max_connections: usize) {
     config.http.header_timeout = Duration::from_millis(header);
     config.http.idle_timeout = Duration::from_millis(idle);
     config.http.body_timeout = Duration::from_millis(body);

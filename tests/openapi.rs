@@ -220,8 +220,7 @@ async fn the_spec_describes_a_cluster_node() {
     let port = common::cluster::free_ports(1)[0];
     let url = format!("http://127.0.0.1:{port}");
     let mut config = common::config(dir.path());
-    config.listen = format!("127.0.0.1:{port}").parse().unwrap();
-    config.cluster = Some(distlog::server::ClusterSettings {
+    config.mode = distlog::mode::ModeConfig::Member(distlog::mode::ClusterSettings {
         peers: vec![url.clone()],
         advertise_url: None,
         routes: Default::default(),
@@ -229,7 +228,7 @@ async fn the_spec_describes_a_cluster_node() {
         election_timeout: (Duration::from_millis(150), Duration::from_millis(300)),
         peer_client: distlog::replication::FollowConfig::new(""),
     });
-    let _node = common::start(config).await;
+    let _node = common::start_on(config, format!("127.0.0.1:{port}").parse().unwrap()).await;
     let c = client();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let view: Value = loop {

@@ -167,9 +167,7 @@ async fn followers_ride_out_a_leader_restart() {
         "reads go on during the outage"
     );
 
-    let mut config = common::config(dirs[0].path());
-    config.listen = addr;
-    let leader = start(config).await;
+    let leader = common::start_on(common::config(dirs[0].path()), addr).await;
     post_batch(&leader.url, 100, 50).await;
     wait_for_next(&follower.url, 150).await;
     assert_eq!(all_records(&follower.url, 0).await, all_records(&leader.url, 0).await);
@@ -212,7 +210,8 @@ async fn divergence_stops_replication_and_follow_reset_resyncs() {
     follower.server.shutdown().await.unwrap();
 
     let mut config = follower_config(dirs[1].path(), &other.url);
-    if let Some(follow) = config.follow.as_mut() {
+    {
+        let follow = common::follow_mut(&mut config);
         follow.reset = true;
     }
     let follower = start(config).await;
@@ -273,7 +272,8 @@ async fn a_follower_publishes_whole_batches_even_when_pulls_split_them() {
     let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
     let leader = start_in(dirs[0].path()).await;
     let mut config = follower_config(dirs[1].path(), &leader.url);
-    if let Some(follow) = config.follow.as_mut() {
+    {
+        let follow = common::follow_mut(&mut config);
         follow.pull_bytes = 700; // far smaller than one batch of 50 records
     }
     let follower = start(config).await;
@@ -469,7 +469,8 @@ async fn an_endless_unfinished_batch_restarts_the_pull_instead_of_growing() {
     .await;
     let dir = tempfile::tempdir().unwrap();
     let mut config = follower_config(dir.path(), &leader);
-    if let Some(follow) = config.follow.as_mut() {
+    {
+        let follow = common::follow_mut(&mut config);
         follow.pull_bytes = 1_000;
         follow.max_unfinished_batch_bytes = 4_000;
     }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use distlog::cluster::{Cluster, ClusterConfig, Durable, LogStore, Member, StateMachine, TypeConfig};
 use distlog::log::{Log, LogConfig};
-use distlog::server::{Server, ServerConfig};
+use distlog::node::{Node as Server, NodeConfig};
 use openraft::EntryPayload;
 use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine, StorageHelper};
 
@@ -231,12 +231,12 @@ async fn review_a_cluster_data_dir_is_refused_without_peers() {
             .expect("append");
         crash(store, sm);
     }
-    let config = ServerConfig {
-        listen: "127.0.0.1:0".parse().expect("addr"),
+    let config = NodeConfig {
         log: log_config(),
-        ..ServerConfig::new(dir.path())
+        ..NodeConfig::new(dir.path())
     };
-    if let Ok(server) = Server::start(config).await {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    if let Ok(server) = Server::start(config, listener).await {
         // What it would take: a POST now lands at offset 3 ...
         let _ = server.shutdown().await;
         let path = dir.path().to_path_buf();

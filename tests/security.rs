@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::{eventually, start};
 use distlog::auth::{SecurityConfig, TlsFiles};
-use distlog::server::{Server, ServerConfig};
+use distlog::node::{Node as Server, NodeConfig};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, date_time_ymd,
 };
@@ -96,8 +96,8 @@ impl Pki {
     }
 }
 
-fn secured(data: &Path, security: SecurityConfig) -> ServerConfig {
-    ServerConfig {
+fn secured(data: &Path, security: SecurityConfig) -> NodeConfig {
+    NodeConfig {
         security,
         ..common::config(data)
     }
@@ -190,7 +190,8 @@ async fn bad_certificate_files_stop_startup_with_a_clear_message() {
             tls: Some(files),
             ..SecurityConfig::default()
         };
-        let error = Server::start(secured(data.path(), security))
+        let listener = common::listener("127.0.0.1:0".parse().unwrap()).await;
+        let error = Server::start(secured(data.path(), security), listener)
             .await
             .err()
             .expect("startup fails");
@@ -370,7 +371,8 @@ async fn a_secured_follower_replicates_from_a_secured_leader() {
 
     let (replica_cert, replica_key) = pki.ca.issue("replica", false, false);
     let mut config = common::follower_config(follower_data.path(), &leader_url);
-    if let Some(follow) = config.follow.as_mut() {
+    {
+        let follow = common::follow_mut(&mut config);
         follow.ca = Some(pki.write("leader-ca.pem", &pki.ca.cert.pem()));
         follow.identity = Some((
             pki.write("replica.pem", &replica_cert),

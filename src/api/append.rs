@@ -16,17 +16,12 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::error::cluster_error;
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, append_error};
 use super::json_check;
 use super::json_limits;
 use super::media::{BodyFormat, body_format};
 use super::render::push_decimal;
-use super::state::{AppState, Role};
-use crate::cluster::{Cluster, ClusterError, UserRecord};
-use crate::log::{Payload, now_ms};
-use crate::telemetry;
-use crate::wire::attributes::BATCH_OPEN;
+use super::state::AppState;
 
 /// Attribute bit marking a record whose value is not JSON.
 pub const ATTR_BINARY: u8 = 0b0000_0001;
@@ -34,55 +29,33 @@ pub const ATTR_BINARY: u8 = 0b0000_0001;
 pub async fn append(State(state): State<AppState>, request: Request) -> ApiResult<Response> {
     let (parts, body) = request.into_parts();
     let headers = &parts.headers;
-    if let Role::Follower(status) = &state.role {
-        // The router is not nested, so the URI it saw is the client's.
-        let uri = &parts.uri;
-        let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-        return Err(ApiError::ReadOnlyFollower {
-            leader: status.leader.clone(),
-            location: format!("{}{}", status.leader.trim_end_matches('/'), path),
-        });
-    }
+    // The router is not nested, so the URI it saw is the client's: a writer
+    // sent to the leader is sent to the same path there.
+    let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let refused = |e| append_error(e, path);
     if state.shutting_down() {
         return Err(ApiError::ShuttingDown);
     }
-    let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let sink = Sink { state: &state, path };
-    if let Some(cluster) = &state.cluster {
-        // Refused before the body is read: the client is sent on at once.
-        sink.check_leader(cluster)?;
-    }
+    // Before the body is read: a writer sent on is sent on at once.
+    state.mode.check_writable().map_err(refused)?;
     let format = body_format(headers)?;
     let max_record = state.log.config().max_record_bytes;
     let limit = body_limit(format, max_record, state.limits.max_request_bytes);
     let body = read_body(headers, body, limit).await?;
-    match format {
+    let records = match format {
         BodyFormat::Json => {
             check_json(&body, None)?;
-            let offset = sink.append_one(0, body).await?;
-            Ok(created_one(offset))
+            vec![(0, body)]
         }
-        BodyFormat::Binary => {
-            if body.is_empty() {
-                return Err(ApiError::EmptyBody);
-            }
-            let offset = sink.append_one(ATTR_BINARY, body).await?;
-            Ok(created_one(offset))
-        }
-        BodyFormat::Ndjson => {
-            let lines = split_ndjson(&body, max_record, state.limits.max_batch_records)?;
-            let count = lines.len() as u64;
-            let first = sink.append_records(lines).await?;
-            let last = first + count - 1;
-            let mut response = (
-                StatusCode::CREATED,
-                Json(json!({ "first_offset": first, "last_offset": last })),
-            )
-                .into_response();
-            set_location(&mut response, first);
-            Ok(response)
-        }
-    }
+        BodyFormat::Binary if body.is_empty() => return Err(ApiError::EmptyBody),
+        BodyFormat::Binary => vec![(ATTR_BINARY, body)],
+        BodyFormat::Ndjson => split_ndjson(&body, max_record, state.limits.max_batch_records)?,
+    };
+    let first = state.mode.append(&state.log, &records).await.map_err(refused)?;
+    Ok(match format {
+        BodyFormat::Json | BodyFormat::Binary => created_one(first),
+        BodyFormat::Ndjson => created_batch(first, records.len() as u64),
+    })
 }
 
 /// The most a body may hold, and what that limit is called in errors.
@@ -218,69 +191,12 @@ fn ndjson_lines(body: &[u8]) -> impl Iterator<Item = &[u8]> {
     })
 }
 
-/// Where appends go: the local log, or a cluster's leader through Raft.
-struct Sink<'a> {
-    state: &'a AppState,
-    /// The request's path and query, for a redirect to the leader.
-    path: &'a str,
-}
-
-impl Sink<'_> {
-    /// A cluster follower sends writers to the leader; without a leader,
-    /// 503 and a retry.
-    fn check_leader(&self, cluster: &Cluster) -> ApiResult<()> {
-        match cluster.leader() {
-            Some((id, _)) if id == cluster.id() => Ok(()),
-            Some((_, url)) => Err(cluster_error(ClusterError::NotLeader { leader_url: url }, self.path)),
-            None => Err(ApiError::NoLeader),
-        }
-    }
-
-    /// Appends on the calling task: the write itself is short, and with
-    /// `--fsync always` the wait for the committer's sync yields rather
-    /// than holding a thread. One record needs no vector.
-    async fn append_one(&self, attributes: u8, value: Bytes) -> ApiResult<u64> {
-        if self.state.cluster.is_some() {
-            return self.append_records(vec![(attributes, value)]).await;
-        }
-        let payload = [Payload {
-            attributes,
-            value: &value,
-        }];
-        let append = self.state.log.append_batch_async(&payload);
-        Ok(telemetry::in_span(append_span(1), append).await?)
-    }
-
-    /// An NDJSON batch, as `append_one`.
-    async fn append_records(&self, records: Vec<(u8, Bytes)>) -> ApiResult<u64> {
-        if let Some(cluster) = &self.state.cluster {
-            let timestamp_ms = now_ms();
-            let last = records.len().saturating_sub(1);
-            let records = records
-                .into_iter()
-                .enumerate()
-                .map(|(i, (attributes, value))| {
-                    let attributes = if i < last { attributes | BATCH_OPEN } else { attributes };
-                    UserRecord::new(attributes, timestamp_ms, value)
-                })
-                .collect();
-            return cluster.write(records).await.map_err(|e| cluster_error(e, self.path));
-        }
-        let payloads: Vec<Payload> = records
-            .iter()
-            .map(|(attributes, value)| Payload {
-                attributes: *attributes,
-                value,
-            })
-            .collect();
-        let append = self.state.log.append_batch_async(&payloads);
-        Ok(telemetry::in_span(append_span(payloads.len()), append).await?)
-    }
-}
-
-/// The wait for group commit (the disabled span when traces are off).
-fn append_span(records: usize) -> tracing::Span {
-    telemetry::span(|| tracing::info_span!("append", records))
+fn created_batch(first: u64, count: u64) -> Response {
+    let last = first + count - 1;
+    let body = Json(json!({ "first_offset": first, "last_offset": last }));
+    let mut response = (StatusCode::CREATED, body).into_response();
+    set_location(&mut response, first);
+    response
 }
 
 fn created_one(offset: u64) -> Response {

@@ -18,7 +18,7 @@ use crate::cluster::{APPEND_BUDGET_BYTES, Cluster, JoinRequest, SnapshotBody, TA
 use crate::telemetry;
 
 fn cluster_of(state: &AppState) -> ApiResult<&Cluster> {
-    state.cluster.as_ref().ok_or(ApiError::NotCluster)
+    state.mode.cluster().ok_or(ApiError::NotCluster)
 }
 
 /// A small JSON body (cluster requests are a few hundred bytes; a snapshot

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use crate::auth::AuthFailure;
 use crate::cluster::ClusterError;
 use crate::log::LogError;
+use crate::mode::AppendError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -349,6 +350,19 @@ pub type ApiResult<T> = Result<T, ApiError>;
 
 /// A cluster operation's error as the answer to a request for `path`
 /// (and query): a follower redirects to the same path on the leader.
+/// Why an append was refused, for a request to `path` (a writer sent to
+/// the leader is sent to the same path there).
+pub fn append_error(err: AppendError, path: &str) -> ApiError {
+    match err {
+        AppendError::ReadOnlyReplica { leader } => ApiError::ReadOnlyFollower {
+            location: format!("{}{}", leader.trim_end_matches('/'), path),
+            leader,
+        },
+        AppendError::Cluster(e) => cluster_error(e, path),
+        AppendError::Log(e) => e.into(),
+    }
+}
+
 pub fn cluster_error(err: ClusterError, path: &str) -> ApiError {
     match err {
         ClusterError::NotLeader {

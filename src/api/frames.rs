@@ -3,7 +3,7 @@
 //! frames, exactly as stored, so a follower checks each by its checksum and
 //! appends it without re-encoding. On a cluster member, the records of
 //! aborted batches are re-encoded with the control attribute, so that a
-//! replica hides them too (see `cluster::Cluster::frames_for_replicas`).
+//! replica hides them too (see `mode::Mode::frames_for_replicas`).
 
 use std::time::Duration;
 
@@ -53,12 +53,10 @@ pub async fn frames(State(state): State<AppState>, RawQuery(raw): RawQuery) -> A
     let (frames, count) = tokio::task::spawn_blocking(move || log.read_frames(from, max_records, max_bytes))
         .await
         .map_err(|e| ApiError::Internal(format!("read task failed: {e}")))??;
-    let frames = match &state.cluster {
-        Some(cluster) => cluster
-            .frames_for_replicas(frames, from, count)
-            .map_err(ApiError::Internal)?,
-        None => frames,
-    };
+    let frames = state
+        .mode
+        .frames_for_replicas(frames, from, count)
+        .map_err(ApiError::Internal)?;
     let headers = [
         (
             header::CONTENT_TYPE,

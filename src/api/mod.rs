@@ -39,7 +39,7 @@ use error::Echo;
 pub use error::{ApiError, ApiResult};
 pub use metrics::recorder;
 pub use observe::ACCESS_LOG;
-pub use state::{AppState, Limits, Role};
+pub use state::{AppState, Limits};
 
 /// Route templates: the router is built from them, and metrics and logs
 /// label requests with them (see `route_template`).

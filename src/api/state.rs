@@ -1,4 +1,4 @@
-//! What every handler shares: the log, the limits, the node's role and the
+//! What every handler shares: the log, the limits, the node's mode and the
 //! shutdown signal.
 
 use std::sync::Arc;
@@ -6,10 +6,8 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::cluster::Cluster;
 use crate::log::Log;
-use crate::replication::FollowerStatus;
-use crate::wire::attributes::CONTROL;
+use crate::mode::Mode;
 
 /// Caps on everything a client controls.
 #[derive(Clone, Debug)]
@@ -38,13 +36,6 @@ impl Default for Limits {
     }
 }
 
-/// Whether this node takes writes or copies another node's log.
-#[derive(Clone, Debug)]
-pub enum Role {
-    Leader,
-    Follower(Arc<FollowerStatus>),
-}
-
 /// Cloned for every request, so one pointer.
 #[derive(Clone, Debug)]
 pub struct AppState(Arc<Shared>);
@@ -53,10 +44,8 @@ pub struct AppState(Arc<Shared>);
 pub struct Shared {
     pub log: Log,
     pub limits: Limits,
-    pub role: Role,
-    /// Set on a cluster node: writes go through Raft, and readers skip
-    /// control records and aborted batches.
-    pub cluster: Option<Cluster>,
+    /// Where appends go and what readers see (see `crate::mode`).
+    pub mode: Mode,
     /// Turns true when the server starts shutting down: long polls and
     /// event streams end, `/readyz` says no.
     pub shutdown: watch::Receiver<bool>,
@@ -71,32 +60,18 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
-    pub fn new(log: Log, limits: Limits, role: Role, shutdown: watch::Receiver<bool>) -> Self {
+    pub fn new(log: Log, limits: Limits, mode: Mode, shutdown: watch::Receiver<bool>) -> Self {
         AppState(Arc::new(Shared {
             log,
             limits,
-            role,
-            cluster: None,
+            mode,
             shutdown,
         }))
     }
 
-    /// The state of a cluster node.
-    pub fn clustered(log: Log, limits: Limits, cluster: Cluster, shutdown: watch::Receiver<bool>) -> Self {
-        AppState(Arc::new(Shared {
-            log,
-            limits,
-            role: Role::Leader,
-            cluster: Some(cluster),
-            shutdown,
-        }))
-    }
-
-    /// Whether readers skip the record at `offset` with `attributes`: a
-    /// cluster's control entry (on a cluster member or a replica of one) or
-    /// a record of an aborted batch.
+    /// Whether readers skip the record at `offset` (see `Mode::hidden`).
     pub fn hidden(&self, offset: u64, attributes: u8) -> bool {
-        attributes & CONTROL != 0 || self.cluster.as_ref().is_some_and(|c| c.aborted(offset))
+        self.mode.hidden(offset, attributes)
     }
 
     /// Only a version number is read: `borrow` would take the channel's

@@ -10,11 +10,11 @@
 //! - `durable`: the small checksummed files Raft keeps (vote, committed...);
 //! - `log_store`: openraft's log storage over our log;
 //! - `state_machine`: applying = making visible; batches whole or never;
-//! - `network`: peer RPCs over HTTP (served by `api::raft`);
+//! - `network`: peer RPCs over HTTP (served by `api::cluster`);
 //! - `node`, `formation`, `membership`, `status`: running a node, forming
 //!   and growing the cluster from the seed list, `GET /cluster`.
 //!
-//! Design and traps: `../shared/design/cluster.md`, `docs/openraft-0.10-notes.md`.
+//! Design and traps: `docs/cluster-design.md`, `docs/openraft-0.10-notes.md`.
 
 mod codec;
 mod durable;

@@ -1,5 +1,5 @@
 //! The Raft transport, client side: one `Peer` per target node, speaking
-//! HTTP to its `/raft/*` routes (served by `api::raft`).
+//! HTTP to its `/raft/*` routes (served by `api::cluster`).
 //!
 //! - `POST /raft/append`: the body of `codec::encode_append`, answered with
 //!   an `AppendEntriesResponse` in JSON;

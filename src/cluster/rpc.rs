@@ -1,5 +1,5 @@
 //! The Raft transport, server side: what a node does with a peer's
-//! request (the HTTP routes are in `api::raft`). Each request names its
+//! request (the HTTP routes are in `api::cluster`). Each request names its
 //! target node; a node that is not it refuses (see `network`).
 
 use bytes::Bytes;

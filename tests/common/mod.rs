@@ -12,8 +12,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use distlog::log::Durability;
+use distlog::mode::ModeConfig;
+use distlog::node::{Node as Server, NodeConfig};
 use distlog::replication::FollowConfig;
-use distlog::server::{Server, ServerConfig};
 
 pub struct Node {
     pub server: Server,
@@ -21,17 +22,24 @@ pub struct Node {
     pub dir: PathBuf,
 }
 
-pub fn config(dir: &Path) -> ServerConfig {
-    let mut config = ServerConfig::new(dir);
-    config.listen = "127.0.0.1:0".parse().unwrap();
+pub fn config(dir: &Path) -> NodeConfig {
+    let mut config = NodeConfig::new(dir);
     config.log.durability = Durability::Never;
     config.shutdown_grace = Duration::from_secs(5);
     config
 }
 
-pub async fn start(config: ServerConfig) -> Node {
+/// Starts a node on an ephemeral port.
+pub async fn start(config: NodeConfig) -> Node {
+    start_on(config, "127.0.0.1:0".parse().unwrap()).await
+}
+
+/// Binds `addr` (to start again where a node was) and starts a node there.
+pub async fn start_on(config: NodeConfig, addr: std::net::SocketAddr) -> Node {
     let dir = config.data_dir.clone();
-    let server = Server::start(config).await.expect("server starts");
+    let server = Server::start(config, listener(addr).await)
+        .await
+        .expect("server starts");
     let url = format!("http://{}", server.local_addr());
     Node { server, url, dir }
 }
@@ -40,12 +48,25 @@ pub async fn start_in(dir: &Path) -> Node {
     start(config(dir)).await
 }
 
-pub fn follower_config(dir: &Path, leader: &str) -> ServerConfig {
+/// A listener on `addr`, as the binary binds `--listen`.
+pub async fn listener(addr: std::net::SocketAddr) -> tokio::net::TcpListener {
+    tokio::net::TcpListener::bind(addr).await.expect("bind")
+}
+
+/// The replica settings of a node started with `follower_config`.
+pub fn follow_mut(config: &mut NodeConfig) -> &mut FollowConfig {
+    match &mut config.mode {
+        ModeConfig::Replica(follow) => follow,
+        _ => panic!("not a replica's config"),
+    }
+}
+
+pub fn follower_config(dir: &Path, leader: &str) -> NodeConfig {
     let mut follow = FollowConfig::new(leader);
     follow.poll_wait = Duration::from_millis(500);
     follow.backoff = (Duration::from_millis(20), Duration::from_millis(200));
-    ServerConfig {
-        follow: Some(follow),
+    NodeConfig {
+        mode: ModeConfig::Replica(follow),
         ..config(dir)
     }
 }

@@ -36,7 +36,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
-use super::clock::ConnClock;
+use super::timeouts::ConnClock;
 use crate::api::ApiError;
 
 /// How long a connection we answer outside hyper may take to read the

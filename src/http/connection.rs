@@ -26,9 +26,9 @@ use tokio::time::Instant;
 use tower_service::Service;
 
 use super::bodies::{TimedBody, TrackedBody};
-use super::clock::{Check, ConnClock, InFlight, Timeouts};
 use super::conn_io::{ConnIo, protocol_error};
 use super::send_queue::SendQueue;
+use super::timeouts::{Check, ConnClock, InFlight, Timeouts};
 use crate::api::{ApiError, App};
 use crate::auth::PeerInfo;
 

@@ -17,7 +17,7 @@ use axum::body::Body;
 use bytes::Bytes;
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 
-use super::clock::{ConnClock, InFlight};
+use super::timeouts::{ConnClock, InFlight};
 
 /// The error a stalled request body ends with.
 #[derive(Debug, thiserror::Error)]

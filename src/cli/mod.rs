@@ -1,0 +1,38 @@
+//! The command line: `distlog serve` (flags, each also a `DISTLOG_*`
+//! variable, mapped into a `NodeConfig`) and `distlog healthcheck`. The
+//! binary parses it, starts tracing, binds and runs until a signal
+//! (`run`); everything here is a library so that every refusal is a unit
+//! test rather than a spawned process.
+
+mod healthcheck;
+mod logging;
+mod node_config;
+mod run;
+mod serve_args;
+
+use clap::{Parser, Subcommand};
+
+pub use healthcheck::{HealthcheckArgs, healthcheck};
+pub use logging::init_tracing;
+pub use run::{bind, run_until_signal, start_node};
+pub use serve_args::{Fsync, LogFormat, ServeArgs};
+
+#[derive(Parser)]
+#[command(
+    name = "distlog",
+    version,
+    about = "An append-only, totally ordered log of records served as JSON over HTTP"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the log service (every flag can also be set as DISTLOG_<FLAG>).
+    Serve(Box<ServeArgs>),
+    /// Exit 0 if the node answers 200 on /readyz (ready: serving, and in a cluster a leader is
+    /// known), else 1 saying why on stderr. For container health checks: needs no shell or curl.
+    Healthcheck(HealthcheckArgs),
+}

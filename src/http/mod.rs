@@ -1,0 +1,117 @@
+//! The HTTP connection layer, ours rather than `axum::serve`, which has no
+//! timeouts and no connection cap: `accept` (the accept loop, the cap,
+//! accept errors), `connection` (one connection under hyper), `timeouts`
+//! (each connection's header, idle, body and send timeouts), `bodies`
+//! (request bodies that report waiting, answers in flight), `conn_io`
+//! (JSON for protocol errors hyper answers itself), `send_queue` (bytes the
+//! socket has not taken), `fd_limit` (the open-files limit).
+//!
+//! It serves whatever `api::App` it is given on a listener it is handed;
+//! it knows nothing of logs or modes.
+
+mod accept;
+mod bodies;
+mod conn_io;
+mod connection;
+mod fd_limit;
+mod send_queue;
+mod timeouts;
+
+pub use bodies::BodyTimedOut;
+pub use fd_limit::{OpenFilesLimit, raise_open_files_limit};
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::api::App;
+use crate::auth::ReloadableTls;
+
+/// Limits on HTTP connections.
+#[derive(Clone, Debug)]
+pub struct HttpConfig {
+    /// A request head (and a TLS handshake) must arrive within this, from its first byte.
+    pub header_timeout: Duration,
+    /// A keep-alive connection with no request in flight is closed after this.
+    pub idle_timeout: Duration,
+    /// A request body that sends nothing for this long is answered 408 and its connection closed.
+    pub body_timeout: Duration,
+    /// An answer whose queued bytes the socket accepts none of for this long
+    /// (the client does not read) has its connection closed.
+    pub send_timeout: Duration,
+    /// Connections served at once; more are answered 503. Lowered at start
+    /// to what the open-files limit allows.
+    pub max_connections: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            body_timeout: Duration::from_secs(30),
+            send_timeout: Duration::from_secs(30),
+            max_connections: 10_000,
+        }
+    }
+}
+
+/// Serves `app` on `listener` (over TLS when `tls` is given) until
+/// `stopping` turns true and every connection's request in flight is
+/// answered. `with_peer` attaches the peer (its client certificate) to
+/// every request, which costs when nothing reads it.
+pub fn serve(
+    listener: TcpListener,
+    tls: Option<Arc<ReloadableTls>>,
+    app: App,
+    config: &HttpConfig,
+    with_peer: bool,
+    stopping: watch::Receiver<bool>,
+) -> JoinHandle<std::io::Result<()>> {
+    let acceptor = accept::Acceptor {
+        listener,
+        tls,
+        settings: Arc::new(connection::ConnSettings {
+            app,
+            timeouts: timeouts::Timeouts {
+                header: config.header_timeout,
+                idle: config.idle_timeout,
+                body: config.body_timeout,
+                send: config.send_timeout,
+            },
+            with_peer,
+        }),
+        max_connections: max_connections(config.max_connections),
+        stopping,
+    };
+    tokio::spawn(acceptor.run())
+}
+
+/// `wanted`, or fewer if the open-files limit (raised to its hard limit
+/// here) would run out first.
+fn max_connections(wanted: usize) -> usize {
+    match raise_open_files_limit() {
+        Ok(limit) => {
+            if limit.now > limit.before {
+                tracing::info!(from = limit.before, to = limit.now, "raised the open-files limit");
+            }
+            let allowed = limit.connections_allowed(accept::MAX_REFUSING);
+            if wanted > allowed {
+                tracing::warn!(
+                    max_connections = wanted,
+                    open_files_limit = limit.now,
+                    using = allowed,
+                    "--max-connections is more than the open-files limit allows; using fewer"
+                );
+            }
+            wanted.min(allowed).max(1)
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot read or raise the open-files limit");
+            wanted.max(1)
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! Where an append goes: the local log (standalone), nowhere (a replica is
+//! read-only), or through Raft to the cluster's leader (a member).
+//!
+//! A standalone node's log writer stamps the time; a member stamps it here,
+//! once, before Raft copies the entry, so every member stores the same
+//! bytes. A member's batch of several records marks all but its last
+//! `BATCH_OPEN`: the cluster shows it whole or never.
+
+use bytes::Bytes;
+
+use super::Mode;
+use crate::cluster::{ClusterError, UserRecord};
+use crate::log::{Log, LogError, Payload, now_ms};
+use crate::replication::FollowerStatus;
+use crate::telemetry;
+use crate::wire::attributes::BATCH_OPEN;
+
+/// Why an append was not taken, or may not have been.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// This node copies `leader`'s log; writes go there.
+    #[error("this node is a read-only replica of {leader}")]
+    ReadOnlyReplica { leader: String },
+    /// Not the leader, no leader, or an outcome Raft could not tell.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    #[error(transparent)]
+    Log(#[from] LogError),
+}
+
+impl Mode {
+    /// Whether this node takes writes now, asked before a request's body is
+    /// read so that a writer is sent on at once. A member that leads may
+    /// still lose its leadership before the append: Raft refuses it then.
+    pub fn check_writable(&self) -> Result<(), AppendError> {
+        match self {
+            Mode::Standalone => Ok(()),
+            Mode::Replica(status) => Err(read_only(status)),
+            Mode::Member(cluster) => match cluster.leader() {
+                Some((id, _)) if id == cluster.id() => Ok(()),
+                Some((_, url)) => Err(ClusterError::NotLeader { leader_url: url }.into()),
+                None => Err(ClusterError::NoLeader.into()),
+            },
+        }
+    }
+
+    /// Appends `records` (attributes, value) as one batch, whole or not at
+    /// all, and answers the first one's offset once they are durable
+    /// (standalone, as `--fsync` says) or committed and visible (member).
+    pub async fn append(&self, log: &Log, records: &[(u8, Bytes)]) -> Result<u64, AppendError> {
+        debug_assert!(!records.is_empty(), "an append holds at least one record");
+        match self {
+            Mode::Standalone => {
+                let span = telemetry::span(|| tracing::info_span!("append", records = records.len()));
+                let first = match records {
+                    // One record needs no vector.
+                    [(attributes, value)] => {
+                        let payload = [Payload {
+                            attributes: *attributes,
+                            value,
+                        }];
+                        telemetry::in_span(span, log.append_batch_async(&payload)).await?
+                    }
+                    _ => {
+                        let payloads: Vec<Payload> = records
+                            .iter()
+                            .map(|(attributes, value)| Payload {
+                                attributes: *attributes,
+                                value,
+                            })
+                            .collect();
+                        telemetry::in_span(span, log.append_batch_async(&payloads)).await?
+                    }
+                };
+                Ok(first)
+            }
+            Mode::Replica(status) => Err(read_only(status)),
+            Mode::Member(cluster) => Ok(cluster.write(member_batch(records)).await?),
+        }
+    }
+}
+
+fn read_only(status: &FollowerStatus) -> AppendError {
+    AppendError::ReadOnlyReplica {
+        leader: status.leader.clone(),
+    }
+}
+
+/// The entries of a member's batch: one timestamp for all, every record but
+/// the last marked `BATCH_OPEN`.
+fn member_batch(records: &[(u8, Bytes)]) -> Vec<UserRecord> {
+    let timestamp_ms = now_ms();
+    let last = records.len().saturating_sub(1);
+    records
+        .iter()
+        .enumerate()
+        .map(|(i, (attributes, value))| {
+            let attributes = if i < last { attributes | BATCH_OPEN } else { *attributes };
+            UserRecord::new(attributes, timestamp_ms, value.clone())
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_members_batch_is_open_until_its_last_record_and_shares_one_timestamp() {
+        let records = vec![
+            (0, Bytes::from_static(b"1")),
+            (1, Bytes::from_static(b"2")),
+            (0, Bytes::from_static(b"3")),
+        ];
+        let batch = member_batch(&records);
+        let attributes: Vec<u8> = batch.iter().map(|r| r.attributes).collect();
+        assert_eq!(attributes, vec![BATCH_OPEN, 1 | BATCH_OPEN, 0]);
+        assert!(batch.windows(2).all(|w| w[0].timestamp_ms == w[1].timestamp_ms));
+        let one = member_batch(&records[..1]);
+        assert_eq!(one[0].attributes, 0, "a single record is never open");
+    }
+}

@@ -1,0 +1,144 @@
+//! Starting a mode's parts once the node's log is open: a replica's
+//! follower task, a member's Raft node, and the retention that fits the
+//! mode (a member's goes through Raft: snapshot, then purge; deleting
+//! segments behind Raft's back would break it).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::Mode;
+use crate::cluster::{self, Cluster, ClusterConfig};
+use crate::log::{Log, now_ms};
+use crate::replication::{FollowConfig, FollowerStatus, spawn_follower};
+
+/// Which mode to start in: the command line's `--follow` and `--peers`.
+#[derive(Clone, Debug, Default)]
+pub enum ModeConfig {
+    #[default]
+    Standalone,
+    Replica(FollowConfig),
+    Member(ClusterSettings),
+}
+
+/// How this node joins a cluster (see `cluster`).
+#[derive(Clone, Debug)]
+pub struct ClusterSettings {
+    pub peers: Vec<String>,
+    /// How peers and clients reach this node [default: http(s)://<listen address>].
+    pub advertise_url: Option<String>,
+    /// `advertised URL -> URL to connect to` (`--peer-route`, for tests).
+    pub routes: HashMap<String, String>,
+    pub heartbeat: Duration,
+    pub election_timeout: (Duration, Duration),
+    /// The peer client's TLS roots, identity and token, as a follower's.
+    pub peer_client: FollowConfig,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot follow the leader: {0}")]
+    Follow(String),
+    #[error("cannot reach peers: {0}")]
+    PeerClient(String),
+    #[error(transparent)]
+    Cluster(#[from] cluster::StartError),
+}
+
+impl ModeConfig {
+    pub fn is_member(&self) -> bool {
+        matches!(self, ModeConfig::Member(_))
+    }
+
+    /// Whether the log is discarded at start (`--follow-reset`).
+    pub fn resets_log(&self) -> bool {
+        matches!(self, ModeConfig::Replica(follow) if follow.reset)
+    }
+
+    /// The clients this mode talks to other nodes with, built (and their
+    /// certificate files read) before the log opens: a start refused for a
+    /// bad file then leaves no new data directory behind.
+    pub fn clients(&self) -> Result<Clients, StartError> {
+        Ok(match self {
+            ModeConfig::Standalone => Clients(None),
+            ModeConfig::Replica(follow) => Clients(Some(follow.client().map_err(StartError::Follow)?)),
+            ModeConfig::Member(settings) => {
+                Clients(Some(settings.peer_client.client().map_err(StartError::PeerClient)?))
+            }
+        })
+    }
+}
+
+/// What `ModeConfig::clients` built.
+#[derive(Debug)]
+pub struct Clients(Option<reqwest::Client>);
+
+/// Starts `config`'s mode over `log` (held in `data_dir`). `own_url` is how
+/// this node is reached when no `--advertise-url` says otherwise. The tasks
+/// end when `stopping` turns true.
+pub async fn start(
+    log: &Log,
+    data_dir: &Path,
+    config: &ModeConfig,
+    clients: Clients,
+    own_url: String,
+    retention_check: Duration,
+    stopping: &watch::Receiver<bool>,
+) -> Result<(Mode, Vec<JoinHandle<()>>), StartError> {
+    let client = clients.0.unwrap_or_default();
+    match config {
+        ModeConfig::Standalone => {
+            let retention = spawn_retention(log.clone(), retention_check, stopping.clone());
+            Ok((Mode::Standalone, vec![retention]))
+        }
+        ModeConfig::Replica(follow) => {
+            let status = Arc::new(FollowerStatus::new(follow.leader.clone()));
+            let follower = spawn_follower(log.clone(), client, follow.clone(), status.clone(), stopping.clone());
+            let retention = spawn_retention(log.clone(), retention_check, stopping.clone());
+            Ok((Mode::Replica(status), vec![follower, retention]))
+        }
+        ModeConfig::Member(settings) => {
+            let config = ClusterConfig {
+                peers: settings.peers.clone(),
+                advertise_url: settings.advertise_url.clone().unwrap_or(own_url),
+                routes: settings.routes.clone(),
+                heartbeat: settings.heartbeat,
+                election_timeout: settings.election_timeout,
+                client,
+            };
+            let cluster = Cluster::start(log.clone(), data_dir, config).await?;
+            crate::telemetry::set_node_id(cluster.id());
+            let retention = tokio::spawn(cluster::retention::run(
+                cluster.clone(),
+                retention_check,
+                stopping.clone(),
+            ));
+            Ok((Mode::Member(cluster), vec![retention]))
+        }
+    }
+}
+
+/// A standalone node's or a replica's retention: delete the oldest segments
+/// past `--retention-bytes` / `--retention-ms` every `every`.
+fn spawn_retention(log: Log, every: Duration, mut stopping: watch::Receiver<bool>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {}
+                _ = stopping.wait_for(|stop| *stop) => return,
+            }
+            let log = log.clone();
+            match tokio::task::spawn_blocking(move || log.enforce_retention(now_ms())).await {
+                Ok(Ok(0)) => {}
+                Ok(Ok(n)) => tracing::info!(segments = n, "retention deleted old segments"),
+                Ok(Err(e)) => tracing::error!(error = %e, "retention failed"),
+                Err(e) => tracing::error!(error = %e, "retention task failed"),
+            }
+        }
+    })
+}

@@ -1,0 +1,59 @@
+//! What a node is started with, and why a start fails.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::api::{AllowedOrigins, Limits};
+use crate::auth::{AuthConfigError, SecurityConfig};
+use crate::http::HttpConfig;
+use crate::log::{LogConfig, LogError};
+use crate::mode::{ModeConfig, StartError};
+
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub data_dir: PathBuf,
+    pub log: LogConfig,
+    pub limits: Limits,
+    /// Standalone, a `--follow` replica, or a `--peers` cluster member.
+    pub mode: ModeConfig,
+    pub security: SecurityConfig,
+    /// Web origins that may write and read answers from a browser (`--cors-origin`).
+    pub cors_origins: AllowedOrigins,
+    /// How long in-flight requests may take to finish once shutdown starts.
+    pub shutdown_grace: Duration,
+    /// How often retention runs.
+    pub retention_check: Duration,
+    pub http: HttpConfig,
+}
+
+impl NodeConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        NodeConfig {
+            data_dir: data_dir.into(),
+            log: LogConfig::default(),
+            limits: Limits::default(),
+            mode: ModeConfig::Standalone,
+            security: SecurityConfig::default(),
+            cors_origins: AllowedOrigins::default(),
+            shutdown_grace: Duration::from_secs(10),
+            retention_check: Duration::from_secs(10),
+            http: HttpConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error(transparent)]
+    Security(#[from] AuthConfigError),
+    #[error("server failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Mode(#[from] StartError),
+    #[error(
+        "{0} belongs to a cluster node (it has a raft/ directory): start it with --peers; serving it standalone or as a --follow replica would append outside Raft"
+    )]
+    ClusterDirectory(String),
+}

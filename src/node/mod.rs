@@ -1,0 +1,180 @@
+//! A whole node, started and stopped: open the log, start the parts of its
+//! mode (`crate::mode`), serve the API on the listener it is handed
+//! (`crate::http`), keep the metrics recorder trimmed; on shutdown hand
+//! leadership on, stop accepting, let in-flight requests finish within a
+//! grace period, then sync and close the log.
+//!
+//! The caller binds the listener (the binary from `--listen`, tests on port
+//! 0), so that a start that cannot listen leaves no data directory behind.
+
+mod config;
+
+pub use config::{NodeConfig, NodeError};
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::api::{self, AppState};
+use crate::auth::{AuthConfigError, ReloadableTls, Security};
+use crate::http;
+use crate::log::{Log, LogError};
+use crate::mode::{self, Mode};
+
+/// A running node.
+pub struct Node {
+    local_addr: SocketAddr,
+    log: Log,
+    mode: Mode,
+    tls: Option<Arc<ReloadableTls>>,
+    stop: watch::Sender<bool>,
+    serving: JoinHandle<std::io::Result<()>>,
+    background: Vec<JoinHandle<()>>,
+    grace: Duration,
+}
+
+impl Node {
+    /// Starts a node serving on `listener`. Clients that connect before the
+    /// log is open wait in the listener's backlog.
+    pub async fn start(config: NodeConfig, listener: TcpListener) -> Result<Node, NodeError> {
+        // Before the log opens: it takes its metric handles from the recorder.
+        api::recorder();
+        let security = Security::load(&config.security)?;
+        let clients = config.mode.clients()?;
+        let local_addr = listener.local_addr()?;
+        let log = open_log(&config).await?;
+        let (stop, stopping) = watch::channel(false);
+
+        let scheme = if security.tls.is_some() { "https" } else { "http" };
+        let (mode, mut background) = mode::start(
+            &log,
+            &config.data_dir,
+            &config.mode,
+            clients,
+            format!("{scheme}://{local_addr}"),
+            config.retention_check,
+            &stopping,
+        )
+        .await?;
+        background.push(spawn_metrics_upkeep(stopping.clone()));
+        let state = AppState::new(log.clone(), config.limits.clone(), mode.clone(), stopping.clone());
+        let app = api::app(state, security.policy.clone(), config.cors_origins.clone());
+        // Only the guard reads the peer (its client certificate).
+        let with_peer = security.policy.is_some();
+        let serving = http::serve(listener, security.tls.clone(), app, &config.http, with_peer, stopping);
+        tracing::info!(addr = %local_addr, data_dir = %config.data_dir.display(),
+            next_offset = log.next_offset(), role = role_name(&mode), "distlog is serving");
+        Ok(Node {
+            local_addr,
+            log,
+            mode,
+            tls: security.tls,
+            stop,
+            serving,
+            background,
+            grace: config.shutdown_grace,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn log(&self) -> &Log {
+        &self.log
+    }
+
+    pub fn mode(&self) -> &Mode {
+        &self.mode
+    }
+
+    /// Re-reads the TLS certificate, key and client CA (on SIGHUP). Open
+    /// connections keep going; new ones get the new certificate. On error
+    /// the old configuration stays.
+    pub fn reload_tls(&self) -> Result<(), AuthConfigError> {
+        match &self.tls {
+            Some(tls) => tls.reload(),
+            None => Ok(()),
+        }
+    }
+
+    /// Graceful stop: leadership handed on, no new connections, in-flight
+    /// requests get the grace period, long polls and event streams end,
+    /// then the log is synced and closed.
+    pub async fn shutdown(self) -> Result<(), NodeError> {
+        // Before anything stops: the next leader takes over at once, within
+        // the grace period's first part.
+        self.mode
+            .step_down((self.grace / 3).max(Duration::from_millis(500)))
+            .await;
+        let _ = self.stop.send(true);
+        let mut serving = self.serving;
+        match tokio::time::timeout(self.grace, &mut serving).await {
+            Ok(Ok(served)) => served?,
+            Ok(Err(join)) => tracing::error!(error = %join, "the server task failed"),
+            Err(_) => {
+                tracing::warn!(grace = ?self.grace, "requests still running after the grace period; closing anyway");
+                serving.abort();
+            }
+        }
+        for task in self.background {
+            task.abort();
+            let _ = task.await;
+        }
+        self.mode.shutdown().await;
+        let log = self.log;
+        tokio::task::spawn_blocking(move || log.close())
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))??;
+        tracing::info!("log synced and closed");
+        Ok(())
+    }
+}
+
+/// How the start line names the mode.
+fn role_name(mode: &Mode) -> &'static str {
+    match mode {
+        Mode::Standalone => "leader",
+        Mode::Replica(_) => "follower",
+        Mode::Member(_) => "cluster",
+    }
+}
+
+async fn open_log(config: &NodeConfig) -> Result<Log, NodeError> {
+    // A cluster member's log is its Raft log: records appended to it
+    // outside Raft would take offsets (and terms) the cluster gives others.
+    if !config.mode.is_member() && config.data_dir.join("raft").is_dir() {
+        return Err(NodeError::ClusterDirectory(config.data_dir.display().to_string()));
+    }
+    let (dir, log_config) = (config.data_dir.clone(), config.log.clone());
+    let reset = config.mode.resets_log();
+    let log = tokio::task::spawn_blocking(move || -> Result<Log, LogError> {
+        let log = Log::open(&dir, log_config)?;
+        if reset {
+            tracing::warn!(dir = %dir.display(), "--follow-reset: discarding the local log to copy the leader's anew");
+            log.reset(0)?;
+        }
+        Ok(log)
+    })
+    .await
+    .map_err(|e| std::io::Error::other(e.to_string()))??;
+    Ok(log)
+}
+
+/// Histogram samples pile up in the recorder until upkeep folds them into
+/// buckets; without scrapes that would grow without bound.
+fn spawn_metrics_upkeep(mut stopping: watch::Receiver<bool>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => api::recorder().run_upkeep(),
+                _ = stopping.wait_for(|stop| *stop) => return,
+            }
+        }
+    })
+}
