@@ -373,14 +373,14 @@ impl Log {
             let w = lock(&self.shared.writer);
             (w.next, self.active()?)
         };
-        self.shared.committer.timed_sync(|| Ok(active.store().sync()?))?;
+        self.shared.committer.timed_sync(|| active.sync_records())?;
         Ok((upto, active))
     }
 
     /// Forces everything appended so far to disk.
     pub fn sync(&self) -> Result<()> {
         let (_, active) = self.sync_active()?;
-        Ok(active.index().flush()?)
+        active.flush_index()
     }
 
     fn read_segments(&self) -> RwLockReadGuard<'_, Vec<Arc<Segment>>> {
@@ -408,7 +408,7 @@ impl Log {
             self.shared.committer.stop();
         }
         let synced = self.sync_written().and_then(|upto| {
-            self.active()?.index().flush()?;
+            self.active()?.flush_index()?;
             Ok(upto)
         });
         {

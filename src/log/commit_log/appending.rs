@@ -160,7 +160,7 @@ impl Log {
         let next = w.next;
         self.finish_write(w, count, bytes, None);
         // Outside the writer lock (see `Store::work_ahead`).
-        if segment.store().wants_work_ahead() {
+        if segment.wants_work_ahead() {
             self.nudge_background();
         }
         Ok((first, next))

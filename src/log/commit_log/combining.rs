@@ -75,7 +75,7 @@ impl Log {
         }
         drop(w);
         // Outside the writer lock (see `Store::work_ahead`).
-        if self.active().is_ok_and(|active| active.store().wants_work_ahead()) {
+        if self.active().is_ok_and(|active| active.wants_work_ahead()) {
             self.nudge_background();
         }
     }

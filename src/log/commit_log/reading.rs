@@ -160,14 +160,7 @@ impl Log {
         let parts = segments
             .into_iter()
             .map(|segment| {
-                let end = if next <= segment.base() {
-                    0
-                } else if next < segment.next_offset() {
-                    let i = u32::try_from(next - segment.base()).unwrap_or(u32::MAX);
-                    segment.index().position(i).unwrap_or(0)
-                } else {
-                    segment.size_bytes()
-                };
+                let end = segment.bytes_below(next);
                 (segment, end)
             })
             .collect();
