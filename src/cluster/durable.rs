@@ -9,12 +9,16 @@
 //!
 //! written to `<name>.tmp`, synced, renamed over `<name>`, and the directory
 //! synced: a crash leaves the old document or the new, never a mix, and a
-//! disk that garbles one is caught by the checksum.
+//! disk that garbles one is caught by the checksum. Every step goes through
+//! `log::fsops`, so that the crash tests see each one
+//! (`tests/raft_files_power_cut.rs`).
 
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
+
+use crate::log::fsops;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -37,7 +41,7 @@ pub struct Durable {
 
 impl Durable {
     pub fn open(dir: PathBuf) -> io::Result<Durable> {
-        fs::create_dir_all(&dir).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
+        fsops::create_dir_all(&dir)?;
         Ok(Durable {
             dir,
             writing: Arc::new(Mutex::new(())),
@@ -54,19 +58,19 @@ impl Durable {
     /// may keep the old one, which callers of this mode accept.
     pub fn write<T: Serialize>(&self, name: &str, value: &T, sync: bool) -> io::Result<()> {
         let json = serde_json::to_vec(value).map_err(io::Error::other)?;
+        let mut document = format!("crc32:{:08x}\n", crc32fast::hash(&json)).into_bytes();
+        document.extend_from_slice(&json);
         let _one_at_a_time = self.writing.lock().unwrap_or_else(PoisonError::into_inner);
         let path = self.dir.join(name);
         let tmp = self.dir.join(format!("{name}.tmp"));
-        let mut file =
-            fs::File::create(&tmp).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", tmp.display())))?;
-        writeln!(file, "crc32:{:08x}", crc32fast::hash(&json))?;
-        file.write_all(&json)?;
+        let file = fsops::create(&tmp)?;
+        fsops::write(&file, &tmp, 0, &document)?;
         if sync {
-            file.sync_data()?;
+            fsops::sync_data(&file, &tmp)?;
         }
-        fs::rename(&tmp, &path)?;
+        fsops::rename(&tmp, &path)?;
         if sync {
-            fs::File::open(&self.dir)?.sync_all()?;
+            fsops::sync_dir(&self.dir)?;
         }
         Ok(())
     }

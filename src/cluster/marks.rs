@@ -11,11 +11,16 @@
 //! previous value. A write is one `pwrite` and no sync (the page cache
 //! carries it across a process crash, not a power cut): unlike a
 //! rename-into-place document, nothing in the directory changes per write.
+//! The file's creation is made durable (the directory synced) before it is
+//! written, or a synced mark could vanish with it. Every step goes through
+//! `log::fsops`, so that the crash tests see each one (`tests` below).
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use crate::log::fsops;
 
 use super::types::{LogId, log_id, term_of};
 
@@ -61,22 +66,20 @@ fn decode(slot: &[u8]) -> Option<(u64, Option<LogId>)> {
 #[derive(Debug)]
 pub struct MarkFile {
     file: File,
+    path: PathBuf,
     seq: u64,
 }
 
 impl MarkFile {
     /// Opens (creating) the mark file at `path` and reads its mark.
     pub fn open(path: &Path) -> io::Result<(MarkFile, Option<LogId>)> {
-        let named = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(named)?;
+        let existed = path.exists();
+        let file = fsops::open(path)?;
+        if !existed && let Some(dir) = path.parent() {
+            fsops::sync_dir(dir)?;
+        }
         let mut bytes = [0u8; 2 * SLOT];
-        let read = file.read_at(&mut bytes, 0).map_err(named)?;
+        let read = file.read_at(&mut bytes, 0).map_err(|e| fsops::naming(path, e))?;
         let best = bytes
             .get(..read)
             .unwrap_or_default()
@@ -84,14 +87,15 @@ impl MarkFile {
             .filter_map(decode)
             .max_by_key(|(seq, _)| *seq);
         let (seq, mark) = best.unwrap_or((0, None));
-        Ok((MarkFile { file, seq }, mark))
+        let path = path.to_path_buf();
+        Ok((MarkFile { file, path, seq }, mark))
     }
 
     /// Records `mark` (see the module doc).
     pub fn write(&mut self, mark: Option<LogId>) -> io::Result<()> {
         let seq = self.seq + 1;
         let at = (seq % 2) * SLOT as u64;
-        self.file.write_all_at(&encode(seq, mark), at)?;
+        fsops::write(&self.file, &self.path, at, &encode(seq, mark))?;
         self.seq = seq;
         Ok(())
     }
@@ -99,7 +103,7 @@ impl MarkFile {
     /// Records `mark` and waits until it is on disk.
     pub fn write_synced(&mut self, mark: Option<LogId>) -> io::Result<()> {
         self.write(mark)?;
-        self.file.sync_data()
+        fsops::sync_data(&self.file, &self.path)
     }
 }
 
@@ -134,5 +138,191 @@ mod tests {
         bytes[20] ^= 0xff;
         std::fs::write(&path, bytes).expect("write");
         assert_eq!(MarkFile::open(&path).expect("open").1, Some(log_id(1, 5)));
+    }
+
+    /// Power cuts at every step of a mark's writes, as
+    /// `tests/raft_files_power_cut.rs` does for the documents: before each
+    /// step the disk may hold the file's directory entry as of the last
+    /// directory sync or as now, and its bytes as of its last sync, as now,
+    /// or with the newest write torn half-way. Each image must read as the
+    /// old mark or the new one, and once a synced write returned, as the
+    /// new one in every image.
+    mod power_cuts {
+        use std::path::PathBuf;
+        use std::sync::{Arc, Mutex, PoisonError};
+
+        use super::super::{LogId, MarkFile};
+        use crate::cluster::types::log_id;
+        use crate::log::fsops::{self, Step};
+
+        enum Pending {
+            Data(Vec<u8>),
+            Dir(bool),
+        }
+
+        /// The mark file as a crash may leave it.
+        struct Disk {
+            path: PathBuf,
+            entry_synced: bool,
+            synced: Vec<u8>,
+            pending: Option<Pending>,
+            allowed: Vec<Option<LogId>>,
+            steps: Vec<String>,
+            failures: Vec<String>,
+        }
+
+        impl Disk {
+            fn now(&self) -> Option<Vec<u8>> {
+                std::fs::read(&self.path).ok()
+            }
+
+            fn complete(&mut self) {
+                match self.pending.take() {
+                    Some(Pending::Data(bytes)) => self.synced = bytes,
+                    Some(Pending::Dir(exists)) => self.entry_synced = exists,
+                    None => {}
+                }
+            }
+
+            fn note(&mut self, step: &Step<'_>) {
+                let kind = format!("{step:?}");
+                self.steps.push(kind.split('(').next().unwrap_or_default().to_owned());
+                self.pending = match step {
+                    Step::SyncData(_) | Step::SyncAll(_) => Some(Pending::Data(self.now().unwrap_or_default())),
+                    Step::SyncDir(_) => Some(Pending::Dir(self.path.exists())),
+                    _ => None,
+                };
+            }
+
+            /// Every image a crash now may leave: `None` for no file.
+            fn images(&self) -> Vec<Option<Vec<u8>>> {
+                let now = self.now();
+                let mut images = Vec::new();
+                for entry in [self.entry_synced, now.is_some()] {
+                    if !entry {
+                        images.push(None);
+                        continue;
+                    }
+                    let now = now.clone().unwrap_or_default();
+                    images.push(Some(self.synced.clone()));
+                    images.push(Some(torn(&self.synced, &now)));
+                    images.push(Some(now));
+                }
+                images
+            }
+
+            fn check(&mut self, at: &str) {
+                for image in self.images() {
+                    let dir = tempfile::tempdir().expect("tempdir");
+                    let path = dir.path().join("m");
+                    if let Some(bytes) = &image {
+                        std::fs::write(&path, bytes).expect("write the image");
+                    }
+                    let read = MarkFile::open(&path).map(|(_, mark)| mark);
+                    if !read.as_ref().is_ok_and(|mark| self.allowed.contains(mark)) {
+                        self.failures.push(format!(
+                            "crash before {at}, image {image:?}: {read:?}, not one of {:?}",
+                            self.allowed
+                        ));
+                    }
+                }
+            }
+        }
+
+        /// The first half of what changed written over the old bytes.
+        fn torn(old: &[u8], new: &[u8]) -> Vec<u8> {
+            let at = |i: usize| old.get(i).copied().unwrap_or(0);
+            let differ: Vec<usize> = (0..new.len()).filter(|i| new[*i] != at(*i)).collect();
+            let (Some(first), Some(last)) = (differ.first(), differ.last()) else {
+                return new.to_vec();
+            };
+            let cut = first + (last + 1 - first) / 2;
+            (0..new.len()).map(|i| if i < cut { new[i] } else { at(i) }).collect()
+        }
+
+        /// Runs `change` with a crash checked before each of its steps
+        /// (marks read as one of `during`) and after it (one of `after`).
+        fn with_power_cuts(
+            path: &std::path::Path,
+            during: Vec<Option<LogId>>,
+            after: Vec<Option<LogId>>,
+            change: impl FnOnce(),
+        ) -> Vec<String> {
+            let dir = path.parent().expect("a directory");
+            let disk = Arc::new(Mutex::new(Disk {
+                path: path.to_path_buf(),
+                entry_synced: path.exists(),
+                synced: std::fs::read(path).unwrap_or_default(),
+                pending: None,
+                allowed: during,
+                steps: Vec::new(),
+                failures: Vec::new(),
+            }));
+            let watched = disk.clone();
+            let watch = fsops::watch(
+                dir,
+                Arc::new(move |step: &Step<'_>| {
+                    let mut disk = watched.lock().unwrap_or_else(PoisonError::into_inner);
+                    disk.complete();
+                    disk.check(&format!("{step:?}"));
+                    disk.note(step);
+                    Ok(())
+                }),
+            );
+            change();
+            drop(watch);
+            let mut disk = disk.lock().unwrap_or_else(PoisonError::into_inner);
+            disk.complete();
+            disk.allowed = after;
+            disk.check("the return");
+            assert!(
+                disk.failures.is_empty(),
+                "{:#?}",
+                disk.failures.iter().take(4).collect::<Vec<_>>()
+            );
+            disk.steps.clone()
+        }
+
+        #[test]
+        fn a_new_mark_file_holds_its_first_synced_mark_after_a_crash_at_every_step() {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let path = dir.path().join("committed.mark");
+            let mark = Some(log_id(1, 5));
+            let steps = with_power_cuts(&path, vec![None, mark], vec![mark], || {
+                let (mut file, read) = MarkFile::open(&path).expect("open");
+                assert_eq!(read, None);
+                file.write_synced(mark).expect("write");
+            });
+            assert_eq!(steps, ["Open", "SyncDir", "Write", "SyncData"]);
+        }
+
+        #[test]
+        fn a_synced_mark_replaces_the_old_one_after_a_crash_at_every_step() {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let path = dir.path().join("flushed.mark");
+            let (mut file, _) = MarkFile::open(&path).expect("open");
+            let (old, new) = (Some(log_id(2, 9)), Some(log_id(3, 12)));
+            file.write(Some(log_id(1, 1))).expect("write");
+            file.write_synced(old).expect("write");
+            let steps = with_power_cuts(&path, vec![old, new], vec![new], || {
+                file.write_synced(new).expect("write");
+            });
+            assert_eq!(steps, ["Write", "SyncData"]);
+        }
+
+        #[test]
+        fn an_unsynced_mark_is_old_or_new_after_a_crash_at_every_step() {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let path = dir.path().join("committed.mark");
+            let (mut file, _) = MarkFile::open(&path).expect("open");
+            let (old, new) = (Some(log_id(2, 9)), None);
+            file.write_synced(old).expect("write");
+            // Not synced: a power cut may keep the old mark, never a mix.
+            let steps = with_power_cuts(&path, vec![old, new], vec![old, new], || {
+                file.write(new).expect("write");
+            });
+            assert_eq!(steps, ["Write"]);
+            assert_eq!(MarkFile::open(&path).expect("open").1, new, "the page cache holds it");
+        }
     }
 }

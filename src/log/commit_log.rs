@@ -1,13 +1,14 @@
 //! The log: segments in base-offset order, the last one active.
 //!
-//! One writer at a time (the `writer` mutex) assigns dense offsets, encodes
-//! frames into one buffer and writes it with one call (`appending`). With
+//! One writer at a time (a `Writer`: the writer lock held, see `writer`)
+//! assigns dense offsets, encodes frames into one buffer and writes it with
+//! one call (`appending`). With
 //! `Durability::Always`, and for async appenders whatever the durability,
 //! appenders do not write themselves: they encode their batch and submit
 //! it, and the committer (`committer`) writes every submitted batch at once
 //! (`combining`) and, with `Always`, syncs. Any number of readers
-//! (`reading`) find their segment under a short read lock and then read
-//! without locks; they see `bounds`, raised only after a record is fully
+//! (a `Reader`, see `reading`) find their segment under a short read lock
+//! and then read without locks; they see `bounds`, raised only after a record is fully
 //! written (and, with `Durability::Always`, synced). Cuts, purges and
 //! resets (`cutting`) are ordered so that a crash or an error between any
 //! two of their steps leaves a log that opens (`opening`). The data
@@ -17,7 +18,7 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLockReadGuard};
 use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -36,12 +37,14 @@ mod committer;
 mod cutting;
 mod opening;
 mod reading;
+mod writer;
 
 use background::spawn_background;
 use bounds::Bounds;
 pub(crate) use committer::describe_metrics;
 use committer::{Committer, spawn_committer};
 use opening::{CreatedDirs, check_room, lock_directory, open_segments};
+use writer::{SegmentList, WriterLock};
 
 /// A handle on an open log; clones share it. When the last handle goes,
 /// the background thread is stopped and joined, so that the log (and the
@@ -83,8 +86,8 @@ struct Shared {
     dir: PathBuf,
     config: LogConfig,
     _lock: File,
-    writer: Mutex<Writer>,
-    segments: RwLock<Vec<Arc<Segment>>>,
+    writer: WriterLock,
+    segments: SegmentList,
     bounds: Bounds,
     committer: Arc<Committer>,
     /// Written since the interval syncer last synced.
@@ -99,18 +102,6 @@ struct Shared {
     background: Mutex<Vec<JoinHandle<()>>>,
     /// Handles given out (`Log`s that are `counted`).
     handles: AtomicUsize,
-}
-
-#[derive(Debug)]
-struct Writer {
-    /// The offset the next record gets.
-    next: u64,
-    /// Timestamps never go backwards, even if the clock does.
-    last_timestamp: u64,
-    /// Totals since open, for metrics: counted under this lock rather than
-    /// in shared atomics that every append would pull across cores.
-    appended: Appended,
-    buf: Vec<u8>,
 }
 
 /// Records and frame bytes appended since the log was opened.
@@ -213,13 +204,8 @@ impl Log {
             dir,
             config,
             _lock: lock_file,
-            writer: Mutex::new(Writer {
-                next,
-                last_timestamp,
-                appended: Appended::default(),
-                buf: Vec::new(),
-            }),
-            segments: RwLock::new(segments),
+            writer: WriterLock::new(next, last_timestamp),
+            segments: SegmentList::new(segments),
             bounds: Bounds::new(lowest, next),
             committer: Arc::new(Committer::new(next)),
             dirty: AtomicBool::new(false),
@@ -302,51 +288,6 @@ impl Log {
         }
     }
 
-    /// The writer, for a change. A writer that panicked while it held the
-    /// lock may have left `next` and the segments apart: that is fatal for
-    /// writes, as a failed sync is.
-    fn lock_writer(&self) -> Result<MutexGuard<'_, Writer>> {
-        self.check_writable()?;
-        match self.shared.writer.lock() {
-            Ok(w) => {
-                // `close` may have run while this waited: it syncs only what
-                // was written before it took the lock.
-                self.check_writable()?;
-                Ok(w)
-            }
-            Err(_) => {
-                self.fail_writer("a writer panicked while it held the writer lock");
-                Err(self.writer_failed())
-            }
-        }
-    }
-
-    fn writer_failed(&self) -> LogError {
-        match self.shared.failed.get() {
-            Some(why) => LogError::WriterFailed(why.clone()),
-            None => LogError::Closed,
-        }
-    }
-
-    fn check_writable(&self) -> Result<()> {
-        if self.shared.closed.load(Ordering::Acquire) {
-            return Err(LogError::Closed);
-        }
-        if let Some(why) = self.shared.failed.get() {
-            return Err(LogError::WriterFailed(why.clone()));
-        }
-        Ok(())
-    }
-
-    /// Refuses every later append, and every appender still waiting, until
-    /// a restart; reads go on. `why` is what appenders and `/readyz` are told.
-    fn fail_writer(&self, why: &str) {
-        if self.shared.failed.set(why.to_string()).is_ok() {
-            tracing::error!(reason = why, "refusing appends until restart (reads go on)");
-        }
-        self.shared.committer.fail();
-    }
-
     /// Why appends are refused until a restart, if they are.
     pub fn failure(&self) -> Option<String> {
         self.shared.failed.get().cloned()
@@ -370,25 +311,21 @@ impl Log {
             return Err(LogError::WriterFailed(why.clone()));
         }
         let (upto, active) = {
-            let w = lock(&self.shared.writer);
+            let w = self.lock_writer_unchecked();
             (w.next, self.active()?)
         };
-        self.shared.committer.timed_sync(|| Ok(active.store().sync()?))?;
+        self.shared.committer.timed_sync(|| active.sync_records())?;
         Ok((upto, active))
     }
 
     /// Forces everything appended so far to disk.
     pub fn sync(&self) -> Result<()> {
         let (_, active) = self.sync_active()?;
-        Ok(active.index().flush()?)
+        active.flush_index()
     }
 
     fn read_segments(&self) -> RwLockReadGuard<'_, Vec<Arc<Segment>>> {
-        self.shared.segments.read().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn write_segments(&self) -> RwLockWriteGuard<'_, Vec<Arc<Segment>>> {
-        self.shared.segments.write().unwrap_or_else(PoisonError::into_inner)
+        self.shared.segments.read()
     }
 
     fn active(&self) -> Result<Arc<Segment>> {
@@ -403,22 +340,22 @@ impl Log {
             // First no more writes (the committer's included: `lock_writer`
             // looks again once it has the lock), so that the sync below
             // covers everything an appender was told is written.
-            let _w = lock(&self.shared.writer);
+            let _w = self.lock_writer_unchecked();
             self.shared.closed.store(true, Ordering::Release);
             self.shared.committer.stop();
         }
         let synced = self.sync_written().and_then(|upto| {
-            self.active()?.index().flush()?;
+            self.active()?.flush_index()?;
             Ok(upto)
         });
         {
-            let _w = lock(&self.shared.writer);
+            let w = self.lock_writer_unchecked();
             // Appenders whose records that sync covered succeeded; the rest did not.
             if let Ok(upto) = synced {
                 self.shared.committer.release(upto, true);
             }
             self.shared.committer.release(u64::MAX, false);
-            self.write_segments().clear();
+            w.clear_segments();
         }
         // Outside the writer lock: the committer may be waiting for it.
         self.join_background();

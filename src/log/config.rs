@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use super::error::{LogError, Result};
-use super::index::ENTRY_BYTES;
 use super::record::{FRAME_HEADER, MAX_RECORD_CEILING};
+use super::segment::ENTRY_BYTES;
 
 pub const MIB: u64 = 1024 * 1024;
 

@@ -1,11 +1,14 @@
 //! Every change the engine makes to the data directory outside the append
 //! hot path goes through here: creating, sizing, syncing, rewriting and
-//! removing segment files, and syncing the directory. The crash-safety
-//! order of a cut, a purge, a reset or a roll lives in the callers; this
-//! module only names each step (`Step`), so that tests can watch every step
-//! of those changes (to rebuild what a power cut could leave on disk) or
-//! fail any one of them (to check what an error leaves behind), and adds
-//! the file's path to every error it returns.
+//! removing segment files, and syncing the directory; and so does every
+//! write of the small files Raft keeps beside the log (`cluster::durable`:
+//! a temporary file written, synced and renamed over the document;
+//! `cluster::marks`: a slot written in place). The crash-safety order of a
+//! cut, a purge, a reset, a roll or a document's replacement lives in the
+//! callers; this module only names each step (`Step`), so that tests can
+//! watch every step of those changes (to rebuild what a power cut could
+//! leave on disk) or fail any one of them (to check what an error leaves
+//! behind), and adds the file's path to every error it returns.
 //!
 //! Watching costs one relaxed atomic load per step while nobody watches.
 
@@ -21,8 +24,17 @@ use memmap2::MmapMut;
 /// One change to the data directory, told to watchers before it is made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Step<'a> {
-    /// A segment file (or the lock file) is opened, and created if it is missing.
+    /// A file (a segment's, the lock file, a mark file) is opened, and
+    /// created if it is missing.
     Open(&'a Path),
+    /// A file is created, or emptied if it is there (a document's temporary file).
+    Create(&'a Path),
+    /// Bytes are written at this position, by a plain write rather than
+    /// the append path (a document, or a mark's slot).
+    Write(&'a Path, u64),
+    /// The first file is renamed over the second (both in one directory);
+    /// the new name is durable once the directory is synced.
+    Rename(&'a Path, &'a Path),
     /// The data directory is created, with any missing parent.
     CreateDir(&'a Path),
     Remove(&'a Path),
@@ -42,9 +54,13 @@ pub enum Step<'a> {
 }
 
 impl Step<'_> {
+    /// The file or directory the step changes (for a rename, the file renamed).
     pub fn path(&self) -> &Path {
         match self {
             Step::Open(p)
+            | Step::Create(p)
+            | Step::Write(p, _)
+            | Step::Rename(p, _)
             | Step::CreateDir(p)
             | Step::Remove(p)
             | Step::SetLen(p, _)
@@ -137,6 +153,21 @@ pub fn open(path: &Path) -> io::Result<File> {
             .truncate(false)
             .open(path)
     })
+}
+
+/// Creates a file for writing, emptying it if it is there.
+pub fn create(path: &Path) -> io::Result<File> {
+    step(Step::Create(path), || File::create(path))
+}
+
+/// Writes all of `bytes` at `pos`.
+pub fn write(file: &File, path: &Path, pos: u64, bytes: &[u8]) -> io::Result<()> {
+    step(Step::Write(path, pos), || file.write_all_at(bytes, pos))
+}
+
+/// Renames `from` over `to`, which it replaces atomically if it is there.
+pub fn rename(from: &Path, to: &Path) -> io::Result<()> {
+    step(Step::Rename(from, to), || fs::rename(from, to))
 }
 
 pub fn remove(path: &Path) -> io::Result<()> {

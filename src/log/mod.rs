@@ -1,8 +1,8 @@
 //! The storage engine: an append-only log of records split into segments.
 //!
-//! Layering, bottom up: `record` (frame format) -> `store` (frames in a file)
-//! and `index` (mmap'd offset -> position) -> `segment` (one of each, named
-//! by base offset) -> `commit_log` (the segments in order, one writer, many
+//! Layering, bottom up: `record` (frame format) -> `segment` (one store file
+//! of frames and one mmap'd index of offset -> position, named by base
+//! offset; the files are private to it) -> `commit_log` (the segments in order, one writer, many
 //! readers, durability, retention, recovery on open).
 //!
 //! Nothing here may panic on what the disk or a caller hands it: the lints
@@ -15,12 +15,9 @@ mod config;
 mod error;
 pub mod fsops;
 mod group_commit;
-mod index;
 mod record;
-mod recovery;
 mod segment;
 mod snapshot;
-mod store;
 
 pub(crate) use commit_log::describe_metrics;
 pub use commit_log::{Appended, Log, LogStats, now_ms};
@@ -30,5 +27,5 @@ pub use record::{
     FLAG_BATCH_CONTINUES, FRAME_HEADER, FrameError, FrameView, Frames, MAX_RECORD_CEILING, MAX_STORED_FRAME, Payload,
     Record, RecordRef, decode_frame, encode_frame, finished_batches_len, frame_len, split_frames,
 };
-pub use recovery::Recovered;
+pub use segment::Recovered;
 pub use snapshot::SnapshotReader;

@@ -2,26 +2,35 @@
 //! offset, `<base>.store` and `<base>.index` (the base zero-padded to 20
 //! digits so that names sort like numbers). Entry `i` of the index is the
 //! record at offset `base + i`.
+//!
+//! The segment owns both files: `store` (the frames, `store.rs`) and `index`
+//! (offset -> position, `index.rs`) are private to it, and so is the
+//! `recovery` of its tail on open; the log above asks the segment, never
+//! its files. Reading is in `reading`, cutting the tail in `cutting`.
 
 use std::path::{Path, PathBuf};
 
-use bytes::Buf;
 use bytes::Bytes;
 
 use super::config::{Durability, LogConfig};
 use super::error::{LogError, Result};
 use super::fsops;
-use super::index::Index;
-use super::record::{
-    FLAG_BATCH_CONTINUES, FRAME_HEADER, FRAME_PREFIX, FrameView, MAX_STORED_FRAME, Payload, Record, RecordRef,
-    decode_frame, encode_frame, frame_body_len, split_frames,
-};
-use super::recovery::{self, Recovered};
-use super::store::Store;
+use super::record::{FRAME_HEADER, FRAME_PREFIX, MAX_STORED_FRAME, Record, frame_body_len};
+// For the files' own modules below, which name these as `super::...`.
+use super::{error, record};
+
+mod cutting;
+mod index;
+mod reading;
+mod recovery;
+mod store;
+
+pub(super) use index::ENTRY_BYTES;
+use index::Index;
+pub use recovery::Recovered;
+use store::Store;
 
 pub const STORE_SUFFIX: &str = "store";
-/// The bytes of a frame's header that `end_batch_at` rewrites: crc, version, flags.
-const HEADER_REWRITTEN: std::ops::Range<usize> = 4..10;
 pub const INDEX_SUFFIX: &str = "index";
 
 #[derive(Debug)]
@@ -250,12 +259,35 @@ impl Segment {
         self.store.size()
     }
 
-    pub fn store(&self) -> &Store {
-        &self.store
+    /// Store bytes that hold the records below `next` (all of them if it is
+    /// past this segment's end): where a snapshot of the log up to `next`
+    /// ends in this segment.
+    pub fn bytes_below(&self, next: u64) -> u64 {
+        if next <= self.base {
+            0
+        } else if next < self.next_offset() {
+            let i = u32::try_from(next - self.base).unwrap_or(u32::MAX);
+            self.index.position(i).unwrap_or(0)
+        } else {
+            self.size_bytes()
+        }
     }
 
-    pub fn index(&self) -> &Index {
-        &self.index
+    /// Exactly `len` store bytes at `pos` (a snapshot's raw frames); asking
+    /// past `size_bytes` is an error.
+    pub fn read_bytes(&self, pos: u64, len: usize) -> std::io::Result<Vec<u8>> {
+        self.store.read_at(pos, len)
+    }
+
+    /// Whether the log's background thread has work in this (active)
+    /// segment's store (see `Store::work_ahead`).
+    pub fn wants_work_ahead(&self) -> bool {
+        self.store.wants_work_ahead()
+    }
+
+    /// The store work done off the writer's path, by the background thread.
+    pub fn work_ahead(&self) {
+        self.store.work_ahead()
     }
 
     /// Whether `bytes` more in `records` records stay within the limits.
@@ -293,146 +325,6 @@ impl Segment {
         Ok(())
     }
 
-    /// Reads the record at `offset`, which must be below `next_offset`:
-    /// one positioned read of exactly its frame, checked.
-    pub fn read(&self, offset: u64) -> Result<Record> {
-        let (pos, len) = self.frame_span(offset)?;
-        let frame = Bytes::from(self.store.read_at(pos, len)?);
-        let view = self.check_frame(&frame, pos, offset)?;
-        let (timestamp_ms, attributes) = (view.timestamp_ms, view.attributes);
-        // `advance` keeps the buffer as it is; `slice` would allocate a shared header.
-        let mut value = frame;
-        value.advance(FRAME_HEADER);
-        Ok(Record {
-            offset,
-            timestamp_ms,
-            attributes,
-            value,
-        })
-    }
-
-    /// Like `read`, but hands `f` the record where it lies (in the active
-    /// segment's read map) instead of copying it out first.
-    pub fn read_with<R>(&self, offset: u64, f: impl FnOnce(RecordRef<'_>) -> R) -> Result<R> {
-        let (pos, len) = self.frame_span(offset)?;
-        self.store.with_bytes(pos, len, |frame| {
-            let view = self.check_frame(frame, pos, offset)?;
-            Ok(f(RecordRef {
-                offset,
-                timestamp_ms: view.timestamp_ms,
-                attributes: view.attributes,
-                value: view.value,
-            }))
-        })?
-    }
-
-    /// Where the frame of `offset`, which must be below `next_offset`, lies
-    /// and how long it is.
-    fn frame_span(&self, offset: u64) -> Result<(u64, usize)> {
-        let published = self.index.len();
-        let i = offset
-            .checked_sub(self.base)
-            .and_then(|i| u32::try_from(i).ok())
-            .filter(|i| *i < published)
-            .ok_or_else(|| self.corrupt(0, Some(offset), "record missing from the index".into()))?;
-        let pos = self.slot_position(i)?;
-        let end = self.end_of(i, published)?;
-        // `end_of` checked that the frame ends after it starts and is not too long.
-        Ok((pos, (end - pos) as usize))
-    }
-
-    /// Decodes the one frame `frame` must be: checksummed, and holding `offset`.
-    fn check_frame<'a>(&self, frame: &'a [u8], pos: u64, offset: u64) -> Result<FrameView<'a>> {
-        let view =
-            decode_frame(frame, self.max_frame_len).map_err(|e| self.corrupt(pos, Some(offset), e.to_string()))?;
-        if view.offset != offset || view.frame_len != frame.len() {
-            let reason = format!(
-                "frame at this position holds offset {} in {} bytes",
-                view.offset, view.frame_len
-            );
-            return Err(self.corrupt(pos, Some(offset), reason));
-        }
-        Ok(view)
-    }
-
-    /// Reads records from `from`, stopping before `upto`, after `max_records`,
-    /// or once `max_bytes` of frames are gathered. With `take_one`, the first
-    /// record comes whatever its size, so that a reader makes progress.
-    pub fn read_chunk(&self, from: u64, upto: u64, max_records: u32, max_bytes: u64, take_one: bool) -> Result<Chunk> {
-        let published = self.index.len();
-        let first = u32::try_from(from.saturating_sub(self.base)).unwrap_or(u32::MAX);
-        let last_excl = upto.saturating_sub(self.base).min(u64::from(published)) as u32;
-        if first >= last_excl || max_records == 0 {
-            return Ok(Chunk::default());
-        }
-        let wanted = (last_excl - first).min(max_records);
-        let start = self.slot_position(first)?;
-        // The largest count whose frames stay within the budget: positions grow with offsets.
-        let (mut lo, mut hi) = (u32::from(take_one), wanted);
-        while lo < hi {
-            let mid = lo + (hi - lo).div_ceil(2);
-            if self.span_from(start, first + mid - 1, published)? <= max_bytes {
-                lo = mid;
-            } else {
-                hi = mid - 1;
-            }
-        }
-        let count = lo;
-        if count == 0 {
-            return Ok(Chunk::default());
-        }
-        let len = self.span_from(start, first + count - 1, published)?;
-        let buf = self.store.read_at(start, len as usize)?;
-        let frames = Bytes::from(buf);
-        let records = split_frames(frames.clone(), from, self.max_frame_len)
-            .map_err(|(at, offset, err)| self.corrupt(start + at as u64, Some(offset), err.to_string()))?;
-        debug_assert_eq!(records.len(), count as usize);
-        Ok(Chunk { frames, records })
-    }
-
-    /// Bytes from `start` to the end of entry `i`'s frame, checked: an index
-    /// whose positions do not grow is corrupt, not a reason to underflow.
-    fn span_from(&self, start: u64, i: u32, published: u32) -> Result<u64> {
-        let end = self.end_of(i, published)?;
-        end.checked_sub(start).ok_or_else(|| {
-            self.corrupt(
-                start,
-                Some(self.base + u64::from(i)),
-                format!("index positions go backwards (frame ends at {end})"),
-            )
-        })
-    }
-
-    fn slot_position(&self, i: u32) -> Result<u64> {
-        let (_, pos) = self.index.slot(i);
-        if pos >= self.store.size() {
-            return Err(self.corrupt(
-                pos,
-                Some(self.base + u64::from(i)),
-                "index points past the store".into(),
-            ));
-        }
-        Ok(pos)
-    }
-
-    /// Where the frame of entry `i` ends: the next entry's position, or for the
-    /// newest entry its own length field, bounded before it is trusted.
-    fn end_of(&self, i: u32, published: u32) -> Result<u64> {
-        let pos = self.slot_position(i)?;
-        let offset = Some(self.base + u64::from(i));
-        let end = if i + 1 < published {
-            self.index.slot(i + 1).1
-        } else {
-            let prefix = self.store.read_at(pos, FRAME_PREFIX)?;
-            pos.saturating_add(FRAME_PREFIX as u64)
-                .saturating_add(u64::from(frame_body_len(&prefix)))
-        };
-        if end <= pos || end - pos > self.max_frame_len as u64 || end > self.store.size() {
-            return Err(self.corrupt(pos, offset, format!("impossible frame end {end}")));
-        }
-        Ok(end)
-    }
-
     pub fn corrupt(&self, position: u64, offset: Option<u64>, reason: String) -> LogError {
         LogError::Corrupt {
             file: self.store.path().to_path_buf(),
@@ -442,93 +334,21 @@ impl Segment {
         }
     }
 
-    /// Makes a segment that may be sealed ready to take appends again (a cut
-    /// is about to make it the last one): the fallible allocation comes
-    /// before any change, so a full disk leaves the log as it was.
-    pub fn prepare_for_appends(&self) -> Result<()> {
-        Ok(self.index.reserve()?)
+    /// Makes everything written so far durable.
+    pub fn sync(&self) -> Result<()> {
+        self.sync_records()?;
+        self.flush_index()
     }
 
-    /// Cuts the segment so that it ends before `offset`, synced, and makes
-    /// it the active one. Only the writer calls this, after
-    /// `prepare_for_appends`. Readers of kept records are never shown a
-    /// changing byte: the store is cut and the last frame rewritten while
-    /// they are excluded (see `store`), and index slots are not zeroed.
-    pub fn cut_from(&self, offset: u64) -> Result<()> {
-        let written = self.index.len();
-        let keep = offset
-            .checked_sub(self.base)
-            .and_then(|keep| u32::try_from(keep).ok())
-            .filter(|keep| *keep <= written)
-            .ok_or_else(|| self.corrupt(0, Some(offset), format!("a cut at {offset} is outside the segment")))?;
-        let cut = if keep < written {
-            self.index.slot(keep).1
-        } else {
-            self.store.size()
-        };
-        // The record that will end the log is made the end of its batch
-        // first, durably: shortened first, a crash would leave a batch with
-        // no end, which recovery drops whole, kept records and all.
-        if let Some(last_kept) = keep.checked_sub(1) {
-            self.end_batch_at(last_kept, cut)?;
-        }
-        self.index.cut_to(keep);
-        // Slots past the cut point's own go back to zero before the index is
-        // flushed: left stale on disk, recovery after a power cut could take
-        // a run of them for entries of the records appended after the cut.
-        // Slot `keep` stays: a reader of the last kept record reads its end
-        // there, and the next append writes the same position into it.
-        self.index.clear_slots(keep.saturating_add(1), written);
-        self.store.cut_to(cut)?;
-        self.store.sync()?;
-        self.index.flush()?;
-        // Best effort: without the maps appends and reads use positioned I/O.
-        if let Err(e) = self.map_while_active() {
-            tracing::warn!(error = %e, base = self.base, "cannot map the cut segment for appends");
-        }
-        Ok(())
-    }
-
-    /// After a cut inside a batch the last record kept would still say that
-    /// the batch goes on, and recovery would take what is left of it for a
-    /// torn write and drop it on the next open. Rewrites entry `i`'s frame,
-    /// which ends at `end`, (flags and checksum, in place, with readers
-    /// excluded) as the end of its batch, and syncs it.
-    fn end_batch_at(&self, i: u32, end: u64) -> Result<()> {
-        let pos = self.index.slot(i).1;
-        let len = end.saturating_sub(pos) as usize;
-        let buf = self.store.read_at(pos, len)?;
-        // A frame that does not decode is left for recovery and readers to report.
-        let Ok(view) = decode_frame(&buf, self.max_frame_len) else {
-            return Ok(());
-        };
-        if view.flags & FLAG_BATCH_CONTINUES == 0 {
-            return Ok(());
-        }
-        let mut frame = Vec::with_capacity(view.frame_len);
-        let payload = Payload {
-            attributes: view.attributes,
-            value: view.value,
-        };
-        encode_frame(
-            &mut frame,
-            view.offset,
-            view.timestamp_ms,
-            view.flags & !FLAG_BATCH_CONTINUES,
-            payload,
-        );
-        debug_assert_eq!(frame.len(), view.frame_len);
-        // Only the checksum, version and flags differ.
-        let changed = frame.get(HEADER_REWRITTEN).unwrap_or_default();
-        self.store.rewrite_at(pos + HEADER_REWRITTEN.start as u64, changed)?;
+    /// Makes the records written so far durable (fdatasync of the store;
+    /// an index that lags behind is rebuilt from them on open).
+    pub fn sync_records(&self) -> Result<()> {
         Ok(self.store.sync()?)
     }
 
-    /// Makes everything written so far durable.
-    pub fn sync(&self) -> Result<()> {
-        self.store.sync()?;
-        self.index.flush()?;
-        Ok(())
+    /// Writes the index's mapped entries back to its file (msync).
+    pub fn flush_index(&self) -> Result<()> {
+        Ok(self.index.flush()?)
     }
 
     /// Deletes both files, the index first: a crash in between leaves a

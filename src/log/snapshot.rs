@@ -41,7 +41,7 @@ impl Read for SnapshotReader {
                 continue;
             }
             let n = (buf.len() as u64).min(end - self.position) as usize;
-            let bytes = segment.store().read_at(self.position, n)?;
+            let bytes = segment.read_bytes(self.position, n)?;
             let Some(into) = buf.get_mut(..n) else { return Ok(0) };
             into.copy_from_slice(&bytes);
             self.position += n as u64;

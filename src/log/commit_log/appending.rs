@@ -3,8 +3,8 @@
 //! the active one is full, then made visible as the durability allows.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, MutexGuard};
 
 use tokio::sync::oneshot;
 
@@ -15,7 +15,8 @@ use super::super::record::{
     FLAG_BATCH_CONTINUES, FrameError, Frames, MAX_STORED_FRAME, Payload, encode_frame, encode_unstamped, frame_len,
 };
 use super::super::segment::Segment;
-use super::{Appended, Log, Writer, lock, now_ms};
+use super::writer::Writer;
+use super::{Appended, Log, now_ms};
 
 /// Where one replicated frame lies in its buffer.
 struct Span {
@@ -154,13 +155,13 @@ impl Log {
                 *payload,
             );
         }
-        let written = self.write_frames(&mut w, &buf, count);
+        let written = w.write_frames(&buf, count);
         w.buf = buf;
         let segment = written?;
         let next = w.next;
-        self.finish_write(w, count, bytes, None);
+        w.finish(count, bytes, None);
         // Outside the writer lock (see `Store::work_ahead`).
-        if segment.store().wants_work_ahead() {
+        if segment.wants_work_ahead() {
             self.nudge_background();
         }
         Ok((first, next))
@@ -177,7 +178,7 @@ impl Log {
         // with its error, but the pieces before it are written: they are
         // finished as a whole append would be, so that `next_offset` is where
         // the replica's next pull starts.
-        let written = self.write_replicated(&mut w, frames, &spans);
+        let written = w.write_replicated(frames, &spans);
         let count = u32::try_from(w.next - first).unwrap_or(u32::MAX);
         let stored = spans.get(..count as usize).unwrap_or_default();
         if let Some(newest) = stored.iter().map(|span| span.timestamp_ms).max() {
@@ -187,18 +188,22 @@ impl Log {
             let bytes = spans.get(count as usize - 1).map_or(frames.len(), |span| span.end) as u64;
             if self.shared.config.durability == Durability::Always {
                 let (ack, acked) = oneshot::channel();
-                self.finish_write(w, count, bytes, Some((first, ack)));
+                w.finish(count, bytes, Some((first, ack)));
                 self.acked(acked.blocking_recv().ok())?;
             } else {
-                self.finish_write(w, count, bytes, None);
+                w.finish(count, bytes, None);
             }
         }
         written.map(|()| count)
     }
+}
 
+/// What only the writer may do: write frames, roll, and finish an append.
+impl Writer<'_> {
     /// Writes replicated frames in pieces that fit the active segment,
     /// rolling between them.
-    fn write_replicated(&self, w: &mut Writer, frames: &[u8], spans: &[Span]) -> Result<()> {
+    fn write_replicated(&mut self, frames: &[u8], spans: &[Span]) -> Result<()> {
+        let log = self.log();
         let piece = |from: usize, to: usize| {
             frames
                 .get(from..to)
@@ -208,15 +213,15 @@ impl Log {
         let mut piece_count = 0u32;
         for (i, span) in spans.iter().enumerate() {
             let piece_bytes = (span.end - piece_start) as u64;
-            let active = self.active()?;
-            if piece_count > 0 && !active.has_room(piece_bytes, piece_count + 1, self.shared.config.max_segment_bytes) {
-                self.write_frames(w, piece(piece_start, span.start)?, piece_count)?;
+            let active = log.active()?;
+            if piece_count > 0 && !active.has_room(piece_bytes, piece_count + 1, log.shared.config.max_segment_bytes) {
+                self.write_frames(piece(piece_start, span.start)?, piece_count)?;
                 piece_start = span.start;
                 piece_count = 0;
             }
             piece_count += 1;
             if i + 1 == spans.len() {
-                self.write_frames(w, piece(piece_start, span.end)?, piece_count)?;
+                self.write_frames(piece(piece_start, span.end)?, piece_count)?;
             }
         }
         Ok(())
@@ -226,14 +231,19 @@ impl Log {
     /// do not fit. An empty segment takes them whatever their size, so that a
     /// batch (checked against the limits before) is never split.
     /// Returns the segment written to.
-    pub(super) fn write_frames(&self, w: &mut Writer, frames: &[u8], count: u32) -> Result<Arc<Segment>> {
-        let mut active = self.active()?;
-        if !active.is_empty() && !active.has_room(frames.len() as u64, count, self.shared.config.max_segment_bytes) {
-            active = self.roll(w)?;
+    pub(super) fn write_frames(&mut self, frames: &[u8], count: u32) -> Result<Arc<Segment>> {
+        let log = self.log();
+        let mut active = log.active()?;
+        if !active.is_empty() && !active.has_room(frames.len() as u64, count, log.shared.config.max_segment_bytes) {
+            active = self.roll()?;
         }
         active.append(frames, count)?;
-        w.next += u64::from(count);
-        debug_assert_eq!(w.next, active.next_offset(), "the writer and the active segment agree");
+        self.next += u64::from(count);
+        debug_assert_eq!(
+            self.next,
+            active.next_offset(),
+            "the writer and the active segment agree"
+        );
         Ok(active)
     }
 
@@ -241,31 +251,32 @@ impl Log {
     /// synced first, whatever the durability: once the new segment's name
     /// is on disk, a sealed segment that lost its tail to a power cut would
     /// leave a gap that no open could get past.
-    pub(super) fn roll(&self, w: &Writer) -> Result<Arc<Segment>> {
-        let old = self.active()?;
+    fn roll(&self) -> Result<Arc<Segment>> {
+        let log = self.log();
+        let old = log.active()?;
         if let Err(e) = old.sync() {
             // As with the committer's own syncs: Linux may not report the
             // loss again, so records written before the roll are not trusted.
-            self.fail_writer(&format!("a sync failed: {e}"));
+            log.fail_writer(&format!("a sync failed: {e}"));
             return Err(e);
         }
         old.seal()?;
-        let new = match Segment::create(&self.shared.dir, w.next, &self.shared.config) {
+        let new = match Segment::create(&log.shared.dir, self.next, &log.shared.config) {
             Ok(new) => Arc::new(new),
             Err(e) => {
                 // A new segment's file left behind would end the log at its
                 // base on the next open, behind records appended meanwhile.
                 if matches!(e, LogError::PartlyCreated { .. }) {
-                    self.fail_writer(&e.to_string());
+                    log.fail_writer(&e.to_string());
                 }
                 return Err(e);
             }
         };
-        self.write_segments().push(new.clone());
+        self.push_segment(new.clone());
         // Only now: while `old` was still the active segment, a failed
         // create would have left it taking appends into its index.
         old.trim_index();
-        tracing::debug!(base = w.next, "rolled to a new segment");
+        tracing::debug!(base = self.next, "rolled to a new segment");
         Ok(new)
     }
 
@@ -274,27 +285,24 @@ impl Log {
     /// A `waiter` (the records' first offset and whom to tell) is told once
     /// the sync covers its records; it is queued under the writer lock, so
     /// the queue is in offset order.
-    pub(super) fn finish_write(
-        &self,
-        mut w: MutexGuard<'_, Writer>,
-        count: u32,
-        bytes: u64,
-        waiter: Option<(u64, oneshot::Sender<Ack>)>,
-    ) {
-        w.appended.add(count, bytes);
-        let next = w.next;
-        match self.shared.config.durability {
+    pub(super) fn finish(mut self, count: u32, bytes: u64, waiter: Option<(u64, oneshot::Sender<Ack>)>) {
+        let log = self.log();
+        self.appended.add(count, bytes);
+        let next = self.next;
+        match log.shared.config.durability {
             Durability::Always => {
                 if let Some((first, ack)) = waiter {
-                    self.shared.committer.wait_for_sync([(first, next, ack)]);
+                    log.shared.committer.wait_for_sync([(first, next, ack)]);
                 }
-                self.shared.committer.note_written(next);
+                log.shared.committer.note_written(next);
             }
-            Durability::Interval(_) | Durability::Never => self.publish_unsynced(next),
+            Durability::Interval(_) | Durability::Never => log.publish_unsynced(next),
         }
-        drop(w);
+        drop(self);
     }
+}
 
+impl Log {
     /// Makes records below `next` readable without a sync (`Interval`,
     /// `Never`); the interval syncer will sync them.
     pub(super) fn publish_unsynced(&self, next: u64) {
@@ -306,7 +314,7 @@ impl Log {
 
     /// Records and bytes appended since open.
     pub fn appended(&self) -> Appended {
-        lock(&self.shared.writer).appended
+        self.lock_writer_unchecked().appended
     }
 }
 
@@ -317,7 +325,7 @@ mod tests {
     use std::time::Duration;
 
     use super::super::super::config::{Durability, LogConfig};
-    use super::super::{Log, lock};
+    use super::super::Log;
     use super::Payload;
 
     /// An appender on an async runtime must not wait for the writer lock on
@@ -339,7 +347,7 @@ mod tests {
             let holder = {
                 let (log, released) = (log.clone(), released.clone());
                 std::thread::spawn(move || {
-                    let writer = lock(&log.shared.writer);
+                    let writer = log.lock_writer_unchecked();
                     held_tx.send(()).unwrap();
                     std::thread::sleep(Duration::from_millis(500));
                     released.store(true, Ordering::SeqCst);

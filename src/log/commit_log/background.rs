@@ -55,7 +55,7 @@ fn work(shared: &Weak<Shared>, interval: Option<Duration>) {
         }
         let log = Log::uncounted(shared);
         if let Ok(active) = log.active() {
-            active.store().work_ahead();
+            active.work_ahead();
         }
         if let (Some(at), Some(every)) = (next_sync, interval)
             && Instant::now() >= at

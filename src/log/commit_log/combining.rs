@@ -12,7 +12,8 @@ use super::super::config::Durability;
 use super::super::error::LogError;
 use super::super::group_commit::{Ack, Submitted};
 use super::super::record::stamp_frames;
-use super::{Log, Writer, now_ms};
+use super::writer::Writer;
+use super::{Log, now_ms};
 
 /// Batches at least this large are written by themselves, not copied.
 const WRITE_ALONE: usize = 32 << 10;
@@ -51,7 +52,7 @@ impl Log {
         for mut batch in submitted {
             let alone = batch.frames.len() >= WRITE_ALONE;
             if combined.count > 0 && (alone || !self.fits_with(&combined, &batch)) {
-                self.write_combined(&mut w, &mut combined);
+                w.write_combined(&mut combined);
             }
             let first = w.next + u64::from(combined.count);
             let stamped = stamp_frames(&mut batch.frames, first, timestamp);
@@ -59,14 +60,14 @@ impl Log {
             if alone {
                 debug_assert_eq!(combined.count, 0, "what came before is written first");
                 let acks = [(first, batch.count, batch.ack)];
-                self.write_batches(&mut w, &batch.frames, batch.count, acks);
+                w.write_batches(&batch.frames, batch.count, acks);
                 continue;
             }
             combined.frames.extend_from_slice(&batch.frames);
             combined.count += batch.count;
             combined.batches.push((first, batch.count, batch.ack));
         }
-        self.write_combined(&mut w, &mut combined);
+        w.write_combined(&mut combined);
         w.buf = combined.frames;
         if self.shared.config.durability == Durability::Always {
             // Under the writer lock: a cut between unlocking and this would
@@ -75,7 +76,7 @@ impl Log {
         }
         drop(w);
         // Outside the writer lock (see `Store::work_ahead`).
-        if self.active().is_ok_and(|active| active.store().wants_work_ahead()) {
+        if self.active().is_ok_and(|active| active.wants_work_ahead()) {
             self.nudge_background();
         }
     }
@@ -92,15 +93,18 @@ impl Log {
             )
         })
     }
+}
 
+/// Writing what the committer combined: only under the writer lock.
+impl Writer<'_> {
     /// Writes what is combined and queues its appenders for the sync, or
     /// tells them why it could not be written. Leaves `combined` empty.
-    fn write_combined(&self, w: &mut Writer, combined: &mut Combined) {
+    fn write_combined(&mut self, combined: &mut Combined) {
         if combined.count == 0 {
             return;
         }
         let batches = combined.batches.drain(..);
-        self.write_batches(w, &combined.frames, combined.count, batches);
+        self.write_batches(&combined.frames, combined.count, batches);
         combined.frames.clear();
         combined.count = 0;
     }
@@ -109,28 +113,28 @@ impl Log {
     /// batches' appenders for the sync, or tells them why they could not be
     /// written.
     fn write_batches(
-        &self,
-        w: &mut Writer,
+        &mut self,
         frames: &[u8],
         count: u32,
         batches: impl IntoIterator<Item = (u64, u32, tokio::sync::oneshot::Sender<Ack>)>,
     ) {
+        let log = self.log();
         // A failed sync (during a roll) refuses what comes after it in this round too.
-        let written = match self.check_writable() {
-            Ok(()) => self.write_frames(w, frames, count).map(drop),
+        let written = match log.check_writable() {
+            Ok(()) => self.write_frames(frames, count).map(drop),
             Err(e) => Err(e),
         };
         match written {
             Ok(()) => {
-                w.appended.add(count, frames.len() as u64);
-                if self.shared.config.durability == Durability::Always {
+                self.appended.add(count, frames.len() as u64);
+                if log.shared.config.durability == Durability::Always {
                     let waiting = batches
                         .into_iter()
                         .map(|(first, count, ack)| (first, first + u64::from(count), ack));
-                    self.shared.committer.wait_for_sync(waiting);
+                    log.shared.committer.wait_for_sync(waiting);
                 } else {
                     // Readable before anyone hears that it is written.
-                    self.publish_unsynced(w.next);
+                    log.publish_unsynced(self.next);
                     for (first, _, ack) in batches {
                         let _ = ack.send(Ok(first));
                     }

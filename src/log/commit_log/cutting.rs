@@ -33,13 +33,14 @@ use std::sync::Arc;
 use super::super::error::Result;
 use super::super::fsops;
 use super::super::segment::Segment;
-use super::{Log, Writer};
+use super::Log;
+use super::writer::Writer;
 
 impl Log {
     /// Deletes whole sealed segments whose records are all below `lowest`.
     /// Returns how many segments went.
     pub fn purge_before(&self, lowest: u64) -> Result<usize> {
-        let _w = self.lock_writer()?;
+        let w = self.lock_writer()?;
         let doomed = {
             let segments = self.read_segments();
             let sealed = segments.len().saturating_sub(1);
@@ -49,7 +50,7 @@ impl Log {
                 .take_while(|s| s.next_offset() <= lowest)
                 .count()
         };
-        self.purge_oldest(doomed)
+        w.purge_oldest(doomed)
     }
 
     /// Applies retention: deletes the oldest sealed segments while the log is
@@ -59,9 +60,9 @@ impl Log {
         if !self.has_retention() {
             return Ok(0);
         }
-        let _w = self.lock_writer()?;
+        let w = self.lock_writer()?;
         let doomed = self.retention_doomed(now_ms)?;
-        self.purge_oldest(doomed)
+        w.purge_oldest(doomed)
     }
 
     /// Where retention would have the log start now (the first offset of
@@ -105,42 +106,6 @@ impl Log {
         Ok(doomed)
     }
 
-    /// Removes up to `count` of the oldest segments, never the active one.
-    fn purge_oldest(&self, count: usize) -> Result<usize> {
-        let mut purged = 0;
-        while purged < count {
-            let oldest = {
-                let segments = self.read_segments();
-                match segments.first() {
-                    Some(oldest) if segments.len() > 1 => oldest.clone(),
-                    _ => break,
-                }
-            };
-            tracing::info!(base = oldest.base(), next = oldest.next_offset(), "deleting segment");
-            self.remove_segment_files(&oldest)?;
-            {
-                let mut segments = self.write_segments();
-                segments.remove(0);
-                let lowest = segments.first().map_or(oldest.next_offset(), |s| s.base());
-                self.shared.bounds.set_lowest(lowest);
-            }
-            purged += 1;
-        }
-        Ok(purged)
-    }
-
-    /// Removes a segment's files and makes that durable. A failure fails the
-    /// writer: the directory may no longer match what the log holds.
-    fn remove_segment_files(&self, segment: &Segment) -> Result<()> {
-        let removed = segment
-            .remove_files()
-            .and_then(|()| Ok(fsops::sync_dir(&self.shared.dir)?));
-        if let Err(e) = &removed {
-            self.fail_writer(&format!("removing segment {} failed: {e}", segment.base()));
-        }
-        removed
-    }
-
     /// Cuts the tail so that `offset` is the last record kept. Everything
     /// after it is gone for readers at once and from disk before this returns.
     pub fn cut_after(&self, offset: u64) -> Result<()> {
@@ -160,8 +125,8 @@ impl Log {
         // `Always` mode records below `keep` may not be synced yet), and a
         // sync already under way can no longer publish past it.
         self.shared.committer.reset(keep, || self.shared.bounds.lower_to(keep));
-        let cut = self.cut_tail(keep);
-        self.writer_follows_segments(&mut w, keep);
+        let cut = w.cut_tail(keep);
+        w.follow_segments(keep);
         match &cut {
             Ok(()) => {
                 debug_assert_eq!(w.next, keep, "the cut log ends at the cut");
@@ -189,32 +154,6 @@ impl Log {
             .ok_or_else(|| self.writer_failed())
     }
 
-    /// Drops the segments at or after `keep`, newest first, then cuts the
-    /// last one kept so that it ends before `keep`, synced.
-    fn cut_tail(&self, keep: u64) -> Result<()> {
-        self.remove_newest(|s| s.base() >= keep, Some(1))?;
-        // The removals are durable (see `remove_segment_files`) before the
-        // kept segment is shortened.
-        self.active()?.cut_from(keep)
-    }
-
-    /// Removes segments from the newest back while `doomed` says so, leaving
-    /// at least `spare` of them.
-    fn remove_newest(&self, doomed: impl Fn(&Segment) -> bool, spare: Option<usize>) -> Result<()> {
-        loop {
-            let newest = {
-                let segments = self.read_segments();
-                let spared = spare.is_some_and(|n| segments.len() <= n);
-                match segments.last() {
-                    Some(newest) if !spared && doomed(newest) => newest.clone(),
-                    _ => return Ok(()),
-                }
-            };
-            self.remove_segment_files(&newest)?;
-            self.write_segments().pop();
-        }
-    }
-
     /// Deletes every record and starts again, empty, at `base`: for a replica
     /// that must restart from its leader's lowest offset or resync from zero.
     pub fn reset(&self, base: u64) -> Result<()> {
@@ -235,10 +174,10 @@ impl Log {
             .reset(lowest, || self.shared.bounds.set(lowest, lowest));
         self.shared.committer.release(u64::MAX, false);
         let reset = match fresh {
-            Some(fresh) => self.reset_onto_new(fresh),
-            None => self.reset_onto_existing(base),
+            Some(fresh) => w.reset_onto_new(fresh),
+            None => w.reset_onto_existing(base),
         };
-        self.writer_follows_segments(&mut w, base);
+        w.follow_segments(base);
         if let Err(e) = &reset {
             self.fail_writer(&format!("a reset to offset {base} failed half-way: {e}"));
         }
@@ -259,6 +198,68 @@ impl Log {
         self.shared.bounds.announce();
         reset
     }
+}
+
+/// The steps of purges, cuts and resets: only under the writer lock.
+impl Writer<'_> {
+    /// Removes up to `count` of the oldest segments, never the active one.
+    pub(super) fn purge_oldest(&self, count: usize) -> Result<usize> {
+        let log = self.log();
+        let mut purged = 0;
+        while purged < count {
+            let oldest = {
+                let segments = log.read_segments();
+                match segments.first() {
+                    Some(oldest) if segments.len() > 1 => oldest.clone(),
+                    _ => break,
+                }
+            };
+            tracing::info!(base = oldest.base(), next = oldest.next_offset(), "deleting segment");
+            self.remove_segment_files(&oldest)?;
+            self.remove_oldest_segment(oldest.next_offset());
+            purged += 1;
+        }
+        Ok(purged)
+    }
+
+    /// Removes a segment's files and makes that durable. A failure fails the
+    /// writer: the directory may no longer match what the log holds.
+    fn remove_segment_files(&self, segment: &Segment) -> Result<()> {
+        let log = self.log();
+        let removed = segment
+            .remove_files()
+            .and_then(|()| Ok(fsops::sync_dir(&log.shared.dir)?));
+        if let Err(e) = &removed {
+            log.fail_writer(&format!("removing segment {} failed: {e}", segment.base()));
+        }
+        removed
+    }
+
+    /// Drops the segments at or after `keep`, newest first, then cuts the
+    /// last one kept so that it ends before `keep`, synced.
+    fn cut_tail(&self, keep: u64) -> Result<()> {
+        self.remove_newest(|s| s.base() >= keep, Some(1))?;
+        // The removals are durable (see `remove_segment_files`) before the
+        // kept segment is shortened.
+        self.log().active()?.cut_from(keep)
+    }
+
+    /// Removes segments from the newest back while `doomed` says so, leaving
+    /// at least `spare` of them.
+    fn remove_newest(&self, doomed: impl Fn(&Segment) -> bool, spare: Option<usize>) -> Result<()> {
+        loop {
+            let newest = {
+                let segments = self.log().read_segments();
+                let spared = spare.is_some_and(|n| segments.len() <= n);
+                match segments.last() {
+                    Some(newest) if !spared && doomed(newest) => newest.clone(),
+                    _ => return Ok(()),
+                }
+            };
+            self.remove_segment_files(&newest)?;
+            self.pop_segment();
+        }
+    }
 
     /// `fresh` (a new segment at a base no segment has) takes the old
     /// segments' place: they go newest first. A crash in between leaves an
@@ -267,11 +268,11 @@ impl Log {
     /// segment leaves.
     fn reset_onto_new(&self, fresh: Arc<Segment>) -> Result<()> {
         self.remove_newest(|_| true, Some(1))?;
-        let last_old = self.read_segments().last().cloned();
+        let last_old = self.log().read_segments().last().cloned();
         if let Some(last_old) = last_old {
             self.remove_segment_files(&last_old)?;
         }
-        *self.write_segments() = vec![fresh];
+        self.replace_segments(vec![fresh]);
         Ok(())
     }
 
@@ -279,17 +280,11 @@ impl Log {
     /// to nothing, then the ones before it go oldest first.
     fn reset_onto_existing(&self, base: u64) -> Result<()> {
         self.remove_newest(|s| s.base() > base, Some(1))?;
-        let kept = self.active()?;
+        let kept = self.log().active()?;
         debug_assert_eq!(kept.base(), base);
         kept.prepare_for_appends()?;
         kept.cut_from(base)?;
         self.purge_oldest(usize::MAX)?;
         Ok(())
-    }
-
-    /// Sets the writer's next offset from the segments, whatever a cut or a
-    /// reset left of them (`empty` when none is left).
-    fn writer_follows_segments(&self, w: &mut Writer, empty: u64) {
-        w.next = self.read_segments().last().map_or(empty, |s| s.next_offset());
     }
 }

@@ -140,7 +140,7 @@ fn first_unwritten_slot(index: &Index) -> u32 {
 /// last frame and that frame ends the store's data. A store cut short of
 /// its allocated length by an unclean stop while it was being sealed ends
 /// in zeros; those are cut here.
-pub fn sealed_index_checks_out(
+pub(super) fn sealed_index_checks_out(
     store: &Store,
     index: &Index,
     base: u64,
@@ -173,7 +173,7 @@ fn zeros_follow(store: &Store, end: u64) -> bool {
 
 /// Rebuilds a sealed segment's index from its store, which must hold exactly
 /// `count` sound records and nothing else.
-pub fn rebuild_sealed(store: &Store, index: &Index, base: u64, count: u32, max_frame_len: usize) -> Result<()> {
+pub(super) fn rebuild_sealed(store: &Store, index: &Index, base: u64, count: u32, max_frame_len: usize) -> Result<()> {
     tracing::warn!(index = %index.path().display(), "index of a sealed segment does not match its store; rebuilding it");
     index.set_len(0);
     let (end, stopped) = scan_frames(store, 0, base, max_frame_len, |pos, _| Ok(index.push(pos)?))?;
@@ -198,7 +198,7 @@ pub fn rebuild_sealed(store: &Store, index: &Index, base: u64, count: u32, max_f
 }
 
 /// Checks and repairs the active segment's tail (see the module doc).
-pub fn recover_tail(
+pub(super) fn recover_tail(
     store: &Store,
     index: &Index,
     base: u64,

@@ -42,10 +42,12 @@
 //! shorten the store (`cut_to`, `seal`) or to rewrite a written frame's
 //! header in place (`rewrite_at`, when a cut ends a batch early). Appends
 //! write past `size` and need no lock: no reader reads there.
+//!
+//! What is done ahead of the writer (allocation, zeros, faulting pages in)
+//! and behind it (writeback) is in `ahead`.
 
 use std::fs::File;
 use std::io;
-use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -55,31 +57,12 @@ use memmap2::{Advice, Mmap, MmapMut, MmapOptions};
 
 use super::fsops;
 
-/// Mapped appends allocate the file this much at a time: an allocation
-/// reaches one to two of these past the append that made it, and appends
-/// then fill that, so 0 to 8 MiB are allocated past the data. One
-/// `fallocate` every few MiB, usually by the background thread
-/// (`allocate_for_the_writer`), else by the writer itself.
-const ALLOCATE_AHEAD: u64 = 4 << 20;
-/// The pages of an active store are faulted in this far ahead of its
-/// writer, by the log's background thread (see `prefault_ahead`)...
-const PREFAULT_AHEAD: u64 = 4 << 20;
-/// ...which is asked to once the writer has used up this much of it, and
-/// faults in this much at a time (while it holds readers' lock shared).
-const PREFAULT_CHUNK: u64 = 1 << 20;
-/// Pages: writeback is started only for whole ones (see `start_writeback`).
-const PAGE: u64 = 4096;
-/// Positioned appends write zeros this far ahead (see `zero_ahead`).
-const ZERO_CHUNK: u64 = 1 << 20;
-static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
-/// Writeback of appended data is started once this much built up (see
-/// `start_writeback`).
-const WRITEBACK_CHUNK: u64 = 8 << 20;
-/// The most of the append map `zap_below` drops under the writer's map lock.
-const ZAP_PIECE: u64 = 1 << 20;
+mod ahead;
+
+use ahead::allocation_for;
 
 #[derive(Debug)]
-pub struct Store {
+pub(super) struct Store {
     file: File,
     path: PathBuf,
     size: AtomicU64,
@@ -110,19 +93,8 @@ pub struct Store {
     zapped_to: AtomicU64,
 }
 
-/// Where `zero_ahead` writes zeros after an append that ends at `end`:
-/// past what is zeroed, up to a chunk beyond `end`, within `limit`. Never
-/// under the append itself: zeros there would only be copied into the page
-/// cache to be overwritten at once (twice the copying for an append that
-/// passes the zeros, as a large batch does), and would not spare its sync
-/// the metadata commit, which the append's growing of the file costs anyway.
-fn zeros_ahead_of(end: u64, zeroed: u64, limit: u64) -> Range<u64> {
-    let to = (end.div_ceil(ZERO_CHUNK) * ZERO_CHUNK + ZERO_CHUNK).min(limit);
-    zeroed.max(end)..to
-}
-
 impl Store {
-    pub fn open(path: &Path) -> io::Result<Store> {
+    pub(super) fn open(path: &Path) -> io::Result<Store> {
         let file = fsops::open(path)?;
         let size = file.metadata().map_err(|e| fsops::naming(path, e))?.len();
         Ok(Store {
@@ -157,7 +129,7 @@ impl Store {
     /// Makes this store take appends through a map of `capacity` bytes, the
     /// first chunk of it allocated now: a full disk is an error here rather
     /// than a fault later. Only the writer calls this.
-    pub fn map_for_appends(&self, capacity: u64) -> io::Result<()> {
+    pub(super) fn map_for_appends(&self, capacity: u64) -> io::Result<()> {
         let mut mapped = self.map();
         if mapped.is_some() || capacity <= self.size() {
             return Ok(());
@@ -185,97 +157,9 @@ impl Store {
         Ok(())
     }
 
-    /// Allocates the file ahead of a mapped append that would end at `end`,
-    /// unless the background thread already has (`allocate_for_the_writer`):
-    /// the writer never depends on it. Returns false (and drops the map:
-    /// appends go on as positioned writes) where the filesystem stopped
-    /// allocating ahead.
-    fn allocate_ahead(&self, mapped: &mut Option<MmapMut>, end: u64) -> io::Result<bool> {
-        let Some(map) = mapped.as_ref() else {
-            return Ok(false);
-        };
-        if end <= self.allocated_to.load(Ordering::Relaxed) {
-            return Ok(true);
-        }
-        let to = allocation_for(end, map.len() as u64);
-        debug_assert!(to >= end, "appends that pass the map are positioned writes");
-        self.allocate_to(mapped, to)
-    }
-
-    /// Extends the allocation of a mapped store to `to` (a no-op below what
-    /// is allocated). Called under `mapped`'s lock with a map; see
-    /// `allocate_ahead` for the answer.
-    fn allocate_to(&self, mapped: &mut Option<MmapMut>, to: u64) -> io::Result<bool> {
-        let allocated = self.allocated_to.load(Ordering::Relaxed);
-        if to <= allocated {
-            return Ok(true);
-        }
-        if fsops::allocate(&self.file, &self.path, allocated, to)? {
-            // Released after the file reaches `to`: `prefault_ahead` trusts it.
-            self.allocated_to.store(to, Ordering::Release);
-            return Ok(true);
-        }
-        *mapped = None;
-        self.allocated_to.store(0, Ordering::Release);
-        Ok(false)
-    }
-
-    /// Allocates the next chunk before the writer needs it, once the data
-    /// is within `PREFAULT_AHEAD` of the allocated end, so that the pages
-    /// faulted in ahead (`prefault_ahead`) are allocated ones and the writer
-    /// seldom calls `fallocate` itself. It never waits for the writer (it
-    /// tries the lock), and a failure is left for the writer to meet and
-    /// report, naming the file, to its appender: a full disk is ENOSPC
-    /// there. It stays within 8 MiB of the data, as the writer would.
-    fn allocate_for_the_writer(&self) {
-        let Ok(mut mapped) = self.mapped.try_lock() else {
-            return;
-        };
-        let Some(capacity) = mapped.as_ref().map(|map| map.len() as u64) else {
-            return;
-        };
-        let size = self.size();
-        if size.saturating_add(PREFAULT_AHEAD) <= self.allocated_to.load(Ordering::Relaxed) {
-            return;
-        }
-        let _ = self.allocate_to(&mut mapped, allocation_for(size, capacity));
-    }
-
-    /// Makes positioned appends write zeros ahead of themselves, up to
-    /// `capacity` bytes: an fdatasync after overwriting blocks that already
-    /// hold data flushes only the data, while one after extending the file
-    /// (or filling allocated-but-unwritten blocks) also commits metadata to
-    /// the journal, measured at about twice the latency. Only the writer
-    /// calls this.
-    pub fn zero_ahead_up_to(&self, capacity: u64) {
-        self.zero_limit.store(capacity, Ordering::Relaxed);
-    }
-
-    /// Writes zeros past `end` a chunk at a time. Best effort: if it fails
-    /// (a full disk), appends go on without it.
-    ///
-    fn zero_ahead(&self, end: u64) {
-        let limit = self.zero_limit.load(Ordering::Relaxed);
-        let zeroed = self.zeroed_to.load(Ordering::Relaxed);
-        if limit == 0 || end <= zeroed {
-            return;
-        }
-        let Range { start: mut at, end: to } = zeros_ahead_of(end, zeroed, limit);
-        while at < to {
-            let n = (to - at).min(ZEROS.len() as u64) as usize;
-            let zeros = ZEROS.get(..n).unwrap_or_default();
-            if self.file.write_all_at(zeros, at).is_err() {
-                self.zero_limit.store(0, Ordering::Relaxed);
-                break;
-            }
-            at += n as u64;
-        }
-        self.zeroed_to.store(at, Ordering::Relaxed);
-    }
-
     /// Lets readers copy from a map of the first `capacity` bytes. The map
     /// may run past the end of the file: readers stay below `size`.
-    pub fn map_for_reads(&self, capacity: u64) -> io::Result<()> {
+    pub(super) fn map_for_reads(&self, capacity: u64) -> io::Result<()> {
         let mut view = self.view_exclusive();
         if view.is_some() || capacity == 0 {
             return Ok(());
@@ -290,7 +174,7 @@ impl Store {
     }
 
     /// Stops mapped appends and reads and cuts the file back to its data.
-    pub fn seal(&self) -> io::Result<()> {
+    pub(super) fn seal(&self) -> io::Result<()> {
         let mut view = self.view_exclusive();
         view.take();
         let mut mapped = self.map();
@@ -305,19 +189,19 @@ impl Store {
         Ok(())
     }
 
-    pub fn path(&self) -> &Path {
+    pub(super) fn path(&self) -> &Path {
         &self.path
     }
 
     /// Bytes written so far.
-    pub fn size(&self) -> u64 {
+    pub(super) fn size(&self) -> u64 {
         self.size.load(Ordering::Acquire)
     }
 
     /// Writes `bytes` at the end and returns where they start. Only the log's
     /// writer calls this. On failure the file is cut back so that no partial
     /// frame stays behind.
-    pub fn append(&self, bytes: &[u8]) -> io::Result<u64> {
+    pub(super) fn append(&self, bytes: &[u8]) -> io::Result<u64> {
         let pos = self.size();
         let end = pos + bytes.len() as u64;
         let mut mapped = self.map();
@@ -347,70 +231,9 @@ impl Store {
         Ok(pos)
     }
 
-    /// Whether the log's background thread has work here: pages to fault
-    /// in ahead of the writer, or writeback to start (`work_ahead`).
-    pub fn wants_work_ahead(&self) -> bool {
-        let size = self.size();
-        let prefaulted = self.prefaulted_to.load(Ordering::Relaxed);
-        // Only an append map is faulted in (and allocated) ahead.
-        let mapped = self.allocated_to.load(Ordering::Relaxed) > 0;
-        mapped && size + PREFAULT_AHEAD >= prefaulted + PREFAULT_CHUNK
-            || size
-                >= self
-                    .writeback_from
-                    .load(Ordering::Relaxed)
-                    .saturating_add(WRITEBACK_CHUNK)
-    }
-
-    /// What an active store needs done off its writer's path, by the log's
-    /// background thread: the pages ahead of the writer faulted in, and
-    /// writeback started for what is written.
-    pub fn work_ahead(&self) {
-        self.allocate_for_the_writer();
-        self.prefault_ahead();
-        self.start_writeback();
-    }
-
-    /// Faults in the pages up to `PREFAULT_AHEAD` past the data, through the
-    /// read map: the page cache then holds them (allocated and zeroed), and
-    /// the writer's copy into its own map takes only a minor fault a page.
-    /// Done on the writer's path, under the writer lock, this held every
-    /// appender up for a millisecond a MiB, and for tens of milliseconds
-    /// whenever the CPU was taken from it meanwhile. Best effort: where the
-    /// map runs past the file, or the kernel has no MADV_POPULATE_READ, the
-    /// copy faults pages in itself.
-    fn prefault_ahead(&self) {
-        let target = self.size() + PREFAULT_AHEAD;
-        loop {
-            let from = self.prefaulted_to.load(Ordering::Relaxed).max(self.size());
-            if from >= target {
-                return;
-            }
-            // A chunk at a time: a cut or a seal waits for this lock.
-            let view = self.view_for_readers();
-            // Read under the lock, which every shortening of the file holds:
-            // the file reaches this much. Never past it: a page past the end
-            // of the file, or in a hole the disk has no room for, is SIGBUS
-            // (which the populating madvise turns into EFAULT).
-            let allocated = self.allocated_to.load(Ordering::Acquire);
-            let to = target.min(from + PREFAULT_CHUNK).min(allocated);
-            if to <= from {
-                return;
-            }
-            if let Some(map) = view.as_ref() {
-                let mapped = (map.len() as u64).min(to).saturating_sub(from);
-                if mapped > 0 {
-                    let _ = map.advise_range(Advice::PopulateRead, from as usize, mapped as usize);
-                }
-            }
-            drop(view);
-            self.prefaulted_to.store(to, Ordering::Relaxed);
-        }
-    }
-
     /// Overwrites bytes already written, in place, while no reader copies
     /// any. Only the writer calls this.
-    pub fn rewrite_at(&self, pos: u64, bytes: &[u8]) -> io::Result<()> {
+    pub(super) fn rewrite_at(&self, pos: u64, bytes: &[u8]) -> io::Result<()> {
         let end = pos.saturating_add(bytes.len() as u64);
         if end > self.size() {
             return Err(io::Error::other(format!(
@@ -433,7 +256,7 @@ impl Store {
     /// Hands `f` exactly `len` bytes at `pos`: borrowed from the read map
     /// (under its lock) when there is one, else read into a buffer first.
     /// Asking past `size` is an error.
-    pub fn with_bytes<R>(&self, pos: u64, len: usize, f: impl FnOnce(&[u8]) -> R) -> io::Result<R> {
+    pub(super) fn with_bytes<R>(&self, pos: u64, len: usize, f: impl FnOnce(&[u8]) -> R) -> io::Result<R> {
         {
             let view = self.view_for_readers();
             if let Some(bytes) = self.mapped_bytes(&view, pos, len) {
@@ -452,7 +275,7 @@ impl Store {
     }
 
     /// Reads exactly `len` bytes at `pos`; asking past `size` is an error.
-    pub fn read_at(&self, pos: u64, len: usize) -> io::Result<Vec<u8>> {
+    pub(super) fn read_at(&self, pos: u64, len: usize) -> io::Result<Vec<u8>> {
         let end = pos.checked_add(len as u64);
         if end.is_none_or(|end| end > self.size()) {
             return Err(io::Error::new(
@@ -481,7 +304,7 @@ impl Store {
     }
 
     /// Cuts the store's data to its first `size` bytes. Only the writer calls this.
-    pub fn cut_to(&self, size: u64) -> io::Result<()> {
+    pub(super) fn cut_to(&self, size: u64) -> io::Result<()> {
         let old = self.size();
         debug_assert!(size <= old, "a cut only shortens a store");
         // No reader may be copying bytes while the file shrinks.
@@ -512,94 +335,16 @@ impl Store {
         Ok(())
     }
 
-    /// Starts writing back the data appended since the last call, without
-    /// waiting for it, once a chunk has built up (whole pages only: a page
-    /// the writer is still filling would be write-protected under it). With `--fsync never` the
-    /// kernel would otherwise keep a whole segment dirty until the sync
-    /// that seals it, and every appender would wait for that one long
-    /// flush; this way that sync finds little left to write. Best effort,
-    /// and it promises nothing about durability.
-    fn start_writeback(&self) {
-        use std::os::fd::AsRawFd;
-        let size = self.size() / PAGE * PAGE;
-        let from = self.writeback_from.load(Ordering::Relaxed);
-        if size < from.saturating_add(WRITEBACK_CHUNK)
-            || self
-                .writeback_from
-                .compare_exchange(from, size, Ordering::Relaxed, Ordering::Relaxed)
-                .is_err()
-        {
-            return;
-        }
-        let (Ok(offset), Ok(len)) = (libc::off64_t::try_from(from), libc::off64_t::try_from(size - from)) else {
-            return;
-        };
-        // SAFETY: a plain syscall on a descriptor this store owns.
-        unsafe {
-            libc::sync_file_range(self.file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE);
-        }
-        // What came before this chunk is done with: its page-table entries
-        // go now, a chunk at a time, not all at once when the seal unmaps
-        // the maps under the writer lock (some 25 ms for a full 256 MiB
-        // segment, every appender waiting: the p99.9 of `--fsync never`).
-        self.zap_below(from);
-    }
-
-    /// Drops both maps' page-table entries below `end` (whole pages the
-    /// writer is done with). Their data stays in the page cache (a shared
-    /// map hands its dirty bits to its pages); a reader or the writer that
-    /// touches them again only takes a minor fault.
-    fn zap_below(&self, end: u64) {
-        use memmap2::UncheckedAdvice;
-        let below = |len: usize| (end.min(len as u64) / PAGE * PAGE) as usize;
-        {
-            let view = self.view_for_readers();
-            if let Some(map) = view.as_ref()
-                && below(map.len()) > 0
-            {
-                // SAFETY: a shared map of a file: MADV_DONTNEED drops only
-                // the mapping of its pages, never their contents.
-                let _ = unsafe { map.unchecked_advise_range(UncheckedAdvice::DontNeed, 0, below(map.len())) };
-            }
-        }
-        // The append map is the writer's: drop it a piece at a time, from
-        // where the last call stopped, so that no append waits for more
-        // than one piece (a whole chunk held the lock for ~0.25 ms).
-        let mut at = self.zapped_to.load(Ordering::Relaxed).min(end) / PAGE * PAGE;
-        loop {
-            let mapped = self.map();
-            let Some(map) = mapped.as_ref() else { return };
-            let stop = below(map.len());
-            if at >= stop as u64 {
-                break;
-            }
-            let piece = (stop as u64 - at).min(ZAP_PIECE) as usize;
-            // SAFETY: as above.
-            let _ = unsafe { map.unchecked_advise_range(UncheckedAdvice::DontNeed, at as usize, piece) };
-            at += piece as u64;
-        }
-        self.zapped_to.store(at, Ordering::Relaxed);
-    }
-
     /// Forces written bytes to disk: fdatasync also writes back pages
     /// dirtied through the map.
-    pub fn sync(&self) -> io::Result<()> {
+    pub(super) fn sync(&self) -> io::Result<()> {
         fsops::sync_data(&self.file, &self.path)
     }
 
     /// The file was removed: dropping the store only closes it.
-    pub fn mark_removed(&self) {
+    pub(super) fn mark_removed(&self) {
         self.removed.store(true, Ordering::Release);
     }
-}
-
-/// How far to allocate a mapped store for data ending at `end`: a chunk
-/// past the chunk `end` falls in, but never past the map.
-fn allocation_for(end: u64, capacity: u64) -> u64 {
-    end.div_ceil(ALLOCATE_AHEAD)
-        .saturating_add(1)
-        .saturating_mul(ALLOCATE_AHEAD)
-        .min(capacity)
 }
 
 impl Drop for Store {
@@ -614,6 +359,7 @@ impl Drop for Store {
 
 #[cfg(test)]
 mod tests {
+    use super::ahead::{ALLOCATE_AHEAD, PAGE, PREFAULT_AHEAD, PREFAULT_CHUNK, ZERO_CHUNK, zeros_ahead_of};
     use super::*;
 
     #[test]

@@ -52,7 +52,7 @@ enum Sizing {
 }
 
 #[derive(Debug)]
-pub struct Index {
+pub(super) struct Index {
     file: File,
     path: PathBuf,
     map: Option<MmapMut>,
@@ -77,7 +77,7 @@ impl Index {
     /// Returns whether the file already existed.
     /// With `reserve`, the file's blocks are allocated at once (see
     /// `reserve`): for indexes that will be written to.
-    pub fn open(path: &Path, capacity: u32, reserve: bool) -> io::Result<(Index, bool)> {
+    pub(super) fn open(path: &Path, capacity: u32, reserve: bool) -> io::Result<(Index, bool)> {
         Self::open_sized(path, capacity, reserve, Sizing::AtLeast)
     }
 
@@ -87,7 +87,7 @@ impl Index {
     /// shorter file is grown (sparse) to `count` entries; the entries of a
     /// longer one (written by older versions at full size) past `count`
     /// are never read, and `trim` cuts them.
-    pub fn open_sealed(path: &Path, count: u32, capacity: u32) -> io::Result<(Index, bool)> {
+    pub(super) fn open_sealed(path: &Path, count: u32, capacity: u32) -> io::Result<(Index, bool)> {
         let count = count.max(1);
         Self::open_sized(path, capacity.max(count), false, Sizing::Exactly(count))
     }
@@ -135,20 +135,20 @@ impl Index {
         Ok((index, existed && on_disk > 0))
     }
 
-    pub fn path(&self) -> &Path {
+    pub(super) fn path(&self) -> &Path {
         &self.path
     }
 
-    pub fn capacity(&self) -> u32 {
+    pub(super) fn capacity(&self) -> u32 {
         self.capacity
     }
 
     /// Entries published to readers.
-    pub fn len(&self) -> u32 {
+    pub(super) fn len(&self) -> u32 {
         self.len.load(Ordering::Acquire)
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
@@ -168,7 +168,7 @@ impl Index {
     /// loads, paired with the release stores of `write_slot`: a reader that
     /// sees a slot a cut zeroed also sees that cut counted (`Bounds`), so it
     /// knows to read again rather than report corruption. (Free on x86.)
-    pub fn slot(&self, i: u32) -> (u32, u64) {
+    pub(super) fn slot(&self, i: u32) -> (u32, u64) {
         let w = i as usize * ENTRY_WORDS;
         let rel = self.word(w).load(Ordering::Acquire);
         let low = self.word(w + 1).load(Ordering::Acquire);
@@ -180,12 +180,12 @@ impl Index {
     }
 
     /// Store position of entry `i`, if it is published.
-    pub fn position(&self, i: u32) -> Option<u64> {
+    pub(super) fn position(&self, i: u32) -> Option<u64> {
         (i < self.len()).then(|| self.slot(i).1)
     }
 
     /// Appends an entry. Only the writer calls this.
-    pub fn push(&self, pos: u64) -> io::Result<()> {
+    pub(super) fn push(&self, pos: u64) -> io::Result<()> {
         let i = self.len.load(Ordering::Relaxed);
         if i >= self.capacity {
             return Err(io::Error::other(format!("index {} is full", self.path.display())));
@@ -198,7 +198,7 @@ impl Index {
 
     /// Keeps the first `len` entries. The slots past them keep what they
     /// held until cleared (see the module doc).
-    pub fn cut_to(&self, len: u32) {
+    pub(super) fn cut_to(&self, len: u32) {
         debug_assert!(len <= self.len(), "a cut only drops entries");
         self.len.store(len, Ordering::Release);
     }
@@ -206,7 +206,7 @@ impl Index {
     /// Zeroes slots `[from, to)`, so that a later recovery finds the zero
     /// tail where the entries end. Only slots past the entries (and past
     /// the one that ends the last entry's frame, while readers may look).
-    pub fn clear_slots(&self, from: u32, to: u32) {
+    pub(super) fn clear_slots(&self, from: u32, to: u32) {
         debug_assert!(from >= self.len(), "only slots past the entries are cleared");
         for i in from..to.min(self.capacity) {
             self.write_slot(i, 0, 0);
@@ -214,7 +214,7 @@ impl Index {
     }
 
     /// Publishes the first `len` slots, already checked by recovery.
-    pub fn set_len(&self, len: u32) {
+    pub(super) fn set_len(&self, len: u32) {
         debug_assert!(len <= self.capacity);
         self.len.store(len, Ordering::Release);
     }
@@ -231,7 +231,7 @@ impl Index {
     /// first write to a page the disk has no room for; allocating up front
     /// turns a full disk into an error here. Filesystems that cannot
     /// allocate ahead keep the sparse file.
-    pub fn reserve(&self) -> io::Result<()> {
+    pub(super) fn reserve(&self) -> io::Result<()> {
         let size = u64::from(self.capacity) * ENTRY_BYTES;
         if fsops::allocate(&self.file, &self.path, 0, size)? {
             return Ok(());
@@ -250,7 +250,7 @@ impl Index {
     /// the file); `reserve` grows the file again before an entry is written
     /// past them. Each state in between opens: the entries were flushed
     /// before, and what is cut is unwritten slots.
-    pub fn trim(&self) -> io::Result<()> {
+    pub(super) fn trim(&self) -> io::Result<()> {
         let entries = u64::from(self.len()) * ENTRY_BYTES;
         let on_disk = self.file.metadata().map_err(|e| fsops::naming(&self.path, e))?.len();
         if on_disk > entries {
@@ -260,12 +260,12 @@ impl Index {
     }
 
     /// Makes the file's existence and size durable (a new segment's index).
-    pub fn sync_file(&self) -> io::Result<()> {
+    pub(super) fn sync_file(&self) -> io::Result<()> {
         fsops::sync_all(&self.file, &self.path)
     }
 
     /// Writes the mapped pages back to the file (msync).
-    pub fn flush(&self) -> io::Result<()> {
+    pub(super) fn flush(&self) -> io::Result<()> {
         match &self.map {
             Some(map) => fsops::flush_map(map, &self.path),
             None => Ok(()),
@@ -273,7 +273,7 @@ impl Index {
     }
 
     /// The file was removed: dropping the index only closes it.
-    pub fn mark_removed(&self) {
+    pub(super) fn mark_removed(&self) {
         self.removed.store(true, Ordering::Release);
     }
 }
