@@ -35,7 +35,7 @@ mod status;
 mod terms;
 mod types;
 
-pub use codec::decode_append;
+pub use codec::{decode_append, encode_append};
 pub use durable::Durable;
 pub use error::ClusterError;
 pub use formation::JoinRequest;
