@@ -24,12 +24,9 @@ use super::media::{BodyFormat, body_format};
 use super::render::push_decimal;
 use super::state::{AppState, Role};
 use crate::cluster::{Cluster, ClusterError, UserRecord};
+use crate::log::attributes::{BATCH_OPEN, BINARY};
 use crate::log::{Payload, now_ms};
 use crate::telemetry;
-use crate::wire::attributes::BATCH_OPEN;
-
-/// Attribute bit marking a record whose value is not JSON.
-pub const ATTR_BINARY: u8 = 0b0000_0001;
 
 pub async fn append(State(state): State<AppState>, request: Request) -> ApiResult<Response> {
     let (parts, body) = request.into_parts();
@@ -66,7 +63,7 @@ pub async fn append(State(state): State<AppState>, request: Request) -> ApiResul
             if body.is_empty() {
                 return Err(ApiError::EmptyBody);
             }
-            let offset = sink.append_one(ATTR_BINARY, body).await?;
+            let offset = sink.append_one(BINARY, body).await?;
             Ok(created_one(offset))
         }
         BodyFormat::Ndjson => {

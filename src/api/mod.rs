@@ -33,7 +33,6 @@ use observe::{Observe, ObserveLayer};
 use crate::auth::Policy;
 use guard::authorize;
 
-pub use append::ATTR_BINARY;
 pub use cors::{AllowedOrigins, InvalidOrigin};
 use error::Echo;
 pub use error::{ApiError, ApiResult};

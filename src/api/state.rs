@@ -8,8 +8,8 @@ use tokio::sync::watch;
 
 use crate::cluster::Cluster;
 use crate::log::Log;
+use crate::log::attributes::CONTROL;
 use crate::replication::FollowerStatus;
-use crate::wire::attributes::CONTROL;
 
 /// Caps on everything a client controls.
 #[derive(Clone, Debug)]

@@ -3,7 +3,7 @@
 //! An entry at index `i` is the frame at offset `i` (layout in
 //! `log::record`). A user record keeps its value, timestamp and attributes;
 //! a control entry (blank, membership) is a frame with
-//! `wire::attributes::CONTROL`, timestamp 0 and a small JSON value. The
+//! `log::attributes::CONTROL`, timestamp 0 and a small JSON value. The
 //! term is not in the frame but in the term file (`terms`).
 //!
 //! Append-entries body (`POST /raft/append`):
@@ -21,8 +21,8 @@ use serde::{Deserialize, Serialize};
 
 use super::terms::Terms;
 use super::types::{Entry, LogId, Membership, UserRecord, Vote, log_id, term_of};
+use crate::log::attributes::CONTROL;
 use crate::log::{FRAME_HEADER, MAX_STORED_FRAME, Payload, encode_frame, split_frames};
-use crate::wire::attributes::CONTROL;
 
 /// What a control entry's value says: `{"raft":"blank"}` or
 /// `{"raft":"membership","membership":{...}}`. A plain struct, not an

@@ -24,9 +24,9 @@ use super::state_machine::{StateMachine, Visibility};
 use super::types::{Member, NodeId, TypeConfig, UserRecord};
 use bytes::Bytes;
 
+use crate::log::attributes::CONTROL;
 use crate::log::{Log, MAX_STORED_FRAME, Payload, encode_frame, split_frames};
 use crate::telemetry::{self, EntryTrace};
-use crate::wire::attributes::CONTROL;
 
 pub type RaftNode = Raft<TypeConfig, StateMachine>;
 

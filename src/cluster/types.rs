@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 /// once, so every node writes byte-identical frames.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct UserRecord {
-    /// The API's attribute bits, plus `wire::ATTR_BATCH_OPEN` on every
+    /// The API's attribute bits, plus `log::attributes::BATCH_OPEN` on every
     /// record of a batch but its last.
     pub attributes: u8,
     pub timestamp_ms: u64,

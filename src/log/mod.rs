@@ -28,7 +28,7 @@ pub use config::{Durability, LogConfig, MIB, default_max_record_bytes, record_ce
 pub use error::{LogError, Result};
 pub use record::{
     FLAG_BATCH_CONTINUES, FRAME_HEADER, FrameError, FrameView, Frames, MAX_RECORD_CEILING, MAX_STORED_FRAME, Payload,
-    Record, RecordRef, decode_frame, encode_frame, finished_batches_len, frame_len, split_frames,
+    Record, RecordRef, attributes, decode_frame, encode_frame, finished_batches_len, frame_len, split_frames,
 };
 pub use recovery::Recovered;
 pub use snapshot::SnapshotReader;

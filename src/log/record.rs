@@ -10,10 +10,14 @@
 //! `len` counts the bytes after the `crc` field (header rest + value) and `crc`
 //! is CRC32 over exactly those bytes, so a frame is checked without knowing
 //! anything else. `version` leaves room for later layouts (a key, headers, a
-//! term); `flags` are the log's own bits; `attributes` belong to the caller
-//! (the HTTP layer marks binary values there) and are stored verbatim.
+//! term); `flags` are the log's own bits; `attributes` belong to the callers
+//! and are stored verbatim. Every bit of both is in one table (`bits`).
+
+mod bits;
 
 use bytes::Bytes;
+
+pub use bits::{FLAG_BATCH_CONTINUES, attributes};
 
 /// Bytes before the checksummed part: `len` and `crc`.
 pub const FRAME_PREFIX: usize = 8;
@@ -28,10 +32,6 @@ pub const MAX_RECORD_CEILING: u64 = u32::MAX as u64 / 2;
 /// replicated. It does not follow `max_record_bytes`, which only limits new
 /// appends: lowering that setting must not make stored records unreadable.
 pub const MAX_STORED_FRAME: usize = FRAME_HEADER + MAX_RECORD_CEILING as usize;
-
-/// Set on every record of a batch but its last: recovery cuts a batch whose
-/// last record never reached the disk, so a batch is all or nothing.
-pub const FLAG_BATCH_CONTINUES: u8 = 0b0000_0001;
 
 /// A record as read back from the log.
 #[derive(Clone, Debug, PartialEq, Eq)]
