@@ -23,7 +23,6 @@ use std::io;
 use std::ops::{Bound, RangeBounds};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use bytes::Bytes;
 use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader};
 
@@ -33,7 +32,7 @@ use super::marks::MarkFile;
 use super::recent::Recent;
 use super::terms::Terms;
 use super::types::{Entry, LogId, TypeConfig, Vote, log_id, term_of};
-use crate::log::{Log, LogError};
+use crate::log::{EncodedBatch, Log, LogError};
 
 const VOTE: &str = "vote";
 const COMMITTED: &str = "committed.mark";
@@ -234,10 +233,9 @@ impl LogStore {
     /// Writes dense entries from index `first` at the log's end (terms first).
     fn write_entries(&self, first: u64, mut entries: Vec<Entry>) -> io::Result<()> {
         self.note_terms(&entries)?;
-        let mut frames = Vec::with_capacity(entries.len() * 128);
-        encode_entries(&mut frames, &entries);
-        let frames = Bytes::from(frames);
-        attach_frames(&mut entries, &frames);
+        let mut batch = EncodedBatch::new(first);
+        batch.reserve(entries.len() * 128, entries.len());
+        encode_entries(&mut batch, &entries);
         let log = &self.shared.log;
         let next = log.written_offset();
         if first != next {
@@ -252,7 +250,10 @@ impl LogStore {
             log.reset(first).map_err(io_error)?;
             lock(&self.shared.recent).clear();
         }
-        log.append_frames(&frames).map(|_| ()).map_err(io_error)?;
+        // Encoded here, or checked when they came from a peer or the disk:
+        // no second pass over them.
+        log.append_encoded(&batch).map(|_| ()).map_err(io_error)?;
+        attach_frames(&mut entries, batch);
         lock(&self.shared.recent).push(&entries);
         // What this node may now acknowledge; unsynced, see `repair`.
         lock(&self.shared.flushed).set(entries.last().map(|e| e.log_id))
@@ -276,28 +277,17 @@ impl LogStore {
     }
 }
 
-/// Gives each user record the slice of `frames` that is its frame.
-fn attach_frames(entries: &mut [Entry], frames: &Bytes) {
-    let mut at = 0;
-    for entry in entries {
-        let len = crate::log::frame_len(match &entry.payload {
-            openraft::EntryPayload::Normal(r) => r.value.len(),
-            _ => {
-                // Control frames are small JSON; their length is in the frame.
-                let len = frames
-                    .get(at..at + 4)
-                    .and_then(|b| b.try_into().ok())
-                    .map_or(0, |b: [u8; 4]| u32::from_le_bytes(b) as usize);
-                at += 8 + len;
-                continue;
-            }
-        });
-        if let openraft::EntryPayload::Normal(r) = &mut entry.payload {
-            r.frame = Some(frames.slice(at..at + len));
+/// Gives each user record its frame from `batch`, which holds the
+/// entries' frames in order.
+fn attach_frames(entries: &mut [Entry], batch: EncodedBatch) {
+    debug_assert_eq!(entries.len(), batch.len(), "one frame an entry");
+    for (entry, frame) in entries.iter_mut().zip(batch.into_frames()) {
+        debug_assert_eq!(entry.log_id.index, frame.offset());
+        match &mut entry.payload {
+            openraft::EntryPayload::Normal(r) if frame.offset() == entry.log_id.index => r.frame = Some(frame),
+            _ => {}
         }
-        at += len;
     }
-    debug_assert_eq!(at, frames.len(), "the frames are the entries'");
 }
 
 fn range_of(range: &impl RangeBounds<u64>) -> (u64, u64) {

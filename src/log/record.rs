@@ -14,10 +14,12 @@
 //! and are stored verbatim. Every bit of both is in one table (`bits`).
 
 mod bits;
+mod encoded;
 
 use bytes::Bytes;
 
 pub use bits::{FLAG_BATCH_CONTINUES, attributes};
+pub use encoded::{EncodedBatch, Frame, FrameSpan, split_checked};
 
 /// Bytes before the checksummed part: `len` and `crc`.
 pub const FRAME_PREFIX: usize = 8;
@@ -288,18 +290,33 @@ pub fn decode_frame(buf: &[u8], max_frame_len: usize) -> Result<FrameView<'_>, F
     if crc32fast::hash(body) != u32::from_le_bytes(*crc) {
         return Err(FrameError::BadChecksum);
     }
-    // `body_len` is at least the fixed header's rest (checked above).
+    read_body(body, frame_len)
+}
+
+/// The fields of a frame this module already knows sound (it encoded or
+/// checked it): `decode_frame` without the checksum pass.
+fn read_sound_frame(frame: &[u8]) -> Result<FrameView<'_>, FrameError> {
+    let body = frame
+        .get(FRAME_PREFIX..)
+        .ok_or(FrameError::Short { needed: FRAME_PREFIX })?;
+    read_body(body, frame.len())
+}
+
+/// The fields of a frame's body (what follows `crc`), its length already
+/// bounded (at least the fixed header's rest).
+fn read_body(body: &[u8], frame_len: usize) -> Result<FrameView<'_>, FrameError> {
+    let bad_length = FrameError::BadLength { len: body.len() as u64 };
     let Some(([version, flags, attributes], rest)) = body.split_first_chunk::<3>() else {
-        return Err(FrameError::BadLength { len: body_len as u64 });
+        return Err(bad_length);
     };
     if *version != FRAME_VERSION {
         return Err(FrameError::BadVersion { version: *version });
     }
     let Some((offset, rest)) = rest.split_first_chunk::<8>() else {
-        return Err(FrameError::BadLength { len: body_len as u64 });
+        return Err(bad_length);
     };
     let Some((timestamp_ms, value)) = rest.split_first_chunk::<8>() else {
-        return Err(FrameError::BadLength { len: body_len as u64 });
+        return Err(bad_length);
     };
     Ok(FrameView {
         flags: *flags,
