@@ -12,6 +12,7 @@ mod json_limits;
 mod media;
 mod metrics;
 mod observe;
+mod position;
 mod query;
 mod read;
 mod render;
