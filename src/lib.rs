@@ -1,9 +1,38 @@
 //! distlog: an append-only, totally ordered log of records served as JSON
-//! over HTTP. `log` is the storage engine, `api` the HTTP layer,
-//! `replication` the read replicas, `server` ties them into a node. `wire`
-//! is the replication wire format that `api` serves and `replication` pulls.
-//! `cluster` makes nodes a Raft cluster whose log is the Raft log.
-//! `telemetry` exports traces (OpenTelemetry) when asked to.
+//! over HTTP, alone, as a read replica, or as a Raft cluster.
+//!
+//! # Layout
+//!
+//! Each top module, what it owns, and the top modules it may import
+//! (`crate::X`). A module imports only modules below it, so modules never
+//! import each other in a circle. `LAYOUT` below is this table as data; a
+//! test reads every `crate::` path under `src/` and holds it to it.
+//!
+//! ```text
+//! module       owns                                                   may import
+//! cli          the command line: flags, their refusals, logging,      node, http, mode, api, auth,
+//!              bind, run until a signal (`main.rs` only calls it)     log, replication, telemetry
+//! node         a whole node started from a listener it is handed:     http, api, mode, auth, log,
+//!              its mode's parts, the HTTP layer, a graceful stop      telemetry
+//! http         the HTTP connection layer: TLS, connection limits,     api, auth
+//!              timeouts, serving `api`
+//! api          the HTTP API: routes, handlers, errors, observation    mode, cluster, replication,
+//!                                                                     auth, log, wire, telemetry
+//! mode         what this node is (standalone, replica, member):       cluster, replication, log,
+//!              starts its parts, takes appends, hides offsets,        telemetry
+//!              answers status and readiness
+//! cluster      the Raft cluster (openraft) whose log is the Raft log  log, telemetry
+//! replication  read replicas: a follower pulls its leader's frames    log, wire, telemetry
+//! telemetry    traces (OpenTelemetry), when asked for                 -
+//! log          the storage engine, the frame format and every bit     -
+//!              a frame carries (`log::record`)
+//! wire         the replication wire format: `api` serves it,          -
+//!              `replication` pulls it, neither imports the other
+//! auth         who a caller is and what they may do                   -
+//! ```
+//!
+//! The `distlog` binary (`main.rs`) stands above them all and reaches them
+//! as `distlog::`. A new module is one line in `LAYOUT` (and one here).
 
 pub mod api;
 pub mod auth;
@@ -16,3 +45,23 @@ pub mod node;
 pub mod replication;
 pub mod telemetry;
 pub mod wire;
+
+/// The Layout as data: each top module, bottom up, with the modules below
+/// it that it may import.
+#[cfg(test)]
+const LAYOUT: &[(&str, &[&str])] = &[
+    ("auth", &[]),
+    ("wire", &[]),
+    ("log", &[]),
+    ("telemetry", &[]),
+    ("replication", &["log", "wire", "telemetry"]),
+    ("cluster", &["log", "telemetry"]),
+    ("mode", &["cluster", "replication", "log", "telemetry"]),
+    ("api", &["mode", "cluster", "replication", "auth", "log", "wire", "telemetry"]),
+    ("http", &["api", "auth"]),
+    ("node", &["http", "api", "mode", "auth", "log", "telemetry"]),
+    ("cli", &["node", "http", "mode", "api", "auth", "log", "replication", "telemetry"]),
+];
+
+#[cfg(test)]
+mod layout;

@@ -270,6 +270,15 @@ pub fn propagate(request: reqwest::RequestBuilder, span: &Span) -> reqwest::Requ
     request.headers(headers)
 }
 
+/// Whether a request to a route may start a trace of its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Starts {
+    Yes,
+    /// It only continues the caller's trace: Raft's append-entries, most
+    /// of which are heartbeats, several a second to every peer.
+    No,
+}
+
 /// The W3C `traceparent` header.
 pub const TRACEPARENT: &str = "traceparent";
 
@@ -288,9 +297,10 @@ pub fn continue_from(span: &Span, headers: &axum::http::HeaderMap) -> bool {
 }
 
 /// The server span of one HTTP request (`api::observe`), or the disabled
-/// span when traces are off or the request is a Raft heartbeat.
-pub fn http_span(method: &'static str, route: &'static str, headers: &axum::http::HeaderMap) -> Span {
-    if !enabled() || (route == crate::cluster::APPEND_PATH && !headers.contains_key(TRACEPARENT)) {
+/// span when traces are off, or when the route only continues traces
+/// (`Starts::No`) and the request brings none.
+pub fn http_span(method: &'static str, route: &'static str, headers: &axum::http::HeaderMap, starts: Starts) -> Span {
+    if !enabled() || (starts == Starts::No && !headers.contains_key(TRACEPARENT)) {
         return Span::none();
     }
     let span = tracing::info_span!(
@@ -412,6 +422,6 @@ mod tests {
             .build()
             .unwrap();
         assert!(request.headers().is_empty());
-        assert!(http_span("POST", "/", &axum::http::HeaderMap::new()).is_none());
+        assert!(http_span("POST", "/", &axum::http::HeaderMap::new(), Starts::Yes).is_none());
     }
 }

@@ -96,17 +96,3 @@ mod tests {
         );
     }
 }
-
-/// Record attribute bits a cluster sets (the API owns the low bits, see
-/// `api::ATTR_BINARY`). They travel in every frame, so a `--follow`
-/// replica of a cluster member sees them too.
-pub mod attributes {
-    /// A Raft control entry (a new leader's blank entry, a membership
-    /// change): it has an offset, but no reader shows it, as Kafka's
-    /// consumers skip control records.
-    pub const CONTROL: u8 = 0b1000_0000;
-    /// Every record of a cluster batch but its last: the batch is shown
-    /// only once its last record commits, and never if a leader change
-    /// ends it first (see `cluster::state_machine`).
-    pub const BATCH_OPEN: u8 = 0b0100_0000;
-}

@@ -22,9 +22,7 @@ use super::json_limits;
 use super::media::{BodyFormat, body_format};
 use super::render::push_decimal;
 use super::state::AppState;
-
-/// Attribute bit marking a record whose value is not JSON.
-pub const ATTR_BINARY: u8 = 0b0000_0001;
+use crate::log::attributes::BINARY;
 
 pub async fn append(State(state): State<AppState>, request: Request) -> ApiResult<Response> {
     let (parts, body) = request.into_parts();
@@ -48,7 +46,7 @@ pub async fn append(State(state): State<AppState>, request: Request) -> ApiResul
             vec![(0, body)]
         }
         BodyFormat::Binary if body.is_empty() => return Err(ApiError::EmptyBody),
-        BodyFormat::Binary => vec![(ATTR_BINARY, body)],
+        BodyFormat::Binary => vec![(BINARY, body)],
         BodyFormat::Ndjson => split_ndjson(&body, max_record, state.limits.max_batch_records)?,
     };
     let first = state.mode.append(&state.log, &records).await.map_err(refused)?;

@@ -12,8 +12,8 @@ use axum::http::{HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
 use super::error::{ApiError, ApiResult};
+use super::position::{check_from, wait_for_records};
 use super::query::Query;
-use super::read::{check_from, wait_for_records};
 use super::state::AppState;
 use crate::wire::{LOG_NEXT_OFFSET, LOWEST_OFFSET, NEXT_OFFSET, param};
 

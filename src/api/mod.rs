@@ -12,6 +12,7 @@ mod json_limits;
 mod media;
 mod metrics;
 mod observe;
+mod position;
 mod query;
 mod read;
 mod render;
@@ -33,7 +34,6 @@ use observe::{Observe, ObserveLayer};
 use crate::auth::Policy;
 use guard::authorize;
 
-pub use append::ATTR_BINARY;
 pub use cors::{AllowedOrigins, InvalidOrigin};
 use error::Echo;
 pub use error::{ApiError, ApiResult};

@@ -27,6 +27,7 @@ use super::error::ApiError;
 use super::render::write_decimal;
 use super::request_metrics;
 use super::route_template;
+use crate::telemetry::Starts;
 
 /// The tracing target of the one line per request (the access log).
 pub const ACCESS_LOG: &str = "distlog::access";
@@ -78,7 +79,11 @@ where
             .filter(|v| v.len() <= 128 && v.to_str().is_ok_and(|s| !s.is_empty()))
             .cloned()
             .unwrap_or_else(new_request_id);
-        let span = crate::telemetry::http_span(method, route, request.headers());
+        let starts = match route {
+            super::routes::RAFT_APPEND => Starts::No,
+            _ => Starts::Yes,
+        };
+        let span = crate::telemetry::http_span(method, route, request.headers(), starts);
         Observed {
             inner: self.inner.call(request),
             span,

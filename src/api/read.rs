@@ -13,11 +13,11 @@ use axum::response::{IntoResponse, Response};
 
 use super::error::{ApiError, ApiResult, Echo};
 use super::media::prefers;
+use super::position::{check_from, wait_for_records};
 use super::query::Query;
 use super::render::{range_json, record_json};
 use super::sse;
 use super::state::AppState;
-use crate::log::Log;
 
 const DEFAULT_LIMIT: u64 = 100;
 
@@ -133,45 +133,10 @@ pub async fn read_range(State(state): State<AppState>, request: Request) -> ApiR
     Ok(json_response(range_json(&records, next)))
 }
 
-/// Waits until a record at or after `from` exists, `wait` passes, or the
-/// server starts shutting down, whichever comes first.
-pub async fn wait_for_records(state: &AppState, from: u64, wait: Duration) {
-    let mut appended = state.log.subscribe();
-    let mut shutdown = state.shutdown.clone();
-    let arrived = async {
-        loop {
-            if *appended.borrow_and_update() > from {
-                return;
-            }
-            if appended.changed().await.is_err() {
-                return;
-            }
-        }
-    };
-    tokio::select! {
-        _ = arrived => {}
-        _ = tokio::time::sleep(wait) => {}
-        _ = shutdown.wait_for(|stop| *stop) => {}
-    }
-}
-
 pub fn json_response(body: Vec<u8>) -> Response {
     let mut response = (StatusCode::OK, Body::from(body)).into_response();
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
-}
-
-/// Whether `from` is a valid place to read or wait at.
-pub fn check_from(log: &Log, from: u64) -> ApiResult<()> {
-    let (lowest, next) = (log.lowest_offset(), log.next_offset());
-    if from < lowest || from > next {
-        return Err(ApiError::OffsetNotFound {
-            offset: from,
-            lowest,
-            next,
-        });
-    }
-    Ok(())
 }

@@ -7,7 +7,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
-use super::append::ATTR_BINARY;
+use crate::log::attributes::BINARY;
 use crate::log::{Record, RecordRef};
 
 pub fn write_record(out: &mut Vec<u8>, record: RecordRef<'_>) {
@@ -15,7 +15,7 @@ pub fn write_record(out: &mut Vec<u8>, record: RecordRef<'_>) {
     push_decimal(out, record.offset);
     out.extend_from_slice(b",\"timestamp\":");
     push_decimal(out, record.timestamp_ms);
-    if record.attributes & ATTR_BINARY != 0 {
+    if record.attributes & BINARY != 0 {
         out.extend_from_slice(b",\"value_base64\":\"");
         out.extend_from_slice(STANDARD.encode(record.value).as_bytes());
         out.push(b'"');
@@ -98,7 +98,7 @@ mod tests {
             value: Bytes::from_static(b"{\"a\": [1, 2]}"),
         };
         let binary = Record {
-            attributes: ATTR_BINARY,
+            attributes: BINARY,
             value: Bytes::from_static(&[0, 159, 146, 150]),
             ..json.clone()
         };

@@ -16,8 +16,8 @@ use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, Stream};
 
 use super::error::{ApiError, ApiResult, Echo};
+use super::position::{check_from, wait_for_records};
 use super::query::Query;
-use super::read::check_from;
 use super::render::record_json;
 use super::state::AppState;
 use crate::log::{LogError, Record};
@@ -84,7 +84,7 @@ fn events(state: AppState, from: u64) -> impl Stream<Item = Result<Event, Infall
             let read = tokio::task::spawn_blocking(move || log.read_range(cursor, BATCH, BATCH_BYTES)).await;
             match read {
                 Ok(Ok(records)) if records.is_empty() => {
-                    super::read::wait_for_records(&tail.state, cursor, Duration::from_secs(60)).await;
+                    wait_for_records(&tail.state, cursor, Duration::from_secs(60)).await;
                 }
                 Ok(Ok(mut records)) => {
                     tail.cursor = records.last().map(|r| r.offset + 1).unwrap_or(cursor);
@@ -98,7 +98,7 @@ fn events(state: AppState, from: u64) -> impl Stream<Item = Result<Event, Infall
                 }
                 Ok(Err(LogError::OutOfRange { next, .. })) if cursor > next => {
                     // A resume point past the end (the log was cut): wait for it.
-                    super::read::wait_for_records(&tail.state, cursor - 1, Duration::from_secs(60)).await;
+                    wait_for_records(&tail.state, cursor - 1, Duration::from_secs(60)).await;
                 }
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, "event stream ends on a read error");

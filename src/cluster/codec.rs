@@ -3,7 +3,7 @@
 //! An entry at index `i` is the frame at offset `i` (layout in
 //! `log::record`). A user record keeps its value, timestamp and attributes;
 //! a control entry (blank, membership) is a frame with
-//! `wire::attributes::CONTROL`, timestamp 0 and a small JSON value. The
+//! `log::attributes::CONTROL`, timestamp 0 and a small JSON value. The
 //! term is not in the frame but in the term file (`terms`).
 //!
 //! Append-entries body (`POST /raft/append`):
@@ -20,9 +20,9 @@ use openraft::EntryPayload;
 use serde::{Deserialize, Serialize};
 
 use super::terms::Terms;
-use super::types::{Entry, LogId, Membership, UserRecord, Vote, log_id, term_of};
-use crate::log::{FRAME_HEADER, MAX_STORED_FRAME, Payload, encode_frame, split_frames};
-use crate::wire::attributes::CONTROL;
+use super::types::{Entry, LogId, Member, Membership, UserRecord, Vote, log_id, term_of};
+use crate::log::attributes::CONTROL;
+use crate::log::{EncodedBatch, MAX_STORED_FRAME, Payload, split_checked};
 
 /// What a control entry's value says: `{"raft":"blank"}` or
 /// `{"raft":"membership","membership":{...}}`. A plain struct, not an
@@ -61,29 +61,25 @@ pub enum CodecError {
     Body(String),
 }
 
-/// Encodes entries as frames, appended to `out`. A record that carries its
-/// frame (for this index) is copied as it is.
-pub fn encode_entries<'a>(out: &mut Vec<u8>, entries: impl IntoIterator<Item = &'a Entry>) {
+/// Encodes entries as frames at the batch's next offsets (the entries'
+/// indexes). A record that carries its frame for this index is copied as
+/// it is.
+pub fn encode_entries<'a>(batch: &mut EncodedBatch, entries: impl IntoIterator<Item = &'a Entry>) {
     for entry in entries {
-        let index = entry.log_id.index;
+        debug_assert_eq!(entry.log_id.index, batch.next_offset(), "entries are dense");
         match &entry.payload {
-            EntryPayload::Normal(UserRecord { frame: Some(frame), .. }) if frame_offset(frame) == Some(index) => {
-                out.extend_from_slice(frame)
+            EntryPayload::Normal(record) => {
+                if !record.frame.as_ref().is_some_and(|frame| batch.push_frame(frame)) {
+                    let payload = Payload {
+                        attributes: record.attributes & !CONTROL,
+                        value: &record.value,
+                    };
+                    batch.push(record.timestamp_ms, 0, payload);
+                }
             }
-            EntryPayload::Normal(record) => encode_frame(
-                out,
-                index,
-                record.timestamp_ms,
-                0,
-                Payload {
-                    attributes: record.attributes & !CONTROL,
-                    value: &record.value,
-                },
-            ),
-            EntryPayload::Blank => encode_control(out, index, &Control::BLANK),
+            EntryPayload::Blank => encode_control(batch, &Control::BLANK),
             EntryPayload::Membership(m) => encode_control(
-                out,
-                index,
+                batch,
                 &Control {
                     raft: ControlKind::Membership,
                     membership: Some(m.clone()),
@@ -93,66 +89,35 @@ pub fn encode_entries<'a>(out: &mut Vec<u8>, entries: impl IntoIterator<Item = &
     }
 }
 
-fn encode_control(out: &mut Vec<u8>, index: u64, control: &Control) {
+fn encode_control(batch: &mut EncodedBatch, control: &Control) {
     // Serializing our own plain types into memory cannot fail.
     let value = serde_json::to_vec(control).unwrap_or_default();
-    encode_frame(
-        out,
-        index,
-        0,
-        0,
-        Payload {
-            attributes: CONTROL,
-            value: &value,
-        },
-    );
+    let payload = Payload {
+        attributes: CONTROL,
+        value: &value,
+    };
+    batch.push(0, 0, payload);
 }
 
-/// The offset a frame carries (after `len`, `crc`, `version`, `flags`,
-/// `attributes`).
-fn frame_offset(frame: &[u8]) -> Option<u64> {
-    frame
-        .get(11..19)
-        .and_then(|b| b.try_into().ok())
-        .map(u64::from_le_bytes)
-}
-
-/// Decodes frames (dense offsets from `first`) into entries, taking each
-/// entry's term from `terms`. Each record keeps its frame (a slice of
-/// `frames`, checked here).
+/// Checks frames (dense offsets from `first`) and decodes them into
+/// entries, taking each entry's term from `terms`. Each record keeps its
+/// checked frame.
 pub fn decode_entries(frames: Bytes, first: u64, terms: &Terms) -> Result<Vec<Entry>, CodecError> {
-    let records = split_frames(frames.clone(), first, MAX_STORED_FRAME)
+    let frames = split_checked(frames, first, MAX_STORED_FRAME)
         .map_err(|(at, offset, e)| CodecError::Frames(format!("frame at byte {at} (offset {offset}): {e}")))?;
-    let mut at = 0;
-    records
+    frames
         .into_iter()
-        .map(|r| {
-            let frame = frames.slice(at..at + FRAME_HEADER + r.value.len());
-            at += frame.len();
+        .map(|frame| {
+            let r = frame.record();
             let term = terms.term_at(r.offset).ok_or(CodecError::NoTerm(r.offset))?;
             let payload = if r.attributes & CONTROL != 0 {
-                let bad = |reason: String| CodecError::Control {
-                    index: r.offset,
-                    reason,
-                };
-                match serde_json::from_slice::<Control>(&r.value) {
-                    Ok(Control {
-                        raft: ControlKind::Blank,
-                        ..
-                    }) => EntryPayload::Blank,
-                    Ok(Control {
-                        raft: ControlKind::Membership,
-                        membership: Some(m),
-                    }) => EntryPayload::Membership(m),
-                    Ok(_) => return Err(bad("a membership entry without its membership".into())),
-                    Err(e) => return Err(bad(e.to_string())),
-                }
+                control_payload(r.offset, &r.value)?
             } else {
                 EntryPayload::Normal(UserRecord {
                     attributes: r.attributes,
                     timestamp_ms: r.timestamp_ms,
-                    value: r.value,
-                    frame: Some(frame),
+                    value: r.value.clone(),
+                    frame: Some(frame.clone()),
                     trace: None,
                 })
             };
@@ -162,6 +127,23 @@ pub fn decode_entries(frames: Bytes, first: u64, terms: &Terms) -> Result<Vec<En
             })
         })
         .collect()
+}
+
+/// What the control entry at `index` says.
+fn control_payload(index: u64, value: &[u8]) -> Result<EntryPayload<UserRecord, u64, Member>, CodecError> {
+    let bad = |reason: String| CodecError::Control { index, reason };
+    match serde_json::from_slice::<Control>(value) {
+        Ok(Control {
+            raft: ControlKind::Blank,
+            ..
+        }) => Ok(EntryPayload::Blank),
+        Ok(Control {
+            raft: ControlKind::Membership,
+            membership: Some(m),
+        }) => Ok(EntryPayload::Membership(m)),
+        Ok(_) => Err(bad("a membership entry without its membership".into())),
+        Err(e) => Err(bad(e.to_string())),
+    }
 }
 
 /// The small part of an append-entries request.
@@ -192,12 +174,14 @@ pub fn encode_append(request: &openraft::raft::AppendEntriesRequest<super::types
         terms: runs,
         first: request.entries.first().map(|e| e.log_id.index),
     };
+    let first = header.first.unwrap_or_default();
     let header = serde_json::to_vec(&header).unwrap_or_default();
     let mut body = Vec::with_capacity(4 + header.len() + request.entries.len() * 64);
     body.extend_from_slice(&(header.len() as u32).to_le_bytes());
     body.extend_from_slice(&header);
-    encode_entries(&mut body, &request.entries);
-    body
+    let mut frames = EncodedBatch::after(body, first);
+    encode_entries(&mut frames, &request.entries);
+    frames.into_inner()
 }
 
 /// The longest header an append-entries body may have.
@@ -238,7 +222,6 @@ mod tests {
     use std::collections::{BTreeMap, BTreeSet};
 
     use super::*;
-    use crate::cluster::types::Member;
 
     fn entries() -> Vec<Entry> {
         let nodes: BTreeMap<u64, Member> = [
@@ -267,27 +250,28 @@ mod tests {
     #[test]
     fn entries_survive_frames_and_the_term_file() {
         let entries = entries();
-        let mut frames = Vec::new();
+        let mut frames = EncodedBatch::new(0);
         encode_entries(&mut frames, &entries);
         let mut terms = Terms::default();
         for e in &entries {
             terms.note(term_of(&e.log_id), e.log_id.index);
         }
-        let decoded = decode_entries(Bytes::from(frames), 0, &terms).expect("decodes");
+        let decoded = decode_entries(Bytes::from(frames.into_inner()), 0, &terms).expect("decodes");
         assert_eq!(decoded, entries);
     }
 
     #[test]
     fn a_record_that_carries_its_frame_encodes_to_the_same_bytes() {
         let entries = entries();
-        let mut fresh = Vec::new();
+        let mut fresh = EncodedBatch::new(0);
         encode_entries(&mut fresh, &entries);
+        let fresh = fresh.into_inner();
         let terms = Terms::from_runs(vec![(1, 0), (2, 1)]).expect("runs");
         let decoded = decode_entries(Bytes::from(fresh.clone()), 0, &terms).expect("decodes");
         assert!(matches!(&decoded[2].payload, EntryPayload::Normal(r) if r.frame.is_some()));
-        let mut copied = Vec::new();
+        let mut copied = EncodedBatch::new(0);
         encode_entries(&mut copied, &decoded);
-        assert_eq!(copied, fresh);
+        assert_eq!(copied.into_inner(), fresh);
     }
 
     #[test]

@@ -18,22 +18,18 @@
 //! - A purge records the purged id durably before it deletes segments, so
 //!   a crash in between reopens with entries hidden below `purged + 1`.
 
-use std::fmt::Debug;
-use std::io;
-use std::ops::{Bound, RangeBounds};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+mod raft;
 
-use bytes::Bytes;
-use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
-use openraft::{OptionalSend, RaftLogReader};
+use std::io;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::codec::{decode_entries, encode_entries};
 use super::durable::Durable;
 use super::marks::MarkFile;
 use super::recent::Recent;
 use super::terms::Terms;
-use super::types::{Entry, LogId, TypeConfig, Vote, log_id, term_of};
-use crate::log::{Log, LogError};
+use super::types::{Entry, LogId, Vote, log_id, term_of};
+use crate::log::{EncodedBatch, Log, LogError};
 
 const VOTE: &str = "vote";
 const COMMITTED: &str = "committed.mark";
@@ -234,10 +230,9 @@ impl LogStore {
     /// Writes dense entries from index `first` at the log's end (terms first).
     fn write_entries(&self, first: u64, mut entries: Vec<Entry>) -> io::Result<()> {
         self.note_terms(&entries)?;
-        let mut frames = Vec::with_capacity(entries.len() * 128);
-        encode_entries(&mut frames, &entries);
-        let frames = Bytes::from(frames);
-        attach_frames(&mut entries, &frames);
+        let mut batch = EncodedBatch::new(first);
+        batch.reserve(entries.len() * 128, entries.len());
+        encode_entries(&mut batch, &entries);
         let log = &self.shared.log;
         let next = log.written_offset();
         if first != next {
@@ -252,7 +247,10 @@ impl LogStore {
             log.reset(first).map_err(io_error)?;
             lock(&self.shared.recent).clear();
         }
-        log.append_frames(&frames).map(|_| ()).map_err(io_error)?;
+        // Encoded here, or checked when they came from a peer or the disk:
+        // no second pass over them.
+        log.append_encoded(&batch).map(|_| ()).map_err(io_error)?;
+        attach_frames(&mut entries, batch);
         lock(&self.shared.recent).push(&entries);
         // What this node may now acknowledge; unsynced, see `repair`.
         lock(&self.shared.flushed).set(entries.last().map(|e| e.log_id))
@@ -276,177 +274,15 @@ impl LogStore {
     }
 }
 
-/// Gives each user record the slice of `frames` that is its frame.
-fn attach_frames(entries: &mut [Entry], frames: &Bytes) {
-    let mut at = 0;
-    for entry in entries {
-        let len = crate::log::frame_len(match &entry.payload {
-            openraft::EntryPayload::Normal(r) => r.value.len(),
-            _ => {
-                // Control frames are small JSON; their length is in the frame.
-                let len = frames
-                    .get(at..at + 4)
-                    .and_then(|b| b.try_into().ok())
-                    .map_or(0, |b: [u8; 4]| u32::from_le_bytes(b) as usize);
-                at += 8 + len;
-                continue;
-            }
-        });
-        if let openraft::EntryPayload::Normal(r) = &mut entry.payload {
-            r.frame = Some(frames.slice(at..at + len));
+/// Gives each user record its frame from `batch`, which holds the
+/// entries' frames in order.
+fn attach_frames(entries: &mut [Entry], batch: EncodedBatch) {
+    debug_assert_eq!(entries.len(), batch.len(), "one frame an entry");
+    for (entry, frame) in entries.iter_mut().zip(batch.into_frames()) {
+        debug_assert_eq!(entry.log_id.index, frame.offset());
+        match &mut entry.payload {
+            openraft::EntryPayload::Normal(r) if frame.offset() == entry.log_id.index => r.frame = Some(frame),
+            _ => {}
         }
-        at += len;
-    }
-    debug_assert_eq!(at, frames.len(), "the frames are the entries'");
-}
-
-fn range_of(range: &impl RangeBounds<u64>) -> (u64, u64) {
-    let start = match range.start_bound() {
-        Bound::Included(s) => *s,
-        Bound::Excluded(s) => s.saturating_add(1),
-        Bound::Unbounded => 0,
-    };
-    let end = match range.end_bound() {
-        Bound::Included(e) => e.saturating_add(1),
-        Bound::Excluded(e) => *e,
-        Bound::Unbounded => u64::MAX,
-    };
-    (start, end)
-}
-
-impl RaftLogReader<TypeConfig> for LogStore {
-    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
-        &mut self,
-        range: RB,
-    ) -> Result<Vec<Entry>, io::Error> {
-        let (start, end) = range_of(&range);
-        self.read_entries(start, end, u64::MAX).await
-    }
-
-    async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
-        Ok(*lock(&self.shared.vote))
-    }
-
-    async fn limited_get_log_entries(&mut self, start: u64, end: u64) -> Result<Vec<Entry>, io::Error> {
-        self.read_entries(start, end, APPEND_BUDGET_BYTES).await
-    }
-}
-
-impl RaftLogStorage<TypeConfig> for LogStore {
-    type LogReader = LogStore;
-
-    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
-        let purged = *lock(&self.shared.purged);
-        let last = self.last_id().or(purged);
-        Ok(LogState {
-            last_purged_log_id: purged,
-            last_log_id: last,
-        })
-    }
-
-    async fn get_log_reader(&mut self) -> Self::LogReader {
-        self.clone()
-    }
-
-    async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
-        let durable = self.shared.durable.clone();
-        let to_write = *vote;
-        blocking(move || durable.write(VOTE, &to_write, true)).await?;
-        *lock(&self.shared.vote) = Some(*vote);
-        Ok(())
-    }
-
-    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
-        let committed = committed.and_then(|c| self.cap_to_log(c));
-        if committed <= self.committed() {
-            return Ok(());
-        }
-        // One small write in place, not synced (see `marks`).
-        lock(&self.shared.committed).set(committed)
-    }
-
-    async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
-        Ok(self.committed())
-    }
-
-    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error>
-    where
-        I: IntoIterator<Item = Entry> + OptionalSend,
-        I::IntoIter: OptionalSend,
-    {
-        let entries: Vec<Entry> = entries.into_iter().collect();
-        let Some(first) = entries.first().map(|e| e.log_id.index) else {
-            callback.io_completed(Ok(()));
-            return Ok(());
-        };
-        debug_assert!(
-            entries.windows(2).all(|w| w[0].log_id.index + 1 == w[1].log_id.index),
-            "entries are dense"
-        );
-        let store = self.clone();
-        blocking(move || store.write_entries(first, entries)).await?;
-        callback.io_completed(Ok(()));
-        Ok(())
-    }
-
-    async fn truncate_after(&mut self, last: Option<LogId>) -> Result<(), io::Error> {
-        let keep = last.map_or(0, |l| l.index + 1);
-        let store = self.clone();
-        blocking(move || {
-            let log = &store.shared.log;
-            if keep >= log.written_offset() {
-                return Ok(());
-            }
-            // Raft may take back entries this node acknowledged but nobody
-            // committed. The flushed mark comes down first: were the cut
-            // done first, a crash in between would look like a storage
-            // fault (the log ending below the mark) at the next start.
-            {
-                let mut flushed = lock(&store.shared.flushed);
-                if flushed.value.is_some_and(|f| f.index >= keep) {
-                    let kept = keep
-                        .checked_sub(1)
-                        .and_then(|i| store.id_at(i))
-                        .or(*lock(&store.shared.purged));
-                    flushed.set_synced(kept)?;
-                }
-            }
-            tracing::info!(keep, end = log.written_offset(), "truncating uncommitted Raft entries");
-            lock(&store.shared.recent).truncate_from(keep);
-            if keep > log.lowest_offset() {
-                log.cut_after(keep - 1).map_err(io_error)?;
-            } else {
-                log.reset(keep).map_err(io_error)?;
-            }
-            let mut terms = lock(&store.shared.terms);
-            if terms.forget_from(keep) {
-                store.shared.durable.write(TERMS, &*terms, true)?;
-            }
-            Ok(())
-        })
-        .await
-    }
-
-    async fn purge(&mut self, id: LogId) -> Result<(), io::Error> {
-        let store = self.clone();
-        blocking(move || {
-            store.shared.durable.write(PURGED, &Some(id), true)?;
-            *lock(&store.shared.purged) = Some(id);
-            let log = &store.shared.log;
-            let lowest = id.index + 1;
-            if lowest >= log.written_offset() {
-                // Nothing is left to keep: the log starts again after the
-                // purged entry (a follower past a snapshot, or all purged).
-                if log.written_offset() != lowest || log.lowest_offset() != lowest {
-                    log.reset(lowest).map_err(io_error)?;
-                }
-                lock(&store.shared.recent).clear();
-            } else {
-                log.purge_before(lowest).map_err(io_error)?;
-                lock(&store.shared.recent).forget_below(lowest);
-            }
-            Ok(())
-        })
-        .await
     }
 }

@@ -4,9 +4,11 @@
 
 use std::collections::BTreeMap;
 
+use openraft::RaftMetrics;
 use openraft::async_runtime::WatchReceiver;
+use openraft::type_config::alias::WatchReceiverOf;
 
-use super::node::Cluster;
+use super::types::{NodeId, TypeConfig};
 
 pub const TERM: &str = "distlog_raft_term";
 pub const IS_LEADER: &str = "distlog_raft_is_leader";
@@ -40,16 +42,16 @@ pub fn describe_metrics() {
     );
 }
 
-/// Refreshes the series whenever openraft's metrics change; ends with the node.
-pub async fn publish(cluster: Cluster) {
-    let mut watch = cluster.raft().metrics();
+/// Refreshes the series of node `id` whenever openraft's metrics change;
+/// ends with the node.
+pub async fn publish(id: NodeId, mut watch: WatchReceiverOf<TypeConfig, RaftMetrics<TypeConfig>>) {
     let mut last_leader = None;
     let mut peers_shown: BTreeMap<u64, ()> = BTreeMap::new();
     metrics::counter!(LEADER_CHANGES).increment(0);
     loop {
         let m = watch.borrow_watched().clone();
         metrics::gauge!(TERM).set(m.current_term as f64);
-        let leading = m.current_leader == Some(cluster.id());
+        let leading = m.current_leader == Some(id);
         metrics::gauge!(IS_LEADER).set(if leading { 1.0 } else { 0.0 });
         if m.current_leader != last_leader {
             if last_leader.is_some() || m.current_leader.is_none() {

@@ -11,8 +11,9 @@
 //! - `log_store`: openraft's log storage over our log;
 //! - `state_machine`: applying = making visible; batches whole or never;
 //! - `network`: peer RPCs over HTTP (served by `api::cluster`);
-//! - `node`, `formation`, `membership`, `status`: running a node, forming
-//!   and growing the cluster from the seed list, `GET /cluster`.
+//! - `node`, `formation`, `membership`, `status`: a running node, forming
+//!   and growing the cluster from the seed list, `GET /cluster`;
+//! - `start`: starting a node, the top: nothing here imports it.
 //!
 //! Design and traps: `docs/cluster-design.md`, `docs/openraft-0.10-notes.md`.
 
@@ -30,19 +31,21 @@ mod recent;
 mod repair;
 pub mod retention;
 mod rpc;
+mod start;
 mod state_machine;
 mod status;
 mod terms;
 mod types;
 
-pub use codec::decode_append;
+pub use codec::{decode_append, encode_append};
 pub use durable::Durable;
 pub use error::ClusterError;
 pub use formation::JoinRequest;
 pub use log_store::{APPEND_BUDGET_BYTES, LogStore};
 pub use metrics::describe_metrics;
 pub use network::{APPEND_PATH, SNAPSHOT_PATH, SnapshotBody, TARGET_HEADER, TRANSFER_PATH, VOTE_PATH};
-pub use node::{Cluster, ClusterConfig, RaftNode, StartError};
+pub use node::{Cluster, ClusterConfig, RaftNode};
+pub use start::StartError;
 pub use state_machine::{StateMachine, Tables};
 pub use status::{ClusterStatus, MemberStatus};
 pub use types::{Member, NodeId, TypeConfig, UserRecord};

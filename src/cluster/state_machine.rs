@@ -4,7 +4,7 @@
 //!
 //! - the membership, as openraft needs it;
 //! - batches: every record of a batch but its last carries
-//!   `wire::attributes::BATCH_OPEN`. A batch is shown only once its last
+//!   `log::attributes::BATCH_OPEN`. A batch is shown only once its last
 //!   record is applied. A batch still open when a control entry follows (a
 //!   new leader's blank entry, written before anything else of its term)
 //!   can never finish: its offsets are *aborted*, hidden from every reader
@@ -32,7 +32,7 @@ use tokio::sync::watch;
 use super::durable::Durable;
 use super::log_store::LogStore;
 use super::types::{LogId, SnapshotMeta, StoredMembership, TypeConfig};
-use crate::wire::attributes::{BATCH_OPEN, CONTROL};
+use crate::log::attributes::{BATCH_OPEN, CONTROL};
 
 const STATE: &str = "state";
 const SNAPSHOT: &str = "snapshot";

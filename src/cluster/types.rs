@@ -11,17 +11,18 @@ use serde::{Deserialize, Serialize};
 /// once, so every node writes byte-identical frames.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct UserRecord {
-    /// The API's attribute bits, plus `wire::ATTR_BATCH_OPEN` on every
+    /// The API's attribute bits, plus `log::attributes::BATCH_OPEN` on every
     /// record of a batch but its last.
     pub attributes: u8,
     pub timestamp_ms: u64,
     pub value: Bytes,
-    /// The record's checked frame, once it has one (read from the log or a
-    /// peer, or encoded for the log): encoding it again is a copy, not a
-    /// new checksum (see `codec::encode_entries`). Never on the wire as
-    /// such.
+    /// The record's frame, once it has one (encoded for the log, or read
+    /// from the log or a peer and checked once): encoding it again is a
+    /// copy, not a new checksum, and the log appends it unchecked (see
+    /// `codec::encode_entries`, `Log::append_encoded`). Never on the wire
+    /// as such.
     #[serde(skip)]
-    pub frame: Option<Bytes>,
+    pub frame: Option<crate::log::Frame>,
     /// The span of the write that made this entry, while traces are on
     /// (see `telemetry`): in memory only, for the leader's append-entries.
     #[serde(skip)]

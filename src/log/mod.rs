@@ -24,8 +24,9 @@ pub use commit_log::{Appended, Log, LogStats, now_ms};
 pub use config::{Durability, LogConfig, MIB, default_max_record_bytes, record_ceiling};
 pub use error::{LogError, Result};
 pub use record::{
-    FLAG_BATCH_CONTINUES, FRAME_HEADER, FrameError, FrameView, Frames, MAX_RECORD_CEILING, MAX_STORED_FRAME, Payload,
-    Record, RecordRef, decode_frame, encode_frame, finished_batches_len, frame_len, split_frames,
+    EncodedBatch, FLAG_BATCH_CONTINUES, FRAME_HEADER, Frame, FrameError, FrameView, Frames, MAX_RECORD_CEILING,
+    MAX_STORED_FRAME, Payload, Record, RecordRef, attributes, decode_frame, encode_frame, finished_batches_len,
+    frame_len, split_checked, split_frames,
 };
 pub use segment::Recovered;
 pub use snapshot::SnapshotReader;

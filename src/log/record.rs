@@ -10,10 +10,16 @@
 //! `len` counts the bytes after the `crc` field (header rest + value) and `crc`
 //! is CRC32 over exactly those bytes, so a frame is checked without knowing
 //! anything else. `version` leaves room for later layouts (a key, headers, a
-//! term); `flags` are the log's own bits; `attributes` belong to the caller
-//! (the HTTP layer marks binary values there) and are stored verbatim.
+//! term); `flags` are the log's own bits; `attributes` belong to the callers
+//! and are stored verbatim. Every bit of both is in one table (`bits`).
+
+mod bits;
+mod encoded;
 
 use bytes::Bytes;
+
+pub use bits::{FLAG_BATCH_CONTINUES, attributes};
+pub use encoded::{EncodedBatch, Frame, FrameSpan, split_checked};
 
 /// Bytes before the checksummed part: `len` and `crc`.
 pub const FRAME_PREFIX: usize = 8;
@@ -28,10 +34,6 @@ pub const MAX_RECORD_CEILING: u64 = u32::MAX as u64 / 2;
 /// replicated. It does not follow `max_record_bytes`, which only limits new
 /// appends: lowering that setting must not make stored records unreadable.
 pub const MAX_STORED_FRAME: usize = FRAME_HEADER + MAX_RECORD_CEILING as usize;
-
-/// Set on every record of a batch but its last: recovery cuts a batch whose
-/// last record never reached the disk, so a batch is all or nothing.
-pub const FLAG_BATCH_CONTINUES: u8 = 0b0000_0001;
 
 /// A record as read back from the log.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -288,18 +290,33 @@ pub fn decode_frame(buf: &[u8], max_frame_len: usize) -> Result<FrameView<'_>, F
     if crc32fast::hash(body) != u32::from_le_bytes(*crc) {
         return Err(FrameError::BadChecksum);
     }
-    // `body_len` is at least the fixed header's rest (checked above).
+    read_body(body, frame_len)
+}
+
+/// The fields of a frame this module already knows sound (it encoded or
+/// checked it): `decode_frame` without the checksum pass.
+fn read_sound_frame(frame: &[u8]) -> Result<FrameView<'_>, FrameError> {
+    let body = frame
+        .get(FRAME_PREFIX..)
+        .ok_or(FrameError::Short { needed: FRAME_PREFIX })?;
+    read_body(body, frame.len())
+}
+
+/// The fields of a frame's body (what follows `crc`), its length already
+/// bounded (at least the fixed header's rest).
+fn read_body(body: &[u8], frame_len: usize) -> Result<FrameView<'_>, FrameError> {
+    let bad_length = FrameError::BadLength { len: body.len() as u64 };
     let Some(([version, flags, attributes], rest)) = body.split_first_chunk::<3>() else {
-        return Err(FrameError::BadLength { len: body_len as u64 });
+        return Err(bad_length);
     };
     if *version != FRAME_VERSION {
         return Err(FrameError::BadVersion { version: *version });
     }
     let Some((offset, rest)) = rest.split_first_chunk::<8>() else {
-        return Err(FrameError::BadLength { len: body_len as u64 });
+        return Err(bad_length);
     };
     let Some((timestamp_ms, value)) = rest.split_first_chunk::<8>() else {
-        return Err(FrameError::BadLength { len: body_len as u64 });
+        return Err(bad_length);
     };
     Ok(FrameView {
         flags: *flags,

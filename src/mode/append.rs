@@ -13,7 +13,7 @@ use crate::cluster::{ClusterError, UserRecord};
 use crate::log::{Log, LogError, Payload, now_ms};
 use crate::replication::FollowerStatus;
 use crate::telemetry;
-use crate::wire::attributes::BATCH_OPEN;
+use crate::log::attributes::BATCH_OPEN;
 
 /// Why an append was not taken, or may not have been.
 #[derive(Debug, thiserror::Error)]

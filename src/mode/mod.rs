@@ -23,7 +23,7 @@ pub use status::{ClusterSummary, NodeStatus, NotReady, ReplicaSummary};
 
 use crate::cluster::Cluster;
 use crate::replication::FollowerStatus;
-use crate::wire::attributes::CONTROL;
+use crate::log::attributes::CONTROL;
 
 /// See the module doc. Cloning is cheap (shared handles).
 #[derive(Clone, Debug)]

@@ -12,25 +12,19 @@ use super::super::config::Durability;
 use super::super::error::{LogError, Result};
 use super::super::group_commit::{Ack, Submitted};
 use super::super::record::{
-    FLAG_BATCH_CONTINUES, FrameError, Frames, MAX_STORED_FRAME, Payload, encode_frame, encode_unstamped, frame_len,
+    EncodedBatch, FLAG_BATCH_CONTINUES, FrameError, FrameSpan, Frames, MAX_STORED_FRAME, Payload, encode_frame,
+    encode_unstamped, frame_len,
 };
 use super::super::segment::Segment;
 use super::writer::Writer;
 use super::{Appended, Log, now_ms};
 
-/// Where one replicated frame lies in its buffer.
-struct Span {
-    start: usize,
-    end: usize,
-    timestamp_ms: u64,
-}
-
 /// Checks every replicated frame (checksum, and dense offsets from
 /// `expected`) and says where each lies.
-fn replicated_spans(frames: &[u8], expected: u64) -> Result<Vec<Span>> {
+fn replicated_spans(frames: &[u8], expected: u64) -> Result<Vec<FrameSpan>> {
     Frames::new(frames, Some(expected), MAX_STORED_FRAME)
         .map(|frame| match frame {
-            Ok((at, view)) => Ok(Span {
+            Ok((at, view)) => Ok(FrameSpan {
                 start: at,
                 end: at + view.frame_len,
                 timestamp_ms: view.timestamp_ms,
@@ -171,14 +165,43 @@ impl Log {
     /// offsets and timestamps. Every frame is checked, and the first must
     /// carry `next_offset`. Returns how many records were appended.
     pub fn append_frames(&self, frames: &[u8]) -> Result<u32> {
-        let mut w = self.lock_writer()?;
+        let w = self.lock_writer()?;
         let spans = replicated_spans(frames, w.next)?;
+        self.append_spans(w, frames, &spans)
+    }
+
+    /// `append_frames` for frames this process encoded or already checked:
+    /// the batch's type vouches for them, so they are not walked and
+    /// checksummed a second time (the cluster's path, where that pass was
+    /// a second CRC of every record on every node).
+    pub fn append_encoded(&self, batch: &EncodedBatch) -> Result<u32> {
+        let w = self.lock_writer()?;
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        if batch.first_offset() != w.next {
+            return Err(LogError::OffsetMismatch {
+                expected: w.next,
+                found: batch.first_offset(),
+            });
+        }
+        debug_assert_eq!(
+            batch.spans().last().map(|span| span.end),
+            Some(batch.frames().len()),
+            "the spans tile the frames"
+        );
+        self.append_spans(w, batch.frames(), batch.spans())
+    }
+
+    /// Writes frames whose spans are known, from `next_offset` on, and
+    /// makes them visible as the durability allows.
+    fn append_spans(&self, mut w: Writer<'_>, frames: &[u8], spans: &[FrameSpan]) -> Result<u32> {
         let first = w.next;
         // A piece that cannot be written (a roll that fails) ends the call
         // with its error, but the pieces before it are written: they are
         // finished as a whole append would be, so that `next_offset` is where
         // the replica's next pull starts.
-        let written = w.write_replicated(frames, &spans);
+        let written = w.write_replicated(frames, spans);
         let count = u32::try_from(w.next - first).unwrap_or(u32::MAX);
         let stored = spans.get(..count as usize).unwrap_or_default();
         if let Some(newest) = stored.iter().map(|span| span.timestamp_ms).max() {
@@ -202,7 +225,7 @@ impl Log {
 impl Writer<'_> {
     /// Writes replicated frames in pieces that fit the active segment,
     /// rolling between them.
-    fn write_replicated(&mut self, frames: &[u8], spans: &[Span]) -> Result<()> {
+    fn write_replicated(&mut self, frames: &[u8], spans: &[FrameSpan]) -> Result<()> {
         let log = self.log();
         let piece = |from: usize, to: usize| {
             frames

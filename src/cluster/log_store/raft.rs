@@ -1,0 +1,163 @@
+//! openraft's log storage traits over `LogStore`, as the contract in the
+//! parent's doc says.
+
+use std::fmt::Debug;
+use std::io;
+use std::ops::{Bound, RangeBounds};
+
+use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
+use openraft::{OptionalSend, RaftLogReader};
+
+use super::super::types::{Entry, LogId, TypeConfig, Vote};
+use super::{APPEND_BUDGET_BYTES, LogStore, PURGED, TERMS, VOTE, blocking, io_error, lock};
+
+fn range_of(range: &impl RangeBounds<u64>) -> (u64, u64) {
+    let start = match range.start_bound() {
+        Bound::Included(s) => *s,
+        Bound::Excluded(s) => s.saturating_add(1),
+        Bound::Unbounded => 0,
+    };
+    let end = match range.end_bound() {
+        Bound::Included(e) => e.saturating_add(1),
+        Bound::Excluded(e) => *e,
+        Bound::Unbounded => u64::MAX,
+    };
+    (start, end)
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, io::Error> {
+        let (start, end) = range_of(&range);
+        self.read_entries(start, end, u64::MAX).await
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
+        Ok(*lock(&self.shared.vote))
+    }
+
+    async fn limited_get_log_entries(&mut self, start: u64, end: u64) -> Result<Vec<Entry>, io::Error> {
+        self.read_entries(start, end, APPEND_BUDGET_BYTES).await
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
+        let purged = *lock(&self.shared.purged);
+        let last = self.last_id().or(purged);
+        Ok(LogState {
+            last_purged_log_id: purged,
+            last_log_id: last,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
+        let durable = self.shared.durable.clone();
+        let to_write = *vote;
+        blocking(move || durable.write(VOTE, &to_write, true)).await?;
+        *lock(&self.shared.vote) = Some(*vote);
+        Ok(())
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
+        let committed = committed.and_then(|c| self.cap_to_log(c));
+        if committed <= self.committed() {
+            return Ok(());
+        }
+        // One small write in place, not synced (see `marks`).
+        lock(&self.shared.committed).set(committed)
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
+        Ok(self.committed())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let Some(first) = entries.first().map(|e| e.log_id.index) else {
+            callback.io_completed(Ok(()));
+            return Ok(());
+        };
+        debug_assert!(
+            entries.windows(2).all(|w| w[0].log_id.index + 1 == w[1].log_id.index),
+            "entries are dense"
+        );
+        let store = self.clone();
+        blocking(move || store.write_entries(first, entries)).await?;
+        callback.io_completed(Ok(()));
+        Ok(())
+    }
+
+    async fn truncate_after(&mut self, last: Option<LogId>) -> Result<(), io::Error> {
+        let keep = last.map_or(0, |l| l.index + 1);
+        let store = self.clone();
+        blocking(move || {
+            let log = &store.shared.log;
+            if keep >= log.written_offset() {
+                return Ok(());
+            }
+            // Raft may take back entries this node acknowledged but nobody
+            // committed. The flushed mark comes down first: were the cut
+            // done first, a crash in between would look like a storage
+            // fault (the log ending below the mark) at the next start.
+            {
+                let mut flushed = lock(&store.shared.flushed);
+                if flushed.value.is_some_and(|f| f.index >= keep) {
+                    let kept = keep
+                        .checked_sub(1)
+                        .and_then(|i| store.id_at(i))
+                        .or(*lock(&store.shared.purged));
+                    flushed.set_synced(kept)?;
+                }
+            }
+            tracing::info!(keep, end = log.written_offset(), "truncating uncommitted Raft entries");
+            lock(&store.shared.recent).truncate_from(keep);
+            if keep > log.lowest_offset() {
+                log.cut_after(keep - 1).map_err(io_error)?;
+            } else {
+                log.reset(keep).map_err(io_error)?;
+            }
+            let mut terms = lock(&store.shared.terms);
+            if terms.forget_from(keep) {
+                store.shared.durable.write(TERMS, &*terms, true)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn purge(&mut self, id: LogId) -> Result<(), io::Error> {
+        let store = self.clone();
+        blocking(move || {
+            store.shared.durable.write(PURGED, &Some(id), true)?;
+            *lock(&store.shared.purged) = Some(id);
+            let log = &store.shared.log;
+            let lowest = id.index + 1;
+            if lowest >= log.written_offset() {
+                // Nothing is left to keep: the log starts again after the
+                // purged entry (a follower past a snapshot, or all purged).
+                if log.written_offset() != lowest || log.lowest_offset() != lowest {
+                    log.reset(lowest).map_err(io_error)?;
+                }
+                lock(&store.shared.recent).clear();
+            } else {
+                log.purge_before(lowest).map_err(io_error)?;
+                lock(&store.shared.recent).forget_below(lowest);
+            }
+            Ok(())
+        })
+        .await
+    }
+}

@@ -1,0 +1,159 @@
+//! Starting a cluster node: opens the Raft side of the log, checks and
+//! repairs it, starts openraft, and sets formation and the metrics going.
+//! The top of `cluster`: it puts together what the modules below provide.
+//!
+//! Files in `<data dir>/raft/` (see `durable`): `node-id` (generated once
+//! per data directory: a wiped node comes back under a new id), `vote`,
+//! `committed`, `purged`, `terms`, `state`, `snapshot`, `flushed`.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use openraft::{Config, Raft, SnapshotPolicy};
+
+use super::durable::Durable;
+use super::formation;
+use super::log_store::LogStore;
+use super::metrics;
+use super::network::{Network, Routes};
+use super::node::{Cluster, ClusterConfig, Inner};
+use super::repair;
+use super::state_machine::StateMachine;
+use super::types::NodeId;
+use crate::log::Log;
+
+const NODE_ID: &str = "node-id";
+
+/// Why a node cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(
+        "{0} holds a standalone log (records, and no raft/ directory): a cluster node's log is its Raft log and must start empty. Start it without --peers, or give --data-dir a new directory"
+    )]
+    StandaloneLog(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("bad Raft settings: {0}")]
+    Config(String),
+    #[error("openraft failed to start: {0}")]
+    Raft(String),
+}
+
+/// A random node id that is not 0, from the system's generator.
+fn new_node_id() -> std::io::Result<NodeId> {
+    use ring::rand::SecureRandom;
+    let rng = ring::rand::SystemRandom::new();
+    loop {
+        let mut bytes = [0u8; 8];
+        rng.fill(&mut bytes)
+            .map_err(|_| std::io::Error::other("no random numbers for a node id"))?;
+        // Ids stay below 2^53 so that JSON clients read them exactly.
+        let id = u64::from_le_bytes(bytes) >> 11;
+        if id != 0 {
+            return Ok(id);
+        }
+    }
+}
+
+fn raft_config(config: &ClusterConfig) -> Result<Config, StartError> {
+    let config = Config {
+        cluster_name: "distlog".to_string(),
+        heartbeat_interval: config.heartbeat.as_millis() as u64,
+        election_timeout_min: config.election_timeout.0.as_millis() as u64,
+        election_timeout_max: config.election_timeout.1.as_millis() as u64,
+        // The log is the user's data: Raft never snapshots or purges on its
+        // own; retention asks it to (see the design note).
+        snapshot_policy: SnapshotPolicy::Never,
+        max_in_snapshot_log_to_keep: u64::MAX,
+        purge_batch_size: 1,
+        // A node whose log came back short must not resume leading.
+        enable_leader_restore: Some(false),
+        allow_log_reversion: Some(false),
+        max_payload_entries: 4096,
+        ..Config::default()
+    };
+    config.validate().map_err(|e| StartError::Config(e.to_string()))
+}
+
+impl Cluster {
+    /// Opens the Raft side of `log` in `data_dir` and starts the node;
+    /// formation (initializing or joining) goes on in the background.
+    pub async fn start(log: Log, data_dir: &Path, config: ClusterConfig) -> Result<Cluster, StartError> {
+        let raft_dir = data_dir.join("raft");
+        if !raft_dir.exists() && log.written_offset() > log.lowest_offset() {
+            return Err(StartError::StandaloneLog(data_dir.display().to_string()));
+        }
+        let durable = Durable::open(raft_dir)?;
+        let store = LogStore::open(log, durable.clone())?;
+        let checked = store.clone();
+        let fault = tokio::task::spawn_blocking(move || repair::check(&checked))
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))??;
+        let id = node_id(&durable, &store, fault).await?;
+        let sm = StateMachine::open(store.clone(), durable)?;
+        // A no-op unless the log lost applied entries (a repair, including
+        // one a crash interrupted after the log was cut).
+        let checked = sm.clone();
+        tokio::task::spawn_blocking(move || checked.forget_applied_past_log())
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))??;
+        let visibility = sm.visibility();
+        let network = Network {
+            client: config.client.clone(),
+            routes: Routes::new(config.routes.clone()),
+        };
+        let raft = Raft::new(id, Arc::new(raft_config(&config)?), network, store.clone(), sm)
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+        let cluster = Cluster {
+            inner: Arc::new(Inner {
+                id,
+                url: config.advertise_url.trim_end_matches('/').to_string(),
+                raft,
+                store,
+                visibility,
+                config,
+            }),
+        };
+        tracing::info!(node_id = id, url = %cluster.inner.url, peers = ?cluster.inner.config.peers, "cluster node started");
+        tokio::spawn(formation::form(cluster.clone()));
+        tokio::spawn(metrics::publish(cluster.id(), cluster.raft().metrics()));
+        Ok(cluster)
+    }
+}
+
+/// This node's id: the one on disk, or a new one when there is none or
+/// the log lost records it had made durable (`fault`), which is then
+/// repaired.
+async fn node_id(durable: &Durable, store: &LogStore, fault: Option<repair::Fault>) -> Result<NodeId, StartError> {
+    let id = match (durable.read::<NodeId>(NODE_ID)?, &fault) {
+        (Some(id), None) => id,
+        (old, fault) => {
+            // The new id is on disk before anything is repaired: a crash
+            // mid-repair must never bring the node back under the id
+            // whose acknowledged entries it lost (the next start finds
+            // the fault again, or a repaired log, under a new id).
+            let id = new_node_id()?;
+            durable.write(NODE_ID, &id, true)?;
+            match fault {
+                Some(fault) => {
+                    tracing::error!(
+                        old_node_id = ?old,
+                        new_node_id = id,
+                        %fault,
+                        "STORAGE FAULT: this node's log lost records it had made durable; it will not vote or lead on it. \
+                         Keeping the sound prefix and joining again under a new id, to catch up from the other members"
+                    );
+                    let repaired = store.clone();
+                    let fault = fault.clone();
+                    tokio::task::spawn_blocking(move || repair::keep_sound_prefix(&repaired, &fault))
+                        .await
+                        .map_err(|e| StartError::Raft(e.to_string()))??;
+                }
+                None => tracing::info!(node_id = id, "new data directory: generated a node id"),
+            }
+            id
+        }
+    };
+    Ok(id)
+}
