@@ -6,7 +6,6 @@
 //! so a value that shows up twice in a log is a duplicate the cluster made.
 //! Every attempt is recorded with its outcome and its real-time interval.
 //! Everything runs on the harness runtime.
-#![allow(dead_code)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -3,7 +3,7 @@
 //! Accept q-values, body limits and bodies cut short. Real servers on
 //! ephemeral ports, real HTTP.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

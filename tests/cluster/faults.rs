@@ -5,12 +5,12 @@
 //! every test. Every test prints its seed (`DISTLOG_TEST_SEED=N` replays
 //! the cluster's random choices; timing still varies).
 //!
-//! Run: `cargo test --test cluster -- --test-threads=1` (the machine has
-//! two cores; parallel clusters starve one another's elections). The long
-//! schedule runner is `#[ignore]`d; `-- --ignored` runs it
-//! (`DISTLOG_SCHEDULES=N`, default 20).
+//! The tests take turns on the harness's cluster lock, so plain `cargo
+//! test` runs them one cluster at a time. The long schedule runner is
+//! `#[ignore]`d; `cargo test --test cluster randomized_fault_schedules --
+//! --ignored` runs it (`DISTLOG_SCHEDULES=N`, default 20).
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;

@@ -1,5 +1,7 @@
-//! Review of the `storage` merge (issue 10, points 1, 2 and 9): tests that
-//! show bugs found in review. Each fails on main at the merge (cb24eb6).
+//! Opens that race or fail (the lock file and the segments another open
+//! holds are never removed) and reopens of unusual layouts (a reactivated
+//! sealed segment, an active store without its index) (issue 10, points 1,
+//! 2 and 9).
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};

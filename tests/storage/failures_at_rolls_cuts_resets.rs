@@ -1,6 +1,6 @@
-//! Failing tests for bugs found by an adversarial review of the issue-9
-//! change (crash-safe, race-free cuts, purges, resets and rolls). Each test
-//! states the expected behaviour; a failure demonstrates the bug.
+//! A step that fails at a roll, a cut, a reset or a sync: the follower is
+//! not wedged, the writer hears of it, and no record that was not synced
+//! shows (issue 9: crash-safe, race-free cuts, purges, resets and rolls).
 
 use std::fs;
 use std::io;
