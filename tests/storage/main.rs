@@ -9,6 +9,7 @@ mod crash;
 mod engine;
 mod failures_at_rolls_cuts_resets;
 mod faults;
+mod fixtures;
 mod loom_protocol;
 mod open_and_reopen;
 mod power_cut;

@@ -26,6 +26,8 @@ use std::time::{Duration, Instant};
 
 use distlog::log::{Durability, Log, LogConfig, LogError, Payload, Record};
 
+use crate::fixtures::index_bytes;
+
 /// More readers than the CI machine's two cores: a reader preempted in the
 /// middle of a read is what lets the writer's cut land inside that read.
 const READERS: usize = 3;
@@ -41,7 +43,7 @@ const MIN_CUTS: u64 = 20;
 fn small_config(durability: Durability) -> LogConfig {
     LogConfig {
         max_segment_bytes: 4096,
-        max_index_bytes: 12 * 64,
+        max_index_bytes: index_bytes(64),
         max_record_bytes: 512,
         durability,
         ..LogConfig::default()
