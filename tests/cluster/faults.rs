@@ -197,11 +197,7 @@ async fn wait_membership(
 // ---- checks ----
 
 async fn assert_progress(load: &Load, n: u64, what: &str) {
-    assert!(
-        load.wait_for_more_acks(n, PROGRESS_TIMEOUT).await,
-        "{what}: fewer than {n} more writes acknowledged within {PROGRESS_TIMEOUT:?} (acked so far {})",
-        load.acked()
-    );
+    load.assert_progress(n, PROGRESS_TIMEOUT, what).await;
 }
 
 /// Every problem the visible-log monitor saw fails the test (a restarted

@@ -98,3 +98,8 @@ where
 pub async fn status(url: &str) -> serde_json::Value {
     get_json(&format!("{url}/status")).await.1
 }
+
+/// The node's `next_offset` (from `/status`).
+pub async fn next_offset(url: &str) -> u64 {
+    status(url).await["next_offset"].as_u64().unwrap()
+}

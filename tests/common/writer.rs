@@ -166,6 +166,15 @@ impl Load {
         self.acked.load(Ordering::Relaxed)
     }
 
+    /// Panics unless `n` more writes are acknowledged within `timeout`.
+    pub async fn assert_progress(&self, n: u64, timeout: Duration, what: &str) {
+        assert!(
+            self.wait_for_more_acks(n, timeout).await,
+            "{what}: fewer than {n} more writes acknowledged within {timeout:?} (acked so far {})",
+            self.acked()
+        );
+    }
+
     /// Waits until at least `n` more writes are acknowledged than now, or
     /// `timeout` passes; whether they were.
     pub async fn wait_for_more_acks(&self, n: u64, timeout: Duration) -> bool {
