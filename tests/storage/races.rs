@@ -17,7 +17,7 @@
 //! ("impossible frame end 0"). The header rewrite racing a reader's copy is
 //! not seen here: the cut holds the segment list's write lock and drains the
 //! read map's readers just before it, so only a reader preempted at exactly
-//! the wrong instant could meet it. `loom_log_protocol.rs` covers that one.
+//! the wrong instant could meet it. `loom_protocol.rs` covers that one.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -38,7 +38,7 @@ const RUN_FOR: Duration = Duration::from_secs(4);
 /// Fewer cuts than this in `RUN_FOR` would prove nothing.
 const MIN_CUTS: u64 = 20;
 
-/// Small segments, as in `log_engine.rs`, so that batches roll across
+/// Small segments, as in `engine.rs`, so that batches roll across
 /// segments too; roomy enough that most cuts stay inside one segment.
 fn small_config(durability: Durability) -> LogConfig {
     LogConfig {
