@@ -57,10 +57,16 @@ const LAYOUT: &[(&str, &[&str])] = &[
     ("replication", &["log", "wire", "telemetry"]),
     ("cluster", &["log", "telemetry"]),
     ("mode", &["cluster", "replication", "log", "telemetry"]),
-    ("api", &["mode", "cluster", "replication", "auth", "log", "wire", "telemetry"]),
+    (
+        "api",
+        &["mode", "cluster", "replication", "auth", "log", "wire", "telemetry"],
+    ),
     ("http", &["api", "auth"]),
     ("node", &["http", "api", "mode", "auth", "log", "telemetry"]),
-    ("cli", &["node", "http", "mode", "api", "auth", "log", "replication", "telemetry"]),
+    (
+        "cli",
+        &["node", "http", "mode", "api", "auth", "log", "replication", "telemetry"],
+    ),
 ];
 
 #[cfg(test)]

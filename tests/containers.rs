@@ -297,11 +297,7 @@ async fn post(url: String, body: String) -> Result<(u16, Option<String>, Value),
 }
 
 async fn assert_progress(load: &Load, n: u64, what: &str) {
-    assert!(
-        load.wait_for_more_acks(n, PROGRESS_TIMEOUT).await,
-        "{what}: fewer than {n} more writes acknowledged within {PROGRESS_TIMEOUT:?} (acked so far {})",
-        load.acked()
-    );
+    load.assert_progress(n, PROGRESS_TIMEOUT, what).await;
 }
 
 /// The longest time between two acknowledgements (or from `from` to the first, or from the last

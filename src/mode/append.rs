@@ -10,10 +10,10 @@ use bytes::Bytes;
 
 use super::Mode;
 use crate::cluster::{ClusterError, UserRecord};
+use crate::log::attributes::BATCH_OPEN;
 use crate::log::{Log, LogError, Payload, now_ms};
 use crate::replication::FollowerStatus;
 use crate::telemetry;
-use crate::log::attributes::BATCH_OPEN;
 
 /// Why an append was not taken, or may not have been.
 #[derive(Debug, thiserror::Error)]

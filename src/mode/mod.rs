@@ -22,8 +22,8 @@ pub use start::{ClusterSettings, ModeConfig, StartError, start};
 pub use status::{ClusterSummary, NodeStatus, NotReady, ReplicaSummary};
 
 use crate::cluster::Cluster;
-use crate::replication::FollowerStatus;
 use crate::log::attributes::CONTROL;
+use crate::replication::FollowerStatus;
 
 /// See the module doc. Cloning is cheap (shared handles).
 #[derive(Clone, Debug)]

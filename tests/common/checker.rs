@@ -6,7 +6,6 @@
 //! selftests can feed them synthetic histories. `check_cluster` does it
 //! all; `VisibleMonitor` watches the logs while a test runs. Every problem
 //! is one line naming the offsets, values and nodes involved.
-#![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};

@@ -8,7 +8,6 @@
 //! `node<i>.log` in the cluster's temporary directory; when a test panics,
 //! dropping the cluster prints the tail of every node's log. Dropping it
 //! always SIGKILLs every node.
-#![allow(dead_code)]
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -34,6 +33,9 @@ pub struct ClusterConfig {
     pub extra_args: Vec<String>,
     /// `RUST_LOG` of every node.
     pub rust_log: String,
+    /// More environment variables for every node (the test process's own
+    /// environment is shared by every test thread, so it is not the place).
+    pub env: Vec<(String, String)>,
     /// How long a node may take to answer HTTP after it is spawned.
     pub ready_timeout: Duration,
 }
@@ -47,6 +49,7 @@ impl Default for ClusterConfig {
             heartbeat_ms: 75,
             extra_args: Vec::new(),
             rust_log: "info".into(),
+            env: Vec::new(),
             ready_timeout: Duration::from_secs(20),
         }
     }
@@ -117,7 +120,35 @@ struct Node {
     wipes: u32,
 }
 
+/// One cluster of real processes at a time in a test binary. Test threads
+/// run in parallel under plain `cargo test`, and two clusters at once on a
+/// small machine starve each other's elections and heartbeats: a test that
+/// runs several `distlog` processes holds this (`TestCluster` does, until it
+/// is dropped). A tokio semaphore, not a `std` mutex: it is awaited from
+/// many runtimes, and a test that panics holding it just gives it back.
+static EXCLUSIVE: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+
+/// Waits until no other test of this binary runs a cluster, and holds that
+/// until the permit is dropped (for tests that spawn their nodes without
+/// `TestCluster`).
+pub async fn exclusive() -> tokio::sync::SemaphorePermit<'static> {
+    match EXCLUSIVE.try_acquire() {
+        Ok(permit) => permit,
+        Err(_) => {
+            let waited = Instant::now();
+            let permit = EXCLUSIVE
+                .acquire()
+                .await
+                .expect("the cluster semaphore is never closed");
+            eprintln!("cluster: waited {:?} for another test's cluster", waited.elapsed());
+            permit
+        }
+    }
+}
+
 pub struct TestCluster {
+    /// Held until the cluster is dropped; `Drop` kills the nodes first.
+    _exclusive: tokio::sync::SemaphorePermit<'static>,
     config: ClusterConfig,
     seed: u64,
     rng: XorShift,
@@ -137,6 +168,7 @@ impl TestCluster {
     /// Starts `config.nodes` nodes in a random (seeded) order and waits
     /// until each answers HTTP (not for a leader: see `wait_for_leader`).
     pub async fn start(config: ClusterConfig) -> TestCluster {
+        let exclusive = exclusive().await;
         let seed = rt::test_seed("distlog test cluster");
         let mut rng = XorShift::new(seed);
         let root = tempfile::tempdir().expect("a temporary directory for the cluster");
@@ -171,6 +203,7 @@ impl TestCluster {
         rng.shuffle(&mut order);
         let seeds = nodes.iter().map(|n| n.url.clone()).collect();
         let mut cluster = TestCluster {
+            _exclusive: exclusive,
             seeds,
             partitioned: vec![false; config.nodes],
             config,
@@ -433,6 +466,7 @@ impl TestCluster {
         command
             .args(&config.extra_args)
             .env("RUST_LOG", &config.rust_log)
+            .envs(config.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::from(log.try_clone().expect("a node log file handle")))
             .stderr(Stdio::from(log));

@@ -19,7 +19,6 @@
 //! Back in `Pass`, new connections work again. Everything runs on the
 //! harness runtime (`rt::runtime`); dropping the proxy stops its listener
 //! and closes its connections.
-#![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::sync::Arc;

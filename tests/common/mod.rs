@@ -1,4 +1,9 @@
-//! Shared helpers for integration tests: real servers on ephemeral ports.
+//! The harness the area binaries share (each has `#[path] mod common`):
+//! real servers on ephemeral ports (here), raw HTTP, clusters of real
+//! processes behind fault proxies, load writers and the history checker.
+// Each area binary compiles all of it and uses its own part (the http
+// binary no cluster, the cluster binary no in-process server): what one
+// leaves unused another uses.
 #![allow(dead_code)]
 
 pub mod checker;
@@ -113,4 +118,9 @@ where
 
 pub async fn status(url: &str) -> serde_json::Value {
     get_json(&format!("{url}/status")).await.1
+}
+
+/// The node's `next_offset` (from `/status`).
+pub async fn next_offset(url: &str) -> u64 {
+    status(url).await["next_offset"].as_u64().unwrap()
 }

@@ -7,7 +7,6 @@
 //! inside an async context. The shared HTTP client is only ever used on
 //! that runtime (see `on_harness`), so its pooled connections never outlive
 //! the runtime that opened them.
-#![allow(dead_code)]
 
 use std::future::Future;
 use std::sync::OnceLock;

@@ -6,7 +6,6 @@
 //! so a value that shows up twice in a log is a duplicate the cluster made.
 //! Every attempt is recorded with its outcome and its real-time interval.
 //! Everything runs on the harness runtime.
-#![allow(dead_code)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -170,6 +169,15 @@ impl Load {
     /// Acknowledged writes so far (to wait for progress without sleeping).
     pub fn acked(&self) -> u64 {
         self.acked.load(Ordering::Relaxed)
+    }
+
+    /// Panics unless `n` more writes are acknowledged within `timeout`.
+    pub async fn assert_progress(&self, n: u64, timeout: Duration, what: &str) {
+        assert!(
+            self.wait_for_more_acks(n, timeout).await,
+            "{what}: fewer than {n} more writes acknowledged within {timeout:?} (acked so far {})",
+            self.acked()
+        );
     }
 
     /// Waits until at least `n` more writes are acknowledged than now, or

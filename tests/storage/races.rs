@@ -17,7 +17,7 @@
 //! ("impossible frame end 0"). The header rewrite racing a reader's copy is
 //! not seen here: the cut holds the segment list's write lock and drains the
 //! read map's readers just before it, so only a reader preempted at exactly
-//! the wrong instant could meet it. `loom_log_protocol.rs` covers that one.
+//! the wrong instant could meet it. `loom_protocol.rs` covers that one.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,6 +25,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use distlog::log::{Durability, Log, LogConfig, LogError, Payload, Record};
+
+use crate::fixtures::index_bytes;
 
 /// More readers than the CI machine's two cores: a reader preempted in the
 /// middle of a read is what lets the writer's cut land inside that read.
@@ -36,12 +38,12 @@ const RUN_FOR: Duration = Duration::from_secs(4);
 /// Fewer cuts than this in `RUN_FOR` would prove nothing.
 const MIN_CUTS: u64 = 20;
 
-/// Small segments, as in `log_engine.rs`, so that batches roll across
+/// Small segments, as in `engine.rs`, so that batches roll across
 /// segments too; roomy enough that most cuts stay inside one segment.
 fn small_config(durability: Durability) -> LogConfig {
     LogConfig {
         max_segment_bytes: 4096,
-        max_index_bytes: 12 * 64,
+        max_index_bytes: index_bytes(64),
         max_record_bytes: 512,
         durability,
         ..LogConfig::default()

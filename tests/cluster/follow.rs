@@ -1,7 +1,7 @@
 //! A `--follow` read replica of a cluster member copies committed records
 //! only, and hides the cluster's control records as the members do.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

@@ -1,9 +1,9 @@
-//! Review of the `perf` merge: the background thread (`distlog-ahead` /
-//! `distlog-sync`) allocating, prefaulting and starting writeback on the
-//! active store while async appends go through the committer, and cuts,
-//! purges, rolls, close and drop race it. A SIGBUS (a touch of a mapped
-//! page past the file's end) kills the test binary; a lost wakeup or a
-//! background thread that blocks close/drop hangs it (bounded by a watchdog).
+//! The background thread (`distlog-ahead` / `distlog-sync`) allocating,
+//! prefaulting and starting writeback on the active store while async
+//! appends go through the committer, and cuts, purges, rolls, close and drop
+//! race it. A SIGBUS (a touch of a mapped page past the file's end) kills
+//! the test binary; a lost wakeup or a background thread that blocks
+//! close/drop hangs it (bounded by a watchdog).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

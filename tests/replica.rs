@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::extract::Query;
-use common::{client, eventually, follower_config, get_json, post_json, start, start_in};
+use common::{client, eventually, follower_config, get_json, next_offset, post_json, start, start_in};
 use distlog::log::{FLAG_BATCH_CONTINUES, Payload, encode_frame};
 use distlog::wire;
 use serde_json::Value;
@@ -25,10 +25,6 @@ async fn post_batch(url: &str, from: usize, count: usize) {
         .await
         .unwrap();
     assert_eq!(response.status(), 201);
-}
-
-async fn next_offset(url: &str) -> u64 {
-    common::status(url).await["next_offset"].as_u64().unwrap()
 }
 
 async fn wait_for_next(url: &str, next: u64) {

@@ -2,7 +2,7 @@
 //! exists, every answer's status is documented for its operation, and JSON
 //! bodies carry what their schema requires.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

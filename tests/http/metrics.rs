@@ -3,7 +3,7 @@
 //! them work before the first failure. One test in its own binary: the
 //! metrics recorder is process-wide, and other tests' failures would count.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! histories (each kind of violation must be reported), and the writer,
 //! checker and monitor end to end against a real leader and read replica.
 
-mod common;
+use crate::common;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -1,7 +1,9 @@
-//! Review of the HTTP connection layer (src/server/): failing tests for
-//! suspected bugs, on raw sockets against a real server.
+//! Edges of the HTTP connection layer (src/server/) on raw sockets against
+//! a real server: a slow reader of a large answer, a head on a reused
+//! connection, records that look like hyper's own errors, timeouts in odd
+//! orders, an upload in flight at shutdown, TE and CL together.
 
-mod common;
+use crate::common;
 
 use common::raw_http::{closed_within, content_length, read_head};
 

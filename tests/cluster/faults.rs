@@ -5,12 +5,12 @@
 //! every test. Every test prints its seed (`DISTLOG_TEST_SEED=N` replays
 //! the cluster's random choices; timing still varies).
 //!
-//! Run: `cargo test --test cluster -- --test-threads=1` (the machine has
-//! two cores; parallel clusters starve one another's elections). The long
-//! schedule runner is `#[ignore]`d; `-- --ignored` runs it
-//! (`DISTLOG_SCHEDULES=N`, default 20).
+//! The tests take turns on the harness's cluster lock, so plain `cargo
+//! test` runs them one cluster at a time. The long schedule runner is
+//! `#[ignore]`d; `cargo test --test cluster randomized_fault_schedules --
+//! --ignored` runs it (`DISTLOG_SCHEDULES=N`, default 20).
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -209,11 +209,7 @@ async fn wait_membership(
 // ---- checks ----
 
 async fn assert_progress(load: &Load, n: u64, what: &str) {
-    assert!(
-        load.wait_for_more_acks(n, PROGRESS_TIMEOUT).await,
-        "{what}: fewer than {n} more writes acknowledged within {PROGRESS_TIMEOUT:?} (acked so far {})",
-        load.acked()
-    );
+    load.assert_progress(n, PROGRESS_TIMEOUT, what).await;
 }
 
 /// Every problem the visible-log monitor saw fails the test (a restarted

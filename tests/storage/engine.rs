@@ -7,10 +7,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use distlog::log::{Durability, Log, LogConfig, LogError, Payload};
 
+use crate::fixtures::{INDEX_ENTRY, index_bytes, index_name, store_name};
+
 fn small_config() -> LogConfig {
     LogConfig {
         max_segment_bytes: 1024,
-        max_index_bytes: 12 * 16,
+        max_index_bytes: index_bytes(16),
         max_record_bytes: 512,
         durability: Durability::Never,
         ..LogConfig::default()
@@ -109,11 +111,13 @@ fn reopen_keeps_everything_and_continues() {
         .map(|p| std::fs::metadata(p).unwrap().len())
         .collect();
     assert!(
-        index_sizes.iter().all(|s| s % 12 == 0 && *s <= 12 * 16),
+        index_sizes
+            .iter()
+            .all(|s| s % INDEX_ENTRY == 0 && *s <= index_bytes(16)),
         "{index_sizes:?}"
     );
     assert!(
-        index_sizes.iter().any(|s| *s < 12 * 15),
+        index_sizes.iter().any(|s| *s < index_bytes(15)),
         "the active index is cut to its entries: {index_sizes:?}"
     );
     let log = Log::open(dir.path(), small_config()).unwrap();
@@ -257,7 +261,7 @@ fn corruption_in_a_sealed_segment_is_reported_with_file_and_offset() {
     }
     log.close().unwrap();
     drop(log);
-    let first_store = dir.path().join(format!("{:020}.store", 0));
+    let first_store = dir.path().join(store_name(0));
     let mut bytes = std::fs::read(&first_store).unwrap();
     bytes[60] ^= 0xff; // inside record 1: record 0 takes bytes 0..43
     std::fs::write(&first_store, &bytes).unwrap();
@@ -409,7 +413,7 @@ fn a_gap_of_zeroed_index_entries_is_rebuilt_from_the_store() {
     let dir = tempfile::tempdir().unwrap();
     let config = LogConfig {
         max_segment_bytes: 1 << 20,
-        max_index_bytes: 12 * 4096,
+        max_index_bytes: index_bytes(4096),
         ..small_config()
     };
     let log = Log::open(dir.path(), config.clone()).unwrap();
@@ -426,7 +430,7 @@ fn a_gap_of_zeroed_index_entries_is_rebuilt_from_the_store() {
             std::fs::copy(&path, image.path().join(path.file_name().unwrap())).unwrap();
         }
     }
-    let index_path = image.path().join(format!("{:020}.index", 0));
+    let index_path = image.path().join(index_name(0));
     let mut index = std::fs::read(&index_path).unwrap();
     index[100 * 12..340 * 12].fill(0);
     std::fs::write(&index_path, &index).unwrap();

@@ -47,9 +47,10 @@ use loom::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use loom::sync::{Arc, Mutex, RwLock};
 use loom::thread;
 
+use crate::fixtures::FLAG_BATCH_CONTINUES;
+
 /// Index slots and store cells in the model: records 0..=3 and no more.
 const CAPACITY: usize = 4;
-const FLAG_BATCH_CONTINUES: u8 = 1;
 /// Every frame takes one store cell: a frame's end is its position plus this.
 const FRAME_CELLS: u64 = 1;
 

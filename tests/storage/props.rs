@@ -12,7 +12,9 @@ use proptest::prelude::*;
 use proptest::test_runner::Config as ProptestConfig;
 use tempfile::TempDir;
 
-const HEADER: u64 = 27;
+use crate::fixtures::{FRAME_HEADER, index_bytes};
+
+const HEADER: u64 = FRAME_HEADER as u64;
 const MAX_VALUE: usize = 300;
 
 fn config() -> LogConfig {
@@ -20,7 +22,7 @@ fn config() -> LogConfig {
         // A few records a segment; a batch of large records may not fit at all.
         max_segment_bytes: 1024,
         // 8 entries: small records roll on the index, large ones on bytes.
-        max_index_bytes: 12 * 8,
+        max_index_bytes: index_bytes(8),
         max_record_bytes: MAX_VALUE as u64,
         durability: Durability::Never,
         ..LogConfig::default()

@@ -1,5 +1,7 @@
-//! Review of the `storage` merge (issue 10, points 1, 2 and 9): tests that
-//! show bugs found in review. Each fails on main at the merge (cb24eb6).
+//! Opens that race or fail (the lock file and the segments another open
+//! holds are never removed) and reopens of unusual layouts (a reactivated
+//! sealed segment, an active store without its index) (issue 10, points 1,
+//! 2 and 9).
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -7,6 +9,8 @@ use std::sync::{Arc, Mutex};
 
 use distlog::log::fsops::{self, Step};
 use distlog::log::{Durability, Log, LogConfig, LogError, Payload};
+
+use crate::fixtures::{index_name, store_name};
 
 fn small(durability: Durability) -> LogConfig {
     LogConfig {
@@ -100,8 +104,8 @@ fn a_failed_open_never_unlinks_a_lock_file_another_open_holds() {
 fn a_failed_open_never_removes_segments_another_open_wrote_after_it_let_go() {
     let parent = tempfile::tempdir().unwrap();
     let dir = parent.path().join("data");
-    let store = dir.join("00000000000000000000.store");
-    let index = dir.join("00000000000000000000.index");
+    let store = dir.join(store_name(0));
+    let index = dir.join(index_name(0));
     let syncs_failed = Arc::new(AtomicBool::new(false));
     let removals_failed = Arc::new(AtomicBool::new(false));
     let other_opened = Arc::new(AtomicBool::new(false));
@@ -214,7 +218,7 @@ fn an_active_store_without_its_index_reopens_with_a_smaller_segment_size() {
     }
     assert_eq!(log.stats().segments, 1);
     drop(log);
-    std::fs::remove_file(dir.path().join("00000000000000000000.index")).unwrap();
+    std::fs::remove_file(dir.path().join(index_name(0))).unwrap();
     // 4 KiB segments: 151 index entries, the store holds 1000 records.
     let log = Log::open(dir.path(), small(Durability::Never)).expect("a store without its index opens");
     assert_eq!(log.next_offset(), 1000);

@@ -1,6 +1,6 @@
-//! Failing tests for bugs found by an adversarial review of the issue-9
-//! change (crash-safe, race-free cuts, purges, resets and rolls). Each test
-//! states the expected behaviour; a failure demonstrates the bug.
+//! A step that fails at a roll, a cut, a reset or a sync: the follower is
+//! not wedged, the writer hears of it, and no record that was not synced
+//! shows (issue 9: crash-safe, race-free cuts, purges, resets and rolls).
 
 use std::fs;
 use std::io;
@@ -12,10 +12,12 @@ use std::thread;
 use distlog::log::fsops::{self, Step};
 use distlog::log::{Durability, Log, LogConfig, Payload};
 
+use crate::fixtures::{index_bytes, index_name, store_name};
+
 fn small(durability: Durability) -> LogConfig {
     LogConfig {
         max_segment_bytes: 1024,
-        max_index_bytes: 12 * 16,
+        max_index_bytes: index_bytes(16),
         max_record_bytes: 300,
         durability,
         ..LogConfig::default()
@@ -25,7 +27,7 @@ fn small(durability: Durability) -> LogConfig {
 fn roomy(durability: Durability) -> LogConfig {
     LogConfig {
         max_segment_bytes: 64 * 1024,
-        max_index_bytes: 12 * 1024,
+        max_index_bytes: index_bytes(1024),
         max_record_bytes: 1000,
         durability,
         ..LogConfig::default()
@@ -107,8 +109,8 @@ fn records_appended_after_a_cut_read_back_after_a_power_cut() {
         assert_eq!(log.append(&v(len, byte)).unwrap(), offset);
     }
     log.cut_after(0).unwrap();
-    let index = dir.path().join("00000000000000000000.index");
-    let store = dir.path().join("00000000000000000000.store");
+    let index = dir.path().join(index_name(0));
+    let store = dir.path().join(store_name(0));
     // What the cut flushed (`cut_from` ends with `index.flush()`).
     let index_as_flushed = fs::read(&index).unwrap();
     // The same total size in another order: 77 + 57 + 67 bytes.
@@ -120,12 +122,8 @@ fn records_appended_after_a_cut_read_back_after_a_power_cut() {
     // A power cut now: the store is as synced; the index pages dirtied
     // since its last flush may not have reached the disk.
     let image = tempfile::tempdir().unwrap();
-    fs::write(
-        image.path().join("00000000000000000000.store"),
-        fs::read(&store).unwrap(),
-    )
-    .unwrap();
-    fs::write(image.path().join("00000000000000000000.index"), &index_as_flushed).unwrap();
+    fs::write(image.path().join(store_name(0)), fs::read(&store).unwrap()).unwrap();
+    fs::write(image.path().join(index_name(0)), &index_as_flushed).unwrap();
     drop(log);
 
     let reopened = Log::open(image.path(), config).unwrap();

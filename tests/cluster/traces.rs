@@ -5,7 +5,7 @@
 //! one trace across the nodes: the follower's 307, the leader's request,
 //! its Raft commit and append-entries, and a follower's handling of them.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -121,13 +121,13 @@ fn random_id(n: usize, salt: u64) -> Vec<u8> {
 
 #[test]
 fn one_write_through_a_follower_is_one_trace_across_the_nodes() {
-    // SAFETY: set before the harness starts any thread, and this binary
-    // has no other test; the nodes inherit it (export every 100 ms).
-    unsafe { std::env::set_var("OTEL_BSP_SCHEDULE_DELAY", "100") };
     rt::block_on(async {
         let (receiver, received) = start_receiver().await;
         let cluster = TestCluster::start(ClusterConfig {
             extra_args: vec!["--otlp-endpoint".into(), receiver.clone()],
+            // The nodes export every 100 ms. Given to the nodes only: setting
+            // it in this process would race the other tests' threads.
+            env: vec![("OTEL_BSP_SCHEDULE_DELAY".into(), "100".into())],
             rust_log: "info,distlog::access=warn".into(),
             ..ClusterConfig::default()
         })

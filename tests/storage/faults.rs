@@ -19,10 +19,12 @@ use distlog::log::fsops::{self, Step};
 use distlog::log::{Durability, Log, LogConfig, LogError, Payload};
 use tempfile::TempDir;
 
+use crate::fixtures::index_bytes;
+
 fn config(durability: Durability) -> LogConfig {
     LogConfig {
         max_segment_bytes: 1024,
-        max_index_bytes: 12 * 16,
+        max_index_bytes: index_bytes(16),
         max_record_bytes: 300,
         retention_bytes: Some(1 << 30),
         durability,

@@ -5,7 +5,7 @@
 //! (CN "writer") may produce and consume but not speak Raft; a client
 //! without a certificate is refused.
 
-mod common;
+use crate::common;
 
 use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr};
@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::cluster::free_ports;
+use common::cluster::{exclusive, free_ports};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType,
 };
@@ -117,6 +117,8 @@ async fn cluster_view(client: &reqwest::Client, url: &str) -> Result<Value, Stri
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_three_node_cluster_forms_over_mutual_tls_and_refuses_strangers() {
+    // Held until the nodes are killed: `nodes` is declared after it, so it is dropped first.
+    let _exclusive = exclusive().await;
     let started = Instant::now();
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path().to_path_buf();

@@ -15,12 +15,11 @@ use std::fs;
 use distlog::log::{Durability, Log, LogConfig, LogError, Payload};
 use tempfile::TempDir;
 
-/// Fixed bytes of every frame before its value (the on-disk format).
-const HEADER: usize = 27;
-/// Bytes of one index entry: relative offset u32, position u64.
-const ENTRY: usize = 12;
+use crate::fixtures::{FLAG_BATCH_CONTINUES, FRAME_HEADER as HEADER, INDEX_ENTRY, index_name, store_name};
+
+/// Index entries are sliced out of byte images here.
+const ENTRY: usize = INDEX_ENTRY as usize;
 const INDEX_SLOTS: usize = 64;
-const FLAG_BATCH_CONTINUES: u8 = 1;
 
 fn config() -> LogConfig {
     LogConfig {
@@ -38,14 +37,6 @@ fn value(i: u64) -> Vec<u8> {
     let mut v = format!("r{i}:").into_bytes();
     v.extend((0..(i * 13 % 90)).map(|k| (i as u8).wrapping_mul(31).wrapping_add(k as u8)));
     v
-}
-
-fn store_name(base: u64) -> String {
-    format!("{base:020}.store")
-}
-
-fn index_name(base: u64) -> String {
-    format!("{base:020}.index")
 }
 
 // ----- the log being crashed ------------------------------------------------

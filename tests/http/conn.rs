@@ -2,7 +2,7 @@
 //! header, idle, body and send timeouts, the connection cap, and JSON
 //! answers to requests hyper cannot parse.
 
-mod common;
+use crate::common;
 
 use common::raw_http::{closed_within, content_length, read_head};
 

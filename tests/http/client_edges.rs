@@ -3,12 +3,12 @@
 //! Accept q-values, body limits and bodies cut short. Real servers on
 //! ephemeral ports, real HTTP.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{client, get_json, post_json, start, start_in};
+use common::{client, get_json, next_offset, post_json, start, start_in};
 use distlog::api::AllowedOrigins;
 use futures_util::StreamExt;
 use reqwest::Method;
@@ -22,10 +22,6 @@ const MAX_DEPTH: usize = 124;
 
 fn nested(depth: usize) -> String {
     "[".repeat(depth) + &"]".repeat(depth)
-}
-
-async fn next_offset(url: &str) -> u64 {
-    common::status(url).await["next_offset"].as_u64().unwrap()
 }
 
 async fn error_code(response: reqwest::Response) -> (u16, Value) {

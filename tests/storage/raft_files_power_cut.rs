@@ -1,6 +1,6 @@
 //! Power cuts in the middle of a write of the small files Raft keeps beside
 //! the log (`cluster::Durable`: the vote, the term runs, the purged id, the
-//! state machine's tables, the node id), the way `log_power_cut.rs` does for
+//! state machine's tables, the node id), the way `power_cut.rs` does for
 //! the segments: a model follows every step the write makes in its
 //! directory (`fsops::watch`), which names the directory held as of its last
 //! sync and what each file held as of its own, and before every step builds

@@ -1,6 +1,6 @@
 //! The HTTP contract, against a real server on an ephemeral port.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};

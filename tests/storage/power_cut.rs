@@ -38,8 +38,8 @@ use distlog::log::fsops::{self, Step};
 use distlog::log::{Durability, Log, LogConfig, Payload};
 use tempfile::TempDir;
 
-/// Bytes of one index entry (relative offset u32, position u64).
-const ENTRY: u64 = 12;
+use crate::fixtures::index_bytes;
+
 const INDEX_SLOTS: u64 = 16;
 /// Records in each batch that fills a log before a cut, a purge or a reset:
 /// batches of three let a cut land inside one.
@@ -48,7 +48,7 @@ const BATCH: u64 = 3;
 fn config(durability: Durability) -> LogConfig {
     LogConfig {
         max_segment_bytes: 1024,
-        max_index_bytes: ENTRY * INDEX_SLOTS,
+        max_index_bytes: index_bytes(INDEX_SLOTS),
         max_record_bytes: 256,
         durability,
         ..LogConfig::default()

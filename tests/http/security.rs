@@ -1,6 +1,6 @@
 //! TLS, mutual TLS, tokens and the ACL, with certificates made here (rcgen).
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

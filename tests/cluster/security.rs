@@ -2,7 +2,7 @@
 //! (`--peer-token-file`), and the Raft RPCs and membership changes need the
 //! ACL action `cluster`.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

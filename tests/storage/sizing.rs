@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use distlog::log::fsops::{self, Step};
 use distlog::log::{Durability, Log, LogConfig, LogError, MIB};
 
-const STORE_0: &str = "00000000000000000000.store";
+use crate::fixtures::{INDEX_ENTRY, index_name, store_name};
 
 /// Bytes the file system holds for `path` (not its length: a sparse or
 /// cut file holds fewer, an allocated one more).
@@ -40,7 +40,7 @@ fn never(max_segment_bytes: u64) -> LogConfig {
 fn the_active_store_is_allocated_a_few_mib_ahead_of_its_data_not_to_the_segment_size() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path(), never(1 << 30)).unwrap();
-    let store = dir.path().join(STORE_0);
+    let store = dir.path().join(store_name(0));
     assert!(
         allocated(&store) <= 8 * MIB,
         "an empty 1 GiB segment holds {} bytes of disk",
@@ -91,7 +91,7 @@ fn disk_full_for(dir: &Path, file: &Path, full: Arc<AtomicBool>) -> fsops::Watch
 fn a_full_disk_while_the_store_grows_fails_the_append_naming_the_file_and_appends_resume_with_room() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path(), never(256 * MIB)).unwrap();
-    let store = dir.path().join(STORE_0);
+    let store = dir.path().join(store_name(0));
     let full = Arc::new(AtomicBool::new(true));
     let _watch = disk_full_for(dir.path(), &store, full.clone());
     let value = vec![b'y'; 64 << 10];
@@ -164,7 +164,7 @@ fn bases(dir: &Path) -> Vec<u64> {
 }
 
 fn index_path(dir: &Path, base: u64) -> std::path::PathBuf {
-    dir.join(format!("{base:020}.index"))
+    dir.join(index_name(base))
 }
 
 fn assert_sealed_indexes_hold_only_their_entries(dir: &Path) {
@@ -206,7 +206,7 @@ fn indexes_of_any_size_reopen() {
         .write(true)
         .open(index_path(dir.path(), *bases.last().unwrap()))
         .unwrap();
-    active.set_len(12 * 2 + 5).unwrap();
+    active.set_len(INDEX_ENTRY * 2 + 5).unwrap();
     let log = Log::open(dir.path(), config.clone()).unwrap();
     assert_eq!(log.next_offset(), 100);
     for i in 0..100u64 {
@@ -249,7 +249,7 @@ fn a_failed_open_removes_what_it_created_and_nothing_else() {
     let parent = tempfile::tempdir().unwrap();
     let dir = parent.path().join("data");
     let full = Arc::new(AtomicBool::new(true));
-    let index = dir.join("00000000000000000000.index");
+    let index = dir.join(index_name(0));
     let watch = disk_full_for(parent.path(), &index, full.clone());
     let error = Log::open(&dir, never(2 * MIB)).expect_err("no room for the index");
     assert!(error.is_disk_full(), "{error}");

@@ -1,7 +1,7 @@
-//! Review of the Raft cluster mode (findings of a hostile review): each
-//! test states a crash or a misuse that leaves a node in a state the
-//! design says must not happen. They use the public store API (the
-//! segmented log as openraft's log store and state machine) and
+//! Crashes at the worst moment inside the Raft store, and a cluster data
+//! directory opened without `--peers`: each leaves a node that restarts in a
+//! state the design allows. They use the public store API (the segmented log
+//! as openraft's log store and state machine) and
 //! `openraft::storage::StorageHelper`, which is what `Raft::new` runs at
 //! startup.
 
@@ -111,7 +111,7 @@ fn crash(store: LogStore, sm: StateMachine) {
 /// longer holds it and fails, at every restart. `repair::check` does not
 /// notice (both marks are below the reset log's first index).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn review_a_crash_inside_install_snapshot_leaves_a_node_that_cannot_restart() {
+async fn a_node_that_crashed_inside_install_snapshot_restarts() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (mut store, mut sm) = open(dir.path());
     // A follower's log: 0..10 in term 1; entry 4 is a membership change,
@@ -165,7 +165,7 @@ async fn review_a_crash_inside_install_snapshot_leaves_a_node_that_cannot_restar
 /// towards commits under the id whose acknowledged entries it lost, which
 /// is what the repair exists to prevent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn review_a_repair_interrupted_before_the_new_id_is_written_comes_back_under_the_old_id() {
+async fn a_repair_interrupted_before_the_new_id_is_written_never_comes_back_under_the_old_id() {
     let dir = tempfile::tempdir().expect("tempdir");
     const OLD_ID: u64 = 7;
     {
@@ -221,7 +221,7 @@ async fn review_a_repair_interrupted_before_the_new_id_is_written_comes_back_und
 /// The reverse direction is refused (`StartError::StandaloneLog`); this
 /// one is not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn review_a_cluster_data_dir_is_refused_without_peers() {
+async fn a_cluster_data_dir_is_refused_without_peers() {
     let dir = tempfile::tempdir().expect("tempdir");
     {
         let (mut store, sm) = open(dir.path());
@@ -271,7 +271,7 @@ async fn review_a_cluster_data_dir_is_refused_without_peers() {
 /// id a silent voter (a 3-node cluster with one other node down stalls
 /// until the catch-up ends).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn review_a_crash_inside_truncate_after_is_not_a_storage_fault() {
+async fn a_crash_inside_truncate_after_is_not_a_storage_fault() {
     let dir = tempfile::tempdir().expect("tempdir");
     const OLD_ID: u64 = 7;
     {

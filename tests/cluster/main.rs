@@ -1,0 +1,19 @@
+//! Cluster mode (Raft), one test binary: real `distlog serve --peers`
+//! processes under faults, followers of a cluster, tokens and mutual TLS
+//! between peers, one write traced across the nodes, the Raft store's crash
+//! points and openraft's conformance suite, and the fault harness's own
+//! tests. Clusters of real processes run one at a time however many test
+//! threads there are (`common::cluster::exclusive`): two at once on a small
+//! machine starve each other's elections.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod faults;
+mod follow;
+mod harness_selftest;
+mod raft_conformance;
+mod security;
+mod store_crashes;
+mod tls;
+mod traces;

@@ -1,0 +1,16 @@
+//! The HTTP surface of one node, one test binary: the API contract (through
+//! `api::app` without a socket, and against real servers on ephemeral
+//! ports), odd clients and raw connections, TLS, tokens and the ACL,
+//! `openapi.yaml` and `/metrics`.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod api;
+mod client_edges;
+mod conn;
+mod conn_edges;
+mod handlers;
+mod metrics;
+mod openapi;
+mod security;
