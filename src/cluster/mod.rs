@@ -34,6 +34,7 @@ mod rpc;
 mod start;
 mod state_machine;
 mod status;
+mod tables;
 mod terms;
 mod types;
 
@@ -46,6 +47,7 @@ pub use metrics::describe_metrics;
 pub use network::{APPEND_PATH, SNAPSHOT_PATH, SnapshotBody, TARGET_HEADER, TRANSFER_PATH, VOTE_PATH};
 pub use node::{Cluster, ClusterConfig, RaftNode};
 pub use start::StartError;
-pub use state_machine::{StateMachine, Tables};
+pub use state_machine::StateMachine;
 pub use status::{ClusterStatus, MemberStatus};
+pub use tables::Tables;
 pub use types::{Member, NodeId, TypeConfig, UserRecord};

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use tracing::Span;
 
 use super::codec::encode_append;
-use super::state_machine::Tables;
+use super::tables::Tables;
 use super::types::{Member, NodeId, SnapshotMeta, TypeConfig, Vote};
 use crate::telemetry;
 

@@ -7,6 +7,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -22,7 +23,7 @@ use hyper_util::rt::TokioIo;
 use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
 use super::bodies::{TimedBody, TrackedBody};
@@ -94,33 +95,66 @@ pub(super) async fn serve<I>(
         {
             stall = send_queue.unacknowledged().map(|queued| (since, queued));
         }
-        match clock.check(timeouts, Instant::now().into_std()) {
-            Check::At(next) => timer
-                .as_mut()
-                .reset(Instant::from_std(next).min(at_the_latest(Instant::now()))),
-            // Dropping the connection closes it: there is nothing in flight.
-            Check::IdleExpired => return tracing::debug!(%remote, "idle connection closed"),
-            Check::HeadExpired => return tracing::debug!(%remote, "request head timed out; connection closed"),
-            // The client reads nothing: no answer can reach it.
-            Check::SendExpired => match (stall, send_queue.unacknowledged()) {
-                (Some((_, before)), Some(queued)) if queued < before => {
-                    // The kernel's buffer drains: the client reads. Look
-                    // again at once, from a new mark.
-                    clock.restart_send_timeout();
-                    timer.as_mut().reset(Instant::now());
-                }
-                _ => return tracing::debug!(%remote, "client read nothing for the send timeout; connection closed"),
-            },
-            Check::BodyExpired => {
-                tracing::debug!(%remote, "request body stalled; answering 408");
-                clock.expire_body();
-                timer.as_mut().reset(at_the_latest(Instant::now()));
-            }
+        if look_at_clock(&clock, timeouts, &send_queue, stall, timer.as_mut(), remote) == Flow::Close {
+            return;
         }
     };
     let io = conn.into_parts().io.into_inner();
     let answer = ended.err().and_then(|e| protocol_error(&e, io.held_status()));
     io.finish(answer).await;
+}
+
+/// Whether a connection goes on after a look at its clock.
+#[derive(PartialEq, Eq)]
+enum Flow {
+    Continue,
+    Close,
+}
+
+/// Acts on what the clock says: sets the timer for the next deadline,
+/// answers a stalled body with 408, or closes a connection whose idle,
+/// head or send timeout expired. `stall` is when the current write stall
+/// began and what the socket held then.
+fn look_at_clock(
+    clock: &ConnClock,
+    timeouts: Timeouts,
+    send_queue: &SendQueue,
+    stall: Option<(u64, u64)>,
+    timer: Pin<&mut Sleep>,
+    remote: SocketAddr,
+) -> Flow {
+    let at_the_latest = |now: Instant| now + timeouts.body;
+    match clock.check(timeouts, Instant::now().into_std()) {
+        Check::At(next) => timer.reset(Instant::from_std(next).min(at_the_latest(Instant::now()))),
+        // Dropping the connection closes it: there is nothing in flight.
+        Check::IdleExpired => {
+            tracing::debug!(%remote, "idle connection closed");
+            return Flow::Close;
+        }
+        Check::HeadExpired => {
+            tracing::debug!(%remote, "request head timed out; connection closed");
+            return Flow::Close;
+        }
+        // The client reads nothing: no answer can reach it.
+        Check::SendExpired => match (stall, send_queue.unacknowledged()) {
+            (Some((_, before)), Some(queued)) if queued < before => {
+                // The kernel's buffer drains: the client reads. Look again
+                // at once, from a new mark.
+                clock.restart_send_timeout();
+                timer.reset(Instant::now());
+            }
+            _ => {
+                tracing::debug!(%remote, "client read nothing for the send timeout; connection closed");
+                return Flow::Close;
+            }
+        },
+        Check::BodyExpired => {
+            tracing::debug!(%remote, "request body stalled; answering 408");
+            clock.expire_body();
+            timer.reset(at_the_latest(Instant::now()));
+        }
+    }
+    Flow::Continue
 }
 
 /// The API as hyper calls it on one connection.

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use super::error::{LogError, Result};
 use super::record::{FRAME_HEADER, MAX_RECORD_CEILING};
-use super::segment::ENTRY_BYTES;
+use super::segment::index::ENTRY_BYTES;
 
 pub const MIB: u64 = 1024 * 1024;
 

@@ -20,12 +20,11 @@ use super::record::{FRAME_HEADER, FRAME_PREFIX, MAX_STORED_FRAME, Record, frame_
 use super::{error, record};
 
 mod cutting;
-mod index;
+pub(super) mod index;
 mod reading;
 mod recovery;
 mod store;
 
-pub(super) use index::ENTRY_BYTES;
 use index::Index;
 pub use recovery::Recovered;
 use store::Store;

@@ -1,6 +1,5 @@
 //! The follower's background task (see the module doc of `replication`).
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,128 +9,12 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::answer::{Bounds, FramesHeaders, ProtocolError, Pulled, check_frames};
+use super::config::FollowConfig;
+use super::metrics::{export_series_at_zero, metric};
 use super::status::{FollowerStatus, ReplicationState};
 use crate::log::{Log, LogError, finished_batches_len};
 use crate::telemetry;
 use crate::wire::FramesRequest;
-
-const PULL_BYTES: u64 = 8 * 1024 * 1024;
-
-/// The follower's metrics.
-mod metric {
-    pub const ERRORS: &str = "distlog_replication_errors_total";
-    pub const GAPS: &str = "distlog_replication_gaps_total";
-    pub const DIVERGED: &str = "distlog_replication_diverged";
-    pub const RECORDS: &str = "distlog_replication_records_total";
-    pub const LAG: &str = "distlog_replication_lag_records";
-}
-
-/// HELP text for the follower's metrics.
-pub fn describe_metrics() {
-    use metrics::{describe_counter, describe_gauge};
-    describe_counter!(
-        metric::ERRORS,
-        "Replication attempts that failed (each is retried with backoff, except divergence)."
-    );
-    describe_counter!(
-        metric::GAPS,
-        "Times the leader had deleted records this follower never copied, and the local log restarted at the leader's lowest offset."
-    );
-    describe_gauge!(
-        metric::DIVERGED,
-        "1 once this follower's log is found not to be a prefix of the leader's (replication stops until --follow-reset), else 0."
-    );
-    describe_counter!(metric::RECORDS, "Records copied from the leader.");
-    describe_gauge!(metric::LAG, "Records this follower is behind the leader, as last seen.");
-}
-
-/// The failure and progress series exist from the start, at 0, so that alerts and
-/// rates on them work before the first failure.
-fn export_series_at_zero() {
-    metrics::counter!(metric::ERRORS).increment(0);
-    metrics::counter!(metric::GAPS).increment(0);
-    metrics::counter!(metric::RECORDS).increment(0);
-    metrics::gauge!(metric::DIVERGED).increment(0.0);
-}
-
-#[derive(Clone, Debug)]
-pub struct FollowConfig {
-    /// The leader's base URL, e.g. `http://leader:8080`.
-    pub leader: String,
-    /// Discard the local log at start and copy the leader's from scratch.
-    pub reset: bool,
-    /// Bytes of frames asked for per pull.
-    pub pull_bytes: u64,
-    /// The most bytes of one unfinished batch (frames waiting for the
-    /// batch's last one) held across pulls; past it the follower gives up
-    /// on the pull and starts it over. It must exceed the leader's largest
-    /// batch: its `--max-request-bytes` plus 27 bytes a record. Default:
-    /// four pulls (32 MiB), twice a default leader's largest batch.
-    pub max_unfinished_batch_bytes: u64,
-    /// How long one pull waits on the leader for new records.
-    pub poll_wait: Duration,
-    /// Retry delays grow from the first to the second.
-    pub backoff: (Duration, Duration),
-    /// CA certificates (PEM) that sign an `https://` leader's certificate.
-    pub ca: Option<PathBuf>,
-    /// A client certificate and key (PEM) for a leader that requires mutual TLS.
-    pub identity: Option<(PathBuf, PathBuf)>,
-    /// A bearer token for a leader that requires one.
-    pub token: Option<String>,
-}
-
-impl FollowConfig {
-    pub fn new(leader: impl Into<String>) -> Self {
-        FollowConfig {
-            leader: leader.into().trim_end_matches('/').to_string(),
-            reset: false,
-            pull_bytes: PULL_BYTES,
-            max_unfinished_batch_bytes: 4 * PULL_BYTES,
-            poll_wait: Duration::from_secs(10),
-            backoff: (Duration::from_millis(100), Duration::from_secs(5)),
-            ca: None,
-            identity: None,
-            token: None,
-        }
-    }
-
-    /// The HTTP client the follower pulls with, carrying its identity.
-    pub fn client(&self) -> Result<reqwest::Client, String> {
-        let read = |path: &PathBuf| std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()));
-        let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(5));
-        if let Some(ca) = &self.ca {
-            let certs = reqwest::Certificate::from_pem_bundle(&read(ca)?)
-                .map_err(|e| format!("{}: not a PEM certificate bundle: {e}", ca.display()))?;
-            for cert in certs {
-                builder = builder.add_root_certificate(cert);
-            }
-        }
-        if let Some((cert, key)) = &self.identity {
-            let mut pem = read(cert)?;
-            pem.push(b'\n');
-            pem.extend(read(key)?);
-            let identity = reqwest::Identity::from_pem(&pem).map_err(|e| {
-                format!(
-                    "{} and {}: not a usable certificate and key: {e}",
-                    cert.display(),
-                    key.display()
-                )
-            })?;
-            builder = builder.identity(identity);
-        }
-        if let Some(token) = &self.token {
-            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
-                .map_err(|_| "the follow token holds characters a header cannot carry".to_string())?;
-            value.set_sensitive(true);
-            let mut headers = reqwest::header::HeaderMap::new();
-            headers.insert(reqwest::header::AUTHORIZATION, value);
-            builder = builder.default_headers(headers);
-        }
-        builder
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 enum ReplicationError {

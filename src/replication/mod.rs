@@ -12,8 +12,12 @@
 //! its segments then begin there, with no marker record in between.
 
 mod answer;
+mod config;
 mod follower;
+mod metrics;
 mod status;
 
-pub use follower::{FollowConfig, describe_metrics, spawn_follower};
+pub use config::FollowConfig;
+pub use follower::spawn_follower;
+pub use metrics::describe_metrics;
 pub use status::{FollowerStatus, ReplicationState, StatusSnapshot};

@@ -1,0 +1,86 @@
+//! What a `--follow` replica is told: its leader, how it pulls, and the
+//! identity it pulls with.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+const PULL_BYTES: u64 = 8 * 1024 * 1024;
+
+#[derive(Clone, Debug)]
+pub struct FollowConfig {
+    /// The leader's base URL, e.g. `http://leader:8080`.
+    pub leader: String,
+    /// Discard the local log at start and copy the leader's from scratch.
+    pub reset: bool,
+    /// Bytes of frames asked for per pull.
+    pub pull_bytes: u64,
+    /// The most bytes of one unfinished batch (frames waiting for the
+    /// batch's last one) held across pulls; past it the follower gives up
+    /// on the pull and starts it over. It must exceed the leader's largest
+    /// batch: its `--max-request-bytes` plus 27 bytes a record. Default:
+    /// four pulls (32 MiB), twice a default leader's largest batch.
+    pub max_unfinished_batch_bytes: u64,
+    /// How long one pull waits on the leader for new records.
+    pub poll_wait: Duration,
+    /// Retry delays grow from the first to the second.
+    pub backoff: (Duration, Duration),
+    /// CA certificates (PEM) that sign an `https://` leader's certificate.
+    pub ca: Option<PathBuf>,
+    /// A client certificate and key (PEM) for a leader that requires mutual TLS.
+    pub identity: Option<(PathBuf, PathBuf)>,
+    /// A bearer token for a leader that requires one.
+    pub token: Option<String>,
+}
+
+impl FollowConfig {
+    pub fn new(leader: impl Into<String>) -> Self {
+        FollowConfig {
+            leader: leader.into().trim_end_matches('/').to_string(),
+            reset: false,
+            pull_bytes: PULL_BYTES,
+            max_unfinished_batch_bytes: 4 * PULL_BYTES,
+            poll_wait: Duration::from_secs(10),
+            backoff: (Duration::from_millis(100), Duration::from_secs(5)),
+            ca: None,
+            identity: None,
+            token: None,
+        }
+    }
+
+    /// The HTTP client the follower pulls with, carrying its identity.
+    pub fn client(&self) -> Result<reqwest::Client, String> {
+        let read = |path: &PathBuf| std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()));
+        let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(5));
+        if let Some(ca) = &self.ca {
+            let certs = reqwest::Certificate::from_pem_bundle(&read(ca)?)
+                .map_err(|e| format!("{}: not a PEM certificate bundle: {e}", ca.display()))?;
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        if let Some((cert, key)) = &self.identity {
+            let mut pem = read(cert)?;
+            pem.push(b'\n');
+            pem.extend(read(key)?);
+            let identity = reqwest::Identity::from_pem(&pem).map_err(|e| {
+                format!(
+                    "{} and {}: not a usable certificate and key: {e}",
+                    cert.display(),
+                    key.display()
+                )
+            })?;
+            builder = builder.identity(identity);
+        }
+        if let Some(token) = &self.token {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| "the follow token holds characters a header cannot carry".to_string())?;
+            value.set_sensitive(true);
+            let mut headers = reqwest::header::HeaderMap::new();
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+            builder = builder.default_headers(headers);
+        }
+        builder
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))
+    }
+}
