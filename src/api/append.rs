@@ -23,6 +23,7 @@ use super::media::{BodyFormat, body_format};
 use super::render::push_decimal;
 use super::state::AppState;
 use crate::log::attributes::BINARY;
+use crate::mode::AppendError;
 
 pub async fn append(State(state): State<AppState>, request: Request) -> ApiResult<Response> {
     let (parts, body) = request.into_parts();
@@ -31,11 +32,14 @@ pub async fn append(State(state): State<AppState>, request: Request) -> ApiResul
     // sent to the leader is sent to the same path there.
     let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let refused = |e| append_error(e, path);
-    if state.shutting_down() {
+    // Before the body is read: a writer sent on is sent on at once. A
+    // replica never takes writes, so it sends writers to its leader even
+    // while it stops; a node that takes writes refuses them once it stops.
+    let writable = state.mode.check_writable();
+    if state.shutting_down() && !matches!(writable, Err(AppendError::ReadOnlyReplica { .. })) {
         return Err(ApiError::ShuttingDown);
     }
-    // Before the body is read: a writer sent on is sent on at once.
-    state.mode.check_writable().map_err(refused)?;
+    writable.map_err(refused)?;
     let format = body_format(headers)?;
     let max_record = state.log.config().max_record_bytes;
     let limit = body_limit(format, max_record, state.limits.max_request_bytes);

@@ -348,8 +348,6 @@ impl IntoResponse for ApiError {
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
-/// A cluster operation's error as the answer to a request for `path`
-/// (and query): a follower redirects to the same path on the leader.
 /// Why an append was refused, for a request to `path` (a writer sent to
 /// the leader is sent to the same path there).
 pub fn append_error(err: AppendError, path: &str) -> ApiError {
@@ -363,6 +361,8 @@ pub fn append_error(err: AppendError, path: &str) -> ApiError {
     }
 }
 
+/// A cluster operation's error as the answer to a request for `path`
+/// (and query): a follower redirects to the same path on the leader.
 pub fn cluster_error(err: ClusterError, path: &str) -> ApiError {
     match err {
         ClusterError::NotLeader {

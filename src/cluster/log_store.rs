@@ -229,6 +229,7 @@ impl LogStore {
 
     /// Writes dense entries from index `first` at the log's end (terms first).
     fn write_entries(&self, first: u64, mut entries: Vec<Entry>) -> io::Result<()> {
+        check_dense(first, &entries)?;
         self.note_terms(&entries)?;
         let mut batch = EncodedBatch::new(first);
         batch.reserve(entries.len() * 128, entries.len());
@@ -284,5 +285,59 @@ fn attach_frames(entries: &mut [Entry], batch: EncodedBatch) {
             openraft::EntryPayload::Normal(r) if frame.offset() == entry.log_id.index => r.frame = Some(frame),
             _ => {}
         }
+    }
+}
+
+/// Entries are stored at consecutive offsets from `first`, whatever their
+/// indexes say: a gap would put an entry at another entry's offset, and
+/// the term file out of step with the log. openraft promises dense
+/// entries; this holds it to that before anything is written.
+fn check_dense(first: u64, entries: &[Entry]) -> io::Result<()> {
+    let misplaced = (first..).zip(entries).find(|(at, entry)| entry.log_id.index != *at);
+    match misplaced {
+        None => Ok(()),
+        Some((at, entry)) => Err(io::Error::other(format!(
+            "entries from index {first} are not dense: index {} where {at} belongs",
+            entry.log_id.index
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use openraft::EntryPayload;
+
+    use super::*;
+    use crate::cluster::types::UserRecord;
+    use crate::log::{Durability, LogConfig};
+
+    fn entry(index: u64) -> Entry {
+        Entry {
+            log_id: log_id(1, index),
+            payload: EntryPayload::Normal(UserRecord::new(0, 1, Bytes::from_static(b"{}"))),
+        }
+    }
+
+    #[test]
+    fn entries_with_a_gap_in_their_indexes_are_refused_and_nothing_is_written() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = LogConfig {
+            durability: Durability::Never,
+            ..LogConfig::default()
+        };
+        let log = Log::open(dir.path(), config).expect("log opens");
+        let durable = Durable::open(dir.path().join("raft")).expect("raft dir");
+        let store = LogStore::open(log.clone(), durable).expect("store opens");
+        store
+            .write_entries(0, vec![entry(0), entry(1)])
+            .expect("dense entries are written");
+        let refused = store.write_entries(2, vec![entry(2), entry(4)]);
+        assert!(refused.is_err(), "entries 2 and 4 were taken as 2 and 3");
+        assert_eq!(log.written_offset(), 2, "nothing of the refused batch is written");
+        store
+            .write_entries(2, vec![entry(2), entry(3)])
+            .expect("the log goes on");
+        assert_eq!(log.written_offset(), 4);
     }
 }

@@ -9,8 +9,10 @@ use axum::http::{HeaderMap, Request, StatusCode, header};
 use distlog::api::{AllowedOrigins, App, AppState, Limits, app};
 use distlog::log::{Durability, Log, LogConfig};
 use distlog::mode::Mode;
+use distlog::replication::FollowerStatus;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
+use std::sync::Arc;
 use tempfile::TempDir;
 use tokio::sync::watch;
 use tower::ServiceExt;
@@ -19,12 +21,17 @@ use tower::ServiceExt;
 /// dropped the API reads as shutting down.
 struct Api {
     log: Log,
+    mode: Mode,
     shutdown: watch::Sender<bool>,
     _dir: TempDir,
 }
 
 impl Api {
     fn new() -> Api {
+        Api::in_mode(Mode::Standalone)
+    }
+
+    fn in_mode(mode: Mode) -> Api {
         let dir = tempfile::tempdir().unwrap();
         let config = LogConfig {
             durability: Durability::Never,
@@ -34,6 +41,7 @@ impl Api {
         let (shutdown, _) = watch::channel(false);
         Api {
             log,
+            mode,
             shutdown,
             _dir: dir,
         }
@@ -43,7 +51,7 @@ impl Api {
         let state = AppState::new(
             self.log.clone(),
             Limits::default(),
-            Mode::Standalone,
+            self.mode.clone(),
             self.shutdown.subscribe(),
         );
         app(state, None, AllowedOrigins::default())
@@ -51,26 +59,61 @@ impl Api {
 
     /// One request, the whole answer: status, headers and the body as JSON.
     async fn send(&self, request: Request<Body>) -> (StatusCode, HeaderMap, Value) {
-        let response = self.app().oneshot(request).await.unwrap();
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        let body =
-            serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
-        (status, headers, body)
+        answer(self.app(), request).await
+    }
+
+    /// A JSON append that arrives once the node has begun to stop (its
+    /// state was made before the stop, as a running node's is).
+    async fn post_json_while_stopping(&self, body: &'static str) -> (StatusCode, HeaderMap, Value) {
+        let app = self.app();
+        self.shutdown.send_replace(true);
+        answer(app, json_post(body)).await
     }
 
     async fn post_json(&self, body: &'static str) -> (StatusCode, HeaderMap, Value) {
-        let request = Request::post("/")
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Body::from(body))
-            .unwrap();
-        self.send(request).await
+        self.send(json_post(body)).await
     }
 
     async fn get(&self, path: &str) -> (StatusCode, HeaderMap, Value) {
         self.send(Request::get(path).body(Body::empty()).unwrap()).await
     }
+}
+
+fn json_post(body: &'static str) -> Request<Body> {
+    Request::post("/")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body))
+        .unwrap()
+}
+
+/// Sends `request` to `app`; the whole answer.
+async fn answer(app: App, request: Request<Body>) -> (StatusCode, HeaderMap, Value) {
+    let response = app.oneshot(request).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+    (status, headers, body)
+}
+
+/// A replica never takes writes, stopping or not: its writers are sent to
+/// its leader before anything else is looked at, as they were when the
+/// mode was a role in the API state.
+#[tokio::test]
+async fn a_stopping_replica_still_sends_writers_to_its_leader() {
+    let api = Api::in_mode(Mode::Replica(Arc::new(FollowerStatus::new("http://leader:1".into()))));
+    let (status, headers, body) = api.post_json_while_stopping(r#"{"n":1}"#).await;
+    assert_eq!(status, StatusCode::TEMPORARY_REDIRECT, "{body}");
+    assert_eq!(body["code"], "read_only_follower", "{body}");
+    assert_eq!(headers[header::LOCATION], "http://leader:1/");
+}
+
+#[tokio::test]
+async fn a_stopping_standalone_node_refuses_appends_with_503() {
+    let api = Api::new();
+    let (status, _, body) = api.post_json_while_stopping(r#"{"n":1}"#).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["code"], "shutting_down", "{body}");
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@
 //! flags       0b0000_0001 FLAG_BATCH_CONTINUES  the log: a batch's records     recovery; a follower's pull
 //!                                               but its last (single node)     (finished_batches_len)
 //! attributes  0b0000_0001 BINARY                api::append: a non-JSON value  api::render (value_base64)
-//! attributes  0b0100_0000 BATCH_OPEN            api::append: a cluster batch's cluster::state_machine
+//! attributes  0b0100_0000 BATCH_OPEN            mode::append: a cluster batch's cluster::tables
 //!                                               records but its last
 //! attributes  0b1000_0000 CONTROL               cluster::codec: Raft's own     every reader, which skips it
 //!                                               entries; cluster::node: an
@@ -26,7 +26,7 @@
 //!   never set there. A batch is shown once its last record is applied; a
 //!   batch still open when a control entry follows (a new leader's blank
 //!   entry) is aborted, hidden on every node forever: a function of the log
-//!   alone (see `cluster::state_machine` and `shared/design/cluster.md`).
+//!   alone (see `cluster::tables` and `docs/cluster-design.md`).
 
 /// Set on every record of a single-node batch but its last.
 pub const FLAG_BATCH_CONTINUES: u8 = 0b0000_0001;
