@@ -5,7 +5,7 @@ use std::io::Read;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use distlog::log::{Durability, Log, LogConfig, LogError, Payload};
+use distlog::log::{Durability, Log, LogConfig, LogError, Payload, attributes, encode_frame};
 
 use crate::fixtures::{INDEX_ENTRY, index_bytes, index_name, store_name};
 
@@ -221,6 +221,49 @@ fn retention_by_bytes_and_age_keeps_the_active_segment() {
     log.enforce_retention(distlog::log::now_ms() + 3_600_000).unwrap();
     assert_eq!(log.stats().segments, 1, "an hour later only the active segment stays");
     assert_eq!(log.read(199).unwrap().value[..], value(199)[..]);
+}
+
+/// A cluster stores Raft's own entries (a new leader's blank entry, a
+/// membership change) as control frames stamped 0. They say nothing of a
+/// segment's age: time-based retention judged a segment that ended with one
+/// infinitely old and purged records written a moment before.
+#[test]
+fn time_retention_judges_a_segment_by_its_user_records_not_its_control_frames() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        retention_ms: Some(60_000),
+        ..small_config()
+    };
+    let log = Log::open(dir.path(), config).unwrap();
+    let now = distlog::log::now_ms();
+    // 16 records a segment (the index's capacity): the first segment holds
+    // only control frames, the later ones a user record then a control frame
+    // in turn, so that each ends with a control frame.
+    for offset in 0..80u64 {
+        let (timestamp_ms, attributes) = match offset {
+            16.. if offset % 2 == 0 => (now, 0),
+            _ => (0, attributes::CONTROL),
+        };
+        let mut frame = Vec::new();
+        let value: &[u8] = b"{}";
+        encode_frame(&mut frame, offset, timestamp_ms, 0, Payload { attributes, value });
+        log.append_frames(&frame).unwrap();
+    }
+    assert_eq!(log.stats().segments, 5);
+    assert_ne!(
+        log.read(31).unwrap().attributes & attributes::CONTROL,
+        0,
+        "a segment ends with a control frame"
+    );
+    assert_eq!(
+        log.retention_point(now).unwrap(),
+        None,
+        "no user record is a minute old"
+    );
+    assert_eq!(log.enforce_retention(now).unwrap(), 0);
+    assert_eq!(log.lowest_offset(), 0);
+    log.enforce_retention(now + 3_600_000).unwrap();
+    assert_eq!(log.stats().segments, 1, "an hour later only the active segment stays");
 }
 
 #[test]

@@ -32,6 +32,7 @@ use std::sync::Arc;
 
 use super::super::error::Result;
 use super::super::fsops;
+use super::super::record::attributes::CONTROL;
 use super::super::segment::Segment;
 use super::Log;
 use super::writer::Writer;
@@ -91,11 +92,12 @@ impl Log {
         let segments = self.read_segments().clone();
         let mut total: u64 = segments.iter().map(|s| s.size_bytes()).sum();
         let mut doomed = 0;
-        for segment in segments.iter().take(segments.len().saturating_sub(1)) {
+        for (i, segment) in segments.iter().enumerate().take(segments.len().saturating_sub(1)) {
             let over_size = config.retention_bytes.is_some_and(|max| total > max);
-            let too_old = match (config.retention_ms, segment.next_offset().checked_sub(1)) {
-                (Some(ms), Some(newest)) => segment.read(newest)?.timestamp_ms < now_ms.saturating_sub(ms),
-                _ => false,
+            let too_old = match config.retention_ms {
+                Some(ms) => newest_user_time(segments.get(i..).unwrap_or_default())?
+                    .is_some_and(|t| t < now_ms.saturating_sub(ms)),
+                None => false,
             };
             if !(over_size || too_old) {
                 break;
@@ -287,4 +289,23 @@ impl Writer<'_> {
         self.purge_oldest(usize::MAX)?;
         Ok(())
     }
+}
+
+/// The time of the newest user record in the first of `segments`, for
+/// time-based retention. A cluster stores Raft's own entries (a leader's
+/// blank entry, a membership change) as control frames stamped 0: they say
+/// nothing of a segment's age, so a segment that ends with one is as old as
+/// its newest user record. One that holds no user record is no older than
+/// the next user record after it (records are stored in time order), in a
+/// later segment; `None` when there is none.
+fn newest_user_time(segments: &[Arc<Segment>]) -> Result<Option<u64>> {
+    for segment in segments {
+        for offset in (segment.base()..segment.next_offset()).rev() {
+            let record = segment.read(offset)?;
+            if record.attributes & CONTROL == 0 {
+                return Ok(Some(record.timestamp_ms));
+            }
+        }
+    }
+    Ok(None)
 }
