@@ -112,7 +112,9 @@ pub enum ApiError {
     #[error("no leader is known: an election is under way or a majority is unreachable; retry shortly")]
     NoLeader,
 
-    #[error("the write's outcome is unknown (the leader changed or stopped); it may or may not be in the log: {0}")]
+    #[error(
+        "the write's outcome is unknown (the leader changed or stopped, or no majority answered in time); it may or may not be in the log: {0}"
+    )]
     OutcomeUnknown(String),
 
     #[error(

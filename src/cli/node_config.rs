@@ -149,6 +149,7 @@ impl ServeArgs {
             advertise_url,
             routes,
             heartbeat: Duration::from_millis(self.heartbeat_ms),
+            write_timeout: Duration::from_millis(self.write_timeout_ms),
             election_timeout: (
                 Duration::from_millis(self.election_timeout_min_ms),
                 Duration::from_millis(self.election_timeout_max_ms),
@@ -378,6 +379,7 @@ mod tests {
             Some(ErrorKind::MissingRequiredArgument)
         );
         assert_eq!(refused(&["--header-timeout-ms", "0"]), Some(ErrorKind::ValueValidation));
+        assert_eq!(refused(&["--write-timeout-ms", "0"]), Some(ErrorKind::ValueValidation));
         assert_eq!(refused(&["--fsync", "sometimes"]), Some(ErrorKind::InvalidValue));
     }
 }

@@ -200,6 +200,13 @@ pub struct ServeArgs {
         value_parser = clap::value_parser!(u64).range(1..))]
     pub(super) election_timeout_max_ms: u64,
 
+    /// Longest a cluster leader waits for a write to commit. Past it the client is answered 503
+    /// outcome_unknown (the write may still commit, e.g. once a partition heals) instead of
+    /// waiting as long as the fault lasts.
+    #[arg(long, env = "DISTLOG_WRITE_TIMEOUT_MS", value_name = "MS", default_value_t = 5000,
+        value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub(super) write_timeout_ms: u64,
+
     /// PEM CA certificates that sign https:// peers' certificates.
     #[arg(long, env = "DISTLOG_PEER_CA", value_name = "FILE")]
     pub(super) peer_ca: Option<PathBuf>,

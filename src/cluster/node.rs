@@ -33,6 +33,8 @@ pub struct ClusterConfig {
     pub routes: HashMap<String, String>,
     pub heartbeat: Duration,
     pub election_timeout: (Duration, Duration),
+    /// Longest a write waits to commit before its outcome is called unknown.
+    pub write_timeout: Duration,
     /// The client peers are reached with (TLS roots, identity, token).
     pub client: reqwest::Client,
 }
@@ -140,9 +142,24 @@ impl Cluster {
             if let Some(first) = records.first_mut() {
                 first.trace = EntryTrace::of(&span);
             }
-            return telemetry::in_span(span, self.commit(records)).await;
+            return telemetry::in_span(span, self.commit_in_time(records)).await;
         }
-        self.commit(records).await
+        self.commit_in_time(records).await
+    }
+
+    /// Commits within the write timeout. A leader cut off from the majority
+    /// still takes writes (it does not know yet), and they would wait as
+    /// long as the partition lasts; past the timeout the client is told the
+    /// outcome is unknown: the entries were proposed and may yet commit.
+    async fn commit_in_time(&self, records: Vec<UserRecord>) -> Result<u64, ClusterError> {
+        let limit = self.inner.config.write_timeout;
+        match tokio::time::timeout(limit, self.commit(records)).await {
+            Ok(answer) => answer,
+            Err(_) => Err(ClusterError::OutcomeUnknown(format!(
+                "not committed within {} ms (--write-timeout-ms): a majority may be unreachable; the write may still commit",
+                limit.as_millis()
+            ))),
+        }
     }
 
     async fn commit(&self, records: Vec<UserRecord>) -> Result<u64, ClusterError> {

@@ -35,6 +35,8 @@ pub struct ClusterSettings {
     pub routes: HashMap<String, String>,
     pub heartbeat: Duration,
     pub election_timeout: (Duration, Duration),
+    /// Longest a write waits to commit (`--write-timeout-ms`).
+    pub write_timeout: Duration,
     /// The peer client's TLS roots, identity and token, as a follower's.
     pub peer_client: FollowConfig,
 }
@@ -108,6 +110,7 @@ pub async fn start(
                 routes: settings.routes.clone(),
                 heartbeat: settings.heartbeat,
                 election_timeout: settings.election_timeout,
+                write_timeout: settings.write_timeout,
                 client,
             };
             let cluster = Cluster::start(log.clone(), data_dir, config).await?;

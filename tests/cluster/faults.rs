@@ -39,6 +39,9 @@ fn config() -> ClusterConfig {
     }
 }
 
+/// `--write-timeout-ms` where a test waits for it.
+const WRITE_TIMEOUT_MS: u64 = 1000;
+
 /// Writer ids of hand-made writes (a `Load`'s writers are 0..writers).
 const MANUAL: u64 = 100;
 /// Writer ids of the load sent to a stopped leader.
@@ -53,8 +56,12 @@ fn load_config() -> LoadConfig {
 }
 
 async fn start(test: &str) -> (TestCluster, usize) {
+    start_with(test, config()).await
+}
+
+async fn start_with(test: &str, config: ClusterConfig) -> (TestCluster, usize) {
     eprintln!("==== {test}");
-    let cluster = TestCluster::start(config()).await;
+    let cluster = TestCluster::start(config).await;
     eprintln!("{test}: seed {}", cluster.seed());
     let leader = cluster.wait_for_leader(LEADER_TIMEOUT).await;
     eprintln!("{test}: node {leader} leads");
@@ -437,30 +444,52 @@ async fn a_stopped_leader_acknowledges_nothing_it_cannot_commit() {
 
 async fn partition_the_leader(mode: Mode) {
     let what = format!("leader partition {mode:?}");
-    let (mut cluster, leader) = start(&what).await;
+    let config = ClusterConfig {
+        extra_args: vec!["--write-timeout-ms".into(), WRITE_TIMEOUT_MS.to_string()],
+        ..config()
+    };
+    let (mut cluster, leader) = start_with(&what, config).await;
     let monitor = VisibleMonitor::start(cluster.urls(), MONITOR_EVERY);
     let load = Load::start(cluster.urls(), load_config());
     assert_progress(&load, 100, "before the partition").await;
 
     cluster.partition(leader, mode);
     let cut = Instant::now();
-    let new_leader = cluster.wait_for_leader(Duration::from_secs(5)).await;
+    // A write sent to the old leader as it is cut off: it still leads (its
+    // lease runs), so it proposes the write, which cannot commit. It waits
+    // no longer than the write timeout (it used to wait until the partition
+    // healed) and says that its outcome is unknown.
+    let sent = Instant::now();
+    let lonely_write = async {
+        let reply = send(
+            reqwest::Method::POST,
+            format!("{}/", cluster.url(leader)),
+            Some("application/json"),
+            Some(record_body(MANUAL + 1, 0)),
+            Duration::from_secs(10),
+        )
+        .await;
+        (reply, sent.elapsed())
+    };
+    let ((lonely, waited), new_leader) = tokio::join!(lonely_write, cluster.wait_for_leader(Duration::from_secs(5)));
     eprintln!(
-        "{what}: node {new_leader} leads the majority {:?} after the cut",
+        "{what}: node {new_leader} leads the majority {:?} after the cut; the isolated old leader answered in {waited:?}: {lonely:?}",
         cut.elapsed()
     );
     assert_ne!(new_leader, leader);
+    match &lonely {
+        Ok(r) => assert_eq!(
+            (r.status, r.body["code"].as_str()),
+            (503, Some("outcome_unknown")),
+            "{what}: a write to the isolated old leader: {r:?}"
+        ),
+        Err(e) => panic!("{what}: a write to the isolated old leader got no answer in {waited:?}: {e}"),
+    }
+    assert!(
+        waited < Duration::from_millis(WRITE_TIMEOUT_MS + 2000),
+        "{what}: the isolated old leader answered after {waited:?}"
+    );
     assert_progress(&load, 100, "on the majority side").await;
-    // The old leader, alone: a write sent to it is not acknowledged.
-    let sent = Instant::now();
-    let lonely = send(
-        reqwest::Method::POST,
-        format!("{}/", cluster.url(leader)),
-        Some("application/json"),
-        Some(record_body(MANUAL + 1, 0)),
-        Duration::from_secs(2),
-    )
-    .await;
     let lonely_outcome = match &lonely {
         Ok(r) if r.status == 201 => Outcome::Ack(r.body["offset"].as_u64().unwrap_or(u64::MAX)),
         Ok(r) if (400..500).contains(&r.status) => Outcome::Failed(r.status),
