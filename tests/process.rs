@@ -21,9 +21,14 @@ fn spawn(dir: &Path, extra: &[&str]) -> Process {
 
 /// `spawn`, with the command adjusted by `configure` first.
 fn spawn_with(dir: &Path, extra: &[&str], configure: impl FnOnce(&mut Command)) -> Process {
+    spawn_on("127.0.0.1:0", dir, extra, configure)
+}
+
+/// `spawn_with`, listening on `listen`.
+fn spawn_on(listen: &str, dir: &Path, extra: &[&str], configure: impl FnOnce(&mut Command)) -> Process {
     let mut command = Command::new(env!("CARGO_BIN_EXE_distlog"));
     command
-        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--data-dir"])
+        .args(["serve", "--listen", listen, "--log-format", "json", "--data-dir"])
         .arg(dir)
         .args(extra)
         .env("RUST_LOG", "info")
@@ -106,6 +111,21 @@ mod reqwest {
                 }
                 Err(_) => (None, Value::Null),
             }
+        })
+    }
+
+    /// POST / and the status and JSON body, whatever the status.
+    pub fn blocking_post_status(url: &str, body: &str) -> (u16, Value) {
+        let body = body.to_string();
+        runtime().block_on(async {
+            let response = ::reqwest::Client::new()
+                .post(format!("{url}/"))
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            (status, response.json().await.unwrap_or_default())
         })
     }
 
@@ -654,4 +674,61 @@ fn healthcheck_exits_0_against_a_ready_node_and_1_against_a_closed_port() {
     assert_eq!(failed.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&failed.stderr);
     assert!(stderr.contains("/readyz"), "says what it tried: {stderr}");
+}
+
+/// A port nothing listens on now (bound, then let go).
+fn unused_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A seed that never comes up: the cluster cannot form, and the waiting
+/// node says so, naming the seed, to writers (503 `no_leader`), on
+/// `/readyz`, and in its log, again at WARN every few seconds.
+#[test]
+fn a_node_waiting_for_a_seed_names_it_to_writers_readyz_and_its_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let (own, missing) = (unused_port(), unused_port());
+    let missing_url = format!("http://127.0.0.1:{missing}");
+    let peers = format!("http://127.0.0.1:{own},{missing_url}");
+    let node = spawn_on(&format!("127.0.0.1:{own}"), dir.path(), &["--peers", &peers], |_| {});
+    let waiting = format!("cluster not formed: waiting for {missing_url} to answer");
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let (status, body) = loop {
+        let answer = reqwest::blocking_post_status(&node.url, r#"{"a":1}"#);
+        if answer.1["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("cluster not formed: waiting for"))
+            || std::time::Instant::now() > deadline
+        {
+            break answer;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["code"], "no_leader", "{body}");
+    assert!(body["error"].as_str().unwrap_or("").starts_with(&waiting), "{body}");
+
+    let (status, body) = reqwest::blocking_get_status(&format!("{}/readyz", node.url));
+    assert_eq!(status, Some(503), "{body}");
+    assert!(body["error"].as_str().unwrap_or("").starts_with(&waiting), "{body}");
+
+    // Said at once, then again at WARN while it waits.
+    let mut warned = None;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while warned.is_none() && std::time::Instant::now() < deadline {
+        let Ok(line) = node.lines.recv_timeout(std::time::Duration::from_secs(1)) else {
+            continue;
+        };
+        let event: Value = serde_json::from_str(&line).unwrap_or_default();
+        if event["level"] == "WARN" && event["message"] == "the cluster is not formed yet" {
+            warned = Some(event);
+        }
+    }
+    let warned = warned.expect("a WARN line within 15 s while the cluster cannot form");
+    assert!(warned["why"].as_str().unwrap_or("").contains(&missing_url), "{warned}");
 }

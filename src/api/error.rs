@@ -112,6 +112,10 @@ pub enum ApiError {
     #[error("no leader is known: an election is under way or a majority is unreachable; retry shortly")]
     NoLeader,
 
+    /// `no_leader` on a node that is in no cluster yet: what it waits for.
+    #[error("{0}")]
+    NotFormed(String),
+
     #[error(
         "the write's outcome is unknown (the leader changed or stopped, or no majority answered in time); it may or may not be in the log: {0}"
     )]
@@ -199,7 +203,7 @@ impl ApiError {
             ApiError::DiskFull => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::Storage(_) | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::NotLeader { .. } => StatusCode::TEMPORARY_REDIRECT,
-            ApiError::NoLeader | ApiError::OutcomeUnknown(_) | ApiError::RaftStopped(_) => {
+            ApiError::NoLeader | ApiError::NotFormed(_) | ApiError::OutcomeUnknown(_) | ApiError::RaftStopped(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ApiError::NoRecordAtOffset { .. } | ApiError::NotCluster | ApiError::NoSuchMember(_) => {
@@ -238,7 +242,7 @@ impl ApiError {
             ApiError::BodyTimeout { .. } => "body_timeout",
             ApiError::TooManyConnections { .. } => "too_many_connections",
             ApiError::NotLeader { .. } => "not_leader",
-            ApiError::NoLeader => "no_leader",
+            ApiError::NoLeader | ApiError::NotFormed(_) => "no_leader",
             ApiError::OutcomeUnknown(_) => "outcome_unknown",
             ApiError::NoRecordAtOffset { .. } => "no_record_at_offset",
             ApiError::NotCluster => "not_a_cluster",
@@ -316,7 +320,10 @@ impl ApiError {
     /// that pass.
     pub fn retry_after_secs(&self) -> Option<u32> {
         match self {
-            ApiError::TooManyConnections { .. } | ApiError::NoLeader | ApiError::OutcomeUnknown(_) => Some(1),
+            ApiError::TooManyConnections { .. }
+            | ApiError::NoLeader
+            | ApiError::NotFormed(_)
+            | ApiError::OutcomeUnknown(_) => Some(1),
             _ => None,
         }
     }
@@ -374,6 +381,7 @@ pub fn cluster_error(err: ClusterError, path: &str) -> ApiError {
             leader,
         },
         ClusterError::NotLeader { leader_url: None } | ClusterError::NoLeader => ApiError::NoLeader,
+        ClusterError::NotFormed(why) => ApiError::NotFormed(why),
         ClusterError::OutcomeUnknown(why) => ApiError::OutcomeUnknown(why),
         ClusterError::NoSuchMember(id) => ApiError::NoSuchMember(id),
         ClusterError::BadRequest(why) | ClusterError::BadRpc(why) => ApiError::BadClusterRequest(why),

@@ -2,6 +2,9 @@
 
 use super::LogFormat;
 
+/// openraft's per-entry "the client is gone" warnings (see `init_tracing`).
+const QUIET_RESPONDERS: &str = "openraft::raft::responder=error";
+
 /// Log lines go to stdout from a background thread, so that a request
 /// never waits on the terminal or pipe. The returned guard flushes what is
 /// queued when dropped: keep it until the end of `main`.
@@ -9,7 +12,10 @@ use super::LogFormat;
 /// Without RUST_LOG: `info`, but the per-request access log
 /// (`distlog::access`) only with `--access-log`; at a line per request it
 /// cost a tenth to a quarter of the throughput even written in the
-/// background.
+/// background. openraft's responders warn whenever a client went away
+/// before its write was answered (a disconnect, or `--write-timeout-ms`):
+/// a line per entry of a batch, nothing an operator acts on, so they log
+/// at error only.
 /// With `--otlp-endpoint`, spans are exported too (see `crate::telemetry`).
 pub fn init_tracing(
     format: LogFormat,
@@ -19,8 +25,9 @@ pub fn init_tracing(
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     let access = if access_log { "info" } else { "off" };
-    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("info,{}={access}", crate::api::ACCESS_LOG)));
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("info,{}={access},{QUIET_RESPONDERS}", crate::api::ACCESS_LOG))
+    });
     if access_log && let Ok(directive) = format!("{}=info", crate::api::ACCESS_LOG).parse() {
         filter = filter.add_directive(directive);
     }

@@ -11,6 +11,10 @@ pub enum ClusterError {
     /// No leader is known (an election is under way, or no quorum).
     #[error("no leader is known: an election is under way or a majority is unreachable")]
     NoLeader,
+    /// No leader because this node is not in a cluster yet: what formation
+    /// waits for (a seed that does not answer, the lowest seed, a join).
+    #[error("{0}")]
+    NotFormed(String),
     /// The write may or may not commit: the leader changed or stopped
     /// after the entry was proposed. Retrying may write it twice.
     #[error("the outcome of the write is unknown: {0}")]

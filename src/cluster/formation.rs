@@ -8,10 +8,11 @@
 //! Restarted members skip all this: their log holds the membership.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use super::error::ClusterError;
 use super::node::Cluster;
 use super::status::ClusterStatus;
 use super::types::{Member, NodeId};
@@ -26,22 +27,35 @@ pub struct JoinRequest {
 }
 
 const RETRY: Duration = Duration::from_millis(300);
+/// How often a node that is still waiting says so at WARN.
+const WARN_EVERY: Duration = Duration::from_secs(5);
 
-/// Runs until this node belongs to the cluster.
+/// Runs until this node belongs to the cluster. Until then, what it waits
+/// for is kept (`Cluster::not_formed`: writers' `no_leader` and `/readyz`
+/// say it) and logged: at INFO at once, at WARN every `WARN_EVERY`.
 pub async fn form(cluster: Cluster) {
-    let mut logged = false;
+    let started = Instant::now();
+    let mut said: Option<Instant> = None;
     loop {
         if cluster.is_member() {
+            cluster.set_forming(None);
+            if said.is_some() {
+                tracing::info!(after = ?started.elapsed(), "this node is a cluster member");
+            }
             return;
         }
-        match formation_step(&cluster).await {
-            Ok(true) => {}
-            Ok(false) => {}
-            Err(why) if !logged => {
-                tracing::info!(%why, "waiting to form or join the cluster");
-                logged = true;
+        if let Err(why) = formation_step(&cluster).await {
+            match said {
+                None => tracing::info!(%why, "the cluster is not formed yet"),
+                Some(at) if at.elapsed() >= WARN_EVERY => {
+                    tracing::warn!(%why, waited = ?started.elapsed(), "the cluster is not formed yet")
+                }
+                Some(_) => {}
             }
-            Err(why) => tracing::debug!(%why, "waiting to form or join the cluster"),
+            if said.is_none_or(|at| at.elapsed() >= WARN_EVERY) {
+                said = Some(Instant::now());
+            }
+            cluster.set_forming(Some(why));
         }
         tokio::time::sleep(RETRY).await;
     }
@@ -51,6 +65,36 @@ impl Cluster {
     /// Whether the current membership names this node.
     pub fn is_member(&self) -> bool {
         self.members().contains_key(&self.id())
+    }
+
+    /// While this node is in no cluster: what it waits for.
+    pub fn not_formed(&self) -> Option<String> {
+        if self.is_member() {
+            return None;
+        }
+        let forming = self
+            .inner
+            .forming
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        forming.as_ref().map(|why| format!("cluster not formed: {why}"))
+    }
+
+    pub(super) fn set_forming(&self, why: Option<String>) {
+        *self
+            .inner
+            .forming
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = why;
+    }
+
+    /// Why no leader is known: formation's wait when this node is in no
+    /// cluster yet, else an election or an unreachable majority.
+    pub fn no_leader(&self) -> ClusterError {
+        match self.not_formed() {
+            Some(why) => ClusterError::NotFormed(why),
+            None => ClusterError::NoLeader,
+        }
     }
 
     /// GET `url`/cluster, through the routes.
@@ -76,8 +120,9 @@ impl Cluster {
     }
 }
 
-/// One look at the seeds. Ok(true) when something was done.
-async fn formation_step(cluster: &Cluster) -> Result<bool, String> {
+/// One look at the seeds: Ok when it did something (joined, initialized),
+/// else what the cluster's formation waits for.
+async fn formation_step(cluster: &Cluster) -> Result<(), String> {
     let seeds = &cluster.inner.config.peers;
     let mut statuses = Vec::new();
     let mut unanswered = Vec::new();
@@ -88,10 +133,14 @@ async fn formation_step(cluster: &Cluster) -> Result<bool, String> {
         }
         match cluster.peer_status(seed).await {
             Ok(status) => statuses.push(status),
-            Err(e) => unanswered.push(e),
+            Err(e) => unanswered.push((seed.trim_end_matches('/'), e)),
         }
     }
     if let Some(formed) = statuses.iter().find(|s| s.initialized && s.node_id != cluster.id()) {
+        cluster.set_forming(Some(format!(
+            "joining through {}: catching up as a learner",
+            formed.url
+        )));
         join_through(cluster, &formed.url).await?;
         // The leader has us; the membership reaches this node with its log.
         let _ = cluster
@@ -102,14 +151,23 @@ async fn formation_step(cluster: &Cluster) -> Result<bool, String> {
                 "the membership arrives",
             )
             .await;
-        return Ok(true);
+        return Ok(());
     }
     if !unanswered.is_empty() {
-        return Err(format!("seeds not answering: {}", unanswered.join("; ")));
+        let urls: Vec<&str> = unanswered.iter().map(|(url, _)| *url).collect();
+        let errors: Vec<&str> = unanswered.iter().map(|(_, e)| e.as_str()).collect();
+        tracing::debug!(?errors, "seeds not answering");
+        return Err(format!(
+            "waiting for {} to answer (every seed in --peers must answer before a new cluster forms)",
+            urls.join(", ")
+        ));
     }
     let lowest = seeds.iter().map(|s| s.trim_end_matches('/')).min();
     if lowest != Some(cluster.url()) {
-        return Ok(false);
+        return Err(format!(
+            "every seed answers; waiting for the lowest seed URL, {}, to initialize the cluster",
+            lowest.unwrap_or("?")
+        ));
     }
     let members: BTreeMap<NodeId, Member> = statuses
         .iter()
@@ -117,8 +175,8 @@ async fn formation_step(cluster: &Cluster) -> Result<bool, String> {
         .collect();
     tracing::info!(?members, "every seed is uninitialized: initializing the cluster");
     match cluster.raft().initialize(members).await {
-        Ok(()) => Ok(true),
-        Err(e) => Err(format!("initialize: {e}")),
+        Ok(()) => Ok(()),
+        Err(e) => Err(format!("initializing the cluster: {e}")),
     }
 }
 

@@ -19,7 +19,7 @@ impl Cluster {
         match self.leader() {
             Some((leader, _)) if leader == self.id() => Ok(()),
             Some((_, url)) => Err(ClusterError::NotLeader { leader_url: url }),
-            None => Err(ClusterError::NoLeader),
+            None => Err(self.no_leader()),
         }
     }
 

@@ -52,6 +52,8 @@ pub(super) struct Inner {
     pub store: LogStore,
     pub visibility: Visibility,
     pub config: ClusterConfig,
+    /// While this node is in no cluster: what formation waits for.
+    pub forming: std::sync::Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -135,7 +137,7 @@ impl Cluster {
         match self.leader() {
             Some((leader, _)) if leader == self.inner.id => {}
             Some((_, url)) => return Err(ClusterError::NotLeader { leader_url: url }),
-            None => return Err(ClusterError::NoLeader),
+            None => return Err(self.no_leader()),
         }
         if telemetry::enabled() {
             let span = tracing::info_span!("raft.commit", records = records.len());

@@ -39,7 +39,7 @@ impl Mode {
             Mode::Member(cluster) => match cluster.leader() {
                 Some((id, _)) if id == cluster.id() => Ok(()),
                 Some((_, url)) => Err(ClusterError::NotLeader { leader_url: url }.into()),
-                None => Err(ClusterError::NoLeader.into()),
+                None => Err(cluster.no_leader().into()),
             },
         }
     }

@@ -118,6 +118,15 @@ impl Mode {
             });
         }
         if let Mode::Member(cluster) = self
+            && let Some(why) = cluster.not_formed()
+        {
+            return Err(NotReady {
+                status: "no_leader",
+                code: "no_leader",
+                error: why,
+            });
+        }
+        if let Mode::Member(cluster) = self
             && !cluster.ready()
         {
             return Err(NotReady {

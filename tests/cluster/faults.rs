@@ -444,8 +444,13 @@ async fn a_stopped_leader_acknowledges_nothing_it_cannot_commit() {
 
 async fn partition_the_leader(mode: Mode) {
     let what = format!("leader partition {mode:?}");
+    // A lease (the max election timeout) well past the write timeout: the
+    // write below reaches the old leader while it still believes it leads,
+    // however slow this machine is; after the lease it would refuse it.
     let config = ClusterConfig {
         extra_args: vec!["--write-timeout-ms".into(), WRITE_TIMEOUT_MS.to_string()],
+        election_timeout_min_ms: 1000,
+        election_timeout_max_ms: 2500,
         ..config()
     };
     let (mut cluster, leader) = start_with(&what, config).await;

@@ -55,8 +55,9 @@ impl Log {
     }
 
     /// Applies retention: deletes the oldest sealed segments while the log is
-    /// over `retention_bytes`, or while their newest record is older than
-    /// `retention_ms` before `now_ms`. The active segment always stays.
+    /// over `retention_bytes`, or while their newest user record is older
+    /// than `retention_ms` before `now_ms` (`newest_user_time`). The active
+    /// segment always stays.
     pub fn enforce_retention(&self, now_ms: u64) -> Result<usize> {
         if !self.has_retention() {
             return Ok(0);
@@ -95,6 +96,7 @@ impl Log {
         for (i, segment) in segments.iter().enumerate().take(segments.len().saturating_sub(1)) {
             let over_size = config.retention_bytes.is_some_and(|max| total > max);
             let too_old = match config.retention_ms {
+                Some(_) if over_size => true,
                 Some(ms) => newest_user_time(segments.get(i..).unwrap_or_default())?
                     .is_some_and(|t| t < now_ms.saturating_sub(ms)),
                 None => false,
@@ -295,16 +297,29 @@ impl Writer<'_> {
 /// time-based retention. A cluster stores Raft's own entries (a leader's
 /// blank entry, a membership change) as control frames stamped 0: they say
 /// nothing of a segment's age, so a segment that ends with one is as old as
-/// its newest user record. One that holds no user record is no older than
-/// the next user record after it (records are stored in time order), in a
-/// later segment; `None` when there is none.
+/// its newest user record. One that holds no user record is judged by the
+/// newest user record of the next segment that has one (written after it,
+/// clocks allowing); `None` when none does, and the segment is kept.
 fn newest_user_time(segments: &[Arc<Segment>]) -> Result<Option<u64>> {
-    for segment in segments {
-        for offset in (segment.base()..segment.next_offset()).rev() {
-            let record = segment.read(offset)?;
-            if record.attributes & CONTROL == 0 {
-                return Ok(Some(record.timestamp_ms));
-            }
+    for (n, segment) in segments.iter().enumerate() {
+        match newest_user_time_in(segment) {
+            Ok(Some(time)) => return Ok(Some(time)),
+            Ok(None) => {}
+            // A later segment that a cut shrinks while this runs without the
+            // writer lock (`retention_point`): its age is unknown this time,
+            // and the segments before it are kept.
+            Err(_) if n > 0 => return Ok(None),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(None)
+}
+
+fn newest_user_time_in(segment: &Segment) -> Result<Option<u64>> {
+    for offset in (segment.base()..segment.next_offset()).rev() {
+        let record = segment.read(offset)?;
+        if record.attributes & CONTROL == 0 {
+            return Ok(Some(record.timestamp_ms));
         }
     }
     Ok(None)
