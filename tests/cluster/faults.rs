@@ -476,7 +476,7 @@ async fn partition_the_leader(mode: Mode) {
         .await;
         (reply, sent.elapsed())
     };
-    let ((lonely, waited), new_leader) = tokio::join!(lonely_write, cluster.wait_for_leader(Duration::from_secs(5)));
+    let ((lonely, waited), new_leader) = tokio::join!(lonely_write, cluster.wait_for_leader(LEADER_TIMEOUT));
     eprintln!(
         "{what}: node {new_leader} leads the majority {:?} after the cut; the isolated old leader answered in {waited:?}: {lonely:?}",
         cut.elapsed()
