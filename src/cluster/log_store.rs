@@ -276,13 +276,19 @@ impl LogStore {
 }
 
 /// Gives each user record its frame from `batch`, which holds the
-/// entries' frames in order.
+/// entries' frames in order, and its value as a slice of that frame.
 fn attach_frames(entries: &mut [Entry], batch: EncodedBatch) {
     debug_assert_eq!(entries.len(), batch.len(), "one frame an entry");
     for (entry, frame) in entries.iter_mut().zip(batch.into_frames()) {
         debug_assert_eq!(entry.log_id.index, frame.offset());
         match &mut entry.payload {
-            openraft::EntryPayload::Normal(r) if frame.offset() == entry.log_id.index => r.frame = Some(frame),
+            openraft::EntryPayload::Normal(r) if frame.offset() == entry.log_id.index => {
+                // The same bytes, from the frame: the cache then holds one
+                // copy, not the client's body (or a peer's whole request)
+                // beside the frame.
+                r.value = frame.record().value.clone();
+                r.frame = Some(frame);
+            }
             _ => {}
         }
     }

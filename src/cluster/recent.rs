@@ -14,10 +14,11 @@ use super::types::Entry;
 
 const MAX_BYTES: usize = 64 << 20;
 
-/// What an entry costs to keep, roughly.
+/// What an entry costs to keep, roughly. A record's value is a slice of
+/// its frame once it has one (`log_store::attach_frames`): counted once.
 fn weight(entry: &Entry) -> usize {
     64 + match &entry.payload {
-        EntryPayload::Normal(r) => r.value.len() + r.frame.as_ref().map_or(0, |f| f.len()),
+        EntryPayload::Normal(r) => r.frame.as_ref().map_or(r.value.len(), |f| f.len()),
         _ => 256,
     }
 }
@@ -136,5 +137,40 @@ mod tests {
         recent.push(&entries(20, 21));
         assert_eq!(indexes(recent.get(7, 100, u64::MAX)), None, "a gap clears the cache");
         assert_eq!(indexes(recent.get(20, 100, u64::MAX)), Some(vec![20]));
+    }
+
+    /// Entries as a node caches them: each record's value a slice of its
+    /// frame.
+    fn framed(from: u64, to: u64, value_bytes: usize) -> Vec<Entry> {
+        let mut batch = crate::log::EncodedBatch::new(from);
+        let value = vec![b'7'; value_bytes];
+        for _ in from..to {
+            batch.push(1, 0, crate::log::Payload::new(&value));
+        }
+        batch
+            .into_frames()
+            .into_iter()
+            .map(|frame| {
+                let mut record = UserRecord::new(0, 1, frame.record().value.clone());
+                let index = frame.offset();
+                record.frame = Some(frame);
+                Entry {
+                    log_id: log_id(1, index),
+                    payload: EntryPayload::Normal(record),
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_cache_holds_its_size_in_frames_counting_a_value_inside_its_frame_once() {
+        let mut recent = Recent::default();
+        // 48 MiB of frames: under the cache's 64 MiB, but over it if each
+        // value were counted beside its frame.
+        recent.push(&framed(0, 48, 1 << 20));
+        assert_eq!(indexes(recent.get(0, 1, u64::MAX)), Some(vec![0]), "nothing forgotten");
+        recent.push(&framed(48, 80, 1 << 20));
+        assert!(recent.get(0, 1, u64::MAX).is_none(), "past 64 MiB the oldest go");
+        assert!(recent.bytes <= MAX_BYTES, "{} bytes kept", recent.bytes);
     }
 }
