@@ -9,7 +9,7 @@ use serde_json::Value;
 struct Process {
     child: Child,
     url: String,
-    /// The lines it prints after the serving line, until it exits.
+    /// The lines it prints but the serving line, until it exits.
     lines: std::sync::mpsc::Receiver<String>,
 }
 
@@ -38,15 +38,17 @@ fn spawn_on(listen: &str, dir: &Path, extra: &[&str], configure: impl FnOnce(&mu
     let mut child = command.spawn().unwrap();
     let stdout = child.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
+    // The lines before the serving line go to `lines` first.
+    let (sender, received) = std::sync::mpsc::channel();
     let url = loop {
         let line = lines.next().expect("the server prints a serving line").unwrap();
         let event: Value = serde_json::from_str(&line).unwrap_or_default();
         if event["message"] == "distlog is serving" {
             break format!("http://{}", event["addr"].as_str().unwrap());
         }
+        let _ = sender.send(line);
     };
     // Keep draining stdout so the server never blocks on a full pipe.
-    let (sender, received) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in lines.map_while(Result::ok) {
             let _ = sender.send(line);
@@ -717,7 +719,9 @@ fn a_node_waiting_for_a_seed_names_it_to_writers_readyz_and_its_log() {
     assert_eq!(status, Some(503), "{body}");
     assert!(body["error"].as_str().unwrap_or("").starts_with(&waiting), "{body}");
 
-    // Said at once, then again at WARN while it waits.
+    // Said at once, then again at WARN while it waits; and, since no
+    // caller is authenticated, that the peer routes are open.
+    let mut open_routes = None;
     let mut warned = None;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
     while warned.is_none() && std::time::Instant::now() < deadline {
@@ -725,10 +729,18 @@ fn a_node_waiting_for_a_seed_names_it_to_writers_readyz_and_its_log() {
             continue;
         };
         let event: Value = serde_json::from_str(&line).unwrap_or_default();
-        if event["level"] == "WARN" && event["message"] == "the cluster is not formed yet" {
+        let message = event["message"].as_str().unwrap_or_default();
+        if event["level"] == "WARN" && message.starts_with("cluster peer routes are not authenticated") {
+            open_routes = Some(event.clone());
+        }
+        if event["level"] == "WARN" && message == "the cluster is not formed yet" {
             warned = Some(event);
         }
     }
+    assert!(
+        open_routes.is_some(),
+        "a member without authentication warns that its peer routes are open"
+    );
     let warned = warned.expect("a WARN line within 15 s while the cluster cannot form");
     assert!(warned["why"].as_str().unwrap_or("").contains(&missing_url), "{warned}");
 }

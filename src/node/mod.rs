@@ -37,6 +37,17 @@ pub struct Node {
     grace: Duration,
 }
 
+/// A member whose callers are not identified (no tokens, no mutual TLS)
+/// takes Raft's messages and membership changes from anyone who reaches its
+/// port: a crafted message can stop its consensus. Said once, loudly.
+fn warn_open_peer_routes() {
+    tracing::warn!(
+        "cluster peer routes are not authenticated: anyone who reaches this port may send Raft messages \
+         (/raft/*) and change the membership (/cluster/*); give every node --token-file and --peer-token-file \
+         with a `cluster` ACL line, or mutual TLS (--tls-client-ca, --peer-cert)"
+    );
+}
+
 impl Node {
     /// Starts a node serving on `listener`. Clients that connect before the
     /// log is open wait in the listener's backlog.
@@ -44,6 +55,9 @@ impl Node {
         // Before the log opens: it takes its metric handles from the recorder.
         api::recorder();
         let security = Security::load(&config.security)?;
+        if config.mode.is_member() && security.policy.is_none() {
+            warn_open_peer_routes();
+        }
         let clients = config.mode.clients()?;
         let local_addr = listener.local_addr()?;
         let log = open_log(&config).await?;
