@@ -42,6 +42,14 @@ pub struct Durable {
 impl Durable {
     pub fn open(dir: PathBuf) -> io::Result<Durable> {
         fsops::create_dir_all(&dir)?;
+        // The directory's name is made durable in its parent before anything
+        // is written in it (at every open: a crash may have come between the
+        // two before): a power cut must not keep the log's segments and lose
+        // `raft/`, or the node would refuse to start, its log taken for a
+        // standalone one.
+        if let Some(parent) = dir.parent() {
+            fsops::sync_dir(parent)?;
+        }
         Ok(Durable {
             dir,
             writing: Arc::new(Mutex::new(())),

@@ -47,10 +47,8 @@ pub async fn form(cluster: Cluster) {
         if let Err(why) = formation_step(&cluster).await {
             match said {
                 None => tracing::info!(%why, "the cluster is not formed yet"),
-                Some(at) if at.elapsed() >= WARN_EVERY => {
-                    tracing::warn!(%why, waited = ?started.elapsed(), "the cluster is not formed yet")
-                }
-                Some(_) => {}
+                Some(at) if at.elapsed() < WARN_EVERY => {}
+                Some(_) => tracing::warn!(%why, waited = ?started.elapsed(), "the cluster is not formed yet"),
             }
             if said.is_none_or(|at| at.elapsed() >= WARN_EVERY) {
                 said = Some(Instant::now());

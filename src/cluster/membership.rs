@@ -15,14 +15,6 @@ use super::node::Cluster;
 use super::types::{Member, NodeId, TypeConfig};
 
 impl Cluster {
-    fn must_lead(&self) -> Result<(), ClusterError> {
-        match self.leader() {
-            Some((leader, _)) if leader == self.id() => Ok(()),
-            Some((_, url)) => Err(ClusterError::NotLeader { leader_url: url }),
-            None => Err(self.no_leader()),
-        }
-    }
-
     fn change_error(&self, e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> ClusterError {
         match e {
             RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => match f.leader_node {

@@ -128,17 +128,24 @@ impl Cluster {
         leader.map(|id| (id, self.member_url(id)))
     }
 
+    /// Ok when this node leads; else where writers should go, or why no
+    /// leader is known. Asked before a write or a membership change is
+    /// proposed (Raft refuses one if leadership moves in between).
+    pub fn must_lead(&self) -> Result<(), ClusterError> {
+        match self.leader() {
+            Some((leader, _)) if leader == self.inner.id => Ok(()),
+            Some((_, url)) => Err(ClusterError::NotLeader { leader_url: url }),
+            None => Err(self.no_leader()),
+        }
+    }
+
     /// Appends records as one batch; returns the first one's offset once
     /// all are committed and visible. A batch of more than one record is
     /// shown whole or never (see `state_machine`).
     /// With traces on, the wait is the span `raft.commit`, and the first
     /// record carries it to the append-entries that replicate it.
     pub async fn write(&self, mut records: Vec<UserRecord>) -> Result<u64, ClusterError> {
-        match self.leader() {
-            Some((leader, _)) if leader == self.inner.id => {}
-            Some((_, url)) => return Err(ClusterError::NotLeader { leader_url: url }),
-            None => return Err(self.no_leader()),
-        }
+        self.must_lead()?;
         if telemetry::enabled() {
             let span = tracing::info_span!("raft.commit", records = records.len());
             if let Some(first) = records.first_mut() {

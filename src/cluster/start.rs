@@ -116,9 +116,6 @@ impl Cluster {
                 forming: std::sync::Mutex::new(None),
             }),
         };
-        if !cluster.is_member() {
-            cluster.set_forming(Some("asking the seeds (--peers) whether a cluster exists".into()));
-        }
         tracing::info!(node_id = id, url = %cluster.inner.url, peers = ?cluster.inner.config.peers, "cluster node started");
         tokio::spawn(formation::form(cluster.clone()));
         tokio::spawn(metrics::publish(cluster.id(), cluster.raft().metrics()));

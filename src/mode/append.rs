@@ -36,11 +36,7 @@ impl Mode {
         match self {
             Mode::Standalone => Ok(()),
             Mode::Replica(status) => Err(read_only(status)),
-            Mode::Member(cluster) => match cluster.leader() {
-                Some((id, _)) if id == cluster.id() => Ok(()),
-                Some((_, url)) => Err(ClusterError::NotLeader { leader_url: url }.into()),
-                None => Err(cluster.no_leader().into()),
-            },
+            Mode::Member(cluster) => Ok(cluster.must_lead()?),
         }
     }
 

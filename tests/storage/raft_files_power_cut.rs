@@ -356,3 +356,37 @@ fn term_runs_purged_ids_and_tables_are_old_or_new_after_a_crash_at_every_step() 
         assert_eq!(steps, DURABLE_WRITE, "{name}");
     }
 }
+
+/// `raft/` is created inside a data directory whose log may already be on
+/// disk: its name must be durable in the data directory before anything is
+/// written in it, or a power cut could keep the segments and lose `raft/`
+/// (the node would then take its log for a standalone one and refuse to
+/// start). Opening creates it, then syncs the data directory.
+#[test]
+fn opening_makes_the_raft_directory_durable_in_its_parent() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let steps: Arc<Mutex<Vec<(String, PathBuf)>>> = Arc::default();
+    let seen = steps.clone();
+    let watch = fsops::watch(
+        dir.path(),
+        Arc::new(move |step: &Step<'_>| {
+            let mut seen = seen.lock().unwrap_or_else(PoisonError::into_inner);
+            seen.push((step_kind(step), step.path().to_path_buf()));
+            Ok(())
+        }),
+    );
+    let raft = dir.path().join("raft");
+    Durable::open(raft.clone()).expect("open");
+    drop(watch);
+    let steps = steps.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    let created = steps
+        .iter()
+        .position(|(kind, path)| kind == "CreateDir" && *path == raft);
+    let synced = steps
+        .iter()
+        .position(|(kind, path)| kind == "SyncDir" && path.as_path() == dir.path());
+    assert!(
+        created.is_some() && synced > created,
+        "raft/ created, then its parent synced: {steps:?}"
+    );
+}

@@ -63,7 +63,8 @@ impl Log {
             return Ok(0);
         }
         let w = self.lock_writer()?;
-        let doomed = self.retention_doomed(now_ms)?;
+        let segments = self.read_segments().clone();
+        let doomed = self.retention_doomed(&segments, now_ms)?;
         w.purge_oldest(doomed)
     }
 
@@ -74,8 +75,10 @@ impl Log {
         if !self.has_retention() {
             return Ok(None);
         }
-        let doomed = self.retention_doomed(now_ms)?;
-        let segments = self.read_segments();
+        // One view of the list for counting and for the answer: a purge
+        // between two reads would shift the count onto a kept segment.
+        let segments = self.read_segments().clone();
+        let doomed = self.retention_doomed(&segments, now_ms)?;
         Ok(doomed
             .checked_sub(1)
             .and_then(|last| segments.get(last))
@@ -87,10 +90,9 @@ impl Log {
         config.retention_bytes.is_some() || config.retention_ms.is_some()
     }
 
-    /// How many of the oldest sealed segments retention dooms now.
-    fn retention_doomed(&self, now_ms: u64) -> Result<usize> {
+    /// How many of the oldest sealed `segments` retention dooms now.
+    fn retention_doomed(&self, segments: &[Arc<Segment>], now_ms: u64) -> Result<usize> {
         let config = &self.shared.config;
-        let segments = self.read_segments().clone();
         let mut total: u64 = segments.iter().map(|s| s.size_bytes()).sum();
         let mut doomed = 0;
         for (i, segment) in segments.iter().enumerate().take(segments.len().saturating_sub(1)) {
@@ -317,9 +319,10 @@ fn newest_user_time(segments: &[Arc<Segment>]) -> Result<Option<u64>> {
 
 fn newest_user_time_in(segment: &Segment) -> Result<Option<u64>> {
     for offset in (segment.base()..segment.next_offset()).rev() {
-        let record = segment.read(offset)?;
-        if record.attributes & CONTROL == 0 {
-            return Ok(Some(record.timestamp_ms));
+        // The header alone: the value is not copied.
+        let (attributes, timestamp_ms) = segment.read_with(offset, |r| (r.attributes, r.timestamp_ms))?;
+        if attributes & CONTROL == 0 {
+            return Ok(Some(timestamp_ms));
         }
     }
     Ok(None)
