@@ -11,6 +11,7 @@
 //! - `log_store`: openraft's log storage over our log;
 //! - `state_machine`: applying = making visible; batches whole or never;
 //! - `network`: peer RPCs over HTTP (served by `api::cluster`);
+//! - `contact`: whether this node is in touch with its leader (check-quorum);
 //! - `node`, `formation`, `membership`, `status`: a running node, forming
 //!   and growing the cluster from the seed list, `GET /cluster`;
 //! - `start`: starting a node, the top: nothing here imports it.
@@ -18,6 +19,7 @@
 //! Design and traps: `docs/cluster-design.md`, `docs/openraft-0.10-notes.md`.
 
 mod codec;
+mod contact;
 mod durable;
 mod error;
 mod formation;
@@ -44,7 +46,7 @@ pub use error::ClusterError;
 pub use formation::JoinRequest;
 pub use log_store::{APPEND_BUDGET_BYTES, LogStore};
 pub use metrics::describe_metrics;
-pub use network::{APPEND_PATH, SNAPSHOT_PATH, SnapshotBody, TARGET_HEADER, TRANSFER_PATH, VOTE_PATH};
+pub use network::{APPEND_PATH, PRE_VOTE_PATH, SNAPSHOT_PATH, SnapshotBody, TARGET_HEADER, TRANSFER_PATH, VOTE_PATH};
 pub use node::{Cluster, ClusterConfig, RaftNode};
 pub use start::StartError;
 pub use state_machine::StateMachine;

@@ -28,10 +28,15 @@ impl Cluster {
 
     pub async fn handle_append(&self, body: Bytes) -> Result<AppendEntriesResponse<TypeConfig>, ClusterError> {
         let request = decode_append(body).map_err(|e| ClusterError::BadRpc(e.to_string()))?;
-        self.raft()
+        let answer = self
+            .raft()
             .append_entries(request)
             .await
-            .map_err(|e| ClusterError::Stopped(e.to_string()))
+            .map_err(|e| ClusterError::Stopped(e.to_string()))?;
+        if !matches!(answer, AppendEntriesResponse::HigherVote(_)) {
+            self.inner.contact.heard();
+        }
+        Ok(answer)
     }
 
     pub async fn handle_vote(
@@ -44,15 +49,33 @@ impl Cluster {
             .map_err(|e| ClusterError::Stopped(e.to_string()))
     }
 
+    /// A pre-vote: whether this node would vote for the candidate; it
+    /// changes nothing here.
+    pub async fn handle_pre_vote(
+        &self,
+        request: VoteRequest<TypeConfig>,
+    ) -> Result<VoteResponse<TypeConfig>, ClusterError> {
+        self.raft()
+            .pre_vote(request)
+            .await
+            .map_err(|e| ClusterError::Stopped(e.to_string()))
+    }
+
     pub async fn handle_snapshot(&self, body: SnapshotBody) -> Result<SnapshotResponse<TypeConfig>, ClusterError> {
         let snapshot = Snapshot {
             meta: body.meta,
             snapshot: body.tables,
         };
-        self.raft()
-            .install_full_snapshot(body.vote, snapshot)
+        let leader = body.vote;
+        let answer = self
+            .raft()
+            .install_full_snapshot(leader, snapshot)
             .await
-            .map_err(|e| ClusterError::Stopped(e.to_string()))
+            .map_err(|e| ClusterError::Stopped(e.to_string()))?;
+        if answer.vote == leader {
+            self.inner.contact.heard();
+        }
+        Ok(answer)
     }
 
     pub async fn handle_transfer(

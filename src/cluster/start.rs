@@ -69,6 +69,9 @@ fn raft_config(config: &ClusterConfig) -> Result<Config, StartError> {
         // A node whose log came back short must not resume leading.
         enable_leader_restore: Some(false),
         allow_log_reversion: Some(false),
+        // A node that cannot win (cut off, or behind) asks before it raises
+        // its term, so that coming back it does not depose a healthy leader.
+        enable_pre_vote: Some(true),
         max_payload_entries: 4096,
         ..Config::default()
     };
@@ -114,6 +117,7 @@ impl Cluster {
                 visibility,
                 config,
                 forming: std::sync::Mutex::new(None),
+                contact: Default::default(),
             }),
         };
         tracing::info!(node_id = id, url = %cluster.inner.url, peers = ?cluster.inner.config.peers, "cluster node started");
