@@ -14,6 +14,8 @@
 //! - `contact`: whether this node is in touch with its leader (check-quorum);
 //! - `node`, `formation`, `membership`, `status`: a running node, forming
 //!   and growing the cluster from the seed list, `GET /cluster`;
+//! - `reconcile`: the leader finishes joins that stopped halfway;
+//! - `failpoint`: crash points in multi-step changes, for the fault tests;
 //! - `start`: starting a node, the top: nothing here imports it.
 //!
 //! Design and traps: `docs/cluster-design.md`, `docs/openraft-0.10-notes.md`.
@@ -22,6 +24,7 @@ mod codec;
 mod contact;
 mod durable;
 mod error;
+mod failpoint;
 mod formation;
 mod log_store;
 mod marks;
@@ -30,6 +33,7 @@ mod metrics;
 mod network;
 mod node;
 mod recent;
+mod reconcile;
 mod repair;
 pub mod retention;
 mod rpc;
@@ -43,6 +47,7 @@ mod types;
 pub use codec::{decode_append, encode_append};
 pub use durable::Durable;
 pub use error::ClusterError;
+pub use failpoint::{FAILPOINT_ENV, JOIN_AFTER_LEARNER};
 pub use formation::JoinRequest;
 pub use log_store::{APPEND_BUDGET_BYTES, LogStore};
 pub use metrics::describe_metrics;

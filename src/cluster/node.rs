@@ -13,6 +13,7 @@ use openraft::errors::{ClientWriteError, RaftError};
 use super::contact::LeaderContact;
 use super::error::ClusterError;
 use super::log_store::LogStore;
+use super::reconcile::LearnersSeen;
 use super::state_machine::{StateMachine, Visibility};
 use super::types::{Member, NodeId, TypeConfig, UserRecord};
 use bytes::Bytes;
@@ -57,6 +58,8 @@ pub(super) struct Inner {
     pub forming: std::sync::Mutex<Option<String>>,
     /// When a leader's append-entries or snapshot last arrived.
     pub contact: LeaderContact,
+    /// On the leader: when each learner was first seen (`reconcile`).
+    pub learners: LearnersSeen,
 }
 
 impl std::fmt::Debug for Cluster {

@@ -17,6 +17,7 @@ use super::log_store::LogStore;
 use super::metrics;
 use super::network::{Network, Routes};
 use super::node::{Cluster, ClusterConfig, Inner};
+use super::reconcile;
 use super::repair;
 use super::state_machine::StateMachine;
 use super::types::NodeId;
@@ -118,10 +119,12 @@ impl Cluster {
                 config,
                 forming: std::sync::Mutex::new(None),
                 contact: Default::default(),
+                learners: Default::default(),
             }),
         };
         tracing::info!(node_id = id, url = %cluster.inner.url, peers = ?cluster.inner.config.peers, "cluster node started");
         tokio::spawn(formation::form(cluster.clone()));
+        tokio::spawn(reconcile::run(cluster.clone()));
         tokio::spawn(metrics::publish(cluster.id(), cluster.raft().metrics()));
         Ok(cluster)
     }

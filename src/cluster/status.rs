@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::node::Cluster;
+use super::reconcile::LEARNER_STUCK;
 use super::types::NodeId;
 
 /// One member in `GET /cluster`.
@@ -22,6 +23,10 @@ pub struct MemberStatus {
     /// Whether the leader heard from it within an election timeout
     /// (leader only; `null` elsewhere).
     pub reachable: Option<bool>,
+    /// What the leader sees wrong with it: `voter unreachable`, or
+    /// `learner for N s` once a learner waits past `LEARNER_STUCK` (leader
+    /// only; `null` elsewhere and when nothing is).
+    pub problem: Option<String>,
 }
 
 /// `GET /cluster`.
@@ -78,12 +83,20 @@ impl Cluster {
                     ),
                     _ => None,
                 };
+                let problem = match (voter, reachable, self.learner_for(id)) {
+                    (true, Some(false), _) => Some("voter unreachable".to_string()),
+                    (false, _, Some(waited)) if is_leader && waited > LEARNER_STUCK => {
+                        Some(format!("learner for {} s", waited.as_secs()))
+                    }
+                    _ => None,
+                };
                 MemberStatus {
                     id,
                     url: member.url,
                     voter,
                     match_offset,
                     reachable,
+                    problem,
                 }
             })
             .collect::<Vec<_>>();

@@ -12,6 +12,7 @@ mod common;
 mod faults;
 mod follow;
 mod harness_selftest;
+mod joins;
 mod partitions;
 mod raft_conformance;
 mod security;
