@@ -10,7 +10,8 @@
 //! - `durable`: the small checksummed files Raft keeps (vote, committed...);
 //! - `log_store`: openraft's log storage over our log;
 //! - `state_machine`: applying = making visible; batches whole or never;
-//! - `network`: peer RPCs over HTTP (served by `api::cluster`);
+//! - `network`: peer RPCs over HTTP (served by `api::cluster`), `rpc` the
+//!   serving side, `validate` their checks before openraft sees them;
 //! - `contact`: whether this node is in touch with its leader (check-quorum);
 //! - `node`, `formation`, `membership`, `status`: a running node, forming
 //!   and growing the cluster from the seed list, `GET /cluster`;
@@ -43,6 +44,7 @@ mod status;
 mod tables;
 mod terms;
 mod types;
+mod validate;
 
 pub use codec::{decode_append, encode_append};
 pub use durable::Durable;

@@ -1,6 +1,7 @@
 //! The Raft transport, server side: what a node does with a peer's
 //! request (the HTTP routes are in `api::cluster`). Each request names its
-//! target node; a node that is not it refuses (see `network`).
+//! target node; a node that is not it refuses (see `network`). Every
+//! request is held to Raft's rules (`validate`) before openraft sees it.
 
 use bytes::Bytes;
 use openraft::raft::{
@@ -13,6 +14,7 @@ use super::error::ClusterError;
 use super::network::SnapshotBody;
 use super::node::Cluster;
 use super::types::TypeConfig;
+use super::validate;
 
 impl Cluster {
     /// Refuses a request meant for another node.
@@ -28,6 +30,7 @@ impl Cluster {
 
     pub async fn handle_append(&self, body: Bytes) -> Result<AppendEntriesResponse<TypeConfig>, ClusterError> {
         let request = decode_append(body).map_err(|e| ClusterError::BadRpc(e.to_string()))?;
+        validate::append(&request).map_err(ClusterError::BadRpc)?;
         let answer = self
             .raft()
             .append_entries(request)
@@ -43,6 +46,7 @@ impl Cluster {
         &self,
         request: VoteRequest<TypeConfig>,
     ) -> Result<VoteResponse<TypeConfig>, ClusterError> {
+        validate::vote(&request).map_err(ClusterError::BadRpc)?;
         self.raft()
             .vote(request)
             .await
@@ -55,6 +59,7 @@ impl Cluster {
         &self,
         request: VoteRequest<TypeConfig>,
     ) -> Result<VoteResponse<TypeConfig>, ClusterError> {
+        validate::vote(&request).map_err(ClusterError::BadRpc)?;
         self.raft()
             .pre_vote(request)
             .await
@@ -62,6 +67,7 @@ impl Cluster {
     }
 
     pub async fn handle_snapshot(&self, body: SnapshotBody) -> Result<SnapshotResponse<TypeConfig>, ClusterError> {
+        validate::snapshot(&body.vote, &body.meta).map_err(ClusterError::BadRpc)?;
         let snapshot = Snapshot {
             meta: body.meta,
             snapshot: body.tables,
@@ -82,6 +88,7 @@ impl Cluster {
         &self,
         request: TransferLeaderRequest<TypeConfig>,
     ) -> Result<TransferLeaderResponse<TypeConfig>, ClusterError> {
+        validate::transfer(&request, self.id()).map_err(ClusterError::BadRpc)?;
         self.raft()
             .handle_transfer_leader(request)
             .await

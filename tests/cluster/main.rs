@@ -12,6 +12,7 @@ mod common;
 mod faults;
 mod follow;
 mod harness_selftest;
+mod hostile_peers;
 mod joins;
 mod partitions;
 mod raft_conformance;
