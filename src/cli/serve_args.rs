@@ -68,8 +68,9 @@ pub struct ServeArgs {
     pub(super) retention_ms: Option<u64>,
 
     /// When appends reach the disk. In a cluster, with interval or never a node tells the leader it
-    /// holds entries before they are on disk (Redpanda's "write caching"): faster, but a power cut on a
-    /// majority of nodes can lose acknowledged records.
+    /// holds entries before they are on disk (Redpanda's "write caching"): faster, but acknowledged
+    /// records can be lost by a power cut on one node together with any one other failure (another
+    /// node's crash or disk, or the same power cut), not only on a majority.
     #[arg(long, env = "DISTLOG_FSYNC", value_enum, default_value = "always")]
     pub(super) fsync: Fsync,
 

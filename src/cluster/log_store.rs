@@ -202,6 +202,17 @@ impl LogStore {
         Ok(())
     }
 
+    /// `id`, or the last entry on disk if `id` is past it: the marks trail
+    /// what the log has synced, not what it has written (see `repair`).
+    pub(super) fn cap_to_synced(&self, id: LogId) -> Option<LogId> {
+        let synced = self.shared.log.synced_offset();
+        match synced.checked_sub(1) {
+            Some(last) if last < id.index => self.id_at(last),
+            Some(_) => Some(id),
+            None => None,
+        }
+    }
+
     /// `id`, or the last entry held if `id` is past it.
     fn cap_to_log(&self, id: LogId) -> Option<LogId> {
         match self.last_id() {
@@ -253,8 +264,14 @@ impl LogStore {
         log.append_encoded(&batch).map(|_| ()).map_err(io_error)?;
         attach_frames(&mut entries, batch);
         lock(&self.shared.recent).push(&entries);
-        // What this node may now acknowledge; unsynced, see `repair`.
-        lock(&self.shared.flushed).set(entries.last().map(|e| e.log_id))
+        // What this node may now acknowledge, as far as it is on disk: a
+        // small write in place, not synced (see `repair`).
+        let flushed = entries.last().and_then(|e| self.cap_to_synced(e.log_id));
+        let mut mark = lock(&self.shared.flushed);
+        match flushed > mark.value {
+            true => mark.set(flushed),
+            false => Ok(()),
+        }
     }
 
     /// Reads entries `[start, end)` that the log holds, at most about

@@ -43,7 +43,7 @@ pub(super) fn config() -> ClusterConfig {
 const WRITE_TIMEOUT_MS: u64 = 1000;
 
 /// Writer ids of hand-made writes (a `Load`'s writers are 0..writers).
-const MANUAL: u64 = 100;
+pub(super) const MANUAL: u64 = 100;
 /// Writer ids of the load sent to a stopped leader.
 const STOPPED_WRITERS: u64 = 200;
 
@@ -139,7 +139,7 @@ fn attempt(writer: u64, seq: u64, node: &str, sent: Instant, outcome: Outcome) -
 /// `503 no_leader` (refused before anything was appended, so safe to send
 /// again) is retried for a while: on a loaded machine a fresh cluster may
 /// hold an election more.
-async fn write_acked(node: &str, writer: u64, seq: u64) -> Attempt {
+pub(super) async fn write_acked(node: &str, writer: u64, seq: u64) -> Attempt {
     let sent = Instant::now();
     let reply = loop {
         let reply = post_json(node, &record_body(writer, seq))
@@ -1157,7 +1157,7 @@ fn frames_in(store: &[u8]) -> Vec<(u64, usize, usize)> {
 
 /// Zeroes, in node `i`'s active store file, every frame from offset
 /// `from` on; returns the offsets zeroed.
-fn zero_tail(dir: &std::path::Path, from: u64) -> Vec<u64> {
+pub(super) fn zero_tail(dir: &std::path::Path, from: u64) -> Vec<u64> {
     let active = std::fs::read_dir(dir)
         .expect("the data directory")
         .filter_map(|e| e.ok().map(|e| e.path()))
