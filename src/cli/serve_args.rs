@@ -208,6 +208,12 @@ pub struct ServeArgs {
         value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
     pub(super) write_timeout_ms: u64,
 
+    /// A cluster member answers /readyz 200 only while it has applied all but at most this many
+    /// of the entries its leader has committed (a node catching up after a wipe or a long outage
+    /// would serve reads that miss records).
+    #[arg(long, env = "DISTLOG_READY_LAG", value_name = "ENTRIES", default_value_t = 2000)]
+    pub(super) ready_lag: u64,
+
     /// PEM CA certificates that sign https:// peers' certificates.
     #[arg(long, env = "DISTLOG_PEER_CA", value_name = "FILE")]
     pub(super) peer_ca: Option<PathBuf>,

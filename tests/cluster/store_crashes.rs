@@ -201,6 +201,7 @@ async fn a_repair_interrupted_before_the_new_id_is_written_never_comes_back_unde
         heartbeat: Duration::from_millis(100),
         election_timeout: (Duration::from_millis(300), Duration::from_millis(600)),
         write_timeout: Duration::from_secs(5),
+        ready_lag: 2000,
         client: reqwest::Client::new(),
     };
     let cluster = Cluster::start(log.clone(), dir.path(), config).await.expect("starts");
@@ -299,6 +300,7 @@ async fn a_crash_inside_truncate_after_is_not_a_storage_fault() {
         heartbeat: Duration::from_millis(100),
         election_timeout: (Duration::from_millis(300), Duration::from_millis(600)),
         write_timeout: Duration::from_secs(5),
+        ready_lag: 2000,
         client: reqwest::Client::new(),
     };
     let cluster = Cluster::start(log.clone(), dir.path(), config).await.expect("starts");
