@@ -21,6 +21,7 @@
 mod raft;
 
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::codec::{decode_entries, encode_entries};
@@ -95,6 +96,9 @@ struct Shared {
     flushed: Mutex<Mark>,
     /// The newest entries, as appended (see `recent`).
     recent: Mutex<Recent>,
+    /// Odd while a truncation runs, bumped at its start and end: a read
+    /// that saw it move took its terms and its frames from different logs.
+    truncations: AtomicU64,
 }
 
 /// The log storage and, cloned, its readers.
@@ -125,6 +129,7 @@ impl LogStore {
                 committed: Mutex::new(committed),
                 flushed: Mutex::new(flushed),
                 recent: Mutex::new(Recent::default()),
+                truncations: AtomicU64::new(0),
             }),
         };
         Ok(store)
@@ -285,10 +290,40 @@ impl LogStore {
         if let Some(hit) = lock(&self.shared.recent).get(start, end, max_bytes) {
             return Ok(hit);
         }
-        let count = u32::try_from(end - start).unwrap_or(u32::MAX);
-        let log = self.shared.log.clone();
-        let (frames, _) = blocking(move || log.read_frames_written(start, count, max_bytes).map_err(io_error)).await?;
-        decode_entries(frames, start, &self.terms()).map_err(io::Error::other)
+        // Where the log ends, then the terms, then the frames up to that
+        // end, and all three again if a truncation ran meanwhile: it
+        // rewrites frames and terms, and the two from either side of it
+        // would label old frames with new terms. (An append notes its terms
+        // before it raises the end, so frames below an end read first
+        // always have their terms in a table read after.)
+        loop {
+            let before = self.shared.truncations.load(Ordering::Acquire);
+            if before % 2 == 1 {
+                tokio::task::yield_now().await;
+                continue;
+            }
+            let end = end.min(self.next_index());
+            if start >= end {
+                return Ok(Vec::new());
+            }
+            let terms = self.terms();
+            let count = u32::try_from(end - start).unwrap_or(u32::MAX);
+            let log = self.shared.log.clone();
+            let (frames, _) =
+                blocking(move || log.read_frames_written(start, count, max_bytes).map_err(io_error)).await?;
+            if self.shared.truncations.load(Ordering::Acquire) == before {
+                return decode_entries(frames, start, &terms).map_err(io::Error::other);
+            }
+        }
+    }
+
+    /// Runs a truncation of the log and its terms, marked for readers (see
+    /// `read_entries`).
+    pub(super) fn truncating<T>(&self, truncate: impl FnOnce() -> T) -> T {
+        self.shared.truncations.fetch_add(1, Ordering::AcqRel);
+        let done = truncate();
+        self.shared.truncations.fetch_add(1, Ordering::AcqRel);
+        done
     }
 }
 
