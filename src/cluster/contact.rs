@@ -9,8 +9,11 @@
 //! - any other node counts the last append-entries or snapshot it took
 //!   from a leader (`LeaderContact`, set by the peer RPC handlers).
 //!
-//! The lease is the longest election timeout (openraft's own leader lease:
-//! past it a leader's proposals are refused) plus one heartbeat of slack.
+//! The limit is twice the longest election timeout (openraft's own leader
+//! lease, past which a leader's proposals are refused, is one) plus a
+//! heartbeat: a quorum's acknowledgements are stamped when their requests
+//! were sent and wait on the followers' disks, so one slow fsync must not
+//! make a healthy leader say it has no majority.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -57,7 +60,7 @@ impl LeaderContact {
 impl Cluster {
     /// How long past a leader's last sign of life this node stops naming it.
     pub fn leader_lease(&self) -> Duration {
-        self.inner.config.election_timeout.1 + self.inner.config.heartbeat
+        self.inner.config.election_timeout.1 * 2 + self.inner.config.heartbeat
     }
 
     /// How long since this node last heard from its leader (for a leader:

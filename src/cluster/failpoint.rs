@@ -7,7 +7,8 @@
 //! as if its answer was lost), `hang` (the step never ends, as a request cut
 //! off mid-way leaves it) or `abort` (the process dies on the spot). `error`
 //! and `hang` act once per process. Unset, every check is one load of a
-//! cell.
+//! cell. Only debug builds (the tests' binary) read the variable: a release
+//! build has no crash points whatever its environment says.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,8 +31,18 @@ enum Action {
 fn armed() -> Option<&'static (String, Action)> {
     static ARMED: OnceLock<Option<(String, Action)>> = OnceLock::new();
     ARMED
-        .get_or_init(|| std::env::var(FAILPOINT_ENV).ok().and_then(|v| parse(&v)))
+        .get_or_init(|| match cfg!(debug_assertions) {
+            true => std::env::var(FAILPOINT_ENV).ok().and_then(|v| parse(&v)),
+            false => None,
+        })
         .as_ref()
+}
+
+/// Says at startup which crash point is armed, if one is.
+pub(super) fn announce() {
+    if let Some((point, action)) = armed() {
+        tracing::warn!(%point, ?action, "a crash point is armed ({FAILPOINT_ENV}): for tests only");
+    }
 }
 
 fn parse(value: &str) -> Option<(String, Action)> {

@@ -14,6 +14,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use openraft::async_runtime::WatchReceiver;
 use serde::{Deserialize, Serialize};
 
 use super::error::ClusterError;
@@ -28,6 +29,9 @@ pub struct JoinRequest {
     /// The joining node's id; looked up at `url` when missing.
     #[serde(default)]
     pub id: Option<NodeId>,
+    /// The joining node's `--max-record-bytes`, compared with the leader's.
+    #[serde(default)]
+    pub max_record_bytes: Option<u64>,
 }
 
 const RETRY: Duration = Duration::from_millis(300);
@@ -45,7 +49,18 @@ pub async fn form(cluster: Cluster) {
     let started = Instant::now();
     let mut said: Option<Instant> = None;
     let mut member_since: Option<Instant> = None;
+    let mut was_member = false;
     loop {
+        match cluster.in_committed_membership() {
+            Some(true) => was_member = true,
+            Some(false) if was_member => {
+                let why = "this node was removed from the cluster: it rejoins only when asked (POST /cluster/join on the leader) or when started again with an empty data directory";
+                tracing::error!("{why}");
+                cluster.set_forming(Some(why.to_string()));
+                return;
+            }
+            _ => {}
+        }
         if cluster.is_settled() {
             cluster.set_forming(None);
             if said.is_some() {
@@ -79,6 +94,18 @@ impl Cluster {
     /// Whether the current membership names this node.
     pub fn is_member(&self) -> bool {
         self.members().contains_key(&self.id())
+    }
+
+    /// Whether the last committed membership names this node (None: no
+    /// membership is committed yet). Unlike the effective membership, a
+    /// leader change cannot take it back.
+    fn in_committed_membership(&self) -> Option<bool> {
+        let metrics = self.raft().metrics().borrow_watched().clone();
+        let committed = &metrics.committed_membership_config;
+        committed
+            .log_id()
+            .is_some()
+            .then(|| committed.membership().get_node(&self.id()).is_some())
     }
 
     /// Whether this node is a voter and no other member has its URL: where
@@ -160,6 +187,7 @@ async fn formation_step(cluster: &Cluster) -> Result<(), String> {
             Err(e) => unanswered.push((seed.trim_end_matches('/'), e)),
         }
     }
+    warn_of_other_limits(cluster, &statuses);
     if let Some(formed) = statuses.iter().find(|s| s.initialized && s.node_id != cluster.id()) {
         cluster.set_forming(Some(format!(
             "joining through {}: catching up as a learner",
@@ -204,6 +232,20 @@ async fn formation_step(cluster: &Cluster) -> Result<(), String> {
     }
 }
 
+/// Seeds whose `--max-record-bytes` is not this node's are named (the same
+/// record would be taken or refused depending on who leads).
+fn warn_of_other_limits(cluster: &Cluster, statuses: &[ClusterStatus]) {
+    let ours = cluster.max_record_bytes();
+    for status in statuses {
+        if let Some(theirs) = status.max_record_bytes.filter(|theirs| *theirs != ours) {
+            tracing::warn!(
+                seed = %status.url, theirs, ours,
+                "members disagree on --max-record-bytes: a record between the two is taken or refused depending on who leads"
+            );
+        }
+    }
+}
+
 /// A member that is not settled (a learner, or a voter with a stale twin
 /// at its URL): after `REJOIN_AFTER`, asks the leader to finish the join.
 async fn rejoin_step(cluster: &Cluster, member_since: Instant) -> Result<(), String> {
@@ -230,6 +272,7 @@ async fn join_through(cluster: &Cluster, via: &str) -> Result<(), String> {
     let request = JoinRequest {
         url: cluster.url().to_string(),
         id: Some(cluster.id()),
+        max_record_bytes: Some(cluster.max_record_bytes()),
     };
     for _ in 0..4 {
         let url = format!("{}/cluster/join", cluster.inner_routes().resolve(&target));

@@ -50,6 +50,12 @@ impl Cluster {
                     .node_id
             }
         };
+        if let Some(theirs) = request.max_record_bytes.filter(|t| *t != self.max_record_bytes()) {
+            tracing::warn!(
+                node_id = id, %url, theirs, ours = self.max_record_bytes(),
+                "a joining node's --max-record-bytes is not the leader's: a record between the two is taken or refused depending on who leads"
+            );
+        }
         match self.members().get(&id) {
             Some((member, _)) if member.url != url => {
                 return Err(ClusterError::BadRequest(format!(

@@ -83,6 +83,12 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     }
 }
 
+/// The `code` of one of our JSON error bodies.
+fn error_code(body: &str) -> Option<String> {
+    let body: serde_json::Value = serde_json::from_str(body).ok()?;
+    body.get("code")?.as_str().map(str::to_string)
+}
+
 /// One target node.
 pub struct Peer {
     client: reqwest::Client,
@@ -225,17 +231,20 @@ impl RaftNetworkV2<TypeConfig> for Peer {
     }
 
     /// Would the peer vote for this candidate (nothing is changed there)?
-    /// A peer that does not know the route (404: a distlog from before
-    /// pre-vote, during a rolling upgrade) is counted as granting, so that a
-    /// mixed cluster still elects; an unreachable one is not (a cut-off node
-    /// must not win its own pre-vote and then raise its term).
+    /// A peer whose router does not know the route (404 `not_found`: a
+    /// distlog from before pre-vote, during a rolling upgrade) is counted as
+    /// granting, so that a mixed cluster still elects; an unreachable one
+    /// is not (a cut-off node must not win its own pre-vote and then raise
+    /// its term), nor any other 404 (a node without `--peers`, a proxy).
     async fn pre_vote(
         &mut self,
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         match self.post_json(PRE_VOTE_PATH, &rpc, &option).await {
-            Err(PeerError::Refused { status, .. }) if status == reqwest::StatusCode::NOT_FOUND => {
+            Err(PeerError::Refused { status, body, .. })
+                if status == reqwest::StatusCode::NOT_FOUND && error_code(&body).as_deref() == Some("not_found") =>
+            {
                 Ok(VoteResponse::new(rpc.vote, None, true))
             }
             answer => answer.map_err(PeerError::rpc),

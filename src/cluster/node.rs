@@ -62,6 +62,8 @@ pub(super) struct Inner {
     pub contact: LeaderContact,
     /// On the leader: when each learner was first seen (`reconcile`).
     pub learners: LearnersSeen,
+    /// Held while the voter set is changed (`reconcile`): one at a time.
+    pub changing: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Cluster {

@@ -60,37 +60,53 @@ pub(super) async fn run(cluster: Cluster) {
 
 impl Cluster {
     /// Makes `id` a voter in place of every other member at its URL, in one
-    /// joint change; nothing when it already is and none is left.
+    /// joint change; nothing when it already is and none is left. Changes
+    /// of the voter set take turns (`Inner::changing`) and each is computed
+    /// from the membership as it is when it goes: a set computed before
+    /// another change landed would undo that change (two joins at once).
     pub(super) async fn promote_in_place(&self, id: NodeId) -> Result<(), ClusterError> {
-        let members = self.members();
-        let Some((member, _)) = members.get(&id) else {
-            return Err(ClusterError::NoSuchMember(id));
+        let _turn = self.inner.changing.lock().await;
+        let url = match self.members().get(&id) {
+            Some((member, _)) => member.url.clone(),
+            None => return Err(ClusterError::NoSuchMember(id)),
         };
-        let twins = at_url(&members, &member.url, id);
-        let voters: BTreeSet<NodeId> = members.iter().filter(|(_, (_, v))| *v).map(|(i, _)| *i).collect();
-        let target: BTreeSet<NodeId> = voters.difference(&twins).copied().chain([id]).collect();
-        if target != voters {
-            tracing::info!(node_id = id, url = %member.url, replaced = ?twins, "making a member a voter in place of the members at its URL");
-            self.change(ChangeMembers::ReplaceAllVoters(target)).await?;
-        }
-        let left: BTreeSet<NodeId> = at_url(&self.members(), &member.url, id);
-        if !left.is_empty() {
-            tracing::info!(node_id = id, removed = ?left, "removing learners at the same URL");
-            self.change(ChangeMembers::RemoveNodes(left)).await?;
-        }
-        debug_assert!(self.members().get(&id).is_none_or(|(_, voter)| *voter));
-        Ok(())
+        self.change(|members| {
+            let twins = at_url(members, &url, id);
+            let voters: BTreeSet<NodeId> = members.iter().filter(|(_, (_, v))| *v).map(|(i, _)| *i).collect();
+            let target: BTreeSet<NodeId> = voters.difference(&twins).copied().chain([id]).collect();
+            (target != voters && members.contains_key(&id)).then(|| {
+                tracing::info!(node_id = id, %url, replaced = ?twins, "making a member a voter in place of the members at its URL");
+                ChangeMembers::ReplaceAllVoters(target)
+            })
+        })
+        .await?;
+        self.change(|members| {
+            let left = at_url(members, &url, id);
+            (!left.is_empty()).then(|| {
+                tracing::info!(node_id = id, removed = ?left, "removing learners at the same URL");
+                ChangeMembers::RemoveNodes(left)
+            })
+        })
+        .await
     }
 
-    /// A membership change; one that meets another in flight (the
-    /// reconciler's, or a second join's) waits for it and tries again.
-    async fn change(&self, changes: ChangeMembers<NodeId, Member>) -> Result<(), ClusterError> {
+    /// A membership change computed by `next` from the current members
+    /// (None: nothing to do). One that meets another in flight (openraft's
+    /// second step, or a change made elsewhere) waits, and is computed
+    /// again from the membership that change left.
+    async fn change(
+        &self,
+        next: impl Fn(&BTreeMap<NodeId, (Member, bool)>) -> Option<ChangeMembers<NodeId, Member>>,
+    ) -> Result<(), ClusterError> {
         let deadline = Instant::now() + CHANGE_WAIT;
         loop {
-            match self.raft().change_membership(changes.clone(), false).await {
+            let Some(changes) = next(&self.members()) else {
+                return Ok(());
+            };
+            match self.raft().change_membership(changes, false).await {
                 Ok(_) => return Ok(()),
                 Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
-                    ChangeMembershipError::InProgress(_),
+                    ChangeMembershipError::InProgress(_) | ChangeMembershipError::UncommittedLeaderLog(_),
                 ))) if Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
@@ -126,10 +142,17 @@ impl Cluster {
         if !leading || metrics.membership_config.log_id() != metrics.committed_membership_config.log_id() {
             return Ok(());
         }
-        let joint = metrics.membership_config.membership().get_joint_config();
-        if let Some(goal) = joint.last().filter(|_| joint.len() > 1) {
-            tracing::warn!(?joint, "finishing a membership change that stopped halfway");
-            return self.change(ChangeMembers::ReplaceAllVoters(goal.clone())).await;
+        if metrics.membership_config.membership().get_joint_config().len() > 1 {
+            let _turn = self.inner.changing.lock().await;
+            return self
+                .change(|_| {
+                    let metrics = self.raft().metrics().borrow_watched().clone();
+                    let joint = metrics.membership_config.membership().get_joint_config();
+                    let goal = joint.last().filter(|_| joint.len() > 1)?;
+                    tracing::warn!(?joint, "finishing a membership change that stopped halfway");
+                    Some(ChangeMembers::ReplaceAllVoters(goal.clone()))
+                })
+                .await;
         }
         if let Some(id) = self.next_to_promote(&metrics) {
             tracing::info!(node_id = id, "finishing a join: the member is caught up and reachable");

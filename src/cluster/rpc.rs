@@ -89,7 +89,7 @@ impl Cluster {
         &self,
         request: TransferLeaderRequest<TypeConfig>,
     ) -> Result<TransferLeaderResponse<TypeConfig>, ClusterError> {
-        validate::transfer(&request, self.id()).map_err(ClusterError::BadRpc)?;
+        validate::transfer(&request).map_err(ClusterError::BadRpc)?;
         self.raft()
             .handle_transfer_leader(request)
             .await

@@ -47,6 +47,11 @@ pub struct ClusterStatus {
     pub leader_contact_ms: Option<u64>,
     /// The last committed offset this node knows of.
     pub commit_offset: Option<u64>,
+    /// This node's `--max-record-bytes`: members that disagree take or
+    /// refuse the same record depending on who leads (absent from nodes
+    /// that predate it).
+    #[serde(default)]
+    pub max_record_bytes: Option<u64>,
     pub members: Vec<MemberStatus>,
 }
 
@@ -109,6 +114,7 @@ impl Cluster {
             leader_url: leader_id.and_then(|id| self.member_url(id)),
             leader_contact_ms,
             commit_offset: metrics.local_committed.map(|c| c.index),
+            max_record_bytes: Some(self.max_record_bytes()),
             members,
         }
     }
@@ -149,6 +155,10 @@ impl Cluster {
             }
         }
         Ok(())
+    }
+
+    pub fn max_record_bytes(&self) -> u64 {
+        self.store().log().config().max_record_bytes
     }
 
     /// How long peers wait for one another at most.

@@ -9,7 +9,7 @@
 
 use openraft::raft::{AppendEntriesRequest, TransferLeaderRequest, VoteRequest};
 
-use super::types::{LogId, NodeId, SnapshotMeta, TypeConfig, Vote, term_of};
+use super::types::{LogId, SnapshotMeta, TypeConfig, Vote, term_of};
 
 /// Offsets stay below this (the log's offsets are u64, but an index near
 /// the top would overflow openraft's `index + 1`).
@@ -90,14 +90,9 @@ pub(super) fn snapshot(vote: &Vote, meta: &SnapshotMeta) -> Result<(), String> {
     Ok(())
 }
 
-/// Meant for this node, from a leader's vote, with a sane last log id.
-pub(super) fn transfer(request: &TransferLeaderRequest<TypeConfig>, me: NodeId) -> Result<(), String> {
-    if *request.to_node_id() != me {
-        return Err(format!(
-            "leadership offered to node {}, not to this one",
-            request.to_node_id()
-        ));
-    }
+/// From a leader's vote, with a sane last log id (openraft sends it to
+/// every voter, not only the one it names).
+pub(super) fn transfer(request: &TransferLeaderRequest<TypeConfig>) -> Result<(), String> {
     if !request.from_leader().committed {
         return Err("a leadership transfer from a vote that is not a leader's".into());
     }

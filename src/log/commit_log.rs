@@ -272,9 +272,11 @@ impl Log {
     /// Every record below this is on disk: synced by this log (see
     /// `synced`). At most `written_offset`.
     pub fn synced_offset(&self) -> u64 {
-        let synced = self.shared.synced.offset();
-        debug_assert!(synced <= self.written_offset().max(self.lowest_offset()) || self.failure().is_some());
-        synced.min(self.written_offset().max(self.lowest_offset()))
+        // Raised by the committer's sync before the written end is published.
+        self.shared
+            .synced
+            .offset()
+            .min(self.written_offset().max(self.lowest_offset()))
     }
 
     /// Where written records end, past any visibility cap: a cluster node's

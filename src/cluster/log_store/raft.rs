@@ -153,6 +153,7 @@ impl LogStore {
                 let kept = keep
                     .checked_sub(1)
                     .and_then(|i| self.id_at(i))
+                    .and_then(|id| self.cap_to_synced(id))
                     .or(*lock(&self.shared.purged));
                 flushed.set_synced(kept)?;
             }
