@@ -31,7 +31,7 @@ impl ServeArgs {
             retention_bytes: self.retention_bytes,
             retention_ms: self.retention_ms,
             durability,
-            clock: Clock::system(),
+            clock: Clock::skewed(self.clock_skew_ms),
         };
         log.validate().map_err(|e| self.flag_error(e))?;
         if let Some(url) = &self.follow

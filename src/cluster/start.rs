@@ -114,6 +114,7 @@ impl Cluster {
                 visibility,
                 config,
                 forming: std::sync::Mutex::new(None),
+                last_stamp: tokio::sync::Mutex::new(0),
             }),
         };
         tracing::info!(node_id = id, url = %cluster.inner.url, peers = ?cluster.inner.config.peers, "cluster node started");
