@@ -151,6 +151,7 @@ impl ServeArgs {
             routes,
             heartbeat: Duration::from_millis(self.heartbeat_ms),
             write_timeout: Duration::from_millis(self.write_timeout_ms),
+            ready_lag: self.ready_lag,
             election_timeout: (
                 Duration::from_millis(self.election_timeout_min_ms),
                 Duration::from_millis(self.election_timeout_max_ms),

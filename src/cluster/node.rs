@@ -37,6 +37,8 @@ pub struct ClusterConfig {
     pub election_timeout: (Duration, Duration),
     /// Longest a write waits to commit before its outcome is called unknown.
     pub write_timeout: Duration,
+    /// Entries this node may be behind its leader's commit and be ready.
+    pub ready_lag: u64,
     /// The client peers are reached with (TLS roots, identity, token).
     pub client: reqwest::Client,
 }

@@ -16,6 +16,7 @@ mod harness_selftest;
 mod hostile_peers;
 mod joins;
 mod partitions;
+mod power_cuts;
 mod raft_conformance;
 mod security;
 mod store_crashes;
