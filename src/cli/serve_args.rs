@@ -234,6 +234,16 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FROM=TO", hide = true)]
     pub(super) peer_route: Vec<String>,
 
+    /// Testing: stamp records by a clock this many ms ahead of the system's (negative: behind).
+    #[arg(
+        long,
+        value_name = "MS",
+        hide = true,
+        allow_hyphen_values = true,
+        default_value_t = 0
+    )]
+    pub(super) clock_skew_ms: i64,
+
     /// Export traces over OTLP/HTTP to the collector at this base URL (spans go to URL/v1/traces) [default: off].
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL")]
     pub(super) otlp_endpoint: Option<String>,

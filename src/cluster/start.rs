@@ -132,6 +132,7 @@ impl Cluster {
                 contact: Default::default(),
                 learners: Default::default(),
                 changing: Default::default(),
+                last_stamp: tokio::sync::Mutex::new(0),
             }),
         };
         tracing::info!(node_id = id, url = %cluster.inner.url, peers = ?cluster.inner.config.peers, "cluster node started");

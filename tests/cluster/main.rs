@@ -9,6 +9,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod by_time;
 mod faults;
 mod follow;
 mod harness_selftest;
