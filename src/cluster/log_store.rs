@@ -19,9 +19,12 @@
 //!   a crash in between reopens with entries hidden below `purged + 1`.
 
 mod raft;
+mod room;
+
+pub use room::DISK_FULL;
 
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::codec::{decode_entries, encode_entries};
@@ -46,8 +49,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// An engine error for openraft; a full disk stays one (see `room`).
 fn io_error(e: LogError) -> io::Error {
-    io::Error::other(e.to_string())
+    match e.is_disk_full() {
+        true => io::Error::new(io::ErrorKind::StorageFull, e.to_string()),
+        false => io::Error::other(e.to_string()),
+    }
 }
 
 /// Runs blocking log work off the runtime's threads.
@@ -99,6 +106,10 @@ struct Shared {
     /// Odd while a truncation runs, bumped at its start and end: a read
     /// that saw it move took its terms and its frames from different logs.
     truncations: AtomicU64,
+    /// The term table in memory is ahead of its file (a write failed).
+    terms_unsaved: AtomicBool,
+    /// An append waits for room on a full disk (see `room`).
+    disk_full: AtomicBool,
 }
 
 /// The log storage and, cloned, its readers.
@@ -130,6 +141,8 @@ impl LogStore {
                 flushed: Mutex::new(flushed),
                 recent: Mutex::new(Recent::default()),
                 truncations: AtomicU64::new(0),
+                terms_unsaved: AtomicBool::new(false),
+                disk_full: AtomicBool::new(false),
             }),
         };
         Ok(store)
@@ -237,8 +250,12 @@ impl LogStore {
         for e in entries {
             changed |= terms.note(term_of(&e.log_id), e.log_id.index);
         }
-        if changed {
+        // A write that failed (a full disk) is made again by the next call,
+        // which finds nothing new in memory.
+        if changed || self.shared.terms_unsaved.load(Ordering::Acquire) {
+            self.shared.terms_unsaved.store(true, Ordering::Release);
             self.shared.durable.write(TERMS, &*terms, true)?;
+            self.shared.terms_unsaved.store(false, Ordering::Release);
         }
         Ok(())
     }
@@ -246,12 +263,36 @@ impl LogStore {
     /// Writes dense entries from index `first` at the log's end (terms first).
     fn write_entries(&self, first: u64, mut entries: Vec<Entry>) -> io::Result<()> {
         check_dense(first, &entries)?;
-        self.note_terms(&entries)?;
         let mut batch = EncodedBatch::new(first);
         batch.reserve(entries.len() * 128, entries.len());
         encode_entries(&mut batch, &entries);
+        // A full disk waits for room (see `room`): each step may run again.
+        self.while_full(|| self.store_batch(first, &entries, &batch))?;
+        attach_frames(&mut entries, batch);
+        lock(&self.shared.recent).push(&entries);
+        // What this node may now acknowledge, as far as it is on disk: a
+        // small write in place, not synced (see `repair`).
+        let flushed = entries.last().and_then(|e| self.cap_to_synced(e.log_id));
+        let mut mark = lock(&self.shared.flushed);
+        match flushed > mark.value {
+            true => mark.set(flushed),
+            false => Ok(()),
+        }
+    }
+
+    /// The terms, then the frames of `batch` at the log's end; each step
+    /// does nothing when an earlier try already did it.
+    fn store_batch(&self, first: u64, entries: &[Entry], batch: &EncodedBatch) -> io::Result<()> {
+        self.note_terms(entries)?;
         let log = &self.shared.log;
         let next = log.written_offset();
+        // An earlier try that met a full disk wrote the frames before `next`.
+        if next > first && next <= batch.next_offset() {
+            return match batch.tail_from(next) {
+                Some(rest) => log.append_encoded(&rest).map(|_| ()).map_err(io_error),
+                None => Ok(()),
+            };
+        }
         if first != next {
             // Only an empty log starts anywhere (a new store, or one reset
             // past a snapshot): openraft truncates before it overwrites, so
@@ -266,17 +307,7 @@ impl LogStore {
         }
         // Encoded here, or checked when they came from a peer or the disk:
         // no second pass over them.
-        log.append_encoded(&batch).map(|_| ()).map_err(io_error)?;
-        attach_frames(&mut entries, batch);
-        lock(&self.shared.recent).push(&entries);
-        // What this node may now acknowledge, as far as it is on disk: a
-        // small write in place, not synced (see `repair`).
-        let flushed = entries.last().and_then(|e| self.cap_to_synced(e.log_id));
-        let mut mark = lock(&self.shared.flushed);
-        match flushed > mark.value {
-            true => mark.set(flushed),
-            false => Ok(()),
-        }
+        log.append_encoded(batch).map(|_| ()).map_err(io_error)
     }
 
     /// Reads entries `[start, end)` that the log holds, at most about

@@ -43,6 +43,10 @@ pub fn describe_metrics() {
         super::reconcile::VOTERS_UNREACHABLE,
         "On the leader: voters that did not answer within the leader lease."
     );
+    describe_gauge!(
+        super::log_store::DISK_FULL,
+        "1 while this node's Raft appends wait for room on a full disk, else 0."
+    );
     describe_histogram!(
         APPEND_DURATION,
         Unit::Seconds,

@@ -127,6 +127,9 @@ impl Cluster {
         if let Err(fatal) = &metrics.running_state {
             return Err(format!("the Raft core stopped: {fatal}"));
         }
+        if self.store().disk_full() {
+            return Err("the disk is full: this node's Raft appends wait for space".into());
+        }
         if self.leader_in_touch(&metrics).is_none() {
             let lease = self.leader_lease().as_millis();
             return Err(match (metrics.current_leader, self.leader_silence(&metrics)) {

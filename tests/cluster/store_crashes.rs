@@ -378,3 +378,67 @@ async fn reads_racing_truncations_never_label_a_record_with_another_term() {
         &mislabelled[..mislabelled.len().min(5)]
     );
 }
+
+/// A full disk under the Raft log: openraft takes any error of its log
+/// storage as fatal, so an append that met ENOSPC stopped the node's Raft
+/// core until a restart, while a standalone log resumes once space is
+/// freed (and retention, which runs through Raft, could not free any). The
+/// store now waits for room and says so (`disk_full`); the append
+/// completes once space is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_that_meets_a_full_disk_waits_for_room_instead_of_failing() {
+    use distlog::log::fsops::{self, Step};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut store, _sm) = open(dir.path());
+    store
+        .blocking_append((0..5).map(|i| blank(1, i)))
+        .await
+        .expect("append");
+    let full = Arc::new(AtomicBool::new(true));
+    let _watch = fsops::watch(
+        dir.path(),
+        Arc::new({
+            let full = full.clone();
+            move |step: &Step<'_>| match step {
+                Step::Allocate(..) | Step::Write(..) if full.load(Ordering::SeqCst) => {
+                    Err(std::io::Error::from_raw_os_error(libc::ENOSPC))
+                }
+                _ => Ok(()),
+            }
+        }),
+    );
+    // Entries big enough that the store must grow for them.
+    let big = |index: u64| Entry {
+        log_id: id(1, index),
+        payload: EntryPayload::Normal(distlog::cluster::UserRecord::new(
+            0,
+            0,
+            bytes::Bytes::from(vec![b'x'; 60 * 1024]),
+        )),
+    };
+    let appending = tokio::spawn({
+        let mut store = store.clone();
+        async move { store.blocking_append((5..40).map(big)).await }
+    });
+    let waiting = async {
+        while !store.disk_full() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(10), waiting).await.is_err() {
+        let answer = tokio::time::timeout(Duration::from_secs(5), appending).await;
+        panic!("the append did not wait for room: {answer:?}");
+    }
+    assert!(!appending.is_finished(), "it waits while the disk is full");
+    full.store(false, Ordering::SeqCst);
+    let done = tokio::time::timeout(Duration::from_secs(10), appending).await;
+    assert!(
+        matches!(done, Ok(Ok(Ok(_)))),
+        "room again: the append completes: {done:?}"
+    );
+    assert!(!store.disk_full());
+    assert_eq!(store.log().written_offset(), 40);
+}

@@ -160,6 +160,28 @@ impl EncodedBatch {
         });
     }
 
+    /// The frames from `offset` on, as a batch of their own (a copy): what
+    /// is left to append when a first try wrote the ones before. None when
+    /// `offset` is not one of the batch's.
+    pub fn tail_from(&self, offset: u64) -> Option<EncodedBatch> {
+        let skip = usize::try_from(offset.checked_sub(self.first_offset)?).ok()?;
+        let from = self.spans.get(skip)?.start;
+        let mut tail = EncodedBatch::new(offset);
+        tail.buf.extend_from_slice(self.frames().get(from..)?);
+        tail.spans = self
+            .spans
+            .get(skip..)?
+            .iter()
+            .map(|s| FrameSpan {
+                start: s.start - from,
+                end: s.end - from,
+                timestamp_ms: s.timestamp_ms,
+            })
+            .collect();
+        debug_assert_eq!(tail.next_offset(), self.next_offset());
+        Some(tail)
+    }
+
     /// The frames, back to back (without the header).
     pub fn frames(&self) -> &[u8] {
         self.buf.get(self.start..).unwrap_or_default()
@@ -195,6 +217,21 @@ impl EncodedBatch {
 mod tests {
     use super::super::{Payload, encode_frame, split_frames};
     use super::*;
+
+    #[test]
+    fn the_tail_of_a_batch_is_its_frames_from_an_offset_on() {
+        let mut batch = EncodedBatch::new(10);
+        for i in 0..4u8 {
+            batch.push(u64::from(i), 0, Payload::new(&[i; 3]));
+        }
+        let tail = batch.tail_from(12).expect("12 is in the batch");
+        assert_eq!((tail.first_offset(), tail.len()), (12, 2));
+        let frames = tail.into_frames();
+        assert_eq!(frames.iter().map(Frame::offset).collect::<Vec<_>>(), vec![12, 13]);
+        assert_eq!(frames[1].record().value.as_ref(), &[3u8; 3]);
+        assert!(batch.tail_from(9).is_none());
+        assert!(batch.tail_from(14).is_none());
+    }
 
     #[test]
     fn a_batch_is_the_frames_encode_frame_makes_and_knows_where_each_lies() {
