@@ -60,12 +60,15 @@ impl Start {
 }
 
 /// The first offset stamped at or after `time_ms` (or where the log ends).
+/// Never below the lowest offset: retention may purge what the lookup
+/// found before the read starts there, and the records after it are
+/// still the ones asked for.
 pub async fn offset_at_time(state: &AppState, time_ms: u64) -> ApiResult<u64> {
     let log = state.log.clone();
-    tokio::task::spawn_blocking(move || log.offset_at_time(time_ms))
+    let found = tokio::task::spawn_blocking(move || log.offset_at_time(time_ms))
         .await
-        .map_err(|e| ApiError::Internal(format!("lookup task failed: {e}")))?
-        .map_err(ApiError::from)
+        .map_err(|e| ApiError::Internal(format!("lookup task failed: {e}")))??;
+    Ok(found.max(state.log.lowest_offset()))
 }
 
 /// The last `n` records readers see (fewer if the log holds fewer, or if

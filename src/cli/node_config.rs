@@ -282,6 +282,18 @@ mod tests {
     }
 
     #[test]
+    fn a_clock_skew_for_tests_shifts_the_clock_records_are_stamped_with() {
+        let behind = config(&["--clock-skew-ms", "-3600000"]).expect("valid");
+        let (stamped, now) = (behind.log.clock.now_ms(), crate::log::now_ms());
+        assert!(
+            stamped + 3_500_000 < now && stamped + 3_700_000 > now,
+            "{stamped} vs {now}"
+        );
+        let plain = config(&[]).expect("valid");
+        assert!(plain.log.clock.now_ms() + 60_000 > crate::log::now_ms());
+    }
+
+    #[test]
     fn a_record_larger_than_a_segment_names_both_flags() {
         let why = refusal(&["--max-segment-bytes", "4096", "--max-record-bytes", "8192"]);
         assert!(

@@ -1,6 +1,7 @@
 //! Reads by time in a cluster: the leader stamps records, and a new
 //! leader whose clock is an hour behind goes on from its predecessor's
-//! stamps rather than back in time; `from_timestamp` works on a follower.
+//! stamps rather than back in time; `from_timestamp` and `tail` work on a
+//! follower.
 
 use crate::common;
 
@@ -100,6 +101,20 @@ async fn a_new_leader_with_a_clock_behind_never_stamps_earlier_and_followers_fin
             "record {i} at {offset}"
         );
     }
+    // The last records on a follower reach back past the new leader's
+    // control entry, which takes an offset but is not a record.
+    let last = page(&format!("{}/?tail=11", cluster.url(follower)))
+        .await
+        .expect("a tail read");
+    let offsets: Vec<u64> = last["records"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .map(|r| r["offset"].as_u64().unwrap())
+        .collect();
+    let expected: Vec<u64> = stamps[9..].iter().map(|(offset, _)| *offset).collect();
+    assert_eq!(offsets, expected, "tail=11");
+
     let past = page(&format!("{}/?from_timestamp={}", cluster.url(follower), newest + 1))
         .await
         .expect("a read past the newest");
