@@ -8,6 +8,8 @@
 //! is), or, without an `Origin`, a `Sec-Fetch-Site` of `cross-site` or
 //! `same-site` (a browser saying another site sent it; current browsers
 //! send `Origin` on every `POST`, so this only covers older or odd ones).
+//! An `Origin` naming the very host the request was sent to (its `Host`)
+//! is this server's own page, the web console, and passes.
 //! Requests without either (curl, programs) are not browsers' and pass.
 //! Reads stay open to any origin, but only allowed origins get the CORS
 //! headers that let a page see the answer.
@@ -188,13 +190,31 @@ fn screen(allowed: &AllowedOrigins, request: &Request) -> Screened {
         };
     }
     let refused = match origin {
-        Some(_) => cors.origin.is_none(),
+        Some(origin) => cors.origin.is_none() && !same_origin(origin, request),
         None => sent_by_another_site(headers),
     };
     if refused {
         return Screened::Answer(refuse(origin, &cors));
     }
     Screened::Pass(cors)
+}
+
+/// Whether a page of this very server sent the request (the web console,
+/// served under `/ui`): its `Origin`'s `host[:port]` is the `Host` the
+/// request was sent to. The scheme is not compared: one host and port
+/// serve one scheme. Such a request needs no CORS headers either.
+fn same_origin(origin: &HeaderValue, request: &Request) -> bool {
+    let Some((_, origin_authority)) = origin.to_str().ok().and_then(|o| o.split_once("://")) else {
+        return false;
+    };
+    let host = match request.headers().get(header::HOST) {
+        Some(host) => host.as_bytes(),
+        None => match request.uri().authority() {
+            Some(authority) => authority.as_str().as_bytes(),
+            None => return false,
+        },
+    };
+    !host.is_empty() && host.eq_ignore_ascii_case(origin_authority.as_bytes())
 }
 
 fn sent_by_another_site(headers: &HeaderMap) -> bool {

@@ -1,0 +1,89 @@
+// The console's entry point: signs in when the node asks for a token,
+// polls /status (and /cluster on a member) twice a second so a member that
+// goes down shows red within two seconds, and starts each card.
+
+import { $, every } from "./dom.js";
+import { call, describe, onUnauthorized, setToken, token } from "./api.js";
+import { showCluster, roleText } from "./cluster.js";
+import { showLog, sampleRates } from "./logview.js";
+import { startRecords } from "./records.js";
+import { startTail } from "./tail.js";
+import { startAppend } from "./append.js";
+import { startConsumers } from "./consumers.js";
+
+const STATUS_EVERY_MS = 500;
+const METRICS_EVERY_MS = 2000;
+
+/** Set by a 401: polls wait for a token rather than being refused again. */
+let signedOut = false;
+
+function banner(text) {
+  const node = $("banner");
+  node.hidden = !text;
+  node.textContent = text || "";
+}
+
+function openSignIn(reason) {
+  const dialog = $("signin");
+  if (reason) $("signin-why").textContent = "This node says: " + reason + ". The token is kept in this tab only (sessionStorage).";
+  $("signin-clear").hidden = !token();
+  if (!dialog.open) dialog.showModal();
+}
+
+function startSignIn() {
+  onUnauthorized((reason) => {
+    signedOut = true;
+    banner("Sign in to see this node (it asks for a token).");
+    openSignIn(reason);
+  });
+  $("signin-open").addEventListener("click", () => openSignIn(null));
+  $("signin-cancel").addEventListener("click", () => $("signin").close());
+  $("signin-clear").addEventListener("click", () => {
+    setToken("");
+    location.reload();
+  });
+  $("signin-form").addEventListener("submit", () => {
+    setToken($("signin-token").value.trim());
+    location.reload();
+  });
+}
+
+async function pollStatus() {
+  if (signedOut) return;
+  let status;
+  try {
+    status = await call("/status");
+  } catch {
+    return banner("This node does not answer.");
+  }
+  if (!status.ok) return status.status === 401 ? null : banner("/status: " + describe(status));
+  let cluster = null;
+  if (status.body.cluster) {
+    const answer = await call("/cluster");
+    if (answer.ok) cluster = answer.body;
+  }
+  banner(null);
+  $("node-role").textContent = roleText(status.body);
+  showCluster(status.body, cluster);
+  showLog(status.body);
+}
+
+function startMetrics() {
+  let stop = null;
+  stop = every(METRICS_EVERY_MS, async () => {
+    if (signedOut) return;
+    if (!(await sampleRates()) && stop) stop();
+  });
+}
+
+async function start() {
+  startSignIn();
+  startAppend();
+  await pollStatus();
+  if (signedOut) return;
+  every(STATUS_EVERY_MS, pollStatus);
+  startMetrics();
+  await Promise.all([startRecords(), startTail(), startConsumers()]);
+}
+
+start();
