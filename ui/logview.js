@@ -39,7 +39,12 @@ function draw(chart, points, key) {
     const y = 58 - (p[key] / max) * 54;
     return x.toFixed(1) + "," + y.toFixed(1);
   });
-  clear(chart).append(svg("polyline", { points: coords.join(" ") }));
+  // One rate is a short flat line; the area under the line is shaded.
+  if (coords.length === 1) coords.unshift((Number(coords[0].split(",")[0]) - 6).toFixed(1) + "," + coords[0].split(",")[1]);
+  clear(chart);
+  if (!coords.length) return;
+  const area = [coords[0].split(",")[0] + ",60", ...coords, coords[coords.length - 1].split(",")[0] + ",60"];
+  chart.append(svg("polygon", { points: area.join(" ") }), svg("polyline", { points: coords.join(" ") }));
 }
 
 /** One poll of /metrics; false when the counters cannot be read (then stop). */

@@ -12,7 +12,7 @@ import { startAppend } from "./append.js";
 import { startConsumers } from "./consumers.js";
 
 const STATUS_EVERY_MS = 500;
-const METRICS_EVERY_MS = 2000;
+const METRICS_EVERY_MS = 1000;
 
 /** Set by a 401: polls wait for a token rather than being refused again. */
 let signedOut = false;

@@ -2,7 +2,7 @@
 //! its styles, scripts and icon. The files live in `ui/` at the top of the
 //! repository and are embedded in the binary when it is built, so a node
 //! serves its console with no internet and no build step (plain HTML, CSS
-//! and JavaScript modules). `--no-ui` leaves these routes out (404).
+//! and JavaScript modules). With `--no-ui` these paths answer 404.
 //!
 //! The console reads and writes through the public API only, with the
 //! caller's token (`Authorization: Bearer`), so these files themselves are
@@ -70,12 +70,31 @@ const ASSETS: &[Asset] = &[
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
      img-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
-/// The console's routes, to be merged outside the auth guard.
-pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
+/// The console's routes, to be merged outside the auth guard. Turned off,
+/// its paths are still routes, answering 404 (`/ui` would otherwise be
+/// taken for a bad offset).
+pub fn routes<S: Clone + Send + Sync + 'static>(on: bool) -> Router<S> {
+    if !on {
+        return Router::new()
+            .route(routes::UI, get(off))
+            .route(routes::UI_SLASH, get(off))
+            .route(routes::UI_ASSET, get(off));
+    }
     Router::new()
         .route(routes::UI, get(page))
         .route(routes::UI_SLASH, get(page))
         .route(routes::UI_ASSET, get(asset))
+}
+
+async fn off(method: Method, uri: Uri) -> ApiError {
+    not_found(&method, &uri)
+}
+
+fn not_found(method: &Method, uri: &Uri) -> ApiError {
+    ApiError::RouteNotFound {
+        method: Echo::of(method.as_str()),
+        path: Echo::of(uri.path()),
+    }
 }
 
 /// The total size of the embedded files, in bytes.
@@ -90,11 +109,7 @@ async fn page(headers: HeaderMap) -> Response {
 async fn asset(Path(name): Path<String>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
     match ASSETS.iter().position(|a| a.name == name) {
         Some(index) => serve(index, &headers),
-        None => ApiError::RouteNotFound {
-            method: Echo::of(method.as_str()),
-            path: Echo::of(uri.path()),
-        }
-        .into_response(),
+        None => not_found(&method, &uri).into_response(),
     }
 }
 

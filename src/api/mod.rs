@@ -102,12 +102,8 @@ pub fn app(state: AppState, policy: Option<Arc<Policy>>, origins: AllowedOrigins
         Some(policy) => routes.route_layer(axum::middleware::from_fn_with_state(policy, authorize)),
         None => routes,
     };
-    let routes = if console {
-        routes.merge(console::routes())
-    } else {
-        routes
-    };
     let router = routes
+        .merge(console::routes(console))
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state);

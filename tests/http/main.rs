@@ -10,6 +10,7 @@ mod api;
 mod client_edges;
 mod conn;
 mod conn_edges;
+mod console;
 mod handlers;
 mod metrics;
 mod openapi;
