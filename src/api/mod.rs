@@ -19,6 +19,7 @@ mod read;
 mod render;
 mod request_metrics;
 mod sse;
+mod start;
 mod state;
 mod status;
 

@@ -17,13 +17,13 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLockReadGuard};
 use std::thread::JoinHandle;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
 
+pub use super::clock::now_ms;
 use super::config::{Durability, LogConfig};
 use super::error::{LogError, Result};
 use super::fsops;
@@ -32,6 +32,7 @@ use super::segment::Segment;
 mod appending;
 mod background;
 mod bounds;
+mod by_time;
 mod combining;
 mod committer;
 mod cutting;
@@ -102,6 +103,9 @@ struct Shared {
     background: Mutex<Vec<JoinHandle<()>>>,
     /// Handles given out (`Log`s that are `counted`).
     handles: AtomicUsize,
+    /// The newest timestamp written (of a user record, at open), which
+    /// no later record's goes below (see `Writer::note_stamp`).
+    newest_stamp: AtomicU64,
 }
 
 /// Records and frame bytes appended since the log was opened.
@@ -125,13 +129,6 @@ pub struct LogStats {
     pub next_offset: u64,
     pub segments: usize,
     pub size_bytes: u64,
-}
-
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// Runs `f`, which blocks, telling a multi-threaded tokio runtime first so
@@ -195,10 +192,8 @@ impl Log {
         let segments = open_segments(&dir, &config)?;
         let lowest = segments.first().map(|s| s.base()).unwrap_or(0);
         let next = segments.last().map(|s| s.next_offset()).unwrap_or(0);
-        let last_timestamp = match segments.last() {
-            Some(last) if next > last.base() => last.read(next - 1)?.timestamp_ms,
-            _ => 0,
-        };
+        // Of a user record: a cluster's control frames are stamped 0.
+        let last_timestamp = by_time::newest_user_stamp(&segments)?;
         let durability = config.durability;
         let shared = Arc::new(Shared {
             dir,
@@ -213,6 +208,7 @@ impl Log {
             failed: OnceLock::new(),
             background: Mutex::new(Vec::new()),
             handles: AtomicUsize::new(1),
+            newest_stamp: AtomicU64::new(last_timestamp),
         });
         let committer = spawn_committer(Arc::downgrade(&shared), shared.committer.clone())?;
         lock(&shared.background).push(committer);
@@ -286,6 +282,12 @@ impl Log {
             segments: segments.len(),
             size_bytes: segments.iter().map(|s| s.size_bytes()).sum(),
         }
+    }
+
+    /// The newest timestamp a record was written with (0 for none): a
+    /// cluster's leader stamps no record earlier, as the writer does not.
+    pub fn newest_stamp(&self) -> u64 {
+        self.shared.newest_stamp.load(Ordering::Acquire)
     }
 
     /// Why appends are refused until a restart, if they are.

@@ -157,6 +157,13 @@ async fn the_spec_describes_the_running_server() {
         "?from=4&wait_ms=10",
         "?from=0&limit=99999999999999999999",
         "?from=99999999999999999999",
+        "?from_timestamp=0",
+        "?from_timestamp=99999999999999999999&wait_ms=10",
+        "?from_timestamp=x",
+        "?tail=2",
+        "?tail=0",
+        "?from=0&from_timestamp=0",
+        "?tail=1&from=0",
     ] {
         check(&spec, "/", "get", c.get(format!("{url}/{query}")).send().await.unwrap()).await;
     }
