@@ -66,13 +66,13 @@ function renderMembers(cluster) {
     const cells = row.cells;
     const isLeader = member.id === cluster.leader_id;
     setCell(cells[0], String(member.id) + (member.id === cluster.node_id ? " (this)" : ""));
-    setCell(cells[1], el("a", { href: member.url + "/ui" }, member.url));
+    setCell(cells[1], stateBadge(member.reachable));
     setCell(cells[2], isLeader ? el("span", { class: "badge lead" }, "leader") : "follower");
     setCell(cells[3], member.voter ? "voter" : "learner");
     setCell(cells[4], member.match_offset === null ? "–" : member.match_offset);
     const lag = leaderMatch !== null && member.match_offset !== null ? Math.max(0, leaderMatch - member.match_offset) : "–";
     setCell(cells[5], lag);
-    setCell(cells[6], stateBadge(member.reachable));
+    setCell(cells[6], el("a", { href: member.url + "/ui" }, member.url));
     row.classList.toggle("down", member.reachable === false);
     row.dataset.state = member.reachable === true ? "up" : member.reachable === false ? "down" : "unknown";
     if (row.parentNode !== body) body.append(row);

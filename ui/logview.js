@@ -31,11 +31,13 @@ function counter(text, name) {
   return match ? Number(match[1]) : null;
 }
 
+/** The chart spans the samples there are, up to the last 5 minutes. */
 function draw(chart, points, key) {
   const now = performance.now();
+  const span = Math.max(10000, Math.min(WINDOW_MS, now - (samples.length ? samples[0].t : now)));
   const max = Math.max(1, ...points.map((p) => p[key]));
   const coords = points.map((p) => {
-    const x = 300 - ((now - p.t) / WINDOW_MS) * 300;
+    const x = 300 - ((now - p.t) / span) * 300;
     const y = 58 - (p[key] / max) * 54;
     return x.toFixed(1) + "," + y.toFixed(1);
   });

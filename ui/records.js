@@ -74,9 +74,12 @@ async function oldest() {
   await showFrom(lowest, "Oldest");
 }
 
+/** The last page: the last records readers see (GET /?tail=N). */
 async function newest() {
-  const { lowest, next: end } = await bounds();
-  await showFrom(Math.max(lowest, end - PAGE), "Newest");
+  const { page, error } = await fetchPage("tail=" + PAGE);
+  if (error) return fail(error);
+  const from = page.records.length ? page.records[0].offset : page.next_offset;
+  render(from, page, "Newest");
 }
 
 function typing(event) {
