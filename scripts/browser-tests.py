@@ -6,7 +6,8 @@ printed as it passes:
   - a 3-node cluster's console shows 3 members and the leader; a killed
     member turns red (state "down") within 2 s;
   - a record appended over HTTP shows in the live tail within 1 s; pausing
-    and resuming misses and repeats nothing;
+    and resuming, or the node restarting under the page, misses and repeats
+    nothing;
   - jumping to an offset, and to a time (GET /?from_timestamp=, SKIPPED
     with a message where the node does not serve it yet);
   - a record {"x":"<img src=x onerror=alert(1)>"} shows as text: no alert,
@@ -26,174 +27,26 @@ $SCREENSHOT_DIR (default target/ui-screenshots).
 """
 
 import base64
-import json
 import os
-import shutil
 import signal
-import socket
-import subprocess
 import sys
-import tempfile
 import time
-import urllib.error
-import urllib.request
 
-from selenium import webdriver
-from selenium.common.exceptions import NoAlertPresentException, TimeoutException
-from selenium.webdriver.chrome.service import Service
+from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
-from selenium.webdriver.support.ui import WebDriverWait
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.environ.get("DISTLOG_BIN") or os.path.join(ROOT, "target", "debug", "distlog")
-SHOTS = os.environ.get("SCREENSHOT_DIR") or os.path.join(ROOT, "target", "ui-screenshots")
-LAPTOP = (1366, 900)
-PHONE = (390, 844)
-XSS = '<img src=x onerror=alert(1)>'
-TOKEN = "console-test-token-0123456789abcdef0123456789"
-
-work = tempfile.mkdtemp(prefix="distlog-browser.")
-processes = []
-started = time.monotonic()
-
-
-def log(message):
-    print(f"[browser {time.monotonic() - started:5.1f} s] {message}", flush=True)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def http(method, url, body=None, headers=None):
-    """(status, parsed JSON or bytes) of one request; never raises on a status."""
-    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            status, data, kind = response.status, response.read(), response.headers.get("content-type", "")
-    except urllib.error.HTTPError as error:
-        status, data, kind = error.code, error.read(), error.headers.get("content-type", "")
-    return status, (json.loads(data) if kind.startswith("application/json") else data)
-
-
-def append(url, value, token=None):
-    headers = {"Content-Type": "application/json"}
-    if token:
-        headers["Authorization"] = "Bearer " + token
-    status, body = http("POST", url + "/", json.dumps(value).encode(), headers)
-    assert status == 201, (status, body)
-    return body["offset"]
-
-
-def start_node(name, port, *flags):
-    data = os.path.join(work, name)
-    out = open(os.path.join(work, name + ".log"), "w")
-    process = subprocess.Popen(
-        [BIN, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data, "--fsync", "never", *flags],
-        stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-    )
-    processes.append(process)
-    return process
-
-
-def wait_until(what, seconds, check, interval=0.02):
-    deadline = time.monotonic() + seconds
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {seconds} s waiting for {what}")
-        time.sleep(interval)
-
-
-def wait_healthy(url):
-    def up():
-        try:
-            return http("GET", url + "/healthz")[0] == 200
-        except OSError:
-            return False
-    wait_until(url + " to answer", 10, up)
-
-
-def browser():
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                 "--no-first-run", "--disable-extensions", "--hide-scrollbars"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    service = Service(executable_path=shutil.which("chromedriver") or "/usr/bin/chromedriver")
-    driver = webdriver.Chrome(options=options, service=service)
-    driver.set_window_size(*LAPTOP)
-    return driver
-
-
-def scheme(driver, dark):
-    driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {
-        "features": [{"name": "prefers-color-scheme", "value": "dark" if dark else "light"}],
-    })
-
-
-def viewport(driver, size):
-    width, height = size
-    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
-        "width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600,
-    })
-
-
-def screenshots(driver, name):
-    os.makedirs(SHOTS, exist_ok=True)
-    for size, size_name in ((LAPTOP, "laptop"), (PHONE, "phone")):
-        viewport(driver, size)
-        time.sleep(0.1)
-        wide = js(driver, "return document.documentElement.scrollWidth")
-        assert wide <= size[0], f"{name}: the page is {wide} px wide in a {size[0]} px window"
-        for dark in (False, True):
-            scheme(driver, dark)
-            time.sleep(0.15)
-            driver.save_screenshot(os.path.join(SHOTS, f"{name}-{size_name}-{'dark' if dark else 'light'}.png"))
-    viewport(driver, LAPTOP)
-    scheme(driver, False)
-
-
-def text(driver, css):
-    return driver.find_element(By.CSS_SELECTOR, css).text
-
-
-def js(driver, script, *args):
-    return driver.execute_script(script, *args)
-
-
-def console_errors(driver, allowed):
-    """Browser log entries at SEVERE, except network failures of `allowed` URL parts."""
-    bad = []
-    for entry in driver.get_log("browser"):
-        if entry["level"] != "SEVERE":
-            continue
-        if entry.get("source") == "network" and any(part in entry["message"] for part in allowed):
-            continue
-        bad.append(entry["message"])
-    return bad
-
-
-def no_alert(driver):
-    try:
-        alert = driver.switch_to.alert
-    except NoAlertPresentException:
-        return True
-    message = alert.text
-    alert.dismiss()
-    raise AssertionError(f"an alert opened: {message!r}")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "browser"))
+from harness import (  # noqa: E402
+    BIN, SHOTS, TOKEN, XSS, append, browser, console_errors, dump_node_logs, first_record, free_port, http, js,
+    log, no_alert, screenshots, start_node, stop_all, tail_offsets, text, wait_healthy, wait_until, work,
+)
 
 
 def check_standalone(driver):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    start_node("standalone", port)
+    node = start_node("standalone", port)
     wait_healthy(url)
     first = append(url, {"hello": "console", "n": 18446744073709551615, "nested": {"list": [1, 2.5, True, None]}})
     xss = append(url, {"x": XSS})
@@ -207,12 +60,27 @@ def check_standalone(driver):
     wait_until("the tail to be live", 5, lambda: text(driver, "#tail-state") == "live")
     log("standalone: the page shows a standalone node and the tail is live")
     check_still_while_live(driver, url)
+    check_tail(driver, url)
+    check_record_browser(driver, url, first, xss)
+    check_time_jump(driver, url)
+    check_append_form(driver, url)
 
-    # Live tail: an appended record shows within 1 s.
+    wait_until("a rate on the chart", 6, lambda: text(driver, "#rate-records") not in ("", "–"))
+    js(driver, "window.scrollTo(0, 0)")
+    screenshots(driver, "standalone")
+    errors = console_errors(driver, ["/consumers"])
+    assert not errors, errors
+    no_alert(driver)
+    log("standalone: no errors in the browser console")
+    check_replica(driver, url)
+    driver.get(url + "/ui")
+    check_reconnect(driver, node, port)
+
+
+def check_tail(driver, url):
     t0 = time.monotonic()
     marker = append(url, {"marker": "tail-1"})
-    wait_until("the record in the live tail", 1.0,
-               lambda: driver.find_elements(By.CSS_SELECTOR, f'#tail-list li[data-offset="{marker}"]'))
+    wait_until("the record in the live tail", 1.0, lambda: marker in tail_offsets(driver))
     log(f"live tail: record {marker} shown {time.monotonic() - t0:.2f} s after its append (limit 1 s)")
 
     # Pause, append three, resume: exactly those three arrive, in order.
@@ -224,21 +92,21 @@ def check_standalone(driver):
     assert int(text(driver, "#tail-count")) == count, "records arrived while paused"
     driver.find_element(By.ID, "tail-toggle").click()
     wait_until("the records appended while paused", 2, lambda: int(text(driver, "#tail-count")) == count + 3)
-    shown = js(driver, "return [...document.querySelectorAll('#tail-list li.record')].map(li => Number(li.dataset.offset))")
+    shown = tail_offsets(driver)
     assert shown[-3:] == while_paused and len(shown) == len(set(shown)), shown
     log("live tail: pause and resume missed and repeated nothing")
 
-    # Jump to an offset.
+
+def check_record_browser(driver, url, first, xss):
     field = driver.find_element(By.ID, "offset-input")
     field.clear()
     field.send_keys(str(xss) + Keys.ENTER)
-    wait_until("the page from the offset", 3, lambda: js(
-        driver, "const li = document.querySelector('#record-list li.record'); return li && li.dataset.offset") == str(xss))
+    wait_until("the page from the offset", 3, lambda: first_record(driver) == xss)
     log(f"record browser: jumped to offset {xss}")
 
     # The XSS record is text; nothing became an element.
     record = driver.find_element(By.CSS_SELECTOR, f'#record-list li[data-offset="{xss}"]')
-    assert XSS in record.text, record.text
+    assert XSS in record.text, f"record {xss} shows {record.text!r}, not the text {XSS!r}"
     assert not driver.find_elements(By.CSS_SELECTOR, "#record-list img, #tail-list img, main img")
     no_alert(driver)
     log("record browser: the <img onerror> record shows as text, with no element and no alert")
@@ -248,8 +116,7 @@ def check_standalone(driver):
     assert "00000000  00 01 02 03" in binary_item.text, binary_item.text
     assert base64.b64encode(bytes(range(40))).decode() in binary_item.text
     js(driver, "document.getElementById('page-first').click()")
-    wait_until("the oldest page", 3, lambda: js(
-        driver, "const li = document.querySelector('#record-list li.record'); return li && li.dataset.offset") == str(first))
+    wait_until("the oldest page", 3, lambda: first_record(driver) == first)
     assert "18446744073709551615" in text(driver, f'#record-list li[data-offset="{first}"]')
     link = driver.find_element(By.CSS_SELECTOR, f'#record-list li[data-offset="{first}"] header a')
     assert link.get_attribute("href") == f"{url}/{first}", link.get_attribute("href")
@@ -258,16 +125,14 @@ def check_standalone(driver):
     # Page forwards (the arrow keys, with nothing focused) and backwards (the button).
     js(driver, "document.activeElement.blur()")
     driver.find_element(By.TAG_NAME, "body").send_keys(Keys.ARROW_RIGHT)
-    wait_until("the next page", 3, lambda: js(
-        driver, "const li = document.querySelector('#record-list li.record'); return li && Number(li.dataset.offset)") == first + 20)
+    wait_until("the next page", 3, lambda: first_record(driver) == first + 20)
     js(driver, "document.getElementById('page-prev').click()")
-    wait_until("the previous page", 3, lambda: js(
-        driver, "const li = document.querySelector('#record-list li.record'); return li && Number(li.dataset.offset)") == first)
+    wait_until("the previous page", 3, lambda: first_record(driver) == first)
     log("record browser: pages forwards and backwards")
 
-    check_time_jump(driver, url)
 
-    # The append form: a same-origin POST from the page is accepted.
+def check_append_form(driver, url):
+    """The form's writes are same-origin POSTs, which the Origin check accepts."""
     box = driver.find_element(By.ID, "append-body")
     box.clear()
     box.send_keys('{"from": "the form"}')
@@ -286,14 +151,27 @@ def check_standalone(driver):
     assert status == 403 and body["code"] == "cross_origin", (status, body)
     log("another origin's write is still refused (403 cross_origin)")
 
-    wait_until("a rate on the chart", 6, lambda: text(driver, "#rate-records") not in ("", "–"))
-    js(driver, "window.scrollTo(0, 0)")
-    screenshots(driver, "standalone")
-    errors = console_errors(driver, ["/consumers"])
+
+def check_reconnect(driver, node, port):
+    """The node restarts under the page: the tail reconnects with Last-Event-ID and shows
+    every record once, those appended before it reconnected included."""
+    url = f"http://127.0.0.1:{port}"
+    wait_until("the tail to be live", 5, lambda: text(driver, "#tail-state") == "live")
+    before = append(url, {"reconnect": "before"})
+    wait_until("the record before the restart", 1, lambda: before in tail_offsets(driver))
+    node.send_signal(signal.SIGTERM)
+    node.wait(timeout=15)
+    wait_until("the tail to notice", 5, lambda: text(driver, "#tail-state") in ("reconnecting", "disconnected"))
+    start_node("standalone-restarted", port, data_of="standalone")
+    wait_healthy(url)
+    after = [append(url, {"reconnect": "after", "i": i}) for i in range(3)]
+    wait_until("the records appended across the restart", 5, lambda: tail_offsets(driver)[-3:] == after)
+    shown = tail_offsets(driver)
+    assert len(shown) == len(set(shown)) and shown[-4:] == [before] + after, shown
+    assert int(text(driver, "#tail-count")) == len(shown), (text(driver, "#tail-count"), shown)
+    errors = console_errors(driver, ["/consumers", "ERR_CONNECTION_REFUSED", "ERR_EMPTY_RESPONSE"])
     assert not errors, errors
-    no_alert(driver)
-    log("standalone: no errors in the browser console")
-    check_replica(driver, url)
+    log("live tail: across a node restart it reconnected and missed and repeated nothing")
 
 
 def check_replica(driver, leader):
@@ -360,8 +238,7 @@ def check_time_jump(driver, url):
     assert before_stamp // 1000 < stamp // 1000
     js(driver, "const f = document.getElementById('time-input'); f.value = arguments[0];", local)
     driver.find_element(By.CSS_SELECTOR, "#jump-time button").click()
-    wait_until("the page from the time", 3, lambda: js(
-        driver, "const li = document.querySelector('#record-list li.record'); return li && Number(li.dataset.offset)") == target)
+    wait_until("the page from the time", 3, lambda: first_record(driver) == target)
     log(f"record browser: jumped to a time ({local}: the first record of that second, offset {target})")
 
 
@@ -391,8 +268,7 @@ def check_cluster(driver):
     log("cluster: 3 members shown, one leader")
     written = [append(leader_url, {"event": "order", "id": 1000 + i, "items": [{"sku": "A-1", "qty": i + 1}]})
                for i in range(3)]
-    wait_until("the cluster's records in the live tail", 2, lambda: js(
-        driver, "return [...document.querySelectorAll('#tail-list li.record')].map(li => Number(li.dataset.offset))") == written)
+    wait_until("the cluster's records in the live tail", 2, lambda: tail_offsets(driver) == written)
     log("cluster: records appended to the leader arrive in its live tail")
     screenshots(driver, "cluster")
 
@@ -431,8 +307,7 @@ def check_tokens(driver):
     assert js(driver, "return sessionStorage.getItem('distlog.token')") == TOKEN
     wait_until("the tail to be live", 5, lambda: text(driver, "#tail-state") == "live")
     marker = append(url, {"marker": "with a token"}, token=TOKEN)
-    wait_until("the record in the live tail", 1.0,
-               lambda: driver.find_elements(By.CSS_SELECTOR, f'#tail-list li[data-offset="{marker}"]'))
+    wait_until("the record in the live tail", 1.0, lambda: marker in tail_offsets(driver))
     box = driver.find_element(By.ID, "append-body")
     box.clear()
     box.send_keys('{"signed": "in"}')
@@ -459,22 +334,10 @@ def main():
         print(f"FAILED: {error}", file=sys.stderr)
         for entry in driver.get_log("browser"):
             print(f"  browser log: {entry['level']} {entry['message']}", file=sys.stderr)
-        for name in sorted(os.listdir(work)):
-            if name.endswith(".log"):
-                with open(os.path.join(work, name)) as f:
-                    lines = [line for line in f if not line.startswith("  ")]
-                    print(f"---- {name} (last lines)\n" + "".join(lines[-15:]), file=sys.stderr)
+        dump_node_logs(sys.stderr)
     finally:
         driver.quit()
-        for process in processes:
-            if process.poll() is None:
-                process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        shutil.rmtree(work, ignore_errors=True)
+        stop_all()
     if failed:
         sys.exit(1)
     log(f"all browser checks passed; screenshots in {SHOTS}")
