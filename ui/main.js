@@ -57,15 +57,14 @@ async function pollStatus() {
     return banner("This node does not answer.");
   }
   if (!status.ok) return status.status === 401 ? null : banner("/status: " + describe(status));
-  let cluster = null;
-  if (status.body.cluster) {
-    const answer = await call("/cluster");
-    if (answer.ok) cluster = answer.body;
-  }
   banner(null);
   $("node-role").textContent = roleText(status.body);
-  showCluster(status.body, cluster);
   showLog(status.body);
+  if (!status.body.cluster) return showCluster(status.body, null);
+  const cluster = await call("/cluster");
+  // A member whose /cluster fails keeps the last members shown, under a banner.
+  if (cluster.ok) showCluster(status.body, cluster.body);
+  else if (cluster.status !== 401) banner("/cluster: " + describe(cluster));
 }
 
 function startMetrics() {
