@@ -10,7 +10,8 @@
 //!
 //! Every answer carries a strict `Content-Security-Policy` (scripts, styles
 //! and connections from this origin only; no inline script or style, no
-//! framing), `X-Content-Type-Options: nosniff`, and `Cache-Control:
+//! framing), `X-Content-Type-Options: nosniff`, `Cross-Origin-Resource-Policy:
+//! same-origin` (other sites cannot load the files), and `Cache-Control:
 //! no-cache` with an `ETag` of the file's bytes: browsers revalidate and
 //! get 304 until a new binary serves different files.
 
@@ -18,7 +19,7 @@ use std::sync::OnceLock;
 
 use axum::Router;
 use axum::extract::Path;
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
@@ -136,6 +137,10 @@ fn serve(index: usize, request_headers: &HeaderMap) -> Response {
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(
+        HeaderName::from_static("cross-origin-resource-policy"),
+        HeaderValue::from_static("same-origin"),
+    );
     response
 }
 
@@ -176,5 +181,16 @@ mod tests {
             assert!(ASSETS.iter().any(|a| a.name == name), "{name} is not embedded");
         }
         assert!(!page.contains("style=\"") && !page.contains("<script>"), "inline code");
+    }
+
+    #[test]
+    fn every_module_imports_only_embedded_modules() {
+        for script in ASSETS.iter().filter(|a| a.content_type == JS) {
+            let text = std::str::from_utf8(script.bytes).unwrap();
+            for import in text.split("from \"./").skip(1) {
+                let name = import.split('"').next().unwrap();
+                assert!(ASSETS.iter().any(|a| a.name == name), "{} imports {name}", script.name);
+            }
+        }
     }
 }

@@ -31,6 +31,8 @@ async fn the_page_is_html_with_a_strict_policy_at_ui_and_ui_slash() {
         assert_eq!(page.status(), 200, "{path}");
         assert_eq!(header(&page, "content-type"), "text/html; charset=utf-8");
         assert_eq!(header(&page, "x-content-type-options"), "nosniff");
+        assert_eq!(header(&page, "cross-origin-resource-policy"), "same-origin");
+        assert_eq!(header(&page, "x-frame-options"), "DENY");
         let policy = header(&page, "content-security-policy").to_string();
         assert_eq!(policy, CONTENT_SECURITY_POLICY);
         for rule in [
