@@ -27,6 +27,7 @@ $SCREENSHOT_DIR (default target/ui-screenshots).
 """
 
 import base64
+import json
 import os
 import signal
 import sys
@@ -95,6 +96,17 @@ def check_tail(driver, url):
     shown = tail_offsets(driver)
     assert shown[-3:] == while_paused and len(shown) == len(set(shown)), shown
     log("live tail: pause and resume missed and repeated nothing")
+
+    # A burst: 5000 records in one batch are all counted, the list keeps the last 200.
+    count = int(text(driver, "#tail-count"))
+    batch = "".join(json.dumps({"burst": i}) + "\n" for i in range(5000)).encode()
+    status, body = http("POST", url + "/", batch, {"Content-Type": "application/x-ndjson"})
+    assert status == 201, (status, body)
+    t0 = time.monotonic()
+    wait_until("the burst to be counted", 10, lambda: int(text(driver, "#tail-count")) == count + 5000)
+    shown = tail_offsets(driver)
+    assert len(shown) <= 200 and shown[-1] == body["last_offset"], (len(shown), shown[-1:], body)
+    log(f"live tail: a burst of 5000 records counted in {time.monotonic() - t0:.2f} s, the last 200 shown")
 
 
 def check_record_browser(driver, url, first, xss):

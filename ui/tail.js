@@ -10,6 +10,7 @@ import { parseExact, recordItem, gapItem } from "./render.js";
 /** Records kept on screen; older ones leave the list. */
 const KEEP = 200;
 const RETRY_MS = 1000;
+const FLUSH_MS = 100;
 
 const tail = { from: null, lastId: null, count: 0, paused: false, controller: null, generation: 0 };
 
@@ -19,24 +20,37 @@ function setState(text, kind) {
   badge.className = "badge" + (kind ? " " + kind : "");
 }
 
-function show(item) {
+/** Items waiting for the next paint: a fast log adds many per frame. */
+let pending = [];
+let flushing = null;
+
+function flush() {
+  flushing = null;
   const list = $("tail-list");
   const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 24;
-  list.append(item);
+  list.append(...pending.map((build) => build()));
+  pending = [];
   while (list.childElementCount > KEEP) list.firstElementChild.remove();
   if (atBottom) list.scrollTop = list.scrollHeight;
+  $("tail-count").textContent = String(tail.count);
+}
+
+/** Shows what `build` makes with the next batch (10 a second at most); only the last KEEP are built. */
+function show(build) {
+  pending.push(build);
+  if (pending.length > KEEP) pending = pending.slice(-KEEP);
+  if (flushing === null) flushing = setTimeout(flush, FLUSH_MS);
 }
 
 function onEvent(event) {
   if (event.type === "message") {
-    const record = parseExact(event.data);
-    tail.lastId = event.id === null ? record.offset : Number(event.id);
+    // Parsed only if it is still among the last KEEP when the batch is shown.
+    tail.lastId = event.id === null ? parseExact(event.data).offset : Number(event.id);
     tail.count += 1;
-    $("tail-count").textContent = String(tail.count);
-    show(recordItem(record));
+    show(() => recordItem(parseExact(event.data)));
   } else if (event.type === "gap") {
     const gap = JSON.parse(event.data);
-    show(gapItem(gap.from, gap.to - 1));
+    show(() => gapItem(gap.from, gap.to - 1));
   } else if (event.type === "error") {
     const error = JSON.parse(event.data);
     setState("error: " + error.error, "bad");
