@@ -146,6 +146,11 @@ async fn the_console_writes_as_its_own_origin_and_other_origins_stay_refused() {
         (format!("http://{host}.evil.example"), None),
         ("null".to_string(), None),
         (format!("http://{host}"), Some("evil.example".to_string())),
+        // DNS rebinding: a page on a name pointed at this node is "same-origin" by name.
+        (
+            format!("http://rebound.example:{port}"),
+            Some(format!("rebound.example:{port}")),
+        ),
     ] {
         let response = post(origin.clone(), host_header.clone()).await.unwrap();
         assert_eq!(response.status(), 403, "{origin} with Host {host_header:?}");
@@ -153,6 +158,20 @@ async fn the_console_writes_as_its_own_origin_and_other_origins_stay_refused() {
         assert_eq!(body["code"], "cross_origin", "{origin}");
     }
     assert_eq!(next_offset(&node.url).await, 2, "no refused write landed");
+    // A console reached by name writes once its origin is allowed.
+    let dir = tempfile::tempdir().unwrap();
+    let mut named = config(dir.path());
+    named.cors_origins = distlog::api::AllowedOrigins::parse(["http://node1.example:8080"]).unwrap();
+    let node = start(named).await;
+    let response = client()
+        .post(format!("{}/", node.url))
+        .header("host", "node1.example:8080")
+        .header("origin", "http://node1.example:8080")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
 }
 
 #[tokio::test]
