@@ -10,8 +10,10 @@ use std::time::Duration;
 use openraft::Raft;
 use openraft::errors::{ClientWriteError, RaftError};
 
+use super::contact::LeaderContact;
 use super::error::ClusterError;
 use super::log_store::LogStore;
+use super::reconcile::LearnersSeen;
 use super::state_machine::{StateMachine, Visibility};
 use super::types::{Member, NodeId, TypeConfig, UserRecord};
 use bytes::Bytes;
@@ -54,6 +56,10 @@ pub(super) struct Inner {
     pub config: ClusterConfig,
     /// While this node is in no cluster: what formation waits for.
     pub forming: std::sync::Mutex<Option<String>>,
+    /// When a leader's append-entries or snapshot last arrived.
+    pub contact: LeaderContact,
+    /// On the leader: when each learner was first seen (`reconcile`).
+    pub learners: LearnersSeen,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -124,8 +130,7 @@ impl Cluster {
 
     /// The leader as this node knows it: id and URL.
     pub fn leader(&self) -> Option<(NodeId, Option<String>)> {
-        let leader = self.inner.raft.metrics().borrow_watched().current_leader;
-        leader.map(|id| (id, self.member_url(id)))
+        self.current_leader().map(|id| (id, self.member_url(id)))
     }
 
     /// Ok when this node leads; else where writers should go, or why no

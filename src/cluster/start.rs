@@ -17,6 +17,7 @@ use super::log_store::LogStore;
 use super::metrics;
 use super::network::{Network, Routes};
 use super::node::{Cluster, ClusterConfig, Inner};
+use super::reconcile;
 use super::repair;
 use super::state_machine::StateMachine;
 use super::types::NodeId;
@@ -69,6 +70,9 @@ fn raft_config(config: &ClusterConfig) -> Result<Config, StartError> {
         // A node whose log came back short must not resume leading.
         enable_leader_restore: Some(false),
         allow_log_reversion: Some(false),
+        // A node that cannot win (cut off, or behind) asks before it raises
+        // its term, so that coming back it does not depose a healthy leader.
+        enable_pre_vote: Some(true),
         max_payload_entries: 4096,
         ..Config::default()
     };
@@ -114,10 +118,13 @@ impl Cluster {
                 visibility,
                 config,
                 forming: std::sync::Mutex::new(None),
+                contact: Default::default(),
+                learners: Default::default(),
             }),
         };
         tracing::info!(node_id = id, url = %cluster.inner.url, peers = ?cluster.inner.config.peers, "cluster node started");
         tokio::spawn(formation::form(cluster.clone()));
+        tokio::spawn(reconcile::run(cluster.clone()));
         tokio::spawn(metrics::publish(cluster.id(), cluster.raft().metrics()));
         Ok(cluster)
     }

@@ -24,15 +24,15 @@ use common::rt::{self, XorShift};
 use common::writer::{Attempt, History, Load, LoadConfig, Outcome, base_url, record_body};
 use serde_json::Value;
 
-const LEADER_TIMEOUT: Duration = Duration::from_secs(15);
-const CHECK_TIMEOUT: Duration = Duration::from_secs(30);
+pub(super) const LEADER_TIMEOUT: Duration = Duration::from_secs(15);
+pub(super) const CHECK_TIMEOUT: Duration = Duration::from_secs(30);
 const PROGRESS_TIMEOUT: Duration = Duration::from_secs(20);
-const MONITOR_EVERY: Duration = Duration::from_millis(150);
+pub(super) const MONITOR_EVERY: Duration = Duration::from_millis(150);
 
 /// Election timeouts 300-600 ms, heartbeat 75 ms (the harness default).
 /// Node logs without the access log (one line per request drowns the
 /// cluster's own lines in the tails printed on failure).
-fn config() -> ClusterConfig {
+pub(super) fn config() -> ClusterConfig {
     ClusterConfig {
         rust_log: "info,distlog::access=warn".into(),
         ..ClusterConfig::default()
@@ -47,7 +47,7 @@ const MANUAL: u64 = 100;
 /// Writer ids of the load sent to a stopped leader.
 const STOPPED_WRITERS: u64 = 200;
 
-fn load_config() -> LoadConfig {
+pub(super) fn load_config() -> LoadConfig {
     LoadConfig {
         writers: 4,
         request_timeout: Duration::from_millis(1500),
@@ -59,7 +59,7 @@ async fn start(test: &str) -> (TestCluster, usize) {
     start_with(test, config()).await
 }
 
-async fn start_with(test: &str, config: ClusterConfig) -> (TestCluster, usize) {
+pub(super) async fn start_with(test: &str, config: ClusterConfig) -> (TestCluster, usize) {
     eprintln!("==== {test}");
     let cluster = TestCluster::start(config).await;
     eprintln!("{test}: seed {}", cluster.seed());
@@ -71,13 +71,13 @@ async fn start_with(test: &str, config: ClusterConfig) -> (TestCluster, usize) {
 // ---- HTTP ----
 
 #[derive(Debug)]
-struct Reply {
-    status: u16,
-    location: Option<String>,
-    body: Value,
+pub(super) struct Reply {
+    pub(super) status: u16,
+    pub(super) location: Option<String>,
+    pub(super) body: Value,
 }
 
-async fn send(
+pub(super) async fn send(
     method: reqwest::Method,
     url: String,
     content_type: Option<&'static str>,
@@ -117,7 +117,7 @@ async fn post_json(node: &str, body: &str) -> Result<Reply, String> {
     .await
 }
 
-async fn get(url: String) -> Result<Reply, String> {
+pub(super) async fn get(url: String) -> Result<Reply, String> {
     send(reqwest::Method::GET, url, None, None, Duration::from_secs(5)).await
 }
 
@@ -159,7 +159,7 @@ async fn write_acked(node: &str, writer: u64, seq: u64) -> Attempt {
 }
 
 /// Polls `check` every 50 ms until it holds or `timeout` passes.
-async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool
+pub(super) async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -215,18 +215,18 @@ async fn wait_membership(
 
 // ---- checks ----
 
-async fn assert_progress(load: &Load, n: u64, what: &str) {
+pub(super) async fn assert_progress(load: &Load, n: u64, what: &str) {
     load.assert_progress(n, PROGRESS_TIMEOUT, what).await;
 }
 
 /// Every problem the visible-log monitor saw fails the test (a restarted
 /// node re-applies up to its persisted commit index before it serves, so
 /// its visible log never goes back).
-fn assert_monitor_clean(what: &str, problems: Vec<String>) {
+pub(super) fn assert_monitor_clean(what: &str, problems: Vec<String>) {
     checker::assert_clean(what, &problems);
 }
 
-async fn check_and_report(cluster: &TestCluster, what: &str, history: &History) {
+pub(super) async fn check_and_report(cluster: &TestCluster, what: &str, history: &History) {
     eprintln!("{what}: {}", history.summary());
     let problems = cluster.check(history, CHECK_TIMEOUT).await;
     checker::assert_clean(what, &problems);

@@ -118,6 +118,8 @@ struct Node {
     /// Incremented on every (re)start; marks the log file.
     generation: u32,
     wipes: u32,
+    /// Environment for this node alone, over `ClusterConfig::env`.
+    env: Vec<(String, String)>,
 }
 
 /// One cluster of real processes at a time in a test binary. Test threads
@@ -185,6 +187,7 @@ impl TestCluster {
                 stopped: false,
                 generation: 0,
                 wipes: 0,
+                env: Vec::new(),
             })
             .collect();
         let links = (0..config.nodes)
@@ -315,6 +318,25 @@ impl TestCluster {
         eprintln!("cluster: healed");
     }
 
+    /// Sets an environment variable of node `i` alone, from its next start.
+    pub fn set_env(&mut self, i: usize, key: &str, value: &str) {
+        let env = &mut self.nodes[i].env;
+        env.retain(|(k, _)| k != key);
+        env.push((key.to_string(), value.to_string()));
+    }
+
+    /// Whether node `i`'s process has exited (reaping it if so).
+    pub fn exited(&mut self, i: usize) -> bool {
+        match self.nodes[i].child.as_mut().map(|c| c.try_wait()) {
+            Some(Ok(Some(_))) => {
+                self.nodes[i].child = None;
+                true
+            }
+            Some(_) => false,
+            None => true,
+        }
+    }
+
     /// SIGKILL, and reap.
     pub fn kill(&mut self, i: usize) {
         let node = &mut self.nodes[i];
@@ -396,6 +418,7 @@ impl TestCluster {
             stopped: false,
             generation: 0,
             wipes: 0,
+            env: Vec::new(),
         };
         eprintln!(
             "cluster node {i} (added): {} (log {})",
@@ -467,6 +490,7 @@ impl TestCluster {
             .args(&config.extra_args)
             .env("RUST_LOG", &config.rust_log)
             .envs(config.env.iter().map(|(k, v)| (k, v)))
+            .envs(node.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::from(log.try_clone().expect("a node log file handle")))
             .stderr(Stdio::from(log));
