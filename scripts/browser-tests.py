@@ -293,6 +293,7 @@ def check_cluster(driver):
     wait_until("the killed member to turn red", 2.0,
                lambda: driver.find_element(By.CSS_SELECTOR, row).get_attribute("data-state") == "down")
     took = time.monotonic() - killed
+    wait_until("the leader's word for it", 2, lambda: "voter unreachable" in text(driver, row))
     color = js(driver, "return getComputedStyle(document.querySelector(arguments[0] + ' td')).color", row)
     log(f"cluster: killed member {victim_id} shown down (red, {color}) {took:.2f} s after the kill (limit 2 s)")
     screenshots(driver, "cluster-member-down")

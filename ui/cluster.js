@@ -48,10 +48,11 @@ function setCell(cell, content) {
   }
 }
 
-function stateBadge(reachable) {
-  if (reachable === true) return el("span", { class: "badge ok" }, "up");
-  if (reachable === false) return el("span", { class: "badge bad" }, "down");
-  return el("span", { class: "badge", title: "only the leader knows who it hears from" }, "unknown");
+function stateBadge(member) {
+  const problem = member.problem ? el("span", { class: "problem" }, member.problem) : null;
+  if (member.reachable === true) return el("span", {}, el("span", { class: "badge ok" }, "up"), problem);
+  if (member.reachable === false) return el("span", {}, el("span", { class: "badge bad" }, "down"), problem);
+  return el("span", {}, el("span", { class: "badge", title: "only the leader knows who it hears from" }, "unknown"), problem);
 }
 
 function renderMembers(cluster) {
@@ -66,7 +67,7 @@ function renderMembers(cluster) {
     const cells = row.cells;
     const isLeader = member.id === cluster.leader_id;
     setCell(cells[0], String(member.id) + (member.id === cluster.node_id ? " (this)" : ""));
-    setCell(cells[1], stateBadge(member.reachable));
+    setCell(cells[1], stateBadge(member));
     setCell(cells[2], isLeader ? el("span", { class: "badge lead" }, "leader") : "follower");
     setCell(cells[3], member.voter ? "voter" : "learner");
     setCell(cells[4], member.match_offset === null ? "–" : member.match_offset);
@@ -100,6 +101,10 @@ export function showCluster(status, cluster) {
   }
   pairs.push(["Term", cluster.term], ["Leader", cluster.leader_id === null ? "none (election)" : String(cluster.leader_id)]);
   pairs.push(["Commit offset", cluster.commit_offset], ["Members", cluster.members.length]);
+  if (cluster.leader_contact_ms !== undefined) {
+    const contact = cluster.leader_contact_ms;
+    pairs.push([cluster.leader_id === cluster.node_id ? "Majority heard" : "Leader heard", contact === null ? "never" : contact + " ms ago"]);
+  }
   facts($("cluster-facts"), pairs);
   renderMembers(cluster);
   const leads = cluster.leader_id === cluster.node_id;
