@@ -1,7 +1,7 @@
 // The record browser: a page of records from an offset or a time, pages
 // forwards and backwards, and offsets that hold no record shown as gaps.
 
-import { $, el, clear } from "./dom.js";
+import { $, clear } from "./dom.js";
 import { call, describe } from "./api.js";
 import { parseExact, recordItem, gapItem } from "./render.js";
 

@@ -3,7 +3,7 @@
 // asks for the stream again with Last-Event-ID set to the last record
 // received, so no record is missed or shown twice.
 
-import { $, el } from "./dom.js";
+import { $ } from "./dom.js";
 import { call, readEvents } from "./api.js";
 import { parseExact, recordItem, gapItem } from "./render.js";
 
