@@ -31,7 +31,7 @@ impl ServeArgs {
             retention_bytes: self.retention_bytes,
             retention_ms: self.retention_ms,
             durability,
-            clock: Clock::system(),
+            clock: Clock::skewed(self.clock_skew_ms),
         };
         log.validate().map_err(|e| self.flag_error(e))?;
         if let Some(url) = &self.follow
@@ -152,6 +152,7 @@ impl ServeArgs {
             routes,
             heartbeat: Duration::from_millis(self.heartbeat_ms),
             write_timeout: Duration::from_millis(self.write_timeout_ms),
+            ready_lag: self.ready_lag,
             election_timeout: (
                 Duration::from_millis(self.election_timeout_min_ms),
                 Duration::from_millis(self.election_timeout_max_ms),

@@ -21,20 +21,36 @@ use openraft::{Instant as _, RaftMetrics};
 use super::node::Cluster;
 use super::types::{NodeId, TypeConfig};
 
-/// When this node last took an append-entries or a snapshot from a leader.
+/// When this node last took an append-entries or a snapshot from a leader,
+/// and the highest commit index a leader told it of.
 #[derive(Debug, Default)]
-pub(super) struct LeaderContact(Mutex<Option<Instant>>);
+pub(super) struct LeaderContact(Mutex<Heard>);
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Heard {
+    at: Option<Instant>,
+    leader_commit: Option<u64>,
+}
 
 impl LeaderContact {
-    pub(super) fn heard(&self) {
-        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
+    fn heard(&self) -> std::sync::MutexGuard<'_, Heard> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A leader's message was taken; it says its commit reached `leader_commit`.
+    pub(super) fn heard_from(&self, leader_commit: Option<u64>) {
+        let mut heard = self.heard();
+        heard.at = Some(Instant::now());
+        heard.leader_commit = heard.leader_commit.max(leader_commit);
     }
 
     fn since(&self) -> Option<Duration> {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .map(|at| at.elapsed())
+        self.heard().at.map(|at| at.elapsed())
+    }
+
+    /// The highest commit index a leader told this node of.
+    pub(super) fn leader_commit(&self) -> Option<u64> {
+        self.heard().leader_commit
     }
 }
 

@@ -31,13 +31,14 @@ impl Cluster {
     pub async fn handle_append(&self, body: Bytes) -> Result<AppendEntriesResponse<TypeConfig>, ClusterError> {
         let request = decode_append(body).map_err(|e| ClusterError::BadRpc(e.to_string()))?;
         validate::append(&request).map_err(ClusterError::BadRpc)?;
+        let leader_commit = request.leader_commit.map(|c| c.index);
         let answer = self
             .raft()
             .append_entries(request)
             .await
             .map_err(|e| ClusterError::Stopped(e.to_string()))?;
         if !matches!(answer, AppendEntriesResponse::HigherVote(_)) {
-            self.inner.contact.heard();
+            self.inner.contact.heard_from(leader_commit);
         }
         Ok(answer)
     }
@@ -79,7 +80,7 @@ impl Cluster {
             .await
             .map_err(|e| ClusterError::Stopped(e.to_string()))?;
         if answer.vote == leader {
-            self.inner.contact.heard();
+            self.inner.contact.heard_from(None);
         }
         Ok(answer)
     }

@@ -120,6 +120,7 @@ impl Cluster {
                 forming: std::sync::Mutex::new(None),
                 contact: Default::default(),
                 learners: Default::default(),
+                last_stamp: tokio::sync::Mutex::new(0),
             }),
         };
         tracing::info!(node_id = id, url = %cluster.inner.url, peers = ?cluster.inner.config.peers, "cluster node started");

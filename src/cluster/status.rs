@@ -135,8 +135,18 @@ impl Cluster {
                 (Some(id), None) => format!("no word from leader {id} yet"),
             });
         }
-        if metrics.last_applied.is_none() {
+        let Some(applied) = metrics.last_applied.map(|a| a.index) else {
             return Err("this node has applied nothing yet".into());
+        };
+        let leading = metrics.current_leader == Some(self.inner.id);
+        if let Some(commit) = self.inner.contact.leader_commit().filter(|_| !leading) {
+            let lag = commit.saturating_sub(applied);
+            if lag > self.inner.config.ready_lag {
+                return Err(format!(
+                    "catching up: applied up to offset {applied}, the leader's commit is {commit} ({lag} behind; ready within {} entries, --ready-lag)",
+                    self.inner.config.ready_lag
+                ));
+            }
         }
         Ok(())
     }

@@ -11,7 +11,8 @@
 //! and then read without locks; they see `bounds`, raised only after a record is fully
 //! written (and, with `Durability::Always`, synced). Cuts, purges and
 //! resets (`cutting`) are ordered so that a crash or an error between any
-//! two of their steps leaves a log that opens (`opening`). The data
+//! two of their steps leaves a log that opens (`opening`). How far the
+//! log is known to be on disk is `synced`. The data
 //! directory holds the segment files and a `LOCK` file held by the process
 //! that has the log open.
 
@@ -38,6 +39,7 @@ mod committer;
 mod cutting;
 mod opening;
 mod reading;
+mod synced;
 mod writer;
 
 use background::spawn_background;
@@ -91,6 +93,8 @@ struct Shared {
     segments: SegmentList,
     bounds: Bounds,
     committer: Arc<Committer>,
+    /// How far the log is known to be on disk (see `synced`).
+    synced: synced::Synced,
     /// Written since the interval syncer last synced.
     dirty: AtomicBool,
     closed: AtomicBool,
@@ -190,6 +194,11 @@ impl Log {
     fn open_locked(dir: PathBuf, config: LogConfig, lock_file: File, existing_log: bool) -> Result<Log> {
         check_room(&dir, &config, existing_log)?;
         let segments = open_segments(&dir, &config)?;
+        // What the active segment holds may be only in the page cache (a
+        // process crash): synced now, it all counts as on disk (`synced`).
+        if let Some(active) = segments.last() {
+            active.sync_records()?;
+        }
         let lowest = segments.first().map(|s| s.base()).unwrap_or(0);
         let next = segments.last().map(|s| s.next_offset()).unwrap_or(0);
         // Of a user record: a cluster's control frames are stamped 0.
@@ -203,6 +212,7 @@ impl Log {
             segments: SegmentList::new(segments),
             bounds: Bounds::new(lowest, next),
             committer: Arc::new(Committer::new(next)),
+            synced: synced::Synced::new(next),
             dirty: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             failed: OnceLock::new(),
@@ -253,6 +263,14 @@ impl Log {
     /// The offset the next record will get; readers see everything below it.
     pub fn next_offset(&self) -> u64 {
         self.shared.bounds.next()
+    }
+
+    /// Every record below this is on disk: synced by this log (see
+    /// `synced`). At most `written_offset`.
+    pub fn synced_offset(&self) -> u64 {
+        let synced = self.shared.synced.offset();
+        debug_assert!(synced <= self.written_offset().max(self.lowest_offset()) || self.failure().is_some());
+        synced.min(self.written_offset().max(self.lowest_offset()))
     }
 
     /// Where written records end, past any visibility cap: a cluster node's
@@ -312,11 +330,12 @@ impl Log {
         if let Some(why) = self.shared.failed.get() {
             return Err(LogError::WriterFailed(why.clone()));
         }
-        let (upto, active) = {
+        let (upto, generation, active) = {
             let w = self.lock_writer_unchecked();
-            (w.next, self.active()?)
+            (w.next, self.shared.synced.generation(), self.active()?)
         };
         self.shared.committer.timed_sync(|| active.sync_records())?;
+        self.shared.synced.advance(upto, generation);
         Ok((upto, active))
     }
 

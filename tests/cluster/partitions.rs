@@ -2,11 +2,12 @@
 //! its leader (or a leader cut off from its majority) stops naming one and
 //! stops answering ready once its lease runs out; a follower back from a
 //! long partition does not depose a healthy leader (pre-vote: its term did
-//! not climb while it was away). Every test ends with the checker.
+//! not climb while it was away); a member catching up is not ready. Every
+//! test with a load ends with the checker.
 
 use std::time::{Duration, Instant};
 
-use super::common::cluster::TestCluster;
+use super::common::cluster::{ClusterConfig, TestCluster};
 use super::common::fault_proxy::Mode;
 use super::common::writer::Load;
 use super::faults::{
@@ -148,4 +149,67 @@ async fn a_leader_cut_off_from_its_majority_stops_naming_itself_and_answering_re
     assert_progress(&load, 50, "after healing").await;
     let history = load.stop().await;
     check_and_report(&cluster, what, &history).await;
+}
+
+/// A member back from a long outage is a member at once and hears its
+/// leader at once, but misses what was written meanwhile: it must not say
+/// it is ready (a load balancer would send it reads that miss records)
+/// until it has applied all but `--ready-lag` of what the leader committed.
+#[tokio::test]
+async fn a_member_back_from_an_outage_is_ready_only_once_it_has_caught_up() {
+    let what = "ready when caught up";
+    const LAG: u64 = 10;
+    let config = ClusterConfig {
+        extra_args: vec!["--ready-lag".into(), LAG.to_string()],
+        ..config()
+    };
+    let (mut cluster, leader) = start_with(what, config).await;
+    let victim = (leader + 1) % cluster.len();
+    cluster.kill(victim);
+    // About 24 MiB written while it is down: several append-entries
+    // requests to catch up.
+    let pad = "x".repeat(900);
+    let batch: String = (0..1000)
+        .map(|i| format!("{{\"i\":{i},\"pad\":\"{pad}\"}}\n"))
+        .collect();
+    for _ in 0..24 {
+        let reply = send(
+            reqwest::Method::POST,
+            format!("{}/", cluster.url(leader)),
+            Some("application/x-ndjson"),
+            Some(batch.clone()),
+            Duration::from_secs(20),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(reply.status, 201, "{what}: {}", reply.body);
+    }
+    let committed = cluster
+        .cluster_status(leader)
+        .await
+        .ok()
+        .and_then(|s| s.commit_offset)
+        .unwrap_or_default();
+    cluster.restart(victim).await;
+    let url = cluster.url(victim);
+    let deadline = Instant::now() + LEADER_TIMEOUT * 4;
+    let mut polls = 0;
+    loop {
+        polls += 1;
+        if readyz(&cluster, victim).await == 200 {
+            let next = get(format!("{url}/status"))
+                .await
+                .ok()
+                .and_then(|r| r.body["next_offset"].as_u64());
+            let next = next.unwrap_or_default();
+            assert!(
+                next + LAG + 1 >= committed,
+                "{what}: node {victim} answered ready holding offsets below {next} of {committed} (poll {polls})"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "{what}: node {victim} never became ready");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    eprintln!("{what}: ready after {polls} polls");
 }

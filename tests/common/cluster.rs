@@ -164,6 +164,8 @@ pub struct TestCluster {
     /// The `--peers` seed list: the first `config.nodes` nodes' URLs, the
     /// same for every node (nodes added later join through a seed).
     seeds: Vec<String>,
+    /// More flags for one node, from its next start on (`set_node_args`).
+    node_args: Vec<Vec<String>>,
 }
 
 impl TestCluster {
@@ -209,6 +211,7 @@ impl TestCluster {
             _exclusive: exclusive,
             seeds,
             partitioned: vec![false; config.nodes],
+            node_args: vec![Vec::new(); config.nodes],
             config,
             seed,
             rng,
@@ -376,6 +379,15 @@ impl TestCluster {
         );
     }
 
+    /// More flags for node `i` alone (after `ClusterConfig::extra_args`),
+    /// from its next start on (e.g. `restart`).
+    pub fn set_node_args(&mut self, i: usize, args: Vec<String>) {
+        if self.node_args.len() <= i {
+            self.node_args.resize(i + 1, Vec::new());
+        }
+        self.node_args[i] = args;
+    }
+
     /// Kills node `i` if it runs, then starts it again on the same data
     /// directory and URL, and waits until it answers HTTP.
     pub async fn restart(&mut self, i: usize) {
@@ -486,8 +498,10 @@ impl TestCluster {
         for route in &routes {
             command.arg("--peer-route").arg(route);
         }
+        let node_args = self.node_args.get(i).cloned().unwrap_or_default();
         command
             .args(&config.extra_args)
+            .args(&node_args)
             .env("RUST_LOG", &config.rust_log)
             .envs(config.env.iter().map(|(k, v)| (k, v)))
             .envs(node.env.iter().map(|(k, v)| (k, v)))

@@ -276,12 +276,14 @@ impl Writer<'_> {
     fn roll(&self) -> Result<Arc<Segment>> {
         let log = self.log();
         let old = log.active()?;
+        let generation = log.shared.synced.generation();
         if let Err(e) = old.sync() {
             // As with the committer's own syncs: Linux may not report the
             // loss again, so records written before the roll are not trusted.
             log.fail_writer(&format!("a sync failed: {e}"));
             return Err(e);
         }
+        log.shared.synced.advance(self.next, generation);
         old.seal()?;
         let new = match Segment::create(&log.shared.dir, self.next, &log.shared.config) {
             Ok(new) => Arc::new(new),

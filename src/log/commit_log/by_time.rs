@@ -27,10 +27,12 @@ struct Visible {
 }
 
 impl Log {
-    /// The first offset at or past which every record (readers may see)
-    /// was stamped at or after `time_ms`: the lowest offset for a time
-    /// before the oldest record kept, `next_offset` for one after the
-    /// newest. Control frames before that record may come first.
+    /// The offset of the first record stamped at or after `time_ms` (from
+    /// which on every record is, stamps never going backwards): the lowest
+    /// record for a time before the oldest kept, `next_offset` for one
+    /// after the newest. Control frames are passed over, but a record of
+    /// an aborted cluster batch (hidden by the cluster, not the log) may be
+    /// the answer; readers skip it as they skip it anywhere.
     pub fn offset_at_time(&self, time_ms: u64) -> Result<u64> {
         let bounds = &self.shared.bounds;
         bounds.consistent_across_cuts(|| self.search_time(time_ms), || blocking(|| self.shared.writer.wait()))
@@ -90,28 +92,30 @@ fn newest_user_stamp_upto(segments: &[Arc<Segment>], visible: impl Fn(&Segment) 
     Ok(None)
 }
 
-/// The first offset of `segment` (within `range`) from which the next user
-/// record in the segment was stamped at or after `time_ms`. The segment's
-/// newest user record is late enough, so the answer lies within it.
+/// The first user record of `segment` (within `range`) stamped at or
+/// after `time_ms`. The segment's newest user record is late enough, so
+/// the answer lies within it.
 fn first_at_or_after(segment: &Segment, range: Visible, time_ms: u64) -> Result<u64> {
     let (mut lo, mut hi) = (range.from, range.to);
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
-        if next_user_stamp(segment, mid, range.to)?.is_none_or(|t| t >= time_ms) {
+        if next_user_record(segment, mid, range.to)?.is_none_or(|(_, t)| t >= time_ms) {
             hi = mid;
         } else {
             lo = mid + 1;
         }
     }
-    Ok(lo)
+    // Past the control frames before it, so that a page of one record holds it.
+    Ok(next_user_record(segment, lo, range.to)?.map_or(lo, |(offset, _)| offset))
 }
 
-/// The stamp of the first user record in `segment` from `offset` to `to`.
-fn next_user_stamp(segment: &Segment, offset: u64, to: u64) -> Result<Option<u64>> {
+/// The offset and stamp of the first user record in `segment` from
+/// `offset` to `to`.
+fn next_user_record(segment: &Segment, offset: u64, to: u64) -> Result<Option<(u64, u64)>> {
     for at in offset..to {
         let stamps = segment.stamps_at(at)?;
         if stamps.attributes & CONTROL == 0 {
-            return Ok(Some(stamps.timestamp_ms));
+            return Ok(Some((at, stamps.timestamp_ms)));
         }
     }
     Ok(None)
