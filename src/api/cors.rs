@@ -8,6 +8,9 @@
 //! is), or, without an `Origin`, a `Sec-Fetch-Site` of `cross-site` or
 //! `same-site` (a browser saying another site sent it; current browsers
 //! send `Origin` on every `POST`, so this only covers older or odd ones).
+//! An `Origin` naming the very host the request was sent to (its `Host`),
+//! when that is an IP address or `localhost`, is this server's own page,
+//! the web console, and passes (see `same_origin`).
 //! Requests without either (curl, programs) are not browsers' and pass.
 //! Reads stay open to any origin, but only allowed origins get the CORS
 //! headers that let a page see the answer.
@@ -188,13 +191,45 @@ fn screen(allowed: &AllowedOrigins, request: &Request) -> Screened {
         };
     }
     let refused = match origin {
-        Some(_) => cors.origin.is_none(),
+        Some(origin) => cors.origin.is_none() && !same_origin(origin, request),
         None => sent_by_another_site(headers),
     };
     if refused {
         return Screened::Answer(refuse(origin, &cors));
     }
     Screened::Pass(cors)
+}
+
+/// Whether a page of this very server sent the request (the web console,
+/// served under `/ui`): its `Origin`'s `host[:port]` is the `Host` the
+/// request was sent to, and that host is an IP address or `localhost`.
+/// A host name is not enough: a page on a name its owner points at this
+/// node's address (DNS rebinding) would be "same-origin" too; a console
+/// reached by name writes once its origin is given to `--cors-origin`.
+/// The scheme is not compared: one host and port serve one scheme. Such a
+/// request needs no CORS headers either.
+fn same_origin(origin: &HeaderValue, request: &Request) -> bool {
+    let Some((_, origin_authority)) = origin.to_str().ok().and_then(|o| o.split_once("://")) else {
+        return false;
+    };
+    let host = match request.headers().get(header::HOST) {
+        Some(host) => host.to_str().ok(),
+        None => request.uri().authority().map(|a| a.as_str()),
+    };
+    host.is_some_and(|host| host.eq_ignore_ascii_case(origin_authority) && cannot_be_rebound(host))
+}
+
+/// An IP address (`127.0.0.1:8080`, `[::1]:8080`) or `localhost`, with or
+/// without a port: no outside DNS answer can make another site's page
+/// carry it as its origin.
+fn cannot_be_rebound(authority: &str) -> bool {
+    if let Some(bracketed) = authority.strip_prefix('[') {
+        return bracketed
+            .split_once(']')
+            .is_some_and(|(ip, _)| ip.parse::<std::net::Ipv6Addr>().is_ok());
+    }
+    let host = authority.rsplit_once(':').map_or(authority, |(host, _)| host);
+    host.parse::<std::net::Ipv4Addr>().is_ok() || host.eq_ignore_ascii_case("localhost")
 }
 
 fn sent_by_another_site(headers: &HeaderMap) -> bool {
@@ -311,6 +346,30 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_addresses_and_localhost_count_as_this_servers_own_origin() {
+        for host in [
+            "127.0.0.1:8080",
+            "10.0.0.7",
+            "[::1]:8080",
+            "[fe80::1]",
+            "localhost:3000",
+            "LOCALHOST",
+        ] {
+            assert!(cannot_be_rebound(host), "{host}");
+        }
+        for host in [
+            "node1:8080",
+            "evil.example",
+            "127.0.0.1.evil.example:80",
+            "[::1",
+            "[evil]:80",
+            "",
+        ] {
+            assert!(!cannot_be_rebound(host), "{host}");
+        }
+    }
 
     #[test]
     fn allow_lists_exactly_the_methods_each_route_serves() {

@@ -3,6 +3,7 @@
 
 mod append;
 mod cluster;
+mod console;
 mod cors;
 mod error;
 mod frames;
@@ -35,6 +36,7 @@ use observe::{Observe, ObserveLayer};
 use crate::auth::Policy;
 use guard::authorize;
 
+pub use console::{CONTENT_SECURITY_POLICY, embedded_bytes as console_bytes};
 pub use cors::{AllowedOrigins, InvalidOrigin};
 use error::Echo;
 pub use error::{ApiError, ApiResult};
@@ -61,6 +63,10 @@ mod routes {
     pub const RAFT_PRE_VOTE: &str = crate::cluster::PRE_VOTE_PATH;
     pub const RAFT_SNAPSHOT: &str = crate::cluster::SNAPSHOT_PATH;
     pub const RAFT_TRANSFER: &str = crate::cluster::TRANSFER_PATH;
+    /// The web console's page (see `console`), also at `/ui/`.
+    pub const UI: &str = "/ui";
+    pub const UI_SLASH: &str = "/ui/";
+    pub const UI_ASSET: &str = "/ui/{asset}";
     /// No route has this path (a JSON 404).
     pub const UNMATCHED: &str = "unmatched";
 }
@@ -74,7 +80,9 @@ pub type App = Observe<CrossOrigin<Router>>;
 
 /// The API. With a policy, every route is authenticated and authorized
 /// first (see `guard`); `origins` may write from a browser (see `cors`).
-pub fn app(state: AppState, policy: Option<Arc<Policy>>, origins: AllowedOrigins) -> App {
+/// With `console`, the web console is served under `/ui` (its files need
+/// no credentials; what it reads through the API does).
+pub fn app(state: AppState, policy: Option<Arc<Policy>>, origins: AllowedOrigins, console: bool) -> App {
     recorder();
     let routes = Router::new()
         .route(routes::ROOT, get(read::read_range).post(append::append))
@@ -98,6 +106,7 @@ pub fn app(state: AppState, policy: Option<Arc<Policy>>, origins: AllowedOrigins
         None => routes,
     };
     let router = routes
+        .merge(console::routes(console))
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state);
@@ -121,6 +130,9 @@ pub fn route_template(path: &str) -> &'static str {
         routes::RAFT_VOTE => routes::RAFT_VOTE,
         routes::RAFT_SNAPSHOT => routes::RAFT_SNAPSHOT,
         routes::RAFT_TRANSFER => routes::RAFT_TRANSFER,
+        routes::UI => routes::UI,
+        routes::UI_SLASH => routes::UI_SLASH,
+        p if p.starts_with(routes::UI_SLASH) && !p[routes::UI_SLASH.len()..].contains('/') => routes::UI_ASSET,
         p if p.starts_with("/cluster/members/") && !p["/cluster/members/".len()..].contains('/') => {
             routes::CLUSTER_MEMBER
         }
@@ -161,6 +173,10 @@ mod tests {
             ("/status/", "unmatched"),
             ("/replication", "/{offset}"),
             ("/a/b", "unmatched"),
+            ("/ui", "/ui"),
+            ("/ui/", "/ui/"),
+            ("/ui/main.js", "/ui/{asset}"),
+            ("/ui/a/b", "unmatched"),
             ("//", "unmatched"),
         ] {
             assert_eq!(route_template(path), template, "{path}");

@@ -62,6 +62,7 @@ impl ServeArgs {
                 max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
             },
             cors_origins,
+            console: !self.no_ui,
             ..NodeConfig::new(&self.data_dir)
         })
     }

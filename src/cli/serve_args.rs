@@ -142,6 +142,10 @@ pub struct ServeArgs {
     #[arg(long, env = "DISTLOG_CORS_ORIGIN", value_name = "ORIGIN", value_delimiter = ',')]
     pub(super) cors_origin: Vec<String>,
 
+    /// Do not serve the web console at /ui (then /ui answers 404).
+    #[arg(long, env = "DISTLOG_NO_UI")]
+    pub(super) no_ui: bool,
+
     /// Milliseconds in-flight requests get to finish on SIGINT/SIGTERM.
     #[arg(long, env = "DISTLOG_SHUTDOWN_GRACE_MS", value_name = "MS", default_value_t = 10_000)]
     pub(super) shutdown_grace_ms: u64,

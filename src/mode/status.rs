@@ -19,6 +19,10 @@ pub struct NodeStatus {
     pub next_offset: u64,
     pub segments: usize,
     pub size_bytes: u64,
+    /// This node's retention (`--retention-bytes`, `--retention-ms`); `None`
+    /// keeps everything.
+    pub retention_bytes: Option<u64>,
+    pub retention_ms: Option<u64>,
     pub role: &'static str,
     /// False once a storage failure refuses appends (and on a member that
     /// does not lead); `storage_error` then says why, when it is storage.
@@ -69,6 +73,8 @@ impl Mode {
             next_offset: stats.next_offset,
             segments: stats.segments,
             size_bytes: stats.size_bytes,
+            retention_bytes: log.config().retention_bytes,
+            retention_ms: log.config().retention_ms,
             role: "leader",
             writable: storage_error.is_none(),
             leader: None,

@@ -19,6 +19,8 @@ pub struct NodeConfig {
     pub security: SecurityConfig,
     /// Web origins that may write and read answers from a browser (`--cors-origin`).
     pub cors_origins: AllowedOrigins,
+    /// Whether the web console is served under `/ui` (`--no-ui` turns it off).
+    pub console: bool,
     /// How long in-flight requests may take to finish once shutdown starts.
     pub shutdown_grace: Duration,
     /// How often retention runs.
@@ -35,6 +37,7 @@ impl NodeConfig {
             mode: ModeConfig::Standalone,
             security: SecurityConfig::default(),
             cors_origins: AllowedOrigins::default(),
+            console: true,
             shutdown_grace: Duration::from_secs(10),
             retention_check: Duration::from_secs(10),
             http: HttpConfig::default(),

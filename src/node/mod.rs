@@ -76,7 +76,12 @@ impl Node {
         .await?;
         background.push(spawn_metrics_upkeep(stopping.clone()));
         let state = AppState::new(log.clone(), config.limits.clone(), mode.clone(), stopping.clone());
-        let app = api::app(state, security.policy.clone(), config.cors_origins.clone());
+        let app = api::app(
+            state,
+            security.policy.clone(),
+            config.cors_origins.clone(),
+            config.console,
+        );
         // Only the guard reads the peer (its client certificate).
         let with_peer = security.policy.is_some();
         let serving = http::serve(listener, security.tls.clone(), app, &config.http, with_peer, stopping);

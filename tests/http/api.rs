@@ -10,6 +10,18 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 
 #[tokio::test]
+async fn status_reports_the_retention_the_node_was_started_with() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = common::config(dir.path());
+    config.log.retention_bytes = Some(1 << 30);
+    config.log.retention_ms = Some(86_400_000);
+    let node = start(config).await;
+    let status = common::status(&node.url).await;
+    assert_eq!(status["retention_bytes"], 1 << 30);
+    assert_eq!(status["retention_ms"], 86_400_000);
+}
+
+#[tokio::test]
 async fn post_json_answers_offset_and_location_and_reads_back_as_posted() {
     let dir = tempfile::tempdir().unwrap();
     let node = start_in(dir.path()).await;
@@ -344,6 +356,8 @@ async fn status_health_readiness_and_metrics() {
     assert_eq!(status["role"], "leader");
     assert_eq!(status["leader"], Value::Null);
     assert!(status["size_bytes"].as_u64().unwrap() > 0);
+    assert_eq!(status["retention_bytes"], Value::Null, "keeps all by default");
+    assert_eq!(status["retention_ms"], Value::Null, "keeps all by default");
     assert_eq!(get_json(&format!("{}/healthz", node.url)).await.0, 200);
     assert_eq!(get_json(&format!("{}/readyz", node.url)).await.0, 200);
 

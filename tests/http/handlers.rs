@@ -54,7 +54,7 @@ impl Api {
             self.mode.clone(),
             self.shutdown.subscribe(),
         );
-        app(state, None, AllowedOrigins::default())
+        app(state, None, AllowedOrigins::default(), true)
     }
 
     /// One request, the whole answer: status, headers and the body as JSON.

@@ -11,6 +11,7 @@ mod by_time;
 mod client_edges;
 mod conn;
 mod conn_edges;
+mod console;
 mod handlers;
 mod metrics;
 mod openapi;

@@ -121,6 +121,9 @@ async fn the_spec_describes_the_running_server() {
         "/cluster/join",
         "/cluster/members/{id}",
         "/cluster/leader",
+        "/ui",
+        "/ui/",
+        "/ui/{asset}",
     ]);
     assert_eq!(documented, served, "paths in openapi.yaml and the router differ");
 
@@ -205,6 +208,21 @@ async fn the_spec_describes_the_running_server() {
     ] {
         let response = c.get(format!("{url}/replication/frames{query}")).send().await.unwrap();
         check(&spec, "/replication/frames", "get", response).await;
+    }
+    for (template, path) in [
+        ("/ui", "/ui"),
+        ("/ui/", "/ui/"),
+        ("/ui/{asset}", "/ui/main.js"),
+        ("/ui/{asset}", "/ui/console.css"),
+        ("/ui/{asset}", "/ui/no-such-file.js"),
+    ] {
+        check(
+            &spec,
+            template,
+            "get",
+            c.get(format!("{url}{path}")).send().await.unwrap(),
+        )
+        .await;
     }
     // A standalone node has no cluster: 404 not_a_cluster.
     check(
