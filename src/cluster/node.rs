@@ -64,6 +64,8 @@ pub(super) struct Inner {
     pub learners: LearnersSeen,
     /// Held while the voter set is changed (`reconcile`): one at a time.
     pub changing: tokio::sync::Mutex<()>,
+    /// The joint membership the reconciler saw, and since when.
+    pub joint_seen: std::sync::Mutex<Option<(Option<super::types::LogId>, std::time::Instant)>>,
     /// The stamp this node last gave records it proposed; held while a
     /// write is stamped and handed to the Raft core (see `Cluster::commit`).
     pub last_stamp: tokio::sync::Mutex<u64>,

@@ -8,7 +8,8 @@
 //! joint change that adds the learner as a voter and removes every other
 //! member at its URL), and the leader runs `reconcile` every
 //! `RECONCILE_EVERY`, one change a pass:
-//! - a joint membership left by a change that stopped halfway is finished;
+//! - a joint membership left by a change that stopped halfway (standing for
+//!   `JOINT_GRACE`) is finished;
 //! - a learner that has caught up is promoted in place;
 //! - of two voters at one URL, the unreachable one gives way to the other.
 //!
@@ -28,6 +29,10 @@ use super::node::Cluster;
 use super::types::{Member, NodeId, TypeConfig};
 
 pub(super) const RECONCILE_EVERY: Duration = Duration::from_secs(1);
+/// How long a committed joint membership stands before the reconciler
+/// finishes it: openraft's own second step follows at once, and finishing
+/// it under that step would make the change that began it answer an error.
+const JOINT_GRACE: Duration = Duration::from_secs(3);
 /// How long a change waits for another in flight.
 const CHANGE_WAIT: Duration = Duration::from_secs(10);
 /// How long a join waits for its learner to catch up (the joiner's own
@@ -142,7 +147,8 @@ impl Cluster {
         if !leading || metrics.membership_config.log_id() != metrics.committed_membership_config.log_id() {
             return Ok(());
         }
-        if metrics.membership_config.membership().get_joint_config().len() > 1 {
+        let joint_since = self.joint_since(&metrics);
+        if joint_since.is_some_and(|since| since.elapsed() >= JOINT_GRACE) {
             let _turn = self.inner.changing.lock().await;
             return self
                 .change(|_| {
@@ -159,6 +165,23 @@ impl Cluster {
             return self.promote_in_place(id).await;
         }
         Ok(())
+    }
+
+    /// Since when the current joint membership has stood (None: not joint).
+    fn joint_since(&self, metrics: &RaftMetrics<TypeConfig>) -> Option<Instant> {
+        let joint = metrics.membership_config.membership().get_joint_config().len() > 1;
+        let id = *metrics.membership_config.log_id();
+        let mut seen = self
+            .inner
+            .joint_seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match (joint, *seen) {
+            (false, _) => *seen = None,
+            (true, Some((seen_id, _))) if seen_id == id => {}
+            (true, _) => *seen = Some((id, Instant::now())),
+        }
+        seen.map(|(_, since)| since)
     }
 
     /// A caught-up learner, or a reachable voter that shares its URL with an

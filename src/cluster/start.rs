@@ -132,6 +132,7 @@ impl Cluster {
                 contact: Default::default(),
                 learners: Default::default(),
                 changing: Default::default(),
+                joint_seen: Default::default(),
                 last_stamp: tokio::sync::Mutex::new(0),
             }),
         };
