@@ -205,6 +205,18 @@ impl LogStore {
         lock(&self.shared.recent).clear();
     }
 
+    /// Before the log is reset past its end (a snapshot installed): the
+    /// marks name nothing, synced, so that a crash inside the reset (the
+    /// newest segments gone, the oldest still there) does not look like a
+    /// log that lost what it had recorded. The snapshot, written before,
+    /// holds what they named; appends raise them again.
+    pub fn forget_marks(&self) -> io::Result<()> {
+        for mark in [&self.shared.committed, &self.shared.flushed] {
+            lock(mark).set_synced(None)?;
+        }
+        Ok(())
+    }
+
     /// After a storage fault: the marks say no more than the log holds.
     pub fn forget_marks_past_log(&self) -> io::Result<()> {
         let last = self.last_id().or(*lock(&self.shared.purged));

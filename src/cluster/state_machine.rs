@@ -285,11 +285,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 log_to = store.next_index(),
                 "installing a snapshot this log does not reach: the log starts over after it, records before are not kept here"
             );
-            let log = store.log().clone();
-            tokio::task::spawn_blocking(move || log.reset(last + 1))
-                .await
-                .map_err(io::Error::other)?
-                .map_err(|e| io::Error::other(e.to_string()))?;
+            let reset = store.clone();
+            tokio::task::spawn_blocking(move || {
+                reset.forget_marks()?;
+                reset.log().reset(last + 1).map_err(|e| io::Error::other(e.to_string()))
+            })
+            .await
+            .map_err(io::Error::other)??;
             store.forget_recent();
         }
         self.publish();

@@ -442,3 +442,92 @@ async fn an_append_that_meets_a_full_disk_waits_for_room_instead_of_failing() {
     assert!(!store.disk_full());
     assert_eq!(store.log().written_offset(), 40);
 }
+
+/// `install_snapshot` on a node whose log does not reach the snapshot
+/// resets a multi-segment log: the new segment first, then the old ones,
+/// newest first. A crash in between leaves the oldest old segments and the
+/// new empty one, and the flushed and committed marks name entries of the
+/// segments already gone: the next start took that for a storage fault and
+/// came back under a new id (then rejoined as a learner). The marks come
+/// down before the reset now: the snapshot, written before, holds what
+/// they named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_inside_a_snapshot_installs_reset_is_not_a_storage_fault() {
+    use distlog::log::fsops::{self, Step};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    const OLD_ID: u64 = 7;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let small = || LogConfig {
+        max_segment_bytes: 8 * 1024,
+        max_record_bytes: 4 * 1024,
+        ..log_config()
+    };
+    {
+        let log = Log::open(dir.path(), small()).expect("log opens");
+        let durable = Durable::open(dir.path().join("raft")).expect("raft dir");
+        durable.write("node-id", &OLD_ID, true).expect("node id");
+        let mut store = LogStore::open(log, durable.clone()).expect("store opens");
+        let mut sm = StateMachine::open(store.clone(), durable).expect("state machine opens");
+        let record = |index: u64| Entry {
+            log_id: id(1, index),
+            payload: EntryPayload::Normal(distlog::cluster::UserRecord::new(
+                0,
+                0,
+                bytes::Bytes::from(vec![b'r'; 1024]),
+            )),
+        };
+        store.blocking_append((0..60).map(record)).await.expect("append");
+        store.save_committed(Some(id(1, 59))).await.expect("committed");
+        assert!(store.log().stats().segments > 3, "a log of several segments");
+        // The reset stops (as a crash would) once the newest segment is gone.
+        let removals = Arc::new(AtomicUsize::new(0));
+        let _watch = fsops::watch(
+            dir.path(),
+            Arc::new({
+                let removals = removals.clone();
+                move |step: &Step<'_>| match step {
+                    Step::Remove(_) if removals.fetch_add(1, Ordering::SeqCst) >= 2 => {
+                        Err(std::io::Error::other("the process died here"))
+                    }
+                    _ => Ok(()),
+                }
+            }),
+        );
+        let meta = openraft::type_config::alias::SnapshotMetaOf::<TypeConfig> {
+            last_log_id: Some(id(1, 100)),
+            last_membership: openraft::StoredMembership::new(Some(id(1, 0)), membership_of(1)),
+        };
+        let mut tables = sm.tables();
+        tables.applied = Some(id(1, 100));
+        let _ = sm.install_snapshot(&meta, tables).await;
+        assert!(
+            removals.load(Ordering::SeqCst) >= 3,
+            "the reset removed the newest segment"
+        );
+        drop(_watch);
+        // The writer failed half-way: close says so; what is on disk stays.
+        let _ = store.log().close();
+        drop(sm);
+        drop(store);
+    }
+    let log = Log::open(dir.path(), small()).expect("a log reset half-way opens");
+    let config = ClusterConfig {
+        peers: vec!["http://127.0.0.1:9".into()],
+        advertise_url: "http://127.0.0.1:8".into(),
+        routes: HashMap::new(),
+        heartbeat: Duration::from_millis(100),
+        election_timeout: (Duration::from_millis(300), Duration::from_millis(600)),
+        write_timeout: Duration::from_secs(5),
+        ready_lag: 2000,
+        client: reqwest::Client::new(),
+    };
+    let cluster = Cluster::start(log.clone(), dir.path(), config).await.expect("starts");
+    let id_now = cluster.id();
+    cluster.shutdown().await;
+    assert_eq!(
+        id_now, OLD_ID,
+        "a crash inside a snapshot's reset was taken for a storage fault (a new id)"
+    );
+}
