@@ -744,3 +744,66 @@ fn a_node_waiting_for_a_seed_names_it_to_writers_readyz_and_its_log() {
     let warned = warned.expect("a WARN line within 15 s while the cluster cannot form");
     assert!(warned["why"].as_str().unwrap_or("").contains(&missing_url), "{warned}");
 }
+
+/// With one member down, the leader's default log says so once (WARN,
+/// naming the peer and its URL), not at every heartbeat: openraft's
+/// per-RPC errors stay at debug. Run without RUST_LOG, as an operator would.
+#[test]
+fn a_leader_with_a_peer_down_logs_the_change_not_every_heartbeat() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let ports: Vec<u16> = (0..3).map(|_| unused_port()).collect();
+    let urls: Vec<String> = ports.iter().map(|p| format!("http://127.0.0.1:{p}")).collect();
+    let peers = urls.join(",");
+    let mut nodes: Vec<Option<Process>> = (0..3)
+        .map(|i| {
+            let listen = format!("127.0.0.1:{}", ports[i]);
+            Some(spawn_on(&listen, dirs[i].path(), &["--peers", &peers], |c| {
+                c.env_remove("RUST_LOG");
+            }))
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let leader = loop {
+        let leading = urls.iter().position(|url| {
+            let (_, status) = reqwest::blocking_get_status(&format!("{url}/status"));
+            status["role"] == "leader"
+        });
+        if let Some(leader) = leading {
+            break leader;
+        }
+        assert!(std::time::Instant::now() < deadline, "no leader within 30 s");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    post(&urls[leader], r#"{"before":"the kill"}"#);
+    let victim = (leader + 1) % 3;
+    let leader_node = nodes[leader].take().unwrap();
+    while leader_node.lines.try_recv().is_ok() {}
+    drop(nodes[victim].take());
+
+    // A few seconds of a peer down: some fifty heartbeats at the default 100 ms.
+    let watched = std::time::Duration::from_secs(5);
+    let until = std::time::Instant::now() + watched;
+    let mut warnings = Vec::new();
+    while let Some(left) = until.checked_duration_since(std::time::Instant::now()) {
+        let Ok(line) = leader_node.lines.recv_timeout(left) else {
+            break;
+        };
+        let event: Value = serde_json::from_str(&line).unwrap_or_default();
+        if event["level"] == "WARN" || event["level"] == "ERROR" {
+            warnings.push(line);
+        }
+    }
+    assert!(
+        warnings.len() <= 2,
+        "{} WARN/ERROR lines in {watched:?} with one peer down:\n{}",
+        warnings.len(),
+        warnings.join("\n")
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|l| l.contains("unreachable") && l.contains(&urls[victim])),
+        "one line names the peer that went away: {warnings:#?}"
+    );
+    drop(nodes);
+}

@@ -10,7 +10,8 @@
 //! - `durable`: the small checksummed files Raft keeps (vote, committed...);
 //! - `log_store`: openraft's log storage over our log;
 //! - `state_machine`: applying = making visible; batches whole or never;
-//! - `network`: peer RPCs over HTTP (served by `api::cluster`);
+//! - `network`: peer RPCs over HTTP (served by `api::cluster`), and
+//!   `peer_health`: each peer's reachability, logged when it changes;
 //! - `node`, `formation`, `membership`, `status`: a running node, forming
 //!   and growing the cluster from the seed list, `GET /cluster`;
 //! - `start`: starting a node, the top: nothing here imports it.
@@ -27,6 +28,7 @@ mod membership;
 mod metrics;
 mod network;
 mod node;
+mod peer_health;
 mod recent;
 mod repair;
 pub mod retention;

@@ -101,6 +101,7 @@ impl Cluster {
         let network = Network {
             client: config.client.clone(),
             routes: Routes::new(config.routes.clone()),
+            health: Default::default(),
         };
         let raft = Raft::new(id, Arc::new(raft_config(&config)?), network, store.clone(), sm)
             .await
