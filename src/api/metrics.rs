@@ -1,6 +1,7 @@
 //! `GET /metrics`: Prometheus text format. The recorder is process-wide;
 //! gauges describing the log are refreshed at each scrape. The HTTP request
-//! series come from `request_metrics`. Every family carries `# HELP` text
+//! series come from `request_metrics`, the `process_*` series and
+//! `distlog_build_info` from `process_metrics`. Every family carries `# HELP` text
 //! (`promtool check metrics` insists): each module describes the metrics it
 //! records, all of them when the recorder is installed.
 
@@ -11,6 +12,7 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+use super::process_metrics;
 use super::request_metrics::{self, DURATION_BUCKETS};
 use super::state::AppState;
 
@@ -47,6 +49,9 @@ const SEGMENTS: &str = "distlog_log_segments";
 const SIZE_BYTES: &str = "distlog_log_size_bytes";
 const RECORDS_APPENDED: &str = "distlog_records_appended_total";
 const BYTES_APPENDED: &str = "distlog_bytes_appended_total";
+/// Set by the HTTP layer's accept loop (`crate::http`).
+pub const OPEN_CONNECTIONS: &str = "distlog_http_open_connections";
+pub(super) const SSE_SUBSCRIBERS: &str = "distlog_sse_subscribers";
 
 /// HELP text for the log's series this page refreshes.
 fn describe_metrics() {
@@ -68,6 +73,13 @@ fn describe_metrics() {
         Unit::Bytes,
         "Bytes of record frames (header and value) appended since the log was opened."
     );
+    describe_gauge!(
+        OPEN_CONNECTIONS,
+        "HTTP connections being served (those refused beyond --max-connections not counted)."
+    );
+    describe_gauge!(SSE_SUBSCRIBERS, "Event streams (Accept: text/event-stream) open now.");
+    metrics::gauge!(OPEN_CONNECTIONS).increment(0.0);
+    metrics::gauge!(SSE_SUBSCRIBERS).increment(0.0);
 }
 
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
@@ -83,5 +95,6 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     metrics::counter!(BYTES_APPENDED).absolute(appended.bytes);
     let mut text = recorder().render();
     request_metrics::render(&mut text);
+    process_metrics::render(&mut text);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }

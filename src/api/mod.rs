@@ -13,6 +13,7 @@ mod media;
 mod metrics;
 mod observe;
 mod position;
+mod process_metrics;
 mod query;
 mod read;
 mod render;
@@ -37,7 +38,7 @@ use guard::authorize;
 pub use cors::{AllowedOrigins, InvalidOrigin};
 use error::Echo;
 pub use error::{ApiError, ApiResult};
-pub use metrics::recorder;
+pub use metrics::{OPEN_CONNECTIONS, recorder};
 pub use observe::ACCESS_LOG;
 pub use state::{AppState, Limits};
 

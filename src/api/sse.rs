@@ -59,6 +59,24 @@ struct Tail {
     pending: std::vec::IntoIter<Record>,
     /// Set after a final error event: the next poll ends the stream.
     done: bool,
+    _counted: Subscriber,
+}
+
+/// Counts an open stream in `distlog_sse_subscribers` until dropped (the
+/// client went away, or the server stopped).
+struct Subscriber;
+
+impl Subscriber {
+    fn new() -> Subscriber {
+        metrics::gauge!(super::metrics::SSE_SUBSCRIBERS).increment(1.0);
+        Subscriber
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        metrics::gauge!(super::metrics::SSE_SUBSCRIBERS).decrement(1.0);
+    }
 }
 
 fn events(state: AppState, from: u64) -> impl Stream<Item = Result<Event, Infallible>> {
@@ -67,6 +85,7 @@ fn events(state: AppState, from: u64) -> impl Stream<Item = Result<Event, Infall
         cursor: from,
         pending: Vec::new().into_iter(),
         done: false,
+        _counted: Subscriber::new(),
     };
     stream::unfold(tail, |mut tail| async move {
         loop {
