@@ -46,6 +46,19 @@ const LOG_FAMILIES: &[&str] = &[
     "distlog_log_size_bytes",
     "distlog_http_requests_total",
     "distlog_http_request_duration_seconds",
+    "distlog_http_wait_duration_seconds",
+    "distlog_http_open_connections",
+    "distlog_sse_subscribers",
+    "distlog_storage_errors_total",
+    "distlog_disk_available_bytes",
+    "distlog_disk_size_bytes",
+    "distlog_build_info",
+    "process_cpu_seconds_total",
+    "process_start_time_seconds",
+    "process_resident_memory_bytes",
+    "process_virtual_memory_bytes",
+    "process_open_fds",
+    "process_max_fds",
 ];
 
 const FOLLOWER_FAMILIES: &[&str] = &[
