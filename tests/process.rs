@@ -807,3 +807,56 @@ fn a_leader_with_a_peer_down_logs_the_change_not_every_heartbeat() {
     );
     drop(nodes);
 }
+
+/// A refused start is one line on stderr, each cause once, no backtrace
+/// even when RUST_BACKTRACE asks for one.
+#[test]
+fn a_refused_start_is_one_line_without_a_backtrace() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_distlog"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--max-record-bytes", "0", "--data-dir"])
+        .arg(dir.path())
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one line: {stderr}");
+    assert!(lines[0].starts_with("distlog: invalid --max-record-bytes 0"), "{stderr}");
+}
+
+/// A data directory distlog may not create or write names the `chown`
+/// that fixes it, the container's 10001:10001 too, and says the cause once.
+/// As root (which any directory lets in) the binary runs as nobody.
+#[test]
+fn a_data_directory_without_permission_says_what_to_chown() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let parent = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(parent.path(), std::fs::Permissions::from_mode(0o555)).unwrap();
+    let dir = parent.path().join("data");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_distlog"));
+    command
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&dir)
+        .env("RUST_BACKTRACE", "1");
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        command.uid(65534).gid(65534);
+    }
+    let output = match command.output() {
+        Ok(output) => output,
+        Err(e) => {
+            eprintln!("skipped: nobody cannot run {}: {e}", env!("CARGO_BIN_EXE_distlog"));
+            return;
+        }
+    };
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one line: {stderr}");
+    assert_eq!(lines[0].matches("Permission denied").count(), 1, "the cause once: {stderr}");
+    assert!(lines[0].contains("chown -R") && lines[0].contains("10001:10001"), "{stderr}");
+    std::fs::set_permissions(parent.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+}

@@ -57,5 +57,9 @@ pub fn init_tracing(
             .with(telemetry.map(|t| t.layer()))
             .init(),
     }
+    if let Some(telemetry) = telemetry {
+        let url = telemetry.traces_url();
+        tracing::info!("exporting traces over OTLP/HTTP to {url}");
+    }
     guard
 }

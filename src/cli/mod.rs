@@ -7,6 +7,7 @@
 mod healthcheck;
 mod logging;
 mod node_config;
+mod report;
 mod run;
 mod serve_args;
 
@@ -14,6 +15,7 @@ use clap::{Parser, Subcommand};
 
 pub use healthcheck::{HealthcheckArgs, healthcheck};
 pub use logging::init_tracing;
+pub use report::failure_line;
 pub use run::{bind, run_until_signal, start_node};
 pub use serve_args::{Fsync, LogFormat, ServeArgs};
 

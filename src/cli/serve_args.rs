@@ -242,6 +242,10 @@ impl ServeArgs {
         self.listen
     }
 
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.data_dir
+    }
+
     /// Where traces go (`--otlp-endpoint`), if anywhere.
     pub fn otlp_endpoint(&self) -> Option<&str> {
         self.otlp_endpoint.as_deref()
