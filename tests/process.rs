@@ -278,6 +278,22 @@ fn help_explains_every_flag() {
         assert!(help.contains(flag), "{flag} missing from help");
     }
     assert!(help.contains("DISTLOG_DATA_DIR") && help.contains("./distlog-data"));
+    // Grouped under headings, defaults with their units.
+    for heading in ["Storage:", "HTTP:", "Security:", "Replica:", "Cluster:", "Telemetry:"] {
+        assert!(
+            help.contains(&format!("\n{heading}\n")),
+            "no heading {heading} in\n{help}"
+        );
+    }
+    for default in [
+        "[default: 256MiB]",
+        "[default: 16MiB]",
+        "[default: 100ms]",
+        "[default: 10s]",
+        "[default: 5s]",
+    ] {
+        assert!(help.contains(default), "{default} missing from help");
+    }
 }
 
 #[test]
@@ -814,7 +830,14 @@ fn a_leader_with_a_peer_down_logs_the_change_not_every_heartbeat() {
 fn a_refused_start_is_one_line_without_a_backtrace() {
     let dir = tempfile::tempdir().unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_distlog"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--max-record-bytes", "0", "--data-dir"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--max-record-bytes",
+            "0",
+            "--data-dir",
+        ])
         .arg(dir.path())
         .env("RUST_BACKTRACE", "1")
         .output()
@@ -823,7 +846,10 @@ fn a_refused_start_is_one_line_without_a_backtrace() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "one line: {stderr}");
-    assert!(lines[0].starts_with("distlog: invalid --max-record-bytes 0"), "{stderr}");
+    assert!(
+        lines[0].starts_with("distlog: invalid --max-record-bytes 0"),
+        "{stderr}"
+    );
 }
 
 /// A data directory distlog may not create or write names the `chown`
@@ -856,7 +882,14 @@ fn a_data_directory_without_permission_says_what_to_chown() {
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "one line: {stderr}");
-    assert_eq!(lines[0].matches("Permission denied").count(), 1, "the cause once: {stderr}");
-    assert!(lines[0].contains("chown -R") && lines[0].contains("10001:10001"), "{stderr}");
+    assert_eq!(
+        lines[0].matches("Permission denied").count(),
+        1,
+        "the cause once: {stderr}"
+    );
+    assert!(
+        lines[0].contains("chown -R") && lines[0].contains("10001:10001"),
+        "{stderr}"
+    );
     std::fs::set_permissions(parent.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
 }

@@ -161,7 +161,10 @@ mod tests {
 
     #[test]
     fn boot_time_and_the_open_files_limit_are_found() {
-        assert_eq!(boot_time("cpu 1 2 3\nbtime 1700000000\nprocesses 5\n"), Some(1_700_000_000));
+        assert_eq!(
+            boot_time("cpu 1 2 3\nbtime 1700000000\nprocesses 5\n"),
+            Some(1_700_000_000)
+        );
         let limits = "Limit                     Soft Limit           Hard Limit           Units\n\
                       Max open files            1024                 524288               files\n";
         assert_eq!(max_open_files(limits), Some(1024));
@@ -173,7 +176,11 @@ mod tests {
         render(&mut out);
         assert!(out.contains("distlog_build_info{version=\""), "{out}");
         if std::path::Path::new("/proc/self/stat").exists() {
-            for family in ["process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds"] {
+            for family in [
+                "process_cpu_seconds_total",
+                "process_resident_memory_bytes",
+                "process_open_fds",
+            ] {
                 assert!(out.contains(&format!("\n{family} ")), "{family} missing:\n{out}");
             }
             let start = out

@@ -154,7 +154,9 @@ fn series_for(method: &'static str, route: &str, status: u16, kind: Kind) -> Arc
 pub fn render(out: &mut String) {
     let all: Vec<Arc<Series>> = ALL.lock().unwrap_or_else(PoisonError::into_inner).clone();
     let totals: Vec<_> = all.iter().map(|s| (s, s.totals())).collect();
-    out.push_str("# HELP distlog_http_requests_total HTTP requests answered (long polls and event streams included).\n");
+    out.push_str(
+        "# HELP distlog_http_requests_total HTTP requests answered (long polls and event streams included).\n",
+    );
     out.push_str("# TYPE distlog_http_requests_total counter\n");
     // One line per (method, route, status): the kinds are summed.
     let mut counts: Vec<(String, u64)> = Vec::new();
@@ -175,7 +177,13 @@ pub fn render(out: &mut String) {
     );
     out.push_str("# TYPE distlog_http_request_duration_seconds histogram\n");
     for (series, (buckets, nanos)) in totals.iter().filter(|(s, _)| s.kind == Kind::Plain) {
-        histogram(out, "distlog_http_request_duration_seconds", &labels(series), buckets, *nanos);
+        histogram(
+            out,
+            "distlog_http_request_duration_seconds",
+            &labels(series),
+            buckets,
+            *nanos,
+        );
     }
     out.push_str(
         "# HELP distlog_http_wait_duration_seconds Long polls (kind long_poll: wait_ms) from request to \
@@ -272,7 +280,10 @@ mod tests {
         let mut text = String::new();
         render(&mut text);
         let labels = r#"method="GET",route="/test/{waits}",status="200""#;
-        assert_eq!(line_value(&text, &format!("distlog_http_requests_total{{{labels}}}")), 3.0);
+        assert_eq!(
+            line_value(&text, &format!("distlog_http_requests_total{{{labels}}}")),
+            3.0
+        );
         let plain = format!("distlog_http_request_duration_seconds_count{{{labels}}}");
         assert_eq!(line_value(&text, &plain), 1.0);
         let waited = |kind: &str| {

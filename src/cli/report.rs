@@ -69,7 +69,10 @@ mod tests {
         let io = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "/d/LOCK: Permission denied");
         let error = Err::<(), _>(io).context("cannot start").unwrap_err();
         let line = failure_line(&error, Path::new("/d"));
-        assert!(line.starts_with("cannot start: /d/LOCK: Permission denied (distlog runs as uid "), "{line}");
+        assert!(
+            line.starts_with("cannot start: /d/LOCK: Permission denied (distlog runs as uid "),
+            "{line}"
+        );
         assert!(line.contains("chown -R 10001:10001"), "{line}");
         assert!(!line.contains('\n'));
     }

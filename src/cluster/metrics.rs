@@ -42,8 +42,14 @@ pub fn describe_metrics() {
         Unit::Seconds,
         "Append-entries requests to each peer, from sending to the answer, heartbeats included (labels peer, peer_url)."
     );
-    describe_gauge!(MEMBERS, "Nodes in the cluster's membership as this node knows it (voters and learners).");
-    describe_gauge!(VOTERS, "Voting members in the cluster's membership as this node knows it.");
+    describe_gauge!(
+        MEMBERS,
+        "Nodes in the cluster's membership as this node knows it (voters and learners)."
+    );
+    describe_gauge!(
+        VOTERS,
+        "Voting members in the cluster's membership as this node knows it."
+    );
     describe_gauge!(
         super::peer_health::PEER_UP,
         "1 if the peer answered this node's last Raft request, 0 if not (labels peer, peer_url); only peers this node sends to."
@@ -105,7 +111,9 @@ pub async fn publish(id: NodeId, mut watch: WatchReceiverOf<TypeConfig, RaftMetr
 fn log_leader_change(id: NodeId, term: u64, leader: Option<(NodeId, String)>) {
     match leader {
         Some((leader, _)) if leader == id => tracing::info!(term, "this node is now the leader (term {term})"),
-        Some((leader, url)) => tracing::info!(term, leader, leader_url = %url, "the leader is now {leader} ({url}), term {term}"),
+        Some((leader, url)) => {
+            tracing::info!(term, leader, leader_url = %url, "the leader is now {leader} ({url}), term {term}")
+        }
         None => tracing::info!(term, "no leader known (term {term}): an election is due"),
     }
 }

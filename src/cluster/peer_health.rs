@@ -54,10 +54,7 @@ impl PeerHealth {
     }
 
     fn set(&self, peer: NodeId, seen: Seen) -> Option<Seen> {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(peer, seen)
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).insert(peer, seen)
     }
 }
 
