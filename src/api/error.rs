@@ -336,7 +336,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response = (self.status(), axum::Json(self.body())).into_response();
+        let mut response = (self.status(), super::json_body::Json(self.body())).into_response();
         if let Some(secs) = self.retry_after_secs() {
             response
                 .headers_mut()

@@ -7,6 +7,7 @@ mod cors;
 mod error;
 mod frames;
 mod guard;
+mod json_body;
 mod json_check;
 mod json_limits;
 mod media;
