@@ -113,7 +113,7 @@ fn scaled(text: &str, units: &[(&str, u64)], bare_scale: u64) -> Result<u64, Str
             .parse::<u128>()
             .map_err(|_| format!("{text:?} is not a number"))?
             * scale as u128;
-        if numerator % denominator != 0 {
+        if !numerator.is_multiple_of(denominator) {
             return Err(format!("{text:?} is not a whole number of the smallest unit"));
         }
         let part = u64::try_from(numerator / denominator).map_err(|_| too_large())?;
@@ -127,7 +127,7 @@ pub fn show_millis(ms: u64) -> String {
     DURATION_UNITS
         .iter()
         .rev()
-        .find(|(_, scale)| ms != 0 && ms % scale == 0)
+        .find(|(_, scale)| ms != 0 && ms.is_multiple_of(*scale))
         .map_or_else(|| format!("{ms}ms"), |(unit, scale)| format!("{}{unit}", ms / scale))
 }
 
