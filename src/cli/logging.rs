@@ -7,12 +7,15 @@ use super::LogFormat;
 /// targets whose warnings are per RPC or per entry are at error only:
 /// - `responder`: "the client is gone", a line per entry of a batch whenever
 ///   a client went away before its write was answered;
-/// - `heartbeat`, `replication`, `raft_core`: a failed heartbeat, append or
-///   vote, each time (ten lines a second with one peer down). Peers going
+/// - `heartbeat`, `replication`, `replication_handler`, `raft_core`: a failed
+///   heartbeat, append, progress update or vote, each time (ten lines a
+///   second with one peer down; openraft's "follower log is reverted", a
+///   follower that lost entries, stays at warn). Peers going
 ///   down and coming back are logged once each by `cluster::peer_health`,
 ///   leader changes by `cluster::metrics`.
 const OPENRAFT: &str = "openraft=warn,openraft::raft::responder=error,openraft::core::heartbeat=error,\
-                        openraft::replication=error,openraft::core::raft_core=error";
+                        openraft::replication=error,openraft::engine::handler::replication_handler=error,\
+                        openraft::core::raft_core=error";
 
 /// Log lines go to stdout from a background thread, so that a request
 /// never waits on the terminal or pipe. The returned guard flushes what is

@@ -1,36 +1,52 @@
-//! Whether each peer answered its last RPC, logged when that changes: one
-//! WARN line when a peer stops answering ("peer N (URL) unreachable: why"),
-//! one INFO line when it answers again ("reachable again after N s").
+//! Whether each peer answers, logged when that changes: one WARN line when
+//! a peer has answered nothing for a second ("peer N (URL) unreachable:
+//! why"), one INFO line when it answers again ("reachable again after N s").
 //! openraft logs a failed RPC at every heartbeat (ten a second with one peer
 //! down); its per-RPC lines are at debug (see `cli::logging`), this is what
 //! an operator reads instead. Also the `distlog_raft_peer_up` gauge.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::types::NodeId;
 
 pub const PEER_UP: &str = "distlog_raft_peer_up";
+
+/// How long a peer must fail every RPC, with no answer in between, before
+/// it is called unreachable: on a loaded machine a lone heartbeat times out
+/// now and then, and that is not worth a line.
+const UNREACHABLE_AFTER: Duration = Duration::from_secs(1);
 
 /// Shared by every `Peer` the network makes (openraft makes one per
 /// replication stream, heartbeat worker and election, and remakes them).
 #[derive(Clone, Debug, Default)]
 pub struct PeerHealth(Arc<Mutex<HashMap<NodeId, Seen>>>);
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 enum Seen {
     Reachable,
-    /// Unreachable since then.
-    Unreachable(Instant),
+    /// Every RPC since then failed; `warned` once that lasted
+    /// `UNREACHABLE_AFTER` and was logged.
+    Failing {
+        since: Instant,
+        warned: bool,
+    },
 }
 
 impl PeerHealth {
     /// `peer` answered an RPC.
     pub fn answered(&self, peer: NodeId, url: &str) {
-        let before = self.set(peer, Seen::Reachable);
+        let before = self
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(peer, Seen::Reachable);
+        if before == Some(Seen::Reachable) {
+            return;
+        }
         metrics::gauge!(PEER_UP, "peer" => peer.to_string(), "peer_url" => url.to_string()).set(1.0);
-        if let Some(Seen::Unreachable(since)) = before {
+        if let Some(Seen::Failing { since, warned: true }) = before {
             tracing::info!(
                 peer,
                 peer_url = url,
@@ -42,19 +58,24 @@ impl PeerHealth {
 
     /// `peer` did not answer an RPC, because of `why`.
     pub fn failed(&self, peer: NodeId, url: &str, why: &dyn std::error::Error) {
-        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if matches!(map.get(&peer), Some(Seen::Unreachable(_))) {
-            return;
-        }
-        map.insert(peer, Seen::Unreachable(Instant::now()));
-        drop(map);
-        metrics::gauge!(PEER_UP, "peer" => peer.to_string(), "peer_url" => url.to_string()).set(0.0);
-        let why = root_cause(why);
-        tracing::warn!(peer, peer_url = url, "peer {peer} ({url}) unreachable: {why}");
+        self.failed_at(peer, url, why, Instant::now());
     }
 
-    fn set(&self, peer: NodeId, seen: Seen) -> Option<Seen> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).insert(peer, seen)
+    fn failed_at(&self, peer: NodeId, url: &str, why: &dyn std::error::Error, now: Instant) {
+        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let since = match map.get(&peer) {
+            Some(Seen::Failing { warned: true, .. }) => return,
+            Some(Seen::Failing { since, .. }) => *since,
+            Some(Seen::Reachable) | None => now,
+        };
+        let warn = now.saturating_duration_since(since) >= UNREACHABLE_AFTER;
+        map.insert(peer, Seen::Failing { since, warned: warn });
+        drop(map);
+        if warn {
+            metrics::gauge!(PEER_UP, "peer" => peer.to_string(), "peer_url" => url.to_string()).set(0.0);
+            let why = root_cause(why);
+            tracing::warn!(peer, peer_url = url, "peer {peer} ({url}) unreachable: {why}");
+        }
     }
 }
 
@@ -92,19 +113,49 @@ mod tests {
     }
 
     #[test]
-    fn a_peer_is_marked_unreachable_once_and_reachable_again_once() {
+    fn a_peer_is_unreachable_once_it_failed_for_a_second_and_reachable_again_once() {
         let health = PeerHealth::default();
         let why = std::io::Error::other("down");
-        health.failed(1, "http://a", &why);
-        let first = health.0.lock().unwrap().get(&1).copied();
-        health.failed(1, "http://a", &why);
-        let second = health.0.lock().unwrap().get(&1).copied();
-        // The first failure's time is kept: "unreachable since" does not move.
-        match (first, second) {
-            (Some(Seen::Unreachable(a)), Some(Seen::Unreachable(b))) => assert_eq!(a, b),
-            other => panic!("{other:?}"),
-        }
+        let seen = || health.0.lock().unwrap().get(&1).copied();
+        let start = Instant::now();
+        health.failed_at(1, "http://a", &why, start);
+        health.failed_at(1, "http://a", &why, start + Duration::from_millis(500));
+        assert_eq!(
+            seen(),
+            Some(Seen::Failing {
+                since: start,
+                warned: false
+            }),
+            "a blip is not a state"
+        );
+        health.failed_at(1, "http://a", &why, start + UNREACHABLE_AFTER);
+        assert_eq!(
+            seen(),
+            Some(Seen::Failing {
+                since: start,
+                warned: true
+            })
+        );
+        // Further failures change nothing: the time it went away is kept.
+        health.failed_at(1, "http://a", &why, start + Duration::from_secs(5));
+        assert_eq!(
+            seen(),
+            Some(Seen::Failing {
+                since: start,
+                warned: true
+            })
+        );
         health.answered(1, "http://a");
-        assert!(matches!(health.0.lock().unwrap().get(&1), Some(Seen::Reachable)));
+        assert_eq!(seen(), Some(Seen::Reachable));
+        // A failure, an answer: the next failure starts counting anew.
+        let later = start + Duration::from_secs(10);
+        health.failed_at(1, "http://a", &why, later);
+        assert_eq!(
+            seen(),
+            Some(Seen::Failing {
+                since: later,
+                warned: false
+            })
+        );
     }
 }
