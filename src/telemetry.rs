@@ -401,6 +401,21 @@ mod tests {
     use tracing_subscriber::layer::SubscriberExt;
 
     const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+
+    #[test]
+    fn a_refusing_collector_is_warned_about_once_a_minute_with_a_count() {
+        let mut failures = Failures::default();
+        let refused: OTelSdkResult = Err(opentelemetry_sdk::error::OTelSdkError::InternalFailure("503".into()));
+        failures.note(&refused);
+        let first = failures.warned_at.expect("the first refusal is warned about");
+        assert_eq!(failures.since_warned, 0);
+        failures.note(&refused);
+        failures.note(&refused);
+        assert_eq!(failures.warned_at, Some(first), "not again within the minute");
+        assert_eq!(failures.since_warned, 2, "counted for the next warning");
+        failures.note(&Ok(()));
+        assert!(!failures.failing);
+    }
     const PARENT: &str = "00f067aa0ba902b7";
 
     fn trace_id(span: &Span) -> TraceId {
