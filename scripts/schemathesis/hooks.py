@@ -1,6 +1,7 @@
 """Schemathesis hooks for distlog, loaded by scripts/schemathesis.sh
 (SCHEMATHESIS_HOOKS). Nothing here relaxes a check: it only teaches
-schemathesis our NDJSON body and keeps long polls short."""
+schemathesis our NDJSON body, keeps long polls short, and keeps valid
+reads to one start (`from`, `from_timestamp` or `tail`)."""
 
 import json
 
@@ -23,8 +24,25 @@ def ndjson(ctx, value):
     return lines.encode("utf-8")
 
 
+# At most one of these says where a read of `GET /` starts: openapi.yaml
+# says so in words, which a schema of independent parameters cannot. A
+# request generated as valid keeps the first it has; two together are a
+# 400 `conflicting_query`, which invalid requests and tests/http check.
+STARTS = ("from", "from_timestamp", "tail")
+
+
+def one_start(case):
+    meta = case.meta
+    if meta is None or not meta.generation.mode.is_positive or not case.query:
+        return
+    present = [param for param in STARTS if param in case.query]
+    for extra in present[1:]:
+        del case.query[extra]
+
+
 @schemathesis.hook
 def before_call(ctx, case, **kwargs):
+    one_start(case)
     query = case.query
     if not query or "wait_ms" not in query:
         return

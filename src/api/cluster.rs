@@ -110,6 +110,14 @@ pub async fn raft_vote(State(state): State<AppState>, headers: HeaderMap, body: 
     Ok(rpc_answer(answer))
 }
 
+pub async fn raft_pre_vote(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
+    let cluster = checked_target(&state, &headers)?;
+    let answer = telemetry::in_span(handler_span("raft.pre_vote"), cluster.handle_pre_vote(parse(&body)?))
+        .await
+        .map_err(|e| cluster_error(e, ""))?;
+    Ok(rpc_answer(answer))
+}
+
 pub async fn raft_snapshot(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
     let cluster = checked_target(&state, &headers)?;
     let snapshot: SnapshotBody = parse(&body)?;

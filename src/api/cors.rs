@@ -219,6 +219,7 @@ fn methods(route: &str) -> HeaderValue {
         | routes::CLUSTER_LEADER
         | routes::RAFT_APPEND
         | routes::RAFT_VOTE
+        | routes::RAFT_PRE_VOTE
         | routes::RAFT_SNAPSHOT
         | routes::RAFT_TRANSFER => "POST, OPTIONS",
         routes::CLUSTER_MEMBER => "DELETE, OPTIONS",

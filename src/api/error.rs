@@ -24,6 +24,9 @@ pub enum ApiError {
     #[error("bad query parameter {param}: {detail}")]
     BadQuery { param: &'static str, detail: String },
 
+    #[error("query parameters {} cannot be used together: each says where the read starts", params.join(" and "))]
+    ConflictingQuery { params: Vec<&'static str> },
+
     #[error("bad offset {0:?}: an offset is a whole number from 0")]
     BadOffset(Echo),
 
@@ -185,6 +188,7 @@ impl ApiError {
             ApiError::InvalidJson { .. }
             | ApiError::EmptyBody
             | ApiError::BadQuery { .. }
+            | ApiError::ConflictingQuery { .. }
             | ApiError::BadOffset(_)
             | ApiError::IncompleteBody(_)
             | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
@@ -220,6 +224,7 @@ impl ApiError {
             ApiError::InvalidJson { .. } => "invalid_json",
             ApiError::EmptyBody => "empty_body",
             ApiError::BadQuery { .. } => "bad_query",
+            ApiError::ConflictingQuery { .. } => "conflicting_query",
             ApiError::BadOffset(_) => "bad_offset",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::TooLarge { .. } => "too_large",
@@ -258,6 +263,7 @@ impl ApiError {
         match self {
             ApiError::InvalidJson { line: Some(line), .. } => json!({ "line": line }),
             ApiError::BadQuery { param, .. } => json!({ "param": param }),
+            ApiError::ConflictingQuery { params } => json!({ "params": params }),
             ApiError::TooLarge {
                 size: Some(size), max, ..
             } => json!({ "size": size, "max": max }),

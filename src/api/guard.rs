@@ -26,7 +26,14 @@ use crate::auth::{Action, PeerInfo, Policy, Principal};
 fn required_action(policy: &Policy, method: &Method, route: &str) -> Option<Action> {
     match (method, route) {
         (&Method::POST, routes::ROOT) => Some(Action::Produce),
-        (_, routes::RAFT_APPEND | routes::RAFT_VOTE | routes::RAFT_SNAPSHOT | routes::RAFT_TRANSFER)
+        (
+            _,
+            routes::RAFT_APPEND
+            | routes::RAFT_VOTE
+            | routes::RAFT_PRE_VOTE
+            | routes::RAFT_SNAPSHOT
+            | routes::RAFT_TRANSFER,
+        )
         | (&Method::POST | &Method::DELETE, routes::CLUSTER_JOIN | routes::CLUSTER_LEADER | routes::CLUSTER_MEMBER) => {
             Some(Action::Cluster)
         }

@@ -20,6 +20,7 @@ mod read;
 mod render;
 mod request_metrics;
 mod sse;
+mod start;
 mod state;
 mod status;
 
@@ -59,6 +60,7 @@ mod routes {
     pub const CLUSTER_LEADER: &str = "/cluster/leader";
     pub const RAFT_APPEND: &str = crate::cluster::APPEND_PATH;
     pub const RAFT_VOTE: &str = crate::cluster::VOTE_PATH;
+    pub const RAFT_PRE_VOTE: &str = crate::cluster::PRE_VOTE_PATH;
     pub const RAFT_SNAPSHOT: &str = crate::cluster::SNAPSHOT_PATH;
     pub const RAFT_TRANSFER: &str = crate::cluster::TRANSFER_PATH;
     /// No route has this path (a JSON 404).
@@ -90,6 +92,7 @@ pub fn app(state: AppState, policy: Option<Arc<Policy>>, origins: AllowedOrigins
         .route(routes::CLUSTER_LEADER, post(cluster::transfer_leader))
         .route(routes::RAFT_APPEND, post(cluster::raft_append))
         .route(routes::RAFT_VOTE, post(cluster::raft_vote))
+        .route(routes::RAFT_PRE_VOTE, post(cluster::raft_pre_vote))
         .route(routes::RAFT_SNAPSHOT, post(cluster::raft_snapshot))
         .route(routes::RAFT_TRANSFER, post(cluster::raft_transfer));
     let routes = match policy {

@@ -22,6 +22,11 @@ impl Query {
             })
     }
 
+    /// Whether the query names `param`, whatever its value.
+    pub fn has(&self, param: &str) -> bool {
+        self.0.contains_key(param)
+    }
+
     /// A whole-number budget, if present; beyond `u64::MAX` it saturates
     /// (every caller caps it far below).
     pub fn number(&self, param: &'static str) -> ApiResult<Option<u64>> {

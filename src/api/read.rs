@@ -1,7 +1,9 @@
 //! Reads: `GET /{offset}` for one record, `GET /?from=N&limit=M&wait_ms=T`
 //! for a range (a long poll when `wait_ms` is given and nothing is there
-//! yet), and the same route with `Accept: text/event-stream` for a live
-//! Server-Sent Events tail (see `sse`).
+//! yet), starting instead at a time (`from_timestamp=MS`) or at the last
+//! N records (`tail=N`, see `start`), and the same route with
+//! `Accept: text/event-stream` for a live Server-Sent Events tail (see
+//! `sse`).
 
 use std::time::Duration;
 
@@ -16,6 +18,7 @@ use super::position::{check_from, wait_for_records};
 use super::query::Query;
 use super::render::{range_json, record_json};
 use super::sse;
+use super::start::{Start, last_records, offset_at_time, skip_before};
 use super::state::AppState;
 
 const DEFAULT_LIMIT: u64 = 100;
@@ -101,10 +104,14 @@ async fn no_record_at(state: &AppState, offset: u64) -> ApiError {
 pub async fn read_range(State(state): State<AppState>, request: Request) -> ApiResult<Response> {
     let headers = request.headers();
     let query = Query::parse(request.uri().query())?;
+    let start = Start::parse(&query)?;
     if prefers(headers, "text/event-stream") {
-        return sse::tail(state, &query, headers);
+        let from = match start {
+            Some(start) => Some(stream_start(&state, start).await?),
+            None => None,
+        };
+        return sse::tail(state, from, start.and_then(Start::not_before), headers);
     }
-    let from = query.offset("from")?.unwrap_or_else(|| state.log.lowest_offset());
     let limit = match query.number("limit")?.unwrap_or(DEFAULT_LIMIT) {
         0 => {
             return Err(ApiError::BadQuery {
@@ -117,19 +124,46 @@ pub async fn read_range(State(state): State<AppState>, request: Request) -> ApiR
     let wait = query
         .number("wait_ms")?
         .map(|ms| Duration::from_millis(ms).min(state.limits.max_wait));
+    let max_bytes = state.limits.max_range_bytes;
+    let from = match start {
+        Some(Start::Tail(n)) => {
+            // `limit`, when given, caps N as the cap on `limit` does.
+            let n = query.number("limit")?.map_or(n, |limit| limit.min(n));
+            let n = n.min(u64::from(state.limits.max_range_records)) as u32;
+            let (records, next) = last_records(&state, n, max_bytes).await?;
+            return Ok(json_response(range_json(&records, next)));
+        }
+        Some(Start::Offset(from)) => from,
+        Some(Start::Time(time)) => offset_at_time(&state, time).await?,
+        None => state.log.lowest_offset(),
+    };
 
     check_from(&state.log, from)?;
     if let Some(wait) = wait {
         wait_for_records(&state, from, wait).await;
     }
     let log = state.log.clone();
-    let max_bytes = state.limits.max_range_bytes;
     let mut records = tokio::task::spawn_blocking(move || log.read_range(from, limit, max_bytes))
         .await
         .map_err(|e| ApiError::Internal(format!("read task failed: {e}")))??;
     let next = records.last().map(|r| r.offset + 1).unwrap_or(from);
     records.retain(|r| !state.hidden(r.offset, r.attributes));
+    skip_before(&mut records, start.and_then(Start::not_before));
     Ok(json_response(range_json(&records, next)))
+}
+
+/// Where an event stream asked to start at `start` begins: a time's
+/// offset, or the first of the last N records.
+async fn stream_start(state: &AppState, start: Start) -> ApiResult<u64> {
+    match start {
+        Start::Offset(from) => Ok(from),
+        Start::Time(time) => offset_at_time(state, time).await,
+        Start::Tail(n) => {
+            let n = n.min(u64::from(state.limits.max_range_records)) as u32;
+            let (records, next) = last_records(state, n, state.limits.max_range_bytes).await?;
+            Ok(records.first().map_or(next, |r| r.offset))
+        }
+    }
 }
 
 pub fn json_response(body: Vec<u8>) -> Response {

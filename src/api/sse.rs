@@ -1,5 +1,5 @@
-//! `GET /?from=N` with `Accept: text/event-stream`: every record from `from`
-//! on as one event (`id:` the offset, `data:` the record JSON), then live
+//! `GET /?from=N` with `Accept: text/event-stream` (or `from_timestamp`,
+//! `tail`: see `start`): every record from there on as one event (`id:` the offset, `data:` the record JSON), then live
 //! ones as they are appended, until the client goes or the server stops. A
 //! client that reconnects with `Last-Event-ID: K` resumes at `K + 1`. If
 //! retention deletes records the stream has not reached, it sends an event
@@ -17,15 +17,17 @@ use futures_util::stream::{self, Stream};
 
 use super::error::{ApiError, ApiResult, Echo};
 use super::position::{check_from, wait_for_records};
-use super::query::Query;
 use super::render::record_json;
+use super::start::skip_before;
 use super::state::AppState;
 use crate::log::{LogError, Record};
 
 const BATCH: u32 = 256;
 const BATCH_BYTES: u64 = 1024 * 1024;
 
-pub fn tail(state: AppState, query: &Query, headers: &HeaderMap) -> ApiResult<Response> {
+/// A stream from `start` (the query's, resolved; the log's end if none),
+/// skipping records stamped before `not_before` until one is not.
+pub fn tail(state: AppState, start: Option<u64>, not_before: Option<u64>, headers: &HeaderMap) -> ApiResult<Response> {
     let resume = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -41,13 +43,13 @@ pub fn tail(state: AppState, query: &Query, headers: &HeaderMap) -> ApiResult<Re
             param: "Last-Event-ID",
             detail: "is past the largest offset".into(),
         })?,
-        None => query.offset("from")?.unwrap_or_else(|| state.log.next_offset()),
+        None => start.unwrap_or_else(|| state.log.next_offset()),
     };
     // Below the lowest offset, the stream begins with a gap (see `events`).
     if resume.is_none() && from > state.log.next_offset() {
         check_from(&state.log, from)?;
     }
-    let stream = events(state, from);
+    let stream = events(state, from, not_before);
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())
@@ -59,6 +61,9 @@ struct Tail {
     pending: std::vec::IntoIter<Record>,
     /// Set after a final error event: the next poll ends the stream.
     done: bool,
+    /// Records stamped before this are skipped until one is not (a stream
+    /// from a time still to come).
+    not_before: Option<u64>,
     _counted: Subscriber,
 }
 
@@ -79,12 +84,13 @@ impl Drop for Subscriber {
     }
 }
 
-fn events(state: AppState, from: u64) -> impl Stream<Item = Result<Event, Infallible>> {
+fn events(state: AppState, from: u64, not_before: Option<u64>) -> impl Stream<Item = Result<Event, Infallible>> {
     let tail = Tail {
         state,
         cursor: from,
         pending: Vec::new().into_iter(),
         done: false,
+        not_before,
         _counted: Subscriber::new(),
     };
     stream::unfold(tail, |mut tail| async move {
@@ -108,6 +114,10 @@ fn events(state: AppState, from: u64) -> impl Stream<Item = Result<Event, Infall
                 Ok(Ok(mut records)) => {
                     tail.cursor = records.last().map(|r| r.offset + 1).unwrap_or(cursor);
                     records.retain(|r| !tail.state.hidden(r.offset, r.attributes));
+                    skip_before(&mut records, tail.not_before);
+                    if !records.is_empty() {
+                        tail.not_before = None;
+                    }
                     tail.pending = records.into_iter();
                 }
                 Ok(Err(LogError::OutOfRange { lowest, .. })) if cursor < lowest => {

@@ -11,7 +11,7 @@ use crate::api::{AllowedOrigins, Limits};
 use crate::auth::{SecurityConfig, TlsFiles};
 use crate::http::HttpConfig;
 use crate::log::{
-    Durability, FRAME_HEADER, LogConfig, LogError, MAX_RECORD_CEILING, default_max_record_bytes, record_ceiling,
+    Clock, Durability, FRAME_HEADER, LogConfig, LogError, MAX_RECORD_CEILING, default_max_record_bytes, record_ceiling,
 };
 use crate::mode::{ClusterSettings, ModeConfig};
 use crate::node::NodeConfig;
@@ -31,6 +31,7 @@ impl ServeArgs {
             retention_bytes: self.retention_bytes,
             retention_ms: self.retention_ms,
             durability,
+            clock: Clock::skewed(self.clock_skew_ms),
         };
         log.validate().map_err(|e| self.flag_error(e))?;
         if let Some(url) = &self.follow
@@ -150,6 +151,7 @@ impl ServeArgs {
             routes,
             heartbeat: Duration::from_millis(self.heartbeat_ms),
             write_timeout: Duration::from_millis(self.write_timeout_ms),
+            ready_lag: self.ready_lag,
             election_timeout: (
                 Duration::from_millis(self.election_timeout_min_ms),
                 Duration::from_millis(self.election_timeout_max_ms),

@@ -69,8 +69,9 @@ pub struct ServeArgs {
     pub(super) retention_ms: Option<u64>,
 
     /// When appends reach the disk. In a cluster, with interval or never a node tells the leader it
-    /// holds entries before they are on disk (Redpanda's "write caching"): faster, but a power cut on a
-    /// majority of nodes can lose acknowledged records.
+    /// holds entries before they are on disk (Redpanda's "write caching"): faster, but acknowledged
+    /// records can be lost by a power cut on one node together with any one other failure (another
+    /// node's crash or disk, or the same power cut), not only on a majority.
     #[arg(
         long,
         env = "DISTLOG_FSYNC",
@@ -255,6 +256,18 @@ pub struct ServeArgs {
     #[arg(long, env = "DISTLOG_WRITE_TIMEOUT_MS", value_name = "DURATION", default_value = "5s", value_parser = units::millis_in(1, 3_600_000), help_heading = "Cluster")]
     pub(super) write_timeout_ms: u64,
 
+    /// A cluster member answers /readyz 200 only while it has applied all but at most this many
+    /// of the entries its leader has committed (a node catching up after a wipe or a long outage
+    /// would serve reads that miss records).
+    #[arg(
+        long,
+        env = "DISTLOG_READY_LAG",
+        value_name = "ENTRIES",
+        default_value_t = 2000,
+        help_heading = "Cluster"
+    )]
+    pub(super) ready_lag: u64,
+
     /// PEM CA certificates that sign https:// peers' certificates.
     #[arg(long, env = "DISTLOG_PEER_CA", value_name = "FILE", help_heading = "Cluster")]
     pub(super) peer_ca: Option<PathBuf>,
@@ -286,6 +299,16 @@ pub struct ServeArgs {
     /// Testing: reach the peer advertised as FROM at TO instead (FROM=TO; repeatable).
     #[arg(long, value_name = "FROM=TO", hide = true, help_heading = "Cluster")]
     pub(super) peer_route: Vec<String>,
+
+    /// Testing: stamp records by a clock this many ms ahead of the system's (negative: behind).
+    #[arg(
+        long,
+        value_name = "MS",
+        hide = true,
+        allow_hyphen_values = true,
+        default_value_t = 0
+    )]
+    pub(super) clock_skew_ms: i64,
 
     /// Export traces over OTLP/HTTP to the collector at this base URL (spans go to URL/v1/traces) [default: off].
     #[arg(

@@ -289,6 +289,34 @@ mod tests {
         assert_eq!(decoded.leader_commit, request.leader_commit);
     }
 
+    proptest::proptest! {
+        /// Any bytes, and honest bodies with bytes flipped, cut or spliced:
+        /// decoding (and the checks after it) answers, never panics.
+        #[test]
+        fn any_append_body_decodes_or_is_refused_without_a_panic(
+            noise in proptest::collection::vec(proptest::num::u8::ANY, 0..512),
+            flips in proptest::collection::vec((0usize..4096, 0u8..8), 0..8),
+            cut in 0usize..4096,
+        ) {
+            let _ = decode_append(Bytes::from(noise.clone()));
+            let mut body = encode_append(&openraft::raft::AppendEntriesRequest {
+                vote: openraft::impls::Vote::new_committed(2, 7),
+                prev_log_id: None,
+                leader_commit: Some(log_id(1, 0)),
+                entries: entries(),
+            });
+            for (at, bit) in flips {
+                let at = at % body.len();
+                body[at] ^= 1 << bit;
+            }
+            body.truncate(cut.max(4).min(body.len()));
+            body.extend_from_slice(&noise[..noise.len().min(16)]);
+            if let Ok(request) = decode_append(Bytes::from(body)) {
+                let _ = super::super::validate::append(&request);
+            }
+        }
+    }
+
     #[test]
     fn a_garbled_append_body_is_an_error_not_a_panic() {
         let body = encode_append(&openraft::raft::AppendEntriesRequest {

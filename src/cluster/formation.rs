@@ -5,11 +5,16 @@
 //! new id) joins through any seed that belongs to a cluster
 //! (`POST /cluster/join`): it is added as a learner and promoted to voter
 //! once caught up, and a stale member with the same URL is removed.
-//! Restarted members skip all this: their log holds the membership.
+//! Formation ends only when this node is a voter and no other member has
+//! its URL: a join that stopped halfway (the joiner or the leader restarted,
+//! a lost answer) is asked again until it is finished, and the leader's
+//! reconciler finishes it too. Restarted voters skip all this: their log
+//! holds the membership.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use openraft::async_runtime::WatchReceiver;
 use serde::{Deserialize, Serialize};
 
 use super::error::ClusterError;
@@ -24,27 +29,53 @@ pub struct JoinRequest {
     /// The joining node's id; looked up at `url` when missing.
     #[serde(default)]
     pub id: Option<NodeId>,
+    /// The joining node's `--max-record-bytes`, compared with the leader's.
+    #[serde(default)]
+    pub max_record_bytes: Option<u64>,
 }
 
 const RETRY: Duration = Duration::from_millis(300);
 /// How often a node that is still waiting says so at WARN.
 const WARN_EVERY: Duration = Duration::from_secs(5);
 
-/// Runs until this node belongs to the cluster. Until then, what it waits
-/// for is kept (`Cluster::not_formed`: writers' `no_leader` and `/readyz`
-/// say it) and logged: at INFO at once, at WARN every `WARN_EVERY`.
+/// How long a learner waits for its join to finish before asking again.
+const REJOIN_AFTER: Duration = Duration::from_secs(3);
+
+/// Runs until this node is a voter with no other member at its URL. Until
+/// it is a member, what it waits for is kept (`Cluster::not_formed`:
+/// writers' `no_leader` and `/readyz` say it); all along it is logged: at
+/// INFO at once, at WARN every `WARN_EVERY`.
 pub async fn form(cluster: Cluster) {
     let started = Instant::now();
     let mut said: Option<Instant> = None;
+    let mut member_since: Option<Instant> = None;
+    let mut was_member = false;
     loop {
-        if cluster.is_member() {
+        match cluster.in_committed_membership() {
+            Some(true) => was_member = true,
+            Some(false) if was_member => {
+                let why = "this node was removed from the cluster: it rejoins only when asked (POST /cluster/join on the leader) or when started again with an empty data directory";
+                tracing::error!("{why}");
+                cluster.set_forming(Some(why.to_string()));
+                return;
+            }
+            _ => {}
+        }
+        if cluster.is_settled() {
             cluster.set_forming(None);
             if said.is_some() {
-                tracing::info!(after = ?started.elapsed(), "this node is a cluster member");
+                tracing::info!(after = ?started.elapsed(), "this node is a voter in the cluster");
             }
             return;
         }
-        if let Err(why) = formation_step(&cluster).await {
+        let step = match cluster.is_member() {
+            false => formation_step(&cluster).await,
+            true => {
+                let since = *member_since.get_or_insert_with(Instant::now);
+                rejoin_step(&cluster, since).await
+            }
+        };
+        if let Err(why) = step {
             match said {
                 None => tracing::info!(%why, "the cluster is not formed yet"),
                 Some(at) if at.elapsed() < WARN_EVERY => {}
@@ -63,6 +94,28 @@ impl Cluster {
     /// Whether the current membership names this node.
     pub fn is_member(&self) -> bool {
         self.members().contains_key(&self.id())
+    }
+
+    /// Whether the last committed membership names this node (None: no
+    /// membership is committed yet). Unlike the effective membership, a
+    /// leader change cannot take it back.
+    fn in_committed_membership(&self) -> Option<bool> {
+        let metrics = self.raft().metrics().borrow_watched().clone();
+        let committed = &metrics.committed_membership_config;
+        committed
+            .log_id()
+            .is_some()
+            .then(|| committed.membership().get_node(&self.id()).is_some())
+    }
+
+    /// Whether this node is a voter and no other member has its URL: where
+    /// formation ends.
+    fn is_settled(&self) -> bool {
+        let members = self.members();
+        members.get(&self.id()).is_some_and(|(_, voter)| *voter)
+            && !members
+                .iter()
+                .any(|(id, (m, _))| *id != self.id() && m.url == self.url())
     }
 
     /// While this node is in no cluster: what it waits for.
@@ -134,6 +187,7 @@ async fn formation_step(cluster: &Cluster) -> Result<(), String> {
             Err(e) => unanswered.push((seed.trim_end_matches('/'), e)),
         }
     }
+    warn_of_other_limits(cluster, &statuses);
     if let Some(formed) = statuses.iter().find(|s| s.initialized && s.node_id != cluster.id()) {
         cluster.set_forming(Some(format!(
             "joining through {}: catching up as a learner",
@@ -178,12 +232,47 @@ async fn formation_step(cluster: &Cluster) -> Result<(), String> {
     }
 }
 
+/// Seeds whose `--max-record-bytes` is not this node's are named (the same
+/// record would be taken or refused depending on who leads).
+fn warn_of_other_limits(cluster: &Cluster, statuses: &[ClusterStatus]) {
+    let ours = cluster.max_record_bytes();
+    for status in statuses {
+        if let Some(theirs) = status.max_record_bytes.filter(|theirs| *theirs != ours) {
+            tracing::warn!(
+                seed = %status.url, theirs, ours,
+                "members disagree on --max-record-bytes: a record between the two is taken or refused depending on who leads"
+            );
+        }
+    }
+}
+
+/// A member that is not settled (a learner, or a voter with a stale twin
+/// at its URL): after `REJOIN_AFTER`, asks the leader to finish the join.
+async fn rejoin_step(cluster: &Cluster, member_since: Instant) -> Result<(), String> {
+    let role = match cluster.members().get(&cluster.id()) {
+        Some((_, true)) => "a voter, with a stale member at its URL",
+        _ => "a learner",
+    };
+    let waiting = format!("joined as {role}: waiting for the join to finish");
+    if member_since.elapsed() < REJOIN_AFTER {
+        return Err(waiting);
+    }
+    let Some((_, Some(leader_url))) = cluster.leader() else {
+        return Err(format!("{waiting}; no leader is known to ask"));
+    };
+    tracing::info!(via = %leader_url, "{waiting}: asking the leader to finish it");
+    join_through(cluster, &leader_url)
+        .await
+        .map_err(|e| format!("{waiting}; {e}"))
+}
+
 /// Asks `via` (and the leader it points to) to add this node.
 async fn join_through(cluster: &Cluster, via: &str) -> Result<(), String> {
     let mut target = via.trim_end_matches('/').to_string();
     let request = JoinRequest {
         url: cluster.url().to_string(),
         id: Some(cluster.id()),
+        max_record_bytes: Some(cluster.max_record_bytes()),
     };
     for _ in 0..4 {
         let url = format!("{}/cluster/join", cluster.inner_routes().resolve(&target));

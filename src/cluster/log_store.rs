@@ -21,6 +21,7 @@
 mod raft;
 
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::codec::{decode_entries, encode_entries};
@@ -95,6 +96,9 @@ struct Shared {
     flushed: Mutex<Mark>,
     /// The newest entries, as appended (see `recent`).
     recent: Mutex<Recent>,
+    /// Odd while a truncation runs, bumped at its start and end: a read
+    /// that saw it move took its terms and its frames from different logs.
+    truncations: AtomicU64,
 }
 
 /// The log storage and, cloned, its readers.
@@ -125,6 +129,7 @@ impl LogStore {
                 committed: Mutex::new(committed),
                 flushed: Mutex::new(flushed),
                 recent: Mutex::new(Recent::default()),
+                truncations: AtomicU64::new(0),
             }),
         };
         Ok(store)
@@ -202,6 +207,17 @@ impl LogStore {
         Ok(())
     }
 
+    /// `id`, or the last entry on disk if `id` is past it: the marks trail
+    /// what the log has synced, not what it has written (see `repair`).
+    pub(super) fn cap_to_synced(&self, id: LogId) -> Option<LogId> {
+        let synced = self.shared.log.synced_offset();
+        match synced.checked_sub(1) {
+            Some(last) if last < id.index => self.id_at(last),
+            Some(_) => Some(id),
+            None => None,
+        }
+    }
+
     /// `id`, or the last entry held if `id` is past it.
     fn cap_to_log(&self, id: LogId) -> Option<LogId> {
         match self.last_id() {
@@ -253,8 +269,14 @@ impl LogStore {
         log.append_encoded(&batch).map(|_| ()).map_err(io_error)?;
         attach_frames(&mut entries, batch);
         lock(&self.shared.recent).push(&entries);
-        // What this node may now acknowledge; unsynced, see `repair`.
-        lock(&self.shared.flushed).set(entries.last().map(|e| e.log_id))
+        // What this node may now acknowledge, as far as it is on disk: a
+        // small write in place, not synced (see `repair`).
+        let flushed = entries.last().and_then(|e| self.cap_to_synced(e.log_id));
+        let mut mark = lock(&self.shared.flushed);
+        match flushed > mark.value {
+            true => mark.set(flushed),
+            false => Ok(()),
+        }
     }
 
     /// Reads entries `[start, end)` that the log holds, at most about
@@ -268,10 +290,40 @@ impl LogStore {
         if let Some(hit) = lock(&self.shared.recent).get(start, end, max_bytes) {
             return Ok(hit);
         }
-        let count = u32::try_from(end - start).unwrap_or(u32::MAX);
-        let log = self.shared.log.clone();
-        let (frames, _) = blocking(move || log.read_frames_written(start, count, max_bytes).map_err(io_error)).await?;
-        decode_entries(frames, start, &self.terms()).map_err(io::Error::other)
+        // Where the log ends, then the terms, then the frames up to that
+        // end, and all three again if a truncation ran meanwhile: it
+        // rewrites frames and terms, and the two from either side of it
+        // would label old frames with new terms. (An append notes its terms
+        // before it raises the end, so frames below an end read first
+        // always have their terms in a table read after.)
+        loop {
+            let before = self.shared.truncations.load(Ordering::Acquire);
+            if before % 2 == 1 {
+                tokio::task::yield_now().await;
+                continue;
+            }
+            let end = end.min(self.next_index());
+            if start >= end {
+                return Ok(Vec::new());
+            }
+            let terms = self.terms();
+            let count = u32::try_from(end - start).unwrap_or(u32::MAX);
+            let log = self.shared.log.clone();
+            let (frames, _) =
+                blocking(move || log.read_frames_written(start, count, max_bytes).map_err(io_error)).await?;
+            if self.shared.truncations.load(Ordering::Acquire) == before {
+                return decode_entries(frames, start, &terms).map_err(io::Error::other);
+            }
+        }
+    }
+
+    /// Runs a truncation of the log and its terms, marked for readers (see
+    /// `read_entries`).
+    pub(super) fn truncating<T>(&self, truncate: impl FnOnce() -> T) -> T {
+        self.shared.truncations.fetch_add(1, Ordering::AcqRel);
+        let done = truncate();
+        self.shared.truncations.fetch_add(1, Ordering::AcqRel);
+        done
     }
 }
 

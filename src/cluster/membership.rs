@@ -1,5 +1,6 @@
 //! Membership changes the HTTP layer asks for: join (learner first, voter
-//! once caught up, replacing a stale member at the same URL), removal, and
+//! once caught up, replacing a stale member at the same URL; finished by
+//! `reconcile` when it stops halfway), removal, and
 //! handing leadership to another node. All run on the leader; elsewhere
 //! they answer `NotLeader` with where the leader is.
 
@@ -10,12 +11,13 @@ use openraft::ChangeMembers;
 use openraft::errors::{ClientWriteError, RaftError};
 
 use super::error::ClusterError;
+use super::failpoint;
 use super::formation::JoinRequest;
 use super::node::Cluster;
 use super::types::{Member, NodeId, TypeConfig};
 
 impl Cluster {
-    fn change_error(&self, e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> ClusterError {
+    pub(super) fn change_error(&self, e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> ClusterError {
         match e {
             RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => match f.leader_node {
                 Some(node) => ClusterError::NotLeader {
@@ -30,7 +32,9 @@ impl Cluster {
     }
 
     /// Adds the node at `request.url` as a learner, waits for it to catch
-    /// up, then makes it a voter in place of any member at the same URL.
+    /// up, then makes it a voter in place of any member at the same URL (one
+    /// joint change). Idempotent: a join asked again, after any step, goes
+    /// on from where the last one stopped (see `reconcile`).
     pub async fn join(&self, request: JoinRequest) -> Result<(), ClusterError> {
         self.must_lead()?;
         let url = request.url.trim_end_matches('/').to_string();
@@ -46,41 +50,32 @@ impl Cluster {
                     .node_id
             }
         };
-        let members = self.members();
-        if members.get(&id).is_some_and(|(_, voter)| *voter) {
-            return Ok(());
+        if let Some(theirs) = request.max_record_bytes.filter(|t| *t != self.max_record_bytes()) {
+            tracing::warn!(
+                node_id = id, %url, theirs, ours = self.max_record_bytes(),
+                "a joining node's --max-record-bytes is not the leader's: a record between the two is taken or refused depending on who leads"
+            );
         }
-        tracing::info!(node_id = id, %url, "adding a learner");
-        self.raft()
-            .add_learner(id, Member { url: url.clone() }, true)
-            .await
-            .map_err(|e| self.change_error(e))?;
-        // Changes relative to the membership as it is when they apply, not
-        // as it was read before the learner caught up: two joins at once
-        // must not undo each other.
-        let stale: BTreeSet<NodeId> = self
-            .members()
-            .iter()
-            .filter(|(other, (member, _))| **other != id && member.url == url)
-            .map(|(other, _)| *other)
-            .collect();
-        tracing::info!(node_id = id, "promoting the learner to voter");
-        self.raft()
-            .change_membership(ChangeMembers::AddVoterIds([id].into()), false)
-            .await
-            .map_err(|e| self.change_error(e))?;
-        if !stale.is_empty() {
-            tracing::warn!(?stale, new = id, %url, "removing members at the same URL (a wiped node back under a new id)");
-            self.raft()
-                .change_membership(ChangeMembers::RemoveVoters(stale.clone()), false)
-                .await
-                .map_err(|e| self.change_error(e))?;
-            self.raft()
-                .change_membership(ChangeMembers::RemoveNodes(stale), false)
-                .await
-                .map_err(|e| self.change_error(e))?;
+        match self.members().get(&id) {
+            Some((member, _)) if member.url != url => {
+                return Err(ClusterError::BadRequest(format!(
+                    "node {id} is a member at {}, not at {url}",
+                    member.url
+                )));
+            }
+            Some(_) => self.wait_caught_up(id).await?,
+            None => {
+                tracing::info!(node_id = id, %url, "adding a learner");
+                self.raft()
+                    .add_learner(id, Member { url: url.clone() }, true)
+                    .await
+                    .map_err(|e| self.change_error(e))?;
+            }
         }
-        Ok(())
+        failpoint::hit(failpoint::JOIN_AFTER_LEARNER)
+            .await
+            .map_err(ClusterError::OutcomeUnknown)?;
+        self.promote_in_place(id).await
     }
 
     /// Removes member `id` (voter or learner) from the cluster.

@@ -37,6 +37,14 @@ pub fn describe_metrics() {
         PEER_LAG,
         "On the leader: records each peer is behind the leader's log (labels peer, peer_url)."
     );
+    describe_gauge!(
+        super::reconcile::LEARNERS_STUCK,
+        "On the leader: learners waiting over 30 s to be made voters (a join that cannot finish)."
+    );
+    describe_gauge!(
+        super::reconcile::VOTERS_UNREACHABLE,
+        "On the leader: voters that did not answer within the leader lease."
+    );
     describe_histogram!(
         APPEND_DURATION,
         Unit::Seconds,

@@ -10,17 +10,23 @@
 //! - `durable`: the small checksummed files Raft keeps (vote, committed...);
 //! - `log_store`: openraft's log storage over our log;
 //! - `state_machine`: applying = making visible; batches whole or never;
-//! - `network`: peer RPCs over HTTP (served by `api::cluster`), and
-//!   `peer_health`: each peer's reachability, logged when it changes;
+//! - `network`: peer RPCs over HTTP (served by `api::cluster`), `rpc` the
+//!   serving side, `validate` their checks before openraft sees them,
+//!   `peer_health` each peer's reachability, logged when it changes;
+//! - `contact`: whether this node is in touch with its leader (check-quorum);
 //! - `node`, `formation`, `membership`, `status`: a running node, forming
 //!   and growing the cluster from the seed list, `GET /cluster`;
+//! - `reconcile`: the leader finishes joins that stopped halfway;
+//! - `failpoint`: crash points in multi-step changes, for the fault tests;
 //! - `start`: starting a node, the top: nothing here imports it.
 //!
 //! Design and traps: `docs/cluster-design.md`, `docs/openraft-0.10-notes.md`.
 
 mod codec;
+mod contact;
 mod durable;
 mod error;
+mod failpoint;
 mod formation;
 mod log_store;
 mod marks;
@@ -30,6 +36,7 @@ mod network;
 mod node;
 mod peer_health;
 mod recent;
+mod reconcile;
 mod repair;
 pub mod retention;
 mod rpc;
@@ -39,14 +46,16 @@ mod status;
 mod tables;
 mod terms;
 mod types;
+mod validate;
 
 pub use codec::{decode_append, encode_append};
 pub use durable::Durable;
 pub use error::ClusterError;
+pub use failpoint::{FAILPOINT_ENV, JOIN_AFTER_LEARNER};
 pub use formation::JoinRequest;
 pub use log_store::{APPEND_BUDGET_BYTES, LogStore};
 pub use metrics::describe_metrics;
-pub use network::{APPEND_PATH, SNAPSHOT_PATH, SnapshotBody, TARGET_HEADER, TRANSFER_PATH, VOTE_PATH};
+pub use network::{APPEND_PATH, PRE_VOTE_PATH, SNAPSHOT_PATH, SnapshotBody, TARGET_HEADER, TRANSFER_PATH, VOTE_PATH};
 pub use node::{Cluster, ClusterConfig, RaftNode};
 pub use start::StartError;
 pub use state_machine::StateMachine;

@@ -3,8 +3,9 @@
 //!
 //! - `POST /raft/append`: the body of `codec::encode_append`, answered with
 //!   an `AppendEntriesResponse` in JSON;
-//! - `POST /raft/vote`, `/raft/snapshot`, `/raft/transfer-leader`: JSON both
-//!   ways (a snapshot is metadata and small tables, see `state_machine`).
+//! - `POST /raft/vote`, `/raft/pre-vote`, `/raft/snapshot`,
+//!   `/raft/transfer-leader`: JSON both ways (a snapshot is metadata and
+//!   small tables, see `state_machine`).
 //!
 //! Every request names its target node in `x-distlog-raft-target`: a node
 //! that is not that one (a wiped node back under a new id at the same URL)
@@ -36,6 +37,7 @@ pub const TARGET_HEADER: &str = "x-distlog-raft-target";
 
 pub const APPEND_PATH: &str = "/raft/append";
 pub const VOTE_PATH: &str = "/raft/vote";
+pub const PRE_VOTE_PATH: &str = "/raft/pre-vote";
 pub const SNAPSHOT_PATH: &str = "/raft/snapshot";
 pub const TRANSFER_PATH: &str = "/raft/transfer-leader";
 
@@ -83,6 +85,12 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             health: self.health.clone(),
         }
     }
+}
+
+/// The `code` of one of our JSON error bodies.
+fn error_code(body: &str) -> Option<String> {
+    let body: serde_json::Value = serde_json::from_str(body).ok()?;
+    body.get("code")?.as_str().map(str::to_string)
 }
 
 /// One target node.
@@ -249,6 +257,27 @@ impl RaftNetworkV2<TypeConfig> for Peer {
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         self.post_json(VOTE_PATH, &rpc, &option).await.map_err(PeerError::rpc)
+    }
+
+    /// Would the peer vote for this candidate (nothing is changed there)?
+    /// A peer whose router does not know the route (404 `not_found`: a
+    /// distlog from before pre-vote, during a rolling upgrade) is counted as
+    /// granting, so that a mixed cluster still elects; an unreachable one
+    /// is not (a cut-off node must not win its own pre-vote and then raise
+    /// its term), nor any other 404 (a node without `--peers`, a proxy).
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self.post_json(PRE_VOTE_PATH, &rpc, &option).await {
+            Err(PeerError::Refused { status, body, .. })
+                if status == reqwest::StatusCode::NOT_FOUND && error_code(&body).as_deref() == Some("not_found") =>
+            {
+                Ok(VoteResponse::new(rpc.vote, None, true))
+            }
+            answer => answer.map_err(PeerError::rpc),
+        }
     }
 
     async fn full_snapshot(

@@ -10,8 +10,10 @@ use std::time::Duration;
 use openraft::Raft;
 use openraft::errors::{ClientWriteError, RaftError};
 
+use super::contact::LeaderContact;
 use super::error::ClusterError;
 use super::log_store::LogStore;
+use super::reconcile::LearnersSeen;
 use super::state_machine::{StateMachine, Visibility};
 use super::types::{Member, NodeId, TypeConfig, UserRecord};
 use bytes::Bytes;
@@ -35,6 +37,8 @@ pub struct ClusterConfig {
     pub election_timeout: (Duration, Duration),
     /// Longest a write waits to commit before its outcome is called unknown.
     pub write_timeout: Duration,
+    /// Entries this node may be behind its leader's commit and be ready.
+    pub ready_lag: u64,
     /// The client peers are reached with (TLS roots, identity, token).
     pub client: reqwest::Client,
 }
@@ -54,6 +58,15 @@ pub(super) struct Inner {
     pub config: ClusterConfig,
     /// While this node is in no cluster: what formation waits for.
     pub forming: std::sync::Mutex<Option<String>>,
+    /// When a leader's append-entries or snapshot last arrived.
+    pub contact: LeaderContact,
+    /// On the leader: when each learner was first seen (`reconcile`).
+    pub learners: LearnersSeen,
+    /// Held while the voter set is changed (`reconcile`): one at a time.
+    pub changing: tokio::sync::Mutex<()>,
+    /// The stamp this node last gave records it proposed; held while a
+    /// write is stamped and handed to the Raft core (see `Cluster::commit`).
+    pub last_stamp: tokio::sync::Mutex<u64>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -124,8 +137,7 @@ impl Cluster {
 
     /// The leader as this node knows it: id and URL.
     pub fn leader(&self) -> Option<(NodeId, Option<String>)> {
-        let leader = self.inner.raft.metrics().borrow_watched().current_leader;
-        leader.map(|id| (id, self.member_url(id)))
+        self.current_leader().map(|id| (id, self.member_url(id)))
     }
 
     /// Ok when this node leads; else where writers should go, or why no
@@ -171,26 +183,31 @@ impl Cluster {
         }
     }
 
-    async fn commit(&self, records: Vec<UserRecord>) -> Result<u64, ClusterError> {
-        if records.len() == 1 {
-            let record = records.into_iter().next().ok_or(ClusterError::NoLeader)?;
-            return match self.inner.raft.client_write(record).await {
-                Ok(response) => Ok(response.data),
-                Err(e) => Err(self.write_error(e)),
-            };
-        }
-        self.write_batch(records).await
-    }
-
-    async fn write_batch(&self, records: Vec<UserRecord>) -> Result<u64, ClusterError> {
+    /// Stamps the records and hands them to the Raft core under one lock
+    /// (`Inner::last_stamp`), then waits for them to commit. The core gives
+    /// entries their indexes in the order it receives them (one channel,
+    /// read in order), so stamps never go backwards in log order; and a
+    /// stamp is never below the newest one in this node's log, which holds
+    /// every committed entry once this node leads, so a new leader whose
+    /// clock is behind goes on from its predecessors' stamps. Stamped once
+    /// here, the frames are the same bytes on every node.
+    async fn commit(&self, mut records: Vec<UserRecord>) -> Result<u64, ClusterError> {
         use futures_util::StreamExt;
         let count = records.len();
-        let mut answers = self
-            .inner
-            .raft
-            .client_write_many(records)
-            .await
-            .map_err(|e| ClusterError::Stopped(e.to_string()))?;
+        let mut answers = {
+            let mut last_stamp = self.inner.last_stamp.lock().await;
+            let log = self.inner.store.log();
+            let stamp = log.config().clock.now_ms().max(*last_stamp).max(log.newest_stamp());
+            *last_stamp = stamp;
+            for record in &mut records {
+                record.timestamp_ms = stamp;
+            }
+            self.inner
+                .raft
+                .client_write_many(records)
+                .await
+                .map_err(|e| ClusterError::Stopped(e.to_string()))?
+        };
         let mut first = None;
         let mut seen = 0;
         while let Some(answer) = answers.next().await {

@@ -5,7 +5,8 @@
 //! openraft starts, a cluster node checks its log against what it had
 //! recorded:
 //! - `flushed`: the last entry it made durable (written after every append,
-//!   so it is what the node may have acknowledged to a leader);
+//!   so it is what the node may have acknowledged to a leader), never past
+//!   what the log has synced (`Log::synced_offset`);
 //! - `committed`: the last entry it knew committed;
 //! - every frame's checksum (the engine checks only the last record of a
 //!   sealed segment on open, the rest when read).
@@ -22,9 +23,13 @@
 //! majority of sound copies waits rather than electing a leader without
 //! the records.
 //!
-//! Limit: `flushed` and `committed` are written without a sync (a sync per
-//! append would double the fsyncs): they survive a process crash, not a
-//! power cut, which may leave them a little behind the log.
+//! Both marks trail what the log has synced, not what it has written: with
+//! `--fsync never|interval` a power cut loses the unsynced tail on every
+//! node that shares the power, and marks that had followed the writes
+//! would take each such node for a faulty disk (a new id each, and with a
+//! majority of them no leader ever again). They are written without a sync
+//! (a sync per append would double the fsyncs): they survive a process
+//! crash, not a power cut, which may leave them a little behind the log.
 
 use std::io;
 

@@ -1,6 +1,7 @@
 //! The Raft transport, server side: what a node does with a peer's
 //! request (the HTTP routes are in `api::cluster`). Each request names its
-//! target node; a node that is not it refuses (see `network`).
+//! target node; a node that is not it refuses (see `network`). Every
+//! request is held to Raft's rules (`validate`) before openraft sees it.
 
 use bytes::Bytes;
 use openraft::raft::{
@@ -13,6 +14,7 @@ use super::error::ClusterError;
 use super::network::SnapshotBody;
 use super::node::Cluster;
 use super::types::TypeConfig;
+use super::validate;
 
 impl Cluster {
     /// Refuses a request meant for another node.
@@ -28,37 +30,66 @@ impl Cluster {
 
     pub async fn handle_append(&self, body: Bytes) -> Result<AppendEntriesResponse<TypeConfig>, ClusterError> {
         let request = decode_append(body).map_err(|e| ClusterError::BadRpc(e.to_string()))?;
-        self.raft()
+        validate::append(&request).map_err(ClusterError::BadRpc)?;
+        let leader_commit = request.leader_commit.map(|c| c.index);
+        let answer = self
+            .raft()
             .append_entries(request)
             .await
-            .map_err(|e| ClusterError::Stopped(e.to_string()))
+            .map_err(|e| ClusterError::Stopped(e.to_string()))?;
+        if !matches!(answer, AppendEntriesResponse::HigherVote(_)) {
+            self.inner.contact.heard_from(leader_commit);
+        }
+        Ok(answer)
     }
 
     pub async fn handle_vote(
         &self,
         request: VoteRequest<TypeConfig>,
     ) -> Result<VoteResponse<TypeConfig>, ClusterError> {
+        validate::vote(&request).map_err(ClusterError::BadRpc)?;
         self.raft()
             .vote(request)
             .await
             .map_err(|e| ClusterError::Stopped(e.to_string()))
     }
 
+    /// A pre-vote: whether this node would vote for the candidate; it
+    /// changes nothing here.
+    pub async fn handle_pre_vote(
+        &self,
+        request: VoteRequest<TypeConfig>,
+    ) -> Result<VoteResponse<TypeConfig>, ClusterError> {
+        validate::vote(&request).map_err(ClusterError::BadRpc)?;
+        self.raft()
+            .pre_vote(request)
+            .await
+            .map_err(|e| ClusterError::Stopped(e.to_string()))
+    }
+
     pub async fn handle_snapshot(&self, body: SnapshotBody) -> Result<SnapshotResponse<TypeConfig>, ClusterError> {
+        validate::snapshot(&body.vote, &body.meta).map_err(ClusterError::BadRpc)?;
         let snapshot = Snapshot {
             meta: body.meta,
             snapshot: body.tables,
         };
-        self.raft()
-            .install_full_snapshot(body.vote, snapshot)
+        let leader = body.vote;
+        let answer = self
+            .raft()
+            .install_full_snapshot(leader, snapshot)
             .await
-            .map_err(|e| ClusterError::Stopped(e.to_string()))
+            .map_err(|e| ClusterError::Stopped(e.to_string()))?;
+        if answer.vote == leader {
+            self.inner.contact.heard_from(None);
+        }
+        Ok(answer)
     }
 
     pub async fn handle_transfer(
         &self,
         request: TransferLeaderRequest<TypeConfig>,
     ) -> Result<TransferLeaderResponse<TypeConfig>, ClusterError> {
+        validate::transfer(&request).map_err(ClusterError::BadRpc)?;
         self.raft()
             .handle_transfer_leader(request)
             .await

@@ -12,11 +12,13 @@ use std::sync::Arc;
 use openraft::{Config, Raft, SnapshotPolicy};
 
 use super::durable::Durable;
+use super::failpoint;
 use super::formation;
 use super::log_store::LogStore;
 use super::metrics;
 use super::network::{Network, Routes};
 use super::node::{Cluster, ClusterConfig, Inner};
+use super::reconcile;
 use super::repair;
 use super::state_machine::StateMachine;
 use super::types::NodeId;
@@ -55,7 +57,10 @@ fn new_node_id() -> std::io::Result<NodeId> {
     }
 }
 
-fn raft_config(config: &ClusterConfig) -> Result<Config, StartError> {
+/// `write_caching`: the log acknowledges what it has not synced
+/// (`--fsync never|interval`), so a follower's log may come back shorter
+/// than it told the leader after a power cut, and the leader must take it.
+fn raft_config(config: &ClusterConfig, write_caching: bool) -> Result<Config, StartError> {
     let config = Config {
         cluster_name: "distlog".to_string(),
         heartbeat_interval: config.heartbeat.as_millis() as u64,
@@ -68,7 +73,10 @@ fn raft_config(config: &ClusterConfig) -> Result<Config, StartError> {
         purge_batch_size: 1,
         // A node whose log came back short must not resume leading.
         enable_leader_restore: Some(false),
-        allow_log_reversion: Some(false),
+        allow_log_reversion: Some(write_caching),
+        // A node that cannot win (cut off, or behind) asks before it raises
+        // its term, so that coming back it does not depose a healthy leader.
+        enable_pre_vote: Some(true),
         max_payload_entries: 4096,
         ..Config::default()
     };
@@ -103,9 +111,16 @@ impl Cluster {
             routes: Routes::new(config.routes.clone()),
             health: Default::default(),
         };
-        let raft = Raft::new(id, Arc::new(raft_config(&config)?), network, store.clone(), sm)
-            .await
-            .map_err(|e| StartError::Raft(e.to_string()))?;
+        let write_caching = store.log().config().durability != crate::log::Durability::Always;
+        let raft = Raft::new(
+            id,
+            Arc::new(raft_config(&config, write_caching)?),
+            network,
+            store.clone(),
+            sm,
+        )
+        .await
+        .map_err(|e| StartError::Raft(e.to_string()))?;
         let cluster = Cluster {
             inner: Arc::new(Inner {
                 id,
@@ -115,10 +130,16 @@ impl Cluster {
                 visibility,
                 config,
                 forming: std::sync::Mutex::new(None),
+                contact: Default::default(),
+                learners: Default::default(),
+                changing: Default::default(),
+                last_stamp: tokio::sync::Mutex::new(0),
             }),
         };
         tracing::info!(node_id = id, url = %cluster.inner.url, peers = ?cluster.inner.config.peers, "cluster node started");
+        failpoint::announce();
         tokio::spawn(formation::form(cluster.clone()));
+        tokio::spawn(reconcile::run(cluster.clone()));
         tokio::spawn(metrics::publish(cluster.id(), cluster.raft().metrics()));
         Ok(cluster)
     }

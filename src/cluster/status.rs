@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::node::Cluster;
+use super::reconcile::LEARNER_STUCK;
 use super::types::NodeId;
 
 /// One member in `GET /cluster`.
@@ -22,6 +23,10 @@ pub struct MemberStatus {
     /// Whether the leader heard from it within an election timeout
     /// (leader only; `null` elsewhere).
     pub reachable: Option<bool>,
+    /// What the leader sees wrong with it: `voter unreachable`, or
+    /// `learner for N s` once a learner waits past `LEARNER_STUCK` (leader
+    /// only; `null` elsewhere and when nothing is).
+    pub problem: Option<String>,
 }
 
 /// `GET /cluster`.
@@ -32,10 +37,21 @@ pub struct ClusterStatus {
     /// Whether this node belongs to a formed cluster (has a membership).
     pub initialized: bool,
     pub term: u64,
+    /// The leader this node is in touch with (see `contact`): null while
+    /// an election runs, and on a node that has not heard from its leader
+    /// (a leader: from a majority) within the lease.
     pub leader_id: Option<NodeId>,
     pub leader_url: Option<String>,
+    /// Milliseconds since this node last heard from its leader (a leader:
+    /// since a majority last acknowledged it); null if it never has.
+    pub leader_contact_ms: Option<u64>,
     /// The last committed offset this node knows of.
     pub commit_offset: Option<u64>,
+    /// This node's `--max-record-bytes`: members that disagree take or
+    /// refuse the same record depending on who leads (absent from nodes
+    /// that predate it).
+    #[serde(default)]
+    pub max_record_bytes: Option<u64>,
     pub members: Vec<MemberStatus>,
 }
 
@@ -43,6 +59,10 @@ impl Cluster {
     pub fn status(&self) -> ClusterStatus {
         let metrics = self.inner.raft.metrics().borrow_watched().clone();
         let is_leader = metrics.current_leader == Some(self.inner.id);
+        let leader_id = self.leader_in_touch(&metrics);
+        let leader_contact_ms = self
+            .leader_silence(&metrics)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         let recent = self.inner.config.election_timeout.1 * 2;
         let members = self
             .members()
@@ -68,12 +88,20 @@ impl Cluster {
                     ),
                     _ => None,
                 };
+                let problem = match (voter, reachable, self.learner_for(id)) {
+                    (true, Some(false), _) => Some("voter unreachable".to_string()),
+                    (false, _, Some(waited)) if is_leader && waited > LEARNER_STUCK => {
+                        Some(format!("learner for {} s", waited.as_secs()))
+                    }
+                    _ => None,
+                };
                 MemberStatus {
                     id,
                     url: member.url,
                     voter,
                     match_offset,
                     reachable,
+                    problem,
                 }
             })
             .collect::<Vec<_>>();
@@ -82,18 +110,55 @@ impl Cluster {
             url: self.inner.url.clone(),
             initialized: !members.is_empty(),
             term: metrics.current_term,
-            leader_id: metrics.current_leader,
-            leader_url: metrics.current_leader.and_then(|id| self.member_url(id)),
+            leader_id,
+            leader_url: leader_id.and_then(|id| self.member_url(id)),
+            leader_contact_ms,
             commit_offset: metrics.local_committed.map(|c| c.index),
+            max_record_bytes: Some(self.max_record_bytes()),
             members,
         }
     }
 
-    /// Whether this node knows a leader and serves committed reads: `/readyz`.
-    pub fn ready(&self) -> bool {
+    /// Whether this node is in touch with a leader and serves committed
+    /// reads (`/readyz`); else why not.
+    pub fn ready(&self) -> Result<(), String> {
         let metrics = self.inner.raft.metrics();
         let metrics = metrics.borrow_watched();
-        metrics.running_state.is_ok() && metrics.current_leader.is_some() && metrics.last_applied.is_some()
+        if let Err(fatal) = &metrics.running_state {
+            return Err(format!("the Raft core stopped: {fatal}"));
+        }
+        if self.leader_in_touch(&metrics).is_none() {
+            let lease = self.leader_lease().as_millis();
+            return Err(match (metrics.current_leader, self.leader_silence(&metrics)) {
+                (None, _) => "no leader is known: an election is under way or a majority is unreachable".into(),
+                (Some(id), _) if id == self.inner.id => {
+                    format!("this leader has not heard from a majority within its lease ({lease} ms)")
+                }
+                (Some(id), Some(silence)) => format!(
+                    "no word from leader {id} for {} ms (lease {lease} ms)",
+                    silence.as_millis()
+                ),
+                (Some(id), None) => format!("no word from leader {id} yet"),
+            });
+        }
+        let Some(applied) = metrics.last_applied.map(|a| a.index) else {
+            return Err("this node has applied nothing yet".into());
+        };
+        let leading = metrics.current_leader == Some(self.inner.id);
+        if let Some(commit) = self.inner.contact.leader_commit().filter(|_| !leading) {
+            let lag = commit.saturating_sub(applied);
+            if lag > self.inner.config.ready_lag {
+                return Err(format!(
+                    "catching up: applied up to offset {applied}, the leader's commit is {commit} ({lag} behind; ready within {} entries, --ready-lag)",
+                    self.inner.config.ready_lag
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn max_record_bytes(&self) -> u64 {
+        self.store().log().config().max_record_bytes
     }
 
     /// How long peers wait for one another at most.

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 /// A user record as the leader stamped it. The leader sets the timestamp
-/// once, so every node writes byte-identical frames.
+/// once (`Cluster::commit`), so every node writes byte-identical frames.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct UserRecord {
     /// The API's attribute bits, plus `log::attributes::BATCH_OPEN` on every

@@ -11,19 +11,20 @@
 //! and then read without locks; they see `bounds`, raised only after a record is fully
 //! written (and, with `Durability::Always`, synced). Cuts, purges and
 //! resets (`cutting`) are ordered so that a crash or an error between any
-//! two of their steps leaves a log that opens (`opening`). The data
+//! two of their steps leaves a log that opens (`opening`). How far the
+//! log is known to be on disk is `synced`. The data
 //! directory holds the segment files and a `LOCK` file held by the process
 //! that has the log open.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLockReadGuard};
 use std::thread::JoinHandle;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
 
+pub use super::clock::now_ms;
 use super::config::{Durability, LogConfig};
 use super::error::{LogError, Result};
 use super::fsops;
@@ -32,11 +33,13 @@ use super::segment::Segment;
 mod appending;
 mod background;
 mod bounds;
+mod by_time;
 mod combining;
 mod committer;
 mod cutting;
 mod opening;
 mod reading;
+mod synced;
 mod writer;
 
 use background::spawn_background;
@@ -90,6 +93,8 @@ struct Shared {
     segments: SegmentList,
     bounds: Bounds,
     committer: Arc<Committer>,
+    /// How far the log is known to be on disk (see `synced`).
+    synced: synced::Synced,
     /// Written since the interval syncer last synced.
     dirty: AtomicBool,
     closed: AtomicBool,
@@ -102,6 +107,9 @@ struct Shared {
     background: Mutex<Vec<JoinHandle<()>>>,
     /// Handles given out (`Log`s that are `counted`).
     handles: AtomicUsize,
+    /// The newest timestamp written (of a user record, at open), which
+    /// no later record's goes below (see `Writer::note_stamp`).
+    newest_stamp: AtomicU64,
 }
 
 /// Records and frame bytes appended since the log was opened.
@@ -125,13 +133,6 @@ pub struct LogStats {
     pub next_offset: u64,
     pub segments: usize,
     pub size_bytes: u64,
-}
-
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// Runs `f`, which blocks, telling a multi-threaded tokio runtime first so
@@ -193,12 +194,15 @@ impl Log {
     fn open_locked(dir: PathBuf, config: LogConfig, lock_file: File, existing_log: bool) -> Result<Log> {
         check_room(&dir, &config, existing_log)?;
         let segments = open_segments(&dir, &config)?;
+        // What the active segment holds may be only in the page cache (a
+        // process crash): synced now, it all counts as on disk (`synced`).
+        if let Some(active) = segments.last() {
+            active.sync_records()?;
+        }
         let lowest = segments.first().map(|s| s.base()).unwrap_or(0);
         let next = segments.last().map(|s| s.next_offset()).unwrap_or(0);
-        let last_timestamp = match segments.last() {
-            Some(last) if next > last.base() => last.read(next - 1)?.timestamp_ms,
-            _ => 0,
-        };
+        // Of a user record: a cluster's control frames are stamped 0.
+        let last_timestamp = by_time::newest_user_stamp(&segments)?;
         let durability = config.durability;
         let shared = Arc::new(Shared {
             dir,
@@ -208,11 +212,13 @@ impl Log {
             segments: SegmentList::new(segments),
             bounds: Bounds::new(lowest, next),
             committer: Arc::new(Committer::new(next)),
+            synced: synced::Synced::new(next),
             dirty: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             failed: OnceLock::new(),
             background: Mutex::new(Vec::new()),
             handles: AtomicUsize::new(1),
+            newest_stamp: AtomicU64::new(last_timestamp),
         });
         let committer = spawn_committer(Arc::downgrade(&shared), shared.committer.clone())?;
         lock(&shared.background).push(committer);
@@ -259,6 +265,16 @@ impl Log {
         self.shared.bounds.next()
     }
 
+    /// Every record below this is on disk: synced by this log (see
+    /// `synced`). At most `written_offset`.
+    pub fn synced_offset(&self) -> u64 {
+        // Raised by the committer's sync before the written end is published.
+        self.shared
+            .synced
+            .offset()
+            .min(self.written_offset().max(self.lowest_offset()))
+    }
+
     /// Where written records end, past any visibility cap: a cluster node's
     /// own Raft log reader reads up to here (see `read_frames_written`).
     pub fn written_offset(&self) -> u64 {
@@ -288,6 +304,12 @@ impl Log {
         }
     }
 
+    /// The newest timestamp a record was written with (0 for none): a
+    /// cluster's leader stamps no record earlier, as the writer does not.
+    pub fn newest_stamp(&self) -> u64 {
+        self.shared.newest_stamp.load(Ordering::Acquire)
+    }
+
     /// Why appends are refused until a restart, if they are.
     pub fn failure(&self) -> Option<String> {
         self.shared.failed.get().cloned()
@@ -310,11 +332,12 @@ impl Log {
         if let Some(why) = self.shared.failed.get() {
             return Err(LogError::WriterFailed(why.clone()));
         }
-        let (upto, active) = {
+        let (upto, generation, active) = {
             let w = self.lock_writer_unchecked();
-            (w.next, self.active()?)
+            (w.next, self.shared.synced.generation(), self.active()?)
         };
         self.shared.committer.timed_sync(|| active.sync_records())?;
+        self.shared.synced.advance(upto, generation);
         Ok((upto, active))
     }
 

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use super::clock::Clock;
 use super::error::{LogError, Result};
 use super::record::{FRAME_HEADER, MAX_RECORD_CEILING};
 use super::segment::index::ENTRY_BYTES;
@@ -33,6 +34,8 @@ pub struct LogConfig {
     /// Delete sealed segments whose newest record is older than this.
     pub retention_ms: Option<u64>,
     pub durability: Durability,
+    /// What records are stamped with (the system's clock but in tests).
+    pub clock: Clock,
 }
 
 impl Default for LogConfig {
@@ -44,6 +47,7 @@ impl Default for LogConfig {
             retention_bytes: None,
             retention_ms: None,
             durability: Durability::Always,
+            clock: Clock::system(),
         }
     }
 }

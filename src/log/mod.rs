@@ -10,6 +10,7 @@
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+mod clock;
 mod commit_log;
 mod config;
 mod error;
@@ -19,14 +20,15 @@ mod record;
 mod segment;
 mod snapshot;
 
+pub use clock::{Clock, ManualClock};
 pub(crate) use commit_log::describe_metrics;
 pub use commit_log::{Appended, Log, LogStats, now_ms};
 pub use config::{Durability, LogConfig, MIB, default_max_record_bytes, record_ceiling};
 pub use error::{LogError, Result};
 pub use record::{
-    EncodedBatch, FLAG_BATCH_CONTINUES, FRAME_HEADER, Frame, FrameError, FrameView, Frames, MAX_RECORD_CEILING,
-    MAX_STORED_FRAME, Payload, Record, RecordRef, attributes, decode_frame, encode_frame, finished_batches_len,
-    frame_len, split_checked, split_frames,
+    EncodedBatch, FLAG_BATCH_CONTINUES, FRAME_HEADER, Frame, FrameError, FrameStamps, FrameView, Frames,
+    MAX_RECORD_CEILING, MAX_STORED_FRAME, Payload, Record, RecordRef, attributes, decode_frame, encode_frame,
+    finished_batches_len, frame_len, frame_stamps, split_checked, split_frames,
 };
 pub use segment::Recovered;
 pub use snapshot::SnapshotReader;

@@ -328,6 +328,30 @@ fn read_body(body: &[u8], frame_len: usize) -> Result<FrameView<'_>, FrameError>
     })
 }
 
+/// What a frame's fixed header says of its record, read without its value
+/// (no checksum: the value is not there to check). For finding a place by
+/// time, where the records read from there are checked as every read is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameStamps {
+    pub attributes: u8,
+    pub offset: u64,
+    pub timestamp_ms: u64,
+}
+
+/// The stamps of the frame whose header starts `header` (at least
+/// `FRAME_HEADER` bytes), if its version is one this log reads.
+pub fn frame_stamps(header: &[u8]) -> Option<FrameStamps> {
+    let rest = header.get(FRAME_PREFIX..FRAME_HEADER)?;
+    let ([version, _flags, attributes], rest) = rest.split_first_chunk::<3>()?;
+    let (offset, rest) = rest.split_first_chunk::<8>()?;
+    let (timestamp_ms, _) = rest.split_first_chunk::<8>()?;
+    (*version == FRAME_VERSION).then(|| FrameStamps {
+        attributes: *attributes,
+        offset: u64::from_le_bytes(*offset),
+        timestamp_ms: u64::from_le_bytes(*timestamp_ms),
+    })
+}
+
 /// Where a buffer of frames went wrong: byte position in the buffer, the offset
 /// expected there, and why.
 pub type SplitError = (usize, u64, FrameError);
@@ -425,6 +449,33 @@ mod tests {
         let mut garbled = buf.clone();
         garbled[done + 12] ^= 1;
         assert_eq!(finished_batches_len(&garbled), done, "nor is a garbled one");
+    }
+
+    #[test]
+    fn stamps_are_read_from_the_header_alone() {
+        let mut buf = Vec::new();
+        encode_frame(
+            &mut buf,
+            9,
+            4321,
+            0,
+            Payload {
+                attributes: 3,
+                value: b"value",
+            },
+        );
+        let stamps = frame_stamps(&buf[..FRAME_HEADER]).unwrap();
+        assert_eq!(
+            stamps,
+            FrameStamps {
+                attributes: 3,
+                offset: 9,
+                timestamp_ms: 4321
+            }
+        );
+        assert_eq!(frame_stamps(&buf[..FRAME_HEADER - 1]), None, "a cut header");
+        buf[FRAME_PREFIX] = FRAME_VERSION + 1;
+        assert_eq!(frame_stamps(&buf), None, "a version this log does not read");
     }
 
     #[test]

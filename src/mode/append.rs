@@ -1,9 +1,10 @@
 //! Where an append goes: the local log (standalone), nowhere (a replica is
 //! read-only), or through Raft to the cluster's leader (a member).
 //!
-//! A standalone node's log writer stamps the time; a member stamps it here,
-//! once, before Raft copies the entry, so every member stores the same
-//! bytes. A member's batch of several records marks all but its last
+//! A standalone node's log writer stamps the time; a member's leader
+//! stamps it once, as it hands the entries to Raft (`cluster::node`), so
+//! every member stores the same bytes and stamps never go backwards in
+//! log order. A member's batch of several records marks all but its last
 //! `BATCH_OPEN`: the cluster shows it whole or never.
 
 use bytes::Bytes;
@@ -11,7 +12,7 @@ use bytes::Bytes;
 use super::Mode;
 use crate::cluster::{ClusterError, UserRecord};
 use crate::log::attributes::BATCH_OPEN;
-use crate::log::{Log, LogError, Payload, now_ms};
+use crate::log::{Log, LogError, Payload};
 use crate::replication::FollowerStatus;
 use crate::telemetry;
 
@@ -82,10 +83,10 @@ fn read_only(status: &FollowerStatus) -> AppendError {
     }
 }
 
-/// The entries of a member's batch: one timestamp for all, every record but
-/// the last marked `BATCH_OPEN`.
+/// The entries of a member's batch, every record but the last marked
+/// `BATCH_OPEN`. Not stamped yet: the leader stamps them all alike.
 fn member_batch(records: &[(u8, Bytes)]) -> Vec<UserRecord> {
-    let timestamp_ms = now_ms();
+    let timestamp_ms = 0;
     let last = records.len().saturating_sub(1);
     records
         .iter()
@@ -102,7 +103,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_members_batch_is_open_until_its_last_record_and_shares_one_timestamp() {
+    fn a_members_batch_is_open_until_its_last_record() {
         let records = vec![
             (0, Bytes::from_static(b"1")),
             (1, Bytes::from_static(b"2")),
@@ -111,7 +112,6 @@ mod tests {
         let batch = member_batch(&records);
         let attributes: Vec<u8> = batch.iter().map(|r| r.attributes).collect();
         assert_eq!(attributes, vec![BATCH_OPEN, 1 | BATCH_OPEN, 0]);
-        assert!(batch.windows(2).all(|w| w[0].timestamp_ms == w[1].timestamp_ms));
         let one = member_batch(&records[..1]);
         assert_eq!(one[0].attributes, 0, "a single record is never open");
     }

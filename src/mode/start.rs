@@ -37,6 +37,8 @@ pub struct ClusterSettings {
     pub election_timeout: (Duration, Duration),
     /// Longest a write waits to commit (`--write-timeout-ms`).
     pub write_timeout: Duration,
+    /// Entries a member may be behind its leader's commit and be ready (`--ready-lag`).
+    pub ready_lag: u64,
     /// The peer client's TLS roots, identity and token, as a follower's.
     pub peer_client: FollowConfig,
 }
@@ -111,6 +113,7 @@ pub async fn start(
                 heartbeat: settings.heartbeat,
                 election_timeout: settings.election_timeout,
                 write_timeout: settings.write_timeout,
+                ready_lag: settings.ready_lag,
                 client,
             };
             let cluster = Cluster::start(log.clone(), data_dir, config).await?;

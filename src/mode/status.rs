@@ -127,12 +127,12 @@ impl Mode {
             });
         }
         if let Mode::Member(cluster) = self
-            && !cluster.ready()
+            && let Err(why) = cluster.ready()
         {
             return Err(NotReady {
                 status: "no_leader",
                 code: "no_leader",
-                error: "this cluster node knows no leader or has applied nothing yet".into(),
+                error: why,
             });
         }
         Ok(())

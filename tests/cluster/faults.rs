@@ -24,15 +24,15 @@ use common::rt::{self, XorShift};
 use common::writer::{Attempt, History, Load, LoadConfig, Outcome, base_url, record_body};
 use serde_json::Value;
 
-const LEADER_TIMEOUT: Duration = Duration::from_secs(15);
-const CHECK_TIMEOUT: Duration = Duration::from_secs(30);
+pub(super) const LEADER_TIMEOUT: Duration = Duration::from_secs(15);
+pub(super) const CHECK_TIMEOUT: Duration = Duration::from_secs(30);
 const PROGRESS_TIMEOUT: Duration = Duration::from_secs(20);
-const MONITOR_EVERY: Duration = Duration::from_millis(150);
+pub(super) const MONITOR_EVERY: Duration = Duration::from_millis(150);
 
 /// Election timeouts 300-600 ms, heartbeat 75 ms (the harness default).
 /// Node logs without the access log (one line per request drowns the
 /// cluster's own lines in the tails printed on failure).
-fn config() -> ClusterConfig {
+pub(super) fn config() -> ClusterConfig {
     ClusterConfig {
         rust_log: "info,distlog::access=warn".into(),
         ..ClusterConfig::default()
@@ -43,11 +43,11 @@ fn config() -> ClusterConfig {
 const WRITE_TIMEOUT_MS: u64 = 1000;
 
 /// Writer ids of hand-made writes (a `Load`'s writers are 0..writers).
-const MANUAL: u64 = 100;
+pub(super) const MANUAL: u64 = 100;
 /// Writer ids of the load sent to a stopped leader.
 const STOPPED_WRITERS: u64 = 200;
 
-fn load_config() -> LoadConfig {
+pub(super) fn load_config() -> LoadConfig {
     LoadConfig {
         writers: 4,
         request_timeout: Duration::from_millis(1500),
@@ -59,7 +59,7 @@ async fn start(test: &str) -> (TestCluster, usize) {
     start_with(test, config()).await
 }
 
-async fn start_with(test: &str, config: ClusterConfig) -> (TestCluster, usize) {
+pub(super) async fn start_with(test: &str, config: ClusterConfig) -> (TestCluster, usize) {
     eprintln!("==== {test}");
     let cluster = TestCluster::start(config).await;
     eprintln!("{test}: seed {}", cluster.seed());
@@ -71,13 +71,13 @@ async fn start_with(test: &str, config: ClusterConfig) -> (TestCluster, usize) {
 // ---- HTTP ----
 
 #[derive(Debug)]
-struct Reply {
-    status: u16,
-    location: Option<String>,
-    body: Value,
+pub(super) struct Reply {
+    pub(super) status: u16,
+    pub(super) location: Option<String>,
+    pub(super) body: Value,
 }
 
-async fn send(
+pub(super) async fn send(
     method: reqwest::Method,
     url: String,
     content_type: Option<&'static str>,
@@ -117,7 +117,7 @@ async fn post_json(node: &str, body: &str) -> Result<Reply, String> {
     .await
 }
 
-async fn get(url: String) -> Result<Reply, String> {
+pub(super) async fn get(url: String) -> Result<Reply, String> {
     send(reqwest::Method::GET, url, None, None, Duration::from_secs(5)).await
 }
 
@@ -139,7 +139,7 @@ fn attempt(writer: u64, seq: u64, node: &str, sent: Instant, outcome: Outcome) -
 /// `503 no_leader` (refused before anything was appended, so safe to send
 /// again) is retried for a while: on a loaded machine a fresh cluster may
 /// hold an election more.
-async fn write_acked(node: &str, writer: u64, seq: u64) -> Attempt {
+pub(super) async fn write_acked(node: &str, writer: u64, seq: u64) -> Attempt {
     let sent = Instant::now();
     let reply = loop {
         let reply = post_json(node, &record_body(writer, seq))
@@ -159,7 +159,7 @@ async fn write_acked(node: &str, writer: u64, seq: u64) -> Attempt {
 }
 
 /// Polls `check` every 50 ms until it holds or `timeout` passes.
-async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool
+pub(super) async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -215,18 +215,18 @@ async fn wait_membership(
 
 // ---- checks ----
 
-async fn assert_progress(load: &Load, n: u64, what: &str) {
+pub(super) async fn assert_progress(load: &Load, n: u64, what: &str) {
     load.assert_progress(n, PROGRESS_TIMEOUT, what).await;
 }
 
 /// Every problem the visible-log monitor saw fails the test (a restarted
 /// node re-applies up to its persisted commit index before it serves, so
 /// its visible log never goes back).
-fn assert_monitor_clean(what: &str, problems: Vec<String>) {
+pub(super) fn assert_monitor_clean(what: &str, problems: Vec<String>) {
     checker::assert_clean(what, &problems);
 }
 
-async fn check_and_report(cluster: &TestCluster, what: &str, history: &History) {
+pub(super) async fn check_and_report(cluster: &TestCluster, what: &str, history: &History) {
     eprintln!("{what}: {}", history.summary());
     let problems = cluster.check(history, CHECK_TIMEOUT).await;
     checker::assert_clean(what, &problems);
@@ -1005,11 +1005,72 @@ async fn failure_evidence(cluster: &mut TestCluster) -> String {
     out.join("\n  ")
 }
 
+/// A node replaced under load: wiped and started again, so that it joins
+/// under a new id (`pick` 5); also restarted as soon as it sees itself a
+/// learner (6); or with the leader killed as soon as the leader lists it
+/// as a learner, and started again a moment later (7).
+async fn replace_node(
+    cluster: &mut TestCluster,
+    monitor: &VisibleMonitor,
+    victim: usize,
+    leader: Option<usize>,
+    pick: u64,
+) -> String {
+    cluster.wipe_and_restart(victim, |url| monitor.node_wiped(url)).await;
+    let Ok(new_id) = cluster.cluster_status(victim).await.map(|s| s.node_id) else {
+        return format!("replace {victim}: it does not answer");
+    };
+    let watched = match (pick, leader) {
+        (7, Some(l)) if l != victim => l,
+        (7, _) => return format!("replace {victim} (it led: no other leader to kill)"),
+        _ => victim,
+    };
+    let learner = eventually(Duration::from_secs(10), || async {
+        cluster
+            .cluster_status(watched)
+            .await
+            .is_ok_and(|s| s.members.iter().any(|m| m.id == new_id && !m.voter))
+    })
+    .await;
+    match (pick, learner) {
+        (5, _) => format!("replace {victim}"),
+        (_, false) => format!("replace {victim} (the join finished before it could be cut)"),
+        (6, true) => {
+            cluster.restart(victim).await;
+            format!("replace {victim}, restarted as a learner")
+        }
+        _ => {
+            cluster.kill(watched);
+            tokio::time::sleep(Duration::from_millis(200 + cluster.rng().below(1300))).await;
+            cluster.restart(watched).await;
+            format!("replace {victim}, leader {watched} killed with it a learner")
+        }
+    }
+}
+
+/// Waits until the leader lists three voters at three URLs and nothing
+/// else: a replaced node's join has finished.
+async fn settle_membership(cluster: &TestCluster) -> Result<(), String> {
+    wait_membership(cluster, Duration::from_secs(45), |s| {
+        let urls: BTreeSet<&str> = s.members.iter().map(|m| m.url.as_str()).collect();
+        voters(s).len() == 3 && s.members.len() == 3 && urls.len() == 3
+    })
+    .await
+    .map(|_| ())
+}
+
 /// One seeded schedule; Err with the problems when its check fails.
 async fn run_schedule(n: usize) -> Result<String, String> {
-    let mut cluster = TestCluster::start(config()).await;
+    // Every third schedule's joins stop once after adding their learner
+    // (the answer lost, or the request hanging), for the reconciler to finish.
+    let failpoint = ["", "join-after-learner:error", "join-after-learner:hang"][n % 3];
+    let config = ClusterConfig {
+        env: vec![(distlog::cluster::FAILPOINT_ENV.into(), failpoint.into())],
+        ..config()
+    };
+    let mut cluster = TestCluster::start(config).await;
     let seed = cluster.seed();
-    eprintln!("schedule {n}: seed {seed}");
+    eprintln!("schedule {n}: seed {seed}, failpoint {failpoint:?}");
     cluster.wait_for_leader(LEADER_TIMEOUT).await;
     let monitor = VisibleMonitor::start(cluster.urls(), MONITOR_EVERY);
     let load = Load::start(cluster.urls(), load_config());
@@ -1020,8 +1081,10 @@ async fn run_schedule(n: usize) -> Result<String, String> {
     let mut done = Vec::new();
     for _ in 0..steps {
         let leader = cluster.leader().await;
-        let pick = cluster.rng().below(5);
+        let pick = cluster.rng().below(8);
         let victim = match (leader, cluster.rng().chance(60)) {
+            // The leader is killed with a follower's join under way.
+            (Some(l), _) if pick == 7 => (l + 1 + cluster.rng().index(2)) % cluster.len(),
             (Some(l), true) => l,
             _ => {
                 let len = cluster.len();
@@ -1048,7 +1111,7 @@ async fn run_schedule(n: usize) -> Result<String, String> {
                 cluster.heal();
                 format!("partition {victim} {mode:?}")
             }
-            _ => match leader {
+            4 => match leader {
                 Some(l) => {
                     let len = cluster.len();
                     let to = (l + 1 + cluster.rng().index(len - 1)) % len;
@@ -1057,6 +1120,17 @@ async fn run_schedule(n: usize) -> Result<String, String> {
                 }
                 None => "transfer skipped (no leader)".to_string(),
             },
+            _ => {
+                let step = replace_node(&mut cluster, &monitor, victim, leader, pick).await;
+                if let Err(why) = settle_membership(&cluster).await {
+                    let _ = load.stop().await;
+                    let evidence = failure_evidence(&mut cluster).await;
+                    return Err(format!(
+                        "seed {seed}: {step}: the membership never settled: {why}\n  {evidence}"
+                    ));
+                }
+                step
+            }
         };
         eprintln!("schedule {n}: {step}");
         done.push(step);
@@ -1157,7 +1231,7 @@ fn frames_in(store: &[u8]) -> Vec<(u64, usize, usize)> {
 
 /// Zeroes, in node `i`'s active store file, every frame from offset
 /// `from` on; returns the offsets zeroed.
-fn zero_tail(dir: &std::path::Path, from: u64) -> Vec<u64> {
+pub(super) fn zero_tail(dir: &std::path::Path, from: u64) -> Vec<u64> {
     let active = std::fs::read_dir(dir)
         .expect("the data directory")
         .filter_map(|e| e.ok().map(|e| e.path()))

@@ -9,9 +9,14 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod by_time;
 mod faults;
 mod follow;
 mod harness_selftest;
+mod hostile_peers;
+mod joins;
+mod partitions;
+mod power_cuts;
 mod raft_conformance;
 mod security;
 mod store_crashes;

@@ -201,6 +201,7 @@ async fn a_repair_interrupted_before_the_new_id_is_written_never_comes_back_unde
         heartbeat: Duration::from_millis(100),
         election_timeout: (Duration::from_millis(300), Duration::from_millis(600)),
         write_timeout: Duration::from_secs(5),
+        ready_lag: 2000,
         client: reqwest::Client::new(),
     };
     let cluster = Cluster::start(log.clone(), dir.path(), config).await.expect("starts");
@@ -299,6 +300,7 @@ async fn a_crash_inside_truncate_after_is_not_a_storage_fault() {
         heartbeat: Duration::from_millis(100),
         election_timeout: (Duration::from_millis(300), Duration::from_millis(600)),
         write_timeout: Duration::from_secs(5),
+        ready_lag: 2000,
         client: reqwest::Client::new(),
     };
     let cluster = Cluster::start(log.clone(), dir.path(), config).await.expect("starts");
@@ -307,5 +309,72 @@ async fn a_crash_inside_truncate_after_is_not_a_storage_fault() {
     assert_eq!(
         id_now, OLD_ID,
         "entries Raft truncated on purpose were taken for lost ones: a healthy node gave up its id"
+    );
+}
+
+/// A read of the Raft log takes each entry's term from the term table. It
+/// used to read the frames first and the table after: a truncation and a
+/// rewrite in between (a leader stepping down while a replication task
+/// reads) labelled old frames with the new term. Every record here names
+/// its own term; reads race truncations and rewrites, from disk (the
+/// recent-entries cache forgotten before each read).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_racing_truncations_never_label_a_record_with_another_term() {
+    use openraft::storage::RaftLogReader;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut store, _sm) = open(dir.path());
+    let record = |term: u64, index: u64| Entry {
+        log_id: id(term, index),
+        payload: EntryPayload::Normal(distlog::cluster::UserRecord::new(
+            0,
+            0,
+            bytes::Bytes::from(term.to_string()),
+        )),
+    };
+    store
+        .blocking_append((0..60).map(|i| record(1, i)))
+        .await
+        .expect("append");
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = tokio::spawn({
+        let mut store = store.clone();
+        let stop = stop.clone();
+        async move {
+            let mut reader = store.get_log_reader().await;
+            let (mut reads, mut mislabelled) = (0u64, Vec::new());
+            while !stop.load(Ordering::Relaxed) {
+                store.forget_recent();
+                if let Ok(entries) = reader.try_get_log_entries(20..60).await {
+                    for e in entries {
+                        if let EntryPayload::Normal(r) = &e.payload
+                            && r.value != e.log_id.committed_leader_id().term.to_string().as_bytes()
+                        {
+                            mislabelled.push(format!("{} holds {:?}", e.log_id, r.value));
+                        }
+                    }
+                }
+                reads += 1;
+            }
+            (reads, mislabelled)
+        }
+    });
+    for term in 2..200u64 {
+        store.truncate_after(Some(id(1, 19))).await.expect("truncate");
+        store
+            .blocking_append((20..60).map(|i| record(term, i)))
+            .await
+            .expect("append");
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (reads, mislabelled) = reader.await.expect("reader");
+    assert!(reads > 10, "too few reads to prove anything: {reads}");
+    assert!(
+        mislabelled.is_empty(),
+        "{} of them, in {reads} reads: {:?}",
+        mislabelled.len(),
+        &mislabelled[..mislabelled.len().min(5)]
     );
 }

@@ -118,6 +118,8 @@ struct Node {
     /// Incremented on every (re)start; marks the log file.
     generation: u32,
     wipes: u32,
+    /// Environment for this node alone, over `ClusterConfig::env`.
+    env: Vec<(String, String)>,
 }
 
 /// One cluster of real processes at a time in a test binary. Test threads
@@ -162,6 +164,8 @@ pub struct TestCluster {
     /// The `--peers` seed list: the first `config.nodes` nodes' URLs, the
     /// same for every node (nodes added later join through a seed).
     seeds: Vec<String>,
+    /// More flags for one node, from its next start on (`set_node_args`).
+    node_args: Vec<Vec<String>>,
 }
 
 impl TestCluster {
@@ -185,6 +189,7 @@ impl TestCluster {
                 stopped: false,
                 generation: 0,
                 wipes: 0,
+                env: Vec::new(),
             })
             .collect();
         let links = (0..config.nodes)
@@ -206,6 +211,7 @@ impl TestCluster {
             _exclusive: exclusive,
             seeds,
             partitioned: vec![false; config.nodes],
+            node_args: vec![Vec::new(); config.nodes],
             config,
             seed,
             rng,
@@ -315,6 +321,25 @@ impl TestCluster {
         eprintln!("cluster: healed");
     }
 
+    /// Sets an environment variable of node `i` alone, from its next start.
+    pub fn set_env(&mut self, i: usize, key: &str, value: &str) {
+        let env = &mut self.nodes[i].env;
+        env.retain(|(k, _)| k != key);
+        env.push((key.to_string(), value.to_string()));
+    }
+
+    /// Whether node `i`'s process has exited (reaping it if so).
+    pub fn exited(&mut self, i: usize) -> bool {
+        match self.nodes[i].child.as_mut().map(|c| c.try_wait()) {
+            Some(Ok(Some(_))) => {
+                self.nodes[i].child = None;
+                true
+            }
+            Some(_) => false,
+            None => true,
+        }
+    }
+
     /// SIGKILL, and reap.
     pub fn kill(&mut self, i: usize) {
         let node = &mut self.nodes[i];
@@ -352,6 +377,15 @@ impl TestCluster {
             "signal {signal} to node {i}: {}",
             std::io::Error::last_os_error()
         );
+    }
+
+    /// More flags for node `i` alone (after `ClusterConfig::extra_args`),
+    /// from its next start on (e.g. `restart`).
+    pub fn set_node_args(&mut self, i: usize, args: Vec<String>) {
+        if self.node_args.len() <= i {
+            self.node_args.resize(i + 1, Vec::new());
+        }
+        self.node_args[i] = args;
     }
 
     /// Kills node `i` if it runs, then starts it again on the same data
@@ -396,6 +430,7 @@ impl TestCluster {
             stopped: false,
             generation: 0,
             wipes: 0,
+            env: Vec::new(),
         };
         eprintln!(
             "cluster node {i} (added): {} (log {})",
@@ -463,10 +498,13 @@ impl TestCluster {
         for route in &routes {
             command.arg("--peer-route").arg(route);
         }
+        let node_args = self.node_args.get(i).cloned().unwrap_or_default();
         command
             .args(&config.extra_args)
+            .args(&node_args)
             .env("RUST_LOG", &config.rust_log)
             .envs(config.env.iter().map(|(k, v)| (k, v)))
+            .envs(node.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::from(log.try_clone().expect("a node log file handle")))
             .stderr(Stdio::from(log));

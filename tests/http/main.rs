@@ -7,6 +7,7 @@
 mod common;
 
 mod api;
+mod by_time;
 mod client_edges;
 mod conn;
 mod conn_edges;

@@ -154,6 +154,13 @@ async fn the_spec_describes_the_running_server() {
         "?from=4&wait_ms=10",
         "?from=0&limit=99999999999999999999",
         "?from=99999999999999999999",
+        "?from_timestamp=0",
+        "?from_timestamp=99999999999999999999&wait_ms=10",
+        "?from_timestamp=x",
+        "?tail=2",
+        "?tail=0",
+        "?from=0&from_timestamp=0",
+        "?tail=1&from=0",
     ] {
         check(&spec, "/", "get", c.get(format!("{url}/{query}")).send().await.unwrap()).await;
     }
@@ -227,6 +234,7 @@ async fn the_spec_describes_a_cluster_node() {
         heartbeat: Duration::from_millis(50),
         election_timeout: (Duration::from_millis(150), Duration::from_millis(300)),
         write_timeout: Duration::from_secs(5),
+        ready_lag: 2000,
         peer_client: distlog::replication::FollowConfig::new(""),
     });
     let _node = common::start_on(config, format!("127.0.0.1:{port}").parse().unwrap()).await;

@@ -90,15 +90,10 @@ fn race(durability: Durability, close: bool) {
                     let n = if (i + t).is_multiple_of(5) { 1 } else { 4 };
                     let vals: Vec<Vec<u8>> = (0..n).map(|k| value(i * 31 + k + t)).collect();
                     let payloads: Vec<Payload> = vals.iter().map(|v| Payload::new(v)).collect();
-                    if let Ok(first) = log.append_batch_async(&payloads).await {
-                        // Readable once acknowledged (unless cut meanwhile).
-                        if let Ok(r) = log.read(first)
-                            && r.value != vals[0][..]
-                        {
-                            // A cut and a re-append may have replaced it.
-                            assert!(log.next_offset() >= first);
-                        }
-                    }
+                    // Acknowledged records may be cut (and their offsets
+                    // taken again) at any moment here, so a read right after
+                    // proves nothing; the values are checked at the end.
+                    let _ = log.append_batch_async(&payloads).await;
                 }
             }));
         }

@@ -592,3 +592,57 @@ fn small_config_with(durability: Durability) -> LogConfig {
         ..small_config()
     }
 }
+
+/// What a node records as held (the cluster's marks) follows this, so it
+/// must never claim a record a power cut could take: in `Never` mode it
+/// moves at syncs and rolls only, comes down with a cut, and a reopen syncs
+/// what it found.
+#[test]
+fn the_synced_offset_moves_at_syncs_and_rolls_not_at_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        max_segment_bytes: 1 << 20,
+        max_index_bytes: index_bytes(64),
+        ..small_config()
+    };
+    let log = Log::open(dir.path(), config.clone()).unwrap();
+    assert_eq!(log.synced_offset(), 0);
+    for i in 0..10 {
+        log.append(&value(i)).unwrap();
+    }
+    assert_eq!(
+        (log.written_offset(), log.synced_offset()),
+        (10, 0),
+        "written, not synced"
+    );
+    log.sync().unwrap();
+    assert_eq!(log.synced_offset(), 10);
+    for i in 10..20 {
+        log.append(&value(i)).unwrap();
+    }
+    log.cut_after(14).unwrap();
+    assert_eq!(
+        log.synced_offset(),
+        15,
+        "a cut syncs what it keeps, and nothing past it"
+    );
+    log.cut_after(4).unwrap();
+    assert_eq!(log.synced_offset(), 5);
+    log.append(&value(5)).unwrap();
+    assert_eq!(log.synced_offset(), 5);
+    drop(log);
+    let log = Log::open(dir.path(), config).unwrap();
+    assert_eq!(log.synced_offset(), 6, "a reopen syncs what it found");
+
+    let rolls = tempfile::tempdir().unwrap();
+    let log = Log::open(rolls.path(), small_config()).unwrap();
+    for i in 0..100 {
+        log.append(&value(i)).unwrap();
+    }
+    let synced = log.synced_offset();
+    assert!(
+        synced > 0 && synced < 100,
+        "rolls synced the sealed segments only: {synced}"
+    );
+    assert!(log.stats().segments > 1);
+}

@@ -5,6 +5,7 @@
 //! harness from `tests/common`.
 
 mod background_thread;
+mod by_time;
 mod crash;
 mod engine;
 mod failures_at_rolls_cuts_resets;

@@ -68,7 +68,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
-        let committed = committed.and_then(|c| self.cap_to_log(c));
+        let committed = committed
+            .and_then(|c| self.cap_to_log(c))
+            .and_then(|c| self.cap_to_synced(c));
         if committed <= self.committed() {
             return Ok(());
         }
@@ -108,32 +110,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             if keep >= log.written_offset() {
                 return Ok(());
             }
-            // Raft may take back entries this node acknowledged but nobody
-            // committed. The flushed mark comes down first: were the cut
-            // done first, a crash in between would look like a storage
-            // fault (the log ending below the mark) at the next start.
-            {
-                let mut flushed = lock(&store.shared.flushed);
-                if flushed.value.is_some_and(|f| f.index >= keep) {
-                    let kept = keep
-                        .checked_sub(1)
-                        .and_then(|i| store.id_at(i))
-                        .or(*lock(&store.shared.purged));
-                    flushed.set_synced(kept)?;
-                }
-            }
-            tracing::info!(keep, end = log.written_offset(), "truncating uncommitted Raft entries");
-            lock(&store.shared.recent).truncate_from(keep);
-            if keep > log.lowest_offset() {
-                log.cut_after(keep - 1).map_err(io_error)?;
-            } else {
-                log.reset(keep).map_err(io_error)?;
-            }
-            let mut terms = lock(&store.shared.terms);
-            if terms.forget_from(keep) {
-                store.shared.durable.write(TERMS, &*terms, true)?;
-            }
-            Ok(())
+            store.truncating(|| store.truncate_from(keep))
         })
         .await
     }
@@ -159,5 +136,39 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             Ok(())
         })
         .await
+    }
+}
+
+impl LogStore {
+    /// Takes back the entries from `keep` on (see `truncate_after`).
+    /// Raft may take back entries this node acknowledged but nobody
+    /// committed. The flushed mark comes down first: were the cut done
+    /// first, a crash in between would look like a storage fault (the log
+    /// ending below the mark) at the next start.
+    fn truncate_from(&self, keep: u64) -> Result<(), io::Error> {
+        let log = &self.shared.log;
+        {
+            let mut flushed = lock(&self.shared.flushed);
+            if flushed.value.is_some_and(|f| f.index >= keep) {
+                let kept = keep
+                    .checked_sub(1)
+                    .and_then(|i| self.id_at(i))
+                    .and_then(|id| self.cap_to_synced(id))
+                    .or(*lock(&self.shared.purged));
+                flushed.set_synced(kept)?;
+            }
+        }
+        tracing::info!(keep, end = log.written_offset(), "truncating uncommitted Raft entries");
+        lock(&self.shared.recent).truncate_from(keep);
+        if keep > log.lowest_offset() {
+            log.cut_after(keep - 1).map_err(io_error)?;
+        } else {
+            log.reset(keep).map_err(io_error)?;
+        }
+        let mut terms = lock(&self.shared.terms);
+        if terms.forget_from(keep) {
+            self.shared.durable.write(TERMS, &*terms, true)?;
+        }
+        Ok(())
     }
 }

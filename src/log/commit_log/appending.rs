@@ -17,7 +17,7 @@ use super::super::record::{
 };
 use super::super::segment::Segment;
 use super::writer::Writer;
-use super::{Appended, Log, now_ms};
+use super::{Appended, Log};
 
 /// Checks every replicated frame (checksum, and dense offsets from
 /// `expected`) and says where each lies.
@@ -136,8 +136,7 @@ impl Log {
         let (count, bytes) = self.check_batch(payloads)?;
         let mut w = self.lock_writer()?;
         let first = w.next;
-        let timestamp = now_ms().max(w.last_timestamp);
-        w.last_timestamp = timestamp;
+        let timestamp = w.next_stamp();
         let mut buf = std::mem::take(&mut w.buf);
         buf.clear();
         for (i, payload) in payloads.iter().enumerate() {
@@ -205,7 +204,7 @@ impl Log {
         let count = u32::try_from(w.next - first).unwrap_or(u32::MAX);
         let stored = spans.get(..count as usize).unwrap_or_default();
         if let Some(newest) = stored.iter().map(|span| span.timestamp_ms).max() {
-            w.last_timestamp = w.last_timestamp.max(newest);
+            w.note_stamp(newest);
         }
         if count > 0 {
             let bytes = spans.get(count as usize - 1).map_or(frames.len(), |span| span.end) as u64;
@@ -277,12 +276,14 @@ impl Writer<'_> {
     fn roll(&self) -> Result<Arc<Segment>> {
         let log = self.log();
         let old = log.active()?;
+        let generation = log.shared.synced.generation();
         if let Err(e) = old.sync() {
             // As with the committer's own syncs: Linux may not report the
             // loss again, so records written before the roll are not trusted.
             log.fail_writer(&format!("a sync failed: {e}"));
             return Err(e);
         }
+        log.shared.synced.advance(self.next, generation);
         old.seal()?;
         let new = match Segment::create(&log.shared.dir, self.next, &log.shared.config) {
             Ok(new) => Arc::new(new),

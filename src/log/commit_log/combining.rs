@@ -12,8 +12,8 @@ use super::super::config::Durability;
 use super::super::error::LogError;
 use super::super::group_commit::{Ack, Submitted};
 use super::super::record::stamp_frames;
+use super::Log;
 use super::writer::Writer;
-use super::{Log, now_ms};
 
 /// Batches at least this large are written by themselves, not copied.
 const WRITE_ALONE: usize = 32 << 10;
@@ -41,8 +41,7 @@ impl Log {
                 return;
             }
         };
-        let timestamp = now_ms().max(w.last_timestamp);
-        w.last_timestamp = timestamp;
+        let timestamp = w.next_stamp();
         let mut combined = Combined {
             frames: std::mem::take(&mut w.buf),
             count: 0,

@@ -131,12 +131,14 @@ impl Log {
         // `Always` mode records below `keep` may not be synced yet), and a
         // sync already under way can no longer publish past it.
         self.shared.committer.reset(keep, || self.shared.bounds.lower_to(keep));
+        self.shared.synced.lower_to(keep);
         let cut = w.cut_tail(keep);
         w.follow_segments(keep);
         match &cut {
             Ok(()) => {
                 debug_assert_eq!(w.next, keep, "the cut log ends at the cut");
                 // The cut synced what it kept: its waiting appenders succeeded.
+                self.shared.synced.advance(keep, self.shared.synced.generation());
                 self.publish(keep);
                 self.shared.committer.release(keep, true);
             }
@@ -179,10 +181,14 @@ impl Log {
             .committer
             .reset(lowest, || self.shared.bounds.set(lowest, lowest));
         self.shared.committer.release(u64::MAX, false);
+        self.shared.synced.lower_to(lowest);
         let reset = match fresh {
             Some(fresh) => w.reset_onto_new(fresh),
             None => w.reset_onto_existing(base),
         };
+        if reset.is_ok() {
+            self.shared.synced.restart_at(base);
+        }
         w.follow_segments(base);
         if let Err(e) = &reset {
             self.fail_writer(&format!("a reset to offset {base} failed half-way: {e}"));

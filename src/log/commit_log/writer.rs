@@ -23,8 +23,9 @@ use super::{Appended, Log};
 pub(super) struct WriterState {
     /// The offset the next record gets.
     pub(super) next: u64,
-    /// Timestamps never go backwards, even if the clock does.
-    pub(super) last_timestamp: u64,
+    /// Timestamps never go backwards, even if the clock does (see
+    /// `Writer::note_stamp`).
+    last_timestamp: u64,
     /// Totals since open, for metrics: counted under this lock rather than
     /// in shared atomics that every append would pull across cores.
     pub(super) appended: Appended,
@@ -189,6 +190,21 @@ impl<'a> Writer<'a> {
     /// their data once the last reader lets go).
     pub(super) fn clear_segments(&self) {
         self.segments().clear();
+    }
+
+    /// The stamp the next records get: the clock's time, or the newest
+    /// stamp written so far if the clock is behind it.
+    pub(super) fn next_stamp(&mut self) -> u64 {
+        let stamp = self.log.shared.config.clock.now_ms().max(self.last_timestamp);
+        self.note_stamp(stamp);
+        stamp
+    }
+
+    /// Records stamped `stamp` are written: no later one is stamped
+    /// earlier, and `Log::newest_stamp` says so without the writer lock.
+    pub(super) fn note_stamp(&mut self, stamp: u64) {
+        self.last_timestamp = self.last_timestamp.max(stamp);
+        self.log.shared.newest_stamp.fetch_max(stamp, Ordering::Release);
     }
 
     /// Sets the next offset from the segments, whatever a cut or a reset

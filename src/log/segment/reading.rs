@@ -7,7 +7,8 @@ use bytes::{Buf, Bytes};
 
 use super::super::error::Result;
 use super::super::record::{
-    FRAME_HEADER, FRAME_PREFIX, FrameView, Record, RecordRef, decode_frame, frame_body_len, split_frames,
+    FRAME_HEADER, FRAME_PREFIX, FrameStamps, FrameView, Record, RecordRef, decode_frame, frame_body_len, frame_stamps,
+    split_frames,
 };
 use super::{Chunk, Segment};
 
@@ -43,6 +44,24 @@ impl Segment {
                 value: view.value,
             }))
         })?
+    }
+
+    /// The attributes and timestamp of the record at `offset` (below
+    /// `next_offset`), from its frame's header alone: finding a place by
+    /// time reads a few headers, not a few values (see `frame_stamps`).
+    pub fn stamps_at(&self, offset: u64) -> Result<FrameStamps> {
+        let missing = || self.corrupt(0, Some(offset), "record missing from the index".into());
+        let i = offset
+            .checked_sub(self.base)
+            .and_then(|i| u32::try_from(i).ok())
+            .filter(|i| *i < self.index.len())
+            .ok_or_else(missing)?;
+        let pos = self.slot_position(i)?;
+        let stamps = self.store.with_bytes(pos, FRAME_HEADER, frame_stamps)?;
+        match stamps {
+            Some(stamps) if stamps.offset == offset => Ok(stamps),
+            _ => Err(self.corrupt(pos, Some(offset), "no frame header of this offset here".into())),
+        }
     }
 
     /// Where the frame of `offset`, which must be below `next_offset`, lies

@@ -1,0 +1,96 @@
+//! Whether this node is in touch with its leader (check-quorum, as seen
+//! from outside). Raft alone keeps naming a leader that cannot reach a
+//! majority, and a follower keeps naming a leader it no longer hears; both
+//! would answer `/readyz` 200 and send writers to a leader that cannot
+//! commit for as long as a partition lasts. Here a node names a leader only
+//! while it hears from it within the lease:
+//! - the leader counts the last time a majority acknowledged it
+//!   (openraft's `last_quorum_acked`; a lone voter is its own majority);
+//! - any other node counts the last append-entries or snapshot it took
+//!   from a leader (`LeaderContact`, set by the peer RPC handlers).
+//!
+//! The limit is twice the longest election timeout (openraft's own leader
+//! lease, past which a leader's proposals are refused, is one) plus a
+//! heartbeat: a quorum's acknowledgements are stamped when their requests
+//! were sent and wait on the followers' disks, so one slow fsync must not
+//! make a healthy leader say it has no majority.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use openraft::async_runtime::WatchReceiver;
+use openraft::{Instant as _, RaftMetrics};
+
+use super::node::Cluster;
+use super::types::{NodeId, TypeConfig};
+
+/// When this node last took an append-entries or a snapshot from a leader,
+/// and the highest commit index a leader told it of.
+#[derive(Debug, Default)]
+pub(super) struct LeaderContact(Mutex<Heard>);
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Heard {
+    at: Option<Instant>,
+    leader_commit: Option<u64>,
+}
+
+impl LeaderContact {
+    fn heard(&self) -> std::sync::MutexGuard<'_, Heard> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A leader's message was taken; it says its commit reached `leader_commit`.
+    pub(super) fn heard_from(&self, leader_commit: Option<u64>) {
+        let mut heard = self.heard();
+        heard.at = Some(Instant::now());
+        heard.leader_commit = heard.leader_commit.max(leader_commit);
+    }
+
+    fn since(&self) -> Option<Duration> {
+        self.heard().at.map(|at| at.elapsed())
+    }
+
+    /// The highest commit index a leader told this node of.
+    pub(super) fn leader_commit(&self) -> Option<u64> {
+        self.heard().leader_commit
+    }
+}
+
+impl Cluster {
+    /// How long past a leader's last sign of life this node stops naming it.
+    pub fn leader_lease(&self) -> Duration {
+        self.inner.config.election_timeout.1 * 2 + self.inner.config.heartbeat
+    }
+
+    /// How long since this node last heard from its leader (for a leader:
+    /// from a majority); None when it never has.
+    pub(super) fn leader_silence(&self, metrics: &RaftMetrics<TypeConfig>) -> Option<Duration> {
+        if metrics.current_leader != Some(self.inner.id) {
+            return self.inner.contact.since();
+        }
+        let voters: Vec<NodeId> = metrics.membership_config.membership().voter_ids().collect();
+        if voters == [self.inner.id] {
+            return Some(Duration::ZERO);
+        }
+        metrics
+            .last_quorum_acked
+            .as_ref()
+            .map(|acked| acked.into_inner().elapsed())
+    }
+
+    /// Raft's current leader while this node is in touch with it (see the
+    /// module doc), else None.
+    pub(super) fn leader_in_touch(&self, metrics: &RaftMetrics<TypeConfig>) -> Option<NodeId> {
+        let leader = metrics.current_leader?;
+        let silence = self.leader_silence(metrics)?;
+        (silence <= self.leader_lease()).then_some(leader)
+    }
+
+    /// The leader this node is in touch with, from its latest metrics.
+    pub(super) fn current_leader(&self) -> Option<NodeId> {
+        let metrics = self.inner.raft.metrics();
+        let metrics = metrics.borrow_watched();
+        self.leader_in_touch(&metrics)
+    }
+}

@@ -1,0 +1,96 @@
+//! Crash points in multi-step cluster changes, for the fault tests: a
+//! test stops a change between two of its steps, as a crash or a lost
+//! connection would, and checks that the cluster finishes it anyway.
+//!
+//! `DISTLOG_FAILPOINT=<point>:<action>`, read once per process, where
+//! `<point>` is one of `POINTS` and `<action>` is `error` (the step fails,
+//! as if its answer was lost), `hang` (the step never ends, as a request cut
+//! off mid-way leaves it) or `abort` (the process dies on the spot). `error`
+//! and `hang` act once per process. Unset, every check is one load of a
+//! cell. Only debug builds (the tests' binary) read the variable: a release
+//! build has no crash points whatever its environment says.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// The variable tests set.
+pub const FAILPOINT_ENV: &str = "DISTLOG_FAILPOINT";
+
+/// The points there are: after a join added its learner (before the
+/// learner is made a voter in place of its stale twin).
+pub const JOIN_AFTER_LEARNER: &str = "join-after-learner";
+const POINTS: &[&str] = &[JOIN_AFTER_LEARNER];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Action {
+    Error,
+    Hang,
+    Abort,
+}
+
+fn armed() -> Option<&'static (String, Action)> {
+    static ARMED: OnceLock<Option<(String, Action)>> = OnceLock::new();
+    ARMED
+        .get_or_init(|| match cfg!(debug_assertions) {
+            true => std::env::var(FAILPOINT_ENV).ok().and_then(|v| parse(&v)),
+            false => None,
+        })
+        .as_ref()
+}
+
+/// Says at startup which crash point is armed, if one is.
+pub(super) fn announce() {
+    if let Some((point, action)) = armed() {
+        tracing::warn!(%point, ?action, "a crash point is armed ({FAILPOINT_ENV}): for tests only");
+    }
+}
+
+fn parse(value: &str) -> Option<(String, Action)> {
+    let (point, action) = value.split_once(':')?;
+    let action = match action {
+        "error" => Action::Error,
+        "hang" => Action::Hang,
+        "abort" => Action::Abort,
+        _ => return None,
+    };
+    POINTS.contains(&point).then(|| (point.to_string(), action))
+}
+
+/// What `point` does when armed (see the module doc); Ok when it is not.
+pub(super) async fn hit(point: &str) -> Result<(), String> {
+    static FIRED: AtomicBool = AtomicBool::new(false);
+    let Some((armed, action)) = armed().filter(|(armed, _)| armed == point) else {
+        return Ok(());
+    };
+    if *action == Action::Abort {
+        tracing::error!(point = %armed, "failpoint: aborting");
+        std::process::abort();
+    }
+    if FIRED.swap(true, Ordering::SeqCst) {
+        return Ok(());
+    }
+    tracing::warn!(point = %armed, ?action, "failpoint: stopping this step");
+    if *action == Action::Hang {
+        std::future::pending::<()>().await;
+    }
+    Err(format!("failpoint {point}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_known_points_and_actions_arm() {
+        assert_eq!(
+            parse("join-after-learner:abort"),
+            Some((JOIN_AFTER_LEARNER.to_string(), Action::Abort))
+        );
+        assert_eq!(parse("join-after-learner:error").map(|(_, a)| a), Some(Action::Error));
+        assert_eq!(parse("join-after-learner:hang").map(|(_, a)| a), Some(Action::Hang));
+        assert_eq!(parse("join-after-learner"), None);
+        assert_eq!(parse("no-such-point:error"), None);
+        assert_eq!(parse("join-after-learner:explode"), None);
+        assert_eq!(parse(""), None);
+    }
+}

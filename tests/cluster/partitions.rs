@@ -1,0 +1,219 @@
+//! Partitions and what a node says about its leader: a node cut off from
+//! its leader (or a leader cut off from its majority) stops naming one and
+//! stops answering ready once its lease runs out; a follower back from a
+//! long partition does not depose a healthy leader (pre-vote: its term did
+//! not climb while it was away); a member catching up is not ready. Every
+//! test with a load ends with the checker.
+
+use std::time::{Duration, Instant};
+
+use super::common::cluster::{ClusterConfig, TestCluster};
+use super::common::fault_proxy::Mode;
+use super::common::writer::Load;
+use super::faults::{
+    LEADER_TIMEOUT, assert_progress, check_and_report, config, eventually, get, load_config, send, start_with,
+};
+
+/// Longer than any election timeout of `config()` several times over: a
+/// node cut off this long has called (or, with pre-vote, tried to call)
+/// several elections.
+const LONG_PARTITION: Duration = Duration::from_secs(5);
+
+/// The lease of `config()` (its longest election timeout) plus a margin for
+/// a loaded machine: by then a cut-off node must know it has no leader.
+const LEASE_AND_MARGIN: Duration = Duration::from_millis(600 + 2500);
+
+async fn readyz(cluster: &TestCluster, i: usize) -> u16 {
+    get(format!("{}/readyz", cluster.url(i)))
+        .await
+        .map(|r| r.status)
+        .unwrap_or(0)
+}
+
+async fn term_of(cluster: &TestCluster, i: usize) -> u64 {
+    cluster
+        .cluster_status(i)
+        .await
+        .unwrap_or_else(|e| panic!("node {i}: {e}"))
+        .term
+}
+
+#[tokio::test]
+async fn a_follower_back_from_a_long_partition_does_not_depose_the_leader() {
+    let what = "follower partition";
+    let (mut cluster, leader) = start_with(what, config()).await;
+    let follower = (leader + 1) % cluster.len();
+    let load = Load::start(cluster.urls(), load_config());
+    assert_progress(&load, 50, "before the partition").await;
+    let term = term_of(&cluster, leader).await;
+
+    cluster.partition(follower, Mode::Drop);
+    let cut = Instant::now();
+    assert!(
+        eventually(LEASE_AND_MARGIN, || async { readyz(&cluster, follower).await == 503 }).await,
+        "{what}: the cut-off follower still answers ready {:?} after the cut: {}",
+        cut.elapsed(),
+        cluster.log_tail(follower, 20)
+    );
+    let status = cluster.cluster_status(follower).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        status.leader_id, None,
+        "{what}: the cut-off follower still names a leader: {}",
+        status.raw
+    );
+    // The fault itself: a partition that lasts (nothing to await but time).
+    tokio::time::sleep(LONG_PARTITION.saturating_sub(cut.elapsed())).await;
+    assert_progress(&load, 50, "on the majority side").await;
+    // Cut off for many election timeouts, it asked (pre-vote) and never
+    // raised its term: back, it has nothing to depose a leader with.
+    let lonely_term = term_of(&cluster, follower).await;
+    assert_eq!(
+        lonely_term, term,
+        "{what}: the cut-off follower raised its term from {term} to {lonely_term}"
+    );
+
+    cluster.heal();
+    let leader_url = cluster.url(leader);
+    let caught_up = eventually(LEADER_TIMEOUT, || async {
+        let (Ok(ours), Ok(theirs)) = (
+            cluster.cluster_status(follower).await,
+            cluster.cluster_status(leader).await,
+        ) else {
+            return false;
+        };
+        ours.leader_url.is_some() && ours.leader_url == theirs.leader_url && ours.commit_offset >= theirs.commit_offset
+    })
+    .await;
+    assert!(
+        caught_up,
+        "{what}: the follower did not rejoin the leader (first {leader_url})"
+    );
+    assert_eq!(
+        readyz(&cluster, follower).await,
+        200,
+        "{what}: the healed follower is not ready"
+    );
+    assert_progress(&load, 50, "after healing").await;
+    let history = load.stop().await;
+    check_and_report(&cluster, what, &history).await;
+}
+
+#[tokio::test]
+async fn a_leader_cut_off_from_its_majority_stops_naming_itself_and_answering_ready() {
+    let what = "lonely leader";
+    let (mut cluster, leader) = start_with(what, config()).await;
+    let load = Load::start(cluster.urls(), load_config());
+    assert_progress(&load, 50, "before the partition").await;
+
+    cluster.partition(leader, Mode::Drop);
+    let cut = Instant::now();
+    assert!(
+        eventually(LEASE_AND_MARGIN, || async { readyz(&cluster, leader).await == 503 }).await,
+        "{what}: the old leader still answers ready {:?} after the cut: {}",
+        cut.elapsed(),
+        cluster.log_tail(leader, 20)
+    );
+    let status = cluster.cluster_status(leader).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        status.leader_id, None,
+        "{what}: the old leader still names a leader: {}",
+        status.raw
+    );
+    // A write to it is refused at once (nothing proposed), not left to time out.
+    let sent = Instant::now();
+    let reply = send(
+        reqwest::Method::POST,
+        format!("{}/", cluster.url(leader)),
+        Some("application/json"),
+        Some(r#"{"lonely":true}"#.into()),
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert_eq!(
+        (reply.status, reply.body["code"].as_str()),
+        (503, Some("no_leader")),
+        "{what}: a write to the old leader: {:?} {}",
+        reply.location,
+        reply.body
+    );
+    assert!(
+        sent.elapsed() < Duration::from_secs(1),
+        "{what}: the refusal took {:?}",
+        sent.elapsed()
+    );
+    assert_progress(&load, 50, "on the majority side").await;
+
+    cluster.heal();
+    let new_leader = cluster.wait_for_leader(LEADER_TIMEOUT).await;
+    assert!(
+        eventually(LEADER_TIMEOUT, || async { readyz(&cluster, leader).await == 200 }).await,
+        "{what}: the old leader (node {leader}) is not ready again under node {new_leader}"
+    );
+    assert_progress(&load, 50, "after healing").await;
+    let history = load.stop().await;
+    check_and_report(&cluster, what, &history).await;
+}
+
+/// A member back from a long outage is a member at once and hears its
+/// leader at once, but misses what was written meanwhile: it must not say
+/// it is ready (a load balancer would send it reads that miss records)
+/// until it has applied all but `--ready-lag` of what the leader committed.
+#[tokio::test]
+async fn a_member_back_from_an_outage_is_ready_only_once_it_has_caught_up() {
+    let what = "ready when caught up";
+    const LAG: u64 = 10;
+    let config = ClusterConfig {
+        extra_args: vec!["--ready-lag".into(), LAG.to_string()],
+        ..config()
+    };
+    let (mut cluster, leader) = start_with(what, config).await;
+    let victim = (leader + 1) % cluster.len();
+    cluster.kill(victim);
+    // About 24 MiB written while it is down: several append-entries
+    // requests to catch up.
+    let pad = "x".repeat(900);
+    let batch: String = (0..1000)
+        .map(|i| format!("{{\"i\":{i},\"pad\":\"{pad}\"}}\n"))
+        .collect();
+    for _ in 0..24 {
+        let reply = send(
+            reqwest::Method::POST,
+            format!("{}/", cluster.url(leader)),
+            Some("application/x-ndjson"),
+            Some(batch.clone()),
+            Duration::from_secs(20),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(reply.status, 201, "{what}: {}", reply.body);
+    }
+    let committed = cluster
+        .cluster_status(leader)
+        .await
+        .ok()
+        .and_then(|s| s.commit_offset)
+        .unwrap_or_default();
+    cluster.restart(victim).await;
+    let url = cluster.url(victim);
+    let deadline = Instant::now() + LEADER_TIMEOUT * 4;
+    let mut polls = 0;
+    loop {
+        polls += 1;
+        if readyz(&cluster, victim).await == 200 {
+            let next = get(format!("{url}/status"))
+                .await
+                .ok()
+                .and_then(|r| r.body["next_offset"].as_u64());
+            let next = next.unwrap_or_default();
+            assert!(
+                next + LAG + 1 >= committed,
+                "{what}: node {victim} answered ready holding offsets below {next} of {committed} (poll {polls})"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "{what}: node {victim} never became ready");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    eprintln!("{what}: ready after {polls} polls");
+}
