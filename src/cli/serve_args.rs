@@ -85,28 +85,6 @@ pub struct ServeArgs {
     #[arg(long, env = "DISTLOG_FSYNC_INTERVAL_MS", value_name = "DURATION", default_value = "100ms", value_parser = units::millis, help_heading = "Storage")]
     pub(super) fsync_interval_ms: u64,
 
-    /// Format of the log lines written to stdout (level set by RUST_LOG, default info without the access log).
-    #[arg(
-        long,
-        env = "DISTLOG_LOG_FORMAT",
-        value_enum,
-        default_value = "text",
-        help_heading = "Telemetry"
-    )]
-    pub(super) log_format: LogFormat,
-
-    /// Log one line per request (target distlog::access; also on with RUST_LOG=distlog::access=info).
-    #[arg(long, env = "DISTLOG_ACCESS_LOG", help_heading = "Telemetry")]
-    pub(super) access_log: bool,
-
-    /// Run as a read-only replica of the leader at this URL (e.g. http://leader:8080).
-    #[arg(long, env = "DISTLOG_FOLLOW", value_name = "URL", help_heading = "Replica")]
-    pub(super) follow: Option<String>,
-
-    /// With --follow: discard the local log at start and copy the leader's anew.
-    #[arg(long, env = "DISTLOG_FOLLOW_RESET", requires = "follow", help_heading = "Replica")]
-    pub(super) follow_reset: bool,
-
     /// Largest request body (any body: an NDJSON batch, a JSON document, raw bytes).
     #[arg(long, env = "DISTLOG_MAX_REQUEST_BYTES", value_name = "SIZE", default_value = "16MiB", value_parser = units::bytes, help_heading = "HTTP")]
     pub(super) max_request_bytes: u64,
@@ -152,6 +130,14 @@ pub struct ServeArgs {
     /// Require the admin action for /metrics, /healthz and /readyz too.
     #[arg(long, env = "DISTLOG_PROTECT_METRICS", help_heading = "Security")]
     pub(super) protect_metrics: bool,
+
+    /// Run as a read-only replica of the leader at this URL (e.g. http://leader:8080).
+    #[arg(long, env = "DISTLOG_FOLLOW", value_name = "URL", help_heading = "Replica")]
+    pub(super) follow: Option<String>,
+
+    /// With --follow: discard the local log at start and copy the leader's anew.
+    #[arg(long, env = "DISTLOG_FOLLOW_RESET", requires = "follow", help_heading = "Replica")]
+    pub(super) follow_reset: bool,
 
     /// With an https:// --follow URL: PEM CA certificates that sign the leader's certificate.
     #[arg(
@@ -309,6 +295,20 @@ pub struct ServeArgs {
         default_value_t = 0
     )]
     pub(super) clock_skew_ms: i64,
+
+    /// Format of the log lines written to stdout (level set by RUST_LOG, default info without the access log).
+    #[arg(
+        long,
+        env = "DISTLOG_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        help_heading = "Telemetry"
+    )]
+    pub(super) log_format: LogFormat,
+
+    /// Log one line per request (target distlog::access; also on with RUST_LOG=distlog::access=info).
+    #[arg(long, env = "DISTLOG_ACCESS_LOG", help_heading = "Telemetry")]
+    pub(super) access_log: bool,
 
     /// Export traces over OTLP/HTTP to the collector at this base URL (spans go to URL/v1/traces) [default: off].
     #[arg(
