@@ -278,12 +278,15 @@ fn help_explains_every_flag() {
         assert!(help.contains(flag), "{flag} missing from help");
     }
     assert!(help.contains("DISTLOG_DATA_DIR") && help.contains("./distlog-data"));
-    // Grouped under headings, defaults with their units.
+    // Grouped under headings, in this order, defaults with their units.
+    let mut after = 0;
     for heading in ["Storage:", "HTTP:", "Security:", "Replica:", "Cluster:", "Telemetry:"] {
+        let at = help.find(&format!("\n{heading}\n"));
         assert!(
-            help.contains(&format!("\n{heading}\n")),
-            "no heading {heading} in\n{help}"
+            at.is_some_and(|at| at > after),
+            "{heading} missing or out of order in\n{help}"
         );
+        after = at.unwrap_or(after);
     }
     for default in [
         "[default: 256MiB]",
