@@ -17,13 +17,15 @@ ARG RUNTIME_IMAGE=debian:bookworm-slim
 FROM ${BUILD_IMAGE} AS build
 # The path, within the build context, of a distlog binary built elsewhere; empty: build it here.
 ARG PREBUILT=
+# The commit, for distlog_build_info on /metrics (.git is not in the build context).
+ARG REVISION=unknown
 WORKDIR /src
 COPY . .
 RUN set -eu; \
     if [ -n "$PREBUILT" ]; then \
       install -m 0755 "$PREBUILT" /distlog; \
     else \
-      cargo build --release --locked --bin distlog; \
+      DISTLOG_REVISION="$REVISION" cargo build --release --locked --bin distlog; \
       strip -o /distlog target/release/distlog || install -m 0755 target/release/distlog /distlog; \
     fi; \
     /distlog --version

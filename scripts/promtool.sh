@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # `promtool check metrics` against the /metrics of a real leader, a real
 # follower and a one-node cluster after some traffic (appends, reads, a few
-# errors, replication, Raft).
+# errors, replication, Raft); then `promtool check rules` and `promtool test
+# rules` on deploy/monitoring/, whose rules and dashboard may name only
+# metrics that a page above shows or the source defines.
 # Fails on any problem promtool reports (missing HELP, bad names, ...).
 #
 #   scripts/promtool.sh                        # builds the debug binary first
@@ -82,5 +84,31 @@ for node in leader follower cluster; do
     failed=1
   fi
 done
+
+# The alert rules and the dashboard (deploy/monitoring/).
+monitoring="$(dirname "$0")/../deploy/monitoring"
+if "$promtool" check rules "$monitoring/alerts.yaml" >"$work/rules.check" 2>&1 &&
+  (cd "$monitoring" && "$promtool" test rules alerts.test.yaml) >>"$work/rules.check" 2>&1; then
+  log "deploy/monitoring: promtool check rules, test rules: ok"
+else
+  log "deploy/monitoring: promtool check rules or test rules failed:"
+  cat "$work/rules.check" >&2
+  failed=1
+fi
+# Names a page shows (histograms by family name) or the source defines (per-peer series need
+# peers, which the one-node cluster above has none of).
+{
+  cat "$work"/*.metrics | grep -v '^#' | grep -oE '^[a-z_]+' | sed -E 's/_(bucket|sum|count)$//'
+  grep -rhoE '"(distlog|process)_[a-z_]+"' "$(dirname "$0")/../src" | tr -d '"'
+} | sort -u >"$work/known.names"
+grep -hoE '\b(distlog|process)_[a-z_]+' "$monitoring/alerts.yaml" "$monitoring/grafana-dashboard.json" |
+  sed -E 's/_(bucket|sum|count)$//' | sort -u >"$work/used.names"
+unknown="$(comm -23 "$work/used.names" "$work/known.names")"
+if [ -n "$unknown" ]; then
+  log "deploy/monitoring names metrics no node has: $unknown"
+  failed=1
+else
+  log "deploy/monitoring: all $(wc -l <"$work/used.names") metric names exist"
+fi
 log "done in $(($(date +%s) - started)) s"
 exit "$failed"

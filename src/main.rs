@@ -9,19 +9,29 @@ use clap::Parser;
 use distlog::cli::{self, Cli, Command, ServeArgs};
 use distlog::telemetry::Telemetry;
 
-fn main() -> anyhow::Result<ExitCode> {
+/// A failed start is one line on stderr (`cli::failure_line`), exit 1.
+fn main() -> ExitCode {
     let args = match Cli::parse().command {
-        Command::Healthcheck(args) => return Ok(cli::healthcheck(args)),
+        Command::Healthcheck(args) => return cli::healthcheck(args),
         Command::Serve(args) => args,
     };
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("distlog: {}", cli::failure_line(&error, args.data_dir()));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &ServeArgs) -> anyhow::Result<()> {
     let telemetry = Telemetry::start(args.otlp_endpoint(), &args.instance())?;
     let _flush_logs_on_exit = cli::init_tracing(args.log_format(), args.access_log(), telemetry.as_ref());
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?
-        .block_on(serve(&args))?;
-    Ok(ExitCode::SUCCESS)
+        .block_on(serve(args))
 }
 
 async fn serve(args: &ServeArgs) -> anyhow::Result<()> {

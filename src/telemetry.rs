@@ -68,6 +68,8 @@ pub fn set_node_id(id: u64) {
 /// The exporter, running; dropping it (or `shutdown`) exports what is queued.
 pub struct Telemetry {
     provider: SdkTracerProvider,
+    /// Where spans go (`<endpoint>/v1/traces`).
+    url: String,
 }
 
 impl Telemetry {
@@ -84,7 +86,7 @@ impl Telemetry {
         let url = format!("{}/v1/traces", endpoint.trim_end_matches('/'));
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_http()
-            .with_endpoint(url)
+            .with_endpoint(url.clone())
             .with_timeout(Duration::from_secs(10))
             .build()
             .map_err(|e| anyhow::anyhow!("invalid --otlp-endpoint {endpoint:?}: {e}"))?;
@@ -96,6 +98,7 @@ impl Telemetry {
                 .build()?,
             resource: None,
             node_applied: AtomicBool::new(false),
+            failures: Mutex::new(Failures::default()),
         };
         let resource = Resource::builder()
             .with_service_name("distlog")
@@ -106,7 +109,12 @@ impl Telemetry {
             .with_resource(resource)
             .build();
         ENABLED.store(true, Ordering::Relaxed);
-        Ok(Some(Telemetry { provider }))
+        Ok(Some(Telemetry { provider, url }))
+    }
+
+    /// Where spans are exported, for the start-up log line.
+    pub fn traces_url(&self) -> &str {
+        &self.url
     }
 
     /// The `tracing` layer that turns spans into OpenTelemetry spans. It
@@ -145,6 +153,43 @@ struct OwnRuntime<E> {
     runtime: tokio::runtime::Runtime,
     resource: Option<Resource>,
     node_applied: AtomicBool,
+    failures: Mutex<Failures>,
+}
+
+/// Exports the collector refused or never answered, warned about at most
+/// once a `WARN_EVERY`, with how many failed since the last warning.
+#[derive(Debug, Default)]
+struct Failures {
+    since_warned: u64,
+    warned_at: Option<std::time::Instant>,
+    failing: bool,
+}
+
+const WARN_EVERY: Duration = Duration::from_secs(60);
+
+impl Failures {
+    fn note(&mut self, result: &OTelSdkResult) {
+        match result {
+            Ok(()) if self.failing => {
+                self.failing = false;
+                tracing::info!("the trace collector accepts spans again");
+            }
+            Ok(()) => {}
+            Err(e) => {
+                self.failing = true;
+                self.since_warned += 1;
+                if self.warned_at.is_none_or(|at| at.elapsed() >= WARN_EVERY) {
+                    tracing::warn!(
+                        error = %e,
+                        failed_exports = self.since_warned,
+                        "the trace collector refused spans (they are dropped); warned again in a minute at most"
+                    );
+                    self.warned_at = Some(std::time::Instant::now());
+                    self.since_warned = 0;
+                }
+            }
+        }
+    }
 }
 
 impl<E: SpanExporter> SpanExporter for OwnRuntime<E> {
@@ -161,6 +206,7 @@ impl<E: SpanExporter> SpanExporter for OwnRuntime<E> {
             self.node_applied.store(true, Ordering::Relaxed);
         }
         let result = self.runtime.block_on(inner.export(batch));
+        self.failures.lock().unwrap_or_else(|p| p.into_inner()).note(&result);
         std::future::ready(result)
     }
 
@@ -355,6 +401,21 @@ mod tests {
     use tracing_subscriber::layer::SubscriberExt;
 
     const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+
+    #[test]
+    fn a_refusing_collector_is_warned_about_once_a_minute_with_a_count() {
+        let mut failures = Failures::default();
+        let refused: OTelSdkResult = Err(opentelemetry_sdk::error::OTelSdkError::InternalFailure("503".into()));
+        failures.note(&refused);
+        let first = failures.warned_at.expect("the first refusal is warned about");
+        assert_eq!(failures.since_warned, 0);
+        failures.note(&refused);
+        failures.note(&refused);
+        assert_eq!(failures.warned_at, Some(first), "not again within the minute");
+        assert_eq!(failures.since_warned, 2, "counted for the next warning");
+        failures.note(&Ok(()));
+        assert!(!failures.failing);
+    }
     const PARENT: &str = "00f067aa0ba902b7";
 
     fn trace_id(span: &Span) -> TraceId {

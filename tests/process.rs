@@ -278,6 +278,25 @@ fn help_explains_every_flag() {
         assert!(help.contains(flag), "{flag} missing from help");
     }
     assert!(help.contains("DISTLOG_DATA_DIR") && help.contains("./distlog-data"));
+    // Grouped under headings, in this order, defaults with their units.
+    let mut after = 0;
+    for heading in ["Storage:", "HTTP:", "Security:", "Replica:", "Cluster:", "Telemetry:"] {
+        let at = help.find(&format!("\n{heading}\n"));
+        assert!(
+            at.is_some_and(|at| at > after),
+            "{heading} missing or out of order in\n{help}"
+        );
+        after = at.unwrap_or(after);
+    }
+    for default in [
+        "[default: 256MiB]",
+        "[default: 16MiB]",
+        "[default: 100ms]",
+        "[default: 10s]",
+        "[default: 5s]",
+    ] {
+        assert!(help.contains(default), "{default} missing from help");
+    }
 }
 
 #[test]
@@ -743,4 +762,142 @@ fn a_node_waiting_for_a_seed_names_it_to_writers_readyz_and_its_log() {
     );
     let warned = warned.expect("a WARN line within 15 s while the cluster cannot form");
     assert!(warned["why"].as_str().unwrap_or("").contains(&missing_url), "{warned}");
+}
+
+/// With one member down, the leader's default log says so once (WARN,
+/// naming the peer and its URL), not at every heartbeat: openraft's
+/// per-RPC errors stay at debug. Run without RUST_LOG, as an operator would.
+#[test]
+fn a_leader_with_a_peer_down_logs_the_change_not_every_heartbeat() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let ports: Vec<u16> = (0..3).map(|_| unused_port()).collect();
+    let urls: Vec<String> = ports.iter().map(|p| format!("http://127.0.0.1:{p}")).collect();
+    let peers = urls.join(",");
+    let mut nodes: Vec<Option<Process>> = (0..3)
+        .map(|i| {
+            let listen = format!("127.0.0.1:{}", ports[i]);
+            Some(spawn_on(&listen, dirs[i].path(), &["--peers", &peers], |c| {
+                c.env_remove("RUST_LOG");
+            }))
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let leader = loop {
+        let leading = urls.iter().position(|url| {
+            let (_, status) = reqwest::blocking_get_status(&format!("{url}/status"));
+            status["role"] == "leader"
+        });
+        if let Some(leader) = leading {
+            break leader;
+        }
+        assert!(std::time::Instant::now() < deadline, "no leader within 30 s");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    // A fresh leader may still answer 503 for a moment (its first entry not yet committed).
+    while reqwest::blocking_post_status(&urls[leader], r#"{"before":"the kill"}"#).0 != 201 {
+        assert!(std::time::Instant::now() < deadline, "no write accepted within 30 s");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let victim = (leader + 1) % 3;
+    let leader_node = nodes[leader].take().unwrap();
+    while leader_node.lines.try_recv().is_ok() {}
+    drop(nodes[victim].take());
+
+    // A few seconds of a peer down: some fifty heartbeats at the default 100 ms.
+    let watched = std::time::Duration::from_secs(5);
+    let until = std::time::Instant::now() + watched;
+    let mut warnings = Vec::new();
+    while let Some(left) = until.checked_duration_since(std::time::Instant::now()) {
+        let Ok(line) = leader_node.lines.recv_timeout(left) else {
+            break;
+        };
+        let event: Value = serde_json::from_str(&line).unwrap_or_default();
+        if event["level"] == "WARN" || event["level"] == "ERROR" {
+            warnings.push(line);
+        }
+    }
+    eprintln!("the leader wrote {} WARN/ERROR lines in {watched:?}", warnings.len());
+    assert!(
+        warnings.len() <= 2,
+        "{} WARN/ERROR lines in {watched:?} with one peer down:\n{}",
+        warnings.len(),
+        warnings.join("\n")
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|l| l.contains("unreachable") && l.contains(&urls[victim])),
+        "one line names the peer that went away: {warnings:#?}"
+    );
+    drop(nodes);
+}
+
+/// A refused start is one line on stderr, each cause once, no backtrace
+/// even when RUST_BACKTRACE asks for one.
+#[test]
+fn a_refused_start_is_one_line_without_a_backtrace() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_distlog"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--max-record-bytes",
+            "0",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one line: {stderr}");
+    assert!(
+        lines[0].starts_with("distlog: invalid --max-record-bytes 0"),
+        "{stderr}"
+    );
+}
+
+/// A data directory distlog may not create or write names the `chown`
+/// that fixes it, the container's 10001:10001 too, and says the cause once.
+/// As root (which any directory lets in) the binary runs as nobody.
+#[test]
+fn a_data_directory_without_permission_says_what_to_chown() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let parent = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(parent.path(), std::fs::Permissions::from_mode(0o555)).unwrap();
+    let dir = parent.path().join("data");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_distlog"));
+    command
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&dir)
+        .env("RUST_BACKTRACE", "1");
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        command.uid(65534).gid(65534);
+    }
+    let output = match command.output() {
+        Ok(output) => output,
+        Err(e) => {
+            eprintln!("skipped: nobody cannot run {}: {e}", env!("CARGO_BIN_EXE_distlog"));
+            return;
+        }
+    };
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one line: {stderr}");
+    assert_eq!(
+        lines[0].matches("Permission denied").count(),
+        1,
+        "the cause once: {stderr}"
+    );
+    assert!(
+        lines[0].contains("chown -R") && lines[0].contains("10001:10001"),
+        "{stderr}"
+    );
+    std::fs::set_permissions(parent.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
 }

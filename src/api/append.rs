@@ -9,7 +9,7 @@
 //! limited by `--max-request-bytes`, and one record's body by
 //! `--max-record-bytes` too.
 
-use axum::Json;
+use super::json_body::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -206,8 +206,7 @@ fn created_one(offset: u64) -> Response {
     body.extend_from_slice(b"{\"offset\":");
     push_decimal(&mut body, offset);
     body.push(b'}');
-    let json = HeaderValue::from_static("application/json");
-    let mut response = (StatusCode::CREATED, [(header::CONTENT_TYPE, json)], body).into_response();
+    let mut response = super::json_body::json_bytes(StatusCode::CREATED, body);
     set_location(&mut response, offset);
     response
 }

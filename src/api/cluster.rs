@@ -4,7 +4,7 @@
 //! `--peers` they answer 404 `not_a_cluster`. With traces on, handling a
 //! peer RPC is a span under the request's.
 
-use axum::Json;
+use super::json_body::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode};

@@ -301,12 +301,17 @@ impl From<LogError> for ApiError {
                 ref reason,
             } => {
                 tracing::error!(file = %file.display(), position, ?offset, reason, "corrupt record");
+                super::metrics::storage_error("corrupt");
                 ApiError::CorruptRecord { offset }
             }
-            ref e if e.is_disk_full() => ApiError::DiskFull,
+            ref e if e.is_disk_full() => {
+                super::metrics::storage_error("disk_full");
+                ApiError::DiskFull
+            }
             LogError::Closed => ApiError::ShuttingDown,
             other => {
                 tracing::error!(error = %other, "storage failure");
+                super::metrics::storage_error("io");
                 ApiError::Storage(other.to_string())
             }
         }
@@ -337,7 +342,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response = (self.status(), axum::Json(self.body())).into_response();
+        let mut response = (self.status(), super::json_body::Json(self.body())).into_response();
         if let Some(secs) = self.retry_after_secs() {
             response
                 .headers_mut()

@@ -25,7 +25,7 @@ use tower_service::Service;
 
 use super::error::ApiError;
 use super::render::write_decimal;
-use super::request_metrics;
+use super::request_metrics::{self, Kind};
 use super::route_template;
 use crate::telemetry::Starts;
 
@@ -73,6 +73,7 @@ where
         let started = Instant::now();
         let method = method_label(request.method());
         let route = route_template(request.uri().path());
+        let kind = request_kind(&request, route);
         let request_id = request
             .headers()
             .get(REQUEST_ID)
@@ -90,8 +91,24 @@ where
             started,
             method,
             route,
+            kind,
             request_id: Some(request_id),
         }
+    }
+}
+
+/// Reads that wait on purpose are timed apart (see `request_metrics`).
+fn request_kind(request: &Request, route: &str) -> Kind {
+    if route != super::routes::ROOT || request.method() != Method::GET {
+        return Kind::Plain;
+    }
+    // The same test the read handler makes (`read::read_range`).
+    if super::media::prefers(request.headers(), "text/event-stream") {
+        return Kind::EventStream;
+    }
+    match request.uri().query() {
+        Some(query) if query.split('&').any(|p| p.starts_with("wait_ms=")) => Kind::LongPoll,
+        _ => Kind::Plain,
     }
 }
 
@@ -106,6 +123,7 @@ pin_project! {
         started: Instant,
         method: &'static str,
         route: &'static str,
+        kind: Kind,
         request_id: Option<HeaderValue>,
     }
 }
@@ -134,7 +152,7 @@ where
         let status = response.status().as_u16();
         crate::telemetry::record_status(this.span, status);
         let elapsed = this.started.elapsed();
-        request_metrics::record(this.method, this.route, status, elapsed.as_nanos() as u64);
+        request_metrics::record(this.method, this.route, status, *this.kind, elapsed.as_nanos() as u64);
         let request_id = this.request_id.take().unwrap_or_else(new_request_id);
         tracing::info!(
             target: ACCESS_LOG,

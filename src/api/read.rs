@@ -7,7 +7,6 @@
 
 use std::time::Duration;
 
-use axum::body::Body;
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -168,9 +167,5 @@ async fn stream_start(state: &AppState, start: Start) -> ApiResult<u64> {
 }
 
 pub fn json_response(body: Vec<u8>) -> Response {
-    let mut response = (StatusCode::OK, Body::from(body)).into_response();
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
+    super::json_body::json_bytes(StatusCode::OK, body)
 }

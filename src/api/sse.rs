@@ -64,6 +64,24 @@ struct Tail {
     /// Records stamped before this are skipped until one is not (a stream
     /// from a time still to come).
     not_before: Option<u64>,
+    _counted: Subscriber,
+}
+
+/// Counts an open stream in `distlog_sse_subscribers` until dropped (the
+/// client went away, or the server stopped).
+struct Subscriber;
+
+impl Subscriber {
+    fn new() -> Subscriber {
+        metrics::gauge!(super::metrics::SSE_SUBSCRIBERS).increment(1.0);
+        Subscriber
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        metrics::gauge!(super::metrics::SSE_SUBSCRIBERS).decrement(1.0);
+    }
 }
 
 fn events(state: AppState, from: u64, not_before: Option<u64>) -> impl Stream<Item = Result<Event, Infallible>> {
@@ -73,6 +91,7 @@ fn events(state: AppState, from: u64, not_before: Option<u64>) -> impl Stream<It
         pending: Vec::new().into_iter(),
         done: false,
         not_before,
+        _counted: Subscriber::new(),
     };
     stream::unfold(tail, |mut tail| async move {
         loop {

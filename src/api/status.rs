@@ -2,7 +2,7 @@
 //! open, takes appends, and the server is not shutting down; a cluster
 //! node also knows a leader and serves committed reads).
 
-use axum::Json;
+use super::json_body::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};

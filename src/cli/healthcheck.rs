@@ -23,7 +23,7 @@ pub fn healthcheck(args: HealthcheckArgs) -> std::process::ExitCode {
     let base = args.url.unwrap_or_else(|| {
         let listen = std::env::var("DISTLOG_LISTEN")
             .ok()
-            .and_then(|l| l.parse::<SocketAddr>().ok());
+            .and_then(|l| super::units::listen(&l).ok());
         let mut addr = listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
         if addr.ip().is_unspecified() {
             addr.set_ip(match addr {

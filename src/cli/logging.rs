@@ -2,8 +2,20 @@
 
 use super::LogFormat;
 
-/// openraft's per-entry "the client is gone" warnings (see `init_tracing`).
-const QUIET_RESPONDERS: &str = "openraft::raft::responder=error";
+/// openraft at the default level: warnings and errors only (its INFO lines
+/// are its internals: every vote, a 2 KB state dump at start). Below that,
+/// targets whose warnings are per RPC or per entry are at error only:
+/// - `responder`: "the client is gone", a line per entry of a batch whenever
+///   a client went away before its write was answered;
+/// - `heartbeat`, `replication`, `replication_handler`, `raft_core`: a failed
+///   heartbeat, append, progress update or vote, each time (ten lines a
+///   second with one peer down; openraft's "follower log is reverted", a
+///   follower that lost entries, stays at warn). Peers going
+///   down and coming back are logged once each by `cluster::peer_health`,
+///   leader changes by `cluster::metrics`.
+const OPENRAFT: &str = "openraft=warn,openraft::raft::responder=error,openraft::core::heartbeat=error,\
+                        openraft::replication=error,openraft::engine::handler::replication_handler=error,\
+                        openraft::core::raft_core=error";
 
 /// Log lines go to stdout from a background thread, so that a request
 /// never waits on the terminal or pipe. The returned guard flushes what is
@@ -12,10 +24,7 @@ const QUIET_RESPONDERS: &str = "openraft::raft::responder=error";
 /// Without RUST_LOG: `info`, but the per-request access log
 /// (`distlog::access`) only with `--access-log`; at a line per request it
 /// cost a tenth to a quarter of the throughput even written in the
-/// background. openraft's responders warn whenever a client went away
-/// before its write was answered (a disconnect, or `--write-timeout-ms`):
-/// a line per entry of a batch, nothing an operator acts on, so they log
-/// at error only.
+/// background. openraft logs state changes, not events (see `OPENRAFT`).
 /// With `--otlp-endpoint`, spans are exported too (see `crate::telemetry`).
 pub fn init_tracing(
     format: LogFormat,
@@ -26,7 +35,7 @@ pub fn init_tracing(
     use tracing_subscriber::util::SubscriberInitExt;
     let access = if access_log { "info" } else { "off" };
     let mut filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(format!("info,{}={access},{QUIET_RESPONDERS}", crate::api::ACCESS_LOG))
+        tracing_subscriber::EnvFilter::new(format!("info,{}={access},{OPENRAFT}", crate::api::ACCESS_LOG))
     });
     if access_log && let Ok(directive) = format!("{}=info", crate::api::ACCESS_LOG).parse() {
         filter = filter.add_directive(directive);
@@ -50,6 +59,10 @@ pub fn init_tracing(
             .finish()
             .with(telemetry.map(|t| t.layer()))
             .init(),
+    }
+    if let Some(telemetry) = telemetry {
+        let url = telemetry.traces_url();
+        tracing::info!("exporting traces over OTLP/HTTP to {url}");
     }
     guard
 }

@@ -7,13 +7,16 @@
 mod healthcheck;
 mod logging;
 mod node_config;
+mod report;
 mod run;
 mod serve_args;
+mod units;
 
 use clap::{Parser, Subcommand};
 
 pub use healthcheck::{HealthcheckArgs, healthcheck};
 pub use logging::init_tracing;
+pub use report::failure_line;
 pub use run::{bind, run_until_signal, start_node};
 pub use serve_args::{Fsync, LogFormat, ServeArgs};
 
@@ -31,6 +34,9 @@ pub struct Cli {
 #[derive(Subcommand)]
 pub enum Command {
     /// Run the log service (every flag can also be set as DISTLOG_<FLAG>).
+    ///
+    /// Sizes take units (256MiB, 64KiB, 1GB; a bare number is bytes) and durations too (500ms, 30s,
+    /// 7d; a bare number is milliseconds).
     Serve(Box<ServeArgs>),
     /// Exit 0 if the node answers 200 on /readyz (ready: serving, and in a cluster a leader is
     /// known), else 1 saying why on stderr. For container health checks: needs no shell or curl.

@@ -295,6 +295,47 @@ mod tests {
     }
 
     #[test]
+    fn sizes_and_durations_take_units_and_bare_numbers_keep_their_meaning() {
+        let config = config(&[
+            "--max-segment-bytes",
+            "64MiB",
+            "--retention-bytes",
+            "1GB",
+            "--retention-ms",
+            "7d",
+            "--shutdown-grace-ms",
+            "1500",
+            "--idle-timeout-ms",
+            "2m",
+        ])
+        .expect("valid");
+        assert_eq!(config.log.max_segment_bytes, 64 << 20);
+        assert_eq!(config.log.retention_bytes, Some(1_000_000_000));
+        assert_eq!(config.log.retention_ms, Some(7 * 24 * 3_600_000));
+        assert_eq!(config.shutdown_grace, Duration::from_millis(1500));
+        assert_eq!(config.http.idle_timeout, Duration::from_secs(120));
+        let bare = config_of(&["--max-segment-bytes", "1048576", "--fsync-interval-ms", "250"]);
+        assert_eq!(bare.max_segment_bytes, 1 << 20);
+        assert_eq!(bare.fsync_interval_ms, 250);
+        let defaults = config_of(&[]);
+        assert_eq!(defaults.max_segment_bytes, 256 << 20, "256MiB, as before");
+        assert_eq!(defaults.header_timeout_ms, 10_000);
+        assert_eq!(defaults.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(
+            config_of(&["--listen", ":8085"]).listen,
+            "0.0.0.0:8085".parse().unwrap()
+        );
+        assert_eq!(
+            config_of(&["--listen", "localhost:8085"]).listen,
+            "127.0.0.1:8085".parse().unwrap()
+        );
+    }
+
+    fn config_of(flags: &[&str]) -> ServeArgs {
+        parse(flags).expect("clap takes the flags")
+    }
+
+    #[test]
     fn a_record_larger_than_a_segment_names_both_flags() {
         let why = refusal(&["--max-segment-bytes", "4096", "--max-record-bytes", "8192"]);
         assert!(
@@ -396,5 +437,10 @@ mod tests {
         assert_eq!(refused(&["--header-timeout-ms", "0"]), Some(ErrorKind::ValueValidation));
         assert_eq!(refused(&["--write-timeout-ms", "0"]), Some(ErrorKind::ValueValidation));
         assert_eq!(refused(&["--fsync", "sometimes"]), Some(ErrorKind::InvalidValue));
+        assert_eq!(refused(&["--write-timeout-ms", "2h"]), Some(ErrorKind::ValueValidation));
+        assert_eq!(
+            refused(&["--max-request-bytes", "16 parsecs"]),
+            Some(ErrorKind::ValueValidation)
+        );
     }
 }

@@ -17,6 +17,8 @@ pub const COMMIT_OFFSET: &str = "distlog_raft_commit_offset";
 pub const PEER_MATCH: &str = "distlog_raft_peer_match_offset";
 pub const PEER_LAG: &str = "distlog_raft_peer_lag_records";
 pub const APPEND_DURATION: &str = "distlog_raft_append_entries_duration_seconds";
+pub const MEMBERS: &str = "distlog_raft_members";
+pub const VOTERS: &str = "distlog_raft_voters";
 
 pub fn describe_metrics() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
@@ -29,11 +31,11 @@ pub fn describe_metrics() {
     describe_gauge!(COMMIT_OFFSET, "The last committed offset this node knows of.");
     describe_gauge!(
         PEER_MATCH,
-        "On the leader: the last offset each peer is known to hold (label peer: its node id)."
+        "On the leader: the last offset each peer is known to hold (labels peer: its node id, peer_url: its advertised URL)."
     );
     describe_gauge!(
         PEER_LAG,
-        "On the leader: records each peer is behind the leader's log (label peer: its node id)."
+        "On the leader: records each peer is behind the leader's log (labels peer, peer_url)."
     );
     describe_gauge!(
         super::reconcile::LEARNERS_STUCK,
@@ -50,7 +52,19 @@ pub fn describe_metrics() {
     describe_histogram!(
         APPEND_DURATION,
         Unit::Seconds,
-        "Append-entries requests to peers, from sending to the answer (heartbeats included)."
+        "Append-entries requests to each peer, from sending to the answer, heartbeats included (labels peer, peer_url)."
+    );
+    describe_gauge!(
+        MEMBERS,
+        "Nodes in the cluster's membership as this node knows it (voters and learners)."
+    );
+    describe_gauge!(
+        VOTERS,
+        "Voting members in the cluster's membership as this node knows it."
+    );
+    describe_gauge!(
+        super::peer_health::PEER_UP,
+        "1 if the peer answered this node's last Raft request, 0 if not (labels peer, peer_url); only peers this node sends to."
     );
 }
 
@@ -58,17 +72,22 @@ pub fn describe_metrics() {
 /// ends with the node.
 pub async fn publish(id: NodeId, mut watch: WatchReceiverOf<TypeConfig, RaftMetrics<TypeConfig>>) {
     let mut last_leader = None;
-    let mut peers_shown: BTreeMap<u64, ()> = BTreeMap::new();
+    let mut peers_shown: BTreeMap<u64, String> = BTreeMap::new();
     metrics::counter!(LEADER_CHANGES).increment(0);
     loop {
         let m = watch.borrow_watched().clone();
         metrics::gauge!(TERM).set(m.current_term as f64);
         let leading = m.current_leader == Some(id);
         metrics::gauge!(IS_LEADER).set(if leading { 1.0 } else { 0.0 });
+        let membership = m.membership_config.membership();
+        metrics::gauge!(MEMBERS).set(membership.nodes().count() as f64);
+        metrics::gauge!(VOTERS).set(membership.voter_ids().count() as f64);
+        let url_of = |peer: &NodeId| membership.get_node(peer).map(|m| m.url.clone()).unwrap_or_default();
         if m.current_leader != last_leader {
             if last_leader.is_some() || m.current_leader.is_none() {
                 metrics::counter!(LEADER_CHANGES).increment(1);
             }
+            log_leader_change(id, m.current_term, m.current_leader.map(|l| (l, url_of(&l))));
             last_leader = m.current_leader;
         }
         if let Some(c) = m.local_committed {
@@ -77,23 +96,36 @@ pub async fn publish(id: NodeId, mut watch: WatchReceiverOf<TypeConfig, RaftMetr
         let last = m.last_log_index.unwrap_or(0);
         if let Some(replication) = m.replication.as_ref().filter(|_| leading) {
             for (peer, matched) in replication {
-                let label = peer.to_string();
+                let url = url_of(peer);
+                let labels = [("peer", peer.to_string()), ("peer_url", url.clone())];
                 let matched = matched.map(|l| l.index);
-                metrics::gauge!(PEER_MATCH, "peer" => label.clone()).set(matched.map_or(-1.0, |i| i as f64));
+                metrics::gauge!(PEER_MATCH, &labels).set(matched.map_or(-1.0, |i| i as f64));
                 let lag = last.saturating_sub(matched.unwrap_or(0));
-                metrics::gauge!(PEER_LAG, "peer" => label).set(lag as f64);
-                peers_shown.insert(*peer, ());
+                metrics::gauge!(PEER_LAG, &labels).set(lag as f64);
+                peers_shown.insert(*peer, url);
             }
         } else {
             // Not leading: the per-peer view is the leader's to give.
-            for peer in std::mem::take(&mut peers_shown).into_keys() {
-                let label = peer.to_string();
-                metrics::gauge!(PEER_MATCH, "peer" => label.clone()).set(-1.0);
-                metrics::gauge!(PEER_LAG, "peer" => label).set(0.0);
+            for (peer, url) in std::mem::take(&mut peers_shown) {
+                let labels = [("peer", peer.to_string()), ("peer_url", url)];
+                metrics::gauge!(PEER_MATCH, &labels).set(-1.0);
+                metrics::gauge!(PEER_LAG, &labels).set(0.0);
             }
         }
         if watch.changed().await.is_err() {
             return;
         }
+    }
+}
+
+/// One INFO line per change of leader (openraft's own election lines are
+/// at debug by default: see `cli::logging`).
+fn log_leader_change(id: NodeId, term: u64, leader: Option<(NodeId, String)>) {
+    match leader {
+        Some((leader, _)) if leader == id => tracing::info!(term, "this node is now the leader (term {term})"),
+        Some((leader, url)) => {
+            tracing::info!(term, leader, leader_url = %url, "the leader is now {leader} ({url}), term {term}")
+        }
+        None => tracing::info!(term, "no leader known (term {term}): an election is due"),
     }
 }

@@ -11,7 +11,8 @@
 //! - `log_store`: openraft's log storage over our log;
 //! - `state_machine`: applying = making visible; batches whole or never;
 //! - `network`: peer RPCs over HTTP (served by `api::cluster`), `rpc` the
-//!   serving side, `validate` their checks before openraft sees them;
+//!   serving side, `validate` their checks before openraft sees them,
+//!   `peer_health` each peer's reachability, logged when it changes;
 //! - `contact`: whether this node is in touch with its leader (check-quorum);
 //! - `node`, `formation`, `membership`, `status`: a running node, forming
 //!   and growing the cluster from the seed list, `GET /cluster`;
@@ -33,6 +34,7 @@ mod membership;
 mod metrics;
 mod network;
 mod node;
+mod peer_health;
 mod recent;
 mod reconcile;
 mod repair;

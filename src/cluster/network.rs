@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use tracing::Span;
 
 use super::codec::encode_append;
+use super::peer_health::PeerHealth;
 use super::tables::Tables;
 use super::types::{Member, NodeId, SnapshotMeta, TypeConfig, Vote};
 use crate::telemetry;
@@ -69,6 +70,7 @@ impl Routes {
 pub struct Network {
     pub client: reqwest::Client,
     pub routes: Routes,
+    pub health: PeerHealth,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -78,7 +80,9 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         Peer {
             client: self.client.clone(),
             base: self.routes.resolve(&node.url),
+            url: node.url.trim_end_matches('/').to_string(),
             target,
+            health: self.health.clone(),
         }
     }
 }
@@ -92,8 +96,12 @@ fn error_code(body: &str) -> Option<String> {
 /// One target node.
 pub struct Peer {
     client: reqwest::Client,
+    /// Where requests go (`url`, unless `--peer-route` says otherwise).
     base: String,
+    /// The peer's advertised URL, as logs and metrics name it.
+    url: String,
     target: NodeId,
+    health: PeerHealth,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -133,6 +141,22 @@ impl Peer {
     /// With traces on, `span` is the RPC's client span: the request runs in
     /// it and carries its `traceparent`.
     async fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: reqwest::Body,
+        content_type: &'static str,
+        option: &RPCOption,
+        span: Span,
+    ) -> Result<T, PeerError> {
+        let answer = self.try_post(path, body, content_type, option, span).await;
+        match &answer {
+            Ok(_) => self.health.answered(self.target, &self.url),
+            Err(e) => self.health.failed(self.target, &self.url, e),
+        }
+        answer
+    }
+
+    async fn try_post<T: DeserializeOwned>(
         &self,
         path: &str,
         body: reqwest::Body,
@@ -218,7 +242,12 @@ impl RaftNetworkV2<TypeConfig> for Peer {
             .post(APPEND_PATH, body.into(), "application/octet-stream", &option, span)
             .await
             .map_err(PeerError::rpc);
-        metrics::histogram!(super::metrics::APPEND_DURATION).record(started.elapsed().as_secs_f64());
+        metrics::histogram!(
+            super::metrics::APPEND_DURATION,
+            "peer" => self.target.to_string(),
+            "peer_url" => self.url.clone()
+        )
+        .record(started.elapsed().as_secs_f64());
         answer
     }
 

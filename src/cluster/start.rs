@@ -109,6 +109,7 @@ impl Cluster {
         let network = Network {
             client: config.client.clone(),
             routes: Routes::new(config.routes.clone()),
+            health: Default::default(),
         };
         let write_caching = store.log().config().durability != crate::log::Durability::Always;
         let raft = Raft::new(

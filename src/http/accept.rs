@@ -90,6 +90,23 @@ impl Acceptor {
     }
 }
 
+/// Counts a connection in `distlog_http_open_connections` while its task
+/// lives (dropped when it ends or is aborted).
+struct Counted;
+
+impl Counted {
+    fn new() -> Counted {
+        metrics::gauge!(crate::api::OPEN_CONNECTIONS).increment(1.0);
+        Counted
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        metrics::gauge!(crate::api::OPEN_CONNECTIONS).decrement(1.0);
+    }
+}
+
 async fn serve(
     tcp: TcpStream,
     remote: SocketAddr,
@@ -97,6 +114,7 @@ async fn serve(
     settings: Arc<ConnSettings>,
     stopping: watch::Receiver<bool>,
 ) {
+    let _counted = Counted::new();
     let send_queue = SendQueue::of(&tcp);
     match tls {
         None => {

@@ -134,7 +134,8 @@ pub(super) fn raw_answer(error: &ApiError) -> Vec<u8> {
 /// client may not read a 1.1 answer.
 fn raw_answer_in(error: &ApiError, version: &str) -> Vec<u8> {
     let status = error.status();
-    let body = error.body().to_string();
+    // Ends with a newline, as every JSON answer does (`api::json_body`).
+    let body = format!("{}\n", error.body());
     let mut out = format!(
         "{version}{} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
         status.as_u16(),

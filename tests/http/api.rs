@@ -611,3 +611,44 @@ async fn replication_frames_cap_byte_budgets_and_refuse_zero_records() {
         (200, &"3".parse().unwrap())
     );
 }
+
+/// Every JSON answer ends with a newline: created offsets, records, ranges,
+/// batches, status and probes, and errors.
+#[tokio::test]
+async fn json_answers_end_with_a_newline() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_in(dir.path()).await;
+    let created = post_json(&node.url, r#"{"a":1}"#).await.text().await.unwrap();
+    assert_eq!(created, "{\"offset\":0}\n");
+    let batch = client()
+        .post(format!("{}/", node.url))
+        .header("content-type", "application/x-ndjson")
+        .body("1\n2\n")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(batch, "{\"first_offset\":1,\"last_offset\":2}\n");
+    for path in [
+        "/0",
+        "/?from=0",
+        "/status",
+        "/healthz",
+        "/readyz",
+        "/999",
+        "/no/such/route",
+    ] {
+        let body = client()
+            .get(format!("{}{path}", node.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(body.ends_with("}\n"), "{path}: {body:?}");
+        assert_eq!(body.matches('\n').count(), 1, "{path}: one line: {body:?}");
+    }
+}

@@ -46,6 +46,19 @@ const LOG_FAMILIES: &[&str] = &[
     "distlog_log_size_bytes",
     "distlog_http_requests_total",
     "distlog_http_request_duration_seconds",
+    "distlog_http_wait_duration_seconds",
+    "distlog_http_open_connections",
+    "distlog_sse_subscribers",
+    "distlog_storage_errors_total",
+    "distlog_disk_available_bytes",
+    "distlog_disk_size_bytes",
+    "distlog_build_info",
+    "process_cpu_seconds_total",
+    "process_start_time_seconds",
+    "process_resident_memory_bytes",
+    "process_virtual_memory_bytes",
+    "process_open_fds",
+    "process_max_fds",
 ];
 
 const FOLLOWER_FAMILIES: &[&str] = &[
@@ -100,4 +113,46 @@ async fn every_family_has_help_and_follower_failures_start_at_zero() {
     .await;
     let follower_page = scrape(&follower.url).await;
     assert_every_family_has_help(&follower_page, "follower", FOLLOWER_FAMILIES);
+}
+
+/// An open event stream shows in `distlog_sse_subscribers` and
+/// `distlog_http_open_connections`, and a long poll is timed in
+/// `distlog_http_wait_duration_seconds`, not the request-latency histogram.
+/// Other tests share the recorder, so the gauges are read as "at least".
+#[tokio::test]
+async fn streams_and_long_polls_have_their_own_series() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(common::config(dir.path())).await;
+    let stream = client()
+        .get(format!("{}/?from=0", node.url))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let page = scrape(&node.url).await;
+    assert!(
+        value_of(&page, "distlog_sse_subscribers").unwrap_or(0.0) >= 1.0,
+        "{page}"
+    );
+    // The stream's connection and the scrape's.
+    assert!(
+        value_of(&page, "distlog_http_open_connections").unwrap_or(0.0) >= 2.0,
+        "{page}"
+    );
+    drop(stream);
+
+    let polled = client()
+        .get(format!("{}/?from=0&wait_ms=50", node.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(polled.status(), 200);
+    let page = scrape(&node.url).await;
+    let long_polls =
+        r#"distlog_http_wait_duration_seconds_count{method="GET",route="/",status="200",kind="long_poll"}"#;
+    assert!(value_of(&page, long_polls).unwrap_or(0.0) >= 1.0, "{page}");
+    let streams =
+        r#"distlog_http_wait_duration_seconds_count{method="GET",route="/",status="200",kind="event_stream"}"#;
+    assert!(value_of(&page, streams).unwrap_or(0.0) >= 1.0, "{page}");
 }
