@@ -399,6 +399,7 @@ pub fn cluster_error(err: ClusterError, path: &str) -> ApiError {
         e @ ClusterError::WrongNode { .. } => ApiError::WrongNode(e.to_string()),
         ClusterError::Stopped(why) => ApiError::RaftStopped(why),
         ClusterError::Timeout(why) => ApiError::ClusterTimeout(why),
+        ClusterError::DiskFull => ApiError::DiskFull,
     }
 }
 

@@ -25,14 +25,20 @@ use super::node::Cluster;
 use super::types::{NodeId, TypeConfig};
 
 /// When this node last took an append-entries or a snapshot from a leader,
-/// and the highest commit index a leader told it of.
+/// and the commit indexes leaders told it of, as they rose.
 #[derive(Debug, Default)]
 pub(super) struct LeaderContact(Mutex<Heard>);
 
-#[derive(Debug, Default, Clone, Copy)]
+/// How old the leader commit a node's readiness is judged against is (see
+/// `LeaderContact::settled_commit`).
+const SETTLED: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Default)]
 struct Heard {
     at: Option<Instant>,
-    leader_commit: Option<u64>,
+    /// `(when, leader commit)`, rising; at most one sample older than
+    /// `SETTLED` is kept.
+    commits: std::collections::VecDeque<(Instant, u64)>,
 }
 
 impl LeaderContact {
@@ -43,17 +49,26 @@ impl LeaderContact {
     /// A leader's message was taken; it says its commit reached `leader_commit`.
     pub(super) fn heard_from(&self, leader_commit: Option<u64>) {
         let mut heard = self.heard();
-        heard.at = Some(Instant::now());
-        heard.leader_commit = heard.leader_commit.max(leader_commit);
+        let now = Instant::now();
+        heard.at = Some(now);
+        if let Some(commit) = leader_commit.filter(|c| heard.commits.back().is_none_or(|(_, last)| c > last)) {
+            heard.commits.push_back((now, commit));
+        }
+        while heard.commits.get(1).is_some_and(|(at, _)| at.elapsed() >= SETTLED) || heard.commits.len() > 256 {
+            heard.commits.pop_front();
+        }
     }
 
     fn since(&self) -> Option<Duration> {
         self.heard().at.map(|at| at.elapsed())
     }
 
-    /// The highest commit index a leader told this node of.
-    pub(super) fn leader_commit(&self) -> Option<u64> {
-        self.heard().leader_commit
+    /// The leader's commit as it was `SETTLED` ago (the oldest heard, when
+    /// the first is younger): a healthy follower under load always trails
+    /// the latest by what is in flight, and must not flap unready for it,
+    /// while one back from an outage is behind the first commit it hears.
+    pub(super) fn settled_commit(&self) -> Option<u64> {
+        self.heard().commits.front().map(|(_, commit)| *commit)
     }
 }
 

@@ -33,4 +33,7 @@ pub enum ClusterError {
     Stopped(String),
     #[error("timed out: {0}")]
     Timeout(String),
+    /// This node's disk is full: its Raft appends wait for room.
+    #[error("the disk is full: this node's Raft appends wait for space")]
+    DiskFull,
 }

@@ -110,6 +110,8 @@ struct Shared {
     terms_unsaved: AtomicBool,
     /// An append waits for room on a full disk (see `room`).
     disk_full: AtomicBool,
+    /// The node is stopping: nothing waits for room any more.
+    stopping: AtomicBool,
 }
 
 /// The log storage and, cloned, its readers.
@@ -143,6 +145,7 @@ impl LogStore {
                 truncations: AtomicU64::new(0),
                 terms_unsaved: AtomicBool::new(false),
                 disk_full: AtomicBool::new(false),
+                stopping: AtomicBool::new(false),
             }),
         };
         Ok(store)
@@ -279,7 +282,11 @@ impl LogStore {
         batch.reserve(entries.len() * 128, entries.len());
         encode_entries(&mut batch, &entries);
         // A full disk waits for room (see `room`): each step may run again.
-        self.while_full(|| self.store_batch(first, &entries, &batch))?;
+        let mut tried = false;
+        self.while_full(|| {
+            let again = std::mem::replace(&mut tried, true);
+            self.store_batch(first, &entries, &batch, again)
+        })?;
         attach_frames(&mut entries, batch);
         lock(&self.shared.recent).push(&entries);
         // What this node may now acknowledge, as far as it is on disk: a
@@ -294,12 +301,12 @@ impl LogStore {
 
     /// The terms, then the frames of `batch` at the log's end; each step
     /// does nothing when an earlier try already did it.
-    fn store_batch(&self, first: u64, entries: &[Entry], batch: &EncodedBatch) -> io::Result<()> {
+    fn store_batch(&self, first: u64, entries: &[Entry], batch: &EncodedBatch, again: bool) -> io::Result<()> {
         self.note_terms(entries)?;
         let log = &self.shared.log;
         let next = log.written_offset();
         // An earlier try that met a full disk wrote the frames before `next`.
-        if next > first && next <= batch.next_offset() {
+        if again && next > first && next <= batch.next_offset() {
             return match batch.tail_from(next) {
                 Some(rest) => log.append_encoded(&rest).map(|_| ()).map_err(io_error),
                 None => Ok(()),
@@ -339,12 +346,15 @@ impl LogStore {
         // would label old frames with new terms. (An append notes its terms
         // before it raises the end, so frames below an end read first
         // always have their terms in a table read after.)
+        // A read that failed while a truncation moved the log (it cut below
+        // `start`) is tried again too: the cut, not the read, was wrong.
         loop {
             let before = self.shared.truncations.load(Ordering::Acquire);
             if before % 2 == 1 {
-                tokio::task::yield_now().await;
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
                 continue;
             }
+            let start = start.max(self.first_index());
             let end = end.min(self.next_index());
             if start >= end {
                 return Ok(Vec::new());
@@ -352,21 +362,27 @@ impl LogStore {
             let terms = self.terms();
             let count = u32::try_from(end - start).unwrap_or(u32::MAX);
             let log = self.shared.log.clone();
-            let (frames, _) =
-                blocking(move || log.read_frames_written(start, count, max_bytes).map_err(io_error)).await?;
+            let read = blocking(move || log.read_frames_written(start, count, max_bytes).map_err(io_error)).await;
             if self.shared.truncations.load(Ordering::Acquire) == before {
+                let (frames, _) = read?;
                 return decode_entries(frames, start, &terms).map_err(io::Error::other);
             }
         }
     }
 
     /// Runs a truncation of the log and its terms, marked for readers (see
-    /// `read_entries`).
+    /// `read_entries`): the counter is odd while it runs, even again after,
+    /// whether it returns or panics.
     pub(super) fn truncating<T>(&self, truncate: impl FnOnce() -> T) -> T {
+        struct Running<'a>(&'a AtomicU64);
+        impl Drop for Running<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_add(1, Ordering::AcqRel);
+            }
+        }
         self.shared.truncations.fetch_add(1, Ordering::AcqRel);
-        let done = truncate();
-        self.shared.truncations.fetch_add(1, Ordering::AcqRel);
-        done
+        let _running = Running(&self.shared.truncations);
+        truncate()
     }
 }
 

@@ -81,6 +81,8 @@ impl Cluster {
     /// Removes member `id` (voter or learner) from the cluster.
     pub async fn remove(&self, id: NodeId) -> Result<(), ClusterError> {
         self.must_lead()?;
+        // The voter set changes one at a time (see `reconcile`).
+        let _turn = self.inner.changing.lock().await;
         let members = self.members();
         let Some((_, voter)) = members.get(&id) else {
             return Err(ClusterError::NoSuchMember(id));

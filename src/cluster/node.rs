@@ -257,6 +257,7 @@ impl Cluster {
     }
 
     pub async fn shutdown(&self) {
+        self.inner.store.stop_waiting();
         if let Err(e) = self.inner.raft.shutdown().await {
             tracing::warn!(error = %e, "Raft did not shut down cleanly");
         }

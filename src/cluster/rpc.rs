@@ -28,7 +28,13 @@ impl Cluster {
         }
     }
 
+    /// While this node's disk is full its Raft core waits inside an append:
+    /// a peer's append is refused at once (507), not queued behind it (each
+    /// retry would hold a few MiB until there is room).
     pub async fn handle_append(&self, body: Bytes) -> Result<AppendEntriesResponse<TypeConfig>, ClusterError> {
+        if self.store().disk_full() {
+            return Err(ClusterError::DiskFull);
+        }
         let request = decode_append(body).map_err(|e| ClusterError::BadRpc(e.to_string()))?;
         validate::append(&request).map_err(ClusterError::BadRpc)?;
         let leader_commit = request.leader_commit.map(|c| c.index);

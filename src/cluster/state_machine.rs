@@ -275,9 +275,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         })
         .await
         .map_err(io::Error::other)??;
-        // Only a log that lacks the snapshot's last entry starts over: this
-        // also runs at every startup (openraft restores the stored snapshot).
-        if let Some(last) = meta.last_log_id.filter(|last| !store.holds(last)) {
+        // Only a log that does not reach the snapshot's last entry, holds
+        // another entry at its index, or starts past the entry after it,
+        // starts over; one that purged it (retention purges up to a
+        // snapshot) keeps what follows it.
+        let starts_over = |last: &LogId| {
+            last.index >= store.next_index()
+                || store.first_index() > last.index + 1
+                || store.id_at(last.index).is_some_and(|held| held != *last)
+        };
+        if let Some(last) = meta.last_log_id.filter(starts_over) {
             let last = last.index;
             tracing::warn!(
                 snapshot_last = last,

@@ -148,7 +148,7 @@ impl Cluster {
             return Err("this node has applied nothing yet".into());
         };
         let leading = metrics.current_leader == Some(self.inner.id);
-        if let Some(commit) = self.inner.contact.leader_commit().filter(|_| !leading) {
+        if let Some(commit) = self.inner.contact.settled_commit().filter(|_| !leading) {
             let lag = commit.saturating_sub(applied);
             if lag > self.inner.config.ready_lag {
                 return Err(format!(

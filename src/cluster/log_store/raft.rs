@@ -4,6 +4,7 @@
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
+use std::sync::atomic::Ordering;
 
 use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader};
@@ -60,9 +61,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
-        let durable = self.shared.durable.clone();
+        let store = self.clone();
         let to_write = *vote;
-        blocking(move || durable.write(VOTE, &to_write, true)).await?;
+        blocking(move || store.while_full(|| store.shared.durable.write(VOTE, &to_write, true))).await?;
         *lock(&self.shared.vote) = Some(*vote);
         Ok(())
     }
@@ -110,36 +111,39 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             if keep >= log.written_offset() {
                 return Ok(());
             }
-            store.truncating(|| store.truncate_from(keep))
+            store.truncating(|| store.while_full(|| store.truncate_from(keep)))
         })
         .await
     }
 
     async fn purge(&mut self, id: LogId) -> Result<(), io::Error> {
         let store = self.clone();
-        blocking(move || {
-            store.shared.durable.write(PURGED, &Some(id), true)?;
-            *lock(&store.shared.purged) = Some(id);
-            let log = &store.shared.log;
-            let lowest = id.index + 1;
-            if lowest >= log.written_offset() {
-                // Nothing is left to keep: the log starts again after the
-                // purged entry (a follower past a snapshot, or all purged).
-                if log.written_offset() != lowest || log.lowest_offset() != lowest {
-                    log.reset(lowest).map_err(io_error)?;
-                }
-                lock(&store.shared.recent).clear();
-            } else {
-                log.purge_before(lowest).map_err(io_error)?;
-                lock(&store.shared.recent).forget_below(lowest);
-            }
-            Ok(())
-        })
-        .await
+        blocking(move || store.while_full(|| store.purge_to(id))).await
     }
 }
 
 impl LogStore {
+    /// Purges entries up to `id` (see `purge`); a second try after a full
+    /// disk finishes what the first began.
+    fn purge_to(&self, id: LogId) -> Result<(), io::Error> {
+        self.shared.durable.write(PURGED, &Some(id), true)?;
+        *lock(&self.shared.purged) = Some(id);
+        let log = &self.shared.log;
+        let lowest = id.index + 1;
+        if lowest >= log.written_offset() {
+            // Nothing is left to keep: the log starts again after the
+            // purged entry (a follower past a snapshot, or all purged).
+            if log.written_offset() != lowest || log.lowest_offset() != lowest {
+                log.reset(lowest).map_err(io_error)?;
+            }
+            lock(&self.shared.recent).clear();
+        } else {
+            log.purge_before(lowest).map_err(io_error)?;
+            lock(&self.shared.recent).forget_below(lowest);
+        }
+        Ok(())
+    }
+
     /// Takes back the entries from `keep` on (see `truncate_after`).
     /// Raft may take back entries this node acknowledged but nobody
     /// committed. The flushed mark comes down first: were the cut done
@@ -166,8 +170,11 @@ impl LogStore {
             log.reset(keep).map_err(io_error)?;
         }
         let mut terms = lock(&self.shared.terms);
-        if terms.forget_from(keep) {
+        // A write that failed (a full disk) is made again on the next try.
+        if terms.forget_from(keep) || self.shared.terms_unsaved.load(Ordering::Acquire) {
+            self.shared.terms_unsaved.store(true, Ordering::Release);
             self.shared.durable.write(TERMS, &*terms, true)?;
+            self.shared.terms_unsaved.store(false, Ordering::Release);
         }
         Ok(())
     }

@@ -29,13 +29,19 @@ impl LogStore {
         self.shared.disk_full.load(Ordering::Acquire)
     }
 
+    /// From now on nothing waits for room (the node is stopping: the Raft
+    /// core must get out of a waiting append to shut down).
+    pub fn stop_waiting(&self) {
+        self.shared.stopping.store(true, Ordering::Release);
+    }
+
     /// Runs `step` until it succeeds or fails for another reason than a
-    /// full disk (a closed log among them: a stopping node does not wait).
-    pub(super) fn while_full<T>(&self, mut step: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    /// full disk, or the node is stopping.
+    pub(crate) fn while_full<T>(&self, mut step: impl FnMut() -> io::Result<T>) -> io::Result<T> {
         let mut since: Option<Instant> = None;
         loop {
             match step() {
-                Err(e) if is_full(&e) => {
+                Err(e) if is_full(&e) && !self.shared.stopping.load(Ordering::Acquire) => {
                     if since.is_none() {
                         tracing::warn!(error = %e, "the disk is full: Raft appends wait for space (free some, or grow the volume)");
                         self.shared.disk_full.store(true, Ordering::Release);
