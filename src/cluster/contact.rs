@@ -50,11 +50,20 @@ impl LeaderContact {
     pub(super) fn heard_from(&self, leader_commit: Option<u64>) {
         let mut heard = self.heard();
         let now = Instant::now();
+        // After a silence (a partition, a full disk, leading) what was heard
+        // before says nothing of how far behind this node is now: the first
+        // commit heard again is the one to reach.
+        if heard.at.is_none_or(|at| at.elapsed() >= SETTLED) {
+            heard.commits.clear();
+        }
         heard.at = Some(now);
-        if let Some(commit) = leader_commit.filter(|c| heard.commits.back().is_none_or(|(_, last)| c > last)) {
+        // One sample every SETTLED/64 at most: memory bounded by time, not
+        // a count that would shorten the window under load.
+        let due = heard.commits.back().is_none_or(|(at, _)| at.elapsed() >= SETTLED / 64);
+        if let Some(commit) = leader_commit.filter(|c| due && heard.commits.back().is_none_or(|(_, last)| c > last)) {
             heard.commits.push_back((now, commit));
         }
-        while heard.commits.get(1).is_some_and(|(at, _)| at.elapsed() >= SETTLED) || heard.commits.len() > 256 {
+        while heard.commits.get(1).is_some_and(|(at, _)| at.elapsed() >= SETTLED) {
             heard.commits.pop_front();
         }
     }

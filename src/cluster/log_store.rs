@@ -282,11 +282,8 @@ impl LogStore {
         batch.reserve(entries.len() * 128, entries.len());
         encode_entries(&mut batch, &entries);
         // A full disk waits for room (see `room`): each step may run again.
-        let mut tried = false;
-        self.while_full(|| {
-            let again = std::mem::replace(&mut tried, true);
-            self.store_batch(first, &entries, &batch, again)
-        })?;
+        let mut appending = false;
+        self.while_full(|| self.store_batch(first, &entries, &batch, &mut appending))?;
         attach_frames(&mut entries, batch);
         lock(&self.shared.recent).push(&entries);
         // What this node may now acknowledge, as far as it is on disk: a
@@ -301,12 +298,14 @@ impl LogStore {
 
     /// The terms, then the frames of `batch` at the log's end; each step
     /// does nothing when an earlier try already did it.
-    fn store_batch(&self, first: u64, entries: &[Entry], batch: &EncodedBatch, again: bool) -> io::Result<()> {
+    /// `appending`: an earlier try reached the append of this batch at the
+    /// log's end (and may have written part of it).
+    fn store_batch(&self, first: u64, entries: &[Entry], batch: &EncodedBatch, appending: &mut bool) -> io::Result<()> {
         self.note_terms(entries)?;
         let log = &self.shared.log;
         let next = log.written_offset();
         // An earlier try that met a full disk wrote the frames before `next`.
-        if again && next > first && next <= batch.next_offset() {
+        if *appending && next > first && next <= batch.next_offset() {
             return match batch.tail_from(next) {
                 Some(rest) => log.append_encoded(&rest).map(|_| ()).map_err(io_error),
                 None => Ok(()),
@@ -326,6 +325,8 @@ impl LogStore {
         }
         // Encoded here, or checked when they came from a peer or the disk:
         // no second pass over them.
+        debug_assert_eq!(log.written_offset(), first);
+        *appending = true;
         log.append_encoded(batch).map(|_| ()).map_err(io_error)
     }
 

@@ -66,6 +66,9 @@ impl Mode {
     /// timeout.
     pub async fn step_down(&self, within: std::time::Duration) {
         if let Mode::Member(cluster) = self {
+            // Stopping: an append waiting for room on a full disk gives up
+            // now, not after the grace period.
+            cluster.store().stop_waiting();
             cluster.step_down(within).await;
         }
     }
