@@ -69,9 +69,7 @@ impl Series {
     fn is(&self, method: &str, route: &str, status: u16, kind: Kind) -> bool {
         self.status == status && self.kind == kind && self.method == method && &*self.route == route
     }
-}
 
-impl Series {
     fn observe(&self, nanos: u64) {
         let seconds = nanos as f64 / 1e9;
         let bucket = DURATION_BUCKETS

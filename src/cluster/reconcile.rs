@@ -26,6 +26,7 @@ use openraft::{ChangeMembers, RaftMetrics};
 
 use super::error::ClusterError;
 use super::node::Cluster;
+use super::status::matched;
 use super::types::{Member, NodeId, TypeConfig};
 
 pub(super) const RECONCILE_EVERY: Duration = Duration::from_secs(1);
@@ -128,8 +129,7 @@ impl Cluster {
             .metrics(
                 |m| {
                     let last = m.last_log_index.unwrap_or(0);
-                    let matched = m.replication.as_ref().and_then(|r| r.get(&id).cloned().flatten());
-                    m.replication.is_none() || matched.is_some_and(|l| last.saturating_sub(l.index) <= CAUGHT_UP_LAG)
+                    m.replication.is_none() || matched(m, id).is_some_and(|i| last.saturating_sub(i) <= CAUGHT_UP_LAG)
                 },
                 "the learner catches up",
             )
@@ -189,14 +189,7 @@ impl Cluster {
     fn next_to_promote(&self, metrics: &RaftMetrics<TypeConfig>) -> Option<NodeId> {
         let members = self.members();
         let last = metrics.last_log_index.unwrap_or(0);
-        let matched = |id: &NodeId| {
-            metrics
-                .replication
-                .as_ref()
-                .and_then(|r| r.get(id).cloned().flatten())
-                .map(|l| l.index)
-        };
-        let caught_up = |id: &NodeId| matched(id).is_some_and(|m| last.saturating_sub(m) <= CAUGHT_UP_LAG);
+        let caught_up = |id: &NodeId| matched(metrics, *id).is_some_and(|m| last.saturating_sub(m) <= CAUGHT_UP_LAG);
         let learner = members
             .iter()
             .find(|(id, (_, voter))| !voter && caught_up(id) && self.reachable(metrics, **id));

@@ -1,7 +1,7 @@
 //! The cluster as one node sees it: `GET /cluster`, and what formation
 //! asks of the seeds.
 
-use openraft::Instant;
+use openraft::RaftMetrics;
 use openraft::async_runtime::WatchReceiver;
 use std::time::Duration;
 
@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::node::Cluster;
 use super::reconcile::LEARNER_STUCK;
-use super::types::NodeId;
+use super::types::{NodeId, TypeConfig};
 
 /// One member in `GET /cluster`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -20,8 +20,8 @@ pub struct MemberStatus {
     /// The last offset the leader knows the member holds (leader only;
     /// this node's own last offset for itself).
     pub match_offset: Option<u64>,
-    /// Whether the leader heard from it within an election timeout
-    /// (leader only; `null` elsewhere).
+    /// Whether the leader heard from it within the leader lease
+    /// (`Cluster::reachable`; leader only, `null` elsewhere).
     pub reachable: Option<bool>,
     /// What the leader sees wrong with it: `voter unreachable`, or
     /// `learner for N s` once a learner waits past `LEARNER_STUCK` (leader
@@ -55,6 +55,12 @@ pub struct ClusterStatus {
     pub members: Vec<MemberStatus>,
 }
 
+/// On the leader: the last entry peer `id` is known to hold.
+pub(super) fn matched(metrics: &RaftMetrics<TypeConfig>, id: NodeId) -> Option<u64> {
+    let replication = metrics.replication.as_ref()?;
+    replication.get(&id).cloned().flatten().map(|l| l.index)
+}
+
 impl Cluster {
     pub fn status(&self) -> ClusterStatus {
         let metrics = self.inner.raft.metrics().borrow_watched().clone();
@@ -63,30 +69,18 @@ impl Cluster {
         let leader_contact_ms = self
             .leader_silence(&metrics)
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        let recent = self.inner.config.election_timeout.1 * 2;
         let members = self
             .members()
             .into_iter()
             .map(|(id, (member, voter))| {
-                let match_offset = if id == self.inner.id {
-                    metrics.last_log_index
-                } else {
-                    metrics
-                        .replication
-                        .as_ref()
-                        .and_then(|r| r.get(&id).cloned().flatten())
-                        .map(|l| l.index)
+                let match_offset = match id == self.inner.id {
+                    true => metrics.last_log_index,
+                    false => matched(&metrics, id),
                 };
-                let reachable = match (&metrics.heartbeat, id == self.inner.id) {
-                    (_, true) => Some(true),
-                    (Some(beats), false) if is_leader => Some(
-                        beats
-                            .get(&id)
-                            .cloned()
-                            .flatten()
-                            .is_some_and(|at| at.into_inner().elapsed() < recent),
-                    ),
-                    _ => None,
+                let reachable = match (id == self.inner.id, is_leader) {
+                    (true, _) => Some(true),
+                    (false, true) => Some(self.reachable(&metrics, id)),
+                    (false, false) => None,
                 };
                 let problem = match (voter, reachable, self.learner_for(id)) {
                     (true, Some(false), _) => Some("voter unreachable".to_string()),

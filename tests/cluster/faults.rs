@@ -176,7 +176,7 @@ where
     }
 }
 
-fn voters(status: &ClusterStatus) -> BTreeSet<u64> {
+pub(super) fn voters(status: &ClusterStatus) -> BTreeSet<u64> {
     status
         .members
         .iter()
@@ -185,7 +185,7 @@ fn voters(status: &ClusterStatus) -> BTreeSet<u64> {
         .collect()
 }
 
-fn member_ids(status: &ClusterStatus) -> BTreeSet<u64> {
+pub(super) fn member_ids(status: &ClusterStatus) -> BTreeSet<u64> {
     status.members.iter().filter_map(|m| m.id.as_u64()).collect()
 }
 

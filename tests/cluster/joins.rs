@@ -5,14 +5,13 @@
 //! cluster must end with three voters, the new id among them and the old
 //! one gone, and lose nothing (the checker).
 
-use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use distlog::cluster::{FAILPOINT_ENV, JOIN_AFTER_LEARNER};
 
 use super::common::cluster::{ClusterConfig, ClusterStatus, TestCluster};
 use super::common::writer::Load;
-use super::faults::{assert_progress, check_and_report, config, load_config, start_with};
+use super::faults::{assert_progress, check_and_report, config, load_config, member_ids, start_with, voters};
 
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -28,19 +27,6 @@ fn node_id(status: &ClusterStatus) -> u64 {
         .node_id
         .as_u64()
         .unwrap_or_else(|| panic!("no node id: {}", status.raw))
-}
-
-fn voters(status: &ClusterStatus) -> BTreeSet<u64> {
-    status
-        .members
-        .iter()
-        .filter(|m| m.voter)
-        .filter_map(|m| m.id.as_u64())
-        .collect()
-}
-
-fn members(status: &ClusterStatus) -> BTreeSet<u64> {
-    status.members.iter().filter_map(|m| m.id.as_u64()).collect()
 }
 
 /// Wipes a follower and starts it again: it joins under a new id. Returns
@@ -77,7 +63,7 @@ async fn wait_settled(cluster: &mut TestCluster, old_id: u64, new_id: u64, what:
             match cluster.cluster_status(i).await {
                 Ok(s) => {
                     let v = voters(&s);
-                    if v.len() != 3 || !v.contains(&new_id) || members(&s).contains(&old_id) {
+                    if v.len() != 3 || !v.contains(&new_id) || member_ids(&s).contains(&old_id) {
                         settled = false;
                         last = format!("node {i}: {}", s.raw);
                     }

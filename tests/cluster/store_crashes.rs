@@ -93,6 +93,25 @@ fn open(dir: &Path) -> (LogStore, StateMachine) {
     (store, sm)
 }
 
+/// The id a node takes when it starts on `dir` (after its storage checks),
+/// with seeds that never answer: formation waits and nothing else is written.
+async fn id_at_start(log: &Log, dir: &Path) -> u64 {
+    let config = ClusterConfig {
+        peers: vec!["http://127.0.0.1:9".into()],
+        advertise_url: "http://127.0.0.1:8".into(),
+        routes: HashMap::new(),
+        heartbeat: Duration::from_millis(100),
+        election_timeout: (Duration::from_millis(300), Duration::from_millis(600)),
+        write_timeout: Duration::from_secs(5),
+        ready_lag: 2000,
+        client: reqwest::Client::new(),
+    };
+    let cluster = Cluster::start(log.clone(), dir, config).await.expect("starts");
+    let id = cluster.id();
+    cluster.shutdown().await;
+    id
+}
+
 /// What kill -9 leaves: nothing more is written (the page cache keeps
 /// what was).
 fn crash(store: LogStore, sm: StateMachine) {
@@ -193,20 +212,7 @@ async fn a_repair_interrupted_before_the_new_id_is_written_never_comes_back_unde
         crash(store, sm);
     }
     let log = Log::open(dir.path(), log_config()).expect("log opens");
-    let config = ClusterConfig {
-        // Nobody answers: formation waits; nothing else is written.
-        peers: vec!["http://127.0.0.1:9".into()],
-        advertise_url: "http://127.0.0.1:8".into(),
-        routes: HashMap::new(),
-        heartbeat: Duration::from_millis(100),
-        election_timeout: (Duration::from_millis(300), Duration::from_millis(600)),
-        write_timeout: Duration::from_secs(5),
-        ready_lag: 2000,
-        client: reqwest::Client::new(),
-    };
-    let cluster = Cluster::start(log.clone(), dir.path(), config).await.expect("starts");
-    let id_now = cluster.id();
-    cluster.shutdown().await;
+    let id_now = id_at_start(&log, dir.path()).await;
     assert_ne!(
         id_now, OLD_ID,
         "the node lost entries 5..=9 it had acknowledged as node {OLD_ID}, and is back as node {OLD_ID}"
@@ -293,19 +299,7 @@ async fn a_crash_inside_truncate_after_is_not_a_storage_fault() {
         crash(store, sm);
     }
     let log = Log::open(dir.path(), log_config()).expect("log opens");
-    let config = ClusterConfig {
-        peers: vec!["http://127.0.0.1:9".into()],
-        advertise_url: "http://127.0.0.1:8".into(),
-        routes: HashMap::new(),
-        heartbeat: Duration::from_millis(100),
-        election_timeout: (Duration::from_millis(300), Duration::from_millis(600)),
-        write_timeout: Duration::from_secs(5),
-        ready_lag: 2000,
-        client: reqwest::Client::new(),
-    };
-    let cluster = Cluster::start(log.clone(), dir.path(), config).await.expect("starts");
-    let id_now = cluster.id();
-    cluster.shutdown().await;
+    let id_now = id_at_start(&log, dir.path()).await;
     assert_eq!(
         id_now, OLD_ID,
         "entries Raft truncated on purpose were taken for lost ones: a healthy node gave up its id"
@@ -513,19 +507,7 @@ async fn a_crash_inside_a_snapshot_installs_reset_is_not_a_storage_fault() {
         drop(store);
     }
     let log = Log::open(dir.path(), small()).expect("a log reset half-way opens");
-    let config = ClusterConfig {
-        peers: vec!["http://127.0.0.1:9".into()],
-        advertise_url: "http://127.0.0.1:8".into(),
-        routes: HashMap::new(),
-        heartbeat: Duration::from_millis(100),
-        election_timeout: (Duration::from_millis(300), Duration::from_millis(600)),
-        write_timeout: Duration::from_secs(5),
-        ready_lag: 2000,
-        client: reqwest::Client::new(),
-    };
-    let cluster = Cluster::start(log.clone(), dir.path(), config).await.expect("starts");
-    let id_now = cluster.id();
-    cluster.shutdown().await;
+    let id_now = id_at_start(&log, dir.path()).await;
     assert_eq!(
         id_now, OLD_ID,
         "a crash inside a snapshot's reset was taken for a storage fault (a new id)"
