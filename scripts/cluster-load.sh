@@ -3,8 +3,12 @@
 # standalone node, against etcd and NATS JetStream (three nodes each, Debian's packages),
 # then failover and catch-up times. Every ratio is measured in the same run.
 #
-#   scripts/cluster-load.sh [PART...]     PART: distlog batch etcd nats failover catchup all
-#                                         (default: all)
+#   scripts/cluster-load.sh [PART...]     PART: distlog batch etcd nats failover catchup latency
+#                                         all (default: all but latency)
+#   latency   one connection, then 8 (LATENCY_CONNECTIONS), wrk -t1: POST / to a standalone
+#             node, to a 3-node cluster's leader and etcd put, p50/p99 each; then where the
+#             cluster's write time went: the mean of each stage of distlog_raft_stage_seconds
+#             on the leader and a follower over the one-connection run (src/cluster/stages.rs)
 #   distlog   POST / of ~1 KiB JSON (wrk, CONNECTIONS connections) to a standalone node,
 #             then to the leader of a 3-node cluster; both --fsync always (the default)
 #   batch     the same with NDJSON batches of BATCH records a request
@@ -33,10 +37,10 @@ set -euo pipefail
 PARTS=()
 for arg in "$@"; do
   case "$arg" in
-    distlog | batch | etcd | nats | failover | catchup) PARTS+=("$arg") ;;
+    distlog | batch | etcd | nats | failover | catchup | latency) PARTS+=("$arg") ;;
     all) PARTS+=(distlog batch etcd nats failover catchup) ;;
     -h | --help)
-      sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'
+      sed -n '2,34p' "$0" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     *)
@@ -52,6 +56,7 @@ DURATION="${DURATION:-10s}"
 CONNECTIONS="${CONNECTIONS:-64}"
 THREADS="${THREADS:-2}"
 BATCH="${BATCH:-100}"
+LATENCY_CONNECTIONS="${LATENCY_CONNECTIONS:-1 8}"
 NATS_ASYNC_PENDING="${NATS_ASYNC_PENDING:-$CONNECTIONS}"
 KILLS="${KILLS:-20}"
 CATCHUP_BYTES="${CATCHUP_BYTES:-1073741824}"
@@ -64,8 +69,8 @@ log() { printf '[cluster-load %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 need=()
 command -v curl >/dev/null || need+=(curl)
 command -v jq >/dev/null || need+=(jq)
-if want distlog || want batch || want etcd; then command -v wrk >/dev/null || need+=(wrk); fi
-if want etcd; then
+if want distlog || want batch || want etcd || want latency; then command -v wrk >/dev/null || need+=(wrk); fi
+if want etcd || want latency; then
   command -v etcd >/dev/null || need+=(etcd-server)
   command -v etcdctl >/dev/null || need+=(etcd-client)
 fi
@@ -177,7 +182,7 @@ $report
 EOF
 
 # ----- results -------------------------------------------------------------
-declare -A VAL UNIT NOTE CMD CPU
+declare -A VAL UNIT NOTE CMD CPU P50 STAGES
 ROWS=()
 HAVE_CPU=0
 result() { # result NAME VALUE UNIT NOTE COMMAND
@@ -244,6 +249,7 @@ wrk_run() {
   err="$(sed -E 's/.*errors=([0-9]+).*/\1/' <<<"$r")"
   local val
   val="$(awk -v r="$rps" -v p="$per" 'BEGIN { printf "%.0f", r * p }')"
+  P50[$name]="$p50"
   result "$name" "$val" "$unit" "$(awk -v a="$p50" -v b="$p99" -v e="$err" -v n="$note" \
     'BEGIN { printf "p50 %.1f ms, p99 %.1f ms, errors %d%s", a / 1000, b / 1000, e, (n == "" ? "" : "; " n) }')" \
     "${cmd[*]//$work/\$work}"
@@ -353,8 +359,8 @@ if want distlog || want batch; then
 fi
 
 # ----- etcd ----------------------------------------------------------------
-if want etcd; then
-  log "== etcd $(etcd --version | awk '/etcd Version/ { print $3 }'): 3 nodes, PUT 1 KiB values via POST /v3/kv/put"
+# start_etcd: three etcd nodes; the leader's client URL in etcd_leader, its name in etcd_leader_name.
+start_etcd() {
   cports=() pports=() initial=""
   for i in 1 2 3; do
     next_port
@@ -391,9 +397,16 @@ if want etcd; then
   # One put through the gateway first: it must answer 200 with a header.
   curl -sf -H 'Content-Type: application/json' -d "{\"key\":\"$etcd_key\",\"value\":\"$etcd_value\"}" \
     "$etcd_leader/v3/kv/put" | jq -e .header.revision >/dev/null
-  wrk_run "etcd put" "$etcd_leader" "$work/etcd.lua" 1 "puts/s" "leader $etcd_leader_name; v3 JSON gateway" etcd1 etcd2 etcd3
+}
+stop_etcd() {
   for i in 1 2 3; do stop_one "etcd$i"; done
   rm -rf "$work"/etcd?
+}
+if want etcd; then
+  log "== etcd $(etcd --version | awk '/etcd Version/ { print $3 }'): 3 nodes, PUT 1 KiB values via POST /v3/kv/put"
+  start_etcd
+  wrk_run "etcd put" "$etcd_leader" "$work/etcd.lua" 1 "puts/s" "leader $etcd_leader_name; v3 JSON gateway" etcd1 etcd2 etcd3
+  stop_etcd
 fi
 
 # ----- NATS JetStream --------------------------------------------------------
@@ -559,6 +572,53 @@ if want catchup; then
   stop_cluster u
 fi
 
+
+# ----- latency -------------------------------------------------------------
+# stage_totals URL: "stage sum_seconds count" for each stage of distlog_raft_stage_seconds.
+stage_totals() {
+  curl -sf --max-time 5 "$1/metrics" | awk '
+    /^distlog_raft_stage_seconds_(sum|count)\{/ {
+      match($0, /stage="[^"]+"/); st = substr($0, RSTART + 7, RLENGTH - 8)
+      if ($0 ~ /_sum\{/) s[st] = $NF; else c[st] = $NF
+    }
+    END { for (k in s) print k, s[k], c[k] }'
+}
+# stage_means BEFORE AFTER WHO: the mean of each stage between two stage_totals.
+stage_means() {
+  awk -v who="$3" 'NR == FNR { s0[$1] = $2; c0[$1] = $3; next }
+    { n = $3 - c0[$1]; if (n > 0) printf "    %-8s %-12s mean %8.1f us over %d\n", who, $1, ($2 - s0[$1]) / n * 1e6, n }' \
+    <(printf '%s\n' "$1") <(printf '%s\n' "$2") | sort -k2,2
+}
+if want latency; then
+  saved_c="$CONNECTIONS" saved_t="$THREADS"
+  THREADS=1
+  for CONNECTIONS in $LATENCY_CONNECTIONS; do
+    log "== latency, $CONNECTIONS connection(s): standalone, 3-node cluster, etcd"
+    start_standalone
+    wrk_run "c$CONNECTIONS standalone" "$SOLO_URL" "$work/post.lua" 1 "records/s" "" solo
+    stop_one solo
+    rm -rf "$work/solo"
+    start_cluster "l$CONNECTIONS"
+    follower_url=""
+    for port in "${CLUSTER_PORTS[@]}"; do
+      [ "http://127.0.0.1:$port" = "$LEADER_URL" ] || follower_url="http://127.0.0.1:$port"
+    done
+    lead0="$(stage_totals "$LEADER_URL")" foll0="$(stage_totals "$follower_url")"
+    wrk_run "c$CONNECTIONS cluster" "$LEADER_URL" "$work/post.lua" 1 "records/s" "leader $LEADER_NAME" \
+      "l${CONNECTIONS}1" "l${CONNECTIONS}2" "l${CONNECTIONS}3"
+    STAGES[$CONNECTIONS]="$(stage_means "$lead0" "$(stage_totals "$LEADER_URL")" leader)
+$(stage_means "$foll0" "$(stage_totals "$follower_url")" follower)"
+    log "  stages (means):"
+    printf '%s\n' "${STAGES[$CONNECTIONS]}" >&2
+    stop_cluster "l$CONNECTIONS"
+    rm -rf "$work/l$CONNECTIONS"[123]
+    start_etcd
+    wrk_run "c$CONNECTIONS etcd" "$etcd_leader" "$work/etcd.lua" 1 "puts/s" "leader $etcd_leader_name" etcd1 etcd2 etcd3
+    stop_etcd
+  done
+  CONNECTIONS="$saved_c" THREADS="$saved_t"
+fi
+
 # ----- report ------------------------------------------------------------
 ratio() { # ratio A B: VAL[A] / VAL[B], or - when either did not run
   if [ -n "${VAL[$1]:-}" ] && [ -n "${VAL[$2]:-}" ]; then
@@ -578,6 +638,22 @@ printf '  %-48s %8s  %s\n' "cluster POST / etcd put" "$(ratio 'distlog cluster' 
 printf '  %-48s %8s  %s\n' "cluster POST / NATS R3 sync publish" "$(ratio 'distlog cluster' 'nats sync')" "target >= 1.5x (NATS acks from memory)"
 printf '  %-48s %8s  %s\n' "cluster POST / NATS R3 async publish" "$(ratio 'distlog cluster' 'nats async')" "target >= 1.5x (NATS acks from memory)"
 printf '  %-48s %8s  %s\n' "cluster batch records/s / NATS R3 async" "$(ratio 'batch cluster' 'nats async')" "(for reference)"
+p50_ratio() { # p50_ratio A B: P50[A] / P50[B], or -
+  if [ -n "${P50[$1]:-}" ] && [ -n "${P50[$2]:-}" ]; then
+    awk -v a="${P50[$1]}" -v b="${P50[$2]}" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "-" }'
+  else echo "-"; fi
+}
+for c in $LATENCY_CONNECTIONS; do
+  [ -n "${VAL[c$c cluster]:-}" ] || continue
+  printf '  %-48s %8s  %s\n' "c$c cluster p50 / standalone p50" "$(p50_ratio "c$c cluster" "c$c standalone")" "$([ "$c" = 1 ] && echo "target <= 2.5x")"
+  printf '  %-48s %8s  %s\n' "c$c cluster / standalone (records/s)" "$(ratio "c$c cluster" "c$c standalone")" "$([ "$c" = 8 ] && echo "target >= 0.5x")"
+  printf '  %-48s %8s  %s\n' "c$c cluster / etcd put" "$(ratio "c$c cluster" "c$c etcd")" ""
+done
+if [ "${#STAGES[@]}" -gt 0 ]; then
+  echo
+  echo "where the cluster's write time went (mean of each stage, src/cluster/stages.rs):"
+  for c in "${!STAGES[@]}"; do echo "  $c connection(s):"; printf '%s\n' "${STAGES[$c]}"; done
+fi
 if [ "$HAVE_CPU" = 1 ]; then
   echo
   echo "CPU during each load run (from /proc; 100% = one core):"

@@ -4,10 +4,12 @@
 //! (`durable`) in `<data dir>/raft/`.
 //!
 //! Contract with openraft (see `docs/openraft-0.10-notes.md`):
-//! - `append` returns once the entries are written and, with
-//!   `--fsync always`, synced; only then is `io_completed` called, so
-//!   completions arrive in order and never run ahead of the disk. An error
-//!   stops the Raft core for good, so only real disk failures are reported.
+//! - `append` returns once the entries are written (openraft then sends
+//!   them to the followers: `broadcast_submitted_on_append`), and
+//!   `io_completed` is called once they are synced (`flushing`), in order,
+//!   never ahead of the disk: the leader's sync runs while its followers
+//!   write theirs. An error stops the Raft core for good, so only real
+//!   disk failures are reported.
 //! - Readers of the Raft log read up to the written end
 //!   (`Log::read_frames_written`); HTTP readers see only what the state
 //!   machine made visible (`Log::set_visible_cap`).
@@ -18,6 +20,7 @@
 //! - A purge records the purged id durably before it deletes segments, so
 //!   a crash in between reopens with entries hidden below `purged + 1`.
 
+mod flushing;
 mod raft;
 mod room;
 
@@ -25,7 +28,7 @@ pub use room::DISK_FULL;
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 use super::codec::{decode_entries, encode_entries};
 use super::durable::Durable;
@@ -33,7 +36,7 @@ use super::marks::MarkFile;
 use super::recent::Recent;
 use super::terms::Terms;
 use super::types::{Entry, LogId, Vote, log_id, term_of};
-use crate::log::{EncodedBatch, Log, LogError};
+use crate::log::{EncodedBatch, Log, LogError, PendingSync};
 
 const VOTE: &str = "vote";
 const COMMITTED: &str = "committed.mark";
@@ -112,6 +115,8 @@ struct Shared {
     disk_full: AtomicBool,
     /// The node is stopping: nothing waits for room any more.
     stopping: AtomicBool,
+    /// Written appends waiting for their sync, in order (see `flushing`).
+    flusher: flushing::Flusher,
 }
 
 /// The log storage and, cloned, its readers.
@@ -132,8 +137,15 @@ impl LogStore {
         let purged = durable.read::<Option<LogId>>(PURGED)?.flatten();
         let committed = Mark::open(&durable, COMMITTED)?;
         let flushed = Mark::open(&durable, FLUSHED)?;
-        let store = LogStore {
-            shared: Arc::new(Shared {
+        let mut started = None;
+        let shared = Arc::new_cyclic(|weak: &Weak<Shared>| {
+            let flusher = flushing::Flusher::start(weak.clone());
+            let (flusher, outcome) = match flusher {
+                Ok(flusher) => (flusher, Ok(())),
+                Err(e) => (flushing::Flusher::stopped(), Err(e)),
+            };
+            started = Some(outcome);
+            Shared {
                 log,
                 durable,
                 terms: Mutex::new(terms),
@@ -146,9 +158,11 @@ impl LogStore {
                 terms_unsaved: AtomicBool::new(false),
                 disk_full: AtomicBool::new(false),
                 stopping: AtomicBool::new(false),
-            }),
-        };
-        Ok(store)
+                flusher,
+            }
+        });
+        started.unwrap_or(Ok(()))?;
+        Ok(LogStore { shared })
     }
 
     pub fn log(&self) -> &Log {
@@ -275,21 +289,39 @@ impl LogStore {
         Ok(())
     }
 
-    /// Writes dense entries from index `first` at the log's end (terms first).
-    fn write_entries(&self, first: u64, mut entries: Vec<Entry>) -> io::Result<()> {
+    /// Writes dense entries from index `first` at the log's end (terms
+    /// first); returns the last one's id and the sync that makes them
+    /// durable (the flushed mark is raised once it is done: `flushing`).
+    fn write_entries(&self, first: u64, mut entries: Vec<Entry>) -> io::Result<(Option<LogId>, Option<PendingSync>)> {
         check_dense(first, &entries)?;
         let mut batch = EncodedBatch::new(first);
         batch.reserve(entries.len() * 128, entries.len());
         encode_entries(&mut batch, &entries);
         // A full disk waits for room (see `room`): each step may run again.
         let mut appending = false;
-        self.while_full(|| self.store_batch(first, &entries, &batch, &mut appending))?;
+        let started = std::time::Instant::now();
+        let pending = self.while_full(|| self.store_batch(first, &entries, &batch, &mut appending))?;
+        super::stages::record(super::stages::LOG_WRITE, started);
+        let last = entries.last().map(|e| e.log_id);
         attach_frames(&mut entries, batch);
         lock(&self.shared.recent).push(&entries);
-        // What this node may now acknowledge, as far as it is on disk: a
-        // small write in place, not synced (see `repair`).
-        let flushed = entries.last().and_then(|e| self.cap_to_synced(e.log_id));
+        Ok((last, pending))
+    }
+
+    /// Blocks until every append written so far is synced (or failed):
+    /// what a vote, a truncation, a purge or a reset does first (see
+    /// `flushing`).
+    pub(crate) fn wait_for_syncs(&self) {
+        self.shared.flusher.wait_for_syncs();
+    }
+
+    /// Raises the flushed mark to `last` once its entry is synced: what
+    /// this node may now acknowledge, as far as it is on disk (a small
+    /// write in place, not synced; see `repair`). A truncation holds the
+    /// mark's lock while it cuts, so an entry it took back is never named.
+    fn raise_flushed(&self, last: LogId) -> io::Result<()> {
         let mut mark = lock(&self.shared.flushed);
+        let flushed = self.cap_to_synced(last).filter(|id| self.holds(id));
         match flushed > mark.value {
             true => mark.set(flushed),
             false => Ok(()),
@@ -297,18 +329,28 @@ impl LogStore {
     }
 
     /// The terms, then the frames of `batch` at the log's end; each step
-    /// does nothing when an earlier try already did it.
+    /// does nothing when an earlier try already did it. Returns the sync
+    /// of what it wrote (`None`: an earlier try wrote, and synced, all).
     /// `appending`: an earlier try reached the append of this batch at the
     /// log's end (and may have written part of it).
-    fn store_batch(&self, first: u64, entries: &[Entry], batch: &EncodedBatch, appending: &mut bool) -> io::Result<()> {
+    fn store_batch(
+        &self,
+        first: u64,
+        entries: &[Entry],
+        batch: &EncodedBatch,
+        appending: &mut bool,
+    ) -> io::Result<Option<PendingSync>> {
         self.note_terms(entries)?;
         let log = &self.shared.log;
         let next = log.written_offset();
         // An earlier try that met a full disk wrote the frames before `next`.
         if *appending && next > first && next <= batch.next_offset() {
             return match batch.tail_from(next) {
-                Some(rest) => log.append_encoded(&rest).map(|_| ()).map_err(io_error),
-                None => Ok(()),
+                Some(rest) => log
+                    .append_encoded_unsynced(&rest)
+                    .map(|(_, sync)| Some(sync))
+                    .map_err(io_error),
+                None => Ok(None),
             };
         }
         if first != next {
@@ -327,7 +369,9 @@ impl LogStore {
         // no second pass over them.
         debug_assert_eq!(log.written_offset(), first);
         *appending = true;
-        log.append_encoded(batch).map(|_| ()).map_err(io_error)
+        log.append_encoded_unsynced(batch)
+            .map(|(_, sync)| Some(sync))
+            .map_err(io_error)
     }
 
     /// Reads entries `[start, end)` that the log holds, at most about
@@ -431,22 +475,59 @@ mod tests {
     use crate::log::{Durability, LogConfig};
 
     fn entry(index: u64) -> Entry {
+        entry_of(1, index)
+    }
+
+    fn entry_of(term: u64, index: u64) -> Entry {
         Entry {
-            log_id: log_id(1, index),
+            log_id: log_id(term, index),
             payload: EntryPayload::Normal(UserRecord::new(0, 1, Bytes::from_static(b"{}"))),
         }
+    }
+
+    fn store_in(dir: &std::path::Path, durability: Durability) -> LogStore {
+        let config = LogConfig {
+            durability,
+            ..LogConfig::default()
+        };
+        let log = Log::open(dir, config).expect("log opens");
+        let durable = Durable::open(dir.join("raft")).expect("raft dir");
+        LogStore::open(log, durable).expect("store opens")
+    }
+
+    /// An append's sync may finish after a truncation took its entries
+    /// back (appends return before their sync): the flushed mark must not
+    /// then name an entry the log no longer holds, or the next start would
+    /// take the node for one whose disk lost what it acknowledged.
+    #[test]
+    fn a_sync_finishing_after_a_truncation_does_not_mark_the_entries_it_took_back() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = store_in(dir.path(), Durability::Always);
+        let (last, sync) = store
+            .write_entries(0, vec![entry_of(1, 0), entry_of(1, 1), entry_of(1, 2)])
+            .expect("written");
+        let last = last.expect("a last entry");
+        store.truncating(|| store.truncate_from(1)).expect("truncated");
+        let (_, later) = store
+            .write_entries(1, vec![entry_of(2, 1), entry_of(2, 2)])
+            .expect("written again");
+        // The cut told the first append's waiter that its records are gone
+        // (`LogStore` itself waits for syncs before it cuts: `flushing`).
+        drop(sync);
+        if let Some(later) = later {
+            later.wait_blocking().expect("synced");
+        }
+        store.raise_flushed(last).expect("mark written");
+        assert_eq!(store.flushed(), None, "the mark names {last}, which was taken back");
+        store.raise_flushed(log_id(2, 2)).expect("mark written");
+        assert_eq!(store.flushed(), Some(log_id(2, 2)));
     }
 
     #[test]
     fn entries_with_a_gap_in_their_indexes_are_refused_and_nothing_is_written() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let config = LogConfig {
-            durability: Durability::Never,
-            ..LogConfig::default()
-        };
-        let log = Log::open(dir.path(), config).expect("log opens");
-        let durable = Durable::open(dir.path().join("raft")).expect("raft dir");
-        let store = LogStore::open(log.clone(), durable).expect("store opens");
+        let store = store_in(dir.path(), Durability::Never);
+        let log = store.log().clone();
         store
             .write_entries(0, vec![entry(0), entry(1)])
             .expect("dense entries are written");

@@ -50,6 +50,11 @@ pub fn describe_metrics() {
         "1 while this node's Raft appends wait for room on a full disk, else 0."
     );
     describe_histogram!(
+        super::stages::STAGE_SECONDS,
+        Unit::Seconds,
+        "The commit path's steps as this node sees them (label stage: commit, log_write, log_sync, append_rpc, peer_append; see docs/cluster-design.md)."
+    );
+    describe_histogram!(
         APPEND_DURATION,
         Unit::Seconds,
         "Append-entries requests to each peer, from sending to the answer, heartbeats included (labels peer, peer_url)."

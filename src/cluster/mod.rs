@@ -17,6 +17,7 @@
 //! - `node`, `formation`, `membership`, `status`: a running node, forming
 //!   and growing the cluster from the seed list, `GET /cluster`;
 //! - `reconcile`: the leader finishes joins that stopped halfway;
+//! - `stages`: where a replicated write's time goes (a histogram);
 //! - `failpoint`: crash points in multi-step changes, for the fault tests;
 //! - `start`: starting a node, the top: nothing here imports it.
 //!
@@ -40,6 +41,7 @@ mod reconcile;
 mod repair;
 pub mod retention;
 mod rpc;
+mod stages;
 mod start;
 mod state_machine;
 mod status;

@@ -238,6 +238,7 @@ impl RaftNetworkV2<TypeConfig> for Peer {
             }
         };
         let started = std::time::Instant::now();
+        let carries_entries = !rpc.entries.is_empty();
         let answer = self
             .post(APPEND_PATH, body.into(), "application/octet-stream", &option, span)
             .await
@@ -248,6 +249,9 @@ impl RaftNetworkV2<TypeConfig> for Peer {
             "peer_url" => self.url.clone()
         )
         .record(started.elapsed().as_secs_f64());
+        if carries_entries {
+            super::stages::record(super::stages::APPEND_RPC, started);
+        }
         answer
     }
 

@@ -196,6 +196,7 @@ impl Cluster {
     async fn commit(&self, mut records: Vec<UserRecord>) -> Result<u64, ClusterError> {
         use futures_util::StreamExt;
         let count = records.len();
+        let started = std::time::Instant::now();
         let mut answers = {
             let mut last_stamp = self.inner.last_stamp.lock().await;
             let log = self.inner.store.log();
@@ -223,6 +224,7 @@ impl Cluster {
                 Err(fatal) => return Err(ClusterError::OutcomeUnknown(format!("the Raft core stopped: {fatal}"))),
             }
         }
+        super::stages::record(super::stages::COMMIT, started);
         match first {
             Some(first) if seen == count => Ok(first),
             _ => Err(ClusterError::OutcomeUnknown("the batch was not answered whole".into())),

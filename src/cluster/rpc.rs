@@ -38,11 +38,16 @@ impl Cluster {
         let request = decode_append(body).map_err(|e| ClusterError::BadRpc(e.to_string()))?;
         validate::append(&request).map_err(ClusterError::BadRpc)?;
         let leader_commit = request.leader_commit.map(|c| c.index);
+        let carries_entries = !request.entries.is_empty();
+        let started = std::time::Instant::now();
         let answer = self
             .raft()
             .append_entries(request)
             .await
             .map_err(|e| ClusterError::Stopped(e.to_string()))?;
+        if carries_entries {
+            super::stages::record(super::stages::PEER_APPEND, started);
+        }
         if !matches!(answer, AppendEntriesResponse::HigherVote(_)) {
             self.inner.contact.heard_from(leader_commit);
         }

@@ -78,6 +78,10 @@ fn raft_config(config: &ClusterConfig, write_caching: bool) -> Result<Config, St
         // its term, so that coming back it does not depose a healthy leader.
         enable_pre_vote: Some(true),
         max_payload_entries: 4096,
+        // `append` returns once entries are written, before they are
+        // synced (see `log_store`): send them to the followers then, so
+        // that the leader's sync and theirs overlap.
+        broadcast_submitted_on_append: Some(true),
         ..Config::default()
     };
     config.validate().map_err(|e| StartError::Config(e.to_string()))

@@ -294,6 +294,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             );
             let reset = store.clone();
             tokio::task::spawn_blocking(move || {
+                reset.wait_for_syncs();
                 reset.forget_marks()?;
                 reset.log().reset(last + 1).map_err(|e| io::Error::other(e.to_string()))
             })

@@ -31,6 +31,7 @@ use super::fsops;
 use super::segment::Segment;
 
 mod appending;
+pub use appending::PendingSync;
 mod background;
 mod bounds;
 mod by_time;
@@ -275,8 +276,9 @@ impl Log {
             .min(self.written_offset().max(self.lowest_offset()))
     }
 
-    /// Where written records end, past any visibility cap: a cluster node's
-    /// own Raft log reader reads up to here (see `read_frames_written`).
+    /// Where written records end, past any visibility cap and, with
+    /// `Durability::Always`, before their sync: a cluster node's own Raft
+    /// log reader reads up to here (see `read_frames_written`).
     pub fn written_offset(&self) -> u64 {
         self.shared.bounds.written()
     }

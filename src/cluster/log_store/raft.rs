@@ -10,6 +10,7 @@ use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader};
 
 use super::super::types::{Entry, LogId, TypeConfig, Vote};
+use super::flushing::Written;
 use super::{APPEND_BUDGET_BYTES, LogStore, PURGED, TERMS, VOTE, blocking, io_error, lock};
 
 fn range_of(range: &impl RangeBounds<u64>) -> (u64, u64) {
@@ -63,7 +64,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
         let store = self.clone();
         let to_write = *vote;
-        blocking(move || store.while_full(|| store.shared.durable.write(VOTE, &to_write, true))).await?;
+        blocking(move || {
+            store.wait_for_syncs();
+            store.while_full(|| store.shared.durable.write(VOTE, &to_write, true))
+        })
+        .await?;
         *lock(&self.shared.vote) = Some(*vote);
         Ok(())
     }
@@ -90,23 +95,33 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
         let Some(first) = entries.first().map(|e| e.log_id.index) else {
-            callback.io_completed(Ok(()));
-            return Ok(());
+            // Even nothing is done after the appends before it (in order).
+            return self.shared.flusher.submit(Written {
+                sync: None,
+                last: None,
+                callback,
+                written_at: std::time::Instant::now(),
+            });
         };
         debug_assert!(
             entries.windows(2).all(|w| w[0].log_id.index + 1 == w[1].log_id.index),
             "entries are dense"
         );
         let store = self.clone();
-        blocking(move || store.write_entries(first, entries)).await?;
-        callback.io_completed(Ok(()));
-        Ok(())
+        let (last, sync) = blocking(move || store.write_entries(first, entries)).await?;
+        self.shared.flusher.submit(Written {
+            sync,
+            last,
+            callback,
+            written_at: std::time::Instant::now(),
+        })
     }
 
     async fn truncate_after(&mut self, last: Option<LogId>) -> Result<(), io::Error> {
         let keep = last.map_or(0, |l| l.index + 1);
         let store = self.clone();
         blocking(move || {
+            store.wait_for_syncs();
             let log = &store.shared.log;
             if keep >= log.written_offset() {
                 return Ok(());
@@ -118,7 +133,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, id: LogId) -> Result<(), io::Error> {
         let store = self.clone();
-        blocking(move || store.while_full(|| store.purge_to(id))).await
+        blocking(move || {
+            store.wait_for_syncs();
+            store.while_full(|| store.purge_to(id))
+        })
+        .await
     }
 }
 
@@ -149,18 +168,19 @@ impl LogStore {
     /// committed. The flushed mark comes down first: were the cut done
     /// first, a crash in between would look like a storage fault (the log
     /// ending below the mark) at the next start.
-    fn truncate_from(&self, keep: u64) -> Result<(), io::Error> {
+    /// The mark's lock is held to the end: an append's sync finishing
+    /// meanwhile must not raise the mark to an entry this takes back (see
+    /// `flushing`).
+    pub(super) fn truncate_from(&self, keep: u64) -> Result<(), io::Error> {
         let log = &self.shared.log;
-        {
-            let mut flushed = lock(&self.shared.flushed);
-            if flushed.value.is_some_and(|f| f.index >= keep) {
-                let kept = keep
-                    .checked_sub(1)
-                    .and_then(|i| self.id_at(i))
-                    .and_then(|id| self.cap_to_synced(id))
-                    .or(*lock(&self.shared.purged));
-                flushed.set_synced(kept)?;
-            }
+        let mut flushed = lock(&self.shared.flushed);
+        if flushed.value.is_some_and(|f| f.index >= keep) {
+            let kept = keep
+                .checked_sub(1)
+                .and_then(|i| self.id_at(i))
+                .and_then(|id| self.cap_to_synced(id))
+                .or(*lock(&self.shared.purged));
+            flushed.set_synced(kept)?;
         }
         tracing::info!(keep, end = log.written_offset(), "truncating uncommitted Raft entries");
         lock(&self.shared.recent).truncate_from(keep);
@@ -176,6 +196,7 @@ impl LogStore {
             self.shared.durable.write(TERMS, &*terms, true)?;
             self.shared.terms_unsaved.store(false, Ordering::Release);
         }
+        drop(flushed);
         Ok(())
     }
 }

@@ -192,9 +192,46 @@ impl Log {
         self.append_spans(w, batch.frames(), batch.spans())
     }
 
+    /// `append_encoded` that returns once the frames are written, before
+    /// they are synced: `read_frames_written` reads them at once, and the
+    /// `PendingSync` says when they are durable (the cluster's leader sends
+    /// entries to its followers while its own sync runs).
+    pub fn append_encoded_unsynced(&self, batch: &EncodedBatch) -> Result<(u32, PendingSync)> {
+        let w = self.lock_writer()?;
+        if batch.is_empty() {
+            return Ok((0, PendingSync::done(self)));
+        }
+        if batch.first_offset() != w.next {
+            return Err(LogError::OffsetMismatch {
+                expected: w.next,
+                found: batch.first_offset(),
+            });
+        }
+        debug_assert_eq!(
+            batch.spans().last().map(|span| span.end),
+            Some(batch.frames().len()),
+            "the spans tile the frames"
+        );
+        self.append_spans_unsynced(w, batch.frames(), batch.spans())
+    }
+
     /// Writes frames whose spans are known, from `next_offset` on, and
     /// makes them visible as the durability allows.
-    fn append_spans(&self, mut w: Writer<'_>, frames: &[u8], spans: &[FrameSpan]) -> Result<u32> {
+    fn append_spans(&self, w: Writer<'_>, frames: &[u8], spans: &[FrameSpan]) -> Result<u32> {
+        let (count, pending) = self.append_spans_unsynced(w, frames, spans)?;
+        pending.wait_blocking()?;
+        Ok(count)
+    }
+
+    /// `append_spans` up to the sync, which the `PendingSync` waits for. A
+    /// write that fails partway returns its error once the pieces before
+    /// it are synced.
+    fn append_spans_unsynced(
+        &self,
+        mut w: Writer<'_>,
+        frames: &[u8],
+        spans: &[FrameSpan],
+    ) -> Result<(u32, PendingSync)> {
         let first = w.next;
         // A piece that cannot be written (a roll that fails) ends the call
         // with its error, but the pieces before it are written: they are
@@ -206,17 +243,51 @@ impl Log {
         if let Some(newest) = stored.iter().map(|span| span.timestamp_ms).max() {
             w.note_stamp(newest);
         }
+        let mut pending = PendingSync::done(self);
         if count > 0 {
             let bytes = spans.get(count as usize - 1).map_or(frames.len(), |span| span.end) as u64;
             if self.shared.config.durability == Durability::Always {
                 let (ack, acked) = oneshot::channel();
                 w.finish(count, bytes, Some((first, ack)));
-                self.acked(acked.blocking_recv().ok())?;
+                pending.acked = Some(acked);
             } else {
                 w.finish(count, bytes, None);
             }
         }
-        written.map(|()| count)
+        match written {
+            Ok(()) => Ok((count, pending)),
+            Err(e) => {
+                pending.wait_blocking()?;
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Written records waiting for the sync that makes them durable (see
+/// `Log::append_encoded_unsynced`); with a durability other than `Always`
+/// they are as durable as they will be at once.
+#[derive(Debug)]
+#[must_use = "written records are not durable until the sync is waited for"]
+pub struct PendingSync {
+    log: Log,
+    acked: Option<oneshot::Receiver<Ack>>,
+}
+
+impl PendingSync {
+    fn done(log: &Log) -> PendingSync {
+        PendingSync {
+            log: log.clone(),
+            acked: None,
+        }
+    }
+
+    /// Waits on this thread (not a runtime's) until the records are durable.
+    pub fn wait_blocking(self) -> Result<()> {
+        match self.acked {
+            Some(acked) => self.log.acked(acked.blocking_recv().ok()).map(|_| ()),
+            None => Ok(()),
+        }
     }
 }
 
@@ -318,6 +389,7 @@ impl Writer<'_> {
                 if let Some((first, ack)) = waiter {
                     log.shared.committer.wait_for_sync([(first, next, ack)]);
                 }
+                log.shared.bounds.note_written(next);
                 log.shared.committer.note_written(next);
             }
             Durability::Interval(_) | Durability::Never => log.publish_unsynced(next),

@@ -1,4 +1,5 @@
-//! What readers may see of the log: offsets in `[lowest, min(visible, cap))`, the
+//! What readers may see of the log: offsets in `[lowest, min(visible, cap))`, where
+//! written records end (`written`: the cluster's own Raft log reader reads up to there), the
 //! watch that tells waiting readers (long polls, SSE, replication) when
 //! `visible` grows, and the count of cuts that readers check to tell a
 //! record cut under them from a corrupt one.
@@ -19,6 +20,9 @@ pub(super) struct Bounds {
     /// entries before they are committed and raises the cap as they
     /// commit. `u64::MAX` (no cap) on a standalone log.
     cap: AtomicU64,
+    /// Where written records end, synced or not: at least `visible`, and
+    /// ahead of it while a `Durability::Always` sync is awaited.
+    written: AtomicU64,
     appended: watch::Sender<u64>,
     /// Odd while a cut or a reset is under way (bumped before it changes
     /// anything and after it is done), as a seqlock's sequence.
@@ -31,6 +35,7 @@ impl Bounds {
             lowest: AtomicU64::new(lowest),
             visible: AtomicU64::new(next),
             cap: AtomicU64::new(u64::MAX),
+            written: AtomicU64::new(next),
             appended: watch::Sender::new(next),
             cuts: AtomicU64::new(0),
         }
@@ -46,10 +51,15 @@ impl Bounds {
             .min(self.cap.load(Ordering::Acquire))
     }
 
-    /// Where the written (and, with `Durability::Always`, synced) records
-    /// end, whatever the cap.
+    /// Where the written records end (synced or not), whatever the cap.
     pub(super) fn written(&self) -> u64 {
-        self.visible.load(Ordering::Acquire)
+        self.written.load(Ordering::Acquire)
+    }
+
+    /// Records below `next` are written, not yet synced (`Durability::Always`):
+    /// readers do not see them yet, the Raft log reader does.
+    pub(super) fn note_written(&self, next: u64) {
+        self.written.fetch_max(next, Ordering::AcqRel);
     }
 
     /// Readers see nothing at or past `cap` from now on, and waiting readers
@@ -68,6 +78,7 @@ impl Bounds {
 
     /// Records below `next` are readable. Never lowers what readers see.
     pub(super) fn publish(&self, next: u64) {
+        self.written.fetch_max(next, Ordering::AcqRel);
         let previous = self.visible.fetch_max(next, Ordering::AcqRel);
         let capped = next.min(self.cap.load(Ordering::Acquire));
         if capped > previous && self.appended.receiver_count() > 0 {
@@ -78,12 +89,14 @@ impl Bounds {
     /// Readers stop before `keep` (a cut), never seeing more than before.
     pub(super) fn lower_to(&self, keep: u64) {
         self.visible.fetch_min(keep, Ordering::AcqRel);
+        self.written.fetch_min(keep, Ordering::AcqRel);
     }
 
     /// Readers see exactly `[lowest, next)` (a reset).
     pub(super) fn set(&self, lowest: u64, next: u64) {
         self.set_lowest(lowest);
         self.visible.store(next, Ordering::Release);
+        self.written.store(next, Ordering::Release);
     }
 
     /// Tells waiting readers where the log ends now, even if it shrank.
