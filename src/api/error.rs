@@ -115,6 +115,17 @@ pub enum ApiError {
     #[error("no leader is known: an election is under way or a majority is unreachable; retry shortly")]
     NoLeader,
 
+    /// A read of a committed offset that this member does not hold yet.
+    #[error(
+        "offset {offset} is committed, but this node has not caught up to it yet (it holds up to {next}); read it from the leader at {leader}"
+    )]
+    NotCaughtUp {
+        offset: u64,
+        next: u64,
+        leader: String,
+        location: String,
+    },
+
     /// `no_leader` on a node that is in no cluster yet: what it waits for.
     #[error("{0}")]
     NotFormed(String),
@@ -206,7 +217,7 @@ impl ApiError {
             ApiError::CorruptRecord { .. } | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::DiskFull => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::Storage(_) | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::NotLeader { .. } => StatusCode::TEMPORARY_REDIRECT,
+            ApiError::NotLeader { .. } | ApiError::NotCaughtUp { .. } => StatusCode::TEMPORARY_REDIRECT,
             ApiError::NoLeader | ApiError::NotFormed(_) | ApiError::OutcomeUnknown(_) | ApiError::RaftStopped(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -247,6 +258,7 @@ impl ApiError {
             ApiError::BodyTimeout { .. } => "body_timeout",
             ApiError::TooManyConnections { .. } => "too_many_connections",
             ApiError::NotLeader { .. } => "not_leader",
+            ApiError::NotCaughtUp { .. } => "not_caught_up",
             ApiError::NoLeader | ApiError::NotFormed(_) => "no_leader",
             ApiError::OutcomeUnknown(_) => "outcome_unknown",
             ApiError::NoRecordAtOffset { .. } => "no_record_at_offset",
@@ -277,6 +289,11 @@ impl ApiError {
             ApiError::CorruptRecord { offset } => json!({ "offset": offset }),
             ApiError::TooManyConnections { max } => json!({ "max": max }),
             ApiError::NotLeader { leader, .. } => json!({ "leader": leader }),
+            ApiError::NotCaughtUp {
+                offset, next, leader, ..
+            } => {
+                json!({ "offset": offset, "next_offset": next, "leader": leader })
+            }
             ApiError::NoRecordAtOffset { offset, next } => json!({ "offset": offset, "next_offset": next }),
             ApiError::NoSuchMember(id) => json!({ "id": id }),
             _ => json!({}),
@@ -357,7 +374,9 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
         }
-        if let ApiError::ReadOnlyFollower { location, .. } | ApiError::NotLeader { location, .. } = &self
+        if let ApiError::ReadOnlyFollower { location, .. }
+        | ApiError::NotLeader { location, .. }
+        | ApiError::NotCaughtUp { location, .. } = &self
             && let Ok(value) = HeaderValue::from_str(location)
         {
             response.headers_mut().insert(header::LOCATION, value);

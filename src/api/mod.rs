@@ -2,6 +2,7 @@
 //! `openapi.yaml` at the top of the repository documents the contract.
 
 mod append;
+mod catch_up;
 mod cluster;
 mod console;
 mod cors;

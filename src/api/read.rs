@@ -12,6 +12,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use super::catch_up::shown_or_sent_on;
 use super::error::{ApiError, ApiResult, Echo};
 use super::media::prefers;
 use super::position::{check_from, wait_for_records};
@@ -56,6 +57,7 @@ pub async fn read_one(
     OffsetInPath(offset): OffsetInPath,
     WantsRaw(raw): WantsRaw,
 ) -> ApiResult<Response> {
+    shown_or_sent_on(&state, offset, || format!("/{offset}")).await?;
     if raw {
         let record = state.log.read(offset)?;
         if state.hidden(offset, record.attributes) {
@@ -138,6 +140,11 @@ pub async fn read_range(State(state): State<AppState>, request: Request) -> ApiR
         None => state.log.lowest_offset(),
     };
 
+    let uri = request.uri().clone();
+    shown_or_sent_on(&state, from, || {
+        uri.path_and_query().map_or_else(|| "/".to_string(), |p| p.to_string())
+    })
+    .await?;
     check_from(&state.log, from)?;
     if let Some(wait) = wait {
         wait_for_records(&state, from, wait).await;

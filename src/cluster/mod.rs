@@ -14,6 +14,7 @@
 //!   serving side, `validate` their checks before openraft sees them,
 //!   `peer_health` each peer's reachability, logged when it changes;
 //! - `contact`: whether this node is in touch with its leader (check-quorum);
+//! - `reads`: whether an offset a member does not show yet is committed;
 //! - `node`, `formation`, `membership`, `status`: a running node, forming
 //!   and growing the cluster from the seed list, `GET /cluster`;
 //! - `reconcile`: the leader finishes joins that stopped halfway;
@@ -36,6 +37,7 @@ mod metrics;
 mod network;
 mod node;
 mod peer_health;
+mod reads;
 mod recent;
 mod reconcile;
 mod repair;
@@ -59,6 +61,7 @@ pub use log_store::{APPEND_BUDGET_BYTES, LogStore};
 pub use metrics::describe_metrics;
 pub use network::{APPEND_PATH, PRE_VOTE_PATH, SNAPSHOT_PATH, SnapshotBody, TARGET_HEADER, TRANSFER_PATH, VOTE_PATH};
 pub use node::{Cluster, ClusterConfig, RaftNode};
+pub use reads::Beyond;
 pub use start::StartError;
 pub use state_machine::StateMachine;
 pub use status::{ClusterStatus, MemberStatus};

@@ -212,11 +212,13 @@ impl Cluster {
                 .map_err(|e| ClusterError::Stopped(e.to_string()))?
         };
         let mut first = None;
+        let mut last = None;
         let mut seen = 0;
         while let Some(answer) = answers.next().await {
             match answer {
                 Ok(Ok(written)) => {
                     first.get_or_insert(written.response);
+                    last = last.max(Some(written.response));
                     seen += 1;
                 }
                 Ok(Err(e)) => return Err(self.write_error(RaftError::APIError(e))),
@@ -224,10 +226,26 @@ impl Cluster {
                 Err(fatal) => return Err(ClusterError::OutcomeUnknown(format!("the Raft core stopped: {fatal}"))),
             }
         }
+        if let Some(last) = last {
+            self.shown_to_readers(last).await;
+        }
         super::stages::record(super::stages::COMMIT, started);
         match first {
             Some(first) if seen == count => Ok(first),
             _ => Err(ClusterError::OutcomeUnknown("the batch was not answered whole".into())),
+        }
+    }
+
+    /// Waits until this node's readers see `offset`. A majority may commit
+    /// an entry before this node's own sync of it is done (it sends entries
+    /// while it syncs them), and readers see only what is synced here: a
+    /// writer told its offset must find it on this node at once.
+    async fn shown_to_readers(&self, offset: u64) {
+        let mut shown = self.inner.store.log().subscribe();
+        while *shown.borrow_and_update() <= offset {
+            if shown.changed().await.is_err() {
+                return;
+            }
         }
     }
 

@@ -322,6 +322,14 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(
         &mut self,
     ) -> Result<openraft::type_config::alias::SnapshotOf<TypeConfig, Tables>, io::Error> {
+        // Applied entries may not be synced yet (appends return before
+        // their sync): a snapshot naming one, kept through a power cut
+        // that took the entry, would make the next start reset the log
+        // past it. Every applied entry was appended before this wait.
+        let store = self.shared.store.clone();
+        tokio::task::spawn_blocking(move || store.wait_for_syncs())
+            .await
+            .map_err(io::Error::other)?;
         let tables = self.tables();
         let meta = SnapshotMeta {
             last_log_id: tables.applied,

@@ -217,3 +217,87 @@ async fn a_member_back_from_an_outage_is_ready_only_once_it_has_caught_up() {
     }
     eprintln!("{what}: ready after {polls} polls");
 }
+
+/// A member catching up must not tell a reader that a committed offset
+/// does not exist: a read of an offset the cluster committed but the
+/// member does not hold yet waits briefly, then sends the reader to the
+/// leader (307); before it hears a leader it says it cannot tell (503),
+/// never a 404 or an empty range that ends early.
+#[tokio::test]
+async fn a_member_catching_up_never_says_a_committed_offset_is_missing() {
+    let what = "no false 404";
+    let (mut cluster, leader) = start_with(what, config()).await;
+    let victim = (leader + 1) % cluster.len();
+    cluster.kill(victim);
+    // About 16 MiB written while it is down: it takes a while to catch up.
+    let pad = "x".repeat(900);
+    let batch: String = (0..1000)
+        .map(|i| format!("{{\"i\":{i},\"pad\":\"{pad}\"}}\n"))
+        .collect();
+    let mut last = 0;
+    for _ in 0..16 {
+        let reply = send(
+            reqwest::Method::POST,
+            format!("{}/", cluster.url(leader)),
+            Some("application/x-ndjson"),
+            Some(batch.clone()),
+            Duration::from_secs(20),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(reply.status, 201, "{what}: {}", reply.body);
+        last = reply.body["last_offset"].as_u64().expect("last_offset");
+    }
+    cluster.restart(victim).await;
+    let url = cluster.url(victim);
+    let leader_url = cluster.url(leader);
+    let deadline = Instant::now() + LEADER_TIMEOUT * 4;
+    let (mut redirected, mut polls) = (0, 0);
+    loop {
+        polls += 1;
+        let one = get(format!("{url}/{last}"))
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        let range = get(format!("{url}/?from={last}&limit=1"))
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        for (route, reply) in [(format!("GET /{last}"), &one), (format!("GET /?from={last}"), &range)] {
+            match reply.status {
+                200 => {}
+                307 => {
+                    redirected += 1;
+                    let location = reply.location.as_deref().unwrap_or_default();
+                    assert!(
+                        location.starts_with(&leader_url),
+                        "{what}: {route} sent the reader to {location}, not the leader {leader_url}"
+                    );
+                }
+                // Just restarted, before it hears a leader: it cannot tell,
+                // and says so (retry), rather than "no such offset".
+                503 if reply.body["code"] == "no_leader" => {}
+                status => panic!(
+                    "{what}: node {victim} answered {status} to {route} for committed offset {last} (poll {polls}): {}",
+                    reply.body
+                ),
+            }
+        }
+        if range.status == 200 {
+            assert_eq!(
+                range.body["records"][0]["offset"].as_u64(),
+                Some(last),
+                "{what}: a range from a committed offset came back without it: {}",
+                range.body
+            );
+        }
+        if one.status == 200 && range.status == 200 {
+            assert_eq!(one.body["offset"].as_u64(), Some(last), "{what}: {}", one.body);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: node {victim} never served offset {last}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    eprintln!("{what}: served after {polls} polls, {redirected} answers sent to the leader");
+}

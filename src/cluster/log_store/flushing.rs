@@ -119,15 +119,27 @@ fn run(appends: Receiver<Written>, store: Weak<Shared>, progress: &Progress) {
     }
 }
 
+/// Waits for one append's sync and tells openraft how it went. A panic on
+/// the way is told as an error (which stops the Raft core) rather than
+/// leaving openraft, and every `wait_for_syncs`, waiting forever.
 fn finish(written: Written, store: &Weak<Shared>) {
-    let synced = match written.sync {
-        Some(sync) => sync.wait_blocking().map_err(io_error),
-        None => Ok(()),
-    };
-    stages::record(stages::LOG_SYNC, written.written_at);
-    let outcome = synced.and_then(|()| match (written.last, store.upgrade()) {
-        (Some(last), Some(shared)) => LogStore { shared }.raise_flushed(last),
-        _ => Ok(()),
-    });
-    written.callback.io_completed(outcome);
+    let Written {
+        sync,
+        last,
+        callback,
+        written_at,
+    } = written;
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let synced = match sync {
+            Some(sync) => sync.wait_blocking().map_err(io_error),
+            None => Ok(()),
+        };
+        stages::record(stages::LOG_SYNC, written_at);
+        synced.and_then(|()| match (last, store.upgrade()) {
+            (Some(last), Some(shared)) => LogStore { shared }.raise_flushed(last),
+            _ => Ok(()),
+        })
+    }))
+    .unwrap_or_else(|_| Err(io::Error::other("the Raft log's flushing thread panicked")));
+    callback.io_completed(outcome);
 }

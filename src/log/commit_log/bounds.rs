@@ -51,6 +51,12 @@ impl Bounds {
             .min(self.cap.load(Ordering::Acquire))
     }
 
+    /// Where the records readers may see end (written and, with
+    /// `Durability::Always`, synced), whatever the cap.
+    pub(super) fn visible(&self) -> u64 {
+        self.visible.load(Ordering::Acquire)
+    }
+
     /// Where the written records end (synced or not), whatever the cap.
     pub(super) fn written(&self) -> u64 {
         self.written.load(Ordering::Acquire)

@@ -173,7 +173,8 @@ impl Log {
             true => None,
             false => Some(Arc::new(Segment::create(&self.shared.dir, base, &self.shared.config)?)),
         };
-        let visible_before = self.written_offset();
+        // Not `written_offset`: that runs ahead of the sync.
+        let visible_before = self.shared.bounds.visible();
         let _cut = self.shared.bounds.begin_cut();
         // Readers see nothing while the segments go.
         let lowest = self.lowest_offset();

@@ -1,0 +1,55 @@
+//! Reads on a cluster member that has not caught up: an offset the cluster
+//! committed but this node does not show yet is waited for briefly
+//! (`CATCH_UP_WAIT`, longer than a healthy follower trails), then the
+//! reader is sent to the leader (`307`, code `not_caught_up`), never told
+//! that the offset does not exist (a false `404`, or a range that ends
+//! early). A node in touch with no leader cannot tell whether an offset
+//! past its end exists: `503 no_leader`. Standalone nodes and replicas
+//! answer as before.
+
+use std::time::Duration;
+
+use super::error::{ApiError, ApiResult};
+use super::position::wait_for_records;
+use super::state::AppState;
+use crate::cluster::Beyond;
+
+/// How long a read waits for this node to catch up before it is sent to
+/// the leader.
+const CATCH_UP_WAIT: Duration = Duration::from_millis(500);
+
+/// Ok when this node may answer a read at `offset` itself (it shows it,
+/// or the offset is not committed yet); `path` is where the reader goes on
+/// the leader (path and query), made only when it is needed.
+pub async fn shown_or_sent_on(state: &AppState, offset: u64, path: impl FnOnce() -> String) -> ApiResult<()> {
+    let Some(cluster) = state.mode.cluster() else {
+        return Ok(());
+    };
+    if offset < state.log.next_offset() {
+        return Ok(());
+    }
+    match cluster.beyond_view(offset) {
+        Beyond::Uncommitted => return Ok(()),
+        // At the end of the log a reader waits or hears "nothing yet", as
+        // before; only an offset past it cannot be answered.
+        Beyond::Unknown if offset == state.log.next_offset() => return Ok(()),
+        Beyond::Unknown => return Err(ApiError::NoLeader),
+        Beyond::Committed => {}
+    }
+    wait_for_records(state, offset, CATCH_UP_WAIT).await;
+    let next = state.log.next_offset();
+    if offset < next {
+        return Ok(());
+    }
+    match cluster.leader() {
+        Some((leader, Some(url))) if leader != cluster.id() => Err(ApiError::NotCaughtUp {
+            offset,
+            next,
+            location: format!("{}{}", url.trim_end_matches('/'), path()),
+            leader: url,
+        }),
+        // The leader itself (applying what it committed) or no leader to
+        // send to: answer from what is here.
+        _ => Ok(()),
+    }
+}
