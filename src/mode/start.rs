@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::Mode;
+use super::{GuardedAppends, Mode};
 use crate::cluster::{self, Cluster, ClusterConfig};
 use crate::log::{Log, now_ms};
 use crate::replication::{FollowConfig, FollowerStatus, spawn_follower};
@@ -51,6 +51,8 @@ pub enum StartError {
     PeerClient(String),
     #[error(transparent)]
     Cluster(#[from] cluster::StartError),
+    #[error("cannot rebuild the idempotent producers from the log: {0}")]
+    Producers(String),
 }
 
 impl ModeConfig {
@@ -96,8 +98,13 @@ pub async fn start(
     let client = clients.0.unwrap_or_default();
     match config {
         ModeConfig::Standalone => {
+            let scan = log.clone();
+            let guarded = tokio::task::spawn_blocking(move || GuardedAppends::open(&scan))
+                .await
+                .map_err(|e| StartError::Producers(e.to_string()))?
+                .map_err(|e| StartError::Producers(e.to_string()))?;
             let retention = spawn_retention(log.clone(), retention_check, stopping.clone());
-            Ok((Mode::Standalone, vec![retention]))
+            Ok((Mode::Standalone(Arc::new(guarded)), vec![retention]))
         }
         ModeConfig::Replica(follow) => {
             let status = Arc::new(FollowerStatus::new(follow.leader.clone()));
