@@ -147,7 +147,12 @@ mod tests {
             })
         );
         let g = guard(
-            &headers(&[(PRODUCER_ID, "p"), (PRODUCER_EPOCH, "4294967295"), (PRODUCER_SEQ, "0"), (EXPECTED_LAST_OFFSET, "-1")]),
+            &headers(&[
+                (PRODUCER_ID, "p"),
+                (PRODUCER_EPOCH, "4294967295"),
+                (PRODUCER_SEQ, "0"),
+                (EXPECTED_LAST_OFFSET, "-1"),
+            ]),
             1,
         )
         .unwrap();
@@ -160,12 +165,24 @@ mod tests {
         assert_eq!(refused_header(&[(PRODUCER_ID, "p")]), "Producer-Seq");
         assert_eq!(refused_header(&[(PRODUCER_SEQ, "1")]), "Producer-Id");
         assert_eq!(refused_header(&[(PRODUCER_EPOCH, "1")]), "Producer-Id");
-        assert_eq!(refused_header(&[(PRODUCER_ID, "a b"), (PRODUCER_SEQ, "1")]), "Producer-Id");
+        assert_eq!(
+            refused_header(&[(PRODUCER_ID, "a b"), (PRODUCER_SEQ, "1")]),
+            "Producer-Id"
+        );
         assert_eq!(refused_header(&[(PRODUCER_ID, ""), (PRODUCER_SEQ, "1")]), "Producer-Id");
         let long = "x".repeat(65);
-        assert_eq!(refused_header(&[(PRODUCER_ID, &long), (PRODUCER_SEQ, "1")]), "Producer-Id");
-        assert_eq!(refused_header(&[(PRODUCER_ID, "p"), (PRODUCER_SEQ, "-1")]), "Producer-Seq");
-        assert_eq!(refused_header(&[(PRODUCER_ID, "p"), (PRODUCER_SEQ, "+1")]), "Producer-Seq");
+        assert_eq!(
+            refused_header(&[(PRODUCER_ID, &long), (PRODUCER_SEQ, "1")]),
+            "Producer-Id"
+        );
+        assert_eq!(
+            refused_header(&[(PRODUCER_ID, "p"), (PRODUCER_SEQ, "-1")]),
+            "Producer-Seq"
+        );
+        assert_eq!(
+            refused_header(&[(PRODUCER_ID, "p"), (PRODUCER_SEQ, "+1")]),
+            "Producer-Seq"
+        );
         assert_eq!(
             refused_header(&[(PRODUCER_ID, "p"), (PRODUCER_SEQ, "18446744073709551615")]),
             "Producer-Seq",

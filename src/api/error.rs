@@ -37,7 +37,9 @@ pub enum ApiError {
     #[error("Producer-Seq is ahead of the producer: the next one expected is {expected}")]
     ProducerSequenceGap { expected: u64 },
 
-    #[error("Producer-Seq is behind the producer and is none of its last 5 appends: the next one expected is {expected}")]
+    #[error(
+        "Producer-Seq is behind the producer and is none of its last 5 appends: the next one expected is {expected}"
+    )]
     ProducerSequenceStale { expected: u64 },
 
     #[error("Producer-Epoch is below the producer's epoch {epoch}: a newer copy of this producer took over")]

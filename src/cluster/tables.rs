@@ -228,7 +228,11 @@ mod tests {
         t.apply(log_id(1, index), attributes, &payload, &ProducerLimits::default())
     }
 
-    fn guarded(open: bool, producer: Option<(u64, u32)>, expected_last: Option<i64>) -> EntryPayload<UserRecord, u64, Member> {
+    fn guarded(
+        open: bool,
+        producer: Option<(u64, u32)>,
+        expected_last: Option<i64>,
+    ) -> EntryPayload<UserRecord, u64, Member> {
         let EntryPayload::Normal(mut record) = record(open) else {
             unreachable!()
         };
@@ -282,7 +286,10 @@ mod tests {
         let (_, answer) = apply_answer(&mut t, 2, guarded(false, None, Some(-1)));
         assert_eq!(answer.refused, Some(Refusal::OffsetMismatch { last: Some(0) }));
         let (_, answer) = apply_answer(&mut t, 3, guarded(false, None, Some(0)));
-        assert_eq!(answer.refused, None, "control entries and hidden records are not records");
+        assert_eq!(
+            answer.refused, None,
+            "control entries and hidden records are not records"
+        );
         assert_eq!(t.last_record, Some(3));
     }
 

@@ -28,8 +28,8 @@ pub use config::{Durability, LogConfig, MIB, default_max_record_bytes, record_ce
 pub use error::{LogError, Result};
 pub use record::{
     EncodedBatch, FLAG_BATCH_CONTINUES, FRAME_HEADER, Frame, FrameError, FrameStamps, FrameView, Frames, Guard,
-    MAX_PRODUCER_ID, MAX_RECORD_CEILING, MAX_STORED_FRAME, Payload, ProducerStamp, Record, RecordRef, attributes, decode_frame, encode_frame,
-    finished_batches_len, frame_len, frame_stamps, split_checked, split_frames,
+    MAX_PRODUCER_ID, MAX_RECORD_CEILING, MAX_STORED_FRAME, Payload, ProducerStamp, Record, RecordRef, attributes,
+    decode_frame, encode_frame, finished_batches_len, frame_len, frame_stamps, split_checked, split_frames,
 };
 pub use segment::Recovered;
 pub use snapshot::SnapshotReader;

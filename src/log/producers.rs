@@ -48,12 +48,23 @@ impl Default for ProducerLimits {
 /// (its records are in the log already, at these offsets).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Refusal {
-    Duplicate { first: u64, last: u64 },
-    SequenceGap { expected: u64 },
-    SequenceStale { expected: u64 },
-    Fenced { epoch: u32 },
+    Duplicate {
+        first: u64,
+        last: u64,
+    },
+    SequenceGap {
+        expected: u64,
+    },
+    SequenceStale {
+        expected: u64,
+    },
+    Fenced {
+        epoch: u32,
+    },
     /// The log's last record is not where the append expected it (`None`: no record).
-    OffsetMismatch { last: Option<u64> },
+    OffsetMismatch {
+        last: Option<u64>,
+    },
 }
 
 /// One kept append: its first sequence number, how many records, and the
@@ -376,12 +387,21 @@ mod tests {
         }
         t.record(&stamp("x", 1, 7, 1), 99, 6, &LIMITS);
         let back: Producers = serde_json::from_str(&serde_json::to_string(&t).unwrap()).unwrap();
-        for p in [stamp("x", 1, 7, 1), stamp("y", 1, 6, 1), stamp("z", 1, 1, 1), stamp("y", 1, 7, 1)] {
+        for p in [
+            stamp("x", 1, 7, 1),
+            stamp("y", 1, 6, 1),
+            stamp("z", 1, 1, 1),
+            stamp("y", 1, 7, 1),
+        ] {
             assert_eq!(back.check(&p, 6, &LIMITS), t.check(&p, 6, &LIMITS), "{p:?}");
         }
         let mut back = back;
         back.record(&stamp("w", 0, 0, 1), 0, 6, &LIMITS);
-        assert_eq!(back.check(&stamp("y", 1, 0, 1), 6, &LIMITS), None, "y was the least recently used");
+        assert_eq!(
+            back.check(&stamp("y", 1, 0, 1), 6, &LIMITS),
+            None,
+            "y was the least recently used"
+        );
     }
 
     #[test]

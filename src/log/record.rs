@@ -525,13 +525,7 @@ mod tests {
     #[test]
     fn stamps_are_read_from_the_header_alone() {
         let mut buf = Vec::new();
-        encode_frame(
-            &mut buf,
-            9,
-            4321,
-            0,
-            Payload::with(3, b"value"),
-        );
+        encode_frame(&mut buf, 9, 4321, 0, Payload::with(3, b"value"));
         let stamps = frame_stamps(&buf[..FRAME_HEADER]).unwrap();
         assert_eq!(
             stamps,
@@ -573,7 +567,11 @@ mod tests {
         assert_eq!((view.guard, view.value), (&b"guard bytes"[..], &b"{\"a\":1}"[..]));
         let records = split_frames(Bytes::from(buf.clone()), 1, 1 << 20).unwrap();
         assert_eq!(&records[1].value[..], b"{\"a\":1}", "readers get the value alone");
-        assert_eq!(decode_frame(&buf, 1 << 20).unwrap().guard, b"", "a version-1 frame has none");
+        assert_eq!(
+            decode_frame(&buf, 1 << 20).unwrap().guard,
+            b"",
+            "a version-1 frame has none"
+        );
         for i in plain_len..buf.len() {
             let mut bad = buf.clone();
             bad[i] ^= 0x40;

@@ -247,21 +247,11 @@ mod tests {
     fn a_batch_is_the_frames_encode_frame_makes_and_knows_where_each_lies() {
         let mut batch = EncodedBatch::after(b"header".to_vec(), 40);
         batch.push(7, 0, Payload::new(b"a"));
-        batch.push(
-            8,
-            0,
-            Payload::with(3, b"second"),
-        );
+        batch.push(8, 0, Payload::with(3, b"second"));
         let mut expected = Vec::new();
         encode_frame(&mut expected, 40, 7, 0, Payload::new(b"a"));
         let first_end = expected.len();
-        encode_frame(
-            &mut expected,
-            41,
-            8,
-            0,
-            Payload::with(3, b"second"),
-        );
+        encode_frame(&mut expected, 41, 8, 0, Payload::with(3, b"second"));
         assert_eq!(batch.frames(), &expected[..]);
         assert_eq!(batch.next_offset(), 42);
         let ends: Vec<_> = batch.spans().iter().map(|s| (s.start, s.end, s.timestamp_ms)).collect();

@@ -66,7 +66,11 @@ impl Guard {
         if let Some(p) = &self.producer {
             debug_assert!(p.id.len() <= MAX_PRODUCER_ID, "producer ids are checked before");
             out.push(p.id.len().min(MAX_PRODUCER_ID) as u8);
-            out.extend_from_slice(p.id.as_bytes().get(..MAX_PRODUCER_ID.min(p.id.len())).unwrap_or_default());
+            out.extend_from_slice(
+                p.id.as_bytes()
+                    .get(..MAX_PRODUCER_ID.min(p.id.len()))
+                    .unwrap_or_default(),
+            );
             out.extend_from_slice(&p.epoch.to_le_bytes());
             out.extend_from_slice(&p.seq.to_le_bytes());
             out.extend_from_slice(&p.count.to_le_bytes());
