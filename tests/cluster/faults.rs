@@ -1172,7 +1172,9 @@ async fn run_schedule(n: usize) -> Result<String, String> {
     }
     if !producers.wait_for_more_acks(5, PROGRESS_TIMEOUT).await {
         let evidence = failure_evidence(&mut cluster).await;
-        return Err(format!("seed {seed}: the producers made no progress after {done:?}\n  {evidence}"));
+        return Err(format!(
+            "seed {seed}: the producers made no progress after {done:?}\n  {evidence}"
+        ));
     }
     let mut history = load.stop().await;
     history.merge(producers.stop().await);

@@ -70,7 +70,15 @@ async fn produce(cluster: &TestCluster, writer: u64, epoch: u32, seq: u64) -> (R
     loop {
         let leader = cluster.leader().await.map(|l| cluster.url(l));
         let reply = match &leader {
-            Some(url) => post_with(url, &producer_headers(writer, epoch, seq), &body, Duration::from_secs(3)).await,
+            Some(url) => {
+                post_with(
+                    url,
+                    &producer_headers(writer, epoch, seq),
+                    &body,
+                    Duration::from_secs(3),
+                )
+                .await
+            }
             None => Err("no leader".into()),
         };
         match reply {
@@ -120,8 +128,17 @@ async fn a_retry_sent_to_a_new_leader_after_the_old_one_died_holding_the_request
     // The leader, cut off, takes the request and holds it: it cannot commit.
     cluster.partition(old, Mode::Drop);
     let body = record_body(writer, 1);
-    let held = post_with(&cluster.url(old), &producer_headers(writer, 0, 1), &body, Duration::from_millis(800)).await;
-    assert!(held.as_ref().is_err() || held.as_ref().is_ok_and(|r| r.status >= 500), "{held:?}");
+    let held = post_with(
+        &cluster.url(old),
+        &producer_headers(writer, 0, 1),
+        &body,
+        Duration::from_millis(800),
+    )
+    .await;
+    assert!(
+        held.as_ref().is_err() || held.as_ref().is_ok_and(|r| r.status >= 500),
+        "{held:?}"
+    );
     cluster.kill(old);
     cluster.heal();
 
@@ -134,7 +151,10 @@ async fn a_retry_sent_to_a_new_leader_after_the_old_one_died_holding_the_request
     cluster.restart(old).await;
     for _ in 0..2 {
         let (again, _) = produce(&cluster, writer, 0, 1).await;
-        assert_eq!((again.status, &again.body), (200, &json!({ "offset": offset, "duplicate": true })));
+        assert_eq!(
+            (again.status, &again.body),
+            (200, &json!({ "offset": offset, "duplicate": true }))
+        );
     }
 
     // Now a leader that dies after replicating the request but before
@@ -180,15 +200,16 @@ async fn a_follower_partitioned_far_longer_than_any_window_rejoins_without_desyn
     // The follower's table is the others': whoever leads next answers each
     // producer's last append as a duplicate at its original offset, and an
     // old one as stale.
-    let last: BTreeMap<u64, &Attempt> = history
-        .acked()
-        .map(|a| (a.writer, a))
-        .fold(BTreeMap::new(), |mut m, (w, a)| {
-            if m.get(&w).is_none_or(|b: &&Attempt| b.seq < a.seq) {
-                m.insert(w, a);
-            }
-            m
-        });
+    let last: BTreeMap<u64, &Attempt> =
+        history
+            .acked()
+            .map(|a| (a.writer, a))
+            .fold(BTreeMap::new(), |mut m, (w, a)| {
+                if m.get(&w).is_none_or(|b: &&Attempt| b.seq < a.seq) {
+                    m.insert(w, a);
+                }
+                m
+            });
     let old_leader = cluster.wait_for_leader(LEADER_TIMEOUT).await;
     if old_leader != follower {
         cluster.kill(old_leader);
@@ -196,7 +217,11 @@ async fn a_follower_partitioned_far_longer_than_any_window_rejoins_without_desyn
     for (writer, attempt) in &last {
         let (reply, _) = produce(&cluster, *writer, 0, attempt.seq).await;
         let expected = attempt.acked_offset().expect("acked");
-        assert_eq!((reply.status, reply.body["offset"].as_u64()), (200, Some(expected)), "{reply:?}");
+        assert_eq!(
+            (reply.status, reply.body["offset"].as_u64()),
+            (200, Some(expected)),
+            "{reply:?}"
+        );
         let (stale, _) = produce(&cluster, *writer, 0, attempt.seq.saturating_sub(6)).await;
         assert_eq!(stale.body["code"], "producer_sequence_stale", "{stale:?}");
     }
@@ -252,7 +277,11 @@ async fn duplicates_after_retention_purged_the_producers_records_and_every_node_
     })
     .await;
     let history = load.stop().await;
-    assert!(purged, "{what}: retention never purged offset {last}: {}", cluster.log_tail(0, 20));
+    assert!(
+        purged,
+        "{what}: retention never purged offset {last}: {}",
+        cluster.log_tail(0, 20)
+    );
 
     restart_every_node(&mut cluster).await;
     for (seq, offset) in offsets.iter().enumerate() {
@@ -271,7 +300,9 @@ async fn duplicates_after_retention_purged_the_producers_records_and_every_node_
         kept_from = kept_from.max(lowest_offset(&cluster, i).await);
     }
     let mut history = history;
-    history.attempts.retain(|a| a.acked_offset().is_none_or(|o| o >= kept_from));
+    history
+        .attempts
+        .retain(|a| a.acked_offset().is_none_or(|o| o >= kept_from));
     history.merge(producer_history(vec![attempt]));
     check_and_report(&cluster, what, &history).await;
 }
@@ -349,7 +380,11 @@ async fn racing_conditional_appends_have_exactly_one_winner_each_round() {
             }
         }
         let winner = winner.unwrap_or_else(|| panic!("{what}: round {round}: no winner ({losers:?})"));
-        assert_eq!(losers, vec![Some(winner as i64)], "{what}: round {round}: the loser sees the winner");
+        assert_eq!(
+            losers,
+            vec![Some(winner as i64)],
+            "{what}: round {round}: the loser sees the winner"
+        );
         last = winner as i64;
     }
     eprintln!("{what}: {rounds} rounds in {:?}", started.elapsed());

@@ -73,7 +73,9 @@ pub fn check_producers(history: &History, logs: &[NodeLog]) -> Vec<String> {
         let mut last_seq: HashMap<u64, (u64, u64)> = HashMap::new();
         let mut count: HashMap<(u64, u64), u32> = HashMap::new();
         for (offset, value) in &log.records {
-            let Some((writer, seq)) = super::writer::value_key(value) else { continue };
+            let Some((writer, seq)) = super::writer::value_key(value) else {
+                continue;
+            };
             if !producers.contains(&writer) {
                 continue;
             }

@@ -424,7 +424,9 @@ async fn post_once(node: &str, body: &str, producer: Option<&(String, u64)>, tim
         .timeout(timeout)
         .body(body.to_string());
     if let Some((id, seq)) = producer {
-        request = request.header("producer-id", id).header("producer-seq", seq.to_string());
+        request = request
+            .header("producer-id", id)
+            .header("producer-seq", seq.to_string());
     }
     let request = request.send();
     let response = match request.await {
