@@ -230,6 +230,8 @@ pub(crate) fn describe_metrics() {
         EVICTIONS,
         "Producers forgotten because of --producer-ttl-ms or --max-producers (a very late retry of one is appended again)."
     );
+    // At 0 from the start, for alerts on its rate.
+    metrics::counter!(EVICTIONS).increment(0);
 }
 
 /// A producer as serialized.

@@ -251,3 +251,35 @@ async fn the_producer_table_is_rebuilt_from_the_log_after_a_restart() {
     assert_eq!(produce(&node.url, "durable", 3, 3, "\"b\"").await.0, 201);
     assert_eq!(values(&node.url).await.len(), 4);
 }
+
+#[tokio::test]
+async fn beyond_max_producers_the_least_recently_used_is_forgotten_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = common::config(dir.path());
+    config.log.producers.max_producers = 2;
+    let node = start(config).await;
+    let url = &node.url;
+    for id in ["a", "b", "c"] {
+        assert_eq!(produce(url, id, 0, 7, "1").await.0, 201);
+    }
+    assert_eq!(produce(url, "c", 0, 7, "1").await.0, 200, "c is remembered");
+    assert_eq!(produce(url, "b", 0, 7, "1").await.0, 200, "so is b");
+    assert_eq!(
+        produce(url, "a", 0, 7, "1").await.0,
+        201,
+        "a was forgotten: its late retry is appended again"
+    );
+    let metrics = client()
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let evicted = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("distlog_producers_evicted_total "))
+        .unwrap_or_else(|| panic!("no eviction counter in {metrics}"));
+    assert_eq!(evicted.trim(), "2", "c, then a again pushed one out each");
+}
