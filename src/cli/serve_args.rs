@@ -87,8 +87,9 @@ pub struct ServeArgs {
     pub(super) producer_ttl_ms: u64,
 
     /// Idempotent producers remembered at most (the least recently used are
-    /// forgotten first). The same on every member.
-    #[arg(long, env = "DISTLOG_MAX_PRODUCERS", value_name = "N", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000), help_heading = "Storage")]
+    /// forgotten first). The same on every member. At most 200000: a
+    /// cluster's tables, which hold them, are read back only up to 64 MiB.
+    #[arg(long, env = "DISTLOG_MAX_PRODUCERS", value_name = "N", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=200_000), help_heading = "Storage")]
     pub(super) max_producers: u64,
 
     /// Time between background syncs with --fsync interval.

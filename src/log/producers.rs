@@ -421,5 +421,10 @@ mod tests {
         let bytes = t.approximate_bytes();
         eprintln!("100,000 producers with 63-byte ids: ~{} MiB", bytes >> 20);
         assert!(bytes < 64 << 20, "{bytes} bytes");
+        // A cluster's tables are read back up to 64 MiB: twice this (the
+        // most `--max-producers` allows) must fit.
+        let json = serde_json::to_vec(&t).unwrap().len();
+        eprintln!("as JSON: {} MiB", json >> 20);
+        assert!(2 * json < 64 << 20, "{json} bytes of JSON");
     }
 }

@@ -10,15 +10,33 @@
 //! so no other append comes in between. Appends without a guard take no
 //! lock and never wait for a guarded one.
 //!
-//! The table is not stored apart: the first record of every producer's
-//! append carries its guard in its frame (`log::Guard`), and `open`
-//! rebuilds the table from the log's frames. Retention that deletes a
-//! producer's last appends forgets it, as `--producer-ttl-ms` would.
+//! The first record of every producer's append carries its guard in its
+//! frame (`log::Guard`), and `open` rebuilds the table from the log's
+//! frames. Before retention deletes segments, `save` writes the table as
+//! it stands, with the offset it covers, to `<data dir>/producers/table`
+//! (a `cluster::Durable` document: checksummed, replaced atomically), and
+//! `open` starts from that and reads only the frames after it: deleting a
+//! producer's records does not make the log forget the producer.
 
+use std::io;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
+use serde::{Deserialize, Serialize};
+
+use crate::cluster::Durable;
 use crate::log::producers::{Producers, Refusal};
 use crate::log::{Frames, Guard, Log, LogError, MAX_STORED_FRAME, Payload};
+
+/// Where the table is saved, under the data directory, and its document.
+const DIR: &str = "producers";
+const TABLE: &str = "table";
+
+/// The table as saved: it holds every guarded append below `covered`.
+#[derive(Serialize, Deserialize)]
+struct Saved {
+    covered: u64,
+    producers: Producers,
+}
 
 /// Stripes of producer locks: two producers share one at times, which only
 /// makes one wait for the other's append.
@@ -40,11 +58,13 @@ pub enum Appended {
 pub struct GuardedAppends {
     table: Mutex<Producers>,
     stripes: Box<[tokio::sync::Mutex<()>]>,
+    /// Where `save` writes (none: an in-memory table, for tests).
+    saved: Option<Durable>,
 }
 
 impl Default for GuardedAppends {
     fn default() -> Self {
-        GuardedAppends::with(Producers::default())
+        GuardedAppends::with(Producers::default(), None)
     }
 }
 
@@ -56,18 +76,59 @@ pub enum GuardedError {
 }
 
 impl GuardedAppends {
-    fn with(table: Producers) -> GuardedAppends {
+    fn with(table: Producers, saved: Option<Durable>) -> GuardedAppends {
         GuardedAppends {
             table: Mutex::new(table),
             stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
+            saved,
         }
     }
 
-    /// Rebuilds the producers table from the guards of `log`'s frames.
+    /// Rebuilds the producers table: the one last saved, then the guards
+    /// of `log`'s frames after what it covers.
     pub fn open(log: &Log) -> Result<GuardedAppends, LogError> {
+        let durable = Durable::open(log.dir().join(DIR))?;
+        let (lowest, end) = (log.lowest_offset(), log.next_offset());
+        let (table, from) = match durable.read::<Saved>(TABLE)? {
+            // A log cut or reset below what was saved: the saved table
+            // would hold appends the log no longer has.
+            Some(saved) if saved.covered <= end => (saved.producers, saved.covered.max(lowest)),
+            _ => (Producers::default(), lowest),
+        };
+        let table = Self::replay(log, table, from, end)?;
+        if !table.is_empty() {
+            tracing::info!(producers = table.len(), "idempotent producers rebuilt from the log");
+        }
+        Ok(GuardedAppends::with(table, Some(durable)))
+    }
+
+    /// Saves the table as it stands (see the module doc); a no-op for an
+    /// in-memory one.
+    pub async fn save(&self, log: &Log) -> io::Result<()> {
+        let Some(durable) = self.saved.clone() else {
+            return Ok(());
+        };
+        // No producer's append is between its write and its note in the
+        // table while every stripe is held: the table holds every guarded
+        // append below the log's end.
+        let mut held = Vec::with_capacity(self.stripes.len());
+        for stripe in self.stripes.iter() {
+            held.push(stripe.lock().await);
+        }
+        let saved = Saved {
+            covered: log.next_offset(),
+            producers: self.table().clone(),
+        };
+        drop(held);
+        tokio::task::spawn_blocking(move || durable.write(TABLE, &saved, true))
+            .await
+            .map_err(io::Error::other)?
+    }
+
+    /// `table` with the guards of `log`'s frames `[from, end)` noted.
+    fn replay(log: &Log, mut table: Producers, from: u64, end: u64) -> Result<Producers, LogError> {
         let limits = log.config().producers;
-        let mut table = Producers::default();
-        let (mut at, end) = (log.lowest_offset(), log.next_offset());
+        let mut at = from;
         while at < end {
             let (frames, count) = log.read_frames(at, u32::MAX, REBUILD_CHUNK)?;
             if count == 0 {
@@ -95,10 +156,7 @@ impl GuardedAppends {
             }
             at += u64::from(count);
         }
-        if !table.is_empty() {
-            tracing::info!(producers = table.len(), "idempotent producers rebuilt from the log");
-        }
-        Ok(GuardedAppends::with(table))
+        Ok(table)
     }
 
     fn table(&self) -> MutexGuard<'_, Producers> {

@@ -103,13 +103,14 @@ pub async fn start(
                 .await
                 .map_err(|e| StartError::Producers(e.to_string()))?
                 .map_err(|e| StartError::Producers(e.to_string()))?;
-            let retention = spawn_retention(log.clone(), retention_check, stopping.clone());
-            Ok((Mode::Standalone(Arc::new(guarded)), vec![retention]))
+            let guarded = Arc::new(guarded);
+            let retention = spawn_retention(log.clone(), Some(guarded.clone()), retention_check, stopping.clone());
+            Ok((Mode::Standalone(guarded), vec![retention]))
         }
         ModeConfig::Replica(follow) => {
             let status = Arc::new(FollowerStatus::new(follow.leader.clone()));
             let follower = spawn_follower(log.clone(), client, follow.clone(), status.clone(), stopping.clone());
-            let retention = spawn_retention(log.clone(), retention_check, stopping.clone());
+            let retention = spawn_retention(log.clone(), None, retention_check, stopping.clone());
             Ok((Mode::Replica(status), vec![follower, retention]))
         }
         ModeConfig::Member(settings) => {
@@ -136,14 +137,28 @@ pub async fn start(
 }
 
 /// A standalone node's or a replica's retention: delete the oldest segments
-/// past `--retention-bytes` / `--retention-ms` every `every`.
-fn spawn_retention(log: Log, every: Duration, mut stopping: watch::Receiver<bool>) -> JoinHandle<()> {
+/// past `--retention-bytes` / `--retention-ms` every `every`. A standalone
+/// node saves its producers table first, so that it does not forget the
+/// producers whose records go (`guarded`).
+fn spawn_retention(
+    log: Log,
+    producers: Option<Arc<GuardedAppends>>,
+    every: Duration,
+    mut stopping: watch::Receiver<bool>,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(every);
         loop {
             tokio::select! {
                 _ = ticks.tick() => {}
                 _ = stopping.wait_for(|stop| *stop) => return,
+            }
+            if let Some(producers) = &producers
+                && log.retention_point(now_ms()).is_ok_and(|point| point.is_some())
+                && let Err(e) = producers.save(&log).await
+            {
+                tracing::error!(error = %e, "could not save the producers table: retention waits");
+                continue;
             }
             let log = log.clone();
             match tokio::task::spawn_blocking(move || log.enforce_retention(now_ms())).await {

@@ -283,3 +283,42 @@ async fn beyond_max_producers_the_least_recently_used_is_forgotten_and_counted()
         .unwrap_or_else(|| panic!("no eviction counter in {metrics}"));
     assert_eq!(evicted.trim(), "2", "c, then a again pushed one out each");
 }
+
+#[tokio::test]
+async fn retention_deleting_a_producers_records_does_not_forget_it_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let configure = || {
+        let mut config = common::config(dir.path());
+        config.log.max_segment_bytes = 4096;
+        config.log.max_record_bytes = 1024;
+        config.log.retention_bytes = Some(8192);
+        config.retention_check = std::time::Duration::from_millis(50);
+        config
+    };
+    let node = start(configure()).await;
+    for seq in 0..5 {
+        assert_eq!(produce(&node.url, "kept", 0, seq, &seq.to_string()).await.0, 201);
+    }
+    let pad = format!("\"{}\"", "x".repeat(500));
+    for _ in 0..40 {
+        assert_eq!(post(&node.url, "application/json", &[], &pad).await.0, 201);
+    }
+    common::eventually(
+        std::time::Duration::from_secs(10),
+        "retention to delete offsets 0 to 4",
+        || async { common::status(&node.url).await["lowest_offset"].as_u64().unwrap_or(0) > 4 },
+    )
+    .await;
+    node.server.shutdown().await.unwrap();
+
+    let node = start(configure()).await;
+    for seq in 0..5u64 {
+        let (status, body) = produce(&node.url, "kept", 0, seq, &seq.to_string()).await;
+        assert_eq!(
+            (status, body),
+            (200, json!({ "offset": seq, "duplicate": true })),
+            "seq {seq}"
+        );
+    }
+    assert_eq!(produce(&node.url, "kept", 0, 5, "5").await.0, 201);
+}
