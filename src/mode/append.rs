@@ -69,28 +69,24 @@ impl Mode {
         match self {
             Mode::Standalone(guarded) => {
                 let span = telemetry::span(|| tracing::info_span!("append", records = records.len()));
-                let encoded = guard.encode();
-                let payload = |i: usize, record| payload(record, if i == 0 { &encoded } else { &[] });
-                let appended = match records {
+                if !guard.is_none() {
+                    let encoded = guard.encode();
+                    let payloads: Vec<Payload> = records
+                        .iter()
+                        .enumerate()
+                        .map(|(i, record)| payload(record, if i == 0 { &encoded } else { &[] }))
+                        .collect();
+                    return Ok(telemetry::in_span(span, guarded.append(log, &payloads, guard)).await?);
+                }
+                let first = match records {
                     // One record needs no vector.
-                    [one] if guard.is_none() => {
-                        let payload = [payload(0, one)];
-                        Appended::Created {
-                            first: telemetry::in_span(span, log.append_batch_async(&payload)).await?,
-                        }
-                    }
+                    [one] => telemetry::in_span(span, log.append_batch_async(&[payload(one, &[])])).await?,
                     _ => {
-                        let payloads: Vec<Payload> = records.iter().enumerate().map(|(i, r)| payload(i, r)).collect();
-                        if guard.is_none() {
-                            Appended::Created {
-                                first: telemetry::in_span(span, log.append_batch_async(&payloads)).await?,
-                            }
-                        } else {
-                            telemetry::in_span(span, guarded.append(log, &payloads, guard)).await?
-                        }
+                        let payloads: Vec<Payload> = records.iter().map(|record| payload(record, &[])).collect();
+                        telemetry::in_span(span, log.append_batch_async(&payloads)).await?
                     }
                 };
-                Ok(appended)
+                Ok(Appended::Created { first })
             }
             Mode::Replica(status) => Err(read_only(status)),
             Mode::Member(cluster) => {
