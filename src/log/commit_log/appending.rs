@@ -363,6 +363,7 @@ mod tests {
     use std::time::Duration;
 
     use super::super::super::config::{Durability, LogConfig};
+    use super::super::super::error::LogError;
     use super::super::Log;
     use super::Payload;
 
@@ -415,6 +416,41 @@ mod tests {
                 "{durability:?}: the runtime stalled behind the writer lock"
             );
             assert_eq!(log.read(0).unwrap().value, &b"{}"[..], "acknowledged means readable");
+        }
+    }
+
+    /// A conditional append is placed by the one writer: in a round of
+    /// batches submitted together, each expectation is held to where the
+    /// batches before it in the round leave the log.
+    #[test]
+    fn an_append_at_an_expected_offset_is_written_only_there() {
+        for durability in [Durability::Always, Durability::Never] {
+            let dir = tempfile::tempdir().unwrap();
+            let config = LogConfig {
+                durability,
+                ..LogConfig::default()
+            };
+            let log = Log::open(dir.path(), config).unwrap();
+            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            runtime.block_on(async {
+                let two = [Payload::new(b"1"), Payload::new(b"2")];
+                assert_eq!(log.append_batch_at(&two, 0).await.unwrap(), 0);
+                let refused = log.append_batch_at(&two, 1).await.unwrap_err();
+                assert!(
+                    matches!(refused, LogError::NotNext { expected: 1, next: 2 }),
+                    "{refused:?}"
+                );
+                let (at_two, again_at_two, at_three) = tokio::join!(
+                    log.append_batch_at(&two[..1], 2),
+                    log.append_batch_at(&two[..1], 2),
+                    log.append_batch_at(&two[..1], 3),
+                );
+                let mut placed = [at_two.ok(), again_at_two.ok()];
+                placed.sort();
+                assert_eq!(placed, [None, Some(2)], "one of two racing appends at 2");
+                assert_eq!(at_three.ok(), Some(3), "submitted after it, it finds the log at 3");
+            });
+            assert_eq!(log.next_offset(), 4, "{durability:?}: nothing refused was written");
         }
     }
 }
