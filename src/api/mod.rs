@@ -4,6 +4,7 @@
 mod append;
 mod catch_up;
 mod cluster;
+mod conditions;
 mod console;
 mod cors;
 mod error;
