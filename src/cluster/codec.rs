@@ -3,8 +3,10 @@
 //! An entry at index `i` is the frame at offset `i` (layout in
 //! `log::record`). A user record keeps its value, timestamp and attributes;
 //! a control entry (blank, membership) is a frame with
-//! `log::attributes::CONTROL`, timestamp 0 and a small JSON value. The
-//! term is not in the frame but in the term file (`terms`).
+//! `log::attributes::CONTROL`, timestamp 0 and a small JSON value. A
+//! consumer position change is a control frame too, but a record to Raft
+//! (`EntryPayload::Normal` with `CONTROL`; see `consumers`). The term is
+//! not in the frame but in the term file (`terms`).
 //!
 //! Append-entries body (`POST /raft/append`):
 //!
@@ -19,6 +21,7 @@ use bytes::{Buf, Bytes};
 use openraft::EntryPayload;
 use serde::{Deserialize, Serialize};
 
+use super::consumers::is_consumer_entry;
 use super::terms::Terms;
 use super::types::{Entry, LogId, Member, Membership, UserRecord, Vote, log_id, term_of};
 use crate::log::attributes::CONTROL;
@@ -70,8 +73,16 @@ pub fn encode_entries<'a>(batch: &mut EncodedBatch, entries: impl IntoIterator<I
         match &entry.payload {
             EntryPayload::Normal(record) => {
                 if !record.frame.as_ref().is_some_and(|frame| batch.push_frame(frame)) {
+                    // `CONTROL` stays only on a consumer entry: a user's
+                    // record never hides itself.
+                    let control = record.attributes & CONTROL != 0 && is_consumer_entry(&record.value);
+                    let attributes = if control {
+                        record.attributes
+                    } else {
+                        record.attributes & !CONTROL
+                    };
                     let payload = Payload {
-                        attributes: record.attributes & !CONTROL,
+                        attributes,
                         value: &record.value,
                     };
                     batch.push(record.timestamp_ms, 0, payload);
@@ -110,7 +121,7 @@ pub fn decode_entries(frames: Bytes, first: u64, terms: &Terms) -> Result<Vec<En
         .map(|frame| {
             let r = frame.record();
             let term = terms.term_at(r.offset).ok_or(CodecError::NoTerm(r.offset))?;
-            let payload = if r.attributes & CONTROL != 0 {
+            let payload = if r.attributes & CONTROL != 0 && !is_consumer_entry(&r.value) {
                 control_payload(r.offset, &r.value)?
             } else {
                 EntryPayload::Normal(UserRecord {

@@ -1,10 +1,11 @@
 //! The state machine is the log itself: applying an entry only makes it
 //! visible to readers (`Log::set_visible_cap`), answers the client waiting
-//! for it with its offset, and keeps two small tables:
+//! for it with its offset, and keeps small tables:
 //!
 //! - the membership, as openraft needs it;
 //! - batches, whole or never: which offsets readers may see, and which
-//!   belong to a batch a leader change cut short (the rules: `tables`).
+//!   belong to a batch a leader change cut short (the rules: `tables`);
+//! - consumer positions, changed by their control entries (`consumers`).
 //!
 //! A snapshot is these tables (`Tables`), not the records: a node that
 //! installs one whose last entry its log lacks starts its log over after
@@ -55,6 +56,8 @@ struct Shared {
     changed: watch::Sender<u64>,
     /// Held while the tables are copied and written (see `write_tables`).
     writing: Mutex<()>,
+    /// How consumer changes were decided, for their proposers.
+    outcomes: super::consumers::Outcomes,
 }
 
 /// The state machine; clones share it, and `Visibility` reads it.
@@ -89,6 +92,16 @@ impl Visibility {
             .unwrap_or_else(PoisonError::into_inner)
             .aborted(offset)
     }
+
+    /// Reads the consumer positions as applied.
+    pub fn positions<R>(&self, read: impl FnOnce(&crate::log::consumers::Positions) -> R) -> R {
+        read(&self.shared.tables.read().unwrap_or_else(PoisonError::into_inner).consumers)
+    }
+
+    /// How the consumer change at `index` was decided, once.
+    pub fn take_outcome(&self, index: u64) -> Option<super::consumers::Outcome> {
+        self.shared.outcomes.take(index)
+    }
 }
 
 impl StateMachine {
@@ -104,6 +117,7 @@ impl StateMachine {
                 snapshot: Mutex::new(snapshot),
                 changed: watch::Sender::new(0),
                 writing: Mutex::new(()),
+                outcomes: Default::default(),
             }),
         };
         sm.publish();
@@ -218,12 +232,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 _ => CONTROL,
             };
             let index = entry.log_id.index;
-            urgent |= self
-                .shared
-                .tables
-                .write()
-                .unwrap_or_else(PoisonError::into_inner)
-                .apply(entry.log_id, attributes, &entry.payload);
+            let mut tables = self.shared.tables.write().unwrap_or_else(PoisonError::into_inner);
+            if let EntryPayload::Normal(record) = &entry.payload {
+                super::consumers::apply(&mut tables, &self.shared.outcomes, index, record);
+            }
+            urgent |= tables.apply(entry.log_id, attributes, &entry.payload);
+            drop(tables);
             if let Some(responder) = responder {
                 answers.push((responder, index));
             }

@@ -28,6 +28,10 @@ pub struct Tables {
     pub open_batch_from: Option<u64>,
     /// Aborted offsets as `[from, to)` ranges, ascending.
     pub aborted: Vec<(u64, u64)>,
+    /// Consumer positions (see `consumers`); absent from tables written
+    /// before they existed.
+    #[serde(default)]
+    pub consumers: crate::log::consumers::Positions,
 }
 
 impl Tables {

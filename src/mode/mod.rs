@@ -5,11 +5,13 @@
 //!
 //! `Mode` starts the parts a mode needs (`start`), takes an append and says
 //! where it went (`append`), says whether an offset is shown to readers
-//! (`hidden`), and answers status and readiness (`status`). The HTTP layer
+//! (`hidden`), answers status and readiness (`status`), and keeps consumer
+//! positions where the mode keeps them (`consumers`). The HTTP layer
 //! reads bodies and maps `AppendError` once; it never asks which mode it is
 //! in. Named logs will give each log a mode of its own.
 
 mod append;
+mod consumers;
 mod start;
 mod status;
 
@@ -18,6 +20,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 pub use append::AppendError;
+pub use consumers::{Consumers, Outcome as ConsumerOutcome};
 pub use start::{ClusterSettings, ModeConfig, StartError, start};
 pub use status::{ClusterSummary, NodeStatus, NotReady, ReplicaSummary};
 
