@@ -244,3 +244,44 @@ async fn a_replica_sends_consumer_requests_to_its_leader() {
         assert_eq!(location, format!("{}{path}", leader.url), "{method} {path}");
     }
 }
+
+#[tokio::test]
+async fn every_consumer_route_needs_consume() {
+    const WRITER: &str = "writer-token-writer-token-writer-token-00";
+    const READER: &str = "reader-token-reader-token-reader-token-00";
+    let dir = tempfile::tempdir().unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let tokens = files.path().join("tokens");
+    let acl = files.path().join("acl");
+    std::fs::write(&tokens, format!("writer {WRITER}\nreader {READER}\n")).unwrap();
+    std::fs::write(&acl, "writer produce\nreader consume\n").unwrap();
+    let mut config = common::config(dir.path());
+    config.security = distlog::auth::SecurityConfig {
+        token_file: Some(tokens),
+        acl_file: Some(acl),
+        ..Default::default()
+    };
+    let node = start(config).await;
+    let url = &node.url;
+    let send = |method: reqwest::Method, path: &str, token: &str| {
+        client()
+            .request(method, format!("{url}{path}"))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(r#"{"offset": 0}"#)
+            .send()
+    };
+    for (method, path) in [
+        (reqwest::Method::PUT, "/consumers/a"),
+        (reqwest::Method::GET, "/consumers/a"),
+        (reqwest::Method::GET, "/consumers"),
+        (reqwest::Method::DELETE, "/consumers/a"),
+    ] {
+        let refused = send(method.clone(), path, WRITER).await.unwrap();
+        assert_eq!(refused.status(), 403, "{method} {path}");
+        let body: Value = refused.json().await.unwrap();
+        assert_eq!(body["action"], "consume");
+        let allowed = send(method.clone(), path, READER).await.unwrap();
+        assert!(allowed.status().is_success(), "{method} {path}: {}", allowed.status());
+    }
+}
