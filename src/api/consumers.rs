@@ -262,9 +262,15 @@ fn lag(log: &Log, mode: &Mode, offset: u64, now_ms: u64) -> (u64, u64) {
         return (0, 0);
     }
     let from = offset.max(log.lowest_offset());
-    let first_shown = log.read_range(from, LAG_SEARCH_RECORDS, 1 << 20).ok().and_then(|records| {
-        let shown = records.iter().find(|r| !mode.hidden(r.offset, r.attributes));
-        shown.map(|r| r.timestamp_ms)
-    });
-    (next - offset, first_shown.map_or(0, |stamp| now_ms.saturating_sub(stamp)))
+    let first_shown = log
+        .read_range(from, LAG_SEARCH_RECORDS, 1 << 20)
+        .ok()
+        .and_then(|records| {
+            let shown = records.iter().find(|r| !mode.hidden(r.offset, r.attributes));
+            shown.map(|r| r.timestamp_ms)
+        });
+    (
+        next - offset,
+        first_shown.map_or(0, |stamp| now_ms.saturating_sub(stamp)),
+    )
 }

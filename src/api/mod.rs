@@ -147,7 +147,10 @@ pub fn route_template(path: &str) -> &'static str {
         p if p.starts_with("/cluster/members/") && !p["/cluster/members/".len()..].contains('/') => {
             routes::CLUSTER_MEMBER
         }
-        p if p.len() > "/consumers/".len() && p.starts_with("/consumers/") && !p["/consumers/".len()..].contains('/') => {
+        p if p.len() > "/consumers/".len()
+            && p.starts_with("/consumers/")
+            && !p["/consumers/".len()..].contains('/') =>
+        {
             routes::CONSUMER
         }
         _ => match path.strip_prefix('/') {

@@ -170,7 +170,16 @@ mod tests {
     fn raft_entries_and_records_are_not_consumer_entries() {
         assert!(!is_consumer_entry(br#"{"raft":"blank"}"#));
         let (mut tables, outcomes) = (Tables::default(), Outcomes::default());
-        let plain = UserRecord::new(0, 1, serde_json::to_vec(&Entry { raft: KIND.into(), change: set("a", 1) }).unwrap().into());
+        let plain = UserRecord::new(
+            0,
+            1,
+            serde_json::to_vec(&Entry {
+                raft: KIND.into(),
+                change: set("a", 1),
+            })
+            .unwrap()
+            .into(),
+        );
         apply(&mut tables, &outcomes, 1, &plain);
         assert!(tables.consumers.is_empty(), "a user's record is never a change");
     }

@@ -95,7 +95,14 @@ impl Visibility {
 
     /// Reads the consumer positions as applied.
     pub fn positions<R>(&self, read: impl FnOnce(&crate::log::consumers::Positions) -> R) -> R {
-        read(&self.shared.tables.read().unwrap_or_else(PoisonError::into_inner).consumers)
+        read(
+            &self
+                .shared
+                .tables
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .consumers,
+        )
     }
 
     /// How the consumer change at `index` was decided, once.

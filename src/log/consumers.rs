@@ -199,7 +199,10 @@ mod tests {
             Err(Refusal::Mismatch { stored: Some(5) })
         );
         assert!(t.apply(&set("a", 6, Expect::Offset(5))).is_ok());
-        assert!(t.apply(&set("a", 2, Expect::Anything)).is_ok(), "a position may go back");
+        assert!(
+            t.apply(&set("a", 2, Expect::Anything)).is_ok(),
+            "a position may go back"
+        );
         assert_eq!(t.get("a").unwrap().offset, 2);
     }
 

@@ -21,11 +21,7 @@ async fn put(url: &str, name: &str, body: &str) -> (u16, Value) {
 }
 
 async fn delete(url: &str, name: &str) -> (u16, Value) {
-    let response = client()
-        .delete(format!("{url}/consumers/{name}"))
-        .send()
-        .await
-        .unwrap();
+    let response = client().delete(format!("{url}/consumers/{name}")).send().await.unwrap();
     let status = response.status().as_u16();
     (status, response.json().await.unwrap_or(Value::Null))
 }
@@ -60,7 +56,11 @@ async fn a_position_is_stored_read_listed_and_deleted_with_its_lag() {
     clock.set(6000);
     let (status, body) = put(url, "audit", r#"{"offset": 3}"#).await;
     assert_eq!(status, 200);
-    assert_eq!((body["lag_records"].as_u64(), body["lag_ms"].as_u64()), (Some(0), Some(0)), "caught up");
+    assert_eq!(
+        (body["lag_records"].as_u64(), body["lag_ms"].as_u64()),
+        (Some(0), Some(0)),
+        "caught up"
+    );
     let (status, list) = get_json(&format!("{url}/consumers")).await;
     assert_eq!(status, 200);
     let names: Vec<&str> = list["consumers"]
@@ -72,14 +72,24 @@ async fn a_position_is_stored_read_listed_and_deleted_with_its_lag() {
     assert_eq!(names, ["audit", "billing"]);
     assert_eq!(list["consumers"][1]["lag_ms"], 4000, "lag is measured now");
 
-    let deleted = client().delete(format!("{url}/consumers/billing")).send().await.unwrap();
+    let deleted = client()
+        .delete(format!("{url}/consumers/billing"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(deleted.status(), 204);
     let (status, body) = get_json(&format!("{url}/consumers/billing")).await;
     assert_eq!((status, body["code"].as_str()), (404, Some("consumer_not_found")));
     assert_eq!(body["name"], "billing");
     let (status, body) = delete(url, "billing").await;
     assert_eq!((status, body["code"].as_str()), (404, Some("consumer_not_found")));
-    assert_eq!(get_json(&format!("{url}/consumers")).await.1["consumers"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        get_json(&format!("{url}/consumers")).await.1["consumers"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -91,15 +101,33 @@ async fn a_conditional_put_succeeds_only_on_the_stored_offset() {
         post_json(url, "{}").await;
     }
     let (status, body) = put(url, "c", r#"{"offset": 1, "expected": 0}"#).await;
-    assert_eq!((status, &body["code"], &body["stored"]), (412, &json!("position_mismatch"), &Value::Null));
-    assert_eq!(put(url, "c", r#"{"offset": 1, "expected": null}"#).await.0, 200, "null: none stored");
+    assert_eq!(
+        (status, &body["code"], &body["stored"]),
+        (412, &json!("position_mismatch"), &Value::Null)
+    );
+    assert_eq!(
+        put(url, "c", r#"{"offset": 1, "expected": null}"#).await.0,
+        200,
+        "null: none stored"
+    );
     let (status, body) = put(url, "c", r#"{"offset": 2, "expected": null}"#).await;
     assert_eq!((status, &body["stored"]), (412, &json!(1)));
     let (status, body) = put(url, "c", r#"{"offset": 2, "expected": 0}"#).await;
-    assert_eq!((status, &body["code"], &body["stored"]), (412, &json!("position_mismatch"), &json!(1)));
-    assert_eq!(get_json(&format!("{url}/consumers/c")).await.1["offset"], 1, "a refused PUT changes nothing");
+    assert_eq!(
+        (status, &body["code"], &body["stored"]),
+        (412, &json!("position_mismatch"), &json!(1))
+    );
+    assert_eq!(
+        get_json(&format!("{url}/consumers/c")).await.1["offset"],
+        1,
+        "a refused PUT changes nothing"
+    );
     assert_eq!(put(url, "c", r#"{"offset": 2, "expected": 1}"#).await.0, 200);
-    assert_eq!(put(url, "c", r#"{"offset": 0}"#).await.0, 200, "unconditional, and it may go back");
+    assert_eq!(
+        put(url, "c", r#"{"offset": 0}"#).await.0,
+        200,
+        "unconditional, and it may go back"
+    );
     assert_eq!(get_json(&format!("{url}/consumers/c")).await.1["offset"], 0);
 }
 
@@ -113,17 +141,38 @@ async fn names_offsets_and_bodies_are_checked() {
     let longest = "n".repeat(128);
     assert_eq!(put(url, &longest, r#"{"offset": 0}"#).await.0, 200);
     assert_eq!(put(url, "a.B_c-9", r#"{"offset": 0}"#).await.0, 200);
-    for bad in ["n".repeat(129), "a%20b".into(), "%C3%A9".into(), "a:b".into(), "a%2Fb".into()] {
+    for bad in [
+        "n".repeat(129),
+        "a%20b".into(),
+        "%C3%A9".into(),
+        "a:b".into(),
+        "a%2Fb".into(),
+    ] {
         let (status, body) = put(url, &bad, r#"{"offset": 0}"#).await;
-        assert_eq!((status, body["code"].as_str()), (400, Some("bad_consumer_name")), "{bad}");
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (400, Some("bad_consumer_name")),
+            "{bad}"
+        );
         let (status, body) = get_json(&format!("{url}/consumers/{bad}")).await;
-        assert_eq!((status, body["code"].as_str()), (400, Some("bad_consumer_name")), "{bad}");
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (400, Some("bad_consumer_name")),
+            "{bad}"
+        );
     }
 
-    assert_eq!(put(url, "c", r#"{"offset": 1}"#).await.0, 200, "the next offset: caught up");
+    assert_eq!(
+        put(url, "c", r#"{"offset": 1}"#).await.0,
+        200,
+        "the next offset: caught up"
+    );
     let (status, body) = put(url, "c", r#"{"offset": 2}"#).await;
     assert_eq!((status, body["code"].as_str()), (400, Some("offset_past_end")));
-    assert_eq!((body["offset"].as_u64(), body["next_offset"].as_u64()), (Some(2), Some(1)));
+    assert_eq!(
+        (body["offset"].as_u64(), body["next_offset"].as_u64()),
+        (Some(2), Some(1))
+    );
 
     for body in [
         "",
@@ -166,8 +215,15 @@ async fn new_names_stop_at_max_consumers() {
     assert_eq!(put(url, "a", r#"{"offset": 0}"#).await.0, 200);
     assert_eq!(put(url, "b", r#"{"offset": 0}"#).await.0, 200);
     let (status, body) = put(url, "c", r#"{"offset": 0}"#).await;
-    assert_eq!((status, body["code"].as_str(), body["max"].as_u64()), (409, Some("too_many_consumers"), Some(2)));
-    assert_eq!(put(url, "b", r#"{"offset": 0}"#).await.0, 200, "a stored name still moves");
+    assert_eq!(
+        (status, body["code"].as_str(), body["max"].as_u64()),
+        (409, Some("too_many_consumers"), Some(2))
+    );
+    assert_eq!(
+        put(url, "b", r#"{"offset": 0}"#).await.0,
+        200,
+        "a stored name still moves"
+    );
     assert_eq!(delete(url, "a").await.0, 204);
     assert_eq!(put(url, "c", r#"{"offset": 0}"#).await.0, 200, "room again");
 }
@@ -208,8 +264,14 @@ async fn metrics_carry_each_consumers_lag() {
         .await
         .unwrap();
     assert!(text.contains("# TYPE distlog_consumer_lag_records gauge"), "{text}");
-    assert!(text.contains("distlog_consumer_lag_records{consumer=\"slow\"} 4\n"), "{text}");
-    assert!(text.contains("distlog_consumer_lag_records{consumer=\"done\"} 0\n"), "{text}");
+    assert!(
+        text.contains("distlog_consumer_lag_records{consumer=\"slow\"} 4\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("distlog_consumer_lag_records{consumer=\"done\"} 0\n"),
+        "{text}"
+    );
     delete(&node.url, "slow").await;
     let text = client()
         .get(format!("{}/metrics", node.url))
@@ -219,7 +281,10 @@ async fn metrics_carry_each_consumers_lag() {
         .text()
         .await
         .unwrap();
-    assert!(!text.contains("consumer=\"slow\""), "a deleted consumer's series goes: {text}");
+    assert!(
+        !text.contains("consumer=\"slow\""),
+        "a deleted consumer's series goes: {text}"
+    );
 }
 
 #[tokio::test]
