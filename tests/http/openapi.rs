@@ -264,7 +264,13 @@ async fn check_consumers(spec: &Value, url: &str) {
         let get = c.get(format!("{url}/consumers/{name}")).send().await.unwrap();
         check(spec, "/consumers/{name}", "get", get).await;
     }
-    check(spec, "/consumers", "get", c.get(format!("{url}/consumers")).send().await.unwrap()).await;
+    check(
+        spec,
+        "/consumers",
+        "get",
+        c.get(format!("{url}/consumers")).send().await.unwrap(),
+    )
+    .await;
     for name in ["a", "a"] {
         let delete = c.delete(format!("{url}/consumers/{name}")).send().await.unwrap();
         check(spec, "/consumers/{name}", "delete", delete).await;
