@@ -272,6 +272,31 @@ mod tests {
     }
 
     #[test]
+    fn a_consumer_entry_stays_a_control_frame_and_a_record_to_raft() {
+        let change = br#"{"raft":"consumer","change":{"delete":{"name":"a"}}}"#;
+        let entries = vec![
+            Entry {
+                log_id: log_id(1, 0),
+                payload: EntryPayload::Normal(UserRecord::new(CONTROL, 99, Bytes::from_static(change))),
+            },
+            // A user's record never hides itself, whatever bits it came with.
+            Entry {
+                log_id: log_id(1, 1),
+                payload: EntryPayload::Normal(UserRecord::new(CONTROL | 1, 99, Bytes::from_static(b"{}"))),
+            },
+        ];
+        let mut frames = EncodedBatch::new(0);
+        encode_entries(&mut frames, &entries);
+        let frames = Bytes::from(frames.into_inner());
+        let stored = crate::log::split_frames(frames.clone(), 0, MAX_STORED_FRAME).expect("frames");
+        let attributes: Vec<u8> = stored.iter().map(|r| r.attributes).collect();
+        assert_eq!(attributes, vec![CONTROL, 1]);
+        let terms = Terms::from_runs(vec![(1, 0)]).expect("runs");
+        let decoded = decode_entries(frames, 0, &terms).expect("decodes");
+        assert_eq!(decoded[0], entries[0]);
+    }
+
+    #[test]
     fn a_record_that_carries_its_frame_encodes_to_the_same_bytes() {
         let entries = entries();
         let mut fresh = EncodedBatch::new(0);

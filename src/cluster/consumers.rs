@@ -184,6 +184,28 @@ mod tests {
         assert!(tables.consumers.is_empty(), "a user's record is never a change");
     }
 
+    /// A snapshot's tables travel in one `POST /raft/snapshot` body, which
+    /// the API reads with axum's default limit of 2 MiB: the largest table
+    /// (`--max-consumers` at its default, the longest names and offsets)
+    /// must fit with room for the rest of the tables.
+    #[test]
+    fn the_largest_default_table_fits_a_snapshot_body() {
+        use crate::log::consumers::{DEFAULT_MAX_CONSUMERS, MAX_NAME_BYTES};
+        let mut tables = Tables::default();
+        for i in 0..DEFAULT_MAX_CONSUMERS {
+            let change = Change::Set {
+                name: format!("{i:0>width$}", width = MAX_NAME_BYTES),
+                offset: u64::MAX,
+                expected: Expect::Anything,
+                max: DEFAULT_MAX_CONSUMERS,
+                at_ms: 9_999_999_999_999,
+            };
+            tables.consumers.apply(&change).unwrap();
+        }
+        let bytes = serde_json::to_vec(&tables).unwrap().len();
+        assert!(bytes < 2 * 1024 * 1024 - 64 * 1024, "{bytes} bytes");
+    }
+
     #[test]
     fn only_the_newest_outcomes_are_kept() {
         let outcomes = Outcomes::default();

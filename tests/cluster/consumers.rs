@@ -112,11 +112,29 @@ async fn positions_replicate_and_survive_a_leader_kill_and_a_full_restart() {
     for i in 0..cluster.len() {
         cluster.restart(i).await;
     }
-    cluster.wait_for_leader(Duration::from_secs(20)).await;
+    let leader = cluster.wait_for_leader(Duration::from_secs(20)).await;
     for i in 0..cluster.len() {
         shows(&cluster.url(i), "a", 6).await;
         shows(&cluster.url(i), "b", 2).await;
     }
+
+    let (status, _, _) = send(
+        reqwest::Method::DELETE,
+        &format!("{}/consumers/b", cluster.url(leader)),
+        "",
+    )
+    .await;
+    assert_eq!(status, 204);
+    for i in 0..cluster.len() {
+        let url = format!("{}/consumers/b", cluster.url(i));
+        common::eventually(Duration::from_secs(20), "the deletion on every node", || {
+            let url = url.clone();
+            async move { common::get_json(&url).await.0 == 404 }
+        })
+        .await;
+    }
+    let (_, list) = common::get_json(&format!("{}/consumers", cluster.url(follower))).await;
+    assert_eq!(list["consumers"].as_array().map(Vec::len), Some(1), "{list}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
