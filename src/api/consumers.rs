@@ -18,7 +18,7 @@ use std::fmt::Write;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -67,21 +67,21 @@ struct List<'a> {
     consumers: Vec<View<'a>>,
 }
 
-pub async fn get_one(State(state): State<AppState>, request: Request) -> ApiResult<Response> {
-    let name = name_in_path(&request)?;
+pub async fn get_one(State(state): State<AppState>, uri: Uri) -> ApiResult<Response> {
+    let name = name_in_path(&uri)?;
     let position = state
         .consumers
         .read(|t| t.get(name))
-        .map_err(|e| refused(e, &request))?
+        .map_err(|e| refused(e, &uri))?
         .ok_or_else(|| ApiError::ConsumerNotFound { name: name.to_string() })?;
     Ok(answer(&state, name, position))
 }
 
-pub async fn list(State(state): State<AppState>, request: Request) -> ApiResult<Response> {
+pub async fn list(State(state): State<AppState>, uri: Uri) -> ApiResult<Response> {
     let positions: Vec<(String, Position)> = state
         .consumers
         .read(|t| t.iter().map(|(n, p)| (n.to_string(), p)).collect())
-        .map_err(|e| refused(e, &request))?;
+        .map_err(|e| refused(e, &uri))?;
     let lags = tokio::task::spawn_blocking({
         let state = state.clone();
         let offsets: Vec<u64> = positions.iter().map(|(_, p)| p.offset).collect();
@@ -113,19 +113,14 @@ pub async fn list(State(state): State<AppState>, request: Request) -> ApiResult<
 
 pub async fn put(State(state): State<AppState>, request: Request) -> ApiResult<Response> {
     let (parts, body) = request.into_parts();
-    let request = Request::from_parts(parts, Body::empty());
-    let name = name_in_path(&request)?.to_string();
-    writable(&state, &request)?;
-    if body_format(request.headers())? != BodyFormat::Json {
-        return Err(ApiError::UnsupportedMediaType(Echo::of(
-            request
-                .headers()
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default(),
-        )));
+    let (uri, headers) = (&parts.uri, &parts.headers);
+    let name = name_in_path(uri)?.to_string();
+    writable(&state, uri)?;
+    if body_format(headers)? != BodyFormat::Json {
+        let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+        return Err(ApiError::UnsupportedMediaType(Echo::of(content_type.unwrap_or_default())));
     }
-    let body = read_small_body(request.headers(), body).await?;
+    let body = read_small_body(headers, body).await?;
     let put: PutBody = serde_json::from_slice(&body).map_err(|e| ApiError::InvalidJson {
         line: None,
         detail: e.to_string(),
@@ -148,7 +143,7 @@ pub async fn put(State(state): State<AppState>, request: Request) -> ApiResult<R
         max: state.limits.max_consumers,
         at_ms: state.log.config().clock.now_ms(),
     };
-    let stored = state.consumers.change(change).await.map_err(|e| refused(e, &request))?;
+    let stored = state.consumers.change(change).await.map_err(|e| refused(e, uri))?;
     match stored {
         Ok(Some(position)) => Ok(answer(&state, &name, position)),
         Ok(None) => Err(ApiError::Internal("a set stored nothing".into())),
@@ -156,11 +151,11 @@ pub async fn put(State(state): State<AppState>, request: Request) -> ApiResult<R
     }
 }
 
-pub async fn delete(State(state): State<AppState>, request: Request) -> ApiResult<Response> {
-    let name = name_in_path(&request)?.to_string();
-    writable(&state, &request)?;
+pub async fn delete(State(state): State<AppState>, uri: Uri) -> ApiResult<Response> {
+    let name = name_in_path(&uri)?.to_string();
+    writable(&state, &uri)?;
     let change = Change::Delete { name: name.clone() };
-    match state.consumers.change(change).await.map_err(|e| refused(e, &request))? {
+    match state.consumers.change(change).await.map_err(|e| refused(e, &uri))? {
         Ok(_) => Ok(StatusCode::NO_CONTENT.into_response()),
         Err(refusal) => Err(refusal_error(refusal, &name)),
     }
@@ -189,24 +184,24 @@ pub fn render_metrics(state: &AppState, out: &mut String) {
 
 /// The name in `/consumers/{name}`, as sent: an encoded character is not
 /// one a name may hold.
-fn name_in_path(request: &Request) -> ApiResult<&str> {
-    let name = request.uri().path().strip_prefix("/consumers/").unwrap_or_default();
+fn name_in_path(uri: &Uri) -> ApiResult<&str> {
+    let name = uri.path().strip_prefix("/consumers/").unwrap_or_default();
     check_name(name).map_err(|_| ApiError::BadConsumerName(Echo::of(name)))?;
     Ok(name)
 }
 
 /// As appends: a writer is sent on before its body is read.
-fn writable(state: &AppState, request: &Request) -> ApiResult<()> {
+fn writable(state: &AppState, uri: &Uri) -> ApiResult<()> {
     let writable = state.mode.check_writable();
     if state.shutting_down() && !matches!(writable, Err(AppendError::ReadOnlyReplica { .. })) {
         return Err(ApiError::ShuttingDown);
     }
-    writable.map_err(|e| refused(e, request))
+    writable.map_err(|e| refused(e, uri))
 }
 
 /// A follower or replica sends the request to the same path on the leader.
-fn refused(err: AppendError, request: &Request) -> ApiError {
-    let path = request.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
+fn refused(err: AppendError, uri: &Uri) -> ApiError {
+    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     append_error(err, path)
 }
 
