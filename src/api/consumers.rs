@@ -36,7 +36,7 @@ const MAX_BODY_BYTES: u64 = 4096;
 /// Records a lag search reads from a position for its first shown record
 /// (a cluster's control entries and aborted batches are skipped); behind
 /// only hidden ones, a consumer is caught up.
-const LAG_SEARCH_RECORDS: u32 = 256;
+const LAG_SEARCH_RECORDS: u64 = 256;
 
 /// A `PUT` body. `expected` absent is unconditional; `null` means "none
 /// stored".
@@ -118,7 +118,9 @@ pub async fn put(State(state): State<AppState>, request: Request) -> ApiResult<R
     writable(&state, uri)?;
     if body_format(headers)? != BodyFormat::Json {
         let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
-        return Err(ApiError::UnsupportedMediaType(Echo::of(content_type.unwrap_or_default())));
+        return Err(ApiError::UnsupportedMediaType(Echo::of(
+            content_type.unwrap_or_default(),
+        )));
     }
     let body = read_small_body(headers, body).await?;
     let put: PutBody = serde_json::from_slice(&body).map_err(|e| ApiError::InvalidJson {
@@ -257,13 +259,13 @@ fn lag(log: &Log, mode: &Mode, offset: u64, now_ms: u64) -> (u64, u64) {
         return (0, 0);
     }
     let from = offset.max(log.lowest_offset());
-    let first_shown = log
-        .read_range(from, LAG_SEARCH_RECORDS, 1 << 20)
-        .ok()
-        .and_then(|records| {
-            let shown = records.iter().find(|r| !mode.hidden(r.offset, r.attributes));
-            shown.map(|r| r.timestamp_ms)
-        });
+    let to = next.min(from.saturating_add(LAG_SEARCH_RECORDS));
+    // Headers only, read where they lie: a list of many consumers reads
+    // one record header each, not their values.
+    let first_shown = (from..to).find_map(|o| {
+        let (attributes, stamp) = log.read_with(o, |r| (r.attributes, r.timestamp_ms)).ok()?;
+        (!mode.hidden(o, attributes)).then_some(stamp)
+    });
     (
         next - offset,
         first_shown.map_or(0, |stamp| now_ms.saturating_sub(stamp)),
