@@ -113,6 +113,15 @@ impl Positions {
         self.by_name.iter().map(|(name, p)| (name.as_str(), *p))
     }
 
+    /// Puts `name` at `position` (`None`: removes it), whatever the rules:
+    /// a change's effect replayed from a journal, or undone.
+    pub fn restore(&mut self, name: String, position: Option<Position>) {
+        match position {
+            Some(position) => self.by_name.insert(name, position),
+            None => self.by_name.remove(&name),
+        };
+    }
+
     /// Makes `change` if its rules allow it: the position it stored, or
     /// `None` for a deletion.
     pub fn apply(&mut self, change: &Change) -> Result<Option<Position>, Refusal> {

@@ -1,8 +1,8 @@
 //! Where consumer positions (`log::consumers`) are kept, by mode:
 //!
-//! - **standalone**: in memory, and in `<data dir>/consumers/positions`
-//!   (a `cluster::Durable` document: CRC line, then the table as JSON,
-//!   replaced by rename and synced), written before a change is answered;
+//! - **standalone**: in memory, and in `<data dir>/consumers/` (a table and
+//!   a journal of changes since, see `journal`), written before a change is
+//!   answered;
 //! - **member**: in the cluster's tables, changed through Raft
 //!   (`cluster::consumers`); any member reads what it applied, changes go
 //!   to the leader as appends do;
@@ -14,14 +14,14 @@ use std::io;
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use super::journal::Journal;
 use super::{AppendError, Mode};
-use crate::cluster::{Cluster, Durable};
+use crate::cluster::Cluster;
 use crate::log::LogError;
 use crate::log::consumers::{Change, Position, Positions, Refusal};
 use crate::replication::FollowerStatus;
 
 const DIR: &str = "consumers";
-const FILE: &str = "positions";
 
 /// What applying a change gave: the position stored (`None`: deleted), or
 /// why its rules refused it.
@@ -40,8 +40,8 @@ enum Kept {
 
 #[derive(Debug)]
 struct Local {
-    table: Mutex<Positions>,
-    file: Durable,
+    /// The journal is held with the table: one change at a time.
+    table: Mutex<(Positions, Journal)>,
 }
 
 impl Consumers {
@@ -50,11 +50,9 @@ impl Consumers {
     pub fn open(mode: &Mode, data_dir: &Path) -> io::Result<Consumers> {
         Ok(Consumers(match mode {
             Mode::Standalone => {
-                let file = Durable::open(data_dir.join(DIR))?;
-                let table = file.read::<Positions>(FILE)?.unwrap_or_default();
+                let (journal, table) = Journal::open(&data_dir.join(DIR))?;
                 Kept::Local(Arc::new(Local {
-                    table: Mutex::new(table),
-                    file,
+                    table: Mutex::new((table, journal)),
                 }))
             }
             Mode::Member(cluster) => Kept::Member(cluster.clone()),
@@ -65,7 +63,7 @@ impl Consumers {
     /// Reads the positions as this node holds them.
     pub fn read<R>(&self, read: impl FnOnce(&Positions) -> R) -> Result<R, AppendError> {
         match &self.0 {
-            Kept::Local(local) => Ok(read(&local.table.lock().unwrap_or_else(PoisonError::into_inner))),
+            Kept::Local(local) => Ok(read(&local.table.lock().unwrap_or_else(PoisonError::into_inner).0)),
             Kept::Member(cluster) => Ok(cluster.positions(read)),
             Kept::Replica(status) => Err(read_only(status)),
         }
@@ -88,15 +86,21 @@ impl Consumers {
 }
 
 impl Local {
-    /// Decides on a copy and writes it before it replaces the table: a
-    /// failed write changes nothing, and one change at a time is decided.
+    /// Decides, then records the effect before the answer; a change the
+    /// journal could not record is undone.
     fn change(&self, change: &Change) -> Result<Outcome, AppendError> {
-        let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut changed = table.clone();
-        let outcome = changed.apply(change);
-        if outcome.is_ok() {
-            self.file.write(FILE, &changed, true).map_err(LogError::Io)?;
-            *table = changed;
+        let mut kept = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+        let (table, journal) = &mut *kept;
+        let name = match change {
+            Change::Set { name, .. } | Change::Delete { name } => name,
+        };
+        let before = table.get(name);
+        let outcome = table.apply(change);
+        if outcome.is_ok()
+            && let Err(e) = journal.record(table, name, table.get(name))
+        {
+            table.restore(name.clone(), before);
+            return Err(LogError::Io(e).into());
         }
         Ok(outcome)
     }
@@ -138,6 +142,6 @@ mod tests {
         let consumers = Consumers::open(&Mode::Standalone, dir.path()).unwrap();
         let delete = Change::Delete { name: "a".into() };
         assert_eq!(consumers.change(delete).await.unwrap(), Err(Refusal::Unknown));
-        assert!(!dir.path().join(DIR).join(FILE).exists());
+        assert_eq!(std::fs::metadata(dir.path().join(DIR).join("journal")).unwrap().len(), 0);
     }
 }

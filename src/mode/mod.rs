@@ -12,6 +12,7 @@
 
 mod append;
 mod consumers;
+mod journal;
 mod start;
 mod status;
 
