@@ -142,6 +142,9 @@ mod tests {
         let consumers = Consumers::open(&Mode::Standalone, dir.path()).unwrap();
         let delete = Change::Delete { name: "a".into() };
         assert_eq!(consumers.change(delete).await.unwrap(), Err(Refusal::Unknown));
-        assert_eq!(std::fs::metadata(dir.path().join(DIR).join("journal")).unwrap().len(), 0);
+        assert_eq!(
+            std::fs::metadata(dir.path().join(DIR).join("journal")).unwrap().len(),
+            0
+        );
     }
 }

@@ -169,10 +169,7 @@ mod tests {
     use super::*;
 
     fn at(offset: u64) -> Option<Position> {
-        Some(Position {
-            offset,
-            updated_ms: 1,
-        })
+        Some(Position { offset, updated_ms: 1 })
     }
 
     /// Records `name` at `position` in both the table and the journal.
@@ -243,7 +240,11 @@ mod tests {
         garbled_last[last] ^= 1;
         std::fs::write(&path, &garbled_last).unwrap();
         let (_, read) = Journal::open(dir.path()).unwrap();
-        assert_eq!((read.get("a"), read.get("b")), (at(1), None), "the unanswered last change");
+        assert_eq!(
+            (read.get("a"), read.get("b")),
+            (at(1), None),
+            "the unanswered last change"
+        );
 
         let mut garbled_first = good.clone();
         garbled_first[first_line - 3] ^= 1;
