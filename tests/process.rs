@@ -148,6 +148,22 @@ mod reqwest {
         })
     }
 
+    /// `method` on `url` with a JSON body; the status and JSON body.
+    pub fn blocking_send(method: ::reqwest::Method, url: &str, body: &str) -> (u16, Value) {
+        let body = body.to_string();
+        runtime().block_on(async {
+            let response = ::reqwest::Client::new()
+                .request(method, url)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            (status, response.json().await.unwrap_or_default())
+        })
+    }
+
     pub fn blocking_get(url: &str) -> (u16, Value) {
         runtime().block_on(async {
             let response = ::reqwest::get(url).await.unwrap();
@@ -229,6 +245,42 @@ fn kill_9_keeps_the_idempotent_producers() {
     assert_eq!(reqwest::blocking_produce(&server.url, "killed", 100, "{}").0, 201);
     let (_, page) = reqwest::blocking_get(&format!("{}/?from=0&limit=1000", server.url));
     assert_eq!(page["records"].as_array().unwrap().len(), 101);
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+}
+
+#[test]
+fn kill_9_loses_no_acknowledged_consumer_position() {
+    use ::reqwest::Method;
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = spawn(dir.path(), &["--fsync", "never"]);
+    for i in 0..10 {
+        post(&server.url, &format!("{{\"i\":{i}}}"));
+    }
+    let put = |url: &str, name: &str, offset: u64| {
+        let body = format!("{{\"offset\":{offset}}}");
+        reqwest::blocking_send(Method::PUT, &format!("{url}/consumers/{name}"), &body).0
+    };
+    for (name, offset) in (0..50).map(|i| (format!("c{i}"), i % 11)) {
+        assert_eq!(put(&server.url, &name, offset), 200);
+    }
+    let (status, _) = reqwest::blocking_send(Method::DELETE, &format!("{}/consumers/c7", server.url), "");
+    assert_eq!(status, 204);
+    server.child.kill().unwrap(); // SIGKILL
+    server.child.wait().unwrap();
+
+    let mut server = spawn(dir.path(), &[]);
+    let (status, list) = reqwest::blocking_get(&format!("{}/consumers", server.url));
+    assert_eq!(status, 200);
+    let listed: Vec<(String, u64)> = list["consumers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["name"].as_str().unwrap().to_string(), c["offset"].as_u64().unwrap()))
+        .collect();
+    let mut expected: Vec<(String, u64)> = (0..50).filter(|i| *i != 7).map(|i| (format!("c{i}"), i % 11)).collect();
+    expected.sort();
+    assert_eq!(listed, expected);
     server.child.kill().unwrap();
     server.child.wait().unwrap();
 }

@@ -259,6 +259,7 @@ fn methods(route: &str) -> HeaderValue {
         | routes::RAFT_SNAPSHOT
         | routes::RAFT_TRANSFER => "POST, OPTIONS",
         routes::CLUSTER_MEMBER => "DELETE, OPTIONS",
+        routes::CONSUMER => "GET, HEAD, PUT, DELETE, OPTIONS",
         _ => "GET, HEAD, OPTIONS",
     })
 }

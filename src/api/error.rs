@@ -178,6 +178,21 @@ pub enum ApiError {
 
     #[error("timed out: {0}")]
     ClusterTimeout(String),
+
+    #[error("bad consumer name {0:?}: a name is 1-128 characters of A-Z, a-z, 0-9, '.', '_' and '-'")]
+    BadConsumerName(Echo),
+
+    #[error("no consumer is named {name:?}")]
+    ConsumerNotFound { name: String },
+
+    #[error("the stored position is {}, not the one expected", stored.map_or("none".to_string(), |s| s.to_string()))]
+    PositionMismatch { stored: Option<u64> },
+
+    #[error("{max} consumers are stored, the limit (--max-consumers); delete one first")]
+    TooManyConsumers { max: usize },
+
+    #[error("offset {offset} is past the log's end (next offset {next}): a position cannot point past it")]
+    PositionPastEnd { offset: u64, next: u64 },
 }
 
 /// Client input quoted back in an error (a path, a method, a header or
@@ -253,6 +268,10 @@ impl ApiError {
             | ApiError::ProducerFenced { .. } => StatusCode::CONFLICT,
             ApiError::OffsetMismatch { .. } => StatusCode::PRECONDITION_FAILED,
             ApiError::ClusterTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::BadConsumerName(_) | ApiError::PositionPastEnd { .. } => StatusCode::BAD_REQUEST,
+            ApiError::ConsumerNotFound { .. } => StatusCode::NOT_FOUND,
+            ApiError::PositionMismatch { .. } => StatusCode::PRECONDITION_FAILED,
+            ApiError::TooManyConsumers { .. } => StatusCode::CONFLICT,
         }
     }
 
@@ -299,6 +318,11 @@ impl ApiError {
             ApiError::WrongNode(_) => "wrong_node",
             ApiError::RaftStopped(_) => "raft_stopped",
             ApiError::ClusterTimeout(_) => "timeout",
+            ApiError::BadConsumerName(_) => "bad_consumer_name",
+            ApiError::ConsumerNotFound { .. } => "consumer_not_found",
+            ApiError::PositionMismatch { .. } => "position_mismatch",
+            ApiError::TooManyConsumers { .. } => "too_many_consumers",
+            ApiError::PositionPastEnd { .. } => "offset_past_end",
         }
     }
 
@@ -333,6 +357,10 @@ impl ApiError {
             }
             ApiError::NoRecordAtOffset { offset, next } => json!({ "offset": offset, "next_offset": next }),
             ApiError::NoSuchMember(id) => json!({ "id": id }),
+            ApiError::ConsumerNotFound { name } => json!({ "name": name }),
+            ApiError::PositionMismatch { stored } => json!({ "stored": stored }),
+            ApiError::TooManyConsumers { max } => json!({ "max": max }),
+            ApiError::PositionPastEnd { offset, next } => json!({ "offset": offset, "next_offset": next }),
             _ => json!({}),
         }
     }

@@ -7,7 +7,8 @@
 //! `/readyz` are open unless `--protect-metrics`, then they need `admin`.
 //! A cluster's peer RPCs (`/raft/*`) and membership changes (`POST` and
 //! `DELETE` under `/cluster/`) need `cluster`; `GET /cluster` needs
-//! `consume`.
+//! `consume`. Consumer positions (`/consumers`, `/consumers/{name}`, every
+//! method) need `consume`: a consumer keeps its own place.
 //! A refused caller gets the JSON error of `ApiError::Unauthorized` (401,
 //! with `WWW-Authenticate: Bearer`) or `ApiError::Forbidden` (403).
 
@@ -37,6 +38,7 @@ fn required_action(policy: &Policy, method: &Method, route: &str) -> Option<Acti
         | (&Method::POST | &Method::DELETE, routes::CLUSTER_JOIN | routes::CLUSTER_LEADER | routes::CLUSTER_MEMBER) => {
             Some(Action::Cluster)
         }
+        (_, routes::CONSUMERS | routes::CONSUMER) => Some(Action::Consume),
         (_, routes::METRICS | routes::HEALTHZ | routes::READYZ) => policy.protects_metrics().then_some(Action::Admin),
         _ => Some(Action::Consume),
     }

@@ -123,6 +123,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     metrics::counter!(BYTES_APPENDED).absolute(appended.bytes);
     let mut text = recorder().render();
     request_metrics::render(&mut text);
+    super::consumers::render_metrics(&state, &mut text);
     process_metrics::render(&mut text);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }

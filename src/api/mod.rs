@@ -6,6 +6,7 @@ mod catch_up;
 mod cluster;
 mod conditions;
 mod console;
+mod consumers;
 mod cors;
 mod error;
 mod frames;
@@ -62,6 +63,8 @@ mod routes {
     pub const CLUSTER_JOIN: &str = "/cluster/join";
     pub const CLUSTER_MEMBER: &str = "/cluster/members/{id}";
     pub const CLUSTER_LEADER: &str = "/cluster/leader";
+    pub const CONSUMERS: &str = "/consumers";
+    pub const CONSUMER: &str = "/consumers/{name}";
     pub const RAFT_APPEND: &str = crate::cluster::APPEND_PATH;
     pub const RAFT_VOTE: &str = crate::cluster::VOTE_PATH;
     pub const RAFT_PRE_VOTE: &str = crate::cluster::PRE_VOTE_PATH;
@@ -100,6 +103,11 @@ pub fn app(state: AppState, policy: Option<Arc<Policy>>, origins: AllowedOrigins
         .route(routes::CLUSTER_JOIN, post(cluster::join))
         .route(routes::CLUSTER_MEMBER, delete(cluster::remove_member))
         .route(routes::CLUSTER_LEADER, post(cluster::transfer_leader))
+        .route(routes::CONSUMERS, get(consumers::list))
+        .route(
+            routes::CONSUMER,
+            get(consumers::get_one).put(consumers::put).delete(consumers::delete),
+        )
         .route(routes::RAFT_APPEND, post(cluster::raft_append))
         .route(routes::RAFT_VOTE, post(cluster::raft_vote))
         .route(routes::RAFT_PRE_VOTE, post(cluster::raft_pre_vote))
@@ -130,6 +138,7 @@ pub fn route_template(path: &str) -> &'static str {
         routes::CLUSTER => routes::CLUSTER,
         routes::CLUSTER_JOIN => routes::CLUSTER_JOIN,
         routes::CLUSTER_LEADER => routes::CLUSTER_LEADER,
+        routes::CONSUMERS => routes::CONSUMERS,
         routes::RAFT_APPEND => routes::RAFT_APPEND,
         routes::RAFT_VOTE => routes::RAFT_VOTE,
         routes::RAFT_SNAPSHOT => routes::RAFT_SNAPSHOT,
@@ -139,6 +148,12 @@ pub fn route_template(path: &str) -> &'static str {
         p if p.starts_with(routes::UI_SLASH) && !p[routes::UI_SLASH.len()..].contains('/') => routes::UI_ASSET,
         p if p.starts_with("/cluster/members/") && !p["/cluster/members/".len()..].contains('/') => {
             routes::CLUSTER_MEMBER
+        }
+        p if p.len() > "/consumers/".len()
+            && p.starts_with("/consumers/")
+            && !p["/consumers/".len()..].contains('/') =>
+        {
+            routes::CONSUMER
         }
         _ => match path.strip_prefix('/') {
             Some(segment) if !segment.is_empty() && !segment.contains('/') => routes::RECORD,
@@ -181,6 +196,10 @@ mod tests {
             ("/ui/", "/ui/"),
             ("/ui/main.js", "/ui/{asset}"),
             ("/ui/a/b", "unmatched"),
+            ("/consumers", "/consumers"),
+            ("/consumers/billing", "/consumers/{name}"),
+            ("/consumers/a/b", "unmatched"),
+            ("/consumers/", "unmatched"),
             ("//", "unmatched"),
         ] {
             assert_eq!(route_template(path), template, "{path}");

@@ -1,5 +1,5 @@
-//! What every handler shares: the log, the limits, the node's mode and the
-//! shutdown signal.
+//! What every handler shares: the log, the limits, the node's mode, its
+//! consumer positions and the shutdown signal.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::log::Log;
-use crate::mode::Mode;
+use crate::mode::{Consumers, Mode};
 
 /// Caps on everything a client controls.
 #[derive(Clone, Debug)]
@@ -22,6 +22,8 @@ pub struct Limits {
     pub max_range_bytes: u64,
     /// The longest a long poll may wait; `wait_ms` above is capped to it.
     pub max_wait: Duration,
+    /// Named consumers whose positions are kept (`--max-consumers`).
+    pub max_consumers: usize,
 }
 
 impl Default for Limits {
@@ -32,6 +34,7 @@ impl Default for Limits {
             max_range_records: 10_000,
             max_range_bytes: 4 * 1024 * 1024,
             max_wait: Duration::from_secs(30),
+            max_consumers: crate::log::consumers::DEFAULT_MAX_CONSUMERS,
         }
     }
 }
@@ -46,6 +49,8 @@ pub struct Shared {
     pub limits: Limits,
     /// Where appends go and what readers see (see `crate::mode`).
     pub mode: Mode,
+    /// Named consumers' positions, where the mode keeps them.
+    pub consumers: Consumers,
     /// Turns true when the server starts shutting down: long polls and
     /// event streams end, `/readyz` says no.
     pub shutdown: watch::Receiver<bool>,
@@ -60,11 +65,12 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
-    pub fn new(log: Log, limits: Limits, mode: Mode, shutdown: watch::Receiver<bool>) -> Self {
+    pub fn new(log: Log, limits: Limits, mode: Mode, consumers: Consumers, shutdown: watch::Receiver<bool>) -> Self {
         AppState(Arc::new(Shared {
             log,
             limits,
             mode,
+            consumers,
             shutdown,
         }))
     }

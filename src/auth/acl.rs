@@ -1,6 +1,7 @@
 //! The access policy from `--acl`: lines of `<principal> <action>`, where
 //! `*` as principal means everyone authenticated and the actions are
-//! `produce` (append), `consume` (read, tail, status, replicate), `cluster`
+//! `produce` (append), `consume` (read, tail, status, replicate, consumer
+//! positions), `cluster`
 //! (a cluster's peer RPCs under `/raft/` and membership changes under
 //! `/cluster/`, and `consume`: what peers need) and `admin` (everything,
 //! including protected metrics and health). Blank lines and `#`

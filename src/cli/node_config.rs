@@ -49,6 +49,7 @@ impl ServeArgs {
         }
         let limits = Limits {
             max_request_bytes: self.max_request_bytes,
+            max_consumers: self.max_consumers,
             ..Limits::default()
         };
         let cors_origins = AllowedOrigins::parse(&self.cors_origin)

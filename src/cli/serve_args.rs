@@ -100,6 +100,10 @@ pub struct ServeArgs {
     #[arg(long, env = "DISTLOG_MAX_REQUEST_BYTES", value_name = "SIZE", default_value = "16MiB", value_parser = units::bytes, help_heading = "HTTP")]
     pub(super) max_request_bytes: u64,
 
+    /// Named consumers whose positions are kept (`PUT /consumers/{name}`); a new name past it is refused (409).
+    #[arg(long, env = "DISTLOG_MAX_CONSUMERS", value_name = "COUNT", default_value_t = crate::log::consumers::DEFAULT_MAX_CONSUMERS, help_heading = "HTTP")]
+    pub(super) max_consumers: usize,
+
     /// Serve HTTPS only, with this PEM certificate chain (reloaded on SIGHUP).
     #[arg(
         long,

@@ -3,8 +3,10 @@
 //! An entry at index `i` is the frame at offset `i` (layout in
 //! `log::record`). A user record keeps its value, timestamp and attributes;
 //! a control entry (blank, membership) is a frame with
-//! `log::attributes::CONTROL`, timestamp 0 and a small JSON value. The
-//! term is not in the frame but in the term file (`terms`).
+//! `log::attributes::CONTROL`, timestamp 0 and a small JSON value. A
+//! consumer position change is a control frame too, but a record to Raft
+//! (`EntryPayload::Normal` with `CONTROL`; see `consumers`). The term is
+//! not in the frame but in the term file (`terms`).
 //!
 //! Append-entries body (`POST /raft/append`):
 //!
@@ -19,6 +21,7 @@ use bytes::{Buf, Bytes};
 use openraft::EntryPayload;
 use serde::{Deserialize, Serialize};
 
+use super::consumers::is_consumer_entry;
 use super::terms::Terms;
 use super::types::{Entry, LogId, Member, Membership, UserRecord, Vote, log_id, term_of};
 use crate::log::attributes::CONTROL;
@@ -71,8 +74,16 @@ pub fn encode_entries<'a>(batch: &mut EncodedBatch, entries: impl IntoIterator<I
             EntryPayload::Normal(record) => {
                 if !record.frame.as_ref().is_some_and(|frame| batch.push_frame(frame)) {
                     let guard = record.guard.encode();
+                    // `CONTROL` stays only on a consumer entry: a user's
+                    // record never hides itself.
+                    let control = record.attributes & CONTROL != 0 && is_consumer_entry(&record.value);
+                    let attributes = if control {
+                        record.attributes
+                    } else {
+                        record.attributes & !CONTROL
+                    };
                     let payload = Payload {
-                        attributes: record.attributes & !CONTROL,
+                        attributes,
                         value: &record.value,
                         guard: &guard,
                     };
@@ -109,7 +120,7 @@ pub fn decode_entries(frames: Bytes, first: u64, terms: &Terms) -> Result<Vec<En
         .map(|frame| {
             let r = frame.record();
             let term = terms.term_at(r.offset).ok_or(CodecError::NoTerm(r.offset))?;
-            let payload = if r.attributes & CONTROL != 0 {
+            let payload = if r.attributes & CONTROL != 0 && !is_consumer_entry(&r.value) {
                 control_payload(r.offset, &r.value)?
             } else {
                 let guard = Guard::decode(frame.guard()).map_err(|reason| CodecError::Control {
@@ -262,6 +273,31 @@ mod tests {
         }
         let decoded = decode_entries(Bytes::from(frames.into_inner()), 0, &terms).expect("decodes");
         assert_eq!(decoded, entries);
+    }
+
+    #[test]
+    fn a_consumer_entry_stays_a_control_frame_and_a_record_to_raft() {
+        let change = br#"{"raft":"consumer","change":{"delete":{"name":"a"}}}"#;
+        let entries = vec![
+            Entry {
+                log_id: log_id(1, 0),
+                payload: EntryPayload::Normal(UserRecord::new(CONTROL, 99, Bytes::from_static(change))),
+            },
+            // A user's record never hides itself, whatever bits it came with.
+            Entry {
+                log_id: log_id(1, 1),
+                payload: EntryPayload::Normal(UserRecord::new(CONTROL | 1, 99, Bytes::from_static(b"{}"))),
+            },
+        ];
+        let mut frames = EncodedBatch::new(0);
+        encode_entries(&mut frames, &entries);
+        let frames = Bytes::from(frames.into_inner());
+        let stored = crate::log::split_frames(frames.clone(), 0, MAX_STORED_FRAME).expect("frames");
+        let attributes: Vec<u8> = stored.iter().map(|r| r.attributes).collect();
+        assert_eq!(attributes, vec![CONTROL, 1]);
+        let terms = Terms::from_runs(vec![(1, 0)]).expect("runs");
+        let decoded = decode_entries(frames, 0, &terms).expect("decodes");
+        assert_eq!(decoded[0], entries[0]);
     }
 
     #[test]

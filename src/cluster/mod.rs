@@ -10,6 +10,7 @@
 //! - `durable`: the small checksummed files Raft keeps (vote, committed...);
 //! - `log_store`: openraft's log storage over our log;
 //! - `state_machine`: applying = making visible; batches whole or never;
+//! - `consumers`: consumer positions as control entries, applied into the tables;
 //! - `network`: peer RPCs over HTTP (served by `api::cluster`), `rpc` the
 //!   serving side, `validate` their checks before openraft sees them,
 //!   `peer_health` each peer's reachability, logged when it changes;
@@ -25,6 +26,7 @@
 //! Design and traps: `docs/cluster-design.md`, `docs/openraft-0.10-notes.md`.
 
 mod codec;
+mod consumers;
 mod contact;
 mod durable;
 mod error;

@@ -215,8 +215,8 @@ impl Cluster {
         while let Some(answer) = answers.next().await {
             match answer {
                 Ok(Ok(written)) => {
+                    last = last.max(Some(written.response.offset));
                     first.get_or_insert(written.response);
-                    last = last.max(Some(written.response));
                     seen += 1;
                 }
                 Ok(Err(e)) => return Err(self.write_error(RaftError::APIError(e))),

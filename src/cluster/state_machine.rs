@@ -1,13 +1,14 @@
 //! The state machine is the log itself: applying an entry only makes it
 //! visible to readers (`Log::set_visible_cap`), answers the client waiting
-//! for it with its offset, and keeps two small tables:
+//! for it with its offset, and keeps small tables:
 //!
 //! - the membership, as openraft needs it;
 //! - batches, whole or never: which offsets readers may see, and which
 //!   belong to a batch a leader change cut short (the rules: `tables`);
 //! - idempotent producers and the last record's offset, by which an
 //!   append's guard is decided as it is applied: a refused append is
-//!   hidden like an aborted batch, and its client hears why (`tables`).
+//!   hidden like an aborted batch, and its client hears why (`tables`);
+//! - consumer positions, changed by their control entries (`consumers`).
 //!
 //! A snapshot is these tables (`Tables`), not the records: a node that
 //! installs one whose last entry its log lacks starts its log over after
@@ -58,6 +59,8 @@ struct Shared {
     changed: watch::Sender<u64>,
     /// Held while the tables are copied and written (see `write_tables`).
     writing: Mutex<()>,
+    /// How consumer changes were decided, for their proposers.
+    outcomes: super::consumers::Outcomes,
 }
 
 /// The state machine; clones share it, and `Visibility` reads it.
@@ -92,6 +95,23 @@ impl Visibility {
             .unwrap_or_else(PoisonError::into_inner)
             .aborted(offset)
     }
+
+    /// Reads the consumer positions as applied.
+    pub fn positions<R>(&self, read: impl FnOnce(&crate::log::consumers::Positions) -> R) -> R {
+        read(
+            &self
+                .shared
+                .tables
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .consumers,
+        )
+    }
+
+    /// How the consumer change at `index` was decided, once.
+    pub fn take_outcome(&self, index: u64) -> Option<super::consumers::Outcome> {
+        self.shared.outcomes.take(index)
+    }
 }
 
 impl StateMachine {
@@ -107,6 +127,7 @@ impl StateMachine {
                 snapshot: Mutex::new(snapshot),
                 changed: watch::Sender::new(0),
                 writing: Mutex::new(()),
+                outcomes: Default::default(),
             }),
         };
         sm.publish();
@@ -222,12 +243,22 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 EntryPayload::Normal(r) => r.attributes & !CONTROL,
                 _ => CONTROL,
             };
-            let (must_write, applied) = self
-                .shared
-                .tables
-                .write()
-                .unwrap_or_else(PoisonError::into_inner)
-                .apply(entry.log_id, attributes, &entry.payload, &limits);
+            let index = entry.log_id.index;
+            let mut tables = self.shared.tables.write().unwrap_or_else(PoisonError::into_inner);
+            // A consumer entry changes the positions only: it is no record
+            // (not the last one `Expected-Last-Offset` is held to) and no
+            // producer's append.
+            let consumer = match &entry.payload {
+                EntryPayload::Normal(record) => {
+                    super::consumers::apply(&mut tables, &self.shared.outcomes, index, record)
+                }
+                _ => false,
+            };
+            let (must_write, applied) = match consumer {
+                true => tables.pass(entry.log_id),
+                false => tables.apply(entry.log_id, attributes, &entry.payload, &limits),
+            };
+            drop(tables);
             urgent |= must_write;
             if let Some(responder) = responder {
                 answers.push((responder, applied));

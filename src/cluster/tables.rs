@@ -50,6 +50,10 @@ pub struct Tables {
     /// How the append being applied was decided at its first entry.
     #[serde(default)]
     pub deciding: Option<Decided>,
+    /// Consumer positions (see `consumers`); absent from tables written
+    /// before they existed.
+    #[serde(default)]
+    pub consumers: crate::log::consumers::Positions,
 }
 
 /// How an append was decided when its first entry was applied.
@@ -125,6 +129,22 @@ impl Tables {
             refused,
         };
         (urgent, applied)
+    }
+
+    /// Applies an entry that is neither a record nor Raft's own (a consumer
+    /// position's change): only `applied` moves.
+    pub(super) fn pass(&mut self, id: LogId) -> (bool, Applied) {
+        debug_assert!(
+            self.applied.is_none_or(|a| a.index < id.index),
+            "entries apply in order"
+        );
+        debug_assert!(self.open_batch_from.is_none(), "a batch's entries are consecutive");
+        self.applied = Some(id);
+        let applied = Applied {
+            offset: id.index,
+            refused: None,
+        };
+        (false, applied)
     }
 
     /// How the append whose first entry is `record` is decided, as the log

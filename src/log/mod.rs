@@ -13,6 +13,7 @@
 mod clock;
 mod commit_log;
 mod config;
+pub mod consumers;
 mod error;
 pub mod fsops;
 mod group_commit;

@@ -5,12 +5,15 @@
 //!
 //! `Mode` starts the parts a mode needs (`start`), takes an append and says
 //! where it went (`append`), says whether an offset is shown to readers
-//! (`hidden`), and answers status and readiness (`status`). The HTTP layer
+//! (`hidden`), answers status and readiness (`status`), and keeps consumer
+//! positions where the mode keeps them (`consumers`). The HTTP layer
 //! reads bodies and maps `AppendError` once; it never asks which mode it is
 //! in. Named logs will give each log a mode of its own.
 
 mod append;
+mod consumers;
 mod guarded;
+mod journal;
 mod start;
 mod status;
 
@@ -19,6 +22,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 pub use append::AppendError;
+pub use consumers::{Consumers, Outcome as ConsumerOutcome};
 pub use guarded::{Appended, GuardedAppends};
 pub use start::{ClusterSettings, ModeConfig, StartError, start};
 pub use status::{ClusterSummary, NodeStatus, NotReady, ReplicaSummary};

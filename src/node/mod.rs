@@ -75,7 +75,14 @@ impl Node {
         )
         .await?;
         background.push(spawn_metrics_upkeep(stopping.clone()));
-        let state = AppState::new(log.clone(), config.limits.clone(), mode.clone(), stopping.clone());
+        let consumers = mode::Consumers::open(&mode, &config.data_dir)?;
+        let state = AppState::new(
+            log.clone(),
+            config.limits.clone(),
+            mode.clone(),
+            consumers,
+            stopping.clone(),
+        );
         let app = api::app(
             state,
             security.policy.clone(),

@@ -10,6 +10,7 @@
 mod common;
 
 mod by_time;
+mod consumers;
 mod faults;
 mod follow;
 mod harness_selftest;

@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode, header};
 use distlog::api::{AllowedOrigins, App, AppState, Limits, app};
 use distlog::log::{Durability, Log, LogConfig};
-use distlog::mode::Mode;
+use distlog::mode::{Consumers, Mode};
 use distlog::replication::FollowerStatus;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
@@ -22,6 +22,7 @@ use tower::ServiceExt;
 struct Api {
     log: Log,
     mode: Mode,
+    consumers: Consumers,
     shutdown: watch::Sender<bool>,
     _dir: TempDir,
 }
@@ -39,9 +40,11 @@ impl Api {
         };
         let log = Log::open(dir.path(), config).unwrap();
         let (shutdown, _) = watch::channel(false);
+        let consumers = Consumers::open(&mode, dir.path()).unwrap();
         Api {
             log,
             mode,
+            consumers,
             shutdown,
             _dir: dir,
         }
@@ -52,6 +55,7 @@ impl Api {
             self.log.clone(),
             Limits::default(),
             self.mode.clone(),
+            self.consumers.clone(),
             self.shutdown.subscribe(),
         );
         app(state, None, AllowedOrigins::default(), true)

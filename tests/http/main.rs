@@ -12,6 +12,7 @@ mod client_edges;
 mod conn;
 mod conn_edges;
 mod console;
+mod consumers;
 mod handlers;
 mod metrics;
 mod openapi;

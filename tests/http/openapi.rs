@@ -121,6 +121,8 @@ async fn the_spec_describes_the_running_server() {
         "/cluster/join",
         "/cluster/members/{id}",
         "/cluster/leader",
+        "/consumers",
+        "/consumers/{name}",
         "/ui",
         "/ui/",
         "/ui/{asset}",
@@ -234,6 +236,45 @@ async fn the_spec_describes_the_running_server() {
     .await;
     let join = c.post(format!("{url}/cluster/join")).body(r#"{"url":"http://x"}"#);
     check(&spec, "/cluster/join", "post", join.send().await.unwrap()).await;
+    check_consumers(&spec, url).await;
+}
+
+/// Every answer of the consumer routes, on a log of a few records.
+async fn check_consumers(spec: &Value, url: &str) {
+    let c = client();
+    let put = |name: &str, body: &str| {
+        c.put(format!("{url}/consumers/{name}"))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+    };
+    for (name, body) in [
+        ("a", r#"{"offset": 1}"#),
+        ("a", r#"{"offset": 2, "expected": 0}"#),
+        ("a", r#"{"offset": 2, "expected": 1}"#),
+        ("a", r#"{"offset": 99999}"#),
+        ("a", "{"),
+        ("a%20b", r#"{"offset": 1}"#),
+    ] {
+        check(spec, "/consumers/{name}", "put", put(name, body).await.unwrap()).await;
+    }
+    let huge = format!(r#"{{"offset": 1, "x": "{}"}}"#, "x".repeat(5000));
+    check(spec, "/consumers/{name}", "put", put("a", &huge).await.unwrap()).await;
+    for name in ["a", "nobody", "a%20b"] {
+        let get = c.get(format!("{url}/consumers/{name}")).send().await.unwrap();
+        check(spec, "/consumers/{name}", "get", get).await;
+    }
+    check(
+        spec,
+        "/consumers",
+        "get",
+        c.get(format!("{url}/consumers")).send().await.unwrap(),
+    )
+    .await;
+    for name in ["a", "a"] {
+        let delete = c.delete(format!("{url}/consumers/{name}")).send().await.unwrap();
+        check(spec, "/consumers/{name}", "delete", delete).await;
+    }
 }
 
 /// A one-node cluster (`--peers` naming only itself) answers as documented:

@@ -1,0 +1,236 @@
+//! Consumer positions in a cluster: changes go through Raft as control
+//! entries readers never see, every member answers reads from what it
+//! applied, a conditional change is decided at apply time (two racing
+//! writers: exactly one wins), and positions survive a leader's death, a
+//! restart of every node, and a retention purge of their entries that
+//! sends a lagging member a snapshot.
+
+use crate::common;
+
+use std::time::{Duration, Instant};
+
+use common::cluster::{ClusterConfig, TestCluster};
+use common::rt;
+use serde_json::Value;
+
+async fn send(method: reqwest::Method, url: &str, body: &str) -> (u16, Value, Option<String>) {
+    let answer = rt::http()
+        .request(method, url)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("an answer");
+    let status = answer.status().as_u16();
+    let location = answer
+        .headers()
+        .get("location")
+        .map(|l| l.to_str().unwrap().to_string());
+    (status, answer.json().await.unwrap_or(Value::Null), location)
+}
+
+async fn put(url: &str, name: &str, body: &str) -> (u16, Value) {
+    let (status, body, _) = send(reqwest::Method::PUT, &format!("{url}/consumers/{name}"), body).await;
+    (status, body)
+}
+
+async fn write_records(url: &str, count: usize) {
+    let batch: String = (0..count).map(|i| format!("{{\"i\":{i}}}\n")).collect();
+    let answer = rt::http()
+        .post(format!("{url}/"))
+        .header("content-type", "application/x-ndjson")
+        .body(batch)
+        .send()
+        .await
+        .expect("a write");
+    assert_eq!(answer.status(), 201, "a write to {url}");
+}
+
+/// The offset node `url` shows for consumer `name`, once it shows `want`.
+async fn shows(url: &str, name: &str, want: u64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = Value::Null;
+    while Instant::now() < deadline {
+        if let Ok(answer) = rt::http().get(format!("{url}/consumers/{name}")).send().await
+            && answer.status() == 200
+        {
+            last = answer.json().await.unwrap_or(Value::Null);
+            if last["offset"].as_u64() == Some(want) {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{url} never showed {name} at {want}; last {last}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn positions_replicate_and_survive_a_leader_kill_and_a_full_restart() {
+    let mut cluster = TestCluster::start(ClusterConfig::default()).await;
+    let leader = cluster.wait_for_leader(Duration::from_secs(20)).await;
+    let follower = (leader + 1) % cluster.len();
+    write_records(&cluster.url(leader), 10).await;
+
+    let (status, body) = put(&cluster.url(leader), "a", r#"{"offset": 4}"#).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _, location) = send(
+        reqwest::Method::PUT,
+        &format!("{}/consumers/a", cluster.url(follower)),
+        r#"{"offset": 5}"#,
+    )
+    .await;
+    assert_eq!(status, 307, "a follower sends changes to the leader, as appends");
+    assert_eq!(location, Some(format!("{}/consumers/a", cluster.url(leader))));
+    let (status, _, _) = send(
+        reqwest::Method::DELETE,
+        &format!("{}/consumers/a", cluster.url(follower)),
+        "",
+    )
+    .await;
+    assert_eq!(status, 307);
+    for i in 0..cluster.len() {
+        shows(&cluster.url(i), "a", 4).await;
+    }
+    // The change is a control entry: readers still see the 10 records only.
+    let (_, page) = common::get_json(&format!("{}/?from=0&limit=100", cluster.url(follower))).await;
+    assert_eq!(page["records"].as_array().unwrap().len(), 10, "{page}");
+
+    cluster.kill(leader);
+    let leader = cluster.wait_for_leader(Duration::from_secs(20)).await;
+    shows(&cluster.url(leader), "a", 4).await;
+    assert_eq!(
+        put(&cluster.url(leader), "a", r#"{"offset": 6, "expected": 4}"#)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(put(&cluster.url(leader), "b", r#"{"offset": 2}"#).await.0, 200);
+
+    for i in 0..cluster.len() {
+        cluster.kill(i);
+    }
+    for i in 0..cluster.len() {
+        cluster.restart(i).await;
+    }
+    let leader = cluster.wait_for_leader(Duration::from_secs(20)).await;
+    for i in 0..cluster.len() {
+        shows(&cluster.url(i), "a", 6).await;
+        shows(&cluster.url(i), "b", 2).await;
+    }
+
+    let (status, _, _) = send(
+        reqwest::Method::DELETE,
+        &format!("{}/consumers/b", cluster.url(leader)),
+        "",
+    )
+    .await;
+    assert_eq!(status, 204);
+    for i in 0..cluster.len() {
+        let url = format!("{}/consumers/b", cluster.url(i));
+        common::eventually(Duration::from_secs(20), "the deletion on every node", || {
+            let url = url.clone();
+            async move { common::get_json(&url).await.0 == 404 }
+        })
+        .await;
+    }
+    let (_, list) = common::get_json(&format!("{}/consumers", cluster.url(follower))).await;
+    assert_eq!(list["consumers"].as_array().map(Vec::len), Some(1), "{list}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_conditional_puts_have_exactly_one_winner() {
+    const ROUNDS: u64 = 200;
+    const RECORDS: u64 = 20;
+    let cluster = TestCluster::start(ClusterConfig::default()).await;
+    let leader = cluster.wait_for_leader(Duration::from_secs(20)).await;
+    let url = cluster.url(leader);
+    write_records(&url, RECORDS as usize).await;
+    assert_eq!(put(&url, "race", r#"{"offset": 0}"#).await.0, 200);
+    let mut stored = 0;
+    for round in 0..ROUNDS {
+        let (mine, theirs) = ((stored + 1) % RECORDS, (stored + 2) % RECORDS);
+        let body = |offset: u64| format!(r#"{{"offset": {offset}, "expected": {stored}}}"#);
+        let (mine_body, theirs_body) = (body(mine), body(theirs));
+        let (a, b) = tokio::join!(put(&url, "race", &mine_body), put(&url, "race", &theirs_body));
+        let statuses = (a.0, b.0);
+        let winner = match statuses {
+            (200, 412) => mine,
+            (412, 200) => theirs,
+            other => panic!("round {round}: {other:?}, {} and {}", a.1, b.1),
+        };
+        let loser = if a.0 == 412 { &a.1 } else { &b.1 };
+        assert_eq!(loser["code"], "position_mismatch", "round {round}");
+        assert_eq!(
+            loser["stored"], winner,
+            "round {round}: the loser is told the winner's offset"
+        );
+        stored = winner;
+    }
+    for i in 0..cluster.len() {
+        shows(&cluster.url(i), "race", stored).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn positions_survive_a_retention_purge_and_a_snapshot_install() {
+    let config = ClusterConfig {
+        extra_args: [
+            "--max-segment-bytes",
+            "4096",
+            "--max-record-bytes",
+            "1024",
+            "--retention-bytes",
+            "16384",
+        ]
+        .map(String::from)
+        .to_vec(),
+        ..ClusterConfig::default()
+    };
+    let mut cluster = TestCluster::start(config).await;
+    let leader = cluster.wait_for_leader(Duration::from_secs(20)).await;
+    let url = cluster.url(leader);
+    write_records(&url, 5).await;
+    // Down before the change: it can learn of it from the snapshot only.
+    let lagging = (leader + 1) % cluster.len();
+    cluster.kill(lagging);
+    assert_eq!(put(&url, "early", r#"{"offset": 3}"#).await.0, 200);
+
+    // Past the purge margin (1000 applied entries), in whole segments.
+    for _ in 0..12 {
+        write_records(&url, 200).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while common::status(&url).await["lowest_offset"].as_u64().unwrap_or(0) <= 10 {
+        assert!(Instant::now() < deadline, "the leader never purged its first entries");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    shows(&url, "early", 3).await;
+
+    cluster.restart(lagging).await;
+    shows(&cluster.url(lagging), "early", 3).await;
+    // The snapshot's tables are in place a moment before its log reset.
+    let lagging_url = cluster.url(lagging);
+    common::eventually(
+        Duration::from_secs(20),
+        "the lagging node's log to start after the snapshot",
+        || {
+            let url = lagging_url.clone();
+            async move { common::status(&url).await["lowest_offset"].as_u64().unwrap_or(0) > 10 }
+        },
+    )
+    .await;
+    assert!(
+        cluster.log_tail(lagging, 5000).contains("installing a snapshot"),
+        "node {lagging} caught up by a snapshot"
+    );
+    for i in 0..cluster.len() {
+        cluster.kill(i);
+    }
+    for i in 0..cluster.len() {
+        cluster.restart(i).await;
+    }
+    cluster.wait_for_leader(Duration::from_secs(20)).await;
+    for i in 0..cluster.len() {
+        shows(&cluster.url(i), "early", 3).await;
+    }
+}
