@@ -1258,15 +1258,28 @@ fn frames_in(store: &[u8]) -> Vec<(u64, usize, usize)> {
     frames
 }
 
-/// Zeroes, in node `i`'s active store file, every frame from offset
-/// `from` on; returns the offsets zeroed.
-pub(super) fn zero_tail(dir: &std::path::Path, from: u64) -> Vec<u64> {
-    let active = std::fs::read_dir(dir)
+/// The newest store file of a data directory (the active segment's).
+fn active_store(dir: &std::path::Path) -> std::path::PathBuf {
+    std::fs::read_dir(dir)
         .expect("the data directory")
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "store"))
         .max()
-        .expect("a store file");
+        .expect("a store file")
+}
+
+/// The first and last offsets of the frames in a data directory's active
+/// store file (`None`: it holds none).
+pub(super) fn active_store_offsets(dir: &std::path::Path) -> Option<(u64, u64)> {
+    let bytes = std::fs::read(active_store(dir)).expect("read the store");
+    let frames = frames_in(&bytes);
+    Some((frames.first()?.0, frames.last()?.0))
+}
+
+/// Zeroes, in node `i`'s active store file, every frame from offset
+/// `from` on; returns the offsets zeroed.
+pub(super) fn zero_tail(dir: &std::path::Path, from: u64) -> Vec<u64> {
+    let active = active_store(dir);
     let mut bytes = std::fs::read(&active).expect("read the store");
     let frames = frames_in(&bytes);
     let zeroed: Vec<(u64, usize, usize)> = frames.into_iter().filter(|(o, _, _)| *o >= from).collect();
