@@ -95,9 +95,30 @@ async fn positions_replicate_and_survive_a_leader_kill_and_a_full_restart() {
     let (_, page) = common::get_json(&format!("{}/?from=0&limit=100", cluster.url(follower))).await;
     assert_eq!(page["records"].as_array().unwrap().len(), 10, "{page}");
 
+    let end = common::next_offset(&cluster.url(leader)).await;
     cluster.kill(leader);
     let leader = cluster.wait_for_leader(Duration::from_secs(20)).await;
     shows(&cluster.url(leader), "a", 4).await;
+    // A consumer at the new leader's blank entry (stamped 0, hidden): its
+    // time lag comes from the first record after, not from the entry.
+    let url = cluster.url(leader);
+    common::eventually(Duration::from_secs(20), "the new leader's blank entry", || {
+        let url = url.clone();
+        async move { common::next_offset(&url).await > end }
+    })
+    .await;
+    let blank = common::next_offset(&url).await - 1;
+    assert_eq!(put(&url, "tail", &format!(r#"{{"offset": {blank}}}"#)).await.0, 200);
+    write_records(&url, 1).await;
+    let (_, tail) = common::get_json(&format!("{}/consumers/tail", cluster.url(leader))).await;
+    assert!(
+        tail["lag_records"].as_u64().unwrap() >= 3,
+        "the blank entry, the change, the record: {tail}"
+    );
+    assert!(
+        tail["lag_ms"].as_u64().unwrap() < 60_000,
+        "hidden entries carry no time: {tail}"
+    );
     assert_eq!(
         put(&cluster.url(leader), "a", r#"{"offset": 6, "expected": 4}"#)
             .await
@@ -134,7 +155,11 @@ async fn positions_replicate_and_survive_a_leader_kill_and_a_full_restart() {
         .await;
     }
     let (_, list) = common::get_json(&format!("{}/consumers", cluster.url(follower))).await;
-    assert_eq!(list["consumers"].as_array().map(Vec::len), Some(1), "{list}");
+    assert_eq!(
+        list["consumers"].as_array().map(Vec::len),
+        Some(2),
+        "a and tail: {list}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
