@@ -166,7 +166,11 @@ async fn positions_replicate_and_survive_a_leader_kill_and_a_full_restart() {
 async fn racing_conditional_puts_have_exactly_one_winner() {
     const ROUNDS: u64 = 200;
     const RECORDS: u64 = 20;
-    let cluster = TestCluster::start(ClusterConfig::default()).await;
+    let config = ClusterConfig {
+        extra_args: vec!["--max-consumers".into(), "2".into()],
+        ..ClusterConfig::default()
+    };
+    let cluster = TestCluster::start(config).await;
     let leader = cluster.wait_for_leader(Duration::from_secs(20)).await;
     let url = cluster.url(leader);
     write_records(&url, RECORDS as usize).await;
@@ -194,6 +198,13 @@ async fn racing_conditional_puts_have_exactly_one_winner() {
     for i in 0..cluster.len() {
         shows(&cluster.url(i), "race", stored).await;
     }
+    // The limit holds in a cluster too: the leader's, carried in the entry.
+    assert_eq!(put(&url, "second", r#"{"offset": 0}"#).await.0, 200);
+    let (status, body) = put(&url, "third", r#"{"offset": 0}"#).await;
+    assert_eq!(
+        (status, body["code"].as_str(), body["max"].as_u64()),
+        (409, Some("too_many_consumers"), Some(2))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
