@@ -95,9 +95,30 @@ async fn positions_replicate_and_survive_a_leader_kill_and_a_full_restart() {
     let (_, page) = common::get_json(&format!("{}/?from=0&limit=100", cluster.url(follower))).await;
     assert_eq!(page["records"].as_array().unwrap().len(), 10, "{page}");
 
+    let end = common::next_offset(&cluster.url(leader)).await;
     cluster.kill(leader);
     let leader = cluster.wait_for_leader(Duration::from_secs(20)).await;
     shows(&cluster.url(leader), "a", 4).await;
+    // A consumer at the new leader's blank entry (stamped 0, hidden): its
+    // time lag comes from the first record after, not from the entry.
+    let url = cluster.url(leader);
+    common::eventually(Duration::from_secs(20), "the new leader's blank entry", || {
+        let url = url.clone();
+        async move { common::next_offset(&url).await > end }
+    })
+    .await;
+    let blank = common::next_offset(&url).await - 1;
+    assert_eq!(put(&url, "tail", &format!(r#"{{"offset": {blank}}}"#)).await.0, 200);
+    write_records(&url, 1).await;
+    let (_, tail) = common::get_json(&format!("{}/consumers/tail", cluster.url(leader))).await;
+    assert!(
+        tail["lag_records"].as_u64().unwrap() >= 3,
+        "the blank entry, the change, the record: {tail}"
+    );
+    assert!(
+        tail["lag_ms"].as_u64().unwrap() < 60_000,
+        "hidden entries carry no time: {tail}"
+    );
     assert_eq!(
         put(&cluster.url(leader), "a", r#"{"offset": 6, "expected": 4}"#)
             .await
@@ -134,14 +155,22 @@ async fn positions_replicate_and_survive_a_leader_kill_and_a_full_restart() {
         .await;
     }
     let (_, list) = common::get_json(&format!("{}/consumers", cluster.url(follower))).await;
-    assert_eq!(list["consumers"].as_array().map(Vec::len), Some(1), "{list}");
+    assert_eq!(
+        list["consumers"].as_array().map(Vec::len),
+        Some(2),
+        "a and tail: {list}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_conditional_puts_have_exactly_one_winner() {
     const ROUNDS: u64 = 200;
     const RECORDS: u64 = 20;
-    let cluster = TestCluster::start(ClusterConfig::default()).await;
+    let config = ClusterConfig {
+        extra_args: vec!["--max-consumers".into(), "2".into()],
+        ..ClusterConfig::default()
+    };
+    let cluster = TestCluster::start(config).await;
     let leader = cluster.wait_for_leader(Duration::from_secs(20)).await;
     let url = cluster.url(leader);
     write_records(&url, RECORDS as usize).await;
@@ -169,6 +198,13 @@ async fn racing_conditional_puts_have_exactly_one_winner() {
     for i in 0..cluster.len() {
         shows(&cluster.url(i), "race", stored).await;
     }
+    // The limit holds in a cluster too: the leader's, carried in the entry.
+    assert_eq!(put(&url, "second", r#"{"offset": 0}"#).await.0, 200);
+    let (status, body) = put(&url, "third", r#"{"offset": 0}"#).await;
+    assert_eq!(
+        (status, body["code"].as_str(), body["max"].as_u64()),
+        (409, Some("too_many_consumers"), Some(2))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
