@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 
 use super::error::{ApiError, ApiResult, cluster_error};
 use super::state::AppState;
-use crate::cluster::{APPEND_BUDGET_BYTES, Cluster, JoinRequest, SnapshotBody, TARGET_HEADER};
+use crate::cluster::{APPEND_BUDGET_BYTES, Cluster, JoinRequest, MAX_DOCUMENT, SnapshotBody, TARGET_HEADER};
 use crate::telemetry;
 
 fn cluster_of(state: &AppState) -> ApiResult<&Cluster> {
@@ -118,8 +118,17 @@ pub async fn raft_pre_vote(State(state): State<AppState>, headers: HeaderMap, bo
     Ok(rpc_answer(answer))
 }
 
-pub async fn raft_snapshot(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
-    let cluster = checked_target(&state, &headers)?;
+/// A snapshot is the tables, which the producers and consumers make up to
+/// megabytes: its body may be as large as the tables file may be (not the
+/// 2 MiB of axum's default, which would keep a follower from ever catching
+/// up through a snapshot of a busy cluster).
+pub async fn raft_snapshot(State(state): State<AppState>, request: Request) -> ApiResult<Response> {
+    let (parts, body) = request.into_parts();
+    let cluster = checked_target(&state, &parts.headers)?;
+    let limit = usize::try_from(MAX_DOCUMENT).unwrap_or(usize::MAX);
+    let body = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|e| ApiError::BadClusterRequest(format!("snapshot body: {e}")))?;
     let snapshot: SnapshotBody = parse(&body)?;
     let answer = telemetry::in_span(handler_span("raft.install_snapshot"), cluster.handle_snapshot(snapshot))
         .await

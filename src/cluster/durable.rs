@@ -24,7 +24,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// The largest document read back: these files hold ids and small tables.
-const MAX_DOCUMENT: u64 = 64 * 1024 * 1024;
+pub const MAX_DOCUMENT: u64 = 64 * 1024 * 1024;
 
 fn corrupt(path: &Path, why: impl std::fmt::Display) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, format!("{}: {why}", path.display()))

@@ -55,7 +55,7 @@ mod types;
 mod validate;
 
 pub use codec::{decode_append, encode_append};
-pub use durable::Durable;
+pub use durable::{Durable, MAX_DOCUMENT};
 pub use error::ClusterError;
 pub use failpoint::{FAILPOINT_ENV, JOIN_AFTER_LEARNER};
 pub use formation::JoinRequest;
