@@ -65,11 +65,20 @@ async fn peer_messages_that_break_raft_rules_are_refused_and_the_node_lives_on()
         entries: vec![],
     };
     let vote = VoteRequest::<TypeConfig>::new(Vote::new(high, 7), Some(log_id(high + 1, 10)));
+    // The same snapshot grown past 2 MiB (tables of many producers and
+    // consumers are megabytes): it must be read and judged, not cut off.
+    let mut big = serde_json::to_value(&snapshot).unwrap_or_default();
+    big["pad"] = json!("x".repeat(3 << 20));
     let hostile: Vec<(&str, &str, Vec<u8>)> = vec![
         (
             "/raft/snapshot",
             "application/json",
             serde_json::to_vec(&snapshot).unwrap_or_default(),
+        ),
+        (
+            "/raft/snapshot",
+            "application/json",
+            serde_json::to_vec(&big).unwrap_or_default(),
         ),
         ("/raft/append", "application/octet-stream", encode_append(&append_gap)),
         (
