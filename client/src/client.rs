@@ -284,7 +284,9 @@ impl Inner {
             attempts += 1;
             let result = match self.leader().await {
                 Ok(leader) => self.send(&leader, request).await.inspect_err(|error| {
-                    if error.means_leader_moved() {
+                    if let Some(named) = error.named_leader() {
+                        self.topology().follow_redirect(&base(named));
+                    } else if error.means_leader_moved() {
                         self.topology().failed(&leader);
                     }
                 }),

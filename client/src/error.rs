@@ -106,8 +106,9 @@ impl Error {
     pub fn has_no_side_effects(&self) -> bool {
         match self {
             Error::Config(_) | Error::Unreachable { .. } => true,
+            // A redirect (`307` to the leader) did nothing either.
             Error::Server { status, code, .. } => {
-                (400..500).contains(status) || REFUSED_UNDONE.contains(&code.as_str())
+                (300..500).contains(status) || REFUSED_UNDONE.contains(&code.as_str())
             }
             Error::GaveUp { maybe_done, .. } => !maybe_done,
             Error::OutcomeUnknown { .. } | Error::Protocol { .. } | Error::ProducerStopped { .. } => false,
@@ -166,6 +167,14 @@ impl Error {
             message,
             body,
             retry_after,
+        }
+    }
+
+    /// The leader a `307 not_leader` names.
+    pub(crate) fn named_leader(&self) -> Option<&str> {
+        match self {
+            Error::Server { body, .. } => body["leader"].as_str(),
+            _ => None,
         }
     }
 

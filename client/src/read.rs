@@ -87,9 +87,14 @@ impl Client {
             ..Request::get(path)
         };
         let members = self.inner.topology().urls().len().max(1);
+        let known_next = self.inner.known_next();
+        let lags = |error: &Error| match start {
+            Start::Offset(from) => from <= known_next && is_beyond_end(error, from),
+            _ => false,
+        };
         let mut page = Page::default();
         for _ in 0..members {
-            let answer = self.inner.to_any(&request, |_| false).await?;
+            let answer = self.inner.to_any(&request, lags).await?;
             page = parse_page(&answer.url, &answer.body)?;
             let lagging = matches!(start, Start::Offset(from)
                 if page.records.is_empty() && page.next_offset <= from && from < self.inner.known_next());
@@ -100,6 +105,12 @@ impl Client {
         self.inner.note_next(page.next_offset);
         Ok(page)
     }
+}
+
+/// A `404 offset_not_found` for an offset at or past where the answering
+/// member's log ends (not one retention deleted): it has not got there yet.
+pub(crate) fn is_beyond_end(error: &Error, from: u64) -> bool {
+    error.code() == Some("offset_not_found") && error_field(error, "next_offset").is_some_and(|next| next <= from)
 }
 
 fn error_field(error: &Error, field: &str) -> Option<u64> {

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use crate::client::Client;
 use crate::error::Result;
-use crate::read::Start;
+use crate::read::{Start, is_beyond_end};
 use crate::record::Record;
 
 /// Records from an offset on; see [`Client::stream`].
@@ -75,7 +75,8 @@ impl Stream {
     /// The next record, waiting for one as long as it takes. Server
     /// failures are ridden out (retried with back-off); an error is one
     /// that retrying cannot mend, such as records deleted by retention
-    /// before the stream reached them (`offset_not_found`). `Ok(None)` is
+    /// before the stream reached them (`offset_not_found` below the lowest
+    /// offset). `Ok(None)` is
     /// never returned today; it is kept for a stream that can end.
     pub async fn next(&mut self) -> Result<Option<Record>> {
         loop {
@@ -114,7 +115,9 @@ impl Stream {
                 self.buffered.extend(page.records);
                 Ok(())
             }
-            Err(error) if error.is_retryable() => {
+            // Every member said the log ends before `fetch_from` (each lags
+            // behind the answer that gave it): wait for them.
+            Err(error) if error.is_retryable() || is_beyond_end(&error, self.fetch_from) => {
                 self.failures += 1;
                 tokio::time::sleep(self.client.inner.settings.member_backoff.delay(self.failures)).await;
                 Ok(())

@@ -113,6 +113,16 @@ impl Topology {
         self.leader.as_deref()
     }
 
+    /// A `307` named the leader: take it if it is a known member (a URL
+    /// no member has is not trusted; the next discovery decides).
+    pub fn follow_redirect(&mut self, leader: &str) {
+        if self.members.iter().any(|m| m.url == leader) {
+            self.leader = Some(leader.to_string());
+        } else {
+            self.leader = None;
+        }
+    }
+
     pub fn forget_leader(&mut self) {
         self.leader = None;
     }
