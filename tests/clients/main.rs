@@ -10,3 +10,4 @@ mod common;
 mod cli;
 mod cluster;
 mod library;
+mod tls;
