@@ -3,6 +3,7 @@
 //! on its own runtime and ends with one line on stderr and exit 1 when it
 //! fails.
 
+mod bench;
 mod cluster;
 mod connect;
 mod consume;
@@ -12,6 +13,7 @@ mod time;
 
 use std::process::ExitCode;
 
+use bench::BenchArgs;
 use clap::Subcommand;
 use cluster::ClusterArgs;
 use consume::{CheckTailArgs, ConsumeArgs, TailArgs};
@@ -30,6 +32,9 @@ pub enum ClientCommand {
     CheckTail(CheckTailArgs),
     /// The cluster's members; add, remove, hand leadership over.
     Cluster(ClusterArgs),
+    /// Load the log with hash-chained records and verify every one: throughput, ack and
+    /// end-to-end latency, errors.
+    Bench(BenchArgs),
 }
 
 /// Runs a client subcommand to its end: exit 0, or 1 with one line saying why.
@@ -40,6 +45,7 @@ pub fn run_client(command: ClientCommand) -> ExitCode {
         ClientCommand::Tail(_) => "tail",
         ClientCommand::CheckTail(_) => "check-tail",
         ClientCommand::Cluster(_) => "cluster",
+        ClientCommand::Bench(_) => "bench",
     };
     let run = async move {
         match command {
@@ -48,10 +54,10 @@ pub fn run_client(command: ClientCommand) -> ExitCode {
             ClientCommand::Tail(args) => consume::tail(args).await,
             ClientCommand::CheckTail(args) => consume::check_tail(args).await,
             ClientCommand::Cluster(args) => cluster::run(args).await,
+            ClientCommand::Bench(args) => bench::run(args).await,
         }
     };
     let result = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
         .enable_all()
         .build()
         .map_err(anyhow::Error::from)
