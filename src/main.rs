@@ -13,7 +13,7 @@ use distlog::telemetry::Telemetry;
 fn main() -> ExitCode {
     let args = match Cli::parse().command {
         Command::Healthcheck(args) => return cli::healthcheck(args),
-        Command::Client(command) => return cli::run_client(command),
+        Command::Client(command) => return cli::run_client(*command),
         Command::Serve(args) => args,
     };
     match run(&args) {

@@ -45,5 +45,5 @@ pub enum Command {
     /// known), else 1 saying why on stderr. For container health checks: needs no shell or curl.
     Healthcheck(HealthcheckArgs),
     #[command(flatten)]
-    Client(ClientCommand),
+    Client(Box<ClientCommand>),
 }

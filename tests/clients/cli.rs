@@ -188,3 +188,23 @@ async fn next_line(lines: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> 
         .await
         .expect("a line in time")
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs consumer positions on the server (issue 21)"]
+async fn consume_with_a_group_resumes_where_it_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_in(dir.path()).await;
+    let input: String = (0..10).map(|n| format!("{n}\n")).collect();
+    stdout_lines(&distlog(&["produce", "--url", &node.url], input.as_bytes()).await);
+    let args = [
+        "consume", "--url", &node.url, "--group", "g", "--format", "value", "--limit", "4",
+    ];
+    assert_eq!(stdout_lines(&distlog(&args, b"").await), ["0", "1", "2", "3"]);
+    assert_eq!(stdout_lines(&distlog(&args, b"").await), ["4", "5", "6", "7"]);
+    let client = distlog_client::Client::builder()
+        .seeds([node.url.clone()])
+        .build()
+        .unwrap();
+    assert_eq!(client.position("g").await.unwrap().map(|p| p.offset), Some(8));
+    node.server.shutdown().await.unwrap();
+}

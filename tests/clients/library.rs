@@ -136,3 +136,48 @@ async fn a_write_that_never_reached_a_server_says_so() {
     assert!(error.has_no_side_effects(), "{error:?}");
     assert!(error.is_retryable(), "{error:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs server-side producer ids (issue 21)"]
+async fn a_producer_retry_of_an_appended_request_gets_the_original_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_in(dir.path()).await;
+    let client = client(&[&node.url]);
+    let batch = Append::batch(&[json!(1), json!(2)]).unwrap();
+    let first = client
+        .producer_at("retrying", 0, 0)
+        .unwrap()
+        .append(&batch)
+        .await
+        .unwrap();
+    // The same id, epoch and sequence again: a retry after a lost answer.
+    let again = client
+        .producer_at("retrying", 0, 0)
+        .unwrap()
+        .append(&batch)
+        .await
+        .unwrap();
+    assert_eq!(
+        (again.first_offset, again.last_offset),
+        (first.first_offset, first.last_offset)
+    );
+    assert!(again.duplicate);
+    assert_eq!(common::next_offset(&node.url).await, 2, "nothing appended twice");
+    let fenced = client.producer_at("retrying", 0, 7).unwrap().append(&batch).await;
+    assert_eq!(fenced.unwrap_err().code(), Some("producer_sequence_gap"));
+    node.server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs conditional appends (issue 21)"]
+async fn an_append_expecting_another_last_offset_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_in(dir.path()).await;
+    let client = client(&[&node.url]);
+    let first = Append::json(&json!("first")).unwrap().expect_last_offset(Some(-1));
+    assert_eq!(client.append(&first).await.unwrap().first_offset, 0);
+    let stale = client.append(&first).await.expect_err("the log is not empty any more");
+    assert_eq!((stale.status(), stale.code()), (Some(412), Some("offset_mismatch")));
+    assert!(stale.has_no_side_effects() && !stale.is_retryable());
+    node.server.shutdown().await.unwrap();
+}

@@ -52,6 +52,8 @@ pub struct ConsumeArgs {
     #[arg(long, value_name = "NAME")]
     group: Option<String>,
 
+    /// json: {"offset","timestamp","value"} (value_base64 for bytes); text: offset, timestamp and
+    /// value separated by tabs; value: the value alone.
     #[arg(long, value_enum, default_value_t = Format::Json)]
     format: Format,
 }
@@ -69,6 +71,7 @@ pub struct TailArgs {
     #[arg(short = 'f', long)]
     follow: bool,
 
+    /// json, text (tab-separated) or value (the value alone).
     #[arg(long, value_enum, default_value_t = Format::Json)]
     format: Format,
 }

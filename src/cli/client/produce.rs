@@ -85,10 +85,10 @@ pub async fn run(args: ProduceArgs) -> anyhow::Result<()> {
     loop {
         let batch = next_batch(&mut input, &args, linger).await;
         let Some(append) = batch else { break };
-        if in_flight.len() >= in_flight_max {
-            if let Some((pending, records)) = in_flight.pop_front() {
-                printer.print(pending.wait().await?, records)?;
-            }
+        if in_flight.len() >= in_flight_max
+            && let Some((pending, records)) = in_flight.pop_front()
+        {
+            printer.print(pending.wait().await?, records)?;
         }
         let records = append.records();
         in_flight.push_back((producer.send(&append).await?, records));
