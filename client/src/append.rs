@@ -39,6 +39,12 @@ impl Append {
         Ok(Append::new("application/json", Bytes::from(body), 1))
     }
 
+    /// One JSON record already serialized, sent as it is; the server
+    /// checks it.
+    pub fn json_text(body: impl Into<Bytes>) -> Append {
+        Append::new("application/json", body.into(), 1)
+    }
+
     /// One binary record.
     pub fn bytes(value: impl Into<Bytes>) -> Append {
         Append::new("application/octet-stream", value.into(), 1)

@@ -177,7 +177,14 @@ async fn produce(client: Client, plan: Plan, live: Arc<Mutex<Live>>, started: In
             chain.next_line(sent_us, &mut body);
         }
         let bytes = body.len() as u64;
-        let sending = match producer.send(&Append::ndjson(body, records)).await {
+        // One record goes as plain JSON, as `curl -d` and wrk's POST load send it.
+        let append = if records == 1 {
+            body.pop();
+            Append::json_text(body)
+        } else {
+            Append::ndjson(body, records)
+        };
+        let sending = match producer.send(&append).await {
             Ok(sending) => sending,
             Err(error) => {
                 lock(&live).failed(kind(&error));
