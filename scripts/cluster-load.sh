@@ -3,11 +3,14 @@
 # standalone node, against etcd and NATS JetStream (three nodes each, Debian's packages),
 # then failover and catch-up times. Every ratio is measured in the same run.
 #
-#   scripts/cluster-load.sh [PART...]     PART: distlog batch etcd nats failover catchup all
-#                                         (default: all)
+#   scripts/cluster-load.sh [PART...]     PART: distlog batch producer etcd nats failover catchup
+#                                         all (default: all)
 #   distlog   POST / of ~1 KiB JSON (wrk, CONNECTIONS connections) to a standalone node,
 #             then to the leader of a 3-node cluster; both --fsync always (the default)
 #   batch     the same with NDJSON batches of BATCH records a request
+#   producer  POST / of ~1 KiB JSON with and without idempotent-producer headers, standalone
+#             and to a 3-node cluster's leader, wrk with a thread a connection so that each
+#             connection is a producer sending its Producer-Seq in order (issue 21)
 #   etcd      3 etcd-server 3.4 nodes: PUT of 1 KiB values through the v3 JSON gateway
 #             (POST /v3/kv/put, base64; wrk + lua) to the leader; etcd fsyncs before it acks
 #   nats      3 nats-server 2.9 nodes, an R3 file-storage stream; nats-py (venv under
@@ -33,10 +36,10 @@ set -euo pipefail
 PARTS=()
 for arg in "$@"; do
   case "$arg" in
-    distlog | batch | etcd | nats | failover | catchup) PARTS+=("$arg") ;;
-    all) PARTS+=(distlog batch etcd nats failover catchup) ;;
+    distlog | batch | producer | etcd | nats | failover | catchup) PARTS+=("$arg") ;;
+    all) PARTS+=(distlog batch producer etcd nats failover catchup) ;;
     -h | --help)
-      sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'
+      sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     *)
@@ -45,7 +48,7 @@ for arg in "$@"; do
       ;;
   esac
 done
-[ "${#PARTS[@]}" -gt 0 ] || PARTS=(distlog batch etcd nats failover catchup)
+[ "${#PARTS[@]}" -gt 0 ] || PARTS=(distlog batch producer etcd nats failover catchup)
 want() { [[ " ${PARTS[*]} " == *" $1 "* ]]; }
 
 DURATION="${DURATION:-10s}"
@@ -64,7 +67,7 @@ log() { printf '[cluster-load %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 need=()
 command -v curl >/dev/null || need+=(curl)
 command -v jq >/dev/null || need+=(jq)
-if want distlog || want batch || want etcd; then command -v wrk >/dev/null || need+=(wrk); fi
+if want distlog || want batch || want producer || want etcd; then command -v wrk >/dev/null || need+=(wrk); fi
 if want etcd; then
   command -v etcd >/dev/null || need+=(etcd-server)
   command -v etcdctl >/dev/null || need+=(etcd-client)
@@ -163,6 +166,35 @@ cat >"$work/batch.lua" <<EOF
 wrk.method = "POST"
 wrk.body = string.rep('$line' .. "\n", $BATCH)
 wrk.headers["Content-Type"] = "application/x-ndjson"
+$report
+EOF
+# One producer a wrk thread (run with a thread a connection): id load-<thread>, its
+# sequence counting its requests from 0; the plain script has the same shape without them.
+producer_setup='
+local counter = 0
+setup = function(thread)
+  counter = counter + 1
+  thread:set("id", counter)
+end
+init = function(args)
+  seq = 0
+  producer = "load-" .. id
+end'
+cat >"$work/post-plain.lua" <<EOF
+$producer_setup
+request = function()
+  return wrk.format("POST", "/", {["Content-Type"] = "application/json"}, '$line')
+end
+$report
+EOF
+cat >"$work/post-producer.lua" <<EOF
+$producer_setup
+request = function()
+  local r = wrk.format("POST", "/", {["Content-Type"] = "application/json", ["Producer-Id"] = producer,
+    ["Producer-Seq"] = tostring(seq)}, '$line')
+  seq = seq + 1
+  return r
+end
 $report
 EOF
 # etcd: one key, a 1 KiB value (1024 x "x"), both base64 as the v3 JSON gateway wants.
@@ -350,6 +382,25 @@ if want distlog || want batch; then
     stop_cluster "c$part"
     rm -rf "$work/c$part"[123]
   done
+fi
+
+# ----- idempotent producers -------------------------------------------------
+if want producer; then
+  threads_before="$THREADS"
+  THREADS="$CONNECTIONS"
+  log "== producer: standalone distlog --fsync always, POST / with and without producer headers"
+  start_standalone
+  wrk_run "plain standalone" "$SOLO_URL" "$work/post-plain.lua" 1 "records/s" "-t$CONNECTIONS" solo
+  wrk_run "producer standalone" "$SOLO_URL" "$work/post-producer.lua" 1 "records/s" "-t$CONNECTIONS" solo
+  stop_one solo
+  rm -rf "$work/solo"
+  log "== producer: 3-node distlog cluster --fsync always, the same to the leader"
+  start_cluster cprod
+  wrk_run "plain cluster" "$LEADER_URL" "$work/post-plain.lua" 1 "records/s" "-t$CONNECTIONS; leader $LEADER_NAME" cprod1 cprod2 cprod3
+  wrk_run "producer cluster" "$LEADER_URL" "$work/post-producer.lua" 1 "records/s" "-t$CONNECTIONS; leader $LEADER_NAME" cprod1 cprod2 cprod3
+  stop_cluster cprod
+  rm -rf "$work/cprod"[123]
+  THREADS="$threads_before"
 fi
 
 # ----- etcd ----------------------------------------------------------------
@@ -574,6 +625,8 @@ echo
 echo "ratios (same run):"
 printf '  %-48s %8s  %s\n' "cluster POST / standalone POST" "$(ratio 'distlog cluster' 'distlog standalone')" "target >= 0.35x"
 printf '  %-48s %8s  %s\n' "cluster batch / standalone batch (records/s)" "$(ratio 'batch cluster' 'batch standalone')" "target >= 0.5x"
+printf '  %-48s %8s  %s\n' "standalone POST, producer headers / without" "$(ratio 'producer standalone' 'plain standalone')" "target >= 0.95x"
+printf '  %-48s %8s  %s\n' "cluster POST, producer headers / without" "$(ratio 'producer cluster' 'plain cluster')" "target >= 0.95x"
 printf '  %-48s %8s  %s\n' "cluster POST / etcd put" "$(ratio 'distlog cluster' 'etcd put')" "target >= 3x (equal durability)"
 printf '  %-48s %8s  %s\n' "cluster POST / NATS R3 sync publish" "$(ratio 'distlog cluster' 'nats sync')" "target >= 1.5x (NATS acks from memory)"
 printf '  %-48s %8s  %s\n' "cluster POST / NATS R3 async publish" "$(ratio 'distlog cluster' 'nats async')" "target >= 1.5x (NATS acks from memory)"

@@ -3,8 +3,13 @@
 #
 #   scripts/load.sh            # baseline, distlog --fsync never, distlog --fsync always
 #   scripts/load.sh --disk     # the same, then raw disk numbers from fio (scripts/disk.sh)
+#   scripts/load.sh --producers  # only the idempotent-producer comparison (below)
 #
 # Then distlog --fsync never over HTTPS (self-signed, keep-alive) against the plain run.
+# Then idempotent producers (issue 21), wrk with one thread a connection so that each
+# connection is one producer sending its sequence in order: POST / with Producer-Id /
+# Producer-Seq against the same POST without them, --fsync never and always; then with
+# FILL_PRODUCERS (100000) producers already in the table, the same pair again.
 # For every server, on 127.0.0.1 only, with a fresh data directory each time:
 #   GET  /{offset}  random offsets that exist (the log is pre-filled first)
 #   POST /          ~1 KiB JSON records, Content-Type: application/json
@@ -24,12 +29,15 @@ CONNECTIONS="${CONNECTIONS:-64}"
 THREADS="${THREADS:-2}"
 PREFILL="${PREFILL:-100000}"
 BASE_PORT="${BASE_PORT:-18080}"
+FILL_PRODUCERS="${FILL_PRODUCERS:-100000}"
 RUN_DISK=0
+ONLY_PRODUCERS=0
 for arg in "$@"; do
   case "$arg" in
     --disk) RUN_DISK=1 ;;
+    --producers) ONLY_PRODUCERS=1 ;;
     -h | --help)
-      sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
+      sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     *)
@@ -104,6 +112,46 @@ wrk.body = '$body'
 wrk.headers["Content-Type"] = "application/json"
 $report
 EOF
+# One producer a wrk thread (run with as many threads as connections): its id is
+# load-<thread>, its sequence counts its requests from 0.
+producer_headers='
+local counter = 0
+setup = function(thread)
+  counter = counter + 1
+  thread:set("id", counter)
+end
+init = function(args)
+  seq = 0
+  producer = "load-" .. id
+end'
+cat >"$work/post-plain.lua" <<EOF
+$producer_headers
+request = function()
+  return wrk.format("POST", "/", {["Content-Type"] = "application/json"}, '$body')
+end
+$report
+EOF
+cat >"$work/post-producer.lua" <<EOF
+$producer_headers
+request = function()
+  local r = wrk.format("POST", "/", {["Content-Type"] = "application/json", ["Producer-Id"] = producer,
+    ["Producer-Seq"] = tostring(seq)}, '$body')
+  seq = seq + 1
+  return r
+end
+$report
+EOF
+# A new producer every request (fill-<thread>-<n>, sequence 0): fills the table.
+cat >"$work/post-fill.lua" <<EOF
+$producer_headers
+request = function()
+  seq = seq + 1
+  return wrk.format("POST", "/", {["Content-Type"] = "application/json", ["Producer-Id"] = "fill-" .. id .. "-" .. seq,
+    ["Producer-Seq"] = "0"}, '{}')
+end
+$report
+EOF
+
 get_script() { # $1: offsets in [0, $1) exist
   cat >"$work/get.lua" <<EOF
 local n = $1
@@ -178,12 +226,12 @@ seconds() {
   esac
 }
 
-declare -A RPS P99 P50 ERR
-# run NAME LUA: one wrk run against the current server.
+declare -A RPS P99 P50 ERR REQ
+# run NAME LUA [THREADS [DURATION]]: one wrk run against the current server.
 run() {
-  local name="$1" script="$2" out="$work/wrk-$1.out"
-  log "wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency ($name)"
-  timeout "$(($(seconds "$DURATION") + 60))" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --timeout 10s --latency \
+  local name="$1" script="$2" out="$work/wrk-$1.out" threads="${3:-$THREADS}" duration="${4:-$DURATION}"
+  log "wrk -t$threads -c$CONNECTIONS -d$duration --latency ($name)"
+  timeout "$(($(seconds "$duration") + 60))" wrk -t"$threads" -c"$CONNECTIONS" -d"$duration" --timeout 10s --latency \
     -s "$script" "$SCHEME://127.0.0.1:$PORT" >"$out" 2>&1 || {
     log "wrk failed for $name:"
     cat "$out" >&2
@@ -195,8 +243,58 @@ run() {
   P50[$name]="$(sed -E 's/.*p50_us=([0-9]+).*/\1/' <<<"$result")"
   P99[$name]="$(sed -E 's/.*p99_us=([0-9]+).*/\1/' <<<"$result")"
   ERR[$name]="$(sed -E 's/.*errors=([0-9]+).*/\1/' <<<"$result")"
+  REQ[$name]="$(sed -E 's/.*requests=([0-9]+).*/\1/' <<<"$result")"
   log "  $name: ${RPS[$name]} req/s, p50 ${P50[$name]} us, p99 ${P99[$name]} us, errors ${ERR[$name]}"
 }
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
+ms() { awk -v us="$1" 'BEGIN { printf "%.2f", us / 1000 }'; }
+row() { # name label baseline target
+  printf '%-34s %12s %9s %9s %8s %7s %s\n' "$2" "${RPS[$1]}" "$(ms "${P50[$1]}")" "$(ms "${P99[$1]}")" \
+    "${ERR[$1]}" "$(ratio "${RPS[$1]}" "${RPS[$3]}")" "$4"
+}
+
+# Idempotent producers against plain appends, one producer a connection (see the top).
+producer_runs() {
+  local fsync
+  for fsync in never always; do
+    log "== distlog --fsync $fsync: POST / with and without producer headers (-t$CONNECTIONS, a producer a connection)"
+    start_distlog "$fsync"
+    run "plain_$fsync" "$work/post-plain.lua" "$CONNECTIONS"
+    run "producer_$fsync" "$work/post-producer.lua" "$CONNECTIONS"
+    if [ "$fsync" = never ]; then
+      log "   filling the table with $FILL_PRODUCERS producers"
+      local filled=0
+      while [ "$filled" -lt "$FILL_PRODUCERS" ]; do
+        run fill "$work/post-fill.lua" "$CONNECTIONS" 5s
+        filled=$((filled + REQ[fill]))
+      done
+      log "   $filled producers sent one append each"
+      run "full_plain_$fsync" "$work/post-plain.lua" "$CONNECTIONS"
+      run "full_producer_$fsync" "$work/post-producer.lua" "$CONNECTIONS"
+      curl -s "http://127.0.0.1:$PORT/metrics" | grep -E '^process_resident_memory_bytes|^distlog_producers_evicted_total' >&2 || true
+    fi
+    stop_server
+  done
+}
+
+producer_report() {
+  echo
+  echo "Idempotent producers (wrk -t$CONNECTIONS -c$CONNECTIONS -d$DURATION, a producer a connection; target >= 0.95):"
+  printf '%-34s %12s %9s %9s %8s %7s %s\n' "run" "req/s" "p50 ms" "p99 ms" "errors" "ratio" "(vs; target)"
+  row plain_never "POST never, plain" plain_never ""
+  row producer_never "POST never, producer headers" plain_never ">= 0.95 of plain never"
+  row plain_always "POST always, plain" plain_always ""
+  row producer_always "POST always, producer headers" plain_always ">= 0.95 of plain always"
+  row full_plain_never "POST never, plain, table full" plain_never ">= 0.95 ($FILL_PRODUCERS producers in the table)"
+  row full_producer_never "POST never, producers, table full" producer_never ">= 0.95 ($FILL_PRODUCERS producers in the table)"
+}
+
+if [ "$ONLY_PRODUCERS" -eq 1 ]; then
+  producer_runs
+  producer_report
+  exit 0
+fi
 
 get_script "$PREFILL"
 # Anything else busy on the machine skews every number below.
@@ -243,13 +341,9 @@ run tls_post "$work/post.lua"
 stop_server
 SCHEME=http
 
+producer_runs
+
 # ----- report ------------------------------------------------------------
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
-ms() { awk -v us="$1" 'BEGIN { printf "%.2f", us / 1000 }'; }
-row() { # name label baseline target
-  printf '%-34s %12s %9s %9s %8s %7s %s\n' "$2" "${RPS[$1]}" "$(ms "${P50[$1]}")" "$(ms "${P99[$1]}")" \
-    "${ERR[$1]}" "$(ratio "${RPS[$1]}" "${RPS[$3]}")" "$4"
-}
 echo
 echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION, ~1 KiB JSON, 127.0.0.1, $(nproc) cores; GET over $PREFILL records"
 echo "distlog in its default configuration (RUST_LOG unset: info, no access log) unless the row says otherwise"
@@ -265,6 +359,7 @@ echo
 echo "HTTPS against plain HTTP, both distlog --fsync never (target >= 0.70):"
 row tls_get "GET  distlog never over HTTPS" never_get ">= 0.70 of plain GET"
 row tls_post "POST distlog never over HTTPS" never_post ">= 0.70 of plain POST"
+producer_report
 
 if [ "$RUN_DISK" -eq 1 ]; then
   echo

@@ -131,6 +131,23 @@ mod reqwest {
         })
     }
 
+    /// POST / as producer `id` (epoch 0) with sequence `seq`: status and body.
+    pub fn blocking_produce(url: &str, id: &str, seq: u64, body: &str) -> (u16, Value) {
+        let (id, body) = (id.to_string(), body.to_string());
+        runtime().block_on(async {
+            let response = ::reqwest::Client::new()
+                .post(format!("{url}/"))
+                .header("producer-id", id)
+                .header("producer-seq", seq.to_string())
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            (status, response.json().await.unwrap_or_default())
+        })
+    }
+
     pub fn blocking_get(url: &str) -> (u16, Value) {
         runtime().block_on(async {
             let response = ::reqwest::get(url).await.unwrap();
@@ -176,6 +193,42 @@ fn kill_9_with(fsync: &str) {
     assert_eq!(records.len(), 200);
     assert!(records.iter().enumerate().all(|(i, r)| r["value"]["i"] == i));
     assert_eq!(post(&server.url, "{}"), 200);
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+}
+
+#[test]
+fn kill_9_keeps_the_idempotent_producers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = spawn(dir.path(), &["--fsync", "always", "--max-segment-bytes", "4096"]);
+    for seq in 0..100u64 {
+        let (status, _) = reqwest::blocking_produce(&server.url, "killed", seq, &format!("{{\"seq\":{seq}}}"));
+        assert_eq!(status, 201);
+    }
+    server.child.kill().unwrap(); // SIGKILL
+    server.child.wait().unwrap();
+
+    let mut server = spawn(dir.path(), &[]);
+    for seq in [95u64, 99] {
+        let (status, body) = reqwest::blocking_produce(&server.url, "killed", seq, "{}");
+        assert_eq!(
+            (status, &body["offset"], &body["duplicate"]),
+            (200, &Value::from(seq), &Value::Bool(true))
+        );
+    }
+    assert_eq!(
+        reqwest::blocking_produce(&server.url, "killed", 94, "{}").0,
+        409,
+        "stale"
+    );
+    assert_eq!(
+        reqwest::blocking_produce(&server.url, "killed", 101, "{}").0,
+        409,
+        "a gap"
+    );
+    assert_eq!(reqwest::blocking_produce(&server.url, "killed", 100, "{}").0, 201);
+    let (_, page) = reqwest::blocking_get(&format!("{}/?from=0&limit=1000", server.url));
+    assert_eq!(page["records"].as_array().unwrap().len(), 101);
     server.child.kill().unwrap();
     server.child.wait().unwrap();
 }

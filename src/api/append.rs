@@ -8,6 +8,10 @@
 //! `json_limits`' rules) and then stored byte for byte. Every body is
 //! limited by `--max-request-bytes`, and one record's body by
 //! `--max-record-bytes` too.
+//!
+//! Producer headers and `Expected-Last-Offset` make the append conditional
+//! (`conditions`): a retry already in the log is answered `200` with its
+//! original offsets and `"duplicate": true`, a refused one `409` or `412`.
 
 use super::json_body::Json;
 use axum::body::{Body, Bytes};
@@ -16,6 +20,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use super::conditions;
 use super::error::{ApiError, ApiResult, append_error};
 use super::json_check;
 use super::json_limits;
@@ -23,7 +28,7 @@ use super::media::{BodyFormat, body_format};
 use super::render::push_decimal;
 use super::state::AppState;
 use crate::log::attributes::BINARY;
-use crate::mode::AppendError;
+use crate::mode::{AppendError, Appended};
 
 pub async fn append(State(state): State<AppState>, request: Request) -> ApiResult<Response> {
     let (parts, body) = request.into_parts();
@@ -41,6 +46,7 @@ pub async fn append(State(state): State<AppState>, request: Request) -> ApiResul
     }
     writable.map_err(refused)?;
     let format = body_format(headers)?;
+    conditions::check(headers)?;
     let max_record = state.log.config().max_record_bytes;
     let limit = body_limit(format, max_record, state.limits.max_request_bytes);
     let body = read_body(headers, body, limit).await?;
@@ -53,11 +59,26 @@ pub async fn append(State(state): State<AppState>, request: Request) -> ApiResul
         BodyFormat::Binary => vec![(BINARY, body)],
         BodyFormat::Ndjson => split_ndjson(&body, max_record, state.limits.max_batch_records)?,
     };
-    let first = state.mode.append(&state.log, &records).await.map_err(refused)?;
-    Ok(match format {
-        BodyFormat::Json | BodyFormat::Binary => created_one(first),
-        BodyFormat::Ndjson => created_batch(first, records.len() as u64),
+    let guard = conditions::guard(headers, records.len())?;
+    let appended = state.mode.append(&state.log, &records, &guard).await.map_err(refused)?;
+    let one = matches!(format, BodyFormat::Json | BodyFormat::Binary);
+    Ok(match appended {
+        Appended::Created { first } if one => created_one(first),
+        Appended::Created { first } => created_batch(first, records.len() as u64),
+        Appended::Duplicate { first, last } => duplicate(one, first, last),
     })
+}
+
+/// `200`: a retry of an append already in the log, answered with its
+/// original offsets.
+fn duplicate(one: bool, first: u64, last: u64) -> Response {
+    let body = match one {
+        true => json!({ "offset": first, "duplicate": true }),
+        false => json!({ "first_offset": first, "last_offset": last, "duplicate": true }),
+    };
+    let mut response = (StatusCode::OK, Json(body)).into_response();
+    set_location(&mut response, first);
+    response
 }
 
 /// The most a body may hold, and what that limit is called in errors.

@@ -241,8 +241,9 @@ fn sent_by_another_site(headers: &HeaderMap) -> bool {
 /// Long enough that a page does not ask before every write; Chromium caps
 /// it at 7200 anyway.
 const PREFLIGHT_MAX_AGE_SECONDS: &str = "3600";
-/// What pages may send: a token, a body's type, an SSE resume point, a request id.
-const ALLOWED_HEADERS: &str = "authorization, content-type, last-event-id, x-request-id";
+/// What pages may send: a token, a body's type, an SSE resume point, a request
+/// id, and the headers of idempotent producers and conditional appends.
+const ALLOWED_HEADERS: &str = "authorization, content-type, expected-last-offset, last-event-id, producer-epoch, producer-id, producer-seq, x-request-id";
 /// What pages may read beyond the CORS-safelisted headers.
 const EXPOSED_HEADERS: &str = "location, x-request-id, www-authenticate, x-distlog-next-offset, x-distlog-lowest-offset, x-distlog-log-next-offset";
 const PREFLIGHT_VARY: &str = "origin, access-control-request-method, access-control-request-headers";

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use crate::auth::AuthFailure;
 use crate::cluster::ClusterError;
 use crate::log::LogError;
+use crate::log::producers::Refusal;
 use crate::mode::AppendError;
 
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +30,26 @@ pub enum ApiError {
 
     #[error("bad offset {0:?}: an offset is a whole number from 0")]
     BadOffset(Echo),
+
+    #[error("bad {header} header: {detail}")]
+    BadHeader { header: &'static str, detail: String },
+
+    #[error("Producer-Seq is ahead of the producer: the next one expected is {expected}")]
+    ProducerSequenceGap { expected: u64 },
+
+    #[error(
+        "Producer-Seq is behind the producer and is none of its last 5 appends: the next one expected is {expected}"
+    )]
+    ProducerSequenceStale { expected: u64 },
+
+    #[error("Producer-Epoch is below the producer's epoch {epoch}: a newer copy of this producer took over")]
+    ProducerFenced { epoch: u32 },
+
+    #[error("{}", match last {
+        Some(last) => format!("the log's last record is at offset {last}"),
+        None => "the log has no record".to_string(),
+    })]
+    OffsetMismatch { last: Option<u64> },
 
     #[error("unsupported content type {0:?}: send application/json, application/x-ndjson or application/octet-stream")]
     UnsupportedMediaType(Echo),
@@ -190,6 +211,7 @@ impl ApiError {
             | ApiError::BadQuery { .. }
             | ApiError::ConflictingQuery { .. }
             | ApiError::BadOffset(_)
+            | ApiError::BadHeader { .. }
             | ApiError::IncompleteBody(_)
             | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -214,7 +236,11 @@ impl ApiError {
                 StatusCode::NOT_FOUND
             }
             ApiError::BadClusterRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::WrongNode(_) => StatusCode::CONFLICT,
+            ApiError::WrongNode(_)
+            | ApiError::ProducerSequenceGap { .. }
+            | ApiError::ProducerSequenceStale { .. }
+            | ApiError::ProducerFenced { .. } => StatusCode::CONFLICT,
+            ApiError::OffsetMismatch { .. } => StatusCode::PRECONDITION_FAILED,
             ApiError::ClusterTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -226,6 +252,11 @@ impl ApiError {
             ApiError::BadQuery { .. } => "bad_query",
             ApiError::ConflictingQuery { .. } => "conflicting_query",
             ApiError::BadOffset(_) => "bad_offset",
+            ApiError::BadHeader { .. } => "bad_header",
+            ApiError::ProducerSequenceGap { .. } => "producer_sequence_gap",
+            ApiError::ProducerSequenceStale { .. } => "producer_sequence_stale",
+            ApiError::ProducerFenced { .. } => "producer_fenced",
+            ApiError::OffsetMismatch { .. } => "offset_mismatch",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::TooLarge { .. } => "too_large",
             ApiError::IncompleteBody(_) => "incomplete_body",
@@ -263,6 +294,12 @@ impl ApiError {
         match self {
             ApiError::InvalidJson { line: Some(line), .. } => json!({ "line": line }),
             ApiError::BadQuery { param, .. } => json!({ "param": param }),
+            ApiError::BadHeader { header, .. } => json!({ "header": header }),
+            ApiError::ProducerSequenceGap { expected } | ApiError::ProducerSequenceStale { expected } => {
+                json!({ "expected_seq": expected })
+            }
+            ApiError::ProducerFenced { epoch } => json!({ "epoch": epoch }),
+            ApiError::OffsetMismatch { last } => json!({ "last_offset": last.map_or(-1, |l| l as i128) }),
             ApiError::ConflictingQuery { params } => json!({ "params": params }),
             ApiError::TooLarge {
                 size: Some(size), max, ..
@@ -378,6 +415,16 @@ pub fn append_error(err: AppendError, path: &str) -> ApiError {
         },
         AppendError::Cluster(e) => cluster_error(e, path),
         AppendError::Log(e) => e.into(),
+        AppendError::Refused(why) => match why {
+            Refusal::SequenceGap { expected } => ApiError::ProducerSequenceGap { expected },
+            Refusal::SequenceStale { expected } => ApiError::ProducerSequenceStale { expected },
+            Refusal::Fenced { epoch } => ApiError::ProducerFenced { epoch },
+            Refusal::OffsetMismatch { last } => ApiError::OffsetMismatch { last },
+            // Answered as a success before it gets here.
+            Refusal::Duplicate { first, last } => {
+                ApiError::Internal(format!("a duplicate of offsets {first}..={last} taken for an error"))
+            }
+        },
     }
 }
 

@@ -36,6 +36,7 @@ pub fn recorder() -> &'static PrometheusHandle {
         }
         describe_metrics();
         crate::log::describe_metrics();
+        crate::log::producers::describe_metrics();
         crate::replication::describe_metrics();
         crate::auth::describe_metrics();
         crate::cluster::describe_metrics();

@@ -3,6 +3,7 @@
 
 mod append;
 mod cluster;
+mod conditions;
 mod console;
 mod cors;
 mod error;

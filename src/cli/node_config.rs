@@ -10,6 +10,7 @@ use super::serve_args::Fsync;
 use crate::api::{AllowedOrigins, Limits};
 use crate::auth::{SecurityConfig, TlsFiles};
 use crate::http::HttpConfig;
+use crate::log::producers::ProducerLimits;
 use crate::log::{
     Clock, Durability, FRAME_HEADER, LogConfig, LogError, MAX_RECORD_CEILING, default_max_record_bytes, record_ceiling,
 };
@@ -32,6 +33,10 @@ impl ServeArgs {
             retention_ms: self.retention_ms,
             durability,
             clock: Clock::skewed(self.clock_skew_ms),
+            producers: ProducerLimits {
+                ttl_ms: self.producer_ttl_ms,
+                max_producers: usize::try_from(self.max_producers).unwrap_or(usize::MAX),
+            },
         };
         log.validate().map_err(|e| self.flag_error(e))?;
         if let Some(url) = &self.follow

@@ -81,6 +81,17 @@ pub struct ServeArgs {
     )]
     pub(super) fsync: Fsync,
 
+    /// Forget an idempotent producer this long after its last append (its
+    /// very late retries are then appended again). The same on every member.
+    #[arg(long, env = "DISTLOG_PRODUCER_TTL_MS", value_name = "DURATION", default_value = "7d", value_parser = units::millis_in(1, u64::MAX / 2), help_heading = "Storage")]
+    pub(super) producer_ttl_ms: u64,
+
+    /// Idempotent producers remembered at most (the least recently used are
+    /// forgotten first). The same on every member. At most 200000: a
+    /// cluster's tables, which hold them, are read back only up to 64 MiB.
+    #[arg(long, env = "DISTLOG_MAX_PRODUCERS", value_name = "N", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=200_000), help_heading = "Storage")]
+    pub(super) max_producers: u64,
+
     /// Time between background syncs with --fsync interval.
     #[arg(long, env = "DISTLOG_FSYNC_INTERVAL_MS", value_name = "DURATION", default_value = "100ms", value_parser = units::millis, help_heading = "Storage")]
     pub(super) fsync_interval_ms: u64,

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use super::terms::Terms;
 use super::types::{Entry, LogId, Member, Membership, UserRecord, Vote, log_id, term_of};
 use crate::log::attributes::CONTROL;
-use crate::log::{EncodedBatch, MAX_STORED_FRAME, Payload, split_checked};
+use crate::log::{EncodedBatch, Guard, MAX_STORED_FRAME, Payload, split_checked};
 
 /// What a control entry's value says: `{"raft":"blank"}` or
 /// `{"raft":"membership","membership":{...}}`. A plain struct, not an
@@ -70,9 +70,11 @@ pub fn encode_entries<'a>(batch: &mut EncodedBatch, entries: impl IntoIterator<I
         match &entry.payload {
             EntryPayload::Normal(record) => {
                 if !record.frame.as_ref().is_some_and(|frame| batch.push_frame(frame)) {
+                    let guard = record.guard.encode();
                     let payload = Payload {
                         attributes: record.attributes & !CONTROL,
                         value: &record.value,
+                        guard: &guard,
                     };
                     batch.push(record.timestamp_ms, 0, payload);
                 }
@@ -92,10 +94,7 @@ pub fn encode_entries<'a>(batch: &mut EncodedBatch, entries: impl IntoIterator<I
 fn encode_control(batch: &mut EncodedBatch, control: &Control) {
     // Serializing our own plain types into memory cannot fail.
     let value = serde_json::to_vec(control).unwrap_or_default();
-    let payload = Payload {
-        attributes: CONTROL,
-        value: &value,
-    };
+    let payload = Payload::with(CONTROL, &value);
     batch.push(0, 0, payload);
 }
 
@@ -113,10 +112,15 @@ pub fn decode_entries(frames: Bytes, first: u64, terms: &Terms) -> Result<Vec<En
             let payload = if r.attributes & CONTROL != 0 {
                 control_payload(r.offset, &r.value)?
             } else {
+                let guard = Guard::decode(frame.guard()).map_err(|reason| CodecError::Control {
+                    index: r.offset,
+                    reason: format!("bad guard: {reason}"),
+                })?;
                 EntryPayload::Normal(UserRecord {
                     attributes: r.attributes,
                     timestamp_ms: r.timestamp_ms,
                     value: r.value.clone(),
+                    guard,
                     frame: Some(frame.clone()),
                     trace: None,
                 })

@@ -61,4 +61,4 @@ pub use start::StartError;
 pub use state_machine::StateMachine;
 pub use status::{ClusterStatus, MemberStatus};
 pub use tables::Tables;
-pub use types::{Member, NodeId, TypeConfig, UserRecord};
+pub use types::{Applied, Member, NodeId, TypeConfig, UserRecord};

@@ -15,7 +15,7 @@ use super::error::ClusterError;
 use super::log_store::LogStore;
 use super::reconcile::LearnersSeen;
 use super::state_machine::{StateMachine, Visibility};
-use super::types::{Member, NodeId, TypeConfig, UserRecord};
+use super::types::{Applied, Member, NodeId, TypeConfig, UserRecord};
 use bytes::Bytes;
 
 use crate::log::attributes::CONTROL;
@@ -121,10 +121,7 @@ impl Cluster {
                 r.offset,
                 r.timestamp_ms,
                 0,
-                Payload {
-                    attributes,
-                    value: &r.value,
-                },
+                Payload::with(attributes, &r.value),
             );
         }
         Ok(Bytes::from(out))
@@ -154,11 +151,12 @@ impl Cluster {
     }
 
     /// Appends records as one batch; returns the first one's offset once
-    /// all are committed and visible. A batch of more than one record is
-    /// shown whole or never (see `state_machine`).
+    /// all are committed and visible, or why the state machine refused the
+    /// batch as it applied it (its first record's guard). A batch of more
+    /// than one record is shown whole or never (see `state_machine`).
     /// With traces on, the wait is the span `raft.commit`, and the first
     /// record carries it to the append-entries that replicate it.
-    pub async fn write(&self, mut records: Vec<UserRecord>) -> Result<u64, ClusterError> {
+    pub async fn write(&self, mut records: Vec<UserRecord>) -> Result<Applied, ClusterError> {
         self.must_lead()?;
         if telemetry::enabled() {
             let span = tracing::info_span!("raft.commit", records = records.len());
@@ -174,7 +172,7 @@ impl Cluster {
     /// still takes writes (it does not know yet), and they would wait as
     /// long as the partition lasts; past the timeout the client is told the
     /// outcome is unknown: the entries were proposed and may yet commit.
-    async fn commit_in_time(&self, records: Vec<UserRecord>) -> Result<u64, ClusterError> {
+    async fn commit_in_time(&self, records: Vec<UserRecord>) -> Result<Applied, ClusterError> {
         let limit = self.inner.config.write_timeout;
         match tokio::time::timeout(limit, self.commit(records)).await {
             Ok(answer) => answer,
@@ -193,7 +191,7 @@ impl Cluster {
     /// every committed entry once this node leads, so a new leader whose
     /// clock is behind goes on from its predecessors' stamps. Stamped once
     /// here, the frames are the same bytes on every node.
-    async fn commit(&self, mut records: Vec<UserRecord>) -> Result<u64, ClusterError> {
+    async fn commit(&self, mut records: Vec<UserRecord>) -> Result<Applied, ClusterError> {
         use futures_util::StreamExt;
         let count = records.len();
         let mut answers = {

@@ -4,7 +4,10 @@
 //!
 //! - the membership, as openraft needs it;
 //! - batches, whole or never: which offsets readers may see, and which
-//!   belong to a batch a leader change cut short (the rules: `tables`).
+//!   belong to a batch a leader change cut short (the rules: `tables`);
+//! - idempotent producers and the last record's offset, by which an
+//!   append's guard is decided as it is applied: a refused append is
+//!   hidden like an aborted batch, and its client hears why (`tables`).
 //!
 //! A snapshot is these tables (`Tables`), not the records: a node that
 //! installs one whose last entry its log lacks starts its log over after
@@ -127,6 +130,7 @@ impl StateMachine {
         let last = store.last_id();
         tracing::warn!(?applied, now = ?last, "the log lost applied entries: applying again from its end");
         tables.applied = last;
+        tables.deciding = None;
         tables.open_batch_from = match last {
             Some(last) => open_batch_from(store, last.index)?,
             None => None,
@@ -211,21 +215,22 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         let mut answers = Vec::new();
         let mut urgent = false;
+        let limits = self.shared.store.log().config().producers;
         while let Some(item) = entries.next().await {
             let (entry, responder) = item?;
             let attributes = match &entry.payload {
                 EntryPayload::Normal(r) => r.attributes & !CONTROL,
                 _ => CONTROL,
             };
-            let index = entry.log_id.index;
-            urgent |= self
+            let (must_write, applied) = self
                 .shared
                 .tables
                 .write()
                 .unwrap_or_else(PoisonError::into_inner)
-                .apply(entry.log_id, attributes, &entry.payload);
+                .apply(entry.log_id, attributes, &entry.payload, &limits);
+            urgent |= must_write;
             if let Some(responder) = responder {
-                answers.push((responder, index));
+                answers.push((responder, applied));
             }
         }
         if urgent {
@@ -238,8 +243,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             self.shared.changed.send_modify(|n| *n += 1);
         }
         self.publish();
-        for (responder, index) in answers {
-            responder.send(index);
+        for (responder, applied) in answers {
+            responder.send(applied);
         }
         Ok(())
     }

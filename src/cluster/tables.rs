@@ -9,6 +9,17 @@
 //! finish: its offsets are aborted, hidden from every reader on every node,
 //! forever. Both are functions of the log alone, so every node that applies
 //! the same entries shows the same records.
+//!
+//! The same holds for an append's guard (`log::Guard`, carried by its first
+//! entry): when that entry is applied, the append is decided against the
+//! producers table (`log::producers`) and the last record's offset, as the
+//! log stands at that point on every node; a refused append (a duplicate,
+//! a sequence gap, a fenced epoch, a failed `Expected-Last-Offset`) is
+//! hidden like an aborted batch once its last entry is applied, and its
+//! waiting client hears why. A producer is noted only once its append's
+//! last entry is applied, so a batch a leader change cuts short is never
+//! answered as a duplicate later. The leader's stamp is the clock the
+//! producers' time limit is measured by, the same on every node.
 
 use std::io;
 
@@ -16,8 +27,10 @@ use openraft::EntryPayload;
 use serde::{Deserialize, Serialize};
 
 use super::log_store::LogStore;
-use super::types::{LogId, Member, StoredMembership, UserRecord};
+use super::types::{Applied, LogId, Member, StoredMembership, UserRecord};
+use crate::log::ProducerStamp;
 use crate::log::attributes::BATCH_OPEN;
+use crate::log::producers::{ProducerLimits, Producers, Refusal};
 
 /// What the state machine knows beyond the log; also a snapshot's data.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,6 +41,23 @@ pub struct Tables {
     pub open_batch_from: Option<u64>,
     /// Aborted offsets as `[from, to)` ranges, ascending.
     pub aborted: Vec<(u64, u64)>,
+    /// Idempotent producers as the applied appends left them.
+    #[serde(default)]
+    pub producers: Producers,
+    /// The offset of the last record readers see (what `Expected-Last-Offset` is held to).
+    #[serde(default)]
+    pub last_record: Option<u64>,
+    /// How the append being applied was decided at its first entry.
+    #[serde(default)]
+    pub deciding: Option<Decided>,
+}
+
+/// How an append was decided when its first entry was applied.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Decided {
+    /// Appended; the producer to note once its last entry is applied.
+    Appended(Option<ProducerStamp>),
+    Refused(Refusal),
 }
 
 impl Tables {
@@ -46,23 +76,41 @@ impl Tables {
     }
 
     /// Applies one entry; returns whether the tables must be written now
-    /// (an abort or a membership change, which readers and a restart must
-    /// not miss).
-    pub(super) fn apply(&mut self, id: LogId, attributes: u8, payload: &EntryPayload<UserRecord, u64, Member>) -> bool {
+    /// (an abort, a refusal or a membership change, which readers and a
+    /// restart must not miss), and what the entry's client is told.
+    pub(super) fn apply(
+        &mut self,
+        id: LogId,
+        attributes: u8,
+        payload: &EntryPayload<UserRecord, u64, Member>,
+        limits: &ProducerLimits,
+    ) -> (bool, Applied) {
         debug_assert!(
             self.applied.is_none_or(|a| a.index < id.index),
             "entries apply in order"
         );
         let mut urgent = false;
+        let mut refused = None;
         match payload {
-            EntryPayload::Normal(_) if attributes & BATCH_OPEN != 0 => {
-                self.open_batch_from.get_or_insert(id.index);
+            EntryPayload::Normal(record) => {
+                if self.open_batch_from.is_none() {
+                    self.deciding = Some(self.decide(record, limits));
+                }
+                if let Some(Decided::Refused(why)) = &self.deciding {
+                    refused = Some(why.clone());
+                }
+                if attributes & BATCH_OPEN != 0 {
+                    self.open_batch_from.get_or_insert(id.index);
+                } else {
+                    let from = self.open_batch_from.take().unwrap_or(id.index);
+                    urgent |= self.close(from, id.index, record.timestamp_ms, limits);
+                }
             }
-            EntryPayload::Normal(_) => self.open_batch_from = None,
             EntryPayload::Blank | EntryPayload::Membership(_) => {
+                self.deciding = None;
                 if let Some(from) = self.open_batch_from.take() {
                     tracing::warn!(from, to = id.index, "a batch cut short by a leader change is aborted");
-                    self.aborted.push((from, id.index));
+                    self.hide(from, id.index);
                     urgent = true;
                 }
                 if let EntryPayload::Membership(m) = payload {
@@ -72,7 +120,63 @@ impl Tables {
             }
         }
         self.applied = Some(id);
-        urgent
+        let applied = Applied {
+            offset: id.index,
+            refused,
+        };
+        (urgent, applied)
+    }
+
+    /// How the append whose first entry is `record` is decided, as the log
+    /// stands now.
+    fn decide(&self, record: &UserRecord, limits: &ProducerLimits) -> Decided {
+        let guard = &record.guard;
+        if let Some(why) = guard
+            .producer
+            .as_ref()
+            .and_then(|p| self.producers.check(p, record.timestamp_ms, limits))
+        {
+            return Decided::Refused(why);
+        }
+        if let Some(expected) = guard.expected_last {
+            let last = self.last_record;
+            if last.and_then(|l| i64::try_from(l).ok()).unwrap_or(-1) != expected {
+                return Decided::Refused(Refusal::OffsetMismatch { last });
+            }
+        }
+        Decided::Appended(guard.producer.clone())
+    }
+
+    /// The append `[from, to]` is whole: shown (and its producer noted), or
+    /// hidden if it was refused. Returns whether the tables must be written now.
+    fn close(&mut self, from: u64, to: u64, stamp: u64, limits: &ProducerLimits) -> bool {
+        match self.deciding.take() {
+            Some(Decided::Refused(_)) => {
+                self.hide(from, to + 1);
+                true
+            }
+            Some(Decided::Appended(producer)) => {
+                if let Some(p) = producer {
+                    self.producers.record(&p, from, stamp, limits);
+                }
+                self.last_record = Some(to);
+                false
+            }
+            // Decided before a restart that lost it (`forget_applied_past_log`): shown as it was.
+            None => {
+                self.last_record = Some(to);
+                false
+            }
+        }
+    }
+
+    /// Hides `[from, to)` from readers, joining a range it follows.
+    fn hide(&mut self, from: u64, to: u64) {
+        debug_assert!(from < to && self.aborted.last().is_none_or(|(_, end)| *end <= from));
+        match self.aborted.last_mut() {
+            Some((_, end)) if *end == from => *end = to,
+            _ => self.aborted.push((from, to)),
+        }
     }
 }
 
@@ -113,11 +217,80 @@ mod tests {
     }
 
     fn apply(t: &mut Tables, index: u64, payload: EntryPayload<UserRecord, u64, Member>) -> bool {
+        apply_answer(t, index, payload).0
+    }
+
+    fn apply_answer(t: &mut Tables, index: u64, payload: EntryPayload<UserRecord, u64, Member>) -> (bool, Applied) {
         let attributes = match &payload {
             EntryPayload::Normal(r) => r.attributes,
             _ => CONTROL,
         };
-        t.apply(log_id(1, index), attributes, &payload)
+        t.apply(log_id(1, index), attributes, &payload, &ProducerLimits::default())
+    }
+
+    fn guarded(
+        open: bool,
+        producer: Option<(u64, u32)>,
+        expected_last: Option<i64>,
+    ) -> EntryPayload<UserRecord, u64, Member> {
+        let EntryPayload::Normal(mut record) = record(open) else {
+            unreachable!()
+        };
+        record.guard = crate::log::Guard {
+            producer: producer.map(|(seq, count)| ProducerStamp {
+                id: "p".into(),
+                epoch: 0,
+                seq,
+                count,
+            }),
+            expected_last,
+        };
+        EntryPayload::Normal(record)
+    }
+
+    #[test]
+    fn a_retried_append_is_hidden_and_answered_with_the_original_offsets() {
+        let mut t = Tables::default();
+        apply(&mut t, 0, guarded(true, Some((0, 2)), None));
+        apply(&mut t, 1, record(false));
+        assert_eq!(t.visible_end(), 2);
+        apply(&mut t, 2, guarded(true, Some((0, 2)), None));
+        let (urgent, answer) = apply_answer(&mut t, 3, record(false));
+        assert!(urgent, "a refusal is written at once");
+        assert_eq!(answer.refused, Some(Refusal::Duplicate { first: 0, last: 1 }));
+        assert_eq!(t.aborted, vec![(2, 4)]);
+        assert_eq!(t.last_record, Some(1));
+        let (_, answer) = apply_answer(&mut t, 4, guarded(false, Some((5, 1)), None));
+        assert_eq!(answer.refused, Some(Refusal::SequenceGap { expected: 2 }));
+        assert_eq!(t.aborted, vec![(2, 5)], "neighbouring hidden ranges join");
+    }
+
+    #[test]
+    fn an_append_a_leader_change_cut_short_is_not_a_duplicate_later() {
+        let mut t = Tables::default();
+        apply(&mut t, 0, guarded(true, Some((0, 2)), None));
+        apply(&mut t, 1, EntryPayload::Blank);
+        let (_, answer) = apply_answer(&mut t, 2, guarded(true, Some((0, 2)), None));
+        assert_eq!(answer.refused, None, "the retry is appended");
+        apply(&mut t, 3, record(false));
+        assert_eq!(t.visible_end(), 4);
+        assert_eq!(t.aborted, vec![(0, 1)]);
+    }
+
+    #[test]
+    fn an_expected_last_offset_is_held_to_the_last_shown_record() {
+        let mut t = Tables::default();
+        let (_, answer) = apply_answer(&mut t, 0, guarded(false, None, Some(-1)));
+        assert_eq!(answer.refused, None, "-1: an empty log");
+        apply(&mut t, 1, EntryPayload::Blank);
+        let (_, answer) = apply_answer(&mut t, 2, guarded(false, None, Some(-1)));
+        assert_eq!(answer.refused, Some(Refusal::OffsetMismatch { last: Some(0) }));
+        let (_, answer) = apply_answer(&mut t, 3, guarded(false, None, Some(0)));
+        assert_eq!(
+            answer.refused, None,
+            "control entries and hidden records are not records"
+        );
+        assert_eq!(t.last_record, Some(3));
     }
 
     #[test]

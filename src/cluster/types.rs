@@ -7,6 +7,9 @@ use std::fmt;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::log::Guard;
+use crate::log::producers::Refusal;
+
 /// A user record as the leader stamped it. The leader sets the timestamp
 /// once (`Cluster::commit`), so every node writes byte-identical frames.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -16,6 +19,11 @@ pub struct UserRecord {
     pub attributes: u8,
     pub timestamp_ms: u64,
     pub value: Bytes,
+    /// What the append said of itself (producer, expected last offset), on
+    /// the first record of an append that said anything: the state machine
+    /// decides by it when it applies the entry (see `tables`).
+    #[serde(default, skip_serializing_if = "Guard::is_none")]
+    pub guard: Guard,
     /// The record's frame, once it has one (encoded for the log, or read
     /// from the log or a peer and checked once): encoding it again is a
     /// copy, not a new checksum, and the log appends it unchecked (see
@@ -35,6 +43,7 @@ impl UserRecord {
             attributes,
             timestamp_ms,
             value,
+            guard: Guard::default(),
             frame: None,
             trace: None,
         }
@@ -44,7 +53,8 @@ impl UserRecord {
 /// Records are equal by content; a cached frame is only a copy of it.
 impl PartialEq for UserRecord {
     fn eq(&self, other: &Self) -> bool {
-        (self.attributes, self.timestamp_ms, &self.value) == (other.attributes, other.timestamp_ms, &other.value)
+        (self.attributes, self.timestamp_ms, &self.value, &self.guard)
+            == (other.attributes, other.timestamp_ms, &other.value, &other.guard)
     }
 }
 
@@ -70,11 +80,20 @@ impl fmt::Display for Member {
 
 pub type NodeId = u64;
 
+/// What applying an entry tells the client waiting for it: the entry's
+/// offset, and whether its append was refused (every entry of a refused
+/// append says why; it is hidden from readers).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    pub offset: u64,
+    pub refused: Option<Refusal>,
+}
+
 openraft::declare_raft_types!(
     /// distlog's Raft types.
     pub TypeConfig:
         D = UserRecord,
-        R = u64,
+        R = Applied,
         NodeId = NodeId,
         Node = Member,
         Term = u64,

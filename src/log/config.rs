@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use super::clock::Clock;
 use super::error::{LogError, Result};
+use super::producers::ProducerLimits;
 use super::record::{FRAME_HEADER, MAX_RECORD_CEILING};
 use super::segment::index::ENTRY_BYTES;
 
@@ -36,6 +37,9 @@ pub struct LogConfig {
     pub durability: Durability,
     /// What records are stamped with (the system's clock but in tests).
     pub clock: Clock,
+    /// How long and how many idempotent producers are remembered
+    /// (`--producer-ttl-ms`, `--max-producers`; see `producers`).
+    pub producers: ProducerLimits,
 }
 
 impl Default for LogConfig {
@@ -48,6 +52,7 @@ impl Default for LogConfig {
             retention_ms: None,
             durability: Durability::Always,
             clock: Clock::system(),
+            producers: ProducerLimits::default(),
         }
     }
 }

@@ -42,6 +42,10 @@ pub enum LogError {
         left: String,
     },
 
+    /// A conditional append found the log elsewhere: nothing was written.
+    #[error("the log's next offset is {next}, not {expected}")]
+    NotNext { expected: u64, next: u64 },
+
     #[error("the log is closed")]
     Closed,
 

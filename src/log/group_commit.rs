@@ -26,6 +26,9 @@ pub struct Submitted {
     /// Frames from `record::encode_unstamped`, in order.
     pub frames: Vec<u8>,
     pub count: u32,
+    /// Written only if it would start at this offset (a conditional
+    /// append); else refused with `LogError::NotNext`.
+    pub expect_next: Option<u64>,
     pub ack: oneshot::Sender<Ack>,
 }
 
@@ -255,6 +258,7 @@ mod tests {
         group.submit(Submitted {
             frames: Vec::new(),
             count: 1,
+            expect_next: None,
             ack,
         });
         group.finish_job(job, &Err(std::io::Error::other("disk gone").into()), |_| {
@@ -286,6 +290,7 @@ mod tests {
         let batch = Submitted {
             frames: Vec::new(),
             count: 1,
+            expect_next: None,
             ack,
         };
         (batch, told)

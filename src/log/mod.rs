@@ -16,6 +16,7 @@ mod config;
 mod error;
 pub mod fsops;
 mod group_commit;
+pub mod producers;
 mod record;
 mod segment;
 mod snapshot;
@@ -26,9 +27,9 @@ pub use commit_log::{Appended, Log, LogStats, now_ms};
 pub use config::{Durability, LogConfig, MIB, default_max_record_bytes, record_ceiling};
 pub use error::{LogError, Result};
 pub use record::{
-    EncodedBatch, FLAG_BATCH_CONTINUES, FRAME_HEADER, Frame, FrameError, FrameStamps, FrameView, Frames,
-    MAX_RECORD_CEILING, MAX_STORED_FRAME, Payload, Record, RecordRef, attributes, decode_frame, encode_frame,
-    finished_batches_len, frame_len, frame_stamps, split_checked, split_frames,
+    EncodedBatch, FLAG_BATCH_CONTINUES, FRAME_HEADER, Frame, FrameError, FrameStamps, FrameView, Frames, Guard,
+    MAX_PRODUCER_ID, MAX_RECORD_CEILING, MAX_STORED_FRAME, Payload, ProducerStamp, Record, RecordRef, attributes,
+    decode_frame, encode_frame, finished_batches_len, frame_len, frame_stamps, split_checked, split_frames,
 };
 pub use segment::Recovered;
 pub use snapshot::SnapshotReader;

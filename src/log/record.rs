@@ -12,21 +12,41 @@
 //! anything else. `version` leaves room for later layouts (a key, headers, a
 //! term); `flags` are the log's own bits; `attributes` belong to the callers
 //! and are stored verbatim. Every bit of both is in one table (`bits`).
+//!
+//! Version 2 (`FRAME_VERSION_GUARDED`) adds a guard between the header and
+//! the value, written on the first record of an append that carried
+//! producer headers or an expected last offset (layout in `guard`):
+//!
+//! ```text
+//! | len u32 | crc u32 | 2 u8 | flags u8 | attributes u8 | offset u64 | timestamp_ms u64 | guard_len u16 | guard | value |
+//! ```
+//!
+//! Every other record is still written as version 1, and version-1 frames
+//! written before version 2 existed read as they always did: a reader of
+//! records never sees the guard, only the value. The guard is encoded once
+//! (by a standalone appender, or by a cluster's leader) and then copied
+//! verbatim, so frames stay byte-identical on every node.
 
 mod bits;
 mod encoded;
+mod guard;
 
 use bytes::Bytes;
 
 pub use bits::{FLAG_BATCH_CONTINUES, attributes};
 pub use encoded::{EncodedBatch, Frame, FrameSpan, split_checked};
+pub use guard::{Guard, MAX_GUARD_BYTES, MAX_PRODUCER_ID, ProducerStamp};
 
 /// Bytes before the checksummed part: `len` and `crc`.
 pub const FRAME_PREFIX: usize = 8;
 /// Fixed bytes of every frame before its value.
 pub const FRAME_HEADER: usize = FRAME_PREFIX + 1 + 1 + 1 + 8 + 8;
-/// The only layout written today.
+/// The plain layout: what every record without a guard is written as.
 pub const FRAME_VERSION: u8 = 1;
+/// The layout with a guard before the value (see the module doc).
+pub const FRAME_VERSION_GUARDED: u8 = 2;
+/// Bytes of a guarded frame's guard length field.
+const GUARD_LEN_BYTES: usize = 2;
 
 /// The largest value any log accepts (`max_record_bytes` is capped to it).
 pub const MAX_RECORD_CEILING: u64 = u32::MAX as u64 / 2;
@@ -64,16 +84,35 @@ impl Record {
     }
 }
 
-/// What a caller appends: a value and the caller's attribute bits.
+/// What a caller appends: a value, the caller's attribute bits, and an
+/// encoded guard (`Guard::encode`; empty for none, most records).
 #[derive(Clone, Copy, Debug)]
 pub struct Payload<'a> {
     pub attributes: u8,
     pub value: &'a [u8],
+    pub guard: &'a [u8],
 }
 
 impl<'a> Payload<'a> {
     pub fn new(value: &'a [u8]) -> Self {
-        Payload { attributes: 0, value }
+        Payload::with(0, value)
+    }
+
+    /// A record without a guard.
+    pub fn with(attributes: u8, value: &'a [u8]) -> Self {
+        Payload {
+            attributes,
+            value,
+            guard: &[],
+        }
+    }
+
+    /// Bytes its frame takes.
+    pub fn frame_len(&self) -> usize {
+        match self.guard.len() {
+            0 => frame_len(self.value.len()),
+            guard => frame_len(self.value.len()) + GUARD_LEN_BYTES + guard,
+        }
     }
 }
 
@@ -84,9 +123,18 @@ pub struct FrameView<'a> {
     pub attributes: u8,
     pub offset: u64,
     pub timestamp_ms: u64,
+    /// The encoded guard of a version-2 frame; empty in a version-1 one.
+    pub guard: &'a [u8],
     pub value: &'a [u8],
     /// Length of the whole frame, prefix included.
     pub frame_len: usize,
+}
+
+impl FrameView<'_> {
+    /// Where the value starts in the frame.
+    pub fn value_start(&self) -> usize {
+        self.frame_len - self.value.len()
+    }
 }
 
 /// Why bytes are not a valid frame.
@@ -223,15 +271,21 @@ pub fn encode_frame(out: &mut Vec<u8>, offset: u64, timestamp_ms: u64, flags: u8
 /// an appender encodes its batch before it knows where it goes, and the
 /// group-commit writer `stamp_frames` it.
 pub fn encode_unstamped(out: &mut Vec<u8>, flags: u8, payload: Payload) {
-    let body_len = frame_len(payload.value.len()) - FRAME_PREFIX;
+    let body_len = payload.frame_len() - FRAME_PREFIX;
     debug_assert!(body_len <= u32::MAX as usize, "frame length must fit its u32 field");
-    out.reserve(FRAME_HEADER + payload.value.len());
+    debug_assert!(payload.guard.len() <= MAX_GUARD_BYTES, "a guard fits its u16 length");
+    out.reserve(payload.frame_len());
     out.extend_from_slice(&(body_len as u32).to_le_bytes());
     out.extend_from_slice(&[0; 4]);
-    out.push(FRAME_VERSION);
+    let guarded = !payload.guard.is_empty();
+    out.push(if guarded { FRAME_VERSION_GUARDED } else { FRAME_VERSION });
     out.push(flags);
     out.push(payload.attributes);
     out.extend_from_slice(&[0; 16]);
+    if guarded {
+        out.extend_from_slice(&(payload.guard.len() as u16).to_le_bytes());
+        out.extend_from_slice(payload.guard);
+    }
     out.extend_from_slice(payload.value);
 }
 
@@ -309,20 +363,37 @@ fn read_body(body: &[u8], frame_len: usize) -> Result<FrameView<'_>, FrameError>
     let Some(([version, flags, attributes], rest)) = body.split_first_chunk::<3>() else {
         return Err(bad_length);
     };
-    if *version != FRAME_VERSION {
+    if *version != FRAME_VERSION && *version != FRAME_VERSION_GUARDED {
         return Err(FrameError::BadVersion { version: *version });
     }
     let Some((offset, rest)) = rest.split_first_chunk::<8>() else {
         return Err(bad_length);
     };
-    let Some((timestamp_ms, value)) = rest.split_first_chunk::<8>() else {
+    let Some((timestamp_ms, rest)) = rest.split_first_chunk::<8>() else {
         return Err(bad_length);
+    };
+    let (guard, value) = match *version {
+        FRAME_VERSION => (&[][..], rest),
+        _ => {
+            let Some((guard_len, rest)) = rest.split_first_chunk::<GUARD_LEN_BYTES>() else {
+                return Err(bad_length);
+            };
+            let guard_len = usize::from(u16::from_le_bytes(*guard_len));
+            if guard_len == 0 || guard_len > MAX_GUARD_BYTES {
+                return Err(bad_length);
+            }
+            let Some((guard, value)) = rest.split_at_checked(guard_len) else {
+                return Err(bad_length);
+            };
+            (guard, value)
+        }
     };
     Ok(FrameView {
         flags: *flags,
         attributes: *attributes,
         offset: u64::from_le_bytes(*offset),
         timestamp_ms: u64::from_le_bytes(*timestamp_ms),
+        guard,
         value,
         frame_len,
     })
@@ -345,7 +416,7 @@ pub fn frame_stamps(header: &[u8]) -> Option<FrameStamps> {
     let ([version, _flags, attributes], rest) = rest.split_first_chunk::<3>()?;
     let (offset, rest) = rest.split_first_chunk::<8>()?;
     let (timestamp_ms, _) = rest.split_first_chunk::<8>()?;
-    (*version == FRAME_VERSION).then(|| FrameStamps {
+    (*version == FRAME_VERSION || *version == FRAME_VERSION_GUARDED).then(|| FrameStamps {
         attributes: *attributes,
         offset: u64::from_le_bytes(*offset),
         timestamp_ms: u64::from_le_bytes(*timestamp_ms),
@@ -367,7 +438,7 @@ pub fn split_frames(buf: Bytes, first_offset: u64, max_frame_len: usize) -> Resu
             offset: view.offset,
             timestamp_ms: view.timestamp_ms,
             attributes: view.attributes,
-            value: buf.slice(at + FRAME_HEADER..at + view.frame_len),
+            value: buf.slice(at + view.value_start()..at + view.frame_len),
         });
     }
     Ok(records)
@@ -454,16 +525,7 @@ mod tests {
     #[test]
     fn stamps_are_read_from_the_header_alone() {
         let mut buf = Vec::new();
-        encode_frame(
-            &mut buf,
-            9,
-            4321,
-            0,
-            Payload {
-                attributes: 3,
-                value: b"value",
-            },
-        );
+        encode_frame(&mut buf, 9, 4321, 0, Payload::with(3, b"value"));
         let stamps = frame_stamps(&buf[..FRAME_HEADER]).unwrap();
         assert_eq!(
             stamps,
@@ -474,7 +536,7 @@ mod tests {
             }
         );
         assert_eq!(frame_stamps(&buf[..FRAME_HEADER - 1]), None, "a cut header");
-        buf[FRAME_PREFIX] = FRAME_VERSION + 1;
+        buf[FRAME_PREFIX] = FRAME_VERSION_GUARDED + 1;
         assert_eq!(frame_stamps(&buf), None, "a version this log does not read");
     }
 
@@ -487,5 +549,33 @@ mod tests {
         assert_eq!(&records[1].value[..], b"bb");
         let err = split_frames(Bytes::from(buf), 4, 1 << 20).unwrap_err();
         assert!(matches!(err.2, FrameError::WrongOffset { expected: 4, found: 5 }));
+    }
+
+    #[test]
+    fn a_guarded_frame_keeps_its_guard_apart_from_its_value() {
+        let mut buf = frame(1, b"plain");
+        let plain_len = buf.len();
+        let payload = Payload {
+            attributes: 0,
+            value: b"{\"a\":1}",
+            guard: b"guard bytes",
+        };
+        encode_frame(&mut buf, 2, 55, 0, payload);
+        assert_eq!(buf.len() - plain_len, payload.frame_len());
+        assert_eq!(buf[plain_len + FRAME_PREFIX], FRAME_VERSION_GUARDED);
+        let view = decode_frame(&buf[plain_len..], 1 << 20).unwrap();
+        assert_eq!((view.guard, view.value), (&b"guard bytes"[..], &b"{\"a\":1}"[..]));
+        let records = split_frames(Bytes::from(buf.clone()), 1, 1 << 20).unwrap();
+        assert_eq!(&records[1].value[..], b"{\"a\":1}", "readers get the value alone");
+        assert_eq!(
+            decode_frame(&buf, 1 << 20).unwrap().guard,
+            b"",
+            "a version-1 frame has none"
+        );
+        for i in plain_len..buf.len() {
+            let mut bad = buf.clone();
+            bad[i] ^= 0x40;
+            assert!(decode_frame(&bad[plain_len..], 1 << 20).is_err(), "flip at byte {i}");
+        }
     }
 }

@@ -6,13 +6,19 @@
 //! every member stores the same bytes and stamps never go backwards in
 //! log order. A member's batch of several records marks all but its last
 //! `BATCH_OPEN`: the cluster shows it whole or never.
+//!
+//! An append's guard (producer headers, an expected last offset) rides on
+//! its first record's frame; a standalone node decides it as it appends
+//! (`guarded`), a member's state machine as it applies the entry.
 
 use bytes::Bytes;
 
 use super::Mode;
-use crate::cluster::{ClusterError, UserRecord};
+use super::guarded::{Appended, GuardedError};
+use crate::cluster::{Applied, ClusterError, UserRecord};
 use crate::log::attributes::BATCH_OPEN;
-use crate::log::{Log, LogError, Payload};
+use crate::log::producers::Refusal;
+use crate::log::{Guard, Log, LogError, Payload};
 use crate::replication::FollowerStatus;
 use crate::telemetry;
 
@@ -27,6 +33,19 @@ pub enum AppendError {
     Cluster(#[from] ClusterError),
     #[error(transparent)]
     Log(#[from] LogError),
+    /// The append's guard refused it (never `Refusal::Duplicate`, which is
+    /// answered as `Appended::Duplicate`).
+    #[error("the append was refused: {0:?}")]
+    Refused(Refusal),
+}
+
+impl From<GuardedError> for AppendError {
+    fn from(e: GuardedError) -> Self {
+        match e {
+            GuardedError::Refused(why) => AppendError::Refused(why),
+            GuardedError::Log(e) => AppendError::Log(e),
+        }
+    }
 }
 
 impl Mode {
@@ -35,45 +54,66 @@ impl Mode {
     /// still lose its leadership before the append: Raft refuses it then.
     pub fn check_writable(&self) -> Result<(), AppendError> {
         match self {
-            Mode::Standalone => Ok(()),
+            Mode::Standalone(_) => Ok(()),
             Mode::Replica(status) => Err(read_only(status)),
             Mode::Member(cluster) => Ok(cluster.must_lead()?),
         }
     }
 
     /// Appends `records` (attributes, value) as one batch, whole or not at
-    /// all, and answers the first one's offset once they are durable
-    /// (standalone, as `--fsync` says) or committed and visible (member).
-    pub async fn append(&self, log: &Log, records: &[(u8, Bytes)]) -> Result<u64, AppendError> {
+    /// all, if `guard` allows it, and answers the first one's offset once
+    /// they are durable (standalone, as `--fsync` says) or committed and
+    /// visible (member); or the original offsets of a retry.
+    pub async fn append(&self, log: &Log, records: &[(u8, Bytes)], guard: &Guard) -> Result<Appended, AppendError> {
         debug_assert!(!records.is_empty(), "an append holds at least one record");
         match self {
-            Mode::Standalone => {
+            Mode::Standalone(guarded) => {
                 let span = telemetry::span(|| tracing::info_span!("append", records = records.len()));
+                if !guard.is_none() {
+                    let encoded = guard.encode();
+                    let payloads: Vec<Payload> = records
+                        .iter()
+                        .enumerate()
+                        .map(|(i, record)| payload(record, if i == 0 { &encoded } else { &[] }))
+                        .collect();
+                    return Ok(telemetry::in_span(span, guarded.append(log, &payloads, guard)).await?);
+                }
                 let first = match records {
                     // One record needs no vector.
-                    [(attributes, value)] => {
-                        let payload = [Payload {
-                            attributes: *attributes,
-                            value,
-                        }];
-                        telemetry::in_span(span, log.append_batch_async(&payload)).await?
-                    }
+                    [one] => telemetry::in_span(span, log.append_batch_async(&[payload(one, &[])])).await?,
                     _ => {
-                        let payloads: Vec<Payload> = records
-                            .iter()
-                            .map(|(attributes, value)| Payload {
-                                attributes: *attributes,
-                                value,
-                            })
-                            .collect();
+                        let payloads: Vec<Payload> = records.iter().map(|record| payload(record, &[])).collect();
                         telemetry::in_span(span, log.append_batch_async(&payloads)).await?
                     }
                 };
-                Ok(first)
+                Ok(Appended::Created { first })
             }
             Mode::Replica(status) => Err(read_only(status)),
-            Mode::Member(cluster) => Ok(cluster.write(member_batch(records)).await?),
+            Mode::Member(cluster) => {
+                let applied = cluster.write(member_batch(records, guard)).await?;
+                answered(applied, records.len())
+            }
         }
+    }
+}
+
+fn payload<'a>((attributes, value): &'a (u8, Bytes), guard: &'a [u8]) -> Payload<'a> {
+    Payload {
+        attributes: *attributes,
+        value,
+        guard,
+    }
+}
+
+/// What a member's client hears of its batch of `count` records.
+fn answered(applied: Applied, count: usize) -> Result<Appended, AppendError> {
+    match applied.refused {
+        None => Ok(Appended::Created { first: applied.offset }),
+        Some(Refusal::Duplicate { first, last }) => {
+            debug_assert_eq!(last - first + 1, count as u64, "a retry is the same batch");
+            Ok(Appended::Duplicate { first, last })
+        }
+        Some(why) => Err(AppendError::Refused(why)),
     }
 }
 
@@ -84,8 +124,9 @@ fn read_only(status: &FollowerStatus) -> AppendError {
 }
 
 /// The entries of a member's batch, every record but the last marked
-/// `BATCH_OPEN`. Not stamped yet: the leader stamps them all alike.
-fn member_batch(records: &[(u8, Bytes)]) -> Vec<UserRecord> {
+/// `BATCH_OPEN`, the first carrying the guard. Not stamped yet: the leader
+/// stamps them all alike.
+fn member_batch(records: &[(u8, Bytes)], guard: &Guard) -> Vec<UserRecord> {
     let timestamp_ms = 0;
     let last = records.len().saturating_sub(1);
     records
@@ -93,7 +134,11 @@ fn member_batch(records: &[(u8, Bytes)]) -> Vec<UserRecord> {
         .enumerate()
         .map(|(i, (attributes, value))| {
             let attributes = if i < last { attributes | BATCH_OPEN } else { *attributes };
-            UserRecord::new(attributes, timestamp_ms, value.clone())
+            let mut record = UserRecord::new(attributes, timestamp_ms, value.clone());
+            if i == 0 {
+                record.guard = guard.clone();
+            }
+            record
         })
         .collect()
 }
@@ -109,10 +154,10 @@ mod tests {
             (1, Bytes::from_static(b"2")),
             (0, Bytes::from_static(b"3")),
         ];
-        let batch = member_batch(&records);
+        let batch = member_batch(&records, &Guard::default());
         let attributes: Vec<u8> = batch.iter().map(|r| r.attributes).collect();
         assert_eq!(attributes, vec![BATCH_OPEN, 1 | BATCH_OPEN, 0]);
-        let one = member_batch(&records[..1]);
+        let one = member_batch(&records[..1], &Guard::default());
         assert_eq!(one[0].attributes, 0, "a single record is never open");
     }
 }

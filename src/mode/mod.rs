@@ -10,6 +10,7 @@
 //! in. Named logs will give each log a mode of its own.
 
 mod append;
+mod guarded;
 mod start;
 mod status;
 
@@ -18,6 +19,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 pub use append::AppendError;
+pub use guarded::{Appended, GuardedAppends};
 pub use start::{ClusterSettings, ModeConfig, StartError, start};
 pub use status::{ClusterSummary, NodeStatus, NotReady, ReplicaSummary};
 
@@ -28,7 +30,8 @@ use crate::replication::FollowerStatus;
 /// See the module doc. Cloning is cheap (shared handles).
 #[derive(Clone, Debug)]
 pub enum Mode {
-    Standalone,
+    /// Takes writes itself; decides guarded appends by its own table.
+    Standalone(Arc<GuardedAppends>),
     /// A `--follow` replica; the status its follower task keeps.
     Replica(Arc<FollowerStatus>),
     /// A Raft cluster member (`--peers`).

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::Mode;
+use super::{GuardedAppends, Mode};
 use crate::cluster::{self, Cluster, ClusterConfig};
 use crate::log::{Log, now_ms};
 use crate::replication::{FollowConfig, FollowerStatus, spawn_follower};
@@ -51,6 +51,8 @@ pub enum StartError {
     PeerClient(String),
     #[error(transparent)]
     Cluster(#[from] cluster::StartError),
+    #[error("cannot rebuild the idempotent producers from the log: {0}")]
+    Producers(String),
 }
 
 impl ModeConfig {
@@ -96,13 +98,19 @@ pub async fn start(
     let client = clients.0.unwrap_or_default();
     match config {
         ModeConfig::Standalone => {
-            let retention = spawn_retention(log.clone(), retention_check, stopping.clone());
-            Ok((Mode::Standalone, vec![retention]))
+            let scan = log.clone();
+            let guarded = tokio::task::spawn_blocking(move || GuardedAppends::open(&scan))
+                .await
+                .map_err(|e| StartError::Producers(e.to_string()))?
+                .map_err(|e| StartError::Producers(e.to_string()))?;
+            let guarded = Arc::new(guarded);
+            let retention = spawn_retention(log.clone(), Some(guarded.clone()), retention_check, stopping.clone());
+            Ok((Mode::Standalone(guarded), vec![retention]))
         }
         ModeConfig::Replica(follow) => {
             let status = Arc::new(FollowerStatus::new(follow.leader.clone()));
             let follower = spawn_follower(log.clone(), client, follow.clone(), status.clone(), stopping.clone());
-            let retention = spawn_retention(log.clone(), retention_check, stopping.clone());
+            let retention = spawn_retention(log.clone(), None, retention_check, stopping.clone());
             Ok((Mode::Replica(status), vec![follower, retention]))
         }
         ModeConfig::Member(settings) => {
@@ -129,14 +137,28 @@ pub async fn start(
 }
 
 /// A standalone node's or a replica's retention: delete the oldest segments
-/// past `--retention-bytes` / `--retention-ms` every `every`.
-fn spawn_retention(log: Log, every: Duration, mut stopping: watch::Receiver<bool>) -> JoinHandle<()> {
+/// past `--retention-bytes` / `--retention-ms` every `every`. A standalone
+/// node saves its producers table first, so that it does not forget the
+/// producers whose records go (`guarded`).
+fn spawn_retention(
+    log: Log,
+    producers: Option<Arc<GuardedAppends>>,
+    every: Duration,
+    mut stopping: watch::Receiver<bool>,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(every);
         loop {
             tokio::select! {
                 _ = ticks.tick() => {}
                 _ = stopping.wait_for(|stop| *stop) => return,
+            }
+            if let Some(producers) = &producers
+                && log.retention_point(now_ms()).is_ok_and(|point| point.is_some())
+                && let Err(e) = producers.save(&log).await
+            {
+                tracing::error!(error = %e, "could not save the producers table: retention waits");
+                continue;
             }
             let log = log.clone();
             match tokio::task::spawn_blocking(move || log.enforce_retention(now_ms())).await {

@@ -83,7 +83,7 @@ impl Mode {
             replica: None,
         };
         match self {
-            Mode::Standalone => {}
+            Mode::Standalone(_) => {}
             Mode::Replica(follower) => {
                 let seen = follower.snapshot(stats.next_offset);
                 status.role = "follower";

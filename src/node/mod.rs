@@ -157,7 +157,7 @@ impl Node {
 /// How the start line names the mode.
 fn role_name(mode: &Mode) -> &'static str {
     match mode {
-        Mode::Standalone => "leader",
+        Mode::Standalone(_) => "leader",
         Mode::Replica(_) => "follower",
         Mode::Member(_) => "cluster",
     }

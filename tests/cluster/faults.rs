@@ -55,6 +55,19 @@ pub(super) fn load_config() -> LoadConfig {
     }
 }
 
+/// Writer ids of producer-mode loads.
+pub(super) const PRODUCERS: u64 = 50;
+
+/// Two idempotent producers (see `writer`'s producer mode).
+pub(super) fn producer_config() -> LoadConfig {
+    LoadConfig {
+        writers: 2,
+        first_writer: PRODUCERS,
+        producer: true,
+        ..load_config()
+    }
+}
+
 async fn start(test: &str) -> (TestCluster, usize) {
     start_with(test, config()).await
 }
@@ -132,6 +145,7 @@ fn attempt(writer: u64, seq: u64, node: &str, sent: Instant, outcome: Outcome) -
         sent,
         done: Instant::now(),
         outcome,
+        duplicate: false,
     }
 }
 
@@ -801,6 +815,7 @@ fn batches_as_history(batches: &[BatchAttempt]) -> History {
                     Outcome::Ack(first) => Outcome::Ack(first + i as u64),
                     other => other.clone(),
                 },
+                duplicate: false,
             });
         }
     }
@@ -1074,6 +1089,9 @@ async fn run_schedule(n: usize) -> Result<String, String> {
     cluster.wait_for_leader(LEADER_TIMEOUT).await;
     let monitor = VisibleMonitor::start(cluster.urls(), MONITOR_EVERY);
     let load = Load::start(cluster.urls(), load_config());
+    // Idempotent producers alongside, retrying each record until answered:
+    // the checker holds them to exactly once (`checker::check_producers`).
+    let producers = Load::start(cluster.urls(), producer_config());
     if !load.wait_for_more_acks(30, PROGRESS_TIMEOUT).await {
         return Err(format!("seed {seed}: no progress at the start"));
     }
@@ -1152,11 +1170,22 @@ async fn run_schedule(n: usize) -> Result<String, String> {
             ));
         }
     }
-    let history = load.stop().await;
+    if !producers.wait_for_more_acks(5, PROGRESS_TIMEOUT).await {
+        let evidence = failure_evidence(&mut cluster).await;
+        return Err(format!(
+            "seed {seed}: the producers made no progress after {done:?}\n  {evidence}"
+        ));
+    }
+    let mut history = load.stop().await;
+    history.merge(producers.stop().await);
     let mut problems = cluster.check(&history, CHECK_TIMEOUT).await;
     let monitor_problems = monitor.stop().await;
     problems.extend(monitor_problems);
-    let summary = format!("seed {seed}: {done:?}; {}", history.summary());
+    let duplicates = problems.iter().filter(|p| p.starts_with("duplicate on")).count();
+    let summary = format!(
+        "seed {seed}: {done:?}; {}; duplicates in the logs: {duplicates}",
+        history.summary()
+    );
     if problems.is_empty() {
         Ok(summary)
     } else {

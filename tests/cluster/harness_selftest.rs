@@ -253,6 +253,7 @@ impl Synthetic {
             sent: at(sent),
             done: at(done),
             outcome,
+            duplicate: false,
         });
         self
     }

@@ -17,6 +17,7 @@ mod hostile_peers;
 mod joins;
 mod partitions;
 mod power_cuts;
+mod producers;
 mod raft_conformance;
 mod security;
 mod store_crashes;

@@ -251,10 +251,7 @@ async fn a_cluster_data_dir_is_refused_without_peers() {
         let offset = tokio::task::spawn_blocking(move || {
             let log = Log::open(&path, log_config()).expect("log opens");
             let offset = log
-                .append_batch(&[distlog::log::Payload {
-                    attributes: 0,
-                    value: b"{\"standalone\":true}",
-                }])
+                .append_batch(&[distlog::log::Payload::new(b"{\"standalone\":true}")])
                 .expect("append");
             log.close().expect("close");
             offset

@@ -56,7 +56,61 @@ pub fn check_history(history: &History, logs: &[NodeLog]) -> Vec<String> {
     problems.extend(check_logs_agree(logs));
     problems.extend(check_no_duplicates_or_inventions(history, logs));
     problems.extend(check_ack_order(history));
+    problems.extend(check_producers(history, logs));
     problems
+}
+
+/// Producer mode's verdict: every record a producer had answered is in
+/// every log exactly once, and a producer's records are in its sequence
+/// order. (Duplicates anywhere are `check_no_duplicates_or_inventions`'.)
+pub fn check_producers(history: &History, logs: &[NodeLog]) -> Vec<String> {
+    let producers = &history.producers.writers;
+    if producers.is_empty() {
+        return Vec::new();
+    }
+    let mut problems = Vec::new();
+    for log in logs {
+        let mut last_seq: HashMap<u64, (u64, u64)> = HashMap::new();
+        let mut count: HashMap<(u64, u64), u32> = HashMap::new();
+        for (offset, value) in &log.records {
+            let Some((writer, seq)) = super::writer::value_key(value) else {
+                continue;
+            };
+            if !producers.contains(&writer) {
+                continue;
+            }
+            *count.entry((writer, seq)).or_default() += 1;
+            if let Some((before, at)) = last_seq.insert(writer, (seq, *offset))
+                && before >= seq
+            {
+                problems.push(format!(
+                    "producer w{writer} out of sequence on {}: seq {seq} at offset {offset} after seq {before} at offset {at}",
+                    log.url
+                ));
+            }
+        }
+        for attempt in history.acked().filter(|a| producers.contains(&a.writer)) {
+            match count.get(&(attempt.writer, attempt.seq)).copied().unwrap_or(0) {
+                1 => {}
+                n => problems.push(format!(
+                    "producer w{} seq {} answered {:?} is in the log of {} {n} times, not once",
+                    attempt.writer, attempt.seq, attempt.outcome, log.url
+                )),
+            }
+        }
+    }
+    problems
+}
+
+/// How many producer records are in `log` more than once, over all copies.
+pub fn producer_duplicates(history: &History, log: &NodeLog) -> usize {
+    let mut seen = std::collections::HashSet::new();
+    log.records
+        .values()
+        .filter_map(super::writer::value_key)
+        .filter(|(writer, _)| history.producers.writers.contains(writer))
+        .filter(|key| !seen.insert(*key))
+        .count()
 }
 
 /// (a) Every acknowledged write is at its offset, with its value, on every

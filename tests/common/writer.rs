@@ -6,6 +6,14 @@
 //! so a value that shows up twice in a log is a duplicate the cluster made.
 //! Every attempt is recorded with its outcome and its real-time interval.
 //! Everything runs on the harness runtime.
+//!
+//! In producer mode (`LoadConfig::producer`) each writer is an idempotent
+//! producer (`Producer-Id: w<writer>`, epoch 0, `Producer-Seq` = its
+//! `seq`) and retries the SAME record on any error or timeout until it is
+//! answered (`201`, or `200` with `"duplicate": true` and the original
+//! offset): one attempt per record, with how many posts it took. The
+//! checker then holds the log to exactly once, in sequence order per
+//! producer (`checker::check_producers`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -42,6 +50,8 @@ pub struct Attempt {
     pub sent: Instant,
     pub done: Instant,
     pub outcome: Outcome,
+    /// Answered `200` duplicate (producer mode): the offset is the original one.
+    pub duplicate: bool,
 }
 
 impl Attempt {
@@ -76,6 +86,25 @@ pub fn value_key(value: &Value) -> Option<(u64, u64)> {
 #[derive(Clone, Debug, Default)]
 pub struct History {
     pub attempts: Vec<Attempt>,
+    /// What producer-mode writers did (empty without them).
+    pub producers: ProducerRuns,
+}
+
+/// Producer-mode writers' ids and retries.
+#[derive(Clone, Debug, Default)]
+pub struct ProducerRuns {
+    pub writers: std::collections::BTreeSet<u64>,
+    /// Posts after a record's first (each after an error or a timeout).
+    pub retries: u64,
+    /// Retries answered `200` duplicate: the cluster had the record already.
+    pub deduplicated: u64,
+}
+
+/// What one writer task hands back.
+struct WriterRun {
+    attempts: Vec<Attempt>,
+    retries: u64,
+    deduplicated: u64,
 }
 
 impl History {
@@ -95,13 +124,40 @@ impl History {
         counts
     }
 
-    /// "N attempts: A acked, F failed, U unknown".
+    /// "N attempts: A acked, F failed, U unknown" (and the producers' retries).
     pub fn summary(&self) -> String {
         let (acked, failed, unknown) = self.count();
-        format!(
+        let mut summary = format!(
             "{} attempts: {acked} acked, {failed} failed, {unknown} unknown",
             self.attempts.len()
-        )
+        );
+        let p = &self.producers;
+        if !p.writers.is_empty() {
+            summary.push_str(&format!(
+                "; {} producers: {} retries, {} answered as duplicates",
+                p.writers.len(),
+                p.retries,
+                p.deduplicated
+            ));
+        }
+        summary
+    }
+
+    /// Adds another load's history to this one.
+    pub fn merge(&mut self, other: History) {
+        self.attempts.extend(other.attempts);
+        self.producers.writers.extend(other.producers.writers);
+        self.producers.retries += other.producers.retries;
+        self.producers.deduplicated += other.producers.deduplicated;
+    }
+
+    fn add(&mut self, run: WriterRun, writer: u64, producer: bool) {
+        self.attempts.extend(run.attempts);
+        if producer {
+            self.producers.writers.insert(writer);
+            self.producers.retries += run.retries;
+            self.producers.deduplicated += run.deduplicated;
+        }
     }
 }
 
@@ -121,6 +177,8 @@ pub struct LoadConfig {
     /// writers`): two loads on one cluster need ids of their own, or the
     /// checker takes their equal records for duplicates.
     pub first_writer: u64,
+    /// Idempotent producers retrying each record until answered (see the module doc).
+    pub producer: bool,
 }
 
 impl Default for LoadConfig {
@@ -132,6 +190,7 @@ impl Default for LoadConfig {
             max_redirects: 4,
             attempts_per_writer: None,
             first_writer: 0,
+            producer: false,
         }
     }
 }
@@ -139,8 +198,9 @@ impl Default for LoadConfig {
 /// A running load; `stop` (or the attempt limit) ends it.
 pub struct Load {
     stop: watch::Sender<bool>,
-    writers: Vec<tokio::task::JoinHandle<Vec<Attempt>>>,
+    writers: Vec<(u64, tokio::task::JoinHandle<WriterRun>)>,
     acked: Arc<AtomicU64>,
+    producer: bool,
 }
 
 impl Load {
@@ -160,10 +220,15 @@ impl Load {
                     config: config.clone(),
                     acked: acked.clone(),
                 };
-                rt::runtime().spawn(task.run(stopped.clone()))
+                (writer, rt::runtime().spawn(task.run(stopped.clone())))
             })
             .collect();
-        Load { stop, writers, acked }
+        Load {
+            stop,
+            writers,
+            acked,
+            producer: config.producer,
+        }
     }
 
     /// Acknowledged writes so far (to wait for progress without sleeping).
@@ -202,25 +267,22 @@ impl Load {
             self.writers.is_empty() || !self.stop.is_closed(),
             "the writers are gone"
         );
-        let mut history = History::default();
-        for writer in self.writers {
-            match writer.await {
-                Ok(attempts) => history.attempts.extend(attempts),
-                Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
-                Err(error) => panic!("a writer task was cancelled: {error}"),
-            }
-        }
-        history
+        self.join().await
     }
 
     /// Signals every writer to stop after its attempt in flight (which ends
-    /// within the request timeout) and returns the whole history.
+    /// within the request timeout; a producer's retries go on a while) and
+    /// returns the whole history.
     pub async fn stop(self) -> History {
         self.stop.send_replace(true);
+        self.join().await
+    }
+
+    async fn join(self) -> History {
         let mut history = History::default();
-        for writer in self.writers {
+        for (id, writer) in self.writers {
             match writer.await {
-                Ok(attempts) => history.attempts.extend(attempts),
+                Ok(run) => history.add(run, id, self.producer),
                 Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
                 Err(error) => panic!("a writer task was cancelled: {error}"),
             }
@@ -239,11 +301,18 @@ struct Writer {
 }
 
 impl Writer {
-    async fn run(mut self, stop: watch::Receiver<bool>) -> Vec<Attempt> {
-        let mut attempts = Vec::new();
+    async fn run(mut self, stop: watch::Receiver<bool>) -> WriterRun {
+        let mut run = WriterRun {
+            attempts: Vec::new(),
+            retries: 0,
+            deduplicated: 0,
+        };
         let mut seq = 0;
         while !*stop.borrow() && self.config.attempts_per_writer.is_none_or(|max| seq < max) {
-            let attempt = self.attempt(seq).await;
+            let attempt = match self.config.producer {
+                true => self.produce(seq, &stop, &mut run).await,
+                false => self.attempt(seq).await,
+            };
             seq += 1;
             match attempt.outcome {
                 Outcome::Ack(_) => {
@@ -255,9 +324,39 @@ impl Writer {
                     tokio::time::sleep(self.config.retry_pause).await;
                 }
             }
-            attempts.push(attempt);
+            run.attempts.push(attempt);
         }
-        attempts
+        run
+    }
+
+    /// Record `seq` as a producer: posted again (to the next node) after
+    /// every error or timeout until it is answered, for at most
+    /// `PRODUCER_GRACE` after the load is stopped. One attempt, its
+    /// interval from the first post to the answer.
+    async fn produce(&mut self, seq: u64, stop: &watch::Receiver<bool>, run: &mut WriterRun) -> Attempt {
+        let sent = Instant::now();
+        let mut stopped_at: Option<Instant> = None;
+        let mut tries = 0;
+        loop {
+            let mut attempt = self.attempt(seq).await;
+            tries += 1;
+            let answered = matches!(attempt.outcome, Outcome::Ack(_) | Outcome::Failed(_));
+            // A load dropped without `stop` stops too.
+            if *stop.borrow() || stop.has_changed().is_err() {
+                stopped_at.get_or_insert_with(Instant::now);
+            }
+            let given_up = stopped_at.is_some_and(|at| at.elapsed() > PRODUCER_GRACE);
+            if answered || given_up {
+                run.retries += tries - 1;
+                if tries > 1 && attempt.duplicate {
+                    run.deduplicated += 1;
+                }
+                attempt.sent = sent;
+                return attempt;
+            }
+            self.target = (self.target + 1) % self.urls.len();
+            tokio::time::sleep(self.config.retry_pause).await;
+        }
     }
 
     async fn attempt(&mut self, seq: u64) -> Attempt {
@@ -266,9 +365,15 @@ impl Writer {
         let mut node = first_node.clone();
         let sent = Instant::now();
         let mut redirects = 0;
+        let producer = self.config.producer.then(|| (format!("w{}", self.id), seq));
+        let mut duplicate = false;
         let outcome = loop {
-            match post_once(&node, &body, self.config.request_timeout).await {
+            match post_once(&node, &body, producer.as_ref(), self.config.request_timeout).await {
                 Answer::Created(offset) => break Outcome::Ack(offset),
+                Answer::Duplicate(offset) => {
+                    duplicate = true;
+                    break Outcome::Ack(offset);
+                }
                 Answer::Redirect(location) if redirects < self.config.max_redirects => {
                     redirects += 1;
                     node = base_url(&location);
@@ -295,24 +400,35 @@ impl Writer {
             sent,
             done: Instant::now(),
             outcome,
+            duplicate,
         }
     }
 }
 
+/// How long a producer goes on retrying its record after the load stopped.
+const PRODUCER_GRACE: Duration = Duration::from_secs(20);
+
 enum Answer {
     Created(u64),
+    /// `200` `"duplicate": true`: the record was appended before, at this offset.
+    Duplicate(u64),
     Redirect(String),
     Definite(u16),
     Unsure(String),
 }
 
-async fn post_once(node: &str, body: &str, timeout: Duration) -> Answer {
-    let request = rt::http()
+async fn post_once(node: &str, body: &str, producer: Option<&(String, u64)>, timeout: Duration) -> Answer {
+    let mut request = rt::http()
         .post(format!("{node}/"))
         .header("content-type", "application/json")
         .timeout(timeout)
-        .body(body.to_string())
-        .send();
+        .body(body.to_string());
+    if let Some((id, seq)) = producer {
+        request = request
+            .header("producer-id", id)
+            .header("producer-seq", seq.to_string());
+    }
+    let request = request.send();
     let response = match request.await {
         Ok(response) => response,
         Err(error) => return Answer::Unsure(format!("{node}: {error}")),
@@ -326,6 +442,14 @@ async fn post_once(node: &str, body: &str, timeout: Duration) -> Answer {
             },
             // The commit happened; only its offset got lost on the way.
             Err(error) => Answer::Unsure(format!("{node}: 201 with an unreadable body: {error}")),
+        },
+        200 => match response.json::<Value>().await {
+            Ok(answer) if answer["duplicate"] == true => match answer["offset"].as_u64() {
+                Some(offset) => Answer::Duplicate(offset),
+                None => Answer::Unsure(format!("{node}: a duplicate without an offset: {answer}")),
+            },
+            Ok(answer) => Answer::Unsure(format!("{node}: 200 that is not a duplicate: {answer}")),
+            Err(error) => Answer::Unsure(format!("{node}: 200 with an unreadable body: {error}")),
         },
         301 | 302 | 303 | 307 | 308 => match response.headers().get("location").and_then(|l| l.to_str().ok()) {
             Some(location) => Answer::Redirect(location.to_string()),

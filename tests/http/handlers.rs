@@ -28,7 +28,7 @@ struct Api {
 
 impl Api {
     fn new() -> Api {
-        Api::in_mode(Mode::Standalone)
+        Api::in_mode(Mode::Standalone(Default::default()))
     }
 
     fn in_mode(mode: Mode) -> Api {

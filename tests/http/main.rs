@@ -15,4 +15,5 @@ mod console;
 mod handlers;
 mod metrics;
 mod openapi;
+mod producers;
 mod security;

@@ -50,6 +50,7 @@ const LOG_FAMILIES: &[&str] = &[
     "distlog_http_open_connections",
     "distlog_sse_subscribers",
     "distlog_storage_errors_total",
+    "distlog_producers_evicted_total",
     "distlog_disk_available_bytes",
     "distlog_disk_size_bytes",
     "distlog_build_info",

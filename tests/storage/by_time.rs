@@ -117,10 +117,7 @@ fn control_frames_stamped_zero_do_not_mislead_the_search() {
             offset,
             stamp,
             0,
-            Payload {
-                attributes,
-                value: value.as_bytes(),
-            },
+            Payload::with(attributes, value.as_bytes()),
         );
         assert_eq!(log.append_frames(&frame).unwrap(), 1);
     }
@@ -162,10 +159,7 @@ fn a_log_that_ends_with_a_control_frame_reopens_at_its_newest_user_stamp() {
     let log = Log::open(dir.path(), small_config(&clock)).unwrap();
     let mut frames = Vec::new();
     encode_frame(&mut frames, 0, 7000, 0, Payload::new(b"\"user\""));
-    let control = Payload {
-        attributes: attributes::CONTROL,
-        value: b"{}",
-    };
+    let control = Payload::with(attributes::CONTROL, b"{}");
     encode_frame(&mut frames, 1, 0, 0, control);
     log.append_frames(&frames).unwrap();
     drop(log);

@@ -246,7 +246,7 @@ fn time_retention_judges_a_segment_by_its_user_records_not_its_control_frames() 
         };
         let mut frame = Vec::new();
         let value: &[u8] = b"{}";
-        encode_frame(&mut frame, offset, timestamp_ms, 0, Payload { attributes, value });
+        encode_frame(&mut frame, offset, timestamp_ms, 0, Payload::with(attributes, value));
         log.append_frames(&frame).unwrap();
     }
     assert_eq!(log.stats().segments, 5);

@@ -13,7 +13,7 @@ use super::super::error::{LogError, Result};
 use super::super::group_commit::{Ack, Submitted};
 use super::super::record::{
     EncodedBatch, FLAG_BATCH_CONTINUES, FrameError, FrameSpan, Frames, MAX_STORED_FRAME, Payload, encode_frame,
-    encode_unstamped, frame_len,
+    encode_unstamped,
 };
 use super::super::segment::Segment;
 use super::writer::Writer;
@@ -57,7 +57,7 @@ impl Log {
         if self.shared.config.durability != Durability::Always {
             return self.write_batch(payloads).map(|(first, _)| first);
         }
-        let acked = self.submit(payloads)?;
+        let acked = self.submit(payloads, None)?;
         self.acked(acked.blocking_recv().ok())
     }
 
@@ -67,14 +67,23 @@ impl Log {
     /// waits for the writer lock, or for a roll, on the runtime's thread,
     /// where every other task on that thread would wait with it.
     pub async fn append_batch_async(&self, payloads: &[Payload<'_>]) -> Result<u64> {
-        let acked = self.submit(payloads)?;
+        let acked = self.submit(payloads, None)?;
+        self.acked(acked.await.ok())
+    }
+
+    /// `append_batch_async` that appends only if the batch's first record
+    /// gets offset `expect_next`, decided by the one writer as it places
+    /// the batch (so no other append can come in between); else nothing
+    /// is written and the error is `LogError::NotNext`.
+    pub async fn append_batch_at(&self, payloads: &[Payload<'_>], expect_next: u64) -> Result<u64> {
+        let acked = self.submit(payloads, Some(expect_next))?;
         self.acked(acked.await.ok())
     }
 
     /// Checks and encodes a batch and hands it to the committer, which
     /// writes it, syncs it if the durability says so, and then acknowledges
     /// it (see `group_commit`).
-    fn submit(&self, payloads: &[Payload]) -> Result<oneshot::Receiver<Ack>> {
+    fn submit(&self, payloads: &[Payload], expect_next: Option<u64>) -> Result<oneshot::Receiver<Ack>> {
         let (count, bytes) = self.check_batch(payloads)?;
         self.check_writable()?;
         let mut frames = Vec::with_capacity(bytes as usize);
@@ -82,7 +91,12 @@ impl Log {
             encode_unstamped(&mut frames, batch_flags(i, payloads.len()), *payload);
         }
         let (ack, acked) = oneshot::channel();
-        self.shared.committer.submit(Submitted { frames, count, ack });
+        self.shared.committer.submit(Submitted {
+            frames,
+            count,
+            expect_next,
+            ack,
+        });
         Ok(acked)
     }
 
@@ -116,7 +130,7 @@ impl Log {
                     max: config.max_record_bytes,
                 });
             }
-            bytes += frame_len(p.value.len()) as u64;
+            bytes += p.frame_len() as u64;
         }
         let count = u32::try_from(payloads.len()).unwrap_or(u32::MAX);
         if count > config.index_capacity() || bytes > config.max_segment_bytes {
@@ -349,6 +363,7 @@ mod tests {
     use std::time::Duration;
 
     use super::super::super::config::{Durability, LogConfig};
+    use super::super::super::error::LogError;
     use super::super::Log;
     use super::Payload;
 
@@ -401,6 +416,41 @@ mod tests {
                 "{durability:?}: the runtime stalled behind the writer lock"
             );
             assert_eq!(log.read(0).unwrap().value, &b"{}"[..], "acknowledged means readable");
+        }
+    }
+
+    /// A conditional append is placed by the one writer: in a round of
+    /// batches submitted together, each expectation is held to where the
+    /// batches before it in the round leave the log.
+    #[test]
+    fn an_append_at_an_expected_offset_is_written_only_there() {
+        for durability in [Durability::Always, Durability::Never] {
+            let dir = tempfile::tempdir().unwrap();
+            let config = LogConfig {
+                durability,
+                ..LogConfig::default()
+            };
+            let log = Log::open(dir.path(), config).unwrap();
+            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            runtime.block_on(async {
+                let two = [Payload::new(b"1"), Payload::new(b"2")];
+                assert_eq!(log.append_batch_at(&two, 0).await.unwrap(), 0);
+                let refused = log.append_batch_at(&two, 1).await.unwrap_err();
+                assert!(
+                    matches!(refused, LogError::NotNext { expected: 1, next: 2 }),
+                    "{refused:?}"
+                );
+                let (at_two, again_at_two, at_three) = tokio::join!(
+                    log.append_batch_at(&two[..1], 2),
+                    log.append_batch_at(&two[..1], 2),
+                    log.append_batch_at(&two[..1], 3),
+                );
+                let mut placed = [at_two.ok(), again_at_two.ok()];
+                placed.sort();
+                assert_eq!(placed, [None, Some(2)], "one of two racing appends at 2");
+                assert_eq!(at_three.ok(), Some(3), "submitted after it, it finds the log at 3");
+            });
+            assert_eq!(log.next_offset(), 4, "{durability:?}: nothing refused was written");
         }
     }
 }

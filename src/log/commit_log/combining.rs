@@ -54,6 +54,10 @@ impl Log {
                 w.write_combined(&mut combined);
             }
             let first = w.next + u64::from(combined.count);
+            if let Some(expected) = batch.expect_next.filter(|expected| *expected != first) {
+                let _ = batch.ack.send(Err(Some(LogError::NotNext { expected, next: first })));
+                continue;
+            }
             let stamped = stamp_frames(&mut batch.frames, first, timestamp);
             debug_assert_eq!(stamped, batch.count, "a submitted batch holds whole frames");
             if alone {

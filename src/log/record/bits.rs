@@ -38,7 +38,8 @@ pub mod attributes {
     /// Every record of a cluster batch but its last.
     pub const BATCH_OPEN: u8 = 0b0100_0000;
     /// A Raft control entry (a new leader's blank entry, a membership
-    /// change), or a record of an aborted batch as a replica gets it: it
+    /// change), or a record of an aborted batch or of an append its guard
+    /// refused (`cluster::tables`) as a replica gets it: it
     /// has an offset, but no reader shows it, as Kafka's consumers skip
     /// control records.
     pub const CONTROL: u8 = 0b1000_0000;

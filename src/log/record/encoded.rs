@@ -10,7 +10,7 @@
 
 use bytes::Bytes;
 
-use super::{FRAME_HEADER, FrameView, Frames, Payload, Record, SplitError, encode_frame, read_sound_frame};
+use super::{FrameView, Frames, Payload, Record, SplitError, encode_frame, read_sound_frame};
 
 /// One sound frame: encoded here, or checked once when it was read.
 /// Cloning shares its bytes.
@@ -19,19 +19,29 @@ pub struct Frame {
     bytes: Bytes,
     /// The frame's fields, its value a slice of `bytes`.
     record: Record,
+    /// The frame's guard (version 2; empty otherwise), a slice of `bytes`.
+    guard: Bytes,
 }
 
 impl Frame {
     /// `bytes` hold exactly the frame that `view` was read from.
     fn new(bytes: Bytes, view: &FrameView) -> Frame {
         debug_assert_eq!(bytes.len(), view.frame_len, "a frame's bytes are the whole frame");
+        let value_start = view.value_start().min(bytes.len());
+        let guard_start = value_start - view.guard.len().min(value_start);
         let record = Record {
             offset: view.offset,
             timestamp_ms: view.timestamp_ms,
             attributes: view.attributes,
-            value: bytes.slice(FRAME_HEADER.min(bytes.len())..),
+            value: bytes.slice(value_start..),
         };
-        Frame { bytes, record }
+        let guard = bytes.slice(guard_start..value_start);
+        Frame { bytes, record, guard }
+    }
+
+    /// The frame's encoded guard (`Guard::decode`), empty for none.
+    pub fn guard(&self) -> &[u8] {
+        &self.guard
     }
 
     pub fn offset(&self) -> u64 {
@@ -133,7 +143,7 @@ impl EncodedBatch {
         let (at, offset) = (self.buf.len(), self.next_offset());
         encode_frame(&mut self.buf, offset, timestamp_ms, flags, payload);
         self.note(at, timestamp_ms);
-        debug_assert_eq!(self.buf.len() - at, super::frame_len(payload.value.len()));
+        debug_assert_eq!(self.buf.len() - at, payload.frame_len());
     }
 
     /// Copies `frame` if it carries the next offset (true); else leaves
@@ -237,27 +247,11 @@ mod tests {
     fn a_batch_is_the_frames_encode_frame_makes_and_knows_where_each_lies() {
         let mut batch = EncodedBatch::after(b"header".to_vec(), 40);
         batch.push(7, 0, Payload::new(b"a"));
-        batch.push(
-            8,
-            0,
-            Payload {
-                attributes: 3,
-                value: b"second",
-            },
-        );
+        batch.push(8, 0, Payload::with(3, b"second"));
         let mut expected = Vec::new();
         encode_frame(&mut expected, 40, 7, 0, Payload::new(b"a"));
         let first_end = expected.len();
-        encode_frame(
-            &mut expected,
-            41,
-            8,
-            0,
-            Payload {
-                attributes: 3,
-                value: b"second",
-            },
-        );
+        encode_frame(&mut expected, 41, 8, 0, Payload::with(3, b"second"));
         assert_eq!(batch.frames(), &expected[..]);
         assert_eq!(batch.next_offset(), 42);
         let ends: Vec<_> = batch.spans().iter().map(|s| (s.start, s.end, s.timestamp_ms)).collect();

@@ -79,6 +79,7 @@ impl Segment {
         let payload = Payload {
             attributes: view.attributes,
             value: view.value,
+            guard: view.guard,
         };
         encode_frame(
             &mut frame,

@@ -19,10 +19,10 @@ impl Segment {
         let (pos, len) = self.frame_span(offset)?;
         let frame = Bytes::from(self.store.read_at(pos, len)?);
         let view = self.check_frame(&frame, pos, offset)?;
-        let (timestamp_ms, attributes) = (view.timestamp_ms, view.attributes);
+        let (timestamp_ms, attributes, value_start) = (view.timestamp_ms, view.attributes, view.value_start());
         // `advance` keeps the buffer as it is; `slice` would allocate a shared header.
         let mut value = frame;
-        value.advance(FRAME_HEADER);
+        value.advance(value_start);
         Ok(Record {
             offset,
             timestamp_ms,

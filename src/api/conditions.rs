@@ -1,0 +1,202 @@
+//! The headers that make `POST /` conditional, read into a `log::Guard`:
+//!
+//! - `Producer-Id` (1-64 chars of `[A-Za-z0-9._-]`), `Producer-Epoch` (u32,
+//!   default 0), `Producer-Seq` (u64: the sequence number of the request's
+//!   first record; an NDJSON batch of k records takes `seq .. seq+k-1`);
+//! - `Expected-Last-Offset` (the offset the log's last record must be at;
+//!   `-1`: no record yet).
+//!
+//! Without them an append is plain. A header half given (an id without a
+//! sequence, a sequence or epoch without an id), out of range, or not a
+//! number is refused as `400 bad_header` naming the header.
+
+use axum::http::HeaderMap;
+
+use super::error::{ApiError, ApiResult};
+use crate::log::{Guard, MAX_PRODUCER_ID, ProducerStamp};
+
+pub const PRODUCER_ID: &str = "producer-id";
+pub const PRODUCER_EPOCH: &str = "producer-epoch";
+pub const PRODUCER_SEQ: &str = "producer-seq";
+pub const EXPECTED_LAST_OFFSET: &str = "expected-last-offset";
+
+/// How a header is named in errors.
+fn shown(name: &'static str) -> &'static str {
+    match name {
+        PRODUCER_ID => "Producer-Id",
+        PRODUCER_EPOCH => "Producer-Epoch",
+        PRODUCER_SEQ => "Producer-Seq",
+        _ => "Expected-Last-Offset",
+    }
+}
+
+fn bad(name: &'static str, detail: impl Into<String>) -> ApiError {
+    ApiError::BadHeader {
+        header: shown(name),
+        detail: detail.into(),
+    }
+}
+
+/// The header's value as text, if it was sent (once).
+fn text<'h>(headers: &'h HeaderMap, name: &'static str) -> ApiResult<Option<&'h str>> {
+    let mut values = headers.get_all(name).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(bad(name, "sent more than once"));
+    }
+    let value = value.to_str().map_err(|_| bad(name, "not visible ASCII"))?;
+    Ok(Some(value.trim()))
+}
+
+fn number<T: std::str::FromStr>(headers: &HeaderMap, name: &'static str, what: &str) -> ApiResult<Option<T>> {
+    match text(headers, name)? {
+        None => Ok(None),
+        // `FromStr` for integers takes a leading `+`; a header value should not.
+        Some(value) if value.starts_with('+') => Err(bad(name, format!("{value:?} is not {what}"))),
+        Some(value) => value
+            .parse()
+            .map(Some)
+            .map_err(|_| bad(name, format!("{value:?} is not {what}"))),
+    }
+}
+
+/// The guard the headers ask for, for an append of `count` records.
+pub fn guard(headers: &HeaderMap, count: usize) -> ApiResult<Guard> {
+    Ok(Guard {
+        producer: producer(headers, count)?,
+        expected_last: expected_last(headers)?,
+    })
+}
+
+/// Whether the headers ask for anything (read before the body, to refuse
+/// a bad header at once).
+pub fn check(headers: &HeaderMap) -> ApiResult<()> {
+    guard(headers, 1).map(drop)
+}
+
+fn producer(headers: &HeaderMap, count: usize) -> ApiResult<Option<ProducerStamp>> {
+    let id = text(headers, PRODUCER_ID)?;
+    let epoch = number::<u32>(headers, PRODUCER_EPOCH, "a whole number from 0 to 4294967295")?;
+    let seq = number::<u64>(headers, PRODUCER_SEQ, "a whole number from 0 to 18446744073709551615")?;
+    let (id, seq) = match (id, seq) {
+        (None, None) if epoch.is_none() => return Ok(None),
+        (None, _) => return Err(bad(PRODUCER_ID, "missing: Producer-Epoch and Producer-Seq need it")),
+        (Some(_), None) => return Err(bad(PRODUCER_SEQ, "missing: Producer-Id needs it")),
+        (Some(id), Some(seq)) => (id, seq),
+    };
+    let valid = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if id.is_empty() || id.len() > MAX_PRODUCER_ID || !id.chars().all(valid) {
+        return Err(bad(PRODUCER_ID, "must be 1-64 characters of A-Z a-z 0-9 . _ -"));
+    }
+    let count = u32::try_from(count).map_err(|_| bad(PRODUCER_SEQ, "too many records for one append"))?;
+    if seq.checked_add(u64::from(count) - 1).is_none() {
+        return Err(bad(PRODUCER_SEQ, format!("{seq} leaves no room for {count} records")));
+    }
+    Ok(Some(ProducerStamp {
+        id: id.to_string(),
+        epoch: epoch.unwrap_or(0),
+        seq,
+        count,
+    }))
+}
+
+fn expected_last(headers: &HeaderMap) -> ApiResult<Option<i64>> {
+    let what = "an offset from 0, or -1 for a log with no record";
+    match number::<i64>(headers, EXPECTED_LAST_OFFSET, what)? {
+        Some(offset) if offset < -1 => Err(bad(EXPECTED_LAST_OFFSET, format!("{offset} is not {what}"))),
+        other => Ok(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(*name, value.parse().unwrap());
+        }
+        map
+    }
+
+    fn refused_header(pairs: &[(&'static str, &str)]) -> &'static str {
+        match guard(&headers(pairs), 3) {
+            Err(ApiError::BadHeader { header, .. }) => header,
+            other => panic!("{pairs:?} gave {other:?}"),
+        }
+    }
+
+    #[test]
+    fn no_headers_is_no_guard() {
+        assert!(guard(&HeaderMap::new(), 1).unwrap().is_none());
+    }
+
+    #[test]
+    fn producer_headers_read_into_a_stamp() {
+        let g = guard(&headers(&[(PRODUCER_ID, "orders-1.a_B"), (PRODUCER_SEQ, "7")]), 3).unwrap();
+        assert_eq!(
+            g.producer,
+            Some(ProducerStamp {
+                id: "orders-1.a_B".into(),
+                epoch: 0,
+                seq: 7,
+                count: 3
+            })
+        );
+        let g = guard(
+            &headers(&[
+                (PRODUCER_ID, "p"),
+                (PRODUCER_EPOCH, "4294967295"),
+                (PRODUCER_SEQ, "0"),
+                (EXPECTED_LAST_OFFSET, "-1"),
+            ]),
+            1,
+        )
+        .unwrap();
+        assert_eq!(g.producer.map(|p| p.epoch), Some(u32::MAX));
+        assert_eq!(g.expected_last, Some(-1));
+    }
+
+    #[test]
+    fn every_bad_header_is_named() {
+        assert_eq!(refused_header(&[(PRODUCER_ID, "p")]), "Producer-Seq");
+        assert_eq!(refused_header(&[(PRODUCER_SEQ, "1")]), "Producer-Id");
+        assert_eq!(refused_header(&[(PRODUCER_EPOCH, "1")]), "Producer-Id");
+        assert_eq!(
+            refused_header(&[(PRODUCER_ID, "a b"), (PRODUCER_SEQ, "1")]),
+            "Producer-Id"
+        );
+        assert_eq!(refused_header(&[(PRODUCER_ID, ""), (PRODUCER_SEQ, "1")]), "Producer-Id");
+        let long = "x".repeat(65);
+        assert_eq!(
+            refused_header(&[(PRODUCER_ID, &long), (PRODUCER_SEQ, "1")]),
+            "Producer-Id"
+        );
+        assert_eq!(
+            refused_header(&[(PRODUCER_ID, "p"), (PRODUCER_SEQ, "-1")]),
+            "Producer-Seq"
+        );
+        assert_eq!(
+            refused_header(&[(PRODUCER_ID, "p"), (PRODUCER_SEQ, "+1")]),
+            "Producer-Seq"
+        );
+        assert_eq!(
+            refused_header(&[(PRODUCER_ID, "p"), (PRODUCER_SEQ, "18446744073709551615")]),
+            "Producer-Seq",
+            "3 records do not fit"
+        );
+        assert_eq!(
+            refused_header(&[(PRODUCER_ID, "p"), (PRODUCER_SEQ, "1"), (PRODUCER_EPOCH, "4294967296")]),
+            "Producer-Epoch"
+        );
+        assert_eq!(refused_header(&[(EXPECTED_LAST_OFFSET, "-2")]), "Expected-Last-Offset");
+        assert_eq!(refused_header(&[(EXPECTED_LAST_OFFSET, "x")]), "Expected-Last-Offset");
+        assert_eq!(
+            refused_header(&[(EXPECTED_LAST_OFFSET, "1"), (EXPECTED_LAST_OFFSET, "2")]),
+            "Expected-Last-Offset"
+        );
+    }
+}
