@@ -261,17 +261,17 @@ impl Inner {
             return Ok(leader.to_string());
         }
         self.discover().await?;
-        self.topology()
-            .leader()
-            .map(str::to_string)
-            .ok_or_else(|| Error::Server {
-                url: self.topology().urls().join(", "),
-                status: 503,
-                code: "no_leader".into(),
-                message: "no server knows a leader".into(),
-                body: serde_json::Value::Null,
-                retry_after: None,
-            })
+        // One lock at a time: the guard of a temporary lives to the end of
+        // its statement.
+        let leader = self.topology().leader().map(str::to_string);
+        leader.ok_or_else(|| Error::Server {
+            url: self.topology().urls().join(", "),
+            status: 503,
+            code: "no_leader".into(),
+            message: "no server knows a leader".into(),
+            body: serde_json::Value::Null,
+            retry_after: None,
+        })
     }
 
     /// Sends to the leader, sending again (to the leader asked for anew)

@@ -238,7 +238,7 @@ async fn produce_rides_out_a_leader_kill_and_loses_no_line() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs server-side producer ids (issue 21)"]
+#[ignore = "about a minute: run with --ignored"]
 async fn produce_of_100_000_lines_through_two_leader_kills_writes_each_exactly_once_in_order() {
     let log = produce_through_leader_kills(100_000, 2).await;
     let (missing, duplicated, in_order) = tally(&log, 100_000);
