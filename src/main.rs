@@ -1,5 +1,5 @@
 //! The `distlog` binary: parses the command line, starts tracing, binds,
-//! and runs the node until a signal. Everything it calls is in the library
+//! and runs the node until a signal, or runs a client subcommand. Everything it calls is in the library
 //! (`distlog::cli`, `distlog::node`).
 
 use std::process::ExitCode;
@@ -13,6 +13,7 @@ use distlog::telemetry::Telemetry;
 fn main() -> ExitCode {
     let args = match Cli::parse().command {
         Command::Healthcheck(args) => return cli::healthcheck(args),
+        Command::Client(command) => return cli::run_client(*command),
         Command::Serve(args) => args,
     };
     match run(&args) {

@@ -1,9 +1,11 @@
 //! The command line: `distlog serve` (flags, each also a `DISTLOG_*`
-//! variable, mapped into a `NodeConfig`) and `distlog healthcheck`. The
+//! variable, mapped into a `NodeConfig`), `distlog healthcheck`, and the
+//! client subcommands (`client`: produce, consume, tail, cluster, ...). The
 //! binary parses it, starts tracing, binds and runs until a signal
 //! (`run`); everything here is a library so that every refusal is a unit
 //! test rather than a spawned process.
 
+mod client;
 mod healthcheck;
 mod logging;
 mod node_config;
@@ -14,6 +16,7 @@ mod units;
 
 use clap::{Parser, Subcommand};
 
+pub use client::{ClientCommand, run_client};
 pub use healthcheck::{HealthcheckArgs, healthcheck};
 pub use logging::init_tracing;
 pub use report::failure_line;
@@ -41,4 +44,6 @@ pub enum Command {
     /// Exit 0 if the node answers 200 on /readyz (ready: serving, and in a cluster a leader is
     /// known), else 1 saying why on stderr. For container health checks: needs no shell or curl.
     Healthcheck(HealthcheckArgs),
+    #[command(flatten)]
+    Client(Box<ClientCommand>),
 }

@@ -253,7 +253,7 @@ mod tests {
         let argv = ["distlog", "serve"].into_iter().chain(flags.iter().copied());
         match Cli::try_parse_from(argv)?.command {
             Command::Serve(args) => Ok(*args),
-            Command::Healthcheck(_) => unreachable!("serve was asked for"),
+            Command::Healthcheck(_) | Command::Client(_) => unreachable!("serve was asked for"),
         }
     }
 
