@@ -2,10 +2,11 @@
 //! expected last offset (a member's are decided by its state machine, see
 //! `cluster::tables`).
 //!
-//! A producer's appends are decided one at a time: the lock of its id's
-//! stripe is held from the table's check, through the append, to noting it
-//! in the table (`log::producers`), so a retry cannot pass the check while
-//! its first try is still being written. An expected last offset is held
+//! A producer's appends are decided one at a time: its own lock (`turns`)
+//! is held from the table's check, through the append, to noting it in
+//! the table (`log::producers`), so a retry cannot pass the check while
+//! its first try is still being written; other producers do not wait for
+//! it (with shared locks they did, and an fsync round took fewer appends). An expected last offset is held
 //! by the log's one writer as it places the batch (`Log::append_batch_at`),
 //! so no other append comes in between. Appends without a guard take no
 //! lock and never wait for a guarded one.
@@ -18,8 +19,9 @@
 //! `open` starts from that and reads only the frames after it: deleting a
 //! producer's records does not make the log forget the producer.
 
+use std::collections::HashMap;
 use std::io;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use serde::{Deserialize, Serialize};
 
@@ -38,9 +40,6 @@ struct Saved {
     producers: Producers,
 }
 
-/// Stripes of producer locks: two producers share one at times, which only
-/// makes one wait for the other's append.
-const STRIPES: usize = 64;
 /// Bytes of frames read at a time while the table is rebuilt.
 const REBUILD_CHUNK: u64 = 4 << 20;
 
@@ -57,7 +56,10 @@ pub enum Appended {
 #[derive(Debug)]
 pub struct GuardedAppends {
     table: Mutex<Producers>,
-    stripes: Box<[tokio::sync::Mutex<()>]>,
+    /// The lock of each producer with an append under way, dropped with its last user.
+    turns: Turns,
+    /// Held (shared) by every guarded append, and alone by `save`.
+    gate: tokio::sync::RwLock<()>,
     /// Where `save` writes (none: an in-memory table, for tests).
     saved: Option<Durable>,
 }
@@ -79,7 +81,8 @@ impl GuardedAppends {
     fn with(table: Producers, saved: Option<Durable>) -> GuardedAppends {
         GuardedAppends {
             table: Mutex::new(table),
-            stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
+            turns: Mutex::new(HashMap::new()),
+            gate: tokio::sync::RwLock::new(()),
             saved,
         }
     }
@@ -108,18 +111,15 @@ impl GuardedAppends {
         let Some(durable) = self.saved.clone() else {
             return Ok(());
         };
-        // No producer's append is between its write and its note in the
-        // table while every stripe is held: the table holds every guarded
+        // No guarded append is between its write and its note in the table
+        // while the gate is held alone: the table holds every guarded
         // append below the log's end.
-        let mut held = Vec::with_capacity(self.stripes.len());
-        for stripe in self.stripes.iter() {
-            held.push(stripe.lock().await);
-        }
+        let alone = self.gate.write().await;
         let saved = Saved {
             covered: log.next_offset(),
             producers: self.table().clone(),
         };
-        drop(held);
+        drop(alone);
         tokio::task::spawn_blocking(move || durable.write(TABLE, &saved, true))
             .await
             .map_err(io::Error::other)?
@@ -167,8 +167,9 @@ impl GuardedAppends {
     /// allows it.
     pub async fn append(&self, log: &Log, payloads: &[Payload<'_>], guard: &Guard) -> Result<Appended, GuardedError> {
         let limits = log.config().producers;
+        let _not_saving = self.gate.read().await;
         let _one_at_a_time = match &guard.producer {
-            Some(p) => Some(self.stripe(&p.id).lock().await),
+            Some(p) => Some(Turn::take(&self.turns, &p.id).await),
             None => None,
         };
         let now = log.config().clock.now_ms();
@@ -197,12 +198,77 @@ impl GuardedAppends {
         }
         Ok(Appended::Created { first })
     }
+}
 
-    fn stripe(&self, id: &str) -> &tokio::sync::Mutex<()> {
-        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
-        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(id);
-        let i = (hash % self.stripes.len() as u64) as usize;
-        debug_assert!(i < self.stripes.len());
-        &self.stripes[i]
+/// The producers with an append under way: each one's lock, and how many
+/// of its appends hold or wait for it.
+type Turns = Mutex<HashMap<String, (Arc<tokio::sync::Mutex<()>>, usize)>>;
+
+/// A producer's turn to append: its lock, held. Dropped (or given up while
+/// waiting), the producer's entry goes once no other append of it is there.
+struct Turn<'a> {
+    turns: &'a Turns,
+    id: &'a str,
+    held: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl<'a> Turn<'a> {
+    async fn take(turns: &'a Turns, id: &'a str) -> Turn<'a> {
+        let lock = {
+            let mut all = locked(turns);
+            let (lock, users) = all.entry(id.to_string()).or_default();
+            *users += 1;
+            lock.clone()
+        };
+        // Counted before the wait, so that a cancelled wait is uncounted.
+        let mut turn = Turn { turns, id, held: None };
+        turn.held = Some(lock.lock_owned().await);
+        turn
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        self.held.take();
+        let mut all = locked(self.turns);
+        if let Some((_, users)) = all.get_mut(self.id) {
+            *users -= 1;
+            if *users == 0 {
+                all.remove(self.id);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_producers_turns_are_one_at_a_time_and_leave_nothing_behind() {
+        let turns = Turns::default();
+        let first = Turn::take(&turns, "p").await;
+        let other = Turn::take(&turns, "q").await;
+        let mut second = Box::pin(Turn::take(&turns, "p"));
+        assert!(
+            futures_util::poll!(&mut second).is_pending(),
+            "p's second turn waits for its first"
+        );
+        drop(other);
+        assert_eq!(locked(&turns).len(), 1, "q's lock is gone with its turn");
+        drop(first);
+        let second = second.await;
+        let mut given_up = Box::pin(Turn::take(&turns, "p"));
+        assert!(futures_util::poll!(&mut given_up).is_pending());
+        drop(given_up);
+        drop(second);
+        assert!(
+            locked(&turns).is_empty(),
+            "nothing is left behind, a wait given up included"
+        );
     }
 }
