@@ -190,7 +190,6 @@ async fn next_line(lines: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs consumer positions on the server (issue 21)"]
 async fn consume_with_a_group_resumes_where_it_stopped() {
     let dir = tempfile::tempdir().unwrap();
     let node = start_in(dir.path()).await;
