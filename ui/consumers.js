@@ -1,5 +1,7 @@
-// Consumers: shown only where the node answers GET /consumers (consumer
-// positions are not in every version); elsewhere the section stays hidden.
+// Consumers: shown only where the node answers GET /consumers itself
+// (consumer positions are not in every version, and a --follow replica
+// sends the request to its leader, another origin the page's policy does
+// not let it reach); elsewhere the section stays hidden.
 // Each position is a row with whatever fields the API gives.
 
 import { $, el, clear, every } from "./dom.js";
@@ -24,13 +26,13 @@ function render(body) {
 }
 
 export async function startConsumers() {
-  const first = await call("/consumers");
+  const first = await call("/consumers", { redirect: "manual" });
   if (first.status !== 200) return;
   $("consumers").hidden = false;
   $("nav-consumers").hidden = false;
   render(first.body);
   every(2000, async () => {
-    const answer = await call("/consumers");
+    const answer = await call("/consumers", { redirect: "manual" });
     if (answer.status === 200) render(answer.body);
   });
 }
