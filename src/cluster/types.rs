@@ -27,7 +27,7 @@ pub struct UserRecord {
     /// The record's frame, once it has one (encoded for the log, or read
     /// from the log or a peer and checked once): encoding it again is a
     /// copy, not a new checksum, and the log appends it unchecked (see
-    /// `codec::encode_entries`, `Log::append_encoded`). Never on the wire
+    /// `codec::encode_entries`, `Log::append_encoded_unsynced`). Never on the wire
     /// as such.
     #[serde(skip)]
     pub frame: Option<crate::log::Frame>,

@@ -183,30 +183,9 @@ impl Log {
         self.append_spans(w, frames, &spans)
     }
 
-    /// `append_frames` for frames this process encoded or already checked:
-    /// the batch's type vouches for them, so they are not walked and
-    /// checksummed a second time (the cluster's path, where that pass was
-    /// a second CRC of every record on every node).
-    pub fn append_encoded(&self, batch: &EncodedBatch) -> Result<u32> {
-        let w = self.lock_writer()?;
-        if batch.is_empty() {
-            return Ok(0);
-        }
-        if batch.first_offset() != w.next {
-            return Err(LogError::OffsetMismatch {
-                expected: w.next,
-                found: batch.first_offset(),
-            });
-        }
-        debug_assert_eq!(
-            batch.spans().last().map(|span| span.end),
-            Some(batch.frames().len()),
-            "the spans tile the frames"
-        );
-        self.append_spans(w, batch.frames(), batch.spans())
-    }
-
-    /// `append_encoded` that returns once the frames are written, before
+    /// `append_frames` for frames this process encoded or already checked
+    /// (the batch's type vouches for them, so they are not walked and
+    /// checksummed a second time), returning once they are written, before
     /// they are synced: `read_frames_written` reads them at once, and the
     /// `PendingSync` says when they are durable (the cluster's leader sends
     /// entries to its followers while its own sync runs).

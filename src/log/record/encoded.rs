@@ -1,7 +1,7 @@
 //! Frames this process vouches for: a `Frame` that this module encoded or
 //! checked, and an `EncodedBatch` of frames back to back that the log
 //! appends without walking and checksumming them again
-//! (`Log::append_encoded`).
+//! (`Log::append_encoded_unsynced`).
 //!
 //! Bytes from anywhere else (a peer, the disk) become a `Frame` only
 //! through the one check (`split_checked`), so a frame is checksummed once
