@@ -30,6 +30,30 @@ async fn readyz(cluster: &TestCluster, i: usize) -> u16 {
         .unwrap_or(0)
 }
 
+/// Posts `batches` NDJSON batches of 1000 records of about 1 KiB (about a
+/// MiB each) to node `leader`, each answered 201; returns the last offset.
+async fn write_mib_batches(cluster: &TestCluster, leader: usize, batches: usize, what: &str) -> u64 {
+    let pad = "x".repeat(900);
+    let batch: String = (0..1000)
+        .map(|i| format!("{{\"i\":{i},\"pad\":\"{pad}\"}}\n"))
+        .collect();
+    let mut last = 0;
+    for _ in 0..batches {
+        let reply = send(
+            reqwest::Method::POST,
+            format!("{}/", cluster.url(leader)),
+            Some("application/x-ndjson"),
+            Some(batch.clone()),
+            Duration::from_secs(20),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(reply.status, 201, "{what}: {}", reply.body);
+        last = reply.body["last_offset"].as_u64().expect("last_offset");
+    }
+    last
+}
+
 async fn term_of(cluster: &TestCluster, i: usize) -> u64 {
     cluster
         .cluster_status(i)
@@ -172,22 +196,7 @@ async fn a_member_back_from_an_outage_is_ready_only_once_it_has_caught_up() {
     cluster.kill(victim);
     // About 24 MiB written while it is down: several append-entries
     // requests to catch up.
-    let pad = "x".repeat(900);
-    let batch: String = (0..1000)
-        .map(|i| format!("{{\"i\":{i},\"pad\":\"{pad}\"}}\n"))
-        .collect();
-    for _ in 0..24 {
-        let reply = send(
-            reqwest::Method::POST,
-            format!("{}/", cluster.url(leader)),
-            Some("application/x-ndjson"),
-            Some(batch.clone()),
-            Duration::from_secs(20),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{what}: {e}"));
-        assert_eq!(reply.status, 201, "{what}: {}", reply.body);
-    }
+    write_mib_batches(&cluster, leader, 24, what).await;
     let committed = cluster
         .cluster_status(leader)
         .await
@@ -230,24 +239,7 @@ async fn a_member_catching_up_never_says_a_committed_offset_is_missing() {
     let victim = (leader + 1) % cluster.len();
     cluster.kill(victim);
     // About 16 MiB written while it is down: it takes a while to catch up.
-    let pad = "x".repeat(900);
-    let batch: String = (0..1000)
-        .map(|i| format!("{{\"i\":{i},\"pad\":\"{pad}\"}}\n"))
-        .collect();
-    let mut last = 0;
-    for _ in 0..16 {
-        let reply = send(
-            reqwest::Method::POST,
-            format!("{}/", cluster.url(leader)),
-            Some("application/x-ndjson"),
-            Some(batch.clone()),
-            Duration::from_secs(20),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{what}: {e}"));
-        assert_eq!(reply.status, 201, "{what}: {}", reply.body);
-        last = reply.body["last_offset"].as_u64().expect("last_offset");
-    }
+    let last = write_mib_batches(&cluster, leader, 16, what).await;
     cluster.restart(victim).await;
     let url = cluster.url(victim);
     let leader_url = cluster.url(leader);
