@@ -239,7 +239,12 @@ impl Cluster {
     /// while it syncs them), and readers see only what is synced here: a
     /// writer told its offset must find it on this node at once.
     async fn shown_to_readers(&self, offset: u64) {
-        let mut shown = self.inner.store.log().subscribe();
+        let log = self.inner.store.log();
+        // Mostly true already: no watch (and its lock) on every write.
+        if log.next_offset() > offset {
+            return;
+        }
+        let mut shown = log.subscribe();
         while *shown.borrow_and_update() <= offset {
             if shown.changed().await.is_err() {
                 return;
