@@ -194,9 +194,15 @@ impl StateMachine {
     /// Writes the tables as they are now. Taking the copy and writing it
     /// happen under one lock, so that a slow writer never lands an older
     /// copy after a newer one.
+    /// Written only once every entry they name is synced: applied entries
+    /// may not be (appends return before their sync), and tables naming
+    /// entries a power cut took would, replayed, take those entries for
+    /// duplicates or refusals on this node alone. Every entry the copy
+    /// names was appended before the wait.
     fn write_tables(&self) -> io::Result<()> {
         let _one_at_a_time = lock(&self.shared.writing);
         let tables = self.tables();
+        self.shared.store.wait_for_syncs();
         self.shared.durable.write(STATE, &tables, true)
     }
 
@@ -361,12 +367,13 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         // Applied entries may not be synced yet (appends return before
         // their sync): a snapshot naming one, kept through a power cut
         // that took the entry, would make the next start reset the log
-        // past it. Every applied entry was appended before this wait.
+        // past it. The copy first, then the wait: every entry the copy
+        // names was appended before the wait (apply runs meanwhile).
+        let tables = self.tables();
         let store = self.shared.store.clone();
         tokio::task::spawn_blocking(move || store.wait_for_syncs())
             .await
             .map_err(io::Error::other)?;
-        let tables = self.tables();
         let meta = SnapshotMeta {
             last_log_id: tables.applied,
             last_membership: tables.membership.clone(),

@@ -87,8 +87,14 @@ impl Bounds {
         self.written.fetch_max(next, Ordering::AcqRel);
         let previous = self.visible.fetch_max(next, Ordering::AcqRel);
         let capped = next.min(self.cap.load(Ordering::Acquire));
+        // Only upward: a cap raised meanwhile may have announced more, and
+        // sending this older value over it would leave waiters asleep.
         if capped > previous && self.appended.receiver_count() > 0 {
-            self.appended.send_replace(capped);
+            self.appended.send_if_modified(|seen| {
+                let raised = capped > *seen;
+                *seen = (*seen).max(capped);
+                raised
+            });
         }
     }
 
