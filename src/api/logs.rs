@@ -211,7 +211,15 @@ async fn read_json<T: serde::de::DeserializeOwned + Default>(request: Request) -
             content_type.unwrap_or_default(),
         )));
     }
-    serde_json::from_slice(&body).map_err(|e| settings_error(&e))
+    // Through a `Value`: a struct would also take a JSON array of its fields.
+    let value: serde_json::Value = serde_json::from_slice(&body).map_err(|e| settings_error(&e))?;
+    if !value.is_object() {
+        return Err(ApiError::InvalidJson {
+            line: None,
+            detail: "the settings are a JSON object".into(),
+        });
+    }
+    serde_json::from_value(value).map_err(|e| settings_error(&e))
 }
 
 async fn read_body(headers: &HeaderMap, body: Body) -> ApiResult<axum::body::Bytes> {
