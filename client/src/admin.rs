@@ -126,7 +126,7 @@ impl Client {
     }
 }
 
-fn json_request(method: Method, path: &str, body: &serde_json::Value) -> Request {
+pub(crate) fn json_request(method: Method, path: &str, body: &serde_json::Value) -> Request {
     let mut headers = HeaderMap::new();
     let body = (!body.is_null()).then(|| {
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -141,7 +141,7 @@ fn json_request(method: Method, path: &str, body: &serde_json::Value) -> Request
     }
 }
 
-fn parse<T: serde::de::DeserializeOwned>(url: &str, body: &[u8]) -> Result<T> {
+pub(crate) fn parse<T: serde::de::DeserializeOwned>(url: &str, body: &[u8]) -> Result<T> {
     serde_json::from_slice(body).map_err(|e| Error::Protocol {
         url: url.to_string(),
         reason: format!("{e}"),
