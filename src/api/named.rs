@@ -10,7 +10,7 @@
 //! new one). `default` names the default log here too.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use axum::Router;
 use axum::extract::Request;
@@ -32,7 +32,7 @@ pub(super) struct NamedRouters {
     routes: fn() -> Router<AppState>,
     /// The default log's, built with the node's state.
     default: Router,
-    built: Mutex<HashMap<String, (Arc<NamedLog>, Router)>>,
+    built: RwLock<HashMap<String, (Arc<NamedLog>, Router)>>,
 }
 
 impl NamedRouters {
@@ -40,24 +40,31 @@ impl NamedRouters {
         NamedRouters {
             routes,
             default: finish(routes()).with_state(state.clone()),
-            built: Mutex::new(HashMap::new()),
+            built: RwLock::new(HashMap::new()),
         }
     }
 
     fn router_for(&self, state: &AppState, named: Arc<NamedLog>) -> Router {
-        let mut built = self.built.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((log, router)) = built.get(named.name.as_str())
-            && Arc::ptr_eq(log, &named)
         {
-            return router.clone();
+            let built = self.built.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some((log, router)) = built.get(named.name.as_str())
+                && Arc::ptr_eq(log, &named)
+            {
+                return router.clone();
+            }
         }
+        let mut built = self.built.write().unwrap_or_else(PoisonError::into_inner);
         let router = finish((self.routes)()).with_state(state.for_log(&named));
         built.insert(named.name.to_string(), (named, router.clone()));
         router
     }
 
     fn forget(&self, name: &str) {
-        self.built.lock().unwrap_or_else(PoisonError::into_inner).remove(name);
+        // Unknown names are common (404s): the write lock only when there is something to drop.
+        if !self.built.read().unwrap_or_else(PoisonError::into_inner).contains_key(name) {
+            return;
+        }
+        self.built.write().unwrap_or_else(PoisonError::into_inner).remove(name);
     }
 }
 

@@ -61,6 +61,13 @@ pub fn check(name: &str) -> Result<(), InvalidName> {
     Ok(())
 }
 
+/// Lets a map keyed by names be searched with a `&str`.
+impl std::borrow::Borrow<str> for LogName {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl fmt::Display for LogName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
