@@ -1079,3 +1079,27 @@ fn a_crash_at_each_step_of_creating_or_deleting_a_named_log_leaves_a_state_that_
         assert_eq!(appended.1["offset"], 0, "{point}: a log made anew starts at 0");
     }
 }
+
+/// A creation whose log fails to open after the rename that made it exist
+/// (the crash point's `error`, once) answers the error and leaves the name
+/// free: no directory the catalogue does not serve.
+#[test]
+fn a_creation_that_fails_after_its_rename_leaves_the_name_free() {
+    use distlog::cluster::FAILPOINT_ENV;
+    use distlog::cluster::failpoint::LOG_CREATE_AFTER_RENAME;
+    let dir = tempfile::tempdir().unwrap();
+    let node = spawn_with(dir.path(), &[], |c| {
+        c.env(FAILPOINT_ENV, format!("{LOG_CREATE_AFTER_RENAME}:error"));
+    });
+    let url = format!("{}/logs/orders", node.url);
+    let (status, body) = reqwest::blocking_request("PUT", &url, "{}");
+    assert_eq!(status, Some(503), "{body}");
+    assert_eq!(reqwest::blocking_get_status(&url).0, Some(404), "the name is free");
+    let entries = std::fs::read_dir(dir.path().join("logs")).unwrap().count();
+    assert_eq!(entries, 0, "nothing left in logs/");
+    assert_eq!(
+        reqwest::blocking_request("PUT", &url, "{}").0,
+        Some(201),
+        "created at the next try"
+    );
+}

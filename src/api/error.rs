@@ -435,6 +435,7 @@ impl From<CatalogError> for ApiError {
                 ApiError::Storage(e.to_string())
             }
             CatalogError::Start(e) => ApiError::Storage(e.to_string()),
+            e @ CatalogError::Failed { .. } => ApiError::Storage(e.to_string()),
         }
     }
 }

@@ -29,6 +29,7 @@ use super::consumers::read_small_body;
 use super::error::{ApiError, ApiResult, Echo};
 use super::json_body::Json;
 use super::media::{BodyFormat, body_format};
+use super::named::NamedRouters;
 use super::state::AppState;
 use crate::log::{Log, LogConfig};
 use crate::logs::{DEFAULT_LOG, LogName, NamedLog, Requested, RetentionChange, Settings};
@@ -149,7 +150,10 @@ pub async fn get_one(State(state): State<AppState>, Path(name): Path<String>) ->
     let named = state
         .catalog
         .get(name.as_str())
-        .ok_or_else(|| ApiError::LogNotFound { name: name.to_string() })?;
+        .ok_or_else(|| match state.catalog.failure(name.as_str()) {
+            Some(why) => ApiError::Storage(format!("log {name} did not open: {why}")),
+            None => ApiError::LogNotFound { name: name.to_string() },
+        })?;
     Ok(Json(named_view(&named)).into_response())
 }
 
@@ -183,10 +187,13 @@ pub async fn patch(State(state): State<AppState>, Path(name): Path<String>, requ
     Ok(Json(named_view(&named)).into_response())
 }
 
-pub async fn delete(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<Response> {
+/// Deletes the log and drops its router (which holds the log open).
+pub async fn delete(state: AppState, name: String, routers: Arc<NamedRouters>) -> ApiResult<Response> {
     let name = parse_name(&name)?;
     available(&state)?;
-    state.catalog.delete(name.as_str()).await?;
+    let deleted = state.catalog.delete(name.as_str()).await;
+    routers.forget(name.as_str());
+    deleted?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -33,7 +33,7 @@ mod status;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::{Path, Request, State};
 use axum::routing::{any, delete, get, post};
 use tower_layer::Layer;
 
@@ -105,6 +105,11 @@ pub type App = Observe<CrossOrigin<Router>>;
 pub fn app(state: AppState, policy: Option<Arc<Policy>>, origins: AllowedOrigins, console: bool) -> App {
     recorder();
     let named = Arc::new(named::NamedRouters::new(log_routes, &state));
+    let routers = named.clone();
+    let delete_log = move |State(state): State<AppState>, Path(name): Path<String>| {
+        let routers = routers.clone();
+        async move { logs::delete(state, name, routers).await }
+    };
     let dispatch = move |State(state): State<AppState>, request: Request| {
         let named = named.clone();
         async move { named::dispatch(state, named, request).await }
@@ -121,10 +126,7 @@ pub fn app(state: AppState, policy: Option<Arc<Policy>>, origins: AllowedOrigins
         .route(routes::LOGS, get(logs::list))
         .route(
             routes::LOG,
-            get(logs::get_one)
-                .put(logs::put)
-                .patch(logs::patch)
-                .delete(logs::delete),
+            get(logs::get_one).put(logs::put).patch(logs::patch).delete(delete_log),
         )
         .route(routes::NAMED_ROOT, any(dispatch.clone()))
         .route(routes::NAMED_ANY, any(dispatch))
@@ -200,7 +202,9 @@ pub fn route_template(path: &str) -> &'static str {
     }
 }
 
-/// The template of a path under `/logs/`: `name` and what follows it.
+/// The template of a path under `/logs/`: `name` and what follows it,
+/// matched against the routes a log has without going back through
+/// `route_template` (a path of many `/logs/x/` must cost one pass).
 fn named_template(name: &str, rest: &str, path: &str) -> &'static str {
     if name.is_empty() {
         return routes::UNMATCHED;
@@ -208,15 +212,17 @@ fn named_template(name: &str, rest: &str, path: &str) -> &'static str {
     if !path[named::PREFIX.len() + name.len()..].starts_with('/') {
         return routes::LOG;
     }
-    match route_template(&format!("/{rest}")) {
-        routes::ROOT => routes::NAMED_ROOT,
-        routes::FRAMES => routes::NAMED_FRAMES,
-        routes::CONSUMERS => routes::NAMED_CONSUMERS,
-        routes::CONSUMER => routes::NAMED_CONSUMER,
-        routes::UNMATCHED => routes::UNMATCHED,
-        // Any other single segment is an offset there, as at `/`.
-        _ if !rest.contains('/') => routes::NAMED_RECORD,
-        _ => routes::UNMATCHED,
+    match rest {
+        "" => routes::NAMED_ROOT,
+        "replication/frames" => routes::NAMED_FRAMES,
+        "consumers" => routes::NAMED_CONSUMERS,
+        _ => match rest.strip_prefix("consumers/") {
+            Some(consumer) if !consumer.is_empty() && !consumer.contains('/') => routes::NAMED_CONSUMER,
+            Some(_) => routes::UNMATCHED,
+            // Any other single segment is an offset there, as at `/`.
+            None if !rest.contains('/') => routes::NAMED_RECORD,
+            None => routes::UNMATCHED,
+        },
     }
 }
 
@@ -287,8 +293,17 @@ mod tests {
             ("/logs/orders/a/b", "unmatched"),
             ("/logs/", "unmatched"),
             ("/logs//1", "unmatched"),
+            ("/logs/orders/consumers/", "unmatched"),
+            ("/logs/orders/replication", "/logs/{name}/{offset}"),
+            ("/logs/a/logs/a/0", "unmatched"),
         ] {
             assert_eq!(route_template(path), template, "{path}");
         }
+        let nested = "/logs/a".repeat(10_000) + "/0";
+        assert_eq!(
+            route_template(&nested),
+            "unmatched",
+            "one pass, however many /logs/ a path repeats"
+        );
     }
 }

@@ -59,9 +59,14 @@ impl NamedRouters {
         router
     }
 
-    fn forget(&self, name: &str) {
+    pub(super) fn forget(&self, name: &str) {
         // Unknown names are common (404s): the write lock only when there is something to drop.
-        if !self.built.read().unwrap_or_else(PoisonError::into_inner).contains_key(name) {
+        if !self
+            .built
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(name)
+        {
             return;
         }
         self.built.write().unwrap_or_else(PoisonError::into_inner).remove(name);
@@ -120,6 +125,9 @@ async fn find(state: &AppState, name: &str, method: &Method, rest: &str) -> Resu
     }
     if let Some(why) = state.catalog.unavailable_reason() {
         return Err(ApiError::NamedLogsUnavailable(why));
+    }
+    if let Some(why) = state.catalog.failure(name) {
+        return Err(ApiError::Storage(format!("log {name} did not open: {why}")));
     }
     if !(state.catalog.auto_creates() && method == Method::POST && rest == "/") {
         return Err(ApiError::LogNotFound { name: name.to_string() });

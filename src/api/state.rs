@@ -87,14 +87,15 @@ impl AppState {
     }
 
     /// The state `named`'s routes are served with: its log, mode and
-    /// positions, the node's limits and shutdown signal.
+    /// positions, the node's limits; its shutdown signal turns true when
+    /// the log is deleted or the node stops (`NamedLog::gone`).
     pub(super) fn for_log(&self, named: &NamedLog) -> AppState {
         AppState::new(
             named.log.clone(),
             self.limits.clone(),
             named.mode.clone(),
             named.consumers.clone(),
-            self.shutdown.clone(),
+            named.gone(),
             self.catalog.clone(),
         )
     }

@@ -9,12 +9,17 @@
 //!
 //! Creating: make `.creating.<name>`, write `settings` there (synced),
 //! rename it to `<name>` and sync `logs/` (the commit point), then open the
-//! log in it. Deleting: take the log out of the map (new requests get
-//! `NotFound`), stop its retention, close it, rename its directory to
-//! `.deleting.<name>.<n>` and sync `logs/` (the commit point), then remove
-//! it. Every state in between opens: leftovers are dot names, which no log
-//! has, and a `<name>` directory always holds its settings. Changes run one
-//! at a time (`changing`); lookups take a short read lock.
+//! log in it (a log records its directory's path, so it opens where it
+//! stays); if the open fails, the directory is discarded as a deletion
+//! would. Deleting: take the log out of the map (new requests get
+//! `NotFound`), end its streams, stop its retention and consumer changes,
+//! close it, rename its directory to `.deleting.<name>.<n>` and sync `logs/`
+//! (the commit point), then remove it. Every state in between opens:
+//! leftovers are dot names, which no log has, and a `<name>` directory
+//! always holds its settings. A log that does not open at start (or a
+//! directory without settings) is set aside with its error: the others are
+//! served, and it answers that error until deleted. Changes run one at a
+//! time (`changing`); lookups take a short read lock.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -22,6 +27,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -72,6 +78,8 @@ pub enum CatalogError {
     Log(#[from] LogError),
     #[error(transparent)]
     Start(#[from] StartError),
+    #[error("log {name} is on disk but did not open ({why}); delete it, or fix the cause and restart")]
+    Failed { name: String, why: String },
 }
 
 /// One named log, open.
@@ -92,9 +100,17 @@ impl NamedLog {
         self.settings.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
-    /// Stops retention and closes the log; in-flight requests on it fail.
+    /// Turns true once the log stops being served (deleted, or the node
+    /// stopping): its long polls and event streams end.
+    pub fn gone(&self) -> watch::Receiver<bool> {
+        self.stop.subscribe()
+    }
+
+    /// Stops retention, consumer changes and the log; in-flight requests on
+    /// it fail.
     async fn close(&self) -> Result<(), CatalogError> {
         let _ = self.stop.send(true);
+        self.consumers.close();
         let retention = self.retention.lock().unwrap_or_else(PoisonError::into_inner).take();
         if let Some(task) = retention {
             let _ = task.await;
@@ -123,6 +139,9 @@ struct Inner {
     /// `None`: this node serves no named logs (a cluster member, a replica), and why.
     config: Result<CatalogConfig, &'static str>,
     logs: RwLock<BTreeMap<LogName, Arc<NamedLog>>>,
+    /// Logs whose directory exists but did not open (at start, or after a
+    /// creation's rename), and why: they answer that, and can be deleted.
+    failed: Mutex<BTreeMap<LogName, String>>,
     /// One create, change or delete at a time.
     changing: tokio::sync::Mutex<()>,
 }
@@ -133,22 +152,44 @@ impl Catalog {
         Catalog(Arc::new(Inner {
             config: Err(why),
             logs: RwLock::new(BTreeMap::new()),
+            failed: Mutex::new(BTreeMap::new()),
             changing: tokio::sync::Mutex::new(()),
         }))
     }
 
-    /// Opens every log under `config.dir`, first clearing what interrupted
-    /// changes left.
+    /// Opens every log under `config.dir` (a few at a time), first clearing
+    /// what interrupted changes left. A log that does not open is kept
+    /// aside with its error (`failure`), the others are served.
     pub async fn open(config: CatalogConfig) -> Result<Catalog, CatalogError> {
         let dir = config.dir.clone();
         let names = tokio::task::spawn_blocking(move || tidy_and_list(&dir))
             .await
             .map_err(|e| io::Error::other(e.to_string()))??;
-        let mut logs = BTreeMap::new();
-        for name in names {
-            let settings = read_settings(&config.dir.join(name.as_str()))?;
-            let named = open_log(&config, name.clone(), settings).await?;
-            logs.insert(name, named);
+        let opened: Vec<(LogName, Result<Arc<NamedLog>, CatalogError>)> = futures_util::stream::iter(names)
+            .map(|name| {
+                let config = &config;
+                async move {
+                    let opened = match read_settings(&config.dir.join(name.as_str())) {
+                        Ok(settings) => open_log(config, name.clone(), settings).await,
+                        Err(e) => Err(e),
+                    };
+                    (name, opened)
+                }
+            })
+            .buffer_unordered(OPEN_AT_ONCE)
+            .collect()
+            .await;
+        let (mut logs, mut failed) = (BTreeMap::new(), BTreeMap::new());
+        for (name, opened) in opened {
+            match opened {
+                Ok(named) => {
+                    logs.insert(name, named);
+                }
+                Err(e) => {
+                    tracing::error!(log = %name, error = %e, "a named log did not open: it answers 503 until deleted or the node restarts");
+                    failed.insert(name, e.to_string());
+                }
+            }
         }
         if !logs.is_empty() {
             tracing::info!(logs = logs.len(), "named logs opened");
@@ -156,8 +197,27 @@ impl Catalog {
         Ok(Catalog(Arc::new(Inner {
             config: Ok(config),
             logs: RwLock::new(logs),
+            failed: Mutex::new(failed),
             changing: tokio::sync::Mutex::new(()),
         })))
+    }
+
+    /// Why the log `name` exists on disk but is not served, if it is so.
+    pub fn failure(&self, name: &str) -> Option<String> {
+        self.0
+            .failed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+            .cloned()
+    }
+
+    fn set_failed(&self, name: &LogName, why: Option<String>) {
+        let mut failed = self.0.failed.lock().unwrap_or_else(PoisonError::into_inner);
+        match why {
+            Some(why) => failed.insert(name.clone(), why),
+            None => failed.remove(name),
+        };
     }
 
     fn config(&self) -> Result<&CatalogConfig, CatalogError> {
@@ -213,11 +273,28 @@ impl Catalog {
                 }),
             };
         }
+        if let Some(why) = self.failure(name.as_str()) {
+            return Err(CatalogError::Failed {
+                name: name.to_string(),
+                why,
+            });
+        }
         if self.read().len() >= config.max_logs {
             return Err(CatalogError::TooMany { max: config.max_logs });
         }
         make_directory(&config.dir, &name, &settings).await?;
-        let named = open_log(config, name.clone(), settings).await?;
+        let opened = match failpoint::hit(failpoint::LOG_CREATE_AFTER_RENAME).await {
+            Ok(()) => open_log(config, name.clone(), settings).await,
+            Err(e) => Err(io::Error::other(e).into()),
+        };
+        let named = match opened {
+            Ok(named) => named,
+            Err(e) => {
+                // The name exists on disk now; taken back, it stays free.
+                discard(config, name.as_str()).await?;
+                return Err(e);
+            }
+        };
         self.write().insert(name.clone(), named.clone());
         tracing::info!(log = %name, "named log created");
         Ok((Created::New, named))
@@ -241,39 +318,75 @@ impl Catalog {
         Ok(named)
     }
 
-    /// Deletes `name` and everything it holds.
+    /// Deletes `name` and everything it holds (a log that did not open too).
     pub async fn delete(&self, name: &str) -> Result<(), CatalogError> {
         let config = self.config()?;
         let _one = self.0.changing.lock().await;
-        let named = self.get(name).ok_or_else(|| CatalogError::NotFound(name.to_string()))?;
-        self.write().remove(&named.name);
-        named.close().await?;
-        let (dir, doomed) = (config.dir.join(name), config.dir.join(deleting_name(name)));
-        let logs_dir = config.dir.clone();
-        tokio::task::spawn_blocking(move || -> io::Result<()> {
-            fsops::rename(&dir, &doomed)?;
-            fsops::sync_dir(&logs_dir)
-        })
-        .await
-        .map_err(|e| io::Error::other(e.to_string()))??;
-        failpoint::hit(failpoint::LOG_DELETE_AFTER_RENAME)
-            .await
-            .map_err(io::Error::other)?;
-        let doomed = config.dir.join(deleting_name(name));
-        remove_leftover(doomed).await;
+        match self.get(name) {
+            Some(named) => {
+                self.write().remove(&named.name);
+                // Its records are going: a failed final sync changes nothing.
+                if let Err(e) = named.close().await {
+                    tracing::warn!(log = %name, error = %e, "a deleted log did not close cleanly");
+                }
+            }
+            None => {
+                let failed = LogName::parse(name).ok().filter(|n| self.failure(n.as_str()).is_some());
+                let Some(failed) = failed else {
+                    return Err(CatalogError::NotFound(name.to_string()));
+                };
+                self.set_failed(&failed, None);
+            }
+        }
+        discard(config, name).await?;
         tracing::info!(log = %name, "named log deleted");
         Ok(())
     }
 
-    /// At shutdown: every log's retention stopped, every log synced and closed.
-    pub async fn close(&self) {
-        let logs = std::mem::take(&mut *self.write());
-        for (name, named) in logs {
-            if let Err(e) = named.close().await {
-                tracing::error!(log = %name, error = %e, "a named log did not close cleanly");
-            }
+    /// At shutdown, before requests drain: every log's long polls and
+    /// event streams end and its retention stops.
+    pub fn stop_serving(&self) {
+        for named in self.read().values() {
+            let _ = named.stop.send(true);
         }
     }
+
+    /// At shutdown: every log's retention stopped, every log synced and
+    /// closed, a few at a time.
+    pub async fn close(&self) {
+        let logs = std::mem::take(&mut *self.write());
+        futures_util::stream::iter(logs)
+            .for_each_concurrent(OPEN_AT_ONCE, |(name, named)| async move {
+                if let Err(e) = named.close().await {
+                    tracing::error!(log = %name, error = %e, "a named log did not close cleanly");
+                }
+            })
+            .await;
+    }
+}
+
+/// Logs opened or closed at once: a restart of a node with many logs is
+/// bounded by the disk's sync latency, not by one log after another.
+const OPEN_AT_ONCE: usize = 16;
+
+/// Removes `<dir>/<name>` for good: renamed to a `.deleting` name and
+/// synced (after which a crash finishes the removal at the next start),
+/// then removed.
+async fn discard(config: &CatalogConfig, name: &str) -> Result<(), CatalogError> {
+    let (dir, doomed) = (config.dir.join(name), config.dir.join(deleting_name(name)));
+    let logs_dir = config.dir.clone();
+    let renamed = doomed.clone();
+    tokio::task::spawn_blocking(move || -> io::Result<()> {
+        fsops::rename(&dir, &renamed)?;
+        fsops::sync_dir(&logs_dir)
+    })
+    .await
+    .map_err(|e| io::Error::other(e.to_string()))??;
+    failpoint::hit(failpoint::LOG_DELETE_AFTER_RENAME)
+        .await
+        .map_err(io::Error::other)?;
+    remove_leftover(doomed).await;
+    Ok(())
 }
 
 /// A name no other deletion of `name` uses: the clock's nanoseconds.
@@ -307,9 +420,6 @@ async fn make_directory(logs_dir: &Path, name: &LogName, settings: &Settings) ->
     })
     .await
     .map_err(|e| io::Error::other(e.to_string()))??;
-    failpoint::hit(failpoint::LOG_CREATE_AFTER_RENAME)
-        .await
-        .map_err(io::Error::other)?;
     Ok(())
 }
 

@@ -143,6 +143,7 @@ impl Node {
             .step_down((self.grace / 3).max(Duration::from_millis(500)))
             .await;
         let _ = self.stop.send(true);
+        self.catalog.stop_serving();
         let mut serving = self.serving;
         match tokio::time::timeout(self.grace, &mut serving).await {
             Ok(Ok(served)) => served?,

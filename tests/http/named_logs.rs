@@ -108,7 +108,8 @@ async fn a_named_log_is_created_written_read_listed_and_deleted() {
 
     let (status, _, _) = send(reqwest::Method::DELETE, format!("{url}/logs/orders"), None).await;
     assert_eq!(status, 204);
-    assert!(!dir.path().join("logs/orders").exists(), "its files are gone");
+    let left: Vec<_> = std::fs::read_dir(dir.path().join("logs")).unwrap().collect();
+    assert!(left.is_empty(), "its files are gone, not only renamed: {left:?}");
     let (status, body) = get_json(&format!("{url}/logs/orders/0")).await;
     assert_eq!((status, body["code"].as_str()), (404, Some("log_not_found")));
     let (status, body, _) = send(reqwest::Method::DELETE, format!("{url}/logs/orders"), None).await;
@@ -244,13 +245,15 @@ async fn logs_their_settings_and_records_survive_a_restart_and_leftovers_go() {
 }
 
 #[tokio::test]
-async fn a_directory_without_settings_refuses_the_start() {
+async fn a_directory_without_settings_is_set_aside_not_served() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("logs/stray")).unwrap();
-    let listener = common::listener("127.0.0.1:0".parse().unwrap()).await;
-    let refused = distlog::node::Node::start(common::config(dir.path()), listener).await;
-    let error = refused.err().expect("the start is refused").to_string();
+    let node = start(common::config(dir.path())).await;
+    let (status, body) = get_json(&format!("{}/logs/stray", node.url)).await;
+    assert_eq!(status, 503, "{body}");
+    let error = body["error"].as_str().unwrap_or_default();
     assert!(error.contains("stray") && error.contains("no settings"), "{error}");
+    assert_eq!(get_json(&format!("{}/logs", node.url)).await.1, json!({"logs": []}));
 }
 
 #[tokio::test]
@@ -428,4 +431,94 @@ async fn acl_scopes_limit_actions_to_the_logs_they_name() {
     );
     assert_eq!(as_who(BOB, Method::DELETE, format!("{url}/logs/team-a")).await, 204);
     assert_eq!(as_who(ROOT, Method::GET, format!("{url}/logs")).await, 200);
+}
+
+#[tokio::test]
+async fn a_log_that_does_not_open_at_start_is_set_aside_and_can_be_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(common::config(dir.path())).await;
+    assert_eq!(
+        put(&node.url, "big", Some(r#"{"max_record_bytes": 100000}"#)).await.0,
+        201
+    );
+    assert_eq!(put(&node.url, "fine", None).await.0, 201);
+    node.server.shutdown().await.unwrap();
+
+    // Segments too small for the log's records: its settings no longer open.
+    let mut config = common::config(dir.path());
+    config.log.max_segment_bytes = 4096;
+    config.log.max_record_bytes = 1024;
+    let node = start(config).await;
+    let url = &node.url;
+    assert_eq!(
+        get_json(&format!("{url}/logs/fine")).await.0,
+        200,
+        "the others are served"
+    );
+    let (status, body) = get_json(&format!("{url}/logs/big")).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (503, Some("storage_unavailable")),
+        "{body}"
+    );
+    assert_eq!(append(url, "big", "{}").await.0, 503);
+    assert_eq!(put(url, "big", None).await.0, 503, "not taken while set aside");
+    let (status, _, _) = send(reqwest::Method::DELETE, format!("{url}/logs/big"), None).await;
+    assert_eq!(status, 204, "a log set aside can be deleted");
+    assert_eq!(put(url, "big", None).await.0, 201, "and its name taken again");
+}
+
+#[tokio::test]
+async fn deleting_a_log_ends_its_event_streams_and_lets_go_of_its_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(common::config(dir.path())).await;
+    let url = node.url.clone();
+    assert_eq!(put(&url, "quiet", None).await.0, 201);
+    let stream = tokio::spawn({
+        let url = url.clone();
+        async move {
+            let mut response = client()
+                .get(format!("{url}/logs/quiet/"))
+                .header("accept", "text/event-stream")
+                .send()
+                .await
+                .unwrap();
+            // Heartbeats come and go; the stream ends when its log does.
+            while let Ok(Some(_)) = response.chunk().await {}
+        }
+    });
+    common::eventually(Duration::from_secs(5), "the event stream to be open", || async {
+        let text = client()
+            .get(format!("{url}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .any(|l| l.starts_with("distlog_sse_subscribers ") && !l.ends_with(" 0"))
+    })
+    .await;
+    let (status, _, _) = send(reqwest::Method::DELETE, format!("{url}/logs/quiet"), None).await;
+    assert_eq!(status, 204);
+    tokio::time::timeout(Duration::from_secs(5), stream)
+        .await
+        .expect("the event stream ends with its log")
+        .unwrap();
+
+    let fds = || std::fs::read_dir("/proc/self/fd").unwrap().count();
+    let before = fds();
+    for i in 0..30 {
+        let name = format!("cycle-{i}");
+        assert_eq!(put(&url, &name, None).await.0, 201);
+        assert_eq!(append(&url, &name, "{}").await.0, 201);
+        let (status, _, _) = send(reqwest::Method::DELETE, format!("{url}/logs/{name}"), None).await;
+        assert_eq!(status, 204);
+    }
+    let after = fds();
+    assert!(
+        after <= before + 8,
+        "deleted logs hold no files: {before} fds before, {after} after"
+    );
 }
