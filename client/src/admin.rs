@@ -99,7 +99,7 @@ impl Client {
         if let Some(expected) = expected {
             body["expected"] = expected.into();
         }
-        let request = json_request(Method::PUT, &format!("/consumers/{name}"), &body);
+        let request = json_request(Method::PUT, &self.inner.log_path(&format!("/consumers/{name}")), &body);
         // Storing the same position twice is harmless: retry anything.
         self.inner.to_leader(&request, Error::is_retryable).await?;
         Ok(())
@@ -107,7 +107,7 @@ impl Client {
 
     /// `name`'s stored position, or `None` if it has none.
     pub async fn position(&self, name: &str) -> Result<Option<Position>> {
-        let request = Request::get(format!("/consumers/{name}"));
+        let request = Request::get(self.inner.log_path(&format!("/consumers/{name}")));
         match self.inner.to_leader(&request, Error::is_retryable).await {
             Ok(answer) => parse(&answer.url, &answer.body).map(Some),
             Err(error) if error.status() == Some(404) && error.code() != Some("not_found") => Ok(None),

@@ -243,6 +243,14 @@ async fn named_logs_are_created_listed_described_and_removed_through_the_cli() {
     let described: Value = serde_json::from_str(&stdout_lines(&described).join("\n")).unwrap();
     assert_eq!(described["next_offset"], 0);
 
+    let produced = distlog(&["produce", "--url", url, "--log", "orders"], b"{\"n\":1}\n{\"n\":2}\n").await;
+    assert_eq!(offsets(&stdout_lines(&produced)), [0, 1]);
+    let read = distlog(&["consume", "--url", url, "--log", "orders", "--format", "value"], b"").await;
+    assert_eq!(stdout_lines(&read), ["{\"n\":1}", "{\"n\":2}"]);
+    assert_eq!(common::next_offset(url).await, 0, "the default log is untouched");
+    let wrong = distlog(&["produce", "--url", url, "--log", "Orders!"], b"{}\n").await;
+    assert!(!wrong.status.success());
+
     let removed = distlog(&["logs", "rm", "--url", url, "orders"], b"").await;
     assert!(removed.status.success(), "{removed:?}");
     let listed = distlog(&["logs", "ls", "--url", url, "--json"], b"").await;
