@@ -215,6 +215,10 @@ pub enum ApiError {
 
     #[error("named logs are not served here: {0}")]
     NamedLogsUnavailable(&'static str),
+
+    /// A peer route refusing more work of one kind at once.
+    #[error("busy: {0}")]
+    Busy(&'static str),
 }
 
 /// Client input quoted back in an error (a path, a method, a header or
@@ -300,6 +304,7 @@ impl ApiError {
             ApiError::LogNotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::LogExists { .. } | ApiError::TooManyLogs { .. } => StatusCode::CONFLICT,
             ApiError::NamedLogsUnavailable(_) => StatusCode::NOT_IMPLEMENTED,
+            ApiError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -358,6 +363,7 @@ impl ApiError {
             ApiError::NotEnoughNodes { .. } => "not_enough_nodes",
             ApiError::BadLogSettings { .. } => "bad_log_settings",
             ApiError::NamedLogsUnavailable(_) => "named_logs_unavailable",
+            ApiError::Busy(_) => "busy",
         }
     }
 
@@ -490,6 +496,7 @@ impl ApiError {
             ApiError::TooManyConnections { .. }
             | ApiError::NoLeader
             | ApiError::NotFormed(_)
+            | ApiError::Busy(_)
             | ApiError::OutcomeUnknown(_) => Some(1),
             _ => None,
         }
