@@ -46,7 +46,7 @@ pub async fn append(State(state): State<AppState>, request: Request) -> ApiResul
     }
     writable.map_err(refused)?;
     let format = body_format(headers)?;
-    conditions::check(headers)?;
+    let asked = conditions::read(headers)?;
     let max_record = state.log.config().max_record_bytes;
     let limit = body_limit(format, max_record, state.limits.max_request_bytes);
     let body = read_body(headers, body, limit).await?;
@@ -59,7 +59,7 @@ pub async fn append(State(state): State<AppState>, request: Request) -> ApiResul
         BodyFormat::Binary => vec![(BINARY, body)],
         BodyFormat::Ndjson => split_ndjson(&body, max_record, state.limits.max_batch_records)?,
     };
-    let guard = conditions::guard(headers, records.len())?;
+    let guard = asked.for_records(records.len())?;
     let appended = state.mode.append(&state.log, &records, &guard).await.map_err(refused)?;
     let one = matches!(format, BodyFormat::Json | BodyFormat::Binary);
     Ok(match appended {

@@ -10,7 +10,7 @@
 //! sequence, a sequence or epoch without an id), out of range, or not a
 //! number is refused as `400 bad_header` naming the header.
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderName};
 
 use super::error::{ApiError, ApiResult};
 use crate::log::{Guard, MAX_PRODUCER_ID, ProducerStamp};
@@ -19,6 +19,23 @@ pub const PRODUCER_ID: &str = "producer-id";
 pub const PRODUCER_EPOCH: &str = "producer-epoch";
 pub const PRODUCER_SEQ: &str = "producer-seq";
 pub const EXPECTED_LAST_OFFSET: &str = "expected-last-offset";
+
+/// The conditions' header names, made once.
+static NAMES: [HeaderName; 4] = [
+    HeaderName::from_static(PRODUCER_ID),
+    HeaderName::from_static(PRODUCER_EPOCH),
+    HeaderName::from_static(PRODUCER_SEQ),
+    HeaderName::from_static(EXPECTED_LAST_OFFSET),
+];
+
+fn header_name(name: &'static str) -> &'static HeaderName {
+    match name {
+        PRODUCER_ID => &NAMES[0],
+        PRODUCER_EPOCH => &NAMES[1],
+        PRODUCER_SEQ => &NAMES[2],
+        _ => &NAMES[3],
+    }
+}
 
 /// How a header is named in errors.
 fn shown(name: &'static str) -> &'static str {
@@ -39,7 +56,9 @@ fn bad(name: &'static str, detail: impl Into<String>) -> ApiError {
 
 /// The header's value as text, if it was sent (once).
 fn text<'h>(headers: &'h HeaderMap, name: &'static str) -> ApiResult<Option<&'h str>> {
-    let mut values = headers.get_all(name).iter();
+    // Looked up by a `HeaderName` made once: a `&str` would be parsed and
+    // checked again on every request, producer headers or not.
+    let mut values = headers.get_all(header_name(name)).iter();
     let Some(value) = values.next() else {
         return Ok(None);
     };
@@ -62,21 +81,41 @@ fn number<T: std::str::FromStr>(headers: &HeaderMap, name: &'static str, what: &
     }
 }
 
-/// The guard the headers ask for, for an append of `count` records.
-pub fn guard(headers: &HeaderMap, count: usize) -> ApiResult<Guard> {
-    Ok(Guard {
-        producer: producer(headers, count)?,
+/// The headers read before the body (a bad header is refused at once),
+/// for an append of yet unknown size: `for_records` completes it once the
+/// body says how many records it holds, without reading them again.
+#[derive(Debug)]
+pub struct Asked(Guard);
+
+/// Reads the headers (see the module doc) for an append of at least one record.
+pub fn read(headers: &HeaderMap) -> ApiResult<Asked> {
+    Ok(Asked(Guard {
+        producer: producer(headers)?,
         expected_last: expected_last(headers)?,
-    })
+    }))
 }
 
-/// Whether the headers ask for anything (read before the body, to refuse
-/// a bad header at once).
-pub fn check(headers: &HeaderMap) -> ApiResult<()> {
-    guard(headers, 1).map(drop)
+impl Asked {
+    /// The guard for an append of `count` records: its producer's sequence
+    /// numbers must leave room for them all.
+    pub fn for_records(self, count: usize) -> ApiResult<Guard> {
+        let Asked(mut guard) = self;
+        if let Some(p) = &mut guard.producer {
+            let count = u32::try_from(count).map_err(|_| bad(PRODUCER_SEQ, "too many records for one append"))?;
+            if p.seq.checked_add(u64::from(count.max(1)) - 1).is_none() {
+                return Err(bad(
+                    PRODUCER_SEQ,
+                    format!("{} leaves no room for {count} records", p.seq),
+                ));
+            }
+            p.count = count;
+        }
+        Ok(guard)
+    }
 }
 
-fn producer(headers: &HeaderMap, count: usize) -> ApiResult<Option<ProducerStamp>> {
+/// The producer's stamp, counted as one record until `Asked::for_records`.
+fn producer(headers: &HeaderMap) -> ApiResult<Option<ProducerStamp>> {
     let id = text(headers, PRODUCER_ID)?;
     let epoch = number::<u32>(headers, PRODUCER_EPOCH, "a whole number from 0 to 4294967295")?;
     let seq = number::<u64>(headers, PRODUCER_SEQ, "a whole number from 0 to 18446744073709551615")?;
@@ -86,19 +125,15 @@ fn producer(headers: &HeaderMap, count: usize) -> ApiResult<Option<ProducerStamp
         (Some(_), None) => return Err(bad(PRODUCER_SEQ, "missing: Producer-Id needs it")),
         (Some(id), Some(seq)) => (id, seq),
     };
-    let valid = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
-    if id.is_empty() || id.len() > MAX_PRODUCER_ID || !id.chars().all(valid) {
+    let valid = |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-');
+    if id.is_empty() || id.len() > MAX_PRODUCER_ID || !id.bytes().all(valid) {
         return Err(bad(PRODUCER_ID, "must be 1-64 characters of A-Z a-z 0-9 . _ -"));
-    }
-    let count = u32::try_from(count).map_err(|_| bad(PRODUCER_SEQ, "too many records for one append"))?;
-    if seq.checked_add(u64::from(count) - 1).is_none() {
-        return Err(bad(PRODUCER_SEQ, format!("{seq} leaves no room for {count} records")));
     }
     Ok(Some(ProducerStamp {
         id: id.to_string(),
         epoch: epoch.unwrap_or(0),
         seq,
-        count,
+        count: 1,
     }))
 }
 
@@ -113,6 +148,11 @@ fn expected_last(headers: &HeaderMap) -> ApiResult<Option<i64>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The guard the headers ask for, for an append of `count` records.
+    fn guard(headers: &HeaderMap, count: usize) -> ApiResult<Guard> {
+        read(headers)?.for_records(count)
+    }
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut map = HeaderMap::new();

@@ -93,8 +93,17 @@ struct Producer {
 pub struct Producers {
     by_id: HashMap<Arc<str>, Producer>,
     /// Least recently used first.
-    by_use: BTreeMap<u64, Arc<str>>,
+    by_use: BTreeMap<u64, Used>,
     tick: u64,
+}
+
+/// A producer in `Producers::by_use`: its id (the key's `Arc` in `by_id`)
+/// and its `last_ms`, so that eviction sees whether the least recently
+/// used one expired without looking it up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Used {
+    id: Arc<str>,
+    last_ms: u64,
 }
 
 impl Producers {
@@ -112,7 +121,7 @@ impl Producers {
         let known = self
             .by_id
             .get(p.id.as_str())
-            .filter(|known| !expired(known, now_ms, limits))?;
+            .filter(|known| !expired(known.last_ms, now_ms, limits))?;
         if p.epoch < known.epoch {
             return Some(Refusal::Fenced { epoch: known.epoch });
         }
@@ -148,11 +157,17 @@ impl Producers {
             count: p.count,
             first,
         };
-        let known_id = self.by_id.get_key_value(p.id.as_str()).map(|(id, _)| id.clone());
-        match known_id.and_then(|id| Some((self.by_id.get_mut(&id)?, id))) {
-            Some((known, id)) => {
-                self.by_use.remove(&known.tick);
-                if known.epoch != p.epoch || expired(known, now_ms, limits) {
+        // One lookup: the id's `Arc` comes back from `by_use`.
+        match self.by_id.get_mut(p.id.as_str()) {
+            Some(known) => {
+                let id = match self.by_use.remove(&known.tick) {
+                    Some(used) => used.id,
+                    None => {
+                        debug_assert!(false, "every producer is in by_use");
+                        Arc::from(p.id.as_str())
+                    }
+                };
+                if known.epoch != p.epoch || expired(known.last_ms, now_ms, limits) {
                     known.recent.clear();
                 }
                 known.epoch = p.epoch;
@@ -163,7 +178,8 @@ impl Producers {
                     known.recent.remove(0);
                 }
                 known.recent.push(sent);
-                self.by_use.insert(tick, id);
+                let last_ms = known.last_ms;
+                self.by_use.insert(tick, Used { id, last_ms });
             }
             None => {
                 let id: Arc<str> = Arc::from(p.id.as_str());
@@ -176,7 +192,13 @@ impl Producers {
                     tick,
                     recent,
                 };
-                self.by_use.insert(tick, id.clone());
+                self.by_use.insert(
+                    tick,
+                    Used {
+                        id: id.clone(),
+                        last_ms: now_ms,
+                    },
+                );
                 self.by_id.insert(id, producer);
             }
         }
@@ -188,14 +210,14 @@ impl Producers {
     /// the limit or they are past their time. Returns how many.
     pub fn evict(&mut self, now_ms: u64, limits: &ProducerLimits) -> u64 {
         let mut evicted = 0;
-        while let Some((tick, id)) = self.by_use.first_key_value() {
+        while let Some((_, lru)) = self.by_use.first_key_value() {
             let over = self.by_id.len() > limits.max_producers;
-            if !over && !self.by_id.get(id).is_some_and(|p| expired(p, now_ms, limits)) {
+            if !over && !expired(lru.last_ms, now_ms, limits) {
                 break;
             }
-            let (tick, id) = (*tick, id.clone());
-            self.by_use.remove(&tick);
-            self.by_id.remove(&id);
+            if let Some((_, lru)) = self.by_use.pop_first() {
+                self.by_id.remove(&lru.id);
+            }
             evicted += 1;
         }
         if evicted > 0 {
@@ -215,14 +237,14 @@ impl Producers {
             .values()
             .map(|p| p.recent.capacity() * std::mem::size_of::<Sent>())
             .sum();
-        // A B-tree node holds up to 11 entries of (u64, Arc<str>) and its edges.
-        let by_use = self.by_use.len() * (std::mem::size_of::<(u64, Arc<str>)>() * 3 / 2 + 8);
+        // A B-tree node holds up to 11 entries of (u64, Used) and its edges.
+        let by_use = self.by_use.len() * (std::mem::size_of::<(u64, Used)>() * 3 / 2 + 8);
         map + ids + recent + by_use
     }
 }
 
-fn expired(p: &Producer, now_ms: u64, limits: &ProducerLimits) -> bool {
-    p.last_ms.saturating_add(limits.ttl_ms) < now_ms
+fn expired(last_ms: u64, now_ms: u64, limits: &ProducerLimits) -> bool {
+    last_ms.saturating_add(limits.ttl_ms) < now_ms
 }
 
 pub(crate) fn describe_metrics() {
@@ -249,7 +271,7 @@ impl From<Producers> for Vec<Kept> {
         table
             .by_use
             .values()
-            .filter_map(|id| {
+            .filter_map(|Used { id, .. }| {
                 let p = table.by_id.get(id)?;
                 Some(Kept {
                     id: id.to_string(),
@@ -287,7 +309,7 @@ impl From<Vec<Kept>> for Producers {
             if let Some(old) = table.by_id.insert(id.clone(), producer) {
                 table.by_use.remove(&old.tick);
             }
-            table.by_use.insert(table.tick, id);
+            table.by_use.insert(table.tick, Used { id, last_ms: k.last_ms });
         }
         table
     }
