@@ -21,6 +21,7 @@ mod position;
 mod process_metrics;
 mod query;
 mod read;
+mod removed;
 mod render;
 mod request_metrics;
 mod sse;
@@ -91,23 +92,30 @@ pub type App = Observe<CrossOrigin<Router>>;
 /// no credentials; what it reads through the API does).
 pub fn app(state: AppState, policy: Option<Arc<Policy>>, origins: AllowedOrigins, console: bool) -> App {
     recorder();
-    let routes = Router::new()
+    // What a removed member must not serve (see `removed`).
+    let client_routes = Router::new()
         .route(routes::ROOT, get(read::read_range).post(append::append))
         .route(routes::RECORD, get(read::read_one))
-        .route(routes::STATUS, get(status::status))
-        .route(routes::HEALTHZ, get(status::healthz))
-        .route(routes::READYZ, get(status::readyz))
-        .route(routes::METRICS, get(metrics::metrics))
         .route(routes::FRAMES, get(frames::frames))
-        .route(routes::CLUSTER, get(cluster::status))
-        .route(routes::CLUSTER_JOIN, post(cluster::join))
-        .route(routes::CLUSTER_MEMBER, delete(cluster::remove_member))
-        .route(routes::CLUSTER_LEADER, post(cluster::transfer_leader))
         .route(routes::CONSUMERS, get(consumers::list))
         .route(
             routes::CONSUMER,
             get(consumers::get_one).put(consumers::put).delete(consumers::delete),
         )
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            removed::refuse_when_removed,
+        ));
+    let routes = Router::new()
+        .merge(client_routes)
+        .route(routes::STATUS, get(status::status))
+        .route(routes::HEALTHZ, get(status::healthz))
+        .route(routes::READYZ, get(status::readyz))
+        .route(routes::METRICS, get(metrics::metrics))
+        .route(routes::CLUSTER, get(cluster::status))
+        .route(routes::CLUSTER_JOIN, post(cluster::join))
+        .route(routes::CLUSTER_MEMBER, delete(cluster::remove_member))
+        .route(routes::CLUSTER_LEADER, post(cluster::transfer_leader))
         .route(routes::RAFT_APPEND, post(cluster::raft_append))
         .route(routes::RAFT_VOTE, post(cluster::raft_vote))
         .route(routes::RAFT_PRE_VOTE, post(cluster::raft_pre_vote))

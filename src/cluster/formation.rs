@@ -14,7 +14,6 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use openraft::async_runtime::WatchReceiver;
 use serde::{Deserialize, Serialize};
 
 use super::error::ClusterError;
@@ -49,17 +48,11 @@ pub async fn form(cluster: Cluster) {
     let started = Instant::now();
     let mut said: Option<Instant> = None;
     let mut member_since: Option<Instant> = None;
-    let mut was_member = false;
     loop {
-        match cluster.in_committed_membership() {
-            Some(true) => was_member = true,
-            Some(false) if was_member => {
-                let why = "this node was removed from the cluster: it rejoins only when asked (POST /cluster/join on the leader) or when started again with an empty data directory";
-                tracing::error!("{why}");
-                cluster.set_forming(Some(why.to_string()));
-                return;
-            }
-            _ => {}
+        // A removed node rejoins only when asked (`removal` says so).
+        if cluster.removed().is_some() {
+            cluster.set_forming(None);
+            return;
         }
         if cluster.is_settled() {
             cluster.set_forming(None);
@@ -94,18 +87,6 @@ impl Cluster {
     /// Whether the current membership names this node.
     pub fn is_member(&self) -> bool {
         self.members().contains_key(&self.id())
-    }
-
-    /// Whether the last committed membership names this node (None: no
-    /// membership is committed yet). Unlike the effective membership, a
-    /// leader change cannot take it back.
-    fn in_committed_membership(&self) -> Option<bool> {
-        let metrics = self.raft().metrics().borrow_watched().clone();
-        let committed = &metrics.committed_membership_config;
-        committed
-            .log_id()
-            .is_some()
-            .then(|| committed.membership().get_node(&self.id()).is_some())
     }
 
     /// Whether this node is a voter and no other member has its URL: where

@@ -58,6 +58,10 @@ pub(super) struct Inner {
     pub config: ClusterConfig,
     /// While this node is in no cluster: what formation waits for.
     pub forming: std::sync::Mutex<Option<String>>,
+    /// Set while the cluster has removed this node (`removal`).
+    pub removal: std::sync::Mutex<Option<super::removal::Removal>>,
+    /// `raft/`, where the removal is kept.
+    pub durable: super::durable::Durable,
     /// When a leader's append-entries or snapshot last arrived.
     pub contact: LeaderContact,
     /// On the leader: when each learner was first seen (`reconcile`).
@@ -143,6 +147,9 @@ impl Cluster {
     /// leader is known. Asked before a write or a membership change is
     /// proposed (Raft refuses one if leadership moves in between).
     pub fn must_lead(&self) -> Result<(), ClusterError> {
+        if let Some(why) = self.removed() {
+            return Err(ClusterError::Removed(why));
+        }
         match self.leader() {
             Some((leader, _)) if leader == self.inner.id => Ok(()),
             Some((_, url)) => Err(ClusterError::NotLeader { leader_url: url }),

@@ -52,6 +52,14 @@ pub struct ClusterStatus {
     /// that predate it).
     #[serde(default)]
     pub max_record_bytes: Option<u64>,
+    /// This node's seed list (`--peers`): formation names the seeds whose
+    /// list is not its own (empty from nodes that predate it).
+    #[serde(default)]
+    pub peers: Vec<String>,
+    /// Set while the cluster has removed this node: why, and how to add it
+    /// again (see `removal`).
+    #[serde(default)]
+    pub removed: Option<String>,
     pub members: Vec<MemberStatus>,
 }
 
@@ -109,6 +117,8 @@ impl Cluster {
             leader_contact_ms,
             commit_offset: metrics.local_committed.map(|c| c.index),
             max_record_bytes: Some(self.max_record_bytes()),
+            peers: self.inner.config.peers.clone(),
+            removed: self.removed(),
             members,
         }
     }

@@ -5,7 +5,7 @@
 //! does not lead, `follower` for a replica), whether appends are taken, the
 //! leader's URL, and the mode's own part (`cluster`, or the replica's
 //! replication fields). `/readyz` (`readiness`): the log takes appends, and
-//! a member knows a leader and has applied what it serves.
+//! a member is not removed, knows a leader and has applied what it serves.
 
 use serde::Serialize;
 
@@ -120,6 +120,15 @@ impl Mode {
             return Err(NotReady {
                 status: "storage_failed",
                 code: "storage_unavailable",
+                error: why,
+            });
+        }
+        if let Mode::Member(cluster) = self
+            && let Some(why) = cluster.removed()
+        {
+            return Err(NotReady {
+                status: "removed",
+                code: "removed",
                 error: why,
             });
         }
