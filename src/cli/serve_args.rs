@@ -273,6 +273,18 @@ pub struct ServeArgs {
     )]
     pub(super) ready_lag: u64,
 
+    /// How many seeds (--peers, this node included) must answer, uninitialized and with the same
+    /// seed list, before the lowest seed forms a new cluster with them [default: every seed]; the
+    /// others join once they come. At least a majority of the seeds, and the lowest seed must be
+    /// among them: only it ever forms a cluster, so two groups never form two.
+    #[arg(
+        long,
+        env = "DISTLOG_BOOTSTRAP_EXPECT",
+        value_name = "SEEDS",
+        help_heading = "Cluster"
+    )]
+    pub(super) bootstrap_expect: Option<usize>,
+
     /// PEM CA certificates that sign https:// peers' certificates.
     #[arg(long, env = "DISTLOG_PEER_CA", value_name = "FILE", help_heading = "Cluster")]
     pub(super) peer_ca: Option<PathBuf>,

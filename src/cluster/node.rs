@@ -39,6 +39,9 @@ pub struct ClusterConfig {
     pub write_timeout: Duration,
     /// Entries this node may be behind its leader's commit and be ready.
     pub ready_lag: u64,
+    /// How many seeds, the lowest among them, must answer uninitialized
+    /// and with the same seed list before a new cluster forms.
+    pub bootstrap_expect: usize,
     /// The client peers are reached with (TLS roots, identity, token).
     pub client: reqwest::Client,
 }

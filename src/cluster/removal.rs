@@ -229,6 +229,7 @@ mod tests {
                     match_offset: None,
                     reachable: None,
                     problem: None,
+                    max_record_bytes: None,
                 })
                 .collect(),
         }

@@ -27,6 +27,9 @@ pub struct MemberStatus {
     /// `learner for N s` once a learner waits past `LEARNER_STUCK` (leader
     /// only; `null` elsewhere and when nothing is).
     pub problem: Option<String>,
+    /// The member's `--max-record-bytes` as it said when it was added
+    /// (null: added by a node that predates it).
+    pub max_record_bytes: Option<u64>,
 }
 
 /// `GET /cluster`.
@@ -99,6 +102,7 @@ impl Cluster {
                 };
                 MemberStatus {
                     id,
+                    max_record_bytes: member.max_record_bytes,
                     url: member.url,
                     voter,
                     match_offset,
