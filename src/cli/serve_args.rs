@@ -224,8 +224,9 @@ pub struct ServeArgs {
     pub(super) send_timeout_ms: u64,
 
     /// Run as a Raft cluster node with these seeds: every node's advertise URL, the same list on every
-    /// node (comma-separated). The lowest seed forms the cluster once every seed answers; a node
-    /// outside it joins through any seed. Without it the node is standalone.
+    /// node (comma-separated). The lowest seed forms the cluster once every seed (or
+    /// --bootstrap-expect of them) answers; a node outside it joins through any seed. Without it
+    /// the node is standalone.
     #[arg(
         long,
         env = "DISTLOG_PEERS",
@@ -273,7 +274,7 @@ pub struct ServeArgs {
     )]
     pub(super) ready_lag: u64,
 
-    /// How many seeds (--peers, this node included) must answer, uninitialized and with the same
+    /// How many seeds (--peers) must answer, uninitialized and with the same
     /// seed list, before the lowest seed forms a new cluster with them [default: every seed]; the
     /// others join once they come. At least a majority of the seeds, and the lowest seed must be
     /// among them: only it ever forms a cluster, so two groups never form two.
