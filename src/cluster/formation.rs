@@ -65,6 +65,15 @@ pub async fn form(cluster: Cluster) {
             }
             return;
         }
+        // Named by a committed membership and no longer: removed, which
+        // `removal` is finding out; never a new node that joins.
+        if cluster.was_named() && !cluster.is_member() {
+            cluster.set_forming(Some(
+                "this node is no longer in its membership: finding out whether the cluster removed it".into(),
+            ));
+            tokio::time::sleep(RETRY).await;
+            continue;
+        }
         let step = match cluster.is_member() {
             false => formation_step(&cluster, &mut noted).await,
             true => {

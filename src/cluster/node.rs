@@ -63,6 +63,8 @@ pub(super) struct Inner {
     pub forming: std::sync::Mutex<Option<String>>,
     /// Set while the cluster has removed this node (`removal`).
     pub removal: std::sync::Mutex<Option<super::removal::Removal>>,
+    /// Whether a committed membership named this node since it started.
+    pub named: std::sync::atomic::AtomicBool,
     /// `raft/`, where the removal is kept.
     pub durable: super::durable::Durable,
     /// When a leader's append-entries or snapshot last arrived.

@@ -6,14 +6,17 @@
 //! without it is in the leader's log, so a removed node mostly never sees
 //! the entry that removes it: it would keep its old membership, a frozen
 //! log and, once its leader falls silent, call elections forever. So it
-//! looks for itself (`watch`, every `LOOK_EVERY`):
+//! looks for itself:
 //! - a committed membership that named it is followed by one that does
-//!   not (it did see the removal);
+//!   not: it did see the removal (`follow_membership`, at every change of
+//!   openraft's metrics, so that a removal right after it became a member
+//!   is not missed; formation then does not join again on its own);
 //! - or its committed membership names it, yet no leader reached it within
-//!   the lease: it asks the members and seeds it knows for `/cluster`, and
-//!   a leader in touch with its majority whose members do not name it
-//!   settles it. A committed membership can only be replaced by a later
-//!   one, which every later leader holds: that leader's word is final.
+//!   the lease (`watch`, every `LOOK_EVERY`): it asks the members and seeds
+//!   it knows for `/cluster`, and a leader in touch with its majority whose
+//!   members do not name it settles it. A committed membership can only be
+//!   replaced by a later one, which every later leader holds: that
+//!   leader's word is final.
 //!
 //! Then: ERROR once and WARN every `WARN_EVERY`; no elections (openraft's
 //! runtime `elect(false)`: a node that kept campaigning would come back
@@ -46,10 +49,32 @@ pub(super) struct Removal {
     pub at_ms: u64,
 }
 
-/// Runs while the node does: notices a removal and an addition again.
+/// Runs while the node does: notices a committed membership that no
+/// longer names this node, at once.
+pub(super) async fn follow_membership(cluster: Cluster) {
+    let mut metrics = cluster.raft().metrics();
+    loop {
+        let committed = metrics.borrow_watched().committed_membership_config.clone();
+        if let Some(at) = committed.log_id().as_ref().map(|id| id.index) {
+            let names_us = committed.membership().get_node(&cluster.id()).is_some();
+            let named = &cluster.inner.named;
+            match names_us {
+                true => named.store(true, std::sync::atomic::Ordering::Relaxed),
+                false if named.load(std::sync::atomic::Ordering::Relaxed) && cluster.removed().is_none() => {
+                    cluster.mark_removed(format!("the membership committed at offset {at} does not name it"));
+                }
+                false => {}
+            }
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Runs while the node does: asks the leader when none reaches this
+/// member, says again that it is removed, and notices an addition again.
 pub(super) async fn watch(cluster: Cluster) {
-    // Whether a committed membership named this node (in this run).
-    let mut named = false;
     let mut said = cluster.removed().map(|_| Instant::now());
     loop {
         tokio::time::sleep(LOOK_EVERY).await;
@@ -59,7 +84,6 @@ pub(super) async fn watch(cluster: Cluster) {
         match cluster.removed() {
             Some(_) if cluster.added_again() => {
                 cluster.undo_removal();
-                named = true;
                 said = None;
             }
             Some(why) => {
@@ -69,7 +93,7 @@ pub(super) async fn watch(cluster: Cluster) {
                 }
             }
             None => {
-                if let Some(why) = cluster.find_removal(&mut named).await {
+                if let Some(why) = cluster.find_removal().await {
                     cluster.mark_removed(why);
                     said = Some(Instant::now());
                 }
@@ -156,16 +180,19 @@ impl Cluster {
         tracing::warn!("this node was added to the cluster again: it serves and may campaign again");
     }
 
-    /// Why this node is no longer a member, if it can tell (module doc).
-    async fn find_removal(&self, named: &mut bool) -> Option<String> {
+    /// Whether a committed membership named this node since it started
+    /// (see `follow_membership`): formation then never joins on its own.
+    pub(super) fn was_named(&self) -> bool {
+        self.inner.named.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// A member out of touch with any leader: whether the leader removed
+    /// it (module doc).
+    async fn find_removal(&self) -> Option<String> {
         let metrics = self.raft().metrics().borrow_watched().clone();
         let committed = &metrics.committed_membership_config;
-        let at = committed.log_id().as_ref()?.index;
-        if committed.membership().get_node(&self.id()).is_none() {
-            return named.then(|| format!("the membership committed at offset {at} does not name it"));
-        }
-        *named = true;
-        if self.leader_in_touch(&metrics).is_some() {
+        let names_us = committed.membership().get_node(&self.id()).is_some();
+        if !names_us || self.leader_in_touch(&metrics).is_some() {
             return None;
         }
         self.leader_without_us().await

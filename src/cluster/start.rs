@@ -137,6 +137,7 @@ impl Cluster {
                 config,
                 forming: std::sync::Mutex::new(None),
                 removal: std::sync::Mutex::new(None),
+                named: Default::default(),
                 durable,
                 contact: Default::default(),
                 learners: Default::default(),
@@ -149,6 +150,7 @@ impl Cluster {
         failpoint::announce();
         cluster.recall_removal()?;
         tokio::spawn(formation::form(cluster.clone()));
+        tokio::spawn(removal::follow_membership(cluster.clone()));
         tokio::spawn(removal::watch(cluster.clone()));
         tokio::spawn(reconcile::run(cluster.clone()));
         tokio::spawn(metrics::publish(cluster.id(), cluster.raft().metrics()));

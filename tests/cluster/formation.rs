@@ -56,6 +56,16 @@ async fn a_removed_member_says_so_stands_still_and_rejoins_only_when_asked() {
         .node_id
         .as_u64()
         .expect("an id");
+    // A member that knows it is one (a node removed before it saw itself
+    // in a committed membership takes itself for a new node, and joins).
+    let settled = eventually(NOTICE_TIMEOUT, || async {
+        cluster
+            .cluster_status(victim)
+            .await
+            .is_ok_and(|s| s.leader_id.is_some() && s.commit_offset.is_some() && voters(&s).contains(&victim_id))
+    })
+    .await;
+    assert!(settled, "{what}: node {victim} never knew itself a voter");
     let reply = send(
         reqwest::Method::DELETE,
         format!("{}/cluster/members/{victim_id}", cluster.url(leader)),
