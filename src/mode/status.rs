@@ -44,6 +44,10 @@ pub struct ClusterSummary {
     pub leader_id: Option<u64>,
     pub commit_offset: Option<u64>,
     pub members: usize,
+    /// Set while the cluster has removed this node (its `members` is the
+    /// membership it last knew).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub removed: Option<String>,
 }
 
 /// A replica's view of its leader, as its follower task last saw it.
@@ -107,6 +111,7 @@ impl Mode {
                     leader_id: view.leader_id,
                     commit_offset: view.commit_offset,
                     members: view.members.len(),
+                    removed: view.removed,
                 });
             }
         }

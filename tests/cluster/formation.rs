@@ -110,6 +110,8 @@ async fn a_removed_member_says_so_stands_still_and_rejoins_only_when_asked() {
     assert_eq!(answer(format!("{victim_url}/?from=0")).await, (503, "removed".into()));
     let status = cluster.cluster_status(victim).await.expect("/cluster answers");
     assert!(status.raw["removed"].is_string(), "{}", status.raw);
+    let node_status = get(format!("{victim_url}/status")).await.expect("/status");
+    assert!(node_status.body["cluster"]["removed"].is_string(), "{node_status:?}");
 
     // Loudly: ERROR once, then WARN again while it stands removed.
     let error = ["ERROR", "REMOVED: this node is no longer a member"];
