@@ -89,6 +89,8 @@ async fn a_removed_member_says_so_stands_still_and_rejoins_only_when_asked() {
     );
     let body = get(readyz.clone()).await.expect("/readyz").body;
     let why = body["error"].as_str().unwrap_or_default();
+    eprintln!("{what}: node {victim} says: {why}");
+    let removed_term = term_of(&cluster, victim).await;
     assert!(
         why.contains("was removed") && why.contains("POST /cluster/join"),
         "{body}"
@@ -130,6 +132,12 @@ async fn a_removed_member_says_so_stands_still_and_rejoins_only_when_asked() {
     );
 
     assert_eq!(log_lines(&cluster, victim, &error), 1, "the ERROR is said once");
+    // Five seconds and more without a leader: no term of its own.
+    assert_eq!(
+        term_of(&cluster, victim).await,
+        removed_term,
+        "a removed node raised its term"
+    );
 
     // Restarted, it says why it does not rejoin, and does not.
     cluster.restart(victim).await;
