@@ -10,14 +10,15 @@
 //!
 //! ```text
 //! module       owns                                                   may import
-//! cli          the command line: flags, their refusals, logging,      node, http, mode, api, auth,
-//!              bind, run until a signal (`main.rs` only calls it)     log, replication, telemetry
-//! node         a whole node started from a listener it is handed:     http, api, mode, auth, log,
-//!              its mode's parts, the HTTP layer, a graceful stop      telemetry
+//! cli          the command line: flags, their refusals, logging,      node, http, logs, mode, api,
+//!              bind, run until a signal (`main.rs` only calls it)     auth, log, replication, telemetry
+//! node         a whole node started from a listener it is handed:     http, api, logs, mode, auth,
+//!              its mode's parts, the HTTP layer, a graceful stop      log, telemetry
 //! http         the HTTP connection layer: TLS, connection limits,     api, auth
 //!              timeouts, serving `api`
-//! api          the HTTP API: routes, handlers, errors, observation    mode, cluster, replication,
+//! api          the HTTP API: routes, handlers, errors, observation    logs, mode, cluster, replication,
 //!                                                                     auth, log, wire, telemetry
+//! logs         named logs: names, settings, the catalogue on disk     mode, cluster, log
 //! mode         what this node is (standalone, replica, member):       cluster, replication, log,
 //!              starts its parts, takes appends, hides offsets,        telemetry
 //!              answers status and readiness
@@ -40,6 +41,7 @@ pub mod cli;
 pub mod cluster;
 pub mod http;
 pub mod log;
+pub mod logs;
 pub mod mode;
 pub mod node;
 pub mod replication;
@@ -57,15 +59,35 @@ const LAYOUT: &[(&str, &[&str])] = &[
     ("replication", &["log", "wire", "telemetry"]),
     ("cluster", &["log", "telemetry"]),
     ("mode", &["cluster", "replication", "log", "telemetry"]),
+    ("logs", &["mode", "cluster", "log"]),
     (
         "api",
-        &["mode", "cluster", "replication", "auth", "log", "wire", "telemetry"],
+        &[
+            "logs",
+            "mode",
+            "cluster",
+            "replication",
+            "auth",
+            "log",
+            "wire",
+            "telemetry",
+        ],
     ),
     ("http", &["api", "auth"]),
-    ("node", &["http", "api", "mode", "auth", "log", "telemetry"]),
+    ("node", &["http", "api", "logs", "mode", "auth", "log", "telemetry"]),
     (
         "cli",
-        &["node", "http", "mode", "api", "auth", "log", "replication", "telemetry"],
+        &[
+            "node",
+            "http",
+            "logs",
+            "mode",
+            "api",
+            "auth",
+            "log",
+            "replication",
+            "telemetry",
+        ],
     ),
 ];
 

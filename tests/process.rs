@@ -116,6 +116,28 @@ mod reqwest {
         })
     }
 
+    /// `method url` with a JSON `body`: the status (None when the connection
+    /// failed, as when the server dies answering) and the JSON body.
+    pub fn blocking_request(method: &str, url: &str, body: &str) -> (Option<u16>, Value) {
+        let (method, body) = (
+            ::reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+            body.to_string(),
+        );
+        runtime().block_on(async {
+            let request = ::reqwest::Client::new()
+                .request(method, url)
+                .header("content-type", "application/json")
+                .body(body);
+            match request.send().await {
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    (Some(status), response.json().await.unwrap_or_default())
+                }
+                Err(_) => (None, Value::Null),
+            }
+        })
+    }
+
     /// POST / and the status and JSON body, whatever the status.
     pub fn blocking_post_status(url: &str, body: &str) -> (u16, Value) {
         let body = body.to_string();
@@ -1005,4 +1027,79 @@ fn a_data_directory_without_permission_says_what_to_chown() {
         "{stderr}"
     );
     std::fs::set_permissions(parent.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// A crash at each step of creating or deleting a named log (the process
+/// aborts at a named crash point) leaves a state that opens: before the
+/// commit point the change never happened, after it the change is whole,
+/// and nothing half-made is left in `logs/`.
+#[test]
+fn a_crash_at_each_step_of_creating_or_deleting_a_named_log_leaves_a_state_that_opens() {
+    use distlog::cluster::FAILPOINT_ENV;
+    use distlog::cluster::failpoint::{LOG_CREATE_AFTER_RENAME, LOG_CREATE_BEFORE_RENAME, LOG_DELETE_AFTER_RENAME};
+    for (point, method, exists_after) in [
+        (LOG_CREATE_BEFORE_RENAME, "PUT", false),
+        (LOG_CREATE_AFTER_RENAME, "PUT", true),
+        (LOG_DELETE_AFTER_RENAME, "DELETE", false),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        if method == "DELETE" {
+            let node = spawn(dir.path(), &[]);
+            let created = reqwest::blocking_request("PUT", &format!("{}/logs/orders", node.url), "{}");
+            assert_eq!(created.0, Some(201));
+            let appended = reqwest::blocking_request("POST", &format!("{}/logs/orders/", node.url), "{}");
+            assert_eq!(appended.0, Some(201));
+        }
+        let mut node = spawn_with(dir.path(), &[], |c| {
+            c.env(FAILPOINT_ENV, format!("{point}:abort"));
+        });
+        let (status, _) = reqwest::blocking_request(method, &format!("{}/logs/orders", node.url), "{}");
+        assert_eq!(status, None, "{point}: the process dies before it answers");
+        let exit = node.child.wait().unwrap();
+        assert!(!exit.success(), "{point}: aborted ({exit})");
+
+        let node = spawn(dir.path(), &[]);
+        let (status, body) = reqwest::blocking_get_status(&format!("{}/logs/orders", node.url));
+        let expected = if exists_after { 200 } else { 404 };
+        assert_eq!(status, Some(expected), "{point}: {body}");
+        let leftovers: Vec<String> = std::fs::read_dir(dir.path().join("logs"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.starts_with('.'))
+            .collect();
+        assert!(leftovers.is_empty(), "{point}: {leftovers:?}");
+        let again = reqwest::blocking_request("PUT", &format!("{}/logs/orders", node.url), "{}");
+        assert_eq!(
+            again.0,
+            Some(if exists_after { 200 } else { 201 }),
+            "{point}: {}",
+            again.1
+        );
+        let appended = reqwest::blocking_request("POST", &format!("{}/logs/orders/", node.url), "{}");
+        assert_eq!(appended.1["offset"], 0, "{point}: a log made anew starts at 0");
+    }
+}
+
+/// A creation whose log fails to open after the rename that made it exist
+/// (the crash point's `error`, once) answers the error and leaves the name
+/// free: no directory the catalogue does not serve.
+#[test]
+fn a_creation_that_fails_after_its_rename_leaves_the_name_free() {
+    use distlog::cluster::FAILPOINT_ENV;
+    use distlog::cluster::failpoint::LOG_CREATE_AFTER_RENAME;
+    let dir = tempfile::tempdir().unwrap();
+    let node = spawn_with(dir.path(), &[], |c| {
+        c.env(FAILPOINT_ENV, format!("{LOG_CREATE_AFTER_RENAME}:error"));
+    });
+    let url = format!("{}/logs/orders", node.url);
+    let (status, body) = reqwest::blocking_request("PUT", &url, "{}");
+    assert_eq!(status, Some(503), "{body}");
+    assert_eq!(reqwest::blocking_get_status(&url).0, Some(404), "the name is free");
+    let entries = std::fs::read_dir(dir.path().join("logs")).unwrap().count();
+    assert_eq!(entries, 0, "nothing left in logs/");
+    assert_eq!(
+        reqwest::blocking_request("PUT", &url, "{}").0,
+        Some(201),
+        "created at the next try"
+    );
 }

@@ -491,3 +491,34 @@ async fn a_retention_gap_the_leader_cannot_back_up_does_not_reset_the_follower()
     wait_for_error(&follower.url, "gap").await;
     assert_prefix_of_history(&follower.url).await;
 }
+
+/// A replica of one named log (`--follow <leader>/logs/<name>`, what
+/// `--follow-log` makes): it copies that log, not the leader's default one,
+/// serves it as its own, and sends writes to the named log's routes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_follows_one_named_log() {
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let leader = start_in(dirs[0].path()).await;
+    let created = client()
+        .put(format!("{}/logs/orders", leader.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    post_batch(&format!("{}/logs/orders", leader.url), 0, 30).await;
+    post_json(&leader.url, r#"{"default":true}"#).await;
+
+    let follower = start(follower_config(dirs[1].path(), &format!("{}/logs/orders", leader.url))).await;
+    wait_for_next(&follower.url, 30).await;
+    let copied = all_records(&follower.url, 0).await;
+    let original = all_records(&format!("{}/logs/orders", leader.url), 0).await;
+    assert_eq!(copied, original, "the named log's records, at the same offsets");
+
+    let refused = post_json(&follower.url, "{}").await;
+    assert_eq!(refused.status(), 307);
+    assert_eq!(
+        refused.headers()["location"],
+        format!("{}/logs/orders/", leader.url).as_str(),
+        "writes go to the named log on the leader"
+    );
+}

@@ -99,7 +99,7 @@ impl Client {
         if let Some(expected) = expected {
             body["expected"] = expected.into();
         }
-        let request = json_request(Method::PUT, &format!("/consumers/{name}"), &body);
+        let request = json_request(Method::PUT, &self.inner.log_path(&format!("/consumers/{name}")), &body);
         // Storing the same position twice is harmless: retry anything.
         self.inner.to_leader(&request, Error::is_retryable).await?;
         Ok(())
@@ -107,7 +107,7 @@ impl Client {
 
     /// `name`'s stored position, or `None` if it has none.
     pub async fn position(&self, name: &str) -> Result<Option<Position>> {
-        let request = Request::get(format!("/consumers/{name}"));
+        let request = Request::get(self.inner.log_path(&format!("/consumers/{name}")));
         match self.inner.to_leader(&request, Error::is_retryable).await {
             Ok(answer) => parse(&answer.url, &answer.body).map(Some),
             Err(error) if error.status() == Some(404) && error.code() != Some("not_found") => Ok(None),
@@ -126,7 +126,7 @@ impl Client {
     }
 }
 
-fn json_request(method: Method, path: &str, body: &serde_json::Value) -> Request {
+pub(crate) fn json_request(method: Method, path: &str, body: &serde_json::Value) -> Request {
     let mut headers = HeaderMap::new();
     let body = (!body.is_null()).then(|| {
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -141,7 +141,7 @@ fn json_request(method: Method, path: &str, body: &serde_json::Value) -> Request
     }
 }
 
-fn parse<T: serde::de::DeserializeOwned>(url: &str, body: &[u8]) -> Result<T> {
+pub(crate) fn parse<T: serde::de::DeserializeOwned>(url: &str, body: &[u8]) -> Result<T> {
     serde_json::from_slice(body).map_err(|e| Error::Protocol {
         url: url.to_string(),
         reason: format!("{e}"),

@@ -87,8 +87,8 @@ impl Append {
         self.records
     }
 
-    /// The request, with `extra` headers (a producer's).
-    pub(crate) fn request(&self, extra: HeaderMap) -> Request {
+    /// The request to `path` (the log's `/`), with `extra` headers (a producer's).
+    pub(crate) fn request(&self, path: String, extra: HeaderMap) -> Request {
         let mut headers = extra;
         headers.insert(CONTENT_TYPE, HeaderValue::from_static(self.content_type));
         if let Some(offset) = self.expected_last_offset {
@@ -96,7 +96,7 @@ impl Append {
         }
         Request {
             method: Method::POST,
-            path: "/".into(),
+            path,
             headers,
             body: Some(self.body.clone()),
             extra_time: std::time::Duration::ZERO,
@@ -109,7 +109,7 @@ impl Client {
     /// nothing was written (never connected, `307`, `503 no_leader`); use a
     /// [`Producer`](crate::Producer) to retry anything without duplicates.
     pub async fn append(&self, append: &Append) -> Result<Appended> {
-        let request = append.request(HeaderMap::new());
+        let request = append.request(self.inner.log_path("/"), HeaderMap::new());
         let answer = self
             .inner
             .to_leader(&request, |error| error.is_retryable() && error.has_no_side_effects())
@@ -143,7 +143,9 @@ mod tests {
     fn a_batch_is_one_compact_line_per_record() {
         let append = Append::batch(&[serde_json::json!({"a": [1, 2]}), serde_json::json!("x")]).unwrap();
         assert_eq!(&append.body[..], b"{\"a\":[1,2]}\n\"x\"\n");
-        let request = append.expect_last_offset(Some(-1)).request(HeaderMap::new());
+        let request = append
+            .expect_last_offset(Some(-1))
+            .request("/".into(), HeaderMap::new());
         assert_eq!(request.headers["content-type"], "application/x-ndjson");
         assert_eq!(request.headers["expected-last-offset"], "-1");
     }

@@ -46,6 +46,7 @@ pub struct ClientBuilder {
     ca: Vec<Pem>,
     identity: Option<(Pem, Pem)>,
     settings: Settings,
+    log: Option<String>,
 }
 
 impl Default for ClientBuilder {
@@ -55,6 +56,7 @@ impl Default for ClientBuilder {
             token: None,
             ca: Vec::new(),
             identity: None,
+            log: None,
             settings: Settings {
                 request_timeout: Duration::from_secs(10),
                 connect_timeout: Duration::from_secs(2),
@@ -86,6 +88,13 @@ impl ClientBuilder {
     }
 
     /// A bearer token sent with every request.
+    /// Appends, reads and consumer positions go to the named log `name`
+    /// (`/logs/{name}/...`) rather than the default log (issue 22).
+    pub fn log(mut self, name: impl Into<String>) -> Self {
+        self.log = Some(name.into());
+        self
+    }
+
     pub fn token(mut self, token: impl Into<String>) -> Self {
         self.token = Some(token.into());
         self
@@ -148,8 +157,17 @@ impl ClientBuilder {
                 return Err(Error::Config(format!("seed {seed:?}: not an http(s) URL")));
             }
         }
+        let prefix = match &self.log {
+            None => String::new(),
+            Some(name) if is_log_name(name) => format!("/logs/{name}"),
+            Some(name) => {
+                return Err(Error::Config(format!(
+                    "log name {name:?}: 1-100 characters of a-z, 0-9, '.', '_' and '-', starting with a letter or digit"
+                )));
+            }
+        };
         let http = self.http_client()?;
-        Ok(Client::new(http, self.seeds, self.settings))
+        Ok(Client::new(http, self.seeds, self.settings, prefix))
     }
 
     fn http_client(&self) -> Result<reqwest::Client> {
@@ -188,6 +206,16 @@ impl ClientBuilder {
             .build()
             .map_err(|e| Error::Config(format!("cannot make the HTTP client: {e}")))
     }
+}
+
+/// A named log's name as the server takes it (`default` is the default log's).
+fn is_log_name(name: &str) -> bool {
+    let first = name.bytes().next();
+    first.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && name.len() <= 100
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
 }
 
 #[cfg(test)]

@@ -61,6 +61,9 @@ pub(crate) struct Inner {
     /// The highest next offset any answer showed: offsets below it are
     /// committed, so a member that says they are not there yet lags.
     known_next: AtomicU64,
+    /// `/logs/<name>` for a client of a named log (`ClientBuilder::log`),
+    /// empty for the default log: the log's routes are under it.
+    log_prefix: String,
 }
 
 /// A successful answer.
@@ -99,7 +102,7 @@ impl Client {
         ClientBuilder::default()
     }
 
-    pub(crate) fn new(http: reqwest::Client, seeds: Vec<String>, settings: Settings) -> Client {
+    pub(crate) fn new(http: reqwest::Client, seeds: Vec<String>, settings: Settings, log_prefix: String) -> Client {
         let inner = Arc::new(Inner {
             http,
             seeds: seeds.iter().map(|s| base(s)).collect(),
@@ -108,6 +111,7 @@ impl Client {
             discovering: tokio::sync::Mutex::new(()),
             turn: AtomicUsize::new(0),
             known_next: AtomicU64::new(0),
+            log_prefix,
         });
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(refresh_in_background(Arc::downgrade(&inner)));
@@ -144,6 +148,11 @@ async fn refresh_in_background(inner: Weak<Inner>) {
 }
 
 impl Inner {
+    /// The path of the log's route `route` (`/`, `/42`, `/consumers/a`).
+    pub fn log_path(&self, route: &str) -> String {
+        format!("{}{route}", self.log_prefix)
+    }
+
     pub fn topology(&self) -> MutexGuard<'_, Topology> {
         // The lock guards plain data and no code panics holding it.
         self.topology.lock().unwrap_or_else(|poisoned| poisoned.into_inner())

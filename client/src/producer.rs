@@ -154,7 +154,7 @@ impl Producer {
         headers.insert("producer-id", id);
         headers.insert("producer-epoch", HeaderValue::from(self.epoch));
         headers.insert("producer-seq", HeaderValue::from(seq));
-        let request = append.request(headers);
+        let request = append.request(self.client.inner.log_path("/"), headers);
         let started = Instant::now();
         let result = self.client.inner.to_leader(&request, Error::is_retryable).await;
         match result {

@@ -42,7 +42,10 @@ impl Client {
                 && offset < known_next
                 && error_field(error, "next_offset").is_some_and(|next| next <= offset)
         };
-        let answer = self.inner.to_any(&Request::get(format!("/{offset}")), lags).await?;
+        let answer = self
+            .inner
+            .to_any(&Request::get(self.inner.log_path(&format!("/{offset}"))), lags)
+            .await?;
         parse_record(&answer.url, &answer.body)
     }
 
@@ -65,7 +68,7 @@ impl Client {
     /// The offset the next record will get, or beyond (as readers see the
     /// log: asked of the leader, which has applied all it committed).
     pub async fn next_offset(&self) -> Result<u64> {
-        let request = Request::get("/?tail=1");
+        let request = Request::get(self.inner.log_path("/?tail=1"));
         let answer = self.inner.to_leader(&request, Error::is_retryable).await?;
         let page = parse_page(&answer.url, &answer.body)?;
         self.inner.note_next(page.next_offset);
@@ -75,7 +78,7 @@ impl Client {
     /// One page from `start`, waiting up to `wait` for a first record (a
     /// long poll; `Duration::ZERO` answers at once).
     pub async fn page(&self, start: Start, limit: u32, wait: Duration) -> Result<Page> {
-        let mut path = format!("/?{}", start.query());
+        let mut path = self.inner.log_path(&format!("/?{}", start.query()));
         if limit != u32::MAX {
             path.push_str(&format!("&limit={}", limit.max(1)));
         }

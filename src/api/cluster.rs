@@ -122,9 +122,20 @@ pub async fn raft_pre_vote(State(state): State<AppState>, headers: HeaderMap, bo
 /// megabytes: its body may be as large as the tables file may be (not the
 /// 2 MiB of axum's default, which would keep a follower from ever catching
 /// up through a snapshot of a busy cluster).
+/// Snapshot bodies read at once. One is what a leader sends; a second
+/// covers a new leader's while an old one's is still arriving. Each may be
+/// `MAX_DOCUMENT` bytes, so anyone who reaches the port and knows a node's
+/// id could otherwise make it buffer 64 MiB per concurrent request.
+static SNAPSHOT_BODIES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
 pub async fn raft_snapshot(State(state): State<AppState>, request: Request) -> ApiResult<Response> {
     let (parts, body) = request.into_parts();
     let cluster = checked_target(&state, &parts.headers)?;
+    // Refused at once rather than queued: the sender retries, and a queue
+    // would hold the connections of whoever floods it.
+    let _reading = SNAPSHOT_BODIES
+        .try_acquire()
+        .map_err(|_| ApiError::Busy("two snapshots are being received; retry shortly"))?;
     let limit = usize::try_from(MAX_DOCUMENT).unwrap_or(usize::MAX);
     let body = axum::body::to_bytes(body, limit)
         .await

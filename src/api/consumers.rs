@@ -163,21 +163,29 @@ pub async fn delete(State(state): State<AppState>, uri: Uri) -> ApiResult<Respon
     }
 }
 
-/// `distlog_consumer_lag_records`, one line per consumer, appended to the
-/// `/metrics` text. Nothing on a node that keeps no positions.
+/// `distlog_consumer_lag_records`, one line per consumer of each log
+/// (labelled `log`, the default log's `default`), appended to the
+/// `/metrics` text. Nothing for a log whose node keeps no positions.
 pub fn render_metrics(state: &AppState, out: &mut String) {
-    let next = state.log.next_offset();
-    let _ = state.consumers.read(|t| {
-        out.push_str(
-            "# HELP distlog_consumer_lag_records Offsets between a named consumer's position and the log's next \
-             offset (one series per consumer, at most --max-consumers).\n",
-        );
-        out.push_str("# TYPE distlog_consumer_lag_records gauge\n");
+    out.push_str(
+        "# HELP distlog_consumer_lag_records Offsets between a named consumer's position and the log's next \
+         offset (one series per consumer of each log, at most --max-consumers a log).\n",
+    );
+    out.push_str("# TYPE distlog_consumer_lag_records gauge\n");
+    render_lags(crate::logs::DEFAULT_LOG, &state.log, &state.consumers, out);
+    for named in state.catalog.list() {
+        render_lags(named.name.as_str(), &named.log, &named.consumers, out);
+    }
+}
+
+fn render_lags(log_name: &str, log: &Log, consumers: &crate::mode::Consumers, out: &mut String) {
+    let next = log.next_offset();
+    let _ = consumers.read(|t| {
         for (name, p) in t.iter() {
-            // Names are [A-Za-z0-9._-]: nothing to escape in a label.
+            // Names are [A-Za-z0-9._-] (log names a subset): nothing to escape in a label.
             let _ = writeln!(
                 out,
-                "distlog_consumer_lag_records{{consumer=\"{name}\"}} {}",
+                "distlog_consumer_lag_records{{log=\"{log_name}\",consumer=\"{name}\"}} {}",
                 next.saturating_sub(p.offset)
             );
         }
@@ -215,7 +223,7 @@ fn refusal_error(refusal: Refusal, name: &str) -> ApiError {
     }
 }
 
-async fn read_small_body(headers: &HeaderMap, body: Body) -> ApiResult<axum::body::Bytes> {
+pub(super) async fn read_small_body(headers: &HeaderMap, body: Body) -> ApiResult<axum::body::Bytes> {
     let too_large = |size| ApiError::TooLarge {
         what: "request body",
         size,

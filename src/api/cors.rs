@@ -250,7 +250,8 @@ const PREFLIGHT_VARY: &str = "origin, access-control-request-method, access-cont
 
 fn methods(route: &str) -> HeaderValue {
     HeaderValue::from_static(match route {
-        routes::ROOT => "GET, HEAD, POST, OPTIONS",
+        routes::ROOT | routes::NAMED_ROOT => "GET, HEAD, POST, OPTIONS",
+        routes::LOG => "GET, HEAD, PUT, PATCH, DELETE, OPTIONS",
         routes::CLUSTER_JOIN
         | routes::CLUSTER_LEADER
         | routes::RAFT_APPEND
@@ -259,7 +260,7 @@ fn methods(route: &str) -> HeaderValue {
         | routes::RAFT_SNAPSHOT
         | routes::RAFT_TRANSFER => "POST, OPTIONS",
         routes::CLUSTER_MEMBER => "DELETE, OPTIONS",
-        routes::CONSUMER => "GET, HEAD, PUT, DELETE, OPTIONS",
+        routes::CONSUMER | routes::NAMED_CONSUMER => "GET, HEAD, PUT, DELETE, OPTIONS",
         _ => "GET, HEAD, OPTIONS",
     })
 }
@@ -381,6 +382,9 @@ mod tests {
         assert_eq!(methods(routes::CLUSTER_JOIN), "POST, OPTIONS");
         assert_eq!(methods(routes::CLUSTER_LEADER), "POST, OPTIONS");
         assert_eq!(methods(routes::CLUSTER_MEMBER), "DELETE, OPTIONS");
+        assert_eq!(methods(routes::LOG), "GET, HEAD, PUT, PATCH, DELETE, OPTIONS");
+        assert_eq!(methods(routes::NAMED_ROOT), "GET, HEAD, POST, OPTIONS");
+        assert_eq!(methods(routes::NAMED_CONSUMER), "GET, HEAD, PUT, DELETE, OPTIONS");
         assert_eq!(methods(routes::RAFT_APPEND), "POST, OPTIONS");
     }
 

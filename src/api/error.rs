@@ -12,6 +12,7 @@ use crate::auth::AuthFailure;
 use crate::cluster::ClusterError;
 use crate::log::LogError;
 use crate::log::producers::Refusal;
+use crate::logs::{CatalogError, SettingsError};
 use crate::mode::AppendError;
 
 #[derive(Debug, thiserror::Error)]
@@ -197,6 +198,31 @@ pub enum ApiError {
 
     #[error("offset {offset} is past the log's end (next offset {next}): a position cannot point past it")]
     PositionPastEnd { offset: u64, next: u64 },
+
+    #[error("bad log name {name:?}: {reason}")]
+    InvalidLogName { name: Echo, reason: &'static str },
+
+    #[error("no log is named {name:?}")]
+    LogNotFound { name: String },
+
+    #[error("log {name:?} exists with other settings")]
+    LogExists { name: String, settings: Value },
+
+    #[error("the node holds {max} logs, the limit (--max-logs); delete one first")]
+    TooManyLogs { max: usize },
+
+    #[error("replicas {replicas} is more than the {nodes} node(s) there are")]
+    NotEnoughNodes { replicas: u64, nodes: u64 },
+
+    #[error("bad log settings: {detail}")]
+    BadLogSettings { field: &'static str, detail: String },
+
+    #[error("named logs are not served here: {0}")]
+    NamedLogsUnavailable(&'static str),
+
+    /// A peer route refusing more work of one kind at once.
+    #[error("busy: {0}")]
+    Busy(&'static str),
 }
 
 /// Client input quoted back in an error (a path, a method, a header or
@@ -278,6 +304,13 @@ impl ApiError {
             ApiError::ConsumerNotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::PositionMismatch { .. } => StatusCode::PRECONDITION_FAILED,
             ApiError::TooManyConsumers { .. } => StatusCode::CONFLICT,
+            ApiError::InvalidLogName { .. } | ApiError::NotEnoughNodes { .. } | ApiError::BadLogSettings { .. } => {
+                StatusCode::BAD_REQUEST
+            }
+            ApiError::LogNotFound { .. } => StatusCode::NOT_FOUND,
+            ApiError::LogExists { .. } | ApiError::TooManyLogs { .. } => StatusCode::CONFLICT,
+            ApiError::NamedLogsUnavailable(_) => StatusCode::NOT_IMPLEMENTED,
+            ApiError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -330,6 +363,14 @@ impl ApiError {
             ApiError::PositionMismatch { .. } => "position_mismatch",
             ApiError::TooManyConsumers { .. } => "too_many_consumers",
             ApiError::PositionPastEnd { .. } => "offset_past_end",
+            ApiError::InvalidLogName { .. } => "invalid_log_name",
+            ApiError::LogNotFound { .. } => "log_not_found",
+            ApiError::LogExists { .. } => "log_exists",
+            ApiError::TooManyLogs { .. } => "too_many_logs",
+            ApiError::NotEnoughNodes { .. } => "not_enough_nodes",
+            ApiError::BadLogSettings { .. } => "bad_log_settings",
+            ApiError::NamedLogsUnavailable(_) => "named_logs_unavailable",
+            ApiError::Busy(_) => "busy",
         }
     }
 
@@ -368,7 +409,46 @@ impl ApiError {
             ApiError::PositionMismatch { stored } => json!({ "stored": stored }),
             ApiError::TooManyConsumers { max } => json!({ "max": max }),
             ApiError::PositionPastEnd { offset, next } => json!({ "offset": offset, "next_offset": next }),
+            ApiError::InvalidLogName { name, .. } => json!({ "name": name.to_string() }),
+            ApiError::LogNotFound { name } => json!({ "name": name }),
+            ApiError::LogExists { name, settings } => json!({ "name": name, "settings": settings }),
+            ApiError::TooManyLogs { max } => json!({ "max": max }),
+            ApiError::NotEnoughNodes { replicas, nodes } => json!({ "replicas": replicas, "nodes": nodes }),
+            ApiError::BadLogSettings { field, .. } => json!({ "field": field }),
             _ => json!({}),
+        }
+    }
+}
+
+impl From<CatalogError> for ApiError {
+    fn from(err: CatalogError) -> Self {
+        match err {
+            CatalogError::Unavailable(why) => ApiError::NamedLogsUnavailable(why),
+            CatalogError::NotFound(name) => ApiError::LogNotFound { name },
+            CatalogError::Exists { name, settings } => ApiError::LogExists {
+                name,
+                settings: serde_json::to_value(settings).unwrap_or_default(),
+            },
+            CatalogError::TooMany { max } => ApiError::TooManyLogs { max },
+            CatalogError::Settings(SettingsError::NotEnoughNodes { replicas, nodes }) => {
+                ApiError::NotEnoughNodes { replicas, nodes }
+            }
+            CatalogError::Settings(e @ SettingsError::BadReplicas(_)) => ApiError::BadLogSettings {
+                field: "replicas",
+                detail: e.to_string(),
+            },
+            CatalogError::Settings(e @ SettingsError::OutOfRange { key, .. }) => ApiError::BadLogSettings {
+                field: key,
+                detail: e.to_string(),
+            },
+            CatalogError::Log(e) => e.into(),
+            CatalogError::Io(e) => {
+                tracing::error!(error = %e, "named log storage failure");
+                super::metrics::storage_error("io");
+                ApiError::Storage(e.to_string())
+            }
+            CatalogError::Start(e) => ApiError::Storage(e.to_string()),
+            e @ CatalogError::Failed { .. } => ApiError::Storage(e.to_string()),
         }
     }
 }
@@ -423,6 +503,7 @@ impl ApiError {
             ApiError::TooManyConnections { .. }
             | ApiError::NoLeader
             | ApiError::NotFormed(_)
+            | ApiError::Busy(_)
             | ApiError::OutcomeUnknown(_) => Some(1),
             _ => None,
         }

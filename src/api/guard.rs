@@ -9,6 +9,11 @@
 //! `DELETE` under `/cluster/`) need `cluster`; `GET /cluster` needs
 //! `consume`. Consumer positions (`/consumers`, `/consumers/{name}`, every
 //! method) need `consume`: a consumer keeps its own place.
+//! A named log's routes (`/logs/{name}/...`) need what the default log's
+//! do, scoped to that log; creating, changing and deleting a log
+//! (`PUT`/`PATCH`/`DELETE /logs/{name}`) need `manage` on it; `GET /logs`
+//! needs an unscoped `consume`. A scoped grant (`produce:orders`) covers
+//! only the logs it names; the default log's name there is `default`.
 //! A refused caller gets the JSON error of `ApiError::Unauthorized` (401,
 //! with `WWW-Authenticate: Bearer`) or `ApiError::Forbidden` (403).
 
@@ -26,7 +31,8 @@ use crate::auth::{Action, PeerInfo, Policy, Principal};
 
 fn required_action(policy: &Policy, method: &Method, route: &str) -> Option<Action> {
     match (method, route) {
-        (&Method::POST, routes::ROOT) => Some(Action::Produce),
+        (&Method::POST, routes::ROOT | routes::NAMED_ROOT) => Some(Action::Produce),
+        (&Method::PUT | &Method::PATCH | &Method::DELETE, routes::LOG) => Some(Action::Manage),
         (
             _,
             routes::RAFT_APPEND
@@ -68,7 +74,7 @@ fn check(policy: &Policy, request: &Request) -> Result<Option<String>, ApiError>
         .identify(bearer_token(request), client_common_name(request))
         .map_err(|reason| ApiError::Unauthorized { reason })?;
     if let Some(who) = &principal
-        && !policy.allows(who, action)
+        && !policy.allows(who, action, super::log_of(request.uri().path()))
     {
         return Err(ApiError::Forbidden {
             principal: who.clone(),

@@ -5,6 +5,7 @@
 //! (`promtool check metrics` insists): each module describes the metrics it
 //! records, all of them when the recorder is installed.
 
+use std::fmt::Write;
 use std::sync::OnceLock;
 
 use axum::extract::State;
@@ -15,6 +16,8 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use super::process_metrics;
 use super::request_metrics::{self, DURATION_BUCKETS};
 use super::state::AppState;
+use crate::log::{Appended, LogStats};
+use crate::logs::DEFAULT_LOG;
 
 /// The process-wide Prometheus recorder, installed on first use.
 pub fn recorder() -> &'static PrometheusHandle {
@@ -44,12 +47,52 @@ pub fn recorder() -> &'static PrometheusHandle {
     })
 }
 
-const NEXT_OFFSET: &str = "distlog_log_next_offset";
-const LOWEST_OFFSET: &str = "distlog_log_lowest_offset";
-const SEGMENTS: &str = "distlog_log_segments";
-const SIZE_BYTES: &str = "distlog_log_size_bytes";
-const RECORDS_APPENDED: &str = "distlog_records_appended_total";
-const BYTES_APPENDED: &str = "distlog_bytes_appended_total";
+/// The series every log has, labelled `log` (see `render_logs`): name,
+/// type, HELP text, and the value from the log's stats.
+type LogSeries = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&LogStats, &Appended) -> u64,
+);
+const LOG_SERIES: [LogSeries; 6] = [
+    (
+        "distlog_log_next_offset",
+        "gauge",
+        "The offset the next appended record will get.",
+        |s, _| s.next_offset,
+    ),
+    (
+        "distlog_log_lowest_offset",
+        "gauge",
+        "The oldest offset still in the log (retention deletes below it).",
+        |s, _| s.lowest_offset,
+    ),
+    (
+        "distlog_log_segments",
+        "gauge",
+        "Segment files the log holds.",
+        |s, _| s.segments as u64,
+    ),
+    (
+        "distlog_log_size_bytes",
+        "gauge",
+        "Bytes of record frames in the log's segment stores (indexes not counted).",
+        |s, _| s.size_bytes,
+    ),
+    (
+        "distlog_records_appended_total",
+        "counter",
+        "Records appended since the log was opened.",
+        |_, a| a.records,
+    ),
+    (
+        "distlog_bytes_appended_total",
+        "counter",
+        "Bytes of record frames (header and value) appended since the log was opened.",
+        |_, a| a.bytes,
+    ),
+];
 /// Set by the HTTP layer's accept loop (`crate::http`).
 pub const OPEN_CONNECTIONS: &str = "distlog_http_open_connections";
 pub(super) const SSE_SUBSCRIBERS: &str = "distlog_sse_subscribers";
@@ -67,23 +110,6 @@ pub(super) fn storage_error(kind: &'static str) {
 /// HELP text for the log's series this page refreshes.
 fn describe_metrics() {
     use metrics::{Unit, describe_counter, describe_gauge};
-    describe_gauge!(NEXT_OFFSET, "The offset the next appended record will get.");
-    describe_gauge!(
-        LOWEST_OFFSET,
-        "The oldest offset still in the log (retention deletes below it)."
-    );
-    describe_gauge!(SEGMENTS, "Segment files the log holds.");
-    describe_gauge!(
-        SIZE_BYTES,
-        Unit::Bytes,
-        "Bytes of record frames in the log's segment stores (indexes not counted)."
-    );
-    describe_counter!(RECORDS_APPENDED, "Records appended since the log was opened.");
-    describe_counter!(
-        BYTES_APPENDED,
-        Unit::Bytes,
-        "Bytes of record frames (header and value) appended since the log was opened."
-    );
     describe_gauge!(
         OPEN_CONNECTIONS,
         "HTTP connections being served (those refused beyond --max-connections not counted)."
@@ -106,23 +132,30 @@ fn describe_metrics() {
     }
 }
 
+/// `LOG_SERIES` for the default log (`log="default"`) and each named log:
+/// one label value per log, at most `--max-logs` + 1. Rendered here rather
+/// than kept in the recorder, so that a deleted log's series go with it.
+fn render_logs(state: &AppState, out: &mut String) {
+    let named = state.catalog.list();
+    let mut logs = vec![(DEFAULT_LOG, state.log.stats(), state.log.appended())];
+    logs.extend(named.iter().map(|n| (n.name.as_str(), n.log.stats(), n.log.appended())));
+    for (family, kind, help, value) in LOG_SERIES {
+        let _ = writeln!(out, "# HELP {family} {help}\n# TYPE {family} {kind}");
+        for (name, stats, appended) in &logs {
+            // Log names are [a-z0-9._-]: nothing to escape in a label.
+            let _ = writeln!(out, "{family}{{log=\"{name}\"}} {}", value(stats, appended));
+        }
+    }
+}
+
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let stats = state.log.stats();
-    metrics::gauge!(NEXT_OFFSET).set(stats.next_offset as f64);
-    metrics::gauge!(LOWEST_OFFSET).set(stats.lowest_offset as f64);
-    metrics::gauge!(SEGMENTS).set(stats.segments as f64);
-    metrics::gauge!(SIZE_BYTES).set(stats.size_bytes as f64);
     if let Ok(space) = crate::log::fsops::space(state.log.dir()) {
         metrics::gauge!(DISK_AVAILABLE).set(space.available as f64);
         metrics::gauge!(DISK_SIZE).set(space.total as f64);
     }
-    // Counted by the log under its writer lock (cheaper than a shared
-    // counter per append) and handed over here.
-    let appended = state.log.appended();
-    metrics::counter!(RECORDS_APPENDED).absolute(appended.records);
-    metrics::counter!(BYTES_APPENDED).absolute(appended.bytes);
     let mut text = recorder().render();
     request_metrics::render(&mut text);
+    render_logs(&state, &mut text);
     super::consumers::render_metrics(&state, &mut text);
     process_metrics::render(&mut text);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)

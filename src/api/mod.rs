@@ -14,8 +14,10 @@ mod guard;
 mod json_body;
 mod json_check;
 mod json_limits;
+mod logs;
 mod media;
 mod metrics;
+mod named;
 mod observe;
 mod position;
 mod process_metrics;
@@ -32,8 +34,8 @@ mod status;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::Request;
-use axum::routing::{delete, get, post};
+use axum::extract::{Path, Request, State};
+use axum::routing::{any, delete, get, post};
 use tower_layer::Layer;
 
 use cors::{CrossOrigin, CrossOriginLayer};
@@ -66,6 +68,17 @@ mod routes {
     pub const CLUSTER_LEADER: &str = "/cluster/leader";
     pub const CONSUMERS: &str = "/consumers";
     pub const CONSUMER: &str = "/consumers/{name}";
+    pub const LOGS: &str = "/logs";
+    pub const LOG: &str = "/logs/{name}";
+    /// A named log's routes: `/logs/{name}` and one of the routes above
+    /// (see `named`); a route template names them so, e.g.
+    /// `/logs/{name}/{offset}`.
+    pub const NAMED_ROOT: &str = "/logs/{name}/";
+    pub const NAMED_ANY: &str = "/logs/{name}/{*rest}";
+    pub const NAMED_RECORD: &str = "/logs/{name}/{offset}";
+    pub const NAMED_FRAMES: &str = "/logs/{name}/replication/frames";
+    pub const NAMED_CONSUMERS: &str = "/logs/{name}/consumers";
+    pub const NAMED_CONSUMER: &str = "/logs/{name}/consumers/{consumer}";
     pub const RAFT_APPEND: &str = crate::cluster::APPEND_PATH;
     pub const RAFT_VOTE: &str = crate::cluster::VOTE_PATH;
     pub const RAFT_PRE_VOTE: &str = crate::cluster::PRE_VOTE_PATH;
@@ -92,22 +105,22 @@ pub type App = Observe<CrossOrigin<Router>>;
 /// no credentials; what it reads through the API does).
 pub fn app(state: AppState, policy: Option<Arc<Policy>>, origins: AllowedOrigins, console: bool) -> App {
     recorder();
-    // What a removed member must not serve (see `removed`).
-    let client_routes = Router::new()
-        .route(routes::ROOT, get(read::read_range).post(append::append))
-        .route(routes::RECORD, get(read::read_one))
-        .route(routes::FRAMES, get(frames::frames))
-        .route(routes::CONSUMERS, get(consumers::list))
-        .route(
-            routes::CONSUMER,
-            get(consumers::get_one).put(consumers::put).delete(consumers::delete),
-        )
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            removed::refuse_when_removed,
-        ));
-    let routes = Router::new()
-        .merge(client_routes)
+    let named = Arc::new(named::NamedRouters::new(log_routes, &state));
+    let routers = named.clone();
+    let delete_log = move |State(state): State<AppState>, Path(name): Path<String>| {
+        let routers = routers.clone();
+        async move { logs::delete(state, name, routers).await }
+    };
+    let dispatch = move |State(state): State<AppState>, request: Request| {
+        let named = named.clone();
+        async move { named::dispatch(state, named, request).await }
+    };
+    // The default log's routes: a removed member serves none (see `removed`).
+    let default_log = log_routes().route_layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        removed::refuse_when_removed,
+    ));
+    let routes = default_log
         .route(routes::STATUS, get(status::status))
         .route(routes::HEALTHZ, get(status::healthz))
         .route(routes::READYZ, get(status::readyz))
@@ -116,6 +129,13 @@ pub fn app(state: AppState, policy: Option<Arc<Policy>>, origins: AllowedOrigins
         .route(routes::CLUSTER_JOIN, post(cluster::join))
         .route(routes::CLUSTER_MEMBER, delete(cluster::remove_member))
         .route(routes::CLUSTER_LEADER, post(cluster::transfer_leader))
+        .route(routes::LOGS, get(logs::list))
+        .route(
+            routes::LOG,
+            get(logs::get_one).put(logs::put).patch(logs::patch).delete(delete_log),
+        )
+        .route(routes::NAMED_ROOT, any(dispatch.clone()))
+        .route(routes::NAMED_ANY, any(dispatch))
         .route(routes::RAFT_APPEND, post(cluster::raft_append))
         .route(routes::RAFT_VOTE, post(cluster::raft_vote))
         .route(routes::RAFT_PRE_VOTE, post(cluster::raft_pre_vote))
@@ -133,9 +153,26 @@ pub fn app(state: AppState, policy: Option<Arc<Policy>>, origins: AllowedOrigins
     ObserveLayer.layer(CrossOriginLayer(origins).layer(router))
 }
 
+/// The routes every log has, the default log at `/` and each named log
+/// under `/logs/{name}/` (see `named`).
+fn log_routes() -> Router<AppState> {
+    Router::new()
+        .route(routes::ROOT, get(read::read_range).post(append::append))
+        .route(routes::RECORD, get(read::read_one))
+        .route(routes::FRAMES, get(frames::frames))
+        .route(routes::CONSUMERS, get(consumers::list))
+        .route(
+            routes::CONSUMER,
+            get(consumers::get_one).put(consumers::put).delete(consumers::delete),
+        )
+}
+
 /// The template of the route that serves `path`, as the router matches it:
 /// the named paths, any other single non-empty segment is a record.
 pub fn route_template(path: &str) -> &'static str {
+    if let Some((name, rest)) = named::split(path) {
+        return named_template(name, rest, path);
+    }
     match path {
         routes::ROOT => routes::ROOT,
         routes::STATUS => routes::STATUS,
@@ -147,6 +184,7 @@ pub fn route_template(path: &str) -> &'static str {
         routes::CLUSTER_JOIN => routes::CLUSTER_JOIN,
         routes::CLUSTER_LEADER => routes::CLUSTER_LEADER,
         routes::CONSUMERS => routes::CONSUMERS,
+        routes::LOGS => routes::LOGS,
         routes::RAFT_APPEND => routes::RAFT_APPEND,
         routes::RAFT_VOTE => routes::RAFT_VOTE,
         routes::RAFT_SNAPSHOT => routes::RAFT_SNAPSHOT,
@@ -167,6 +205,48 @@ pub fn route_template(path: &str) -> &'static str {
             Some(segment) if !segment.is_empty() && !segment.contains('/') => routes::RECORD,
             _ => routes::UNMATCHED,
         },
+    }
+}
+
+/// The template of a path under `/logs/`: `name` and what follows it,
+/// matched against the routes a log has without going back through
+/// `route_template` (a path of many `/logs/x/` must cost one pass).
+fn named_template(name: &str, rest: &str, path: &str) -> &'static str {
+    if name.is_empty() {
+        return routes::UNMATCHED;
+    }
+    if !path[named::PREFIX.len() + name.len()..].starts_with('/') {
+        return routes::LOG;
+    }
+    match rest {
+        "" => routes::NAMED_ROOT,
+        "replication/frames" => routes::NAMED_FRAMES,
+        "consumers" => routes::NAMED_CONSUMERS,
+        _ => match rest.strip_prefix("consumers/") {
+            Some(consumer) if !consumer.is_empty() && !consumer.contains('/') => routes::NAMED_CONSUMER,
+            Some(_) => routes::UNMATCHED,
+            // Any other single segment is an offset there, as at `/`.
+            None if !rest.contains('/') => routes::NAMED_RECORD,
+            None => routes::UNMATCHED,
+        },
+    }
+}
+
+/// The name of the log a request to `path` is for (`default` for the
+/// default log's routes); `None` for routes of the node (status, metrics,
+/// the cluster, the list of logs).
+pub fn log_of(path: &str) -> Option<&str> {
+    match route_template(path) {
+        routes::ROOT | routes::RECORD | routes::FRAMES | routes::CONSUMERS | routes::CONSUMER => {
+            Some(crate::logs::DEFAULT_LOG)
+        }
+        routes::LOG
+        | routes::NAMED_ROOT
+        | routes::NAMED_RECORD
+        | routes::NAMED_FRAMES
+        | routes::NAMED_CONSUMERS
+        | routes::NAMED_CONSUMER => named::split(path).map(|(name, _)| name),
+        _ => None,
     }
 }
 
@@ -209,8 +289,27 @@ mod tests {
             ("/consumers/a/b", "unmatched"),
             ("/consumers/", "unmatched"),
             ("//", "unmatched"),
+            ("/logs", "/logs"),
+            ("/logs/orders", "/logs/{name}"),
+            ("/logs/orders/", "/logs/{name}/"),
+            ("/logs/orders/42", "/logs/{name}/{offset}"),
+            ("/logs/orders/replication/frames", "/logs/{name}/replication/frames"),
+            ("/logs/orders/consumers", "/logs/{name}/consumers"),
+            ("/logs/orders/consumers/billing", "/logs/{name}/consumers/{consumer}"),
+            ("/logs/orders/a/b", "unmatched"),
+            ("/logs/", "unmatched"),
+            ("/logs//1", "unmatched"),
+            ("/logs/orders/consumers/", "unmatched"),
+            ("/logs/orders/replication", "/logs/{name}/{offset}"),
+            ("/logs/a/logs/a/0", "unmatched"),
         ] {
             assert_eq!(route_template(path), template, "{path}");
         }
+        let nested = "/logs/a".repeat(10_000) + "/0";
+        assert_eq!(
+            route_template(&nested),
+            "unmatched",
+            "one pass, however many /logs/ a path repeats"
+        );
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::log::Log;
+use crate::logs::{Catalog, NamedLog};
 use crate::mode::{Consumers, Mode};
 
 /// Caps on everything a client controls.
@@ -54,6 +55,8 @@ pub struct Shared {
     /// Turns true when the server starts shutting down: long polls and
     /// event streams end, `/readyz` says no.
     pub shutdown: watch::Receiver<bool>,
+    /// The node's named logs (see `crate::logs`).
+    pub catalog: Catalog,
 }
 
 impl std::ops::Deref for AppState {
@@ -65,14 +68,36 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
-    pub fn new(log: Log, limits: Limits, mode: Mode, consumers: Consumers, shutdown: watch::Receiver<bool>) -> Self {
+    pub fn new(
+        log: Log,
+        limits: Limits,
+        mode: Mode,
+        consumers: Consumers,
+        shutdown: watch::Receiver<bool>,
+        catalog: Catalog,
+    ) -> Self {
         AppState(Arc::new(Shared {
             log,
             limits,
             mode,
             consumers,
             shutdown,
+            catalog,
         }))
+    }
+
+    /// The state `named`'s routes are served with: its log, mode and
+    /// positions, the node's limits; its shutdown signal turns true when
+    /// the log is deleted or the node stops (`NamedLog::gone`).
+    pub(super) fn for_log(&self, named: &NamedLog) -> AppState {
+        AppState::new(
+            named.log.clone(),
+            self.limits.clone(),
+            named.mode.clone(),
+            named.consumers.clone(),
+            named.gone(),
+            self.catalog.clone(),
+        )
     }
 
     /// Whether readers skip the record at `offset` (see `Mode::hidden`).

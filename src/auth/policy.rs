@@ -66,9 +66,10 @@ impl Policy {
         }
     }
 
-    /// Whether `principal` may do `action`. Without an ACL every
-    /// authenticated principal may do everything.
-    pub fn allows(&self, principal: &str, action: Action) -> bool {
-        self.acl.as_ref().is_none_or(|acl| acl.allows(principal, action))
+    /// Whether `principal` may do `action` on `log` (`None`: no log or all
+    /// of them). Without an ACL every authenticated principal may do
+    /// everything.
+    pub fn allows(&self, principal: &str, action: Action, log: Option<&str>) -> bool {
+        self.acl.as_ref().is_none_or(|acl| acl.allows(principal, action, log))
     }
 }

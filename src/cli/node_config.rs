@@ -15,7 +15,7 @@ use crate::log::{
     Clock, Durability, FRAME_HEADER, LogConfig, LogError, MAX_RECORD_CEILING, default_max_record_bytes, record_ceiling,
 };
 use crate::mode::{ClusterSettings, ModeConfig};
-use crate::node::NodeConfig;
+use crate::node::{NamedLogsConfig, NodeConfig};
 use crate::replication::FollowConfig;
 
 impl ServeArgs {
@@ -69,6 +69,10 @@ impl ServeArgs {
             },
             cors_origins,
             console: !self.no_ui,
+            named_logs: NamedLogsConfig {
+                max_logs: usize::try_from(self.max_logs).unwrap_or(usize::MAX),
+                auto_create: self.auto_create_logs,
+            },
             ..NodeConfig::new(&self.data_dir)
         })
     }
@@ -81,6 +85,7 @@ impl ServeArgs {
         let Some(leader) = &self.follow else {
             return Ok(ModeConfig::Standalone);
         };
+        let leader = &self.followed_url(leader)?;
         Ok(ModeConfig::Replica(FollowConfig {
             reset: self.follow_reset,
             // The leader most likely runs with its followers' limits: its
@@ -93,6 +98,19 @@ impl ServeArgs {
             token: self.follow_token()?,
             ..FollowConfig::new(leader)
         }))
+    }
+
+    /// The URL the follower pulls under: the leader's, or with
+    /// `--follow-log` the named log's there (`<leader>/logs/<name>`).
+    fn followed_url(&self, leader: &str) -> anyhow::Result<String> {
+        let leader = leader.trim_end_matches('/');
+        let Some(name) = &self.follow_log else {
+            return Ok(leader.to_string());
+        };
+        if name != crate::logs::DEFAULT_LOG {
+            crate::logs::LogName::parse(name).map_err(|e| anyhow::anyhow!("invalid --follow-log {name:?}: {e}"))?;
+        }
+        Ok(format!("{leader}/logs/{name}"))
     }
 
     fn cluster(&self) -> anyhow::Result<Option<ClusterSettings>> {

@@ -104,6 +104,14 @@ pub struct ServeArgs {
     #[arg(long, env = "DISTLOG_MAX_CONSUMERS", value_name = "COUNT", default_value_t = crate::log::consumers::DEFAULT_MAX_CONSUMERS, help_heading = "HTTP")]
     pub(super) max_consumers: usize,
 
+    /// Named logs this node holds at most (`PUT /logs/{name}`); a new one past it is refused (409 too_many_logs).
+    #[arg(long, env = "DISTLOG_MAX_LOGS", value_name = "COUNT", default_value_t = crate::logs::DEFAULT_MAX_LOGS as u64, value_parser = clap::value_parser!(u64).range(1..=100_000), help_heading = "Named logs")]
+    pub(super) max_logs: u64,
+
+    /// An append to a named log that does not exist creates it with default settings (reads still answer 404).
+    #[arg(long, env = "DISTLOG_AUTO_CREATE_LOGS", help_heading = "Named logs")]
+    pub(super) auto_create_logs: bool,
+
     /// Serve HTTPS only, with this PEM certificate chain (reloaded on SIGHUP).
     #[arg(
         long,
@@ -138,7 +146,7 @@ pub struct ServeArgs {
     #[arg(long, env = "DISTLOG_TOKEN_FILE", value_name = "FILE", help_heading = "Security")]
     pub(super) token_file: Option<PathBuf>,
 
-    /// Authorize with this policy of `<principal> <action>` lines (actions produce, consume, cluster, admin; `*` = anyone).
+    /// Authorize with this policy of `<principal> <action>` lines (actions produce, consume, manage, cluster, admin, produce/consume/manage scoped as `produce:orders` or `consume:audit-*`; `*` = anyone).
     #[arg(long, env = "DISTLOG_ACL", value_name = "FILE", help_heading = "Security")]
     pub(super) acl: Option<PathBuf>,
 
@@ -149,6 +157,16 @@ pub struct ServeArgs {
     /// Run as a read-only replica of the leader at this URL (e.g. http://leader:8080).
     #[arg(long, env = "DISTLOG_FOLLOW", value_name = "URL", help_heading = "Replica")]
     pub(super) follow: Option<String>,
+
+    /// With --follow: copy this named log of the leader's (its /logs/NAME/ routes) rather than its default log.
+    #[arg(
+        long,
+        env = "DISTLOG_FOLLOW_LOG",
+        value_name = "NAME",
+        requires = "follow",
+        help_heading = "Replica"
+    )]
+    pub(super) follow_log: Option<String>,
 
     /// With --follow: discard the local log at start and copy the leader's anew.
     #[arg(long, env = "DISTLOG_FOLLOW_RESET", requires = "follow", help_heading = "Replica")]

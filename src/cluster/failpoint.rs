@@ -19,7 +19,20 @@ pub const FAILPOINT_ENV: &str = "DISTLOG_FAILPOINT";
 /// The points there are: after a join added its learner (before the
 /// learner is made a voter in place of its stale twin).
 pub const JOIN_AFTER_LEARNER: &str = "join-after-learner";
-const POINTS: &[&str] = &[JOIN_AFTER_LEARNER];
+/// A named log's creation, after its settings are written in
+/// `.creating.<name>` (before the rename that makes it exist).
+pub const LOG_CREATE_BEFORE_RENAME: &str = "log-create-before-rename";
+/// A named log's creation, after the rename (before the log is opened).
+pub const LOG_CREATE_AFTER_RENAME: &str = "log-create-after-rename";
+/// A named log's deletion, after the rename to `.deleting.<name>.<n>`
+/// (before the directory is removed).
+pub const LOG_DELETE_AFTER_RENAME: &str = "log-delete-after-rename";
+const POINTS: &[&str] = &[
+    JOIN_AFTER_LEARNER,
+    LOG_CREATE_BEFORE_RENAME,
+    LOG_CREATE_AFTER_RENAME,
+    LOG_DELETE_AFTER_RENAME,
+];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Action {
@@ -39,7 +52,7 @@ fn armed() -> Option<&'static (String, Action)> {
 }
 
 /// Says at startup which crash point is armed, if one is.
-pub(super) fn announce() {
+pub fn announce() {
     if let Some((point, action)) = armed() {
         tracing::warn!(%point, ?action, "a crash point is armed ({FAILPOINT_ENV}): for tests only");
     }
@@ -57,7 +70,7 @@ fn parse(value: &str) -> Option<(String, Action)> {
 }
 
 /// What `point` does when armed (see the module doc); Ok when it is not.
-pub(super) async fn hit(point: &str) -> Result<(), String> {
+pub async fn hit(point: &str) -> Result<(), String> {
     static FIRED: AtomicBool = AtomicBool::new(false);
     let Some((armed, action)) = armed().filter(|(armed, _)| armed == point) else {
         return Ok(());

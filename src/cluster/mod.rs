@@ -31,7 +31,7 @@ mod consumers;
 mod contact;
 mod durable;
 mod error;
-mod failpoint;
+pub mod failpoint;
 mod formation;
 mod log_store;
 mod marks;

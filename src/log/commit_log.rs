@@ -19,7 +19,7 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLockReadGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock, RwLockReadGuard};
 use std::thread::JoinHandle;
 
 use tokio::sync::watch;
@@ -111,6 +111,16 @@ struct Shared {
     /// The newest timestamp written (of a user record, at open), which
     /// no later record's goes below (see `Writer::note_stamp`).
     newest_stamp: AtomicU64,
+    /// Retention as it is now: the config's at open, changed at run time
+    /// for a named log (`set_retention`).
+    retention: RwLock<Retention>,
+}
+
+/// What retention keeps (see `LogConfig::retention_bytes` and `retention_ms`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Retention {
+    pub bytes: Option<u64>,
+    pub ms: Option<u64>,
 }
 
 /// Records and frame bytes appended since the log was opened.
@@ -205,6 +215,10 @@ impl Log {
         // Of a user record: a cluster's control frames are stamped 0.
         let last_timestamp = by_time::newest_user_stamp(&segments)?;
         let durability = config.durability;
+        let retention = Retention {
+            bytes: config.retention_bytes,
+            ms: config.retention_ms,
+        };
         let shared = Arc::new(Shared {
             dir,
             config,
@@ -220,6 +234,7 @@ impl Log {
             background: Mutex::new(Vec::new()),
             handles: AtomicUsize::new(1),
             newest_stamp: AtomicU64::new(last_timestamp),
+            retention: RwLock::new(retention),
         });
         let committer = spawn_committer(Arc::downgrade(&shared), shared.committer.clone())?;
         lock(&shared.background).push(committer);
@@ -250,6 +265,27 @@ impl Log {
 
     pub fn config(&self) -> &LogConfig {
         &self.shared.config
+    }
+
+    /// What retention keeps now.
+    pub fn retention(&self) -> Retention {
+        *self.shared.retention.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Changes what retention keeps from its next run on. Zero is refused
+    /// as `LogConfig::validate` refuses it.
+    pub fn set_retention(&self, retention: Retention) -> Result<()> {
+        for (key, value) in [("retention_bytes", retention.bytes), ("retention_ms", retention.ms)] {
+            if value == Some(0) {
+                return Err(LogError::Config {
+                    key,
+                    allowed: "at least 1".into(),
+                    value: "0".into(),
+                });
+            }
+        }
+        *self.shared.retention.write().unwrap_or_else(PoisonError::into_inner) = retention;
+        Ok(())
     }
 
     pub fn dir(&self) -> &Path {

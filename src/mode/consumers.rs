@@ -12,6 +12,7 @@
 
 use std::io;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use super::journal::Journal;
@@ -42,6 +43,8 @@ enum Kept {
 struct Local {
     /// The journal is held with the table: one change at a time.
     table: Mutex<(Positions, Journal)>,
+    /// Set under the table's lock by `close`: no change is written after.
+    closed: AtomicBool,
 }
 
 impl Consumers {
@@ -53,11 +56,21 @@ impl Consumers {
                 let (journal, table) = Journal::open(&data_dir.join(DIR))?;
                 Kept::Local(Arc::new(Local {
                     table: Mutex::new((table, journal)),
+                    closed: AtomicBool::new(false),
                 }))
             }
             Mode::Member(cluster) => Kept::Member(cluster.clone()),
             Mode::Replica(status) => Kept::Replica(status.clone()),
         }))
+    }
+
+    /// Refuses every later change (a deleted named log's positions: its
+    /// journal is not written once its directory is going).
+    pub fn close(&self) {
+        if let Kept::Local(local) = &self.0 {
+            let _held = local.table.lock().unwrap_or_else(PoisonError::into_inner);
+            local.closed.store(true, Ordering::Release);
+        }
     }
 
     /// Reads the positions as this node holds them.
@@ -90,6 +103,9 @@ impl Local {
     /// journal could not record is undone.
     fn change(&self, change: &Change) -> Result<Outcome, AppendError> {
         let mut kept = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.closed.load(Ordering::Acquire) {
+            return Err(LogError::Closed.into());
+        }
         let (table, journal) = &mut *kept;
         let name = match change {
             Change::Set { name, .. } | Change::Delete { name } => name,

@@ -101,14 +101,8 @@ pub async fn start(
     let client = clients.0.unwrap_or_default();
     match config {
         ModeConfig::Standalone => {
-            let scan = log.clone();
-            let guarded = tokio::task::spawn_blocking(move || GuardedAppends::open(&scan))
-                .await
-                .map_err(|e| StartError::Producers(e.to_string()))?
-                .map_err(|e| StartError::Producers(e.to_string()))?;
-            let guarded = Arc::new(guarded);
-            let retention = spawn_retention(log.clone(), Some(guarded.clone()), retention_check, stopping.clone());
-            Ok((Mode::Standalone(guarded), vec![retention]))
+            let (mode, retention) = start_standalone(log, retention_check, stopping).await?;
+            Ok((mode, vec![retention]))
         }
         ModeConfig::Replica(follow) => {
             let status = Arc::new(FollowerStatus::new(follow.leader.clone()));
@@ -138,6 +132,24 @@ pub async fn start(
             Ok((Mode::Member(cluster), vec![retention]))
         }
     }
+}
+
+/// A standalone log's mode over `log`: its producers table, rebuilt from
+/// the log, and its retention task (ends when `stopping` turns true). The
+/// default log of a standalone node and every named log start this way.
+pub async fn start_standalone(
+    log: &Log,
+    retention_check: Duration,
+    stopping: &watch::Receiver<bool>,
+) -> Result<(Mode, JoinHandle<()>), StartError> {
+    let scan = log.clone();
+    let guarded = tokio::task::spawn_blocking(move || GuardedAppends::open(&scan))
+        .await
+        .map_err(|e| StartError::Producers(e.to_string()))?
+        .map_err(|e| StartError::Producers(e.to_string()))?;
+    let guarded = Arc::new(guarded);
+    let retention = spawn_retention(log.clone(), Some(guarded.clone()), retention_check, stopping.clone());
+    Ok((Mode::Standalone(guarded), retention))
 }
 
 /// A standalone node's or a replica's retention: delete the oldest segments

@@ -26,6 +26,24 @@ pub struct NodeConfig {
     /// How often retention runs.
     pub retention_check: Duration,
     pub http: HttpConfig,
+    /// Named logs (`--max-logs`, `--auto-create-logs`).
+    pub named_logs: NamedLogsConfig,
+}
+
+/// How a node holds named logs.
+#[derive(Clone, Debug)]
+pub struct NamedLogsConfig {
+    pub max_logs: usize,
+    pub auto_create: bool,
+}
+
+impl Default for NamedLogsConfig {
+    fn default() -> Self {
+        NamedLogsConfig {
+            max_logs: crate::logs::DEFAULT_MAX_LOGS,
+            auto_create: false,
+        }
+    }
 }
 
 impl NodeConfig {
@@ -41,6 +59,7 @@ impl NodeConfig {
             shutdown_grace: Duration::from_secs(10),
             retention_check: Duration::from_secs(10),
             http: HttpConfig::default(),
+            named_logs: NamedLogsConfig::default(),
         }
     }
 }
@@ -55,6 +74,8 @@ pub enum NodeError {
     Io(#[from] std::io::Error),
     #[error(transparent)]
     Mode(#[from] StartError),
+    #[error("cannot open the named logs: {0}")]
+    Catalog(#[from] crate::logs::CatalogError),
     #[error(
         "{0} belongs to a cluster node (it has a raft/ directory): start it with --peers; serving it standalone or as a --follow replica would append outside Raft"
     )]

@@ -9,7 +9,7 @@
 
 mod config;
 
-pub use config::{NodeConfig, NodeError};
+pub use config::{NamedLogsConfig, NodeConfig, NodeError};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,6 +23,7 @@ use crate::api::{self, AppState};
 use crate::auth::{AuthConfigError, ReloadableTls, Security};
 use crate::http;
 use crate::log::{Log, LogError};
+use crate::logs::{Catalog, CatalogConfig, LOGS_DIR};
 use crate::mode::{self, Mode};
 
 /// A running node.
@@ -30,6 +31,7 @@ pub struct Node {
     local_addr: SocketAddr,
     log: Log,
     mode: Mode,
+    catalog: Catalog,
     tls: Option<Arc<ReloadableTls>>,
     stop: watch::Sender<bool>,
     serving: JoinHandle<std::io::Result<()>>,
@@ -76,12 +78,14 @@ impl Node {
         .await?;
         background.push(spawn_metrics_upkeep(stopping.clone()));
         let consumers = mode::Consumers::open(&mode, &config.data_dir)?;
+        let catalog = open_catalog(&config, &mode).await?;
         let state = AppState::new(
             log.clone(),
             config.limits.clone(),
             mode.clone(),
             consumers,
             stopping.clone(),
+            catalog.clone(),
         );
         let app = api::app(
             state,
@@ -98,6 +102,7 @@ impl Node {
             local_addr,
             log,
             mode,
+            catalog,
             tls: security.tls,
             stop,
             serving,
@@ -138,6 +143,7 @@ impl Node {
             .step_down((self.grace / 3).max(Duration::from_millis(500)))
             .await;
         let _ = self.stop.send(true);
+        self.catalog.stop_serving();
         let mut serving = self.serving;
         match tokio::time::timeout(self.grace, &mut serving).await {
             Ok(Ok(served)) => served?,
@@ -152,12 +158,34 @@ impl Node {
             let _ = task.await;
         }
         self.mode.shutdown().await;
+        self.catalog.close().await;
         let log = self.log;
         tokio::task::spawn_blocking(move || log.close())
             .await
             .map_err(|e| std::io::Error::other(e.to_string()))??;
         tracing::info!("log synced and closed");
         Ok(())
+    }
+}
+
+/// A standalone node's named logs, opened from `<data dir>/logs`; other
+/// modes serve none yet.
+async fn open_catalog(config: &NodeConfig, mode: &Mode) -> Result<Catalog, NodeError> {
+    match mode {
+        Mode::Standalone(_) => Ok(Catalog::open(CatalogConfig {
+            dir: config.data_dir.join(LOGS_DIR),
+            base: config.log.clone(),
+            max_logs: config.named_logs.max_logs,
+            retention_check: config.retention_check,
+            auto_create: config.named_logs.auto_create,
+        })
+        .await?),
+        Mode::Replica(_) => Ok(Catalog::unavailable(
+            "a --follow replica copies one log; ask its leader",
+        )),
+        Mode::Member(_) => Ok(Catalog::unavailable(
+            "a cluster does not hold named logs yet (standalone nodes do)",
+        )),
     }
 }
 

@@ -207,3 +207,57 @@ async fn consume_with_a_group_resumes_where_it_stopped() {
     assert_eq!(client.position("g").await.unwrap().map(|p| p.offset), Some(8));
     node.server.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn named_logs_are_created_listed_described_and_removed_through_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_in(dir.path()).await;
+    let url = node.url.as_str();
+    let created = distlog(
+        &["logs", "create", "--url", url, "orders", "--retention-ms", "60000"],
+        b"",
+    )
+    .await;
+    let created: Value = serde_json::from_str(&stdout_lines(&created).join("\n")).unwrap();
+    assert_eq!(created["settings"]["retention_ms"], 60000);
+    let again = distlog(
+        &["logs", "create", "--url", url, "orders", "--retention-ms", "60000"],
+        b"",
+    )
+    .await;
+    assert!(again.status.success(), "the same settings again is not an error");
+    let other = distlog(&["logs", "create", "--url", url, "orders"], b"").await;
+    assert!(!other.status.success());
+    assert!(
+        String::from_utf8_lossy(&other.stderr).contains("log_exists"),
+        "{other:?}"
+    );
+
+    let table = stdout_lines(&distlog(&["logs", "ls", "--url", url], b"").await);
+    assert!(table[0].starts_with("NAME"), "{table:?}");
+    assert!(
+        table[1].starts_with("orders") && table[1].contains("60000"),
+        "{table:?}"
+    );
+    let described = distlog(&["logs", "describe", "--url", url, "orders"], b"").await;
+    let described: Value = serde_json::from_str(&stdout_lines(&described).join("\n")).unwrap();
+    assert_eq!(described["next_offset"], 0);
+
+    let produced = distlog(&["produce", "--url", url, "--log", "orders"], b"{\"n\":1}\n{\"n\":2}\n").await;
+    assert_eq!(offsets(&stdout_lines(&produced)), [0, 1]);
+    let read = distlog(&["consume", "--url", url, "--log", "orders", "--format", "value"], b"").await;
+    assert_eq!(stdout_lines(&read), ["{\"n\":1}", "{\"n\":2}"]);
+    assert_eq!(common::next_offset(url).await, 0, "the default log is untouched");
+    let wrong = distlog(&["produce", "--url", url, "--log", "Orders!"], b"{}\n").await;
+    assert!(!wrong.status.success());
+
+    let removed = distlog(&["logs", "rm", "--url", url, "orders"], b"").await;
+    assert!(removed.status.success(), "{removed:?}");
+    let listed = distlog(&["logs", "ls", "--url", url, "--json"], b"").await;
+    assert_eq!(stdout_lines(&listed).join(""), "[]");
+    let gone = distlog(&["logs", "describe", "--url", url, "orders"], b"").await;
+    assert!(
+        String::from_utf8_lossy(&gone.stderr).contains("log_not_found"),
+        "{gone:?}"
+    );
+}

@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use openraft::impls::Vote;
 use openraft::raft::{AppendEntriesRequest, VoteRequest};
 use openraft::vote::leader_id_std::CommittedLeaderId;
@@ -126,6 +127,45 @@ async fn peer_messages_that_break_raft_rules_are_refused_and_the_node_lives_on()
             "{what}: a mutated body (round {round}) answered {status}"
         );
     }
+
+    // Snapshot bodies that never finish hold at most two readers: a third
+    // is refused at once (503 busy), and the readers go with their senders.
+    let snapshot_bytes = serde_json::to_vec(&snapshot).unwrap_or_default();
+    let stalled: Vec<_> = (0..2)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                let endless =
+                    futures_util::stream::once(async { Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"{")) })
+                        .chain(futures_util::stream::pending());
+                let _ = rt::http()
+                    .post(format!("{url}/raft/snapshot"))
+                    .header("x-distlog-raft-target", target.to_string())
+                    .header("content-type", "application/json")
+                    .body(reqwest::Body::wrap_stream(endless))
+                    .send()
+                    .await;
+            })
+        })
+        .collect();
+    let busy = eventually(Duration::from_secs(10), || {
+        let (url, body) = (url.clone(), snapshot_bytes.clone());
+        async move { post(&url, "/raft/snapshot", target, "application/json", body).await.0 == 503 }
+    })
+    .await;
+    assert!(busy, "{what}: a third snapshot body while two stall is refused");
+    for task in stalled {
+        task.abort();
+    }
+    let released = eventually(Duration::from_secs(10), || {
+        let (url, body) = (url.clone(), snapshot_bytes.clone());
+        async move { post(&url, "/raft/snapshot", target, "application/json", body).await.0 == 400 }
+    })
+    .await;
+    assert!(
+        released,
+        "{what}: once the stalled senders are gone, a snapshot is read and judged again"
+    );
 
     // The victim is alive and still part of the cluster: it stays ready and
     // follows the leader's commits.

@@ -387,7 +387,7 @@ async fn status_health_readiness_and_metrics() {
     );
     let appended: f64 = metrics
         .lines()
-        .find_map(|line| line.strip_prefix("distlog_records_appended_total "))
+        .find_map(|line| line.strip_prefix("distlog_records_appended_total{log=\"default\"} "))
         .and_then(|value| value.trim().parse().ok())
         .expect("distlog_records_appended_total has a value");
     assert!(appended >= 1.0, "the append shows in the counter ({appended})");

@@ -265,11 +265,11 @@ async fn metrics_carry_each_consumers_lag() {
         .unwrap();
     assert!(text.contains("# TYPE distlog_consumer_lag_records gauge"), "{text}");
     assert!(
-        text.contains("distlog_consumer_lag_records{consumer=\"slow\"} 4\n"),
+        text.contains("distlog_consumer_lag_records{log=\"default\",consumer=\"slow\"} 4\n"),
         "{text}"
     );
     assert!(
-        text.contains("distlog_consumer_lag_records{consumer=\"done\"} 0\n"),
+        text.contains("distlog_consumer_lag_records{log=\"default\",consumer=\"done\"} 0\n"),
         "{text}"
     );
     delete(&node.url, "slow").await;

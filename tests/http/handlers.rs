@@ -8,6 +8,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode, header};
 use distlog::api::{AllowedOrigins, App, AppState, Limits, app};
 use distlog::log::{Durability, Log, LogConfig};
+use distlog::logs::Catalog;
 use distlog::mode::{Consumers, Mode};
 use distlog::replication::FollowerStatus;
 use http_body_util::BodyExt;
@@ -57,6 +58,7 @@ impl Api {
             self.mode.clone(),
             self.consumers.clone(),
             self.shutdown.subscribe(),
+            Catalog::unavailable("these tests serve the default log only"),
         );
         app(state, None, AllowedOrigins::default(), true)
     }

@@ -15,6 +15,7 @@ mod console;
 mod consumers;
 mod handlers;
 mod metrics;
+mod named_logs;
 mod openapi;
 mod producers;
 mod security;

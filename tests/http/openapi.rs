@@ -123,6 +123,13 @@ async fn the_spec_describes_the_running_server() {
         "/cluster/leader",
         "/consumers",
         "/consumers/{name}",
+        "/logs",
+        "/logs/{name}",
+        "/logs/{name}/",
+        "/logs/{name}/{offset}",
+        "/logs/{name}/consumers",
+        "/logs/{name}/consumers/{consumer}",
+        "/logs/{name}/replication/frames",
         "/ui",
         "/ui/",
         "/ui/{asset}",
@@ -237,6 +244,74 @@ async fn the_spec_describes_the_running_server() {
     let join = c.post(format!("{url}/cluster/join")).body(r#"{"url":"http://x"}"#);
     check(&spec, "/cluster/join", "post", join.send().await.unwrap()).await;
     check_consumers(&spec, url).await;
+    check_named_logs(&spec, url).await;
+}
+
+/// Every answer of the named-log routes: creation, refusals, records, deletion.
+async fn check_named_logs(spec: &Value, url: &str) {
+    let c = client();
+    let with_body = |method: reqwest::Method, path: &str, body: &str| {
+        c.request(method, format!("{url}{path}"))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+    };
+    use reqwest::Method;
+    for (name, body) in [
+        ("orders", ""),
+        ("orders", "{}"),
+        ("orders", r#"{"retention_ms": 5}"#),
+        ("x", r#"{"replicas": 3}"#),
+        ("x", r#"{"replicas": 2}"#),
+        ("x", "{"),
+        ("Bad", "{}"),
+        ("default", "{}"),
+    ] {
+        let response = with_body(Method::PUT, &format!("/logs/{name}"), body).await.unwrap();
+        check(spec, "/logs/{name}", "put", response).await;
+    }
+    for body in [r#"{"retention_bytes": 4096}"#, r#"{"replicas": 1}"#, "{"] {
+        let response = with_body(Method::PATCH, "/logs/orders", body).await.unwrap();
+        check(spec, "/logs/{name}", "patch", response).await;
+    }
+    for path in ["/logs/orders", "/logs/default", "/logs/nope", "/logs/Bad"] {
+        check(
+            spec,
+            "/logs/{name}",
+            "get",
+            c.get(format!("{url}{path}")).send().await.unwrap(),
+        )
+        .await;
+    }
+    check(spec, "/logs", "get", c.get(format!("{url}/logs")).send().await.unwrap()).await;
+    for (name, body) in [("orders", r#"{"a":1}"#), ("orders", "{"), ("nope", "{}")] {
+        let response = with_body(Method::POST, &format!("/logs/{name}/"), body).await.unwrap();
+        check(spec, "/logs/{name}/", "post", response).await;
+    }
+    for query in ["", "?from=0", "?from=99", "?limit=x"] {
+        let response = c.get(format!("{url}/logs/orders/{query}")).send().await.unwrap();
+        check(spec, "/logs/{name}/", "get", response).await;
+    }
+    for path in ["/logs/orders/0", "/logs/orders/9", "/logs/orders/x", "/logs/nope/0"] {
+        let response = c.get(format!("{url}{path}")).send().await.unwrap();
+        check(spec, "/logs/{name}/{offset}", "get", response).await;
+    }
+    let response = with_body(Method::PUT, "/logs/orders/consumers/a", r#"{"offset": 1}"#)
+        .await
+        .unwrap();
+    check(spec, "/logs/{name}/consumers/{consumer}", "put", response).await;
+    let response = c.get(format!("{url}/logs/orders/consumers")).send().await.unwrap();
+    check(spec, "/logs/{name}/consumers", "get", response).await;
+    let response = c
+        .get(format!("{url}/logs/orders/replication/frames?from=0"))
+        .send()
+        .await
+        .unwrap();
+    check(spec, "/logs/{name}/replication/frames", "get", response).await;
+    for _ in 0..2 {
+        let response = c.delete(format!("{url}/logs/orders")).send().await.unwrap();
+        check(spec, "/logs/{name}", "delete", response).await;
+    }
 }
 
 /// Every answer of the consumer routes, on a log of a few records.

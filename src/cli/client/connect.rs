@@ -42,6 +42,10 @@ pub struct ConnectArgs {
     #[arg(long, value_name = "PATH", requires = "cert", help_heading = "Connection")]
     pub key: Option<PathBuf>,
 
+    /// A named log to produce to and consume from (its /logs/NAME/ routes) rather than the default log.
+    #[arg(long, env = "DISTLOG_LOG", value_name = "NAME", help_heading = "Connection")]
+    pub log: Option<String>,
+
     /// How long to keep retrying while no server answers or no leader is known (1s, 30s).
     #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = crate::cli::units::millis, help_heading = "Connection")]
     pub retry_for: u64,
@@ -54,6 +58,9 @@ impl ConnectArgs {
             .retry_for(std::time::Duration::from_millis(self.retry_for));
         if let Some(token) = &self.token {
             builder = builder.token(token.trim());
+        }
+        if let Some(log) = &self.log {
+            builder = builder.log(log);
         }
         if let Some(ca) = &self.ca {
             builder = builder.ca(ca);

@@ -1,5 +1,5 @@
 //! The client subcommands (`produce`, `consume`, `tail`, `check-tail`,
-//! `cluster ...`, `bench`), built on the `distlog-client` crate. Each runs
+//! `cluster ...`, `logs ...`, `bench`), built on the `distlog-client` crate. Each runs
 //! on its own runtime and ends with one line on stderr and exit 1 when it
 //! fails.
 
@@ -7,6 +7,7 @@ mod bench;
 mod cluster;
 mod connect;
 mod consume;
+mod logs;
 mod output;
 mod produce;
 mod time;
@@ -17,6 +18,7 @@ use bench::BenchArgs;
 use clap::Subcommand;
 use cluster::ClusterArgs;
 use consume::{CheckTailArgs, ConsumeArgs, TailArgs};
+use logs::LogsArgs;
 use produce::ProduceArgs;
 
 #[derive(Subcommand)]
@@ -32,6 +34,8 @@ pub enum ClientCommand {
     CheckTail(CheckTailArgs),
     /// The cluster's members; add, remove, hand leadership over.
     Cluster(ClusterArgs),
+    /// Named logs: list, create, delete, describe.
+    Logs(LogsArgs),
     /// Load the log with hash-chained records and verify every one: throughput, ack and
     /// end-to-end latency, errors.
     Bench(BenchArgs),
@@ -45,6 +49,7 @@ pub fn run_client(command: ClientCommand) -> ExitCode {
         ClientCommand::Tail(_) => "tail",
         ClientCommand::CheckTail(_) => "check-tail",
         ClientCommand::Cluster(_) => "cluster",
+        ClientCommand::Logs(_) => "logs",
         ClientCommand::Bench(_) => "bench",
     };
     let run = async move {
@@ -54,6 +59,7 @@ pub fn run_client(command: ClientCommand) -> ExitCode {
             ClientCommand::Tail(args) => consume::tail(args).await,
             ClientCommand::CheckTail(args) => consume::check_tail(args).await,
             ClientCommand::Cluster(args) => cluster::run(args).await,
+            ClientCommand::Logs(args) => logs::run(args).await,
             ClientCommand::Bench(args) => bench::run(args).await,
         }
     };

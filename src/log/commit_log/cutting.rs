@@ -86,18 +86,18 @@ impl Log {
     }
 
     fn has_retention(&self) -> bool {
-        let config = &self.shared.config;
-        config.retention_bytes.is_some() || config.retention_ms.is_some()
+        let retention = self.retention();
+        retention.bytes.is_some() || retention.ms.is_some()
     }
 
     /// How many of the oldest sealed `segments` retention dooms now.
     fn retention_doomed(&self, segments: &[Arc<Segment>], now_ms: u64) -> Result<usize> {
-        let config = &self.shared.config;
+        let retention = self.retention();
         let mut total: u64 = segments.iter().map(|s| s.size_bytes()).sum();
         let mut doomed = 0;
         for (i, segment) in segments.iter().enumerate().take(segments.len().saturating_sub(1)) {
-            let over_size = config.retention_bytes.is_some_and(|max| total > max);
-            let too_old = match config.retention_ms {
+            let over_size = retention.bytes.is_some_and(|max| total > max);
+            let too_old = match retention.ms {
                 Some(_) if over_size => true,
                 Some(ms) => newest_user_time(segments.get(i..).unwrap_or_default())?
                     .is_some_and(|t| t < now_ms.saturating_sub(ms)),

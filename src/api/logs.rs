@@ -1,0 +1,258 @@
+//! Managing named logs: `PUT /logs/{name}` creates one (`201`; the same
+//! settings again `200`; other settings `409 log_exists`), `PATCH` changes
+//! its retention, `GET /logs/{name}` and `GET /logs` describe them,
+//! `DELETE /logs/{name}` removes one with everything it holds (`204`).
+//! Where they are kept: `crate::logs`. A log's records are served under
+//! `/logs/{name}/` (`named`).
+//!
+//! Bodies (JSON, every field optional):
+//!
+//! ```text
+//! PUT   {"replicas": 1, "retention_bytes": 1073741824, "retention_ms": 86400000, "max_record_bytes": 65536}
+//! PATCH {"retention_bytes": null, "retention_ms": 3600000}    (null: back to the node's flag)
+//! ```
+//!
+//! A log answers `{"name", "settings": {as stored, null where the node's
+//! flag applies}, "effective": {what applies}, "status", "lowest_offset",
+//! "next_offset", "size_bytes", "segments", "leader", "members"}`; a
+//! standalone node's logs have no group (`leader` null, `members` empty).
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use super::consumers::read_small_body;
+use super::error::{ApiError, ApiResult, Echo};
+use super::json_body::Json;
+use super::media::{BodyFormat, body_format};
+use super::named::NamedRouters;
+use super::state::AppState;
+use crate::log::{Log, LogConfig};
+use crate::logs::{DEFAULT_LOG, LogName, NamedLog, Requested, RetentionChange, Settings};
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct PutBody {
+    replicas: Option<u64>,
+    retention_bytes: Option<u64>,
+    retention_ms: Option<u64>,
+    max_record_bytes: Option<u64>,
+}
+
+/// Only retention may change; the other fields are named in the refusal.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct PatchBody {
+    #[serde(default, deserialize_with = "present")]
+    retention_bytes: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "present")]
+    retention_ms: Option<Option<u64>>,
+}
+
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<u64>>, D::Error> {
+    Option::<u64>::deserialize(d).map(Some)
+}
+
+/// The settings that apply, the node's flags filling what is left out.
+#[derive(Serialize)]
+struct Effective {
+    retention_bytes: Option<u64>,
+    retention_ms: Option<u64>,
+    max_record_bytes: u64,
+}
+
+#[derive(Serialize)]
+struct View<'a> {
+    name: &'a str,
+    settings: Settings,
+    effective: Effective,
+    status: &'static str,
+    lowest_offset: u64,
+    next_offset: u64,
+    size_bytes: u64,
+    segments: usize,
+    leader: Option<String>,
+    members: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct List<'a> {
+    logs: Vec<View<'a>>,
+}
+
+fn view<'a>(name: &'a str, settings: Settings, log: &Log) -> View<'a> {
+    let stats = log.stats();
+    let retention = log.retention();
+    View {
+        name,
+        settings,
+        effective: Effective {
+            retention_bytes: retention.bytes,
+            retention_ms: retention.ms,
+            max_record_bytes: log.config().max_record_bytes,
+        },
+        status: "live",
+        lowest_offset: stats.lowest_offset,
+        next_offset: stats.next_offset,
+        size_bytes: stats.size_bytes,
+        segments: stats.segments,
+        leader: None,
+        members: Vec::new(),
+    }
+}
+
+fn named_view(named: &NamedLog) -> View<'_> {
+    view(named.name.as_str(), named.settings(), &named.log)
+}
+
+/// The default log as a named one: its settings are the node's flags.
+fn default_settings(config: &LogConfig) -> Settings {
+    Settings {
+        replicas: 1,
+        retention_bytes: config.retention_bytes,
+        retention_ms: config.retention_ms,
+        max_record_bytes: Some(config.max_record_bytes),
+    }
+}
+
+fn parse_name(name: &str) -> ApiResult<LogName> {
+    LogName::parse(name).map_err(|e| ApiError::InvalidLogName {
+        name: Echo::of(name),
+        reason: e.reason,
+    })
+}
+
+fn available(state: &AppState) -> ApiResult<()> {
+    match state.catalog.unavailable_reason() {
+        Some(why) => Err(ApiError::NamedLogsUnavailable(why)),
+        None => Ok(()),
+    }
+}
+
+pub async fn list(State(state): State<AppState>) -> ApiResult<Response> {
+    available(&state)?;
+    let logs = state.catalog.list();
+    let views = logs.iter().map(|named| named_view(named)).collect();
+    Ok(Json(List { logs: views }).into_response())
+}
+
+pub async fn get_one(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<Response> {
+    if name == DEFAULT_LOG {
+        let settings = default_settings(state.log.config());
+        return Ok(Json(view(DEFAULT_LOG, settings, &state.log)).into_response());
+    }
+    let name = parse_name(&name)?;
+    available(&state)?;
+    let named = state
+        .catalog
+        .get(name.as_str())
+        .ok_or_else(|| match state.catalog.failure(name.as_str()) {
+            Some(why) => ApiError::Storage(format!("log {name} did not open: {why}")),
+            None => ApiError::LogNotFound { name: name.to_string() },
+        })?;
+    Ok(Json(named_view(&named)).into_response())
+}
+
+pub async fn put(State(state): State<AppState>, Path(name): Path<String>, request: Request) -> ApiResult<Response> {
+    let name = parse_name(&name)?;
+    available(&state)?;
+    let body: PutBody = read_json(request).await?;
+    let requested = Requested {
+        replicas: body.replicas,
+        retention_bytes: body.retention_bytes,
+        retention_ms: body.retention_ms,
+        max_record_bytes: body.max_record_bytes,
+    };
+    let (created, named) = state.catalog.create(name, &requested).await?;
+    let status = match created {
+        crate::logs::Created::New => StatusCode::CREATED,
+        crate::logs::Created::Existing => StatusCode::OK,
+    };
+    Ok(located(status, &named))
+}
+
+pub async fn patch(State(state): State<AppState>, Path(name): Path<String>, request: Request) -> ApiResult<Response> {
+    let name = parse_name(&name)?;
+    available(&state)?;
+    let body: PatchBody = read_json(request).await?;
+    let change = RetentionChange {
+        retention_bytes: body.retention_bytes,
+        retention_ms: body.retention_ms,
+    };
+    let named = state.catalog.change(name.as_str(), &change).await?;
+    Ok(Json(named_view(&named)).into_response())
+}
+
+/// Deletes the log and drops its router (which holds the log open).
+pub async fn delete(state: AppState, name: String, routers: Arc<NamedRouters>) -> ApiResult<Response> {
+    let name = parse_name(&name)?;
+    available(&state)?;
+    let deleted = state.catalog.delete(name.as_str()).await;
+    routers.forget(name.as_str());
+    deleted?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+fn located(status: StatusCode, named: &Arc<NamedLog>) -> Response {
+    let mut response = (status, Json(named_view(named))).into_response();
+    if let Ok(value) = HeaderValue::from_str(&format!("/logs/{}", named.name)) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
+}
+
+/// A small JSON body; an empty one is every field left out.
+async fn read_json<T: serde::de::DeserializeOwned + Default>(request: Request) -> ApiResult<T> {
+    let (parts, body) = request.into_parts();
+    let body = read_body(&parts.headers, body).await?;
+    if body.is_empty() {
+        return Ok(T::default());
+    }
+    if body_format(&parts.headers)? != BodyFormat::Json {
+        let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+        return Err(ApiError::UnsupportedMediaType(Echo::of(
+            content_type.unwrap_or_default(),
+        )));
+    }
+    // Through a `Value`: a struct would also take a JSON array of its fields.
+    let value: serde_json::Value = serde_json::from_slice(&body).map_err(|e| settings_error(&e))?;
+    if !value.is_object() {
+        return Err(ApiError::InvalidJson {
+            line: None,
+            detail: "the settings are a JSON object".into(),
+        });
+    }
+    serde_json::from_value(value).map_err(|e| settings_error(&e))
+}
+
+async fn read_body(headers: &HeaderMap, body: Body) -> ApiResult<axum::body::Bytes> {
+    read_small_body(headers, body).await
+}
+
+/// A field a PATCH may not change (`replicas`, `max_record_bytes`) is a
+/// settings error naming it; anything else is bad JSON.
+fn settings_error(e: &serde_json::Error) -> ApiError {
+    let text = e.to_string();
+    let unknown = text
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split_once('`'))
+        .map(|(field, _)| field);
+    match unknown {
+        Some(field @ ("replicas" | "max_record_bytes")) => ApiError::BadLogSettings {
+            field: if field == "replicas" {
+                "replicas"
+            } else {
+                "max_record_bytes"
+            },
+            detail: format!("{field} cannot be changed once a log exists; only retention_bytes and retention_ms"),
+        },
+        _ => ApiError::InvalidJson {
+            line: None,
+            detail: text,
+        },
+    }
+}
