@@ -188,6 +188,7 @@ impl ServeArgs {
             write_timeout: Duration::from_millis(self.write_timeout_ms),
             ready_lag: self.ready_lag,
             bootstrap_expect: self.bootstrap_expect,
+            rejoin: self.rejoin,
             election_timeout: (
                 Duration::from_millis(self.election_timeout_min_ms),
                 Duration::from_millis(self.election_timeout_max_ms),

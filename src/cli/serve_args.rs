@@ -304,6 +304,12 @@ pub struct ServeArgs {
     )]
     pub(super) bootstrap_expect: Option<usize>,
 
+    /// A node the cluster removed while it was down asks the leader to add it again when it starts
+    /// (as `POST /cluster/join` does). Without it, it waits to be added. A node removed while it
+    /// runs stays removed until it is asked to rejoin or restarted with this flag.
+    #[arg(long, env = "DISTLOG_REJOIN", help_heading = "Cluster")]
+    pub(super) rejoin: bool,
+
     /// PEM CA certificates that sign https:// peers' certificates.
     #[arg(long, env = "DISTLOG_PEER_CA", value_name = "FILE", help_heading = "Cluster")]
     pub(super) peer_ca: Option<PathBuf>,

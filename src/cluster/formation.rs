@@ -300,7 +300,7 @@ async fn rejoin_step(cluster: &Cluster, member_since: Instant) -> Result<(), Str
 }
 
 /// Asks `via` (and the leader it points to) to add this node.
-async fn join_through(cluster: &Cluster, via: &str) -> Result<(), String> {
+pub(super) async fn join_through(cluster: &Cluster, via: &str) -> Result<(), String> {
     let mut target = via.trim_end_matches('/').to_string();
     let request = JoinRequest {
         url: cluster.url().to_string(),

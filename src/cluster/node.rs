@@ -42,6 +42,8 @@ pub struct ClusterConfig {
     /// How many seeds, the lowest among them, must answer uninitialized
     /// and with the same seed list before a new cluster forms.
     pub bootstrap_expect: usize,
+    /// A node removed before it started asks the leader to add it again.
+    pub rejoin: bool,
     /// The client peers are reached with (TLS roots, identity, token).
     pub client: reqwest::Client,
 }

@@ -25,7 +25,10 @@
 //! `raft/`, so that a restarted node says the same instead of joining
 //! again on its own. Added again (`POST /cluster/join` on the leader with
 //! this node's URL), a leader reaches it with a membership that names it,
-//! and all of this is undone.
+//! and all of this is undone. With `--rejoin`, a node removed before it
+//! started (the `removed` file, or found out before any leader reached it
+//! in this run) asks the leader itself (`rejoin`): a StatefulSet scaled
+//! down and up again keeps the pod's volume.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -47,6 +50,9 @@ pub(super) struct Removal {
     pub why: String,
     /// Unix milliseconds.
     pub at_ms: u64,
+    /// Not kept: whether it came before this run (see `removed_before_start`).
+    #[serde(skip)]
+    pub before_start: bool,
 }
 
 /// Runs while the node does: notices a committed membership that no
@@ -76,7 +82,12 @@ pub(super) async fn follow_membership(cluster: Cluster) {
 /// member, says again that it is removed, and notices an addition again.
 pub(super) async fn watch(cluster: Cluster) {
     let mut said = cluster.removed().map(|_| Instant::now());
+    let mut asked = false;
     loop {
+        if cluster.inner.config.rejoin && !asked && cluster.removed().is_some() && cluster.removed_before_start() {
+            asked = true;
+            tokio::spawn(rejoin(cluster.clone()));
+        }
         tokio::time::sleep(LOOK_EVERY).await;
         if cluster.raft().metrics().borrow_watched().running_state.is_err() {
             return;
@@ -102,15 +113,33 @@ pub(super) async fn watch(cluster: Cluster) {
     }
 }
 
+/// `--rejoin`: asks the leader in touch to add this node again, until it is.
+async fn rejoin(cluster: Cluster) {
+    while cluster.removed().is_some() {
+        match cluster.in_touch_leader().await {
+            Some(leader) => {
+                tracing::warn!(via = %leader.url, "--rejoin: asking the leader to add this node again");
+                if let Err(e) = super::formation::join_through(&cluster, &leader.url).await {
+                    tracing::warn!(error = %e, "--rejoin: the leader did not add this node");
+                }
+            }
+            None => tracing::debug!("--rejoin: no leader in touch to ask"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 impl Cluster {
     /// Why this node serves nothing: the cluster removed it (see the module doc).
     pub fn removed(&self) -> Option<String> {
+        // Cloned out: `how_to_add` takes the lock again.
         let removal = self
             .inner
             .removal
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        removal.as_ref().map(|r| {
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        removal.map(|r| {
             format!(
                 "this node (id {}) was removed from the cluster: {}; {}",
                 self.id(),
@@ -121,6 +150,9 @@ impl Cluster {
     }
 
     fn how_to_add(&self) -> String {
+        if self.inner.config.rejoin && self.removed_before_start() {
+            return "--rejoin: it asks the leader to add it again".to_string();
+        }
         format!(
             "it does not rejoin on its own: to add it again, POST /cluster/join {{\"url\": \"{}\"}} to the leader (or start it on an empty data directory, as a new node)",
             self.url()
@@ -129,9 +161,10 @@ impl Cluster {
 
     /// At start: a removal the `removed` file keeps. Elections stay off.
     pub(super) fn recall_removal(&self) -> std::io::Result<()> {
-        let Some(removal) = self.inner.durable.read::<Removal>(REMOVED_FILE)? else {
+        let Some(mut removal) = self.inner.durable.read::<Removal>(REMOVED_FILE)? else {
             return Ok(());
         };
+        removal.before_start = true;
         self.raft().runtime_config().elect(false);
         *self
             .inner
@@ -148,7 +181,11 @@ impl Cluster {
         let at_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        let removal = Removal { why, at_ms };
+        let removal = Removal {
+            why,
+            at_ms,
+            before_start: self.inner.contact.since().is_none(),
+        };
         if let Err(e) = self.inner.durable.write(REMOVED_FILE, &removal, true) {
             tracing::error!(error = %e, "could not keep the removal on disk: a restart will not know of it");
         }
@@ -159,6 +196,17 @@ impl Cluster {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(removal);
         let why = self.removed().unwrap_or_default();
         tracing::error!(%why, "REMOVED: this node is no longer a member of its cluster; it stops campaigning and serves nothing");
+    }
+
+    /// Whether the removal came before this run: kept on disk, or found
+    /// before any leader reached this node.
+    fn removed_before_start(&self) -> bool {
+        let removal = self
+            .inner
+            .removal
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        removal.as_ref().is_some_and(|r| r.before_start)
     }
 
     /// Removed, then reached by a leader whose membership names this node.
@@ -201,6 +249,17 @@ impl Cluster {
     /// Asks every member and seed this node knows for `/cluster`: a leader
     /// in touch with its majority whose members do not name this node.
     async fn leader_without_us(&self) -> Option<String> {
+        let leader = self.in_touch_leader().await.filter(|s| leads_without(s, self.id()))?;
+        let members: Vec<u64> = leader.members.iter().map(|m| m.id).collect();
+        Some(format!(
+            "the leader, node {} at {}, lists members {members:?} without it",
+            leader.node_id, leader.url
+        ))
+    }
+
+    /// The `/cluster` of a leader in touch with its majority, asked of
+    /// every member and seed this node knows.
+    async fn in_touch_leader(&self) -> Option<ClusterStatus> {
         let mut urls: Vec<String> = self.members().into_values().map(|(m, _)| m.url).collect();
         urls.extend(
             self.inner
@@ -214,12 +273,10 @@ impl Cluster {
         urls.retain(|u| u != self.url());
         let asks = urls.iter().map(|url| self.peer_status(url));
         let answers = futures_util::future::join_all(asks).await;
-        let leader = answers.into_iter().flatten().find(|s| leads_without(s, self.id()))?;
-        let members: Vec<u64> = leader.members.iter().map(|m| m.id).collect();
-        Some(format!(
-            "the leader, node {} at {}, lists members {members:?} without it",
-            leader.node_id, leader.url
-        ))
+        answers
+            .into_iter()
+            .flatten()
+            .find(|s| s.initialized && s.leader_id == Some(s.node_id))
     }
 }
 

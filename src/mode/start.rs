@@ -42,6 +42,8 @@ pub struct ClusterSettings {
     /// How many seeds must agree before a new cluster forms
     /// (`--bootstrap-expect`; None: every seed).
     pub bootstrap_expect: Option<usize>,
+    /// A node removed before it started asks to be added again (`--rejoin`).
+    pub rejoin: bool,
     /// The peer client's TLS roots, identity and token, as a follower's.
     pub peer_client: FollowConfig,
 }
@@ -120,6 +122,7 @@ pub async fn start(
                 write_timeout: settings.write_timeout,
                 ready_lag: settings.ready_lag,
                 bootstrap_expect: settings.bootstrap_expect.unwrap_or(settings.peers.len()),
+                rejoin: settings.rejoin,
                 client,
             };
             let cluster = Cluster::start(log.clone(), data_dir, config).await?;

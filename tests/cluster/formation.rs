@@ -373,3 +373,65 @@ async fn a_member_with_another_max_record_bytes_is_named_at_join_and_in_cluster_
         cluster.log_tail(late, 20)
     );
 }
+
+#[tokio::test]
+async fn a_removed_member_restarted_with_rejoin_asks_to_be_added_again() {
+    let what = "--rejoin";
+    let (mut cluster, leader) = start_with(what, config()).await;
+    let victim = (leader + 1) % cluster.len();
+    let victim_url = cluster.url(victim);
+    let victim_id = cluster
+        .cluster_status(victim)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .node_id
+        .as_u64()
+        .expect("an id");
+    let settled = eventually(NOTICE_TIMEOUT, || async {
+        cluster
+            .cluster_status(victim)
+            .await
+            .is_ok_and(|s| s.leader_id.is_some() && s.commit_offset.is_some() && voters(&s).contains(&victim_id))
+    })
+    .await;
+    assert!(settled, "{what}: node {victim} never knew itself a voter");
+    let reply = send(
+        reqwest::Method::DELETE,
+        format!("{}/cluster/members/{victim_id}", cluster.url(leader)),
+        None,
+        None,
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("DELETE /cluster/members/{id}");
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let readyz = format!("{victim_url}/readyz");
+    assert!(
+        eventually(NOTICE_TIMEOUT, || async {
+            answer(readyz.clone()).await == (503, "removed".into())
+        })
+        .await,
+        "{what}: /readyz never said removed"
+    );
+    let term = term_of(&cluster, leader).await;
+
+    cluster.set_node_args(victim, vec!["--rejoin".into()]);
+    cluster.restart(victim).await;
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            answer(readyz.clone()).await.0 == 200
+        })
+        .await,
+        "{what}: not ready again: {:?}\n{}",
+        get(readyz.clone()).await,
+        cluster.log_tail(victim, 20)
+    );
+    let status = cluster.cluster_status(leader).await.expect("/cluster");
+    assert!(voters(&status).contains(&victim_id), "{}", status.raw);
+    assert_eq!(
+        status.term, term,
+        "the rejoined node deposed the leader: {}",
+        status.raw
+    );
+    assert!(log_lines_since_start(&cluster, victim, &["--rejoin: asking the leader"]) >= 1);
+}

@@ -107,6 +107,7 @@ async fn id_at_start(log: &Log, dir: &Path) -> u64 {
         write_timeout: Duration::from_secs(5),
         ready_lag: 2000,
         bootstrap_expect: 1,
+        rejoin: false,
         client: reqwest::Client::new(),
     };
     let cluster = Cluster::start(log.clone(), dir, config).await.expect("starts");
