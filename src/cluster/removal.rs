@@ -99,7 +99,7 @@ pub(super) async fn watch(cluster: Cluster) {
             }
             Some(why) => {
                 if said.is_none_or(|at| at.elapsed() >= WARN_EVERY) {
-                    tracing::warn!(%why, "this node was removed from the cluster; {}", cluster.how_to_add());
+                    tracing::warn!(%why, "this node was removed from the cluster and serves nothing");
                     said = Some(Instant::now());
                 }
             }
@@ -186,14 +186,21 @@ impl Cluster {
             at_ms,
             before_start: self.inner.contact.since().is_none(),
         };
+        {
+            // Found once: the two watchers may both find it.
+            let mut kept = self
+                .inner
+                .removal
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if kept.is_some() {
+                return;
+            }
+            *kept = Some(removal.clone());
+        }
         if let Err(e) = self.inner.durable.write(REMOVED_FILE, &removal, true) {
             tracing::error!(error = %e, "could not keep the removal on disk: a restart will not know of it");
         }
-        *self
-            .inner
-            .removal
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(removal);
         let why = self.removed().unwrap_or_default();
         tracing::error!(%why, "REMOVED: this node is no longer a member of its cluster; it stops campaigning and serves nothing");
     }
@@ -225,7 +232,7 @@ impl Cluster {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
         self.raft().runtime_config().elect(true);
-        tracing::warn!("this node was added to the cluster again: it serves and may campaign again");
+        tracing::info!("this node was added to the cluster again: it serves and may campaign again");
     }
 
     /// Whether a committed membership named this node since it started
