@@ -11,12 +11,21 @@ use std::time::Duration;
 use serde_json::Value;
 
 /// Codes whose request a server refused before doing anything, though
-/// the status is a 5xx.
-const REFUSED_UNDONE: &[&str] = &["no_leader", "too_many_connections", "disk_full", "shutting_down"];
+/// the status is a 5xx (`removed`: a member the cluster removed serves
+/// nothing).
+const REFUSED_UNDONE: &[&str] = &[
+    "no_leader",
+    "too_many_connections",
+    "disk_full",
+    "shutting_down",
+    "removed",
+];
 
 /// Codes worth sending again as they are, after a pause.
 const TRANSIENT: &[&str] = &[
     "no_leader",
+    // Another member serves it.
+    "removed",
     "not_leader",
     "read_only_follower",
     "too_many_connections",
@@ -180,8 +189,10 @@ impl Error {
 
     /// When this error says to go and ask for the leader again.
     pub(crate) fn means_leader_moved(&self) -> bool {
-        matches!(self.code(), Some("no_leader" | "not_leader" | "read_only_follower"))
-            || matches!(self, Error::Unreachable { .. } | Error::OutcomeUnknown { .. })
+        matches!(
+            self.code(),
+            Some("no_leader" | "not_leader" | "read_only_follower" | "removed")
+        ) || matches!(self, Error::Unreachable { .. } | Error::OutcomeUnknown { .. })
     }
 }
 
@@ -213,6 +224,9 @@ mod tests {
     #[test]
     fn a_refusal_before_doing_anything_has_no_side_effects() {
         assert!(server(503, "no_leader").has_no_side_effects());
+        assert!(server(503, "removed").has_no_side_effects());
+        assert!(server(503, "removed").is_retryable());
+        assert!(server(503, "removed").means_leader_moved());
         assert!(server(503, "no_leader").is_retryable());
         assert!(server(400, "invalid_json").has_no_side_effects());
         assert!(!server(400, "invalid_json").is_retryable());

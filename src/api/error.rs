@@ -152,6 +152,10 @@ pub enum ApiError {
     #[error("{0}")]
     NotFormed(String),
 
+    /// A member the cluster removed: it serves nothing until added again.
+    #[error("{0}")]
+    Removed(String),
+
     #[error(
         "the write's outcome is unknown (the leader changed or stopped, or no majority answered in time); it may or may not be in the log: {0}"
     )]
@@ -281,9 +285,11 @@ impl ApiError {
             ApiError::DiskFull => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::Storage(_) | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::NotLeader { .. } | ApiError::NotCaughtUp { .. } => StatusCode::TEMPORARY_REDIRECT,
-            ApiError::NoLeader | ApiError::NotFormed(_) | ApiError::OutcomeUnknown(_) | ApiError::RaftStopped(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::NoLeader
+            | ApiError::NotFormed(_)
+            | ApiError::Removed(_)
+            | ApiError::OutcomeUnknown(_)
+            | ApiError::RaftStopped(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::NoRecordAtOffset { .. } | ApiError::NotCluster | ApiError::NoSuchMember(_) => {
                 StatusCode::NOT_FOUND
             }
@@ -343,6 +349,7 @@ impl ApiError {
             ApiError::NotLeader { .. } => "not_leader",
             ApiError::NotCaughtUp { .. } => "not_caught_up",
             ApiError::NoLeader | ApiError::NotFormed(_) => "no_leader",
+            ApiError::Removed(_) => "removed",
             ApiError::OutcomeUnknown(_) => "outcome_unknown",
             ApiError::NoRecordAtOffset { .. } => "no_record_at_offset",
             ApiError::NotCluster => "not_a_cluster",
@@ -568,6 +575,7 @@ pub fn cluster_error(err: ClusterError, path: &str) -> ApiError {
         },
         ClusterError::NotLeader { leader_url: None } | ClusterError::NoLeader => ApiError::NoLeader,
         ClusterError::NotFormed(why) => ApiError::NotFormed(why),
+        ClusterError::Removed(why) => ApiError::Removed(why),
         ClusterError::OutcomeUnknown(why) => ApiError::OutcomeUnknown(why),
         ClusterError::NoSuchMember(id) => ApiError::NoSuchMember(id),
         ClusterError::BadRequest(why) | ClusterError::BadRpc(why) => ApiError::BadClusterRequest(why),

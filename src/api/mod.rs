@@ -23,6 +23,7 @@ mod position;
 mod process_metrics;
 mod query;
 mod read;
+mod removed;
 mod render;
 mod request_metrics;
 mod sse;
@@ -114,7 +115,12 @@ pub fn app(state: AppState, policy: Option<Arc<Policy>>, origins: AllowedOrigins
         let named = named.clone();
         async move { named::dispatch(state, named, request).await }
     };
-    let routes = log_routes()
+    // The default log's routes: a removed member serves none (see `removed`).
+    let default_log = log_routes().route_layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        removed::refuse_when_removed,
+    ));
+    let routes = default_log
         .route(routes::STATUS, get(status::status))
         .route(routes::HEALTHZ, get(status::healthz))
         .route(routes::READYZ, get(status::readyz))

@@ -154,6 +154,16 @@ impl ServeArgs {
                 self.election_timeout_min_ms
             );
         }
+        if let Some(n) = self.bootstrap_expect {
+            let majority = peers.len() / 2 + 1;
+            if n < majority || n > peers.len() {
+                anyhow::bail!(
+                    "invalid --bootstrap-expect {n}: must be from {majority} (a majority of the {} seeds) to {}",
+                    peers.len(),
+                    peers.len()
+                );
+            }
+        }
         let mut routes = std::collections::HashMap::new();
         for route in &self.peer_route {
             let (from, to) = route
@@ -177,6 +187,8 @@ impl ServeArgs {
             heartbeat: Duration::from_millis(self.heartbeat_ms),
             write_timeout: Duration::from_millis(self.write_timeout_ms),
             ready_lag: self.ready_lag,
+            bootstrap_expect: self.bootstrap_expect,
+            rejoin: self.rejoin,
             election_timeout: (
                 Duration::from_millis(self.election_timeout_min_ms),
                 Duration::from_millis(self.election_timeout_max_ms),
@@ -421,6 +433,24 @@ mod tests {
         assert!(why.contains("invalid --election-timeout-min-ms 600"), "{why}");
         let why = refusal(&["--peers", "http://a:1", "--heartbeat-ms", "300"]);
         assert!(why.contains("invalid --heartbeat-ms 300"), "{why}");
+    }
+
+    #[test]
+    fn bootstrap_expect_is_a_majority_of_the_seeds_at_least() {
+        let seeds = "http://a:1,http://b:1,http://c:1";
+        let why = refusal(&["--peers", seeds, "--bootstrap-expect", "1"]);
+        assert!(why.contains("invalid --bootstrap-expect 1: must be from 2"), "{why}");
+        let why = refusal(&["--peers", seeds, "--bootstrap-expect", "4"]);
+        assert!(why.contains("invalid --bootstrap-expect 4"), "{why}");
+        config(&[
+            "--peers",
+            seeds,
+            "--advertise-url",
+            "http://a:1",
+            "--bootstrap-expect",
+            "2",
+        ])
+        .expect("valid");
     }
 
     #[test]

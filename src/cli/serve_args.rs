@@ -242,8 +242,9 @@ pub struct ServeArgs {
     pub(super) send_timeout_ms: u64,
 
     /// Run as a Raft cluster node with these seeds: every node's advertise URL, the same list on every
-    /// node (comma-separated). The lowest seed forms the cluster once every seed answers; a node
-    /// outside it joins through any seed. Without it the node is standalone.
+    /// node (comma-separated). The lowest seed forms the cluster once every seed (or
+    /// --bootstrap-expect of them) answers; a node outside it joins through any seed. Without it
+    /// the node is standalone.
     #[arg(
         long,
         env = "DISTLOG_PEERS",
@@ -290,6 +291,24 @@ pub struct ServeArgs {
         help_heading = "Cluster"
     )]
     pub(super) ready_lag: u64,
+
+    /// How many seeds (--peers) must answer, uninitialized and with the same
+    /// seed list, before the lowest seed forms a new cluster with them [default: every seed]; the
+    /// others join once they come. At least a majority of the seeds, and the lowest seed must be
+    /// among them: only it ever forms a cluster, so two groups never form two.
+    #[arg(
+        long,
+        env = "DISTLOG_BOOTSTRAP_EXPECT",
+        value_name = "SEEDS",
+        help_heading = "Cluster"
+    )]
+    pub(super) bootstrap_expect: Option<usize>,
+
+    /// A node the cluster removed while it was down asks the leader to add it again when it starts
+    /// (as `POST /cluster/join` does). Without it, it waits to be added. A node removed while it
+    /// runs stays removed until it is asked to rejoin or restarted with this flag.
+    #[arg(long, env = "DISTLOG_REJOIN", help_heading = "Cluster")]
+    pub(super) rejoin: bool,
 
     /// PEM CA certificates that sign https:// peers' certificates.
     #[arg(long, env = "DISTLOG_PEER_CA", value_name = "FILE", help_heading = "Cluster")]

@@ -240,8 +240,20 @@ mod tests {
 
     fn entries() -> Vec<Entry> {
         let nodes: BTreeMap<u64, Member> = [
-            (1576501073623818, Member { url: "http://a".into() }),
-            (7, Member { url: "http://b".into() }),
+            (
+                1576501073623818,
+                Member {
+                    url: "http://a".into(),
+                    max_record_bytes: Some(1024),
+                },
+            ),
+            (
+                7,
+                Member {
+                    url: "http://b".into(),
+                    max_record_bytes: None,
+                },
+            ),
         ]
         .into();
         let voters: BTreeSet<u64> = nodes.keys().copied().collect();

@@ -68,7 +68,7 @@ impl LeaderContact {
         }
     }
 
-    fn since(&self) -> Option<Duration> {
+    pub(super) fn since(&self) -> Option<Duration> {
         self.heard().at.map(|at| at.elapsed())
     }
 

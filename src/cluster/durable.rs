@@ -108,6 +108,16 @@ impl Durable {
         serde_json::from_slice(json).map(Some).map_err(|e| corrupt(&path, e))
     }
 
+    /// Deletes `name`, durably; nothing when there is none.
+    pub fn remove(&self, name: &str) -> io::Result<()> {
+        let _one_at_a_time = self.writing.lock().unwrap_or_else(PoisonError::into_inner);
+        match fs::remove_file(self.dir.join(name)) {
+            Ok(()) => fsops::sync_dir(&self.dir),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     pub fn exists(&self, name: &str) -> bool {
         self.dir.join(name).exists()
     }

@@ -15,6 +15,10 @@ pub enum ClusterError {
     /// waits for (a seed that does not answer, the lowest seed, a join).
     #[error("{0}")]
     NotFormed(String),
+    /// The cluster removed this node: it serves nothing until it is added
+    /// again (`removal`); why, and how to add it.
+    #[error("{0}")]
+    Removed(String),
     /// The write may or may not commit: the leader changed or stopped
     /// after the entry was proposed. Retrying may write it twice.
     #[error("the outcome of the write is unknown: {0}")]

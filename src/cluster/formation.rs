@@ -1,7 +1,10 @@
 //! Forming and growing the cluster from the seed list (`--peers`), the
-//! same on every node: when every seed answers that it is uninitialized,
-//! the seed with the lowest URL initializes the cluster with all seeds as
-//! voters; a node outside the membership (new, or wiped and back under a
+//! same on every node: when `--bootstrap-expect` seeds (every seed by
+//! default; a majority at least), the lowest among them, answer that they
+//! are uninitialized and have the same seed list, the lowest seed
+//! initializes the cluster with them as voters. Only the lowest seed ever
+//! initializes, so two groups of seeds never form two clusters; seeds with
+//! another list are named, to writers and in the log. A node outside the membership (new, or wiped and back under a
 //! new id) joins through any seed that belongs to a cluster
 //! (`POST /cluster/join`): it is added as a learner and promoted to voter
 //! once caught up, and a stale member with the same URL is removed.
@@ -11,10 +14,9 @@
 //! reconciler finishes it too. Restarted voters skip all this: their log
 //! holds the membership.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use openraft::async_runtime::WatchReceiver;
 use serde::{Deserialize, Serialize};
 
 use super::error::ClusterError;
@@ -49,17 +51,12 @@ pub async fn form(cluster: Cluster) {
     let started = Instant::now();
     let mut said: Option<Instant> = None;
     let mut member_since: Option<Instant> = None;
-    let mut was_member = false;
+    let mut noted = BTreeSet::new();
     loop {
-        match cluster.in_committed_membership() {
-            Some(true) => was_member = true,
-            Some(false) if was_member => {
-                let why = "this node was removed from the cluster: it rejoins only when asked (POST /cluster/join on the leader) or when started again with an empty data directory";
-                tracing::error!("{why}");
-                cluster.set_forming(Some(why.to_string()));
-                return;
-            }
-            _ => {}
+        // A removed node rejoins only when asked (`removal` says so).
+        if cluster.removed().is_some() {
+            cluster.set_forming(None);
+            return;
         }
         if cluster.is_settled() {
             cluster.set_forming(None);
@@ -68,8 +65,17 @@ pub async fn form(cluster: Cluster) {
             }
             return;
         }
+        // Named by a committed membership and no longer: removed, which
+        // `removal` is finding out; never a new node that joins.
+        if cluster.was_named() && !cluster.is_member() {
+            cluster.set_forming(Some(
+                "this node is no longer in its membership: finding out whether the cluster removed it".into(),
+            ));
+            tokio::time::sleep(RETRY).await;
+            continue;
+        }
         let step = match cluster.is_member() {
-            false => formation_step(&cluster).await,
+            false => formation_step(&cluster, &mut noted).await,
             true => {
                 let since = *member_since.get_or_insert_with(Instant::now);
                 rejoin_step(&cluster, since).await
@@ -94,18 +100,6 @@ impl Cluster {
     /// Whether the current membership names this node.
     pub fn is_member(&self) -> bool {
         self.members().contains_key(&self.id())
-    }
-
-    /// Whether the last committed membership names this node (None: no
-    /// membership is committed yet). Unlike the effective membership, a
-    /// leader change cannot take it back.
-    fn in_committed_membership(&self) -> Option<bool> {
-        let metrics = self.raft().metrics().borrow_watched().clone();
-        let committed = &metrics.committed_membership_config;
-        committed
-            .log_id()
-            .is_some()
-            .then(|| committed.membership().get_node(&self.id()).is_some())
     }
 
     /// Whether this node is a voter and no other member has its URL: where
@@ -172,8 +166,9 @@ impl Cluster {
 }
 
 /// One look at the seeds: Ok when it did something (joined, initialized),
-/// else what the cluster's formation waits for.
-async fn formation_step(cluster: &Cluster) -> Result<(), String> {
+/// else what the cluster's formation waits for. `noted`: what was already
+/// said at WARN once (a seed's other limits or other seed list).
+async fn formation_step(cluster: &Cluster, noted: &mut BTreeSet<String>) -> Result<(), String> {
     let seeds = &cluster.inner.config.peers;
     let mut statuses = Vec::new();
     let mut unanswered = Vec::new();
@@ -187,7 +182,7 @@ async fn formation_step(cluster: &Cluster) -> Result<(), String> {
             Err(e) => unanswered.push((seed.trim_end_matches('/'), e)),
         }
     }
-    warn_of_other_limits(cluster, &statuses);
+    warn_of_other_limits(cluster, &statuses, noted);
     if let Some(formed) = statuses.iter().find(|s| s.initialized && s.node_id != cluster.id()) {
         cluster.set_forming(Some(format!(
             "joining through {}: catching up as a learner",
@@ -205,39 +200,77 @@ async fn formation_step(cluster: &Cluster) -> Result<(), String> {
             .await;
         return Ok(());
     }
+    let ours = seed_list(seeds);
+    let (agreeing, disagreeing): (Vec<&ClusterStatus>, Vec<&ClusterStatus>) = statuses
+        .iter()
+        .partition(|s| s.peers.is_empty() || seed_list(&s.peers) == ours);
+    let mut waits = Vec::new();
     if !unanswered.is_empty() {
         let urls: Vec<&str> = unanswered.iter().map(|(url, _)| *url).collect();
         let errors: Vec<&str> = unanswered.iter().map(|(_, e)| e.as_str()).collect();
         tracing::debug!(?errors, "seeds not answering");
+        waits.push(format!("waiting for {} to answer", urls.join(", ")));
+    }
+    for other in &disagreeing {
+        let why = format!(
+            "seed {} has another seed list (--peers {}) than this node ({})",
+            other.url,
+            seed_list(&other.peers).join(","),
+            ours.join(",")
+        );
+        if noted.insert(why.clone()) {
+            tracing::warn!(seed = %other.url, "{why}: the seeds must have the same --peers");
+        }
+        waits.push(why);
+    }
+    let lowest = ours.first().map(String::as_str).unwrap_or("?");
+    let expect = cluster.inner.config.bootstrap_expect;
+    if agreeing.len() < expect || !agreeing.iter().any(|s| s.url == lowest) {
         return Err(format!(
-            "waiting for {} to answer (every seed in --peers must answer before a new cluster forms)",
-            urls.join(", ")
+            "{}; a new cluster forms once {expect} of the {} seeds, the lowest ({lowest}) among them, answer uninitialized with the same --peers (--bootstrap-expect)",
+            waits.join("; "),
+            ours.len()
         ));
     }
-    let lowest = seeds.iter().map(|s| s.trim_end_matches('/')).min();
-    if lowest != Some(cluster.url()) {
+    if lowest != cluster.url() {
         return Err(format!(
-            "every seed answers; waiting for the lowest seed URL, {}, to initialize the cluster",
-            lowest.unwrap_or("?")
+            "{} seeds agree; waiting for the lowest seed URL, {lowest}, to initialize the cluster",
+            agreeing.len()
         ));
     }
-    let members: BTreeMap<NodeId, Member> = statuses
+    let members: BTreeMap<NodeId, Member> = agreeing
         .iter()
-        .map(|s| (s.node_id, Member { url: s.url.clone() }))
+        .map(|s| {
+            let member = Member {
+                url: s.url.clone(),
+                max_record_bytes: s.max_record_bytes,
+            };
+            (s.node_id, member)
+        })
         .collect();
-    tracing::info!(?members, "every seed is uninitialized: initializing the cluster");
+    tracing::info!(?members, "enough seeds agree: initializing the cluster");
     match cluster.raft().initialize(members).await {
         Ok(()) => Ok(()),
         Err(e) => Err(format!("initializing the cluster: {e}")),
     }
 }
 
-/// Seeds whose `--max-record-bytes` is not this node's are named (the same
-/// record would be taken or refused depending on who leads).
-fn warn_of_other_limits(cluster: &Cluster, statuses: &[ClusterStatus]) {
+/// A seed list as formation compares them: sorted, without trailing slashes.
+fn seed_list(seeds: &[String]) -> Vec<String> {
+    let mut list: Vec<String> = seeds.iter().map(|s| s.trim_end_matches('/').to_string()).collect();
+    list.sort();
+    list.dedup();
+    list
+}
+
+/// Seeds whose `--max-record-bytes` is not this node's are named, once
+/// each (the same record would be taken or refused depending on who leads).
+fn warn_of_other_limits(cluster: &Cluster, statuses: &[ClusterStatus], noted: &mut BTreeSet<String>) {
     let ours = cluster.max_record_bytes();
     for status in statuses {
-        if let Some(theirs) = status.max_record_bytes.filter(|theirs| *theirs != ours) {
+        if let Some(theirs) = status.max_record_bytes.filter(|theirs| *theirs != ours)
+            && noted.insert(format!("{} --max-record-bytes {theirs}", status.url))
+        {
             tracing::warn!(
                 seed = %status.url, theirs, ours,
                 "members disagree on --max-record-bytes: a record between the two is taken or refused depending on who leads"
@@ -267,7 +300,7 @@ async fn rejoin_step(cluster: &Cluster, member_since: Instant) -> Result<(), Str
 }
 
 /// Asks `via` (and the leader it points to) to add this node.
-async fn join_through(cluster: &Cluster, via: &str) -> Result<(), String> {
+pub(super) async fn join_through(cluster: &Cluster, via: &str) -> Result<(), String> {
     let mut target = via.trim_end_matches('/').to_string();
     let request = JoinRequest {
         url: cluster.url().to_string(),

@@ -67,7 +67,14 @@ impl Cluster {
             None => {
                 tracing::info!(node_id = id, %url, "adding a learner");
                 self.raft()
-                    .add_learner(id, Member { url: url.clone() }, true)
+                    .add_learner(
+                        id,
+                        Member {
+                            url: url.clone(),
+                            max_record_bytes: request.max_record_bytes,
+                        },
+                        true,
+                    )
                     .await
                     .map_err(|e| self.change_error(e))?;
             }

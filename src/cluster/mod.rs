@@ -19,6 +19,7 @@
 //! - `node`, `formation`, `membership`, `status`: a running node, forming
 //!   and growing the cluster from the seed list, `GET /cluster`;
 //! - `reconcile`: the leader finishes joins that stopped halfway;
+//! - `removal`: a member the cluster removed finds out and stands still;
 //! - `stages`: where a replicated write's time goes (a histogram);
 //! - `failpoint`: crash points in multi-step changes, for the fault tests;
 //! - `start`: starting a node, the top: nothing here imports it.
@@ -42,6 +43,7 @@ mod peer_health;
 mod reads;
 mod recent;
 mod reconcile;
+mod removal;
 mod repair;
 pub mod retention;
 mod rpc;

@@ -39,6 +39,11 @@ pub struct ClusterConfig {
     pub write_timeout: Duration,
     /// Entries this node may be behind its leader's commit and be ready.
     pub ready_lag: u64,
+    /// How many seeds, the lowest among them, must answer uninitialized
+    /// and with the same seed list before a new cluster forms.
+    pub bootstrap_expect: usize,
+    /// A node removed before it started asks the leader to add it again.
+    pub rejoin: bool,
     /// The client peers are reached with (TLS roots, identity, token).
     pub client: reqwest::Client,
 }
@@ -58,6 +63,12 @@ pub(super) struct Inner {
     pub config: ClusterConfig,
     /// While this node is in no cluster: what formation waits for.
     pub forming: std::sync::Mutex<Option<String>>,
+    /// Set while the cluster has removed this node (`removal`).
+    pub removal: std::sync::Mutex<Option<super::removal::Removal>>,
+    /// Whether a committed membership named this node since it started.
+    pub named: std::sync::atomic::AtomicBool,
+    /// `raft/`, where the removal is kept.
+    pub durable: super::durable::Durable,
     /// When a leader's append-entries or snapshot last arrived.
     pub contact: LeaderContact,
     /// On the leader: when each learner was first seen (`reconcile`).
@@ -143,6 +154,9 @@ impl Cluster {
     /// leader is known. Asked before a write or a membership change is
     /// proposed (Raft refuses one if leadership moves in between).
     pub fn must_lead(&self) -> Result<(), ClusterError> {
+        if let Some(why) = self.removed() {
+            return Err(ClusterError::Removed(why));
+        }
         match self.leader() {
             Some((leader, _)) if leader == self.inner.id => Ok(()),
             Some((_, url)) => Err(ClusterError::NotLeader { leader_url: url }),

@@ -4,7 +4,8 @@
 //!
 //! Files in `<data dir>/raft/` (see `durable`): `node-id` (generated once
 //! per data directory: a wiped node comes back under a new id), `vote`,
-//! `committed`, `purged`, `terms`, `state`, `snapshot`, `flushed`.
+//! `committed`, `purged`, `terms`, `state`, `snapshot`, `flushed`, and
+//! `removed` while the cluster has removed this node (see `removal`).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use super::metrics;
 use super::network::{Network, Routes};
 use super::node::{Cluster, ClusterConfig, Inner};
 use super::reconcile;
+use super::removal;
 use super::repair;
 use super::state_machine::StateMachine;
 use super::types::NodeId;
@@ -102,7 +104,7 @@ impl Cluster {
             .await
             .map_err(|e| StartError::Raft(e.to_string()))??;
         let id = node_id(&durable, &store, fault).await?;
-        let sm = StateMachine::open(store.clone(), durable)?;
+        let sm = StateMachine::open(store.clone(), durable.clone())?;
         // A no-op unless the log lost applied entries (a repair, including
         // one a crash interrupted after the log was cut).
         let checked = sm.clone();
@@ -134,6 +136,9 @@ impl Cluster {
                 visibility,
                 config,
                 forming: std::sync::Mutex::new(None),
+                removal: std::sync::Mutex::new(None),
+                named: Default::default(),
+                durable,
                 contact: Default::default(),
                 learners: Default::default(),
                 changing: Default::default(),
@@ -143,7 +148,10 @@ impl Cluster {
         };
         tracing::info!(node_id = id, url = %cluster.inner.url, peers = ?cluster.inner.config.peers, "cluster node started");
         failpoint::announce();
+        cluster.recall_removal()?;
         tokio::spawn(formation::form(cluster.clone()));
+        tokio::spawn(removal::follow_membership(cluster.clone()));
+        tokio::spawn(removal::watch(cluster.clone()));
         tokio::spawn(reconcile::run(cluster.clone()));
         tokio::spawn(metrics::publish(cluster.id(), cluster.raft().metrics()));
         Ok(cluster)
@@ -163,6 +171,8 @@ async fn node_id(durable: &Durable, store: &LogStore, fault: Option<repair::Faul
             // the fault again, or a repaired log, under a new id).
             let id = new_node_id()?;
             durable.write(NODE_ID, &id, true)?;
+            // A removal was the old id's: the new one joins as a new node.
+            durable.remove(removal::REMOVED_FILE)?;
             match fault {
                 Some(fault) => {
                     tracing::error!(

@@ -27,6 +27,9 @@ pub struct MemberStatus {
     /// `learner for N s` once a learner waits past `LEARNER_STUCK` (leader
     /// only; `null` elsewhere and when nothing is).
     pub problem: Option<String>,
+    /// The member's `--max-record-bytes` as it said when it was added
+    /// (null: added by a node that predates it).
+    pub max_record_bytes: Option<u64>,
 }
 
 /// `GET /cluster`.
@@ -52,6 +55,14 @@ pub struct ClusterStatus {
     /// that predate it).
     #[serde(default)]
     pub max_record_bytes: Option<u64>,
+    /// This node's seed list (`--peers`): formation names the seeds whose
+    /// list is not its own (empty from nodes that predate it).
+    #[serde(default)]
+    pub peers: Vec<String>,
+    /// Set while the cluster has removed this node: why, and how to add it
+    /// again (see `removal`).
+    #[serde(default)]
+    pub removed: Option<String>,
     pub members: Vec<MemberStatus>,
 }
 
@@ -91,6 +102,7 @@ impl Cluster {
                 };
                 MemberStatus {
                     id,
+                    max_record_bytes: member.max_record_bytes,
                     url: member.url,
                     voter,
                     match_offset,
@@ -109,6 +121,8 @@ impl Cluster {
             leader_contact_ms,
             commit_offset: metrics.local_committed.map(|c| c.index),
             max_record_bytes: Some(self.max_record_bytes()),
+            peers: self.inner.config.peers.clone(),
+            removed: self.removed(),
             members,
         }
     }

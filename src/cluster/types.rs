@@ -66,10 +66,15 @@ impl fmt::Display for UserRecord {
     }
 }
 
-/// A member as the membership stores it: where peers and clients reach it.
+/// A member as the membership stores it: where peers and clients reach
+/// it, and its `--max-record-bytes` as it said when it was added (members
+/// that disagree take or refuse the same record depending on who leads;
+/// `GET /cluster` shows it). Absent from memberships written before it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Member {
     pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_record_bytes: Option<u64>,
 }
 
 impl fmt::Display for Member {

@@ -39,6 +39,11 @@ pub struct ClusterSettings {
     pub write_timeout: Duration,
     /// Entries a member may be behind its leader's commit and be ready (`--ready-lag`).
     pub ready_lag: u64,
+    /// How many seeds must agree before a new cluster forms
+    /// (`--bootstrap-expect`; None: every seed).
+    pub bootstrap_expect: Option<usize>,
+    /// A node removed before it started asks to be added again (`--rejoin`).
+    pub rejoin: bool,
     /// The peer client's TLS roots, identity and token, as a follower's.
     pub peer_client: FollowConfig,
 }
@@ -116,6 +121,8 @@ pub async fn start(
                 election_timeout: settings.election_timeout,
                 write_timeout: settings.write_timeout,
                 ready_lag: settings.ready_lag,
+                bootstrap_expect: settings.bootstrap_expect.unwrap_or(settings.peers.len()),
+                rejoin: settings.rejoin,
                 client,
             };
             let cluster = Cluster::start(log.clone(), data_dir, config).await?;

@@ -5,7 +5,7 @@
 //! does not lead, `follower` for a replica), whether appends are taken, the
 //! leader's URL, and the mode's own part (`cluster`, or the replica's
 //! replication fields). `/readyz` (`readiness`): the log takes appends, and
-//! a member knows a leader and has applied what it serves.
+//! a member is not removed, knows a leader and has applied what it serves.
 
 use serde::Serialize;
 
@@ -44,6 +44,10 @@ pub struct ClusterSummary {
     pub leader_id: Option<u64>,
     pub commit_offset: Option<u64>,
     pub members: usize,
+    /// Set while the cluster has removed this node (its `members` is the
+    /// membership it last knew).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub removed: Option<String>,
 }
 
 /// A replica's view of its leader, as its follower task last saw it.
@@ -107,6 +111,7 @@ impl Mode {
                     leader_id: view.leader_id,
                     commit_offset: view.commit_offset,
                     members: view.members.len(),
+                    removed: view.removed,
                 });
             }
         }
@@ -120,6 +125,15 @@ impl Mode {
             return Err(NotReady {
                 status: "storage_failed",
                 code: "storage_unavailable",
+                error: why,
+            });
+        }
+        if let Mode::Member(cluster) = self
+            && let Some(why) = cluster.removed()
+        {
+            return Err(NotReady {
+                status: "removed",
+                code: "removed",
                 error: why,
             });
         }

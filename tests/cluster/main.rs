@@ -13,6 +13,7 @@ mod by_time;
 mod consumers;
 mod faults;
 mod follow;
+mod formation;
 mod harness_selftest;
 mod hostile_peers;
 mod joins;

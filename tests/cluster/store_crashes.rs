@@ -34,6 +34,7 @@ fn membership(term: u64, index: u64) -> Entry {
         1,
         Member {
             url: "http://127.0.0.1:9".into(),
+            max_record_bytes: None,
         },
     )]
     .into();
@@ -49,6 +50,7 @@ fn membership_of(node: u64) -> openraft::Membership<u64, Member> {
         node,
         Member {
             url: "http://127.0.0.1:9".into(),
+            max_record_bytes: None,
         },
     )]
     .into();
@@ -104,6 +106,8 @@ async fn id_at_start(log: &Log, dir: &Path) -> u64 {
         election_timeout: (Duration::from_millis(300), Duration::from_millis(600)),
         write_timeout: Duration::from_secs(5),
         ready_lag: 2000,
+        bootstrap_expect: 1,
+        rejoin: false,
         client: reqwest::Client::new(),
     };
     let cluster = Cluster::start(log.clone(), dir, config).await.expect("starts");

@@ -23,6 +23,11 @@ use super::fault_proxy::{FaultProxy, Mode};
 use super::rt::{self, XorShift};
 use super::writer::History;
 
+/// Node `i`'s own seed list, from the cluster's (`ClusterConfig::seeds_for`).
+pub type SeedsFor = fn(usize, &[String]) -> Vec<String>;
+/// The nodes not started at first, from the seed list (`ClusterConfig::held`).
+pub type Held = fn(&[String]) -> Vec<usize>;
+
 #[derive(Clone, Debug)]
 pub struct ClusterConfig {
     pub nodes: usize,
@@ -38,6 +43,12 @@ pub struct ClusterConfig {
     pub env: Vec<(String, String)>,
     /// How long a node may take to answer HTTP after it is spawned.
     pub ready_timeout: Duration,
+    /// Node `i`'s `--peers`, from the seed list (None: the list itself):
+    /// formation tests give one node another list.
+    pub seeds_for: Option<SeedsFor>,
+    /// The nodes `start` does not start, from the seed list (`restart`
+    /// starts one later).
+    pub held: Option<Held>,
 }
 
 impl Default for ClusterConfig {
@@ -51,6 +62,8 @@ impl Default for ClusterConfig {
             rust_log: "info".into(),
             env: Vec::new(),
             ready_timeout: Duration::from_secs(20),
+            seeds_for: None,
+            held: None,
         }
     }
 }
@@ -223,7 +236,9 @@ impl TestCluster {
         for (i, node) in cluster.nodes.iter().enumerate() {
             eprintln!("cluster node {i}: {} (log {})", node.url, node.log_path.display());
         }
-        eprintln!("cluster start order: {order:?}");
+        let held = cluster.config.held.map(|held| held(&cluster.seeds)).unwrap_or_default();
+        order.retain(|i| !held.contains(i));
+        eprintln!("cluster start order: {order:?} (held: {held:?})");
         for &i in &order {
             cluster.spawn(i);
         }
@@ -459,7 +474,10 @@ impl TestCluster {
 
     fn spawn(&mut self, i: usize) {
         assert!(self.nodes[i].child.is_none(), "node {i} is already running");
-        let peers = self.seeds.join(",");
+        let peers = match self.config.seeds_for {
+            Some(seeds_for) if i < self.seeds.len() => seeds_for(i, &self.seeds).join(","),
+            _ => self.seeds.join(","),
+        };
         let routes: Vec<String> = (0..self.len())
             .filter(|&j| j != i)
             .map(|j| format!("{}={}", self.nodes[j].url, self.link(i, j).url()))

@@ -369,6 +369,8 @@ async fn the_spec_describes_a_cluster_node() {
         election_timeout: (Duration::from_millis(150), Duration::from_millis(300)),
         write_timeout: Duration::from_secs(5),
         ready_lag: 2000,
+        bootstrap_expect: None,
+        rejoin: false,
         peer_client: distlog::replication::FollowConfig::new(""),
     });
     let _node = common::start_on(config, format!("127.0.0.1:{port}").parse().unwrap()).await;
