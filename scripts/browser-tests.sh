@@ -5,6 +5,7 @@
 #   scripts/browser-tests.sh                       # builds the debug binary first
 #   DISTLOG_BIN=target/debug/distlog scripts/browser-tests.sh
 #   SCREENSHOT_DIR=shots scripts/browser-tests.sh  # where screenshots go [target/ui-screenshots]
+#   scripts/browser-tests.sh --install-only        # only make the virtualenv (CI, in the background)
 #
 # Selenium is installed from PyPI (pinned) into a virtualenv under $CARGO_TARGET_DIR/tools
 # (default target/tools), once. Without Chromium and its driver the tests are SKIPPED, loudly.
@@ -15,6 +16,20 @@ SELENIUM_VERSION=4.51.0
 
 log() { printf '[browser-tests %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
+venv="$target_dir/tools/selenium-$SELENIUM_VERSION"
+install_selenium() {
+  if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import selenium' 2>/dev/null; then
+    log "installing selenium==$SELENIUM_VERSION into $venv"
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "selenium==$SELENIUM_VERSION"
+  fi
+}
+if [ "${1:-}" = --install-only ]; then
+  install_selenium
+  exit 0
+fi
+
 if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
   echo "=================================================================="
   echo "SKIPPED: browser tests of the web console: no chromium and chromedriver"
@@ -22,14 +37,7 @@ if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; the
   echo "=================================================================="
   exit 0
 fi
-
-venv="$target_dir/tools/selenium-$SELENIUM_VERSION"
-if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import selenium' 2>/dev/null; then
-  log "installing selenium==$SELENIUM_VERSION into $venv"
-  rm -rf "$venv"
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check "selenium==$SELENIUM_VERSION"
-fi
+install_selenium
 
 if [ -z "${DISTLOG_BIN:-}" ]; then
   (cd "$root" && cargo build --quiet --bin distlog)

@@ -9,7 +9,9 @@ cd "$(dirname "$0")/.."
 TAG=${1:-distlog:latest}
 
 scripts/docker-base.sh
-cargo build --release --bin distlog
+# Plain rustc: CI exports clippy-driver as the workspace's rustc wrapper for its test build
+# (.ci/run), and the shipped binary must not be compiled by it.
+env -u RUSTC_WORKSPACE_WRAPPER -u CLIPPY_ARGS cargo build --release --bin distlog
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
 
 context=$(mktemp -d "${TMPDIR:-/tmp}/distlog-image.XXXXXX")

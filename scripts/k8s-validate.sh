@@ -7,6 +7,7 @@
 #   scripts/k8s-validate.sh
 #   K8S_VERSIONS="1.31.0 1.34.0" scripts/k8s-validate.sh   # other versions
 #   KUBECTL=/path/to/kubectl scripts/k8s-validate.sh
+#   scripts/k8s-validate.sh --install-only   # only make the virtualenv (CI, in the background)
 #
 # kubernetes-validate (which ships the schemas: nothing is downloaded when it
 # runs) is installed from PyPI (pinned) into a virtualenv under
@@ -42,6 +43,7 @@ if [ ! -x "$venv/bin/kubernetes-validate" ]; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
 fi
+[ "${1:-}" = --install-only ] && exit 0
 log "$("$kubectl" version --client 2>/dev/null | tr '\n' ' ')"
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/k8s-validate.XXXXXX")"

@@ -8,6 +8,7 @@
 #   ST_MAX_EXAMPLES=3000 ST_MAX_TIME=900 ST_SEED=7 scripts/schemathesis.sh
 #   ST_SPEC=/other/openapi.yaml scripts/schemathesis.sh   # another version of the spec
 #   ST_REPORT_DIR=st-report scripts/schemathesis.sh        # keep a JUnit report there
+#   scripts/schemathesis.sh --install-only       # only make the virtualenv (CI, in the background)
 #
 # Schemathesis is installed from PyPI (pinned) into a virtualenv under
 # $CARGO_TARGET_DIR/tools (default target/tools), once. Hooks and settings:
@@ -47,6 +48,7 @@ install_schemathesis() {
 
 started=$(date +%s)
 st="$(install_schemathesis)"
+[ "${1:-}" = --install-only ] && exit 0
 bin="$(distlog_bin)"
 # The contract does not depend on durability; without fsyncs the run is
 # bounded by the CPU, not by the disk CI happens to have.

@@ -292,10 +292,12 @@ fn a_failed_open_removes_what_it_created_and_nothing_else() {
 /// cannot hold (a disk filling up, or a larger `--max-segment-bytes`), as
 /// long as the filesystem could: refusing it would stop reads and the
 /// retention that frees space. Needs a filesystem with more than a segment's
-/// worth of used space, so that such a size exists.
+/// worth of used space, so that such a size exists: the one the build is on
+/// (CARGO_TARGET_TMPDIR), not the temporary directory, which CI puts on an
+/// empty tmpfs.
 #[test]
 fn an_existing_log_opens_with_a_segment_larger_than_the_free_space_but_not_the_filesystem() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let space = fsops::space(dir.path()).unwrap();
     // Half-way between the free space and the filesystem's size, index included.
     let size = (space.available + (space.total - space.available) / 2).min(1 << 40);
