@@ -183,12 +183,24 @@ async fn formation_step(cluster: &Cluster, noted: &mut BTreeSet<String>) -> Resu
         }
     }
     warn_of_other_limits(cluster, &statuses, noted);
-    if let Some(formed) = statuses.iter().find(|s| s.initialized && s.node_id != cluster.id()) {
-        cluster.set_forming(Some(format!(
-            "joining through {}: catching up as a learner",
-            formed.url
-        )));
-        join_through(cluster, &formed.url).await?;
+    // A removed member still says it is initialized but refuses joins
+    // (503 removed): a seed in touch with a leader is asked first, then the
+    // others in turn, so that one removed seed does not keep every new node out.
+    let mut formed: Vec<&ClusterStatus> = statuses
+        .iter()
+        .filter(|s| s.initialized && s.node_id != cluster.id() && s.removed.is_none())
+        .collect();
+    formed.sort_by_key(|s| s.leader_url.is_none());
+    if !formed.is_empty() {
+        let mut joined = Err(String::new());
+        for seed in formed {
+            cluster.set_forming(Some(format!("joining through {}: catching up as a learner", seed.url)));
+            joined = join_through(cluster, &seed.url).await;
+            if joined.is_ok() {
+                break;
+            }
+        }
+        joined?;
         // The leader has us; the membership reaches this node with its log.
         let _ = cluster
             .raft()

@@ -177,7 +177,6 @@ impl Cluster {
     }
 
     fn mark_removed(&self, why: String) {
-        self.raft().runtime_config().elect(false);
         let at_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
@@ -187,7 +186,10 @@ impl Cluster {
             before_start: self.inner.contact.since().is_none(),
         };
         {
-            // Found once: the two watchers may both find it.
+            // One lock across the state, the file and the election switch, as
+            // `undo_removal` holds it: the two never interleave (a file left
+            // behind, or a removed node campaigning). Found once: the two
+            // watchers may both find it.
             let mut kept = self
                 .inner
                 .removal
@@ -196,10 +198,11 @@ impl Cluster {
             if kept.is_some() {
                 return;
             }
-            *kept = Some(removal.clone());
-        }
-        if let Err(e) = self.inner.durable.write(REMOVED_FILE, &removal, true) {
-            tracing::error!(error = %e, "could not keep the removal on disk: a restart will not know of it");
+            self.raft().runtime_config().elect(false);
+            if let Err(e) = self.inner.durable.write(REMOVED_FILE, &removal, true) {
+                tracing::error!(error = %e, "could not keep the removal on disk: a restart will not know of it");
+            }
+            *kept = Some(removal);
         }
         let why = self.removed().unwrap_or_default();
         tracing::error!(%why, "REMOVED: this node is no longer a member of its cluster; it stops campaigning and serves nothing");
@@ -223,15 +226,18 @@ impl Cluster {
     }
 
     fn undo_removal(&self) {
-        if let Err(e) = self.inner.durable.remove(REMOVED_FILE) {
-            tracing::error!(error = %e, "could not delete the removal on disk: a restart will say this node is removed");
+        {
+            let mut kept = self
+                .inner
+                .removal
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Err(e) = self.inner.durable.remove(REMOVED_FILE) {
+                tracing::error!(error = %e, "could not delete the removal on disk: a restart will say this node is removed");
+            }
+            *kept = None;
+            self.raft().runtime_config().elect(true);
         }
-        *self
-            .inner
-            .removal
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
-        self.raft().runtime_config().elect(true);
         tracing::info!("this node was added to the cluster again: it serves and may campaign again");
     }
 
@@ -256,7 +262,22 @@ impl Cluster {
     /// Asks every member and seed this node knows for `/cluster`: a leader
     /// in touch with its majority whose members do not name this node.
     async fn leader_without_us(&self) -> Option<String> {
-        let leader = self.in_touch_leader().await.filter(|s| leads_without(s, self.id()))?;
+        let metrics = self.raft().metrics().borrow_watched().clone();
+        // Only a leader of this cluster (one that lists one of the other
+        // members this node knows: ids are random 64-bit, so another
+        // cluster's never do) and of a term not behind this node's.
+        let others: Vec<u64> = metrics
+            .committed_membership_config
+            .membership()
+            .voter_ids()
+            .filter(|id| *id != self.id())
+            .collect();
+        let leader = self
+            .in_touch_leader()
+            .await
+            .filter(|s| leads_without(s, self.id()))
+            .filter(|s| s.term >= metrics.current_term)
+            .filter(|s| others.is_empty() || s.members.iter().any(|m| others.contains(&m.id)))?;
         let members: Vec<u64> = leader.members.iter().map(|m| m.id).collect();
         Some(format!(
             "the leader, node {} at {}, lists members {members:?} without it",

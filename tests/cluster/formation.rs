@@ -435,3 +435,75 @@ async fn a_removed_member_restarted_with_rejoin_asks_to_be_added_again() {
     );
     assert!(log_lines_since_start(&cluster, victim, &["--rejoin: asking the leader"]) >= 1);
 }
+
+async fn id_of(cluster: &TestCluster, i: usize) -> u64 {
+    let status = cluster.cluster_status(i).await.unwrap_or_else(|e| panic!("{e}"));
+    status.node_id.as_u64().expect("an id")
+}
+
+/// A new node whose first seed is a removed member (still up, still
+/// "initialized", refusing joins with 503 removed) joins through another.
+#[tokio::test]
+async fn a_new_node_joins_although_its_first_seed_was_removed() {
+    let (mut cluster, mut leader) = start_with("join past a removed seed", config()).await;
+    if leader == 0 {
+        // The first seed must not lead: hand leadership to node 1, asked
+        // again until node 0 leads and takes it (it may still be settling).
+        let to = id_of(&cluster, 1).await;
+        let moved = eventually(LEADER_TIMEOUT * 4, || async {
+            let asked = send(
+                reqwest::Method::POST,
+                format!("{}/cluster/leader", cluster.url(0)),
+                Some("application/json"),
+                Some(format!(r#"{{"id":{to}}}"#)),
+                Duration::from_secs(10),
+            )
+            .await;
+            let leads = cluster
+                .cluster_status(1)
+                .await
+                .is_ok_and(|s| s.leader_id.as_ref().and_then(|v| v.as_u64()) == Some(to));
+            leads || asked.is_ok_and(|r| r.status == 200)
+        })
+        .await;
+        assert!(moved, "leadership moved off the first seed");
+        leader = 1;
+        let settled = eventually(LEADER_TIMEOUT * 4, || async {
+            cluster
+                .cluster_status(1)
+                .await
+                .is_ok_and(|s| s.leader_id.as_ref().and_then(|v| v.as_u64()) == Some(to))
+        })
+        .await;
+        assert!(settled, "node 1 leads");
+    }
+    let removed_id = id_of(&cluster, 0).await;
+    let reply = send(
+        reqwest::Method::DELETE,
+        format!("{}/cluster/members/{removed_id}", cluster.url(leader)),
+        None,
+        None,
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("DELETE");
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let readyz = format!("{}/readyz", cluster.url(0));
+    assert!(
+        eventually(LEADER_TIMEOUT * 4, || async {
+            answer(readyz.clone()).await == (503, "removed".into())
+        })
+        .await,
+        "the first seed knows it was removed"
+    );
+    let added = cluster.add_node().await;
+    let added_id = id_of(&cluster, added).await;
+    let joined = eventually(Duration::from_secs(30), || async {
+        cluster
+            .cluster_status(leader)
+            .await
+            .is_ok_and(|s| member_ids(&s).contains(&added_id))
+    })
+    .await;
+    assert!(joined, "the new node never joined: {}", cluster.log_tail(added, 15));
+}
