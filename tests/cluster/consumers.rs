@@ -255,10 +255,16 @@ async fn positions_survive_a_retention_purge_and_a_snapshot_install() {
         },
     )
     .await;
-    assert!(
-        cluster.log_tail(lagging, 5000).contains("installing a snapshot"),
-        "node {lagging} caught up by a snapshot"
-    );
+    // Log lines are written by a background thread: waited for, not read at once.
+    common::eventually(
+        Duration::from_secs(10),
+        &format!("node {lagging} caught up by a snapshot"),
+        || {
+            let said = cluster.log_tail(lagging, 5000).contains("installing a snapshot");
+            async move { said }
+        },
+    )
+    .await;
     for i in 0..cluster.len() {
         cluster.kill(i);
     }
