@@ -32,7 +32,7 @@ use super::media::{BodyFormat, body_format};
 use super::named::NamedRouters;
 use super::state::AppState;
 use crate::log::{Log, LogConfig};
-use crate::logs::{DEFAULT_LOG, LogName, NamedLog, Requested, RetentionChange, Settings};
+use crate::logs::{CatalogError, DEFAULT_LOG, LogName, NamedLog, Requested, RetentionChange, Settings};
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -119,11 +119,20 @@ fn default_settings(config: &LogConfig) -> Settings {
     }
 }
 
-fn parse_name(name: &str) -> ApiResult<LogName> {
+pub(super) fn parse_name(name: &str) -> ApiResult<LogName> {
     LogName::parse(name).map_err(|e| ApiError::InvalidLogName {
         name: Echo::of(name),
         reason: e.reason,
     })
+}
+
+/// A log on disk that did not open (see `Catalog::failure`), as its routes answer it.
+pub(super) fn set_aside(name: &str, why: String) -> ApiError {
+    CatalogError::Failed {
+        name: name.to_string(),
+        why,
+    }
+    .into()
 }
 
 fn available(state: &AppState) -> ApiResult<()> {
@@ -151,7 +160,7 @@ pub async fn get_one(State(state): State<AppState>, Path(name): Path<String>) ->
         .catalog
         .get(name.as_str())
         .ok_or_else(|| match state.catalog.failure(name.as_str()) {
-            Some(why) => ApiError::Storage(format!("log {name} did not open: {why}")),
+            Some(why) => set_aside(name.as_str(), why),
             None => ApiError::LogNotFound { name: name.to_string() },
         })?;
     Ok(Json(named_view(&named)).into_response())

@@ -21,7 +21,7 @@ use tower_service::Service;
 
 use super::error::{ApiError, Echo};
 use super::state::AppState;
-use crate::logs::{CatalogError, DEFAULT_LOG, LogName, NamedLog, Requested, check_name};
+use crate::logs::{CatalogError, DEFAULT_LOG, NamedLog, Requested, check_name};
 
 /// The prefix every named log's routes share.
 pub(super) const PREFIX: &str = "/logs/";
@@ -127,15 +127,12 @@ async fn find(state: &AppState, name: &str, method: &Method, rest: &str) -> Resu
         return Err(ApiError::NamedLogsUnavailable(why));
     }
     if let Some(why) = state.catalog.failure(name) {
-        return Err(ApiError::Storage(format!("log {name} did not open: {why}")));
+        return Err(super::logs::set_aside(name, why));
     }
     if !(state.catalog.auto_creates() && method == Method::POST && rest == "/") {
         return Err(ApiError::LogNotFound { name: name.to_string() });
     }
-    let log_name = LogName::parse(name).map_err(|e| ApiError::InvalidLogName {
-        name: Echo::of(name),
-        reason: e.reason,
-    })?;
+    let log_name = super::logs::parse_name(name)?;
     match state.catalog.create(log_name, &Requested::default()).await {
         Ok((_, named)) => Ok(named),
         // Created meanwhile with other settings: that one is the log.

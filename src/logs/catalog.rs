@@ -240,9 +240,7 @@ impl Catalog {
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<NamedLog>> {
-        self.read()
-            .iter()
-            .find_map(|(n, l)| (n.as_str() == name).then(|| l.clone()))
+        self.read().get(name).cloned()
     }
 
     pub fn list(&self) -> Vec<Arc<NamedLog>> {
