@@ -118,16 +118,22 @@ pub async fn raft_pre_vote(State(state): State<AppState>, headers: HeaderMap, bo
     Ok(rpc_answer(answer))
 }
 
+/// Snapshot bodies read at once (one node a process). One is what a leader
+/// sends; a second covers a new leader's while an old one's is still
+/// arriving. Each may be `MAX_DOCUMENT` bytes, so anyone who reaches the
+/// port and knows a node's id could otherwise make it buffer 64 MiB per
+/// concurrent request.
+static SNAPSHOT_BODIES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
+/// The longest one snapshot body may take to arrive whole: the body timeout
+/// only bounds the gaps between its bytes, so a sender trickling a byte at a
+/// time would otherwise hold a reader's place for good.
+const SNAPSHOT_BODY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// A snapshot is the tables, which the producers and consumers make up to
 /// megabytes: its body may be as large as the tables file may be (not the
 /// 2 MiB of axum's default, which would keep a follower from ever catching
 /// up through a snapshot of a busy cluster).
-/// Snapshot bodies read at once. One is what a leader sends; a second
-/// covers a new leader's while an old one's is still arriving. Each may be
-/// `MAX_DOCUMENT` bytes, so anyone who reaches the port and knows a node's
-/// id could otherwise make it buffer 64 MiB per concurrent request.
-static SNAPSHOT_BODIES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
-
 pub async fn raft_snapshot(State(state): State<AppState>, request: Request) -> ApiResult<Response> {
     let (parts, body) = request.into_parts();
     let cluster = checked_target(&state, &parts.headers)?;
@@ -137,8 +143,9 @@ pub async fn raft_snapshot(State(state): State<AppState>, request: Request) -> A
         .try_acquire()
         .map_err(|_| ApiError::Busy("two snapshots are being received; retry shortly"))?;
     let limit = usize::try_from(MAX_DOCUMENT).unwrap_or(usize::MAX);
-    let body = axum::body::to_bytes(body, limit)
+    let body = tokio::time::timeout(SNAPSHOT_BODY_DEADLINE, axum::body::to_bytes(body, limit))
         .await
+        .map_err(|_| ApiError::BadClusterRequest("the snapshot body did not arrive within 120 s".into()))?
         .map_err(|e| ApiError::BadClusterRequest(format!("snapshot body: {e}")))?;
     let snapshot: SnapshotBody = parse(&body)?;
     let answer = telemetry::in_span(handler_span("raft.install_snapshot"), cluster.handle_snapshot(snapshot))

@@ -212,6 +212,14 @@ async fn formation_step(cluster: &Cluster, noted: &mut BTreeSet<String>) -> Resu
             .await;
         return Ok(());
     }
+    // A seed that is initialized (only a removed one is left here) says a
+    // cluster exists: it never counts towards forming another.
+    if let Some(removed) = statuses.iter().find(|s| s.initialized && s.node_id != cluster.id()) {
+        return Err(format!(
+            "seed {} belongs to a cluster but was removed from it, and no other seed answers as a member: waiting for one to join through",
+            removed.url
+        ));
+    }
     let ours = seed_list(seeds);
     let (agreeing, disagreeing): (Vec<&ClusterStatus>, Vec<&ClusterStatus>) = statuses
         .iter()

@@ -65,6 +65,8 @@ pub(super) struct Inner {
     pub forming: std::sync::Mutex<Option<String>>,
     /// Set while the cluster has removed this node (`removal`).
     pub removal: std::sync::Mutex<Option<super::removal::Removal>>,
+    /// Held across a removal's mark or undo (state, file, election switch).
+    pub removal_steps: std::sync::Mutex<()>,
     /// Whether a committed membership named this node since it started.
     pub named: std::sync::atomic::AtomicBool,
     /// `raft/`, where the removal is kept.

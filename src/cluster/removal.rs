@@ -30,6 +30,7 @@
 //! in this run) asks the leader itself (`rejoin`): a StatefulSet scaled
 //! down and up again keeps the pod's volume.
 
+use std::sync::PoisonError;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use openraft::async_runtime::WatchReceiver;
@@ -186,26 +187,27 @@ impl Cluster {
             before_start: self.inner.contact.since().is_none(),
         };
         {
-            // One lock across the state, the file and the election switch, as
-            // `undo_removal` holds it: the two never interleave (a file left
-            // behind, or a removed node campaigning). Found once: the two
-            // watchers may both find it.
-            let mut kept = self
-                .inner
-                .removal
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if kept.is_some() {
+            // Marking and undoing run one at a time across the state, the
+            // file and the election switch (they never interleave: no file
+            // left behind, no removed node campaigning); `removal`, which
+            // every request reads, is held only to look and to swap, never
+            // across the file's fsync. Found once: two watchers may find it.
+            let _step = self.inner.removal_steps.lock().unwrap_or_else(PoisonError::into_inner);
+            if self.removal_state().is_some() {
                 return;
             }
             self.raft().runtime_config().elect(false);
             if let Err(e) = self.inner.durable.write(REMOVED_FILE, &removal, true) {
                 tracing::error!(error = %e, "could not keep the removal on disk: a restart will not know of it");
             }
-            *kept = Some(removal);
+            *self.removal_state() = Some(removal);
         }
         let why = self.removed().unwrap_or_default();
         tracing::error!(%why, "REMOVED: this node is no longer a member of its cluster; it stops campaigning and serves nothing");
+    }
+
+    fn removal_state(&self) -> std::sync::MutexGuard<'_, Option<Removal>> {
+        self.inner.removal.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Whether the removal came before this run: kept on disk, or found
@@ -227,15 +229,16 @@ impl Cluster {
 
     fn undo_removal(&self) {
         {
-            let mut kept = self
-                .inner
-                .removal
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let _step = self.inner.removal_steps.lock().unwrap_or_else(PoisonError::into_inner);
+            // Looked at again under the lock: a removal committed since the
+            // caller's check stays.
+            if !self.is_member() {
+                return;
+            }
             if let Err(e) = self.inner.durable.remove(REMOVED_FILE) {
                 tracing::error!(error = %e, "could not delete the removal on disk: a restart will say this node is removed");
             }
-            *kept = None;
+            *self.removal_state() = None;
             self.raft().runtime_config().elect(true);
         }
         tracing::info!("this node was added to the cluster again: it serves and may campaign again");
@@ -260,24 +263,10 @@ impl Cluster {
     }
 
     /// Asks every member and seed this node knows for `/cluster`: a leader
-    /// in touch with its majority whose members do not name this node.
+    /// of its own cluster in touch with its majority whose members do not
+    /// name this node.
     async fn leader_without_us(&self) -> Option<String> {
-        let metrics = self.raft().metrics().borrow_watched().clone();
-        // Only a leader of this cluster (one that lists one of the other
-        // members this node knows: ids are random 64-bit, so another
-        // cluster's never do) and of a term not behind this node's.
-        let others: Vec<u64> = metrics
-            .committed_membership_config
-            .membership()
-            .voter_ids()
-            .filter(|id| *id != self.id())
-            .collect();
-        let leader = self
-            .in_touch_leader()
-            .await
-            .filter(|s| leads_without(s, self.id()))
-            .filter(|s| s.term >= metrics.current_term)
-            .filter(|s| others.is_empty() || s.members.iter().any(|m| others.contains(&m.id)))?;
+        let leader = self.in_touch_leader().await.filter(|s| leads_without(s, self.id()))?;
         let members: Vec<u64> = leader.members.iter().map(|m| m.id).collect();
         Some(format!(
             "the leader, node {} at {}, lists members {members:?} without it",
@@ -286,8 +275,19 @@ impl Cluster {
     }
 
     /// The `/cluster` of a leader in touch with its majority, asked of
-    /// every member and seed this node knows.
+    /// every member and seed this node knows. Only a leader of this node's
+    /// cluster counts (one that lists another of the members this node
+    /// knows: ids are random 64-bit, so another cluster's never do) and of a
+    /// term not behind this node's: checked for every answer, so that a
+    /// foreign or stale one answering first does not hide the real leader.
     async fn in_touch_leader(&self) -> Option<ClusterStatus> {
+        let metrics = self.raft().metrics().borrow_watched().clone();
+        let others: Vec<u64> = metrics
+            .committed_membership_config
+            .membership()
+            .voter_ids()
+            .filter(|id| *id != self.id())
+            .collect();
         let mut urls: Vec<String> = self.members().into_values().map(|(m, _)| m.url).collect();
         urls.extend(
             self.inner
@@ -301,10 +301,12 @@ impl Cluster {
         urls.retain(|u| u != self.url());
         let asks = urls.iter().map(|url| self.peer_status(url));
         let answers = futures_util::future::join_all(asks).await;
-        answers
-            .into_iter()
-            .flatten()
-            .find(|s| s.initialized && s.leader_id == Some(s.node_id))
+        answers.into_iter().flatten().find(|s| {
+            s.initialized
+                && s.leader_id == Some(s.node_id)
+                && s.term >= metrics.current_term
+                && (others.is_empty() || s.members.iter().any(|m| others.contains(&m.id)))
+        })
     }
 }
 

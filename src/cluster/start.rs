@@ -137,6 +137,7 @@ impl Cluster {
                 config,
                 forming: std::sync::Mutex::new(None),
                 removal: std::sync::Mutex::new(None),
+                removal_steps: std::sync::Mutex::new(()),
                 named: Default::default(),
                 durable,
                 contact: Default::default(),

@@ -289,7 +289,7 @@ impl Catalog {
             Ok(named) => named,
             Err(e) => {
                 // The name exists on disk now; taken back, it stays free.
-                discard(config, name.as_str()).await?;
+                self.discard_or_set_aside(config, &name).await?;
                 return Err(e);
             }
         };
@@ -336,9 +336,22 @@ impl Catalog {
                 self.set_failed(&failed, None);
             }
         }
-        discard(config, name).await?;
+        let log_name = LogName::parse(name).map_err(|e| io::Error::other(e.to_string()))?;
+        self.discard_or_set_aside(config, &log_name).await?;
         tracing::info!(log = %name, "named log deleted");
         Ok(())
+    }
+
+    /// `discard`s `name`; if that fails the directory is still `<name>`, so
+    /// the name is set aside with the error (served as such, deletable
+    /// again) rather than hidden: neither served nor free, and back with
+    /// its records at the next start.
+    async fn discard_or_set_aside(&self, config: &CatalogConfig, name: &LogName) -> Result<(), CatalogError> {
+        let discarded = discard(config, name.as_str()).await;
+        if let Err(e) = &discarded {
+            self.set_failed(name, Some(format!("its deletion failed: {e}")));
+        }
+        discarded
     }
 
     /// At shutdown, before requests drain: every log's long polls and
