@@ -33,6 +33,7 @@ mod durable;
 mod error;
 pub mod failpoint;
 mod formation;
+mod identity;
 mod log_store;
 mod marks;
 mod membership;

@@ -2,8 +2,8 @@
 //! repairs it, starts openraft, and sets formation and the metrics going.
 //! The top of `cluster`: it puts together what the modules below provide.
 //!
-//! Files in `<data dir>/raft/` (see `durable`): `node-id` (generated once
-//! per data directory: a wiped node comes back under a new id), `vote`,
+//! Files in `<data dir>/raft/` (see `durable`): `node-id` and `node-url`
+//! (see `identity`: a wiped, copied or moved node comes back under a new id), `vote`,
 //! `committed`, `purged`, `terms`, `state`, `snapshot`, `flushed`, and
 //! `removed` while the cluster has removed this node (see `removal`).
 
@@ -15,6 +15,7 @@ use openraft::{Config, Raft, SnapshotPolicy};
 use super::durable::Durable;
 use super::failpoint;
 use super::formation;
+use super::identity;
 use super::log_store::LogStore;
 use super::metrics;
 use super::network::{Network, Routes};
@@ -25,8 +26,6 @@ use super::repair;
 use super::state_machine::StateMachine;
 use super::types::NodeId;
 use crate::log::Log;
-
-const NODE_ID: &str = "node-id";
 
 /// Why a node cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -41,22 +40,6 @@ pub enum StartError {
     Config(String),
     #[error("openraft failed to start: {0}")]
     Raft(String),
-}
-
-/// A random node id that is not 0, from the system's generator.
-fn new_node_id() -> std::io::Result<NodeId> {
-    use ring::rand::SecureRandom;
-    let rng = ring::rand::SystemRandom::new();
-    loop {
-        let mut bytes = [0u8; 8];
-        rng.fill(&mut bytes)
-            .map_err(|_| std::io::Error::other("no random numbers for a node id"))?;
-        // Ids stay below 2^53 so that JSON clients read them exactly.
-        let id = u64::from_le_bytes(bytes) >> 11;
-        if id != 0 {
-            return Ok(id);
-        }
-    }
 }
 
 /// `write_caching`: the log acknowledges what it has not synced
@@ -103,7 +86,7 @@ impl Cluster {
         let fault = tokio::task::spawn_blocking(move || repair::check(&checked))
             .await
             .map_err(|e| StartError::Raft(e.to_string()))??;
-        let id = node_id(&durable, &store, fault).await?;
+        let id = node_id(&durable, &store, fault, &config.advertise_url).await?;
         let sm = StateMachine::open(store.clone(), durable.clone())?;
         // A no-op unless the log lost applied entries (a repair, including
         // one a crash interrupted after the log was cut).
@@ -159,40 +142,52 @@ impl Cluster {
     }
 }
 
-/// This node's id: the one on disk, or a new one when there is none or
-/// the log lost records it had made durable (`fault`), which is then
-/// repaired.
-async fn node_id(durable: &Durable, store: &LogStore, fault: Option<repair::Fault>) -> Result<NodeId, StartError> {
-    let id = match (durable.read::<NodeId>(NODE_ID)?, &fault) {
-        (Some(id), None) => id,
-        (old, fault) => {
-            // The new id is on disk before anything is repaired: a crash
-            // mid-repair must never bring the node back under the id
-            // whose acknowledged entries it lost (the next start finds
-            // the fault again, or a repaired log, under a new id).
-            let id = new_node_id()?;
-            durable.write(NODE_ID, &id, true)?;
-            // A removal was the old id's: the new one joins as a new node.
-            durable.remove(removal::REMOVED_FILE)?;
-            match fault {
-                Some(fault) => {
-                    tracing::error!(
-                        old_node_id = ?old,
-                        new_node_id = id,
-                        %fault,
-                        "STORAGE FAULT: this node's log lost records it had made durable; it will not vote or lead on it. \
-                         Keeping the sound prefix and joining again under a new id, to catch up from the other members"
-                    );
-                    let repaired = store.clone();
-                    let fault = fault.clone();
-                    tokio::task::spawn_blocking(move || repair::keep_sound_prefix(&repaired, &fault))
-                        .await
-                        .map_err(|e| StartError::Raft(e.to_string()))??;
-                }
-                None => tracing::info!(node_id = id, "new data directory: generated a node id"),
-            }
-            id
+/// This node's id: the one on disk if it was taken at this node's URL,
+/// or a new one when there is none, when it was taken elsewhere (a copied
+/// or moved directory: `identity`), or when the log lost records it had
+/// made durable (`fault`), which is then repaired.
+async fn node_id(
+    durable: &Durable,
+    store: &LogStore,
+    fault: Option<repair::Fault>,
+    url: &str,
+) -> Result<NodeId, StartError> {
+    let recorded = identity::recorded_id(durable, url)?;
+    if let (Ok(id), None) = (&recorded, &fault) {
+        return Ok(*id);
+    }
+    // The new id is on disk before anything is repaired: a crash
+    // mid-repair must never bring the node back under the id whose
+    // acknowledged entries it lost (the next start finds the fault
+    // again, or a repaired log, under a new id).
+    let id = identity::new_node_id()?;
+    identity::record_id(durable, id, url)?;
+    // A removal was the old id's: the new one joins as a new node.
+    durable.remove(removal::REMOVED_FILE)?;
+    match (fault, recorded) {
+        (Some(fault), old) => {
+            tracing::error!(
+                old_node_id = ?old.ok(),
+                new_node_id = id,
+                %fault,
+                "STORAGE FAULT: this node's log lost records it had made durable; it will not vote or lead on it. \
+                 Keeping the sound prefix and joining again under a new id, to catch up from the other members"
+            );
+            let repaired = store.clone();
+            tokio::task::spawn_blocking(move || repair::keep_sound_prefix(&repaired, &fault))
+                .await
+                .map_err(|e| StartError::Raft(e.to_string()))??;
         }
-    };
+        (None, Err(identity::NewId::Moved { old_id, old_url })) => tracing::warn!(
+            old_node_id = old_id,
+            %old_url,
+            new_node_id = id,
+            %url,
+            "this data directory belonged to node {old_id} at {old_url}: started at another URL (a copied \
+             directory, or a moved node), it joins as a new node under a new id. If node {old_id} is gone \
+             for good, remove it: distlog cluster remove {old_id}"
+        ),
+        (None, _) => tracing::info!(node_id = id, "new data directory: generated a node id"),
+    }
     Ok(id)
 }

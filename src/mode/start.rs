@@ -172,15 +172,32 @@ fn spawn_retention(
                 _ = ticks.tick() => {}
                 _ = stopping.wait_for(|stop| *stop) => return,
             }
+            // One point for the save and the purge: deciding twice (at two
+            // clocks, or around appends that seal a segment) could purge
+            // records the saved table has not seen.
+            let point = {
+                let log = log.clone();
+                match tokio::task::spawn_blocking(move || log.retention_point(now_ms())).await {
+                    Ok(Ok(Some(point))) => point,
+                    Ok(Ok(None)) => continue,
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "retention failed");
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "retention task failed");
+                        continue;
+                    }
+                }
+            };
             if let Some(producers) = &producers
-                && log.retention_point(now_ms()).is_ok_and(|point| point.is_some())
                 && let Err(e) = producers.save(&log).await
             {
                 tracing::error!(error = %e, "could not save the producers table: retention waits");
                 continue;
             }
             let log = log.clone();
-            match tokio::task::spawn_blocking(move || log.enforce_retention(now_ms())).await {
+            match tokio::task::spawn_blocking(move || log.purge_before(point)).await {
                 Ok(Ok(0)) => {}
                 Ok(Ok(n)) => tracing::info!(segments = n, "retention deleted old segments"),
                 Ok(Err(e)) => tracing::error!(error = %e, "retention failed"),

@@ -16,6 +16,7 @@ mod follow;
 mod formation;
 mod harness_selftest;
 mod hostile_peers;
+mod identity;
 mod joins;
 mod partitions;
 mod power_cuts;

@@ -434,6 +434,17 @@ impl TestCluster {
     /// seed on its own. Nodes already running reach it directly (they have
     /// no route for it) until they are restarted. Returns its index.
     pub async fn add_node(&mut self) -> usize {
+        self.add_node_on(None).await
+    }
+
+    /// Like `add_node`, on a copy (`cp -a`) of node `from`'s data
+    /// directory, as an operator seeding a new node from a member's disk
+    /// would make it. Node `from` should be stopped while it is copied.
+    pub async fn add_node_copying(&mut self, from: usize) -> usize {
+        self.add_node_on(Some(from)).await
+    }
+
+    async fn add_node_on(&mut self, copy_of: Option<usize>) -> usize {
         let i = self.nodes.len();
         let port = free_ports(1)[0];
         let node = Node {
@@ -467,6 +478,15 @@ impl TestCluster {
             .collect();
         self.links.push(row);
         self.partitioned.push(false);
+        if let Some(from) = copy_of {
+            let copied = Command::new("cp")
+                .arg("-a")
+                .arg(&self.nodes[from].data_dir)
+                .arg(&self.nodes[i].data_dir)
+                .status()
+                .expect("cp runs");
+            assert!(copied.success(), "cp -a of node {from}'s data directory failed");
+        }
         self.spawn(i);
         self.wait_ready(i).await;
         i
