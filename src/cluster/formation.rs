@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::error::ClusterError;
-use super::node::Cluster;
+use super::node::{Cluster, ClusterConfig};
 use super::status::ClusterStatus;
 use super::types::{Member, NodeId};
 
@@ -144,25 +144,31 @@ impl Cluster {
 
     /// GET `url`/cluster, through the routes.
     pub async fn peer_status(&self, url: &str) -> Result<ClusterStatus, String> {
-        let target = format!("{}/cluster", self.inner_routes().resolve(url));
-        let response = self
-            .inner
-            .config
-            .client
-            .get(&target)
-            .timeout(Duration::from_secs(2))
-            .send()
-            .await
-            .map_err(|e| format!("{url}: {e}"))?;
-        if !response.status().is_success() {
-            return Err(format!("{url}: answered {}", response.status()));
-        }
-        response.json().await.map_err(|e| format!("{url}: {e}"))
+        status_of(&self.inner.config, url).await
     }
 
     fn inner_routes(&self) -> super::network::Routes {
         super::network::Routes::new(self.inner.config.routes.clone())
     }
+}
+
+/// GET `url`/cluster with the peer client of `config`, through its routes.
+pub(super) async fn status_of(config: &ClusterConfig, url: &str) -> Result<ClusterStatus, String> {
+    let target = format!(
+        "{}/cluster",
+        super::network::Routes::new(config.routes.clone()).resolve(url)
+    );
+    let response = config
+        .client
+        .get(&target)
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .map_err(|e| format!("{url}: {e}"))?;
+    if !response.status().is_success() {
+        return Err(format!("{url}: answered {}", response.status()));
+    }
+    response.json().await.map_err(|e| format!("{url}: {e}"))
 }
 
 /// One look at the seeds: Ok when it did something (joined, initialized),

@@ -44,6 +44,7 @@ mod peer_health;
 mod reads;
 mod recent;
 mod reconcile;
+mod recovery;
 mod removal;
 mod repair;
 pub mod retention;

@@ -50,6 +50,9 @@ pub enum Fault {
     Changed { mark: &'static str, recorded: LogId },
     /// A frame fails its checksum.
     Corrupt { offset: u64, reason: String },
+    /// The leader had this node holding an entry past its log's end (a
+    /// directory restored from an older copy: `recovery`).
+    BehindLeader { leader: String, matched: u64, log_end: u64 },
 }
 
 impl std::fmt::Display for Fault {
@@ -67,6 +70,15 @@ impl std::fmt::Display for Fault {
                 write!(f, "the {mark} entry {recorded} is no longer in the log as it was")
             }
             Fault::Corrupt { offset, reason } => write!(f, "the frame at offset {offset} is corrupt: {reason}"),
+            Fault::BehindLeader {
+                leader,
+                matched,
+                log_end,
+            } => write!(
+                f,
+                "the leader {leader} had this node holding index {matched}, and the log ends at index {log_end} \
+                 (a data directory restored from an older copy?)"
+            ),
         }
     }
 }

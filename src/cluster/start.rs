@@ -21,6 +21,7 @@ use super::metrics;
 use super::network::{Network, Routes};
 use super::node::{Cluster, ClusterConfig, Inner};
 use super::reconcile;
+use super::recovery;
 use super::removal;
 use super::repair;
 use super::state_machine::StateMachine;
@@ -83,9 +84,16 @@ impl Cluster {
         let durable = Durable::open(raft_dir)?;
         let store = LogStore::open(log, durable.clone())?;
         let checked = store.clone();
-        let fault = tokio::task::spawn_blocking(move || repair::check(&checked))
+        let mut fault = tokio::task::spawn_blocking(move || repair::check(&checked))
             .await
             .map_err(|e| StartError::Raft(e.to_string()))??;
+        let write_caching = store.log().config().durability != crate::log::Durability::Always;
+        if fault.is_none()
+            && !write_caching
+            && let Ok(kept) = identity::recorded_id(&durable, &config.advertise_url)?
+        {
+            fault = recovery::check_with_leader(&config, kept, store.next_index()).await;
+        }
         let id = node_id(&durable, &store, fault, &config.advertise_url).await?;
         let sm = StateMachine::open(store.clone(), durable.clone())?;
         // A no-op unless the log lost applied entries (a repair, including
@@ -100,7 +108,6 @@ impl Cluster {
             routes: Routes::new(config.routes.clone()),
             health: Default::default(),
         };
-        let write_caching = store.log().config().durability != crate::log::Durability::Always;
         let raft = Raft::new(
             id,
             Arc::new(raft_config(&config, write_caching)?),

@@ -6,6 +6,7 @@
 use std::time::{Duration, Instant};
 
 use super::common::cluster::ClusterStatus;
+use super::common::fault_proxy::Mode;
 use super::common::writer::Load;
 use super::faults::{assert_progress, check_and_report, config, load_config, start_with, voters};
 
@@ -61,4 +62,63 @@ async fn a_copied_data_directory_runs_as_a_new_node_not_as_the_one_it_was_copied
     assert_progress(&load, 50, "with the copy a member").await;
     let history = load.stop().await;
     check_and_report(&cluster, what, &history).await;
+}
+
+/// A follower's data directory restored from an older copy at the same
+/// URL comes back with its id and marks as old as its log: only the leader
+/// knows what it acknowledged since. The restored node must not count as
+/// holding those entries (here: elect a leader without them once the old
+/// leader is gone).
+#[tokio::test]
+async fn a_follower_restored_from_an_old_copy_does_not_lose_what_it_acknowledged() {
+    let what = "a follower restored from an old copy";
+    let (mut cluster, leader) = start_with(what, config()).await;
+    let (restored, other) = ((leader + 1) % 3, (leader + 2) % 3);
+    let load = Load::start(cluster.urls(), load_config());
+    assert_progress(&load, 50, "before the backup").await;
+
+    let old_id = node_id(&cluster.cluster_status(restored).await.unwrap_or_else(|e| panic!("{e}")));
+    let backup = tempfile::tempdir().expect("a directory for the backup");
+    let backup_copy = backup.path().join("copy");
+    cluster.kill(restored);
+    copy_dir(cluster.data_dir(restored), &backup_copy);
+    cluster.restart(restored).await;
+    assert_progress(&load, 50, "after the backup").await;
+
+    // With `other` cut off, what commits now commits on the leader and the
+    // node to be restored alone.
+    cluster.partition(other, Mode::Drop);
+    assert_progress(&load, 100, "with one follower cut off").await;
+
+    // Restore the old copy. The leader cannot reach it (it cannot hand back
+    // what the copy lacks); it can reach the leader.
+    cluster.kill(restored);
+    std::fs::remove_dir_all(cluster.data_dir(restored)).expect("the node's data directory goes");
+    copy_dir(&backup_copy, cluster.data_dir(restored));
+    cluster.set_link(leader, restored, Mode::Drop);
+    cluster.restart(restored).await;
+    let new_id = node_id(&cluster.cluster_status(restored).await.unwrap_or_else(|e| panic!("{e}")));
+    assert_ne!(new_id, old_id, "{what}: the restored node came back as node {old_id}");
+
+    // The leader dies; the restored node and the one that was cut off now
+    // reach each other. They must not elect a leader without what the
+    // leader and the restored node had acknowledged.
+    cluster.kill(leader);
+    cluster.heal();
+    let elected_without = load.wait_for_more_acks(1, Duration::from_secs(5)).await;
+    eprintln!("{what}: the two without the old leader took writes: {elected_without}");
+    cluster.restart(leader).await;
+    assert_progress(&load, 50, "with the old leader back").await;
+    let history = load.stop().await;
+    check_and_report(&cluster, what, &history).await;
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .expect("cp runs");
+    assert!(copied.success(), "cp -a {} {}", from.display(), to.display());
 }
