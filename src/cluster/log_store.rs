@@ -471,6 +471,7 @@ mod tests {
     use openraft::EntryPayload;
 
     use super::*;
+    use crate::cluster::repair;
     use crate::cluster::types::UserRecord;
     use crate::log::{Durability, LogConfig};
 
@@ -521,6 +522,81 @@ mod tests {
         assert_eq!(store.flushed(), None, "the mark names {last}, which was taken back");
         store.raise_flushed(log_id(2, 2)).expect("mark written");
         assert_eq!(store.flushed(), Some(log_id(2, 2)));
+    }
+
+    /// Flips one byte of the first frame's value in the segment based at `base`.
+    fn rot_segment(dir: &std::path::Path, base: u64) {
+        use std::os::unix::fs::FileExt;
+        let path = dir.join(format!("{base:020}.store"));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .expect("store file");
+        let mut byte = [0u8; 1];
+        // Inside the first frame's value (`{}` after a header of tens of bytes).
+        let at = file.metadata().expect("metadata").len().min(4096) / 2;
+        file.read_exact_at(&mut byte, at).expect("read");
+        file.write_all_at(&[byte[0] ^ 0x5a], at).expect("write");
+    }
+
+    /// A start reads each sealed segment's frames once: later starts check
+    /// the active segment and what was sealed since, until the last entry
+    /// checked leaves the log.
+    #[test]
+    fn a_start_checks_each_sealed_segment_once() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = LogConfig {
+            durability: Durability::Always,
+            max_segment_bytes: 1024,
+            max_record_bytes: 256,
+            ..LogConfig::default()
+        };
+        let open = || {
+            let log = Log::open(dir.path(), config.clone()).expect("log opens");
+            LogStore::open(log, Durable::open(dir.path().join("raft")).expect("raft dir")).expect("store opens")
+        };
+        let store = open();
+        let (_, sync) = store.write_entries(0, (0..200).map(entry).collect()).expect("written");
+        if let Some(sync) = sync {
+            sync.wait_blocking().expect("synced");
+        }
+        let sealed_end = store.log().active_base();
+        assert!(
+            sealed_end > 100,
+            "several sealed segments: the active one starts at {sealed_end}"
+        );
+        assert_eq!(repair::check(&store).expect("checked"), None);
+        assert_eq!(
+            store.durable().read::<LogId>(repair::VERIFIED).expect("read"),
+            Some(log_id(1, sealed_end - 1))
+        );
+
+        // Rot in the first, checked segment: not read again at a start.
+        rot_segment(dir.path(), 0);
+        drop(store);
+        let store = open();
+        assert_eq!(
+            repair::check(&store).expect("checked"),
+            None,
+            "a checked segment was read again"
+        );
+
+        // Rot in the active segment: read at every start.
+        rot_segment(dir.path(), sealed_end);
+        assert!(matches!(
+            repair::check(&store).expect("checked"),
+            Some(repair::Fault::Corrupt { .. })
+        ));
+
+        // Once the last checked entry leaves the log, the whole log is read again.
+        store
+            .truncating(|| store.truncate_from(sealed_end - 1))
+            .expect("truncated");
+        assert!(
+            matches!(repair::check(&store).expect("checked"), Some(repair::Fault::Corrupt { offset, .. }) if offset < sealed_end),
+            "the rot in the first segment was not found after the truncation"
+        );
     }
 
     #[test]

@@ -86,11 +86,17 @@ impl std::fmt::Display for Fault {
 /// Frame bytes read at a time by the checksum scan.
 const SCAN_BYTES: u64 = 8 << 20;
 
-/// Checks the log against the node's marks and every frame's checksum.
+/// The `Durable` document naming the last entry of the sealed segments a
+/// start has checked frame by frame (`verified`).
+pub const VERIFIED: &str = "verified";
+
+/// Checks the log against the node's marks and every frame's checksum
+/// not checked at an earlier start (`verified`).
 pub fn check(store: &LogStore) -> io::Result<Option<Fault>> {
-    if let Some(fault) = scan_checksums(store)? {
+    if let Some(fault) = scan_checksums(store, verified_until(store)?)? {
         return Ok(Some(fault));
     }
+    remember_verified(store)?;
     for (mark, recorded) in [("flushed", store.flushed()), ("committed", store.committed())] {
         let Some(recorded) = recorded else { continue };
         if recorded.index < store.first_index() {
@@ -110,9 +116,38 @@ pub fn check(store: &LogStore) -> io::Result<Option<Fault>> {
     Ok(None)
 }
 
-fn scan_checksums(store: &LogStore) -> io::Result<Option<Fault>> {
+/// Where the checksum scan starts: past the sealed segments an earlier
+/// start checked, while the log still holds the last entry it checked.
+///
+/// Sealed segments are never appended to, and every way frames below that
+/// entry could change (a cut before a bad frame, a truncation, a reset)
+/// takes that entry out of the log: a truncation rewrites from a conflict,
+/// and by Raft's log matching a log holding the same entry at the same
+/// index and term holds the same entries before it. So a start reads each
+/// sealed segment once, not the whole log every time (a log of tens of GiB
+/// would outlast a start-up probe); later rot in a checked segment is
+/// caught when the frame is read.
+fn verified_until(store: &LogStore) -> io::Result<u64> {
+    let first = store.first_index();
+    Ok(match store.durable().read::<LogId>(VERIFIED)? {
+        Some(verified) if store.holds(&verified) => verified.index.saturating_add(1).max(first),
+        _ => first,
+    })
+}
+
+/// Records the last entry of the sealed segments (all checked by now).
+/// Written without a sync: a lost record costs one more full scan.
+fn remember_verified(store: &LogStore) -> io::Result<()> {
+    let sealed_end = store.log().active_base().min(store.next_index());
+    match sealed_end.checked_sub(1).and_then(|last| store.id_at(last)) {
+        Some(last) => store.durable().write(VERIFIED, &last, false),
+        None => Ok(()),
+    }
+}
+
+fn scan_checksums(store: &LogStore, from: u64) -> io::Result<Option<Fault>> {
     let log = store.log();
-    let (mut cursor, end) = (store.first_index(), store.next_index());
+    let (mut cursor, end) = (from, store.next_index());
     let started = std::time::Instant::now();
     while cursor < end {
         let count = u32::try_from(end - cursor).unwrap_or(u32::MAX);
@@ -129,7 +164,7 @@ fn scan_checksums(store: &LogStore) -> io::Result<Option<Fault>> {
         }
     }
     if started.elapsed().as_secs() >= 1 {
-        tracing::info!(entries = end - store.first_index(), took = ?started.elapsed(), "checked every frame of the log");
+        tracing::info!(entries = end.saturating_sub(from), took = ?started.elapsed(), "checked every frame not checked before");
     }
     Ok(None)
 }

@@ -342,6 +342,12 @@ impl Log {
         }
     }
 
+    /// The first offset of the active (newest) segment: every record below
+    /// it lies in a sealed segment, which appends never touch again.
+    pub fn active_base(&self) -> u64 {
+        self.read_segments().last().map_or(self.lowest_offset(), |s| s.base())
+    }
+
     /// The newest timestamp a record was written with (0 for none): a
     /// cluster's leader stamps no record earlier, as the writer does not.
     pub fn newest_stamp(&self) -> u64 {
