@@ -983,7 +983,7 @@ async fn a_restarted_node_never_shows_a_shorter_visible_log() {
 
 // ==== 9. randomized schedules ====
 
-async fn transfer_leadership(cluster: &TestCluster, leader: usize, to: usize) -> String {
+pub(super) async fn transfer_leadership(cluster: &TestCluster, leader: usize, to: usize) -> String {
     let Ok(status) = cluster.cluster_status(to).await else {
         return format!("node {to} did not answer /cluster");
     };
