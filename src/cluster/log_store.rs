@@ -275,7 +275,14 @@ impl LogStore {
             return Ok(());
         };
         let mut terms = lock(&self.shared.terms);
-        let mut changed = terms.forget_from(first.log_id.index);
+        let log = &self.shared.log;
+        // A log that holds no entry (new, or reset past a snapshot or a
+        // purge) needs no run: the old ones would describe entries that are
+        // gone, whose terms may be above the ones to come.
+        let mut changed = match log.written_offset() == log.lowest_offset() {
+            true => terms.forget_from(0),
+            false => terms.forget_from(first.log_id.index),
+        };
         for e in entries {
             changed |= terms.note(term_of(&e.log_id), e.log_id.index);
         }
@@ -597,6 +604,36 @@ mod tests {
             matches!(repair::check(&store).expect("checked"), Some(repair::Fault::Corrupt { offset, .. }) if offset < sealed_end),
             "the rot in the first segment was not found after the truncation"
         );
+    }
+
+    /// A log reset past its end (a snapshot installed) keeps no entry, and
+    /// the entries after the snapshot may carry a lower term than the
+    /// newest the old log held (entries keep the term they were first
+    /// written in; the old log's newest were uncommitted). The terms of
+    /// the old log must not make the runs descend: the node could not open.
+    #[test]
+    fn entries_after_a_reset_may_carry_a_lower_term_than_the_old_log_held() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = store_in(dir.path(), Durability::Always);
+        let old: Vec<Entry> = (0..20).map(|i| entry_of(if i < 10 { 1 } else { 3 }, i)).collect();
+        let (_, sync) = store.write_entries(0, old).expect("written");
+        if let Some(sync) = sync {
+            sync.wait_blocking().expect("synced");
+        }
+        store.wait_for_syncs();
+        store.forget_marks().expect("marks");
+        store.log().reset(100).expect("reset past the end");
+        store.forget_recent();
+        let (_, sync) = store
+            .write_entries(100, (100..105).map(|i| entry_of(2, i)).collect())
+            .expect("entries after the reset are written");
+        if let Some(sync) = sync {
+            sync.wait_blocking().expect("synced");
+        }
+        assert_eq!(store.id_at(100), Some(log_id(2, 100)));
+        drop(store);
+        let store = store_in(dir.path(), Durability::Always);
+        assert_eq!(store.id_at(104), Some(log_id(2, 104)), "reopened");
     }
 
     #[test]
