@@ -227,11 +227,45 @@ impl LogStore {
     /// newest segments gone, the oldest still there) does not look like a
     /// log that lost what it had recorded. The snapshot, written before,
     /// holds what they named; appends raise them again.
-    pub fn forget_marks(&self) -> io::Result<()> {
+    fn forget_marks(&self) -> io::Result<()> {
         for mark in [&self.shared.committed, &self.shared.flushed] {
             lock(mark).set_synced(None)?;
         }
         Ok(())
+    }
+
+    /// Starts the log over, empty, at `base` (a snapshot this log does not
+    /// reach was installed). The one owner of this step, in a crash-safe
+    /// order: appends before it synced (openraft reads completions as one
+    /// watermark); the marks down first, so that a crash before the reset
+    /// is not taken for a lost tail at the next start (the snapshot already
+    /// holds what they named); then the log; then the cached entries and
+    /// the term runs, which describe nothing any more (a crash before they
+    /// go leaves runs the next append drops: `note_terms`).
+    pub fn reset_to(&self, base: u64) -> io::Result<()> {
+        self.wait_for_syncs();
+        self.forget_marks()?;
+        self.shared.log.reset(base).map_err(io_error)?;
+        lock(&self.shared.recent).clear();
+        let mut terms = lock(&self.shared.terms);
+        if terms.forget_from(0) {
+            self.shared.durable.write(TERMS, &*terms, true)?;
+        }
+        debug_assert_eq!(self.first_index(), base, "the log starts at the reset");
+        debug_assert_eq!(self.next_index(), base, "and holds nothing");
+        Ok(())
+    }
+
+    /// After a storage fault: keeps the entries before `offset` (a corrupt
+    /// frame), then lowers the marks to what is left (`repair`).
+    pub fn keep_before(&self, offset: u64) -> io::Result<()> {
+        let log = &self.shared.log;
+        match offset > log.lowest_offset() {
+            true => log.cut_after(offset - 1).map_err(io_error)?,
+            false => log.reset(offset).map_err(io_error)?,
+        }
+        lock(&self.shared.recent).truncate_from(offset);
+        self.forget_marks_past_log()
     }
 
     /// After a storage fault: the marks say no more than the log holds.
@@ -620,10 +654,10 @@ mod tests {
         if let Some(sync) = sync {
             sync.wait_blocking().expect("synced");
         }
-        store.wait_for_syncs();
-        store.forget_marks().expect("marks");
-        store.log().reset(100).expect("reset past the end");
-        store.forget_recent();
+        store
+            .log()
+            .reset(100)
+            .expect("reset past the end, as a crash inside `reset_to` may leave it");
         let (_, sync) = store
             .write_entries(100, (100..105).map(|i| entry_of(2, i)).collect())
             .expect("entries after the reset are written");

@@ -171,14 +171,8 @@ fn scan_checksums(store: &LogStore, from: u64) -> io::Result<Option<Fault>> {
 
 /// Keeps the sound prefix of a faulty log: cut before a corrupt frame.
 pub fn keep_sound_prefix(store: &LogStore, fault: &Fault) -> io::Result<()> {
-    if let Fault::Corrupt { offset, .. } = fault {
-        let log = store.log();
-        let cut = if *offset > log.lowest_offset() {
-            log.cut_after(offset - 1)
-        } else {
-            log.reset(*offset)
-        };
-        cut.map_err(|e| io::Error::other(e.to_string()))?;
+    match fault {
+        Fault::Corrupt { offset, .. } => store.keep_before(*offset),
+        _ => store.forget_marks_past_log(),
     }
-    store.forget_marks_past_log()
 }

@@ -335,14 +335,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 "installing a snapshot this log does not reach: the log starts over after it, records before are not kept here"
             );
             let reset = store.clone();
-            tokio::task::spawn_blocking(move || {
-                reset.wait_for_syncs();
-                reset.forget_marks()?;
-                reset.log().reset(last + 1).map_err(|e| io::Error::other(e.to_string()))
-            })
-            .await
-            .map_err(io::Error::other)??;
-            store.forget_recent();
+            tokio::task::spawn_blocking(move || reset.reset_to(last + 1))
+                .await
+                .map_err(io::Error::other)??;
         }
         self.publish();
         Ok(())
