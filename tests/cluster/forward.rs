@@ -8,6 +8,7 @@ use crate::common;
 use std::time::{Duration, Instant};
 
 use common::cluster::{ClusterConfig, TestCluster};
+use common::fault_proxy::Mode;
 use common::rt;
 use common::writer::{Load, LoadConfig, Outcome};
 use serde_json::{Value, json};
@@ -17,6 +18,7 @@ use super::faults::{LEADER_TIMEOUT, Reply, check_and_report, config, start_with}
 /// The marker a forwarded request carries (`api::forward`).
 const FORWARDED: &str = "x-distlog-forwarded";
 const FORWARDED_FOR: &str = "x-distlog-forwarded-for";
+const DEADLINE: &str = "x-distlog-deadline-ms";
 
 const PEER_TOKEN: &str = "peer-token-0123456789abcdef0123456789abcdef";
 const WRITER_TOKEN: &str = "writer-token-0123456789abcdef0123456789abcd";
@@ -324,4 +326,44 @@ async fn writes_through_a_follower_across_a_leader_kill_are_acknowledged_or_hone
         "answers other than 201 or 503 outcome_unknown/no_leader: {dishonest:?}"
     );
     check_and_report(&cluster, "forward across a leader kill", &history).await;
+}
+
+#[tokio::test]
+async fn a_forwarded_write_the_leader_cannot_commit_ends_by_its_deadline_as_unknown() {
+    let mut config = forwarding();
+    config.extra_args.extend(["--write-timeout-ms".into(), "3000".into()]);
+    let (mut cluster, leader) = start_with("forward deadline", config).await;
+    let (leader_url, follower_url) = (cluster.url(leader), cluster.url((leader + 1) % cluster.len()));
+    let warm = post(format!("{follower_url}/"), vec![json_type()], r#"{"warm":1}"#).await;
+    assert_eq!(warm.status, 201, "{warm:?}");
+
+    // Cut off, the leader cannot commit, and the follower's forward to it
+    // (over the same links) gets no answer.
+    cluster.partition(leader, Mode::Drop);
+    let timed = |url: String, headers: Vec<(&'static str, String)>| async move {
+        let sent = Instant::now();
+        let reply = post(url, headers, r#"{"cut":"off"}"#).await;
+        (reply, sent.elapsed())
+    };
+    // A marked write with 300 ms left: the leader stops waiting then, not
+    // at its own --write-timeout-ms.
+    let marked = timed(
+        format!("{leader_url}/"),
+        vec![json_type(), (FORWARDED, "9".into()), (DEADLINE, "300".into())],
+    );
+    // Through the follower: its deadline is its --write-timeout-ms.
+    let forwarded = timed(format!("{follower_url}/"), vec![json_type()]);
+    let ((marked, marked_took), (forwarded, forwarded_took)) = tokio::join!(marked, forwarded);
+    assert_eq!((marked.status, &marked.body["code"]), (503, &json!("outcome_unknown")), "{marked:?}");
+    assert!(marked_took < Duration::from_millis(2500), "the leader worked {marked_took:?} past 300 ms");
+    assert_eq!(
+        (forwarded.status, &forwarded.body["code"]),
+        (503, &json!("outcome_unknown")),
+        "{forwarded:?}"
+    );
+    assert!(
+        forwarded_took >= Duration::from_millis(2900) && forwarded_took < Duration::from_secs(6),
+        "the forward ended after {forwarded_took:?}, not at its deadline"
+    );
+    cluster.heal();
 }
