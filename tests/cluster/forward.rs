@@ -125,7 +125,11 @@ async fn a_follower_forwards_writes_to_the_leader_and_relays_its_answers() {
     assert_eq!(again.body["duplicate"], true);
     assert_eq!(again.body["offset"], sent.body["offset"]);
     let other = (follower + 1) % cluster.len();
-    let other = if other == leader { (other + 1) % cluster.len() } else { other };
+    let other = if other == leader {
+        (other + 1) % cluster.len()
+    } else {
+        other
+    };
     let third = post(format!("{}/", cluster.url(other)), producer(0), r#"{"p":0}"#).await;
     assert_eq!(third.status, 200, "the retry through another follower: {third:?}");
     assert_eq!(third.body["offset"], sent.body["offset"]);
@@ -200,7 +204,13 @@ async fn a_forwarded_write_is_authorised_as_the_client_not_the_peer() {
     let leader_url = loop {
         let mut said = Vec::new();
         for url in cluster.urls() {
-            let status = request(reqwest::Method::GET, format!("{url}/cluster"), vec![bearer(READER_TOKEN)], None).await;
+            let status = request(
+                reqwest::Method::GET,
+                format!("{url}/cluster"),
+                vec![bearer(READER_TOKEN)],
+                None,
+            )
+            .await;
             said.push(status.body["leader_url"].as_str().map(str::to_string));
         }
         if let Some(Some(first)) = said.first()
@@ -229,7 +239,10 @@ async fn a_forwarded_write_is_authorised_as_the_client_not_the_peer() {
         r#"{"by":"reader"}"#,
     )
     .await;
-    assert_eq!(refused.status, 403, "a reader may not produce through a follower: {refused:?}");
+    assert_eq!(
+        refused.status, 403,
+        "a reader may not produce through a follower: {refused:?}"
+    );
     assert_eq!(refused.body["principal"], "reader");
 
     // The identity header is trusted from peers only: a reader claiming
@@ -279,9 +292,15 @@ async fn a_forwarded_write_is_authorised_as_the_client_not_the_peer() {
     let text = range.body.to_string();
     assert!(text.contains("writer"), "the writer's records are there: {text}");
     for absent in ["reader", "forger", "peer"] {
-        assert!(!text.contains(&format!("\"by\":\"{absent}\"")), "{absent} wrote: {text}");
+        assert!(
+            !text.contains(&format!("\"by\":\"{absent}\"")),
+            "{absent} wrote: {text}"
+        );
     }
-    assert_eq!(value_at(&leader_url, next, reader).await, json!({"by": "writer", "n": 2}));
+    assert_eq!(
+        value_at(&leader_url, next, reader).await,
+        json!({"by": "writer", "n": 2})
+    );
 }
 
 #[tokio::test]
@@ -301,14 +320,17 @@ async fn writes_through_a_follower_across_a_leader_kill_are_acknowledged_or_hone
             ..LoadConfig::default()
         },
     );
-    load.assert_progress(100, Duration::from_secs(20), "before the kill").await;
+    load.assert_progress(100, Duration::from_secs(20), "before the kill")
+        .await;
     cluster.kill(leader);
     let new_leader = cluster.wait_for_leader(LEADER_TIMEOUT).await;
     eprintln!("forward across a leader kill: node {new_leader} leads after node {leader}");
-    load.assert_progress(100, Duration::from_secs(20), "after the kill").await;
+    load.assert_progress(100, Duration::from_secs(20), "after the kill")
+        .await;
     cluster.restart(leader).await;
     cluster.wait_for_leader(LEADER_TIMEOUT).await;
-    load.assert_progress(50, Duration::from_secs(20), "after the restart").await;
+    load.assert_progress(50, Duration::from_secs(20), "after the restart")
+        .await;
     let history = load.stop().await;
 
     let (mut dishonest, mut unknown, mut no_leader) = (Vec::new(), 0, 0);
@@ -354,8 +376,15 @@ async fn a_forwarded_write_the_leader_cannot_commit_ends_by_its_deadline_as_unkn
     // Through the follower: its deadline is its --write-timeout-ms.
     let forwarded = timed(format!("{follower_url}/"), vec![json_type()]);
     let ((marked, marked_took), (forwarded, forwarded_took)) = tokio::join!(marked, forwarded);
-    assert_eq!((marked.status, &marked.body["code"]), (503, &json!("outcome_unknown")), "{marked:?}");
-    assert!(marked_took < Duration::from_millis(2500), "the leader worked {marked_took:?} past 300 ms");
+    assert_eq!(
+        (marked.status, &marked.body["code"]),
+        (503, &json!("outcome_unknown")),
+        "{marked:?}"
+    );
+    assert!(
+        marked_took < Duration::from_millis(2500),
+        "the leader worked {marked_took:?} past 300 ms"
+    );
     assert_eq!(
         (forwarded.status, &forwarded.body["code"]),
         (503, &json!("outcome_unknown")),
