@@ -62,6 +62,8 @@ pub async fn append(State(state): State<AppState>, request: Request) -> ApiResul
     let limit = body_limit(format, max_record, state.limits.max_request_bytes);
     let asked = conditions::read(headers)?;
     let body = read_body(headers, body, limit).await?;
+    // Kept (a reference count) in case leadership moves before the append.
+    let raw = body.clone();
     let records = match format {
         BodyFormat::Json => {
             check_json(&body, None)?;
@@ -72,8 +74,16 @@ pub async fn append(State(state): State<AppState>, request: Request) -> ApiResul
         BodyFormat::Ndjson => split_ndjson(&body, max_record, state.limits.max_batch_records)?,
     };
     let guard = asked.for_records(records.len())?;
-    let append = async { state.mode.append(&state.log, &records, &guard).await.map_err(refused) };
-    let appended = forward::within(forward::time_left(headers), append).await?;
+    let append = async { Ok(state.mode.append(&state.log, &records, &guard).await) };
+    let appended = match forward::within(forward::time_left(headers), append).await? {
+        Ok(appended) => appended,
+        // Raft refused it before proposing it (this node stopped leading
+        // since `check_writable`): nothing was done, so it may go on.
+        Err(refusal) => match Forward::of(&state, headers, &refusal) {
+            Some(forward) => return forward.send(&parts, raw).await,
+            None => return Err(refused(refusal)),
+        },
+    };
     let one = matches!(format, BodyFormat::Json | BodyFormat::Binary);
     Ok(match appended {
         Appended::Created { first } if one => created_one(first),

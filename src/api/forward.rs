@@ -131,17 +131,24 @@ impl Forward {
             request = request.header(FORWARDED_FOR, value);
         }
         let request = crate::telemetry::propagate(request, &tracing::Span::current());
-        let leader = &self.leader;
         match request.send().await {
-            Ok(answer) => relay(answer, leader).await,
-            Err(e) if e.is_connect() => Err(ApiError::LeaderUnreachable(format!(
-                "the leader at {leader} could not be reached ({e}); nothing was written"
-            ))),
-            Err(e) => Err(ApiError::OutcomeUnknown(format!(
-                "the write was forwarded to the leader at {leader} and no answer came back: {e}"
-            ))),
+            Ok(answer) => relay(answer, &self.leader).await,
+            Err(e) => Err(not_sent_or_unknown(e, &self.leader)),
         }
     }
+}
+
+/// A forward that got no answer: refused before the request went out
+/// (nothing was done), or after (it may have been).
+fn not_sent_or_unknown(e: reqwest::Error, leader: &str) -> ApiError {
+    if e.is_connect() {
+        return ApiError::LeaderUnreachable(format!(
+            "the leader at {leader} could not be reached ({e}); nothing was written"
+        ));
+    }
+    ApiError::OutcomeUnknown(format!(
+        "the write was forwarded to the leader at {leader} and no answer came back: {e}"
+    ))
 }
 
 /// The leader's answer, as this node's.
@@ -234,6 +241,38 @@ mod tests {
         assert_eq!(forwarded_for(&headers), Some("writer"));
         headers.insert(DEADLINE, HeaderValue::from_static("soon"));
         assert_eq!(time_left(&headers), None);
+    }
+
+    /// A connection refused is a write never sent; one closed after the
+    /// request went out is a write that may have been taken.
+    #[tokio::test]
+    async fn a_refused_connection_is_no_leader_and_a_dropped_one_unknown() {
+        let client = reqwest::Client::new();
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let refused_at = format!("http://{}", closed.local_addr().unwrap());
+        drop(closed);
+        let refused = client.post(&refused_at).body("{}").send().await.unwrap_err();
+        let answer = not_sent_or_unknown(refused, &refused_at);
+        assert_eq!(
+            (answer.status(), answer.code()),
+            (StatusCode::SERVICE_UNAVAILABLE, "no_leader")
+        );
+
+        let dropping = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let dropped_at = format!("http://{}", dropping.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            let (mut conn, _) = dropping.accept().await.unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = conn.read(&mut buf).await;
+        });
+        let dropped = client.post(&dropped_at).body("{}").send().await.unwrap_err();
+        server.await.unwrap();
+        let answer = not_sent_or_unknown(dropped, &dropped_at);
+        assert_eq!(
+            (answer.status(), answer.code()),
+            (StatusCode::SERVICE_UNAVAILABLE, "outcome_unknown")
+        );
     }
 
     #[tokio::test]
