@@ -51,8 +51,8 @@ pub const FORWARDED_FOR: &str = "x-distlog-forwarded-for";
 pub const DEADLINE: &str = "x-distlog-deadline-ms";
 
 /// The client's headers a forwarded request carries: what the leader
-/// decides the write by, and the trace it belongs to.
-static PASSED: [HeaderName; 7] = [
+/// decides the write by, and the trace and request id it belongs to.
+static PASSED: [HeaderName; 8] = [
     header::CONTENT_TYPE,
     HeaderName::from_static(PRODUCER_ID),
     HeaderName::from_static(PRODUCER_EPOCH),
@@ -60,10 +60,20 @@ static PASSED: [HeaderName; 7] = [
     HeaderName::from_static(EXPECTED_LAST_OFFSET),
     HeaderName::from_static("traceparent"),
     HeaderName::from_static("tracestate"),
+    HeaderName::from_static("x-request-id"),
 ];
 
 /// The leader's headers relayed with its answer.
 static RELAYED: [HeaderName; 3] = [header::CONTENT_TYPE, header::LOCATION, header::RETRY_AFTER];
+
+/// Forwarded writes, by `outcome`: `relayed` (the leader's answer, any
+/// status), `no_leader` (nothing was written), `outcome_unknown`,
+/// `timeout` (the write's time passed before it went out).
+pub const FORWARDED_WRITES: &str = "distlog_forwarded_writes_total";
+
+fn count(outcome: &'static str) {
+    metrics::counter!(FORWARDED_WRITES, "outcome" => outcome).increment(1);
+}
 
 /// The largest answer relayed: the leader's answers to writes are small
 /// JSON documents.
@@ -131,10 +141,15 @@ impl Forward {
             request = request.header(FORWARDED_FOR, value);
         }
         let request = crate::telemetry::propagate(request, &tracing::Span::current());
-        match request.send().await {
+        let answer = match request.send().await {
             Ok(answer) => relay(answer, &self.leader).await,
             Err(e) => Err(not_sent_or_unknown(e, &self.leader)),
-        }
+        };
+        count(match &answer {
+            Ok(_) => "relayed",
+            Err(e) => e.code(),
+        });
+        answer
     }
 }
 

@@ -172,6 +172,13 @@ async fn a_follower_forwards_writes_to_the_leader_and_relays_its_answers() {
     assert_eq!(marked.body["code"], "not_leader");
     let leader_location = format!("{leader_url}/");
     assert_eq!(marked.location.as_deref(), Some(leader_location.as_str()));
+
+    let metrics = request(reqwest::Method::GET, format!("{follower_url}/metrics"), vec![], None).await;
+    let relayed = metrics.body.as_str().unwrap_or_default().lines().find_map(|line| {
+        line.strip_prefix(r#"distlog_forwarded_writes_total{outcome="relayed"} "#)
+            .and_then(|n| n.parse::<u64>().ok())
+    });
+    assert!(relayed.is_some_and(|n| n >= 7), "forwards counted: {relayed:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
