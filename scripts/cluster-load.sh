@@ -219,7 +219,7 @@ $report
 EOF
 
 # ----- results -------------------------------------------------------------
-declare -A VAL UNIT NOTE CMD CPU P50 P99 STAGES
+declare -A VAL=() UNIT=() NOTE=() CMD=() CPU=() P50=() P99=() STAGES=()
 ROWS=()
 HAVE_CPU=0
 result() { # result NAME VALUE UNIT NOTE COMMAND
