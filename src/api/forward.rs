@@ -115,6 +115,15 @@ impl Forward {
     /// Sends the request (`parts` and its `body`, already read) to the
     /// leader and relays its answer.
     pub async fn send(self, parts: &Parts, body: Bytes) -> ApiResult<Response> {
+        let answer = self.forward(parts, body).await;
+        count(match &answer {
+            Ok(_) => "relayed",
+            Err(e) => e.code(),
+        });
+        answer
+    }
+
+    async fn forward(self, parts: &Parts, body: Bytes) -> ApiResult<Response> {
         let left = self.deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(ApiError::ClusterTimeout(
@@ -141,15 +150,10 @@ impl Forward {
             request = request.header(FORWARDED_FOR, value);
         }
         let request = crate::telemetry::propagate(request, &tracing::Span::current());
-        let answer = match request.send().await {
+        match request.send().await {
             Ok(answer) => relay(answer, &self.leader).await,
             Err(e) => Err(not_sent_or_unknown(e, &self.leader)),
-        };
-        count(match &answer {
-            Ok(_) => "relayed",
-            Err(e) => e.code(),
-        });
-        answer
+        }
     }
 }
 
