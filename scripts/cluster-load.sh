@@ -4,11 +4,16 @@
 # then failover and catch-up times. Every ratio is measured in the same run.
 #
 #   scripts/cluster-load.sh [PART...]     PART: distlog batch producer etcd nats failover catchup
-#                                         latency all (default: all but latency)
+#                                         latency forward all (default: all but latency and
+#                                         forward)
 #   latency   one connection, then 8 (LATENCY_CONNECTIONS), wrk -t1: POST / to a standalone
 #             node, to a 3-node cluster's leader and etcd put, p50/p99 each; then where the
 #             cluster's write time went: the mean of each stage of distlog_raft_stage_seconds
 #             on the leader and a follower over the one-connection run (src/cluster/stages.rs)
+#   forward   what --forward-writes costs (issue 17): one 3-node cluster started with it; for one
+#             connection, then 8 (LATENCY_CONNECTIONS), wrk -t1: POST / ~1 KiB JSON to the leader,
+#             then the same through a follower (which forwards each write to the leader),
+#             throughput and p50/p99 side by side
 #   distlog   POST / of ~1 KiB JSON (wrk, CONNECTIONS connections) to a standalone node,
 #             then to the leader of a 3-node cluster; both --fsync always (the default)
 #   batch     the same with NDJSON batches of BATCH records a request
@@ -40,7 +45,7 @@ set -euo pipefail
 PARTS=()
 for arg in "$@"; do
   case "$arg" in
-    distlog | batch | producer | etcd | nats | failover | catchup | latency) PARTS+=("$arg") ;;
+    distlog | batch | producer | etcd | nats | failover | catchup | latency | forward) PARTS+=("$arg") ;;
     all) PARTS+=(distlog batch producer etcd nats failover catchup) ;;
     -h | --help)
       sed -n "2,$(($(grep -n -m1 -v '^#' "$0" | cut -d: -f1) - 1))p" "$0" | sed 's/^# \{0,1\}//'
@@ -72,7 +77,7 @@ log() { printf '[cluster-load %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 need=()
 command -v curl >/dev/null || need+=(curl)
 command -v jq >/dev/null || need+=(jq)
-if want distlog || want batch || want producer || want etcd || want latency; then command -v wrk >/dev/null || need+=(wrk); fi
+if want distlog || want batch || want producer || want etcd || want latency || want forward; then command -v wrk >/dev/null || need+=(wrk); fi
 if want etcd || want latency; then
   command -v etcd >/dev/null || need+=(etcd-server)
   command -v etcdctl >/dev/null || need+=(etcd-client)
@@ -214,7 +219,7 @@ $report
 EOF
 
 # ----- results -------------------------------------------------------------
-declare -A VAL UNIT NOTE CMD CPU P50 STAGES
+declare -A VAL=() UNIT=() NOTE=() CMD=() CPU=() P50=() P99=() STAGES=()
 ROWS=()
 HAVE_CPU=0
 result() { # result NAME VALUE UNIT NOTE COMMAND
@@ -282,6 +287,7 @@ wrk_run() {
   local val
   val="$(awk -v r="$rps" -v p="$per" 'BEGIN { printf "%.0f", r * p }')"
   P50[$name]="$p50"
+  P99[$name]="$p99"
   result "$name" "$val" "$unit" "$(awk -v a="$p50" -v b="$p99" -v e="$err" -v n="$note" \
     'BEGIN { printf "p50 %.1f ms, p99 %.1f ms, errors %d%s", a / 1000, b / 1000, e, (n == "" ? "" : "; " n) }')" \
     "${cmd[*]//$work/\$work}"
@@ -325,6 +331,7 @@ start_standalone() { # sets SOLO_URL
   wait_http solo "$SOLO_URL/healthz"
 }
 CLUSTER_PORTS=()
+CLUSTER_FLAGS=() # more flags for every node of the next start_cluster
 PEERS=""
 start_cluster() { # start_cluster TAG: nodes TAG1..TAG3, leader in LEADER_URL
   local tag="$1" i
@@ -335,7 +342,7 @@ start_cluster() { # start_cluster TAG: nodes TAG1..TAG3, leader in LEADER_URL
   done
   PEERS="$(printf 'http://127.0.0.1:%s,' "${CLUSTER_PORTS[@]}")"
   PEERS="${PEERS%,}"
-  for i in 1 2 3; do start_distlog "$tag$i" "${CLUSTER_PORTS[$((i - 1))]}" --peers "$PEERS"; done
+  for i in 1 2 3; do start_distlog "$tag$i" "${CLUSTER_PORTS[$((i - 1))]}" --peers "$PEERS" "${CLUSTER_FLAGS[@]}"; done
   for i in 1 2 3; do wait_http "$tag$i" "http://127.0.0.1:${CLUSTER_PORTS[$((i - 1))]}/readyz" 60; done
   wait_leader "$tag"
 }
@@ -670,6 +677,29 @@ $(stage_means "$foll0" "$(stage_totals "$follower_url")" follower)"
   CONNECTIONS="$saved_c" THREADS="$saved_t"
 fi
 
+# ----- forwarded writes ------------------------------------------------------
+if want forward; then
+  saved_c="$CONNECTIONS" saved_t="$THREADS"
+  THREADS=1
+  CLUSTER_FLAGS=(--forward-writes)
+  start_cluster fw
+  CLUSTER_FLAGS=()
+  follower_url="" follower_name=""
+  for i in 1 2 3; do
+    url="http://127.0.0.1:${CLUSTER_PORTS[$((i - 1))]}"
+    [ "$url" = "$LEADER_URL" ] || { follower_url="$url"; follower_name="fw$i"; }
+  done
+  log "== forward: 3-node cluster --forward-writes, leader $LEADER_URL ($LEADER_NAME), follower $follower_url ($follower_name)"
+  for CONNECTIONS in $LATENCY_CONNECTIONS; do
+    wrk_run "c$CONNECTIONS to leader" "$LEADER_URL" "$work/post.lua" 1 "records/s" "leader $LEADER_NAME" fw1 fw2 fw3
+    wrk_run "c$CONNECTIONS via follower" "$follower_url" "$work/post.lua" 1 "records/s" \
+      "follower $follower_name forwards to $LEADER_NAME" fw1 fw2 fw3
+  done
+  stop_cluster fw
+  rm -rf "$work/fw"[123]
+  CONNECTIONS="$saved_c" THREADS="$saved_t"
+fi
+
 # ----- report ------------------------------------------------------------
 ratio() { # ratio A B: VAL[A] / VAL[B], or - when either did not run
   if [ -n "${VAL[$1]:-}" ] && [ -n "${VAL[$2]:-}" ]; then
@@ -701,6 +731,17 @@ for c in $LATENCY_CONNECTIONS; do
   printf '  %-48s %8s  %s\n' "c$c cluster p50 / standalone p50" "$(p50_ratio "c$c cluster" "c$c standalone")" "$([ "$c" = 1 ] && echo "target <= 2.5x")"
   printf '  %-48s %8s  %s\n' "c$c cluster / standalone (records/s)" "$(ratio "c$c cluster" "c$c standalone")" "$([ "$c" = 8 ] && echo "target >= 0.5x")"
   printf '  %-48s %8s  %s\n' "c$c cluster / etcd put" "$(ratio "c$c cluster" "c$c etcd")" ""
+done
+p99_ratio() { # p99_ratio A B: P99[A] / P99[B], or -
+  if [ -n "${P99[$1]:-}" ] && [ -n "${P99[$2]:-}" ]; then
+    awk -v a="${P99[$1]}" -v b="${P99[$2]}" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "-" }'
+  else echo "-"; fi
+}
+for c in $LATENCY_CONNECTIONS; do
+  [ -n "${VAL[c$c via follower]:-}" ] || continue
+  printf '  %-48s %8s  %s\n' "c$c via follower / to leader (records/s)" "$(ratio "c$c via follower" "c$c to leader")" "(--forward-writes)"
+  printf '  %-48s %8s\n' "c$c via follower p50 / to leader p50" "$(p50_ratio "c$c via follower" "c$c to leader")"
+  printf '  %-48s %8s\n' "c$c via follower p99 / to leader p99" "$(p99_ratio "c$c via follower" "c$c to leader")"
 done
 if [ "${#STAGES[@]}" -gt 0 ]; then
   echo

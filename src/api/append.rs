@@ -12,6 +12,9 @@
 //! Producer headers and `Expected-Last-Offset` make the append conditional
 //! (`conditions`): a retry already in the log is answered `200` with its
 //! original offsets and `"duplicate": true`, a refused one `409` or `412`.
+//!
+//! A cluster follower answers `307` to the leader, or with
+//! `--forward-writes` sends the append there itself (`forward`).
 
 use super::json_body::Json;
 use axum::body::{Body, Bytes};
@@ -22,6 +25,7 @@ use serde_json::json;
 
 use super::conditions;
 use super::error::{ApiError, ApiResult, append_error};
+use super::forward::{self, Forward};
 use super::json_check;
 use super::json_limits;
 use super::media::{BodyFormat, body_format};
@@ -44,12 +48,22 @@ pub async fn append(State(state): State<AppState>, request: Request) -> ApiResul
     if state.shutting_down() && !matches!(writable, Err(AppendError::ReadOnlyReplica { .. })) {
         return Err(ApiError::ShuttingDown);
     }
-    writable.map_err(refused)?;
-    let format = body_format(headers)?;
-    let asked = conditions::read(headers)?;
     let max_record = state.log.config().max_record_bytes;
+    if let Err(refusal) = writable {
+        let Some(forward) = Forward::of(&state, headers, &refusal) else {
+            return Err(refused(refusal));
+        };
+        // Held to this node's limits before it goes on; the leader checks the rest.
+        let limit = body_limit(body_format(headers)?, max_record, state.limits.max_request_bytes);
+        let body = read_body(headers, body, limit).await?;
+        return forward.send(&parts, body).await;
+    }
+    let format = body_format(headers)?;
     let limit = body_limit(format, max_record, state.limits.max_request_bytes);
+    let asked = conditions::read(headers)?;
     let body = read_body(headers, body, limit).await?;
+    // Kept (a reference count) in case leadership moves before the append.
+    let raw = body.clone();
     let records = match format {
         BodyFormat::Json => {
             check_json(&body, None)?;
@@ -60,7 +74,16 @@ pub async fn append(State(state): State<AppState>, request: Request) -> ApiResul
         BodyFormat::Ndjson => split_ndjson(&body, max_record, state.limits.max_batch_records)?,
     };
     let guard = asked.for_records(records.len())?;
-    let appended = state.mode.append(&state.log, &records, &guard).await.map_err(refused)?;
+    let append = async { Ok(state.mode.append(&state.log, &records, &guard).await) };
+    let appended = match forward::within(forward::time_left(headers), append).await? {
+        Ok(appended) => appended,
+        // Raft refused it before proposing it (this node stopped leading
+        // since `check_writable`): nothing was done, so it may go on.
+        Err(refusal) => match Forward::of(&state, headers, &refusal) {
+            Some(forward) => return forward.send(&parts, raw).await,
+            None => return Err(refused(refusal)),
+        },
+    };
     let one = matches!(format, BodyFormat::Json | BodyFormat::Binary);
     Ok(match appended {
         Appended::Created { first } if one => created_one(first),

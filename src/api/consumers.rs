@@ -12,17 +12,20 @@
 //! caught up). Readers stay plain GETs of the log: no session is kept.
 //! `/metrics` has `distlog_consumer_lag_records{consumer="<name>"}`, one
 //! series per stored consumer, so at most `--max-consumers` of them.
+//! A cluster follower sends `PUT` and `DELETE` to the leader: by `307`, or
+//! with `--forward-writes` itself (`forward`).
 
 use std::collections::HashMap;
 use std::fmt::Write;
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::error::{ApiError, ApiResult, Echo, append_error};
+use super::forward::{self, Forward};
 use super::json_body::Json;
 use super::media::{BodyFormat, body_format};
 use super::state::AppState;
@@ -115,7 +118,7 @@ pub async fn put(State(state): State<AppState>, request: Request) -> ApiResult<R
     let (parts, body) = request.into_parts();
     let (uri, headers) = (&parts.uri, &parts.headers);
     let name = name_in_path(uri)?.to_string();
-    writable(&state, uri)?;
+    let forward = writable(&state, uri, headers)?;
     if body_format(headers)? != BodyFormat::Json {
         let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
         return Err(ApiError::UnsupportedMediaType(Echo::of(
@@ -123,6 +126,9 @@ pub async fn put(State(state): State<AppState>, request: Request) -> ApiResult<R
         )));
     }
     let body = read_small_body(headers, body).await?;
+    if let Some(forward) = forward {
+        return forward.send(&parts, body).await;
+    }
     let put: PutBody = serde_json::from_slice(&body).map_err(|e| ApiError::InvalidJson {
         line: None,
         detail: e.to_string(),
@@ -145,7 +151,8 @@ pub async fn put(State(state): State<AppState>, request: Request) -> ApiResult<R
         max: state.limits.max_consumers,
         at_ms: state.log.config().clock.now_ms(),
     };
-    let stored = state.consumers.change(change).await.map_err(|e| refused(e, uri))?;
+    let change = async { state.consumers.change(change).await.map_err(|e| refused(e, uri)) };
+    let stored = forward::within(forward::time_left(headers), change).await?;
     match stored {
         Ok(Some(position)) => Ok(answer(&state, &name, position)),
         Ok(None) => Err(ApiError::Internal("a set stored nothing".into())),
@@ -153,11 +160,16 @@ pub async fn put(State(state): State<AppState>, request: Request) -> ApiResult<R
     }
 }
 
-pub async fn delete(State(state): State<AppState>, uri: Uri) -> ApiResult<Response> {
-    let name = name_in_path(&uri)?.to_string();
-    writable(&state, &uri)?;
+pub async fn delete(State(state): State<AppState>, request: Request) -> ApiResult<Response> {
+    let (parts, _) = request.into_parts();
+    let (uri, headers) = (&parts.uri, &parts.headers);
+    let name = name_in_path(uri)?.to_string();
+    if let Some(forward) = writable(&state, uri, headers)? {
+        return forward.send(&parts, Bytes::new()).await;
+    }
     let change = Change::Delete { name: name.clone() };
-    match state.consumers.change(change).await.map_err(|e| refused(e, &uri))? {
+    let change = async { state.consumers.change(change).await.map_err(|e| refused(e, uri)) };
+    match forward::within(forward::time_left(headers), change).await? {
         Ok(_) => Ok(StatusCode::NO_CONTENT.into_response()),
         Err(refusal) => Err(refusal_error(refusal, &name)),
     }
@@ -200,13 +212,20 @@ fn name_in_path(uri: &Uri) -> ApiResult<&str> {
     Ok(name)
 }
 
-/// As appends: a writer is sent on before its body is read.
-fn writable(state: &AppState, uri: &Uri) -> ApiResult<()> {
+/// As appends: a writer is sent on before its body is read, to the leader
+/// by a redirect, or by this node (`Some`: see `forward`).
+fn writable(state: &AppState, uri: &Uri, headers: &HeaderMap) -> ApiResult<Option<Forward>> {
     let writable = state.mode.check_writable();
     if state.shutting_down() && !matches!(writable, Err(AppendError::ReadOnlyReplica { .. })) {
         return Err(ApiError::ShuttingDown);
     }
-    writable.map_err(|e| refused(e, uri))
+    match writable {
+        Ok(()) => Ok(None),
+        Err(refusal) => match Forward::of(state, headers, &refusal) {
+            Some(forward) => Ok(Some(forward)),
+            None => Err(refused(refusal, uri)),
+        },
+    }
 }
 
 /// A follower or replica sends the request to the same path on the leader.

@@ -137,6 +137,11 @@ pub enum ApiError {
     #[error("no leader is known: an election is under way or a majority is unreachable; retry shortly")]
     NoLeader,
 
+    /// A write forwarded to the leader (`forward`) that the leader did not
+    /// take: it could not be reached, or no longer led. Nothing was written.
+    #[error("{0}; retry shortly")]
+    LeaderUnreachable(String),
+
     /// A read of a committed offset that this member does not hold yet.
     #[error(
         "offset {offset} is committed, but this node has not caught up to it yet (it holds up to {next}); read it from the leader at {leader}"
@@ -286,6 +291,7 @@ impl ApiError {
             ApiError::Storage(_) | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::NotLeader { .. } | ApiError::NotCaughtUp { .. } => StatusCode::TEMPORARY_REDIRECT,
             ApiError::NoLeader
+            | ApiError::LeaderUnreachable(_)
             | ApiError::NotFormed(_)
             | ApiError::Removed(_)
             | ApiError::OutcomeUnknown(_)
@@ -348,7 +354,7 @@ impl ApiError {
             ApiError::TooManyConnections { .. } => "too_many_connections",
             ApiError::NotLeader { .. } => "not_leader",
             ApiError::NotCaughtUp { .. } => "not_caught_up",
-            ApiError::NoLeader | ApiError::NotFormed(_) => "no_leader",
+            ApiError::NoLeader | ApiError::LeaderUnreachable(_) | ApiError::NotFormed(_) => "no_leader",
             ApiError::Removed(_) => "removed",
             ApiError::OutcomeUnknown(_) => "outcome_unknown",
             ApiError::NoRecordAtOffset { .. } => "no_record_at_offset",
@@ -502,6 +508,7 @@ impl ApiError {
         match self {
             ApiError::TooManyConnections { .. }
             | ApiError::NoLeader
+            | ApiError::LeaderUnreachable(_)
             | ApiError::NotFormed(_)
             | ApiError::Busy(_)
             | ApiError::OutcomeUnknown(_) => Some(1),

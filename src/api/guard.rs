@@ -14,6 +14,9 @@
 //! (`PUT`/`PATCH`/`DELETE /logs/{name}`) need `manage` on it; `GET /logs`
 //! needs an unscoped `consume`. A scoped grant (`produce:orders`) covers
 //! only the logs it names; the default log's name there is `default`.
+//! A write a follower forwarded for a client (`forward`) is authorised as
+//! that client, named in `x-distlog-forwarded-for`, when a peer (a caller
+//! allowed `cluster`) sent it; from anyone else that header is ignored.
 //! A refused caller gets the JSON error of `ApiError::Unauthorized` (401,
 //! with `WWW-Authenticate: Bearer`) or `ApiError::Forbidden` (403).
 
@@ -72,7 +75,8 @@ fn check(policy: &Policy, request: &Request) -> Result<Option<String>, ApiError>
     };
     let principal = policy
         .identify(bearer_token(request), client_common_name(request))
-        .map_err(|reason| ApiError::Unauthorized { reason })?;
+        .map_err(|reason| ApiError::Unauthorized { reason })?
+        .map(|caller| acting_for(policy, request, caller));
     if let Some(who) = &principal
         && !policy.allows(who, action, super::log_of(request.uri().path()))
     {
@@ -82,6 +86,17 @@ fn check(policy: &Policy, request: &Request) -> Result<Option<String>, ApiError>
         });
     }
     Ok(principal)
+}
+
+/// Who a request acts for: a write a follower forwarded (`forward`) for
+/// the client it names, when it comes from a peer (a caller allowed
+/// `cluster`); any other request, and that header from anyone else, for
+/// the caller.
+fn acting_for(policy: &Policy, request: &Request, caller: String) -> String {
+    match super::forward::forwarded_for(request.headers()) {
+        Some(client) if policy.allows(&caller, Action::Cluster, None) => client.to_string(),
+        _ => caller,
+    }
 }
 
 pub async fn authorize(State(policy): State<Arc<Policy>>, mut request: Request, next: Next) -> Response {

@@ -125,6 +125,10 @@ fn describe_metrics() {
         "Bytes still available to distlog on the data directory's filesystem."
     );
     describe_gauge!(DISK_SIZE, Unit::Bytes, "Size of the data directory's filesystem.");
+    describe_counter!(
+        super::forward::FORWARDED_WRITES,
+        "Writes a cluster follower forwarded to its leader (--forward-writes), by outcome: relayed (the leader's answer, whatever its status), no_leader (not taken: nothing was written), outcome_unknown (sent, no answer), timeout (its time passed before it went out)."
+    );
     metrics::gauge!(OPEN_CONNECTIONS).increment(0.0);
     metrics::gauge!(SSE_SUBSCRIBERS).increment(0.0);
     for kind in STORAGE_ERROR_KINDS {

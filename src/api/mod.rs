@@ -9,6 +9,7 @@ mod console;
 mod consumers;
 mod cors;
 mod error;
+mod forward;
 mod frames;
 mod guard;
 mod json_body;

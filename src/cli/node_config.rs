@@ -189,6 +189,7 @@ impl ServeArgs {
             ready_lag: self.ready_lag,
             bootstrap_expect: self.bootstrap_expect,
             rejoin: self.rejoin,
+            forward_writes: self.forward_writes,
             election_timeout: (
                 Duration::from_millis(self.election_timeout_min_ms),
                 Duration::from_millis(self.election_timeout_max_ms),

@@ -310,6 +310,13 @@ pub struct ServeArgs {
     #[arg(long, env = "DISTLOG_REJOIN", help_heading = "Cluster")]
     pub(super) rejoin: bool,
 
+    /// A follower takes a client's write (appends, consumer positions) and forwards it to the
+    /// leader over the peer connection, relaying the leader's answer, instead of redirecting the
+    /// client (307) to the leader's advertise URL, which a client outside the cluster's network
+    /// may not reach. One hop at most; the client's identity is carried for the ACL.
+    #[arg(long, env = "DISTLOG_FORWARD_WRITES", help_heading = "Cluster")]
+    pub(super) forward_writes: bool,
+
     /// PEM CA certificates that sign https:// peers' certificates.
     #[arg(long, env = "DISTLOG_PEER_CA", value_name = "FILE", help_heading = "Cluster")]
     pub(super) peer_ca: Option<PathBuf>,

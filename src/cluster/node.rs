@@ -46,6 +46,9 @@ pub struct ClusterConfig {
     pub rejoin: bool,
     /// The client peers are reached with (TLS roots, identity, token).
     pub client: reqwest::Client,
+    /// A follower sends a client's write on to the leader (`--forward-writes`)
+    /// rather than redirecting the client there.
+    pub forward_writes: bool,
 }
 
 /// A running cluster node; clones share it.
@@ -105,6 +108,26 @@ impl Cluster {
 
     pub fn store(&self) -> &LogStore {
         &self.inner.store
+    }
+
+    /// Whether a follower forwards writes to the leader (`--forward-writes`).
+    pub fn forwards_writes(&self) -> bool {
+        self.inner.config.forward_writes
+    }
+
+    /// The client peers are reached with, and where a peer advertised at
+    /// `url` is reached (`--peer-route`, else `url`): a forwarded write
+    /// goes the way the Raft RPCs go, with their TLS roots, identity and
+    /// token.
+    pub fn peer_client(&self, url: &str) -> (&reqwest::Client, String) {
+        let url = url.trim_end_matches('/');
+        let to = self.inner.config.routes.get(url).cloned();
+        (&self.inner.config.client, to.unwrap_or_else(|| url.to_string()))
+    }
+
+    /// Longest a write waits to commit (`--write-timeout-ms`).
+    pub fn write_timeout(&self) -> Duration {
+        self.inner.config.write_timeout
     }
 
     /// Whether `offset` is hidden from readers (see `state_machine`).

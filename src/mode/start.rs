@@ -44,6 +44,8 @@ pub struct ClusterSettings {
     pub bootstrap_expect: Option<usize>,
     /// A node removed before it started asks to be added again (`--rejoin`).
     pub rejoin: bool,
+    /// A follower forwards writes to the leader (`--forward-writes`).
+    pub forward_writes: bool,
     /// The peer client's TLS roots, identity and token, as a follower's.
     pub peer_client: FollowConfig,
 }
@@ -124,6 +126,7 @@ pub async fn start(
                 bootstrap_expect: settings.bootstrap_expect.unwrap_or(settings.peers.len()),
                 rejoin: settings.rejoin,
                 client,
+                forward_writes: settings.forward_writes,
             };
             let cluster = Cluster::start(log.clone(), data_dir, config).await?;
             crate::telemetry::set_node_id(cluster.id());

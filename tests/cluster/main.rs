@@ -14,6 +14,7 @@ mod consumers;
 mod faults;
 mod follow;
 mod formation;
+mod forward;
 mod full_disk;
 mod harness_selftest;
 mod hostile_peers;

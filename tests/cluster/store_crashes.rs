@@ -108,6 +108,7 @@ async fn id_at_start(log: &Log, dir: &Path) -> u64 {
         ready_lag: 2000,
         bootstrap_expect: 1,
         rejoin: false,
+        forward_writes: false,
         client: reqwest::Client::new(),
     };
     let cluster = Cluster::start(log.clone(), dir, config).await.expect("starts");
