@@ -824,6 +824,172 @@ fn healthcheck_exits_0_against_a_ready_node_and_1_against_a_closed_port() {
     assert!(stderr.contains("/readyz"), "says what it tried: {stderr}");
 }
 
+/// `distlog healthcheck` with exactly `env` (nothing inherited) and `args`.
+fn healthcheck_with(env: &[(&str, &Path)], plain: &[(&str, &str)], args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_distlog"))
+        .arg("healthcheck")
+        .args(args)
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (*k, v.as_os_str())))
+        .envs(plain.iter().map(|(k, v)| (*k, std::ffi::OsStr::new(v))))
+        .output()
+        .unwrap()
+}
+
+/// A certificate for `names`, self-signed or signed by `ca`; its PEM and its key's.
+fn issue(names: &[&str], ca: Option<&(rcgen::Certificate, rcgen::KeyPair)>) -> (rcgen::Certificate, rcgen::KeyPair) {
+    let mut params = rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+    params.distinguished_name.push(rcgen::DnType::CommonName, names[0]);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = match ca {
+        Some((ca_cert, ca_key)) => params.signed_by(&key, ca_cert, ca_key).unwrap(),
+        None => params.self_signed(&key).unwrap(),
+    };
+    (cert, key)
+}
+
+/// The image's HEALTHCHECK runs `distlog healthcheck` with the node's own environment: over https
+/// when DISTLOG_TLS_CERT is set, accepting that very certificate (self-signed, for a name that is
+/// not the loopback address it dials), and with --protect-metrics sending the token of the token
+/// file's admin. Without the token the node refuses it (401): the token is what makes it pass.
+#[test]
+fn healthcheck_passes_over_tls_and_with_protected_metrics_from_the_nodes_own_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = tempfile::tempdir().unwrap();
+    let (cert, key) = issue(&["node1.example"], None);
+    let file = |name: &str, text: &str| {
+        let path = pki.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let cert_path = file("cert.pem", &cert.pem());
+    let key_path = file("key.pem", &key.serialize_pem());
+    let tokens = file("tokens", &format!("app {}\nops {}\n", "a".repeat(40), "o".repeat(40)));
+    let acl = file("acl", "app produce\nops admin\n");
+    let node_env = [
+        ("DISTLOG_TLS_CERT", cert_path.as_path()),
+        ("DISTLOG_TLS_KEY", key_path.as_path()),
+        ("DISTLOG_TOKEN_FILE", tokens.as_path()),
+        ("DISTLOG_ACL", acl.as_path()),
+    ];
+    let server = spawn_with(dir.path(), &["--protect-metrics"], |command| {
+        command.envs(node_env.iter().map(|(k, v)| (*k, v.as_os_str())));
+    });
+    let port = server.url.rsplit(':').next().unwrap();
+    let listen = format!("0.0.0.0:{port}");
+    let plain = [("DISTLOG_LISTEN", listen.as_str()), ("DISTLOG_PROTECT_METRICS", "true")];
+
+    let ok = healthcheck_with(&node_env, &plain, &[]);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let explicit = healthcheck_with(&node_env[..2], &plain, &["--token", &"o".repeat(40)]);
+    assert!(
+        explicit.status.success(),
+        "{}",
+        String::from_utf8_lossy(&explicit.stderr)
+    );
+
+    let no_token = healthcheck_with(&node_env[..2], &plain, &[]);
+    assert_eq!(no_token.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&no_token.stderr);
+    assert!(
+        stderr.contains("https://127.0.0.1:") && stderr.contains("401"),
+        "{stderr}"
+    );
+
+    // Another certificate than the node's own (and no CA) is refused.
+    let (other, _) = issue(&["node1.example"], None);
+    let other_path = file("other.pem", &other.pem());
+    let refused = healthcheck_with(
+        &[("DISTLOG_TLS_CERT", other_path.as_path())],
+        &plain,
+        &["--token", &"o".repeat(40)],
+    );
+    assert_eq!(
+        refused.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+}
+
+/// With a CA (DISTLOG_TLS_CLIENT_CA, or --ca) the node's certificate is checked for the host of its
+/// advertise URL while the check dials 127.0.0.1, and a node that requires client certificates
+/// gets DISTLOG_PEER_CERT's. A certificate for another name fails.
+#[test]
+fn healthcheck_checks_a_ca_signed_certificate_for_the_advertise_host_with_mutual_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = tempfile::tempdir().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "test CA");
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let ca = (ca_params.self_signed(&ca_key).unwrap(), ca_key);
+    let (server_cert, server_key) = issue(&["node1.example"], Some(&ca));
+    let (peer_cert, peer_key) = issue(&["node1-peer"], Some(&ca));
+    let file = |name: &str, text: String| {
+        let path = pki.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let ca_path = file("ca.pem", ca.0.pem());
+    let (cert_path, key_path) = (
+        file("cert.pem", server_cert.pem()),
+        file("key.pem", server_key.serialize_pem()),
+    );
+    let (peer_cert_path, peer_key_path) = (
+        file("peer.pem", peer_cert.pem()),
+        file("peer-key.pem", peer_key.serialize_pem()),
+    );
+    let server = spawn(
+        dir.path(),
+        &[
+            "--tls-cert",
+            cert_path.to_str().unwrap(),
+            "--tls-key",
+            key_path.to_str().unwrap(),
+            "--tls-client-ca",
+            ca_path.to_str().unwrap(),
+        ],
+    );
+    let port = server.url.rsplit(':').next().unwrap();
+    let url = format!("https://127.0.0.1:{port}");
+    let node_env = [
+        ("DISTLOG_TLS_CLIENT_CA", ca_path.as_path()),
+        ("DISTLOG_PEER_CERT", peer_cert_path.as_path()),
+        ("DISTLOG_PEER_KEY", peer_key_path.as_path()),
+    ];
+    let advertise = format!("https://node1.example:{port}");
+    let ok = healthcheck_with(&node_env, &[("DISTLOG_ADVERTISE_URL", &advertise)], &["--url", &url]);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+
+    let by_flag = healthcheck_with(
+        &node_env[1..],
+        &[("DISTLOG_ADVERTISE_URL", &advertise)],
+        &["--url", &url, "--ca", ca_path.to_str().unwrap()],
+    );
+    assert!(by_flag.status.success(), "{}", String::from_utf8_lossy(&by_flag.stderr));
+
+    let wrong_name = format!("https://node2.example:{port}");
+    let refused = healthcheck_with(&node_env, &[("DISTLOG_ADVERTISE_URL", &wrong_name)], &["--url", &url]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("certificate"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+
+    let no_client_cert = healthcheck_with(
+        &node_env[..1],
+        &[("DISTLOG_ADVERTISE_URL", &advertise)],
+        &["--url", &url],
+    );
+    assert_eq!(
+        no_client_cert.status.code(),
+        Some(1),
+        "the node requires a client certificate"
+    );
+}
+
 /// A port nothing listens on now (bound, then let go).
 fn unused_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
