@@ -1269,3 +1269,161 @@ fn a_creation_that_fails_after_its_rename_leaves_the_name_free() {
         "created at the next try"
     );
 }
+
+/// `distlog ARGS...` (a client subcommand): its exit status and stdout; stderr is shown.
+fn distlog_cli(args: &[&str]) -> (bool, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_distlog"))
+        .args(args)
+        .env_remove("DISTLOG_URL")
+        .env_remove("DISTLOG_TOKEN")
+        .output()
+        .unwrap();
+    eprint!("{}", String::from_utf8_lossy(&output.stderr));
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+/// `distlog cluster status --json` through `seeds` once it answers with a leader and `wanted`
+/// holds of it, within 30 s.
+fn cluster_status_until(seeds: &str, what: &str, wanted: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (ok, out) = distlog_cli(&["cluster", "status", "--json", "--retry-for", "2s", "--url", seeds]);
+        let status: Value = serde_json::from_str(&out).unwrap_or_default();
+        if ok && !status["leader_id"].is_null() && wanted(&status) {
+            return status;
+        }
+        assert!(std::time::Instant::now() < deadline, "never {what}: {status}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+/// The voters' URLs in a `/cluster` answer.
+fn voter_urls(status: &Value) -> Vec<String> {
+    let mut urls: Vec<String> = status["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| m["voter"] == true)
+        .filter_map(|m| m["url"].as_str().map(str::to_string))
+        .collect();
+    urls.sort();
+    urls
+}
+
+/// The scale-down and scale-up of docs/operations.md and deploy/kubernetes, on three real
+/// processes: `distlog cluster remove` of the highest node (after `distlog cluster leader` away
+/// from it if it leads), then it is stopped; the two others take writes with two voters; started
+/// again on its own directory with DISTLOG_REJOIN=true (the StatefulSet's setting) it asks to be
+/// added back and is a voter again, with the records written while it was away.
+#[test]
+fn the_documented_scale_down_removes_the_highest_node_and_rejoin_brings_it_back_as_a_voter() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let ports: Vec<u16> = (0..3).map(|_| unused_port()).collect();
+    let urls: Vec<String> = ports.iter().map(|p| format!("http://127.0.0.1:{p}")).collect();
+    let peers = urls.join(",");
+    let start = |i: usize, rejoin: bool| {
+        let listen = format!("127.0.0.1:{}", ports[i]);
+        spawn_on(&listen, dirs[i].path(), &["--peers", &peers], |command| {
+            command.env_remove("DISTLOG_REJOIN");
+            if rejoin {
+                command.env("DISTLOG_REJOIN", "true");
+            }
+        })
+    };
+    let mut nodes: Vec<Option<Process>> = (0..3).map(|i| Some(start(i, true))).collect();
+    let all = urls.join(",");
+    cluster_status_until(&all, "3 voters", |s| voter_urls(s).len() == 3);
+    // Long formed, as a StatefulSet being scaled is: every node has heard from the leader.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    for url in &urls {
+        loop {
+            let (_, own) = reqwest::blocking_get_status(&format!("{url}/cluster"));
+            if own["initialized"] == true && !own["leader_id"].is_null() {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{url} never formed: {own}");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+    let status = cluster_status_until(&all, "3 voters", |s| voter_urls(s).len() == 3);
+    let (first, _) = reqwest::blocking_post_status(&urls[0], r#"{"before":"scale-down"}"#);
+    assert_eq!(first, 201);
+
+    // 1. The highest node's id; if it leads, leadership goes to another voter first.
+    let id_of = |status: &Value, url: &str| {
+        status["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["url"] == url)
+            .and_then(|m| m["id"].as_u64())
+            .unwrap()
+    };
+    let highest = id_of(&status, &urls[2]);
+    if status["leader_id"].as_u64() == Some(highest) {
+        let other = id_of(&status, &urls[0]).to_string();
+        assert!(distlog_cli(&["cluster", "leader", &other, "--url", &all]).0);
+        cluster_status_until(&all, "a new leader", |s| s["leader_id"].as_u64() != Some(highest));
+    }
+    // 2. `distlog cluster remove ID`, and wait until it is out of the members.
+    let (removed, table) = distlog_cli(&["cluster", "remove", &highest.to_string(), "--url", &all]);
+    assert!(removed, "{table}");
+    let two = urls[..2].join(",");
+    let mut remaining = urls[..2].to_vec();
+    remaining.sort();
+    let status = cluster_status_until(&two, "2 voters", |s| voter_urls(s) == remaining);
+    assert_eq!(status["members"].as_array().unwrap().len(), 2, "{status}");
+    // The removed node, still running, finds out and says so (a load balancer takes it out).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (code, body) = reqwest::blocking_get_status(&format!("{}/readyz", urls[2]));
+        if (code, &body["code"]) == (Some(503), &Value::from("removed")) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never says removed: {code:?} {body}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // 3. Stopped (`kubectl scale --replicas=2` deletes its pod); the two others take writes.
+    let mut gone = nodes[2].take().unwrap();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &gone.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    gone.child.wait().unwrap();
+    for i in 0..2 {
+        let (status, body) = reqwest::blocking_post_status(&urls[i], &format!(r#"{{"after":"scale-down","via":{i}}}"#));
+        assert_eq!(status, 201, "{body}");
+    }
+    let (ok, table) = distlog_cli(&["cluster", "status", "--url", &two]);
+    assert!(
+        ok && table.lines().filter(|l| l.contains("127.0.0.1")).count() == 2,
+        "{table}"
+    );
+
+    // 4. Scale up: the pod comes back on its volume with DISTLOG_REJOIN=true and is a voter again.
+    nodes[2] = Some(start(2, true));
+    let status = cluster_status_until(&all, "the node back as a voter", |s| voter_urls(s).len() == 3);
+    assert_eq!(id_of(&status, &urls[2]), highest, "the same id, from its own directory");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (code, body) = reqwest::blocking_get_status(&format!("{}/?from=0&limit=10", urls[2]));
+        let records = body["records"].as_array().map_or(0, Vec::len);
+        if code == Some(200) && records == 3 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the node never caught up: {code:?} {body}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
