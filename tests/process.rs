@@ -1399,8 +1399,8 @@ fn the_documented_scale_down_removes_the_highest_node_and_rejoin_brings_it_back_
             .success()
     );
     gone.child.wait().unwrap();
-    for i in 0..2 {
-        let (status, body) = reqwest::blocking_post_status(&urls[i], &format!(r#"{{"after":"scale-down","via":{i}}}"#));
+    for (i, url) in urls[..2].iter().enumerate() {
+        let (status, body) = reqwest::blocking_post_status(url, &format!(r#"{{"after":"scale-down","via":{i}}}"#));
         assert_eq!(status, 201, "{body}");
     }
     let (ok, table) = distlog_cli(&["cluster", "status", "--url", &two]);
