@@ -15,6 +15,9 @@ ARG BUILD_IMAGE=rust:1-slim-bookworm
 ARG RUNTIME_IMAGE=debian:bookworm-slim
 
 FROM ${BUILD_IMAGE} AS build
+# The classic builder keeps this stage as an untagged image; scripts/docker-image.sh removes it
+# by this label.
+LABEL io.distlog.stage=build
 # The path, within the build context, of a distlog binary built elsewhere; empty: build it here.
 ARG PREBUILT=
 # The commit, for distlog_build_info on /metrics (.git is not in the build context).
@@ -54,8 +57,13 @@ ENV DISTLOG_LISTEN=0.0.0.0:8080 \
 USER distlog:distlog
 WORKDIR /data
 VOLUME ["/data"]
-EXPOSE 8080
-# `distlog healthcheck` GETs /readyz at the DISTLOG_LISTEN port: no shell or curl needed.
+# No EXPOSE: the port is DISTLOG_LISTEN's (8080 unless set), and deploy/compose.yaml's nodes listen
+# on their own (9001-9003); an EXPOSE 8080 showed there as a stray, unpublished 8080/tcp beside
+# them. Publish the port you listen on: `docker run -p 8080:8080 ...`.
+# `distlog healthcheck` GETs /readyz at the DISTLOG_LISTEN port with the node's own settings: https
+# with DISTLOG_TLS_CERT (that certificate, or DISTLOG_HEALTHCHECK_CA's), and with
+# DISTLOG_PROTECT_METRICS an admin's token from DISTLOG_TOKEN_FILE (or DISTLOG_HEALTHCHECK_TOKEN).
+# No shell or curl needed.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
     CMD ["/usr/local/bin/distlog", "healthcheck"]
 # Exec form: distlog is PID 1 and gets docker stop's SIGTERM itself.

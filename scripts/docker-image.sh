@@ -31,4 +31,11 @@ docker build -f Dockerfile -t "$TAG" \
   --build-arg BUILD_IMAGE=debian:bookworm-slim --build-arg PREBUILT=distlog \
   --build-arg VERSION="$version" --build-arg REVISION="$revision" \
   "$context"
+# The classic builder leaves the build stage behind as a dangling image (the base image plus the
+# binary, ~100 MB), one more every run; so does a rebuild, the image that had $TAG before. Remove
+# both kinds, and only them: dangling, and labelled by this Dockerfile (`prune` keeps any image a
+# container still uses).
+for label in io.distlog.stage=build org.opencontainers.image.title=distlog; do
+  docker image prune -f --filter "label=$label" | sed -n "s/^Total reclaimed space: /docker-image: dangling $label images removed: /p"
+done
 echo "docker-image: $TAG is $(docker image inspect -f '{{.Size}}' "$TAG") bytes"

@@ -12,7 +12,7 @@ use distlog::telemetry::Telemetry;
 /// A failed start is one line on stderr (`cli::failure_line`), exit 1.
 fn main() -> ExitCode {
     let args = match Cli::parse().command {
-        Command::Healthcheck(args) => return cli::healthcheck(args),
+        Command::Healthcheck(args) => return cli::healthcheck(*args),
         Command::Client(command) => return cli::run_client(*command),
         Command::Serve(args) => args,
     };

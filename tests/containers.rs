@@ -328,7 +328,8 @@ async fn the_image_runs_as_non_root_with_labels_a_volume_and_a_healthcheck() {
     let config = &config[0]["Config"];
     assert_eq!(config["User"], "distlog:distlog");
     assert!(config["Volumes"].get("/data").is_some(), "{config}");
-    assert!(config["ExposedPorts"].get("8080/tcp").is_some(), "{config}");
+    // No EXPOSE: the port is DISTLOG_LISTEN's, and compose's nodes listen on their own.
+    assert!(config["ExposedPorts"].is_null(), "{config}");
     assert_eq!(
         config["Healthcheck"]["Test"],
         serde_json::json!(["CMD", "/usr/local/bin/distlog", "healthcheck"])
@@ -395,10 +396,19 @@ async fn three_containers_form_a_cluster_and_every_node_writes_and_reads() {
             assert_eq!(&record["value"], value);
         }
     }
-    // The image's HEALTHCHECK (`distlog healthcheck`) says healthy.
+    // The image's HEALTHCHECK (`distlog healthcheck`) says healthy, and `docker ps` shows each
+    // node's own published port only (no stray 8080/tcp from an EXPOSE).
     let deadline = Instant::now() + Duration::from_secs(40);
     for (i, service) in SERVICES.iter().enumerate() {
         let container = cluster.container(i);
+        let ports = run(
+            "docker",
+            &["ps", "--filter", &format!("id={container}"), "--format", "{{.Ports}}"],
+            &[],
+            true,
+        );
+        let ports = String::from_utf8_lossy(&ports.stdout).trim().to_string();
+        assert_eq!(ports, format!("127.0.0.1:{0}->{0}/tcp", cluster.ports[i]), "{service}");
         loop {
             let state = run(
                 "docker",
@@ -560,4 +570,117 @@ async fn the_readme_docker_run_serves_and_docker_stop_ends_it_cleanly() {
         "a clean exit, not a SIGKILL"
     );
     assert!(took < DOCKER_STOP_TIMEOUT, "docker stop took {took:?}");
+}
+
+/// A container removed (with its anonymous volume) when the test ends, failed or not.
+struct Container(String);
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = run("docker", &["rm", "-f", "-v", &self.0], &[], false);
+    }
+}
+
+/// `docker run -d` of the image with `env` and `pki` mounted read-only at /pki, the health check
+/// every second rather than every 10 s (the image's command, not its timing, is under test).
+fn run_with_health(name: &str, pki: &std::path::Path, env: &[(&str, &str)]) -> Container {
+    let mount = format!("{}:/pki:ro", pki.display());
+    let mut args = vec![
+        "run",
+        "-d",
+        "--name",
+        name,
+        "-v",
+        &mount,
+        "--health-interval",
+        "1s",
+        "--health-retries",
+        "3",
+    ];
+    let env: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    for pair in &env {
+        args.extend(["-e", pair.as_str()]);
+    }
+    let image = image();
+    args.push(&image);
+    run("docker", &args, &[], true);
+    Container(name.to_string())
+}
+
+/// The container's health once it is `healthy` or `unhealthy` (within 60 s), and its last check's
+/// output.
+async fn settled_health(container: &str) -> (String, String) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let inspect = run(
+            "docker",
+            &["inspect", "-f", "{{json .State.Health}}", container],
+            &[],
+            true,
+        );
+        let health: Value = serde_json::from_slice(&inspect.stdout).unwrap_or_default();
+        let status = health["Status"].as_str().unwrap_or_default().to_string();
+        let last = health["Log"]
+            .as_array()
+            .and_then(|log| log.last())
+            .map(|l| l["Output"].to_string());
+        if status == "healthy" || status == "unhealthy" || Instant::now() > deadline {
+            return (status, last.unwrap_or_default());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The image's HEALTHCHECK with the node's security on: over HTTPS (DISTLOG_TLS_CERT, a
+/// self-signed certificate for a name that is not the loopback address the check dials) and with
+/// DISTLOG_PROTECT_METRICS (the admin's token from DISTLOG_TOKEN_FILE and DISTLOG_ACL). Both
+/// containers become `healthy` (they stayed `unhealthy` with the check's plain http and no token).
+#[tokio::test]
+#[ignore = "needs Docker and the image: scripts/container-test.sh"]
+async fn the_health_check_passes_with_tls_and_with_protected_metrics() {
+    use std::os::unix::fs::PermissionsExt;
+    let pki = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["distlog.example".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let files = [
+        ("cert.pem", cert.pem()),
+        ("key.pem", key.serialize_pem()),
+        ("tokens", format!("app {}\nops {}\n", "a".repeat(40), "o".repeat(40))),
+        ("acl", "app produce\nops admin\n".to_string()),
+    ];
+    for (name, text) in files {
+        let path = pki.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        // The image's user (uid 10001) reads them.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    std::fs::set_permissions(pki.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let stem = format!("distlog-health-{}", std::process::id());
+    let tls = run_with_health(
+        &format!("{stem}-tls"),
+        pki.path(),
+        &[
+            ("DISTLOG_TLS_CERT", "/pki/cert.pem"),
+            ("DISTLOG_TLS_KEY", "/pki/key.pem"),
+        ],
+    );
+    let protected = run_with_health(
+        &format!("{stem}-protected"),
+        pki.path(),
+        &[
+            ("DISTLOG_PROTECT_METRICS", "true"),
+            ("DISTLOG_TOKEN_FILE", "/pki/tokens"),
+            ("DISTLOG_ACL", "/pki/acl"),
+        ],
+    );
+    let mut settled = Vec::new();
+    for container in [&tls, &protected] {
+        let (status, last) = settled_health(&container.0).await;
+        eprintln!("{}: {status} (last check: {last})", container.0);
+        settled.push((container.0.as_str(), status));
+    }
+    assert!(settled.iter().all(|(_, status)| status == "healthy"), "{settled:?}");
 }

@@ -824,6 +824,172 @@ fn healthcheck_exits_0_against_a_ready_node_and_1_against_a_closed_port() {
     assert!(stderr.contains("/readyz"), "says what it tried: {stderr}");
 }
 
+/// `distlog healthcheck` with exactly `env` (nothing inherited) and `args`.
+fn healthcheck_with(env: &[(&str, &Path)], plain: &[(&str, &str)], args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_distlog"))
+        .arg("healthcheck")
+        .args(args)
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (*k, v.as_os_str())))
+        .envs(plain.iter().map(|(k, v)| (*k, std::ffi::OsStr::new(v))))
+        .output()
+        .unwrap()
+}
+
+/// A certificate for `names`, self-signed or signed by `ca`; its PEM and its key's.
+fn issue(names: &[&str], ca: Option<&(rcgen::Certificate, rcgen::KeyPair)>) -> (rcgen::Certificate, rcgen::KeyPair) {
+    let mut params = rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+    params.distinguished_name.push(rcgen::DnType::CommonName, names[0]);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = match ca {
+        Some((ca_cert, ca_key)) => params.signed_by(&key, ca_cert, ca_key).unwrap(),
+        None => params.self_signed(&key).unwrap(),
+    };
+    (cert, key)
+}
+
+/// The image's HEALTHCHECK runs `distlog healthcheck` with the node's own environment: over https
+/// when DISTLOG_TLS_CERT is set, accepting that very certificate (self-signed, for a name that is
+/// not the loopback address it dials), and with --protect-metrics sending the token of the token
+/// file's admin. Without the token the node refuses it (401): the token is what makes it pass.
+#[test]
+fn healthcheck_passes_over_tls_and_with_protected_metrics_from_the_nodes_own_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = tempfile::tempdir().unwrap();
+    let (cert, key) = issue(&["node1.example"], None);
+    let file = |name: &str, text: &str| {
+        let path = pki.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let cert_path = file("cert.pem", &cert.pem());
+    let key_path = file("key.pem", &key.serialize_pem());
+    let tokens = file("tokens", &format!("app {}\nops {}\n", "a".repeat(40), "o".repeat(40)));
+    let acl = file("acl", "app produce\nops admin\n");
+    let node_env = [
+        ("DISTLOG_TLS_CERT", cert_path.as_path()),
+        ("DISTLOG_TLS_KEY", key_path.as_path()),
+        ("DISTLOG_TOKEN_FILE", tokens.as_path()),
+        ("DISTLOG_ACL", acl.as_path()),
+    ];
+    let server = spawn_with(dir.path(), &["--protect-metrics"], |command| {
+        command.envs(node_env.iter().map(|(k, v)| (*k, v.as_os_str())));
+    });
+    let port = server.url.rsplit(':').next().unwrap();
+    let listen = format!("0.0.0.0:{port}");
+    let plain = [("DISTLOG_LISTEN", listen.as_str()), ("DISTLOG_PROTECT_METRICS", "true")];
+
+    let ok = healthcheck_with(&node_env, &plain, &[]);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let explicit = healthcheck_with(&node_env[..2], &plain, &["--token", &"o".repeat(40)]);
+    assert!(
+        explicit.status.success(),
+        "{}",
+        String::from_utf8_lossy(&explicit.stderr)
+    );
+
+    let no_token = healthcheck_with(&node_env[..2], &plain, &[]);
+    assert_eq!(no_token.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&no_token.stderr);
+    assert!(
+        stderr.contains("https://127.0.0.1:") && stderr.contains("401"),
+        "{stderr}"
+    );
+
+    // Another certificate than the node's own (and no CA) is refused.
+    let (other, _) = issue(&["node1.example"], None);
+    let other_path = file("other.pem", &other.pem());
+    let refused = healthcheck_with(
+        &[("DISTLOG_TLS_CERT", other_path.as_path())],
+        &plain,
+        &["--token", &"o".repeat(40)],
+    );
+    assert_eq!(
+        refused.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+}
+
+/// With a CA (DISTLOG_TLS_CLIENT_CA, or --ca) the node's certificate is checked for the host of its
+/// advertise URL while the check dials 127.0.0.1, and a node that requires client certificates
+/// gets DISTLOG_PEER_CERT's. A certificate for another name fails.
+#[test]
+fn healthcheck_checks_a_ca_signed_certificate_for_the_advertise_host_with_mutual_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = tempfile::tempdir().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "test CA");
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let ca = (ca_params.self_signed(&ca_key).unwrap(), ca_key);
+    let (server_cert, server_key) = issue(&["node1.example"], Some(&ca));
+    let (peer_cert, peer_key) = issue(&["node1-peer"], Some(&ca));
+    let file = |name: &str, text: String| {
+        let path = pki.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let ca_path = file("ca.pem", ca.0.pem());
+    let (cert_path, key_path) = (
+        file("cert.pem", server_cert.pem()),
+        file("key.pem", server_key.serialize_pem()),
+    );
+    let (peer_cert_path, peer_key_path) = (
+        file("peer.pem", peer_cert.pem()),
+        file("peer-key.pem", peer_key.serialize_pem()),
+    );
+    let server = spawn(
+        dir.path(),
+        &[
+            "--tls-cert",
+            cert_path.to_str().unwrap(),
+            "--tls-key",
+            key_path.to_str().unwrap(),
+            "--tls-client-ca",
+            ca_path.to_str().unwrap(),
+        ],
+    );
+    let port = server.url.rsplit(':').next().unwrap();
+    let url = format!("https://127.0.0.1:{port}");
+    let node_env = [
+        ("DISTLOG_TLS_CLIENT_CA", ca_path.as_path()),
+        ("DISTLOG_PEER_CERT", peer_cert_path.as_path()),
+        ("DISTLOG_PEER_KEY", peer_key_path.as_path()),
+    ];
+    let advertise = format!("https://node1.example:{port}");
+    let ok = healthcheck_with(&node_env, &[("DISTLOG_ADVERTISE_URL", &advertise)], &["--url", &url]);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+
+    let by_flag = healthcheck_with(
+        &node_env[1..],
+        &[("DISTLOG_ADVERTISE_URL", &advertise)],
+        &["--url", &url, "--ca", ca_path.to_str().unwrap()],
+    );
+    assert!(by_flag.status.success(), "{}", String::from_utf8_lossy(&by_flag.stderr));
+
+    let wrong_name = format!("https://node2.example:{port}");
+    let refused = healthcheck_with(&node_env, &[("DISTLOG_ADVERTISE_URL", &wrong_name)], &["--url", &url]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("certificate"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+
+    let no_client_cert = healthcheck_with(
+        &node_env[..1],
+        &[("DISTLOG_ADVERTISE_URL", &advertise)],
+        &["--url", &url],
+    );
+    assert_eq!(
+        no_client_cert.status.code(),
+        Some(1),
+        "the node requires a client certificate"
+    );
+}
+
 /// A port nothing listens on now (bound, then let go).
 fn unused_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -1102,4 +1268,162 @@ fn a_creation_that_fails_after_its_rename_leaves_the_name_free() {
         Some(201),
         "created at the next try"
     );
+}
+
+/// `distlog ARGS...` (a client subcommand): its exit status and stdout; stderr is shown.
+fn distlog_cli(args: &[&str]) -> (bool, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_distlog"))
+        .args(args)
+        .env_remove("DISTLOG_URL")
+        .env_remove("DISTLOG_TOKEN")
+        .output()
+        .unwrap();
+    eprint!("{}", String::from_utf8_lossy(&output.stderr));
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+/// `distlog cluster status --json` through `seeds` once it answers with a leader and `wanted`
+/// holds of it, within 30 s.
+fn cluster_status_until(seeds: &str, what: &str, wanted: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (ok, out) = distlog_cli(&["cluster", "status", "--json", "--retry-for", "2s", "--url", seeds]);
+        let status: Value = serde_json::from_str(&out).unwrap_or_default();
+        if ok && !status["leader_id"].is_null() && wanted(&status) {
+            return status;
+        }
+        assert!(std::time::Instant::now() < deadline, "never {what}: {status}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+/// The voters' URLs in a `/cluster` answer.
+fn voter_urls(status: &Value) -> Vec<String> {
+    let mut urls: Vec<String> = status["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| m["voter"] == true)
+        .filter_map(|m| m["url"].as_str().map(str::to_string))
+        .collect();
+    urls.sort();
+    urls
+}
+
+/// The scale-down and scale-up of docs/operations.md and deploy/kubernetes, on three real
+/// processes: `distlog cluster remove` of the highest node (after `distlog cluster leader` away
+/// from it if it leads), then it is stopped; the two others take writes with two voters; started
+/// again on its own directory with DISTLOG_REJOIN=true (the StatefulSet's setting) it asks to be
+/// added back and is a voter again, with the records written while it was away.
+#[test]
+fn the_documented_scale_down_removes_the_highest_node_and_rejoin_brings_it_back_as_a_voter() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let ports: Vec<u16> = (0..3).map(|_| unused_port()).collect();
+    let urls: Vec<String> = ports.iter().map(|p| format!("http://127.0.0.1:{p}")).collect();
+    let peers = urls.join(",");
+    let start = |i: usize, rejoin: bool| {
+        let listen = format!("127.0.0.1:{}", ports[i]);
+        spawn_on(&listen, dirs[i].path(), &["--peers", &peers], |command| {
+            command.env_remove("DISTLOG_REJOIN");
+            if rejoin {
+                command.env("DISTLOG_REJOIN", "true");
+            }
+        })
+    };
+    let mut nodes: Vec<Option<Process>> = (0..3).map(|i| Some(start(i, true))).collect();
+    let all = urls.join(",");
+    cluster_status_until(&all, "3 voters", |s| voter_urls(s).len() == 3);
+    // Long formed, as a StatefulSet being scaled is: every node has heard from the leader.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    for url in &urls {
+        loop {
+            let (_, own) = reqwest::blocking_get_status(&format!("{url}/cluster"));
+            if own["initialized"] == true && !own["leader_id"].is_null() {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{url} never formed: {own}");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+    let status = cluster_status_until(&all, "3 voters", |s| voter_urls(s).len() == 3);
+    let (first, _) = reqwest::blocking_post_status(&urls[0], r#"{"before":"scale-down"}"#);
+    assert_eq!(first, 201);
+
+    // 1. The highest node's id; if it leads, leadership goes to another voter first.
+    let id_of = |status: &Value, url: &str| {
+        status["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["url"] == url)
+            .and_then(|m| m["id"].as_u64())
+            .unwrap()
+    };
+    let highest = id_of(&status, &urls[2]);
+    if status["leader_id"].as_u64() == Some(highest) {
+        let other = id_of(&status, &urls[0]).to_string();
+        assert!(distlog_cli(&["cluster", "leader", &other, "--url", &all]).0);
+        cluster_status_until(&all, "a new leader", |s| s["leader_id"].as_u64() != Some(highest));
+    }
+    // 2. `distlog cluster remove ID`, and wait until it is out of the members.
+    let (removed, table) = distlog_cli(&["cluster", "remove", &highest.to_string(), "--url", &all]);
+    assert!(removed, "{table}");
+    let two = urls[..2].join(",");
+    let mut remaining = urls[..2].to_vec();
+    remaining.sort();
+    let status = cluster_status_until(&two, "2 voters", |s| voter_urls(s) == remaining);
+    assert_eq!(status["members"].as_array().unwrap().len(), 2, "{status}");
+    // The removed node, still running, finds out and says so (a load balancer takes it out).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (code, body) = reqwest::blocking_get_status(&format!("{}/readyz", urls[2]));
+        if (code, &body["code"]) == (Some(503), &Value::from("removed")) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never says removed: {code:?} {body}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // 3. Stopped (`kubectl scale --replicas=2` deletes its pod); the two others take writes.
+    let mut gone = nodes[2].take().unwrap();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &gone.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    gone.child.wait().unwrap();
+    for (i, url) in urls[..2].iter().enumerate() {
+        let (status, body) = reqwest::blocking_post_status(url, &format!(r#"{{"after":"scale-down","via":{i}}}"#));
+        assert_eq!(status, 201, "{body}");
+    }
+    let (ok, table) = distlog_cli(&["cluster", "status", "--url", &two]);
+    assert!(
+        ok && table.lines().filter(|l| l.contains("127.0.0.1")).count() == 2,
+        "{table}"
+    );
+
+    // 4. Scale up: the pod comes back on its volume with DISTLOG_REJOIN=true and is a voter again.
+    nodes[2] = Some(start(2, true));
+    let status = cluster_status_until(&all, "the node back as a voter", |s| voter_urls(s).len() == 3);
+    assert_eq!(id_of(&status, &urls[2]), highest, "the same id, from its own directory");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (code, body) = reqwest::blocking_get_status(&format!("{}/?from=0&limit=10", urls[2]));
+        let records = body["records"].as_array().map_or(0, Vec::len);
+        if code == Some(200) && records == 3 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the node never caught up: {code:?} {body}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 }

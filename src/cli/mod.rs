@@ -43,7 +43,7 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Exit 0 if the node answers 200 on /readyz (ready: serving, and in a cluster a leader is
     /// known), else 1 saying why on stderr. For container health checks: needs no shell or curl.
-    Healthcheck(HealthcheckArgs),
+    Healthcheck(Box<HealthcheckArgs>),
     #[command(flatten)]
     Client(Box<ClientCommand>),
 }
