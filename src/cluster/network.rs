@@ -1,5 +1,6 @@
 //! The Raft transport, client side: one `Peer` per target node, speaking
-//! HTTP to its `/raft/*` routes (served by `api::cluster`).
+//! HTTP to its `/raft/*` routes (served by `api::cluster`) at its peer URL
+//! (`Member::peer_base`: its `--peer-listen` port when it has one).
 //!
 //! - `POST /raft/append`: the body of `codec::encode_append`, answered with
 //!   an `AppendEntriesResponse` in JSON;
@@ -79,7 +80,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: NodeId, node: &Member) -> Peer {
         Peer {
             client: self.client.clone(),
-            base: self.routes.resolve(&node.url),
+            base: self.routes.resolve(node.peer_base()),
             url: node.url.trim_end_matches('/').to_string(),
             target,
             health: self.health.clone(),
@@ -96,7 +97,8 @@ fn error_code(body: &str) -> Option<String> {
 /// One target node.
 pub struct Peer {
     client: reqwest::Client,
-    /// Where requests go (`url`, unless `--peer-route` says otherwise).
+    /// Where requests go (the member's peer URL, else its URL, unless
+    /// `--peer-route` says otherwise).
     base: String,
     /// The peer's advertised URL, as logs and metrics name it.
     url: String,

@@ -147,7 +147,8 @@ impl Cluster {
                 last_stamp: tokio::sync::Mutex::new(0),
             }),
         };
-        tracing::info!(node_id = id, url = %cluster.inner.url, peers = ?cluster.inner.config.peers, "cluster node started");
+        tracing::info!(node_id = id, url = %cluster.inner.url, peer_url = ?cluster.inner.config.peer_url,
+            peers = ?cluster.inner.config.peers, "cluster node started");
         failpoint::announce();
         cluster.recall_removal()?;
         tokio::spawn(formation::form(cluster.clone()));

@@ -66,15 +66,26 @@ impl fmt::Display for UserRecord {
     }
 }
 
-/// A member as the membership stores it: where peers and clients reach
-/// it, and its `--max-record-bytes` as it said when it was added (members
-/// that disagree take or refuse the same record depending on who leads;
-/// `GET /cluster` shows it). Absent from memberships written before it.
+/// A member as the membership stores it: where clients (and, without a
+/// `peer_url`, peers) reach it; where peers reach it when it serves them on
+/// a port of their own (`--peer-listen`); and its `--max-record-bytes` as
+/// it said when it was added (members that disagree take or refuse the
+/// same record depending on who leads; `GET /cluster` shows it). The two
+/// optional fields are absent from memberships written before them.
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Member {
     pub url: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_record_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_url: Option<String>,
+}
+
+impl Member {
+    /// Where peers send this member Raft's messages and membership changes.
+    pub fn peer_base(&self) -> &str {
+        self.peer_url.as_deref().unwrap_or(&self.url)
+    }
 }
 
 impl fmt::Display for Member {

@@ -71,6 +71,42 @@ pub fn serve(
     with_peer: bool,
     stopping: watch::Receiver<bool>,
 ) -> JoinHandle<std::io::Result<()>> {
+    serve_counted(
+        listener,
+        tls,
+        app,
+        config,
+        with_peer,
+        stopping,
+        crate::api::OPEN_CONNECTIONS,
+    )
+}
+
+/// As `serve`, for the peer listener (`--peer-listen`): its connections
+/// have their own cap (in `config`) and their own gauge, so that clients
+/// holding every client connection leave the peers theirs.
+pub fn serve_peers(
+    listener: TcpListener,
+    tls: Option<Arc<ReloadableTls>>,
+    app: App,
+    config: &HttpConfig,
+    with_peer: bool,
+    stopping: watch::Receiver<bool>,
+) -> JoinHandle<std::io::Result<()>> {
+    let gauge = crate::api::OPEN_PEER_CONNECTIONS;
+    metrics::gauge!(gauge).increment(0.0);
+    serve_counted(listener, tls, app, config, with_peer, stopping, gauge)
+}
+
+fn serve_counted(
+    listener: TcpListener,
+    tls: Option<Arc<ReloadableTls>>,
+    app: App,
+    config: &HttpConfig,
+    with_peer: bool,
+    stopping: watch::Receiver<bool>,
+    gauge: &'static str,
+) -> JoinHandle<std::io::Result<()>> {
     let acceptor = accept::Acceptor {
         listener,
         tls,
@@ -86,6 +122,7 @@ pub fn serve(
         }),
         max_connections: max_connections(config.max_connections),
         stopping,
+        gauge,
     };
     tokio::spawn(acceptor.run())
 }

@@ -18,6 +18,7 @@ mod harness_selftest;
 mod hostile_peers;
 mod joins;
 mod partitions;
+mod peer_port;
 mod power_cuts;
 mod producers;
 mod raft_conformance;

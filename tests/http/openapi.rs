@@ -364,6 +364,7 @@ async fn the_spec_describes_a_cluster_node() {
     config.mode = distlog::mode::ModeConfig::Member(distlog::mode::ClusterSettings {
         peers: vec![url.clone()],
         advertise_url: None,
+        peer_advertise_url: None,
         routes: Default::default(),
         heartbeat: Duration::from_millis(50),
         election_timeout: (Duration::from_millis(150), Duration::from_millis(300)),
