@@ -326,8 +326,17 @@ async fn rejoin_step(cluster: &Cluster, member_since: Instant) -> Result<(), Str
     if member_since.elapsed() < REJOIN_AFTER {
         return Err(waiting);
     }
-    // A voter whose peer URL changed hears no leader (they send to the old
-    // one): it asks the members and seeds who leads.
+    // A voter whose peer URL changed may lead (its votes are answered on
+    // the connections it opens): it records itself.
+    if cluster.leader().is_some_and(|(id, _)| id == cluster.id()) {
+        tracing::info!("{waiting}: this node leads; finishing it here");
+        return cluster
+            .join(own_join_request(cluster))
+            .await
+            .map_err(|e| format!("{waiting}; {e}"));
+    }
+    // Else it may hear no leader (they send to its old URL): it asks the
+    // members and seeds who leads.
     let leader_url = match cluster.leader_peer_url() {
         Some(url) => url,
         None => match cluster.in_touch_leader().await {
@@ -341,15 +350,20 @@ async fn rejoin_step(cluster: &Cluster, member_since: Instant) -> Result<(), Str
         .map_err(|e| format!("{waiting}; {e}"))
 }
 
-/// Asks `via` (and the leader it points to) to add this node.
-pub(super) async fn join_through(cluster: &Cluster, via: &str) -> Result<(), String> {
-    let mut target = via.trim_end_matches('/').to_string();
-    let request = JoinRequest {
+/// The join this node asks for: itself, as it is now.
+fn own_join_request(cluster: &Cluster) -> JoinRequest {
+    JoinRequest {
         url: cluster.url().to_string(),
         id: Some(cluster.id()),
         max_record_bytes: Some(cluster.max_record_bytes()),
         peer_url: cluster.inner.config.peer_url.clone(),
-    };
+    }
+}
+
+/// Asks `via` (and the leader it points to) to add this node.
+pub(super) async fn join_through(cluster: &Cluster, via: &str) -> Result<(), String> {
+    let mut target = via.trim_end_matches('/').to_string();
+    let request = own_join_request(cluster);
     for _ in 0..4 {
         let url = format!("{}/cluster/join", cluster.inner_routes().resolve(&target));
         let response = cluster

@@ -17,7 +17,7 @@ use super::failpoint;
 use super::formation;
 use super::log_store::LogStore;
 use super::metrics;
-use super::network::{Network, Routes};
+use super::network::{Network, PeerBook, Routes};
 use super::node::{Cluster, ClusterConfig, Inner};
 use super::reconcile;
 use super::removal;
@@ -112,10 +112,12 @@ impl Cluster {
             .await
             .map_err(|e| StartError::Raft(e.to_string()))??;
         let visibility = sm.visibility();
+        let book = PeerBook::default();
         let network = Network {
             client: config.client.clone(),
             routes: Routes::new(config.routes.clone()),
             health: Default::default(),
+            book: book.clone(),
         };
         let write_caching = store.log().config().durability != crate::log::Durability::Always;
         let raft = Raft::new(
@@ -155,6 +157,7 @@ impl Cluster {
         tokio::spawn(removal::follow_membership(cluster.clone()));
         tokio::spawn(removal::watch(cluster.clone()));
         tokio::spawn(reconcile::run(cluster.clone()));
+        tokio::spawn(keep_peer_book(cluster.clone(), book));
         tokio::spawn(metrics::publish(cluster.id(), cluster.raft().metrics()));
         Ok(cluster)
     }
@@ -196,4 +199,25 @@ async fn node_id(durable: &Durable, store: &LogStore, fault: Option<repair::Faul
         }
     };
     Ok(id)
+}
+
+/// Keeps `book` to the membership in effect (see `network::PeerBook`);
+/// ends with the node.
+async fn keep_peer_book(cluster: Cluster, book: PeerBook) {
+    use openraft::async_runtime::WatchReceiver;
+    let mut metrics = cluster.raft().metrics();
+    let mut seen = None;
+    loop {
+        {
+            let now = metrics.borrow_watched();
+            let membership = &now.membership_config;
+            if seen != Some(*membership.log_id()) {
+                seen = Some(*membership.log_id());
+                book.update(membership.nodes());
+            }
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
 }

@@ -25,9 +25,15 @@ const MAX_CONNECTIONS: usize = 8;
 
 /// Three `distlog serve --peers` processes, killed on drop.
 struct Nodes {
+    dir: std::path::PathBuf,
     children: Vec<Option<Child>>,
     urls: Vec<String>,
+    /// Each node's peer URL while it serves one.
     peer_urls: Vec<Option<String>>,
+    /// The peer URL each node has when it serves one (ports picked up front).
+    reserved_peer_urls: Vec<String>,
+    seeds: Vec<String>,
+    extra: Vec<String>,
     logs: Vec<std::path::PathBuf>,
 }
 
@@ -40,7 +46,7 @@ impl Drop for Nodes {
         if std::thread::panicking() {
             for log in &self.logs {
                 let text = std::fs::read_to_string(log).unwrap_or_default();
-                let tail: Vec<&str> = text.lines().rev().take(30).collect();
+                let tail: Vec<&str> = text.lines().rev().take(400).collect();
                 eprintln!("==== {} ====", log.display());
                 for line in tail.iter().rev() {
                     eprintln!("{line}");
@@ -57,51 +63,63 @@ impl Nodes {
     fn start(dir: &Path, peer_port: bool, seeds_are_peer_urls: bool, extra: &[String]) -> Nodes {
         let ports = free_ports(6);
         let urls: Vec<String> = ports[..3].iter().map(|p| format!("http://127.0.0.1:{p}")).collect();
-        let peer_urls: Vec<Option<String>> = ports[3..]
-            .iter()
-            .map(|p| peer_port.then(|| format!("http://127.0.0.1:{p}")))
-            .collect();
+        let reserved_peer_urls: Vec<String> = ports[3..].iter().map(|p| format!("http://127.0.0.1:{p}")).collect();
         let seeds: Vec<String> = match seeds_are_peer_urls {
-            true => peer_urls.iter().flatten().cloned().collect(),
+            true => reserved_peer_urls.clone(),
             false => urls.clone(),
         };
         let mut nodes = Nodes {
-            children: Vec::new(),
+            dir: dir.to_path_buf(),
+            children: (0..3).map(|_| None).collect(),
             urls,
-            peer_urls,
-            logs: Vec::new(),
+            peer_urls: vec![None; 3],
+            reserved_peer_urls,
+            seeds,
+            extra: extra.to_vec(),
+            logs: (0..3).map(|i| dir.join(format!("node{i}.log"))).collect(),
         };
         for i in 0..3 {
-            let log = dir.join(format!("node{i}.log"));
-            let file = std::fs::File::create(&log).expect("a node log");
-            let mut command = Command::new(env!("CARGO_BIN_EXE_distlog"));
-            command
-                .arg("serve")
-                .args(["--listen", &format!("127.0.0.1:{}", ports[i])])
-                .arg("--data-dir")
-                .arg(dir.join(format!("node{i}-data")))
-                .args(["--peers", &seeds.join(",")])
-                .args(["--advertise-url", &nodes.urls[i]])
-                .args(["--max-connections", &MAX_CONNECTIONS.to_string()])
-                // Connections peers pooled while the cluster formed are
-                // closed soon: an election needs new ones.
-                .args(["--idle-timeout-ms", "2s"])
-                // The client's silent connections are held, not timed out.
-                .args(["--header-timeout-ms", "60s"])
-                .args(["--election-timeout-min-ms", "300", "--election-timeout-max-ms", "600"])
-                .args(["--heartbeat-ms", "75"])
-                .args(extra)
-                .env("RUST_LOG", "info,distlog::access=off")
-                .stdin(Stdio::null())
-                .stdout(Stdio::from(file.try_clone().expect("a log handle")))
-                .stderr(Stdio::from(file));
-            if peer_port {
-                command.args(["--peer-listen", &format!("127.0.0.1:{}", ports[3 + i])]);
-            }
-            nodes.children.push(Some(command.spawn().expect("distlog starts")));
-            nodes.logs.push(log);
+            nodes.spawn(i, peer_port);
         }
         nodes
+    }
+
+    /// Starts node `i` (again, on its data directory), with a peer port or
+    /// without (its `peer_urls` entry then None).
+    fn spawn(&mut self, i: usize, peer_port: bool) {
+        let url = &self.urls[i];
+        let listen = |url: &str| url.trim_start_matches("http://").to_string();
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.logs[i])
+            .expect("a node log");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_distlog"));
+        command
+            .arg("serve")
+            .args(["--listen", &listen(url)])
+            .arg("--data-dir")
+            .arg(self.dir.join(format!("node{i}-data")))
+            .args(["--peers", &self.seeds.join(",")])
+            .args(["--advertise-url", url])
+            .args(["--max-connections", &MAX_CONNECTIONS.to_string()])
+            // Connections peers pooled while the cluster formed are
+            // closed soon: an election needs new ones.
+            .args(["--idle-timeout-ms", "2s"])
+            // The client's silent connections are held, not timed out.
+            .args(["--header-timeout-ms", "60s"])
+            .args(["--election-timeout-min-ms", "300", "--election-timeout-max-ms", "600"])
+            .args(["--heartbeat-ms", "75"])
+            .args(&self.extra)
+            .env("RUST_LOG", "info,distlog::access=off")
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(file.try_clone().expect("a log handle")))
+            .stderr(Stdio::from(file));
+        self.peer_urls[i] = peer_port.then(|| self.reserved_peer_urls[i].clone());
+        if let Some(peer_url) = &self.peer_urls[i] {
+            command.args(["--peer-listen", &listen(peer_url)]);
+        }
+        self.children[i] = Some(command.spawn().expect("distlog starts"));
     }
 
     fn kill(&mut self, i: usize) {
@@ -421,4 +439,91 @@ async fn peer_routes_are_served_on_the_peer_port_only_and_still_need_the_peer_to
         .await
         .expect("an answer");
     assert_eq!(status.status(), 200, "formation reads GET /cluster on the peer port");
+}
+
+/// Turning `--peer-listen` on in a running cluster, one node at a time: a
+/// restarted voter asks the leader to record its peer URL, and the others
+/// reach it there from then on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_restarted_with_a_peer_port_has_it_recorded_and_is_reached_there() {
+    let _exclusive = exclusive().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut nodes = Nodes::start(dir.path(), false, false, &[]);
+    let http = reqwest::Client::new();
+    let urls = nodes.urls.clone();
+    let view_of = |i: usize| {
+        let url = format!("{}/cluster", urls[i]);
+        let http = http.clone();
+        async move {
+            let answer = http.get(url).send().await.ok()?;
+            answer.json::<Value>().await.ok()
+        }
+    };
+    let mut turned_on = Vec::new();
+    for i in [2, 0, 1] {
+        // Every node agrees on a leader with the three members recorded as
+        // turned on so far.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut settled = true;
+            for j in 0..3 {
+                let view = view_of(j).await.unwrap_or(Value::Null);
+                let members = view["members"].as_array().cloned().unwrap_or_default();
+                settled &= view["leader_id"].is_u64() && members.len() == 3;
+                for member in &members {
+                    let k = nodes
+                        .urls
+                        .iter()
+                        .position(|u| Some(u.as_str()) == member["url"].as_str());
+                    let expected = k.and_then(|k| turned_on.contains(&k).then(|| nodes.reserved_peer_urls[k].clone()));
+                    settled &= member["peer_url"].as_str() == expected.as_deref() && member["voter"] == true;
+                }
+            }
+            if settled {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not settled with {turned_on:?} on a peer port"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        nodes.kill(i);
+        nodes.spawn(i, true);
+        turned_on.push(i);
+    }
+    // The last one restarted is recorded too, and a write commits on all three.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let view = view_of(0).await.unwrap_or(Value::Null);
+        let members = view["members"].as_array().cloned().unwrap_or_default();
+        let all = members.len() == 3 && members.iter().all(|m| m["peer_url"].is_string());
+        if all && let Some(leader) = view["leader_url"].as_str() {
+            let write = http
+                .post(format!("{leader}/"))
+                .body(r#"{"all":"peer ports"}"#)
+                .send()
+                .await;
+            if write.is_ok_and(|w| w.status() == 201) {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the last restarted node was not recorded: {view}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for i in 0..3 {
+        let (status, body) = {
+            let answer = http
+                .post(format!("{}/raft/vote", nodes.urls[i]))
+                .body("{}")
+                .send()
+                .await
+                .expect("an answer");
+            (answer.status(), answer.text().await.unwrap_or_default())
+        };
+        assert_eq!(status, 404, "node {i}: {body}");
+    }
 }
