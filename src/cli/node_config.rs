@@ -81,7 +81,7 @@ impl ServeArgs {
     /// `--follow` (a replica), `--peers` (a cluster member), or neither.
     fn mode(&self) -> anyhow::Result<ModeConfig> {
         if let Some(settings) = self.cluster()? {
-            return Ok(ModeConfig::Member(settings));
+            return Ok(ModeConfig::Member(Box::new(settings)));
         }
         let Some(leader) = &self.follow else {
             return Ok(ModeConfig::Standalone);

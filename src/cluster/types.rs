@@ -132,3 +132,25 @@ pub fn log_id(term: u64, index: u64) -> LogId {
 pub fn term_of(id: &LogId) -> u64 {
     id.committed_leader_id().term
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_member_recorded_before_peer_urls_is_reached_at_its_url() {
+        let old: Member = serde_json::from_str(r#"{"url":"http://a:1","max_record_bytes":5}"#).expect("old record");
+        assert_eq!(old.peer_url, None);
+        assert_eq!(old.peer_base(), "http://a:1");
+        let new = Member {
+            peer_url: Some("http://a:2".into()),
+            ..old.clone()
+        };
+        assert_eq!(new.peer_base(), "http://a:2");
+        let written = serde_json::to_string(&old).expect("JSON");
+        assert!(
+            !written.contains("peer_url"),
+            "records without one stay as they were: {written}"
+        );
+    }
+}

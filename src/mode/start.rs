@@ -22,7 +22,7 @@ pub enum ModeConfig {
     #[default]
     Standalone,
     Replica(FollowConfig),
-    Member(ClusterSettings),
+    Member(Box<ClusterSettings>),
 }
 
 /// How this node joins a cluster (see `cluster`).
