@@ -298,7 +298,7 @@ impl Cluster {
         );
         urls.sort();
         urls.dedup();
-        urls.retain(|u| u != self.url());
+        urls.retain(|u| !self.is_own_url(u));
         let asks = urls.iter().map(|url| self.peer_status(url));
         let answers = futures_util::future::join_all(asks).await;
         answers.into_iter().flatten().find(|s| {
