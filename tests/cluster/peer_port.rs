@@ -262,6 +262,7 @@ async fn fill_followers_and_kill_the_leader(nodes: &mut Nodes) -> (Option<(u64, 
         }
     }
     nodes.kill(leader);
+    let killed = Instant::now();
     let mut follower_probes: Vec<Probe> = Vec::new();
     for (i, probe) in probes.into_iter().enumerate() {
         if i != leader {
@@ -274,6 +275,11 @@ async fn fill_followers_and_kill_the_leader(nodes: &mut Nodes) -> (Option<(u64, 
         Instant::now() + Duration::from_secs(10),
     )
     .await;
+    eprintln!(
+        "peer_port: after the leader was killed: {} in {} ms",
+        elected.as_ref().map_or("no leader", |_| "a new leader"),
+        killed.elapsed().as_millis()
+    );
     for filler in &fillers {
         assert!(!filler.is_finished(), "the client kept filling");
     }
@@ -439,6 +445,26 @@ async fn peer_routes_are_served_on_the_peer_port_only_and_still_need_the_peer_to
         .await
         .expect("an answer");
     assert_eq!(status.status(), 200, "formation reads GET /cluster on the peer port");
+
+    // An operator may name a member by its peer URL: it is the member at its URL.
+    let leader_peer_url = view["members"]
+        .as_array()
+        .and_then(|members| members.iter().find(|m| m["id"] == view["leader_id"]))
+        .and_then(|m| m["peer_url"].as_str())
+        .expect("the leader's peer URL")
+        .to_string();
+    let join = http
+        .post(format!("{leader_peer_url}/cluster/join"))
+        .bearer_auth(PEER_TOKEN)
+        .json(&serde_json::json!({"url": nodes.reserved_peer_urls[2]}))
+        .send()
+        .await
+        .expect("an answer");
+    let status = join.status();
+    let body: Value = join.json().await.expect("JSON");
+    assert_eq!(status, 200, "{body}");
+    let members = body["members"].as_array().expect("members");
+    assert_eq!(members.len(), 3, "no member added at the peer URL: {body}");
 }
 
 /// Turning `--peer-listen` on in a running cluster, one node at a time: a
