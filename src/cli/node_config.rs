@@ -66,6 +66,7 @@ impl ServeArgs {
                 body_timeout: Duration::from_millis(self.body_timeout_ms),
                 send_timeout: Duration::from_millis(self.send_timeout_ms),
                 max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
+                beside: 0,
             },
             max_peer_connections: usize::try_from(self.max_peer_connections).unwrap_or(usize::MAX),
             cors_origins,

@@ -134,7 +134,16 @@ impl Node {
             Some(_) => api::Listener::Client,
             None => api::Listener::All,
         });
-        let serving = http::serve(listener, security.tls.clone(), app, &config.http, with_peer, stopping);
+        // The peers' share of the open-files limit is kept from the clients'.
+        let client_http = HttpConfig {
+            beside: if serving_peers.is_some() {
+                config.max_peer_connections
+            } else {
+                0
+            },
+            ..config.http.clone()
+        };
+        let serving = http::serve(listener, security.tls.clone(), app, &client_http, with_peer, stopping);
         tracing::info!(addr = %local_addr, peer_addr = ?peer_addr, data_dir = %config.data_dir.display(),
             next_offset = log.next_offset(), role = role_name(&mode), "distlog is serving");
         Ok(Node {
