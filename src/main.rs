@@ -38,7 +38,11 @@ fn run(args: &ServeArgs) -> anyhow::Result<()> {
 async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     let config = args.node_config()?;
     let listener = cli::bind(args.listen()).await?;
-    let node = cli::start_node(config, listener).await?;
+    let peers = match args.peer_listen() {
+        Some(addr) => Some(cli::bind(addr).await?),
+        None => None,
+    };
+    let node = cli::start_node(config, listener, peers).await?;
     cli::run_until_signal(&node).await?;
     node.shutdown().await?;
     Ok(())

@@ -2,7 +2,9 @@
 //! `DELETE /cluster/members/{id}`, `POST /cluster/leader`, and the peer
 //! RPCs under `/raft/` (formats in `cluster::network`). On a node without
 //! `--peers` they answer 404 `not_a_cluster`. With traces on, handling a
-//! peer RPC is a span under the request's.
+//! peer RPC is a span under the request's. Beside a peer listener
+//! (`--peer-listen`), all but `GET /cluster` are served there only, and a
+//! membership change asked of a follower is sent to the leader's peer URL.
 
 use super::json_body::Json;
 use axum::body::Bytes;
@@ -12,9 +14,11 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use super::error::{ApiError, ApiResult, cluster_error};
+use super::error::{ApiError, ApiResult, Echo, cluster_error};
 use super::state::AppState;
-use crate::cluster::{APPEND_BUDGET_BYTES, Cluster, JoinRequest, MAX_DOCUMENT, SnapshotBody, TARGET_HEADER};
+use crate::cluster::{
+    APPEND_BUDGET_BYTES, Cluster, ClusterError, JoinRequest, MAX_DOCUMENT, SnapshotBody, TARGET_HEADER,
+};
 use crate::telemetry;
 
 fn cluster_of(state: &AppState) -> ApiResult<&Cluster> {
@@ -31,13 +35,33 @@ pub async fn status(State(state): State<AppState>) -> ApiResult<Response> {
     Ok(Json(cluster_of(&state)?.status()).into_response())
 }
 
+/// A membership change refused by a follower goes to the leader's peer
+/// URL, where the membership routes are served.
+fn membership_error(cluster: &Cluster, error: ClusterError, path: &str) -> ApiError {
+    let error = match error {
+        ClusterError::NotLeader { leader_url } => ClusterError::NotLeader {
+            leader_url: cluster.leader_peer_url().or(leader_url),
+        },
+        other => other,
+    };
+    cluster_error(error, path)
+}
+
+/// A peer-only route on the client listener (see `api::Listener`).
+pub async fn peer_port_only(State(state): State<AppState>, request: Request) -> ApiError {
+    ApiError::PeerPortOnly {
+        path: Echo::of(request.uri().path()),
+        peer_url: state.mode.cluster().map(|c| c.peer_url().to_string()),
+    }
+}
+
 pub async fn join(State(state): State<AppState>, body: Bytes) -> ApiResult<Response> {
     let cluster = cluster_of(&state)?;
     let request: JoinRequest = parse(&body)?;
     cluster
         .join(request)
         .await
-        .map_err(|e| cluster_error(e, "/cluster/join"))?;
+        .map_err(|e| membership_error(cluster, e, "/cluster/join"))?;
     Ok(Json(cluster.status()).into_response())
 }
 
@@ -49,7 +73,7 @@ pub async fn remove_member(State(state): State<AppState>, Path(id): Path<String>
     cluster
         .remove(id)
         .await
-        .map_err(|e| cluster_error(e, &format!("/cluster/members/{id}")))?;
+        .map_err(|e| membership_error(cluster, e, &format!("/cluster/members/{id}")))?;
     Ok(Json(cluster.status()).into_response())
 }
 
@@ -64,7 +88,7 @@ pub async fn transfer_leader(State(state): State<AppState>, body: Bytes) -> ApiR
     cluster
         .transfer_leadership(request.id)
         .await
-        .map_err(|e| cluster_error(e, "/cluster/leader"))?;
+        .map_err(|e| membership_error(cluster, e, "/cluster/leader"))?;
     Ok(Json(cluster.status()).into_response())
 }
 

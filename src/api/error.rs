@@ -174,6 +174,14 @@ pub enum ApiError {
     #[error("this node is not part of a cluster (start it with --peers)")]
     NotCluster,
 
+    /// A peer-only route asked on the client port of a node that serves
+    /// peers on a port of their own.
+    #[error("{path} is served on this node's peer port (--peer-listen) only{}", match peer_url {
+        Some(url) => format!(", at {url}"),
+        None => String::new(),
+    })]
+    PeerPortOnly { path: Echo, peer_url: Option<String> },
+
     #[error("no cluster member has id {0}")]
     NoSuchMember(u64),
 
@@ -296,9 +304,10 @@ impl ApiError {
             | ApiError::Removed(_)
             | ApiError::OutcomeUnknown(_)
             | ApiError::RaftStopped(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::NoRecordAtOffset { .. } | ApiError::NotCluster | ApiError::NoSuchMember(_) => {
-                StatusCode::NOT_FOUND
-            }
+            ApiError::NoRecordAtOffset { .. }
+            | ApiError::NotCluster
+            | ApiError::NoSuchMember(_)
+            | ApiError::PeerPortOnly { .. } => StatusCode::NOT_FOUND,
             ApiError::BadClusterRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::WrongNode(_)
             | ApiError::ProducerSequenceGap { .. }
@@ -359,6 +368,7 @@ impl ApiError {
             ApiError::OutcomeUnknown(_) => "outcome_unknown",
             ApiError::NoRecordAtOffset { .. } => "no_record_at_offset",
             ApiError::NotCluster => "not_a_cluster",
+            ApiError::PeerPortOnly { .. } => "peer_port_only",
             ApiError::NoSuchMember(_) => "no_such_member",
             ApiError::BadClusterRequest(_) => "bad_request",
             ApiError::WrongNode(_) => "wrong_node",
@@ -383,6 +393,7 @@ impl ApiError {
     fn extra_fields(&self) -> Value {
         match self {
             ApiError::InvalidJson { line: Some(line), .. } => json!({ "line": line }),
+            ApiError::PeerPortOnly { peer_url, .. } => json!({ "peer_url": peer_url }),
             ApiError::BadQuery { param, .. } => json!({ "param": param }),
             ApiError::BadHeader { header, .. } => json!({ "header": header }),
             ApiError::ProducerSequenceGap { expected } | ApiError::ProducerSequenceStale { expected } => {

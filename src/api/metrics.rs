@@ -95,6 +95,8 @@ const LOG_SERIES: [LogSeries; 6] = [
 ];
 /// Set by the HTTP layer's accept loop (`crate::http`).
 pub const OPEN_CONNECTIONS: &str = "distlog_http_open_connections";
+/// The same for the peer listener (`--peer-listen`), when there is one.
+pub const OPEN_PEER_CONNECTIONS: &str = "distlog_http_open_peer_connections";
 pub(super) const SSE_SUBSCRIBERS: &str = "distlog_sse_subscribers";
 const STORAGE_ERRORS: &str = "distlog_storage_errors_total";
 const DISK_AVAILABLE: &str = "distlog_disk_available_bytes";
@@ -113,6 +115,10 @@ fn describe_metrics() {
     describe_gauge!(
         OPEN_CONNECTIONS,
         "HTTP connections being served (those refused beyond --max-connections not counted)."
+    );
+    describe_gauge!(
+        OPEN_PEER_CONNECTIONS,
+        "Connections being served on the peer listener (--peer-listen; those refused beyond --max-peer-connections not counted)."
     );
     describe_gauge!(SSE_SUBSCRIBERS, "Event streams (Accept: text/event-stream) open now.");
     describe_counter!(

@@ -49,7 +49,7 @@ pub use console::{CONTENT_SECURITY_POLICY, embedded_bytes as console_bytes};
 pub use cors::{AllowedOrigins, InvalidOrigin};
 use error::Echo;
 pub use error::{ApiError, ApiResult};
-pub use metrics::{OPEN_CONNECTIONS, recorder};
+pub use metrics::{OPEN_CONNECTIONS, OPEN_PEER_CONNECTIONS, recorder};
 pub use observe::ACCESS_LOG;
 pub use state::{AppState, Limits};
 
@@ -100,13 +100,66 @@ mod routes {
 /// would box and clone each per request.
 pub type App = Observe<CrossOrigin<Router>>;
 
+/// Which routes a listener serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listener {
+    /// Every route: the only listener (no `--peer-listen`).
+    All,
+    /// The client listener beside a peer listener: the peer-only routes
+    /// (`/raft/*` and the membership changes under `/cluster/`) answer 404
+    /// `peer_port_only`, so that a network policy can keep them to peers by
+    /// port.
+    Client,
+    /// The peer listener (`--peer-listen`): the peer-only routes, and what
+    /// formation and probes read (`GET /cluster`, `/status`, `/healthz`,
+    /// `/readyz`); anything else is 404.
+    Peer,
+}
+
 /// The API. With a policy, every route is authenticated and authorized
 /// first (see `guard`); `origins` may write from a browser (see `cors`).
 /// With `console`, the web console is served under `/ui` (its files need
 /// no credentials; what it reads through the API does).
 pub fn app(state: AppState, policy: Option<Arc<Policy>>, origins: AllowedOrigins, console: bool) -> App {
+    app_on(Listener::All, state, policy, origins, console)
+}
+
+/// The API as `listener` serves it (see `Listener`; `app` is `All`).
+pub fn app_on(
+    listener: Listener,
+    state: AppState,
+    policy: Option<Arc<Policy>>,
+    origins: AllowedOrigins,
+    console: bool,
+) -> App {
     recorder();
-    let named = Arc::new(named::NamedRouters::new(log_routes, &state));
+    let routes = match listener {
+        Listener::All => client_routes(&state).merge(peer_routes()),
+        Listener::Client => client_routes(&state),
+        Listener::Peer => peer_routes()
+            .route(routes::CLUSTER, get(cluster::status))
+            .merge(probe_routes()),
+    };
+    let routes = match policy {
+        Some(policy) => routes.route_layer(axum::middleware::from_fn_with_state(policy, authorize)),
+        None => routes,
+    };
+    let routes = match listener {
+        // Before the guard: where a route is served is no secret.
+        Listener::Client => routes.merge(peer_routes_elsewhere()),
+        Listener::All | Listener::Peer => routes,
+    };
+    let router = routes
+        .merge(console::routes(console && listener != Listener::Peer))
+        .fallback(route_not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state);
+    ObserveLayer.layer(CrossOriginLayer(origins).layer(router))
+}
+
+/// Every route but the peer-only ones.
+fn client_routes(state: &AppState) -> Router<AppState> {
+    let named = Arc::new(named::NamedRouters::new(log_routes, state));
     let routers = named.clone();
     let delete_log = move |State(state): State<AppState>, Path(name): Path<String>| {
         let routers = routers.clone();
@@ -121,15 +174,10 @@ pub fn app(state: AppState, policy: Option<Arc<Policy>>, origins: AllowedOrigins
         state.clone(),
         removed::refuse_when_removed,
     ));
-    let routes = default_log
-        .route(routes::STATUS, get(status::status))
-        .route(routes::HEALTHZ, get(status::healthz))
-        .route(routes::READYZ, get(status::readyz))
+    default_log
+        .merge(probe_routes())
         .route(routes::METRICS, get(metrics::metrics))
         .route(routes::CLUSTER, get(cluster::status))
-        .route(routes::CLUSTER_JOIN, post(cluster::join))
-        .route(routes::CLUSTER_MEMBER, delete(cluster::remove_member))
-        .route(routes::CLUSTER_LEADER, post(cluster::transfer_leader))
         .route(routes::LOGS, get(logs::list))
         .route(
             routes::LOG,
@@ -137,21 +185,47 @@ pub fn app(state: AppState, policy: Option<Arc<Policy>>, origins: AllowedOrigins
         )
         .route(routes::NAMED_ROOT, any(dispatch.clone()))
         .route(routes::NAMED_ANY, any(dispatch))
+}
+
+/// What a node says of itself, on every listener.
+fn probe_routes() -> Router<AppState> {
+    Router::new()
+        .route(routes::STATUS, get(status::status))
+        .route(routes::HEALTHZ, get(status::healthz))
+        .route(routes::READYZ, get(status::readyz))
+}
+
+/// The routes only peers (and operators changing the membership) call:
+/// Raft's messages and the membership changes.
+fn peer_routes() -> Router<AppState> {
+    Router::new()
+        .route(routes::CLUSTER_JOIN, post(cluster::join))
+        .route(routes::CLUSTER_MEMBER, delete(cluster::remove_member))
+        .route(routes::CLUSTER_LEADER, post(cluster::transfer_leader))
         .route(routes::RAFT_APPEND, post(cluster::raft_append))
         .route(routes::RAFT_VOTE, post(cluster::raft_vote))
         .route(routes::RAFT_PRE_VOTE, post(cluster::raft_pre_vote))
         .route(routes::RAFT_SNAPSHOT, post(cluster::raft_snapshot))
-        .route(routes::RAFT_TRANSFER, post(cluster::raft_transfer));
-    let routes = match policy {
-        Some(policy) => routes.route_layer(axum::middleware::from_fn_with_state(policy, authorize)),
-        None => routes,
-    };
-    let router = routes
-        .merge(console::routes(console))
-        .fallback(route_not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .with_state(state);
-    ObserveLayer.layer(CrossOriginLayer(origins).layer(router))
+        .route(routes::RAFT_TRANSFER, post(cluster::raft_transfer))
+}
+
+/// The peer-only routes on the client listener beside a peer listener:
+/// 404 `peer_port_only` (not `not_found`, which a peer's pre-vote takes for
+/// a node that predates the route, see `cluster::network`).
+fn peer_routes_elsewhere() -> Router<AppState> {
+    let elsewhere = any(cluster::peer_port_only);
+    [
+        routes::CLUSTER_JOIN,
+        routes::CLUSTER_MEMBER,
+        routes::CLUSTER_LEADER,
+        routes::RAFT_APPEND,
+        routes::RAFT_VOTE,
+        routes::RAFT_PRE_VOTE,
+        routes::RAFT_SNAPSHOT,
+        routes::RAFT_TRANSFER,
+    ]
+    .into_iter()
+    .fold(Router::new(), |router, path| router.route(path, elsewhere.clone()))
 }
 
 /// The routes every log has, the default log at `/` and each named log

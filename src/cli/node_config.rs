@@ -66,7 +66,9 @@ impl ServeArgs {
                 body_timeout: Duration::from_millis(self.body_timeout_ms),
                 send_timeout: Duration::from_millis(self.send_timeout_ms),
                 max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
+                beside: 0,
             },
+            max_peer_connections: usize::try_from(self.max_peer_connections).unwrap_or(usize::MAX),
             cors_origins,
             console: !self.no_ui,
             named_logs: NamedLogsConfig {
@@ -80,7 +82,7 @@ impl ServeArgs {
     /// `--follow` (a replica), `--peers` (a cluster member), or neither.
     fn mode(&self) -> anyhow::Result<ModeConfig> {
         if let Some(settings) = self.cluster()? {
-            return Ok(ModeConfig::Member(settings));
+            return Ok(ModeConfig::Member(Box::new(settings)));
         }
         let Some(leader) = &self.follow else {
             return Ok(ModeConfig::Standalone);
@@ -140,6 +142,21 @@ impl ServeArgs {
                 self.listen
             );
         }
+        let peer_advertise_url = self
+            .peer_advertise_url
+            .as_deref()
+            .map(|u| url("--peer-advertise-url", u))
+            .transpose()?;
+        if let Some(peer_listen) = self.peer_listen {
+            if peer_listen == self.listen {
+                anyhow::bail!("invalid --peer-listen {peer_listen}: it must not be --listen's address");
+            }
+            if peer_advertise_url.is_none() && peer_listen.ip().is_unspecified() {
+                anyhow::bail!(
+                    "--peer-listen {peer_listen} needs --peer-advertise-url: peers cannot reach an unspecified address"
+                );
+            }
+        }
         if self.election_timeout_min_ms >= self.election_timeout_max_ms {
             anyhow::bail!(
                 "invalid --election-timeout-min-ms {}: must be less than --election-timeout-max-ms {}",
@@ -183,6 +200,7 @@ impl ServeArgs {
         Ok(Some(ClusterSettings {
             peers,
             advertise_url,
+            peer_advertise_url,
             routes,
             heartbeat: Duration::from_millis(self.heartbeat_ms),
             write_timeout: Duration::from_millis(self.write_timeout_ms),
@@ -419,6 +437,55 @@ mod tests {
     fn a_member_listening_on_every_address_must_say_where_it_is_reached() {
         let why = refusal(&["--peers", "http://a:1", "--listen", "0.0.0.0:8080"]);
         assert!(why.contains("needs --advertise-url"), "{why}");
+    }
+
+    #[test]
+    fn a_peer_listener_needs_peers_and_a_reachable_address_of_its_own() {
+        use clap::error::ErrorKind;
+        let refused = |flags: &[&str]| parse(flags).err().map(|e| e.kind());
+        assert_eq!(
+            refused(&["--peer-listen", "127.0.0.1:7001"]),
+            Some(ErrorKind::MissingRequiredArgument)
+        );
+        assert_eq!(
+            refused(&["--peers", "http://a:1", "--peer-advertise-url", "http://a:2"]),
+            Some(ErrorKind::MissingRequiredArgument)
+        );
+        let why = refusal(&[
+            "--peers",
+            "http://a:1",
+            "--listen",
+            "127.0.0.1:7001",
+            "--peer-listen",
+            "127.0.0.1:7001",
+        ]);
+        assert!(why.contains("invalid --peer-listen 127.0.0.1:7001"), "{why}");
+        let why = refusal(&[
+            "--peers",
+            "http://a:1",
+            "--advertise-url",
+            "http://a:1",
+            "--peer-listen",
+            ":7001",
+        ]);
+        assert!(why.contains("needs --peer-advertise-url"), "{why}");
+        let member = config(&[
+            "--peers",
+            "http://a:1",
+            "--peer-listen",
+            "127.0.0.1:7001",
+            "--peer-advertise",
+            "http://a:7001/",
+            "--max-peer-connections",
+            "16",
+        ])
+        .expect("valid");
+        assert_eq!(member.max_peer_connections, 16);
+        let ModeConfig::Member(settings) = member.mode else {
+            panic!("not a member");
+        };
+        assert_eq!(settings.peer_advertise_url.as_deref(), Some("http://a:7001"));
+        assert_eq!(config(&[]).expect("valid").max_peer_connections, 256);
     }
 
     #[test]

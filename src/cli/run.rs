@@ -1,4 +1,4 @@
-//! Running `distlog serve`: bind `--listen`, start the node, and serve
+//! Running `distlog serve`: bind `--listen` (and `--peer-listen`), start the node, and serve
 //! until SIGINT or SIGTERM (SIGHUP reloads the TLS certificate).
 
 use std::net::SocketAddr;
@@ -27,10 +27,11 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("cannot start distlog on {addr}"))
 }
 
-/// Starts the node on `listener`; errors say what to change.
-pub async fn start_node(config: NodeConfig, listener: TcpListener) -> anyhow::Result<Node> {
+/// Starts the node on `listener` (and `peers`, `--peer-listen`'s); errors
+/// say what to change.
+pub async fn start_node(config: NodeConfig, listener: TcpListener, peers: Option<TcpListener>) -> anyhow::Result<Node> {
     let addr = listener.local_addr()?;
-    match Node::start(config, listener).await {
+    match Node::start_with_peers(config, listener, peers).await {
         Ok(node) => Ok(node),
         // A setting the data directory cannot take (a segment larger than
         // the free space) is a flag to change.

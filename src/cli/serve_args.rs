@@ -259,6 +259,31 @@ pub struct ServeArgs {
     #[arg(long, env = "DISTLOG_ADVERTISE_URL", value_name = "URL", help_heading = "Cluster")]
     pub(super) advertise_url: Option<String>,
 
+    /// Serve the cluster's peers on this address of their own (IP:PORT, HOST:PORT or :PORT), with
+    /// their own connection cap: Raft's messages (/raft/*) and the membership changes (POST
+    /// /cluster/join, DELETE /cluster/members/ID, POST /cluster/leader) are then served here only
+    /// (404 peer_port_only on --listen), so clients holding every --max-connections cannot cut
+    /// peers off, and a firewall can keep these routes to peers by port. Every member must run a
+    /// distlog that knows this flag before any uses it.
+    #[arg(long, env = "DISTLOG_PEER_LISTEN", value_name = "ADDR", value_parser = units::listen, requires = "peers", help_heading = "Cluster")]
+    pub(super) peer_listen: Option<SocketAddr>,
+
+    /// The URL peers reach this node's --peer-listen at [default: http(s)://<--peer-listen address>].
+    #[arg(
+        long,
+        env = "DISTLOG_PEER_ADVERTISE_URL",
+        visible_alias = "peer-advertise",
+        value_name = "URL",
+        requires = "peer_listen",
+        help_heading = "Cluster"
+    )]
+    pub(super) peer_advertise_url: Option<String>,
+
+    /// Connections the peer listener (--peer-listen) serves at once; more are answered 503.
+    #[arg(long, env = "DISTLOG_MAX_PEER_CONNECTIONS", value_name = "N", default_value_t = crate::node::DEFAULT_MAX_PEER_CONNECTIONS as u64,
+        value_parser = clap::value_parser!(u64).range(1..), help_heading = "Cluster")]
+    pub(super) max_peer_connections: u64,
+
     /// Time between a cluster leader's heartbeats to its followers.
     #[arg(long, env = "DISTLOG_HEARTBEAT_MS", value_name = "DURATION", default_value = "100ms", value_parser = units::millis_in(1, u64::MAX), help_heading = "Cluster")]
     pub(super) heartbeat_ms: u64,
@@ -391,6 +416,11 @@ pub struct ServeArgs {
 impl ServeArgs {
     pub fn listen(&self) -> SocketAddr {
         self.listen
+    }
+
+    /// Where peers are served apart (`--peer-listen`), if anywhere.
+    pub fn peer_listen(&self) -> Option<SocketAddr> {
+        self.peer_listen
     }
 
     pub fn data_dir(&self) -> &std::path::Path {

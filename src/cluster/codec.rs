@@ -245,6 +245,7 @@ mod tests {
                 Member {
                     url: "http://a".into(),
                     max_record_bytes: Some(1024),
+                    peer_url: Some("http://a:7001".into()),
                 },
             ),
             (
@@ -252,6 +253,7 @@ mod tests {
                 Member {
                     url: "http://b".into(),
                     max_record_bytes: None,
+                    peer_url: None,
                 },
             ),
         ]

@@ -12,7 +12,14 @@
 //! its URL: a join that stopped halfway (the joiner or the leader restarted,
 //! a lost answer) is asked again until it is finished, and the leader's
 //! reconciler finishes it too. Restarted voters skip all this: their log
-//! holds the membership.
+//! holds the membership, unless the peer URL it records for them is not
+//! the one they now have (`--peer-listen` turned on or off, or moved): they
+//! ask the leader to record the new one, as a join asked again does.
+//!
+//! Seeds may be given as the nodes' URLs or their peer URLs (`GET /cluster`
+//! answers on both ports and names both): a seed is this node, or the lowest
+//! seed, when it is either of a node's URLs. The seed lists themselves are
+//! compared as written, so every node must be given the same list.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -34,6 +41,10 @@ pub struct JoinRequest {
     /// The joining node's `--max-record-bytes`, compared with the leader's.
     #[serde(default)]
     pub max_record_bytes: Option<u64>,
+    /// Where peers reach the joining node, when it serves them on a port of
+    /// its own (`--peer-listen`); looked up at `url` with the id.
+    #[serde(default)]
+    pub peer_url: Option<String>,
 }
 
 const RETRY: Duration = Duration::from_millis(300);
@@ -102,11 +113,13 @@ impl Cluster {
         self.members().contains_key(&self.id())
     }
 
-    /// Whether this node is a voter and no other member has its URL: where
-    /// formation ends.
+    /// Whether this node is a voter, recorded with its peer URL as it is
+    /// now, and no other member has its URL: where formation ends.
     fn is_settled(&self) -> bool {
         let members = self.members();
-        members.get(&self.id()).is_some_and(|(_, voter)| *voter)
+        members
+            .get(&self.id())
+            .is_some_and(|(me, voter)| *voter && me.peer_url == self.inner.config.peer_url)
             && !members
                 .iter()
                 .any(|(id, (m, _))| *id != self.id() && m.url == self.url())
@@ -179,7 +192,7 @@ async fn formation_step(cluster: &Cluster, noted: &mut BTreeSet<String>) -> Resu
     let mut statuses = Vec::new();
     let mut unanswered = Vec::new();
     for seed in seeds {
-        if seed.trim_end_matches('/') == cluster.url() {
+        if cluster.is_own_url(seed) {
             statuses.push(cluster.status());
             continue;
         }
@@ -201,7 +214,7 @@ async fn formation_step(cluster: &Cluster, noted: &mut BTreeSet<String>) -> Resu
         let mut joined = Err(String::new());
         for seed in formed {
             cluster.set_forming(Some(format!("joining through {}: catching up as a learner", seed.url)));
-            joined = join_through(cluster, &seed.url).await;
+            joined = join_through(cluster, seed.peer_url.as_ref().unwrap_or(&seed.url)).await;
             if joined.is_ok() {
                 break;
             }
@@ -230,6 +243,7 @@ async fn formation_step(cluster: &Cluster, noted: &mut BTreeSet<String>) -> Resu
     let (agreeing, disagreeing): (Vec<&ClusterStatus>, Vec<&ClusterStatus>) = statuses
         .iter()
         .partition(|s| s.peers.is_empty() || seed_list(&s.peers) == ours);
+    let answers_at = |s: &ClusterStatus, url: &str| s.url == url || s.peer_url.as_deref() == Some(url);
     let mut waits = Vec::new();
     if !unanswered.is_empty() {
         let urls: Vec<&str> = unanswered.iter().map(|(url, _)| *url).collect();
@@ -251,14 +265,14 @@ async fn formation_step(cluster: &Cluster, noted: &mut BTreeSet<String>) -> Resu
     }
     let lowest = ours.first().map(String::as_str).unwrap_or("?");
     let expect = cluster.inner.config.bootstrap_expect;
-    if agreeing.len() < expect || !agreeing.iter().any(|s| s.url == lowest) {
+    if agreeing.len() < expect || !agreeing.iter().any(|s| answers_at(s, lowest)) {
         return Err(format!(
             "{}; a new cluster forms once {expect} of the {} seeds, the lowest ({lowest}) among them, answer uninitialized with the same --peers (--bootstrap-expect)",
             waits.join("; "),
             ours.len()
         ));
     }
-    if lowest != cluster.url() {
+    if !cluster.is_own_url(lowest) {
         return Err(format!(
             "{} seeds agree; waiting for the lowest seed URL, {lowest}, to initialize the cluster",
             agreeing.len()
@@ -270,6 +284,7 @@ async fn formation_step(cluster: &Cluster, noted: &mut BTreeSet<String>) -> Resu
             let member = Member {
                 url: s.url.clone(),
                 max_record_bytes: s.max_record_bytes,
+                peer_url: s.peer_url.clone(),
             };
             (s.node_id, member)
         })
@@ -309,6 +324,7 @@ fn warn_of_other_limits(cluster: &Cluster, statuses: &[ClusterStatus], noted: &m
 /// at its URL): after `REJOIN_AFTER`, asks the leader to finish the join.
 async fn rejoin_step(cluster: &Cluster, member_since: Instant) -> Result<(), String> {
     let role = match cluster.members().get(&cluster.id()) {
+        Some((me, true)) if me.peer_url != cluster.inner.config.peer_url => "a voter recorded with another peer URL",
         Some((_, true)) => "a voter, with a stale member at its URL",
         _ => "a learner",
     };
@@ -316,8 +332,23 @@ async fn rejoin_step(cluster: &Cluster, member_since: Instant) -> Result<(), Str
     if member_since.elapsed() < REJOIN_AFTER {
         return Err(waiting);
     }
-    let Some((_, Some(leader_url))) = cluster.leader() else {
-        return Err(format!("{waiting}; no leader is known to ask"));
+    // A voter whose peer URL changed may lead (its votes are answered on
+    // the connections it opens): it records itself.
+    if cluster.leader().is_some_and(|(id, _)| id == cluster.id()) {
+        tracing::info!("{waiting}: this node leads; finishing it here");
+        return cluster
+            .join(own_join_request(cluster))
+            .await
+            .map_err(|e| format!("{waiting}; {e}"));
+    }
+    // Else it may hear no leader (they send to its old URL): it asks the
+    // members and seeds who leads.
+    let leader_url = match cluster.leader_peer_url() {
+        Some(url) => url,
+        None => match cluster.in_touch_leader().await {
+            Some(leader) => leader.peer_url.unwrap_or(leader.url),
+            None => return Err(format!("{waiting}; no leader is known to ask")),
+        },
     };
     tracing::info!(via = %leader_url, "{waiting}: asking the leader to finish it");
     join_through(cluster, &leader_url)
@@ -325,14 +356,20 @@ async fn rejoin_step(cluster: &Cluster, member_since: Instant) -> Result<(), Str
         .map_err(|e| format!("{waiting}; {e}"))
 }
 
-/// Asks `via` (and the leader it points to) to add this node.
-pub(super) async fn join_through(cluster: &Cluster, via: &str) -> Result<(), String> {
-    let mut target = via.trim_end_matches('/').to_string();
-    let request = JoinRequest {
+/// The join this node asks for: itself, as it is now.
+fn own_join_request(cluster: &Cluster) -> JoinRequest {
+    JoinRequest {
         url: cluster.url().to_string(),
         id: Some(cluster.id()),
         max_record_bytes: Some(cluster.max_record_bytes()),
-    };
+        peer_url: cluster.inner.config.peer_url.clone(),
+    }
+}
+
+/// Asks `via` (and the leader it points to) to add this node.
+pub(super) async fn join_through(cluster: &Cluster, via: &str) -> Result<(), String> {
+    let mut target = via.trim_end_matches('/').to_string();
+    let request = own_join_request(cluster);
     for _ in 0..4 {
         let url = format!("{}/cluster/join", cluster.inner_routes().resolve(&target));
         let response = cluster

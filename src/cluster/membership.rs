@@ -37,25 +37,18 @@ impl Cluster {
     /// on from where the last one stopped (see `reconcile`).
     pub async fn join(&self, request: JoinRequest) -> Result<(), ClusterError> {
         self.must_lead()?;
-        let url = request.url.trim_end_matches('/').to_string();
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(ClusterError::BadRequest(format!("not an http(s) URL: {url}")));
-        }
-        let id = match request.id {
-            Some(id) => id,
-            None => {
-                self.peer_status(&url)
-                    .await
-                    .map_err(|e| ClusterError::BadRequest(format!("cannot ask {url} for its id: {e}")))?
-                    .node_id
-            }
-        };
+        let (id, url, peer_url) = self.joiner(&request).await?;
         if let Some(theirs) = request.max_record_bytes.filter(|t| *t != self.max_record_bytes()) {
             tracing::warn!(
                 node_id = id, %url, theirs, ours = self.max_record_bytes(),
                 "a joining node's --max-record-bytes is not the leader's: a record between the two is taken or refused depending on who leads"
             );
         }
+        let wanted = Member {
+            url: url.clone(),
+            max_record_bytes: request.max_record_bytes,
+            peer_url,
+        };
         match self.members().get(&id) {
             Some((member, _)) if member.url != url => {
                 return Err(ClusterError::BadRequest(format!(
@@ -63,18 +56,16 @@ impl Cluster {
                     member.url
                 )));
             }
-            Some(_) => self.wait_caught_up(id).await?,
+            Some((member, _)) => {
+                if member.peer_url != wanted.peer_url {
+                    self.record_peer_url(id, wanted).await?;
+                }
+                self.wait_caught_up(id).await?
+            }
             None => {
-                tracing::info!(node_id = id, %url, "adding a learner");
+                tracing::info!(node_id = id, %url, peer_url = ?wanted.peer_url, "adding a learner");
                 self.raft()
-                    .add_learner(
-                        id,
-                        Member {
-                            url: url.clone(),
-                            max_record_bytes: request.max_record_bytes,
-                        },
-                        true,
-                    )
+                    .add_learner(id, wanted, true)
                     .await
                     .map_err(|e| self.change_error(e))?;
             }
@@ -83,6 +74,48 @@ impl Cluster {
             .await
             .map_err(ClusterError::OutcomeUnknown)?;
         self.promote_in_place(id).await
+    }
+
+    /// Who asks to join: its id, URL and peer URL. Without an id, the node
+    /// is asked at `request.url`, which may be either of its URLs (an
+    /// operator's `distlog cluster add` names one).
+    async fn joiner(&self, request: &JoinRequest) -> Result<(NodeId, String, Option<String>), ClusterError> {
+        let http = |url: &str| -> Result<String, ClusterError> {
+            let url = url.trim_end_matches('/');
+            match url.starts_with("http://") || url.starts_with("https://") {
+                true => Ok(url.to_string()),
+                false => Err(ClusterError::BadRequest(format!("not an http(s) URL: {url}"))),
+            }
+        };
+        let url = http(&request.url)?;
+        let peer_url = request.peer_url.as_deref().map(http).transpose()?;
+        if let Some(id) = request.id {
+            return Ok((id, url, peer_url));
+        }
+        let status = self
+            .peer_status(&url)
+            .await
+            .map_err(|e| ClusterError::BadRequest(format!("cannot ask {url} for its id: {e}")))?;
+        let peer_url = peer_url.or(status.peer_url.clone());
+        // Named by its peer URL: recorded at its own.
+        let url = match peer_url.as_deref() == Some(url.as_str()) {
+            true => http(&status.url)?,
+            false => url,
+        };
+        Ok((status.node_id, url, peer_url))
+    }
+
+    /// Records member `id` as `member` (its peer URL changed: it was
+    /// restarted with `--peer-listen` turned on, off, or moved). Raft's
+    /// messages to it go to the new URL from then on.
+    async fn record_peer_url(&self, id: NodeId, member: Member) -> Result<(), ClusterError> {
+        let _turn = self.inner.changing.lock().await;
+        tracing::info!(node_id = id, peer_url = ?member.peer_url, "recording a member's new peer URL");
+        self.change(|members| {
+            let stale = members.get(&id).is_some_and(|(m, _)| m.peer_url != member.peer_url);
+            stale.then(|| ChangeMembers::SetNodes([(id, member.clone())].into()))
+        })
+        .await
     }
 
     /// Removes member `id` (voter or learner) from the cluster.

@@ -1,5 +1,6 @@
 //! The Raft transport, client side: one `Peer` per target node, speaking
-//! HTTP to its `/raft/*` routes (served by `api::cluster`).
+//! HTTP to its `/raft/*` routes (served by `api::cluster`) at its peer URL
+//! (`Member::peer_base`: its `--peer-listen` port when it has one).
 //!
 //! - `POST /raft/append`: the body of `codec::encode_append`, answered with
 //!   an `AppendEntriesResponse` in JSON;
@@ -65,12 +66,36 @@ impl Routes {
     }
 }
 
+/// Where each member is reached now (its peer URL, else its URL), from the
+/// latest membership. openraft makes a target's `Peer` once per replication
+/// stream and heartbeat worker and keeps it across a change that only
+/// records a member anew (its peer URL, `--peer-listen` turned on or off),
+/// so a `Peer` looks its target up here on every request.
+#[derive(Clone, Debug, Default)]
+pub struct PeerBook(Arc<std::sync::RwLock<HashMap<NodeId, String>>>);
+
+impl PeerBook {
+    /// Takes the members of a membership.
+    pub fn update<'a>(&self, members: impl Iterator<Item = (&'a NodeId, &'a Member)>) {
+        let book = members
+            .map(|(id, m)| (*id, m.peer_base().trim_end_matches('/').to_string()))
+            .collect();
+        *self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner) = book;
+    }
+
+    fn get(&self, id: NodeId) -> Option<String> {
+        let book = self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        book.get(&id).cloned()
+    }
+}
+
 /// Makes a `Peer` for each target openraft replicates to.
 #[derive(Clone, Debug)]
 pub struct Network {
     pub client: reqwest::Client,
     pub routes: Routes,
     pub health: PeerHealth,
+    pub book: PeerBook,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -79,7 +104,9 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: NodeId, node: &Member) -> Peer {
         Peer {
             client: self.client.clone(),
-            base: self.routes.resolve(&node.url),
+            base: node.peer_base().trim_end_matches('/').to_string(),
+            routes: self.routes.clone(),
+            book: self.book.clone(),
             url: node.url.trim_end_matches('/').to_string(),
             target,
             health: self.health.clone(),
@@ -96,8 +123,12 @@ fn error_code(body: &str) -> Option<String> {
 /// One target node.
 pub struct Peer {
     client: reqwest::Client,
-    /// Where requests go (`url`, unless `--peer-route` says otherwise).
+    /// Where the member was reached when this `Peer` was made (its peer
+    /// URL, else its URL); `book` has where it is reached now.
     base: String,
+    book: PeerBook,
+    /// `--peer-route`: where a URL is reached instead.
+    routes: Routes,
     /// The peer's advertised URL, as logs and metrics name it.
     url: String,
     target: NodeId,
@@ -164,7 +195,8 @@ impl Peer {
         option: &RPCOption,
         span: Span,
     ) -> Result<T, PeerError> {
-        let url = format!("{}{path}", self.base);
+        let base = self.book.get(self.target).unwrap_or_else(|| self.base.clone());
+        let url = format!("{}{path}", self.routes.resolve(&base));
         let request = self
             .client
             .post(&url)

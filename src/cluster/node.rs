@@ -29,8 +29,12 @@ pub type RaftNode = Raft<TypeConfig, StateMachine>;
 pub struct ClusterConfig {
     /// The seed list, the same on every node.
     pub peers: Vec<String>,
-    /// How peers and clients reach this node.
+    /// How clients (and, without `peer_url`, peers) reach this node.
     pub advertise_url: String,
+    /// How peers reach this node when it serves them on a port of their
+    /// own (`--peer-listen`): Raft's messages and membership changes go
+    /// there; the membership records it beside `advertise_url`.
+    pub peer_url: Option<String>,
     /// `advertised URL -> URL to connect to` (fault tests' proxies).
     pub routes: HashMap<String, String>,
     pub heartbeat: Duration,
@@ -163,6 +167,18 @@ impl Cluster {
         Ok(Bytes::from(out))
     }
 
+    /// Where peers reach this node: its peer URL, else its URL.
+    pub fn peer_url(&self) -> &str {
+        self.inner.config.peer_url.as_deref().unwrap_or(&self.inner.url)
+    }
+
+    /// Whether `url` names this node, at its URL or its peer URL (seeds may
+    /// be given as either).
+    pub(super) fn is_own_url(&self, url: &str) -> bool {
+        let url = url.trim_end_matches('/');
+        url == self.url() || url == self.peer_url()
+    }
+
     /// The URL of member `id` in the current membership.
     pub fn member_url(&self, id: NodeId) -> Option<String> {
         let metrics = self.inner.raft.metrics();
@@ -170,9 +186,25 @@ impl Cluster {
         metrics.membership_config.get_node(&id).map(|m| m.url.clone())
     }
 
+    /// Where peers reach member `id` (its peer URL, else its URL).
+    pub fn member_peer_url(&self, id: NodeId) -> Option<String> {
+        let metrics = self.inner.raft.metrics();
+        let metrics = metrics.borrow_watched();
+        metrics
+            .membership_config
+            .get_node(&id)
+            .map(|m| m.peer_base().to_string())
+    }
+
     /// The leader as this node knows it: id and URL.
     pub fn leader(&self) -> Option<(NodeId, Option<String>)> {
         self.current_leader().map(|id| (id, self.member_url(id)))
+    }
+
+    /// Where peers reach the leader this node knows (its peer URL): a
+    /// membership change refused here is sent there.
+    pub fn leader_peer_url(&self) -> Option<String> {
+        self.current_leader().and_then(|id| self.member_peer_url(id))
     }
 
     /// Ok when this node leads; else where writers should go, or why no

@@ -100,7 +100,7 @@ impl Cluster {
     /// (None: nothing to do). One that meets another in flight (openraft's
     /// second step, or a change made elsewhere) waits, and is computed
     /// again from the membership that change left.
-    async fn change(
+    pub(super) async fn change(
         &self,
         next: impl Fn(&BTreeMap<NodeId, (Member, bool)>) -> Option<ChangeMembers<NodeId, Member>>,
     ) -> Result<(), ClusterError> {

@@ -280,7 +280,7 @@ impl Cluster {
     /// knows: ids are random 64-bit, so another cluster's never do) and of a
     /// term not behind this node's: checked for every answer, so that a
     /// foreign or stale one answering first does not hide the real leader.
-    async fn in_touch_leader(&self) -> Option<ClusterStatus> {
+    pub(super) async fn in_touch_leader(&self) -> Option<ClusterStatus> {
         let metrics = self.raft().metrics().borrow_watched().clone();
         let others: Vec<u64> = metrics
             .committed_membership_config
@@ -298,7 +298,7 @@ impl Cluster {
         );
         urls.sort();
         urls.dedup();
-        urls.retain(|u| u != self.url());
+        urls.retain(|u| !self.is_own_url(u));
         let asks = urls.iter().map(|url| self.peer_status(url));
         let answers = futures_util::future::join_all(asks).await;
         answers.into_iter().flatten().find(|s| {
@@ -325,6 +325,7 @@ mod tests {
         ClusterStatus {
             node_id,
             url: format!("http://n{node_id}"),
+            peer_url: None,
             initialized: !members.is_empty(),
             term: 3,
             leader_id,
@@ -344,6 +345,7 @@ mod tests {
                     reachable: None,
                     problem: None,
                     max_record_bytes: None,
+                    peer_url: None,
                 })
                 .collect(),
         }

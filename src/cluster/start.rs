@@ -18,7 +18,7 @@ use super::formation;
 use super::identity;
 use super::log_store::LogStore;
 use super::metrics;
-use super::network::{Network, Routes};
+use super::network::{Network, PeerBook, Routes};
 use super::node::{Cluster, ClusterConfig, Inner};
 use super::reconcile;
 use super::recovery;
@@ -103,10 +103,12 @@ impl Cluster {
             .await
             .map_err(|e| StartError::Raft(e.to_string()))??;
         let visibility = sm.visibility();
+        let book = PeerBook::default();
         let network = Network {
             client: config.client.clone(),
             routes: Routes::new(config.routes.clone()),
             health: Default::default(),
+            book: book.clone(),
         };
         let raft = Raft::new(
             id,
@@ -137,13 +139,15 @@ impl Cluster {
                 last_stamp: tokio::sync::Mutex::new(0),
             }),
         };
-        tracing::info!(node_id = id, url = %cluster.inner.url, peers = ?cluster.inner.config.peers, "cluster node started");
+        tracing::info!(node_id = id, url = %cluster.inner.url, peer_url = ?cluster.inner.config.peer_url,
+            peers = ?cluster.inner.config.peers, "cluster node started");
         failpoint::announce();
         cluster.recall_removal()?;
         tokio::spawn(formation::form(cluster.clone()));
         tokio::spawn(removal::follow_membership(cluster.clone()));
         tokio::spawn(removal::watch(cluster.clone()));
         tokio::spawn(reconcile::run(cluster.clone()));
+        tokio::spawn(keep_peer_book(cluster.clone(), book));
         tokio::spawn(metrics::publish(cluster.id(), cluster.raft().metrics()));
         Ok(cluster)
     }
@@ -197,4 +201,25 @@ async fn node_id(
         (None, _) => tracing::info!(node_id = id, "new data directory: generated a node id"),
     }
     Ok(id)
+}
+
+/// Keeps `book` to the membership in effect (see `network::PeerBook`);
+/// ends with the node.
+async fn keep_peer_book(cluster: Cluster, book: PeerBook) {
+    use openraft::async_runtime::WatchReceiver;
+    let mut metrics = cluster.raft().metrics();
+    let mut seen = None;
+    loop {
+        {
+            let now = metrics.borrow_watched();
+            let membership = &now.membership_config;
+            if seen != Some(*membership.log_id()) {
+                seen = Some(*membership.log_id());
+                book.update(membership.nodes());
+            }
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
 }

@@ -30,6 +30,10 @@ pub struct MemberStatus {
     /// The member's `--max-record-bytes` as it said when it was added
     /// (null: added by a node that predates it).
     pub max_record_bytes: Option<u64>,
+    /// Where peers reach the member when it serves them on a port of its
+    /// own (`--peer-listen`); null: at `url`.
+    #[serde(default)]
+    pub peer_url: Option<String>,
 }
 
 /// `GET /cluster`.
@@ -37,6 +41,10 @@ pub struct MemberStatus {
 pub struct ClusterStatus {
     pub node_id: NodeId,
     pub url: String,
+    /// Where peers reach this node when it serves them on a port of its own
+    /// (`--peer-listen`); null: at `url` (and from nodes that predate it).
+    #[serde(default)]
+    pub peer_url: Option<String>,
     /// Whether this node belongs to a formed cluster (has a membership).
     pub initialized: bool,
     pub term: u64,
@@ -103,6 +111,7 @@ impl Cluster {
                 MemberStatus {
                     id,
                     max_record_bytes: member.max_record_bytes,
+                    peer_url: member.peer_url,
                     url: member.url,
                     voter,
                     match_offset,
@@ -114,6 +123,7 @@ impl Cluster {
         ClusterStatus {
             node_id: self.inner.id,
             url: self.inner.url.clone(),
+            peer_url: self.inner.config.peer_url.clone(),
             initialized: !members.is_empty(),
             term: metrics.current_term,
             leader_id,

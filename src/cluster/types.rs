@@ -66,15 +66,26 @@ impl fmt::Display for UserRecord {
     }
 }
 
-/// A member as the membership stores it: where peers and clients reach
-/// it, and its `--max-record-bytes` as it said when it was added (members
-/// that disagree take or refuse the same record depending on who leads;
-/// `GET /cluster` shows it). Absent from memberships written before it.
+/// A member as the membership stores it: where clients (and, without a
+/// `peer_url`, peers) reach it; where peers reach it when it serves them on
+/// a port of their own (`--peer-listen`); and its `--max-record-bytes` as
+/// it said when it was added (members that disagree take or refuse the
+/// same record depending on who leads; `GET /cluster` shows it). The two
+/// optional fields are absent from memberships written before them.
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Member {
     pub url: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_record_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_url: Option<String>,
+}
+
+impl Member {
+    /// Where peers send this member Raft's messages and membership changes.
+    pub fn peer_base(&self) -> &str {
+        self.peer_url.as_deref().unwrap_or(&self.url)
+    }
 }
 
 impl fmt::Display for Member {
@@ -120,4 +131,26 @@ pub fn log_id(term: u64, index: u64) -> LogId {
 /// The term of a log id.
 pub fn term_of(id: &LogId) -> u64 {
     id.committed_leader_id().term
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_member_recorded_before_peer_urls_is_reached_at_its_url() {
+        let old: Member = serde_json::from_str(r#"{"url":"http://a:1","max_record_bytes":5}"#).expect("old record");
+        assert_eq!(old.peer_url, None);
+        assert_eq!(old.peer_base(), "http://a:1");
+        let new = Member {
+            peer_url: Some("http://a:2".into()),
+            ..old.clone()
+        };
+        assert_eq!(new.peer_base(), "http://a:2");
+        let written = serde_json::to_string(&old).expect("JSON");
+        assert!(
+            !written.contains("peer_url"),
+            "records without one stay as they were: {written}"
+        );
+    }
 }

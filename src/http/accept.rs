@@ -42,6 +42,8 @@ pub(super) struct Acceptor {
     pub settings: Arc<ConnSettings>,
     pub max_connections: usize,
     pub stopping: watch::Receiver<bool>,
+    /// The gauge that counts this listener's connections.
+    pub gauge: &'static str,
 }
 
 impl Acceptor {
@@ -52,6 +54,7 @@ impl Acceptor {
             settings,
             max_connections,
             stopping,
+            gauge,
         } = self;
         let mut serving = JoinSet::new();
         let mut refusing = JoinSet::new();
@@ -79,7 +82,8 @@ impl Acceptor {
                         }
                         continue;
                     }
-                    serving.spawn(serve(tcp, remote, tls.clone(), settings.clone(), stopping.clone()));
+                    let counted = Counted::new(gauge);
+                    serving.spawn(serve(tcp, remote, tls.clone(), settings.clone(), stopping.clone(), counted));
                 }
             }
         }
@@ -90,20 +94,21 @@ impl Acceptor {
     }
 }
 
-/// Counts a connection in `distlog_http_open_connections` while its task
-/// lives (dropped when it ends or is aborted).
-struct Counted;
+/// Counts a connection in its listener's gauge (`distlog_http_open_connections`,
+/// or the peer listener's) while its task lives (dropped when it ends or is
+/// aborted).
+struct Counted(&'static str);
 
 impl Counted {
-    fn new() -> Counted {
-        metrics::gauge!(crate::api::OPEN_CONNECTIONS).increment(1.0);
-        Counted
+    fn new(gauge: &'static str) -> Counted {
+        metrics::gauge!(gauge).increment(1.0);
+        Counted(gauge)
     }
 }
 
 impl Drop for Counted {
     fn drop(&mut self) {
-        metrics::gauge!(crate::api::OPEN_CONNECTIONS).decrement(1.0);
+        metrics::gauge!(self.0).decrement(1.0);
     }
 }
 
@@ -113,8 +118,8 @@ async fn serve(
     tls: Option<Arc<ReloadableTls>>,
     settings: Arc<ConnSettings>,
     stopping: watch::Receiver<bool>,
+    _counted: Counted,
 ) {
-    let _counted = Counted::new();
     let send_queue = SendQueue::of(&tcp);
     match tls {
         None => {

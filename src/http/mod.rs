@@ -45,6 +45,10 @@ pub struct HttpConfig {
     /// Connections served at once; more are answered 503. Lowered at start
     /// to what the open-files limit allows.
     pub max_connections: usize,
+    /// Connections another listener of this process may serve at once (the
+    /// peer listener's cap, beside the client listener): the open-files
+    /// limit is shared, and the other listener's share is kept from this one.
+    pub beside: usize,
 }
 
 impl Default for HttpConfig {
@@ -55,6 +59,7 @@ impl Default for HttpConfig {
             body_timeout: Duration::from_secs(30),
             send_timeout: Duration::from_secs(30),
             max_connections: 10_000,
+            beside: 0,
         }
     }
 }
@@ -71,6 +76,42 @@ pub fn serve(
     with_peer: bool,
     stopping: watch::Receiver<bool>,
 ) -> JoinHandle<std::io::Result<()>> {
+    serve_counted(
+        listener,
+        tls,
+        app,
+        config,
+        with_peer,
+        stopping,
+        crate::api::OPEN_CONNECTIONS,
+    )
+}
+
+/// As `serve`, for the peer listener (`--peer-listen`): its connections
+/// have their own cap (in `config`) and their own gauge, so that clients
+/// holding every client connection leave the peers theirs.
+pub fn serve_peers(
+    listener: TcpListener,
+    tls: Option<Arc<ReloadableTls>>,
+    app: App,
+    config: &HttpConfig,
+    with_peer: bool,
+    stopping: watch::Receiver<bool>,
+) -> JoinHandle<std::io::Result<()>> {
+    let gauge = crate::api::OPEN_PEER_CONNECTIONS;
+    metrics::gauge!(gauge).increment(0.0);
+    serve_counted(listener, tls, app, config, with_peer, stopping, gauge)
+}
+
+fn serve_counted(
+    listener: TcpListener,
+    tls: Option<Arc<ReloadableTls>>,
+    app: App,
+    config: &HttpConfig,
+    with_peer: bool,
+    stopping: watch::Receiver<bool>,
+    gauge: &'static str,
+) -> JoinHandle<std::io::Result<()>> {
     let acceptor = accept::Acceptor {
         listener,
         tls,
@@ -84,27 +125,37 @@ pub fn serve(
             },
             with_peer,
         }),
-        max_connections: max_connections(config.max_connections),
+        max_connections: max_connections(config.max_connections, config.beside),
         stopping,
+        gauge,
     };
     tokio::spawn(acceptor.run())
 }
 
 /// `wanted`, or fewer if the open-files limit (raised to its hard limit
-/// here) would run out first.
-fn max_connections(wanted: usize) -> usize {
+/// here) would run out first, `beside` connections of another listener (and
+/// its refusals) kept from it.
+fn max_connections(wanted: usize, beside: usize) -> usize {
     match raise_open_files_limit() {
         Ok(limit) => {
             if limit.now > limit.before {
                 tracing::info!(from = limit.before, to = limit.now, "raised the open-files limit");
             }
-            let allowed = limit.connections_allowed(accept::MAX_REFUSING);
+            let others = match beside {
+                0 => 0,
+                n => n + accept::MAX_REFUSING,
+            };
+            let allowed = limit
+                .connections_allowed(accept::MAX_REFUSING)
+                .saturating_sub(others)
+                .max(1);
             if wanted > allowed {
                 tracing::warn!(
                     max_connections = wanted,
                     open_files_limit = limit.now,
                     using = allowed,
-                    "--max-connections is more than the open-files limit allows; using fewer"
+                    beside,
+                    "--max-connections (or --max-peer-connections) is more than the open-files limit allows; using fewer"
                 );
             }
             wanted.min(allowed).max(1)
@@ -113,5 +164,20 @@ fn max_connections(wanted: usize) -> usize {
             tracing::warn!(%error, "cannot read or raise the open-files limit");
             wanted.max(1)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_other_listeners_share_of_the_open_files_limit_is_kept_from_this_one() {
+        let alone = max_connections(usize::MAX, 0);
+        let beside = max_connections(usize::MAX, 100);
+        // Unless the limit is too low to keep that much (then one at least).
+        let kept = (100 + accept::MAX_REFUSING).min(alone - 1);
+        assert_eq!(alone - beside, kept, "{alone} vs {beside}");
+        assert_eq!(max_connections(10, 100), 10, "a cap well below the limit stays");
     }
 }

@@ -24,7 +24,7 @@ use bytes::Bytes;
 pub use append::AppendError;
 pub use consumers::{Consumers, Outcome as ConsumerOutcome};
 pub use guarded::{Appended, GuardedAppends};
-pub use start::{ClusterSettings, ModeConfig, StartError, start, start_standalone};
+pub use start::{ClusterSettings, ModeConfig, OwnUrls, StartError, start, start_standalone};
 pub use status::{ClusterSummary, NodeStatus, NotReady, ReplicaSummary};
 
 use crate::cluster::Cluster;

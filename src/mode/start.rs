@@ -22,7 +22,7 @@ pub enum ModeConfig {
     #[default]
     Standalone,
     Replica(FollowConfig),
-    Member(ClusterSettings),
+    Member(Box<ClusterSettings>),
 }
 
 /// How this node joins a cluster (see `cluster`).
@@ -31,6 +31,9 @@ pub struct ClusterSettings {
     pub peers: Vec<String>,
     /// How peers and clients reach this node [default: http(s)://<listen address>].
     pub advertise_url: Option<String>,
+    /// How peers reach this node when it serves them on a port of their own
+    /// (`--peer-advertise-url`) [default: http(s)://<--peer-listen address>].
+    pub peer_advertise_url: Option<String>,
     /// `advertised URL -> URL to connect to` (`--peer-route`, for tests).
     pub routes: HashMap<String, String>,
     pub heartbeat: Duration,
@@ -86,19 +89,28 @@ impl ModeConfig {
     }
 }
 
+/// How this node is reached, from the addresses it listens on: its URL, and
+/// its peer URL when it serves peers on a port of their own.
+#[derive(Clone, Debug)]
+pub struct OwnUrls {
+    pub url: String,
+    pub peer_url: Option<String>,
+}
+
 /// What `ModeConfig::clients` built.
 #[derive(Debug)]
 pub struct Clients(Option<reqwest::Client>);
 
-/// Starts `config`'s mode over `log` (held in `data_dir`). `own_url` is how
-/// this node is reached when no `--advertise-url` says otherwise. The tasks
-/// end when `stopping` turns true.
+/// Starts `config`'s mode over `log` (held in `data_dir`). `own` is how
+/// this node is reached when no `--advertise-url` (and
+/// `--peer-advertise-url`) says otherwise. The tasks end when `stopping`
+/// turns true.
 pub async fn start(
     log: &Log,
     data_dir: &Path,
     config: &ModeConfig,
     clients: Clients,
-    own_url: String,
+    own: OwnUrls,
     retention_check: Duration,
     stopping: &watch::Receiver<bool>,
 ) -> Result<(Mode, Vec<JoinHandle<()>>), StartError> {
@@ -117,7 +129,12 @@ pub async fn start(
         ModeConfig::Member(settings) => {
             let config = ClusterConfig {
                 peers: settings.peers.clone(),
-                advertise_url: settings.advertise_url.clone().unwrap_or(own_url),
+                advertise_url: settings.advertise_url.clone().unwrap_or(own.url),
+                peer_url: settings
+                    .peer_advertise_url
+                    .clone()
+                    .or(own.peer_url)
+                    .map(|url| url.trim_end_matches('/').to_string()),
                 routes: settings.routes.clone(),
                 heartbeat: settings.heartbeat,
                 election_timeout: settings.election_timeout,

@@ -9,6 +9,11 @@ use crate::http::HttpConfig;
 use crate::log::{LogConfig, LogError};
 use crate::mode::{ModeConfig, StartError};
 
+/// `--max-peer-connections` by default: a member holds a few connections
+/// to each peer (Raft's messages, formation, joins), so this is ample for
+/// clusters of dozens.
+pub const DEFAULT_MAX_PEER_CONNECTIONS: usize = 256;
+
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
     pub data_dir: PathBuf,
@@ -26,6 +31,9 @@ pub struct NodeConfig {
     /// How often retention runs.
     pub retention_check: Duration,
     pub http: HttpConfig,
+    /// Connections the peer listener (`--peer-listen`) serves at once
+    /// (`--max-peer-connections`); its other limits are `http`'s.
+    pub max_peer_connections: usize,
     /// Named logs (`--max-logs`, `--auto-create-logs`).
     pub named_logs: NamedLogsConfig,
 }
@@ -59,6 +67,7 @@ impl NodeConfig {
             shutdown_grace: Duration::from_secs(10),
             retention_check: Duration::from_secs(10),
             http: HttpConfig::default(),
+            max_peer_connections: DEFAULT_MAX_PEER_CONNECTIONS,
             named_logs: NamedLogsConfig::default(),
         }
     }
@@ -80,4 +89,6 @@ pub enum NodeError {
         "{0} belongs to a cluster node (it has a raft/ directory): start it with --peers; serving it standalone or as a --follow replica would append outside Raft"
     )]
     ClusterDirectory(String),
+    #[error("a peer listener (--peer-listen) serves a cluster's peers: it needs --peers")]
+    PeerListenerAlone,
 }

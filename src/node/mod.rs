@@ -5,11 +5,14 @@
 //! grace period, then sync and close the log.
 //!
 //! The caller binds the listener (the binary from `--listen`, tests on port
-//! 0), so that a start that cannot listen leaves no data directory behind.
+//! 0), so that a start that cannot listen leaves no data directory behind;
+//! and a cluster member's peer listener too, when it serves peers on a port
+//! of their own (`--peer-listen`): then the peer-only routes are served
+//! there alone, under their own connection cap (see `api::Listener`).
 
 mod config;
 
-pub use config::{NamedLogsConfig, NodeConfig, NodeError};
+pub use config::{DEFAULT_MAX_PEER_CONNECTIONS, NamedLogsConfig, NodeConfig, NodeError};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,9 +25,10 @@ use tokio::task::JoinHandle;
 use crate::api::{self, AppState};
 use crate::auth::{AuthConfigError, ReloadableTls, Security};
 use crate::http;
+use crate::http::HttpConfig;
 use crate::log::{Log, LogError};
 use crate::logs::{Catalog, CatalogConfig, LOGS_DIR};
-use crate::mode::{self, Mode};
+use crate::mode::{self, Mode, OwnUrls};
 
 /// A running node.
 pub struct Node {
@@ -35,6 +39,9 @@ pub struct Node {
     tls: Option<Arc<ReloadableTls>>,
     stop: watch::Sender<bool>,
     serving: JoinHandle<std::io::Result<()>>,
+    /// The peer listener's server, when there is one.
+    serving_peers: Option<JoinHandle<std::io::Result<()>>>,
+    peer_addr: Option<SocketAddr>,
     background: Vec<JoinHandle<()>>,
     grace: Duration,
 }
@@ -54,6 +61,19 @@ impl Node {
     /// Starts a node serving on `listener`. Clients that connect before the
     /// log is open wait in the listener's backlog.
     pub async fn start(config: NodeConfig, listener: TcpListener) -> Result<Node, NodeError> {
+        Node::start_with_peers(config, listener, None).await
+    }
+
+    /// Starts a node serving clients on `listener` and, when given, peers
+    /// on `peers` (a cluster member's `--peer-listen`).
+    pub async fn start_with_peers(
+        config: NodeConfig,
+        listener: TcpListener,
+        peers: Option<TcpListener>,
+    ) -> Result<Node, NodeError> {
+        if peers.is_some() && !config.mode.is_member() {
+            return Err(NodeError::PeerListenerAlone);
+        }
         // Before the log opens: it takes its metric handles from the recorder.
         api::recorder();
         let security = Security::load(&config.security)?;
@@ -62,6 +82,7 @@ impl Node {
         }
         let clients = config.mode.clients()?;
         let local_addr = listener.local_addr()?;
+        let peer_addr = peers.as_ref().map(TcpListener::local_addr).transpose()?;
         let log = open_log(&config).await?;
         let (stop, stopping) = watch::channel(false);
 
@@ -71,7 +92,10 @@ impl Node {
             &config.data_dir,
             &config.mode,
             clients,
-            format!("{scheme}://{local_addr}"),
+            OwnUrls {
+                url: format!("{scheme}://{local_addr}"),
+                peer_url: peer_addr.map(|addr| format!("{scheme}://{addr}")),
+            },
             config.retention_check,
             &stopping,
         )
@@ -87,16 +111,40 @@ impl Node {
             stopping.clone(),
             catalog.clone(),
         );
-        let app = api::app(
-            state,
-            security.policy.clone(),
-            config.cors_origins.clone(),
-            config.console,
-        );
+        let on = |listener| {
+            api::app_on(
+                listener,
+                state.clone(),
+                security.policy.clone(),
+                config.cors_origins.clone(),
+                config.console,
+            )
+        };
         // Only the guard reads the peer (its client certificate).
         let with_peer = security.policy.is_some();
-        let serving = http::serve(listener, security.tls.clone(), app, &config.http, with_peer, stopping);
-        tracing::info!(addr = %local_addr, data_dir = %config.data_dir.display(),
+        let serving_peers = peers.map(|peers| {
+            let http = HttpConfig {
+                max_connections: config.max_peer_connections,
+                ..config.http.clone()
+            };
+            let app = on(api::Listener::Peer);
+            http::serve_peers(peers, security.tls.clone(), app, &http, with_peer, stopping.clone())
+        });
+        let app = on(match serving_peers {
+            Some(_) => api::Listener::Client,
+            None => api::Listener::All,
+        });
+        // The peers' share of the open-files limit is kept from the clients'.
+        let client_http = HttpConfig {
+            beside: if serving_peers.is_some() {
+                config.max_peer_connections
+            } else {
+                0
+            },
+            ..config.http.clone()
+        };
+        let serving = http::serve(listener, security.tls.clone(), app, &client_http, with_peer, stopping);
+        tracing::info!(addr = %local_addr, peer_addr = ?peer_addr, data_dir = %config.data_dir.display(),
             next_offset = log.next_offset(), role = role_name(&mode), "distlog is serving");
         Ok(Node {
             local_addr,
@@ -106,6 +154,8 @@ impl Node {
             tls: security.tls,
             stop,
             serving,
+            serving_peers,
+            peer_addr,
             background,
             grace: config.shutdown_grace,
         })
@@ -113,6 +163,11 @@ impl Node {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Where the peer listener listens, when there is one.
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.peer_addr
     }
 
     pub fn log(&self) -> &Log {
@@ -144,13 +199,16 @@ impl Node {
             .await;
         let _ = self.stop.send(true);
         self.catalog.stop_serving();
-        let mut serving = self.serving;
-        match tokio::time::timeout(self.grace, &mut serving).await {
-            Ok(Ok(served)) => served?,
-            Ok(Err(join)) => tracing::error!(error = %join, "the server task failed"),
-            Err(_) => {
-                tracing::warn!(grace = ?self.grace, "requests still running after the grace period; closing anyway");
-                serving.abort();
+        let deadline = tokio::time::Instant::now() + self.grace;
+        let servers = std::iter::once(self.serving).chain(self.serving_peers);
+        for mut serving in servers {
+            match tokio::time::timeout_at(deadline, &mut serving).await {
+                Ok(Ok(served)) => served?,
+                Ok(Err(join)) => tracing::error!(error = %join, "the server task failed"),
+                Err(_) => {
+                    tracing::warn!(grace = ?self.grace, "requests still running after the grace period; closing anyway");
+                    serving.abort();
+                }
             }
         }
         for task in self.background {

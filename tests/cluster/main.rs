@@ -21,6 +21,7 @@ mod hostile_peers;
 mod identity;
 mod joins;
 mod partitions;
+mod peer_port;
 mod power_cuts;
 mod producers;
 mod raft_conformance;

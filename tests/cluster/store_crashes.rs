@@ -35,6 +35,7 @@ fn membership(term: u64, index: u64) -> Entry {
         Member {
             url: "http://127.0.0.1:9".into(),
             max_record_bytes: None,
+            peer_url: None,
         },
     )]
     .into();
@@ -51,6 +52,7 @@ fn membership_of(node: u64) -> openraft::Membership<u64, Member> {
         Member {
             url: "http://127.0.0.1:9".into(),
             max_record_bytes: None,
+            peer_url: None,
         },
     )]
     .into();
@@ -101,6 +103,7 @@ async fn id_at_start(log: &Log, dir: &Path) -> u64 {
     let config = ClusterConfig {
         peers: vec!["http://127.0.0.1:9".into()],
         advertise_url: "http://127.0.0.1:8".into(),
+        peer_url: None,
         routes: HashMap::new(),
         heartbeat: Duration::from_millis(100),
         election_timeout: (Duration::from_millis(300), Duration::from_millis(600)),

@@ -117,6 +117,17 @@ async fn cluster_view(client: &reqwest::Client, url: &str) -> Result<Value, Stri
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_three_node_cluster_forms_over_mutual_tls_and_refuses_strangers() {
+    forms_over_mutual_tls(false).await;
+}
+
+/// The same with peers on a port of their own (`--peer-listen`): the same
+/// certificates and ACL there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_with_peer_ports_forms_over_mutual_tls_and_refuses_strangers_there() {
+    forms_over_mutual_tls(true).await;
+}
+
+async fn forms_over_mutual_tls(peer_port: bool) {
     // Held until the nodes are killed: `nodes` is declared after it, so it is dropped first.
     let _exclusive = exclusive().await;
     let started = Instant::now();
@@ -127,8 +138,13 @@ async fn a_three_node_cluster_forms_over_mutual_tls_and_refuses_strangers() {
     let acl = write(&root, "acl", "peer cluster\nwriter produce\nwriter consume\n");
     let writer_identity = ca.issue("writer", false);
 
-    let ports = free_ports(3);
+    let all_ports = free_ports(6);
+    let (ports, peer_ports) = all_ports.split_at(3);
     let urls: Vec<String> = ports.iter().map(|p| format!("https://127.0.0.1:{p}")).collect();
+    let peer_urls: Vec<String> = match peer_port {
+        true => peer_ports.iter().map(|p| format!("https://127.0.0.1:{p}")).collect(),
+        false => urls.clone(),
+    };
     let peers = urls.join(",");
 
     let mut nodes = Nodes {
@@ -146,8 +162,12 @@ async fn a_three_node_cluster_forms_over_mutual_tls_and_refuses_strangers() {
         let log_path = root.join(format!("node{i}.log"));
         let log = File::create(&log_path).expect("a node log");
         nodes.logs.push(log_path);
-        let child = Command::new(env!("CARGO_BIN_EXE_distlog"))
-            .arg("serve")
+        let mut command = Command::new(env!("CARGO_BIN_EXE_distlog"));
+        command.arg("serve");
+        if peer_port {
+            command.args(["--peer-listen", &format!("127.0.0.1:{}", peer_ports[i])]);
+        }
+        let child = command
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
             .arg("--data-dir")
@@ -257,7 +277,7 @@ async fn a_three_node_cluster_forms_over_mutual_tls_and_refuses_strangers() {
     }
 
     // The writer's certificate is valid but does not grant `cluster`.
-    for url in &urls {
+    for url in &peer_urls {
         let vote = writer
             .post(format!("{url}/raft/vote"))
             .header("content-type", "application/json")

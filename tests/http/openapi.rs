@@ -361,9 +361,10 @@ async fn the_spec_describes_a_cluster_node() {
     let port = common::cluster::free_ports(1)[0];
     let url = format!("http://127.0.0.1:{port}");
     let mut config = common::config(dir.path());
-    config.mode = distlog::mode::ModeConfig::Member(distlog::mode::ClusterSettings {
+    config.mode = distlog::mode::ModeConfig::Member(Box::new(distlog::mode::ClusterSettings {
         peers: vec![url.clone()],
         advertise_url: None,
+        peer_advertise_url: None,
         routes: Default::default(),
         heartbeat: Duration::from_millis(50),
         election_timeout: (Duration::from_millis(150), Duration::from_millis(300)),
@@ -373,7 +374,7 @@ async fn the_spec_describes_a_cluster_node() {
         rejoin: false,
         forward_writes: false,
         peer_client: distlog::replication::FollowConfig::new(""),
-    });
+    }));
     let _node = common::start_on(config, format!("127.0.0.1:{port}").parse().unwrap()).await;
     let c = client();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);

@@ -1,5 +1,7 @@
 //! `distlog cluster status|add|remove|leader`: the membership, asked of
-//! and changed through the leader.
+//! and changed through the leader. Members that serve peers on a port of
+//! their own (`--peer-listen`) take the changes there only: `--url` is then
+//! a peer URL (the client port answers 404 `peer_port_only`, naming it).
 
 use std::io::Write;
 
@@ -24,7 +26,7 @@ enum Action {
         #[arg(long)]
         json: bool,
     },
-    /// Add the node at URL (a learner, then a voter once caught up).
+    /// Add the node at URL, its URL or its peer URL (a learner, then a voter once caught up).
     Add {
         #[command(flatten)]
         connect: ConnectArgs,
