@@ -78,17 +78,20 @@ fn normalized(url: &str) -> String {
     url.trim_end_matches('/').to_ascii_lowercase()
 }
 
-/// Two URLs name the same place when host, port and path agree: the scheme
-/// may change (turning TLS on is not a move).
-fn same_url(a: &str, b: &str) -> bool {
-    fn place(url: &str) -> String {
-        let url = normalized(url);
-        match url.split_once("://") {
-            Some((_, rest)) => rest.to_string(),
-            None => url,
-        }
+/// Two URLs name the same place when host, port and path agree, as parsed
+/// (`http://h` is `http://h:80`; host names are not case-sensitive): the
+/// scheme may change, so turning TLS on is not a move. A host name and an
+/// address it resolves to are different places.
+pub(super) fn same_url(a: &str, b: &str) -> bool {
+    fn place(url: &str) -> Option<(String, Option<u16>, String)> {
+        let url = reqwest::Url::parse(url).ok()?;
+        let path = url.path().trim_end_matches('/').to_string();
+        Some((url.host_str()?.to_string(), url.port_or_known_default(), path))
     }
-    place(a) == place(b)
+    match (place(a), place(b)) {
+        (Some(a), Some(b)) => a == b,
+        _ => normalized(a) == normalized(b),
+    }
 }
 
 #[cfg(test)]
@@ -112,6 +115,13 @@ mod tests {
             Ok(7),
             "turning TLS on is not a move"
         );
+        record_id(&durable, 8, "http://b").unwrap();
+        assert_eq!(
+            recorded_id(&durable, "http://B:80/").unwrap(),
+            Ok(8),
+            "the default port"
+        );
+        record_id(&durable, 7, "http://a:1").unwrap();
         assert_eq!(
             recorded_id(&durable, "http://b:1").unwrap(),
             Err(NewId::Moved {

@@ -42,6 +42,9 @@ const VOTE: &str = "vote";
 const COMMITTED: &str = "committed.mark";
 const PURGED: &str = "purged";
 const TERMS: &str = "terms";
+/// The last entry of the sealed segments a start has checked frame by
+/// frame (see `repair`).
+const VERIFIED: &str = "verified";
 const FLUSHED: &str = "flushed.mark";
 
 /// Frame bytes one append-entries request carries at most (one entry
@@ -234,6 +237,35 @@ impl LogStore {
         Ok(())
     }
 
+    /// The term of this node's saved vote (0 before any).
+    pub fn vote_term(&self) -> u64 {
+        lock(&self.shared.vote).map_or(0, |vote| vote.leader_id.term)
+    }
+
+    /// The last entry a start's checksum scan covered and that needs no
+    /// scan again while the log holds it (see `repair`). An unreadable mark
+    /// (written without a sync: a power cut may leave it empty) is none.
+    pub fn verified(&self) -> Option<LogId> {
+        self.shared.durable.read::<LogId>(VERIFIED).ok().flatten()
+    }
+
+    /// Records `last` as checked; without a sync (a lost mark costs one
+    /// more full scan).
+    pub fn remember_verified(&self, last: LogId) -> io::Result<()> {
+        self.shared.durable.write(VERIFIED, &last, false)
+    }
+
+    /// Frames from `index` on change (a cut, a truncation, a reset) or were
+    /// found corrupt: a mark at or past it goes, durably, so that the next
+    /// start scans them again even if an entry like the marked one is
+    /// written back at its index.
+    fn forget_verified_from(&self, index: u64) -> io::Result<()> {
+        match self.verified() {
+            Some(v) if v.index >= index => self.shared.durable.remove(VERIFIED),
+            _ => Ok(()),
+        }
+    }
+
     /// Starts the log over, empty, at `base` (a snapshot this log does not
     /// reach was installed). The one owner of this step, in a crash-safe
     /// order: appends before it synced (openraft reads completions as one
@@ -245,6 +277,7 @@ impl LogStore {
     pub fn reset_to(&self, base: u64) -> io::Result<()> {
         self.wait_for_syncs();
         self.forget_marks()?;
+        self.forget_verified_from(0)?;
         self.shared.log.reset(base).map_err(io_error)?;
         lock(&self.shared.recent).clear();
         let mut terms = lock(&self.shared.terms);
@@ -260,6 +293,7 @@ impl LogStore {
     /// frame), then lowers the marks to what is left (`repair`).
     pub fn keep_before(&self, offset: u64) -> io::Result<()> {
         let log = &self.shared.log;
+        self.forget_verified_from(offset)?;
         match offset > log.lowest_offset() {
             true => log.cut_after(offset - 1).map_err(io_error)?,
             false => log.reset(offset).map_err(io_error)?,
@@ -448,12 +482,24 @@ impl LogStore {
             let terms = self.terms();
             let count = u32::try_from(end - start).unwrap_or(u32::MAX);
             let log = self.shared.log.clone();
-            let read = blocking(move || log.read_frames_written(start, count, max_bytes).map_err(io_error)).await;
+            let read = blocking(move || Ok(log.read_frames_written(start, count, max_bytes))).await;
             if self.shared.truncations.load(Ordering::Acquire) == before {
-                let (frames, _) = read?;
+                let (frames, _) = read?.map_err(|e| self.read_failed(e))?;
                 return decode_entries(frames, start, &terms).map_err(io::Error::other);
             }
         }
+    }
+
+    /// A read of the log failed. A corrupt frame stops the Raft core (a
+    /// storage error is fatal to openraft); the next start must scan every
+    /// frame to find it and repair the log, not skip it as checked.
+    fn read_failed(&self, e: LogError) -> io::Error {
+        if matches!(e, LogError::Corrupt { .. })
+            && let Err(forget) = self.forget_verified_from(0)
+        {
+            tracing::error!(error = %forget, "could not forget the checked-segments mark after a corrupt read");
+        }
+        io_error(e)
     }
 
     /// Runs a truncation of the log and its terms, marked for readers (see
@@ -581,23 +627,22 @@ mod tests {
         file.write_all_at(&[byte[0] ^ 0x5a], at).expect("write");
     }
 
-    /// A start reads each sealed segment's frames once: later starts check
-    /// the active segment and what was sealed since, until the last entry
-    /// checked leaves the log.
-    #[test]
-    fn a_start_checks_each_sealed_segment_once() {
-        let dir = tempfile::tempdir().expect("temp dir");
+    /// A store on segments of 1 KiB.
+    fn open_small_segments(dir: &std::path::Path) -> LogStore {
         let config = LogConfig {
             durability: Durability::Always,
             max_segment_bytes: 1024,
             max_record_bytes: 256,
             ..LogConfig::default()
         };
-        let open = || {
-            let log = Log::open(dir.path(), config.clone()).expect("log opens");
-            LogStore::open(log, Durable::open(dir.path().join("raft")).expect("raft dir")).expect("store opens")
-        };
-        let store = open();
+        let log = Log::open(dir, config).expect("log opens");
+        LogStore::open(log, Durable::open(dir.join("raft")).expect("raft dir")).expect("store opens")
+    }
+
+    /// 200 entries over several sealed segments, checked once by a start;
+    /// the store, and where its active segment begins.
+    fn checked_sealed_segments(dir: &std::path::Path) -> (LogStore, u64) {
+        let store = open_small_segments(dir);
         let (_, sync) = store.write_entries(0, (0..200).map(entry).collect()).expect("written");
         if let Some(sync) = sync {
             sync.wait_blocking().expect("synced");
@@ -608,10 +653,40 @@ mod tests {
             "several sealed segments: the active one starts at {sealed_end}"
         );
         assert_eq!(repair::check(&store).expect("checked"), None);
-        assert_eq!(
-            store.durable().read::<LogId>(repair::VERIFIED).expect("read"),
-            Some(log_id(1, sealed_end - 1))
-        );
+        assert_eq!(store.verified(), Some(log_id(1, sealed_end - 1)));
+        (store, sealed_end)
+    }
+
+    /// A corrupt frame met by a read (replication, apply) stops the Raft
+    /// core; the restart must find it, not skip its segment as checked.
+    #[test]
+    fn a_corrupt_read_has_the_next_start_check_every_frame() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (store, sealed_end) = checked_sealed_segments(dir.path());
+        rot_segment(dir.path(), 0);
+        // Restarted: nothing cached, the frames are read from the segment.
+        drop(store);
+        let store = open_small_segments(dir.path());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime");
+        let read = runtime.block_on(store.read_entries(0, sealed_end, u64::MAX));
+        assert!(read.is_err(), "the rotten frame was read as sound");
+        assert_eq!(store.verified(), None, "the mark outlived a corrupt read");
+        assert!(matches!(
+            repair::check(&store).expect("checked"),
+            Some(repair::Fault::Corrupt { .. })
+        ));
+    }
+
+    /// A start reads each sealed segment's frames once: later starts check
+    /// the active segment and what was sealed since, until the last entry
+    /// checked leaves the log.
+    #[test]
+    fn a_start_checks_each_sealed_segment_once() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let open = || open_small_segments(dir.path());
+        let (store, sealed_end) = checked_sealed_segments(dir.path());
 
         // Rot in the first, checked segment: not read again at a start.
         rot_segment(dir.path(), 0);
@@ -630,14 +705,36 @@ mod tests {
             Some(repair::Fault::Corrupt { .. })
         ));
 
-        // Once the last checked entry leaves the log, the whole log is read again.
+        // A truncation at or below the mark forgets it, even when the same
+        // entry is written back at its index: the whole log is read again.
         store
             .truncating(|| store.truncate_from(sealed_end - 1))
             .expect("truncated");
+        let (_, sync) = store
+            .write_entries(sealed_end - 1, vec![entry(sealed_end - 1)])
+            .expect("written back");
+        if let Some(sync) = sync {
+            sync.wait_blocking().expect("synced");
+        }
         assert!(
             matches!(repair::check(&store).expect("checked"), Some(repair::Fault::Corrupt { offset, .. }) if offset < sealed_end),
             "the rot in the first segment was not found after the truncation"
         );
+    }
+
+    /// The mark is written without a sync: a power cut may leave it empty.
+    /// A start then reads every frame, and starts.
+    #[test]
+    fn an_unreadable_checked_mark_means_a_full_scan_not_a_failed_start() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = store_in(dir.path(), Durability::Always);
+        let (_, sync) = store.write_entries(0, (0..5).map(entry).collect()).expect("written");
+        if let Some(sync) = sync {
+            sync.wait_blocking().expect("synced");
+        }
+        std::fs::write(dir.path().join("raft").join(VERIFIED), b"").expect("an empty mark");
+        assert_eq!(store.verified(), None);
+        assert_eq!(repair::check(&store).expect("a start checks the log"), None);
     }
 
     /// A log reset past its end (a snapshot installed) keeps no entry, and

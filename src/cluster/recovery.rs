@@ -5,42 +5,59 @@
 //! recorded. They cannot catch a whole data directory restored from a
 //! backup or a volume snapshot at the same URL: the marks come back as old
 //! as the log and agree with it. What the node acknowledged since is known
-//! only to the leader that counted it (its replication progress for the
-//! node's id, `match_offset` in the leader's `GET /cluster`). So before a
-//! node that kept its id starts Raft (its routes do not answer yet, so the
-//! leader's view cannot move), it asks: the seeds for the leader, then the
-//! leader. A leader that had this node holding an entry past the end of its
-//! log is a fault like a short log: the node takes a new id and joins
-//! again (`repair`), and its old id stays a silent voter until a caught-up
-//! replacement takes its place.
+//! only to the leader that counted it: its Raft core's replication progress
+//! for the node's id (`match_offset` in its `GET /cluster`, present only
+//! on a node whose core leads, whether or not a majority still answers it:
+//! once the restored node was part of the only majority, its leader has
+//! lost that majority by the time the node is back). So before a node that
+//! kept its id starts Raft (its routes do not answer yet, so the leader's
+//! view cannot move), it asks every seed and every member they list, all
+//! at once, and believes the leader with the highest term that is not
+//! behind its own vote (a deposed leader's progress may predate a
+//! truncation). A leader that had this node holding an entry past the end
+//! of its log is a fault like a short log: the node takes a new id and
+//! joins again (`repair`).
 //!
-//! Only with `--fsync always`: with write caching a log may come back
-//! shorter after a power cut by design (`allow_log_reversion`). With no
-//! leader in reach (a whole-cluster restart, a partition) nothing is known
-//! and the node starts as before: the check is best effort, bounded by
-//! `ASK_WITHIN`.
+//! Limits, said at WARN when they apply: only with `--fsync always` (with
+//! write caching a log may come back shorter after a power cut by design);
+//! only a leader elected before the node went down knows its progress; with
+//! no leader in reach within `ASK_WITHIN` (a whole-cluster restart) nothing
+//! is known and the node starts as before.
 
+use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
 use super::formation::status_of;
+use super::identity::same_url;
 use super::node::ClusterConfig;
 use super::repair::Fault;
 use super::status::ClusterStatus;
 use super::types::NodeId;
 
-/// How long a start waits for the seeds and the leader, at most.
+/// How long a start waits for the seeds and the members they name, at most.
 const ASK_WITHIN: Duration = Duration::from_secs(3);
 
-/// Asks the leader (found through `config.peers`) which entry it had node
-/// `id` holding; a fault when that is past `log_end` (the log's next
-/// index). None when the log holds it, or when no leader answered.
-pub async fn check_with_leader(config: &ClusterConfig, id: NodeId, log_end: u64) -> Option<Fault> {
-    let asked = tokio::time::timeout(ASK_WITHIN, leader_status(config)).await;
-    let Ok(Some(leader)) = asked else {
-        tracing::info!("no leader answered: starting without asking what this node had acknowledged");
+/// Asks around for the leader's view of node `id` (see the module doc); a
+/// fault when that leader had it holding an entry at or past `log_end`
+/// (the log's next index). `vote_term`: the term of the node's saved vote.
+pub async fn check_with_leader(config: &ClusterConfig, id: NodeId, vote_term: u64, log_end: u64) -> Option<Fault> {
+    let answers = ask_around(config).await;
+    let leader = answers
+        .into_iter()
+        .filter(|s| s.node_id != id && s.term >= vote_term)
+        .filter_map(|s| matched(&s, id).map(|m| (s, m)))
+        .max_by_key(|(s, _)| s.term);
+    let Some((leader, matched)) = leader else {
+        tracing::warn!(
+            "no leader that knows this node answered within {ASK_WITHIN:?}: starting without checking what it had \
+             acknowledged (a data directory restored from a backup would not be caught now)"
+        );
         return None;
     };
-    let matched = leader.members.iter().find(|m| m.id == id)?.match_offset?;
     (matched >= log_end).then(|| Fault::BehindLeader {
         leader: leader.url.clone(),
         matched,
@@ -48,29 +65,44 @@ pub async fn check_with_leader(config: &ClusterConfig, id: NodeId, log_end: u64)
     })
 }
 
-/// The `GET /cluster` of a node that answers as the leader, found by asking
-/// each seed and then the leader it names.
-async fn leader_status(config: &ClusterConfig) -> Option<ClusterStatus> {
-    let own = config.advertise_url.trim_end_matches('/');
-    for seed in config.peers.iter().filter(|s| s.trim_end_matches('/') != own) {
-        let Ok(status) = status_of(config, seed).await else {
-            continue;
-        };
-        if is_leader(&status) {
-            return Some(status);
-        }
-        let Some(leader_url) = status.leader_url.filter(|u| u.trim_end_matches('/') != own) else {
-            continue;
-        };
-        if let Ok(leader) = status_of(config, &leader_url).await
-            && is_leader(&leader)
-        {
-            return Some(leader);
-        }
-    }
-    None
+/// The entry node `id` holds as `status`'s node knows it: only a node whose
+/// Raft core leads tracks other members' progress.
+fn matched(status: &ClusterStatus, id: NodeId) -> Option<u64> {
+    status.members.iter().find(|m| m.id == id)?.match_offset
 }
 
-fn is_leader(status: &ClusterStatus) -> bool {
-    status.leader_id == Some(status.node_id)
+/// `GET /cluster` of every seed and of every member their answers list,
+/// asked at once, as many as answer within `ASK_WITHIN`.
+async fn ask_around(config: &ClusterConfig) -> Vec<ClusterStatus> {
+    let config = Arc::new(config.clone());
+    let own = config.advertise_url.clone();
+    let deadline = Instant::now() + ASK_WITHIN;
+    let mut asked: BTreeSet<String> = BTreeSet::new();
+    let mut pending = JoinSet::new();
+    let mut answers = Vec::new();
+    let mut ask = |url: &str, pending: &mut JoinSet<_>| {
+        let url = url.trim_end_matches('/').to_string();
+        if same_url(&url, &own) || !asked.insert(url.clone()) {
+            return;
+        }
+        let config = config.clone();
+        pending.spawn(async move { status_of(&config, &url).await });
+    };
+    for seed in &config.peers {
+        ask(seed, &mut pending);
+    }
+    loop {
+        let next = tokio::select! {
+            next = pending.join_next() => next,
+            _ = tokio::time::sleep_until(deadline) => break,
+        };
+        let Some(joined) = next else { break };
+        let Ok(Ok(status)) = joined else { continue };
+        for member in &status.members {
+            ask(&member.url, &mut pending);
+        }
+        answers.push(status);
+    }
+    pending.abort_all();
+    answers
 }

@@ -86,10 +86,6 @@ impl std::fmt::Display for Fault {
 /// Frame bytes read at a time by the checksum scan.
 const SCAN_BYTES: u64 = 8 << 20;
 
-/// The `Durable` document naming the last entry of the sealed segments a
-/// start has checked frame by frame (`verified`).
-pub const VERIFIED: &str = "verified";
-
 /// Checks the log against the node's marks and every frame's checksum
 /// not checked at an earlier start (`verified`).
 pub fn check(store: &LogStore) -> io::Result<Option<Fault>> {
@@ -129,7 +125,7 @@ pub fn check(store: &LogStore) -> io::Result<Option<Fault>> {
 /// caught when the frame is read.
 fn verified_until(store: &LogStore) -> io::Result<u64> {
     let first = store.first_index();
-    Ok(match store.durable().read::<LogId>(VERIFIED)? {
+    Ok(match store.verified() {
         Some(verified) if store.holds(&verified) => verified.index.saturating_add(1).max(first),
         _ => first,
     })
@@ -140,7 +136,7 @@ fn verified_until(store: &LogStore) -> io::Result<u64> {
 fn remember_verified(store: &LogStore) -> io::Result<()> {
     let sealed_end = store.log().active_base().min(store.next_index());
     match sealed_end.checked_sub(1).and_then(|last| store.id_at(last)) {
-        Some(last) => store.durable().write(VERIFIED, &last, false),
+        Some(last) => store.remember_verified(last),
         None => Ok(()),
     }
 }

@@ -92,7 +92,7 @@ impl Cluster {
             && !write_caching
             && let Ok(kept) = identity::recorded_id(&durable, &config.advertise_url)?
         {
-            fault = recovery::check_with_leader(&config, kept, store.next_index()).await;
+            fault = recovery::check_with_leader(&config, kept, store.vote_term(), store.next_index()).await;
         }
         let id = node_id(&durable, &store, fault, &config.advertise_url).await?;
         let sm = StateMachine::open(store.clone(), durable.clone())?;

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::common::cluster::ClusterStatus;
+use super::common::cluster::{ClusterConfig, ClusterStatus};
 use super::common::fault_proxy::Mode;
 use super::common::writer::Load;
 use super::faults::{assert_progress, check_and_report, config, load_config, start_with, voters};
@@ -71,8 +71,31 @@ async fn a_copied_data_directory_runs_as_a_new_node_not_as_the_one_it_was_copied
 /// leader is gone).
 #[tokio::test]
 async fn a_follower_restored_from_an_old_copy_does_not_lose_what_it_acknowledged() {
-    let what = "a follower restored from an old copy";
-    let (mut cluster, leader) = start_with(what, config()).await;
+    restored_from_an_old_copy("a follower restored from an old copy", config(), Duration::ZERO).await;
+}
+
+/// The same, restored after longer than the leader's lease (a real restore
+/// takes a while; by then the leader, whose only majority included the
+/// restored node, no longer names itself leader), with every node's seed
+/// list reversed (the seed cut off is asked before the leader).
+#[tokio::test]
+async fn a_follower_restored_after_the_leaders_lease_ran_out_does_not_lose_what_it_acknowledged() {
+    let config = ClusterConfig {
+        seeds_for: Some(|_, seeds| seeds.iter().rev().cloned().collect()),
+        ..config()
+    };
+    restored_from_an_old_copy("a follower restored late", config, LONGER_THAN_THE_LEASE).await;
+}
+
+/// Longer than the harness's lease (twice the longest election timeout
+/// and a heartbeat: 1.275 s).
+const LONGER_THAN_THE_LEASE: Duration = Duration::from_secs(3);
+
+/// Restores a follower's data directory from a copy taken before writes it
+/// acknowledged with the leader alone (the other follower cut off), after
+/// `down` with the node stopped; then the leader dies.
+async fn restored_from_an_old_copy(what: &str, config: ClusterConfig, down: Duration) {
+    let (mut cluster, leader) = start_with(what, config).await;
     let (restored, other) = ((leader + 1) % 3, (leader + 2) % 3);
     let load = Load::start(cluster.urls(), load_config());
     assert_progress(&load, 50, "before the backup").await;
@@ -96,6 +119,8 @@ async fn a_follower_restored_from_an_old_copy_does_not_lose_what_it_acknowledged
     std::fs::remove_dir_all(cluster.data_dir(restored)).expect("the node's data directory goes");
     copy_dir(&backup_copy, cluster.data_dir(restored));
     cluster.set_link(leader, restored, Mode::Drop);
+    // A restore takes time: here, on purpose, longer than the lease.
+    tokio::time::sleep(down).await;
     cluster.restart(restored).await;
     let new_id = node_id(&cluster.cluster_status(restored).await.unwrap_or_else(|e| panic!("{e}")));
     assert_ne!(new_id, old_id, "{what}: the restored node came back as node {old_id}");

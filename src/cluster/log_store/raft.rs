@@ -183,6 +183,7 @@ impl LogStore {
             flushed.set_synced(kept)?;
         }
         tracing::info!(keep, end = log.written_offset(), "truncating uncommitted Raft entries");
+        self.forget_verified_from(keep)?;
         lock(&self.shared.recent).truncate_from(keep);
         if keep > log.lowest_offset() {
             log.cut_after(keep - 1).map_err(io_error)?;
