@@ -1320,13 +1320,40 @@ fn voter_urls(status: &Value) -> Vec<String> {
 /// added back and is a voter again, with the records written while it was away.
 #[test]
 fn the_documented_scale_down_removes_the_highest_node_and_rejoin_brings_it_back_as_a_voter() {
+    scale_down_and_up(false);
+}
+
+/// The same with peers on ports of their own, as the Kubernetes base runs
+/// them: membership changes go to the peer port, and the rejoining node
+/// asks the leader there.
+#[test]
+fn the_documented_scale_down_and_rejoin_work_with_peer_ports() {
+    scale_down_and_up(true);
+}
+
+fn scale_down_and_up(peer_ports: bool) {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let ports: Vec<u16> = (0..3).map(|_| unused_port()).collect();
+    let peer_ports: Option<Vec<u16>> = peer_ports.then(|| (0..3).map(|_| unused_port()).collect());
     let urls: Vec<String> = ports.iter().map(|p| format!("http://127.0.0.1:{p}")).collect();
     let peers = urls.join(",");
+    // Where membership changes go: the peer ports when there are some.
+    let admin_urls = match &peer_ports {
+        Some(p) => p
+            .iter()
+            .map(|p| format!("http://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(","),
+        None => urls.join(","),
+    };
     let start = |i: usize, rejoin: bool| {
         let listen = format!("127.0.0.1:{}", ports[i]);
-        spawn_on(&listen, dirs[i].path(), &["--peers", &peers], |command| {
+        let peer_listen = peer_ports.as_ref().map(|p| format!("127.0.0.1:{}", p[i]));
+        let mut args = vec!["--peers", &peers];
+        if let Some(peer_listen) = &peer_listen {
+            args.extend(["--peer-listen", peer_listen.as_str()]);
+        }
+        spawn_on(&listen, dirs[i].path(), &args, |command| {
             command.env_remove("DISTLOG_REJOIN");
             if rejoin {
                 command.env("DISTLOG_REJOIN", "true");
@@ -1365,11 +1392,11 @@ fn the_documented_scale_down_removes_the_highest_node_and_rejoin_brings_it_back_
     let highest = id_of(&status, &urls[2]);
     if status["leader_id"].as_u64() == Some(highest) {
         let other = id_of(&status, &urls[0]).to_string();
-        assert!(distlog_cli(&["cluster", "leader", &other, "--url", &all]).0);
+        assert!(distlog_cli(&["cluster", "leader", &other, "--url", &admin_urls]).0);
         cluster_status_until(&all, "a new leader", |s| s["leader_id"].as_u64() != Some(highest));
     }
     // 2. `distlog cluster remove ID`, and wait until it is out of the members.
-    let (removed, table) = distlog_cli(&["cluster", "remove", &highest.to_string(), "--url", &all]);
+    let (removed, table) = distlog_cli(&["cluster", "remove", &highest.to_string(), "--url", &admin_urls]);
     assert!(removed, "{table}");
     let two = urls[..2].join(",");
     let mut remaining = urls[..2].to_vec();

@@ -118,11 +118,35 @@ impl Client {
     async fn admin(&self, method: Method, path: &str, body: serde_json::Value) -> Result<ClusterInfo> {
         let mut request = json_request(method, path, &body);
         request.extra_time = ADMIN_WAIT;
-        let answer = self
+        let answer = match self
             .inner
             .to_leader(&request, |error| error.is_retryable() && error.has_no_side_effects())
-            .await?;
+            .await
+        {
+            // The leader serves membership changes on its peer port
+            // (`--peer-listen`) and says where: asked there once (the 404
+            // changed nothing).
+            Err(error) if peer_port(&error).is_some() => {
+                let peer_url = peer_port(&error).unwrap_or_default();
+                self.inner.send(&peer_url, &request).await?
+            }
+            other => other?,
+        };
         parse(&answer.url, &answer.body)
+    }
+}
+
+/// The peer URL a `404 peer_port_only` names: membership changes go there.
+fn peer_port(error: &Error) -> Option<String> {
+    match error {
+        Error::Server {
+            status: 404,
+            code,
+            body,
+            ..
+        } if code == "peer_port_only" => body.get("peer_url")?.as_str().map(str::to_string),
+        Error::GaveUp { last, .. } => peer_port(last),
+        _ => None,
     }
 }
 

@@ -396,6 +396,14 @@ pub(super) async fn join_through(cluster: &Cluster, via: &str) -> Result<(), Str
         if !response.status().is_success() {
             let status = response.status();
             let body = response.text().await.unwrap_or_default();
+            // Asked at a client port: the node says where peers reach it.
+            if status == reqwest::StatusCode::NOT_FOUND
+                && let Some(peer_url) = super::network::peer_port_elsewhere(&body)
+                && peer_url.trim_end_matches('/') != target
+            {
+                target = peer_url.trim_end_matches('/').to_string();
+                continue;
+            }
             return Err(format!("join via {target}: {status}: {body}"));
         }
         tracing::info!(via = %target, "joined the cluster");

@@ -83,6 +83,25 @@ impl PeerBook {
         *self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner) = book;
     }
 
+    /// A member answered at its URL that peers reach it at `peer_url` (it
+    /// was restarted with `--peer-listen` before the membership recorded
+    /// that: a whole cluster restarted at once would otherwise never elect
+    /// a leader to record it). Taken only for the host the member already
+    /// had: a node answering for an address must not send Raft's traffic
+    /// elsewhere. The next membership recorded replaces it.
+    fn learn(&self, id: NodeId, at: &str, peer_url: &str) {
+        let host = |url: &str| {
+            reqwest::Url::parse(url)
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_string))
+        };
+        if host(at).is_none() || host(at) != host(peer_url) {
+            return;
+        }
+        let mut book = self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        book.insert(id, peer_url.trim_end_matches('/').to_string());
+    }
+
     fn get(&self, id: NodeId) -> Option<String> {
         let book = self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner);
         book.get(&id).cloned()
@@ -118,6 +137,16 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 fn error_code(body: &str) -> Option<String> {
     let body: serde_json::Value = serde_json::from_str(body).ok()?;
     body.get("code")?.as_str().map(str::to_string)
+}
+
+/// The `peer_url` of a `404 peer_port_only` answer: the node serves peers
+/// on a port of its own, there.
+pub(super) fn peer_port_elsewhere(body: &str) -> Option<String> {
+    let body: serde_json::Value = serde_json::from_str(body).ok()?;
+    if body.get("code")?.as_str()? != "peer_port_only" {
+        return None;
+    }
+    body.get("peer_url")?.as_str().map(str::to_string)
 }
 
 /// One target node.
@@ -208,6 +237,12 @@ impl Peer {
         let status = response.status();
         if !status.is_success() {
             let body = response.text().await.unwrap_or_default();
+            if status == reqwest::StatusCode::NOT_FOUND
+                && let Some(peer_url) = peer_port_elsewhere(&body)
+            {
+                // Sent again by openraft's next try, to the peer port.
+                self.book.learn(self.target, &base, &peer_url);
+            }
             let body: String = body.chars().take(300).collect();
             return Err(PeerError::Refused { url, status, body });
         }

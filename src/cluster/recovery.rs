@@ -75,14 +75,18 @@ fn matched(status: &ClusterStatus, id: NodeId) -> Option<u64> {
 /// asked at once, as many as answer within `ASK_WITHIN`.
 async fn ask_around(config: &ClusterConfig) -> Vec<ClusterStatus> {
     let config = Arc::new(config.clone());
-    let own = config.advertise_url.clone();
+    // This node's own URLs: it does not serve yet, and asking itself would
+    // only wait.
+    let own: Vec<String> = std::iter::once(config.advertise_url.clone())
+        .chain(config.peer_url.clone())
+        .collect();
     let deadline = Instant::now() + ASK_WITHIN;
     let mut asked: BTreeSet<String> = BTreeSet::new();
     let mut pending = JoinSet::new();
     let mut answers = Vec::new();
     let mut ask = |url: &str, pending: &mut JoinSet<_>| {
         let url = url.trim_end_matches('/').to_string();
-        if same_url(&url, &own) || !asked.insert(url.clone()) {
+        if own.iter().any(|own| same_url(&url, own)) || !asked.insert(url.clone()) {
             return;
         }
         let config = config.clone();
@@ -98,8 +102,10 @@ async fn ask_around(config: &ClusterConfig) -> Vec<ClusterStatus> {
         };
         let Some(joined) = next else { break };
         let Ok(Ok(status)) = joined else { continue };
+        // At their peer port where they have one: clients may hold every
+        // connection of the other.
         for member in &status.members {
-            ask(&member.url, &mut pending);
+            ask(member.peer_url.as_deref().unwrap_or(&member.url), &mut pending);
         }
         answers.push(status);
     }

@@ -119,8 +119,9 @@ async fn rejoin(cluster: Cluster) {
     while cluster.removed().is_some() {
         match cluster.in_touch_leader().await {
             Some(leader) => {
-                tracing::warn!(via = %leader.url, "--rejoin: asking the leader to add this node again");
-                if let Err(e) = super::formation::join_through(&cluster, &leader.url).await {
+                let via = leader.peer_url.as_deref().unwrap_or(&leader.url);
+                tracing::warn!(%via, "--rejoin: asking the leader to add this node again");
+                if let Err(e) = super::formation::join_through(&cluster, via).await {
                     tracing::warn!(error = %e, "--rejoin: the leader did not add this node");
                 }
             }

@@ -82,9 +82,9 @@ impl ModeConfig {
         Ok(match self {
             ModeConfig::Standalone => Clients(None),
             ModeConfig::Replica(follow) => Clients(Some(follow.client().map_err(StartError::Follow)?)),
-            ModeConfig::Member(settings) => {
-                Clients(Some(settings.peer_client.client().map_err(StartError::PeerClient)?))
-            }
+            ModeConfig::Member(settings) => Clients(Some(
+                settings.peer_client.peer_client().map_err(StartError::PeerClient)?,
+            )),
         })
     }
 }

@@ -49,6 +49,24 @@ impl FollowConfig {
 
     /// The HTTP client the follower pulls with, carrying its identity.
     pub fn client(&self) -> Result<reqwest::Client, String> {
+        self.builder()?
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))
+    }
+
+    /// The client a cluster member reaches its peers with: the same
+    /// identity, and no redirect followed by itself. A redirect re-sends a
+    /// request, body and forwarded identity included, to whatever the
+    /// answer names, without the token when the port differs and past
+    /// `--peer-route`: a member decides where its requests go.
+    pub fn peer_client(&self) -> Result<reqwest::Client, String> {
+        self.builder()?
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))
+    }
+
+    fn builder(&self) -> Result<reqwest::ClientBuilder, String> {
         let read = |path: &PathBuf| std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()));
         let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(5));
         if let Some(ca) = &self.ca {
@@ -79,8 +97,6 @@ impl FollowConfig {
             headers.insert(reqwest::header::AUTHORIZATION, value);
             builder = builder.default_headers(headers);
         }
-        builder
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))
+        Ok(builder)
     }
 }

@@ -553,3 +553,70 @@ async fn a_member_restarted_with_a_peer_port_has_it_recorded_and_is_reached_ther
         assert_eq!(status, 404, "node {i}: {body}");
     }
 }
+
+/// The peer port turned on for every node at once (compose's `up -d` after
+/// the flag was added, or a restart after an outage): the membership still
+/// has no peer URLs, so every node first reaches the others at their client
+/// ports. It must follow the `404 peer_port_only` there to the peer port,
+/// elect a leader and record the peer URLs.
+#[tokio::test]
+async fn a_whole_cluster_restarted_with_peer_ports_turned_on_elects_a_leader() {
+    let _exclusive = exclusive().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut nodes = Nodes::start(dir.path(), false, false, &[]);
+    let http = reqwest::Client::new();
+    let wrote = |url: String| {
+        let http = http.clone();
+        async move {
+            let answer = http
+                .post(format!("{url}/"))
+                .body(r#"{"before":"peer ports"}"#)
+                .send()
+                .await;
+            answer.is_ok_and(|a| a.status() == 201)
+        }
+    };
+    let written = async {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            for url in &nodes.urls {
+                if wrote(url.clone()).await {
+                    return true;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    };
+    assert!(written.await, "no write before the restart");
+    for i in 0..3 {
+        nodes.kill(i);
+    }
+    for i in 0..3 {
+        nodes.spawn(i, true);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut done = false;
+        for url in nodes.urls.clone() {
+            let view = match http.get(format!("{url}/cluster")).send().await {
+                Ok(answer) => answer.json::<Value>().await.unwrap_or(Value::Null),
+                Err(_) => Value::Null,
+            };
+            let members = view["members"].as_array().cloned().unwrap_or_default();
+            let recorded = members.len() == 3 && members.iter().all(|m| m["peer_url"].is_string());
+            if recorded && let Some(leader) = view["leader_url"].as_str() {
+                done = wrote(leader.to_string()).await;
+            }
+        }
+        if done {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no leader with the peer URLs recorded 30 s after turning peer ports on everywhere:\n{}",
+            nodes.log(0).lines().rev().take(20).collect::<Vec<_>>().join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
