@@ -50,7 +50,7 @@ pub async fn append(State(state): State<AppState>, request: Request) -> ApiResul
     }
     let max_record = state.log.config().max_record_bytes;
     if let Err(refusal) = writable {
-        let Some(forward) = Forward::of(&state, headers, &refusal) else {
+        let Some(forward) = Forward::of(&state, headers, &refusal)? else {
             return Err(refused(refusal));
         };
         // Held to this node's limits before it goes on; the leader checks the rest.
@@ -79,7 +79,7 @@ pub async fn append(State(state): State<AppState>, request: Request) -> ApiResul
         Ok(appended) => appended,
         // Raft refused it before proposing it (this node stopped leading
         // since `check_writable`): nothing was done, so it may go on.
-        Err(refusal) => match Forward::of(&state, headers, &refusal) {
+        Err(refusal) => match Forward::of(&state, headers, &refusal)? {
             Some(forward) => return forward.send(&parts, raw).await,
             None => return Err(refused(refusal)),
         },

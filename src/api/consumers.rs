@@ -221,7 +221,7 @@ fn writable(state: &AppState, uri: &Uri, headers: &HeaderMap) -> ApiResult<Optio
     }
     match writable {
         Ok(()) => Ok(None),
-        Err(refusal) => match Forward::of(state, headers, &refusal) {
+        Err(refusal) => match Forward::of(state, headers, &refusal)? {
             Some(forward) => Ok(Some(forward)),
             None => Err(refused(refusal, uri)),
         },

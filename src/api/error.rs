@@ -233,7 +233,8 @@ pub enum ApiError {
     #[error("named logs are not served here: {0}")]
     NamedLogsUnavailable(&'static str),
 
-    /// A peer route refusing more work of one kind at once.
+    /// A peer route refusing more work of one kind at once, or a follower
+    /// more forwarded writes (`--max-forwarded-writes`).
     #[error("busy: {0}")]
     Busy(&'static str),
 }

@@ -14,19 +14,30 @@
 //!   as it would without forwarding (`307`/`503`). One hop at most.
 //! - `x-distlog-forwarded-for: <principal>`, who the client is, when this
 //!   node's policy identified it (it authorised the client first). The
-//!   leader's guard takes it only from a caller the ACL allows `cluster`
-//!   (a peer) and authorises that principal; from anyone else it is
-//!   ignored. With no authentication configured nothing is carried.
+//!   leader's guard takes it only on the forwarded routes, only from a
+//!   caller the ACL grants `cluster` by name (a peer; not through `admin`
+//!   or `*`), and never for a principal the ACL grants `admin` (`403`);
+//!   from anyone else it is dropped. With no authentication configured
+//!   nothing is carried.
 //! - `x-distlog-deadline-ms: <ms>`, what is left of the write's time (this
 //!   node's `--write-timeout-ms`, counted from when it took the request):
 //!   the leader stops waiting for the commit past it (`outcome_unknown`).
+//!   Trusted as the identity is: the guard drops it from anyone else.
+//!
+//! At most `--max-forwarded-writes` writes are forwarded at once (each
+//! holds the client's connection and one to the leader for up to the
+//! write's time): past it a write is refused before its body is read,
+//! `503 busy` with `Retry-After: 1`.
 //!
 //! Failures stay honest: a forward refused before the request went out
 //! (connection refused, a failed handshake) is `503 no_leader` (nothing was
 //! done; retry); one that failed after it went out (a reset, no answer in
 //! time) is `503 outcome_unknown`. A `307` from the node it was sent to
 //! (leadership moved before that node took the write) is `503 no_leader`:
-//! nothing was done there either.
+//! nothing was done there either. So is a `401` from the leader (it did not
+//! take this node's peer token) and a `403` about the peer rather than the
+//! client (the leader did not act for the client): the peers' setup is at
+//! fault, not the write, and this node logs why.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -35,6 +46,7 @@ use axum::body::{Body, Bytes};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::Response;
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::conditions::{EXPECTED_LAST_OFFSET, PRODUCER_EPOCH, PRODUCER_ID, PRODUCER_SEQ};
 use super::error::{ApiError, ApiResult};
@@ -68,7 +80,8 @@ static RELAYED: [HeaderName; 3] = [header::CONTENT_TYPE, header::LOCATION, heade
 
 /// Forwarded writes, by `outcome`: `relayed` (the leader's answer, any
 /// status), `no_leader` (nothing was written), `outcome_unknown`,
-/// `timeout` (the write's time passed before it went out).
+/// `timeout` (the write's time passed before it went out), `busy` (refused:
+/// `--max-forwarded-writes` were under way).
 pub const FORWARDED_WRITES: &str = "distlog_forwarded_writes_total";
 
 fn count(outcome: &'static str) {
@@ -89,27 +102,39 @@ pub struct Forward {
     /// The leader's advertise URL (the one a `307` would name).
     leader: String,
     deadline: Instant,
+    /// One of the `--max-forwarded-writes` places, held until the answer.
+    _place: OwnedSemaphorePermit,
 }
 
 impl Forward {
     /// The forward of a write refused here with `refusal`, when this node
-    /// forwards writes and the request was not forwarded to it already.
-    pub fn of(state: &AppState, headers: &HeaderMap, refusal: &AppendError) -> Option<Forward> {
+    /// forwards writes and the request was not forwarded to it already;
+    /// `busy` when `--max-forwarded-writes` are under way.
+    pub fn of(state: &AppState, headers: &HeaderMap, refusal: &AppendError) -> ApiResult<Option<Forward>> {
         let AppendError::Cluster(ClusterError::NotLeader {
             leader_url: Some(leader),
         }) = refusal
         else {
-            return None;
+            return Ok(None);
         };
-        let cluster = state.mode.cluster()?;
+        let Some(cluster) = state.mode.cluster() else {
+            return Ok(None);
+        };
         if !cluster.forwards_writes() || headers.contains_key(FORWARDED) {
-            return None;
+            return Ok(None);
         }
-        Some(Forward {
+        let Ok(place) = state.limits.forwarded_writes.clone().try_acquire_owned() else {
+            count("busy");
+            return Err(ApiError::Busy(
+                "--max-forwarded-writes writes are being forwarded to the leader; retry shortly",
+            ));
+        };
+        Ok(Some(Forward {
             cluster: cluster.clone(),
             leader: leader.clone(),
             deadline: Instant::now() + cluster.write_timeout(),
-        })
+            _place: place,
+        }))
     }
 
     /// Sends the request (`parts` and its `body`, already read) to the
@@ -144,14 +169,18 @@ impl Forward {
         request = request
             .header(FORWARDED, self.cluster.id())
             .header(DEADLINE, left.as_millis().max(1) as u64);
-        if let Some(Principal(client)) = parts.extensions.get::<Principal>() {
+        let client = parts
+            .extensions
+            .get::<Principal>()
+            .map(|Principal(client)| client.as_str());
+        if let Some(client) = client {
             let value = HeaderValue::from_bytes(client.as_bytes())
                 .map_err(|_| ApiError::Internal("the client's principal cannot be carried in a header".into()))?;
             request = request.header(FORWARDED_FOR, value);
         }
         let request = crate::telemetry::propagate(request, &tracing::Span::current());
         match request.send().await {
-            Ok(answer) => relay(answer, &self.leader).await,
+            Ok(answer) => relay(answer, &self.leader, client).await,
             Err(e) => Err(not_sent_or_unknown(e, &self.leader)),
         }
     }
@@ -170,13 +199,20 @@ fn not_sent_or_unknown(e: reqwest::Error, leader: &str) -> ApiError {
     ))
 }
 
-/// The leader's answer, as this node's.
-async fn relay(mut answer: reqwest::Response, leader: &str) -> ApiResult<Response> {
+/// The leader's answer, as this node's; `client`, the principal the
+/// write was forwarded for.
+async fn relay(mut answer: reqwest::Response, leader: &str, client: Option<&str>) -> ApiResult<Response> {
     let status = answer.status();
     if status == StatusCode::TEMPORARY_REDIRECT {
         return Err(ApiError::LeaderUnreachable(format!(
             "the node at {leader} stopped leading before it took the write; nothing was written"
         )));
+    }
+    if status == StatusCode::UNAUTHORIZED {
+        return Err(refused_peer(
+            leader,
+            "did not accept this node's peer credentials (401)",
+        ));
     }
     let mut body = Vec::new();
     loop {
@@ -195,6 +231,9 @@ async fn relay(mut answer: reqwest::Response, leader: &str) -> ApiResult<Respons
             }
         }
     }
+    if status == StatusCode::FORBIDDEN && !refuses(&body, client) {
+        return Err(refused_peer(leader, "refused this node, not the client (403)"));
+    }
     let mut response = Response::new(Body::from(body));
     *response.status_mut() = status;
     for name in &RELAYED {
@@ -203,6 +242,26 @@ async fn relay(mut answer: reqwest::Response, leader: &str) -> ApiResult<Respons
         }
     }
     Ok(response)
+}
+
+/// Whether a leader's `403` body names `client` as the one refused: the
+/// leader acted for the client, and its refusal is the client's to see.
+fn refuses(body: &[u8], client: Option<&str>) -> bool {
+    let Some(client) = client else {
+        return false;
+    };
+    serde_json::from_slice::<serde_json::Value>(body)
+        .is_ok_and(|refusal| refusal.get("principal").and_then(|p| p.as_str()) == Some(client))
+}
+
+/// A leader that refused this node as a peer: the write was not taken
+/// (the guard runs first), and the fault is the peers' setup.
+fn refused_peer(leader: &str, why: &str) -> ApiError {
+    tracing::warn!(
+        leader,
+        "a forwarded write was refused: the leader {why}; check --peer-token-file and the ACL's cluster grant"
+    );
+    ApiError::LeaderUnreachable(format!("the leader at {leader} {why}; nothing was written"))
 }
 
 /// What is left of a forwarded write's time, on a marked request.
@@ -292,6 +351,54 @@ mod tests {
             (answer.status(), answer.code()),
             (StatusCode::SERVICE_UNAVAILABLE, "outcome_unknown")
         );
+    }
+
+    /// An answer from a one-shot server: `status` and a JSON `body`.
+    async fn answered(status: &str, body: &'static str) -> reqwest::Response {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let answer = format!(
+            "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf).await;
+            let _ = conn.write_all(answer.as_bytes()).await;
+        });
+        reqwest::Client::new().post(&url).body("{}").send().await.unwrap()
+    }
+
+    /// The leader refusing the peer (its token, its grant) is no write of
+    /// the client's refused: nothing was written, retry; refusing the
+    /// client is relayed.
+    #[tokio::test]
+    async fn a_leader_refusing_the_peer_is_no_leader_and_refusing_the_client_is_relayed() {
+        let unknown_token = answered("401 Unauthorized", r#"{"code":"unauthorized"}"#).await;
+        let answer = relay(unknown_token, "leader", Some("writer")).await.unwrap_err();
+        assert_eq!(
+            (answer.status(), answer.code()),
+            (StatusCode::SERVICE_UNAVAILABLE, "no_leader")
+        );
+
+        let the_peer = r#"{"code":"forbidden","principal":"peer","action":"produce"}"#;
+        for client in [Some("writer"), None] {
+            let answer = relay(answered("403 Forbidden", the_peer).await, "leader", client)
+                .await
+                .unwrap_err();
+            assert_eq!(
+                (answer.status(), answer.code()),
+                (StatusCode::SERVICE_UNAVAILABLE, "no_leader")
+            );
+        }
+
+        let the_client = r#"{"code":"forbidden","principal":"writer","action":"produce"}"#;
+        let answer = relay(answered("403 Forbidden", the_client).await, "leader", Some("writer"))
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), StatusCode::FORBIDDEN);
     }
 
     #[tokio::test]

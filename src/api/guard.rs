@@ -14,9 +14,14 @@
 //! (`PUT`/`PATCH`/`DELETE /logs/{name}`) need `manage` on it; `GET /logs`
 //! needs an unscoped `consume`. A scoped grant (`produce:orders`) covers
 //! only the logs it names; the default log's name there is `default`.
-//! A write a follower forwarded for a client (`forward`) is authorised as
-//! that client, named in `x-distlog-forwarded-for`, when a peer (a caller
-//! allowed `cluster`) sent it; from anyone else that header is ignored.
+//! A write a follower forwarded for a client (`forward`: `POST /`,
+//! `PUT`/`DELETE /consumers/{name}`) is authorised as that client, named in
+//! `x-distlog-forwarded-for`, when a peer sent it: a caller the ACL grants
+//! `cluster` by name (not through `admin` or `*`; with no ACL, any caller).
+//! A peer never acts for a principal the ACL grants `admin` (`403`: an
+//! admin writes to the leader itself). From anyone else, and on any other
+//! route, that header and `x-distlog-deadline-ms` are dropped before the
+//! handler sees them: the caller acts for itself, on its own time.
 //! A refused caller gets the JSON error of `ApiError::Unauthorized` (401,
 //! with `WWW-Authenticate: Bearer`) or `ApiError::Forbidden` (403).
 
@@ -24,7 +29,7 @@ use std::sync::Arc;
 
 use axum::extract::connect_info::ConnectInfo;
 use axum::extract::{Request, State};
-use axum::http::{Method, header};
+use axum::http::{HeaderMap, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -68,15 +73,23 @@ fn client_common_name(request: &Request) -> Option<&str> {
         .and_then(|info| info.0.client_cn.as_deref())
 }
 
-fn check(policy: &Policy, request: &Request) -> Result<Option<String>, ApiError> {
+/// The principal a request acts for (`None`: none is identified), and
+/// whether a peer vouches for the forwarded headers it carries.
+fn check(policy: &Policy, request: &Request) -> Result<(Option<String>, bool), ApiError> {
     let route = route_template(request.uri().path());
     let Some(action) = required_action(policy, request.method(), route) else {
-        return Ok(None);
+        return Ok((None, false));
     };
-    let principal = policy
+    let caller = policy
         .identify(bearer_token(request), client_common_name(request))
-        .map_err(|reason| ApiError::Unauthorized { reason })?
-        .map(|caller| acting_for(policy, request, caller));
+        .map_err(|reason| ApiError::Unauthorized { reason })?;
+    let vouched = caller
+        .as_deref()
+        .is_some_and(|caller| forwarded_route(request.method(), route) && policy.vouches_for_clients(caller));
+    let principal = match caller {
+        Some(caller) if vouched => Some(acting_for(policy, request.headers(), caller)?),
+        caller => caller,
+    };
     if let Some(who) = &principal
         && !policy.allows(who, action, super::log_of(request.uri().path()))
     {
@@ -85,23 +98,45 @@ fn check(policy: &Policy, request: &Request) -> Result<Option<String>, ApiError>
             action: action.as_str(),
         });
     }
-    Ok(principal)
+    Ok((principal, vouched))
 }
 
-/// Who a request acts for: a write a follower forwarded (`forward`) for
-/// the client it names, when it comes from a peer (a caller allowed
-/// `cluster`); any other request, and that header from anyone else, for
-/// the caller.
-fn acting_for(policy: &Policy, request: &Request, caller: String) -> String {
-    match super::forward::forwarded_for(request.headers()) {
-        Some(client) if policy.allows(&caller, Action::Cluster, None) => client.to_string(),
-        _ => caller,
+/// The routes a follower forwards (`forward`).
+fn forwarded_route(method: &Method, route: &str) -> bool {
+    matches!(
+        (method, route),
+        (&Method::POST, routes::ROOT) | (&Method::PUT | &Method::DELETE, routes::CONSUMER)
+    )
+}
+
+/// Who a forwarded write a peer sent acts for: the client it names, never
+/// an admin; the peer itself when it names none.
+fn acting_for(policy: &Policy, headers: &HeaderMap, caller: String) -> Result<String, ApiError> {
+    let Some(client) = super::forward::forwarded_for(headers) else {
+        return Ok(caller);
+    };
+    if policy.grants_admin(client) {
+        return Err(ApiError::Forbidden {
+            principal: client.to_string(),
+            action: "be acted for by a forwarding peer (an admin writes to the leader itself)",
+        });
     }
+    Ok(client.to_string())
+}
+
+/// Drops the forwarded headers a peer does not vouch for: the caller acts
+/// for itself, within its own time.
+fn drop_forwarded(headers: &mut HeaderMap) {
+    headers.remove(super::forward::FORWARDED_FOR);
+    headers.remove(super::forward::DEADLINE);
 }
 
 pub async fn authorize(State(policy): State<Arc<Policy>>, mut request: Request, next: Next) -> Response {
     match check(&policy, &request) {
-        Ok(principal) => {
+        Ok((principal, vouched)) => {
+            if !vouched {
+                drop_forwarded(request.headers_mut());
+            }
             if let Some(principal) = principal {
                 request.extensions_mut().insert(Principal(principal));
             }

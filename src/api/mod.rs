@@ -51,7 +51,7 @@ use error::Echo;
 pub use error::{ApiError, ApiResult};
 pub use metrics::{OPEN_CONNECTIONS, OPEN_PEER_CONNECTIONS, recorder};
 pub use observe::ACCESS_LOG;
-pub use state::{AppState, Limits};
+pub use state::{AppState, DEFAULT_MAX_FORWARDED_WRITES, Limits};
 
 /// Route templates: the router is built from them, and metrics and logs
 /// label requests with them (see `route_template`).

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 
 use crate::log::Log;
 use crate::logs::{Catalog, NamedLog};
@@ -25,7 +25,13 @@ pub struct Limits {
     pub max_wait: Duration,
     /// Named consumers whose positions are kept (`--max-consumers`).
     pub max_consumers: usize,
+    /// Places for the writes a follower forwards to its leader at once
+    /// (`--max-forwarded-writes`), shared by every log of the node.
+    pub forwarded_writes: Arc<Semaphore>,
 }
+
+/// `--max-forwarded-writes` unless given.
+pub const DEFAULT_MAX_FORWARDED_WRITES: usize = 256;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -36,7 +42,15 @@ impl Default for Limits {
             max_range_bytes: 4 * 1024 * 1024,
             max_wait: Duration::from_secs(30),
             max_consumers: crate::log::consumers::DEFAULT_MAX_CONSUMERS,
+            forwarded_writes: Limits::forwarding_places(DEFAULT_MAX_FORWARDED_WRITES),
         }
+    }
+}
+
+impl Limits {
+    /// `max` places for forwarded writes (`forwarded_writes`).
+    pub fn forwarding_places(max: usize) -> Arc<Semaphore> {
+        Arc::new(Semaphore::new(max.min(Semaphore::MAX_PERMITS)))
     }
 }
 

@@ -155,6 +155,16 @@ impl Acl {
             })
         })
     }
+
+    /// Whether a line of `principal`'s own grants `action` itself, unscoped:
+    /// not `admin`, which includes it, nor a grant to `*`.
+    pub fn grants_by_name(&self, principal: &str, action: Action) -> bool {
+        self.grants.get(principal).is_some_and(|grants| {
+            grants
+                .iter()
+                .any(|(granted, scope)| *granted == action && *scope == Scope::Every)
+        })
+    }
 }
 
 #[cfg(test)]
@@ -194,6 +204,25 @@ mod tests {
         assert!(!acl.allows("peer", Action::Produce, None));
         assert!(!acl.allows("peer", Action::Manage, None));
         assert!(!acl.allows("peer", Action::Admin, None));
+    }
+
+    #[test]
+    fn a_grant_by_name_is_the_principals_own_line() {
+        let acl = Acl::parse("peer cluster\nroot admin\n* cluster\nalice produce:orders\n").unwrap();
+        assert!(acl.grants_by_name("peer", Action::Cluster));
+        assert!(
+            !acl.grants_by_name("root", Action::Cluster),
+            "admin includes it, not by name"
+        );
+        assert!(acl.allows("carol", Action::Cluster, None));
+        assert!(
+            !acl.grants_by_name("carol", Action::Cluster),
+            "the wildcard is not by name"
+        );
+        assert!(
+            !acl.grants_by_name("alice", Action::Produce),
+            "a scoped grant is not the action"
+        );
     }
 
     #[test]

@@ -72,4 +72,21 @@ impl Policy {
     pub fn allows(&self, principal: &str, action: Action, log: Option<&str>) -> bool {
         self.acl.as_ref().is_none_or(|acl| acl.allows(principal, action, log))
     }
+
+    /// Whether `caller` may name the client a forwarded write acts for: a
+    /// peer the ACL grants `cluster` by name, not through `admin` or `*`.
+    /// Without an ACL every principal may do everything, so any caller.
+    pub fn vouches_for_clients(&self, caller: &str) -> bool {
+        self.acl
+            .as_ref()
+            .is_none_or(|acl| acl.grants_by_name(caller, Action::Cluster))
+    }
+
+    /// Whether the ACL grants `principal` `admin` (by name or through `*`);
+    /// `false` without an ACL, where no principal stands above another.
+    pub fn grants_admin(&self, principal: &str) -> bool {
+        self.acl
+            .as_ref()
+            .is_some_and(|acl| acl.allows(principal, Action::Admin, None))
+    }
 }

@@ -50,6 +50,9 @@ impl ServeArgs {
         let limits = Limits {
             max_request_bytes: self.max_request_bytes,
             max_consumers: self.max_consumers,
+            forwarded_writes: Limits::forwarding_places(
+                usize::try_from(self.max_forwarded_writes).unwrap_or(usize::MAX),
+            ),
             ..Limits::default()
         };
         let cors_origins = AllowedOrigins::parse(&self.cors_origin)

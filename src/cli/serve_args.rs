@@ -342,6 +342,12 @@ pub struct ServeArgs {
     #[arg(long, env = "DISTLOG_FORWARD_WRITES", help_heading = "Cluster")]
     pub(super) forward_writes: bool,
 
+    /// Writes a follower forwards to its leader at once (--forward-writes); one more is refused at
+    /// once, 503 busy with Retry-After: 1. Each holds the client's connection and one to the leader
+    /// for up to --write-timeout-ms.
+    #[arg(long, env = "DISTLOG_MAX_FORWARDED_WRITES", value_name = "COUNT", default_value_t = crate::api::DEFAULT_MAX_FORWARDED_WRITES as u64, value_parser = clap::value_parser!(u64).range(1..=100_000), help_heading = "Cluster")]
+    pub(super) max_forwarded_writes: u64,
+
     /// PEM CA certificates that sign https:// peers' certificates.
     #[arg(long, env = "DISTLOG_PEER_CA", value_name = "FILE", help_heading = "Cluster")]
     pub(super) peer_ca: Option<PathBuf>,

@@ -23,6 +23,7 @@ const DEADLINE: &str = "x-distlog-deadline-ms";
 const PEER_TOKEN: &str = "peer-token-0123456789abcdef0123456789abcdef";
 const WRITER_TOKEN: &str = "writer-token-0123456789abcdef0123456789abcd";
 const READER_TOKEN: &str = "reader-token-0123456789abcdef0123456789abcd";
+const ADMIN_TOKEN: &str = "admin-token-0123456789abcdef0123456789abcde";
 
 fn forwarding() -> ClusterConfig {
     ClusterConfig {
@@ -77,7 +78,9 @@ async fn value_at(node: &str, offset: u64, headers: Vec<(&'static str, String)>)
 
 #[tokio::test]
 async fn a_follower_forwards_writes_to_the_leader_and_relays_its_answers() {
-    let (cluster, leader) = start_with("forward", forwarding()).await;
+    let mut config = forwarding();
+    config.extra_args.extend(["--max-forwarded-writes".into(), "1".into()]);
+    let (cluster, leader) = start_with("forward", config).await;
     let follower = (leader + 1) % cluster.len();
     let (leader_url, follower_url) = (cluster.url(leader), cluster.url(follower));
 
@@ -179,6 +182,45 @@ async fn a_follower_forwards_writes_to_the_leader_and_relays_its_answers() {
             .and_then(|n| n.parse::<u64>().ok())
     });
     assert!(relayed.is_some_and(|n| n >= 7), "forwards counted: {relayed:?}");
+
+    // `--max-forwarded-writes 1`: a forward whose body has not come yet
+    // holds the one place; another write is refused at once, `503 busy`,
+    // and taken again once the place is free.
+    let held = hold_a_forward(&follower_url).await;
+    let busy = wait_for_status(&follower_url, 503).await;
+    assert_eq!(busy.body["code"], "busy", "{busy:?}");
+    drop(held);
+    let freed = wait_for_status(&follower_url, 201).await;
+    assert_eq!(freed.status, 201, "{freed:?}");
+}
+
+/// A connection that sent a write's headers and not its body.
+async fn hold_a_forward(node: &str) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let address = node.strip_prefix("http://").expect("a plain HTTP node").to_string();
+    rt::on_harness(async move {
+        let mut conn = tokio::net::TcpStream::connect(&address).await.expect("connect");
+        let head = format!(
+            "POST / HTTP/1.1\r\nhost: {address}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{{"
+        );
+        conn.write_all(head.as_bytes()).await.expect("send the headers");
+        conn
+    })
+    .await
+}
+
+/// Writes through `node` until one is answered `status` (each one before
+/// it may be written); that reply.
+async fn wait_for_status(node: &str, status: u16) -> Reply {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let reply = post(format!("{node}/"), vec![json_type()], r#"{"probe":true}"#).await;
+        if reply.status == status {
+            return reply;
+        }
+        assert!(Instant::now() < deadline, "no {status} from {node}: {reply:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -189,10 +231,14 @@ async fn a_forwarded_write_is_authorised_as_the_client_not_the_peer() {
     let peer_token = dir.path().join("peer-token");
     std::fs::write(
         &tokens,
-        format!("peer {PEER_TOKEN}\nwriter {WRITER_TOKEN}\nreader {READER_TOKEN}\n"),
+        format!("peer {PEER_TOKEN}\nwriter {WRITER_TOKEN}\nreader {READER_TOKEN}\nroot {ADMIN_TOKEN}\n"),
     )
     .expect("tokens");
-    std::fs::write(&acl, "peer cluster\nwriter produce\nwriter consume\nreader consume\n").expect("acl");
+    std::fs::write(
+        &acl,
+        "peer cluster\nwriter produce\nwriter consume\nreader consume\nroot admin\n",
+    )
+    .expect("acl");
     std::fs::write(&peer_token, PEER_TOKEN).expect("peer token");
     let path = |p: &std::path::Path| p.display().to_string();
     let mut config = forwarding();
@@ -203,6 +249,7 @@ async fn a_forwarded_write_is_authorised_as_the_client_not_the_peer() {
         path(&acl),
         "--peer-token-file".into(),
         path(&peer_token),
+        "--protect-metrics".into(),
     ]);
     // The harness's status polls carry no token: find the leader by hand.
     let cluster = TestCluster::start(config).await;
@@ -279,6 +326,43 @@ async fn a_forwarded_write_is_authorised_as_the_client_not_the_peer() {
     .await;
     assert_eq!(peer_alone.status, 403, "{peer_alone:?}");
 
+    // A peer acts for a client on the forwarded writes alone, and never
+    // for an admin: not on a protected route, not on a write.
+    let as_admin = |url: &str| {
+        (
+            url.to_string(),
+            vec![
+                bearer(PEER_TOKEN),
+                (FORWARDED, "1".to_string()),
+                (FORWARDED_FOR, "root".to_string()),
+            ],
+        )
+    };
+    let (url, headers) = as_admin(&leader_url);
+    let metrics = request(reqwest::Method::GET, format!("{url}/metrics"), headers.clone(), None).await;
+    assert_eq!(
+        metrics.status, 403,
+        "a peer naming an admin reads /metrics: {metrics:?}"
+    );
+    let mut write = headers;
+    write.push(json_type());
+    let impostor = post(format!("{url}/"), write, r#"{"by":"impostor"}"#).await;
+    assert_eq!(impostor.status, 403, "a peer writes as an admin: {impostor:?}");
+
+    // The deadline is a peer's word: a client's own is not heeded.
+    let own_deadline = post(
+        format!("{leader_url}/"),
+        vec![
+            json_type(),
+            bearer(WRITER_TOKEN),
+            (FORWARDED, "1".into()),
+            (DEADLINE, "0".into()),
+        ],
+        r#"{"by":"writer","deadline":0}"#,
+    )
+    .await;
+    assert_eq!(own_deadline.status, 201, "a client's deadline header: {own_deadline:?}");
+
     // Nothing but the writer's record was written.
     let after = post(
         format!("{follower_url}/"),
@@ -298,7 +382,7 @@ async fn a_forwarded_write_is_authorised_as_the_client_not_the_peer() {
     .await;
     let text = range.body.to_string();
     assert!(text.contains("writer"), "the writer's records are there: {text}");
-    for absent in ["reader", "forger", "peer"] {
+    for absent in ["reader", "forger", "peer", "impostor"] {
         assert!(
             !text.contains(&format!("\"by\":\"{absent}\"")),
             "{absent} wrote: {text}"
