@@ -62,6 +62,10 @@ impl FollowConfig {
     pub fn peer_client(&self) -> Result<reqwest::Client, String> {
         self.builder()?
             .redirect(reqwest::redirect::Policy::none())
+            // Well under a write's deadline (--write-timeout-ms, 5 s by
+            // default): a forward that could not connect is then known to
+            // have sent nothing (`no_leader`), not timed out unknown.
+            .connect_timeout(Duration::from_secs(1))
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))
     }
@@ -98,5 +102,31 @@ impl FollowConfig {
             builder = builder.default_headers(headers);
         }
         Ok(builder)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A member's requests go where it sends them: a `307` comes back to
+    /// it (a forwarded write turns it into `no_leader`), never followed by
+    /// the client with the body and the forwarded identity.
+    #[tokio::test]
+    async fn the_peer_client_follows_no_redirect() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
+        let url = format!("http://{}", listener.local_addr().expect("an address"));
+        tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.expect("a connection");
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf).await;
+            let answer = "HTTP/1.1 307 Temporary Redirect\r\nlocation: http://127.0.0.1:1/\r\n\
+                          content-length: 0\r\nconnection: close\r\n\r\n";
+            let _ = conn.write_all(answer.as_bytes()).await;
+        });
+        let client = FollowConfig::new(&url).peer_client().expect("a client");
+        let answer = client.post(&url).body("{}").send().await.expect("the 307 itself");
+        assert_eq!(answer.status(), reqwest::StatusCode::TEMPORARY_REDIRECT);
     }
 }
