@@ -160,6 +160,14 @@ impl ServeArgs {
                 );
             }
         }
+        if let (Some(peer), Some(client)) = (&peer_advertise_url, &advertise_url)
+            && peer.trim_end_matches('/') == client.trim_end_matches('/')
+        {
+            anyhow::bail!(
+                "invalid --peer-advertise-url {peer}: it is --advertise-url, where clients reach this node; \
+                 give the URL of --peer-listen"
+            );
+        }
         if self.election_timeout_min_ms >= self.election_timeout_max_ms {
             anyhow::bail!(
                 "invalid --election-timeout-min-ms {}: must be less than --election-timeout-max-ms {}",
@@ -440,6 +448,21 @@ mod tests {
     fn a_member_listening_on_every_address_must_say_where_it_is_reached() {
         let why = refusal(&["--peers", "http://a:1", "--listen", "0.0.0.0:8080"]);
         assert!(why.contains("needs --advertise-url"), "{why}");
+    }
+
+    #[test]
+    fn the_peer_advertise_url_is_not_the_client_one() {
+        let why = refusal(&[
+            "--peers",
+            "http://a:1",
+            "--advertise-url",
+            "http://a:1",
+            "--peer-listen",
+            "127.0.0.1:7001",
+            "--peer-advertise-url",
+            "http://a:1/",
+        ]);
+        assert!(why.contains("invalid --peer-advertise-url http://a:1"), "{why}");
     }
 
     #[test]
