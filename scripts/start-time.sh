@@ -35,16 +35,24 @@ serve() {
     --max-segment-bytes "${SEGMENT_MIB}MiB" >>"$DIR/node.log" 2>&1 &
   pid=$!
 }
-# Seconds from the start of the process to its first 200 on /healthz.
+# Starts the node and sets `took` to the seconds from its start to its
+# first 200 on /healthz (not in a subshell: `pid` must reach `stop`).
 healthy_after() {
   local t0
   t0=$(date +%s.%N)
   serve
-  until curl -sf -o /dev/null "$URL/healthz"; do sleep 0.02; done
-  echo "$(date +%s.%N) - $t0" | bc
+  until curl -sf -o /dev/null "$URL/healthz"; do
+    kill -0 "$pid" 2>/dev/null || { echo "the node exited:" >&2; tail -5 "$DIR/node.log" >&2; exit 1; }
+    sleep 0.02
+  done
+  took=$(echo "$(date +%s.%N) - $t0" | bc)
 }
 cold() { sync; if [ -w /proc/sys/vm/drop_caches ]; then echo 3 >/proc/sys/vm/drop_caches; fi; }
 
+if curl -s -o /dev/null "$URL/healthz"; then
+  echo "something already answers at $URL: pick another PORT" >&2
+  exit 1
+fi
 serve
 until curl -sf -o /dev/null "$URL/readyz"; do sleep 0.05; done
 batch=$DIR/batch.ndjson
@@ -58,10 +66,12 @@ for i in $(seq 1 "$SIZE_MIB"); do
 done
 stop
 cold
-first=$(healthy_after)
+healthy_after
+first=$took
 stop
 cold
-second=$(healthy_after)
+healthy_after
+second=$took
 stop
 echo "log: $(du -sh "$DIR/data" | cut -f1), segments of ${SEGMENT_MIB} MiB"
 printf 'restart 1 (every sealed segment checked, as every start did before): %.2f s to /healthz\n' "$first"
