@@ -142,8 +142,19 @@ async fn a_removed_member_says_so_stands_still_and_rejoins_only_when_asked() {
     // Restarted, it says why it does not rejoin, and does not.
     cluster.restart(victim).await;
     assert_eq!(answer(readyz.clone()).await, (503, "removed".into()));
+    // Logs are written by a background thread: the line may trail the
+    // node's first answer.
+    let starts_removed = ["ERROR", "this node starts removed"];
+    assert!(
+        eventually(NOTICE_TIMEOUT, || async {
+            log_lines_since_start(&cluster, victim, &starts_removed) >= 1
+        })
+        .await,
+        "{}",
+        cluster.log_tail(victim, 20)
+    );
     assert_eq!(
-        log_lines_since_start(&cluster, victim, &["ERROR", "this node starts removed"]),
+        log_lines_since_start(&cluster, victim, &starts_removed),
         1,
         "{}",
         cluster.log_tail(victim, 20)
