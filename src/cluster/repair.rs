@@ -92,7 +92,10 @@ pub fn check(store: &LogStore) -> io::Result<Option<Fault>> {
     if let Some(fault) = scan_checksums(store, verified_until(store)?)? {
         return Ok(Some(fault));
     }
-    remember_verified(store)?;
+    // Only a hint: a start on a full disk goes on without it.
+    if let Err(e) = remember_verified(store) {
+        tracing::warn!(error = %e, "could not record which segments were checked: the next start checks them again");
+    }
     for (mark, recorded) in [("flushed", store.flushed()), ("committed", store.committed())] {
         let Some(recorded) = recorded else { continue };
         if recorded.index < store.first_index() {

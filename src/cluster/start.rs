@@ -88,13 +88,14 @@ impl Cluster {
             .await
             .map_err(|e| StartError::Raft(e.to_string()))??;
         let write_caching = store.log().config().durability != crate::log::Durability::Always;
+        let recorded = identity::recorded_id(&durable, &config.advertise_url)?;
         if fault.is_none()
             && !write_caching
-            && let Ok(kept) = identity::recorded_id(&durable, &config.advertise_url)?
+            && let Ok(kept) = recorded
         {
             fault = recovery::check_with_leader(&config, kept, store.vote_term(), store.next_index()).await;
         }
-        let id = node_id(&durable, &store, fault, &config.advertise_url).await?;
+        let id = node_id(&durable, &store, fault, recorded, &config.advertise_url).await?;
         let sm = StateMachine::open(store.clone(), durable.clone())?;
         // A no-op unless the log lost applied entries (a repair, including
         // one a crash interrupted after the log was cut).
@@ -153,7 +154,7 @@ impl Cluster {
     }
 }
 
-/// This node's id: the one on disk if it was taken at this node's URL,
+/// This node's id: the one on disk (`recorded`) if it was taken at this node's URL,
 /// or a new one when there is none, when it was taken elsewhere (a copied
 /// or moved directory: `identity`), or when the log lost records it had
 /// made durable (`fault`), which is then repaired.
@@ -161,9 +162,9 @@ async fn node_id(
     durable: &Durable,
     store: &LogStore,
     fault: Option<repair::Fault>,
+    recorded: Result<NodeId, identity::NewId>,
     url: &str,
 ) -> Result<NodeId, StartError> {
-    let recorded = identity::recorded_id(durable, url)?;
     if let (Ok(id), None) = (&recorded, &fault) {
         return Ok(*id);
     }
