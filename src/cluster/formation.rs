@@ -400,6 +400,7 @@ pub(super) async fn join_through(cluster: &Cluster, via: &str) -> Result<(), Str
             if status == reqwest::StatusCode::NOT_FOUND
                 && let Some(peer_url) = super::network::peer_port_elsewhere(&body)
                 && peer_url.trim_end_matches('/') != target
+                && super::network::same_host(&target, &peer_url)
             {
                 target = peer_url.trim_end_matches('/').to_string();
                 continue;

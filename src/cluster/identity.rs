@@ -83,10 +83,14 @@ fn normalized(url: &str) -> String {
 /// scheme may change, so turning TLS on is not a move. A host name and an
 /// address it resolves to are different places.
 pub(super) fn same_url(a: &str, b: &str) -> bool {
+    /// Host, port (None: the scheme's default) and path.
     fn place(url: &str) -> Option<(String, Option<u16>, String)> {
         let url = reqwest::Url::parse(url).ok()?;
         let path = url.path().trim_end_matches('/').to_string();
-        Some((url.host_str()?.to_string(), url.port_or_known_default(), path))
+        // `Url` drops a port that is its scheme's default: `http://h:80`
+        // parses as `http://h`, so default ports compare as None, and
+        // `http://h` to `https://h` (80 to 443) is turning TLS on.
+        Some((url.host_str()?.to_string(), url.port(), path))
     }
     match (place(a), place(b)) {
         (Some(a), Some(b)) => a == b,
@@ -120,6 +124,11 @@ mod tests {
             recorded_id(&durable, "http://B:80/").unwrap(),
             Ok(8),
             "the default port"
+        );
+        assert_eq!(
+            recorded_id(&durable, "https://b").unwrap(),
+            Ok(8),
+            "turning TLS on with the default ports"
         );
         record_id(&durable, 7, "http://a:1").unwrap();
         assert_eq!(

@@ -140,6 +140,15 @@ impl LogStore {
         let purged = durable.read::<Option<LogId>>(PURGED)?.flatten();
         let committed = Mark::open(&durable, COMMITTED)?;
         let flushed = Mark::open(&durable, FLUSHED)?;
+        // A corrupt frame met by any read (replication, apply, a client's):
+        // the Raft core or the reader fails on it, and the next start must
+        // scan every frame to find and repair it, not skip it as checked.
+        let forget = durable.clone();
+        log.on_corrupt_read(move || {
+            if let Err(e) = forget.remove(VERIFIED) {
+                tracing::error!(error = %e, "could not forget the checked-segments mark after a corrupt read");
+            }
+        });
         let mut started = None;
         let shared = Arc::new_cyclic(|weak: &Weak<Shared>| {
             let flusher = flushing::Flusher::start(weak.clone());
@@ -259,9 +268,23 @@ impl LogStore {
     /// found corrupt: a mark at or past it goes, durably, so that the next
     /// start scans them again even if an entry like the marked one is
     /// written back at its index.
+    /// A mark that cannot be read (a transient error) goes too: kept, it
+    /// could vouch for frames rewritten under it.
     fn forget_verified_from(&self, index: u64) -> io::Result<()> {
+        match self.shared.durable.read::<LogId>(VERIFIED) {
+            Ok(None) => Ok(()),
+            Ok(Some(v)) if v.index < index => Ok(()),
+            _ => self.shared.durable.remove(VERIFIED),
+        }
+    }
+
+    /// Forgets the mark when the log no longer holds its entry (the log
+    /// came back shorter, or was cut): entries written back later with
+    /// the same term must not bring it back into force over frames no
+    /// start has checked.
+    pub fn forget_verified_unless_held(&self) -> io::Result<()> {
         match self.verified() {
-            Some(v) if v.index >= index => self.shared.durable.remove(VERIFIED),
+            Some(v) if !self.holds(&v) => self.shared.durable.remove(VERIFIED),
             _ => Ok(()),
         }
     }
@@ -482,24 +505,12 @@ impl LogStore {
             let terms = self.terms();
             let count = u32::try_from(end - start).unwrap_or(u32::MAX);
             let log = self.shared.log.clone();
-            let read = blocking(move || Ok(log.read_frames_written(start, count, max_bytes))).await;
+            let read = blocking(move || log.read_frames_written(start, count, max_bytes).map_err(io_error)).await;
             if self.shared.truncations.load(Ordering::Acquire) == before {
-                let (frames, _) = read?.map_err(|e| self.read_failed(e))?;
+                let (frames, _) = read?;
                 return decode_entries(frames, start, &terms).map_err(io::Error::other);
             }
         }
-    }
-
-    /// A read of the log failed. A corrupt frame stops the Raft core (a
-    /// storage error is fatal to openraft); the next start must scan every
-    /// frame to find it and repair the log, not skip it as checked.
-    fn read_failed(&self, e: LogError) -> io::Error {
-        if matches!(e, LogError::Corrupt { .. })
-            && let Err(forget) = self.forget_verified_from(0)
-        {
-            tracing::error!(error = %forget, "could not forget the checked-segments mark after a corrupt read");
-        }
-        io_error(e)
     }
 
     /// Runs a truncation of the log and its terms, marked for readers (see
@@ -677,6 +688,22 @@ mod tests {
             repair::check(&store).expect("checked"),
             Some(repair::Fault::Corrupt { .. })
         ));
+    }
+
+    /// The same for a client's read of the log, which goes to the log
+    /// itself, not through the Raft log reader.
+    #[test]
+    fn a_corrupt_client_read_has_the_next_start_check_every_frame() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (store, sealed_end) = checked_sealed_segments(dir.path());
+        rot_segment(dir.path(), 0);
+        drop(store);
+        let store = open_small_segments(dir.path());
+        let read = store
+            .log()
+            .read_range(0, u32::try_from(sealed_end).unwrap_or(u32::MAX), u64::MAX);
+        assert!(read.is_err(), "the rotten frame was read as sound");
+        assert_eq!(store.verified(), None, "the mark outlived a corrupt read");
     }
 
     /// A start reads each sealed segment's frames once: later starts check

@@ -90,12 +90,7 @@ impl PeerBook {
     /// had: a node answering for an address must not send Raft's traffic
     /// elsewhere. The next membership recorded replaces it.
     fn learn(&self, id: NodeId, at: &str, peer_url: &str) {
-        let host = |url: &str| {
-            reqwest::Url::parse(url)
-                .ok()
-                .and_then(|u| u.host_str().map(str::to_string))
-        };
-        if host(at).is_none() || host(at) != host(peer_url) {
+        if !same_host(at, peer_url) {
             return;
         }
         let mut book = self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -137,6 +132,19 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 fn error_code(body: &str) -> Option<String> {
     let body: serde_json::Value = serde_json::from_str(body).ok()?;
     body.get("code")?.as_str().map(str::to_string)
+}
+
+/// Whether `elsewhere` is on the host of `at`, and no less secure (a node
+/// answering for an address may point its peers to another port of its
+/// own, never to another host, and never from https to http: the peer
+/// client sends its token wherever it is pointed).
+pub(super) fn same_host(at: &str, elsewhere: &str) -> bool {
+    let (Ok(at), Ok(elsewhere)) = (reqwest::Url::parse(at), reqwest::Url::parse(elsewhere)) else {
+        return false;
+    };
+    at.host_str().is_some()
+        && at.host_str() == elsewhere.host_str()
+        && !(at.scheme() == "https" && elsewhere.scheme() != "https")
 }
 
 /// The `peer_url` of a `404 peer_port_only` answer: the node serves peers

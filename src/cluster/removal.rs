@@ -38,6 +38,7 @@ use serde::{Deserialize, Serialize};
 
 use super::node::Cluster;
 use super::status::ClusterStatus;
+use super::types::NodeId;
 
 /// The file in `raft/` that keeps a removal across restarts.
 pub(super) const REMOVED_FILE: &str = "removed";
@@ -51,6 +52,11 @@ pub(super) struct Removal {
     pub why: String,
     /// Unix milliseconds.
     pub at_ms: u64,
+    /// The id the cluster removed (absent in files from before it was
+    /// kept): a start under another id (a repaired or copied directory)
+    /// is not removed, whatever a crash left behind.
+    #[serde(default)]
+    pub node_id: Option<NodeId>,
     /// Not kept: whether it came before this run (see `removed_before_start`).
     #[serde(skip)]
     pub before_start: bool,
@@ -166,6 +172,10 @@ impl Cluster {
         let Some(mut removal) = self.inner.durable.read::<Removal>(REMOVED_FILE)? else {
             return Ok(());
         };
+        if removal.node_id.is_some_and(|id| id != self.inner.id) {
+            tracing::info!(removed = ?removal.node_id, "a removal of this directory's former id does not apply to it");
+            return self.inner.durable.remove(REMOVED_FILE);
+        }
         removal.before_start = true;
         self.raft().runtime_config().elect(false);
         *self
@@ -185,6 +195,7 @@ impl Cluster {
         let removal = Removal {
             why,
             at_ms,
+            node_id: Some(self.inner.id),
             before_start: self.inner.contact.since().is_none(),
         };
         {

@@ -128,6 +128,7 @@ pub fn check(store: &LogStore) -> io::Result<Option<Fault>> {
 /// caught when the frame is read.
 fn verified_until(store: &LogStore) -> io::Result<u64> {
     let first = store.first_index();
+    store.forget_verified_unless_held()?;
     Ok(match store.verified() {
         Some(verified) if store.holds(&verified) => verified.index.saturating_add(1).max(first),
         _ => first,

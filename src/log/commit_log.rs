@@ -114,6 +114,17 @@ struct Shared {
     /// Retention as it is now: the config's at open, changed at run time
     /// for a named log (`set_retention`).
     retention: RwLock<Retention>,
+    /// Told of every read that met a corrupt frame (`on_corrupt_read`).
+    corrupt_reads: OnceLock<CorruptReadHook>,
+}
+
+/// A caller's hook on corrupt reads (`Log::on_corrupt_read`).
+struct CorruptReadHook(Box<dyn Fn() + Send + Sync>);
+
+impl std::fmt::Debug for CorruptReadHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CorruptReadHook")
+    }
 }
 
 /// What retention keeps (see `LogConfig::retention_bytes` and `retention_ms`).
@@ -234,6 +245,7 @@ impl Log {
             background: Mutex::new(Vec::new()),
             handles: AtomicUsize::new(1),
             newest_stamp: AtomicU64::new(last_timestamp),
+            corrupt_reads: OnceLock::new(),
             retention: RwLock::new(retention),
         });
         let committer = spawn_committer(Arc::downgrade(&shared), shared.committer.clone())?;
@@ -340,6 +352,23 @@ impl Log {
             segments: segments.len(),
             size_bytes: segments.iter().map(|s| s.size_bytes()).sum(),
         }
+    }
+
+    /// Has `f` called whenever a read meets a corrupt frame, whoever reads
+    /// (a cluster node forgets which segments a start need not check
+    /// again). One hook a log; a second is ignored.
+    pub fn on_corrupt_read(&self, f: impl Fn() + Send + Sync + 'static) {
+        let _ = self.shared.corrupt_reads.set(CorruptReadHook(Box::new(f)));
+    }
+
+    /// Passes `read` on, telling the hook of a corrupt frame.
+    pub(super) fn noting_corruption<T>(&self, read: Result<T>) -> Result<T> {
+        if let Err(LogError::Corrupt { .. }) = &read
+            && let Some(hook) = self.shared.corrupt_reads.get()
+        {
+            (hook.0)();
+        }
+        read
     }
 
     /// The first offset of the active (newest) segment: every record below

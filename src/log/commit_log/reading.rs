@@ -43,29 +43,31 @@ impl Log {
     }
 
     pub fn read(&self, offset: u64) -> Result<Record> {
-        self.reader().read(offset)
+        self.noting_corruption(self.reader().read(offset))
     }
 
     /// Like `read`, but hands `f` the record where it lies when it can
     /// (see `Segment::read_with`): one copy fewer for a reader that
     /// only renders it.
     pub fn read_with<R>(&self, offset: u64, f: impl FnOnce(RecordRef<'_>) -> R) -> Result<R> {
-        self.reader().read_with(offset, f)
+        self.noting_corruption(self.reader().read_with(offset, f))
     }
 
     /// Records from `from` on, oldest first, at most `max_records` and about
     /// `max_bytes` of frames (the first record comes whatever its size).
     /// `from == next_offset` gives nothing; outside [lowest, next] is an error.
     pub fn read_range(&self, from: u64, max_records: u32, max_bytes: u64) -> Result<Vec<Record>> {
-        self.reader().read_range(from, max_records, max_bytes)
+        self.noting_corruption(self.reader().read_range(from, max_records, max_bytes))
     }
 
     /// Like `read_range`, but the checked frames themselves, for replication.
     /// Returns the frames and how many records they hold.
     pub fn read_frames(&self, from: u64, max_records: u32, max_bytes: u64) -> Result<(Bytes, u32)> {
         let bounds = &self.shared.bounds;
-        self.reader()
-            .frames_below(|| bounds.next(), from, max_records, max_bytes)
+        self.noting_corruption(
+            self.reader()
+                .frames_below(|| bounds.next(), from, max_records, max_bytes),
+        )
     }
 
     /// Like `read_frames`, past the visibility cap up to where written
@@ -73,8 +75,10 @@ impl Log {
     /// entries before they commit.
     pub fn read_frames_written(&self, from: u64, max_records: u32, max_bytes: u64) -> Result<(Bytes, u32)> {
         let bounds = &self.shared.bounds;
-        self.reader()
-            .frames_below(|| bounds.written(), from, max_records, max_bytes)
+        self.noting_corruption(
+            self.reader()
+                .frames_below(|| bounds.written(), from, max_records, max_bytes),
+        )
     }
 }
 
