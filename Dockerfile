@@ -36,12 +36,16 @@ RUN set -eu; \
 FROM ${RUNTIME_IMAGE}
 ARG VERSION=0.1.0
 ARG REVISION=unknown
+# How the binary was built: release (the default, and what ships), or what scripts/docker-image.sh
+# was handed in DISTLOG_IMAGE_BIN (CI packages its tests' debug build).
+ARG PROFILE=release
 LABEL org.opencontainers.image.title="distlog" \
       org.opencontainers.image.description="A distributed commit log served as JSON over HTTP" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${REVISION}" \
-      org.opencontainers.image.base.name="debian:bookworm-slim"
+      org.opencontainers.image.base.name="debian:bookworm-slim" \
+      io.distlog.profile="${PROFILE}"
 # A fixed uid/gid, so that volumes and bind mounts can be prepared for it; /data is its own
 # before it becomes a volume, so a new named volume starts out owned by it.
 RUN groupadd --gid 10001 distlog \
