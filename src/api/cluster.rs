@@ -105,8 +105,9 @@ fn checked_target<'a>(state: &'a AppState, headers: &HeaderMap) -> ApiResult<&'a
 }
 
 /// What a peer RPC's request shows of its caller: the sender it names
-/// (`x-distlog-raft-sender`) and its verified client certificate (only
-/// attached when the guard runs: with mutual TLS it always does).
+/// (`x-distlog-raft-sender`) and its verified client certificate (the
+/// connection's `PeerInfo` is attached whenever there is a policy, which
+/// mutual TLS always makes).
 pub struct RaftCaller {
     named: Option<String>,
     certificate: Option<ClientCertificate>,

@@ -24,9 +24,12 @@
 //! certificate shared by every peer, as in the shipped examples), a token,
 //! or plain HTTP say who may speak Raft, not which member is speaking; any
 //! holder may speak for any member. A sender this node's membership does
-//! not know yet (a fresh learner's first append) cannot be checked and is
-//! heard. A refusal is 403 `peer_identity_mismatch`, which the sender takes
-//! as a failed RPC (unreachable), never as a vote.
+//! not know yet (a fresh learner's first append, or a new voter leading a
+//! follower that has not applied its joining yet) cannot be checked and is
+//! heard: a holder of a valid certificate may still speak as an id no
+//! member has (what `validate` and the ACL allow). A refusal is 403
+//! `peer_identity_mismatch`, which the sender takes as a failed RPC
+//! (unreachable), never as a vote.
 
 use super::error::ClusterError;
 use super::types::{Member, NodeId};
