@@ -155,6 +155,17 @@ fn handler_span(name: &'static str) -> tracing::Span {
     telemetry::span(|| tracing::info_span!("raft.handle", otel.name = name))
 }
 
+/// A peer RPC's refusal. A peer refused for who it is counts as a failed
+/// authentication (`distlog_auth_failures_total{reason="peer_identity_mismatch"}`):
+/// a misissued certificate, or someone speaking for a member.
+fn rpc_error(error: ClusterError) -> ApiError {
+    if let ClusterError::PeerIdentityMismatch(why) = &error {
+        metrics::counter!(crate::auth::AUTH_FAILURES, "reason" => "peer_identity_mismatch").increment(1);
+        tracing::debug!(%why, "a peer RPC refused");
+    }
+    cluster_error(error, "")
+}
+
 fn rpc_answer<T: serde::Serialize>(answer: T) -> Response {
     (StatusCode::OK, Json(answer)).into_response()
 }
@@ -175,7 +186,7 @@ pub async fn raft_append(State(state): State<AppState>, from: RaftCaller, reques
         cluster.handle_append(from.caller(), body),
     )
     .await
-    .map_err(|e| cluster_error(e, ""))?;
+    .map_err(rpc_error)?;
     Ok(rpc_answer(answer))
 }
 
@@ -191,7 +202,7 @@ pub async fn raft_vote(
         cluster.handle_vote(from.caller(), parse(&body)?),
     )
     .await
-    .map_err(|e| cluster_error(e, ""))?;
+    .map_err(rpc_error)?;
     Ok(rpc_answer(answer))
 }
 
@@ -207,7 +218,7 @@ pub async fn raft_pre_vote(
         cluster.handle_pre_vote(from.caller(), parse(&body)?),
     )
     .await
-    .map_err(|e| cluster_error(e, ""))?;
+    .map_err(rpc_error)?;
     Ok(rpc_answer(answer))
 }
 
@@ -246,7 +257,7 @@ pub async fn raft_snapshot(State(state): State<AppState>, from: RaftCaller, requ
         cluster.handle_snapshot(from.caller(), snapshot),
     )
     .await
-    .map_err(|e| cluster_error(e, ""))?;
+    .map_err(rpc_error)?;
     Ok(rpc_answer(answer))
 }
 
@@ -262,6 +273,6 @@ pub async fn raft_transfer(
         cluster.handle_transfer(from.caller(), parse(&body)?),
     )
     .await
-    .map_err(|e| cluster_error(e, ""))?;
+    .map_err(rpc_error)?;
     Ok(rpc_answer(answer))
 }

@@ -99,6 +99,20 @@ async fn an_rpc_naming_one_member_and_carrying_another_is_refused_and_changes_no
             "{what}: {path} answered {status} {body} (all so far: {answers:#?})"
         );
     }
+    let metrics = rt::http().get(format!("{url}/metrics")).send().await;
+    let metrics = match metrics {
+        Ok(answer) => answer.text().await.unwrap_or_default(),
+        Err(e) => panic!("{url}/metrics: {e}"),
+    };
+    assert!(
+        metrics.contains(r#"distlog_auth_failures_total{reason="peer_identity_mismatch"} 5"#),
+        "{what}: each refusal is counted: {}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("auth_failures"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     let after = status(victim).await;
     assert_eq!(
         (after.term, &after.leader_id),
