@@ -1,14 +1,17 @@
 //! The cluster's HTTP face: `GET /cluster`, `POST /cluster/join`,
 //! `DELETE /cluster/members/{id}`, `POST /cluster/leader`, and the peer
 //! RPCs under `/raft/` (formats in `cluster::network`). On a node without
-//! `--peers` they answer 404 `not_a_cluster`. With traces on, handling a
+//! `--peers` they answer 404 `not_a_cluster`. A peer RPC's named sender
+//! and client certificate are handed to the cluster, which holds them to
+//! the message (`cluster::sender`). With traces on, handling a
 //! peer RPC is a span under the request's. Beside a peer listener
 //! (`--peer-listen`), all but `GET /cluster` are served there only, and a
 //! membership change asked of a follower is sent to the leader's peer URL.
 
 use super::json_body::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, Request, State};
+use axum::extract::{FromRequestParts, Path, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -16,8 +19,10 @@ use serde::de::DeserializeOwned;
 
 use super::error::{ApiError, ApiResult, Echo, cluster_error};
 use super::state::AppState;
+use crate::auth::{ClientCertificate, PeerInfo};
 use crate::cluster::{
-    APPEND_BUDGET_BYTES, Cluster, ClusterError, JoinRequest, MAX_DOCUMENT, SnapshotBody, TARGET_HEADER,
+    APPEND_BUDGET_BYTES, Caller, Cluster, ClusterError, HostProof, JoinRequest, MAX_DOCUMENT, SENDER_HEADER,
+    SnapshotBody, TARGET_HEADER,
 };
 use crate::telemetry;
 
@@ -99,17 +104,73 @@ fn checked_target<'a>(state: &'a AppState, headers: &HeaderMap) -> ApiResult<&'a
     Ok(cluster)
 }
 
+/// What a peer RPC's request shows of its caller: the sender it names
+/// (`x-distlog-raft-sender`) and its verified client certificate (the
+/// connection's `PeerInfo` is attached whenever there is a policy, which
+/// mutual TLS always makes).
+pub struct RaftCaller {
+    named: Option<String>,
+    certificate: Option<ClientCertificate>,
+}
+
+impl RaftCaller {
+    fn caller(&self) -> Caller<'_> {
+        Caller {
+            named: self.named.as_deref(),
+            certificate: self.certificate.as_ref().map(|c| c as &dyn HostProof),
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for RaftCaller {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        // A header that is not text is passed on as a name no node has.
+        let named = parts
+            .headers
+            .get(SENDER_HEADER)
+            .map(|v| v.to_str().unwrap_or("(not text)").to_string());
+        let certificate = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<PeerInfo>>()
+            .and_then(|info| info.0.client_cert.clone());
+        Ok(RaftCaller { named, certificate })
+    }
+}
+
+impl HostProof for ClientCertificate {
+    fn names_hosts(&self) -> bool {
+        ClientCertificate::names_hosts(self)
+    }
+
+    fn valid_for(&self, host: &str) -> bool {
+        ClientCertificate::valid_for(self, host)
+    }
+}
+
 /// The span of handling a peer's RPC, under the request's server span
 /// (which continues the sender's `traceparent`, see `api::observe`).
 fn handler_span(name: &'static str) -> tracing::Span {
     telemetry::span(|| tracing::info_span!("raft.handle", otel.name = name))
 }
 
+/// A peer RPC's refusal. A peer refused for who it is counts as a failed
+/// authentication (`distlog_auth_failures_total{reason="peer_identity_mismatch"}`):
+/// a misissued certificate, or someone speaking for a member.
+fn rpc_error(error: ClusterError) -> ApiError {
+    if let ClusterError::PeerIdentityMismatch(why) = &error {
+        metrics::counter!(crate::auth::AUTH_FAILURES, "reason" => "peer_identity_mismatch").increment(1);
+        tracing::debug!(%why, "a peer RPC refused");
+    }
+    cluster_error(error, "")
+}
+
 fn rpc_answer<T: serde::Serialize>(answer: T) -> Response {
     (StatusCode::OK, Json(answer)).into_response()
 }
 
-pub async fn raft_append(State(state): State<AppState>, request: Request) -> ApiResult<Response> {
+pub async fn raft_append(State(state): State<AppState>, from: RaftCaller, request: Request) -> ApiResult<Response> {
     let (parts, body) = request.into_parts();
     let cluster = checked_target(&state, &parts.headers)?;
     // A leader sends at most its byte budget, or one entry past it: the
@@ -120,25 +181,44 @@ pub async fn raft_append(State(state): State<AppState>, request: Request) -> Api
     let body = axum::body::to_bytes(body, limit)
         .await
         .map_err(|e| ApiError::BadClusterRequest(format!("append-entries body: {e}")))?;
-    let answer = telemetry::in_span(handler_span("raft.append_entries"), cluster.handle_append(body))
-        .await
-        .map_err(|e| cluster_error(e, ""))?;
+    let answer = telemetry::in_span(
+        handler_span("raft.append_entries"),
+        cluster.handle_append(from.caller(), body),
+    )
+    .await
+    .map_err(rpc_error)?;
     Ok(rpc_answer(answer))
 }
 
-pub async fn raft_vote(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
+pub async fn raft_vote(
+    State(state): State<AppState>,
+    from: RaftCaller,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
     let cluster = checked_target(&state, &headers)?;
-    let answer = telemetry::in_span(handler_span("raft.vote"), cluster.handle_vote(parse(&body)?))
-        .await
-        .map_err(|e| cluster_error(e, ""))?;
+    let answer = telemetry::in_span(
+        handler_span("raft.vote"),
+        cluster.handle_vote(from.caller(), parse(&body)?),
+    )
+    .await
+    .map_err(rpc_error)?;
     Ok(rpc_answer(answer))
 }
 
-pub async fn raft_pre_vote(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
+pub async fn raft_pre_vote(
+    State(state): State<AppState>,
+    from: RaftCaller,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
     let cluster = checked_target(&state, &headers)?;
-    let answer = telemetry::in_span(handler_span("raft.pre_vote"), cluster.handle_pre_vote(parse(&body)?))
-        .await
-        .map_err(|e| cluster_error(e, ""))?;
+    let answer = telemetry::in_span(
+        handler_span("raft.pre_vote"),
+        cluster.handle_pre_vote(from.caller(), parse(&body)?),
+    )
+    .await
+    .map_err(rpc_error)?;
     Ok(rpc_answer(answer))
 }
 
@@ -158,7 +238,7 @@ const SNAPSHOT_BODY_DEADLINE: std::time::Duration = std::time::Duration::from_se
 /// megabytes: its body may be as large as the tables file may be (not the
 /// 2 MiB of axum's default, which would keep a follower from ever catching
 /// up through a snapshot of a busy cluster).
-pub async fn raft_snapshot(State(state): State<AppState>, request: Request) -> ApiResult<Response> {
+pub async fn raft_snapshot(State(state): State<AppState>, from: RaftCaller, request: Request) -> ApiResult<Response> {
     let (parts, body) = request.into_parts();
     let cluster = checked_target(&state, &parts.headers)?;
     // Refused at once rather than queued: the sender retries, and a queue
@@ -172,19 +252,27 @@ pub async fn raft_snapshot(State(state): State<AppState>, request: Request) -> A
         .map_err(|_| ApiError::BadClusterRequest("the snapshot body did not arrive within 120 s".into()))?
         .map_err(|e| ApiError::BadClusterRequest(format!("snapshot body: {e}")))?;
     let snapshot: SnapshotBody = parse(&body)?;
-    let answer = telemetry::in_span(handler_span("raft.install_snapshot"), cluster.handle_snapshot(snapshot))
-        .await
-        .map_err(|e| cluster_error(e, ""))?;
+    let answer = telemetry::in_span(
+        handler_span("raft.install_snapshot"),
+        cluster.handle_snapshot(from.caller(), snapshot),
+    )
+    .await
+    .map_err(rpc_error)?;
     Ok(rpc_answer(answer))
 }
 
-pub async fn raft_transfer(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
+pub async fn raft_transfer(
+    State(state): State<AppState>,
+    from: RaftCaller,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
     let cluster = checked_target(&state, &headers)?;
     let answer = telemetry::in_span(
         handler_span("raft.transfer_leader"),
-        cluster.handle_transfer(parse(&body)?),
+        cluster.handle_transfer(from.caller(), parse(&body)?),
     )
     .await
-    .map_err(|e| cluster_error(e, ""))?;
+    .map_err(rpc_error)?;
     Ok(rpc_answer(answer))
 }

@@ -191,6 +191,10 @@ pub enum ApiError {
     #[error("{0}")]
     WrongNode(String),
 
+    /// A peer RPC whose sender is not who it says (`cluster::sender`).
+    #[error("{0}")]
+    PeerIdentityMismatch(String),
+
     #[error("the Raft core stopped; this node must be restarted: {0}")]
     RaftStopped(String),
 
@@ -293,7 +297,9 @@ impl ApiError {
             ApiError::OffsetNotFound { .. } | ApiError::RouteNotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden { .. } | ApiError::CrossOrigin { .. } => StatusCode::FORBIDDEN,
+            ApiError::Forbidden { .. } | ApiError::CrossOrigin { .. } | ApiError::PeerIdentityMismatch(_) => {
+                StatusCode::FORBIDDEN
+            }
             ApiError::ReadOnlyFollower { .. } => StatusCode::TEMPORARY_REDIRECT,
             ApiError::CorruptRecord { .. } | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::DiskFull => StatusCode::INSUFFICIENT_STORAGE,
@@ -373,6 +379,7 @@ impl ApiError {
             ApiError::NoSuchMember(_) => "no_such_member",
             ApiError::BadClusterRequest(_) => "bad_request",
             ApiError::WrongNode(_) => "wrong_node",
+            ApiError::PeerIdentityMismatch(_) => "peer_identity_mismatch",
             ApiError::RaftStopped(_) => "raft_stopped",
             ApiError::ClusterTimeout(_) => "timeout",
             ApiError::BadConsumerName(_) => "bad_consumer_name",
@@ -599,6 +606,7 @@ pub fn cluster_error(err: ClusterError, path: &str) -> ApiError {
         ClusterError::NoSuchMember(id) => ApiError::NoSuchMember(id),
         ClusterError::BadRequest(why) | ClusterError::BadRpc(why) => ApiError::BadClusterRequest(why),
         e @ ClusterError::WrongNode { .. } => ApiError::WrongNode(e.to_string()),
+        e @ ClusterError::PeerIdentityMismatch(_) => ApiError::PeerIdentityMismatch(e.to_string()),
         ClusterError::Stopped(why) => ApiError::RaftStopped(why),
         ClusterError::Timeout(why) => ApiError::ClusterTimeout(why),
         ClusterError::DiskFull => ApiError::DiskFull,
@@ -629,6 +637,17 @@ mod tests {
         });
         assert_eq!(corrupt.status(), StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(corrupt.extra_fields()["offset"], 3);
+    }
+
+    /// A peer refused for who it is gets a code of its own: not `forbidden`
+    /// (the ACL), and nothing a peer client counts as a vote (`not_found`).
+    #[test]
+    fn a_peer_identity_mismatch_is_403_with_its_own_code() {
+        let refused = cluster_error(ClusterError::PeerIdentityMismatch("node 7".into()), "");
+        assert_eq!(
+            (refused.status(), refused.code()),
+            (StatusCode::FORBIDDEN, "peer_identity_mismatch")
+        );
     }
 
     #[test]

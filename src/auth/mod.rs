@@ -33,7 +33,7 @@ pub(crate) fn describe_metrics() {
     );
 }
 pub use policy::{AuthFailure, Policy, Principal};
-pub use tls::{PeerInfo, ReloadableTls, TlsFiles};
+pub use tls::{ClientCertificate, PeerInfo, ReloadableTls, TlsFiles};
 pub use tokens::{MIN_TOKEN_LEN, Tokens};
 
 /// The security flags, as given.

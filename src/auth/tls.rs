@@ -10,8 +10,8 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::WebPkiClientVerifier;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::server::{ParsedCertificate, WebPkiClientVerifier};
 use rustls::{RootCertStore, ServerConfig};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
@@ -33,6 +33,38 @@ pub struct PeerInfo {
     pub remote: SocketAddr,
     /// The verified client certificate's subject common name (mutual TLS).
     pub client_cn: Option<String>,
+    /// The verified client certificate itself (mutual TLS).
+    pub client_cert: Option<ClientCertificate>,
+}
+
+/// A client certificate the handshake verified (its end-entity
+/// certificate), shared by the requests of its connection.
+#[derive(Clone, Debug)]
+pub struct ClientCertificate(Arc<CertificateDer<'static>>);
+
+impl ClientCertificate {
+    pub fn new(der: CertificateDer<'static>) -> ClientCertificate {
+        ClientCertificate(Arc::new(der))
+    }
+
+    /// Whether it names any host (a DNS or IP subject alternative name).
+    pub fn names_hosts(&self) -> bool {
+        x509::names_hosts(&self.0)
+    }
+
+    /// Whether it is valid for `host` (a DNS name or an IP address) by the
+    /// rules a client holds a server's certificate to (rustls-webpki: its
+    /// DNS and IP subject alternative names, wildcards as there, never the
+    /// common name).
+    pub fn valid_for(&self, host: &str) -> bool {
+        let Ok(name) = ServerName::try_from(host) else {
+            return false;
+        };
+        let Ok(cert) = ParsedCertificate::try_from(self.0.as_ref()) else {
+            return false;
+        };
+        rustls::client::verify_server_name(&cert, &name).is_ok()
+    }
 }
 
 fn pem_error(file: &Path, why: impl std::fmt::Display) -> AuthConfigError {
@@ -143,13 +175,13 @@ impl ReloadableTls {
     ) -> Option<(TlsStream<TcpStream>, PeerInfo)> {
         match tokio::time::timeout(timeout, self.acceptor().accept(tcp)).await {
             Ok(Ok(stream)) => {
-                let client_cn = stream
-                    .get_ref()
-                    .1
-                    .peer_certificates()
-                    .and_then(|certs| certs.first())
-                    .and_then(|cert| x509::subject_common_name(cert));
-                Some((stream, PeerInfo { remote, client_cn }))
+                let cert = stream.get_ref().1.peer_certificates().and_then(|certs| certs.first());
+                let peer = PeerInfo {
+                    remote,
+                    client_cn: cert.and_then(|cert| x509::subject_common_name(cert)),
+                    client_cert: cert.map(|cert| ClientCertificate::new(cert.clone().into_owned())),
+                };
+                Some((stream, peer))
             }
             Ok(Err(e)) => {
                 record_handshake_failure(remote, &e);
@@ -173,4 +205,50 @@ fn record_handshake_failure(remote: SocketAddr, error: &std::io::Error) {
         metrics::counter!(super::AUTH_FAILURES, "reason" => reason).increment(1);
     }
     tracing::debug!(%remote, error = %error, "TLS handshake failed");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A self-signed certificate naming `hosts` (DNS names or IP addresses).
+    fn certificate(hosts: &[&str]) -> ClientCertificate {
+        let names = hosts.iter().map(|h| h.to_string()).collect::<Vec<_>>();
+        let mut params = rcgen::CertificateParams::new(names).unwrap();
+        params.distinguished_name.push(rcgen::DnType::CommonName, "peer");
+        let key = rcgen::KeyPair::generate().unwrap();
+        ClientCertificate::new(params.self_signed(&key).unwrap().der().clone())
+    }
+
+    #[test]
+    fn a_certificate_is_valid_for_the_hosts_it_names_only() {
+        let cert = certificate(&["node-1.peers.example", "10.0.0.1", "::1"]);
+        assert!(cert.names_hosts());
+        assert!(cert.valid_for("node-1.peers.example"));
+        assert!(
+            cert.valid_for("NODE-1.peers.example"),
+            "DNS names are not case-sensitive"
+        );
+        assert!(cert.valid_for("10.0.0.1"));
+        assert!(cert.valid_for("::1"));
+        assert!(!cert.valid_for("node-2.peers.example"));
+        assert!(!cert.valid_for("10.0.0.2"));
+        assert!(!cert.valid_for("peer"), "the common name is not a host");
+        assert!(!cert.valid_for("not a host"));
+    }
+
+    #[test]
+    fn a_wildcard_covers_one_label() {
+        let cert = certificate(&["*.peers.example"]);
+        assert!(cert.valid_for("node-1.peers.example"));
+        assert!(!cert.valid_for("a.b.peers.example"));
+        assert!(!cert.valid_for("peers.example"));
+    }
+
+    #[test]
+    fn a_certificate_without_host_names_names_no_host() {
+        let cert = certificate(&[]);
+        assert!(!cert.names_hosts());
+        assert!(!cert.valid_for("127.0.0.1"));
+    }
 }

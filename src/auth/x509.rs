@@ -1,6 +1,8 @@
-//! The two facts distlog reads from an X.509 certificate itself: when it
-//! expires (to refuse an expired server certificate at startup) and its
-//! subject common name (a client's principal). The DER is parsed by
+//! The three facts distlog reads from an X.509 certificate itself: when it
+//! expires (to refuse an expired server certificate at startup), its
+//! subject common name (a client's principal), and whether it names any
+//! host (a peer's certificate that does is held to its member's host; the
+//! name check itself is rustls-webpki's, see `tls`). The DER is parsed by
 //! x509-parser; this module only decides which common name is the
 //! principal and how its string type turns into text.
 //!
@@ -12,6 +14,7 @@
 
 use x509_parser::certificate::X509Certificate;
 use x509_parser::der_parser::asn1_rs::{Any, Tag};
+use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::FromDer;
 
 fn parse(cert_der: &[u8]) -> Option<X509Certificate<'_>> {
@@ -28,6 +31,23 @@ pub fn subject_common_name(cert_der: &[u8]) -> Option<String> {
     let cert = parse(cert_der)?;
     let first = cert.subject().iter_common_name().next()?;
     directory_string(first.attr_value())
+}
+
+/// Whether the certificate names a host: a DNS name or an IP address among
+/// its subject alternative names. A certificate x509-parser cannot read,
+/// or whose names it cannot read, is taken as naming hosts: the caller then
+/// holds it to the host it claims, which such a certificate fails.
+pub fn names_hosts(cert_der: &[u8]) -> bool {
+    let Some(cert) = parse(cert_der) else { return true };
+    match cert.subject_alternative_name() {
+        Ok(Some(names)) => names
+            .value
+            .general_names
+            .iter()
+            .any(|name| matches!(name, GeneralName::DNSName(_) | GeneralName::IPAddress(_))),
+        Ok(None) => false,
+        Err(_) => true,
+    }
 }
 
 /// The text of a DirectoryString (RFC 5280) or of the other string types
@@ -191,5 +211,6 @@ mod tests {
         assert_eq!(not_after(&[0x30, 0x82, 0xff]), None);
         assert_eq!(subject_common_name(&[]), None);
         assert_eq!(subject_common_name(&[0x30, 0x85, 0, 0, 0, 0, 0]), None);
+        assert!(names_hosts(&[]), "taken as naming hosts, so held to one");
     }
 }

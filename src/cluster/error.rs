@@ -32,6 +32,9 @@ pub enum ClusterError {
     WrongNode { ours: NodeId, asked: String },
     #[error("bad Raft request: {0}")]
     BadRpc(String),
+    /// A peer RPC whose sender is not who it says (see `sender`).
+    #[error("peer identity mismatch: {0}")]
+    PeerIdentityMismatch(String),
     /// The Raft core stopped (a storage failure); the node must restart.
     #[error("the Raft core stopped: {0}")]
     Stopped(String),

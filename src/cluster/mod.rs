@@ -12,7 +12,8 @@
 //! - `state_machine`: applying = making visible; batches whole or never;
 //! - `consumers`: consumer positions as control entries, applied into the tables;
 //! - `network`: peer RPCs over HTTP (served by `api::cluster`), `rpc` the
-//!   serving side, `validate` their checks before openraft sees them,
+//!   serving side, `sender` who may speak for which member, `validate`
+//!   their checks before openraft sees them,
 //!   `peer_health` each peer's reachability, logged when it changes;
 //! - `contact`: whether this node is in touch with its leader (check-quorum);
 //! - `reads`: whether an offset a member does not show yet is committed;
@@ -49,6 +50,7 @@ mod removal;
 mod repair;
 pub mod retention;
 mod rpc;
+mod sender;
 mod stages;
 mod start;
 mod state_machine;
@@ -68,6 +70,7 @@ pub use metrics::describe_metrics;
 pub use network::{APPEND_PATH, PRE_VOTE_PATH, SNAPSHOT_PATH, SnapshotBody, TARGET_HEADER, TRANSFER_PATH, VOTE_PATH};
 pub use node::{Cluster, ClusterConfig, RaftNode};
 pub use reads::Beyond;
+pub use sender::{Caller, HostProof, SENDER_HEADER};
 pub use start::StartError;
 pub use state_machine::StateMachine;
 pub use status::{ClusterStatus, MemberStatus};

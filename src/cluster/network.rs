@@ -10,7 +10,9 @@
 //!
 //! Every request names its target node in `x-distlog-raft-target`: a node
 //! that is not that one (a wiped node back under a new id at the same URL)
-//! answers 409, which the sender takes as unreachable.
+//! answers 409, which the sender takes as unreachable. It names its sender
+//! in `x-distlog-raft-sender` (`sender`): a node that does not take this one
+//! as that sender answers 403 `peer_identity_mismatch`, unreachable too.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -29,6 +31,7 @@ use tracing::Span;
 
 use super::codec::encode_append;
 use super::peer_health::PeerHealth;
+use super::sender::SENDER_HEADER;
 use super::tables::Tables;
 use super::types::{Member, NodeId, SnapshotMeta, TypeConfig, Vote};
 use crate::telemetry;
@@ -106,6 +109,8 @@ impl PeerBook {
 /// Makes a `Peer` for each target openraft replicates to.
 #[derive(Clone, Debug)]
 pub struct Network {
+    /// This node's id, named as the sender of every request.
+    pub id: NodeId,
     pub client: reqwest::Client,
     pub routes: Routes,
     pub health: PeerHealth,
@@ -117,6 +122,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 
     async fn new_client(&mut self, target: NodeId, node: &Member) -> Peer {
         Peer {
+            sender: self.id,
             client: self.client.clone(),
             base: node.peer_base().trim_end_matches('/').to_string(),
             routes: self.routes.clone(),
@@ -159,6 +165,8 @@ pub(super) fn peer_port_elsewhere(body: &str) -> Option<String> {
 
 /// One target node.
 pub struct Peer {
+    /// This node.
+    sender: NodeId,
     client: reqwest::Client,
     /// Where the member was reached when this `Peer` was made (its peer
     /// URL, else its URL); `book` has where it is reached now.
@@ -238,6 +246,7 @@ impl Peer {
             .client
             .post(&url)
             .header(TARGET_HEADER, self.target.to_string())
+            .header(SENDER_HEADER, self.sender.to_string())
             .header(reqwest::header::CONTENT_TYPE, content_type)
             .timeout(option.soft_ttl())
             .body(body);
@@ -385,5 +394,69 @@ impl RaftNetworkV2<TypeConfig> for Peer {
         self.post_json(TRANSFER_PATH, &req, &option)
             .await
             .map_err(PeerError::rpc)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use openraft::impls::Vote as RaftVote;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// The head of the one request a peer sends to a listener that answers
+    /// it `403 peer_identity_mismatch`, and what the peer made of that.
+    async fn one_vote(
+        sender: NodeId,
+        target: NodeId,
+    ) -> (String, Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = socket.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the request ended early");
+                head.extend_from_slice(&buf[..n]);
+            }
+            let body = r#"{"code":"peer_identity_mismatch","error":"no"}"#;
+            let answer = format!(
+                "HTTP/1.1 403 Forbidden\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            socket.write_all(answer.as_bytes()).await.unwrap();
+            String::from_utf8_lossy(&head).to_ascii_lowercase()
+        });
+        let mut network = Network {
+            id: sender,
+            client: reqwest::Client::new(),
+            routes: Routes::default(),
+            health: PeerHealth::default(),
+            book: PeerBook::default(),
+        };
+        let member = Member {
+            url,
+            max_record_bytes: None,
+            peer_url: None,
+        };
+        let mut peer = network.new_client(target, &member).await;
+        let rpc = VoteRequest::new(RaftVote::new(3, sender), None);
+        let answer = peer.vote(rpc, RPCOption::new(Duration::from_secs(5))).await;
+        (server.await.unwrap(), answer)
+    }
+
+    #[tokio::test]
+    async fn every_request_names_its_target_and_its_sender_and_a_refusal_is_a_failed_rpc() {
+        let (head, answer) = one_vote(5, 9).await;
+        assert!(head.contains("x-distlog-raft-target: 9\r\n"), "{head}");
+        assert!(head.contains("x-distlog-raft-sender: 5\r\n"), "{head}");
+        assert!(
+            matches!(answer, Err(RPCError::Unreachable(_))),
+            "a refused sender is an unreachable peer, never a vote: {answer:?}"
+        );
     }
 }

@@ -339,6 +339,13 @@ impl Cluster {
     }
 
     /// Voters and learners of the current membership: id -> (member, voter).
+    /// Member `id` as the latest membership records it.
+    pub fn member(&self, id: NodeId) -> Option<Member> {
+        let metrics = self.inner.raft.metrics();
+        let metrics = metrics.borrow_watched();
+        metrics.membership_config.get_node(&id).cloned()
+    }
+
     pub fn members(&self) -> BTreeMap<NodeId, (Member, bool)> {
         let metrics = self.inner.raft.metrics();
         let metrics = metrics.borrow_watched();

@@ -1,7 +1,9 @@
 //! The Raft transport, server side: what a node does with a peer's
 //! request (the HTTP routes are in `api::cluster`). Each request names its
-//! target node; a node that is not it refuses (see `network`). Every
-//! request is held to Raft's rules (`validate`) before openraft sees it.
+//! target node; a node that is not it refuses (see `network`). Each names
+//! its sender, held to the message and the caller's certificate
+//! (`sender`), and is held to Raft's rules (`validate`) before openraft
+//! sees it.
 
 use bytes::Bytes;
 use openraft::raft::{
@@ -13,7 +15,8 @@ use super::codec::decode_append;
 use super::error::ClusterError;
 use super::network::SnapshotBody;
 use super::node::Cluster;
-use super::types::TypeConfig;
+use super::sender::{self, Caller};
+use super::types::{NodeId, TypeConfig, Vote};
 use super::validate;
 
 impl Cluster {
@@ -28,14 +31,26 @@ impl Cluster {
         }
     }
 
+    /// Refuses a request whose sender is not `inside`, the node the
+    /// message speaks for, as this node's membership records it.
+    fn check_sender(&self, caller: &Caller<'_>, inside: &Vote) -> Result<(), ClusterError> {
+        let inside: NodeId = inside.leader_id.voted_for;
+        sender::check(caller, inside, self.member(inside).as_ref())
+    }
+
     /// While this node's disk is full its Raft core waits inside an append:
     /// a peer's append is refused at once (507), not queued behind it (each
     /// retry would hold a few MiB until there is room).
-    pub async fn handle_append(&self, body: Bytes) -> Result<AppendEntriesResponse<TypeConfig>, ClusterError> {
+    pub async fn handle_append(
+        &self,
+        caller: Caller<'_>,
+        body: Bytes,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, ClusterError> {
         if self.store().disk_full() {
             return Err(ClusterError::DiskFull);
         }
         let request = decode_append(body).map_err(|e| ClusterError::BadRpc(e.to_string()))?;
+        self.check_sender(&caller, &request.vote)?;
         validate::append(&request).map_err(ClusterError::BadRpc)?;
         let leader_commit = request.leader_commit.map(|c| c.index);
         let carries_entries = !request.entries.is_empty();
@@ -56,8 +71,10 @@ impl Cluster {
 
     pub async fn handle_vote(
         &self,
+        caller: Caller<'_>,
         request: VoteRequest<TypeConfig>,
     ) -> Result<VoteResponse<TypeConfig>, ClusterError> {
+        self.check_sender(&caller, &request.vote)?;
         validate::vote(&request).map_err(ClusterError::BadRpc)?;
         self.raft()
             .vote(request)
@@ -69,8 +86,10 @@ impl Cluster {
     /// changes nothing here.
     pub async fn handle_pre_vote(
         &self,
+        caller: Caller<'_>,
         request: VoteRequest<TypeConfig>,
     ) -> Result<VoteResponse<TypeConfig>, ClusterError> {
+        self.check_sender(&caller, &request.vote)?;
         validate::vote(&request).map_err(ClusterError::BadRpc)?;
         self.raft()
             .pre_vote(request)
@@ -78,7 +97,12 @@ impl Cluster {
             .map_err(|e| ClusterError::Stopped(e.to_string()))
     }
 
-    pub async fn handle_snapshot(&self, body: SnapshotBody) -> Result<SnapshotResponse<TypeConfig>, ClusterError> {
+    pub async fn handle_snapshot(
+        &self,
+        caller: Caller<'_>,
+        body: SnapshotBody,
+    ) -> Result<SnapshotResponse<TypeConfig>, ClusterError> {
+        self.check_sender(&caller, &body.vote)?;
         validate::snapshot(&body.vote, &body.meta).map_err(ClusterError::BadRpc)?;
         let snapshot = Snapshot {
             meta: body.meta,
@@ -98,8 +122,10 @@ impl Cluster {
 
     pub async fn handle_transfer(
         &self,
+        caller: Caller<'_>,
         request: TransferLeaderRequest<TypeConfig>,
     ) -> Result<TransferLeaderResponse<TypeConfig>, ClusterError> {
+        self.check_sender(&caller, request.from_leader())?;
         validate::transfer(&request).map_err(ClusterError::BadRpc)?;
         self.raft()
             .handle_transfer_leader(request)

@@ -106,6 +106,7 @@ impl Cluster {
         let visibility = sm.visibility();
         let book = PeerBook::default();
         let network = Network {
+            id,
             client: config.client.clone(),
             routes: Routes::new(config.routes.clone()),
             health: Default::default(),

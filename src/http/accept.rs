@@ -126,6 +126,7 @@ async fn serve(
             let peer = PeerInfo {
                 remote,
                 client_cn: None,
+                client_cert: None,
             };
             connection::serve(tcp, send_queue, peer, settings, stopping).await
         }

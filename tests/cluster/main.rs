@@ -18,6 +18,7 @@ mod forward;
 mod full_disk;
 mod harness_selftest;
 mod hostile_peers;
+mod hostile_sender;
 mod identity;
 mod joins;
 mod partitions;
