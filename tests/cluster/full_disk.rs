@@ -344,6 +344,7 @@ async fn retention_frees_a_full_disk_and_the_node_commits_again_by_itself() {
             posted += 1;
         }
         eprintln!("{what}: round {round}: the disk filled after {posted} MiB");
+        let filled = Instant::now();
         // The others go on past what the victim holds.
         for _ in 0..3 {
             let to = cluster.leader().await.unwrap_or(leader);
@@ -362,6 +363,10 @@ async fn retention_frees_a_full_disk_and_the_node_commits_again_by_itself() {
             caught_up,
             "{what}: round {round}: node {victim} did not commit up to {target} within 30 s of its disk filling (nothing was deleted by the test; retention had to free it):\n{}",
             cluster.log_tail(victim, 40)
+        );
+        eprintln!(
+            "{what}: round {round}: node {victim} committed up to {target} {:?} after its disk filled",
+            filled.elapsed()
         );
     }
     assert_progress(&load, 50, "after retention freed the disk").await;
