@@ -22,9 +22,10 @@
 
 mod flushing;
 mod raft;
+mod reserve;
 mod room;
 
-pub use room::DISK_FULL;
+pub use room::{DISK_FULL, DISK_RESERVE};
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -118,6 +119,8 @@ struct Shared {
     disk_full: AtomicBool,
     /// The node is stopping: nothing waits for room any more.
     stopping: AtomicBool,
+    /// The disk reserve (see `room`).
+    room: room::Room,
     /// Written appends waiting for their sync, in order (see `flushing`).
     flusher: flushing::Flusher,
 }
@@ -149,6 +152,7 @@ impl LogStore {
                 tracing::error!(error = %e, "could not forget the checked-segments mark after a corrupt read");
             }
         });
+        let room = room::Room::open(durable.dir(), log.config());
         let mut started = None;
         let shared = Arc::new_cyclic(|weak: &Weak<Shared>| {
             let flusher = flushing::Flusher::start(weak.clone());
@@ -170,6 +174,7 @@ impl LogStore {
                 terms_unsaved: AtomicBool::new(false),
                 disk_full: AtomicBool::new(false),
                 stopping: AtomicBool::new(false),
+                room,
                 flusher,
             }
         });

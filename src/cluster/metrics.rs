@@ -49,6 +49,10 @@ pub fn describe_metrics() {
         super::log_store::DISK_FULL,
         "1 while this node's Raft appends wait for room on a full disk, else 0."
     );
+    describe_gauge!(
+        super::log_store::DISK_RESERVE,
+        "Bytes this node holds in reserve on its disk for a snapshot and a purge to run when the disk fills (0 while given back)."
+    );
     describe_histogram!(
         super::stages::STAGE_SECONDS,
         Unit::Seconds,

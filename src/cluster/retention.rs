@@ -7,6 +7,11 @@
 //! leader purged gets its snapshot instead and starts its log after it,
 //! loudly (`StateMachine::install_snapshot`).
 //!
+//! A node whose disk filled gives back its disk reserve to get its Raft
+//! core out of the waiting append, and wakes this at once
+//! (`LogStore::retention_wanted`, see `log_store::room`); each check makes
+//! the reserve again where there is room.
+//!
 //! The purge stays `APPLY_MARGIN` entries behind what is applied: openraft
 //! delays a purge while replication reads the log, and one racing apply
 //! has been seen to panic its core (openraft issue #2116).
@@ -27,7 +32,12 @@ pub async fn run(cluster: Cluster, every: Duration, mut stopping: watch::Receive
     loop {
         tokio::select! {
             _ = ticks.tick() => {}
+            _ = cluster.store().retention_wanted().notified() => {}
             _ = stopping.wait_for(|stop| *stop) => return,
+        }
+        let store = cluster.store().clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || store.make_reserve()).await {
+            tracing::warn!(error = %e, "the disk reserve was not checked");
         }
         if let Err(e) = purge_once(&cluster).await {
             tracing::warn!(error = %e, "cluster retention did not run");

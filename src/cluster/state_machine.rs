@@ -206,6 +206,14 @@ impl StateMachine {
         self.shared.durable.write(STATE, &tables, true)
     }
 
+    /// `write_tables` where its failure would stop the Raft core (an
+    /// apply that must record them, a snapshot installed): a full disk
+    /// gives back the reserve and waits instead (see `log_store::room`).
+    /// The copy written behind only warns, and leaves the reserve alone.
+    fn write_tables_with_room(&self) -> io::Result<()> {
+        self.shared.store.with_room(|| self.write_tables())
+    }
+
     fn write_tables_behind(&self) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
@@ -273,7 +281,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         if urgent {
             // Readers must not see past an abort before every restart knows it.
             let sm = self.clone();
-            tokio::task::spawn_blocking(move || sm.write_tables())
+            tokio::task::spawn_blocking(move || sm.write_tables_with_room())
                 .await
                 .map_err(io::Error::other)??;
         } else {
@@ -311,9 +319,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // tables that expect entries the reset deleted.
         let sm = self.clone();
         tokio::task::spawn_blocking(move || {
-            sm.shared.durable.write(SNAPSHOT, &stored, true)?;
+            let store = &sm.shared.store;
+            store.with_room(|| sm.shared.durable.write(SNAPSHOT, &stored, true))?;
             *lock(&sm.shared.snapshot) = Some(stored);
-            sm.write_tables()
+            sm.write_tables_with_room()
         })
         .await
         .map_err(io::Error::other)??;
@@ -379,9 +388,12 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         };
         let sm = self.clone();
         let to_store = stored.clone();
-        tokio::task::spawn_blocking(move || sm.shared.durable.write(SNAPSHOT, &to_store, true))
-            .await
-            .map_err(io::Error::other)??;
+        tokio::task::spawn_blocking(move || {
+            let store = &sm.shared.store;
+            store.with_room(|| sm.shared.durable.write(SNAPSHOT, &to_store, true))
+        })
+        .await
+        .map_err(io::Error::other)??;
         *lock(&self.shared.snapshot) = Some(stored);
         Ok(Snapshot { meta, snapshot: tables })
     }

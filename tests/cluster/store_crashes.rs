@@ -442,6 +442,72 @@ async fn an_append_that_meets_a_full_disk_waits_for_room_instead_of_failing() {
     assert_eq!(store.log().written_offset(), 40);
 }
 
+/// The same with retention set and whole segments it would delete: the
+/// waiting append held openraft's core, so retention (a snapshot and a
+/// purge through that core) could not free anything. The store now gives
+/// back its disk reserve, the append goes on, and retention is woken at
+/// once; the reserve is made again once there is room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_that_retention_could_free_gives_back_the_reserve_and_wakes_retention() {
+    use distlog::log::fsops::{self, Step};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = LogConfig {
+        max_segment_bytes: 256 * 1024,
+        retention_bytes: Some(256 * 1024),
+        ..log_config()
+    };
+    let log = Log::open(dir.path(), config).expect("log opens");
+    let mut store =
+        LogStore::open(log, Durable::open(dir.path().join("raft")).expect("raft dir")).expect("store opens");
+    let reserve = dir.path().join("raft").join("reserve.appends");
+    assert!(reserve.exists(), "the reserve is made at start");
+    let big = |index: u64| Entry {
+        log_id: id(1, index),
+        payload: EntryPayload::Normal(distlog::cluster::UserRecord::new(
+            0,
+            0,
+            bytes::Bytes::from(vec![b'x'; 60 * 1024]),
+        )),
+    };
+    store.blocking_append((0..20).map(big)).await.expect("append");
+    assert!(store.log().active_base() > 0, "sealed segments for retention to delete");
+
+    // The log's files get no room until the reserve is given back.
+    let full = Arc::new(AtomicBool::new(true));
+    let _watch = fsops::watch(
+        dir.path(),
+        Arc::new({
+            let full = full.clone();
+            let reserve = reserve.clone();
+            move |step: &Step<'_>| match step {
+                Step::Remove(path) if *path == reserve => {
+                    full.store(false, Ordering::SeqCst);
+                    Ok(())
+                }
+                Step::Allocate(..) | Step::Write(..) if full.load(Ordering::SeqCst) => {
+                    Err(std::io::Error::from_raw_os_error(libc::ENOSPC))
+                }
+                _ => Ok(()),
+            }
+        }),
+    );
+    let appended = tokio::time::timeout(Duration::from_secs(10), store.blocking_append((20..40).map(big))).await;
+    assert!(
+        matches!(appended, Ok(Ok(_))),
+        "the append did not go on with the reserve's room: {appended:?} (waiting: {})",
+        store.disk_full()
+    );
+    assert!(!reserve.exists(), "the reserve was given back");
+    let woken = tokio::time::timeout(Duration::from_secs(1), store.retention_wanted().notified()).await;
+    assert!(woken.is_ok(), "retention was not woken");
+
+    store.make_reserve();
+    assert!(reserve.exists(), "the reserve is made again once there is room");
+}
+
 /// `install_snapshot` on a node whose log does not reach the snapshot
 /// resets a multi-segment log: the new segment first, then the old ones,
 /// newest first. A crash in between leaves the oldest old segments and the

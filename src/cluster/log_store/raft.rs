@@ -66,7 +66,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let to_write = *vote;
         blocking(move || {
             store.wait_for_syncs();
-            store.while_full(|| store.shared.durable.write(VOTE, &to_write, true))
+            store.with_room(|| store.shared.durable.write(VOTE, &to_write, true))
         })
         .await?;
         *lock(&self.shared.vote) = Some(*vote);
@@ -126,7 +126,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             if keep >= log.written_offset() {
                 return Ok(());
             }
-            store.truncating(|| store.while_full(|| store.truncate_from(keep)))
+            store.truncating(|| store.with_room(|| store.truncate_from(keep)))
         })
         .await
     }
@@ -135,7 +135,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let store = self.clone();
         blocking(move || {
             store.wait_for_syncs();
-            store.while_full(|| store.purge_to(id))
+            store.with_room(|| store.purge_to(id))?;
+            // What the purge freed goes to the reserve first (see `room`).
+            store.make_reserve();
+            Ok(())
         })
         .await
     }

@@ -7,23 +7,141 @@
 //! the node says so (`/readyz` 503, `distlog_raft_disk_full` 1, one WARN
 //! line). Raft waits with it (this node acknowledges nothing meanwhile), so
 //! the others go on without it, and it catches up once there is room.
+//!
+//! Retention cannot free space meanwhile: openraft awaits the append in
+//! its core (`RaftCore::run_append_entries` awaits `RaftLogStorage::append`
+//! inside `run_command`, 0.10.0-alpha.37), and the snapshot and the purge
+//! that would delete whole segments are commands of that same core, run
+//! after it. So the store keeps a reserve (`reserve`): an append that
+//! meets a full disk while retention could delete whole segments gives
+//! back `reserve.appends` and goes on, the core gets out, and retention is
+//! woken at once (`retention_wanted`) to snapshot and purge. The small
+//! documents a snapshot and a purge write give back `reserve.marks` when
+//! they meet a full disk (`with_room`), then wait like an append. A purge
+//! (and each retention check) makes the reserve again once there is room
+//! for it and as much again. Without retention that could free space,
+//! appends wait as before and keep the reserve: an operator must free
+//! space.
 
 use std::io;
+use std::path::Path;
 use std::sync::atomic::Ordering;
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use tokio::sync::Notify;
+
 use super::LogStore;
+use super::reserve::Reserve;
+use crate::log::{LogConfig, now_ms};
 
 /// How often a waiting append tries again.
 const TRY_AGAIN: Duration = Duration::from_millis(250);
 
 pub const DISK_FULL: &str = "distlog_raft_disk_full";
+pub const DISK_RESERVE: &str = "distlog_raft_disk_reserve_bytes";
+
+/// `reserve.appends` holds this and a new segment's index file: two of
+/// the log's allocation chunks (an append allocates up to 8 MiB past its
+/// data, see `log::segment::store`).
+const APPEND_ROOM: u64 = 8 << 20;
+/// `reserve.marks`: documents of a few KiB, and a tables document that
+/// may hold many producers.
+const MARK_ROOM: u64 = 1 << 20;
+
+/// The reserve and who waits for its use.
+#[derive(Debug)]
+pub(super) struct Room {
+    appends: Reserve,
+    marks: Reserve,
+    /// Held while the reserve is made or given back (a purge and a
+    /// retention check may make it at once).
+    changing: Mutex<()>,
+    /// Notified when a full disk gave back the reserve: retention runs now.
+    retention_wanted: Notify,
+}
+
+impl Room {
+    /// The reserve in `dir` for a log of `config`, made if there is room
+    /// (a start never fails for it).
+    pub(super) fn open(dir: &Path, config: &LogConfig) -> Room {
+        let room = Room {
+            appends: Reserve::new(dir.join("reserve.appends"), APPEND_ROOM + config.index_file_bytes()),
+            marks: Reserve::new(dir.join("reserve.marks"), MARK_ROOM),
+            changing: Mutex::new(()),
+            retention_wanted: Notify::new(),
+        };
+        room.make();
+        room
+    }
+
+    /// Makes what is missing of the reserve, if there is room.
+    fn make(&self) {
+        let _one_at_a_time = self.changing.lock().unwrap_or_else(PoisonError::into_inner);
+        for reserve in [&self.marks, &self.appends] {
+            match reserve.make() {
+                Ok(true) => tracing::info!(bytes = reserve.held_bytes(), "the disk reserve is made"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "could not make the disk reserve"),
+            }
+        }
+        self.publish();
+    }
+
+    fn publish(&self) {
+        let held = self.appends.held_bytes() + self.marks.held_bytes();
+        metrics::gauge!(DISK_RESERVE).set(held as f64);
+    }
+
+    /// Gives back `reserve`; whether it held anything.
+    fn release(&self, reserve: &Reserve, why: &str, error: &io::Error) -> bool {
+        let _one_at_a_time = self.changing.lock().unwrap_or_else(PoisonError::into_inner);
+        let bytes = reserve.held_bytes();
+        let released = reserve.release().unwrap_or_else(|e| {
+            tracing::error!(error = %e, "could not give back the disk reserve");
+            false
+        });
+        if released {
+            tracing::warn!(%error, bytes, "the disk is full: the disk reserve is given back {why}");
+            self.publish();
+        }
+        released
+    }
+}
 
 fn is_full(e: &io::Error) -> bool {
     matches!(e.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded)
 }
 
 impl LogStore {
+    /// Notified when a full disk gave back the disk reserve: retention
+    /// should run at once.
+    pub fn retention_wanted(&self) -> &Notify {
+        &self.shared.room.retention_wanted
+    }
+
+    /// Makes the disk reserve again where it was given back, if there is
+    /// room for it and as much again (after a purge, at each retention check).
+    pub fn make_reserve(&self) {
+        self.shared.room.make();
+    }
+
+    /// Whether retention would delete whole segments now.
+    fn retention_could_free(&self) -> bool {
+        self.shared.log.retention_point(now_ms()).is_ok_and(|p| p.is_some())
+    }
+
+    /// Runs a small write (a document a snapshot or a purge needs) that a
+    /// full disk must not stop: the first full disk gives back the marks'
+    /// reserve, then it waits like an append.
+    pub(crate) fn with_room<T>(&self, mut step: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+        let room = &self.shared.room;
+        self.while_full(|| match step() {
+            Err(e) if is_full(&e) && room.release(&room.marks, "for a snapshot's or a purge's record", &e) => step(),
+            done => done,
+        })
+    }
+
     /// Whether an append waits for room on a full disk.
     pub fn disk_full(&self) -> bool {
         self.shared.disk_full.load(Ordering::Acquire)
@@ -36,11 +154,13 @@ impl LogStore {
     }
 
     /// Runs `step` until it succeeds or fails for another reason than a
-    /// full disk, or the node is stopping.
+    /// full disk, or the node is stopping. A full disk gives back the
+    /// appends' reserve once retention could then free space.
     pub(crate) fn while_full<T>(&self, mut step: impl FnMut() -> io::Result<T>) -> io::Result<T> {
         let mut since: Option<Instant> = None;
         loop {
             match step() {
+                Err(e) if is_full(&e) && self.give_room_to_retention(&e) => {}
                 Err(e) if is_full(&e) && !self.shared.stopping.load(Ordering::Acquire) => {
                     if since.is_none() {
                         tracing::warn!(error = %e, "the disk is full: Raft appends wait for space (free some, or grow the volume)");
@@ -60,5 +180,19 @@ impl LogStore {
                 }
             }
         }
+    }
+
+    /// Gives back the appends' reserve if retention could delete whole
+    /// segments, and wakes retention; whether it did.
+    fn give_room_to_retention(&self, error: &io::Error) -> bool {
+        let room = &self.shared.room;
+        if room.appends.held_bytes() == 0 || !self.retention_could_free() {
+            return false;
+        }
+        let released = room.release(&room.appends, "so that retention can snapshot and purge", error);
+        if released {
+            room.retention_wanted.notify_one();
+        }
+        released
     }
 }
