@@ -8,7 +8,10 @@
 //! The tests take turns on the harness's cluster lock, so plain `cargo
 //! test` runs them one cluster at a time. The long schedule runner is
 //! `#[ignore]`d; `cargo test --test cluster randomized_fault_schedules --
-//! --ignored` runs it (`DISTLOG_SCHEDULES=N`, default 20).
+//! --ignored` runs it (`DISTLOG_SCHEDULES=N`, default 20, from number
+//! `DISTLOG_SCHEDULE_FIRST`, default 0: a schedule's settings follow from
+//! its number). Schedules fill disks (as root) and cut power in the
+//! write-caching modes (`schedule_steps`).
 
 use crate::common;
 
