@@ -242,7 +242,7 @@ impl Tally {
     pub(super) fn summary(&self) -> String {
         let steps: Vec<String> = self.steps.iter().map(|(k, n)| format!("{k}: {n}")).collect();
         format!(
-            "steps by kind: {}\n  writes: {} attempts, {} acked, {} failed, {} unknown; acknowledged writes lost (checker problems): {}",
+            "steps by kind: {}\n  writes: {} attempts, {} acked, {} failed, {} unknown; acknowledged writes missing or replaced on a node (checker problems): {}",
             steps.join(", "),
             self.attempts,
             self.acked,
