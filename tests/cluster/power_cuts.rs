@@ -151,8 +151,10 @@ fn tables_applied(dir: &std::path::Path) -> Option<u64> {
 /// listing `aborted: [[83, 104]]` after "the log lost applied entries:
 /// applying again from its end applied=...103 now=...82". The
 /// `last_record` and consumer tables are left ahead of the log the same way.
+/// Now a start that finds its log short of the tables' applied entry takes
+/// the tables back to the node's snapshot (here: none, so empty tables)
+/// and applies the entries its log holds again.
 #[tokio::test]
-#[ignore = "known bug, unfixed: the state machine's tables outlive a power cut's lost tail (see the doc above)"]
 async fn a_follower_that_lost_its_unsynced_tail_still_shows_every_producer_record() {
     use super::common::writer::Load;
     use super::faults::{assert_progress, check_and_report, producer_config};
