@@ -418,6 +418,20 @@ impl LogStore {
         self.shared.flusher.wait_for_syncs();
     }
 
+    /// Blocks until every entry appended so far is on disk: what a
+    /// snapshot waits for before it names applied entries (it is what a
+    /// start goes back to when the log lost entries the tables name, so
+    /// it must never name one a power cut can take). With `--fsync always`
+    /// that is each append's own sync; with write caching nothing else
+    /// syncs them, so this syncs the log (once a snapshot: rare).
+    pub(crate) fn sync_appended(&self) -> io::Result<()> {
+        self.wait_for_syncs();
+        match self.shared.log.config().durability {
+            crate::log::Durability::Always => Ok(()),
+            _ => self.shared.log.sync().map_err(io::Error::other),
+        }
+    }
+
     /// Raises the flushed mark to `last` once its entry is synced: what
     /// this node may now acknowledge, as far as it is on disk (a small
     /// write in place, not synced; see `repair`). A truncation holds the

@@ -136,9 +136,15 @@ impl StateMachine {
     }
 
     /// After a storage fault: the log no longer holds what the tables say
-    /// was applied, so applying starts again from where it ends. Batch
-    /// tracking restarts there too: an open batch is found by walking back
-    /// over its records.
+    /// was applied. The tables go back to the last state this node kept
+    /// whole, its snapshot (or the empty tables of a log purged of
+    /// nothing), and openraft applies the entries after it again: every
+    /// table (producers, the last record, consumer positions, batches) is
+    /// then what the entries the log holds make it. Keeping the producer
+    /// table while applying lost entries again took each of their records
+    /// for a duplicate and hid it, on this node alone. A snapshot past the
+    /// log's end is the state a crash inside `install_snapshot` leaves,
+    /// which openraft's purge up to it finishes.
     pub fn forget_applied_past_log(&self) -> io::Result<()> {
         let store = &self.shared.store;
         let mut tables = self.shared.tables.write().unwrap_or_else(PoisonError::into_inner);
@@ -149,20 +155,46 @@ impl StateMachine {
             return Ok(());
         }
         let last = store.last_id();
-        tracing::warn!(?applied, now = ?last, "the log lost applied entries: applying again from its end");
-        tables.applied = last;
-        tables.deciding = None;
-        tables.open_batch_from = match last {
-            Some(last) => open_batch_from(store, last.index)?,
-            None => None,
-        };
-        tables
-            .aborted
-            .retain(|(from, _)| last.is_some_and(|l| *from <= l.index));
+        match self.kept_whole(store) {
+            Some(kept) => {
+                tracing::warn!(?applied, log_end = ?last, from = ?kept.applied,
+                    "the log lost applied entries: the tables go back to this node's snapshot and what follows is applied again");
+                *tables = kept;
+            }
+            None => {
+                // No snapshot, yet a purged log: nothing to go back to (a
+                // snapshot file lost). Applying goes on from the log's end.
+                tracing::error!(?applied, log_end = ?last,
+                    "the log lost applied entries and this node has no snapshot to go back to: applying again from the log's end; its producer and consumer tables may differ from the other nodes'");
+                tables.applied = last;
+                tables.deciding = None;
+                tables.open_batch_from = match last {
+                    Some(last) => open_batch_from(store, last.index)?,
+                    None => None,
+                };
+                tables
+                    .aborted
+                    .retain(|(from, _)| last.is_some_and(|l| *from <= l.index));
+            }
+        }
         drop(tables);
         self.write_tables()?;
         self.publish();
         Ok(())
+    }
+
+    /// The tables as of this node's snapshot, or empty ones if its log was
+    /// never purged (every entry since the first is then still held).
+    fn kept_whole(&self, store: &LogStore) -> Option<Tables> {
+        match lock(&self.shared.snapshot).clone() {
+            Some(snapshot) => {
+                let mut tables = snapshot.tables;
+                tables.applied = snapshot.meta.last_log_id;
+                tables.membership = snapshot.meta.last_membership;
+                Some(tables)
+            }
+            None => (store.first_index() == 0).then(Tables::default),
+        }
     }
 
     pub fn visibility(&self) -> Visibility {
@@ -194,11 +226,13 @@ impl StateMachine {
     /// Writes the tables as they are now. Taking the copy and writing it
     /// happen under one lock, so that a slow writer never lands an older
     /// copy after a newer one.
-    /// Written only once every entry they name is synced: applied entries
-    /// may not be (appends return before their sync), and tables naming
-    /// entries a power cut took would, replayed, take those entries for
-    /// duplicates or refusals on this node alone. Every entry the copy
-    /// names was appended before the wait.
+    /// With `--fsync always` they are written only once every entry they
+    /// name is synced (appends return before their sync; every entry the
+    /// copy names was appended before the wait). With write caching
+    /// nothing syncs those entries, and syncing the log for every tables
+    /// write would undo the mode: tables may then name entries a power cut
+    /// takes, and the next start finds the log short of them and goes back
+    /// to the snapshot (`forget_applied_past_log`).
     fn write_tables(&self) -> io::Result<()> {
         let _one_at_a_time = lock(&self.shared.writing);
         let tables = self.tables();
@@ -369,15 +403,15 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         &mut self,
     ) -> Result<openraft::type_config::alias::SnapshotOf<TypeConfig, Tables>, io::Error> {
         // Applied entries may not be synced yet (appends return before
-        // their sync): a snapshot naming one, kept through a power cut
+        // their sync, or write caching): a snapshot naming one, kept through a power cut
         // that took the entry, would make the next start reset the log
         // past it. The copy first, then the wait: every entry the copy
         // names was appended before the wait (apply runs meanwhile).
         let tables = self.tables();
         let store = self.shared.store.clone();
-        tokio::task::spawn_blocking(move || store.wait_for_syncs())
+        tokio::task::spawn_blocking(move || store.sync_appended())
             .await
-            .map_err(io::Error::other)?;
+            .map_err(io::Error::other)??;
         let meta = SnapshotMeta {
             last_log_id: tables.applied,
             last_membership: tables.membership.clone(),

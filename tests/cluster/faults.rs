@@ -8,7 +8,10 @@
 //! The tests take turns on the harness's cluster lock, so plain `cargo
 //! test` runs them one cluster at a time. The long schedule runner is
 //! `#[ignore]`d; `cargo test --test cluster randomized_fault_schedules --
-//! --ignored` runs it (`DISTLOG_SCHEDULES=N`, default 20).
+//! --ignored` runs it (`DISTLOG_SCHEDULES=N`, default 20, from number
+//! `DISTLOG_SCHEDULE_FIRST`, default 0: a schedule's settings follow from
+//! its number). Schedules fill disks (as root) and cut power in the
+//! write-caching modes (`schedule_steps`).
 
 use crate::common;
 
@@ -22,6 +25,8 @@ use common::cluster::{ClusterConfig, ClusterStatus, TestCluster};
 use common::fault_proxy::Mode;
 use common::rt::{self, XorShift};
 use common::writer::{Attempt, History, Load, LoadConfig, Outcome, base_url, record_body};
+
+use super::schedule_steps::{self, SharedTally};
 use serde_json::Value;
 
 pub(super) const LEADER_TIMEOUT: Duration = Duration::from_secs(15);
@@ -1074,18 +1079,263 @@ async fn settle_membership(cluster: &TestCluster) -> Result<(), String> {
     .map(|_| ())
 }
 
-/// One seeded schedule; Err with the problems when its check fails.
-async fn run_schedule(n: usize) -> Result<String, String> {
-    // Every third schedule's joins stop once after adding their learner
-    // (the answer lost, or the request hanging), for the reconciler to finish.
-    let failpoint = ["", "join-after-learner:error", "join-after-learner:hang"][n % 3];
-    let config = ClusterConfig {
-        env: vec![(distlog::cluster::FAILPOINT_ENV.into(), failpoint.into())],
-        ..config()
+/// Step kinds (`pick` in `run_schedule`): 0-7 in every schedule, 8 and 9
+/// in the schedules whose settings allow them (`Settings::extras`).
+const DISK_FULL: u64 = 8;
+const POWER_CUT: u64 = 9;
+
+fn step_kind(pick: u64) -> &'static str {
+    match pick {
+        0 => "kill+restart",
+        1 => "stop/cont",
+        2 | 3 => "partition",
+        4 => "transfer",
+        5 => "replace",
+        6 => "replace, joiner restarted",
+        7 => "replace, leader killed",
+        DISK_FULL => "disk full",
+        _ => "power cut",
+    }
+}
+
+/// What schedule `n` runs with. The failpoint cycles every 3 schedules and
+/// the fsync mode every 3 shifted by `n / 3`, so that every failpoint
+/// meets every mode within 9 schedules; a third of them cache writes
+/// (`never` and `interval` in turn). Every 4th fills disks.
+struct Settings {
+    failpoint: &'static str,
+    fsync: &'static str,
+    disk: bool,
+}
+
+impl Settings {
+    fn of(n: usize) -> Settings {
+        let fsync = match ((n + n / 3) % 3, (n / 3) % 2) {
+            (1, 0) => "never",
+            (1, _) => "interval",
+            _ => "always",
+        };
+        Settings {
+            // Joins stop once after adding their learner (the answer lost,
+            // or the request hanging), for the reconciler to finish.
+            failpoint: ["", "join-after-learner:error", "join-after-learner:hang"][n % 3],
+            fsync,
+            disk: n % 4 == 2,
+        }
+    }
+
+    fn config(&self) -> ClusterConfig {
+        let mut extra_args: Vec<String> = Vec::new();
+        if self.fsync != "always" {
+            extra_args.extend(["--fsync".into(), self.fsync.into()]);
+        }
+        if self.disk {
+            extra_args.extend(["--max-segment-bytes".into(), schedule_steps::SEGMENT.into()]);
+        }
+        ClusterConfig {
+            env: vec![(distlog::cluster::FAILPOINT_ENV.into(), self.failpoint.into())],
+            extra_args,
+            disk: self.disk.then(|| schedule_steps::DISK.into()),
+            ..config()
+        }
+    }
+
+    /// The step kinds past 0-7 this schedule may take.
+    fn extras(&self) -> Vec<u64> {
+        let mut extras = Vec::new();
+        if self.disk {
+            extras.push(DISK_FULL);
+        }
+        if self.fsync != "always" {
+            extras.push(POWER_CUT);
+        }
+        extras
+    }
+}
+
+/// The next step's kind: each extra kind weighs as much as four of the
+/// others (it is what the schedule was set up for), and the last steps are
+/// the extra kinds not yet taken, if any (`left`: steps left, this one
+/// included).
+fn pick_step(rng: &mut XorShift, extras: &[u64], done: &[u64], left: usize) -> u64 {
+    let missing: Vec<u64> = extras.iter().copied().filter(|e| !done.contains(e)).collect();
+    if let Some(&first) = missing.first()
+        && missing.len() >= left
+    {
+        return first;
+    }
+    let r = rng.below(8 + 4 * extras.len() as u64);
+    match r.checked_sub(8) {
+        None => r,
+        Some(extra) => extras[(extra / 4) as usize],
+    }
+}
+
+#[test]
+fn schedule_settings_mix_every_failpoint_with_every_fsync_mode_and_force_their_extra_steps() {
+    let settings: Vec<Settings> = (0..36).map(Settings::of).collect();
+    for failpoint in ["", "join-after-learner:error", "join-after-learner:hang"] {
+        for fsync in ["always", "never", "interval"] {
+            assert!(
+                settings.iter().any(|s| s.failpoint == failpoint && s.fsync == fsync),
+                "no schedule with failpoint {failpoint:?} and fsync {fsync}"
+            );
+        }
+    }
+    assert!(
+        settings.iter().any(|s| s.disk && s.fsync != "always"),
+        "disk and power cut together"
+    );
+    let mut rng = XorShift::new(7);
+    for left in [1, 2] {
+        let pick = pick_step(&mut rng, &[DISK_FULL, POWER_CUT], &[], left);
+        assert_eq!(pick, DISK_FULL, "the last steps are the extras not yet taken");
+    }
+    assert_eq!(pick_step(&mut rng, &[DISK_FULL, POWER_CUT], &[DISK_FULL], 1), POWER_CUT);
+}
+
+async fn kill_and_restart(cluster: &mut TestCluster, victim: usize) -> String {
+    cluster.kill(victim);
+    tokio::time::sleep(Duration::from_millis(200 + cluster.rng().below(1500))).await;
+    cluster.restart(victim).await;
+    format!("kill+restart {victim}")
+}
+
+async fn stop_and_cont(cluster: &mut TestCluster, victim: usize) -> String {
+    cluster.stop(victim);
+    tokio::time::sleep(Duration::from_millis(200 + cluster.rng().below(2000))).await;
+    cluster.cont(victim);
+    format!("stop/cont {victim}")
+}
+
+async fn partition_and_heal(cluster: &mut TestCluster, victim: usize) -> String {
+    let mode = [Mode::Drop, Mode::Sever, Mode::Stall][cluster.rng().index(3)];
+    cluster.partition(victim, mode);
+    tokio::time::sleep(Duration::from_millis(300 + cluster.rng().below(2000))).await;
+    cluster.heal();
+    format!("partition {victim} {mode:?}")
+}
+
+async fn transfer_to_another(cluster: &mut TestCluster, leader: Option<usize>) -> String {
+    let Some(l) = leader else {
+        return "transfer skipped (no leader)".to_string();
     };
-    let mut cluster = TestCluster::start(config).await;
+    let len = cluster.len();
+    let to = (l + 1 + cluster.rng().index(len - 1)) % len;
+    let answer = transfer_leadership(cluster, l, to).await;
+    format!("transfer {l}->{to}: {answer}")
+}
+
+/// A power cut (`schedule_steps::power_cut`) with the waits around it:
+/// before, until every node holds the commit offset (so that no node is
+/// still behind from an earlier step: that would be a second failure);
+/// after, for the membership if the node took a new id, and again until
+/// every node holds the commit offset (the cut node caught up) before the
+/// next step, since write caching may lose acknowledged writes to a power
+/// cut plus another failure before that.
+async fn power_cut_step(cluster: &mut TestCluster, monitor: &VisibleMonitor, victim: usize) -> Result<String, String> {
+    schedule_steps::wait_all_hold_commit(cluster)
+        .await
+        .map_err(|why| format!("before a power cut: {why}"))?;
+    let frames = 1 + cluster.rng().below(30);
+    let (step, new_id) = schedule_steps::power_cut(cluster, monitor, victim, frames).await;
+    if new_id {
+        settle_membership(cluster)
+            .await
+            .map_err(|why| format!("{step}: the membership never settled: {why}"))?;
+    }
+    let commit = schedule_steps::wait_all_hold_commit(cluster)
+        .await
+        .map_err(|why| format!("{step}: {why}"))?;
+    Ok(format!("{step}, all at commit {commit}"))
+}
+
+/// The writes of one schedule beyond its loads (a disk-full step's MiB
+/// batches), and the next sequence number for them.
+#[derive(Default)]
+struct Batches {
+    attempts: Vec<Attempt>,
+    next_seq: u64,
+}
+
+/// One step of kind `pick`; Err when the cluster did not come through it.
+async fn run_step(
+    cluster: &mut TestCluster,
+    monitor: &VisibleMonitor,
+    load: &Load,
+    batches: &mut Batches,
+    pick: u64,
+) -> Result<String, String> {
+    let leader = cluster.leader().await;
+    let victim = match (leader, cluster.rng().chance(60)) {
+        // The leader is killed with a follower's join under way.
+        (Some(l), _) if pick == 7 => (l + 1 + cluster.rng().index(2)) % cluster.len(),
+        (Some(l), true) => l,
+        _ => {
+            let len = cluster.len();
+            cluster.rng().index(len)
+        }
+    };
+    Ok(match pick {
+        0 => kill_and_restart(cluster, victim).await,
+        1 => stop_and_cont(cluster, victim).await,
+        2 | 3 => partition_and_heal(cluster, victim).await,
+        4 => transfer_to_another(cluster, leader).await,
+        DISK_FULL => {
+            let hold = Duration::from_millis(500 + cluster.rng().below(2500));
+            let full =
+                schedule_steps::fill_disk_under_load(cluster, load, victim, leader, hold, batches.next_seq).await?;
+            batches.next_seq += 10_000;
+            batches.attempts.extend(full.attempts);
+            full.step
+        }
+        POWER_CUT => {
+            let role = if leader == Some(victim) { "leader" } else { "follower" };
+            format!(
+                "{} ({role} when picked)",
+                power_cut_step(cluster, monitor, victim).await?
+            )
+        }
+        _ => {
+            let step = replace_node(cluster, monitor, victim, leader, pick).await;
+            settle_membership(cluster)
+                .await
+                .map_err(|why| format!("{step}: the membership never settled: {why}"))?;
+            step
+        }
+    })
+}
+
+/// Waits for an agreed leader and then for 20 more acknowledged writes;
+/// Err saying which did not come.
+async fn wait_leader_and_progress(cluster: &TestCluster, load: &Load) -> Result<(), &'static str> {
+    let deadline = Instant::now() + LEADER_TIMEOUT;
+    while cluster.leader().await.is_none() {
+        if Instant::now() > deadline {
+            return Err("no leader");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    match load.wait_for_more_acks(20, PROGRESS_TIMEOUT).await {
+        true => Ok(()),
+        false => Err("no progress"),
+    }
+}
+
+/// One seeded schedule; Err with the problems when its check fails.
+/// Its steps and writes are added to `tally` as it goes.
+async fn run_schedule(n: usize, tally: SharedTally) -> Result<String, String> {
+    let settings = Settings::of(n);
+    let mut cluster = TestCluster::start(settings.config()).await;
     let seed = cluster.seed();
-    eprintln!("schedule {n}: seed {seed}, failpoint {failpoint:?}");
+    let line = format!(
+        "seed {seed}, failpoint {:?}, fsync {}, disk {}",
+        settings.failpoint,
+        settings.fsync,
+        if settings.disk { schedule_steps::DISK } else { "-" }
+    );
+    eprintln!("schedule {n}: {line}");
+    schedule_steps::tally(&tally).schedules.insert(n, line);
     cluster.wait_for_leader(LEADER_TIMEOUT).await;
     let monitor = VisibleMonitor::start(cluster.urls(), MONITOR_EVERY);
     let load = Load::start(cluster.urls(), load_config());
@@ -1095,77 +1345,30 @@ async fn run_schedule(n: usize) -> Result<String, String> {
     if !load.wait_for_more_acks(30, PROGRESS_TIMEOUT).await {
         return Err(format!("seed {seed}: no progress at the start"));
     }
+    let extras = settings.extras();
     let steps = 3 + cluster.rng().index(4);
     let mut done = Vec::new();
-    for _ in 0..steps {
-        let leader = cluster.leader().await;
-        let pick = cluster.rng().below(8);
-        let victim = match (leader, cluster.rng().chance(60)) {
-            // The leader is killed with a follower's join under way.
-            (Some(l), _) if pick == 7 => (l + 1 + cluster.rng().index(2)) % cluster.len(),
-            (Some(l), true) => l,
-            _ => {
-                let len = cluster.len();
-                cluster.rng().index(len)
-            }
+    let mut picks = Vec::new();
+    let mut batches = Batches::default();
+    for s in 0..steps {
+        let pick = pick_step(cluster.rng(), &extras, &picks, steps - s);
+        let step = run_step(&mut cluster, &monitor, &load, &mut batches, pick).await;
+        let waited = match &step {
+            Ok(_) => wait_leader_and_progress(&cluster, &load).await.map_err(str::to_string),
+            Err(why) => Err(why.clone()),
         };
-        let step = match pick {
-            0 => {
-                cluster.kill(victim);
-                tokio::time::sleep(Duration::from_millis(200 + cluster.rng().below(1500))).await;
-                cluster.restart(victim).await;
-                format!("kill+restart {victim}")
-            }
-            1 => {
-                cluster.stop(victim);
-                tokio::time::sleep(Duration::from_millis(200 + cluster.rng().below(2000))).await;
-                cluster.cont(victim);
-                format!("stop/cont {victim}")
-            }
-            2 | 3 => {
-                let mode = [Mode::Drop, Mode::Sever, Mode::Stall][cluster.rng().index(3)];
-                cluster.partition(victim, mode);
-                tokio::time::sleep(Duration::from_millis(300 + cluster.rng().below(2000))).await;
-                cluster.heal();
-                format!("partition {victim} {mode:?}")
-            }
-            4 => match leader {
-                Some(l) => {
-                    let len = cluster.len();
-                    let to = (l + 1 + cluster.rng().index(len - 1)) % len;
-                    let answer = transfer_leadership(&cluster, l, to).await;
-                    format!("transfer {l}->{to}: {answer}")
-                }
-                None => "transfer skipped (no leader)".to_string(),
-            },
-            _ => {
-                let step = replace_node(&mut cluster, &monitor, victim, leader, pick).await;
-                if let Err(why) = settle_membership(&cluster).await {
-                    let _ = load.stop().await;
-                    let evidence = failure_evidence(&mut cluster).await;
-                    return Err(format!(
-                        "seed {seed}: {step}: the membership never settled: {why}\n  {evidence}"
-                    ));
-                }
-                step
-            }
-        };
-        eprintln!("schedule {n}: {step}");
-        done.push(step);
-        let deadline = Instant::now() + LEADER_TIMEOUT;
-        while cluster.leader().await.is_none() {
-            if Instant::now() > deadline {
-                let _ = load.stop().await;
-                let evidence = failure_evidence(&mut cluster).await;
-                return Err(format!("seed {seed}: no leader after {done:?}\n  {evidence}"));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        if let Ok(step) = step {
+            eprintln!("schedule {n}: {step}");
+            done.push(step);
+            picks.push(pick);
+            *schedule_steps::tally(&tally).steps.entry(step_kind(pick)).or_default() += 1;
         }
-        if !load.wait_for_more_acks(20, PROGRESS_TIMEOUT).await {
+        if let Err(why) = waited {
             let evidence = failure_evidence(&mut cluster).await;
             let history = load.stop().await;
+            schedule_steps::tally(&tally).add_history(&history);
             return Err(format!(
-                "seed {seed}: no progress after {done:?} ({})\n  {evidence}",
+                "seed {seed}: {why} after {done:?} ({})\n  {evidence}",
                 history.summary()
             ));
         }
@@ -1178,9 +1381,15 @@ async fn run_schedule(n: usize) -> Result<String, String> {
     }
     let mut history = load.stop().await;
     history.merge(producers.stop().await);
+    history.attempts.extend(batches.attempts);
     let mut problems = cluster.check(&history, CHECK_TIMEOUT).await;
     let monitor_problems = monitor.stop().await;
     problems.extend(monitor_problems);
+    {
+        let mut tally = schedule_steps::tally(&tally);
+        tally.add_history(&history);
+        tally.add_problems(&problems);
+    }
     let duplicates = problems.iter().filter(|p| p.starts_with("duplicate on")).count();
     let summary = format!(
         "seed {seed}: {done:?}; {}; duplicates in the logs: {duplicates}",
@@ -1196,26 +1405,32 @@ async fn run_schedule(n: usize) -> Result<String, String> {
     }
 }
 
+/// `DISTLOG_SCHEDULES` schedules (default 20) from number
+/// `DISTLOG_SCHEDULE_FIRST` (default 0): a schedule's settings follow from
+/// its number, so a replay names it (with `DISTLOG_TEST_SEED`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "long: DISTLOG_SCHEDULES (default 20) randomized fault schedules"]
 async fn randomized_fault_schedules() {
-    let count: usize = std::env::var("DISTLOG_SCHEDULES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(20);
+    let number = |name: &str, default: usize| std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(default);
+    let count = number("DISTLOG_SCHEDULES", 20);
+    let first = number("DISTLOG_SCHEDULE_FIRST", 0);
+    let tally = SharedTally::default();
     let mut passed = 0;
     let mut failures = Vec::new();
-    for n in 0..count {
+    let mut verdicts = Vec::new();
+    for n in first..first + count {
         // A panic inside a schedule (a harness wait that timed out) is a
         // failed schedule, not the end of the run.
-        match tokio::spawn(run_schedule(n)).await {
+        let verdict = match tokio::spawn(run_schedule(n, tally.clone())).await {
             Ok(Ok(summary)) => {
                 passed += 1;
                 eprintln!("schedule {n} passed: {summary}");
+                "passed"
             }
             Ok(Err(problems)) => {
                 eprintln!("schedule {n} FAILED: {problems}");
                 failures.push(format!("schedule {n}: {problems}"));
+                "FAILED"
             }
             Err(e) => {
                 let why = match e.try_into_panic() {
@@ -1228,10 +1443,21 @@ async fn randomized_fault_schedules() {
                 };
                 eprintln!("schedule {n} PANICKED: {why}");
                 failures.push(format!("schedule {n} panicked: {why}"));
+                "PANICKED"
             }
-        }
+        };
+        let line = schedule_steps::tally(&tally)
+            .schedules
+            .get(&n)
+            .cloned()
+            .unwrap_or_default();
+        verdicts.push(format!("schedule {n}: {verdict}: {line}"));
     }
-    eprintln!("schedules run/passed: {count}/{passed}");
+    eprintln!(
+        "schedules run/passed: {count}/{passed}\n  {}\n  {}",
+        verdicts.join("\n  "),
+        schedule_steps::tally(&tally).summary()
+    );
     assert!(
         failures.is_empty(),
         "schedules run/passed: {count}/{passed}\n{}",

@@ -68,13 +68,13 @@ fn fill(dir: &Path) -> PathBuf {
     filler
 }
 
-/// Posts about a MiB (1000 records of about 900 bytes, writer `MANUAL`
-/// from `first_seq` on) to `url` as one batch; their attempts (`Ack` on a
-/// 201, else `Unknown`).
-async fn post_mib(url: &str, first_seq: u64) -> Vec<Attempt> {
+/// Posts about a MiB (1000 records of about 900 bytes, of `writer` from
+/// `first_seq` on) to `url` as one batch, waiting up to `timeout`; their
+/// attempts (`Ack` on a 201, else `Unknown`).
+pub(super) async fn post_mib(url: &str, writer: u64, first_seq: u64, timeout: Duration) -> Vec<Attempt> {
     let pad = "x".repeat(900);
     let bodies: Vec<String> = (first_seq..first_seq + 1000)
-        .map(|n| format!("{{\"w\":{MANUAL},\"n\":{n},\"pad\":\"{pad}\"}}"))
+        .map(|n| format!("{{\"w\":{writer},\"n\":{n},\"pad\":\"{pad}\"}}"))
         .collect();
     let sent = Instant::now();
     let answer = super::faults::send(
@@ -82,7 +82,7 @@ async fn post_mib(url: &str, first_seq: u64) -> Vec<Attempt> {
         format!("{url}/"),
         Some("application/x-ndjson"),
         Some(bodies.join("\n")),
-        Duration::from_secs(10),
+        timeout,
     )
     .await;
     // Anything but a 201 may or may not have been appended.
@@ -99,7 +99,7 @@ async fn post_mib(url: &str, first_seq: u64) -> Vec<Attempt> {
         .zip(first_seq..)
         .zip((0..).map(|i| first.map(|f| f + i)))
         .map(|((body, seq), offset)| Attempt {
-            writer: MANUAL,
+            writer,
             seq,
             body,
             first_node: url.to_string(),
@@ -116,7 +116,7 @@ async fn commit_offset(cluster: &TestCluster, i: usize) -> Option<u64> {
     cluster.cluster_status(i).await.ok().and_then(|s| s.commit_offset)
 }
 
-fn acked(attempts: &[Attempt]) -> bool {
+pub(super) fn acked(attempts: &[Attempt]) -> bool {
     attempts.iter().all(|a| matches!(a.outcome, Outcome::Ack(_)))
 }
 
@@ -181,7 +181,7 @@ async fn fill_and_free(what: &str, victim_leads: bool) {
     // Past the space its segment had already allocated: a few MiB.
     let mut manual = Vec::new();
     for batch in 0..6 {
-        let attempts = post_mib(&cluster.url(leader), batch * 1000).await;
+        let attempts = post_mib(&cluster.url(leader), MANUAL, batch * 1000, Duration::from_secs(10)).await;
         let ok = acked(&attempts);
         manual.extend(attempts);
         if !ok {

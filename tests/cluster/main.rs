@@ -26,6 +26,7 @@ mod peer_port;
 mod power_cuts;
 mod producers;
 mod raft_conformance;
+mod schedule_steps;
 mod security;
 mod store_crashes;
 mod tls;

@@ -21,6 +21,7 @@ use serde_json::Value;
 use super::checker;
 use super::fault_proxy::{FaultProxy, Mode};
 use super::rt::{self, XorShift};
+use super::small_disk::SmallDisk;
 use super::writer::History;
 
 /// Node `i`'s own seed list, from the cluster's (`ClusterConfig::seeds_for`).
@@ -49,6 +50,11 @@ pub struct ClusterConfig {
     /// The nodes `start` does not start, from the seed list (`restart`
     /// starts one later).
     pub held: Option<Held>,
+    /// A tmpfs of this size (`mount -o size=`, e.g. "128m") on each node's
+    /// data directory, for tests that fill a node's disk (`fill_disk`).
+    /// Needs root: where it cannot be mounted the node runs on the
+    /// cluster's own filesystem and `on_small_disk` says so.
+    pub disk: Option<String>,
 }
 
 impl Default for ClusterConfig {
@@ -64,6 +70,7 @@ impl Default for ClusterConfig {
             ready_timeout: Duration::from_secs(20),
             seeds_for: None,
             held: None,
+            disk: None,
         }
     }
 }
@@ -133,6 +140,8 @@ struct Node {
     wipes: u32,
     /// Environment for this node alone, over `ClusterConfig::env`.
     env: Vec<(String, String)>,
+    /// The tmpfs on `data_dir` (`ClusterConfig::disk`), once mounted.
+    disk: Option<SmallDisk>,
 }
 
 /// One cluster of real processes at a time in a test binary. Test threads
@@ -203,6 +212,7 @@ impl TestCluster {
                 generation: 0,
                 wipes: 0,
                 env: Vec::new(),
+                disk: None,
             })
             .collect();
         let links = (0..config.nodes)
@@ -421,6 +431,8 @@ impl TestCluster {
         on_wiped(&self.nodes[i].url);
         let node = &mut self.nodes[i];
         node.wipes += 1;
+        // Its tmpfs goes with its data (the new directory gets a new one).
+        node.disk = None;
         let _ = std::fs::remove_dir_all(&node.data_dir);
         node.data_dir = self.root_path.join(format!("node{i}-data-wipe{}", node.wipes));
         eprintln!("cluster: node {i} wiped");
@@ -457,6 +469,7 @@ impl TestCluster {
             generation: 0,
             wipes: 0,
             env: Vec::new(),
+            disk: None,
         };
         eprintln!(
             "cluster node {i} (added): {} (log {})",
@@ -492,8 +505,38 @@ impl TestCluster {
         i
     }
 
+    /// Whether node `i`'s data directory is on a small tmpfs of its own
+    /// (`ClusterConfig::disk`).
+    pub fn on_small_disk(&self, i: usize) -> bool {
+        self.nodes[i].disk.is_some()
+    }
+
+    /// Fills node `i`'s small disk with one file and returns it (delete it
+    /// to free the space); None when it has no small disk of its own.
+    pub fn fill_disk(&self, i: usize) -> Option<PathBuf> {
+        self.nodes[i].disk.as_ref().map(SmallDisk::fill)
+    }
+
+    /// Mounts node `i`'s tmpfs (`ClusterConfig::disk`) on its data
+    /// directory if it has none there yet; says so loudly when it cannot.
+    fn mount_disk(&mut self, i: usize) {
+        let Some(size) = self.config.disk.clone() else { return };
+        let node = &mut self.nodes[i];
+        if node.disk.as_ref().is_some_and(|d| d.path() == node.data_dir) {
+            return;
+        }
+        node.disk = SmallDisk::mount(&node.data_dir, &size);
+        if node.disk.is_none() {
+            eprintln!(
+                "cluster: NO SMALL DISK for node {i}: cannot mount a tmpfs on {} (not root?); it runs on the cluster's filesystem",
+                node.data_dir.display()
+            );
+        }
+    }
+
     fn spawn(&mut self, i: usize) {
         assert!(self.nodes[i].child.is_none(), "node {i} is already running");
+        self.mount_disk(i);
         let peers = match self.config.seeds_for {
             Some(seeds_for) if i < self.seeds.len() => seeds_for(i, &self.seeds).join(","),
             _ => self.seeds.join(","),
@@ -670,6 +713,9 @@ impl TestCluster {
         if let Some(root) = self.root.take() {
             let _ = root.keep();
         }
+        for disk in self.nodes.iter_mut().filter_map(|n| n.disk.as_mut()) {
+            disk.keep_on_unmount();
+        }
         self.root_path.clone()
     }
 
@@ -709,7 +755,15 @@ impl Drop for TestCluster {
             // Keep the logs and data for a look after the run.
             if let Some(root) = self.root.take() {
                 eprintln!("cluster files kept in {}", root.keep().display());
+                for disk in self.nodes.iter_mut().filter_map(|n| n.disk.as_mut()) {
+                    disk.keep_on_unmount();
+                }
             }
+        }
+        // Unmounted before the temporary directory is deleted (the nodes
+        // are dead: nothing holds a file there).
+        for node in &mut self.nodes {
+            node.disk = None;
         }
     }
 }

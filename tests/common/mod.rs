@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod fault_proxy;
 pub mod raw_http;
 pub mod rt;
+pub mod small_disk;
 pub mod writer;
 
 use std::path::{Path, PathBuf};
