@@ -339,7 +339,7 @@ async fn retention_frees_a_full_disk_and_the_node_commits_again_by_itself() {
                 "{what}: round {round}: 300 MiB written and the disk never filled"
             );
             let to = cluster.leader().await.unwrap_or(leader);
-            manual.extend(post_mib(&cluster.url(to), seq).await);
+            manual.extend(post_mib(&cluster.url(to), MANUAL, seq, Duration::from_secs(10)).await);
             seq += 1000;
             posted += 1;
         }
@@ -348,7 +348,7 @@ async fn retention_frees_a_full_disk_and_the_node_commits_again_by_itself() {
         // The others go on past what the victim holds.
         for _ in 0..3 {
             let to = cluster.leader().await.unwrap_or(leader);
-            manual.extend(post_mib(&cluster.url(to), seq).await);
+            manual.extend(post_mib(&cluster.url(to), MANUAL, seq, Duration::from_secs(10)).await);
             seq += 1000;
         }
         let leader = cluster.wait_for_leader(LEADER_TIMEOUT).await;
