@@ -83,6 +83,7 @@ impl Cluster {
         }
         let durable = Durable::open(raft_dir)?;
         let store = LogStore::open(log, durable.clone())?;
+        failpoint::hit(failpoint::STARTUP_CHECK).await.map_err(StartError::Raft)?;
         let checked = store.clone();
         let mut fault = tokio::task::spawn_blocking(move || repair::check(&checked))
             .await
