@@ -194,6 +194,10 @@ pub enum ApiError {
     #[error("the Raft core stopped; this node must be restarted: {0}")]
     RaftStopped(String),
 
+    /// A cluster node whose start has not finished (see `starting`).
+    #[error("this node is starting: {0}")]
+    Starting(String),
+
     #[error("timed out: {0}")]
     ClusterTimeout(String),
 
@@ -304,7 +308,8 @@ impl ApiError {
             | ApiError::NotFormed(_)
             | ApiError::Removed(_)
             | ApiError::OutcomeUnknown(_)
-            | ApiError::RaftStopped(_) => StatusCode::SERVICE_UNAVAILABLE,
+            | ApiError::RaftStopped(_)
+            | ApiError::Starting(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::NoRecordAtOffset { .. }
             | ApiError::NotCluster
             | ApiError::NoSuchMember(_)
@@ -374,6 +379,7 @@ impl ApiError {
             ApiError::BadClusterRequest(_) => "bad_request",
             ApiError::WrongNode(_) => "wrong_node",
             ApiError::RaftStopped(_) => "raft_stopped",
+            ApiError::Starting(_) => "starting",
             ApiError::ClusterTimeout(_) => "timeout",
             ApiError::BadConsumerName(_) => "bad_consumer_name",
             ApiError::ConsumerNotFound { .. } => "consumer_not_found",
@@ -523,6 +529,7 @@ impl ApiError {
             | ApiError::LeaderUnreachable(_)
             | ApiError::NotFormed(_)
             | ApiError::Busy(_)
+            | ApiError::Starting(_)
             | ApiError::OutcomeUnknown(_) => Some(1),
             _ => None,
         }

@@ -51,6 +51,7 @@ pub mod retention;
 mod rpc;
 mod stages;
 mod start;
+mod starting;
 mod state_machine;
 mod status;
 mod tables;
@@ -69,6 +70,7 @@ pub use network::{APPEND_PATH, PRE_VOTE_PATH, SNAPSHOT_PATH, SnapshotBody, TARGE
 pub use node::{Cluster, ClusterConfig, RaftNode};
 pub use reads::Beyond;
 pub use start::StartError;
+pub use starting::{StartProgress, StartStep};
 pub use state_machine::StateMachine;
 pub use status::{ClusterStatus, MemberStatus};
 pub use tables::Tables;

@@ -34,6 +34,7 @@
 use std::io;
 
 use super::log_store::LogStore;
+use super::starting::{StartProgress, StartStep};
 use super::types::LogId;
 use crate::log::LogError;
 
@@ -86,10 +87,17 @@ impl std::fmt::Display for Fault {
 /// Frame bytes read at a time by the checksum scan.
 const SCAN_BYTES: u64 = 8 << 20;
 
-/// Checks the log against the node's marks and every frame's checksum
-/// not checked at an earlier start (`verified`).
+/// `check_telling` with nobody listening (the store's unit tests).
+#[cfg(test)]
 pub fn check(store: &LogStore) -> io::Result<Option<Fault>> {
-    if let Some(fault) = scan_checksums(store, verified_until(store)?)? {
+    check_telling(store, &StartProgress::default())
+}
+
+/// Checks the log against the node's marks and every frame's checksum
+/// not checked at an earlier start (`verified`), saying in `progress` how
+/// many segments it has read.
+pub fn check_telling(store: &LogStore, progress: &StartProgress) -> io::Result<Option<Fault>> {
+    if let Some(fault) = scan_checksums(store, verified_until(store)?, progress)? {
         return Ok(Some(fault));
     }
     // Only a hint: a start on a full disk goes on without it.
@@ -145,15 +153,31 @@ fn remember_verified(store: &LogStore) -> io::Result<()> {
     }
 }
 
-fn scan_checksums(store: &LogStore, from: u64) -> io::Result<Option<Fault>> {
+/// Where each segment that holds entries from `from` on ends, the log
+/// ending at `end`: what the scan counts its progress in.
+fn segment_ends(bases: &[u64], from: u64, end: u64) -> Vec<u64> {
+    let ends = bases.iter().skip(1).copied().chain(std::iter::once(end));
+    ends.filter(|e| *e > from).collect()
+}
+
+fn scan_checksums(store: &LogStore, from: u64, progress: &StartProgress) -> io::Result<Option<Fault>> {
     let log = store.log();
     let (mut cursor, end) = (from, store.next_index());
+    let ends = segment_ends(&log.segment_bases(), from, end);
+    let tell = |cursor: u64| {
+        let checked = ends.iter().filter(|e| **e <= cursor).count();
+        progress.set(StartStep::CheckingLog { checked, of: ends.len() });
+    };
+    tell(cursor);
     let started = std::time::Instant::now();
     while cursor < end {
         let count = u32::try_from(end - cursor).unwrap_or(u32::MAX);
         match log.read_frames_written(cursor, count, SCAN_BYTES) {
             Ok((_, 0)) => break,
-            Ok((_, n)) => cursor += u64::from(n),
+            Ok((_, n)) => {
+                cursor += u64::from(n);
+                tell(cursor);
+            }
             Err(LogError::Corrupt { offset, reason, .. }) => {
                 return Ok(Some(Fault::Corrupt {
                     offset: offset.unwrap_or(cursor),
@@ -174,5 +198,20 @@ pub fn keep_sound_prefix(store: &LogStore, fault: &Fault) -> io::Result<()> {
     match fault {
         Fault::Corrupt { offset, .. } => store.keep_before(*offset),
         _ => store.forget_marks_past_log(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_counts_the_segments_that_hold_entries_to_check() {
+        // Segments at 0, 10, 20; the active one ends at 25.
+        assert_eq!(segment_ends(&[0, 10, 20], 0, 25), [10, 20, 25]);
+        // Checked up to 14 before: the first segment is not read again.
+        assert_eq!(segment_ends(&[0, 10, 20], 14, 25), [20, 25]);
+        assert_eq!(segment_ends(&[0, 10, 20], 10, 25), [20, 25]);
+        assert_eq!(segment_ends(&[20], 20, 20), Vec::<u64>::new());
     }
 }

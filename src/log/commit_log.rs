@@ -377,6 +377,12 @@ impl Log {
         self.read_segments().last().map_or(self.lowest_offset(), |s| s.base())
     }
 
+    /// The first offset of each segment, oldest first (the last one is the
+    /// active segment's).
+    pub fn segment_bases(&self) -> Vec<u64> {
+        self.read_segments().iter().map(|s| s.base()).collect()
+    }
+
     /// The newest timestamp a record was written with (0 for none): a
     /// cluster's leader stamps no record earlier, as the writer does not.
     pub fn newest_stamp(&self) -> u64 {

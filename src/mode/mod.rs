@@ -24,8 +24,10 @@ use bytes::Bytes;
 pub use append::AppendError;
 pub use consumers::{Consumers, Outcome as ConsumerOutcome};
 pub use guarded::{Appended, GuardedAppends};
-pub use start::{ClusterSettings, ModeConfig, OwnUrls, StartError, start, start_standalone};
+pub use start::{Clients, ClusterSettings, ModeConfig, OwnUrls, StartError, start, start_standalone};
 pub use status::{ClusterSummary, NodeStatus, NotReady, ReplicaSummary};
+/// How far a member's start has got (see `cluster::StartProgress`).
+pub use crate::cluster::{StartProgress, StartStep};
 
 use crate::cluster::Cluster;
 use crate::log::attributes::CONTROL;
