@@ -54,6 +54,10 @@ pub enum Fault {
     /// The leader had this node holding an entry past its log's end (a
     /// directory restored from an older copy: `recovery`).
     BehindLeader { leader: String, matched: u64, log_end: u64 },
+    /// The log starts past the first entry it should hold (the one after
+    /// the purged id, or after the snapshot): segments at its front are
+    /// gone, and the node would claim entries it cannot serve.
+    MissingFront { expected: u64, lowest: u64 },
 }
 
 impl std::fmt::Display for Fault {
@@ -79,6 +83,10 @@ impl std::fmt::Display for Fault {
                 f,
                 "the leader {leader} had this node holding index {matched}, and the log ends at index {log_end} \
                  (a data directory restored from an older copy?)"
+            ),
+            Fault::MissingFront { expected, lowest } => write!(
+                f,
+                "the log starts at index {lowest}, and should start at {expected}: segments at its front are missing"
             ),
         }
     }

@@ -196,6 +196,12 @@ impl Log {
         opened
     }
 
+    /// `open`, for a log whose lost tail can be fetched again (a cluster
+    /// member's).
+    pub fn open_keeping_sound_prefix(dir: impl AsRef<Path>, config: LogConfig) -> Result<Log> {
+        Self::open(dir, config)
+    }
+
     fn open_created(dir: PathBuf, config: LogConfig) -> Result<Log> {
         fsops::create_dir_all(&dir)?;
         let lock = lock_directory(&dir)?;
