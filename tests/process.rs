@@ -1517,8 +1517,16 @@ fn a_member_answers_probes_while_it_checks_its_log_then_becomes_ready() {
     assert!(reason.starts_with("checking the log: 0 of "), "{body}");
     let (status, body) = reqwest::blocking_post_status(&url, r#"{"a":2}"#);
     assert_eq!((status, &body["code"]), (503, &Value::from("starting")), "{body}");
-    assert!(body["error"].as_str().unwrap_or_default().contains("checking the log"), "{body}");
-    for (method, path) in [("POST", "/raft/vote"), ("POST", "/raft/append"), ("GET", "/cluster"), ("GET", "/0")] {
+    assert!(
+        body["error"].as_str().unwrap_or_default().contains("checking the log"),
+        "{body}"
+    );
+    for (method, path) in [
+        ("POST", "/raft/vote"),
+        ("POST", "/raft/append"),
+        ("GET", "/cluster"),
+        ("GET", "/0"),
+    ] {
         let (status, body) = reqwest::blocking_request(method, &format!("{url}{path}"), "{}");
         assert_eq!(status, Some(503), "{method} {path}: {body}");
         assert_eq!(body["code"], "starting", "{method} {path}: {body}");

@@ -93,7 +93,9 @@ impl Cluster {
         // Every segment until the check knows which an earlier start read.
         let of = store.log().segment_bases().len();
         progress.set(StartStep::CheckingLog { checked: 0, of });
-        failpoint::hit(failpoint::STARTUP_CHECK).await.map_err(StartError::Raft)?;
+        failpoint::hit(failpoint::STARTUP_CHECK)
+            .await
+            .map_err(StartError::Raft)?;
         let (checked, telling) = (store.clone(), progress.clone());
         let mut fault = tokio::task::spawn_blocking(move || repair::check_telling(&checked, &telling))
             .await
