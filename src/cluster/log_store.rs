@@ -218,6 +218,11 @@ impl LogStore {
         self.next_index().checked_sub(1).and_then(|i| self.id_at(i))
     }
 
+    /// The last entry purged (retention, or a snapshot installed).
+    pub fn purged(&self) -> Option<LogId> {
+        *lock(&self.shared.purged)
+    }
+
     /// The committed id as persisted: never past the last entry held.
     pub fn committed(&self) -> Option<LogId> {
         lock(&self.shared.committed).value
@@ -325,16 +330,21 @@ impl LogStore {
         self.forget_marks_past_log()
     }
 
-    /// After a storage fault: the marks say no more than the log holds.
+    /// After a storage fault: the marks say no more than the log holds. A
+    /// mark the log does not back comes down to the purged id, the one
+    /// entry known committed and durable whatever the log holds now: the
+    /// last entry held may be one nobody committed or this node never
+    /// acknowledged (a log restored from an older copy holds entries of a
+    /// term that lost), and a committed mark on it would apply them.
     pub fn forget_marks_past_log(&self) -> io::Result<()> {
-        let last = self.last_id().or(*lock(&self.shared.purged));
+        let purged = *lock(&self.shared.purged);
         for mark in [&self.shared.committed, &self.shared.flushed] {
             let mut mark = lock(mark);
             let sound = mark
                 .value
                 .is_none_or(|m| m.index < self.first_index() || self.holds(&m));
             if !sound {
-                mark.set_synced(last)?;
+                mark.set_synced(purged)?;
             }
         }
         Ok(())
@@ -814,14 +824,22 @@ mod tests {
             sync.wait_blocking().expect("synced");
         }
         let purged = log_id(1, 2);
-        store.shared.durable.write(PURGED, &Some(purged), true).expect("purged id");
+        store
+            .shared
+            .durable
+            .write(PURGED, &Some(purged), true)
+            .expect("purged id");
         *lock(&store.shared.purged) = Some(purged);
 
         force_mark(&store.shared.committed, log_id(1, 20));
         force_mark(&store.shared.flushed, log_id(2, 5));
         store.forget_marks_past_log().expect("marks lowered");
         assert_eq!(store.committed(), Some(purged), "a committed mark past the log's end");
-        assert_eq!(store.flushed(), Some(purged), "a flushed mark the log holds with another term");
+        assert_eq!(
+            store.flushed(),
+            Some(purged),
+            "a flushed mark the log holds with another term"
+        );
 
         // Sound marks stay.
         force_mark(&store.shared.committed, log_id(1, 7));
@@ -905,7 +923,11 @@ mod tests {
         let log = Log::open_keeping_sound_prefix(dir.path(), config).expect("the log opens");
         let store = LogStore::open(log, Durable::open(dir.path().join("raft")).expect("raft dir")).expect("store");
         let bad = next - 1;
-        assert_eq!(store.next_index(), bad, "cut before the bad frame, the segments after it gone");
+        assert_eq!(
+            store.next_index(),
+            bad,
+            "cut before the bad frame, the segments after it gone"
+        );
         assert_eq!(store_bases(dir.path()).last(), Some(&rotten));
         let fault = repair::check(&store).expect("checked");
         assert!(
@@ -915,7 +937,9 @@ mod tests {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .expect("a runtime");
-        let kept = runtime.block_on(store.read_entries(0, bad, u64::MAX)).expect("the sound prefix reads");
+        let kept = runtime
+            .block_on(store.read_entries(0, bad, u64::MAX))
+            .expect("the sound prefix reads");
         assert_eq!(kept.len() as u64, bad);
     }
 

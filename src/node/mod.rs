@@ -289,7 +289,14 @@ fn serve(
         beside,
         ..config.http.clone()
     };
-    let clients = http::serve(listener, security.tls.clone(), app(0), &client_http, with_peer, stopping);
+    let clients = http::serve(
+        listener,
+        security.tls.clone(),
+        app(0),
+        &client_http,
+        with_peer,
+        stopping,
+    );
     Servers { clients, peers }
 }
 
@@ -382,8 +389,15 @@ async fn open_log(config: &NodeConfig) -> Result<Log, NodeError> {
     }
     let (dir, log_config) = (config.data_dir.clone(), config.log.clone());
     let reset = config.mode.resets_log();
+    // A member fetches a lost tail again from its peers: its log opens cut
+    // before a corrupt sealed segment's first bad frame, and its start
+    // takes that for a storage fault (see `cluster::repair`).
+    let member = config.mode.is_member();
     let log = tokio::task::spawn_blocking(move || -> Result<Log, LogError> {
-        let log = Log::open(&dir, log_config)?;
+        let log = match member {
+            true => Log::open_keeping_sound_prefix(&dir, log_config)?,
+            false => Log::open(&dir, log_config)?,
+        };
         if reset {
             tracing::warn!(dir = %dir.display(), "--follow-reset: discarding the local log to copy the leader's anew");
             log.reset(0)?;
