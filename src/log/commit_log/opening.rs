@@ -383,7 +383,7 @@ fn open_in_order(
         match Segment::open_sealed(dir, base, count, config).map_err(|e| disagreeing(e, dir, base, next)) {
             Ok(opened) => segments.push(Arc::new(opened)),
             Err(LogError::Corrupt { reason, .. }) if on_corrupt == OnCorrupt::KeepSoundPrefix => {
-                let later: Vec<u64> = sealed[i + 1..].iter().copied().chain([last]).collect();
+                let later: Vec<u64> = sealed.iter().skip(i + 1).copied().chain([last]).collect();
                 let (active, cut) = cut_at_sealed(dir, base, &later, config, reason)?;
                 segments.push(Arc::new(active));
                 return Ok((segments, Some(cut)));
