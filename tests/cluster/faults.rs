@@ -1314,7 +1314,7 @@ async fn a_follower_with_a_rotten_sealed_segment_starts_under_a_new_id_and_catch
     let faulty = (leader + 1) % cluster.len();
     let leader_url = cluster.url(leader);
     let mut history = History::default();
-    for seq in 0..150 {
+    for seq in 0..300 {
         history.attempts.push(write_acked(&leader_url, MANUAL, seq).await);
     }
     let (converged, _) = checker::wait_converged(&cluster.urls(), CHECK_TIMEOUT).await;
@@ -1340,7 +1340,7 @@ async fn a_follower_with_a_rotten_sealed_segment_starts_under_a_new_id_and_catch
     cluster.restart(faulty).await;
     let new_id = cluster.cluster_status(faulty).await.expect("status").node_id;
     assert_ne!(old_id, new_id, "a log that lost frames it held restarts under a new id");
-    for seq in 150..160 {
+    for seq in 300..310 {
         history.attempts.push(write_acked(&leader_url, MANUAL, seq).await);
     }
     check_and_report(&cluster, "rotten sealed segment", &history).await;
