@@ -1454,3 +1454,87 @@ fn scale_down_and_up(peer_ports: bool) {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
 }
+
+/// Polls `url` until it answers `want` (within `within`): the last status
+/// (None: no answer) and body.
+fn poll_status(url: &str, want: u16, within: std::time::Duration) -> (Option<u16>, Value) {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let answer = reqwest::blocking_get_status(url);
+        if answer.0 == Some(want) || std::time::Instant::now() > deadline {
+            return answer;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// A child process killed when the test ends, pass or fail.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Issue 19 item 4: a member whose start checks its log slowly (the crash
+/// point holds the check until the test lets it go, as a cold disk would)
+/// answers meanwhile: `/healthz` 200 (a liveness probe must not kill it),
+/// `/readyz` 503 saying it checks the log, and every other route, a peer's
+/// Raft message included, 503 `starting`. Let go, it becomes ready.
+#[test]
+fn a_member_answers_probes_while_it_checks_its_log_then_becomes_ready() {
+    use distlog::cluster::FAILPOINT_ENV;
+    use distlog::cluster::failpoint::STARTUP_CHECK;
+    let (dir, signals) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let listen = format!("127.0.0.1:{}", unused_port());
+    let url = format!("http://{listen}");
+    {
+        let node = spawn_on(&listen, dir.path(), &["--peers", &url], |_| {});
+        let (status, body) = poll_status(&format!("{}/readyz", node.url), 200, std::time::Duration::from_secs(30));
+        assert_eq!(status, Some(200), "a one-node cluster gets ready: {body}");
+        assert_eq!(reqwest::blocking_post_status(&node.url, r#"{"a":1}"#).0, 201);
+    }
+    let go = signals.path().join("go");
+    let child = Command::new(env!("CARGO_BIN_EXE_distlog"))
+        .args(["serve", "--listen", &listen, "--peers", &url, "--data-dir"])
+        .arg(dir.path())
+        .env(FAILPOINT_ENV, format!("{STARTUP_CHECK}:until={}", go.display()))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let _node = Killed(child);
+
+    let (status, body) = poll_status(&format!("{url}/healthz"), 200, std::time::Duration::from_secs(20));
+    assert_eq!(status, Some(200), "/healthz answers while the log is checked: {body}");
+    let (status, body) = reqwest::blocking_get_status(&format!("{url}/readyz"));
+    assert_eq!(status, Some(503), "{body}");
+    assert_eq!(body["code"], "starting", "{body}");
+    let reason = body["error"].as_str().unwrap_or_default();
+    assert!(reason.starts_with("checking the log: 0 of "), "{body}");
+    let (status, body) = reqwest::blocking_post_status(&url, r#"{"a":2}"#);
+    assert_eq!((status, &body["code"]), (503, &Value::from("starting")), "{body}");
+    assert!(
+        body["error"].as_str().unwrap_or_default().contains("checking the log"),
+        "{body}"
+    );
+    for (method, path) in [
+        ("POST", "/raft/vote"),
+        ("POST", "/raft/append"),
+        ("GET", "/cluster"),
+        ("GET", "/0"),
+    ] {
+        let (status, body) = reqwest::blocking_request(method, &format!("{url}{path}"), "{}");
+        assert_eq!(status, Some(503), "{method} {path}: {body}");
+        assert_eq!(body["code"], "starting", "{method} {path}: {body}");
+    }
+
+    std::fs::write(&go, b"").unwrap();
+    let (status, body) = poll_status(&format!("{url}/readyz"), 200, std::time::Duration::from_secs(30));
+    assert_eq!(status, Some(200), "ready once the check is done: {body}");
+    let (status, body) = reqwest::blocking_post_status(&url, r#"{"a":3}"#);
+    assert_eq!(status, 201, "{body}");
+}

@@ -198,6 +198,10 @@ pub enum ApiError {
     #[error("the Raft core stopped; this node must be restarted: {0}")]
     RaftStopped(String),
 
+    /// A cluster node whose start has not finished (see `starting`).
+    #[error("this node is starting: {0}")]
+    Starting(String),
+
     #[error("timed out: {0}")]
     ClusterTimeout(String),
 
@@ -310,7 +314,8 @@ impl ApiError {
             | ApiError::NotFormed(_)
             | ApiError::Removed(_)
             | ApiError::OutcomeUnknown(_)
-            | ApiError::RaftStopped(_) => StatusCode::SERVICE_UNAVAILABLE,
+            | ApiError::RaftStopped(_)
+            | ApiError::Starting(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::NoRecordAtOffset { .. }
             | ApiError::NotCluster
             | ApiError::NoSuchMember(_)
@@ -381,6 +386,7 @@ impl ApiError {
             ApiError::WrongNode(_) => "wrong_node",
             ApiError::PeerIdentityMismatch(_) => "peer_identity_mismatch",
             ApiError::RaftStopped(_) => "raft_stopped",
+            ApiError::Starting(_) => "starting",
             ApiError::ClusterTimeout(_) => "timeout",
             ApiError::BadConsumerName(_) => "bad_consumer_name",
             ApiError::ConsumerNotFound { .. } => "consumer_not_found",
@@ -530,6 +536,7 @@ impl ApiError {
             | ApiError::LeaderUnreachable(_)
             | ApiError::NotFormed(_)
             | ApiError::Busy(_)
+            | ApiError::Starting(_)
             | ApiError::OutcomeUnknown(_) => Some(1),
             _ => None,
         }

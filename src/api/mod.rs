@@ -29,6 +29,7 @@ mod render;
 mod request_metrics;
 mod sse;
 mod start;
+mod starting;
 mod state;
 mod status;
 
@@ -51,6 +52,7 @@ use error::Echo;
 pub use error::{ApiError, ApiResult};
 pub use metrics::{OPEN_CONNECTIONS, OPEN_PEER_CONNECTIONS, recorder};
 pub use observe::ACCESS_LOG;
+pub use starting::Gate;
 pub use state::{AppState, DEFAULT_MAX_FORWARDED_WRITES, Limits};
 
 /// Route templates: the router is built from them, and metrics and logs
@@ -132,6 +134,13 @@ pub fn app_on(
     origins: AllowedOrigins,
     console: bool,
 ) -> App {
+    let router = routes_on(listener, state, policy, console);
+    ObserveLayer.layer(CrossOriginLayer(origins).layer(router))
+}
+
+/// The routes `app_on` serves, without the browser rules and observation
+/// around them (a `Gate` puts its own around).
+pub fn routes_on(listener: Listener, state: AppState, policy: Option<Arc<Policy>>, console: bool) -> Router {
     recorder();
     let routes = match listener {
         Listener::All => client_routes(&state).merge(peer_routes()),
@@ -149,12 +158,11 @@ pub fn app_on(
         Listener::Client => routes.merge(peer_routes_elsewhere()),
         Listener::All | Listener::Peer => routes,
     };
-    let router = routes
+    routes
         .merge(console::routes(console && listener != Listener::Peer))
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(state);
-    ObserveLayer.layer(CrossOriginLayer(origins).layer(router))
+        .with_state(state)
 }
 
 /// Every route but the peer-only ones.

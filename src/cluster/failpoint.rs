@@ -5,8 +5,10 @@
 //! `DISTLOG_FAILPOINT=<point>:<action>`, read once per process, where
 //! `<point>` is one of `POINTS` and `<action>` is `error` (the step fails,
 //! as if its answer was lost), `hang` (the step never ends, as a request cut
-//! off mid-way leaves it) or `abort` (the process dies on the spot). `error`
-//! and `hang` act once per process. Unset, every check is one load of a
+//! off mid-way leaves it), `abort` (the process dies on the spot) or
+//! `until=<path>` (the step waits until the file `<path>` exists, as a slow
+//! disk makes it wait, for as long as the test wants). `error`, `hang` and
+//! `until` act once per process. Unset, every check is one load of a
 //! cell. Only debug builds (the tests' binary) read the variable: a release
 //! build has no crash points whatever its environment says.
 
@@ -27,18 +29,23 @@ pub const LOG_CREATE_AFTER_RENAME: &str = "log-create-after-rename";
 /// A named log's deletion, after the rename to `.deleting.<name>.<n>`
 /// (before the directory is removed).
 pub const LOG_DELETE_AFTER_RENAME: &str = "log-delete-after-rename";
+/// A cluster node's start, before it checks the frames of its log (see
+/// `repair`): the check is as slow as the test makes it.
+pub const STARTUP_CHECK: &str = "startup-check";
 const POINTS: &[&str] = &[
     JOIN_AFTER_LEARNER,
+    STARTUP_CHECK,
     LOG_CREATE_BEFORE_RENAME,
     LOG_CREATE_AFTER_RENAME,
     LOG_DELETE_AFTER_RENAME,
 ];
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 enum Action {
     Error,
     Hang,
     Abort,
+    Until(std::path::PathBuf),
 }
 
 fn armed() -> Option<&'static (String, Action)> {
@@ -64,7 +71,7 @@ fn parse(value: &str) -> Option<(String, Action)> {
         "error" => Action::Error,
         "hang" => Action::Hang,
         "abort" => Action::Abort,
-        _ => return None,
+        _ => Action::Until(action.strip_prefix("until=").filter(|p| !p.is_empty())?.into()),
     };
     POINTS.contains(&point).then(|| (point.to_string(), action))
 }
@@ -83,8 +90,16 @@ pub async fn hit(point: &str) -> Result<(), String> {
         return Ok(());
     }
     tracing::warn!(point = %armed, ?action, "failpoint: stopping this step");
-    if *action == Action::Hang {
-        std::future::pending::<()>().await;
+    match action {
+        Action::Hang => std::future::pending::<()>().await,
+        Action::Until(path) => {
+            while !path.exists() {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            tracing::warn!(point = %armed, "failpoint: going on");
+            return Ok(());
+        }
+        _ => {}
     }
     Err(format!("failpoint {point}"))
 }
@@ -101,6 +116,11 @@ mod tests {
         );
         assert_eq!(parse("join-after-learner:error").map(|(_, a)| a), Some(Action::Error));
         assert_eq!(parse("join-after-learner:hang").map(|(_, a)| a), Some(Action::Hang));
+        assert_eq!(
+            parse("startup-check:until=/tmp/go").map(|(_, a)| a),
+            Some(Action::Until("/tmp/go".into()))
+        );
+        assert_eq!(parse("startup-check:until="), None);
         assert_eq!(parse("join-after-learner"), None);
         assert_eq!(parse("no-such-point:error"), None);
         assert_eq!(parse("join-after-learner:explode"), None);

@@ -223,6 +223,11 @@ impl LogStore {
         self.next_index().checked_sub(1).and_then(|i| self.id_at(i))
     }
 
+    /// The last entry purged (retention, or a snapshot installed).
+    pub fn purged(&self) -> Option<LogId> {
+        *lock(&self.shared.purged)
+    }
+
     /// The committed id as persisted: never past the last entry held.
     pub fn committed(&self) -> Option<LogId> {
         lock(&self.shared.committed).value
@@ -330,16 +335,21 @@ impl LogStore {
         self.forget_marks_past_log()
     }
 
-    /// After a storage fault: the marks say no more than the log holds.
+    /// After a storage fault: the marks say no more than the log holds. A
+    /// mark the log does not back comes down to the purged id, the one
+    /// entry known committed and durable whatever the log holds now: the
+    /// last entry held may be one nobody committed or this node never
+    /// acknowledged (a log restored from an older copy holds entries of a
+    /// term that lost), and a committed mark on it would apply them.
     pub fn forget_marks_past_log(&self) -> io::Result<()> {
-        let last = self.last_id().or(*lock(&self.shared.purged));
+        let purged = *lock(&self.shared.purged);
         for mark in [&self.shared.committed, &self.shared.flushed] {
             let mut mark = lock(mark);
             let sound = mark
                 .value
                 .is_none_or(|m| m.index < self.first_index() || self.holds(&m));
             if !sound {
-                mark.set_synced(last)?;
+                mark.set_synced(purged)?;
             }
         }
         Ok(())
@@ -811,6 +821,145 @@ mod tests {
         drop(store);
         let store = store_in(dir.path(), Durability::Always);
         assert_eq!(store.id_at(104), Some(log_id(2, 104)), "reopened");
+    }
+
+    /// Sets a mark's value directly, as a disk that lost entries leaves it.
+    fn force_mark(mark: &Mutex<Mark>, value: LogId) {
+        lock(mark).set(Some(value)).expect("mark written");
+    }
+
+    /// Issue 19 item 15: a mark the log no longer backs (past its end, or
+    /// naming an entry it holds with another term) comes down to the purged
+    /// id, the highest entry known committed and durable whatever the log
+    /// now holds; not to the last entry held, which nothing says was
+    /// committed or acknowledged (a log restored from an older copy holds
+    /// entries of a term that lost).
+    #[test]
+    fn an_unsound_mark_comes_down_to_the_purged_id_not_to_the_last_entry_held() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = store_in(dir.path(), Durability::Always);
+        let (_, sync) = store.write_entries(0, (0..10).map(entry).collect()).expect("written");
+        if let Some(sync) = sync {
+            sync.wait_blocking().expect("synced");
+        }
+        let purged = log_id(1, 2);
+        store
+            .shared
+            .durable
+            .write(PURGED, &Some(purged), true)
+            .expect("purged id");
+        *lock(&store.shared.purged) = Some(purged);
+
+        force_mark(&store.shared.committed, log_id(1, 20));
+        force_mark(&store.shared.flushed, log_id(2, 5));
+        store.forget_marks_past_log().expect("marks lowered");
+        assert_eq!(store.committed(), Some(purged), "a committed mark past the log's end");
+        assert_eq!(
+            store.flushed(),
+            Some(purged),
+            "a flushed mark the log holds with another term"
+        );
+
+        // Sound marks stay.
+        force_mark(&store.shared.committed, log_id(1, 7));
+        store.forget_marks_past_log().expect("marks checked");
+        assert_eq!(store.committed(), Some(log_id(1, 7)));
+    }
+
+    /// Issue 19 item 15: a log whose first segments are gone (deleted by
+    /// hand, or lost by the disk) starts past the entry after the purged
+    /// one: the node would claim entries it cannot serve. A start takes it
+    /// for a storage fault, and the repair leaves a log that starts where
+    /// Raft expects it to.
+    #[test]
+    fn a_log_missing_segments_at_its_front_is_a_storage_fault() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (store, sealed_end) = checked_sealed_segments(dir.path());
+        drop(store);
+        let second = store_bases(dir.path())[1];
+        for suffix in ["store", "index"] {
+            std::fs::remove_file(dir.path().join(format!("{:020}.{suffix}", 0))).expect("segment 0 removed");
+        }
+        let store = open_small_segments(dir.path());
+        assert_eq!(store.log().lowest_offset(), second, "the first segment is gone");
+        let fault = repair::check(&store).expect("checked");
+        assert!(
+            matches!(fault, Some(repair::Fault::MissingFront { expected: 0, lowest }) if lowest == second),
+            "{fault:?}"
+        );
+        let fault = fault.expect("a fault");
+        repair::keep_sound_prefix(&store, &fault).expect("repaired");
+        assert_eq!(repair::check(&store).expect("checked again"), None);
+        assert_eq!(store.first_index(), 0);
+        assert!(store.next_index() < sealed_end);
+    }
+
+    /// The bases of the segments in `dir`, in order.
+    fn store_bases(dir: &std::path::Path) -> Vec<u64> {
+        let mut bases: Vec<u64> = std::fs::read_dir(dir)
+            .expect("read dir")
+            .filter_map(|e| {
+                let name = e.ok()?.file_name().into_string().ok()?;
+                name.strip_suffix(".store")?.parse().ok()
+            })
+            .collect();
+        bases.sort_unstable();
+        bases
+    }
+
+    /// Issue 19 item 15: corruption in a sealed segment where the engine
+    /// checks it at open (its last record) refused the whole log, so the
+    /// repair that keeps the sound prefix never ran. A cluster node's log
+    /// opens, cut before the bad frame, and its start finds the fault.
+    #[test]
+    fn a_corrupt_sealed_segment_opens_cut_before_the_bad_frame_and_is_a_storage_fault() {
+        use std::os::unix::fs::FileExt;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (store, sealed_end) = checked_sealed_segments(dir.path());
+        drop(store);
+        let bases = store_bases(dir.path());
+        let (rotten, next) = (bases[1], bases[2]);
+        assert!(next < sealed_end);
+        // The last byte of the segment's last frame.
+        let path = dir.path().join(format!("{rotten:020}.store"));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .expect("store file");
+        let at = file.metadata().expect("metadata").len() - 1;
+        let mut byte = [0u8; 1];
+        file.read_exact_at(&mut byte, at).expect("read");
+        file.write_all_at(&[byte[0] ^ 0x5a], at).expect("write");
+        drop(file);
+
+        let config = LogConfig {
+            durability: Durability::Always,
+            max_segment_bytes: 1024,
+            max_record_bytes: 256,
+            ..LogConfig::default()
+        };
+        let log = Log::open_keeping_sound_prefix(dir.path(), config).expect("the log opens");
+        let store = LogStore::open(log, Durable::open(dir.path().join("raft")).expect("raft dir")).expect("store");
+        let bad = next - 1;
+        assert_eq!(
+            store.next_index(),
+            bad,
+            "cut before the bad frame, the segments after it gone"
+        );
+        assert_eq!(store_bases(dir.path()).last(), Some(&rotten));
+        let fault = repair::check(&store).expect("checked");
+        assert!(
+            matches!(fault, Some(repair::Fault::Corrupt { offset, .. }) if offset == bad),
+            "{fault:?}"
+        );
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime");
+        let kept = runtime
+            .block_on(store.read_entries(0, bad, u64::MAX))
+            .expect("the sound prefix reads");
+        assert_eq!(kept.len() as u64, bad);
     }
 
     #[test]

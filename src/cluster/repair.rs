@@ -9,9 +9,14 @@
 //!   what the log has synced (`Log::synced_offset`);
 //! - `committed`: the last entry it knew committed;
 //! - every frame's checksum (the engine checks only the last record of a
-//!   sealed segment on open, the rest when read).
+//!   sealed segment on open, the rest when read; a member's log that failed
+//!   that check at open was cut before the bad frame, and says so:
+//!   `Log::cut_at_open`);
+//! - where the log starts: at the entry after the purged id (or the
+//!   snapshot), not past it.
 //!
-//! A log that ends below either mark, or holds a bad frame, is *faulty*:
+//! A log that ends below either mark, holds a bad frame, or lost segments
+//! at its front, is *faulty*:
 //! its node may have voted for, or counted towards, records it no longer
 //! has. Such a node is repaired the way "Protocol-Aware Recovery for
 //! Consensus-Based Storage" (FAST '18) asks, by never voting or leading on
@@ -34,6 +39,8 @@
 use std::io;
 
 use super::log_store::LogStore;
+use super::starting::{StartProgress, StartStep};
+use super::state_machine;
 use super::types::LogId;
 use crate::log::LogError;
 
@@ -53,6 +60,10 @@ pub enum Fault {
     /// The leader had this node holding an entry past its log's end (a
     /// directory restored from an older copy: `recovery`).
     BehindLeader { leader: String, matched: u64, log_end: u64 },
+    /// The log starts past the first entry it should hold (the one after
+    /// the purged id, or after the snapshot): segments at its front are
+    /// gone, and the node would claim entries it cannot serve.
+    MissingFront { expected: u64, lowest: u64 },
 }
 
 impl std::fmt::Display for Fault {
@@ -79,6 +90,10 @@ impl std::fmt::Display for Fault {
                 "the leader {leader} had this node holding index {matched}, and the log ends at index {log_end} \
                  (a data directory restored from an older copy?)"
             ),
+            Fault::MissingFront { expected, lowest } => write!(
+                f,
+                "the log starts at index {lowest}, and should start at {expected}: segments at its front are missing"
+            ),
         }
     }
 }
@@ -86,15 +101,33 @@ impl std::fmt::Display for Fault {
 /// Frame bytes read at a time by the checksum scan.
 const SCAN_BYTES: u64 = 8 << 20;
 
-/// Checks the log against the node's marks and every frame's checksum
-/// not checked at an earlier start (`verified`).
+/// `check_telling` with nobody listening (the store's unit tests).
+#[cfg(test)]
 pub fn check(store: &LogStore) -> io::Result<Option<Fault>> {
-    if let Some(fault) = scan_checksums(store, verified_until(store)?)? {
+    check_telling(store, &StartProgress::default())
+}
+
+/// Checks the log against the node's marks and every frame's checksum
+/// not checked at an earlier start (`verified`), saying in `progress` how
+/// many segments it has read.
+pub fn check_telling(store: &LogStore, progress: &StartProgress) -> io::Result<Option<Fault>> {
+    if let Some(fault) = missing_front(store)? {
+        return Ok(Some(fault));
+    }
+    if let Some(fault) = scan_checksums(store, verified_until(store)?, progress)? {
         return Ok(Some(fault));
     }
     // Only a hint: a start on a full disk goes on without it.
     if let Err(e) = remember_verified(store) {
         tracing::warn!(error = %e, "could not record which segments were checked: the next start checks them again");
+    }
+    // After the scan (a bad frame below the open's cut is the one to cut at)
+    // and the record of what it checked.
+    if let Some(cut) = store.log().cut_at_open() {
+        return Ok(Some(Fault::Corrupt {
+            offset: cut.offset,
+            reason: cut.reason.clone(),
+        }));
     }
     for (mark, recorded) in [("flushed", store.flushed()), ("committed", store.committed())] {
         let Some(recorded) = recorded else { continue };
@@ -113,6 +146,22 @@ pub fn check(store: &LogStore) -> io::Result<Option<Fault>> {
         }
     }
     Ok(None)
+}
+
+/// A log must hold every entry from the one after the purged id, or after
+/// the snapshot (a crash between a snapshot's install and the purge that
+/// follows it leaves the purged id behind): one that starts later lost
+/// segments at its front, and Raft would be told it holds them.
+fn missing_front(store: &LogStore) -> io::Result<Option<Fault>> {
+    let snapshot = state_machine::snapshot_last(store.durable())?;
+    let covered = [store.purged(), snapshot]
+        .into_iter()
+        .flatten()
+        .map(|id| id.index)
+        .max();
+    let expected = covered.map_or(0, |index| index + 1);
+    let lowest = store.log().lowest_offset();
+    Ok((lowest > expected).then_some(Fault::MissingFront { expected, lowest }))
 }
 
 /// Where the checksum scan starts: past the sealed segments an earlier
@@ -145,15 +194,34 @@ fn remember_verified(store: &LogStore) -> io::Result<()> {
     }
 }
 
-fn scan_checksums(store: &LogStore, from: u64) -> io::Result<Option<Fault>> {
+/// Where each segment that holds entries from `from` on ends, the log
+/// ending at `end`: what the scan counts its progress in.
+fn segment_ends(bases: &[u64], from: u64, end: u64) -> Vec<u64> {
+    let ends = bases.iter().skip(1).copied().chain(std::iter::once(end));
+    ends.filter(|e| *e > from).collect()
+}
+
+fn scan_checksums(store: &LogStore, from: u64, progress: &StartProgress) -> io::Result<Option<Fault>> {
     let log = store.log();
     let (mut cursor, end) = (from, store.next_index());
+    let ends = segment_ends(&log.segment_bases(), from, end);
+    let tell = |cursor: u64| {
+        let checked = ends.iter().filter(|e| **e <= cursor).count();
+        progress.set(StartStep::CheckingLog {
+            checked,
+            of: ends.len(),
+        });
+    };
+    tell(cursor);
     let started = std::time::Instant::now();
     while cursor < end {
         let count = u32::try_from(end - cursor).unwrap_or(u32::MAX);
         match log.read_frames_written(cursor, count, SCAN_BYTES) {
             Ok((_, 0)) => break,
-            Ok((_, n)) => cursor += u64::from(n),
+            Ok((_, n)) => {
+                cursor += u64::from(n);
+                tell(cursor);
+            }
             Err(LogError::Corrupt { offset, reason, .. }) => {
                 return Ok(Some(Fault::Corrupt {
                     offset: offset.unwrap_or(cursor),
@@ -169,10 +237,29 @@ fn scan_checksums(store: &LogStore, from: u64) -> io::Result<Option<Fault>> {
     Ok(None)
 }
 
-/// Keeps the sound prefix of a faulty log: cut before a corrupt frame.
+/// Keeps the sound prefix of a faulty log: cut before a corrupt frame;
+/// empty when its front is missing.
 pub fn keep_sound_prefix(store: &LogStore, fault: &Fault) -> io::Result<()> {
     match fault {
         Fault::Corrupt { offset, .. } => store.keep_before(*offset),
+        // Nothing the log holds can be served as Raft expects: it starts
+        // over, empty, where Raft expects it, and the node catches up.
+        Fault::MissingFront { expected, .. } => store.reset_to(*expected),
         _ => store.forget_marks_past_log(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_counts_the_segments_that_hold_entries_to_check() {
+        // Segments at 0, 10, 20; the active one ends at 25.
+        assert_eq!(segment_ends(&[0, 10, 20], 0, 25), [10, 20, 25]);
+        // Checked up to 14 before: the first segment is not read again.
+        assert_eq!(segment_ends(&[0, 10, 20], 14, 25), [20, 25]);
+        assert_eq!(segment_ends(&[0, 10, 20], 10, 25), [20, 25]);
+        assert_eq!(segment_ends(&[20], 20, 20), Vec::<u64>::new());
     }
 }

@@ -24,6 +24,7 @@ use super::reconcile;
 use super::recovery;
 use super::removal;
 use super::repair;
+use super::starting::{StartProgress, StartStep};
 use super::state_machine::StateMachine;
 use super::types::NodeId;
 use crate::log::Log;
@@ -76,19 +77,32 @@ fn raft_config(config: &ClusterConfig, write_caching: bool) -> Result<Config, St
 impl Cluster {
     /// Opens the Raft side of `log` in `data_dir` and starts the node;
     /// formation (initializing or joining) goes on in the background.
-    pub async fn start(log: Log, data_dir: &Path, config: ClusterConfig) -> Result<Cluster, StartError> {
+    /// Each step is said in `progress` as it begins.
+    pub async fn start(
+        log: Log,
+        data_dir: &Path,
+        config: ClusterConfig,
+        progress: &StartProgress,
+    ) -> Result<Cluster, StartError> {
         let raft_dir = data_dir.join("raft");
         if !raft_dir.exists() && log.written_offset() > log.lowest_offset() {
             return Err(StartError::StandaloneLog(data_dir.display().to_string()));
         }
         let durable = Durable::open(raft_dir)?;
         let store = LogStore::open(log, durable.clone())?;
-        let checked = store.clone();
-        let mut fault = tokio::task::spawn_blocking(move || repair::check(&checked))
+        // Every segment until the check knows which an earlier start read.
+        let of = store.log().segment_bases().len();
+        progress.set(StartStep::CheckingLog { checked: 0, of });
+        failpoint::hit(failpoint::STARTUP_CHECK)
+            .await
+            .map_err(StartError::Raft)?;
+        let (checked, telling) = (store.clone(), progress.clone());
+        let mut fault = tokio::task::spawn_blocking(move || repair::check_telling(&checked, &telling))
             .await
             .map_err(|e| StartError::Raft(e.to_string()))??;
         let write_caching = store.log().config().durability != crate::log::Durability::Always;
         let recorded = identity::recorded_id(&durable, &config.advertise_url)?;
+        progress.set(StartStep::AskingTheLeader);
         if fault.is_none()
             && !write_caching
             && let Ok(kept) = recorded
@@ -104,6 +118,7 @@ impl Cluster {
             .await
             .map_err(|e| StartError::Raft(e.to_string()))??;
         let visibility = sm.visibility();
+        progress.set(StartStep::StartingRaft);
         let book = PeerBook::default();
         let network = Network {
             id,

@@ -45,6 +45,17 @@ struct StoredSnapshot {
     tables: Tables,
 }
 
+/// The last entry the stored snapshot covers, if there is one; its
+/// tables are skipped, not kept (a start asks before the state machine
+/// opens: see `repair`).
+pub(super) fn snapshot_last(durable: &Durable) -> io::Result<Option<LogId>> {
+    #[derive(Deserialize)]
+    struct MetaOnly {
+        meta: SnapshotMeta,
+    }
+    Ok(durable.read::<MetaOnly>(SNAPSHOT)?.and_then(|s| s.meta.last_log_id))
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }

@@ -21,10 +21,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+/// How far a member's start has got (see `cluster::StartProgress`).
+pub use crate::cluster::{StartProgress, StartStep};
 pub use append::AppendError;
 pub use consumers::{Consumers, Outcome as ConsumerOutcome};
 pub use guarded::{Appended, GuardedAppends};
-pub use start::{ClusterSettings, ModeConfig, OwnUrls, StartError, start, start_standalone};
+pub use start::{Clients, ClusterSettings, ModeConfig, OwnUrls, StartError, start, start_standalone};
 pub use status::{ClusterSummary, NodeStatus, NotReady, ReplicaSummary};
 
 use crate::cluster::Cluster;

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::{GuardedAppends, Mode};
-use crate::cluster::{self, Cluster, ClusterConfig};
+use crate::cluster::{self, Cluster, ClusterConfig, StartProgress};
 use crate::log::{Log, now_ms};
 use crate::replication::{FollowConfig, FollowerStatus, spawn_follower};
 
@@ -103,8 +103,9 @@ pub struct Clients(Option<reqwest::Client>);
 
 /// Starts `config`'s mode over `log` (held in `data_dir`). `own` is how
 /// this node is reached when no `--advertise-url` (and
-/// `--peer-advertise-url`) says otherwise. The tasks end when `stopping`
-/// turns true.
+/// `--peer-advertise-url`) says otherwise. A member says in `progress` how
+/// far its start has got. The tasks end when `stopping` turns true.
+#[allow(clippy::too_many_arguments)]
 pub async fn start(
     log: &Log,
     data_dir: &Path,
@@ -113,6 +114,7 @@ pub async fn start(
     own: OwnUrls,
     retention_check: Duration,
     stopping: &watch::Receiver<bool>,
+    progress: &StartProgress,
 ) -> Result<(Mode, Vec<JoinHandle<()>>), StartError> {
     let client = clients.0.unwrap_or_default();
     match config {
@@ -145,7 +147,7 @@ pub async fn start(
                 client,
                 forward_writes: settings.forward_writes,
             };
-            let cluster = Cluster::start(log.clone(), data_dir, config).await?;
+            let cluster = Cluster::start(log.clone(), data_dir, config, progress).await?;
             crate::telemetry::set_node_id(cluster.id());
             let retention = tokio::spawn(cluster::retention::run(
                 cluster.clone(),

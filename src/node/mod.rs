@@ -59,13 +59,20 @@ fn warn_open_peer_routes() {
 
 impl Node {
     /// Starts a node serving on `listener`. Clients that connect before the
-    /// log is open wait in the listener's backlog.
+    /// log is open wait in the listener's backlog, or, on a cluster member,
+    /// are answered as by a starting node (see `start_with_peers`).
     pub async fn start(config: NodeConfig, listener: TcpListener) -> Result<Node, NodeError> {
         Node::start_with_peers(config, listener, None).await
     }
 
     /// Starts a node serving clients on `listener` and, when given, peers
     /// on `peers` (a cluster member's `--peer-listen`).
+    ///
+    /// A member serves from the first moment, through a `api::Gate` that
+    /// answers as a starting node (`/healthz` 200, the rest 503) until its
+    /// parts are built: checking a log no earlier start checked can outlast
+    /// a start-up probe. Other modes start in moments, and serve once
+    /// started.
     pub async fn start_with_peers(
         config: NodeConfig,
         listener: TcpListener,
@@ -83,67 +90,63 @@ impl Node {
         let clients = config.mode.clients()?;
         let local_addr = listener.local_addr()?;
         let peer_addr = peers.as_ref().map(TcpListener::local_addr).transpose()?;
-        let log = open_log(&config).await?;
         let (stop, stopping) = watch::channel(false);
-
+        let progress = mode::StartProgress::default();
+        let kinds = listener_kinds(peers.is_some());
+        let listening = match config.mode.is_member() {
+            true => {
+                let gates: Vec<api::Gate> = kinds
+                    .iter()
+                    .map(|_| api::Gate::new(progress.clone(), security.policy.clone()))
+                    .collect();
+                let app = |i: usize| gates[i].app(config.cors_origins.clone());
+                let servers = serve(listener, peers, app, &security, &config, stopping.clone());
+                Listening::Gated(servers, gates)
+            }
+            false => Listening::Later(listener, peers),
+        };
         let scheme = if security.tls.is_some() { "https" } else { "http" };
-        let (mode, mut background) = mode::start(
-            &log,
-            &config.data_dir,
-            &config.mode,
-            clients,
-            OwnUrls {
-                url: format!("{scheme}://{local_addr}"),
-                peer_url: peer_addr.map(|addr| format!("{scheme}://{addr}")),
-            },
-            config.retention_check,
-            &stopping,
-        )
-        .await?;
-        background.push(spawn_metrics_upkeep(stopping.clone()));
-        let consumers = mode::Consumers::open(&mode, &config.data_dir)?;
-        let catalog = open_catalog(&config, &mode).await?;
-        let state = AppState::new(
-            log.clone(),
-            config.limits.clone(),
-            mode.clone(),
-            consumers,
-            stopping.clone(),
-            catalog.clone(),
-        );
-        let on = |listener| {
-            api::app_on(
-                listener,
-                state.clone(),
-                security.policy.clone(),
-                config.cors_origins.clone(),
-                config.console,
-            )
+        let own = OwnUrls {
+            url: format!("{scheme}://{local_addr}"),
+            peer_url: peer_addr.map(|addr| format!("{scheme}://{addr}")),
         };
-        // Only the guard reads the peer (its client certificate).
-        let with_peer = security.policy.is_some();
-        let serving_peers = peers.map(|peers| {
-            let http = HttpConfig {
-                max_connections: config.max_peer_connections,
-                ..config.http.clone()
-            };
-            let app = on(api::Listener::Peer);
-            http::serve_peers(peers, security.tls.clone(), app, &http, with_peer, stopping.clone())
-        });
-        let app = on(match serving_peers {
-            Some(_) => api::Listener::Client,
-            None => api::Listener::All,
-        });
-        // The peers' share of the open-files limit is kept from the clients'.
-        let client_http = HttpConfig {
-            beside: if serving_peers.is_some() {
-                config.max_peer_connections
-            } else {
-                0
-            },
-            ..config.http.clone()
+        let started = start_parts(&config, clients, own, &stopping, &progress).await;
+        let Parts {
+            log,
+            mode,
+            background,
+            catalog,
+            state,
+        } = match started {
+            Ok(parts) => parts,
+            Err(e) => {
+                if let Listening::Gated(servers, _) = listening {
+                    servers.abort();
+                }
+                return Err(e);
+            }
         };
-        let serving = http::serve(listener, security.tls.clone(), app, &client_http, with_peer, stopping);
+        let servers = match listening {
+            Listening::Gated(servers, gates) => {
+                for (kind, gate) in kinds.iter().zip(&gates) {
+                    let routes = api::routes_on(*kind, state.clone(), security.policy.clone(), config.console);
+                    gate.open(routes);
+                }
+                servers
+            }
+            Listening::Later(listener, peers) => {
+                let app = |i: usize| {
+                    api::app_on(
+                        kinds[i],
+                        state.clone(),
+                        security.policy.clone(),
+                        config.cors_origins.clone(),
+                        config.console,
+                    )
+                };
+                serve(listener, peers, app, &security, &config, stopping)
+            }
+        };
         tracing::info!(addr = %local_addr, peer_addr = ?peer_addr, data_dir = %config.data_dir.display(),
             next_offset = log.next_offset(), role = role_name(&mode), "distlog is serving");
         Ok(Node {
@@ -153,8 +156,8 @@ impl Node {
             catalog,
             tls: security.tls,
             stop,
-            serving,
-            serving_peers,
+            serving: servers.clients,
+            serving_peers: servers.peers,
             peer_addr,
             background,
             grace: config.shutdown_grace,
@@ -226,6 +229,128 @@ impl Node {
     }
 }
 
+/// What the listeners serve: every route on the only one, or the client
+/// routes on the first and the peer routes on the second.
+fn listener_kinds(peer_listener: bool) -> Vec<api::Listener> {
+    match peer_listener {
+        true => vec![api::Listener::Client, api::Listener::Peer],
+        false => vec![api::Listener::All],
+    }
+}
+
+/// A node's listeners: served through gates from the start (a member), or
+/// not yet served.
+enum Listening {
+    Gated(Servers, Vec<api::Gate>),
+    Later(TcpListener, Option<TcpListener>),
+}
+
+/// The servers of the client listener and of the peer listener.
+struct Servers {
+    clients: JoinHandle<std::io::Result<()>>,
+    peers: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl Servers {
+    /// Stops accepting (a start that failed).
+    fn abort(self) {
+        self.clients.abort();
+        if let Some(peers) = self.peers {
+            peers.abort();
+        }
+    }
+}
+
+/// Serves `app(i)` on the `i`th listener of `listener_kinds`: the peer
+/// listener, when there is one, under its own connection cap.
+fn serve(
+    listener: TcpListener,
+    peers: Option<TcpListener>,
+    app: impl Fn(usize) -> api::App,
+    security: &Security,
+    config: &NodeConfig,
+    stopping: watch::Receiver<bool>,
+) -> Servers {
+    // Only the guard reads the peer (its client certificate).
+    let with_peer = security.policy.is_some();
+    let beside = match peers {
+        Some(_) => config.max_peer_connections,
+        None => 0,
+    };
+    let peers = peers.map(|peers| {
+        let http = HttpConfig {
+            max_connections: config.max_peer_connections,
+            ..config.http.clone()
+        };
+        http::serve_peers(peers, security.tls.clone(), app(1), &http, with_peer, stopping.clone())
+    });
+    // The peers' share of the open-files limit is kept from the clients'.
+    let client_http = HttpConfig {
+        beside,
+        ..config.http.clone()
+    };
+    let clients = http::serve(
+        listener,
+        security.tls.clone(),
+        app(0),
+        &client_http,
+        with_peer,
+        stopping,
+    );
+    Servers { clients, peers }
+}
+
+/// A node's parts, started over its log.
+struct Parts {
+    log: Log,
+    mode: Mode,
+    background: Vec<JoinHandle<()>>,
+    catalog: Catalog,
+    state: AppState,
+}
+
+/// Opens the log and starts the mode's parts, the consumers' positions and
+/// the named logs (see `Node::start_with_peers`); a member says in
+/// `progress` how far it has got.
+async fn start_parts(
+    config: &NodeConfig,
+    clients: mode::Clients,
+    own: OwnUrls,
+    stopping: &watch::Receiver<bool>,
+    progress: &mode::StartProgress,
+) -> Result<Parts, NodeError> {
+    let log = open_log(config).await?;
+    let (mode, mut background) = mode::start(
+        &log,
+        &config.data_dir,
+        &config.mode,
+        clients,
+        own,
+        config.retention_check,
+        stopping,
+        progress,
+    )
+    .await?;
+    background.push(spawn_metrics_upkeep(stopping.clone()));
+    let consumers = mode::Consumers::open(&mode, &config.data_dir)?;
+    let catalog = open_catalog(config, &mode).await?;
+    let state = AppState::new(
+        log.clone(),
+        config.limits.clone(),
+        mode.clone(),
+        consumers,
+        stopping.clone(),
+        catalog.clone(),
+    );
+    Ok(Parts {
+        log,
+        mode,
+        background,
+        catalog,
+        state,
+    })
+}
+
 /// A standalone node's named logs, opened from `<data dir>/logs`; other
 /// modes serve none yet.
 async fn open_catalog(config: &NodeConfig, mode: &Mode) -> Result<Catalog, NodeError> {
@@ -264,8 +389,15 @@ async fn open_log(config: &NodeConfig) -> Result<Log, NodeError> {
     }
     let (dir, log_config) = (config.data_dir.clone(), config.log.clone());
     let reset = config.mode.resets_log();
+    // A member fetches a lost tail again from its peers: its log opens cut
+    // before a corrupt sealed segment's first bad frame, and its start
+    // takes that for a storage fault (see `cluster::repair`).
+    let member = config.mode.is_member();
     let log = tokio::task::spawn_blocking(move || -> Result<Log, LogError> {
-        let log = Log::open(&dir, log_config)?;
+        let log = match member {
+            true => Log::open_keeping_sound_prefix(&dir, log_config)?,
+            false => Log::open(&dir, log_config)?,
+        };
         if reset {
             tracing::warn!(dir = %dir.display(), "--follow-reset: discarding the local log to copy the leader's anew");
             log.reset(0)?;

@@ -279,8 +279,17 @@ async fn seeds_with_another_seed_list_are_named_to_writers_readyz_and_the_log() 
     );
 
     // The lowest seed waits for the URL it has wrong, and names the
-    // seeds whose list is not its own.
-    let (status, _, error) = write_to(&cluster.url(low)).await;
+    // seeds whose list is not its own, once it has heard from them: its
+    // reason is its latest look at the seeds, which may date from before a
+    // seed finished starting (503 `starting`, taken for no answer).
+    let deadline = Instant::now() + NOTICE_TIMEOUT;
+    let (status, error) = loop {
+        let (status, _, error) = write_to(&cluster.url(low)).await;
+        if error.contains("has another seed list") || Instant::now() >= deadline {
+            break (status, error);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert_eq!(status, 503, "{error}");
     assert!(error.contains(&format!("waiting for {TYPO} to answer")), "{error}");
     assert!(error.contains("has another seed list"), "{error}");

@@ -288,15 +288,22 @@ async fn fill_followers_and_kill_the_leader(nodes: &mut Nodes) -> (Option<(u64, 
     (elected, follower_probes, followers)
 }
 
-/// A probe on `url` once the node answers there.
+/// A probe on `url` once the node answers there, and has started (a
+/// member answers 503 `starting` until then).
 async fn probe_when_up(url: &str) -> Probe {
     let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let addr = url.trim_start_matches("http://");
-        if TcpStream::connect(addr).await.is_ok() {
-            return Probe::open(url).await;
-        }
+    let addr = url.trim_start_matches("http://");
+    while TcpStream::connect(addr).await.is_err() {
         assert!(Instant::now() < deadline, "{url} did not come up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut probe = Probe::open(url).await;
+    loop {
+        let (status, body) = probe.ask("GET", "/cluster", "").await;
+        if !(status == 503 && body["code"] == "starting") {
+            return probe;
+        }
+        assert!(Instant::now() < deadline, "{url} did not start: {body}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

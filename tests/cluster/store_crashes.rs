@@ -114,7 +114,9 @@ async fn id_at_start(log: &Log, dir: &Path) -> u64 {
         forward_writes: false,
         client: reqwest::Client::new(),
     };
-    let cluster = Cluster::start(log.clone(), dir, config).await.expect("starts");
+    let cluster = Cluster::start(log.clone(), dir, config, &Default::default())
+        .await
+        .expect("starts");
     let id = cluster.id();
     cluster.shutdown().await;
     id

@@ -594,7 +594,8 @@ impl TestCluster {
         node.stopped = false;
     }
 
-    /// Waits until node `i` answers `GET /cluster` (with any status).
+    /// Waits until node `i` answers `GET /cluster` (with any status but
+    /// the 503 `starting` of a member whose start has not finished).
     async fn wait_ready(&mut self, i: usize) {
         let url = self.url(i);
         let deadline = Instant::now() + self.config.ready_timeout;
@@ -610,12 +611,18 @@ impl TestCluster {
             }
             let probe = url.clone();
             let answered = rt::on_harness(async move {
-                rt::http()
+                let Ok(response) = rt::http()
                     .get(format!("{probe}/cluster"))
                     .timeout(Duration::from_millis(500))
                     .send()
                     .await
-                    .is_ok()
+                else {
+                    return false;
+                };
+                // A member answers while it starts (503 `starting`): not yet.
+                let status = response.status().as_u16();
+                let body: serde_json::Value = response.json().await.unwrap_or_default();
+                !(status == 503 && body["code"] == "starting")
             })
             .await;
             if answered {
