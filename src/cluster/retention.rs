@@ -45,20 +45,35 @@ pub async fn run(cluster: Cluster, every: Duration, mut stopping: watch::Receive
     }
 }
 
+/// The last entry a purge may take: below where retention keeps the log
+/// from, `APPLY_MARGIN` behind what is applied, and below where readers'
+/// log ends. A batch still being applied holds readers' end at its first
+/// record; a purge past that would leave the log starting after its own
+/// end (`next_offset < lowest_offset`) until the batch is whole.
+fn purge_point(keep_from: u64, applied: Option<u64>, visible_end: u64) -> Option<u64> {
+    let margin_point = applied?.checked_sub(APPLY_MARGIN)?;
+    let upto = keep_from
+        .checked_sub(1)?
+        .min(margin_point)
+        .min(visible_end.checked_sub(1)?);
+    debug_assert!(upto < keep_from && upto < visible_end);
+    Some(upto)
+}
+
 async fn purge_once(cluster: &Cluster) -> Result<(), String> {
     let log = cluster.store().log().clone();
     let point = tokio::task::spawn_blocking(move || log.retention_point(now_ms()))
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
-    let Some(keep_from) = point.filter(|k| *k > 0) else {
+    let Some(keep_from) = point else {
         return Ok(());
     };
     let applied = cluster.raft().metrics().borrow_watched().last_applied.map(|a| a.index);
-    let Some(margin_point) = applied.and_then(|a| a.checked_sub(APPLY_MARGIN)) else {
+    let visible_end = cluster.store().log().next_offset();
+    let Some(upto) = purge_point(keep_from, applied, visible_end) else {
         return Ok(());
     };
-    let upto = (keep_from - 1).min(margin_point);
     if upto < cluster.store().first_index() {
         return Ok(());
     }
@@ -82,4 +97,27 @@ async fn purge_once(cluster: &Cluster) -> Result<(), String> {
         .purge_log(upto)
         .await
         .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_purge_stays_behind_retention_the_margin_and_readers_end() {
+        assert_eq!(purge_point(500, Some(5_000), 5_001), Some(499), "retention's point");
+        assert_eq!(purge_point(9_000, Some(5_000), 5_001), Some(4_000), "the apply margin");
+        assert_eq!(purge_point(0, Some(5_000), 5_001), None, "nothing to purge");
+        assert_eq!(purge_point(500, Some(999), 1_000), None, "not past the margin yet");
+        assert_eq!(purge_point(500, None, 0), None, "nothing applied");
+    }
+
+    /// A batch of 3,000 records from offset 2,000 is being applied: readers'
+    /// end stays at 2,000 until its last record is applied, though 4,000
+    /// are; the purge must not take the log's start past 2,000.
+    #[test]
+    fn a_purge_never_starts_the_log_past_readers_end_while_a_batch_is_applied() {
+        assert_eq!(purge_point(4_500, Some(4_000), 2_000), Some(1_999));
+        assert_eq!(purge_point(4_500, Some(4_000), 0), None);
+    }
 }
