@@ -586,3 +586,63 @@ async fn a_crash_inside_a_snapshot_installs_reset_is_not_a_storage_fault() {
         "a crash inside a snapshot's reset was taken for a storage fault (a new id)"
     );
 }
+
+/// Review finding: a start whose log lost applied entries (a power cut
+/// with write caching) rewrites the tables (`forget_applied_past_log`)
+/// with a plain `write_tables`, not `with_room`: on a full disk the start
+/// fails, every time, while `reserve.marks` still holds the room it needs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review_a_start_that_rolls_the_tables_back_on_a_full_disk_uses_the_reserve() {
+    use distlog::cluster::Tables;
+    use distlog::log::fsops::{self, Step};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = Log::open(dir.path(), log_config()).expect("log opens");
+    let durable = Durable::open(dir.path().join("raft")).expect("raft dir");
+    let mut store = LogStore::open(log, durable.clone()).expect("store opens");
+    store
+        .blocking_append((0..20).map(|i| blank(1, i)))
+        .await
+        .expect("append");
+    // The tables name entries a power cut took from the log.
+    let ahead = Tables {
+        applied: Some(id(1, 30)),
+        ..Tables::default()
+    };
+    durable.write("state", &ahead, true).expect("tables");
+    let marks = dir.path().join("raft").join("reserve.marks");
+    assert!(marks.exists(), "reserve.marks made at start");
+    // The disk is full until a reserve is given back.
+    let full = Arc::new(AtomicBool::new(true));
+    let _watch = fsops::watch(
+        dir.path(),
+        Arc::new({
+            let full = full.clone();
+            move |step: &Step<'_>| match step {
+                Step::Remove(path)
+                    if path
+                        .file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("reserve.")) =>
+                {
+                    full.store(false, Ordering::SeqCst);
+                    Ok(())
+                }
+                Step::Create(..) | Step::Allocate(..) | Step::Write(..) if full.load(Ordering::SeqCst) => {
+                    Err(std::io::Error::from_raw_os_error(libc::ENOSPC))
+                }
+                _ => Ok(()),
+            }
+        }),
+    );
+    let sm = StateMachine::open(store.clone(), durable.clone()).expect("sm opens");
+    let rolled = tokio::task::spawn_blocking(move || sm.forget_applied_past_log())
+        .await
+        .expect("joined");
+    assert!(
+        rolled.is_ok(),
+        "the start fails on a full disk though reserve.marks (exists: {}) holds room: {rolled:?}",
+        marks.exists()
+    );
+}

@@ -196,3 +196,64 @@ impl LogStore {
         released
     }
 }
+
+#[cfg(test)]
+mod review_tests {
+    use bytes::Bytes;
+    use openraft::EntryPayload;
+
+    use super::*;
+    use crate::cluster::durable::Durable;
+    use crate::cluster::types::{Entry, UserRecord, log_id};
+    use crate::log::{Durability, Log};
+
+    /// Review finding: `give_room_to_retention` gives back `reserve.appends`
+    /// whenever `Log::retention_point` is Some, but `retention::purge_once`
+    /// purges only `APPLY_MARGIN` (1000) entries behind what is applied
+    /// (and nothing while applied < 1000). Here nothing is applied and the
+    /// log holds 200 entries: no purge can follow, yet the reserve goes.
+    #[test]
+    fn review_the_appends_reserve_is_kept_when_retention_cannot_purge() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = LogConfig {
+            durability: Durability::Always,
+            max_segment_bytes: 1024,
+            max_record_bytes: 256,
+            retention_bytes: Some(1024),
+            ..LogConfig::default()
+        };
+        let log = Log::open(dir.path(), config).expect("log opens");
+        let store = LogStore::open(log, Durable::open(dir.path().join("raft")).expect("raft dir")).expect("store");
+        assert!(
+            store.shared.room.appends.held_bytes() > 0,
+            "a reserve at start (fallocate here?)"
+        );
+        let entries: Vec<Entry> = (0..200)
+            .map(|i| Entry {
+                log_id: log_id(1, i),
+                payload: EntryPayload::Normal(UserRecord::new(0, 1, Bytes::from_static(b"{}"))),
+            })
+            .collect();
+        let (_, sync) = store.write_entries(0, entries).expect("written");
+        if let Some(sync) = sync {
+            sync.wait_blocking().expect("synced");
+        }
+        let point = store.log().retention_point(now_ms()).expect("point");
+        eprintln!("retention point {point:?}, first index {}", store.first_index());
+        let mut tries = 0;
+        store
+            .while_full(|| {
+                tries += 1;
+                match tries {
+                    1 => Err(io::Error::new(io::ErrorKind::StorageFull, "full")),
+                    _ => Ok(()),
+                }
+            })
+            .expect("done");
+        assert!(
+            store.shared.room.appends.held_bytes() > 0,
+            "reserve.appends was given back though retention (applied < {} entries) can purge nothing",
+            1000
+        );
+    }
+}
