@@ -15,6 +15,8 @@ use serde_json::Value;
 /// nothing).
 const REFUSED_UNDONE: &[&str] = &[
     "no_leader",
+    // A member still checking its log at start serves nothing yet.
+    "starting",
     "too_many_connections",
     "disk_full",
     "shutting_down",
@@ -24,6 +26,7 @@ const REFUSED_UNDONE: &[&str] = &[
 /// Codes worth sending again as they are, after a pause.
 const TRANSIENT: &[&str] = &[
     "no_leader",
+    "starting",
     // Another member serves it.
     "removed",
     "not_leader",
@@ -191,7 +194,7 @@ impl Error {
     pub(crate) fn means_leader_moved(&self) -> bool {
         matches!(
             self.code(),
-            Some("no_leader" | "not_leader" | "read_only_follower" | "removed")
+            Some("no_leader" | "not_leader" | "read_only_follower" | "removed" | "starting")
         ) || matches!(self, Error::Unreachable { .. } | Error::OutcomeUnknown { .. })
     }
 }
@@ -219,6 +222,17 @@ mod tests {
             format!(r#"{{"error":"e","code":"{code}"}}"#).as_bytes(),
             None,
         )
+    }
+
+    /// A member whose start has not finished answers every route 503
+    /// `starting`: it did nothing, and another member (or the same one
+    /// soon) can take the request (a review finding: it was final).
+    #[test]
+    fn a_starting_member_did_nothing_and_is_worth_retrying() {
+        let starting = server(503, "starting");
+        assert!(starting.is_retryable(), "503 starting is not retryable");
+        assert!(starting.has_no_side_effects(), "503 starting counts as maybe done");
+        assert!(starting.means_leader_moved(), "503 starting keeps the leader cached");
     }
 
     #[test]

@@ -962,6 +962,42 @@ mod tests {
         assert_eq!(kept.len() as u64, bad);
     }
 
+    /// Item 15 (a review finding): the committed mark comes down to the
+    /// purged id when the log does not back it (the last entry held may be
+    /// of a term that lost); so must the applied id, which
+    /// `forget_applied_past_log` lowers at the same start (to the
+    /// snapshot's, here none).
+    #[test]
+    fn applied_is_not_lowered_onto_entries_of_a_term_that_lost() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = store_in(dir.path(), Durability::Always);
+        // The restored log: term 1 up to 9, then term 2 entries 10..14 that
+        // lost (the live cluster has term 3 there, applied up to 20).
+        let entries: Vec<Entry> = (0..10)
+            .map(|i| entry_of(1, i))
+            .chain((10..15).map(|i| entry_of(2, i)))
+            .collect();
+        let (_, sync) = store.write_entries(0, entries).expect("written");
+        if let Some(sync) = sync {
+            sync.wait_blocking().expect("synced");
+        }
+        use crate::cluster::state_machine::StateMachine;
+        use crate::cluster::tables::Tables;
+        let tables = Tables {
+            applied: Some(log_id(3, 20)),
+            ..Tables::default()
+        };
+        store.durable().write("state", &tables, true).expect("tables");
+        let sm = StateMachine::open(store.clone(), store.durable().clone()).expect("sm");
+        sm.forget_applied_past_log().expect("lowered");
+        let applied = sm.tables().applied;
+        assert!(
+            applied.is_none_or(|a| a.index < 10),
+            "applied lowered onto the losing term's entries: {applied:?}; visible up to {}",
+            store.log().next_offset()
+        );
+    }
+
     #[test]
     fn entries_with_a_gap_in_their_indexes_are_refused_and_nothing_is_written() {
         let dir = tempfile::tempdir().expect("temp dir");

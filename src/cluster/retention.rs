@@ -50,7 +50,7 @@ pub async fn run(cluster: Cluster, every: Duration, mut stopping: watch::Receive
 /// log ends. A batch still being applied holds readers' end at its first
 /// record; a purge past that would leave the log starting after its own
 /// end (`next_offset < lowest_offset`) until the batch is whole.
-fn purge_point(keep_from: u64, applied: Option<u64>, visible_end: u64) -> Option<u64> {
+pub(crate) fn purge_point(keep_from: u64, applied: Option<u64>, visible_end: u64) -> Option<u64> {
     let margin_point = applied?.checked_sub(APPLY_MARGIN)?;
     let upto = keep_from
         .checked_sub(1)?

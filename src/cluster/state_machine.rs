@@ -189,7 +189,7 @@ impl StateMachine {
             }
         }
         drop(tables);
-        self.write_tables()?;
+        self.write_tables_with_room()?;
         self.publish();
         Ok(())
     }

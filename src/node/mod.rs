@@ -389,15 +389,14 @@ async fn open_log(config: &NodeConfig) -> Result<Log, NodeError> {
     }
     let (dir, log_config) = (config.data_dir.clone(), config.log.clone());
     let reset = config.mode.resets_log();
-    // A member fetches a lost tail again from its peers: its log opens cut
-    // before a corrupt sealed segment's first bad frame, and its start
-    // takes that for a storage fault (see `cluster::repair`).
-    let member = config.mode.is_member();
+    // A corrupt sealed segment stops the open, a member's too: cutting it
+    // there (`Log::open_keeping_sound_prefix`) deleted records before
+    // anything knew whether another node held them (a one-node cluster, a
+    // majority with the same fault, or a standalone directory started with
+    // `--peers` lost them for good), so it is not used until the cut can
+    // move the files aside and refuse where this node may be the only holder.
     let log = tokio::task::spawn_blocking(move || -> Result<Log, LogError> {
-        let log = match member {
-            true => Log::open_keeping_sound_prefix(&dir, log_config)?,
-            false => Log::open(&dir, log_config)?,
-        };
+        let log = Log::open(&dir, log_config)?;
         if reset {
             tracing::warn!(dir = %dir.display(), "--follow-reset: discarding the local log to copy the leader's anew");
             log.reset(0)?;

@@ -1531,6 +1531,7 @@ pub(super) fn zero_tail(dir: &std::path::Path, from: u64) -> Vec<u64> {
 /// id (the storage-fault path), catches up, and nothing acknowledged is
 /// lost.
 #[tokio::test]
+#[ignore = "the cut at open is not used by the binary: it deleted records a one-node cluster or a standalone directory started with --peers held alone (review); see src/node/mod.rs"]
 async fn a_follower_with_a_rotten_sealed_segment_starts_under_a_new_id_and_catches_up() {
     let config = ClusterConfig {
         extra_args: vec!["--max-segment-bytes".into(), "4096".into()],

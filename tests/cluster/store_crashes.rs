@@ -471,10 +471,13 @@ async fn a_full_disk_that_retention_could_free_gives_back_the_reserve_and_wakes_
         payload: EntryPayload::Normal(distlog::cluster::UserRecord::new(
             0,
             0,
-            bytes::Bytes::from(vec![b'x'; 60 * 1024]),
+            bytes::Bytes::from(vec![b'x'; 2 * 1024]),
         )),
     };
-    store.blocking_append((0..20).map(big)).await.expect("append");
+    // Past retention's margin of 1,000 entries behind readers' end (what
+    // is applied), by more than the oldest segment. The append below
+    // rolls a segment (an allocation the full disk refuses).
+    store.blocking_append((0..1400).map(big)).await.expect("append");
     assert!(store.log().active_base() > 0, "sealed segments for retention to delete");
 
     // The log's files get no room until the reserve is given back.
@@ -496,7 +499,7 @@ async fn a_full_disk_that_retention_could_free_gives_back_the_reserve_and_wakes_
             }
         }),
     );
-    let appended = tokio::time::timeout(Duration::from_secs(10), store.blocking_append((20..40).map(big))).await;
+    let appended = tokio::time::timeout(Duration::from_secs(10), store.blocking_append((1400..1600).map(big))).await;
     assert!(
         matches!(appended, Ok(Ok(_))),
         "the append did not go on with the reserve's room: {appended:?} (waiting: {})",
@@ -587,12 +590,12 @@ async fn a_crash_inside_a_snapshot_installs_reset_is_not_a_storage_fault() {
     );
 }
 
-/// Review finding: a start whose log lost applied entries (a power cut
-/// with write caching) rewrites the tables (`forget_applied_past_log`)
+/// A review finding: a start whose log lost applied entries (a power cut
+/// with write caching) rewrote the tables (`forget_applied_past_log`)
 /// with a plain `write_tables`, not `with_room`: on a full disk the start
-/// fails, every time, while `reserve.marks` still holds the room it needs.
+/// failed, every time, while `reserve.marks` still held the room it needs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn review_a_start_that_rolls_the_tables_back_on_a_full_disk_uses_the_reserve() {
+async fn a_start_that_rolls_the_tables_back_on_a_full_disk_uses_the_reserve() {
     use distlog::cluster::Tables;
     use distlog::log::fsops::{self, Step};
     use std::sync::Arc;

@@ -126,9 +126,23 @@ impl LogStore {
         self.shared.room.make();
     }
 
-    /// Whether retention would delete whole segments now.
+    /// Whether retention's next purge would delete a whole segment: its
+    /// point, held behind what is applied as `retention::purge_point`
+    /// holds it (readers' end stands for applied: it is never past it),
+    /// must reach past the oldest segment.
     fn retention_could_free(&self) -> bool {
-        self.shared.log.retention_point(now_ms()).is_ok_and(|p| p.is_some())
+        let log = &self.shared.log;
+        let Ok(Some(keep_from)) = log.retention_point(now_ms()) else {
+            return false;
+        };
+        let visible_end = log.next_offset();
+        let Some(upto) = crate::cluster::retention::purge_point(keep_from, visible_end.checked_sub(1), visible_end)
+        else {
+            return false;
+        };
+        log.segment_bases()
+            .get(1)
+            .is_some_and(|end_of_oldest| *end_of_oldest <= upto + 1)
     }
 
     /// Runs a small write (a document a snapshot or a purge needs) that a
@@ -198,7 +212,7 @@ impl LogStore {
 }
 
 #[cfg(test)]
-mod review_tests {
+mod retention_tests {
     use bytes::Bytes;
     use openraft::EntryPayload;
 
@@ -207,13 +221,13 @@ mod review_tests {
     use crate::cluster::types::{Entry, UserRecord, log_id};
     use crate::log::{Durability, Log};
 
-    /// Review finding: `give_room_to_retention` gives back `reserve.appends`
-    /// whenever `Log::retention_point` is Some, but `retention::purge_once`
+    /// A review finding: `give_room_to_retention` gave back `reserve.appends`
+    /// whenever `Log::retention_point` was Some, but `retention::purge_once`
     /// purges only `APPLY_MARGIN` (1000) entries behind what is applied
     /// (and nothing while applied < 1000). Here nothing is applied and the
-    /// log holds 200 entries: no purge can follow, yet the reserve goes.
+    /// log holds 200 entries: no purge can follow, so the reserve stays.
     #[test]
-    fn review_the_appends_reserve_is_kept_when_retention_cannot_purge() {
+    fn the_appends_reserve_is_kept_when_retention_cannot_purge() {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = LogConfig {
             durability: Durability::Always,
