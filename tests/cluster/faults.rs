@@ -1265,6 +1265,7 @@ async fn run_step(
     load: &Load,
     batches: &mut Batches,
     pick: u64,
+    fsync: &str,
 ) -> Result<String, String> {
     let leader = cluster.leader().await;
     let victim = match (leader, cluster.rng().chance(60)) {
@@ -1277,7 +1278,18 @@ async fn run_step(
         }
     };
     Ok(match pick {
-        0 => kill_and_restart(cluster, victim).await,
+        0 => {
+            // With write caching a crashed node's committed mark trails
+            // what it synced, not what it showed: it restarts showing what
+            // its tables (written every 200 ms) had applied, and the rest
+            // once the leader's commit index reaches it (a known limit:
+            // seed 16633563797250497655 saw 133 -> 79). Values at an offset
+            // are still held to on every node.
+            if fsync != "always" {
+                monitor.node_wiped(&cluster.url(victim));
+            }
+            kill_and_restart(cluster, victim).await
+        }
         1 => stop_and_cont(cluster, victim).await,
         2 | 3 => partition_and_heal(cluster, victim).await,
         4 => transfer_to_another(cluster, leader).await,
@@ -1352,7 +1364,7 @@ async fn run_schedule(n: usize, tally: SharedTally) -> Result<String, String> {
     let mut batches = Batches::default();
     for s in 0..steps {
         let pick = pick_step(cluster.rng(), &extras, &picks, steps - s);
-        let step = run_step(&mut cluster, &monitor, &load, &mut batches, pick).await;
+        let step = run_step(&mut cluster, &monitor, &load, &mut batches, pick, settings.fsync).await;
         let waited = match &step {
             Ok(_) => wait_leader_and_progress(&cluster, &load).await.map_err(str::to_string),
             Err(why) => Err(why.clone()),
