@@ -265,6 +265,11 @@ impl Cluster {
     async fn commit(&self, mut records: Vec<UserRecord>) -> Result<Applied, ClusterError> {
         use futures_util::StreamExt;
         let count = records.len();
+        // Refused before anything is proposed: a full disk, or room given
+        // to retention that new entries must not take (see `log_store::room`).
+        if self.inner.store.refuses_new_entries() {
+            return Err(ClusterError::DiskFull);
+        }
         let started = std::time::Instant::now();
         let mut answers = {
             let mut last_stamp = self.inner.last_stamp.lock().await;

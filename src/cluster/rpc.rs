@@ -54,6 +54,11 @@ impl Cluster {
         validate::append(&request).map_err(ClusterError::BadRpc)?;
         let leader_commit = request.leader_commit.map(|c| c.index);
         let carries_entries = !request.entries.is_empty();
+        // Heartbeats go on (the core is free); entries wait for retention's
+        // purge after the disk reserve went to it (`LogStore::refuses_new_entries`).
+        if carries_entries && self.store().refuses_new_entries() {
+            return Err(ClusterError::DiskFull);
+        }
         let started = std::time::Instant::now();
         let answer = self
             .raft()

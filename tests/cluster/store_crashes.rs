@@ -508,6 +508,11 @@ async fn a_full_disk_that_retention_could_free_gives_back_the_reserve_and_wakes_
     assert!(!reserve.exists(), "the reserve was given back");
     let woken = tokio::time::timeout(Duration::from_secs(1), store.retention_wanted().notified()).await;
     assert!(woken.is_ok(), "retention was not woken");
+    // New entries must not take the room retention's snapshot and purge
+    // need (a review finding): refused until the purge.
+    assert!(store.refuses_new_entries(), "new entries are taken before the purge");
+    store.purge(id(1, 399)).await.expect("purge");
+    assert!(!store.refuses_new_entries(), "new entries are refused after the purge");
 
     store.make_reserve();
     assert!(reserve.exists(), "the reserve is made again once there is room");

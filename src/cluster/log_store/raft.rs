@@ -136,6 +136,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         blocking(move || {
             store.wait_for_syncs();
             store.with_room(|| store.purge_to(id))?;
+            store.purged_for_room();
             // What the purge freed goes to the reserve first (see `room`).
             store.make_reserve();
             Ok(())

@@ -59,7 +59,15 @@ pub(super) struct Room {
     changing: Mutex<()>,
     /// Notified when a full disk gave back the reserve: retention runs now.
     retention_wanted: Notify,
+    /// When a full disk gave back `reserve.appends` for retention, until
+    /// the next purge: new entries must not take the room it needs.
+    released_for_retention: Mutex<Option<Instant>>,
 }
+
+/// How long new entries are refused after the appends' reserve went to
+/// retention and no purge came (a retention that failed must not stop the
+/// node for good).
+const HOLD_FOR_PURGE: Duration = Duration::from_secs(30);
 
 impl Room {
     /// The reserve in `dir` for a log of `config`, made if there is room
@@ -70,6 +78,7 @@ impl Room {
             marks: Reserve::new(dir.join("reserve.marks"), MARK_ROOM),
             changing: Mutex::new(()),
             retention_wanted: Notify::new(),
+            released_for_retention: Mutex::new(None),
         };
         room.make();
         room
@@ -107,6 +116,10 @@ impl Room {
         }
         released
     }
+}
+
+fn lock_room<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn is_full(e: &io::Error) -> bool {
@@ -161,6 +174,20 @@ impl LogStore {
         self.shared.disk_full.load(Ordering::Acquire)
     }
 
+    /// Whether new entries (a client's write on a leader, a leader's
+    /// entries on a follower) are refused for now: the disk is full, or
+    /// the appends' reserve went to retention and its purge has not come
+    /// (new entries would take the room the snapshot and purge need).
+    pub fn refuses_new_entries(&self) -> bool {
+        let released = *lock_room(&self.shared.room.released_for_retention);
+        self.disk_full() || released.is_some_and(|at| at.elapsed() < HOLD_FOR_PURGE)
+    }
+
+    /// A purge ran: new entries are taken again.
+    pub(super) fn purged_for_room(&self) {
+        *lock_room(&self.shared.room.released_for_retention) = None;
+    }
+
     /// From now on nothing waits for room (the node is stopping: the Raft
     /// core must get out of a waiting append to shut down).
     pub fn stop_waiting(&self) {
@@ -205,6 +232,7 @@ impl LogStore {
         }
         let released = room.release(&room.appends, "so that retention can snapshot and purge", error);
         if released {
+            *lock_room(&room.released_for_retention) = Some(Instant::now());
             room.retention_wanted.notify_one();
         }
         released
