@@ -20,11 +20,17 @@
 #
 # Knobs (environment): DURATION (10s), CONNECTIONS (64), THREADS (2),
 # PREFILL records (100000), BASE_PORT (18080), LOAD_DIR (data dirs; default a
-# temporary directory under $TMPDIR or /tmp), CARGO_TARGET_DIR.
+# temporary directory under $TMPDIR or /tmp), CARGO_TARGET_DIR; SERVER_CPUS and
+# CLIENT_CPUS (taskset -c lists, e.g. 0 and 1: the servers and wrk on cores of
+# their own, so that the client's per-request work is not taken from the server).
 # Installs wrk (and curl) with apt-get if missing; kills what it started on exit.
 set -euo pipefail
 
 DURATION="${DURATION:-10s}"
+SERVER_PIN=()
+[ -n "${SERVER_CPUS:-}" ] && SERVER_PIN=(taskset -c "$SERVER_CPUS")
+CLIENT_PIN=()
+[ -n "${CLIENT_CPUS:-}" ] && CLIENT_PIN=(taskset -c "$CLIENT_CPUS")
 CONNECTIONS="${CONNECTIONS:-64}"
 THREADS="${THREADS:-2}"
 PREFILL="${PREFILL:-100000}"
@@ -202,7 +208,7 @@ wait_ready() { # until the server answers anything, at most 30 s
 }
 start_baseline() {
   PORT=$((PORT + 1))
-  "$BASELINE" "127.0.0.1:$PORT" >"$work/server.out" 2>&1 &
+  "${SERVER_PIN[@]}" "$BASELINE" "127.0.0.1:$PORT" >"$work/server.out" 2>&1 &
   SERVER_PID=$!
   wait_ready
 }
@@ -210,7 +216,7 @@ start_distlog() { # $1: fsync mode, then extra flags; the default configuration 
   PORT=$((PORT + 1))
   local data="$work/data-$PORT" fsync="$1"
   shift
-  env -u RUST_LOG "$DISTLOG" serve --listen "127.0.0.1:$PORT" --data-dir "$data" --fsync "$fsync" "$@" \
+  "${SERVER_PIN[@]}" env -u RUST_LOG "$DISTLOG" serve --listen "127.0.0.1:$PORT" --data-dir "$data" --fsync "$fsync" "$@" \
     >"$work/server.out" 2>&1 &
   SERVER_PID=$!
   wait_ready
@@ -245,7 +251,7 @@ declare -A RPS P99 P50 ERR REQ
 run() {
   local name="$1" script="$2" out="$work/wrk-$1.out" threads="${3:-$THREADS}" duration="${4:-$DURATION}"
   log "wrk -t$threads -c$CONNECTIONS -d$duration --latency ($name)"
-  timeout "$(($(seconds "$duration") + 60))" wrk -t"$threads" -c"$CONNECTIONS" -d"$duration" --timeout 10s --latency \
+  timeout "$(($(seconds "$duration") + 60))" "${CLIENT_PIN[@]}" wrk -t"$threads" -c"$CONNECTIONS" -d"$duration" --timeout 10s --latency \
     -s "$script" "$SCHEME://127.0.0.1:$PORT" >"$out" 2>&1 || {
     log "wrk failed for $name:"
     cat "$out" >&2
