@@ -907,12 +907,13 @@ mod tests {
         bases
     }
 
-    /// Issue 19 item 15: corruption in a sealed segment where the engine
-    /// checks it at open (its last record) refused the whole log, so the
-    /// repair that keeps the sound prefix never ran. A cluster node's log
-    /// opens, cut before the bad frame, and its start finds the fault.
+    /// Corruption in a sealed segment where the engine checks it at open
+    /// (its last record) refuses a member's log, and deletes nothing: a
+    /// cut at open, tried this stop, deleted records before anything knew
+    /// whether another node held them (a one-node cluster lost them for
+    /// good). Every segment must still be there for an operator.
     #[test]
-    fn a_corrupt_sealed_segment_opens_cut_before_the_bad_frame_and_is_a_storage_fault() {
+    fn a_corrupt_sealed_segment_refuses_the_open_and_deletes_nothing() {
         use std::os::unix::fs::FileExt;
         let dir = tempfile::tempdir().expect("temp dir");
         let (store, sealed_end) = checked_sealed_segments(dir.path());
@@ -939,27 +940,9 @@ mod tests {
             max_record_bytes: 256,
             ..LogConfig::default()
         };
-        let log = Log::open_keeping_sound_prefix(dir.path(), config).expect("the log opens");
-        let store = LogStore::open(log, Durable::open(dir.path().join("raft")).expect("raft dir")).expect("store");
-        let bad = next - 1;
-        assert_eq!(
-            store.next_index(),
-            bad,
-            "cut before the bad frame, the segments after it gone"
-        );
-        assert_eq!(store_bases(dir.path()).last(), Some(&rotten));
-        let fault = repair::check(&store).expect("checked");
-        assert!(
-            matches!(fault, Some(repair::Fault::Corrupt { offset, .. }) if offset == bad),
-            "{fault:?}"
-        );
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .expect("a runtime");
-        let kept = runtime
-            .block_on(store.read_entries(0, bad, u64::MAX))
-            .expect("the sound prefix reads");
-        assert_eq!(kept.len() as u64, bad);
+        let opened = Log::open(dir.path(), config);
+        assert!(matches!(opened, Err(LogError::Corrupt { .. })), "{:?}", opened.err());
+        assert_eq!(store_bases(dir.path()), bases, "a refused open deletes no segment");
     }
 
     /// Item 15 (a review finding): the committed mark comes down to the

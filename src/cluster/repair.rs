@@ -9,9 +9,7 @@
 //!   what the log has synced (`Log::synced_offset`);
 //! - `committed`: the last entry it knew committed;
 //! - every frame's checksum (the engine checks only the last record of a
-//!   sealed segment on open, the rest when read; a member's log that failed
-//!   that check at open was cut before the bad frame, and says so:
-//!   `Log::cut_at_open`);
+//!   sealed segment on open, the rest when read);
 //! - where the log starts: at the entry after the purged id (or the
 //!   snapshot), not past it.
 //!
@@ -120,14 +118,6 @@ pub fn check_telling(store: &LogStore, progress: &StartProgress) -> io::Result<O
     // Only a hint: a start on a full disk goes on without it.
     if let Err(e) = remember_verified(store) {
         tracing::warn!(error = %e, "could not record which segments were checked: the next start checks them again");
-    }
-    // After the scan (a bad frame below the open's cut is the one to cut at)
-    // and the record of what it checked.
-    if let Some(cut) = store.log().cut_at_open() {
-        return Ok(Some(Fault::Corrupt {
-            offset: cut.offset,
-            reason: cut.reason.clone(),
-        }));
     }
     for (mark, recorded) in [("flushed", store.flushed()), ("committed", store.committed())] {
         let Some(recorded) = recorded else { continue };

@@ -47,8 +47,7 @@ use background::spawn_background;
 use bounds::Bounds;
 pub(crate) use committer::describe_metrics;
 use committer::{Committer, spawn_committer};
-pub use opening::CutAtOpen;
-use opening::{CreatedDirs, OnCorrupt, check_room, lock_directory, open_segments};
+use opening::{CreatedDirs, check_room, lock_directory, open_segments};
 use writer::{SegmentList, WriterLock};
 
 /// A handle on an open log; clones share it. When the last handle goes,
@@ -117,8 +116,6 @@ struct Shared {
     retention: RwLock<Retention>,
     /// Told of every read that met a corrupt frame (`on_corrupt_read`).
     corrupt_reads: OnceLock<CorruptReadHook>,
-    /// Where the open cut the log (`open_keeping_sound_prefix`).
-    cut_at_open: Option<CutAtOpen>,
 }
 
 /// A caller's hook on corrupt reads (`Log::on_corrupt_read`).
@@ -187,14 +184,10 @@ impl Log {
     /// new log's first segment), never what was there or what another open
     /// wrote (see `opening`).
     pub fn open(dir: impl AsRef<Path>, config: LogConfig) -> Result<Log> {
-        Self::open_as(dir, config, OnCorrupt::Refuse)
-    }
-
-    fn open_as(dir: impl AsRef<Path>, config: LogConfig, on_corrupt: OnCorrupt) -> Result<Log> {
         config.validate()?;
         let dir = dir.as_ref().to_path_buf();
         let created = CreatedDirs::before_creating(&dir);
-        let opened = Self::open_created(dir.clone(), config, on_corrupt);
+        let opened = Self::open_created(dir.clone(), config);
         match opened {
             // Another open holds the directory: nothing here is ours to remove.
             Err(LogError::Locked(_)) | Ok(_) => {}
@@ -203,20 +196,7 @@ impl Log {
         opened
     }
 
-    /// `open`, for a log whose lost tail can be fetched again (a cluster
-    /// member's): a sealed segment that fails its check at open cuts the
-    /// log before its first bad frame instead of refusing it, and
-    /// `cut_at_open` says where (see `opening`).
-    pub fn open_keeping_sound_prefix(dir: impl AsRef<Path>, config: LogConfig) -> Result<Log> {
-        Self::open_as(dir, config, OnCorrupt::KeepSoundPrefix)
-    }
-
-    /// Where this open cut the log, if it did (`open_keeping_sound_prefix`).
-    pub fn cut_at_open(&self) -> Option<&CutAtOpen> {
-        self.shared.cut_at_open.as_ref()
-    }
-
-    fn open_created(dir: PathBuf, config: LogConfig, on_corrupt: OnCorrupt) -> Result<Log> {
+    fn open_created(dir: PathBuf, config: LogConfig) -> Result<Log> {
         fsops::create_dir_all(&dir)?;
         let lock = lock_directory(&dir)?;
         // The log keeps a duplicate of the locked descriptor (a lock belongs
@@ -226,22 +206,16 @@ impl Log {
             .file
             .try_clone()
             .map_err(|e| LogError::from(fsops::naming(&dir.join("LOCK"), e)))
-            .and_then(|held| Self::open_locked(dir.clone(), config, held, !lock.fresh_log, on_corrupt));
+            .and_then(|held| Self::open_locked(dir.clone(), config, held, !lock.fresh_log));
         if opened.is_err() {
             lock.remove_created(&dir);
         }
         opened
     }
 
-    fn open_locked(
-        dir: PathBuf,
-        config: LogConfig,
-        lock_file: File,
-        existing_log: bool,
-        on_corrupt: OnCorrupt,
-    ) -> Result<Log> {
+    fn open_locked(dir: PathBuf, config: LogConfig, lock_file: File, existing_log: bool) -> Result<Log> {
         check_room(&dir, &config, existing_log)?;
-        let (segments, cut_at_open) = open_segments(&dir, &config, on_corrupt)?;
+        let segments = open_segments(&dir, &config)?;
         // What the active segment holds may be only in the page cache (a
         // process crash): synced now, it all counts as on disk (`synced`).
         if let Some(active) = segments.last() {
@@ -273,7 +247,6 @@ impl Log {
             newest_stamp: AtomicU64::new(last_timestamp),
             corrupt_reads: OnceLock::new(),
             retention: RwLock::new(retention),
-            cut_at_open,
         });
         let committer = spawn_committer(Arc::downgrade(&shared), shared.committer.clone())?;
         lock(&shared.background).push(committer);

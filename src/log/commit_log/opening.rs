@@ -12,14 +12,6 @@
 //! and tries again if not. The directories it created are removed last,
 //! and only if empty (`CreatedDirs`).
 //!
-//! A sealed segment that fails its check at open (its last record, or the
-//! records it must hold) refuses the open, unless the log's lost tail can
-//! be fetched again (a cluster member's: `OnCorrupt::KeepSoundPrefix`):
-//! then the segments after it are deleted (newest first, so that a crash
-//! part-way opens the same way again), it is opened as the active segment,
-//! which cuts it before its first bad frame, and the log says where it was
-//! cut (`CutAtOpen`) for the member to treat as a storage fault.
-//!
 //! The free-space check refuses a new log whose first segment would not fit
 //! in the free space, and a segment larger than the filesystem; an existing
 //! log on a filling disk only gets a warning, so that it can still be read
@@ -255,22 +247,6 @@ fn newest_segment_bytes(dir: &Path) -> Result<u64> {
     Ok(held)
 }
 
-/// What an open does with a sealed segment that fails its check.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum OnCorrupt {
-    Refuse,
-    /// Cut the log before the segment's first bad frame (see the module doc).
-    KeepSoundPrefix,
-}
-
-/// Where an open cut the log (`OnCorrupt::KeepSoundPrefix`), and why.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CutAtOpen {
-    /// The log ends here now: the first offset it lost.
-    pub offset: u64,
-    pub reason: String,
-}
-
 /// Opens the segments found in `dir`: sealed ones are trusted but for their
 /// last entry, the last one is recovered. An empty directory gets segment 0.
 ///
@@ -281,11 +257,7 @@ pub struct CutAtOpen {
 /// segments or wrote anything), and an empty last segment whose base the one
 /// before does not reach (likewise). Their files are removed. Any other gap
 /// or overlap is an error naming both files.
-pub(super) fn open_segments(
-    dir: &Path,
-    config: &LogConfig,
-    on_corrupt: OnCorrupt,
-) -> Result<(Vec<Arc<Segment>>, Option<CutAtOpen>)> {
+pub(super) fn open_segments(dir: &Path, config: &LogConfig) -> Result<Vec<Arc<Segment>>> {
     let mut bases = segment_bases(dir, true)?;
     for base in bases.clone().iter().rev().skip(1) {
         if store_is_empty(dir, *base)? {
@@ -295,14 +267,9 @@ pub(super) fn open_segments(
     }
     loop {
         let Some((&last, sealed)) = bases.split_last() else {
-            return Ok((vec![Arc::new(Segment::create(dir, 0, config)?)], None));
+            return Ok(vec![Arc::new(Segment::create(dir, 0, config)?)]);
         };
-        // An empty last segment is dropped below, not taken for a cut.
-        let on_corrupt = match on_corrupt {
-            OnCorrupt::KeepSoundPrefix if !store_is_empty(dir, last)? => OnCorrupt::KeepSoundPrefix,
-            _ => OnCorrupt::Refuse,
-        };
-        match open_in_order(dir, sealed, last, config, on_corrupt) {
+        match open_in_order(dir, sealed, last, config) {
             Err(LogError::Corrupt { .. }) if !sealed.is_empty() && store_is_empty(dir, last)? => {
                 drop_empty_segment(dir, last, "an empty last segment that does not continue the log")?;
                 bases.pop();
@@ -367,29 +334,14 @@ fn drop_empty_segment(dir: &Path, base: u64, why: &str) -> Result<()> {
 }
 
 /// Opens `sealed` segments, each holding the offsets up to the next base,
-/// then recovers the `last` one; or, at a corrupt sealed one, cuts there
-/// (`OnCorrupt::KeepSoundPrefix`).
-fn open_in_order(
-    dir: &Path,
-    sealed: &[u64],
-    last: u64,
-    config: &LogConfig,
-    on_corrupt: OnCorrupt,
-) -> Result<(Vec<Arc<Segment>>, Option<CutAtOpen>)> {
+/// then recovers the `last` one.
+fn open_in_order(dir: &Path, sealed: &[u64], last: u64, config: &LogConfig) -> Result<Vec<Arc<Segment>>> {
     let mut segments = Vec::with_capacity(sealed.len() + 1);
     for (i, &base) in sealed.iter().enumerate() {
         let next = sealed.get(i + 1).copied().unwrap_or(last);
         let count = next.saturating_sub(base);
-        match Segment::open_sealed(dir, base, count, config).map_err(|e| disagreeing(e, dir, base, next)) {
-            Ok(opened) => segments.push(Arc::new(opened)),
-            Err(LogError::Corrupt { reason, .. }) if on_corrupt == OnCorrupt::KeepSoundPrefix => {
-                let later: Vec<u64> = sealed.iter().skip(i + 1).copied().chain([last]).collect();
-                let (active, cut) = cut_at_sealed(dir, base, &later, config, reason)?;
-                segments.push(Arc::new(active));
-                return Ok((segments, Some(cut)));
-            }
-            Err(e) => return Err(e),
-        }
+        let opened = Segment::open_sealed(dir, base, count, config).map_err(|e| disagreeing(e, dir, base, next))?;
+        segments.push(Arc::new(opened));
     }
     let (active, report) = Segment::open_active(dir, last, config)?;
     if report.truncated_bytes > 0 || report.dropped_entries > 0 || report.rebuilt_index {
@@ -404,47 +356,7 @@ fn open_in_order(
         );
     }
     segments.push(Arc::new(active));
-    Ok((segments, None))
-}
-
-/// The sealed segment at `base` failed its check: the `later` segments go
-/// (newest first; a store before its index, whose orphan an open removes),
-/// then it is recovered as the active segment, cut before its first bad
-/// frame.
-fn cut_at_sealed(
-    dir: &Path,
-    base: u64,
-    later: &[u64],
-    config: &LogConfig,
-    reason: String,
-) -> Result<(Segment, CutAtOpen)> {
-    tracing::error!(
-        segment = base,
-        %reason,
-        deleted_segments = later.len(),
-        "a sealed segment is corrupt: keeping the log before its first bad frame, deleting the segments after it"
-    );
-    for &gone in later.iter().rev() {
-        for suffix in [STORE_SUFFIX, INDEX_SUFFIX] {
-            let path = segment_path(dir, gone, suffix);
-            if path.exists() {
-                fsops::remove(&path)?;
-            }
-        }
-    }
-    fsops::sync_dir(dir)?;
-    let (active, report) = Segment::open_active(dir, base, config)?;
-    let offset = active.next_offset();
-    debug_assert!(
-        offset <= later.first().copied().unwrap_or(u64::MAX),
-        "the cut keeps no more than the segment held"
-    );
-    let reason = format!(
-        "{reason} (segment {base} was cut at open before offset {offset}{}, and {} segments after it deleted)",
-        report.reason.map(|r| format!(": {r}")).unwrap_or_default(),
-        later.len()
-    );
-    Ok((active, CutAtOpen { offset, reason }))
+    Ok(segments)
 }
 
 /// A sealed segment that does not hold exactly the offsets up to the next
