@@ -185,6 +185,52 @@ async fn a_node_that_crashed_inside_install_snapshot_restarts() {
     );
 }
 
+/// The same crash inside `install_snapshot`, on a node whose log holds
+/// another entry at the snapshot's index (a deposed leader's uncommitted
+/// tail of term 1 past index 20, the snapshot at (2, 20)). A review
+/// reasoned that the start, taking the tables back to that snapshot
+/// (applied (2, 20)) over a log ending at (1, 29), would be refused by
+/// openraft on every start ("inverted log order"); this holds that it is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_inside_install_snapshot_over_a_conflicting_tail_restarts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut store, mut sm) = open(dir.path());
+    let entries: Vec<Entry> = (0..30)
+        .map(|i| if i == 4 { membership(1, i) } else { blank(1, i) })
+        .collect();
+    store.blocking_append(entries.clone()).await.expect("append");
+    let applied = entries[..5].iter().cloned().map(|e| Ok::<_, std::io::Error>((e, None)));
+    sm.apply(futures_util::stream::iter(applied)).await.expect("apply");
+    let saved = tempfile::tempdir().expect("tempdir");
+    store.log().sync().expect("sync");
+    copy_segments(dir.path(), saved.path());
+    let meta = openraft::type_config::alias::SnapshotMetaOf::<TypeConfig> {
+        last_log_id: Some(id(2, 20)),
+        last_membership: openraft::StoredMembership::new(Some(id(1, 4)), membership_of(1)),
+    };
+    let mut tables = sm.tables();
+    tables.applied = Some(id(2, 20));
+    sm.install_snapshot(&meta, tables).await.expect("install");
+    crash(store, sm);
+    remove_segments(dir.path());
+    copy_segments(saved.path(), dir.path());
+    let (mut store, mut sm) = open(dir.path());
+    let rolled = sm.clone();
+    tokio::task::spawn_blocking(move || rolled.forget_applied_past_log())
+        .await
+        .expect("joined")
+        .expect("the start's roll-back");
+    let state = StorageHelper::new(&mut store, &mut sm)
+        .with_id(1)
+        .get_initial_state()
+        .await;
+    assert!(
+        state.is_ok(),
+        "a node that died inside install_snapshot over a conflicting tail cannot start again: {}",
+        state.err().map(|e| e.to_string()).unwrap_or_default()
+    );
+}
+
 /// Repair of a faulty log (`Cluster::start`): `keep_sound_prefix` cuts the
 /// log and lowers the flushed and committed marks to what it holds
 /// (synced), and only then is the new node id written. A process that dies

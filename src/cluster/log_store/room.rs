@@ -25,7 +25,7 @@
 
 use std::io;
 use std::path::Path;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -61,7 +61,12 @@ pub(super) struct Room {
     retention_wanted: Notify,
     /// When a full disk gave back `reserve.appends` for retention, until
     /// the next purge: new entries must not take the room it needs.
-    released_for_retention: Mutex<Option<Instant>>,
+    /// Milliseconds after `opened` (a monotonic clock: a stepped wall
+    /// clock must not stretch the hold) of that release plus one, 0 for
+    /// none: read on every write and every peer append, so an atomic
+    /// rather than a lock.
+    released_for_retention: AtomicU64,
+    opened: Instant,
 }
 
 /// How long new entries are refused after the appends' reserve went to
@@ -78,10 +83,16 @@ impl Room {
             marks: Reserve::new(dir.join("reserve.marks"), MARK_ROOM),
             changing: Mutex::new(()),
             retention_wanted: Notify::new(),
-            released_for_retention: Mutex::new(None),
+            released_for_retention: AtomicU64::new(0),
+            opened: Instant::now(),
         };
         room.make();
         room
+    }
+
+    /// Milliseconds since the room was opened.
+    fn millis(&self) -> u64 {
+        self.opened.elapsed().as_millis() as u64
     }
 
     /// Makes what is missing of the reserve, if there is room.
@@ -116,10 +127,6 @@ impl Room {
         }
         released
     }
-}
-
-fn lock_room<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn is_full(e: &io::Error) -> bool {
@@ -179,13 +186,14 @@ impl LogStore {
     /// the appends' reserve went to retention and its purge has not come
     /// (new entries would take the room the snapshot and purge need).
     pub fn refuses_new_entries(&self) -> bool {
-        let released = *lock_room(&self.shared.room.released_for_retention);
-        self.disk_full() || released.is_some_and(|at| at.elapsed() < HOLD_FOR_PURGE)
+        let room = &self.shared.room;
+        let released = room.released_for_retention.load(Ordering::Acquire);
+        self.disk_full() || (released != 0 && room.millis() + 1 - released < HOLD_FOR_PURGE.as_millis() as u64)
     }
 
     /// A purge ran: new entries are taken again.
     pub(super) fn purged_for_room(&self) {
-        *lock_room(&self.shared.room.released_for_retention) = None;
+        self.shared.room.released_for_retention.store(0, Ordering::Release);
     }
 
     /// From now on nothing waits for room (the node is stopping: the Raft
@@ -232,7 +240,7 @@ impl LogStore {
         }
         let released = room.release(&room.appends, "so that retention can snapshot and purge", error);
         if released {
-            *lock_room(&room.released_for_retention) = Some(Instant::now());
+            room.released_for_retention.store(room.millis() + 1, Ordering::Release);
             room.retention_wanted.notify_one();
         }
         released
