@@ -31,7 +31,7 @@ use super::fsops;
 use super::segment::Segment;
 
 mod appending;
-pub use appending::PendingSync;
+pub use appending::{PendingAppend, PendingSync};
 mod background;
 mod bounds;
 mod by_time;
