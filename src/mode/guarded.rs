@@ -486,4 +486,67 @@ mod tests {
         save.await.unwrap();
         assert!(held.await.is_ok(), "q goes ahead once the save is done");
     }
+
+    /// A producer with requests in flight (the client keeps up to 5): the
+    /// ones that wait for its busy first append, in the order they came,
+    /// are decided in that order (the per-producer tokio Mutex this
+    /// replaced was FIFO), so none is refused as a sequence gap.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_producers_waiting_appends_are_decided_in_the_order_they_came() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+        let appends = Arc::new(GuardedAppends::default());
+        let mut refused = Vec::new();
+        for round in 0..20u64 {
+            let (l, a) = (log.clone(), appends.clone());
+            // On a worker thread, as a request's task is.
+            let outcomes = tokio::spawn(async move {
+                let id = format!("p{round}");
+                let first_guard = stamp(&id, 0);
+                let now = l.config().clock.now_ms();
+                let Ok(first) = a.claim(&l, &first_guard, now).await else {
+                    panic!("p's first append may go ahead")
+                };
+                let mut later = Vec::new();
+                for seq in 1..5u64 {
+                    let (l2, a2, id) = (l.clone(), a.clone(), id.clone());
+                    later.push(tokio::spawn(async move {
+                        let guard = stamp(&id, seq);
+                        let encoded = guard.encode();
+                        let payload = Payload {
+                            attributes: 0,
+                            value: b"x",
+                            guard: &encoded,
+                        };
+                        (seq, a2.append(&l2, &[payload], &guard).await)
+                    }));
+                    // Registered as waiting before the next one comes.
+                    while a.shared.state().waiting < seq as usize {
+                        tokio::task::yield_now().await;
+                    }
+                }
+                let at = l.append_batch_async(&[Payload::new(b"first")]).await.unwrap();
+                first.end(Some(at));
+                let mut outcomes = Vec::new();
+                for handle in later {
+                    outcomes.push(handle.await.unwrap());
+                }
+                outcomes
+            })
+            .await
+            .unwrap();
+            for (seq, outcome) in outcomes {
+                match outcome {
+                    Ok(Appended::Created { .. }) => {}
+                    Err(GuardedError::Refused(why)) => refused.push((seq, why)),
+                    other => panic!("seq {seq}: {other:?}"),
+                }
+            }
+        }
+        assert!(
+            refused.is_empty(),
+            "{} of 80 appends that came in order were refused: {refused:?}",
+            refused.len()
+        );
+    }
 }
