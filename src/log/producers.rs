@@ -91,8 +91,7 @@ struct Producer {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(from = "Vec<Kept>", into = "Vec<Kept>")]
 pub struct Producers {
-    /// Keyed by a per-process seed: the ids are the clients' choice.
-    by_id: HashMap<Arc<str>, Producer, foldhash::quality::RandomState>,
+    by_id: HashMap<Arc<str>, Producer>,
     /// Least recently used first.
     by_use: BTreeMap<u64, Used>,
     tick: u64,

@@ -2,14 +2,17 @@
 //! expected last offset (a member's are decided by its state machine, see
 //! `cluster::tables`).
 //!
-//! A producer's appends are decided one at a time: it is marked busy from
+//! A producer's appends are decided one at a time: it holds its turn from
 //! the table's check, through the append, to noting it in the table
 //! (`log::producers`), so a retry cannot pass the check while its first
 //! try is still being written; other producers do not wait for it. The
-//! mark and the check are made under the table's one lock, and a producer
-//! found busy waits for a `released` notice and looks again. Busy
-//! producers are known by a keyed hash of their id: two ids with the same
-//! hash only make one wait for the other. An expected last offset is held
+//! turns are kept under the table's one lock: a producer with an append
+//! under way is busy, and its next appends queue in the order they came
+//! and are handed the turn one by one (a client keeps several in flight,
+//! in sequence order: woken all at once, they would be decided in any
+//! order and refused as gaps). Busy producers are known by a keyed hash
+//! of their id: two ids with the same hash only make one wait for the
+//! other. An expected last offset is held
 //! by the log's one writer as it places the batch (`Log::append_batch_at`),
 //! so no other append comes in between. Appends without a guard take no
 //! lock and never wait for a guarded one.
@@ -27,16 +30,18 @@
 //! (a `cluster::Durable` document: checksummed, replaced atomically), and
 //! `open` starts from that and reads only the frames after it: deleting a
 //! producer's records does not make the log forget the producer. `save`
-//! holds new guarded appends back and waits until none is in flight, so
-//! that the table holds every guarded append below the log's end.
+//! holds new guarded appends back and waits until none is in flight (told
+//! by `released`), so that the table holds every guarded append below the
+//! log's end.
 
-use std::collections::HashSet;
-use std::hash::BuildHasher;
+use std::collections::hash_map::{Entry, RandomState};
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, oneshot};
 
 use crate::cluster::Durable;
 use crate::log::producers::{Producers, Refusal};
@@ -76,23 +81,46 @@ pub struct GuardedAppends {
 #[derive(Debug)]
 struct Shared {
     state: Mutex<State>,
-    /// Told when a claim ends or a save is done, if someone waits.
+    /// Told when a claim ends or a save is done, if a save or an append
+    /// held back by one waits.
     released: Notify,
-    /// Keys the hashes busy producers are known by (client-chosen ids).
-    ids: foldhash::quality::RandomState,
+    /// Keys the hashes busy producers are known by (the ids are the
+    /// clients' choice: SipHash with a random key).
+    ids: RandomState,
 }
 
 #[derive(Debug)]
 struct State {
     table: Producers,
-    /// The hashed ids of the producers with an append under way.
-    busy: HashSet<u64, foldhash::fast::RandomState>,
+    /// The producers with an append under way, by hashed id, each with
+    /// its appends waiting for the turn, in the order they came.
+    busy: HashMap<u64, VecDeque<oneshot::Sender<()>>, BuildHasherDefault<Hashed>>,
     /// Guarded appends between their check and their end.
     in_flight: usize,
     /// Saves under way: new guarded appends wait.
     saving: usize,
-    /// Appends or saves waiting for `released`.
+    /// Saves and appends waiting for `released`.
     waiting: usize,
+}
+
+/// The hasher of `State::busy`, whose keys are keyed hashes already.
+#[derive(Debug, Default)]
+struct Hashed(u64);
+
+impl Hasher for Hashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
 }
 
 impl Default for GuardedAppends {
@@ -112,7 +140,7 @@ impl GuardedAppends {
     fn with(table: Producers, saved: Option<Durable>) -> GuardedAppends {
         let state = State {
             table,
-            busy: HashSet::default(),
+            busy: HashMap::default(),
             in_flight: 0,
             saving: 0,
             waiting: 0,
@@ -121,7 +149,7 @@ impl GuardedAppends {
             shared: Arc::new(Shared {
                 state: Mutex::new(state),
                 released: Notify::new(),
-                ids: foldhash::quality::RandomState::default(),
+                ids: RandomState::new(),
             }),
             saved,
         }
@@ -210,8 +238,7 @@ impl GuardedAppends {
     /// Appends `payloads` (the first carrying `guard` encoded) if `guard`
     /// allows it.
     pub async fn append(&self, log: &Log, payloads: &[Payload<'_>], guard: &Guard) -> Result<Appended, GuardedError> {
-        let now = log.config().clock.now_ms();
-        let mut claim = match self.claim(log, guard, now).await {
+        let mut claim = match self.claim(log, guard).await {
             Ok(claim) => claim,
             Err(Early::Duplicate { first, last }) => return Ok(Appended::Duplicate { first, last }),
             Err(Early::Refused(why)) => return Err(GuardedError::Refused(why)),
@@ -234,9 +261,9 @@ impl GuardedAppends {
         }
     }
 
-    /// Waits for the producer's turn (and for any save), then checks the
+    /// Waits for any save and for the producer's turn, then checks the
     /// table: a claim to append, or the answer without appending.
-    async fn claim<'a>(&'a self, log: &'a Log, guard: &'a Guard, now: u64) -> Result<Claim<'a>, Early> {
+    async fn claim<'a>(&'a self, log: &'a Log, guard: &'a Guard) -> Result<Claim<'a>, Early> {
         let producer = guard
             .producer
             .as_ref()
@@ -245,32 +272,78 @@ impl GuardedAppends {
         loop {
             let wait = {
                 let mut state = self.shared.state();
-                let busy = producer.is_some_and(|(_, hash)| state.busy.contains(&hash));
-                if state.saving == 0 && !busy {
-                    if let Some((p, hash)) = producer {
-                        match state.table.check(p, now, &log.config().producers) {
-                            None => {}
-                            Some(Refusal::Duplicate { first, last }) => return Err(Early::Duplicate { first, last }),
-                            Some(why) => return Err(Early::Refused(why)),
+                if state.saving > 0 {
+                    state.waiting += 1;
+                    Wait::Save(self.shared.released.notified())
+                } else if let Some((_, hash)) = producer {
+                    match state.busy.entry(hash) {
+                        Entry::Vacant(free) => {
+                            free.insert(VecDeque::new());
+                            return self.decide(state, log, producer);
                         }
-                        state.busy.insert(hash);
+                        Entry::Occupied(mut queue) => {
+                            let (handed, turn) = oneshot::channel();
+                            queue.get_mut().push_back(handed);
+                            Wait::Turn(Turn {
+                                shared: &self.shared,
+                                hash,
+                                turn: Some(turn),
+                            })
+                        }
                     }
-                    state.in_flight += 1;
-                    return Ok(Claim {
-                        shared: &self.shared,
-                        log,
-                        producer,
-                        now,
-                        pending: None,
-                        ended: false,
-                    });
+                } else {
+                    return self.decide(state, log, None);
                 }
-                state.waiting += 1;
-                self.shared.released.notified()
             };
-            waiting.wait(wait).await;
+            match wait {
+                Wait::Save(notified) => waiting.wait(notified).await,
+                Wait::Turn(turn) => {
+                    if turn.taken().await {
+                        // Decided now, whether a save began meanwhile or
+                        // not: the save waits for this claim as for any in
+                        // flight.
+                        return self.decide(self.shared.state(), log, producer);
+                    }
+                }
+            }
         }
     }
+
+    /// Checks a claim that holds its producer's turn (if it has a
+    /// producer) against the table, at the clock's time now.
+    fn decide<'a>(
+        &'a self,
+        mut state: MutexGuard<'_, State>,
+        log: &'a Log,
+        producer: Option<(&'a ProducerStamp, u64)>,
+    ) -> Result<Claim<'a>, Early> {
+        let now = log.config().clock.now_ms();
+        if let Some((p, hash)) = producer {
+            debug_assert!(state.busy.contains_key(&hash), "the claim holds its producer's turn");
+            if let Some(refusal) = state.table.check(p, now, &log.config().producers) {
+                state.pass_turn(hash);
+                return Err(match refusal {
+                    Refusal::Duplicate { first, last } => Early::Duplicate { first, last },
+                    why => Early::Refused(why),
+                });
+            }
+        }
+        state.in_flight += 1;
+        Ok(Claim {
+            shared: &self.shared,
+            log,
+            producer,
+            now,
+            pending: None,
+            ended: false,
+        })
+    }
+}
+
+/// What a guarded append waits for before its check.
+enum Wait<'a> {
+    Save(tokio::sync::futures::Notified<'a>),
+    Turn(Turn<'a>),
 }
 
 /// A guarded append that may not go ahead.
@@ -301,12 +374,59 @@ impl Shared {
             if let Some(first) = first {
                 state.table.record(p, first, now, &log.config().producers);
             }
-            let was_busy = state.busy.remove(&hash);
-            debug_assert!(was_busy, "a claim's producer is busy until it ends");
+            state.pass_turn(hash);
         }
         debug_assert!(state.in_flight > 0, "every claim is counted");
         state.in_flight = state.in_flight.saturating_sub(1);
         self.tell(state);
+    }
+}
+
+impl State {
+    /// Hands a busy producer's turn to the next of its appends still
+    /// waiting, or frees it.
+    fn pass_turn(&mut self, hash: u64) {
+        let Some(queue) = self.busy.get_mut(&hash) else {
+            debug_assert!(false, "the turn passed is held");
+            return;
+        };
+        while let Some(next) = queue.pop_front() {
+            if next.send(()).is_ok() {
+                return;
+            }
+        }
+        self.busy.remove(&hash);
+    }
+}
+
+/// An append waiting for its producer's turn. Dropped once the turn was
+/// handed to it but before it saw so, it hands the turn on.
+struct Turn<'a> {
+    shared: &'a Shared,
+    hash: u64,
+    turn: Option<oneshot::Receiver<()>>,
+}
+
+impl Turn<'_> {
+    /// Whether the turn came (else the append queues again).
+    async fn taken(mut self) -> bool {
+        let taken = match self.turn.as_mut() {
+            Some(turn) => turn.await.is_ok(),
+            None => false,
+        };
+        self.turn = None;
+        debug_assert!(taken, "a waiting append is handed the turn or dropped");
+        taken
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        if let Some(mut turn) = self.turn.take()
+            && turn.try_recv().is_ok()
+        {
+            self.shared.state().pass_turn(self.hash);
+        }
     }
 }
 
@@ -339,20 +459,70 @@ impl Drop for Claim<'_> {
         if self.ended {
             return;
         }
-        let Some(mut pending) = self.pending.take() else {
+        let Some(pending) = self.pending.take() else {
             self.shared.end(self.producer, None, self.now, self.log);
             return;
         };
-        let (shared, log, now) = (self.shared.clone(), self.log.clone(), self.now);
-        let producer = self.producer.map(|(p, hash)| (p.clone(), hash));
-        let finish = async move {
-            let first = log.submitted_outcome(&mut pending).await.ok();
-            shared.end(producer.as_ref().map(|(p, hash)| (p, *hash)), first, now, &log);
+        let finish = Finish {
+            shared: self.shared.clone(),
+            log: self.log.clone(),
+            producer: self.producer.map(|(p, hash)| (p.clone(), hash)),
+            now: self.now,
+            pending: Some(pending),
+            ended: false,
         };
-        // Without a runtime (dropped as the process ends) nobody is left
-        // to retry, and the table is rebuilt from the log at the next start.
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(finish);
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(finish.wait());
+            }
+            Err(_) => finish.wait_blocking(),
+        }
+    }
+}
+
+/// The end of a claim whose request was dropped with its append pending:
+/// waits for the append's outcome and notes it. Dropped unfinished (its
+/// task dropped as the runtime stops), it frees the producer without
+/// noting the append: nobody is left to retry here, and the next start
+/// rebuilds the table from the log.
+struct Finish {
+    shared: Arc<Shared>,
+    log: Log,
+    producer: Option<(ProducerStamp, u64)>,
+    now: u64,
+    pending: Option<PendingAppend>,
+    ended: bool,
+}
+
+impl Finish {
+    async fn wait(mut self) {
+        let first = match self.pending.as_mut() {
+            Some(pending) => self.log.submitted_outcome(pending).await.ok(),
+            None => None,
+        };
+        self.end(first);
+    }
+
+    /// `wait` outside any runtime.
+    fn wait_blocking(mut self) {
+        let first = self
+            .pending
+            .take()
+            .and_then(|pending| self.log.submitted_outcome_blocking(pending).ok());
+        self.end(first);
+    }
+
+    fn end(&mut self, first: Option<u64>) {
+        let producer = self.producer.as_ref().map(|(p, hash)| (p, *hash));
+        self.shared.end(producer, first, self.now, &self.log);
+        self.ended = true;
+    }
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.end(None);
         }
     }
 }
@@ -438,15 +608,15 @@ mod tests {
         let log = Log::open(dir.path(), LogConfig::default()).unwrap();
         let appends = GuardedAppends::default();
         let (p0, p1, q0) = (stamp("p", 0), stamp("p", 1), stamp("q", 0));
-        let Ok(first) = appends.claim(&log, &p0, 1).await else {
+        let Ok(first) = appends.claim(&log, &p0).await else {
             panic!("p's first append may go ahead")
         };
-        let mut second = Box::pin(appends.claim(&log, &p1, 1));
+        let mut second = Box::pin(appends.claim(&log, &p1));
         assert!(
             futures_util::poll!(&mut second).is_pending(),
             "p's second append waits for its first"
         );
-        let Ok(other) = appends.claim(&log, &q0, 1).await else {
+        let Ok(other) = appends.claim(&log, &q0).await else {
             panic!("q does not wait for p")
         };
         other.end(None);
@@ -454,7 +624,7 @@ mod tests {
         let Ok(second) = second.await else {
             panic!("p's second append goes ahead after its first, recorded at 0")
         };
-        let mut given_up = Box::pin(appends.claim(&log, &p1, 1));
+        let mut given_up = Box::pin(appends.claim(&log, &p1));
         assert!(futures_util::poll!(&mut given_up).is_pending());
         drop(given_up);
         drop(second);
@@ -466,12 +636,38 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_turn_handed_to_an_append_dropped_before_it_saw_it_goes_on_to_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+        let appends = GuardedAppends::default();
+        let (p0, p1) = (stamp("p", 0), stamp("p", 1));
+        let Ok(first) = appends.claim(&log, &p0).await else {
+            panic!("p's first append may go ahead")
+        };
+        let mut handed = Box::pin(appends.claim(&log, &p1));
+        assert!(futures_util::poll!(&mut handed).is_pending(), "waits for the turn");
+        let mut next = Box::pin(appends.claim(&log, &p1));
+        assert!(futures_util::poll!(&mut next).is_pending(), "queued behind it");
+        first.end(Some(0));
+        drop(handed);
+        let next = tokio::time::timeout(std::time::Duration::from_secs(10), next).await;
+        let Ok(Ok(next)) = next else {
+            panic!("the turn went on to the next append, which goes ahead at seq 1")
+        };
+        drop(next);
+        assert!(
+            appends.shared.state().busy.is_empty(),
+            "and p is free once it is dropped"
+        );
+    }
+
+    #[tokio::test]
     async fn a_save_waits_for_the_appends_in_flight_and_holds_new_ones_back() {
         let dir = tempfile::tempdir().unwrap();
         let log = Log::open(dir.path(), LogConfig::default()).unwrap();
         let appends = GuardedAppends::open(&log).unwrap();
         let p = stamp("p", 0);
-        let Ok(first) = appends.claim(&log, &p, 1).await else {
+        let Ok(first) = appends.claim(&log, &p).await else {
             panic!("p's first append may go ahead")
         };
         let mut save = Box::pin(appends.save(&log));
@@ -480,7 +676,7 @@ mod tests {
             "the save waits for p's append"
         );
         let q = stamp("q", 0);
-        let mut held = Box::pin(appends.claim(&log, &q, 1));
+        let mut held = Box::pin(appends.claim(&log, &q));
         assert!(futures_util::poll!(&mut held).is_pending(), "q waits for the save");
         first.end(None);
         save.await.unwrap();
@@ -503,15 +699,14 @@ mod tests {
             let outcomes = tokio::spawn(async move {
                 let id = format!("p{round}");
                 let first_guard = stamp(&id, 0);
-                let now = l.config().clock.now_ms();
-                let Ok(first) = a.claim(&l, &first_guard, now).await else {
+                let Ok(first) = a.claim(&l, &first_guard).await else {
                     panic!("p's first append may go ahead")
                 };
                 let mut later = Vec::new();
                 for seq in 1..5u64 {
-                    let (l2, a2, id) = (l.clone(), a.clone(), id.clone());
+                    let (l2, a2, id2) = (l.clone(), a.clone(), id.clone());
                     later.push(tokio::spawn(async move {
-                        let guard = stamp(&id, seq);
+                        let guard = stamp(&id2, seq);
                         let encoded = guard.encode();
                         let payload = Payload {
                             attributes: 0,
@@ -520,8 +715,9 @@ mod tests {
                         };
                         (seq, a2.append(&l2, &[payload], &guard).await)
                     }));
-                    // Registered as waiting before the next one comes.
-                    while a.shared.state().waiting < seq as usize {
+                    // Queued for the turn before the next one comes.
+                    let hash = a.shared.ids.hash_one(id.as_str());
+                    while a.shared.state().busy.get(&hash).map_or(0, VecDeque::len) < seq as usize {
                         tokio::task::yield_now().await;
                     }
                 }

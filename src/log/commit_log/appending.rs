@@ -96,6 +96,11 @@ impl Log {
         self.acked((&mut pending.0).await.ok())
     }
 
+    /// `submitted_outcome` outside any async runtime (it blocks).
+    pub fn submitted_outcome_blocking(&self, pending: PendingAppend) -> Result<u64> {
+        self.acked(pending.0.blocking_recv().ok())
+    }
+
     /// Checks and encodes a batch and hands it to the committer, which
     /// writes it, syncs it if the durability says so, and then acknowledges
     /// it (see `group_commit`).
