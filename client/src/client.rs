@@ -58,7 +58,7 @@ pub(crate) struct Inner {
     topology: Mutex<Topology>,
     /// One discovery at a time; the others wait for its answer.
     discovering: tokio::sync::Mutex<()>,
-    turn: AtomicUsize,
+    pub turn: AtomicUsize,
     /// The highest next offset any answer showed: offsets below it are
     /// committed, so a member that says they are not there yet lags.
     known_next: AtomicU64,
