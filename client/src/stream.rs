@@ -192,10 +192,10 @@ impl Stream {
     /// long polls).
     async fn open_events(&mut self) -> Result<Option<Events>> {
         let inner = &self.client.inner;
-        if !inner.topology().is_known() {
-            if let Err(error) = inner.discover().await {
-                return self.broken(error).map(|()| None);
-            }
+        if !inner.topology().is_known()
+            && let Err(error) = inner.discover().await
+        {
+            return self.broken(error).map(|()| None);
         }
         let turn = inner.turn.fetch_add(1, Ordering::Relaxed);
         let order = inner.topology().read_order(turn);
@@ -274,10 +274,10 @@ impl Stream {
     fn broken(&mut self, error: Error) -> Result<()> {
         let gone = matches!(&error, Error::Server { code, .. } if code == "offset_not_found")
             && !is_beyond_end(&error, self.fetch_from);
-        if let Transport::Events(open) = &mut self.transport {
-            if let Some(events) = open.take() {
-                self.client.inner.topology().failed(&events.url);
-            }
+        if let Transport::Events(open) = &mut self.transport
+            && let Some(events) = open.take()
+        {
+            self.client.inner.topology().failed(&events.url);
         }
         if gone {
             return Err(error);

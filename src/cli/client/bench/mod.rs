@@ -177,8 +177,10 @@ struct Sent {
 }
 
 enum Pending {
+    /// Sent by the producer's own task.
     Producer(PendingAppend),
-    Plain(Result<Appended, Error>),
+    /// Answered already.
+    Done(Result<Appended, Error>),
 }
 
 impl Sent {
@@ -186,7 +188,7 @@ impl Sent {
     async fn settle(self, live: &Mutex<Live>) -> Result<u64, ()> {
         let answer = match self.pending {
             Pending::Producer(pending) => pending.wait().await,
-            Pending::Plain(answer) => answer,
+            Pending::Done(answer) => answer,
         };
         match answer {
             Ok(_) => {
@@ -243,6 +245,8 @@ async fn produce(client: Client, plan: Plan, live: Arc<Mutex<Live>>, started: In
         let append = batch(&mut chain, sent_us, records, plan.record_bytes);
         let bytes = append.body_len() as u64;
         let pending = match &writer {
+            // One in flight: sent from this task (a task for it is a hop each way).
+            Writer::Producer(producer) if window == 1 => Pending::Done(producer.append(&append).await),
             Writer::Producer(producer) => match producer.send(&append).await {
                 Ok(pending) => Pending::Producer(pending),
                 Err(error) => {
@@ -250,7 +254,7 @@ async fn produce(client: Client, plan: Plan, live: Arc<Mutex<Live>>, started: In
                     break;
                 }
             },
-            Writer::Plain(client) => Pending::Plain(client.append(&append).await),
+            Writer::Plain(client) => Pending::Done(client.append(&append).await),
         };
         sent += records;
         in_flight.push_back(Sent {
