@@ -373,12 +373,8 @@ async fn an_event_stream_resumes_on_another_member_across_a_leader_change_withou
         if n % 10 == 9 {
             let known = acknowledged.last().copied();
             while known.is_some_and(|last| seen.last().is_none_or(|s| *s < last)) {
-                let record = tokio::time::timeout(Duration::from_secs(30), stream.next())
-                    .await
-                    .unwrap_or_else(|_| panic!("the stream stopped at {:?}", seen.last()))
-                    .expect("the stream goes on")
-                    .expect("a record");
-                seen.push(record.offset);
+                let offset = next_offset(&mut stream, &seen).await;
+                seen.push(offset);
             }
         }
     }
@@ -387,13 +383,19 @@ async fn an_event_stream_resumes_on_another_member_across_a_leader_change_withou
     let expected: Vec<u64> = log.iter().map(|(offset, _)| *offset).collect();
     let last = *expected.last().expect("records");
     while seen.last() != Some(&last) {
-        let record = tokio::time::timeout(Duration::from_secs(30), stream.next())
-            .await
-            .unwrap_or_else(|_| panic!("the stream stopped at {:?}", seen.last()))
-            .expect("the stream goes on")
-            .expect("a record");
-        seen.push(record.offset);
+        let offset = next_offset(&mut stream, &seen).await;
+        seen.push(offset);
     }
     assert_eq!(seen, expected, "every committed record once, in order");
     assert!(stream.uses_events(), "the stream kept to event streams");
+}
+
+/// The stream's next record's offset, within 30 s.
+async fn next_offset(stream: &mut distlog_client::Stream, seen: &[u64]) -> u64 {
+    match tokio::time::timeout(Duration::from_secs(30), stream.next()).await {
+        Ok(Ok(Some(record))) => record.offset,
+        Ok(Ok(None)) => panic!("the stream ended after {:?}", seen.last()),
+        Ok(Err(error)) => panic!("the stream failed after {:?}: {error}", seen.last()),
+        Err(_) => panic!("the stream stopped at {:?}", seen.last()),
+    }
 }
