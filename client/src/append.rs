@@ -87,6 +87,11 @@ impl Append {
         self.records
     }
 
+    /// The size of the request's body in bytes.
+    pub fn body_len(&self) -> usize {
+        self.body.len()
+    }
+
     /// The request to `path` (the log's `/`), with `extra` headers (a producer's).
     pub(crate) fn request(&self, path: String, extra: HeaderMap) -> Request {
         let mut headers = extra;

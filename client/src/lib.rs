@@ -45,6 +45,7 @@ mod logs;
 mod producer;
 mod read;
 mod record;
+mod sse;
 mod stream;
 mod topology;
 

@@ -45,6 +45,20 @@ struct State {
     stopped: Option<String>,
 }
 
+/// Stops the producer if dropped armed: an append given up half-way.
+struct Unanswered<'a>(Option<&'a Producer>);
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        if let Some(producer) = self.0 {
+            producer
+                .lock()
+                .stopped
+                .get_or_insert_with(|| "an append was dropped before its answer".into());
+        }
+    }
+}
+
 /// An append on its way; [`PendingAppend::wait`] for its offsets.
 pub struct PendingAppend {
     task: JoinHandle<Result<Appended>>,
@@ -121,31 +135,42 @@ impl Producer {
         self
     }
 
-    /// Appends and waits for the offsets.
+    /// Appends and waits for the offsets. The request is sent from the
+    /// caller's task (no task of its own, unlike [`Producer::send`]), so
+    /// dropping this future before it is done stops the producer: its
+    /// sequence number may or may not be in the log, and later ones would
+    /// only be refused as a gap.
     pub async fn append(&self, append: &Append) -> Result<Appended> {
-        self.send(append).await?.wait().await
+        let (seq, permit) = self.take_turn(append).await?;
+        let mut unanswered = Unanswered(Some(self));
+        let result = self.deliver(append, seq, permit).await;
+        unanswered.0 = None;
+        result
     }
 
     /// Sends an append once one of the 5 slots is free, and returns at
     /// once: appends sent one after another are written in that order.
     pub async fn send(&self, append: &Append) -> Result<PendingAppend> {
-        let permit = Arc::clone(&self.slots)
-            .acquire_owned()
-            .await
-            .map_err(|_| self.stopped_error("closed"))?;
-        let seq = {
-            let mut state = self.lock();
-            if let Some(reason) = &state.stopped {
-                return Err(self.stopped_error(reason));
-            }
-            let seq = state.next_seq;
-            state.next_seq += append.records();
-            seq
-        };
+        let (seq, permit) = self.take_turn(append).await?;
         let producer = self.clone();
         let append = append.clone();
         let task = tokio::spawn(async move { producer.deliver(&append, seq, permit).await });
         Ok(PendingAppend { task })
+    }
+
+    /// Waits for a free slot, then takes the append's sequence numbers.
+    async fn take_turn(&self, append: &Append) -> Result<(u64, OwnedSemaphorePermit)> {
+        let permit = Arc::clone(&self.slots)
+            .acquire_owned()
+            .await
+            .map_err(|_| self.stopped_error("closed"))?;
+        let mut state = self.lock();
+        if let Some(reason) = &state.stopped {
+            return Err(self.stopped_error(reason));
+        }
+        let seq = state.next_seq;
+        state.next_seq += append.records();
+        Ok((seq, permit))
     }
 
     async fn deliver(&self, append: &Append, seq: u64, _slot: OwnedSemaphorePermit) -> Result<Appended> {

@@ -81,7 +81,7 @@ async fn the_bench_fails_when_a_record_is_deleted_behind_its_back() {
 }
 
 /// A proxy to `target` that drops the record at offset `hidden` from every
-/// range it passes on; returns its URL.
+/// range it passes on and refuses event streams (`406`); returns its URL.
 async fn start_hiding_proxy(target: String, hidden: u64) -> String {
     let app = axum::Router::new().fallback(forward).with_state((target, hidden));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -92,6 +92,16 @@ async fn start_hiding_proxy(target: String, hidden: u64) -> String {
 
 async fn forward(State((target, hidden)): State<(String, u64)>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
+    // It passes on whole answers only, so it refuses event streams, as a
+    // buffering proxy would: the bench's consumers must fall back to long polls.
+    let wants_events = parts
+        .headers
+        .get("accept")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/event-stream"));
+    if wants_events {
+        return StatusCode::NOT_ACCEPTABLE.into_response();
+    }
     let body = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
     let mut outgoing = common::client()

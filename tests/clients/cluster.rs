@@ -336,3 +336,66 @@ async fn consume_follow_across_a_leader_change_prints_every_committed_record_onc
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// The library's stream by event streams: the member it reads from is
+/// killed (after the leader was), and it goes on from just past the last
+/// record it handed out on another member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_stream_resumes_on_another_member_across_a_leader_change_without_a_skip_or_a_repeat() {
+    let mut cluster = TestCluster::start(ClusterConfig::default()).await;
+    cluster.wait_for_leader(ELECTION).await;
+    let writer = client(&cluster.urls());
+    let reader = client(&cluster.urls());
+    let mut stream = reader.stream(0);
+    let mut seen = Vec::new();
+    let mut acknowledged = Vec::new();
+    for n in 0..300u64 {
+        if n == 100 || n == 200 {
+            // First the leader, then (once a leader is back) the member
+            // the stream reads from, which may be the new leader.
+            let victim = if n == 100 {
+                cluster.wait_for_leader(ELECTION).await
+            } else {
+                let source = stream.source().expect("an open event stream").to_string();
+                (0..cluster.len())
+                    .find(|&i| cluster.url(i) == source)
+                    .expect("a member")
+            };
+            cluster.kill(victim);
+            cluster.wait_for_leader(ELECTION).await;
+            cluster.restart(victim).await;
+        }
+        // A write whose outcome is unknown may or may not be in the log;
+        // the stream must hand it out exactly when it is.
+        if let Ok(appended) = writer.append_json(&json!({"n": n})).await {
+            acknowledged.push(appended.first_offset);
+        }
+        if n % 10 == 9 {
+            let known = acknowledged.last().copied();
+            while known.is_some_and(|last| seen.last().is_none_or(|s| *s < last)) {
+                let offset = next_offset(&mut stream, &seen).await;
+                seen.push(offset);
+            }
+        }
+    }
+    let leader = cluster.wait_for_leader(ELECTION).await;
+    let log = whole_log(&cluster.url(leader)).await;
+    let expected: Vec<u64> = log.iter().map(|(offset, _)| *offset).collect();
+    let last = *expected.last().expect("records");
+    while seen.last() != Some(&last) {
+        let offset = next_offset(&mut stream, &seen).await;
+        seen.push(offset);
+    }
+    assert_eq!(seen, expected, "every committed record once, in order");
+    assert!(stream.uses_events(), "the stream kept to event streams");
+}
+
+/// The stream's next record's offset, within 30 s.
+async fn next_offset(stream: &mut distlog_client::Stream, seen: &[u64]) -> u64 {
+    match tokio::time::timeout(Duration::from_secs(30), stream.next()).await {
+        Ok(Ok(Some(record))) => record.offset,
+        Ok(Ok(None)) => panic!("the stream ended after {:?}", seen.last()),
+        Ok(Err(error)) => panic!("the stream failed after {:?}: {error}", seen.last()),
+        Err(_) => panic!("the stream stopped at {:?}", seen.last()),
+    }
+}

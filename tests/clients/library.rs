@@ -71,29 +71,40 @@ async fn appends_and_reads_of_every_kind_against_a_standalone_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_hands_out_every_record_once_in_order_while_they_are_appended() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = start_in(dir.path()).await;
-    let client = client(&[&node.url]);
-    let writer = client.clone();
-    let writes = tokio::spawn(async move {
-        for n in 0..300u64 {
-            if n % 3 == 0 {
-                writer.append_batch(&[json!(n), json!(n + 1000)]).await.unwrap();
-            } else {
-                writer.append_json(&json!(n)).await.unwrap();
+    for long_polls in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let node = start_in(dir.path()).await;
+        let client = client(&[&node.url]);
+        let writer = client.clone();
+        let writes = tokio::spawn(async move {
+            for n in 0..300u64 {
+                if n % 3 == 0 {
+                    writer.append_batch(&[json!(n), json!(n + 1000)]).await.unwrap();
+                } else {
+                    writer.append_json(&json!(n)).await.unwrap();
+                }
             }
+        });
+        let mut stream = client.stream(0).wait(Duration::from_millis(500)).page_size(7);
+        if long_polls {
+            stream = stream.long_polls();
         }
-    });
-    let mut stream = client.stream(0).wait(Duration::from_millis(500)).page_size(7);
-    let mut seen = Vec::new();
-    while seen.len() < 400 {
-        let record = stream.next().await.unwrap().expect("a record");
-        seen.push(record.offset);
+        let mut seen = Vec::new();
+        while seen.len() < 400 {
+            let record = stream.next().await.unwrap().expect("a record");
+            seen.push(record.offset);
+        }
+        writes.await.unwrap();
+        assert_eq!(
+            seen,
+            (0..400).collect::<Vec<_>>(),
+            "no skip, no repeat (long polls: {long_polls})"
+        );
+        assert_eq!(stream.position(), 400);
+        assert_eq!(stream.uses_events(), !long_polls);
+        assert_eq!(stream.source().is_some(), !long_polls);
+        node.server.shutdown().await.unwrap();
     }
-    writes.await.unwrap();
-    assert_eq!(seen, (0..400).collect::<Vec<_>>(), "no skip, no repeat");
-    assert_eq!(stream.position(), 400);
-    node.server.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

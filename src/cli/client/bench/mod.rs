@@ -8,12 +8,13 @@
 mod chain;
 mod stats;
 
+use std::collections::VecDeque;
 use std::io::IsTerminal;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
-use distlog_client::{Append, Client, Error};
+use distlog_client::{Append, Appended, Client, Error, PendingAppend, Producer};
 use tokio::sync::watch;
 
 use super::connect::ConnectArgs;
@@ -59,6 +60,12 @@ pub struct BenchArgs {
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=5))]
     max_in_flight: u64,
 
+    /// Append without producer ids: plain `POST /`s, each writer (--producers) with one
+    /// request in flight, retried only when the failure proves nothing was written (the
+    /// load of `curl -d` or wrk; a failure that may have written stops that writer).
+    #[arg(long, conflicts_with = "max_in_flight")]
+    plain: bool,
+
     /// Print the results as JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -87,6 +94,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                     .rate
                     .map(|r| Duration::from_secs_f64(args.batch_size as f64 * args.producers as f64 / r.max(1e-3))),
                 in_flight: args.max_in_flight as usize,
+                plain: args.plain,
             };
             tokio::spawn(produce(client.clone(), plan, Arc::clone(&live), started))
         })
@@ -143,6 +151,7 @@ struct Plan {
     record_bytes: usize,
     batch_interval: Option<Duration>,
     in_flight: usize,
+    plain: bool,
 }
 
 fn now_us() -> u64 {
@@ -151,13 +160,64 @@ fn now_us() -> u64 {
         .map_or(0, |d| d.as_micros() as u64)
 }
 
-/// One producer's run; returns how many records it had acknowledged.
+/// How a writer appends: through a producer handle (retried without
+/// duplicates, up to `in_flight` requests at once), or plain `POST /`s,
+/// one at a time (what `curl -d` and wrk's POST load send).
+enum Writer {
+    Producer(Producer),
+    Plain(Client),
+}
+
+/// An append sent and not yet acknowledged.
+struct Sent {
+    intended: Instant,
+    records: u64,
+    bytes: u64,
+    pending: Pending,
+}
+
+enum Pending {
+    /// Sent by the producer's own task.
+    Producer(PendingAppend),
+    /// Answered already.
+    Done(Result<Appended, Error>),
+}
+
+impl Sent {
+    /// Waits for the answer and counts it; the records acknowledged.
+    async fn settle(self, live: &Mutex<Live>) -> Result<u64, ()> {
+        let answer = match self.pending {
+            Pending::Producer(pending) => pending.wait().await,
+            Pending::Done(answer) => answer,
+        };
+        match answer {
+            Ok(_) => {
+                lock(live).acked(self.intended.elapsed(), self.records, self.bytes);
+                Ok(self.records)
+            }
+            Err(error) => {
+                lock(live).failed(kind(&error));
+                Err(())
+            }
+        }
+    }
+}
+
+/// One writer's run; returns how many records it had acknowledged. Its
+/// requests are awaited in this task (no task a request: at wrk's rates the
+/// hops cost the client as much as the work).
 async fn produce(client: Client, plan: Plan, live: Arc<Mutex<Live>>, started: Instant) -> anyhow::Result<u64> {
-    let id = format!("{}-{}", distlog_client::random_producer_id(), plan.producer);
-    let producer = client.producer(&id)?.max_in_flight(plan.in_flight);
+    let (writer, window) = if plan.plain {
+        (Writer::Plain(client), 1)
+    } else {
+        let id = format!("{}-{}", distlog_client::random_producer_id(), plan.producer);
+        let producer = client.producer(&id)?.max_in_flight(plan.in_flight);
+        (Writer::Producer(producer), plan.in_flight)
+    };
     let mut chain = Chain::new(plan.producer, plan.record_bytes);
     let mut sent = 0u64;
-    let mut pending = Vec::new();
+    let mut acknowledged = 0;
+    let mut in_flight = VecDeque::with_capacity(window);
     for batch_index in 0u32.. {
         let records = match plan.quota {
             Some(quota) => plan.batch.min(quota - sent),
@@ -170,48 +230,62 @@ async fn produce(client: Client, plan: Plan, live: Arc<Mutex<Live>>, started: In
         if records == 0 || plan.until.is_some_and(|until| intended >= until) {
             break;
         }
-        tokio::time::sleep_until(intended.into()).await;
-        let sent_us = now_us().saturating_sub(intended.elapsed().as_micros() as u64);
-        let mut body = Vec::with_capacity(records as usize * (plan.record_bytes + 1));
-        for _ in 0..records {
-            chain.next_line(sent_us, &mut body);
+        if plan.batch_interval.is_some() {
+            tokio::time::sleep_until(intended.into()).await;
         }
-        let bytes = body.len() as u64;
-        // One record goes as plain JSON, as `curl -d` and wrk's POST load send it.
-        let append = if records == 1 {
-            body.pop();
-            Append::json_text(body)
-        } else {
-            Append::ndjson(body, records)
-        };
-        let sending = match producer.send(&append).await {
-            Ok(sending) => sending,
-            Err(error) => {
-                lock(&live).failed(kind(&error));
-                break;
+        if in_flight.len() >= window {
+            let oldest: Sent = in_flight.pop_front().expect("the window is full");
+            match oldest.settle(&live).await {
+                Ok(records) => acknowledged += records,
+                // A writer stops at its first failure, so what it wrote is a prefix.
+                Err(()) => return Ok(acknowledged),
             }
-        };
-        sent += records;
-        let live = Arc::clone(&live);
-        pending.push(tokio::spawn(async move {
-            match sending.wait().await {
-                Ok(_) => {
-                    lock(&live).acked(intended.elapsed(), records, bytes);
-                    records
-                }
+        }
+        let sent_us = now_us().saturating_sub(intended.elapsed().as_micros() as u64);
+        let append = batch(&mut chain, sent_us, records, plan.record_bytes);
+        let bytes = append.body_len() as u64;
+        let pending = match &writer {
+            // One in flight: sent from this task (a task for it is a hop each way).
+            Writer::Producer(producer) if window == 1 => Pending::Done(producer.append(&append).await),
+            Writer::Producer(producer) => match producer.send(&append).await {
+                Ok(pending) => Pending::Producer(pending),
                 Err(error) => {
                     lock(&live).failed(kind(&error));
-                    0
+                    break;
                 }
-            }
-        }));
+            },
+            Writer::Plain(client) => Pending::Done(client.append(&append).await),
+        };
+        sent += records;
+        in_flight.push_back(Sent {
+            intended,
+            records,
+            bytes,
+            pending,
+        });
     }
-    let mut acknowledged = 0;
-    for task in pending {
-        acknowledged += task.await.unwrap_or(0);
+    for sent in in_flight {
+        match sent.settle(&live).await {
+            Ok(records) => acknowledged += records,
+            Err(()) => break,
+        }
     }
-    // A producer stops at its first failure, so what it wrote is a prefix.
     Ok(acknowledged)
+}
+
+/// The next `records` of the chain as one append: one record goes as plain
+/// JSON, as `curl -d` and wrk's POST load send it; more as an NDJSON batch.
+fn batch(chain: &mut Chain, sent_us: u64, records: u64, record_bytes: usize) -> Append {
+    let mut body = Vec::with_capacity(records as usize * (record_bytes + 1));
+    for _ in 0..records {
+        chain.next_line(sent_us, &mut body);
+    }
+    if records == 1 {
+        body.pop();
+        Append::json_text(body)
+    } else {
+        Append::ndjson(body, records)
+    }
 }
 
 fn lock(live: &Mutex<Live>) -> std::sync::MutexGuard<'_, Live> {
