@@ -256,6 +256,12 @@ impl LogStore {
         Ok(())
     }
 
+    /// The term of the vote saved in `durable` (0 before any), read
+    /// before the log opens (see `quarantine`).
+    pub fn saved_vote_term(durable: &Durable) -> io::Result<u64> {
+        Ok(durable.read::<Vote>(VOTE)?.map_or(0, |vote| vote.leader_id.term))
+    }
+
     /// The term of this node's saved vote (0 before any).
     pub fn vote_term(&self) -> u64 {
         lock(&self.shared.vote).map_or(0, |vote| vote.leader_id.term)

@@ -31,6 +31,7 @@ use super::fsops;
 use super::segment::Segment;
 
 mod appending;
+mod aside;
 pub use appending::PendingSync;
 mod background;
 mod bounds;
