@@ -700,3 +700,37 @@ async fn a_start_that_rolls_the_tables_back_on_a_full_disk_uses_the_reserve() {
         marks.exists()
     );
 }
+
+/// Issue 19 item 15: a follower that installs a snapshot taken while a
+/// batch was being applied (its tables hold readers below the batch's
+/// first record) has its log start after the snapshot, while readers were
+/// held at that first record: `next_offset` was below `lowest_offset`
+/// until the batch's last record was applied. Readers' bounds never cross.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_taken_mid_batch_never_shows_next_offset_below_lowest() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut store, mut sm) = open(dir.path());
+    store
+        .blocking_append((0..5).map(|i| blank(1, i)))
+        .await
+        .expect("append");
+    // The leader's snapshot: applied up to 20, a batch open from 18.
+    let meta = openraft::type_config::alias::SnapshotMetaOf::<TypeConfig> {
+        last_log_id: Some(id(1, 20)),
+        last_membership: openraft::StoredMembership::new(Some(id(1, 0)), membership_of(1)),
+    };
+    let mut tables = sm.tables();
+    tables.applied = Some(id(1, 20));
+    tables.open_batch_from = Some(18);
+    sm.install_snapshot(&meta, tables).await.expect("install");
+    let log = store.log();
+    assert_eq!(log.lowest_offset(), 21, "the log starts after the snapshot");
+    assert!(
+        log.next_offset() >= log.lowest_offset(),
+        "next_offset {} below lowest_offset {}",
+        log.next_offset(),
+        log.lowest_offset()
+    );
+    let stats = log.stats();
+    assert!(stats.next_offset >= stats.lowest_offset, "{stats:?}");
+}
