@@ -222,6 +222,16 @@ impl StateMachine {
             .clone()
     }
 
+    /// The tables, once the hidden ranges the log no longer reaches are
+    /// forgotten (`Tables::forget_hidden_below`): what is written and what
+    /// a snapshot carries.
+    fn tables_pruned(&self) -> Tables {
+        let first = self.shared.store.first_index();
+        let mut tables = self.shared.tables.write().unwrap_or_else(PoisonError::into_inner);
+        tables.forget_hidden_below(first);
+        tables.clone()
+    }
+
     /// Readers see what is applied (whole batches only) and written.
     fn publish(&self) {
         let end = self
@@ -246,7 +256,7 @@ impl StateMachine {
     /// to the snapshot (`forget_applied_past_log`).
     fn write_tables(&self) -> io::Result<()> {
         let _one_at_a_time = lock(&self.shared.writing);
-        let tables = self.tables();
+        let tables = self.tables_pruned();
         self.shared.store.wait_for_syncs();
         self.shared.durable.write(STATE, &tables, true)
     }
@@ -352,6 +362,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut installed = tables;
         installed.applied = meta.last_log_id;
         installed.membership = meta.last_membership.clone();
+        // A log that keeps what follows the snapshot (below) may hold
+        // entries whose hidden ranges the sender had forgotten: its own
+        // ranges, made from the same entries, stay.
+        let own = self.tables().aborted;
+        installed.keep_hidden_of(&own);
         *self.shared.tables.write().unwrap_or_else(PoisonError::into_inner) = installed.clone();
         let stored = StoredSnapshot {
             meta: meta.clone(),
@@ -418,7 +433,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         // that took the entry, would make the next start reset the log
         // past it. The copy first, then the wait: every entry the copy
         // names was appended before the wait (apply runs meanwhile).
-        let tables = self.tables();
+        let tables = self.tables_pruned();
         let store = self.shared.store.clone();
         tokio::task::spawn_blocking(move || store.sync_appended())
             .await

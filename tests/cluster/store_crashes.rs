@@ -734,3 +734,45 @@ async fn a_snapshot_taken_mid_batch_never_shows_next_offset_below_lowest() {
     let stats = log.stats();
     assert!(stats.next_offset >= stats.lowest_offset, "{stats:?}");
 }
+
+/// Issue 19 item 15: the table of hidden ranges (aborted batches,
+/// duplicates, failed conditions) only grew. Once the log no longer holds
+/// a range, the tables written and the snapshot built forget it; a range
+/// the log still reaches stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hidden_ranges_the_log_no_longer_holds_are_forgotten() {
+    use distlog::log::attributes::BATCH_OPEN;
+    use openraft::storage::RaftSnapshotBuilder;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut store, mut sm) = open(dir.path());
+    let open_record = |index: u64| Entry {
+        log_id: id(1, index),
+        payload: EntryPayload::Normal(distlog::cluster::UserRecord::new(
+            BATCH_OPEN,
+            1,
+            bytes::Bytes::from_static(b"cut short"),
+        )),
+    };
+    // A batch opened at 1 and at 12, each cut short by a blank entry.
+    let entries: Vec<Entry> = (0..20)
+        .map(|i| if i == 1 || i == 12 { open_record(i) } else { blank(1, i) })
+        .collect();
+    store.blocking_append(entries.clone()).await.expect("append");
+    let applied = entries.into_iter().map(|e| Ok::<_, std::io::Error>((e, None)));
+    sm.apply(futures_util::stream::iter(applied)).await.expect("apply");
+    assert_eq!(sm.tables().aborted, vec![(1, 2), (12, 13)]);
+    store.purge(id(1, 9)).await.expect("purge");
+    assert_eq!(store.first_index(), 10);
+    let snapshot = sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .expect("snapshot");
+    assert_eq!(
+        snapshot.snapshot.aborted,
+        vec![(12, 13)],
+        "the snapshot forgets the range below the log and keeps the one in it"
+    );
+    assert_eq!(sm.tables().aborted, vec![(12, 13)], "and so do the tables");
+}
