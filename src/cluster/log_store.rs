@@ -179,7 +179,9 @@ impl LogStore {
             }
         });
         started.unwrap_or(Ok(()))?;
-        Ok(LogStore { shared })
+        let store = LogStore { shared };
+        store.hold_if_reserve_lacks_room();
+        Ok(store)
     }
 
     pub fn log(&self) -> &Log {
