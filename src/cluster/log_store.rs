@@ -446,7 +446,8 @@ impl LogStore {
         self.wait_for_syncs();
         match self.shared.log.config().durability {
             crate::log::Durability::Always => Ok(()),
-            _ => self.shared.log.sync().map_err(io::Error::other),
+            // A full disk stays one (`with_room` waits on it).
+            _ => self.shared.log.sync().map_err(io_error),
         }
     }
 

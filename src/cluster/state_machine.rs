@@ -434,8 +434,10 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         // past it. The copy first, then the wait: every entry the copy
         // names was appended before the wait (apply runs meanwhile).
         let tables = self.tables_pruned();
+        // On a full disk the sync waits for room as the documents below do
+        // (an error here would stop the Raft core until a restart).
         let store = self.shared.store.clone();
-        tokio::task::spawn_blocking(move || store.sync_appended())
+        tokio::task::spawn_blocking(move || store.with_room(|| store.sync_appended()))
             .await
             .map_err(io::Error::other)??;
         let meta = SnapshotMeta {
