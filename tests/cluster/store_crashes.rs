@@ -100,7 +100,18 @@ fn open(dir: &Path) -> (LogStore, StateMachine) {
 /// The id a node takes when it starts on `dir` (after its storage checks),
 /// with seeds that never answer: formation waits and nothing else is written.
 async fn id_at_start(log: &Log, dir: &Path) -> u64 {
-    let config = ClusterConfig {
+    let config = unanswered_seeds();
+    let cluster = Cluster::start(log.clone(), dir, config, &Default::default())
+        .await
+        .expect("starts");
+    let id = cluster.id();
+    cluster.shutdown().await;
+    id
+}
+
+/// A node's settings with seeds that never answer.
+fn unanswered_seeds() -> ClusterConfig {
+    ClusterConfig {
         peers: vec!["http://127.0.0.1:9".into()],
         advertise_url: "http://127.0.0.1:8".into(),
         peer_url: None,
@@ -113,13 +124,7 @@ async fn id_at_start(log: &Log, dir: &Path) -> u64 {
         rejoin: false,
         forward_writes: false,
         client: reqwest::Client::new(),
-    };
-    let cluster = Cluster::start(log.clone(), dir, config, &Default::default())
-        .await
-        .expect("starts");
-    let id = cluster.id();
-    cluster.shutdown().await;
-    id
+    }
 }
 
 /// What kill -9 leaves: nothing more is written (the page cache keeps
@@ -854,4 +859,100 @@ async fn applied_without_a_snapshot_goes_back_to_the_committed_mark_not_the_log_
         Some(id(1, 7)),
         "applied must not name an entry this node never knew committed"
     );
+}
+
+/// Issue 19 item 15: a start that moves a corrupt sealed segment and those
+/// after it aside writes its plan first; one that dies before the moves
+/// are done finishes them at the next start, before the log opens, and
+/// then repairs under a new id: the log ends where the moved segments
+/// began, or, when every segment moved (the first one was bad), starts
+/// over empty where Raft expects it (after the snapshot).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_that_died_moving_segments_aside_finishes_and_repairs_under_a_new_id() {
+    const OLD_ID: u64 = 7;
+    for first_bad in [false, true] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let small = || LogConfig {
+            max_segment_bytes: 8 * 1024,
+            max_record_bytes: 4 * 1024,
+            ..log_config()
+        };
+        let bases = {
+            let log = Log::open(dir.path(), small()).expect("log opens");
+            let durable = Durable::open(dir.path().join("raft")).expect("raft dir");
+            durable.write("node-id", &OLD_ID, true).expect("node id");
+            durable
+                .write("node-url", &"http://127.0.0.1:8", true)
+                .expect("node url");
+            let mut store = LogStore::open(log, durable.clone()).expect("store opens");
+            let record = |index: u64| Entry {
+                log_id: id(1, index),
+                payload: EntryPayload::Normal(distlog::cluster::UserRecord::new(
+                    0,
+                    0,
+                    bytes::Bytes::from(vec![b'r'; 1024]),
+                )),
+            };
+            let mut sm = StateMachine::open(store.clone(), durable.clone()).expect("state machine opens");
+            let entries: Vec<Entry> = (0..60).map(record).collect();
+            store.blocking_append(entries.clone()).await.expect("append");
+            store.save_committed(Some(id(1, 59))).await.expect("committed");
+            let bases = store.log().segment_bases();
+            assert!(bases.len() > 4, "a log of several segments: {bases:?}");
+            let upto = bases[1] as usize;
+            let applied = entries[..=upto]
+                .iter()
+                .cloned()
+                .map(|e| Ok::<_, std::io::Error>((e, None)));
+            sm.apply(futures_util::stream::iter(applied)).await.expect("apply");
+            // Retention snapshotted and purged the oldest segment.
+            use openraft::storage::RaftSnapshotBuilder;
+            sm.get_snapshot_builder()
+                .await
+                .build_snapshot()
+                .await
+                .expect("snapshot");
+            store.purge(id(1, bases[1] - 1)).await.expect("purge");
+            let snapshot_end = bases[1] + 1;
+            let bases = store.log().segment_bases();
+            assert_eq!(store.first_index(), bases[0]);
+            store.log().close().expect("close");
+            // The plan, as a start that found the segment at `bad` corrupt
+            // wrote it, and the newest segment already moved.
+            let bad = if first_bad { bases[0] } else { bases[2] };
+            let moving: Vec<u64> = bases.iter().copied().filter(|b| *b >= bad).collect();
+            let plan = serde_json::json!({
+                "base": bad, "bases": moving, "dir": "quarantine/1", "reason": "checksum mismatch"
+            });
+            durable.write("quarantine", &plan, true).expect("plan");
+            let newest = *bases.last().expect("segments");
+            std::fs::create_dir_all(dir.path().join("quarantine/1")).expect("quarantine dir");
+            let name = format!("{newest:020}.store");
+            std::fs::rename(dir.path().join(&name), dir.path().join("quarantine/1").join(&name)).expect("moved");
+            (bases, bad, snapshot_end)
+        };
+        let (bases, bad, snapshot_end) = bases;
+        let log = distlog::cluster::open_member_log(dir.path(), small(), &unanswered_seeds())
+            .await
+            .expect("the moves are finished and the log opens");
+        for base in bases.iter().filter(|b| **b >= bad) {
+            let moved = dir.path().join("quarantine/1").join(format!("{base:020}.store"));
+            assert!(moved.exists(), "first_bad {first_bad}: {moved:?} moved aside");
+        }
+        let new_id = id_at_start(&log, dir.path()).await;
+        assert_ne!(
+            new_id, OLD_ID,
+            "first_bad {first_bad}: a log that lost entries takes a new id"
+        );
+        assert!(
+            !dir.path().join("raft/quarantine").exists(),
+            "first_bad {first_bad}: the plan is done"
+        );
+        let (lowest, next) = (log.lowest_offset(), log.written_offset());
+        match first_bad {
+            // Every segment moved: the log starts over after the snapshot.
+            true => assert_eq!((lowest, next), (snapshot_end, snapshot_end)),
+            false => assert_eq!((lowest, next), (bases[0], bad)),
+        }
+    }
 }
