@@ -9,7 +9,9 @@
 //!   what the log has synced (`Log::synced_offset`);
 //! - `committed`: the last entry it knew committed;
 //! - every frame's checksum (the engine checks only the last record of a
-//!   sealed segment on open, the rest when read);
+//!   sealed segment on open, the rest when read; a sealed segment that
+//!   fails that check at open is moved aside with those after it, where a
+//!   live leader can supply them again: `quarantine`, `Fault::MovedAside`);
 //! - where the log starts: at the entry after the purged id (or the
 //!   snapshot), not past it.
 //!

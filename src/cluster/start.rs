@@ -4,8 +4,9 @@
 //!
 //! Files in `<data dir>/raft/` (see `durable`): `node-id` and `node-url`
 //! (see `identity`: a wiped, copied or moved node comes back under a new id), `vote`,
-//! `committed`, `purged`, `terms`, `state`, `snapshot`, `flushed`, and
-//! `removed` while the cluster has removed this node (see `removal`).
+//! `committed`, `purged`, `terms`, `state`, `snapshot`, `flushed`,
+//! `removed` while the cluster has removed this node (see `removal`), and
+//! `quarantine` while corrupt segments are moved aside (see `quarantine`).
 
 use std::path::Path;
 use std::sync::Arc;
