@@ -1510,7 +1510,17 @@ fn a_member_answers_probes_while_it_checks_its_log_then_becomes_ready() {
 
     let (status, body) = poll_status(&format!("{url}/healthz"), 200, std::time::Duration::from_secs(20));
     assert_eq!(status, Some(200), "/healthz answers while the log is checked: {body}");
-    let (status, body) = reqwest::blocking_get_status(&format!("{url}/readyz"));
+    // The listener answers from the start's first step (opening the log),
+    // which a loaded machine can make last: wait for the check's step.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let (status, body) = loop {
+        let (status, body) = reqwest::blocking_get_status(&format!("{url}/readyz"));
+        let opening = body["error"].as_str() == Some("opening the log");
+        if !opening || std::time::Instant::now() > deadline {
+            break (status, body);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
     assert_eq!(status, Some(503), "{body}");
     assert_eq!(body["code"], "starting", "{body}");
     let reason = body["error"].as_str().unwrap_or_default();

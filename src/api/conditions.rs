@@ -66,7 +66,8 @@ fn text<'h>(headers: &'h HeaderMap, name: &'static str) -> ApiResult<Option<&'h 
         return Err(bad(name, "sent more than once"));
     }
     let value = value.to_str().map_err(|_| bad(name, "not visible ASCII"))?;
-    Ok(Some(value.trim()))
+    // ASCII only (to_str saw to that): `trim` would decode every character.
+    Ok(Some(value.trim_ascii()))
 }
 
 fn number<T: std::str::FromStr>(headers: &HeaderMap, name: &'static str, what: &str) -> ApiResult<Option<T>> {

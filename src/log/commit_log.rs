@@ -32,7 +32,7 @@ use super::segment::Segment;
 
 mod appending;
 mod aside;
-pub use appending::PendingSync;
+pub use appending::{PendingAppend, PendingSync};
 mod background;
 mod bounds;
 mod by_time;

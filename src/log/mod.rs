@@ -24,7 +24,7 @@ mod snapshot;
 
 pub use clock::{Clock, ManualClock};
 pub(crate) use commit_log::describe_metrics;
-pub use commit_log::{Appended, Log, LogStats, PendingSync, Retention, now_ms};
+pub use commit_log::{Appended, Log, LogStats, PendingAppend, PendingSync, Retention, now_ms};
 pub use config::{Durability, LogConfig, MIB, default_max_record_bytes, record_ceiling};
 pub use error::{LogError, Result};
 pub use record::{

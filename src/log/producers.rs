@@ -91,7 +91,8 @@ struct Producer {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(from = "Vec<Kept>", into = "Vec<Kept>")]
 pub struct Producers {
-    by_id: HashMap<Arc<str>, Producer>,
+    /// Keyed by a per-process seed: the ids are the clients' choice.
+    by_id: HashMap<Arc<str>, Producer, foldhash::quality::RandomState>,
     /// Least recently used first.
     by_use: BTreeMap<u64, Used>,
     tick: u64,

@@ -71,12 +71,19 @@ impl Mode {
                 let span = telemetry::span(|| tracing::info_span!("append", records = records.len()));
                 if !guard.is_none() {
                     let encoded = guard.encode();
-                    let payloads: Vec<Payload> = records
-                        .iter()
-                        .enumerate()
-                        .map(|(i, record)| payload(record, if i == 0 { &encoded } else { &[] }))
-                        .collect();
-                    return Ok(telemetry::in_span(span, guarded.append(log, &payloads, guard)).await?);
+                    let appended = match records {
+                        // One record needs no vector.
+                        [one] => telemetry::in_span(span, guarded.append(log, &[payload(one, &encoded)], guard)).await,
+                        _ => {
+                            let payloads: Vec<Payload> = records
+                                .iter()
+                                .enumerate()
+                                .map(|(i, record)| payload(record, if i == 0 { &encoded } else { &[] }))
+                                .collect();
+                            telemetry::in_span(span, guarded.append(log, &payloads, guard)).await
+                        }
+                    };
+                    return Ok(appended?);
                 }
                 let first = match records {
                     // One record needs no vector.

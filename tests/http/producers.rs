@@ -322,3 +322,35 @@ async fn retention_deleting_a_producers_records_does_not_forget_it_across_a_rest
     }
     assert_eq!(produce(&node.url, "kept", 0, 5, "5").await.0, 201);
 }
+
+/// Sends a producer append on a connection of its own and closes it at
+/// once, as a client that gives up waiting does: the server may be
+/// dropping the request while the log writes it.
+async fn produce_and_hang_up(url: &str, id: &str, seq: u64, body: &str) {
+    use tokio::io::AsyncWriteExt;
+    let address = url.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let request = format!(
+        "POST / HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nProducer-Id: {id}\r\n\
+         Producer-Seq: {seq}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    stream.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_retry_after_the_client_hung_up_on_its_first_try_is_appended_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_in(dir.path()).await;
+    let url = &node.url;
+    for seq in 0..30u64 {
+        let body = format!("{{\"n\":{seq}}}");
+        produce_and_hang_up(url, "hangs-up", seq, &body).await;
+        // The retry: answered once the first try is decided, either way.
+        let (status, answer) = produce(url, "hangs-up", 0, seq, &body).await;
+        assert!(status == 200 || status == 201, "seq {seq}: {status} {answer}");
+    }
+    let expected: Vec<Value> = (0..30).map(|n| json!({ "n": n })).collect();
+    assert_eq!(values(url).await, expected, "every record once, in order");
+}

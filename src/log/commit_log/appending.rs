@@ -80,6 +80,22 @@ impl Log {
         self.acked(acked.await.ok())
     }
 
+    /// Hands a batch to the committer as `append_batch_async` (or, with
+    /// `expect_next`, `append_batch_at`) does, and returns at once: the
+    /// batch is written whatever becomes of the returned `PendingAppend`,
+    /// so a caller that must learn its outcome even if it is itself
+    /// dropped (the producers table, `mode::guarded`) keeps the pending
+    /// append and waits for it elsewhere.
+    pub fn submit_batch(&self, payloads: &[Payload<'_>], expect_next: Option<u64>) -> Result<PendingAppend> {
+        self.submit(payloads, expect_next).map(PendingAppend)
+    }
+
+    /// The outcome of a batch from `submit_batch`: its first offset once
+    /// it is durable as `--fsync` says, or why it was not appended.
+    pub async fn submitted_outcome(&self, pending: &mut PendingAppend) -> Result<u64> {
+        self.acked((&mut pending.0).await.ok())
+    }
+
     /// Checks and encodes a batch and hands it to the committer, which
     /// writes it, syncs it if the durability says so, and then acknowledges
     /// it (see `group_commit`).
@@ -256,6 +272,11 @@ impl Log {
         }
     }
 }
+
+/// A batch handed to the committer by `Log::submit_batch`, its outcome not
+/// yet heard (`Log::submitted_outcome`).
+#[derive(Debug)]
+pub struct PendingAppend(oneshot::Receiver<Ack>);
 
 /// Written records waiting for the sync that makes them durable (see
 /// `Log::append_encoded_unsynced`); with a durability other than `Always`

@@ -60,7 +60,8 @@ impl Guard {
         if self.is_none() {
             return Vec::new();
         }
-        let mut out = Vec::with_capacity(32);
+        let id_len = self.producer.as_ref().map_or(0, |p| p.id.len().min(MAX_PRODUCER_ID));
+        let mut out = Vec::with_capacity(1 + 1 + id_len + 16 + 8);
         let parts = self.producer.as_ref().map_or(0, |_| PRODUCER) | self.expected_last.map_or(0, |_| EXPECTED);
         out.push(parts);
         if let Some(p) = &self.producer {
