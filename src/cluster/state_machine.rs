@@ -472,3 +472,86 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         Ok(Snapshot { meta, snapshot: tables })
     }
 }
+
+#[cfg(test)]
+mod review_tests {
+    use bytes::Bytes;
+    use openraft::EntryPayload;
+    use openraft::storage::RaftLogStorage;
+
+    use super::*;
+    use crate::cluster::types::{Entry, UserRecord, log_id};
+    use crate::log::attributes::BATCH_OPEN;
+    use crate::log::{Durability, Log, LogConfig};
+
+    fn entry(index: u64, payload: EntryPayload<UserRecord, u64, crate::cluster::types::Member>) -> Entry {
+        Entry {
+            log_id: log_id(1, index),
+            payload,
+        }
+    }
+
+    /// Review of `sealed` (issue 19 item 15): a purge that ends inside a
+    /// segment (the apply margin, or readers' end) deletes only the whole
+    /// segments below it, so readers (`Log::lowest_offset`) still reach the
+    /// entries between that segment's base and the purged id. Pruning the
+    /// hidden ranges below `first_index` (purged + 1) forgets the aborted
+    /// batches there, and readers then see their records.
+    #[test]
+    fn a_purge_inside_a_segment_keeps_hiding_the_aborted_records_readers_still_reach() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = LogConfig {
+            durability: Durability::Always,
+            max_segment_bytes: 1024,
+            max_record_bytes: 256,
+            ..LogConfig::default()
+        };
+        let log = Log::open(dir.path(), config).expect("log opens");
+        let durable = Durable::open(dir.path().join("raft")).expect("raft dir");
+        let store = LogStore::open(log, durable.clone()).expect("store opens");
+        let record = |attributes| EntryPayload::Normal(UserRecord::new(attributes, 1, Bytes::from_static(b"{}")));
+        // A batch at 51..53 that a new leader's blank entry (53) aborts.
+        let entries: Vec<Entry> = (0..200)
+            .map(|i| match i {
+                51 | 52 => entry(i, record(BATCH_OPEN)),
+                53 => entry(i, EntryPayload::Blank),
+                _ => entry(i, record(0)),
+            })
+            .collect();
+        let (_, sync) = store.write_entries(0, entries.clone()).expect("written");
+        if let Some(sync) = sync {
+            sync.wait_blocking().expect("synced");
+        }
+        let sm = StateMachine::open(store.clone(), durable).expect("state machine");
+        {
+            let mut tables = sm.shared.tables.write().expect("tables");
+            for e in &entries {
+                let attributes = match &e.payload {
+                    EntryPayload::Normal(r) => r.attributes,
+                    _ => CONTROL,
+                };
+                tables.apply(e.log_id, attributes, &e.payload, &Default::default());
+            }
+            assert_eq!(tables.aborted, vec![(51, 53)], "apply hid the aborted batch");
+        }
+        sm.publish();
+        // The segment holding the batch, and a purge that ends inside it,
+        // past the batch.
+        let bases = store.log().segment_bases();
+        let base = *bases.iter().filter(|b| **b <= 51).max().expect("a segment holds 51");
+        let next = *bases.iter().find(|b| **b > 51).expect("a later segment");
+        assert!(base < 51 && next > 55, "layout: the batch is inside segment [{base}, {next})");
+        let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+        runtime
+            .block_on(store.clone().purge(log_id(1, 54)))
+            .expect("purged");
+        assert!(store.log().lowest_offset() <= 51, "readers still reach offset 51");
+        store.log().read(51).expect("record 51 is still readable");
+        sm.write_tables().expect("tables written");
+        assert!(
+            sm.visibility().aborted(51) && sm.visibility().aborted(52),
+            "the aborted batch's records at 51 and 52 are readable (the log starts at {}) and no longer hidden",
+            store.log().lowest_offset()
+        );
+    }
+}
