@@ -238,7 +238,9 @@ impl StateMachine {
     /// forgotten (`Tables::forget_hidden_below`): what is written and what
     /// a snapshot carries.
     fn tables_pruned(&self) -> Tables {
-        let first = self.shared.store.first_index();
+        // Readers reach from the log's first segment's base, which a purge
+        // inside a segment leaves below `first_index` (purged + 1).
+        let first = self.shared.store.log().lowest_offset();
         let mut tables = self.shared.tables.write().unwrap_or_else(PoisonError::into_inner);
         tables.forget_hidden_below(first);
         tables.clone()
