@@ -183,3 +183,121 @@ fn finish_moves(data_dir: &Path, plan: &Plan) -> Result<Vec<PathBuf>, LogError> 
     }
     Log::move_segments_aside(data_dir, &plan.bases, &data_dir.join(&plan.dir))
 }
+
+#[cfg(test)]
+mod review_tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use openraft::EntryPayload;
+
+    use super::*;
+    use crate::cluster::status::{ClusterStatus, MemberStatus};
+    use crate::cluster::types::{Entry, UserRecord, log_id};
+    use crate::log::Durability;
+
+    /// A member's data directory (node id 5) on 1 KiB segments whose second
+    /// segment's last frame rotted.
+    fn corrupt_member_dir(dir: &Path, config: &LogConfig) {
+        let log = Log::open(dir, config.clone()).expect("log opens");
+        let durable = Durable::open(dir.join("raft")).expect("raft dir");
+        super::super::identity::record_id(&durable, 5, "http://127.0.0.1:1").expect("id");
+        let store = LogStore::open(log, durable).expect("store");
+        let entries: Vec<Entry> = (0..200)
+            .map(|i| Entry {
+                log_id: log_id(1, i),
+                payload: EntryPayload::Normal(UserRecord::new(0, 1, Bytes::from_static(b"{}"))),
+            })
+            .collect();
+        let (_, sync) = store.write_entries(0, entries).expect("written");
+        if let Some(sync) = sync {
+            sync.wait_blocking().expect("synced");
+        }
+        store.log().close().expect("closed");
+        let mut stores: Vec<_> = std::fs::read_dir(dir)
+            .expect("dir")
+            .map(|e| e.expect("entry").path())
+            .filter(|p| p.extension().is_some_and(|x| x == "store"))
+            .collect();
+        stores.sort();
+        assert!(stores.len() >= 3, "several sealed segments");
+        let mut bytes = std::fs::read(&stores[1]).expect("read");
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x5a;
+        std::fs::write(&stores[1], bytes).expect("write");
+    }
+
+    /// Review of `sealed`: the seeds now answer for another cluster (its
+    /// ids are not this node's cluster's: node 77 leads members [77]). It
+    /// leads, in touch with its majority, in a term not behind this node's
+    /// vote, yet it holds none of this node's entries: the cut must not run.
+    #[tokio::test]
+    async fn a_leader_of_another_cluster_at_the_seed_url_does_not_license_the_cut() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = LogConfig {
+            durability: Durability::Always,
+            max_segment_bytes: 1024,
+            max_record_bytes: 256,
+            ..LogConfig::default()
+        };
+        let (d, c) = (dir.path().to_path_buf(), config.clone());
+        tokio::task::spawn_blocking(move || corrupt_member_dir(&d, &c))
+            .await
+            .expect("member dir");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let foreign = ClusterStatus {
+            node_id: 77,
+            url: url.clone(),
+            peer_url: None,
+            initialized: true,
+            term: 3,
+            leader_id: Some(77),
+            leader_url: Some(url.clone()),
+            leader_contact_ms: Some(0),
+            commit_offset: Some(10),
+            max_record_bytes: None,
+            peers: vec![url.clone()],
+            removed: None,
+            members: vec![MemberStatus {
+                id: 77,
+                url: url.clone(),
+                voter: true,
+                match_offset: Some(10),
+                reachable: Some(true),
+                problem: None,
+                max_record_bytes: None,
+                peer_url: None,
+            }],
+        };
+        let app = axum::Router::new().route(
+            "/cluster",
+            axum::routing::get(move || {
+                let status = foreign.clone();
+                async move { axum::Json(status) }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let cluster = ClusterConfig {
+            peers: vec![url.clone()],
+            advertise_url: "http://127.0.0.1:1".into(),
+            peer_url: None,
+            routes: Default::default(),
+            heartbeat: Duration::from_millis(50),
+            election_timeout: (Duration::from_millis(150), Duration::from_millis(300)),
+            write_timeout: Duration::from_secs(5),
+            ready_lag: 0,
+            bootstrap_expect: 1,
+            rejoin: false,
+            client: reqwest::Client::new(),
+            forward_writes: false,
+        };
+        let opened = open_member_log(dir.path(), config, &cluster).await;
+        let moved = dir.path().join(QUARANTINE_DIR).exists();
+        assert!(
+            matches!(opened, Err(OpenError::CorruptAlone(_))) && !moved,
+            "a leader that does not know this node licensed the cut (moved aside: {moved}, open: {:?})",
+            opened.map(|_| ())
+        );
+    }
+}
