@@ -107,7 +107,10 @@ pub async fn open_member_log(data_dir: &Path, config: LogConfig, cluster: &Clust
     }
     let durable = Durable::open(raft_dir)?;
     let vote_term = LogStore::saved_vote_term(&durable)?;
-    let Some(leader) = recovery::live_leader(cluster, vote_term).await else {
+    let Some(id) = super::identity::stored_id(&durable)? else {
+        return Err(OpenError::CorruptAlone(error.to_string()));
+    };
+    let Some(leader) = recovery::live_leader(cluster, vote_term, id).await else {
         return Err(OpenError::CorruptAlone(error.to_string()));
     };
     tracing::error!(

@@ -71,11 +71,14 @@ pub async fn check_with_leader(config: &ClusterConfig, id: NodeId, vote_term: u6
 /// leader completeness it holds every entry committed in the terms this
 /// node has seen, so what this node holds alone past it was never
 /// committed (see `quarantine`).
-pub async fn live_leader(config: &ClusterConfig, vote_term: u64) -> Option<ClusterStatus> {
+/// Only a leader whose members list `id` (this node's id: ids are random
+/// 64-bit, so another cluster's leader at a seed's URL never does) counts.
+pub async fn live_leader(config: &ClusterConfig, vote_term: u64, id: NodeId) -> Option<ClusterStatus> {
     ask_around(config)
         .await
         .into_iter()
-        .filter(|s| s.leader_id == Some(s.node_id) && s.term >= vote_term)
+        .filter(|s| s.leader_id == Some(s.node_id) && s.node_id != id && s.term >= vote_term)
+        .filter(|s| s.members.iter().any(|m| m.id == id))
         .max_by_key(|s| s.term)
 }
 
