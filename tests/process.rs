@@ -1680,3 +1680,76 @@ fn a_one_node_cluster_with_a_corrupt_sealed_segment_refuses_and_keeps_every_file
     );
     assert!(!dir.path().join("quarantine").exists(), "nothing moved aside");
 }
+
+/// Review of `sealed`: a one-node cluster whose sealed segment rotted
+/// inside (not its last frame, which the open checks: the checksum scan of
+/// segments no start has read finds it) holds the only copy of its records
+/// as much as one whose last frame rotted. The scan's fault cuts the log
+/// before the bad frame (`keep_before`: deleted, not moved aside) and takes
+/// a new id, whatever the cluster can supply: the start must refuse, or at
+/// least keep every file.
+#[test]
+fn a_one_node_cluster_whose_sealed_segment_rotted_inside_keeps_every_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = unused_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let args = ["--max-segment-bytes", "4096", "--peers", &url];
+    {
+        let node = spawn_on(&format!("127.0.0.1:{port}"), dir.path(), &args, |_| {});
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let mut written = 0;
+        while written < 300 {
+            match reqwest::blocking_post_status(&node.url, &format!(r#"{{"member":{written}}}"#)).0 {
+                201 => written += 1,
+                _ => {
+                    assert!(std::time::Instant::now() < deadline, "no write accepted within 30 s");
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+            }
+        }
+    }
+    let mut stores: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "store"))
+        .collect();
+    stores.sort();
+    assert!(stores.len() >= 3, "several sealed segments: {stores:?}");
+    let mut bytes = std::fs::read(&stores[1]).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x5a;
+    std::fs::write(&stores[1], bytes).unwrap();
+    let before = segment_files(dir.path());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_distlog"))
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--log-format",
+            "json",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let serving = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .any(|line| line.contains("distlog is serving"));
+    if serving {
+        child.kill().unwrap();
+    }
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let after = segment_files(dir.path());
+    let gone: Vec<_> = before.keys().filter(|k| after.get(*k) != before.get(*k)).collect();
+    assert!(
+        gone.is_empty(),
+        "a one-node cluster cut its only copy (served: {serving}); files changed or gone: {gone:?}\n{}",
+        stderr.lines().filter(|l| l.contains("STORAGE FAULT")).collect::<Vec<_>>().join("\n")
+    );
+}
