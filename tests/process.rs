@@ -1750,6 +1750,10 @@ fn a_one_node_cluster_whose_sealed_segment_rotted_inside_keeps_every_file() {
     assert!(
         gone.is_empty(),
         "a one-node cluster cut its only copy (served: {serving}); files changed or gone: {gone:?}\n{}",
-        stderr.lines().filter(|l| l.contains("STORAGE FAULT")).collect::<Vec<_>>().join("\n")
+        stderr
+            .lines()
+            .filter(|l| l.contains("STORAGE FAULT"))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
 }

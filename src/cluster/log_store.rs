@@ -413,7 +413,11 @@ impl LogStore {
     /// Writes dense entries from index `first` at the log's end (terms
     /// first); returns the last one's id and the sync that makes them
     /// durable (the flushed mark is raised once it is done: `flushing`).
-    pub(super) fn write_entries(&self, first: u64, mut entries: Vec<Entry>) -> io::Result<(Option<LogId>, Option<PendingSync>)> {
+    pub(super) fn write_entries(
+        &self,
+        first: u64,
+        mut entries: Vec<Entry>,
+    ) -> io::Result<(Option<LogId>, Option<PendingSync>)> {
         check_dense(first, &entries)?;
         let mut batch = EncodedBatch::new(first);
         batch.reserve(entries.len() * 128, entries.len());

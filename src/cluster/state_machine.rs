@@ -542,11 +542,12 @@ mod review_tests {
         let bases = store.log().segment_bases();
         let base = *bases.iter().filter(|b| **b <= 51).max().expect("a segment holds 51");
         let next = *bases.iter().find(|b| **b > 51).expect("a later segment");
-        assert!(base < 51 && next > 55, "layout: the batch is inside segment [{base}, {next})");
+        assert!(
+            base < 51 && next > 55,
+            "layout: the batch is inside segment [{base}, {next})"
+        );
         let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
-        runtime
-            .block_on(store.clone().purge(log_id(1, 54)))
-            .expect("purged");
+        runtime.block_on(store.clone().purge(log_id(1, 54))).expect("purged");
         assert!(store.log().lowest_offset() <= 51, "readers still reach offset 51");
         store.log().read(51).expect("record 51 is still readable");
         sm.write_tables().expect("tables written");
