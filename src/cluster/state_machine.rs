@@ -557,4 +557,68 @@ mod review_tests {
             store.log().lowest_offset()
         );
     }
+
+    /// Review of `sealed` (c878b6d): with no snapshot to go back to, a
+    /// start whose log lost applied entries now applies again from the
+    /// committed mark. The entries between that mark and the log's end were
+    /// applied before, and the producer table (kept: nothing rebuilds it)
+    /// already holds their sequences: applied again, each idempotent
+    /// append is taken for a retry and hidden, on this node alone.
+    #[test]
+    fn applying_again_without_a_snapshot_does_not_hide_acknowledged_idempotent_records() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = LogConfig {
+            durability: Durability::Always,
+            max_segment_bytes: 4096,
+            max_record_bytes: 256,
+            ..LogConfig::default()
+        };
+        let log = Log::open(dir.path(), config).expect("log opens");
+        let durable = Durable::open(dir.path().join("raft")).expect("raft dir");
+        let store = LogStore::open(log, durable.clone()).expect("store opens");
+        let produced = |seq: u64| {
+            let mut record = UserRecord::new(0, 1, Bytes::from_static(b"{}"));
+            record.guard = crate::log::Guard {
+                producer: Some(crate::log::ProducerStamp {
+                    id: "p".into(),
+                    epoch: 0,
+                    seq,
+                    count: 1,
+                }),
+                expected_last: None,
+            };
+            EntryPayload::Normal(record)
+        };
+        let entries: Vec<Entry> = (0..200).map(|i| entry(i, produced(i))).collect();
+        let (_, sync) = store.write_entries(0, entries.clone()).expect("written");
+        if let Some(sync) = sync {
+            sync.wait_blocking().expect("synced");
+        }
+        let sm = StateMachine::open(store.clone(), durable).expect("state machine");
+        let apply = |from: usize, to: usize| {
+            let mut tables = sm.shared.tables.write().expect("tables");
+            for e in &entries[from..to] {
+                tables.apply(e.log_id, 0, &e.payload, &Default::default());
+            }
+        };
+        apply(0, 200);
+        let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+        runtime.block_on(async {
+            let mut s = store.clone();
+            s.save_committed(Some(log_id(1, 100))).await.expect("committed");
+            s.purge(log_id(1, 9)).await.expect("purged");
+        });
+        // The log loses its tail (a repair cut) and the snapshot file is gone.
+        store.keep_before(150).expect("cut");
+        assert_eq!(store.committed(), Some(log_id(1, 100)));
+        sm.forget_applied_past_log().expect("gone back");
+        let from = sm.tables().applied.map_or(0, |a| a.index as usize + 1);
+        // openraft applies what follows again.
+        apply(from, 150);
+        let hidden: Vec<u64> = (from as u64..150).filter(|o| sm.visibility().aborted(*o)).collect();
+        assert!(
+            hidden.is_empty(),
+            "acknowledged records applied again from {from} are hidden on this node alone: {hidden:?}"
+        );
+    }
 }
