@@ -1548,3 +1548,212 @@ fn a_member_answers_probes_while_it_checks_its_log_then_becomes_ready() {
     let (status, body) = reqwest::blocking_post_status(&url, r#"{"a":3}"#);
     assert_eq!(status, 201, "{body}");
 }
+
+/// Every segment file in `dir` by name, with a store's length and
+/// checksum (an index is derived from its store: an open may rewrite it).
+fn segment_files(dir: &Path) -> std::collections::BTreeMap<String, (usize, u32)> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "store" || x == "index"))
+        .map(|p| {
+            let is_store = p.extension().is_some_and(|x| x == "store");
+            let bytes = if is_store {
+                std::fs::read(&p).unwrap()
+            } else {
+                Vec::new()
+            };
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            (name, (bytes.len(), crc32fast::hash(&bytes)))
+        })
+        .collect()
+}
+
+/// Flips the last byte of the second segment's store: its last frame, which
+/// the engine checks when it opens a sealed segment.
+fn rot_the_second_segment(dir: &Path) {
+    let mut stores: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "store"))
+        .collect();
+    stores.sort();
+    assert!(stores.len() >= 3, "several sealed segments: {stores:?}");
+    let mut bytes = std::fs::read(&stores[1]).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x5a;
+    std::fs::write(&stores[1], bytes).unwrap();
+}
+
+/// Issue 19 item 15 (a review of a cut at open): a standalone directory
+/// with a corrupt sealed segment started with --peers is refused as a
+/// standalone log before anything is moved or deleted.
+#[test]
+fn a_corrupt_standalone_directory_started_with_peers_is_refused_and_keeps_every_file() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let node = spawn(dir.path(), &["--max-segment-bytes", "4096"]);
+        for i in 0..300 {
+            post(&node.url, &format!(r#"{{"standalone":{i}}}"#));
+        }
+    }
+    rot_the_second_segment(dir.path());
+    let before = segment_files(dir.path());
+    let (status, stderr) = run_until_exit_or_serving(
+        dir.path(),
+        &["--max-segment-bytes", "4096", "--peers", "http://127.0.0.1:9"],
+    )
+    .expect("refused before serving");
+    assert!(!status.success());
+    assert!(
+        stderr.contains("standalone log") && stderr.contains("corrupt"),
+        "the error says why: {stderr}"
+    );
+    assert_eq!(
+        segment_files(dir.path()),
+        before,
+        "every segment file is there, unchanged"
+    );
+    assert!(!dir.path().join("quarantine").exists(), "nothing moved aside");
+    assert!(!dir.path().join("raft").exists(), "and it did not become a member's");
+}
+
+/// Issue 19 item 15 (a review of a cut at open): a one-node cluster whose
+/// sealed segment rotted holds the only copy of its records: it refuses to
+/// start, saying what to do, and moves or deletes nothing.
+#[test]
+fn a_one_node_cluster_with_a_corrupt_sealed_segment_refuses_and_keeps_every_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = unused_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let args = ["--max-segment-bytes", "4096", "--peers", &url];
+    {
+        let node = spawn_on(&format!("127.0.0.1:{port}"), dir.path(), &args, |_| {});
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let mut written = 0;
+        while written < 300 {
+            match reqwest::blocking_post_status(&node.url, &format!(r#"{{"member":{written}}}"#)).0 {
+                201 => written += 1,
+                _ => {
+                    assert!(std::time::Instant::now() < deadline, "no write accepted within 30 s");
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+            }
+        }
+    }
+    rot_the_second_segment(dir.path());
+    let before = segment_files(dir.path());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_distlog"))
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--log-format",
+            "json",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("a one-node cluster with a corrupt sealed segment is still running after 30 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("corrupt") && stderr.contains("no leader") && stderr.contains("nothing was moved"),
+        "the error says why and what to do: {stderr}"
+    );
+    assert_eq!(
+        segment_files(dir.path()),
+        before,
+        "every segment file is there, unchanged"
+    );
+    assert!(!dir.path().join("quarantine").exists(), "nothing moved aside");
+}
+
+/// Review of `sealed`: a one-node cluster whose sealed segment rotted
+/// inside (not its last frame, which the open checks: the checksum scan of
+/// segments no start has read finds it) holds the only copy of its records
+/// as much as one whose last frame rotted. The scan's fault cuts the log
+/// before the bad frame (`keep_before`: deleted, not moved aside) and takes
+/// a new id, whatever the cluster can supply: the start must refuse, or at
+/// least keep every file.
+#[test]
+fn a_one_node_cluster_whose_sealed_segment_rotted_inside_keeps_every_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = unused_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let args = ["--max-segment-bytes", "4096", "--peers", &url];
+    {
+        let node = spawn_on(&format!("127.0.0.1:{port}"), dir.path(), &args, |_| {});
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let mut written = 0;
+        while written < 300 {
+            match reqwest::blocking_post_status(&node.url, &format!(r#"{{"member":{written}}}"#)).0 {
+                201 => written += 1,
+                _ => {
+                    assert!(std::time::Instant::now() < deadline, "no write accepted within 30 s");
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+            }
+        }
+    }
+    let mut stores: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "store"))
+        .collect();
+    stores.sort();
+    assert!(stores.len() >= 3, "several sealed segments: {stores:?}");
+    let mut bytes = std::fs::read(&stores[1]).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x5a;
+    std::fs::write(&stores[1], bytes).unwrap();
+    let before = segment_files(dir.path());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_distlog"))
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--log-format",
+            "json",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let serving = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .any(|line| line.contains("distlog is serving"));
+    if serving {
+        child.kill().unwrap();
+    }
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let after = segment_files(dir.path());
+    let gone: Vec<_> = before.keys().filter(|k| after.get(*k) != before.get(*k)).collect();
+    assert!(
+        gone.is_empty(),
+        "a one-node cluster cut its only copy (served: {serving}); files changed or gone: {gone:?}\n{}",
+        stderr
+            .lines()
+            .filter(|l| l.contains("STORAGE FAULT"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}

@@ -52,6 +52,11 @@ pub fn recorded_id(durable: &Durable, url: &str) -> std::io::Result<Result<NodeI
     }
 }
 
+/// The id on disk, wherever it was taken (before the log opens).
+pub fn stored_id(durable: &Durable) -> std::io::Result<Option<NodeId>> {
+    durable.read::<NodeId>(NODE_ID)
+}
+
 /// Takes `id` as this node's id at `url`, durably, the id first.
 pub fn record_id(durable: &Durable, id: NodeId, url: &str) -> std::io::Result<()> {
     durable.write(NODE_ID, &id, true)?;

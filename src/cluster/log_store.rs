@@ -179,7 +179,9 @@ impl LogStore {
             }
         });
         started.unwrap_or(Ok(()))?;
-        Ok(LogStore { shared })
+        let store = LogStore { shared };
+        store.hold_if_reserve_lacks_room();
+        Ok(store)
     }
 
     pub fn log(&self) -> &Log {
@@ -254,6 +256,12 @@ impl LogStore {
             lock(mark).set_synced(None)?;
         }
         Ok(())
+    }
+
+    /// The term of the vote saved in `durable` (0 before any), read
+    /// before the log opens (see `quarantine`).
+    pub fn saved_vote_term(durable: &Durable) -> io::Result<u64> {
+        Ok(durable.read::<Vote>(VOTE)?.map_or(0, |vote| vote.leader_id.term))
     }
 
     /// The term of this node's saved vote (0 before any).
@@ -405,7 +413,11 @@ impl LogStore {
     /// Writes dense entries from index `first` at the log's end (terms
     /// first); returns the last one's id and the sync that makes them
     /// durable (the flushed mark is raised once it is done: `flushing`).
-    fn write_entries(&self, first: u64, mut entries: Vec<Entry>) -> io::Result<(Option<LogId>, Option<PendingSync>)> {
+    pub(super) fn write_entries(
+        &self,
+        first: u64,
+        mut entries: Vec<Entry>,
+    ) -> io::Result<(Option<LogId>, Option<PendingSync>)> {
         check_dense(first, &entries)?;
         let mut batch = EncodedBatch::new(first);
         batch.reserve(entries.len() * 128, entries.len());
@@ -438,7 +450,8 @@ impl LogStore {
         self.wait_for_syncs();
         match self.shared.log.config().durability {
             crate::log::Durability::Always => Ok(()),
-            _ => self.shared.log.sync().map_err(io::Error::other),
+            // A full disk stays one (`with_room` waits on it).
+            _ => self.shared.log.sync().map_err(io_error),
         }
     }
 

@@ -20,6 +20,8 @@
 //! - `node`, `formation`, `membership`, `status`: a running node, forming
 //!   and growing the cluster from the seed list, `GET /cluster`;
 //! - `reconcile`: the leader finishes joins that stopped halfway;
+//! - `quarantine`: a member's corrupt sealed segment moved aside at open,
+//!   where the cluster can supply it again;
 //! - `removal`: a member the cluster removed finds out and stands still;
 //! - `stages`: where a replicated write's time goes (a histogram);
 //! - `failpoint`: crash points in multi-step changes, for the fault tests;
@@ -42,6 +44,7 @@ mod metrics;
 mod network;
 mod node;
 mod peer_health;
+mod quarantine;
 mod reads;
 mod recent;
 mod reconcile;
@@ -70,6 +73,7 @@ pub use log_store::{APPEND_BUDGET_BYTES, LogStore};
 pub use metrics::describe_metrics;
 pub use network::{APPEND_PATH, PRE_VOTE_PATH, SNAPSHOT_PATH, SnapshotBody, TARGET_HEADER, TRANSFER_PATH, VOTE_PATH};
 pub use node::{Cluster, ClusterConfig, RaftNode};
+pub use quarantine::{OpenError, QUARANTINE_DIR, open_member_log};
 pub use reads::Beyond;
 pub use sender::{Caller, HostProof, SENDER_HEADER};
 pub use start::StartError;

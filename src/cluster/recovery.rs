@@ -65,6 +65,23 @@ pub async fn check_with_leader(config: &ClusterConfig, id: NodeId, vote_term: u6
     })
 }
 
+/// A leader in touch with a majority (its own `leader_id`: a leader names
+/// itself only while a majority answers it within the lease), of a term not
+/// behind `vote_term`, among the seeds and the members they list: by Raft's
+/// leader completeness it holds every entry committed in the terms this
+/// node has seen, so what this node holds alone past it was never
+/// committed (see `quarantine`).
+/// Only a leader whose members list `id` (this node's id: ids are random
+/// 64-bit, so another cluster's leader at a seed's URL never does) counts.
+pub async fn live_leader(config: &ClusterConfig, vote_term: u64, id: NodeId) -> Option<ClusterStatus> {
+    ask_around(config)
+        .await
+        .into_iter()
+        .filter(|s| s.leader_id == Some(s.node_id) && s.node_id != id && s.term >= vote_term)
+        .filter(|s| s.members.iter().any(|m| m.id == id))
+        .max_by_key(|s| s.term)
+}
+
 /// The entry node `id` holds as `status`'s node knows it: only a node whose
 /// Raft core leads tracks other members' progress.
 fn matched(status: &ClusterStatus, id: NodeId) -> Option<u64> {

@@ -9,7 +9,9 @@
 //!   what the log has synced (`Log::synced_offset`);
 //! - `committed`: the last entry it knew committed;
 //! - every frame's checksum (the engine checks only the last record of a
-//!   sealed segment on open, the rest when read);
+//!   sealed segment on open, the rest when read; a sealed segment that
+//!   fails that check at open is moved aside with those after it, where a
+//!   live leader can supply them again: `quarantine`, `Fault::MovedAside`);
 //! - where the log starts: at the entry after the purged id (or the
 //!   snapshot), not past it.
 //!
@@ -62,6 +64,9 @@ pub enum Fault {
     /// the purged id, or after the snapshot): segments at its front are
     /// gone, and the node would claim entries it cannot serve.
     MissingFront { expected: u64, lowest: u64 },
+    /// A sealed segment failed its check at open: it and the segments
+    /// after it were moved to `dir` (see `quarantine`).
+    MovedAside { base: u64, dir: String, reason: String },
 }
 
 impl std::fmt::Display for Fault {
@@ -92,6 +97,9 @@ impl std::fmt::Display for Fault {
                 f,
                 "the log starts at index {lowest}, and should start at {expected}: segments at its front are missing"
             ),
+            Fault::MovedAside { base, dir, reason } => {
+                write!(f, "the segments from offset {base} on were moved to {dir}: {reason}")
+            }
         }
     }
 }
@@ -143,15 +151,21 @@ pub fn check_telling(store: &LogStore, progress: &StartProgress) -> io::Result<O
 /// follows it leaves the purged id behind): one that starts later lost
 /// segments at its front, and Raft would be told it holds them.
 fn missing_front(store: &LogStore) -> io::Result<Option<Fault>> {
+    let expected = expected_start(store)?;
+    let lowest = store.log().lowest_offset();
+    Ok((lowest > expected).then_some(Fault::MissingFront { expected, lowest }))
+}
+
+/// The first entry the log must hold: the one after the purged id or the
+/// snapshot, whichever is later.
+fn expected_start(store: &LogStore) -> io::Result<u64> {
     let snapshot = state_machine::snapshot_last(store.durable())?;
     let covered = [store.purged(), snapshot]
         .into_iter()
         .flatten()
         .map(|id| id.index)
         .max();
-    let expected = covered.map_or(0, |index| index + 1);
-    let lowest = store.log().lowest_offset();
-    Ok((lowest > expected).then_some(Fault::MissingFront { expected, lowest }))
+    Ok(covered.map_or(0, |index| index + 1))
 }
 
 /// Where the checksum scan starts: past the sealed segments an earlier
@@ -235,6 +249,13 @@ pub fn keep_sound_prefix(store: &LogStore, fault: &Fault) -> io::Result<()> {
         // Nothing the log holds can be served as Raft expects: it starts
         // over, empty, where Raft expects it, and the node catches up.
         Fault::MissingFront { expected, .. } => store.reset_to(*expected),
+        // What is left ends where the moved segments began, or below the
+        // entries Raft expects (the first segment moved: an open of an
+        // empty directory starts a log at 0): it starts over there.
+        Fault::MovedAside { .. } => match expected_start(store)? {
+            expected if store.next_index() < expected => store.reset_to(expected),
+            _ => store.forget_marks_past_log(),
+        },
         _ => store.forget_marks_past_log(),
     }
 }

@@ -4,8 +4,9 @@
 //!
 //! Files in `<data dir>/raft/` (see `durable`): `node-id` and `node-url`
 //! (see `identity`: a wiped, copied or moved node comes back under a new id), `vote`,
-//! `committed`, `purged`, `terms`, `state`, `snapshot`, `flushed`, and
-//! `removed` while the cluster has removed this node (see `removal`).
+//! `committed`, `purged`, `terms`, `state`, `snapshot`, `flushed`,
+//! `removed` while the cluster has removed this node (see `removal`), and
+//! `quarantine` while corrupt segments are moved aside (see `quarantine`).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use super::log_store::LogStore;
 use super::metrics;
 use super::network::{Network, PeerBook, Routes};
 use super::node::{Cluster, ClusterConfig, Inner};
+use super::quarantine;
 use super::reconcile;
 use super::recovery;
 use super::removal;
@@ -89,6 +91,7 @@ impl Cluster {
             return Err(StartError::StandaloneLog(data_dir.display().to_string()));
         }
         let durable = Durable::open(raft_dir)?;
+        let quarantined = quarantine::pending(&durable)?;
         let store = LogStore::open(log, durable.clone())?;
         // Every segment until the check knows which an earlier start read.
         let of = store.log().segment_bases().len();
@@ -100,6 +103,9 @@ impl Cluster {
         let mut fault = tokio::task::spawn_blocking(move || repair::check_telling(&checked, &telling))
             .await
             .map_err(|e| StartError::Raft(e.to_string()))??;
+        if let Some(plan) = &quarantined {
+            fault = Some(moved_aside(fault, plan, data_dir));
+        }
         let write_caching = store.log().config().durability != crate::log::Durability::Always;
         let recorded = identity::recorded_id(&durable, &config.advertise_url)?;
         progress.set(StartStep::AskingTheLeader);
@@ -110,6 +116,9 @@ impl Cluster {
             fault = recovery::check_with_leader(&config, kept, store.vote_term(), store.next_index()).await;
         }
         let id = node_id(&durable, &store, fault, recorded, &config.advertise_url).await?;
+        if quarantined.is_some() {
+            quarantine::done(&durable)?;
+        }
         let sm = StateMachine::open(store.clone(), durable.clone())?;
         // A no-op unless the log lost applied entries (a repair, including
         // one a crash interrupted after the log was cut).
@@ -218,6 +227,19 @@ async fn node_id(
         (None, _) => tracing::info!(node_id = id, "new data directory: generated a node id"),
     }
     Ok(id)
+}
+
+/// The fault a start that moved segments aside repairs: a bad frame or a
+/// missing front the check found in what is left, or the move itself.
+fn moved_aside(found: Option<repair::Fault>, plan: &quarantine::Plan, data_dir: &Path) -> repair::Fault {
+    match found {
+        Some(fault @ (repair::Fault::Corrupt { .. } | repair::Fault::MissingFront { .. })) => fault,
+        _ => repair::Fault::MovedAside {
+            base: plan.base,
+            dir: data_dir.join(&plan.dir).display().to_string(),
+            reason: plan.reason.clone(),
+        },
+    }
 }
 
 /// Keeps `book` to the membership in effect (see `network::PeerBook`);

@@ -125,6 +125,13 @@ impl Visibility {
     }
 }
 
+/// The last entry this node knows committed and can stand on: its
+/// committed mark if the log holds that entry, else the purged id.
+fn known_committed(store: &LogStore) -> Option<LogId> {
+    let committed = store.committed().filter(|c| store.holds(c));
+    committed.max(store.purged())
+}
+
 impl StateMachine {
     /// Opens the tables and makes visible what they say was applied.
     pub fn open(store: LogStore, durable: Durable) -> io::Result<StateMachine> {
@@ -174,18 +181,23 @@ impl StateMachine {
             }
             None => {
                 // No snapshot, yet a purged log: nothing to go back to (a
-                // snapshot file lost). Applying goes on from the log's end.
-                tracing::error!(?applied, log_end = ?last,
-                    "the log lost applied entries and this node has no snapshot to go back to: applying again from the log's end; its producer and consumer tables may differ from the other nodes'");
-                tables.applied = last;
+                // snapshot file lost). Applying goes on from the last entry
+                // known committed: the committed mark where the log holds
+                // it (the repair left it so), else the purged id. Not the
+                // log's end: the log may hold entries of a term that lost
+                // (a directory restored from an older copy).
+                let from = known_committed(store);
+                tracing::error!(?applied, log_end = ?last, ?from,
+                    "the log lost applied entries and this node has no snapshot to go back to: applying again from the last entry known committed; its producer and consumer tables may differ from the other nodes'");
+                tables.applied = from;
                 tables.deciding = None;
-                tables.open_batch_from = match last {
-                    Some(last) => open_batch_from(store, last.index)?,
-                    None => None,
+                tables.open_batch_from = match from {
+                    Some(from) if store.holds(&from) => open_batch_from(store, from.index)?,
+                    _ => None,
                 };
                 tables
                     .aborted
-                    .retain(|(from, _)| last.is_some_and(|l| *from <= l.index));
+                    .retain(|(start, _)| from.is_some_and(|f| *start <= f.index));
             }
         }
         drop(tables);
@@ -222,6 +234,18 @@ impl StateMachine {
             .clone()
     }
 
+    /// The tables, once the hidden ranges the log no longer reaches are
+    /// forgotten (`Tables::forget_hidden_below`): what is written and what
+    /// a snapshot carries.
+    fn tables_pruned(&self) -> Tables {
+        // Readers reach from the log's first segment's base, which a purge
+        // inside a segment leaves below `first_index` (purged + 1).
+        let first = self.shared.store.log().lowest_offset();
+        let mut tables = self.shared.tables.write().unwrap_or_else(PoisonError::into_inner);
+        tables.forget_hidden_below(first);
+        tables.clone()
+    }
+
     /// Readers see what is applied (whole batches only) and written.
     fn publish(&self) {
         let end = self
@@ -246,7 +270,7 @@ impl StateMachine {
     /// to the snapshot (`forget_applied_past_log`).
     fn write_tables(&self) -> io::Result<()> {
         let _one_at_a_time = lock(&self.shared.writing);
-        let tables = self.tables();
+        let tables = self.tables_pruned();
         self.shared.store.wait_for_syncs();
         self.shared.durable.write(STATE, &tables, true)
     }
@@ -352,6 +376,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut installed = tables;
         installed.applied = meta.last_log_id;
         installed.membership = meta.last_membership.clone();
+        // A log that keeps what follows the snapshot (below) may hold
+        // entries whose hidden ranges the sender had forgotten: its own
+        // ranges, made from the same entries, stay.
+        let own = self.tables().aborted;
+        installed.keep_hidden_of(&own);
         *self.shared.tables.write().unwrap_or_else(PoisonError::into_inner) = installed.clone();
         let stored = StoredSnapshot {
             meta: meta.clone(),
@@ -418,9 +447,11 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         // that took the entry, would make the next start reset the log
         // past it. The copy first, then the wait: every entry the copy
         // names was appended before the wait (apply runs meanwhile).
-        let tables = self.tables();
+        let tables = self.tables_pruned();
+        // On a full disk the sync waits for room as the documents below do
+        // (an error here would stop the Raft core until a restart).
         let store = self.shared.store.clone();
-        tokio::task::spawn_blocking(move || store.sync_appended())
+        tokio::task::spawn_blocking(move || store.with_room(|| store.sync_appended()))
             .await
             .map_err(io::Error::other)??;
         let meta = SnapshotMeta {
@@ -441,5 +472,153 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         .map_err(io::Error::other)??;
         *lock(&self.shared.snapshot) = Some(stored);
         Ok(Snapshot { meta, snapshot: tables })
+    }
+}
+
+#[cfg(test)]
+mod review_tests {
+    use bytes::Bytes;
+    use openraft::EntryPayload;
+    use openraft::storage::RaftLogStorage;
+
+    use super::*;
+    use crate::cluster::types::{Entry, UserRecord, log_id};
+    use crate::log::attributes::BATCH_OPEN;
+    use crate::log::{Durability, Log, LogConfig};
+
+    fn entry(index: u64, payload: EntryPayload<UserRecord, u64, crate::cluster::types::Member>) -> Entry {
+        Entry {
+            log_id: log_id(1, index),
+            payload,
+        }
+    }
+
+    /// Review of `sealed` (issue 19 item 15): a purge that ends inside a
+    /// segment (the apply margin, or readers' end) deletes only the whole
+    /// segments below it, so readers (`Log::lowest_offset`) still reach the
+    /// entries between that segment's base and the purged id. Pruning the
+    /// hidden ranges below `first_index` (purged + 1) forgets the aborted
+    /// batches there, and readers then see their records.
+    #[test]
+    fn a_purge_inside_a_segment_keeps_hiding_the_aborted_records_readers_still_reach() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = LogConfig {
+            durability: Durability::Always,
+            max_segment_bytes: 1024,
+            max_record_bytes: 256,
+            ..LogConfig::default()
+        };
+        let log = Log::open(dir.path(), config).expect("log opens");
+        let durable = Durable::open(dir.path().join("raft")).expect("raft dir");
+        let store = LogStore::open(log, durable.clone()).expect("store opens");
+        let record = |attributes| EntryPayload::Normal(UserRecord::new(attributes, 1, Bytes::from_static(b"{}")));
+        // A batch at 51..53 that a new leader's blank entry (53) aborts.
+        let entries: Vec<Entry> = (0..200)
+            .map(|i| match i {
+                51 | 52 => entry(i, record(BATCH_OPEN)),
+                53 => entry(i, EntryPayload::Blank),
+                _ => entry(i, record(0)),
+            })
+            .collect();
+        let (_, sync) = store.write_entries(0, entries.clone()).expect("written");
+        if let Some(sync) = sync {
+            sync.wait_blocking().expect("synced");
+        }
+        let sm = StateMachine::open(store.clone(), durable).expect("state machine");
+        {
+            let mut tables = sm.shared.tables.write().expect("tables");
+            for e in &entries {
+                let attributes = match &e.payload {
+                    EntryPayload::Normal(r) => r.attributes,
+                    _ => CONTROL,
+                };
+                tables.apply(e.log_id, attributes, &e.payload, &Default::default());
+            }
+            assert_eq!(tables.aborted, vec![(51, 53)], "apply hid the aborted batch");
+        }
+        sm.publish();
+        // The segment holding the batch, and a purge that ends inside it,
+        // past the batch.
+        let bases = store.log().segment_bases();
+        let base = *bases.iter().filter(|b| **b <= 51).max().expect("a segment holds 51");
+        let next = *bases.iter().find(|b| **b > 51).expect("a later segment");
+        assert!(
+            base < 51 && next > 55,
+            "layout: the batch is inside segment [{base}, {next})"
+        );
+        let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+        runtime.block_on(store.clone().purge(log_id(1, 54))).expect("purged");
+        assert!(store.log().lowest_offset() <= 51, "readers still reach offset 51");
+        store.log().read(51).expect("record 51 is still readable");
+        sm.write_tables().expect("tables written");
+        assert!(
+            sm.visibility().aborted(51) && sm.visibility().aborted(52),
+            "the aborted batch's records at 51 and 52 are readable (the log starts at {}) and no longer hidden",
+            store.log().lowest_offset()
+        );
+    }
+
+    /// Review of `sealed` (c878b6d): with no snapshot to go back to, a
+    /// start whose log lost applied entries now applies again from the
+    /// committed mark. The entries between that mark and the log's end were
+    /// applied before, and the producer table (kept: nothing rebuilds it)
+    /// already holds their sequences: applied again, each idempotent
+    /// append is taken for a retry and hidden, on this node alone.
+    #[test]
+    fn applying_again_without_a_snapshot_does_not_hide_acknowledged_idempotent_records() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = LogConfig {
+            durability: Durability::Always,
+            max_segment_bytes: 4096,
+            max_record_bytes: 256,
+            ..LogConfig::default()
+        };
+        let log = Log::open(dir.path(), config).expect("log opens");
+        let durable = Durable::open(dir.path().join("raft")).expect("raft dir");
+        let store = LogStore::open(log, durable.clone()).expect("store opens");
+        let produced = |seq: u64| {
+            let mut record = UserRecord::new(0, 1, Bytes::from_static(b"{}"));
+            record.guard = crate::log::Guard {
+                producer: Some(crate::log::ProducerStamp {
+                    id: "p".into(),
+                    epoch: 0,
+                    seq,
+                    count: 1,
+                }),
+                expected_last: None,
+            };
+            EntryPayload::Normal(record)
+        };
+        let entries: Vec<Entry> = (0..200).map(|i| entry(i, produced(i))).collect();
+        let (_, sync) = store.write_entries(0, entries.clone()).expect("written");
+        if let Some(sync) = sync {
+            sync.wait_blocking().expect("synced");
+        }
+        let sm = StateMachine::open(store.clone(), durable).expect("state machine");
+        let apply = |from: usize, to: usize| {
+            let mut tables = sm.shared.tables.write().expect("tables");
+            for e in &entries[from..to] {
+                tables.apply(e.log_id, 0, &e.payload, &Default::default());
+            }
+        };
+        apply(0, 200);
+        let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+        runtime.block_on(async {
+            let mut s = store.clone();
+            s.save_committed(Some(log_id(1, 100))).await.expect("committed");
+            s.purge(log_id(1, 9)).await.expect("purged");
+        });
+        // The log loses its tail (a repair cut) and the snapshot file is gone.
+        store.keep_before(150).expect("cut");
+        assert_eq!(store.committed(), Some(log_id(1, 100)));
+        sm.forget_applied_past_log().expect("gone back");
+        let from = sm.tables().applied.map_or(0, |a| a.index as usize + 1);
+        // openraft applies what follows again.
+        apply(from, 150);
+        let hidden: Vec<u64> = (from as u64..150).filter(|o| sm.visibility().aborted(*o)).collect();
+        assert!(
+            hidden.is_empty(),
+            "acknowledged records applied again from {from} are hidden on this node alone: {hidden:?}"
+        );
     }
 }

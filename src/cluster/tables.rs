@@ -190,6 +190,35 @@ impl Tables {
         }
     }
 
+    /// Forgets the hidden ranges wholly below `first`, the first entry the
+    /// log holds: no read reaches them again (a log only ever starts later,
+    /// or over at a snapshot, whose tables come with it). Returns whether
+    /// any went. Without this the table grows with every aborted batch,
+    /// duplicate and failed condition for as long as the cluster lives.
+    pub(super) fn forget_hidden_below(&mut self, first: u64) -> bool {
+        let before = self.aborted.len();
+        self.aborted.retain(|(_, to)| *to > first);
+        self.aborted.len() != before
+    }
+
+    /// Takes in the hidden ranges of `kept` too (this node's own, for a
+    /// snapshot installed over a log that still holds entries the sender
+    /// had forgotten the ranges of: `forget_hidden_below`). Both were made
+    /// from the same entries where they overlap, so the union is what
+    /// applying them gives.
+    pub(super) fn keep_hidden_of(&mut self, kept: &[(u64, u64)]) {
+        let mut all: Vec<(u64, u64)> = self.aborted.iter().chain(kept).copied().collect();
+        all.sort_unstable();
+        let mut joined: Vec<(u64, u64)> = Vec::with_capacity(all.len());
+        for (from, to) in all {
+            match joined.last_mut() {
+                Some((_, end)) if *end >= from => *end = (*end).max(to),
+                _ => joined.push((from, to)),
+            }
+        }
+        self.aborted = joined;
+    }
+
     /// Hides `[from, to)` from readers, joining a range it follows.
     fn hide(&mut self, from: u64, to: u64) {
         debug_assert!(from < to && self.aborted.last().is_none_or(|(_, end)| *end <= from));
@@ -324,6 +353,25 @@ mod tests {
         apply(&mut t, 3, record(false));
         assert_eq!(t.visible_end(), 4);
         assert!(!t.aborted(1) && !t.aborted(3));
+    }
+
+    /// Issue 19 item 15: the hidden ranges only grew. Those wholly below
+    /// the log's first entry go; one that reaches into the log stays; a
+    /// snapshot's table takes back the ranges a log still holds.
+    #[test]
+    fn hidden_ranges_below_the_log_are_forgotten_and_a_kept_log_gets_its_own_back() {
+        let mut t = Tables {
+            aborted: vec![(2, 4), (6, 9), (12, 13)],
+            ..Tables::default()
+        };
+        assert!(!t.forget_hidden_below(3), "(2, 4) holds offset 3, which the log holds");
+        assert!(t.forget_hidden_below(4), "(2, 4) is wholly below 4");
+        assert_eq!(t.aborted, vec![(6, 9), (12, 13)]);
+        assert!(!t.forget_hidden_below(8), "(6, 9) holds offset 8");
+        assert_eq!(t.aborted.len(), 2);
+        t.keep_hidden_of(&[(2, 4), (6, 9), (10, 12)]);
+        assert_eq!(t.aborted, vec![(2, 4), (6, 9), (10, 13)]);
+        assert!(!t.aborted(5) && t.aborted(3) && t.aborted(11) && t.aborted(12));
     }
 
     #[test]

@@ -31,6 +31,7 @@ use super::fsops;
 use super::segment::Segment;
 
 mod appending;
+mod aside;
 pub use appending::{PendingAppend, PendingSync};
 mod background;
 mod bounds;
@@ -420,9 +421,21 @@ impl Log {
         Ok((upto, active))
     }
 
-    /// Forces everything appended so far to disk.
+    /// Forces everything appended so far to disk. A failed sync fails the
+    /// writer, as the committer's and a roll's do: Linux may not report the
+    /// loss again, and a later sync that succeeds would vouch for records
+    /// that never reached the disk.
     pub fn sync(&self) -> Result<()> {
-        let (_, active) = self.sync_active()?;
+        let (_, active) = match self.sync_active() {
+            Ok(synced) => synced,
+            Err(e @ (LogError::Closed | LogError::WriterFailed(_))) => return Err(e),
+            Err(e) => {
+                self.fail_writer(&format!("a sync failed: {e}"));
+                return Err(e);
+            }
+        };
+        // The index is rebuilt from the records at open: its flush failing
+        // loses nothing the records do not hold.
         active.flush_index()
     }
 

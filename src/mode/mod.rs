@@ -26,7 +26,7 @@ pub use crate::cluster::{StartProgress, StartStep};
 pub use append::AppendError;
 pub use consumers::{Consumers, Outcome as ConsumerOutcome};
 pub use guarded::{Appended, GuardedAppends};
-pub use start::{Clients, ClusterSettings, ModeConfig, OwnUrls, StartError, start, start_standalone};
+pub use start::{Clients, ClusterSettings, ModeConfig, OwnUrls, StartError, open_member_log, start, start_standalone};
 pub use status::{ClusterSummary, NodeStatus, NotReady, ReplicaSummary};
 
 use crate::cluster::Cluster;

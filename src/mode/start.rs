@@ -61,6 +61,8 @@ pub enum StartError {
     PeerClient(String),
     #[error(transparent)]
     Cluster(#[from] cluster::StartError),
+    #[error(transparent)]
+    MemberLog(#[from] cluster::OpenError),
     #[error("cannot rebuild the idempotent producers from the log: {0}")]
     Producers(String),
 }
@@ -101,6 +103,43 @@ pub struct OwnUrls {
 #[derive(Debug)]
 pub struct Clients(Option<reqwest::Client>);
 
+/// The Raft node's settings: `settings` with the peer client and this
+/// node's URLs (`own` where no `--advertise-url` says otherwise).
+fn cluster_config(settings: &ClusterSettings, client: reqwest::Client, own: OwnUrls) -> ClusterConfig {
+    ClusterConfig {
+        peers: settings.peers.clone(),
+        advertise_url: settings.advertise_url.clone().unwrap_or(own.url),
+        peer_url: settings
+            .peer_advertise_url
+            .clone()
+            .or(own.peer_url)
+            .map(|url| url.trim_end_matches('/').to_string()),
+        routes: settings.routes.clone(),
+        heartbeat: settings.heartbeat,
+        election_timeout: settings.election_timeout,
+        write_timeout: settings.write_timeout,
+        ready_lag: settings.ready_lag,
+        bootstrap_expect: settings.bootstrap_expect.unwrap_or(settings.peers.len()),
+        rejoin: settings.rejoin,
+        client,
+        forward_writes: settings.forward_writes,
+    }
+}
+
+/// Opens a member's log in `data_dir`: a corrupt sealed segment is moved
+/// aside where the cluster can supply it again (`cluster::open_member_log`,
+/// which asks the seeds with these settings).
+pub async fn open_member_log(
+    data_dir: &Path,
+    log: crate::log::LogConfig,
+    settings: &ClusterSettings,
+    clients: &Clients,
+    own: &OwnUrls,
+) -> Result<Log, StartError> {
+    let config = cluster_config(settings, clients.0.clone().unwrap_or_default(), own.clone());
+    Ok(cluster::open_member_log(data_dir, log, &config).await?)
+}
+
 /// Starts `config`'s mode over `log` (held in `data_dir`). `own` is how
 /// this node is reached when no `--advertise-url` (and
 /// `--peer-advertise-url`) says otherwise. A member says in `progress` how
@@ -129,24 +168,7 @@ pub async fn start(
             Ok((Mode::Replica(status), vec![follower, retention]))
         }
         ModeConfig::Member(settings) => {
-            let config = ClusterConfig {
-                peers: settings.peers.clone(),
-                advertise_url: settings.advertise_url.clone().unwrap_or(own.url),
-                peer_url: settings
-                    .peer_advertise_url
-                    .clone()
-                    .or(own.peer_url)
-                    .map(|url| url.trim_end_matches('/').to_string()),
-                routes: settings.routes.clone(),
-                heartbeat: settings.heartbeat,
-                election_timeout: settings.election_timeout,
-                write_timeout: settings.write_timeout,
-                ready_lag: settings.ready_lag,
-                bootstrap_expect: settings.bootstrap_expect.unwrap_or(settings.peers.len()),
-                rejoin: settings.rejoin,
-                client,
-                forward_writes: settings.forward_writes,
-            };
+            let config = cluster_config(settings, client, own);
             let cluster = Cluster::start(log.clone(), data_dir, config, progress).await?;
             crate::telemetry::set_node_id(cluster.id());
             let retention = tokio::spawn(cluster::retention::run(

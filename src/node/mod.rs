@@ -28,7 +28,7 @@ use crate::http;
 use crate::http::HttpConfig;
 use crate::log::{Log, LogError};
 use crate::logs::{Catalog, CatalogConfig, LOGS_DIR};
-use crate::mode::{self, Mode, OwnUrls};
+use crate::mode::{self, Mode, ModeConfig, OwnUrls};
 
 /// A running node.
 pub struct Node {
@@ -319,7 +319,7 @@ async fn start_parts(
     stopping: &watch::Receiver<bool>,
     progress: &mode::StartProgress,
 ) -> Result<Parts, NodeError> {
-    let log = open_log(config).await?;
+    let log = open_log(config, &clients, &own).await?;
     let (mode, mut background) = mode::start(
         &log,
         &config.data_dir,
@@ -381,20 +381,20 @@ fn role_name(mode: &Mode) -> &'static str {
     }
 }
 
-async fn open_log(config: &NodeConfig) -> Result<Log, NodeError> {
+async fn open_log(config: &NodeConfig, clients: &mode::Clients, own: &OwnUrls) -> Result<Log, NodeError> {
     // A cluster member's log is its Raft log: records appended to it
     // outside Raft would take offsets (and terms) the cluster gives others.
     if !config.mode.is_member() && config.data_dir.join("raft").is_dir() {
         return Err(NodeError::ClusterDirectory(config.data_dir.display().to_string()));
     }
     let (dir, log_config) = (config.data_dir.clone(), config.log.clone());
+    // A member's corrupt sealed segment moves aside where the cluster can
+    // supply it again, and stops the open where it cannot (see
+    // `cluster::quarantine`).
+    if let ModeConfig::Member(settings) = &config.mode {
+        return Ok(mode::open_member_log(&dir, log_config, settings, clients, own).await?);
+    }
     let reset = config.mode.resets_log();
-    // A corrupt sealed segment stops the open, a member's too: cutting it
-    // there (`Log::open_keeping_sound_prefix`) deleted records before
-    // anything knew whether another node held them (a one-node cluster, a
-    // majority with the same fault, or a standalone directory started with
-    // `--peers` lost them for good), so it is not used until the cut can
-    // move the files aside and refuse where this node may be the only holder.
     let log = tokio::task::spawn_blocking(move || -> Result<Log, LogError> {
         let log = Log::open(&dir, log_config)?;
         if reset {

@@ -100,7 +100,18 @@ fn open(dir: &Path) -> (LogStore, StateMachine) {
 /// The id a node takes when it starts on `dir` (after its storage checks),
 /// with seeds that never answer: formation waits and nothing else is written.
 async fn id_at_start(log: &Log, dir: &Path) -> u64 {
-    let config = ClusterConfig {
+    let config = unanswered_seeds();
+    let cluster = Cluster::start(log.clone(), dir, config, &Default::default())
+        .await
+        .expect("starts");
+    let id = cluster.id();
+    cluster.shutdown().await;
+    id
+}
+
+/// A node's settings with seeds that never answer.
+fn unanswered_seeds() -> ClusterConfig {
+    ClusterConfig {
         peers: vec!["http://127.0.0.1:9".into()],
         advertise_url: "http://127.0.0.1:8".into(),
         peer_url: None,
@@ -113,13 +124,7 @@ async fn id_at_start(log: &Log, dir: &Path) -> u64 {
         rejoin: false,
         forward_writes: false,
         client: reqwest::Client::new(),
-    };
-    let cluster = Cluster::start(log.clone(), dir, config, &Default::default())
-        .await
-        .expect("starts");
-    let id = cluster.id();
-    cluster.shutdown().await;
-    id
+    }
 }
 
 /// What kill -9 leaves: nothing more is written (the page cache keeps
@@ -699,4 +704,255 @@ async fn a_start_that_rolls_the_tables_back_on_a_full_disk_uses_the_reserve() {
         "the start fails on a full disk though reserve.marks (exists: {}) holds room: {rolled:?}",
         marks.exists()
     );
+}
+
+/// Issue 19 item 15: a follower that installs a snapshot taken while a
+/// batch was being applied (its tables hold readers below the batch's
+/// first record) has its log start after the snapshot, while readers were
+/// held at that first record: `next_offset` was below `lowest_offset`
+/// until the batch's last record was applied. Readers' bounds never cross.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_taken_mid_batch_never_shows_next_offset_below_lowest() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut store, mut sm) = open(dir.path());
+    store
+        .blocking_append((0..5).map(|i| blank(1, i)))
+        .await
+        .expect("append");
+    // The leader's snapshot: applied up to 20, a batch open from 18.
+    let meta = openraft::type_config::alias::SnapshotMetaOf::<TypeConfig> {
+        last_log_id: Some(id(1, 20)),
+        last_membership: openraft::StoredMembership::new(Some(id(1, 0)), membership_of(1)),
+    };
+    let mut tables = sm.tables();
+    tables.applied = Some(id(1, 20));
+    tables.open_batch_from = Some(18);
+    sm.install_snapshot(&meta, tables).await.expect("install");
+    let log = store.log();
+    assert_eq!(log.lowest_offset(), 21, "the log starts after the snapshot");
+    assert!(
+        log.next_offset() >= log.lowest_offset(),
+        "next_offset {} below lowest_offset {}",
+        log.next_offset(),
+        log.lowest_offset()
+    );
+    let stats = log.stats();
+    assert!(stats.next_offset >= stats.lowest_offset, "{stats:?}");
+}
+
+/// Issue 19 item 15: the table of hidden ranges (aborted batches,
+/// duplicates, failed conditions) only grew. Once the log no longer holds
+/// a range, the tables written and the snapshot built forget it; a range
+/// the log still reaches stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hidden_ranges_the_log_no_longer_holds_are_forgotten() {
+    use distlog::log::attributes::BATCH_OPEN;
+    use openraft::storage::RaftSnapshotBuilder;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut store, mut sm) = open(dir.path());
+    let open_record = |index: u64| Entry {
+        log_id: id(1, index),
+        payload: EntryPayload::Normal(distlog::cluster::UserRecord::new(
+            BATCH_OPEN,
+            1,
+            bytes::Bytes::from_static(b"cut short"),
+        )),
+    };
+    // A batch opened at 1 and at 12, each cut short by a blank entry.
+    let entries: Vec<Entry> = (0..20)
+        .map(|i| if i == 1 || i == 12 { open_record(i) } else { blank(1, i) })
+        .collect();
+    store.blocking_append(entries.clone()).await.expect("append");
+    let applied = entries.into_iter().map(|e| Ok::<_, std::io::Error>((e, None)));
+    sm.apply(futures_util::stream::iter(applied)).await.expect("apply");
+    assert_eq!(sm.tables().aborted, vec![(1, 2), (12, 13)]);
+    store.purge(id(1, 9)).await.expect("purge");
+    assert_eq!(store.first_index(), 10);
+    let snapshot = sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .expect("snapshot");
+    assert_eq!(
+        snapshot.snapshot.aborted,
+        vec![(12, 13)],
+        "the snapshot forgets the range below the log and keeps the one in it"
+    );
+    assert_eq!(sm.tables().aborted, vec![(12, 13)], "and so do the tables");
+}
+
+/// The third review (issue 19 item 15): with write caching a snapshot
+/// syncs the log before it names applied entries, and that sync was not
+/// inside `with_room`: a full disk there (an index's flush) failed the
+/// snapshot, which stops the Raft core until a restart. It waits for room
+/// like the snapshot's documents now (here the marks' reserve makes it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_whose_log_sync_meets_a_full_disk_waits_for_room() {
+    use distlog::log::Durability;
+    use distlog::log::fsops::{self, Step};
+    use openraft::storage::RaftSnapshotBuilder;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = LogConfig {
+        durability: Durability::Never,
+        ..log_config()
+    };
+    let log = Log::open(dir.path(), config).expect("log opens");
+    let durable = Durable::open(dir.path().join("raft")).expect("raft dir");
+    let mut store = LogStore::open(log, durable.clone()).expect("store opens");
+    let mut sm = StateMachine::open(store.clone(), durable).expect("state machine opens");
+    let entries: Vec<Entry> = (0..5).map(|i| blank(1, i)).collect();
+    store.blocking_append(entries.clone()).await.expect("append");
+    let applied = entries.into_iter().map(|e| Ok::<_, std::io::Error>((e, None)));
+    sm.apply(futures_util::stream::iter(applied)).await.expect("apply");
+    let failed = Arc::new(AtomicBool::new(false));
+    let _full = fsops::watch(
+        dir.path(),
+        Arc::new({
+            let failed = failed.clone();
+            move |step: &Step<'_>| match step {
+                Step::FlushMap(path)
+                    if path.extension().is_some_and(|x| x == "index") && !failed.swap(true, Ordering::SeqCst) =>
+                {
+                    Err(std::io::Error::new(
+                        std::io::ErrorKind::StorageFull,
+                        "no space left on device",
+                    ))
+                }
+                _ => Ok(()),
+            }
+        }),
+    );
+    let built = sm.get_snapshot_builder().await.build_snapshot().await;
+    assert!(failed.load(Ordering::SeqCst), "the index flush met the full disk");
+    assert!(built.is_ok(), "the snapshot failed: {:?}", built.err());
+}
+
+/// The third review (issue 19 item 15): a start whose log lost applied
+/// entries, with no snapshot to go back to (a purged log), set applied to
+/// the last entry the log still holds, which this node may never have
+/// known committed (a directory restored from an older copy holds entries
+/// of a term that lost); openraft would take it as applied. It goes back
+/// to the committed mark the repair left (an entry the log holds).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn applied_without_a_snapshot_goes_back_to_the_committed_mark_not_the_log_end() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut store, mut sm) = open(dir.path());
+    let entries: Vec<Entry> = (0..20).map(|i| blank(1, i)).collect();
+    store.blocking_append(entries.clone()).await.expect("append");
+    let applied = entries[..15]
+        .iter()
+        .cloned()
+        .map(|e| Ok::<_, std::io::Error>((e, None)));
+    sm.apply(futures_util::stream::iter(applied)).await.expect("apply");
+    store.purge(id(1, 4)).await.expect("purge");
+    // What the repair of a log that lost its tail from 10 on leaves, with
+    // the committed mark on an entry it still holds.
+    store.save_committed(Some(id(1, 7))).await.expect("committed");
+    store.keep_before(10).expect("the log loses 10..");
+    assert_eq!(store.committed(), Some(id(1, 7)));
+    sm.forget_applied_past_log().expect("rolled back");
+    assert_eq!(
+        sm.tables().applied,
+        Some(id(1, 7)),
+        "applied must not name an entry this node never knew committed"
+    );
+}
+
+/// Issue 19 item 15: a start that moves a corrupt sealed segment and those
+/// after it aside writes its plan first; one that dies before the moves
+/// are done finishes them at the next start, before the log opens, and
+/// then repairs under a new id: the log ends where the moved segments
+/// began, or, when every segment moved (the first one was bad), starts
+/// over empty where Raft expects it (after the snapshot).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_that_died_moving_segments_aside_finishes_and_repairs_under_a_new_id() {
+    const OLD_ID: u64 = 7;
+    for first_bad in [false, true] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let small = || LogConfig {
+            max_segment_bytes: 8 * 1024,
+            max_record_bytes: 4 * 1024,
+            ..log_config()
+        };
+        let bases = {
+            let log = Log::open(dir.path(), small()).expect("log opens");
+            let durable = Durable::open(dir.path().join("raft")).expect("raft dir");
+            durable.write("node-id", &OLD_ID, true).expect("node id");
+            durable
+                .write("node-url", &"http://127.0.0.1:8", true)
+                .expect("node url");
+            let mut store = LogStore::open(log, durable.clone()).expect("store opens");
+            let record = |index: u64| Entry {
+                log_id: id(1, index),
+                payload: EntryPayload::Normal(distlog::cluster::UserRecord::new(
+                    0,
+                    0,
+                    bytes::Bytes::from(vec![b'r'; 1024]),
+                )),
+            };
+            let mut sm = StateMachine::open(store.clone(), durable.clone()).expect("state machine opens");
+            let entries: Vec<Entry> = (0..60).map(record).collect();
+            store.blocking_append(entries.clone()).await.expect("append");
+            store.save_committed(Some(id(1, 59))).await.expect("committed");
+            let bases = store.log().segment_bases();
+            assert!(bases.len() > 4, "a log of several segments: {bases:?}");
+            let upto = bases[1] as usize;
+            let applied = entries[..=upto]
+                .iter()
+                .cloned()
+                .map(|e| Ok::<_, std::io::Error>((e, None)));
+            sm.apply(futures_util::stream::iter(applied)).await.expect("apply");
+            // Retention snapshotted and purged the oldest segment.
+            use openraft::storage::RaftSnapshotBuilder;
+            sm.get_snapshot_builder()
+                .await
+                .build_snapshot()
+                .await
+                .expect("snapshot");
+            store.purge(id(1, bases[1] - 1)).await.expect("purge");
+            let snapshot_end = bases[1] + 1;
+            let bases = store.log().segment_bases();
+            assert_eq!(store.first_index(), bases[0]);
+            store.log().close().expect("close");
+            // The plan, as a start that found the segment at `bad` corrupt
+            // wrote it, and the newest segment already moved.
+            let bad = if first_bad { bases[0] } else { bases[2] };
+            let moving: Vec<u64> = bases.iter().copied().filter(|b| *b >= bad).collect();
+            let plan = serde_json::json!({
+                "base": bad, "bases": moving, "dir": "quarantine/1", "reason": "checksum mismatch"
+            });
+            durable.write("quarantine", &plan, true).expect("plan");
+            let newest = *bases.last().expect("segments");
+            std::fs::create_dir_all(dir.path().join("quarantine/1")).expect("quarantine dir");
+            let name = format!("{newest:020}.store");
+            std::fs::rename(dir.path().join(&name), dir.path().join("quarantine/1").join(&name)).expect("moved");
+            (bases, bad, snapshot_end)
+        };
+        let (bases, bad, snapshot_end) = bases;
+        let log = distlog::cluster::open_member_log(dir.path(), small(), &unanswered_seeds())
+            .await
+            .expect("the moves are finished and the log opens");
+        for base in bases.iter().filter(|b| **b >= bad) {
+            let moved = dir.path().join("quarantine/1").join(format!("{base:020}.store"));
+            assert!(moved.exists(), "first_bad {first_bad}: {moved:?} moved aside");
+        }
+        let new_id = id_at_start(&log, dir.path()).await;
+        assert_ne!(
+            new_id, OLD_ID,
+            "first_bad {first_bad}: a log that lost entries takes a new id"
+        );
+        assert!(
+            !dir.path().join("raft/quarantine").exists(),
+            "first_bad {first_bad}: the plan is done"
+        );
+        let (lowest, next) = (log.lowest_offset(), log.written_offset());
+        match first_bad {
+            // Every segment moved: the log starts over after the snapshot.
+            true => assert_eq!((lowest, next), (snapshot_end, snapshot_end)),
+            false => assert_eq!((lowest, next), (bases[0], bad)),
+        }
+    }
 }

@@ -420,3 +420,35 @@ fn an_append_whose_round_the_committer_died_in_is_told_the_writer_failed_not_clo
         );
     }
 }
+
+/// The third review (issue 19 item 15): `Log::sync` (what a cluster
+/// snapshot runs with write caching) let appends go on after its sync
+/// failed, where the committer's and a roll's failed sync fail the writer:
+/// Linux may not report the loss again, so a later sync that succeeds
+/// would vouch for records that never reached the disk.
+#[test]
+fn a_failed_explicit_sync_fails_the_writer_as_the_committers_does() {
+    for durability in [Durability::Never, Durability::Always] {
+        let dir = tempfile::tempdir().unwrap();
+        let log = log_with(dir.path(), durability, 3);
+        let watch = fsops::watch(
+            dir.path(),
+            Arc::new(|step: &Step<'_>| match step {
+                Step::SyncData(_) | Step::SyncAll(_) | Step::FlushMap(_) => {
+                    Err(io::Error::other("injected: the sync failed"))
+                }
+                _ => Ok(()),
+            }),
+        );
+        let synced = log.sync();
+        drop(watch);
+        assert!(synced.is_err(), "{durability:?}: the sync failed");
+        let refused = log.append(b"after the failed sync");
+        assert!(
+            matches!(refused, Err(LogError::WriterFailed(_))),
+            "{durability:?}: {refused:?}"
+        );
+        assert!(log.failure().is_some_and(|why| why.contains("sync")), "{durability:?}");
+        assert_eq!(log.read(0).unwrap().value, value(0), "reads go on");
+    }
+}

@@ -29,6 +29,8 @@ pub(super) struct Reserve {
     path: PathBuf,
     bytes: u64,
     held: AtomicBool,
+    /// The last try to make it found no room for it.
+    no_room: AtomicBool,
 }
 
 impl Reserve {
@@ -38,7 +40,14 @@ impl Reserve {
             path,
             bytes,
             held: AtomicBool::new(false),
+            no_room: AtomicBool::new(false),
         }
+    }
+
+    /// Whether the last try to make it found no room for it (not a
+    /// filesystem that cannot allocate, nor another error).
+    pub(super) fn lacks_room(&self) -> bool {
+        !self.held.load(Ordering::Acquire) && self.no_room.load(Ordering::Acquire)
     }
 
     pub(super) fn held_bytes(&self) -> u64 {
@@ -69,6 +78,7 @@ impl Reserve {
         };
         let lacking = self.bytes.saturating_sub(allocated);
         if lacking > 0 && fsops::space(dir)?.available < lacking.saturating_add(self.bytes) {
+            self.no_room.store(true, Ordering::Release);
             if allocated > 0 {
                 self.remove()?;
             }
@@ -77,6 +87,8 @@ impl Reserve {
         let file = fsops::open(&self.path)?;
         let outcome = fsops::allocate(&file, &self.path, 0, self.bytes);
         drop(file);
+        let full = |e: &io::Error| matches!(e.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded);
+        self.no_room.store(outcome.as_ref().is_err_and(full), Ordering::Release);
         match outcome {
             Ok(true) => {
                 self.held.store(true, Ordering::Release);

@@ -21,7 +21,9 @@
 //! (and each retention check) makes the reserve again once there is room
 //! for it and as much again. Without retention that could free space,
 //! appends wait as before and keep the reserve: an operator must free
-//! space.
+//! space. The hold on new entries after the release is in memory: a start
+//! that finds the appends' reserve gone and no room to make it, while
+//! retention could free space, sets it again (a restart before the purge).
 
 use std::io;
 use std::path::Path;
@@ -191,6 +193,25 @@ impl LogStore {
         self.disk_full() || (released != 0 && room.millis() + 1 - released < HOLD_FOR_PURGE.as_millis() as u64)
     }
 
+    /// At open: the appends' reserve is gone and there is no room to make
+    /// it again, while retention could free space. That is a restart
+    /// between its release for retention and the purge (or a disk that
+    /// filled while the node was down): the hold on new entries that the
+    /// release set, in memory, is set again, and retention is woken, so
+    /// that new entries do not take the room the snapshot and purge need.
+    pub(super) fn hold_if_reserve_lacks_room(&self) {
+        let room = &self.shared.room;
+        if !room.appends.lacks_room() || !self.retention_could_free() {
+            return;
+        }
+        tracing::warn!(
+            "the disk reserve for appends is gone and the disk has no room for it: new entries wait for \
+             retention's purge (at most {HOLD_FOR_PURGE:?})"
+        );
+        room.released_for_retention.store(room.millis() + 1, Ordering::Release);
+        room.retention_wanted.notify_one();
+    }
+
     /// A purge ran: new entries are taken again.
     pub(super) fn purged_for_room(&self) {
         self.shared.room.released_for_retention.store(0, Ordering::Release);
@@ -304,6 +325,63 @@ mod retention_tests {
             store.shared.room.appends.held_bytes() > 0,
             "reserve.appends was given back though retention (applied < {} entries) can purge nothing",
             1000
+        );
+    }
+
+    /// The third review (issue 19 item 15): a restart between the release
+    /// of `reserve.appends` for retention and the purge lost the hold on
+    /// new entries (it is in memory), so they could take the room the
+    /// snapshot and purge need. At open, a reserve that finds no room,
+    /// with retention able to free space, holds new entries again and
+    /// wakes retention.
+    #[test]
+    fn a_restart_before_the_purge_holds_new_entries_again() {
+        use crate::log::fsops::{self, Step};
+        use std::sync::Arc;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = LogConfig {
+            durability: Durability::Always,
+            max_segment_bytes: 1024,
+            max_record_bytes: 256,
+            retention_bytes: Some(4096),
+            ..LogConfig::default()
+        };
+        let raft = dir.path().join("raft");
+        {
+            let log = Log::open(dir.path(), config.clone()).expect("log opens");
+            let store = LogStore::open(log, Durable::open(raft.clone()).expect("raft dir")).expect("store");
+            assert!(!store.refuses_new_entries(), "a healthy start holds nothing");
+            let entries: Vec<Entry> = (0..1500)
+                .map(|i| Entry {
+                    log_id: log_id(1, i),
+                    payload: EntryPayload::Normal(UserRecord::new(0, 1, Bytes::from_static(b"{}"))),
+                })
+                .collect();
+            let (_, sync) = store.write_entries(0, entries).expect("written");
+            if let Some(sync) = sync {
+                sync.wait_blocking().expect("synced");
+            }
+            assert!(store.retention_could_free(), "retention could free whole segments");
+            store.log().close().expect("close");
+        }
+        // The reserve was given back for retention, then the process died
+        // before the purge; the disk is still full.
+        std::fs::remove_file(raft.join("reserve.appends")).expect("the reserve was there");
+        let appends = raft.join("reserve.appends");
+        let _full = fsops::watch(
+            &raft,
+            Arc::new(move |step: &Step<'_>| match step {
+                Step::Allocate(path, _) if *path == appends.as_path() => {
+                    Err(io::Error::new(io::ErrorKind::StorageFull, "no space left on device"))
+                }
+                _ => Ok(()),
+            }),
+        );
+        let log = Log::open(dir.path(), config).expect("log opens");
+        let store = LogStore::open(log, Durable::open(raft).expect("raft dir")).expect("store");
+        assert!(
+            store.refuses_new_entries(),
+            "new entries are taken though the reserve for retention is gone and the disk is full"
         );
     }
 }

@@ -1,4 +1,4 @@
-//! What readers may see of the log: offsets in `[lowest, min(visible, cap))`, where
+//! What readers may see of the log: offsets in `[lowest, max(lowest, min(visible, cap)))`, where
 //! written records end (`written`: the cluster's own Raft log reader reads up to there), the
 //! watch that tells waiting readers (long polls, SSE, replication) when
 //! `visible` grows, and the count of cuts that readers check to tell a
@@ -45,10 +45,17 @@ impl Bounds {
         self.lowest.load(Ordering::Acquire)
     }
 
+    /// Where readers' records end: never below `lowest`, even while the
+    /// cap is (a cluster node that installed a snapshot taken mid-batch
+    /// holds readers at the batch's first record, which its log starts
+    /// after, until the batch's last record is applied): an empty log
+    /// there, not one that ends before it starts.
     pub(super) fn next(&self) -> u64 {
-        self.visible
+        let seen = self
+            .visible
             .load(Ordering::Acquire)
-            .min(self.cap.load(Ordering::Acquire))
+            .min(self.cap.load(Ordering::Acquire));
+        seen.max(self.lowest())
     }
 
     /// Where the records readers may see end (written and, with

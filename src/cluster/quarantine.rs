@@ -1,0 +1,306 @@
+//! A member's log whose sealed segment fails its check at open: the
+//! segment and every one after it move aside, never deleted, when the
+//! cluster can supply them again; otherwise the start is refused.
+//!
+//! The engine checks a sealed segment's last record (and that it holds the
+//! offsets up to the next base) at open, and refuses the log there. The
+//! records from the bad segment on can be taken away only if another node
+//! holds every committed one among them. What a node can know before it
+//! starts: whether it is a cluster member at all (a `raft/` directory; a
+//! standalone log started with `--peers` is refused first, untouched), its
+//! saved vote, and what the seeds answer. A leader in touch with a majority
+//! in a term not behind the saved vote (`recovery::live_leader`) holds
+//! every entry committed in the terms this node has seen: the cut loses
+//! nothing committed, and the node catches up from it. Without one (a
+//! one-node cluster, a majority with the same fault, a whole cluster
+//! restarting) nothing moves, and the error says what to do
+//! (docs/operations.md).
+//!
+//! The cut, in a crash-safe order:
+//! 1. `raft/quarantine` (this module's `Plan`, synced) names the segments
+//!    to move and where: `<data dir>/quarantine/<unix ms>/`;
+//! 2. the files move (`Log::move_segments_aside`); a start that finds the
+//!    plan finishes the moves before it opens the log;
+//! 3. the start takes the plan for a storage fault (`repair`): a new id,
+//!    recorded before the log's marks come down to what is left, so the
+//!    node never votes under its old id on a log that lost what it
+//!    acknowledged; it joins again and catches up (`formation`);
+//! 4. the plan goes (`done`) once that repair is on disk.
+//!
+//! Disk format: `raft/quarantine` is a `durable` document,
+//! `{"base": <first offset moved>, "bases": [<segment bases>], "dir": "<dir>", "reason": "..."}`.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::durable::Durable;
+use super::log_store::LogStore;
+use super::node::ClusterConfig;
+use super::recovery;
+use crate::log::{Log, LogConfig, LogError};
+
+/// Why a member's log does not open.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(
+        "{dir} holds a standalone log (no raft/ directory) with a corrupt sealed segment: {error}. Nothing was moved or deleted. Start it without --peers to see it refused the same way, and restore it from a backup (docs/operations.md)"
+    )]
+    CorruptStandalone { dir: String, error: String },
+    #[error(
+        "{0}. This member's log is corrupt, and no leader in touch with a majority answered: this node may hold the only copy of committed records past the bad segment (a one-node cluster, or most members down), so nothing was moved or deleted. If the other members are starting, start this one again once they have a leader: it will then move the bad segment aside and catch up. Otherwise see docs/operations.md (a corrupt sealed segment)"
+    )]
+    CorruptAlone(String),
+    #[error(transparent)]
+    Log(LogError),
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("opening the log failed: {0}")]
+    Task(String),
+}
+
+/// The plan's document in `raft/`.
+const PLAN: &str = "quarantine";
+/// Where moved segments go, under the data directory.
+pub const QUARANTINE_DIR: &str = "quarantine";
+
+/// A cut under way (see the module doc).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    /// The first offset moved: the corrupt segment's base.
+    pub base: u64,
+    /// The segments to move, named by base.
+    pub bases: Vec<u64>,
+    /// Where they go, relative to the data directory.
+    pub dir: PathBuf,
+    /// The open's error.
+    pub reason: String,
+}
+
+/// Opens a member's log in `data_dir`, moving a corrupt sealed segment and
+/// those after it aside where that is safe (see the module doc).
+pub async fn open_member_log(data_dir: &Path, config: LogConfig, cluster: &ClusterConfig) -> Result<Log, OpenError> {
+    let raft_dir = data_dir.join("raft");
+    if raft_dir.is_dir() {
+        let durable = Durable::open(raft_dir.clone())?;
+        if let Some(plan) = pending(&durable)? {
+            blocking({
+                let dir = data_dir.to_path_buf();
+                move || finish_moves(&dir, &plan).map(|_| ())
+            })
+            .await?;
+        }
+    }
+    let error = match open(data_dir, &config).await? {
+        Ok(log) => return Ok(log),
+        Err(error) => error,
+    };
+    let Some(base) = Log::corrupt_segment_base(data_dir, &error) else {
+        return Err(OpenError::Log(error));
+    };
+    if !raft_dir.is_dir() {
+        return Err(OpenError::CorruptStandalone {
+            dir: data_dir.display().to_string(),
+            error: error.to_string(),
+        });
+    }
+    let durable = Durable::open(raft_dir)?;
+    let vote_term = LogStore::saved_vote_term(&durable)?;
+    let Some(id) = super::identity::stored_id(&durable)? else {
+        return Err(OpenError::CorruptAlone(error.to_string()));
+    };
+    let Some(leader) = recovery::live_leader(cluster, vote_term, id).await else {
+        return Err(OpenError::CorruptAlone(error.to_string()));
+    };
+    tracing::error!(
+        %error,
+        leader = %leader.url,
+        leader_term = leader.term,
+        "a sealed segment is corrupt: moving it and the segments after it aside, to catch up from the leader under a new id"
+    );
+    let plan = plan(data_dir, base, error.to_string()).await?;
+    durable.write(PLAN, &plan, true)?;
+    let moved = blocking({
+        let dir = data_dir.to_path_buf();
+        move || finish_moves(&dir, &plan)
+    })
+    .await?;
+    tracing::warn!(files = moved.len(), to = %data_dir.join(QUARANTINE_DIR).display(), "moved aside (delete them once the node has caught up)");
+    open(data_dir, &config).await?.map_err(OpenError::Log)
+}
+
+/// The cut under way, if a start began one.
+pub fn pending(durable: &Durable) -> io::Result<Option<Plan>> {
+    durable.read::<Plan>(PLAN)
+}
+
+/// The cut is over: its repair is on disk.
+pub fn done(durable: &Durable) -> io::Result<()> {
+    durable.remove(PLAN)
+}
+
+async fn open(dir: &Path, config: &LogConfig) -> Result<Result<Log, LogError>, OpenError> {
+    let (dir, config) = (dir.to_path_buf(), config.clone());
+    tokio::task::spawn_blocking(move || Log::open(&dir, config))
+        .await
+        .map_err(|e| OpenError::Task(e.to_string()))
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, LogError> + Send + 'static) -> Result<T, OpenError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| OpenError::Task(e.to_string()))?
+        .map_err(OpenError::Log)
+}
+
+async fn plan(data_dir: &Path, base: u64, reason: String) -> Result<Plan, OpenError> {
+    let dir = data_dir.to_path_buf();
+    let bases = blocking(move || Log::segment_bases_from(&dir, base)).await?;
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    Ok(Plan {
+        base,
+        bases,
+        dir: Path::new(QUARANTINE_DIR).join(millis.to_string()),
+        reason,
+    })
+}
+
+fn finish_moves(data_dir: &Path, plan: &Plan) -> Result<Vec<PathBuf>, LogError> {
+    // Only a relative path under the data directory: the document is read
+    // from disk.
+    let safe = plan
+        .dir
+        .components()
+        .all(|c| matches!(c, std::path::Component::Normal(_)));
+    if !safe || plan.dir.as_os_str().is_empty() {
+        return Err(LogError::Io(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "raft/{PLAN}: {} is not a directory under the data directory",
+                plan.dir.display()
+            ),
+        )));
+    }
+    Log::move_segments_aside(data_dir, &plan.bases, &data_dir.join(&plan.dir))
+}
+
+#[cfg(test)]
+mod review_tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use openraft::EntryPayload;
+
+    use super::*;
+    use crate::cluster::status::{ClusterStatus, MemberStatus};
+    use crate::cluster::types::{Entry, UserRecord, log_id};
+    use crate::log::Durability;
+
+    /// A member's data directory (node id 5) on 1 KiB segments whose second
+    /// segment's last frame rotted.
+    fn corrupt_member_dir(dir: &Path, config: &LogConfig) {
+        let log = Log::open(dir, config.clone()).expect("log opens");
+        let durable = Durable::open(dir.join("raft")).expect("raft dir");
+        super::super::identity::record_id(&durable, 5, "http://127.0.0.1:1").expect("id");
+        let store = LogStore::open(log, durable).expect("store");
+        let entries: Vec<Entry> = (0..200)
+            .map(|i| Entry {
+                log_id: log_id(1, i),
+                payload: EntryPayload::Normal(UserRecord::new(0, 1, Bytes::from_static(b"{}"))),
+            })
+            .collect();
+        let (_, sync) = store.write_entries(0, entries).expect("written");
+        if let Some(sync) = sync {
+            sync.wait_blocking().expect("synced");
+        }
+        store.log().close().expect("closed");
+        let mut stores: Vec<_> = std::fs::read_dir(dir)
+            .expect("dir")
+            .map(|e| e.expect("entry").path())
+            .filter(|p| p.extension().is_some_and(|x| x == "store"))
+            .collect();
+        stores.sort();
+        assert!(stores.len() >= 3, "several sealed segments");
+        let mut bytes = std::fs::read(&stores[1]).expect("read");
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x5a;
+        std::fs::write(&stores[1], bytes).expect("write");
+    }
+
+    /// Review of `sealed`: the seeds now answer for another cluster (its
+    /// ids are not this node's cluster's: node 77 leads members [77]). It
+    /// leads, in touch with its majority, in a term not behind this node's
+    /// vote, yet it holds none of this node's entries: the cut must not run.
+    #[tokio::test]
+    async fn a_leader_of_another_cluster_at_the_seed_url_does_not_license_the_cut() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = LogConfig {
+            durability: Durability::Always,
+            max_segment_bytes: 1024,
+            max_record_bytes: 256,
+            ..LogConfig::default()
+        };
+        let (d, c) = (dir.path().to_path_buf(), config.clone());
+        tokio::task::spawn_blocking(move || corrupt_member_dir(&d, &c))
+            .await
+            .expect("member dir");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let foreign = ClusterStatus {
+            node_id: 77,
+            url: url.clone(),
+            peer_url: None,
+            initialized: true,
+            term: 3,
+            leader_id: Some(77),
+            leader_url: Some(url.clone()),
+            leader_contact_ms: Some(0),
+            commit_offset: Some(10),
+            max_record_bytes: None,
+            peers: vec![url.clone()],
+            removed: None,
+            members: vec![MemberStatus {
+                id: 77,
+                url: url.clone(),
+                voter: true,
+                match_offset: Some(10),
+                reachable: Some(true),
+                problem: None,
+                max_record_bytes: None,
+                peer_url: None,
+            }],
+        };
+        let app = axum::Router::new().route(
+            "/cluster",
+            axum::routing::get(move || {
+                let status = foreign.clone();
+                async move { axum::Json(status) }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let cluster = ClusterConfig {
+            peers: vec![url.clone()],
+            advertise_url: "http://127.0.0.1:1".into(),
+            peer_url: None,
+            routes: Default::default(),
+            heartbeat: Duration::from_millis(50),
+            election_timeout: (Duration::from_millis(150), Duration::from_millis(300)),
+            write_timeout: Duration::from_secs(5),
+            ready_lag: 0,
+            bootstrap_expect: 1,
+            rejoin: false,
+            client: reqwest::Client::new(),
+            forward_writes: false,
+        };
+        let opened = open_member_log(dir.path(), config, &cluster).await;
+        let moved = dir.path().join(QUARANTINE_DIR).exists();
+        assert!(
+            matches!(opened, Err(OpenError::CorruptAlone(_))) && !moved,
+            "a leader that does not know this node licensed the cut (moved aside: {moved}, open: {:?})",
+            opened.map(|_| ())
+        );
+    }
+}
