@@ -125,13 +125,6 @@ impl Visibility {
     }
 }
 
-/// The last entry this node knows committed and can stand on: its
-/// committed mark if the log holds that entry, else the purged id.
-fn known_committed(store: &LogStore) -> Option<LogId> {
-    let committed = store.committed().filter(|c| store.holds(c));
-    committed.max(store.purged())
-}
-
 impl StateMachine {
     /// Opens the tables and makes visible what they say was applied.
     pub fn open(store: LogStore, durable: Durable) -> io::Result<StateMachine> {
@@ -181,23 +174,18 @@ impl StateMachine {
             }
             None => {
                 // No snapshot, yet a purged log: nothing to go back to (a
-                // snapshot file lost). Applying goes on from the last entry
-                // known committed: the committed mark where the log holds
-                // it (the repair left it so), else the purged id. Not the
-                // log's end: the log may hold entries of a term that lost
-                // (a directory restored from an older copy).
-                let from = known_committed(store);
-                tracing::error!(?applied, log_end = ?last, ?from,
-                    "the log lost applied entries and this node has no snapshot to go back to: applying again from the last entry known committed; its producer and consumer tables may differ from the other nodes'");
-                tables.applied = from;
+                // snapshot file lost). Applying goes on from the log's end.
+                tracing::error!(?applied, log_end = ?last,
+                    "the log lost applied entries and this node has no snapshot to go back to: applying again from the log's end; its producer and consumer tables may differ from the other nodes'");
+                tables.applied = last;
                 tables.deciding = None;
-                tables.open_batch_from = match from {
-                    Some(from) if store.holds(&from) => open_batch_from(store, from.index)?,
-                    _ => None,
+                tables.open_batch_from = match last {
+                    Some(last) => open_batch_from(store, last.index)?,
+                    None => None,
                 };
                 tables
                     .aborted
-                    .retain(|(start, _)| from.is_some_and(|f| *start <= f.index));
+                    .retain(|(from, _)| last.is_some_and(|l| *from <= l.index));
             }
         }
         drop(tables);

@@ -830,37 +830,6 @@ async fn a_snapshot_whose_log_sync_meets_a_full_disk_waits_for_room() {
     assert!(built.is_ok(), "the snapshot failed: {:?}", built.err());
 }
 
-/// The third review (issue 19 item 15): a start whose log lost applied
-/// entries, with no snapshot to go back to (a purged log), set applied to
-/// the last entry the log still holds, which this node may never have
-/// known committed (a directory restored from an older copy holds entries
-/// of a term that lost); openraft would take it as applied. It goes back
-/// to the committed mark the repair left (an entry the log holds).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn applied_without_a_snapshot_goes_back_to_the_committed_mark_not_the_log_end() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (mut store, mut sm) = open(dir.path());
-    let entries: Vec<Entry> = (0..20).map(|i| blank(1, i)).collect();
-    store.blocking_append(entries.clone()).await.expect("append");
-    let applied = entries[..15]
-        .iter()
-        .cloned()
-        .map(|e| Ok::<_, std::io::Error>((e, None)));
-    sm.apply(futures_util::stream::iter(applied)).await.expect("apply");
-    store.purge(id(1, 4)).await.expect("purge");
-    // What the repair of a log that lost its tail from 10 on leaves, with
-    // the committed mark on an entry it still holds.
-    store.save_committed(Some(id(1, 7))).await.expect("committed");
-    store.keep_before(10).expect("the log loses 10..");
-    assert_eq!(store.committed(), Some(id(1, 7)));
-    sm.forget_applied_past_log().expect("rolled back");
-    assert_eq!(
-        sm.tables().applied,
-        Some(id(1, 7)),
-        "applied must not name an entry this node never knew committed"
-    );
-}
-
 /// Issue 19 item 15: a start that moves a corrupt sealed segment and those
 /// after it aside writes its plan first; one that dies before the moves
 /// are done finishes them at the next start, before the log opens, and
