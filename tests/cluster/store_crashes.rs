@@ -749,7 +749,20 @@ async fn hidden_ranges_the_log_no_longer_holds_are_forgotten() {
     use distlog::log::attributes::BATCH_OPEN;
     use openraft::storage::RaftSnapshotBuilder;
     let dir = tempfile::tempdir().expect("tempdir");
-    let (mut store, mut sm) = open(dir.path());
+    // Segments of a few entries, so that the purge deletes whole segments
+    // below 9: readers reach nothing below the first segment left.
+    let log = Log::open(
+        dir.path(),
+        LogConfig {
+            max_segment_bytes: 256,
+            max_record_bytes: 64,
+            ..log_config()
+        },
+    )
+    .expect("log opens");
+    let durable = Durable::open(dir.path().join("raft")).expect("raft dir");
+    let mut store = LogStore::open(log, durable.clone()).expect("store opens");
+    let mut sm = StateMachine::open(store.clone(), durable).expect("state machine opens");
     let open_record = |index: u64| Entry {
         log_id: id(1, index),
         payload: EntryPayload::Normal(distlog::cluster::UserRecord::new(
@@ -768,6 +781,11 @@ async fn hidden_ranges_the_log_no_longer_holds_are_forgotten() {
     assert_eq!(sm.tables().aborted, vec![(1, 2), (12, 13)]);
     store.purge(id(1, 9)).await.expect("purge");
     assert_eq!(store.first_index(), 10);
+    let lowest = store.log().lowest_offset();
+    assert!(
+        (3..=10).contains(&lowest),
+        "whole segments went: the log starts at {lowest}"
+    );
     let snapshot = sm
         .get_snapshot_builder()
         .await
