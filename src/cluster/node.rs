@@ -89,6 +89,10 @@ pub(super) struct Inner {
     /// The stamp this node last gave records it proposed; held while a
     /// write is stamped and handed to the Raft core (see `Cluster::commit`).
     pub last_stamp: tokio::sync::Mutex<u64>,
+    /// A leader's append-entries carrying entries, being handled here.
+    pub appends_in_flight: super::metrics::InFlight,
+    /// Hands a leader's pipelined append-entries to the Raft core in order.
+    pub gate: super::gate::Gate<openraft::raft::AppendEntriesRequest<TypeConfig>, super::rpc::GateAnswer>,
 }
 
 impl std::fmt::Debug for Cluster {

@@ -15,6 +15,7 @@ use openraft::{Config, Raft, SnapshotPolicy};
 use super::durable::Durable;
 use super::failpoint;
 use super::formation;
+use super::gate;
 use super::identity;
 use super::log_store::LogStore;
 use super::metrics;
@@ -24,6 +25,7 @@ use super::reconcile;
 use super::recovery;
 use super::removal;
 use super::repair;
+use super::rpc;
 use super::starting::{StartProgress, StartStep};
 use super::state_machine::StateMachine;
 use super::types::NodeId;
@@ -136,6 +138,10 @@ impl Cluster {
         )
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;
+        let gate = gate::Gate::new(
+            Arc::new(rpc::RaftSubmit(raft.clone())),
+            gate::Limits::new(config.heartbeat.max(std::time::Duration::from_millis(100))),
+        );
         let cluster = Cluster {
             inner: Arc::new(Inner {
                 id,
@@ -154,6 +160,8 @@ impl Cluster {
                 changing: Default::default(),
                 joint_seen: Default::default(),
                 last_stamp: tokio::sync::Mutex::new(0),
+                appends_in_flight: Default::default(),
+                gate,
             }),
         };
         tracing::info!(node_id = id, url = %cluster.inner.url, peer_url = ?cluster.inner.config.peer_url,

@@ -1,0 +1,329 @@
+//! The follower's reorder gate for pipelined append-entries.
+//!
+//! A leader keeps up to `stream::WINDOW` append-entries requests in flight
+//! to a follower, each its own HTTP request, so they may arrive in any
+//! order. Raft stays safe under reordering, but a request that arrives
+//! before the one it follows conflicts and restarts the leader's stream,
+//! so the gate hands them to the Raft core in the order they were sent,
+//! as soon as each one's predecessors were handed over (not answered:
+//! the follower's group commit covers all the requests in flight with one
+//! fsync).
+//!
+//! Wire: each request of a pipelined stream carries
+//! `x-distlog-append-stream: <stream>/<seq>/<low>` (`Position`): the
+//! sender's stream id (one per sender `Peer`), the request's number in it,
+//! and the lowest number the sender has not had an answer to yet. Every
+//! request below `low` was answered, so handed over: a lane that was
+//! dropped (idle, evicted, a new node) starts again at `low`, and requests
+//! the sender gave up on are skipped. A follower that gates answers with
+//! `x-distlog-append-gated: 1`; a sender keeps one request in flight until
+//! it sees that (an older follower answers requests as they come).
+//!
+//! Bounds: a request more than `Limits::max_ahead` past the next one is
+//! refused; one that waits for a predecessor longer than
+//! `Limits::gap_timeout` fails, and with it every later one of its lane
+//! (the sender's stream ends at the first failure and starts a new one);
+//! each sender has at most `Limits::lanes_per_sender` lanes and the gate
+//! `Limits::max_lanes` (least recently used dropped first), and a lane
+//! idle for `Limits::idle` goes.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
+use tokio::sync::{mpsc, oneshot};
+
+use super::types::NodeId;
+
+pub const STREAM_HEADER: &str = "x-distlog-append-stream";
+pub const GATED_HEADER: &str = "x-distlog-append-gated";
+
+/// Where one request stands in its sender's stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Position {
+    pub stream: u64,
+    pub seq: u64,
+    /// Every request of the stream below this one was answered.
+    pub low: u64,
+}
+
+impl Position {
+    /// `<stream>/<seq>/<low>`, with `low <= seq`.
+    pub fn parse(text: &str) -> Option<Position> {
+        let mut parts = text.split('/').map(|p| p.parse::<u64>().ok());
+        let (stream, seq, low) = (parts.next()??, parts.next()??, parts.next()??);
+        (parts.next().is_none() && low <= seq).then_some(Position { stream, seq, low })
+    }
+
+    pub fn header_value(&self) -> String {
+        format!("{}/{}/{}", self.stream, self.seq, self.low)
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub gap_timeout: Duration,
+    pub max_ahead: u64,
+    pub lanes_per_sender: usize,
+    pub max_lanes: usize,
+    pub idle: Duration,
+}
+
+impl Limits {
+    /// A gap is given up after `gap_timeout` (the leader's own request
+    /// timeout is its heartbeat interval: waiting longer helps no one).
+    pub fn new(gap_timeout: Duration) -> Limits {
+        Limits {
+            gap_timeout,
+            max_ahead: 64,
+            lanes_per_sender: 4,
+            max_lanes: 64,
+            idle: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum GateError {
+    #[error("append {seq} of stream {stream} comes after the stream moved past it")]
+    Stale { stream: u64, seq: u64 },
+    #[error("append {seq} of stream {stream} is more than {ahead} past the next one")]
+    TooFarAhead { stream: u64, seq: u64, ahead: u64 },
+    #[error("append {seq} of stream {stream} waited {waited:?} for an earlier one")]
+    Gap { stream: u64, seq: u64, waited: Duration },
+    #[error("append {seq} of stream {stream}: the stream ended before it was answered")]
+    Ended { stream: u64, seq: u64 },
+}
+
+/// What a lane feeds its requests into: given the requests in order, the
+/// answers in the same order, ending at the first failure (openraft's
+/// `Raft::stream_append`, or a stand-in in tests).
+pub trait Submit<Q, A>: Send + Sync + 'static {
+    fn open(&self, requests: BoxStream<'static, Q>) -> BoxStream<'static, A>;
+}
+
+type Answer<A> = oneshot::Sender<A>;
+
+/// Who waits for each request handed over, in order; `ended` once the
+/// lane's stream ended (nothing more will be answered).
+struct Waiting<A> {
+    answers: Mutex<VecDeque<Answer<A>>>,
+    ended: std::sync::atomic::AtomicBool,
+}
+
+impl<A> Waiting<A> {
+    fn ended(&self) -> bool {
+        self.ended.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+struct Lane<Q, A> {
+    /// The next request to hand over.
+    next: u64,
+    /// Requests that came before their predecessors.
+    early: BTreeMap<u64, (Q, Answer<A>)>,
+    feed: mpsc::UnboundedSender<Q>,
+    waiting: Arc<Waiting<A>>,
+    used: Instant,
+    /// Tells lanes apart across a drop and a new lane of the same stream.
+    generation: u64,
+}
+
+impl<Q, A> Lane<Q, A> {
+    fn hand_over(&mut self, request: Q, answer: Answer<A>) {
+        self.next += 1;
+        let mut answers = locked(&self.waiting.answers);
+        // Once the stream ended, the answer is dropped: the request fails.
+        if !self.waiting.ended() && self.feed.send(request).is_ok() {
+            answers.push_back(answer);
+        }
+    }
+
+    fn release_early(&mut self) {
+        while let Some((request, answer)) = self.early.remove(&self.next) {
+            self.hand_over(request, answer);
+        }
+    }
+
+    fn ended(&self) -> bool {
+        self.waiting.ended()
+    }
+}
+
+type Key = (NodeId, u64);
+
+pub struct Gate<Q, A> {
+    lanes: Mutex<HashMap<Key, Lane<Q, A>>>,
+    submit: Arc<dyn Submit<Q, A>>,
+    limits: Limits,
+    generations: std::sync::atomic::AtomicU64,
+}
+
+/// What `Gate::arrive` made of a request.
+enum Arrival<A> {
+    HandedOver(oneshot::Receiver<A>),
+    Early(oneshot::Receiver<A>, u64),
+}
+
+impl<Q: Send + 'static, A: Send + 'static> Gate<Q, A> {
+    pub fn new(submit: Arc<dyn Submit<Q, A>>, limits: Limits) -> Gate<Q, A> {
+        Gate {
+            lanes: Mutex::new(HashMap::new()),
+            submit,
+            limits,
+            generations: Default::default(),
+        }
+    }
+
+    /// Hands `request` to the Raft core once its predecessors were, and
+    /// waits for its answer.
+    pub async fn pass(&self, sender: NodeId, at: Position, request: Q) -> Result<A, GateError> {
+        let (stream, seq) = (at.stream, at.seq);
+        let ended = GateError::Ended { stream, seq };
+        match self.arrive(sender, at, request)? {
+            Arrival::HandedOver(answer) => answer.await.map_err(|_| ended),
+            Arrival::Early(mut answer, generation) => {
+                match tokio::time::timeout(self.limits.gap_timeout, &mut answer).await {
+                    Ok(answer) => return answer.map_err(|_| ended),
+                    Err(_) if self.give_up((sender, stream), seq, generation) => Err(GateError::Gap {
+                        stream,
+                        seq,
+                        waited: self.limits.gap_timeout,
+                    }),
+                    // Handed over just now.
+                    Err(_) => answer.await.map_err(|_| ended),
+                }
+            }
+        }
+    }
+
+    fn arrive(&self, sender: NodeId, at: Position, request: Q) -> Result<Arrival<A>, GateError> {
+        let mut lanes = locked(&self.lanes);
+        let key = (sender, at.stream);
+        let lane = self.lane(&mut lanes, key, at.low);
+        lane.used = Instant::now();
+        if at.low > lane.next {
+            // The sender has answers to everything below `low`: what still
+            // waits here below it, it gave up on.
+            lane.early = lane.early.split_off(&at.low);
+            lane.next = at.low;
+            lane.release_early();
+        }
+        let (tx, rx) = oneshot::channel();
+        if at.seq < lane.next {
+            return Err(GateError::Stale {
+                stream: at.stream,
+                seq: at.seq,
+            });
+        }
+        if at.seq > lane.next + self.limits.max_ahead {
+            return Err(GateError::TooFarAhead {
+                stream: at.stream,
+                seq: at.seq,
+                ahead: self.limits.max_ahead,
+            });
+        }
+        if at.seq > lane.next {
+            lane.early.insert(at.seq, (request, tx));
+            return Ok(Arrival::Early(rx, lane.generation));
+        }
+        lane.hand_over(request, tx);
+        lane.release_early();
+        Ok(Arrival::HandedOver(rx))
+    }
+
+    /// The lane of `key`, made (starting at `low`) if there is none or
+    /// its stream ended.
+    fn lane<'a>(&self, lanes: &'a mut HashMap<Key, Lane<Q, A>>, key: Key, low: u64) -> &'a mut Lane<Q, A> {
+        let next = match lanes.get(&key) {
+            Some(lane) if !lane.ended() => None,
+            Some(lane) => Some(lane.next.max(low)),
+            None => Some(low),
+        };
+        if let Some(next) = next {
+            lanes.remove(&key);
+            self.make_room(lanes, key.0);
+            let lane = self.open(next);
+            lanes.insert(key, lane);
+        }
+        lanes.get_mut(&key).expect("the lane was just made")
+    }
+
+    fn open(&self, next: u64) -> Lane<Q, A> {
+        let (feed, requests) = mpsc::unbounded_channel();
+        let requests = futures_util::stream::unfold(requests, |mut rx| async move { rx.recv().await.map(|q| (q, rx)) });
+        let waiting = Arc::new(Waiting {
+            answers: Mutex::new(VecDeque::new()),
+            ended: Default::default(),
+        });
+        tokio::spawn(drive(self.submit.open(requests.boxed()), waiting.clone()));
+        Lane {
+            next,
+            early: BTreeMap::new(),
+            feed,
+            waiting,
+            used: Instant::now(),
+            generation: self.generations.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+
+    /// Drops idle lanes, then the least recently used ones past the bounds.
+    fn make_room(&self, lanes: &mut HashMap<Key, Lane<Q, A>>, sender: NodeId) {
+        let now = Instant::now();
+        lanes.retain(|_, lane| now.duration_since(lane.used) < self.limits.idle && !lane.ended());
+        let oldest = |lanes: &HashMap<Key, Lane<Q, A>>, of: Option<NodeId>| {
+            lanes
+                .iter()
+                .filter(|(key, _)| of.is_none_or(|s| key.0 == s))
+                .min_by_key(|(_, lane)| lane.used)
+                .map(|(key, _)| *key)
+        };
+        while lanes.keys().filter(|k| k.0 == sender).count() >= self.limits.lanes_per_sender {
+            let Some(key) = oldest(lanes, Some(sender)) else { break };
+            lanes.remove(&key);
+        }
+        while lanes.len() >= self.limits.max_lanes {
+            let Some(key) = oldest(lanes, None) else { break };
+            lanes.remove(&key);
+        }
+    }
+
+    /// After a gap timed out for `seq`: if it still waits, its lane goes
+    /// (every request waiting in it fails; those handed over are answered).
+    fn give_up(&self, key: Key, seq: u64, generation: u64) -> bool {
+        let mut lanes = locked(&self.lanes);
+        let waiting = lanes
+            .get(&key)
+            .is_some_and(|lane| lane.generation == generation && lane.early.contains_key(&seq));
+        if waiting {
+            lanes.remove(&key);
+        }
+        waiting
+    }
+
+    #[cfg(test)]
+    fn lane_count(&self) -> usize {
+        locked(&self.lanes).len()
+    }
+}
+
+/// Answers the requests of one lane in order, until its stream ends; then
+/// every request still waiting fails (its answer dropped).
+async fn drive<A>(mut answers: BoxStream<'static, A>, waiting: Arc<Waiting<A>>) {
+    while let Some(answer) = answers.next().await {
+        let Some(tx) = locked(&waiting.answers).pop_front() else {
+            debug_assert!(false, "an answer to a request never handed over");
+            break;
+        };
+        let _ = tx.send(answer);
+    }
+    let mut answers = locked(&waiting.answers);
+    waiting.ended.store(true, std::sync::atomic::Ordering::Release);
+    answers.clear();
+}
+
+fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}

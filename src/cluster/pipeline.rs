@@ -1,0 +1,185 @@
+//! Pipelined append-entries, the sender's side: openraft's replication
+//! task hands a `Peer` a stream of requests (`RaftNetworkV2::stream_append`)
+//! and produces the next one as soon as there are new entries (or a new
+//! commit index), without waiting for the previous answer. Up to `WINDOW`
+//! of them are in flight at once, each its own `POST /raft/append`
+//! carrying its `gate::Position`; the answers are yielded in the order of
+//! the requests. The stream ends at the first failure, conflict, higher
+//! vote or partial success, as openraft's sequential default does: the
+//! requests still in flight are dropped, and openraft starts a new stream
+//! from the follower's matching point.
+//!
+//! Until a peer answers with `gate::GATED_HEADER` (a node from before the
+//! gate hands concurrent requests to its core in any order) one request
+//! at a time is in flight, as before.
+
+use std::collections::VecDeque;
+
+use futures_util::stream::{FuturesOrdered, StreamExt};
+use openraft::OptionalSend;
+use openraft::base::{BoxFuture, BoxStream};
+use openraft::errors::RPCError;
+use openraft::network::RPCOption;
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, StreamAppendResult};
+
+use super::gate::Position;
+use super::network::Peer;
+use super::types::{LogId, TypeConfig};
+
+/// Requests in flight to one peer at most (a follower's group commit
+/// covers them with one fsync).
+pub const WINDOW: usize = 8;
+
+/// A `Peer`'s stream of requests, kept across openraft's streams: the
+/// numbering goes on, so a follower's lane never sees a number twice.
+#[derive(Clone, Debug)]
+pub struct StreamState {
+    pub id: u64,
+    /// The number of the next request.
+    pub next: u64,
+    /// Whether the peer showed that it gates (`gate`).
+    pub gated: bool,
+}
+
+impl StreamState {
+    pub fn new() -> StreamState {
+        StreamState {
+            id: stream_id(),
+            next: 0,
+            gated: false,
+        }
+    }
+}
+
+/// A random stream id: a restarted sender must not continue a lane a
+/// follower still holds for its previous life.
+fn stream_id() -> u64 {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 8];
+    match ring::rand::SystemRandom::new().fill(&mut bytes) {
+        Ok(()) => u64::from_le_bytes(bytes),
+        Err(_) => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64),
+    }
+}
+
+type Answer = Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>;
+
+/// One request's answer, with the range it covered.
+struct Sent {
+    prev: Option<LogId>,
+    last: Option<LogId>,
+    answer: Result<(AppendEntriesResponse<TypeConfig>, bool), RPCError<TypeConfig>>,
+}
+
+struct Window<'s, S> {
+    peer: &'s mut Peer,
+    input: S,
+    input_ended: bool,
+    in_flight: FuturesOrdered<BoxFuture<'static, Sent>>,
+    /// The numbers of the requests in flight, oldest first.
+    numbers: VecDeque<u64>,
+    option: RPCOption,
+    ended: bool,
+}
+
+/// The answers to `input`'s requests, in order.
+pub fn responses<'s, S>(peer: &'s mut Peer, input: S, option: RPCOption) -> BoxStream<'s, Answer>
+where
+    S: futures_util::Stream<Item = AppendEntriesRequest<TypeConfig>> + OptionalSend + Unpin + 'static,
+{
+    let window = Window {
+        peer,
+        input,
+        input_ended: false,
+        in_flight: FuturesOrdered::new(),
+        numbers: VecDeque::new(),
+        option,
+        ended: false,
+    };
+    futures_util::stream::unfold(window, Window::next_answer).boxed()
+}
+
+impl<'s, S> Window<'s, S>
+where
+    S: futures_util::Stream<Item = AppendEntriesRequest<TypeConfig>> + OptionalSend + Unpin + 'static,
+{
+    fn width(&self) -> usize {
+        if self.peer.stream.gated { WINDOW } else { 1 }
+    }
+
+    /// Sends requests while there is room, and yields the next answer.
+    async fn next_answer(mut self) -> Option<(Answer, Self)> {
+        if self.ended {
+            return None;
+        }
+        loop {
+            if self.in_flight.is_empty() {
+                if self.input_ended {
+                    return None;
+                }
+                match self.input.next().await {
+                    Some(request) => self.send(request),
+                    None => self.input_ended = true,
+                }
+                continue;
+            }
+            if self.input_ended || self.in_flight.len() >= self.width() {
+                let sent = self.in_flight.next().await?;
+                return Some(self.answered(sent));
+            }
+            let Window { input, in_flight, .. } = &mut self;
+            tokio::select! {
+                biased;
+                sent = in_flight.next() => {
+                    let sent = sent?;
+                    return Some(self.answered(sent));
+                }
+                request = input.next() => match request {
+                    Some(request) => self.send(request),
+                    None => self.input_ended = true,
+                },
+            }
+        }
+    }
+
+    fn send(&mut self, request: AppendEntriesRequest<TypeConfig>) {
+        let seq = self.peer.stream.next;
+        self.peer.stream.next += 1;
+        let position = Position {
+            stream: self.peer.stream.id,
+            seq,
+            low: self.numbers.front().copied().unwrap_or(seq),
+        };
+        self.numbers.push_back(seq);
+        let prev = request.prev_log_id;
+        let last = request.entries.last().map(|e| e.log_id).or(prev);
+        let (peer, option) = (self.peer.clone(), self.option.clone());
+        self.in_flight.push_back(Box::pin(async move {
+            let answer = peer.send_append(request, &option, Some(position)).await;
+            Sent { prev, last, answer }
+        }));
+    }
+
+    fn answered(mut self, sent: Sent) -> (Answer, Self) {
+        self.numbers.pop_front();
+        let (answer, gated) = match sent.answer {
+            Ok(answer) => answer,
+            Err(e) => {
+                self.ended = true;
+                return (Err(e), self);
+            }
+        };
+        self.peer.stream.gated = gated;
+        let partial = match &answer {
+            AppendEntriesResponse::PartialSuccess(matching) => Some(*matching),
+            _ => None,
+        };
+        let result = answer.into_stream_result(sent.prev, sent.last);
+        if result.is_err() || partial.is_some_and(|p| p != sent.last) {
+            self.ended = true;
+        }
+        (Ok(result), self)
+    }
+}
