@@ -327,3 +327,188 @@ async fn drive<A>(mut answers: BoxStream<'static, A>, waiting: Arc<Waiting<A>>) 
 fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Answers each request with itself, in order, recording the order it
+    /// was handed over in; a request of `FAIL` is answered and ends the
+    /// stream (a conflict in openraft).
+    #[derive(Default)]
+    struct Echo {
+        order: Arc<Mutex<Vec<u64>>>,
+    }
+
+    const FAIL: u64 = 1000;
+
+    impl Submit<u64, u64> for Echo {
+        fn open(&self, requests: BoxStream<'static, u64>) -> BoxStream<'static, u64> {
+            let order = self.order.clone();
+            requests
+                .map(move |q| {
+                    locked(&order).push(q);
+                    q
+                })
+                .scan(false, |failed, q| {
+                    let answer = (!*failed).then_some(q);
+                    *failed = q == FAIL;
+                    std::future::ready(answer)
+                })
+                .boxed()
+        }
+    }
+
+    fn gate(limits: Limits) -> (Arc<Gate<u64, u64>>, Arc<Mutex<Vec<u64>>>) {
+        let echo = Echo::default();
+        let order = echo.order.clone();
+        (Arc::new(Gate::new(Arc::new(echo), limits)), order)
+    }
+
+    fn limits() -> Limits {
+        Limits::new(Duration::from_millis(200))
+    }
+
+    fn at(stream: u64, seq: u64, low: u64) -> Position {
+        Position { stream, seq, low }
+    }
+
+    /// Starts `pass` and lets it reach the gate before returning.
+    async fn arrive(
+        gate: &Arc<Gate<u64, u64>>,
+        sender: NodeId,
+        at: Position,
+        q: u64,
+    ) -> tokio::task::JoinHandle<Result<u64, GateError>> {
+        let g = gate.clone();
+        let task = tokio::spawn(async move { g.pass(sender, at, q).await });
+        // `pass` takes its place synchronously in its first poll.
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        task
+    }
+
+    #[test]
+    fn a_position_reads_back_and_refuses_nonsense() {
+        let p = at(7, 9, 3);
+        assert_eq!(Position::parse(&p.header_value()), Some(p));
+        for bad in ["", "1/2", "1/2/3/4", "1/2/3", "a/2/1", "1//1", "-1/2/1"] {
+            assert_eq!(Position::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn requests_arriving_out_of_order_are_handed_over_in_order() {
+        let (gate, order) = gate(limits());
+        let third = arrive(&gate, 1, at(5, 2, 0), 12).await;
+        let second = arrive(&gate, 1, at(5, 1, 0), 11).await;
+        assert!(locked(&order).is_empty(), "nothing before the first");
+        let first = arrive(&gate, 1, at(5, 0, 0), 10).await;
+        assert_eq!(first.await.unwrap(), Ok(10));
+        assert_eq!(second.await.unwrap(), Ok(11));
+        assert_eq!(third.await.unwrap(), Ok(12));
+        assert_eq!(*locked(&order), vec![10, 11, 12]);
+        // The stream goes on where it was.
+        assert_eq!(gate.pass(1, at(5, 3, 3), 13).await, Ok(13));
+    }
+
+    #[tokio::test]
+    async fn a_gap_times_out_and_fails_the_requests_waiting_behind_it() {
+        let (gate, order) = gate(limits());
+        assert_eq!(gate.pass(1, at(5, 0, 0), 10).await, Ok(10));
+        let after = arrive(&gate, 1, at(5, 3, 1), 13).await;
+        let started = Instant::now();
+        let waited = gate.pass(1, at(5, 2, 1), 12).await;
+        assert!(matches!(waited, Err(GateError::Gap { seq: 2, .. })), "{waited:?}");
+        assert!(started.elapsed() >= limits().gap_timeout);
+        let after = after.await.unwrap();
+        assert!(
+            matches!(
+                after,
+                Err(GateError::Ended { seq: 3, .. }) | Err(GateError::Gap { seq: 3, .. })
+            ),
+            "{after:?}"
+        );
+        assert_eq!(*locked(&order), vec![10], "nothing was handed over past the gap");
+        // The sender's next stream starts where its answers end.
+        assert_eq!(gate.pass(1, at(5, 4, 4), 14).await, Ok(14));
+        assert_eq!(*locked(&order), vec![10, 14]);
+    }
+
+    #[tokio::test]
+    async fn low_skips_what_the_sender_gave_up_on_and_older_requests_are_stale() {
+        let (gate, order) = gate(limits());
+        assert_eq!(gate.pass(1, at(5, 0, 0), 10).await, Ok(10));
+        let waiting = arrive(&gate, 1, at(5, 2, 1), 12).await;
+        // Seq 1 was given up on: the sender's new stream starts at 5.
+        assert_eq!(gate.pass(1, at(5, 5, 5), 15).await, Ok(15));
+        assert!(waiting.await.unwrap().is_err(), "a request below low is dropped");
+        assert_eq!(
+            gate.pass(1, at(5, 1, 1), 11).await,
+            Err(GateError::Stale { stream: 5, seq: 1 })
+        );
+        assert_eq!(*locked(&order), vec![10, 15]);
+    }
+
+    #[tokio::test]
+    async fn a_request_too_far_ahead_is_refused() {
+        let (gate, _) = gate(limits());
+        let far = limits().max_ahead + 1;
+        assert!(matches!(
+            gate.pass(1, at(5, far, 0), 1).await,
+            Err(GateError::TooFarAhead { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_failed_answer_ends_the_stream_and_the_next_request_opens_a_new_one() {
+        let (gate, order) = gate(limits());
+        assert_eq!(gate.pass(1, at(5, 0, 0), FAIL).await, Ok(FAIL));
+        // Handed over after the failure: never answered.
+        let after = gate.pass(1, at(5, 1, 0), 11).await;
+        assert!(matches!(after, Err(GateError::Ended { seq: 1, .. })), "{after:?}");
+        assert_eq!(gate.pass(1, at(5, 2, 2), 12).await, Ok(12));
+        assert_eq!(locked(&order).last(), Some(&12));
+    }
+
+    #[tokio::test]
+    async fn a_new_leaders_stream_replaces_old_ones_within_the_bounds() {
+        let limits = Limits {
+            lanes_per_sender: 2,
+            max_lanes: 3,
+            ..limits()
+        };
+        let (gate, _) = gate(limits);
+        // An old leader's stream with a request waiting for a predecessor.
+        let stuck = arrive(&gate, 1, at(5, 1, 0), 11).await;
+        for stream in 6..10 {
+            assert_eq!(gate.pass(1, at(stream, 0, 0), stream).await, Ok(stream));
+        }
+        assert!(gate.lane_count() <= 2, "one sender's lanes are bounded");
+        // A new leader's streams.
+        for stream in 20..24 {
+            assert_eq!(gate.pass(2, at(stream, 0, 0), stream).await, Ok(stream));
+        }
+        assert!(gate.lane_count() <= 3, "the gate's lanes are bounded");
+        assert!(
+            stuck.await.unwrap().is_err(),
+            "the old leader's waiting request fails with its lane"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_idle_lane_is_dropped_and_its_stream_restarts_at_low() {
+        let limits = Limits {
+            idle: Duration::from_millis(20),
+            ..limits()
+        };
+        let (gate, order) = gate(limits);
+        assert_eq!(gate.pass(1, at(5, 0, 0), 10).await, Ok(10));
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert_eq!(gate.pass(2, at(9, 0, 0), 90).await, Ok(90));
+        assert_eq!(gate.lane_count(), 1, "the idle lane went");
+        assert_eq!(gate.pass(1, at(5, 7, 7), 17).await, Ok(17));
+        assert_eq!(*locked(&order), vec![10, 90, 17]);
+    }
+}

@@ -183,3 +183,96 @@ where
         (Ok(result), self)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use axum::Router;
+    use axum::routing::post;
+    use openraft::impls::Vote;
+    use openraft::network::{RaftNetworkFactory, v2::RaftNetworkV2};
+
+    use super::*;
+    use crate::cluster::gate::GATED_HEADER;
+    use crate::cluster::network::{Network, PeerBook, Routes};
+    use crate::cluster::peer_health::PeerHealth;
+    use crate::cluster::types::Member;
+
+    /// A peer that answers every append after a while, counting how many it
+    /// holds at once; `gates`: whether it says it gates (a node from
+    /// before the gate does not).
+    async fn peer_answering(gates: bool) -> (String, Arc<AtomicUsize>) {
+        let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let seen = most.clone();
+        let app = Router::new().route(
+            "/raft/append",
+            post(move || {
+                let (now, most) = (now.clone(), most.clone());
+                async move {
+                    let held = now.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(held, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    now.fetch_sub(1, Ordering::SeqCst);
+                    let body = serde_json::to_vec(&AppendEntriesResponse::<TypeConfig>::Success).unwrap();
+                    let mut answer = axum::response::Response::new(axum::body::Body::from(body));
+                    if gates {
+                        answer.headers_mut().insert(GATED_HEADER, "1".parse().unwrap());
+                    }
+                    answer
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url, seen)
+    }
+
+    /// Sends `n` entry-less appends as one stream; the answers.
+    async fn stream_of(url: String, n: usize) -> Vec<Answer> {
+        let mut network = Network {
+            id: 1,
+            client: reqwest::Client::new(),
+            routes: Routes::default(),
+            health: PeerHealth::default(),
+            book: PeerBook::default(),
+        };
+        let member = Member {
+            url,
+            max_record_bytes: None,
+            peer_url: None,
+        };
+        let mut peer = network.new_client(2, &member).await;
+        let requests = (0..n).map(|_| AppendEntriesRequest {
+            vote: Vote::new_committed(1, 1),
+            prev_log_id: None,
+            leader_commit: None,
+            entries: vec![],
+        });
+        let input = futures_util::stream::iter(requests.collect::<Vec<_>>());
+        let option = RPCOption::new(Duration::from_secs(5));
+        let answers = peer.stream_append(input, option).await.unwrap();
+        answers.collect().await
+    }
+
+    #[tokio::test]
+    async fn a_gating_peer_gets_several_requests_at_once_and_answers_come_in_order() {
+        let (url, most) = peer_answering(true).await;
+        let answers = stream_of(url, 24).await;
+        assert_eq!(answers.len(), 24);
+        assert!(answers.iter().all(|a| matches!(a, Ok(Ok(None)))), "{answers:?}");
+        let most = most.load(Ordering::SeqCst);
+        assert!(most > 1 && most <= WINDOW, "{most} in flight at most");
+    }
+
+    #[tokio::test]
+    async fn a_peer_from_before_the_gate_gets_one_request_at_a_time() {
+        let (url, most) = peer_answering(false).await;
+        let answers = stream_of(url, 12).await;
+        assert_eq!(answers.len(), 12);
+        assert_eq!(most.load(Ordering::SeqCst), 1);
+    }
+}
