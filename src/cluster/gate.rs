@@ -186,7 +186,7 @@ impl<Q: Send + 'static, A: Send + 'static> Gate<Q, A> {
             Arrival::HandedOver(answer) => answer.await.map_err(|_| ended),
             Arrival::Early(mut answer, generation) => {
                 match tokio::time::timeout(self.limits.gap_timeout, &mut answer).await {
-                    Ok(answer) => return answer.map_err(|_| ended),
+                    Ok(answer) => answer.map_err(|_| ended),
                     Err(_) if self.give_up((sender, stream), seq, generation) => Err(GateError::Gap {
                         stream,
                         seq,
@@ -359,7 +359,9 @@ mod tests {
         }
     }
 
-    fn gate(limits: Limits) -> (Arc<Gate<u64, u64>>, Arc<Mutex<Vec<u64>>>) {
+    type Order = Arc<Mutex<Vec<u64>>>;
+
+    fn gate(limits: Limits) -> (Arc<Gate<u64, u64>>, Order) {
         let echo = Echo::default();
         let order = echo.order.clone();
         (Arc::new(Gate::new(Arc::new(echo), limits)), order)

@@ -15,6 +15,8 @@
 //!   serving side, `sender` who may speak for which member, `validate`
 //!   their checks before openraft sees them,
 //!   `peer_health` each peer's reachability, logged when it changes;
+//!   `pipeline` several append-entries in flight per follower, `gate` the
+//!   follower handing them to its Raft core in order;
 //! - `contact`: whether this node is in touch with its leader (check-quorum);
 //! - `reads`: whether an offset a member does not show yet is committed;
 //! - `node`, `formation`, `membership`, `status`: a running node, forming

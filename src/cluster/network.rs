@@ -3,7 +3,8 @@
 //! (`Member::peer_base`: its `--peer-listen` port when it has one).
 //!
 //! - `POST /raft/append`: the body of `codec::encode_append`, answered with
-//!   an `AppendEntriesResponse` in JSON;
+//!   an `AppendEntriesResponse` in JSON; up to `pipeline::WINDOW` in flight,
+//!   each naming its place in its stream (`gate`, `pipeline`);
 //! - `POST /raft/vote`, `/raft/pre-vote`, `/raft/snapshot`,
 //!   `/raft/transfer-leader`: JSON both ways (a snapshot is metadata and
 //!   small tables, see `state_machine`).
