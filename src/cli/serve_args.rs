@@ -342,6 +342,13 @@ pub struct ServeArgs {
     #[arg(long, env = "DISTLOG_FORWARD_WRITES", help_heading = "Cluster")]
     pub(super) forward_writes: bool,
 
+    /// Append-entries requests a cluster leader keeps in flight to each follower (pipelining);
+    /// 1 sends the next one only once the previous one is answered. A follower from before
+    /// pipelining gets one at a time whatever this says.
+    #[arg(long, env = "DISTLOG_APPEND_WINDOW", value_name = "N", default_value_t = 8,
+        value_parser = clap::value_parser!(u64).range(1..=32), help_heading = "Cluster")]
+    pub(super) append_window: u64,
+
     /// Writes a follower forwards to its leader at once (--forward-writes); one more is refused at
     /// once, 503 busy with Retry-After: 1. Each holds the client's connection and one to the leader
     /// for up to --write-timeout-ms.

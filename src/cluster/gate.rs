@@ -1,6 +1,6 @@
 //! The follower's reorder gate for pipelined append-entries.
 //!
-//! A leader keeps up to `stream::WINDOW` append-entries requests in flight
+//! A leader keeps up to `--append-window` append-entries requests in flight
 //! to a follower, each its own HTTP request, so they may arrive in any
 //! order. Raft stays safe under reordering, but a request that arrives
 //! before the one it follows conflicts and restarts the leader's stream,

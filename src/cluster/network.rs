@@ -3,7 +3,7 @@
 //! (`Member::peer_base`: its `--peer-listen` port when it has one).
 //!
 //! - `POST /raft/append`: the body of `codec::encode_append`, answered with
-//!   an `AppendEntriesResponse` in JSON; up to `pipeline::WINDOW` in flight,
+//!   an `AppendEntriesResponse` in JSON; up to `--append-window` in flight,
 //!   each naming its place in its stream (`gate`, `pipeline`);
 //! - `POST /raft/vote`, `/raft/pre-vote`, `/raft/snapshot`,
 //!   `/raft/transfer-leader`: JSON both ways (a snapshot is metadata and
@@ -119,6 +119,8 @@ pub struct Network {
     pub routes: Routes,
     pub health: PeerHealth,
     pub book: PeerBook,
+    /// Append-entries requests in flight to a gating peer at most.
+    pub window: usize,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -134,7 +136,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             url: node.url.trim_end_matches('/').to_string(),
             target,
             health: self.health.clone(),
-            stream: super::pipeline::StreamState::new(),
+            stream: super::pipeline::StreamState::new(self.window),
         }
     }
 }
@@ -376,7 +378,7 @@ impl RaftNetworkV2<TypeConfig> for Peer {
         Ok(answer)
     }
 
-    /// Up to `pipeline::WINDOW` requests in flight, once the peer shows it
+    /// Up to `--append-window` requests in flight, once the peer shows it
     /// hands them to its Raft core in order (`gate`); one at a time before.
     fn stream_append<'s, S>(
         &'s mut self,
@@ -490,6 +492,7 @@ mod tests {
             routes: Routes::default(),
             health: PeerHealth::default(),
             book: PeerBook::default(),
+            window: 1,
         };
         let member = Member {
             url,

@@ -53,6 +53,9 @@ pub struct ClusterConfig {
     /// A follower sends a client's write on to the leader (`--forward-writes`)
     /// rather than redirecting the client there.
     pub forward_writes: bool,
+    /// Append-entries requests in flight to each follower at most
+    /// (`pipeline`; 1: one at a time).
+    pub append_window: usize,
 }
 
 /// A running cluster node; clones share it.

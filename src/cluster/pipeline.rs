@@ -1,8 +1,8 @@
 //! Pipelined append-entries, the sender's side: openraft's replication
 //! task hands a `Peer` a stream of requests (`RaftNetworkV2::stream_append`)
 //! and produces the next one as soon as there are new entries (or a new
-//! commit index), without waiting for the previous answer. Up to `WINDOW`
-//! of them are in flight at once, each its own `POST /raft/append`
+//! commit index), without waiting for the previous answer. Up to
+//! `--append-window` (8) of them are in flight at once, each its own `POST /raft/append`
 //! carrying its `gate::Position`; the answers are yielded in the order of
 //! the requests. The stream ends at the first failure, conflict, higher
 //! vote or partial success, as openraft's sequential default does: the
@@ -26,15 +26,18 @@ use super::gate::Position;
 use super::network::Peer;
 use super::types::{LogId, TypeConfig};
 
-/// Requests in flight to one peer at most (a follower's group commit
-/// covers them with one fsync).
-pub const WINDOW: usize = 8;
+/// Requests in flight to one peer at most by default (`--append-window`;
+/// a follower's group commit covers them with one fsync).
+#[cfg(test)]
+const WINDOW: usize = 8;
 
 /// A `Peer`'s stream of requests, kept across openraft's streams: the
 /// numbering goes on, so a follower's lane never sees a number twice.
 #[derive(Clone, Debug)]
 pub struct StreamState {
     pub id: u64,
+    /// Requests in flight at most, once the peer gates.
+    pub window: usize,
     /// The number of the next request.
     pub next: u64,
     /// Whether the peer showed that it gates (`gate`).
@@ -42,9 +45,10 @@ pub struct StreamState {
 }
 
 impl StreamState {
-    pub fn new() -> StreamState {
+    pub fn new(window: usize) -> StreamState {
         StreamState {
             id: stream_id(),
+            window,
             next: 0,
             gated: false,
         }
@@ -106,7 +110,11 @@ where
     S: futures_util::Stream<Item = AppendEntriesRequest<TypeConfig>> + OptionalSend + Unpin + 'static,
 {
     fn width(&self) -> usize {
-        if self.peer.stream.gated { WINDOW } else { 1 }
+        if self.peer.stream.gated {
+            self.peer.stream.window
+        } else {
+            1
+        }
     }
 
     /// Sends requests while there is room, and yields the next answer.
@@ -239,6 +247,7 @@ mod tests {
             routes: Routes::default(),
             health: PeerHealth::default(),
             book: PeerBook::default(),
+            window: WINDOW,
         };
         let member = Member {
             url,

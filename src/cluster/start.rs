@@ -128,6 +128,7 @@ impl Cluster {
             routes: Routes::new(config.routes.clone()),
             health: Default::default(),
             book: book.clone(),
+            window: config.append_window.max(1),
         };
         let raft = Raft::new(
             id,

@@ -112,6 +112,7 @@ async fn id_at_start(log: &Log, dir: &Path) -> u64 {
         bootstrap_expect: 1,
         rejoin: false,
         forward_writes: false,
+        append_window: 8,
         client: reqwest::Client::new(),
     };
     let cluster = Cluster::start(log.clone(), dir, config, &Default::default())
