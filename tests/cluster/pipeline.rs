@@ -43,10 +43,12 @@ async fn write_many(leader: String, writer: usize) -> Vec<String> {
     failures
 }
 
-#[tokio::test]
-async fn concurrent_writes_keep_several_appends_in_flight_to_a_follower() {
-    let what = "pipelined appends";
-    let (cluster, leader) = start_with(what, config()).await;
+/// Concurrent writes to a cluster started with `extra_args`; the most
+/// appends with entries each follower handled at once.
+async fn most_in_flight_under_load(what: &str, extra_args: &[&str]) -> Vec<u64> {
+    let mut config = config();
+    config.extra_args.extend(extra_args.iter().map(|a| a.to_string()));
+    let (cluster, leader) = start_with(what, config).await;
     let leader_url = cluster.url(leader);
     let writers = (0..WRITERS).map(|w| tokio::spawn(write_many(leader_url.clone(), w)));
     let failures: Vec<String> = join_all(writers)
@@ -59,8 +61,25 @@ async fn concurrent_writes_keep_several_appends_in_flight_to_a_follower() {
     for i in (0..cluster.len()).filter(|&i| i != leader) {
         most.push(most_in_flight(&cluster.url(i)).await);
     }
+    most
+}
+
+#[tokio::test]
+async fn concurrent_writes_keep_several_appends_in_flight_to_a_follower() {
+    let what = "pipelined appends";
+    let most = most_in_flight_under_load(what, &[]).await;
     assert!(
         most.iter().any(|&m| m > 1),
         "{what}: the followers handled at most {most:?} appends with entries at once: one round trip at a time"
+    );
+}
+
+#[tokio::test]
+async fn an_append_window_of_one_keeps_one_append_in_flight() {
+    let what = "--append-window 1";
+    let most = most_in_flight_under_load(what, &["--append-window", "1"]).await;
+    assert!(
+        most.iter().all(|&m| m <= 1),
+        "{what}: a follower handled {most:?} appends with entries at once"
     );
 }
