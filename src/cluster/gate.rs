@@ -499,6 +499,50 @@ mod tests {
         );
     }
 
+    /// Review: the leader's own request timeout (3/4 of the heartbeat,
+    /// 75 ms by default) is shorter than the gap timeout (100 ms), so the
+    /// leader gives up first and closes its connections; hyper then drops
+    /// the handler (`pass`) of a request that waits in `early`, and its gap
+    /// timeout never runs: the request (a body of up to a few MiB) stays in
+    /// the lane, and is handed over when its predecessor comes, however
+    /// late.
+    #[tokio::test]
+    async fn a_request_whose_handler_was_dropped_while_waiting_is_given_up_after_the_gap_timeout() {
+        let (gate, order) = gate(limits());
+        let waiting = arrive(&gate, 1, at(5, 1, 0), 11).await;
+        waiting.abort();
+        let _ = waiting.await;
+        tokio::time::sleep(limits().gap_timeout * 2).await;
+        assert_eq!(gate.pass(1, at(5, 0, 0), 10).await, Ok(10));
+        assert_eq!(
+            *locked(&order),
+            vec![10],
+            "a request whose gap timed out was handed over after all"
+        );
+    }
+
+    /// Review: a peer's header may say any u64; the lane's arithmetic
+    /// (`next + max_ahead`, `next += 1`) must not overflow (a panic in a
+    /// debug build, a wrapped lane in release).
+    #[tokio::test]
+    async fn positions_at_the_end_of_u64_are_refused_without_a_panic() {
+        let (gate, _) = gate(limits());
+        let g = gate.clone();
+        let near_end = tokio::spawn(async move { g.pass(1, at(5, u64::MAX, u64::MAX - 10), 1).await });
+        let answer = near_end.await;
+        assert!(
+            matches!(answer, Ok(Err(_))),
+            "a position at the end of u64 is refused: {answer:?}"
+        );
+        let g = gate.clone();
+        let at_end = tokio::spawn(async move { g.pass(1, at(6, u64::MAX, u64::MAX), 1).await });
+        let answer = at_end.await;
+        assert!(
+            matches!(answer, Ok(Err(_))),
+            "a position at the end of u64 is refused: {answer:?}"
+        );
+    }
+
     #[tokio::test]
     async fn an_idle_lane_is_dropped_and_its_stream_restarts_at_low() {
         let limits = Limits {
