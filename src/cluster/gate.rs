@@ -543,6 +543,58 @@ mod tests {
         );
     }
 
+    /// A request body that counts itself while it is held.
+    struct Held(Arc<std::sync::atomic::AtomicUsize>);
+
+    impl Drop for Held {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    /// A Raft core whose flush stalls: like openraft's `stream_append`, it
+    /// takes up to 64 requests ahead of their answers, then no more.
+    struct Stalled;
+
+    impl Submit<Held, u64> for Stalled {
+        fn open(&self, requests: BoxStream<'static, Held>) -> BoxStream<'static, u64> {
+            requests
+                .map(|held| async move {
+                    let _held = held;
+                    std::future::pending::<u64>().await
+                })
+                .buffered(64)
+                .boxed()
+        }
+    }
+
+    /// Review: while the follower's flush stalls, the leader's requests time
+    /// out (75 ms) and its next sessions send the same entries again, in the
+    /// same lane (the stream id is the `Peer`'s) with a higher `low`: each is
+    /// handed over into the lane's unbounded channel, where it stays (up to
+    /// a few MiB each) however many came before: openraft's `stream_append`
+    /// stops reading once 64 answers are outstanding. Without the gate each
+    /// request went into the core, which took its entries at once and kept
+    /// only the answer slot until the flush.
+    #[tokio::test]
+    async fn requests_handed_over_to_a_stalled_core_are_bounded() {
+        let gate: Arc<Gate<Held, u64>> = Arc::new(Gate::new(Arc::new(Stalled), limits()));
+        let live = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        for seq in 0..300 {
+            live.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let (g, held) = (gate.clone(), Held(live.clone()));
+            let handler = tokio::spawn(async move { g.pass(1, at(5, seq, seq), held).await });
+            for _ in 0..10 {
+                tokio::task::yield_now().await;
+            }
+            // The leader timed out and closed the connection.
+            handler.abort();
+            let _ = handler.await;
+        }
+        let live = live.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(live <= 128, "{live} request bodies held for a stalled core");
+    }
+
     #[tokio::test]
     async fn an_idle_lane_is_dropped_and_its_stream_restarts_at_low() {
         let limits = Limits {
