@@ -21,8 +21,8 @@ use super::error::{ApiError, ApiResult, Echo, cluster_error};
 use super::state::AppState;
 use crate::auth::{ClientCertificate, PeerInfo};
 use crate::cluster::{
-    APPEND_BUDGET_BYTES, Caller, Cluster, ClusterError, HostProof, JoinRequest, MAX_DOCUMENT, SENDER_HEADER,
-    SnapshotBody, TARGET_HEADER,
+    APPEND_BUDGET_BYTES, Caller, Cluster, ClusterError, GATED_HEADER, HostProof, JoinRequest, MAX_DOCUMENT, Position,
+    SENDER_HEADER, STREAM_HEADER, SnapshotBody, TARGET_HEADER,
 };
 use crate::telemetry;
 
@@ -181,13 +181,35 @@ pub async fn raft_append(State(state): State<AppState>, from: RaftCaller, reques
     let body = axum::body::to_bytes(body, limit)
         .await
         .map_err(|e| ApiError::BadClusterRequest(format!("append-entries body: {e}")))?;
+    // A node that does not pipeline takes each request as it comes and does
+    // not say it gates, so its leaders keep to one at a time.
+    let position = stream_position(&parts.headers)?.filter(|_| cluster.pipelines());
     let answer = telemetry::in_span(
         handler_span("raft.append_entries"),
-        cluster.handle_append(from.caller(), body),
+        cluster.handle_append(from.caller(), body, position),
     )
     .await
     .map_err(rpc_error)?;
-    Ok(rpc_answer(answer))
+    let mut answer = rpc_answer(answer);
+    if position.is_some() {
+        // The sender may keep several requests of its stream in flight.
+        answer
+            .headers_mut()
+            .insert(GATED_HEADER, axum::http::HeaderValue::from_static("1"));
+    }
+    Ok(answer)
+}
+
+/// Where a pipelined append-entries stands in its sender's stream
+/// (`x-distlog-append-stream`), if it says.
+fn stream_position(headers: &HeaderMap) -> ApiResult<Option<Position>> {
+    let Some(value) = headers.get(STREAM_HEADER) else {
+        return Ok(None);
+    };
+    let position = value.to_str().ok().and_then(Position::parse);
+    position
+        .map(Some)
+        .ok_or_else(|| ApiError::BadClusterRequest(format!("bad {STREAM_HEADER} header {value:?}")))
 }
 
 pub async fn raft_vote(

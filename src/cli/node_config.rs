@@ -219,6 +219,7 @@ impl ServeArgs {
             bootstrap_expect: self.bootstrap_expect,
             rejoin: self.rejoin,
             forward_writes: self.forward_writes,
+            append_window: self.append_window as usize,
             election_timeout: (
                 Duration::from_millis(self.election_timeout_min_ms),
                 Duration::from_millis(self.election_timeout_max_ms),

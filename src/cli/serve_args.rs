@@ -342,6 +342,15 @@ pub struct ServeArgs {
     #[arg(long, env = "DISTLOG_FORWARD_WRITES", help_heading = "Cluster")]
     pub(super) forward_writes: bool,
 
+    /// Append-entries requests a cluster leader keeps in flight to each follower (pipelining,
+    /// experimental: no gain measured on one shared disk, see docs/cluster-design.md); 1 (the
+    /// default) sends the next one only once the previous one is answered, and takes a leader's
+    /// one at a time. Both ends need N > 1: a follower with 1, or from before pipelining, gets one
+    /// at a time whatever the leader says.
+    #[arg(long, env = "DISTLOG_APPEND_WINDOW", value_name = "N", default_value_t = 1,
+        value_parser = clap::value_parser!(u64).range(1..=32), help_heading = "Cluster")]
+    pub(super) append_window: u64,
+
     /// Writes a follower forwards to its leader at once (--forward-writes); one more is refused at
     /// once, 503 busy with Retry-After: 1. Each holds the client's connection and one to the leader
     /// for up to --write-timeout-ms.

@@ -19,6 +19,7 @@ pub const PEER_LAG: &str = "distlog_raft_peer_lag_records";
 pub const APPEND_DURATION: &str = "distlog_raft_append_entries_duration_seconds";
 pub const MEMBERS: &str = "distlog_raft_members";
 pub const VOTERS: &str = "distlog_raft_voters";
+pub const PEER_APPENDS_IN_FLIGHT_MAX: &str = "distlog_raft_peer_appends_in_flight_max";
 
 pub fn describe_metrics() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
@@ -70,6 +71,10 @@ pub fn describe_metrics() {
     describe_gauge!(
         VOTERS,
         "Voting members in the cluster's membership as this node knows it."
+    );
+    describe_gauge!(
+        PEER_APPENDS_IN_FLIGHT_MAX,
+        "On a follower: the most append-entries requests carrying entries it has handled at once since it started (above 1 when the leader pipelines)."
     );
     describe_gauge!(
         super::peer_health::PEER_UP,
@@ -136,5 +141,33 @@ fn log_leader_change(id: NodeId, term: u64, leader: Option<(NodeId, String)>) {
             tracing::info!(term, leader, leader_url = %url, "the leader is now {leader} ({url}), term {term}")
         }
         None => tracing::info!(term, "no leader known (term {term}): an election is due"),
+    }
+}
+
+/// Append-entries requests carrying entries that this node is handling at
+/// once, and the most it ever handled (`PEER_APPENDS_IN_FLIGHT_MAX`).
+#[derive(Debug, Default)]
+pub struct InFlight {
+    now: std::sync::atomic::AtomicUsize,
+    most: std::sync::atomic::AtomicUsize,
+}
+
+/// One request being handled; counted out when dropped.
+pub struct InFlightGuard<'a>(&'a InFlight);
+
+impl InFlight {
+    pub fn enter(&self) -> InFlightGuard<'_> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = self.now.fetch_add(1, Relaxed) + 1;
+        if self.most.fetch_max(now, Relaxed) < now {
+            metrics::gauge!(PEER_APPENDS_IN_FLIGHT_MAX).set(now as f64);
+        }
+        InFlightGuard(self)
+    }
+}
+
+impl Drop for InFlightGuard<'_> {
+    fn drop(&mut self) {
+        self.0.now.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }

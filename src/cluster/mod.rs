@@ -15,6 +15,8 @@
 //!   serving side, `sender` who may speak for which member, `validate`
 //!   their checks before openraft sees them,
 //!   `peer_health` each peer's reachability, logged when it changes;
+//!   `pipeline` several append-entries in flight per follower, `gate` the
+//!   follower handing them to its Raft core in order;
 //! - `contact`: whether this node is in touch with its leader (check-quorum);
 //! - `reads`: whether an offset a member does not show yet is committed;
 //! - `node`, `formation`, `membership`, `status`: a running node, forming
@@ -36,6 +38,7 @@ mod durable;
 mod error;
 pub mod failpoint;
 mod formation;
+mod gate;
 mod identity;
 mod log_store;
 mod marks;
@@ -44,6 +47,7 @@ mod metrics;
 mod network;
 mod node;
 mod peer_health;
+mod pipeline;
 mod quarantine;
 mod reads;
 mod recent;
@@ -69,6 +73,7 @@ pub use durable::{Durable, MAX_DOCUMENT};
 pub use error::ClusterError;
 pub use failpoint::{FAILPOINT_ENV, JOIN_AFTER_LEARNER};
 pub use formation::JoinRequest;
+pub use gate::{GATED_HEADER, Position, STREAM_HEADER};
 pub use log_store::{APPEND_BUDGET_BYTES, LogStore};
 pub use metrics::describe_metrics;
 pub use network::{APPEND_PATH, PRE_VOTE_PATH, SNAPSHOT_PATH, SnapshotBody, TARGET_HEADER, TRANSFER_PATH, VOTE_PATH};

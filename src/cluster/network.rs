@@ -3,7 +3,8 @@
 //! (`Member::peer_base`: its `--peer-listen` port when it has one).
 //!
 //! - `POST /raft/append`: the body of `codec::encode_append`, answered with
-//!   an `AppendEntriesResponse` in JSON;
+//!   an `AppendEntriesResponse` in JSON; up to `--append-window` in flight,
+//!   each naming its place in its stream (`gate`, `pipeline`);
 //! - `POST /raft/vote`, `/raft/pre-vote`, `/raft/snapshot`,
 //!   `/raft/transfer-leader`: JSON both ways (a snapshot is metadata and
 //!   small tables, see `state_machine`).
@@ -18,18 +19,21 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 
-use openraft::EntryPayload;
+use openraft::base::{BoxFuture, BoxStream};
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, v2::RaftNetworkV2};
+use openraft::raft::StreamAppendResult;
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest, TransferLeaderResponse,
     VoteRequest, VoteResponse,
 };
+use openraft::{EntryPayload, OptionalSend};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tracing::Span;
 
 use super::codec::encode_append;
+use super::gate::{GATED_HEADER, Position, STREAM_HEADER};
 use super::peer_health::PeerHealth;
 use super::sender::SENDER_HEADER;
 use super::tables::Tables;
@@ -115,6 +119,8 @@ pub struct Network {
     pub routes: Routes,
     pub health: PeerHealth,
     pub book: PeerBook,
+    /// Append-entries requests in flight to a gating peer at most.
+    pub window: usize,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -130,6 +136,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             url: node.url.trim_end_matches('/').to_string(),
             target,
             health: self.health.clone(),
+            stream: super::pipeline::StreamState::new(self.window),
         }
     }
 }
@@ -164,6 +171,7 @@ pub(super) fn peer_port_elsewhere(body: &str) -> Option<String> {
 }
 
 /// One target node.
+#[derive(Clone)]
 pub struct Peer {
     /// This node.
     sender: NodeId,
@@ -178,6 +186,8 @@ pub struct Peer {
     url: String,
     target: NodeId,
     health: PeerHealth,
+    /// This `Peer`'s stream of append-entries requests (`pipeline`).
+    pub(super) stream: super::pipeline::StreamState,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -215,7 +225,9 @@ impl PeerError {
 
 impl Peer {
     /// With traces on, `span` is the RPC's client span: the request runs in
-    /// it and carries its `traceparent`.
+    /// it and carries its `traceparent`. A request of a pipelined stream
+    /// names its `position` in it (`gate`); the answer says whether the
+    /// peer gates them.
     async fn post<T: DeserializeOwned>(
         &self,
         path: &str,
@@ -223,8 +235,9 @@ impl Peer {
         content_type: &'static str,
         option: &RPCOption,
         span: Span,
-    ) -> Result<T, PeerError> {
-        let answer = self.try_post(path, body, content_type, option, span).await;
+        position: Option<Position>,
+    ) -> Result<(T, bool), PeerError> {
+        let answer = self.try_post(path, body, content_type, option, span, position).await;
         match &answer {
             Ok(_) => self.health.answered(self.target, &self.url),
             Err(e) => self.health.failed(self.target, &self.url, e),
@@ -239,10 +252,11 @@ impl Peer {
         content_type: &'static str,
         option: &RPCOption,
         span: Span,
-    ) -> Result<T, PeerError> {
+        position: Option<Position>,
+    ) -> Result<(T, bool), PeerError> {
         let base = self.book.get(self.target).unwrap_or_else(|| self.base.clone());
         let url = format!("{}{path}", self.routes.resolve(&base));
-        let request = self
+        let mut request = self
             .client
             .post(&url)
             .header(TARGET_HEADER, self.target.to_string())
@@ -250,6 +264,9 @@ impl Peer {
             .header(reqwest::header::CONTENT_TYPE, content_type)
             .timeout(option.soft_ttl())
             .body(body);
+        if let Some(position) = position {
+            request = request.header(STREAM_HEADER, position.header_value());
+        }
         let response = telemetry::send_traced(request, &span).await?;
         let status = response.status();
         if !status.is_success() {
@@ -263,7 +280,8 @@ impl Peer {
             let body: String = body.chars().take(300).collect();
             return Err(PeerError::Refused { url, status, body });
         }
-        Ok(response.json::<T>().await?)
+        let gated = response.headers().contains_key(GATED_HEADER);
+        Ok((response.json::<T>().await?, gated))
     }
 
     async fn post_json<Q: Serialize, T: DeserializeOwned>(
@@ -274,7 +292,60 @@ impl Peer {
     ) -> Result<T, PeerError> {
         let body = serde_json::to_vec(request).unwrap_or_default();
         let span = self.rpc_span(path);
-        self.post(path, body.into(), "application/json", option, span).await
+        let (answer, _) = self
+            .post(path, body.into(), "application/json", option, span, None)
+            .await?;
+        Ok(answer)
+    }
+
+    /// One append-entries request; whether the peer gates its stream.
+    pub(super) async fn send_append(
+        &self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: &RPCOption,
+        position: Option<Position>,
+    ) -> Result<(AppendEntriesResponse<TypeConfig>, bool), RPCError<TypeConfig>> {
+        let body = encode_append(&rpc);
+        // Heartbeats (no entries) are not traced; entries continue the
+        // trace of the write that made them (see `telemetry`).
+        let span = match rpc.entries.is_empty() {
+            true => Span::none(),
+            false => {
+                let span = self.rpc_span(APPEND_PATH);
+                span.record("raft.entries", rpc.entries.len());
+                telemetry::continue_entries(
+                    &span,
+                    rpc.entries.iter().filter_map(|e| match &e.payload {
+                        EntryPayload::Normal(record) => record.trace.as_ref(),
+                        _ => None,
+                    }),
+                );
+                span
+            }
+        };
+        let started = std::time::Instant::now();
+        let carries_entries = !rpc.entries.is_empty();
+        let answer = self
+            .post(
+                APPEND_PATH,
+                body.into(),
+                "application/octet-stream",
+                option,
+                span,
+                position,
+            )
+            .await
+            .map_err(PeerError::rpc);
+        metrics::histogram!(
+            super::metrics::APPEND_DURATION,
+            "peer" => self.target.to_string(),
+            "peer_url" => self.url.clone()
+        )
+        .record(started.elapsed().as_secs_f64());
+        if carries_entries {
+            super::stages::record(super::stages::APPEND_RPC, started);
+        }
+        answer
     }
 
     /// The client span of an RPC to this peer (the disabled span when
@@ -303,40 +374,29 @@ impl RaftNetworkV2<TypeConfig> for Peer {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let body = encode_append(&rpc);
-        // Heartbeats (no entries) are not traced; entries continue the
-        // trace of the write that made them (see `telemetry`).
-        let span = match rpc.entries.is_empty() {
-            true => Span::none(),
-            false => {
-                let span = self.rpc_span(APPEND_PATH);
-                span.record("raft.entries", rpc.entries.len());
-                telemetry::continue_entries(
-                    &span,
-                    rpc.entries.iter().filter_map(|e| match &e.payload {
-                        EntryPayload::Normal(record) => record.trace.as_ref(),
-                        _ => None,
-                    }),
-                );
-                span
-            }
-        };
-        let started = std::time::Instant::now();
-        let carries_entries = !rpc.entries.is_empty();
-        let answer = self
-            .post(APPEND_PATH, body.into(), "application/octet-stream", &option, span)
-            .await
-            .map_err(PeerError::rpc);
-        metrics::histogram!(
-            super::metrics::APPEND_DURATION,
-            "peer" => self.target.to_string(),
-            "peer_url" => self.url.clone()
-        )
-        .record(started.elapsed().as_secs_f64());
-        if carries_entries {
-            super::stages::record(super::stages::APPEND_RPC, started);
+        let (answer, _) = self.send_append(rpc, &option, None).await?;
+        Ok(answer)
+    }
+
+    /// Up to `--append-window` requests in flight, once the peer shows it
+    /// hands them to its Raft core in order (`gate`); one at a time before.
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        option: RPCOption,
+    ) -> BoxFuture<
+        's,
+        Result<BoxStream<'s, Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>>, RPCError<TypeConfig>>,
+    >
+    where
+        S: futures_util::Stream<Item = AppendEntriesRequest<TypeConfig>> + OptionalSend + Unpin + 'static,
+    {
+        if self.stream.window <= 1 {
+            // Not pipelining (the default): openraft's own one at a time,
+            // each request plain (no stream position), as before the gate.
+            return openraft::network::stream_append_sequential(self, input, option);
         }
-        answer
+        Box::pin(async move { Ok(super::pipeline::responses(self, input, option)) })
     }
 
     async fn vote(
@@ -437,6 +497,7 @@ mod tests {
             routes: Routes::default(),
             health: PeerHealth::default(),
             book: PeerBook::default(),
+            window: 1,
         };
         let member = Member {
             url,

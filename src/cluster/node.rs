@@ -53,6 +53,9 @@ pub struct ClusterConfig {
     /// A follower sends a client's write on to the leader (`--forward-writes`)
     /// rather than redirecting the client there.
     pub forward_writes: bool,
+    /// Append-entries requests in flight to each follower at most
+    /// (`pipeline`; 1: one at a time).
+    pub append_window: usize,
 }
 
 /// A running cluster node; clones share it.
@@ -89,6 +92,10 @@ pub(super) struct Inner {
     /// The stamp this node last gave records it proposed; held while a
     /// write is stamped and handed to the Raft core (see `Cluster::commit`).
     pub last_stamp: tokio::sync::Mutex<u64>,
+    /// A leader's append-entries carrying entries, being handled here.
+    pub appends_in_flight: super::metrics::InFlight,
+    /// Hands a leader's pipelined append-entries to the Raft core in order.
+    pub gate: super::gate::Gate<openraft::raft::AppendEntriesRequest<TypeConfig>, super::rpc::GateAnswer>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -130,6 +137,14 @@ impl Cluster {
     }
 
     /// Longest a write waits to commit (`--write-timeout-ms`).
+    /// Whether this node pipelines append-entries (`--append-window` above
+    /// 1): as a leader it keeps several in flight to a follower that gates
+    /// them, and as a follower it gates the pipelined requests it gets. Off
+    /// (the default), it sends and takes one at a time, as before pipelining.
+    pub fn pipelines(&self) -> bool {
+        self.inner.config.append_window > 1
+    }
+
     pub fn write_timeout(&self) -> Duration {
         self.inner.config.write_timeout
     }

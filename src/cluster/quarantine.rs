@@ -294,6 +294,7 @@ mod review_tests {
             rejoin: false,
             client: reqwest::Client::new(),
             forward_writes: false,
+            append_window: 1,
         };
         let opened = open_member_log(dir.path(), config, &cluster).await;
         let moved = dir.path().join(QUARANTINE_DIR).exists();

@@ -7,17 +7,25 @@
 
 use bytes::Bytes;
 use openraft::raft::{
-    AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendError, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::storage::Snapshot;
 
 use super::codec::decode_append;
 use super::error::ClusterError;
+use super::gate::Submit;
+use super::gate::{GateError, Position};
 use super::network::SnapshotBody;
 use super::node::Cluster;
+use super::node::RaftNode;
 use super::sender::{self, Caller};
 use super::types::{NodeId, TypeConfig, Vote};
 use super::validate;
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
+use openraft::errors::Fatal;
+use openraft::raft::StreamAppendResult;
 
 impl Cluster {
     /// Refuses a request meant for another node.
@@ -41,10 +49,13 @@ impl Cluster {
     /// While this node's disk is full its Raft core waits inside an append:
     /// a peer's append is refused at once (507), not queued behind it (each
     /// retry would hold a few MiB until there is room).
+    /// A request of a pipelined stream (`position`) goes through the
+    /// reorder gate (`gate`) to the Raft core; one without, straight to it.
     pub async fn handle_append(
         &self,
         caller: Caller<'_>,
         body: Bytes,
+        position: Option<Position>,
     ) -> Result<AppendEntriesResponse<TypeConfig>, ClusterError> {
         if self.store().disk_full() {
             return Err(ClusterError::DiskFull);
@@ -59,12 +70,16 @@ impl Cluster {
         if carries_entries && self.store().refuses_new_entries() {
             return Err(ClusterError::DiskFull);
         }
+        let _in_flight = carries_entries.then(|| self.inner.appends_in_flight.enter());
         let started = std::time::Instant::now();
-        let answer = self
-            .raft()
-            .append_entries(request)
-            .await
-            .map_err(|e| ClusterError::Stopped(e.to_string()))?;
+        let answer = match position {
+            Some(at) => self.append_in_order(at, request).await?,
+            None => self
+                .raft()
+                .append_entries(request)
+                .await
+                .map_err(|e| ClusterError::Stopped(e.to_string()))?,
+        };
         if carries_entries {
             super::stages::record(super::stages::PEER_APPEND, started);
         }
@@ -72,6 +87,25 @@ impl Cluster {
             self.inner.contact.heard_from(leader_commit);
         }
         Ok(answer)
+    }
+
+    async fn append_in_order(
+        &self,
+        at: Position,
+        request: AppendEntriesRequest<TypeConfig>,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, ClusterError> {
+        let sender = request.vote.leader_id.voted_for;
+        let last = request.entries.last().map(|e| e.log_id).or(request.prev_log_id);
+        let answer = self.inner.gate.pass(sender, at, request).await.map_err(|e| match e {
+            e @ (GateError::Stale { .. } | GateError::TooFarAhead { .. }) => ClusterError::BadRpc(e.to_string()),
+            e @ (GateError::Gap { .. } | GateError::Ended { .. }) => ClusterError::Timeout(e.to_string()),
+        })?;
+        match answer.map_err(|fatal| ClusterError::Stopped(fatal.to_string()))? {
+            Ok(matching) if matching == last => Ok(AppendEntriesResponse::Success),
+            Ok(matching) => Ok(AppendEntriesResponse::PartialSuccess(matching)),
+            Err(StreamAppendError::Conflict(_)) => Ok(AppendEntriesResponse::Conflict),
+            Err(StreamAppendError::HigherVote(vote)) => Ok(AppendEntriesResponse::HigherVote(vote)),
+        }
     }
 
     pub async fn handle_vote(
@@ -136,5 +170,16 @@ impl Cluster {
             .handle_transfer_leader(request)
             .await
             .map_err(|e| ClusterError::Stopped(e.to_string()))
+    }
+}
+
+/// What a follower's reorder gate feeds: its Raft core, in order.
+pub(super) struct RaftSubmit(pub RaftNode);
+
+pub(super) type GateAnswer = Result<StreamAppendResult<TypeConfig>, Fatal<TypeConfig>>;
+
+impl Submit<AppendEntriesRequest<TypeConfig>, GateAnswer> for RaftSubmit {
+    fn open(&self, requests: BoxStream<'static, AppendEntriesRequest<TypeConfig>>) -> BoxStream<'static, GateAnswer> {
+        self.0.stream_append(requests).boxed()
     }
 }

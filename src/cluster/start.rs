@@ -16,6 +16,7 @@ use openraft::{Config, Raft, SnapshotPolicy};
 use super::durable::Durable;
 use super::failpoint;
 use super::formation;
+use super::gate;
 use super::identity;
 use super::log_store::LogStore;
 use super::metrics;
@@ -26,6 +27,7 @@ use super::reconcile;
 use super::recovery;
 use super::removal;
 use super::repair;
+use super::rpc;
 use super::starting::{StartProgress, StartStep};
 use super::state_machine::StateMachine;
 use super::types::NodeId;
@@ -135,6 +137,7 @@ impl Cluster {
             routes: Routes::new(config.routes.clone()),
             health: Default::default(),
             book: book.clone(),
+            window: config.append_window.max(1),
         };
         let raft = Raft::new(
             id,
@@ -145,6 +148,10 @@ impl Cluster {
         )
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;
+        let gate = gate::Gate::new(
+            Arc::new(rpc::RaftSubmit(raft.clone())),
+            gate::Limits::new(config.heartbeat.max(std::time::Duration::from_millis(100))),
+        );
         let cluster = Cluster {
             inner: Arc::new(Inner {
                 id,
@@ -163,6 +170,8 @@ impl Cluster {
                 changing: Default::default(),
                 joint_seen: Default::default(),
                 last_stamp: tokio::sync::Mutex::new(0),
+                appends_in_flight: Default::default(),
+                gate,
             }),
         };
         tracing::info!(node_id = id, url = %cluster.inner.url, peer_url = ?cluster.inner.config.peer_url,

@@ -49,6 +49,8 @@ pub struct ClusterSettings {
     pub rejoin: bool,
     /// A follower forwards writes to the leader (`--forward-writes`).
     pub forward_writes: bool,
+    /// Append-entries in flight to each follower (`--append-window`).
+    pub append_window: usize,
     /// The peer client's TLS roots, identity and token, as a follower's.
     pub peer_client: FollowConfig,
 }
@@ -123,6 +125,7 @@ fn cluster_config(settings: &ClusterSettings, client: reqwest::Client, own: OwnU
         rejoin: settings.rejoin,
         client,
         forward_writes: settings.forward_writes,
+        append_window: settings.append_window,
     }
 }
 

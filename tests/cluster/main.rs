@@ -23,6 +23,7 @@ mod identity;
 mod joins;
 mod partitions;
 mod peer_port;
+mod pipeline;
 mod power_cuts;
 mod producers;
 mod raft_conformance;

@@ -123,6 +123,7 @@ fn unanswered_seeds() -> ClusterConfig {
         bootstrap_expect: 1,
         rejoin: false,
         forward_writes: false,
+        append_window: 8,
         client: reqwest::Client::new(),
     }
 }

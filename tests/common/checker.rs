@@ -26,6 +26,9 @@ pub struct NodeLog {
     pub url: String,
     /// offset -> value (`"value"`, or `{"value_base64": ..}` for binary).
     pub records: BTreeMap<u64, Value>,
+    /// The node's lowest offset when it was read: what lies below it was
+    /// deleted by retention there, not lost.
+    pub lowest: u64,
 }
 
 impl NodeLog {
@@ -33,6 +36,7 @@ impl NodeLog {
         NodeLog {
             url: url.to_string(),
             records: records.into_iter().collect(),
+            lowest: 0,
         }
     }
 
@@ -147,14 +151,17 @@ pub fn check_acks_present(history: &History, logs: &[NodeLog]) -> Vec<String> {
     problems
 }
 
-/// Every offset one node has below another node's end holds the same value
-/// on both (nodes may only differ in how far they go).
+/// Every offset one node has below another node's end, and at or above
+/// both nodes' lowest offsets, holds the same value on both (nodes may only
+/// differ in how far they go, and in how much retention deleted so far: it
+/// runs on each node's own clock).
 pub fn check_logs_agree(logs: &[NodeLog]) -> Vec<String> {
     let mut problems = Vec::new();
     for (i, a) in logs.iter().enumerate() {
         for b in &logs[i + 1..] {
             let common_end = a.end().min(b.end());
-            for (offset, value) in a.records.range(..common_end) {
+            let common = a.lowest.max(b.lowest)..common_end.max(a.lowest.max(b.lowest));
+            for (offset, value) in a.records.range(common.clone()) {
                 match b.records.get(offset) {
                     Some(other) if other == value => {}
                     Some(other) => problems.push(format!(
@@ -169,7 +176,7 @@ pub fn check_logs_agree(logs: &[NodeLog]) -> Vec<String> {
                     )),
                 }
             }
-            for (offset, value) in b.records.range(..common_end) {
+            for (offset, value) in b.records.range(common) {
                 if !a.records.contains_key(offset) {
                     problems.push(format!(
                         "offset {offset} ({value}) is on {} but not on {}, whose log goes on to {}",
@@ -380,6 +387,7 @@ async fn read_visible_on_harness(url: String, timeout: Duration) -> Result<NodeL
             match page["lowest_offset"].as_u64() {
                 Some(lowest) if lowest > from => {
                     from = lowest;
+                    log.lowest = lowest;
                     continue;
                 }
                 _ => return Err(format!("{url}: reading from {from}: {page}")),

@@ -373,6 +373,7 @@ async fn the_spec_describes_a_cluster_node() {
         bootstrap_expect: None,
         rejoin: false,
         forward_writes: false,
+        append_window: 8,
         peer_client: distlog::replication::FollowConfig::new(""),
     }));
     let _node = common::start_on(config, format!("127.0.0.1:{port}").parse().unwrap()).await;
