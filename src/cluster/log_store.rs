@@ -605,6 +605,42 @@ fn check_dense(first: u64, entries: &[Entry]) -> io::Result<()> {
     }
 }
 
+/// Test helpers shared by the cluster's storage tests.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use bytes::Bytes;
+    use openraft::EntryPayload;
+
+    use super::LogStore;
+    use crate::cluster::types::{Entry, UserRecord, log_id};
+    use crate::log::{Durability, LogConfig};
+
+    /// Segments of 1 KiB (records up to 256 bytes), synced on every append.
+    pub fn small_segments() -> LogConfig {
+        LogConfig {
+            durability: Durability::Always,
+            max_segment_bytes: 1024,
+            max_record_bytes: 256,
+            ..LogConfig::default()
+        }
+    }
+
+    /// Writes entries `0..count` of term 1, each a `{}` record, into an
+    /// empty store, and waits for their sync.
+    pub fn write_records_synced(store: &LogStore, count: u64) {
+        let entries: Vec<Entry> = (0..count)
+            .map(|i| Entry {
+                log_id: log_id(1, i),
+                payload: EntryPayload::Normal(UserRecord::new(0, 1, Bytes::from_static(b"{}"))),
+            })
+            .collect();
+        let (_, sync) = store.write_entries(0, entries).expect("written");
+        if let Some(sync) = sync {
+            sync.wait_blocking().expect("synced");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;

@@ -191,13 +191,9 @@ fn finish_moves(data_dir: &Path, plan: &Plan) -> Result<Vec<PathBuf>, LogError> 
 mod review_tests {
     use std::time::Duration;
 
-    use bytes::Bytes;
-    use openraft::EntryPayload;
-
     use super::*;
+    use crate::cluster::log_store::test_support::{small_segments, write_records_synced};
     use crate::cluster::status::{ClusterStatus, MemberStatus};
-    use crate::cluster::types::{Entry, UserRecord, log_id};
-    use crate::log::Durability;
 
     /// A member's data directory (node id 5) on 1 KiB segments whose second
     /// segment's last frame rotted.
@@ -206,16 +202,7 @@ mod review_tests {
         let durable = Durable::open(dir.join("raft")).expect("raft dir");
         super::super::identity::record_id(&durable, 5, "http://127.0.0.1:1").expect("id");
         let store = LogStore::open(log, durable).expect("store");
-        let entries: Vec<Entry> = (0..200)
-            .map(|i| Entry {
-                log_id: log_id(1, i),
-                payload: EntryPayload::Normal(UserRecord::new(0, 1, Bytes::from_static(b"{}"))),
-            })
-            .collect();
-        let (_, sync) = store.write_entries(0, entries).expect("written");
-        if let Some(sync) = sync {
-            sync.wait_blocking().expect("synced");
-        }
+        write_records_synced(&store, 200);
         store.log().close().expect("closed");
         let mut stores: Vec<_> = std::fs::read_dir(dir)
             .expect("dir")
@@ -237,12 +224,7 @@ mod review_tests {
     #[tokio::test]
     async fn a_leader_of_another_cluster_at_the_seed_url_does_not_license_the_cut() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let config = LogConfig {
-            durability: Durability::Always,
-            max_segment_bytes: 1024,
-            max_record_bytes: 256,
-            ..LogConfig::default()
-        };
+        let config = small_segments();
         let (d, c) = (dir.path().to_path_buf(), config.clone());
         tokio::task::spawn_blocking(move || corrupt_member_dir(&d, &c))
             .await

@@ -490,12 +490,7 @@ mod review_tests {
     #[test]
     fn a_purge_inside_a_segment_keeps_hiding_the_aborted_records_readers_still_reach() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let config = LogConfig {
-            durability: Durability::Always,
-            max_segment_bytes: 1024,
-            max_record_bytes: 256,
-            ..LogConfig::default()
-        };
+        let config = crate::cluster::log_store::test_support::small_segments();
         let log = Log::open(dir.path(), config).expect("log opens");
         let durable = Durable::open(dir.path().join("raft")).expect("raft dir");
         let store = LogStore::open(log, durable.clone()).expect("store opens");

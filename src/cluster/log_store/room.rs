@@ -270,13 +270,10 @@ impl LogStore {
 
 #[cfg(test)]
 mod retention_tests {
-    use bytes::Bytes;
-    use openraft::EntryPayload;
-
     use super::*;
     use crate::cluster::durable::Durable;
-    use crate::cluster::types::{Entry, UserRecord, log_id};
-    use crate::log::{Durability, Log};
+    use crate::cluster::log_store::test_support::{small_segments, write_records_synced};
+    use crate::log::Log;
 
     /// A review finding: `give_room_to_retention` gave back `reserve.appends`
     /// whenever `Log::retention_point` was Some, but `retention::purge_once`
@@ -287,11 +284,8 @@ mod retention_tests {
     fn the_appends_reserve_is_kept_when_retention_cannot_purge() {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = LogConfig {
-            durability: Durability::Always,
-            max_segment_bytes: 1024,
-            max_record_bytes: 256,
             retention_bytes: Some(1024),
-            ..LogConfig::default()
+            ..small_segments()
         };
         let log = Log::open(dir.path(), config).expect("log opens");
         let store = LogStore::open(log, Durable::open(dir.path().join("raft")).expect("raft dir")).expect("store");
@@ -299,16 +293,7 @@ mod retention_tests {
             store.shared.room.appends.held_bytes() > 0,
             "a reserve at start (fallocate here?)"
         );
-        let entries: Vec<Entry> = (0..200)
-            .map(|i| Entry {
-                log_id: log_id(1, i),
-                payload: EntryPayload::Normal(UserRecord::new(0, 1, Bytes::from_static(b"{}"))),
-            })
-            .collect();
-        let (_, sync) = store.write_entries(0, entries).expect("written");
-        if let Some(sync) = sync {
-            sync.wait_blocking().expect("synced");
-        }
+        write_records_synced(&store, 200);
         let point = store.log().retention_point(now_ms()).expect("point");
         eprintln!("retention point {point:?}, first index {}", store.first_index());
         let mut tries = 0;
@@ -340,27 +325,15 @@ mod retention_tests {
         use std::sync::Arc;
         let dir = tempfile::tempdir().expect("temp dir");
         let config = LogConfig {
-            durability: Durability::Always,
-            max_segment_bytes: 1024,
-            max_record_bytes: 256,
             retention_bytes: Some(4096),
-            ..LogConfig::default()
+            ..small_segments()
         };
         let raft = dir.path().join("raft");
         {
             let log = Log::open(dir.path(), config.clone()).expect("log opens");
             let store = LogStore::open(log, Durable::open(raft.clone()).expect("raft dir")).expect("store");
             assert!(!store.refuses_new_entries(), "a healthy start holds nothing");
-            let entries: Vec<Entry> = (0..1500)
-                .map(|i| Entry {
-                    log_id: log_id(1, i),
-                    payload: EntryPayload::Normal(UserRecord::new(0, 1, Bytes::from_static(b"{}"))),
-                })
-                .collect();
-            let (_, sync) = store.write_entries(0, entries).expect("written");
-            if let Some(sync) = sync {
-                sync.wait_blocking().expect("synced");
-            }
+            write_records_synced(&store, 1500);
             assert!(store.retention_could_free(), "retention could free whole segments");
             store.log().close().expect("close");
         }
