@@ -450,7 +450,9 @@ impl LogStore {
         self.wait_for_syncs();
         match self.shared.log.config().durability {
             crate::log::Durability::Always => Ok(()),
-            // A full disk stays one (`with_room` waits on it).
+            // A failed sync fails the log's writer (`Log::sync`), a full disk's
+            // too: after an fsync error nothing written since can be trusted,
+            // so `with_room` around this does not retry it; a restart does.
             _ => self.shared.log.sync().map_err(io_error),
         }
     }

@@ -2,7 +2,7 @@
 //! task hands a `Peer` a stream of requests (`RaftNetworkV2::stream_append`)
 //! and produces the next one as soon as there are new entries (or a new
 //! commit index), without waiting for the previous answer. Up to
-//! `--append-window` (8) of them are in flight at once, each its own `POST /raft/append`
+//! `--append-window` of them (off by default: 1) are in flight at once, each its own `POST /raft/append`
 //! carrying its `gate::Position`; the answers are yielded in the order of
 //! the requests. The stream ends at the first failure, conflict, higher
 //! vote or partial success, as openraft's sequential default does: the
@@ -26,8 +26,8 @@ use super::gate::Position;
 use super::network::Peer;
 use super::types::{LogId, TypeConfig};
 
-/// Requests in flight to one peer at most by default (`--append-window`;
-/// a follower's group commit covers them with one fsync).
+/// The window these tests pipeline with (`--append-window 8`; the
+/// default, 1, is openraft's sequential path).
 #[cfg(test)]
 const WINDOW: usize = 8;
 

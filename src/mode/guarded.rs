@@ -422,9 +422,15 @@ impl Turn<'_> {
 
 impl Drop for Turn<'_> {
     fn drop(&mut self) {
-        if let Some(mut turn) = self.turn.take()
-            && turn.try_recv().is_ok()
-        {
+        let Some(mut turn) = self.turn.take() else {
+            return;
+        };
+        // Closed first: a turn handed over after this fails to send and
+        // goes to the next waiter; one handed over before is seen here.
+        // (Looked at while open, a send landing between the look and the
+        // drop would be lost with the channel, and the producer with it.)
+        turn.close();
+        if turn.try_recv().is_ok() {
             self.shared.state().pass_turn(self.hash);
         }
     }
@@ -659,6 +665,39 @@ mod tests {
             appends.shared.state().busy.is_empty(),
             "and p is free once it is dropped"
         );
+    }
+
+    /// Review: a waiting append dropped on one thread while the turn is
+    /// handed to it on another must not lose the turn (a send landing
+    /// between its look at the channel and the channel's drop): the
+    /// producer would wait for ever.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_turn_handed_while_its_waiting_append_is_dropped_is_never_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+        let appends = Arc::new(GuardedAppends::default());
+        for round in 0..50_000u64 {
+            let id = format!("p{round}");
+            let (first_guard, waiting_guard) = (stamp(&id, 0), stamp(&id, 1));
+            let Ok(first) = appends.claim(&log, &first_guard).await else {
+                panic!("the first append may go ahead")
+            };
+            let mut waiting = Box::pin(appends.claim(&log, &waiting_guard));
+            assert!(futures_util::poll!(&mut waiting).is_pending(), "queued for the turn");
+            // The holder ends on another thread while this one drops the waiter.
+            let ended = std::thread::scope(|scope| {
+                let ending = scope.spawn(|| first.end(None));
+                drop(waiting);
+                ending.join().is_ok()
+            });
+            assert!(ended);
+            let state = appends.shared.state();
+            assert!(
+                state.busy.is_empty(),
+                "round {round}: the producer's turn was lost with nobody holding it: {:?}",
+                state.busy.keys().collect::<Vec<_>>()
+            );
+        }
     }
 
     #[tokio::test]

@@ -55,9 +55,12 @@ impl Log {
     pub fn move_segments_aside(dir: &Path, bases: &[u64], to: &Path) -> Result<Vec<PathBuf>> {
         let _lock = lock_directory(dir)?;
         fsops::create_dir_all(to)?;
+        // Every directory made is in its parent before a file moves into it
+        // (`to` may be two levels below `dir`, `quarantine/<ms>`).
         if let Some(parent) = to.parent() {
             fsops::sync_dir(parent)?;
         }
+        fsops::sync_dir(dir)?;
         let mut moved = Vec::new();
         let mut newest_first = bases.to_vec();
         newest_first.sort_unstable_by(|a, b| b.cmp(a));
