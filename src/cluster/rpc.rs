@@ -166,10 +166,43 @@ impl Cluster {
     ) -> Result<TransferLeaderResponse<TypeConfig>, ClusterError> {
         self.check_sender(&caller, request.from_leader())?;
         validate::transfer(&request).map_err(ClusterError::BadRpc)?;
+        if *request.to_node_id() == self.id() {
+            self.await_entries_up_to(request.last_log_id().map(|id| id.index)).await;
+        }
         self.raft()
             .handle_transfer_leader(request)
             .await
             .map_err(|e| ClusterError::Stopped(e.to_string()))
+    }
+}
+
+impl Cluster {
+    /// Waits, briefly, until this node's log reaches `index`. A hand-over
+    /// names the leader's last entry, whose replication may still be on its
+    /// way (it travels in another request), and openraft drops a hand-over
+    /// whose target lacks it: the leader has stopped taking writes and
+    /// sending heartbeats by then, so every write would wait for an
+    /// election timeout. Bounded by half the shortest election timeout (the
+    /// leader gives up on the hand-over at the whole of it); past that the
+    /// hand-over goes on as it is.
+    async fn await_entries_up_to(&self, index: Option<u64>) {
+        let Some(index) = index else { return };
+        let within = self.inner.config.election_timeout.0 / 2;
+        let reached = self
+            .raft()
+            .wait(Some(within))
+            .metrics(
+                |m| m.last_log_index >= Some(index),
+                "the hand-over's last entry arrives",
+            )
+            .await;
+        if reached.is_err() {
+            tracing::info!(
+                index,
+                ?within,
+                "taking over: the leader's last entry did not arrive in time"
+            );
+        }
     }
 }
 

@@ -186,12 +186,37 @@ async fn a_follower_forwards_writes_to_the_leader_and_relays_its_answers() {
     // `--max-forwarded-writes 1`: a forward whose body has not come yet
     // holds the one place; another write is refused at once, `503 busy`,
     // and taken again once the place is free.
-    let held = hold_a_forward(&follower_url).await;
-    let busy = wait_for_status(&follower_url, 503).await;
-    assert_eq!(busy.body["code"], "busy", "{busy:?}");
+    let (held, node) = a_held_forwarding_place(&cluster).await;
     drop(held);
-    let freed = wait_for_status(&follower_url, 201).await;
+    let freed = wait_for_status(&node, 201).await;
     assert_eq!(freed.status, 201, "{freed:?}");
+}
+
+/// A follower's one forwarding place held, seen by its `503 busy`; the
+/// held connection and the follower's URL. Started again at the follower
+/// of a new leader if leadership moves meanwhile (a loaded machine's
+/// election): a node that leads writes without forwarding.
+async fn a_held_forwarding_place(cluster: &TestCluster) -> (tokio::net::TcpStream, String) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    'again: loop {
+        let leader = cluster.wait_for_leader(LEADER_TIMEOUT).await;
+        let node = cluster.url((leader + 1) % cluster.len());
+        let held = hold_a_forward(&node).await;
+        let began = Instant::now();
+        loop {
+            let reply = post(format!("{node}/"), vec![json_type()], r#"{"probe":true}"#).await;
+            if reply.status == 503 && reply.body["code"] == "busy" {
+                return (held, node);
+            }
+            assert!(Instant::now() < deadline, "no 503 busy from {node}: {reply:?}");
+            // (Ten seconds without a `busy`: it may have moved and come back.)
+            if cluster.leader().await != Some(leader) || began.elapsed() > Duration::from_secs(10) {
+                eprintln!("forward: leadership moved from node {leader} while a place was held; again");
+                continue 'again;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
 
 /// A connection that sent a write's headers and not its body.

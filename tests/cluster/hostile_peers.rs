@@ -142,13 +142,18 @@ async fn peer_messages_that_break_raft_rules_are_refused_and_the_node_lives_on()
                     .post(format!("{url}/raft/snapshot"))
                     .header("x-distlog-raft-target", target.to_string())
                     .header("content-type", "application/json")
+                    // Past the harness client's 5 s: a stalled sender holds its
+                    // reader's place until it is aborted (the node's 30 s body
+                    // timeout is the other bound), not for however much of 5 s
+                    // a loaded machine leaves after connecting.
+                    .timeout(Duration::from_secs(300))
                     .body(reqwest::Body::wrap_stream(endless))
                     .send()
                     .await;
             })
         })
         .collect();
-    let busy = eventually(Duration::from_secs(10), || {
+    let busy = eventually(Duration::from_secs(20), || {
         let (url, body) = (url.clone(), snapshot_bytes.clone());
         async move { post(&url, "/raft/snapshot", target, "application/json", body).await.0 == 503 }
     })

@@ -16,6 +16,7 @@ mod follow;
 mod formation;
 mod forward;
 mod full_disk;
+mod graceful;
 mod harness_selftest;
 mod hostile_peers;
 mod hostile_sender;

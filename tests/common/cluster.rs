@@ -376,6 +376,22 @@ impl TestCluster {
         node.stopped = false;
     }
 
+    /// SIGTERM (a graceful stop), then waits up to `within` for the exit;
+    /// whether it exited (reaped).
+    pub async fn terminate(&mut self, i: usize, within: Duration) -> bool {
+        self.signal(i, libc::SIGTERM);
+        let deadline = Instant::now() + within;
+        while !self.exited(i) {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        eprintln!("cluster: node {i} stopped by SIGTERM");
+        self.nodes[i].stopped = false;
+        true
+    }
+
     /// SIGSTOP: the process freezes, its sockets stay open.
     pub fn stop(&mut self, i: usize) {
         self.signal(i, libc::SIGSTOP);
