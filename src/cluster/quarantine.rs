@@ -27,8 +27,18 @@
 //!    acknowledged; it joins again and catches up (`formation`);
 //! 4. the plan goes (`done`) once that repair is on disk.
 //!
+//! A frame that the start's checksum scan finds corrupt inside a segment
+//! (`repair::Fault::Corrupt`) is held to the same rule before the log is
+//! cut in front of it (`allow_cut`): a live leader listing this node's id,
+//! or the start is refused with every file as it was. The decision is
+//! synced (`raft/cut`) before the new id is recorded, so that a start that
+//! a crash interrupted after that goes on with the cut rather than asking
+//! again under an id no leader knows yet; it goes once the repair is on
+//! disk (`cut_done`).
+//!
 //! Disk format: `raft/quarantine` is a `durable` document,
-//! `{"base": <first offset moved>, "bases": [<segment bases>], "dir": "<dir>", "reason": "..."}`.
+//! `{"base": <first offset moved>, "bases": [<segment bases>], "dir": "<dir>", "reason": "..."}`;
+//! `raft/cut` is `{"offset": <the corrupt frame's offset>, "reason": "..."}`.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -49,7 +59,7 @@ pub enum OpenError {
     )]
     CorruptStandalone { dir: String, error: String },
     #[error(
-        "{0}. This member's log is corrupt, and no leader in touch with a majority answered: this node may hold the only copy of committed records past the bad segment (a one-node cluster, or most members down), so nothing was moved or deleted. If the other members are starting, start this one again once they have a leader: it will then move the bad segment aside and catch up. Otherwise see docs/operations.md (a corrupt sealed segment)"
+        "{0}. This member's log is corrupt, and no leader in touch with a majority answered: this node may hold the only copy of committed records past the bad spot (a one-node cluster, or most members down), so nothing was moved or deleted. If the other members are starting, start this one again once they have a leader: it will then set the bad part aside (a sealed segment moved aside, or the log cut before a bad frame) and catch up. Otherwise see docs/operations.md (a corrupt sealed segment)"
     )]
     CorruptAlone(String),
     #[error(transparent)]
@@ -130,6 +140,54 @@ pub async fn open_member_log(data_dir: &Path, config: LogConfig, cluster: &Clust
     open(data_dir, &config).await?.map_err(OpenError::Log)
 }
 
+/// The document of a cut inside a segment that a start decided on.
+const CUT: &str = "cut";
+
+/// A cut before a corrupt frame, decided (see the module doc).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Cut {
+    offset: u64,
+    reason: String,
+}
+
+/// Whether the log may be cut before the corrupt frame at `offset`: a cut
+/// an earlier start decided on goes on; otherwise only with a live leader
+/// that lists this node (`vote_term`: the saved vote's), and the decision
+/// is synced before the caller records a new id and cuts.
+pub async fn allow_cut(
+    durable: &Durable,
+    cluster: &ClusterConfig,
+    vote_term: u64,
+    offset: u64,
+    reason: String,
+) -> Result<(), OpenError> {
+    if durable.read::<Cut>(CUT)?.is_some() {
+        return Ok(());
+    }
+    let alone = || OpenError::CorruptAlone(format!("the frame at offset {offset} is corrupt: {reason}"));
+    let Some(id) = super::identity::stored_id(durable)? else {
+        return Err(alone());
+    };
+    let Some(leader) = recovery::live_leader(cluster, vote_term, id).await else {
+        return Err(alone());
+    };
+    tracing::error!(
+        offset,
+        %reason,
+        leader = %leader.url,
+        leader_term = leader.term,
+        "a frame inside the log is corrupt: cutting the log before it, to catch up from the leader under a new id"
+    );
+    durable.write(CUT, &Cut { offset, reason }, true)?;
+    Ok(())
+}
+
+/// The cut before a corrupt frame is over (or there was none): its repair
+/// is on disk.
+pub fn cut_done(durable: &Durable) -> io::Result<()> {
+    durable.remove(CUT)
+}
+
 /// The cut under way, if a start began one.
 pub fn pending(durable: &Durable) -> io::Result<Option<Plan>> {
     durable.read::<Plan>(PLAN)
@@ -194,6 +252,55 @@ mod review_tests {
     use super::*;
     use crate::cluster::log_store::test_support::{small_segments, write_records_synced};
     use crate::cluster::status::{ClusterStatus, MemberStatus};
+
+    /// This node at `http://127.0.0.1:1`, with `peers` for seeds.
+    fn seeded(peers: Vec<String>) -> ClusterConfig {
+        ClusterConfig {
+            peers,
+            advertise_url: "http://127.0.0.1:1".into(),
+            peer_url: None,
+            routes: Default::default(),
+            heartbeat: Duration::from_millis(50),
+            election_timeout: (Duration::from_millis(150), Duration::from_millis(300)),
+            write_timeout: Duration::from_secs(5),
+            ready_lag: 0,
+            bootstrap_expect: 1,
+            rejoin: false,
+            client: reqwest::Client::new(),
+            forward_writes: false,
+            append_window: 1,
+        }
+    }
+
+    /// A cut before a corrupt frame needs a live leader (here none: no seed
+    /// but itself), and records nothing when refused; a cut an earlier start
+    /// decided on goes on without asking (the new id it recorded is not one
+    /// any leader knows yet), until `cut_done`.
+    #[tokio::test]
+    async fn a_cut_before_a_corrupt_frame_needs_a_leader_unless_an_earlier_start_decided_it() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let durable = Durable::open(dir.path().join("raft")).expect("raft dir");
+        super::super::identity::record_id(&durable, 5, "http://127.0.0.1:1").expect("id");
+        let alone = seeded(vec!["http://127.0.0.1:1".into()]);
+        let refused = allow_cut(&durable, &alone, 1, 40, "checksum mismatch".into()).await;
+        assert!(matches!(refused, Err(OpenError::CorruptAlone(_))), "{refused:?}");
+        assert!(!durable.exists(CUT), "a refused cut records nothing");
+
+        let decided = Cut {
+            offset: 40,
+            reason: "checksum mismatch".into(),
+        };
+        durable.write(CUT, &decided, true).expect("decided");
+        let allowed = allow_cut(&durable, &alone, 1, 40, "checksum mismatch".into()).await;
+        assert!(allowed.is_ok(), "{allowed:?}");
+        cut_done(&durable).expect("done");
+        assert!(!durable.exists(CUT), "the decision goes with its repair");
+        let refused_again = allow_cut(&durable, &alone, 1, 40, "checksum mismatch".into()).await;
+        assert!(
+            matches!(refused_again, Err(OpenError::CorruptAlone(_))),
+            "{refused_again:?}"
+        );
+    }
 
     /// A member's data directory (node id 5) on 1 KiB segments whose second
     /// segment's last frame rotted.
@@ -263,21 +370,7 @@ mod review_tests {
             }),
         );
         tokio::spawn(async move { axum::serve(listener, app).await });
-        let cluster = ClusterConfig {
-            peers: vec![url.clone()],
-            advertise_url: "http://127.0.0.1:1".into(),
-            peer_url: None,
-            routes: Default::default(),
-            heartbeat: Duration::from_millis(50),
-            election_timeout: (Duration::from_millis(150), Duration::from_millis(300)),
-            write_timeout: Duration::from_secs(5),
-            ready_lag: 0,
-            bootstrap_expect: 1,
-            rejoin: false,
-            client: reqwest::Client::new(),
-            forward_writes: false,
-            append_window: 1,
-        };
+        let cluster = seeded(vec![url.clone()]);
         let opened = open_member_log(dir.path(), config, &cluster).await;
         let moved = dir.path().join(QUARANTINE_DIR).exists();
         assert!(

@@ -40,6 +40,9 @@ pub enum StartError {
         "{0} holds a standalone log (records, and no raft/ directory): a cluster node's log is its Raft log and must start empty. Start it without --peers, or give --data-dir a new directory"
     )]
     StandaloneLog(String),
+    /// A corrupt log that only the cluster could repair, with no leader to do it.
+    #[error(transparent)]
+    Corrupt(#[from] quarantine::OpenError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error("bad Raft settings: {0}")]
@@ -105,8 +108,12 @@ impl Cluster {
         let mut fault = tokio::task::spawn_blocking(move || repair::check_telling(&checked, &telling))
             .await
             .map_err(|e| StartError::Raft(e.to_string()))??;
-        if let Some(plan) = &quarantined {
-            fault = Some(moved_aside(fault, plan, data_dir));
+        match (&quarantined, &fault) {
+            (Some(plan), _) => fault = Some(moved_aside(fault, plan, data_dir)),
+            (None, Some(repair::Fault::Corrupt { offset, reason })) => {
+                quarantine::allow_cut(&durable, &config, store.vote_term(), *offset, reason.clone()).await?;
+            }
+            (None, _) => {}
         }
         let write_caching = store.log().config().durability != crate::log::Durability::Always;
         let recorded = identity::recorded_id(&durable, &config.advertise_url)?;
@@ -121,6 +128,7 @@ impl Cluster {
         if quarantined.is_some() {
             quarantine::done(&durable)?;
         }
+        quarantine::cut_done(&durable)?;
         let sm = StateMachine::open(store.clone(), durable.clone())?;
         // A no-op unless the log lost applied entries (a repair, including
         // one a crash interrupted after the log was cut).

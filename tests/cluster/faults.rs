@@ -1608,6 +1608,64 @@ async fn a_follower_with_a_rotten_sealed_segment_moves_it_aside_and_catches_up_u
     assert_eq!(kept, rotten_bytes, "moved as it was");
 }
 
+/// A follower whose sealed segment rotted inside (a frame the open does not
+/// check; the start's checksum scan finds it): with a leader in touch with
+/// a majority that lists it, the log is cut before the bad frame, the node
+/// starts under a new id, catches up, and nothing acknowledged is lost (the
+/// cut is gated on that leader: a one-node cluster refuses instead, see
+/// `process::a_one_node_cluster_whose_sealed_segment_rotted_inside_keeps_every_file`).
+#[tokio::test]
+async fn a_follower_whose_sealed_segment_rotted_inside_cuts_it_with_a_leader_and_catches_up_under_a_new_id() {
+    let what = "segment rotted inside";
+    let config = ClusterConfig {
+        extra_args: vec!["--max-segment-bytes".into(), "4096".into()],
+        ..config()
+    };
+    let (mut cluster, leader) = start_with(what, config).await;
+    let faulty = (leader + 1) % cluster.len();
+    let leader_url = cluster.url(leader);
+    let mut history = History::default();
+    for seq in 0..300 {
+        history.attempts.push(write_acked(&leader_url, MANUAL, seq).await);
+    }
+    let (converged, _) = checker::wait_converged(&cluster.urls(), CHECK_TIMEOUT).await;
+    assert!(converged, "the three nodes converge before the fault");
+    let old_id = cluster.cluster_status(faulty).await.expect("status").node_id;
+
+    cluster.kill(faulty);
+    let mut stores: Vec<std::path::PathBuf> = std::fs::read_dir(cluster.data_dir(faulty))
+        .expect("the data directory")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "store"))
+        .collect();
+    stores.sort();
+    assert!(stores.len() >= 3, "several sealed segments: {stores:?}");
+    let rotten = &stores[1];
+    let mut bytes = std::fs::read(rotten).expect("read the store");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x5a;
+    std::fs::write(rotten, &bytes).expect("write the store back");
+    eprintln!("{what}: flipped a byte in the middle of {}", rotten.display());
+
+    cluster.restart(faulty).await;
+    let new_id = cluster.cluster_status(faulty).await.expect("status").node_id;
+    assert_ne!(old_id, new_id, "a log cut before a bad frame restarts under a new id");
+    assert!(
+        std::fs::read_to_string(cluster.log_path(faulty))
+            .is_ok_and(|log| log.contains("a frame inside the log is corrupt: cutting the log before it")),
+        "{what}: the cut was decided with a leader:\n{}",
+        cluster.log_tail(faulty, 30)
+    );
+    for seq in 300..310 {
+        history.attempts.push(write_acked(&leader_url, MANUAL, seq).await);
+    }
+    check_and_report(&cluster, what, &history).await;
+    assert!(
+        !cluster.data_dir(faulty).join("raft").join("cut").exists(),
+        "the cut's decision goes once the repair is on disk"
+    );
+}
+
 /// Was a known limitation (failed on 57158af, passes since f246984, the
 /// storage-fault repair): a follower whose disk lost acknowledged records
 /// came back with a shorter log and still voted and led: with the leader
