@@ -210,6 +210,13 @@ async fn formation_step(cluster: &Cluster, noted: &mut BTreeSet<String>) -> Resu
         .filter(|s| s.initialized && s.node_id != cluster.id() && s.removed.is_none())
         .collect();
     formed.sort_by_key(|s| s.leader_url.is_none());
+    // A seed that lists this node already: the cluster was formed with it
+    // (or a join of it is under way) and the membership is on its way here
+    // with the log. A join asked now would be one more membership change
+    // for the leader to make, for nothing.
+    if formed.iter().any(|s| s.members.iter().any(|m| m.id == cluster.id())) {
+        return Err("this node is in the cluster's membership: waiting for it to arrive from the leader".into());
+    }
     if !formed.is_empty() {
         let mut joined = Err(String::new());
         for seed in formed {
