@@ -43,9 +43,12 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         None => None,
     };
     let node = cli::start_node(config, listener, peers).await?;
-    cli::run_until_signal(&node).await?;
+    let stop = cli::run_until_signal(&node).await?;
     node.shutdown().await?;
-    Ok(())
+    match stop {
+        cli::Stop::Asked => Ok(()),
+        cli::Stop::Restart(why) => anyhow::bail!("stopped to be started again, which repairs this node: {why}"),
+    }
 }
 
 /// mimalloc: the server allocates and frees small buffers on every request,

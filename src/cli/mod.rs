@@ -20,7 +20,7 @@ pub use client::{ClientCommand, run_client};
 pub use healthcheck::{HealthcheckArgs, healthcheck};
 pub use logging::init_tracing;
 pub use report::failure_line;
-pub use run::{bind, run_until_signal, start_node};
+pub use run::{Stop, bind, run_until_signal, start_node};
 pub use serve_args::{Fsync, LogFormat, ServeArgs};
 
 #[derive(Parser)]

@@ -40,16 +40,28 @@ pub async fn start_node(config: NodeConfig, listener: TcpListener, peers: Option
     }
 }
 
-/// Serves until SIGINT or SIGTERM; on SIGHUP reloads the TLS certificate,
-/// key and client CA.
-pub async fn run_until_signal(node: &Node) -> anyhow::Result<()> {
+/// Why serving ended.
+pub enum Stop {
+    /// SIGINT or SIGTERM.
+    Asked,
+    /// The node asked to be started again (a repair planned for its next
+    /// start): the process stops with an error, for its supervisor.
+    Restart(String),
+}
+
+/// Serves until SIGINT or SIGTERM, or until the node asks to be started
+/// again; on SIGHUP reloads the TLS certificate, key and client CA.
+pub async fn run_until_signal(node: &Node) -> anyhow::Result<Stop> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hangups = signal(SignalKind::hangup())?;
     let stop = shutdown_signal();
     tokio::pin!(stop);
+    let restart = node.restart_needed();
+    tokio::pin!(restart);
     loop {
         tokio::select! {
-            _ = &mut stop => return Ok(()),
+            _ = &mut stop => return Ok(Stop::Asked),
+            why = &mut restart => return Ok(Stop::Restart(why)),
             _ = hangups.recv() => {
                 tracing::info!("SIGHUP: reloading TLS certificates");
                 if let Err(e) = node.reload_tls() {

@@ -34,6 +34,7 @@
 mod codec;
 mod consumers;
 mod contact;
+mod contradiction;
 mod durable;
 mod error;
 pub mod failpoint;

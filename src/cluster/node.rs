@@ -96,6 +96,9 @@ pub(super) struct Inner {
     pub appends_in_flight: super::metrics::InFlight,
     /// Hands a leader's pipelined append-entries to the Raft core in order.
     pub gate: super::gate::Gate<openraft::raft::AppendEntriesRequest<TypeConfig>, super::rpc::GateAnswer>,
+    /// Why this node asks to be started again, once it does (`contradiction`).
+    pub restart_for: std::sync::OnceLock<String>,
+    pub restart_asked: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Cluster {

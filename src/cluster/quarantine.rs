@@ -188,6 +188,25 @@ pub fn cut_done(durable: &Durable) -> io::Result<()> {
     durable.remove(CUT)
 }
 
+/// Plans moving the whole of `log` aside, for the next start to carry out
+/// (`open_member_log` moves the files, `start` takes a new id): a member
+/// whose committed entries a leader contradicts (`contradiction`). Synced
+/// before it returns; a plan already made stays.
+pub fn plan_whole_log_aside(durable: &Durable, log: &Log, reason: String) -> io::Result<Plan> {
+    if let Some(plan) = pending(durable)? {
+        return Ok(plan);
+    }
+    let bases = log.segment_bases();
+    let plan = Plan {
+        base: bases.first().copied().unwrap_or(0),
+        bases,
+        dir: quarantine_dir_now(),
+        reason,
+    };
+    durable.write(PLAN, &plan, true)?;
+    Ok(plan)
+}
+
 /// The cut under way, if a start began one.
 pub fn pending(durable: &Durable) -> io::Result<Option<Plan>> {
     durable.read::<Plan>(PLAN)
@@ -215,15 +234,20 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, LogError> + S
 async fn plan(data_dir: &Path, base: u64, reason: String) -> Result<Plan, OpenError> {
     let dir = data_dir.to_path_buf();
     let bases = blocking(move || Log::segment_bases_from(&dir, base)).await?;
-    let millis = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis());
     Ok(Plan {
         base,
         bases,
-        dir: Path::new(QUARANTINE_DIR).join(millis.to_string()),
+        dir: quarantine_dir_now(),
         reason,
     })
+}
+
+/// `quarantine/<unix ms>`: where a plan made now moves segments.
+fn quarantine_dir_now() -> PathBuf {
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    Path::new(QUARANTINE_DIR).join(millis.to_string())
 }
 
 fn finish_moves(data_dir: &Path, plan: &Plan) -> Result<Vec<PathBuf>, LogError> {

@@ -63,6 +63,9 @@ impl Cluster {
         let request = decode_append(body).map_err(|e| ClusterError::BadRpc(e.to_string()))?;
         self.check_sender(&caller, &request.vote)?;
         validate::append(&request).map_err(ClusterError::BadRpc)?;
+        if let Some((theirs, ours)) = self.contradicted_commit(&request) {
+            return Err(self.repair_contradicted(theirs, ours));
+        }
         let leader_commit = request.leader_commit.map(|c| c.index);
         let carries_entries = !request.entries.is_empty();
         // Heartbeats go on (the core is free); entries wait for retention's

@@ -180,6 +180,8 @@ impl Cluster {
                 last_stamp: tokio::sync::Mutex::new(0),
                 appends_in_flight: Default::default(),
                 gate,
+                restart_for: Default::default(),
+                restart_asked: Default::default(),
             }),
         };
         tracing::info!(node_id = id, url = %cluster.inner.url, peer_url = ?cluster.inner.config.peer_url,

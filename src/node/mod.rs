@@ -181,6 +181,16 @@ impl Node {
         &self.mode
     }
 
+    /// Waits until this node asks to be started again (a cluster member
+    /// that planned a repair for its next start: `cluster::contradiction`);
+    /// why. Never, outside a cluster.
+    pub async fn restart_needed(&self) -> String {
+        match self.mode.cluster() {
+            Some(cluster) => cluster.restart_needed().await,
+            None => std::future::pending().await,
+        }
+    }
+
     /// Re-reads the TLS certificate, key and client CA (on SIGHUP). Open
     /// connections keep going; new ones get the new certificate. On error
     /// the old configuration stays.

@@ -185,3 +185,115 @@ async fn a_follower_that_lost_its_unsynced_tail_still_shows_every_producer_recor
         .unwrap_or_else(|why| panic!("{what}: {why}"));
     check_and_report(&cluster, what, &history).await;
 }
+
+/// Schedule 80 of the fault campaign (`--fsync never`): a power cut took
+/// committed entries from a majority while a member that kept them was
+/// away; the leader the two elected wrote other entries at those indexes.
+/// Back, that member got appends whose log ids contradict entries it held
+/// as committed: openraft's core takes a committed entry as matching, so a
+/// debug build stopped its core on every start (`log_state_reader.rs`
+/// assertion) and a release build would serve records the cluster does
+/// not have. Now the member refuses such an append, plans to move its
+/// whole log aside and stops (exit status 1); started again it catches up
+/// under a new id, and every node ends with the same records.
+#[tokio::test]
+async fn a_member_whose_committed_entries_a_power_cut_took_from_the_majority_repairs_itself() {
+    use super::common::checker;
+    use super::common::fault_proxy::Mode;
+    use super::common::writer::History;
+    use super::faults::{CHECK_TIMEOUT, check_and_report, eventually};
+
+    let what = "committed entries lost on a majority";
+    let config = ClusterConfig {
+        env: vec![("DISTLOG_FSYNC".into(), "never".into())],
+        ..config()
+    };
+    let (mut cluster, leader) = start_with(what, config).await;
+    // The keeper syncs every append (its marks follow), the two others never.
+    let (keeper, cut_off) = ((leader + 1) % cluster.len(), (leader + 2) % cluster.len());
+    cluster.set_env(keeper, "DISTLOG_FSYNC", "always");
+    cluster.restart(keeper).await;
+    let leader = cluster.wait_for_leader(LEADER_TIMEOUT).await;
+    let (keeper, cut_off) = if leader == keeper {
+        (cut_off, keeper)
+    } else {
+        (keeper, cut_off)
+    };
+    let mut kept = History::default();
+    for seq in 0..10 {
+        kept.attempts.push(write_acked(&cluster.url(leader), MANUAL, seq).await);
+    }
+    let (converged, _) = checker::wait_converged(&cluster.urls(), CHECK_TIMEOUT).await;
+    assert!(converged, "{what}: the three nodes converge");
+
+    // Committed by the leader and the keeper alone; then the keeper goes
+    // away and a power cut takes them from the leader's page cache.
+    cluster.partition(cut_off, Mode::Drop);
+    let mut lost = Vec::new();
+    for seq in 10..20 {
+        lost.extend(write_acked(&cluster.url(leader), MANUAL, seq).await.acked_offset());
+    }
+    let last = *lost.iter().max().expect("acknowledged");
+    let keeper_committed = eventually(Duration::from_secs(10), || async {
+        cluster
+            .cluster_status(keeper)
+            .await
+            .is_ok_and(|s| s.commit_offset.is_some_and(|c| c >= last))
+    })
+    .await;
+    assert!(keeper_committed, "{what}: node {keeper} knows offset {last} committed");
+    let old_id = cluster
+        .cluster_status(keeper)
+        .await
+        .map(|s| node_id(&s.raw))
+        .unwrap_or_default();
+    cluster.kill(keeper);
+    cluster.kill(leader);
+    zero_tail(cluster.data_dir(leader), lost[0]);
+    cluster.heal();
+    cluster.restart(leader).await;
+    let new_leader = cluster.wait_for_leader(LEADER_TIMEOUT).await;
+    for seq in 100..110 {
+        kept.attempts
+            .push(write_acked(&cluster.url(new_leader), MANUAL, seq).await);
+    }
+
+    // The keeper comes back to a leader whose log contradicts its own.
+    cluster.restart(keeper).await;
+    let stopped = eventually(Duration::from_secs(30), || {
+        let exited = cluster.exited(keeper);
+        async move { exited }
+    })
+    .await;
+    let log = std::fs::read_to_string(cluster.log_path(keeper)).unwrap_or_default();
+    assert!(
+        stopped && log.contains("STORAGE FAULT: this node's committed entries are not the cluster's"),
+        "{what}: node {keeper} did not stop to repair itself (stopped: {stopped}):\n{}",
+        cluster.log_tail(keeper, 40)
+    );
+    cluster.restart(keeper).await;
+    let new_id = eventually(Duration::from_secs(30), || async {
+        cluster
+            .cluster_status(keeper)
+            .await
+            .is_ok_and(|s| node_id(&s.raw).is_some_and(|id| Some(id) != old_id))
+    })
+    .await;
+    assert!(
+        new_id,
+        "{what}: node {keeper} runs under a new id: {}",
+        cluster.log_tail(keeper, 30)
+    );
+    let quarantine = cluster.data_dir(keeper).join("quarantine");
+    assert!(
+        std::fs::read_dir(&quarantine).is_ok_and(|mut d| d.next().is_some()),
+        "{what}: its old log is kept under {}",
+        quarantine.display()
+    );
+    let new_leader = cluster.wait_for_leader(LEADER_TIMEOUT).await;
+    for seq in 110..115 {
+        kept.attempts
+            .push(write_acked(&cluster.url(new_leader), MANUAL, seq).await);
+    }
+    check_and_report(&cluster, what, &kept).await;
+}
