@@ -9,12 +9,16 @@
 //! committed. openraft takes a committed entry as matching whatever the
 //! leader says (a debug assertion stops the core of a debug build on every
 //! start; a release build would serve its own records where the cluster
-//! has others). Such an append is refused before openraft sees it, and the
-//! node repairs itself as a storage fault: a synced plan moves its whole log
-//! aside (`quarantine`: kept under `<data dir>/quarantine/<ms>/`, nothing
-//! deleted), and the process stops (exit status 1, for its supervisor to
-//! start it again); the next start carries the plan out, takes a new id and
-//! catches up from the leader, as a node whose sealed segment rotted does.
+//! has others, and a snapshot there trips an assertion of release builds
+//! too). Such an append or snapshot, from a leader whose vote is not below
+//! this node's, is refused before openraft sees it, and the node repairs
+//! itself as a storage fault: a synced plan moves its whole log aside with
+//! every file of `raft/` (`quarantine`: kept under
+//! `<data dir>/quarantine/<ms>/`, nothing deleted; the snapshot and tables
+//! may hold the contradicted entries too), and the process stops (exit
+//! status 1, for its supervisor to start it again); the next start carries
+//! the plan out as an empty data directory's, takes a new id and catches up
+//! from the leader.
 //!
 //! A stop half done is one of the plan's states: before the plan is synced
 //! the node is as it was (the next append finds the contradiction again);
@@ -26,25 +30,62 @@ use openraft::raft::AppendEntriesRequest;
 use super::error::ClusterError;
 use super::node::Cluster;
 use super::quarantine;
-use super::types::{LogId, TypeConfig};
+use super::types::{LogId, TypeConfig, Vote};
 
 impl Cluster {
     /// The first log id of `request` (its `prev_log_id`, then its entries)
-    /// at an index this node holds as committed and of a later term than
-    /// its committed entry: the leader's log lacks this node's committed
-    /// entries there. (A leader's entry at or below a committed index has a
-    /// term at most the committed entry's, as every log is ordered by term.)
+    /// at an index this node holds as committed that is not the entry this
+    /// node holds there, with this node's committed id; None when there is
+    /// none, or when the request's vote is below this node's (openraft
+    /// refuses it then: a deposed leader's uncommitted entries are no
+    /// contradiction).
     pub(super) fn contradicted_commit(&self, request: &AppendEntriesRequest<TypeConfig>) -> Option<(LogId, LogId)> {
-        // What the core checks a leader's log ids against (its local
-        // commit); the metrics may trail it, never lead it.
-        let committed = self.raft().metrics().borrow_watched().local_committed?;
-        request
+        if request.vote < self.raft().metrics().borrow_watched().vote {
+            return None;
+        }
+        let ids = request
             .prev_log_id
             .iter()
-            .chain(request.entries.iter().map(|e| &e.log_id))
-            .take_while(|id| id.index <= committed.index)
-            .find(|id| **id > committed)
+            .chain(request.entries.iter().map(|e| &e.log_id));
+        self.first_contradiction(ids)
+    }
+
+    /// As `contradicted_commit`, for a snapshot a leader sends: its last
+    /// log id at or below this node's commit is an entry this node holds.
+    pub(super) fn contradicted_by_snapshot(&self, vote: &Vote, last: Option<&LogId>) -> Option<(LogId, LogId)> {
+        if *vote < self.raft().metrics().borrow_watched().vote {
+            return None;
+        }
+        self.first_contradiction(last.into_iter())
+    }
+
+    /// Among `ids` (in index order), the first at an index this node holds
+    /// as committed whose entry there is another; with the committed id.
+    /// Indexes below the log's first (purged) cannot be compared and are
+    /// taken as matching, as openraft does.
+    fn first_contradiction<'a>(&self, ids: impl Iterator<Item = &'a LogId>) -> Option<(LogId, LogId)> {
+        let committed = self.committed_here()?;
+        let first = self.store().first_index();
+        ids.take_while(|id| id.index <= committed.index)
+            .filter(|id| id.index >= first)
+            .find(|id| !self.store().holds(id))
             .map(|theirs| (*theirs, committed))
+    }
+
+    /// What openraft holds as committed here: its core's local commit, or
+    /// before the core first reports (just after a start, when a returning
+    /// node meets the leader) the store's committed mark and what the state
+    /// machine applied, which the core starts from.
+    fn committed_here(&self) -> Option<LogId> {
+        let (committed, applied) = {
+            let metrics = self.raft().metrics();
+            let metrics = metrics.borrow_watched();
+            (metrics.local_committed, metrics.last_applied)
+        };
+        [committed, applied, self.store().committed()]
+            .into_iter()
+            .flatten()
+            .max()
     }
 
     /// Plans this node's repair (see the module doc) and asks the process

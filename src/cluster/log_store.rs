@@ -630,13 +630,19 @@ pub(crate) mod test_support {
     /// Writes entries `0..count` of term 1, each a `{}` record, into an
     /// empty store, and waits for their sync.
     pub fn write_records_synced(store: &LogStore, count: u64) {
-        let entries: Vec<Entry> = (0..count)
+        write_more_records_synced(store, 0, count);
+    }
+
+    /// As `write_records_synced`, entries `from..from + count`, after the
+    /// store's end at `from`.
+    pub fn write_more_records_synced(store: &LogStore, from: u64, count: u64) {
+        let entries: Vec<Entry> = (from..from + count)
             .map(|i| Entry {
                 log_id: log_id(1, i),
                 payload: EntryPayload::Normal(UserRecord::new(0, 1, Bytes::from_static(b"{}"))),
             })
             .collect();
-        let (_, sync) = store.write_entries(0, entries).expect("written");
+        let (_, sync) = store.write_entries(from, entries).expect("written");
         if let Some(sync) = sync {
             sync.wait_blocking().expect("synced");
         }

@@ -49,7 +49,7 @@ use super::durable::Durable;
 use super::log_store::LogStore;
 use super::node::ClusterConfig;
 use super::recovery;
-use crate::log::{Log, LogConfig, LogError};
+use crate::log::{Log, LogConfig, LogError, fsops};
 
 /// Why a member's log does not open.
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +86,12 @@ pub struct Plan {
     pub dir: PathBuf,
     /// The open's error.
     pub reason: String,
+    /// The whole member goes: every segment there is when the moves run,
+    /// and every file of `raft/` but this plan (its snapshot, tables, marks,
+    /// vote and id), so that the next start is an empty data directory's
+    /// (`contradiction`).
+    #[serde(default)]
+    pub whole: bool,
 }
 
 /// Opens a member's log in `data_dir`, moving a corrupt sealed segment and
@@ -150,8 +156,8 @@ struct Cut {
     reason: String,
 }
 
-/// Whether the log may be cut before the corrupt frame at `offset`: a cut
-/// an earlier start decided on goes on; otherwise only with a live leader
+/// Whether the log may be cut before the corrupt frame at `offset`: the cut
+/// an earlier start decided on there goes on; otherwise only with a live leader
 /// that lists this node (`vote_term`: the saved vote's), and the decision
 /// is synced before the caller records a new id and cuts.
 pub async fn allow_cut(
@@ -161,7 +167,13 @@ pub async fn allow_cut(
     offset: u64,
     reason: String,
 ) -> Result<(), OpenError> {
-    if durable.read::<Cut>(CUT)?.is_some() {
+    // Only the cut decided on: a decision is no licence for a cut
+    // elsewhere. One that cannot be read is asked for again.
+    let decided = durable.read::<Cut>(CUT).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "raft/{CUT} cannot be read: asking for a leader again");
+        None
+    });
+    if decided.is_some_and(|cut| cut.offset == offset) {
         return Ok(());
     }
     let alone = || OpenError::CorruptAlone(format!("the frame at offset {offset} is corrupt: {reason}"));
@@ -202,6 +214,7 @@ pub fn plan_whole_log_aside(durable: &Durable, log: &Log, reason: String) -> io:
         bases,
         dir: quarantine_dir_now(),
         reason,
+        whole: true,
     };
     durable.write(PLAN, &plan, true)?;
     Ok(plan)
@@ -239,6 +252,7 @@ async fn plan(data_dir: &Path, base: u64, reason: String) -> Result<Plan, OpenEr
         bases,
         dir: quarantine_dir_now(),
         reason,
+        whole: false,
     })
 }
 
@@ -266,7 +280,40 @@ fn finish_moves(data_dir: &Path, plan: &Plan) -> Result<Vec<PathBuf>, LogError> 
             ),
         )));
     }
-    Log::move_segments_aside(data_dir, &plan.bases, &data_dir.join(&plan.dir))
+    let to = data_dir.join(&plan.dir);
+    if !plan.whole {
+        return Log::move_segments_aside(data_dir, &plan.bases, &to);
+    }
+    // Segments made after the plan was written (a roll, a snapshot's reset)
+    // go too.
+    let bases = Log::segment_bases_from(data_dir, 0)?;
+    let mut moved = Log::move_segments_aside(data_dir, &bases, &to)?;
+    moved.extend(move_raft_files_aside(&data_dir.join("raft"), &to.join("raft")).map_err(LogError::Io)?);
+    Ok(moved)
+}
+
+/// Every file of `raft` but the plan, into `to` (made first and synced
+/// into its parent); both directories synced after. Files already moved
+/// are not there any more: a start that died midway finishes the rest.
+fn move_raft_files_aside(raft: &Path, to: &Path) -> io::Result<Vec<PathBuf>> {
+    fsops::create_dir_all(to)?;
+    if let Some(parent) = to.parent() {
+        fsops::sync_dir(parent)?;
+    }
+    let mut moved = Vec::new();
+    for entry in std::fs::read_dir(raft)? {
+        let from = entry?.path();
+        if from.file_name().is_some_and(|name| name == PLAN) || !from.is_file() {
+            continue;
+        }
+        let Some(name) = from.file_name() else { continue };
+        let into = to.join(name);
+        fsops::rename(&from, &into)?;
+        moved.push(into);
+    }
+    fsops::sync_dir(to)?;
+    fsops::sync_dir(raft)?;
+    Ok(moved)
 }
 
 #[cfg(test)]
@@ -274,7 +321,7 @@ mod review_tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::cluster::log_store::test_support::{small_segments, write_records_synced};
+    use crate::cluster::log_store::test_support::{small_segments, write_more_records_synced, write_records_synced};
     use crate::cluster::status::{ClusterStatus, MemberStatus};
 
     /// This node at `http://127.0.0.1:1`, with `peers` for seeds.
@@ -323,6 +370,74 @@ mod review_tests {
         assert!(
             matches!(refused_again, Err(OpenError::CorruptAlone(_))),
             "{refused_again:?}"
+        );
+
+        // Review: a decision at one offset licenses no cut at another, and
+        // one that cannot be read is no decision (the leader is asked again).
+        durable.write(CUT, &decided, true).expect("decided");
+        let elsewhere = allow_cut(&durable, &alone, 1, 12, "checksum mismatch".into()).await;
+        assert!(matches!(elsewhere, Err(OpenError::CorruptAlone(_))), "{elsewhere:?}");
+        std::fs::write(dir.path().join("raft").join(CUT), b"garbled").expect("garble");
+        let garbled = allow_cut(&durable, &alone, 1, 40, "checksum mismatch".into()).await;
+        assert!(matches!(garbled, Err(OpenError::CorruptAlone(_))), "{garbled:?}");
+    }
+
+    /// Review of the contradiction repair: moving only the segments aside
+    /// left the snapshot, tables and marks in `raft/`, which may hold the
+    /// contradicted entries (the next start applied and committed them
+    /// again, and was refused again, under a new id each time). A whole
+    /// plan moves every file of `raft/` but itself, and segments made after
+    /// it was written; the start then opens an empty member.
+    #[tokio::test]
+    async fn a_whole_plan_moves_every_segment_and_raft_file_aside() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = small_segments();
+        let durable = Durable::open(dir.path().join("raft")).expect("raft dir");
+        super::super::identity::record_id(&durable, 5, "http://127.0.0.1:1").expect("id");
+        let (d, c, r) = (dir.path().to_path_buf(), config.clone(), durable.clone());
+        tokio::task::spawn_blocking(move || {
+            let log = Log::open(&d, c.clone()).expect("log opens");
+            let store = LogStore::open(log, r.clone()).expect("store");
+            write_records_synced(&store, 100);
+            plan_whole_log_aside(&r, store.log(), "contradicted".into()).expect("plan");
+            // After the plan: more segments, and the snapshot retention took.
+            write_more_records_synced(&store, 100, 100);
+            r.write("snapshot", &serde_json::json!({"applied": 150}), true)
+                .expect("snapshot");
+            store.log().close().expect("closed");
+        })
+        .await
+        .expect("member dir");
+        let raft_files = |dir: &Path| -> Vec<String> {
+            let mut names: Vec<String> = std::fs::read_dir(dir)
+                .map(|d| {
+                    d.filter_map(|e| e.ok())
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            names.sort();
+            names
+        };
+        let before = raft_files(&dir.path().join("raft"));
+        assert!(before.len() > 2, "a member's raft/ files: {before:?}");
+
+        let log = open_member_log(dir.path(), config.clone(), &seeded(vec![]))
+            .await
+            .expect("opens");
+        assert_eq!(log.next_offset(), 0, "no segment is left");
+        let plan = pending(&durable)
+            .expect("read")
+            .expect("the plan stays until the start is done");
+        assert_eq!(raft_files(&dir.path().join("raft")), vec![PLAN.to_string()]);
+        let kept = raft_files(&dir.path().join(&plan.dir).join("raft"));
+        let others: Vec<String> = before.into_iter().filter(|n| n != PLAN).collect();
+        assert_eq!(kept, others, "every raft/ file but the plan, moved");
+        let store = LogStore::open(log, durable.clone()).expect("store");
+        assert_eq!(
+            (store.committed(), store.purged()),
+            (None, None),
+            "an empty member's marks"
         );
     }
 

@@ -146,6 +146,9 @@ impl Cluster {
     ) -> Result<SnapshotResponse<TypeConfig>, ClusterError> {
         self.check_sender(&caller, &body.vote)?;
         validate::snapshot(&body.vote, &body.meta).map_err(ClusterError::BadRpc)?;
+        if let Some((theirs, ours)) = self.contradicted_by_snapshot(&body.vote, body.meta.last_log_id.as_ref()) {
+            return Err(self.repair_contradicted(theirs, ours));
+        }
         let snapshot = Snapshot {
             meta: body.meta,
             snapshot: body.tables,
@@ -170,7 +173,8 @@ impl Cluster {
         self.check_sender(&caller, request.from_leader())?;
         validate::transfer(&request).map_err(ClusterError::BadRpc)?;
         if *request.to_node_id() == self.id() {
-            self.await_entries_up_to(request.last_log_id().map(|id| id.index)).await;
+            self.take_over(request);
+            return Ok(Ok(()));
         }
         self.raft()
             .handle_transfer_leader(request)
@@ -180,32 +184,24 @@ impl Cluster {
 }
 
 impl Cluster {
-    /// Waits, briefly, until this node's log reaches `index`. A hand-over
-    /// names the leader's last entry, whose replication may still be on its
-    /// way (it travels in another request), and openraft drops a hand-over
-    /// whose target lacks it: the leader has stopped taking writes and
-    /// sending heartbeats by then, so every write would wait for an
-    /// election timeout. Bounded by half the shortest election timeout (the
-    /// leader gives up on the hand-over at the whole of it); past that the
-    /// hand-over goes on as it is.
-    async fn await_entries_up_to(&self, index: Option<u64>) {
-        let Some(index) = index else { return };
-        let within = self.inner.config.election_timeout.0 / 2;
-        let reached = self
-            .raft()
-            .wait(Some(within))
-            .metrics(
-                |m| m.last_log_index >= Some(index),
-                "the hand-over's last entry arrives",
-            )
-            .await;
-        if reached.is_err() {
-            tracing::info!(
-                index,
-                ?within,
-                "taking over: the leader's last entry did not arrive in time"
-            );
-        }
+    /// A hand-over to this node goes on in a task of its own, answered at
+    /// once: openraft makes the target wait (up to the shortest election
+    /// timeout) until its log holds the leader's last entry, longer than the
+    /// leader waits for an answer (3/4 of it), and a leader that gives up
+    /// closes the connection, which dropped this handler and the hand-over
+    /// with it. The leader has stopped taking writes and sending heartbeats
+    /// by then, so every write waited for an election timeout. The leader
+    /// only logs the answer.
+    fn take_over(&self, request: TransferLeaderRequest<TypeConfig>) {
+        let this = self.clone();
+        let from = request.from_leader().leader_id.voted_for;
+        tokio::spawn(async move {
+            match this.raft().handle_transfer_leader(request).await {
+                Ok(Ok(())) => tracing::info!(from, "hand-over taken: this node stands for leader"),
+                Ok(Err(e)) => tracing::info!(from, error = %e, "hand-over not taken"),
+                Err(e) => tracing::warn!(from, error = %e, "hand-over: the Raft core stopped"),
+            }
+        });
     }
 }
 

@@ -180,7 +180,7 @@ async fn a_follower_that_lost_its_unsynced_tail_still_shows_every_producer_recor
     cluster.kill(victim);
     zero_tail(&dir, last.saturating_sub(20).max(first));
     cluster.restart(victim).await;
-    super::schedule_steps::wait_all_hold_commit(&cluster)
+    super::schedule_steps::wait_all_hold_commit(&mut cluster)
         .await
         .unwrap_or_else(|why| panic!("{what}: {why}"));
     check_and_report(&cluster, what, &history).await;

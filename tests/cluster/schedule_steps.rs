@@ -170,7 +170,9 @@ pub(super) async fn power_cut(
 /// a leader is agreed): every node then holds every write acknowledged
 /// before, and the next fault cannot meet a node that lost its tail
 /// alone holding some of them. Err with what each said after `CHECK_TIMEOUT`.
-pub(super) async fn wait_all_hold_commit(cluster: &TestCluster) -> Result<u64, String> {
+/// A node that stops by itself to be repaired is started again meanwhile,
+/// as its supervisor would.
+pub(super) async fn wait_all_hold_commit(cluster: &mut TestCluster) -> Result<u64, String> {
     let leader = cluster.wait_for_leader(LEADER_TIMEOUT).await;
     let target = cluster
         .cluster_status(leader)
@@ -178,7 +180,9 @@ pub(super) async fn wait_all_hold_commit(cluster: &TestCluster) -> Result<u64, S
         .ok()
         .and_then(|s| s.commit_offset)
         .ok_or_else(|| format!("the leader {leader} names no commit offset"))?;
-    let all_hold = eventually(CHECK_TIMEOUT, || async {
+    let deadline = std::time::Instant::now() + CHECK_TIMEOUT;
+    loop {
+        cluster.start_exited().await;
         let mut all = true;
         for i in 0..cluster.len() {
             all &= cluster
@@ -186,11 +190,13 @@ pub(super) async fn wait_all_hold_commit(cluster: &TestCluster) -> Result<u64, S
                 .await
                 .is_ok_and(|s| s.commit_offset.is_some_and(|c| c >= target));
         }
-        all
-    })
-    .await;
-    if all_hold {
-        return Ok(target);
+        if all {
+            return Ok(target);
+        }
+        if std::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let mut said = Vec::new();
     for i in 0..cluster.len() {

@@ -376,6 +376,24 @@ impl TestCluster {
         node.stopped = false;
     }
 
+    /// Starts again every node whose process exited by itself (a member
+    /// that stops to be started again: `cluster::contradiction`), as its
+    /// supervisor would, and waits until each answers; which.
+    pub async fn start_exited(&mut self) -> Vec<usize> {
+        let mut started = Vec::new();
+        for i in 0..self.nodes.len() {
+            let gone = matches!(self.nodes[i].child.as_mut().map(|c| c.try_wait()), Some(Ok(Some(_))));
+            if gone {
+                self.nodes[i].child = None;
+                eprintln!("cluster: node {i} exited by itself; starting it again");
+                self.spawn(i);
+                self.wait_ready(i).await;
+                started.push(i);
+            }
+        }
+        started
+    }
+
     /// SIGTERM (a graceful stop), then waits up to `within` for the exit;
     /// whether it exited (reaped).
     pub async fn terminate(&mut self, i: usize, within: Duration) -> bool {
