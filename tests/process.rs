@@ -1772,3 +1772,55 @@ fn a_one_node_cluster_whose_sealed_segment_rotted_inside_keeps_every_file() {
         "{stderr}"
     );
 }
+
+/// Review F4 of the rot gate: a frame past everything a node recorded as
+/// durable that a power cut tore (an unsynced batch written back out of
+/// order: a bad frame before good ones) was taken for rot. A one-node
+/// cluster then refused to start (no leader to license a cut), and before
+/// the gate it took a new id, with no other voter to elect it again. Now
+/// the start cuts the torn tail and the node leads again under its id.
+#[test]
+fn a_one_node_cluster_with_a_torn_unsynced_frame_cuts_it_and_keeps_its_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = unused_port();
+    let (listen, url) = (format!("127.0.0.1:{port}"), format!("http://127.0.0.1:{port}"));
+    let args = ["--fsync", "never", "--peers", &url];
+    let write_until_taken = |url: &str, n: u64| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let mut written = 0;
+        while written < n {
+            match reqwest::blocking_post_status(url, &format!(r#"{{"torn":{written}}}"#)).0 {
+                201 => written += 1,
+                status => {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "no write taken within 30 s: {status}"
+                    );
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+            }
+        }
+    };
+    let first_id = {
+        let node = spawn_on(&listen, dir.path(), &args, |_| {});
+        write_until_taken(&node.url, 40);
+        reqwest::blocking_get(&format!("{}/cluster", node.url)).1["node_id"].clone()
+    };
+    assert!(first_id.is_u64(), "a node id: {first_id}");
+    let mut stores: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "store"))
+        .collect();
+    stores.sort();
+    let active = stores.last().unwrap();
+    let mut bytes = std::fs::read(active).unwrap();
+    let written = bytes.iter().rposition(|&b| b != 0).unwrap();
+    bytes[written * 3 / 4] ^= 0x5a;
+    std::fs::write(active, bytes).unwrap();
+
+    let node = spawn_on(&listen, dir.path(), &args, |_| {});
+    write_until_taken(&node.url, 1);
+    let now = reqwest::blocking_get(&format!("{}/cluster", node.url)).1["node_id"].clone();
+    assert_eq!(now, first_id, "the node keeps its id");
+}
