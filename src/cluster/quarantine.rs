@@ -256,6 +256,12 @@ async fn plan(data_dir: &Path, base: u64, reason: String) -> Result<Plan, OpenEr
     })
 }
 
+/// `<data_dir>/quarantine/<unix ms>`: where what a repair takes out of the
+/// log now goes.
+pub fn dir_now(data_dir: &Path) -> PathBuf {
+    data_dir.join(quarantine_dir_now())
+}
+
 /// `quarantine/<unix ms>`: where a plan made now moves segments.
 fn quarantine_dir_now() -> PathBuf {
     let millis = std::time::SystemTime::now()

@@ -39,6 +39,7 @@
 use std::io;
 
 use super::log_store::LogStore;
+use super::quarantine;
 use super::starting::{StartProgress, StartStep};
 use super::state_machine;
 use super::types::LogId;
@@ -260,7 +261,14 @@ pub fn is_torn_tail(store: &LogStore, offset: u64) -> bool {
 /// empty when its front is missing.
 pub fn keep_sound_prefix(store: &LogStore, fault: &Fault) -> io::Result<()> {
     match fault {
-        Fault::Corrupt { offset, .. } => store.keep_before(*offset),
+        Fault::Corrupt { offset, .. } => {
+            // What the cut takes is kept, as a moved segment is.
+            let to = quarantine::dir_now(store.log().dir());
+            let copied = store.log().copy_tail_aside(*offset, &to).map_err(io::Error::other)?;
+            tracing::warn!(files = copied.len(), to = %to.display(),
+                "the log is cut before the bad frame; what follows was copied aside (delete it once the node has caught up)");
+            store.keep_before(*offset)
+        }
         // Nothing the log holds can be served as Raft expects: it starts
         // over, empty, where Raft expects it, and the node catches up.
         Fault::MissingFront { expected, .. } => store.reset_to(*expected),

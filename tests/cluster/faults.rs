@@ -1664,6 +1664,16 @@ async fn a_follower_whose_sealed_segment_rotted_inside_cuts_it_with_a_leader_and
         !cluster.data_dir(faulty).join("raft").join("cut").exists(),
         "the cut's decision goes once the repair is on disk"
     );
+    // What the cut took was copied aside first, the rotten segment as it was.
+    let quarantine = cluster.data_dir(faulty).join("quarantine");
+    let copies: Vec<std::path::PathBuf> = std::fs::read_dir(&quarantine)
+        .expect("a quarantine directory")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    assert_eq!(copies.len(), 1, "one cut: {copies:?}");
+    let name = rotten.file_name().expect("a name");
+    let kept = std::fs::read(copies[0].join(name)).expect("the rotten segment, copied");
+    assert_eq!(kept, bytes, "copied as it was");
 }
 
 /// Was a known limitation (failed on 57158af, passes since f246984, the

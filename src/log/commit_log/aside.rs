@@ -1,6 +1,7 @@
 //! Moving a closed log's segments out of its directory, never deleting them
 //! (a cluster member's corrupt sealed segment and the ones after it, which
-//! the cluster can supply again: `cluster::quarantine` decides when).
+//! the cluster can supply again: `cluster::quarantine` decides when), and
+//! copying an open log's tail out before a cut deletes it.
 //!
 //! The log must not be open: the directory's lock is held while files move.
 //! Each segment moves store first, then index, each by one rename into the
@@ -46,6 +47,35 @@ impl Log {
         bases.sort_unstable();
         bases.dedup();
         Ok(bases)
+    }
+
+    /// Copies the files of the segments that hold offset `from` and later
+    /// into `to` (created if missing), each synced, then `to`: kept for the
+    /// record before a cut at `from` takes them out of the log (a frame
+    /// found corrupt inside a segment: `cluster::repair`). A copy left by a
+    /// crash before the cut is only a copy; the next start makes another.
+    pub fn copy_tail_aside(&self, from: u64, to: &Path) -> Result<Vec<PathBuf>> {
+        let bases = self.segment_bases();
+        let first = bases.iter().rev().find(|b| **b <= from).copied().unwrap_or(from);
+        fsops::create_dir_all(to)?;
+        if let Some(parent) = to.parent() {
+            fsops::sync_dir(parent)?;
+        }
+        let mut copied = Vec::new();
+        for base in bases.into_iter().filter(|b| *b >= first) {
+            for suffix in [STORE_SUFFIX, INDEX_SUFFIX] {
+                let (source, copy) = (segment_path(self.dir(), base, suffix), segment_path(to, base, suffix));
+                if !source.exists() {
+                    continue;
+                }
+                std::fs::copy(&source, &copy).map_err(|e| fsops::naming(&copy, e))?;
+                let file = std::fs::File::open(&copy).map_err(|e| fsops::naming(&copy, e))?;
+                fsops::sync_all(&file, &copy)?;
+                copied.push(copy);
+            }
+        }
+        fsops::sync_dir(to)?;
+        Ok(copied)
     }
 
     /// Moves the files of the segments `bases` of the closed log in `dir`
