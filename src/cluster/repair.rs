@@ -242,21 +242,6 @@ fn scan_checksums(store: &LogStore, from: u64, progress: &StartProgress) -> io::
     Ok(None)
 }
 
-/// Whether a frame found corrupt at `offset` lies past everything this node
-/// recorded as durable (its `flushed` and `committed` marks): a write a
-/// crash or power cut tore before it was synced (pages of an unsynced
-/// batch written back out of order leave a bad frame before good ones),
-/// never acknowledged under `--fsync always`, and under write caching a
-/// loss the modes accept. It is cut like the engine's torn last frame,
-/// keeping the node's id, without asking anyone; a bad frame at or below a
-/// mark is a storage fault (`quarantine::allow_cut`, a new id).
-pub fn is_torn_tail(store: &LogStore, offset: u64) -> bool {
-    store
-        .flushed()
-        .max(store.committed())
-        .is_none_or(|mark| offset > mark.index)
-}
-
 /// Keeps the sound prefix of a faulty log: cut before a corrupt frame;
 /// empty when its front is missing.
 pub fn keep_sound_prefix(store: &LogStore, fault: &Fault) -> io::Result<()> {
@@ -295,52 +280,5 @@ mod tests {
         assert_eq!(segment_ends(&[0, 10, 20], 14, 25), [20, 25]);
         assert_eq!(segment_ends(&[0, 10, 20], 10, 25), [20, 25]);
         assert_eq!(segment_ends(&[20], 20, 20), Vec::<u64>::new());
-    }
-
-    /// Review: a bad frame between good ones past every mark (a power cut's
-    /// out-of-order write-back of an unsynced batch) is a torn tail, not a
-    /// storage fault that needs a leader; at or below a mark it is one.
-    #[test]
-    fn a_bad_frame_past_every_mark_is_a_torn_tail() {
-        use crate::cluster::log_store::test_support::{small_segments, write_records_synced};
-        use crate::cluster::types::log_id;
-        use crate::log::Log;
-
-        let dir = tempfile::tempdir().expect("temp dir");
-        let open = || {
-            let log = Log::open(dir.path(), small_segments()).expect("log opens");
-            LogStore::open(
-                log,
-                super::super::durable::Durable::open(dir.path().join("raft")).expect("raft"),
-            )
-            .expect("store")
-        };
-        let store = open();
-        write_records_synced(&store, 5);
-        store.log().close().expect("closed");
-        drop(store);
-        let segment = dir.path().join("00000000000000000000.store");
-        let mut bytes = std::fs::read(&segment).expect("read");
-        let written = bytes.iter().rposition(|&b| b != 0).expect("frames");
-        bytes[written / 2] ^= 0x5a;
-        std::fs::write(&segment, bytes).expect("write");
-
-        let store = open();
-        let Ok(Some(Fault::Corrupt { offset, .. })) = check(&store) else {
-            panic!("a bad frame inside is found");
-        };
-        assert!((1..4).contains(&offset), "a frame between good ones: {offset}");
-        assert!(is_torn_tail(&store, offset), "no mark: nothing recorded durable");
-        let mut marked = store.clone();
-        let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
-        runtime
-            .block_on(async {
-                openraft::storage::RaftLogStorage::save_committed(&mut marked, Some(log_id(1, 4))).await
-            })
-            .expect("committed");
-        assert!(
-            !is_torn_tail(&store, offset),
-            "below the committed mark: a storage fault"
-        );
     }
 }

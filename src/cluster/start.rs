@@ -110,16 +110,6 @@ impl Cluster {
             .map_err(|e| StartError::Raft(e.to_string()))??;
         match (&quarantined, &fault) {
             (Some(plan), _) => fault = Some(moved_aside(fault, plan, data_dir)),
-            (None, Some(repair::Fault::Corrupt { offset, reason })) if repair::is_torn_tail(&store, *offset) => {
-                tracing::warn!(offset, %reason,
-                    "a frame past everything this node recorded as durable is corrupt (a write a crash or power cut \
-                     tore): cutting the log before it");
-                let (torn, at) = (store.clone(), *offset);
-                tokio::task::spawn_blocking(move || torn.keep_before(at))
-                    .await
-                    .map_err(|e| StartError::Raft(e.to_string()))??;
-                fault = None;
-            }
             (None, Some(repair::Fault::Corrupt { offset, reason })) => {
                 quarantine::allow_cut(&durable, &config, store.vote_term(), *offset, reason.clone()).await?;
             }
