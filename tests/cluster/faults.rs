@@ -1674,6 +1674,13 @@ async fn a_follower_whose_sealed_segment_rotted_inside_cuts_it_with_a_leader_and
     let name = rotten.file_name().expect("a name");
     let kept = std::fs::read(copies[0].join(name)).expect("the rotten segment, copied");
     assert_eq!(kept, bytes, "copied as it was");
+    for later in &stores[2..] {
+        let name = later.file_name().expect("a name");
+        assert!(
+            copies[0].join(name).exists(),
+            "{name:?}, after the rotten one, kept too"
+        );
+    }
 }
 
 /// Was a known limitation (failed on 57158af, passes since f246984, the

@@ -49,33 +49,52 @@ impl Log {
         Ok(bases)
     }
 
-    /// Copies the files of the segments that hold offset `from` and later
-    /// into `to` (created if missing), each synced, then `to`: kept for the
-    /// record before a cut at `from` takes them out of the log (a frame
-    /// found corrupt inside a segment: `cluster::repair`). A copy left by a
-    /// crash before the cut is only a copy; the next start makes another.
+    /// Keeps, in `to` (created if missing), the segments that hold offset
+    /// `from` and later, before a cut at `from` takes them out of the log (a
+    /// frame found corrupt inside a segment: `cluster::repair`): the store of
+    /// the segment holding `from` is copied (the cut truncates it in place),
+    /// the later segments' files are hard-linked (the cut unlinks them, so
+    /// they cost no room). Each file is synced, then `to`. On an error
+    /// (a full disk) `to` is removed again, so that a start that failed here
+    /// does not leave a partial copy filling the disk; a copy a crash leaves
+    /// before the cut is only a copy, and the next start makes another.
     pub fn copy_tail_aside(&self, from: u64, to: &Path) -> Result<Vec<PathBuf>> {
+        let kept = self.keep_tail(from, to);
+        if kept.is_err() {
+            let _ = std::fs::remove_dir_all(to);
+        }
+        kept
+    }
+
+    fn keep_tail(&self, from: u64, to: &Path) -> Result<Vec<PathBuf>> {
         let bases = self.segment_bases();
         let first = bases.iter().rev().find(|b| **b <= from).copied().unwrap_or(from);
         fsops::create_dir_all(to)?;
         if let Some(parent) = to.parent() {
             fsops::sync_dir(parent)?;
         }
-        let mut copied = Vec::new();
+        let mut kept = Vec::new();
         for base in bases.into_iter().filter(|b| *b >= first) {
             for suffix in [STORE_SUFFIX, INDEX_SUFFIX] {
-                let (source, copy) = (segment_path(self.dir(), base, suffix), segment_path(to, base, suffix));
-                if !source.exists() {
+                let (source, into) = (segment_path(self.dir(), base, suffix), segment_path(to, base, suffix));
+                if !source.exists() || into.exists() {
                     continue;
                 }
-                std::fs::copy(&source, &copy).map_err(|e| fsops::naming(&copy, e))?;
-                let file = std::fs::File::open(&copy).map_err(|e| fsops::naming(&copy, e))?;
-                fsops::sync_all(&file, &copy)?;
-                copied.push(copy);
+                match (base == first, suffix == STORE_SUFFIX) {
+                    // An index is rebuilt from its store.
+                    (true, false) => continue,
+                    (true, true) => {
+                        std::fs::copy(&source, &into).map_err(|e| fsops::naming(&into, e))?;
+                    }
+                    (false, _) => std::fs::hard_link(&source, &into).map_err(|e| fsops::naming(&into, e))?,
+                }
+                let file = std::fs::File::open(&into).map_err(|e| fsops::naming(&into, e))?;
+                fsops::sync_all(&file, &into)?;
+                kept.push(into);
             }
         }
         fsops::sync_dir(to)?;
-        Ok(copied)
+        Ok(kept)
     }
 
     /// Moves the files of the segments `bases` of the closed log in `dir`
