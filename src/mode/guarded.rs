@@ -261,50 +261,65 @@ impl GuardedAppends {
         }
     }
 
-    /// Waits for any save and for the producer's turn, then checks the
-    /// table: a claim to append, or the answer without appending.
+    /// Waits for the producer's turn, then for any save, then checks the
+    /// table: a claim to append, or the answer without appending. The turn
+    /// comes first, in the order the producer's appends came, and is held
+    /// while a save holds the check back: appends that waited for a save
+    /// together were decided in whatever order they woke, and a producer
+    /// with several in flight had later ones refused as sequence gaps.
     async fn claim<'a>(&'a self, log: &'a Log, guard: &'a Guard) -> Result<Claim<'a>, Early> {
         let producer = guard
             .producer
             .as_ref()
             .map(|p| (p, self.shared.ids.hash_one(p.id.as_str())));
+        let held = match producer {
+            Some((_, hash)) => Some(self.take_turn(hash).await),
+            None => None,
+        };
         let mut waiting = Waiting::new(&self.shared);
         loop {
-            let wait = {
+            let notified = {
                 let mut state = self.shared.state();
-                if state.saving > 0 {
-                    state.waiting += 1;
-                    Wait::Save(self.shared.released.notified())
-                } else if let Some((_, hash)) = producer {
-                    match state.busy.entry(hash) {
-                        Entry::Vacant(free) => {
-                            free.insert(VecDeque::new());
-                            return self.decide(state, log, producer);
-                        }
-                        Entry::Occupied(mut queue) => {
-                            let (handed, turn) = oneshot::channel();
-                            queue.get_mut().push_back(handed);
-                            Wait::Turn(Turn {
-                                shared: &self.shared,
-                                hash,
-                                turn: Some(turn),
-                            })
+                if state.saving == 0 {
+                    // The check (and the claim after it) owns the turn now.
+                    if let Some(turn) = held {
+                        turn.hand_on();
+                    }
+                    return self.decide(state, log, producer);
+                }
+                state.waiting += 1;
+                self.shared.released.notified()
+            };
+            // A save waits only for claims in flight (decided), so one that
+            // holds a turn here never holds the save up.
+            waiting.wait(notified).await;
+        }
+    }
+
+    /// The producer's turn: at once if it is free, else once the appends
+    /// of the producer that came before have had theirs.
+    async fn take_turn(&self, hash: u64) -> HeldTurn<'_> {
+        loop {
+            let turn = {
+                let mut state = self.shared.state();
+                match state.busy.entry(hash) {
+                    Entry::Vacant(free) => {
+                        free.insert(VecDeque::new());
+                        return HeldTurn::new(&self.shared, hash);
+                    }
+                    Entry::Occupied(mut queue) => {
+                        let (handed, turn) = oneshot::channel();
+                        queue.get_mut().push_back(handed);
+                        Turn {
+                            shared: &self.shared,
+                            hash,
+                            turn: Some(turn),
                         }
                     }
-                } else {
-                    return self.decide(state, log, None);
                 }
             };
-            match wait {
-                Wait::Save(notified) => waiting.wait(notified).await,
-                Wait::Turn(turn) => {
-                    if turn.taken().await {
-                        // Decided now, whether a save began meanwhile or
-                        // not: the save waits for this claim as for any in
-                        // flight.
-                        return self.decide(self.shared.state(), log, producer);
-                    }
-                }
+            if turn.taken().await {
+                return HeldTurn::new(&self.shared, hash);
             }
         }
     }
@@ -340,10 +355,35 @@ impl GuardedAppends {
     }
 }
 
-/// What a guarded append waits for before its check.
-enum Wait<'a> {
-    Save(tokio::sync::futures::Notified<'a>),
-    Turn(Turn<'a>),
+/// A producer's turn held by an append not checked yet (it waits for a
+/// save to end): dropped so, it hands the turn on.
+struct HeldTurn<'a> {
+    shared: &'a Shared,
+    hash: u64,
+    held: bool,
+}
+
+impl<'a> HeldTurn<'a> {
+    fn new(shared: &'a Shared, hash: u64) -> HeldTurn<'a> {
+        HeldTurn {
+            shared,
+            hash,
+            held: true,
+        }
+    }
+
+    /// The turn goes to the check (`decide`), which passes it on.
+    fn hand_on(mut self) {
+        self.held = false;
+    }
+}
+
+impl Drop for HeldTurn<'_> {
+    fn drop(&mut self) {
+        if self.held {
+            self.shared.state().pass_turn(self.hash);
+        }
+    }
 }
 
 /// A guarded append that may not go ahead.
@@ -720,6 +760,108 @@ mod tests {
         first.end(None);
         save.await.unwrap();
         assert!(held.await.is_ok(), "q goes ahead once the save is done");
+    }
+
+    /// The last session's open finding: appends held back by a save all
+    /// waited for the same notice and were decided in whatever order they
+    /// woke, so a producer with several in flight had later ones refused as
+    /// sequence gaps at each save. Now the first takes its producer's turn
+    /// and waits for the save holding it; the others queue behind it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_producers_appends_held_back_by_a_save_are_decided_in_the_order_they_came() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+        let appends = Arc::new(GuardedAppends::open(&log).unwrap());
+        let mut refused = Vec::new();
+        for round in 0..20u64 {
+            let other = stamp(&format!("q{round}"), 0);
+            let Ok(in_flight) = appends.claim(&log, &other).await else {
+                panic!("q's append may go ahead")
+            };
+            let (l, a) = (log.clone(), appends.clone());
+            let save = tokio::spawn(async move { a.save(&l).await });
+            while appends.shared.state().saving == 0 {
+                tokio::task::yield_now().await;
+            }
+            let id = format!("p{round}");
+            let hash = appends.shared.ids.hash_one(id.as_str());
+            let mut held = Vec::new();
+            for seq in 0..5u64 {
+                let (l, a, id) = (log.clone(), appends.clone(), id.clone());
+                held.push(tokio::spawn(async move {
+                    let guard = stamp(&id, seq);
+                    let encoded = guard.encode();
+                    let payload = Payload {
+                        attributes: 0,
+                        value: b"x",
+                        guard: &encoded,
+                    };
+                    (seq, a.append(&l, &[payload], &guard).await)
+                }));
+                // Held back (waiting for the save, the save itself counted
+                // among the waiting, or queued for the turn) before the next
+                // one comes.
+                let held_back = || {
+                    let state = appends.shared.state();
+                    let queued = state.busy.get(&hash).map_or(0, VecDeque::len);
+                    state.waiting.saturating_sub(1) + queued > seq as usize
+                };
+                while !held_back() {
+                    tokio::task::yield_now().await;
+                }
+            }
+            let at = log.append_batch_async(&[Payload::new(b"q")]).await.unwrap();
+            in_flight.end(Some(at));
+            save.await.unwrap().unwrap();
+            for handle in held {
+                let (seq, outcome) = handle.await.unwrap();
+                match outcome {
+                    Ok(Appended::Created { .. }) => {}
+                    Err(GuardedError::Refused(why)) => refused.push((round, seq, why)),
+                    other => panic!("seq {seq}: {other:?}"),
+                }
+            }
+        }
+        assert!(
+            refused.is_empty(),
+            "{} of 100 appends that came in order during a save were refused: {refused:?}",
+            refused.len()
+        );
+    }
+
+    /// An append that holds its producer's turn while a save holds it back,
+    /// dropped (its client hung up), hands the turn to the next one.
+    #[tokio::test]
+    async fn a_turn_held_through_a_save_by_a_dropped_append_goes_on_to_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+        let appends = GuardedAppends::open(&log).unwrap();
+        let other = stamp("q", 0);
+        let Ok(in_flight) = appends.claim(&log, &other).await else {
+            panic!("q's append may go ahead")
+        };
+        let mut save = Box::pin(appends.save(&log));
+        assert!(futures_util::poll!(&mut save).is_pending(), "the save waits for q");
+        let (first, second) = (stamp("p", 0), stamp("p", 1));
+        let mut holding = Box::pin(appends.claim(&log, &first));
+        assert!(
+            futures_util::poll!(&mut holding).is_pending(),
+            "p's first waits for the save"
+        );
+        let mut next = Box::pin(appends.claim(&log, &second));
+        assert!(
+            futures_util::poll!(&mut next).is_pending(),
+            "p's second waits for the turn"
+        );
+        drop(holding);
+        in_flight.end(None);
+        save.await.unwrap();
+        let Ok(claim) = next.await else {
+            panic!("p's second had the turn handed on and went ahead")
+        };
+        claim.end(None);
+        let state = appends.shared.state();
+        assert!(state.busy.is_empty() && state.in_flight == 0 && state.waiting == 0);
     }
 
     /// A producer with requests in flight (the client keeps up to 5): the
