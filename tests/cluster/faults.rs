@@ -1544,19 +1544,24 @@ pub(super) fn zero_tail(dir: &std::path::Path, from: u64) -> Vec<u64> {
     zeroed.iter().map(|f| f.0).collect()
 }
 
-/// Issue 19 item 15: a follower whose sealed segment rotted where the
-/// engine checks it at open (its last frame) refused to start at all
-/// (`Log::open`: checksum mismatch). With a leader in touch with a
-/// majority, it moves that segment and the ones after it aside (to
-/// `<data dir>/quarantine/`, nothing deleted), starts under a new id (the
-/// storage-fault path), catches up, and nothing acknowledged is lost.
-#[tokio::test]
-async fn a_follower_with_a_rotten_sealed_segment_moves_it_aside_and_catches_up_under_a_new_id() {
+/// A 3-node cluster on 4 KiB segments holding 300 acknowledged records,
+/// converged, with a follower killed: what a rot test starts from.
+struct RotSetup {
+    cluster: TestCluster,
+    leader_url: String,
+    faulty: usize,
+    history: History,
+    old_id: Value,
+    /// The killed follower's segment stores, in order (at least three).
+    stores: Vec<std::path::PathBuf>,
+}
+
+async fn a_follower_killed_with_sealed_segments(what: &str) -> RotSetup {
     let config = ClusterConfig {
         extra_args: vec!["--max-segment-bytes".into(), "4096".into()],
         ..config()
     };
-    let (mut cluster, leader) = start_with("rotten sealed segment", config).await;
+    let (mut cluster, leader) = start_with(what, config).await;
     let faulty = (leader + 1) % cluster.len();
     let leader_url = cluster.url(leader);
     let mut history = History::default();
@@ -1575,6 +1580,32 @@ async fn a_follower_with_a_rotten_sealed_segment_moves_it_aside_and_catches_up_u
         .collect();
     stores.sort();
     assert!(stores.len() >= 3, "several sealed segments: {stores:?}");
+    RotSetup {
+        cluster,
+        leader_url,
+        faulty,
+        history,
+        old_id,
+        stores,
+    }
+}
+
+/// Issue 19 item 15: a follower whose sealed segment rotted where the
+/// engine checks it at open (its last frame) refused to start at all
+/// (`Log::open`: checksum mismatch). With a leader in touch with a
+/// majority, it moves that segment and the ones after it aside (to
+/// `<data dir>/quarantine/`, nothing deleted), starts under a new id (the
+/// storage-fault path), catches up, and nothing acknowledged is lost.
+#[tokio::test]
+async fn a_follower_with_a_rotten_sealed_segment_moves_it_aside_and_catches_up_under_a_new_id() {
+    let RotSetup {
+        mut cluster,
+        leader_url,
+        faulty,
+        mut history,
+        old_id,
+        stores,
+    } = a_follower_killed_with_sealed_segments("rotten sealed segment").await;
     // The last byte of the second segment's last frame.
     let rotten = &stores[1];
     let mut bytes = std::fs::read(rotten).expect("read the store");
@@ -1617,29 +1648,14 @@ async fn a_follower_with_a_rotten_sealed_segment_moves_it_aside_and_catches_up_u
 #[tokio::test]
 async fn a_follower_whose_sealed_segment_rotted_inside_cuts_it_with_a_leader_and_catches_up_under_a_new_id() {
     let what = "segment rotted inside";
-    let config = ClusterConfig {
-        extra_args: vec!["--max-segment-bytes".into(), "4096".into()],
-        ..config()
-    };
-    let (mut cluster, leader) = start_with(what, config).await;
-    let faulty = (leader + 1) % cluster.len();
-    let leader_url = cluster.url(leader);
-    let mut history = History::default();
-    for seq in 0..300 {
-        history.attempts.push(write_acked(&leader_url, MANUAL, seq).await);
-    }
-    let (converged, _) = checker::wait_converged(&cluster.urls(), CHECK_TIMEOUT).await;
-    assert!(converged, "the three nodes converge before the fault");
-    let old_id = cluster.cluster_status(faulty).await.expect("status").node_id;
-
-    cluster.kill(faulty);
-    let mut stores: Vec<std::path::PathBuf> = std::fs::read_dir(cluster.data_dir(faulty))
-        .expect("the data directory")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "store"))
-        .collect();
-    stores.sort();
-    assert!(stores.len() >= 3, "several sealed segments: {stores:?}");
+    let RotSetup {
+        mut cluster,
+        leader_url,
+        faulty,
+        mut history,
+        old_id,
+        stores,
+    } = a_follower_killed_with_sealed_segments(what).await;
     let rotten = &stores[1];
     let mut bytes = std::fs::read(rotten).expect("read the store");
     let middle = bytes.len() / 2;
