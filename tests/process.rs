@@ -1623,6 +1623,23 @@ fn a_corrupt_standalone_directory_started_with_peers_is_refused_and_keeps_every_
     assert!(!dir.path().join("raft").exists(), "and it did not become a member's");
 }
 
+/// Starts a node on `port` with `args`, writes 300 records through it
+/// (retrying until it takes writes, at most 30 s), and kills it.
+fn write_300_records_then_kill(port: u16, dir: &Path, args: &[&str]) {
+    let node = spawn_on(&format!("127.0.0.1:{port}"), dir, args, |_| {});
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut written = 0;
+    while written < 300 {
+        match reqwest::blocking_post_status(&node.url, &format!(r#"{{"member":{written}}}"#)).0 {
+            201 => written += 1,
+            _ => {
+                assert!(std::time::Instant::now() < deadline, "no write accepted within 30 s");
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        }
+    }
+}
+
 /// Issue 19 item 15 (a review of a cut at open): a one-node cluster whose
 /// sealed segment rotted holds the only copy of its records: it refuses to
 /// start, saying what to do, and moves or deletes nothing.
@@ -1632,20 +1649,7 @@ fn a_one_node_cluster_with_a_corrupt_sealed_segment_refuses_and_keeps_every_file
     let port = unused_port();
     let url = format!("http://127.0.0.1:{port}");
     let args = ["--max-segment-bytes", "4096", "--peers", &url];
-    {
-        let node = spawn_on(&format!("127.0.0.1:{port}"), dir.path(), &args, |_| {});
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        let mut written = 0;
-        while written < 300 {
-            match reqwest::blocking_post_status(&node.url, &format!(r#"{{"member":{written}}}"#)).0 {
-                201 => written += 1,
-                _ => {
-                    assert!(std::time::Instant::now() < deadline, "no write accepted within 30 s");
-                    std::thread::sleep(std::time::Duration::from_millis(50));
-                }
-            }
-        }
-    }
+    write_300_records_then_kill(port, dir.path(), &args);
     rot_the_second_segment(dir.path());
     let before = segment_files(dir.path());
     let mut child = Command::new(env!("CARGO_BIN_EXE_distlog"))
@@ -1700,20 +1704,7 @@ fn a_one_node_cluster_whose_sealed_segment_rotted_inside_keeps_every_file() {
     let port = unused_port();
     let url = format!("http://127.0.0.1:{port}");
     let args = ["--max-segment-bytes", "4096", "--peers", &url];
-    {
-        let node = spawn_on(&format!("127.0.0.1:{port}"), dir.path(), &args, |_| {});
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        let mut written = 0;
-        while written < 300 {
-            match reqwest::blocking_post_status(&node.url, &format!(r#"{{"member":{written}}}"#)).0 {
-                201 => written += 1,
-                _ => {
-                    assert!(std::time::Instant::now() < deadline, "no write accepted within 30 s");
-                    std::thread::sleep(std::time::Duration::from_millis(50));
-                }
-            }
-        }
-    }
+    write_300_records_then_kill(port, dir.path(), &args);
     let mut stores: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().path())

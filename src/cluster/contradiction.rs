@@ -40,52 +40,45 @@ impl Cluster {
     /// refuses it then: a deposed leader's uncommitted entries are no
     /// contradiction).
     pub(super) fn contradicted_commit(&self, request: &AppendEntriesRequest<TypeConfig>) -> Option<(LogId, LogId)> {
-        if request.vote < self.raft().metrics().borrow_watched().vote {
-            return None;
-        }
         let ids = request
             .prev_log_id
             .iter()
             .chain(request.entries.iter().map(|e| &e.log_id));
-        self.first_contradiction(ids)
+        self.first_contradiction(&request.vote, ids)
     }
 
     /// As `contradicted_commit`, for a snapshot a leader sends: its last
     /// log id at or below this node's commit is an entry this node holds.
     pub(super) fn contradicted_by_snapshot(&self, vote: &Vote, last: Option<&LogId>) -> Option<(LogId, LogId)> {
-        if *vote < self.raft().metrics().borrow_watched().vote {
-            return None;
-        }
-        self.first_contradiction(last.into_iter())
+        self.first_contradiction(vote, last.into_iter())
     }
 
-    /// Among `ids` (in index order), the first at an index this node holds
-    /// as committed whose entry there is another; with the committed id.
-    /// Indexes below the log's first (purged) cannot be compared and are
-    /// taken as matching, as openraft does.
-    fn first_contradiction<'a>(&self, ids: impl Iterator<Item = &'a LogId>) -> Option<(LogId, LogId)> {
-        let committed = self.committed_here()?;
+    /// Among `ids` (in index order) sent under `vote`, the first at an
+    /// index this node holds as committed whose entry there is another;
+    /// with the committed id. Indexes below the log's first (purged) cannot
+    /// be compared and are taken as matching, as openraft does.
+    fn first_contradiction<'a>(&self, vote: &Vote, ids: impl Iterator<Item = &'a LogId>) -> Option<(LogId, LogId)> {
+        let (ours, committed, applied) = {
+            let metrics = self.raft().metrics();
+            let metrics = metrics.borrow_watched();
+            (metrics.vote, metrics.local_committed, metrics.last_applied)
+        };
+        if *vote < ours {
+            return None;
+        }
+        // What openraft holds as committed here: its core's local commit,
+        // or before the core first reports (just after a start, when a
+        // returning node meets the leader) what it starts from: the store's
+        // committed mark and what the state machine applied.
+        let committed = [committed, applied, self.store().committed()]
+            .into_iter()
+            .flatten()
+            .max()?;
         let first = self.store().first_index();
         ids.take_while(|id| id.index <= committed.index)
             .filter(|id| id.index >= first)
             .find(|id| !self.store().holds(id))
             .map(|theirs| (*theirs, committed))
-    }
-
-    /// What openraft holds as committed here: its core's local commit, or
-    /// before the core first reports (just after a start, when a returning
-    /// node meets the leader) the store's committed mark and what the state
-    /// machine applied, which the core starts from.
-    fn committed_here(&self) -> Option<LogId> {
-        let (committed, applied) = {
-            let metrics = self.raft().metrics();
-            let metrics = metrics.borrow_watched();
-            (metrics.local_committed, metrics.last_applied)
-        };
-        [committed, applied, self.store().committed()]
-            .into_iter()
-            .flatten()
-            .max()
     }
 
     /// Plans this node's repair (see the module doc) and asks the process

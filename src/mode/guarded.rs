@@ -637,6 +637,18 @@ mod tests {
     use super::*;
     use crate::log::LogConfig;
 
+    /// Producer `id`'s append of sequence `seq` (one record, "x").
+    async fn append_as(appends: &GuardedAppends, log: &Log, id: &str, seq: u64) -> Result<Appended, GuardedError> {
+        let guard = stamp(id, seq);
+        let encoded = guard.encode();
+        let payload = Payload {
+            attributes: 0,
+            value: b"x",
+            guard: &encoded,
+        };
+        appends.append(log, &[payload], &guard).await
+    }
+
     fn stamp(id: &str, seq: u64) -> Guard {
         Guard {
             producer: Some(ProducerStamp {
@@ -789,16 +801,7 @@ mod tests {
             let mut held = Vec::new();
             for seq in 0..5u64 {
                 let (l, a, id) = (log.clone(), appends.clone(), id.clone());
-                held.push(tokio::spawn(async move {
-                    let guard = stamp(&id, seq);
-                    let encoded = guard.encode();
-                    let payload = Payload {
-                        attributes: 0,
-                        value: b"x",
-                        guard: &encoded,
-                    };
-                    (seq, a.append(&l, &[payload], &guard).await)
-                }));
+                held.push(tokio::spawn(async move { (seq, append_as(&a, &l, &id, seq).await) }));
                 // Held back (waiting for the save, the save itself counted
                 // among the waiting, or queued for the turn) before the next
                 // one comes.
@@ -887,16 +890,7 @@ mod tests {
                 let mut later = Vec::new();
                 for seq in 1..5u64 {
                     let (l2, a2, id2) = (l.clone(), a.clone(), id.clone());
-                    later.push(tokio::spawn(async move {
-                        let guard = stamp(&id2, seq);
-                        let encoded = guard.encode();
-                        let payload = Payload {
-                            attributes: 0,
-                            value: b"x",
-                            guard: &encoded,
-                        };
-                        (seq, a2.append(&l2, &[payload], &guard).await)
-                    }));
+                    later.push(tokio::spawn(async move { (seq, append_as(&a2, &l2, &id2, seq).await) }));
                     // Queued for the turn before the next one comes.
                     let hash = a.shared.ids.hash_one(id.as_str());
                     while a.shared.state().busy.get(&hash).map_or(0, VecDeque::len) < seq as usize {
@@ -983,15 +977,7 @@ mod tests {
                         let cancel = dropping && x.is_multiple_of(3);
                         let micros = x % 500;
                         let fut = async move {
-                            let guard = stamp(&id2, seq);
-                            let encoded = guard.encode();
-                            let payload = Payload {
-                                attributes: 0,
-                                value: b"x",
-                                guard: &encoded,
-                            };
-                            let payloads = [payload];
-                            let append = a2.append(&l2, &payloads, &guard);
+                            let append = append_as(&a2, &l2, &id2, seq);
                             if cancel {
                                 tokio::time::timeout(std::time::Duration::from_micros(micros), append)
                                     .await
