@@ -55,8 +55,7 @@ impl Cluster {
 
     /// Among `ids` (in index order) sent under `vote`, the first at an
     /// index this node holds as committed whose entry there is another;
-    /// with the committed id. Indexes below the log's first (purged) cannot
-    /// be compared and are taken as matching, as openraft does.
+    /// with the committed id.
     fn first_contradiction<'a>(&self, vote: &Vote, ids: impl Iterator<Item = &'a LogId>) -> Option<(LogId, LogId)> {
         let (ours, committed, applied) = {
             let metrics = self.raft().metrics();
@@ -74,10 +73,11 @@ impl Cluster {
             .into_iter()
             .flatten()
             .max()?;
-        let first = self.store().first_index();
+        // Only an entry held there and another counts: one the log no longer
+        // holds (purged, or a snapshot's reset racing this look) is taken as
+        // matching, as openraft takes a purged one.
         ids.take_while(|id| id.index <= committed.index)
-            .filter(|id| id.index >= first)
-            .find(|id| !self.store().holds(id))
+            .find(|id| self.store().id_at(id.index).is_some_and(|ours| ours != **id))
             .map(|theirs| (*theirs, committed))
     }
 

@@ -299,8 +299,9 @@ fn finish_moves(data_dir: &Path, plan: &Plan) -> Result<Vec<PathBuf>, LogError> 
 }
 
 /// Every file of `raft` but the plan, into `to` (made first and synced
-/// into its parent); both directories synced after. Files already moved
-/// are not there any more: a start that died midway finishes the rest.
+/// into its parent); both directories synced after. A start that died
+/// midway finishes the rest; a file whose name was moved already was written
+/// after the move and stays.
 fn move_raft_files_aside(raft: &Path, to: &Path) -> io::Result<Vec<PathBuf>> {
     fsops::create_dir_all(to)?;
     if let Some(parent) = to.parent() {
@@ -314,6 +315,11 @@ fn move_raft_files_aside(raft: &Path, to: &Path) -> io::Result<Vec<PathBuf>> {
         }
         let Some(name) = from.file_name() else { continue };
         let into = to.join(name);
+        // Already moved: this one was written after (a start that died
+        // after recording its new id), and the moved one is the one to keep.
+        if into.exists() {
+            continue;
+        }
         fsops::rename(&from, &into)?;
         moved.push(into);
     }
@@ -445,6 +451,32 @@ mod review_tests {
             (None, None),
             "an empty member's marks"
         );
+
+        // Review: a start that dies after recording its new id (the plan
+        // still pending) moves again; the new id stays, the moved one is kept.
+        super::super::identity::record_id(&durable, 6, "http://127.0.0.1:1").expect("new id");
+        store.log().close().expect("closed");
+        drop(store);
+        let moved_before = std::fs::read_dir(dir.path().join(&plan.dir).join("raft"))
+            .expect("moved")
+            .filter_map(|e| e.ok())
+            .map(|e| (e.file_name(), std::fs::read(e.path()).expect("read")))
+            .collect::<std::collections::BTreeMap<_, _>>();
+        let again = open_member_log(dir.path(), config, &seeded(vec![]))
+            .await
+            .expect("opens again");
+        assert_eq!(
+            super::super::identity::stored_id(&durable).expect("read"),
+            Some(6),
+            "the new id stays"
+        );
+        let moved_after = std::fs::read_dir(dir.path().join(&plan.dir).join("raft"))
+            .expect("moved")
+            .filter_map(|e| e.ok())
+            .map(|e| (e.file_name(), std::fs::read(e.path()).expect("read")))
+            .collect::<std::collections::BTreeMap<_, _>>();
+        assert_eq!(moved_after, moved_before, "the moved files are kept as they were");
+        drop(again);
     }
 
     /// A member's data directory (node id 5) on 1 KiB segments whose second
