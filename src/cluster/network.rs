@@ -4,7 +4,8 @@
 //!
 //! - `POST /raft/append`: the body of `codec::encode_append`, answered with
 //!   an `AppendEntriesResponse` in JSON; up to `--append-window` in flight,
-//!   each naming its place in its stream (`gate`, `pipeline`);
+//!   each naming its place in its stream (`gate`, `pipeline`); waited for
+//!   a heartbeat's soft TTL and a second per MiB it carries (`append_timeout`);
 //! - `POST /raft/vote`, `/raft/pre-vote`, `/raft/snapshot`,
 //!   `/raft/transfer-leader`: JSON both ways (a snapshot is metadata and
 //!   small tables, see `state_machine`).
@@ -18,6 +19,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use openraft::base::{BoxFuture, BoxStream};
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
@@ -233,11 +235,11 @@ impl Peer {
         path: &str,
         body: reqwest::Body,
         content_type: &'static str,
-        option: &RPCOption,
+        timeout: Duration,
         span: Span,
         position: Option<Position>,
     ) -> Result<(T, bool), PeerError> {
-        let answer = self.try_post(path, body, content_type, option, span, position).await;
+        let answer = self.try_post(path, body, content_type, timeout, span, position).await;
         match &answer {
             Ok(_) => self.health.answered(self.target, &self.url),
             Err(e) => self.health.failed(self.target, &self.url, e),
@@ -250,7 +252,7 @@ impl Peer {
         path: &str,
         body: reqwest::Body,
         content_type: &'static str,
-        option: &RPCOption,
+        timeout: Duration,
         span: Span,
         position: Option<Position>,
     ) -> Result<(T, bool), PeerError> {
@@ -262,7 +264,7 @@ impl Peer {
             .header(TARGET_HEADER, self.target.to_string())
             .header(SENDER_HEADER, self.sender.to_string())
             .header(reqwest::header::CONTENT_TYPE, content_type)
-            .timeout(option.soft_ttl())
+            .timeout(timeout)
             .body(body);
         if let Some(position) = position {
             request = request.header(STREAM_HEADER, position.header_value());
@@ -293,7 +295,7 @@ impl Peer {
         let body = serde_json::to_vec(request).unwrap_or_default();
         let span = self.rpc_span(path);
         let (answer, _) = self
-            .post(path, body.into(), "application/json", option, span, None)
+            .post(path, body.into(), "application/json", option.soft_ttl(), span, None)
             .await?;
         Ok(answer)
     }
@@ -306,6 +308,7 @@ impl Peer {
         position: Option<Position>,
     ) -> Result<(AppendEntriesResponse<TypeConfig>, bool), RPCError<TypeConfig>> {
         let body = encode_append(&rpc);
+        let timeout = append_timeout(option.soft_ttl(), body.len());
         // Heartbeats (no entries) are not traced; entries continue the
         // trace of the write that made them (see `telemetry`).
         let span = match rpc.entries.is_empty() {
@@ -330,7 +333,7 @@ impl Peer {
                 APPEND_PATH,
                 body.into(),
                 "application/octet-stream",
-                option,
+                timeout,
                 span,
                 position,
             )
@@ -364,6 +367,23 @@ impl Peer {
             )
         })
     }
+}
+
+/// The slowest a follower may take an append-entries request's bytes
+/// (sent, decoded, written, synced) and still be waited for.
+const MIN_APPEND_BYTES_PER_SEC: u64 = 1 << 20;
+
+/// How long an append-entries request of `bytes` is waited for: openraft's
+/// soft TTL (3/4 of a heartbeat interval) and a second per MiB it carries.
+/// The soft TTL alone is right for a heartbeat but too short for a full
+/// batch (`APPEND_BUDGET_BYTES`) over a slow link or to a loaded follower:
+/// it timed out every time, openraft sent the same batch again, and a
+/// follower that had fallen behind never caught up. Waiting longer costs
+/// only this follower's replication (heartbeats go on their own).
+fn append_timeout(soft_ttl: Duration, bytes: usize) -> Duration {
+    let bytes = u64::try_from(bytes).unwrap_or(u64::MAX);
+    let per_byte = Duration::from_secs(1).as_nanos() as u64 / MIN_APPEND_BYTES_PER_SEC;
+    soft_ttl + Duration::from_nanos(bytes.saturating_mul(per_byte))
 }
 
 impl RaftNetworkV2<TypeConfig> for Peer {
@@ -459,12 +479,22 @@ impl RaftNetworkV2<TypeConfig> for Peer {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use openraft::impls::Vote as RaftVote;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
+
+    #[test]
+    fn a_full_batch_is_waited_for_by_its_size_and_a_heartbeat_by_the_soft_ttl() {
+        let ttl = Duration::from_millis(75);
+        assert!(append_timeout(ttl, 200) < ttl + Duration::from_millis(1));
+        let full = append_timeout(ttl, crate::cluster::APPEND_BUDGET_BYTES as usize);
+        assert!(
+            full >= Duration::from_secs(4) && full < Duration::from_secs(5),
+            "{full:?}"
+        );
+        assert_eq!(append_timeout(ttl, usize::MAX), ttl + Duration::from_nanos(u64::MAX));
+    }
 
     /// The head of the one request a peer sends to a listener that answers
     /// it `403 peer_identity_mismatch`, and what the peer made of that.

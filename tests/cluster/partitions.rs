@@ -293,3 +293,40 @@ async fn a_member_catching_up_never_says_a_committed_offset_is_missing() {
     }
     eprintln!("{what}: served after {polls} polls, {redirected} answers sent to the leader");
 }
+
+/// A member far behind, on a slow link from its leader (2 MiB/s: a full
+/// append-entries batch of 4 MiB takes two seconds), catches up. Each
+/// request used to be waited for 3/4 of a heartbeat interval whatever it
+/// carried: a full batch timed out every time, the leader sent it again,
+/// and the member never caught up (on a loaded machine the same happened
+/// over loopback: CI's `never became ready`).
+#[tokio::test]
+async fn a_member_far_behind_on_a_slow_link_catches_up() {
+    let what = "slow link";
+    let (mut cluster, leader) = start_with(what, config()).await;
+    let victim = (leader + 1) % cluster.len();
+    cluster.kill(victim);
+    write_mib_batches(&cluster, leader, 12, what).await;
+    let committed = cluster
+        .cluster_status(leader)
+        .await
+        .ok()
+        .and_then(|s| s.commit_offset)
+        .unwrap_or_default();
+    cluster.link(leader, victim).set_rate(Some(2 << 20));
+    cluster.restart(victim).await;
+    let caught_up = eventually(LEADER_TIMEOUT * 2, || async {
+        cluster
+            .cluster_status(victim)
+            .await
+            .is_ok_and(|s| s.commit_offset.is_some_and(|c| c >= committed))
+    })
+    .await;
+    let sent = cluster.link(leader, victim).stats().to_target;
+    assert!(
+        caught_up,
+        "{what}: node {victim} did not catch up to offset {committed} ({sent} bytes sent to it):\n{}",
+        cluster.log_tail(victim, 20)
+    );
+    eprintln!("{what}: caught up; {sent} bytes sent to it");
+}

@@ -58,10 +58,19 @@ async fn after_a_power_cut_of_every_node_with_fsync_never_the_cluster_elects_a_l
     for i in [(leader + 1) % 3, (leader + 2) % 3] {
         zero_tail(cluster.data_dir(i), from);
     }
-    for i in 0..cluster.len() {
-        cluster.restart(i).await;
-    }
+    // The node that kept its tail starts first with one that lost it: only
+    // it can win that election (its log is the longer). Were the two that
+    // lost it to elect one of theirs, the one that kept it would hold, as
+    // committed, entries the new leader overwrites, and move its log aside
+    // under a new id: right, but another test's story
+    // (`a_member_whose_committed_entries_a_power_cut_took_from_the_majority_repairs_itself`),
+    // and which of the two happens here would be the scheduler's choice.
+    let (first_lossy, last_lossy) = ((leader + 1) % 3, (leader + 2) % 3);
+    cluster.restart(leader).await;
+    cluster.restart(first_lossy).await;
     let new_leader = cluster.wait_for_leader(LEADER_TIMEOUT).await;
+    assert_eq!(new_leader, leader, "{what}: only the node that kept its tail can win");
+    cluster.restart(last_lossy).await;
     for (i, id) in ids.iter().enumerate() {
         let now = cluster
             .cluster_status(i)

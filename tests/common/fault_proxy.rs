@@ -16,7 +16,8 @@
 //! - `Sever`: every connection is closed at once; new ones are accepted and
 //!   closed immediately.
 //!
-//! Back in `Pass`, new connections work again. Everything runs on the
+//! In `Pass`, `set_rate` can slow each connection's bytes to the target
+//! (a slow link). Back in `Pass`, new connections work again. Everything runs on the
 //! harness runtime (`rt::runtime`); dropping the proxy stops its listener
 //! and closes its connections.
 
@@ -61,6 +62,8 @@ struct Counters {
     swallowed: AtomicU64,
     accepted: AtomicU64,
     connect_failures: AtomicU64,
+    /// Bytes a second each connection passes to the target; 0: no limit.
+    rate: AtomicU64,
 }
 
 pub struct FaultProxy {
@@ -111,6 +114,12 @@ impl FaultProxy {
 
     pub fn mode(&self) -> Mode {
         *self.mode.borrow()
+    }
+
+    /// Slows every connection's bytes to the target to `bytes_per_sec`
+    /// (None: as fast as they come), from the next chunk on.
+    pub fn set_rate(&self, bytes_per_sec: Option<u64>) {
+        self.counters.rate.store(bytes_per_sec.unwrap_or(0), Ordering::Relaxed);
     }
 
     pub fn stats(&self) -> ProxyStats {
@@ -317,6 +326,11 @@ impl Pump {
                         Direction::ToClient => &self.counters.to_client,
                     };
                     counter.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                    let rate = self.counters.rate.load(Ordering::Relaxed);
+                    if self.forwarded == Direction::ToTarget && rate > 0 {
+                        let nanos = (bytes.len() as u64).saturating_mul(1_000_000_000) / rate;
+                        tokio::time::sleep(std::time::Duration::from_nanos(nanos)).await;
+                    }
                     return true;
                 }
             }
