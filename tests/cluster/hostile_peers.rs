@@ -39,6 +39,34 @@ async fn post(url: &str, path: &str, target: u64, content_type: &str, body: Vec<
     (status, answer.text().await.unwrap_or_default())
 }
 
+/// Starts a snapshot body that sends one byte and then nothing, on the
+/// harness runtime and a client of its own (no pooled connection another
+/// request just used); it ends, with why, only if its request fails.
+fn stall_snapshot(url: &str, target: u64) -> tokio::task::JoinHandle<String> {
+    let url = url.to_string();
+    rt::runtime().spawn(async move {
+        let endless = futures_util::stream::once(async { Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"{")) })
+            .chain(futures_util::stream::pending());
+        let client = match reqwest::Client::builder().build() {
+            Ok(client) => client,
+            Err(e) => return format!("no client: {e}"),
+        };
+        // No timeout: a stalled sender holds its reader's place until it is
+        // aborted (the node's 30 s body timeout is the other bound).
+        let answer = client
+            .post(format!("{url}/raft/snapshot"))
+            .header("x-distlog-raft-target", target.to_string())
+            .header("content-type", "application/json")
+            .body(reqwest::Body::wrap_stream(endless))
+            .send()
+            .await;
+        match answer {
+            Ok(answer) => format!("answered {}", answer.status()),
+            Err(e) => format!("failed: {e}"),
+        }
+    })
+}
+
 #[tokio::test]
 async fn peer_messages_that_break_raft_rules_are_refused_and_the_node_lives_on() {
     let what = "hostile peer";
@@ -131,34 +159,33 @@ async fn peer_messages_that_break_raft_rules_are_refused_and_the_node_lives_on()
     // Snapshot bodies that never finish hold at most two readers: a third
     // is refused at once (503 busy), and the readers go with their senders.
     let snapshot_bytes = serde_json::to_vec(&snapshot).unwrap_or_default();
-    let stalled: Vec<_> = (0..2)
-        .map(|_| {
-            let url = url.clone();
-            tokio::spawn(async move {
-                let endless =
-                    futures_util::stream::once(async { Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"{")) })
-                        .chain(futures_util::stream::pending());
-                let _ = rt::http()
-                    .post(format!("{url}/raft/snapshot"))
-                    .header("x-distlog-raft-target", target.to_string())
-                    .header("content-type", "application/json")
-                    // Past the harness client's 5 s: a stalled sender holds its
-                    // reader's place until it is aborted (the node's 30 s body
-                    // timeout is the other bound), not for however much of 5 s
-                    // a loaded machine leaves after connecting.
-                    .timeout(Duration::from_secs(300))
-                    .body(reqwest::Body::wrap_stream(endless))
-                    .send()
-                    .await;
-            })
-        })
-        .collect();
-    let busy = eventually(Duration::from_secs(20), || {
-        let (url, body) = (url.clone(), snapshot_bytes.clone());
-        async move { post(&url, "/raft/snapshot", target, "application/json", body).await.0 == 503 }
-    })
-    .await;
-    assert!(busy, "{what}: a third snapshot body while two stall is refused");
+    let mut stalled: Vec<tokio::task::JoinHandle<String>> = (0..2).map(|_| stall_snapshot(&url, target)).collect();
+    let mut ended = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let busy = loop {
+        // A sender whose request failed (a loaded machine's connect
+        // timeout) holds no place: start it again, and say so on failure.
+        for task in stalled.iter_mut().filter(|t| t.is_finished()) {
+            let done = std::mem::replace(task, stall_snapshot(&url, target));
+            ended.push(done.await.unwrap_or_else(|e| e.to_string()));
+        }
+        let (status, _) = post(
+            &url,
+            "/raft/snapshot",
+            target,
+            "application/json",
+            snapshot_bytes.clone(),
+        )
+        .await;
+        if status == 503 || std::time::Instant::now() >= deadline {
+            break status == 503;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        busy,
+        "{what}: a third snapshot body while two stall is refused (stalled senders that ended: {ended:?})"
+    );
     for task in stalled {
         task.abort();
     }
