@@ -75,8 +75,12 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// A gap is given up after `gap_timeout` (the leader's own request
-    /// timeout is its heartbeat interval: waiting longer helps no one).
+    /// A gap is given up after `gap_timeout` (about a heartbeat interval).
+    /// The leader waits for a request carrying entries longer than that
+    /// (`patience`: time for its bytes and those ahead of it), so a request
+    /// that arrives behind a large one still uploading may be refused as a
+    /// gap and its stream opened again: known, and left while pipelining
+    /// is off by default.
     pub fn new(gap_timeout: Duration) -> Limits {
         Limits {
             gap_timeout,

@@ -47,6 +47,7 @@ mod membership;
 mod metrics;
 mod network;
 mod node;
+mod patience;
 mod peer_health;
 mod pipeline;
 mod quarantine;

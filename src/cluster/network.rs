@@ -5,7 +5,7 @@
 //! - `POST /raft/append`: the body of `codec::encode_append`, answered with
 //!   an `AppendEntriesResponse` in JSON; up to `--append-window` in flight,
 //!   each naming its place in its stream (`gate`, `pipeline`); waited for
-//!   a heartbeat's soft TTL and a second per MiB it carries (`append_timeout`);
+//!   as `patience` says (a heartbeat's soft TTL and time for its bytes);
 //! - `POST /raft/vote`, `/raft/pre-vote`, `/raft/snapshot`,
 //!   `/raft/transfer-leader`: JSON both ways (a snapshot is metadata and
 //!   small tables, see `state_machine`).
@@ -36,6 +36,7 @@ use tracing::Span;
 
 use super::codec::encode_append;
 use super::gate::{GATED_HEADER, Position, STREAM_HEADER};
+use super::patience::Patience;
 use super::peer_health::PeerHealth;
 use super::sender::SENDER_HEADER;
 use super::tables::Tables;
@@ -139,6 +140,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             health: self.health.clone(),
             stream: super::pipeline::StreamState::new(self.window),
+            patience: Patience::default(),
         }
     }
 }
@@ -190,6 +192,8 @@ pub struct Peer {
     health: PeerHealth,
     /// This `Peer`'s stream of append-entries requests (`pipeline`).
     pub(super) stream: super::pipeline::StreamState,
+    /// How long its appends and snapshots are waited for.
+    patience: Patience,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -293,22 +297,44 @@ impl Peer {
         option: &RPCOption,
     ) -> Result<T, PeerError> {
         let body = serde_json::to_vec(request).unwrap_or_default();
+        self.post_json_bytes(path, body, option.soft_ttl()).await
+    }
+
+    async fn post_json_bytes<T: DeserializeOwned>(
+        &self,
+        path: &'static str,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<T, PeerError> {
         let span = self.rpc_span(path);
         let (answer, _) = self
-            .post(path, body.into(), "application/json", option.soft_ttl(), span, None)
+            .post(path, body.into(), "application/json", timeout, span, None)
             .await?;
         Ok(answer)
     }
 
+    /// An answer in time eases this peer's patience; a timeout stretches it.
+    fn note_patience<T>(&self, answer: &Result<T, PeerError>) {
+        match answer {
+            Ok(_) => self.patience.answered(),
+            Err(PeerError::Transport(e)) if e.is_timeout() => self.patience.timed_out(),
+            Err(_) => {}
+        }
+    }
+
     /// One append-entries request; whether the peer gates its stream.
+    /// `ahead`: requests of this stream in flight before it, which the peer
+    /// takes first (taken to be as large).
     pub(super) async fn send_append(
         &self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: &RPCOption,
         position: Option<Position>,
+        ahead: usize,
     ) -> Result<(AppendEntriesResponse<TypeConfig>, bool), RPCError<TypeConfig>> {
         let body = encode_append(&rpc);
-        let timeout = append_timeout(option.soft_ttl(), body.len());
+        let waited_for = body.len().saturating_mul(ahead.saturating_add(1));
+        let timeout = self.patience.timeout(option.soft_ttl(), waited_for);
         // Heartbeats (no entries) are not traced; entries continue the
         // trace of the write that made them (see `telemetry`).
         let span = match rpc.entries.is_empty() {
@@ -337,8 +363,9 @@ impl Peer {
                 span,
                 position,
             )
-            .await
-            .map_err(PeerError::rpc);
+            .await;
+        self.note_patience(&answer);
+        let answer = answer.map_err(PeerError::rpc);
         metrics::histogram!(
             super::metrics::APPEND_DURATION,
             "peer" => self.target.to_string(),
@@ -369,23 +396,6 @@ impl Peer {
     }
 }
 
-/// The slowest a follower may take an append-entries request's bytes
-/// (sent, decoded, written, synced) and still be waited for.
-const MIN_APPEND_BYTES_PER_SEC: u64 = 1 << 20;
-
-/// How long an append-entries request of `bytes` is waited for: openraft's
-/// soft TTL (3/4 of a heartbeat interval) and a second per MiB it carries.
-/// The soft TTL alone is right for a heartbeat but too short for a full
-/// batch (`APPEND_BUDGET_BYTES`) over a slow link or to a loaded follower:
-/// it timed out every time, openraft sent the same batch again, and a
-/// follower that had fallen behind never caught up. Waiting longer costs
-/// only this follower's replication (heartbeats go on their own).
-fn append_timeout(soft_ttl: Duration, bytes: usize) -> Duration {
-    let bytes = u64::try_from(bytes).unwrap_or(u64::MAX);
-    let per_byte = Duration::from_secs(1).as_nanos() as u64 / MIN_APPEND_BYTES_PER_SEC;
-    soft_ttl + Duration::from_nanos(bytes.saturating_mul(per_byte))
-}
-
 impl RaftNetworkV2<TypeConfig> for Peer {
     type SnapshotData = Tables;
 
@@ -394,7 +404,7 @@ impl RaftNetworkV2<TypeConfig> for Peer {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let (answer, _) = self.send_append(rpc, &option, None).await?;
+        let (answer, _) = self.send_append(rpc, &option, None, 0).await?;
         Ok(answer)
     }
 
@@ -460,9 +470,16 @@ impl RaftNetworkV2<TypeConfig> for Peer {
             meta: snapshot.meta,
             tables: snapshot.snapshot,
         };
+        let body = serde_json::to_vec(&body).unwrap_or_default();
+        let timeout = self.patience.timeout(option.soft_ttl(), body.len());
+        let sent = async {
+            let answer = self.post_json_bytes(SNAPSHOT_PATH, body, timeout).await;
+            self.note_patience(&answer);
+            answer
+        };
         tokio::select! {
             closed = cancel => Err(StreamingError::Closed(closed)),
-            answer = self.post_json(SNAPSHOT_PATH, &body, &option) => answer.map_err(PeerError::streaming),
+            answer = sent => answer.map_err(PeerError::streaming),
         }
     }
 
@@ -483,18 +500,6 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
-
-    #[test]
-    fn a_full_batch_is_waited_for_by_its_size_and_a_heartbeat_by_the_soft_ttl() {
-        let ttl = Duration::from_millis(75);
-        assert!(append_timeout(ttl, 200) < ttl + Duration::from_millis(1));
-        let full = append_timeout(ttl, crate::cluster::APPEND_BUDGET_BYTES as usize);
-        assert!(
-            full >= Duration::from_secs(4) && full < Duration::from_secs(5),
-            "{full:?}"
-        );
-        assert_eq!(append_timeout(ttl, usize::MAX), ttl + Duration::from_nanos(u64::MAX));
-    }
 
     /// The head of the one request a peer sends to a listener that answers
     /// it `403 peer_identity_mismatch`, and what the peer made of that.

@@ -164,8 +164,10 @@ where
         let prev = request.prev_log_id;
         let last = request.entries.last().map(|e| e.log_id).or(prev);
         let (peer, option) = (self.peer.clone(), self.option.clone());
+        // The peer takes those in flight first: this one's wait counts them.
+        let ahead = self.in_flight.len();
         self.in_flight.push_back(Box::pin(async move {
-            let answer = peer.send_append(request, &option, Some(position)).await;
+            let answer = peer.send_append(request, &option, Some(position), ahead).await;
             Sent { prev, last, answer }
         }));
     }

@@ -207,9 +207,9 @@ async fn racing_conditional_puts_have_exactly_one_winner() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn positions_survive_a_retention_purge_and_a_snapshot_install() {
-    let config = ClusterConfig {
+/// A cluster whose leader purges early: 4 KiB segments, 16 KiB kept.
+fn purging_config() -> ClusterConfig {
+    ClusterConfig {
         extra_args: [
             "--max-segment-bytes",
             "4096",
@@ -221,8 +221,25 @@ async fn positions_survive_a_retention_purge_and_a_snapshot_install() {
         .map(String::from)
         .to_vec(),
         ..ClusterConfig::default()
-    };
-    let mut cluster = TestCluster::start(config).await;
+    }
+}
+
+/// Writes past the purge margin (1000 applied entries), in whole segments,
+/// and waits until the leader at `url` has purged its first entries.
+async fn write_past_the_purge(url: &str) {
+    for _ in 0..12 {
+        write_records(url, 200).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while common::status(url).await["lowest_offset"].as_u64().unwrap_or(0) <= 10 {
+        assert!(Instant::now() < deadline, "the leader never purged its first entries");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn positions_survive_a_retention_purge_and_a_snapshot_install() {
+    let mut cluster = TestCluster::start(purging_config()).await;
     let leader = cluster.wait_for_leader(Duration::from_secs(20)).await;
     let url = cluster.url(leader);
     write_records(&url, 5).await;
@@ -231,15 +248,7 @@ async fn positions_survive_a_retention_purge_and_a_snapshot_install() {
     cluster.kill(lagging);
     assert_eq!(put(&url, "early", r#"{"offset": 3}"#).await.0, 200);
 
-    // Past the purge margin (1000 applied entries), in whole segments.
-    for _ in 0..12 {
-        write_records(&url, 200).await;
-    }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while common::status(&url).await["lowest_offset"].as_u64().unwrap_or(0) <= 10 {
-        assert!(Instant::now() < deadline, "the leader never purged its first entries");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    write_past_the_purge(&url).await;
     shows(&url, "early", 3).await;
 
     cluster.restart(lagging).await;
@@ -275,4 +284,63 @@ async fn positions_survive_a_retention_purge_and_a_snapshot_install() {
     for i in 0..cluster.len() {
         shows(&cluster.url(i), "early", 3).await;
     }
+}
+
+/// A member that can catch up only through a snapshot holding about half a
+/// MiB of tables (2,500 consumers), on a slow link from its leader (2 MiB/s:
+/// the body takes a quarter of a second). A snapshot was waited for 3/4 of
+/// openraft's `install_snapshot_timeout` (200 ms) whatever its size: it
+/// timed out every time, was sent again, and the member never caught up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_of_large_tables_reaches_a_member_on_a_slow_link() {
+    use futures_util::StreamExt;
+
+    let mut cluster = TestCluster::start(purging_config()).await;
+    let leader = cluster.wait_for_leader(Duration::from_secs(20)).await;
+    let url = cluster.url(leader);
+    write_records(&url, 5).await;
+    let lagging = (leader + 1) % cluster.len();
+    cluster.kill(lagging);
+    let names: Vec<String> = (0..2500).map(|i| format!("{i:0>120}")).collect();
+    futures_util::stream::iter(&names)
+        .for_each_concurrent(8, |name| {
+            let url = url.clone();
+            async move {
+                let (status, body) = put(&url, name, r#"{"offset": 3}"#).await;
+                assert_eq!(status, 200, "{body}");
+            }
+        })
+        .await;
+    write_past_the_purge(&url).await;
+
+    cluster.link(leader, lagging).set_rate(Some(2 << 20));
+    cluster.restart(lagging).await;
+    let lagging_url = cluster.url(lagging);
+    shows(&lagging_url, &names[0], 3).await;
+    shows(&lagging_url, &names[2499], 3).await;
+    // And the leader heard it went in: what comes after reaches it by
+    // appends (a timed-out snapshot whose bytes arrived anyway installs,
+    // but its leader sends it again and again, and nothing else).
+    write_records(&url, 5).await;
+    let next = common::status(&url).await["next_offset"].as_u64().unwrap_or(u64::MAX);
+    let sent = cluster.link(leader, lagging).stats().to_target;
+    common::eventually(
+        Duration::from_secs(30),
+        &format!("node {lagging} to take records appended after its snapshot ({sent} bytes sent to it by then)"),
+        || {
+            let url = lagging_url.clone();
+            async move { common::status(&url).await["next_offset"].as_u64().unwrap_or(0) >= next }
+        },
+    )
+    .await;
+    // Log lines are written by a background thread: waited for, not read at once.
+    common::eventually(
+        Duration::from_secs(10),
+        &format!("node {lagging} caught up by a snapshot"),
+        || {
+            let said = cluster.log_tail(lagging, 5000).contains("installing a snapshot");
+            async move { said }
+        },
+    )
+    .await;
 }
