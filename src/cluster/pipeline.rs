@@ -384,16 +384,14 @@ mod tests {
         all_succeeded(&full_batches(1).await);
     }
 
-    /// Review: a lagging follower is sent full batches (`APPEND_BUDGET_BYTES`
-    /// each) back to back. One at a time, each crosses the link in ~300 ms,
-    /// well inside the 750 ms a request may take (3/4 of the heartbeat; at
-    /// the default 100 ms heartbeat the same holds for a ~1 Gbit/s link and
-    /// 30 ms); eight at once share the link and every one of them takes
-    /// ~2.4 s: all time out, the stream restarts from the same matching
-    /// point and sends the same eight again. Bytes in flight need a bound
-    /// (about one budget), not only requests.
+    /// Review finding F2: a lagging follower is sent full batches
+    /// (`APPEND_BUDGET_BYTES` each) back to back. One at a time, each
+    /// crosses the link in ~300 ms; eight at once share the link and each
+    /// takes ~2.4 s. Each used to be waited for 3/4 of the heartbeat (750 ms
+    /// here): all timed out, the stream restarted from the same matching
+    /// point and sent the same eight again. A request's wait now counts the
+    /// requests in flight ahead of it (`patience`).
     #[tokio::test]
-    #[ignore = "open review finding F2 (pipelining is off by default): the window counts requests, not bytes"]
     async fn full_batches_to_a_gating_peer_do_not_time_out_where_one_at_a_time_would_not() {
         all_succeeded(&full_batches(WINDOW).await);
     }
