@@ -8,10 +8,15 @@
 //! to a loaded follower: the request timed out every time, openraft sent
 //! the same again, and a follower that had fallen behind never caught up.
 //! A second per MiB is allowed at first (`MIN_BYTES_PER_SEC`); each time a
-//! peer's request times out anyway that doubles (up to `MAX_FACTOR`), and
-//! each answer halves it again, so a link slower than the floor is waited
-//! for too, after a few lost tries. Waiting longer costs only this peer's
-//! replication: heartbeats go on their own connections and deadlines.
+//! peer's request times out anyway that doubles (up to `MAX_FACTOR`, and
+//! to no more than `MAX_STRETCHED` in all), and each answer halves it
+//! again, so a link slower than the floor is waited for too, after a few
+//! lost tries. Waiting longer costs only this peer's replication:
+//! heartbeats go on their own connections and deadlines. The cost is after
+//! a partition that left a connection open but dead (a firewall that
+//! forgot it): the request in flight on it is waited for up to the
+//! allowance before the leader sends again, `MAX_STRETCHED` at most once
+//! timeouts have stretched it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -23,6 +28,10 @@ const MIN_BYTES_PER_SEC: u64 = 1 << 20;
 
 /// How far the allowance per byte grows: 64 times the floor's, 16 KiB/s.
 const MAX_FACTOR: u32 = 64;
+
+/// The most a stretched allowance comes to (the floor's own allowance for
+/// a body, a large record's, is never cut).
+const MAX_STRETCHED: Duration = Duration::from_secs(30);
 
 /// One peer's patience (shared by the clones of its `Peer`).
 #[derive(Clone, Debug)]
@@ -44,8 +53,9 @@ impl Patience {
     pub(super) fn timeout(&self, soft_ttl: Duration, bytes: usize) -> Duration {
         let factor = u64::from(self.factor.load(Ordering::Relaxed));
         let bytes = u64::try_from(bytes).unwrap_or(u64::MAX);
-        let nanos_per_byte = 1_000_000_000 / MIN_BYTES_PER_SEC;
-        soft_ttl + Duration::from_nanos(bytes.saturating_mul(nanos_per_byte).saturating_mul(factor))
+        let at_the_floor = Duration::from_nanos(bytes.saturating_mul(1_000_000_000 / MIN_BYTES_PER_SEC));
+        let stretched = at_the_floor.saturating_mul(u32::try_from(factor).unwrap_or(u32::MAX));
+        soft_ttl + stretched.min(MAX_STRETCHED.max(at_the_floor))
     }
 
     /// The peer answered in time: half the extra allowance goes.
@@ -92,12 +102,17 @@ mod tests {
         for _ in 0..10 {
             patience.timed_out();
         }
-        assert_eq!(mib(&patience), u128::from(MAX_FACTOR));
-        patience.answered();
-        assert_eq!(mib(&patience), u128::from(MAX_FACTOR / 2));
+        assert_eq!(patience.factor.load(Ordering::Relaxed), MAX_FACTOR);
+        // Stretched no further than MAX_STRETCHED in all...
+        assert_eq!(mib(&patience), u128::from(MAX_STRETCHED.as_secs()));
+        // ...unless the body's own allowance is more (a 40 MiB record).
+        assert_eq!(patience.timeout(Duration::ZERO, 40 << 20).as_secs(), 39);
         for _ in 0..10 {
             patience.answered();
         }
+        assert_eq!(mib(&patience), 1);
+        patience.timed_out();
+        patience.answered();
         assert_eq!(mib(&patience), 1);
     }
 
