@@ -253,6 +253,14 @@ impl<Q: Send + 'static, A: Send + 'static> Gate<Q, A> {
             });
         }
         if at.seq > lane.next {
+            // A sender never sends one number twice; a second would take the
+            // first's place (and its dropped handler would end the lane).
+            if lane.early.contains_key(&at.seq) {
+                return Err(GateError::Stale {
+                    stream: at.stream,
+                    seq: at.seq,
+                });
+            }
             lane.early.insert(at.seq, (request, tx));
             return Ok(Arrival::Early(rx, lane.generation));
         }
@@ -559,8 +567,21 @@ mod tests {
         assert_eq!(
             *locked(&order),
             vec![10],
-            "a request whose gap timed out was handed over after all"
+            "a request whose handler was dropped was handed over after all"
         );
+    }
+
+    /// A number sent twice while the first waits is refused; the first
+    /// keeps its place and is handed over in order.
+    #[tokio::test]
+    async fn a_number_sent_twice_while_the_first_waits_is_refused() {
+        let (gate, order) = gate(limits());
+        let first = arrive(&gate, 1, at(5, 1, 0), 11).await;
+        let second = gate.pass(1, at(5, 1, 0), 12).await;
+        assert!(matches!(second, Err(GateError::Stale { .. })), "{second:?}");
+        assert_eq!(gate.pass(1, at(5, 0, 0), 10).await, Ok(10));
+        assert_eq!(first.await.unwrap(), Ok(11));
+        assert_eq!(*locked(&order), vec![10, 11]);
     }
 
     /// Review: a peer's header may say any u64; the lane's arithmetic

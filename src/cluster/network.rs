@@ -36,7 +36,7 @@ use tracing::Span;
 
 use super::codec::encode_append;
 use super::gate::{GATED_HEADER, Position, STREAM_HEADER};
-use super::patience::Patience;
+use super::patience::{Allowance, Patience};
 use super::peer_health::PeerHealth;
 use super::sender::SENDER_HEADER;
 use super::tables::Tables;
@@ -313,11 +313,12 @@ impl Peer {
         Ok(answer)
     }
 
-    /// An answer in time eases this peer's patience; a timeout stretches it.
-    fn note_patience<T>(&self, answer: &Result<T, PeerError>) {
+    /// A quick answer eases this peer's patience; a timeout while sending
+    /// or waiting for the answer (not while connecting) stretches it.
+    fn note_patience<T>(&self, allowance: &Allowance, took: Duration, answer: &Result<T, PeerError>) {
         match answer {
-            Ok(_) => self.patience.answered(),
-            Err(PeerError::Transport(e)) if e.is_timeout() => self.patience.timed_out(),
+            Ok(_) => self.patience.answered(allowance, took),
+            Err(PeerError::Transport(e)) if e.is_timeout() && !e.is_connect() => self.patience.timed_out(allowance),
             Err(_) => {}
         }
     }
@@ -334,7 +335,7 @@ impl Peer {
     ) -> Result<(AppendEntriesResponse<TypeConfig>, bool), RPCError<TypeConfig>> {
         let body = encode_append(&rpc);
         let waited_for = body.len().saturating_mul(ahead.saturating_add(1));
-        let timeout = self.patience.timeout(option.soft_ttl(), waited_for);
+        let allowance = self.patience.allow(option.soft_ttl(), waited_for);
         // Heartbeats (no entries) are not traced; entries continue the
         // trace of the write that made them (see `telemetry`).
         let span = match rpc.entries.is_empty() {
@@ -359,12 +360,12 @@ impl Peer {
                 APPEND_PATH,
                 body.into(),
                 "application/octet-stream",
-                timeout,
+                allowance.timeout,
                 span,
                 position,
             )
             .await;
-        self.note_patience(&answer);
+        self.note_patience(&allowance, started.elapsed(), &answer);
         let answer = answer.map_err(PeerError::rpc);
         metrics::histogram!(
             super::metrics::APPEND_DURATION,
@@ -471,10 +472,11 @@ impl RaftNetworkV2<TypeConfig> for Peer {
             tables: snapshot.snapshot,
         };
         let body = serde_json::to_vec(&body).unwrap_or_default();
-        let timeout = self.patience.timeout(option.soft_ttl(), body.len());
+        let allowance = self.patience.allow(option.soft_ttl(), body.len());
         let sent = async {
-            let answer = self.post_json_bytes(SNAPSHOT_PATH, body, timeout).await;
-            self.note_patience(&answer);
+            let started = std::time::Instant::now();
+            let answer = self.post_json_bytes(SNAPSHOT_PATH, body, allowance.timeout).await;
+            self.note_patience(&allowance, started.elapsed(), &answer);
             answer
         };
         tokio::select! {
