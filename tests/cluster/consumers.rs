@@ -237,6 +237,20 @@ async fn write_past_the_purge(url: &str) {
     }
 }
 
+/// Waits until node `i`'s log says it installed a snapshot (log lines are
+/// written by a background thread: waited for, not read at once).
+async fn said_it_installed_a_snapshot(cluster: &TestCluster, i: usize) {
+    common::eventually(
+        Duration::from_secs(10),
+        &format!("node {i} caught up by a snapshot"),
+        || {
+            let said = cluster.log_tail(i, 5000).contains("installing a snapshot");
+            async move { said }
+        },
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn positions_survive_a_retention_purge_and_a_snapshot_install() {
     let mut cluster = TestCluster::start(purging_config()).await;
@@ -264,16 +278,7 @@ async fn positions_survive_a_retention_purge_and_a_snapshot_install() {
         },
     )
     .await;
-    // Log lines are written by a background thread: waited for, not read at once.
-    common::eventually(
-        Duration::from_secs(10),
-        &format!("node {lagging} caught up by a snapshot"),
-        || {
-            let said = cluster.log_tail(lagging, 5000).contains("installing a snapshot");
-            async move { said }
-        },
-    )
-    .await;
+    said_it_installed_a_snapshot(&cluster, lagging).await;
     for i in 0..cluster.len() {
         cluster.kill(i);
     }
@@ -333,14 +338,5 @@ async fn a_snapshot_of_large_tables_reaches_a_member_on_a_slow_link() {
         },
     )
     .await;
-    // Log lines are written by a background thread: waited for, not read at once.
-    common::eventually(
-        Duration::from_secs(10),
-        &format!("node {lagging} caught up by a snapshot"),
-        || {
-            let said = cluster.log_tail(lagging, 5000).contains("installing a snapshot");
-            async move { said }
-        },
-    )
-    .await;
+    said_it_installed_a_snapshot(&cluster, lagging).await;
 }

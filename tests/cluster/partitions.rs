@@ -54,6 +54,21 @@ async fn write_mib_batches(cluster: &TestCluster, leader: usize, batches: usize,
     last
 }
 
+/// Kills a follower of `leader` and writes `mib` MiB without it; the
+/// follower and the leader's commit offset then.
+async fn left_behind(cluster: &mut TestCluster, leader: usize, mib: usize, what: &str) -> (usize, u64) {
+    let victim = (leader + 1) % cluster.len();
+    cluster.kill(victim);
+    write_mib_batches(cluster, leader, mib, what).await;
+    let committed = cluster
+        .cluster_status(leader)
+        .await
+        .ok()
+        .and_then(|s| s.commit_offset)
+        .unwrap_or_default();
+    (victim, committed)
+}
+
 async fn term_of(cluster: &TestCluster, i: usize) -> u64 {
     cluster
         .cluster_status(i)
@@ -192,17 +207,9 @@ async fn a_member_back_from_an_outage_is_ready_only_once_it_has_caught_up() {
         ..config()
     };
     let (mut cluster, leader) = start_with(what, config).await;
-    let victim = (leader + 1) % cluster.len();
-    cluster.kill(victim);
     // About 24 MiB written while it is down: several append-entries
     // requests to catch up.
-    write_mib_batches(&cluster, leader, 24, what).await;
-    let committed = cluster
-        .cluster_status(leader)
-        .await
-        .ok()
-        .and_then(|s| s.commit_offset)
-        .unwrap_or_default();
+    let (victim, committed) = left_behind(&mut cluster, leader, 24, what).await;
     cluster.restart(victim).await;
     let url = cluster.url(victim);
     let deadline = Instant::now() + LEADER_TIMEOUT * 4;
@@ -304,15 +311,7 @@ async fn a_member_catching_up_never_says_a_committed_offset_is_missing() {
 async fn a_member_far_behind_on_a_slow_link_catches_up() {
     let what = "slow link";
     let (mut cluster, leader) = start_with(what, config()).await;
-    let victim = (leader + 1) % cluster.len();
-    cluster.kill(victim);
-    write_mib_batches(&cluster, leader, 12, what).await;
-    let committed = cluster
-        .cluster_status(leader)
-        .await
-        .ok()
-        .and_then(|s| s.commit_offset)
-        .unwrap_or_default();
+    let (victim, committed) = left_behind(&mut cluster, leader, 12, what).await;
     cluster.link(leader, victim).set_rate(Some(2 << 20));
     cluster.restart(victim).await;
     let caught_up = eventually(LEADER_TIMEOUT * 2, || async {
