@@ -10,8 +10,8 @@
 //! leader says (a debug assertion stops the core of a debug build on every
 //! start; a release build would serve its own records where the cluster
 //! has others, and a snapshot there trips an assertion of release builds
-//! too). Such an append or snapshot, from a leader whose vote is not below
-//! this node's, is refused before openraft sees it, and the node repairs
+//! too). Such an append or snapshot, from an elected leader among this
+//! node's voters whose vote is not below this node's, is refused before openraft sees it, and the node repairs
 //! itself as a storage fault: a synced plan moves its whole log aside with
 //! every file of `raft/` (`quarantine`: kept under
 //! `<data dir>/quarantine/<ms>/`, nothing deleted; the snapshot and tables
@@ -23,6 +23,8 @@
 //! A stop half done is one of the plan's states: before the plan is synced
 //! the node is as it was (the next append finds the contradiction again);
 //! after it, a start carries it out whatever happened in between.
+
+use std::cmp::Ordering;
 
 use openraft::async_runtime::WatchReceiver;
 use openraft::raft::AppendEntriesRequest;
@@ -57,22 +59,29 @@ impl Cluster {
     /// index this node holds as committed whose entry there is another;
     /// with the committed id.
     fn first_contradiction<'a>(&self, vote: &Vote, ids: impl Iterator<Item = &'a LogId>) -> Option<(LogId, LogId)> {
-        let (ours, committed, applied) = {
+        // The store's mark before the metrics: read after them, it could
+        // cover a later leader's entries than the vote they show.
+        let stored_commit = self.store().committed();
+        let (ours, committed, applied, from_a_voter) = {
             let metrics = self.raft().metrics();
             let metrics = metrics.borrow_watched();
-            (metrics.vote, metrics.local_committed, metrics.last_applied)
+            let leader = vote.leader_id.voted_for;
+            let voter = metrics.membership_config.membership().voter_ids().any(|v| v == leader);
+            (metrics.vote, metrics.local_committed, metrics.last_applied, voter)
         };
-        if *vote < ours {
+        // Only an elected leader among this node's voters, whose vote is
+        // not below this node's (the metrics' or the saved one, which may be
+        // ahead of them): anyone else's append is openraft's to refuse, and
+        // must not make a healthy member move its log aside.
+        let not_below = matches!(vote.partial_cmp(&ours), Some(Ordering::Greater | Ordering::Equal));
+        if !vote.committed || !from_a_voter || !not_below || vote.leader_id.term < self.store().vote_term() {
             return None;
         }
         // What openraft holds as committed here: its core's local commit,
         // or before the core first reports (just after a start, when a
         // returning node meets the leader) what it starts from: the store's
         // committed mark and what the state machine applied.
-        let committed = [committed, applied, self.store().committed()]
-            .into_iter()
-            .flatten()
-            .max()?;
+        let committed = [committed, applied, stored_commit].into_iter().flatten().max()?;
         // Only an entry held there and another counts: one the log no longer
         // holds (purged, or a snapshot's reset racing this look) is taken as
         // matching, as openraft takes a purged one.

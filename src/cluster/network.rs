@@ -471,7 +471,7 @@ impl RaftNetworkV2<TypeConfig> for Peer {
             meta: snapshot.meta,
             tables: snapshot.snapshot,
         };
-        let body = serde_json::to_vec(&body).unwrap_or_default();
+        let body = serde_json::to_vec(&body).map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
         let allowance = self.patience.allow(option.soft_ttl(), body.len());
         let sent = async {
             let started = std::time::Instant::now();

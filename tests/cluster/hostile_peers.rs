@@ -221,3 +221,53 @@ async fn peer_messages_that_break_raft_rules_are_refused_and_the_node_lives_on()
     let history = load.stop().await;
     check_and_report(&cluster, what, &history).await;
 }
+
+/// An append forged by someone who reaches the peer port, naming at an
+/// index the follower holds as committed an entry of another term, from a
+/// "leader" that is none of its voters: the follower used to take it for a
+/// contradiction by its leader, plan to move its whole log aside and stop
+/// (one such message to each member moved every copy aside). It is
+/// openraft's to judge now; the node keeps its log and its id.
+#[tokio::test]
+async fn a_forged_append_contradicting_a_committed_entry_does_not_move_the_log_aside() {
+    let what = "forged contradiction";
+    let (cluster, leader) = start_with(what, config()).await;
+    let victim = (leader + 1) % cluster.len();
+    let status = cluster.cluster_status(victim).await.unwrap_or_else(|e| panic!("{e}"));
+    let (target, term) = (status.node_id.as_u64().unwrap_or_default(), status.term);
+    let forged = AppendEntriesRequest::<TypeConfig> {
+        vote: Vote::new_committed(term + 100, 7),
+        prev_log_id: Some(log_id(term + 100, 1)),
+        leader_commit: None,
+        entries: vec![],
+    };
+    let (status, body) = post(
+        &cluster.url(victim),
+        "/raft/append",
+        target,
+        "application/octet-stream",
+        encode_append(&forged),
+    )
+    .await;
+    assert!(
+        !body.contains("repair itself"),
+        "{what}: node {victim} answered {status} and stops to move its log aside: {body}"
+    );
+    let same = eventually(LEADER_TIMEOUT, || async {
+        cluster
+            .cluster_status(victim)
+            .await
+            .is_ok_and(|s| s.node_id.as_u64() == Some(target) && s.leader_url.is_some())
+    })
+    .await;
+    assert!(
+        same,
+        "{what}: node {victim} lost its id or its leader: {}",
+        cluster.log_tail(victim, 20)
+    );
+    assert!(
+        !cluster.log_tail(victim, 200).contains("STORAGE FAULT"),
+        "{what}: node {victim} planned a repair: {}",
+        cluster.log_tail(victim, 20)
+    );
+}

@@ -70,9 +70,12 @@ impl Log {
         let bases = self.segment_bases();
         let first = bases.iter().rev().find(|b| **b <= from).copied().unwrap_or(from);
         fsops::create_dir_all(to)?;
+        // Every directory made is in its parent (`to` may be two levels
+        // below the log's, `quarantine/<ms>`) before the cut it keeps.
         if let Some(parent) = to.parent() {
             fsops::sync_dir(parent)?;
         }
+        fsops::sync_dir(self.dir())?;
         let mut kept = Vec::new();
         for base in bases.into_iter().filter(|b| *b >= first) {
             for suffix in [STORE_SUFFIX, INDEX_SUFFIX] {
