@@ -40,6 +40,9 @@ use super::types::NodeId;
 
 /// How long a start waits for the seeds and the members they name, at most.
 const ASK_WITHIN: Duration = Duration::from_secs(3);
+/// How long a start that needs a live leader (`live_leader`) waits for one.
+const LEADER_WITHIN: Duration = Duration::from_secs(15);
+const ASK_AGAIN_AFTER: Duration = Duration::from_millis(500);
 
 /// Asks around for the leader's view of node `id` (see the module doc); a
 /// fault when that leader had it holding an entry at or past `log_end`
@@ -73,13 +76,40 @@ pub async fn check_with_leader(config: &ClusterConfig, id: NodeId, vote_term: u6
 /// committed (see `quarantine`).
 /// Only a leader whose members list `id` (this node's id: ids are random
 /// 64-bit, so another cluster's leader at a seed's URL never does) counts.
+///
+/// Asked again until `LEADER_WITHIN` while members answer but none leads:
+/// this node may have been the leader, killed or cut off by power with
+/// the others, who elect one within an election timeout or two; refusing
+/// the start at once would leave it to a supervisor's restart loop. With
+/// no member to ask (a one-node cluster) it answers at once.
 pub async fn live_leader(config: &ClusterConfig, vote_term: u64, id: NodeId) -> Option<ClusterStatus> {
-    ask_around(config)
-        .await
-        .into_iter()
-        .filter(|s| s.leader_id == Some(s.node_id) && s.node_id != id && s.term >= vote_term)
-        .filter(|s| s.members.iter().any(|m| m.id == id))
-        .max_by_key(|s| s.term)
+    let deadline = Instant::now() + LEADER_WITHIN;
+    loop {
+        let answers = ask_around(config).await;
+        let leader = answers
+            .iter()
+            .filter(|s| s.leader_id == Some(s.node_id) && s.node_id != id && s.term >= vote_term)
+            .filter(|s| s.members.iter().any(|m| m.id == id))
+            .max_by_key(|s| s.term);
+        if let Some(leader) = leader {
+            return Some(leader.clone());
+        }
+        if answers.is_empty() && !has_others_to_ask(config) || Instant::now() >= deadline {
+            return None;
+        }
+        tracing::info!("no leader in touch with a majority answered yet: asking again");
+        tokio::time::sleep(ASK_AGAIN_AFTER).await;
+    }
+}
+
+/// Whether the seeds name anyone but this node.
+fn has_others_to_ask(config: &ClusterConfig) -> bool {
+    let own = [Some(&config.advertise_url), config.peer_url.as_ref()];
+    config.peers.iter().any(|seed| {
+        !own.iter()
+            .flatten()
+            .any(|own| same_url(seed.trim_end_matches('/'), own))
+    })
 }
 
 /// The entry node `id` holds as `status`'s node knows it: only a node whose

@@ -242,6 +242,28 @@ fn scan_checksums(store: &LogStore, from: u64, progress: &StartProgress) -> io::
     Ok(None)
 }
 
+/// Whether a frame found corrupt at `offset` is a write a power cut tore,
+/// under write caching (`--fsync never|interval`): in the active segment
+/// and past everything this node recorded as durable (its `flushed` and
+/// `committed` marks). Pages of an unsynced batch written back out of order
+/// leave a bad frame before good ones; the modes accept losing such a tail
+/// on one node (it keeps its id after a clean torn tail too), and if a
+/// power cut took it from every node, none would find a leader to license
+/// a cut and the cluster would never elect again (issue 19 item 3). It is
+/// cut as the engine cuts a torn last frame, keeping the id, with what
+/// follows copied aside. With `--fsync always` the marks, written without a
+/// sync, may trail synced and acknowledged entries after a power cut, so a
+/// bad frame there is always a storage fault (`quarantine::allow_cut`).
+pub fn is_torn_tail(store: &LogStore, offset: u64) -> bool {
+    let log = store.log();
+    log.config().durability != crate::log::Durability::Always
+        && offset >= log.active_base()
+        && store
+            .flushed()
+            .max(store.committed())
+            .is_none_or(|mark| offset > mark.index)
+}
+
 /// Keeps the sound prefix of a faulty log: cut before a corrupt frame;
 /// empty when its front is missing.
 pub fn keep_sound_prefix(store: &LogStore, fault: &Fault) -> io::Result<()> {
@@ -280,5 +302,74 @@ mod tests {
         assert_eq!(segment_ends(&[0, 10, 20], 14, 25), [20, 25]);
         assert_eq!(segment_ends(&[0, 10, 20], 10, 25), [20, 25]);
         assert_eq!(segment_ends(&[20], 20, 20), Vec::<u64>::new());
+    }
+
+    /// A store of 5 records in one segment with a byte flipped halfway
+    /// through its frames, opened with `durability`; the bad frame's offset.
+    fn store_with_a_bad_frame_inside(dir: &std::path::Path, durability: crate::log::Durability) -> (LogStore, u64) {
+        use crate::cluster::log_store::test_support::{small_segments, write_records_synced};
+        use crate::log::Log;
+
+        let config = crate::log::LogConfig {
+            durability,
+            ..small_segments()
+        };
+        let open = || {
+            let log = Log::open(dir, config.clone()).expect("log opens");
+            LogStore::open(
+                log,
+                super::super::durable::Durable::open(dir.join("raft")).expect("raft"),
+            )
+            .expect("store")
+        };
+        let store = open();
+        write_records_synced(&store, 5);
+        store.log().close().expect("closed");
+        drop(store);
+        let segment = dir.join("00000000000000000000.store");
+        let mut bytes = std::fs::read(&segment).expect("read");
+        let written = bytes.iter().rposition(|&b| b != 0).expect("frames");
+        bytes[written / 2] ^= 0x5a;
+        std::fs::write(&segment, bytes).expect("write");
+        let store = open();
+        let Ok(Some(Fault::Corrupt { offset, .. })) = check(&store) else {
+            panic!("a bad frame inside is found");
+        };
+        assert!((1..4).contains(&offset), "a frame between good ones: {offset}");
+        (store, offset)
+    }
+
+    /// A bad frame between good ones in the active segment, past every
+    /// mark, under write caching (a power cut's out-of-order write-back of
+    /// an unsynced batch) is a torn tail, not a storage fault that needs a
+    /// leader (else a cluster whose every node lost power would never
+    /// elect again); at or below a mark, or with `--fsync always` (marks
+    /// may trail synced entries after a power cut), it is one.
+    #[test]
+    fn a_bad_frame_past_every_mark_under_write_caching_is_a_torn_tail() {
+        use crate::cluster::types::log_id;
+        use crate::log::Durability;
+
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (store, offset) = store_with_a_bad_frame_inside(dir.path(), Durability::Never);
+        assert!(
+            is_torn_tail(&store, offset),
+            "write caching, no mark: nothing recorded durable"
+        );
+        let mut marked = store.clone();
+        let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+        runtime
+            .block_on(async {
+                openraft::storage::RaftLogStorage::save_committed(&mut marked, Some(log_id(1, offset))).await
+            })
+            .expect("committed");
+        assert!(!is_torn_tail(&store, offset), "at the committed mark: a storage fault");
+
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (store, offset) = store_with_a_bad_frame_inside(dir.path(), Durability::Always);
+        assert!(
+            !is_torn_tail(&store, offset),
+            "--fsync always: the marks may trail synced entries, so a storage fault"
+        );
     }
 }

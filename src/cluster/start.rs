@@ -110,6 +110,16 @@ impl Cluster {
             .map_err(|e| StartError::Raft(e.to_string()))??;
         match (&quarantined, &fault) {
             (Some(plan), _) => fault = Some(moved_aside(fault, plan, data_dir)),
+            (None, Some(torn @ repair::Fault::Corrupt { offset, reason })) if repair::is_torn_tail(&store, *offset) => {
+                tracing::warn!(offset, %reason,
+                    "a frame of the active segment past everything this node recorded as durable is corrupt \
+                     (write caching: a write a power cut tore): cutting the log before it, keeping this node's id");
+                let (kept, torn) = (store.clone(), torn.clone());
+                tokio::task::spawn_blocking(move || repair::keep_sound_prefix(&kept, &torn))
+                    .await
+                    .map_err(|e| StartError::Raft(e.to_string()))??;
+                fault = None;
+            }
             (None, Some(repair::Fault::Corrupt { offset, reason })) => {
                 quarantine::allow_cut(&durable, &config, store.vote_term(), *offset, reason.clone()).await?;
             }

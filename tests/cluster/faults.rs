@@ -1238,7 +1238,8 @@ async fn power_cut_step(cluster: &mut TestCluster, monitor: &VisibleMonitor, vic
         .await
         .map_err(|why| format!("before a power cut: {why}"))?;
     let frames = 1 + cluster.rng().below(30);
-    let (step, new_id) = schedule_steps::power_cut(cluster, monitor, victim, frames).await;
+    let hole = frames > 1 && cluster.rng().below(2) == 0;
+    let (step, new_id) = schedule_steps::power_cut(cluster, monitor, victim, frames, hole).await;
     if new_id {
         settle_membership(cluster)
             .await
@@ -1525,12 +1526,18 @@ pub(super) fn active_store_offsets(dir: &std::path::Path) -> Option<(u64, u64)> 
 /// Zeroes, in node `i`'s active store file, every frame from offset
 /// `from` on; returns the offsets zeroed.
 pub(super) fn zero_tail(dir: &std::path::Path, from: u64) -> Vec<u64> {
+    zero_frames(dir, from..=u64::MAX)
+}
+
+/// Zeroes, in a data directory's active store file, the frames whose
+/// offsets are in `range`; returns the offsets zeroed.
+pub(super) fn zero_frames(dir: &std::path::Path, range: std::ops::RangeInclusive<u64>) -> Vec<u64> {
     let active = active_store(dir);
     let mut bytes = std::fs::read(&active).expect("read the store");
     let frames = frames_in(&bytes);
-    let zeroed: Vec<(u64, usize, usize)> = frames.into_iter().filter(|(o, _, _)| *o >= from).collect();
+    let zeroed: Vec<(u64, usize, usize)> = frames.into_iter().filter(|(o, _, _)| range.contains(o)).collect();
     let Some(&(_, start, _)) = zeroed.first() else {
-        panic!("no frame from offset {from} in {}", active.display());
+        panic!("no frame at offsets {range:?} in {}", active.display());
     };
     let (_, last_at, last_len) = *zeroed.last().expect("a frame");
     bytes[start..last_at + last_len].fill(0);

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use super::common::checker::VisibleMonitor;
 use super::common::cluster::TestCluster;
 use super::common::writer::{Attempt, History, Load};
-use super::faults::{CHECK_TIMEOUT, LEADER_TIMEOUT, active_store_offsets, eventually, get, zero_tail};
+use super::faults::{CHECK_TIMEOUT, LEADER_TIMEOUT, active_store_offsets, eventually, get, zero_frames, zero_tail};
 use super::full_disk::{acked, post_mib};
 
 /// Writer ids of the MiB batches a disk-full step posts.
@@ -126,6 +126,10 @@ async fn says_disk_full(cluster: &TestCluster, i: usize) -> bool {
 /// them again, which the schedule rules out by waiting after this step
 /// (`wait_all_hold_commit`); so every acknowledged write must be found.
 ///
+/// With `hole`, only the first of those frames is zeroed and the later ones
+/// survive (an unsynced batch's pages written back out of order): the start
+/// finds a bad frame between good ones, a torn write under write caching.
+///
 /// The node may come back under a new id: with marks that cover a zeroed
 /// frame (the last sync had covered it, which a real cut would have kept)
 /// it takes its log for a faulty disk and rejoins (`repair`). The step
@@ -136,6 +140,7 @@ pub(super) async fn power_cut(
     monitor: &VisibleMonitor,
     victim: usize,
     frames: u64,
+    hole: bool,
 ) -> (String, bool) {
     let id_before = cluster.cluster_status(victim).await.ok().map(|s| s.node_id.to_string());
     cluster.kill(victim);
@@ -146,9 +151,20 @@ pub(super) async fn power_cut(
     monitor.node_wiped(&cluster.url(victim));
     let zeroed = match active_store_offsets(cluster.data_dir(victim)) {
         Some((first, last)) => {
-            let zeroed = zero_tail(cluster.data_dir(victim), last.saturating_sub(frames - 1).max(first));
-            let from = zeroed.first().copied().unwrap_or_default();
-            format!("zeroed {} frames from offset {from} to {last}", zeroed.len())
+            let from = last.saturating_sub(frames - 1).max(first);
+            match hole && from < last {
+                true => {
+                    zero_frames(cluster.data_dir(victim), from..=from);
+                    format!(
+                        "zeroed the frame at offset {from}, before {} good ones (a hole)",
+                        last - from
+                    )
+                }
+                false => {
+                    let zeroed = zero_tail(cluster.data_dir(victim), from);
+                    format!("zeroed {} frames from offset {from} to {last}", zeroed.len())
+                }
+            }
         }
         None => "its active store held no frame".to_string(),
     };
