@@ -1,5 +1,5 @@
-//! Appends: [`Append`] is one `POST /` (a JSON record, bytes, or an
-//! NDJSON batch, with an optional `Expected-Last-Offset`), and the
+//! Appends: [`Append`] is one `POST /` (a JSON record, bytes, an NDJSON
+//! batch or a protobuf one, with an optional `Expected-Last-Offset`), and the
 //! client's append methods send it to the leader.
 //!
 //! Without a producer handle an append is sent again only after a failure
@@ -64,6 +64,14 @@ impl Append {
     /// lines), sent as it is; the server checks it.
     pub fn ndjson(body: impl Into<Bytes>, records: u64) -> Append {
         Append::new("application/x-ndjson", body.into(), records)
+    }
+
+    /// A batch of records in the protobuf encoding ([`proto`](crate::proto)),
+    /// appended all or nothing.
+    pub fn protobuf(batch: &crate::proto::RecordBatch) -> Append {
+        use prost::Message;
+        let records = batch.records.len() as u64;
+        Append::new(crate::proto::MEDIA_TYPE, Bytes::from(batch.encode_to_vec()), records)
     }
 
     fn new(content_type: &'static str, body: Bytes, records: u64) -> Append {

@@ -43,6 +43,7 @@ mod client;
 mod error;
 mod logs;
 mod producer;
+pub mod proto;
 mod read;
 mod record;
 mod sse;

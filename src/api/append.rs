@@ -4,7 +4,9 @@
 //! `+json` type and `application/x-www-form-urlencoded` (what `curl -d`
 //! sends) are one JSON document; `application/x-ndjson` is one record per
 //! non-empty line, appended as one batch; `application/octet-stream` is one
-//! binary record. JSON is validated in one pass (`json_check`, held to
+//! binary record; `application/x-protobuf` is a `RecordBatch` appended as
+//! one batch (`protobuf`, answered in protobuf when the Accept header asks
+//! for it). JSON is validated in one pass (`json_check`, held to
 //! `json_limits`' rules) and then stored byte for byte. Every body is
 //! limited by `--max-request-bytes`, and one record's body by
 //! `--max-record-bytes` too.
@@ -29,6 +31,7 @@ use super::forward::{self, Forward};
 use super::json_check;
 use super::json_limits;
 use super::media::{BodyFormat, body_format};
+use super::protobuf;
 use super::render::push_decimal;
 use super::state::AppState;
 use crate::log::attributes::BINARY;
@@ -72,6 +75,7 @@ pub async fn append(State(state): State<AppState>, request: Request) -> ApiResul
         BodyFormat::Binary if body.is_empty() => return Err(ApiError::EmptyBody),
         BodyFormat::Binary => vec![(BINARY, body)],
         BodyFormat::Ndjson => split_ndjson(&body, max_record, state.limits.max_batch_records)?,
+        BodyFormat::Protobuf => protobuf::split_batch(body, max_record, state.limits.max_batch_records, check_json)?,
     };
     let guard = asked.for_records(records.len())?;
     let append = async { Ok(state.mode.append(&state.log, &records, &guard).await) };
@@ -85,6 +89,20 @@ pub async fn append(State(state): State<AppState>, request: Request) -> ApiResul
         },
     };
     let one = matches!(format, BodyFormat::Json | BodyFormat::Binary);
+    if protobuf::wanted(headers) {
+        let count = records.len() as u64;
+        let mut response = match appended {
+            Appended::Created { first } => {
+                protobuf::append_result(StatusCode::CREATED, first, first + count - 1, false)
+            }
+            Appended::Duplicate { first, last } => protobuf::append_result(StatusCode::OK, first, last, true),
+        };
+        let first = match appended {
+            Appended::Created { first } | Appended::Duplicate { first, .. } => first,
+        };
+        set_location(&mut response, first);
+        return Ok(response);
+    }
     Ok(match appended {
         Appended::Created { first } if one => created_one(first),
         Appended::Created { first } => created_batch(first, records.len() as u64),

@@ -20,6 +20,9 @@ pub enum ApiError {
     #[error("invalid JSON{}: {detail}", line.map(|l| format!(" on line {l}")).unwrap_or_default())]
     InvalidJson { line: Option<usize>, detail: String },
 
+    #[error("invalid protobuf: {0} (send a distlog.v1.RecordBatch, see proto/distlog.proto)")]
+    InvalidProtobuf(String),
+
     #[error("the request body is empty")]
     EmptyBody,
 
@@ -52,7 +55,9 @@ pub enum ApiError {
     })]
     OffsetMismatch { last: Option<u64> },
 
-    #[error("unsupported content type {0:?}: send application/json, application/x-ndjson or application/octet-stream")]
+    #[error(
+        "unsupported content type {0:?}: send application/json, application/x-ndjson, application/octet-stream or application/x-protobuf"
+    )]
     UnsupportedMediaType(Echo),
 
     /// `size` is unknown when a body without a Content-Length outgrows the
@@ -285,6 +290,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::InvalidJson { .. }
+            | ApiError::InvalidProtobuf(_)
             | ApiError::EmptyBody
             | ApiError::BadQuery { .. }
             | ApiError::ConflictingQuery { .. }
@@ -344,6 +350,7 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::InvalidJson { .. } => "invalid_json",
+            ApiError::InvalidProtobuf(_) => "invalid_protobuf",
             ApiError::EmptyBody => "empty_body",
             ApiError::BadQuery { .. } => "bad_query",
             ApiError::ConflictingQuery { .. } => "conflicting_query",

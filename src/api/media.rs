@@ -22,6 +22,8 @@ pub enum BodyFormat {
     Json,
     Ndjson,
     Binary,
+    /// A `distlog.v1.RecordBatch` (`proto/distlog.proto`).
+    Protobuf,
 }
 
 fn essence(value: &str) -> String {
@@ -38,6 +40,7 @@ pub fn body_format(headers: &HeaderMap) -> ApiResult<BodyFormat> {
         "" | "application/json" | "application/x-www-form-urlencoded" => Ok(BodyFormat::Json),
         "application/x-ndjson" | "application/ndjson" | "application/jsonl" => Ok(BodyFormat::Ndjson),
         "application/octet-stream" => Ok(BodyFormat::Binary),
+        "application/x-protobuf" | "application/protobuf" => Ok(BodyFormat::Protobuf),
         other if other.ends_with("+json") => Ok(BodyFormat::Json),
         _ => Err(ApiError::UnsupportedMediaType(Echo::of(raw))),
     }

@@ -22,6 +22,7 @@ mod named;
 mod observe;
 mod position;
 mod process_metrics;
+mod protobuf;
 mod query;
 mod read;
 mod removed;

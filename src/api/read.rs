@@ -3,7 +3,8 @@
 //! yet), starting instead at a time (`from_timestamp=MS`) or at the last
 //! N records (`tail=N`, see `start`), and the same route with
 //! `Accept: text/event-stream` for a live Server-Sent Events tail (see
-//! `sse`).
+//! `sse`). `Accept: application/x-protobuf` answers a protobuf `Record` or
+//! `RangeResult` instead of JSON (`protobuf`).
 
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ use super::catch_up::shown_or_sent_on;
 use super::error::{ApiError, ApiResult, Echo};
 use super::media::prefers;
 use super::position::{check_from, wait_for_records};
+use super::protobuf;
 use super::query::Query;
 use super::render::{range_json, record_json};
 use super::sse;
@@ -24,14 +26,26 @@ use super::state::AppState;
 
 const DEFAULT_LIMIT: u64 = 100;
 
-/// Whether the client prefers raw bytes to JSON (read without copying the headers).
-pub struct WantsRaw(bool);
+/// What a single read answers: JSON, the raw bytes, or a protobuf
+/// `Record` (read without copying the headers).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Wants {
+    Json,
+    Raw,
+    Protobuf,
+}
 
-impl<S: Send + Sync> FromRequestParts<S> for WantsRaw {
+impl<S: Send + Sync> FromRequestParts<S> for Wants {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(WantsRaw(prefers(&parts.headers, "application/octet-stream")))
+        Ok(if prefers(&parts.headers, "application/octet-stream") {
+            Wants::Raw
+        } else if protobuf::wanted(&parts.headers) {
+            Wants::Protobuf
+        } else {
+            Wants::Json
+        })
     }
 }
 
@@ -55,13 +69,16 @@ impl<S: Send + Sync> FromRequestParts<S> for OffsetInPath {
 pub async fn read_one(
     State(state): State<AppState>,
     OffsetInPath(offset): OffsetInPath,
-    WantsRaw(raw): WantsRaw,
+    wants: Wants,
 ) -> ApiResult<Response> {
     shown_or_sent_on(&state, offset, || format!("/{offset}")).await?;
-    if raw {
+    if wants != Wants::Json {
         let record = state.log.read(offset)?;
         if state.hidden(offset, record.attributes) {
             return Err(no_record_at(&state, offset).await);
+        }
+        if wants == Wants::Protobuf {
+            return Ok(protobuf::record(record));
         }
         let binary = HeaderValue::from_static("application/octet-stream");
         return Ok(([(header::CONTENT_TYPE, binary)], record.value).into_response());
@@ -133,7 +150,7 @@ pub async fn read_range(State(state): State<AppState>, request: Request) -> ApiR
             let n = query.number("limit")?.map_or(n, |limit| limit.min(n));
             let n = n.min(u64::from(state.limits.max_range_records)) as u32;
             let (records, next) = last_records(&state, n, max_bytes).await?;
-            return Ok(json_response(range_json(&records, next)));
+            return Ok(range_answer(headers, records, next));
         }
         Some(Start::Offset(from)) => from,
         Some(Start::Time(time)) => offset_at_time(&state, time).await?,
@@ -156,7 +173,15 @@ pub async fn read_range(State(state): State<AppState>, request: Request) -> ApiR
     let next = records.last().map(|r| r.offset + 1).unwrap_or(from);
     records.retain(|r| !state.hidden(r.offset, r.attributes));
     skip_before(&mut records, start.and_then(Start::not_before));
-    Ok(json_response(range_json(&records, next)))
+    Ok(range_answer(request.headers(), records, next))
+}
+
+/// A range's answer: JSON, or a protobuf `RangeResult` if asked for.
+fn range_answer(headers: &axum::http::HeaderMap, records: Vec<crate::log::Record>, next: u64) -> Response {
+    match protobuf::wanted(headers) {
+        true => protobuf::range(records, next),
+        false => json_response(range_json(&records, next)),
+    }
 }
 
 /// Where an event stream asked to start at `start` begins: a time's

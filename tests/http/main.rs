@@ -18,4 +18,5 @@ mod metrics;
 mod named_logs;
 mod openapi;
 mod producers;
+mod protobuf;
 mod security;

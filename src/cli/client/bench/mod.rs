@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
-use distlog_client::{Append, Appended, Client, Error, PendingAppend, Producer};
+use distlog_client::{Append, Appended, Client, Error, PendingAppend, Producer, proto};
 use tokio::sync::watch;
 
 use super::connect::ConnectArgs;
@@ -66,6 +66,11 @@ pub struct BenchArgs {
     #[arg(long, conflicts_with = "max_in_flight")]
     plain: bool,
 
+    /// How batches of more than one record are sent: `json` (NDJSON) or `protobuf`
+    /// (a `RecordBatch` of JSON records, proto/distlog.proto).
+    #[arg(long, value_enum, default_value_t = Encoding::Json)]
+    encoding: Encoding,
+
     /// Print the results as JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -95,6 +100,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                     .map(|r| Duration::from_secs_f64(args.batch_size as f64 * args.producers as f64 / r.max(1e-3))),
                 in_flight: args.max_in_flight as usize,
                 plain: args.plain,
+                encoding: args.encoding,
             };
             tokio::spawn(produce(client.clone(), plan, Arc::clone(&live), started))
         })
@@ -152,6 +158,14 @@ struct Plan {
     batch_interval: Option<Duration>,
     in_flight: usize,
     plain: bool,
+    encoding: Encoding,
+}
+
+/// How the bench sends batches (`--encoding`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Encoding {
+    Json,
+    Protobuf,
 }
 
 fn now_us() -> u64 {
@@ -242,7 +256,7 @@ async fn produce(client: Client, plan: Plan, live: Arc<Mutex<Live>>, started: In
             }
         }
         let sent_us = now_us().saturating_sub(intended.elapsed().as_micros() as u64);
-        let append = batch(&mut chain, sent_us, records, plan.record_bytes);
+        let append = batch(&mut chain, sent_us, records, plan.record_bytes, plan.encoding);
         let bytes = append.body_len() as u64;
         let pending = match &writer {
             // One in flight: sent from this task (a task for it is a hop each way).
@@ -274,18 +288,38 @@ async fn produce(client: Client, plan: Plan, live: Arc<Mutex<Live>>, started: In
 }
 
 /// The next `records` of the chain as one append: one record goes as plain
-/// JSON, as `curl -d` and wrk's POST load send it; more as an NDJSON batch.
-fn batch(chain: &mut Chain, sent_us: u64, records: u64, record_bytes: usize) -> Append {
+/// JSON, as `curl -d` and wrk's POST load send it; more as an NDJSON batch,
+/// or a protobuf one of JSON records.
+fn batch(chain: &mut Chain, sent_us: u64, records: u64, record_bytes: usize, encoding: Encoding) -> Append {
     let mut body = Vec::with_capacity(records as usize * (record_bytes + 1));
     for _ in 0..records {
         chain.next_line(sent_us, &mut body);
     }
-    if records == 1 {
-        body.pop();
-        Append::json_text(body)
-    } else {
-        Append::ndjson(body, records)
+    match (records, encoding) {
+        (1, _) => {
+            body.pop();
+            Append::json_text(body)
+        }
+        (_, Encoding::Json) => Append::ndjson(body, records),
+        (_, Encoding::Protobuf) => Append::protobuf(&protobuf_batch(body)),
     }
+}
+
+/// The lines of an NDJSON `body` as a `RecordBatch` of JSON records, each a
+/// slice of the body.
+fn protobuf_batch(body: Vec<u8>) -> proto::RecordBatch {
+    let body = bytes::Bytes::from(body);
+    let mut records = Vec::new();
+    let mut start = 0;
+    for (at, _) in body.iter().enumerate().filter(|(_, b)| **b == b'\n') {
+        records.push(proto::Record {
+            value: body.slice(start..at),
+            format: proto::Format::Json.into(),
+            ..Default::default()
+        });
+        start = at + 1;
+    }
+    proto::RecordBatch { records }
 }
 
 fn lock(live: &Mutex<Live>) -> std::sync::MutexGuard<'_, Live> {
