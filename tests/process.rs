@@ -1809,29 +1809,71 @@ fn write_until_taken(url: &str, n: u64) {
 }
 
 /// Issue 19 item 3's kind of failure, by a torn batch: under write caching
-/// a bad frame in the active segment past every mark is a write a power cut
-/// tore, not rot. It was taken for a storage fault that only a live leader
-/// may license a cut for: a one-node cluster (and a cluster whose every
-/// node lost power) refused to start until an operator acted. Now the
-/// start cuts before it, copies what follows aside, and the node leads
-/// again under its id.
+/// a bad frame in the active segment past every mark, found after the
+/// machine went down, is a write the power cut tore, not rot. It was taken
+/// for a storage fault that only a live leader may license a cut for: a
+/// one-node cluster (and a cluster whose every node lost power) refused to
+/// start until an operator acted. Now the start cuts before it, copies what
+/// follows aside, and the node leads again under its id. In the same boot
+/// (a killed process: the page cache finishes its writes) the same frame
+/// is rot, and the start is refused with every file kept.
 #[test]
-fn a_one_node_cluster_with_write_caching_and_a_torn_unsynced_frame_cuts_it_and_keeps_its_id() {
+fn a_one_node_cluster_with_write_caching_cuts_a_frame_a_power_cut_tore_and_keeps_its_id() {
     let dir = tempfile::tempdir().unwrap();
     let port = unused_port();
     let (listen, url) = (format!("127.0.0.1:{port}"), format!("http://127.0.0.1:{port}"));
     let args = ["--fsync", "never", "--peers", &url];
     let first_id = one_node_cluster_with_a_bad_frame_in_its_active_segment(&listen, dir.path(), &args);
 
+    let before = segment_files(dir.path());
+    let refused = start_and_wait_for_exit(&listen, dir.path(), &args);
+    assert!(
+        refused.contains("no leader in touch with a majority answered"),
+        "the same boot: rot, refused: {refused}"
+    );
+    assert_eq!(segment_files(dir.path()), before, "every file kept");
+
+    // The reboot a power cut brings: the last run was in another boot.
+    let json = br#"{"boot_id":"a boot before the power cut","write_caching":true}"#;
+    let mut document = format!("crc32:{:08x}\n", crc32fast::hash(json)).into_bytes();
+    document.extend_from_slice(json);
+    std::fs::write(dir.path().join("raft").join("last_run"), document).unwrap();
     let node = spawn_on(&listen, dir.path(), &args, |_| {});
     write_until_taken(&node.url, 1);
     let now = reqwest::blocking_get(&format!("{}/cluster", node.url)).1["node_id"].clone();
     assert_eq!(now, first_id, "the node keeps its id");
+    let (status, first) = reqwest::blocking_get(&format!("{}/?from=0&limit=1000", node.url));
+    assert_eq!(status, 200);
+    let kept: Vec<_> = first["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["value"]["torn"].as_u64())
+        .collect();
+    assert!(
+        kept.len() >= 20 && kept.iter().enumerate().take(20).all(|(i, n)| *n == i as u64),
+        "the records before the bad frame are kept, in order: {kept:?}"
+    );
     let copied: Vec<_> = walk_files(&dir.path().join("quarantine"));
     assert!(
         copied.iter().any(|p| p.extension().is_some_and(|x| x == "store")),
         "what the cut took is copied aside: {copied:?}"
     );
+}
+
+/// Starts a node that is expected to refuse its start; its stderr.
+fn start_and_wait_for_exit(listen: &str, dir: &Path, args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_distlog"))
+        .args(["serve", "--listen", listen, "--log-format", "json", "--data-dir"])
+        .arg(dir)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+    assert!(!output.status.success(), "the start is refused: {stderr}");
+    stderr
 }
 
 /// With `--fsync always` every write a node acknowledged was synced, and its
@@ -1846,16 +1888,7 @@ fn a_one_node_cluster_syncing_every_write_refuses_to_cut_a_bad_frame_in_its_acti
     let args = ["--fsync", "always", "--peers", &url];
     one_node_cluster_with_a_bad_frame_in_its_active_segment(&listen, dir.path(), &args);
     let before = segment_files(dir.path());
-    let output = Command::new(env!("CARGO_BIN_EXE_distlog"))
-        .args(["serve", "--listen", &listen, "--log-format", "json", "--data-dir"])
-        .arg(dir.path())
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "the start is refused: {stderr}");
+    let stderr = start_and_wait_for_exit(&listen, dir.path(), &args);
     assert!(
         stderr.contains("no leader in touch with a majority answered"),
         "{stderr}"

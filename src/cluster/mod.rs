@@ -41,6 +41,7 @@ pub mod failpoint;
 mod formation;
 mod gate;
 mod identity;
+mod last_run;
 mod log_store;
 mod marks;
 mod membership;

@@ -18,6 +18,7 @@ use super::failpoint;
 use super::formation;
 use super::gate;
 use super::identity;
+use super::last_run;
 use super::log_store::LogStore;
 use super::metrics;
 use super::network::{Network, PeerBook, Routes};
@@ -108,17 +109,24 @@ impl Cluster {
         let mut fault = tokio::task::spawn_blocking(move || repair::check_telling(&checked, &telling))
             .await
             .map_err(|e| StartError::Raft(e.to_string()))??;
+        let previous_run = last_run::previous(&durable);
         match (&quarantined, &fault) {
             (Some(plan), _) => fault = Some(moved_aside(fault, plan, data_dir)),
-            (None, Some(torn @ repair::Fault::Corrupt { offset, reason })) if repair::is_torn_tail(&store, *offset) => {
+            (None, Some(torn @ repair::Fault::Corrupt { offset, reason }))
+                if repair::is_torn_tail(&store, *offset, previous_run.as_ref())? =>
+            {
                 tracing::warn!(offset, %reason,
-                    "a frame of the active segment past everything this node recorded as durable is corrupt \
-                     (write caching: a write a power cut tore): cutting the log before it, keeping this node's id");
-                let (kept, torn) = (store.clone(), torn.clone());
-                tokio::task::spawn_blocking(move || repair::keep_sound_prefix(&kept, &torn))
-                    .await
-                    .map_err(|e| StartError::Raft(e.to_string()))??;
-                fault = None;
+                    "the machine went down since a run that cached writes, and a frame of the active segment past \
+                     everything this node recorded as durable is corrupt (a write the power cut tore): cutting the \
+                     log before it, keeping this node's id");
+                let (kept, torn, telling) = (store.clone(), torn.clone(), progress.clone());
+                // The rest of the check (the marks against what is left) runs again.
+                fault = tokio::task::spawn_blocking(move || {
+                    repair::keep_sound_prefix(&kept, &torn)?;
+                    repair::check_telling(&kept, &telling)
+                })
+                .await
+                .map_err(|e| StartError::Raft(e.to_string()))??;
             }
             (None, Some(repair::Fault::Corrupt { offset, reason })) => {
                 quarantine::allow_cut(&durable, &config, store.vote_term(), *offset, reason.clone()).await?;
@@ -135,6 +143,7 @@ impl Cluster {
             fault = recovery::check_with_leader(&config, kept, store.vote_term(), store.next_index()).await;
         }
         let id = node_id(&durable, &store, fault, recorded, &config.advertise_url).await?;
+        last_run::record(&durable, &last_run::LastRun::now(write_caching))?;
         if quarantined.is_some() {
             quarantine::done(&durable)?;
         }

@@ -1529,6 +1529,22 @@ pub(super) fn zero_tail(dir: &std::path::Path, from: u64) -> Vec<u64> {
     zero_frames(dir, from..=u64::MAX)
 }
 
+/// Records in a member's data directory that its last run was in another
+/// boot of the machine, as after the reboot a power cut brings (`raft/last_run`:
+/// only then may a bad frame be a torn write rather than rot).
+pub(super) fn pretend_rebooted(dir: &std::path::Path) {
+    let path = dir.join("raft").join("last_run");
+    let Ok(bytes) = std::fs::read(&path) else { return };
+    let text = String::from_utf8_lossy(&bytes);
+    let Some((_, json)) = text.split_once('\n') else { return };
+    let mut run: serde_json::Value = serde_json::from_str(json).expect("raft/last_run is JSON");
+    run["boot_id"] = serde_json::Value::String("a boot before the power cut".into());
+    let json = serde_json::to_vec(&run).expect("JSON");
+    let mut document = format!("crc32:{:08x}\n", crc32fast::hash(&json)).into_bytes();
+    document.extend_from_slice(&json);
+    std::fs::write(&path, document).expect("write raft/last_run");
+}
+
 /// Zeroes, in a data directory's active store file, the frames whose
 /// offsets are in `range`; returns the offsets zeroed.
 pub(super) fn zero_frames(dir: &std::path::Path, range: std::ops::RangeInclusive<u64>) -> Vec<u64> {

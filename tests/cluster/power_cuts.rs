@@ -89,6 +89,71 @@ async fn after_a_power_cut_of_every_node_with_fsync_never_the_cluster_elects_a_l
     let _: Option<&Attempt> = None;
 }
 
+/// A power cut of every node (the compose file puts them on one host) that
+/// wrote each one's unsynced batch back out of order: a frame lost before
+/// frames that reached the disk, on every node. Each start took the bad
+/// frame for rot, which only a live leader may license a cut for, and none
+/// could find one: no node ever started again. Now each finds the machine
+/// rebooted since a run with write caching, cuts the torn frame, keeps its
+/// id, and they elect a leader.
+#[tokio::test]
+async fn after_a_power_cut_that_tore_a_frame_on_every_node_the_cluster_elects_a_leader() {
+    let what = "power cut with torn frames, fsync never";
+    let config = ClusterConfig {
+        extra_args: vec!["--fsync".into(), "never".into()],
+        ..config()
+    };
+    let (mut cluster, leader) = start_with(what, config).await;
+    let leader_url = cluster.url(leader);
+    let mut acked = Vec::new();
+    for seq in 0..30 {
+        acked.extend(write_acked(&leader_url, MANUAL, seq).await.acked_offset());
+    }
+    let last = *acked.iter().max().unwrap_or(&0);
+    for i in 0..cluster.len() {
+        let caught_up = super::faults::eventually(Duration::from_secs(10), || async {
+            cluster
+                .cluster_status(i)
+                .await
+                .is_ok_and(|s| s.commit_offset.is_some_and(|c| c >= last))
+        })
+        .await;
+        assert!(caught_up, "{what}: node {i} does not hold offset {last}");
+    }
+    let mut ids = Vec::new();
+    for i in 0..cluster.len() {
+        ids.push(
+            cluster
+                .cluster_status(i)
+                .await
+                .map(|s| node_id(&s.raw))
+                .unwrap_or_default(),
+        );
+    }
+    for i in 0..cluster.len() {
+        cluster.kill(i);
+    }
+    let hole = acked[acked.len() - 5];
+    for i in 0..cluster.len() {
+        super::faults::zero_frames(cluster.data_dir(i), hole..=hole);
+        super::faults::pretend_rebooted(cluster.data_dir(i));
+    }
+    for i in 0..cluster.len() {
+        cluster.restart(i).await;
+    }
+    let new_leader = cluster.wait_for_leader(LEADER_TIMEOUT).await;
+    for (i, id) in ids.iter().enumerate() {
+        let now = cluster
+            .cluster_status(i)
+            .await
+            .map(|s| node_id(&s.raw))
+            .unwrap_or_default();
+        assert_eq!(now, *id, "{what}: node {i} took a new id: {}", cluster.log_tail(i, 20));
+    }
+    let after: Option<u64> = write_acked(&cluster.url(new_leader), MANUAL, 1000).await.acked_offset();
+    assert!(after.is_some(), "{what}: the cluster takes writes again");
+}
+
 /// One follower loses its unsynced tail (a power cut on its machine alone)
 /// while the others run on: it comes back with the same id and a log
 /// shorter than it told the leader, and the leader must take that (it used

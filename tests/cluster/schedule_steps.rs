@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 use super::common::checker::VisibleMonitor;
 use super::common::cluster::TestCluster;
 use super::common::writer::{Attempt, History, Load};
-use super::faults::{CHECK_TIMEOUT, LEADER_TIMEOUT, active_store_offsets, eventually, get, zero_frames, zero_tail};
+use super::faults::{
+    CHECK_TIMEOUT, LEADER_TIMEOUT, active_store_offsets, eventually, get, pretend_rebooted, zero_frames, zero_tail,
+};
 use super::full_disk::{acked, post_mib};
 
 /// Writer ids of the MiB batches a disk-full step posts.
@@ -168,6 +170,7 @@ pub(super) async fn power_cut(
         }
         None => "its active store held no frame".to_string(),
     };
+    pretend_rebooted(cluster.data_dir(victim));
     cluster.restart(victim).await;
     let id_after = cluster.cluster_status(victim).await.ok().map(|s| s.node_id.to_string());
     let new_id = match (&id_before, &id_after) {

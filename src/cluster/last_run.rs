@@ -1,0 +1,123 @@
+//! What this node's previous run was: the machine's boot it ran in and
+//! whether it cached writes (`--fsync never|interval`). A frame a write
+//! tore (pages of an unsynced batch written back out of order) can only be
+//! found after the machine went down (a power cut, an OS crash): a killed
+//! or stopped process leaves the page cache to finish its writes. So a bad
+//! frame found after a start in the same boot is rot, whatever the marks
+//! say, and a torn write is considered only when the boot changed since a
+//! run that cached writes (`repair::is_torn_tail`).
+//!
+//! Disk format: `raft/last_run`, a `durable` document,
+//! `{"boot_id": "<the kernel's boot id, or null>", "write_caching": <bool>}`,
+//! written (synced) at each start once the log is checked. A missing or
+//! unreadable one says nothing, and nothing is taken for a torn write.
+
+use std::io;
+
+use serde::{Deserialize, Serialize};
+
+use super::durable::Durable;
+
+const LAST_RUN: &str = "last_run";
+/// Linux's id of the running boot, new at each boot.
+const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastRun {
+    pub boot_id: Option<String>,
+    pub write_caching: bool,
+}
+
+impl LastRun {
+    /// This run, as the next start will read it.
+    pub fn now(write_caching: bool) -> LastRun {
+        LastRun {
+            boot_id: current_boot_id(),
+            write_caching,
+        }
+    }
+
+    /// Whether that run cached writes and the machine went down since: only
+    /// then can a frame be torn rather than rotten.
+    pub fn may_have_torn_writes(&self) -> bool {
+        match (&self.boot_id, current_boot_id()) {
+            (Some(then), Some(now)) => self.write_caching && *then != now,
+            _ => false,
+        }
+    }
+}
+
+/// The previous run, if one was recorded and can be read.
+pub fn previous(durable: &Durable) -> Option<LastRun> {
+    durable.read::<LastRun>(LAST_RUN).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "raft/{LAST_RUN} cannot be read: no bad frame is taken for a torn write");
+        None
+    })
+}
+
+/// Records this run. One that cannot be written is removed, so that the
+/// next start does not take an older run for this one.
+pub fn record(durable: &Durable, run: &LastRun) -> io::Result<()> {
+    match durable.write(LAST_RUN, run, true) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            tracing::warn!(error = %e, "raft/{LAST_RUN} could not be written");
+            durable.remove(LAST_RUN)
+        }
+    }
+}
+
+fn current_boot_id() -> Option<String> {
+    std::fs::read_to_string(BOOT_ID)
+        .ok()
+        .map(|id| id.trim().to_string())
+        .filter(|id| !id.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_run_that_cached_writes_in_another_boot_may_have_torn_writes() {
+        let now = LastRun::now(true);
+        if now.boot_id.is_none() {
+            eprintln!("SKIPPED: no {BOOT_ID} here");
+            return;
+        }
+        assert!(
+            !now.may_have_torn_writes(),
+            "the same boot: the page cache finished the writes"
+        );
+        let other_boot = LastRun {
+            boot_id: Some("another boot".into()),
+            ..now.clone()
+        };
+        assert!(other_boot.may_have_torn_writes());
+        let syncing = LastRun {
+            write_caching: false,
+            ..other_boot.clone()
+        };
+        assert!(
+            !syncing.may_have_torn_writes(),
+            "--fsync always: every acknowledged write was synced"
+        );
+        let unknown = LastRun {
+            boot_id: None,
+            ..other_boot
+        };
+        assert!(!unknown.may_have_torn_writes());
+    }
+
+    #[test]
+    fn a_run_is_read_back_and_one_that_cannot_be_written_is_not_left_behind() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let durable = Durable::open(dir.path().join("raft")).expect("raft");
+        assert_eq!(previous(&durable), None);
+        let run = LastRun::now(true);
+        record(&durable, &run).expect("recorded");
+        assert_eq!(previous(&durable), Some(run));
+        std::fs::write(dir.path().join("raft").join(LAST_RUN), b"garbage").expect("garbled");
+        assert_eq!(previous(&durable), None, "unreadable: says nothing");
+    }
+}
