@@ -9,8 +9,11 @@
 //!
 //! Disk format: `raft/last_run`, a `durable` document,
 //! `{"boot_id": "<the kernel's boot id, or null>", "write_caching": <bool>}`,
-//! written (synced) at each start once the log is checked. A missing or
-//! unreadable one says nothing, and nothing is taken for a torn write.
+//! written (synced) at each start once the log is checked, and again with
+//! `write_caching` false at a graceful stop once the log is synced (nothing
+//! left to tear: a planned reboot after it changes the boot id, yet a bad
+//! frame then is rot). A missing or unreadable one says nothing, and
+//! nothing is taken for a torn write.
 
 use std::io;
 
@@ -49,6 +52,11 @@ impl LastRun {
 
 /// The previous run, if one was recorded and can be read.
 pub fn previous(durable: &Durable) -> Option<LastRun> {
+    if current_boot_id().is_none() {
+        tracing::warn!(
+            "{BOOT_ID} cannot be read: a bad frame a power cut tore is taken for rot (a live leader must license its cut)"
+        );
+    }
     durable.read::<LastRun>(LAST_RUN).unwrap_or_else(|e| {
         tracing::warn!(error = %e, "raft/{LAST_RUN} cannot be read: no bad frame is taken for a torn write");
         None

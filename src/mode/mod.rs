@@ -88,4 +88,12 @@ impl Mode {
             cluster.shutdown().await;
         }
     }
+
+    /// The log was synced and closed: a member records that this run left
+    /// nothing unsynced (`cluster::last_run`).
+    pub fn log_closed(&self) {
+        if let Mode::Member(cluster) = self {
+            cluster.record_clean_exit();
+        }
+    }
 }

@@ -235,6 +235,7 @@ impl Node {
             .await
             .map_err(|e| std::io::Error::other(e.to_string()))??;
         tracing::info!("log synced and closed");
+        self.mode.log_closed();
         Ok(())
     }
 }

@@ -1534,9 +1534,9 @@ pub(super) fn zero_tail(dir: &std::path::Path, from: u64) -> Vec<u64> {
 /// only then may a bad frame be a torn write rather than rot).
 pub(super) fn pretend_rebooted(dir: &std::path::Path) {
     let path = dir.join("raft").join("last_run");
-    let Ok(bytes) = std::fs::read(&path) else { return };
+    let bytes = std::fs::read(&path).expect("a member records raft/last_run at each start");
     let text = String::from_utf8_lossy(&bytes);
-    let Some((_, json)) = text.split_once('\n') else { return };
+    let (_, json) = text.split_once('\n').expect("a checksum line");
     let mut run: serde_json::Value = serde_json::from_str(json).expect("raft/last_run is JSON");
     run["boot_id"] = serde_json::Value::String("a boot before the power cut".into());
     let json = serde_json::to_vec(&run).expect("JSON");

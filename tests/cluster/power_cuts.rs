@@ -135,7 +135,7 @@ async fn after_a_power_cut_that_tore_a_frame_on_every_node_the_cluster_elects_a_
     }
     let hole = acked[acked.len() - 5];
     for i in 0..cluster.len() {
-        super::faults::zero_frames(cluster.data_dir(i), hole..=hole);
+        assert_eq!(super::faults::zero_frames(cluster.data_dir(i), hole..=hole), [hole]);
         super::faults::pretend_rebooted(cluster.data_dir(i));
     }
     for i in 0..cluster.len() {
