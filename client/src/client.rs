@@ -65,6 +65,9 @@ pub(crate) struct Inner {
     /// Each server's URL parsed once: parsing it for every request was a
     /// twentieth of a busy client's time.
     parsed: Mutex<HashMap<String, reqwest::Url>>,
+    /// The last full URL asked for, by server and path: a producer sends
+    /// every append to the same one, and joining them cost as much again.
+    last_url: Mutex<Option<(String, String, reqwest::Url)>>,
     /// `/logs/<name>` for a client of a named log (`ClientBuilder::log`),
     /// empty for the default log: the log's routes are under it.
     log_prefix: String,
@@ -116,6 +119,7 @@ impl Client {
             turn: AtomicUsize::new(0),
             known_next: AtomicU64::new(0),
             parsed: Mutex::new(HashMap::new()),
+            last_url: Mutex::new(None),
             log_prefix,
         });
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
@@ -239,6 +243,21 @@ impl Inner {
 
     /// `url` (a server's base URL) with `path` (path and query).
     fn url(&self, url: &str, path: &str) -> Result<reqwest::Url> {
+        if let Ok(last) = self.last_url.lock()
+            && let Some((base, last_path, full)) = last.as_ref()
+            && base == url
+            && last_path == path
+        {
+            return Ok(full.clone());
+        }
+        let full = self.join(url, path)?;
+        if let Ok(mut last) = self.last_url.lock() {
+            *last = Some((url.to_string(), path.to_string(), full.clone()));
+        }
+        Ok(full)
+    }
+
+    fn join(&self, url: &str, path: &str) -> Result<reqwest::Url> {
         let cached = self.parsed.lock().ok().and_then(|parsed| parsed.get(url).cloned());
         let mut full = match cached {
             Some(parsed) => parsed,
