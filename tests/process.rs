@@ -1775,6 +1775,12 @@ fn one_node_cluster_with_a_bad_frame_in_its_active_segment(listen: &str, dir: &P
         reqwest::blocking_get(&format!("{}/cluster", node.url)).1["node_id"].clone()
     };
     assert!(first_id.is_u64(), "a node id: {first_id}");
+    flip_a_byte_among_the_active_segments_frames(dir);
+    first_id
+}
+
+/// Flips a byte three quarters into the frames of `dir`'s active segment.
+fn flip_a_byte_among_the_active_segments_frames(dir: &Path) {
     let mut stores: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -1786,7 +1792,22 @@ fn one_node_cluster_with_a_bad_frame_in_its_active_segment(listen: &str, dir: &P
     let written = bytes.iter().rposition(|&b| b != 0).unwrap();
     bytes[written * 3 / 4] ^= 0x5a;
     std::fs::write(active, bytes).unwrap();
-    first_id
+}
+
+/// The `raft/last_run` document of `dir`, and `change` made to it written back
+/// (with its checksum line), as a reboot between runs would find it.
+fn change_last_run(dir: &Path, change: impl FnOnce(&mut Value)) -> Value {
+    let path = dir.join("raft").join("last_run");
+    let recorded = String::from_utf8(std::fs::read(&path).unwrap()).unwrap();
+    let (_, json) = recorded.split_once('\n').unwrap();
+    let mut run: Value = serde_json::from_str(json).unwrap();
+    let before = run.clone();
+    change(&mut run);
+    let json = serde_json::to_vec(&run).unwrap();
+    let mut document = format!("crc32:{:08x}\n", crc32fast::hash(&json)).into_bytes();
+    document.extend_from_slice(&json);
+    std::fs::write(&path, document).unwrap();
+    before
 }
 
 /// Posts `n` records to `url`, each until it is taken (a node that has just
@@ -1834,10 +1855,8 @@ fn a_one_node_cluster_with_write_caching_cuts_a_frame_a_power_cut_tore_and_keeps
     assert_eq!(segment_files(dir.path()), before, "every file kept");
 
     // The reboot a power cut brings: the last run was in another boot.
-    let json = br#"{"boot_id":"a boot before the power cut","write_caching":true}"#;
-    let mut document = format!("crc32:{:08x}\n", crc32fast::hash(json)).into_bytes();
-    document.extend_from_slice(json);
-    std::fs::write(dir.path().join("raft").join("last_run"), document).unwrap();
+    let run = change_last_run(dir.path(), |run| run["boot_id"] = "a boot before the power cut".into());
+    assert_eq!(run["write_caching"], true, "{run}");
     let node = spawn_on(&listen, dir.path(), &args, |_| {});
     write_until_taken(&node.url, 1);
     let now = reqwest::blocking_get(&format!("{}/cluster", node.url)).1["node_id"].clone();
@@ -1924,27 +1943,9 @@ fn after_a_graceful_stop_and_a_reboot_a_bad_frame_is_rot_not_a_torn_write() {
         assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
         assert!(node.child.wait().unwrap().success(), "a graceful stop exits 0");
     }
-    let path = dir.path().join("raft").join("last_run");
-    let recorded = String::from_utf8(std::fs::read(&path).unwrap()).unwrap();
-    let (_, json) = recorded.split_once('\n').unwrap();
-    let mut run: Value = serde_json::from_str(json).unwrap();
+    let run = change_last_run(dir.path(), |run| run["boot_id"] = "a boot before the reboot".into());
     assert_eq!(run["write_caching"], false, "the stop left nothing unsynced: {run}");
-    run["boot_id"] = Value::String("a boot before the reboot".into());
-    let json = serde_json::to_vec(&run).unwrap();
-    let mut document = format!("crc32:{:08x}\n", crc32fast::hash(&json)).into_bytes();
-    document.extend_from_slice(&json);
-    std::fs::write(&path, document).unwrap();
-    let mut stores: Vec<_> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "store"))
-        .collect();
-    stores.sort();
-    let active = stores.last().unwrap();
-    let mut bytes = std::fs::read(active).unwrap();
-    let written = bytes.iter().rposition(|&b| b != 0).unwrap();
-    bytes[written * 3 / 4] ^= 0x5a;
-    std::fs::write(active, bytes).unwrap();
+    flip_a_byte_among_the_active_segments_frames(dir.path());
 
     let before = segment_files(dir.path());
     let stderr = start_and_wait_for_exit(&listen, dir.path(), &args);

@@ -455,6 +455,14 @@ impl TestCluster {
         self.wait_ready(i).await;
     }
 
+    /// Kills node `i` if it runs and starts it again, without waiting for it
+    /// to answer: for a start that may stop by itself before the harness
+    /// sees it up (a node that finds it must repair itself; see `exited`).
+    pub fn restart_unwatched(&mut self, i: usize) {
+        self.kill(i);
+        self.spawn(i);
+    }
+
     /// Kills node `i` and starts it on a new, empty data directory, same URL.
     /// `on_wiped` runs with the node's URL after the old process is dead and
     /// before the new one starts: whoever watches the node (a
