@@ -101,7 +101,9 @@ impl Cluster {
         let last = request.entries.last().map(|e| e.log_id).or(request.prev_log_id);
         let answer = self.inner.gate.pass(sender, at, request).await.map_err(|e| match e {
             e @ (GateError::Stale { .. } | GateError::TooFarAhead { .. }) => ClusterError::BadRpc(e.to_string()),
-            e @ (GateError::Gap { .. } | GateError::Ended { .. }) => ClusterError::Timeout(e.to_string()),
+            e @ (GateError::Gap { .. } | GateError::Ended { .. } | GateError::Busy { .. }) => {
+                ClusterError::Timeout(e.to_string())
+            }
         })?;
         match answer.map_err(|fatal| ClusterError::Stopped(fatal.to_string()))? {
             Ok(matching) if matching == last => Ok(AppendEntriesResponse::Success),
