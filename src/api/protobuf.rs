@@ -29,16 +29,19 @@ pub fn split_batch(
     max_records: usize,
     check_json: impl Fn(&[u8], Option<usize>) -> ApiResult<()>,
 ) -> ApiResult<Vec<(u8, Bytes)>> {
+    // Counted before decoding: a record of two bytes decodes to some 60,
+    // so a body of empty records would cost thirty times its size.
+    let count = count_records(&body)?;
+    if count > max_records {
+        return Err(ApiError::TooLarge {
+            what: "batch",
+            size: Some(count as u64),
+            max: max_records as u64,
+        });
+    }
     let batch = proto::RecordBatch::decode(body).map_err(|e| ApiError::InvalidProtobuf(e.to_string()))?;
     if batch.records.is_empty() {
         return Err(ApiError::EmptyBody);
-    }
-    if batch.records.len() > max_records {
-        return Err(ApiError::TooLarge {
-            what: "batch",
-            size: Some(batch.records.len() as u64),
-            max: max_records as u64,
-        });
     }
     let mut records = Vec::with_capacity(batch.records.len());
     for (i, record) in batch.records.into_iter().enumerate() {
@@ -69,6 +72,38 @@ pub fn split_batch(
         records.push((attributes, record.value));
     }
     Ok(records)
+}
+
+/// The `records` fields (number 1) of a `RecordBatch` body, read from its
+/// top-level keys and lengths without decoding them; any other field is
+/// skipped as protobuf says, as prost would. A body whose keys or lengths
+/// do not read is refused as the decoder would refuse it.
+fn count_records(body: &[u8]) -> ApiResult<usize> {
+    use prost::encoding::{WireType, decode_key, decode_varint};
+    let bad = |why: &str| ApiError::InvalidProtobuf(why.to_string());
+    let mut rest = body;
+    let mut count = 0;
+    while !rest.is_empty() {
+        let (field, wire) = decode_key(&mut rest).map_err(|e| ApiError::InvalidProtobuf(e.to_string()))?;
+        let skip = match wire {
+            WireType::Varint => {
+                decode_varint(&mut rest).map_err(|e| ApiError::InvalidProtobuf(e.to_string()))?;
+                0
+            }
+            WireType::SixtyFourBit => 8,
+            WireType::ThirtyTwoBit => 4,
+            WireType::LengthDelimited => {
+                count += usize::from(field == 1);
+                let len = decode_varint(&mut rest).map_err(|e| ApiError::InvalidProtobuf(e.to_string()))?;
+                usize::try_from(len).map_err(|_| bad("a length past the body"))?
+            }
+            WireType::StartGroup | WireType::EndGroup => return Err(bad("groups are not supported")),
+        };
+        rest = rest
+            .get(skip..)
+            .ok_or_else(|| bad("a field runs past the end of the body"))?;
+    }
+    Ok(count)
 }
 
 /// An `AppendResult` answer: `201` for a new append, `200` for a duplicate.
@@ -141,6 +176,35 @@ mod tests {
         let records = split_batch(body, 100, 10, no_check).unwrap();
         assert_eq!(records[0], (0, Bytes::from_static(b"{\"a\":1}")));
         assert_eq!(records[1], (BINARY, Bytes::from_static(&[0, 255])));
+    }
+
+    #[test]
+    fn records_are_counted_without_decoding_them() {
+        let body = batch(vec![
+            (Format::Json, b"{}"),
+            (Format::Binary, b"x"),
+            (Format::Binary, b""),
+        ]);
+        assert_eq!(count_records(&body).unwrap(), 3);
+        assert_eq!(count_records(&[]).unwrap(), 0);
+        // A million empty records in 2 MB: refused before any is decoded.
+        let empties = Bytes::from([0x0a, 0x00].repeat(1_000_000));
+        let refused = split_batch(empties, 100, 10_000, no_check).unwrap_err();
+        assert!(
+            matches!(
+                refused,
+                ApiError::TooLarge {
+                    what: "batch",
+                    size: Some(1_000_000),
+                    ..
+                }
+            ),
+            "{refused:?}"
+        );
+        assert_eq!(
+            count_records(&[0x0a, 0x05, 0x01]).unwrap_err().code(),
+            "invalid_protobuf"
+        );
     }
 
     #[test]
