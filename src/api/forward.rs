@@ -64,8 +64,10 @@ pub const DEADLINE: &str = "x-distlog-deadline-ms";
 
 /// The client's headers a forwarded request carries: what the leader
 /// decides the write by, and the trace and request id it belongs to.
-static PASSED: [HeaderName; 8] = [
+static PASSED: [HeaderName; 9] = [
     header::CONTENT_TYPE,
+    // The answer's form (a protobuf `AppendResult` or JSON).
+    header::ACCEPT,
     HeaderName::from_static(PRODUCER_ID),
     HeaderName::from_static(PRODUCER_EPOCH),
     HeaderName::from_static(PRODUCER_SEQ),

@@ -51,8 +51,16 @@ const JSON: &str = "application/json";
 /// Whether the Accept header ranks `alternative` (`type/subtype`, lower
 /// case) above JSON, by the rules in the module doc.
 pub fn prefers(headers: &HeaderMap, alternative: &str) -> bool {
+    choose(headers, &[alternative]).is_some()
+}
+
+/// Which of `alternatives` (each a list of names for one type, lower case)
+/// the Accept header ranks highest, if that one ranks above JSON: an
+/// answer offered in several forms takes the one the client ranked first,
+/// not the first one the server asks about.
+pub fn choose(headers: &HeaderMap, alternatives: &[&str]) -> Option<usize> {
     let mut json = Match::NONE;
-    let mut other = Match::NONE;
+    let mut others = vec![Match::NONE; alternatives.len()];
     let mut position = 0;
     for value in headers.get_all(header::ACCEPT) {
         let Ok(value) = value.to_str() else { continue };
@@ -62,18 +70,26 @@ pub fn prefers(headers: &HeaderMap, alternative: &str) -> bool {
             };
             position += 1;
             json.consider(specificity(media, JSON), quality, position);
-            if media.eq_ignore_ascii_case(alternative) {
-                other.consider(Some(EXACT), quality, position);
+            for (other, alternative) in others.iter_mut().zip(alternatives) {
+                if alternative.split(',').any(|name| media.eq_ignore_ascii_case(name)) {
+                    other.consider(Some(EXACT), quality, position);
+                }
             }
         }
     }
-    other.quality > 0 && other.beats(&json)
+    let (best, other) = others
+        .iter()
+        .enumerate()
+        .filter(|(_, other)| other.quality > 0 && other.beats(&json))
+        .reduce(|best, next| if next.1.beats(best.1) { next } else { best })?;
+    debug_assert!(other.beats(&json));
+    Some(best)
 }
 
 const EXACT: u8 = 3;
 
 /// How well a type matches so far: the most specific range wins.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 struct Match {
     specificity: u8,
     quality: u16,
@@ -199,6 +215,36 @@ mod tests {
 
     fn picks_sse(accept: &str) -> bool {
         prefers(&with(header::ACCEPT, accept), SSE)
+    }
+
+    #[test]
+    fn of_several_alternatives_the_one_ranked_first_is_chosen() {
+        let accept = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::ACCEPT, value.parse().unwrap());
+            headers
+        };
+        let forms = [
+            "application/octet-stream",
+            "application/x-protobuf,application/protobuf",
+        ];
+        let pick = |value: &str| choose(&accept(value), &forms);
+        assert_eq!(pick("application/x-protobuf, application/octet-stream;q=0.5"), Some(1));
+        assert_eq!(pick("application/octet-stream, application/protobuf;q=0.5"), Some(0));
+        assert_eq!(pick("application/protobuf"), Some(1), "either name");
+        assert_eq!(
+            pick("application/json, application/x-protobuf;q=0.9"),
+            None,
+            "JSON ranked first"
+        );
+        assert_eq!(pick("*/*"), None);
+        let stream = ["text/event-stream", "application/x-protobuf,application/protobuf"];
+        let headers = accept("application/x-protobuf, text/event-stream;q=0.1");
+        assert_eq!(
+            choose(&headers, &stream),
+            Some(1),
+            "no endless stream for a protobuf reader"
+        );
     }
 
     #[test]

@@ -12,13 +12,16 @@ use axum::response::{IntoResponse, Response};
 use distlog_client::proto::{self, Format, Message};
 
 use super::error::{ApiError, ApiResult};
-use super::media::prefers;
+use super::media::choose;
 use crate::log::Record;
 use crate::log::attributes::BINARY;
 
+/// The protobuf media type's names, as `media::choose` takes them.
+pub const NAMES: &str = "application/x-protobuf,application/protobuf";
+
 /// Whether the client asks for protobuf answers.
 pub fn wanted(headers: &HeaderMap) -> bool {
-    prefers(headers, proto::MEDIA_TYPE)
+    choose(headers, &[NAMES]).is_some()
 }
 
 /// The records of a `RecordBatch` body, each checked as one of an NDJSON
@@ -75,35 +78,48 @@ pub fn split_batch(
 }
 
 /// The `records` fields (number 1) of a `RecordBatch` body, read from its
-/// top-level keys and lengths without decoding them; any other field is
-/// skipped as protobuf says, as prost would. A body whose keys or lengths
-/// do not read is refused as the decoder would refuse it.
+/// top-level keys and lengths without decoding them; other fields are
+/// skipped as protobuf says. Groups (deprecated, and never in this schema)
+/// and keys or lengths that do not read are refused.
 fn count_records(body: &[u8]) -> ApiResult<usize> {
-    use prost::encoding::{WireType, decode_key, decode_varint};
     let bad = |why: &str| ApiError::InvalidProtobuf(why.to_string());
     let mut rest = body;
     let mut count = 0;
     while !rest.is_empty() {
-        let (field, wire) = decode_key(&mut rest).map_err(|e| ApiError::InvalidProtobuf(e.to_string()))?;
-        let skip = match wire {
-            WireType::Varint => {
-                decode_varint(&mut rest).map_err(|e| ApiError::InvalidProtobuf(e.to_string()))?;
+        let key = read_varint(&mut rest).ok_or_else(|| bad("a field key does not read"))?;
+        let skip = match key & 7 {
+            0 => {
+                read_varint(&mut rest).ok_or_else(|| bad("a number does not read"))?;
                 0
             }
-            WireType::SixtyFourBit => 8,
-            WireType::ThirtyTwoBit => 4,
-            WireType::LengthDelimited => {
-                count += usize::from(field == 1);
-                let len = decode_varint(&mut rest).map_err(|e| ApiError::InvalidProtobuf(e.to_string()))?;
+            1 => 8,
+            5 => 4,
+            2 => {
+                count += usize::from(key >> 3 == 1);
+                let len = read_varint(&mut rest).ok_or_else(|| bad("a length does not read"))?;
                 usize::try_from(len).map_err(|_| bad("a length past the body"))?
             }
-            WireType::StartGroup | WireType::EndGroup => return Err(bad("groups are not supported")),
+            _ => return Err(bad("a group or an unknown wire type")),
         };
         rest = rest
             .get(skip..)
             .ok_or_else(|| bad("a field runs past the end of the body"))?;
     }
     Ok(count)
+}
+
+/// A base-128 varint at the front of `buf`, taken off it; `None` if it
+/// runs past the end or past ten bytes.
+fn read_varint(buf: &mut &[u8]) -> Option<u64> {
+    let mut value = 0u64;
+    for (i, byte) in buf.iter().take(10).enumerate() {
+        value |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            *buf = &buf[i + 1..];
+            return Some(value);
+        }
+    }
+    None
 }
 
 /// An `AppendResult` answer: `201` for a new append, `200` for a duplicate.

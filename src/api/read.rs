@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::catch_up::shown_or_sent_on;
 use super::error::{ApiError, ApiResult, Echo};
-use super::media::prefers;
+use super::media::choose;
 use super::position::{check_from, wait_for_records};
 use super::protobuf;
 use super::query::Query;
@@ -39,13 +39,13 @@ impl<S: Send + Sync> FromRequestParts<S> for Wants {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(if prefers(&parts.headers, "application/octet-stream") {
-            Wants::Raw
-        } else if protobuf::wanted(&parts.headers) {
-            Wants::Protobuf
-        } else {
-            Wants::Json
-        })
+        Ok(
+            match choose(&parts.headers, &["application/octet-stream", protobuf::NAMES]) {
+                Some(0) => Wants::Raw,
+                Some(_) => Wants::Protobuf,
+                None => Wants::Json,
+            },
+        )
     }
 }
 
@@ -124,7 +124,8 @@ pub async fn read_range(State(state): State<AppState>, request: Request) -> ApiR
     let headers = request.headers();
     let query = Query::parse(request.uri().query())?;
     let start = Start::parse(&query)?;
-    if prefers(headers, "text/event-stream") {
+    let answer = choose(headers, &["text/event-stream", protobuf::NAMES]);
+    if answer == Some(0) {
         let from = match start {
             Some(start) => Some(stream_start(&state, start).await?),
             None => None,
@@ -150,7 +151,7 @@ pub async fn read_range(State(state): State<AppState>, request: Request) -> ApiR
             let n = query.number("limit")?.map_or(n, |limit| limit.min(n));
             let n = n.min(u64::from(state.limits.max_range_records)) as u32;
             let (records, next) = last_records(&state, n, max_bytes).await?;
-            return Ok(range_answer(headers, records, next));
+            return Ok(range_answer(answer.is_some(), records, next));
         }
         Some(Start::Offset(from)) => from,
         Some(Start::Time(time)) => offset_at_time(&state, time).await?,
@@ -173,12 +174,12 @@ pub async fn read_range(State(state): State<AppState>, request: Request) -> ApiR
     let next = records.last().map(|r| r.offset + 1).unwrap_or(from);
     records.retain(|r| !state.hidden(r.offset, r.attributes));
     skip_before(&mut records, start.and_then(Start::not_before));
-    Ok(range_answer(request.headers(), records, next))
+    Ok(range_answer(answer.is_some(), records, next))
 }
 
 /// A range's answer: JSON, or a protobuf `RangeResult` if asked for.
-fn range_answer(headers: &axum::http::HeaderMap, records: Vec<crate::log::Record>, next: u64) -> Response {
-    match protobuf::wanted(headers) {
+fn range_answer(protobuf: bool, records: Vec<crate::log::Record>, next: u64) -> Response {
+    match protobuf {
         true => protobuf::range(records, next),
         false => json_response(range_json(&records, next)),
     }

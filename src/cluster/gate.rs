@@ -96,8 +96,9 @@ impl Limits {
             lanes_per_sender: 4,
             max_lanes: 64,
             idle: Duration::from_secs(60),
-            // Two windows of the largest (`--append-window` is at most 32)
-            // ahead of openraft's own 64.
+            // Four of the largest windows (`--append-window` is at most 32):
+            // one stream never has more than a window in flight, so this is
+            // reached only by streams restarted behind a stalled core.
             max_handed_over: 128,
         }
     }
@@ -393,6 +394,9 @@ impl<Q: Send + 'static, A: Send + 'static> Drop for GiveUpOnDrop<'_, Q, A> {
 /// Answers the requests of one lane in order, until its stream ends; then
 /// every request still waiting fails (its answer dropped).
 async fn drive<A>(mut answers: BoxStream<'static, A>, waiting: Arc<Waiting<A>>) {
+    // However the task ends (a panic polling the stream, a runtime shutting
+    // down), the lane ends and stops counting against the bound.
+    let _end = EndLane(waiting.clone());
     while let Some(answer) = answers.next().await {
         let Some(tx) = locked(&waiting.answers).pop_front() else {
             debug_assert!(false, "an answer to a request never handed over");
@@ -401,10 +405,20 @@ async fn drive<A>(mut answers: BoxStream<'static, A>, waiting: Arc<Waiting<A>>) 
         waiting.handed_over.fetch_sub(1, Ordering::AcqRel);
         let _ = tx.send(answer);
     }
-    let mut answers = locked(&waiting.answers);
-    waiting.ended.store(true, std::sync::atomic::Ordering::Release);
-    waiting.handed_over.fetch_sub(answers.len(), Ordering::AcqRel);
-    answers.clear();
+}
+
+/// Ends a lane when its `drive` ends: every request still waiting fails
+/// (its answer dropped) and leaves the count of requests handed over.
+struct EndLane<A>(Arc<Waiting<A>>);
+
+impl<A> Drop for EndLane<A> {
+    fn drop(&mut self) {
+        let waiting = &self.0;
+        let mut answers = locked(&waiting.answers);
+        waiting.ended.store(true, Ordering::Release);
+        waiting.handed_over.fetch_sub(answers.len(), Ordering::AcqRel);
+        answers.clear();
+    }
 }
 
 fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {

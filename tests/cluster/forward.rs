@@ -102,6 +102,42 @@ async fn a_follower_forwards_writes_to_the_leader_and_relays_its_answers() {
     let (first, last) = (batch.body["first_offset"].as_u64(), batch.body["last_offset"].as_u64());
     assert_eq!(last.zip(first).map(|(l, f)| l - f), Some(2), "{batch:?}");
 
+    // A protobuf batch asking for a protobuf answer: Accept goes on to the
+    // leader with the body (the answer relayed was JSON before).
+    let protobuf = {
+        use distlog_client::proto::{Format, Message, Record, RecordBatch};
+        let record = Record {
+            value: bytes::Bytes::from_static(br#"{"via":"protobuf"}"#),
+            format: Format::Json.into(),
+            ..Default::default()
+        };
+        RecordBatch { records: vec![record] }.encode_to_vec()
+    };
+    let url = format!("{follower_url}/");
+    let (status, media, body) = rt::on_harness(async move {
+        let response = rt::http()
+            .post(&url)
+            .header("content-type", "application/x-protobuf")
+            .header("accept", "application/x-protobuf")
+            .body(protobuf)
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{url}: {e}"));
+        let status = response.status().as_u16();
+        let media = response.headers().get("content-type").cloned();
+        (status, media, response.bytes().await.unwrap_or_default())
+    })
+    .await;
+    assert_eq!(status, 201, "a protobuf batch through a follower");
+    assert_eq!(
+        media.as_ref().and_then(|m| m.to_str().ok()),
+        Some("application/x-protobuf")
+    );
+    let result =
+        <distlog_client::proto::AppendResult as distlog_client::proto::Message>::decode(body).expect("an AppendResult");
+    assert_eq!(result.first_offset, result.last_offset, "{result:?}");
+
     // The leader's refusals are relayed too: Expected-Last-Offset that is not the last.
     let stale = post(
         format!("{follower_url}/"),
