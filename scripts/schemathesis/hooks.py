@@ -6,7 +6,27 @@ headers whole (`Producer-Id` with `Producer-Seq`)."""
 
 import json
 
+import hypothesis.internal.lambda_sources as lambda_sources
 import schemathesis
+
+# Hypothesis describes a strategy's lambdas by parsing their source with
+# `ast.parse`. Deep in schemathesis' generation, Python 3.11 (Debian's) can
+# fail that parse with "SystemError: AST constructor recursion depth
+# mismatch" (a CPython bug), which aborted whole runs in CI at random
+# ("Runtime Error", no check failed against the server). A description is
+# only for messages: one that cannot be made is "<unknown>", as Hypothesis
+# says of lambdas it cannot find.
+_describe_lambda = lambda_sources._lambda_description
+
+
+def _lambda_description_or_unknown(f, *args, **kwargs):
+    try:
+        return _describe_lambda(f, *args, **kwargs)
+    except (SystemError, RecursionError):
+        return "lambda: <unknown>"
+
+
+lambda_sources._lambda_description = _lambda_description_or_unknown
 
 # A long poll on a log with nothing at `from` waits `wait_ms` (up to the
 # server's 30 s cap): fine for a client, ruinous for thousands of generated
