@@ -49,7 +49,7 @@ pub async fn append(State(state): State<AppState>, request: Request) -> ApiResul
     // while it stops; a node that takes writes refuses them once it stops.
     let writable = state.mode.check_writable();
     if state.shutting_down() && !matches!(writable, Err(AppendError::ReadOnlyReplica { .. })) {
-        return Err(ApiError::ShuttingDown);
+        return Err(state.stopping());
     }
     let max_record = state.log.config().max_record_bytes;
     if let Err(refusal) = writable {

@@ -217,7 +217,7 @@ fn name_in_path(uri: &Uri) -> ApiResult<&str> {
 fn writable(state: &AppState, uri: &Uri, headers: &HeaderMap) -> ApiResult<Option<Forward>> {
     let writable = state.mode.check_writable();
     if state.shutting_down() && !matches!(writable, Err(AppendError::ReadOnlyReplica { .. })) {
-        return Err(ApiError::ShuttingDown);
+        return Err(state.stopping());
     }
     match writable {
         Ok(()) => Ok(None),

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tokio::sync::{Semaphore, watch};
 
+use super::error::ApiError;
 use crate::log::Log;
 use crate::logs::{Catalog, NamedLog};
 use crate::mode::{Consumers, Mode};
@@ -71,6 +72,8 @@ pub struct Shared {
     pub shutdown: watch::Receiver<bool>,
     /// The node's named logs (see `crate::logs`).
     pub catalog: Catalog,
+    /// The named log this state serves (`None`: the default log).
+    pub log_name: Option<String>,
 }
 
 impl std::ops::Deref for AppState {
@@ -97,6 +100,7 @@ impl AppState {
             consumers,
             shutdown,
             catalog,
+            log_name: None,
         }))
     }
 
@@ -104,14 +108,26 @@ impl AppState {
     /// positions, the node's limits; its shutdown signal turns true when
     /// the log is deleted or the node stops (`NamedLog::gone`).
     pub(super) fn for_log(&self, named: &NamedLog) -> AppState {
-        AppState::new(
-            named.log.clone(),
-            self.limits.clone(),
-            named.mode.clone(),
-            named.consumers.clone(),
-            named.gone(),
-            self.catalog.clone(),
-        )
+        AppState(Arc::new(Shared {
+            log: named.log.clone(),
+            limits: self.limits.clone(),
+            mode: named.mode.clone(),
+            consumers: named.consumers.clone(),
+            shutdown: named.gone(),
+            catalog: self.catalog.clone(),
+            log_name: Some(named.name.to_string()),
+        }))
+    }
+
+    /// The answer to a write refused because this state's signal turned
+    /// (`shutting_down`): a named log deleted while the request was on its
+    /// way is not found (a client must not wait for it to come back, as
+    /// for a node that is stopping); otherwise the node is shutting down.
+    pub fn stopping(&self) -> ApiError {
+        match &self.log_name {
+            Some(name) if self.catalog.get(name).is_none() => ApiError::LogNotFound { name: name.clone() },
+            _ => ApiError::ShuttingDown,
+        }
     }
 
     /// Whether readers skip the record at `offset` (see `Mode::hidden`).
@@ -124,5 +140,63 @@ impl AppState {
     /// true (see `Server`), so any change means shutting down.
     pub fn shutting_down(&self) -> bool {
         self.shutdown.has_changed().unwrap_or(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::{Durability, LogConfig};
+    use crate::logs::{CatalogConfig, LogName, Requested};
+
+    /// A schemathesis run (two workers) saw `503 shutting_down` for a named
+    /// log's consumer that another request deleted meanwhile: the request's
+    /// state was made before the delete, and the log's stop signal (deleted,
+    /// or the node stopping) read as the node stopping. A deleted log's
+    /// refusal is `404 log_not_found`; a stopping node's stays 503.
+    #[tokio::test]
+    async fn a_request_on_a_log_deleted_meanwhile_is_not_found_not_a_stopping_node() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = LogConfig {
+            durability: Durability::Never,
+            ..LogConfig::default()
+        };
+        let catalog = Catalog::open(CatalogConfig {
+            dir: dir.path().join("logs"),
+            base: config.clone(),
+            max_logs: 10,
+            retention_check: Duration::from_secs(60),
+            auto_create: false,
+        })
+        .await
+        .expect("catalogue");
+        let mode = Mode::Standalone(Default::default());
+        let log = Log::open(dir.path(), config).expect("default log");
+        let consumers = Consumers::open(&mode, dir.path()).expect("positions");
+        let (_stop, shutdown) = watch::channel(false);
+        let node = AppState::new(log, Limits::default(), mode, consumers, shutdown, catalog.clone());
+        for name in ["deleted", "kept"] {
+            let name = LogName::parse(name).expect("a name");
+            catalog.create(name, &Requested::default()).await.expect("created");
+        }
+        let deleted = node.for_log(&catalog.get("deleted").expect("the log"));
+        let kept = node.for_log(&catalog.get("kept").expect("the log"));
+
+        catalog.delete("deleted").await.expect("deleted");
+        assert!(deleted.shutting_down(), "the deleted log's requests stop");
+        assert!(
+            matches!(deleted.stopping(), ApiError::LogNotFound { .. }),
+            "{:?}",
+            deleted.stopping()
+        );
+
+        catalog.stop_serving();
+        assert!(kept.shutting_down(), "the node stops serving its logs");
+        assert!(
+            matches!(kept.stopping(), ApiError::ShuttingDown),
+            "{:?}",
+            kept.stopping()
+        );
+        catalog.close().await;
     }
 }
