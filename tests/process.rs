@@ -1574,15 +1574,21 @@ fn segment_files(dir: &Path) -> std::collections::BTreeMap<String, (usize, u32)>
         .collect()
 }
 
-/// Flips the last byte of the second segment's store: its last frame, which
-/// the engine checks when it opens a sealed segment.
-fn rot_the_second_segment(dir: &Path) {
+/// The segment store files of `dir`, in offset order.
+fn sorted_stores(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut stores: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|x| x == "store"))
         .collect();
     stores.sort();
+    stores
+}
+
+/// Flips the last byte of the second segment's store: its last frame, which
+/// the engine checks when it opens a sealed segment.
+fn rot_the_second_segment(dir: &Path) {
+    let stores = sorted_stores(dir);
     assert!(stores.len() >= 3, "several sealed segments: {stores:?}");
     let mut bytes = std::fs::read(&stores[1]).unwrap();
     let last = bytes.len() - 1;
@@ -1705,12 +1711,7 @@ fn a_one_node_cluster_whose_sealed_segment_rotted_inside_keeps_every_file() {
     let url = format!("http://127.0.0.1:{port}");
     let args = ["--max-segment-bytes", "4096", "--peers", &url];
     write_300_records_then_kill(port, dir.path(), &args);
-    let mut stores: Vec<_> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "store"))
-        .collect();
-    stores.sort();
+    let stores = sorted_stores(dir.path());
     assert!(stores.len() >= 3, "several sealed segments: {stores:?}");
     let mut bytes = std::fs::read(&stores[1]).unwrap();
     let middle = bytes.len() / 2;
@@ -1781,12 +1782,7 @@ fn one_node_cluster_with_a_bad_frame_in_its_active_segment(listen: &str, dir: &P
 
 /// Flips a byte three quarters into the frames of `dir`'s active segment.
 fn flip_a_byte_among_the_active_segments_frames(dir: &Path) {
-    let mut stores: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "store"))
-        .collect();
-    stores.sort();
+    let stores = sorted_stores(dir);
     let active = stores.last().unwrap();
     let mut bytes = std::fs::read(active).unwrap();
     let written = bytes.iter().rposition(|&b| b != 0).unwrap();

@@ -58,9 +58,10 @@ pub fn prefers(headers: &HeaderMap, alternative: &str) -> bool {
 /// the Accept header ranks highest, if that one ranks above JSON: an
 /// answer offered in several forms takes the one the client ranked first,
 /// not the first one the server asks about.
-pub fn choose(headers: &HeaderMap, alternatives: &[&str]) -> Option<usize> {
+pub fn choose<const N: usize>(headers: &HeaderMap, alternatives: &[&str; N]) -> Option<usize> {
     let mut json = Match::NONE;
-    let mut others = vec![Match::NONE; alternatives.len()];
+    // On the stack: this runs for every read and append.
+    let mut others = [Match::NONE; N];
     let mut position = 0;
     for value in headers.get_all(header::ACCEPT) {
         let Ok(value) = value.to_str() else { continue };

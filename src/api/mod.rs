@@ -53,6 +53,7 @@ use error::Echo;
 pub use error::{ApiError, ApiResult};
 pub use metrics::{OPEN_CONNECTIONS, OPEN_PEER_CONNECTIONS, recorder};
 pub use observe::ACCESS_LOG;
+pub use render::push_decimal;
 pub use starting::Gate;
 pub use state::{AppState, DEFAULT_MAX_FORWARDED_WRITES, Limits};
 

@@ -251,15 +251,23 @@ async fn said_it_installed_a_snapshot(cluster: &TestCluster, i: usize) {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn positions_survive_a_retention_purge_and_a_snapshot_install() {
+/// A purging cluster holding 5 records, with a follower killed: the
+/// leader, its URL and the follower, which can catch up only by snapshot once
+/// the leader purges.
+async fn a_purging_cluster_with_a_member_down() -> (TestCluster, usize, String, usize) {
     let mut cluster = TestCluster::start(purging_config()).await;
     let leader = cluster.wait_for_leader(Duration::from_secs(20)).await;
     let url = cluster.url(leader);
     write_records(&url, 5).await;
-    // Down before the change: it can learn of it from the snapshot only.
     let lagging = (leader + 1) % cluster.len();
     cluster.kill(lagging);
+    (cluster, leader, url, lagging)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn positions_survive_a_retention_purge_and_a_snapshot_install() {
+    // Down before the change: it can learn of it from the snapshot only.
+    let (mut cluster, _, url, lagging) = a_purging_cluster_with_a_member_down().await;
     assert_eq!(put(&url, "early", r#"{"offset": 3}"#).await.0, 200);
 
     write_past_the_purge(&url).await;
@@ -300,12 +308,7 @@ async fn positions_survive_a_retention_purge_and_a_snapshot_install() {
 async fn a_snapshot_of_large_tables_reaches_a_member_on_a_slow_link() {
     use futures_util::StreamExt;
 
-    let mut cluster = TestCluster::start(purging_config()).await;
-    let leader = cluster.wait_for_leader(Duration::from_secs(20)).await;
-    let url = cluster.url(leader);
-    write_records(&url, 5).await;
-    let lagging = (leader + 1) % cluster.len();
-    cluster.kill(lagging);
+    let (mut cluster, leader, url, lagging) = a_purging_cluster_with_a_member_down().await;
     let names: Vec<String> = (0..2500).map(|i| format!("{i:0>120}")).collect();
     futures_util::stream::iter(&names)
         .for_each_concurrent(8, |name| {

@@ -12,6 +12,8 @@ use std::collections::HashMap;
 
 use serde::Deserialize;
 
+use crate::api::push_decimal;
+
 type Hash = [u8; 8];
 
 fn link(previous: &Hash, producer: u32, seq: u64) -> Hash {
@@ -75,20 +77,6 @@ impl Chain {
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
-
-fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[at..]);
-}
 
 #[derive(Deserialize)]
 struct Fields {
