@@ -97,8 +97,28 @@ pub async fn transfer_leader(State(state): State<AppState>, body: Bytes) -> ApiR
     Ok(Json(cluster.status()).into_response())
 }
 
-fn checked_target<'a>(state: &'a AppState, headers: &HeaderMap) -> ApiResult<&'a Cluster> {
-    let cluster = cluster_of(state)?;
+/// The group a peer RPC is for: `/raft/{group}/...`, else group 0
+/// (`/raft/append` and the others, which nodes without named logs serve).
+pub struct RaftGroup(u64);
+
+impl<S: Send + Sync> FromRequestParts<S> for RaftGroup {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let mut segments = parts.uri.path().trim_start_matches('/').split('/');
+        // Not a number: no group has that id, so the message is refused.
+        let group = match (segments.next(), segments.next(), segments.next()) {
+            (Some("raft"), Some(group), Some(_)) => group.parse().unwrap_or(u64::MAX),
+            _ => 0,
+        };
+        Ok(RaftGroup(group))
+    }
+}
+
+fn checked_target(state: &AppState, group: RaftGroup, headers: &HeaderMap) -> ApiResult<Cluster> {
+    let cluster = cluster_of(state)?
+        .group(group.0)
+        .ok_or(ApiError::NoSuchGroup(group.0))?;
     let target = headers.get(TARGET_HEADER).and_then(|v| v.to_str().ok());
     cluster.check_target(target).map_err(|e| cluster_error(e, ""))?;
     Ok(cluster)
@@ -170,9 +190,14 @@ fn rpc_answer<T: serde::Serialize>(answer: T) -> Response {
     (StatusCode::OK, Json(answer)).into_response()
 }
 
-pub async fn raft_append(State(state): State<AppState>, from: RaftCaller, request: Request) -> ApiResult<Response> {
+pub async fn raft_append(
+    State(state): State<AppState>,
+    group: RaftGroup,
+    from: RaftCaller,
+    request: Request,
+) -> ApiResult<Response> {
     let (parts, body) = request.into_parts();
-    let cluster = checked_target(&state, &parts.headers)?;
+    let cluster = checked_target(&state, group, &parts.headers)?;
     // A leader sends at most its byte budget, or one entry past it: the
     // limit follows the log's record limit, not --max-request-bytes, which
     // is for clients (so members must share --max-record-bytes).
@@ -214,11 +239,12 @@ fn stream_position(headers: &HeaderMap) -> ApiResult<Option<Position>> {
 
 pub async fn raft_vote(
     State(state): State<AppState>,
+    group: RaftGroup,
     from: RaftCaller,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let cluster = checked_target(&state, &headers)?;
+    let cluster = checked_target(&state, group, &headers)?;
     let answer = telemetry::in_span(
         handler_span("raft.vote"),
         cluster.handle_vote(from.caller(), parse(&body)?),
@@ -230,11 +256,12 @@ pub async fn raft_vote(
 
 pub async fn raft_pre_vote(
     State(state): State<AppState>,
+    group: RaftGroup,
     from: RaftCaller,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let cluster = checked_target(&state, &headers)?;
+    let cluster = checked_target(&state, group, &headers)?;
     let answer = telemetry::in_span(
         handler_span("raft.pre_vote"),
         cluster.handle_pre_vote(from.caller(), parse(&body)?),
@@ -260,9 +287,14 @@ const SNAPSHOT_BODY_DEADLINE: std::time::Duration = std::time::Duration::from_se
 /// megabytes: its body may be as large as the tables file may be (not the
 /// 2 MiB of axum's default, which would keep a follower from ever catching
 /// up through a snapshot of a busy cluster).
-pub async fn raft_snapshot(State(state): State<AppState>, from: RaftCaller, request: Request) -> ApiResult<Response> {
+pub async fn raft_snapshot(
+    State(state): State<AppState>,
+    group: RaftGroup,
+    from: RaftCaller,
+    request: Request,
+) -> ApiResult<Response> {
     let (parts, body) = request.into_parts();
-    let cluster = checked_target(&state, &parts.headers)?;
+    let cluster = checked_target(&state, group, &parts.headers)?;
     // Refused at once rather than queued: the sender retries, and a queue
     // would hold the connections of whoever floods it.
     let _reading = SNAPSHOT_BODIES
@@ -285,11 +317,12 @@ pub async fn raft_snapshot(State(state): State<AppState>, from: RaftCaller, requ
 
 pub async fn raft_transfer(
     State(state): State<AppState>,
+    group: RaftGroup,
     from: RaftCaller,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let cluster = checked_target(&state, &headers)?;
+    let cluster = checked_target(&state, group, &headers)?;
     let answer = telemetry::in_span(
         handler_span("raft.transfer_leader"),
         cluster.handle_transfer(from.caller(), parse(&body)?),

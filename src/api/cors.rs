@@ -258,7 +258,12 @@ fn methods(route: &str) -> HeaderValue {
         | routes::RAFT_VOTE
         | routes::RAFT_PRE_VOTE
         | routes::RAFT_SNAPSHOT
-        | routes::RAFT_TRANSFER => "POST, OPTIONS",
+        | routes::RAFT_TRANSFER
+        | routes::RAFT_GROUP_APPEND
+        | routes::RAFT_GROUP_VOTE
+        | routes::RAFT_GROUP_PRE_VOTE
+        | routes::RAFT_GROUP_SNAPSHOT
+        | routes::RAFT_GROUP_TRANSFER => "POST, OPTIONS",
         routes::CLUSTER_MEMBER => "DELETE, OPTIONS",
         routes::CONSUMER | routes::NAMED_CONSUMER => "GET, HEAD, PUT, DELETE, OPTIONS",
         _ => "GET, HEAD, OPTIONS",

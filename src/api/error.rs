@@ -179,6 +179,11 @@ pub enum ApiError {
     #[error("this node is not part of a cluster (start it with --peers)")]
     NotCluster,
 
+    /// A peer's message for a named log's Raft group this node does not
+    /// hold (never created here, deleted, or not opened).
+    #[error("this node holds no replica of group {0}")]
+    NoSuchGroup(u64),
+
     /// A peer-only route asked on the client port of a node that serves
     /// peers on a port of their own.
     #[error("{path} is served on this node's peer port (--peer-listen) only{}", match peer_url {
@@ -233,6 +238,15 @@ pub enum ApiError {
 
     #[error("log {name:?} exists with other settings")]
     LogExists { name: String, settings: Value },
+
+    /// A cluster's named log with no replica on this node: served by the
+    /// nodes that hold it.
+    #[error("this node holds no replica of log {name:?}; it is served at {node}")]
+    LogElsewhere {
+        name: String,
+        node: String,
+        location: String,
+    },
 
     #[error("the node holds {max} logs, the limit (--max-logs); delete one first")]
     TooManyLogs { max: usize },
@@ -314,7 +328,9 @@ impl ApiError {
             ApiError::CorruptRecord { .. } | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::DiskFull => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::Storage(_) | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::NotLeader { .. } | ApiError::NotCaughtUp { .. } => StatusCode::TEMPORARY_REDIRECT,
+            ApiError::NotLeader { .. } | ApiError::NotCaughtUp { .. } | ApiError::LogElsewhere { .. } => {
+                StatusCode::TEMPORARY_REDIRECT
+            }
             ApiError::NoLeader
             | ApiError::LeaderUnreachable(_)
             | ApiError::NotFormed(_)
@@ -324,6 +340,7 @@ impl ApiError {
             | ApiError::Starting(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::NoRecordAtOffset { .. }
             | ApiError::NotCluster
+            | ApiError::NoSuchGroup(_)
             | ApiError::NoSuchMember(_)
             | ApiError::PeerPortOnly { .. } => StatusCode::NOT_FOUND,
             ApiError::BadClusterRequest(_) => StatusCode::BAD_REQUEST,
@@ -382,11 +399,13 @@ impl ApiError {
             ApiError::TooManyConnections { .. } => "too_many_connections",
             ApiError::NotLeader { .. } => "not_leader",
             ApiError::NotCaughtUp { .. } => "not_caught_up",
+            ApiError::LogElsewhere { .. } => "log_elsewhere",
             ApiError::NoLeader | ApiError::LeaderUnreachable(_) | ApiError::NotFormed(_) => "no_leader",
             ApiError::Removed(_) => "removed",
             ApiError::OutcomeUnknown(_) => "outcome_unknown",
             ApiError::NoRecordAtOffset { .. } => "no_record_at_offset",
             ApiError::NotCluster => "not_a_cluster",
+            ApiError::NoSuchGroup(_) => "no_such_group",
             ApiError::PeerPortOnly { .. } => "peer_port_only",
             ApiError::NoSuchMember(_) => "no_such_member",
             ApiError::BadClusterRequest(_) => "bad_request",
@@ -436,6 +455,7 @@ impl ApiError {
             ApiError::CorruptRecord { offset } => json!({ "offset": offset }),
             ApiError::TooManyConnections { max } => json!({ "max": max }),
             ApiError::NotLeader { leader, .. } => json!({ "leader": leader }),
+            ApiError::LogElsewhere { name, node, .. } => json!({ "name": name, "node": node }),
             ApiError::NotCaughtUp {
                 offset, next, leader, ..
             } => {
@@ -486,6 +506,11 @@ impl From<CatalogError> for ApiError {
                 ApiError::Storage(e.to_string())
             }
             CatalogError::Start(e) => ApiError::Storage(e.to_string()),
+            CatalogError::Cluster { error, path } => cluster_error(error, &path),
+            CatalogError::Placement(detail) => ApiError::BadLogSettings {
+                field: "replicas",
+                detail,
+            },
             e @ CatalogError::Failed { .. } => ApiError::Storage(e.to_string()),
         }
     }
@@ -569,7 +594,8 @@ impl IntoResponse for ApiError {
         }
         if let ApiError::ReadOnlyFollower { location, .. }
         | ApiError::NotLeader { location, .. }
-        | ApiError::NotCaughtUp { location, .. } = &self
+        | ApiError::NotCaughtUp { location, .. }
+        | ApiError::LogElsewhere { location, .. } = &self
             && let Ok(value) = HeaderValue::from_str(location)
         {
             response.headers_mut().insert(header::LOCATION, value);

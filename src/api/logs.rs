@@ -32,7 +32,7 @@ use super::media::{BodyFormat, body_format};
 use super::named::NamedRouters;
 use super::state::AppState;
 use crate::log::{Log, LogConfig};
-use crate::logs::{CatalogError, DEFAULT_LOG, LogName, NamedLog, Requested, RetentionChange, Settings};
+use crate::logs::{CatalogError, DEFAULT_LOG, Found, LogName, NamedLog, Remote, Requested, RetentionChange, Settings};
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -106,7 +106,53 @@ fn view<'a>(name: &'a str, settings: Settings, log: &Log) -> View<'a> {
 }
 
 fn named_view(named: &NamedLog) -> View<'_> {
-    view(named.name.as_str(), named.settings(), &named.log)
+    let mut view = view(named.name.as_str(), named.settings(), &named.log);
+    if let Some(group) = named.mode.cluster() {
+        view.leader = group.leader().and_then(|(_, url)| url);
+        view.members = group.members().into_values().map(|(member, _)| member.url).collect();
+    }
+    view
+}
+
+/// A cluster's log with no replica here: its settings and where it is
+/// (its offsets and size are on the nodes that hold it).
+fn remote_view<'a>(remote: &'a Remote, base: Option<&LogConfig>) -> View<'a> {
+    let settings = remote.settings.clone();
+    let effective = match base {
+        Some(base) => {
+            let retention = settings.retention(base);
+            Effective {
+                retention_bytes: retention.bytes,
+                retention_ms: retention.ms,
+                max_record_bytes: settings.log_config(base).max_record_bytes,
+            }
+        }
+        None => Effective {
+            retention_bytes: settings.retention_bytes,
+            retention_ms: settings.retention_ms,
+            max_record_bytes: settings.max_record_bytes.unwrap_or_default(),
+        },
+    };
+    View {
+        name: remote.name.as_str(),
+        settings,
+        effective,
+        status: "elsewhere",
+        lowest_offset: 0,
+        next_offset: 0,
+        size_bytes: 0,
+        segments: 0,
+        leader: None,
+        members: remote.urls.clone(),
+    }
+}
+
+fn found_view<'a>(found: &'a Found, base: Option<&LogConfig>) -> Option<View<'a>> {
+    match found {
+        Found::Here(named) => Some(named_view(named)),
+        Found::Elsewhere(remote) => Some(remote_view(remote, base)),
+        Found::Opening => None,
+    }
 }
 
 /// The default log as a named one: its settings are the node's flags.
@@ -144,8 +190,9 @@ fn available(state: &AppState) -> ApiResult<()> {
 
 pub async fn list(State(state): State<AppState>) -> ApiResult<Response> {
     available(&state)?;
-    let logs = state.catalog.list();
-    let views = logs.iter().map(|named| named_view(named)).collect();
+    let logs = state.catalog.list_all();
+    let base = state.catalog.base();
+    let views = logs.iter().filter_map(|found| found_view(found, base)).collect();
     Ok(Json(List { logs: views }).into_response())
 }
 
@@ -156,14 +203,26 @@ pub async fn get_one(State(state): State<AppState>, Path(name): Path<String>) ->
     }
     let name = parse_name(&name)?;
     available(&state)?;
-    let named = state
-        .catalog
-        .get(name.as_str())
-        .ok_or_else(|| match state.catalog.failure(name.as_str()) {
+    let not_found = || match state.catalog.failure(name.as_str()) {
+        Some(why) => set_aside(name.as_str(), why),
+        None => ApiError::LogNotFound { name: name.to_string() },
+    };
+    match state.catalog.find(name.as_str()).ok_or_else(not_found)? {
+        Found::Here(named) => Ok(Json(named_view(&named)).into_response()),
+        // Its offsets and size are known where it is.
+        Found::Elsewhere(remote) => {
+            let node = remote.urls.first().cloned().ok_or(ApiError::NoLeader)?;
+            Err(ApiError::LogElsewhere {
+                name: name.to_string(),
+                location: format!("{}/logs/{name}", node.trim_end_matches('/')),
+                node,
+            })
+        }
+        Found::Opening => Err(match state.catalog.failure(name.as_str()) {
             Some(why) => set_aside(name.as_str(), why),
-            None => ApiError::LogNotFound { name: name.to_string() },
-        })?;
-    Ok(Json(named_view(&named)).into_response())
+            None => ApiError::Busy("this node's replica of the log is opening; retry shortly"),
+        }),
+    }
 }
 
 pub async fn put(State(state): State<AppState>, Path(name): Path<String>, request: Request) -> ApiResult<Response> {
@@ -181,7 +240,7 @@ pub async fn put(State(state): State<AppState>, Path(name): Path<String>, reques
         crate::logs::Created::New => StatusCode::CREATED,
         crate::logs::Created::Existing => StatusCode::OK,
     };
-    Ok(located(status, &named))
+    Ok(located(status, &named, state.catalog.base()))
 }
 
 pub async fn patch(State(state): State<AppState>, Path(name): Path<String>, request: Request) -> ApiResult<Response> {
@@ -192,8 +251,9 @@ pub async fn patch(State(state): State<AppState>, Path(name): Path<String>, requ
         retention_bytes: body.retention_bytes,
         retention_ms: body.retention_ms,
     };
-    let named = state.catalog.change(name.as_str(), &change).await?;
-    Ok(Json(named_view(&named)).into_response())
+    let found = state.catalog.change(name.as_str(), &change).await?;
+    let view = found_view(&found, state.catalog.base()).ok_or(ApiError::Busy("the log's replica is opening"))?;
+    Ok(Json(view).into_response())
 }
 
 /// Deletes the log and drops its router (which holds the log open).
@@ -206,9 +266,13 @@ pub async fn delete(state: AppState, name: String, routers: Arc<NamedRouters>) -
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-fn located(status: StatusCode, named: &Arc<NamedLog>) -> Response {
-    let mut response = (status, Json(named_view(named))).into_response();
-    if let Ok(value) = HeaderValue::from_str(&format!("/logs/{}", named.name)) {
+fn located(status: StatusCode, found: &Found, base: Option<&LogConfig>) -> Response {
+    let Some(view) = found_view(found, base) else {
+        return ApiError::Busy("the log's replica is opening; retry shortly").into_response();
+    };
+    let location = format!("/logs/{}", view.name);
+    let mut response = (status, Json(view)).into_response();
+    if let Ok(value) = HeaderValue::from_str(&location) {
         response.headers_mut().insert(header::LOCATION, value);
     }
     response

@@ -89,6 +89,12 @@ mod routes {
     pub const RAFT_PRE_VOTE: &str = crate::cluster::PRE_VOTE_PATH;
     pub const RAFT_SNAPSHOT: &str = crate::cluster::SNAPSHOT_PATH;
     pub const RAFT_TRANSFER: &str = crate::cluster::TRANSFER_PATH;
+    /// A named log's Raft group's messages (`cluster::group_path`).
+    pub const RAFT_GROUP_APPEND: &str = "/raft/{group}/append";
+    pub const RAFT_GROUP_VOTE: &str = "/raft/{group}/vote";
+    pub const RAFT_GROUP_PRE_VOTE: &str = "/raft/{group}/pre-vote";
+    pub const RAFT_GROUP_SNAPSHOT: &str = "/raft/{group}/snapshot";
+    pub const RAFT_GROUP_TRANSFER: &str = "/raft/{group}/transfer-leader";
     /// The web console's page (see `console`), also at `/ui/`.
     pub const UI: &str = "/ui";
     pub const UI_SLASH: &str = "/ui/";
@@ -217,6 +223,11 @@ fn peer_routes() -> Router<AppState> {
         .route(routes::RAFT_PRE_VOTE, post(cluster::raft_pre_vote))
         .route(routes::RAFT_SNAPSHOT, post(cluster::raft_snapshot))
         .route(routes::RAFT_TRANSFER, post(cluster::raft_transfer))
+        .route(routes::RAFT_GROUP_APPEND, post(cluster::raft_append))
+        .route(routes::RAFT_GROUP_VOTE, post(cluster::raft_vote))
+        .route(routes::RAFT_GROUP_PRE_VOTE, post(cluster::raft_pre_vote))
+        .route(routes::RAFT_GROUP_SNAPSHOT, post(cluster::raft_snapshot))
+        .route(routes::RAFT_GROUP_TRANSFER, post(cluster::raft_transfer))
 }
 
 /// The peer-only routes on the client listener beside a peer listener:
@@ -233,6 +244,11 @@ fn peer_routes_elsewhere() -> Router<AppState> {
         routes::RAFT_PRE_VOTE,
         routes::RAFT_SNAPSHOT,
         routes::RAFT_TRANSFER,
+        routes::RAFT_GROUP_APPEND,
+        routes::RAFT_GROUP_VOTE,
+        routes::RAFT_GROUP_PRE_VOTE,
+        routes::RAFT_GROUP_SNAPSHOT,
+        routes::RAFT_GROUP_TRANSFER,
     ]
     .into_iter()
     .fold(Router::new(), |router, path| router.route(path, elsewhere.clone()))
@@ -272,8 +288,10 @@ pub fn route_template(path: &str) -> &'static str {
         routes::LOGS => routes::LOGS,
         routes::RAFT_APPEND => routes::RAFT_APPEND,
         routes::RAFT_VOTE => routes::RAFT_VOTE,
+        routes::RAFT_PRE_VOTE => routes::RAFT_PRE_VOTE,
         routes::RAFT_SNAPSHOT => routes::RAFT_SNAPSHOT,
         routes::RAFT_TRANSFER => routes::RAFT_TRANSFER,
+        p if p.starts_with("/raft/") => raft_group_template(p),
         routes::UI => routes::UI,
         routes::UI_SLASH => routes::UI_SLASH,
         p if p.starts_with(routes::UI_SLASH) && !p[routes::UI_SLASH.len()..].contains('/') => routes::UI_ASSET,
@@ -290,6 +308,25 @@ pub fn route_template(path: &str) -> &'static str {
             Some(segment) if !segment.is_empty() && !segment.contains('/') => routes::RECORD,
             _ => routes::UNMATCHED,
         },
+    }
+}
+
+/// The template of `/raft/{group}/...` (a group id of digits).
+fn raft_group_template(path: &str) -> &'static str {
+    let rest = path.trim_start_matches("/raft/");
+    let Some((group, message)) = rest.split_once('/') else {
+        return routes::UNMATCHED;
+    };
+    if group.is_empty() || !group.bytes().all(|b| b.is_ascii_digit()) {
+        return routes::UNMATCHED;
+    }
+    match message {
+        "append" => routes::RAFT_GROUP_APPEND,
+        "vote" => routes::RAFT_GROUP_VOTE,
+        "pre-vote" => routes::RAFT_GROUP_PRE_VOTE,
+        "snapshot" => routes::RAFT_GROUP_SNAPSHOT,
+        "transfer-leader" => routes::RAFT_GROUP_TRANSFER,
+        _ => routes::UNMATCHED,
     }
 }
 

@@ -21,7 +21,7 @@ use tower_service::Service;
 
 use super::error::{ApiError, Echo};
 use super::state::AppState;
-use crate::logs::{CatalogError, DEFAULT_LOG, NamedLog, Requested, check_name};
+use crate::logs::{CatalogError, DEFAULT_LOG, Found, NamedLog, Requested, check_name};
 
 /// The prefix every named log's routes share.
 pub(super) const PREFIX: &str = "/logs/";
@@ -104,7 +104,7 @@ async fn route(state: &AppState, routers: &NamedRouters, mut request: Request) -
     let mut router = match name.as_str() {
         DEFAULT_LOG => routers.default.clone(),
         _ => {
-            let named = find(state, &name, request.method(), &rest).await;
+            let named = find(state, &name, request.method(), &rest, request.uri()).await;
             if named.is_err() {
                 routers.forget(&name);
             }
@@ -119,9 +119,9 @@ async fn route(state: &AppState, routers: &NamedRouters, mut request: Request) -
 
 /// The log `name`, created first when `--auto-create-logs` allows it and
 /// this is an append.
-async fn find(state: &AppState, name: &str, method: &Method, rest: &str) -> Result<Arc<NamedLog>, ApiError> {
-    if let Some(named) = state.catalog.get(name) {
-        return Ok(named);
+async fn find(state: &AppState, name: &str, method: &Method, rest: &str, uri: &Uri) -> Result<Arc<NamedLog>, ApiError> {
+    if let Some(found) = state.catalog.find(name) {
+        return here(state, name, found, uri);
     }
     if let Some(why) = state.catalog.unavailable_reason() {
         return Err(ApiError::NamedLogsUnavailable(why));
@@ -134,13 +134,34 @@ async fn find(state: &AppState, name: &str, method: &Method, rest: &str) -> Resu
     }
     let log_name = super::logs::parse_name(name)?;
     match state.catalog.create(log_name, &Requested::default()).await {
-        Ok((_, named)) => Ok(named),
+        Ok((_, found)) => here(state, name, found, uri),
         // Created meanwhile with other settings: that one is the log.
         Err(CatalogError::Exists { .. }) => state
             .catalog
             .get(name)
             .ok_or_else(|| ApiError::LogNotFound { name: name.to_string() }),
         Err(e) => Err(e.into()),
+    }
+}
+
+/// The log `found` if it is open here; else where it is served (a
+/// cluster's log with no replica here), or why not yet.
+fn here(state: &AppState, name: &str, found: Found, uri: &Uri) -> Result<Arc<NamedLog>, ApiError> {
+    match found {
+        Found::Here(named) => Ok(named),
+        Found::Elsewhere(remote) => {
+            let node = remote.urls.first().cloned().ok_or(ApiError::NoLeader)?;
+            let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+            Err(ApiError::LogElsewhere {
+                name: name.to_string(),
+                location: format!("{}{path}", node.trim_end_matches('/')),
+                node,
+            })
+        }
+        Found::Opening => Err(match state.catalog.failure(name) {
+            Some(why) => super::logs::set_aside(name, why),
+            None => ApiError::Busy("this node's replica of the log is opening; retry shortly"),
+        }),
     }
 }
 
@@ -158,17 +179,39 @@ fn prefix_location(response: &mut Response, name: &str) {
     let Some(location) = response.headers().get(header::LOCATION).and_then(|v| v.to_str().ok()) else {
         return;
     };
-    if !location.starts_with('/') {
-        return;
-    }
-    if let Ok(value) = HeaderValue::from_str(&format!("{PREFIX}{name}{location}")) {
+    if let Ok(value) = HeaderValue::from_str(&prefixed(location, name)) {
         response.headers_mut().insert(header::LOCATION, value);
+    }
+}
+
+/// `location` with the log's prefix put back in its path: a relative one
+/// (`/42` after an append) or an absolute one (a cluster's redirect to
+/// the log's leader on another node, `http://b:8080/?from=3`).
+fn prefixed(location: &str, name: &str) -> String {
+    let authority_end = location
+        .split_once("://")
+        .map(|(scheme, rest)| scheme.len() + 3 + rest.find('/').unwrap_or(rest.len()));
+    match authority_end {
+        Some(end) => format!("{}{PREFIX}{name}{}", &location[..end], &location[end..]),
+        None if location.starts_with('/') => format!("{PREFIX}{name}{location}"),
+        None => location.to_string(),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn locations_get_the_logs_prefix_back_relative_or_absolute() {
+        assert_eq!(prefixed("/42", "orders"), "/logs/orders/42");
+        assert_eq!(
+            prefixed("http://b:8080/?from=3", "orders"),
+            "http://b:8080/logs/orders/?from=3"
+        );
+        assert_eq!(prefixed("https://b/42", "a"), "https://b/logs/a/42");
+        assert_eq!(prefixed("http://b:8080", "a"), "http://b:8080/logs/a");
+    }
 
     #[test]
     fn paths_split_into_a_name_and_the_rest() {

@@ -81,7 +81,7 @@ where
             .cloned()
             .unwrap_or_else(new_request_id);
         let starts = match route {
-            super::routes::RAFT_APPEND => Starts::No,
+            super::routes::RAFT_APPEND | super::routes::RAFT_GROUP_APPEND => Starts::No,
             _ => Starts::Yes,
         };
         let span = crate::telemetry::http_span(method, route, request.headers(), starts);

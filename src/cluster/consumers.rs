@@ -67,14 +67,15 @@ fn change_of(record: &UserRecord) -> Option<Change> {
     (entry.raft == KIND).then_some(entry.change)
 }
 
-/// Whether a control frame's value is a consumer entry (`codec` keeps
-/// those as records, not as Raft's own entries).
+/// Whether a control frame's value is an entry the tables apply, a
+/// consumer's or the catalogue's (`codec` keeps those as records, not as
+/// Raft's own entries).
 pub(super) fn is_consumer_entry(value: &[u8]) -> bool {
     #[derive(Deserialize)]
     struct Kind {
         raft: String,
     }
-    serde_json::from_slice::<Kind>(value).is_ok_and(|k| k.raft == KIND)
+    serde_json::from_slice::<Kind>(value).is_ok_and(|k| k.raft == KIND || k.raft == super::catalogue::KIND)
 }
 
 /// Applies the record at `index` to the tables if it is a consumer entry,
@@ -91,13 +92,19 @@ pub(super) fn apply(tables: &mut Tables, outcomes: &Outcomes, index: u64, record
     true
 }
 
-/// Outcomes of applied consumer entries, by index, the newest
-/// `OUTCOMES_KEPT`.
-#[derive(Debug, Default)]
-pub(super) struct Outcomes(Mutex<(BTreeMap<u64, Outcome>, VecDeque<u64>)>);
+/// Outcomes of applied entries (consumer or catalogue changes), by index,
+/// the newest `OUTCOMES_KEPT`.
+#[derive(Debug)]
+pub(super) struct Outcomes<T = Outcome>(Mutex<(BTreeMap<u64, T>, VecDeque<u64>)>);
 
-impl Outcomes {
-    fn keep(&self, index: u64, outcome: Outcome) {
+impl<T> Default for Outcomes<T> {
+    fn default() -> Self {
+        Outcomes(Mutex::new((BTreeMap::new(), VecDeque::new())))
+    }
+}
+
+impl<T> Outcomes<T> {
+    pub(super) fn keep(&self, index: u64, outcome: T) {
         let mut kept = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         let (by_index, order) = &mut *kept;
         if by_index.insert(index, outcome).is_none() {
@@ -110,7 +117,7 @@ impl Outcomes {
         }
     }
 
-    pub(super) fn take(&self, index: u64) -> Option<Outcome> {
+    pub(super) fn take(&self, index: u64) -> Option<T> {
         let mut kept = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         kept.0.remove(&index)
     }
@@ -209,7 +216,7 @@ mod tests {
 
     #[test]
     fn only_the_newest_outcomes_are_kept() {
-        let outcomes = Outcomes::default();
+        let outcomes: Outcomes = Outcomes::default();
         for i in 0..(OUTCOMES_KEPT as u64 + 10) {
             outcomes.keep(i, Ok(None));
         }

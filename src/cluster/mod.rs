@@ -11,6 +11,8 @@
 //! - `log_store`: openraft's log storage over our log;
 //! - `state_machine`: applying = making visible; batches whole or never;
 //! - `consumers`: consumer positions as control entries, applied into the tables;
+//! - `catalogue`: named logs as control entries of group 0, applied into
+//!   its tables; `group` a named log's own Raft group on this node;
 //! - `network`: peer RPCs over HTTP (served by `api::cluster`), `rpc` the
 //!   serving side, `sender` who may speak for which member, `validate`
 //!   their checks before openraft sees them,
@@ -31,6 +33,7 @@
 //!
 //! Design and traps: `docs/cluster-design.md`, `docs/openraft-0.10-notes.md`.
 
+mod catalogue;
 mod codec;
 mod consumers;
 mod contact;
@@ -40,6 +43,7 @@ mod error;
 pub mod failpoint;
 mod formation;
 mod gate;
+mod group;
 mod identity;
 mod last_run;
 mod log_store;
@@ -71,6 +75,9 @@ mod terms;
 mod types;
 mod validate;
 
+pub use catalogue::{
+    Catalogue, CatalogueChange, FIRST_GROUP, Outcome as CatalogueOutcome, PlacedLog, Refusal as CatalogueRefusal,
+};
 pub use codec::{decode_append, encode_append};
 pub use durable::{Durable, MAX_DOCUMENT};
 pub use error::ClusterError;

@@ -124,6 +124,8 @@ pub struct Network {
     pub book: PeerBook,
     /// Append-entries requests in flight to a gating peer at most.
     pub window: usize,
+    /// The Raft group the messages are for (0: the cluster group).
+    pub group: u64,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -141,7 +143,18 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             health: self.health.clone(),
             stream: super::pipeline::StreamState::new(self.window),
             patience: Patience::default(),
+            group: self.group,
         }
+    }
+}
+
+/// `path` (one of the paths above) for group `group`: group 0 keeps the
+/// paths nodes without named logs serve, `/raft/append` becomes
+/// `/raft/7/append` for group 7.
+pub fn group_path(group: u64, path: &str) -> std::borrow::Cow<'_, str> {
+    match (group, path.strip_prefix("/raft/")) {
+        (0, _) | (_, None) => path.into(),
+        (group, Some(rest)) => format!("/raft/{group}/{rest}").into(),
     }
 }
 
@@ -179,6 +192,8 @@ pub(super) fn peer_port_elsewhere(body: &str) -> Option<String> {
 pub struct Peer {
     /// This node.
     sender: NodeId,
+    /// The group's messages go under `/raft/{group}/` (group 0's under `/raft/`).
+    group: u64,
     client: reqwest::Client,
     /// Where the member was reached when this `Peer` was made (its peer
     /// URL, else its URL); `book` has where it is reached now.
@@ -261,7 +276,7 @@ impl Peer {
         position: Option<Position>,
     ) -> Result<(T, bool), PeerError> {
         let base = self.book.get(self.target).unwrap_or_else(|| self.base.clone());
-        let url = format!("{}{path}", self.routes.resolve(&base));
+        let url = format!("{}{}", self.routes.resolve(&base), group_path(self.group, path));
         let mut request = self
             .client
             .post(&url)
@@ -535,6 +550,7 @@ mod tests {
             health: PeerHealth::default(),
             book: PeerBook::default(),
             window: 1,
+            group: 0,
         };
         let member = Member {
             url,

@@ -99,6 +99,10 @@ pub(super) struct Inner {
     /// Why this node asks to be started again, once it does (`contradiction`).
     pub restart_for: std::sync::OnceLock<String>,
     pub restart_asked: tokio::sync::Notify,
+    /// The Raft group this is: 0 the cluster group, else a named log's.
+    pub group: u64,
+    /// On group 0: the named logs' groups this node holds (`group`).
+    pub groups: super::group::Groups,
 }
 
 impl std::fmt::Debug for Cluster {

@@ -250,6 +250,7 @@ mod tests {
             health: PeerHealth::default(),
             book: PeerBook::default(),
             window: WINDOW,
+            group: 0,
         };
         let member = Member {
             url,
@@ -335,6 +336,7 @@ mod tests {
             health: PeerHealth::default(),
             book: PeerBook::default(),
             window,
+            group: 0,
         };
         let member = Member {
             url,

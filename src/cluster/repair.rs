@@ -110,8 +110,8 @@ impl std::fmt::Display for Fault {
 /// Frame bytes read at a time by the checksum scan.
 const SCAN_BYTES: u64 = 8 << 20;
 
-/// `check_telling` with nobody listening (the store's unit tests).
-#[cfg(test)]
+/// `check_telling` with nobody listening (a named log's group, the
+/// store's unit tests).
 pub fn check(store: &LogStore) -> io::Result<Option<Fault>> {
     check_telling(store, &StartProgress::default())
 }

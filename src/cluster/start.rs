@@ -55,7 +55,7 @@ pub enum StartError {
 /// `write_caching`: the log acknowledges what it has not synced
 /// (`--fsync never|interval`), so a follower's log may come back shorter
 /// than it told the leader after a power cut, and the leader must take it.
-fn raft_config(config: &ClusterConfig, write_caching: bool) -> Result<Config, StartError> {
+pub(super) fn raft_config(config: &ClusterConfig, write_caching: bool) -> Result<Config, StartError> {
     let config = Config {
         cluster_name: "distlog".to_string(),
         heartbeat_interval: config.heartbeat.as_millis() as u64,
@@ -165,6 +165,7 @@ impl Cluster {
             health: Default::default(),
             book: book.clone(),
             window: config.append_window.max(1),
+            group: 0,
         };
         let raft = Raft::new(
             id,
@@ -201,6 +202,8 @@ impl Cluster {
                 gate,
                 restart_for: Default::default(),
                 restart_asked: Default::default(),
+                group: 0,
+                groups: Default::default(),
             }),
         };
         tracing::info!(node_id = id, url = %cluster.inner.url, peer_url = ?cluster.inner.config.peer_url,
@@ -282,7 +285,7 @@ fn moved_aside(found: Option<repair::Fault>, plan: &quarantine::Plan, data_dir: 
 
 /// Keeps `book` to the membership in effect (see `network::PeerBook`);
 /// ends with the node.
-async fn keep_peer_book(cluster: Cluster, book: PeerBook) {
+pub(super) async fn keep_peer_book(cluster: Cluster, book: PeerBook) {
     use openraft::async_runtime::WatchReceiver;
     let mut metrics = cluster.raft().metrics();
     let mut seen = None;

@@ -72,6 +72,11 @@ struct Shared {
     writing: Mutex<()>,
     /// How consumer changes were decided, for their proposers.
     outcomes: super::consumers::Outcomes,
+    /// How catalogue changes were decided, for their proposers.
+    catalogue_outcomes: super::consumers::Outcomes<super::catalogue::Outcome>,
+    /// Bumped once a catalogue change is applied and written (or a
+    /// snapshot installed): named logs follow it.
+    catalogue_changed: watch::Sender<u64>,
 }
 
 /// The state machine; clones share it, and `Visibility` reads it.
@@ -123,6 +128,25 @@ impl Visibility {
     pub fn take_outcome(&self, index: u64) -> Option<super::consumers::Outcome> {
         self.shared.outcomes.take(index)
     }
+
+    /// How the catalogue change at `index` was decided, once.
+    pub fn take_catalogue_outcome(&self, index: u64) -> Option<super::catalogue::Outcome> {
+        self.shared.catalogue_outcomes.take(index)
+    }
+
+    /// The catalogue as applied.
+    pub fn catalogue(&self) -> super::catalogue::Catalogue {
+        self.shared
+            .tables
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .catalogue
+            .clone()
+    }
+
+    pub fn catalogue_changes(&self) -> watch::Receiver<u64> {
+        self.shared.catalogue_changed.subscribe()
+    }
 }
 
 impl StateMachine {
@@ -139,6 +163,8 @@ impl StateMachine {
                 changed: watch::Sender::new(0),
                 writing: Mutex::new(()),
                 outcomes: Default::default(),
+                catalogue_outcomes: Default::default(),
+                catalogue_changed: watch::Sender::new(0),
             }),
         };
         sm.publish();
@@ -235,6 +261,23 @@ impl StateMachine {
     }
 
     /// Readers see what is applied (whole batches only) and written.
+    /// Applies the record at `index` to the catalogue if it is a
+    /// catalogue entry, and keeps the outcome for its proposer. Returns
+    /// whether it was one.
+    fn apply_catalogue(&self, tables: &mut Tables, index: u64, record: &super::types::UserRecord) -> bool {
+        let Some(change) = super::catalogue::change_of(record) else {
+            return false;
+        };
+        let members = tables.membership.membership().nodes().map(|(id, _)| *id).collect();
+        let outcome = tables.catalogue.apply(&change, &members);
+        match &outcome {
+            Ok((_, placed)) => tracing::info!(index, ?change, group = placed.group, "catalogue changed"),
+            Err(why) => tracing::info!(index, ?change, %why, "catalogue change refused"),
+        }
+        self.shared.catalogue_outcomes.keep(index, outcome);
+        true
+    }
+
     fn publish(&self) {
         let end = self
             .shared
@@ -307,6 +350,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         let mut answers = Vec::new();
         let mut urgent = false;
+        let mut catalogue_changed = false;
         let limits = self.shared.store.log().config().producers;
         while let Some(item) = entries.next().await {
             let (entry, responder) = item?;
@@ -316,12 +360,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             };
             let index = entry.log_id.index;
             let mut tables = self.shared.tables.write().unwrap_or_else(PoisonError::into_inner);
-            // A consumer entry changes the positions only: it is no record
-            // (not the last one `Expected-Last-Offset` is held to) and no
-            // producer's append.
+            // A consumer or catalogue entry changes its table only: it is
+            // no record (not the last one `Expected-Last-Offset` is held
+            // to) and no producer's append.
             let consumer = match &entry.payload {
                 EntryPayload::Normal(record) => {
-                    super::consumers::apply(&mut tables, &self.shared.outcomes, index, record)
+                    let catalogue = self.apply_catalogue(&mut tables, index, record);
+                    catalogue_changed |= catalogue;
+                    catalogue || super::consumers::apply(&mut tables, &self.shared.outcomes, index, record)
                 }
                 _ => false,
             };
@@ -330,7 +376,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 false => tables.apply(entry.log_id, attributes, &entry.payload, &limits),
             };
             drop(tables);
-            urgent |= must_write;
+            // A node acts on a catalogue change (makes or deletes a log's
+            // files) only once a restart cannot forget it.
+            urgent |= must_write || catalogue_changed;
             if let Some(responder) = responder {
                 answers.push((responder, applied));
             }
@@ -345,6 +393,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             self.shared.changed.send_modify(|n| *n += 1);
         }
         self.publish();
+        if catalogue_changed {
+            self.shared.catalogue_changed.send_modify(|n| *n += 1);
+        }
         for (responder, applied) in answers {
             responder.send(applied);
         }
@@ -411,6 +462,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 .map_err(io::Error::other)??;
         }
         self.publish();
+        self.shared.catalogue_changed.send_modify(|n| *n += 1);
         Ok(())
     }
 

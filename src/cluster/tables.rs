@@ -54,6 +54,10 @@ pub struct Tables {
     /// before they existed.
     #[serde(default)]
     pub consumers: crate::log::consumers::Positions,
+    /// Named logs (group 0 only; see `catalogue`); absent from tables
+    /// written before they existed.
+    #[serde(default)]
+    pub catalogue: super::catalogue::Catalogue,
 }
 
 /// How an append was decided when its first entry was applied.

@@ -33,7 +33,7 @@ use tokio::task::JoinHandle;
 
 use super::name::LogName;
 use super::settings::{Requested, RetentionChange, Settings, SettingsError};
-use crate::cluster::{Durable, failpoint};
+use crate::cluster::{Cluster, Durable, failpoint};
 use crate::log::{Log, LogConfig, LogError, fsops};
 use crate::mode::{Consumers, Mode, StartError, start_standalone};
 
@@ -80,6 +80,15 @@ pub enum CatalogError {
     Start(#[from] StartError),
     #[error("log {name} is on disk but did not open ({why}); delete it, or fix the cause and restart")]
     Failed { name: String, why: String },
+    /// A catalogue change group 0 did not take (not its leader, no leader,
+    /// an unknown outcome); `path` is what a client is sent to elsewhere.
+    #[error("{error}")]
+    Cluster {
+        error: crate::cluster::ClusterError,
+        path: String,
+    },
+    #[error("cannot place the log's replicas: {0}")]
+    Placement(String),
 }
 
 /// One named log, open.
@@ -93,11 +102,41 @@ pub struct NamedLog {
     /// Turns true to stop the log's retention (deleted, or the node stopping).
     stop: watch::Sender<bool>,
     retention: Mutex<Option<JoinHandle<()>>>,
+    /// On a cluster member: the log's Raft group (a name deleted and
+    /// created again is another group).
+    pub group: Option<u64>,
 }
 
 impl NamedLog {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        name: LogName,
+        log: Log,
+        mode: Mode,
+        consumers: Consumers,
+        settings: Settings,
+        stop: watch::Sender<bool>,
+        retention: Mutex<Option<JoinHandle<()>>>,
+        group: Option<u64>,
+    ) -> NamedLog {
+        NamedLog {
+            name,
+            log,
+            mode,
+            consumers,
+            settings: Mutex::new(settings),
+            stop,
+            retention,
+            group,
+        }
+    }
+
     pub fn settings(&self) -> Settings {
         self.settings.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    pub(super) fn set_settings(&self, settings: Settings) {
+        *self.settings.lock().unwrap_or_else(PoisonError::into_inner) = settings;
     }
 
     /// Turns true once the log stops being served (deleted, or the node
@@ -106,21 +145,44 @@ impl NamedLog {
         self.stop.subscribe()
     }
 
-    /// Stops retention, consumer changes and the log; in-flight requests on
-    /// it fail.
-    async fn close(&self) -> Result<(), CatalogError> {
+    /// Stops retention, consumer changes, the log's Raft group (on a
+    /// cluster member) and the log; in-flight requests on it fail.
+    pub(super) async fn close(&self) -> Result<(), CatalogError> {
         let _ = self.stop.send(true);
         self.consumers.close();
         let retention = self.retention.lock().unwrap_or_else(PoisonError::into_inner).take();
         if let Some(task) = retention {
             let _ = task.await;
         }
+        self.mode.shutdown().await;
         let log = self.log.clone();
         tokio::task::spawn_blocking(move || log.close())
             .await
             .map_err(|e| io::Error::other(e.to_string()))??;
+        self.mode.log_closed();
         Ok(())
     }
+}
+
+/// A log as the catalogue finds it: open on this node, or (a cluster's log
+/// with no replica here) held by other nodes.
+#[derive(Clone, Debug)]
+pub enum Found {
+    Here(Arc<NamedLog>),
+    Elsewhere(Remote),
+    /// Placed on this node, and its replica not open (yet, or it failed:
+    /// see `Catalog::failure`).
+    Opening,
+}
+
+/// A cluster's log with no replica on this node.
+#[derive(Clone, Debug)]
+pub struct Remote {
+    pub name: LogName,
+    pub settings: Settings,
+    /// Where its replicas are (client URLs), the first the one that
+    /// normally leads.
+    pub urls: Vec<String>,
 }
 
 /// Whether `create` made the log or found it made the same way.
@@ -144,6 +206,12 @@ struct Inner {
     failed: Mutex<BTreeMap<LogName, String>>,
     /// One create, change or delete at a time.
     changing: tokio::sync::Mutex<()>,
+    /// On a cluster member: group 0, whose catalogue this follows (`placed`).
+    cluster: Option<Cluster>,
+    /// Turns true when the node stops: the catalogue is no longer followed.
+    closing: watch::Sender<bool>,
+    /// Bumped after each pass that opened or closed logs (`placed`).
+    opened: watch::Sender<u64>,
 }
 
 impl Catalog {
@@ -154,7 +222,79 @@ impl Catalog {
             logs: RwLock::new(BTreeMap::new()),
             failed: Mutex::new(BTreeMap::new()),
             changing: tokio::sync::Mutex::new(()),
+            cluster: None,
+            closing: watch::Sender::new(false),
+            opened: watch::Sender::new(0),
         }))
+    }
+
+    /// A cluster member's catalogue: group 0's (see `placed`). The logs
+    /// placed on this node open in the background, in `config.dir`.
+    pub async fn clustered(config: CatalogConfig, cluster: Cluster) -> Result<Catalog, CatalogError> {
+        let dir = config.dir.clone();
+        tokio::task::spawn_blocking(move || super::placed::tidy(&dir))
+            .await
+            .map_err(|e| io::Error::other(e.to_string()))??;
+        let catalog = Catalog(Arc::new(Inner {
+            config: Ok(config),
+            logs: RwLock::new(BTreeMap::new()),
+            failed: Mutex::new(BTreeMap::new()),
+            changing: tokio::sync::Mutex::new(()),
+            cluster: Some(cluster.clone()),
+            closing: watch::Sender::new(false),
+            opened: watch::Sender::new(0),
+        }));
+        let closing = catalog.0.closing.subscribe();
+        tokio::spawn(super::placed::follow(catalog.clone(), cluster, closing));
+        Ok(catalog)
+    }
+
+    /// Group 0, on a cluster member.
+    pub fn cluster(&self) -> Option<&Cluster> {
+        self.0.cluster.as_ref()
+    }
+
+    pub(super) fn config_ref(&self) -> Result<&CatalogConfig, CatalogError> {
+        self.config()
+    }
+
+    pub(super) async fn changing(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.0.changing.lock().await
+    }
+
+    pub(super) fn forget(&self, name: &LogName) {
+        self.write().remove(name);
+    }
+
+    pub(super) fn insert(&self, named: Arc<NamedLog>) {
+        self.write().insert(named.name.clone(), named);
+    }
+
+    pub(super) fn set_failure(&self, name: &LogName, why: Option<String>) {
+        self.set_failed(name, why);
+    }
+
+    /// Says a pass of `placed::follow` ended.
+    pub(super) fn opened(&self) {
+        self.0.opened.send_modify(|n| *n += 1);
+    }
+
+    /// Waits (up to `within`) until a pass of `placed::follow` ends with
+    /// `done` true.
+    pub(super) async fn wait_for_pass(&self, within: Duration, done: impl Fn(&Catalog) -> bool) -> bool {
+        let mut passes = self.0.opened.subscribe();
+        let waited = tokio::time::timeout(within, async {
+            loop {
+                if done(self) {
+                    return;
+                }
+                if passes.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
+        waited.is_ok() && done(self)
     }
 
     /// Opens every log under `config.dir` (a few at a time), first clearing
@@ -199,6 +339,9 @@ impl Catalog {
             logs: RwLock::new(logs),
             failed: Mutex::new(failed),
             changing: tokio::sync::Mutex::new(()),
+            cluster: None,
+            closing: watch::Sender::new(false),
+            opened: watch::Sender::new(0),
         })))
     }
 
@@ -247,6 +390,30 @@ impl Catalog {
         self.read().values().cloned().collect()
     }
 
+    /// `name` wherever it is: open here, or (in a cluster) on other nodes
+    /// only, or placed here and not open yet.
+    pub fn find(&self, name: &str) -> Option<Found> {
+        if let Some(named) = self.get(name) {
+            return Some(Found::Here(named));
+        }
+        let cluster = self.0.cluster.as_ref()?;
+        let placed = cluster.catalogue().logs.get(name).cloned()?;
+        if placed.nodes.contains(&cluster.id()) {
+            return Some(Found::Opening);
+        }
+        let name = LogName::parse(name).ok()?;
+        super::placed::remote(cluster, name, &placed).ok().map(Found::Elsewhere)
+    }
+
+    /// Every log: the ones open here, and in a cluster the others too.
+    pub fn list_all(&self) -> Vec<Found> {
+        let Some(cluster) = &self.0.cluster else {
+            return self.list().into_iter().map(Found::Here).collect();
+        };
+        let names: Vec<String> = cluster.catalogue().logs.into_keys().collect();
+        names.iter().filter_map(|name| self.find(name)).collect()
+    }
+
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<LogName, Arc<NamedLog>>> {
         self.0.logs.read().unwrap_or_else(PoisonError::into_inner)
     }
@@ -257,14 +424,17 @@ impl Catalog {
 
     /// Creates `name` with `requested` settings; the same settings again
     /// find it (`Created::Existing`), other settings are `Exists`.
-    pub async fn create(&self, name: LogName, requested: &Requested) -> Result<(Created, Arc<NamedLog>), CatalogError> {
+    pub async fn create(&self, name: LogName, requested: &Requested) -> Result<(Created, Found), CatalogError> {
         let config = self.config()?;
+        if let Some(cluster) = &self.0.cluster {
+            return super::placed::create(self, cluster, config, name, requested).await;
+        }
         let settings = requested.resolve(1, &config.base)?;
         let _one = self.0.changing.lock().await;
         if let Some(existing) = self.get(name.as_str()) {
             let held = existing.settings();
             return match held == settings {
-                true => Ok((Created::Existing, existing)),
+                true => Ok((Created::Existing, Found::Here(existing))),
                 false => Err(CatalogError::Exists {
                     name: name.to_string(),
                     settings: held,
@@ -295,13 +465,16 @@ impl Catalog {
         };
         self.write().insert(name.clone(), named.clone());
         tracing::info!(log = %name, "named log created");
-        Ok((Created::New, named))
+        Ok((Created::New, Found::Here(named)))
     }
 
     /// Changes `name`'s retention; it applies from the log's next
     /// retention run.
-    pub async fn change(&self, name: &str, change: &RetentionChange) -> Result<Arc<NamedLog>, CatalogError> {
+    pub async fn change(&self, name: &str, change: &RetentionChange) -> Result<Found, CatalogError> {
         let config = self.config()?;
+        if let Some(cluster) = &self.0.cluster {
+            return super::placed::change(self, cluster, config, name, change).await;
+        }
         let _one = self.0.changing.lock().await;
         let named = self.get(name).ok_or_else(|| CatalogError::NotFound(name.to_string()))?;
         let settings = named.settings().changed(change);
@@ -313,12 +486,15 @@ impl Catalog {
             .map_err(|e| io::Error::other(e.to_string()))??;
         named.log.set_retention(settings.retention(&config.base))?;
         *named.settings.lock().unwrap_or_else(PoisonError::into_inner) = settings;
-        Ok(named)
+        Ok(Found::Here(named))
     }
 
     /// Deletes `name` and everything it holds (a log that did not open too).
     pub async fn delete(&self, name: &str) -> Result<(), CatalogError> {
         let config = self.config()?;
+        if let Some(cluster) = &self.0.cluster {
+            return super::placed::delete(self, cluster, name).await;
+        }
         let _one = self.0.changing.lock().await;
         match self.get(name) {
             Some(named) => {
@@ -365,6 +541,8 @@ impl Catalog {
     /// At shutdown: every log's retention stopped, every log synced and
     /// closed, a few at a time.
     pub async fn close(&self) {
+        let _ = self.0.closing.send(true);
+        let _one = self.0.changing.lock().await;
         let logs = std::mem::take(&mut *self.write());
         futures_util::stream::iter(logs)
             .for_each_concurrent(OPEN_AT_ONCE, |(name, named)| async move {
@@ -453,6 +631,7 @@ async fn open_log(config: &CatalogConfig, name: LogName, settings: Settings) -> 
         settings: Mutex::new(settings),
         stop,
         retention: Mutex::new(Some(retention)),
+        group: None,
     }))
 }
 

@@ -27,7 +27,7 @@ use crate::auth::{AuthConfigError, ReloadableTls, Security};
 use crate::http;
 use crate::http::HttpConfig;
 use crate::log::{Log, LogError};
-use crate::logs::{Catalog, CatalogConfig, LOGS_DIR};
+use crate::logs::{Catalog, CatalogConfig, GROUPS_DIR, LOGS_DIR};
 use crate::mode::{self, Mode, ModeConfig, OwnUrls};
 
 /// A running node.
@@ -362,8 +362,9 @@ async fn start_parts(
     })
 }
 
-/// A standalone node's named logs, opened from `<data dir>/logs`; other
-/// modes serve none yet.
+/// A standalone node's named logs, opened from `<data dir>/logs`; a
+/// cluster member's, each a Raft group, placed by the cluster's catalogue
+/// (`<data dir>/groups`); a replica serves none.
 async fn open_catalog(config: &NodeConfig, mode: &Mode) -> Result<Catalog, NodeError> {
     match mode {
         Mode::Standalone(_) => Ok(Catalog::open(CatalogConfig {
@@ -377,9 +378,17 @@ async fn open_catalog(config: &NodeConfig, mode: &Mode) -> Result<Catalog, NodeE
         Mode::Replica(_) => Ok(Catalog::unavailable(
             "a --follow replica copies one log; ask its leader",
         )),
-        Mode::Member(_) => Ok(Catalog::unavailable(
-            "a cluster does not hold named logs yet (standalone nodes do)",
-        )),
+        Mode::Member(cluster) => Ok(Catalog::clustered(
+            CatalogConfig {
+                dir: config.data_dir.join(GROUPS_DIR),
+                base: config.log.clone(),
+                max_logs: config.named_logs.max_logs,
+                retention_check: config.retention_check,
+                auto_create: config.named_logs.auto_create,
+            },
+            cluster.clone(),
+        )
+        .await?),
     }
 }
 

@@ -22,6 +22,7 @@ mod hostile_peers;
 mod hostile_sender;
 mod identity;
 mod joins;
+mod named_logs;
 mod partitions;
 mod peer_port;
 mod pipeline;

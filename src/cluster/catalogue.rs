@@ -1,0 +1,343 @@
+//! The catalogue of a cluster's named logs, kept by group 0 (the cluster
+//! group, whose log is the default log): which logs exist, their settings,
+//! the Raft group each is and the nodes that hold its replicas.
+//!
+//! A change is a control entry in group 0's log, replicated like a record
+//! and applied on every node into `Tables::catalogue` (so the tables file
+//! and snapshots carry it, and a retention purge of the entries loses
+//! nothing), exactly as consumer positions are (`consumers`):
+//!
+//! ```text
+//! {"raft":"catalogue","change":{"create":{"name":..,"settings":{..},"nodes":[..],"max_logs":..}}}
+//! {"raft":"catalogue","change":{"settings":{"name":..,"settings":{..}}}}
+//! {"raft":"catalogue","change":{"delete":{"name":..}}}
+//! ```
+//!
+//! Whether a change is made is decided when it is applied, from the
+//! catalogue and the entry alone: two racing creates of one name have one
+//! winner on every node. A create takes the next group id, which is never
+//! given again: a log deleted and created again is a new group, so that
+//! replicas and messages of the old one never reach it. Settings are
+//! carried as the API layer wrote them (JSON): the cluster compares them,
+//! it does not read them. Where replicas go is decided by the proposer
+//! (`place`) and only checked here.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::error::ClusterError;
+use super::node::Cluster;
+use super::types::{NodeId, UserRecord};
+use crate::log::attributes::CONTROL;
+
+/// The `raft` word of a catalogue entry.
+pub(super) const KIND: &str = "catalogue";
+
+/// Group 0 is the cluster group; named logs' groups are numbered from 1.
+pub const FIRST_GROUP: u64 = 1;
+
+/// What group 0 knows of the named logs.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Catalogue {
+    /// The id the next created log's group takes; only ever raised.
+    #[serde(default)]
+    pub next_group: u64,
+    pub logs: BTreeMap<String, PlacedLog>,
+}
+
+/// One named log in the catalogue.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlacedLog {
+    pub group: u64,
+    /// As the API layer wrote them.
+    pub settings: serde_json::Value,
+    /// The nodes holding its replicas; the first initializes the group.
+    pub nodes: Vec<NodeId>,
+}
+
+/// A change to the catalogue.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CatalogueChange {
+    Create {
+        name: String,
+        settings: serde_json::Value,
+        nodes: Vec<NodeId>,
+        /// The proposing leader's `--max-logs`.
+        max_logs: usize,
+    },
+    Settings {
+        name: String,
+        settings: serde_json::Value,
+    },
+    Delete {
+        name: String,
+    },
+}
+
+/// Why a change was refused when it was applied.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("log {name} exists with other settings")]
+    Exists { name: String, settings: serde_json::Value },
+    #[error("no log is named {0}")]
+    NotFound(String),
+    #[error("the cluster holds {max} logs, the most --max-logs allows")]
+    TooMany { max: usize },
+    #[error("cannot place the log's replicas: {0}")]
+    Placement(String),
+}
+
+/// What applying a change gave: the log as it now stands (for a create,
+/// whether this entry made it), or why it was refused.
+pub type Outcome = Result<(bool, PlacedLog), Refusal>;
+
+impl Catalogue {
+    /// Applies `change`; `members` are group 0's members as the entry
+    /// found them (replicas go on members only).
+    pub fn apply(&mut self, change: &CatalogueChange, members: &BTreeSet<NodeId>) -> Outcome {
+        match change {
+            CatalogueChange::Create {
+                name,
+                settings,
+                nodes,
+                max_logs,
+            } => {
+                if let Some(held) = self.logs.get(name) {
+                    return match &held.settings == settings {
+                        true => Ok((false, held.clone())),
+                        false => Err(Refusal::Exists {
+                            name: name.clone(),
+                            settings: held.settings.clone(),
+                        }),
+                    };
+                }
+                if self.logs.len() >= *max_logs {
+                    return Err(Refusal::TooMany { max: *max_logs });
+                }
+                check_placement(nodes, members)?;
+                let group = self.next_group.max(FIRST_GROUP);
+                self.next_group = group + 1;
+                let placed = PlacedLog {
+                    group,
+                    settings: settings.clone(),
+                    nodes: nodes.clone(),
+                };
+                self.logs.insert(name.clone(), placed.clone());
+                Ok((true, placed))
+            }
+            CatalogueChange::Settings { name, settings } => {
+                let placed = self.logs.get_mut(name).ok_or_else(|| Refusal::NotFound(name.clone()))?;
+                placed.settings = settings.clone();
+                Ok((false, placed.clone()))
+            }
+            CatalogueChange::Delete { name } => {
+                let placed = self.logs.remove(name).ok_or_else(|| Refusal::NotFound(name.clone()))?;
+                Ok((false, placed))
+            }
+        }
+    }
+
+    /// How many replicas each node holds.
+    fn replicas_held(&self) -> BTreeMap<NodeId, (usize, usize)> {
+        let mut held: BTreeMap<NodeId, (usize, usize)> = BTreeMap::new();
+        for placed in self.logs.values() {
+            for (i, node) in placed.nodes.iter().enumerate() {
+                let counts = held.entry(*node).or_default();
+                counts.0 += 1;
+                counts.1 += usize::from(i == 0);
+            }
+        }
+        held
+    }
+
+    /// Where a new log `name` with `replicas` replicas goes among
+    /// `members`: the nodes holding the fewest replicas, ties broken by a
+    /// hash of the name and the node (so that logs created from one view
+    /// spread rather than pile on the lowest id); first the one that
+    /// initializes (and most often leads) fewest.
+    pub fn place(&self, name: &str, replicas: usize, members: &BTreeSet<NodeId>) -> Result<Vec<NodeId>, Refusal> {
+        if replicas == 0 || replicas > members.len() {
+            return Err(Refusal::Placement(format!(
+                "{replicas} replicas asked, {} nodes in the cluster",
+                members.len()
+            )));
+        }
+        let held = self.replicas_held();
+        let count = |node: &NodeId| held.get(node).copied().unwrap_or_default();
+        let mut chosen: Vec<NodeId> = members.iter().copied().collect();
+        chosen.sort_by_key(|node| (count(node).0, tie(name, *node)));
+        chosen.truncate(replicas);
+        chosen.sort_by_key(|node| (count(node).1, tie(name, *node)));
+        Ok(chosen)
+    }
+}
+
+/// A hash of `(name, node)` that is the same on every node and build.
+fn tie(name: &str, node: NodeId) -> u64 {
+    // FNV-1a: stable, unlike std's hasher, whose seed and algorithm may change.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in name.bytes().chain(node.to_le_bytes()) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
+fn check_placement(nodes: &[NodeId], members: &BTreeSet<NodeId>) -> Result<(), Refusal> {
+    let distinct: BTreeSet<&NodeId> = nodes.iter().collect();
+    if nodes.is_empty() || distinct.len() != nodes.len() {
+        return Err(Refusal::Placement(format!(
+            "replicas on {nodes:?}: one a node, at least one"
+        )));
+    }
+    match nodes.iter().find(|n| !members.contains(n)) {
+        Some(stranger) => Err(Refusal::Placement(format!("node {stranger} is not a member"))),
+        None => Ok(()),
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Entry {
+    raft: String,
+    change: CatalogueChange,
+}
+
+/// The control entry that proposes `change`.
+fn entry(change: CatalogueChange) -> UserRecord {
+    let entry = Entry {
+        raft: KIND.to_string(),
+        change,
+    };
+    // Serializing our own plain types into memory cannot fail.
+    let value = serde_json::to_vec(&entry).unwrap_or_default();
+    UserRecord::new(CONTROL, 0, Bytes::from(value))
+}
+
+/// The change a record carries, if it is a catalogue entry.
+pub(super) fn change_of(record: &UserRecord) -> Option<CatalogueChange> {
+    if record.attributes & CONTROL == 0 {
+        return None;
+    }
+    let entry: Entry = serde_json::from_slice(&record.value).ok()?;
+    (entry.raft == KIND).then_some(entry.change)
+}
+
+impl Cluster {
+    /// Proposes `change` on group 0 and answers how it was decided once it
+    /// is applied here. Errors are a write's: not the leader, an unknown
+    /// outcome.
+    pub async fn change_catalogue(&self, change: CatalogueChange) -> Result<Outcome, ClusterError> {
+        let index = self.write(vec![entry(change)]).await?.offset;
+        self.inner.visibility.take_catalogue_outcome(index).ok_or_else(|| {
+            ClusterError::OutcomeUnknown(format!(
+                "the change was applied at index {index}, but its outcome was no longer kept"
+            ))
+        })
+    }
+
+    /// The catalogue as this node applied it.
+    pub fn catalogue(&self) -> Catalogue {
+        self.inner.visibility.catalogue()
+    }
+
+    /// Turns at every catalogue change this node applies (or installs).
+    pub fn catalogue_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.visibility.catalogue_changes()
+    }
+
+    /// Group 0's voters and learners: where replicas may go.
+    pub fn member_ids(&self) -> BTreeSet<NodeId> {
+        self.members().into_keys().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn create(name: &str, settings: serde_json::Value, nodes: &[NodeId]) -> CatalogueChange {
+        CatalogueChange::Create {
+            name: name.into(),
+            settings,
+            nodes: nodes.to_vec(),
+            max_logs: 3,
+        }
+    }
+
+    fn members() -> BTreeSet<NodeId> {
+        [1, 2, 3].into()
+    }
+
+    #[test]
+    fn a_name_is_created_once_and_a_recreated_one_is_a_new_group() {
+        let mut c = Catalogue::default();
+        let a = serde_json::json!({"replicas": 3});
+        let (made, placed) = c.apply(&create("orders", a.clone(), &[1, 2, 3]), &members()).unwrap();
+        assert!(made);
+        assert_eq!(placed.group, FIRST_GROUP);
+        let (made, again) = c.apply(&create("orders", a.clone(), &[2, 3, 1]), &members()).unwrap();
+        assert!(!made, "the same settings find it");
+        assert_eq!(again.nodes, vec![1, 2, 3], "where it is stays");
+        let other = c.apply(&create("orders", serde_json::json!({"replicas": 1}), &[1]), &members());
+        assert!(matches!(other, Err(Refusal::Exists { .. })), "{other:?}");
+        c.apply(&CatalogueChange::Delete { name: "orders".into() }, &members())
+            .unwrap();
+        let (_, recreated) = c.apply(&create("orders", a, &[1, 2, 3]), &members()).unwrap();
+        assert_eq!(recreated.group, FIRST_GROUP + 1, "group ids are never given twice");
+        assert_eq!(
+            c.apply(&CatalogueChange::Delete { name: "nope".into() }, &members()),
+            Err(Refusal::NotFound("nope".into()))
+        );
+    }
+
+    #[test]
+    fn replicas_go_on_distinct_members_and_the_count_is_bounded() {
+        let mut c = Catalogue::default();
+        let s = serde_json::json!({});
+        for bad in [&[1, 1][..], &[], &[1, 9]] {
+            let refused = c.apply(&create("a", s.clone(), bad), &members());
+            assert!(matches!(refused, Err(Refusal::Placement(_))), "{bad:?}: {refused:?}");
+        }
+        for name in ["a", "b", "c"] {
+            c.apply(&create(name, s.clone(), &[1]), &members()).unwrap();
+        }
+        assert_eq!(
+            c.apply(&create("d", s, &[1]), &members()),
+            Err(Refusal::TooMany { max: 3 })
+        );
+    }
+
+    #[test]
+    fn placement_spreads_replicas_and_first_places() {
+        let mut c = Catalogue::default();
+        let all: BTreeSet<NodeId> = [10, 20, 30, 40, 50].into();
+        for i in 0..20 {
+            let name = format!("log-{i}");
+            let nodes = c.place(&name, 3, &all).unwrap();
+            let change = CatalogueChange::Create {
+                name,
+                settings: serde_json::json!({}),
+                nodes,
+                max_logs: 100,
+            };
+            c.apply(&change, &all).unwrap();
+        }
+        let held = c.replicas_held();
+        assert!(held.values().all(|(r, _)| *r == 12), "{held:?}");
+        assert!(held.values().all(|(_, first)| *first == 4), "{held:?}");
+        assert!(matches!(c.place("x", 6, &all), Err(Refusal::Placement(_))));
+    }
+
+    #[test]
+    fn an_entry_round_trips_and_a_users_record_is_never_one() {
+        let change = CatalogueChange::Delete { name: "a".into() };
+        let record = entry(change.clone());
+        assert!(super::super::consumers::is_consumer_entry(&record.value));
+        assert_eq!(change_of(&record), Some(change));
+        let plain = UserRecord::new(0, 1, record.value.clone());
+        assert_eq!(change_of(&plain), None);
+    }
+}

@@ -1,0 +1,246 @@
+//! A named log's own Raft group on this node (see `catalogue`): the same
+//! machinery as the cluster group (the log is the Raft log, control
+//! frames, committed-only reads, batches whole, retention through Raft),
+//! started on the catalogue's word rather than formed from seeds.
+//!
+//! In a named group a node's Raft id is its id in group 0, and a member's
+//! URLs are the ones group 0 records. The group's messages go under
+//! `/raft/{group}/` (`network::group_path`). Its directory holds its
+//! segments and `raft/` as group 0's does, plus `raft/replica`
+//! (`{"group":..,"node":..}`): a replica opens only on the node it was
+//! made for (a node that came back under a new id would otherwise answer
+//! in the group with an id its members do not know).
+//!
+//! Not done here (see `docs/named-logs.md`): a storage fault in a named
+//! group's log is not repaired (the group does not open: its node's
+//! replica stays down, the others serve); replicas do not move.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use openraft::Raft;
+use serde::{Deserialize, Serialize};
+
+use super::durable::Durable;
+use super::error::ClusterError;
+use super::gate;
+use super::last_run;
+use super::log_store::LogStore;
+use super::network::{Network, PeerBook, Routes};
+use super::node::{Cluster, Inner};
+use super::repair;
+use super::rpc;
+use super::start::{StartError, keep_peer_book, raft_config};
+use super::state_machine::StateMachine;
+use super::types::{Member, NodeId};
+use crate::log::Log;
+
+/// The file naming the group and node a replica was made for.
+const REPLICA: &str = "replica";
+
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Replica {
+    group: u64,
+    node: NodeId,
+}
+
+/// The named groups a node holds, by group id.
+#[derive(Debug, Default)]
+pub struct Groups(RwLock<BTreeMap<u64, Cluster>>);
+
+impl Cluster {
+    /// The Raft group this is (0: the cluster group).
+    pub fn group_id(&self) -> u64 {
+        self.inner.group
+    }
+
+    /// Group `group` on this node: this one for 0, else a named log's
+    /// group started here.
+    pub fn group(&self, group: u64) -> Option<Cluster> {
+        match group {
+            0 => Some(self.clone()),
+            _ => self
+                .inner
+                .groups
+                .0
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(&group)
+                .cloned(),
+        }
+    }
+
+    /// Opens the Raft side of `log` (held in `dir`) as group `group` and
+    /// starts it; it answers `/raft/{group}/*` from then on. Called on
+    /// group 0.
+    pub async fn start_group(&self, group: u64, log: Log, dir: &Path) -> Result<Cluster, StartError> {
+        debug_assert_eq!(self.inner.group, 0, "groups are started from the cluster group");
+        debug_assert!(group > 0);
+        let id = self.inner.id;
+        let durable = Durable::open(dir.join("raft"))?;
+        let made_for = Replica { group, node: id };
+        match durable.read::<Replica>(REPLICA)? {
+            Some(replica) if replica != made_for => {
+                return Err(StartError::Raft(format!(
+                    "{} holds group {}'s replica of node {}; this node is {id} in group {group}",
+                    dir.display(),
+                    replica.group,
+                    replica.node
+                )));
+            }
+            Some(_) => {}
+            None => durable.write(REPLICA, &made_for, true)?,
+        }
+        let store = LogStore::open(log, durable.clone())?;
+        check_log(&store, &durable).await?;
+        let write_caching = store.log().config().durability != crate::log::Durability::Always;
+        last_run::record(&durable, &last_run::LastRun::now(write_caching))?;
+        let sm = StateMachine::open(store.clone(), durable.clone())?;
+        let checked = sm.clone();
+        tokio::task::spawn_blocking(move || checked.forget_applied_past_log())
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))??;
+        let visibility = sm.visibility();
+        let config = self.inner.config.clone();
+        let book = PeerBook::default();
+        let network = Network {
+            id,
+            client: config.client.clone(),
+            routes: Routes::new(config.routes.clone()),
+            health: Default::default(),
+            book: book.clone(),
+            window: config.append_window.max(1),
+            group,
+        };
+        let raft = Raft::new(
+            id,
+            Arc::new(raft_config(&config, write_caching)?),
+            network,
+            store.clone(),
+            sm,
+        )
+        .await
+        .map_err(|e| StartError::Raft(e.to_string()))?;
+        let gate = gate::Gate::new(
+            Arc::new(rpc::RaftSubmit(raft.clone())),
+            gate::Limits::new(config.heartbeat.max(std::time::Duration::from_millis(100))),
+        );
+        let started = Cluster {
+            inner: Arc::new(Inner {
+                id,
+                url: self.inner.url.clone(),
+                raft,
+                store,
+                visibility,
+                config,
+                forming: std::sync::Mutex::new(None),
+                removal: std::sync::Mutex::new(None),
+                removal_steps: std::sync::Mutex::new(()),
+                named: Default::default(),
+                durable,
+                contact: Default::default(),
+                learners: Default::default(),
+                changing: Default::default(),
+                joint_seen: Default::default(),
+                last_stamp: tokio::sync::Mutex::new(0),
+                appends_in_flight: Default::default(),
+                gate,
+                restart_for: Default::default(),
+                restart_asked: Default::default(),
+                group,
+                groups: Default::default(),
+            }),
+        };
+        tokio::spawn(keep_peer_book(started.clone(), book));
+        let mut groups = self.inner.groups.0.write().unwrap_or_else(PoisonError::into_inner);
+        groups.insert(group, started.clone());
+        tracing::info!(group, node_id = id, "named log's group started");
+        Ok(started)
+    }
+
+    /// Makes this group's first membership: `nodes`, at the URLs group 0
+    /// records for them. Called by the first node of a log's placement
+    /// once; a group already initialized (by an earlier start) is left as
+    /// it is.
+    pub async fn initialize_group(&self, cluster: &Cluster, nodes: &[NodeId]) -> Result<(), ClusterError> {
+        debug_assert!(self.inner.group > 0);
+        let members = cluster.members();
+        let mut first: BTreeMap<NodeId, Member> = BTreeMap::new();
+        for node in nodes {
+            let (member, _) = members.get(node).ok_or(ClusterError::NoSuchMember(*node))?;
+            first.insert(*node, member.clone());
+        }
+        match self.inner.raft.initialize(first).await {
+            Ok(()) => Ok(()),
+            Err(openraft::errors::RaftError::APIError(openraft::errors::InitializeError::NotAllowed(_))) => Ok(()),
+            Err(e) => Err(ClusterError::Stopped(e.to_string())),
+        }
+    }
+
+    /// Waits up to `within` until this group knows a leader; says whether it does.
+    pub async fn wait_for_leader(&self, within: std::time::Duration) -> bool {
+        use openraft::async_runtime::WatchReceiver;
+        let mut metrics = self.inner.raft.metrics();
+        let known = tokio::time::timeout(within, async {
+            loop {
+                if metrics.borrow_watched().current_leader.is_some() {
+                    return;
+                }
+                if metrics.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
+        known.is_ok() && self.current_leader().is_some()
+    }
+
+    /// Stops group `group` here and forgets it (its files are the caller's).
+    pub async fn stop_group(&self, group: u64) {
+        let stopped = self
+            .inner
+            .groups
+            .0
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&group);
+        if let Some(stopped) = stopped {
+            stopped.shutdown().await;
+        }
+    }
+}
+
+/// Checks every frame of a named group's log at open. A write a power cut
+/// tore past everything recorded durable is cut, as on group 0
+/// (`repair::is_torn_tail`); any other fault keeps the group from opening.
+async fn check_log(store: &LogStore, durable: &Durable) -> Result<(), StartError> {
+    let checked = store.clone();
+    let fault = tokio::task::spawn_blocking(move || repair::check(&checked))
+        .await
+        .map_err(|e| StartError::Raft(e.to_string()))??;
+    let Some(fault) = fault else {
+        return Ok(());
+    };
+    let previous_run = last_run::previous(durable);
+    if let repair::Fault::Corrupt { offset, .. } = &fault
+        && repair::is_torn_tail(store, *offset, previous_run.as_ref())?
+    {
+        tracing::warn!(%fault, "a named log's replica lost a write the power cut tore: cutting the log before it");
+        let kept = store.clone();
+        let again = tokio::task::spawn_blocking(move || {
+            repair::keep_sound_prefix(&kept, &fault)?;
+            repair::check(&kept)
+        })
+        .await
+        .map_err(|e| StartError::Raft(e.to_string()))??;
+        return match again {
+            None => Ok(()),
+            Some(fault) => Err(StartError::Raft(format!("storage fault: {fault}"))),
+        };
+    }
+    Err(StartError::Raft(format!(
+        "storage fault: {fault} (a named log's replica is not repaired yet: it stays down, the other replicas \
+         serve the log)"
+    )))
+}

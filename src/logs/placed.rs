@@ -1,0 +1,426 @@
+//! Named logs on a cluster member. The catalogue is group 0's
+//! (`cluster::Catalogue`): creating, changing and deleting a log are
+//! catalogue changes proposed on group 0's leader, decided when applied,
+//! the same on every node. Each node then follows the catalogue
+//! (`follow`): it opens the logs placed on it, each its own Raft group
+//! (`Cluster::start_group`), applies retention changes, and closes and
+//! removes the logs deleted. On disk:
+//!
+//! ```text
+//! groups/<group>/             a replica: segments, raft/ (raft/replica names group and node)
+//! groups/.creating.<group>/   a replica's creation a crash interrupted: removed at start
+//! groups/.deleting.<group>/   a deletion a crash interrupted: removed at start
+//! ```
+//!
+//! A replica directory is made (`.creating` then renamed) before its group
+//! starts, and a deleted log's directory is renamed to `.deleting` (the
+//! commit point) before it is removed: each state in between opens. A
+//! directory of a group the catalogue no longer names, below its next
+//! group id, is a deletion this node missed (it was down) and is removed
+//! the same way; one above it is left alone and logged (a catalogue that
+//! came back short).
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::catalog::{Catalog, CatalogConfig, CatalogError, Created, Found, NamedLog, Remote};
+use super::name::LogName;
+use super::settings::{Requested, RetentionChange, Settings};
+use crate::cluster::{CatalogueChange, CatalogueRefusal, Cluster, PlacedLog};
+use crate::log::{Log, fsops};
+use crate::mode::{Consumers, Mode};
+
+const CREATING: &str = ".creating.";
+const DELETING: &str = ".deleting.";
+
+/// How often the catalogue is followed even without a change (a log that
+/// failed to open is tried again).
+const FOLLOW_EVERY: Duration = Duration::from_secs(5);
+
+/// The settings a catalogue entry carries.
+pub(super) fn settings_of(placed: &PlacedLog) -> Result<Settings, CatalogError> {
+    serde_json::from_value(placed.settings.clone()).map_err(|e| {
+        CatalogError::Io(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("catalogue settings: {e}"),
+        ))
+    })
+}
+
+pub(super) fn settings_value(settings: &Settings) -> serde_json::Value {
+    // Our own plain struct: cannot fail.
+    serde_json::to_value(settings).unwrap_or_default()
+}
+
+/// Follows the catalogue until `closing` turns true (see the module doc).
+pub(super) async fn follow(catalog: Catalog, cluster: Cluster, mut closing: watch::Receiver<bool>) {
+    let mut changes = cluster.catalogue_changes();
+    loop {
+        if let Err(e) = reconcile(&catalog, &cluster).await {
+            tracing::warn!(error = %e, "named logs did not follow the catalogue; trying again");
+        }
+        tokio::select! {
+            _ = changes.changed() => {}
+            _ = tokio::time::sleep(FOLLOW_EVERY) => {}
+            _ = closing.wait_for(|c| *c) => return,
+        }
+    }
+}
+
+/// One pass: the logs this node holds made to match what the catalogue
+/// places on it.
+async fn reconcile(catalog: &Catalog, cluster: &Cluster) -> Result<(), CatalogError> {
+    let config = catalog.config_ref()?.clone();
+    let catalogue = cluster.catalogue();
+    let me = cluster.id();
+    let wanted: BTreeMap<&str, &PlacedLog> = catalogue
+        .logs
+        .iter()
+        .filter(|(_, placed)| placed.nodes.contains(&me))
+        .map(|(name, placed)| (name.as_str(), placed))
+        .collect();
+    let _one = catalog.changing().await;
+    for named in catalog.list() {
+        match wanted.get(named.name.as_str()) {
+            Some(placed) if Some(placed.group) == named.group => {
+                let settings = settings_of(placed)?;
+                if settings != named.settings() {
+                    named.log.set_retention(settings.retention(&config.base))?;
+                    named.set_settings(settings);
+                }
+            }
+            _ => {
+                catalog.forget(&named.name);
+                close(cluster, &named).await;
+            }
+        }
+    }
+    for (name, placed) in &wanted {
+        let Ok(name) = LogName::parse(name) else {
+            continue;
+        };
+        if catalog.get(name.as_str()).is_some() {
+            continue;
+        }
+        match open(&config, cluster, name.clone(), placed).await {
+            Ok(named) => {
+                catalog.insert(named);
+                catalog.set_failure(&name, None);
+            }
+            Err(e) => {
+                tracing::error!(log = %name, group = placed.group, error = %e, "a named log's replica did not open");
+                catalog.set_failure(&name, Some(e.to_string()));
+            }
+        }
+    }
+    catalog.opened();
+    let kept: Vec<u64> = wanted.values().map(|p| p.group).collect();
+    remove_unplaced(&config.dir, &kept, catalogue.next_group).await
+}
+
+/// Stops a log's group, then closes the log (its directory is removed by
+/// `remove_unplaced`).
+async fn close(cluster: &Cluster, named: &NamedLog) {
+    if let Some(group) = named.group {
+        cluster.stop_group(group).await;
+    }
+    if let Err(e) = named.close().await {
+        tracing::warn!(log = %named.name, error = %e, "a named log's replica did not close cleanly");
+    }
+    tracing::info!(log = %named.name, group = ?named.group, "named log's replica closed");
+}
+
+/// Opens (making it first if need be) this node's replica of `placed`.
+async fn open(
+    config: &CatalogConfig,
+    cluster: &Cluster,
+    name: LogName,
+    placed: &PlacedLog,
+) -> Result<Arc<NamedLog>, CatalogError> {
+    let settings = settings_of(placed)?;
+    let dir = config.dir.join(placed.group.to_string());
+    make_directory(&config.dir, placed.group).await?;
+    let (opened_dir, log_config) = (dir.clone(), settings.log_config(&config.base));
+    let log = tokio::task::spawn_blocking(move || Log::open(&opened_dir, log_config))
+        .await
+        .map_err(|e| io::Error::other(e.to_string()))??;
+    let group = match cluster.start_group(placed.group, log.clone(), &dir).await {
+        Ok(group) => group,
+        Err(e) => {
+            let _ = tokio::task::spawn_blocking(move || log.close()).await;
+            return Err(CatalogError::Start(e.into()));
+        }
+    };
+    if placed.nodes.first() == Some(&cluster.id())
+        && let Err(e) = group.initialize_group(cluster, &placed.nodes).await
+    {
+        tracing::warn!(log = %name, error = %e, "could not initialize a named log's group; trying at the next pass");
+    }
+    let (stop, stopping) = watch::channel(false);
+    let retention = tokio::spawn(crate::cluster::retention::run(
+        group.clone(),
+        config.retention_check,
+        stopping,
+    ));
+    let mode = Mode::Member(group);
+    let consumers = Consumers::open(&mode, &dir)?;
+    tracing::info!(log = %name, group = placed.group, "named log's replica opened");
+    Ok(Arc::new(NamedLog::new(
+        name,
+        log,
+        mode,
+        consumers,
+        settings,
+        stop,
+        Mutex::new(Some(retention)),
+        Some(placed.group),
+    )))
+}
+
+/// Makes `<dir>/<group>` unless it exists: `.creating.<group>` first,
+/// renamed once made, so that a crash leaves either nothing or a whole one.
+async fn make_directory(dir: &Path, group: u64) -> io::Result<()> {
+    let (dir, target) = (dir.to_path_buf(), dir.join(group.to_string()));
+    if target.is_dir() {
+        return Ok(());
+    }
+    tokio::task::spawn_blocking(move || -> io::Result<()> {
+        let staging = dir.join(format!("{CREATING}{group}"));
+        if staging.exists() {
+            std::fs::remove_dir_all(&staging).map_err(|e| fsops::naming(&staging, e))?;
+        }
+        fsops::create_dir_all(&staging)?;
+        fsops::rename(&staging, &target)?;
+        fsops::sync_dir(&dir)
+    })
+    .await
+    .map_err(|e| io::Error::other(e.to_string()))?
+}
+
+/// Removes the replicas of groups below `next_group` this node no longer
+/// holds (`kept` are the ones it holds), and what interrupted creations
+/// and deletions left.
+async fn remove_unplaced(dir: &Path, kept: &[u64], next_group: u64) -> Result<(), CatalogError> {
+    let (dir, kept) = (dir.to_path_buf(), kept.to_vec());
+    tokio::task::spawn_blocking(move || -> io::Result<()> {
+        for entry in std::fs::read_dir(&dir).map_err(|e| fsops::naming(&dir, e))? {
+            let entry = entry.map_err(|e| fsops::naming(&dir, e))?;
+            let file_name = entry.file_name();
+            let Some(text) = file_name.to_str() else {
+                continue;
+            };
+            if text.starts_with(DELETING) {
+                remove_tree(&entry.path())?;
+                continue;
+            }
+            let Ok(group) = text.parse::<u64>() else {
+                continue;
+            };
+            if kept.contains(&group) {
+                continue;
+            }
+            if group >= next_group {
+                tracing::warn!(group, dir = %entry.path().display(),
+                    "a replica of a group the catalogue has not heard of: left alone");
+                continue;
+            }
+            let doomed: PathBuf = dir.join(format!("{DELETING}{group}"));
+            fsops::rename(&entry.path(), &doomed)?;
+            fsops::sync_dir(&dir)?;
+            tracing::info!(group, "removing a deleted named log's replica");
+            remove_tree(&doomed)?;
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| io::Error::other(e.to_string()))??;
+    Ok(())
+}
+
+fn remove_tree(path: &Path) -> io::Result<()> {
+    std::fs::remove_dir_all(path).map_err(|e| fsops::naming(path, e))
+}
+
+/// Clears what interrupted creations left and makes `dir` (at start).
+pub(super) fn tidy(dir: &Path) -> io::Result<()> {
+    fsops::create_dir_all(dir)?;
+    if let Some(parent) = dir.parent() {
+        fsops::sync_dir(parent)?;
+    }
+    for entry in std::fs::read_dir(dir).map_err(|e| fsops::naming(dir, e))? {
+        let entry = entry.map_err(|e| fsops::naming(dir, e))?;
+        if entry.file_name().to_str().is_some_and(|t| t.starts_with(CREATING)) {
+            remove_tree(&entry.path())?;
+        }
+    }
+    Ok(())
+}
+
+/// How long a create or delete waits for this node to open or close its
+/// replica, and a created log's group to elect its first leader.
+const SETTLING: Duration = Duration::from_secs(10);
+
+fn cluster_error(name: &str, error: crate::cluster::ClusterError) -> CatalogError {
+    CatalogError::Cluster {
+        error,
+        path: format!("/logs/{name}"),
+    }
+}
+
+fn refused(refusal: CatalogueRefusal) -> CatalogError {
+    match refusal {
+        CatalogueRefusal::Exists { name, settings } => match serde_json::from_value(settings) {
+            Ok(settings) => CatalogError::Exists { name, settings },
+            Err(e) => CatalogError::Io(io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
+        },
+        CatalogueRefusal::NotFound(name) => CatalogError::NotFound(name),
+        CatalogueRefusal::TooMany { max } => CatalogError::TooMany { max },
+        CatalogueRefusal::Placement(why) => CatalogError::Placement(why),
+    }
+}
+
+/// Creates `name` through group 0 (see the module doc), then waits for
+/// this node's replica, if it holds one, to open and its group to lead.
+pub(super) async fn create(
+    catalog: &Catalog,
+    cluster: &Cluster,
+    config: &CatalogConfig,
+    name: LogName,
+    requested: &Requested,
+) -> Result<(Created, Found), CatalogError> {
+    cluster.must_lead().map_err(|e| cluster_error(name.as_str(), e))?;
+    let members = cluster.member_ids();
+    let nodes = u64::try_from(members.len()).unwrap_or(u64::MAX);
+    let settings = requested.resolve(nodes, &config.base)?;
+    let placement = cluster
+        .catalogue()
+        .place(name.as_str(), usize::from(settings.replicas), &members)
+        .map_err(refused)?;
+    let change = CatalogueChange::Create {
+        name: name.to_string(),
+        settings: settings_value(&settings),
+        nodes: placement,
+        max_logs: config.max_logs,
+    };
+    let outcome = cluster
+        .change_catalogue(change)
+        .await
+        .map_err(|e| cluster_error(name.as_str(), e))?;
+    let (made, placed) = outcome.map_err(refused)?;
+    let created = if made { Created::New } else { Created::Existing };
+    let found = settle(catalog, cluster, &name, &placed).await?;
+    Ok((created, found))
+}
+
+/// The log as found once this node's replica (if any) opened and its
+/// group has a leader, or `SETTLING` passed.
+async fn settle(
+    catalog: &Catalog,
+    cluster: &Cluster,
+    name: &LogName,
+    placed: &PlacedLog,
+) -> Result<Found, CatalogError> {
+    if !placed.nodes.contains(&cluster.id()) {
+        return Ok(Found::Elsewhere(remote(cluster, name.clone(), placed)?));
+    }
+    let group = placed.group;
+    let opened = catalog
+        .wait_for_pass(SETTLING, |c| {
+            c.get(name.as_str()).is_some_and(|n| n.group == Some(group))
+        })
+        .await;
+    let named = match (opened, catalog.get(name.as_str())) {
+        (true, Some(named)) => named,
+        _ => {
+            return Err(match catalog.failure(name.as_str()) {
+                Some(why) => CatalogError::Failed {
+                    name: name.to_string(),
+                    why,
+                },
+                None => cluster_error(
+                    name.as_str(),
+                    crate::cluster::ClusterError::Timeout(format!(
+                        "log {name} is in the catalogue, but this node's replica did not open within {} s",
+                        SETTLING.as_secs()
+                    )),
+                ),
+            });
+        }
+    };
+    if let Some(group) = named.mode.cluster() {
+        group.wait_for_leader(SETTLING).await;
+    }
+    Ok(Found::Here(named))
+}
+
+/// A log placed on other nodes only.
+pub(super) fn remote(cluster: &Cluster, name: LogName, placed: &PlacedLog) -> Result<Remote, CatalogError> {
+    let members = cluster.members();
+    let urls = placed
+        .nodes
+        .iter()
+        .filter_map(|node| members.get(node).map(|(member, _)| member.url.clone()))
+        .collect();
+    Ok(Remote {
+        name,
+        settings: settings_of(placed)?,
+        urls,
+    })
+}
+
+/// Changes `name`'s retention through group 0; every replica applies it
+/// when it follows the catalogue.
+pub(super) async fn change(
+    catalog: &Catalog,
+    cluster: &Cluster,
+    config: &CatalogConfig,
+    name: &str,
+    change: &RetentionChange,
+) -> Result<Found, CatalogError> {
+    cluster.must_lead().map_err(|e| cluster_error(name, e))?;
+    let placed = cluster
+        .catalogue()
+        .logs
+        .get(name)
+        .cloned()
+        .ok_or_else(|| CatalogError::NotFound(name.to_string()))?;
+    let settings = settings_of(&placed)?.changed(change);
+    settings.check(&config.base)?;
+    let proposed = CatalogueChange::Settings {
+        name: name.to_string(),
+        settings: settings_value(&settings),
+    };
+    let outcome = cluster
+        .change_catalogue(proposed)
+        .await
+        .map_err(|e| cluster_error(name, e))?;
+    let (_, placed) = outcome.map_err(refused)?;
+    let log_name = LogName::parse(name).map_err(|e| io::Error::other(e.to_string()))?;
+    if placed.nodes.contains(&cluster.id()) {
+        catalog
+            .wait_for_pass(SETTLING, |c| c.get(name).is_some_and(|n| n.settings() == settings))
+            .await;
+    }
+    settle(catalog, cluster, &log_name, &placed).await
+}
+
+/// Deletes `name` through group 0: the name is free once that is applied;
+/// each replica is closed and removed as its node follows the catalogue
+/// (this node's before the answer, within `SETTLING`).
+pub(super) async fn delete(catalog: &Catalog, cluster: &Cluster, name: &str) -> Result<(), CatalogError> {
+    cluster.must_lead().map_err(|e| cluster_error(name, e))?;
+    let outcome = cluster
+        .change_catalogue(CatalogueChange::Delete { name: name.to_string() })
+        .await
+        .map_err(|e| cluster_error(name, e))?;
+    let (_, placed) = outcome.map_err(refused)?;
+    catalog
+        .wait_for_pass(SETTLING, |c| c.get(name).is_none_or(|n| n.group != Some(placed.group)))
+        .await;
+    Ok(())
+}

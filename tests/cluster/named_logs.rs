@@ -1,0 +1,321 @@
+//! Named logs in a cluster: the catalogue lives in the cluster group,
+//! each log is its own Raft group on the nodes placed for it, any node
+//! answers for any log (serving it, or sending the client to where it
+//! is), a deleted name is free at once and its replicas' files go, and a
+//! log's records survive its group leader's death and a restart of every
+//! node, identical on every replica.
+
+use crate::common;
+
+use std::time::{Duration, Instant};
+
+use common::checker::{self, NodeLog};
+use common::cluster::{ClusterConfig, TestCluster};
+use common::rt;
+use serde_json::{Value, json};
+
+struct Answer {
+    status: u16,
+    body: Value,
+    location: Option<String>,
+}
+
+async fn send(method: reqwest::Method, url: &str, body: Option<&str>) -> Answer {
+    try_send(method, url, body).await.expect("an answer")
+}
+
+async fn try_send(method: reqwest::Method, url: &str, body: Option<&str>) -> Result<Answer, reqwest::Error> {
+    let mut request = rt::http().request(method, url);
+    if let Some(body) = body {
+        request = request
+            .header("content-type", "application/json")
+            .body(body.to_string());
+    }
+    let answer = request.send().await?;
+    let status = answer.status().as_u16();
+    let location = answer
+        .headers()
+        .get("location")
+        .map(|l| l.to_str().expect("a text location").to_string());
+    let body = answer.json().await.unwrap_or(Value::Null);
+    Ok(Answer { status, body, location })
+}
+
+/// `method url` following our 307s (to a leader, or to the node that
+/// holds a log) and waiting out 503s (no leader yet, a replica opening),
+/// as a client would, for up to 30 s.
+async fn send_following(method: reqwest::Method, url: &str, body: Option<&str>) -> Answer {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut at = url.to_string();
+    loop {
+        // A node just killed may still be named as a leader.
+        let Ok(answer) = try_send(method.clone(), &at, body).await else {
+            assert!(Instant::now() < deadline, "{method} {url}: {at} never answered");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            at = url.to_string();
+            continue;
+        };
+        match (answer.status, &answer.location) {
+            (307, Some(location)) => at = location.clone(),
+            (503, _) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                at = url.to_string();
+            }
+            _ => return answer,
+        }
+        assert!(Instant::now() < deadline, "{method} {url}: still redirected at {at}");
+    }
+}
+
+async fn append(url: &str, value: Value) -> u64 {
+    let answer = send_following(reqwest::Method::POST, url, Some(&value.to_string())).await;
+    assert_eq!(answer.status, 201, "append to {url}: {}", answer.body);
+    answer.body["offset"].as_u64().expect("an offset")
+}
+
+/// Every replica's view of `log`, once they agree and hold `count` records.
+async fn replicas_agree(cluster: &TestCluster, nodes: &[usize], log: &str, count: usize) -> Vec<NodeLog> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut seen = Vec::new();
+        for &i in nodes {
+            if let Ok(node_log) = checker::read_visible(&format!("{}/logs/{log}", cluster.url(i))).await {
+                seen.push(node_log);
+            }
+        }
+        let agree = seen.len() == nodes.len()
+            && seen.iter().all(|l| l.records.len() == count)
+            && checker::check_logs_agree(&seen).is_empty();
+        if agree {
+            return seen;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the replicas of {log} never agreed on {count} records: {:?}",
+            seen.iter().map(|l| l.records.len()).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn until(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done().await {
+        assert!(Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn named_logs_are_raft_groups_that_any_node_answers_for() {
+    let cluster = TestCluster::start(ClusterConfig::default()).await;
+    let leader = cluster.wait_for_leader(Duration::from_secs(20)).await;
+    let follower = (leader + 1) % cluster.len();
+
+    // The catalogue is changed on the cluster group's leader.
+    let asked = send(
+        reqwest::Method::PUT,
+        &format!("{}/logs/orders", cluster.url(follower)),
+        Some("{}"),
+    )
+    .await;
+    assert_eq!(asked.status, 307, "{}", asked.body);
+    assert_eq!(
+        asked.location.as_deref(),
+        Some(format!("{}/logs/orders", cluster.url(leader)).as_str())
+    );
+    let created = send(
+        reqwest::Method::PUT,
+        &format!("{}/logs/orders", cluster.url(leader)),
+        Some("{}"),
+    )
+    .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    assert_eq!(created.body["settings"]["replicas"], 3, "{}", created.body);
+    assert_eq!(
+        created.body["members"].as_array().map(Vec::len),
+        Some(3),
+        "{}",
+        created.body
+    );
+    let again = send(
+        reqwest::Method::PUT,
+        &format!("{}/logs/orders", cluster.url(leader)),
+        Some("{}"),
+    )
+    .await;
+    assert_eq!(again.status, 200, "the same settings again: {}", again.body);
+    let other = send(
+        reqwest::Method::PUT,
+        &format!("{}/logs/orders", cluster.url(leader)),
+        Some(r#"{"replicas": 1}"#),
+    )
+    .await;
+    assert_eq!((other.status, other.body["code"].as_str()), (409, Some("log_exists")));
+
+    // Writes through every node land in one log, apart from the default one.
+    let default_offset = append(&format!("{}/", cluster.url(leader)), json!({"log": "default"})).await;
+    for i in 0..cluster.len() {
+        append(&format!("{}/logs/orders/", cluster.url(i)), json!({"order": i})).await;
+    }
+    let all: Vec<usize> = (0..cluster.len()).collect();
+    let logs = replicas_agree(&cluster, &all, "orders", 3).await;
+    let values: Vec<&Value> = logs[0].records.values().collect();
+    assert_eq!(
+        values,
+        [&json!({"order": 0}), &json!({"order": 1}), &json!({"order": 2})]
+    );
+    let default_log = checker::read_visible(&cluster.url(leader))
+        .await
+        .expect("the default log");
+    assert_eq!(
+        default_log.records.get(&default_offset),
+        Some(&json!({"log": "default"}))
+    );
+    assert_eq!(
+        default_log.records.len(),
+        1,
+        "named logs' records stay out of the default log"
+    );
+    let frames: Vec<(String, Vec<checker::Frame>)> = {
+        let mut frames = Vec::new();
+        for i in 0..cluster.len() {
+            let url = format!("{}/logs/orders", cluster.url(i));
+            frames.push((url.clone(), checker::read_frames(&url).await.expect("frames")));
+        }
+        frames
+    };
+    checker::assert_clean("the replicas' frames", &checker::compare_frames(&frames));
+
+    // A log with one replica: the other nodes send its clients there.
+    let single = send(
+        reqwest::Method::PUT,
+        &format!("{}/logs/audit", cluster.url(leader)),
+        Some(r#"{"replicas": 1}"#),
+    )
+    .await;
+    assert!(single.status == 201, "{}", single.body);
+    let home = single.body["members"][0].as_str().expect("its node").to_string();
+    let home_index = cluster.index_of(&home).expect("a node of the cluster");
+    let elsewhere = (home_index + 1) % cluster.len();
+    let sent = send(
+        reqwest::Method::GET,
+        &format!("{}/logs/audit/?from=0", cluster.url(elsewhere)),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (sent.status, sent.body["code"].as_str()),
+        (307, Some("log_elsewhere")),
+        "{}",
+        sent.body
+    );
+    assert_eq!(sent.location, Some(format!("{home}/logs/audit/?from=0")));
+    append(&format!("{}/logs/audit/", cluster.url(elsewhere)), json!({"who": "me"})).await;
+    let listed = send(reqwest::Method::GET, &format!("{}/logs", cluster.url(elsewhere)), None).await;
+    let names: Vec<&str> = listed.body["logs"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter_map(|l| l["name"].as_str())
+        .collect();
+    assert_eq!(names, ["audit", "orders"], "{}", listed.body);
+
+    // Deleted: the name is free at once, every replica's files go, and the
+    // name created again is a new, empty log.
+    let groups: Vec<_> = (0..cluster.len())
+        .map(|i| cluster.data_dir(i).join("groups").join("1"))
+        .collect();
+    assert!(groups.iter().all(|g| g.join("raft").is_dir()), "{groups:?}");
+    let deleted = send(
+        reqwest::Method::DELETE,
+        &format!("{}/logs/orders", cluster.url(leader)),
+        None,
+    )
+    .await;
+    assert_eq!(deleted.status, 204, "{}", deleted.body);
+    for i in 0..cluster.len() {
+        let url = format!("{}/logs/orders/0", cluster.url(i));
+        until(&format!("{url} is not found"), async || {
+            send(reqwest::Method::GET, &url, None).await.body["code"] == "log_not_found"
+        })
+        .await;
+    }
+    until("every replica's directory is removed", async || {
+        groups.iter().all(|g| !g.exists())
+    })
+    .await;
+    let recreated = send(
+        reqwest::Method::PUT,
+        &format!("{}/logs/orders", cluster.url(leader)),
+        Some("{}"),
+    )
+    .await;
+    assert_eq!(recreated.status, 201, "{}", recreated.body);
+    assert_eq!(
+        recreated.body["next_offset"], recreated.body["lowest_offset"],
+        "{}",
+        recreated.body
+    );
+    append(
+        &format!("{}/logs/orders/", cluster.url(follower)),
+        json!({"order": "new"}),
+    )
+    .await;
+    let logs = replicas_agree(&cluster, &all, "orders", 1).await;
+    assert_eq!(logs[0].records.values().next(), Some(&json!({"order": "new"})));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_named_log_survives_its_leaders_death_and_a_restart_of_every_node() {
+    let mut cluster = TestCluster::start(ClusterConfig::default()).await;
+    let leader = cluster.wait_for_leader(Duration::from_secs(20)).await;
+    let created = send(
+        reqwest::Method::PUT,
+        &format!("{}/logs/events", cluster.url(leader)),
+        Some("{}"),
+    )
+    .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let mut written = Vec::new();
+    for i in 0..20 {
+        append(
+            &format!("{}/logs/events/", cluster.url(i % cluster.len())),
+            json!({"e": i}),
+        )
+        .await;
+        written.push(json!({"e": i}));
+    }
+    let described = send_following(
+        reqwest::Method::GET,
+        &format!("{}/logs/events", cluster.url(leader)),
+        None,
+    )
+    .await;
+    let group_leader = described.body["leader"]
+        .as_str()
+        .expect("the group's leader")
+        .to_string();
+    let killed = cluster.index_of(&group_leader).expect("a node");
+    cluster.kill(killed);
+    let survivors: Vec<usize> = (0..cluster.len()).filter(|i| *i != killed).collect();
+    for i in 20..30 {
+        let node = survivors[i % survivors.len()];
+        append(&format!("{}/logs/events/", cluster.url(node)), json!({"e": i})).await;
+        written.push(json!({"e": i}));
+    }
+    cluster.restart(killed).await;
+    for i in 0..cluster.len() {
+        cluster.kill(i);
+    }
+    for i in 0..cluster.len() {
+        cluster.restart(i).await;
+    }
+    cluster.wait_for_leader(Duration::from_secs(20)).await;
+    append(&format!("{}/logs/events/", cluster.url(killed)), json!({"e": 30})).await;
+    written.push(json!({"e": 30}));
+    let all: Vec<usize> = (0..cluster.len()).collect();
+    let logs = replicas_agree(&cluster, &all, "events", written.len()).await;
+    let values: Vec<Value> = logs[0].records.values().cloned().collect();
+    assert_eq!(values, written, "every acknowledged record, once, in order");
+}
