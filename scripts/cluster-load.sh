@@ -28,6 +28,11 @@
 #             2.9 acks from memory (no sync_interval): not the same durability
 #   failover  KILLS times: kill -9 the leader, time until a POST is acknowledged (201) through
 #             the new leader (curl -L against the survivors every 10 ms); restart, repeat
+#   named     named logs (issue 22), one 3-node cluster: POST / ~1 KiB JSON to the default log's
+#             leader, then to a named log with 3 replicas at its group's leader; then LOGS named
+#             logs (--logs K, default 3) written at once, each at its own group's leader with
+#             CONNECTIONS/K connections (one wrk each), their sum against the single named log;
+#             the node each log's leader is on, and CPU per record per node
 #   catchup   fill the cluster with CATCHUP_BYTES of ~1 KiB records, then start a 4th node
 #             (it joins as a learner) and time until the leader sees it hold every record;
 #             then GET of the last record on the new node checks it
@@ -43,9 +48,18 @@
 set -euo pipefail
 
 PARTS=()
-for arg in "$@"; do
+LOGS="${LOGS:-3}"
+args=("$@")
+for ((i = 0; i < ${#args[@]}; i++)); do
+  arg="${args[$i]}"
   case "$arg" in
-    distlog | batch | producer | etcd | nats | failover | catchup | latency | forward) PARTS+=("$arg") ;;
+    distlog | batch | producer | etcd | nats | failover | catchup | latency | forward | named) PARTS+=("$arg") ;;
+    --logs)
+      i=$((i + 1))
+      LOGS="${args[$i]:-}"
+      [[ "$LOGS" =~ ^[1-9][0-9]*$ ]] || { echo "--logs takes a count of logs" >&2; exit 2; }
+      [[ " ${PARTS[*]} " == *" named "* ]] || PARTS+=(named)
+      ;;
     all) PARTS+=(distlog batch producer etcd nats failover catchup) ;;
     -h | --help)
       sed -n "2,$(($(grep -n -m1 -v '^#' "$0" | cut -d: -f1) - 1))p" "$0" | sed 's/^# \{0,1\}//'
@@ -77,7 +91,7 @@ log() { printf '[cluster-load %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 need=()
 command -v curl >/dev/null || need+=(curl)
 command -v jq >/dev/null || need+=(jq)
-if want distlog || want batch || want producer || want etcd || want latency || want forward; then command -v wrk >/dev/null || need+=(wrk); fi
+if want distlog || want batch || want producer || want etcd || want latency || want forward || want named; then command -v wrk >/dev/null || need+=(wrk); fi
 if want etcd || want latency; then
   command -v etcd >/dev/null || need+=(etcd-server)
   command -v etcdctl >/dev/null || need+=(etcd-client)
@@ -700,6 +714,67 @@ if want forward; then
   CONNECTIONS="$saved_c" THREADS="$saved_t"
 fi
 
+# ----- named logs ------------------------------------------------------------
+# wrk_logs NAME UNIT NOTE SERVERS -- URL...: one wrk a URL at once (CONNECTIONS split among them);
+# VAL is the sum of their rates, the note each one's.
+wrk_logs() {
+  local name="$1" unit="$2" note="$3" servers=() urls=() each
+  shift 3
+  while [ "$1" != "--" ]; do servers+=("$1"); shift; done
+  shift
+  urls=("$@")
+  each=$((CONNECTIONS / ${#urls[@]}))
+  [ "$each" -ge 1 ] || each=1
+  local script="$work/wrk-logs.sh" k=0
+  {
+    echo "set -e"
+    for u in "${urls[@]}"; do
+      echo "wrk -t1 -c$each -d$DURATION --timeout 10s --latency -s '$work/post.lua' '$u' >'$work/wrk-log-$k.out' 2>&1 &"
+      k=$((k + 1))
+    done
+    echo "wait"
+  } >"$script"
+  log "${#urls[@]} x wrk -t1 -c$each -d$DURATION ($name): ${urls[*]}"
+  cpu_during "$name" "$work/wrk-$name.out" "${servers[@]}" -- timeout "$(($(seconds "$DURATION") + 60))" bash "$script"
+  local total=0 parts="" rps
+  for ((k = 0; k < ${#urls[@]}; k++)); do
+    rps="$(grep '^RESULT' "$work/wrk-log-$k.out" | sed -E 's/.*rps=([0-9.]+).*/\1/')"
+    total="$(awk -v a="$total" -v b="${rps:-0}" 'BEGIN { printf "%.0f", a + b }')"
+    parts+="$(printf '%.0f ' "${rps:-0}")"
+  done
+  result "$name" "$total" "$unit" "$note; each: $parts" "$(cat "$script" | grep '^wrk' | sed "s|$work|\$work|g" | tr '\n' ';')"
+  log "  $name: $total $unit (each: $parts)"
+}
+# log_leader URL NAME: the URL of named log NAME's group leader, asked of node URL.
+log_leader() {
+  local url="$1" name="$2" leader=""
+  for _ in $(seq 100); do
+    leader="$(curl -sf --max-time 2 -L "$url/logs/$name" | jq -r '.leader // empty' 2>/dev/null || true)"
+    [ -z "$leader" ] || { echo "$leader"; return 0; }
+    sleep 0.1
+  done
+  log "named log $name has no leader"
+  exit 1
+}
+if want named; then
+  log "== named: 3-node distlog cluster --fsync always, POST / ~1 KiB JSON: the default log, then named logs with 3 replicas"
+  start_cluster cn
+  log "  cluster group's leader $LEADER_URL ($LEADER_NAME)"
+  wrk_run "default log" "$LEADER_URL" "$work/post.lua" 1 "records/s" "leader $LEADER_NAME" cn1 cn2 cn3
+  curl -sf -X PUT "$LEADER_URL/logs/bench-0" >/dev/null
+  one_leader="$(log_leader "$LEADER_URL" bench-0)"
+  wrk_run "named log" "$one_leader/logs/bench-0/" "$work/post.lua" 1 "records/s" "its leader $one_leader" cn1 cn2 cn3
+  urls=()
+  for ((k = 1; k <= LOGS; k++)); do
+    curl -sf -X PUT "$LEADER_URL/logs/bench-$k" >/dev/null
+    urls+=("$(log_leader "$LEADER_URL" "bench-$k")/logs/bench-$k/")
+  done
+  log "  $LOGS logs' leaders: $(printf '%s\n' "${urls[@]}" | sed -E 's|/logs/.*||' | sort | uniq -c | tr -s ' \n' ' ')"
+  wrk_logs "$LOGS named logs" "records/s" "leaders on $(printf '%s\n' "${urls[@]}" | sed -E 's|/logs/.*||' | sort -u | wc -l) node(s)" cn1 cn2 cn3 -- "${urls[@]}"
+  stop_cluster cn
+  rm -rf "$work/cn"[123]
+fi
+
 # ----- report ------------------------------------------------------------
 ratio() { # ratio A B: VAL[A] / VAL[B], or - when either did not run
   if [ -n "${VAL[$1]:-}" ] && [ -n "${VAL[$2]:-}" ]; then
@@ -721,6 +796,8 @@ printf '  %-48s %8s  %s\n' "cluster POST / etcd put" "$(ratio 'distlog cluster' 
 printf '  %-48s %8s  %s\n' "cluster POST / NATS R3 sync publish" "$(ratio 'distlog cluster' 'nats sync')" "target >= 1.5x (NATS acks from memory)"
 printf '  %-48s %8s  %s\n' "cluster POST / NATS R3 async publish" "$(ratio 'distlog cluster' 'nats async')" "target >= 1.5x (NATS acks from memory)"
 printf '  %-48s %8s  %s\n' "cluster batch records/s / NATS R3 async" "$(ratio 'batch cluster' 'nats async')" "(for reference)"
+printf '  %-48s %8s  %s\n' "named log (3 replicas) / default log" "$(ratio 'named log' 'default log')" "target >= 0.95x"
+printf '  %-48s %8s  %s\n' "$LOGS named logs at once / one named log" "$(ratio "$LOGS named logs" 'named log')" "target >= 1x (on 2 cores)"
 p50_ratio() { # p50_ratio A B: P50[A] / P50[B], or -
   if [ -n "${P50[$1]:-}" ] && [ -n "${P50[$2]:-}" ]; then
     awk -v a="${P50[$1]}" -v b="${P50[$2]}" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "-" }'

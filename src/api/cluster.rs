@@ -108,7 +108,10 @@ impl<S: Send + Sync> FromRequestParts<S> for RaftGroup {
         let mut segments = parts.uri.path().trim_start_matches('/').split('/');
         // Not a number: no group has that id, so the message is refused.
         let group = match (segments.next(), segments.next(), segments.next()) {
-            (Some("raft"), Some(group), Some(_)) => group.parse().unwrap_or(u64::MAX),
+            (Some("raft"), Some(group), Some(_)) if !group.is_empty() && group.bytes().all(|b| b.is_ascii_digit()) => {
+                group.parse().unwrap_or(u64::MAX)
+            }
+            (Some("raft"), Some(_), Some(_)) => u64::MAX,
             _ => 0,
         };
         Ok(RaftGroup(group))
@@ -201,7 +204,7 @@ pub async fn raft_append(
     // A leader sends at most its byte budget, or one entry past it: the
     // limit follows the log's record limit, not --max-request-bytes, which
     // is for clients (so members must share --max-record-bytes).
-    let most = APPEND_BUDGET_BYTES + 2 * state.log.config().max_record_bytes + (1 << 20);
+    let most = APPEND_BUDGET_BYTES + 2 * cluster.store().log().config().max_record_bytes + (1 << 20);
     let limit = usize::try_from(most.max(state.limits.max_request_bytes)).unwrap_or(usize::MAX);
     let body = axum::body::to_bytes(body, limit)
         .await
@@ -330,4 +333,32 @@ pub async fn raft_transfer(
     .await
     .map_err(rpc_error)?;
     Ok(rpc_answer(answer))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn group_of(path: &str) -> u64 {
+        let request = axum::http::Request::post(path).body(()).expect("a request");
+        let (mut parts, ()) = request.into_parts();
+        let Ok(RaftGroup(group)) = RaftGroup::from_request_parts(&mut parts, &()).await;
+        group
+    }
+
+    /// `"+0".parse::<u64>()` is `Ok(0)`: a group that is not all digits
+    /// must not reach group 0 (or any group) by another spelling.
+    #[tokio::test]
+    async fn only_a_group_of_digits_names_a_group() {
+        assert_eq!(group_of("/raft/append").await, 0);
+        assert_eq!(group_of("/raft/7/append").await, 7);
+        for path in [
+            "/raft/+0/append",
+            "/raft/+7/vote",
+            "/raft/0x1/append",
+            "/raft/%31/append",
+        ] {
+            assert_eq!(group_of(path).await, u64::MAX, "{path}");
+        }
+    }
 }

@@ -52,7 +52,8 @@ fn required_action(policy: &Policy, method: &Method, route: &str) -> Option<Acti
             | routes::RAFT_GROUP_VOTE
             | routes::RAFT_GROUP_PRE_VOTE
             | routes::RAFT_GROUP_SNAPSHOT
-            | routes::RAFT_GROUP_TRANSFER,
+            | routes::RAFT_GROUP_TRANSFER
+            | routes::RAFT_OTHER,
         )
         | (&Method::POST | &Method::DELETE, routes::CLUSTER_JOIN | routes::CLUSTER_LEADER | routes::CLUSTER_MEMBER) => {
             Some(Action::Cluster)

@@ -116,7 +116,7 @@ fn named_view(named: &NamedLog) -> View<'_> {
 
 /// A cluster's log with no replica here: its settings and where it is
 /// (its offsets and size are on the nodes that hold it).
-fn remote_view<'a>(remote: &'a Remote, base: Option<&LogConfig>) -> View<'a> {
+fn remote_view<'a>(remote: &'a Remote, base: Option<&LogConfig>, status: &'static str) -> View<'a> {
     let settings = remote.settings.clone();
     let effective = match base {
         Some(base) => {
@@ -137,7 +137,7 @@ fn remote_view<'a>(remote: &'a Remote, base: Option<&LogConfig>) -> View<'a> {
         name: remote.name.as_str(),
         settings,
         effective,
-        status: "elsewhere",
+        status,
         lowest_offset: 0,
         next_offset: 0,
         size_bytes: 0,
@@ -150,8 +150,8 @@ fn remote_view<'a>(remote: &'a Remote, base: Option<&LogConfig>) -> View<'a> {
 fn found_view<'a>(found: &'a Found, base: Option<&LogConfig>) -> Option<View<'a>> {
     match found {
         Found::Here(named) => Some(named_view(named)),
-        Found::Elsewhere(remote) => Some(remote_view(remote, base)),
-        Found::Opening => None,
+        Found::Elsewhere(remote) => Some(remote_view(remote, base, "elsewhere")),
+        Found::Opening(remote) => Some(remote_view(remote, base, "opening")),
     }
 }
 
@@ -218,7 +218,7 @@ pub async fn get_one(State(state): State<AppState>, Path(name): Path<String>) ->
                 node,
             })
         }
-        Found::Opening => Err(match state.catalog.failure(name.as_str()) {
+        Found::Opening(_) => Err(match state.catalog.failure(name.as_str()) {
             Some(why) => set_aside(name.as_str(), why),
             None => ApiError::Busy("this node's replica of the log is opening; retry shortly"),
         }),

@@ -95,6 +95,8 @@ mod routes {
     pub const RAFT_GROUP_PRE_VOTE: &str = "/raft/{group}/pre-vote";
     pub const RAFT_GROUP_SNAPSHOT: &str = "/raft/{group}/snapshot";
     pub const RAFT_GROUP_TRANSFER: &str = "/raft/{group}/transfer-leader";
+    /// Any other path under `/raft/`: no route, and still only a peer's to ask.
+    pub const RAFT_OTHER: &str = "/raft/{*rest}";
     /// The web console's page (see `console`), also at `/ui/`.
     pub const UI: &str = "/ui";
     pub const UI_SLASH: &str = "/ui/";
@@ -315,10 +317,10 @@ pub fn route_template(path: &str) -> &'static str {
 fn raft_group_template(path: &str) -> &'static str {
     let rest = path.trim_start_matches("/raft/");
     let Some((group, message)) = rest.split_once('/') else {
-        return routes::UNMATCHED;
+        return routes::RAFT_OTHER;
     };
     if group.is_empty() || !group.bytes().all(|b| b.is_ascii_digit()) {
-        return routes::UNMATCHED;
+        return routes::RAFT_OTHER;
     }
     match message {
         "append" => routes::RAFT_GROUP_APPEND,
@@ -326,7 +328,7 @@ fn raft_group_template(path: &str) -> &'static str {
         "pre-vote" => routes::RAFT_GROUP_PRE_VOTE,
         "snapshot" => routes::RAFT_GROUP_SNAPSHOT,
         "transfer-leader" => routes::RAFT_GROUP_TRANSFER,
-        _ => routes::UNMATCHED,
+        _ => routes::RAFT_OTHER,
     }
 }
 
@@ -424,6 +426,16 @@ mod tests {
             ("/logs/orders/consumers/", "unmatched"),
             ("/logs/orders/replication", "/logs/{name}/{offset}"),
             ("/logs/a/logs/a/0", "unmatched"),
+            ("/raft/append", "/raft/append"),
+            ("/raft/pre-vote", "/raft/pre-vote"),
+            ("/raft/7/append", "/raft/{group}/append"),
+            ("/raft/12/pre-vote", "/raft/{group}/pre-vote"),
+            ("/raft/7/snapshot", "/raft/{group}/snapshot"),
+            // Anything else under /raft/ is still a peer's route to ask, never a reader's.
+            ("/raft/+0/append", "/raft/{*rest}"),
+            ("/raft/-1/vote", "/raft/{*rest}"),
+            ("/raft/7/other", "/raft/{*rest}"),
+            ("/raft/x", "/raft/{*rest}"),
         ] {
             assert_eq!(route_template(path), template, "{path}");
         }

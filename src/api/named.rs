@@ -113,7 +113,7 @@ async fn route(state: &AppState, routers: &NamedRouters, mut request: Request) -
     };
     *request.uri_mut() = strip(request.uri(), &rest)?;
     let Ok(mut response) = router.call(request).await;
-    prefix_location(&mut response, &name);
+    prefix_location(&mut response, &name, &rest);
     Ok(response)
 }
 
@@ -136,10 +136,15 @@ async fn find(state: &AppState, name: &str, method: &Method, rest: &str, uri: &U
     match state.catalog.create(log_name, &Requested::default()).await {
         Ok((_, found)) => here(state, name, found, uri),
         // Created meanwhile with other settings: that one is the log.
-        Err(CatalogError::Exists { .. }) => state
-            .catalog
-            .get(name)
-            .ok_or_else(|| ApiError::LogNotFound { name: name.to_string() }),
+        Err(CatalogError::Exists { .. }) => match state.catalog.find(name) {
+            Some(found) => here(state, name, found, uri),
+            None => Err(ApiError::LogNotFound { name: name.to_string() }),
+        },
+        // A cluster creates logs on its leader: the append goes there, to be created and taken.
+        Err(CatalogError::Cluster { error, .. }) => Err(super::error::cluster_error(
+            error,
+            uri.path_and_query().map_or(uri.path(), |p| p.as_str()),
+        )),
         Err(e) => Err(e.into()),
     }
 }
@@ -158,7 +163,7 @@ fn here(state: &AppState, name: &str, found: Found, uri: &Uri) -> Result<Arc<Nam
                 node,
             })
         }
-        Found::Opening => Err(match state.catalog.failure(name) {
+        Found::Opening(_) => Err(match state.catalog.failure(name) {
             Some(why) => super::logs::set_aside(name, why),
             None => ApiError::Busy("this node's replica of the log is opening; retry shortly"),
         }),
@@ -175,27 +180,45 @@ fn strip(uri: &Uri, rest: &str) -> Result<Uri, ApiError> {
     Ok(Uri::from(path_and_query))
 }
 
-fn prefix_location(response: &mut Response, name: &str) {
+fn prefix_location(response: &mut Response, name: &str, rest: &str) {
     let Some(location) = response.headers().get(header::LOCATION).and_then(|v| v.to_str().ok()) else {
         return;
     };
-    if let Ok(value) = HeaderValue::from_str(&prefixed(location, name)) {
+    if let Ok(value) = HeaderValue::from_str(&prefixed(location, name, rest)) {
         response.headers_mut().insert(header::LOCATION, value);
     }
 }
 
 /// `location` with the log's prefix put back in its path: a relative one
-/// (`/42` after an append) or an absolute one (a cluster's redirect to
-/// the log's leader on another node, `http://b:8080/?from=3`).
-fn prefixed(location: &str, name: &str) -> String {
-    let authority_end = location
-        .split_once("://")
-        .map(|(scheme, rest)| scheme.len() + 3 + rest.find('/').unwrap_or(rest.len()));
-    match authority_end {
-        Some(end) => format!("{}{PREFIX}{name}{}", &location[..end], &location[end..]),
-        None if location.starts_with('/') => format!("{PREFIX}{name}{location}"),
-        None => location.to_string(),
+/// (`/42` after an append) or an absolute one (a cluster's redirect to the
+/// log's leader on another node, `http://b:8080/?from=3`, whose URL may
+/// have a path of its own: the prefix goes before `rest`, the path the
+/// log's routes were asked).
+fn prefixed(location: &str, name: &str, rest: &str) -> String {
+    let Some((scheme, after)) = location.split_once("://") else {
+        return match location.starts_with('/') {
+            true => format!("{PREFIX}{name}{location}"),
+            false => location.to_string(),
+        };
+    };
+    let authority = scheme.len() + 3 + after.find('/').unwrap_or(after.len());
+    let (path, query) = match location[authority..].split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (&location[authority..], None),
+    };
+    let base = path
+        .strip_suffix(rest)
+        .unwrap_or(path.strip_suffix('/').unwrap_or(path));
+    let tail = match path.strip_suffix(rest) {
+        Some(_) => rest,
+        None => &path[base.len()..],
+    };
+    let mut out = format!("{}{base}{PREFIX}{name}{tail}", &location[..authority]);
+    if let Some(query) = query {
+        out.push('?');
+        out.push_str(query);
     }
+    out
 }
 
 #[cfg(test)]
@@ -204,13 +227,19 @@ mod tests {
 
     #[test]
     fn locations_get_the_logs_prefix_back_relative_or_absolute() {
-        assert_eq!(prefixed("/42", "orders"), "/logs/orders/42");
+        assert_eq!(prefixed("/42", "orders", "/"), "/logs/orders/42");
         assert_eq!(
-            prefixed("http://b:8080/?from=3", "orders"),
+            prefixed("http://b:8080/?from=3", "orders", "/"),
             "http://b:8080/logs/orders/?from=3"
         );
-        assert_eq!(prefixed("https://b/42", "a"), "https://b/logs/a/42");
-        assert_eq!(prefixed("http://b:8080", "a"), "http://b:8080/logs/a");
+        assert_eq!(prefixed("https://b/42", "a", "/42"), "https://b/logs/a/42");
+        assert_eq!(prefixed("http://b:8080", "a", "/"), "http://b:8080/logs/a");
+        assert_eq!(
+            prefixed("https://gw/node-b/?from=3", "x", "/"),
+            "https://gw/node-b/logs/x/?from=3",
+            "a member URL with a path keeps it before the log's prefix"
+        );
+        assert_eq!(prefixed("https://gw/node-b/7", "x", "/7"), "https://gw/node-b/logs/x/7");
     }
 
     #[test]

@@ -45,6 +45,12 @@ pub struct Catalogue {
     #[serde(default)]
     pub next_group: u64,
     pub logs: BTreeMap<String, PlacedLog>,
+    /// The index of the last catalogue entry applied: an entry at or below
+    /// it is not applied again (a start that found the log short of what
+    /// the tables say was applied applies the entries after the log's end
+    /// again, on tables that already hold them).
+    #[serde(default)]
+    pub applied_index: Option<u64>,
 }
 
 /// One named log in the catalogue.
@@ -71,6 +77,11 @@ pub enum CatalogueChange {
     Settings {
         name: String,
         settings: serde_json::Value,
+        /// The settings the change was made from: another change applied
+        /// in between refuses this one (`Refusal::Changed`), so that two
+        /// racing changes of different fields do not lose one.
+        #[serde(default)]
+        expected: Option<serde_json::Value>,
     },
     Delete {
         name: String,
@@ -88,6 +99,12 @@ pub enum Refusal {
     TooMany { max: usize },
     #[error("cannot place the log's replicas: {0}")]
     Placement(String),
+    #[error("log {0}'s settings changed meanwhile")]
+    Changed(String),
+    #[error("catalogue entry {0} was applied before")]
+    Replayed(u64),
+    #[error("a catalogue entry this version does not know: {0}")]
+    Unknown(String),
 }
 
 /// What applying a change gave: the log as it now stands (for a create,
@@ -95,6 +112,24 @@ pub enum Refusal {
 pub type Outcome = Result<(bool, PlacedLog), Refusal>;
 
 impl Catalogue {
+    /// Applies the entry at `index` (`change`, or what could not be read
+    /// of it) once: see `applied_index`.
+    pub fn apply_at(
+        &mut self,
+        index: u64,
+        change: Result<&CatalogueChange, &String>,
+        members: &BTreeSet<NodeId>,
+    ) -> Outcome {
+        if self.applied_index.is_some_and(|applied| applied >= index) {
+            return Err(Refusal::Replayed(index));
+        }
+        self.applied_index = Some(index);
+        match change {
+            Ok(change) => self.apply(change, members),
+            Err(unknown) => Err(Refusal::Unknown(unknown.clone())),
+        }
+    }
+
     /// Applies `change`; `members` are group 0's members as the entry
     /// found them (replicas go on members only).
     pub fn apply(&mut self, change: &CatalogueChange, members: &BTreeSet<NodeId>) -> Outcome {
@@ -128,8 +163,15 @@ impl Catalogue {
                 self.logs.insert(name.clone(), placed.clone());
                 Ok((true, placed))
             }
-            CatalogueChange::Settings { name, settings } => {
+            CatalogueChange::Settings {
+                name,
+                settings,
+                expected,
+            } => {
                 let placed = self.logs.get_mut(name).ok_or_else(|| Refusal::NotFound(name.clone()))?;
+                if expected.as_ref().is_some_and(|expected| *expected != placed.settings) {
+                    return Err(Refusal::Changed(name.clone()));
+                }
                 placed.settings = settings.clone();
                 Ok((false, placed.clone()))
             }
@@ -216,13 +258,23 @@ fn entry(change: CatalogueChange) -> UserRecord {
     UserRecord::new(CONTROL, 0, Bytes::from(value))
 }
 
-/// The change a record carries, if it is a catalogue entry.
-pub(super) fn change_of(record: &UserRecord) -> Option<CatalogueChange> {
+/// The change a record carries, if it is a catalogue entry; a catalogue
+/// entry whose change this version cannot read (a newer node's) is still
+/// one, applied as nothing (never taken for a record).
+pub(super) fn change_of(record: &UserRecord) -> Option<Result<CatalogueChange, String>> {
     if record.attributes & CONTROL == 0 {
         return None;
     }
-    let entry: Entry = serde_json::from_slice(&record.value).ok()?;
-    (entry.raft == KIND).then_some(entry.change)
+    #[derive(Deserialize)]
+    struct Kind {
+        raft: String,
+        change: serde_json::Value,
+    }
+    let entry: Kind = serde_json::from_slice(&record.value).ok()?;
+    if entry.raft != KIND {
+        return None;
+    }
+    Some(serde_json::from_value(entry.change.clone()).map_err(|e| format!("{e}: {}", entry.change)))
 }
 
 impl Cluster {
@@ -246,6 +298,11 @@ impl Cluster {
     /// Turns at every catalogue change this node applies (or installs).
     pub fn catalogue_changes(&self) -> tokio::sync::watch::Receiver<u64> {
         self.inner.visibility.catalogue_changes()
+    }
+
+    /// Log `name` as the catalogue places it (without copying the rest).
+    pub fn placed(&self, name: &str) -> Option<PlacedLog> {
+        self.inner.visibility.placed(name)
     }
 
     /// Group 0's voters and learners: where replicas may go.
@@ -336,8 +393,52 @@ mod tests {
         let change = CatalogueChange::Delete { name: "a".into() };
         let record = entry(change.clone());
         assert!(super::super::consumers::is_consumer_entry(&record.value));
-        assert_eq!(change_of(&record), Some(change));
+        assert_eq!(change_of(&record), Some(Ok(change)));
         let plain = UserRecord::new(0, 1, record.value.clone());
         assert_eq!(change_of(&plain), None);
+        let newer = UserRecord::new(
+            CONTROL,
+            1,
+            Bytes::from_static(br#"{"raft":"catalogue","change":{"move":{}}}"#),
+        );
+        assert!(
+            matches!(change_of(&newer), Some(Err(_))),
+            "a newer kind is still a catalogue entry"
+        );
+    }
+
+    #[test]
+    fn an_entry_applied_again_changes_nothing() {
+        let mut c = Catalogue::default();
+        let first = create("a", serde_json::json!({}), &[1]);
+        c.apply_at(7, Ok(&first), &members()).unwrap();
+        let after_once = c.clone();
+        assert_eq!(c.apply_at(7, Ok(&first), &members()), Err(Refusal::Replayed(7)));
+        assert_eq!(c, after_once, "a replay takes no new group id");
+        let deleted = CatalogueChange::Delete { name: "a".into() };
+        c.apply_at(9, Ok(&deleted), &members()).unwrap();
+        assert!(c.logs.is_empty());
+        assert_eq!(
+            c.apply_at(10, Err(&"unknown".to_string()), &members()),
+            Err(Refusal::Unknown("unknown".into()))
+        );
+    }
+
+    #[test]
+    fn a_settings_change_made_from_stale_settings_is_refused() {
+        let mut c = Catalogue::default();
+        let old = serde_json::json!({"retention_ms": 1});
+        c.apply(&create("a", old.clone(), &[1]), &members()).unwrap();
+        let change = |settings: serde_json::Value| CatalogueChange::Settings {
+            name: "a".into(),
+            settings,
+            expected: Some(old.clone()),
+        };
+        c.apply(&change(serde_json::json!({"retention_ms": 2})), &members())
+            .unwrap();
+        assert_eq!(
+            c.apply(&change(serde_json::json!({"retention_bytes": 5})), &members()),
+            Err(Refusal::Changed("a".into()))
+        );
     }
 }

@@ -29,6 +29,18 @@ pub const LOG_CREATE_AFTER_RENAME: &str = "log-create-after-rename";
 /// A named log's deletion, after the rename to `.deleting.<name>.<n>`
 /// (before the directory is removed).
 pub const LOG_DELETE_AFTER_RENAME: &str = "log-delete-after-rename";
+/// A named log's replica in a cluster (`logs::placed`): the catalogue
+/// placed it here, before its directory is made.
+pub const GROUP_CREATE_BEFORE_DIR: &str = "group-create-before-dir";
+/// ... after its directory is made, before its group starts.
+pub const GROUP_CREATE_AFTER_DIR: &str = "group-create-after-dir";
+/// ... after its group started, before the first placed node initializes it.
+pub const GROUP_CREATE_AFTER_START: &str = "group-create-after-start";
+/// A deleted named log's replica: after its group stopped and its log
+/// closed, before its directory is renamed to `.deleting.<group>`.
+pub const GROUP_DELETE_AFTER_CLOSE: &str = "group-delete-after-close";
+/// ... after the rename, before the directory is removed.
+pub const GROUP_DELETE_AFTER_RENAME: &str = "group-delete-after-rename";
 /// A cluster node's start, before it checks the frames of its log (see
 /// `repair`): the check is as slow as the test makes it.
 pub const STARTUP_CHECK: &str = "startup-check";
@@ -38,6 +50,11 @@ const POINTS: &[&str] = &[
     LOG_CREATE_BEFORE_RENAME,
     LOG_CREATE_AFTER_RENAME,
     LOG_DELETE_AFTER_RENAME,
+    GROUP_CREATE_BEFORE_DIR,
+    GROUP_CREATE_AFTER_DIR,
+    GROUP_CREATE_AFTER_START,
+    GROUP_DELETE_AFTER_CLOSE,
+    GROUP_DELETE_AFTER_RENAME,
 ];
 
 #[derive(Clone, Debug, PartialEq, Eq)]

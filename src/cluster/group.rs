@@ -71,6 +71,18 @@ impl Cluster {
         }
     }
 
+    /// The named logs' groups started on this node.
+    pub fn groups_held(&self) -> Vec<Cluster> {
+        self.inner
+            .groups
+            .0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect()
+    }
+
     /// Opens the Raft side of `log` (held in `dir`) as group `group` and
     /// starts it; it answers `/raft/{group}/*` from then on. Called on
     /// group 0.

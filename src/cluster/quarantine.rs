@@ -537,6 +537,8 @@ mod review_tests {
                 problem: None,
                 max_record_bytes: None,
                 peer_url: None,
+                replicas: 0,
+                leads: 0,
             }],
         };
         let app = axum::Router::new().route(

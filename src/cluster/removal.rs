@@ -358,6 +358,8 @@ mod tests {
                     problem: None,
                     max_record_bytes: None,
                     peer_url: None,
+                    replicas: 0,
+                    leads: 0,
                 })
                 .collect(),
         }

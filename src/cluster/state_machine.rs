@@ -144,6 +144,18 @@ impl Visibility {
             .clone()
     }
 
+    /// Log `name` as the catalogue places it.
+    pub fn placed(&self, name: &str) -> Option<super::catalogue::PlacedLog> {
+        self.shared
+            .tables
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .catalogue
+            .logs
+            .get(name)
+            .cloned()
+    }
+
     pub fn catalogue_changes(&self) -> watch::Receiver<u64> {
         self.shared.catalogue_changed.subscribe()
     }
@@ -269,7 +281,7 @@ impl StateMachine {
             return false;
         };
         let members = tables.membership.membership().nodes().map(|(id, _)| *id).collect();
-        let outcome = tables.catalogue.apply(&change, &members);
+        let outcome = tables.catalogue.apply_at(index, change.as_ref(), &members);
         match &outcome {
             Ok((_, placed)) => tracing::info!(index, ?change, group = placed.group, "catalogue changed"),
             Err(why) => tracing::info!(index, ?change, %why, "catalogue change refused"),
@@ -386,9 +398,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         if urgent {
             // Readers must not see past an abort before every restart knows it.
             let sm = self.clone();
-            tokio::task::spawn_blocking(move || sm.write_tables_with_room())
-                .await
-                .map_err(io::Error::other)??;
+            tokio::task::spawn_blocking(move || {
+                // A node acts on a catalogue change (makes or removes a
+                // replica's files): with write caching the entry itself is
+                // synced first, so that no power cut takes it back after.
+                if catalogue_changed {
+                    sm.shared.store.sync_appended()?;
+                }
+                sm.write_tables_with_room()
+            })
+            .await
+            .map_err(io::Error::other)??;
         } else {
             self.shared.changed.send_modify(|n| *n += 1);
         }

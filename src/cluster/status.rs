@@ -34,6 +34,13 @@ pub struct MemberStatus {
     /// own (`--peer-listen`); null: at `url`.
     #[serde(default)]
     pub peer_url: Option<String>,
+    /// Replicas of named logs the catalogue places on the member.
+    #[serde(default)]
+    pub replicas: usize,
+    /// Of the named logs' groups this node holds, how many the member
+    /// leads as this node knows (a log with no replica here is not counted).
+    #[serde(default)]
+    pub leads: usize,
 }
 
 /// `GET /cluster`.
@@ -88,6 +95,7 @@ impl Cluster {
         let leader_contact_ms = self
             .leader_silence(&metrics)
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let (replicas, leads) = self.group_counts();
         let members = self
             .members()
             .into_iter()
@@ -117,6 +125,8 @@ impl Cluster {
                     match_offset,
                     reachable,
                     problem,
+                    replicas: replicas.get(&id).copied().unwrap_or_default(),
+                    leads: leads.get(&id).copied().unwrap_or_default(),
                 }
             })
             .collect::<Vec<_>>();
@@ -135,6 +145,27 @@ impl Cluster {
             removed: self.removed(),
             members,
         }
+    }
+
+    /// Per node: the named logs' replicas the catalogue places on it, and
+    /// the groups held here that it leads.
+    fn group_counts(
+        &self,
+    ) -> (
+        std::collections::BTreeMap<NodeId, usize>,
+        std::collections::BTreeMap<NodeId, usize>,
+    ) {
+        let mut replicas = std::collections::BTreeMap::new();
+        for placed in self.catalogue().logs.values() {
+            for node in &placed.nodes {
+                *replicas.entry(*node).or_default() += 1;
+            }
+        }
+        let mut leads = std::collections::BTreeMap::new();
+        for leader in self.groups_held().iter().filter_map(|group| group.current_leader()) {
+            *leads.entry(leader).or_default() += 1;
+        }
+        (replicas, leads)
     }
 
     /// Whether this node is in touch with a leader and serves committed

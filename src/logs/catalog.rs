@@ -172,7 +172,7 @@ pub enum Found {
     Elsewhere(Remote),
     /// Placed on this node, and its replica not open (yet, or it failed:
     /// see `Catalog::failure`).
-    Opening,
+    Opening(Remote),
 }
 
 /// A cluster's log with no replica on this node.
@@ -272,6 +272,17 @@ impl Catalog {
 
     pub(super) fn set_failure(&self, name: &LogName, why: Option<String>) {
         self.set_failed(name, why);
+    }
+
+    /// Forgets the failures of logs `wanted` no longer names (deleted).
+    pub(super) fn keep_failures(&self, wanted: impl Fn(&str) -> bool) {
+        let mut failed = self.0.failed.lock().unwrap_or_else(PoisonError::into_inner);
+        failed.retain(|name, _| wanted(name.as_str()));
+    }
+
+    /// Whether the node is stopping (`close` was called).
+    pub(super) fn is_closing(&self) -> bool {
+        *self.0.closing.borrow()
     }
 
     /// Says a pass of `placed::follow` ended.
@@ -397,12 +408,13 @@ impl Catalog {
             return Some(Found::Here(named));
         }
         let cluster = self.0.cluster.as_ref()?;
-        let placed = cluster.catalogue().logs.get(name).cloned()?;
-        if placed.nodes.contains(&cluster.id()) {
-            return Some(Found::Opening);
-        }
+        let placed = cluster.placed(name)?;
         let name = LogName::parse(name).ok()?;
-        super::placed::remote(cluster, name, &placed).ok().map(Found::Elsewhere)
+        let remote = super::placed::remote(cluster, name, &placed).ok()?;
+        Some(match placed.nodes.contains(&cluster.id()) {
+            true => Found::Opening(remote),
+            false => Found::Elsewhere(remote),
+        })
     }
 
     /// Every log: the ones open here, and in a cluster the others too.
@@ -410,8 +422,20 @@ impl Catalog {
         let Some(cluster) = &self.0.cluster else {
             return self.list().into_iter().map(Found::Here).collect();
         };
-        let names: Vec<String> = cluster.catalogue().logs.into_keys().collect();
-        names.iter().filter_map(|name| self.find(name)).collect()
+        let catalogue = cluster.catalogue();
+        let me = cluster.id();
+        let logs = catalogue.logs.into_iter().filter_map(|(name, placed)| {
+            if let Some(named) = self.get(&name) {
+                return Some(Found::Here(named));
+            }
+            let name = LogName::parse(&name).ok()?;
+            let remote = super::placed::remote(cluster, name, &placed).ok()?;
+            Some(match placed.nodes.contains(&me) {
+                true => Found::Opening(remote),
+                false => Found::Elsewhere(remote),
+            })
+        });
+        logs.collect()
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<LogName, Arc<NamedLog>>> {
@@ -528,6 +552,14 @@ impl Catalog {
             self.set_failed(name, Some(format!("its deletion failed: {e}")));
         }
         discarded
+    }
+
+    /// Before a graceful stop: every group this node leads hands its
+    /// leadership on (see `Mode::step_down`), a few at a time.
+    pub async fn step_down(&self, within: Duration) {
+        futures_util::stream::iter(self.list())
+            .for_each_concurrent(OPEN_AT_ONCE, |named| async move { named.mode.step_down(within).await })
+            .await;
     }
 
     /// At shutdown, before requests drain: every log's long polls and

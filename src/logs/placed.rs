@@ -31,7 +31,7 @@ use tokio::sync::watch;
 use super::catalog::{Catalog, CatalogConfig, CatalogError, Created, Found, NamedLog, Remote};
 use super::name::LogName;
 use super::settings::{Requested, RetentionChange, Settings};
-use crate::cluster::{CatalogueChange, CatalogueRefusal, Cluster, PlacedLog};
+use crate::cluster::{CatalogueChange, CatalogueRefusal, Cluster, PlacedLog, failpoint};
 use crate::log::{Log, fsops};
 use crate::mode::{Consumers, Mode};
 
@@ -76,6 +76,11 @@ pub(super) async fn follow(catalog: Catalog, cluster: Cluster, mut closing: watc
 /// places on it.
 async fn reconcile(catalog: &Catalog, cluster: &Cluster) -> Result<(), CatalogError> {
     let config = catalog.config_ref()?.clone();
+    let _one = catalog.changing().await;
+    // `Catalog::close` took every log while this pass waited: nothing is opened again.
+    if catalog.is_closing() {
+        return Ok(());
+    }
     let catalogue = cluster.catalogue();
     let me = cluster.id();
     let wanted: BTreeMap<&str, &PlacedLog> = catalogue
@@ -84,14 +89,11 @@ async fn reconcile(catalog: &Catalog, cluster: &Cluster) -> Result<(), CatalogEr
         .filter(|(_, placed)| placed.nodes.contains(&me))
         .map(|(name, placed)| (name.as_str(), placed))
         .collect();
-    let _one = catalog.changing().await;
     for named in catalog.list() {
         match wanted.get(named.name.as_str()) {
             Some(placed) if Some(placed.group) == named.group => {
-                let settings = settings_of(placed)?;
-                if settings != named.settings() {
-                    named.log.set_retention(settings.retention(&config.base))?;
-                    named.set_settings(settings);
+                if let Err(e) = keep_up(&config, cluster, &named, placed).await {
+                    tracing::warn!(log = %named.name, error = %e, "a named log's replica did not follow its catalogue entry");
                 }
             }
             _ => {
@@ -100,6 +102,7 @@ async fn reconcile(catalog: &Catalog, cluster: &Cluster) -> Result<(), CatalogEr
             }
         }
     }
+    catalog.keep_failures(|name| wanted.contains_key(name));
     for (name, placed) in &wanted {
         let Ok(name) = LogName::parse(name) else {
             continue;
@@ -119,8 +122,36 @@ async fn reconcile(catalog: &Catalog, cluster: &Cluster) -> Result<(), CatalogEr
         }
     }
     catalog.opened();
-    let kept: Vec<u64> = wanted.values().map(|p| p.group).collect();
+    // Every group the catalogue names is kept, placed here or not: a node
+    // that came back under a new id still holds its old replicas' files.
+    let kept: Vec<u64> = catalogue.logs.values().map(|p| p.group).collect();
     remove_unplaced(&config.dir, &kept, catalogue.next_group).await
+}
+
+/// An open replica made to match its entry: retention as the catalogue
+/// says, and its group initialized if this node is the one to do it and
+/// an earlier try failed.
+async fn keep_up(
+    config: &CatalogConfig,
+    cluster: &Cluster,
+    named: &NamedLog,
+    placed: &PlacedLog,
+) -> Result<(), CatalogError> {
+    let settings = settings_of(placed)?;
+    if settings != named.settings() {
+        named.log.set_retention(settings.retention(&config.base))?;
+        named.set_settings(settings);
+    }
+    if let Some(group) = named.mode.cluster()
+        && placed.nodes.first() == Some(&cluster.id())
+        && group.members().is_empty()
+    {
+        group
+            .initialize_group(cluster, &placed.nodes)
+            .await
+            .map_err(|e| cluster_error(named.name.as_str(), e))?;
+    }
+    Ok(())
 }
 
 /// Stops a log's group, then closes the log (its directory is removed by
@@ -133,6 +164,15 @@ async fn close(cluster: &Cluster, named: &NamedLog) {
         tracing::warn!(log = %named.name, error = %e, "a named log's replica did not close cleanly");
     }
     tracing::info!(log = %named.name, group = ?named.group, "named log's replica closed");
+    crash_point(failpoint::GROUP_DELETE_AFTER_CLOSE).await;
+}
+
+/// A failpoint of the fault tests (`cluster::failpoint`): only `abort`
+/// means anything here; a step that "fails" is tried again at the next pass.
+async fn crash_point(point: &str) {
+    if let Err(e) = failpoint::hit(point).await {
+        tracing::warn!(point, error = %e, "failpoint");
+    }
 }
 
 /// Opens (making it first if need be) this node's replica of `placed`.
@@ -144,7 +184,9 @@ async fn open(
 ) -> Result<Arc<NamedLog>, CatalogError> {
     let settings = settings_of(placed)?;
     let dir = config.dir.join(placed.group.to_string());
+    crash_point(failpoint::GROUP_CREATE_BEFORE_DIR).await;
     make_directory(&config.dir, placed.group).await?;
+    crash_point(failpoint::GROUP_CREATE_AFTER_DIR).await;
     let (opened_dir, log_config) = (dir.clone(), settings.log_config(&config.base));
     let log = tokio::task::spawn_blocking(move || Log::open(&opened_dir, log_config))
         .await
@@ -156,6 +198,7 @@ async fn open(
             return Err(CatalogError::Start(e.into()));
         }
     };
+    crash_point(failpoint::GROUP_CREATE_AFTER_START).await;
     if placed.nodes.first() == Some(&cluster.id())
         && let Err(e) = group.initialize_group(cluster, &placed.nodes).await
     {
@@ -203,19 +246,21 @@ async fn make_directory(dir: &Path, group: u64) -> io::Result<()> {
 }
 
 /// Removes the replicas of groups below `next_group` this node no longer
-/// holds (`kept` are the ones it holds), and what interrupted creations
-/// and deletions left.
+/// holds (`kept` are the ones it holds), and what interrupted deletions
+/// left: each renamed to `.deleting.<group>` (synced: the commit point),
+/// then removed.
 async fn remove_unplaced(dir: &Path, kept: &[u64], next_group: u64) -> Result<(), CatalogError> {
-    let (dir, kept) = (dir.to_path_buf(), kept.to_vec());
-    tokio::task::spawn_blocking(move || -> io::Result<()> {
-        for entry in std::fs::read_dir(&dir).map_err(|e| fsops::naming(&dir, e))? {
-            let entry = entry.map_err(|e| fsops::naming(&dir, e))?;
+    let (listed, kept) = (dir.to_path_buf(), kept.to_vec());
+    let doomed = tokio::task::spawn_blocking(move || -> io::Result<Vec<PathBuf>> {
+        let mut doomed = Vec::new();
+        for entry in std::fs::read_dir(&listed).map_err(|e| fsops::naming(&listed, e))? {
+            let entry = entry.map_err(|e| fsops::naming(&listed, e))?;
             let file_name = entry.file_name();
             let Some(text) = file_name.to_str() else {
                 continue;
             };
             if text.starts_with(DELETING) {
-                remove_tree(&entry.path())?;
+                doomed.push(entry.path());
                 continue;
             }
             let Ok(group) = text.parse::<u64>() else {
@@ -229,16 +274,23 @@ async fn remove_unplaced(dir: &Path, kept: &[u64], next_group: u64) -> Result<()
                     "a replica of a group the catalogue has not heard of: left alone");
                 continue;
             }
-            let doomed: PathBuf = dir.join(format!("{DELETING}{group}"));
-            fsops::rename(&entry.path(), &doomed)?;
-            fsops::sync_dir(&dir)?;
+            let renamed = listed.join(format!("{DELETING}{group}"));
+            fsops::rename(&entry.path(), &renamed)?;
+            fsops::sync_dir(&listed)?;
             tracing::info!(group, "removing a deleted named log's replica");
-            remove_tree(&doomed)?;
+            doomed.push(renamed);
         }
-        Ok(())
+        Ok(doomed)
     })
     .await
     .map_err(|e| io::Error::other(e.to_string()))??;
+    if doomed.is_empty() {
+        return Ok(());
+    }
+    crash_point(failpoint::GROUP_DELETE_AFTER_RENAME).await;
+    tokio::task::spawn_blocking(move || doomed.iter().try_for_each(|path| remove_tree(path)))
+        .await
+        .map_err(|e| io::Error::other(e.to_string()))??;
     Ok(())
 }
 
@@ -281,6 +333,12 @@ fn refused(refusal: CatalogueRefusal) -> CatalogError {
         CatalogueRefusal::NotFound(name) => CatalogError::NotFound(name),
         CatalogueRefusal::TooMany { max } => CatalogError::TooMany { max },
         CatalogueRefusal::Placement(why) => CatalogError::Placement(why),
+        other @ (CatalogueRefusal::Changed(_) | CatalogueRefusal::Replayed(_) | CatalogueRefusal::Unknown(_)) => {
+            CatalogError::Cluster {
+                path: String::new(),
+                error: crate::cluster::ClusterError::OutcomeUnknown(other.to_string()),
+            }
+        }
     }
 }
 
@@ -382,31 +440,43 @@ pub(super) async fn change(
     name: &str,
     change: &RetentionChange,
 ) -> Result<Found, CatalogError> {
-    cluster.must_lead().map_err(|e| cluster_error(name, e))?;
-    let placed = cluster
-        .catalogue()
-        .logs
-        .get(name)
-        .cloned()
-        .ok_or_else(|| CatalogError::NotFound(name.to_string()))?;
-    let settings = settings_of(&placed)?.changed(change);
-    settings.check(&config.base)?;
-    let proposed = CatalogueChange::Settings {
-        name: name.to_string(),
-        settings: settings_value(&settings),
-    };
-    let outcome = cluster
-        .change_catalogue(proposed)
-        .await
-        .map_err(|e| cluster_error(name, e))?;
-    let (_, placed) = outcome.map_err(refused)?;
-    let log_name = LogName::parse(name).map_err(|e| io::Error::other(e.to_string()))?;
-    if placed.nodes.contains(&cluster.id()) {
-        catalog
-            .wait_for_pass(SETTLING, |c| c.get(name).is_some_and(|n| n.settings() == settings))
-            .await;
+    /// Tries when other changes of the log's settings keep landing first.
+    const TRIES: usize = 5;
+    for _ in 0..TRIES {
+        cluster.must_lead().map_err(|e| cluster_error(name, e))?;
+        let placed = cluster
+            .placed(name)
+            .ok_or_else(|| CatalogError::NotFound(name.to_string()))?;
+        let settings = settings_of(&placed)?.changed(change);
+        settings.check(&config.base)?;
+        let proposed = CatalogueChange::Settings {
+            name: name.to_string(),
+            settings: settings_value(&settings),
+            expected: Some(placed.settings.clone()),
+        };
+        let outcome = cluster
+            .change_catalogue(proposed)
+            .await
+            .map_err(|e| cluster_error(name, e))?;
+        let placed = match outcome {
+            Ok((_, placed)) => placed,
+            Err(CatalogueRefusal::Changed(_)) => continue,
+            Err(refusal) => return Err(refused(refusal)),
+        };
+        let log_name = LogName::parse(name).map_err(|e| io::Error::other(e.to_string()))?;
+        if placed.nodes.contains(&cluster.id()) {
+            catalog
+                .wait_for_pass(SETTLING, |c| c.get(name).is_some_and(|n| n.settings() == settings))
+                .await;
+        }
+        return settle(catalog, cluster, &log_name, &placed).await;
     }
-    settle(catalog, cluster, &log_name, &placed).await
+    Err(cluster_error(
+        name,
+        crate::cluster::ClusterError::OutcomeUnknown(format!(
+            "log {name}'s settings kept changing under {TRIES} tries; nothing was changed by this request"
+        )),
+    ))
 }
 
 /// Deletes `name` through group 0: the name is free once that is applied;

@@ -207,9 +207,8 @@ impl Node {
     pub async fn shutdown(self) -> Result<(), NodeError> {
         // Before anything stops: the next leader takes over at once, within
         // the grace period's first part.
-        self.mode
-            .step_down((self.grace / 3).max(Duration::from_millis(500)))
-            .await;
+        let within = (self.grace / 3).max(Duration::from_millis(500));
+        tokio::join!(self.mode.step_down(within), self.catalog.step_down(within));
         let _ = self.stop.send(true);
         self.catalog.stop_serving();
         let deadline = tokio::time::Instant::now() + self.grace;
@@ -228,8 +227,9 @@ impl Node {
             task.abort();
             let _ = task.await;
         }
-        self.mode.shutdown().await;
+        // Named logs' groups first: they are started from the cluster group.
         self.catalog.close().await;
+        self.mode.shutdown().await;
         let log = self.log;
         tokio::task::spawn_blocking(move || log.close())
             .await
