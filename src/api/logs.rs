@@ -211,7 +211,7 @@ pub async fn get_one(State(state): State<AppState>, Path(name): Path<String>) ->
         Found::Here(named) => Ok(Json(named_view(&named)).into_response()),
         // Its offsets and size are known where it is.
         Found::Elsewhere(remote) => {
-            let node = remote.urls.first().cloned().ok_or(ApiError::NoLeader)?;
+            let node = remote.next_node().ok_or(ApiError::NoLeader)?;
             Err(ApiError::LogElsewhere {
                 name: name.to_string(),
                 location: format!("{}/logs/{name}", node.trim_end_matches('/')),

@@ -155,7 +155,7 @@ fn here(state: &AppState, name: &str, found: Found, uri: &Uri) -> Result<Arc<Nam
     match found {
         Found::Here(named) => Ok(named),
         Found::Elsewhere(remote) => {
-            let node = remote.urls.first().cloned().ok_or(ApiError::NoLeader)?;
+            let node = remote.next_node().ok_or(ApiError::NoLeader)?;
             let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
             Err(ApiError::LogElsewhere {
                 name: name.to_string(),

@@ -185,6 +185,17 @@ pub struct Remote {
     pub urls: Vec<String>,
 }
 
+impl Remote {
+    /// A node to send the log's clients to: each in turn, so that a client
+    /// sent to a node that is down finds another at its next try (this
+    /// node cannot tell which of them is up).
+    pub fn next_node(&self) -> Option<String> {
+        static TURN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let turn = TURN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.urls.get(turn % self.urls.len().max(1)).cloned()
+    }
+}
+
 /// Whether `create` made the log or found it made the same way.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Created {

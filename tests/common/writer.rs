@@ -179,6 +179,9 @@ pub struct LoadConfig {
     pub first_writer: u64,
     /// Idempotent producers retrying each record until answered (see the module doc).
     pub producer: bool,
+    /// The log written, as a path on every node: "" the default log,
+    /// "/logs/NAME" a named one (redirects name a node; the path is kept).
+    pub log_path: String,
 }
 
 impl Default for LoadConfig {
@@ -191,6 +194,7 @@ impl Default for LoadConfig {
             attempts_per_writer: None,
             first_writer: 0,
             producer: false,
+            log_path: String::new(),
         }
     }
 }
@@ -368,7 +372,15 @@ impl Writer {
         let producer = self.config.producer.then(|| (format!("w{}", self.id), seq));
         let mut duplicate = false;
         let outcome = loop {
-            match post_once(&node, &body, producer.as_ref(), self.config.request_timeout).await {
+            match post_once(
+                &node,
+                &self.config.log_path,
+                &body,
+                producer.as_ref(),
+                self.config.request_timeout,
+            )
+            .await
+            {
                 Answer::Created(offset) => break Outcome::Ack(offset),
                 Answer::Duplicate(offset) => {
                     duplicate = true;
@@ -417,9 +429,15 @@ enum Answer {
     Unsure(String),
 }
 
-async fn post_once(node: &str, body: &str, producer: Option<&(String, u64)>, timeout: Duration) -> Answer {
+async fn post_once(
+    node: &str,
+    log_path: &str,
+    body: &str,
+    producer: Option<&(String, u64)>,
+    timeout: Duration,
+) -> Answer {
     let mut request = rt::http()
-        .post(format!("{node}/"))
+        .post(format!("{node}{log_path}/"))
         .header("content-type", "application/json")
         .timeout(timeout)
         .body(body.to_string());
