@@ -151,7 +151,7 @@ fn found_view<'a>(found: &'a Found, base: Option<&LogConfig>) -> Option<View<'a>
     match found {
         Found::Here(named) => Some(named_view(named)),
         Found::Elsewhere(remote) => Some(remote_view(remote, base, "elsewhere")),
-        Found::Opening(remote) => Some(remote_view(remote, base, "opening")),
+        Found::Opening(remote) => remote.as_ref().map(|remote| remote_view(remote, base, "opening")),
     }
 }
 

@@ -45,12 +45,12 @@ pub struct Catalogue {
     #[serde(default)]
     pub next_group: u64,
     pub logs: BTreeMap<String, PlacedLog>,
-    /// The index of the last catalogue entry applied: an entry at or below
-    /// it is not applied again (a start that found the log short of what
-    /// the tables say was applied applies the entries after the log's end
-    /// again, on tables that already hold them).
+    /// The id (term, index) of the last catalogue entry applied: an entry
+    /// at or below its index is not applied again (a start that found the
+    /// log short of what the tables say was applied applies the entries
+    /// after the log's end again, on tables that already hold them).
     #[serde(default)]
-    pub applied_index: Option<u64>,
+    pub applied: Option<(u64, u64)>,
 }
 
 /// One named log in the catalogue.
@@ -103,8 +103,6 @@ pub enum Refusal {
     Changed(String),
     #[error("catalogue entry {0} was applied before")]
     Replayed(u64),
-    #[error("a catalogue entry this version does not know: {0}")]
-    Unknown(String),
 }
 
 /// What applying a change gave: the log as it now stands (for a create,
@@ -112,22 +110,32 @@ pub enum Refusal {
 pub type Outcome = Result<(bool, PlacedLog), Refusal>;
 
 impl Catalogue {
-    /// Applies the entry at `index` (`change`, or what could not be read
-    /// of it) once: see `applied_index`.
+    /// Applies the entry `(term, index)` once (see `applied`). An entry
+    /// this version cannot read, or one at an index already applied from
+    /// another term (this node's history and the cluster's differ), is an
+    /// error that stops the node's Raft core: skipping it would leave this
+    /// node's catalogue unlike the others'.
     pub fn apply_at(
         &mut self,
-        index: u64,
+        (term, index): (u64, u64),
         change: Result<&CatalogueChange, &String>,
         members: &BTreeSet<NodeId>,
-    ) -> Outcome {
-        if self.applied_index.is_some_and(|applied| applied >= index) {
-            return Err(Refusal::Replayed(index));
+    ) -> Result<Outcome, String> {
+        if let Some((applied_term, applied_index)) = self.applied
+            && applied_index >= index
+        {
+            return match applied_index > index || applied_term == term {
+                true => Ok(Err(Refusal::Replayed(index))),
+                false => Err(format!(
+                    "catalogue entry {index} of term {term} replaces one applied from term {applied_term}"
+                )),
+            };
         }
-        self.applied_index = Some(index);
-        match change {
-            Ok(change) => self.apply(change, members),
-            Err(unknown) => Err(Refusal::Unknown(unknown.clone())),
-        }
+        let change = change.map_err(|unknown| {
+            format!("catalogue entry {index} is of a kind this version cannot read (upgrade this node): {unknown}")
+        })?;
+        self.applied = Some((term, index));
+        Ok(self.apply(change, members))
     }
 
     /// Applies `change`; `members` are group 0's members as the entry
@@ -256,6 +264,14 @@ fn entry(change: CatalogueChange) -> UserRecord {
     // Serializing our own plain types into memory cannot fail.
     let value = serde_json::to_vec(&entry).unwrap_or_default();
     UserRecord::new(CONTROL, 0, Bytes::from(value))
+}
+
+/// Whether `entry` is a catalogue change (see `log_store`: synced whatever `--fsync` says).
+pub(super) fn is_catalogue_entry(entry: &super::types::Entry) -> bool {
+    match &entry.payload {
+        openraft::EntryPayload::Normal(record) => change_of(record).is_some(),
+        _ => false,
+    }
 }
 
 /// The change a record carries, if it is a catalogue entry; a catalogue
@@ -411,17 +427,22 @@ mod tests {
     fn an_entry_applied_again_changes_nothing() {
         let mut c = Catalogue::default();
         let first = create("a", serde_json::json!({}), &[1]);
-        c.apply_at(7, Ok(&first), &members()).unwrap();
+        c.apply_at((2, 7), Ok(&first), &members()).unwrap().unwrap();
         let after_once = c.clone();
-        assert_eq!(c.apply_at(7, Ok(&first), &members()), Err(Refusal::Replayed(7)));
-        assert_eq!(c, after_once, "a replay takes no new group id");
-        let deleted = CatalogueChange::Delete { name: "a".into() };
-        c.apply_at(9, Ok(&deleted), &members()).unwrap();
-        assert!(c.logs.is_empty());
         assert_eq!(
-            c.apply_at(10, Err(&"unknown".to_string()), &members()),
-            Err(Refusal::Unknown("unknown".into()))
+            c.apply_at((2, 7), Ok(&first), &members()),
+            Ok(Err(Refusal::Replayed(7)))
         );
+        assert_eq!(c, after_once, "a replay takes no new group id");
+        assert!(
+            c.apply_at((3, 7), Ok(&first), &members()).is_err(),
+            "another term's entry at an applied index is a history that differs"
+        );
+        let deleted = CatalogueChange::Delete { name: "a".into() };
+        c.apply_at((2, 9), Ok(&deleted), &members()).unwrap().unwrap();
+        assert!(c.logs.is_empty());
+        assert!(c.apply_at((2, 10), Err(&"unknown".to_string()), &members()).is_err());
+        assert_eq!(c.applied, Some((2, 9)), "an entry not applied is not recorded");
     }
 
     #[test]

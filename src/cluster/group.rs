@@ -190,14 +190,20 @@ impl Cluster {
         }
     }
 
-    /// Waits up to `within` until this group knows a leader; says whether it does.
+    /// Waits up to `within` until this group knows a leader and where it
+    /// is (a follower may hear of its leader before the first membership
+    /// reaches it); says whether it does.
     pub async fn wait_for_leader(&self, within: std::time::Duration) -> bool {
         use openraft::async_runtime::WatchReceiver;
         let mut metrics = self.inner.raft.metrics();
         let known = tokio::time::timeout(within, async {
             loop {
-                if metrics.borrow_watched().current_leader.is_some() {
-                    return;
+                {
+                    let now = metrics.borrow_watched();
+                    let leader = now.current_leader.and_then(|id| now.membership_config.get_node(&id));
+                    if leader.is_some() {
+                        return;
+                    }
                 }
                 if metrics.changed().await.is_err() {
                     return;
@@ -205,7 +211,7 @@ impl Cluster {
             }
         })
         .await;
-        known.is_ok() && self.current_leader().is_some()
+        known.is_ok()
     }
 
     /// Stops group `group` here and forgets it (its files are the caller's).

@@ -28,6 +28,7 @@ use openraft::{EntryPayload, OptionalSend};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use super::catalogue::CatalogueChange;
 use super::durable::Durable;
 use super::log_store::LogStore;
 use super::tables::{Tables, open_batch_from};
@@ -77,6 +78,9 @@ struct Shared {
     /// Bumped once a catalogue change is applied and written (or a
     /// snapshot installed): named logs follow it.
     catalogue_changed: watch::Sender<u64>,
+    /// The catalogue as the tables on disk hold it: what the node acts on
+    /// (never a change a restart could forget; `tables` has it earlier).
+    published: RwLock<super::catalogue::Catalogue>,
 }
 
 /// The state machine; clones share it, and `Visibility` reads it.
@@ -134,26 +138,19 @@ impl Visibility {
         self.shared.catalogue_outcomes.take(index)
     }
 
-    /// The catalogue as applied.
+    /// The catalogue as applied and written (`published`).
     pub fn catalogue(&self) -> super::catalogue::Catalogue {
         self.shared
-            .tables
+            .published
             .read()
             .unwrap_or_else(PoisonError::into_inner)
-            .catalogue
             .clone()
     }
 
     /// Log `name` as the catalogue places it.
     pub fn placed(&self, name: &str) -> Option<super::catalogue::PlacedLog> {
-        self.shared
-            .tables
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .catalogue
-            .logs
-            .get(name)
-            .cloned()
+        let published = self.shared.published.read().unwrap_or_else(PoisonError::into_inner);
+        published.logs.get(name).cloned()
     }
 
     pub fn catalogue_changes(&self) -> watch::Receiver<u64> {
@@ -177,9 +174,11 @@ impl StateMachine {
                 outcomes: Default::default(),
                 catalogue_outcomes: Default::default(),
                 catalogue_changed: watch::Sender::new(0),
+                published: RwLock::new(Default::default()),
             }),
         };
         sm.publish();
+        sm.publish_catalogue();
         sm.write_tables_behind();
         Ok(sm)
     }
@@ -229,6 +228,7 @@ impl StateMachine {
         drop(tables);
         self.write_tables_with_room()?;
         self.publish();
+        self.publish_catalogue();
         Ok(())
     }
 
@@ -276,18 +276,50 @@ impl StateMachine {
     /// Applies the record at `index` to the catalogue if it is a
     /// catalogue entry, and keeps the outcome for its proposer. Returns
     /// whether it was one.
-    fn apply_catalogue(&self, tables: &mut Tables, index: u64, record: &super::types::UserRecord) -> bool {
+    /// whether it was one, and if so whether it changed the catalogue; an
+    /// entry that cannot be applied alike on every node stops the core.
+    fn apply_catalogue(
+        &self,
+        tables: &mut Tables,
+        id: LogId,
+        record: &super::types::UserRecord,
+    ) -> io::Result<Option<bool>> {
         let Some(change) = super::catalogue::change_of(record) else {
-            return false;
+            return Ok(None);
         };
+        let index = id.index;
         let members = tables.membership.membership().nodes().map(|(id, _)| *id).collect();
-        let outcome = tables.catalogue.apply_at(index, change.as_ref(), &members);
-        match &outcome {
-            Ok((_, placed)) => tracing::info!(index, ?change, group = placed.group, "catalogue changed"),
-            Err(why) => tracing::info!(index, ?change, %why, "catalogue change refused"),
-        }
+        let outcome = tables
+            .catalogue
+            .apply_at((id.leader_id.term, index), change.as_ref(), &members)
+            .map_err(|why| {
+                tracing::error!(index, %why, "a catalogue entry cannot be applied here: stopping");
+                io::Error::new(io::ErrorKind::InvalidData, why)
+            })?;
+        let changed = match (&outcome, &change) {
+            (Ok((made, placed)), Ok(CatalogueChange::Create { .. })) => {
+                tracing::info!(index, ?change, group = placed.group, made, "catalogue: create");
+                *made
+            }
+            (Ok((_, placed)), _) => {
+                tracing::info!(index, ?change, group = placed.group, "catalogue changed");
+                true
+            }
+            (Err(why), _) => {
+                tracing::info!(index, ?change, %why, "catalogue change refused");
+                false
+            }
+        };
         self.shared.catalogue_outcomes.keep(index, outcome);
-        true
+        Ok(Some(changed))
+    }
+
+    /// Makes the catalogue as the tables now hold it the one the node acts
+    /// on; called once they are written.
+    fn publish_catalogue(&self) {
+        let catalogue = self.tables().catalogue;
+        *self.shared.published.write().unwrap_or_else(PoisonError::into_inner) = catalogue;
+        self.shared.catalogue_changed.send_modify(|n| *n += 1);
     }
 
     fn publish(&self) {
@@ -376,11 +408,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             // no record (not the last one `Expected-Last-Offset` is held
             // to) and no producer's append.
             let consumer = match &entry.payload {
-                EntryPayload::Normal(record) => {
-                    let catalogue = self.apply_catalogue(&mut tables, index, record);
-                    catalogue_changed |= catalogue;
-                    catalogue || super::consumers::apply(&mut tables, &self.shared.outcomes, index, record)
-                }
+                EntryPayload::Normal(record) => match self.apply_catalogue(&mut tables, entry.log_id, record)? {
+                    Some(changed) => {
+                        catalogue_changed |= changed;
+                        true
+                    }
+                    None => super::consumers::apply(&mut tables, &self.shared.outcomes, index, record),
+                },
                 _ => false,
             };
             let (must_write, applied) = match consumer {
@@ -414,7 +448,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         self.publish();
         if catalogue_changed {
-            self.shared.catalogue_changed.send_modify(|n| *n += 1);
+            self.publish_catalogue();
         }
         for (responder, applied) in answers {
             responder.send(applied);
@@ -482,7 +516,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 .map_err(io::Error::other)??;
         }
         self.publish();
-        self.shared.catalogue_changed.send_modify(|n| *n += 1);
+        self.publish_catalogue();
         Ok(())
     }
 

@@ -172,7 +172,7 @@ pub enum Found {
     Elsewhere(Remote),
     /// Placed on this node, and its replica not open (yet, or it failed:
     /// see `Catalog::failure`).
-    Opening(Remote),
+    Opening(Option<Remote>),
 }
 
 /// A cluster's log with no replica on this node.
@@ -421,11 +421,13 @@ impl Catalog {
         let cluster = self.0.cluster.as_ref()?;
         let placed = cluster.placed(name)?;
         let name = LogName::parse(name).ok()?;
-        let remote = super::placed::remote(cluster, name, &placed).ok()?;
-        Some(match placed.nodes.contains(&cluster.id()) {
-            true => Found::Opening(remote),
-            false => Found::Elsewhere(remote),
-        })
+        let remote = super::placed::remote(cluster, name, &placed);
+        // Placed here, it answers as opening (or why it failed) even if
+        // its entry does not read.
+        match placed.nodes.contains(&cluster.id()) {
+            true => Some(Found::Opening(remote.ok())),
+            false => remote.ok().map(Found::Elsewhere),
+        }
     }
 
     /// Every log: the ones open here, and in a cluster the others too.
@@ -440,11 +442,11 @@ impl Catalog {
                 return Some(Found::Here(named));
             }
             let name = LogName::parse(&name).ok()?;
-            let remote = super::placed::remote(cluster, name, &placed).ok()?;
-            Some(match placed.nodes.contains(&me) {
-                true => Found::Opening(remote),
-                false => Found::Elsewhere(remote),
-            })
+            let remote = super::placed::remote(cluster, name, &placed);
+            match placed.nodes.contains(&me) {
+                true => Some(Found::Opening(remote.ok())),
+                false => remote.ok().map(Found::Elsewhere),
+            }
         });
         logs.collect()
     }

@@ -333,12 +333,10 @@ fn refused(refusal: CatalogueRefusal) -> CatalogError {
         CatalogueRefusal::NotFound(name) => CatalogError::NotFound(name),
         CatalogueRefusal::TooMany { max } => CatalogError::TooMany { max },
         CatalogueRefusal::Placement(why) => CatalogError::Placement(why),
-        other @ (CatalogueRefusal::Changed(_) | CatalogueRefusal::Replayed(_) | CatalogueRefusal::Unknown(_)) => {
-            CatalogError::Cluster {
-                path: String::new(),
-                error: crate::cluster::ClusterError::OutcomeUnknown(other.to_string()),
-            }
-        }
+        other @ (CatalogueRefusal::Changed(_) | CatalogueRefusal::Replayed(_)) => CatalogError::Cluster {
+            path: String::new(),
+            error: crate::cluster::ClusterError::OutcomeUnknown(other.to_string()),
+        },
     }
 }
 
@@ -355,6 +353,19 @@ pub(super) async fn create(
     let members = cluster.member_ids();
     let nodes = u64::try_from(members.len()).unwrap_or(u64::MAX);
     let settings = requested.resolve(nodes, &config.base)?;
+    // Asked again for a log that exists: answered from the catalogue, with
+    // no entry (each one is synced on every node, whatever --fsync says).
+    if let Some(placed) = cluster.placed(name.as_str()) {
+        let held = settings_of(&placed)?;
+        if held != settings {
+            return Err(CatalogError::Exists {
+                name: name.to_string(),
+                settings: held,
+            });
+        }
+        let found = settle(catalog, cluster, &name, &placed).await?;
+        return Ok((Created::Existing, found));
+    }
     let placement = cluster
         .catalogue()
         .place(name.as_str(), usize::from(settings.replicas), &members)

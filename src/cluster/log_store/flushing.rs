@@ -28,6 +28,9 @@ use crate::log::PendingSync;
 /// A written append waiting for its sync.
 pub(super) struct Written {
     pub sync: Option<PendingSync>,
+    /// Sync the log before this append counts as flushed, whatever
+    /// `--fsync` says (it holds a catalogue change: `catalogue`).
+    pub must_sync: bool,
     pub last: Option<LogId>,
     pub callback: IOFlushed<TypeConfig>,
     pub written_at: Instant,
@@ -125,15 +128,22 @@ fn run(appends: Receiver<Written>, store: Weak<Shared>, progress: &Progress) {
 fn finish(written: Written, store: &Weak<Shared>) {
     let Written {
         sync,
+        must_sync,
         last,
         callback,
         written_at,
     } = written;
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let synced = match sync {
+        let mut synced = match sync {
             Some(sync) => sync.wait_blocking().map_err(io_error),
             None => Ok(()),
         };
+        if must_sync && synced.is_ok() {
+            synced = match store.upgrade() {
+                Some(shared) => shared.log.sync().map_err(io_error),
+                None => Ok(()),
+            };
+        }
         stages::record(stages::LOG_SYNC, written_at);
         synced.and_then(|()| match (last, store.upgrade()) {
             (Some(last), Some(shared)) => LogStore { shared }.raise_flushed(last),

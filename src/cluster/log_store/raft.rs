@@ -98,6 +98,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             // Even nothing is done after the appends before it (in order).
             return self.shared.flusher.submit(Written {
                 sync: None,
+                must_sync: false,
                 last: None,
                 callback,
                 written_at: std::time::Instant::now(),
@@ -107,10 +108,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             entries.windows(2).all(|w| w[0].log_id.index + 1 == w[1].log_id.index),
             "entries are dense"
         );
+        // With write caching a catalogue change is still made durable on a
+        // majority before it commits: nodes act on it (make or remove a
+        // replica's files), and a power cut must not take it back.
+        let must_sync = self.shared.log.config().durability != crate::log::Durability::Always
+            && entries.iter().any(super::super::catalogue::is_catalogue_entry);
         let store = self.clone();
         let (last, sync) = blocking(move || store.write_entries(first, entries)).await?;
         self.shared.flusher.submit(Written {
             sync,
+            must_sync,
             last,
             callback,
             written_at: std::time::Instant::now(),
