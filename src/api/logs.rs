@@ -203,9 +203,11 @@ pub async fn get_one(State(state): State<AppState>, Path(name): Path<String>) ->
     }
     let name = parse_name(&name)?;
     available(&state)?;
-    let not_found = || match state.catalog.failure(name.as_str()) {
-        Some(why) => set_aside(name.as_str(), why),
-        None => ApiError::LogNotFound { name: name.to_string() },
+    let not_found = || match (state.catalog.failure(name.as_str()), state.catalog.not_final()) {
+        (Some(why), _) => set_aside(name.as_str(), why),
+        // A member that may not have heard of the log yet sends the reader to the cluster group's leader.
+        (None, Some(ask)) => super::error::cluster_error(ask, &format!("/logs/{name}")),
+        (None, None) => ApiError::LogNotFound { name: name.to_string() },
     };
     match state.catalog.find(name.as_str()).ok_or_else(not_found)? {
         Found::Here(named) => Ok(Json(named_view(&named)).into_response()),

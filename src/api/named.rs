@@ -129,6 +129,13 @@ async fn find(state: &AppState, name: &str, method: &Method, rest: &str, uri: &U
     if let Some(why) = state.catalog.failure(name) {
         return Err(super::logs::set_aside(name, why));
     }
+    if let Some(ask) = state.catalog.not_final() {
+        // The cluster group's leader knows every log there is.
+        return Err(super::error::cluster_error(
+            ask,
+            uri.path_and_query().map_or(uri.path(), |p| p.as_str()),
+        ));
+    }
     if !(state.catalog.auto_creates() && method == Method::POST && rest == "/") {
         return Err(ApiError::LogNotFound { name: name.to_string() });
     }

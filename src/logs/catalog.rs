@@ -430,6 +430,14 @@ impl Catalog {
         }
     }
 
+    /// On a cluster member that does not lead the cluster group, why a name
+    /// it does not know is not an answer: it may not have applied the
+    /// log's creation yet (the leader's URL in `NotLeader`, or no leader).
+    /// `None`: this node's word is final (standalone, or the leader).
+    pub fn not_final(&self) -> Option<crate::cluster::ClusterError> {
+        self.0.cluster.as_ref()?.must_lead().err()
+    }
+
     /// Every log: the ones open here, and in a cluster the others too.
     pub fn list_all(&self) -> Vec<Found> {
         let Some(cluster) = &self.0.cluster else {

@@ -245,7 +245,7 @@ async fn named_logs_are_raft_groups_that_any_node_answers_for() {
     for i in 0..cluster.len() {
         let url = format!("{}/logs/orders/0", cluster.url(i));
         until(&format!("{url} is not found"), async || {
-            send(reqwest::Method::GET, &url, None).await.body["code"] == "log_not_found"
+            send_following(reqwest::Method::GET, &url, None).await.body["code"] == "log_not_found"
         })
         .await;
     }
@@ -454,7 +454,7 @@ async fn a_crash_at_each_step_of_creating_or_deleting_a_named_log_is_finished_at
         for i in 0..cluster.len() {
             let url = format!("{}/logs/doomed/0", cluster.url(i));
             until(&format!("{url} is not found after a crash at {point}"), async || {
-                send(reqwest::Method::GET, &url, None).await.body["code"] == "log_not_found"
+                send_following(reqwest::Method::GET, &url, None).await.body["code"] == "log_not_found"
             })
             .await;
             until(
