@@ -206,12 +206,13 @@ async fn named_logs_are_raft_groups_that_any_node_answers_for() {
     let home = single.body["members"][0].as_str().expect("its node").to_string();
     let home_index = cluster.index_of(&home).expect("a node of the cluster");
     let elsewhere = (home_index + 1) % cluster.len();
-    let sent = send(
-        reqwest::Method::GET,
-        &format!("{}/logs/audit/?from=0", cluster.url(elsewhere)),
-        None,
-    )
+    // Once it has applied the creation (before, it sends the reader to the cluster group's leader).
+    let asked = format!("{}/logs/audit/?from=0", cluster.url(elsewhere));
+    until("a node without the log sends its readers to it", async || {
+        send(reqwest::Method::GET, &asked, None).await.body["code"] == "log_elsewhere"
+    })
     .await;
+    let sent = send(reqwest::Method::GET, &asked, None).await;
     assert_eq!(
         (sent.status, sent.body["code"].as_str()),
         (307, Some("log_elsewhere")),
