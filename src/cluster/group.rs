@@ -17,21 +17,17 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{PoisonError, RwLock};
 
-use openraft::Raft;
 use serde::{Deserialize, Serialize};
 
 use super::durable::Durable;
 use super::error::ClusterError;
-use super::gate;
 use super::last_run;
 use super::log_store::LogStore;
-use super::network::{Network, PeerBook, Routes};
-use super::node::{Cluster, Inner};
+use super::node::Cluster;
 use super::repair;
-use super::rpc;
-use super::start::{StartError, keep_peer_book, raft_config};
+use super::start::{Running, StartError, keep_peer_book};
 use super::state_machine::StateMachine;
 use super::types::{Member, NodeId};
 use crate::log::Log;
@@ -113,57 +109,16 @@ impl Cluster {
         tokio::task::spawn_blocking(move || checked.forget_applied_past_log())
             .await
             .map_err(|e| StartError::Raft(e.to_string()))??;
-        let visibility = sm.visibility();
-        let config = self.inner.config.clone();
-        let book = PeerBook::default();
-        let network = Network {
+        let running = Running {
             id,
-            client: config.client.clone(),
-            routes: Routes::new(config.routes.clone()),
-            health: Default::default(),
-            book: book.clone(),
-            window: config.append_window.max(1),
             group,
+            url: self.inner.url.clone(),
+            config: self.inner.config.clone(),
+            store,
+            durable,
+            write_caching,
         };
-        let raft = Raft::new(
-            id,
-            Arc::new(raft_config(&config, write_caching)?),
-            network,
-            store.clone(),
-            sm,
-        )
-        .await
-        .map_err(|e| StartError::Raft(e.to_string()))?;
-        let gate = gate::Gate::new(
-            Arc::new(rpc::RaftSubmit(raft.clone())),
-            gate::Limits::new(config.heartbeat.max(std::time::Duration::from_millis(100))),
-        );
-        let started = Cluster {
-            inner: Arc::new(Inner {
-                id,
-                url: self.inner.url.clone(),
-                raft,
-                store,
-                visibility,
-                config,
-                forming: std::sync::Mutex::new(None),
-                removal: std::sync::Mutex::new(None),
-                removal_steps: std::sync::Mutex::new(()),
-                named: Default::default(),
-                durable,
-                contact: Default::default(),
-                learners: Default::default(),
-                changing: Default::default(),
-                joint_seen: Default::default(),
-                last_stamp: tokio::sync::Mutex::new(0),
-                appends_in_flight: Default::default(),
-                gate,
-                restart_for: Default::default(),
-                restart_asked: Default::default(),
-                group,
-                groups: Default::default(),
-            }),
-        };
+        let (started, book) = running.start(sm).await?;
         tokio::spawn(keep_peer_book(started.clone(), book));
         let mut groups = self.inner.groups.0.write().unwrap_or_else(PoisonError::into_inner);
         groups.insert(group, started.clone());

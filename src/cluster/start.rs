@@ -55,7 +55,7 @@ pub enum StartError {
 /// `write_caching`: the log acknowledges what it has not synced
 /// (`--fsync never|interval`), so a follower's log may come back shorter
 /// than it told the leader after a power cut, and the leader must take it.
-pub(super) fn raft_config(config: &ClusterConfig, write_caching: bool) -> Result<Config, StartError> {
+fn raft_config(config: &ClusterConfig, write_caching: bool) -> Result<Config, StartError> {
     let config = Config {
         cluster_name: "distlog".to_string(),
         heartbeat_interval: config.heartbeat.as_millis() as u64,
@@ -155,8 +155,58 @@ impl Cluster {
         tokio::task::spawn_blocking(move || checked.forget_applied_past_log())
             .await
             .map_err(|e| StartError::Raft(e.to_string()))??;
-        let visibility = sm.visibility();
         progress.set(StartStep::StartingRaft);
+        let url = config.advertise_url.trim_end_matches('/').to_string();
+        let running = Running {
+            id,
+            group: 0,
+            url,
+            config,
+            store,
+            durable,
+            write_caching,
+        };
+        let (cluster, book) = running.start(sm).await?;
+        tracing::info!(node_id = id, url = %cluster.inner.url, peer_url = ?cluster.inner.config.peer_url,
+            peers = ?cluster.inner.config.peers, "cluster node started");
+        failpoint::announce();
+        cluster.recall_removal()?;
+        tokio::spawn(formation::form(cluster.clone()));
+        tokio::spawn(removal::follow_membership(cluster.clone()));
+        tokio::spawn(removal::watch(cluster.clone()));
+        tokio::spawn(reconcile::run(cluster.clone()));
+        tokio::spawn(keep_peer_book(cluster.clone(), book));
+        tokio::spawn(metrics::publish(cluster.id(), cluster.raft().metrics()));
+        Ok(cluster)
+    }
+}
+
+/// What a Raft group (the cluster group, or a named log's) is started
+/// with on this node (see `Running::start`).
+pub(super) struct Running {
+    pub id: NodeId,
+    pub group: u64,
+    pub url: String,
+    pub config: ClusterConfig,
+    pub store: LogStore,
+    pub durable: Durable,
+    pub write_caching: bool,
+}
+
+impl Running {
+    /// Starts openraft over `sm` and the store, with its peer network and
+    /// reorder gate; the peer book is the caller's to keep.
+    pub(super) async fn start(self, sm: StateMachine) -> Result<(Cluster, PeerBook), StartError> {
+        let Running {
+            id,
+            group,
+            url,
+            config,
+            store,
+            durable,
+            write_caching,
+        } = self;
+        let visibility = sm.visibility();
         let book = PeerBook::default();
         let network = Network {
             id,
@@ -165,7 +215,7 @@ impl Cluster {
             health: Default::default(),
             book: book.clone(),
             window: config.append_window.max(1),
-            group: 0,
+            group,
         };
         let raft = Raft::new(
             id,
@@ -183,7 +233,7 @@ impl Cluster {
         let cluster = Cluster {
             inner: Arc::new(Inner {
                 id,
-                url: config.advertise_url.trim_end_matches('/').to_string(),
+                url,
                 raft,
                 store,
                 visibility,
@@ -202,21 +252,11 @@ impl Cluster {
                 gate,
                 restart_for: Default::default(),
                 restart_asked: Default::default(),
-                group: 0,
+                group,
                 groups: Default::default(),
             }),
         };
-        tracing::info!(node_id = id, url = %cluster.inner.url, peer_url = ?cluster.inner.config.peer_url,
-            peers = ?cluster.inner.config.peers, "cluster node started");
-        failpoint::announce();
-        cluster.recall_removal()?;
-        tokio::spawn(formation::form(cluster.clone()));
-        tokio::spawn(removal::follow_membership(cluster.clone()));
-        tokio::spawn(removal::watch(cluster.clone()));
-        tokio::spawn(reconcile::run(cluster.clone()));
-        tokio::spawn(keep_peer_book(cluster.clone(), book));
-        tokio::spawn(metrics::publish(cluster.id(), cluster.raft().metrics()));
-        Ok(cluster)
+        Ok((cluster, book))
     }
 }
 
