@@ -117,6 +117,7 @@ impl Cluster {
             store,
             durable,
             write_caching,
+            parent: Some(std::sync::Arc::downgrade(&self.inner)),
         };
         let (started, book) = running.start(sm).await?;
         tokio::spawn(keep_peer_book(started.clone(), book));

@@ -103,6 +103,9 @@ pub(super) struct Inner {
     pub group: u64,
     /// On group 0: the named logs' groups this node holds (`group`).
     pub groups: super::group::Groups,
+    /// In a named log's group: the cluster group, whose membership says who
+    /// a peer is (the group's own may be empty before it is initialized).
+    pub parent: Option<std::sync::Weak<Inner>>,
 }
 
 impl std::fmt::Debug for Cluster {

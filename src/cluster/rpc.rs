@@ -43,7 +43,15 @@ impl Cluster {
     /// message speaks for, as this node's membership records it.
     fn check_sender(&self, caller: &Caller<'_>, inside: &Vote) -> Result<(), ClusterError> {
         let inside: NodeId = inside.leader_id.voted_for;
-        sender::check(caller, inside, self.member(inside).as_ref())
+        // A named log's group knows its peers by the cluster group's
+        // membership: its own is empty until initialized, and a check
+        // against no record would take any sender's word.
+        let member = match self.inner.parent.as_ref().map(std::sync::Weak::upgrade) {
+            Some(Some(parent)) => (Cluster { inner: parent }).member(inside),
+            Some(None) => None,
+            None => self.member(inside),
+        };
+        sender::check(caller, inside, member.as_ref())
     }
 
     /// While this node's disk is full its Raft core waits inside an append:

@@ -165,6 +165,7 @@ impl Cluster {
             store,
             durable,
             write_caching,
+            parent: None,
         };
         let (cluster, book) = running.start(sm).await?;
         tracing::info!(node_id = id, url = %cluster.inner.url, peer_url = ?cluster.inner.config.peer_url,
@@ -191,6 +192,8 @@ pub(super) struct Running {
     pub store: LogStore,
     pub durable: Durable,
     pub write_caching: bool,
+    /// A named log's group: the cluster group it was started from.
+    pub parent: Option<std::sync::Weak<Inner>>,
 }
 
 impl Running {
@@ -205,6 +208,7 @@ impl Running {
             store,
             durable,
             write_caching,
+            parent,
         } = self;
         let visibility = sm.visibility();
         let book = PeerBook::default();
@@ -254,6 +258,7 @@ impl Running {
                 restart_asked: Default::default(),
                 group,
                 groups: Default::default(),
+                parent,
             }),
         };
         Ok((cluster, book))
