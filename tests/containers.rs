@@ -576,15 +576,19 @@ async fn a_rolling_compose_restart_under_load_loses_nothing_and_refuses_writes_n
         windows.push((service, began, Instant::now()));
     }
     let ended = Instant::now();
+    // A second quiet window after the restarts: a shared machine's load comes and goes (a CI run
+    // had 2.2 s without an acknowledgement before the restarts while every restart took 4-6 s),
+    // so the baseline is the worse of the two.
+    tokio::time::sleep(BASELINE).await;
     let history = load.stop().await;
-    let baseline = longest_ack_gap(&history, quiet, started);
+    let baseline = longest_ack_gap(&history, quiet, started).max(longest_ack_gap(&history, ended, ended + BASELINE));
     for (service, from, to) in windows {
         let gap = longest_ack_gap(&history, from, to);
         eprintln!("rolling restart: restarting {service}, the longest time without an acknowledged write was {gap:?}");
     }
     let gap = longest_ack_gap(&history, started, ended);
     eprintln!(
-        "rolling restart: the longest time without an acknowledged write was {gap:?} (with nothing happening, over {BASELINE:?}: {baseline:?})"
+        "rolling restart: the longest time without an acknowledged write was {gap:?} (with nothing happening, over {BASELINE:?} before and after: {baseline:?})"
     );
     cluster.check("rolling restart", &history).await;
     let bound = ELECTION + SLACK + baseline;

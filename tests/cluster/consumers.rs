@@ -65,6 +65,7 @@ async fn shows(url: &str, name: &str, want: u64) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow (~16 s): scripts/slow-tests.sh runs it"]
 async fn positions_replicate_and_survive_a_leader_kill_and_a_full_restart() {
     let mut cluster = TestCluster::start(ClusterConfig::default()).await;
     let leader = cluster.wait_for_leader(Duration::from_secs(20)).await;
@@ -163,6 +164,7 @@ async fn positions_replicate_and_survive_a_leader_kill_and_a_full_restart() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow (~15 s): scripts/slow-tests.sh runs it"]
 async fn racing_conditional_puts_have_exactly_one_winner() {
     const ROUNDS: u64 = 200;
     const RECORDS: u64 = 20;
@@ -265,6 +267,7 @@ async fn a_purging_cluster_with_a_member_down() -> (TestCluster, usize, String, 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow (~14 s): scripts/slow-tests.sh runs it"]
 async fn positions_survive_a_retention_purge_and_a_snapshot_install() {
     // Down before the change: it can learn of it from the snapshot only.
     let (mut cluster, _, url, lagging) = a_purging_cluster_with_a_member_down().await;
@@ -305,6 +308,7 @@ async fn positions_survive_a_retention_purge_and_a_snapshot_install() {
 /// openraft's `install_snapshot_timeout` (200 ms) whatever its size: it
 /// timed out every time, was sent again, and the member never caught up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow (~15 s): scripts/slow-tests.sh runs it"]
 async fn a_snapshot_of_large_tables_reaches_a_member_on_a_slow_link() {
     use futures_util::StreamExt;
 

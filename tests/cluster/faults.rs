@@ -542,6 +542,7 @@ async fn partition_the_leader(mode: Mode) {
 }
 
 #[tokio::test]
+#[ignore = "slow (~16 s): scripts/slow-tests.sh runs it"]
 async fn a_leader_partitioned_by_dropped_packets_is_replaced_and_catches_up() {
     partition_the_leader(Mode::Drop).await;
 }
@@ -554,6 +555,7 @@ async fn a_leader_partitioned_by_severed_connections_is_replaced_and_catches_up(
 // ==== 5. rolling restart ====
 
 #[tokio::test]
+#[ignore = "slow (~17 s): scripts/slow-tests.sh runs it"]
 async fn a_rolling_restart_under_load_loses_nothing() {
     let (mut cluster, _) = start("rolling restart").await;
     let monitor = VisibleMonitor::start(cluster.urls(), MONITOR_EVERY);
@@ -948,6 +950,7 @@ async fn ndjson_batches_are_visible_whole_or_not_at_all_across_a_leader_kill() {
 /// right before the kill and right after the restart (the monitor, a
 /// sampler, can miss the window).
 #[tokio::test]
+#[ignore = "slow (~16 s): scripts/slow-tests.sh runs it"]
 async fn a_restarted_node_never_shows_a_shorter_visible_log() {
     let (mut cluster, leader) = start("restart visible end").await;
     let monitor = VisibleMonitor::start(cluster.urls(), Duration::from_millis(20));
@@ -1620,6 +1623,7 @@ async fn a_follower_killed_with_sealed_segments(what: &str) -> RotSetup {
 /// `<data dir>/quarantine/`, nothing deleted), starts under a new id (the
 /// storage-fault path), catches up, and nothing acknowledged is lost.
 #[tokio::test]
+#[ignore = "slow (~17 s): scripts/slow-tests.sh runs it"]
 async fn a_follower_with_a_rotten_sealed_segment_moves_it_aside_and_catches_up_under_a_new_id() {
     let RotSetup {
         mut cluster,
@@ -1669,6 +1673,7 @@ async fn a_follower_with_a_rotten_sealed_segment_moves_it_aside_and_catches_up_u
 /// cut is gated on that leader: a one-node cluster refuses instead, see
 /// `process::a_one_node_cluster_whose_sealed_segment_rotted_inside_keeps_every_file`).
 #[tokio::test]
+#[ignore = "slow (~15 s): scripts/slow-tests.sh runs it"]
 async fn a_follower_whose_sealed_segment_rotted_inside_cuts_it_with_a_leader_and_catches_up_under_a_new_id() {
     let what = "segment rotted inside";
     let RotSetup {
@@ -1729,6 +1734,7 @@ async fn a_follower_whose_sealed_segment_rotted_inside_cuts_it_with_a_leader_and
 /// took the lost records' offsets, and the old leader truncated them on
 /// its return ("truncating uncommitted Raft entries keep=29 end=32").
 #[tokio::test]
+#[ignore = "slow (~10 s): scripts/slow-tests.sh runs it"]
 async fn a_follower_that_lost_acknowledged_records_on_disk_does_not_lose_them_for_the_cluster() {
     let (mut cluster, leader) = start("storage fault").await;
     let behind = (leader + 1 + cluster.rng().index(2)) % cluster.len();

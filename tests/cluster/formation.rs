@@ -44,6 +44,7 @@ async fn term_of(cluster: &TestCluster, i: usize) -> u64 {
 }
 
 #[tokio::test]
+#[ignore = "slow (~11 s): scripts/slow-tests.sh runs it"]
 async fn a_removed_member_says_so_stands_still_and_rejoins_only_when_asked() {
     let what = "removed member";
     let (mut cluster, leader) = start_with(what, config()).await;

@@ -220,6 +220,7 @@ async fn a_follower_whose_disk_fills_waits_then_catches_up_once_space_is_freed()
 }
 
 #[tokio::test]
+#[ignore = "slow (~11 s): scripts/slow-tests.sh runs it"]
 async fn a_leader_whose_disk_fills_commits_again_once_space_is_freed() {
     fill_and_free("the leader's disk filled and freed", true).await;
 }
@@ -295,6 +296,7 @@ async fn check_retained(cluster: &TestCluster, what: &str, history: &History) {
 /// the test deletes nothing) must commit again once retention purged
 /// whole segments, twice over (the reserve is made again in between).
 #[tokio::test]
+#[ignore = "slow (~18 s): scripts/slow-tests.sh runs it"]
 async fn retention_frees_a_full_disk_and_the_node_commits_again_by_itself() {
     let what = "a follower's disk filled and freed by retention";
     let config = ClusterConfig {

@@ -70,6 +70,7 @@ async fn a_copied_data_directory_runs_as_a_new_node_not_as_the_one_it_was_copied
 /// holding those entries (here: elect a leader without them once the old
 /// leader is gone).
 #[tokio::test]
+#[ignore = "slow (~21 s): scripts/slow-tests.sh runs it"]
 async fn a_follower_restored_from_an_old_copy_does_not_lose_what_it_acknowledged() {
     restored_from_an_old_copy("a follower restored from an old copy", config(), Duration::ZERO).await;
 }
@@ -79,6 +80,7 @@ async fn a_follower_restored_from_an_old_copy_does_not_lose_what_it_acknowledged
 /// restored node, no longer names itself leader), with every node's seed
 /// list reversed (the seed cut off is asked before the leader).
 #[tokio::test]
+#[ignore = "slow (~13 s): scripts/slow-tests.sh runs it"]
 async fn a_follower_restored_after_the_leaders_lease_ran_out_does_not_lose_what_it_acknowledged() {
     let config = ClusterConfig {
         seeds_for: Some(|_, seeds| seeds.iter().rev().cloned().collect()),

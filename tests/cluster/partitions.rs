@@ -78,6 +78,7 @@ async fn term_of(cluster: &TestCluster, i: usize) -> u64 {
 }
 
 #[tokio::test]
+#[ignore = "slow (~16 s): scripts/slow-tests.sh runs it"]
 async fn a_follower_back_from_a_long_partition_does_not_depose_the_leader() {
     let what = "follower partition";
     let (mut cluster, leader) = start_with(what, config()).await;
@@ -308,6 +309,7 @@ async fn a_member_catching_up_never_says_a_committed_offset_is_missing() {
 /// and the member never caught up (on a loaded machine the same happened
 /// over loopback: CI's `never became ready`).
 #[tokio::test]
+#[ignore = "slow (~10 s): scripts/slow-tests.sh runs it"]
 async fn a_member_far_behind_on_a_slow_link_catches_up() {
     let what = "slow link";
     let (mut cluster, leader) = start_with(what, config()).await;

@@ -309,6 +309,7 @@ async fn probe_when_up(url: &str) -> Probe {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow (~13 s): scripts/slow-tests.sh runs it"]
 async fn a_client_holding_the_followers_client_connections_does_not_cost_quorum_with_a_peer_port() {
     let _exclusive = exclusive().await;
     let dir = tempfile::tempdir().expect("tempdir");
@@ -337,6 +338,7 @@ async fn a_client_holding_the_followers_client_connections_does_not_cost_quorum_
 /// The same on main's design: peers and clients share the port and its
 /// cap, and the followers refuse each other's votes (503).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow (~14 s): scripts/slow-tests.sh runs it"]
 async fn without_a_peer_port_a_client_holding_the_followers_connections_costs_quorum() {
     let _exclusive = exclusive().await;
     let dir = tempfile::tempdir().expect("tempdir");
@@ -478,6 +480,7 @@ async fn peer_routes_are_served_on_the_peer_port_only_and_still_need_the_peer_to
 /// restarted voter asks the leader to record its peer URL, and the others
 /// reach it there from then on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow (~15 s): scripts/slow-tests.sh runs it"]
 async fn a_member_restarted_with_a_peer_port_has_it_recorded_and_is_reached_there() {
     let _exclusive = exclusive().await;
     let dir = tempfile::tempdir().expect("tempdir");
@@ -567,6 +570,7 @@ async fn a_member_restarted_with_a_peer_port_has_it_recorded_and_is_reached_ther
 /// ports. It must follow the `404 peer_port_only` there to the peer port,
 /// elect a leader and record the peer URLs.
 #[tokio::test]
+#[ignore = "slow (~14 s): scripts/slow-tests.sh runs it"]
 async fn a_whole_cluster_restarted_with_peer_ports_turned_on_elects_a_leader() {
     let _exclusive = exclusive().await;
     let dir = tempfile::tempdir().expect("tempdir");

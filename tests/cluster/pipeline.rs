@@ -75,6 +75,7 @@ async fn concurrent_writes_keep_several_appends_in_flight_to_a_follower() {
 }
 
 #[tokio::test]
+#[ignore = "slow (~15 s): scripts/slow-tests.sh runs it"]
 async fn by_default_one_append_is_in_flight_at_a_time() {
     // The default: pipelining is off (--append-window 1).
     let what = "the default --append-window";

@@ -249,6 +249,7 @@ async fn restart_every_node(cluster: &mut TestCluster) {
 }
 
 #[tokio::test]
+#[ignore = "slow (~17 s): scripts/slow-tests.sh runs it"]
 async fn duplicates_after_retention_purged_the_producers_records_and_every_node_restarted() {
     let what = "retention then restart";
     let segment_args = ["--max-segment-bytes", "16384", "--retention-bytes", "65536"];
@@ -336,6 +337,7 @@ async fn a_producers_state_survives_a_restart_of_all_nodes() {
 }
 
 #[tokio::test]
+#[ignore = "slow (~20 s): scripts/slow-tests.sh runs it"]
 async fn racing_conditional_appends_have_exactly_one_winner_each_round() {
     let what = "conditional race";
     let (cluster, leader) = start_with(what, config()).await;
