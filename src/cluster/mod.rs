@@ -13,6 +13,7 @@
 //! - `consumers`: consumer positions as control entries, applied into the tables;
 //! - `catalogue`: named logs as control entries of group 0, applied into
 //!   its tables; `group` a named log's own Raft group on this node;
+//!   `spread` hands each group's leadership back to its preferred leader;
 //! - `network`: peer RPCs over HTTP (served by `api::cluster`), `rpc` the
 //!   serving side, `sender` who may speak for which member, `validate`
 //!   their checks before openraft sees them,
@@ -65,6 +66,7 @@ mod repair;
 pub mod retention;
 mod rpc;
 mod sender;
+mod spread;
 mod stages;
 mod start;
 mod starting;
@@ -91,6 +93,7 @@ pub use node::{Cluster, ClusterConfig, RaftNode};
 pub use quarantine::{OpenError, QUARANTINE_DIR, open_member_log};
 pub use reads::Beyond;
 pub use sender::{Caller, HostProof, SENDER_HEADER};
+pub use spread::Spreading;
 pub use start::StartError;
 pub use starting::{StartProgress, StartStep};
 pub use state_machine::StateMachine;

@@ -3,8 +3,9 @@
 //! catalogue changes proposed on group 0's leader, decided when applied,
 //! the same on every node. Each node then follows the catalogue
 //! (`follow`): it opens the logs placed on it, each its own Raft group
-//! (`Cluster::start_group`), applies retention changes, and closes and
-//! removes the logs deleted. On disk:
+//! (`Cluster::start_group`), applies retention changes, closes and
+//! removes the logs deleted, and hands the groups it leads to their
+//! preferred leaders (`Cluster::spread_leaders`). On disk:
 //!
 //! ```text
 //! groups/<group>/             a replica: segments, raft/ (raft/replica names group and node)
@@ -31,7 +32,7 @@ use tokio::sync::watch;
 use super::catalog::{Catalog, CatalogConfig, CatalogError, Created, Found, NamedLog, Remote};
 use super::name::LogName;
 use super::settings::{Requested, RetentionChange, Settings};
-use crate::cluster::{CatalogueChange, CatalogueRefusal, Cluster, PlacedLog, failpoint};
+use crate::cluster::{CatalogueChange, CatalogueRefusal, Cluster, PlacedLog, Spreading, failpoint};
 use crate::log::{Log, fsops};
 use crate::mode::{Consumers, Mode};
 
@@ -60,9 +61,13 @@ pub(super) fn settings_value(settings: &Settings) -> serde_json::Value {
 /// Follows the catalogue until `closing` turns true (see the module doc).
 pub(super) async fn follow(catalog: Catalog, cluster: Cluster, mut closing: watch::Receiver<bool>) {
     let mut changes = cluster.catalogue_changes();
+    let mut spreading = Spreading::default();
     loop {
         if let Err(e) = reconcile(&catalog, &cluster).await {
             tracing::warn!(error = %e, "named logs did not follow the catalogue; trying again");
+        }
+        if !catalog.is_closing() {
+            cluster.spread_leaders(&mut spreading);
         }
         tokio::select! {
             _ = changes.changed() => {}

@@ -1,0 +1,107 @@
+//! Leader spreading for the named logs' groups. Placement (`Catalogue::place`) orders a log's
+//! replicas and makes each node the first about equally often: the order is the log's
+//! preference for its leader, the first its *preferred leader* (the node that initializes the
+//! group and so leads it first). Failures move leaders about (a node that restarts comes back a
+//! follower of every group), so each pass of the catalogue's follower (`logs::placed::follow`,
+//! every 5 s) looks at every group this node leads: if a node ahead of it in the log's order has
+//! been a voter in touch and caught up for `SETTLED`, leadership is handed to the first such node
+//! (Kafka's preferred-replica election). A node that is down, cut off or behind is passed over.
+//!
+//! Nothing here is state that must survive: after a restart the first passes find the same.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use openraft::async_runtime::WatchReceiver;
+
+use super::node::Cluster;
+use super::status::matched;
+use super::types::NodeId;
+
+/// How long the preferred leader must have been able to lead before it is handed leadership: a
+/// node just back is not handed a group it may lose again at once.
+const SETTLED: Duration = Duration::from_secs(10);
+
+/// Entries the preferred leader may still lack when handed leadership: openraft makes it wait
+/// until it holds the leader's last entry (up to an election timeout) before it stands, and the
+/// old leader takes no write meanwhile, so it must be close.
+const CAUGHT_UP: u64 = 64;
+
+/// After a hand-over was started, the group is left alone this long (a hand-over that failed is
+/// an election; trying again at once could make another).
+const AGAIN_AFTER: Duration = Duration::from_secs(30);
+
+/// What the passes remember between them, per group id.
+#[derive(Default)]
+pub struct Spreading {
+    /// The node ahead of this one that could lead the group, and since when it could.
+    able_since: BTreeMap<u64, (NodeId, Instant)>,
+    /// When a hand-over of the group was last started.
+    handed_at: BTreeMap<u64, Instant>,
+}
+
+impl Cluster {
+    /// One pass over the groups this node holds (called on group 0's `Cluster`): starts a
+    /// hand-over of each it leads to the first node ahead of it in the log's order that has been
+    /// able to lead for `SETTLED`.
+    pub fn spread_leaders(&self, spreading: &mut Spreading) {
+        debug_assert_eq!(self.group_id(), 0, "the catalogue is group 0's");
+        let (now, me) = (Instant::now(), self.id());
+        let order: BTreeMap<u64, Vec<NodeId>> = self
+            .catalogue()
+            .logs
+            .values()
+            .map(|placed| (placed.group, placed.nodes.clone()))
+            .collect();
+        let mut able = BTreeSet::new();
+        for group in self.groups_held() {
+            let id = group.group_id();
+            let Some(order) = order.get(&id) else { continue };
+            let ahead = order.iter().copied().take_while(|node| *node != me);
+            let Some(to) = ahead.into_iter().find(|node| group.could_hand_to(*node)) else {
+                continue;
+            };
+            able.insert(id);
+            let since = match spreading.able_since.get(&id) {
+                Some((node, since)) if *node == to => *since,
+                _ => {
+                    spreading.able_since.insert(id, (to, now));
+                    now
+                }
+            };
+            let handed_lately = spreading
+                .handed_at
+                .get(&id)
+                .is_some_and(|at| now.duration_since(*at) < AGAIN_AFTER);
+            if now.duration_since(since) < SETTLED || handed_lately {
+                continue;
+            }
+            spreading.handed_at.insert(id, now);
+            tokio::spawn(async move {
+                tracing::info!(group = id, to, "handing a named log's leadership to a node it prefers");
+                match group.transfer_leadership(to).await {
+                    Ok(()) => tracing::info!(group = id, to, "a named log's leadership was handed over"),
+                    Err(e) => tracing::info!(group = id, to, error = %e, "a named log's leadership stayed here"),
+                }
+            });
+        }
+        spreading.able_since.retain(|id, _| able.contains(id));
+        spreading
+            .handed_at
+            .retain(|_, at| now.duration_since(*at) < AGAIN_AFTER);
+    }
+
+    /// On a group's leader: whether voter `to`, another node, is in touch and close enough behind
+    /// to take leadership now.
+    fn could_hand_to(&self, to: NodeId) -> bool {
+        let metrics = self.raft().metrics().borrow_watched().clone();
+        if to == self.id() || metrics.current_leader != Some(self.id()) {
+            return false;
+        }
+        if !matches!(self.members().get(&to), Some((_, true))) {
+            return false;
+        }
+        let last = metrics.last_log_index.unwrap_or_default();
+        self.reachable(&metrics, to) && matched(&metrics, to).is_some_and(|held| held.saturating_add(CAUGHT_UP) >= last)
+    }
+}
