@@ -321,9 +321,16 @@ impl Cluster {
         self.inner.visibility.placed(name)
     }
 
-    /// Group 0's voters and learners: where replicas may go.
-    pub fn member_ids(&self) -> BTreeSet<NodeId> {
-        self.members().into_keys().collect()
+    /// Group 0's voters: where new replicas go. Not its learners: a learner is a node joining
+    /// (it may never finish) or one half removed, and a log placed on it alone, or first, would
+    /// wait for it. (The check at apply time still takes any member: an entry decides the same on
+    /// every node and every version.)
+    pub fn voter_ids(&self) -> BTreeSet<NodeId> {
+        self.members()
+            .into_iter()
+            .filter(|(_, (_, voter))| *voter)
+            .map(|(id, _)| id)
+            .collect()
     }
 }
 

@@ -68,6 +68,11 @@ impl Cluster {
                     .add_learner(id, wanted, true)
                     .await
                     .map_err(|e| self.change_error(e))?;
+                // openraft's blocking add returns once the learner is within
+                // `replication_lag_threshold` (5,000) entries, which a young
+                // log is with nothing replicated: a node that never answered
+                // was made a voter. Ours asks that it hold something.
+                self.wait_caught_up(id).await?
             }
         }
         failpoint::hit(failpoint::JOIN_AFTER_LEARNER)

@@ -355,7 +355,7 @@ pub(super) async fn create(
     requested: &Requested,
 ) -> Result<(Created, Found), CatalogError> {
     cluster.must_lead().map_err(|e| cluster_error(name.as_str(), e))?;
-    let members = cluster.member_ids();
+    let members = cluster.voter_ids();
     let nodes = u64::try_from(members.len()).unwrap_or(u64::MAX);
     let settings = requested.resolve(nodes, &config.base)?;
     // Asked again for a log that exists: answered from the catalogue, with

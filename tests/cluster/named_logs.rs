@@ -699,3 +699,59 @@ async fn leaders_spread_one_log_a_node_and_come_back_to_a_restarted_node() {
     })
     .await;
 }
+
+/// Replicas go to the cluster group's voters, never to a learner: a node that asked to join and
+/// is not there (its join stopped after it was added as a learner) would hold replicas, or lead
+/// logs, it never opens. Two logs of three replicas on three voters and a dead learner: before
+/// the fix the second log went to the learner (fewest replicas). `not_enough_nodes` counts voters.
+/// (Before a fix of `join`, such a node was no learner: it was made a voter at once, openraft's
+/// blocking add taking a young log's 5,000-entry lag threshold for caught up.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_are_placed_on_voters_not_on_a_learner() {
+    let cluster = TestCluster::start(ClusterConfig::default()).await;
+    let leader = cluster.wait_for_leader(Duration::from_secs(20)).await;
+    let dead = format!("http://127.0.0.1:{}", common::cluster::free_ports(1)[0]);
+    // The join adds the learner, then waits for it to catch up (it never does): not waited for.
+    let join = rt::http()
+        .post(format!("{}/cluster/join", cluster.url(leader)))
+        .timeout(Duration::from_secs(2))
+        .json(&json!({"url": dead, "id": 777}))
+        .send()
+        .await;
+    match join {
+        Ok(answer) => eprintln!(
+            "join of a dead learner: {} {}",
+            answer.status(),
+            answer.text().await.unwrap_or_default()
+        ),
+        Err(e) => eprintln!("join of a dead learner: {e}"),
+    }
+    until("the dead learner is a member", async || {
+        let status = send(reqwest::Method::GET, &format!("{}/cluster", cluster.url(leader)), None).await;
+        status.body["members"]
+            .as_array()
+            .is_some_and(|members| members.iter().any(|m| m["id"] == 777 && m["voter"] == false))
+    })
+    .await;
+    for name in ["first", "second"] {
+        let url = format!("{}/logs/{name}", cluster.url(leader));
+        let created = send_following(reqwest::Method::PUT, &url, Some(r#"{"replicas": 3}"#)).await;
+        assert_eq!(created.status, 201, "{}", created.body);
+        let members = created.body["members"].as_array().cloned().unwrap_or_default();
+        assert!(
+            !members.contains(&json!(dead)),
+            "{name} placed on the learner: {}",
+            created.body
+        );
+        append(&format!("{url}/"), json!({"log": name})).await;
+    }
+    let url = format!("{}/logs/five", cluster.url(leader));
+    let refused = send(reqwest::Method::PUT, &url, Some(r#"{"replicas": 5}"#)).await;
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert_eq!(refused.body["code"], "not_enough_nodes", "{}", refused.body);
+    assert_eq!(
+        refused.body["nodes"], 3,
+        "the voters, not the learner: {}",
+        refused.body
+    );
+}
