@@ -33,6 +33,11 @@
 #             first written alone at its group's leader, then all K at once, each at its own
 #             group's leader with CONNECTIONS/K connections (one wrk each), their sum against the
 #             single named log; the node each log's leader is on, and CPU per node
+#   idle      named logs at rest (issue 22), one 3-node cluster: each node's CPU over IDLE_SECONDS
+#             (20) with no named log, then after creating IDLE_LOGS (--idle-logs K, default 100)
+#             logs with 3 replicas (and the time that took), then the time from restarting every
+#             node to every log having a leader again; prints the CPU a log costs a node at rest
+#             and that times 1,000 (the issue's target: under 5% of a core per node)
 #   catchup   fill the cluster with CATCHUP_BYTES of ~1 KiB records, then start a 4th node
 #             (it joins as a learner) and time until the leader sees it hold every record;
 #             then GET of the last record on the new node checks it
@@ -49,11 +54,19 @@ set -euo pipefail
 
 PARTS=()
 LOGS="${LOGS:-3}"
+IDLE_LOGS="${IDLE_LOGS:-100}"
+IDLE_SECONDS="${IDLE_SECONDS:-20}"
 args=("$@")
 for ((i = 0; i < ${#args[@]}; i++)); do
   arg="${args[$i]}"
   case "$arg" in
-    distlog | batch | producer | etcd | nats | failover | catchup | latency | forward | named) PARTS+=("$arg") ;;
+    distlog | batch | producer | etcd | nats | failover | catchup | latency | forward | named | idle) PARTS+=("$arg") ;;
+    --idle-logs)
+      i=$((i + 1))
+      IDLE_LOGS="${args[$i]:-}"
+      [[ "$IDLE_LOGS" =~ ^[1-9][0-9]*$ ]] || { echo "--idle-logs takes a count of logs" >&2; exit 2; }
+      [[ " ${PARTS[*]} " == *" idle "* ]] || PARTS+=(idle)
+      ;;
     --logs)
       i=$((i + 1))
       LOGS="${args[$i]:-}"
@@ -775,6 +788,44 @@ if want named; then
   rm -rf "$work/cn"[123]
 fi
 
+# ----- named logs at rest -------------------------------------------------------
+# cpu_mean NAME: the mean of CPU[NAME]'s per-node percentages.
+cpu_mean() { grep -oE '[0-9]+%' <<<"${CPU[$1]%%|*}" | tr -d % | awk '{ s += $1; n++ } END { if (n) printf "%.1f", s / n; else print 0 }'; }
+# all_led URL COUNT: until every one of COUNT idle-K logs has a leader (asked of node URL).
+all_led() {
+  local url="$1" count="$2" led
+  for _ in $(seq 1200); do
+    led="$(curl -sf --max-time 5 "$url/logs" | jq '[.logs[] | select(.name | startswith("idle-"))
+      | select(.leader != null)] | length' 2>/dev/null || echo 0)"
+    [ "$led" -lt "$count" ] || return 0
+    sleep 0.1
+  done
+  log "only $led of $count logs have a leader after 120 s"
+  return 1
+}
+if want idle; then
+  log "== idle: 3-node distlog cluster, CPU at rest with 0 named logs, then with $IDLE_LOGS (3 replicas)"
+  start_cluster ci
+  cpu_during "idle, 0 logs" "$work/idle-0.out" ci1 ci2 ci3 -- sleep "$IDLE_SECONDS"
+  result "idle, 0 logs" "$(cpu_mean "idle, 0 logs")" "% a node" "over ${IDLE_SECONDS} s" "sleep $IDLE_SECONDS"
+  t0="$(now_ms)"
+  for ((k = 1; k <= IDLE_LOGS; k++)); do
+    curl -sf -L -X PUT "$LEADER_URL/logs/idle-$k" >/dev/null
+    [ $((k % 50)) != 0 ] || log "  created $k of $IDLE_LOGS logs"
+  done
+  for port in "${CLUSTER_PORTS[@]}"; do all_led "http://127.0.0.1:$port" "$IDLE_LOGS"; done
+  result "create $IDLE_LOGS logs" "$((($(now_ms) - t0)))" "ms" "one PUT at a time, until every node sees each led" "curl -X PUT \$url/logs/idle-K"
+  cpu_during "idle, $IDLE_LOGS logs" "$work/idle-n.out" ci1 ci2 ci3 -- sleep "$IDLE_SECONDS"
+  result "idle, $IDLE_LOGS logs" "$(cpu_mean "idle, $IDLE_LOGS logs")" "% a node" "over ${IDLE_SECONDS} s" "sleep $IDLE_SECONDS"
+  for i in 1 2 3; do stop_one "ci$i"; done
+  t0="$(now_ms)"
+  for i in 1 2 3; do start_distlog "ci$i" "${CLUSTER_PORTS[$((i - 1))]}" --peers "$PEERS"; done
+  for port in "${CLUSTER_PORTS[@]}"; do all_led "http://127.0.0.1:$port" "$IDLE_LOGS"; done
+  result "restart, $IDLE_LOGS logs" "$((($(now_ms) - t0)))" "ms" "every node stopped, started; until each sees every log led" "kill; distlog serve"
+  stop_cluster ci
+  rm -rf "$work/ci"[123]
+fi
+
 # ----- report ------------------------------------------------------------
 ratio() { # ratio A B: VAL[A] / VAL[B], or - when either did not run
   if [ -n "${VAL[$1]:-}" ] && [ -n "${VAL[$2]:-}" ]; then
@@ -798,6 +849,11 @@ printf '  %-48s %8s  %s\n' "cluster POST / NATS R3 async publish" "$(ratio 'dist
 printf '  %-48s %8s  %s\n' "cluster batch records/s / NATS R3 async" "$(ratio 'batch cluster' 'nats async')" "(for reference)"
 printf '  %-48s %8s  %s\n' "named log (3 replicas) / default log" "$(ratio 'named log' 'default log')" "target >= 0.95x"
 printf '  %-48s %8s  %s\n' "$LOGS named logs at once / one named log" "$(ratio "$LOGS named logs" 'named log')" "target >= 1x (on 2 cores)"
+if [ -n "${VAL[idle, $IDLE_LOGS logs]:-}" ]; then
+  printf '  %-48s %8s  %s\n' "idle CPU a named log costs a node" \
+    "$(awk -v a="${VAL[idle, $IDLE_LOGS logs]}" -v b="${VAL[idle, 0 logs]}" -v n="$IDLE_LOGS" 'BEGIN { printf "%.3f%%", (a - b) / n }')" \
+    "x 1,000 = $(awk -v a="${VAL[idle, $IDLE_LOGS logs]}" -v b="${VAL[idle, 0 logs]}" -v n="$IDLE_LOGS" 'BEGIN { printf "%.0f%%", (a - b) / n * 1000 }') of a core (target < 5%)"
+fi
 p50_ratio() { # p50_ratio A B: P50[A] / P50[B], or -
   if [ -n "${P50[$1]:-}" ] && [ -n "${P50[$2]:-}" ]; then
     awk -v a="${P50[$1]}" -v b="${P50[$2]}" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "-" }'

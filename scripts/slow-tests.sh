@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The cluster tests too slow for every CI run (each 10-20 s of elections, restarts, partitions
-# and checkers; together about 6 minutes of a 2-core machine's CI): `#[ignore = "slow ..."]` in
+# and checkers; together about 5 minutes of a 2-core machine's CI): `#[ignore = "slow ..."]` in
 # tests/cluster/, run here. The fault campaigns (`randomized_fault_schedules`, the 5-node
 # named-log test) have their own knobs and are left to their own commands (tests/cluster/faults.rs,
 # tests/cluster/named_logs.rs).

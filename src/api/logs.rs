@@ -14,8 +14,11 @@
 //!
 //! A log answers `{"name", "settings": {as stored, null where the node's
 //! flag applies}, "effective": {what applies}, "status", "lowest_offset",
-//! "next_offset", "size_bytes", "segments", "leader", "members"}`; a
-//! standalone node's logs have no group (`leader` null, `members` empty).
+//! "next_offset", "size_bytes", "segments", "leader", "members",
+//! "preferred_leader"}`; a standalone node's logs have no group (`leader`
+//! and `preferred_leader` null, `members` empty). In a cluster
+//! `preferred_leader` is the first node of the log's placement, the one
+//! leadership is handed back to when it can lead (`cluster::spread`).
 
 use std::sync::Arc;
 
@@ -32,7 +35,9 @@ use super::media::{BodyFormat, body_format};
 use super::named::NamedRouters;
 use super::state::AppState;
 use crate::log::{Log, LogConfig};
-use crate::logs::{CatalogError, DEFAULT_LOG, Found, LogName, NamedLog, Remote, Requested, RetentionChange, Settings};
+use crate::logs::{
+    Catalog, CatalogError, DEFAULT_LOG, Found, LogName, NamedLog, Remote, Requested, RetentionChange, Settings,
+};
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -77,6 +82,7 @@ struct View<'a> {
     segments: usize,
     leader: Option<String>,
     members: Vec<String>,
+    preferred_leader: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -102,14 +108,16 @@ fn view<'a>(name: &'a str, settings: Settings, log: &Log) -> View<'a> {
         segments: stats.segments,
         leader: None,
         members: Vec::new(),
+        preferred_leader: None,
     }
 }
 
-fn named_view(named: &NamedLog) -> View<'_> {
+fn named_view<'a>(named: &'a NamedLog, catalog: &Catalog) -> View<'a> {
     let mut view = view(named.name.as_str(), named.settings(), &named.log);
     if let Some(group) = named.mode.cluster() {
         view.leader = group.leader().and_then(|(_, url)| url);
         view.members = group.members().into_values().map(|(member, _)| member.url).collect();
+        view.preferred_leader = catalog.preferred_leader(named.name.as_str());
     }
     view
 }
@@ -144,12 +152,14 @@ fn remote_view<'a>(remote: &'a Remote, base: Option<&LogConfig>, status: &'stati
         segments: 0,
         leader: None,
         members: remote.urls.clone(),
+        preferred_leader: remote.urls.first().cloned(),
     }
 }
 
-fn found_view<'a>(found: &'a Found, base: Option<&LogConfig>) -> Option<View<'a>> {
+fn found_view<'a>(found: &'a Found, catalog: &Catalog) -> Option<View<'a>> {
+    let base = catalog.base();
     match found {
-        Found::Here(named) => Some(named_view(named)),
+        Found::Here(named) => Some(named_view(named, catalog)),
         Found::Elsewhere(remote) => Some(remote_view(remote, base, "elsewhere")),
         Found::Opening(remote) => remote.as_ref().map(|remote| remote_view(remote, base, "opening")),
     }
@@ -191,8 +201,10 @@ fn available(state: &AppState) -> ApiResult<()> {
 pub async fn list(State(state): State<AppState>) -> ApiResult<Response> {
     available(&state)?;
     let logs = state.catalog.list_all();
-    let base = state.catalog.base();
-    let views = logs.iter().filter_map(|found| found_view(found, base)).collect();
+    let views = logs
+        .iter()
+        .filter_map(|found| found_view(found, &state.catalog))
+        .collect();
     Ok(Json(List { logs: views }).into_response())
 }
 
@@ -210,7 +222,7 @@ pub async fn get_one(State(state): State<AppState>, Path(name): Path<String>) ->
         (None, None) => ApiError::LogNotFound { name: name.to_string() },
     };
     match state.catalog.find(name.as_str()).ok_or_else(not_found)? {
-        Found::Here(named) => Ok(Json(named_view(&named)).into_response()),
+        Found::Here(named) => Ok(Json(named_view(&named, &state.catalog)).into_response()),
         // Its offsets and size are known where it is.
         Found::Elsewhere(remote) => {
             let node = remote.next_node().ok_or(ApiError::NoLeader)?;
@@ -242,7 +254,7 @@ pub async fn put(State(state): State<AppState>, Path(name): Path<String>, reques
         crate::logs::Created::New => StatusCode::CREATED,
         crate::logs::Created::Existing => StatusCode::OK,
     };
-    Ok(located(status, &named, state.catalog.base()))
+    Ok(located(status, &named, &state.catalog))
 }
 
 pub async fn patch(State(state): State<AppState>, Path(name): Path<String>, request: Request) -> ApiResult<Response> {
@@ -254,7 +266,7 @@ pub async fn patch(State(state): State<AppState>, Path(name): Path<String>, requ
         retention_ms: body.retention_ms,
     };
     let found = state.catalog.change(name.as_str(), &change).await?;
-    let view = found_view(&found, state.catalog.base()).ok_or(ApiError::Busy("the log's replica is opening"))?;
+    let view = found_view(&found, &state.catalog).ok_or(ApiError::Busy("the log's replica is opening"))?;
     Ok(Json(view).into_response())
 }
 
@@ -268,8 +280,8 @@ pub async fn delete(state: AppState, name: String, routers: Arc<NamedRouters>) -
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-fn located(status: StatusCode, found: &Found, base: Option<&LogConfig>) -> Response {
-    let Some(view) = found_view(found, base) else {
+fn located(status: StatusCode, found: &Found, catalog: &Catalog) -> Response {
+    let Some(view) = found_view(found, catalog) else {
         return ApiError::Busy("the log's replica is opening; retry shortly").into_response();
     };
     let location = format!("/logs/{}", view.name);

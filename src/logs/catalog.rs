@@ -221,6 +221,9 @@ struct Inner {
     cluster: Option<Cluster>,
     /// Turns true when the node stops: the catalogue is no longer followed.
     closing: watch::Sender<bool>,
+    /// Set when the node starts handing its leaderships on (`step_down`):
+    /// leader spreading stops, so that it does not pick other targets.
+    stepping_down: std::sync::atomic::AtomicBool,
     /// Bumped after each pass that opened or closed logs (`placed`).
     opened: watch::Sender<u64>,
 }
@@ -235,6 +238,7 @@ impl Catalog {
             changing: tokio::sync::Mutex::new(()),
             cluster: None,
             closing: watch::Sender::new(false),
+            stepping_down: std::sync::atomic::AtomicBool::new(false),
             opened: watch::Sender::new(0),
         }))
     }
@@ -253,6 +257,7 @@ impl Catalog {
             changing: tokio::sync::Mutex::new(()),
             cluster: Some(cluster.clone()),
             closing: watch::Sender::new(false),
+            stepping_down: std::sync::atomic::AtomicBool::new(false),
             opened: watch::Sender::new(0),
         }));
         let closing = catalog.0.closing.subscribe();
@@ -294,6 +299,19 @@ impl Catalog {
     /// Whether the node is stopping (`close` was called).
     pub(super) fn is_closing(&self) -> bool {
         *self.0.closing.borrow()
+    }
+
+    /// A cluster's log: the client URL of the first node of its placement,
+    /// the leader it prefers (`cluster::spread`).
+    pub fn preferred_leader(&self, name: &str) -> Option<String> {
+        let cluster = self.0.cluster.as_ref()?;
+        let first = *cluster.placed(name)?.nodes.first()?;
+        cluster.members().remove(&first).map(|(member, _)| member.url)
+    }
+
+    /// Whether the node is handing its leaderships on or closing.
+    pub(super) fn is_stopping(&self) -> bool {
+        self.0.stepping_down.load(std::sync::atomic::Ordering::SeqCst) || self.is_closing()
     }
 
     /// Says a pass of `placed::follow` ended.
@@ -363,6 +381,7 @@ impl Catalog {
             changing: tokio::sync::Mutex::new(()),
             cluster: None,
             closing: watch::Sender::new(false),
+            stepping_down: std::sync::atomic::AtomicBool::new(false),
             opened: watch::Sender::new(0),
         })))
     }
@@ -578,6 +597,7 @@ impl Catalog {
     /// Before a graceful stop: every group this node leads hands its
     /// leadership on (see `Mode::step_down`), a few at a time.
     pub async fn step_down(&self, within: Duration) {
+        self.0.stepping_down.store(true, std::sync::atomic::Ordering::SeqCst);
         futures_util::stream::iter(self.list())
             .for_each_concurrent(OPEN_AT_ONCE, |named| async move { named.mode.step_down(within).await })
             .await;

@@ -66,7 +66,7 @@ pub(super) async fn follow(catalog: Catalog, cluster: Cluster, mut closing: watc
         if let Err(e) = reconcile(&catalog, &cluster).await {
             tracing::warn!(error = %e, "named logs did not follow the catalogue; trying again");
         }
-        if !catalog.is_closing() {
+        if !catalog.is_stopping() {
             cluster.spread_leaders(&mut spreading);
         }
         tokio::select! {

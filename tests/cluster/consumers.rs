@@ -267,7 +267,6 @@ async fn a_purging_cluster_with_a_member_down() -> (TestCluster, usize, String, 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "slow (~14 s): scripts/slow-tests.sh runs it"]
 async fn positions_survive_a_retention_purge_and_a_snapshot_install() {
     // Down before the change: it can learn of it from the snapshot only.
     let (mut cluster, _, url, lagging) = a_purging_cluster_with_a_member_down().await;

@@ -1734,7 +1734,6 @@ async fn a_follower_whose_sealed_segment_rotted_inside_cuts_it_with_a_leader_and
 /// took the lost records' offsets, and the old leader truncated them on
 /// its return ("truncating uncommitted Raft entries keep=29 end=32").
 #[tokio::test]
-#[ignore = "slow (~10 s): scripts/slow-tests.sh runs it"]
 async fn a_follower_that_lost_acknowledged_records_on_disk_does_not_lose_them_for_the_cluster() {
     let (mut cluster, leader) = start("storage fault").await;
     let behind = (leader + 1 + cluster.rng().index(2)) % cluster.len();

@@ -86,7 +86,6 @@ async fn wait_settled(cluster: &mut TestCluster, old_id: u64, new_id: u64, what:
 }
 
 #[tokio::test]
-#[ignore = "slow (~11 s): scripts/slow-tests.sh runs it"]
 async fn a_joiner_left_a_learner_and_restarted_ends_a_voter_in_place_of_its_old_id() {
     let what = "join stopped after the learner, joiner restarted";
     let (mut cluster, leader) = start_with(what, failpoint_config("hang")).await;
