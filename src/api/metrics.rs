@@ -156,6 +156,29 @@ fn render_logs(state: &AppState, out: &mut String) {
             let _ = writeln!(out, "{family}{{log=\"{name}\"}} {}", value(stats, appended));
         }
     }
+    // A log's Raft group (in a cluster; none on a standalone node or a replica).
+    let mut groups: Vec<(&str, u64)> = state
+        .mode
+        .cluster()
+        .map(|c| (DEFAULT_LOG, c.leader_changes()))
+        .into_iter()
+        .collect();
+    groups.extend(
+        named
+            .iter()
+            .filter_map(|n| Some((n.name.as_str(), n.mode.cluster()?.leader_changes()))),
+    );
+    let family = "distlog_log_leader_changes_total";
+    if groups.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "# HELP {family} Times the log's Raft group changed or lost its leader, as this node saw it since it opened the log (cluster members only).\n# TYPE {family} counter"
+    );
+    for (name, changes) in groups {
+        let _ = writeln!(out, "{family}{{log=\"{name}\"}} {changes}");
+    }
 }
 
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {

@@ -82,6 +82,34 @@ pub fn describe_metrics() {
     );
 }
 
+/// Whether the leader seen moved from `before` to `now` in a way that counts as a change: another
+/// leader, or none (the first leader a node sees after it starts is not a change).
+fn leader_changed(before: Option<NodeId>, now: Option<NodeId>) -> bool {
+    before != now && (before.is_some() || now.is_none())
+}
+
+/// Counts a group's leader changes into its `Inner::leader_changes` until the group stops (its
+/// metrics' sender goes) or is dropped.
+pub(super) async fn count_leader_changes(
+    inner: std::sync::Weak<super::node::Inner>,
+    mut watch: WatchReceiverOf<TypeConfig, RaftMetrics<TypeConfig>>,
+) {
+    let mut last = None;
+    loop {
+        let now = watch.borrow_watched().current_leader;
+        if now != last {
+            let Some(inner) = inner.upgrade() else { return };
+            if leader_changed(last, now) {
+                inner.leader_changes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            last = now;
+        }
+        if watch.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
 /// Refreshes the series of node `id` whenever openraft's metrics change;
 /// ends with the node.
 pub async fn publish(id: NodeId, mut watch: WatchReceiverOf<TypeConfig, RaftMetrics<TypeConfig>>) {
@@ -98,7 +126,7 @@ pub async fn publish(id: NodeId, mut watch: WatchReceiverOf<TypeConfig, RaftMetr
         metrics::gauge!(VOTERS).set(membership.voter_ids().count() as f64);
         let url_of = |peer: &NodeId| membership.get_node(peer).map(|m| m.url.clone()).unwrap_or_default();
         if m.current_leader != last_leader {
-            if last_leader.is_some() || m.current_leader.is_none() {
+            if leader_changed(last_leader, m.current_leader) {
                 metrics::counter!(LEADER_CHANGES).increment(1);
             }
             log_leader_change(id, m.current_term, m.current_leader.map(|l| (l, url_of(&l))));
@@ -169,5 +197,19 @@ impl InFlight {
 impl Drop for InFlightGuard<'_> {
     fn drop(&mut self) {
         self.0.now.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::leader_changed;
+
+    #[test]
+    fn a_leader_change_is_a_new_leader_or_none_but_not_the_first_seen() {
+        assert!(!leader_changed(None, Some(1)), "the first leader a node sees");
+        assert!(!leader_changed(Some(1), Some(1)));
+        assert!(leader_changed(Some(1), Some(2)));
+        assert!(leader_changed(Some(1), None), "lost");
+        assert!(!leader_changed(None, None));
     }
 }

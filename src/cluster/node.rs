@@ -106,6 +106,9 @@ pub(super) struct Inner {
     /// In a named log's group: the cluster group, whose membership says who
     /// a peer is (the group's own may be empty before it is initialized).
     pub parent: Option<std::sync::Weak<Inner>>,
+    /// Times this group's leader changed or was lost, as this node saw it
+    /// (`metrics::count_leader_changes`; `distlog_log_leader_changes_total`).
+    pub leader_changes: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -117,6 +120,11 @@ impl std::fmt::Debug for Cluster {
 impl Cluster {
     pub fn id(&self) -> NodeId {
         self.inner.id
+    }
+
+    /// Times this group's leader changed or was lost since this node started it.
+    pub fn leader_changes(&self) -> u64 {
+        self.inner.leader_changes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn url(&self) -> &str {

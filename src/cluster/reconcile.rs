@@ -132,7 +132,9 @@ impl Cluster {
                     // No longer leading, or the learner was removed (a joiner
                     // back under a new id): the caller's next step says so.
                     let gone = m.membership_config.membership().get_node(&id).is_none();
-                    m.replication.is_none() || gone || matched(m, id).is_some_and(|i| last.saturating_sub(i) <= CAUGHT_UP_LAG)
+                    m.replication.is_none()
+                        || gone
+                        || matched(m, id).is_some_and(|i| last.saturating_sub(i) <= CAUGHT_UP_LAG)
                 },
                 "the learner catches up",
             )

@@ -259,8 +259,13 @@ impl Running {
                 group,
                 groups: Default::default(),
                 parent,
+                leader_changes: Default::default(),
             }),
         };
+        tokio::spawn(metrics::count_leader_changes(
+            Arc::downgrade(&cluster.inner),
+            cluster.raft().metrics(),
+        ));
         Ok((cluster, book))
     }
 }

@@ -697,6 +697,26 @@ async fn leaders_spread_one_log_a_node_and_come_back_to_a_restarted_node() {
         back_at.elapsed()
     );
     assert_eq!(after, before, "each log is led by the node it prefers again");
+    // Per log, the leader changes each node saw: alpha's moved away and back.
+    let text = rt::http()
+        .get(format!("{}/metrics", cluster.url(survivor)))
+        .send()
+        .await
+        .expect("/metrics answers")
+        .text()
+        .await
+        .expect("a text body");
+    let changes = |log: &str| {
+        let series = format!("distlog_log_leader_changes_total{{log=\"{log}\"}} ");
+        text.lines()
+            .find_map(|line| line.strip_prefix(series.as_str())?.trim().parse::<u64>().ok())
+    };
+    assert!(
+        changes("alpha").is_some_and(|n| n >= 2),
+        "alpha's leader left and came back: {:?}",
+        changes("alpha")
+    );
+    assert!(changes("default").is_some(), "the default log's group is counted too");
     until("GET /cluster counts one leader a node", async || {
         let status = send(reqwest::Method::GET, &format!("{}/cluster", cluster.url(killed)), None).await;
         let leads: Vec<Option<u64>> = status.body["members"]
