@@ -89,3 +89,79 @@ async fn a_follow_replica_of_a_member_copies_committed_records_and_hides_control
     let _ = replica.kill();
     let _ = replica.wait();
 }
+
+/// `--follow MEMBER --follow-log NAME` of a cluster copies that named log, from a member that does
+/// not hold it too: that member answers `307 log_elsewhere` to one that does, and the replica's
+/// client follows it. The copy holds the log's committed records at the same offsets, without
+/// the group's control records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follow_replica_of_a_named_log_copies_it_through_a_member_without_it() {
+    let cluster = TestCluster::start(ClusterConfig::default()).await;
+    let leader = cluster.wait_for_leader(Duration::from_secs(20)).await;
+    let created = rt::http()
+        .put(format!("{}/logs/orders", cluster.url(leader)))
+        .json(&serde_json::json!({"replicas": 1}))
+        .send()
+        .await
+        .expect("a create");
+    assert_eq!(created.status(), 201);
+    let created: Value = created.json().await.expect("json");
+    let holder_url = created["members"][0]
+        .as_str()
+        .expect("the node that holds it")
+        .to_string();
+    let holder = cluster.index_of(&holder_url).expect("a member");
+    let elsewhere = cluster.url((holder + 1) % cluster.len());
+    let log_url = format!("{holder_url}/logs/orders");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut written = 0;
+    while written < 20 {
+        let answer = rt::http()
+            .post(format!("{log_url}/"))
+            .body(format!(r#"{{"n":{written}}}"#))
+            .send()
+            .await;
+        match answer.map(|a| a.status().as_u16()) {
+            Ok(201) => written += 1,
+            // The group may still be electing its first leader.
+            other => assert!(Instant::now() < deadline, "a write to {log_url}: {other:?}"),
+        }
+    }
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_ports(1)[0];
+    let replica_url = format!("http://127.0.0.1:{port}");
+    let mut replica = Command::new(env!("CARGO_BIN_EXE_distlog"))
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--follow",
+            &elsewhere,
+            "--follow-log",
+            "orders",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("a replica starts");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (theirs, ours) = loop {
+        let theirs = range(&log_url).await;
+        let ours = range(&replica_url).await;
+        if theirs.is_some() && theirs == ours {
+            break (theirs, ours);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the replica copies the named log: {theirs:?} vs {ours:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let records = ours.as_ref().and_then(|v| v["records"].as_array()).expect("records");
+    assert_eq!(records.len(), 20, "the 20 records, no control records: {theirs:?}");
+    let _ = replica.kill();
+    let _ = replica.wait();
+}
