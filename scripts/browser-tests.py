@@ -15,6 +15,7 @@ printed as it passes:
   - the append form writes (a same-origin POST), a binary record shows as
     hex and base64, control offsets as gaps;
   - a --follow replica says what it is and sends writers to its leader;
+  - a cluster's named log shows in the Logs card with its replicas and leader;
   - live data moves nothing (Chromium's layout-shift score), and no page
     is wider than the window, laptop or phone;
   - with --token-file, the page asks for a token, keeps it in
@@ -284,6 +285,13 @@ def check_cluster(driver):
                for i in range(3)]
     wait_until("the cluster's records in the live tail", 2, lambda: tail_offsets(driver) == written)
     log("cluster: records appended to the leader arrive in its live tail")
+    status, created = http("PUT", leader_url + "/logs/orders", b'{"replicas": 3}', {"Content-Type": "application/json"})
+    assert status == 201, (status, created)
+    log_row = '#logs-table tr[data-log="orders"]'
+    wait_until("the named log in the Logs card, led", 5, lambda: driver.find_elements(By.CSS_SELECTOR, log_row) and
+               text(driver, log_row + " td:nth-child(4)") not in ("", "–"))
+    assert text(driver, log_row + " td:nth-child(3)") == "3", text(driver, log_row)
+    log(f"cluster: the named log shows in the Logs card: {text(driver, log_row)}")
     screenshots(driver, "cluster")
 
     victim = (leader_index + 1) % 3

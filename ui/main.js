@@ -12,6 +12,7 @@ import { startRecords } from "./records.js";
 import { startTail } from "./tail.js";
 import { startAppend } from "./append.js";
 import { startConsumers } from "./consumers.js";
+import { startLogs } from "./logs.js";
 
 const STATUS_EVERY_MS = 300;
 const METRICS_EVERY_MS = 1000;
@@ -84,7 +85,7 @@ async function start() {
   if (signedOut) return;
   every(STATUS_EVERY_MS, pollStatus);
   startMetrics();
-  await Promise.all([startRecords(), startTail(), startConsumers()]);
+  await Promise.all([startRecords(), startTail(), startConsumers(), startLogs()]);
 }
 
 start();

@@ -63,6 +63,7 @@ const ASSETS: &[Asset] = &[
     asset!("tail.js", JS),
     asset!("append.js", JS),
     asset!("consumers.js", JS),
+    asset!("logs.js", JS),
 ];
 
 /// Nothing but this origin's own files and API; no inline code (record
