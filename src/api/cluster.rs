@@ -228,6 +228,43 @@ pub async fn raft_append(
     Ok(answer)
 }
 
+/// Named groups' heartbeats from one peer, batched (`cluster::pulse`): each item is checked and
+/// handled as its own `/raft/{group}/append` would be, and answered in order, `ok` or the status
+/// and error body its own request would have had.
+pub async fn raft_heartbeats(State(state): State<AppState>, from: RaftCaller, request: Request) -> ApiResult<Response> {
+    let (parts, body) = request.into_parts();
+    let body = axum::body::to_bytes(body, crate::cluster::pulse_body_limit())
+        .await
+        .map_err(|e| ApiError::BadClusterRequest(format!("heartbeat batch body: {e}")))?;
+    let items = crate::cluster::decode_batch(&body).map_err(ApiError::BadClusterRequest)?;
+    let caller = &from;
+    let headers = &parts.headers;
+    let state = &state;
+    let answers = futures_util::future::join_all(items.into_iter().map(|(group, append)| async move {
+        let handled = match checked_target(state, RaftGroup(group), headers) {
+            Ok(cluster) => cluster
+                .handle_append(caller.caller(), append, None)
+                .await
+                .map_err(rpc_error),
+            Err(e) => Err(e),
+        };
+        match handled {
+            Ok(answer) => crate::cluster::PulseAnswer {
+                ok: Some(answer),
+                status: 200,
+                body: String::new(),
+            },
+            Err(e) => crate::cluster::PulseAnswer {
+                ok: None,
+                status: e.status().as_u16(),
+                body: serde_json::json!({"error": e.to_string(), "code": e.code()}).to_string(),
+            },
+        }
+    }))
+    .await;
+    Ok(rpc_answer(answers))
+}
+
 /// Where a pipelined append-entries stands in its sender's stream
 /// (`x-distlog-append-stream`), if it says.
 fn stream_position(headers: &HeaderMap) -> ApiResult<Option<Position>> {

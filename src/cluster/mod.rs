@@ -19,7 +19,8 @@
 //!   their checks before openraft sees them,
 //!   `peer_health` each peer's reachability, logged when it changes;
 //!   `pipeline` several append-entries in flight per follower, `gate` the
-//!   follower handing them to its Raft core in order;
+//!   follower handing them to its Raft core in order; `pulse` named groups'
+//!   heartbeats to one node coalesced into one request;
 //! - `contact`: whether this node is in touch with its leader (check-quorum);
 //! - `reads`: whether an offset a member does not show yet is committed;
 //! - `node`, `formation`, `membership`, `status`: a running node, forming
@@ -56,6 +57,7 @@ mod node;
 mod patience;
 mod peer_health;
 mod pipeline;
+mod pulse;
 mod quarantine;
 mod reads;
 mod recent;
@@ -90,6 +92,7 @@ pub use log_store::{APPEND_BUDGET_BYTES, LogStore};
 pub use metrics::describe_metrics;
 pub use network::{APPEND_PATH, PRE_VOTE_PATH, SNAPSHOT_PATH, SnapshotBody, TARGET_HEADER, TRANSFER_PATH, VOTE_PATH};
 pub use node::{Cluster, ClusterConfig, RaftNode};
+pub use pulse::{HEARTBEATS_PATH, PulseAnswer, Pulses, decode_batch, pulse_body_limit};
 pub use quarantine::{OpenError, QUARANTINE_DIR, open_member_log};
 pub use reads::Beyond;
 pub use sender::{Caller, HostProof, SENDER_HEADER};

@@ -38,6 +38,7 @@ use super::codec::encode_append;
 use super::gate::{GATED_HEADER, Position, STREAM_HEADER};
 use super::patience::{Allowance, Patience};
 use super::peer_health::PeerHealth;
+use super::pulse::{self, HEARTBEATS_PATH, Pending, PulseAnswer, Pulses};
 use super::sender::SENDER_HEADER;
 use super::tables::Tables;
 use super::types::{Member, NodeId, SnapshotMeta, TypeConfig, Vote};
@@ -126,6 +127,8 @@ pub struct Network {
     pub window: usize,
     /// The Raft group the messages are for (0: the cluster group).
     pub group: u64,
+    /// The node's heartbeat batchers, shared by its named groups (`pulse`).
+    pub pulses: Pulses,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -144,6 +147,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             stream: super::pipeline::StreamState::new(self.window),
             patience: Patience::default(),
             group: self.group,
+            pulses: self.pulses.clone(),
         }
     }
 }
@@ -209,6 +213,8 @@ pub struct Peer {
     pub(super) stream: super::pipeline::StreamState,
     /// How long its appends and snapshots are waited for.
     patience: Patience,
+    /// Where a named group's heartbeats to this peer are batched (`pulse`).
+    pulses: Pulses,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -394,6 +400,61 @@ impl Peer {
         answer
     }
 
+    /// A named group's heartbeat, sent in its target's next batch (`pulse`).
+    async fn send_heartbeat(
+        &self,
+        rpc: &AppendEntriesRequest<TypeConfig>,
+        option: &RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let failed = |why: String| RPCError::Network(NetworkError::new(&std::io::Error::other(why)));
+        let (answer, waited) = tokio::sync::oneshot::channel();
+        let queue = self.pulses.queue(self.target, |receive| {
+            tokio::spawn(self.batcher().run(receive));
+        });
+        let pending = Pending {
+            group: self.group,
+            body: encode_append(rpc),
+            timeout: option.soft_ttl(),
+            answer,
+        };
+        if queue.send(pending).is_err() {
+            return Err(failed("the heartbeat batcher stopped".into()));
+        }
+        let answer = tokio::time::timeout(option.soft_ttl() + pulse::WINDOW, waited)
+            .await
+            .map_err(|_| {
+                failed(format!(
+                    "no answer to a batched heartbeat within {:?}",
+                    option.soft_ttl()
+                ))
+            })?
+            .map_err(|_| failed("the heartbeat batcher dropped the heartbeat".into()))?
+            .map_err(failed)?;
+        match answer {
+            PulseAnswer { ok: Some(answer), .. } => Ok(answer),
+            PulseAnswer { status, body, .. } => Err(PeerError::Refused {
+                url: format!("{}{}", self.base, group_path(self.group, APPEND_PATH)),
+                status: reqwest::StatusCode::from_u16(status).unwrap_or(reqwest::StatusCode::BAD_GATEWAY),
+                body,
+            }
+            .rpc()),
+        }
+    }
+
+    /// What sends this peer's heartbeat batches: its address and identity, not its streams.
+    fn batcher(&self) -> Batcher {
+        Batcher {
+            sender: self.sender,
+            client: self.client.clone(),
+            base: self.base.clone(),
+            book: self.book.clone(),
+            routes: self.routes.clone(),
+            url: self.url.clone(),
+            target: self.target,
+            health: self.health.clone(),
+        }
+    }
+
     /// The client span of an RPC to this peer (the disabled span when
     /// traces are off).
     fn rpc_span(&self, path: &'static str) -> Span {
@@ -412,6 +473,80 @@ impl Peer {
     }
 }
 
+/// Sends the batches of named groups' heartbeats to one node (`pulse`), one at a time.
+struct Batcher {
+    sender: NodeId,
+    client: reqwest::Client,
+    base: String,
+    book: PeerBook,
+    routes: Routes,
+    url: String,
+    target: NodeId,
+    health: PeerHealth,
+}
+
+impl Batcher {
+    async fn run(self, mut receive: tokio::sync::mpsc::UnboundedReceiver<Pending>) {
+        while let Some(batch) = pulse::next_batch(&mut receive).await {
+            self.send(batch).await;
+        }
+    }
+
+    /// One batch, each heartbeat answered with its item's answer, or all with why it failed.
+    async fn send(&self, batch: Vec<Pending>) {
+        let mut body = Vec::with_capacity(batch.iter().map(|p| p.body.len() + 12).sum());
+        for pending in &batch {
+            pulse::encode_item(&mut body, pending.group, &pending.body);
+        }
+        let timeout = batch.iter().map(|p| p.timeout).min().unwrap_or(pulse::WINDOW);
+        let answers = self.post(body, timeout).await;
+        match &answers {
+            Ok(_) => self.health.answered(self.target, &self.url),
+            Err(e) => self.health.failed(self.target, &self.url, e),
+        }
+        match answers {
+            Ok(answers) if answers.len() == batch.len() => {
+                for (pending, answer) in batch.into_iter().zip(answers) {
+                    let _ = pending.answer.send(Ok(answer));
+                }
+            }
+            Ok(answers) => {
+                let why = format!("{} answers to {} heartbeats", answers.len(), batch.len());
+                for pending in batch {
+                    let _ = pending.answer.send(Err(why.clone()));
+                }
+            }
+            Err(e) => {
+                let why = e.to_string();
+                for pending in batch {
+                    let _ = pending.answer.send(Err(why.clone()));
+                }
+            }
+        }
+    }
+
+    async fn post(&self, body: Vec<u8>, timeout: Duration) -> Result<Vec<PulseAnswer>, PeerError> {
+        let base = self.book.get(self.target).unwrap_or_else(|| self.base.clone());
+        let url = format!("{}{HEARTBEATS_PATH}", self.routes.resolve(&base));
+        let response = self
+            .client
+            .post(&url)
+            .header(TARGET_HEADER, self.target.to_string())
+            .header(SENDER_HEADER, self.sender.to_string())
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .timeout(timeout)
+            .body(body)
+            .send()
+            .await?;
+        let status = response.status();
+        if !status.is_success() {
+            let body: String = response.text().await.unwrap_or_default().chars().take(300).collect();
+            return Err(PeerError::Refused { url, status, body });
+        }
+        Ok(response.json().await?)
+    }
+}
+
 impl RaftNetworkV2<TypeConfig> for Peer {
     type SnapshotData = Tables;
 
@@ -420,6 +555,9 @@ impl RaftNetworkV2<TypeConfig> for Peer {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        if self.group > 0 && rpc.entries.is_empty() {
+            return self.send_heartbeat(&rpc, &option).await;
+        }
         let (answer, _) = self.send_append(rpc, &option, None, 0).await?;
         Ok(answer)
     }
@@ -551,6 +689,7 @@ mod tests {
             book: PeerBook::default(),
             window: 1,
             group: 0,
+            pulses: Default::default(),
         };
         let member = Member {
             url,

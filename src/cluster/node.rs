@@ -56,6 +56,9 @@ pub struct ClusterConfig {
     /// Append-entries requests in flight to each follower at most
     /// (`pipeline`; 1: one at a time).
     pub append_window: usize,
+    /// The node's batchers of named groups' heartbeats (`pulse`), one a
+    /// target, shared by every group the config is given to.
+    pub pulses: super::pulse::Pulses,
 }
 
 /// A running cluster node; clones share it.

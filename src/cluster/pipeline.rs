@@ -251,6 +251,7 @@ mod tests {
             book: PeerBook::default(),
             window: WINDOW,
             group: 0,
+            pulses: Default::default(),
         };
         let member = Member {
             url,
@@ -337,6 +338,7 @@ mod tests {
             book: PeerBook::default(),
             window,
             group: 0,
+            pulses: Default::default(),
         };
         let member = Member {
             url,

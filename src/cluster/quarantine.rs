@@ -352,6 +352,7 @@ mod review_tests {
             client: reqwest::Client::new(),
             forward_writes: false,
             append_window: 1,
+            pulses: Default::default(),
         }
     }
 

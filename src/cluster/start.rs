@@ -220,6 +220,7 @@ impl Running {
             book: book.clone(),
             window: config.append_window.max(1),
             group,
+            pulses: config.pulses.clone(),
         };
         let raft = Raft::new(
             id,

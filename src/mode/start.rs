@@ -126,6 +126,7 @@ fn cluster_config(settings: &ClusterSettings, client: reqwest::Client, own: OwnU
         client,
         forward_writes: settings.forward_writes,
         append_window: settings.append_window,
+        pulses: Default::default(),
     }
 }
 

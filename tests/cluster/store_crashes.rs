@@ -124,6 +124,7 @@ fn unanswered_seeds() -> ClusterConfig {
         rejoin: false,
         forward_writes: false,
         append_window: 8,
+        pulses: Default::default(),
         client: reqwest::Client::new(),
     }
 }
