@@ -229,25 +229,30 @@ pub async fn raft_append(
 }
 
 /// Named groups' heartbeats from one peer, batched (`cluster::pulse`): each item is checked and
-/// handled as its own `/raft/{group}/append` would be, and answered in order, `ok` or the status
-/// and error body its own request would have had.
+/// handled as its own `/raft/{group}/append` would be (`Cluster::handle_heartbeat`: no entries,
+/// no group 0), within the deadline the sender names, and answered in order: `ok`, or the status
+/// and error body its own request would have had (504 past the deadline).
 pub async fn raft_heartbeats(State(state): State<AppState>, from: RaftCaller, request: Request) -> ApiResult<Response> {
     let (parts, body) = request.into_parts();
     let body = axum::body::to_bytes(body, crate::cluster::pulse_body_limit())
         .await
         .map_err(|e| ApiError::BadClusterRequest(format!("heartbeat batch body: {e}")))?;
     let items = crate::cluster::decode_batch(&body).map_err(ApiError::BadClusterRequest)?;
-    let caller = &from;
-    let headers = &parts.headers;
-    let state = &state;
+    let deadline = crate::cluster::item_deadline(&parts.headers);
+    let (caller, headers, state) = (&from, &parts.headers, &state);
     let answers = futures_util::future::join_all(items.into_iter().map(|(group, append)| async move {
-        let handled = match checked_target(state, RaftGroup(group), headers) {
-            Ok(cluster) => cluster
-                .handle_append(caller.caller(), append, None)
+        let handled = async {
+            let cluster = checked_target(state, RaftGroup(group), headers)?;
+            cluster
+                .handle_heartbeat(caller.caller(), append)
                 .await
-                .map_err(rpc_error),
-            Err(e) => Err(e),
+                .map_err(rpc_error)
         };
+        let handled = tokio::time::timeout(deadline, handled).await.unwrap_or_else(|_| {
+            Err(rpc_error(crate::cluster::ClusterError::Timeout(format!(
+                "not handled within {deadline:?}"
+            ))))
+        });
         match handled {
             Ok(answer) => crate::cluster::PulseAnswer {
                 ok: Some(answer),

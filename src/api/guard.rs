@@ -48,6 +48,7 @@ fn required_action(policy: &Policy, method: &Method, route: &str) -> Option<Acti
             | routes::RAFT_PRE_VOTE
             | routes::RAFT_SNAPSHOT
             | routes::RAFT_TRANSFER
+            | routes::RAFT_HEARTBEATS
             | routes::RAFT_GROUP_APPEND
             | routes::RAFT_GROUP_VOTE
             | routes::RAFT_GROUP_PRE_VOTE
@@ -155,6 +156,39 @@ pub async fn authorize(State(policy): State<Arc<Policy>>, mut request: Request, 
             };
             metrics::counter!(crate::auth::AUTH_FAILURES, "reason" => reason).increment(1);
             error.into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every route a peer calls needs `cluster`: a reader's token must not reach a Raft core
+    /// (a route left off the list falls through to `consume`).
+    #[test]
+    fn every_peer_route_needs_the_cluster_action() {
+        let policy = Policy::new(None, None, false, false);
+        for path in [
+            "/raft/append",
+            "/raft/vote",
+            "/raft/pre-vote",
+            "/raft/snapshot",
+            "/raft/transfer-leader",
+            "/raft/heartbeats",
+            "/raft/7/append",
+            "/raft/7/vote",
+            "/raft/7/pre-vote",
+            "/raft/7/snapshot",
+            "/raft/7/transfer-leader",
+            "/raft/anything/else",
+        ] {
+            let route = route_template(path);
+            assert_eq!(
+                required_action(&policy, &Method::POST, route),
+                Some(Action::Cluster),
+                "{path} ({route})"
+            );
         }
     }
 }

@@ -92,7 +92,7 @@ pub use log_store::{APPEND_BUDGET_BYTES, LogStore};
 pub use metrics::describe_metrics;
 pub use network::{APPEND_PATH, PRE_VOTE_PATH, SNAPSHOT_PATH, SnapshotBody, TARGET_HEADER, TRANSFER_PATH, VOTE_PATH};
 pub use node::{Cluster, ClusterConfig, RaftNode};
-pub use pulse::{HEARTBEATS_PATH, PulseAnswer, Pulses, decode_batch, pulse_body_limit};
+pub use pulse::{HEARTBEATS_PATH, PulseAnswer, Pulses, WAIT_HEADER, decode_batch, item_deadline, pulse_body_limit};
 pub use quarantine::{OpenError, QUARANTINE_DIR, open_member_log};
 pub use reads::Beyond;
 pub use sender::{Caller, HostProof, SENDER_HEADER};

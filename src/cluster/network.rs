@@ -6,6 +6,8 @@
 //!   an `AppendEntriesResponse` in JSON; up to `--append-window` in flight,
 //!   each naming its place in its stream (`gate`, `pipeline`); waited for
 //!   as `patience` says (a heartbeat's soft TTL and time for its bytes);
+//! - `POST /raft/heartbeats`: a named group's append-entries without entries,
+//!   batched with the others to the same node (`pulse`);
 //! - `POST /raft/vote`, `/raft/pre-vote`, `/raft/snapshot`,
 //!   `/raft/transfer-leader`: JSON both ways (a snapshot is metadata and
 //!   small tables, see `state_machine`).
@@ -148,7 +150,16 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             patience: Patience::default(),
             group: self.group,
             pulses: self.pulses.clone(),
+            batches: false,
         }
+    }
+
+    /// openraft's heartbeat worker's own client: a named group's sends its heartbeats in batches
+    /// (`pulse`); the replication stream's client (`new_client`) never waits for a batch.
+    async fn new_heartbeat_client(&mut self, target: NodeId, node: &Member) -> Peer {
+        let mut peer = self.new_client(target, node).await;
+        peer.batches = self.group > 0;
+        peer
     }
 }
 
@@ -215,6 +226,8 @@ pub struct Peer {
     patience: Patience,
     /// Where a named group's heartbeats to this peer are batched (`pulse`).
     pulses: Pulses,
+    /// Whether this is a named group's heartbeat client, whose heartbeats go in batches.
+    batches: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -406,38 +419,39 @@ impl Peer {
         rpc: &AppendEntriesRequest<TypeConfig>,
         option: &RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let failed = |why: String| RPCError::Network(NetworkError::new(&std::io::Error::other(why)));
+        let network = |why: String| RPCError::Network(NetworkError::new(&std::io::Error::other(why)));
         let (answer, waited) = tokio::sync::oneshot::channel();
         let queue = self.pulses.queue(self.target, |receive| {
             tokio::spawn(self.batcher().run(receive));
         });
+        let base = self.book.get(self.target).unwrap_or_else(|| self.base.clone());
+        let wait = option.soft_ttl() + pulse::WINDOW;
         let pending = Pending {
             group: self.group,
             body: encode_append(rpc),
-            timeout: option.soft_ttl(),
+            url: format!("{}{HEARTBEATS_PATH}", self.routes.resolve(&base)),
+            deadline: std::time::Instant::now() + wait,
             answer,
         };
         if queue.send(pending).is_err() {
-            return Err(failed("the heartbeat batcher stopped".into()));
+            return Err(network("the heartbeat batcher stopped".into()));
         }
-        let answer = tokio::time::timeout(option.soft_ttl() + pulse::WINDOW, waited)
+        let answer = tokio::time::timeout(wait, waited)
             .await
-            .map_err(|_| {
-                failed(format!(
-                    "no answer to a batched heartbeat within {:?}",
-                    option.soft_ttl()
-                ))
-            })?
-            .map_err(|_| failed("the heartbeat batcher dropped the heartbeat".into()))?
-            .map_err(failed)?;
+            .map_err(|_| network(format!("no answer to a batched heartbeat within {wait:?}")))?
+            .map_err(|_| network("the heartbeat batcher dropped the heartbeat".into()))?;
         match answer {
-            PulseAnswer { ok: Some(answer), .. } => Ok(answer),
-            PulseAnswer { status, body, .. } => Err(PeerError::Refused {
+            Ok(PulseAnswer { ok: Some(answer), .. }) => Ok(answer),
+            Ok(PulseAnswer { status, body, .. }) => Err(PeerError::Refused {
                 url: format!("{}{}", self.base, group_path(self.group, APPEND_PATH)),
                 status: reqwest::StatusCode::from_u16(status).unwrap_or(reqwest::StatusCode::BAD_GATEWAY),
                 body,
             }
             .rpc()),
+            Err(failure) if failure.unreachable => Err(RPCError::Unreachable(Unreachable::new(
+                &std::io::Error::other(failure.why),
+            ))),
+            Err(failure) => Err(network(failure.why)),
         }
     }
 
@@ -446,12 +460,10 @@ impl Peer {
         Batcher {
             sender: self.sender,
             client: self.client.clone(),
-            base: self.base.clone(),
-            book: self.book.clone(),
-            routes: self.routes.clone(),
             url: self.url.clone(),
             target: self.target,
             health: self.health.clone(),
+            pulses: self.pulses.clone(),
         }
     }
 
@@ -477,18 +489,19 @@ impl Peer {
 struct Batcher {
     sender: NodeId,
     client: reqwest::Client,
-    base: String,
-    book: PeerBook,
-    routes: Routes,
+    /// The peer's advertised URL, as logs and metrics name it.
     url: String,
     target: NodeId,
     health: PeerHealth,
+    pulses: Pulses,
 }
 
 impl Batcher {
     async fn run(self, mut receive: tokio::sync::mpsc::UnboundedReceiver<Pending>) {
         while let Some(batch) = pulse::next_batch(&mut receive).await {
-            self.send(batch).await;
+            if !batch.is_empty() {
+                self.send(batch).await;
+            }
         }
     }
 
@@ -498,50 +511,80 @@ impl Batcher {
         for pending in &batch {
             pulse::encode_item(&mut body, pending.group, &pending.body);
         }
-        let timeout = batch.iter().map(|p| p.timeout).min().unwrap_or(pulse::WINDOW);
-        let answers = self.post(body, timeout).await;
+        let now = std::time::Instant::now();
+        let wait = batch
+            .iter()
+            .map(|p| p.deadline.saturating_duration_since(now))
+            .min()
+            .unwrap_or(pulse::WINDOW);
+        // The newest word on where the target is: the last heartbeat's group's.
+        let url = batch.last().map(|p| p.url.clone()).unwrap_or_default();
+        let answers = self.post(&url, body, wait).await;
+        let refused_all =
+            matches!(&answers, Ok(answers) if !answers.is_empty() && answers.iter().all(|a| a.ok.is_none()));
         match &answers {
-            Ok(_) => self.health.answered(self.target, &self.url),
+            Ok(_) if !refused_all => self.health.answered(self.target, &self.url),
+            Ok(_) => self.health.failed(
+                self.target,
+                &self.url,
+                &PeerError::Refused {
+                    url: url.clone(),
+                    status: reqwest::StatusCode::CONFLICT,
+                    body: "every batched heartbeat refused".into(),
+                },
+            ),
             Err(e) => self.health.failed(self.target, &self.url, e),
         }
-        match answers {
+        let failure = match answers {
             Ok(answers) if answers.len() == batch.len() => {
                 for (pending, answer) in batch.into_iter().zip(answers) {
                     let _ = pending.answer.send(Ok(answer));
                 }
+                return;
             }
-            Ok(answers) => {
-                let why = format!("{} answers to {} heartbeats", answers.len(), batch.len());
-                for pending in batch {
-                    let _ = pending.answer.send(Err(why.clone()));
-                }
-            }
+            Ok(answers) => pulse::BatchFailure {
+                unreachable: false,
+                why: format!("{} answers to {} heartbeats", answers.len(), batch.len()),
+            },
             Err(e) => {
-                let why = e.to_string();
-                for pending in batch {
-                    let _ = pending.answer.send(Err(why.clone()));
+                if matches!(&e, PeerError::Refused { status, body, .. }
+                    if *status == reqwest::StatusCode::NOT_FOUND && error_code(body).as_deref() == Some("not_found"))
+                {
+                    tracing::info!(peer = self.target, url = %self.url, "this peer has no heartbeat batches (an older version): sending it heartbeats one at a time");
+                    self.pulses.send_directly_to(self.target);
+                }
+                pulse::BatchFailure {
+                    unreachable: matches!(&e, PeerError::Refused { .. })
+                        || matches!(&e, PeerError::Transport(t) if t.is_connect()),
+                    why: e.to_string(),
                 }
             }
+        };
+        for pending in batch {
+            let _ = pending.answer.send(Err(failure.clone()));
         }
     }
 
-    async fn post(&self, body: Vec<u8>, timeout: Duration) -> Result<Vec<PulseAnswer>, PeerError> {
-        let base = self.book.get(self.target).unwrap_or_else(|| self.base.clone());
-        let url = format!("{}{HEARTBEATS_PATH}", self.routes.resolve(&base));
+    async fn post(&self, url: &str, body: Vec<u8>, wait: Duration) -> Result<Vec<PulseAnswer>, PeerError> {
         let response = self
             .client
-            .post(&url)
+            .post(url)
             .header(TARGET_HEADER, self.target.to_string())
             .header(SENDER_HEADER, self.sender.to_string())
+            .header(pulse::WAIT_HEADER, wait.as_millis().to_string())
             .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
-            .timeout(timeout)
+            .timeout(wait)
             .body(body)
             .send()
             .await?;
         let status = response.status();
         if !status.is_success() {
             let body: String = response.text().await.unwrap_or_default().chars().take(300).collect();
-            return Err(PeerError::Refused { url, status, body });
+            return Err(PeerError::Refused {
+                url: url.to_string(),
+                status,
+                body,
+            });
         }
         Ok(response.json().await?)
     }
@@ -555,7 +598,7 @@ impl RaftNetworkV2<TypeConfig> for Peer {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        if self.group > 0 && rpc.entries.is_empty() {
+        if self.batches && rpc.entries.is_empty() && self.pulses.batches_to(self.target) {
             return self.send_heartbeat(&rpc, &option).await;
         }
         let (answer, _) = self.send_append(rpc, &option, None, 0).await?;
@@ -575,7 +618,7 @@ impl RaftNetworkV2<TypeConfig> for Peer {
     where
         S: futures_util::Stream<Item = AppendEntriesRequest<TypeConfig>> + OptionalSend + Unpin + 'static,
     {
-        if self.stream.window <= 1 {
+        if self.stream.window <= 1 || self.batches {
             // Not pipelining (the default): openraft's own one at a time,
             // each request plain (no stream position), as before the gate.
             return openraft::network::stream_append_sequential(self, input, option);

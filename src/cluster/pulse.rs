@@ -15,11 +15,17 @@
 //!
 //! Answer: a JSON array, one element an item, in order: `{"ok": AppendEntriesResponse}`, or
 //! `{"status": 404, "body": "..."}` where that item alone was refused (its status and error body,
-//! as its own request would have been answered).
+//! as its own request would have been answered; 504 past its deadline, `WAIT_HEADER`).
+//!
+//! Only heartbeats are batched: openraft's heartbeat workers get their own clients
+//! (`RaftNetworkFactory::new_heartbeat_client`), and only those of named groups batch; the
+//! replication streams' entry-less appends (commit-index updates, probes) are never delayed. The
+//! receiver refuses an item that carries entries or is for group 0. A target that answers it
+//! has no such route (`404 not_found`: an older version) gets heartbeats one at a time again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openraft::raft::AppendEntriesResponse;
 use serde::{Deserialize, Serialize};
@@ -96,21 +102,54 @@ pub fn decode_batch(body: &bytes::Bytes) -> Result<Vec<(u64, bytes::Bytes)>, Str
     Ok(items)
 }
 
-/// What a heartbeat waits for: its answer, or why the batch failed (then every item in it failed).
-pub(super) type Waiting = oneshot::Sender<Result<PulseAnswer, String>>;
+/// Header of a batch: how long the sender waits for its answer, in milliseconds. The receiver
+/// gives each item 3/4 of it and answers a late one 504, so that one slow group does not cost the
+/// others their answers.
+pub const WAIT_HEADER: &str = "x-distlog-heartbeats-wait-ms";
+
+/// Each item's deadline on the receiving side (`WAIT_HEADER`; 3/4 of a heartbeat interval's
+/// default, 100 ms, without it; at most a second).
+pub fn item_deadline(headers: &reqwest::header::HeaderMap) -> Duration {
+    let waited = headers
+        .get(WAIT_HEADER)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .unwrap_or(100);
+    Duration::from_millis(waited.min(1_000) * 3 / 4)
+}
+
+/// Why a whole batch failed, for each heartbeat in it: `unreachable` as `PeerError::rpc` would
+/// say (the peer refused, or no connection was made), else a network error.
+#[derive(Clone, Debug)]
+pub(super) struct BatchFailure {
+    pub unreachable: bool,
+    pub why: String,
+}
+
+/// What a heartbeat waits for: its answer, or why its batch failed.
+pub(super) type Waiting = oneshot::Sender<Result<PulseAnswer, BatchFailure>>;
 
 /// A heartbeat handed to its target's batcher.
 pub(super) struct Pending {
     pub group: u64,
     pub body: Vec<u8>,
-    pub timeout: Duration,
+    /// Where its group reaches the target now (its peer book's word).
+    pub url: String,
+    /// When its sender stops waiting.
+    pub deadline: Instant,
     pub answer: Waiting,
 }
 
 /// Per target node, the queue its batcher drains (one task a target, made on first use and
-/// ended when every sender is gone, i.e. never while the node runs).
+/// ended when every sender is gone, i.e. never while the node runs); and the targets that do not
+/// take batches (a node of a version without the route), sent to one heartbeat at a time.
 #[derive(Clone, Debug, Default)]
-pub struct Pulses(Arc<Mutex<HashMap<NodeId, mpsc::UnboundedSender<Pending>>>>);
+pub struct Pulses(Arc<PulsesInner>);
+
+#[derive(Debug, Default)]
+struct PulsesInner {
+    queues: Mutex<HashMap<NodeId, mpsc::UnboundedSender<Pending>>>,
+    direct: Mutex<HashSet<NodeId>>,
+}
 
 impl Pulses {
     /// The queue to `target`, with `spawn` starting its batcher when there is none yet (or the
@@ -120,7 +159,7 @@ impl Pulses {
         target: NodeId,
         spawn: impl FnOnce(mpsc::UnboundedReceiver<Pending>),
     ) -> mpsc::UnboundedSender<Pending> {
-        let mut queues = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut queues = self.0.queues.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(queue) = queues.get(&target).filter(|q| !q.is_closed()) {
             return queue.clone();
         }
@@ -129,10 +168,30 @@ impl Pulses {
         queues.insert(target, queue.clone());
         queue
     }
+
+    /// Whether `target` takes batches (until it answered that it has no such route).
+    pub(super) fn batches_to(&self, target: NodeId) -> bool {
+        !self
+            .0
+            .direct
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(&target)
+    }
+
+    /// `target` has no batch route: its heartbeats go one at a time from now on.
+    pub(super) fn send_directly_to(&self, target: NodeId) {
+        self.0
+            .direct
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(target);
+    }
 }
 
 /// Takes the next batch off `receive`: waits for one heartbeat, then `WINDOW` for others, and
-/// takes what came (up to `MAX_ITEMS` and `MAX_BODY`). `None` once every sender is gone.
+/// takes what came (up to `MAX_ITEMS` and `MAX_BODY`), leaving out those whose sender stopped
+/// waiting. `None` once every sender is gone.
 pub(super) async fn next_batch(receive: &mut mpsc::UnboundedReceiver<Pending>) -> Option<Vec<Pending>> {
     let first = receive.recv().await?;
     tokio::time::sleep(WINDOW).await;
@@ -147,12 +206,17 @@ pub(super) async fn next_batch(receive: &mut mpsc::UnboundedReceiver<Pending>) -
             Ok(next) => {
                 // Cannot happen with heartbeats of tens of bytes; failed, it is sent again at the
                 // next heartbeat.
-                let _ = next.answer.send(Err("a heartbeat batch was full".into()));
+                let _ = next.answer.send(Err(BatchFailure {
+                    unreachable: false,
+                    why: "a heartbeat batch was full".into(),
+                }));
                 break;
             }
             Err(_) => break,
         }
     }
+    let now = Instant::now();
+    batch.retain(|pending| !pending.answer.is_closed() && pending.deadline > now);
     Some(batch)
 }
 

@@ -69,6 +69,41 @@ impl Cluster {
             return Err(ClusterError::DiskFull);
         }
         let request = decode_append(body).map_err(|e| ClusterError::BadRpc(e.to_string()))?;
+        self.handle_decoded_append(caller, request, position).await
+    }
+
+    /// A named group's heartbeat from a batch (`pulse`): an append-entries without entries,
+    /// handled as `handle_append` would; one carrying entries is refused (a batch is for
+    /// heartbeats only: entries go alone, with their own checks and limits).
+    pub async fn handle_heartbeat(
+        &self,
+        caller: Caller<'_>,
+        body: Bytes,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, ClusterError> {
+        if self.inner.group == 0 {
+            return Err(ClusterError::BadRpc(
+                "the cluster group's heartbeats are not batched".into(),
+            ));
+        }
+        if self.store().disk_full() {
+            return Err(ClusterError::DiskFull);
+        }
+        let request = decode_append(body).map_err(|e| ClusterError::BadRpc(e.to_string()))?;
+        if !request.entries.is_empty() {
+            return Err(ClusterError::BadRpc(format!(
+                "a batched heartbeat carries {} entries",
+                request.entries.len()
+            )));
+        }
+        self.handle_decoded_append(caller, request, None).await
+    }
+
+    async fn handle_decoded_append(
+        &self,
+        caller: Caller<'_>,
+        request: AppendEntriesRequest<TypeConfig>,
+        position: Option<Position>,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, ClusterError> {
         self.check_sender(&caller, &request.vote)?;
         validate::append(&request).map_err(ClusterError::BadRpc)?;
         if let Some((theirs, ours)) = self.contradicted_commit(&request) {

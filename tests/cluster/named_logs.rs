@@ -784,8 +784,8 @@ async fn replicas_are_placed_on_voters_not_on_a_learner() {
     );
 }
 
-/// `route`'s answered POSTs in node `i`'s `/metrics` (every status).
-async fn posts(cluster: &TestCluster, i: usize, route: &str) -> u64 {
+/// `route`'s POSTs answered `status` in node `i`'s `/metrics`.
+async fn posts(cluster: &TestCluster, i: usize, route: &str, status: &str) -> u64 {
     let text = rt::http()
         .get(format!("{}/metrics", cluster.url(i)))
         .send()
@@ -794,9 +794,24 @@ async fn posts(cluster: &TestCluster, i: usize, route: &str) -> u64 {
         .text()
         .await
         .expect("a text body");
-    let prefix = format!("distlog_http_requests_total{{method=\"POST\",route=\"{route}\",");
+    let series = format!("distlog_http_requests_total{{method=\"POST\",route=\"{route}\",status=\"{status}\"}} ");
     text.lines()
-        .filter(|line| line.starts_with(&prefix))
+        .find_map(|line| line.strip_prefix(series.as_str())?.trim().parse::<u64>().ok())
+        .unwrap_or(0)
+}
+
+/// The leader changes node `i` counted over its named logs (`distlog_log_leader_changes_total`).
+async fn named_leader_changes(cluster: &TestCluster, i: usize) -> u64 {
+    let text = rt::http()
+        .get(format!("{}/metrics", cluster.url(i)))
+        .send()
+        .await
+        .expect("/metrics answers")
+        .text()
+        .await
+        .expect("a text body");
+    text.lines()
+        .filter(|line| line.starts_with("distlog_log_leader_changes_total{log=\"idle-"))
         .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
         .sum()
 }
@@ -815,14 +830,17 @@ async fn idle_named_logs_heartbeats_to_a_node_are_batched() {
         append(&format!("{url}/"), json!({"k": k})).await;
     }
     let watched = (leader + 1) % cluster.len();
-    let (appends, batches) = (
-        posts(&cluster, watched, "/raft/{group}/append").await,
-        posts(&cluster, watched, "/raft/heartbeats").await,
+    let (appends, batches, changes) = (
+        posts(&cluster, watched, "/raft/{group}/append", "200").await,
+        posts(&cluster, watched, "/raft/heartbeats", "200").await,
+        named_leader_changes(&cluster, watched).await,
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let appends = posts(&cluster, watched, "/raft/{group}/append").await - appends;
-    let batches = posts(&cluster, watched, "/raft/heartbeats").await - batches;
-    eprintln!("in 2 s of idle: {appends} group appends, {batches} heartbeat batches");
+    let appends = posts(&cluster, watched, "/raft/{group}/append", "200").await - appends;
+    let batches = posts(&cluster, watched, "/raft/heartbeats", "200").await - batches;
+    let changes = named_leader_changes(&cluster, watched).await - changes;
+    eprintln!("in 2 s of idle: {appends} group appends, {batches} heartbeat batches, {changes} leader changes");
     assert!(batches > 0, "heartbeats arrive in batches");
     assert!(appends < 10, "{appends} appends of their own in 2 s of idle");
+    assert_eq!(changes, 0, "the batched heartbeats keep every log's leader in place");
 }
