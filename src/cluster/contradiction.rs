@@ -34,6 +34,15 @@ use super::node::Cluster;
 use super::quarantine;
 use super::types::{LogId, TypeConfig, Vote};
 
+/// Whose appends `first_contradiction` looks at.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Senders {
+    /// An elected leader among this node's voters (a contradiction is this node's fault).
+    VotersOnly,
+    /// Anyone whose vote openraft would take (a contradiction is a forgery).
+    Any,
+}
+
 impl Cluster {
     /// The first log id of `request` (its `prev_log_id`, then its entries)
     /// at an index this node holds as committed that is not the entry this
@@ -46,19 +55,39 @@ impl Cluster {
             .prev_log_id
             .iter()
             .chain(request.entries.iter().map(|e| &e.log_id));
-        self.first_contradiction(&request.vote, ids)
+        self.first_contradiction(&request.vote, ids, Senders::VotersOnly)
+    }
+
+    /// As `contradicted_commit`, from any sender whose vote openraft would take (not below this
+    /// node's): an append no leader of this cluster can send (every leader's log holds every
+    /// committed entry), which is refused before openraft sees it. openraft takes a committed
+    /// index as matching whatever it is told: a release build would take the forged prefix for
+    /// its own, and a debug build's core stops on an assertion. `contradicted_commit` is asked
+    /// first: from an elected leader among the voters it is this node's committed entries that
+    /// are wrong.
+    pub(super) fn forged_contradiction(&self, request: &AppendEntriesRequest<TypeConfig>) -> Option<(LogId, LogId)> {
+        let ids = request
+            .prev_log_id
+            .iter()
+            .chain(request.entries.iter().map(|e| &e.log_id));
+        self.first_contradiction(&request.vote, ids, Senders::Any)
     }
 
     /// As `contradicted_commit`, for a snapshot a leader sends: its last
     /// log id at or below this node's commit is an entry this node holds.
     pub(super) fn contradicted_by_snapshot(&self, vote: &Vote, last: Option<&LogId>) -> Option<(LogId, LogId)> {
-        self.first_contradiction(vote, last.into_iter())
+        self.first_contradiction(vote, last.into_iter(), Senders::VotersOnly)
     }
 
     /// Among `ids` (in index order) sent under `vote`, the first at an
     /// index this node holds as committed whose entry there is another;
     /// with the committed id.
-    fn first_contradiction<'a>(&self, vote: &Vote, ids: impl Iterator<Item = &'a LogId>) -> Option<(LogId, LogId)> {
+    fn first_contradiction<'a>(
+        &self,
+        vote: &Vote,
+        ids: impl Iterator<Item = &'a LogId>,
+        senders: Senders,
+    ) -> Option<(LogId, LogId)> {
         // The store's mark before the metrics: read after them, it could
         // cover a later leader's entries than the vote they show.
         let stored_commit = self.store().committed();
@@ -74,7 +103,10 @@ impl Cluster {
         // ahead of them): anyone else's append is openraft's to refuse, and
         // must not make a healthy member move its log aside.
         let not_below = matches!(vote.partial_cmp(&ours), Some(Ordering::Greater | Ordering::Equal));
-        if !vote.committed || !from_a_voter || !not_below || vote.leader_id.term < self.store().vote_term() {
+        if !not_below || vote.leader_id.term < self.store().vote_term() {
+            return None;
+        }
+        if senders == Senders::VotersOnly && (!vote.committed || !from_a_voter) {
             return None;
         }
         // What openraft holds as committed here: its core's local commit,

@@ -109,6 +109,12 @@ impl Cluster {
         if let Some((theirs, ours)) = self.contradicted_commit(&request) {
             return Err(self.repair_contradicted(theirs, ours));
         }
+        if let Some((theirs, ours)) = self.forged_contradiction(&request) {
+            return Err(ClusterError::BadRpc(format!(
+                "an append from node {} holds {theirs} where this node committed up to {ours}: no leader of this                  cluster sends that; refused",
+                request.vote.leader_id.voted_for
+            )));
+        }
         let leader_commit = request.leader_commit.map(|c| c.index);
         let carries_entries = !request.entries.is_empty();
         // Heartbeats go on (the core is free); entries wait for retention's
