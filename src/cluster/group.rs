@@ -27,7 +27,7 @@ use super::last_run;
 use super::log_store::LogStore;
 use super::node::Cluster;
 use super::repair;
-use super::start::{Running, StartError, keep_peer_book};
+use super::start::{Running, StartError};
 use super::state_machine::StateMachine;
 use super::types::{Member, NodeId};
 use crate::log::Log;
@@ -120,9 +120,18 @@ impl Cluster {
             parent: Some(std::sync::Arc::downgrade(&self.inner)),
         };
         let (started, book) = running.start(sm).await?;
-        tokio::spawn(keep_peer_book(started.clone(), book));
-        let mut groups = self.inner.groups.0.write().unwrap_or_else(PoisonError::into_inner);
-        groups.insert(group, started.clone());
+        self.inner
+            .groups
+            .0
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(group, started.clone());
+        // From now on group 0's peer-book keeper updates this book at each of its membership
+        // changes (`start::keep_peer_book`); until the next, it has the current one.
+        {
+            use openraft::async_runtime::WatchReceiver;
+            book.update(self.raft().metrics().borrow_watched().membership_config.nodes());
+        }
         tracing::info!(group, node_id = id, "named log's group started");
         Ok(started)
     }

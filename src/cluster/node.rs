@@ -112,6 +112,9 @@ pub(super) struct Inner {
     /// Times this group's leader changed or was lost, as this node saw it
     /// (`metrics::count_leader_changes`; `distlog_log_leader_changes_total`).
     pub leader_changes: std::sync::atomic::AtomicU64,
+    /// Where this group's peers are reached now (`network::PeerBook`): kept
+    /// from group 0's membership, for named groups too (`start::keep_peer_book`).
+    pub book: super::network::PeerBook,
 }
 
 impl std::fmt::Debug for Cluster {

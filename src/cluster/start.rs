@@ -261,6 +261,7 @@ impl Running {
                 groups: Default::default(),
                 parent,
                 leader_changes: Default::default(),
+                book: book.clone(),
             }),
         };
         tokio::spawn(metrics::count_leader_changes(
@@ -338,6 +339,7 @@ fn moved_aside(found: Option<repair::Fault>, plan: &quarantine::Plan, data_dir: 
 /// ends with the node.
 pub(super) async fn keep_peer_book(cluster: Cluster, book: PeerBook) {
     use openraft::async_runtime::WatchReceiver;
+    debug_assert_eq!(cluster.group_id(), 0, "named groups' books follow group 0's membership");
     let mut metrics = cluster.raft().metrics();
     let mut seen = None;
     loop {
@@ -347,6 +349,13 @@ pub(super) async fn keep_peer_book(cluster: Cluster, book: PeerBook) {
             if seen != Some(*membership.log_id()) {
                 seen = Some(*membership.log_id());
                 book.update(membership.nodes());
+                // A named group's own membership keeps the URLs its members had when it was
+                // initialized, and its idle heartbeats (batched, `pulse`) learn nothing from a
+                // `404 peer_port_only`; group 0 records a member's new peer URL (--peer-listen
+                // turned on, off or moved), so the named groups' books follow it.
+                for group in cluster.groups_held() {
+                    group.inner.book.update(membership.nodes());
+                }
             }
         }
         if metrics.changed().await.is_err() {

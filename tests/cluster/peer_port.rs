@@ -631,3 +631,102 @@ async fn a_whole_cluster_restarted_with_peer_ports_turned_on_elects_a_leader() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// `GET url` as JSON (`Null` when it does not answer), following no redirect.
+async fn json_at(http: &reqwest::Client, url: &str) -> Value {
+    match http.get(url).send().await {
+        Ok(answer) => answer.json().await.unwrap_or(Value::Null),
+        Err(_) => Value::Null,
+    }
+}
+
+/// Heartbeat batches node `url` answered 200 (`distlog_http_requests_total`).
+async fn heartbeats_taken(http: &reqwest::Client, url: &str) -> u64 {
+    let text = match http.get(format!("{url}/metrics")).send().await {
+        Ok(answer) => answer.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    let series = r#"distlog_http_requests_total{method="POST",route="/raft/heartbeats",status="200"} "#;
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A named log's group reaches a member at the peer port the cluster group records for it. A
+/// group's own membership keeps the URLs its members had when it was made, and an idle group
+/// sends nothing but heartbeats, which go in batches that do not learn a new peer port from a
+/// `404 peer_port_only`. Before the fix the member, restarted with `--peer-listen`, got no
+/// heartbeat of the named log again: each batch went to its client port and was refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_named_logs_heartbeats_follow_a_member_to_its_new_peer_port() {
+    let _exclusive = exclusive().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut nodes = Nodes::start(dir.path(), false, false, &[]);
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::limited(5))
+        .timeout(Duration::from_secs(15))
+        .build()
+        .expect("a client");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let log_leader = loop {
+        let view = json_at(&http, &format!("{}/cluster", nodes.urls[0])).await;
+        if let Some(leader) = view["leader_url"]
+            .as_str()
+            .filter(|_| view["members"].as_array().is_some_and(|m| m.len() == 3))
+        {
+            let created = http
+                .put(format!("{leader}/logs/orders"))
+                .json(&serde_json::json!({"replicas": 3}))
+                .send()
+                .await;
+            if created.is_ok_and(|c| c.status().is_success()) {
+                let described = json_at(&http, &format!("{leader}/logs/orders")).await;
+                if let Some(log_leader) = described["leader"].as_str() {
+                    break log_leader.to_string();
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "no named log with a leader: {view}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // A member that follows the log: it gets the log's heartbeats.
+    let k = (0..3).find(|i| nodes.urls[*i] != log_leader).expect("a follower");
+    nodes.kill(k);
+    nodes.spawn(k, true);
+    let peer_url = nodes.reserved_peer_urls[k].clone();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let view = json_at(&http, &format!("{}/cluster", nodes.urls[(k + 1) % 3])).await;
+        let recorded = view["members"].as_array().is_some_and(|members| {
+            members
+                .iter()
+                .any(|m| m["peer_url"].as_str() == Some(peer_url.as_str()))
+        });
+        if recorded {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the cluster never recorded {peer_url}: {view}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let before = heartbeats_taken(&http, &nodes.urls[k]).await;
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = heartbeats_taken(&http, &nodes.urls[k]).await;
+        if now > before + 5 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {k} took {} heartbeat batches in 20 s after its peer port was recorded; its log:\n{}",
+            now - before,
+            nodes.log(k).lines().rev().take(20).collect::<Vec<_>>().join("\n")
+        );
+    }
+    for i in 0..3 {
+        nodes.kill(i);
+    }
+}
