@@ -110,9 +110,16 @@ impl Cluster {
             return Err(self.repair_contradicted(theirs, ours));
         }
         if let Some((theirs, ours)) = self.forged_contradiction(&request) {
+            let from = request.vote.leader_id.voted_for;
+            // Loud: a forgery, or (with write caching) committed entries a power cut took from
+            // the majority while this node does not count the new leader among its voters, which
+            // nothing repairs by itself (docs/operations.md: move the data directory aside).
+            tracing::error!(from, %theirs, %ours,
+                "refused an append that contradicts this node's committed entries from a node that is not an elected \
+                 leader among its voters");
             return Err(ClusterError::BadRpc(format!(
-                "an append from node {} holds {theirs} where this node committed up to {ours}: no leader of this                  cluster sends that; refused",
-                request.vote.leader_id.voted_for
+                "an append from node {from} holds {theirs} where this node committed up to {ours}: no leader of \
+                 this cluster sends that; refused"
             )));
         }
         let leader_commit = request.leader_commit.map(|c| c.index);
