@@ -43,6 +43,14 @@ enum Senders {
     Any,
 }
 
+/// An append's log ids in index order: its `prev_log_id`, then its entries'.
+fn log_ids(request: &AppendEntriesRequest<TypeConfig>) -> impl Iterator<Item = &LogId> {
+    request
+        .prev_log_id
+        .iter()
+        .chain(request.entries.iter().map(|e| &e.log_id))
+}
+
 impl Cluster {
     /// The first log id of `request` (its `prev_log_id`, then its entries)
     /// at an index this node holds as committed that is not the entry this
@@ -51,11 +59,7 @@ impl Cluster {
     /// refuses it then: a deposed leader's uncommitted entries are no
     /// contradiction).
     pub(super) fn contradicted_commit(&self, request: &AppendEntriesRequest<TypeConfig>) -> Option<(LogId, LogId)> {
-        let ids = request
-            .prev_log_id
-            .iter()
-            .chain(request.entries.iter().map(|e| &e.log_id));
-        self.first_contradiction(&request.vote, ids, Senders::VotersOnly)
+        self.first_contradiction(&request.vote, log_ids(request), Senders::VotersOnly)
     }
 
     /// As `contradicted_commit`, from any sender whose vote openraft would take (not below this
@@ -66,11 +70,7 @@ impl Cluster {
     /// first: from an elected leader among the voters it is this node's committed entries that
     /// are wrong.
     pub(super) fn forged_contradiction(&self, request: &AppendEntriesRequest<TypeConfig>) -> Option<(LogId, LogId)> {
-        let ids = request
-            .prev_log_id
-            .iter()
-            .chain(request.entries.iter().map(|e| &e.log_id));
-        self.first_contradiction(&request.vote, ids, Senders::Any)
+        self.first_contradiction(&request.vote, log_ids(request), Senders::Any)
     }
 
     /// As `contradicted_commit`, for a snapshot a leader sends: its last

@@ -16,6 +16,37 @@ async fn range(url: &str) -> Option<Value> {
     answer.json().await.ok()
 }
 
+/// A `--follow LEADER` read replica (with `extra` flags) on a fresh port and directory: the
+/// directory (kept while it runs), the process and its URL.
+fn start_replica(leader: &str, extra: &[&str]) -> (tempfile::TempDir, std::process::Child, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_ports(1)[0];
+    let replica = Command::new(env!("CARGO_BIN_EXE_distlog"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--follow", leader])
+        .args(extra)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("a replica starts");
+    (dir, replica, format!("http://127.0.0.1:{port}"))
+}
+
+/// Waits up to 20 s until `replica` serves the range `source` does; both ranges.
+async fn copied(source: &str, replica: &str, what: &str) -> (Option<Value>, Option<Value>) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let theirs = range(source).await;
+        let ours = range(replica).await;
+        if theirs.is_some() && theirs == ours {
+            return (theirs, ours);
+        }
+        assert!(Instant::now() < deadline, "{what}: {theirs:?} vs {ours:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follow_replica_of_a_member_copies_committed_records_and_hides_control_records() {
     let cluster = TestCluster::start(ClusterConfig::default()).await;
@@ -41,37 +72,8 @@ async fn a_follow_replica_of_a_member_copies_committed_records_and_hides_control
 
     // The replica follows a member that is not the leader.
     let member = cluster.url((leader + 1) % cluster.len());
-    let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_ports(1)[0];
-    let replica_url = format!("http://127.0.0.1:{port}");
-    let mut replica = Command::new(env!("CARGO_BIN_EXE_distlog"))
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--follow",
-            &member,
-            "--data-dir",
-        ])
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("a replica starts");
-
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let (theirs, ours) = loop {
-        let theirs = range(&member).await;
-        let ours = range(&replica_url).await;
-        if theirs.is_some() && theirs == ours {
-            break (theirs, ours);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the replica copies the member: {theirs:?} vs {ours:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let (_dir, mut replica, replica_url) = start_replica(&member, &[]);
+    let (theirs, ours) = copied(&member, &replica_url, "the replica copies the member").await;
     let records = ours.as_ref().and_then(|v| v["records"].as_array()).expect("records");
     assert_eq!(
         records.len(),
@@ -128,38 +130,8 @@ async fn a_follow_replica_of_a_named_log_copies_it_through_a_member_without_it()
         }
     }
 
-    let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_ports(1)[0];
-    let replica_url = format!("http://127.0.0.1:{port}");
-    let mut replica = Command::new(env!("CARGO_BIN_EXE_distlog"))
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--follow",
-            &elsewhere,
-            "--follow-log",
-            "orders",
-            "--data-dir",
-        ])
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("a replica starts");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let (theirs, ours) = loop {
-        let theirs = range(&log_url).await;
-        let ours = range(&replica_url).await;
-        if theirs.is_some() && theirs == ours {
-            break (theirs, ours);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the replica copies the named log: {theirs:?} vs {ours:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let (_dir, mut replica, replica_url) = start_replica(&elsewhere, &["--follow-log", "orders"]);
+    let (theirs, ours) = copied(&log_url, &replica_url, "the replica copies the named log").await;
     let records = ours.as_ref().and_then(|v| v["records"].as_array()).expect("records");
     assert_eq!(records.len(), 20, "the 20 records, no control records: {theirs:?}");
     let _ = replica.kill();

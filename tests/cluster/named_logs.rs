@@ -698,14 +698,7 @@ async fn leaders_spread_one_log_a_node_and_come_back_to_a_restarted_node() {
     );
     assert_eq!(after, before, "each log is led by the node it prefers again");
     // Per log, the leader changes each node saw: alpha's moved away and back.
-    let text = rt::http()
-        .get(format!("{}/metrics", cluster.url(survivor)))
-        .send()
-        .await
-        .expect("/metrics answers")
-        .text()
-        .await
-        .expect("a text body");
+    let text = metrics_text(&cluster, survivor).await;
     let changes = |log: &str| {
         let series = format!("distlog_log_leader_changes_total{{log=\"{log}\"}} ");
         text.lines()
@@ -784,16 +777,21 @@ async fn replicas_are_placed_on_voters_not_on_a_learner() {
     );
 }
 
-/// `route`'s POSTs answered `status` in node `i`'s `/metrics`.
-async fn posts(cluster: &TestCluster, i: usize, route: &str, status: &str) -> u64 {
-    let text = rt::http()
+/// Node `i`'s `/metrics` page.
+async fn metrics_text(cluster: &TestCluster, i: usize) -> String {
+    rt::http()
         .get(format!("{}/metrics", cluster.url(i)))
         .send()
         .await
         .expect("/metrics answers")
         .text()
         .await
-        .expect("a text body");
+        .expect("a text body")
+}
+
+/// `route`'s POSTs answered `status` in node `i`'s `/metrics`.
+async fn posts(cluster: &TestCluster, i: usize, route: &str, status: &str) -> u64 {
+    let text = metrics_text(cluster, i).await;
     let series = format!("distlog_http_requests_total{{method=\"POST\",route=\"{route}\",status=\"{status}\"}} ");
     text.lines()
         .find_map(|line| line.strip_prefix(series.as_str())?.trim().parse::<u64>().ok())
@@ -802,14 +800,7 @@ async fn posts(cluster: &TestCluster, i: usize, route: &str, status: &str) -> u6
 
 /// The leader changes node `i` counted over its named logs (`distlog_log_leader_changes_total`).
 async fn named_leader_changes(cluster: &TestCluster, i: usize) -> u64 {
-    let text = rt::http()
-        .get(format!("{}/metrics", cluster.url(i)))
-        .send()
-        .await
-        .expect("/metrics answers")
-        .text()
-        .await
-        .expect("a text body");
+    let text = metrics_text(cluster, i).await;
     text.lines()
         .filter(|line| line.starts_with("distlog_log_leader_changes_total{log=\"idle-"))
         .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
