@@ -58,10 +58,14 @@ impl LeaderContact {
         }
         heard.at = Some(now);
         // One sample every SETTLED/64 at most: memory bounded by time, not
-        // a count that would shorten the window under load.
+        // a count that would shorten the window under load. A commit heard
+        // before the next is due raises the latest sample instead.
         let due = heard.commits.back().is_none_or(|(at, _)| at.elapsed() >= SETTLED / 64);
-        if let Some(commit) = leader_commit.filter(|c| due && heard.commits.back().is_none_or(|(_, last)| c > last)) {
-            heard.commits.push_back((now, commit));
+        if let Some(commit) = leader_commit.filter(|c| heard.commits.back().is_none_or(|(_, last)| c > last)) {
+            match heard.commits.back_mut() {
+                Some((_, latest)) if !due => *latest = commit,
+                _ => heard.commits.push_back((now, commit)),
+            }
         }
         while heard.commits.get(1).is_some_and(|(at, _)| at.elapsed() >= SETTLED) {
             heard.commits.pop_front();
@@ -72,12 +76,19 @@ impl LeaderContact {
         self.heard().at.map(|at| at.elapsed())
     }
 
-    /// The leader's commit as it was `SETTLED` ago (the oldest heard, when
-    /// the first is younger): a healthy follower under load always trails
+    /// The leader's commit as it was `SETTLED` ago (the latest heard, within
+    /// `SETTLED` of a silence): a healthy follower under load always trails
     /// the latest by what is in flight, and must not flap unready for it,
-    /// while one back from an outage is behind the first commit it hears.
+    /// while one back from an outage is behind what the leader commits now.
+    /// Not the first commit heard after a silence: a request the leader
+    /// built while this node was down (one that waited out a replication
+    /// back-off) carries the commit of then.
     pub(super) fn settled_commit(&self) -> Option<u64> {
-        self.heard().commits.front().map(|(_, commit)| *commit)
+        let heard = self.heard();
+        match heard.commits.front() {
+            Some((at, commit)) if at.elapsed() >= SETTLED => Some(*commit),
+            _ => heard.commits.back().map(|(_, commit)| *commit),
+        }
     }
 }
 
@@ -116,5 +127,27 @@ impl Cluster {
         let metrics = self.inner.raft.metrics();
         let metrics = metrics.borrow_watched();
         self.leader_in_touch(&metrics)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LeaderContact;
+
+    /// A request a leader built before this node came back (one that slept
+    /// in a replication back-off while the node was down) carries the commit
+    /// of then: right after a silence the latest commit heard is the one to
+    /// reach, not the first, or a node back from an outage answers ready
+    /// thousands of entries short of the leader.
+    #[test]
+    fn right_after_a_silence_the_latest_commit_heard_is_the_one_to_reach() {
+        let contact = LeaderContact::default();
+        assert_eq!(contact.settled_commit(), None);
+        contact.heard_from(Some(20_010));
+        contact.heard_from(Some(24_001));
+        assert_eq!(contact.settled_commit(), Some(24_001));
+        // A heartbeat without a commit changes nothing.
+        contact.heard_from(None);
+        assert_eq!(contact.settled_commit(), Some(24_001));
     }
 }
