@@ -75,11 +75,39 @@ pub async fn remove_member(State(state): State<AppState>, Path(id): Path<String>
     let id: u64 = id
         .parse()
         .map_err(|_| ApiError::BadClusterRequest(format!("bad member id {id:?}")))?;
+    let path = format!("/cluster/members/{id}");
+    // Its replicas of named logs move first: the logs stay whole and writable.
+    let held = cluster
+        .drain(id, DRAIN_WAIT)
+        .await
+        .map_err(|e| membership_error(cluster, e, &path))?;
+    if !held.is_empty() {
+        let body = serde_json::json!({
+            "status": "moving",
+            "id": id,
+            "logs": held,
+            "message": format!("node {id}'s replicas of {} named logs are still moving; ask again to finish the removal", held.len()),
+        });
+        return Ok((StatusCode::ACCEPTED, Json(body)).into_response());
+    }
     cluster
         .remove(id)
         .await
-        .map_err(|e| membership_error(cluster, e, &format!("/cluster/members/{id}")))?;
+        .map_err(|e| membership_error(cluster, e, &path))?;
     Ok(Json(cluster.status()).into_response())
+}
+
+/// How long `DELETE /cluster/members/{id}` waits for the node's replicas to
+/// move before it answers `202` (asked again, it goes on).
+const DRAIN_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// `GET /raft/{group}/membership`: this replica's committed view of its group
+/// (group 0's leader asks it to learn that a move is done, `cluster::moves`).
+pub async fn raft_membership(State(state): State<AppState>, group: RaftGroup) -> ApiResult<Response> {
+    let cluster = cluster_of(&state)?
+        .group(group.0)
+        .ok_or(ApiError::NoSuchGroup(group.0))?;
+    Ok(Json(cluster.group_membership()).into_response())
 }
 
 #[derive(Deserialize)]

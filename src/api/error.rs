@@ -198,6 +198,10 @@ pub enum ApiError {
     #[error("{0}")]
     BadClusterRequest(String),
 
+    /// A node's replicas of named logs have nowhere to go (`DELETE /cluster/members/{id}`).
+    #[error("the node's replicas cannot move: {0}")]
+    CannotMoveReplicas(String),
+
     #[error("{0}")]
     WrongNode(String),
 
@@ -345,6 +349,7 @@ impl ApiError {
             | ApiError::PeerPortOnly { .. } => StatusCode::NOT_FOUND,
             ApiError::BadClusterRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::WrongNode(_)
+            | ApiError::CannotMoveReplicas(_)
             | ApiError::ProducerSequenceGap { .. }
             | ApiError::ProducerSequenceStale { .. }
             | ApiError::ProducerFenced { .. } => StatusCode::CONFLICT,
@@ -409,6 +414,7 @@ impl ApiError {
             ApiError::PeerPortOnly { .. } => "peer_port_only",
             ApiError::NoSuchMember(_) => "no_such_member",
             ApiError::BadClusterRequest(_) => "bad_request",
+            ApiError::CannotMoveReplicas(_) => "cannot_move_replicas",
             ApiError::WrongNode(_) => "wrong_node",
             ApiError::PeerIdentityMismatch(_) => "peer_identity_mismatch",
             ApiError::RaftStopped(_) => "raft_stopped",
@@ -650,6 +656,7 @@ pub fn cluster_error(err: ClusterError, path: &str) -> ApiError {
         ClusterError::Stopped(why) => ApiError::RaftStopped(why),
         ClusterError::Timeout(why) => ApiError::ClusterTimeout(why),
         ClusterError::DiskFull => ApiError::DiskFull,
+        ClusterError::CannotMove(why) => ApiError::CannotMoveReplicas(why),
     }
 }
 

@@ -54,6 +54,7 @@ fn required_action(policy: &Policy, method: &Method, route: &str) -> Option<Acti
             | routes::RAFT_GROUP_PRE_VOTE
             | routes::RAFT_GROUP_SNAPSHOT
             | routes::RAFT_GROUP_TRANSFER
+            | routes::RAFT_GROUP_MEMBERSHIP
             | routes::RAFT_OTHER,
         )
         | (&Method::POST | &Method::DELETE, routes::CLUSTER_JOIN | routes::CLUSTER_LEADER | routes::CLUSTER_MEMBER) => {
@@ -181,6 +182,7 @@ mod tests {
             "/raft/7/pre-vote",
             "/raft/7/snapshot",
             "/raft/7/transfer-leader",
+            "/raft/7/membership",
             "/raft/anything/else",
         ] {
             let route = route_template(path);

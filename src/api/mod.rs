@@ -97,6 +97,7 @@ mod routes {
     pub const RAFT_GROUP_PRE_VOTE: &str = "/raft/{group}/pre-vote";
     pub const RAFT_GROUP_SNAPSHOT: &str = "/raft/{group}/snapshot";
     pub const RAFT_GROUP_TRANSFER: &str = "/raft/{group}/transfer-leader";
+    pub const RAFT_GROUP_MEMBERSHIP: &str = "/raft/{group}/membership";
     /// Any other path under `/raft/`: no route, and still only a peer's to ask.
     pub const RAFT_OTHER: &str = "/raft/{*rest}";
     /// The web console's page (see `console`), also at `/ui/`.
@@ -233,6 +234,7 @@ fn peer_routes() -> Router<AppState> {
         .route(routes::RAFT_GROUP_PRE_VOTE, post(cluster::raft_pre_vote))
         .route(routes::RAFT_GROUP_SNAPSHOT, post(cluster::raft_snapshot))
         .route(routes::RAFT_GROUP_TRANSFER, post(cluster::raft_transfer))
+        .route(routes::RAFT_GROUP_MEMBERSHIP, get(cluster::raft_membership))
 }
 
 /// The peer-only routes on the client listener beside a peer listener:
@@ -255,6 +257,7 @@ fn peer_routes_elsewhere() -> Router<AppState> {
         routes::RAFT_GROUP_PRE_VOTE,
         routes::RAFT_GROUP_SNAPSHOT,
         routes::RAFT_GROUP_TRANSFER,
+        routes::RAFT_GROUP_MEMBERSHIP,
     ]
     .into_iter()
     .fold(Router::new(), |router, path| router.route(path, elsewhere.clone()))
@@ -333,6 +336,7 @@ fn raft_group_template(path: &str) -> &'static str {
         "pre-vote" => routes::RAFT_GROUP_PRE_VOTE,
         "snapshot" => routes::RAFT_GROUP_SNAPSHOT,
         "transfer-leader" => routes::RAFT_GROUP_TRANSFER,
+        "membership" => routes::RAFT_GROUP_MEMBERSHIP,
         _ => routes::RAFT_OTHER,
     }
 }

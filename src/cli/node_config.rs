@@ -216,6 +216,7 @@ impl ServeArgs {
             heartbeat: Duration::from_millis(self.heartbeat_ms),
             write_timeout: Duration::from_millis(self.write_timeout_ms),
             ready_lag: self.ready_lag,
+            replica_timeout: Duration::from_millis(self.replica_timeout_ms),
             bootstrap_expect: self.bootstrap_expect,
             rejoin: self.rejoin,
             forward_writes: self.forward_writes,

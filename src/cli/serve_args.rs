@@ -317,6 +317,12 @@ pub struct ServeArgs {
     )]
     pub(super) ready_lag: u64,
 
+    /// A member unreachable from the cluster's leader this long has its replicas of named logs
+    /// moved to other nodes (each log back to its replica count; the node drops them when it
+    /// comes back).
+    #[arg(long, env = "DISTLOG_REPLICA_TIMEOUT_MS", value_name = "DURATION", default_value = "10m", value_parser = units::millis_in(1, 7 * 86_400_000), help_heading = "Cluster")]
+    pub(super) replica_timeout_ms: u64,
+
     /// How many seeds (--peers) must answer, uninitialized and with the same
     /// seed list, before the lowest seed forms a new cluster with them [default: every seed]; the
     /// others join once they come. At least a majority of the seeds, and the lowest seed must be

@@ -11,7 +11,15 @@
 //! {"raft":"catalogue","change":{"create":{"name":..,"settings":{..},"nodes":[..],"max_logs":..}}}
 //! {"raft":"catalogue","change":{"settings":{"name":..,"settings":{..}}}}
 //! {"raft":"catalogue","change":{"delete":{"name":..}}}
+//! {"raft":"catalogue","change":{"move":{"name":..,"group":..,"from":..,"to":..}}}
+//! {"raft":"catalogue","change":{"moved":{"name":..,"group":..,"from":..}}}
 //! ```
+//!
+//! A move (`moves`) puts `to` in `from`'s place among a log's nodes and
+//! marks `from` leaving; the group's leader then adds `to` and takes
+//! `from` out of the group, and group 0's leader, once a replica reports
+//! that membership committed, applies `moved`: `from` is then a former
+//! holder, drops its replica and is never placed on that log again.
 //!
 //! Whether a change is made is decided when it is applied, from the
 //! catalogue and the entry alone: two racing creates of one name have one
@@ -59,8 +67,35 @@ pub struct PlacedLog {
     pub group: u64,
     /// As the API layer wrote them.
     pub settings: serde_json::Value,
-    /// The nodes holding its replicas; the first initializes the group.
+    /// The nodes holding its replicas, in the order of preference for its
+    /// leader; the first initializes the group (`initializer`).
     pub nodes: Vec<NodeId>,
+    /// Nodes a move took out of `nodes` that may still be voters of the
+    /// group: they keep their replica until the move is reported done.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub leaving: Vec<NodeId>,
+    /// Nodes that held a replica once and gave it up: never placed here
+    /// again (their replica's votes went with its directory, and a new one
+    /// under the same id could vote twice in a term).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub former: Vec<NodeId>,
+}
+
+impl PlacedLog {
+    /// Whether `node` holds a replica: placed there, or leaving it.
+    pub fn held_by(&self, node: NodeId) -> bool {
+        self.nodes.contains(&node) || self.leaving.contains(&node)
+    }
+
+    /// The node that makes the group's first membership: the first placed,
+    /// as long as no move ever happened (a node a move brought in starts
+    /// empty and must wait for the group's leader, never found a group).
+    pub fn initializer(&self) -> Option<NodeId> {
+        match self.leaving.is_empty() && self.former.is_empty() {
+            true => self.nodes.first().copied(),
+            false => None,
+        }
+    }
 }
 
 /// A change to the catalogue.
@@ -86,6 +121,20 @@ pub enum CatalogueChange {
     Delete {
         name: String,
     },
+    /// `to` takes `from`'s place among the log's replicas; `from` is
+    /// leaving until `Moved`. One move a log at a time.
+    Move {
+        name: String,
+        group: u64,
+        from: NodeId,
+        to: NodeId,
+    },
+    /// The group's membership no longer holds `from`: it may drop its replica.
+    Moved {
+        name: String,
+        group: u64,
+        from: NodeId,
+    },
 }
 
 /// Why a change was refused when it was applied.
@@ -103,6 +152,8 @@ pub enum Refusal {
     Changed(String),
     #[error("catalogue entry {0} was applied before")]
     Replayed(u64),
+    #[error("a replica of log {0} is moving already")]
+    Moving(String),
 }
 
 /// What applying a change gave: the log as it now stands (for a create,
@@ -167,6 +218,8 @@ impl Catalogue {
                     group,
                     settings: settings.clone(),
                     nodes: nodes.clone(),
+                    leaving: Vec::new(),
+                    former: Vec::new(),
                 };
                 self.logs.insert(name.clone(), placed.clone());
                 Ok((true, placed))
@@ -187,7 +240,59 @@ impl Catalogue {
                 let placed = self.logs.remove(name).ok_or_else(|| Refusal::NotFound(name.clone()))?;
                 Ok((false, placed))
             }
+            CatalogueChange::Move { name, group, from, to } => {
+                let placed = self.log_of_group(name, *group)?;
+                if !placed.leaving.is_empty() {
+                    return Err(Refusal::Moving(name.clone()));
+                }
+                let Some(at) = placed.nodes.iter().position(|n| n == from) else {
+                    return Err(Refusal::Placement(format!("node {from} holds no replica of {name}")));
+                };
+                if placed.held_by(*to) || placed.former.contains(to) || !members.contains(to) {
+                    return Err(Refusal::Placement(format!(
+                        "node {to} cannot take a replica of {name}: it holds one, held one, or is not a member"
+                    )));
+                }
+                placed.nodes[at] = *to;
+                placed.leaving.push(*from);
+                Ok((false, placed.clone()))
+            }
+            CatalogueChange::Moved { name, group, from } => {
+                let placed = self.log_of_group(name, *group)?;
+                if !placed.leaving.contains(from) {
+                    return Err(Refusal::Placement(format!("node {from} is not leaving {name}")));
+                }
+                placed.leaving.retain(|n| n != from);
+                placed.former.push(*from);
+                Ok((false, placed.clone()))
+            }
         }
+    }
+
+    /// Log `name` while it is still group `group` (not deleted and made again meanwhile).
+    fn log_of_group(&mut self, name: &str, group: u64) -> Result<&mut PlacedLog, Refusal> {
+        match self.logs.get_mut(name) {
+            Some(placed) if placed.group == group => Ok(placed),
+            _ => Err(Refusal::NotFound(name.to_string())),
+        }
+    }
+
+    /// Where `name`'s replica on `from` goes: the voter among `members`
+    /// holding the fewest replicas that never held one of this log.
+    pub fn place_move(&self, name: &str, from: NodeId, members: &BTreeSet<NodeId>) -> Result<NodeId, Refusal> {
+        let placed = self.logs.get(name).ok_or_else(|| Refusal::NotFound(name.to_string()))?;
+        let held = self.replicas_held();
+        members
+            .iter()
+            .copied()
+            .filter(|n| *n != from && !placed.held_by(*n) && !placed.former.contains(n))
+            .min_by_key(|n| (held.get(n).copied().unwrap_or_default().0, tie(name, *n)))
+            .ok_or_else(|| {
+                Refusal::Placement(format!(
+                    "no node can take node {from}'s replica of {name}: each of the other {} holds or held one",
+                    members.len().saturating_sub(1)
+                ))
+            })
     }
 
     /// How many replicas each node holds.
@@ -198,6 +303,9 @@ impl Catalogue {
                 let counts = held.entry(*node).or_default();
                 counts.0 += 1;
                 counts.1 += usize::from(i == 0);
+            }
+            for node in &placed.leaving {
+                held.entry(*node).or_default().0 += 1;
             }
         }
         held
@@ -422,7 +530,7 @@ mod tests {
         let newer = UserRecord::new(
             CONTROL,
             1,
-            Bytes::from_static(br#"{"raft":"catalogue","change":{"move":{}}}"#),
+            Bytes::from_static(br#"{"raft":"catalogue","change":{"split":{}}}"#),
         );
         assert!(
             matches!(change_of(&newer), Some(Err(_))),
@@ -450,6 +558,63 @@ mod tests {
         assert!(c.logs.is_empty());
         assert!(c.apply_at((2, 10), Err(&"unknown".to_string()), &members()).is_err());
         assert_eq!(c.applied, Some((2, 9)), "an entry not applied is not recorded");
+    }
+
+    #[test]
+    fn a_move_puts_the_new_node_in_place_and_the_old_one_never_comes_back() {
+        let mut c = Catalogue::default();
+        let all: BTreeSet<NodeId> = [1, 2, 3, 4].into();
+        c.apply(&create("a", serde_json::json!({}), &[1, 2, 3]), &all).unwrap();
+        let group = c.logs["a"].group;
+        assert_eq!(c.logs["a"].initializer(), Some(1));
+        assert_eq!(c.place_move("a", 1, &all), Ok(4), "the one node without a replica");
+        let change = |from, to| CatalogueChange::Move {
+            name: "a".into(),
+            group,
+            from,
+            to,
+        };
+        let (_, moved) = c.apply(&change(1, 4), &all).unwrap();
+        assert_eq!((moved.nodes.clone(), moved.leaving.clone()), (vec![4, 2, 3], vec![1]));
+        assert!(moved.held_by(1) && moved.held_by(4));
+        assert_eq!(
+            moved.initializer(),
+            None,
+            "a node a move brought never founds the group"
+        );
+        assert_eq!(
+            c.apply(&change(2, 1), &all),
+            Err(Refusal::Moving("a".into())),
+            "one at a time"
+        );
+        let done = CatalogueChange::Moved {
+            name: "a".into(),
+            group,
+            from: 1,
+        };
+        let (_, after) = c.apply(&done, &all).unwrap();
+        assert_eq!((after.leaving.is_empty(), after.former.clone()), (true, vec![1]));
+        assert!(!after.held_by(1));
+        assert!(c.apply(&done, &all).is_err(), "a move ends once");
+        assert!(
+            matches!(c.apply(&change(2, 1), &all), Err(Refusal::Placement(_))),
+            "a former holder is not placed again"
+        );
+        assert!(
+            matches!(c.place_move("a", 2, &all), Err(Refusal::Placement(_))),
+            "nowhere left"
+        );
+        let stale = CatalogueChange::Move {
+            name: "a".into(),
+            group: group + 1,
+            from: 2,
+            to: 1,
+        };
+        assert_eq!(
+            c.apply(&stale, &all),
+            Err(Refusal::NotFound("a".into())),
+            "another incarnation of the name"
+        );
     }
 
     #[test]

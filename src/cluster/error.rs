@@ -40,6 +40,9 @@ pub enum ClusterError {
     Stopped(String),
     #[error("timed out: {0}")]
     Timeout(String),
+    /// A node's replicas cannot move elsewhere (a drain): why.
+    #[error("{0}")]
+    CannotMove(String),
     /// This node's disk is full: its Raft appends wait for room.
     #[error("the disk is full: this node's Raft appends wait for space")]
     DiskFull,

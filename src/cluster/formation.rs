@@ -160,7 +160,7 @@ impl Cluster {
         status_of(&self.inner.config, url).await
     }
 
-    fn inner_routes(&self) -> super::network::Routes {
+    pub(super) fn inner_routes(&self) -> super::network::Routes {
         super::network::Routes::new(self.inner.config.routes.clone())
     }
 }

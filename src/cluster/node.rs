@@ -43,6 +43,9 @@ pub struct ClusterConfig {
     pub write_timeout: Duration,
     /// Entries this node may be behind its leader's commit and be ready.
     pub ready_lag: u64,
+    /// A member unreachable from group 0's leader this long has its
+    /// replicas of named logs moved elsewhere (`moves`).
+    pub replica_timeout: Duration,
     /// How many seeds, the lowest among them, must answer uninitialized
     /// and with the same seed list before a new cluster forms.
     pub bootstrap_expect: usize,

@@ -347,6 +347,7 @@ mod review_tests {
             election_timeout: (Duration::from_millis(150), Duration::from_millis(300)),
             write_timeout: Duration::from_secs(5),
             ready_lag: 0,
+            replica_timeout: Duration::from_secs(600),
             bootstrap_expect: 1,
             rejoin: false,
             client: reqwest::Client::new(),

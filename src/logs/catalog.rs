@@ -443,7 +443,7 @@ impl Catalog {
         let remote = super::placed::remote(cluster, name, &placed);
         // Placed here, it answers as opening (or why it failed) even if
         // its entry does not read.
-        match placed.nodes.contains(&cluster.id()) {
+        match placed.held_by(cluster.id()) {
             true => Some(Found::Opening(remote.ok())),
             false => remote.ok().map(Found::Elsewhere),
         }
@@ -470,7 +470,7 @@ impl Catalog {
             }
             let name = LogName::parse(&name).ok()?;
             let remote = super::placed::remote(cluster, name, &placed);
-            match placed.nodes.contains(&me) {
+            match placed.held_by(me) {
                 true => Some(Found::Opening(remote.ok())),
                 false => remote.ok().map(Found::Elsewhere),
             }

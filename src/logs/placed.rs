@@ -4,8 +4,9 @@
 //! the same on every node. Each node then follows the catalogue
 //! (`follow`): it opens the logs placed on it, each its own Raft group
 //! (`Cluster::start_group`), applies retention changes, closes and
-//! removes the logs deleted, and hands the groups it leads to their
-//! preferred leaders (`Cluster::spread_leaders`). On disk:
+//! removes the logs deleted or moved away, hands the groups it leads to
+//! their preferred leaders (`Cluster::spread_leaders`) and drives the
+//! moves of replicas (`Cluster::drive_moves`). On disk:
 //!
 //! ```text
 //! groups/<group>/             a replica: segments, raft/ (raft/replica names group and node)
@@ -32,7 +33,7 @@ use tokio::sync::watch;
 use super::catalog::{Catalog, CatalogConfig, CatalogError, Created, Found, NamedLog, Remote};
 use super::name::LogName;
 use super::settings::{Requested, RetentionChange, Settings};
-use crate::cluster::{CatalogueChange, CatalogueRefusal, Cluster, PlacedLog, Spreading, failpoint};
+use crate::cluster::{CatalogueChange, CatalogueRefusal, Cluster, Moving, PlacedLog, Spreading, failpoint};
 use crate::log::{Log, fsops};
 use crate::mode::{Consumers, Mode};
 
@@ -62,12 +63,14 @@ pub(super) fn settings_value(settings: &Settings) -> serde_json::Value {
 pub(super) async fn follow(catalog: Catalog, cluster: Cluster, mut closing: watch::Receiver<bool>) {
     let mut changes = cluster.catalogue_changes();
     let mut spreading = Spreading::default();
+    let moving = Moving::default();
     loop {
         if let Err(e) = reconcile(&catalog, &cluster).await {
             tracing::warn!(error = %e, "named logs did not follow the catalogue; trying again");
         }
         if !catalog.is_stopping() {
             cluster.spread_leaders(&mut spreading);
+            cluster.drive_moves(&moving);
         }
         tokio::select! {
             _ = changes.changed() => {}
@@ -91,7 +94,7 @@ async fn reconcile(catalog: &Catalog, cluster: &Cluster) -> Result<(), CatalogEr
     let wanted: BTreeMap<&str, &PlacedLog> = catalogue
         .logs
         .iter()
-        .filter(|(_, placed)| placed.nodes.contains(&me))
+        .filter(|(_, placed)| placed.held_by(me))
         .map(|(name, placed)| (name.as_str(), placed))
         .collect();
     for named in catalog.list() {
@@ -127,9 +130,15 @@ async fn reconcile(catalog: &Catalog, cluster: &Cluster) -> Result<(), CatalogEr
         }
     }
     catalog.opened();
-    // Every group the catalogue names is kept, placed here or not: a node
-    // that came back under a new id still holds its old replicas' files.
-    let kept: Vec<u64> = catalogue.logs.values().map(|p| p.group).collect();
+    // Every group the catalogue names is kept, placed here or not (a node
+    // that came back under a new id still holds its old replicas' files),
+    // but one this node held and gave up (moved away: `former`).
+    let kept: Vec<u64> = catalogue
+        .logs
+        .values()
+        .filter(|p| !p.former.contains(&me))
+        .map(|p| p.group)
+        .collect();
     remove_unplaced(&config.dir, &kept, catalogue.next_group).await
 }
 
@@ -148,7 +157,7 @@ async fn keep_up(
         named.set_settings(settings);
     }
     if let Some(group) = named.mode.cluster()
-        && placed.nodes.first() == Some(&cluster.id())
+        && placed.initializer() == Some(cluster.id())
         && group.members().is_empty()
     {
         group
@@ -204,7 +213,7 @@ async fn open(
         }
     };
     crash_point(failpoint::GROUP_CREATE_AFTER_START).await;
-    if placed.nodes.first() == Some(&cluster.id())
+    if placed.initializer() == Some(cluster.id())
         && let Err(e) = group.initialize_group(cluster, &placed.nodes).await
     {
         tracing::warn!(log = %name, error = %e, "could not initialize a named log's group; trying at the next pass");
@@ -338,10 +347,12 @@ fn refused(refusal: CatalogueRefusal) -> CatalogError {
         CatalogueRefusal::NotFound(name) => CatalogError::NotFound(name),
         CatalogueRefusal::TooMany { max } => CatalogError::TooMany { max },
         CatalogueRefusal::Placement(why) => CatalogError::Placement(why),
-        other @ (CatalogueRefusal::Changed(_) | CatalogueRefusal::Replayed(_)) => CatalogError::Cluster {
-            path: String::new(),
-            error: crate::cluster::ClusterError::OutcomeUnknown(other.to_string()),
-        },
+        other @ (CatalogueRefusal::Changed(_) | CatalogueRefusal::Replayed(_) | CatalogueRefusal::Moving(_)) => {
+            CatalogError::Cluster {
+                path: String::new(),
+                error: crate::cluster::ClusterError::OutcomeUnknown(other.to_string()),
+            }
+        }
     }
 }
 
@@ -399,7 +410,7 @@ async fn settle(
     name: &LogName,
     placed: &PlacedLog,
 ) -> Result<Found, CatalogError> {
-    if !placed.nodes.contains(&cluster.id()) {
+    if !placed.held_by(cluster.id()) {
         return Ok(Found::Elsewhere(remote(cluster, name.clone(), placed)?));
     }
     let group = placed.group;
@@ -480,7 +491,7 @@ pub(super) async fn change(
             Err(refusal) => return Err(refused(refusal)),
         };
         let log_name = LogName::parse(name).map_err(|e| io::Error::other(e.to_string()))?;
-        if placed.nodes.contains(&cluster.id()) {
+        if placed.held_by(cluster.id()) {
             catalog
                 .wait_for_pass(SETTLING, |c| c.get(name).is_some_and(|n| n.settings() == settings))
                 .await;

@@ -42,6 +42,8 @@ pub struct ClusterSettings {
     pub write_timeout: Duration,
     /// Entries a member may be behind its leader's commit and be ready (`--ready-lag`).
     pub ready_lag: u64,
+    /// How long a member may be unreachable before its replicas move (`--replica-timeout-ms`).
+    pub replica_timeout: Duration,
     /// How many seeds must agree before a new cluster forms
     /// (`--bootstrap-expect`; None: every seed).
     pub bootstrap_expect: Option<usize>,
@@ -121,6 +123,7 @@ fn cluster_config(settings: &ClusterSettings, client: reqwest::Client, own: OwnU
         election_timeout: settings.election_timeout,
         write_timeout: settings.write_timeout,
         ready_lag: settings.ready_lag,
+        replica_timeout: settings.replica_timeout,
         bootstrap_expect: settings.bootstrap_expect.unwrap_or(settings.peers.len()),
         rejoin: settings.rejoin,
         client,

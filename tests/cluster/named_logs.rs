@@ -835,3 +835,213 @@ async fn idle_named_logs_heartbeats_to_a_node_are_batched() {
     assert!(appends < 10, "{appends} appends of their own in 2 s of idle");
     assert_eq!(changes, 0, "the batched heartbeats keep every log's leader in place");
 }
+
+/// The URLs of the replicas `GET /logs/{name}` names.
+async fn log_members(cluster: &TestCluster, via: usize, name: &str) -> Vec<String> {
+    let described = send_following(reqwest::Method::GET, &format!("{}/logs/{name}", cluster.url(via)), None).await;
+    let members = described.body["members"].as_array().cloned().unwrap_or_default();
+    members.iter().filter_map(|m| m.as_str().map(str::to_string)).collect()
+}
+
+/// The group ids of the named-log replicas in node `i`'s data directory.
+fn replica_groups(cluster: &TestCluster, i: usize) -> Vec<u64> {
+    replica_dirs(cluster, i).iter().filter_map(|d| d.parse().ok()).collect()
+}
+
+/// Removing a node first moves its replicas of named logs to another node (learner, caught up,
+/// one joint change), under writes to every log: each log keeps taking writes, ends on three
+/// replicas without the node, the checker finds every acknowledged write on each, and the
+/// removed node drops its replicas' files. (Before: the node was removed with its replicas still
+/// voters, each log one failure from losing its majority, and its files stayed.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_nodes_replicas_move_elsewhere_under_writes_and_nothing_is_lost() {
+    let cluster = TestCluster::start(ClusterConfig {
+        nodes: 4,
+        ..super::faults::config()
+    })
+    .await;
+    let leader = cluster.wait_for_leader(Duration::from_secs(30)).await;
+    // Three logs of three replicas and four of one (placement puts one on each node).
+    let names: Vec<String> = (0..3)
+        .map(|k| format!("m-{k}"))
+        .chain((0..4).map(|k| format!("solo-{k}")))
+        .collect();
+    for name in &names {
+        let url = format!("{}/logs/{name}", cluster.url(leader));
+        let replicas = if name.starts_with("solo") { 1 } else { 3 };
+        let created = send(
+            reqwest::Method::PUT,
+            &url,
+            Some(&format!(r#"{{"replicas": {replicas}}}"#)),
+        )
+        .await;
+        assert_eq!(created.status, 201, "{name}: {}", created.body);
+    }
+    // The drained node: the leader of m-0 if that is not the cluster's leader, else another holder.
+    let holders: Vec<usize> = log_members(&cluster, leader, &names[0])
+        .await
+        .iter()
+        .filter_map(|url| cluster.index_of(url))
+        .collect();
+    let m0_leader = log_leader(&cluster, &names[0]).await;
+    let victim = match m0_leader != leader {
+        true => m0_leader,
+        false => *holders.iter().find(|i| **i != leader).expect("another holder"),
+    };
+    let mut solo_on_victim = None;
+    for name in names.iter().filter(|n| n.starts_with("solo")) {
+        if log_members(&cluster, leader, name).await == [cluster.url(victim)] {
+            solo_on_victim = Some(name.clone());
+        }
+    }
+    eprintln!("the log of one replica on the drained node: {solo_on_victim:?}");
+    let victim_id = cluster.cluster_status(victim).await.expect("its status").node_id;
+    let held_before = replica_groups(&cluster, victim);
+    eprintln!(
+        "draining node {victim} (id {victim_id}, leads m-0: {}), holding groups {held_before:?}",
+        victim == m0_leader
+    );
+    let others: Vec<String> = (0..cluster.len())
+        .filter(|i| *i != victim)
+        .map(|i| cluster.url(i))
+        .collect();
+    let loads: Vec<Load> = names
+        .iter()
+        .enumerate()
+        .map(|(k, name)| {
+            let config = LoadConfig {
+                writers: if name.starts_with("solo") { 1 } else { 2 },
+                first_writer: 10 * k as u64,
+                log_path: format!("/logs/{name}"),
+                ..super::faults::load_config()
+            };
+            Load::start(others.clone(), config)
+        })
+        .collect();
+    each_progresses(&loads, 20, "before the removal").await;
+
+    let started = Instant::now();
+    let remove = format!("{}/cluster/members/{victim_id}", cluster.url(leader));
+    let removed = loop {
+        let answer = send(reqwest::Method::DELETE, &remove, None).await;
+        eprintln!(
+            "DELETE after {:?}: {} {}",
+            started.elapsed(),
+            answer.status,
+            answer.body
+        );
+        if answer.status != 202 {
+            break answer;
+        }
+        assert!(started.elapsed() < Duration::from_secs(180), "the moves never finished");
+    };
+    assert_eq!(removed.status, 200, "{}", removed.body);
+    eprintln!("node {victim} drained and removed in {:?}", started.elapsed());
+    each_progresses(&loads, 20, "after the removal").await;
+
+    let gone = cluster.url(victim);
+    for (name, load) in names.iter().zip(loads) {
+        let history = load.stop().await;
+        eprintln!("{name}: {}", history.summary());
+        let members = log_members(&cluster, leader, name).await;
+        assert_eq!(
+            members.len(),
+            if name.starts_with("solo") { 1 } else { 3 },
+            "{name}: {members:?}"
+        );
+        assert!(
+            !members.contains(&gone),
+            "{name} still on the removed node: {members:?}"
+        );
+        let replicas: Vec<String> = members.iter().map(|url| format!("{url}/logs/{name}")).collect();
+        let problems = checker::check_cluster(&replicas, &history, Duration::from_secs(60)).await;
+        checker::assert_clean(name, &problems);
+    }
+    until("the removed node dropped its replicas' files", async || {
+        replica_groups(&cluster, victim).is_empty()
+    })
+    .await;
+}
+
+/// A node unreachable past `--replica-timeout-ms` has its replicas made again on the other nodes
+/// (each log back to three replicas, writable throughout, every acknowledged write on each); back,
+/// it drops its old replicas' files rather than serving or voting in groups it left. (Before: the
+/// logs stayed on two replicas for as long as the node was down.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_down_past_the_replica_timeout_has_its_replicas_made_elsewhere() {
+    let mut cluster = TestCluster::start(ClusterConfig {
+        nodes: 4,
+        extra_args: vec!["--replica-timeout-ms".into(), "2000".into()],
+        ..super::faults::config()
+    })
+    .await;
+    let leader = cluster.wait_for_leader(Duration::from_secs(30)).await;
+    let names: Vec<String> = (0..2).map(|k| format!("t-{k}")).collect();
+    for name in &names {
+        let url = format!("{}/logs/{name}", cluster.url(leader));
+        let created = send(reqwest::Method::PUT, &url, Some(r#"{"replicas": 3}"#)).await;
+        assert_eq!(created.status, 201, "{name}: {}", created.body);
+    }
+    let holders: Vec<usize> = log_members(&cluster, leader, &names[0])
+        .await
+        .iter()
+        .filter_map(|url| cluster.index_of(url))
+        .collect();
+    let victim = *holders
+        .iter()
+        .find(|i| **i != leader)
+        .expect("a holder that does not lead the cluster");
+    let gone = cluster.url(victim);
+    let others: Vec<String> = (0..cluster.len())
+        .filter(|i| *i != victim)
+        .map(|i| cluster.url(i))
+        .collect();
+    let loads: Vec<Load> = names
+        .iter()
+        .enumerate()
+        .map(|(k, name)| {
+            let config = LoadConfig {
+                writers: 2,
+                first_writer: 10 * k as u64,
+                log_path: format!("/logs/{name}"),
+                ..super::faults::load_config()
+            };
+            Load::start(others.clone(), config)
+        })
+        .collect();
+    each_progresses(&loads, 20, "before the kill").await;
+
+    cluster.kill(victim);
+    let killed = Instant::now();
+    until("every log is on three replicas without the dead node", async || {
+        for name in &names {
+            let members = log_members(&cluster, leader, name).await;
+            if members.len() != 3 || members.contains(&gone) {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    eprintln!(
+        "replicas made elsewhere {:?} after the kill (timeout 2 s)",
+        killed.elapsed()
+    );
+    each_progresses(&loads, 20, "after the moves").await;
+
+    cluster.restart(victim).await;
+    until("the node back dropped the replicas it no longer holds", async || {
+        replica_groups(&cluster, victim).is_empty()
+    })
+    .await;
+    each_progresses(&loads, 20, "with the node back").await;
+    for (name, load) in names.iter().zip(loads) {
+        let history = load.stop().await;
+        eprintln!("{name}: {}", history.summary());
+        let members = log_members(&cluster, leader, name).await;
+        assert!(!members.contains(&gone), "{name} went back to the node: {members:?}");
+        let replicas: Vec<String> = members.iter().map(|url| format!("{url}/logs/{name}")).collect();
+        let problems = checker::check_cluster(&replicas, &history, Duration::from_secs(60)).await;
+        checker::assert_clean(name, &problems);
+    }
+}

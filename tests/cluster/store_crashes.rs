@@ -120,6 +120,7 @@ fn unanswered_seeds() -> ClusterConfig {
         election_timeout: (Duration::from_millis(300), Duration::from_millis(600)),
         write_timeout: Duration::from_secs(5),
         ready_lag: 2000,
+        replica_timeout: Duration::from_secs(600),
         bootstrap_expect: 1,
         rejoin: false,
         forward_writes: false,

@@ -370,6 +370,7 @@ async fn the_spec_describes_a_cluster_node() {
         election_timeout: (Duration::from_millis(150), Duration::from_millis(300)),
         write_timeout: Duration::from_secs(5),
         ready_lag: 2000,
+        replica_timeout: Duration::from_secs(600),
         bootstrap_expect: None,
         rejoin: false,
         forward_writes: false,

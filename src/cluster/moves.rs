@@ -1,0 +1,429 @@
+//! Moving a named log's replica off a node: `DELETE /cluster/members/{id}`
+//! drains the node this way before it is removed (`drain`), and group 0's
+//! leader does it to a member it has not reached for
+//! `--replica-timeout-ms` (`drive_moves`), which drops its replicas when it
+//! comes back. A replica goes to the reachable voter holding the fewest
+//! that never held one of the log (`Catalogue::place_move`). Three parties, each step
+//! idempotent and driven from state that survives a crash, so that a
+//! leader change or a restart at any point only resumes it:
+//!
+//! 1. Group 0's leader proposes `move {name, group, from, to}` (the
+//!    catalogue, `catalogue::CatalogueChange::Move`): `to` takes `from`'s
+//!    place in the log's nodes, `from` is marked leaving and keeps serving
+//!    its replica. `to`'s node opens an empty replica, which waits for the
+//!    group's leader (it never initializes a group: `PlacedLog::initializer`).
+//! 2. The group's leader, at each pass of its node's catalogue follower,
+//!    makes the group's voters the catalogue's nodes (`follow_placement`):
+//!    `to` is added as a learner, let catch up, and one joint change
+//!    replaces the voters. A leader that is leaving hands leadership to a
+//!    voter that stays first, which goes on. The log stays writable: the
+//!    old majority and the new one overlap, and learners do not vote.
+//! 3. Group 0's leader asks the log's replicas for their committed group
+//!    membership (`GET /raft/{group}/membership`, answered by
+//!    `group_membership`); once one shows the catalogue's nodes as the
+//!    voters and `from` gone, it proposes `moved`, after which `from` is a
+//!    former holder: its node closes and removes its replica, and the log
+//!    is never placed on it again.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use openraft::ChangeMembers;
+use openraft::async_runtime::WatchReceiver;
+use serde::{Deserialize, Serialize};
+
+use super::catalogue::{CatalogueChange, PlacedLog, Refusal};
+use super::error::ClusterError;
+use super::node::Cluster;
+use super::types::NodeId;
+
+/// A replica's committed view of its group's membership.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupMembership {
+    pub group: u64,
+    pub node_id: NodeId,
+    /// The voters, when the committed membership is not a joint one.
+    pub voters: Option<BTreeSet<NodeId>>,
+    /// Every node of it, voters and learners.
+    pub nodes: BTreeSet<NodeId>,
+}
+
+impl GroupMembership {
+    /// Whether the group is exactly `placed`'s nodes, `from` gone.
+    fn settled(&self, placed: &PlacedLog, from: NodeId) -> bool {
+        let wanted: BTreeSet<NodeId> = placed.nodes.iter().copied().collect();
+        self.group == placed.group && self.voters.as_ref() == Some(&wanted) && !self.nodes.contains(&from)
+    }
+}
+
+/// How long a peer's membership answer is waited for.
+const ASK_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often a drain looks again while its replicas move.
+const DRAIN_LOOK_EVERY: Duration = Duration::from_millis(500);
+/// The task of `finish_moves` in `Moving` (group ids of named logs start at 1).
+const FINISHING: u64 = 0;
+
+/// The task moving the replicas of nodes down past `--replica-timeout-ms`.
+const REPLACING: u64 = u64::MAX;
+
+/// What the catalogue follower's passes share about moves: the groups
+/// whose placement a task of this node follows now (one task a group,
+/// and `FINISHING`, `REPLACING`), and on group 0's leader since when each
+/// member has been unreachable (in memory: a new leader starts the clock
+/// again, which only delays a move).
+#[derive(Clone, Debug, Default)]
+pub struct Moving {
+    tasks: Arc<Mutex<BTreeSet<u64>>>,
+    down_since: Arc<Mutex<BTreeMap<NodeId, Instant>>>,
+}
+
+impl Moving {
+    fn start(&self, task: u64) -> bool {
+        self.tasks.lock().unwrap_or_else(PoisonError::into_inner).insert(task)
+    }
+
+    fn end(&self, task: u64) {
+        self.tasks.lock().unwrap_or_else(PoisonError::into_inner).remove(&task);
+    }
+
+    /// The members unreachable for at least `timeout`, given who is
+    /// unreachable now (None: this node does not lead group 0).
+    fn down_for(&self, unreachable: Option<BTreeSet<NodeId>>, timeout: Duration) -> Vec<NodeId> {
+        let mut since = self.down_since.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(unreachable) = unreachable else {
+            since.clear();
+            return Vec::new();
+        };
+        since.retain(|id, _| unreachable.contains(id));
+        for id in unreachable {
+            since.entry(id).or_insert_with(Instant::now);
+        }
+        since
+            .iter()
+            .filter(|(_, at)| at.elapsed() >= timeout)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+}
+
+impl Cluster {
+    /// At each pass of the catalogue follower (called on group 0): the
+    /// groups this node leads whose log has a replica leaving follow their
+    /// placement, and group 0's leader records the moves that are done.
+    /// Each in a task of its own; a pass never waits for one.
+    pub fn drive_moves(&self, moving: &Moving) {
+        debug_assert_eq!(self.inner.group, 0);
+        let catalogue = self.catalogue();
+        let mut any = false;
+        for placed in catalogue.logs.into_values().filter(|p| !p.leaving.is_empty()) {
+            any = true;
+            let Some(group) = self.group(placed.group) else {
+                continue;
+            };
+            if group.current_leader() != Some(self.id()) || !moving.start(placed.group) {
+                continue;
+            }
+            let (cluster, moving) = (self.clone(), moving.clone());
+            tokio::spawn(async move {
+                if let Err(e) = group.follow_placement(&cluster, &placed).await {
+                    tracing::warn!(group = placed.group, error = %e, "moving a replica: trying again at the next pass");
+                }
+                moving.end(placed.group);
+            });
+        }
+        if any && self.must_lead().is_ok() && moving.start(FINISHING) {
+            let (cluster, moving) = (self.clone(), moving.clone());
+            tokio::spawn(async move {
+                cluster.finish_moves().await;
+                moving.end(FINISHING);
+            });
+        }
+        let down = moving.down_for(self.unreachable_members(), self.inner.config.replica_timeout);
+        let placed_on_down = down.into_iter().filter(|id| !self.logs_placed_on(*id).is_empty());
+        let placed_on_down: Vec<NodeId> = placed_on_down.collect();
+        if !placed_on_down.is_empty() && moving.start(REPLACING) {
+            let (cluster, moving) = (self.clone(), moving.clone());
+            tokio::spawn(async move {
+                for id in placed_on_down {
+                    tracing::warn!(node_id = id, timeout = ?cluster.inner.config.replica_timeout,
+                        "a member unreachable past --replica-timeout-ms: moving its replicas of named logs");
+                    if let Err(e) = cluster.move_replicas_off(id).await {
+                        tracing::warn!(node_id = id, error = %e, "could not move an unreachable member's replicas");
+                    }
+                }
+                moving.end(REPLACING);
+            });
+        }
+    }
+
+    /// On group 0's leader, the members it has not heard from within the
+    /// lease; None elsewhere.
+    fn unreachable_members(&self) -> Option<BTreeSet<NodeId>> {
+        let metrics = self.raft().metrics().borrow_watched().clone();
+        if self.leader_in_touch(&metrics) != Some(self.id()) {
+            return None;
+        }
+        let members = self.members().into_keys();
+        Some(members.filter(|id| !self.reachable(&metrics, *id)).collect())
+    }
+
+    /// The logs whose nodes include `id` (not counting where it is leaving).
+    fn logs_placed_on(&self, id: NodeId) -> Vec<String> {
+        let catalogue = self.catalogue();
+        let placed = catalogue.logs.into_iter().filter(|(_, p)| p.nodes.contains(&id));
+        placed.map(|(name, _)| name).collect()
+    }
+
+    /// On group 0's leader: moves every replica off node `id` (the first
+    /// half of removing it), waiting up to `within`; answers the logs that
+    /// still hold one there (none: done).
+    pub async fn drain(&self, id: NodeId, within: Duration) -> Result<Vec<String>, ClusterError> {
+        let deadline = Instant::now() + within;
+        loop {
+            let held = self.move_replicas_off(id).await?;
+            if held.is_empty() || Instant::now() >= deadline {
+                return Ok(held);
+            }
+            self.finish_moves().await;
+            tokio::time::sleep(DRAIN_LOOK_EVERY).await;
+        }
+    }
+
+    /// This replica's committed view of its group (any group, 0 included).
+    pub fn group_membership(&self) -> GroupMembership {
+        let metrics = self.raft().metrics();
+        let metrics = metrics.borrow_watched();
+        let membership = metrics.committed_membership_config.membership();
+        let joint = membership.get_joint_config();
+        GroupMembership {
+            group: self.inner.group,
+            node_id: self.id(),
+            voters: (joint.len() == 1).then(|| joint[0].clone()),
+            nodes: membership.nodes().map(|(id, _)| *id).collect(),
+        }
+    }
+
+    /// On a named group's leader: makes the group's voters `placed.nodes`
+    /// (step 2 of the module doc). `cluster` is group 0, where the nodes'
+    /// URLs are. Nothing when they are already.
+    pub async fn follow_placement(&self, cluster: &Cluster, placed: &PlacedLog) -> Result<(), ClusterError> {
+        debug_assert!(self.inner.group > 0, "group 0's membership is the operator's");
+        self.must_lead()?;
+        let wanted: BTreeSet<NodeId> = placed.nodes.iter().copied().collect();
+        let everyone = cluster.members();
+        for node in &wanted {
+            if self.members().contains_key(node) {
+                continue;
+            }
+            let (member, _) = everyone.get(node).ok_or(ClusterError::NoSuchMember(*node))?;
+            tracing::info!(
+                group = placed.group,
+                node_id = node,
+                "moving a replica: adding a learner"
+            );
+            self.raft()
+                .add_learner(*node, member.clone(), false)
+                .await
+                .map_err(|e| self.change_error(e))?;
+        }
+        for node in &wanted {
+            if self.members().get(node).is_some_and(|(_, voter)| !voter) {
+                self.wait_caught_up(*node).await?;
+            }
+        }
+        let turn = self.inner.changing.lock().await;
+        if !wanted.contains(&self.id()) {
+            // A log of one replica has no voter that stays to hand over to:
+            // the new one becomes a voter beside this one first.
+            let mut with_me = wanted.clone();
+            with_me.insert(self.id());
+            self.change(|members| {
+                let stays = members.iter().any(|(id, (_, voter))| *voter && wanted.contains(id));
+                (!stays).then(|| ChangeMembers::ReplaceAllVoters(with_me.clone()))
+            })
+            .await?;
+            drop(turn);
+            return self.hand_over_to_a_stayer(&wanted).await;
+        }
+        self.change(|members| {
+            let voters: BTreeSet<NodeId> = members.iter().filter(|(_, (_, v))| *v).map(|(id, _)| *id).collect();
+            (voters != wanted).then(|| {
+                tracing::info!(group = placed.group, from = ?voters, to = ?wanted, "moving a replica: replacing the voters");
+                ChangeMembers::ReplaceAllVoters(wanted.clone())
+            })
+        })
+        .await?;
+        self.change(|members| {
+            let extra: BTreeSet<NodeId> = members.keys().filter(|id| !wanted.contains(id)).copied().collect();
+            (!extra.is_empty()).then_some(ChangeMembers::RemoveNodes(extra))
+        })
+        .await
+    }
+
+    /// A leader whose replica is leaving hands the group to a voter that
+    /// stays (the most caught up), which finishes the move.
+    async fn hand_over_to_a_stayer(&self, wanted: &BTreeSet<NodeId>) -> Result<(), ClusterError> {
+        let status = self.status();
+        let next = status
+            .members
+            .iter()
+            .filter(|m| m.voter && wanted.contains(&m.id) && m.reachable == Some(true))
+            .max_by_key(|m| m.match_offset)
+            .map(|m| m.id)
+            .ok_or_else(|| ClusterError::Timeout("no voter that stays is in touch to take the group over".into()))?;
+        tracing::info!(
+            group = self.inner.group,
+            to = next,
+            "moving this node's replica away: handing the group over"
+        );
+        self.transfer_leadership(next).await
+    }
+
+    /// On group 0's leader: proposes a move of every replica on `id` not
+    /// moving yet; answers the logs that still hold a replica there.
+    /// Refused (nothing proposed) when some log has nowhere to go.
+    pub async fn move_replicas_off(&self, id: NodeId) -> Result<Vec<String>, ClusterError> {
+        self.must_lead()?;
+        // Not onto a node that cannot take it now.
+        let unreachable = self.unreachable_members().unwrap_or_default();
+        let voters: BTreeSet<NodeId> = self
+            .voter_ids()
+            .into_iter()
+            .filter(|v| *v != id && !unreachable.contains(v))
+            .collect();
+        let catalogue = self.catalogue();
+        let mut moves = Vec::new();
+        for (name, placed) in &catalogue.logs {
+            if !placed.nodes.contains(&id) || placed.leaving.contains(&id) {
+                continue;
+            }
+            let to = catalogue
+                .place_move(name, id, &voters)
+                .map_err(|e| ClusterError::CannotMove(e.to_string()))?;
+            moves.push(CatalogueChange::Move {
+                name: name.clone(),
+                group: placed.group,
+                from: id,
+                to,
+            });
+        }
+        for change in moves {
+            match self.change_catalogue(change).await? {
+                // Another move of the log goes first: the next call moves this one.
+                Ok(_) | Err(Refusal::Moving(_) | Refusal::NotFound(_)) => {}
+                Err(refusal) => return Err(ClusterError::CannotMove(refusal.to_string())),
+            }
+        }
+        Ok(self.logs_held_by(id))
+    }
+
+    /// The logs with a replica on `id`, placed or leaving.
+    pub fn logs_held_by(&self, id: NodeId) -> Vec<String> {
+        let catalogue = self.catalogue();
+        let held = catalogue.logs.into_iter().filter(|(_, placed)| placed.held_by(id));
+        held.map(|(name, _)| name).collect()
+    }
+
+    /// On group 0's leader: proposes `moved` for every leaving replica its
+    /// group no longer holds (step 3 of the module doc).
+    pub async fn finish_moves(&self) {
+        if self.must_lead().is_err() {
+            return;
+        }
+        for (name, placed) in self.catalogue().logs {
+            for from in placed.leaving.clone() {
+                if !self.group_left(&placed, from).await {
+                    continue;
+                }
+                let change = CatalogueChange::Moved {
+                    name: name.clone(),
+                    group: placed.group,
+                    from,
+                };
+                match self.change_catalogue(change).await {
+                    Ok(Ok(_)) => tracing::info!(log = %name, group = placed.group, from, "replica moved"),
+                    Ok(Err(refusal)) => tracing::debug!(log = %name, %refusal, "a move's end was refused"),
+                    Err(e) => tracing::warn!(log = %name, error = %e, "could not record a move's end"),
+                }
+            }
+        }
+    }
+
+    /// Whether some replica of `placed` holds a committed membership of
+    /// its nodes without `from`: here if this node holds one, else asked.
+    async fn group_left(&self, placed: &PlacedLog, from: NodeId) -> bool {
+        if let Some(group) = self.group(placed.group)
+            && group.group_membership().settled(placed, from)
+        {
+            return true;
+        }
+        let members = self.members();
+        for node in placed.nodes.iter().filter(|n| **n != self.id()) {
+            let Some((member, _)) = members.get(node) else { continue };
+            let base = member.peer_url.as_deref().unwrap_or(&member.url);
+            match self.ask_group_membership(base, placed.group).await {
+                Ok(answer) if answer.node_id == *node && answer.settled(placed, from) => return true,
+                Ok(_) => {}
+                Err(e) => tracing::debug!(node_id = node, error = %e, "asking a replica for its group's membership"),
+            }
+        }
+        false
+    }
+
+    async fn ask_group_membership(&self, base: &str, group: u64) -> Result<GroupMembership, String> {
+        let target = format!("{}/raft/{group}/membership", self.inner_routes().resolve(base));
+        let response = self
+            .inner
+            .config
+            .client
+            .get(&target)
+            .timeout(ASK_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| format!("{target}: {e}"))?;
+        if !response.status().is_success() {
+            return Err(format!("{target}: answered {}", response.status()));
+        }
+        response.json().await.map_err(|e| format!("{target}: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn placed(nodes: &[NodeId]) -> PlacedLog {
+        PlacedLog {
+            group: 4,
+            settings: serde_json::json!({}),
+            nodes: nodes.to_vec(),
+            leaving: vec![1],
+            former: vec![],
+        }
+    }
+
+    #[test]
+    fn a_move_is_done_when_the_committed_voters_are_the_nodes_and_the_old_one_is_gone() {
+        let wanted = placed(&[4, 2, 3]);
+        let seen = |voters: Option<&[NodeId]>, nodes: &[NodeId]| GroupMembership {
+            group: 4,
+            node_id: 2,
+            voters: voters.map(|v| v.iter().copied().collect()),
+            nodes: nodes.iter().copied().collect(),
+        };
+        assert!(seen(Some(&[2, 3, 4]), &[2, 3, 4]).settled(&wanted, 1));
+        assert!(!seen(None, &[1, 2, 3, 4]).settled(&wanted, 1), "joint");
+        assert!(
+            !seen(Some(&[1, 2, 3]), &[1, 2, 3, 4]).settled(&wanted, 1),
+            "learner added"
+        );
+        assert!(
+            !seen(Some(&[2, 3, 4]), &[1, 2, 3, 4]).settled(&wanted, 1),
+            "kept as a learner"
+        );
+        let mut other_group = seen(Some(&[2, 3, 4]), &[2, 3, 4]);
+        other_group.group = 5;
+        assert!(!other_group.settled(&wanted, 1));
+    }
+}
