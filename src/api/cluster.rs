@@ -10,7 +10,8 @@
 
 use super::json_body::Json;
 use axum::body::Bytes;
-use axum::extract::{FromRequestParts, Path, Request, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -70,17 +71,36 @@ pub async fn join(State(state): State<AppState>, body: Bytes) -> ApiResult<Respo
     Ok(Json(cluster.status()).into_response())
 }
 
-pub async fn remove_member(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+/// `DELETE /cluster/members/{id}?force=true`: remove at once, without
+/// waiting for the node's replicas to move (they move afterwards).
+#[derive(Deserialize, Default)]
+pub struct RemoveQuery {
+    #[serde(default)]
+    force: bool,
+}
+
+pub async fn remove_member(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    query: Result<Query<RemoveQuery>, QueryRejection>,
+) -> ApiResult<Response> {
+    let force = query
+        .map_err(|e| ApiError::BadClusterRequest(format!("bad query: {}", e.body_text())))?
+        .force;
     let cluster = cluster_of(&state)?;
     let id: u64 = id
         .parse()
         .map_err(|_| ApiError::BadClusterRequest(format!("bad member id {id:?}")))?;
-    let path = format!("/cluster/members/{id}");
+    let path = format!("/cluster/members/{id}{}", if force { "?force=true" } else { "" });
     // Its replicas of named logs move first: the logs stay whole and writable.
-    let held = cluster
-        .drain(id, DRAIN_WAIT)
-        .await
-        .map_err(|e| membership_error(cluster, e, &path))?;
+    // Forced, they move once it is gone (a replica on a node that is no member moves at once).
+    let held = match force {
+        true => Vec::new(),
+        false => cluster
+            .drain(id, DRAIN_WAIT)
+            .await
+            .map_err(|e| membership_error(cluster, e, &path))?,
+    };
     if !held.is_empty() {
         let body = serde_json::json!({
             "status": "moving",

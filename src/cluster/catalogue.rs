@@ -46,6 +46,10 @@ pub(super) const KIND: &str = "catalogue";
 /// Group 0 is the cluster group; named logs' groups are numbered from 1.
 pub const FIRST_GROUP: u64 = 1;
 
+/// How many logs move at once at most for balance (each move copies a log
+/// to a node: a joining node is not swamped).
+const MOVES_AT_ONCE: usize = 2;
+
 /// What group 0 knows of the named logs.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Catalogue {
@@ -122,7 +126,8 @@ pub enum CatalogueChange {
         name: String,
     },
     /// `to` takes `from`'s place among the log's replicas; `from` is
-    /// leaving until `Moved`. One move a log at a time.
+    /// leaving until `Moved`. `from` may be a node a move brought that
+    /// never caught up (dead): it is then leaving too.
     Move {
         name: String,
         group: u64,
@@ -152,8 +157,6 @@ pub enum Refusal {
     Changed(String),
     #[error("catalogue entry {0} was applied before")]
     Replayed(u64),
-    #[error("a replica of log {0} is moving already")]
-    Moving(String),
 }
 
 /// What applying a change gave: the log as it now stands (for a create,
@@ -242,9 +245,6 @@ impl Catalogue {
             }
             CatalogueChange::Move { name, group, from, to } => {
                 let placed = self.log_of_group(name, *group)?;
-                if !placed.leaving.is_empty() {
-                    return Err(Refusal::Moving(name.clone()));
-                }
                 let Some(at) = placed.nodes.iter().position(|n| n == from) else {
                     return Err(Refusal::Placement(format!("node {from} holds no replica of {name}")));
                 };
@@ -293,6 +293,38 @@ impl Catalogue {
                     members.len().saturating_sub(1)
                 ))
             })
+    }
+
+    /// A move that evens out the replicas among `voters` (a node joined, or
+    /// one came back empty): from the voter holding the most to the one
+    /// holding the fewest when they differ by two or more, a log the first
+    /// is preferred leader of if it can (so that the new node gets leaders
+    /// too). None while `MOVES_AT_ONCE` moves are under way, or when even.
+    pub fn balancing_move(&self, voters: &BTreeSet<NodeId>) -> Option<CatalogueChange> {
+        if self.logs.values().filter(|p| !p.leaving.is_empty()).count() >= MOVES_AT_ONCE {
+            return None;
+        }
+        // Placed, not leaving: a replica on its way out no longer counts for its node.
+        let mut placed_on: BTreeMap<NodeId, usize> = BTreeMap::new();
+        for node in self.logs.values().flat_map(|p| p.nodes.iter()) {
+            *placed_on.entry(*node).or_default() += 1;
+        }
+        let count = |n: &NodeId| placed_on.get(n).copied().unwrap_or_default();
+        let most = *voters.iter().max_by_key(|n| (count(n), std::cmp::Reverse(**n)))?;
+        let fewest = *voters.iter().min_by_key(|n| (count(n), **n))?;
+        if count(&most) < count(&fewest) + 2 {
+            return None;
+        }
+        let movable = self.logs.iter().filter(|(_, p)| {
+            p.leaving.is_empty() && p.nodes.contains(&most) && !p.held_by(fewest) && !p.former.contains(&fewest)
+        });
+        let (name, placed) = movable.min_by_key(|(name, p)| (p.nodes.first() != Some(&most), name.as_str()))?;
+        Some(CatalogueChange::Move {
+            name: name.clone(),
+            group: placed.group,
+            from: most,
+            to: fewest,
+        })
     }
 
     /// How many replicas each node holds.
@@ -429,16 +461,26 @@ impl Cluster {
         self.inner.visibility.placed(name)
     }
 
-    /// Group 0's voters: where new replicas go. Not its learners: a learner is a node joining
+    /// Group 0's voters: where new replicas go, but those being drained. Not its learners: a learner is a node joining
     /// (it may never finish) or one half removed, and a log placed on it alone, or first, would
     /// wait for it. (The check at apply time still takes any member: an entry decides the same on
     /// every node and every version.)
     pub fn voter_ids(&self) -> BTreeSet<NodeId> {
+        let draining = self.draining();
         self.members()
             .into_iter()
-            .filter(|(_, (_, voter))| *voter)
+            .filter(|(id, (_, voter))| *voter && !draining.contains(id))
             .map(|(id, _)| id)
             .collect()
+    }
+
+    /// The nodes a drain is emptying (see `Inner::draining`).
+    pub(super) fn draining(&self) -> BTreeSet<NodeId> {
+        self.inner
+            .draining
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 }
 
@@ -582,10 +624,9 @@ mod tests {
             None,
             "a node a move brought never founds the group"
         );
-        assert_eq!(
-            c.apply(&change(2, 1), &all),
-            Err(Refusal::Moving("a".into())),
-            "one at a time"
+        assert!(
+            matches!(c.apply(&change(2, 1), &all), Err(Refusal::Placement(_))),
+            "not onto a node still leaving"
         );
         let done = CatalogueChange::Moved {
             name: "a".into(),
@@ -604,6 +645,10 @@ mod tests {
             matches!(c.place_move("a", 2, &all), Err(Refusal::Placement(_))),
             "nowhere left"
         );
+        // A move whose new node died before it caught up is moved on: both are leaving.
+        let five: BTreeSet<NodeId> = [1, 2, 3, 4, 5].into();
+        let (_, retargeted) = c.apply(&change(4, 5), &five).unwrap();
+        assert_eq!((retargeted.nodes, retargeted.leaving), (vec![5, 2, 3], vec![4]));
         let stale = CatalogueChange::Move {
             name: "a".into(),
             group: group + 1,
@@ -615,6 +660,40 @@ mod tests {
             Err(Refusal::NotFound("a".into())),
             "another incarnation of the name"
         );
+    }
+
+    #[test]
+    fn a_joined_node_is_given_replicas_until_the_counts_are_even() {
+        let mut c = Catalogue::default();
+        let three: BTreeSet<NodeId> = [1, 2, 3].into();
+        for i in 0..3 {
+            c.apply(&create(&format!("l{i}"), serde_json::json!({}), &[1, 2, 3]), &three)
+                .unwrap();
+        }
+        assert_eq!(c.balancing_move(&three), None, "even");
+        let four: BTreeSet<NodeId> = [1, 2, 3, 4].into();
+        let mut moves = 0;
+        while let Some(change) = c.balancing_move(&four) {
+            let CatalogueChange::Move { name, group, from, to } = change.clone() else {
+                panic!("{change:?}")
+            };
+            assert_eq!(to, 4);
+            c.apply(&change, &four).unwrap();
+            c.apply(&CatalogueChange::Moved { name, group, from }, &four).unwrap();
+            moves += 1;
+            assert!(moves <= 3, "it settles");
+        }
+        let held = c.replicas_held();
+        let counts: Vec<usize> = four
+            .iter()
+            .map(|n| held.get(n).map(|h| h.0).unwrap_or_default())
+            .collect();
+        assert_eq!(moves, 2, "{counts:?}");
+        assert!(
+            counts.iter().max().unwrap() - counts.iter().min().unwrap() <= 1,
+            "{counts:?}"
+        );
+        assert!(held[&4].1 >= 1, "the new node is preferred leader of some: {held:?}");
     }
 
     #[test]

@@ -13,7 +13,7 @@
 //!
 //! Not done here (see `docs/named-logs.md`): a storage fault in a named
 //! group's log is not repaired (the group does not open: its node's
-//! replica stays down, the others serve); replicas do not move.
+//! replica stays down, the others serve). Replicas move (`moves`).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -39,6 +39,17 @@ const REPLICA: &str = "replica";
 struct Replica {
     group: u64,
     node: NodeId,
+}
+
+/// The node id the replica in `dir` was made for, if one was (a node
+/// back under a new id finds its old replicas' directories: `logs::placed`
+/// sets one aside when the catalogue places that group on its new id).
+pub fn replica_made_for(dir: &Path) -> Result<Option<NodeId>, StartError> {
+    if !dir.join("raft").is_dir() {
+        return Ok(None);
+    }
+    let durable = Durable::open(dir.join("raft"))?;
+    Ok(durable.read::<Replica>(REPLICA)?.map(|replica| replica.node))
 }
 
 /// The named groups a node holds, by group id.

@@ -89,6 +89,7 @@ pub use error::ClusterError;
 pub use failpoint::{FAILPOINT_ENV, JOIN_AFTER_LEARNER};
 pub use formation::JoinRequest;
 pub use gate::{GATED_HEADER, Position, STREAM_HEADER};
+pub use group::replica_made_for;
 pub use log_store::{APPEND_BUDGET_BYTES, LogStore};
 pub use metrics::describe_metrics;
 pub use moves::{GroupMembership, Moving};

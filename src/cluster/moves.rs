@@ -2,7 +2,10 @@
 //! drains the node this way before it is removed (`drain`), and group 0's
 //! leader does it to a member it has not reached for
 //! `--replica-timeout-ms` (`drive_moves`), which drops its replicas when it
-//! comes back. A replica goes to the reachable voter holding the fewest
+//! comes back; and it moves replicas from the voter holding the most to the
+//! one holding the fewest while they differ by two or more (a node that
+//! joined takes its share, `Catalogue::balancing_move`, two logs at a time).
+//! A drained or lost replica goes to the reachable voter holding the fewest
 //! that never held one of the log (`Catalogue::place_move`). Three parties, each step
 //! idempotent and driven from state that survives a crash, so that a
 //! leader change or a restart at any point only resumes it:
@@ -59,6 +62,10 @@ impl GroupMembership {
 
 /// How long a peer's membership answer is waited for.
 const ASK_TIMEOUT: Duration = Duration::from_secs(2);
+/// How far behind the leader's last entry a new replica may be when it is
+/// made a voter: close, since a log of one replica then needs its
+/// acknowledgements for every write (joint consensus) until the old one goes.
+const MOVE_CAUGHT_UP_LAG: u64 = 256;
 /// How often a drain looks again while its replicas move.
 const DRAIN_LOOK_EVERY: Duration = Duration::from_millis(500);
 /// The task of `finish_moves` in `Moving` (group ids of named logs start at 1).
@@ -66,6 +73,8 @@ const FINISHING: u64 = 0;
 
 /// The task moving the replicas of nodes down past `--replica-timeout-ms`.
 const REPLACING: u64 = u64::MAX;
+/// The task proposing a move for balance.
+const BALANCING: u64 = u64::MAX - 1;
 
 /// What the catalogue follower's passes share about moves: the groups
 /// whose placement a task of this node follows now (one task a group,
@@ -139,21 +148,52 @@ impl Cluster {
                 moving.end(FINISHING);
             });
         }
-        let down = moving.down_for(self.unreachable_members(), self.inner.config.replica_timeout);
-        let placed_on_down = down.into_iter().filter(|id| !self.logs_placed_on(*id).is_empty());
-        let placed_on_down: Vec<NodeId> = placed_on_down.collect();
-        if !placed_on_down.is_empty() && moving.start(REPLACING) {
+        let unreachable = self.unreachable_members();
+        // Balance only with every member in touch (the others' replicas are the timeout's) and
+        // no drain under way.
+        let quiet = unreachable.as_ref().is_some_and(BTreeSet::is_empty) && self.draining().is_empty();
+        if quiet && moving.start(BALANCING) {
             let (cluster, moving) = (self.clone(), moving.clone());
             tokio::spawn(async move {
-                for id in placed_on_down {
+                cluster.balance().await;
+                moving.end(BALANCING);
+            });
+        }
+        let leading = unreachable.is_some();
+        let down = moving.down_for(unreachable, self.inner.config.replica_timeout);
+        let mut lost: BTreeSet<NodeId> = down
+            .into_iter()
+            .filter(|id| !self.logs_placed_on(*id).is_empty())
+            .collect();
+        if leading {
+            lost.extend(self.placed_on_non_members());
+        }
+        if !lost.is_empty() && moving.start(REPLACING) {
+            let (cluster, moving) = (self.clone(), moving.clone());
+            tokio::spawn(async move {
+                for id in lost {
                     tracing::warn!(node_id = id, timeout = ?cluster.inner.config.replica_timeout,
-                        "a member unreachable past --replica-timeout-ms: moving its replicas of named logs");
-                    if let Err(e) = cluster.move_replicas_off(id).await {
+                        "a member unreachable past --replica-timeout-ms, or no longer a member: moving its replicas of named logs");
+                    if let Err(e) = cluster.move_replicas_off(id, false).await {
                         tracing::warn!(node_id = id, error = %e, "could not move an unreachable member's replicas");
                     }
                 }
                 moving.end(REPLACING);
             });
+        }
+    }
+
+    /// On group 0's leader: one move towards even replica counts among the
+    /// voters (a node that joined takes its share, and with it leaders).
+    async fn balance(&self) {
+        let Some(change) = self.catalogue().balancing_move(&self.voter_ids()) else {
+            return;
+        };
+        tracing::info!(?change, "evening out replicas across the nodes");
+        match self.change_catalogue(change).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(refusal)) => tracing::debug!(%refusal, "a balancing move was refused"),
+            Err(e) => tracing::warn!(error = %e, "could not propose a balancing move"),
         }
     }
 
@@ -168,6 +208,16 @@ impl Cluster {
         Some(members.filter(|id| !self.reachable(&metrics, *id)).collect())
     }
 
+    /// Nodes logs are placed on that are not members of the cluster (removed
+    /// with `?force=true`, a removal that raced a create, an id given up for
+    /// a new one): their replicas move at once.
+    fn placed_on_non_members(&self) -> BTreeSet<NodeId> {
+        let members = self.members();
+        let catalogue = self.catalogue();
+        let placed = catalogue.logs.values().flat_map(|p| p.nodes.iter().copied());
+        placed.filter(|id| !members.contains_key(id)).collect()
+    }
+
     /// The logs whose nodes include `id` (not counting where it is leaving).
     fn logs_placed_on(&self, id: NodeId) -> Vec<String> {
         let catalogue = self.catalogue();
@@ -179,9 +229,28 @@ impl Cluster {
     /// half of removing it), waiting up to `within`; answers the logs that
     /// still hold one there (none: done).
     pub async fn drain(&self, id: NodeId, within: Duration) -> Result<Vec<String>, ClusterError> {
+        self.must_lead()?;
+        self.inner
+            .draining
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id);
+        let drained = self.drain_marked(id, within).await;
+        // Unmarked unless its replicas are still moving (a drain asked again goes on).
+        if drained.as_ref().map_or(true, Vec::is_empty) {
+            self.inner
+                .draining
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&id);
+        }
+        drained
+    }
+
+    async fn drain_marked(&self, id: NodeId, within: Duration) -> Result<Vec<String>, ClusterError> {
         let deadline = Instant::now() + within;
         loop {
-            let held = self.move_replicas_off(id).await?;
+            let held = self.move_replicas_off(id, true).await?;
             if held.is_empty() || Instant::now() >= deadline {
                 return Ok(held);
             }
@@ -229,7 +298,7 @@ impl Cluster {
         }
         for node in &wanted {
             if self.members().get(node).is_some_and(|(_, voter)| !voter) {
-                self.wait_caught_up(*node).await?;
+                self.wait_within(*node, MOVE_CAUGHT_UP_LAG).await?;
             }
         }
         let turn = self.inner.changing.lock().await;
@@ -280,10 +349,15 @@ impl Cluster {
         self.transfer_leadership(next).await
     }
 
-    /// On group 0's leader: proposes a move of every replica on `id` not
-    /// moving yet; answers the logs that still hold a replica there.
-    /// Refused (nothing proposed) when some log has nowhere to go.
-    pub async fn move_replicas_off(&self, id: NodeId) -> Result<Vec<String>, ClusterError> {
+    /// On group 0's leader: proposes a move of every replica placed on
+    /// `id`; answers the logs that still hold a replica there. Each move is
+    /// planned on the catalogue as the ones before it leave it (so that a
+    /// drain spreads its replicas). A log whose group was never founded
+    /// (its first node never came to initialize it) is left where it is: a
+    /// move would leave it no node to found it. `strict` (a drain): nothing
+    /// is proposed when some log has nowhere to go; else those logs are
+    /// skipped and the others move.
+    pub async fn move_replicas_off(&self, id: NodeId, strict: bool) -> Result<Vec<String>, ClusterError> {
         self.must_lead()?;
         // Not onto a node that cannot take it now.
         let unreachable = self.unreachable_members().unwrap_or_default();
@@ -292,30 +366,57 @@ impl Cluster {
             .into_iter()
             .filter(|v| *v != id && !unreachable.contains(v))
             .collect();
-        let catalogue = self.catalogue();
+        let members: BTreeSet<NodeId> = self.members().into_keys().collect();
+        let mut plan = self.catalogue();
         let mut moves = Vec::new();
-        for (name, placed) in &catalogue.logs {
-            if !placed.nodes.contains(&id) || placed.leaving.contains(&id) {
+        for (name, placed) in plan.logs.clone() {
+            if !placed.nodes.contains(&id) {
                 continue;
             }
-            let to = catalogue
-                .place_move(name, id, &voters)
-                .map_err(|e| ClusterError::CannotMove(e.to_string()))?;
-            moves.push(CatalogueChange::Move {
+            if !self.group_founded(&placed).await {
+                tracing::warn!(log = %name, group = placed.group, node_id = id,
+                    "not moving a replica of a log whose group no replica says was founded");
+                continue;
+            }
+            let to = match plan.place_move(&name, id, &voters) {
+                Ok(to) => to,
+                Err(e) if strict => return Err(ClusterError::CannotMove(e.to_string())),
+                Err(e) => {
+                    tracing::warn!(log = %name, error = %e, "a replica has nowhere to move");
+                    continue;
+                }
+            };
+            let change = CatalogueChange::Move {
                 name: name.clone(),
                 group: placed.group,
                 from: id,
                 to,
-            });
+            };
+            // The plan's counts follow (a refusal here is the apply's own check).
+            let _ = plan.apply(&change, &members);
+            moves.push(change);
         }
         for change in moves {
             match self.change_catalogue(change).await? {
-                // Another move of the log goes first: the next call moves this one.
-                Ok(_) | Err(Refusal::Moving(_) | Refusal::NotFound(_)) => {}
-                Err(refusal) => return Err(ClusterError::CannotMove(refusal.to_string())),
+                Ok(_) | Err(Refusal::NotFound(_)) => {}
+                Err(refusal) if strict => return Err(ClusterError::CannotMove(refusal.to_string())),
+                Err(refusal) => tracing::warn!(%refusal, "a move was refused"),
             }
         }
         Ok(self.logs_held_by(id))
+    }
+
+    /// Whether some replica of `placed` (here, or asked) holds a membership
+    /// of its group: it was founded.
+    async fn group_founded(&self, placed: &PlacedLog) -> bool {
+        if self
+            .group(placed.group)
+            .is_some_and(|g| !g.group_membership().nodes.is_empty())
+        {
+            return true;
+        }
+        let answers = self.ask_replicas(placed).await;
+        answers.iter().any(|(_, answer)| !answer.nodes.is_empty())
     }
 
     /// The logs with a replica on `id`, placed or leaving.
@@ -358,17 +459,27 @@ impl Cluster {
         {
             return true;
         }
+        let answers = self.ask_replicas(placed).await;
+        answers.iter().any(|(_, answer)| answer.settled(placed, from))
+    }
+
+    /// What the other nodes holding `placed` answer of its group (those that do).
+    async fn ask_replicas(&self, placed: &PlacedLog) -> Vec<(NodeId, GroupMembership)> {
         let members = self.members();
-        for node in placed.nodes.iter().filter(|n| **n != self.id()) {
-            let Some((member, _)) = members.get(node) else { continue };
+        let mut answers = Vec::new();
+        let holders = placed.nodes.iter().chain(&placed.leaving).filter(|n| **n != self.id());
+        for node in holders {
+            let Some((member, _)) = members.get(node) else {
+                continue;
+            };
             let base = member.peer_url.as_deref().unwrap_or(&member.url);
             match self.ask_group_membership(base, placed.group).await {
-                Ok(answer) if answer.node_id == *node && answer.settled(placed, from) => return true,
+                Ok(answer) if answer.node_id == *node => answers.push((*node, answer)),
                 Ok(_) => {}
                 Err(e) => tracing::debug!(node_id = node, error = %e, "asking a replica for its group's membership"),
             }
         }
-        false
+        answers
     }
 
     async fn ask_group_membership(&self, base: &str, group: u64) -> Result<GroupMembership, String> {

@@ -124,6 +124,12 @@ impl Cluster {
     /// Waits until learner `id` is within `CAUGHT_UP_LAG` of this leader's
     /// log (as a blocking `add_learner` does), at most `CATCH_UP_WAIT`.
     pub(super) async fn wait_caught_up(&self, id: NodeId) -> Result<(), ClusterError> {
+        self.wait_within(id, CAUGHT_UP_LAG).await
+    }
+
+    /// Waits until learner `id` is within `lag` entries of this leader's
+    /// log, at most `CATCH_UP_WAIT`.
+    pub(super) async fn wait_within(&self, id: NodeId, lag: u64) -> Result<(), ClusterError> {
         self.raft()
             .wait(Some(CATCH_UP_WAIT))
             .metrics(
@@ -132,9 +138,7 @@ impl Cluster {
                     // No longer leading, or the learner was removed (a joiner
                     // back under a new id): the caller's next step says so.
                     let gone = m.membership_config.membership().get_node(&id).is_none();
-                    m.replication.is_none()
-                        || gone
-                        || matched(m, id).is_some_and(|i| last.saturating_sub(i) <= CAUGHT_UP_LAG)
+                    m.replication.is_none() || gone || matched(m, id).is_some_and(|i| last.saturating_sub(i) <= lag)
                 },
                 "the learner catches up",
             )

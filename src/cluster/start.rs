@@ -252,6 +252,7 @@ impl Running {
                 learners: Default::default(),
                 changing: Default::default(),
                 joint_seen: Default::default(),
+                draining: Default::default(),
                 last_stamp: tokio::sync::Mutex::new(0),
                 appends_in_flight: Default::default(),
                 gate,

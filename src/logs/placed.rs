@@ -198,6 +198,7 @@ async fn open(
 ) -> Result<Arc<NamedLog>, CatalogError> {
     let settings = settings_of(placed)?;
     let dir = config.dir.join(placed.group.to_string());
+    set_aside_if_another_ids(&config.dir, placed.group, cluster.id()).await?;
     crash_point(failpoint::GROUP_CREATE_BEFORE_DIR).await;
     make_directory(&config.dir, placed.group).await?;
     crash_point(failpoint::GROUP_CREATE_AFTER_DIR).await;
@@ -237,6 +238,33 @@ async fn open(
         Mutex::new(Some(retention)),
         Some(placed.group),
     )))
+}
+
+/// Removes `<dir>/<group>` when it holds a replica made for another node id
+/// (this node's id before it was given a new one: that id never votes
+/// again, so its files are of no use, and the group placed here under the
+/// new id needs the directory), the way a deletion does.
+async fn set_aside_if_another_ids(dir: &Path, group: u64, me: u64) -> Result<(), CatalogError> {
+    let replica = dir.join(group.to_string());
+    let made_for = crate::cluster::replica_made_for(&replica).map_err(|e| CatalogError::Start(e.into()))?;
+    let Some(other) = made_for.filter(|node| *node != me) else {
+        return Ok(());
+    };
+    tracing::warn!(
+        group,
+        old_id = other,
+        node_id = me,
+        "a replica directory of this node's former id is in the way of the group placed on it now: removing it"
+    );
+    let (listed, renamed) = (dir.to_path_buf(), dir.join(format!("{DELETING}{group}")));
+    tokio::task::spawn_blocking(move || -> io::Result<()> {
+        fsops::rename(&replica, &renamed)?;
+        fsops::sync_dir(&listed)?;
+        remove_tree(&renamed)
+    })
+    .await
+    .map_err(|e| io::Error::other(e.to_string()))??;
+    Ok(())
 }
 
 /// Makes `<dir>/<group>` unless it exists: `.creating.<group>` first,
@@ -347,12 +375,10 @@ fn refused(refusal: CatalogueRefusal) -> CatalogError {
         CatalogueRefusal::NotFound(name) => CatalogError::NotFound(name),
         CatalogueRefusal::TooMany { max } => CatalogError::TooMany { max },
         CatalogueRefusal::Placement(why) => CatalogError::Placement(why),
-        other @ (CatalogueRefusal::Changed(_) | CatalogueRefusal::Replayed(_) | CatalogueRefusal::Moving(_)) => {
-            CatalogError::Cluster {
-                path: String::new(),
-                error: crate::cluster::ClusterError::OutcomeUnknown(other.to_string()),
-            }
-        }
+        other @ (CatalogueRefusal::Changed(_) | CatalogueRefusal::Replayed(_)) => CatalogError::Cluster {
+            path: String::new(),
+            error: crate::cluster::ClusterError::OutcomeUnknown(other.to_string()),
+        },
     }
 }
 
