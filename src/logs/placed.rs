@@ -91,10 +91,14 @@ async fn reconcile(catalog: &Catalog, cluster: &Cluster) -> Result<(), CatalogEr
     }
     let catalogue = cluster.catalogue();
     let me = cluster.id();
+    // A node the cluster removed holds nothing: a group it led would otherwise keep
+    // leading (its followers hear it) where no move can reach it. Its files stay, for
+    // when it is added again.
+    let removed = cluster.removed().is_some();
     let wanted: BTreeMap<&str, &PlacedLog> = catalogue
         .logs
         .iter()
-        .filter(|(_, placed)| placed.held_by(me))
+        .filter(|(_, placed)| placed.held_by(me) && !removed)
         .map(|(name, placed)| (name.as_str(), placed))
         .collect();
     for named in catalog.list() {
@@ -130,6 +134,9 @@ async fn reconcile(catalog: &Catalog, cluster: &Cluster) -> Result<(), CatalogEr
         }
     }
     catalog.opened();
+    if removed {
+        return Ok(());
+    }
     // Every group the catalogue names is kept, placed here or not (a node
     // that came back under a new id still holds its old replicas' files),
     // but one this node held and gave up (moved away: `former`).

@@ -1138,10 +1138,16 @@ async fn a_forced_removal_is_at_once_and_the_replicas_move_after_it() {
         .iter()
         .filter_map(|url| cluster.index_of(url))
         .collect();
-    let victim = *holders
-        .iter()
-        .find(|i| **i != leader)
-        .expect("a holder that does not lead the cluster");
+    // The leader of f-0 if it does not lead the cluster: forced out, it must stop leading
+    // (before: it went on leading f-0, its followers hearing it, and f-0 never moved).
+    let f0_leader = log_leader(&cluster, &names[0]).await;
+    let victim = match f0_leader != leader {
+        true => f0_leader,
+        false => *holders
+            .iter()
+            .find(|i| **i != leader)
+            .expect("a holder that does not lead the cluster"),
+    };
     let victim_id = cluster.cluster_status(victim).await.expect("its status").node_id;
     let gone = cluster.url(victim);
     let url = format!("{}/cluster/members/{victim_id}?force=true", cluster.url(leader));
