@@ -803,6 +803,22 @@ all_led() {
   log "only $led of $count logs have a leader after 120 s"
   return 1
 }
+# create_idle_log NAME: PUT /logs/NAME, tried up to 5 times; on the last failure the answer and
+# the nodes' last lines are printed and the run stops.
+create_idle_log() {
+  local name="$1" answer
+  for try in 1 2 3 4 5; do
+    answer="$(curl -s -L --max-time 30 -X PUT -w ' HTTP %{http_code}' "$LEADER_URL/logs/$name" || true)"
+    case "$answer" in *"HTTP 200" | *"HTTP 201") return 0 ;; esac
+    log "  PUT /logs/$name, try $try: $answer"
+    sleep 1
+  done
+  for i in 1 2 3; do log "ci$i's last lines:"; tail -5 "$work/ci$i.out" >&2 || true; done
+  exit 1
+}
+threads_of() { ls "/proc/${PIDS[$1]}/task" 2>/dev/null | wc -l; }
+fds_of() { ls "/proc/${PIDS[$1]}/fd" 2>/dev/null | wc -l; }
+
 if want idle; then
   log "== idle: 3-node distlog cluster, CPU at rest with 0 named logs, then with $IDLE_LOGS (3 replicas)"
   start_cluster ci
@@ -810,8 +826,8 @@ if want idle; then
   result "idle, 0 logs" "$(cpu_mean "idle, 0 logs")" "% a node" "over ${IDLE_SECONDS} s" "sleep $IDLE_SECONDS"
   t0="$(now_ms)"
   for ((k = 1; k <= IDLE_LOGS; k++)); do
-    curl -sf -L -X PUT "$LEADER_URL/logs/idle-$k" >/dev/null
-    [ $((k % 50)) != 0 ] || log "  created $k of $IDLE_LOGS logs"
+    create_idle_log "idle-$k"
+    [ $((k % 50)) != 0 ] || log "  created $k of $IDLE_LOGS logs ($(threads_of ci1) threads, $(fds_of ci1) open files on ci1)"
   done
   for port in "${CLUSTER_PORTS[@]}"; do all_led "http://127.0.0.1:$port" "$IDLE_LOGS"; done
   result "create $IDLE_LOGS logs" "$((($(now_ms) - t0)))" "ms" "one PUT at a time, until every node sees each led" "curl -X PUT \$url/logs/idle-K"

@@ -110,10 +110,9 @@ pub async fn remove_member(
         });
         return Ok((StatusCode::ACCEPTED, Json(body)).into_response());
     }
-    cluster
-        .remove(id)
-        .await
-        .map_err(|e| membership_error(cluster, e, &path))?;
+    let removed = cluster.remove(id).await;
+    cluster.end_drain(id);
+    removed.map_err(|e| membership_error(cluster, e, &path))?;
     Ok(Json(cluster.status()).into_response())
 }
 

@@ -301,8 +301,14 @@ impl Catalogue {
     /// is preferred leader of if it can (so that the new node gets leaders
     /// too). None while `MOVES_AT_ONCE` moves are under way, or when even.
     pub fn balancing_move(&self, voters: &BTreeSet<NodeId>) -> Option<CatalogueChange> {
+        self.balancing_moves(voters).into_iter().next()
+    }
+
+    /// Every move `balancing_move` could make, best first (the proposer
+    /// takes the first whose group was founded).
+    pub fn balancing_moves(&self, voters: &BTreeSet<NodeId>) -> Vec<CatalogueChange> {
         if self.logs.values().filter(|p| !p.leaving.is_empty()).count() >= MOVES_AT_ONCE {
-            return None;
+            return Vec::new();
         }
         // Placed, not leaving: a replica on its way out no longer counts for its node.
         let mut placed_on: BTreeMap<NodeId, usize> = BTreeMap::new();
@@ -310,21 +316,33 @@ impl Catalogue {
             *placed_on.entry(*node).or_default() += 1;
         }
         let count = |n: &NodeId| placed_on.get(n).copied().unwrap_or_default();
-        let most = *voters.iter().max_by_key(|n| (count(n), std::cmp::Reverse(**n)))?;
-        let fewest = *voters.iter().min_by_key(|n| (count(n), **n))?;
+        let (Some(most), Some(fewest)) = (
+            voters
+                .iter()
+                .max_by_key(|n| (count(n), std::cmp::Reverse(**n)))
+                .copied(),
+            voters.iter().min_by_key(|n| (count(n), **n)).copied(),
+        ) else {
+            return Vec::new();
+        };
         if count(&most) < count(&fewest) + 2 {
-            return None;
+            return Vec::new();
         }
-        let movable = self.logs.iter().filter(|(_, p)| {
-            p.leaving.is_empty() && p.nodes.contains(&most) && !p.held_by(fewest) && !p.former.contains(&fewest)
-        });
-        let (name, placed) = movable.min_by_key(|(name, p)| (p.nodes.first() != Some(&most), name.as_str()))?;
-        Some(CatalogueChange::Move {
+        let mut movable: Vec<(&String, &PlacedLog)> = self
+            .logs
+            .iter()
+            .filter(|(_, p)| {
+                p.leaving.is_empty() && p.nodes.contains(&most) && !p.held_by(fewest) && !p.former.contains(&fewest)
+            })
+            .collect();
+        movable.sort_by_key(|(name, p)| (p.nodes.first() != Some(&most), name.as_str()));
+        let moves = movable.into_iter().map(|(name, placed)| CatalogueChange::Move {
             name: name.clone(),
             group: placed.group,
             from: most,
             to: fewest,
-        })
+        });
+        moves.collect()
     }
 
     /// How many replicas each node holds.
@@ -472,6 +490,11 @@ impl Cluster {
             .filter(|(id, (_, voter))| *voter && !draining.contains(id))
             .map(|(id, _)| id)
             .collect()
+    }
+
+    /// How many voters group 0 has (those being drained too).
+    pub fn voter_count(&self) -> usize {
+        self.members().values().filter(|(_, voter)| *voter).count()
     }
 
     /// The nodes a drain is emptying (see `Inner::draining`).

@@ -62,10 +62,6 @@ impl GroupMembership {
 
 /// How long a peer's membership answer is waited for.
 const ASK_TIMEOUT: Duration = Duration::from_secs(2);
-/// How far behind the leader's last entry a new replica may be when it is
-/// made a voter: close, since a log of one replica then needs its
-/// acknowledgements for every write (joint consensus) until the old one goes.
-const MOVE_CAUGHT_UP_LAG: u64 = 256;
 /// How often a drain looks again while its replicas move.
 const DRAIN_LOOK_EVERY: Duration = Duration::from_millis(500);
 /// The task of `finish_moves` in `Moving` (group ids of named logs start at 1).
@@ -75,6 +71,10 @@ const FINISHING: u64 = 0;
 const REPLACING: u64 = u64::MAX;
 /// The task proposing a move for balance.
 const BALANCING: u64 = u64::MAX - 1;
+/// How long a removed node's hand-over of a group it leads may take.
+const YIELD_WAIT: Duration = Duration::from_secs(5);
+/// How many candidate logs one balancing pass asks about at most.
+const BALANCE_TRIES: usize = 8;
 
 /// What the catalogue follower's passes share about moves: the groups
 /// whose placement a task of this node follows now (one task a group,
@@ -85,6 +85,8 @@ const BALANCING: u64 = u64::MAX - 1;
 pub struct Moving {
     tasks: Arc<Mutex<BTreeSet<u64>>>,
     down_since: Arc<Mutex<BTreeMap<NodeId, Instant>>>,
+    /// Whether this node was removed at the last pass (`yield_named_groups`).
+    removed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Moving {
@@ -149,6 +151,12 @@ impl Cluster {
             });
         }
         let unreachable = self.unreachable_members();
+        {
+            // A mark outlives neither the node's membership nor this node's leadership.
+            let members = self.members();
+            let mut draining = self.inner.draining.lock().unwrap_or_else(PoisonError::into_inner);
+            draining.retain(|id| unreachable.is_some() && members.contains_key(id));
+        }
         // Balance only with every member in touch (the others' replicas are the timeout's) and
         // no drain under way.
         let quiet = unreachable.as_ref().is_some_and(BTreeSet::is_empty) && self.draining().is_empty();
@@ -183,10 +191,48 @@ impl Cluster {
         }
     }
 
+    /// On a node the cluster removed: each named group it holds stops
+    /// calling elections and a group it leads is handed to another voter, so
+    /// that its followers elect a leader that hears the catalogue's moves (a
+    /// removed node hears no catalogue change: a group it went on leading
+    /// would never move). A log with no other voter stays led here. Added
+    /// again, its groups elect as before.
+    pub fn yield_named_groups(&self, moving: &Moving) {
+        let removed = self.removed().is_some();
+        let was = moving.removed.swap(removed, std::sync::atomic::Ordering::Relaxed);
+        if !removed && !was {
+            return;
+        }
+        for group in self.groups_held() {
+            group.raft().runtime_config().elect(!removed);
+            if removed && group.current_leader() == Some(self.id()) {
+                tokio::spawn(async move { group.step_down(YIELD_WAIT).await });
+            }
+        }
+    }
+
     /// On group 0's leader: one move towards even replica counts among the
     /// voters (a node that joined takes its share, and with it leaders).
     async fn balance(&self) {
-        let Some(change) = self.catalogue().balancing_move(&self.voter_ids()) else {
+        let catalogue = self.catalogue();
+        let mut chosen = None;
+        // Only a log whose group was founded: a move takes the founding from its first node.
+        for change in catalogue
+            .balancing_moves(&self.voter_ids())
+            .into_iter()
+            .take(BALANCE_TRIES)
+        {
+            let CatalogueChange::Move { name, .. } = &change else {
+                continue;
+            };
+            if let Some(placed) = catalogue.logs.get(name)
+                && self.group_founded(placed).await
+            {
+                chosen = Some(change);
+                break;
+            }
+        }
+        let Some(change) = chosen else {
             return;
         };
         tracing::info!(?change, "evening out replicas across the nodes");
@@ -236,15 +282,19 @@ impl Cluster {
             .unwrap_or_else(PoisonError::into_inner)
             .insert(id);
         let drained = self.drain_marked(id, within).await;
-        // Unmarked unless its replicas are still moving (a drain asked again goes on).
-        if drained.as_ref().map_or(true, Vec::is_empty) {
-            self.inner
-                .draining
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .remove(&id);
+        if drained.is_err() {
+            self.end_drain(id);
         }
         drained
+    }
+
+    /// Unmarks node `id` (its removal is done or failed): new replicas may go there.
+    pub fn end_drain(&self, id: NodeId) {
+        self.inner
+            .draining
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id);
     }
 
     async fn drain_marked(&self, id: NodeId, within: Duration) -> Result<Vec<String>, ClusterError> {
@@ -296,9 +346,12 @@ impl Cluster {
                 .await
                 .map_err(|e| self.change_error(e))?;
         }
+        // Caught up to the leader's last entry as the wait begins: under steady writes a
+        // learner trails by what is in flight, however close it is.
+        let last = self.raft().metrics().borrow_watched().last_log_index.unwrap_or(0);
         for node in &wanted {
             if self.members().get(node).is_some_and(|(_, voter)| !voter) {
-                self.wait_within(*node, MOVE_CAUGHT_UP_LAG).await?;
+                self.wait_matched(*node, last).await?;
             }
         }
         let turn = self.inner.changing.lock().await;
@@ -397,8 +450,14 @@ impl Cluster {
             moves.push(change);
         }
         for change in moves {
+            let CatalogueChange::Move { name, .. } = &change else {
+                continue;
+            };
+            let name = name.clone();
             match self.change_catalogue(change).await? {
                 Ok(_) | Err(Refusal::NotFound(_)) => {}
+                // Another task moved it meanwhile (the timeout's, a drain asked twice).
+                Err(_) if self.placed(&name).is_some_and(|p| !p.nodes.contains(&id)) => {}
                 Err(refusal) if strict => return Err(ClusterError::CannotMove(refusal.to_string())),
                 Err(refusal) => tracing::warn!(%refusal, "a move was refused"),
             }
@@ -415,8 +474,7 @@ impl Cluster {
         {
             return true;
         }
-        let answers = self.ask_replicas(placed).await;
-        answers.iter().any(|(_, answer)| !answer.nodes.is_empty())
+        self.ask_replicas(placed, |answer| !answer.nodes.is_empty()).await
     }
 
     /// The logs with a replica on `id`, placed or leaving.
@@ -459,14 +517,13 @@ impl Cluster {
         {
             return true;
         }
-        let answers = self.ask_replicas(placed).await;
-        answers.iter().any(|(_, answer)| answer.settled(placed, from))
+        self.ask_replicas(placed, |answer| answer.settled(placed, from)).await
     }
 
-    /// What the other nodes holding `placed` answer of its group (those that do).
-    async fn ask_replicas(&self, placed: &PlacedLog) -> Vec<(NodeId, GroupMembership)> {
+    /// Whether one of the other nodes holding `placed` answers of its group
+    /// what `shows` looks for (asked in turn, up to the first that does).
+    async fn ask_replicas(&self, placed: &PlacedLog, shows: impl Fn(&GroupMembership) -> bool) -> bool {
         let members = self.members();
-        let mut answers = Vec::new();
         let holders = placed.nodes.iter().chain(&placed.leaving).filter(|n| **n != self.id());
         for node in holders {
             let Some((member, _)) = members.get(node) else {
@@ -474,12 +531,12 @@ impl Cluster {
             };
             let base = member.peer_url.as_deref().unwrap_or(&member.url);
             match self.ask_group_membership(base, placed.group).await {
-                Ok(answer) if answer.node_id == *node => answers.push((*node, answer)),
+                Ok(answer) if answer.node_id == *node && shows(&answer) => return true,
                 Ok(_) => {}
                 Err(e) => tracing::debug!(node_id = node, error = %e, "asking a replica for its group's membership"),
             }
         }
-        answers
+        false
     }
 
     async fn ask_group_membership(&self, base: &str, group: u64) -> Result<GroupMembership, String> {

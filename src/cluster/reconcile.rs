@@ -127,9 +127,28 @@ impl Cluster {
         self.wait_within(id, CAUGHT_UP_LAG).await
     }
 
+    /// Waits until learner `id` holds this leader's entries up to `index`
+    /// (a move: close, since a log of one replica needs the new one's
+    /// acknowledgements for every write while the change is joint), at most
+    /// `CATCH_UP_WAIT`.
+    pub(super) async fn wait_matched(&self, id: NodeId, index: u64) -> Result<(), ClusterError> {
+        self.raft()
+            .wait(Some(CATCH_UP_WAIT))
+            .metrics(
+                |m| {
+                    let gone = m.membership_config.membership().get_node(&id).is_none();
+                    m.replication.is_none() || gone || matched(m, id).is_some_and(|i| i >= index)
+                },
+                "the new replica catches up",
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| ClusterError::Timeout(e.to_string()))
+    }
+
     /// Waits until learner `id` is within `lag` entries of this leader's
     /// log, at most `CATCH_UP_WAIT`.
-    pub(super) async fn wait_within(&self, id: NodeId, lag: u64) -> Result<(), ClusterError> {
+    async fn wait_within(&self, id: NodeId, lag: u64) -> Result<(), ClusterError> {
         self.raft()
             .wait(Some(CATCH_UP_WAIT))
             .metrics(

@@ -71,6 +71,7 @@ pub(super) async fn follow(catalog: Catalog, cluster: Cluster, mut closing: watc
         if !catalog.is_stopping() {
             cluster.spread_leaders(&mut spreading);
             cluster.drive_moves(&moving);
+            cluster.yield_named_groups(&moving);
         }
         tokio::select! {
             _ = changes.changed() => {}
@@ -91,14 +92,14 @@ async fn reconcile(catalog: &Catalog, cluster: &Cluster) -> Result<(), CatalogEr
     }
     let catalogue = cluster.catalogue();
     let me = cluster.id();
-    // A node the cluster removed holds nothing: a group it led would otherwise keep
-    // leading (its followers hear it) where no move can reach it. Its files stay, for
-    // when it is added again.
+    // A node the cluster removed keeps its replicas (a log of one replica lives there) and
+    // hands over the groups it leads (`Cluster::yield_named_groups`); nothing is deleted
+    // while it is removed (it hears no catalogue change), for when it is added again.
     let removed = cluster.removed().is_some();
     let wanted: BTreeMap<&str, &PlacedLog> = catalogue
         .logs
         .iter()
-        .filter(|(_, placed)| placed.held_by(me) && !removed)
+        .filter(|(_, placed)| placed.held_by(me))
         .map(|(name, placed)| (name.as_str(), placed))
         .collect();
     for named in catalog.list() {
@@ -400,7 +401,8 @@ pub(super) async fn create(
 ) -> Result<(Created, Found), CatalogError> {
     cluster.must_lead().map_err(|e| cluster_error(name.as_str(), e))?;
     let members = cluster.voter_ids();
-    let nodes = u64::try_from(members.len()).unwrap_or(u64::MAX);
+    // The default replica count is the cluster's, a node being drained included.
+    let nodes = u64::try_from(cluster.voter_count()).unwrap_or(u64::MAX);
     let settings = requested.resolve(nodes, &config.base)?;
     // Asked again for a log that exists: answered from the catalogue, with
     // no entry (each one is synced on every node, whatever --fsync says).
