@@ -499,11 +499,15 @@ impl Cluster {
 
     /// The nodes a drain is emptying (see `Inner::draining`).
     pub(super) fn draining(&self) -> BTreeSet<NodeId> {
-        self.inner
+        let marks = self
+            .inner
             .draining
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let live = marks
+            .iter()
+            .filter(|(_, at)| at.elapsed() < super::moves::DRAIN_MARK_LASTS);
+        live.map(|(id, _)| *id).collect()
     }
 }
 

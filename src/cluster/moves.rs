@@ -71,8 +71,16 @@ const FINISHING: u64 = 0;
 const REPLACING: u64 = u64::MAX;
 /// The task proposing a move for balance.
 const BALANCING: u64 = u64::MAX - 1;
+/// How long a drain's mark on its node lasts unless the drain looks again
+/// (a client that gave up on a `202` does not keep new replicas off the node).
+pub(super) const DRAIN_MARK_LASTS: Duration = Duration::from_secs(120);
+/// How long a new replica is waited for before the pass gives up (the
+/// next pass tries again, with the catalogue as it is then).
+const MOVE_CATCH_UP_WAIT: Duration = Duration::from_secs(120);
 /// How long a removed node's hand-over of a group it leads may take.
 const YIELD_WAIT: Duration = Duration::from_secs(5);
+/// How many groups a removed node hands over in one pass at most.
+const YIELDS_A_PASS: usize = 32;
 /// How many candidate logs one balancing pass asks about at most.
 const BALANCE_TRIES: usize = 8;
 
@@ -85,8 +93,6 @@ const BALANCE_TRIES: usize = 8;
 pub struct Moving {
     tasks: Arc<Mutex<BTreeSet<u64>>>,
     down_since: Arc<Mutex<BTreeMap<NodeId, Instant>>>,
-    /// Whether this node was removed at the last pass (`yield_named_groups`).
-    removed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Moving {
@@ -125,6 +131,10 @@ impl Cluster {
     /// Each in a task of its own; a pass never waits for one.
     pub fn drive_moves(&self, moving: &Moving) {
         debug_assert_eq!(self.inner.group, 0);
+        // A removed node's catalogue is stale: its groups' leaders elsewhere move them.
+        if self.removed().is_some() {
+            return;
+        }
         let catalogue = self.catalogue();
         let mut any = false;
         for placed in catalogue.logs.into_values().filter(|p| !p.leaving.is_empty()) {
@@ -152,10 +162,12 @@ impl Cluster {
         }
         let unreachable = self.unreachable_members();
         {
-            // A mark outlives neither the node's membership nor this node's leadership.
+            // A mark outlives neither the node's membership, nor this node's leadership, nor
+            // the drains that renew it.
             let members = self.members();
+            let leads = self.raft().metrics().borrow_watched().current_leader == Some(self.id());
             let mut draining = self.inner.draining.lock().unwrap_or_else(PoisonError::into_inner);
-            draining.retain(|id| unreachable.is_some() && members.contains_key(id));
+            draining.retain(|id, at| leads && members.contains_key(id) && at.elapsed() < DRAIN_MARK_LASTS);
         }
         // Balance only with every member in touch (the others' replicas are the timeout's) and
         // no drain under way.
@@ -191,23 +203,24 @@ impl Cluster {
         }
     }
 
-    /// On a node the cluster removed: each named group it holds stops
-    /// calling elections and a group it leads is handed to another voter, so
-    /// that its followers elect a leader that hears the catalogue's moves (a
-    /// removed node hears no catalogue change: a group it went on leading
-    /// would never move). A log with no other voter stays led here. Added
-    /// again, its groups elect as before.
-    pub fn yield_named_groups(&self, moving: &Moving) {
-        let removed = self.removed().is_some();
-        let was = moving.removed.swap(removed, std::sync::atomic::Ordering::Relaxed);
-        if !removed && !was {
+    /// On a node the cluster removed: a named group it leads is handed to
+    /// another voter, so that a leader that hears the catalogue's moves
+    /// finishes them (a removed node hears no catalogue change: a group it
+    /// went on leading would never move). A log with no other voter stays
+    /// led here.
+    pub fn yield_named_groups(&self) {
+        if self.removed().is_none() {
             return;
         }
-        for group in self.groups_held() {
-            group.raft().runtime_config().elect(!removed);
-            if removed && group.current_leader() == Some(self.id()) {
-                tokio::spawn(async move { group.step_down(YIELD_WAIT).await });
-            }
+        // Elections stay on (a removed replica still votes and may be needed to elect one):
+        // pre-vote keeps it from standing while a leader is in touch, and a group it wins
+        // anyway is handed over at the next pass. At most `YIELDS_A_PASS` at once.
+        let led = self
+            .groups_held()
+            .into_iter()
+            .filter(|g| g.current_leader() == Some(self.id()));
+        for group in led.take(YIELDS_A_PASS) {
+            tokio::spawn(async move { group.step_down(YIELD_WAIT).await });
         }
     }
 
@@ -276,16 +289,17 @@ impl Cluster {
     /// still hold one there (none: done).
     pub async fn drain(&self, id: NodeId, within: Duration) -> Result<Vec<String>, ClusterError> {
         self.must_lead()?;
-        self.inner
-            .draining
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(id);
         let drained = self.drain_marked(id, within).await;
         if drained.is_err() {
             self.end_drain(id);
         }
         drained
+    }
+
+    /// Marks node `id` as being drained, from now (renewed at each look).
+    fn mark_draining(&self, id: NodeId) {
+        let mut marks = self.inner.draining.lock().unwrap_or_else(PoisonError::into_inner);
+        marks.insert(id, Instant::now());
     }
 
     /// Unmarks node `id` (its removal is done or failed): new replicas may go there.
@@ -300,6 +314,7 @@ impl Cluster {
     async fn drain_marked(&self, id: NodeId, within: Duration) -> Result<Vec<String>, ClusterError> {
         let deadline = Instant::now() + within;
         loop {
+            self.mark_draining(id);
             let held = self.move_replicas_off(id, true).await?;
             if held.is_empty() || Instant::now() >= deadline {
                 return Ok(held);
@@ -351,7 +366,7 @@ impl Cluster {
         let last = self.raft().metrics().borrow_watched().last_log_index.unwrap_or(0);
         for node in &wanted {
             if self.members().get(node).is_some_and(|(_, voter)| !voter) {
-                self.wait_matched(*node, last).await?;
+                self.wait_matched(*node, last, MOVE_CATCH_UP_WAIT).await?;
             }
         }
         let turn = self.inner.changing.lock().await;

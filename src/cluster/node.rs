@@ -93,10 +93,11 @@ pub(super) struct Inner {
     pub learners: LearnersSeen,
     /// Held while the voter set is changed (`reconcile`): one at a time.
     pub changing: tokio::sync::Mutex<()>,
-    /// On group 0's leader: the nodes a drain is moving replicas off (no
-    /// new replica goes there meanwhile; in memory, a drain asked again of
-    /// a new leader marks them again).
-    pub draining: std::sync::Mutex<std::collections::BTreeSet<NodeId>>,
+    /// On group 0's leader: the nodes a drain is moving replicas off, and
+    /// when the drain last asked (no new replica goes there meanwhile; in
+    /// memory, a drain asked again of a new leader marks them again; a mark
+    /// no drain renews lapses, `moves::DRAIN_MARK_LASTS`).
+    pub draining: std::sync::Mutex<std::collections::BTreeMap<NodeId, std::time::Instant>>,
     /// The joint membership the reconciler saw, and since when.
     pub joint_seen: std::sync::Mutex<Option<(Option<super::types::LogId>, std::time::Instant)>>,
     /// The stamp this node last gave records it proposed; held while a

@@ -130,10 +130,10 @@ impl Cluster {
     /// Waits until learner `id` holds this leader's entries up to `index`
     /// (a move: close, since a log of one replica needs the new one's
     /// acknowledgements for every write while the change is joint), at most
-    /// `CATCH_UP_WAIT`.
-    pub(super) async fn wait_matched(&self, id: NodeId, index: u64) -> Result<(), ClusterError> {
+    /// `within`.
+    pub(super) async fn wait_matched(&self, id: NodeId, index: u64, within: Duration) -> Result<(), ClusterError> {
         self.raft()
-            .wait(Some(CATCH_UP_WAIT))
+            .wait(Some(within))
             .metrics(
                 |m| {
                     let gone = m.membership_config.membership().get_node(&id).is_none();

@@ -71,7 +71,7 @@ pub(super) async fn follow(catalog: Catalog, cluster: Cluster, mut closing: watc
         if !catalog.is_stopping() {
             cluster.spread_leaders(&mut spreading);
             cluster.drive_moves(&moving);
-            cluster.yield_named_groups(&moving);
+            cluster.yield_named_groups();
         }
         tokio::select! {
             _ = changes.changed() => {}
@@ -92,8 +92,8 @@ async fn reconcile(catalog: &Catalog, cluster: &Cluster) -> Result<(), CatalogEr
     }
     let catalogue = cluster.catalogue();
     let me = cluster.id();
-    // A node the cluster removed keeps its replicas (a log of one replica lives there) and
-    // hands over the groups it leads (`Cluster::yield_named_groups`); nothing is deleted
+    // A node the cluster removed keeps its replicas (a log of one replica lives there, and its
+    // votes may be needed) and hands over the groups it leads (`Cluster::yield_named_groups`); nothing is deleted
     // while it is removed (it hears no catalogue change), for when it is added again.
     let removed = cluster.removed().is_some();
     let wanted: BTreeMap<&str, &PlacedLog> = catalogue
