@@ -215,10 +215,16 @@ impl Cluster {
         // Elections stay on (a removed replica still votes and may be needed to elect one):
         // pre-vote keeps it from standing while a leader is in touch, and a group it wins
         // anyway is handed over at the next pass. At most `YIELDS_A_PASS` at once.
-        let led = self
-            .groups_held()
-            .into_iter()
-            .filter(|g| g.current_leader() == Some(self.id()));
+        // Only groups with another voter in touch: one that cannot be handed over (a log of
+        // one replica) must not hold a place among the pass's hand-overs.
+        let me = self.id();
+        let led = self.groups_held().into_iter().filter(|g| {
+            g.current_leader() == Some(me)
+                && g.status()
+                    .members
+                    .iter()
+                    .any(|m| m.voter && m.id != me && m.reachable == Some(true))
+        });
         for group in led.take(YIELDS_A_PASS) {
             tokio::spawn(async move { group.step_down(YIELD_WAIT).await });
         }
