@@ -39,8 +39,8 @@ function row(log) {
     el("td", { class: "num" }, String(log.settings ? log.settings.replicas : "–")),
     el("td", { title: log.leader || "" }, host(log.leader), moved ? el("span", { class: "badge" }, "moved") : ""),
     el("td", { title: log.preferred_leader || "" }, host(log.preferred_leader)),
-    el("td", { class: "num" }, log.status === "live" ? String(log.next_offset) : "–"),
-    el("td", { class: "num" }, log.status === "live" ? size(log.size_bytes) : "–"),
+    el("td", { class: "num" }, log.status === "live" || log.status === "moving" ? String(log.next_offset) : "–"),
+    el("td", { class: "num" }, log.status === "live" || log.status === "moving" ? size(log.size_bytes) : "–"),
   );
 }
 

@@ -118,6 +118,9 @@ fn named_view<'a>(named: &'a NamedLog, catalog: &Catalog) -> View<'a> {
         view.leader = group.leader().and_then(|(_, url)| url);
         view.members = group.members().into_values().map(|(member, _)| member.url).collect();
         view.preferred_leader = catalog.preferred_leader(named.name.as_str());
+        if catalog.is_moving(named.name.as_str()) {
+            view.status = "moving";
+        }
     }
     view
 }

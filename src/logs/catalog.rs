@@ -309,6 +309,15 @@ impl Catalog {
         cluster.members().remove(&first).map(|(member, _)| member.url)
     }
 
+    /// Whether a replica of a cluster's log is moving (a node is leaving
+    /// its group: a drain, the replica timeout, balance).
+    pub fn is_moving(&self, name: &str) -> bool {
+        let Some(cluster) = self.0.cluster.as_ref() else {
+            return false;
+        };
+        cluster.placed(name).is_some_and(|placed| !placed.leaving.is_empty())
+    }
+
     /// Whether the node is handing its leaderships on or closing.
     pub(super) fn is_stopping(&self) -> bool {
         self.0.stepping_down.load(std::sync::atomic::Ordering::SeqCst) || self.is_closing()
