@@ -160,21 +160,32 @@ impl Cluster {
         status_of(&self.inner.config, url).await
     }
 
-    pub(super) fn inner_routes(&self) -> super::network::Routes {
+    fn inner_routes(&self) -> super::network::Routes {
         super::network::Routes::new(self.inner.config.routes.clone())
     }
 }
 
 /// GET `url`/cluster with the peer client of `config`, through its routes.
 pub(super) async fn status_of(config: &ClusterConfig, url: &str) -> Result<ClusterStatus, String> {
+    peer_get(config, url, "/cluster", Duration::from_secs(2)).await
+}
+
+/// GET `url``path` with the peer client of `config`, through its routes,
+/// waiting up to `timeout`; its JSON answer, or why not (naming `url`).
+pub(super) async fn peer_get<T: serde::de::DeserializeOwned>(
+    config: &ClusterConfig,
+    url: &str,
+    path: &str,
+    timeout: Duration,
+) -> Result<T, String> {
     let target = format!(
-        "{}/cluster",
+        "{}{path}",
         super::network::Routes::new(config.routes.clone()).resolve(url)
     );
     let response = config
         .client
         .get(&target)
-        .timeout(Duration::from_secs(2))
+        .timeout(timeout)
         .send()
         .await
         .map_err(|e| format!("{url}: {e}"))?;

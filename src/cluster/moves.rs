@@ -561,20 +561,8 @@ impl Cluster {
     }
 
     async fn ask_group_membership(&self, base: &str, group: u64) -> Result<GroupMembership, String> {
-        let target = format!("{}/raft/{group}/membership", self.inner_routes().resolve(base));
-        let response = self
-            .inner
-            .config
-            .client
-            .get(&target)
-            .timeout(ASK_TIMEOUT)
-            .send()
-            .await
-            .map_err(|e| format!("{target}: {e}"))?;
-        if !response.status().is_success() {
-            return Err(format!("{target}: answered {}", response.status()));
-        }
-        response.json().await.map_err(|e| format!("{target}: {e}"))
+        let path = format!("/raft/{group}/membership");
+        super::formation::peer_get(&self.inner.config, base, &path, ASK_TIMEOUT).await
     }
 }
 
