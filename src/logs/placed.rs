@@ -12,6 +12,7 @@
 //! groups/<group>/             a replica: segments, raft/ (raft/replica names group and node)
 //! groups/.creating.<group>/   a replica's creation a crash interrupted: removed at start
 //! groups/.deleting.<group>/   a deletion a crash interrupted: removed at start
+//! groups/.gone.<group>        this node removed its replica of the group: never opened again
 //! ```
 //!
 //! A replica directory is made (`.creating` then renamed) before its group
@@ -39,6 +40,13 @@ use crate::mode::{Consumers, Mode};
 
 const CREATING: &str = ".creating.";
 const DELETING: &str = ".deleting.";
+/// `.gone.<group>`: this node removed its replica of the group (deleted or
+/// moved away); it never opens one again.
+const GONE: &str = ".gone.";
+
+fn tombstone(dir: &Path, group: u64) -> PathBuf {
+    dir.join(format!("{GONE}{group}"))
+}
 
 /// How often the catalogue is followed even without a change (a log that
 /// failed to open is tried again).
@@ -206,6 +214,13 @@ async fn open(
 ) -> Result<Arc<NamedLog>, CatalogError> {
     let settings = settings_of(placed)?;
     let dir = config.dir.join(placed.group.to_string());
+    if tombstone(&config.dir, placed.group).exists() {
+        return Err(CatalogError::Io(io::Error::other(format!(
+            "this node removed its replica of group {} (the log was deleted or moved away): it does not open one again \
+             (a catalogue that came back short after a power cut names it until it catches up)",
+            placed.group
+        ))));
+    }
     set_aside_if_another_ids(&config.dir, placed.group, cluster.id()).await?;
     crash_point(failpoint::GROUP_CREATE_BEFORE_DIR).await;
     make_directory(&config.dir, placed.group).await?;
@@ -234,7 +249,16 @@ async fn open(
         stopping,
     ));
     let mode = Mode::Member(group);
-    let consumers = Consumers::open(&mode, &dir)?;
+    let consumers = match Consumers::open(&mode, &dir) {
+        Ok(consumers) => consumers,
+        Err(e) => {
+            // Nothing is left running that no `NamedLog` would close.
+            let _ = stop.send(true);
+            cluster.stop_group(placed.group).await;
+            let _ = tokio::task::spawn_blocking(move || log.close()).await;
+            return Err(e.into());
+        }
+    };
     tracing::info!(log = %name, group = placed.group, "named log's replica opened");
     Ok(Arc::new(NamedLog::new(
         name,
@@ -324,6 +348,11 @@ async fn remove_unplaced(dir: &Path, kept: &[u64], next_group: u64) -> Result<()
                     "a replica of a group the catalogue has not heard of: left alone");
                 continue;
             }
+            // The tombstone first (synced): a catalogue a power cut rolled back must not
+            // open this group here again, empty, under the id whose votes went with it.
+            let gone = tombstone(&listed, group);
+            fsops::create(&gone)?;
+            fsops::sync_dir(&listed)?;
             let renamed = listed.join(format!("{DELETING}{group}"));
             fsops::rename(&entry.path(), &renamed)?;
             fsops::sync_dir(&listed)?;
@@ -555,4 +584,27 @@ pub(super) async fn delete(catalog: &Catalog, cluster: &Cluster, name: &str) -> 
         .wait_for_pass(SETTLING, |c| c.get(name).is_none_or(|n| n.group != Some(placed.group)))
         .await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A replica removed here leaves a synced tombstone: a catalogue that a power cut rolled
+    /// back (it names the group here again until it catches up) does not open it again.
+    #[tokio::test]
+    async fn a_removed_replica_leaves_a_tombstone_and_kept_ones_stay() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        for group in [3, 5] {
+            std::fs::create_dir_all(dir.path().join(group.to_string()).join("raft")).expect("a replica directory");
+        }
+        remove_unplaced(dir.path(), &[3], 10).await.expect("removed");
+        assert!(dir.path().join("3").is_dir(), "kept");
+        assert!(!dir.path().join("5").exists(), "removed");
+        assert!(tombstone(dir.path(), 5).exists(), "its tombstone");
+        assert!(!tombstone(dir.path(), 3).exists());
+        // A second pass with the tombstone there changes nothing.
+        remove_unplaced(dir.path(), &[3], 10).await.expect("again");
+        assert!(dir.path().join("3").is_dir() && tombstone(dir.path(), 5).exists());
+    }
 }

@@ -360,7 +360,13 @@ async fn all_exited(cluster: &mut TestCluster, point: &str) {
 /// The group directories (and deletions' leftovers) on node `i`.
 fn replica_dirs(cluster: &TestCluster, i: usize) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(cluster.data_dir(i).join("groups"))
-        .map(|dir| dir.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect())
+        .map(|dir| {
+            // Directories only: a removed replica leaves a `.gone.<group>` file (its tombstone).
+            let dirs = dir
+                .filter_map(|e| e.ok())
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()));
+            dirs.filter_map(|e| e.file_name().into_string().ok()).collect()
+        })
         .unwrap_or_default();
     names.sort();
     names
