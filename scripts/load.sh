@@ -20,9 +20,11 @@
 #
 # Knobs (environment): DURATION (10s), CONNECTIONS (64), THREADS (2),
 # PREFILL records (100000), BASE_PORT (18080), LOAD_DIR (data dirs; default a
-# temporary directory under $TMPDIR or /tmp), CARGO_TARGET_DIR; SERVER_CPUS and
-# CLIENT_CPUS (taskset -c lists, e.g. 0 and 1: the servers and wrk on cores of
-# their own, so that the client's per-request work is not taken from the server).
+# temporary directory under $TMPDIR or /tmp), CARGO_TARGET_DIR; PAIRS (with
+# --producers: that many more alternating plain/producer pairs, a fresh server
+# each, and their medians) for each mode of PAIR_FSYNC ("never"); SERVER_CPUS and CLIENT_CPUS (taskset -c lists,
+# e.g. 0 and 1: the servers and wrk on cores of their own, so that the
+# client's per-request work is not taken from the server).
 # Installs wrk (and curl) with apt-get if missing; kills what it started on exit.
 set -euo pipefail
 
@@ -246,25 +248,33 @@ seconds() {
   esac
 }
 
-declare -A RPS P99 P50 ERR REQ
+declare -A RPS P99 P50 ERR REQ CPU
+# The server's CPU time (user + system, clock ticks) so far.
+server_ticks() { awk '{ print $14 + $15 }' "/proc/$SERVER_PID/stat"; }
 # run NAME LUA [THREADS [DURATION]]: one wrk run against the current server.
 run() {
   local name="$1" script="$2" out="$work/wrk-$1.out" threads="${3:-$THREADS}" duration="${4:-$DURATION}"
   log "wrk -t$threads -c$CONNECTIONS -d$duration --latency ($name)"
+  local ticks_before
+  ticks_before="$(server_ticks)"
   timeout "$(($(seconds "$duration") + 60))" "${CLIENT_PIN[@]}" wrk -t"$threads" -c"$CONNECTIONS" -d"$duration" --timeout 10s --latency \
     -s "$script" "$SCHEME://127.0.0.1:$PORT" >"$out" 2>&1 || {
     log "wrk failed for $name:"
     cat "$out" >&2
     exit 1
   }
-  local result
+  local result ticks_after
+  ticks_after="$(server_ticks)"
   result="$(grep '^RESULT' "$out")"
   RPS[$name]="$(sed -E 's/.*rps=([0-9.]+).*/\1/' <<<"$result")"
   P50[$name]="$(sed -E 's/.*p50_us=([0-9]+).*/\1/' <<<"$result")"
   P99[$name]="$(sed -E 's/.*p99_us=([0-9]+).*/\1/' <<<"$result")"
   ERR[$name]="$(sed -E 's/.*errors=([0-9]+).*/\1/' <<<"$result")"
   REQ[$name]="$(sed -E 's/.*requests=([0-9]+).*/\1/' <<<"$result")"
-  log "  $name: ${RPS[$name]} req/s, p50 ${P50[$name]} us, p99 ${P99[$name]} us, errors ${ERR[$name]}"
+  # Server CPU (user + system) a request, in microseconds.
+  CPU[$name]="$(awk -v t=$((ticks_after - ticks_before)) -v hz="$(getconf CLK_TCK)" -v n="${REQ[$name]}" \
+    'BEGIN { if (n > 0) printf "%.2f", t * 1e6 / hz / n; else print "-" }')"
+  log "  $name: ${RPS[$name]} req/s, p50 ${P50[$name]} us, p99 ${P99[$name]} us, errors ${ERR[$name]}, server CPU ${CPU[$name]} us a request"
 }
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
@@ -313,9 +323,41 @@ producer_report() {
   row full_producer_never "  the same, vs plain with table full" full_plain_never ">= 0.95 (producer headers, same log state)"
 }
 
+# PAIRS more pairs for each --fsync mode of PAIR_FSYNC ("never"; "never
+# always" for both), each on a fresh server, the order swapped every pair:
+# single runs drift too much on a shared machine for a 5% figure. Per pair,
+# the throughput ratio (producer / plain) and the ratio of server CPU a
+# request (plain / producer: what a CPU-bound server would give); then medians.
+producer_pairs() {
+  local fsync i kind
+  median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+  for fsync in ${PAIR_FSYNC:-never}; do
+    local thr=() cpu=()
+    for i in $(seq 1 "$PAIRS"); do
+      log "== pair $i of $PAIRS (--fsync $fsync, fresh server)"
+      start_distlog "$fsync"
+      local order=(plain producer)
+      [ $((i % 2)) -eq 0 ] && order=(producer plain)
+      for kind in "${order[@]}"; do run "pair_${kind}_${fsync}_$i" "$work/post-$kind.lua" "$CONNECTIONS"; done
+      stop_server
+      thr+=("$(ratio "${RPS[pair_producer_${fsync}_$i]}" "${RPS[pair_plain_${fsync}_$i]}")")
+      cpu+=("$(ratio "${CPU[pair_plain_${fsync}_$i]}" "${CPU[pair_producer_${fsync}_$i]}")")
+    done
+    echo
+    echo "Pairs, --fsync $fsync (fresh server each, order swapped every pair; target >= 0.95):"
+    printf '%-5s %12s %12s %11s %11s %9s %9s\n' pair "plain req/s" "prod req/s" "plain us/r" "prod us/r" "thr ratio" "cpu ratio"
+    for i in $(seq 1 "$PAIRS"); do
+      printf '%-5s %12s %12s %11s %11s %9s %9s\n' "$i" "${RPS[pair_plain_${fsync}_$i]}" "${RPS[pair_producer_${fsync}_$i]}" \
+        "${CPU[pair_plain_${fsync}_$i]}" "${CPU[pair_producer_${fsync}_$i]}" "${thr[$((i - 1))]}" "${cpu[$((i - 1))]}"
+    done
+    echo "--fsync $fsync: median throughput ratio $(median "${thr[@]}"), median CPU ratio $(median "${cpu[@]}")"
+  done
+}
+
 if [ "$ONLY_PRODUCERS" -eq 1 ]; then
   producer_runs
   producer_report
+  [ "${PAIRS:-0}" -gt 0 ] && producer_pairs
   exit 0
 fi
 
