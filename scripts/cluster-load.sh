@@ -33,7 +33,7 @@
 #             first written alone at its group's leader, then all K at once, each at its own
 #             group's leader with CONNECTIONS/K connections (one wrk each), their sum against the
 #             single named log; the node each log's leader is on, and CPU per node
-#   idle      named logs at rest (issue 22), one 3-node cluster: each node's CPU over IDLE_SECONDS
+#   idle      named logs at rest (issue 22), one 3-node cluster (KEEP_LOGS=DIR keeps the nodes' output): each node's CPU over IDLE_SECONDS
 #             (20) with no named log, then after creating IDLE_LOGS (--idle-logs K, default 100)
 #             logs with 3 replicas (and the time that took), then the time from restarting every
 #             node to every log having a leader again; prints the CPU a log costs a node at rest
@@ -816,6 +816,18 @@ create_idle_log() {
   for i in 1 2 3; do log "ci$i's last lines:"; tail -5 "$work/ci$i.out" >&2 || true; done
   exit 1
 }
+# all_quiet URL COUNT: until the node at URL has COUNT quiet groups (Raft timers off for want of
+# traffic, `distlog_raft_quiet_groups`), at most 120 s.
+all_quiet() {
+  local url="$1" count="$2" quiet=0
+  for _ in $(seq 1200); do
+    quiet="$(curl -sf --max-time 5 "$url/metrics" | awk '/^distlog_raft_quiet_groups / { printf "%d", $2 }' || true)"
+    [ "${quiet:-0}" -lt "$count" ] || return 0
+    sleep 0.1
+  done
+  log "only ${quiet:-0} of $count groups are quiet at $url after 120 s"
+  return 1
+}
 threads_of() { ls "/proc/${PIDS[$1]}/task" 2>/dev/null | wc -l; }
 fds_of() { ls "/proc/${PIDS[$1]}/fd" 2>/dev/null | wc -l; }
 
@@ -831,6 +843,9 @@ if want idle; then
   done
   for port in "${CLUSTER_PORTS[@]}"; do all_led "http://127.0.0.1:$port" "$IDLE_LOGS"; done
   result "create $IDLE_LOGS logs" "$((($(now_ms) - t0)))" "ms" "one PUT at a time, until every node sees each led" "curl -X PUT \$url/logs/idle-K"
+  t0="$(now_ms)"
+  for port in "${CLUSTER_PORTS[@]}"; do all_quiet "http://127.0.0.1:$port" "$IDLE_LOGS" || true; done
+  result "quiet, $IDLE_LOGS logs" "$((($(now_ms) - t0)))" "ms" "after the last create, until every node has every group quiet" "GET /metrics"
   cpu_during "idle, $IDLE_LOGS logs" "$work/idle-n.out" ci1 ci2 ci3 -- sleep "$IDLE_SECONDS"
   result "idle, $IDLE_LOGS logs" "$(cpu_mean "idle, $IDLE_LOGS logs")" "% a node" "over ${IDLE_SECONDS} s" "sleep $IDLE_SECONDS"
   for i in 1 2 3; do stop_one "ci$i"; done
@@ -838,6 +853,7 @@ if want idle; then
   for i in 1 2 3; do start_distlog "ci$i" "${CLUSTER_PORTS[$((i - 1))]}" --peers "$PEERS"; done
   for port in "${CLUSTER_PORTS[@]}"; do all_led "http://127.0.0.1:$port" "$IDLE_LOGS"; done
   result "restart, $IDLE_LOGS logs" "$((($(now_ms) - t0)))" "ms" "every node stopped, started; until each sees every log led" "kill; distlog serve"
+  if [ -n "${KEEP_LOGS:-}" ]; then mkdir -p "$KEEP_LOGS" && cp "$work"/ci[123].out "$KEEP_LOGS"/; fi
   stop_cluster ci
   rm -rf "$work/ci"[123]
 fi

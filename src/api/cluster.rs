@@ -317,6 +317,22 @@ pub async fn raft_heartbeats(State(state): State<AppState>, from: RaftCaller, re
     Ok(rpc_answer(answers))
 }
 
+/// A peer's pulse for the named groups it leads quietly (`cluster::quiet`):
+/// answered with those this node follows quietly under it.
+pub async fn raft_quiet(State(state): State<AppState>, from: RaftCaller, request: Request) -> ApiResult<Response> {
+    let (parts, body) = request.into_parts();
+    let cluster = checked_target(&state, RaftGroup(0), &parts.headers)?;
+    let body = axum::body::to_bytes(body, crate::cluster::pulse_body_limit())
+        .await
+        .map_err(|e| ApiError::BadClusterRequest(format!("quiet pulse body: {e}")))?;
+    let pulse: crate::cluster::QuietPulse =
+        serde_json::from_slice(&body).map_err(|e| ApiError::BadClusterRequest(format!("quiet pulse: {e}")))?;
+    let answer = cluster
+        .take_quiet_pulse(from.caller(), pulse)
+        .map_err(|e| cluster_error(e, ""))?;
+    Ok(axum::Json(answer).into_response())
+}
+
 /// Where a pipelined append-entries stands in its sender's stream
 /// (`x-distlog-append-stream`), if it says.
 fn stream_position(headers: &HeaderMap) -> ApiResult<Option<Position>> {

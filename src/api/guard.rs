@@ -49,6 +49,7 @@ fn required_action(policy: &Policy, method: &Method, route: &str) -> Option<Acti
             | routes::RAFT_SNAPSHOT
             | routes::RAFT_TRANSFER
             | routes::RAFT_HEARTBEATS
+            | routes::RAFT_QUIET
             | routes::RAFT_GROUP_APPEND
             | routes::RAFT_GROUP_VOTE
             | routes::RAFT_GROUP_PRE_VOTE

@@ -91,6 +91,8 @@ mod routes {
     pub const RAFT_TRANSFER: &str = crate::cluster::TRANSFER_PATH;
     /// Named logs' groups' heartbeats to this node, batched (`cluster::pulse`).
     pub const RAFT_HEARTBEATS: &str = crate::cluster::HEARTBEATS_PATH;
+    /// A peer's pulse for the named groups it leads quietly (`cluster::quiet`).
+    pub const RAFT_QUIET: &str = crate::cluster::QUIET_PATH;
     /// A named log's Raft group's messages (`cluster::group_path`).
     pub const RAFT_GROUP_APPEND: &str = "/raft/{group}/append";
     pub const RAFT_GROUP_VOTE: &str = "/raft/{group}/vote";
@@ -229,6 +231,7 @@ fn peer_routes() -> Router<AppState> {
         .route(routes::RAFT_SNAPSHOT, post(cluster::raft_snapshot))
         .route(routes::RAFT_TRANSFER, post(cluster::raft_transfer))
         .route(routes::RAFT_HEARTBEATS, post(cluster::raft_heartbeats))
+        .route(routes::RAFT_QUIET, post(cluster::raft_quiet))
         .route(routes::RAFT_GROUP_APPEND, post(cluster::raft_append))
         .route(routes::RAFT_GROUP_VOTE, post(cluster::raft_vote))
         .route(routes::RAFT_GROUP_PRE_VOTE, post(cluster::raft_pre_vote))
@@ -252,6 +255,7 @@ fn peer_routes_elsewhere() -> Router<AppState> {
         routes::RAFT_SNAPSHOT,
         routes::RAFT_TRANSFER,
         routes::RAFT_HEARTBEATS,
+        routes::RAFT_QUIET,
         routes::RAFT_GROUP_APPEND,
         routes::RAFT_GROUP_VOTE,
         routes::RAFT_GROUP_PRE_VOTE,
@@ -301,6 +305,7 @@ pub fn route_template(path: &str) -> &'static str {
         routes::RAFT_SNAPSHOT => routes::RAFT_SNAPSHOT,
         routes::RAFT_TRANSFER => routes::RAFT_TRANSFER,
         routes::RAFT_HEARTBEATS => routes::RAFT_HEARTBEATS,
+        routes::RAFT_QUIET => routes::RAFT_QUIET,
         p if p.starts_with("/raft/") => raft_group_template(p),
         routes::UI => routes::UI,
         routes::UI_SLASH => routes::UI_SLASH,

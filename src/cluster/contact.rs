@@ -5,9 +5,11 @@
 //! commit for as long as a partition lasts. Here a node names a leader only
 //! while it hears from it within the lease:
 //! - the leader counts the last time a majority acknowledged it
-//!   (openraft's `last_quorum_acked`; a lone voter is its own majority);
+//!   (openraft's `last_quorum_acked`, or for a quiet group the answers to
+//!   its pulses, `quiet.rs`; a lone voter is its own majority);
 //! - any other node counts the last append-entries or snapshot it took
-//!   from a leader (`LeaderContact`, set by the peer RPC handlers).
+//!   from a leader, or pulse naming the group it follows quietly
+//!   (`LeaderContact`, set by the peer RPC handlers).
 //!
 //! The limit is twice the longest election timeout (openraft's own leader
 //! lease, past which a leader's proposals are refused, is one) plus a
@@ -108,10 +110,15 @@ impl Cluster {
         if voters == [self.inner.id] {
             return Some(Duration::ZERO);
         }
-        metrics
+        let heartbeats = metrics
             .last_quorum_acked
             .as_ref()
-            .map(|acked| acked.into_inner().elapsed())
+            .map(|acked| acked.into_inner().elapsed());
+        // A quiet group's leader sends no heartbeats: the pulses' answers stand for them.
+        match (heartbeats, self.pulse_silence(metrics)) {
+            (Some(h), Some(p)) => Some(h.min(p)),
+            (h, p) => h.or(p),
+        }
     }
 
     /// Raft's current leader while this node is in touch with it (see the

@@ -160,7 +160,11 @@ impl Cluster {
             first.insert(*node, member.clone());
         }
         match self.inner.raft.initialize(first).await {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                // The first node of a new log stands at once.
+                self.wake("initialized");
+                Ok(())
+            }
             Err(openraft::errors::RaftError::APIError(openraft::errors::InitializeError::NotAllowed(_))) => Ok(()),
             Err(e) => Err(ClusterError::Stopped(e.to_string())),
         }

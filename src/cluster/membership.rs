@@ -64,6 +64,7 @@ impl Cluster {
             }
             None => {
                 tracing::info!(node_id = id, %url, peer_url = ?wanted.peer_url, "adding a learner");
+                self.wake_to_propose().await;
                 self.raft()
                     .add_learner(id, wanted, true)
                     .await
@@ -128,6 +129,7 @@ impl Cluster {
         self.must_lead()?;
         // The voter set changes one at a time (see `reconcile`).
         let _turn = self.inner.changing.lock().await;
+        self.wake_to_propose().await;
         let members = self.members();
         let Some((_, voter)) = members.get(&id) else {
             return Err(ClusterError::NoSuchMember(id));
@@ -177,6 +179,7 @@ impl Cluster {
     /// Hands leadership to voter `id` and waits until it leads.
     pub async fn transfer_leadership(&self, id: NodeId) -> Result<(), ClusterError> {
         self.must_lead()?;
+        self.wake_to_propose().await;
         let members: BTreeMap<NodeId, (Member, bool)> = self.members();
         match members.get(&id) {
             Some((_, true)) => {}

@@ -60,6 +60,7 @@ mod peer_health;
 mod pipeline;
 mod pulse;
 mod quarantine;
+mod quiet;
 mod reads;
 mod recent;
 mod reconcile;
@@ -97,6 +98,7 @@ pub use network::{APPEND_PATH, PRE_VOTE_PATH, SNAPSHOT_PATH, SnapshotBody, TARGE
 pub use node::{Cluster, ClusterConfig, RaftNode};
 pub use pulse::{HEARTBEATS_PATH, PulseAnswer, Pulses, WAIT_HEADER, decode_batch, item_deadline, pulse_body_limit};
 pub use quarantine::{OpenError, QUARANTINE_DIR, open_member_log};
+pub use quiet::{QUIET_PATH, QuietAnswer, QuietPulse};
 pub use reads::Beyond;
 pub use sender::{Caller, HostProof, SENDER_HEADER};
 pub use spread::Spreading;

@@ -362,6 +362,7 @@ impl Cluster {
                 node_id = node,
                 "moving a replica: adding a learner"
             );
+            self.wake_to_propose().await;
             self.raft()
                 .add_learner(*node, member.clone(), false)
                 .await

@@ -123,6 +123,8 @@ pub(super) struct Inner {
     /// Where this group's peers are reached now (`network::PeerBook`): kept
     /// from group 0's membership, for named groups too (`start::keep_peer_book`).
     pub book: super::network::PeerBook,
+    /// Whether this named group's Raft timer is off for want of traffic (`quiet`).
+    pub quiet: super::quiet::Quiet,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -276,6 +278,7 @@ impl Cluster {
     /// record carries it to the append-entries that replicate it.
     pub async fn write(&self, mut records: Vec<UserRecord>) -> Result<Applied, ClusterError> {
         self.must_lead()?;
+        self.wake_to_propose().await;
         if telemetry::enabled() {
             let span = tracing::info_span!("raft.commit", records = records.len());
             if let Some(first) = records.first_mut() {

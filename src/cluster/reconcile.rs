@@ -109,6 +109,7 @@ impl Cluster {
             let Some(changes) = next(&self.members()) else {
                 return Ok(());
             };
+            self.wake_to_propose().await;
             match self.raft().change_membership(changes, false).await {
                 Ok(_) => return Ok(()),
                 Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
@@ -237,6 +238,10 @@ impl Cluster {
             return true;
         }
         let lease = self.leader_lease();
+        // A quiet group's leader hears its followers through the pulses' answers.
+        if self.pulse_answer_age(id).is_some_and(|age| age < lease) {
+            return true;
+        }
         metrics
             .heartbeat
             .as_ref()

@@ -145,6 +145,10 @@ impl Cluster {
         if !matches!(answer, AppendEntriesResponse::HigherVote(_)) {
             self.inner.contact.heard_from(leader_commit);
         }
+        if carries_entries {
+            // After the append: it renewed the lease, so the first tick does not elect.
+            self.wake("entries");
+        }
         Ok(answer)
     }
 
@@ -176,6 +180,8 @@ impl Cluster {
     ) -> Result<VoteResponse<TypeConfig>, ClusterError> {
         self.check_sender(&caller, &request.vote)?;
         validate::vote(&request).map_err(ClusterError::BadRpc)?;
+        // A candidate stands: this node may have to stand too.
+        self.wake("vote");
         self.raft()
             .vote(request)
             .await
@@ -191,10 +197,15 @@ impl Cluster {
     ) -> Result<VoteResponse<TypeConfig>, ClusterError> {
         self.check_sender(&caller, &request.vote)?;
         validate::vote(&request).map_err(ClusterError::BadRpc)?;
-        self.raft()
+        let mut answer = self
+            .raft()
             .pre_vote(request)
             .await
-            .map_err(|e| ClusterError::Stopped(e.to_string()))
+            .map_err(|e| ClusterError::Stopped(e.to_string()))?;
+        if answer.vote_granted && self.refuses_pre_vote() {
+            answer.vote_granted = false;
+        }
+        Ok(answer)
     }
 
     pub async fn handle_snapshot(
@@ -212,6 +223,7 @@ impl Cluster {
             snapshot: body.tables,
         };
         let leader = body.vote;
+        self.wake("snapshot");
         let answer = self
             .raft()
             .install_full_snapshot(leader, snapshot)
@@ -230,6 +242,8 @@ impl Cluster {
     ) -> Result<TransferLeaderResponse<TypeConfig>, ClusterError> {
         self.check_sender(&caller, request.from_leader())?;
         validate::transfer(&request).map_err(ClusterError::BadRpc)?;
+        // The leader hands over: whoever does not win must elect as usual.
+        self.wake("hand-over");
         if *request.to_node_id() == self.id() {
             self.take_over(request);
             return Ok(Ok(()));

@@ -24,6 +24,7 @@ use super::metrics;
 use super::network::{Network, PeerBook, Routes};
 use super::node::{Cluster, ClusterConfig, Inner};
 use super::quarantine;
+use super::quiet;
 use super::reconcile;
 use super::recovery;
 use super::removal;
@@ -55,7 +56,9 @@ pub enum StartError {
 /// `write_caching`: the log acknowledges what it has not synced
 /// (`--fsync never|interval`), so a follower's log may come back shorter
 /// than it told the leader after a power cut, and the leader must take it.
-fn raft_config(config: &ClusterConfig, write_caching: bool) -> Result<Config, StartError> {
+/// A named log's group (`group` > 0) starts with its timer off (dormant,
+/// `quiet`).
+fn raft_config(config: &ClusterConfig, write_caching: bool, group: u64) -> Result<Config, StartError> {
     let config = Config {
         cluster_name: "distlog".to_string(),
         heartbeat_interval: config.heartbeat.as_millis() as u64,
@@ -77,6 +80,7 @@ fn raft_config(config: &ClusterConfig, write_caching: bool) -> Result<Config, St
         // synced (see `log_store`): send them to the followers then, so
         // that the leader's sync and theirs overlap.
         broadcast_submitted_on_append: Some(true),
+        enable_tick: group == 0,
         ..Config::default()
     };
     config.validate().map_err(|e| StartError::Config(e.to_string()))
@@ -178,6 +182,7 @@ impl Cluster {
         tokio::spawn(reconcile::run(cluster.clone()));
         tokio::spawn(keep_peer_book(cluster.clone(), book));
         tokio::spawn(metrics::publish(cluster.id(), cluster.raft().metrics()));
+        tokio::spawn(quiet::run(cluster.clone()));
         Ok(cluster)
     }
 }
@@ -224,7 +229,7 @@ impl Running {
         };
         let raft = Raft::new(
             id,
-            Arc::new(raft_config(&config, write_caching)?),
+            Arc::new(raft_config(&config, write_caching, group)?),
             network,
             store.clone(),
             sm,
@@ -263,6 +268,11 @@ impl Running {
                 parent,
                 leader_changes: Default::default(),
                 book: book.clone(),
+                quiet: if group == 0 {
+                    Default::default()
+                } else {
+                    quiet::Quiet::dormant_at_start()
+                },
             }),
         };
         tokio::spawn(metrics::count_leader_changes(

@@ -237,6 +237,12 @@ async fn open(
         }
     };
     crash_point(failpoint::GROUP_CREATE_AFTER_START).await;
+    let place = placed
+        .nodes
+        .iter()
+        .position(|n| *n == cluster.id())
+        .unwrap_or(placed.nodes.len());
+    group.dormant_for(place);
     if placed.initializer() == Some(cluster.id())
         && let Err(e) = group.initialize_group(cluster, &placed.nodes).await
     {

@@ -1171,3 +1171,125 @@ async fn a_forced_removal_is_at_once_and_the_replicas_move_after_it() {
         replicas_agree(&cluster, &nodes, name, 2).await;
     }
 }
+
+/// Node `i`'s gauge of its named groups whose Raft timer is off (`distlog_raft_quiet_groups`).
+async fn quiet_groups(cluster: &TestCluster, i: usize) -> u64 {
+    let text = metrics_text(cluster, i).await;
+    text.lines()
+        .find_map(|line| {
+            line.strip_prefix("distlog_raft_quiet_groups ")?
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+        .map_or(0, |v| v as u64)
+}
+
+/// Until every node in `nodes` has `count` quiet groups.
+async fn all_quiet(cluster: &TestCluster, nodes: &[usize], count: u64) {
+    until(&format!("{count} quiet groups on nodes {nodes:?}"), async || {
+        for &i in nodes {
+            if quiet_groups(cluster, i).await != count {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+}
+
+/// The node leading `name`, as node `via` describes it.
+async fn leader_via(cluster: &TestCluster, via: usize, name: &str) -> usize {
+    let mut leader = None;
+    until(&format!("{name} has a leader"), async || {
+        let described = send_following(reqwest::Method::GET, &format!("{}/logs/{name}", cluster.url(via)), None).await;
+        leader = described.body["leader"].as_str().and_then(|url| cluster.index_of(url));
+        leader.is_some()
+    })
+    .await;
+    leader.expect("a leader")
+}
+
+/// Idle named logs go quiet on every replica (their Raft timers off): no
+/// leader changes while quiet, a write wakes its log and is answered at
+/// once, a quiet leader's death is failed over, and every acknowledged
+/// record is on every replica once, identical.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_named_logs_go_quiet_wake_for_writes_and_fail_over() {
+    const LOGS: usize = 4;
+    let mut cluster = TestCluster::start(ClusterConfig::default()).await;
+    let leader = cluster.wait_for_leader(Duration::from_secs(20)).await;
+    let names: Vec<String> = (0..LOGS).map(|k| format!("quiet-{k}")).collect();
+    let mut written: Vec<Vec<Value>> = vec![Vec::new(); LOGS];
+    for (k, name) in names.iter().enumerate() {
+        let url = format!("{}/logs/{name}", cluster.url(leader));
+        let created = send_following(reqwest::Method::PUT, &url, Some(r#"{"replicas": 3}"#)).await;
+        assert_eq!(created.status, 201, "{}", created.body);
+        append(&format!("{url}/"), json!({"k": k, "n": 0})).await;
+        written[k].push(json!({"k": k, "n": 0}));
+    }
+    let all: Vec<usize> = (0..cluster.len()).collect();
+    all_quiet(&cluster, &all, LOGS as u64).await;
+    let changes: Vec<u64> = {
+        let mut c = Vec::new();
+        for &i in &all {
+            c.push(named_leader_changes_of(&cluster, i, "quiet-").await);
+        }
+        c
+    };
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for &i in &all {
+        assert_eq!(
+            named_leader_changes_of(&cluster, i, "quiet-").await,
+            changes[i],
+            "node {i} saw a leader change while its groups were quiet"
+        );
+        assert_eq!(quiet_groups(&cluster, i).await, LOGS as u64, "node {i} stayed quiet");
+    }
+    // A write to a quiet log wakes it and is answered.
+    for (k, name) in names.iter().enumerate() {
+        let started = Instant::now();
+        append(
+            &format!("{}/logs/{name}/", cluster.url(k % cluster.len())),
+            json!({"k": k, "n": 1}),
+        )
+        .await;
+        written[k].push(json!({"k": k, "n": 1}));
+        eprintln!("{name}: first write after quiet answered in {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{name}: {:?}",
+            started.elapsed()
+        );
+    }
+    // Quiet again, then the leader of the first log dies: its logs elect again.
+    all_quiet(&cluster, &all, LOGS as u64).await;
+    let killed = leader_via(&cluster, 0, &names[0]).await;
+    let via = (killed + 1) % cluster.len();
+    cluster.kill(killed);
+    let started = Instant::now();
+    for (k, name) in names.iter().enumerate() {
+        append(&format!("{}/logs/{name}/", cluster.url(via)), json!({"k": k, "n": 2})).await;
+        written[k].push(json!({"k": k, "n": 2}));
+    }
+    eprintln!(
+        "every log written again {:?} after its quiet leader's node died",
+        started.elapsed()
+    );
+    cluster.restart(killed).await;
+    for (k, name) in names.iter().enumerate() {
+        let logs = replicas_agree(&cluster, &all, name, written[k].len()).await;
+        let values: Vec<Value> = logs[0].records.values().cloned().collect();
+        assert_eq!(values, written[k], "{name}: every acknowledged record, once, in order");
+    }
+}
+
+/// The leader changes node `i` counted over its named logs whose names start with `prefix`.
+async fn named_leader_changes_of(cluster: &TestCluster, i: usize, prefix: &str) -> u64 {
+    let text = metrics_text(cluster, i).await;
+    let series = format!("distlog_log_leader_changes_total{{log=\"{prefix}");
+    text.lines()
+        .filter(|line| line.starts_with(&series))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
