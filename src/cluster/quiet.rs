@@ -370,6 +370,10 @@ impl Cluster {
     /// it elects as usual from now on; a leader's: it heartbeats again),
     /// and gives up any offer or dormancy.
     pub(super) fn wake(&self, why: &'static str) {
+        if self.inner.group == 0 {
+            // Never quiet; and this is on every append of the default log's followers.
+            return;
+        }
         let quiet = &self.inner.quiet;
         let _turning = lock(&quiet.turning);
         quiet.wakes.fetch_add(1, Ordering::AcqRel);
