@@ -180,11 +180,15 @@ impl Cluster {
     /// of them) last answered a pulse naming this group (None: no majority
     /// since its last offer).
     pub(in crate::cluster) fn pulse_silence(&self, metrics: &RaftMetrics<TypeConfig>) -> Option<Duration> {
-        let voters: Vec<NodeId> = metrics.membership_config.membership().voter_ids().collect();
+        if self.inner.group == 0 {
+            // Never quiet; and asked on every write of the default log (`must_lead`).
+            return None;
+        }
         let acks = lock(&self.inner.quiet.acks);
         if acks.is_empty() {
             return None;
         }
+        let voters: Vec<NodeId> = metrics.membership_config.membership().voter_ids().collect();
         let others = voters
             .iter()
             .filter(|v| **v != self.inner.id)
