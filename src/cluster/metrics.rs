@@ -105,6 +105,11 @@ pub(super) async fn count_leader_changes(
             last = now;
         }
         if watch.changed().await.is_err() {
+            // The Raft core is gone (stopped, or panicked while its
+            // metrics still say leader): its quiet groups leave the pulses.
+            if let Some(inner) = inner.upgrade() {
+                inner.quiet.core_stopped();
+            }
             return;
         }
     }

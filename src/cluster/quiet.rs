@@ -100,6 +100,9 @@ pub(super) struct Quiet {
     dormant: Mutex<Option<dormant::Dormant>>,
     /// On group 0: when the next dormant group of this node may wake.
     next_wake: Mutex<Option<Instant>>,
+    /// The group's Raft core stopped (`metrics::count_leader_changes`): its
+    /// last metrics may still say it leads, and no pulse may say so for it.
+    core_gone: AtomicBool,
 }
 
 /// A leader's offer to go quiet: since when, in which term, and the wakes
@@ -122,6 +125,15 @@ impl Quiet {
 
     fn wakes(&self) -> u64 {
         self.wakes.load(Ordering::Acquire)
+    }
+
+    pub(super) fn core_stopped(&self) {
+        self.core_gone.store(true, Ordering::Release);
+        *lock(&self.offer) = None;
+    }
+
+    fn core_gone(&self) -> bool {
+        self.core_gone.load(Ordering::Acquire)
     }
 }
 
@@ -336,7 +348,7 @@ impl Cluster {
     fn quietly_led_term(&self) -> Option<u64> {
         let quiet = &self.inner.quiet;
         let offered = lock(&quiet.offer).map(|o| o.term);
-        if !quiet.is_on() && offered.is_none() {
+        if (!quiet.is_on() && offered.is_none()) || quiet.core_gone() {
             return None;
         }
         let metrics = self.inner.raft.metrics();

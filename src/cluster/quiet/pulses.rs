@@ -234,7 +234,7 @@ impl Cluster {
     /// leader heartbeats it first).
     fn quietly_follows(&self, leader: NodeId, term: u64) -> bool {
         let quiet = &self.inner.quiet;
-        if !quiet.is_on() || lock(&quiet.dormant).is_some() {
+        if !quiet.is_on() || lock(&quiet.dormant).is_some() || quiet.core_gone() {
             return false;
         }
         if self.inner.contact.since().is_none_or(|s| s >= self.leader_lease()) {
