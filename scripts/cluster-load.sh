@@ -668,12 +668,20 @@ stage_totals() {
     }
     END { for (k in s) print k, s[k], c[k] }'
 }
-# stage_means BEFORE AFTER WHO: the mean of each stage between two stage_totals.
+# stage_means BEFORE AFTER WHO: the mean of each stage between two stage_totals, in the order
+# of a write's path (the leader's milestones are timed from the write's proposal).
+STAGE_ORDER="queued written sent acknowledged applied commit log_write log_sync append_rpc peer_append"
 stage_means() {
-  awk -v who="$3" 'NR == FNR { s0[$1] = $2; c0[$1] = $3; next }
-    { n = $3 - c0[$1]; if (n > 0) printf "    %-8s %-12s mean %8.1f us over %d\n", who, $1, ($2 - s0[$1]) / n * 1e6, n }' \
-    <(printf '%s\n' "$1") <(printf '%s\n' "$2") | sort -k2,2
+  awk -v who="$3" -v order="$STAGE_ORDER" 'NR == FNR { s0[$1] = $2; c0[$1] = $3; next }
+    { n = $3 - c0[$1]; if (n > 0) { mean[$1] = ($2 - s0[$1]) / n * 1e6; count[$1] = n } }
+    END {
+      k = split(order, names, " ")
+      for (i = 1; i <= k; i++) if (names[i] in mean)
+        printf "    %-8s %-12s mean %8.1f us over %d\n", who, names[i], mean[names[i]], count[names[i]]
+    }' <(printf '%s\n' "$1") <(printf '%s\n' "$2")
 }
+# stage_mean MEANS WHO STAGE: one mean from stage_means' lines (empty if absent).
+stage_mean() { awk -v who="$2" -v st="$3" '$1 == who && $2 == st { print $4 }' <<<"$1"; }
 if want latency; then
   saved_c="$CONNECTIONS" saved_t="$THREADS"
   THREADS=1
@@ -693,8 +701,15 @@ if want latency; then
       "l${CONNECTIONS}1" "l${CONNECTIONS}2" "l${CONNECTIONS}3"
     STAGES[$CONNECTIONS]="$(stage_means "$lead0" "$(stage_totals "$LEADER_URL")" leader)
 $(stage_means "$foll0" "$(stage_totals "$follower_url")" follower)"
-    log "  stages (means):"
+    log "  stages (means; the leader's queued..commit timed from each write's proposal):"
     printf '%s\n' "${STAGES[$CONNECTIONS]}" >&2
+    sent="$(stage_mean "${STAGES[$CONNECTIONS]}" leader sent)"
+    acked="$(stage_mean "${STAGES[$CONNECTIONS]}" leader acknowledged)"
+    peer="$(stage_mean "${STAGES[$CONNECTIONS]}" follower peer_append)"
+    if [ -n "$sent" ] && [ -n "$acked" ] && [ -n "$peer" ]; then
+      awk -v s="$sent" -v a="$acked" -v p="$peer" 'BEGIN {
+        printf "    network, HTTP and connection tasks, both ways (acknowledged - sent - peer_append): %.1f us\n", a - s - p }' >&2
+    fi
     stop_cluster "l$CONNECTIONS"
     rm -rf "$work/l$CONNECTIONS"[123]
     start_etcd

@@ -134,6 +134,7 @@ pub fn decode_entries(frames: Bytes, first: u64, terms: &Terms) -> Result<Vec<En
                     guard,
                     frame: Some(frame.clone()),
                     trace: None,
+                    proposed_at: None,
                 })
             };
             Ok(Entry {

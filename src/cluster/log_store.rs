@@ -21,6 +21,7 @@
 //!   a crash in between reopens with entries hidden below `purged + 1`.
 
 mod flushing;
+mod quick;
 mod raft;
 mod reserve;
 mod room;
@@ -413,24 +414,45 @@ impl LogStore {
     /// Writes dense entries from index `first` at the log's end (terms
     /// first); returns the last one's id and the sync that makes them
     /// durable (the flushed mark is raised once it is done: `flushing`).
+    #[cfg(test)]
     pub(super) fn write_entries(
         &self,
         first: u64,
-        mut entries: Vec<Entry>,
+        entries: Vec<Entry>,
     ) -> io::Result<(Option<LogId>, Option<PendingSync>)> {
         check_dense(first, &entries)?;
-        let mut batch = EncodedBatch::new(first);
-        batch.reserve(entries.len() * 128, entries.len());
-        encode_entries(&mut batch, &entries);
-        // A full disk waits for room (see `room`): each step may run again.
-        let mut appending = false;
+        let batch = encode(first, &entries);
+        self.store_encoded(first, entries, batch, false)
+    }
+
+    /// `write_entries` for entries already checked and encoded; `appending`:
+    /// an earlier try began writing them (see `store_batch`). A full disk
+    /// waits for room (see `room`): each step may run again.
+    fn store_encoded(
+        &self,
+        first: u64,
+        entries: Vec<Entry>,
+        batch: EncodedBatch,
+        mut appending: bool,
+    ) -> io::Result<(Option<LogId>, Option<PendingSync>)> {
         let started = std::time::Instant::now();
         let pending = self.while_full(|| self.store_batch(first, &entries, &batch, &mut appending))?;
         super::stages::record(super::stages::LOG_WRITE, started);
+        Ok(self.keep_written(entries, batch, pending))
+    }
+
+    /// The written entries go to the recent cache, with their frames.
+    fn keep_written(
+        &self,
+        mut entries: Vec<Entry>,
+        batch: EncodedBatch,
+        pending: Option<PendingSync>,
+    ) -> (Option<LogId>, Option<PendingSync>) {
+        super::stages::reached(super::stages::WRITTEN, &entries);
         let last = entries.last().map(|e| e.log_id);
         attach_frames(&mut entries, batch);
         lock(&self.shared.recent).push(&entries);
-        Ok((last, pending))
+        (last, pending)
     }
 
     /// Blocks until every append written so far is synced (or failed):
@@ -571,6 +593,14 @@ impl LogStore {
         let _running = Running(&self.shared.truncations);
         truncate()
     }
+}
+
+/// The frames of dense `entries` from index `first`.
+fn encode(first: u64, entries: &[Entry]) -> EncodedBatch {
+    let mut batch = EncodedBatch::new(first);
+    batch.reserve(entries.len() * 128, entries.len());
+    encode_entries(&mut batch, entries);
+    batch
 }
 
 /// Gives each user record its frame from `batch`, which holds the

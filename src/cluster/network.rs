@@ -389,6 +389,7 @@ impl Peer {
         };
         let started = std::time::Instant::now();
         let carries_entries = !rpc.entries.is_empty();
+        super::stages::reached(super::stages::SENT, &rpc.entries);
         let answer = self
             .post(
                 APPEND_PATH,
@@ -409,6 +410,9 @@ impl Peer {
         .record(started.elapsed().as_secs_f64());
         if carries_entries {
             super::stages::record(super::stages::APPEND_RPC, started);
+            if answer.is_ok() {
+                super::stages::reached(super::stages::ACKNOWLEDGED, &rpc.entries);
+            }
         }
         answer
     }

@@ -328,6 +328,7 @@ impl Cluster {
             *last_stamp = stamp;
             for record in &mut records {
                 record.timestamp_ms = stamp;
+                record.proposed_at = Some(started);
             }
             self.inner
                 .raft

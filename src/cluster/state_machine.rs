@@ -398,6 +398,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let limits = self.shared.store.log().config().producers;
         while let Some(item) = entries.next().await {
             let (entry, responder) = item?;
+            super::stages::reached(super::stages::APPLIED, [&entry]);
             let attributes = match &entry.payload {
                 EntryPayload::Normal(r) => r.attributes & !CONTROL,
                 _ => CONTROL,

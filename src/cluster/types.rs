@@ -35,6 +35,10 @@ pub struct UserRecord {
     /// (see `telemetry`): in memory only, for the leader's append-entries.
     #[serde(skip)]
     pub trace: Option<crate::telemetry::EntryTrace>,
+    /// When the leader handed this record to its Raft core: in memory
+    /// only, for the commit path's milestones (`stages`).
+    #[serde(skip)]
+    pub proposed_at: Option<std::time::Instant>,
 }
 
 impl UserRecord {
@@ -46,6 +50,7 @@ impl UserRecord {
             guard: Guard::default(),
             frame: None,
             trace: None,
+            proposed_at: None,
         }
     }
 }

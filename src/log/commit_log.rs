@@ -443,6 +443,14 @@ impl Log {
         self.shared.segments.read()
     }
 
+    /// Whether `bytes` more in `records` records fit the active segment:
+    /// such an append does not roll (no sync of the sealed segment, no
+    /// new files), so a caller may make it where it must not block long.
+    pub fn fits_active_segment(&self, bytes: u64, records: u32) -> bool {
+        self.active()
+            .is_ok_and(|active| active.has_room(bytes, records, self.shared.config.max_segment_bytes))
+    }
+
     fn active(&self) -> Result<Arc<Segment>> {
         let active = self.read_segments().last().cloned();
         active.ok_or_else(|| self.writer_failed())

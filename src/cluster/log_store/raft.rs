@@ -94,6 +94,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
+        super::super::stages::reached(super::super::stages::QUEUED, &entries);
         let Some(first) = entries.first().map(|e| e.log_id.index) else {
             // Even nothing is done after the appends before it (in order).
             return self.shared.flusher.submit(Written {
@@ -113,8 +114,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // replica's files), and a power cut must not take it back.
         let must_sync = self.shared.log.config().durability != crate::log::Durability::Always
             && entries.iter().any(super::super::catalogue::is_catalogue_entry);
-        let store = self.clone();
-        let (last, sync) = blocking(move || store.write_entries(first, entries)).await?;
+        let (last, sync) = self.write_entries_soon(first, entries).await?;
         self.shared.flusher.submit(Written {
             sync,
             must_sync,

@@ -131,7 +131,7 @@ impl Room {
     }
 }
 
-fn is_full(e: &io::Error) -> bool {
+pub(super) fn is_full(e: &io::Error) -> bool {
     matches!(e.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded)
 }
 
