@@ -328,7 +328,11 @@ impl Cluster {
             *last_stamp = stamp;
             for record in &mut records {
                 record.timestamp_ms = stamp;
-                record.proposed_at = Some(started);
+            }
+            // One write's milestones (`stages`), on its first record only:
+            // a batch is one write.
+            if let Some(first) = records.first_mut() {
+                first.proposed_at = Some(started);
             }
             self.inner
                 .raft

@@ -443,12 +443,13 @@ impl Log {
         self.shared.segments.read()
     }
 
-    /// Whether `bytes` more in `records` records fit the active segment:
-    /// such an append does not roll (no sync of the sealed segment, no
-    /// new files), so a caller may make it where it must not block long.
-    pub fn fits_active_segment(&self, bytes: u64, records: u32) -> bool {
+    /// Whether `bytes` more in `records` records go into the active
+    /// segment as a plain copy: no roll (a sync of the sealed segment, new
+    /// files) and no growing of its file (allocating, zeroing ahead), so a
+    /// caller may make the append where it must not block long.
+    pub fn appends_in_place(&self, bytes: u64, records: u32) -> bool {
         self.active()
-            .is_ok_and(|active| active.has_room(bytes, records, self.shared.config.max_segment_bytes))
+            .is_ok_and(|active| active.has_room_in_place(bytes, records, self.shared.config.max_segment_bytes))
     }
 
     fn active(&self) -> Result<Arc<Segment>> {

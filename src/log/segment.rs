@@ -295,6 +295,12 @@ impl Segment {
         entries_fit && self.store.size() + bytes <= max_segment_bytes
     }
 
+    /// `has_room`, and the store takes the bytes without growing its file
+    /// (see `Store::appends_in_place`).
+    pub fn has_room_in_place(&self, bytes: u64, records: u32, max_segment_bytes: u64) -> bool {
+        self.has_room(bytes, records, max_segment_bytes) && self.store.appends_in_place(bytes)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.index.is_empty()
     }

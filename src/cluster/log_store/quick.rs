@@ -5,9 +5,10 @@
 //! starts) pay them on every write's path. An append is written in place
 //! when nothing in it can block for long: it is small, goes at the log's
 //! end in the term the log already ends in (no durable rewrite of the term
-//! runs, which syncs), fits the active segment (a roll syncs the sealed
-//! segment and makes files), and the disk is not full (a full disk waits
-//! for room). Anything else goes to a blocking thread as before; so does
+//! runs, which syncs), goes into the active segment as a plain copy (a
+//! roll syncs the sealed segment and makes files; growing the file
+//! allocates or writes zeros ahead), and the disk is not full (a full disk
+//! waits for room). Anything else goes to a blocking thread as before; so does
 //! the rest of a quick append that meets a full disk, from where it got.
 
 use std::io;
@@ -37,7 +38,14 @@ impl LogStore {
             match self.store_batch(first, &entries, &batch, &mut appending) {
                 Ok(pending) => {
                     super::super::stages::record(super::super::stages::LOG_WRITE, started);
-                    return Ok(self.keep_written(entries, batch, pending));
+                    let written = self.keep_written(entries, batch, pending);
+                    // The hop to a blocking thread was also where the core
+                    // yielded: tasks it woke meanwhile (a replication task,
+                    // a follower's waiting handler) sit in this worker's
+                    // next-task slot, which no other worker takes, until
+                    // it does.
+                    tokio::task::yield_now().await;
+                    return Ok(written);
                 }
                 Err(e) if !is_full(&e) => return Err(e),
                 // Waits for room on a blocking thread, going on from what
@@ -62,7 +70,7 @@ impl LogStore {
             && first > log.lowest_offset()
             && entries.iter().all(|e| term_of(&e.log_id) == term)
             && self.continues_last_run(first, term)
-            && log.fits_active_segment(batch.frames().len() as u64, count)
+            && log.appends_in_place(batch.frames().len() as u64, count)
     }
 
     /// Whether entries of `term` from `first` on extend the last term run

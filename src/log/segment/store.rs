@@ -198,6 +198,19 @@ impl Store {
         self.size.load(Ordering::Acquire)
     }
 
+    /// Whether appending `bytes` now only copies them into the file's
+    /// blocks: under an append map allocated and faulted in past their end,
+    /// or (positioned writes) below the zeros already written ahead. Such an
+    /// append neither grows, allocates nor zeroes the file on the way.
+    pub(super) fn appends_in_place(&self, bytes: u64) -> bool {
+        let end = self.size().saturating_add(bytes);
+        let allocated = self.allocated_to.load(Ordering::Acquire);
+        match allocated > 0 {
+            true => end <= allocated && end <= self.prefaulted_to.load(Ordering::Relaxed),
+            false => end <= self.zeroed_to.load(Ordering::Relaxed),
+        }
+    }
+
     /// Writes `bytes` at the end and returns where they start. Only the log's
     /// writer calls this. On failure the file is cut back so that no partial
     /// frame stays behind.
