@@ -57,7 +57,7 @@ pub fn describe_metrics() {
     describe_histogram!(
         super::stages::STAGE_SECONDS,
         Unit::Seconds,
-        "The commit path's steps as this node sees them (label stage: commit, log_write, log_sync, append_rpc, peer_append; see docs/cluster-design.md)."
+        "The commit path's steps as this node sees them (label stage: the leader's milestones of a write from its proposal, queued, written, sent, acknowledged, applied, commit; and log_write, log_sync, append_rpc, peer_append; see docs/cluster-design.md)."
     );
     describe_histogram!(
         APPEND_DURATION,
