@@ -38,14 +38,7 @@ impl LogStore {
             match self.store_batch(first, &entries, &batch, &mut appending) {
                 Ok(pending) => {
                     super::super::stages::record(super::super::stages::LOG_WRITE, started);
-                    let written = self.keep_written(entries, batch, pending);
-                    // The hop to a blocking thread was also where the core
-                    // yielded: tasks it woke meanwhile (a replication task,
-                    // a follower's waiting handler) sit in this worker's
-                    // next-task slot, which no other worker takes, until
-                    // it does.
-                    tokio::task::yield_now().await;
-                    return Ok(written);
+                    return Ok(self.keep_written(entries, batch, pending));
                 }
                 Err(e) if !is_full(&e) => return Err(e),
                 // Waits for room on a blocking thread, going on from what
@@ -170,6 +163,32 @@ mod tests {
         assert_eq!(held, vec![0, 1, 2, 3, 4, 5]);
         assert_eq!(store.terms().term_at(3), Some(1));
         assert_eq!(store.terms().term_at(5), Some(2));
+    }
+
+    /// With write caching the segment's file is allocated and faulted in
+    /// ahead of the writer by the log's background thread, woken by the
+    /// writer when it nears the end of what was done ahead: Raft appends
+    /// must wake it too, or their writer allocates and faults every page
+    /// in itself (and no append is ever quick).
+    #[test]
+    fn with_write_caching_raft_appends_have_the_file_prepared_ahead_of_them() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = store(
+            dir.path(),
+            LogConfig {
+                durability: Durability::Never,
+                ..LogConfig::default()
+            },
+        );
+        write(&store, vec![entry_of(1, 0), entry_of(1, 1)]);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !quick(&store, &[entry_of(1, 2)]) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no room was prepared ahead of the writer within 10 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
     }
 
     /// An append that would roll the active segment (a sync of the sealed

@@ -267,6 +267,11 @@ impl Log {
             } else {
                 w.finish(count, bytes, None);
             }
+            // Outside the writer lock (see `Store::work_ahead`): the file is
+            // prepared ahead of replicated appends too, not by their writer.
+            if self.active().is_ok_and(|active| active.wants_work_ahead()) {
+                self.nudge_background();
+            }
         }
         match written {
             Ok(()) => Ok((count, pending)),
