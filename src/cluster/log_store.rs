@@ -414,7 +414,6 @@ impl LogStore {
     /// Writes dense entries from index `first` at the log's end (terms
     /// first); returns the last one's id and the sync that makes them
     /// durable (the flushed mark is raised once it is done: `flushing`).
-    #[cfg(test)]
     pub(super) fn write_entries(
         &self,
         first: u64,

@@ -22,6 +22,17 @@ use crate::log::{EncodedBatch, PendingSync};
 /// copying into the page cache at most.
 const QUICK_BYTES: usize = 64 * 1024;
 
+/// Whether the records' values alone (their frames are larger) pass `limit`.
+fn values_exceed(entries: &[Entry], limit: usize) -> bool {
+    let mut bytes = 0usize;
+    entries.iter().any(|entry| {
+        if let openraft::EntryPayload::Normal(record) = &entry.payload {
+            bytes = bytes.saturating_add(record.value.len());
+        }
+        bytes > limit
+    })
+}
+
 impl LogStore {
     /// Writes dense `entries` from index `first` (as `write_entries`), in
     /// place when the write is quick, else on a blocking thread.
@@ -30,6 +41,12 @@ impl LogStore {
         first: u64,
         entries: Vec<Entry>,
     ) -> io::Result<(Option<LogId>, Option<PendingSync>)> {
+        if values_exceed(&entries, QUICK_BYTES) {
+            // Surely not quick: encoded (a copy of every byte) on the
+            // blocking thread too, not on the core's task.
+            let store = self.clone();
+            return blocking(move || store.write_entries(first, entries)).await;
+        }
         check_dense(first, &entries)?;
         let batch = encode(first, &entries);
         let mut appending = false;
