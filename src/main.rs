@@ -28,6 +28,7 @@ fn main() -> ExitCode {
 fn run(args: &ServeArgs) -> anyhow::Result<()> {
     let telemetry = Telemetry::start(args.otlp_endpoint(), &args.instance())?;
     let _flush_logs_on_exit = cli::init_tracing(args.log_format(), args.access_log(), telemetry.as_ref());
+    cli::without_huge_pages();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -8,6 +8,7 @@
 mod client;
 mod healthcheck;
 mod logging;
+mod memory;
 mod node_config;
 mod report;
 mod run;
@@ -19,6 +20,7 @@ use clap::{Parser, Subcommand};
 pub use client::{ClientCommand, run_client};
 pub use healthcheck::{HealthcheckArgs, healthcheck};
 pub use logging::init_tracing;
+pub use memory::without_huge_pages;
 pub use report::failure_line;
 pub use run::{Stop, bind, run_until_signal, start_node};
 pub use serve_args::{Fsync, LogFormat, ServeArgs};

@@ -56,6 +56,15 @@ impl Durable {
         })
     }
 
+    /// The documents of `dir` as it is, for reading: unlike `open`, it
+    /// neither creates the directory nor syncs its name.
+    pub fn existing(dir: PathBuf) -> Durable {
+        Durable {
+            dir,
+            writing: Arc::new(Mutex::new(())),
+        }
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }

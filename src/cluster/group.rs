@@ -48,7 +48,9 @@ pub fn replica_made_for(dir: &Path) -> Result<Option<NodeId>, StartError> {
     if !dir.join("raft").is_dir() {
         return Ok(None);
     }
-    let durable = Durable::open(dir.join("raft"))?;
+    // Read only: nothing is created or synced (each sync is a disk cache
+    // flush, and a restart asks this of every replica the node holds).
+    let durable = Durable::existing(dir.join("raft"));
     Ok(durable.read::<Replica>(REPLICA)?.map(|replica| replica.node))
 }
 

@@ -65,7 +65,20 @@ pub fn previous(durable: &Durable) -> Option<LastRun> {
 
 /// Records this run. One that cannot be written is removed, so that the
 /// next start does not take an older run for this one.
+///
+/// One that is there already, the same, is left as it is: a restart in the
+/// same boot with the same `--fsync` (or a graceful stop after a run that
+/// did not cache writes) rewrote it with two disk cache flushes a replica,
+/// thousands for a node of many named logs. What is read can fail to be
+/// durable only if the run that wrote it died between the rename and the
+/// directory's sync: a power cut then shows an older run's record, or
+/// none. That is the state a power cut during this write's own sync
+/// leaves too, which the torn-tail check (`repair::is_torn_tail`) already
+/// has to take; skipping the write makes that window the run's length.
 pub fn record(durable: &Durable, run: &LastRun) -> io::Result<()> {
+    if matches!(durable.read::<LastRun>(LAST_RUN), Ok(Some(recorded)) if recorded == *run) {
+        return Ok(());
+    }
     match durable.write(LAST_RUN, run, true) {
         Ok(()) => Ok(()),
         Err(e) => {
@@ -85,6 +98,29 @@ fn current_boot_id() -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_same_run_again_is_not_rewritten_and_another_is() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let durable = Durable::open(dir.path().join("raft")).expect("opens");
+        let inode = || std::fs::metadata(durable.dir().join(LAST_RUN)).expect("recorded").ino();
+        let run = LastRun {
+            boot_id: Some("boot-a".into()),
+            write_caching: false,
+        };
+        record(&durable, &run).expect("recorded");
+        let first = inode();
+        record(&durable, &run).expect("recorded");
+        assert_eq!(inode(), first, "the same run is left as it was, not written again");
+        let caching = LastRun {
+            write_caching: true,
+            ..run
+        };
+        record(&durable, &caching).expect("recorded");
+        assert_ne!(inode(), first, "another run replaces the record");
+        assert_eq!(previous(&durable), Some(caching));
+    }
 
     #[test]
     fn only_a_run_that_cached_writes_in_another_boot_may_have_torn_writes() {

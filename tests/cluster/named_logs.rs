@@ -725,6 +725,7 @@ async fn led_as_preferred(cluster: &TestCluster, via: usize, names: &[&str], wit
 /// leads one is killed, so its log's leadership moves to a node that then leads two; once it is
 /// back, that node hands the log back within a minute, and `GET /cluster` counts one leader a node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow (~19 s in a full run): scripts/slow-tests.sh runs it"]
 async fn leaders_spread_one_log_a_node_and_come_back_to_a_restarted_node() {
     let mut cluster = TestCluster::start(ClusterConfig::default()).await;
     let leader = cluster.wait_for_leader(Duration::from_secs(20)).await;
@@ -1029,6 +1030,7 @@ async fn a_removed_nodes_replicas_move_elsewhere_under_writes_and_nothing_is_los
 /// then give it replicas of other logs: a full run saw it take one of the log it never held). (Before: the
 /// logs stayed on two replicas for as long as the node was down.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow (~34 s in a full run): scripts/slow-tests.sh runs it"]
 async fn a_node_down_past_the_replica_timeout_has_its_replicas_made_elsewhere() {
     let mut cluster = TestCluster::start(ClusterConfig {
         nodes: 4,
@@ -1091,6 +1093,7 @@ async fn a_node_down_past_the_replica_timeout_has_its_replicas_made_elsewhere() 
 /// log keeps taking writes and the checker finds every acknowledged write on each replica.
 /// (Before: a joined node held nothing until logs were created after it.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow (~50 s in a full run): scripts/slow-tests.sh runs it"]
 async fn a_node_that_joins_takes_its_share_of_replicas_and_leaders() {
     let mut cluster = TestCluster::start(super::faults::config()).await;
     let leader = cluster.wait_for_leader(Duration::from_secs(30)).await;
