@@ -6,9 +6,11 @@
 //! allocation on each thread, and every reuse of memory mimalloc gave back,
 //! faulted in a 2 MiB page the kernel zeroed first: restarting three nodes
 //! of 1,000 logs each spent about half of one node's CPU samples in
-//! `clear_page_erms`, and the restart took 48 s against 31-35 s with huge
-//! pages off (`docs/named-logs.md`). Pages of 4 KiB cost the heap a few
-//! more TLB misses, which nothing measured here shows.
+//! `clear_page_erms`. With huge pages off the restart took 30-35 s against
+//! 48 s (alternated runs on one cluster), and 13.4 s against 31.0 s on
+//! fresh clusters with the start's fewer syncs (`docs/named-logs.md`).
+//! Pages of 4 KiB cost the heap a few more TLB misses; standalone POST
+//! throughput showed no difference.
 
 /// Turns transparent huge pages off for this process and the threads it
 /// starts (`PR_SET_THP_DISABLE`: checked at each page fault, so memory
