@@ -13,16 +13,18 @@
 //! throughput showed no difference.
 
 /// Turns transparent huge pages off for this process and the threads it
-/// starts (`PR_SET_THP_DISABLE`: checked at each page fault, so memory
-/// already mapped is covered too). Best effort: a kernel without it leaves
-/// the policy as it was.
+/// starts (`PR_SET_THP_DISABLE`, kept across fork and exec; the server
+/// starts no other program). Called before the runtime and every log's
+/// threads start. Best effort: a kernel without it leaves the policy as it
+/// was, and says so in the log.
 pub fn without_huge_pages() {
     #[cfg(target_os = "linux")]
     {
         // SAFETY: prctl with integer arguments only; it touches no memory of ours.
-        let rc = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
+        let (on, unused): (libc::c_ulong, libc::c_ulong) = (1, 0);
+        let rc = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, on, unused, unused, unused) };
         if rc != 0 {
-            tracing::debug!(error = %std::io::Error::last_os_error(), "transparent huge pages stay as the system has them");
+            tracing::info!(error = %std::io::Error::last_os_error(), "transparent huge pages stay as the system has them");
         }
     }
 }

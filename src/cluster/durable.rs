@@ -65,6 +65,12 @@ impl Durable {
         }
     }
 
+    /// Makes the names of the documents written so far durable (a sync of
+    /// the directory).
+    pub fn sync_names(&self) -> io::Result<()> {
+        fsops::sync_dir(&self.dir)
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }

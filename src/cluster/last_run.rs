@@ -9,7 +9,8 @@
 //!
 //! Disk format: `raft/last_run`, a `durable` document,
 //! `{"boot_id": "<the kernel's boot id, or null>", "write_caching": <bool>}`,
-//! written (synced) at each start once the log is checked, and again with
+//! written (synced) at each start once the log is checked (unless it says
+//! that already: `record`), and again with
 //! `write_caching` false at a graceful stop once the log is synced (nothing
 //! left to tear: a planned reboot after it changes the boot id, yet a bad
 //! frame then is rot). A missing or unreadable one says nothing, and
@@ -66,18 +67,19 @@ pub fn previous(durable: &Durable) -> Option<LastRun> {
 /// Records this run. One that cannot be written is removed, so that the
 /// next start does not take an older run for this one.
 ///
-/// One that is there already, the same, is left as it is: a restart in the
-/// same boot with the same `--fsync` (or a graceful stop after a run that
-/// did not cache writes) rewrote it with two disk cache flushes a replica,
-/// thousands for a node of many named logs. What is read can fail to be
-/// durable only if the run that wrote it died between the rename and the
-/// directory's sync: a power cut then shows an older run's record, or
-/// none. That is the state a power cut during this write's own sync
-/// leaves too, which the torn-tail check (`repair::is_torn_tail`) already
-/// has to take; skipping the write makes that window the run's length.
+/// One that is there already, the same, is not written again: a restart
+/// in the same boot with `--fsync always`, or after a crash, rewrote it
+/// with two disk cache flushes a replica, thousands for a node of many
+/// named logs. Its directory is still synced (one flush): the run that
+/// wrote it may have died between the rename and that sync, and a power
+/// cut in this run must not bring back an older run's record (one that
+/// cached writes would have a rotten frame cut as torn).
 pub fn record(durable: &Durable, run: &LastRun) -> io::Result<()> {
     if matches!(durable.read::<LastRun>(LAST_RUN), Ok(Some(recorded)) if recorded == *run) {
-        return Ok(());
+        match durable.sync_names() {
+            Ok(()) => return Ok(()),
+            Err(e) => tracing::warn!(error = %e, "raft/ could not be synced; writing raft/{LAST_RUN} again"),
+        }
     }
     match durable.write(LAST_RUN, run, true) {
         Ok(()) => Ok(()),
