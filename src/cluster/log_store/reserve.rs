@@ -50,6 +50,11 @@ impl Reserve {
         !self.held.load(Ordering::Acquire) && self.no_room.load(Ordering::Acquire)
     }
 
+    /// Whether it is made and held now.
+    pub(super) fn is_held(&self) -> bool {
+        self.held.load(Ordering::Acquire)
+    }
+
     pub(super) fn held_bytes(&self) -> u64 {
         match self.held.load(Ordering::Acquire) {
             true => self.bytes,

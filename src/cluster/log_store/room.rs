@@ -142,6 +142,14 @@ impl LogStore {
         &self.shared.room.retention_wanted
     }
 
+    /// Whether the whole disk reserve is held: then `make_reserve` has
+    /// nothing to do (and a node of many logs need not send each log's
+    /// check to a blocking thread to learn that).
+    pub fn reserve_whole(&self) -> bool {
+        let room = &self.shared.room;
+        room.marks.is_held() && room.appends.is_held()
+    }
+
     /// Makes the disk reserve again where it was given back, if there is
     /// room for it and as much again (after a purge, at each retention check).
     pub fn make_reserve(&self) {

@@ -85,7 +85,9 @@ impl Log {
             .map(|s| s.next_offset()))
     }
 
-    fn has_retention(&self) -> bool {
+    /// Whether a retention limit is set (bytes or age): without one,
+    /// `retention_point` is always `None`.
+    pub fn has_retention(&self) -> bool {
         let retention = self.retention();
         retention.bytes.is_some() || retention.ms.is_some()
     }
