@@ -223,6 +223,11 @@ fn spawn_retention(
                 _ = ticks.tick() => {}
                 _ = stopping.wait_for(|stop| *stop) => return,
             }
+            // Without a limit there is no point to find: no trip to a blocking
+            // thread (a standalone node of many named logs runs one task a log).
+            if !log.has_retention() {
+                continue;
+            }
             // One point for the save and the purge: deciding twice (at two
             // clocks, or around appends that seal a segment) could purge
             // records the saved table has not seen.
