@@ -197,6 +197,7 @@ impl Cluster {
     ) -> Result<VoteResponse<TypeConfig>, ClusterError> {
         self.check_sender(&caller, &request.vote)?;
         validate::vote(&request).map_err(ClusterError::BadRpc)?;
+        let theirs = request.last_log_id;
         let mut answer = self
             .raft()
             .pre_vote(request)
@@ -204,6 +205,9 @@ impl Cluster {
             .map_err(|e| ClusterError::Stopped(e.to_string()))?;
         if answer.vote_granted && self.refuses_pre_vote() {
             answer.vote_granted = false;
+        }
+        if !answer.vote_granted {
+            self.stand_if_ahead_of(theirs.as_ref(), answer.last_log_id.as_ref());
         }
         Ok(answer)
     }

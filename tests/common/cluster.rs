@@ -638,7 +638,7 @@ impl TestCluster {
 
     /// Waits until node `i` answers `GET /cluster` (with any status but
     /// the 503 `starting` of a member whose start has not finished).
-    async fn wait_ready(&mut self, i: usize) {
+    pub async fn wait_ready(&mut self, i: usize) {
         let url = self.url(i);
         let deadline = Instant::now() + self.config.ready_timeout;
         loop {

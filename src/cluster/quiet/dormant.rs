@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use openraft::{RaftMetrics, ServerState};
 
 use super::{Cluster, Quiet, Step, TypeConfig, lock};
+use crate::cluster::types::LogId;
 
 /// How long a group started here waits, per place after the first in its
 /// log's placement, before it stands for election unheard.
@@ -95,6 +96,18 @@ impl Cluster {
         } else {
             Step::Stay
         })
+    }
+
+    /// A pre-vote this node refused, its log (`ours`) past the candidate's
+    /// (`theirs`): a dormant group stands now rather than at its turn. At a
+    /// restart of every node the node a log prefers may hold less than the
+    /// others (they went on while it was down); Raft refuses it, and the
+    /// others, a place or more behind it, waited `DORMANT_STEP` each with the
+    /// log unled. A wake at most costs an election (see `quiet`).
+    pub(in crate::cluster) fn stand_if_ahead_of(&self, theirs: Option<&LogId>, ours: Option<&LogId>) {
+        if ours > theirs && lock(&self.inner.quiet.dormant).is_some() {
+            self.wake("a candidate behind");
+        }
     }
 
     /// A dormant group started here waits by this node's `place` in its

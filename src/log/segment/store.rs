@@ -78,6 +78,9 @@ pub(super) struct Store {
     zero_limit: AtomicU64,
     /// The file holds written zeros (or data) up to here.
     zeroed_to: AtomicU64,
+    /// The size the store opened at: what it took since sets how far ahead
+    /// it zeroes (`ahead::zero_chunk`).
+    opened_size: u64,
     /// The read-only map readers copy from while the store is active. Its
     /// lock is also what keeps readers and in-place changes apart: readers
     /// hold it shared while they copy bytes (from the map or with pread), and
@@ -106,6 +109,7 @@ impl Store {
             prefaulted_to: AtomicU64::new(0),
             zero_limit: AtomicU64::new(0),
             zeroed_to: AtomicU64::new(size),
+            opened_size: size,
             view: RwLock::new(None),
             removed: AtomicBool::new(false),
             writeback_from: AtomicU64::new(size),
@@ -372,7 +376,9 @@ impl Drop for Store {
 
 #[cfg(test)]
 mod tests {
-    use super::ahead::{ALLOCATE_AHEAD, PAGE, PREFAULT_AHEAD, PREFAULT_CHUNK, ZERO_CHUNK, zeros_ahead_of};
+    use super::ahead::{
+        ALLOCATE_AHEAD, FIRST_ZERO_CHUNK, PAGE, PREFAULT_AHEAD, PREFAULT_CHUNK, ZERO_CHUNK, zero_chunk, zeros_ahead_of,
+    };
     use super::*;
 
     #[test]
@@ -451,16 +457,52 @@ mod tests {
         store.zero_ahead_up_to(3 * ZERO_CHUNK);
         store.append(b"hello").unwrap();
         let len = || std::fs::metadata(&path).unwrap().len();
-        assert_eq!(len(), 2 * ZERO_CHUNK, "zeros one chunk past the data");
+        assert_eq!(len(), 2 * FIRST_ZERO_CHUNK, "zeros one (first) chunk past the data");
         assert_eq!(store.read_at(0, 5).unwrap(), b"hello");
         store.cut_to(2).unwrap();
         assert_eq!(len(), 2, "a cut drops the zeros too");
         store.append(b"y!").unwrap();
-        assert_eq!(len(), 2 * ZERO_CHUNK);
+        assert_eq!(len(), 2 * FIRST_ZERO_CHUNK);
         store.seal().unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"hey!");
         store.append(b"?").unwrap();
         assert_eq!(len(), 5, "a sealed store zeroes nothing ahead");
+    }
+
+    #[test]
+    fn a_store_reopened_for_one_small_append_zeroes_little_ahead_of_it() {
+        // A named log's replica reopened at a restart takes one blank
+        // entry from its new leader and may take nothing more for hours:
+        // a whole chunk of zeros for it was 2 MiB of page cache and disk
+        // writes a replica, 2 GB at each restart of a node of 1,000.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0.store");
+        let store = Store::open(&path).unwrap();
+        store.append(&[1u8; 700]).unwrap();
+        drop(store);
+        let store = Store::open(&path).unwrap();
+        store.zero_ahead_up_to(100 * ZERO_CHUNK);
+        store.append(&[2u8; 80]).unwrap();
+        let len = std::fs::metadata(&path).unwrap().len();
+        assert!(len <= 2 * FIRST_ZERO_CHUNK, "{len} bytes after one append of 80 to 700");
+        assert!(len > 780, "still some zeros ahead: {len}");
+        // A store that keeps taking appends zeroes whole chunks ahead again.
+        for _ in 0..(3 * ZERO_CHUNK / 4096) {
+            store.append(&[3u8; 4096]).unwrap();
+        }
+        let len = std::fs::metadata(&path).unwrap().len();
+        assert!(len > store.size() && len % ZERO_CHUNK == 0, "{len} for {} bytes of data", store.size());
+        assert_eq!(store.read_at(700, 80).unwrap(), [2u8; 80]);
+    }
+
+    #[test]
+    fn the_zeroing_chunk_grows_with_what_the_store_took_up_to_a_whole_one() {
+        assert_eq!(zero_chunk(0), FIRST_ZERO_CHUNK);
+        assert_eq!(zero_chunk(100), FIRST_ZERO_CHUNK);
+        assert_eq!(zero_chunk(FIRST_ZERO_CHUNK + 1), 2 * FIRST_ZERO_CHUNK);
+        assert_eq!(zero_chunk(ZERO_CHUNK - 1), ZERO_CHUNK);
+        assert_eq!(zero_chunk(u64::MAX), ZERO_CHUNK);
+        assert_eq!(zeros_ahead_of(5, 0, 100 * ZERO_CHUNK, FIRST_ZERO_CHUNK), 5..2 * FIRST_ZERO_CHUNK);
     }
 
     #[test]
@@ -470,11 +512,11 @@ mod tests {
         // Zeros under it would be copied into the page cache only
         // to be overwritten by the data at once: twice the copying for
         // appends that pass what is zeroed, as large batches do.
-        let zeros = zeros_ahead_of(end, 2 * ZERO_CHUNK, 100 * ZERO_CHUNK);
+        let zeros = zeros_ahead_of(end, 2 * ZERO_CHUNK, 100 * ZERO_CHUNK, ZERO_CHUNK);
         assert_eq!(zeros, end..6 * ZERO_CHUNK);
-        assert_eq!(zeros_ahead_of(5, 0, 100 * ZERO_CHUNK), 5..2 * ZERO_CHUNK);
-        assert!(zeros_ahead_of(5, 0, 3).is_empty(), "never past the limit");
-        let within = zeros_ahead_of(5, 2 * ZERO_CHUNK, 100 * ZERO_CHUNK);
+        assert_eq!(zeros_ahead_of(5, 0, 100 * ZERO_CHUNK, ZERO_CHUNK), 5..2 * ZERO_CHUNK);
+        assert!(zeros_ahead_of(5, 0, 3, ZERO_CHUNK).is_empty(), "never past the limit");
+        let within = zeros_ahead_of(5, 2 * ZERO_CHUNK, 100 * ZERO_CHUNK, ZERO_CHUNK);
         assert!(
             within.is_empty(),
             "nothing to do while the append stays within the zeros"

@@ -31,8 +31,10 @@ pub(super) const PREFAULT_AHEAD: u64 = 4 << 20;
 pub(super) const PREFAULT_CHUNK: u64 = 1 << 20;
 /// Pages: writeback is started only for whole ones (see `start_writeback`).
 pub(super) const PAGE: u64 = 4096;
-/// Positioned appends write zeros this far ahead (see `zero_ahead`).
+/// Positioned appends write zeros up to this far ahead (see `zero_ahead`)...
 pub(super) const ZERO_CHUNK: u64 = 1 << 20;
+/// ...and a store opened (or made) starts at this much (see `zero_chunk`).
+pub(super) const FIRST_ZERO_CHUNK: u64 = 16 << 10;
 static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
 /// Writeback of appended data is started once this much built up (see
 /// `start_writeback`).
@@ -46,9 +48,24 @@ const ZAP_PIECE: u64 = 1 << 20;
 /// cache to be overwritten at once (twice the copying for an append that
 /// passes the zeros, as a large batch does), and would not spare its sync
 /// the metadata commit, which the append's growing of the file costs anyway.
-pub(super) fn zeros_ahead_of(end: u64, zeroed: u64, limit: u64) -> Range<u64> {
-    let to = (end.div_ceil(ZERO_CHUNK) * ZERO_CHUNK + ZERO_CHUNK).min(limit);
+pub(super) fn zeros_ahead_of(end: u64, zeroed: u64, limit: u64, chunk: u64) -> Range<u64> {
+    debug_assert!(chunk.is_power_of_two() && chunk <= ZERO_CHUNK);
+    let to = (end.div_ceil(chunk) * chunk + chunk).min(limit);
     zeroed.max(end)..to
+}
+
+/// How far ahead to zero for a store that took `appended` bytes since it
+/// opened: as much as it took, from `FIRST_ZERO_CHUNK` up to `ZERO_CHUNK`.
+/// A replica reopened at a restart may take one blank entry from its new
+/// leader and nothing more for hours: a whole chunk was 2 MiB written to
+/// the page cache and flushed to disk for it (2 GB at each restart of a node
+/// holding 1,000 named logs). A store that keeps taking appends reaches the
+/// whole chunk within its first MiB, a handful of smaller zero writes later.
+pub(super) fn zero_chunk(appended: u64) -> u64 {
+    appended
+        .checked_next_power_of_two()
+        .unwrap_or(ZERO_CHUNK)
+        .clamp(FIRST_ZERO_CHUNK, ZERO_CHUNK)
 }
 
 /// How far to allocate a mapped store for data ending at `end`: a chunk
@@ -136,7 +153,8 @@ impl Store {
         if limit == 0 || end <= zeroed {
             return;
         }
-        let Range { start: mut at, end: to } = zeros_ahead_of(end, zeroed, limit);
+        let chunk = zero_chunk(end.saturating_sub(self.opened_size));
+        let Range { start: mut at, end: to } = zeros_ahead_of(end, zeroed, limit, chunk);
         while at < to {
             let n = (to - at).min(ZEROS.len() as u64) as usize;
             let zeros = ZEROS.get(..n).unwrap_or_default();
