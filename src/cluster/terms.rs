@@ -50,6 +50,20 @@ impl Terms {
         changed
     }
 
+    /// The last index of each term's run within `[first, last]`, with its
+    /// term, ascending: openraft's "key log ids" (`LogStore::get_key_log_ids`).
+    pub fn last_of_each_term(&self, first: u64, last: u64) -> Vec<(u64, u64)> {
+        let mut out = Vec::new();
+        for (k, (term, start)) in self.runs.iter().enumerate() {
+            let ends_at = self.runs.get(k + 1).map_or(u64::MAX, |(_, next)| next.saturating_sub(1));
+            let end = ends_at.min(last);
+            if *start <= last && end >= first {
+                out.push((*term, end));
+            }
+        }
+        out
+    }
+
     /// Notes that the entry at `index` (the next after every run) has
     /// `term`. Returns whether a run was added.
     pub fn note(&mut self, term: u64, index: u64) -> bool {
@@ -70,6 +84,26 @@ impl Terms {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Against a walk over every index: the last index of each term met.
+    #[test]
+    fn the_last_of_each_term_is_each_runs_end_within_the_range() {
+        let terms = Terms::from_runs(vec![(2, 2), (5, 4), (6, 5), (9, 9)]).unwrap();
+        for first in 2..14 {
+            for last in first..14 {
+                let mut walked: Vec<(u64, u64)> = Vec::new();
+                for index in first..=last {
+                    let term = terms.term_at(index).unwrap();
+                    match walked.last_mut() {
+                        Some((t, i)) if *t == term => *i = index,
+                        _ => walked.push((term, index)),
+                    }
+                }
+                assert_eq!(terms.last_of_each_term(first, last), walked, "[{first}, {last}]");
+            }
+        }
+        assert_eq!(terms.last_of_each_term(5, 5), vec![(6, 5)]);
+    }
 
     #[test]
     fn an_index_takes_the_term_of_the_run_it_falls_in() {

@@ -3,13 +3,13 @@
 
 use std::fmt::Debug;
 use std::io;
-use std::ops::{Bound, RangeBounds};
+use std::ops::{Bound, RangeBounds, RangeInclusive};
 use std::sync::atomic::Ordering;
 
 use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader};
 
-use super::super::types::{Entry, LogId, TypeConfig, Vote};
+use super::super::types::{Entry, LogId, TypeConfig, Vote, log_id};
 use super::flushing::Written;
 use super::{APPEND_BUDGET_BYTES, LogStore, PURGED, TERMS, VOTE, blocking, io_error, lock};
 
@@ -42,6 +42,29 @@ impl RaftLogReader<TypeConfig> for LogStore {
 
     async fn limited_get_log_entries(&mut self, start: u64, end: u64) -> Result<Vec<Entry>, io::Error> {
         self.read_entries(start, end, APPEND_BUDGET_BYTES).await
+    }
+
+    /// The last entry of each term in `range`, which openraft asks for as
+    /// a group starts, from the terms table. Its default searches the log
+    /// for them an entry at a time (a read on a blocking thread each): a
+    /// named log's group elects at each restart of its nodes, so after a
+    /// few dozen restarts each replica's start read as many entries, a
+    /// thousand replicas a node.
+    async fn get_key_log_ids(&mut self, range: RangeInclusive<LogId>) -> Result<Vec<LogId>, io::Error> {
+        let (first, last) = (range.start(), range.end());
+        let terms = self.terms();
+        let keys: Vec<LogId> = terms
+            .last_of_each_term(first.index, last.index)
+            .into_iter()
+            .map(|(term, index)| log_id(term, index))
+            .collect();
+        // Both ends come from the same table (`id_at`, `read_entries`).
+        if keys.last() != Some(last) || terms.term_at(first.index) != Some(first.leader_id.term) {
+            return Err(io::Error::other(format!(
+                "the terms table does not hold the range {first}..={last} openraft asks about"
+            )));
+        }
+        Ok(keys)
     }
 }
 
