@@ -55,7 +55,10 @@ impl Terms {
     pub fn last_of_each_term(&self, first: u64, last: u64) -> Vec<(u64, u64)> {
         let mut out = Vec::new();
         for (k, (term, start)) in self.runs.iter().enumerate() {
-            let ends_at = self.runs.get(k + 1).map_or(u64::MAX, |(_, next)| next.saturating_sub(1));
+            let ends_at = self
+                .runs
+                .get(k + 1)
+                .map_or(u64::MAX, |(_, next)| next.saturating_sub(1));
             let end = ends_at.min(last);
             if *start <= last && end >= first {
                 out.push((*term, end));

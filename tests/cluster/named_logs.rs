@@ -372,7 +372,11 @@ async fn a_preferred_leader_behind_the_others_does_not_hold_up_a_restarted_logs_
     cluster.kill(preferred);
     let others: Vec<usize> = all.iter().copied().filter(|i| *i != preferred).collect();
     for e in 1..5 {
-        append(&format!("{}/logs/events/", cluster.url(others[e % 2])), json!({ "e": e })).await;
+        append(
+            &format!("{}/logs/events/", cluster.url(others[e % 2])),
+            json!({ "e": e }),
+        )
+        .await;
     }
     for &i in &others {
         cluster.kill(i);
@@ -391,7 +395,10 @@ async fn a_preferred_leader_behind_the_others_does_not_hold_up_a_restarted_logs_
     let took = restarted.elapsed();
     // Its turn would have come 10 s (`DORMANT_STEP`) after the first: with election
     // timeouts of 300-600 ms here, standing at once takes a second or two.
-    assert!(took < Duration::from_secs(7), "the log was led {took:?} after the restart");
+    assert!(
+        took < Duration::from_secs(7),
+        "the log was led {took:?} after the restart"
+    );
     let logs = replicas_agree(&cluster, &all, "events", 5).await;
     let values: Vec<Value> = logs[0].records.values().cloned().collect();
     assert_eq!(values, (0..5).map(|e| json!({ "e": e })).collect::<Vec<_>>());

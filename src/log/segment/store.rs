@@ -491,7 +491,11 @@ mod tests {
             store.append(&[3u8; 4096]).unwrap();
         }
         let len = std::fs::metadata(&path).unwrap().len();
-        assert!(len > store.size() && len % ZERO_CHUNK == 0, "{len} for {} bytes of data", store.size());
+        assert!(
+            len > store.size() && len.is_multiple_of(ZERO_CHUNK),
+            "{len} for {} bytes of data",
+            store.size()
+        );
         assert_eq!(store.read_at(700, 80).unwrap(), [2u8; 80]);
     }
 
@@ -502,7 +506,10 @@ mod tests {
         assert_eq!(zero_chunk(FIRST_ZERO_CHUNK + 1), 2 * FIRST_ZERO_CHUNK);
         assert_eq!(zero_chunk(ZERO_CHUNK - 1), ZERO_CHUNK);
         assert_eq!(zero_chunk(u64::MAX), ZERO_CHUNK);
-        assert_eq!(zeros_ahead_of(5, 0, 100 * ZERO_CHUNK, FIRST_ZERO_CHUNK), 5..2 * FIRST_ZERO_CHUNK);
+        assert_eq!(
+            zeros_ahead_of(5, 0, 100 * ZERO_CHUNK, FIRST_ZERO_CHUNK),
+            5..2 * FIRST_ZERO_CHUNK
+        );
     }
 
     #[test]
