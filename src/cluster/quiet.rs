@@ -76,6 +76,8 @@ const MAX_QUIET_LED: usize = 20_000;
 /// Quiet groups on this node; wakes.
 pub const QUIET_GROUPS: &str = "distlog_raft_quiet_groups";
 pub const WAKES: &str = "distlog_raft_wakes_total";
+/// Dormant groups brought forward to stand (`dormant::stand_if_ahead_of`).
+pub const STOOD_FOR_BEHIND: &str = "distlog_raft_dormant_brought_forward_total";
 
 /// A group's quiet state on this node (see the module doc).
 #[derive(Debug, Default)]
@@ -200,6 +202,10 @@ fn describe_metrics() {
     metrics::describe_counter!(
         WAKES,
         "Times a quiet group's timer was turned on again, by reason (a proposal, entries, a vote, a hand-over, unheard, ...)."
+    );
+    metrics::describe_counter!(
+        STOOD_FOR_BEHIND,
+        "Dormant named groups brought forward to stand for election: they refused a candidate whose log is behind theirs."
     );
 }
 

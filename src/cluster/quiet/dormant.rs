@@ -32,6 +32,8 @@ const WAKE_EVERY: Duration = Duration::from_millis(20);
 pub(in crate::cluster) struct Dormant {
     at: Instant,
     slotted: bool,
+    /// This node's place in the log's placement, once `dormant_for` said.
+    place: Option<usize>,
 }
 
 impl Dormant {
@@ -46,7 +48,11 @@ impl Dormant {
             return None;
         }
         let at = slot(self.at);
-        (at > now).then_some(Dormant { at, slotted: true })
+        (at > now).then_some(Dormant {
+            at,
+            slotted: true,
+            place: self.place,
+        })
     }
 }
 
@@ -58,6 +64,7 @@ impl Quiet {
         *lock(&quiet.dormant) = Some(Dormant {
             at: Instant::now() + DORMANT_FIRST,
             slotted: false,
+            place: None,
         });
         quiet
     }
@@ -104,9 +111,28 @@ impl Cluster {
     /// others (they went on while it was down); Raft refuses it, and the
     /// others, a place or more behind it, waited `DORMANT_STEP` each with the
     /// log unled. A wake at most costs an election (see `quiet`).
+    /// Not all at once: every replica ahead refused the candidate, and two
+    /// that stood together would contest the election the dormant start is
+    /// there to spare. The next in the placement stands first (at its wake
+    /// slot), each after it one longest election timeout later, by when it
+    /// has most likely heard the winner and follows.
     pub(in crate::cluster) fn stand_if_ahead_of(&self, theirs: Option<&LogId>, ours: Option<&LogId>) {
-        if ours > theirs && lock(&self.inner.quiet.dormant).is_some() {
-            self.wake("a candidate behind");
+        if ours <= theirs {
+            return;
+        }
+        let mut dormant = lock(&self.inner.quiet.dormant);
+        let Some(due) = dormant.as_mut() else {
+            return;
+        };
+        let behind_the_next = due.place.unwrap_or(1).saturating_sub(1).min(16) as u32;
+        let at = Instant::now() + self.inner.config.election_timeout.1 * behind_the_next;
+        if at < due.at {
+            *due = Dormant {
+                at,
+                slotted: false,
+                place: due.place,
+            };
+            metrics::counter!(super::STOOD_FOR_BEHIND).increment(1);
         }
     }
 
@@ -119,6 +145,7 @@ impl Cluster {
             *due = Dormant {
                 at: Instant::now() + wait,
                 slotted: false,
+                place: Some(place),
             };
         }
     }
@@ -138,7 +165,8 @@ mod tests {
         let mut dormant: Vec<Option<Dormant>> = vec![
             Some(Dormant {
                 at: start,
-                slotted: false
+                slotted: false,
+                place: None,
             });
             300
         ];

@@ -78,9 +78,9 @@ pub(super) struct Store {
     zero_limit: AtomicU64,
     /// The file holds written zeros (or data) up to here.
     zeroed_to: AtomicU64,
-    /// The size the store opened at: what it took since sets how far ahead
-    /// it zeroes (`ahead::zero_chunk`).
-    opened_size: u64,
+    /// The size the store opened at, or was cut to since: what it took
+    /// since sets how far ahead it zeroes (`ahead::zero_chunk`).
+    opened_size: AtomicU64,
     /// The read-only map readers copy from while the store is active. Its
     /// lock is also what keeps readers and in-place changes apart: readers
     /// hold it shared while they copy bytes (from the map or with pread), and
@@ -109,7 +109,7 @@ impl Store {
             prefaulted_to: AtomicU64::new(0),
             zero_limit: AtomicU64::new(0),
             zeroed_to: AtomicU64::new(size),
-            opened_size: size,
+            opened_size: AtomicU64::new(size),
             view: RwLock::new(None),
             removed: AtomicBool::new(false),
             writeback_from: AtomicU64::new(size),
@@ -329,6 +329,8 @@ impl Store {
         let mut mapped = self.map();
         self.size.store(size, Ordering::Release);
         self.writeback_from.fetch_min(size, Ordering::Relaxed);
+        // Recovery cuts a file opened with zeros (or allocation) past its data.
+        self.opened_size.fetch_min(size, Ordering::Relaxed);
         match mapped.as_mut() {
             // The file stays allocated: zero what was cut, so that no old
             // frame can be mistaken for data after a crash.
@@ -497,6 +499,8 @@ mod tests {
             store.size()
         );
         assert_eq!(store.read_at(700, 80).unwrap(), [2u8; 80]);
+        let last = store.size() - 4096;
+        assert_eq!(store.read_at(last, 4096).unwrap(), [3u8; 4096], "zeros never under data");
     }
 
     #[test]

@@ -153,7 +153,7 @@ impl Store {
         if limit == 0 || end <= zeroed {
             return;
         }
-        let chunk = zero_chunk(end.saturating_sub(self.opened_size));
+        let chunk = zero_chunk(end.saturating_sub(self.opened_size.load(Ordering::Relaxed)));
         let Range { start: mut at, end: to } = zeros_ahead_of(end, zeroed, limit, chunk);
         while at < to {
             let n = (to - at).min(ZEROS.len() as u64) as usize;
