@@ -500,7 +500,11 @@ mod tests {
         );
         assert_eq!(store.read_at(700, 80).unwrap(), [2u8; 80]);
         let last = store.size() - 4096;
-        assert_eq!(store.read_at(last, 4096).unwrap(), [3u8; 4096], "zeros never under data");
+        assert_eq!(
+            store.read_at(last, 4096).unwrap(),
+            [3u8; 4096],
+            "zeros never under data"
+        );
     }
 
     #[test]
