@@ -116,9 +116,10 @@ fn named_view<'a>(named: &'a NamedLog, catalog: &Catalog) -> View<'a> {
     let mut view = view(named.name.as_str(), named.settings(), &named.log);
     if let Some(group) = named.mode.cluster() {
         view.leader = group.leader().and_then(|(_, url)| url);
-        view.members = group.members().into_values().map(|(member, _)| member.url).collect();
-        view.preferred_leader = catalog.preferred_leader(named.name.as_str());
-        if catalog.is_moving(named.name.as_str()) {
+        view.members = group.member_urls();
+        let (preferred_leader, moving) = catalog.placement(named.name.as_str());
+        view.preferred_leader = preferred_leader;
+        if moving {
             view.status = "moving";
         }
     }

@@ -479,6 +479,12 @@ impl Cluster {
         self.inner.visibility.placed(name)
     }
 
+    /// `f` of log `name` as the catalogue places it, without a copy (a
+    /// `GET /logs` asks this of every log).
+    pub fn with_placed<T>(&self, name: &str, f: impl FnOnce(&PlacedLog) -> T) -> Option<T> {
+        self.inner.visibility.with_placed(name, f)
+    }
+
     /// Group 0's voters: where new replicas go, but those being drained. Not its learners: a learner is a node joining
     /// (it may never finish) or one half removed, and a log placed on it alone, or first, would
     /// wait for it. (The check at apply time still takes any member: an entry decides the same on

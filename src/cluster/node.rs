@@ -406,6 +406,13 @@ impl Cluster {
         metrics.membership_config.get_node(&id).cloned()
     }
 
+    /// The members' client URLs, by id.
+    pub fn member_urls(&self) -> Vec<String> {
+        let metrics = self.inner.raft.metrics();
+        let metrics = metrics.borrow_watched();
+        metrics.membership_config.nodes().map(|(_, m)| m.url.clone()).collect()
+    }
+
     pub fn members(&self) -> BTreeMap<NodeId, (Member, bool)> {
         let metrics = self.inner.raft.metrics();
         let metrics = metrics.borrow_watched();

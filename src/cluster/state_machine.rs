@@ -149,8 +149,13 @@ impl Visibility {
 
     /// Log `name` as the catalogue places it.
     pub fn placed(&self, name: &str) -> Option<super::catalogue::PlacedLog> {
+        self.with_placed(name, Clone::clone)
+    }
+
+    /// `f` of log `name` as the catalogue places it, without a copy.
+    pub fn with_placed<T>(&self, name: &str, f: impl FnOnce(&super::catalogue::PlacedLog) -> T) -> Option<T> {
         let published = self.shared.published.read().unwrap_or_else(PoisonError::into_inner);
-        published.logs.get(name).cloned()
+        published.logs.get(name).map(f)
     }
 
     pub fn catalogue_changes(&self) -> watch::Receiver<u64> {

@@ -301,21 +301,21 @@ impl Catalog {
         *self.0.closing.borrow()
     }
 
-    /// A cluster's log: the client URL of the first node of its placement,
-    /// the leader it prefers (`cluster::spread`).
-    pub fn preferred_leader(&self, name: &str) -> Option<String> {
-        let cluster = self.0.cluster.as_ref()?;
-        let first = *cluster.placed(name)?.nodes.first()?;
-        cluster.members().remove(&first).map(|(member, _)| member.url)
-    }
-
-    /// Whether a replica of a cluster's log is moving (a node is leaving
-    /// its group: a drain, the replica timeout, balance).
-    pub fn is_moving(&self, name: &str) -> bool {
+    /// A cluster's log: the client URL of the first node of its placement
+    /// (the leader it prefers, `cluster::spread`), and whether a replica of
+    /// it is moving (a node is leaving its group: a drain, the replica
+    /// timeout, balance). Read in place: `GET /logs` asks it of every log.
+    pub fn placement(&self, name: &str) -> (Option<String>, bool) {
         let Some(cluster) = self.0.cluster.as_ref() else {
-            return false;
+            return (None, false);
         };
-        cluster.placed(name).is_some_and(|placed| !placed.leaving.is_empty())
+        let placed = cluster.with_placed(name, |placed| {
+            (placed.nodes.first().copied(), !placed.leaving.is_empty())
+        });
+        let Some((first, moving)) = placed else {
+            return (None, false);
+        };
+        (first.and_then(|id| cluster.member(id)).map(|member| member.url), moving)
     }
 
     /// Whether the node is handing its leaderships on or closing.
