@@ -108,8 +108,11 @@ async fn every_family_has_help_and_follower_failures_start_at_zero() {
         );
     }
 
+    // The lag gauge is set just after the appended records show in the
+    // follower's status: both are awaited, or the scrape can fall between.
     eventually(Duration::from_secs(10), "the follower to catch up", || async {
         common::status(&follower.url).await["next_offset"] == 1
+            && value_of(&scrape(&follower.url).await, "distlog_replication_lag_records").is_some()
     })
     .await;
     let follower_page = scrape(&follower.url).await;
