@@ -447,6 +447,16 @@ async fn a_removed_member_restarted_with_rejoin_asks_to_be_added_again() {
         get(readyz.clone()).await,
         cluster.log_tail(victim, 20)
     );
+    // Ready as a learner that caught up; made a voter just after (a fresh-clone CI run read
+    // the membership between the two).
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            let status = cluster.cluster_status(leader).await;
+            status.is_ok_and(|status| voters(&status).contains(&victim_id))
+        })
+        .await,
+        "{what}: never a voter again"
+    );
     let status = cluster.cluster_status(leader).await.expect("/cluster");
     assert!(voters(&status).contains(&victim_id), "{}", status.raw);
     assert_eq!(
