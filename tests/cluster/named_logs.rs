@@ -351,18 +351,12 @@ async fn a_named_log_survives_its_leaders_death_and_a_restart_of_every_node() {
 /// A restart of every node where the node a log prefers for leader holds a shorter log than the
 /// others (they went on without it): it stands first and Raft refuses it (a candidate behind),
 /// while the others, dormant at start, waited their turns (10 s a place) before they stood, the
-/// log unled all along. Now a dormant replica that refuses a candidate behind stands itself.
+/// log unled all along. Now a dormant replica that refuses a candidate behind is brought forward.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_preferred_leader_behind_the_others_does_not_hold_up_a_restarted_logs_election() {
     let mut cluster = TestCluster::start(ClusterConfig::default()).await;
     let leader = cluster.wait_for_leader(Duration::from_secs(20)).await;
-    let created = send(
-        reqwest::Method::PUT,
-        &format!("{}/logs/events", cluster.url(leader)),
-        Some("{}"),
-    )
-    .await;
-    assert_eq!(created.status, 201, "{}", created.body);
+    create_logs(&cluster, leader, &["events".to_string()]).await;
     append(&format!("{}/logs/events/", cluster.url(leader)), json!({"e": 0})).await;
     let all: Vec<usize> = (0..cluster.len()).collect();
     replicas_agree(&cluster, &all, "events", 1).await;

@@ -106,16 +106,18 @@ impl Cluster {
     }
 
     /// A pre-vote this node refused, its log (`ours`) past the candidate's
-    /// (`theirs`): a dormant group stands now rather than at its turn. At a
-    /// restart of every node the node a log prefers may hold less than the
-    /// others (they went on while it was down); Raft refuses it, and the
-    /// others, a place or more behind it, waited `DORMANT_STEP` each with the
-    /// log unled. A wake at most costs an election (see `quiet`).
+    /// (`theirs`): a dormant group is brought forward rather than waiting its
+    /// turn. At a restart of every node the node a log prefers may hold less
+    /// than the others (they went on while it was down); Raft refuses it,
+    /// and the others, a place or more behind it, waited `DORMANT_STEP` each
+    /// with the log unled.
+    ///
     /// Not all at once: every replica ahead refused the candidate, and two
     /// that stood together would contest the election the dormant start is
     /// there to spare. The next in the placement stands first (at its wake
     /// slot), each after it one longest election timeout later, by when it
-    /// has most likely heard the winner and follows.
+    /// has most likely heard the winner and follows. Standing early costs
+    /// an election at most (see `quiet`).
     pub(in crate::cluster) fn stand_if_ahead_of(&self, theirs: Option<&LogId>, ours: Option<&LogId>) {
         if ours <= theirs {
             return;
