@@ -56,6 +56,22 @@ impl Dormant {
     }
 }
 
+impl Dormant {
+    /// This wait moved to `at` if that is sooner. Never once it holds its
+    /// node's wake slot: a slot given up is not given back (`wake_slot`
+    /// only moves on), and the candidate behind asks again at each of its
+    /// election timeouts; each such ask would send the group to the back
+    /// of its node's queue again, which at a restart of many groups grows
+    /// faster than it drains.
+    fn brought_forward_to(self, at: Instant) -> Option<Dormant> {
+        (!self.slotted && at < self.at).then_some(Dormant {
+            at,
+            slotted: false,
+            place: self.place,
+        })
+    }
+}
+
 impl Quiet {
     /// A named group as it starts: tick off (openraft's config), dormant.
     pub(in crate::cluster) fn dormant_at_start() -> Quiet {
@@ -128,12 +144,8 @@ impl Cluster {
         };
         let behind_the_next = due.place.unwrap_or(1).saturating_sub(1).min(16) as u32;
         let at = Instant::now() + self.inner.config.election_timeout.1 * behind_the_next;
-        if at < due.at {
-            *due = Dormant {
-                at,
-                slotted: false,
-                place: due.place,
-            };
+        if let Some(sooner) = due.brought_forward_to(at) {
+            *due = sooner;
             metrics::counter!(super::STOOD_FOR_BEHIND).increment(1);
         }
     }
@@ -156,6 +168,31 @@ impl Cluster {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Review: a group that holds its wake slot keeps it when a candidate
+    /// behind asks again (and again); one waiting its turn is brought
+    /// forward, never back.
+    #[test]
+    fn a_group_is_brought_forward_only_before_it_holds_a_slot() {
+        let start = Instant::now();
+        let waiting = Dormant {
+            at: start + Duration::from_secs(10),
+            slotted: false,
+            place: Some(1),
+        };
+        let sooner = waiting.brought_forward_to(start).expect("brought forward");
+        assert_eq!((sooner.at, sooner.slotted, sooner.place), (start, false, Some(1)));
+        assert!(
+            waiting.brought_forward_to(start + Duration::from_secs(11)).is_none(),
+            "never later"
+        );
+        let slotted = Dormant {
+            at: start + Duration::from_millis(500),
+            slotted: true,
+            place: Some(1),
+        };
+        assert!(slotted.brought_forward_to(start).is_none(), "its slot is kept");
+    }
 
     /// Review: 300 groups due at once on a node, looked at every pass of
     /// 250 ms, all wake in turn, one every `WAKE_EVERY` (a group that asked again
