@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use openraft::ChangeMembers;
+use openraft::async_runtime::WatchReceiver;
 use openraft::errors::{ClientWriteError, RaftError};
 
 use super::error::ClusterError;
@@ -154,9 +155,11 @@ impl Cluster {
     }
 
     /// On the way down: a leader hands leadership to its most caught-up
-    /// voter first, so that the others need not wait an election timeout.
-    /// Gives up quietly after `within`.
+    /// voter first, so that the others need not wait an election timeout,
+    /// then waits until the writes it held are answered. Gives up quietly
+    /// after `within`.
     pub async fn step_down(&self, within: Duration) {
+        let began = std::time::Instant::now();
         if self.leader().is_none_or(|(leader, _)| leader != self.id()) {
             return;
         }
@@ -170,9 +173,39 @@ impl Cluster {
         let Some(next) = best else { return };
         tracing::info!(to = next, "shutting down: handing leadership over");
         match tokio::time::timeout(within, self.transfer_leadership(next)).await {
-            Ok(Ok(())) => tracing::info!(to = next, "leadership handed over"),
+            Ok(Ok(())) => {
+                tracing::info!(to = next, "leadership handed over");
+                self.answer_held_writes(within.saturating_sub(began.elapsed())).await;
+            }
             Ok(Err(e)) => tracing::warn!(error = %e, "could not hand leadership over"),
             Err(_) => tracing::warn!(?within, "leadership handover timed out"),
+        }
+    }
+
+    /// After a hand-over: the writes this node appended as leader and had
+    /// not yet answered are committed by its successor (which took over
+    /// only once it held them) or dropped by it, and their clients are
+    /// answered when this node applies (or truncates) them, on its word.
+    /// That word comes after the one that named the successor, so a stop
+    /// that closed the listener on the latter left those clients waiting
+    /// for their own timeout. Waits at most `within`.
+    async fn answer_held_writes(&self, within: Duration) {
+        let held = self.raft().metrics().borrow_watched().last_log_index;
+        let Some(held) = held else { return };
+        let answered = self
+            .raft()
+            .wait(Some(within))
+            .metrics(
+                |m| m.last_applied.as_ref().is_some_and(|applied| applied.index >= held),
+                "the writes held at the hand-over are answered",
+            )
+            .await;
+        if answered.is_err() {
+            tracing::warn!(
+                ?within,
+                held,
+                "writes held at the hand-over were not all answered in time"
+            );
         }
     }
 

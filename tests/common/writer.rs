@@ -490,6 +490,6 @@ pub fn base_url(url: &str) -> String {
     }
 }
 
-fn same_node(a: &str, b: &str) -> bool {
+pub fn same_node(a: &str, b: &str) -> bool {
     base_url(a).trim_end_matches('/') == base_url(b).trim_end_matches('/')
 }
