@@ -317,6 +317,35 @@ async fn assert_progress(load: &Load, n: u64, what: &str) {
 /// The longest time between two acknowledgements (or from `from` to the first, or from the last
 /// to `to`) within [from, to].
 fn longest_ack_gap(history: &History, from: Instant, to: Instant) -> Duration {
+    let (start, end) = longest_ack_gap_window(history, from, to);
+    end - start
+}
+
+/// What the writers were doing in the longest time without an
+/// acknowledgement in `[from, to]`: every attempt that ended in it, where
+/// and after how long (why a failing run's writes stopped).
+fn attempts_in_longest_gap(history: &History, from: Instant, to: Instant) -> Vec<String> {
+    let (start, end) = longest_ack_gap_window(history, from, to);
+    history
+        .attempts
+        .iter()
+        .filter(|a| a.done >= start && a.done <= end)
+        .map(|a| {
+            format!(
+                "+{:?}: writer {} seq {} sent to {}, last at {}, after {:?}: {:?}",
+                a.done - start,
+                a.writer,
+                a.seq,
+                a.first_node,
+                a.last_node,
+                a.done - a.sent,
+                a.outcome
+            )
+        })
+        .collect()
+}
+
+fn longest_ack_gap_window(history: &History, from: Instant, to: Instant) -> (Instant, Instant) {
     let mut times: Vec<Instant> = history
         .attempts
         .iter()
@@ -326,9 +355,11 @@ fn longest_ack_gap(history: &History, from: Instant, to: Instant) -> Duration {
         .collect();
     times.sort();
     let mut previous = from;
-    let mut longest = Duration::ZERO;
+    let mut longest = (from, from);
     for t in times.into_iter().chain([to]) {
-        longest = longest.max(t.duration_since(previous));
+        if t.duration_since(previous) > longest.1 - longest.0 {
+            longest = (previous, t);
+        }
         previous = t;
     }
     longest
@@ -592,6 +623,12 @@ async fn a_rolling_compose_restart_under_load_loses_nothing_and_refuses_writes_n
     );
     cluster.check("rolling restart", &history).await;
     let bound = ELECTION + SLACK + baseline;
+    if gap > bound {
+        eprintln!(
+            "rolling restart: the attempts that ended in the longest time without an acknowledgement:\n  {}",
+            attempts_in_longest_gap(&history, started, ended).join("\n  ")
+        );
+    }
     assert!(
         gap <= bound,
         "writes stopped for {gap:?}, longer than an election ({ELECTION:?}, plus {SLACK:?} of slack and this machine's {baseline:?} without one when nothing happens)"
