@@ -114,9 +114,11 @@ impl Cluster {
             None => durable.write(REPLICA, &made_for, true)?,
         }
         let store = LogStore::open(log, durable.clone())?;
-        check_log(&store, &durable).await?;
+        let previous_run = last_run::previous(&durable);
+        check_log(&store, previous_run.as_ref()).await?;
         let write_caching = store.log().config().durability != crate::log::Durability::Always;
         last_run::record(&durable, &last_run::LastRun::now(write_caching))?;
+        store.restore_seen_committed(previous_run.as_ref())?;
         let sm = StateMachine::open(store.clone(), durable.clone())?;
         let checked = sm.clone();
         tokio::task::spawn_blocking(move || checked.forget_applied_past_log())
@@ -214,7 +216,7 @@ impl Cluster {
 /// Checks every frame of a named group's log at open. A write a power cut
 /// tore past everything recorded durable is cut, as on group 0
 /// (`repair::is_torn_tail`); any other fault keeps the group from opening.
-async fn check_log(store: &LogStore, durable: &Durable) -> Result<(), StartError> {
+async fn check_log(store: &LogStore, previous_run: Option<&last_run::LastRun>) -> Result<(), StartError> {
     let checked = store.clone();
     let fault = tokio::task::spawn_blocking(move || repair::check(&checked))
         .await
@@ -222,9 +224,8 @@ async fn check_log(store: &LogStore, durable: &Durable) -> Result<(), StartError
     let Some(fault) = fault else {
         return Ok(());
     };
-    let previous_run = last_run::previous(durable);
     if let repair::Fault::Corrupt { offset, .. } = &fault
-        && repair::is_torn_tail(store, *offset, previous_run.as_ref())?
+        && repair::is_torn_tail(store, *offset, previous_run)?
     {
         tracing::warn!(%fault, "a named log's replica lost a write the power cut tore: cutting the log before it");
         let kept = store.clone();

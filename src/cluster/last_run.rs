@@ -41,6 +41,13 @@ impl LastRun {
         }
     }
 
+    /// Whether that run was in this boot: whatever it wrote, synced or
+    /// not, is on disk or in the page cache now (a process crash or a stop
+    /// since, not a power cut). An unreadable boot id says no.
+    pub fn in_this_boot(&self) -> bool {
+        matches!((&self.boot_id, current_boot_id()), (Some(then), Some(now)) if *then == now)
+    }
+
     /// Whether that run cached writes and the machine went down since: only
     /// then can a frame be torn rather than rotten.
     pub fn may_have_torn_writes(&self) -> bool {

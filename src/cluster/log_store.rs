@@ -13,10 +13,14 @@
 //! - Readers of the Raft log read up to the written end
 //!   (`Log::read_frames_written`); HTTP readers see only what the state
 //!   machine made visible (`Log::set_visible_cap`).
-//! - The committed id is stored as `min(committed, last entry)` before
-//!   each apply, without a sync: a restarted process (kill -9 included)
-//!   re-applies up to it at once, so its readers never see less than
-//!   before; after a power cut it may lag, and the leader brings it back.
+//! - The committed id is stored twice before each apply, each without a
+//!   sync: as `min(committed, last entry synced)` (`committed.mark`, which
+//!   a power cut never leaves past the disk: see `repair`) and as
+//!   `min(committed, last entry)` (`seen.mark`). A process restarted in the
+//!   same boot (kill -9 included) takes the second, as far as its log
+//!   holds it (`restore_seen_committed`), and re-applies up to it at once,
+//!   so its readers never see less than before; after a power cut only the
+//!   first counts, it may lag, and the leader brings it back.
 //! - A purge records the purged id durably before it deletes segments, so
 //!   a crash in between reopens with entries hidden below `purged + 1`.
 
@@ -34,6 +38,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 use super::codec::{decode_entries, encode_entries};
 use super::durable::Durable;
+use super::last_run::LastRun;
 use super::marks::MarkFile;
 use super::recent::Recent;
 use super::terms::Terms;
@@ -48,6 +53,8 @@ const TERMS: &str = "terms";
 /// frame (see `repair`).
 const VERIFIED: &str = "verified";
 const FLUSHED: &str = "flushed.mark";
+/// The committed id as this node saw it, not capped to its last sync.
+const SEEN: &str = "seen.mark";
 
 /// Frame bytes one append-entries request carries at most (one entry
 /// always goes, however large: an empty answer would stall replication).
@@ -106,6 +113,8 @@ struct Shared {
     vote: Mutex<Option<Vote>>,
     purged: Mutex<Option<LogId>>,
     committed: Mutex<Mark>,
+    /// The committed id as seen, capped to the log's written end only.
+    seen: Mutex<Mark>,
     /// The last entry made durable, as recorded after each append (see
     /// `repair`).
     flushed: Mutex<Mark>,
@@ -144,6 +153,7 @@ impl LogStore {
         let purged = durable.read::<Option<LogId>>(PURGED)?.flatten();
         let committed = Mark::open(&durable, COMMITTED)?;
         let flushed = Mark::open(&durable, FLUSHED)?;
+        let seen = Mark::open(&durable, SEEN)?;
         // A corrupt frame met by any read (replication, apply, a client's):
         // the Raft core or the reader fails on it, and the next start must
         // scan every frame to find and repair it, not skip it as checked.
@@ -169,6 +179,7 @@ impl LogStore {
                 vote: Mutex::new(vote),
                 purged: Mutex::new(purged),
                 committed: Mutex::new(committed),
+                seen: Mutex::new(seen),
                 flushed: Mutex::new(flushed),
                 recent: Mutex::new(Recent::default()),
                 truncations: AtomicU64::new(0),
@@ -236,6 +247,36 @@ impl LogStore {
         lock(&self.shared.committed).value
     }
 
+    /// Records `seen` as the committed id seen (not capped to the last
+    /// sync), if it is newer.
+    pub(super) fn note_seen_committed(&self, seen: Option<LogId>) -> io::Result<()> {
+        let mut mark = lock(&self.shared.seen);
+        match seen > mark.value {
+            true => mark.set(seen),
+            false => Ok(()),
+        }
+    }
+
+    /// At a start in the boot of the previous run (a process crash or a
+    /// stop since, not a power cut): the committed id that run saw becomes
+    /// the committed mark, if the log holds its entry, so that the start
+    /// re-applies all of it and readers see no less than before. The log's
+    /// open synced what it holds, so the mark still trails the disk.
+    pub fn restore_seen_committed(&self, previous: Option<&LastRun>) -> io::Result<()> {
+        if !previous.is_some_and(LastRun::in_this_boot) {
+            return Ok(());
+        }
+        let Some(seen) = lock(&self.shared.seen).value.filter(|seen| self.holds(seen)) else {
+            return Ok(());
+        };
+        debug_assert!(seen.index < self.shared.log.synced_offset(), "the open synced the log");
+        let mut committed = lock(&self.shared.committed);
+        match Some(seen) > committed.value {
+            true => committed.set(Some(seen)),
+            false => Ok(()),
+        }
+    }
+
     /// The last entry this node recorded as durable.
     pub fn flushed(&self) -> Option<LogId> {
         lock(&self.shared.flushed).value
@@ -253,7 +294,7 @@ impl LogStore {
     /// log that lost what it had recorded. The snapshot, written before,
     /// holds what they named; appends raise them again.
     fn forget_marks(&self) -> io::Result<()> {
-        for mark in [&self.shared.committed, &self.shared.flushed] {
+        for mark in [&self.shared.committed, &self.shared.seen, &self.shared.flushed] {
             lock(mark).set_synced(None)?;
         }
         Ok(())
@@ -352,7 +393,7 @@ impl LogStore {
     /// term that lost), and a committed mark on it would apply them.
     pub fn forget_marks_past_log(&self) -> io::Result<()> {
         let purged = *lock(&self.shared.purged);
-        for mark in [&self.shared.committed, &self.shared.flushed] {
+        for mark in [&self.shared.committed, &self.shared.seen, &self.shared.flushed] {
             let mut mark = lock(mark);
             let sound = mark
                 .value
@@ -912,6 +953,49 @@ mod tests {
     /// Sets a mark's value directly, as a disk that lost entries leaves it.
     fn force_mark(mark: &Mutex<Mark>, value: LogId) {
         lock(mark).set(Some(value)).expect("mark written");
+    }
+
+    /// A start in the previous run's boot takes the committed id that run
+    /// saw, which its sync-capped mark trailed (`--fsync interval`); a start
+    /// after a reboot does not (what was unsynced may be gone), nor does
+    /// one whose log no longer holds the entry seen.
+    #[test]
+    fn a_start_in_the_same_boot_restores_the_committed_id_seen() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = store_in(dir.path(), Durability::Interval(std::time::Duration::from_secs(60)));
+        store.write_entries(0, (0..10).map(entry).collect()).expect("written");
+        force_mark(&store.shared.committed, log_id(1, 3));
+        store.note_seen_committed(Some(log_id(1, 8))).expect("seen noted");
+        store
+            .note_seen_committed(Some(log_id(1, 6)))
+            .expect("an older one is ignored");
+        drop(store);
+        let this_boot = LastRun::now(true);
+        if !this_boot.in_this_boot() {
+            eprintln!("no boot id on this machine: nothing to test");
+            return;
+        }
+        let rebooted = LastRun {
+            boot_id: Some("another boot".into()),
+            ..this_boot.clone()
+        };
+
+        let store = store_in(dir.path(), Durability::Interval(std::time::Duration::from_secs(60)));
+        store.restore_seen_committed(Some(&rebooted)).expect("checked");
+        assert_eq!(store.committed(), Some(log_id(1, 3)), "after a reboot");
+        store.restore_seen_committed(None).expect("checked");
+        assert_eq!(store.committed(), Some(log_id(1, 3)), "with no previous run known");
+        store.restore_seen_committed(Some(&this_boot)).expect("restored");
+        assert_eq!(store.committed(), Some(log_id(1, 8)), "in the same boot");
+        drop(store);
+        let store = store_in(dir.path(), Durability::Interval(std::time::Duration::from_secs(60)));
+        assert_eq!(store.committed(), Some(log_id(1, 8)), "the restored mark is recorded");
+
+        // A log that lost the entry seen (a repair cut it) restores nothing.
+        force_mark(&store.shared.committed, log_id(1, 3));
+        store.keep_before(7).expect("cut");
+        store.restore_seen_committed(Some(&this_boot)).expect("checked");
+        assert!(store.committed() <= Some(log_id(1, 6)), "{:?}", store.committed());
     }
 
     /// Issue 19 item 15: a mark the log no longer backs (past its end, or

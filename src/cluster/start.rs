@@ -152,6 +152,7 @@ impl Cluster {
             quarantine::done(&durable)?;
         }
         quarantine::cut_done(&durable)?;
+        store.restore_seen_committed(previous_run.as_ref())?;
         let sm = StateMachine::open(store.clone(), durable.clone())?;
         // A no-op unless the log lost applied entries (a repair, including
         // one a crash interrupted after the log was cut).
