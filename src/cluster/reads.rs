@@ -18,6 +18,10 @@ pub enum Beyond {
     Committed,
     /// This node is in touch with no leader: it cannot tell.
     Unknown,
+    /// Past the commit this node heard, but it heard its leader again only
+    /// lately (after a start or a silence), and what it heard may be older
+    /// than the leader's commit: only the leader can tell.
+    Unsettled,
 }
 
 impl Cluster {
@@ -25,11 +29,12 @@ impl Cluster {
     pub fn beyond_view(&self, offset: u64) -> Beyond {
         let metrics = self.raft().metrics();
         let metrics = metrics.borrow_watched();
-        if self.leader_in_touch(&metrics).is_none() {
+        let Some(leader) = self.leader_in_touch(&metrics) else {
             return Beyond::Unknown;
-        }
+        };
         match metrics.cluster_committed {
             Some(committed) if committed.index >= offset => Beyond::Committed,
+            _ if leader != self.inner.id && self.inner.contact.unsettled() => Beyond::Unsettled,
             _ => Beyond::Uncommitted,
         }
     }
