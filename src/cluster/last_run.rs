@@ -60,11 +60,24 @@ impl LastRun {
 
 /// The previous run, if one was recorded and can be read.
 pub fn previous(durable: &Durable) -> Option<LastRun> {
+    warn_once_without_a_boot_id();
+    recorded(durable)
+}
+
+/// A machine without a boot id is said once a process (a node of many
+/// named logs reads the previous run of each).
+fn warn_once_without_a_boot_id() {
+    static SAID: std::sync::Once = std::sync::Once::new();
     if current_boot_id().is_none() {
-        tracing::warn!(
-            "{BOOT_ID} cannot be read: a bad frame a power cut tore is taken for rot (a live leader must license its cut)"
-        );
+        SAID.call_once(|| {
+            tracing::warn!(
+                "{BOOT_ID} cannot be read: a bad frame a power cut tore is taken for rot (a live leader must license its cut)"
+            );
+        });
     }
+}
+
+fn recorded(durable: &Durable) -> Option<LastRun> {
     durable.read::<LastRun>(LAST_RUN).unwrap_or_else(|e| {
         tracing::warn!(error = %e, "raft/{LAST_RUN} cannot be read: no bad frame is taken for a torn write");
         None

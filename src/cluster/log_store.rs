@@ -248,8 +248,12 @@ impl LogStore {
     }
 
     /// Records `seen` as the committed id seen (not capped to the last
-    /// sync), if it is newer.
-    pub(super) fn note_seen_committed(&self, seen: Option<LogId>) -> io::Result<()> {
+    /// sync), if it is newer and says more than `committed` (the mark as
+    /// capped): with `--fsync always` it rarely does, and costs nothing.
+    pub(super) fn note_seen_committed(&self, seen: Option<LogId>, committed: Option<LogId>) -> io::Result<()> {
+        if seen <= committed {
+            return Ok(());
+        }
         let mut mark = lock(&self.shared.seen);
         match seen > mark.value {
             true => mark.set(seen),
@@ -262,17 +266,31 @@ impl LogStore {
     /// the committed mark, if the log holds its entry, so that the start
     /// re-applies all of it and readers see no less than before. The log's
     /// open synced what it holds, so the mark still trails the disk.
+    ///
+    /// After a reboot the mark seen goes down to the committed one: it may
+    /// name entries the reboot took, and an entry written back later at
+    /// its index must not be vouched for by a mark from before.
     pub fn restore_seen_committed(&self, previous: Option<&LastRun>) -> io::Result<()> {
         if !previous.is_some_and(LastRun::in_this_boot) {
-            return Ok(());
+            let committed = self.committed();
+            let mut seen = lock(&self.shared.seen);
+            return match seen.value > committed {
+                true => seen.set(committed),
+                false => Ok(()),
+            };
         }
         let Some(seen) = lock(&self.shared.seen).value.filter(|seen| self.holds(seen)) else {
             return Ok(());
         };
-        debug_assert!(seen.index < self.shared.log.synced_offset(), "the open synced the log");
+        // The open synced the log, so this is `seen`; but a sync that
+        // failed in the previous run may have lost pages the kernel then
+        // took for clean: the mark never goes past what this run synced.
+        let Some(raised) = self.cap_to_synced(seen) else {
+            return Ok(());
+        };
         let mut committed = lock(&self.shared.committed);
-        match Some(seen) > committed.value {
-            true => committed.set(Some(seen)),
+        match Some(raised) > committed.value {
+            true => committed.set(Some(raised)),
             false => Ok(()),
         }
     }
@@ -957,19 +975,10 @@ mod tests {
 
     /// A start in the previous run's boot takes the committed id that run
     /// saw, which its sync-capped mark trailed (`--fsync interval`); a start
-    /// after a reboot does not (what was unsynced may be gone), nor does
-    /// one whose log no longer holds the entry seen.
+    /// after a reboot does not (what was unsynced may be gone) and forgets
+    /// it, nor does one whose log no longer holds the entry seen.
     #[test]
     fn a_start_in_the_same_boot_restores_the_committed_id_seen() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store = store_in(dir.path(), Durability::Interval(std::time::Duration::from_secs(60)));
-        store.write_entries(0, (0..10).map(entry).collect()).expect("written");
-        force_mark(&store.shared.committed, log_id(1, 3));
-        store.note_seen_committed(Some(log_id(1, 8))).expect("seen noted");
-        store
-            .note_seen_committed(Some(log_id(1, 6)))
-            .expect("an older one is ignored");
-        drop(store);
         let this_boot = LastRun::now(true);
         if !this_boot.in_this_boot() {
             eprintln!("no boot id on this machine: nothing to test");
@@ -979,23 +988,54 @@ mod tests {
             boot_id: Some("another boot".into()),
             ..this_boot.clone()
         };
+        let interval = Durability::Interval(std::time::Duration::from_secs(60));
+        let seen_ahead = |dir: &std::path::Path| {
+            let store = store_in(dir, interval);
+            store.write_entries(0, (0..10).map(entry).collect()).expect("written");
+            force_mark(&store.shared.committed, log_id(1, 3));
+            let capped = Some(log_id(1, 3));
+            store
+                .note_seen_committed(Some(log_id(1, 8)), capped)
+                .expect("seen noted");
+            store
+                .note_seen_committed(Some(log_id(1, 6)), capped)
+                .expect("an older one is ignored");
+            store
+                .note_seen_committed(Some(log_id(1, 3)), capped)
+                .expect("one the mark says is not written");
+            assert_eq!(lock(&store.shared.seen).value, Some(log_id(1, 8)));
+        };
 
-        let store = store_in(dir.path(), Durability::Interval(std::time::Duration::from_secs(60)));
-        store.restore_seen_committed(Some(&rebooted)).expect("checked");
-        assert_eq!(store.committed(), Some(log_id(1, 3)), "after a reboot");
-        store.restore_seen_committed(None).expect("checked");
-        assert_eq!(store.committed(), Some(log_id(1, 3)), "with no previous run known");
+        let dir = tempfile::tempdir().expect("temp dir");
+        seen_ahead(dir.path());
+        let store = store_in(dir.path(), interval);
         store.restore_seen_committed(Some(&this_boot)).expect("restored");
         assert_eq!(store.committed(), Some(log_id(1, 8)), "in the same boot");
         drop(store);
-        let store = store_in(dir.path(), Durability::Interval(std::time::Duration::from_secs(60)));
+        let store = store_in(dir.path(), interval);
         assert_eq!(store.committed(), Some(log_id(1, 8)), "the restored mark is recorded");
-
         // A log that lost the entry seen (a repair cut it) restores nothing.
         force_mark(&store.shared.committed, log_id(1, 3));
         store.keep_before(7).expect("cut");
         store.restore_seen_committed(Some(&this_boot)).expect("checked");
         assert!(store.committed() <= Some(log_id(1, 6)), "{:?}", store.committed());
+
+        for (previous, what) in [
+            (Some(&rebooted), "after a reboot"),
+            (None, "with no previous run known"),
+        ] {
+            let dir = tempfile::tempdir().expect("temp dir");
+            seen_ahead(dir.path());
+            let store = store_in(dir.path(), interval);
+            store.restore_seen_committed(previous).expect("checked");
+            assert_eq!(store.committed(), Some(log_id(1, 3)), "{what}");
+            store.restore_seen_committed(Some(&this_boot)).expect("checked");
+            assert_eq!(
+                store.committed(),
+                Some(log_id(1, 3)),
+                "{what}: the mark seen is forgotten"
+            );
+        }
     }
 
     /// Issue 19 item 15: a mark the log no longer backs (past its end, or

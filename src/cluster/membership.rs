@@ -159,7 +159,7 @@ impl Cluster {
     /// then waits until the writes it held are answered. Gives up quietly
     /// after `within`.
     pub async fn step_down(&self, within: Duration) {
-        let began = std::time::Instant::now();
+        let until = tokio::time::Instant::now() + within;
         if self.leader().is_none_or(|(leader, _)| leader != self.id()) {
             return;
         }
@@ -171,27 +171,37 @@ impl Cluster {
             .max_by_key(|m| m.match_offset)
             .map(|m| m.id);
         let Some(next) = best else { return };
+        let term = self.raft().metrics().borrow_watched().current_term;
         tracing::info!(to = next, "shutting down: handing leadership over");
-        match tokio::time::timeout(within, self.transfer_leadership(next)).await {
+        match tokio::time::timeout_at(until, self.transfer_leadership(next)).await {
             Ok(Ok(())) => {
                 tracing::info!(to = next, "leadership handed over");
-                self.answer_held_writes(within.saturating_sub(began.elapsed())).await;
+                self.answer_held_writes(term, until).await;
             }
             Ok(Err(e)) => tracing::warn!(error = %e, "could not hand leadership over"),
             Err(_) => tracing::warn!(?within, "leadership handover timed out"),
         }
     }
 
-    /// After a hand-over: the writes this node appended as leader and had
-    /// not yet answered are committed by its successor (which took over
-    /// only once it held them) or dropped by it, and their clients are
-    /// answered when this node applies (or truncates) them, on its word.
-    /// That word comes after the one that named the successor, so a stop
-    /// that closed the listener on the latter left those clients waiting
-    /// for their own timeout. Waits at most `within`.
-    async fn answer_held_writes(&self, within: Duration) {
-        let held = self.raft().metrics().borrow_watched().last_log_index;
+    /// After a hand-over: the writes this node appended as leader in `term`
+    /// (openraft takes none once the hand-over begins) and had not answered
+    /// are committed by its successor, which took over only once it held
+    /// them, and their clients are answered when this node applies them, on
+    /// the successor's word. That word comes after the one that named the
+    /// successor, so a stop that closed the listener on the latter left
+    /// those clients waiting for their own timeout. Waits until `until`.
+    async fn answer_held_writes(&self, term: u64, until: tokio::time::Instant) {
+        let store = self.store();
+        let Some(last) = store.next_index().checked_sub(1) else {
+            return;
+        };
+        let held = store
+            .terms()
+            .last_of_each_term(store.first_index(), last)
+            .into_iter()
+            .find_map(|(t, end)| (t == term).then_some(end));
         let Some(held) = held else { return };
+        let within = until.saturating_duration_since(tokio::time::Instant::now());
         let answered = self
             .raft()
             .wait(Some(within))

@@ -604,11 +604,18 @@ impl Catalog {
     }
 
     /// Before a graceful stop: every group this node leads hands its
-    /// leadership on (see `Mode::step_down`), a few at a time.
+    /// leadership on (see `Mode::step_down`), a few at a time, all within
+    /// `within` (not each: a node of many logs must not stop for minutes).
     pub async fn step_down(&self, within: Duration) {
         self.0.stepping_down.store(true, std::sync::atomic::Ordering::SeqCst);
+        let until = tokio::time::Instant::now() + within;
         futures_util::stream::iter(self.list())
-            .for_each_concurrent(OPEN_AT_ONCE, |named| async move { named.mode.step_down(within).await })
+            .for_each_concurrent(OPEN_AT_ONCE, |named| async move {
+                let left = until.saturating_duration_since(tokio::time::Instant::now());
+                if !left.is_zero() {
+                    named.mode.step_down(left).await;
+                }
+            })
             .await;
     }
 

@@ -64,6 +64,7 @@ async fn after_a_power_cut_of_every_node_with_fsync_never_the_cluster_elects_a_l
     let from = acked[acked.len() - 10];
     for i in [(leader + 1) % 3, (leader + 2) % 3] {
         zero_tail(cluster.data_dir(i), from);
+        super::faults::pretend_rebooted(cluster.data_dir(i));
     }
     // The node that kept its tail starts first with one that lost it: only
     // it can win that election (its log is the longer). Were the two that
@@ -157,6 +158,7 @@ async fn a_follower_that_lost_its_unsynced_tail_is_caught_up_and_nothing_is_lost
     // trail the leader's commit by more than that).
     let (first, last) = active_store_offsets(cluster.data_dir(victim)).expect("frames on the victim");
     zero_tail(cluster.data_dir(victim), last.saturating_sub(20).max(first));
+    super::faults::pretend_rebooted(cluster.data_dir(victim));
     cluster.restart(victim).await;
     assert_progress(&load, 100, "with the follower back").await;
     let now = cluster
@@ -227,6 +229,7 @@ async fn a_follower_that_lost_its_unsynced_tail_still_shows_every_producer_recor
     assert!(named, "{what}: node {victim}'s tables never named offset {last}");
     cluster.kill(victim);
     zero_tail(&dir, last.saturating_sub(20).max(first));
+    super::faults::pretend_rebooted(&dir);
     cluster.restart(victim).await;
     super::schedule_steps::wait_all_hold_commit(&mut cluster)
         .await
@@ -298,6 +301,7 @@ async fn a_member_whose_committed_entries_a_power_cut_took_from_the_majority_rep
     cluster.kill(keeper);
     cluster.kill(leader);
     zero_tail(cluster.data_dir(leader), lost[0]);
+    super::faults::pretend_rebooted(cluster.data_dir(leader));
     cluster.heal();
     cluster.restart(leader).await;
     let new_leader = cluster.wait_for_leader(LEADER_TIMEOUT).await;
