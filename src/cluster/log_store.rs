@@ -115,6 +115,8 @@ struct Shared {
     committed: Mutex<Mark>,
     /// The committed id as seen, capped to the log's written end only.
     seen: Mutex<Mark>,
+    /// Its last write failed (said once until one succeeds).
+    seen_unwritten: AtomicBool,
     /// The last entry made durable, as recorded after each append (see
     /// `repair`).
     flushed: Mutex<Mark>,
@@ -180,6 +182,7 @@ impl LogStore {
                 purged: Mutex::new(purged),
                 committed: Mutex::new(committed),
                 seen: Mutex::new(seen),
+                seen_unwritten: AtomicBool::new(false),
                 flushed: Mutex::new(flushed),
                 recent: Mutex::new(Recent::default()),
                 truncations: AtomicU64::new(0),
@@ -250,14 +253,23 @@ impl LogStore {
     /// Records `seen` as the committed id seen (not capped to the last
     /// sync), if it is newer and says more than `committed` (the mark as
     /// capped): with `--fsync always` it rarely does, and costs nothing.
-    pub(super) fn note_seen_committed(&self, seen: Option<LogId>, committed: Option<LogId>) -> io::Result<()> {
+    ///
+    /// Best effort: it only spares a restarted node's readers a step back,
+    /// and a failed write (a full disk) must not stop the Raft core.
+    pub(super) fn note_seen_committed(&self, seen: Option<LogId>, committed: Option<LogId>) {
         if seen <= committed {
-            return Ok(());
+            return;
         }
         let mut mark = lock(&self.shared.seen);
-        match seen > mark.value {
-            true => mark.set(seen),
-            false => Ok(()),
+        if seen <= mark.value {
+            return;
+        }
+        match mark.set(seen) {
+            Ok(()) => self.shared.seen_unwritten.store(false, Ordering::Relaxed),
+            Err(e) if !self.shared.seen_unwritten.swap(true, Ordering::Relaxed) => {
+                tracing::warn!(error = %e, "could not record the committed id seen (raft/seen.mark); trying again at each commit");
+            }
+            Err(_) => {}
         }
     }
 
@@ -994,15 +1006,10 @@ mod tests {
             store.write_entries(0, (0..10).map(entry).collect()).expect("written");
             force_mark(&store.shared.committed, log_id(1, 3));
             let capped = Some(log_id(1, 3));
-            store
-                .note_seen_committed(Some(log_id(1, 8)), capped)
-                .expect("seen noted");
-            store
-                .note_seen_committed(Some(log_id(1, 6)), capped)
-                .expect("an older one is ignored");
-            store
-                .note_seen_committed(Some(log_id(1, 3)), capped)
-                .expect("one the mark says is not written");
+            store.note_seen_committed(Some(log_id(1, 8)), capped);
+            // An older one, and one the committed mark says, are not written.
+            store.note_seen_committed(Some(log_id(1, 6)), capped);
+            store.note_seen_committed(Some(log_id(1, 3)), capped);
             assert_eq!(lock(&store.shared.seen).value, Some(log_id(1, 8)));
         };
 

@@ -75,8 +75,14 @@ impl MarkFile {
     pub fn open(path: &Path) -> io::Result<(MarkFile, Option<LogId>)> {
         let existed = path.exists();
         let file = fsops::open(path)?;
-        if !existed && let Some(dir) = path.parent() {
-            fsops::sync_dir(dir)?;
+        if !existed {
+            // Its block taken now, while there is room: a write in place
+            // on a full disk must not need one. Zeros read as no mark (no
+            // checksum holds); unsynced, a lost one costs only that.
+            let _ = fsops::write(&file, path, 0, &[0u8; 2 * SLOT]);
+            if let Some(dir) = path.parent() {
+                fsops::sync_dir(dir)?;
+            }
         }
         let mut bytes = [0u8; 2 * SLOT];
         let read = file.read_at(&mut bytes, 0).map_err(|e| fsops::naming(path, e))?;
@@ -293,7 +299,8 @@ mod tests {
                 assert_eq!(read, None);
                 file.write_synced(mark).expect("write");
             });
-            assert_eq!(steps, ["Open", "SyncDir", "Write", "SyncData"]);
+            // The first write takes the file's block (zeros: no mark).
+            assert_eq!(steps, ["Open", "Write", "SyncDir", "Write", "SyncData"]);
         }
 
         #[test]

@@ -64,8 +64,9 @@ impl Reserve {
 
     /// Makes the file whole if the disk has room for what it lacks and
     /// `bytes` more (what is left for the log); a part of one that cannot
-    /// be made whole goes. Returns whether it was made now. A filesystem
-    /// that cannot allocate keeps no reserve.
+    /// be made whole goes. Returns whether it was made (or cut to size)
+    /// now: one found whole (a restart) is held and writes nothing. A
+    /// filesystem that cannot allocate keeps no reserve.
     pub(super) fn make(&self) -> io::Result<bool> {
         if self.held.load(Ordering::Acquire) {
             return Ok(false);
@@ -75,13 +76,18 @@ impl Reserve {
             Ok(meta) if meta.len() > self.bytes => {
                 // Longer than asked for (a larger reserve before): cut first.
                 fsops::set_len(&fsops::open(&self.path)?, &self.path, self.bytes)?;
-                return self.make();
+                return self.make().map(|_| self.is_held());
             }
             Ok(meta) => meta.blocks().saturating_mul(512),
             Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
             Err(e) => return Err(fsops::naming(&self.path, e)),
         };
         let lacking = self.bytes.saturating_sub(allocated);
+        if lacking == 0 && std::fs::metadata(&self.path).is_ok_and(|meta| meta.len() == self.bytes) {
+            self.no_room.store(false, Ordering::Release);
+            self.held.store(true, Ordering::Release);
+            return Ok(false);
+        }
         if lacking > 0 && fsops::space(dir)?.available < lacking.saturating_add(self.bytes) {
             self.no_room.store(true, Ordering::Release);
             if allocated > 0 {
@@ -141,6 +147,10 @@ mod tests {
         assert!(allocated(&path) >= 1 << 20, "allocated: {}", allocated(&path));
         assert_eq!(reserve.held_bytes(), 1 << 20);
         assert!(!reserve.make().expect("held already"));
+        // A restart finds it whole: held, nothing made.
+        let again = Reserve::new(path.clone(), 1 << 20);
+        assert!(!again.make().expect("found whole"));
+        assert_eq!(again.held_bytes(), 1 << 20);
 
         assert!(reserve.release().expect("released"));
         assert!(!path.exists());

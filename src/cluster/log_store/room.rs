@@ -43,6 +43,24 @@ const TRY_AGAIN: Duration = Duration::from_millis(250);
 pub const DISK_FULL: &str = "distlog_raft_disk_full";
 pub const DISK_RESERVE: &str = "distlog_raft_disk_reserve_bytes";
 
+/// The node's stores (group 0's and each named replica's) share these
+/// gauges: what they hold in reserve together, and how many wait for room
+/// (each one setting its own value over the others' made the gauges say
+/// whichever store spoke last).
+static RESERVED: AtomicU64 = AtomicU64::new(0);
+static WAITING_FOR_ROOM: AtomicU64 = AtomicU64::new(0);
+
+/// Adds `delta` (wrapping: a subtraction) to a shared gauge's total and
+/// publishes it.
+fn add_to_gauge(total: &AtomicU64, delta: u64, gauge: &'static str, as_flag: bool) {
+    let now = total.fetch_add(delta, Ordering::AcqRel).wrapping_add(delta);
+    let value = match as_flag {
+        true => u64::from(now > 0) as f64,
+        false => now as f64,
+    };
+    metrics::gauge!(gauge).set(value);
+}
+
 /// `reserve.appends` holds this and a new segment's index file: two of
 /// the log's allocation chunks (an append allocates up to 8 MiB past its
 /// data, see `log::segment::store`).
@@ -69,6 +87,15 @@ pub(super) struct Room {
     /// rather than a lock.
     released_for_retention: AtomicU64,
     opened: Instant,
+    /// What this room last added to `RESERVED`.
+    published: AtomicU64,
+}
+
+impl Drop for Room {
+    fn drop(&mut self) {
+        let published = self.published.swap(0, Ordering::AcqRel);
+        add_to_gauge(&RESERVED, published.wrapping_neg(), DISK_RESERVE, false);
+    }
 }
 
 /// How long new entries are refused after the appends' reserve went to
@@ -87,6 +114,7 @@ impl Room {
             retention_wanted: Notify::new(),
             released_for_retention: AtomicU64::new(0),
             opened: Instant::now(),
+            published: AtomicU64::new(0),
         };
         room.make();
         room
@@ -102,6 +130,7 @@ impl Room {
         let _one_at_a_time = self.changing.lock().unwrap_or_else(PoisonError::into_inner);
         for reserve in [&self.marks, &self.appends] {
             match reserve.make() {
+                // One found whole (a restart of a node of many logs) is not said.
                 Ok(true) => tracing::info!(bytes = reserve.held_bytes(), "the disk reserve is made"),
                 Ok(false) => {}
                 Err(e) => tracing::warn!(error = %e, "could not make the disk reserve"),
@@ -112,7 +141,8 @@ impl Room {
 
     fn publish(&self) {
         let held = self.appends.held_bytes() + self.marks.held_bytes();
-        metrics::gauge!(DISK_RESERVE).set(held as f64);
+        let before = self.published.swap(held, Ordering::AcqRel);
+        add_to_gauge(&RESERVED, held.wrapping_sub(before), DISK_RESERVE, false);
     }
 
     /// Gives back `reserve`; whether it held anything.
@@ -243,7 +273,7 @@ impl LogStore {
                     if since.is_none() {
                         tracing::warn!(error = %e, "the disk is full: Raft appends wait for space (free some, or grow the volume)");
                         self.shared.disk_full.store(true, Ordering::Release);
-                        metrics::gauge!(DISK_FULL).set(1.0);
+                        add_to_gauge(&WAITING_FOR_ROOM, 1, DISK_FULL, true);
                         since = Some(Instant::now());
                     }
                     std::thread::sleep(TRY_AGAIN);
@@ -252,7 +282,7 @@ impl LogStore {
                     if let Some(at) = since {
                         tracing::info!(waited = ?at.elapsed(), "room on the disk again: Raft appends go on");
                         self.shared.disk_full.store(false, Ordering::Release);
-                        metrics::gauge!(DISK_FULL).set(0.0);
+                        add_to_gauge(&WAITING_FOR_ROOM, 1u64.wrapping_neg(), DISK_FULL, true);
                     }
                     return done;
                 }
