@@ -4,10 +4,8 @@
 //! reader is sent to the leader (`307`, code `not_caught_up`), never told
 //! that the offset does not exist (a false `404`, or a range that ends
 //! early). A node in touch with no leader cannot tell whether an offset
-//! past its end exists: `503 no_leader`. One that heard its leader again
-//! only lately (a restart) may have heard an old commit: it treats an
-//! offset past it as committed. Standalone nodes and replicas answer as
-//! before.
+//! past its end exists: `503 no_leader`. Standalone nodes and replicas
+//! answer as before.
 
 use std::time::Duration;
 
@@ -34,9 +32,9 @@ pub async fn shown_or_sent_on(state: &AppState, offset: u64, path: impl FnOnce()
         Beyond::Uncommitted => return Ok(()),
         // At the end of the log a reader waits or hears "nothing yet", as
         // before; only an offset past it cannot be answered.
-        Beyond::Unknown | Beyond::Unsettled if offset == state.log.next_offset() => return Ok(()),
+        Beyond::Unknown if offset == state.log.next_offset() => return Ok(()),
         Beyond::Unknown => return Err(ApiError::NoLeader),
-        Beyond::Committed | Beyond::Unsettled => {}
+        Beyond::Committed => {}
     }
     wait_for_records(state, offset, CATCH_UP_WAIT).await;
     let next = state.log.next_offset();
@@ -50,8 +48,9 @@ pub async fn shown_or_sent_on(state: &AppState, offset: u64, path: impl FnOnce()
             location: format!("{}{}", url.trim_end_matches('/'), path()),
             leader: url,
         }),
-        // The leader itself (applying what it committed) or no leader to
-        // send to: answer from what is here.
-        _ => Ok(()),
+        // The leader itself, applying what it committed: from what is here.
+        Some((leader, _)) if leader == cluster.id() => Ok(()),
+        // Contact lost while it waited: it cannot tell, as before the wait.
+        _ => Err(ApiError::NoLeader),
     }
 }

@@ -38,8 +38,9 @@ const SETTLED: Duration = Duration::from_secs(1);
 #[derive(Debug, Default)]
 struct Heard {
     at: Option<Instant>,
-    /// The first message after the latest silence (see `unsettled`).
-    regained: Option<Instant>,
+    /// The highest commit any leader told this node of (commits never go
+    /// back, whoever leads).
+    highest: Option<u64>,
     /// `(when, leader commit)`, rising; at most one sample older than
     /// `SETTLED` is kept.
     commits: std::collections::VecDeque<(Instant, u64)>,
@@ -59,9 +60,9 @@ impl LeaderContact {
         // commit heard again is the one to reach.
         if heard.at.is_none_or(|at| at.elapsed() >= SETTLED) {
             heard.commits.clear();
-            heard.regained = Some(now);
         }
         heard.at = Some(now);
+        heard.highest = heard.highest.max(leader_commit);
         // One sample every SETTLED/64 at most: memory bounded by time, not
         // a count that would shorten the window under load. A commit heard
         // before the next is due raises the latest sample instead.
@@ -77,14 +78,10 @@ impl LeaderContact {
         }
     }
 
-    /// Whether this node heard from a leader again less than `SETTLED`
-    /// ago, after a silence (its start included): the commit it heard may
-    /// be one a request carried from before (a heartbeat or an append the
-    /// leader built while this node was away, sent on a retry), far behind
-    /// the leader's. A restarted follower heard 7,001 from a heartbeat
-    /// 50 ms before the leader's 16,001.
-    pub(super) fn unsettled(&self) -> bool {
-        self.heard().regained.is_some_and(|at| at.elapsed() < SETTLED)
+    /// The highest commit a leader told this node of (with the commit
+    /// stamped when a request was sent, `network::COMMIT_HEADER`).
+    pub(super) fn highest_commit(&self) -> Option<u64> {
+        self.heard().highest
     }
 
     pub(super) fn since(&self) -> Option<Duration> {
@@ -159,19 +156,6 @@ mod tests {
     /// of then: right after a silence the latest commit heard is the one to
     /// reach, not the first, or a node back from an outage answers ready
     /// thousands of entries short of the leader.
-    /// Right after a start, what a leader's first messages say of its
-    /// commit may be old: the node is unsettled until it has heard from
-    /// it for `SETTLED`.
-    #[test]
-    fn a_node_that_just_heard_its_leader_again_is_unsettled() {
-        let contact = LeaderContact::default();
-        assert!(!contact.unsettled(), "nothing heard yet: nothing to doubt");
-        contact.heard_from(Some(7_001));
-        assert!(contact.unsettled());
-        contact.heard_from(Some(16_001));
-        assert!(contact.unsettled(), "still within SETTLED of the first message");
-    }
-
     #[test]
     fn right_after_a_silence_the_latest_commit_heard_is_the_one_to_reach() {
         let contact = LeaderContact::default();

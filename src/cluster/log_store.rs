@@ -79,6 +79,23 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> io::Result<T> + Send + 
         .map_err(|e| io::Error::other(format!("log task failed: {e}")))?
 }
 
+/// The committed index as openraft last gave it to this store, for the
+/// peer client to stamp on the appends it sends (`network::COMMIT_HEADER`):
+/// a request openraft built earlier carries the commit of then.
+#[derive(Clone, Debug, Default)]
+pub struct CommitNow(Arc<AtomicU64>);
+
+impl CommitNow {
+    /// The index, if openraft gave one (stored as index + 1, 0 for none).
+    pub fn get(&self) -> Option<u64> {
+        self.0.load(Ordering::Acquire).checked_sub(1)
+    }
+
+    fn set(&self, committed: Option<LogId>) {
+        self.0.store(committed.map_or(0, |c| c.index + 1), Ordering::Release);
+    }
+}
+
 /// A mark's file and its value.
 #[derive(Debug)]
 struct Mark {
@@ -117,6 +134,8 @@ struct Shared {
     seen: Mutex<Mark>,
     /// Its last write failed (said once until one succeeds).
     seen_unwritten: AtomicBool,
+    /// The committed index as openraft gave it, uncapped.
+    commit_now: CommitNow,
     /// The last entry made durable, as recorded after each append (see
     /// `repair`).
     flushed: Mutex<Mark>,
@@ -183,6 +202,7 @@ impl LogStore {
                 committed: Mutex::new(committed),
                 seen: Mutex::new(seen),
                 seen_unwritten: AtomicBool::new(false),
+                commit_now: CommitNow::default(),
                 flushed: Mutex::new(flushed),
                 recent: Mutex::new(Recent::default()),
                 truncations: AtomicU64::new(0),
@@ -286,10 +306,13 @@ impl LogStore {
         if !previous.is_some_and(LastRun::in_this_boot) {
             let committed = self.committed();
             let mut seen = lock(&self.shared.seen);
-            return match seen.value > committed {
-                true => seen.set(committed),
-                false => Ok(()),
-            };
+            if seen.value > committed
+                && let Err(e) = seen.set(committed)
+            {
+                // Then it only goes unused (`seen` must be held by the log).
+                tracing::warn!(error = %e, "could not lower raft/seen.mark after a reboot");
+            }
+            return Ok(());
         }
         let Some(seen) = lock(&self.shared.seen).value.filter(|seen| self.holds(seen)) else {
             return Ok(());
@@ -305,6 +328,11 @@ impl LogStore {
             true => committed.set(Some(raised)),
             false => Ok(()),
         }
+    }
+
+    /// The committed index as openraft last gave it (see `CommitNow`).
+    pub fn commit_now(&self) -> CommitNow {
+        self.shared.commit_now.clone()
     }
 
     /// The last entry this node recorded as durable.

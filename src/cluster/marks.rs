@@ -75,14 +75,16 @@ impl MarkFile {
     pub fn open(path: &Path) -> io::Result<(MarkFile, Option<LogId>)> {
         let existed = path.exists();
         let file = fsops::open(path)?;
-        if !existed {
+        let len = file.metadata().map_or(0, |m| m.len()) as usize;
+        if len < 2 * SLOT {
             // Its block taken now, while there is room: a write in place
-            // on a full disk must not need one. Zeros read as no mark (no
-            // checksum holds); unsynced, a lost one costs only that.
-            let _ = fsops::write(&file, path, 0, &[0u8; 2 * SLOT]);
-            if let Some(dir) = path.parent() {
-                fsops::sync_dir(dir)?;
-            }
+            // on a full disk must not need one. Zeros past what it holds
+            // read as no mark (no checksum holds); unsynced, a lost one
+            // costs only that.
+            let _ = fsops::write(&file, path, len as u64, &[0u8; 2 * SLOT][len..]);
+        }
+        if !existed && let Some(dir) = path.parent() {
+            fsops::sync_dir(dir)?;
         }
         let mut bytes = [0u8; 2 * SLOT];
         let read = file.read_at(&mut bytes, 0).map_err(|e| fsops::naming(path, e))?;

@@ -94,7 +94,9 @@ pub use group::replica_made_for;
 pub use log_store::{APPEND_BUDGET_BYTES, LogStore};
 pub use metrics::describe_metrics;
 pub use moves::{GroupMembership, Moving};
-pub use network::{APPEND_PATH, PRE_VOTE_PATH, SNAPSHOT_PATH, SnapshotBody, TARGET_HEADER, TRANSFER_PATH, VOTE_PATH};
+pub use network::{
+    APPEND_PATH, COMMIT_HEADER, PRE_VOTE_PATH, SNAPSHOT_PATH, SnapshotBody, TARGET_HEADER, TRANSFER_PATH, VOTE_PATH,
+};
 pub use node::{Cluster, ClusterConfig, RaftNode};
 pub use pulse::{HEARTBEATS_PATH, PulseAnswer, Pulses, WAIT_HEADER, decode_batch, item_deadline, pulse_body_limit};
 pub use quarantine::{OpenError, QUARANTINE_DIR, open_member_log};

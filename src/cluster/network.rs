@@ -38,6 +38,7 @@ use tracing::Span;
 
 use super::codec::encode_append;
 use super::gate::{GATED_HEADER, Position, STREAM_HEADER};
+use super::log_store::CommitNow;
 use super::patience::{Allowance, Patience};
 use super::peer_health::PeerHealth;
 use super::pulse::{self, HEARTBEATS_PATH, Pending, PulseAnswer, Pulses};
@@ -48,6 +49,14 @@ use crate::telemetry;
 
 /// Header naming the node a Raft request is meant for.
 pub const TARGET_HEADER: &str = "x-distlog-raft-target";
+
+/// Header of an append-entries request: the sender's committed index when
+/// the request was sent. The request's own `leader_commit` is the one of
+/// when openraft built it, which for a request that waited out a peer's
+/// absence (a retry, a heartbeat) is long past; a restarted follower took
+/// it for the leader's and told a reader that a committed offset did not
+/// exist. Only reads past a member's end use it (`reads`), never Raft.
+pub const COMMIT_HEADER: &str = "x-distlog-leader-commit";
 
 pub const APPEND_PATH: &str = "/raft/append";
 pub const VOTE_PATH: &str = "/raft/vote";
@@ -131,6 +140,8 @@ pub struct Network {
     pub group: u64,
     /// The node's heartbeat batchers, shared by its named groups (`pulse`).
     pub pulses: Pulses,
+    /// The group's committed index now, stamped on appends (`COMMIT_HEADER`).
+    pub commit: CommitNow,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -151,6 +162,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             group: self.group,
             pulses: self.pulses.clone(),
             batches: false,
+            commit: self.commit.clone(),
         }
     }
 
@@ -228,6 +240,8 @@ pub struct Peer {
     pulses: Pulses,
     /// Whether this is a named group's heartbeat client, whose heartbeats go in batches.
     batches: bool,
+    /// The group's committed index now (`COMMIT_HEADER`).
+    commit: CommitNow,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -306,6 +320,11 @@ impl Peer {
             .body(body);
         if let Some(position) = position {
             request = request.header(STREAM_HEADER, position.header_value());
+        }
+        if path == APPEND_PATH
+            && let Some(commit) = self.commit.get()
+        {
+            request = request.header(COMMIT_HEADER, commit.to_string());
         }
         let response = telemetry::send_traced(request, &span).await?;
         let status = response.status();
@@ -737,6 +756,7 @@ mod tests {
             window: 1,
             group: 0,
             pulses: Default::default(),
+            commit: Default::default(),
         };
         let member = Member {
             url,

@@ -252,6 +252,7 @@ mod tests {
             window: WINDOW,
             group: 0,
             pulses: Default::default(),
+            commit: Default::default(),
         };
         let member = Member {
             url,
@@ -339,6 +340,7 @@ mod tests {
             window,
             group: 0,
             pulses: Default::default(),
+            commit: Default::default(),
         };
         let member = Member {
             url,

@@ -18,10 +18,6 @@ pub enum Beyond {
     Committed,
     /// This node is in touch with no leader: it cannot tell.
     Unknown,
-    /// Past the commit this node heard, but it heard its leader again only
-    /// lately (after a start or a silence), and what it heard may be older
-    /// than the leader's commit: only the leader can tell.
-    Unsettled,
 }
 
 impl Cluster {
@@ -29,12 +25,17 @@ impl Cluster {
     pub fn beyond_view(&self, offset: u64) -> Beyond {
         let metrics = self.raft().metrics();
         let metrics = metrics.borrow_watched();
-        let Some(leader) = self.leader_in_touch(&metrics) else {
+        if self.leader_in_touch(&metrics).is_none() {
             return Beyond::Unknown;
-        };
-        match metrics.cluster_committed {
-            Some(committed) if committed.index >= offset => Beyond::Committed,
-            _ if leader != self.inner.id && self.inner.contact.unsettled() => Beyond::Unsettled,
+        }
+        // Openraft's is what the requests it took said when they were built;
+        // a request sent late says more in its header (`COMMIT_HEADER`).
+        let committed = metrics
+            .cluster_committed
+            .map(|c| c.index)
+            .max(self.inner.contact.highest_commit());
+        match committed {
+            Some(committed) if committed >= offset => Beyond::Committed,
             _ => Beyond::Uncommitted,
         }
     }

@@ -59,17 +59,20 @@ impl Cluster {
     /// retry would hold a few MiB until there is room).
     /// A request of a pipelined stream (`position`) goes through the
     /// reorder gate (`gate`) to the Raft core; one without, straight to it.
+    /// `sent_commit`: the sender's commit when it sent the request
+    /// (`network::COMMIT_HEADER`), newer than the request's own.
     pub async fn handle_append(
         &self,
         caller: Caller<'_>,
         body: Bytes,
         position: Option<Position>,
+        sent_commit: Option<u64>,
     ) -> Result<AppendEntriesResponse<TypeConfig>, ClusterError> {
         if self.store().disk_full() {
             return Err(ClusterError::DiskFull);
         }
         let request = decode_append(body).map_err(|e| ClusterError::BadRpc(e.to_string()))?;
-        self.handle_decoded_append(caller, request, position).await
+        self.handle_decoded_append(caller, request, position, sent_commit).await
     }
 
     /// A named group's heartbeat from a batch (`pulse`): an append-entries without entries,
@@ -95,7 +98,7 @@ impl Cluster {
                 request.entries.len()
             )));
         }
-        self.handle_decoded_append(caller, request, None).await
+        self.handle_decoded_append(caller, request, None, None).await
     }
 
     async fn handle_decoded_append(
@@ -103,6 +106,7 @@ impl Cluster {
         caller: Caller<'_>,
         request: AppendEntriesRequest<TypeConfig>,
         position: Option<Position>,
+        sent_commit: Option<u64>,
     ) -> Result<AppendEntriesResponse<TypeConfig>, ClusterError> {
         self.check_sender(&caller, &request.vote)?;
         validate::append(&request).map_err(ClusterError::BadRpc)?;
@@ -122,7 +126,7 @@ impl Cluster {
                  this cluster sends that; refused"
             )));
         }
-        let leader_commit = request.leader_commit.map(|c| c.index);
+        let leader_commit = request.leader_commit.map(|c| c.index).max(sent_commit);
         let carries_entries = !request.entries.is_empty();
         // Heartbeats go on (the core is free); entries wait for retention's
         // purge after the disk reserve went to it (`LogStore::refuses_new_entries`).

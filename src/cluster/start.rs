@@ -227,6 +227,7 @@ impl Running {
             window: config.append_window.max(1),
             group,
             pulses: config.pulses.clone(),
+            commit: store.commit_now(),
         };
         let raft = Raft::new(
             id,

@@ -97,6 +97,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
+        self.shared.commit_now.set(committed);
         let seen = committed.and_then(|c| self.cap_to_log(c));
         let committed = seen.and_then(|c| self.cap_to_synced(c));
         self.note_seen_committed(seen, committed);

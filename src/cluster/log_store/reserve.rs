@@ -83,11 +83,7 @@ impl Reserve {
             Err(e) => return Err(fsops::naming(&self.path, e)),
         };
         let lacking = self.bytes.saturating_sub(allocated);
-        if lacking == 0 && std::fs::metadata(&self.path).is_ok_and(|meta| meta.len() == self.bytes) {
-            self.no_room.store(false, Ordering::Release);
-            self.held.store(true, Ordering::Release);
-            return Ok(false);
-        }
+        let whole = lacking == 0 && std::fs::metadata(&self.path).is_ok_and(|meta| meta.len() == self.bytes);
         if lacking > 0 && fsops::space(dir)?.available < lacking.saturating_add(self.bytes) {
             self.no_room.store(true, Ordering::Release);
             if allocated > 0 {
@@ -103,7 +99,8 @@ impl Reserve {
         match outcome {
             Ok(true) => {
                 self.held.store(true, Ordering::Release);
-                Ok(true)
+                // One found whole (a restart) took nothing now: not said.
+                Ok(!whole)
             }
             Ok(false) => self.remove().map(|()| false),
             // What a failed allocation took goes back with the file.

@@ -47,16 +47,18 @@ pub const DISK_RESERVE: &str = "distlog_raft_disk_reserve_bytes";
 /// gauges: what they hold in reserve together, and how many wait for room
 /// (each one setting its own value over the others' made the gauges say
 /// whichever store spoke last).
-static RESERVED: AtomicU64 = AtomicU64::new(0);
-static WAITING_FOR_ROOM: AtomicU64 = AtomicU64::new(0);
+static RESERVED: Mutex<u64> = Mutex::new(0);
+static WAITING_FOR_ROOM: Mutex<u64> = Mutex::new(0);
 
 /// Adds `delta` (wrapping: a subtraction) to a shared gauge's total and
-/// publishes it.
-fn add_to_gauge(total: &AtomicU64, delta: u64, gauge: &'static str, as_flag: bool) {
-    let now = total.fetch_add(delta, Ordering::AcqRel).wrapping_add(delta);
+/// publishes it, under its lock: two stores' changes set the gauge in the
+/// order they made them.
+fn add_to_gauge(total: &Mutex<u64>, delta: u64, gauge: &'static str, as_flag: bool) {
+    let mut total = total.lock().unwrap_or_else(PoisonError::into_inner);
+    *total = total.wrapping_add(delta);
     let value = match as_flag {
-        true => u64::from(now > 0) as f64,
-        false => now as f64,
+        true => u64::from(*total > 0) as f64,
+        false => *total as f64,
     };
     metrics::gauge!(gauge).set(value);
 }
