@@ -54,3 +54,19 @@ pub async fn shown_or_sent_on(state: &AppState, offset: u64, path: impl FnOnce()
         _ => Err(ApiError::NoLeader),
     }
 }
+
+/// Ok when this node may answer what its log's last records are itself
+/// (`?tail=N`): it is in touch with a leader and shows what that leader
+/// committed, or catches up within the wait. Behind: the reader goes to the
+/// leader, as for `shown_or_sent_on`; in touch with no leader it cannot tell
+/// its last records from the log's (`503 no_leader`).
+pub async fn at_the_end_or_sent_on(state: &AppState, path: impl FnOnce() -> String) -> ApiResult<()> {
+    let Some(cluster) = state.mode.cluster() else {
+        return Ok(());
+    };
+    let next = state.log.next_offset();
+    if cluster.beyond_view(next) == Beyond::Unknown {
+        return Err(ApiError::NoLeader);
+    }
+    shown_or_sent_on(state, next, path).await
+}

@@ -13,7 +13,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::catch_up::shown_or_sent_on;
+use super::catch_up::{at_the_end_or_sent_on, shown_or_sent_on};
 use super::error::{ApiError, ApiResult, Echo};
 use super::media::choose;
 use super::position::{check_from, wait_for_records};
@@ -130,7 +130,16 @@ pub async fn read_range(State(state): State<AppState>, request: Request) -> ApiR
             Some(start) => Some(stream_start(&state, start).await?),
             None => None,
         };
-        return sse::tail(state, from, start.and_then(Start::not_before), headers);
+        // A stream from past this member's end that the cluster committed
+        // goes to the leader, as a range read does (not "no such offset").
+        if let Some(from) = from.filter(|from| *from > state.log.next_offset()) {
+            let uri = request.uri().clone();
+            shown_or_sent_on(&state, from, || {
+                uri.path_and_query().map_or_else(|| "/".to_string(), |p| p.to_string())
+            })
+            .await?;
+        }
+        return sse::tail(state, from, start.and_then(Start::not_before), request.headers());
     }
     let limit = match query.number("limit")?.unwrap_or(DEFAULT_LIMIT) {
         0 => {
@@ -147,6 +156,14 @@ pub async fn read_range(State(state): State<AppState>, request: Request) -> ApiR
     let max_bytes = state.limits.max_range_bytes;
     let from = match start {
         Some(Start::Tail(n)) => {
+            // A member behind what the cluster committed does not call its
+            // last records the log's: it catches up briefly, or sends the
+            // reader to the leader (with no leader: 503).
+            let uri = request.uri().clone();
+            at_the_end_or_sent_on(&state, || {
+                uri.path_and_query().map_or_else(|| "/".to_string(), |p| p.to_string())
+            })
+            .await?;
             // `limit`, when given, caps N as the cap on `limit` does.
             let n = query.number("limit")?.map_or(n, |limit| limit.min(n));
             let n = n.min(u64::from(state.limits.max_range_records)) as u32;

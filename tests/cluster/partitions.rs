@@ -261,7 +261,27 @@ async fn a_member_catching_up_never_says_a_committed_offset_is_missing() {
         let range = get(format!("{url}/?from={last}&limit=1"))
             .await
             .unwrap_or_else(|e| panic!("{what}: {e}"));
-        for (route, reply) in [(format!("GET /{last}"), &one), (format!("GET /?from={last}"), &range)] {
+        // The last record, which is `last`: never an older one as the last.
+        let tail = get(format!("{url}/?tail=1"))
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        if tail.status == 200 {
+            assert_eq!(
+                tail.body["records"][0]["offset"].as_u64(),
+                Some(last),
+                "{what}: node {victim} answered the last record before {last}, committed, as its last (poll {polls}): {} (GET /{last}: {} {}; GET /?from={last}: {} {})",
+                tail.body,
+                one.status,
+                one.body,
+                range.status,
+                range.body
+            );
+        }
+        for (route, reply) in [
+            (format!("GET /{last}"), &one),
+            (format!("GET /?from={last}"), &range),
+            ("GET /?tail=1".to_string(), &tail),
+        ] {
             match reply.status {
                 200 => {}
                 307 => {
