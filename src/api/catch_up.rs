@@ -36,6 +36,17 @@ pub async fn shown_or_sent_on(state: &AppState, offset: u64, path: impl FnOnce()
         Beyond::Unknown => return Err(ApiError::NoLeader),
         Beyond::Committed => {}
     }
+    caught_up_or_sent_on(state, cluster, offset, path).await
+}
+
+/// Waits briefly until this node shows `offset`, which the cluster
+/// committed; else sends the reader to the leader.
+async fn caught_up_or_sent_on(
+    state: &AppState,
+    cluster: &crate::cluster::Cluster,
+    offset: u64,
+    path: impl FnOnce() -> String,
+) -> ApiResult<()> {
     wait_for_records(state, offset, CATCH_UP_WAIT).await;
     let next = state.log.next_offset();
     if offset < next {
@@ -64,9 +75,15 @@ pub async fn at_the_end_or_sent_on(state: &AppState, path: impl FnOnce() -> Stri
     let Some(cluster) = state.mode.cluster() else {
         return Ok(());
     };
-    let next = state.log.next_offset();
-    if cluster.beyond_view(next) == Beyond::Unknown {
-        return Err(ApiError::NoLeader);
+    match cluster.beyond_view(state.log.next_offset()) {
+        Beyond::Unknown => return Err(ApiError::NoLeader),
+        Beyond::Uncommitted => return Ok(()),
+        Beyond::Committed => {}
     }
-    shown_or_sent_on(state, next, path).await
+    // Behind: its last records are the log's only once it shows all it
+    // knows committed, not after its next one.
+    match cluster.known_commit() {
+        Some(committed) => caught_up_or_sent_on(state, cluster, committed, path).await,
+        None => Ok(()),
+    }
 }

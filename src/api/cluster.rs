@@ -259,7 +259,7 @@ pub async fn raft_append(
     // A node that does not pipeline takes each request as it comes and does
     // not say it gates, so its leaders keep to one at a time.
     let position = stream_position(&parts.headers)?.filter(|_| cluster.pipelines());
-    let sent_commit = sent_commit(&parts.headers)?;
+    let sent_commit = sent_commit(&parts.headers);
     let answer = telemetry::in_span(
         handler_span("raft.append_entries"),
         cluster.handle_append(from.caller(), body, position, sent_commit),
@@ -277,17 +277,16 @@ pub async fn raft_append(
 }
 
 /// The sender's committed index when it sent an append (`COMMIT_HEADER`),
-/// if it says one (a node of an earlier version does not).
-fn sent_commit(headers: &axum::http::HeaderMap) -> ApiResult<Option<u64>> {
-    let Some(value) = headers.get(crate::cluster::COMMIT_HEADER) else {
-        return Ok(None);
-    };
-    value
+/// if it says one (a node of an earlier version does not). One that does
+/// not read as an index is ignored: it serves reads only, and must not
+/// stop replication.
+fn sent_commit(headers: &axum::http::HeaderMap) -> Option<u64> {
+    headers
+        .get(crate::cluster::COMMIT_HEADER)?
         .to_str()
+        .ok()?
+        .parse::<u64>()
         .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-        .map(Some)
-        .ok_or_else(|| ApiError::BadClusterRequest(format!("{} is not an index", crate::cluster::COMMIT_HEADER)))
 }
 
 /// Named groups' heartbeats from one peer, batched (`cluster::pulse`): each item is checked and

@@ -11,6 +11,7 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
+use super::catch_up::shown_or_sent_on;
 use super::error::{ApiError, ApiResult};
 use super::position::{check_from, wait_for_records};
 use super::query::Query;
@@ -21,7 +22,11 @@ use crate::wire::{LOG_NEXT_OFFSET, LOWEST_OFFSET, NEXT_OFFSET, param};
 /// capped to it, like every other budget a client names.
 const MAX_PULL_BYTES: u64 = 16 * 1024 * 1024;
 
-pub async fn frames(State(state): State<AppState>, RawQuery(raw): RawQuery) -> ApiResult<Response> {
+pub async fn frames(
+    State(state): State<AppState>,
+    request_uri: axum::http::Uri,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
     let query = Query::parse(raw.as_deref())?;
     let from = query.offset(param::FROM)?.ok_or(ApiError::BadQuery {
         param: param::FROM,
@@ -45,6 +50,16 @@ pub async fn frames(State(state): State<AppState>, RawQuery(raw): RawQuery) -> A
         Some(n) => n.min(u64::from(u32::MAX)) as u32,
         None => u32::MAX,
     };
+    // A member behind what the cluster committed does not tell a replica
+    // that pulls past its end that the replica diverged (a 404 it stops
+    // on for good): it catches up briefly or answers a status it retries.
+    if from > state.log.next_offset() {
+        let uri = request_uri.clone();
+        shown_or_sent_on(&state, from, || {
+            uri.path_and_query().map_or_else(|| "/".to_string(), |p| p.to_string())
+        })
+        .await?;
+    }
     check_from(&state.log, from)?;
     if let Some(ms) = query.number(param::WAIT_MS)? {
         wait_for_records(&state, from, Duration::from_millis(ms).min(state.limits.max_wait)).await;

@@ -38,9 +38,10 @@ const SETTLED: Duration = Duration::from_secs(1);
 #[derive(Debug, Default)]
 struct Heard {
     at: Option<Instant>,
-    /// The highest commit any leader told this node of (commits never go
-    /// back, whoever leads).
-    highest: Option<u64>,
+    /// The highest commit the leader of the highest term heard told this
+    /// node of, with that term: a later leader starts again (after a power
+    /// cut of a majority with write caching, a commit may go back).
+    highest: Option<(u64, u64)>,
     /// `(when, leader commit)`, rising; at most one sample older than
     /// `SETTLED` is kept.
     commits: std::collections::VecDeque<(Instant, u64)>,
@@ -62,7 +63,6 @@ impl LeaderContact {
             heard.commits.clear();
         }
         heard.at = Some(now);
-        heard.highest = heard.highest.max(leader_commit);
         // One sample every SETTLED/64 at most: memory bounded by time, not
         // a count that would shorten the window under load. A commit heard
         // before the next is due raises the latest sample instead.
@@ -78,10 +78,20 @@ impl LeaderContact {
         }
     }
 
-    /// The highest commit a leader told this node of (with the commit
-    /// stamped when a request was sent, `network::COMMIT_HEADER`).
+    /// The leader of `term` said its commit reached `commit`, in a request
+    /// or in the header stamped when it was sent (`network::COMMIT_HEADER`).
+    /// Only reads past this node's end use it, not readiness.
+    pub(super) fn heard_commit(&self, term: u64, commit: u64) {
+        let mut heard = self.heard();
+        heard.highest = match heard.highest {
+            Some((t, c)) if t > term || (t == term && c >= commit) => Some((t, c)),
+            _ => Some((term, commit)),
+        };
+    }
+
+    /// The highest commit the latest leader heard told this node of.
     pub(super) fn highest_commit(&self) -> Option<u64> {
-        self.heard().highest
+        self.heard().highest.map(|(_, commit)| commit)
     }
 
     pub(super) fn since(&self) -> Option<Duration> {
@@ -156,6 +166,22 @@ mod tests {
     /// of then: right after a silence the latest commit heard is the one to
     /// reach, not the first, or a node back from an outage answers ready
     /// thousands of entries short of the leader.
+    /// The commit reads past a node's end are judged by: the highest the
+    /// latest leader said; a leader of a later term starts it again.
+    #[test]
+    fn the_commit_known_is_the_latest_leaders_highest() {
+        let contact = LeaderContact::default();
+        assert_eq!(contact.highest_commit(), None);
+        contact.heard_commit(3, 7_001);
+        contact.heard_commit(3, 16_001);
+        contact.heard_commit(3, 9_000);
+        assert_eq!(contact.highest_commit(), Some(16_001), "an older request's commit");
+        contact.heard_commit(2, 20_000);
+        assert_eq!(contact.highest_commit(), Some(16_001), "a deposed leader's");
+        contact.heard_commit(4, 15_990);
+        assert_eq!(contact.highest_commit(), Some(15_990), "a later leader's, lower");
+    }
+
     #[test]
     fn right_after_a_silence_the_latest_commit_heard_is_the_one_to_reach() {
         let contact = LeaderContact::default();

@@ -21,6 +21,22 @@ pub enum Beyond {
 }
 
 impl Cluster {
+    /// The highest offset this node knows the cluster committed: openraft's
+    /// is what the requests it took said when they were built; a request
+    /// sent late says more in its header (`COMMIT_HEADER`).
+    pub fn known_commit(&self) -> Option<u64> {
+        let metrics = self.raft().metrics();
+        let metrics = metrics.borrow_watched();
+        self.commit_known(&metrics)
+    }
+
+    fn commit_known(&self, metrics: &openraft::RaftMetrics<super::types::TypeConfig>) -> Option<u64> {
+        metrics
+            .cluster_committed
+            .map(|c| c.index)
+            .max(self.inner.contact.highest_commit())
+    }
+
     /// Whether `offset`, which this node does not show, is committed.
     pub fn beyond_view(&self, offset: u64) -> Beyond {
         let metrics = self.raft().metrics();
@@ -28,13 +44,7 @@ impl Cluster {
         if self.leader_in_touch(&metrics).is_none() {
             return Beyond::Unknown;
         }
-        // Openraft's is what the requests it took said when they were built;
-        // a request sent late says more in its header (`COMMIT_HEADER`).
-        let committed = metrics
-            .cluster_committed
-            .map(|c| c.index)
-            .max(self.inner.contact.highest_commit());
-        match committed {
+        match self.commit_known(&metrics) {
             Some(committed) if committed >= offset => Beyond::Committed,
             _ => Beyond::Uncommitted,
         }

@@ -126,7 +126,10 @@ impl Cluster {
                  this cluster sends that; refused"
             )));
         }
-        let leader_commit = request.leader_commit.map(|c| c.index).max(sent_commit);
+        let leader_commit = request.leader_commit.map(|c| c.index);
+        let term = request.vote.leader_id.term;
+        // A stamp past the request's own, and within what an index can be.
+        let sent_commit = sent_commit.filter(|c| leader_commit.is_none_or(|l| *c >= l) && *c <= u64::MAX / 2);
         let carries_entries = !request.entries.is_empty();
         // Heartbeats go on (the core is free); entries wait for retention's
         // purge after the disk reserve went to it (`LogStore::refuses_new_entries`).
@@ -148,6 +151,9 @@ impl Cluster {
         }
         if !matches!(answer, AppendEntriesResponse::HigherVote(_)) {
             self.inner.contact.heard_from(leader_commit);
+            if let Some(commit) = sent_commit.or(leader_commit) {
+                self.inner.contact.heard_commit(term, commit);
+            }
         }
         if carries_entries {
             // After the append: it renewed the lease, so the first tick does not elect.
