@@ -18,6 +18,11 @@ use crate::cluster::Beyond;
 /// the leader.
 const CATCH_UP_WAIT: Duration = Duration::from_millis(500);
 
+/// Where a reader of `uri` goes on the leader: the same path and query.
+pub fn path_of(uri: &axum::http::Uri) -> String {
+    uri.path_and_query().map_or_else(|| "/".to_string(), |p| p.to_string())
+}
+
 /// Ok when this node may answer a read at `offset` itself (it shows it,
 /// or the offset is not committed yet); `path` is where the reader goes on
 /// the leader (path and query), made only when it is needed.

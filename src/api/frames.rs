@@ -11,7 +11,7 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
-use super::catch_up::shown_or_sent_on;
+use super::catch_up::{path_of, shown_or_sent_on};
 use super::error::{ApiError, ApiResult};
 use super::position::{check_from, wait_for_records};
 use super::query::Query;
@@ -54,11 +54,7 @@ pub async fn frames(
     // that pulls past its end that the replica diverged (a 404 it stops
     // on for good): it catches up briefly or answers a status it retries.
     if from > state.log.next_offset() {
-        let uri = request_uri.clone();
-        shown_or_sent_on(&state, from, || {
-            uri.path_and_query().map_or_else(|| "/".to_string(), |p| p.to_string())
-        })
-        .await?;
+        shown_or_sent_on(&state, from, || path_of(&request_uri)).await?;
     }
     check_from(&state.log, from)?;
     if let Some(ms) = query.number(param::WAIT_MS)? {

@@ -13,7 +13,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::catch_up::{at_the_end_or_sent_on, shown_or_sent_on};
+use super::catch_up::{at_the_end_or_sent_on, path_of, shown_or_sent_on};
 use super::error::{ApiError, ApiResult, Echo};
 use super::media::choose;
 use super::position::{check_from, wait_for_records};
@@ -121,6 +121,8 @@ async fn no_record_at(state: &AppState, offset: u64) -> ApiError {
 }
 
 pub async fn read_range(State(state): State<AppState>, request: Request) -> ApiResult<Response> {
+    // Owned: a future holding the request's borrow would not be `Send`.
+    let uri = request.uri().clone();
     let headers = request.headers();
     let query = Query::parse(request.uri().query())?;
     let start = Start::parse(&query)?;
@@ -133,11 +135,7 @@ pub async fn read_range(State(state): State<AppState>, request: Request) -> ApiR
         // A stream from past this member's end that the cluster committed
         // goes to the leader, as a range read does (not "no such offset").
         if let Some(from) = from.filter(|from| *from > state.log.next_offset()) {
-            let uri = request.uri().clone();
-            shown_or_sent_on(&state, from, || {
-                uri.path_and_query().map_or_else(|| "/".to_string(), |p| p.to_string())
-            })
-            .await?;
+            shown_or_sent_on(&state, from, || path_of(&uri)).await?;
         }
         return sse::tail(state, from, start.and_then(Start::not_before), request.headers());
     }
@@ -159,11 +157,7 @@ pub async fn read_range(State(state): State<AppState>, request: Request) -> ApiR
             // A member behind what the cluster committed does not call its
             // last records the log's: it catches up briefly, or sends the
             // reader to the leader (with no leader: 503).
-            let uri = request.uri().clone();
-            at_the_end_or_sent_on(&state, || {
-                uri.path_and_query().map_or_else(|| "/".to_string(), |p| p.to_string())
-            })
-            .await?;
+            at_the_end_or_sent_on(&state, || path_of(&uri)).await?;
             // `limit`, when given, caps N as the cap on `limit` does.
             let n = query.number("limit")?.map_or(n, |limit| limit.min(n));
             let n = n.min(u64::from(state.limits.max_range_records)) as u32;
@@ -175,11 +169,7 @@ pub async fn read_range(State(state): State<AppState>, request: Request) -> ApiR
         None => state.log.lowest_offset(),
     };
 
-    let uri = request.uri().clone();
-    shown_or_sent_on(&state, from, || {
-        uri.path_and_query().map_or_else(|| "/".to_string(), |p| p.to_string())
-    })
-    .await?;
+    shown_or_sent_on(&state, from, || path_of(&uri)).await?;
     check_from(&state.log, from)?;
     if let Some(wait) = wait {
         wait_for_records(&state, from, wait).await;

@@ -75,7 +75,8 @@ impl MarkFile {
     pub fn open(path: &Path) -> io::Result<(MarkFile, Option<LogId>)> {
         let existed = path.exists();
         let file = fsops::open(path)?;
-        let len = file.metadata().map_or(0, |m| m.len()) as usize;
+        // (A length it cannot read: nothing written, a mark may be there.)
+        let len = file.metadata().map_or(2 * SLOT, |m| m.len() as usize);
         if len < 2 * SLOT {
             // Its block taken now, while there is room: a write in place
             // on a full disk must not need one. Zeros past what it holds

@@ -129,7 +129,8 @@ impl Cluster {
         let leader_commit = request.leader_commit.map(|c| c.index);
         let term = request.vote.leader_id.term;
         // A stamp past the request's own, and within what an index can be.
-        let sent_commit = sent_commit.filter(|c| leader_commit.is_none_or(|l| *c >= l) && *c <= u64::MAX / 2);
+        let sent_commit =
+            sent_commit.filter(|c| leader_commit.is_none_or(|l| *c >= l) && *c <= super::validate::MAX_INDEX);
         let carries_entries = !request.entries.is_empty();
         // Heartbeats go on (the core is free); entries wait for retention's
         // purge after the disk reserve went to it (`LogStore::refuses_new_entries`).

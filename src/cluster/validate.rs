@@ -13,7 +13,7 @@ use super::types::{LogId, SnapshotMeta, TypeConfig, Vote, term_of};
 
 /// Offsets stay below this (the log's offsets are u64, but an index near
 /// the top would overflow openraft's `index + 1`).
-const MAX_INDEX: u64 = u64::MAX / 2;
+pub(super) const MAX_INDEX: u64 = u64::MAX / 2;
 
 fn vote_term(vote: &Vote) -> u64 {
     vote.leader_id.term

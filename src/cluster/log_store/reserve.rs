@@ -72,18 +72,18 @@ impl Reserve {
             return Ok(false);
         }
         let dir = self.path.parent().unwrap_or(&self.path);
-        let allocated = match std::fs::metadata(&self.path) {
+        let (allocated, len) = match std::fs::metadata(&self.path) {
             Ok(meta) if meta.len() > self.bytes => {
                 // Longer than asked for (a larger reserve before): cut first.
                 fsops::set_len(&fsops::open(&self.path)?, &self.path, self.bytes)?;
                 return self.make().map(|_| self.is_held());
             }
-            Ok(meta) => meta.blocks().saturating_mul(512),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
+            Ok(meta) => (meta.blocks().saturating_mul(512), meta.len()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => (0, 0),
             Err(e) => return Err(fsops::naming(&self.path, e)),
         };
         let lacking = self.bytes.saturating_sub(allocated);
-        let whole = lacking == 0 && std::fs::metadata(&self.path).is_ok_and(|meta| meta.len() == self.bytes);
+        let whole = lacking == 0 && len == self.bytes;
         if lacking > 0 && fsops::space(dir)?.available < lacking.saturating_add(self.bytes) {
             self.no_room.store(true, Ordering::Release);
             if allocated > 0 {
