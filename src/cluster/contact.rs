@@ -89,9 +89,13 @@ impl LeaderContact {
         };
     }
 
-    /// The highest commit the latest leader heard told this node of.
-    pub(super) fn highest_commit(&self) -> Option<u64> {
-        self.heard().highest.map(|(_, commit)| commit)
+    /// The highest commit the leader of `term` told this node of (none
+    /// from an earlier term's leader: a deposed one's says nothing now).
+    pub(super) fn highest_commit(&self, term: u64) -> Option<u64> {
+        self.heard()
+            .highest
+            .filter(|(t, _)| *t == term)
+            .map(|(_, commit)| commit)
     }
 
     pub(super) fn since(&self) -> Option<Duration> {
@@ -171,15 +175,16 @@ mod tests {
     #[test]
     fn the_commit_known_is_the_latest_leaders_highest() {
         let contact = LeaderContact::default();
-        assert_eq!(contact.highest_commit(), None);
+        assert_eq!(contact.highest_commit(3), None);
         contact.heard_commit(3, 7_001);
         contact.heard_commit(3, 16_001);
         contact.heard_commit(3, 9_000);
-        assert_eq!(contact.highest_commit(), Some(16_001), "an older request's commit");
+        assert_eq!(contact.highest_commit(3), Some(16_001), "an older request's commit");
         contact.heard_commit(2, 20_000);
-        assert_eq!(contact.highest_commit(), Some(16_001), "a deposed leader's");
+        assert_eq!(contact.highest_commit(3), Some(16_001), "a deposed leader's");
+        assert_eq!(contact.highest_commit(4), None, "a term whose leader said nothing yet");
         contact.heard_commit(4, 15_990);
-        assert_eq!(contact.highest_commit(), Some(15_990), "a later leader's, lower");
+        assert_eq!(contact.highest_commit(4), Some(15_990), "a later leader's, lower");
     }
 
     #[test]

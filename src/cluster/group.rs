@@ -117,8 +117,9 @@ impl Cluster {
         let previous_run = last_run::previous(&durable);
         check_log(&store, previous_run.as_ref()).await?;
         let write_caching = store.log().config().durability != crate::log::Durability::Always;
-        last_run::record(&durable, &last_run::LastRun::now(write_caching))?;
+        // Before this run is recorded (see `cluster::start`).
         store.restore_seen_committed(previous_run.as_ref())?;
+        last_run::record(&durable, &last_run::LastRun::now(write_caching))?;
         let sm = StateMachine::open(store.clone(), durable.clone())?;
         let checked = sm.clone();
         tokio::task::spawn_blocking(move || checked.forget_applied_past_log())

@@ -281,7 +281,9 @@ impl LogStore {
             return;
         }
         let mut mark = lock(&self.shared.seen);
-        if seen <= mark.value {
+        // One the log no longer holds (a reboot took it, and its lowering
+        // did not happen) is replaced, or it would never be again.
+        if seen <= mark.value && mark.value.is_some_and(|held| self.holds(&held)) {
             return;
         }
         match mark.set(seen) {
@@ -309,7 +311,7 @@ impl LogStore {
             if seen.value > committed
                 && let Err(e) = seen.set(committed)
             {
-                // Then it only goes unused (`seen` must be held by the log).
+                // Then the next commit seen replaces it (`note_seen_committed`).
                 tracing::warn!(error = %e, "could not lower raft/seen.mark after a reboot");
             }
             return Ok(());
@@ -324,10 +326,13 @@ impl LogStore {
             return Ok(());
         };
         let mut committed = lock(&self.shared.committed);
-        match Some(raised) > committed.value {
-            true => committed.set(Some(raised)),
-            false => Ok(()),
+        if Some(raised) > committed.value
+            && let Err(e) = committed.set(Some(raised))
+        {
+            // Best effort: it only spares readers a step back.
+            tracing::warn!(error = %e, "could not raise raft/committed.mark to the committed id seen");
         }
+        Ok(())
     }
 
     /// The committed index as openraft last gave it (see `CommitNow`).

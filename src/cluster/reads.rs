@@ -31,10 +31,13 @@ impl Cluster {
     }
 
     fn commit_known(&self, metrics: &openraft::RaftMetrics<super::types::TypeConfig>) -> Option<u64> {
-        metrics
-            .cluster_committed
-            .map(|c| c.index)
-            .max(self.inner.contact.highest_commit())
+        // A leader's own is the cluster's; what an earlier term's leader
+        // said (even to this node, before it led) says nothing now.
+        let heard = match metrics.current_leader == Some(self.inner.id) {
+            true => None,
+            false => self.inner.contact.highest_commit(metrics.current_term),
+        };
+        metrics.cluster_committed.map(|c| c.index).max(heard)
     }
 
     /// Whether `offset`, which this node does not show, is committed.

@@ -147,12 +147,14 @@ impl Cluster {
             fault = recovery::check_with_leader(&config, kept, store.vote_term(), store.next_index()).await;
         }
         let id = node_id(&durable, &store, fault, recorded, &config.advertise_url).await?;
+        // Before this run is recorded: a crash between the two must not let
+        // the next start take a reboot for the same boot (`seen.mark`).
+        store.restore_seen_committed(previous_run.as_ref())?;
         last_run::record(&durable, &last_run::LastRun::now(write_caching))?;
         if quarantined.is_some() {
             quarantine::done(&durable)?;
         }
         quarantine::cut_done(&durable)?;
-        store.restore_seen_committed(previous_run.as_ref())?;
         let sm = StateMachine::open(store.clone(), durable.clone())?;
         // A no-op unless the log lost applied entries (a repair, including
         // one a crash interrupted after the log was cut).
